@@ -1,0 +1,2 @@
+/* epoch.c: the fused minibatch epoch. */
+#include "fastopt.h"

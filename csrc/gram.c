@@ -1,0 +1,2 @@
+/* gram.c: blockwise sufficient statistics for the closed form. */
+#include "fastopt.h"

@@ -1,0 +1,45 @@
+# cython: language_level=3
+"""Typed wrappers over the C kernels in csrc/.
+
+Every public name here has a pure-NumPy twin with the same name and arguments in fastopt._reference;
+tests/test_parity.py enumerates both. Inputs are trusted: fastopt._validation has already made them
+C-contiguous float32/float64 of matching shapes, so nothing is re-checked here.
+"""
+from enum import IntEnum
+
+cimport scipy.linalg.cython_blas as cblas
+
+from fastopt._kernels cimport *
+
+
+class Status(IntEnum):
+    """Return codes of the C kernels (values pinned to csrc/fastopt.h by a test)."""
+
+    OK = FO_OK
+    NONFINITE_LOSS = FO_NONFINITE_LOSS
+    DIVERGED = FO_DIVERGED
+    BAD_ARGUMENT = FO_BAD_ARGUMENT
+
+
+cdef fo_blas _BLAS
+
+
+cdef void _fill_blas_table() noexcept:
+    # SciPy exports its BLAS as C function pointers; taking them here means csrc/ never links BLAS itself.
+    _BLAS.dgemm = <fo_dgemm_t>cblas.dgemm
+    _BLAS.sgemm = <fo_sgemm_t>cblas.sgemm
+    _BLAS.dsyrk = <fo_dsyrk_t>cblas.dsyrk
+    _BLAS.ssyrk = <fo_ssyrk_t>cblas.ssyrk
+    _BLAS.dgemv = <fo_dgemv_t>cblas.dgemv
+    _BLAS.sgemv = <fo_sgemv_t>cblas.sgemv
+    _BLAS.ddot = <fo_ddot_t>cblas.ddot
+    _BLAS.sdot = <fo_sdot_t>cblas.sdot
+
+
+_fill_blas_table()
+
+# ---------------------------------------------------------------- closed form
+include "_kernels_gram.pxi"
+
+# ---------------------------------------------------------------- optimizers
+include "_kernels_optim.pxi"

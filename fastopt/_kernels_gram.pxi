@@ -1,0 +1,1 @@
+# Closed-form kernels (sufficient statistics); included by _kernels.pyx.

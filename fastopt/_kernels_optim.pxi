@@ -1,0 +1,1 @@
+# Optimizer kernels (step rules, fused epoch); included by _kernels.pyx.

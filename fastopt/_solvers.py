@@ -1,0 +1,39 @@
+"""The solver registry: one entry per ``solver=`` name, no if-chain.
+
+A solver takes the estimator's hyperparameters and validated data, and returns a :class:`fastopt._result.FitResult`; it owns
+allocation, randomness, epochs, schedules, stopping and convergence. The estimator owns only the sklearn API.
+
+Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
+
+    solver.fit(params, data, state=None) -> FitResult
+        A full fit. ``state`` is the previous fit's state when ``warm_start`` applies, else None.
+    solver.partial_fit(params, data, state=None) -> FitResult
+        One incremental update: a closed-form solver merges sufficient statistics, an iterative one makes one
+        pass over the given rows. ``state`` is None on the first call.
+
+``params`` is ``estimator.get_params()``; ``data`` is a :class:`fastopt._validation.Data`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastopt import _closed_form, _iterative
+from fastopt._result import FitResult  # noqa: F401  (re-exported for solvers' callers)
+
+
+SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS}
+
+# "auto": the exact closed form when the loss allows it, else the most forgiving iterative rule.
+AUTO = {"squared_error": "normal", "absolute_error": "adam", "huber": "adam"}
+
+
+def resolve(solver: str, loss: str) -> str:
+    """The registry key that ``solver=`` names for ``loss``; raises ValueError on an impossible pair."""
+    name = AUTO[loss] if solver == "auto" else solver
+    entry = SOLVERS[name]
+    if loss not in entry.losses:
+        raise ValueError(
+            f"solver={solver!r} supports loss in {sorted(entry.losses)}, got loss={loss!r}; "
+            "use an iterative solver (e.g. solver='adam') for robust losses."
+        )
+    return name

@@ -1,0 +1,96 @@
+"""Input checks with clear messages.
+
+Arrays leave this module C-contiguous, float32 or float64, finite, with matching lengths; later layers trust
+that and re-check nothing. Nothing here writes into the caller's arrays: a conversion copies, a pass-through
+is only ever read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+FLOAT_DTYPES = (np.float64, np.float32)
+
+
+@dataclass(frozen=True)
+class Data:
+    """Validated training data.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features), C-contiguous float32/float64
+    Y : ndarray of shape (n_samples, n_targets), C-contiguous, same dtype as X
+    sample_weight : ndarray of shape (n_samples,) or None
+        Non-negative and finite, same dtype as X. None means unit weights.
+    y_was_1d : bool
+        Whether the caller passed a 1-D target (coefficients are then returned 1-D).
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    sample_weight: np.ndarray | None
+    y_was_1d: bool
+
+
+def _reject_complex(name, a):
+    if np.iscomplexobj(a):
+        raise TypeError(f"{name} has a complex dtype; fastopt fits real-valued least squares only.")
+
+
+def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True) -> Data:
+    """Validate ``X``, ``y`` and ``sample_weight`` for ``fit``/``partial_fit``.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        Receives ``n_features_in_`` and ``feature_names_in_`` (when ``reset``), or is checked against them.
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+    sample_weight : array-like of shape (n_samples,), float, or None
+    reset : bool
+        True on a fresh fit; False on a later ``partial_fit``, where the feature count must match.
+
+    Returns
+    -------
+    Data
+    """
+    _reject_complex("X", X)
+    _reject_complex("y", y)
+    X, y = validate_data(
+        estimator,
+        X,
+        y,
+        reset=reset,
+        accept_sparse=False,
+        dtype=list(FLOAT_DTYPES),
+        order="C",
+        multi_output=True,
+        y_numeric=True,
+    )
+    y = np.asarray(y)
+    y_was_1d = y.ndim == 1
+    # The target takes X's dtype so the kernels see one floating type; astype copies when it converts.
+    Y = np.ascontiguousarray(y.reshape(-1, 1) if y_was_1d else y, dtype=X.dtype)
+    if Y.shape[1] == 0:
+        raise ValueError("y has 0 targets; at least one target column is required.")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("Input y contains NaN or infinity.")
+    if sample_weight is not None:
+        _reject_complex("sample_weight", sample_weight)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
+        sample_weight = np.ascontiguousarray(sample_weight)
+        if not np.all(np.isfinite(sample_weight)):
+            raise ValueError("sample_weight contains NaN or infinity.")
+        if not sample_weight.any():
+            raise ValueError("sample_weight sums to zero; at least one sample must have positive weight.")
+    return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d)
+
+
+def check_predict_data(estimator, X) -> np.ndarray:
+    """Validate ``X`` for ``predict``: same feature count (and names) as at fit time."""
+    _reject_complex("X", X)
+    return validate_data(
+        estimator, X, reset=False, accept_sparse=False, dtype=list(FLOAT_DTYPES), order="C"
+    )
