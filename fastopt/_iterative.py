@@ -179,8 +179,10 @@ class IterativeSolver:
         fresh = _initial_params(params, d, k, data.X.dtype, rng)
         if state is not None and state.dims == (d, k) and state.params.shape == fresh.shape \
                 and state.params.dtype == fresh.dtype:
+            # Continue from the previous coefficients and moments, under this fit's learning rate.
+            lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
-                                       rng=rng, loss_curve=[])
+                                       rng=rng, loss_curve=[], lr0=lr0)
         loss = LOSSES[params["loss"]]
         lr0 = params["learning_rate"]
         if lr0 == "auto":
@@ -196,6 +198,8 @@ class IterativeSolver:
         work = np.empty(st.params.shape[0] + k, dtype=st.params.dtype)
         status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
                                               st.params, st.opt_state, work, st.t, lr)
+        if status == _kernels.Status.BAD_ARGUMENT:
+            raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")
         if status != _kernels.Status.OK:
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
                     else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")
@@ -273,7 +277,11 @@ class IterativeSolver:
         return self._result(st, d, k, len(st.loss_curve), attrs)
 
     def partial_fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
-        """One pass over the given rows, continuing the optimizer state, step count and row-order RNG."""
+        """One pass over the given rows, continuing the optimizer state, step count and row-order RNG.
+
+        The schedule advances one epoch per call; ``tol`` and ``early_stopping`` do not apply (as in
+        scikit-learn), and ``learning_rate="auto"`` is resolved on the first call's rows.
+        """
         n, d, k = data.X.shape[0], data.X.shape[1], data.Y.shape[1]
         rows = np.arange(n, dtype=np.int64)
         sw = _normalised_weights(data.sample_weight, rows)

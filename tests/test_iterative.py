@@ -24,11 +24,11 @@ def _half_mse(est, X, y, sample_weight=None):
     return 0.5 * np.average(np.sum(r * r, axis=1), weights=sample_weight)
 
 
-def _lstsq_half_mse(X, y):
+def _closed_form_half_mse(X, y):
+    exact = _half_mse(LinearRegressor(solver="normal").fit(X, y), X, y)
     Xa = np.c_[X, np.ones(len(X))]
-    sol = np.linalg.lstsq(Xa, y, rcond=None)[0]
-    r = (Xa @ sol - y).reshape(len(X), -1)
-    return 0.5 * np.mean(np.sum(r * r, axis=1))
+    assert exact == pytest.approx(0.5 * np.mean((Xa @ np.linalg.lstsq(Xa, y, rcond=None)[0] - y) ** 2), rel=1e-12)
+    return exact
 
 
 # A suitable schedule per rule: an exponential decay of the rate removes the minibatch noise floor (the rate
@@ -53,7 +53,7 @@ def test_reaches_the_closed_form_training_loss(method):
     X, y = _data(rng)
     params = dict(batch_size=50, max_epochs=300, tol=None, random_state=0) | CONVERGENCE[method]
     est = LinearRegressor(solver=method, **params).fit(X, y)
-    best = _lstsq_half_mse(X, y)
+    best = _closed_form_half_mse(X, y)
     assert _half_mse(est, X, y) <= best * (1 + 1e-6)
     assert est.n_iter_ == 300 and est.solver_ == method and len(est.loss_curve_) == 300
 
@@ -139,6 +139,8 @@ def test_warm_start_continues_from_the_previous_fit():
     first_curve, t = est.loss_curve_, est.t_
     est.fit(X, y)
     assert est.loss_curve_[0] < 0.5 * first_curve[0] and est.t_ == 2 * t
+    est.set_params(learning_rate=1e-3).fit(X, y)  # a warm start takes the new hyperparameters
+    assert est.learning_rate_ == 1e-3 and est.t_ == 3 * t
     cold = LinearRegressor(solver="sgd", max_epochs=5, tol=None, random_state=0).fit(X, y)
     assert cold.loss_curve_ == first_curve
 

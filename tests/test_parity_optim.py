@@ -97,7 +97,7 @@ def _assert_close(a, b, tol, what):
     np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale, err_msg=what)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+@pytest.mark.parametrize("schedule", sorted(optim.SCHEDULES))
 @pytest.mark.parametrize("loss", list(optim.Loss))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", SPECS)
