@@ -9,7 +9,8 @@ Groups ``epoch-float64`` and ``epoch-float32`` each hold:
 * ``test_sklearn_sgdregressor_epoch`` (float64 only; it converts float32): ``SGDRegressor(max_iter=1,
   tol=None)``, one shuffled epoch of per-sample SGD;
 * ``test_torch_optim_epoch``: the usual ``torch.optim.Adam`` minibatch loop, when PyTorch is installed;
-* ``test_limit_one_pass_X_at_w``: one BLAS pass ``X @ w``, the floor that reading X once costs.
+* ``test_limit_one_pass_X_at_w``: one BLAS pass ``X @ w``, the floor that reading X once costs;
+* ``test_one_thread_pass_X_at_w``: the same on one core (the epoch is sequential; BLAS may use every core).
 
 Targets (ratios from one run): Adam <= 2.5x the limit, >= 8x faster than the reference, >= 4x faster than
 SGDRegressor; float32 <= 0.6x float64's time.
@@ -115,7 +116,14 @@ def test_torch_optim_epoch(benchmark, data):
             loss.backward()
             opt.step()
 
-    benchmark.pedantic(run, setup=setup, rounds=2, iterations=1)
+    # torch's intra-op thread pool only adds synchronisation to 64-row operations (measured: an epoch is over
+    # 10x slower with two threads on a busy machine), so give torch its fastest setting here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        benchmark.pedantic(run, setup=setup, rounds=2, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_limit_one_pass_X_at_w(benchmark, data):
@@ -123,3 +131,14 @@ def test_limit_one_pass_X_at_w(benchmark, data):
     _group(benchmark, name)
     w = np.ones(X.shape[1], X.dtype)
     benchmark.pedantic(lambda: X @ w, rounds=20, iterations=1, warmup_rounds=2)
+
+
+def test_one_thread_pass_X_at_w(benchmark, data):
+    """``X @ w`` on one core: the limit row may use every BLAS thread, the minibatch epoch is sequential."""
+    from threadpoolctl import threadpool_limits
+
+    name, X, _, _ = data
+    _group(benchmark, name)
+    w = np.ones(X.shape[1], X.dtype)
+    with threadpool_limits(1):
+        benchmark.pedantic(lambda: X @ w, rounds=20, iterations=1, warmup_rounds=2)
