@@ -22,16 +22,6 @@
 #define FO_PREFETCH(p) ((void)(p))
 #endif
 
-/* The epoch is also compiled for AVX2 + FMA and chosen when the library loads (GCC's ifunc, x86-64 ELF only):
- * once prefetching hides memory latency the row loops are compute-bound, and 4-wide fused multiply-adds cut
- * them by about a third. Results stay bit-identical run to run on one machine; across machines they may differ
- * in the last bits, as BLAS results do. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__)
-#define FO_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define FO_CLONES
-#endif
-
 /* How far ahead of the current row to prefetch, in bytes of X: about 8 KB in flight covers memory latency
  * (measured best or equal from d = 10 to 1000), i.e. 10 rows of 100 doubles, 64 short rows at most, 2 long. */
 #define FO_PREFETCH_BYTES 8192
@@ -157,7 +147,7 @@ static inline double FO_FN(batch_gradient)(const fo_epoch_ctl *c, ptrdiff_t star
     return loss;
 }
 
-FO_CLONES fo_status FO_FN(fo_epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, const FO_REAL *X,
+fo_status FO_FN(fo_epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, const FO_REAL *X,
                                     const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k, FO_REAL *params,
                                     ptrdiff_t n_params, FO_REAL *state, FO_REAL *work)
 {
