@@ -52,6 +52,7 @@ noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -73,6 +74,7 @@ RCOND_CHOLESKY = 1e-4
 # number of threads, and they are merged in a fixed balanced tree.
 SEGMENT_ROWS = 65536
 EPS = np.finfo(np.float64).eps
+_PARALLEL = threading.Lock()
 
 
 @dataclass
@@ -175,13 +177,18 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     starts = range(0, data.X.shape[0], SEGMENT_ROWS)
     threads = min(_n_threads(), len(starts))
     merger = _TreeMerger()
-    if threads == 1:
+    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
+    # that finds another one in its parallel section runs its segments serially instead (same result).
+    if threads > 1 and _PARALLEL.acquire(blocking=False):
+        try:
+            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+                for state in pool.map(lambda start: _gram_segment(data, start), starts):
+                    merger.push(state)
+        finally:
+            _PARALLEL.release()
+    else:
         for start in starts:
             merger.push(_gram_segment(data, start))
-    else:
-        with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-            for state in pool.map(lambda start: _gram_segment(data, start), starts):
-                merger.push(state)
     return merger.result()
 
 
