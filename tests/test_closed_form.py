@@ -330,3 +330,17 @@ def test_concurrent_fits_restore_the_blas_thread_limit(rng, monkeypatch):
     assert [lib["num_threads"] for lib in threadpool_info()] == before
     for coef in fits[1:]:
         np.testing.assert_array_equal(coef, fits[0])  # serial or parallel segments: the same tree, the same bits
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_empty_and_zero_weight_chunks_merge_as_nothing(rng, solver):
+    # A distributed caller may meet empty partitions, or partitions whose weights are all zero.
+    X, Y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    params = LinearRegressor(solver=solver).get_params()
+    full = _closed_form.chunk_state(params, data(X, Y))
+    empty = _closed_form.chunk_state(params, data(X[:0], Y[:0]))
+    weightless = _closed_form.chunk_state(params, data(X[:5], Y[:5], np.zeros(5)))
+    merged = _merge_all([empty, full, weightless, empty])
+    np.testing.assert_array_equal(merged.mean, full.mean)
+    assert merged.n_samples == 45
+    np.testing.assert_array_equal(_closed_form.finish(params, merged).coef, _closed_form.finish(params, full).coef)
