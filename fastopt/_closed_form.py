@@ -52,6 +52,7 @@ noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -73,6 +74,7 @@ RCOND_CHOLESKY = 1e-4
 # number of threads, and they are merged in a fixed balanced tree.
 SEGMENT_ROWS = 65536
 EPS = np.finfo(np.float64).eps
+_PARALLEL = threading.Lock()
 
 
 @dataclass
@@ -146,7 +148,12 @@ class _TreeMerger:
             level += 1
         self._stack.append((level, state))
 
-    def result(self) -> ClosedFormState:
+    def result(self, data: Data, field: str) -> ClosedFormState:
+        """The merged state; for a chunk without rows, a zero-weight state carrying ``field`` ("gram"/"r")."""
+        if not self._stack:
+            d, k = data.X.shape[1], data.Y.shape[1]
+            zero = np.zeros((d + k, d + k))
+            return ClosedFormState(d, k, data.X.dtype.name, 0, 0.0, np.zeros(d + k), **{field: zero})
         state = self._stack.pop()[1]
         while self._stack:
             state = merge_states(self._stack.pop()[1], state)
@@ -175,14 +182,19 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     starts = range(0, data.X.shape[0], SEGMENT_ROWS)
     threads = min(_n_threads(), len(starts))
     merger = _TreeMerger()
-    if threads == 1:
+    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
+    # that finds another one in its parallel section runs its segments serially instead (same result).
+    if threads > 1 and _PARALLEL.acquire(blocking=False):
+        try:
+            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+                for state in pool.map(lambda start: _gram_segment(data, start), starts):
+                    merger.push(state)
+        finally:
+            _PARALLEL.release()
+    else:
         for start in starts:
             merger.push(_gram_segment(data, start))
-    else:
-        with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-            for state in pool.map(lambda start: _gram_segment(data, start), starts):
-                merger.push(state)
-    return merger.result()
+    return merger.result(data, "gram")
 
 
 def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
@@ -212,7 +224,7 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
         Z -= mean
         Z *= np.sqrt(w)[:, None]
         merger.push(ClosedFormState(d, k, X.dtype.name, Z.shape[0], weight, mean, r=_triangle(Z, p)))
-    return merger.result()
+    return merger.result(data, "r")
 
 
 def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
@@ -232,8 +244,11 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
     weight = a.weight + b.weight
     dtype = np.result_type(a.dtype, b.dtype).name
     n_samples = a.n_samples + b.n_samples
-    if weight == 0.0:  # both chunks have zero total weight: nothing to add
-        return replace(a, dtype=dtype, n_samples=n_samples)
+    if a.weight == 0.0 or b.weight == 0.0:  # an empty or weightless chunk adds nothing: skip the arithmetic
+        keep, other = (b, a) if a.weight == 0.0 else (a, b)
+        gram = keep.gram if other.gram is not None else None
+        r = keep.r if other.r is not None else None
+        return replace(keep, dtype=dtype, n_samples=n_samples, gram=gram, r=r)
     delta = b.mean - a.mean
     f = a.weight * b.weight / weight
     gram = r = None

@@ -94,8 +94,6 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True) -> Data:
         sample_weight = np.ascontiguousarray(sample_weight)
         if not np.all(np.isfinite(sample_weight)):
             raise ValueError("sample_weight contains NaN or infinity.")
-        if not sample_weight.any():
-            raise ValueError("sample_weight sums to zero; at least one sample must have positive weight.")
     return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d)
 
 

@@ -315,3 +315,32 @@ def test_fitted_attributes(rng):
     est = LinearRegressor().fit(X, y)
     assert (est.solver_, est.n_iter_, est.rank_, est.singular_) == ("cholesky", 1, 2, None)
     assert 0 < est.rcond_ <= 1
+
+
+def test_concurrent_fits_restore_the_blas_thread_limit(rng, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    X, y = rng.normal(size=(2000, 4)), rng.normal(size=2000)
+    monkeypatch.setattr(_closed_form, "SEGMENT_ROWS", 50)
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    with ThreadPoolExecutor(4) as pool:
+        fits = list(pool.map(lambda _: LinearRegressor().fit(X, y).coef_, range(8)))
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
+    for coef in fits[1:]:
+        np.testing.assert_array_equal(coef, fits[0])  # serial or parallel segments: the same tree, the same bits
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_empty_and_zero_weight_chunks_merge_as_nothing(rng, solver):
+    # A distributed caller may meet empty partitions, or partitions whose weights are all zero.
+    X, Y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    params = LinearRegressor(solver=solver).get_params()
+    full = _closed_form.chunk_state(params, data(X, Y))
+    empty = _closed_form.chunk_state(params, data(X[:0], Y[:0]))
+    weightless = _closed_form.chunk_state(params, data(X[:5], Y[:5], np.zeros(5)))
+    merged = _merge_all([empty, full, weightless, empty])
+    np.testing.assert_array_equal(merged.mean, full.mean)
+    assert merged.n_samples == 45
+    np.testing.assert_array_equal(_closed_form.finish(params, merged).coef, _closed_form.finish(params, full).coef)

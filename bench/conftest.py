@@ -1,0 +1,71 @@
+"""Benchmark fixtures: one shared data set per shape, and a peak-memory probe recorded in extra_info.
+
+Run everything and print the report with ``python bench/report.py --run``.
+"""
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+
+@pytest.fixture(scope="session")
+def closed_form_data():
+    """n = 1,000,000 rows, d = 100 features, float64 (800 MB of X), with a noisy linear target."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1_000_000, 100))
+    y = X @ rng.standard_normal(100) + rng.standard_normal(1_000_000)
+    return X, y
+
+
+def peak_memory(fn, *args):
+    """Peak bytes allocated by ``fn(*args)`` beyond what existed before (tracemalloc sees NumPy's buffers and
+    fastopt's kernel workspaces; not BLAS/LAPACK-internal scratch, which is small next to X)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn(*args)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def peak_rss(fn, *args):
+    """Peak growth of the process's resident set during ``fn(*args)``, sampled every millisecond (catches
+    allocations tracemalloc cannot see, such as LAPACK workspaces allocated in C)."""
+    import psutil
+
+    proc = psutil.Process()
+    base = peak = proc.memory_info().rss
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.wait(0.001):
+            peak = max(peak, proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        fn(*args)
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, proc.memory_info().rss) - base
+
+
+@pytest.fixture
+def record(benchmark):
+    """Record peak memory beyond X and y (two untimed runs, which also warm up), BLAS threads, then time
+    ``fn(X, y)`` over ``rounds`` rounds."""
+
+    def run(fn, X, y, rounds=3):
+        traced, rss = peak_memory(fn, X, y), peak_rss(fn, X, y)
+        benchmark.extra_info["traced_peak_vs_X"] = round(traced / X.nbytes, 4)
+        benchmark.extra_info["rss_peak_vs_X"] = round(rss / X.nbytes, 4)
+        benchmark.extra_info["blas_threads"] = max(lib["num_threads"] for lib in threadpool_info())
+        benchmark.pedantic(fn, args=(X, y), rounds=rounds, iterations=1)
+
+    return run

@@ -1,0 +1,72 @@
+"""Print the benchmark report: per group, each row's median time as a ratio to the limit row and to fastopt.
+
+Usage::
+
+    python bench/report.py --run            # run every benchmark in bench/ (one JSON), then report
+    python bench/report.py RESULTS.json     # report on an existing pytest-benchmark JSON
+
+Generic over groups: in each group, the row whose name contains "limit" is the limit (the cost of the one
+unavoidable BLAS pass), rows whose name contains "fastopt" are fastopt's; ``extra_info`` is printed as is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+from collections import defaultdict
+
+BENCH = pathlib.Path(__file__).resolve().parent
+DEFAULT_JSON = BENCH / "results" / "latest.json"
+
+
+def run(path: pathlib.Path) -> None:
+    """Run ``pytest bench`` once, writing pytest-benchmark's JSON to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pytest", str(BENCH), "-q", "-p", "no:randomly", f"--benchmark-json={path}"]
+    subprocess.run(cmd, check=True)
+
+
+def _row_name(bench: dict) -> str:
+    return bench["name"].removeprefix("test_")
+
+
+def report(results: dict) -> str:
+    """The report text for one pytest-benchmark JSON document."""
+    groups = defaultdict(list)
+    for bench in results["benchmarks"]:
+        groups[bench["group"] or "(no group)"].append(bench)
+    machine = results.get("machine_info", {})
+    lines = [f"machine: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('cpu', {}).get('count', '?')} "
+             f"CPUs, python {machine.get('python_version', '?')}"]
+    for group, rows in groups.items():
+        rows.sort(key=lambda b: b["stats"]["median"])
+        limit = next((b for b in rows if "limit" in b["name"]), None)
+        ours = [b for b in rows if "fastopt" in b["name"]]
+        header = f"{'row':34s} {'median s':>10s} {'x limit':>8s}"
+        header += "".join(f" {'x ' + _row_name(b):>16s}" for b in ours)
+        lines += ["", f"group {group!r}", header]
+        for b in rows:
+            median = b["stats"]["median"]
+            line = f"{_row_name(b):34s} {median:10.4f} "
+            line += f"{median / limit['stats']['median']:8.2f}" if limit else f"{'-':>8s}"
+            line += "".join(f" {median / o['stats']['median']:16.2f}" for o in ours)
+            extra = ", ".join(f"{k}={v}" for k, v in b.get("extra_info", {}).items())
+            lines.append(line + (f"   [{extra}]" if extra else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="?", type=pathlib.Path, default=DEFAULT_JSON)
+    parser.add_argument("--run", action="store_true", help="run the benchmarks first (pytest bench)")
+    args = parser.parse_args(argv)
+    if args.run:
+        run(args.json)
+    print(report(json.loads(args.json.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
