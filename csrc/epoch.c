@@ -22,8 +22,18 @@
 #define FO_PREFETCH(p) ((void)(p))
 #endif
 
+/* The epoch is also compiled for AVX2 + FMA and chosen when the library loads (GCC's ifunc, x86-64 ELF only):
+ * once prefetching hides memory latency the row loops are compute-bound, and 4-wide fused multiply-adds cut
+ * them by about a third. Results stay bit-identical run to run on one machine; across machines they may differ
+ * in the last bits, as BLAS results do. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__)
+#define FO_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define FO_CLONES
+#endif
+
 /* How many rows ahead of the current one to prefetch: enough to cover memory latency for d ~ 10..1000. */
-#define FO_PREFETCH_ROWS 4
+#define FO_PREFETCH_ROWS 8
 #define FO_CACHE_LINE 64
 
 /* torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing. */
@@ -141,9 +151,9 @@ static inline double FO_FN(batch_gradient)(const fo_epoch_ctl *c, ptrdiff_t star
     return loss;
 }
 
-fo_status FO_FN(fo_epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, const FO_REAL *X, const FO_REAL *Y,
-                          const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k, FO_REAL *params, ptrdiff_t n_params,
-                          FO_REAL *state, FO_REAL *work)
+FO_CLONES fo_status FO_FN(fo_epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, const FO_REAL *X,
+                                    const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k, FO_REAL *params,
+                                    ptrdiff_t n_params, FO_REAL *state, FO_REAL *work)
 {
     FO_REAL *grad = work, *coef = work + n_params;
     const int has_b = n_params > k * d;
