@@ -178,7 +178,9 @@ def plot_trajectories(
             raise ValueError(f"result {label!r} has no path: run minimize with options={{'return_path': True}}.")
         if np.shape(res.xs)[1] != ndim:
             raise ValueError(f"result {label!r} has {np.shape(res.xs)[1]} coordinates, the plot {ndim}.")
-    fig, ax = _figure_and_axes(ax, (6.4, 5) if ndim == 2 else (6.4, 4))
+    # The legend goes below the axes, three entries a row, so that it never hides a path: grow the height to fit.
+    legend_rows = -(-(len(results) + 4) // 3)
+    fig, ax = _figure_and_axes(ax, (6.4, (5 if ndim == 2 else 3.6) + 0.25 * legend_rows))
     value = obj.fun if obj is not None else (lambda x: np.array([float(fun(p)) for p in np.atleast_2d(x.T)]))
     if ndim == 2:
         X, Y, Z = _grid_values(fun, bounds, resolution)
@@ -216,7 +218,11 @@ def plot_trajectories(
     ax.set_xlim(*bounds[0])
     if ndim == 2:
         ax.set_ylim(*bounds[1])
-    ax.legend(loc="best", fontsize="small", framealpha=0.85)
+    if len(fig.axes) <= 2:  # this plot owns the figure (axes and colorbar): centre the legend under both
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small",
+                   frameon=False)
+    else:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, fontsize="small", frameon=False)
     title = title if title is not None else (obj.formula if obj is not None else "")
     ax.set_title(textwrap.fill(title, 60), fontsize="medium")
     return _finish(fig, path)

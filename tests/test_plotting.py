@@ -18,7 +18,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _legend(ax):
-    return [t.get_text() for t in ax.get_legend().get_texts()]
+    """Legend entries of ``ax``, or of its figure's legend (trajectory plots put theirs under the axes)."""
+    legend = ax.get_legend() or ax.figure.legends[0]
+    return [t.get_text() for t in legend.get_texts()]
 
 
 def _annotations(ax):
