@@ -33,8 +33,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# Settings under which each iterative rule converges on standardised diabetes data within the demo's budget.
-DEMO_PARAMS: dict[str, dict] = {}
+# Settings under which each iterative rule converges on standardised diabetes data within the demo's budget
+# (R^2 equal to the closed form's to 4 decimals). The data are ill-conditioned (the six serum features are
+# strongly collinear), so the minibatch rules anneal their automatic rate to 1e-4 of its start over 300 epochs;
+# RMSProp needs PyTorch's long memory rho=0.99 for steady steps; AdaGrad, whose steps already shrink as
+# 1/sqrt(t), runs full batches from a large rate.
+_ANNEAL = dict(schedule="cosine", end_factor=1e-4, max_epochs=300, tol=None, batch_size=32)
+DEMO_PARAMS: dict[str, dict] = {
+    "sgd": _ANNEAL,
+    "momentum": _ANNEAL,
+    "nesterov": _ANNEAL,
+    "rmsprop": _ANNEAL | {"rho": 0.99},
+    "adam": _ANNEAL,
+    "adamw": _ANNEAL,
+    "adagrad": dict(learning_rate=100.0, batch_size=512, max_epochs=1000, tol=None),
+}
 
 
 def _default_lr(obj, method: str, x0) -> float:

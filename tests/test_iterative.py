@@ -242,3 +242,18 @@ def test_bad_validation_fraction_is_a_clear_error():
     X, y = np.ones((3, 1)), np.arange(3.0)
     with pytest.raises(ValueError, match="leaves no training rows"):
         LinearRegressor(solver="sgd", early_stopping=True, validation_fraction=0.9).fit(X, y)
+
+
+def test_full_batch_weights_equal_repeated_rows():
+    # Weights are normalised to mean 1, so a full-batch gradient with integer weights is the gradient of the data
+    # with rows repeated: without minibatch noise the two fits agree (the conformance suite's reason to expect
+    # check_sample_weight_equivalence to fail for minibatches rests on this).
+    rng = np.random.default_rng(15)
+    X, y = _data(rng, n=60)
+    sw = rng.integers(0, 3, size=60)
+    rows = np.repeat(np.arange(60), sw)
+    params = dict(solver="sgd", batch_size=1000, shuffle=False, max_epochs=1000, tol=None, random_state=0)
+    weighted = LinearRegressor(**params).fit(X, y, sample_weight=sw.astype(float))
+    repeated = LinearRegressor(**params).fit(X[rows], y[rows])
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, rtol=1e-10)

@@ -189,3 +189,99 @@ def test_schedules():
     assert lr["cosine"][0] == 1.0 and lr["cosine"][5] == pytest.approx(0.55) and lr["cosine"][10:] == [0.1] * 3
     with pytest.raises(ValueError, match="unknown schedule 'step'"):
         optim.schedule_lr("step", 1.0, 0, 10)
+
+
+# ---------------------------------------------------------------- cross-check against torch.optim
+TORCH_REASON = "PyTorch is not installed: the torch.optim cross-check needs it"
+
+TORCH_CASES = {
+    "sgd": ({"weight_decay": 0.1}, "SGD", {"weight_decay": 0.1}),
+    "momentum": ({"momentum": 0.8, "dampening": 0.2, "weight_decay": 0.1}, "SGD",
+                 {"momentum": 0.8, "dampening": 0.2, "weight_decay": 0.1}),
+    "nesterov": ({"momentum": 0.8, "weight_decay": 0.1}, "SGD", {"momentum": 0.8, "nesterov": True,
+                                                                 "weight_decay": 0.1}),
+    "adagrad": ({"lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8, "weight_decay": 0.1}, "Adagrad",
+                {"lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8, "weight_decay": 0.1}),
+    "rmsprop": ({"rho": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.1}, "RMSprop",
+                {"alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.1}),
+    "adam": ({"beta1": 0.8, "beta2": 0.99, "amsgrad": True, "weight_decay": 0.1}, "Adam",
+             {"betas": (0.8, 0.99), "amsgrad": True, "weight_decay": 0.1}),
+    "adamw": ({"beta1": 0.8, "beta2": 0.99, "weight_decay": 0.1}, "AdamW", {"betas": (0.8, 0.99),
+                                                                            "weight_decay": 0.1}),
+}
+
+
+def _torch_optimizer(torch, name, params, lr):
+    _, cls, kwargs = TORCH_CASES[name]
+    weights, intercept = params
+    wd = kwargs.get("weight_decay", 0.0)
+    groups = [{"params": [weights], "weight_decay": wd}, {"params": [intercept], "weight_decay": 0.0}]
+    extra = {key: value for key, value in kwargs.items() if key != "weight_decay"}
+    return getattr(torch.optim, cls)(groups, lr=lr, foreach=False, **extra)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_steps_match_torch_optim_on_the_same_gradients(name, dtype):
+    torch = pytest.importorskip("torch", reason=TORCH_REASON)
+    rng = np.random.default_rng(0)
+    spec = optim.make(name, **TORCH_CASES[name][0])
+    w = rng.normal(size=6).astype(dtype)  # five weights, then an intercept (never decayed)
+    tw = torch.tensor(w[:5].copy(), requires_grad=True)
+    tb = torch.tensor(w[5:].copy(), requires_grad=True)
+    opt = _torch_optimizer(torch, name, (tw, tb), lr=0.05)
+    state = spec.init_state(6, dtype)
+    for t in range(1, 41):
+        lr = optim.schedule_lr("cosine", 0.05, t - 1, 40)
+        g = rng.normal(size=6).astype(dtype)
+        spec.step(w, g, state, t, lr, n_decay=5)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        tw.grad, tb.grad = torch.tensor(g[:5].copy()), torch.tensor(g[5:].copy())
+        opt.step()
+    # Same operations in the same order; torch may fuse some (addcdiv, lerp), so allow a few ulps per step.
+    tol = 40 * 8 * np.finfo(dtype).eps
+    np.testing.assert_allclose(w[:5], tw.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(w[5:], tb.detach().numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("loss", list(optim.Loss))
+def test_epoch_matches_a_torch_training_loop(loss):
+    torch = pytest.importorskip("torch", reason=TORCH_REASON)
+    from fastopt import _kernels
+    from fastopt._iterative import Train
+
+    rng = np.random.default_rng(1)
+    n, d, k, batch = 70, 4, 2, 16
+    X, Y = rng.normal(size=(n, d)), rng.normal(size=(n, k))
+    sw = rng.uniform(0.2, 2.0, size=n)
+    sw /= sw.mean()
+    order = rng.permutation(n).astype(np.int64)
+    spec = optim.make("adam", weight_decay=0.05)
+    params, state, work = np.zeros(k * d + k), spec.init_state(k * d + k), np.empty(k * d + 2 * k)
+    train = Train(batch_size=batch, loss=loss, epsilon=0.7, clip_norm=1.0, loss_limit=np.inf)
+    status, t, _, _ = _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work, 0,
+                                     0.03)
+    assert status == 0 and t == 5
+
+    W = torch.zeros((k, d), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([{"params": [W], "weight_decay": 0.05}, {"params": [b], "weight_decay": 0.0}], lr=0.03,
+                           foreach=False)
+    per_sample = {
+        optim.Loss.SQUARED_ERROR: lambda r: 0.5 * r**2,
+        optim.Loss.ABSOLUTE_ERROR: lambda r: r.abs(),
+        optim.Loss.HUBER: lambda r: torch.nn.functional.huber_loss(r, torch.zeros_like(r), reduction="none",
+                                                                   delta=0.7),
+    }[loss]
+    for start in range(0, n, batch):
+        rows = torch.as_tensor(order[start : start + batch])
+        r = torch.as_tensor(X)[rows] @ W.T + b - torch.as_tensor(Y)[rows]
+        # The documented objective: targets summed, rows averaged with weights of mean 1.
+        objective = (torch.as_tensor(sw)[rows] * per_sample(r).sum(1)).mean()
+        opt.zero_grad()
+        objective.backward()
+        torch.nn.utils.clip_grad_norm_([W, b], 1.0)
+        opt.step()
+    np.testing.assert_allclose(params[: k * d], W.detach().numpy().ravel(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(params[k * d :], b.detach().numpy(), rtol=1e-10, atol=1e-12)
