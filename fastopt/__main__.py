@@ -152,6 +152,8 @@ def _bench(args: argparse.Namespace) -> int:
               "package. Run `python -m fastopt bench` from a checkout (or pass --source DIR).", file=sys.stderr)
         return 2
     extra = args.report_args[1:] if args.report_args[:1] == ["--"] else args.report_args
+    # With no arguments, run the benchmarks and report on them (report.py alone reads the last saved run).
+    extra = extra or ["--run"]
     return subprocess.run([sys.executable, str(report), *extra], cwd=report.parent.parent).returncode
 
 
@@ -162,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     _add_landscape(sub)
     bench = sub.add_parser("bench", help="run the benchmark report (from a source checkout)",
-                           description="Run bench/report.py of a source checkout; arguments after -- go to it.")
+                           description="Run bench/report.py of a source checkout: by default with --run (run the benchmarks, "
+                           "then print the report); arguments after -- replace that, e.g. -- results.json.")
     bench.add_argument("--source", type=pathlib.Path, default=None, metavar="DIR",
                        help="the checkout (default: the working directory, then the package's parent)")
     bench.add_argument("report_args", nargs=argparse.REMAINDER, help="arguments for bench/report.py (after --)")

@@ -102,6 +102,8 @@ def test_bench_runs_the_report_with_its_arguments(tmp_path):
     )
     assert cli.main(["bench", "--source", str(tmp_path), "--", "--quick", "x"]) == 3
     assert (tmp_path / "ran.txt").read_text() == "--quick x"
+    assert cli.main(["bench", "--source", str(tmp_path)]) == 3
+    assert (tmp_path / "ran.txt").read_text() == "--run"  # by default: run the benchmarks, then report
 
 
 def test_module_runs_as_a_script(tmp_path):
