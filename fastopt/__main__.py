@@ -163,9 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="fit every solver on the diabetes data and print a table")
     demo.set_defaults(func=_demo)
     _add_landscape(sub)
-    bench = sub.add_parser("bench", help="run the benchmark report (from a source checkout)",
-                           description="Run bench/report.py of a source checkout: by default with --run (run the benchmarks, "
-                           "then print the report); arguments after -- replace that, e.g. -- results.json.")
+    bench = sub.add_parser(
+        "bench", help="run the benchmark report (from a source checkout)",
+        description="Run bench/report.py of a source checkout: by default with --run (run the benchmarks, then "
+        "print the report); arguments after -- replace that, e.g. -- results.json.",
+    )
     bench.add_argument("--source", type=pathlib.Path, default=None, metavar="DIR",
                        help="the checkout (default: the working directory, then the package's parent)")
     bench.add_argument("report_args", nargs=argparse.REMAINDER, help="arguments for bench/report.py (after --)")

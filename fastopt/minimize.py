@@ -254,6 +254,7 @@ class _Newton:
         lam, V = np.linalg.eigh(H)
         # (H + alpha I)^-1 g, or with |H| = V |Lambda| V^T in place of H: negative curvature then repels.
         d = (np.abs(lam) if self.saddle_free else lam) + self.alpha
+        # A divisor at the rounding level of the largest eigenvalue gives a step of pure rounding noise.
         if np.any(np.abs(d) <= x.size * np.finfo(float).eps * max(1.0, float(np.abs(lam).max()))):
             return Status.SINGULAR
         x -= (self.lr * (V @ ((V.T @ g.astype(np.float64)) / d))).astype(x.dtype)
@@ -297,7 +298,8 @@ def minimize(
     jac : callable, True, {"2-point", "3-point"} or None
         The gradient: ``jac(x, *args) -> ndarray (n,)``; ``True`` if ``fun`` returns it; or finite differences
         (``None`` means ``"2-point"``, as in SciPy). Finite-difference steps follow
-        :func:`fastopt.landscape.gradient`.
+        :func:`fastopt.landscape.gradient`; with a float32 ``x0`` they are float32-sized (about 3e-4 for
+        2-point), so expect only three or four correct digits where the curvature is large.
     hess : callable, optional
         ``hess(x, *args) -> ndarray (n, n)`` for the Newton methods; by default central differences of the
         analytic gradient, or second differences of ``fun`` when the gradient is itself differenced.
