@@ -1,7 +1,9 @@
-"""Command line: ``python -m fastopt demo`` (also installed as ``fastopt``)."""
+"""Command line: ``python -m fastopt {demo,landscape,bench}`` (also installed as ``fastopt``)."""
 from __future__ import annotations
 
 import argparse
+import pathlib
+import subprocess
 import sys
 import time
 
@@ -48,12 +50,157 @@ DEMO_PARAMS: dict[str, dict] = {
 }
 
 
+def _default_lr(obj, method: str, x0) -> float:
+    """A learning rate that suits ``method`` on ``obj`` without tuning.
+
+    Plain and momentum descent get ``1 / lambda_max``, half the largest stable rate of gradient descent, with
+    ``lambda_max`` the largest Hessian eigenvalue at the start and the known minima (the curvature the path must
+    survive). Adaptive rules take steps of about ``lr`` per coordinate whatever the curvature, so theirs is 1% of
+    the domain's width (AdaGrad 10%: its steps shrink like ``lr / sqrt(t)``). Newton takes the full step.
+    """
+    import numpy as np
+
+    from fastopt.minimize import NEWTON
+
+    if method in NEWTON:
+        return 1.0
+    width = float(np.mean([hi - lo for lo, hi in obj.bounds]))
+    if method in ("sgd", "momentum", "nesterov"):
+        points = [np.asarray(x0, float)] + [np.asarray(p.x) for p in obj.minima]
+        lam_max = max(float(np.linalg.eigvalsh(obj.hess(p))[-1]) for p in points)
+        if lam_max > 0:
+            return 1.0 / lam_max
+    return (0.1 if method == "adagrad" else 0.01) * width
+
+
+def _where(obj, x) -> str:
+    """The known critical point within 1% of the domain's width of ``x`` (e.g. "local minimum"), or "-"."""
+    import numpy as np
+
+    radius = 0.01 * float(np.mean([hi - lo for lo, hi in obj.bounds]))
+    for p in obj.critical_points:
+        if np.linalg.norm(np.asarray(x, float) - np.asarray(p.x)) < radius:
+            if p.kind == "minimum":
+                return "global minimum" if p.value == obj.global_minimum.value else "local minimum"
+            return p.kind
+    return "-"
+
+
+def _landscape(args: argparse.Namespace) -> int:
+    """Run chosen optimizers on a test function; print a table and write a PNG of the trajectories."""
+    import numpy as np
+
+    from fastopt import functions, minimize
+    from fastopt.minimize import FIRST_ORDER, NEWTON, Status
+
+    if args.list:
+        for name, obj in functions.FUNCTIONS.items():
+            print(f"{name:16} {obj.formula}\n{'':16} {obj.description}")
+        return 0
+    obj = functions.get(args.function)
+    x0 = np.array(args.x0 if args.x0 is not None else obj.x0, dtype=float)
+    if x0.shape != (obj.ndim,):
+        print(f"error: --x0 needs {obj.ndim} value(s) for {obj.name}, got {x0.size}", file=sys.stderr)
+        return 2
+    best = obj.global_minimum
+    print(f"{obj.name}: {obj.formula}    start {x0.tolist()}"
+          + (f"    global minimum {list(best.x)}, f = {best.value:.6g}" if best else "    (no minimum in the domain)"))
+    print(f"{'method':>18} {'lr':>9} {'steps':>6} {'final f':>12} {'|x - x*|':>9}  {'ends at':<15} stopped by")
+    results = {}
+    for method in args.methods:
+        options = {"lr": args.lr if args.lr and method in FIRST_ORDER else _default_lr(obj, method, x0),
+                   "maxiter": args.maxiter, "gtol": args.gtol, "return_path": True, "seed": args.seed}
+        jac = obj.grad
+        if args.noise > 0 and method in FIRST_ORDER:
+            jac = obj.minibatch_gradient(noise=args.noise, batch_size=args.batch_size, seed=args.seed)
+        with np.errstate(all="ignore"):  # diverging runs overflow on purpose; the status reports it
+            res = minimize(obj.fun, x0, jac=jac, hess=obj.hess if method in NEWTON else None, method=method,
+                           options=options)
+        results[method] = res
+        dist = np.linalg.norm(res.x - np.asarray(best.x)) if best else float("nan")
+        status = Status(res.status).name.lower()
+        print(f"{method:>18} {options['lr']:9.3g} {res.nit:6d} {res.fun:12.5g} {dist:9.2e}  "
+              f"{_where(obj, res.x):<15} {status}")
+    if args.output == "none":
+        return 0
+    try:
+        from fastopt.plotting import plot_trajectories
+
+        plot_trajectories(obj, results, path=args.output)
+    except ImportError as exc:
+        print(f"no figure written: {exc}", file=sys.stderr)
+        return 0
+    print(f"trajectories written to {args.output}")
+    return 0
+
+
+def _find_report(start: pathlib.Path | None) -> pathlib.Path | None:
+    """``bench/report.py`` of a source checkout: under ``start``, the working directory, or next to the package."""
+    here = pathlib.Path(__file__).resolve().parent.parent
+    for root in ([start] if start is not None else [pathlib.Path.cwd(), here]):
+        candidate = root / "bench" / "report.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Run the benchmark report of a source checkout, passing the remaining arguments on."""
+    report = _find_report(args.source)
+    if report is None:
+        print("bench/report.py not found: the benchmarks live in fastopt's source tree, not in the installed "
+              "package. Run `python -m fastopt bench` from a checkout (or pass --source DIR).", file=sys.stderr)
+        return 2
+    extra = args.report_args[1:] if args.report_args[:1] == ["--"] else args.report_args
+    # With no arguments, run the benchmarks and report on them (report.py alone reads the last saved run).
+    extra = extra or ["--run"]
+    return subprocess.run([sys.executable, str(report), *extra], cwd=report.parent.parent).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastopt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit every solver on the diabetes data and print a table")
     demo.set_defaults(func=_demo)
+    _add_landscape(sub)
+    bench = sub.add_parser(
+        "bench", help="run the benchmark report (from a source checkout)",
+        description="Run bench/report.py of a source checkout: by default with --run (run the benchmarks, then "
+        "print the report); arguments after -- replace that, e.g. -- results.json.",
+    )
+    bench.add_argument("--source", type=pathlib.Path, default=None, metavar="DIR",
+                       help="the checkout (default: the working directory, then the package's parent)")
+    bench.add_argument("report_args", nargs=argparse.REMAINDER, help="arguments for bench/report.py (after --)")
+    bench.set_defaults(func=_bench)
     return parser
+
+
+def _add_landscape(sub) -> None:
+    from fastopt.functions import FUNCTIONS
+    from fastopt.minimize import METHODS
+
+    p = sub.add_parser(
+        "landscape", help="compare optimizers on a test function: a table and a PNG of the trajectories",
+        description="Run optimizers from one start on a test function of fastopt.functions; print final loss, "
+        "steps and distance to the global minimum, and draw the trajectories over the function.",
+    )
+    p.add_argument("function", nargs="?", default="rosenbrock", choices=list(FUNCTIONS), metavar="FUNCTION",
+                   help=f"one of {', '.join(FUNCTIONS)} (default: rosenbrock)")
+    p.add_argument("--methods", nargs="+", default=["sgd", "momentum", "adam", "newton"], choices=METHODS,
+                   metavar="METHOD", help=f"any of {', '.join(METHODS)} (default: sgd momentum adam newton)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the first-order methods (default: chosen per method and function)")
+    p.add_argument("--maxiter", type=int, default=2000, help="iterations per method (default: 2000)")
+    p.add_argument("--gtol", type=float, default=1e-6, help="stop when the largest |gradient| entry is below")
+    p.add_argument("--x0", type=float, nargs="+", default=None, help="start (default: the function's own)")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="per-sample gradient noise of the first-order methods (minibatch SGD; default 0)")
+    p.add_argument("--batch-size", type=int, default=1, help="minibatch size with --noise (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the minibatch noise (default: 0)")
+    p.add_argument("--output", default="landscape.png",
+                   help="PNG of the trajectories (default: landscape.png; 'none' for no figure)")
+    p.add_argument("--list", action="store_true", help="list the test functions and exit")
+    p.set_defaults(func=_landscape)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,432 @@
+"""The landscape of a function: numerical derivatives, critical points and their kinds, conditioning.
+
+The seed chapters explain optimization's troubles through the Hessian: at a point where the gradient vanishes,
+all-positive eigenvalues make a minimum, all-negative a maximum, mixed signs a saddle; the ratio of the extreme
+eigenvalues (the condition number) decides how fast gradient descent can go, and ``2 / lambda_max`` is the
+largest learning rate at which it converges at all. This module computes those quantities for any function
+``fun(x, *args) -> float`` of a 1-D array, from analytic derivatives when given and finite differences otherwise.
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastopt import landscape
+>>> f = lambda p: p[0] ** 2 - p[1] ** 2
+>>> landscape.classify_critical_point(f, np.zeros(2)).kind
+'saddle'
+>>> round(landscape.max_stable_learning_rate(lambda p: 5 * p[0] ** 2 + p[1] ** 2, np.zeros(2)), 6)
+0.2
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "CriticalPoint",
+    "classify_critical_point",
+    "condition_number",
+    "find_critical_points",
+    "gradient",
+    "gradient_norms",
+    "hessian",
+    "max_stable_learning_rate",
+]
+
+# Default tolerances of classify_critical_point, in units of the dtype's machine epsilon (see its docstring).
+# A central-difference gradient is good to about eps**(2/3) of the scale of f: critical means 1000 times that.
+_GTOL_FACTOR = 1e3
+# Second differences of f carry an error of about sqrt(eps) of the scale of f and H: eigenvalues within 100
+# times that are zero. An exact Hessian is off only by rounding and by how far x is from the exact critical
+# point (root finding leaves about sqrt(eps)), hence 0.01 sqrt(eps).
+_EIG_RTOL_FD = 1e2
+_EIG_RTOL_EXACT = 1e-2
+
+
+def _point(x: np.ndarray | Sequence[float] | float) -> np.ndarray:
+    """``x`` as a finite, 1-D float32/float64 array (other real dtypes become float64)."""
+    x = np.atleast_1d(np.asarray(x))
+    if np.iscomplexobj(x) or x.dtype.kind not in "biuf":
+        raise TypeError(f"x must be real-valued, got dtype {x.dtype}")
+    if x.ndim != 1:
+        raise ValueError(f"x must be 1-D (one point), got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or inf")
+    return x
+
+
+def _value(fun: Callable, x: np.ndarray, args: tuple) -> float:
+    f = np.asarray(fun(x, *args))
+    if f.size != 1:
+        raise ValueError(f"fun must return a scalar, got an array of shape {f.shape}")
+    return float(f.reshape(()))
+
+
+def _steps(x: np.ndarray, power: float) -> np.ndarray:
+    """Per-coordinate steps ``eps**power * max(1, |x_i|)``, rounded so that ``x + h`` is exactly ``x`` plus ``h``."""
+    h = np.finfo(x.dtype).eps ** power * np.maximum(1.0, np.abs(x))
+    return ((x + h) - x).astype(x.dtype)
+
+
+def gradient(
+    fun: Callable[..., float], x: np.ndarray, *, args: tuple = (), scheme: str = "3-point", f0: float | None = None
+) -> np.ndarray:
+    """Finite-difference gradient of ``fun`` at ``x``.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``.
+    x : array_like of shape (n,)
+        The point; float32 input is differenced with float32's machine epsilon.
+    args : tuple
+        Extra arguments for ``fun``.
+    scheme : {"3-point", "2-point"}
+        Central differences (``2n`` evaluations, error O(h**2)) or forward differences (``n``, error O(h)).
+    f0 : float, optional
+        ``fun(x)``, if already known (saves one evaluation of the 2-point scheme).
+
+    Returns
+    -------
+    ndarray of shape (n,), the dtype of ``x``
+
+    Notes
+    -----
+    The steps balance truncation against rounding. A forward difference errs by ``h |f''| / 2`` plus
+    ``2 eps |f| / h``, smallest at ``h ~ sqrt(eps)``; a central one by ``h**2 |f'''| / 6`` plus ``eps |f| / h``,
+    smallest at ``h ~ eps**(1/3)``. Both are scaled by ``max(1, |x_i|)`` so that the step is relative for large
+    coordinates and absolute near zero.
+    """
+    x = _point(x)
+    if scheme not in ("2-point", "3-point"):
+        raise ValueError(f"scheme must be '2-point' or '3-point', got {scheme!r}")
+    central = scheme == "3-point"
+    h = _steps(x, 1 / 3 if central else 1 / 2)
+    if not central and f0 is None:
+        f0 = _value(fun, x, args)
+    g = np.empty(x.shape, dtype=np.float64)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e[i] = h[i]
+        if central:
+            g[i] = (_value(fun, x + e, args) - _value(fun, x - e, args)) / (2 * h[i])
+        else:
+            g[i] = (_value(fun, x + e, args) - f0) / h[i]
+    return g.astype(x.dtype)
+
+
+def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = None, args: tuple = ()) -> np.ndarray:
+    """Finite-difference Hessian of ``fun`` at ``x``, symmetric.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``.
+    x : array_like of shape (n,)
+    jac : callable, optional
+        ``jac(x, *args) -> ndarray (n,)``. When given, the Hessian is the central difference of the gradient
+        (``2n`` gradient calls, step ``eps**(1/3)``, error about ``eps**(2/3)``), symmetrised. Otherwise it is
+        the second difference of ``fun`` (``2n**2 + 1`` calls).
+    args : tuple
+        Extra arguments for ``fun`` and ``jac``.
+
+    Returns
+    -------
+    ndarray of shape (n, n), float64
+
+    Notes
+    -----
+    A second difference errs by ``h**2 |f''''| / 12`` plus ``4 eps |f| / h**2``, smallest at ``h ~ eps**(1/4)``
+    (about 1.2e-4 in float64), which leaves an error near ``sqrt(eps)`` relative to the scale of ``f``. Mixed
+    partials use the four-point formula ``(f(++) - f(+-) - f(-+) + f(--)) / (4 h_i h_j)``.
+    """
+    x = _point(x)
+    n = x.size
+    H = np.empty((n, n))
+    if jac is not None:
+        h = _steps(x, 1 / 3)
+        for i in range(n):
+            e = np.zeros_like(x)
+            e[i] = h[i]
+            H[:, i] = (np.asarray(jac(x + e, *args), float) - np.asarray(jac(x - e, *args), float)) / (2 * h[i])
+        return (H + H.T) / 2
+    h = _steps(x, 1 / 4)
+    f0 = _value(fun, x, args)
+    eye = np.diag(h).astype(x.dtype)
+    for i in range(n):
+        H[i, i] = (_value(fun, x + eye[i], args) - 2 * f0 + _value(fun, x - eye[i], args)) / h[i] ** 2
+        for j in range(i):
+            pp = _value(fun, x + eye[i] + eye[j], args)
+            pm = _value(fun, x + eye[i] - eye[j], args)
+            mp = _value(fun, x - eye[i] + eye[j], args)
+            mm = _value(fun, x - eye[i] - eye[j], args)
+            H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * h[i] * h[j])
+    return H
+
+
+def _hessian_at(fun, x, jac, hess, args) -> tuple[np.ndarray, bool]:
+    """The symmetric Hessian at ``x`` and whether it is exact (from ``hess``) rather than differenced."""
+    if hess is not None:
+        H = np.asarray(hess(x, *args), dtype=np.float64)
+        if H.shape != (x.size, x.size):
+            raise ValueError(f"hess returned shape {H.shape}, expected {(x.size, x.size)}")
+        return (H + H.T) / 2, True
+    return hessian(fun, x, jac=jac, args=args), False
+
+
+@dataclass(frozen=True, eq=False)
+class CriticalPoint:
+    """What :func:`classify_critical_point` found at a point.
+
+    Attributes
+    ----------
+    x : ndarray of shape (n,)
+    kind : {"minimum", "maximum", "saddle", "degenerate", "noncritical"}
+        "noncritical" when the gradient norm exceeds ``gtol``; "degenerate" when the Hessian is singular and the
+        higher-order probe (see :func:`classify_critical_point`) does not settle the question.
+    value : float
+        ``fun(x)``.
+    gradient_norm : float
+        Euclidean norm of the gradient at ``x``.
+    eigenvalues : ndarray of shape (n,)
+        Hessian eigenvalues, ascending.
+    eigenvectors : ndarray of shape (n, n)
+        Matching unit eigenvectors, as columns.
+    reason : str
+        One sentence on how the kind was decided.
+    """
+
+    x: np.ndarray
+    kind: str
+    value: float
+    gradient_norm: float
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    reason: str
+
+
+def _probe_null_directions(fun, x, f0, directions, args) -> tuple[bool, bool]:
+    """Whether ``fun`` rises and whether it falls along ``directions``, a step of ``eps**(1/6)`` and ``eps**(1/8)``.
+
+    The radii (2.5e-3 and 1.1e-2 times ``max(1, |x|)`` in float64) are small enough to stay local and large
+    enough that a cubic or quartic change (``r**3``, ``r**4``) stands clear of rounding (``100 eps |f|``).
+    """
+    eps = np.finfo(x.dtype).eps
+    noise = 100 * eps * max(1.0, abs(f0))
+    scale = max(1.0, float(np.max(np.abs(x))))
+    rises = falls = False
+    for v in directions.T:
+        for r in (eps ** (1 / 6) * scale, eps ** (1 / 8) * scale):
+            for sign in (1.0, -1.0):
+                d = _value(fun, (x + sign * r * v).astype(x.dtype), args) - f0
+                rises |= d > noise
+                falls |= d < -noise
+    return rises, falls
+
+
+def classify_critical_point(
+    fun: Callable[..., float],
+    x: np.ndarray,
+    *,
+    jac: Callable | None = None,
+    hess: Callable | None = None,
+    args: tuple = (),
+    gtol: float | None = None,
+    eig_tol: float | None = None,
+) -> CriticalPoint:
+    """Name the critical point at ``x`` from the Hessian's eigenvalues (the seed's second-derivative test).
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``.
+    x : array_like of shape (n,)
+    jac, hess : callable, optional
+        Analytic gradient and Hessian; finite differences (:func:`gradient`, :func:`hessian`) otherwise.
+    args : tuple
+        Extra arguments for ``fun``, ``jac`` and ``hess``.
+    gtol : float, optional
+        ``x`` counts as critical when the gradient norm is at most ``gtol``. Default
+        ``1000 eps**(2/3) max(1, |fun(x)|)`` (3.6e-8 in float64, 2.4e-2 in float32, ``eps`` of ``x``'s dtype):
+        a central-difference gradient is good to about ``eps**(2/3) |f|``.
+    eig_tol : float, optional
+        Eigenvalues with ``|lambda| <= eig_tol`` count as zero. Default ``rtol * max(1, |lambda|_max, |f(x)|)``
+        with ``rtol = 100 sqrt(eps)`` (1.5e-6 in float64) for a finite-difference Hessian, whose error is about
+        ``sqrt(eps)`` of that scale, and ``0.01 sqrt(eps)`` for an exact ``hess``.
+
+    Returns
+    -------
+    CriticalPoint
+
+    Notes
+    -----
+    All eigenvalues above ``eig_tol``: minimum; all below ``-eig_tol``: maximum; one of each sign: saddle,
+    whatever the others are. When some eigenvalues are zero and the rest share a sign, the second-order test is
+    inconclusive; ``fun`` is then probed along the null eigenvectors at small radii. If ``fun`` both rises
+    and falls near ``x`` (counting the directions of non-zero curvature), ``x`` is no extremum, so a saddle in
+    the seed's sense: this is how ``x**3`` at 0 is named a saddle. Otherwise it is reported "degenerate"
+    (``x**4`` at 0 is a minimum, but finitely many probes cannot prove it).
+    """
+    x = _point(x)
+    f0 = _value(fun, x, args)
+    g = np.asarray(jac(x, *args), dtype=np.float64) if jac is not None else gradient(fun, x, args=args)
+    gnorm = float(np.linalg.norm(g))
+    H, exact = _hessian_at(fun, x, jac, hess, args)
+    lam, vecs = np.linalg.eigh(H)
+    eps = np.finfo(x.dtype).eps
+    if gtol is None:
+        gtol = _GTOL_FACTOR * eps ** (2 / 3) * max(1.0, abs(f0))
+    if eig_tol is None:
+        rtol = (_EIG_RTOL_EXACT if exact else _EIG_RTOL_FD) * np.sqrt(eps)
+        eig_tol = rtol * max(1.0, float(np.max(np.abs(lam))), abs(f0))
+    pos, neg = lam > eig_tol, lam < -eig_tol
+
+    def result(kind: str, reason: str) -> CriticalPoint:
+        return CriticalPoint(x, kind, f0, gnorm, lam, vecs, reason)
+
+    if gnorm > gtol:
+        return result("noncritical", f"gradient norm {gnorm:.3g} > gtol = {gtol:.3g}")
+    if pos.all():
+        return result("minimum", "all Hessian eigenvalues are positive")
+    if neg.all():
+        return result("maximum", "all Hessian eigenvalues are negative")
+    if pos.any() and neg.any():
+        return result("saddle", "the Hessian has eigenvalues of both signs")
+    rises, falls = _probe_null_directions(fun, x, f0, vecs[:, ~(pos | neg)], args)
+    if (rises or pos.any()) and (falls or neg.any()):
+        return result("saddle", "singular Hessian, but f both rises and falls next to x (higher-order test)")
+    return result("degenerate", "singular Hessian and no descent (or ascent) direction found: test inconclusive")
+
+
+def find_critical_points(
+    fun: Callable[..., float],
+    bounds: Sequence[tuple[float, float]],
+    *,
+    jac: Callable | None = None,
+    hess: Callable | None = None,
+    args: tuple = (),
+    n_starts: int = 64,
+    seed: int | None = 0,
+    gtol: float | None = None,
+    eig_tol: float | None = None,
+) -> list[CriticalPoint]:
+    """Search a box for the critical points of ``fun`` and classify each.
+
+    Multi-start root finding of the gradient: ``scipy.optimize.root`` (MINPACK's hybrid Powell method, with
+    ``hess`` as the Jacobian when given) from a scrambled Sobol sequence of starts, which covers the box
+    evenly. Roots outside the box or with a gradient norm above ``gtol`` are dropped; roots closer than 1e-4
+    of the box width in every coordinate are merged (keeping the one with the smallest gradient).
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``.
+    bounds : sequence of (low, high)
+        One pair per coordinate.
+    jac, hess : callable, optional
+        Analytic gradient and Hessian; finite differences otherwise.
+    args : tuple
+        Extra arguments for ``fun``, ``jac`` and ``hess``.
+    n_starts : int
+        Number of starts, rounded up to a power of two (Sobol points balance only in powers of two).
+    seed : int or None
+        Seeds the Sobol scrambling.
+    gtol, eig_tol : float, optional
+        Passed to :func:`classify_critical_point`.
+
+    Returns
+    -------
+    list of CriticalPoint
+        Sorted by function value. Critical points whose basin of attraction (for the root finder) misses
+        every start are not found: raise ``n_starts`` for intricate functions.
+    """
+    from scipy.optimize import root
+    from scipy.stats import qmc
+
+    box = np.asarray(bounds, dtype=np.float64)
+    if box.ndim != 2 or box.shape[1] != 2 or not np.all(np.isfinite(box)) or np.any(box[:, 0] >= box[:, 1]):
+        raise ValueError(f"bounds must be finite (low, high) pairs with low < high, got {bounds!r}")
+    if n_starts < 1:
+        raise ValueError(f"n_starts must be >= 1, got {n_starts}")
+    lo, width = box[:, 0], box[:, 1] - box[:, 0]
+    starts = lo + width * qmc.Sobol(len(box), seed=seed).random_base2(int(np.ceil(np.log2(n_starts))))
+
+    def grad(x):
+        return np.asarray(jac(x, *args), float) if jac is not None else gradient(fun, x, args=args)
+
+    root_jac = (lambda x: np.asarray(hess(x, *args), float)) if hess is not None else None
+    found: list[CriticalPoint] = []
+    for x0 in starts:
+        with np.errstate(all="ignore"):
+            x = root(grad, x0, jac=root_jac, method="hybr").x
+        if not np.all(np.isfinite(x)) or np.any(np.abs(x - lo - width / 2) > width / 2 * (1 + 1e-9)):
+            continue
+        point = classify_critical_point(fun, x, jac=jac, hess=hess, args=args, gtol=gtol, eig_tol=eig_tol)
+        if point.kind == "noncritical":
+            continue
+        twin = next((i for i, p in enumerate(found) if np.all(np.abs(p.x - x) <= 1e-4 * width)), None)
+        if twin is None:
+            found.append(point)
+        elif point.gradient_norm < found[twin].gradient_norm:
+            found[twin] = point
+    return sorted(found, key=lambda p: p.value)
+
+
+def condition_number(
+    fun: Callable[..., float],
+    x: np.ndarray,
+    *,
+    jac: Callable | None = None,
+    hess: Callable | None = None,
+    args: tuple = (),
+) -> float:
+    """Condition number ``max |lambda| / min |lambda|`` of the Hessian at ``x`` (``inf`` if singular).
+
+    Gradient descent needs about ``condition_number`` steps per e-fold of error on a quadratic: the learning rate
+    is capped by the steepest direction (``lr < 2 / lambda_max``) and the flattest one then moves by
+    ``lr * lambda_min`` of its error per step.
+    """
+    x = _point(x)
+    lam = np.abs(np.linalg.eigvalsh(_hessian_at(fun, x, jac, hess, args)[0]))
+    return float(lam.max() / lam.min()) if lam.min() > 0 else float("inf")
+
+
+def max_stable_learning_rate(
+    fun: Callable[..., float],
+    x: np.ndarray,
+    *,
+    jac: Callable | None = None,
+    hess: Callable | None = None,
+    args: tuple = (),
+) -> float:
+    """The largest learning rate ``2 / lambda_max`` at which gradient descent is stable near ``x``.
+
+    On a quadratic with Hessian ``H`` the error evolves as ``e <- (I - lr H) e``, whose eigen-components are
+    multiplied by ``1 - lr lambda_i``: all shrink exactly when ``0 < lr < 2 / lambda_max``, and the steepest
+    one grows geometrically for any larger ``lr``. For other functions this is the local answer for the
+    quadratic model at ``x``. Returns ``inf`` when no eigenvalue is positive (no curvature limits the step).
+    """
+    x = _point(x)
+    lam_max = float(np.linalg.eigvalsh(_hessian_at(fun, x, jac, hess, args)[0])[-1])
+    return 2.0 / lam_max if lam_max > 0 else float("inf")
+
+
+def gradient_norms(
+    fun: Callable[..., float], path: np.ndarray, *, jac: Callable | None = None, args: tuple = ()
+) -> np.ndarray:
+    """Gradient norm at each point of ``path`` (shape ``(n_points, n)``): the vanishing-gradient diagnostic.
+
+    Along an optimizer's trajectory (``minimize(..., options={"return_path": True}).xs``) a norm that is tiny
+    while the loss is still high shows a plateau or saturation (``tanh`` at 4: ``1 - tanh(4)**2 = 0.0013``)
+    rather than a minimum.
+    """
+    path = np.asarray(path, dtype=np.float64)
+    if path.ndim != 2:
+        raise ValueError(f"path must have shape (n_points, n), got {path.shape}")
+    grad = (lambda p: np.asarray(jac(p, *args), float)) if jac is not None else (
+        lambda p: gradient(fun, p, args=args)
+    )
+    return np.array([np.linalg.norm(grad(p)) for p in path])

@@ -1,0 +1,428 @@
+"""``fastopt.minimize``: SciPy's ``minimize`` contract over fastopt's compiled step rules, plus Newton's method.
+
+The first-order methods run the very step functions the estimator's fused epoch runs (``fastopt.optim``,
+compiled from ``csrc/rules.h``), so a trajectory here shows exactly what ``LinearRegressor`` does with the same
+optimizer. Newton's method comes in the two forms of seed 004: regularised, ``x <- x - lr (H + alpha I)^-1 g``,
+which jumps to *any* critical point, saddles included; and saddle-free, which replaces ``H`` by ``|H|``
+(eigenvalues by their absolute values) so that negative curvature pushes away from a saddle instead of towards
+it (Dauphin et al., 2014).
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastopt import minimize
+>>> from fastopt.functions import ROSENBROCK as rb
+>>> res = minimize(rb.fun, rb.x0, jac=rb.grad, method="adam", options={"lr": 0.05, "maxiter": 3000})
+>>> bool(np.allclose(res.x, [1.0, 1.0], atol=1e-2))
+True
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Callable
+from enum import IntEnum
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from fastopt import landscape, optim
+
+FIRST_ORDER: tuple[str, ...] = tuple(optim.OPTIMIZERS)
+NEWTON: tuple[str, ...] = ("newton", "saddle_free_newton")
+METHODS: tuple[str, ...] = FIRST_ORDER + NEWTON
+
+__all__ = ["FIRST_ORDER", "METHODS", "NEWTON", "Status", "minimize"]
+
+
+class Status(IntEnum):
+    """``OptimizeResult.status`` codes (``success`` is True for GTOL and FTOL only)."""
+
+    GTOL = 0  #: the gradient norm fell to ``gtol``
+    MAXITER = 1  #: ``maxiter`` iterations done without meeting a tolerance
+    FTOL = 2  #: the relative change of ``f`` fell to ``ftol``
+    DIVERGED = 3  #: ``f``, the gradient or ``x`` became non-finite, or ``f`` grew past ``divergence``
+    SINGULAR = 4  #: Newton: ``H + alpha I`` (or ``|H| + alpha I``) is singular
+    CALLBACK = 99  #: ``callback`` raised ``StopIteration`` (SciPy's code)
+
+
+_MESSAGES = {
+    Status.GTOL: "Optimization terminated successfully: the gradient norm is at most gtol.",
+    Status.FTOL: "Optimization terminated successfully: the relative change of f is at most ftol.",
+    Status.MAXITER: "Maximum number of iterations (maxiter) reached before gtol or ftol.",
+    Status.CALLBACK: "`callback` raised `StopIteration`.",
+}
+
+# Options every method understands, with their defaults (lr: 0.01 for the step rules, as the estimator's
+# learning_rate; 1.0, the full step, for Newton). See minimize's docstring.
+_COMMON = {
+    "maxiter": 1000,
+    "gtol": 1e-5,
+    "ftol": 0.0,
+    "norm": math.inf,
+    "lr": None,
+    "return_path": False,
+    "seed": None,
+    "divergence": 1e10,
+}
+_FIRST_ORDER_ONLY = {"schedule": "constant", "end_factor": 0.01, "power_t": 0.5, "gamma": 0.95, "clip_norm": None}
+_NEWTON_ONLY = {"alpha": 0.0}
+
+
+def _takes(func: Callable, name: str) -> bool:
+    """Whether ``func`` has a parameter called ``name`` (False for callables without a signature)."""
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_x0(x0) -> np.ndarray:
+    x = np.asarray(x0)
+    if np.iscomplexobj(x) or x.dtype.kind not in "biuf":
+        raise TypeError(f"x0 must be real-valued, got dtype {x.dtype}.")
+    if x.ndim > 1:
+        raise ValueError(f"x0 must be 1-D (or a scalar), got shape {x.shape}.")
+    x = np.array(np.atleast_1d(x), dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
+    if x.size == 0:
+        raise ValueError("x0 is empty.")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x0 contains NaN or inf.")
+    return x
+
+
+def _positive(name: str, value, *, allow_zero: bool = False, allow_inf: bool = False) -> float:
+    ok = isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and (allow_inf or math.isfinite(value))
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"options['{name}'] must be a {'' if allow_inf else 'finite '}number {bound}, got {value!r}.")
+    return float(value)
+
+
+def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
+    """Split ``options`` into the driver's settings (defaults filled in, validated) and the step rule's."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}.")
+    own = {**_COMMON, **(_FIRST_ORDER_ONLY if method in FIRST_ORDER else _NEWTON_ONLY)}
+    opts = {**own, **{k: v for k, v in options.items() if k in own}}
+    hyper = {k: v for k, v in options.items() if k not in own}
+    if method in NEWTON and hyper:
+        raise ValueError(f"unknown option(s) {sorted(hyper)} for method {method!r}; it accepts {sorted(own)}.")
+    maxiter = opts["maxiter"]
+    if not isinstance(maxiter, Integral) or isinstance(maxiter, bool) or maxiter < 0:
+        raise ValueError(f"options['maxiter'] must be an integer >= 0, got {maxiter!r}.")
+    for name in ("gtol", "ftol"):
+        _positive(name, opts[name], allow_zero=True)
+    _positive("norm", opts["norm"], allow_inf=True)
+    _positive("divergence", opts["divergence"], allow_inf=True)
+    opts["lr"] = _positive("lr", opts["lr"]) if opts["lr"] is not None else (1.0 if method in NEWTON else 0.01)
+    if not isinstance(opts["return_path"], (bool, np.bool_)):
+        raise ValueError(f"options['return_path'] must be True or False, got {opts['return_path']!r}.")
+    if method in NEWTON:
+        _positive("alpha", opts["alpha"], allow_zero=True)
+    else:
+        if opts["clip_norm"] is not None:
+            _positive("clip_norm", opts["clip_norm"])
+        # One call validates the schedule's name and parameters.
+        _schedule(opts, 1)
+    return opts, hyper
+
+
+def _schedule(opts: dict, t: int) -> float:
+    return optim.schedule_lr(
+        opts["schedule"], opts["lr"], t - 1, opts["maxiter"],
+        end_factor=opts["end_factor"], power_t=opts["power_t"], gamma=opts["gamma"],
+    )
+
+
+class _Problem:
+    """``fun``, ``jac`` and ``hess`` behind one interface that passes ``args`` and ``rng``, counts calls and
+    checks what comes back."""
+
+    def __init__(self, fun, jac, hess, args: tuple, rng: np.random.Generator, x0: np.ndarray):
+        if not callable(fun):
+            raise TypeError(f"fun must be callable, got {type(fun).__name__}.")
+        if hess is not None and not callable(hess):
+            raise TypeError(f"hess must be callable or None, got {type(hess).__name__}.")
+        if not (callable(jac) or jac is True or jac in (None, False, "2-point", "3-point")):
+            raise ValueError(f"jac must be a callable, True, '2-point', '3-point' or None, got {jac!r}.")
+        self.fun, self.jac, self.hess, self.args, self.rng = fun, jac, hess, args, rng
+        self.n, self.dtype = x0.size, x0.dtype
+        self.nfev = self.njev = self.nhev = 0
+        # Signatures are read once here: inspect is slow next to a step of a small problem.
+        self._wants_rng = {id(f): _takes(f, "rng") for f in (fun, jac, hess) if callable(f)}
+        self.scheme = None if (callable(jac) or jac is True) else (jac or "2-point")
+        if self.scheme and self._wants_rng[id(fun)]:
+            raise ValueError("fun takes an rng (a stochastic objective), but finite differences need a "
+                             "deterministic one: pass its gradient as jac (a callable, or jac=True).")
+
+    def _call(self, func: Callable, x: np.ndarray):
+        if self._wants_rng[id(func)]:
+            return func(x, *self.args, rng=self.rng)
+        return func(x, *self.args)
+
+    def _scalar(self, f) -> float:
+        f = np.asarray(f)
+        if f.size != 1 or np.iscomplexobj(f):
+            raise ValueError(f"fun must return a real scalar, got an array of shape {f.shape}, dtype {f.dtype}.")
+        return float(f.reshape(()))
+
+    def _vector(self, g, what: str) -> np.ndarray:
+        g = np.asarray(g)
+        if np.iscomplexobj(g) or g.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must return a real array, got dtype {g.dtype}.")
+        if g.shape != (self.n,) and not (g.ndim == 0 and self.n == 1):
+            raise ValueError(f"{what} returned an array of shape {g.shape}, but x0 has shape ({self.n},).")
+        return np.array(g.reshape(self.n), dtype=self.dtype)
+
+    def value(self, x: np.ndarray) -> float:
+        self.nfev += 1
+        return self._scalar(self._call(self.fun, x))
+
+    def _grad(self, x: np.ndarray) -> np.ndarray:
+        """The analytic gradient (``jac`` callable or ``jac=True``)."""
+        if self.jac is True:
+            self.nfev += 1
+            return self._vector(self._pair(x)[1], "fun (with jac=True)")
+        self.njev += 1
+        return self._vector(self._call(self.jac, x), "jac")
+
+    def _pair(self, x: np.ndarray):
+        out = self._call(self.fun, x)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ValueError("with jac=True, fun must return a pair (value, gradient).")
+        return out
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.jac is True:
+            self.nfev += 1
+            f, g = self._pair(x)
+            return self._scalar(f), self._vector(g, "fun (with jac=True)")
+        f = self.value(x)
+        if self.scheme is None:
+            return f, self._grad(x)
+        if not math.isfinite(f):
+            return f, np.full(self.n, np.nan, dtype=self.dtype)
+        return f, landscape.gradient(self.value, x, scheme=self.scheme, f0=f)
+
+    def hessian(self, x: np.ndarray) -> np.ndarray:
+        """``hess(x)``, or central differences of the analytic gradient, or second differences of ``fun``."""
+        if self.hess is not None:
+            self.nhev += 1
+            H = np.asarray(self._call(self.hess, x), dtype=np.float64)
+            if H.shape != (self.n, self.n):
+                raise ValueError(f"hess returned an array of shape {H.shape}, expected {(self.n, self.n)}.")
+            return (H + H.T) / 2
+        return landscape.hessian(self.value, x, jac=self._grad if self.scheme is None else None)
+
+
+class _FirstOrder:
+    """One step of a compiled rule: clip a copy of the gradient, schedule the rate, update ``x`` in place."""
+
+    def __init__(self, method: str, hyper: dict, opts: dict, x: np.ndarray):
+        try:
+            self.spec = optim.make(method, **hyper)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (minimize's own options: {sorted({**_COMMON, **_FIRST_ORDER_ONLY})})") from None
+        self.state = self.spec.init_state(x.size, x.dtype)
+        self.opts = opts
+
+    def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
+        if self.opts["clip_norm"] is not None:
+            g = g.copy()
+            optim.clip_grad_norm(g, self.opts["clip_norm"])
+        self.spec.step(x, g, self.state, t, _schedule(self.opts, t))
+        return None
+
+
+class _Newton:
+    """One (regularised or saddle-free) Newton step through the eigendecomposition of the Hessian."""
+
+    def __init__(self, saddle_free: bool, opts: dict):
+        self.saddle_free, self.lr, self.alpha = saddle_free, opts["lr"], opts["alpha"]
+
+    def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
+        H = problem.hessian(x)
+        if not np.all(np.isfinite(H)):
+            return Status.DIVERGED
+        lam, V = np.linalg.eigh(H)
+        # (H + alpha I)^-1 g, or with |H| = V |Lambda| V^T in place of H: negative curvature then repels.
+        d = (np.abs(lam) if self.saddle_free else lam) + self.alpha
+        # A divisor at the rounding level of the largest eigenvalue gives a step of pure rounding noise.
+        if np.any(np.abs(d) <= x.size * np.finfo(float).eps * max(1.0, float(np.abs(lam).max()))):
+            return Status.SINGULAR
+        x -= (self.lr * (V @ ((V.T @ g.astype(np.float64)) / d))).astype(x.dtype)
+        return None
+
+
+def _wants_result(callback: Callable) -> bool:
+    """SciPy's rule: a callback whose only parameter is ``intermediate_result`` gets an ``OptimizeResult``."""
+    try:
+        return list(inspect.signature(callback).parameters) == ["intermediate_result"]
+    except (TypeError, ValueError):
+        return False
+
+
+def minimize(
+    fun: Callable[..., Any],
+    x0,
+    args: tuple = (),
+    *,
+    method: str = "adam",
+    jac: Callable | bool | str | None = None,
+    hess: Callable | None = None,
+    callback: Callable | None = None,
+    options: dict | None = None,
+) -> OptimizeResult:
+    """Minimize a scalar function of one or more variables with a deep-learning optimizer or Newton's method.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float`` with ``x`` of shape ``(n,)``; with ``jac=True``, ``fun`` returns
+        ``(value, gradient)``.
+    x0 : array_like of shape (n,)
+        Start. float32 is kept (the steps then run in float32); other real dtypes become float64.
+    args : tuple
+        Extra arguments for ``fun``, ``jac`` and ``hess``.
+    method : str
+        A step rule, ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``,
+        ``"adamw"`` (the compiled rules of :mod:`fastopt.optim`), or ``"newton"`` /
+        ``"saddle_free_newton"``.
+    jac : callable, True, {"2-point", "3-point"} or None
+        The gradient: ``jac(x, *args) -> ndarray (n,)``; ``True`` if ``fun`` returns it; or finite differences
+        (``None`` means ``"2-point"``, as in SciPy). Finite-difference steps follow
+        :func:`fastopt.landscape.gradient`; with a float32 ``x0`` they are float32-sized (about 3e-4 for
+        2-point), so expect only three or four correct digits where the curvature is large.
+    hess : callable, optional
+        ``hess(x, *args) -> ndarray (n, n)`` for the Newton methods; by default central differences of the
+        analytic gradient, or second differences of ``fun`` when the gradient is itself differenced.
+    callback : callable, optional
+        Called after each iteration as ``callback(intermediate_result)`` (an ``OptimizeResult`` with ``x`` and
+        ``fun``) if that is its only parameter's name, else as ``callback(xk)``. Raise ``StopIteration`` to
+        stop (status 99).
+    options : dict, optional
+        maxiter : int, default 1000
+        gtol : float, default 1e-5
+            Stop (success) when ``norm(g, ord=norm) <= gtol``.
+        norm : float, default inf
+            Order of the gradient norm for ``gtol`` (SciPy's BFGS default: the largest component).
+        ftol : float, default 0 (off)
+            Stop (success) when ``|f_prev - f| <= ftol * max(|f_prev|, |f|, 1)``. Off by default: first-order
+            steps, and noisy ones above all, can change ``f`` very little far from a minimum.
+        lr : float
+            Learning rate (initial, under a schedule); default 0.01 for the step rules, 1.0 for Newton.
+        schedule, end_factor, power_t, gamma
+            First-order only: :func:`fastopt.optim.schedule_lr` with one epoch per iteration over ``maxiter``.
+        clip_norm : float, optional
+            First-order only: clip the gradient to this global L2 norm before each step.
+        alpha : float, default 0
+            Newton only: the regularisation ``a`` of ``(H + a I)^-1 g`` (``(|H| + a I)^-1 g`` saddle-free).
+        return_path : bool, default False
+            Add the trajectory: ``xs`` (shape ``(nit + 1, n)``, ``x0`` first) and ``fs`` to the result.
+        seed : None, int or numpy.random.Generator
+            Seeds the ``rng`` passed to stochastic objectives (below).
+        divergence : float, default 1e10
+            Stop (status 3) when ``f > f(x0) + divergence * max(1, |f(x0)|)``.
+        Any other key is a hyperparameter of the step rule (``momentum``, ``beta1``, ``beta2``, ``rho``,
+        ``eps``, ``weight_decay``, ... as in :func:`fastopt.optim.make`).
+
+    Returns
+    -------
+    OptimizeResult
+        ``x``, ``fun``, ``jac`` (gradient at ``x``), ``nit``, ``nfev``, ``njev``, ``nhev`` (Newton),
+        ``status`` (:class:`Status`), ``success``, ``message``, and ``xs``, ``fs`` with ``return_path``. On
+        divergence, ``x``, ``fun`` and ``jac`` are those of the last iterate before it.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an unknown method or option, a bad option value, a non-finite or non-real ``x0``, a non-finite
+        ``fun(x0)``, a gradient or Hessian of the wrong shape.
+
+    Notes
+    -----
+    **Stochastic objectives.** If ``fun``, ``jac`` or ``hess`` has a parameter named ``rng``, it is called as
+    ``func(x, *args, rng=rng)`` with one ``numpy.random.Generator`` seeded by ``options["seed"]``, shared by
+    all calls, so a gradient can draw a minibatch (see
+    :meth:`fastopt.functions.Objective.minibatch_gradient`) and a run is reproducible. Finite differences of
+    a stochastic ``fun`` are refused.
+    """
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    method = method.lower()
+    opts, hyper = _parse_options(method, options)
+    if hess is not None and method not in NEWTON:
+        warnings.warn(f"Method {method} does not use Hessian information (hess).", RuntimeWarning, stacklevel=2)
+    x = _check_x0(x0)
+    args = args if isinstance(args, tuple) else (args,)
+    problem = _Problem(fun, jac, hess, args, np.random.default_rng(opts["seed"]), x)
+    step = _FirstOrder(method, hyper, opts, x) if method in FIRST_ORDER else _Newton(method != "newton", opts)
+
+    f, g = problem.value_and_grad(x)
+    if not math.isfinite(f):
+        raise ValueError(f"fun(x0) is not finite ({f}).")
+    f_limit = f + opts["divergence"] * max(1.0, abs(f))
+    xs, fs = [x.copy()], [f]
+    nit, status, why = 0, None, ""
+    pass_result = callback is not None and _wants_result(callback)
+    if not np.all(np.isfinite(g)):
+        status, why = Status.DIVERGED, "the gradient at x0 is not finite"
+    elif np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
+        status = Status.GTOL
+    while status is None:
+        if nit >= opts["maxiter"]:
+            status = Status.MAXITER
+            break
+        x_new = x.copy()
+        status = step(x_new, g, nit + 1, problem)
+        if status is not None:
+            why = "the Hessian is not finite" if status == Status.DIVERGED else ""
+            break
+        if not np.all(np.isfinite(x_new)):
+            status, why = Status.DIVERGED, "x is not finite"
+            break
+        f_new, g_new = problem.value_and_grad(x_new)
+        if not (math.isfinite(f_new) and np.all(np.isfinite(g_new))) or f_new > f_limit:
+            status = Status.DIVERGED
+            why = f"f = {f_new:.3g}" if math.isfinite(f_new) else "f or its gradient is not finite"
+            break
+        nit += 1
+        f_prev, x, f, g = f, x_new, f_new, g_new
+        xs.append(x.copy())
+        fs.append(f)
+        if callback is not None:
+            try:
+                callback(OptimizeResult(x=x.copy(), fun=f) if pass_result else x.copy())
+            except StopIteration:
+                status = Status.CALLBACK
+                break
+        if np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
+            status = Status.GTOL
+        elif opts["ftol"] > 0 and abs(f_prev - f) <= opts["ftol"] * max(abs(f_prev), abs(f), 1.0):
+            status = Status.FTOL
+
+    if status == Status.DIVERGED:
+        hint = "lower lr (fastopt.landscape.max_stable_learning_rate gives 2 / lambda_max)"
+        if method in NEWTON:
+            hint = "the function may be unbounded below, or raise options['alpha']"
+        message = f"Diverged at iteration {nit + 1}: {why}; {hint}."
+    elif status == Status.SINGULAR:
+        message = f"The Newton system is singular at iteration {nit + 1}; set options['alpha'] > 0."
+    else:
+        message = _MESSAGES[status]
+    result = OptimizeResult(
+        x=x, fun=f, jac=g, nit=nit, nfev=problem.nfev, njev=problem.njev, status=int(status),
+        success=status in (Status.GTOL, Status.FTOL), message=message,
+    )
+    if method in NEWTON:
+        result.nhev = problem.nhev
+    if opts["return_path"]:
+        result.xs, result.fs = np.array(xs), np.array(fs)
+    return result

@@ -1,0 +1,294 @@
+"""Figures: an estimator's loss curve, optimizer trajectories over a contour, and the seed chapters' figures.
+
+matplotlib is an optional extra (``pip install "fastopt[plot]"``) and is imported only when a function here is
+called. Every function draws into ``ax`` when given one (so it composes with ``pyplot`` and subplots), else into
+a new standalone :class:`matplotlib.figure.Figure` (no global pyplot state, nothing left open); it returns the
+Figure and, with ``path``, also saves it as PNG.
+
+Examples
+--------
+>>> from fastopt import functions, minimize, plotting
+>>> rb = functions.get("rosenbrock")
+>>> runs = {m: minimize(rb.fun, rb.x0, jac=rb.grad, method=m, options={"lr": 1e-3, "return_path": True})
+...         for m in ("sgd", "momentum")}
+>>> fig = plotting.plot_trajectories(rb, runs)
+"""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from fastopt.functions import CUBIC, EMPIRICAL_RISK, RISK, SADDLE, TANH, Objective
+
+__all__ = [
+    "plot_local_minima",
+    "plot_loss_curve",
+    "plot_risk",
+    "plot_saddle_1d",
+    "plot_saddle_2d",
+    "plot_trajectories",
+    "plot_vanishing_gradient",
+]
+
+# Marker of each kind of known critical point in trajectory plots.
+_KIND_MARKERS = {"minimum": ("*", 14), "saddle": ("X", 10), "maximum": ("^", 10)}
+
+
+def _figure_and_axes(ax, figsize: tuple[float, float], **subplot_kw):
+    """``ax`` and its figure, or a new standalone Figure with one Axes."""
+    if ax is not None:
+        return ax.figure, ax
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError('fastopt.plotting needs matplotlib: pip install "fastopt[plot]"') from exc
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot(**subplot_kw)
+
+
+def _finish(fig, path) -> Any:
+    if path is not None:
+        fig.savefig(path, format="png", dpi=120)
+    return fig
+
+
+def _annotate(ax, text: str, xy: tuple[float, float], xytext: tuple[float, float]) -> None:
+    """The seed's ``annotate``: a label with an arrow to ``xy``."""
+    ax.annotate(text, xy=xy, xytext=xytext, arrowprops={"arrowstyle": "->"})
+
+
+def _curve(ax, obj: Objective, lo: float, hi: float, **kw) -> np.ndarray:
+    x = np.linspace(lo, hi, 400)
+    ax.plot(x, obj.fun(x[None]), **kw)
+    return x
+
+
+def plot_loss_curve(estimator, *, ax=None, path=None):
+    """Training loss per epoch of a fitted iterative ``LinearRegressor``, and its validation R^2 if recorded.
+
+    The loss goes on a logarithmic axis (when positive), the validation score (``validation_scores_``, present
+    with ``early_stopping=True``) on a second y-axis, with the best epoch marked.
+
+    Parameters
+    ----------
+    estimator : LinearRegressor
+        Fitted with an iterative solver (it has a ``loss_curve_``).
+    ax : matplotlib Axes, optional
+    path : str or path-like, optional
+        Save the figure there as PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    loss = getattr(estimator, "loss_curve_", None)
+    if loss is None or len(loss) == 0:
+        raise ValueError("the estimator has no loss curve: fit it first, with an iterative solver (e.g. 'adam').")
+    fig, ax = _figure_and_axes(ax, (6, 4))
+    epochs = np.arange(1, len(loss) + 1)
+    handles = ax.plot(epochs, loss, color="C0", label="training loss")
+    if np.all(np.asarray(loss) > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="C0")
+    scores = getattr(estimator, "validation_scores_", None)
+    if scores is not None and len(scores):
+        right = ax.twinx()
+        handles += right.plot(epochs[: len(scores)], scores, color="C1", label="validation $R^2$")
+        best = int(np.argmax(scores))
+        handles += right.plot(epochs[best], scores[best], "o", color="C1", mfc="none", ms=9,
+                              label=f"best validation (epoch {epochs[best]})")
+        right.set_ylabel("validation $R^2$", color="C1")
+    ax.legend(handles=handles, loc="center right")
+    ax.set_title(f"{type(estimator).__name__}(solver={getattr(estimator, 'solver_', '?')!r})")
+    return _finish(fig, path)
+
+
+def _grid_values(fun: Callable, bounds, resolution: int):
+    """Grid axes and values of ``fun`` over the 2-D box ``bounds``."""
+    gx = np.linspace(*bounds[0], resolution)
+    gy = np.linspace(*bounds[1], resolution)
+    X, Y = np.meshgrid(gx, gy)
+    if isinstance(fun, Objective):
+        Z = fun.fun(np.stack([X, Y]))
+    else:
+        Z = np.array([float(fun(np.array(p))) for p in np.stack([X.ravel(), Y.ravel()], axis=1)]).reshape(X.shape)
+    return X, Y, Z
+
+
+def _contour(ax, X, Y, Z, levels: int) -> tuple[Any, str]:
+    """Filled contours of ``Z``, or of ``log10 Z`` when ``Z >= 0`` spans more than three decades (Rosenbrock,
+    Beale: linear levels would spend them all on the walls). Returns the contour set and its colorbar label."""
+    zmin, zmax = float(np.min(Z)), float(np.max(Z))
+    label = "f(x, y)"
+    if zmin >= 0 and zmax > 1e3 * max(zmin, 1e-12):
+        Z = np.log10(np.maximum(Z, zmax * 1e-6))
+        label = "log10 f(x, y)"
+    cs = ax.contourf(X, Y, Z, levels=levels, cmap="viridis", alpha=0.85)
+    ax.contour(X, Y, Z, levels=cs.levels, colors="white", linewidths=0.3, alpha=0.6)
+    return cs, label
+
+
+def plot_trajectories(
+    fun: Objective | Callable,
+    results: Mapping[str, Any],
+    *,
+    bounds=None,
+    ax=None,
+    path=None,
+    levels: int = 30,
+    resolution: int = 200,
+    title: str | None = None,
+):
+    """Several optimizers' trajectories over one contour plot (or curve, for 1-D functions), with a legend.
+
+    Parameters
+    ----------
+    fun : Objective or callable
+        A :class:`fastopt.functions.Objective` (its domain and known critical points are drawn), or any
+        ``fun(x) -> float`` of 1 or 2 variables together with ``bounds``.
+    results : mapping of str to OptimizeResult
+        Label -> result of :func:`fastopt.minimize` run with ``options={"return_path": True}``.
+    bounds : sequence of (low, high), optional
+        Plotting box; default the Objective's domain.
+    ax : matplotlib Axes, optional
+    path : str or path-like, optional
+        Save the figure there as PNG.
+    levels, resolution : int
+        Number of contour levels and grid points per axis.
+    title : str, optional
+        Default: the Objective's formula.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    obj = fun if isinstance(fun, Objective) else None
+    bounds = bounds if bounds is not None else (obj.bounds if obj is not None else None)
+    if bounds is None:
+        raise ValueError("bounds are required unless fun is a fastopt.functions.Objective.")
+    ndim = len(bounds)
+    if ndim not in (1, 2):
+        raise ValueError(f"can only draw functions of 1 or 2 variables, got {ndim}.")
+    for label, res in results.items():
+        if "xs" not in res:
+            raise ValueError(f"result {label!r} has no path: run minimize with options={{'return_path': True}}.")
+        if np.shape(res.xs)[1] != ndim:
+            raise ValueError(f"result {label!r} has {np.shape(res.xs)[1]} coordinates, the plot {ndim}.")
+    # The legend goes below the axes, three entries a row, so that it never hides a path: grow the height to fit.
+    legend_rows = -(-(len(results) + 4) // 3)
+    fig, ax = _figure_and_axes(ax, (6.4, (5 if ndim == 2 else 3.6) + 0.25 * legend_rows))
+    value = obj.fun if obj is not None else (lambda x: np.array([float(fun(p)) for p in np.atleast_2d(x.T)]))
+    if ndim == 2:
+        X, Y, Z = _grid_values(fun, bounds, resolution)
+        cs, label = _contour(ax, X, Y, Z, levels)
+        fig.colorbar(cs, ax=ax, label=label)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    else:
+        x = np.linspace(*bounds[0], 400)
+        fx = value(x[None])
+        ax.plot(x, fx, color="0.3", lw=1.5, zorder=1)
+        # Fix the y-range to the curve's, so that a path which leaves the domain does not squash it.
+        pad = 0.08 * (np.max(fx) - np.min(fx))
+        ax.set_ylim(np.min(fx) - pad, np.max(fx) + pad)
+        ax.set_xlabel("x")
+        ax.set_ylabel("f(x)")
+    for i, (label, res) in enumerate(results.items()):
+        xs = np.asarray(res.xs, dtype=np.float64)
+        pts = (xs[:, 0], xs[:, 1]) if ndim == 2 else (xs[:, 0], np.asarray(res.fs))
+        # Dots show the step lengths; about 40 of them per path keep long runs readable.
+        ax.plot(*pts, "-", color=f"C{i}", lw=1.4, marker="o", ms=2.5, markevery=max(1, len(xs) // 40),
+                label=f"{label} ({res.nit} steps)")
+        ax.plot(pts[0][-1], pts[1][-1], "o", color=f"C{i}", ms=7, mec="black")
+    if results:
+        first = np.asarray(next(iter(results.values())).xs[0], dtype=np.float64)
+        start = (first[0], first[1]) if ndim == 2 else (first[0], next(iter(results.values())).fs[0])
+        ax.plot(*start, "s", color="white", mec="black", ms=8, label="start", zorder=5)
+    if obj is not None:
+        for kind, (marker, size) in _KIND_MARKERS.items():
+            pts = [p for p in obj.critical_points if p.kind == kind]
+            if pts:
+                px = [p.x[0] for p in pts]
+                py = [p.x[1] for p in pts] if ndim == 2 else [p.value for p in pts]
+                ax.plot(px, py, marker, color="red", mec="black", ms=size, ls="none", label=f"known {kind}", zorder=6)
+    ax.set_xlim(*bounds[0])
+    if ndim == 2:
+        ax.set_ylim(*bounds[1])
+    if len(fig.axes) <= 2:  # this plot owns the figure (axes and colorbar): centre the legend under both
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small",
+                   frameon=False)
+    else:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, fontsize="small", frameon=False)
+    title = title if title is not None else (obj.formula if obj is not None else "")
+    ax.set_title(textwrap.fill(title, 60), fontsize="medium")
+    return _finish(fig, path)
+
+
+def plot_risk(*, ax=None, path=None):
+    """Seed figure: risk ``f`` and empirical risk ``g`` on [0.5, 1.5], both minima annotated."""
+    fig, ax = _figure_and_axes(ax, (4.5, 2.5))
+    _curve(ax, RISK, 0.5, 1.5, label="risk f")
+    _curve(ax, EMPIRICAL_RISK, 0.5, 1.5, ls="--", label="empirical risk g")
+    g_min, f_min = EMPIRICAL_RISK.global_minimum, RISK.global_minimum
+    _annotate(ax, "min of\nempirical risk", (g_min.x[0], g_min.value), (0.5, -1.1))
+    _annotate(ax, "min of risk", (f_min.x[0], f_min.value), (0.95, -0.5))
+    ax.set_xlabel("x")
+    ax.set_ylabel("risk")
+    ax.legend(loc="upper right", fontsize="small")
+    return _finish(fig, path)
+
+
+def plot_local_minima(*, ax=None, path=None):
+    """Seed figure: ``f(x) = x cos(pi x)`` on [-1, 2] with its local and global minimum annotated."""
+    fig, ax = _figure_and_axes(ax, (4.5, 2.5))
+    _curve(ax, RISK, -1.0, 2.0)
+    glob, local = RISK.minima
+    _annotate(ax, "local minimum", (local.x[0], local.value), (-0.77, -1.0))
+    _annotate(ax, "global minimum", (glob.x[0], glob.value), (0.6, 0.8))
+    ax.set_xlabel("x")
+    ax.set_ylabel("f(x)")
+    return _finish(fig, path)
+
+
+def plot_saddle_1d(*, ax=None, path=None):
+    """Seed figure: ``x**3``, whose first and second derivatives vanish at the saddle point 0."""
+    fig, ax = _figure_and_axes(ax, (4.5, 2.5))
+    _curve(ax, CUBIC, -2.0, 2.0)
+    _annotate(ax, "saddle point", (0.0, -0.2), (-0.52, -5.0))
+    ax.set_xlabel("x")
+    ax.set_ylabel("f(x)")
+    return _finish(fig, path)
+
+
+def plot_saddle_2d(*, ax=None, path=None):
+    """Seed figure: the surface of ``x**2 - y**2`` (wireframe) with the saddle point at the origin marked."""
+    fig, ax = _figure_and_axes(ax, (5, 4.5), projection="3d")
+    g = np.linspace(-1.0, 1.0, 101)
+    X, Y = np.meshgrid(g, g)
+    ax.plot_wireframe(X, Y, SADDLE.fun(np.stack([X, Y])), rstride=10, cstride=10, linewidth=0.7)
+    ax.plot([0], [0], [0], "rx", ms=10, mew=2, label="saddle point")
+    for setter in (ax.set_xticks, ax.set_yticks, ax.set_zticks):
+        setter([-1, 0, 1])
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_zlabel("f(x, y)")
+    ax.set_title(SADDLE.formula)
+    ax.legend(loc="upper left")
+    return _finish(fig, path)
+
+
+def plot_vanishing_gradient(*, ax=None, path=None):
+    """Seed figure: ``tanh`` on [-2, 5] and its derivative, which is 0.0013 at x = 4."""
+    fig, ax = _figure_and_axes(ax, (4.5, 2.5))
+    x = _curve(ax, TANH, -2.0, 5.0, label="f(x) = tanh(x)")
+    ax.plot(x, TANH.grad(x[None])[0], ls="--", label="f'(x) = 1 - tanh(x)^2")
+    slope = float(TANH.grad(np.array([4.0]))[0])
+    _annotate(ax, f"vanishing gradient\nf'(4) = {slope:.4f}", (4.0, 1.0), (0.6, -0.45))
+    ax.set_xlabel("x")
+    ax.set_ylabel("f(x)")
+    ax.legend(loc="lower right", fontsize="small")
+    return _finish(fig, path)

@@ -1,0 +1,118 @@
+"""``python -m fastopt``: the landscape and bench subcommands, and --help for each."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import fastopt
+from fastopt import __main__ as cli
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["landscape"], ["bench"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fastopt")
+    if command == ["landscape"]:
+        assert "--methods" in out and "rosenbrock" in out
+
+
+def _table(out):
+    """Rows of the landscape table by method: [lr, steps, final f, distance, ends at, stopped by]."""
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] in cli_methods():
+            rows[parts[0]] = parts[1:5] + [" ".join(parts[5:-1]), parts[-1]]
+    return rows
+
+
+def cli_methods():
+    from fastopt.minimize import METHODS
+
+    return METHODS
+
+
+def test_landscape_prints_a_table_and_writes_the_figure(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "dw.png"
+    assert cli.main(["landscape", "double_well", "--methods", "sgd", "momentum", "newton", "--output", str(png)]) == 0
+    out = capsys.readouterr().out
+    rows = _table(out)
+    assert set(rows) == {"sgd", "momentum", "newton"}
+    # From (-1.8, 1): plain descent stops in the local minimum; momentum carries over the saddle.
+    assert rows["sgd"][4] == "local minimum" and float(rows["sgd"][3]) == pytest.approx(3.354, abs=0.01)
+    assert rows["momentum"][4] == "global minimum" and float(rows["momentum"][3]) < 1e-5
+    assert all(r[5] == "gtol" for r in rows.values())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"written to {png}" in out
+
+
+def test_landscape_options(tmp_path, capsys):
+    args = ["landscape", "saddle", "--methods", "sgd", "saddle_free_newton", "--x0", "0.5", "0.001",
+            "--lr", "0.1", "--maxiter", "50", "--output", "none"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    rows = _table(out)
+    assert rows["sgd"][0] == "0.1" and rows["sgd"][1] == "50" and rows["sgd"][3] == "nan"
+    assert "no minimum" in out and "written" not in out
+    # x^2 - y^2 is unbounded below: |H| = 2I doubles y every step, so f falls like -4^k.
+    assert rows["saddle_free_newton"][5] == "maxiter" and float(rows["saddle_free_newton"][2]) < -1e20
+    assert cli.main(["landscape", "rosenbrock", "--x0", "1.0", "--output", "none"]) == 2
+    assert "--x0 needs 2" in capsys.readouterr().err
+
+
+def test_landscape_with_minibatch_noise_is_seeded(capsys):
+    args = ["landscape", "double_well", "--methods", "sgd", "--noise", "5", "--maxiter", "300", "--lr", "0.05",
+            "--output", "none"]
+    cli.main([*args, "--seed", "1"])
+    first = capsys.readouterr().out
+    cli.main([*args, "--seed", "1"])
+    assert capsys.readouterr().out == first
+    cli.main([*args, "--seed", "2"])
+    assert capsys.readouterr().out != first
+
+
+def test_landscape_list(capsys):
+    assert cli.main(["landscape", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("risk", "empirical_risk", "cubic", "saddle", "tanh", "rosenbrock", "beale", "himmelblau",
+                 "ill_conditioned", "double_well"):
+        assert f"\n{name} " in f"\n{out}"
+
+
+def test_unknown_function_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["landscape", "sphere"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_bench_without_a_checkout_says_so(tmp_path, capsys):
+    assert cli.main(["bench", "--source", str(tmp_path)]) == 2
+    assert "bench/report.py not found" in capsys.readouterr().err
+
+
+def test_bench_runs_the_report_with_its_arguments(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "report.py").write_text(
+        "import pathlib, sys\npathlib.Path('ran.txt').write_text(' '.join(sys.argv[1:]))\nsys.exit(3)\n"
+    )
+    assert cli.main(["bench", "--source", str(tmp_path), "--", "--quick", "x"]) == 3
+    assert (tmp_path / "ran.txt").read_text() == "--quick x"
+    assert cli.main(["bench", "--source", str(tmp_path)]) == 3
+    assert (tmp_path / "ran.txt").read_text() == "--run"  # by default: run the benchmarks, then report
+
+
+def test_module_runs_as_a_script(tmp_path):
+    # The fastopt under test (installed, or built in place in a checkout) must be the one the child imports.
+    package_root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
+    env = {**os.environ, "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "fastopt", "landscape", "ill_conditioned", "--methods", "sgd",
+                           "newton", "--output", "none"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ill_conditioned" in done.stdout and "newton" in done.stdout

@@ -1,0 +1,117 @@
+"""The test functions: derivatives agree with finite differences, and the listed critical points are right."""
+import numpy as np
+import pytest
+
+from fastopt import functions, landscape
+from fastopt.functions import FUNCTIONS
+
+NAMES = sorted(FUNCTIONS)
+
+
+def _random_points(obj, n, rng):
+    lo, hi = np.array(obj.bounds).T
+    return lo + (hi - lo) * rng.random((n, obj.ndim))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_and_hessian_match_finite_differences(name, rng):
+    obj = FUNCTIONS[name]
+    for x in _random_points(obj, 5, rng):
+        g = obj.grad(x)
+        assert g.shape == (obj.ndim,)
+        # Central differences err by about eps**(2/3) times the scale of f and its third derivative.
+        scale = 1 + abs(float(obj.fun(x)))
+        np.testing.assert_allclose(g, landscape.gradient(obj.fun, x), rtol=1e-7, atol=1e-7 * scale)
+        H = obj.hess(x)
+        assert H.shape == (obj.ndim, obj.ndim)
+        np.testing.assert_allclose(H, landscape.hessian(obj.fun, x, jac=obj.grad), rtol=1e-6, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vectorised_over_a_grid(name):
+    obj = FUNCTIONS[name]
+    grid = np.stack(np.meshgrid(*[np.linspace(lo, hi, 4) for lo, hi in obj.bounds], indexing="ij"))
+    values = obj.fun(grid)
+    assert values.shape == grid.shape[1:]
+    assert obj.grad(grid).shape == grid.shape
+    assert obj.hess(grid).shape == (obj.ndim, *grid.shape)
+    # Every grid point agrees with the single-point evaluation.
+    flat = grid.reshape(obj.ndim, -1).T
+    np.testing.assert_allclose(values.ravel(), [obj.fun(p) for p in flat], rtol=1e-12)
+    np.testing.assert_allclose(obj.hess(grid).reshape(obj.ndim, obj.ndim, -1).transpose(2, 0, 1),
+                               [obj.hess(p) for p in flat], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_known_critical_points_are_critical_and_of_their_kind(name):
+    obj = FUNCTIONS[name]
+    assert list(obj.critical_points) == sorted(obj.critical_points, key=lambda p: p.value)
+    for p in obj.critical_points:
+        x = np.array(p.x)
+        assert np.linalg.norm(obj.grad(x)) < 1e-12 * max(1.0, float(np.abs(obj.hess(x)).max()))
+        assert float(obj.fun(x)) == pytest.approx(p.value, rel=1e-14, abs=1e-14)
+        kind = landscape.classify_critical_point(obj.fun, x, jac=obj.grad, hess=obj.hess).kind
+        assert kind == p.kind
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_list_of_critical_points_is_complete_in_the_domain(name):
+    """A 256-start search of the box finds exactly the listed points, no more."""
+    obj = FUNCTIONS[name]
+    found = landscape.find_critical_points(obj.fun, obj.bounds, jac=obj.grad, hess=obj.hess, n_starts=256)
+    key = lambda x: tuple(np.round(np.asarray(x, float), 5) + 0.0)  # noqa: E731 (+0.0 folds -0.0 into 0.0)
+    assert sorted((key(p.x), p.kind) for p in found) == sorted((key(p.x), p.kind) for p in obj.critical_points)
+
+
+def test_seed_facts():
+    # The seed's annotations: min of risk near 1.1 and of the empirical risk near 1.0; local min near -0.3.
+    assert FUNCTIONS["risk"].global_minimum.x[0] == pytest.approx(1.1, abs=0.01)
+    assert FUNCTIONS["empirical_risk"].global_minimum.x[0] == pytest.approx(1.0, abs=0.02)
+    assert FUNCTIONS["risk"].minima[1].x[0] == pytest.approx(-0.27, abs=0.01)
+    # tanh: f'(4) = 0.0013, and no critical point at all.
+    assert FUNCTIONS["tanh"].grad(np.array([4.0]))[0] == pytest.approx(0.0013, abs=5e-5)
+    assert FUNCTIONS["tanh"].global_minimum is None
+    dw = FUNCTIONS["double_well"]
+    assert [p.x for p in dw.minima] == [(2.0, 1.0), (-1.0, -0.5)]
+    assert dw.global_minimum.value == pytest.approx(-8 / 3)
+
+
+def test_ill_conditioned_quadratic_has_the_requested_spectrum():
+    q = functions.ill_conditioned_quadratic(condition_number=40.0, angle=0.3)
+    lam = np.linalg.eigvalsh(q.hess(np.zeros(2)))
+    np.testing.assert_allclose(lam, [1.0, 40.0])
+    assert landscape.condition_number(q.fun, np.array([0.3, -0.2]), hess=q.hess) == pytest.approx(40.0)
+
+
+def test_quadratic_rejects_indefinite_or_asymmetric_matrices():
+    with pytest.raises(ValueError, match="positive definite"):
+        functions.quadratic(np.diag([1.0, -1.0]))
+    with pytest.raises(ValueError, match="symmetric"):
+        functions.quadratic(np.array([[1.0, 2.0], [0.0, 1.0]]))
+
+
+def test_distance_to_minimum():
+    hb = FUNCTIONS["himmelblau"]
+    assert hb.distance_to_minimum([3.0, 2.5]) == pytest.approx(0.5)
+    assert np.isnan(FUNCTIONS["saddle"].distance_to_minimum([0.0, 0.0]))
+
+
+def test_minibatch_gradient_is_unbiased_over_the_full_batch():
+    obj = FUNCTIONS["double_well"]
+    x = np.array([0.3, -0.7])
+    full = obj.minibatch_gradient(noise=2.0, batch_size=64, n_samples=64)
+    np.testing.assert_allclose(full(x, rng=np.random.default_rng(0)), obj.grad(x), atol=1e-12)
+    noisy = obj.minibatch_gradient(noise=2.0, batch_size=4, n_samples=1024)
+    draws = np.array([noisy(x, rng=np.random.default_rng(s)) for s in range(2000)])
+    # Standard deviation per coordinate: noise * sqrt((n - b) / (b (n - 1))) ~ 0.998; the mean of 2000 draws
+    # is within 5 standard errors (5 * 0.998 / sqrt(2000) = 0.11) of the true gradient.
+    np.testing.assert_allclose(draws.std(axis=0), 2.0 * np.sqrt(1020 / (4 * 1023)), rtol=0.08)
+    np.testing.assert_allclose(draws.mean(axis=0), obj.grad(x), atol=0.11)
+    with pytest.raises(ValueError, match="batch_size"):
+        obj.minibatch_gradient(batch_size=0)
+
+
+def test_get_names_the_choices():
+    assert functions.get("beale") is FUNCTIONS["beale"]
+    with pytest.raises(ValueError, match="rosenbrock"):
+        functions.get("rosenbrok")

@@ -1,0 +1,161 @@
+"""Numerical derivatives, the critical-point classifier and search, conditioning."""
+import numpy as np
+import pytest
+
+from fastopt import landscape
+from fastopt.functions import FUNCTIONS
+
+
+def _smooth(x):
+    return np.exp(0.3 * x[0]) * np.sin(x[1]) + x[0] ** 2 * x[1] ** 3
+
+
+def _smooth_grad(x):
+    return np.array([0.3 * np.exp(0.3 * x[0]) * np.sin(x[1]) + 2 * x[0] * x[1] ** 3,
+                     np.exp(0.3 * x[0]) * np.cos(x[1]) + 3 * x[0] ** 2 * x[1] ** 2])
+
+
+def _smooth_hess(x):
+    e = np.exp(0.3 * x[0])
+    hxy = 0.3 * e * np.cos(x[1]) + 6 * x[0] * x[1] ** 2
+    return np.array([[0.09 * e * np.sin(x[1]) + 2 * x[1] ** 3, hxy], [hxy, -e * np.sin(x[1]) + 6 * x[0] ** 2 * x[1]]])
+
+
+@pytest.mark.parametrize("x", [[0.4, -1.3], [25.0, 0.7], [-3e-3, 2e-3]])
+def test_gradient_accuracy_matches_the_step_analysis(x):
+    x = np.array(x)
+    exact = _smooth_grad(x)
+    scale = max(1.0, abs(_smooth(x))) * max(1.0, np.abs(x).max())
+    eps = np.finfo(float).eps
+    # Central: error about eps**(2/3) of the scale; forward: about sqrt(eps). Margins of 100.
+    np.testing.assert_allclose(landscape.gradient(_smooth, x), exact, rtol=0, atol=100 * eps ** (2 / 3) * scale)
+    np.testing.assert_allclose(landscape.gradient(_smooth, x, scheme="2-point"), exact, rtol=0,
+                               atol=100 * eps ** 0.5 * scale * max(1, np.abs(x).max()))
+
+
+def test_hessian_from_values_and_from_gradients():
+    x = np.array([0.4, -1.3])
+    exact = _smooth_hess(x)
+    np.testing.assert_allclose(landscape.hessian(_smooth, x), exact, atol=1e-6)
+    np.testing.assert_allclose(landscape.hessian(_smooth, x, jac=_smooth_grad), exact, atol=1e-9)
+    H = landscape.hessian(_smooth, x)
+    np.testing.assert_array_equal(H, H.T)
+
+
+def test_float32_points_are_differenced_with_float32_steps():
+    x = np.array([1.0, 2.0], dtype=np.float32)
+    g = landscape.gradient(lambda p: np.sum(np.sin(p)), x)
+    assert g.dtype == np.float32
+    # float32 eps**(2/3) is 2.4e-5; a float64-sized step would drown in float32 rounding instead.
+    np.testing.assert_allclose(g, np.cos([1.0, 2.0]), atol=1e-4)
+
+
+def test_args_are_passed_through():
+    f = lambda x, a, b: a * x[0] ** 2 + b * x[0]  # noqa: E731
+    assert landscape.gradient(f, [1.0], args=(3.0, 1.0))[0] == pytest.approx(7.0)
+    assert landscape.hessian(f, [1.0], args=(3.0, 1.0))[0, 0] == pytest.approx(6.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("analytic", [False, True], ids=["finite-differences", "analytic"])
+@pytest.mark.parametrize(
+    "name, x, kind",
+    [
+        ("risk", -0.27385268680085091, "minimum"),
+        ("risk", 1.0904082219467212, "minimum"),
+        ("risk", 0.27385268680085091, "maximum"),
+        ("empirical_risk", 1.0169834031079085, "minimum"),
+        ("cubic", 0.0, "saddle"),
+        ("saddle", (0.0, 0.0), "saddle"),
+        ("tanh", 4.0, "noncritical"),
+        ("double_well", (-1.0, -0.5), "minimum"),
+        ("double_well", (0.0, 0.0), "saddle"),
+    ],
+)
+def test_classifier_names_the_seed_examples(name, x, kind, analytic):
+    obj = FUNCTIONS[name]
+    kw = {"jac": obj.grad, "hess": obj.hess} if analytic else {}
+    point = landscape.classify_critical_point(obj.fun, np.atleast_1d(x), **kw)
+    assert point.kind == kind, point.reason
+    if kind in ("minimum", "maximum"):
+        assert np.all(np.sign(point.eigenvalues) == (1 if kind == "minimum" else -1))
+
+
+def test_saddle_eigenvalues_and_vectors():
+    point = landscape.classify_critical_point(FUNCTIONS["saddle"].fun, np.zeros(2))
+    np.testing.assert_allclose(point.eigenvalues, [-2.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(np.abs(point.eigenvectors), np.eye(2)[::-1], atol=1e-6)
+    assert point.gradient_norm == 0.0 and point.value == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_degenerate_cases_use_the_higher_order_probe(dtype):
+    zero = np.zeros(2, dtype=dtype)
+    classify = landscape.classify_critical_point
+    assert classify(lambda x: x[0] ** 3 + x[1] ** 2, zero).kind == "saddle"
+    assert classify(lambda x: x[0] ** 2 - x[1] ** 4, zero).kind == "saddle"
+    # x**4 is a minimum, but a singular Hessian plus finitely many probes cannot prove it.
+    point = classify(lambda x: x[0] ** 4 + x[1] ** 2, zero)
+    assert point.kind == "degenerate" and "inconclusive" in point.reason
+
+
+def test_tolerances_can_be_set():
+    f = lambda x: x[0] ** 2 + 1e-9 * x[1] ** 2  # noqa: E731
+    assert landscape.classify_critical_point(f, np.zeros(2)).kind == "degenerate"
+    assert landscape.classify_critical_point(f, np.zeros(2), eig_tol=1e-12).kind == "minimum"
+    near = np.array([1e-3, 0.0])  # gradient norm 2e-3
+    assert landscape.classify_critical_point(f, near, eig_tol=1e-12).kind == "noncritical"
+    assert landscape.classify_critical_point(f, near, eig_tol=1e-12, gtol=1e-2).kind == "minimum"
+
+
+def test_search_finds_the_seed_risk_points_without_derivatives():
+    obj = FUNCTIONS["risk"]
+    found = landscape.find_critical_points(obj.fun, obj.bounds, n_starts=16)
+    assert [p.kind for p in found] == ["minimum", "minimum", "maximum"]
+    np.testing.assert_allclose([p.x[0] for p in found], [p.x[0] for p in obj.critical_points], atol=1e-7)
+
+
+def test_search_rejects_bad_boxes():
+    f = FUNCTIONS["saddle"].fun
+    with pytest.raises(ValueError, match="low < high"):
+        landscape.find_critical_points(f, [(1.0, -1.0), (0.0, 1.0)])
+    with pytest.raises(ValueError, match="n_starts"):
+        landscape.find_critical_points(f, [(-1.0, 1.0), (-1.0, 1.0)], n_starts=0)
+
+
+def test_condition_number_and_largest_stable_learning_rate():
+    A = np.array([[10.0, 3.0], [3.0, 2.0]])
+    f = lambda x: 0.5 * x @ A @ x  # noqa: E731
+    lam = np.linalg.eigvalsh(A)
+    x = np.array([0.5, -0.25])
+    assert landscape.condition_number(f, x) == pytest.approx(lam[1] / lam[0], rel=1e-6)
+    assert landscape.max_stable_learning_rate(f, x) == pytest.approx(2 / lam[1], rel=1e-6)
+    assert landscape.max_stable_learning_rate(f, x, hess=lambda _: A) == pytest.approx(2 / lam[1], rel=1e-14)
+    concave = lambda x: -x @ x  # noqa: E731
+    assert landscape.max_stable_learning_rate(concave, x) == np.inf
+    assert landscape.condition_number(FUNCTIONS["cubic"].fun, np.zeros(1)) == np.inf
+
+
+def test_gradient_norms_show_the_vanishing_gradient_of_tanh():
+    path = np.array([[0.0], [2.0], [4.0]])
+    norms = landscape.gradient_norms(FUNCTIONS["tanh"].fun, path)
+    np.testing.assert_allclose(norms, 1 - np.tanh(path[:, 0]) ** 2, rtol=1e-8)
+    assert norms[-1] < 0.0014
+    with pytest.raises(ValueError, match="n_points"):
+        landscape.gradient_norms(FUNCTIONS["tanh"].fun, np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [([np.nan, 0.0], ValueError, "NaN"), ([[0.0, 1.0]], ValueError, "1-D"), (["a"], TypeError, "real-valued"),
+     ([1j, 0.0], TypeError, "real-valued")],
+)
+def test_bad_points(x, error, match):
+    with pytest.raises(error, match=match):
+        landscape.classify_critical_point(lambda p: p @ p, np.array(x))
+
+
+def test_fun_must_return_a_scalar():
+    with pytest.raises(ValueError, match="scalar"):
+        landscape.gradient(lambda p: p, np.zeros(2))
+    with pytest.raises(ValueError, match="shape"):
+        landscape.classify_critical_point(lambda p: p @ p, np.zeros(2), hess=lambda p: np.eye(3))

@@ -1,0 +1,286 @@
+"""fastopt.minimize: SciPy's contract, the compiled step rules, Newton and saddle-free Newton."""
+import numpy as np
+import pytest
+import scipy.optimize
+
+from fastopt import landscape, optim
+from fastopt.functions import DOUBLE_WELL, FUNCTIONS, ill_conditioned_quadratic
+from fastopt.minimize import FIRST_ORDER, METHODS, Status, minimize
+
+
+def _least_squares(seed=0, n=60, d=3):
+    """Seed 001's loss: the mean of 1/2 (x_i . w - y_i)^2, a well-conditioned convex problem."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = X @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=n)
+
+    def fun(w):
+        r = X @ w - y
+        return 0.5 * r @ r / n
+
+    def grad(w):
+        return X.T @ (X @ w - y) / n
+
+    return fun, grad, np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+# Learning rates that reach gtol = 1e-6 on the least-squares problem within maxiter (Hessian eigenvalues ~0.6..1.5).
+CONVEX_LR = {"sgd": 0.5, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.5, "rmsprop": 0.01, "adam": 0.05,
+             "adamw": 0.05}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_reaches_the_least_squares_solution_like_scipy(method):
+    fun, grad, w_star = _least_squares()
+    options = {"maxiter": 5000, "gtol": 1e-6}
+    if method in CONVEX_LR:
+        options["lr"] = CONVEX_LR[method]
+    if method == "adamw":
+        options["weight_decay"] = 0.0  # decoupled decay would move the minimizer away from the least-squares one
+    res = minimize(fun, np.zeros(3), jac=grad, method=method, options=options)
+    ref = scipy.optimize.minimize(fun, np.zeros(3), jac=grad, method="BFGS", options={"gtol": 1e-6})
+    assert res.success and res.status == Status.GTOL, res.message
+    # |g| <= 1e-6 and Hessian eigenvalues >= 0.5 put w within 2e-6 of the solution.
+    np.testing.assert_allclose(res.x, w_star, atol=2e-6)
+    np.testing.assert_allclose(res.x, ref.x, atol=4e-6)
+    assert res.fun == pytest.approx(ref.fun, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [("momentum", {"lr": 1e-3}), ("nesterov", {"lr": 1e-3}), ("adam", {"lr": 0.05}),
+     ("newton", {}), ("saddle_free_newton", {})],
+)
+def test_reaches_the_rosenbrock_minimum(method, options):
+    rb = FUNCTIONS["rosenbrock"]
+    hess = rb.hess if "newton" in method else None
+    res = minimize(rb.fun, rb.x0, jac=rb.grad, hess=hess, method=method, options={"maxiter": 5000, **options})
+    ref = scipy.optimize.minimize(rb.fun, rb.x0, jac=rb.grad, hess=rb.hess, method="Newton-CG")
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-4)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-4)
+
+
+def test_first_order_methods_run_the_compiled_step_bit_for_bit():
+    rb = FUNCTIONS["rosenbrock"]
+    for method in FIRST_ORDER:
+        res = minimize(rb.fun, rb.x0, jac=rb.grad, method=method, options={"lr": 1e-3, "maxiter": 25, "gtol": 0})
+        spec = optim.make(method)
+        x = np.array(rb.x0)
+        state = spec.init_state(2, x.dtype)
+        for t in range(1, 26):
+            spec.step(x, rb.grad(x), state, t, 1e-3)
+        np.testing.assert_array_equal(res.x, x, err_msg=method)
+
+
+def test_newton_lands_on_a_quadratic_minimum_in_one_step():
+    A = np.array([[4.0, 1.0], [1.0, 3.0]])
+    b = np.array([1.0, 2.0])
+    res = minimize(lambda x: 0.5 * x @ A @ x - b @ x, [5.0, -7.0], jac=lambda x: A @ x - b, hess=lambda x: A,
+                   method="newton")
+    assert res.nit == 1 and res.success and res.nhev == 1
+    # Exact up to rounding of the step (|x0| ~ 7 times a few eps).
+    np.testing.assert_allclose(res.x, np.linalg.solve(A, b), rtol=0, atol=1e-14 * 7 * 10)
+
+
+def test_newton_stalls_at_the_saddle_and_saddle_free_newton_escapes():
+    s = FUNCTIONS["saddle"]
+    x0 = [0.5, 1e-8]  # next to the saddle (0, 0) of x^2 - y^2
+    newton = minimize(s.fun, x0, jac=s.grad, hess=s.hess, method="newton")
+    # Newton jumps to the critical point of the quadratic model, the saddle, and reports convergence.
+    assert newton.success and newton.nit == 1
+    np.testing.assert_allclose(newton.x, [0.0, 0.0], atol=1e-15)
+    assert landscape.classify_critical_point(s.fun, newton.x).kind == "saddle"
+    # |H| = 2 I: the step x - g / 2 zeroes x but doubles y, so y grows 2^k and f falls without bound.
+    # gtol = 0: next to a saddle the gradient is as small as next to a minimum (|g| = 4e-8 after one step).
+    free = minimize(s.fun, x0, jac=s.grad, hess=s.hess, method="saddle_free_newton",
+                    options={"maxiter": 40, "gtol": 0.0})
+    assert free.status == Status.MAXITER and free.x[0] == 0.0
+    assert free.x[1] == pytest.approx(1e-8 * 2**40) and free.fun < -1e4
+
+
+def test_newton_regularisation_and_singular_systems():
+    linear = lambda x: x[0] + 2 * x[1]  # noqa: E731 (zero Hessian: the Newton system is singular)
+    res = minimize(linear, [0.0, 0.0], jac=lambda x: np.array([1.0, 2.0]), hess=lambda x: np.zeros((2, 2)),
+                   method="newton")
+    assert res.status == Status.SINGULAR and not res.success and "alpha" in res.message
+    # (0 + alpha I)^-1 g is a gradient step of length |g| / alpha.
+    res = minimize(linear, [0.0, 0.0], jac=lambda x: np.array([1.0, 2.0]), hess=lambda x: np.zeros((2, 2)),
+                   method="newton", options={"alpha": 10.0, "maxiter": 3})
+    np.testing.assert_allclose(res.x, [-0.3, -0.6])
+
+
+def test_finite_difference_newton_and_gradients_count_their_evaluations():
+    rb = FUNCTIONS["rosenbrock"]
+    res = minimize(rb.fun, rb.x0, method="newton")
+    assert res.success and np.allclose(res.x, [1.0, 1.0], atol=1e-5)
+    for scheme, per_point in [("2-point", 1 + 2), ("3-point", 1 + 4)]:
+        res = minimize(rb.fun, rb.x0, jac=scheme, method="momentum", options={"lr": 1e-4, "maxiter": 7})
+        assert res.nit == 7 and res.nfev == 8 * per_point and res.njev == 0
+    res = minimize(rb.fun, rb.x0, jac=rb.grad, method="sgd", options={"lr": 1e-4, "maxiter": 7})
+    assert res.nfev == res.njev == 8
+
+
+def _basin(x):
+    """Index into DOUBLE_WELL.minima (0: global, 1: local) of the minimum that full-batch descent from x reaches."""
+    end = minimize(DOUBLE_WELL.fun, x, jac=DOUBLE_WELL.grad, method="sgd", options={"lr": 0.2, "maxiter": 200}).x
+    return int(np.argmin([np.linalg.norm(end - np.array(p.x)) for p in DOUBLE_WELL.minima]))
+
+
+def test_minibatch_noise_lets_sgd_leave_the_local_minimum():
+    """Seed 000: "the natural variation of gradients over minibatches is able to dislodge the parameters".
+
+    Plain SGD (one sample per step, per-sample noise 5, lr 0.05, 300 steps) from the local minimum of the double
+    well, whose barrier is 5/12 high, against full-batch descent of the same finite sum. Over 200 seeds SGD ends in
+    the global basin in 94.5% of runs; requiring 15 of these 20 seeds fails with probability 5e-4 (binomial) if
+    that rate holds, while full-batch descent never leaves: its gradient is exactly zero at the minimum.
+    """
+    local = np.array(DOUBLE_WELL.minima[1].x)
+    left = 0
+    for seed in range(20):
+        options = {"lr": 0.05, "maxiter": 300, "gtol": 0.0, "seed": seed}
+        noisy = DOUBLE_WELL.minibatch_gradient(noise=5.0, batch_size=1, n_samples=1024, seed=seed)
+        left += _basin(minimize(DOUBLE_WELL.fun, local, jac=noisy, method="sgd", options=options).x) == 0
+        full = DOUBLE_WELL.minibatch_gradient(noise=5.0, batch_size=1024, n_samples=1024, seed=seed)
+        gd = minimize(DOUBLE_WELL.fun, local + [-0.3, 0.4], jac=full, method="sgd", options=options)
+        assert _basin(gd.x) == 1 and np.linalg.norm(gd.x - local) < 1e-6
+    assert left >= 15
+
+
+def test_stochastic_runs_are_reproducible_from_the_seed():
+    noisy = DOUBLE_WELL.minibatch_gradient(noise=1.0, batch_size=2)
+    run = lambda seed: minimize(DOUBLE_WELL.fun, [0.5, 0.5], jac=noisy, method="adam",  # noqa: E731
+                                options={"maxiter": 50, "seed": seed}).x
+    np.testing.assert_array_equal(run(3), run(3))
+    assert not np.array_equal(run(3), run(4))
+
+
+def test_largest_stable_learning_rate_predicts_divergence():
+    q = ill_conditioned_quadratic(condition_number=25.0)
+    x0 = np.array(q.x0)
+    lr_max = landscape.max_stable_learning_rate(q.fun, x0)  # from finite differences, 2 / 25 up to ~1e-7
+    assert lr_max == pytest.approx(2 / 25, rel=1e-6)
+    # Just below: the steepest component shrinks by |1 - 0.95 * 2| = 0.9 per step; just above it grows by 1.1.
+    below = minimize(q.fun, x0, jac=q.grad, method="sgd", options={"lr": 0.95 * lr_max, "maxiter": 2000})
+    above = minimize(q.fun, x0, jac=q.grad, method="sgd", options={"lr": 1.05 * lr_max, "maxiter": 2000})
+    assert below.success and np.linalg.norm(below.x) < 1e-5
+    assert above.status == Status.DIVERGED and not above.success and "lower lr" in above.message
+
+
+def test_non_finite_values_stop_with_status_diverged():
+    with np.errstate(over="ignore"):
+        res = minimize(lambda x: x @ x, [1.0], jac=lambda x: 2 * x, method="sgd",
+                       options={"lr": 10.0, "divergence": np.inf, "return_path": True})
+    assert res.status == Status.DIVERGED and "not finite" in res.message
+    assert np.isfinite(res.fun) and np.all(np.isfinite(res.xs)) and res.nit == len(res.xs) - 1
+
+
+def test_result_fields_and_path():
+    rb = FUNCTIONS["rosenbrock"]
+    res = minimize(rb.fun, rb.x0, jac=rb.grad, method="adam", options={"maxiter": 30, "return_path": True})
+    for field in ("x", "fun", "jac", "nit", "nfev", "njev", "status", "success", "message", "xs", "fs"):
+        assert field in res
+    assert res.nit == 30 and res.status == Status.MAXITER and not res.success
+    assert res.xs.shape == (31, 2) and res.fs.shape == (31,)
+    np.testing.assert_array_equal(res.xs[0], rb.x0)
+    np.testing.assert_array_equal(res.xs[-1], res.x)
+    np.testing.assert_allclose(res.fs, [rb.fun(x) for x in res.xs])
+    np.testing.assert_allclose(res.jac, rb.grad(res.x))
+    assert "xs" not in minimize(rb.fun, rb.x0, jac=rb.grad, options={"maxiter": 3})
+
+
+def test_jac_true_and_args():
+    def fun(x, a):
+        return a * x @ x, 2 * a * x
+
+    res = minimize(fun, [1.0, -1.0], args=(3.0,), jac=True, method="sgd", options={"lr": 0.1})
+    assert res.success and np.allclose(res.x, 0.0, atol=1e-5) and res.njev == 0
+
+
+def test_float32_stays_float32():
+    q = ill_conditioned_quadratic()
+    res = minimize(q.fun, np.float32(q.x0), jac=q.grad, method="momentum", options={"lr": 0.02, "gtol": 1e-4})
+    assert res.x.dtype == np.float32 and res.jac.dtype == np.float32
+    assert res.success and np.allclose(res.x, 0.0, atol=1e-3)
+
+
+def test_schedule_and_clipping_shape_the_steps():
+    # f = x has gradient 1, so an SGD step is exactly the current learning rate.
+    res = minimize(lambda x: x[0], [0.0], jac=lambda x: np.ones(1), method="sgd",
+                   options={"lr": 0.5, "schedule": "cosine", "maxiter": 10, "return_path": True})
+    expected = [optim.schedule_lr("cosine", 0.5, t, 10) for t in range(10)]
+    np.testing.assert_allclose(-np.diff(res.xs[:, 0]), expected, rtol=1e-12)
+    res = minimize(lambda x: x @ x, [30.0, 40.0], jac=lambda x: 2 * x, method="sgd",
+                   options={"lr": 1.0, "clip_norm": 0.5, "maxiter": 1, "return_path": True})
+    assert np.linalg.norm(res.xs[1] - res.xs[0]) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_callbacks_in_both_styles_and_stop_iteration():
+    seen, results = [], []
+    minimize(lambda x: x @ x, [1.0], jac=lambda x: 2 * x, method="sgd", callback=seen.append,
+             options={"maxiter": 4, "gtol": 0})
+    assert len(seen) == 4 and all(isinstance(x, np.ndarray) for x in seen)
+
+    def stop(intermediate_result):
+        results.append(intermediate_result.fun)
+        if len(results) == 2:
+            raise StopIteration
+
+    res = minimize(lambda x: x @ x, [1.0], jac=lambda x: 2 * x, method="sgd", callback=stop)
+    assert res.status == Status.CALLBACK == 99 and res.nit == 2 and results[-1] == res.fun
+
+
+def test_ftol_stops_when_f_stalls():
+    res = minimize(lambda x: x @ x, [1.0], jac=lambda x: 2 * x, method="sgd",
+                   options={"lr": 1e-3, "ftol": 1e-2, "gtol": 0})
+    assert res.status == Status.FTOL and res.success and res.nit < 10
+
+
+def test_hess_is_ignored_with_a_warning_by_first_order_methods():
+    with pytest.warns(RuntimeWarning, match="does not use Hessian"):
+        minimize(lambda x: x @ x, [1.0], jac=lambda x: 2 * x, hess=lambda x: 2 * np.eye(1), method="sgd")
+
+
+def _sq(x):
+    return x @ x
+
+
+def _sq_grad(x):
+    return 2 * x
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"x0": [np.nan, 1.0]}, ValueError, "NaN"),
+        ({"x0": [[1.0, 2.0]]}, ValueError, "1-D"),
+        ({"x0": []}, ValueError, "empty"),
+        ({"x0": [1j, 0]}, TypeError, "real-valued"),
+        ({"method": "lbfgs"}, ValueError, "unknown method"),
+        ({"options": {"maxiterations": 5}}, ValueError, "maxiterations"),
+        ({"options": {"maxiter": -1}}, ValueError, "maxiter"),
+        ({"options": {"maxiter": 2.5}}, ValueError, "maxiter"),
+        ({"options": {"lr": 0.0}}, ValueError, "lr"),
+        ({"options": {"gtol": -1.0}}, ValueError, "gtol"),
+        ({"options": {"return_path": "yes"}}, ValueError, "return_path"),
+        ({"options": {"clip_norm": 0.0}}, ValueError, "clip_norm"),
+        ({"options": {"schedule": "warmup"}}, ValueError, "schedule"),
+        ({"options": {"beta1": 1.5}}, ValueError, "beta1"),
+        ({"options": {"momentum": 0.5}, "method": "newton"}, ValueError, "momentum"),
+        ({"options": {"alpha": -1.0}, "method": "newton"}, ValueError, "alpha"),
+        ({"options": [("lr", 1.0)]}, TypeError, "dict"),
+        ({"jac": "4-point"}, ValueError, "jac"),
+        ({"jac": lambda x: np.ones(3)}, ValueError, r"shape \(3,\)"),
+        ({"jac": lambda x: np.ones((2, 1))}, ValueError, r"shape \(2, 1\)"),
+        ({"jac": True}, ValueError, "pair"),
+        ({"fun": lambda x: x}, ValueError, "scalar"),
+        ({"fun": lambda x: np.inf}, ValueError, "not finite"),
+        ({"fun": "x @ x"}, TypeError, "callable"),
+        ({"hess": lambda x: np.eye(3), "method": "newton"}, ValueError, "hess returned"),
+        ({"fun": lambda x, rng: x @ x, "jac": None}, ValueError, "deterministic"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(kwargs, error, match):
+    call = {"fun": _sq, "x0": [1.0, 2.0], "jac": _sq_grad, **kwargs}
+    with pytest.raises(error, match=match):
+        minimize(call.pop("fun"), call.pop("x0"), **call)

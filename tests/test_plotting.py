@@ -1,0 +1,159 @@
+"""Figures: what each draws (lines, labels, legend entries, annotations), and that it saves a PNG."""
+import warnings
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+from matplotlib.contour import ContourSet  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+
+from fastopt import LinearRegressor, minimize, plotting  # noqa: E402
+from fastopt.functions import FUNCTIONS  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _legend(ax):
+    """Legend entries of ``ax``, or of its figure's legend (trajectory plots put theirs under the axes)."""
+    legend = ax.get_legend() or ax.figure.legends[0]
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def _annotations(ax):
+    return {a.get_text(): a.xy for a in ax.texts}
+
+
+def _saved(fig, tmp_path, name="fig.png"):
+    path = tmp_path / name
+    fig.savefig(path)
+    return path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_risk_figure_annotates_both_minima_at_the_known_points(tmp_path):
+    path = tmp_path / "risk.png"
+    fig = plotting.plot_risk(path=path)
+    assert isinstance(fig, Figure) and path.read_bytes()[:8] == PNG_MAGIC
+    ax = fig.axes[0]
+    assert _legend(ax) == ["risk f", "empirical risk g"]
+    notes = _annotations(ax)
+    assert notes["min of\nempirical risk"] == pytest.approx((1.0169834, -1.2084614))
+    assert notes["min of risk"] == pytest.approx((1.0904082, -1.0467211))
+    xs = ax.get_lines()[0].get_xdata()
+    assert xs.min() == 0.5 and xs.max() == 1.5
+
+
+def test_local_minima_figure():
+    ax = plotting.plot_local_minima().axes[0]
+    notes = _annotations(ax)
+    assert notes["local minimum"] == pytest.approx((-0.2738527, -0.1786025))
+    assert notes["global minimum"] == pytest.approx((1.0904082, -1.0467211))
+    line = ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), line.get_xdata() * np.cos(np.pi * line.get_xdata()))
+
+
+def test_saddle_figures():
+    ax = plotting.plot_saddle_1d().axes[0]
+    assert "saddle point" in _annotations(ax)
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), ax.get_lines()[0].get_xdata() ** 3)
+    ax3 = plotting.plot_saddle_2d().axes[0]
+    assert ax3.name == "3d" and ax3.get_zlabel() == "f(x, y)"
+    assert len(ax3.collections) == 1  # the wireframe
+    marker = [ln for ln in ax3.get_lines() if ln.get_label() == "saddle point"]
+    assert len(marker) == 1 and marker[0].get_marker() == "x"
+
+
+def test_vanishing_gradient_figure():
+    ax = plotting.plot_vanishing_gradient().axes[0]
+    (text, xy), = _annotations(ax).items()
+    assert "vanishing gradient" in text and "0.0013" in text and xy == (4.0, 1.0)
+    assert _legend(ax) == ["f(x) = tanh(x)", "f'(x) = 1 - tanh(x)^2"]
+
+
+def _paths(obj, methods, **options):
+    return {m: minimize(obj.fun, obj.x0, jac=obj.grad, method=m, options={"return_path": True, **options})
+            for m in methods}
+
+
+def test_trajectories_over_a_contour(tmp_path):
+    rb = FUNCTIONS["rosenbrock"]
+    runs = _paths(rb, ["sgd", "momentum", "adam"], lr=1e-3, maxiter=200)
+    fig = plotting.plot_trajectories(rb, runs)
+    ax = fig.axes[0]
+    assert _legend(ax) == ["sgd (200 steps)", "momentum (200 steps)", "adam (200 steps)", "start", "known minimum"]
+    paths = {ln.get_label(): ln for ln in ax.get_lines()}
+    np.testing.assert_array_equal(paths["adam (200 steps)"].get_xydata(), runs["adam"].xs)
+    assert paths["known minimum"].get_xydata().tolist() == [[1.0, 1.0]]
+    assert sum(isinstance(c, ContourSet) for c in ax.collections) == 2  # filled levels and their outlines
+    assert fig.axes[1].get_ylabel() == "log10 f(x, y)"  # the colorbar: Rosenbrock spans many decades
+    assert ax.get_xlim() == (-2.0, 2.0) and ax.get_ylim() == (-1.0, 3.0)
+    assert _saved(fig, tmp_path)
+
+
+def test_trajectories_of_a_one_dimensional_function_and_critical_point_kinds():
+    risk = FUNCTIONS["risk"]
+    runs = _paths(risk, ["sgd"], lr=0.05)
+    ax = plotting.plot_trajectories(risk, runs).axes[0]
+    assert "known maximum" in _legend(ax) and "known minimum" in _legend(ax)
+    path = [ln for ln in ax.get_lines() if ln.get_label().startswith("sgd")][0]
+    np.testing.assert_array_equal(path.get_ydata(), runs["sgd"].fs)
+    hb = FUNCTIONS["himmelblau"]
+    ax = plotting.plot_trajectories(hb, _paths(hb, ["adam"], maxiter=20)).axes[0]
+    kinds = {ln.get_label(): len(ln.get_xdata()) for ln in ax.get_lines() if ln.get_label().startswith("known")}
+    assert kinds == {"known minimum": 4, "known saddle": 4, "known maximum": 1}
+
+
+def test_trajectories_of_a_plain_callable_need_bounds():
+    f = lambda p: (p[0] - 1) ** 2 + 3 * p[1] ** 2 - 1  # noqa: E731 (negative values: linear contour levels)
+    runs = {"sgd": minimize(f, [0.0, 1.0], jac=lambda p: np.array([2 * (p[0] - 1), 6 * p[1]]), method="sgd",
+                            options={"lr": 0.1, "return_path": True})}
+    with pytest.raises(ValueError, match="bounds"):
+        plotting.plot_trajectories(f, runs)
+    fig = plotting.plot_trajectories(f, runs, bounds=[(-1, 2), (-1, 1.5)], resolution=30, title="bowl")
+    assert fig.axes[0].get_title() == "bowl" and fig.axes[1].get_ylabel() == "f(x, y)"
+
+
+def test_trajectories_reject_results_without_a_path():
+    rb = FUNCTIONS["rosenbrock"]
+    with pytest.raises(ValueError, match="return_path"):
+        plotting.plot_trajectories(rb, {"sgd": minimize(rb.fun, rb.x0, jac=rb.grad, options={"maxiter": 2})})
+
+
+def test_draws_into_a_given_axes():
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert plotting.plot_risk(ax=left) is fig
+    assert plotting.plot_vanishing_gradient(ax=right) is fig
+    assert len(left.get_lines()) == 2 and len(right.get_lines()) == 2
+
+
+def test_loss_curve_of_a_fitted_estimator(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * rng.normal(size=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LinearRegressor(solver="adam", learning_rate=0.05, max_epochs=30, early_stopping=True,
+                              n_iter_no_change=30, random_state=0).fit(X, y)
+    fig = plotting.plot_loss_curve(est, path=tmp_path / "loss.png")
+    ax = fig.axes[0]
+    assert _legend(ax)[:2] == ["training loss", "validation $R^2$"]
+    assert _legend(ax)[2].startswith("best validation (epoch ")
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), est.loss_curve_)
+    np.testing.assert_array_equal(fig.axes[1].get_lines()[0].get_ydata(), est.validation_scores_)
+    assert ax.get_yscale() == "log"
+    assert (tmp_path / "loss.png").read_bytes()[:8] == PNG_MAGIC
+    # Without early stopping there is no validation axis.
+    est.set_params(early_stopping=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fig = plotting.plot_loss_curve(est.fit(X, y))
+    assert len(fig.axes) == 1 and _legend(fig.axes[0]) == ["training loss"]
+
+
+def test_loss_curve_needs_an_iterative_fit():
+    with pytest.raises(ValueError, match="iterative"):
+        plotting.plot_loss_curve(LinearRegressor())
