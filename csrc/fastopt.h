@@ -47,6 +47,29 @@ typedef struct {
 } fo_blas;
 
 /* ---------------------------------------------------------------- closed form (gram.c) */
+/* Weighted, centred sufficient statistics of the augmented matrix Z = [X, Y] (p = d + k columns):
+ *   weight = sum_i w_i,  mean = sum_i w_i z_i / weight,  gram = sum_i w_i (z_i - mean)(z_i - mean)^T.
+ * Rows are read in blocks; each block is centred on its own mean into the workspace, multiplied by sqrt(w_i),
+ * passed to BLAS syrk, and merged into the running moments with the pairwise update of Chan, Golub & LeVeque
+ * (1979). All accumulation is in double, whatever the input type. w == NULL means unit weights. */
+typedef struct {
+    ptrdiff_t n;      /* rows */
+    int d;            /* columns of X */
+    int k;            /* columns of Y */
+    int block;        /* rows per block (> 0) */
+} fo_gram_dims;
+
+typedef struct {
+    double weight;    /* out: sum of weights */
+    double *mean;     /* out: (p,) weighted column means of [X, Y] */
+    double *gram;     /* out: (p, p) row-major, symmetric: centred weighted cross-products */
+    double *work;     /* workspace: block * p + p doubles */
+} fo_moments;
+
+fo_status fo_gram_d(const fo_blas *blas, const double *X, const double *Y, const double *w, fo_gram_dims dims,
+                    fo_moments *out);
+fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
+                    fo_moments *out);
 
 /* ---------------------------------------------------------------- optimizers (rules.h, epoch.c) */
 

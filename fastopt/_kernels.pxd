@@ -32,5 +32,21 @@ cdef extern from "fastopt.h" nogil:
         fo_sdot_t sdot
 
     # ------------------------------------------------------------ closed form (gram.c)
+    ctypedef struct fo_gram_dims:
+        Py_ssize_t n
+        int d
+        int k
+        int block
+
+    ctypedef struct fo_moments:
+        double weight
+        double *mean
+        double *gram
+        double *work
+
+    fo_status fo_gram_d(const fo_blas *blas, const double *X, const double *Y, const double *w, fo_gram_dims dims,
+                        fo_moments *out)
+    fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
+                        fo_moments *out)
 
     # ------------------------------------------------------------ optimizers (rules.h, epoch.c)

@@ -1,1 +1,58 @@
 # Closed-form kernels (sufficient statistics); included by _kernels.pyx.
+from cython cimport floating
+from libc.stdlib cimport free, malloc
+
+
+def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sample_weight,
+               double[::1] mean, double[:, ::1] gram, int block_rows):
+    """Weighted, centred sufficient statistics of ``Z = [X, Y]``, accumulated in double, blockwise.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), C-contiguous float32 or float64 (read-only arrays and memmaps are fine)
+    Y : ndarray of shape (n, k), same dtype as X
+    sample_weight : ndarray of shape (n,), same dtype as X, or None for unit weights
+    mean : ndarray of shape (d + k,), float64
+        Output: weighted column means of ``Z``.
+    gram : ndarray of shape (d + k, d + k), float64
+        Output: ``sum_i w_i (z_i - mean)(z_i - mean)^T`` (symmetric).
+    block_rows : int
+        Rows per block; each block is centred in a workspace of ``block_rows * (d + k)`` doubles.
+
+    Returns
+    -------
+    weight : float
+        ``sum_i w_i``.
+    """
+    cdef fo_gram_dims dims
+    cdef fo_moments out
+    cdef fo_status status
+    cdef const floating *w = NULL
+    dims.n = X.shape[0]
+    dims.d = <int>X.shape[1]
+    dims.k = <int>Y.shape[1]
+    dims.block = block_rows
+    if sample_weight is not None:
+        w = &sample_weight[0] if sample_weight.shape[0] else NULL
+    if Y.shape[0] != dims.n or mean.shape[0] != dims.d + dims.k or gram.shape[0] != mean.shape[0] \
+            or gram.shape[1] != mean.shape[0] or block_rows <= 0:
+        raise ValueError("gram_stats: inconsistent shapes or block_rows <= 0")
+    out.mean = &mean[0]
+    out.gram = &gram[0, 0]
+    out.work = <double *>malloc((<size_t>block_rows * (dims.d + dims.k) + dims.d + dims.k) * sizeof(double))
+    if out.work == NULL:
+        raise MemoryError()
+    # An empty X has no element to point at; the kernel reads nothing when n == 0.
+    cdef const floating *x = &X[0, 0] if dims.n else NULL
+    cdef const floating *y = &Y[0, 0] if dims.n else NULL
+    try:
+        with nogil:
+            if floating is double:
+                status = fo_gram_d(&_BLAS, x, y, w, dims, &out)
+            else:
+                status = fo_gram_s(&_BLAS, x, y, w, dims, &out)
+    finally:
+        free(out.work)
+    if status != FO_OK:
+        raise ValueError(f"gram_stats: the kernel rejected its arguments (status {Status(status).name})")
+    return out.weight
