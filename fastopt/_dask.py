@@ -55,13 +55,15 @@ def _row_blocks(a: Any, rows: tuple[float, ...] | None) -> list[Delayed]:
             raise TypeError("X is a Dask collection with unknown chunk sizes; y and sample_weight must be Dask too.")
         a = np.asarray(a)
         a = da.from_array(a, chunks=(rows, *a.shape[1:]))
+    # Unoptimised graphs keep the original task keys, so blocks that X, y and sample_weight share (y computed
+    # from X, or all three from one source) are computed once per block, not once per collection.
     if _is_frame(a):
-        return list(a.to_delayed())
+        return list(a.to_delayed(optimize_graph=False))
     if known and a.chunks[0] != rows and not any(math.isnan(r) for r in a.chunks[0]):
         a = a.rechunk({0: rows})
     if a.ndim == 2:
         a = a.rechunk({1: -1})
-    return list(a.to_delayed().reshape(-1))
+    return list(a.to_delayed(optimize_graph=False).reshape(-1))
 
 
 def _n_rows(a: Any) -> float:
@@ -126,33 +128,37 @@ def _template(estimator):
     return template
 
 
-def _state_of_block(template, params: dict, X, y, sample_weight, where: str):
-    return _streaming.chunk_state(template, params, X, y, sample_weight, where)[0]
+def _state_of_block(template, params: dict, X, y, sample_weight, where: str, kind: str):
+    return _streaming.chunk_state(template, params, X, y, sample_weight, where, kind)[0]
 
 
 def tree_merge(leaves: list[Delayed]) -> Delayed:
     """Reduce ``leaves`` pairwise, level by level: depth log2(n), every merge on the cluster."""
     level = leaves
     while len(level) > 1:
-        merged = [delayed(_streaming.merge, pure=True)(a, b) for a, b in zip(level[::2], level[1::2])]
+        merged = [delayed(_closed_form.merge_states, pure=True)(a, b) for a, b in zip(level[::2], level[1::2])]
         level = merged + level[len(merged) * 2 :]
     return level[0]
 
 
-def _cluster_state(estimator, chunks: DaskChunks):
-    """The merged closed-form state of every block, computed and reduced on the workers."""
-    template, params = _template(estimator), estimator.get_params()
-    template_d, params_d = delayed(template, pure=True), delayed(params, pure=True)
+def _cluster_state(estimator, chunks: DaskChunks, kind: str):
+    """The merged closed-form statistics (``kind`` as in ``_streaming.STATISTICS``) of every block, computed
+    and reduced on the workers; only the merged state comes back."""
+    template_d = delayed(_template(estimator), pure=True)
+    params_d = delayed(estimator.get_params(), pure=True)
     leaves = [
-        delayed(_state_of_block, pure=True)(template_d, params_d, x, y, w, where)
+        delayed(_state_of_block, pure=True)(template_d, params_d, x, y, w, where, kind)
         for x, y, w, where in map(chunks.block, range(len(chunks)))
     ]
     return tree_merge(leaves).compute()
 
 
 def _check_features(estimator, X: Any, reset: bool) -> None:
-    _check_n_features(estimator, X, reset=reset)
-    _check_feature_names(estimator, X, reset=reset)
+    """Set (``reset``) or check ``n_features_in_``/``feature_names_in_`` from ``X``'s metadata alone."""
+    # scikit-learn reads feature names from pandas frames only: a Dask frame's empty pandas _meta has its columns.
+    like = X._meta if _is_frame(X) else X
+    _check_n_features(estimator, like, reset=reset)
+    _check_feature_names(estimator, like, reset=reset)
 
 
 def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
@@ -161,9 +167,10 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     name = _solvers.resolve(estimator.solver, estimator.loss)
     if name in _closed_form.SOLVERS:
         _check_features(estimator, X, reset=True)
-        state = _cluster_state(estimator, chunks)
-        return _streaming.finish(estimator, name, state, chunks.y_ndim == 1)
-    return _streaming.fit(estimator, _streaming.ChunkSource(chunks), label="block")
+        state = _cluster_state(estimator, chunks, "gram")
+        second_pass = lambda: _cluster_state(estimator, chunks, "qr")  # noqa: E731
+        return _streaming.finish(estimator, name, state, chunks.y_ndim == 1, second_pass)
+    return _streaming.fit(estimator, _streaming.ChunkSource(chunks))
 
 
 def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
@@ -175,7 +182,7 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     chunks = DaskChunks(X, y, sample_weight)
     name = _solvers.resolve(estimator.solver, estimator.loss)
     if name not in _closed_form.SOLVERS:
-        _streaming.sweep(estimator, _streaming.ChunkSource(chunks), label="block")
+        _streaming.sweep(estimator, _streaming.ChunkSource(chunks))
         return estimator
     first = not hasattr(estimator, "_solver_state")
     if first:
@@ -186,9 +193,10 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
             "Call fit to start over."
         )
     _check_features(estimator, X, reset=first)
-    state = _cluster_state(estimator, chunks)
-    previous = None if first else estimator._solver_state
-    return _streaming.finish(estimator, name, _streaming.merge(previous, state), chunks.y_ndim == 1)
+    state = _cluster_state(estimator, chunks, "partial")
+    if not first:
+        state = _closed_form.merge_states(estimator._solver_state, state)
+    return _streaming.finish(estimator, name, state, chunks.y_ndim == 1)
 
 
 def _predict_block(block, estimator) -> np.ndarray:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from numbers import Integral
 from typing import Any
 
@@ -144,6 +145,11 @@ class ChunkSource:
             return ((int(i), self.chunks[int(i)]) for i in order)
         return enumerate(self.chunks() if callable(self.chunks) else self.chunks)
 
+    def where(self, index: int) -> str:
+        """How errors name chunk ``index``: the chunks' own ``labels`` when they have them (Dask blocks)."""
+        labels = getattr(self.chunks, "labels", None)
+        return f"chunk {index}" if labels is None else labels[index]
+
     def check_epochs(self, n_epochs: int) -> None:
         """Refuse several epochs over a stream that can be read only once."""
         if self.one_shot and n_epochs > 1:
@@ -175,32 +181,52 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
 # ---------------------------------------------------------------- closed form: merge statistics, solve once
 
 
-def chunk_state(template, params: dict, X, y, sample_weight, where: str, reset: bool = False):
-    """Validate one chunk against ``template``'s features and return its closed-form statistics.
+def _partial_state(params: dict, data):
+    """Statistics for ``partial_fit``: ``R`` factors, plus the Gram unless ``solver="qr"``.
 
-    Runs on Dask workers too. With ``reset`` the chunk sets ``template``'s feature count and names instead. Returns ``(state, n_targets)``; ``state`` is None for a chunk whose weights
-    are all zero, which contributes nothing (a whole-data fit rejects only an all-zero total, checked at
-    :func:`finish`).
+    As the closed form's own ``partial_fit``: rows seen by an incremental fit cannot be read again, so ``R``
+    is carried in case the merged Gram later proves too ill-conditioned for Cholesky.
+    """
+    state = _closed_form.chunk_qr_state(params, data)
+    if params["solver"] == "qr":
+        return state
+    return replace(state, gram=_closed_form.chunk_state(params, data).gram)
+
+
+# Which statistics a pass over the chunks computes: the Gram pass of ``fit`` (``R`` for solver="qr"), its
+# second, QR pass when Cholesky is rejected, and the statistics ``partial_fit`` keeps.
+STATISTICS = {"gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _partial_state}
+
+
+def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
+    """Validate one chunk against ``template``'s features and return ``(statistics, n_targets)``.
+
+    Runs on Dask workers too. With ``reset`` the chunk sets ``template``'s feature count and names instead.
+    A chunk whose weights are all zero is valid (it adds rows, no weight); only an all-zero total is an
+    error, raised by :func:`finish`.
     """
     with naming(where):
-        empty = sample_weight is not None and not np.any(np.asarray(sample_weight))
-        data = check_fit_data(template, X, y, None if empty else sample_weight, reset=reset)
-    return (None if empty else _closed_form.chunk_state(params, data)), data.Y.shape[1]
+        zero = sample_weight is not None and not np.any(np.asarray(sample_weight))
+        data = check_fit_data(template, X, y, None if zero else sample_weight, reset=reset)
+    if zero:
+        data = replace(data, sample_weight=np.zeros(data.X.shape[0], dtype=data.X.dtype))
+    return STATISTICS[kind](params, data), data.Y.shape[1]
 
 
-def merge(a, b):
-    """:func:`fastopt._closed_form.merge_states`, with None (an empty chunk) as the identity."""
-    if a is None or b is None:
-        return b if a is None else a
-    return _closed_form.merge_states(a, b)
+def finish(estimator, name: str, state, y_was_1d: bool, second_pass: Callable[[], Any] | None = None):
+    """Solve merged statistics and set the fitted attributes, exactly as the in-memory ``fit`` does.
 
-
-def finish(estimator, name: str, state, y_was_1d: bool):
-    """Solve the merged statistics and set the fitted attributes, as ``fit`` does in memory."""
-    if state is None:
+    When the Gram is too ill-conditioned for Cholesky, ``second_pass()`` returns the merged ``R`` factors
+    of the same rows (:func:`fastopt._closed_form.chunk_qr_state`); the solve then switches to QR with the
+    in-memory fit's warning and ``solver_``. Without a second pass (a one-shot stream) the closed form falls
+    back to its warned minimum-norm eigensolve.
+    """
+    if state.weight == 0:
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
-    result = _closed_form.finish(estimator.get_params(), state)
-    return estimator._apply(name, _Targets(y_was_1d), result)
+    params = estimator.get_params()
+    if second_pass is not None and _closed_form.needs_qr(params, state):
+        state = replace(second_pass(), gram=state.gram)
+    return estimator._apply(name, _Targets(y_was_1d), _closed_form.finish(params, state))
 
 
 class _Targets:
@@ -210,29 +236,35 @@ class _Targets:
         self.y_was_1d = y_was_1d
 
 
-def _closed_form_fit(estimator, name: str, source: ChunkSource, label: str):
-    params = estimator.get_params()
-    state, targets, y_was_1d, dtype = None, None, None, None
+def _closed_form_pass(estimator, params: dict, source: ChunkSource, kind: str):
+    """Merged statistics of every chunk, in stream order, and whether ``y`` is 1-D."""
+    state, y_was_1d, dtype = None, None, None
     for index, item in prefetched(source.epoch()):
-        where = f"{label} {index}"
+        where = source.where(index)
         X, y, sample_weight = unpack(item, where)
         dtype = check_dtype(X, dtype, where)
         # The first chunk fixes the feature count and names; later chunks are checked against them.
-        chunk, n_targets = chunk_state(estimator, params, X, y, sample_weight, where, reset=index == 0)
-        if targets is not None and n_targets != targets:
-            raise ValueError(f"{where}: y has {n_targets} targets; earlier chunks had {targets}.")
-        targets = n_targets
+        chunk, n_targets = chunk_state(estimator, params, X, y, sample_weight, where, kind, reset=index == 0)
+        if state is not None and n_targets != state.n_targets:
+            raise ValueError(f"{where}: y has {n_targets} targets; earlier chunks had {state.n_targets}.")
         y_was_1d = np.ndim(y) == 1 if y_was_1d is None else y_was_1d
-        state = merge(state, chunk)
-    if y_was_1d is None:
-        raise ValueError(f"the stream of {label}s is empty; at least one chunk of rows is required.")
-    return finish(estimator, name, state, y_was_1d)
+        state = chunk if state is None else _closed_form.merge_states(state, chunk)
+    if state is None:
+        raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
+    return state, y_was_1d
+
+
+def _closed_form_fit(estimator, name: str, source: ChunkSource):
+    params = estimator.get_params()
+    state, y_was_1d = _closed_form_pass(estimator, params, source, "gram")
+    second_pass = None if source.one_shot else lambda: _closed_form_pass(estimator, params, source, "qr")[0]
+    return finish(estimator, name, state, y_was_1d, second_pass)
 
 
 # ---------------------------------------------------------------- iterative solvers: epochs of partial_fit
 
 
-def sweep(estimator, source: ChunkSource, order: np.ndarray | None = None, label: str = "chunk") -> float:
+def sweep(estimator, source: ChunkSource, order: np.ndarray | None = None) -> float:
     """One pass of ``estimator.partial_fit`` over every chunk of ``source``.
 
     Returns
@@ -243,7 +275,7 @@ def sweep(estimator, source: ChunkSource, order: np.ndarray | None = None, label
     """
     total, rows, dtype = 0.0, 0, None
     for index, item in prefetched(source.epoch(order)):
-        where = f"{label} {index}"
+        where = source.where(index)
         X, y, sample_weight = unpack(item, where)
         dtype = check_dtype(X, dtype, where)
         with naming(where):
@@ -251,11 +283,11 @@ def sweep(estimator, source: ChunkSource, order: np.ndarray | None = None, label
         total += len(X) * estimator.loss_curve_[-1]
         rows += len(X)
     if rows == 0:
-        raise ValueError(f"the stream of {label}s is empty; at least one chunk of rows is required.")
+        raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
     return total / rows
 
 
-def _epochs(estimator, source: ChunkSource, label: str):
+def _epochs(estimator, source: ChunkSource):
     """Up to ``max_epochs`` sweeps with the training-loss stopping rule; sets ``n_iter_`` and ``loss_curve_``."""
     source.check_epochs(estimator.max_epochs)
     n_chunks = len(source) if source.indexable else 0
@@ -264,9 +296,9 @@ def _epochs(estimator, source: ChunkSource, label: str):
     best, stalled = np.inf, 0
     for epoch in range(1, estimator.max_epochs + 1):
         order = next(orders) if source.indexable else None
-        losses.append(sweep(estimator, source, order, label))
+        losses.append(sweep(estimator, source, order))
         if estimator.verbose:
-            print(f"-- Epoch {epoch}: loss {losses[-1]:.6g} over {label}s in order {order}")
+            print(f"-- Epoch {epoch}: loss {losses[-1]:.6g}, chunk order {order}")
         if estimator.tol is None:
             continue
         stalled = stalled + 1 if losses[-1] > best - estimator.tol else 0
@@ -278,7 +310,7 @@ def _epochs(estimator, source: ChunkSource, label: str):
     return estimator
 
 
-def fit(estimator, chunks, *, label: str = "chunk"):
+def fit(estimator, chunks):
     """Fit ``estimator`` (hyperparameters already validated) on a stream of chunks.
 
     See :meth:`fastopt.LinearRegressor.fit_stream`.
@@ -286,6 +318,6 @@ def fit(estimator, chunks, *, label: str = "chunk"):
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
     name = _solvers.resolve(estimator.solver, estimator.loss)
     if name in _closed_form.SOLVERS:
-        return _closed_form_fit(estimator, name, source, label)
+        return _closed_form_fit(estimator, name, source)
     restart(estimator, name)
-    return _epochs(estimator, source, label)
+    return _epochs(estimator, source)
