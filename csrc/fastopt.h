@@ -72,5 +72,73 @@ fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const f
                     fo_moments *out);
 
 /* ---------------------------------------------------------------- optimizers (rules.h, epoch.c) */
+/* Values pinned by tests/test_optim.py against fastopt.optim.Rule and fastopt.optim.Loss. */
+typedef enum {
+    FO_RULE_SGD = 0,
+    FO_RULE_MOMENTUM = 1,
+    FO_RULE_NESTEROV = 2,
+    FO_RULE_ADAGRAD = 3,
+    FO_RULE_RMSPROP = 4,
+    FO_RULE_ADAM = 5,
+    FO_RULE_ADAMW = 6
+} fo_rule;
+
+typedef enum {
+    FO_LOSS_SQUARED = 0,     /* (r^2)/2 */
+    FO_LOSS_ABSOLUTE = 1,    /* |r| */
+    FO_LOSS_HUBER = 2        /* r^2/2 if |r| <= epsilon else epsilon*(|r| - epsilon/2) */
+} fo_loss;
+
+/* Hyperparameters of every rule (PyTorch names; rho is torch's RMSprop alpha). A rule reads only its own. */
+typedef struct {
+    double momentum;         /* momentum, nesterov, rmsprop (0 disables rmsprop's buffer) */
+    double dampening;        /* momentum */
+    double rho;              /* rmsprop: decay of the squared-gradient average */
+    double beta1, beta2;     /* adam, adamw */
+    double eps;              /* adagrad, rmsprop, adam, adamw: added outside the square root */
+    double weight_decay;     /* L2 added to the gradient; decoupled (w *= 1 - lr*wd) in adamw */
+    double lr_decay;         /* adagrad: lr / (1 + (t-1) lr_decay) */
+    int centered;            /* rmsprop */
+    int amsgrad;             /* adam, adamw */
+} fo_hyper;
+
+/* Optimizer state is (n_slots, n_params), row-major; rules.h documents each rule's slots. */
+#define FO_MAX_SLOTS 3
+
+/* One epoch of minibatch training: inputs, then outputs written by the kernel. */
+typedef struct {
+    const int64_t *order;    /* rows to visit, in this order (drawn in Python) */
+    ptrdiff_t n_rows;        /* length of order */
+    ptrdiff_t batch_size;
+    fo_loss loss;
+    double epsilon;          /* huber threshold */
+    double clip_norm;        /* clip each minibatch gradient to this global L2 norm; <= 0 disables */
+    double loss_limit;       /* a minibatch loss above this is divergence */
+    double lr;               /* learning rate for the whole epoch (schedules change it between epochs) */
+    int64_t t;               /* in: steps taken so far; out: steps taken after the epoch */
+    double loss_out;         /* out: mean over the rows of sw_i * loss_i, each before its minibatch's step */
+    int64_t bad_step;        /* out: 1-based step at which a non-OK status arose, else 0 */
+} fo_epoch_ctl;
+
+/* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */
+fo_status fo_step_d(fo_rule rule, const fo_hyper *h, double *params, const double *grad, double *state,
+                    ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr);
+fo_status fo_step_s(fo_rule rule, const fo_hyper *h, float *params, const float *grad, float *state,
+                    ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr);
+
+/* Scale grad[0:n] in place to global L2 norm at most max_norm (torch.nn.utils.clip_grad_norm_); returns the
+ * norm before clipping. */
+double fo_clip_grad_norm_d(double *grad, ptrdiff_t n, double max_norm);
+double fo_clip_grad_norm_s(float *grad, ptrdiff_t n, double max_norm);
+
+/* One fused epoch. X (n, d) and Y (n, k) row-major; sw (n) or NULL for unit weights (the caller normalises them
+ * to mean 1 over the training rows). params = [W (k, d) row-major, b (k) if n_params == k*d + k].
+ * work has n_params + k entries. */
+fo_status fo_epoch_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
+                     const double *sw, ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params,
+                     double *state, double *work);
+fo_status fo_epoch_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X, const float *Y,
+                     const float *sw, ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params,
+                     float *state, float *work);
 
 #endif /* FASTOPT_H */

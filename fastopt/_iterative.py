@@ -1,5 +1,316 @@
 """Iterative least squares: minibatch epochs over the fused compiled kernels.
 
-SCAFFOLD: replaced by the optimizer work (issue 3).
+Each solver of :data:`SOLVERS` owns the training loop of one rule of :mod:`fastopt.optim`: allocation, the
+random row order and validation split (drawn here, in Python, from ``random_state``), learning-rate schedules,
+divergence checks, stopping and the fitted attributes. One epoch is one call of ``_kernels.epoch``.
+
+Definitions the docstrings and tests rely on
+--------------------------------------------
+Parameters
+    One vector: the weights ``W`` (k, d) row-major, then the k intercepts when fitted. Weight decay applies to
+    the first ``k * d`` entries only, so the intercept is never penalised.
+Objective
+    ``sum_i sw_i sum_j loss(x_i . w_j + b_j - y_ij) / sum_i sw_i + alpha / 2 ||W||^2`` over the training rows:
+    outputs are summed, so fitting k targets at once gives each the gradient it would have alone.
+Minibatch gradient
+    ``sum_{i in B} sw_i loss'(r_i) x_i / |B|`` with weights normalised to mean 1 over the training rows: an
+    unbiased estimate of the objective's gradient, invariant to rescaling the weights, and with unit weights
+    exactly the gradient of torch's ``0.5 * ((pred - y) ** 2).sum(1).mean()``.
+Epoch loss (``loss_curve_``)
+    The weighted mean training loss of the epoch, each row's loss taken with the parameters of its minibatch
+    before that minibatch's step (free to compute in the fused pass, as scikit-learn's MLP does), plus
+    ``alpha / 2 ||W||^2`` at the end of the epoch for the rules with coupled L2 (not AdamW).
+Divergence
+    A non-finite loss, gradient or parameter, or a minibatch mean loss above ``DIVERGENCE_FACTOR`` times the
+    loss of the all-zero model (or of the initial model, if larger), raises :class:`DivergenceError`.
 """
-SOLVERS: dict = {}
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+from sklearn.metrics import r2_score
+from sklearn.utils import check_random_state
+
+from fastopt import _kernels, optim
+from fastopt._iterative_lr import auto_learning_rate, mean_loss
+from fastopt._result import FitResult
+from fastopt.exceptions import ConvergenceWarning, DivergenceError
+
+# A minibatch whose mean loss exceeds this multiple of the starting loss has diverged: gradient descent that is
+# unstable grows the loss geometrically, so it crosses this bound within a few steps, long before overflow,
+# while a stable run never comes near it (its minibatch losses stay within outlier noise of the start).
+DIVERGENCE_FACTOR = 1e10
+
+LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Loss.ABSOLUTE_ERROR,
+          "huber": optim.Loss.HUBER}
+
+# Standard deviation of the "random" initialisation of the weights (intercepts start at zero).
+RANDOM_INIT_SCALE = 0.01
+
+
+class Train(NamedTuple):
+    """Per-fit training controls that the fused epoch reads (the Python mirror of part of ``fo_epoch_ctl``).
+
+    Attributes
+    ----------
+    batch_size : int
+    loss : fastopt.optim.Loss
+    epsilon : float
+        Huber threshold.
+    clip_norm : float or None
+        Clip each minibatch gradient to this global L2 norm; None disables clipping.
+    loss_limit : float
+        A minibatch mean loss above this is divergence.
+    """
+
+    batch_size: int
+    loss: int
+    epsilon: float
+    clip_norm: float | None
+    loss_limit: float
+
+
+@dataclasses.dataclass
+class IterState:
+    """What an iterative fit keeps for ``partial_fit`` and ``warm_start``.
+
+    Attributes
+    ----------
+    params : ndarray of shape (n_params,)
+        Weights (k, d) row-major, then the intercepts if fitted.
+    opt_state : ndarray of shape (n_slots, n_params)
+    t : int
+        Optimizer steps taken.
+    epochs : int
+        Epochs (or ``partial_fit`` passes) taken; indexes the schedule.
+    rng : numpy.random.Generator
+        Draws the row orders; kept so a sequence of ``partial_fit`` calls is deterministic.
+    lr0 : float
+        The base learning rate (resolved once when ``learning_rate="auto"``).
+    loss_limit : float
+    loss_curve : list of float
+        Epoch losses of the current fit (of every pass, for ``partial_fit``).
+    dims : tuple of (n_features, n_targets)
+    """
+
+    params: np.ndarray
+    opt_state: np.ndarray
+    t: int
+    epochs: int
+    rng: np.random.Generator
+    lr0: float
+    loss_limit: float
+    loss_curve: list
+    dims: tuple
+
+
+def make_spec(method: str, params: dict) -> optim.Optimizer:
+    """The optimizer spec for ``method`` from the estimator's hyperparameters (``alpha`` is the weight decay)."""
+    cls = optim.OPTIMIZERS[method]
+    momentum = params["momentum"]
+    if momentum is None:  # the rule's conventional default: heavy ball 0.9, RMSProp without a buffer
+        momentum = 0.0 if cls is optim.RMSProp else 0.9
+    available = {
+        "weight_decay": params["alpha"], "momentum": momentum, "dampening": params["dampening"],
+        "rho": params["rho"], "beta1": params["beta1"], "beta2": params["beta2"], "eps": params["eps"],
+        "centered": params["centered"], "amsgrad": params["amsgrad"],
+    }
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in available.items() if key in names})
+
+
+def _seed(random_state) -> np.random.Generator:
+    # An int random_state gives the same Generator every fit; a RandomState instance advances as scikit-learn's.
+    return np.random.default_rng(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def _split(n: int, params: dict, rng: np.random.Generator):
+    """Training and validation row indices (int64); the validation set is empty without early stopping."""
+    if not params["early_stopping"]:
+        return np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64)
+    n_val = int(np.ceil(params["validation_fraction"] * n))
+    if n_val >= n:
+        raise ValueError(
+            f"validation_fraction={params['validation_fraction']} leaves no training rows out of {n}; "
+            "lower it or set early_stopping=False."
+        )
+    perm = rng.permutation(n).astype(np.int64)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _normalised_weights(sample_weight, train_idx):
+    if sample_weight is None:
+        return None
+    mean = float(np.mean(sample_weight[train_idx], dtype=np.float64))
+    if mean == 0:
+        raise ValueError("sample_weight is zero on every training row (after the validation split).")
+    return np.ascontiguousarray(sample_weight / sample_weight.dtype.type(mean))
+
+
+def _initial_params(params: dict, d: int, k: int, dtype, rng) -> np.ndarray:
+    p = np.zeros(k * d + (k if params["fit_intercept"] else 0), dtype=dtype)
+    if params["init"] == "random":
+        p[: k * d] = RANDOM_INIT_SCALE * rng.standard_normal(k * d)
+    return p
+
+
+def _split_params(p: np.ndarray, d: int, k: int):
+    coef = p[: k * d].reshape(k, d).copy()
+    intercept = p[k * d :].copy() if p.shape[0] > k * d else np.zeros(k, dtype=p.dtype)
+    return coef, intercept
+
+
+class IterativeSolver:
+    """One minibatch optimizer behind ``LinearRegressor(solver=method)``."""
+
+    losses = frozenset(LOSSES)
+
+    def __init__(self, method: str):
+        self.method = method
+
+    # ------------------------------------------------------------ set-up shared by fit and partial_fit
+    def _start(self, params, data, state, train_idx, sw, rng) -> IterState:
+        d, k = data.X.shape[1], data.Y.shape[1]
+        spec = make_spec(self.method, params)
+        fresh = _initial_params(params, d, k, data.X.dtype, rng)
+        if state is not None and state.dims == (d, k) and state.params.shape == fresh.shape \
+                and state.params.dtype == fresh.dtype:
+            return dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
+                                       rng=rng, loss_curve=[])
+        loss = LOSSES[params["loss"]]
+        lr0 = params["learning_rate"]
+        if lr0 == "auto":
+            lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng)
+        start_loss = max(mean_loss(data, train_idx, sw, None, loss, params["epsilon"]),
+                         mean_loss(data, train_idx, sw, fresh, loss, params["epsilon"]) if fresh.any() else 0.0)
+        limit = DIVERGENCE_FACTOR * start_loss if start_loss > 0 else np.inf
+        return IterState(params=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
+                         rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k))
+
+    def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int) -> float:
+        k = data.Y.shape[1]
+        work = np.empty(st.params.shape[0] + k, dtype=st.params.dtype)
+        status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
+                                              st.params, st.opt_state, work, st.t, lr)
+        if status != _kernels.Status.OK:
+            what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
+                    else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")
+            raise DivergenceError(
+                f"solver={self.method!r} diverged in epoch {epoch_no}, step {bad}: {what} "
+                f"(learning rate {lr:.4g}). Try a smaller learning_rate, learning_rate='auto', a decaying "
+                "schedule, or clip_norm."
+            )
+        st.t = t
+        if spec.rule != optim.Rule.ADAMW and spec.weight_decay > 0:
+            k_d = data.X.shape[1] * k
+            loss += 0.5 * spec.weight_decay * float(np.dot(st.params[:k_d], st.params[:k_d]))
+        return float(loss)
+
+    def _train_controls(self, params, st: IterState) -> Train:
+        return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
+                     epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit)
+
+    def _lr(self, params, st: IterState, epoch: int) -> float:
+        return optim.schedule_lr(params["schedule"], st.lr0, epoch, params["max_epochs"],
+                                 end_factor=params["end_factor"], power_t=params["power_t"], gamma=params["gamma"])
+
+    # ------------------------------------------------------------ the solver protocol
+    def fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
+        """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask."""
+        rng = _seed(params["random_state"])
+        n, d, k = data.X.shape[0], data.X.shape[1], data.Y.shape[1]
+        train_idx, val_idx = _split(n, params, rng)
+        sw = _normalised_weights(data.sample_weight, train_idx)
+        st = self._start(params, data, state, train_idx, sw, rng)
+        spec, train = make_spec(self.method, params), self._train_controls(params, st)
+        tol, patience = params["tol"], params["n_iter_no_change"]
+        early = params["early_stopping"]
+        best, no_improvement, best_params, val_scores = np.inf, 0, None, []
+        converged = False
+        for epoch in range(params["max_epochs"]):
+            t0 = time.perf_counter()
+            order = rng.permutation(train_idx) if params["shuffle"] else train_idx
+            lr = self._lr(params, st, epoch)
+            st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
+            st.epochs += 1
+            if early:
+                val_scores.append(self._validation_score(data, val_idx, st.params))
+                current = -val_scores[-1]  # higher scores are better; track as a loss
+            else:
+                current = st.loss_curve[-1]
+            if params["verbose"]:
+                extra = f", validation R^2 {val_scores[-1]:.6f}" if early else ""
+                print(f"{self.method} epoch {epoch + 1}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}, "
+                      f"steps {st.t}{extra}, {1e3 * (time.perf_counter() - t0):.1f} ms")
+            if tol is None:
+                continue
+            if current > best - tol:
+                no_improvement += 1
+            else:
+                no_improvement = 0
+            if current < best:
+                best = current
+                if early:
+                    best_params = st.params.copy()
+            if no_improvement >= patience:
+                converged = True
+                break
+        if tol is not None and not converged:
+            warnings.warn(
+                f"solver={self.method!r} reached max_epochs={params['max_epochs']} without the monitored loss "
+                f"settling within tol={tol}; increase max_epochs or adjust the learning rate.",
+                ConvergenceWarning,
+            )
+        if best_params is not None:
+            st.params = best_params  # as scikit-learn's MLP: keep the best validation score's parameters
+        attrs = {"validation_scores_": val_scores if early else None}
+        if early:
+            attrs["best_validation_score_"] = max(val_scores)
+        return self._result(st, d, k, len(st.loss_curve), attrs)
+
+    def partial_fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
+        """One pass over the given rows, continuing the optimizer state, step count and row-order RNG."""
+        n, d, k = data.X.shape[0], data.X.shape[1], data.Y.shape[1]
+        rows = np.arange(n, dtype=np.int64)
+        sw = _normalised_weights(data.sample_weight, rows)
+        if state is None:
+            st = self._start(params, data, None, rows, sw, _seed(params["random_state"]))
+        else:
+            st = dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
+                                     loss_curve=list(state.loss_curve))
+        spec, train = make_spec(self.method, params), self._train_controls(params, st)
+        order = st.rng.permutation(rows) if params["shuffle"] else rows
+        lr = self._lr(params, st, st.epochs)
+        st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, st.epochs + 1))
+        st.epochs += 1
+        if params["verbose"]:
+            print(f"{self.method} partial_fit pass {st.epochs}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}")
+        return self._result(st, d, k, st.epochs, {"validation_scores_": None})
+
+    @staticmethod
+    def _validation_score(data, val_idx, p) -> float:
+        d, k = data.X.shape[1], data.Y.shape[1]
+        coef, intercept = _split_params(p, d, k)
+        pred = data.X[val_idx] @ coef.T + intercept
+        sw = None if data.sample_weight is None else data.sample_weight[val_idx]
+        return float(r2_score(data.Y[val_idx], pred, sample_weight=sw))
+
+    def _result(self, st: IterState, d: int, k: int, n_iter: int, attrs: dict) -> FitResult:
+        coef, intercept = _split_params(st.params, d, k)
+        attrs = {
+            "n_iter_": n_iter,
+            "t_": st.t,
+            "loss_curve_": list(st.loss_curve),
+            "best_loss_": float(min(st.loss_curve)),
+            "solver_": self.method,
+            "learning_rate_": st.lr0,
+            **attrs,
+        }
+        return FitResult(coef=coef, intercept=intercept, state=st, attrs=attrs)
+
+
+SOLVERS: dict[str, IterativeSolver] = {name: IterativeSolver(name) for name in optim.OPTIMIZERS}

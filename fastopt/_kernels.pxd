@@ -1,4 +1,6 @@
 # C declarations of csrc/fastopt.h, for fastopt/_kernels.pyx.
+from libc.stdint cimport int64_t
+
 cdef extern from "fastopt.h" nogil:
     ctypedef enum fo_status:
         FO_OK
@@ -50,3 +52,56 @@ cdef extern from "fastopt.h" nogil:
                         fo_moments *out)
 
     # ------------------------------------------------------------ optimizers (rules.h, epoch.c)
+    ctypedef enum fo_rule:
+        FO_RULE_SGD
+        FO_RULE_MOMENTUM
+        FO_RULE_NESTEROV
+        FO_RULE_ADAGRAD
+        FO_RULE_RMSPROP
+        FO_RULE_ADAM
+        FO_RULE_ADAMW
+
+    ctypedef enum fo_loss:
+        FO_LOSS_SQUARED
+        FO_LOSS_ABSOLUTE
+        FO_LOSS_HUBER
+
+    ctypedef struct fo_hyper:
+        double momentum
+        double dampening
+        double rho
+        double beta1
+        double beta2
+        double eps
+        double weight_decay
+        double lr_decay
+        int centered
+        int amsgrad
+
+    int FO_MAX_SLOTS
+
+    ctypedef struct fo_epoch_ctl:
+        const int64_t *order
+        Py_ssize_t n_rows
+        Py_ssize_t batch_size
+        fo_loss loss
+        double epsilon
+        double clip_norm
+        double loss_limit
+        double lr
+        int64_t t
+        double loss_out
+        int64_t bad_step
+
+    fo_status fo_step_d(fo_rule rule, const fo_hyper *h, double *params, const double *grad, double *state,
+                        Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)
+    fo_status fo_step_s(fo_rule rule, const fo_hyper *h, float *params, const float *grad, float *state,
+                        Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)
+    double fo_clip_grad_norm_d(double *grad, Py_ssize_t n, double max_norm)
+    double fo_clip_grad_norm_s(float *grad, Py_ssize_t n, double max_norm)
+    fo_status fo_epoch_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
+                         const double *sw, Py_ssize_t d, Py_ssize_t k, double *params, Py_ssize_t n_params,
+                         double *state, double *work)
+    fo_status fo_epoch_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X, const float *Y,
+                         const float *sw, Py_ssize_t d, Py_ssize_t k, float *params, Py_ssize_t n_params,
+                         float *state, float *work)

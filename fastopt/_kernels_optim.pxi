@@ -1,1 +1,161 @@
 # Optimizer kernels (step rules, fused epoch); included by _kernels.pyx.
+#
+# hyper: any object with the fields of fo_hyper (fastopt.optim.Hyper). train: any object with batch_size, loss,
+# epsilon, clip_norm (None or <= 0: no clipping) and loss_limit (fastopt._iterative.Train).
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+
+class Rule(IntEnum):
+    """Optimizer rules of csrc/rules.h (values from the C enum fo_rule)."""
+
+    SGD = FO_RULE_SGD
+    MOMENTUM = FO_RULE_MOMENTUM
+    NESTEROV = FO_RULE_NESTEROV
+    ADAGRAD = FO_RULE_ADAGRAD
+    RMSPROP = FO_RULE_RMSPROP
+    ADAM = FO_RULE_ADAM
+    ADAMW = FO_RULE_ADAMW
+
+
+class Loss(IntEnum):
+    """Per-sample losses of csrc/epoch.c (values from the C enum fo_loss)."""
+
+    SQUARED_ERROR = FO_LOSS_SQUARED
+    ABSOLUTE_ERROR = FO_LOSS_ABSOLUTE
+    HUBER = FO_LOSS_HUBER
+
+
+MAX_SLOTS = FO_MAX_SLOTS
+
+
+cdef fo_hyper _to_hyper(hyper) except *:
+    cdef fo_hyper h
+    h.momentum = hyper.momentum
+    h.dampening = hyper.dampening
+    h.rho = hyper.rho
+    h.beta1 = hyper.beta1
+    h.beta2 = hyper.beta2
+    h.eps = hyper.eps
+    h.weight_decay = hyper.weight_decay
+    h.lr_decay = hyper.lr_decay
+    h.centered = bool(hyper.centered)
+    h.amsgrad = bool(hyper.amsgrad)
+    return h
+
+
+cdef inline floating *_slots(floating[:, ::1] state) noexcept:
+    # A rule without state (SGD) gets an empty (0, n) array; never index into it.
+    return &state[0, 0] if state.shape[0] > 0 else NULL
+
+
+def step(int rule, hyper, floating[::1] params, const floating[::1] grad, floating[:, ::1] state,
+         int64_t t, double lr, n_decay=None):
+    """One optimizer step, in place on ``params`` and ``state``.
+
+    Parameters
+    ----------
+    rule : Rule
+    hyper : Hyper
+    params : ndarray of shape (n,)
+    grad : ndarray of shape (n,), same dtype
+        The loss gradient (weight decay is added by the rule).
+    state : ndarray of shape (n_slots, n), same dtype
+    t : int
+        1-based step count.
+    lr : float
+    n_decay : int or None
+        Number of leading entries of ``params`` that receive weight decay; None means all.
+
+    Returns
+    -------
+    status : int
+        ``Status.OK``, or ``Status.BAD_ARGUMENT`` for an unknown rule.
+    """
+    cdef fo_hyper h = _to_hyper(hyper)
+    cdef Py_ssize_t n = params.shape[0]
+    cdef Py_ssize_t nd = n if n_decay is None else n_decay
+    cdef floating *s = _slots(state)
+    cdef fo_status st
+    with nogil:
+        if floating is double:
+            st = fo_step_d(<fo_rule>rule, &h, &params[0], &grad[0], s, n, nd, t, lr)
+        else:
+            st = fo_step_s(<fo_rule>rule, &h, &params[0], &grad[0], s, n, nd, t, lr)
+    return int(st)
+
+
+def clip_grad_norm(floating[::1] grad, double max_norm):
+    """Scale ``grad`` in place to global L2 norm at most ``max_norm``; return the norm before clipping."""
+    cdef double norm
+    with nogil:
+        if floating is double:
+            norm = fo_clip_grad_norm_d(&grad[0], grad.shape[0], max_norm)
+        else:
+            norm = fo_clip_grad_norm_s(&grad[0], grad.shape[0], max_norm)
+    return norm
+
+
+def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
+          const int64_t[::1] order, floating[::1] params, floating[:, ::1] state, floating[::1] work,
+          int64_t t, double lr):
+    """One fused epoch of minibatch training over the rows ``order``, in place on ``params`` and ``state``.
+
+    Parameters
+    ----------
+    rule : Rule
+    hyper : Hyper
+    train : Train
+    X : ndarray of shape (n_samples, d)
+    Y : ndarray of shape (n_samples, k)
+    sample_weight : ndarray of shape (n_samples,) or None
+        Normalised by the caller to mean 1 over the training rows; None means unit weights.
+    order : ndarray of shape (m,), int64
+        Rows to visit, in this order; minibatches are consecutive runs of ``train.batch_size``.
+    params : ndarray of shape (k * d,) or (k * d + k,)
+        Weights (k, d) row-major, then the k intercepts when fitted.
+    state : ndarray of shape (n_slots, n_params)
+    work : ndarray of shape (n_params + k,)
+        Scratch space (gradient, per-row coefficients).
+    t : int
+        Steps taken before this epoch.
+    lr : float
+        Learning rate for every step of the epoch.
+
+    Returns
+    -------
+    status : int
+        A ``Status`` value.
+    t : int
+        Steps taken after the epoch (or up to the failure).
+    loss : float
+        Mean over the rows of ``sample_weight * loss``, each evaluated before its minibatch's step.
+    bad_step : int
+        The 1-based step at which a non-OK status arose, else 0.
+    """
+    cdef fo_hyper h = _to_hyper(hyper)
+    cdef fo_epoch_ctl c
+    cdef const floating[::1] sw
+    cdef const floating *swp = NULL
+    cdef floating *s = _slots(state)
+    cdef fo_status st
+    if sample_weight is not None:
+        sw = sample_weight
+        swp = &sw[0]
+    c.order = &order[0] if order.shape[0] > 0 else NULL
+    c.n_rows = order.shape[0]
+    c.batch_size = train.batch_size
+    c.loss = <fo_loss><int>train.loss
+    c.epsilon = train.epsilon
+    c.clip_norm = 0.0 if train.clip_norm is None else train.clip_norm
+    c.loss_limit = train.loss_limit
+    c.lr = lr
+    c.t = t
+    with nogil:
+        if floating is double:
+            st = fo_epoch_d(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1], &params[0],
+                            params.shape[0], s, &work[0])
+        else:
+            st = fo_epoch_s(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1], &params[0],
+                            params.shape[0], s, &work[0])
+    return int(st), c.t, c.loss_out, c.bad_step

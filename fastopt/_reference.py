@@ -37,3 +37,165 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     return weight
 
 # ---------------------------------------------------------------- optimizers
+# Mirrors csrc/rules.h and csrc/epoch.c. Element-wise arithmetic is in the array's dtype; the scalars PyTorch
+# computes as Python floats (bias corrections, decayed learning rates) are computed in float64 and rounded once.
+from fastopt._kernels import Loss, Rule, Status  # noqa: E402  (the C enums; constants, not kernels)
+
+_CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing
+
+
+def _with_decay(hyper, w, g, n_decay, coupled=True):
+    """The gradient a rule sees: g plus weight_decay * w on the first n_decay entries (coupled L2)."""
+    if not coupled or hyper.weight_decay == 0:
+        return g.copy()
+    real = w.dtype.type
+    g = g.copy()
+    g[:n_decay] += real(hyper.weight_decay) * w[:n_decay]
+    return g
+
+
+def _sgd(hyper, w, g, state, n_decay, t, lr):
+    w -= w.dtype.type(lr) * _with_decay(hyper, w, g, n_decay)
+
+
+def _momentum(hyper, w, g, state, n_decay, t, lr):
+    real = w.dtype.type
+    g = _with_decay(hyper, w, g, n_decay)
+    v = state[0]
+    v[:] = g if t == 1 else real(hyper.momentum) * v + real(1.0 - hyper.dampening) * g
+    w -= real(lr) * v
+
+
+def _nesterov(hyper, w, g, state, n_decay, t, lr):
+    real = w.dtype.type
+    g = _with_decay(hyper, w, g, n_decay)
+    mu = real(hyper.momentum)
+    v = state[0]
+    v[:] = g if t == 1 else mu * v + g
+    w -= real(lr) * (g + mu * v)
+
+
+def _adagrad(hyper, w, g, state, n_decay, t, lr):
+    real = w.dtype.type
+    g = _with_decay(hyper, w, g, n_decay)
+    clr = real(lr / (1.0 + (t - 1) * hyper.lr_decay))
+    r = state[0]
+    r += g * g
+    w -= clr * (g / (np.sqrt(r) + real(hyper.eps)))
+
+
+def _rmsprop(hyper, w, g, state, n_decay, t, lr):
+    real = w.dtype.type
+    g = _with_decay(hyper, w, g, n_decay)
+    one_rho = real(1.0 - hyper.rho)
+    r, avg, buf = state[0], state[1], state[2]
+    r[:] = real(hyper.rho) * r + one_rho * (g * g)
+    if hyper.centered:
+        avg += one_rho * (g - avg)
+        den = np.sqrt(r - avg * avg) + real(hyper.eps)
+    else:
+        den = np.sqrt(r) + real(hyper.eps)
+    if hyper.momentum > 0:
+        buf[:] = real(hyper.momentum) * buf + g / den
+        w -= real(lr) * buf
+    else:
+        w -= real(lr) * (g / den)
+
+
+def _adam(hyper, w, g, state, n_decay, t, lr, decoupled=False):
+    real = w.dtype.type
+    if decoupled and hyper.weight_decay != 0:
+        w[:n_decay] *= real(1.0 - lr * hyper.weight_decay)
+    g = _with_decay(hyper, w, g, n_decay, coupled=not decoupled)
+    step_size = real(lr / (1.0 - hyper.beta1**t))
+    bc2_sqrt = real(np.sqrt(1.0 - hyper.beta2**t))
+    m, v, vmax = state[0], state[1], state[2]
+    m += real(1.0 - hyper.beta1) * (g - m)
+    v[:] = real(hyper.beta2) * v + real(1.0 - hyper.beta2) * (g * g)
+    if hyper.amsgrad:
+        np.maximum(vmax, v, out=vmax)
+        v = vmax
+    w -= step_size * (m / (np.sqrt(v) / bc2_sqrt + real(hyper.eps)))
+
+
+def _adamw(hyper, w, g, state, n_decay, t, lr):
+    _adam(hyper, w, g, state, n_decay, t, lr, decoupled=True)
+
+
+_RULES = {
+    Rule.SGD: _sgd,
+    Rule.MOMENTUM: _momentum,
+    Rule.NESTEROV: _nesterov,
+    Rule.ADAGRAD: _adagrad,
+    Rule.RMSPROP: _rmsprop,
+    Rule.ADAM: _adam,
+    Rule.ADAMW: _adamw,
+}
+
+
+def step(rule, hyper, params, grad, state, t, lr, n_decay=None):
+    """Twin of ``fastopt._kernels.step``: one optimizer step in place on ``params`` and ``state``."""
+    if rule not in _RULES:
+        return int(Status.BAD_ARGUMENT)
+    _RULES[rule](hyper, params, grad, state, params.shape[0] if n_decay is None else n_decay, t, lr)
+    return int(Status.OK)
+
+
+def clip_grad_norm(grad, max_norm):
+    """Twin of ``fastopt._kernels.clip_grad_norm``: clip ``grad`` in place; return the norm before."""
+    norm = float(np.sqrt(np.sum(grad.astype(np.float64) ** 2)))
+    coef = max_norm / (norm + _CLIP_EPS)
+    if coef < 1:
+        grad *= grad.dtype.type(coef)
+    return norm
+
+
+def _loss_and_derivative(loss, R, epsilon):
+    """Per-sample loss values (float64) and derivatives (R's dtype) of residuals R."""
+    R64 = R.astype(np.float64)
+    if loss == Loss.ABSOLUTE_ERROR:
+        return np.abs(R64), np.sign(R)
+    if loss == Loss.HUBER:
+        inside = np.abs(R) <= epsilon
+        value = np.where(inside, 0.5 * R64 * R64, float(epsilon) * (np.abs(R64) - 0.5 * float(epsilon)))
+        return value, np.where(inside, R, epsilon * np.sign(R))
+    return 0.5 * R64 * R64, R
+
+
+def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr):
+    """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step)."""
+    real = X.dtype.type
+    d, k, m = X.shape[1], Y.shape[1], order.shape[0]
+    n_params = params.shape[0]
+    has_b = n_params > k * d
+    grad = work[:n_params]
+    clip = 0.0 if train.clip_norm is None else train.clip_norm
+    total = 0.0
+    for start in range(0, m, train.batch_size):
+        rows = order[start : start + train.batch_size]
+        nb = rows.shape[0]
+        W = params[: k * d].reshape(k, d)
+        R = X[rows] @ W.T - Y[rows]
+        if has_b:
+            R += params[k * d :]
+        value, dl = _loss_and_derivative(train.loss, R, real(train.epsilon))
+        wts = np.ones(nb, X.dtype) if sample_weight is None else sample_weight[rows]
+        loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
+        C = wts[:, None] * dl
+        grad[: k * d] = (C.T @ X[rows]).ravel()
+        if has_b:
+            grad[k * d :] = C.sum(axis=0)
+        grad *= real(1.0 / nb)
+        ss = float(np.sum(grad.astype(np.float64) ** 2))
+        total += loss
+        if not (np.isfinite(loss) and np.isfinite(ss)):
+            return int(Status.NONFINITE_LOSS), t, 0.0, t + 1
+        if loss / nb > train.loss_limit:
+            return int(Status.DIVERGED), t, 0.0, t + 1
+        if clip > 0:
+            clip_grad_norm(grad, clip)
+        t += 1
+        step(rule, hyper, params, grad, state, t, lr, k * d)
+    if not np.all(np.isfinite(params)):
+        return int(Status.NONFINITE_LOSS), t, 0.0, t
+    return int(Status.OK), t, (total / m if m > 0 else 0.0), 0

@@ -36,11 +36,23 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Robust losses need an iterative solver.
     epsilon : float, default=1.35
         Huber threshold.
-    learning_rate : float or "auto", default=0.01
-        Base step size. ``"auto"`` uses ``1 / L`` with ``L`` the largest eigenvalue of the loss Hessian,
-        found by power iteration.
+    learning_rate : float or "auto", default="auto"
+        Base step size. ``"auto"`` derives it from ``L``, the largest eigenvalue of the loss Hessian found by
+        power iteration on the data: ``b / (tr(H) + (b - 1) L)`` for SGD (``1 / L`` for full batches), times
+        ``1 - momentum`` for the momentum rules, and a tenth of the largest coordinate of the first
+        gradient-descent step ``g0 / L`` for the adaptive rules (see ``fastopt._iterative_lr``). The value used
+        is stored in ``learning_rate_``.
     schedule : {"constant", "linear", "invscaling", "exponential", "cosine"}, default="constant"
-        Learning-rate schedule over epochs (see :mod:`fastopt.optim`).
+        Learning-rate schedule over epochs, the rate constant within an epoch (:func:`fastopt.optim.schedule_lr`):
+        ``linear`` decays to ``end_factor * learning_rate`` at the last epoch (seed 004), ``invscaling`` divides
+        by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by ``gamma ** epoch``, ``cosine`` anneals to
+        ``end_factor * learning_rate``.
+    end_factor : float, default=0.01
+        Floor of the ``linear`` and ``cosine`` schedules, as a fraction of ``learning_rate``.
+    power_t : float, default=0.5
+        Exponent of the ``invscaling`` schedule.
+    gamma : float, default=0.95
+        Per-epoch factor of the ``exponential`` schedule.
     batch_size : int, default=64
         Minibatch size; the last batch of an epoch may be smaller.
     max_epochs : int, default=100
@@ -54,14 +66,24 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Monitor the loss on a held-out ``validation_fraction`` instead of the training loss.
     validation_fraction : float, default=0.1
         Fraction of rows held out when ``early_stopping``.
-    momentum : float, default=0.9
-        Momentum factor for ``"momentum"``, ``"nesterov"`` (and RMSProp's optional momentum, see ``rho``).
+    momentum : float or None, default=None
+        Momentum factor of ``"momentum"`` and ``"nesterov"`` and of RMSProp's optional momentum buffer.
+        None means 0.9 for the first two and no buffer (0) for RMSProp.
+    dampening : float, default=0.0
+        Dampening of ``"momentum"`` (PyTorch's SGD ``dampening``).
     beta1, beta2 : float, default=0.9, 0.999
         Adam's decay rates for the first and second moment estimates.
     rho : float, default=0.9
         RMSProp's decay rate for the squared-gradient average (PyTorch's ``alpha``).
     eps : float, default=1e-8
         Added to the denominator of the adaptive rules, outside the square root (PyTorch's placement).
+    centered : bool, default=False
+        Centred RMSProp (normalise by the gradient's estimated variance instead of its second moment).
+    amsgrad : bool, default=False
+        AMSGrad variant of ``"adam"`` and ``"adamw"``.
+    init : {"zeros", "random"}, default="zeros"
+        Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``
+        (intercepts start at zero either way).
     clip_norm : float or None, default=None
         Clip each minibatch gradient to this global L2 norm.
     shuffle : bool, default=True
@@ -82,7 +104,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     n_iter_ : int
         Epochs run (closed form: 1).
     loss_curve_ : list of float
-        Training loss after each epoch (iterative solvers).
+        Iterative solvers: the weighted mean training loss of each epoch, each row's loss taken before its
+        minibatch's step, plus ``alpha / 2 ||coef||^2`` (not for AdamW); ``partial_fit`` appends one per call.
+    best_loss_ : float
+        Iterative solvers: the smallest entry of ``loss_curve_``.
+    validation_scores_ : list of float or None
+        Iterative solvers with ``early_stopping``: the weighted R^2 on the validation rows after each epoch.
+    best_validation_score_ : float
+        Iterative solvers with ``early_stopping``: the largest validation score, whose coefficients are kept.
+    t_ : int
+        Iterative solvers: optimizer steps (minibatches) taken.
+    learning_rate_ : float
+        Iterative solvers: the base learning rate used (resolved when ``learning_rate="auto"``).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string column names (e.g. a pandas DataFrame).
@@ -110,11 +143,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="left"), None],
+        "dampening": [Interval(Real, 0, 1, closed="both")],
         "beta1": [Interval(Real, 0, 1, closed="left")],
         "beta2": [Interval(Real, 0, 1, closed="left")],
         "rho": [Interval(Real, 0, 1, closed="left")],
         "eps": [Interval(Real, 0, None, closed="neither")],
+        "centered": ["boolean"],
+        "amsgrad": ["boolean"],
+        "init": [StrOptions({"zeros", "random"})],
+        "end_factor": [Interval(Real, 0, 1, closed="right")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "gamma": [Interval(Real, 0, 1, closed="right")],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
@@ -130,19 +170,26 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         alpha=0.0,
         loss="squared_error",
         epsilon=1.35,
-        learning_rate=0.01,
+        learning_rate="auto",
         schedule="constant",
+        end_factor=0.01,
+        power_t=0.5,
+        gamma=0.95,
         batch_size=64,
         max_epochs=100,
         tol=1e-6,
         n_iter_no_change=5,
         early_stopping=False,
         validation_fraction=0.1,
-        momentum=0.9,
+        momentum=None,
+        dampening=0.0,
         beta1=0.9,
         beta2=0.999,
         rho=0.9,
         eps=1e-8,
+        centered=False,
+        amsgrad=False,
+        init="zeros",
         clip_norm=None,
         shuffle=True,
         random_state=None,
@@ -156,6 +203,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.epsilon = epsilon
         self.learning_rate = learning_rate
         self.schedule = schedule
+        self.end_factor = end_factor
+        self.power_t = power_t
+        self.gamma = gamma
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.tol = tol
@@ -163,10 +213,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.momentum = momentum
+        self.dampening = dampening
         self.beta1 = beta1
         self.beta2 = beta2
         self.rho = rho
         self.eps = eps
+        self.centered = centered
+        self.amsgrad = amsgrad
+        self.init = init
         self.clip_norm = clip_norm
         self.shuffle = shuffle
         self.random_state = random_state

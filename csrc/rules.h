@@ -1,0 +1,153 @@
+/* rules.h: one step function per optimizer, following torch.optim's single-tensor code path.
+ *
+ * A body for one real type. epoch.c includes this file once per type with
+ *   FO_REAL      the real type (double or float),
+ *   FO_FN(name)  the name with the type's suffix (name##_d or name##_s),
+ *   FO_SQRT      the square root for FO_REAL,
+ * so float32 and float64 share one source. No include guard on purpose.
+ *
+ * Conventions of every rule: w = params[0:n], g = grad[0:n] (the loss gradient, read only), t = 1-based step,
+ * lr = learning rate of this step. The first n_decay entries get weight decay: g_i + wd * w_i (coupled L2)
+ * except in AdamW, whose decay is decoupled. Scalars that PyTorch computes as Python floats (bias corrections,
+ * AdaGrad's decayed lr) are computed in double and rounded to FO_REAL once, as PyTorch does; element-wise
+ * arithmetic is in FO_REAL. State slot j is state[j*n : (j+1)*n].
+ */
+
+/* The gradient seen by a rule with coupled weight decay. */
+#define FO_GRAD_WD(i) (g[i] + ((i) < nd ? wd * w[i] : (FO_REAL)0))
+
+/* SGD.  w <- w - lr * g.  No state. */
+static inline void FO_FN(rule_sgd)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                   ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+{
+    const FO_REAL wd = (FO_REAL)h->weight_decay, a = (FO_REAL)lr;
+    const ptrdiff_t nd = wd != 0 ? n_decay : 0;
+    (void)state;
+    (void)t;
+    for (ptrdiff_t i = 0; i < n; i++) w[i] -= a * FO_GRAD_WD(i);
+}
+
+/* Momentum (heavy ball).  v <- mu v + (1 - dampening) g  (v <- g at t = 1);  w <- w - lr v.
+ * Slot 0: v.  With constant lr this is the seed's v' = mu v' - lr g, w += v' for v' = -lr v. */
+static inline void FO_FN(rule_momentum)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                        ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+{
+    const FO_REAL wd = (FO_REAL)h->weight_decay, a = (FO_REAL)lr;
+    const FO_REAL mu = (FO_REAL)h->momentum, damp = (FO_REAL)(1.0 - h->dampening);
+    const ptrdiff_t nd = wd != 0 ? n_decay : 0;
+    FO_REAL *v = state;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const FO_REAL gi = FO_GRAD_WD(i);
+        v[i] = t == 1 ? gi : mu * v[i] + damp * gi;
+        w[i] -= a * v[i];
+    }
+}
+
+/* Nesterov (PyTorch's look-ahead form, dampening 0).  v <- mu v + g  (v <- g at t = 1);  w <- w - lr (g + mu v).
+ * Slot 0: v. */
+static inline void FO_FN(rule_nesterov)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                        ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+{
+    const FO_REAL wd = (FO_REAL)h->weight_decay, a = (FO_REAL)lr, mu = (FO_REAL)h->momentum;
+    const ptrdiff_t nd = wd != 0 ? n_decay : 0;
+    FO_REAL *v = state;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const FO_REAL gi = FO_GRAD_WD(i);
+        v[i] = t == 1 ? gi : mu * v[i] + gi;
+        w[i] -= a * (gi + mu * v[i]);
+    }
+}
+
+/* AdaGrad.  clr = lr / (1 + (t-1) lr_decay);  r <- r + g^2;  w <- w - clr g / (sqrt(r) + eps).
+ * Slot 0: r (starts at initial_accumulator_value). */
+static inline void FO_FN(rule_adagrad)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                       ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+{
+    const FO_REAL wd = (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
+    const FO_REAL clr = (FO_REAL)(lr / (1.0 + (double)(t - 1) * h->lr_decay));
+    const ptrdiff_t nd = wd != 0 ? n_decay : 0;
+    FO_REAL *r = state;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const FO_REAL gi = FO_GRAD_WD(i);
+        r[i] += gi * gi;
+        w[i] -= clr * (gi / (FO_SQRT(r[i]) + eps));
+    }
+}
+
+/* RMSProp.  r <- rho r + (1 - rho) g^2;  centred: a <- a + (1 - rho)(g - a), den = sqrt(r - a^2) + eps,
+ * else den = sqrt(r) + eps;  momentum mu > 0: b <- mu b + g / den, w <- w - lr b;  else w <- w - lr g / den.
+ * Slots: 0 r, 1 a (centred only), 2 b (momentum only). */
+static inline void FO_FN(rule_rmsprop)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                       ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+{
+    const FO_REAL wd = (FO_REAL)h->weight_decay, a = (FO_REAL)lr, eps = (FO_REAL)h->eps;
+    const FO_REAL rho = (FO_REAL)h->rho, one_rho = (FO_REAL)(1.0 - h->rho), mu = (FO_REAL)h->momentum;
+    const ptrdiff_t nd = wd != 0 ? n_decay : 0;
+    FO_REAL *r = state, *avg = state + n, *buf = state + 2 * n;
+    (void)t;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const FO_REAL gi = FO_GRAD_WD(i);
+        FO_REAL den;
+        r[i] = rho * r[i] + one_rho * (gi * gi);
+        if (h->centered) {
+            avg[i] += one_rho * (gi - avg[i]);
+            den = FO_SQRT(r[i] - avg[i] * avg[i]) + eps;
+        } else {
+            den = FO_SQRT(r[i]) + eps;
+        }
+        if (h->momentum > 0) {
+            buf[i] = mu * buf[i] + gi / den;
+            w[i] -= a * buf[i];
+        } else {
+            w[i] -= a * (gi / den);
+        }
+    }
+}
+
+/* Adam, and AdamW when decoupled.  m <- m + (1 - b1)(g - m);  v <- b2 v + (1 - b2) g^2;
+ * AMSGrad: vmax <- max(vmax, v) replaces v below;  den = sqrt(v) / sqrt(1 - b2^t) + eps;
+ * w <- w - (lr / (1 - b1^t)) m / den.  AdamW first applies w <- w (1 - lr wd) and adds no decay to g.
+ * Slots: 0 m, 1 v, 2 vmax (AMSGrad only). */
+static inline void FO_FN(rule_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                    ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr, int decoupled)
+{
+    const FO_REAL wd = decoupled ? 0 : (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
+    const FO_REAL one_b1 = (FO_REAL)(1.0 - h->beta1), b2 = (FO_REAL)h->beta2, one_b2 = (FO_REAL)(1.0 - h->beta2);
+    const FO_REAL step_size = (FO_REAL)(lr / (1.0 - pow(h->beta1, (double)t)));
+    const FO_REAL bc2_sqrt = (FO_REAL)sqrt(1.0 - pow(h->beta2, (double)t));
+    const FO_REAL shrink = (FO_REAL)(1.0 - lr * h->weight_decay);
+    const ptrdiff_t nd = wd != 0 ? n_decay : 0;
+    FO_REAL *m = state, *v = state + n, *vmax = state + 2 * n;
+    if (decoupled && h->weight_decay != 0)
+        for (ptrdiff_t i = 0; i < n_decay; i++) w[i] *= shrink;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const FO_REAL gi = FO_GRAD_WD(i);
+        FO_REAL vi;
+        m[i] += one_b1 * (gi - m[i]);
+        v[i] = b2 * v[i] + one_b2 * (gi * gi);
+        vi = v[i];
+        if (h->amsgrad) {
+            if (vi > vmax[i]) vmax[i] = vi;
+            vi = vmax[i];
+        }
+        w[i] -= step_size * (m[i] / (FO_SQRT(vi) / bc2_sqrt + eps));
+    }
+}
+
+#undef FO_GRAD_WD
+
+/* Dispatch one step; FO_BAD_ARGUMENT for a rule this file does not know. */
+static inline fo_status FO_FN(rule_step)(fo_rule rule, const fo_hyper *h, FO_REAL *w, const FO_REAL *g,
+                                         FO_REAL *state, ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+{
+    switch (rule) {
+    case FO_RULE_SGD: FO_FN(rule_sgd)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
+    case FO_RULE_MOMENTUM: FO_FN(rule_momentum)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
+    case FO_RULE_NESTEROV: FO_FN(rule_nesterov)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
+    case FO_RULE_ADAGRAD: FO_FN(rule_adagrad)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
+    case FO_RULE_RMSPROP: FO_FN(rule_rmsprop)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
+    case FO_RULE_ADAM: FO_FN(rule_adam)(h, w, g, state, n, n_decay, t, lr, 0); return FO_OK;
+    case FO_RULE_ADAMW: FO_FN(rule_adam)(h, w, g, state, n, n_decay, t, lr, 1); return FO_OK;
+    }
+    return FO_BAD_ARGUMENT;
+}

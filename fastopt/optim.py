@@ -1,0 +1,414 @@
+"""Optimizer specifications, learning-rate schedules and gradient clipping over the compiled step rules.
+
+Each optimizer is a frozen dataclass of hyperparameters with PyTorch's names and defaults (``rho`` is
+``torch.optim.RMSprop``'s ``alpha``; ``beta1, beta2`` are ``betas``). The learning rate is not part of a spec:
+it is passed to every :meth:`Optimizer.step`, so a schedule can change it. One step runs the compiled kernel
+(``csrc/rules.h``), the same code the estimator's fused epoch calls, so a user of :func:`fastopt.minimize` and a
+``LinearRegressor`` get the same arithmetic, and both can be checked against ``torch.optim``::
+
+    >>> import numpy as np
+    >>> from fastopt import optim
+    >>> opt = optim.make("adam", beta2=0.99)
+    >>> w = np.array([1.0, -2.0]); state = opt.init_state(w.size, w.dtype)
+    >>> for t in range(1, 101):
+    ...     opt.step(w, 2 * w, state, t, lr=optim.schedule_lr("cosine", 0.1, t - 1, 100))
+
+Notation of the docstrings: ``g`` is the gradient of the loss (plus ``weight_decay * w`` where decay is coupled),
+``t`` the 1-based step, ``lr`` the current learning rate. The seed chapter (Goodfellow et al., *Deep Learning*,
+ch. 8) writes the learning rate as epsilon and the stability constant as delta.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Callable, ClassVar, NamedTuple
+
+import numpy as np
+
+from fastopt import _kernels
+from fastopt._kernels import Loss, Rule
+
+__all__ = [
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW", "Optimizer", "OPTIMIZERS", "Rule",
+    "Loss", "Hyper", "make", "schedule_lr", "SCHEDULES", "clip_grad_norm",
+]
+
+
+class Hyper(NamedTuple):
+    """Every rule's hyperparameters in one record: the Python mirror of C's ``fo_hyper``.
+
+    A rule reads only its own fields; the others keep these neutral defaults.
+    """
+
+    momentum: float = 0.0
+    dampening: float = 0.0
+    rho: float = 0.0
+    beta1: float = 0.0
+    beta2: float = 0.0
+    eps: float = 0.0
+    weight_decay: float = 0.0
+    lr_decay: float = 0.0
+    centered: bool = False
+    amsgrad: bool = False
+
+
+# Allowed ranges: (low, high, low_closed, high_closed). One table, so every spec checks the same way.
+_BOUNDS = {
+    "momentum": (0.0, 1.0, True, False),
+    "dampening": (0.0, 1.0, True, True),
+    "rho": (0.0, 1.0, True, False),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+    "eps": (0.0, math.inf, False, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "lr_decay": (0.0, math.inf, True, False),
+    "initial_accumulator_value": (0.0, math.inf, True, False),
+}
+
+
+def _check_in_range(owner: str, name: str, value, bounds) -> None:
+    low, high, low_closed, high_closed = bounds
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite real number, got {value!r}.")
+    ok_low = value >= low if low_closed else value > low
+    ok_high = value <= high if high_closed else value < high
+    if not (ok_low and ok_high):
+        interval = f"{'[' if low_closed else '('}{low}, {high}{']' if high_closed else ')'}"
+        raise ValueError(f"{owner}: {name} must lie in {interval}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """Base of the optimizer specs: validation, state layout and the compiled step.
+
+    Subclasses set ``rule`` (the C rule) and ``n_slots`` (rows of the state array) and declare their
+    hyperparameters as dataclass fields.
+    """
+
+    rule: ClassVar[Rule]
+    n_slots: ClassVar[int]
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("bool", bool):
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"{owner}: {f.name} must be True or False, got {value!r}.")
+            else:
+                _check_in_range(owner, f.name, value, self._bounds().get(f.name, _BOUNDS[f.name]))
+
+    @classmethod
+    def _bounds(cls) -> dict:
+        """Per-class overrides of ``_BOUNDS``."""
+        return {}
+
+    @property
+    def hyper(self) -> Hyper:
+        """The hyperparameters as the kernels read them."""
+        return Hyper(**{f: getattr(self, f) for f in Hyper._fields if hasattr(self, f)})
+
+    def init_state(self, n_params: int, dtype=np.float64) -> np.ndarray:
+        """Fresh optimizer state.
+
+        Parameters
+        ----------
+        n_params : int
+        dtype : float32 or float64
+            The dtype of the parameters the state will be used with.
+
+        Returns
+        -------
+        state : ndarray of shape (n_slots, n_params)
+            Zeros (AdaGrad: ``initial_accumulator_value``); the class docstring lists the slots.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}.")
+        return np.zeros((self.n_slots, int(n_params)), dtype=dtype)
+
+    def step(self, params: np.ndarray, grad: np.ndarray, state: np.ndarray, t: int, lr: float,
+             n_decay: int | None = None) -> None:
+        """One update, in place on ``params`` and ``state`` (compiled; releases the GIL).
+
+        Parameters
+        ----------
+        params : ndarray of shape (n,), float32 or float64, C-contiguous, writeable
+        grad : ndarray of shape (n,), same dtype
+            Gradient of the loss at ``params``; left unchanged (weight decay is added inside the step).
+        state : ndarray of shape (n_slots, n), same dtype
+            From :meth:`init_state`, carried from step to step.
+        t : int
+            1-based step count (bias corrections, first-step momentum, AdaGrad's lr decay).
+        lr : float
+            Learning rate of this step (after any schedule).
+        n_decay : int, optional
+            Only ``params[:n_decay]`` receive weight decay (default: all). Put intercepts last to exempt them.
+        """
+        n = _check_vector("params", params)
+        if not params.flags.writeable:
+            raise ValueError("params must be writeable; the step updates it in place.")
+        if _check_vector("grad", grad) != n or grad.dtype != params.dtype:
+            raise ValueError(f"grad must have shape ({n},) and dtype {params.dtype}, got {grad.shape} {grad.dtype}.")
+        if state.shape != (self.n_slots, n) or state.dtype != params.dtype or not state.flags.c_contiguous:
+            raise ValueError(
+                f"state must be a C-contiguous {params.dtype} array of shape {(self.n_slots, n)} "
+                f"(from init_state), got {state.shape} {state.dtype}."
+            )
+        if int(t) < 1:
+            raise ValueError(f"t is the 1-based step count, got {t}.")
+        _check_in_range("step", "lr", lr, (0.0, math.inf, True, False))
+        if n_decay is not None and not 0 <= int(n_decay) <= n:
+            raise ValueError(f"n_decay must lie in [0, {n}], got {n_decay}.")
+        _kernels.step(int(self.rule), self.hyper, params, grad, state, int(t), float(lr),
+                      None if n_decay is None else int(n_decay))
+
+
+def _check_vector(name: str, a) -> int:
+    if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} must be a 1-D float32 or float64 ndarray, got {type(a).__name__} "
+                         f"{getattr(a, 'shape', '')} {getattr(a, 'dtype', '')}.")
+    if not a.flags.c_contiguous or a.shape[0] == 0:
+        raise ValueError(f"{name} must be contiguous and non-empty.")
+    return a.shape[0]
+
+
+@dataclass(frozen=True)
+class SGD(Optimizer):
+    """Plain stochastic gradient descent.
+
+    Seed: ``theta <- theta - epsilon g``.  PyTorch (``SGD(momentum=0)``): ``w <- w - lr g``.  Identical, with
+    ``epsilon = lr``.  State: none.
+    """
+
+    weight_decay: float = 0.0
+    rule: ClassVar[Rule] = Rule.SGD
+    n_slots: ClassVar[int] = 0
+
+
+@dataclass(frozen=True)
+class Momentum(Optimizer):
+    """Heavy-ball momentum, PyTorch's form.
+
+    Seed: ``v <- alpha v - epsilon g;  theta <- theta + v``.
+    PyTorch (``SGD(momentum=mu, dampening=tau)``): ``b <- mu b + (1 - tau) g`` (``b <- g`` at ``t = 1``);
+    ``w <- w - lr b``.
+    Mapping: ``alpha = mu`` and, for constant ``lr`` and ``tau = 0``, ``v = -lr b``; the two differ only when
+    the learning rate changes (PyTorch rescales the whole buffer by the new lr) and in the first step, where
+    PyTorch skips dampening.  State slot 0: ``b``.
+    """
+
+    momentum: float = 0.9
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    rule: ClassVar[Rule] = Rule.MOMENTUM
+    n_slots: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class Nesterov(Optimizer):
+    """Nesterov momentum in PyTorch's look-ahead form.
+
+    Seed: ``v <- alpha v - epsilon grad(theta + alpha v);  theta <- theta + v`` (gradient at the look-ahead).
+    PyTorch (``SGD(momentum=mu, nesterov=True)``, dampening 0): ``b <- mu b + g`` (``b <- g`` at ``t = 1``);
+    ``w <- w - lr (g + mu b)``.
+    Mapping: substitute ``phi = theta + alpha v``, the parameters PyTorch stores; then the seed's update of
+    ``phi`` is PyTorch's with ``alpha = mu``, ``v = -lr b``, and the gradient needs no look-ahead evaluation.
+    State slot 0: ``b``.
+    """
+
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    rule: ClassVar[Rule] = Rule.NESTEROV
+    n_slots: ClassVar[int] = 1
+
+    @classmethod
+    def _bounds(cls) -> dict:
+        return {"momentum": (0.0, 1.0, False, False)}  # zero momentum is not Nesterov (PyTorch agrees)
+
+
+@dataclass(frozen=True)
+class AdaGrad(Optimizer):
+    """AdaGrad (Duchi, Hazan & Singer, 2011).
+
+    Seed: ``r <- r + g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
+    PyTorch (``Adagrad``): ``clr = lr / (1 + (t - 1) lr_decay)``; ``r <- r + g*g``;
+    ``w <- w - clr g / (sqrt(r) + eps)``, ``r`` starting at ``initial_accumulator_value``.
+    Mapping: ``epsilon = lr`` with ``lr_decay = 0``. Eps placement differs: the seed adds ``delta`` inside the
+    square root, PyTorch (and fastopt) adds ``eps`` outside, so ``eps`` plays the role of ``sqrt(delta)``.
+    State slot 0: ``r``.
+    """
+
+    lr_decay: float = 0.0
+    weight_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+    rule: ClassVar[Rule] = Rule.ADAGRAD
+    n_slots: ClassVar[int] = 1
+
+    def init_state(self, n_params: int, dtype=np.float64) -> np.ndarray:
+        state = super().init_state(n_params, dtype)
+        state[0] = self.initial_accumulator_value
+        return state
+
+
+@dataclass(frozen=True)
+class RMSProp(Optimizer):
+    """RMSProp (Hinton, 2012), with PyTorch's optional momentum and centred variant.
+
+    Seed: ``r <- rho r + (1 - rho) g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
+    PyTorch (``RMSprop(alpha=rho)``): ``r <- rho r + (1 - rho) g*g``; centred: ``a <- a + (1 - rho)(g - a)``,
+    ``den = sqrt(r - a*a) + eps``, else ``den = sqrt(r) + eps``; with momentum ``mu > 0``:
+    ``b <- mu b + g / den``, ``w <- w - lr b``; else ``w <- w - lr g / den``.
+    Mapping: ``epsilon = lr``; eps outside the square root (the seed's ``delta`` is inside). The seed's
+    "RMSProp with Nesterov momentum" is not PyTorch's momentum variant (which is heavy ball on ``g / den``).
+    State slots: 0 ``r``, 1 ``a`` (centred only), 2 ``b`` (momentum only); unused slots stay zero.
+    """
+
+    rho: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    centered: bool = False
+    rule: ClassVar[Rule] = Rule.RMSPROP
+    n_slots: ClassVar[int] = 3
+
+
+@dataclass(frozen=True)
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), with optional AMSGrad (Reddi, Kale & Kumar, 2018).
+
+    Seed: ``s <- rho1 s + (1 - rho1) g;  r <- rho2 r + (1 - rho2) g*g;  s_hat = s / (1 - rho1^t)``,
+    ``r_hat = r / (1 - rho2^t);  theta <- theta - epsilon s_hat / (sqrt(r_hat) + delta)``.
+    PyTorch (``Adam(betas=(beta1, beta2))``): ``m <- m + (1 - beta1)(g - m)``;
+    ``v <- beta2 v + (1 - beta2) g*g``; AMSGrad: ``vmax <- max(vmax, v)`` used in place of ``v``;
+    ``w <- w - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``.
+    Mapping: ``s = m``, ``r = v``, ``rho1, rho2 = beta1, beta2``, ``epsilon = lr``, ``delta = eps``: the same
+    update, eps outside the square root and added after the bias correction of ``v``.
+    State slots: 0 ``m``, 1 ``v``, 2 ``vmax`` (AMSGrad only).
+    """
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+    rule: ClassVar[Rule] = Rule.ADAM
+    n_slots: ClassVar[int] = 3
+
+
+@dataclass(frozen=True)
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay.
+
+    PyTorch (``AdamW``): first ``w <- w (1 - lr weight_decay)`` (decayed entries only), then the Adam step on
+    the loss gradient alone. Unlike L2 added to ``g``, the decay is not rescaled by the adaptive denominator.
+    The seed has no AdamW. State slots as :class:`Adam`.
+    """
+
+    weight_decay: float = 0.01
+    rule: ClassVar[Rule] = Rule.ADAMW
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSProp,
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def make(method: str, **hyper) -> Optimizer:
+    """The optimizer spec named ``method``, with ``hyper`` overriding its defaults.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, an unknown hyperparameter name, or a value out of range.
+    """
+    try:
+        cls = OPTIMIZERS[method]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown optimizer {method!r}; choose one of {sorted(OPTIMIZERS)}.") from None
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(hyper) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no hyperparameter {', '.join(map(repr, unknown))}; "
+                         f"it accepts {sorted(names)}.")
+    return cls(**hyper)
+
+
+def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
+    """Scale ``grad`` in place so its L2 norm is at most ``max_norm``; return the norm before clipping.
+
+    As ``torch.nn.utils.clip_grad_norm_``: ``grad *= min(1, max_norm / (norm + 1e-6))``. The norm is summed
+    in float64 for either dtype.
+    """
+    _check_vector("grad", grad)
+    _check_in_range("clip_grad_norm", "max_norm", max_norm, (0.0, math.inf, False, False))
+    return _kernels.clip_grad_norm(grad, float(max_norm))
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+# Every schedule maps (lr0, epoch, max_epochs) to the learning rate of that epoch; epoch counts from 0 and the
+# rate is constant within an epoch (the fused kernel runs a whole epoch at one rate). T = max(max_epochs - 1, 1)
+# is the last epoch, where linear and cosine reach their floor end_factor * lr0 and stay after it.
+
+
+def _constant(lr0, k, T, end_factor, power_t, gamma):
+    return lr0
+
+
+def _linear(lr0, k, T, end_factor, power_t, gamma):
+    # Seed 004: eps_k = (1 - a) eps_0 + a eps_T with a = k / T, then constant.
+    a = min(k / T, 1.0)
+    return (1.0 - a) * lr0 + a * end_factor * lr0
+
+
+def _invscaling(lr0, k, T, end_factor, power_t, gamma):
+    return lr0 / (k + 1) ** power_t  # scikit-learn's invscaling, per epoch
+
+
+def _exponential(lr0, k, T, end_factor, power_t, gamma):
+    return lr0 * gamma**k  # torch.optim.lr_scheduler.ExponentialLR
+
+
+def _cosine(lr0, k, T, end_factor, power_t, gamma):
+    # torch.optim.lr_scheduler.CosineAnnealingLR with T_max = T and eta_min = end_factor * lr0.
+    floor = end_factor * lr0
+    return floor + (lr0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(k / T, 1.0)))
+
+
+SCHEDULES: dict[str, Callable[..., float]] = {
+    "constant": _constant,
+    "linear": _linear,
+    "invscaling": _invscaling,
+    "exponential": _exponential,
+    "cosine": _cosine,
+}
+
+
+def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *, end_factor: float = 0.01,
+                power_t: float = 0.5, gamma: float = 0.95) -> float:
+    """Learning rate of ``epoch`` (0-based) under schedule ``name``.
+
+    ========== =====================================================================================
+    constant   ``lr0``
+    linear     ``(1 - a) lr0 + a end_factor lr0``, ``a = min(epoch / T, 1)`` (seed 004's linear decay)
+    invscaling ``lr0 / (epoch + 1) ** power_t``
+    exponential ``lr0 * gamma ** epoch``
+    cosine     ``f + (lr0 - f) (1 + cos(pi min(epoch / T, 1))) / 2`` with ``f = end_factor lr0``
+    ========== =====================================================================================
+
+    ``T = max(max_epochs - 1, 1)``: linear and cosine reach their floor at the last epoch and stay there.
+    """
+    try:
+        fn = SCHEDULES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}.") from None
+    return float(fn(float(lr0), int(epoch), max(int(max_epochs) - 1, 1), end_factor, power_t, gamma))

@@ -1,0 +1,317 @@
+"""The closed form against numpy/scipy lstsq, exact rational answers, and itself (chunked vs one fit).
+
+Tolerances come from least-squares perturbation theory (Higham, *Accuracy and Stability of Numerical
+Algorithms*, ch. 20), in coordinates where every column of the centred, weighted design has unit norm (the
+solvers scale columns, so that is the conditioning that governs them):
+
+* a backward-stable path (QR, SVD) has relative error <= c u (kappa + kappa^2 eta), eta = ||r|| / (||A|| ||x||);
+* the normal equations have relative error <= c u kappa^2 (the Gram is formed with relative error u);
+
+with u = max(n, d) * eps covering the length of every sum, and c = 8: 4 for the solver under test and 4 for
+the reference, a backward-stable SVD solve of the same centred problem. float32 input is accumulated and solved
+in float64, so a float32 result adds only its final rounding, eps32 relative.
+"""
+import pickle
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.linear_model import Ridge
+from threadpoolctl import threadpool_limits
+
+from fastopt import LinearRegressor, _closed_form
+from fastopt._validation import Data
+from fastopt.exceptions import IllConditionedWarning
+
+EPS = np.finfo(np.float64).eps
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def reference(X, Y, w, fit_intercept, alpha):
+    """Solution, residual and scaled design of the weighted ridge problem, by ``scipy.linalg.lstsq`` (SVD).
+
+    ``min ||sqrt(w) (Y - X B - 1 b)||^2 + W alpha ||B||^2``. The intercept is eliminated by centring (as an
+    explicit column of ones it would make the reference itself as ill-conditioned as the uncentred design);
+    ridge rows ``sqrt(W alpha) I`` penalise the slopes only. Returns (coef (k, d), intercept (k,), scaled
+    design, residual (n + d, k), column scales).
+    """
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    n, d = X.shape
+    w = np.ones(n) if w is None else w.astype(np.float64)
+    W = w.sum()
+    xm = np.average(X, axis=0, weights=w) if fit_intercept else np.zeros(d)
+    ym = np.average(Y, axis=0, weights=w) if fit_intercept else np.zeros(Y.shape[1])
+    A = np.vstack([np.sqrt(w)[:, None] * (X - xm), np.sqrt(W * alpha) * np.eye(d)])
+    B = np.vstack([np.sqrt(w)[:, None] * (Y - ym), np.zeros((d, Y.shape[1]))])
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1
+    coef = (scipy.linalg.lstsq(A / scale, B, lapack_driver="gelsd")[0] / scale[:, None]).T
+    return coef, ym - coef @ xm, A / scale, B - A @ coef.T, scale
+
+
+def assert_close_to_reference(est, X, Y, w, fit_intercept, alpha):
+    coef_ref, icpt_ref, As, resid, scale = reference(X, Y, w, fit_intercept, alpha)
+    n, d = X.shape
+    u = max(n, d) * EPS
+    kappa = np.linalg.cond(As)
+    coef = np.atleast_2d(est.coef_).astype(np.float64)
+    icpt = np.atleast_1d(est.intercept_).astype(np.float64)
+    out_rounding = EPS32 if est.coef_.dtype == np.float32 else EPS
+    for j in range(coef_ref.shape[0]):
+        v_ref = scale * coef_ref[j]
+        v = scale * coef[j]
+        size = np.linalg.norm(v_ref) + np.linalg.norm(resid[:, j])  # the ||b|| term covers a near-zero x
+        if est.solver_ == "cholesky":
+            rel = 8 * u * kappa**2
+        else:
+            eta = np.linalg.norm(resid[:, j]) / (np.linalg.norm(As, 2) * max(np.linalg.norm(v_ref), 1e-300))
+            rel = 8 * u * (kappa + kappa**2 * min(eta, 1.0))
+        bound = rel * size + 2 * out_rounding * np.linalg.norm(v_ref)
+        assert np.linalg.norm(v - v_ref) <= bound, (est.solver_, kappa)
+        # intercept = ymean - xmean . coef: inherits the slope error through |xmean / scale|
+        xm = np.abs(np.average(X.astype(np.float64), axis=0, weights=w)) if fit_intercept else np.zeros(d)
+        ym = np.abs(np.average(Y[:, j].astype(np.float64), weights=w)) if fit_intercept else 0.0
+        icpt_bound = np.linalg.norm(xm / scale) * bound + (u + out_rounding) * (ym + xm @ np.abs(coef_ref[j]))
+        assert abs(icpt[j] - icpt_ref[j]) <= icpt_bound + 2 * out_rounding * abs(icpt_ref[j])
+
+
+@st.composite
+def problems(draw):
+    d = draw(st.integers(1, 8))
+    n = draw(st.integers(d + 2, 4 * d + 40))
+    k = draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    # Columns of different scales and offsets, and some correlation between them.
+    X = rng.normal(size=(n, d)) @ (np.eye(d) + 0.5 * rng.normal(size=(d, d)) / np.sqrt(d))
+    X = X * 10.0 ** rng.uniform(-3, 3, size=d) + rng.normal(size=d) * 10
+    Y = X @ rng.normal(size=(d, k)) + rng.normal(size=(n, k)) * draw(st.sampled_from([0.0, 1e-3, 1.0]))
+    w = None
+    if draw(st.booleans()):
+        w = rng.uniform(0, 2, size=n) * (rng.random(n) > 0.1)
+        w[: d + 2] += 0.5  # keep the weighted design of full rank
+    return X.astype(dtype), Y.astype(dtype), None if w is None else w.astype(dtype)
+
+
+@given(
+    problem=problems(),
+    fit_intercept=st.booleans(),
+    alpha=st.sampled_from([0.0, 1e-6, 0.3]),
+    solver=st.sampled_from(["normal", "qr"]),
+    one_d=st.booleans(),
+)
+def test_agrees_with_lstsq(problem, fit_intercept, alpha, solver, one_d):
+    X, Y, w = problem
+    y = Y[:, 0] if one_d else Y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        est = LinearRegressor(solver=solver, fit_intercept=fit_intercept, alpha=alpha).fit(X, y, sample_weight=w)
+    assert est.coef_.dtype == X.dtype
+    assert est.coef_.shape == ((X.shape[1],) if one_d else (Y.shape[1], X.shape[1]))
+    assert_close_to_reference(est, X, Y[:, :1] if one_d else Y, w, fit_intercept, alpha)
+
+
+def test_ridge_alpha_maps_to_sklearn_ridge_times_total_weight(rng):
+    X, y = rng.normal(size=(80, 4)), rng.normal(size=80)
+    w = rng.uniform(0.5, 2, size=80)
+    ours = LinearRegressor(alpha=0.05).fit(X, y, sample_weight=w)
+    theirs = Ridge(alpha=0.05 * w.sum()).fit(X, y, sample_weight=w)
+    # Well-conditioned (kappa < 3): both are within a few hundred eps of the exact answer.
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------- ill-conditioned designs, exact answers
+
+
+def exact_lstsq(X, y):
+    """Least squares with an intercept, solved exactly in rational arithmetic (the floats are exact binaries)."""
+    A = [[Fraction(1)] + [Fraction(float(v)) for v in row] for row in X]
+    b = [Fraction(float(v)) for v in y]
+    p = len(A[0])
+    M = [[sum(r[i] * r[j] for r in A) for j in range(p)] + [sum(r[i] * bi for r, bi in zip(A, b))] for i in range(p)]
+    for col in range(p):  # Gauss-Jordan; exact, so no pivoting strategy is needed beyond a non-zero pivot
+        piv = next(r for r in range(col, p) if M[r][col] != 0)
+        M[col], M[piv] = M[piv], M[col]
+        for r in range(p):
+            if r != col and M[r][col] != 0:
+                f = M[r][col] / M[col][col]
+                M[r] = [a - f * c for a, c in zip(M[r], M[col])]
+    sol = np.array([float(M[i][p] / M[i][i]) for i in range(p)])
+    return sol[0], sol[1:]
+
+
+def ill_conditioned(kind, rng):
+    if kind.startswith("poly"):
+        x = np.linspace(0, 1, 40)
+        X = np.column_stack([x**p for p in range(1, int(kind[4:]) + 1)])
+    elif kind == "collinear":
+        base = rng.normal(size=(40, 3))
+        X = np.column_stack([base, base[:, 0] + 1e-7 * rng.normal(size=40), base[:, 1] + 1e-6 * rng.normal(size=40)])
+    else:  # means 1e6 times the spread
+        X = 1e6 + rng.normal(size=(40, 4))
+    y = X @ rng.normal(size=X.shape[1]) + 1e-3 * rng.normal(size=40)
+    return X, y
+
+
+@pytest.mark.parametrize("kind", ["poly8", "poly10", "collinear", "offset"])
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_ill_conditioned_designs_agree_with_exact_answer(kind, solver, rng):
+    X, y = ill_conditioned(kind, rng)
+    b0, coef = exact_lstsq(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        est = LinearRegressor(solver=solver).fit(X, y)
+    assert est.solver_ in ("qr", "cholesky")
+    assert_close_to_reference(est, X, y[:, None], None, True, 0.0)
+    # The digits float64 allows, read off the exact answer: the scaled error against kappa_s * u.
+    _, _, As, _, scale = reference(X, y[:, None], None, True, 0.0)
+    digits = -np.log10(np.linalg.norm(scale * (est.coef_ - coef)) / np.linalg.norm(scale * coef))
+    allowed = -np.log10(4 * len(y) * EPS * np.linalg.cond(As) ** (2 if est.solver_ == "cholesky" else 1))
+    assert digits >= allowed - 1, (digits, allowed)
+
+
+def test_offset_columns_stay_on_cholesky(rng):
+    # Centring per block removes a mean 1e6 times the spread before any product is formed.
+    X, y = ill_conditioned("offset", rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllConditionedWarning)
+        assert LinearRegressor().fit(X, y).solver_ == "cholesky"
+
+
+def test_rank_deficient_gives_minimum_norm_solution(rng):
+    X = rng.normal(size=(50, 3))
+    X = np.column_stack([X, X[:, 0] - 2 * X[:, 1]])
+    y = rng.normal(size=50)
+    with pytest.warns(IllConditionedWarning, match="rank-deficient"):
+        est = LinearRegressor(solver="qr").fit(X, y)
+    Xc = X - X.mean(0)
+    ref = np.linalg.lstsq(Xc, y - y.mean(), rcond=None)[0]
+    assert (est.solver_, est.rank_, len(est.singular_)) == ("svd", 3, 4)
+    # The minimum-norm solution is well-conditioned on the retained subspace (kappa < 10 here).
+    np.testing.assert_allclose(est.coef_, ref, rtol=1e-12, atol=1e-13)
+
+
+# ---------------------------------------------------------------- chunks, merges, partial_fit
+
+
+def chunks(n, rng, parts=4):
+    cuts = np.sort(rng.choice(np.arange(1, n), size=parts - 1, replace=False))
+    return np.split(np.arange(n), cuts)
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_partial_fit_in_chunks_equals_one_fit(solver, fit_intercept, rng):
+    X = rng.normal(size=(300, 6)) * [1, 10, 100, 1e-2, 1, 5] + 50
+    Y = X @ rng.normal(size=(6, 2)) + rng.normal(size=(300, 2))
+    w = rng.uniform(0, 3, size=300)
+    params = dict(solver=solver, fit_intercept=fit_intercept, alpha=1e-3)
+    one = LinearRegressor(**params).fit(X, Y, sample_weight=w)
+    est = LinearRegressor(**params)
+    for idx in chunks(300, rng):
+        est.partial_fit(X[idx], Y[idx], sample_weight=w[idx])
+    assert est.solver_ == one.solver_
+    # Same statistics summed in a different order: a relative perturbation of u = n eps in the Gram (or R),
+    # amplified by at most kappa^2 (kappa ~ 3 after column scaling here), i.e. ~1e-12.
+    np.testing.assert_allclose(est.coef_, one.coef_, rtol=1e-11)
+    np.testing.assert_allclose(est.intercept_, one.intercept_, rtol=1e-11, atol=1e-11)
+
+
+def test_ill_conditioned_partial_fit_falls_back_like_fit(rng):
+    X, y = ill_conditioned("poly8", rng)
+    with pytest.warns(IllConditionedWarning):
+        one = LinearRegressor().fit(X, y)
+    est = LinearRegressor()
+    with pytest.warns(IllConditionedWarning):
+        for idx in chunks(len(y), rng):
+            est.partial_fit(X[idx], y[idx])
+    assert est.solver_ == one.solver_ == "qr"
+    assert_close_to_reference(est, X, y[:, None], None, True, 0.0)
+
+
+def data(X, Y, w=None):
+    return Data(X=np.ascontiguousarray(X), Y=np.ascontiguousarray(Y), sample_weight=w, y_was_1d=False)
+
+
+def test_merge_is_associative_and_states_pickle(rng):
+    X, Y = rng.normal(size=(90, 4)) + 3, rng.normal(size=(90, 1))
+    params = LinearRegressor(solver="qr").get_params()
+    a, b, c = (_closed_form.chunk_state(params, data(X[s], Y[s])) for s in np.split(np.arange(90), [20, 55]))
+    b = pickle.loads(pickle.dumps(b))
+    left = _closed_form.merge_states(_closed_form.merge_states(a, b), c)
+    right = _closed_form.merge_states(a, _closed_form.merge_states(b, c))
+    full = _closed_form.chunk_state(params, data(X, Y))
+    for s in (left, right):
+        np.testing.assert_allclose(s.mean, full.mean, rtol=1e-14)
+        # R is unique up to the signs of its rows: compare R^T R.
+        np.testing.assert_allclose(s.r.T @ s.r, full.r.T @ full.r, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="features"):
+        _closed_form.merge_states(a, _closed_form.chunk_state(params, data(X[:, :3], Y)))
+
+
+def test_segments_and_threads_do_not_change_the_answer(rng, monkeypatch):
+    X, Y = rng.normal(size=(1000, 5)) + 7, rng.normal(size=(1000, 2))
+    params = LinearRegressor().get_params()
+    monkeypatch.setattr(_closed_form, "SEGMENT_ROWS", 64)
+    threaded = _closed_form.chunk_state(params, data(X, Y))
+    with threadpool_limits(1):
+        serial = _closed_form.chunk_state(params, data(X, Y))
+    # Fixed segments merged in a fixed tree: bit-identical whatever the thread count.
+    np.testing.assert_array_equal(threaded.gram, serial.gram)
+    monkeypatch.setattr(_closed_form, "SEGMENT_ROWS", 65536)
+    single = _closed_form.chunk_state(params, data(X, Y))
+    np.testing.assert_allclose(threaded.gram, single.gram, rtol=1e-12)
+
+
+def test_distributed_contract_second_pass(rng):
+    X, y = ill_conditioned("poly10", rng)
+    params = LinearRegressor().get_params()
+    parts = [data(X[idx], y[idx, None]) for idx in chunks(len(y), rng)]
+    state = parts and _merge_all([_closed_form.chunk_state(params, part) for part in parts])
+    assert _closed_form.needs_qr(params, state)
+    with pytest.warns(IllConditionedWarning, match="eigh"):
+        assert _closed_form.finish(params, state).attrs["solver_"] == "eigh"
+    qr_state = _merge_all([_closed_form.chunk_qr_state(params, part) for part in parts])
+    assert not _closed_form.needs_qr(params, qr_state)
+    result = _closed_form.finish(params, qr_state)
+    fitted = LinearRegressor(solver="qr").fit(X, y)
+    assert result.attrs["solver_"] == "qr"
+    np.testing.assert_allclose(result.coef[0], fitted.coef_, rtol=1e-6)  # kappa_s ~ 1e7: u kappa ~ 1e-7
+
+
+def _merge_all(states):
+    state = states[0]
+    for other in states[1:]:
+        state = _closed_form.merge_states(state, other)
+    return state
+
+
+def test_zero_weights_equal_dropping_rows(rng):
+    X, y = rng.normal(size=(60, 3)), rng.normal(size=60)
+    w = np.ones(60)
+    w[::3] = 0
+    a = LinearRegressor().fit(X, y, sample_weight=w)
+    b = LinearRegressor().fit(X[w > 0], y[w > 0])
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-13)
+
+
+def test_float32_is_accumulated_in_float64(rng):
+    # 200,000 float32 rows: a float32 Gram would carry relative errors near sqrt(n) eps32 ~ 5e-5; accumulated in
+    # float64 the only float32 error left is the final rounding of the coefficients.
+    X = (rng.normal(size=(200_000, 3)) + [3, -2, 100]).astype(np.float32)
+    y = (X.astype(np.float64) @ [1.5, -0.5, 2.0] + rng.normal(size=200_000)).astype(np.float32)
+    est = LinearRegressor().fit(X, y)
+    assert est.coef_.dtype == np.float32 and est.intercept_.dtype == np.float32
+    assert_close_to_reference(est, X, y[:, None], None, True, 0.0)
+
+
+def test_fitted_attributes(rng):
+    X, y = rng.normal(size=(30, 2)), rng.normal(size=30)
+    est = LinearRegressor().fit(X, y)
+    assert (est.solver_, est.n_iter_, est.rank_, est.singular_) == ("cholesky", 1, 2, None)
+    assert 0 < est.rcond_ <= 1

@@ -1,0 +1,259 @@
+"""The iterative solvers behind LinearRegressor: convergence, determinism, divergence and training controls."""
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from fastopt import LinearRegressor
+from fastopt._iterative import SOLVERS
+from fastopt.exceptions import ConvergenceWarning, DivergenceError
+
+METHODS = sorted(SOLVERS)
+
+
+def _data(rng, n=400, d=5, k=None, noise=0.5, dtype=np.float64):
+    X = rng.normal(size=(n, d))
+    coef = rng.normal(size=(d,) if k is None else (d, k))
+    y = X @ coef + 2.0 + noise * rng.normal(size=(n,) if k is None else (n, k))
+    return X.astype(dtype), y.astype(dtype)
+
+
+def _half_mse(est, X, y, sample_weight=None):
+    r = (est.predict(X) - y).reshape(len(X), -1)
+    return 0.5 * np.average(np.sum(r * r, axis=1), weights=sample_weight)
+
+
+def _lstsq_half_mse(X, y):
+    Xa = np.c_[X, np.ones(len(X))]
+    sol = np.linalg.lstsq(Xa, y, rcond=None)[0]
+    r = (Xa @ sol - y).reshape(len(X), -1)
+    return 0.5 * np.mean(np.sum(r * r, axis=1))
+
+
+# A suitable schedule per rule: an exponential decay of the rate removes the minibatch noise floor (the rate
+# falls to 1e-4 of its start over 300 epochs) while the early epochs travel far enough. RMSProp needs a long
+# squared-gradient memory (PyTorch's rho=0.99): with rho=0.9 its per-step scale 1/sqrt(r) is so noisy that it
+# stalls near 1e-6. AdaGrad's steps already decay as 1/sqrt(t); full batches remove its noise.
+DECAY = dict(schedule="exponential", gamma=0.97)
+CONVERGENCE = {
+    "sgd": DECAY,
+    "momentum": DECAY,
+    "nesterov": DECAY,
+    "adagrad": dict(schedule="constant", learning_rate=0.5, batch_size=400),
+    "rmsprop": DECAY | dict(rho=0.99),
+    "adam": DECAY,
+    "adamw": DECAY,
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_reaches_the_closed_form_training_loss(method):
+    rng = np.random.default_rng(0)
+    X, y = _data(rng)
+    params = dict(batch_size=50, max_epochs=300, tol=None, random_state=0) | CONVERGENCE[method]
+    est = LinearRegressor(solver=method, **params).fit(X, y)
+    best = _lstsq_half_mse(X, y)
+    assert _half_mse(est, X, y) <= best * (1 + 1e-6)
+    assert est.n_iter_ == 300 and est.solver_ == method and len(est.loss_curve_) == 300
+
+
+def test_same_random_state_is_bit_identical_also_across_threads():
+    rng = np.random.default_rng(1)
+    X, y = _data(rng, n=3000, d=20)
+
+    def fit(seed):
+        return LinearRegressor(solver="adam", max_epochs=5, tol=None, random_state=seed).fit(X, y).coef_
+
+    serial = fit(7)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(fit, [7, 7, 7, 7, 8]))
+    for coef in parallel[:4]:
+        np.testing.assert_array_equal(coef, serial)
+    assert not np.array_equal(parallel[4], serial)
+
+
+@pytest.mark.parametrize("method", ["sgd", "momentum", "nesterov"])
+def test_divergence_raises_with_epoch_and_advice(method):
+    rng = np.random.default_rng(2)
+    X, y = _data(rng)
+    est = LinearRegressor(solver=method, learning_rate=5.0, max_epochs=50, random_state=0)
+    with pytest.raises(DivergenceError, match=r"diverged in epoch \d+, step \d+: .*smaller learning_rate"):
+        est.fit(X, y)
+    assert not hasattr(est, "coef_")
+
+
+def test_nonfinite_is_reported_even_without_explosion_threshold():
+    # Data on the float32 edge: the second step's gradient (9e36 * 3e18) overflows float32 while its loss, summed
+    # in float64, is finite; the overflow must be caught as non-finite before the loss threshold is consulted.
+    X = np.full((8, 1), 3e18, np.float32)
+    y = np.ones(8, np.float32)
+    with pytest.raises(DivergenceError, match="epoch 2, step 2: the loss or gradient became NaN"):
+        LinearRegressor(solver="sgd", learning_rate=1.0, random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam"])
+def test_multi_output_equals_separate_fits(method):
+    rng = np.random.default_rng(3)
+    X, Y = _data(rng, k=3)
+    params = dict(solver=method, learning_rate=0.01, max_epochs=4, tol=None, random_state=0)
+    joint = LinearRegressor(**params).fit(X, Y)
+    for j in range(3):
+        single = LinearRegressor(**params).fit(X, Y[:, j])
+        np.testing.assert_array_equal(joint.coef_[j], single.coef_)
+        assert joint.intercept_[j] == single.intercept_
+
+
+def test_partial_fit_sequence_equals_fit_and_is_deterministic():
+    rng = np.random.default_rng(4)
+    X, y = _data(rng)
+    params = dict(solver="momentum", max_epochs=3, tol=None, random_state=5, schedule="linear")
+    full = LinearRegressor(**params).fit(X, y)
+    runs = []
+    for _ in range(2):
+        est = LinearRegressor(**params)
+        for _ in range(3):
+            est.partial_fit(X, y)
+        runs.append(est)
+    np.testing.assert_array_equal(runs[0].coef_, full.coef_)
+    np.testing.assert_array_equal(runs[1].coef_, full.coef_)
+    assert runs[0].t_ == full.t_ == 3 * 7 and runs[0].n_iter_ == 3
+    assert runs[0].loss_curve_ == full.loss_curve_
+
+
+def test_partial_fit_keeps_state_across_chunks():
+    rng = np.random.default_rng(5)
+    X, y = _data(rng, n=1000)
+    est = LinearRegressor(solver="adam", random_state=0, batch_size=100)
+    for chunk in np.array_split(np.arange(1000), 4):
+        est.partial_fit(X[chunk], y[chunk])
+    assert est.t_ == 12 and est.n_iter_ == 4 and len(est.loss_curve_) == 4
+    with pytest.raises(ValueError, match="targets"):
+        est.partial_fit(X, np.c_[y, y])
+
+
+def test_warm_start_continues_from_the_previous_fit():
+    rng = np.random.default_rng(6)
+    X, y = _data(rng)
+    est = LinearRegressor(solver="sgd", max_epochs=5, tol=None, random_state=0, warm_start=True).fit(X, y)
+    first_curve, t = est.loss_curve_, est.t_
+    est.fit(X, y)
+    assert est.loss_curve_[0] < 0.5 * first_curve[0] and est.t_ == 2 * t
+    cold = LinearRegressor(solver="sgd", max_epochs=5, tol=None, random_state=0).fit(X, y)
+    assert cold.loss_curve_ == first_curve
+
+
+def test_early_stopping_on_validation_honours_sample_weight():
+    rng = np.random.default_rng(7)
+    X, y = _data(rng, n=600)
+    sw = rng.uniform(0.5, 2.0, size=600)
+    sw[::10] = 0.0
+    params = dict(solver="adam", early_stopping=True, validation_fraction=0.2, n_iter_no_change=3, tol=1e-4,
+                  max_epochs=200, random_state=0)
+    est = LinearRegressor(**params).fit(X, y, sample_weight=sw)
+    assert est.n_iter_ < 200 and len(est.validation_scores_) == est.n_iter_
+    assert est.best_validation_score_ == max(est.validation_scores_) > 0.9
+    # Rows of weight zero count neither in training nor in the validation score.
+    y_bad = y.copy()
+    y_bad[::10] += 1e3
+    other = LinearRegressor(**params).fit(X, y_bad, sample_weight=sw)
+    np.testing.assert_array_equal(other.coef_, est.coef_)
+    assert other.validation_scores_ == est.validation_scores_
+
+
+def test_unit_sample_weight_is_bit_identical_to_none():
+    rng = np.random.default_rng(8)
+    X, y = _data(rng)
+    a = LinearRegressor(solver="rmsprop", max_epochs=3, tol=None, random_state=0).fit(X, y)
+    b = LinearRegressor(solver="rmsprop", max_epochs=3, tol=None, random_state=0).fit(X, y, np.full(400, 3.0))
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+
+
+def test_tol_none_runs_every_epoch_and_tol_warns_when_unmet():
+    rng = np.random.default_rng(9)
+    X, y = _data(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(solver="sgd", max_epochs=7, tol=None, random_state=0).fit(X, y)
+    assert est.n_iter_ == 7
+    with pytest.warns(ConvergenceWarning, match="max_epochs=3"):
+        LinearRegressor(solver="sgd", max_epochs=3, tol=1e-12, random_state=0).fit(X, y)
+    stopped = LinearRegressor(solver="sgd", max_epochs=500, tol=1e-3, random_state=0).fit(X, y)
+    assert stopped.n_iter_ < 500 and stopped.best_loss_ == min(stopped.loss_curve_)
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    rng = np.random.default_rng(10)
+    X, y = _data(rng)
+    LinearRegressor(solver="nesterov", max_epochs=4, tol=None, verbose=1, random_state=0).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("nesterov epoch 4: loss ")
+
+
+@pytest.mark.parametrize("loss", ["absolute_error", "huber"])
+def test_robust_losses_resist_outliers(loss):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(1000, 3))
+    coef = np.array([1.0, -2.0, 0.5])
+    y = X @ coef + 0.1 * rng.laplace(size=1000)
+    y[:50] += 100.0  # 5% gross outliers
+    params = dict(solver="adam", schedule="cosine", end_factor=1e-3, max_epochs=100, tol=None, random_state=0)
+    robust = LinearRegressor(loss=loss, **params).fit(X, y)
+    squared = LinearRegressor(loss="squared_error", **params).fit(X, y)
+    assert np.max(np.abs(robust.coef_ - coef)) < 0.05
+    assert abs(robust.intercept_) < 0.2 < abs(squared.intercept_)
+
+
+def test_float32_fits_in_float32_and_agrees_with_float64():
+    rng = np.random.default_rng(12)
+    X, y = _data(rng)
+    params = dict(solver="adam", schedule="cosine", max_epochs=50, tol=None, random_state=0)
+    e32 = LinearRegressor(**params).fit(X.astype(np.float32), y.astype(np.float32))
+    e64 = LinearRegressor(**params).fit(X, y)
+    assert e32.coef_.dtype == np.float32
+    np.testing.assert_allclose(e32.coef_, e64.coef_, rtol=0, atol=1e-3)
+
+
+def test_no_intercept_and_random_init():
+    rng = np.random.default_rng(13)
+    X, y = _data(rng)
+    est = LinearRegressor(solver="sgd", fit_intercept=False, max_epochs=2, tol=None, random_state=0).fit(X, y)
+    assert est.intercept_ == 0.0
+    r1 = LinearRegressor(solver="sgd", init="random", max_epochs=1, tol=None, random_state=0).fit(X, y)
+    r2 = LinearRegressor(solver="sgd", init="random", max_epochs=1, tol=None, random_state=0).fit(X, y)
+    z = LinearRegressor(solver="sgd", max_epochs=1, tol=None, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(r1.coef_, r2.coef_)
+    assert not np.array_equal(r1.coef_, z.coef_)
+
+
+def test_alpha_shrinks_weights_not_the_intercept():
+    rng = np.random.default_rng(14)
+    X, y = _data(rng)
+    params = dict(max_epochs=100, tol=None, random_state=0, schedule="linear")
+    plain = LinearRegressor(solver="sgd", **params).fit(X, y)
+    ridge = LinearRegressor(solver="sgd", alpha=1.0, **params).fit(X, y)
+    assert np.linalg.norm(ridge.coef_) < 0.7 * np.linalg.norm(plain.coef_)
+    assert abs(ridge.intercept_ - plain.intercept_) < 0.1
+    decoupled = LinearRegressor(solver="adamw", alpha=1.0, **params).fit(X, y)
+    assert np.linalg.norm(decoupled.coef_) < 0.9 * np.linalg.norm(plain.coef_)
+
+
+def test_bad_validation_fraction_is_a_clear_error():
+    X, y = np.ones((3, 1)), np.arange(3.0)
+    with pytest.raises(ValueError, match="leaves no training rows"):
+        LinearRegressor(solver="sgd", early_stopping=True, validation_fraction=0.9).fit(X, y)
+
+
+def test_full_batch_weights_equal_repeated_rows():
+    # Weights are normalised to mean 1, so a full-batch gradient with integer weights is the gradient of the data
+    # with rows repeated: without minibatch noise the two fits agree (the conformance suite's reason to expect
+    # check_sample_weight_equivalence to fail for minibatches rests on this).
+    rng = np.random.default_rng(15)
+    X, y = _data(rng, n=60)
+    sw = rng.integers(0, 3, size=60)
+    rows = np.repeat(np.arange(60), sw)
+    params = dict(solver="sgd", batch_size=1000, shuffle=False, max_epochs=1000, tol=None, random_state=0)
+    weighted = LinearRegressor(**params).fit(X, y, sample_weight=sw.astype(float))
+    repeated = LinearRegressor(**params).fit(X[rows], y[rows])
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, rtol=1e-10)

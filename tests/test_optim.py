@@ -1,0 +1,191 @@
+"""fastopt.optim: enums pinned to C, spec validation, one step of each rule against hand-computed values,
+schedules and clipping."""
+import math
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from fastopt import optim
+
+HEADER = pathlib.Path(__file__).resolve().parent.parent / "csrc" / "fastopt.h"
+
+
+def _c_enum(prefix):
+    text = HEADER.read_text()
+    return {name: int(value) for name, value in re.findall(rf"\b{prefix}(\w+)\s*=\s*(\d+)", text)}
+
+
+def test_rule_enum_pinned_to_c_header():
+    assert _c_enum("FO_RULE_") == {r.name: r.value for r in optim.Rule}
+    assert set(optim.OPTIMIZERS) == {r.name.lower() for r in optim.Rule}
+    assert {name: cls.rule for name, cls in optim.OPTIMIZERS.items()} == {r.name.lower(): r for r in optim.Rule}
+
+
+def test_loss_enum_pinned_to_c_header():
+    c = _c_enum("FO_LOSS_")
+    assert c == {"SQUARED": 0, "ABSOLUTE": 1, "HUBER": 2}
+    assert {r.name: r.value for r in optim.Loss} == {"SQUARED_ERROR": 0, "ABSOLUTE_ERROR": 1, "HUBER": 2}
+
+
+def test_state_slots_fit_the_c_maximum():
+    from fastopt import _kernels
+
+    assert max(cls.n_slots for cls in optim.OPTIMIZERS.values()) == _kernels.MAX_SLOTS
+
+
+@pytest.mark.parametrize(
+    "method, kwargs, match",
+    [
+        ("lbfgs", {}, "unknown optimizer 'lbfgs'"),
+        (None, {}, "unknown optimizer None"),
+        ("adam", {"betas": (0.9, 0.99)}, "Adam has no hyperparameter 'betas'"),
+        ("adam", {"beta1": 1.0}, r"beta1 must lie in \[0.0, 1.0\)"),
+        ("adam", {"eps": 0.0}, r"eps must lie in \(0.0, inf\)"),
+        ("sgd", {"weight_decay": -1}, "weight_decay must lie"),
+        ("sgd", {"weight_decay": float("nan")}, "finite real number"),
+        ("momentum", {"momentum": "0.9"}, "finite real number"),
+        ("nesterov", {"momentum": 0.0}, r"momentum must lie in \(0.0, 1.0\)"),
+        ("rmsprop", {"centered": 1}, "centered must be True or False"),
+        ("adagrad", {"initial_accumulator_value": -0.1}, "initial_accumulator_value must lie"),
+    ],
+)
+def test_make_rejects_bad_input(method, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        optim.make(method, **kwargs)
+
+
+def test_make_defaults_are_pytorchs():
+    assert optim.make("adam") == optim.Adam(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False)
+    assert optim.make("adamw").weight_decay == 0.01
+    assert optim.make("adagrad").eps == 1e-10
+    assert optim.make("rmsprop").rho == 0.99
+    assert optim.make("momentum", dampening=0.5).hyper.dampening == 0.5
+
+
+def test_init_state_shapes_and_adagrad_initial_value():
+    for name, cls in optim.OPTIMIZERS.items():
+        s = optim.make(name).init_state(4, np.float32)
+        assert s.shape == (cls.n_slots, 4) and s.dtype == np.float32 and not s.any()
+    assert np.all(optim.make("adagrad", initial_accumulator_value=0.5).init_state(3) == 0.5)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        optim.make("sgd").init_state(3, np.int64)
+
+
+def _run(opt, grads, w0=(1.0, -2.0), lr=0.1, n_decay=None, dtype=np.float64):
+    w = np.array(w0, dtype=dtype)
+    state = opt.init_state(w.size, dtype)
+    for t, g in enumerate(grads, start=1):
+        opt.step(w, np.array(g, dtype=dtype), state, t, lr, n_decay=n_decay)
+    return w, state
+
+
+G = (0.5, 1.0)
+
+
+def test_sgd_one_step_with_decay_on_leading_entries_only():
+    w, _ = _run(optim.SGD(weight_decay=0.1), [G], n_decay=1)
+    # g' = (0.5 + 0.1 * 1, 1.0): the second entry (an intercept) is not decayed.
+    np.testing.assert_allclose(w, [1 - 0.1 * 0.6, -2 - 0.1 * 1.0], rtol=1e-15)
+
+
+def test_momentum_first_step_undampened_then_dampened():
+    w, s = _run(optim.Momentum(momentum=0.9, dampening=0.5), [G, G])
+    v2 = 0.9 * np.array(G) + 0.5 * np.array(G)  # buffer after step 2 (step 1 sets it to g, as PyTorch)
+    np.testing.assert_allclose(s[0], v2, rtol=1e-15)
+    np.testing.assert_allclose(w, np.array([1.0, -2.0]) - 0.1 * np.array(G) - 0.1 * v2, rtol=1e-15)
+
+
+def test_nesterov_look_ahead():
+    w, s = _run(optim.Nesterov(momentum=0.9), [G])
+    np.testing.assert_allclose(w, np.array([1.0, -2.0]) - 0.1 * 1.9 * np.array(G), rtol=1e-15)
+    np.testing.assert_allclose(s[0], G, rtol=1e-15)
+
+
+def test_adagrad_normalises_and_decays_lr():
+    w, s = _run(optim.AdaGrad(lr_decay=1.0), [G, G])
+    # Step 1: lr * g / |g|; step 2: lr / (1 + 1) * g / (sqrt(2) |g|).
+    expected = np.array([1.0, -2.0]) - (0.1 + 0.05 / math.sqrt(2)) * np.sign(G)
+    np.testing.assert_allclose(w, expected, rtol=1e-9)
+    np.testing.assert_allclose(s[0], 2 * np.square(G), rtol=1e-15)
+
+
+@pytest.mark.parametrize("centered, step", [(False, math.sqrt(0.1)), (True, 0.1 / 0.3)])
+def test_rmsprop_one_step(centered, step):
+    # r = 0.1 g^2; centred: a = 0.1 g, r - a^2 = 0.09 g^2. The step is lr / sqrt(.) per unit sign.
+    w, s = _run(optim.RMSProp(rho=0.9, eps=1e-12, centered=centered), [G])
+    np.testing.assert_allclose(w, np.array([1.0, -2.0]) - step * np.sign(G), rtol=1e-9)
+    np.testing.assert_allclose(s[0], 0.1 * np.square(G), rtol=1e-15)
+
+
+def test_rmsprop_momentum_buffer():
+    w, s = _run(optim.RMSProp(rho=0.9, eps=1e-12, momentum=0.5), [G, G])
+    den1, den2 = math.sqrt(0.1), math.sqrt(0.9 * 0.1 + 0.1)
+    b2 = 0.5 / den1 + 1 / den2  # per unit |g|: b1 = g/den1, b2 = 0.5 b1 + g/den2
+    np.testing.assert_allclose(s[2], b2 * np.sign(G), rtol=1e-9)
+    np.testing.assert_allclose(w, np.array([1.0, -2.0]) - 0.1 * (1 / den1 + b2) * np.sign(G), rtol=1e-9)
+
+
+def test_adam_first_step_is_lr_times_sign():
+    w, s = _run(optim.Adam(), [G])
+    np.testing.assert_allclose(w, np.array([1.0, -2.0]) - 0.1 * np.sign(G), rtol=1e-7)
+    np.testing.assert_allclose(s[0], 0.1 * np.array(G), rtol=1e-15)
+    np.testing.assert_allclose(s[1], 0.001 * np.square(G), rtol=1e-12)
+
+
+def test_amsgrad_uses_the_running_maximum():
+    b1, b2 = 0.9, 0.999
+    grads = [G, (0.0, 0.0)]
+    w, s = _run(optim.Adam(amsgrad=True, eps=1e-12), grads)
+    m2 = b1 * (1 - b1) * np.array(G)
+    vmax = (1 - b2) * np.square(G)  # v fell at step 2; the maximum keeps step 1's value
+    den = np.sqrt(vmax) / math.sqrt(1 - b2**2)
+    expected = np.array([1.0, -2.0]) - 0.1 * np.sign(G) - 0.1 / (1 - b1**2) * m2 / den
+    np.testing.assert_allclose(s[2], vmax, rtol=1e-12)
+    np.testing.assert_allclose(w, expected, rtol=1e-9)
+
+
+def test_adamw_decay_is_decoupled():
+    w, _ = _run(optim.AdamW(weight_decay=0.1), [G])
+    np.testing.assert_allclose(w, np.array([1.0, -2.0]) * (1 - 0.1 * 0.1) - 0.1 * np.sign(G), rtol=1e-7)
+    w_adam, _ = _run(optim.Adam(weight_decay=0.1), [G])
+    assert not np.allclose(w, w_adam)
+
+
+def test_step_rejects_mismatched_arrays():
+    opt = optim.make("adam")
+    w = np.zeros(3)
+    with pytest.raises(ValueError, match="state must be"):
+        opt.step(w, np.ones(3), np.zeros((3, 2)), 1, 0.1)
+    with pytest.raises(ValueError, match="grad must have shape"):
+        opt.step(w, np.ones(3, np.float32), opt.init_state(3), 1, 0.1)
+    with pytest.raises(ValueError, match="1-based"):
+        opt.step(w, np.ones(3), opt.init_state(3), 0, 0.1)
+    with pytest.raises(ValueError, match="n_decay"):
+        opt.step(w, np.ones(3), opt.init_state(3), 1, 0.1, n_decay=4)
+    with pytest.raises(ValueError, match="lr"):
+        opt.step(w, np.ones(3), opt.init_state(3), 1, -0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_grad_norm(dtype):
+    g = np.array([3.0, 4.0], dtype=dtype)
+    assert optim.clip_grad_norm(g, 10.0) == pytest.approx(5.0)
+    np.testing.assert_array_equal(g, [3.0, 4.0])  # under the limit: untouched
+    assert optim.clip_grad_norm(g, 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(g, np.array([0.6, 0.8]) * 5 / (5 + 1e-6), rtol=1e-6)
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_grad_norm(g, 0.0)
+
+
+def test_schedules():
+    lr = {name: [optim.schedule_lr(name, 1.0, k, 11, end_factor=0.1, power_t=0.5, gamma=0.5) for k in range(13)]
+          for name in optim.SCHEDULES}
+    assert lr["constant"] == [1.0] * 13
+    np.testing.assert_allclose(lr["linear"], [1 - 0.09 * k for k in range(11)] + [0.1, 0.1])
+    np.testing.assert_allclose(lr["invscaling"], [1 / math.sqrt(k + 1) for k in range(13)])
+    np.testing.assert_allclose(lr["exponential"], [0.5**k for k in range(13)])
+    assert lr["cosine"][0] == 1.0 and lr["cosine"][5] == pytest.approx(0.55) and lr["cosine"][10:] == [0.1] * 3
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        optim.schedule_lr("step", 1.0, 0, 10)

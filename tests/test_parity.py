@@ -1,0 +1,72 @@
+"""Every compiled kernel has a NumPy twin in fastopt._reference with the same name and signature, and the
+closed-form twins agree with their kernels on identical inputs.
+
+(The optimizer kernels' numerical parity lives in tests/test_parity_optim.py.)
+"""
+import inspect
+
+import numpy as np
+import pytest
+
+from fastopt import _kernels, _reference
+
+
+def kernel_names():
+    """Public functions of fastopt._kernels: callables defined there, classes (Status) excluded."""
+    return sorted(
+        name
+        for name, obj in vars(_kernels).items()
+        if not name.startswith("_")
+        and callable(obj)
+        and not inspect.isclass(obj)
+        and getattr(obj, "__module__", None) == "fastopt._kernels"
+    )
+
+
+def test_kernels_are_enumerated():
+    assert "gram_stats" in kernel_names()
+
+
+@pytest.mark.parametrize("name", kernel_names())
+def test_every_kernel_has_a_twin_with_the_same_signature(name):
+    twin = getattr(_reference, name, None)
+    assert twin is not None, f"fastopt._reference has no twin of _kernels.{name}"
+    assert inspect.signature(twin) == inspect.signature(getattr(_kernels, name))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n, d, k, block", [(1, 1, 1, 4), (37, 3, 1, 8), (200, 7, 3, 64), (64, 5, 2, 64)])
+def test_gram_stats_matches_its_twin(dtype, weighted, n, d, k, block, rng):
+    # Means 1e3 times the spread: the centring has to be done right for the two to agree.
+    X = (1e3 + rng.normal(size=(n, d))).astype(dtype)
+    Y = (rng.normal(size=(n, k)) - 5e2).astype(dtype)
+    w = (rng.random(n) * (rng.random(n) > 0.2)).astype(dtype) if weighted else None
+    if weighted:
+        w[0] = 1  # keep the total weight positive
+    X.flags.writeable = False  # kernels take const views: read-only input must work
+    p = d + k
+    outs = {}
+    for impl in (_kernels, _reference):
+        mean, gram = np.full(p, np.nan), np.full((p, p), np.nan)
+        weight = impl.gram_stats(X, Y, w, mean, gram, block)
+        outs[impl.__name__] = (weight, mean, gram)
+    (wk, mk, gk), (wr, mr, gr) = outs.values()
+    # Both accumulate in float64 over identical blocks and merges; only the order of additions differs (C loop
+    # vs BLAS). Means: sums of n terms, so within n * eps of each other. Gram: each centred value differs by at
+    # most the block-mean difference, block * eps * |mean|, and each product sum also rounds by n * eps; with
+    # Cauchy-Schwarz, |dG_ij| <= n eps (sqrt(G_ii G_jj) + 2 |mean|max sqrt(W) (sqrt(G_ii) + sqrt(G_jj))).
+    eps = np.finfo(np.float64).eps
+    bound = n * eps
+    assert wk == pytest.approx(wr, rel=bound)
+    np.testing.assert_allclose(mk, mr, rtol=bound, atol=0)
+    root = np.sqrt(np.diag(gr))
+    tol = bound * (np.outer(root, root) + 2 * np.abs(mr).max() * np.sqrt(wr) * (root[:, None] + root[None, :]))
+    assert np.all(np.abs(gk - gr) <= tol)
+    np.testing.assert_array_equal(gk, gk.T)
+
+
+def test_gram_stats_rejects_inconsistent_shapes():
+    X, Y = np.ones((3, 2)), np.ones((3, 1))
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        _kernels.gram_stats(X, Y, None, np.empty(2), np.empty((3, 3)), 4)

@@ -1,0 +1,97 @@
+"""scikit-learn conformance: the estimator checks over one configuration per registered solver, plus the
+closed form without intercept and with ridge; and the usual meta-estimator round trips."""
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastopt import LinearRegressor
+from fastopt._solvers import SOLVERS
+
+
+def configurations():
+    """One estimator per registered solver (iterative solvers are checked as soon as they register)."""
+    ests = [LinearRegressor(solver=name, random_state=0) for name in sorted(SOLVERS)]
+    return ests + [LinearRegressor(fit_intercept=False), LinearRegressor(alpha=0.1)]
+
+
+# Minibatch training with a constant learning rate ends at a random point near the optimum, not at it: giving a
+# row weight 2 instead of repeating it, or weight 0 instead of dropping it, changes the minibatches and the row
+# order drawn from random_state, so the two fits agree only to within that noise (relative differences of
+# 1e-3..1e-2 on the check's data), not to its rtol=1e-7. Verified by hand: with full batches (batch_size >=
+# n_samples, shuffle=False) and enough epochs, sgd, momentum and nesterov pass the check. RMSProp still fails
+# then: its normalised steps do not shrink at a constant rate, so it ends in a limit cycle of size ~lr around
+# the optimum whose phase depends on last-bit rounding. Adam, AdamW and AdaGrad happen to pass on this data.
+SAMPLE_WEIGHT_REASON = (
+    "stochastic minibatch training with a constant learning rate: weights and repeated rows give different "
+    "minibatches and row orders, so the fits agree only to within the SGD noise (see the comment above)"
+)
+STOCHASTIC_SW_FAILURES = {"sgd", "momentum", "nesterov", "rmsprop"}
+
+
+def expected_failed_checks(estimator):
+    """Checks expected to fail for a configuration, each with its reason.
+
+    (scikit-learn itself skips its array-API input check unless SCIPY_ARRAY_API=1 is set; fastopt converts
+    every input to NumPy, so that check has nothing to exercise here.)
+    """
+    if estimator.solver in STOCHASTIC_SW_FAILURES:
+        return {"check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON}
+    return {}
+
+
+@parametrize_with_checks(configurations(), expected_failed_checks=expected_failed_checks)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture
+def regression(rng):
+    X = rng.normal(size=(120, 4))
+    return X, X @ [1.0, -2.0, 0.5, 3.0] + 0.1 * rng.normal(size=120)
+
+
+def test_clone_keeps_parameters_and_drops_fit(regression):
+    est = LinearRegressor(solver="qr", alpha=0.01).fit(*regression)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params()
+    assert not hasattr(twin, "coef_")
+
+
+def test_pipeline_grid_search_and_cross_validation(regression):
+    X, y = regression
+    pipe = make_pipeline(StandardScaler(), LinearRegressor())
+    grid = GridSearchCV(pipe, {"linearregressor__alpha": [0.0, 0.1, 10.0]}, cv=3).fit(X, y)
+    assert grid.best_params_["linearregressor__alpha"] == 0.0  # noise is small: no shrinkage wanted
+    scores = cross_val_score(LinearRegressor(), X, y, cv=5)
+    assert scores.min() > 0.99
+
+
+def test_pickle_round_trip_predicts_identically(regression):
+    X, y = regression
+    est = LinearRegressor().partial_fit(X[:60], y[:60])
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict(X), est.predict(X))
+    # the partial_fit state travels too: continuing on either gives the same model
+    np.testing.assert_array_equal(again.partial_fit(X[60:], y[60:]).coef_, est.partial_fit(X[60:], y[60:]).coef_)
+
+
+def test_dataframe_sets_feature_names(regression):
+    pd = pytest.importorskip("pandas")
+    X, y = regression
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    est = LinearRegressor().fit(frame, y)
+    assert list(est.feature_names_in_) == ["a", "b", "c", "d"]
+    np.testing.assert_allclose(est.predict(frame), est.predict(X))
+
+
+def test_float32_is_preserved(regression):
+    X, y = regression
+    est = LinearRegressor().fit(X.astype(np.float32), y.astype(np.float32))
+    assert est.coef_.dtype == np.float32
+    assert est.predict(X.astype(np.float32)).dtype == np.float32

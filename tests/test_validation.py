@@ -1,0 +1,99 @@
+"""Bad input gets a clear TypeError/ValueError naming the problem, and the caller's arrays are never modified."""
+import numpy as np
+import pytest
+import scipy.sparse
+
+from fastopt import LinearRegressor
+
+
+@pytest.fixture
+def Xy(rng):
+    return rng.normal(size=(20, 3)), rng.normal(size=20)
+
+
+def with_nonfinite(a, value):
+    a = a.copy()
+    a.flat[5] = value
+    return a
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nonfinite_x_y_or_weights(Xy, value):
+    X, y = Xy
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        LinearRegressor().fit(with_nonfinite(X, value), y)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        LinearRegressor().fit(X, with_nonfinite(y, value))
+    with pytest.raises(ValueError, match="sample_weight.*(NaN|infinity)|(NaN|infinity).*sample_weight"):
+        LinearRegressor().fit(X, y, sample_weight=with_nonfinite(np.ones(20), value))
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda X, y: (X[:, 0], y), ValueError, "2D array"),
+        (lambda X, y: (X[:0], y[:0]), ValueError, "0 sample"),
+        (lambda X, y: (X[:, :0], y), ValueError, "0 feature"),
+        (lambda X, y: (X, y[:-1]), ValueError, "inconsistent numbers of samples"),
+        (lambda X, y: (X.astype(str).astype(object) + "a", y), ValueError, "could not convert|numeric"),
+        (lambda X, y: (X, np.array(["a"] * 20)), ValueError, "numeric|convert"),
+        (lambda X, y: (X + 1j, y), ValueError, "X has a complex dtype"),
+        (lambda X, y: (X, y + 1j), ValueError, "y has a complex dtype"),
+        (lambda X, y: (scipy.sparse.csr_matrix(X), y), TypeError, "[Ss]parse"),
+        (lambda X, y: (X, y.reshape(-1, 1)[:, :0]), ValueError, "0 target|0 feature"),
+    ],
+    ids=["1d-X", "empty", "d=0", "n-mismatch", "strings-X", "strings-y", "complex-X", "complex-y", "sparse", "k=0"],
+)
+def test_bad_arrays(Xy, make, error, match):
+    X, y = make(*Xy)
+    with pytest.raises(error, match=match):
+        LinearRegressor().fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "weights, error, match",
+    [
+        (lambda n: -np.ones(n), ValueError, "[Nn]egative"),
+        (lambda n: np.zeros(n), ValueError, "non-zero|sums to zero"),
+        (lambda n: np.ones(n - 1), ValueError, "sample_weight.shape|shape"),
+        (lambda n: np.ones(n) + 1j, ValueError, "sample_weight has a complex dtype"),
+    ],
+    ids=["negative", "all-zero", "wrong-length", "complex"],
+)
+def test_bad_sample_weight(Xy, weights, error, match):
+    X, y = Xy
+    with pytest.raises(error, match=match):
+        LinearRegressor().fit(X, y, sample_weight=weights(len(y)))
+
+
+def test_wrong_feature_count_at_predict_and_partial_fit(Xy):
+    X, y = Xy
+    est = LinearRegressor().fit(X, y)
+    with pytest.raises(ValueError, match="3 features"):
+        est.predict(X[:, :2])
+    with pytest.raises(ValueError, match="3 features"):
+        LinearRegressor().partial_fit(X, y).partial_fit(X[:, :2], y)
+
+
+def test_absurd_hyperparameters(Xy):
+    X, y = Xy
+    with pytest.raises(ValueError, match="alpha"):
+        LinearRegressor(alpha=-1.0).fit(X, y)
+    with pytest.raises(ValueError, match="solver"):
+        LinearRegressor(solver="cholesky").fit(X, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_callers_arrays_are_not_modified(rng, dtype, solver):
+    X = (rng.normal(size=(40, 3)) * 10).astype(dtype)
+    y = (rng.normal(size=40) * 10).astype(dtype)
+    w = rng.uniform(0.5, 2, size=40).astype(dtype if dtype != np.int64 else np.float64)
+    copies = [a.copy() for a in (X, y, w)]
+    for a in (X, y, w):
+        a.flags.writeable = False  # read-only input must work, and a write would raise
+    est = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
+    est.partial_fit(X, y, sample_weight=w)
+    est.predict(X)
+    for a, before in zip((X, y, w), copies):
+        np.testing.assert_array_equal(a, before)
