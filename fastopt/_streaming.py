@@ -15,6 +15,7 @@ Nothing here imports Dask.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ import numpy as np
 
 from fastopt import _closed_form, _solvers
 from fastopt._validation import check_fit_data
+from fastopt.exceptions import ConvergenceWarning
 
 # Spawn key separating the chunk-order stream from the solver's own draws under the same integer seed.
 _ORDER_STREAM = 0xC4A2
@@ -280,8 +282,10 @@ def sweep(estimator, source: ChunkSource, order: np.ndarray | None = None) -> fl
         dtype = check_dtype(X, dtype, where)
         with naming(where):
             estimator.partial_fit(X, y, sample_weight=sample_weight)
-        total += len(X) * estimator.loss_curve_[-1]
-        rows += len(X)
+        # partial_fit's loss is a weighted mean over the chunk: weight it by the chunk's total weight.
+        weight = len(X) if sample_weight is None else float(np.sum(sample_weight))
+        total += weight * estimator.loss_curve_[-1]
+        rows += weight
     if rows == 0:
         raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
     return total / rows
@@ -290,6 +294,11 @@ def sweep(estimator, source: ChunkSource, order: np.ndarray | None = None) -> fl
 def _epochs(estimator, source: ChunkSource):
     """Up to ``max_epochs`` sweeps with the training-loss stopping rule; sets ``n_iter_`` and ``loss_curve_``."""
     source.check_epochs(estimator.max_epochs)
+    if estimator.early_stopping:
+        raise ValueError(
+            "early_stopping=True holds out validation rows, which a streamed or Dask fit does not do; stop on the "
+            "training loss instead (early_stopping=False with tol and n_iter_no_change)."
+        )
     n_chunks = len(source) if source.indexable else 0
     orders = chunk_orders(estimator.random_state, n_chunks, estimator.shuffle)
     losses: list[float] = []
@@ -305,6 +314,13 @@ def _epochs(estimator, source: ChunkSource):
         best = min(best, losses[-1])
         if stalled >= estimator.n_iter_no_change:
             break
+    else:
+        if estimator.tol is not None:
+            warnings.warn(
+                f"solver={estimator.solver_!r} reached max_epochs={estimator.max_epochs} without the epoch loss "
+                f"settling within tol={estimator.tol}; increase max_epochs or adjust the learning rate.",
+                ConvergenceWarning,
+            )
     estimator.n_iter_ = len(losses)
     estimator.loss_curve_ = losses
     return estimator

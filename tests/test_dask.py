@@ -1,4 +1,5 @@
 """Fitting and predicting on Dask collections, on a real two-process dask.distributed LocalCluster."""
+import itertools
 import warnings
 
 import numpy as np
@@ -8,6 +9,8 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 from fastopt import LinearRegressor  # noqa: E402
+from fastopt._streaming import chunk_orders  # noqa: E402
+from fastopt.exceptions import ConvergenceWarning  # noqa: E402
 
 RTOL = 1e-10  # closed form: only the summation order differs from the in-memory fit
 
@@ -134,6 +137,54 @@ def test_incremental_wrapper_with_the_closed_form(client, rng):
     assert_close(pred.compute(), inc.estimator_.predict(X))
 
 
+# ---------------------------------------------------------------- iterative solvers
+
+
+def replay(params, X, y, rows, orders):
+    """The in-memory chunked partial_fit sequence visiting the row blocks in each of ``orders`` in turn."""
+    est = LinearRegressor(**params)
+    edges = np.cumsum((0, *rows))
+    for order in orders:
+        for i in order:
+            est.partial_fit(X[edges[i] : edges[i + 1]], y[edges[i] : edges[i + 1]])
+    return est
+
+
+def seeded_orders(params, n_epochs):
+    """The block orders a Dask fit with ``params`` draws (fastopt._streaming.chunk_orders)."""
+    return itertools.islice(chunk_orders(params["random_state"], len(ROWS), params.get("shuffle", True)), n_epochs)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_iterative_is_the_chunked_partial_fit_sequence(client, rng, solver):
+    X, y = make_problem(rng)
+    params = {"solver": solver, "random_state": 3, "max_epochs": 4, "tol": None, "learning_rate": 0.01}
+    est = LinearRegressor(**params).fit(blocks(X), blocks(y))
+    assert est.n_iter_ == 4 and len(est.loss_curve_) == 4
+    expected = replay(params, X, y, ROWS, seeded_orders(params, 4))
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
+
+
+def test_iterative_stops_when_the_epoch_loss_stalls(client, rng):
+    X, y = make_problem(rng)
+    est = LinearRegressor("sgd", random_state=0, max_epochs=200, tol=1e-3, n_iter_no_change=2).fit(blocks(X), blocks(y))
+    assert 3 <= est.n_iter_ < 200
+    assert len(est.loss_curve_) == est.n_iter_
+    assert est.loss_curve_[-1] < est.loss_curve_[0]
+    with pytest.warns(ConvergenceWarning, match="max_epochs=2"):
+        LinearRegressor("sgd", random_state=0, max_epochs=2, tol=1e-12).fit(blocks(X), blocks(y))
+
+
+def test_incremental_wrapper_with_an_iterative_solver(client, rng):
+    Incremental = pytest.importorskip("dask_ml.wrappers").Incremental
+    X, y = make_problem(rng)
+    # One partial_fit pass per block, in dask-ml's order (here: in order), run on the workers.
+    params = {"solver": "sgd", "random_state": 1, "learning_rate": 0.01}
+    inc = Incremental(LinearRegressor(**params), shuffle_blocks=False).fit(blocks(X), blocks(y))
+    np.testing.assert_array_equal(inc.coef_, replay(params, X, y, ROWS, [range(len(ROWS))]).coef_)
+
+
 # ---------------------------------------------------------------- predict
 
 
@@ -165,6 +216,8 @@ def test_nan_in_a_block_names_the_block(client, rng):
     X[1650, 2] = np.nan  # in the fourth block (rows 1601:2251)
     with pytest.raises(ValueError, match=r"chunk 3 \(rows 1601:2251\): Input X contains NaN"):
         LinearRegressor().fit(blocks(X), blocks(y))
+    with pytest.raises(ValueError, match=r"chunk 3 \(rows 1601:2251\): Input X contains NaN"):
+        LinearRegressor("sgd", shuffle=False, max_epochs=1).fit(blocks(X), blocks(y))
 
 
 def test_mismatched_rows_and_blocks(client, rng):

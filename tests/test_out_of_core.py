@@ -83,9 +83,11 @@ def test_validation_does_not_copy_a_float64_memmap(tmp_path, rng):
 # ---------------------------------------------------------------- memory-mapped files
 
 
-@pytest.mark.parametrize("params", [{}])
+# learning_rate="auto" copies a fixed sample of fastopt._iterative_lr.AUTO_ROWS rows (bounded whatever the
+# file's length); a fixed rate keeps this test about the epochs themselves.
+@pytest.mark.parametrize("params", [{}, {"solver": "adam", "max_epochs": 2, "random_state": 0, "learning_rate": 1e-3, "tol": None}])
 def test_memmap_fit_streams_in_bounded_memory(tmp_path, params):
-    n, d = 200_000, 50  # an 80 MB file
+    n, d = 100_000, 100  # an 80 MB file
     rng = np.random.default_rng(0)
     X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(n, d))
     for s in range(0, n, 20_000):
@@ -100,7 +102,8 @@ def test_memmap_fit_streams_in_bounded_memory(tmp_path, params):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    # Nothing of X's size may be allocated: validation passes the memmap through, the solvers read it blockwise.
+    # Nothing of X's size may be allocated: validation passes the memmap through, the closed form reads it
+    # blockwise, an epoch reads rows in place through an index array (a few vectors of length n in all).
     assert peak < 0.05 * mm.nbytes, f"peak {peak / 2**20:.1f} MiB while fitting an {mm.nbytes / 2**20:.0f} MiB memmap"
     expected = LinearRegressor(**params).fit(np.array(mm), y)
     np.testing.assert_array_equal(est.coef_, expected.coef_)
@@ -175,6 +178,46 @@ def test_stream_pandas_chunks_keep_feature_names(rng):
         LinearRegressor().fit_stream([(frame.iloc[:500], y[:500]), (frame.iloc[500:, ::-1], y[500:])])
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_stream_iterative_replays_partial_fit(rng, shuffle):
+    X, y = make_problem(rng)
+    slices = split(len(X))
+    params = {"solver": "adam", "random_state": 5, "max_epochs": 3, "tol": None, "shuffle": shuffle}
+    est = LinearRegressor(**params).fit_stream(chunks_of(slices, X, y))
+    expected = LinearRegressor(**params)
+    for order in itertools.islice(chunk_orders(5, len(slices), shuffle), 3):
+        for i in order:
+            expected.partial_fit(X[slices[i]], y[slices[i]])
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
+    assert est.n_iter_ == 3 and len(est.loss_curve_) == 3
+
+
+def test_stream_iterative_from_a_callable_runs_in_its_order(rng):
+    X, y = make_problem(rng)
+    items = chunks_of(split(len(X)), X, y)
+    params = {"solver": "sgd", "random_state": 2, "max_epochs": 2, "tol": None}
+    est = LinearRegressor(**params).fit_stream(lambda: iter(items))
+    expected = LinearRegressor(**params)
+    for _ in range(2):
+        for Xc, yc in items:
+            expected.partial_fit(Xc, yc)
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    with pytest.raises(TypeError, match="max_epochs=2 needs several passes"):
+        LinearRegressor(**params).fit_stream(iter(items))
+    with pytest.raises(ValueError, match="early_stopping=True holds out validation rows"):
+        LinearRegressor(**params, early_stopping=True).fit_stream(items)
+
+
+def test_stream_refit_starts_over(rng):
+    X, y = make_problem(rng)
+    items = chunks_of(split(len(X)), X, y)
+    params = {"solver": "sgd", "random_state": 2, "max_epochs": 2, "tol": None}
+    est = LinearRegressor(**params).fit_stream(items)
+    first = est.coef_.copy()
+    np.testing.assert_array_equal(est.fit_stream(items).coef_, first)
+
+
 def test_stream_bad_chunks_are_named(rng):
     X, y = make_problem(rng)
     bad_nan = X[500:].copy()
@@ -191,3 +234,5 @@ def test_stream_bad_chunks_are_named(rng):
     for chunks, error, message in cases:
         with pytest.raises(error, match=message):
             LinearRegressor().fit_stream(chunks)
+        with pytest.raises(error, match=message):
+            LinearRegressor("sgd", max_epochs=1, shuffle=False).fit_stream(chunks)
