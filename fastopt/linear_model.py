@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from fastopt import _solvers
+from fastopt import _solvers, _streaming
 from fastopt._validation import check_fit_data, check_predict_data
 
 __all__ = ["LinearRegressor"]
@@ -245,6 +245,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
             The fitted estimator.
         """
+        if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
+            return dask_backend.fit(self, X, y, sample_weight)
         name = _solvers.resolve(self.solver, self.loss)
         data = check_fit_data(self, X, y, sample_weight, reset=True)
         state = None
@@ -269,6 +271,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         -------
         self : LinearRegressor
         """
+        if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
+            return dask_backend.partial_fit(self, X, y, sample_weight)
         first = not hasattr(self, "_solver_state")
         if first:
             self._validate_params()
@@ -285,6 +289,30 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         state = None if first else self._solver_state
         result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state)
         return self._apply(name, data, result)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_stream(self, chunks):
+        """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.
+
+        The closed form merges each chunk's sufficient statistics exactly and solves once, so the result is
+        that of ``fit`` on all rows. An iterative solver makes ``max_epochs`` sweeps over the chunks, each one
+        ``partial_fit`` pass per chunk (see "Scaling out" in the README for the meaning of an epoch there).
+
+        Parameters
+        ----------
+        chunks : sequence, iterable, or callable returning an iterable
+            Items ``(X, y)`` or ``(X, y, sample_weight)``, all with the same features and targets.
+            A sequence (``len`` and indexing, e.g. a list) is visited in a fresh permutation of its chunks
+            every epoch (``random_state``, ``shuffle``); a callable is called once per epoch for a fresh
+            iterator; a one-shot iterator or generator allows a single pass (the closed form, or
+            ``max_epochs=1``).
+
+        Returns
+        -------
+        self : LinearRegressor
+            The fitted estimator.
+        """
+        return _streaming.fit(self, chunks)
 
     def _apply(self, name, data, result):
         coef, intercept = result.coef, result.intercept
@@ -310,7 +338,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            A lazy ``dask.array.Array`` when ``X`` is a Dask collection.
         """
+        if (dask_backend := _streaming.dask_backend(X)) is not None:
+            return dask_backend.predict(self, X)
         check_is_fitted(self)
         X = check_predict_data(self, X)
         return X @ self.coef_.T + self.intercept_

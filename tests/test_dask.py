@@ -1,0 +1,228 @@
+"""Fitting and predicting on Dask collections, on a real two-process dask.distributed LocalCluster."""
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+from fastopt import LinearRegressor  # noqa: E402
+from fastopt._streaming import chunk_orders  # noqa: E402
+from fastopt.exceptions import ConvergenceWarning  # noqa: E402
+
+RTOL = 1e-10  # closed form: only the summation order differs from the in-memory fit
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One cluster for the module: two worker processes, so states really cross process boundaries."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, worker_dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def make_problem(rng, n=3_000, d=6, k=None, dtype=np.float64):
+    X = rng.normal(size=(n, d)).astype(dtype)
+    coef = rng.normal(size=(d,) if k is None else (d, k))
+    y = (X @ coef + 0.5 + 0.1 * rng.normal(size=(n,) if k is None else (n, k))).astype(dtype)
+    return X, y
+
+
+ROWS = (700, 900, 1, 650, 749)  # uneven, with a one-row block
+
+
+def blocks(a, rows=ROWS):
+    return da.from_array(a, chunks=(rows, *a.shape[1:]))
+
+
+def assert_close(a, b, rtol=RTOL):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.max(np.abs(b)))
+
+
+# ---------------------------------------------------------------- closed form
+
+
+@pytest.mark.parametrize(
+    "params, k, weighted",
+    [
+        ({}, None, False),
+        ({}, None, True),
+        ({"fit_intercept": False}, 3, True),
+        ({"alpha": 2.5}, 2, False),
+        ({"solver": "qr"}, None, True),
+    ],
+)
+def test_closed_form_matches_in_memory(client, rng, params, k, weighted):
+    X, y = make_problem(rng, k=k)
+    w = rng.uniform(0, 3, size=len(X)) if weighted else None
+    expected = LinearRegressor(**params).fit(X, y, sample_weight=w)
+    est = LinearRegressor(**params).fit(blocks(X), blocks(y), sample_weight=None if w is None else blocks(w))
+    assert_close(est.coef_, expected.coef_)
+    assert_close(est.intercept_, expected.intercept_)
+    assert est.solver_ == expected.solver_
+    assert est.n_features_in_ == X.shape[1]
+
+
+def test_closed_form_rechunks_columns_and_aligns_targets(client, rng):
+    X, y = make_problem(rng)
+    expected = LinearRegressor().fit(X, y)
+    # X split over columns too, y chunked differently, weights as NumPy: all aligned to X's row blocks.
+    est = LinearRegressor().fit(da.from_array(X, chunks=(500, 4)), da.from_array(y, chunks=800), np.ones(len(X)))
+    assert_close(est.coef_, expected.coef_)
+
+
+def test_closed_form_float32(client, rng):
+    X, y = make_problem(rng, dtype=np.float32)
+    expected = LinearRegressor().fit(X, y)
+    est = LinearRegressor().fit(blocks(X), blocks(y))
+    assert est.coef_.dtype == np.float32
+    assert_close(est.coef_, expected.coef_, rtol=20 * np.finfo(np.float32).eps)
+
+
+def test_closed_form_partial_fit_merges_on_the_cluster(client, rng):
+    X, y = make_problem(rng)
+    expected = LinearRegressor().fit(X, y)
+    est = LinearRegressor().partial_fit(blocks(X[:1000], (400, 600)), blocks(y[:1000], (400, 600)))
+    est.partial_fit(blocks(X[1000:], (2000,)), blocks(y[1000:], (2000,)))
+    assert_close(est.coef_, expected.coef_)
+
+
+def test_ill_conditioned_takes_the_qr_path_on_the_cluster(client):
+    # A degree-9 polynomial design: Cholesky on the normal equations loses everything here.
+    t = np.linspace(0, 1, 3_000)
+    X = np.vander(t, 10, increasing=True)[:, 1:]
+    y = X @ np.arange(1.0, 10.0) + 1.0
+    with warnings.catch_warnings(record=True) as in_memory:
+        warnings.simplefilter("always")
+        expected = LinearRegressor().fit(X, y)
+    with warnings.catch_warnings(record=True) as on_cluster:
+        warnings.simplefilter("always")
+        est = LinearRegressor().fit(blocks(X), blocks(y))
+    assert expected.solver_ != "cholesky"
+    assert est.solver_ == expected.solver_
+    assert {type(w.message) for w in on_cluster} == {type(w.message) for w in in_memory}
+    assert_close(est.coef_, expected.coef_, rtol=1e-6)
+
+
+def test_dataframe_input(client, rng):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    X, y = make_problem(rng)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])]).assign(target=y)
+    expected = LinearRegressor().fit(frame.drop(columns="target"), frame["target"])
+    ddf = dd.from_pandas(frame, npartitions=4)
+    est = LinearRegressor().fit(ddf.drop(columns="target"), ddf["target"])
+    assert_close(est.coef_, expected.coef_)
+    assert list(est.feature_names_in_) == list(expected.feature_names_in_)
+    pred = est.predict(ddf.drop(columns="target"))
+    assert isinstance(pred, da.Array)
+    assert_close(pred.compute(), expected.predict(frame.drop(columns="target")))
+
+
+# ---------------------------------------------------------------- iterative solvers
+
+
+def test_incremental_wrapper_with_the_closed_form(client, rng):
+    Incremental = pytest.importorskip("dask_ml.wrappers").Incremental
+    X, y = make_problem(rng)
+    # The closed form's partial_fit merges exactly, so dask-ml's block sweep gives the one-fit answer.
+    even = (1000, 1000, 1000)  # no block with fewer rows than features: each partial_fit is well-posed
+    inc = Incremental(LinearRegressor(), shuffle_blocks=True, random_state=0).fit(blocks(X, even), blocks(y, even))
+    assert_close(inc.coef_, LinearRegressor().fit(X, y).coef_)
+    pred = inc.predict(blocks(X))
+    assert isinstance(pred, da.Array)
+    assert_close(pred.compute(), inc.estimator_.predict(X))
+
+
+# ---------------------------------------------------------------- iterative solvers
+
+
+def replay(params, X, y, rows, orders):
+    """The in-memory chunked partial_fit sequence visiting the row blocks in each of ``orders`` in turn."""
+    est = LinearRegressor(**params)
+    edges = np.cumsum((0, *rows))
+    for order in orders:
+        for i in order:
+            est.partial_fit(X[edges[i] : edges[i + 1]], y[edges[i] : edges[i + 1]])
+    return est
+
+
+def seeded_orders(params, n_epochs):
+    """The block orders a Dask fit with ``params`` draws (fastopt._streaming.chunk_orders)."""
+    return itertools.islice(chunk_orders(params["random_state"], len(ROWS), params.get("shuffle", True)), n_epochs)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_iterative_is_the_chunked_partial_fit_sequence(client, rng, solver):
+    X, y = make_problem(rng)
+    params = {"solver": solver, "random_state": 3, "max_epochs": 4, "tol": None, "learning_rate": 0.01}
+    est = LinearRegressor(**params).fit(blocks(X), blocks(y))
+    assert est.n_iter_ == 4 and len(est.loss_curve_) == 4
+    expected = replay(params, X, y, ROWS, seeded_orders(params, 4))
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
+
+
+def test_iterative_stops_when_the_epoch_loss_stalls(client, rng):
+    X, y = make_problem(rng)
+    est = LinearRegressor("sgd", random_state=0, max_epochs=200, tol=1e-3, n_iter_no_change=2).fit(blocks(X), blocks(y))
+    assert 3 <= est.n_iter_ < 200
+    assert len(est.loss_curve_) == est.n_iter_
+    assert est.loss_curve_[-1] < est.loss_curve_[0]
+    with pytest.warns(ConvergenceWarning, match="max_epochs=2"):
+        LinearRegressor("sgd", random_state=0, max_epochs=2, tol=1e-12).fit(blocks(X), blocks(y))
+
+
+def test_incremental_wrapper_with_an_iterative_solver(client, rng):
+    Incremental = pytest.importorskip("dask_ml.wrappers").Incremental
+    X, y = make_problem(rng)
+    # One partial_fit pass per block, in dask-ml's order (here: in order), run on the workers.
+    params = {"solver": "sgd", "random_state": 1, "learning_rate": 0.01}
+    inc = Incremental(LinearRegressor(**params), shuffle_blocks=False).fit(blocks(X), blocks(y))
+    np.testing.assert_array_equal(inc.coef_, replay(params, X, y, ROWS, [range(len(ROWS))]).coef_)
+
+
+# ---------------------------------------------------------------- predict
+
+
+def test_predict_is_lazy(client, rng):
+    X, y = make_problem(rng, k=2)
+    est = LinearRegressor().fit(X, y)
+
+    def explode(block):
+        raise AssertionError("predict computed its input")
+
+    untouchable = blocks(X).map_blocks(explode, dtype=X.dtype)
+    pred = est.predict(untouchable)
+    assert isinstance(pred, da.Array) and pred.shape == (len(X), 2)
+    assert_close(est.predict(blocks(X)).compute(), est.predict(X))
+
+
+def test_predict_checks_features_eagerly(client, rng):
+    X, y = make_problem(rng)
+    est = LinearRegressor().fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        est.predict(blocks(X[:, :3]))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_nan_in_a_block_names_the_block(client, rng):
+    X, y = make_problem(rng)
+    X[1650, 2] = np.nan  # in the fourth block (rows 1601:2251)
+    with pytest.raises(ValueError, match=r"chunk 3 \(rows 1601:2251\): Input X contains NaN"):
+        LinearRegressor().fit(blocks(X), blocks(y))
+    with pytest.raises(ValueError, match=r"chunk 3 \(rows 1601:2251\): Input X contains NaN"):
+        LinearRegressor("sgd", shuffle=False, max_epochs=1).fit(blocks(X), blocks(y))
+
+
+def test_mismatched_rows_and_blocks(client, rng):
+    X, y = make_problem(rng)
+    with pytest.raises(ValueError, match="X has 3000 rows but y has 2999"):
+        LinearRegressor().fit(blocks(X), da.from_array(y[:-1], chunks=1000))
+    with pytest.raises(ValueError, match="must have 2 dimensions"):
+        LinearRegressor().fit(blocks(X[:, 0]), blocks(y))

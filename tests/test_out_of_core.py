@@ -1,0 +1,238 @@
+"""Out-of-core fitting on one machine: memory-mapped files and streams of chunks (fastopt._streaming)."""
+import itertools
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastopt import LinearRegressor
+from fastopt._streaming import ChunkSource, chunk_orders, naming, unpack
+from fastopt._validation import check_fit_data
+from fastopt.exceptions import IllConditionedWarning
+
+
+def make_problem(rng, n=2_000, d=5, k=None, dtype=np.float64):
+    X = rng.normal(size=(n, d)).astype(dtype)
+    coef = rng.normal(size=(d,) if k is None else (d, k))
+    y = (X @ coef + 0.5 + 0.1 * rng.normal(size=(n,) if k is None else (n, k))).astype(dtype)
+    return X, y
+
+
+# ---------------------------------------------------------------- helpers that need no solver
+
+
+def test_import_does_not_import_dask():
+    code = "import sys, fastopt; sys.exit('dask' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_chunk_orders_are_seeded_permutations():
+    a = list(itertools.islice(chunk_orders(7, 5), 3))
+    b = list(itertools.islice(chunk_orders(7, 5), 3))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(sorted(o) == list(range(5)) for o in a)
+    assert not all(np.array_equal(a[0], o) for o in a[1:])  # epochs draw fresh permutations
+    assert [list(o) for o in itertools.islice(chunk_orders(7, 4, shuffle=False), 2)] == [[0, 1, 2, 3]] * 2
+
+
+def test_chunk_source_kinds():
+    items = [(np.ones((2, 1)), np.ones(2))] * 3
+    listed = ChunkSource(items)
+    assert listed.indexable and not listed.one_shot and len(listed) == 3
+    assert [i for i, _ in listed.epoch(np.array([2, 0, 1]))] == [2, 0, 1]
+    factory = ChunkSource(lambda: iter(items))
+    assert not factory.indexable and not factory.one_shot
+    assert [i for i, _ in factory.epoch()] == [0, 1, 2] == [i for i, _ in factory.epoch()]
+    once = ChunkSource(iter(items))
+    assert once.one_shot
+    once.check_epochs(1)
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        once.check_epochs(2)
+    with pytest.raises(TypeError, match="chunks must be"):
+        ChunkSource(3)
+
+
+def test_unpack_and_naming():
+    X, y, w = np.ones((2, 1)), np.ones(2), np.ones(2)
+    assert unpack((X, y), "chunk 0")[2] is None
+    assert unpack([X, y, w], "chunk 0")[2] is w
+    with pytest.raises(TypeError, match=r"chunk 4 is a ndarray; each chunk must be a tuple \(X, y\)"):
+        unpack(X, "chunk 4")
+    with pytest.raises(ValueError, match="^chunk 2: boom$"):
+        with naming("chunk 2"):
+            raise ValueError("boom")
+
+    class Special(ValueError):
+        pass
+
+    with pytest.raises(Special, match="^boom$"):  # subclasses keep their type and message
+        with naming("chunk 2"):
+            raise Special("boom")
+
+
+def test_validation_does_not_copy_a_float64_memmap(tmp_path, rng):
+    X, y = make_problem(rng, n=500)
+    np.save(tmp_path / "X.npy", X)
+    mm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    data = check_fit_data(LinearRegressor(), mm, y)
+    assert np.shares_memory(data.X, mm)
+
+
+# ---------------------------------------------------------------- memory-mapped files
+
+
+# learning_rate="auto" copies a fixed sample of fastopt._iterative_lr.AUTO_ROWS rows (bounded whatever the
+# file's length); a fixed rate keeps this test about the epochs themselves.
+@pytest.mark.parametrize("params", [{}, {"solver": "adam", "max_epochs": 2, "random_state": 0, "learning_rate": 1e-3, "tol": None}])
+def test_memmap_fit_streams_in_bounded_memory(tmp_path, params):
+    n, d = 100_000, 100  # an 80 MB file
+    rng = np.random.default_rng(0)
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(n, d))
+    for s in range(0, n, 20_000):
+        X[s : s + 20_000] = rng.normal(size=(min(20_000, n - s), d))
+    y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
+    X.flush()
+    del X
+    mm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    tracemalloc.start()
+    try:
+        est = LinearRegressor(**params).fit(mm, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Nothing of X's size may be allocated: validation passes the memmap through, the closed form reads it
+    # blockwise, an epoch reads rows in place through an index array (a few vectors of length n in all).
+    assert peak < 0.05 * mm.nbytes, f"peak {peak / 2**20:.1f} MiB while fitting an {mm.nbytes / 2**20:.0f} MiB memmap"
+    expected = LinearRegressor(**params).fit(np.array(mm), y)
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+
+
+# ---------------------------------------------------------------- streams of chunks
+
+
+def split(n, sizes=(300, 700, 1, 450)):
+    """Uneven row slices covering range(n), including a one-row chunk."""
+    edges = np.cumsum((0, *sizes))
+    edges = edges[edges < n].tolist() + [n]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def chunks_of(slices, *arrays):
+    return [tuple(a[s] for a in arrays) for s in slices]
+
+
+def assert_close(a, b, rtol=1e-10):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("k, weighted", [(None, False), (None, True), (3, True)])
+def test_stream_closed_form_is_one_fit(rng, k, weighted):
+    X, y = make_problem(rng, k=k)
+    w = rng.uniform(0, 2, size=len(X))
+    arrays = (X, y, w) if weighted else (X, y)
+    expected = LinearRegressor().fit(X, y, sample_weight=w if weighted else None)
+    items = chunks_of(split(len(X)), *arrays)
+    for chunks in (items, iter(items), lambda: iter(items)):
+        est = LinearRegressor().fit_stream(chunks)
+        assert_close(est.coef_, expected.coef_)
+        assert_close(est.intercept_, expected.intercept_)
+        assert est.n_features_in_ == X.shape[1]
+
+
+def test_stream_closed_form_keeps_zero_weight_chunks(rng):
+    X, y = make_problem(rng)
+    w = np.ones(len(X))
+    w[300:1000] = 0.0
+    expected = LinearRegressor().fit(X, y, sample_weight=w)
+    est = LinearRegressor().fit_stream(chunks_of(split(len(X)), X, y, w))
+    assert_close(est.coef_, expected.coef_)
+    with pytest.raises(ValueError, match="sums to zero over all chunks"):
+        LinearRegressor().fit_stream([(X[:10], y[:10], np.zeros(10))] * 2)
+
+
+def test_stream_ill_conditioned_takes_a_second_qr_pass(rng):
+    t = np.linspace(0, 1, 2_000)
+    X = np.vander(t, 10, increasing=True)[:, 1:]
+    y = X @ np.arange(1.0, 10.0) + 1.0
+    with pytest.warns(IllConditionedWarning):
+        expected = LinearRegressor().fit(X, y)
+    items = chunks_of(split(len(X)), X, y)
+    with pytest.warns(IllConditionedWarning, match="switching to QR"):
+        est = LinearRegressor().fit_stream(items)
+    assert est.solver_ == expected.solver_ == "qr"
+    assert_close(est.coef_, expected.coef_, rtol=1e-6)
+    # A one-shot stream cannot be read twice: the closed form says so and solves what it has.
+    with pytest.warns(IllConditionedWarning, match="eigensolve"):
+        assert LinearRegressor().fit_stream(iter(items)).solver_ == "eigh"
+
+
+def test_stream_pandas_chunks_keep_feature_names(rng):
+    pd = pytest.importorskip("pandas")
+    X, y = make_problem(rng)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    est = LinearRegressor().fit_stream([(frame.iloc[s], y[s]) for s in split(len(X))])
+    assert list(est.feature_names_in_) == list(frame.columns)
+    with pytest.raises(ValueError, match="chunk 1: .*feature names"):
+        LinearRegressor().fit_stream([(frame.iloc[:500], y[:500]), (frame.iloc[500:, ::-1], y[500:])])
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_stream_iterative_replays_partial_fit(rng, shuffle):
+    X, y = make_problem(rng)
+    slices = split(len(X))
+    params = {"solver": "adam", "random_state": 5, "max_epochs": 3, "tol": None, "shuffle": shuffle}
+    est = LinearRegressor(**params).fit_stream(chunks_of(slices, X, y))
+    expected = LinearRegressor(**params)
+    for order in itertools.islice(chunk_orders(5, len(slices), shuffle), 3):
+        for i in order:
+            expected.partial_fit(X[slices[i]], y[slices[i]])
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
+    assert est.n_iter_ == 3 and len(est.loss_curve_) == 3
+
+
+def test_stream_iterative_from_a_callable_runs_in_its_order(rng):
+    X, y = make_problem(rng)
+    items = chunks_of(split(len(X)), X, y)
+    params = {"solver": "sgd", "random_state": 2, "max_epochs": 2, "tol": None}
+    est = LinearRegressor(**params).fit_stream(lambda: iter(items))
+    expected = LinearRegressor(**params)
+    for _ in range(2):
+        for Xc, yc in items:
+            expected.partial_fit(Xc, yc)
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    with pytest.raises(TypeError, match="max_epochs=2 needs several passes"):
+        LinearRegressor(**params).fit_stream(iter(items))
+    with pytest.raises(ValueError, match="early_stopping=True holds out validation rows"):
+        LinearRegressor(**params, early_stopping=True).fit_stream(items)
+
+
+def test_stream_refit_starts_over(rng):
+    X, y = make_problem(rng)
+    items = chunks_of(split(len(X)), X, y)
+    params = {"solver": "sgd", "random_state": 2, "max_epochs": 2, "tol": None}
+    est = LinearRegressor(**params).fit_stream(items)
+    first = est.coef_.copy()
+    np.testing.assert_array_equal(est.fit_stream(items).coef_, first)
+
+
+def test_stream_bad_chunks_are_named(rng):
+    X, y = make_problem(rng)
+    bad_nan = X[500:].copy()
+    bad_nan[3, 1] = np.inf
+    cases = [
+        ([(X[:500], y[:500]), (X[500:, :4], y[500:])], ValueError, r"chunk 1: X has 4 features"),
+        ([(X[:500], y[:500]), (bad_nan, y[500:])], ValueError, r"chunk 1: Input X contains infinity"),
+        ([(X[:500], y[:500]), (X[500:], y[501:])], ValueError, r"chunk 1: Found input variables with inconsistent"),
+        ([(X[:500], y[:500]), (X[500:], np.c_[y[500:], y[500:]])], ValueError, r"chunk 1: y has 2 targets"),
+        ([(X[:500], y[:500]), (X[500:].astype(np.float32), y[500:])], TypeError, r"chunk 1 is float32"),
+        ([(X[:500], y[:500]), X[500:]], TypeError, r"chunk 1 is a ndarray"),
+        ([], ValueError, "empty"),
+    ]
+    for chunks, error, message in cases:
+        with pytest.raises(error, match=message):
+            LinearRegressor().fit_stream(chunks)
+        with pytest.raises(error, match=message):
+            LinearRegressor("sgd", max_epochs=1, shuffle=False).fit_stream(chunks)
