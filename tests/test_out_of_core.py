@@ -23,9 +23,10 @@ def make_problem(rng, n=2_000, d=5, k=None, dtype=np.float64):
 # ---------------------------------------------------------------- helpers that need no solver
 
 
-def test_import_does_not_import_dask():
+def test_import_does_not_import_dask(tmp_path):
     code = "import sys, fastopt; sys.exit('dask' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    # Run outside the source tree: `python -c` puts the working directory first on sys.path.
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
 
 
 def test_chunk_orders_are_seeded_permutations():
