@@ -1,11 +1,15 @@
 """Out-of-core fitting on one machine: memory-mapped files and streams of chunks (fastopt._streaming)."""
 import itertools
+import os
+import pathlib
 import subprocess
 import sys
 import tracemalloc
 
 import numpy as np
 import pytest
+
+import fastopt
 
 from fastopt import LinearRegressor
 from fastopt._streaming import ChunkSource, chunk_orders, naming, unpack
@@ -25,8 +29,11 @@ def make_problem(rng, n=2_000, d=5, k=None, dtype=np.float64):
 
 def test_import_does_not_import_dask(tmp_path):
     code = "import sys, fastopt; sys.exit('dask' in sys.modules)"
-    # Run outside the source tree: `python -c` puts the working directory first on sys.path.
-    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
+    # The child must import the fastopt under test (installed, or built in place), not an unbuilt source tree
+    # that `python -c` would find first in its working directory.
+    package_root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env).returncode == 0
 
 
 def test_chunk_orders_are_seeded_permutations():
