@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import fastopt
-
 from fastopt import LinearRegressor
 from fastopt._streaming import ChunkSource, chunk_orders, naming, unpack
 from fastopt._validation import check_fit_data
