@@ -1,5 +1,7 @@
 """Out-of-core fitting on one machine: memory-mapped files and streams of chunks (fastopt._streaming)."""
 import itertools
+import os
+import pathlib
 import subprocess
 import sys
 import tracemalloc
@@ -7,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import fastopt
 from fastopt import LinearRegressor
 from fastopt._streaming import ChunkSource, chunk_orders, naming, unpack
 from fastopt._validation import check_fit_data
@@ -25,8 +28,11 @@ def make_problem(rng, n=2_000, d=5, k=None, dtype=np.float64):
 
 def test_import_does_not_import_dask(tmp_path):
     code = "import sys, fastopt; sys.exit('dask' in sys.modules)"
-    # Run outside the source tree: `python -c` puts the working directory first on sys.path.
-    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
+    # Run outside the source tree (`python -c` puts the working directory first on sys.path), importing the
+    # fastopt under test: installed, or built in place.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (
+        str(pathlib.Path(fastopt.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))))}
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env).returncode == 0
 
 
 def test_chunk_orders_are_seeded_permutations():
