@@ -183,21 +183,9 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
 # ---------------------------------------------------------------- closed form: merge statistics, solve once
 
 
-def _partial_state(params: dict, data):
-    """Statistics for ``partial_fit``: ``R`` factors, plus the Gram unless ``solver="qr"``.
-
-    As the closed form's own ``partial_fit``: rows seen by an incremental fit cannot be read again, so ``R``
-    is carried in case the merged Gram later proves too ill-conditioned for Cholesky.
-    """
-    state = _closed_form.chunk_qr_state(params, data)
-    if params["solver"] == "qr":
-        return state
-    return replace(state, gram=_closed_form.chunk_state(params, data).gram)
-
-
 # Which statistics a pass over the chunks computes: the Gram pass of ``fit`` (``R`` for solver="qr"), its
 # second, QR pass when Cholesky is rejected, and the statistics ``partial_fit`` keeps.
-STATISTICS = {"gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _partial_state}
+STATISTICS = {"gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _closed_form.partial_state}
 
 
 def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
