@@ -259,7 +259,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """Update the model with one more chunk of rows.
 
         The closed form merges the chunk's sufficient statistics exactly, so any split of the rows gives the
-        coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state.
+        coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state;
+        each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows,
+        and a numeric ``learning_rate`` set between calls takes effect at the next call. ``tol`` and
+        ``early_stopping`` do not apply (``fit_stream`` and ``fit`` on Dask arrays run whole epochs over
+        chunks with them).
 
         Parameters
         ----------
@@ -276,8 +280,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         first = not hasattr(self, "_solver_state")
         if first:
             self._validate_params()
+        _solvers.resolve(self.solver, self.loss)
+        return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
+
+    def _partial_fit(self, data, sweep=None):
+        """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
+        iterative solver's pass in an epoch of a streamed fit (:mod:`fastopt._streaming`)."""
         name = _solvers.resolve(self.solver, self.loss)
-        data = check_fit_data(self, X, y, sample_weight, reset=first)
+        first = not hasattr(self, "_solver_state")
         if not first:
             if name != self._solver_name:
                 raise ValueError(
@@ -287,7 +297,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if data.Y.shape[1] != self._n_targets:
                 raise ValueError(f"y has {data.Y.shape[1]} targets; earlier partial_fit calls had {self._n_targets}.")
         state = None if first else self._solver_state
-        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state)
+        extra = {} if sweep is None else {"sweep": sweep}
+        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
         return self._apply(name, data, result)
 
     @_fit_context(prefer_skip_nested_validation=True)
