@@ -3,8 +3,9 @@
 ``learning_rate="auto"`` follows the seed's ill-conditioning argument: a gradient step ``-lr g`` lowers a
 quadratic loss only if ``lr < 2 / L`` along the Hessian's top eigenvector, ``L`` its largest eigenvalue. ``L``
 is found by power iteration with Hessian-vector products ``Xa^T diag(sw) Xa v / n`` (``Xa = [X, 1]`` with an
-intercept), on at most ``AUTO_ROWS`` training rows drawn from ``random_state``. The squared-error Hessian is
-used for every loss: it bounds Huber's and sets the curvature scale for absolute error.
+intercept), on at most ``AUTO_ROWS`` training rows drawn from ``random_state`` (for a streamed or Dask fit,
+a seeded uniform sample of that size across all chunks, see :mod:`fastopt._streaming`). The squared-error
+Hessian is used for every loss: it bounds Huber's and sets the curvature scale for absolute error.
 
 Minibatches are noisier than the full gradient, so the plain and momentum rules take the critical step size of
 minibatch SGD on least squares (Jain, Kakade, Kidambi, Netrapalli & Sidford, JMLR 2018),

@@ -63,9 +63,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     n_iter_no_change : int, default=5
         Patience, in epochs.
     early_stopping : bool, default=False
-        Monitor the loss on a held-out ``validation_fraction`` instead of the training loss.
+        Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
+        the coefficients of the best epoch.
     validation_fraction : float, default=0.1
-        Fraction of rows held out when ``early_stopping``.
+        Fraction of rows held out when ``early_stopping``; a streamed or Dask fit holds out this fraction of
+        every chunk's rows.
     momentum : float or None, default=None
         Momentum factor of ``"momentum"`` and ``"nesterov"`` and of RMSProp's optional momentum buffer.
         None means 0.9 for the first two and no buffer (0) for RMSProp.
@@ -306,8 +308,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.
 
         The closed form merges each chunk's sufficient statistics exactly and solves once, so the result is
-        that of ``fit`` on all rows. An iterative solver makes ``max_epochs`` sweeps over the chunks, each one
-        ``partial_fit`` pass per chunk (see "Scaling out" in the README for the meaning of an epoch there).
+        that of ``fit`` on all rows. An iterative solver runs epochs as ``fit`` does, an epoch being one sweep
+        over the chunks with one pass over each: the schedule advances once per epoch, ``learning_rate="auto"``
+        is estimated from a seeded sample of every chunk's rows, and ``early_stopping`` holds out a seeded
+        ``validation_fraction`` of every chunk (see "Scaling out" in the README).
 
         Parameters
         ----------
@@ -316,7 +320,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             A sequence (``len`` and indexing, e.g. a list) is visited in a fresh permutation of its chunks
             every epoch (``random_state``, ``shuffle``); a callable is called once per epoch for a fresh
             iterator; a one-shot iterator or generator allows a single pass (the closed form, or
-            ``max_epochs=1``).
+            ``max_epochs=1`` without early stopping).
 
         Returns
         -------
