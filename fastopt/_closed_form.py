@@ -202,7 +202,15 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     else:
         for start in starts:
             merger.push(_gram_segment(data, start))
-    return merger.result(data, "gram")
+    state = merger.result(data, "gram")
+    # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
+    # a weighted row, or a value whose square overflows, makes the means or the Gram non-finite.
+    if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
+        raise ValueError(
+            "Input X contains NaN or infinity, or values too large to square in float64 "
+            "(the centred Gram matrix is not finite)."
+        )
+    return state
 
 
 def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
@@ -425,6 +433,8 @@ class _ClosedForm:
 
     def __init__(self, stable: bool):
         self.stable = stable
+        # The Gram kernel reports non-finite X itself (see chunk_state); the QR path relies on validation.
+        self.checks_finite_X = not stable
 
     def fit(self, params: dict, data: Data, state=None) -> FitResult:
         """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected."""

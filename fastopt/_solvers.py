@@ -37,3 +37,8 @@ def resolve(solver: str, loss: str) -> str:
             "use an iterative solver (e.g. solver='adam') for robust losses."
         )
     return name
+
+
+def needs_finite_check(name: str) -> bool:
+    """Whether validation must check ``X`` for NaN/inf, or the solver's own kernel reports it (saving a pass)."""
+    return not getattr(SOLVERS[name], "checks_finite_X", False)

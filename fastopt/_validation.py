@@ -1,6 +1,7 @@
 """Input checks with clear messages.
 
-Arrays leave this module C-contiguous, float32 or float64, finite, with matching lengths; later layers trust
+Arrays leave this module C-contiguous, float32 or float64, finite (``X`` only if asked: see ``finite_X``), with
+matching lengths; later layers trust
 that and re-check nothing. Nothing here writes into the caller's arrays: a conversion copies, a pass-through
 is only ever read.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, validate_data
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -50,7 +51,7 @@ def _reject_complex(name, a):
         )
 
 
-def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True) -> Data:
+def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=True) -> Data:
     """Validate ``X``, ``y`` and ``sample_weight`` for ``fit``/``partial_fit``.
 
     Parameters
@@ -62,6 +63,11 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True) -> Data:
     sample_weight : array-like of shape (n_samples,), float, or None
     reset : bool
         True on a fresh fit; False on a later ``partial_fit``, where the feature count must match.
+    finite_X : bool
+        Check that ``X`` is finite. A solver whose kernel sees every element of ``X`` and reports non-finite
+        input itself (``solver="normal"``: its statistics are non-finite exactly when ``X`` is) passes False to
+        save a full extra pass over ``X``. The check is kept whenever a weight is zero, since such rows may be
+        skipped by the kernel.
 
     Returns
     -------
@@ -79,6 +85,7 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True) -> Data:
         order="C",
         multi_output=True,
         y_numeric=True,
+        ensure_all_finite=finite_X,
     )
     y = np.asarray(y)
     y_was_1d = y.ndim == 1
@@ -94,6 +101,8 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True) -> Data:
         sample_weight = np.ascontiguousarray(sample_weight)
         if not np.all(np.isfinite(sample_weight)):
             raise ValueError("sample_weight contains NaN or infinity.")
+        if not finite_X and not sample_weight.all():
+            _assert_all_finite(X, input_name="X", estimator_name=type(estimator).__name__)
     return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d)
 
 

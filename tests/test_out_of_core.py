@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import LinearRegressor
-from fastopt import _iterative_lr
+from fastopt import LinearRegressor, _iterative_lr
 from fastopt._streaming import ChunkSource, chunk_orders, chunk_sample, chunk_split, merge_samples, naming, unpack
 from fastopt._validation import check_fit_data
 from fastopt.exceptions import IllConditionedWarning
@@ -30,10 +29,10 @@ def make_problem(rng, n=2_000, d=5, k=None, dtype=np.float64):
 
 def test_import_does_not_import_dask(tmp_path):
     code = "import sys, fastopt; sys.exit('dask' in sys.modules)"
-    # Run outside the source tree (`python -c` puts the working directory first on sys.path), importing the
-    # fastopt under test: installed, or built in place.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (
-        str(pathlib.Path(fastopt.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))))}
+    # The child must import the fastopt under test (installed, or built in place), not an unbuilt source tree
+    # that `python -c` would find first in its working directory.
+    package_root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env).returncode == 0
 
 
