@@ -15,6 +15,7 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from dask.delayed import Delayed, delayed
 from sklearn.base import clone
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from fastopt import _closed_form, _solvers, _streaming
+from fastopt import _closed_form, _iterative_lr, _solvers, _streaming
 
 
 def _is_frame(a: Any) -> bool:
@@ -108,6 +109,7 @@ class DaskChunks(Sequence):
             for i in range(len(self.x))
         ]
         self.y_ndim = y.ndim
+        self.rows = rows
 
     def __len__(self) -> int:
         return len(self.x)
@@ -158,8 +160,15 @@ def _cluster_state(estimator, chunks: DaskChunks, kind: str):
 
 
 def _cluster_sample(estimator, chunks: DaskChunks, seed: int):
-    """The learning-rate sample (``_streaming.chunk_sample``) of every block: only its rows come back."""
-    return _reduce_blocks(estimator, chunks, _streaming.chunk_sample, seed, _streaming.merge_samples)
+    """The learning-rate sample (``_streaming.chunk_sample``) of every block: only its rows come back, and
+    when the blocks' row counts are known, each block sends only its rows likely to be among them."""
+    below = 1.0
+    if chunks.rows is not None and not any(math.isnan(r) for r in chunks.rows):
+        fraction = _streaming.validation_fraction(estimator.get_params())
+        n_train = sum(n - _streaming.n_held_out(n, fraction) for n in chunks.rows)
+        below = min(1.0, 2 * _iterative_lr.AUTO_ROWS / max(n_train, 1))
+    leaf = functools.partial(_streaming.chunk_sample, below=below)
+    return _reduce_blocks(estimator, chunks, leaf, seed, _streaming.merge_samples)
 
 
 def _check_features(estimator, X: Any, reset: bool) -> None:

@@ -100,6 +100,17 @@ def chunk_orders(random_state, n_chunks: int, shuffle: bool = True) -> Iterator[
         yield rng.permutation(n_chunks) if shuffle else np.arange(n_chunks)
 
 
+def n_held_out(n_rows: int, validation_fraction: float) -> int:
+    """How many of a chunk's ``n_rows`` rows :func:`chunk_split` holds out."""
+    n_val = int(np.ceil(validation_fraction * n_rows))
+    return 0 if n_val >= n_rows else n_val
+
+
+def validation_fraction(params: dict) -> float:
+    """The fraction of each chunk's rows a fit with ``params`` holds out (none without early stopping)."""
+    return params["validation_fraction"] if params["early_stopping"] else 0.0
+
+
 def chunk_split(random_state, index: int, n_rows: int, validation_fraction: float):
     """The training and validation rows (sorted int64 arrays) of chunk ``index`` under ``early_stopping``.
 
@@ -108,8 +119,8 @@ def chunk_split(random_state, index: int, n_rows: int, validation_fraction: floa
     same rows in every epoch and in every process. A chunk too small to keep a training row (one row, for a
     fraction below one half) is used for training only. ``validation_fraction=0`` holds out nothing.
     """
-    n_val = int(np.ceil(validation_fraction * n_rows))
-    if n_val == 0 or n_val >= n_rows:
+    n_val = n_held_out(n_rows, validation_fraction)
+    if n_val == 0:
         return np.arange(n_rows, dtype=np.int64), np.empty(0, dtype=np.int64)
     perm = _rng(stream_seed(random_state), _SPLIT_STREAM, index).permutation(n_rows)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
@@ -337,14 +348,20 @@ def _smallest(keys: np.ndarray) -> np.ndarray:
 
 
 def chunk_sample(template, params: dict, seed: int, X, y, sample_weight, where: str, index: int,
-                 reset: bool = False) -> Sample:
-    """Validate chunk ``index`` and draw its part of the learning-rate sample (runs on Dask workers too)."""
+                 reset: bool = False, below: float = 1.0) -> Sample:
+    """Validate chunk ``index`` and draw its part of the learning-rate sample (runs on Dask workers too).
+
+    ``below`` drops the rows whose keys are not below it: when the number of training rows ``n`` is known
+    beforehand, ``below = 2 AUTO_ROWS / n`` leaves each chunk a small share to send while the merged sample,
+    the ``AUTO_ROWS`` smallest keys of all, stays the same (unless fewer than ``AUTO_ROWS`` keys in all fall
+    below it, a deviation of about 100 standard deviations).
+    """
     with naming(where):
         data = check_fit_data(template, X, y, sample_weight, reset=reset)
-    fraction = params["validation_fraction"] if params["early_stopping"] else 0.0
-    rows, _ = chunk_split(seed, index, data.X.shape[0], fraction)
+    rows, _ = chunk_split(seed, index, data.X.shape[0], validation_fraction(params))
     keys = _rng(seed, _SAMPLE_STREAM, index).random(rows.shape[0])
     keep = _smallest(keys)
+    keep = keep[keys[keep] < below]
     chosen = rows[keep]
     w = None if data.sample_weight is None else data.sample_weight[chosen]
     return Sample(keys[keep], data.X[chosen], data.Y[chosen], w, rows.shape[0])
@@ -429,7 +446,7 @@ class _Epochs:
         self.params = params = estimator.get_params()
         self.seed = stream_seed(params["random_state"])
         self.early = bool(params["early_stopping"])
-        self.fraction = params["validation_fraction"] if self.early else 0.0
+        self.fraction = validation_fraction(params)
         self.validation = _Validation() if self.early else None
         self.lr0 = None
         self.y_was_1d = None
