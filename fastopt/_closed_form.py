@@ -45,7 +45,13 @@ Chunked and distributed data (the contract other modules code against)
 :class:`ClosedFormState` holds plain NumPy arrays and numbers, so it pickles between processes. ``merge_states`` is
 exact (up to round-off) and associative, so any split and any merge order gives the coefficients of one fit.
 
-``partial_fit`` keeps, for ``solver="normal"``, both the Gram statistics and the ``R`` factor of every chunk seen
+An incremental fit (``partial_fit``, on one machine or on Dask blocks) reads each chunk once, so it merges
+``partial_state(params, chunk)`` instead::
+
+    state = reduce(merge_states, (partial_state(params, chunk) for chunk in chunks))
+    result = finish(params, state)      # Cholesky, or QR from the carried R factors: no second pass needed
+
+For ``solver="normal"`` that state holds both the Gram statistics and the ``R`` factor of every chunk seen
 (about three times the work of the Gram alone): the rows are gone by the time an ill-conditioned stream is
 noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would.
 """
@@ -67,7 +73,9 @@ from fastopt._result import FitResult
 from fastopt._validation import Data
 from fastopt.exceptions import IllConditionedWarning
 
-__all__ = ["SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr"]
+__all__ = [
+    "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr", "partial_state",
+]
 
 RCOND_CHOLESKY = 1e-4
 # Rows per call of the compiled kernel; segments are fixed (not per thread) so results do not depend on the
@@ -233,6 +241,18 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
         Z *= np.sqrt(w)[:, None]
         merger.push(ClosedFormState(d, k, X.dtype.name, Z.shape[0], weight, mean, r=_triangle(Z, p)))
     return merger.result(data, "r")
+
+
+def partial_state(params: dict, data: Data) -> ClosedFormState:
+    """Statistics an incremental fit keeps for one chunk: ``R`` factors, plus the Gram unless ``solver="qr"``.
+
+    Rows seen by an incremental fit cannot be read again, so ``R`` is carried in case the merged Gram later
+    proves too ill-conditioned for Cholesky (see the module docstring).
+    """
+    state = chunk_qr_state(params, data)
+    if params.get("solver") == "qr":
+        return state
+    return replace(state, gram=chunk_state(params, data).gram)
 
 
 def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
@@ -429,9 +449,7 @@ class _ClosedForm:
 
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""
-        chunk = chunk_qr_state(params, data)
-        if not self.stable:
-            chunk = replace(chunk, gram=chunk_state(params, data).gram)
+        chunk = partial_state(params, data)
         return finish(params, chunk if state is None else merge_states(state, chunk))
 
 

@@ -7,12 +7,15 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
   merged state (a few ``d x d`` arrays) reaches the client, which solves it. ``X`` is never gathered.
 - **Iterative solvers**: as ``dask_ml.wrappers.Incremental``: every epoch visits the row blocks in a
   permutation drawn from ``random_state``; each block is computed, brought to the client (the next one is
-  fetched meanwhile) and passed to ``partial_fit``. See :mod:`fastopt._streaming` for what an epoch,
-  ``max_epochs``, ``tol`` and ``loss_curve_`` mean there.
+  fetched meanwhile) and given one pass at the epoch's scheduled rate. ``learning_rate="auto"`` comes from
+  a seeded sample of every block's training rows, drawn and merged on the workers (only the sample travels).
+  See :mod:`fastopt._streaming` for what an epoch, the schedule, ``early_stopping``, ``tol`` and
+  ``loss_curve_`` mean there.
 - **predict** maps the fitted model over the blocks lazily and returns a Dask array.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +27,7 @@ from dask.delayed import Delayed, delayed
 from sklearn.base import clone
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from fastopt import _closed_form, _solvers, _streaming
+from fastopt import _closed_form, _iterative_lr, _solvers, _streaming
 
 
 def _is_frame(a: Any) -> bool:
@@ -106,6 +109,7 @@ class DaskChunks(Sequence):
             for i in range(len(self.x))
         ]
         self.y_ndim = y.ndim
+        self.rows = rows
 
     def __len__(self) -> int:
         return len(self.x)
@@ -128,29 +132,43 @@ def _template(estimator):
     return template
 
 
-def _state_of_block(template, params: dict, X, y, sample_weight, where: str, kind: str):
+def _state_of_block(template, params: dict, kind: str, X, y, sample_weight, where: str, index: int):
     return _streaming.chunk_state(template, params, X, y, sample_weight, where, kind)[0]
 
 
-def tree_merge(leaves: list[Delayed]) -> Delayed:
-    """Reduce ``leaves`` pairwise, level by level: depth log2(n), every merge on the cluster."""
+def tree_merge(leaves: list[Delayed], merge=_closed_form.merge_states) -> Delayed:
+    """Reduce ``leaves`` pairwise with ``merge``, level by level: depth log2(n), every merge on the cluster."""
     level = leaves
     while len(level) > 1:
-        merged = [delayed(_closed_form.merge_states, pure=True)(a, b) for a, b in zip(level[::2], level[1::2])]
+        merged = [delayed(merge, pure=True)(a, b) for a, b in zip(level[::2], level[1::2])]
         level = merged + level[len(merged) * 2 :]
     return level[0]
 
 
-def _cluster_state(estimator, chunks: DaskChunks, kind: str):
-    """The merged closed-form statistics (``kind`` as in ``_streaming.STATISTICS``) of every block, computed
-    and reduced on the workers; only the merged state comes back."""
+def _reduce_blocks(estimator, chunks: DaskChunks, leaf, arg, merge=_closed_form.merge_states):
+    """``leaf(template, params, arg, X_i, y_i, w_i, where_i, i)`` for every block ``i`` on the worker that holds
+    it, reduced by ``merge`` there too; only the merged value comes back."""
     template_d = delayed(_template(estimator), pure=True)
     params_d = delayed(estimator.get_params(), pure=True)
-    leaves = [
-        delayed(_state_of_block, pure=True)(template_d, params_d, x, y, w, where, kind)
-        for x, y, w, where in map(chunks.block, range(len(chunks)))
-    ]
-    return tree_merge(leaves).compute()
+    leaves = [delayed(leaf, pure=True)(template_d, params_d, arg, *chunks.block(i), i) for i in range(len(chunks))]
+    return tree_merge(leaves, merge).compute()
+
+
+def _cluster_state(estimator, chunks: DaskChunks, kind: str):
+    """The merged closed-form statistics (``kind`` as in ``_streaming.STATISTICS``) of every block."""
+    return _reduce_blocks(estimator, chunks, _state_of_block, kind)
+
+
+def _cluster_sample(estimator, chunks: DaskChunks, seed: int):
+    """The learning-rate sample (``_streaming.chunk_sample``) of every block: only its rows come back, and
+    when the blocks' row counts are known, each block sends only its rows likely to be among them."""
+    below = 1.0
+    if chunks.rows is not None and not any(math.isnan(r) for r in chunks.rows):
+        fraction = _streaming.validation_fraction(estimator.get_params())
+        n_train = sum(n - _streaming.n_held_out(n, fraction) for n in chunks.rows)
+        below = min(1.0, 2 * _iterative_lr.AUTO_ROWS / max(n_train, 1))
+    leaf = functools.partial(_streaming.chunk_sample, below=below)
+    return _reduce_blocks(estimator, chunks, leaf, seed, _streaming.merge_samples)
 
 
 def _check_features(estimator, X: Any, reset: bool) -> None:
@@ -165,12 +183,13 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     """``LinearRegressor.fit`` on Dask collections (parameters already validated by ``fit``)."""
     chunks = DaskChunks(X, y, sample_weight)
     name = _solvers.resolve(estimator.solver, estimator.loss)
+    _check_features(estimator, X, reset=True)
     if name in _closed_form.SOLVERS:
-        _check_features(estimator, X, reset=True)
         state = _cluster_state(estimator, chunks, "gram")
         second_pass = lambda: _cluster_state(estimator, chunks, "qr")  # noqa: E731
         return _streaming.finish(estimator, name, state, chunks.y_ndim == 1, second_pass)
-    return _streaming.fit(estimator, _streaming.ChunkSource(chunks))
+    sampler = lambda seed: _cluster_sample(estimator, chunks, seed)  # noqa: E731
+    return _streaming.fit(estimator, _streaming.ChunkSource(chunks), sampler)
 
 
 def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):

@@ -36,7 +36,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 
 from fastopt import _kernels, optim
-from fastopt._iterative_lr import auto_learning_rate, mean_loss
+from fastopt._iterative_lr import auto_learning_rate, mean_loss, sample_learning_rate
 from fastopt._result import FitResult
 from fastopt.exceptions import ConvergenceWarning, DivergenceError
 
@@ -108,6 +108,60 @@ class IterState:
     dims: tuple
 
 
+class Sweep(NamedTuple):
+    """One chunk's pass within an epoch of a streamed or Dask fit (:mod:`fastopt._streaming`).
+
+    Attributes
+    ----------
+    epoch : int
+        The 0-based epoch, i.e. sweep over all chunks: the pass takes the schedule's rate for this epoch of
+        ``max_epochs``, exactly as ``fit`` does, and the state's epoch count becomes ``epoch + 1``.
+    rows : ndarray of int64 or None
+        The chunk's training rows, sorted (the others are held out for validation); None for all rows.
+    lr0 : float or None
+        The base rate ``learning_rate="auto"`` resolved for the whole stream (used when the fit starts on
+        this chunk); None resolves it on this chunk's rows, as ``partial_fit`` does.
+    """
+
+    epoch: int
+    rows: np.ndarray | None = None
+    lr0: float | None = None
+
+
+class Stopping:
+    """The stopping rule of ``fit``, shared with streamed fits.
+
+    Each epoch reports the monitored loss (the training loss, or minus the validation score). Training stops
+    once the loss has failed to improve on the best so far by ``tol`` for ``n_iter_no_change`` epochs in a
+    row; ``tol=None`` never stops. When monitoring a validation score (``keep_best``) the parameters of the
+    best epoch are kept, to be restored at the end, as scikit-learn's MLP does.
+    """
+
+    def __init__(self, tol: float | None, patience: int, keep_best: bool):
+        self.tol, self.patience, self.keep_best = tol, patience, keep_best
+        self.best, self.no_improvement, self.best_params, self.stopped = np.inf, 0, None, False
+
+    def update(self, current: float, params: np.ndarray | None) -> bool:
+        """Record one epoch's monitored loss (and its parameters); True when training should stop."""
+        if self.tol is None:
+            return False
+        self.no_improvement = self.no_improvement + 1 if current > self.best - self.tol else 0
+        if current < self.best:
+            self.best = current
+            if self.keep_best:
+                self.best_params = params.copy()
+        self.stopped = self.no_improvement >= self.patience
+        return self.stopped
+
+    def warn_unless_stopped(self, method: str, max_epochs: int) -> None:
+        if self.tol is not None and not self.stopped:
+            warnings.warn(
+                f"solver={method!r} reached max_epochs={max_epochs} without the monitored loss settling within "
+                f"tol={self.tol}; increase max_epochs or adjust the learning rate.",
+                ConvergenceWarning,
+            )
+
+
 def make_spec(method: str, params: dict) -> optim.Optimizer:
     """The optimizer spec for ``method`` from the estimator's hyperparameters (``alpha`` is the weight decay)."""
     cls = optim.OPTIMIZERS[method]
@@ -158,7 +212,8 @@ def _initial_params(params: dict, d: int, k: int, dtype, rng) -> np.ndarray:
     return p
 
 
-def _split_params(p: np.ndarray, d: int, k: int):
+def split_params(p: np.ndarray, d: int, k: int):
+    """``coef`` (k, d) and ``intercept`` (k,) from a parameter vector (zero intercepts when not fitted)."""
     coef = p[: k * d].reshape(k, d).copy()
     intercept = p[k * d :].copy() if p.shape[0] > k * d else np.zeros(k, dtype=p.dtype)
     return coef, intercept
@@ -173,7 +228,7 @@ class IterativeSolver:
         self.method = method
 
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
-    def _start(self, params, data, state, train_idx, sw, rng) -> IterState:
+    def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
         fresh = _initial_params(params, d, k, data.X.dtype, rng)
@@ -184,8 +239,9 @@ class IterativeSolver:
             return dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
                                        rng=rng, loss_curve=[], lr0=lr0)
         loss = LOSSES[params["loss"]]
-        lr0 = params["learning_rate"]
-        if lr0 == "auto":
+        if params["learning_rate"] != "auto":
+            lr0 = params["learning_rate"]
+        elif lr0 is None:
             lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng)
         start_loss = max(mean_loss(data, train_idx, sw, None, loss, params["epsilon"]),
                          mean_loss(data, train_idx, sw, fresh, loss, params["epsilon"]) if fresh.any() else 0.0)
@@ -218,27 +274,33 @@ class IterativeSolver:
         return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit)
 
-    def _lr(self, params, st: IterState, epoch: int) -> float:
+    def epoch_lr(self, params, st: IterState, epoch: int) -> float:
+        """The scheduled learning rate of the 0-based ``epoch``."""
         return optim.schedule_lr(params["schedule"], st.lr0, epoch, params["max_epochs"],
                                  end_factor=params["end_factor"], power_t=params["power_t"], gamma=params["gamma"])
+
+    def stream_learning_rate(self, params, X, Y, w, n_train, rng) -> float:
+        """``learning_rate="auto"`` for a streamed fit, from a sample of its training rows
+        (:func:`fastopt._iterative_lr.sample_learning_rate`), with the first gradient taken at the zero model."""
+        spec = make_spec(self.method, params)
+        d, k = X.shape[1], Y.shape[1]
+        p0 = np.zeros(k * d + (k if params["fit_intercept"] else 0))
+        return sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng)
 
     # ------------------------------------------------------------ the solver protocol
     def fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
         """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask."""
         rng = _seed(params["random_state"])
-        n, d, k = data.X.shape[0], data.X.shape[1], data.Y.shape[1]
-        train_idx, val_idx = _split(n, params, rng)
+        train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
         st = self._start(params, data, state, train_idx, sw, rng)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
-        tol, patience = params["tol"], params["n_iter_no_change"]
         early = params["early_stopping"]
-        best, no_improvement, best_params, val_scores = np.inf, 0, None, []
-        converged = False
+        stopping, val_scores = Stopping(params["tol"], params["n_iter_no_change"], keep_best=early), []
         for epoch in range(params["max_epochs"]):
             t0 = time.perf_counter()
             order = rng.permutation(train_idx) if params["shuffle"] else train_idx
-            lr = self._lr(params, st, epoch)
+            lr = self.epoch_lr(params, st, epoch)
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.epochs += 1
             if early:
@@ -250,74 +312,68 @@ class IterativeSolver:
                 extra = f", validation R^2 {val_scores[-1]:.6f}" if early else ""
                 print(f"{self.method} epoch {epoch + 1}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}, "
                       f"steps {st.t}{extra}, {1e3 * (time.perf_counter() - t0):.1f} ms")
-            if tol is None:
-                continue
-            if current > best - tol:
-                no_improvement += 1
-            else:
-                no_improvement = 0
-            if current < best:
-                best = current
-                if early:
-                    best_params = st.params.copy()
-            if no_improvement >= patience:
-                converged = True
+            if stopping.update(current, st.params):
                 break
-        if tol is not None and not converged:
-            warnings.warn(
-                f"solver={self.method!r} reached max_epochs={params['max_epochs']} without the monitored loss "
-                f"settling within tol={tol}; increase max_epochs or adjust the learning rate.",
-                ConvergenceWarning,
-            )
-        if best_params is not None:
-            st.params = best_params  # as scikit-learn's MLP: keep the best validation score's parameters
-        attrs = {"validation_scores_": val_scores if early else None}
-        if early:
-            attrs["best_validation_score_"] = max(val_scores)
-        return self._result(st, d, k, len(st.loss_curve), attrs)
+        stopping.warn_unless_stopped(self.method, params["max_epochs"])
+        return self.result(st, stopping, val_scores if early else None)
 
-    def partial_fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
+    def partial_fit(self, params: dict, data, state: IterState | None = None, *,
+                    sweep: Sweep | None = None) -> FitResult:
         """One pass over the given rows, continuing the optimizer state, step count and row-order RNG.
 
-        The schedule advances one epoch per call; ``tol`` and ``early_stopping`` do not apply (as in
-        scikit-learn), and ``learning_rate="auto"`` is resolved on the first call's rows.
+        As ``LinearRegressor.partial_fit`` (``sweep=None``): the schedule advances one epoch per call;
+        ``tol`` and ``early_stopping`` do not apply (as in scikit-learn); ``learning_rate="auto"`` is resolved
+        on the first call's rows, while a numeric ``learning_rate`` is read at every call (as a warm start
+        does), so a caller may set each pass's rate. As one chunk's pass of a streamed epoch: see
+        :class:`Sweep`.
         """
-        n, d, k = data.X.shape[0], data.X.shape[1], data.Y.shape[1]
-        rows = np.arange(n, dtype=np.int64)
+        n = data.X.shape[0]
+        rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows)
         if state is None:
-            st = self._start(params, data, None, rows, sw, _seed(params["random_state"]))
+            st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
+                             lr0=None if sweep is None else sweep.lr0)
         else:
+            lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             st = dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
-                                     loss_curve=list(state.loss_curve))
+                                     loss_curve=list(state.loss_curve), lr0=lr0)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         order = st.rng.permutation(rows) if params["shuffle"] else rows
-        lr = self._lr(params, st, st.epochs)
-        st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, st.epochs + 1))
-        st.epochs += 1
-        if params["verbose"]:
+        epoch = st.epochs if sweep is None else sweep.epoch
+        lr = self.epoch_lr(params, st, epoch)
+        st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
+        st.epochs = epoch + 1
+        if params["verbose"] and sweep is None:
             print(f"{self.method} partial_fit pass {st.epochs}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}")
-        return self._result(st, d, k, st.epochs, {"validation_scores_": None})
+        return self.result(st, n_iter=st.epochs)
 
     @staticmethod
     def _validation_score(data, val_idx, p) -> float:
         d, k = data.X.shape[1], data.Y.shape[1]
-        coef, intercept = _split_params(p, d, k)
+        coef, intercept = split_params(p, d, k)
         pred = data.X[val_idx] @ coef.T + intercept
         sw = None if data.sample_weight is None else data.sample_weight[val_idx]
         return float(r2_score(data.Y[val_idx], pred, sample_weight=sw))
 
-    def _result(self, st: IterState, d: int, k: int, n_iter: int, attrs: dict) -> FitResult:
-        coef, intercept = _split_params(st.params, d, k)
+    def result(self, st: IterState, stopping: Stopping | None = None, val_scores: list | None = None, *,
+               n_iter: int | None = None) -> FitResult:
+        """The fitted model of ``st`` and its attributes; a validation ``stopping`` rule's best parameters,
+        when it kept some, replace the last ones (in ``st`` too). ``n_iter`` defaults to the epoch count."""
+        if stopping is not None and stopping.best_params is not None:
+            st.params = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's parameters
+        d, k = st.dims
+        coef, intercept = split_params(st.params, d, k)
         attrs = {
-            "n_iter_": n_iter,
+            "n_iter_": len(st.loss_curve) if n_iter is None else n_iter,
             "t_": st.t,
             "loss_curve_": list(st.loss_curve),
             "best_loss_": float(min(st.loss_curve)),
             "solver_": self.method,
             "learning_rate_": st.lr0,
-            **attrs,
+            "validation_scores_": val_scores,
         }
+        if val_scores is not None:
+            attrs["best_validation_score_"] = max(val_scores)
         return FitResult(coef=coef, intercept=intercept, state=st, attrs=attrs)
 
 

@@ -3,8 +3,9 @@
 ``learning_rate="auto"`` follows the seed's ill-conditioning argument: a gradient step ``-lr g`` lowers a
 quadratic loss only if ``lr < 2 / L`` along the Hessian's top eigenvector, ``L`` its largest eigenvalue. ``L``
 is found by power iteration with Hessian-vector products ``Xa^T diag(sw) Xa v / n`` (``Xa = [X, 1]`` with an
-intercept), on at most ``AUTO_ROWS`` training rows drawn from ``random_state``. The squared-error Hessian is
-used for every loss: it bounds Huber's and sets the curvature scale for absolute error.
+intercept), on at most ``AUTO_ROWS`` training rows drawn from ``random_state`` (for a streamed or Dask fit,
+a seeded uniform sample of that size across all chunks, see :mod:`fastopt._streaming`). The squared-error
+Hessian is used for every loss: it bounds Huber's and sets the curvature scale for absolute error.
 
 Minibatches are noisier than the full gradient, so the plain and momentum rules take the critical step size of
 minibatch SGD on least squares (Jain, Kakade, Kidambi, Netrapalli & Sidford, JMLR 2018),
@@ -28,11 +29,6 @@ POWER_ITERATIONS = 100
 POWER_RTOL = 1e-3  # a step size needs L to three digits, not more
 ADAPTIVE_FRACTION = 0.1
 CHUNK_ROWS = 65_536  # bounds the temporaries of mean_loss
-
-
-def _augmented(data, rows, fit_intercept):
-    X = data.X[rows].astype(np.float64)
-    return np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else X
 
 
 def _per_sample_loss(R, loss, epsilon):
@@ -88,24 +84,49 @@ def auto_learning_rate(spec, data, train_idx, sw, params, p0, rng) -> float:
     rows = train_idx
     if rows.shape[0] > AUTO_ROWS:
         rows = np.sort(rng.choice(train_idx, AUTO_ROWS, replace=False))
+    w = sw[rows] if sw is not None else None
+    return sample_learning_rate(spec, data.X[rows], data.Y[rows], w, params, p0, train_idx.shape[0], rng)
+
+
+def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng) -> float:
+    """``learning_rate="auto"`` from a sample of the training rows.
+
+    Parameters
+    ----------
+    spec : fastopt.optim.Optimizer
+    X, Y : ndarray of shape (m, d) and (m, k)
+        The sampled rows (at most ``AUTO_ROWS``).
+    w : ndarray of shape (m,) or None
+        Their sample weights (any scale: they are normalised to mean 1 over the sample).
+    params : dict
+        The estimator's hyperparameters (``fit_intercept``, ``batch_size``).
+    p0 : ndarray
+        The initial parameters (weights, then intercepts), where the adaptive rules take the first gradient.
+    n_train : int
+        Training rows the sample was drawn from (bounds the batch size).
+    rng : numpy.random.Generator
+        Starts the power iteration.
+    """
     fit_intercept = params["fit_intercept"]
-    Xa = _augmented(data, rows, fit_intercept)
-    w = sw[rows].astype(np.float64) if sw is not None else np.ones(rows.shape[0])
+    Xa = X.astype(np.float64)
+    if fit_intercept:
+        Xa = np.hstack([Xa, np.ones((Xa.shape[0], 1))])
+    w = w.astype(np.float64) if w is not None else np.ones(Xa.shape[0])
     w = w / w.mean()
-    d = data.X.shape[1]
+    d = X.shape[1]
     coupled = spec.rule != Rule.ADAMW
     ridge = np.r_[np.full(d, spec.weight_decay if coupled else 0.0), np.zeros(Xa.shape[1] - d)]
     L = _top_eigenvalue(Xa, w, ridge, rng)
     if L <= 0.0:  # X is zero and there is no intercept: nothing moves, any rate will do
         return 1.0
     if spec.rule in (Rule.SGD, Rule.MOMENTUM, Rule.NESTEROV):
-        b = min(int(params["batch_size"]), train_idx.shape[0])
+        b = min(int(params["batch_size"]), n_train)
         trace = float(w @ np.einsum("ij,ij->i", Xa, Xa)) / Xa.shape[0] + float(ridge.sum())
         lr = b / (trace + (b - 1) * L)
         return lr * (1.0 - spec.momentum) if spec.rule != Rule.SGD else lr
-    k = data.Y.shape[1]
+    k = Y.shape[1]
     P0 = np.vstack([p0[: k * d].reshape(k, d).T.astype(np.float64),
                     p0[k * d :][None, :] if fit_intercept else np.zeros((0, k))])
-    G0 = Xa.T @ (w[:, None] * (Xa @ P0 - data.Y[rows])) / Xa.shape[0]
+    G0 = Xa.T @ (w[:, None] * (Xa @ P0 - Y)) / Xa.shape[0]
     scale = float(np.max(np.abs(G0))) / L
     return ADAPTIVE_FRACTION * scale if scale > 0 else 1e-3

@@ -1,36 +1,45 @@
-"""Out-of-core fitting: stream chunks of rows through ``partial_fit``, one chunk in memory at a time.
+"""Out-of-core fitting: stream chunks of rows through the solvers, one chunk in memory at a time.
 
-This module serves :meth:`fastopt.LinearRegressor.fit_stream` and the iterative solvers on Dask arrays
-(:mod:`fastopt._dask`). Every chunk goes through the estimator's own ``partial_fit``, so a streamed fit is,
-by construction, the in-memory chunked ``partial_fit`` sequence with the same chunk order:
+This module serves :meth:`fastopt.LinearRegressor.fit_stream` and the Dask inputs of :mod:`fastopt._dask`.
 
-- the closed form merges each chunk's sufficient statistics exactly (any chunking gives one fit's answer);
-- an iterative solver makes one pass over each chunk (rows shuffled inside the chunk by the solver's own
-  random stream), and an *epoch* is one sweep over all chunks. When the chunks can be indexed (a list, or
-  the blocks of a Dask array), each epoch visits them in a fresh permutation drawn from ``random_state``
-  (in order when ``shuffle=False``), as ``dask_ml.wrappers.Incremental`` does.
+- The closed form merges each chunk's sufficient statistics exactly (any chunking gives one fit's answer).
+- An iterative solver runs epochs as ``fit`` does, an *epoch* being one sweep over all chunks: one pass over
+  each chunk's rows (shuffled inside the chunk by the solver's own random stream). When the chunks can be
+  indexed (a list, or the blocks of a Dask array), each epoch visits them in a fresh permutation drawn from
+  ``random_state`` (in order when ``shuffle=False``), as ``dask_ml.wrappers.Incremental`` does. Every pass of
+  epoch ``e`` runs at the schedule's rate for epoch ``e`` of ``max_epochs``, so a streamed fit is, bit for
+  bit, the in-memory sequence of ``partial_fit`` calls in the same chunk order with each epoch's rate set.
+- ``learning_rate="auto"`` is estimated before the first epoch from a seeded uniform sample of at most
+  ``AUTO_ROWS`` training rows across all chunks (:class:`Sample`; one extra read of the stream, or on Dask a
+  reduction on the workers that brings back only the sampled rows). A one-shot iterator cannot be read twice:
+  there, as in ``partial_fit``, the first chunk's rows set it.
+- ``early_stopping=True`` holds out a seeded ``validation_fraction`` of every chunk's rows
+  (:func:`chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
+  :class:`_Epochs`), with memory bounded by one chunk.
 
 Nothing here imports Dask.
 """
 from __future__ import annotations
 
+import copy
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 
-from fastopt import _closed_form, _solvers
+from fastopt import _closed_form, _iterative, _iterative_lr, _solvers
 from fastopt._validation import check_fit_data
-from fastopt.exceptions import ConvergenceWarning
 
-# Spawn key separating the chunk-order stream from the solver's own draws under the same integer seed.
+# Spawn keys separating the stream's own draws (chunk orders, validation rows, the learning-rate sample)
+# from each other and from the solver's draws under the same integer seed.
 _ORDER_STREAM = 0xC4A2
+_SPLIT_STREAM = 0x5B17
+_SAMPLE_STREAM = 0x5A3B
 _END = object()
 
 
@@ -63,19 +72,21 @@ def naming(where: str):
         raise
 
 
-def order_rng(random_state) -> np.random.Generator:
-    """The generator that draws chunk orders, derived from the estimator's ``random_state``.
+def stream_seed(random_state) -> int:
+    """The integer seed of a streamed fit's own draws, derived once per fit from ``random_state``.
 
-    An integer seed gives a stream independent of the one the solver derives from the same seed; a
-    ``RandomState`` instance is advanced by one draw; ``None`` gives fresh entropy.
+    An integer is used as it is; a ``RandomState`` instance is advanced by one draw; ``None`` gives fresh
+    entropy. Each kind of draw then takes its own spawn key, independent of the solver's stream.
     """
     if isinstance(random_state, np.random.RandomState):
-        seed = int(random_state.randint(np.iinfo(np.int32).max))
-    elif isinstance(random_state, Integral):
-        seed = int(random_state)
-    else:
-        seed = None
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_ORDER_STREAM,)))
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    return int(np.random.SeedSequence().entropy)
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 def chunk_orders(random_state, n_chunks: int, shuffle: bool = True) -> Iterator[np.ndarray]:
@@ -84,9 +95,35 @@ def chunk_orders(random_state, n_chunks: int, shuffle: bool = True) -> Iterator[
     Lets users (and tests) replay a distributed or streamed fit as an explicit in-memory ``partial_fit``
     sequence: ``itertools.islice(chunk_orders(est.random_state, n_chunks, est.shuffle), est.n_iter_)``.
     """
-    rng = order_rng(random_state)
+    rng = _rng(stream_seed(random_state), _ORDER_STREAM)
     while True:
         yield rng.permutation(n_chunks) if shuffle else np.arange(n_chunks)
+
+
+def n_held_out(n_rows: int, validation_fraction: float) -> int:
+    """How many of a chunk's ``n_rows`` rows :func:`chunk_split` holds out."""
+    n_val = int(np.ceil(validation_fraction * n_rows))
+    return 0 if n_val >= n_rows else n_val
+
+
+def validation_fraction(params: dict) -> float:
+    """The fraction of each chunk's rows a fit with ``params`` holds out (none without early stopping)."""
+    return params["validation_fraction"] if params["early_stopping"] else 0.0
+
+
+def chunk_split(random_state, index: int, n_rows: int, validation_fraction: float):
+    """The training and validation rows (sorted int64 arrays) of chunk ``index`` under ``early_stopping``.
+
+    Every chunk holds out ``ceil(validation_fraction * n_rows)`` rows, as the in-memory split does for the
+    whole data, drawn from a stream seeded by ``random_state`` and the chunk's index, so a chunk loses the
+    same rows in every epoch and in every process. A chunk too small to keep a training row (one row, for a
+    fraction below one half) is used for training only. ``validation_fraction=0`` holds out nothing.
+    """
+    n_val = n_held_out(n_rows, validation_fraction)
+    if n_val == 0:
+        return np.arange(n_rows, dtype=np.int64), np.empty(0, dtype=np.int64)
+    perm = _rng(stream_seed(random_state), _SPLIT_STREAM, index).permutation(n_rows)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def unpack(item: Any, where: str) -> tuple[Any, Any, Any]:
@@ -180,24 +217,43 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
     return dtype
 
 
-# ---------------------------------------------------------------- closed form: merge statistics, solve once
+def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple[int, str, Any, Any, Any]]:
+    """``(index, where, X, y, sample_weight)`` of every chunk of one pass, the next one read meanwhile."""
+    dtype = None
+    for index, item in prefetched(source.epoch(order)):
+        where = source.where(index)
+        X, y, sample_weight = unpack(item, where)
+        dtype = check_dtype(X, dtype, where)
+        yield index, where, X, y, sample_weight
 
 
-def _partial_state(params: dict, data):
-    """Statistics for ``partial_fit``: ``R`` factors, plus the Gram unless ``solver="qr"``.
+def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callable):
+    """``merge`` of ``leaf(X, y, sample_weight, where, index, reset)`` over every chunk, in stream order, and
+    whether ``y`` is 1-D.
 
-    As the closed form's own ``partial_fit``: rows seen by an incremental fit cannot be read again, so ``R``
-    is carried in case the merged Gram later proves too ill-conditioned for Cholesky.
+    The first chunk fixes the feature count and names (``reset``); later chunks are checked against them
+    inside ``leaf``, and against its number of targets (``n_targets(value)``) here.
     """
-    state = _closed_form.chunk_qr_state(params, data)
-    if params["solver"] == "qr":
-        return state
-    return replace(state, gram=_closed_form.chunk_state(params, data).gram)
+    merged, y_was_1d = None, None
+    for position, (index, where, X, y, sample_weight) in enumerate(read(source)):
+        value = leaf(X, y, sample_weight, where, index, position == 0)
+        if merged is not None and n_targets(value) != n_targets(merged):
+            raise ValueError(f"{where}: y has {n_targets(value)} targets; earlier chunks had {n_targets(merged)}.")
+        y_was_1d = np.ndim(y) == 1 if y_was_1d is None else y_was_1d
+        merged = value if merged is None else merge(merged, value)
+    if merged is None:
+        raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
+    return merged, y_was_1d
+
+
+# ---------------------------------------------------------------- closed form: merge statistics, solve once
 
 
 # Which statistics a pass over the chunks computes: the Gram pass of ``fit`` (``R`` for solver="qr"), its
 # second, QR pass when Cholesky is rejected, and the statistics ``partial_fit`` keeps.
-STATISTICS = {"gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _partial_state}
+STATISTICS = {
+    "gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _closed_form.partial_state,
+}
 
 
 def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
@@ -240,20 +296,10 @@ class _Targets:
 
 def _closed_form_pass(estimator, params: dict, source: ChunkSource, kind: str):
     """Merged statistics of every chunk, in stream order, and whether ``y`` is 1-D."""
-    state, y_was_1d, dtype = None, None, None
-    for index, item in prefetched(source.epoch()):
-        where = source.where(index)
-        X, y, sample_weight = unpack(item, where)
-        dtype = check_dtype(X, dtype, where)
-        # The first chunk fixes the feature count and names; later chunks are checked against them.
-        chunk, n_targets = chunk_state(estimator, params, X, y, sample_weight, where, kind, reset=index == 0)
-        if state is not None and n_targets != state.n_targets:
-            raise ValueError(f"{where}: y has {n_targets} targets; earlier chunks had {state.n_targets}.")
-        y_was_1d = np.ndim(y) == 1 if y_was_1d is None else y_was_1d
-        state = chunk if state is None else _closed_form.merge_states(state, chunk)
-    if state is None:
-        raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
-    return state, y_was_1d
+    def leaf(X, y, sample_weight, where, index, reset):
+        return chunk_state(estimator, params, X, y, sample_weight, where, kind, reset=reset)[0]
+
+    return fold(source, leaf, _closed_form.merge_states, lambda state: state.n_targets)
 
 
 def _closed_form_fit(estimator, name: str, source: ChunkSource):
@@ -263,77 +309,257 @@ def _closed_form_fit(estimator, name: str, source: ChunkSource):
     return finish(estimator, name, state, y_was_1d, second_pass)
 
 
-# ---------------------------------------------------------------- iterative solvers: epochs of partial_fit
+# ---------------------------------------------------------------- iterative solvers: epochs of chunk passes
 
 
-def sweep(estimator, source: ChunkSource, order: np.ndarray | None = None) -> float:
-    """One pass of ``estimator.partial_fit`` over every chunk of ``source``.
-
-    Returns
-    -------
-    loss : float
-        The pass's training loss: each chunk's pass loss (the last ``loss_curve_`` entry ``partial_fit``
-        records) weighted by its row count.
-    """
-    total, rows, dtype = 0.0, 0, None
-    for index, item in prefetched(source.epoch(order)):
-        where = source.where(index)
-        X, y, sample_weight = unpack(item, where)
-        dtype = check_dtype(X, dtype, where)
+def sweep(estimator, source: ChunkSource) -> None:
+    """One ``estimator.partial_fit`` call per chunk, in order (``partial_fit`` on Dask blocks)."""
+    empty = True
+    for _, where, X, y, sample_weight in read(source):
         with naming(where):
             estimator.partial_fit(X, y, sample_weight=sample_weight)
-        # partial_fit's loss is a weighted mean over the chunk: weight it by the chunk's total weight.
-        weight = len(X) if sample_weight is None else float(np.sum(sample_weight))
-        total += weight * estimator.loss_curve_[-1]
-        rows += weight
-    if rows == 0:
+        empty = False
+    if empty:
         raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
-    return total / rows
 
 
-def _epochs(estimator, source: ChunkSource):
-    """Up to ``max_epochs`` sweeps with the training-loss stopping rule; sets ``n_iter_`` and ``loss_curve_``."""
-    source.check_epochs(estimator.max_epochs)
-    if estimator.early_stopping:
-        raise ValueError(
-            "early_stopping=True holds out validation rows, which a streamed or Dask fit does not do; stop on the "
-            "training loss instead (early_stopping=False with tol and n_iter_no_change)."
-        )
-    n_chunks = len(source) if source.indexable else 0
-    orders = chunk_orders(estimator.random_state, n_chunks, estimator.shuffle)
-    losses: list[float] = []
-    best, stalled = np.inf, 0
-    for epoch in range(1, estimator.max_epochs + 1):
-        order = next(orders) if source.indexable else None
-        losses.append(sweep(estimator, source, order))
-        if estimator.verbose:
-            print(f"-- Epoch {epoch}: loss {losses[-1]:.6g}, chunk order {order}")
-        if estimator.tol is None:
-            continue
-        stalled = stalled + 1 if losses[-1] > best - estimator.tol else 0
-        best = min(best, losses[-1])
-        if stalled >= estimator.n_iter_no_change:
-            break
-    else:
-        if estimator.tol is not None:
-            warnings.warn(
-                f"solver={estimator.solver_!r} reached max_epochs={estimator.max_epochs} without the epoch loss "
-                f"settling within tol={estimator.tol}; increase max_epochs or adjust the learning rate.",
-                ConvergenceWarning,
+@dataclass
+class Sample:
+    """A uniform sample, without replacement, of at most ``AUTO_ROWS`` training rows of a stream.
+
+    Every training row draws a key uniform in [0, 1) from a stream seeded by the fit's seed and its chunk's
+    index; the sample is the rows with the smallest keys. Samples of disjoint chunks therefore merge exactly
+    (:func:`merge_samples`), in any order and on any worker, and the merged rows are kept sorted by key, so
+    the learning rate estimated from them does not depend on how the chunks were reduced.
+    """
+
+    keys: np.ndarray
+    X: np.ndarray
+    Y: np.ndarray
+    w: np.ndarray | None
+    n_train: int  # training rows the sample was drawn from
+
+
+def _smallest(keys: np.ndarray) -> np.ndarray:
+    """Indices of the ``AUTO_ROWS`` smallest ``keys`` (all of them if fewer), in increasing key order."""
+    m = _iterative_lr.AUTO_ROWS
+    idx = np.argpartition(keys, m - 1)[:m] if keys.shape[0] > m else np.arange(keys.shape[0])
+    return idx[np.argsort(keys[idx], kind="stable")]
+
+
+def chunk_sample(template, params: dict, seed: int, X, y, sample_weight, where: str, index: int,
+                 reset: bool = False, below: float = 1.0) -> Sample:
+    """Validate chunk ``index`` and draw its part of the learning-rate sample (runs on Dask workers too).
+
+    ``below`` drops the rows whose keys are not below it: when the number of training rows ``n`` is known
+    beforehand, ``below = 2 AUTO_ROWS / n`` leaves each chunk a small share to send while the merged sample,
+    the ``AUTO_ROWS`` smallest keys of all, stays the same (unless fewer than ``AUTO_ROWS`` keys in all fall
+    below it, a deviation of about 100 standard deviations).
+    """
+    with naming(where):
+        data = check_fit_data(template, X, y, sample_weight, reset=reset)
+    rows, _ = chunk_split(seed, index, data.X.shape[0], validation_fraction(params))
+    keys = _rng(seed, _SAMPLE_STREAM, index).random(rows.shape[0])
+    keep = _smallest(keys)
+    keep = keep[keys[keep] < below]
+    chosen = rows[keep]
+    w = None if data.sample_weight is None else data.sample_weight[chosen]
+    return Sample(keys[keep], data.X[chosen], data.Y[chosen], w, rows.shape[0])
+
+
+def merge_samples(a: Sample, b: Sample) -> Sample:
+    """The sample of the union of two disjoint sets of chunks."""
+    keys = np.concatenate([a.keys, b.keys])
+    keep = _smallest(keys)
+    w = None
+    if a.w is not None or b.w is not None:
+        w = np.concatenate([np.ones(s.keys.shape[0], s.X.dtype) if s.w is None else s.w for s in (a, b)])[keep]
+    X, Y = np.concatenate([a.X, b.X])[keep], np.concatenate([a.Y, b.Y])[keep]
+    return Sample(keys[keep], X, Y, w, a.n_train + b.n_train)
+
+
+class _Validation:
+    """The validation score of the held-out rows of every chunk, accumulated chunk by chunk.
+
+    The score is the in-memory fit's: :func:`sklearn.metrics.r2_score` with the sample weights, averaged
+    uniformly over targets, ``1 - SS_res / SS_tot`` with ``SS_tot = sum_i w_i (y_i - mean_w(y))^2`` (a
+    constant target scores 1 when predicted exactly, else 0). The first sweep accumulates the weighted mean of
+    ``y``; ``SS_tot`` is summed around it in the first scoring pass (the exact two-pass formula) and kept.
+    """
+
+    def __init__(self):
+        self.rows, self.weight, self.sum_y = 0, 0.0, 0.0
+        self.ss_tot = None
+        self._res = self._tot = None
+
+    @staticmethod
+    def _weights(Y, w):
+        return np.ones(Y.shape[0]) if w is None else w.astype(np.float64)
+
+    def observe(self, Y, w) -> None:
+        """Add held-out rows to the weighted mean of ``y`` (first sweep)."""
+        w = self._weights(Y, w)
+        self.rows += Y.shape[0]
+        self.weight += float(w.sum())
+        self.sum_y = self.sum_y + w @ Y.astype(np.float64)
+
+    def begin(self) -> None:
+        """Start scoring one parameter vector."""
+        self._res = 0.0
+        self._tot = 0.0 if self.ss_tot is None else None
+
+    def add(self, X, Y, w, params: np.ndarray, dims: tuple) -> None:
+        """Add one chunk's held-out rows, predicted with ``params`` (as ``IterState.params``)."""
+        coef, intercept = _iterative.split_params(params, *dims)
+        w = self._weights(Y, w)
+        self._res = self._res + w @ (Y.astype(np.float64) - (X @ coef.T + intercept)) ** 2
+        if self._tot is not None:
+            mean = self.sum_y / self.weight if self.weight > 0 else 0.0
+            self._tot = self._tot + w @ (Y.astype(np.float64) - mean) ** 2
+
+    def end(self) -> float:
+        """The score of the parameters scored since :meth:`begin`."""
+        if self._tot is not None:
+            self.ss_tot = self._tot
+        res, tot = np.atleast_1d(self._res), np.atleast_1d(self.ss_tot)
+        scores = np.ones(res.shape[0])
+        valid = (res != 0) & (tot != 0)
+        scores[valid] = 1.0 - res[valid] / tot[valid]
+        scores[(res != 0) & (tot == 0)] = 0.0
+        return float(np.mean(scores))
+
+
+class _Epochs:
+    """An iterative fit over a stream: ``max_epochs`` sweeps of per-chunk passes, as ``fit`` runs epochs.
+
+    Every pass of sweep ``e`` takes the schedule's rate for epoch ``e`` (:class:`fastopt._iterative.Sweep`),
+    so a streamed fit is the in-memory sequence of ``partial_fit`` calls with each epoch's rate. With
+    ``early_stopping`` every chunk holds out seeded rows (:func:`chunk_split`); the parameters at the end
+    of sweep ``e`` are scored on them while sweep ``e + 1`` reads the chunks (a last pass scores the last
+    sweep), and when that score stops the fit, sweep ``e + 1`` is undone: the result is that of ``fit``'s
+    rule stopping after epoch ``e``, with the best epoch's parameters restored.
+    """
+
+    def __init__(self, estimator, source: ChunkSource, name: str):
+        self.estimator, self.source, self.name = estimator, source, name
+        self.solver = _solvers.SOLVERS[name]
+        self.params = params = estimator.get_params()
+        self.seed = stream_seed(params["random_state"])
+        self.early = bool(params["early_stopping"])
+        self.fraction = validation_fraction(params)
+        self.validation = _Validation() if self.early else None
+        self.lr0 = None
+        self.y_was_1d = None
+
+    def learning_rate(self, sampler: Callable[[int], Sample] | None) -> float | None:
+        """``learning_rate="auto"`` from a seeded sample of the training rows of every chunk.
+
+        ``sampler(seed)`` draws it where the chunks live (on the Dask workers); otherwise one pass over the
+        stream, before training, draws it here. None leaves it to the first chunk's pass.
+        """
+        if sampler is not None:
+            sample = sampler(self.seed)
+        else:
+            def leaf(X, y, sample_weight, where, index, reset):
+                return chunk_sample(self.estimator, self.params, self.seed, X, y, sample_weight, where, index, reset)
+
+            sample = fold(self.source, leaf, merge_samples, lambda part: part.Y.shape[1])[0]
+        if sample.n_train == 0 or (sample.w is not None and not np.any(sample.w)):
+            return None  # nothing to estimate from: the first pass resolves it, or says what is wrong
+        rng = _rng(self.seed, _SAMPLE_STREAM)
+        return self.solver.stream_learning_rate(self.params, sample.X, sample.Y, sample.w, sample.n_train, rng)
+
+    def run(self, sampler: Callable[[int], Sample] | None = None):
+        params, source, estimator = self.params, self.source, self.estimator
+        max_epochs = params["max_epochs"]
+        if self.early and source.one_shot:
+            raise TypeError(
+                "early_stopping=True scores each epoch on held-out rows during the next pass over the chunks, "
+                "but chunks is a one-shot iterator. Pass a list, a re-iterable object, or a callable returning "
+                "a fresh iterator."
             )
-    estimator.n_iter_ = len(losses)
-    estimator.loss_curve_ = losses
-    return estimator
+        source.check_epochs(max_epochs)
+        orders = chunk_orders(self.seed, len(source) if source.indexable else 0, params["shuffle"])
+        if params["learning_rate"] == "auto" and not hasattr(estimator, "_solver_state") and not source.one_shot:
+            self.lr0 = self.learning_rate(sampler)
+        stopping = _iterative.Stopping(params["tol"], params["n_iter_no_change"], keep_best=self.early)
+        losses, scores, scored = [], [], None
+        for epoch in range(max_epochs + self.early):
+            training = epoch < max_epochs
+            order = next(orders) if training and source.indexable else None
+            loss, score = self._pass(order, epoch if training else None, scored)
+            if scored is not None:
+                scores.append(score)
+                if params["verbose"]:
+                    print(f"-- Epoch {epoch}: validation R^2 {score:.6f}")
+                if stopping.update(-score, scored.params):
+                    break
+            if not training:
+                break
+            losses.append(loss)
+            state = estimator._solver_state
+            if params["verbose"]:
+                lr = self.solver.epoch_lr(params, state, epoch)
+                print(f"-- Epoch {epoch + 1}: loss {loss:.6g}, lr {lr:.4g}, steps {state.t}, chunk order {order}")
+            if self.early:
+                scored = replace(state, rng=copy.deepcopy(state.rng))  # its arrays are never written again
+            elif stopping.update(loss, None):
+                break
+        stopping.warn_unless_stopped(self.name, max_epochs)
+        final = replace(scored if self.early else estimator._solver_state, loss_curve=losses)
+        result = self.solver.result(final, stopping, scores if self.early else None)
+        return estimator._apply(self.name, _Targets(self.y_was_1d), result)
+
+    def _pass(self, order, epoch: int | None, scored):
+        """One pass over the chunks: a training pass over each chunk's training rows (unless ``epoch`` is None)
+        and, when ``scored`` is an earlier state, the held-out rows scored with its parameters.
+
+        Returns the pass's training loss (the chunks' pass losses weighted by their training weight) and the
+        validation score (None when not scoring).
+        """
+        estimator, validation = self.estimator, self.validation
+        total, weight, empty = 0.0, 0.0, True
+        if scored is not None:
+            validation.begin()
+        for index, where, X, y, sample_weight in read(self.source, order):
+            with naming(where):
+                first = not hasattr(estimator, "_solver_state")
+                data = check_fit_data(estimator, X, y, sample_weight, reset=first)
+                train, val = chunk_split(self.seed, index, data.X.shape[0], self.fraction)
+                if epoch is not None:
+                    estimator._partial_fit(data, _iterative.Sweep(epoch, train if val.size else None, self.lr0))
+            empty = False
+            self.y_was_1d = data.y_was_1d if self.y_was_1d is None else self.y_was_1d
+            sw = data.sample_weight
+            if epoch is not None:
+                chunk_weight = float(train.shape[0] if sw is None else np.sum(sw[train], dtype=np.float64))
+                total += chunk_weight * estimator._solver_state.loss_curve[-1]
+                weight += chunk_weight
+            if val.size:
+                X_val, Y_val, w_val = data.X[val], data.Y[val], None if sw is None else sw[val]
+                if epoch == 0:
+                    validation.observe(Y_val, w_val)
+                if scored is not None:
+                    validation.add(X_val, Y_val, w_val, scored.params, scored.dims)
+        if empty:
+            raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
+        if epoch == 0 and validation is not None and validation.rows == 0:
+            raise ValueError(
+                f"early_stopping=True holds out validation_fraction={self.fraction} of each chunk's rows, but no "
+                "chunk has enough rows to spare one; use larger chunks or early_stopping=False."
+            )
+        return (total / weight if weight > 0 else np.nan), (validation.end() if scored is not None else None)
 
 
-def fit(estimator, chunks):
+def fit(estimator, chunks, sampler: Callable[[int], Sample] | None = None):
     """Fit ``estimator`` (hyperparameters already validated) on a stream of chunks.
 
-    See :meth:`fastopt.LinearRegressor.fit_stream`.
+    See :meth:`fastopt.LinearRegressor.fit_stream`. ``sampler(seed)``, when given, returns the merged
+    :class:`Sample` of every chunk (:func:`chunk_sample` with that seed) computed where the chunks live.
     """
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
     name = _solvers.resolve(estimator.solver, estimator.loss)
     if name in _closed_form.SOLVERS:
         return _closed_form_fit(estimator, name, source)
     restart(estimator, name)
-    return _epochs(estimator, source)
+    return _Epochs(estimator, source, name).run(sampler)

@@ -63,9 +63,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     n_iter_no_change : int, default=5
         Patience, in epochs.
     early_stopping : bool, default=False
-        Monitor the loss on a held-out ``validation_fraction`` instead of the training loss.
+        Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
+        the coefficients of the best epoch.
     validation_fraction : float, default=0.1
-        Fraction of rows held out when ``early_stopping``.
+        Fraction of rows held out when ``early_stopping``; a streamed or Dask fit holds out this fraction of
+        every chunk's rows.
     momentum : float or None, default=None
         Momentum factor of ``"momentum"`` and ``"nesterov"`` and of RMSProp's optional momentum buffer.
         None means 0.9 for the first two and no buffer (0) for RMSProp.
@@ -259,7 +261,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """Update the model with one more chunk of rows.
 
         The closed form merges the chunk's sufficient statistics exactly, so any split of the rows gives the
-        coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state.
+        coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state;
+        each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows,
+        and a numeric ``learning_rate`` set between calls takes effect at the next call. ``tol`` and
+        ``early_stopping`` do not apply (``fit_stream`` and ``fit`` on Dask arrays run whole epochs over
+        chunks with them).
 
         Parameters
         ----------
@@ -276,8 +282,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         first = not hasattr(self, "_solver_state")
         if first:
             self._validate_params()
+        _solvers.resolve(self.solver, self.loss)
+        return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
+
+    def _partial_fit(self, data, sweep=None):
+        """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
+        iterative solver's pass in an epoch of a streamed fit (:mod:`fastopt._streaming`)."""
         name = _solvers.resolve(self.solver, self.loss)
-        data = check_fit_data(self, X, y, sample_weight, reset=first)
+        first = not hasattr(self, "_solver_state")
         if not first:
             if name != self._solver_name:
                 raise ValueError(
@@ -287,7 +299,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if data.Y.shape[1] != self._n_targets:
                 raise ValueError(f"y has {data.Y.shape[1]} targets; earlier partial_fit calls had {self._n_targets}.")
         state = None if first else self._solver_state
-        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state)
+        extra = {} if sweep is None else {"sweep": sweep}
+        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
         return self._apply(name, data, result)
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -295,8 +308,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.
 
         The closed form merges each chunk's sufficient statistics exactly and solves once, so the result is
-        that of ``fit`` on all rows. An iterative solver makes ``max_epochs`` sweeps over the chunks, each one
-        ``partial_fit`` pass per chunk (see "Scaling out" in the README for the meaning of an epoch there).
+        that of ``fit`` on all rows. An iterative solver runs epochs as ``fit`` does, an epoch being one sweep
+        over the chunks with one pass over each: the schedule advances once per epoch, ``learning_rate="auto"``
+        is estimated from a seeded sample of every chunk's rows, and ``early_stopping`` holds out a seeded
+        ``validation_fraction`` of every chunk (see "Scaling out" in the README).
 
         Parameters
         ----------
@@ -305,7 +320,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             A sequence (``len`` and indexing, e.g. a list) is visited in a fresh permutation of its chunks
             every epoch (``random_state``, ``shuffle``); a callable is called once per epoch for a fresh
             iterator; a one-shot iterator or generator allows a single pass (the closed form, or
-            ``max_epochs=1``).
+            ``max_epochs=1`` without early stopping).
 
         Returns
         -------

@@ -284,6 +284,19 @@ def test_distributed_contract_second_pass(rng):
     np.testing.assert_allclose(result.coef[0], fitted.coef_, rtol=1e-6)  # kappa_s ~ 1e7: u kappa ~ 1e-7
 
 
+def test_partial_state_carries_r_and_the_gram_unless_qr(rng):
+    X, y = ill_conditioned("poly10", rng)
+    parts = [data(X[idx], y[idx, None]) for idx in chunks(len(y), rng)]
+    normal, qr = LinearRegressor().get_params(), LinearRegressor(solver="qr").get_params()
+    state = _merge_all([_closed_form.partial_state(normal, part) for part in parts])
+    assert state.gram is not None and state.r is not None
+    assert not _closed_form.needs_qr(normal, state)  # the carried R replaces the second pass
+    with pytest.warns(IllConditionedWarning, match="switching to QR"):
+        assert _closed_form.finish(normal, state).attrs["solver_"] == "qr"
+    only_r = _closed_form.partial_state(qr, parts[0])
+    assert only_r.gram is None and only_r.r is not None
+
+
 def _merge_all(states):
     state = states[0]
     for other in states[1:]:

@@ -140,14 +140,10 @@ def test_incremental_wrapper_with_the_closed_form(client, rng):
 # ---------------------------------------------------------------- iterative solvers
 
 
-def replay(params, X, y, rows, orders):
-    """The in-memory chunked partial_fit sequence visiting the row blocks in each of ``orders`` in turn."""
-    est = LinearRegressor(**params)
+def row_chunks(*arrays, rows=ROWS):
+    """The in-memory row blocks of ``arrays`` that ``blocks(a, rows)`` makes."""
     edges = np.cumsum((0, *rows))
-    for order in orders:
-        for i in order:
-            est.partial_fit(X[edges[i] : edges[i + 1]], y[edges[i] : edges[i + 1]])
-    return est
+    return [tuple(a[edges[i] : edges[i + 1]] for a in arrays) for i in range(len(rows))]
 
 
 def seeded_orders(params, n_epochs):
@@ -155,13 +151,17 @@ def seeded_orders(params, n_epochs):
     return itertools.islice(chunk_orders(params["random_state"], len(ROWS), params.get("shuffle", True)), n_epochs)
 
 
-@pytest.mark.parametrize("solver", ["sgd", "adam"])
-def test_iterative_is_the_chunked_partial_fit_sequence(client, rng, solver):
+@pytest.mark.parametrize("solver, schedule", [("sgd", "linear"), ("adam", "cosine")])
+def test_iterative_is_the_chunked_partial_fit_sequence(client, rng, replay, solver, schedule):
     X, y = make_problem(rng)
-    params = {"solver": solver, "random_state": 3, "max_epochs": 4, "tol": None, "learning_rate": 0.01}
+    params = {"solver": solver, "random_state": 3, "max_epochs": 4, "tol": None, "schedule": schedule}
     est = LinearRegressor(**params).fit(blocks(X), blocks(y))
     assert est.n_iter_ == 4 and len(est.loss_curve_) == 4
-    expected = replay(params, X, y, ROWS, seeded_orders(params, 4))
+    # learning_rate="auto" from a seeded sample of every block, drawn on the workers: only its rows travel,
+    # and it is the sample (hence the rate) of the same blocks streamed from the client.
+    streamed = LinearRegressor(**{**params, "max_epochs": 1}).fit_stream(row_chunks(X, y))
+    assert est.learning_rate_ == streamed.learning_rate_
+    expected = replay(params, est.learning_rate_, row_chunks(X, y), seeded_orders(params, 4))[-1]
     np.testing.assert_array_equal(est.coef_, expected.coef_)
     np.testing.assert_array_equal(est.intercept_, expected.intercept_)
 
@@ -176,13 +176,29 @@ def test_iterative_stops_when_the_epoch_loss_stalls(client, rng):
         LinearRegressor("sgd", random_state=0, max_epochs=2, tol=1e-12).fit(blocks(X), blocks(y))
 
 
-def test_incremental_wrapper_with_an_iterative_solver(client, rng):
+def test_early_stopping_on_the_cluster(client, rng):
+    X, y = make_problem(rng)
+    y[::7] += 3 * rng.standard_normal(len(y[::7]))
+    w = rng.uniform(0.2, 2, size=len(X))
+    params = {"solver": "sgd", "learning_rate": 0.1, "max_epochs": 30, "tol": 1e-4, "n_iter_no_change": 2,
+              "early_stopping": True, "validation_fraction": 0.2, "random_state": 4}
+    est = LinearRegressor(**params).fit(blocks(X), blocks(y), sample_weight=blocks(w))
+    assert est.n_iter_ < 30 and len(est.validation_scores_) == len(est.loss_curve_) == est.n_iter_
+    assert est.best_validation_score_ == max(est.validation_scores_) > 0.5
+    # The same held-out rows, rule and restored coefficients as streaming the blocks from the client (whose
+    # equality with fit's rule on an in-memory replay tests/test_out_of_core.py checks).
+    local = LinearRegressor(**params).fit_stream(row_chunks(X, y, w))
+    np.testing.assert_array_equal(est.coef_, local.coef_)
+    assert est.validation_scores_ == local.validation_scores_ and est.t_ == local.t_
+
+
+def test_incremental_wrapper_with_an_iterative_solver(client, rng, replay):
     Incremental = pytest.importorskip("dask_ml.wrappers").Incremental
     X, y = make_problem(rng)
     # One partial_fit pass per block, in dask-ml's order (here: in order), run on the workers.
     params = {"solver": "sgd", "random_state": 1, "learning_rate": 0.01}
     inc = Incremental(LinearRegressor(**params), shuffle_blocks=False).fit(blocks(X), blocks(y))
-    np.testing.assert_array_equal(inc.coef_, replay(params, X, y, ROWS, [range(len(ROWS))]).coef_)
+    np.testing.assert_array_equal(inc.coef_, replay(params, 0.01, row_chunks(X, y), [range(len(ROWS))])[-1].coef_)
 
 
 # ---------------------------------------------------------------- predict

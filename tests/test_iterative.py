@@ -132,6 +132,16 @@ def test_partial_fit_keeps_state_across_chunks():
         est.partial_fit(X, np.c_[y, y])
 
 
+def test_partial_fit_reads_a_numeric_learning_rate_at_every_call():
+    rng = np.random.default_rng(5)
+    X, y = _data(rng, n=400)
+    est = LinearRegressor(solver="sgd", random_state=0).partial_fit(X, y)  # "auto": resolved on the first call
+    auto = est.learning_rate_
+    assert est.partial_fit(X, y).learning_rate_ == auto
+    assert est.set_params(learning_rate=auto / 4).partial_fit(X, y).learning_rate_ == auto / 4
+    assert est.set_params(learning_rate="auto").partial_fit(X, y).learning_rate_ == auto / 4  # kept, not re-estimated
+
+
 def test_warm_start_continues_from_the_previous_fit():
     rng = np.random.default_rng(6)
     X, y = _data(rng)

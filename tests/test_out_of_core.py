@@ -1,4 +1,5 @@
 """Out-of-core fitting on one machine: memory-mapped files and streams of chunks (fastopt._streaming)."""
+import functools
 import itertools
 import os
 import pathlib
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import LinearRegressor
-from fastopt._streaming import ChunkSource, chunk_orders, naming, unpack
+from fastopt import LinearRegressor, _iterative_lr
+from fastopt._streaming import ChunkSource, chunk_orders, chunk_sample, chunk_split, merge_samples, naming, unpack
 from fastopt._validation import check_fit_data
 from fastopt.exceptions import IllConditionedWarning
 
@@ -185,35 +186,144 @@ def test_stream_pandas_chunks_keep_feature_names(rng):
         LinearRegressor().fit_stream([(frame.iloc[:500], y[:500]), (frame.iloc[500:, ::-1], y[500:])])
 
 
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_stream_iterative_replays_partial_fit(rng, shuffle):
+@pytest.mark.parametrize("solver, shuffle, schedule", [("adam", True, "linear"), ("sgd", False, "cosine"),
+                                                     ("momentum", True, "constant")])
+def test_stream_iterative_replays_partial_fit(rng, replay, solver, shuffle, schedule):
     X, y = make_problem(rng)
+    w = rng.uniform(0.5, 2, size=len(X))
     slices = split(len(X))
-    params = {"solver": "adam", "random_state": 5, "max_epochs": 3, "tol": None, "shuffle": shuffle}
-    est = LinearRegressor(**params).fit_stream(chunks_of(slices, X, y))
-    expected = LinearRegressor(**params)
-    for order in itertools.islice(chunk_orders(5, len(slices), shuffle), 3):
-        for i in order:
-            expected.partial_fit(X[slices[i]], y[slices[i]])
-    np.testing.assert_array_equal(est.coef_, expected.coef_)
-    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
-    assert est.n_iter_ == 3 and len(est.loss_curve_) == 3
+    params = {"solver": solver, "random_state": 5, "max_epochs": 3, "tol": None, "shuffle": shuffle,
+              "schedule": schedule, "end_factor": 0.1}
+    chunks = chunks_of(slices, X, y, w)
+    est = LinearRegressor(**params).fit_stream(chunks)
+    # The schedule advances once per epoch (sweep), exactly as fit's: epoch e's passes all run at its rate.
+    expected = replay(params, est.learning_rate_, chunks, itertools.islice(chunk_orders(5, len(slices), shuffle), 3))
+    np.testing.assert_array_equal(est.coef_, expected[-1].coef_)
+    np.testing.assert_array_equal(est.intercept_, expected[-1].intercept_)
+    assert est.n_iter_ == 3 and len(est.loss_curve_) == 3 and est.t_ == expected[-1].t_
+    assert est.best_loss_ == min(est.loss_curve_)
 
 
-def test_stream_iterative_from_a_callable_runs_in_its_order(rng):
+def test_stream_iterative_from_a_callable_runs_in_its_order(rng, replay):
     X, y = make_problem(rng)
     items = chunks_of(split(len(X)), X, y)
-    params = {"solver": "sgd", "random_state": 2, "max_epochs": 2, "tol": None}
+    params = {"solver": "sgd", "random_state": 2, "max_epochs": 2, "tol": None, "schedule": "invscaling"}
     est = LinearRegressor(**params).fit_stream(lambda: iter(items))
-    expected = LinearRegressor(**params)
-    for _ in range(2):
-        for Xc, yc in items:
-            expected.partial_fit(Xc, yc)
+    expected = replay(params, est.learning_rate_, items, [range(len(items))] * 2)[-1]
     np.testing.assert_array_equal(est.coef_, expected.coef_)
+    # The rate comes from a sample keyed by chunk position, so a list gives the same one.
+    assert LinearRegressor(**params).fit_stream(items).learning_rate_ == est.learning_rate_
     with pytest.raises(TypeError, match="max_epochs=2 needs several passes"):
         LinearRegressor(**params).fit_stream(iter(items))
-    with pytest.raises(ValueError, match="early_stopping=True holds out validation rows"):
-        LinearRegressor(**params, early_stopping=True).fit_stream(items)
+    with pytest.raises(TypeError, match="early_stopping=True scores each epoch .* one-shot iterator"):
+        LinearRegressor(**{**params, "max_epochs": 1}, early_stopping=True).fit_stream(iter(items))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_stream_auto_learning_rate_samples_every_chunk(rng, solver):
+    X, y = make_problem(rng)
+    X[:300] *= 5  # the first chunk alone would suggest a far smaller rate
+    w = rng.uniform(0.5, 2, size=len(X))
+    items = chunks_of(split(len(X)), X, y, w)
+    params = {"solver": solver, "random_state": 0, "max_epochs": 1, "tol": None}
+    est = LinearRegressor(**params).fit_stream(items)
+    # Under AUTO_ROWS training rows the sample is all of them: the in-memory estimate, up to the power
+    # iteration's tolerance (its start vector differs).
+    in_memory = LinearRegressor(**params).fit(X, y, sample_weight=w).learning_rate_
+    np.testing.assert_allclose(est.learning_rate_, in_memory, rtol=5e-3)
+    first_chunk = LinearRegressor(**params).partial_fit(*items[0]).learning_rate_
+    assert first_chunk < est.learning_rate_ / 1.5
+    # A one-shot stream cannot be read twice: its first chunk sets the rate, as partial_fit does.
+    assert LinearRegressor(**params).fit_stream(iter(items)).learning_rate_ == first_chunk
+
+
+def test_stream_learning_rate_sample_is_bounded_and_merges_in_any_order(rng, monkeypatch):
+    monkeypatch.setattr(_iterative_lr, "AUTO_ROWS", 50)
+    X, y = make_problem(rng)
+    params = LinearRegressor("sgd").get_params()
+    slices = split(len(X))
+    def parts(below=1.0):
+        return [chunk_sample(LinearRegressor(), params, 3, X[s], y[s], None, f"chunk {i}", i, below=below)
+                for i, s in enumerate(slices)]
+
+    forward, backward = functools.reduce(merge_samples, parts()), functools.reduce(merge_samples, parts()[::-1])
+    # With the row count known beforehand (Dask arrays), chunks send only keys below 2 * AUTO_ROWS / n.
+    thin = parts(below=2 * 50 / len(X))
+    assert sum(len(p.keys) for p in thin) < 200
+    thinned = functools.reduce(merge_samples, thin)
+    assert forward.X.shape == (50, X.shape[1]) and forward.n_train == thinned.n_train == len(X)
+    assert np.all(np.diff(forward.keys) > 0)
+    for other in (backward, thinned):
+        for a, b in ((forward.keys, other.keys), (forward.X, other.X), (forward.Y, other.Y)):
+            np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- early stopping on held-out rows of each chunk
+
+
+def in_memory_early_stopping(params, chunks, orders, replay):
+    """What a streamed fit with early stopping must give, computed the in-memory way: the replayed epochs on
+    each chunk's training rows, scored by scikit-learn's r2_score on all held-out rows, under fit's rule."""
+    from sklearn.metrics import r2_score
+
+    fraction = params.get("validation_fraction", 0.1)
+    split_of = functools.partial(chunk_split, params["random_state"], validation_fraction=fraction)
+    val = [split_of(i, len(c[0]))[1] for i, c in enumerate(chunks)]
+    X_val, y_val, w_val = (np.concatenate([c[j][v] for c, v in zip(chunks, val)]) for j in range(3))
+    epochs = replay(params, params["learning_rate"], chunks, orders, lambda i, n: split_of(i, n)[0])
+    scores, best, stalled = [], np.inf, 0
+    for est in epochs:
+        scores.append(r2_score(y_val, est.predict(X_val), sample_weight=w_val))
+        stalled = stalled + 1 if -scores[-1] > best - params["tol"] else 0
+        best = min(best, -scores[-1])
+        if stalled >= params["n_iter_no_change"]:
+            break
+    return epochs[int(np.argmax(scores))], epochs[len(scores) - 1], scores
+
+
+def test_stream_early_stopping_is_fits_rule_on_held_out_rows(rng, replay):
+    X, y = make_problem(rng, n=3_000)
+    y[::7] += 3 * rng.standard_normal(len(y[::7]))  # noisy targets: the validation score peaks and stalls
+    w = rng.uniform(0.2, 2, size=len(X))
+    w[::11] = 0.0
+    slices = split(len(X), sizes=(700, 900, 1, 650))
+    chunks = chunks_of(slices, X, y, w)
+    params = {"solver": "sgd", "learning_rate": 0.1, "schedule": "linear", "max_epochs": 40, "tol": 1e-4,
+              "n_iter_no_change": 3, "early_stopping": True, "validation_fraction": 0.2, "random_state": 4}
+    est = LinearRegressor(**params).fit_stream(chunks)
+    best, last, scores = in_memory_early_stopping(
+        params, chunks, itertools.islice(chunk_orders(4, len(chunks)), 40), replay)
+    assert est.n_iter_ == len(scores) < 40
+    assert np.argmax(scores) < len(scores) - 1  # so restoring the best epoch matters
+    assert len(est.loss_curve_) == len(est.validation_scores_) == est.n_iter_
+    np.testing.assert_allclose(est.validation_scores_, scores, rtol=1e-12)
+    assert est.best_validation_score_ == max(est.validation_scores_)
+    # The best epoch's coefficients are restored; the optimizer stopped after the stopping epoch (the extra
+    # sweep that scored it is undone).
+    np.testing.assert_array_equal(est.coef_, best.coef_)
+    np.testing.assert_array_equal(est.intercept_, best.intercept_)
+    assert est.t_ == last.t_
+
+
+def test_stream_early_stopping_without_tol_runs_every_epoch(rng):
+    X, y = make_problem(rng)
+    chunks = chunks_of(split(len(X)), X, y)
+    params = {"solver": "adam", "max_epochs": 3, "tol": None, "early_stopping": True, "random_state": 0}
+    est = LinearRegressor(**params).fit_stream(chunks)
+    assert est.n_iter_ == len(est.validation_scores_) == 3 and est.validation_scores_[-1] > 0.5
+    again = LinearRegressor(**params).fit_stream(chunks)  # deterministic for a given random_state
+    np.testing.assert_array_equal(again.coef_, est.coef_)
+    assert again.validation_scores_ == est.validation_scores_
+    with pytest.raises(ValueError, match="no chunk has enough rows"):
+        LinearRegressor(**params).fit_stream([(X[i : i + 1], y[i : i + 1]) for i in range(5)])
+
+
+def test_chunk_split_is_seeded_per_chunk():
+    train, val = chunk_split(3, 2, 101, 0.1)
+    assert len(val) == 11 and len(train) == 90 and np.union1d(train, val).tolist() == list(range(101))
+    np.testing.assert_array_equal(chunk_split(3, 2, 101, 0.1)[1], val)
+    assert not np.array_equal(chunk_split(3, 1, 101, 0.1)[1], val)
+    assert chunk_split(3, 0, 1, 0.1)[1].size == 0  # a one-row chunk only trains
 
 
 def test_stream_refit_starts_over(rng):
