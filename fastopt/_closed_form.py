@@ -433,8 +433,10 @@ class _ClosedForm:
 
     def __init__(self, stable: bool):
         self.stable = stable
-        # The Gram kernel reports non-finite X itself (see chunk_state); the QR path relies on validation.
-        self.checks_finite_X = not stable
+
+    def checks_finite_X(self, params: dict) -> bool:
+        """The Gram kernel reports non-finite X itself (see chunk_state); the QR path relies on validation."""
+        return not self.stable
 
     def fit(self, params: dict, data: Data, state=None) -> FitResult:
         """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected."""

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import _assert_all_finite
 
 from fastopt import _kernels, optim
 from fastopt._iterative_lr import auto_learning_rate, mean_loss, sample_learning_rate
@@ -227,6 +228,14 @@ class IterativeSolver:
     def __init__(self, method: str):
         self.method = method
 
+    @staticmethod
+    def checks_finite_X(params: dict) -> bool:
+        """Whether the first epoch sees every row of X (so validation may skip its own pass over X).
+
+        Not with ``early_stopping``: held-out rows are only predicted, not passed through the kernel.
+        """
+        return not params["early_stopping"]
+
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
     def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
@@ -256,6 +265,11 @@ class IterativeSolver:
                                               st.params, st.opt_state, work, st.t, lr)
         if status == _kernels.Status.BAD_ARGUMENT:
             raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")
+        if status == _kernels.Status.NONFINITE_LOSS:
+            # fit leaves X's finiteness to this pass (every training row is read in the first epoch, and a NaN
+            # or inf there makes the loss non-finite even at zero weight): name bad input before blaming the
+            # learning rate.
+            _assert_all_finite(data.X, input_name="X", estimator_name="LinearRegressor")
         if status != _kernels.Status.OK:
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
                     else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")

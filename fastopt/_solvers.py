@@ -39,6 +39,6 @@ def resolve(solver: str, loss: str) -> str:
     return name
 
 
-def needs_finite_check(name: str) -> bool:
-    """Whether validation must check ``X`` for NaN/inf, or the solver's own kernel reports it (saving a pass)."""
-    return not getattr(SOLVERS[name], "checks_finite_X", False)
+def needs_finite_check(name: str, params: dict) -> bool:
+    """Whether validation must check ``X`` for NaN/inf, or the solver's ``fit`` reports it (saving a pass)."""
+    return not SOLVERS[name].checks_finite_X(params)

@@ -250,11 +250,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
             return dask_backend.fit(self, X, y, sample_weight)
         name = _solvers.resolve(self.solver, self.loss)
-        data = check_fit_data(self, X, y, sample_weight, reset=True, finite_X=_solvers.needs_finite_check(name))
+        params = self.get_params()
+        data = check_fit_data(self, X, y, sample_weight, reset=True,
+                              finite_X=_solvers.needs_finite_check(name, params))
         state = None
         if self.warm_start and getattr(self, "_solver_name", None) == name:
             state = self._solver_state
-        result = _solvers.SOLVERS[name].fit(self.get_params(), data, state=state)
+        result = _solvers.SOLVERS[name].fit(params, data, state=state)
         return self._apply(name, data, result)
 
     def partial_fit(self, X, y, sample_weight=None):

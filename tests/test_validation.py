@@ -4,6 +4,7 @@ import pytest
 import scipy.sparse
 
 from fastopt import LinearRegressor
+from fastopt.exceptions import DivergenceError
 
 
 @pytest.fixture
@@ -109,6 +110,21 @@ def test_normal_solver_reports_nonfinite_x_from_its_statistics(rng, value, row):
     X[row, 1] = value
     with pytest.raises(ValueError, match="X contains NaN or infinity"):
         LinearRegressor(solver="normal").fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("learning_rate", ["auto", 0.01])
+@pytest.mark.parametrize("value", [np.nan, -np.inf])
+@pytest.mark.parametrize("row", [0, 1999])
+def test_iterative_fit_names_nonfinite_x_not_divergence(rng, solver, learning_rate, value, row):
+    # fit leaves X's finiteness to the first epoch, which reads every row: the error must still name the
+    # input, never blame the learning rate (DivergenceError).
+    X = rng.normal(size=(2000, 3))
+    y = X.sum(axis=1)
+    X[row, 2] = value
+    with pytest.raises(ValueError, match="Input X contains") as excinfo:
+        LinearRegressor(solver=solver, learning_rate=learning_rate, max_epochs=2, random_state=0).fit(X, y)
+    assert not isinstance(excinfo.value, DivergenceError)
 
 
 def test_nonfinite_x_in_zero_weight_rows_is_still_rejected(rng):
