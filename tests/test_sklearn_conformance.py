@@ -1,6 +1,10 @@
 """scikit-learn conformance: the estimator checks over one configuration per registered solver, plus the
 closed form without intercept and with ridge; and the usual meta-estimator round trips."""
+import os
+import pathlib
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import fastopt
 from fastopt import LinearRegressor
 from fastopt._solvers import SOLVERS
 
@@ -37,8 +42,9 @@ STOCHASTIC_SW_FAILURES = {"sgd", "momentum", "nesterov", "rmsprop"}
 def expected_failed_checks(estimator):
     """Checks expected to fail for a configuration, each with its reason.
 
-    (scikit-learn itself skips its array-API input check unless SCIPY_ARRAY_API=1 is set; fastopt converts
-    every input to NumPy, so that check has nothing to exercise here.)
+    (scikit-learn itself skips its array-API input check in this process unless SCIPY_ARRAY_API=1 is set, a
+    process-wide switch of SciPy's behaviour; test_array_api_check_with_numpy_namespace runs that check for
+    every registered solver in a child process with the switch on.)
     """
     if estimator.solver in STOCHASTIC_SW_FAILURES:
         return {"check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON}
@@ -95,3 +101,26 @@ def test_float32_is_preserved(regression):
     est = LinearRegressor().fit(X.astype(np.float32), y.astype(np.float32))
     assert est.coef_.dtype == np.float32
     assert est.predict(X.astype(np.float32)).dtype == np.float32
+
+
+def test_array_api_check_with_numpy_namespace(tmp_path):
+    # The check scikit-learn skips above, in a child process where SciPy's array-API mode can be switched on
+    # without changing SciPy for the rest of the suite. The child imports the fastopt under test.
+    package_root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
+    code = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "from sklearn.utils.estimator_checks import check_array_api_input\n"
+        "from fastopt import LinearRegressor\n"
+        "from fastopt._solvers import SOLVERS\n"
+        "for name in SOLVERS:\n"
+        "    check_array_api_input(name, LinearRegressor(solver=name, random_state=0), array_namespace='numpy',\n"
+        "                          expect_only_array_outputs=False)\n"
+        "print('checked', len(SOLVERS))\n"
+    )
+    env = {**os.environ, "SCIPY_ARRAY_API": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"checked {len(SOLVERS)}"
+
