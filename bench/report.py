@@ -25,7 +25,9 @@ def run(path: pathlib.Path) -> None:
     """Run ``pytest bench`` once, writing pytest-benchmark's JSON to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pytest", str(BENCH), "-q", "-p", "no:randomly", f"--benchmark-json={path}"]
-    subprocess.run(cmd, check=True)
+    # From bench/, not the checkout's root: `python -m` puts the working directory first on sys.path, and the
+    # root's fastopt/ is the unbuilt source, which would shadow the installed package.
+    subprocess.run(cmd, check=True, cwd=BENCH)
 
 
 def _row_name(bench: dict) -> str:
