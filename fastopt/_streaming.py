@@ -504,8 +504,8 @@ class _Epochs:
 
     Every pass divides its chunk's weights by one constant, the mean weight of all the stream's training rows
     (:class:`fastopt._iterative.Sweep`), so the sweeps minimise ``fit``'s objective on the concatenated rows.
-    It is totalled by the pass that samples the learning rate, or else by one read of the chunks' weights
-    (:meth:`stream_weight`); a one-shot stream, which cannot be read twice, takes its first chunk's mean.
+    It is totalled by the pass that samples the learning rate or on the Dask workers, or else decided by the
+    first chunk read (:meth:`_weights`).
     """
 
     def __init__(self, estimator, source: ChunkSource, name: str):
@@ -518,7 +518,7 @@ class _Epochs:
         self.validation = _Validation() if self.early else None
         self.lr0 = None
         self.weight_mean = None  # the stream-wide mean training weight (Sweep.weight_mean)
-        self.unweighted = False  # taken as unweighted from its first chunk (see stream_weight)
+        self.unweighted = None  # where the stream was taken as unweighted, for errors (see _weights)
         self.y_was_1d = None
 
     def learning_rate(self, sampler: Callable[[int], Sample] | None) -> tuple[float | None, Weight]:
@@ -542,21 +542,12 @@ class _Epochs:
         rng = _rng(self.seed, _SAMPLE_STREAM)
         return self.solver.stream_learning_rate(self.params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
 
-    def stream_weight(self, weigher: Callable[[int], Weight | None] | None) -> Weight | None:
-        """The training weight of every chunk, when no learning-rate sample totals it.
-
-        ``weigher(seed)`` totals it where the chunks live (on the Dask workers; None without weights).
-        Otherwise one read of the chunks' weights: when the first chunk has none, the read stops there and
-        the stream is taken as unweighted (None; a later chunk with weights is then an error).
-        """
-        if weigher is not None:
-            return weigher(self.seed)
+    def stream_weight(self) -> Weight:
+        """The training weight of every chunk, from one read of the chunks' weights."""
         total = None
         for index, item in self.source.epoch():
             where = self.source.where(index)
             X, _, sample_weight = unpack(item, where)
-            if total is None and sample_weight is None:
-                return None
             dtype = check_dtype(X, None, where) or np.dtype(np.float64)
             part = chunk_weight(self.seed, self.fraction, dtype, sample_weight, _num_samples(X), where, index)
             total = part if total is None else merge_weights(total, part)
@@ -573,16 +564,24 @@ class _Epochs:
         return mean
 
     def _weights(self, data, train: np.ndarray, where: str):
-        """``data`` ready for the stream's constant: the first chunk of a one-shot stream sets it, and a chunk
-        without weights in a weighted stream gets explicit ones."""
+        """``data`` ready for the stream's constant, which the first chunk read decides when no earlier pass
+        totalled the weights: without weights, the stream is taken as unweighted (no extra read: a later chunk
+        with weights is an error); with weights, one read of every chunk's weights totals them, except in a
+        one-shot stream, which cannot be read twice and takes this chunk's mean. A chunk without weights in a
+        weighted stream gets explicit ones."""
         sw = data.sample_weight
         if self.weight_mean is None:
-            self.weight_mean = self._mean(_weight(sw, train), f"{where} (a one-shot stream is normalised by its "
-                                                              "first chunk's mean weight)")
-        elif self.unweighted and sw is not None:
+            if self.source.one_shot:
+                rows = f"{where} (a one-shot stream is normalised by its first chunk's mean weight)"
+                self.weight_mean = self._mean(_weight(sw, train), rows)
+            elif sw is None:
+                self.weight_mean, self.unweighted = 1.0, where
+            else:
+                self.weight_mean = self._mean(self.stream_weight())
+        elif self.unweighted is not None and sw is not None:
             raise ValueError(
-                f"{where} has sample_weight but the first chunk has none, so the stream was taken as unweighted; "
-                "give every chunk weights (ones for unit weight) or none."
+                f"{where} has sample_weight but {self.unweighted}, the first chunk read, has none, so the stream "
+                "was taken as unweighted; give every chunk weights (ones for unit weight) or none."
             )
         if sw is None and self.weight_mean != 1.0:
             data = replace(data, sample_weight=np.ones(data.X.shape[0], dtype=data.X.dtype))
@@ -600,12 +599,11 @@ class _Epochs:
             )
         source.check_epochs(max_epochs)
         orders = chunk_orders(self.seed, len(source) if source.indexable else 0, params["shuffle"])
-        if not source.one_shot:
-            if params["learning_rate"] == "auto" and not hasattr(estimator, "_solver_state"):
-                self.lr0, weight = self.learning_rate(sampler)
-            else:
-                weight = self.stream_weight(weigher)
-                self.unweighted = weight is None
+        if params["learning_rate"] == "auto" and not hasattr(estimator, "_solver_state") and not source.one_shot:
+            self.lr0, weight = self.learning_rate(sampler)
+            self.weight_mean = self._mean(weight)
+        elif weigher is not None:
+            weight = weigher(self.seed)
             self.weight_mean = 1.0 if weight is None else self._mean(weight)
         stopping = _iterative.Stopping(params["tol"], params["n_iter_no_change"], keep_best=self.early)
         losses, scores, scored = [], [], None

@@ -37,7 +37,8 @@ def replay():
     base rate ``lr0`` (``partial_fit`` reads a numeric ``learning_rate`` at every call). ``split(i, n)`` returns
     chunk ``i``'s training rows when the fit holds rows out. ``weights="stream"`` divides every chunk's
     weights by the mean weight of all training rows (each chunk's float64 sum, totalled exactly), as a
-    streamed fit does; ``"chunk"`` calls the public ``partial_fit``, which divides by each call's own mean.
+    streamed fit does; a number divides them by that number; ``"chunk"`` calls the public ``partial_fit``,
+    which divides by each call's own mean.
     Returns the estimator after each epoch, copied.
     """
     import copy
@@ -69,7 +70,7 @@ def replay():
         p = LinearRegressor(**params).get_params()
         est = LinearRegressor(**{**params, "schedule": "constant", "early_stopping": False})
         rows_of = (lambda i: slice(None)) if split is None else (lambda i: split(i, len(chunks[i][0])))
-        mean = weight_mean(chunks, rows_of) if weights == "stream" else None
+        mean = weight_mean(chunks, rows_of) if weights == "stream" else None if weights == "chunk" else weights
         epochs = []
         for epoch, order in enumerate(orders):
             est.set_params(learning_rate=optim.schedule_lr(
