@@ -212,7 +212,8 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     """``LinearRegressor.partial_fit`` on Dask collections: every block once, in order.
 
     The closed form merges the blocks' statistics on the cluster, then into the estimator's state; an
-    iterative solver makes one ``partial_fit`` pass over each block.
+    iterative solver makes one ``partial_fit`` pass over each block (each block's weights divided by their
+    own mean, as a ``partial_fit`` call's are).
     """
     chunks = DaskChunks(X, y, sample_weight)
     name = _solvers.resolve(estimator.solver, estimator.loss)

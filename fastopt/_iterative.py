@@ -336,8 +336,9 @@ class IterativeSolver:
         As ``LinearRegressor.partial_fit`` (``sweep=None``): the schedule advances one epoch per call;
         ``tol`` and ``early_stopping`` do not apply (as in scikit-learn); ``learning_rate="auto"`` is resolved
         on the first call's rows, while a numeric ``learning_rate`` is read at every call (as a warm start
-        does), so a caller may set each pass's rate. As one chunk's pass of a streamed epoch: see
-        :class:`Sweep`.
+        does), so a caller may set each pass's rate; the weights are divided by their mean over this call's
+        rows, so they are relative within a call only. As one chunk's pass of a streamed epoch: see
+        :class:`Sweep`, whose ``weight_mean`` divides every chunk by one constant instead.
         """
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows

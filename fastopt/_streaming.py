@@ -16,6 +16,11 @@ This module serves :meth:`fastopt.LinearRegressor.fit_stream` and the Dask input
 - ``early_stopping=True`` holds out a seeded ``validation_fraction`` of every chunk's rows
   (:func:`chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
   :class:`_Epochs`), with memory bounded by one chunk.
+- Sample weights are divided by one constant, their mean over all the stream's training rows (:class:`Weight`),
+  so the sweeps minimise the in-memory objective of the concatenated rows: the learning-rate sampling pass
+  totals it, or on Dask a reduction of the weight blocks; otherwise the first chunk read decides (see
+  :meth:`_Epochs._weights`: one read of every chunk's weights, none for an unweighted stream). A one-shot
+  iterator divides by its first chunk's mean.
 
 Nothing here imports Dask.
 """
