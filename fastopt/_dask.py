@@ -9,6 +9,8 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
   permutation drawn from ``random_state``; each block is computed, brought to the client (the next one is
   fetched meanwhile) and given one pass at the epoch's scheduled rate. ``learning_rate="auto"`` comes from
   a seeded sample of every block's training rows, drawn and merged on the workers (only the sample travels).
+  Every block's weights are divided by the mean weight of all training rows, totalled by that sampling pass
+  or, with a numeric rate, by a reduction of the ``sample_weight`` blocks alone on the workers.
   See :mod:`fastopt._streaming` for what an epoch, the schedule, ``early_stopping``, ``tol`` and
   ``loss_curve_`` mean there.
 - **predict** maps the fitted model over the blocks lazily and returns a Dask array.
@@ -110,6 +112,7 @@ class DaskChunks(Sequence):
         ]
         self.y_ndim = y.ndim
         self.rows = rows
+        self.dtype = _streaming.check_dtype(X, None, "X") or np.dtype(np.float64)  # what validation casts to
 
     def __len__(self) -> int:
         return len(self.x)
@@ -171,6 +174,18 @@ def _cluster_sample(estimator, chunks: DaskChunks, seed: int):
     return _reduce_blocks(estimator, chunks, leaf, seed, _streaming.merge_samples)
 
 
+def _cluster_weight(estimator, chunks: DaskChunks, seed: int):
+    """The training weight of every block (``_streaming.chunk_weight``), reduced on the workers from the
+    ``sample_weight`` blocks alone; None without weights."""
+    if chunks.w is None:
+        return None
+    fraction = _streaming.validation_fraction(estimator.get_params())
+    rows = chunks.rows if chunks.rows is not None else (None,) * len(chunks)
+    leaves = [delayed(_streaming.chunk_weight, pure=True)(seed, fraction, chunks.dtype, w, n, where, i)
+              for i, (w, n, where) in enumerate(zip(chunks.w, rows, chunks.labels))]
+    return tree_merge(leaves, _streaming.merge_weights).compute()
+
+
 def _check_features(estimator, X: Any, reset: bool) -> None:
     """Set (``reset``) or check ``n_features_in_``/``feature_names_in_`` from ``X``'s metadata alone."""
     # scikit-learn reads feature names from pandas frames only: a Dask frame's empty pandas _meta has its columns.
@@ -189,14 +204,16 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
         second_pass = lambda: _cluster_state(estimator, chunks, "qr")  # noqa: E731
         return _streaming.finish(estimator, name, state, chunks.y_ndim == 1, second_pass)
     sampler = lambda seed: _cluster_sample(estimator, chunks, seed)  # noqa: E731
-    return _streaming.fit(estimator, _streaming.ChunkSource(chunks), sampler)
+    weigher = lambda seed: _cluster_weight(estimator, chunks, seed)  # noqa: E731
+    return _streaming.fit(estimator, _streaming.ChunkSource(chunks), sampler, weigher)
 
 
 def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     """``LinearRegressor.partial_fit`` on Dask collections: every block once, in order.
 
     The closed form merges the blocks' statistics on the cluster, then into the estimator's state; an
-    iterative solver makes one ``partial_fit`` pass over each block.
+    iterative solver makes one ``partial_fit`` pass over each block (each block's weights divided by their
+    own mean, as a ``partial_fit`` call's are).
     """
     chunks = DaskChunks(X, y, sample_weight)
     name = _solvers.resolve(estimator.solver, estimator.loss)

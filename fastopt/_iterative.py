@@ -122,11 +122,17 @@ class Sweep(NamedTuple):
     lr0 : float or None
         The base rate ``learning_rate="auto"`` resolved for the whole stream (used when the fit starts on
         this chunk); None resolves it on this chunk's rows, as ``partial_fit`` does.
+    weight_mean : float or None
+        The mean sample weight over the training rows of the whole stream. Every chunk's weights are divided
+        by it, so the chunks keep their relative weight and the sweep minimises the objective of ``fit`` on
+        the concatenated rows (a chunk of zero weight contributes no gradient). None divides by this chunk's
+        own mean, as ``partial_fit`` does.
     """
 
     epoch: int
     rows: np.ndarray | None = None
     lr0: float | None = None
+    weight_mean: float | None = None
 
 
 class Stopping:
@@ -197,12 +203,18 @@ def _split(n: int, params: dict, rng: np.random.Generator):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _normalised_weights(sample_weight, train_idx):
+def _normalised_weights(sample_weight, train_idx, mean: float | None = None):
+    """``sample_weight`` divided by ``mean``, by default its mean over ``train_idx`` (which must be positive).
+
+    A streamed fit passes one stream-wide ``mean`` (:class:`Sweep`), and gives the chunks without weights of
+    a weighted stream explicit ones; None (unit weights) is returned unchanged.
+    """
     if sample_weight is None:
         return None
-    mean = float(np.mean(sample_weight[train_idx], dtype=np.float64))
-    if mean == 0:
-        raise ValueError("sample_weight is zero on every training row (after the validation split).")
+    if mean is None:
+        mean = float(np.mean(sample_weight[train_idx], dtype=np.float64))
+        if mean == 0:
+            raise ValueError("sample_weight is zero on every training row (after the validation split).")
     return np.ascontiguousarray(sample_weight / sample_weight.dtype.type(mean))
 
 
@@ -338,12 +350,13 @@ class IterativeSolver:
         As ``LinearRegressor.partial_fit`` (``sweep=None``): the schedule advances one epoch per call;
         ``tol`` and ``early_stopping`` do not apply (as in scikit-learn); ``learning_rate="auto"`` is resolved
         on the first call's rows, while a numeric ``learning_rate`` is read at every call (as a warm start
-        does), so a caller may set each pass's rate. As one chunk's pass of a streamed epoch: see
-        :class:`Sweep`.
+        does), so a caller may set each pass's rate; the weights are divided by their mean over this call's
+        rows, so they are relative within a call only. As one chunk's pass of a streamed epoch: see
+        :class:`Sweep`, whose ``weight_mean`` divides every chunk by one constant instead.
         """
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
-        sw = _normalised_weights(data.sample_weight, rows)
+        sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
         if state is None:
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
                              lr0=None if sweep is None else sweep.lr0)

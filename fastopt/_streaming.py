@@ -16,12 +16,18 @@ This module serves :meth:`fastopt.LinearRegressor.fit_stream` and the Dask input
 - ``early_stopping=True`` holds out a seeded ``validation_fraction`` of every chunk's rows
   (:func:`chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
   :class:`_Epochs`), with memory bounded by one chunk.
+- Sample weights are divided by one constant, their mean over all the stream's training rows (:class:`Weight`),
+  so the sweeps minimise the in-memory objective of the concatenated rows: the learning-rate sampling pass
+  totals it, or on Dask a reduction of the weight blocks; otherwise the first chunk read decides (see
+  :meth:`_Epochs._weights`: one read of every chunk's weights, none for an unweighted stream). A one-shot
+  iterator divides by its first chunk's mean.
 
 Nothing here imports Dask.
 """
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +37,7 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 from fastopt import _closed_form, _iterative, _iterative_lr, _solvers
 from fastopt._validation import check_fit_data
@@ -256,18 +263,30 @@ STATISTICS = {
 }
 
 
-def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
-    """Validate one chunk against ``template``'s features and return ``(statistics, n_targets)``.
+def _all_zero(sample_weight) -> bool:
+    return sample_weight is not None and not np.any(np.asarray(sample_weight))
 
-    Runs on Dask workers too. With ``reset`` the chunk sets ``template``'s feature count and names instead.
-    A chunk whose weights are all zero is valid (it adds rows, no weight); only an all-zero total is an
-    error, raised by :func:`finish`.
+
+def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
+    """:func:`fastopt._validation.check_fit_data` on one chunk, its errors prefixed with ``where``.
+
+    Runs on Dask workers too. With ``reset`` the chunk sets ``template``'s feature count and names instead of
+    being checked against them. A chunk whose weights are all zero is valid (it adds rows, no weight): only an
+    all-zero total over the stream is an error.
     """
+    zero = _all_zero(sample_weight)
     with naming(where):
-        zero = sample_weight is not None and not np.any(np.asarray(sample_weight))
-        data = check_fit_data(template, X, y, None if zero else sample_weight, reset=reset)
+        data = check_fit_data(template, X, y, np.ones(np.shape(sample_weight)) if zero else sample_weight,
+                              reset=reset)
     if zero:
         data = replace(data, sample_weight=np.zeros(data.X.shape[0], dtype=data.X.dtype))
+    return data
+
+
+def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
+    """Validate one chunk (:func:`check_chunk`) and return ``(statistics, n_targets)``; :func:`finish` rejects
+    an all-zero total weight."""
+    data = check_chunk(template, X, y, sample_weight, where, reset=reset)
     return STATISTICS[kind](params, data), data.Y.shape[1]
 
 
@@ -324,20 +343,70 @@ def sweep(estimator, source: ChunkSource) -> None:
 
 
 @dataclass
+class Weight:
+    """The training weight of some chunks of a stream (rows held out for validation excluded).
+
+    Each chunk's weights are summed in float64 and the sums kept apart, so the total, their exactly rounded
+    sum (:func:`math.fsum`), does not depend on the order in which chunks were merged, nor on which worker.
+    A chunk without weights counts its training rows.
+    """
+
+    sums: np.ndarray
+    n_train: int
+
+    def mean(self) -> float:
+        """The mean weight of a training row: the constant every chunk's weights are divided by."""
+        return math.fsum(self.sums) / self.n_train if self.n_train else 0.0
+
+
+def merge_weights(a: Weight, b: Weight) -> Weight:
+    """The training weight of the union of two disjoint sets of chunks."""
+    return Weight(np.concatenate([a.sums, b.sums]), a.n_train + b.n_train)
+
+
+def _weight(sample_weight: np.ndarray | None, rows: np.ndarray) -> Weight:
+    total = rows.shape[0] if sample_weight is None else np.sum(sample_weight[rows], dtype=np.float64)
+    return Weight(np.array([total], dtype=np.float64), rows.shape[0])
+
+
+def chunk_weight(seed: int, fraction: float, dtype, sample_weight, n_rows: int | None, where: str,
+                 index: int) -> Weight:
+    """The training weight of chunk ``index`` from its ``sample_weight`` alone (runs on Dask workers too).
+
+    The weights are validated and cast to ``dtype`` as ``fit`` does; ``n_rows`` (the chunk's rows, checked
+    against the weights' length) defaults to that length.
+    """
+    if sample_weight is not None:
+        n_rows = _num_samples(sample_weight) if n_rows is None else n_rows
+        zero = _all_zero(sample_weight)
+        with naming(where):
+            checked = _check_sample_weight(np.ones(np.shape(sample_weight)) if zero else sample_weight,
+                                           np.empty((n_rows, 0)), dtype=dtype, ensure_non_negative=True)
+        sample_weight = np.zeros_like(checked) if zero else checked
+    rows = chunk_split(seed, index, n_rows, fraction)[0]
+    return _weight(sample_weight, rows)
+
+
+@dataclass
 class Sample:
     """A uniform sample, without replacement, of at most ``AUTO_ROWS`` training rows of a stream.
 
     Every training row draws a key uniform in [0, 1) from a stream seeded by the fit's seed and its chunk's
     index; the sample is the rows with the smallest keys. Samples of disjoint chunks therefore merge exactly
     (:func:`merge_samples`), in any order and on any worker, and the merged rows are kept sorted by key, so
-    the learning rate estimated from them does not depend on how the chunks were reduced.
+    the learning rate estimated from them does not depend on how the chunks were reduced. The pass that
+    draws it reads every chunk, so it also totals their training weight.
     """
 
     keys: np.ndarray
     X: np.ndarray
     Y: np.ndarray
     w: np.ndarray | None
-    n_train: int  # training rows the sample was drawn from
+    weight: Weight  # of the training rows the sample was drawn from
+
+    @property
+    def n_train(self) -> int:
+        return self.weight.n_train
 
 
 def _smallest(keys: np.ndarray) -> np.ndarray:
@@ -356,15 +425,14 @@ def chunk_sample(template, params: dict, seed: int, X, y, sample_weight, where: 
     the ``AUTO_ROWS`` smallest keys of all, stays the same (unless fewer than ``AUTO_ROWS`` keys in all fall
     below it, a deviation of about 100 standard deviations).
     """
-    with naming(where):
-        data = check_fit_data(template, X, y, sample_weight, reset=reset)
+    data = check_chunk(template, X, y, sample_weight, where, reset=reset)
     rows, _ = chunk_split(seed, index, data.X.shape[0], validation_fraction(params))
     keys = _rng(seed, _SAMPLE_STREAM, index).random(rows.shape[0])
     keep = _smallest(keys)
     keep = keep[keys[keep] < below]
     chosen = rows[keep]
     w = None if data.sample_weight is None else data.sample_weight[chosen]
-    return Sample(keys[keep], data.X[chosen], data.Y[chosen], w, rows.shape[0])
+    return Sample(keys[keep], data.X[chosen], data.Y[chosen], w, _weight(data.sample_weight, rows))
 
 
 def merge_samples(a: Sample, b: Sample) -> Sample:
@@ -375,7 +443,7 @@ def merge_samples(a: Sample, b: Sample) -> Sample:
     if a.w is not None or b.w is not None:
         w = np.concatenate([np.ones(s.keys.shape[0], s.X.dtype) if s.w is None else s.w for s in (a, b)])[keep]
     X, Y = np.concatenate([a.X, b.X])[keep], np.concatenate([a.Y, b.Y])[keep]
-    return Sample(keys[keep], X, Y, w, a.n_train + b.n_train)
+    return Sample(keys[keep], X, Y, w, merge_weights(a.weight, b.weight))
 
 
 class _Validation:
@@ -438,6 +506,11 @@ class _Epochs:
     of sweep ``e`` are scored on them while sweep ``e + 1`` reads the chunks (a last pass scores the last
     sweep), and when that score stops the fit, sweep ``e + 1`` is undone: the result is that of ``fit``'s
     rule stopping after epoch ``e``, with the best epoch's parameters restored.
+
+    Every pass divides its chunk's weights by one constant, the mean weight of all the stream's training rows
+    (:class:`fastopt._iterative.Sweep`), so the sweeps minimise ``fit``'s objective on the concatenated rows.
+    It is totalled by the pass that samples the learning rate or on the Dask workers, or else decided by the
+    first chunk read (:meth:`_weights`).
     """
 
     def __init__(self, estimator, source: ChunkSource, name: str):
@@ -449,13 +522,16 @@ class _Epochs:
         self.fraction = validation_fraction(params)
         self.validation = _Validation() if self.early else None
         self.lr0 = None
+        self.weight_mean = None  # the stream-wide mean training weight (Sweep.weight_mean)
+        self.unweighted = None  # where the stream was taken as unweighted, for errors (see _weights)
         self.y_was_1d = None
 
-    def learning_rate(self, sampler: Callable[[int], Sample] | None) -> float | None:
-        """``learning_rate="auto"`` from a seeded sample of the training rows of every chunk.
+    def learning_rate(self, sampler: Callable[[int], Sample] | None) -> tuple[float | None, Weight]:
+        """``learning_rate="auto"`` from a seeded sample of the training rows of every chunk, and the training
+        weight of every chunk, which the same pass totals.
 
         ``sampler(seed)`` draws it where the chunks live (on the Dask workers); otherwise one pass over the
-        stream, before training, draws it here. None leaves it to the first chunk's pass.
+        stream, before training, draws it here. A rate of None leaves it to the first chunk's pass.
         """
         if sampler is not None:
             sample = sampler(self.seed)
@@ -464,12 +540,60 @@ class _Epochs:
                 return chunk_sample(self.estimator, self.params, self.seed, X, y, sample_weight, where, index, reset)
 
             sample = fold(self.source, leaf, merge_samples, lambda part: part.Y.shape[1])[0]
-        if sample.n_train == 0 or (sample.w is not None and not np.any(sample.w)):
-            return None  # nothing to estimate from: the first pass resolves it, or says what is wrong
+        if sample.n_train == 0:
+            return None, sample.weight  # nothing to estimate from: the first pass says what is wrong
+        # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
+        w = sample.w if sample.w is not None and np.any(sample.w) else None
         rng = _rng(self.seed, _SAMPLE_STREAM)
-        return self.solver.stream_learning_rate(self.params, sample.X, sample.Y, sample.w, sample.n_train, rng)
+        return self.solver.stream_learning_rate(self.params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
 
-    def run(self, sampler: Callable[[int], Sample] | None = None):
+    def stream_weight(self) -> Weight:
+        """The training weight of every chunk, from one read of the chunks' weights."""
+        total = None
+        for index, item in self.source.epoch():
+            where = self.source.where(index)
+            X, _, sample_weight = unpack(item, where)
+            dtype = check_dtype(X, None, where) or np.dtype(np.float64)
+            part = chunk_weight(self.seed, self.fraction, dtype, sample_weight, _num_samples(X), where, index)
+            total = part if total is None else merge_weights(total, part)
+        return total
+
+    @staticmethod
+    def _mean(weight: Weight, rows: str = "all chunks") -> float:
+        mean = weight.mean()
+        if mean == 0:
+            raise ValueError(
+                f"sample_weight sums to zero over the training rows of {rows}; at least one training row must "
+                "have positive weight."
+            )
+        return mean
+
+    def _weights(self, data, train: np.ndarray, where: str):
+        """``data`` ready for the stream's constant, which the first chunk read decides when no earlier pass
+        totalled the weights: without weights, the stream is taken as unweighted (no extra read: a later chunk
+        with weights is an error); with weights, one read of every chunk's weights totals them, except in a
+        one-shot stream, which cannot be read twice and takes this chunk's mean. A chunk without weights in a
+        weighted stream gets explicit ones."""
+        sw = data.sample_weight
+        if self.weight_mean is None:
+            if self.source.one_shot:
+                rows = f"{where} (a one-shot stream is normalised by its first chunk's mean weight)"
+                self.weight_mean = self._mean(_weight(sw, train), rows)
+            elif sw is None:
+                self.weight_mean, self.unweighted = 1.0, where
+            else:
+                self.weight_mean = self._mean(self.stream_weight())
+        elif self.unweighted is not None and sw is not None:
+            raise ValueError(
+                f"{where} has sample_weight but {self.unweighted}, the first chunk read, has none, so the stream "
+                "was taken as unweighted; give every chunk weights (ones for unit weight) or none."
+            )
+        if sw is None and self.weight_mean != 1.0:
+            data = replace(data, sample_weight=np.ones(data.X.shape[0], dtype=data.X.dtype))
+        return data
+
+    def run(self, sampler: Callable[[int], Sample] | None = None,
+            weigher: Callable[[int], Weight | None] | None = None):
         params, source, estimator = self.params, self.source, self.estimator
         max_epochs = params["max_epochs"]
         if self.early and source.one_shot:
@@ -481,7 +605,11 @@ class _Epochs:
         source.check_epochs(max_epochs)
         orders = chunk_orders(self.seed, len(source) if source.indexable else 0, params["shuffle"])
         if params["learning_rate"] == "auto" and not hasattr(estimator, "_solver_state") and not source.one_shot:
-            self.lr0 = self.learning_rate(sampler)
+            self.lr0, weight = self.learning_rate(sampler)
+            self.weight_mean = self._mean(weight)
+        elif weigher is not None:
+            weight = weigher(self.seed)
+            self.weight_mean = 1.0 if weight is None else self._mean(weight)
         stopping = _iterative.Stopping(params["tol"], params["n_iter_no_change"], keep_best=self.early)
         losses, scores, scored = [], [], None
         for epoch in range(max_epochs + self.early):
@@ -522,19 +650,20 @@ class _Epochs:
         if scored is not None:
             validation.begin()
         for index, where, X, y, sample_weight in read(self.source, order):
-            with naming(where):
-                first = not hasattr(estimator, "_solver_state")
-                data = check_fit_data(estimator, X, y, sample_weight, reset=first)
-                train, val = chunk_split(self.seed, index, data.X.shape[0], self.fraction)
-                if epoch is not None:
-                    estimator._partial_fit(data, _iterative.Sweep(epoch, train if val.size else None, self.lr0))
+            data = check_chunk(estimator, X, y, sample_weight, where, reset=not hasattr(estimator, "_solver_state"))
+            train, val = chunk_split(self.seed, index, data.X.shape[0], self.fraction)
+            data = self._weights(data, train, where)
+            if epoch is not None:
+                with naming(where):
+                    estimator._partial_fit(data, _iterative.Sweep(epoch, train if val.size else None, self.lr0,
+                                                                  self.weight_mean))
             empty = False
             self.y_was_1d = data.y_was_1d if self.y_was_1d is None else self.y_was_1d
             sw = data.sample_weight
             if epoch is not None:
-                chunk_weight = float(train.shape[0] if sw is None else np.sum(sw[train], dtype=np.float64))
-                total += chunk_weight * estimator._solver_state.loss_curve[-1]
-                weight += chunk_weight
+                # The pass loss is the chunk's mean of (weight / weight_mean) * loss over its training rows.
+                total += self.weight_mean * train.shape[0] * estimator._solver_state.loss_curve[-1]
+                weight += float(train.shape[0] if sw is None else np.sum(sw[train], dtype=np.float64))
             if val.size:
                 X_val, Y_val, w_val = data.X[val], data.Y[val], None if sw is None else sw[val]
                 if epoch == 0:
@@ -551,15 +680,17 @@ class _Epochs:
         return (total / weight if weight > 0 else np.nan), (validation.end() if scored is not None else None)
 
 
-def fit(estimator, chunks, sampler: Callable[[int], Sample] | None = None):
+def fit(estimator, chunks, sampler: Callable[[int], Sample] | None = None,
+        weigher: Callable[[int], Weight | None] | None = None):
     """Fit ``estimator`` (hyperparameters already validated) on a stream of chunks.
 
     See :meth:`fastopt.LinearRegressor.fit_stream`. ``sampler(seed)``, when given, returns the merged
-    :class:`Sample` of every chunk (:func:`chunk_sample` with that seed) computed where the chunks live.
+    :class:`Sample` of every chunk (:func:`chunk_sample` with that seed) computed where the chunks live;
+    ``weigher(seed)`` likewise their merged :class:`Weight` (:func:`chunk_weight`), or None without weights.
     """
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
     name = _solvers.resolve(estimator.solver, estimator.loss)
     if name in _closed_form.SOLVERS:
         return _closed_form_fit(estimator, name, source)
     restart(estimator, name)
-    return _Epochs(estimator, source, name).run(sampler)
+    return _Epochs(estimator, source, name).run(sampler, weigher)

@@ -269,6 +269,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``early_stopping`` do not apply (``fit_stream`` and ``fit`` on Dask arrays run whole epochs over
         chunks with them).
 
+        Each call divides its ``sample_weight`` by their mean over the call's rows (on a Dask array: over each
+        block's rows), as ``fit`` does over all rows: weights are relative within a call only, every call's
+        rows count as much as any other call's (a chunk weighted 10 everywhere trains as one weighted 1), and
+        a call whose weights are all zero is an error. For weights that count across chunks, pass the chunks
+        to ``fit_stream`` (or the Dask arrays to ``fit``), which divides every chunk by one stream-wide mean.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -313,7 +319,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         that of ``fit`` on all rows. An iterative solver runs epochs as ``fit`` does, an epoch being one sweep
         over the chunks with one pass over each: the schedule advances once per epoch, ``learning_rate="auto"``
         is estimated from a seeded sample of every chunk's rows, and ``early_stopping`` holds out a seeded
-        ``validation_fraction`` of every chunk (see "Scaling out" in the README).
+        ``validation_fraction`` of every chunk (see "Scaling out" in the README). Sample weights are divided
+        by their mean over all the stream's training rows, as ``fit`` divides them over all rows, so every
+        chunk keeps its weight (an all-zero chunk trains nothing); the learning-rate sampling pass totals them,
+        or else, when the first chunk read has weights, one read of the chunks' weights before training. A
+        stream whose first chunk has no weights is taken as unweighted (a later chunk with weights is an
+        error); a one-shot iterator divides by its first chunk's mean weight.
 
         Parameters
         ----------
@@ -322,7 +333,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             A sequence (``len`` and indexing, e.g. a list) is visited in a fresh permutation of its chunks
             every epoch (``random_state``, ``shuffle``); a callable is called once per epoch for a fresh
             iterator; a one-shot iterator or generator allows a single pass (the closed form, or
-            ``max_epochs=1`` without early stopping).
+            ``max_epochs=1`` without early stopping). A chunk without weights has unit weights.
 
         Returns
         -------

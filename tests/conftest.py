@@ -32,26 +32,52 @@ def rng():
 def replay():
     """The in-memory chunked ``partial_fit`` sequence that a streamed or Dask fit must equal bit for bit.
 
-    ``replay(params, lr0, chunks, orders, split=None)`` visits ``chunks`` (tuples ``(X, y[, w])``) in each of
-    ``orders`` in turn, every epoch at the rate the fit's schedule gives it from the base rate ``lr0``
-    (``partial_fit`` reads a numeric ``learning_rate`` at every call). ``split(i, n)`` returns chunk ``i``'s
-    training rows when the fit holds rows out. Returns the estimator after each epoch, copied.
+    ``replay(params, lr0, chunks, orders, split=None, weights="stream")`` visits ``chunks`` (tuples
+    ``(X, y[, w])``) in each of ``orders`` in turn, every epoch at the rate the fit's schedule gives it from the
+    base rate ``lr0`` (``partial_fit`` reads a numeric ``learning_rate`` at every call). ``split(i, n)`` returns
+    chunk ``i``'s training rows when the fit holds rows out. ``weights="stream"`` divides every chunk's
+    weights by the mean weight of all training rows (each chunk's float64 sum, totalled exactly), as a
+    streamed fit does; a number divides them by that number; ``"chunk"`` calls the public ``partial_fit``,
+    which divides by each call's own mean.
+    Returns the estimator after each epoch, copied.
     """
     import copy
+    import dataclasses
+    import math
+
+    import numpy as np
 
     from fastopt import LinearRegressor, optim
+    from fastopt._iterative import Sweep
+    from fastopt._validation import check_fit_data
 
-    def run(params, lr0, chunks, orders, split=None):
+    def weight_mean(chunks, rows_of):
+        sums = [np.sum(c[2][rows_of(i)], dtype=np.float64) if len(c) == 3 else len(c[0][rows_of(i)])
+                for i, c in enumerate(chunks)]
+        return math.fsum(sums) / sum(len(c[0][rows_of(i)]) for i, c in enumerate(chunks))
+
+    def one_pass(est, chunk, epoch, mean):
+        if mean is None:
+            return est.partial_fit(*chunk)
+        X, y, w = (*chunk, np.ones(len(chunk[0])))[:3]
+        zero = not w.any()  # validation refuses all-zero weights; the stream gives the chunk no weight
+        data = check_fit_data(est, X, y, np.ones_like(w) if zero else w, reset=not hasattr(est, "_solver_state"))
+        if zero:
+            data = dataclasses.replace(data, sample_weight=np.zeros_like(w))
+        est._partial_fit(data, Sweep(epoch, weight_mean=mean))
+
+    def run(params, lr0, chunks, orders, split=None, weights="stream"):
         p = LinearRegressor(**params).get_params()
         est = LinearRegressor(**{**params, "schedule": "constant", "early_stopping": False})
+        rows_of = (lambda i: slice(None)) if split is None else (lambda i: split(i, len(chunks[i][0])))
+        mean = weight_mean(chunks, rows_of) if weights == "stream" else None if weights == "chunk" else weights
         epochs = []
         for epoch, order in enumerate(orders):
             est.set_params(learning_rate=optim.schedule_lr(
                 p["schedule"], lr0, epoch, p["max_epochs"], end_factor=p["end_factor"], power_t=p["power_t"],
                 gamma=p["gamma"]))
             for i in order:
-                rows = slice(None) if split is None else split(i, len(chunks[i][0]))
-                est.partial_fit(*(a[rows] for a in chunks[i]))
+                one_pass(est, tuple(a[rows_of(i)] for a in chunks[i]), epoch, mean)
             epochs.append(copy.deepcopy(est))
         return epochs
 

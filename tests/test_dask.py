@@ -192,6 +192,24 @@ def test_early_stopping_on_the_cluster(client, rng):
     assert est.validation_scores_ == local.validation_scores_ and est.t_ == local.t_
 
 
+@pytest.mark.parametrize("learning_rate, dask_weights", [("auto", False), (0.01, True)])
+def test_weights_scaled_by_block_as_the_local_stream(client, rng, learning_rate, dask_weights):
+    # Every block is divided by the mean weight of all training rows: totalled by the learning-rate sample,
+    # or (numeric rate) by a reduction of the weight blocks alone, on the workers, in the exact sum that
+    # streaming the same blocks from the client totals, so the fits agree bit for bit.
+    X, y = make_problem(rng)
+    w = np.concatenate([s * rng.uniform(0.5, 2, size=n) for s, n in zip((10.0, 0.1, 1.0, 0.0, 1.0), ROWS)])
+    params = {"solver": "sgd", "learning_rate": learning_rate, "max_epochs": 2, "tol": None, "random_state": 3}
+    est = LinearRegressor(**params).fit(blocks(X), blocks(y), sample_weight=blocks(w) if dask_weights else w)
+    local = LinearRegressor(**params).fit_stream(row_chunks(X, y, w))
+    assert est.learning_rate_ == local.learning_rate_
+    np.testing.assert_array_equal(est.coef_, local.coef_)
+    np.testing.assert_array_equal(est.intercept_, local.intercept_)
+    if dask_weights:
+        with pytest.raises(ValueError, match="sums to zero over the training rows of all chunks"):
+            LinearRegressor(**params).fit(blocks(X), blocks(y), sample_weight=blocks(np.zeros(len(X))))
+
+
 def test_incremental_wrapper_with_an_iterative_solver(client, rng, replay):
     Incremental = pytest.importorskip("dask_ml.wrappers").Incremental
     X, y = make_problem(rng)

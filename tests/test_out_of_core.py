@@ -258,6 +258,122 @@ def test_stream_learning_rate_sample_is_bounded_and_merges_in_any_order(rng, mon
             np.testing.assert_array_equal(a, b)
 
 
+# ---------------------------------------------------------------- sample weights across chunks
+
+SCALES = (10.0, 0.1, 1.0, 0.0, 1.0)  # per chunk of split(2000): the fourth weighs nothing at all
+
+
+def weighted_chunks(rng):
+    """Chunks whose weights differ in scale from chunk to chunk, the first of which disagrees with the rest
+    (its targets are shifted by 5): how far it pulls the fit depends on its weight relative to the others."""
+    X, y = make_problem(rng)
+    slices = split(len(X))
+    y[slices[0]] += 5.0
+    w = np.concatenate([s * rng.uniform(0.5, 2, size=sl.stop - sl.start) for s, sl in zip(SCALES, slices)])
+    return X, y, w, slices
+
+
+@pytest.mark.parametrize("params", [
+    {"solver": "adam", "schedule": "linear"},  # learning_rate="auto": its sampling pass totals the weights
+    {"solver": "sgd", "learning_rate": 0.01, "shuffle": False},  # the first chunk's weights ask for one read
+])
+def test_stream_weights_are_normalised_by_the_stream_mean(rng, replay, params):
+    X, y, w, slices = weighted_chunks(rng)
+    chunks = chunks_of(slices, X, y, w)
+    chunks[-1] = chunks[-1][:2]  # a chunk without weights counts as unit weights
+    params = {**params, "random_state": 3, "max_epochs": 3, "tol": None}
+    est = LinearRegressor(**params).fit_stream(chunks)
+    orders = list(itertools.islice(chunk_orders(3, len(chunks), params.get("shuffle", True)), 3))
+    expected = replay(params, est.learning_rate_, chunks, orders)[-1]  # every chunk over the stream's mean
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
+    # partial_fit's per-call rule is another fit, and refuses the all-zero chunk the stream passes through.
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        replay(params, est.learning_rate_, chunks, orders, weights="chunk")
+
+
+def test_stream_weights_keep_their_scale_across_chunks(rng, replay):
+    # What the constant changes: a streamed fit minimises fit's weighted objective on all rows, not the one
+    # where every chunk weighs as much per row as any other (which dividing each chunk by its mean gives).
+    X, y, w, slices = weighted_chunks(rng)
+    chunks = chunks_of(slices, X, y, w)
+    per_chunk_w = np.concatenate([w[s] / w[s].mean() if w[s].any() else w[s] for s in slices])
+    optimum = LinearRegressor().fit(X, y, sample_weight=w).intercept_
+    per_chunk_optimum = LinearRegressor().fit(X, y, sample_weight=per_chunk_w).intercept_
+    assert optimum - per_chunk_optimum > 3
+    params = {"solver": "sgd", "learning_rate": 0.01, "schedule": "linear", "end_factor": 0.001, "max_epochs": 20,
+              "tol": None, "random_state": 1}
+    streamed = LinearRegressor(**params).fit_stream(chunks)
+    assert abs(streamed.intercept_ - optimum) < 0.5
+    orders = [[i for i in order if SCALES[i]] for order in itertools.islice(chunk_orders(1, len(chunks)), 20)]
+    per_chunk = replay(params, 0.01, chunks, orders, weights="chunk")[-1]
+    assert abs(per_chunk.intercept_ - per_chunk_optimum) < 0.5
+
+
+def test_stream_early_stopping_with_weights_scaled_by_chunk(rng, replay):
+    X, y, w, slices = weighted_chunks(rng)
+    chunks = chunks_of(slices, X, y, w)
+    params = {"solver": "sgd", "learning_rate": 0.03, "max_epochs": 30, "tol": 1e-3, "n_iter_no_change": 2,
+              "early_stopping": True, "validation_fraction": 0.2, "random_state": 4}
+    est = LinearRegressor(**params).fit_stream(chunks)
+    # The mean weight is that of the training rows left after each chunk's split.
+    best, last, scores = in_memory_early_stopping(
+        params, chunks, itertools.islice(chunk_orders(4, len(chunks)), 30), replay)
+    assert est.n_iter_ == len(scores) < 30 and np.argmax(scores) < len(scores) - 1
+    np.testing.assert_allclose(est.validation_scores_, scores, rtol=1e-12)
+    np.testing.assert_array_equal(est.coef_, best.coef_)
+    assert est.t_ == last.t_
+
+
+def test_stream_with_no_training_weight_is_an_error(rng):
+    X, y = make_problem(rng, n=100)
+    zero = [(X[:50], y[:50], np.zeros(50)), (X[50:], y[50:], np.zeros(50))]
+    for rate in ("auto", 0.01):
+        with pytest.raises(ValueError, match="sample_weight sums to zero over the training rows of all chunks"):
+            LinearRegressor("sgd", learning_rate=rate).fit_stream(zero)
+    # Weight on held-out rows only trains nothing either.
+    held_out = np.zeros(50)
+    held_out[chunk_split(0, 0, 50, 0.2)[1]] = 1.0
+    with pytest.raises(ValueError, match="sums to zero over the training rows"):
+        LinearRegressor("sgd", early_stopping=True, validation_fraction=0.2, random_state=0).fit_stream(
+            [(X[:50], y[:50], held_out), zero[1]])
+    with pytest.raises(ValueError, match=r"training rows of chunk 0 \(a one-shot stream is normalised by its first"):
+        LinearRegressor("sgd", max_epochs=1).fit_stream(iter(zero))
+
+
+def test_one_shot_stream_is_normalised_by_its_first_chunk(rng, replay):
+    X, y, w, slices = weighted_chunks(rng)
+    chunks = chunks_of(slices, X, y, w)
+    params = {"solver": "sgd", "learning_rate": 0.01, "max_epochs": 1, "tol": None, "random_state": 0}
+    est = LinearRegressor(**params).fit_stream(iter(chunks))
+    first_mean = np.sum(w[slices[0]]) / len(w[slices[0]])
+    expected = replay(params, 0.01, chunks, [range(len(chunks))], weights=first_mean)[-1]
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+
+
+def test_stream_weights_cost_no_read_without_weights(rng):
+    X, y, w, slices = weighted_chunks(rng)
+    reads = []
+
+    def reader(items):
+        def chunks():
+            reads.append(1)
+            return iter(items)
+        return chunks
+
+    def count(items, **params):
+        reads.clear()
+        LinearRegressor("sgd", max_epochs=2, tol=None, random_state=0, **params).fit_stream(reader(items))
+        return len(reads)
+
+    weighted, unweighted = chunks_of(slices, X, y, w), chunks_of(slices, X, y)
+    assert count(unweighted, learning_rate=0.01) == 2  # the first chunk has no weights: nothing more is read
+    assert count(weighted, learning_rate=0.01) == 3  # one read of the weights
+    assert count(weighted) == 3  # learning_rate="auto": its sampling pass totals them
+    with pytest.raises(ValueError, match="chunk 1 has sample_weight but chunk 0, the first chunk read, has none"):
+        count([unweighted[0], *weighted[1:]], learning_rate=0.01)
+
+
 # ---------------------------------------------------------------- early stopping on held-out rows of each chunk
 
 
