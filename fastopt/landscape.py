@@ -375,6 +375,11 @@ def find_critical_points(
     return sorted(found, key=lambda p: p.value)
 
 
+def _hessian_eigenvalues(fun, x, jac, hess, args) -> np.ndarray:
+    """Ascending eigenvalues of the (analytic or finite-difference) Hessian at ``x``."""
+    return np.linalg.eigvalsh(_hessian_at(fun, _point(x), jac, hess, args)[0])
+
+
 def condition_number(
     fun: Callable[..., float],
     x: np.ndarray,
@@ -389,8 +394,7 @@ def condition_number(
     is capped by the steepest direction (``lr < 2 / lambda_max``) and the flattest one then moves by
     ``lr * lambda_min`` of its error per step.
     """
-    x = _point(x)
-    lam = np.abs(np.linalg.eigvalsh(_hessian_at(fun, x, jac, hess, args)[0]))
+    lam = np.abs(_hessian_eigenvalues(fun, x, jac, hess, args))
     return float(lam.max() / lam.min()) if lam.min() > 0 else float("inf")
 
 
@@ -409,8 +413,7 @@ def max_stable_learning_rate(
     one grows geometrically for any larger ``lr``. For other functions this is the local answer for the
     quadratic model at ``x``. Returns ``inf`` when no eigenvalue is positive (no curvature limits the step).
     """
-    x = _point(x)
-    lam_max = float(np.linalg.eigvalsh(_hessian_at(fun, x, jac, hess, args)[0])[-1])
+    lam_max = float(_hessian_eigenvalues(fun, x, jac, hess, args)[-1])
     return 2.0 / lam_max if lam_max > 0 else float("inf")
 
 
