@@ -1,15 +1,21 @@
 """LinearRegressor: least squares, exactly or with the optimizers of deep learning."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming
 from fastopt._validation import check_fit_data, check_predict_data
+
+if TYPE_CHECKING:  # only for annotations: dask is an optional extra
+    import dask.array
 
 __all__ = ["LinearRegressor"]
 
@@ -230,7 +236,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Fit the model.
 
         Parameters
@@ -259,7 +265,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         result = _solvers.SOLVERS[name].fit(params, data, state=state)
         return self._apply(name, data, result)
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Update the model with one more chunk of rows.
 
         The closed form merges the chunk's sufficient statistics exactly, so any split of the rows gives the
@@ -312,7 +318,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return self._apply(name, data, result)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_stream(self, chunks):
+    def fit_stream(self, chunks: Iterable | Callable[[], Iterable]) -> LinearRegressor:
         """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.
 
         The closed form merges each chunk's sufficient statistics exactly and solves once, so the result is
@@ -356,7 +362,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self._n_targets = coef.shape[0]
         return self
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray | dask.array.Array:
         """Predict with the fitted linear model.
 
         Parameters
