@@ -29,7 +29,7 @@ from dask.delayed import Delayed, delayed
 from sklearn.base import clone
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from fastopt import _closed_form, _iterative_lr, _solvers, _streaming
+from fastopt import _chunks, _closed_form, _iterative_lr, _solvers, _streaming
 
 
 def _is_frame(a: Any) -> bool:
@@ -112,7 +112,7 @@ class DaskChunks(Sequence):
         ]
         self.y_ndim = y.ndim
         self.rows = rows
-        self.dtype = _streaming.check_dtype(X, None, "X") or np.dtype(np.float64)  # what validation casts to
+        self.dtype = _chunks.check_dtype(X, None, "X") or np.dtype(np.float64)  # what validation casts to
 
     def __len__(self) -> int:
         return len(self.x)
@@ -136,7 +136,7 @@ def _template(estimator):
 
 
 def _state_of_block(template, params: dict, kind: str, X, y, sample_weight, where: str, index: int):
-    return _streaming.chunk_state(template, params, X, y, sample_weight, where, kind)[0]
+    return _chunks.chunk_state(template, params, X, y, sample_weight, where, kind)[0]
 
 
 def tree_merge(leaves: list[Delayed], merge=_closed_form.merge_states) -> Delayed:
@@ -158,32 +158,32 @@ def _reduce_blocks(estimator, chunks: DaskChunks, leaf, arg, merge=_closed_form.
 
 
 def _cluster_state(estimator, chunks: DaskChunks, kind: str):
-    """The merged closed-form statistics (``kind`` as in ``_streaming.STATISTICS``) of every block."""
+    """The merged closed-form statistics (``kind`` as in ``_chunks.STATISTICS``) of every block."""
     return _reduce_blocks(estimator, chunks, _state_of_block, kind)
 
 
 def _cluster_sample(estimator, chunks: DaskChunks, seed: int):
-    """The learning-rate sample (``_streaming.chunk_sample``) of every block: only its rows come back, and
+    """The learning-rate sample (``_chunks.chunk_sample``) of every block: only its rows come back, and
     when the blocks' row counts are known, each block sends only its rows likely to be among them."""
     below = 1.0
     if chunks.rows is not None and not any(math.isnan(r) for r in chunks.rows):
-        fraction = _streaming.validation_fraction(estimator.get_params())
-        n_train = sum(n - _streaming.n_held_out(n, fraction) for n in chunks.rows)
+        fraction = _chunks.validation_fraction(estimator.get_params())
+        n_train = sum(n - _chunks.n_held_out(n, fraction) for n in chunks.rows)
         below = min(1.0, 2 * _iterative_lr.AUTO_ROWS / max(n_train, 1))
-    leaf = functools.partial(_streaming.chunk_sample, below=below)
-    return _reduce_blocks(estimator, chunks, leaf, seed, _streaming.merge_samples)
+    leaf = functools.partial(_chunks.chunk_sample, below=below)
+    return _reduce_blocks(estimator, chunks, leaf, seed, _chunks.merge_samples)
 
 
 def _cluster_weight(estimator, chunks: DaskChunks, seed: int):
-    """The training weight of every block (``_streaming.chunk_weight``), reduced on the workers from the
+    """The training weight of every block (``_chunks.chunk_weight``), reduced on the workers from the
     ``sample_weight`` blocks alone; None without weights."""
     if chunks.w is None:
         return None
-    fraction = _streaming.validation_fraction(estimator.get_params())
+    fraction = _chunks.validation_fraction(estimator.get_params())
     rows = chunks.rows if chunks.rows is not None else (None,) * len(chunks)
-    leaves = [delayed(_streaming.chunk_weight, pure=True)(seed, fraction, chunks.dtype, w, n, where, i)
+    leaves = [delayed(_chunks.chunk_weight, pure=True)(seed, fraction, chunks.dtype, w, n, where, i)
               for i, (w, n, where) in enumerate(zip(chunks.w, rows, chunks.labels))]
-    return tree_merge(leaves, _streaming.merge_weights).compute()
+    return tree_merge(leaves, _chunks.merge_weights).compute()
 
 
 def _check_features(estimator, X: Any, reset: bool) -> None:
@@ -205,7 +205,7 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
         return _streaming.finish(estimator, name, state, chunks.y_ndim == 1, second_pass)
     sampler = lambda seed: _cluster_sample(estimator, chunks, seed)  # noqa: E731
     weigher = lambda seed: _cluster_weight(estimator, chunks, seed)  # noqa: E731
-    return _streaming.fit(estimator, _streaming.ChunkSource(chunks), sampler, weigher)
+    return _streaming.fit(estimator, _chunks.ChunkSource(chunks), sampler, weigher)
 
 
 def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
@@ -218,7 +218,7 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     chunks = DaskChunks(X, y, sample_weight)
     name = _solvers.resolve(estimator.solver, estimator.loss)
     if name not in _closed_form.SOLVERS:
-        _streaming.sweep(estimator, _streaming.ChunkSource(chunks))
+        _streaming.sweep(estimator, _chunks.ChunkSource(chunks))
         return estimator
     first = not hasattr(estimator, "_solver_state")
     if first:

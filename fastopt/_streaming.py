@@ -1,6 +1,8 @@
 """Out-of-core fitting: stream chunks of rows through the solvers, one chunk in memory at a time.
 
-This module serves :meth:`fastopt.LinearRegressor.fit_stream` and the Dask inputs of :mod:`fastopt._dask`.
+This module drives the fits of :meth:`fastopt.LinearRegressor.fit_stream` and of the Dask inputs of
+:mod:`fastopt._dask`; what each chunk contributes, and how chunks are ordered and split, is in
+:mod:`fastopt._chunks`.
 
 - The closed form merges each chunk's sufficient statistics exactly (any chunking gives one fit's answer).
 - An iterative solver runs epochs as ``fit`` does, an *epoch* being one sweep over all chunks: one pass over
@@ -10,13 +12,13 @@ This module serves :meth:`fastopt.LinearRegressor.fit_stream` and the Dask input
   epoch ``e`` runs at the schedule's rate for epoch ``e`` of ``max_epochs``, so a streamed fit is, bit for
   bit, the in-memory sequence of ``partial_fit`` calls in the same chunk order with each epoch's rate set.
 - ``learning_rate="auto"`` is estimated before the first epoch from a seeded uniform sample of at most
-  ``AUTO_ROWS`` training rows across all chunks (:class:`Sample`; one extra read of the stream, or on Dask a
+  ``AUTO_ROWS`` training rows across all chunks (:class:`fastopt._chunks.Sample`; one extra read of the stream, or on Dask a
   reduction on the workers that brings back only the sampled rows). A one-shot iterator cannot be read twice:
   there, as in ``partial_fit``, the first chunk's rows set it.
 - ``early_stopping=True`` holds out a seeded ``validation_fraction`` of every chunk's rows
-  (:func:`chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
+  (:func:`fastopt._chunks.chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
   :class:`_Epochs`), with memory bounded by one chunk.
-- Sample weights are divided by one constant, their mean over all the stream's training rows (:class:`Weight`),
+- Sample weights are divided by one constant, their mean over all the stream's training rows (:class:`fastopt._chunks.Weight`),
   so the sweeps minimise the in-memory objective of the concatenated rows: the learning-rate sampling pass
   totals it, or on Dask a reduction of the weight blocks; otherwise the first chunk read decides (see
   :meth:`_Epochs._weights`: one read of every chunk's weights, none for an unweighted stream). A one-shot
@@ -27,27 +29,37 @@ Nothing here imports Dask.
 from __future__ import annotations
 
 import copy
-import math
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from numbers import Integral
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import _check_sample_weight, _num_samples
+from sklearn.utils.validation import _num_samples
 
-from fastopt import _closed_form, _iterative, _iterative_lr, _solvers
-from fastopt._validation import check_fit_data
-
-# Spawn keys separating the stream's own draws (chunk orders, validation rows, the learning-rate sample)
-# from each other and from the solver's draws under the same integer seed.
-_ORDER_STREAM = 0xC4A2
-_SPLIT_STREAM = 0x5B17
-_SAMPLE_STREAM = 0x5A3B
-_END = object()
+from fastopt import _closed_form, _iterative, _solvers
+from fastopt._chunks import (
+    SAMPLE_STREAM,
+    ChunkSource,
+    Sample,
+    Weight,
+    check_chunk,
+    check_dtype,
+    chunk_orders,
+    chunk_sample,
+    chunk_split,
+    chunk_state,
+    chunk_weight,
+    merge_samples,
+    merge_weights,
+    naming,
+    read,
+    rows_weight,
+    seeded_rng,
+    stream_seed,
+    unpack,
+    validation_fraction,
+)
 
 
 def dask_backend(*objs: Any):
@@ -64,174 +76,10 @@ def dask_backend(*objs: Any):
     return _dask
 
 
-@contextmanager
-def naming(where: str):
-    """Prefix plain ``ValueError``/``TypeError`` messages raised inside with ``where`` (e.g. "chunk 3").
-
-    Subclasses (such as :class:`fastopt.exceptions.DivergenceError`) pass through unchanged: they carry
-    their own context and callers may catch them by type.
-    """
-    try:
-        yield
-    except (ValueError, TypeError) as exc:
-        if type(exc) in (ValueError, TypeError):
-            raise type(exc)(f"{where}: {exc}") from exc
-        raise
-
-
-def stream_seed(random_state) -> int:
-    """The integer seed of a streamed fit's own draws, derived once per fit from ``random_state``.
-
-    An integer is used as it is; a ``RandomState`` instance is advanced by one draw; ``None`` gives fresh
-    entropy. Each kind of draw then takes its own spawn key, independent of the solver's stream.
-    """
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(np.iinfo(np.int32).max))
-    if isinstance(random_state, Integral):
-        return int(random_state)
-    return int(np.random.SeedSequence().entropy)
-
-
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
-def chunk_orders(random_state, n_chunks: int, shuffle: bool = True) -> Iterator[np.ndarray]:
-    """The chunk order of each epoch, in turn, that a fit with these settings uses.
-
-    Lets users (and tests) replay a distributed or streamed fit as an explicit in-memory ``partial_fit``
-    sequence: ``itertools.islice(chunk_orders(est.random_state, n_chunks, est.shuffle), est.n_iter_)``.
-    """
-    rng = _rng(stream_seed(random_state), _ORDER_STREAM)
-    while True:
-        yield rng.permutation(n_chunks) if shuffle else np.arange(n_chunks)
-
-
-def n_held_out(n_rows: int, validation_fraction: float) -> int:
-    """How many of a chunk's ``n_rows`` rows :func:`chunk_split` holds out."""
-    n_val = int(np.ceil(validation_fraction * n_rows))
-    return 0 if n_val >= n_rows else n_val
-
-
-def validation_fraction(params: dict) -> float:
-    """The fraction of each chunk's rows a fit with ``params`` holds out (none without early stopping)."""
-    return params["validation_fraction"] if params["early_stopping"] else 0.0
-
-
-def chunk_split(random_state, index: int, n_rows: int, validation_fraction: float):
-    """The training and validation rows (sorted int64 arrays) of chunk ``index`` under ``early_stopping``.
-
-    Every chunk holds out ``ceil(validation_fraction * n_rows)`` rows, as the in-memory split does for the
-    whole data, drawn from a stream seeded by ``random_state`` and the chunk's index, so a chunk loses the
-    same rows in every epoch and in every process. A chunk too small to keep a training row (one row, for a
-    fraction below one half) is used for training only. ``validation_fraction=0`` holds out nothing.
-    """
-    n_val = n_held_out(n_rows, validation_fraction)
-    if n_val == 0:
-        return np.arange(n_rows, dtype=np.int64), np.empty(0, dtype=np.int64)
-    perm = _rng(stream_seed(random_state), _SPLIT_STREAM, index).permutation(n_rows)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def unpack(item: Any, where: str) -> tuple[Any, Any, Any]:
-    """``(X, y)`` or ``(X, y, sample_weight)`` from one streamed item, with a clear error otherwise."""
-    if isinstance(item, (tuple, list)) and len(item) in (2, 3):
-        return (*item, None) if len(item) == 2 else tuple(item)
-    raise TypeError(
-        f"{where} is a {type(item).__name__}; each chunk must be a tuple (X, y) or (X, y, sample_weight). "
-        "To fit one in-memory array pair, call fit(X, y)."
-    )
-
-
-def prefetched(items: Iterator) -> Iterator:
-    """Yield from ``items`` while the next item is read in a background thread.
-
-    Reading a chunk (from disk, or computing it on a Dask cluster) overlaps with fitting the previous
-    one, whose compiled kernels release the GIL. At most two chunks are alive at once.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastopt-prefetch") as pool:
-        pending = pool.submit(next, items, _END)
-        while True:
-            item = pending.result()
-            if item is _END:
-                return
-            pending = pool.submit(next, items, _END)
-            yield item
-
-
-class ChunkSource:
-    """Where a streamed fit gets its chunks, epoch after epoch.
-
-    Parameters
-    ----------
-    chunks : Sequence, callable, or iterable
-        - a ``Sequence`` (``len`` and integer indexing, e.g. a list): can be visited in any order, so every
-          epoch draws a permutation;
-        - a callable taking no arguments and returning a fresh iterable of chunks: called once per epoch;
-        - any other re-iterable (``iter(chunks) is not chunks``): iterated once per epoch, in its order;
-        - a one-shot iterator or generator: only one pass is possible.
-    """
-
-    def __init__(self, chunks: Sequence | Callable[[], Iterable] | Iterable):
-        if isinstance(chunks, (str, bytes)) or not (callable(chunks) or isinstance(chunks, Iterable)):
-            raise TypeError(
-                f"chunks must be a sequence, an iterable or a callable returning one; got {type(chunks).__name__}."
-            )
-        self.chunks = chunks
-        self.indexable = hasattr(chunks, "__len__") and hasattr(chunks, "__getitem__") and not callable(chunks)
-        self.one_shot = not callable(chunks) and iter(chunks) is chunks
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def epoch(self, order: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
-        """Yield ``(chunk_index, item)`` for one pass, in ``order`` when the chunks are indexable."""
-        if self.indexable:
-            order = range(len(self.chunks)) if order is None else order
-            return ((int(i), self.chunks[int(i)]) for i in order)
-        return enumerate(self.chunks() if callable(self.chunks) else self.chunks)
-
-    def where(self, index: int) -> str:
-        """How errors name chunk ``index``: the chunks' own ``labels`` when they have them (Dask blocks)."""
-        labels = getattr(self.chunks, "labels", None)
-        return f"chunk {index}" if labels is None else labels[index]
-
-    def check_epochs(self, n_epochs: int) -> None:
-        """Refuse several epochs over a stream that can be read only once."""
-        if self.one_shot and n_epochs > 1:
-            raise TypeError(
-                f"max_epochs={n_epochs} needs several passes, but chunks is a one-shot iterator. Pass a list, "
-                "a re-iterable object, or a callable returning a fresh iterator (e.g. lambda: read_chunks(path))."
-            )
-
-
 def restart(estimator, name: str) -> None:
     """Forget earlier ``partial_fit`` state so the next one starts a fresh fit (kept under ``warm_start``)."""
     if not (estimator.warm_start and getattr(estimator, "_solver_name", None) == name):
         estimator.__dict__.pop("_solver_state", None)
-
-
-def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
-    """The stream fits in the first chunk's precision: a float32 chunk among float64 ones is an error."""
-    dtype = getattr(X, "dtype", None)
-    if not isinstance(dtype, np.dtype):  # DataFrames: validation decides per chunk
-        return first
-    dtype = np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
-    if first is not None and dtype != first:
-        raise TypeError(
-            f"{where} is {dtype} but the stream started with {first}; cast all chunks to one floating type."
-        )
-    return dtype
-
-
-def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple[int, str, Any, Any, Any]]:
-    """``(index, where, X, y, sample_weight)`` of every chunk of one pass, the next one read meanwhile."""
-    dtype = None
-    for index, item in prefetched(source.epoch(order)):
-        where = source.where(index)
-        X, y, sample_weight = unpack(item, where)
-        dtype = check_dtype(X, dtype, where)
-        yield index, where, X, y, sample_weight
 
 
 def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callable):
@@ -254,40 +102,6 @@ def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callab
 
 
 # ---------------------------------------------------------------- closed form: merge statistics, solve once
-
-
-# Which statistics a pass over the chunks computes: the Gram pass of ``fit`` (``R`` for solver="qr"), its
-# second, QR pass when Cholesky is rejected, and the statistics ``partial_fit`` keeps.
-STATISTICS = {
-    "gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _closed_form.partial_state,
-}
-
-
-def _all_zero(sample_weight) -> bool:
-    return sample_weight is not None and not np.any(np.asarray(sample_weight))
-
-
-def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
-    """:func:`fastopt._validation.check_fit_data` on one chunk, its errors prefixed with ``where``.
-
-    Runs on Dask workers too. With ``reset`` the chunk sets ``template``'s feature count and names instead of
-    being checked against them. A chunk whose weights are all zero is valid (it adds rows, no weight): only an
-    all-zero total over the stream is an error.
-    """
-    zero = _all_zero(sample_weight)
-    with naming(where):
-        data = check_fit_data(template, X, y, np.ones(np.shape(sample_weight)) if zero else sample_weight,
-                              reset=reset)
-    if zero:
-        data = replace(data, sample_weight=np.zeros(data.X.shape[0], dtype=data.X.dtype))
-    return data
-
-
-def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
-    """Validate one chunk (:func:`check_chunk`) and return ``(statistics, n_targets)``; :func:`finish` rejects
-    an all-zero total weight."""
-    data = check_chunk(template, X, y, sample_weight, where, reset=reset)
-    return STATISTICS[kind](params, data), data.Y.shape[1]
 
 
 def finish(estimator, name: str, state, y_was_1d: bool, second_pass: Callable[[], Any] | None = None):
@@ -340,110 +154,6 @@ def sweep(estimator, source: ChunkSource) -> None:
         empty = False
     if empty:
         raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
-
-
-@dataclass
-class Weight:
-    """The training weight of some chunks of a stream (rows held out for validation excluded).
-
-    Each chunk's weights are summed in float64 and the sums kept apart, so the total, their exactly rounded
-    sum (:func:`math.fsum`), does not depend on the order in which chunks were merged, nor on which worker.
-    A chunk without weights counts its training rows.
-    """
-
-    sums: np.ndarray
-    n_train: int
-
-    def mean(self) -> float:
-        """The mean weight of a training row: the constant every chunk's weights are divided by."""
-        return math.fsum(self.sums) / self.n_train if self.n_train else 0.0
-
-
-def merge_weights(a: Weight, b: Weight) -> Weight:
-    """The training weight of the union of two disjoint sets of chunks."""
-    return Weight(np.concatenate([a.sums, b.sums]), a.n_train + b.n_train)
-
-
-def _weight(sample_weight: np.ndarray | None, rows: np.ndarray) -> Weight:
-    total = rows.shape[0] if sample_weight is None else np.sum(sample_weight[rows], dtype=np.float64)
-    return Weight(np.array([total], dtype=np.float64), rows.shape[0])
-
-
-def chunk_weight(seed: int, fraction: float, dtype, sample_weight, n_rows: int | None, where: str,
-                 index: int) -> Weight:
-    """The training weight of chunk ``index`` from its ``sample_weight`` alone (runs on Dask workers too).
-
-    The weights are validated and cast to ``dtype`` as ``fit`` does; ``n_rows`` (the chunk's rows, checked
-    against the weights' length) defaults to that length.
-    """
-    if sample_weight is not None:
-        n_rows = _num_samples(sample_weight) if n_rows is None else n_rows
-        zero = _all_zero(sample_weight)
-        with naming(where):
-            checked = _check_sample_weight(np.ones(np.shape(sample_weight)) if zero else sample_weight,
-                                           np.empty((n_rows, 0)), dtype=dtype, ensure_non_negative=True)
-        sample_weight = np.zeros_like(checked) if zero else checked
-    rows = chunk_split(seed, index, n_rows, fraction)[0]
-    return _weight(sample_weight, rows)
-
-
-@dataclass
-class Sample:
-    """A uniform sample, without replacement, of at most ``AUTO_ROWS`` training rows of a stream.
-
-    Every training row draws a key uniform in [0, 1) from a stream seeded by the fit's seed and its chunk's
-    index; the sample is the rows with the smallest keys. Samples of disjoint chunks therefore merge exactly
-    (:func:`merge_samples`), in any order and on any worker, and the merged rows are kept sorted by key, so
-    the learning rate estimated from them does not depend on how the chunks were reduced. The pass that
-    draws it reads every chunk, so it also totals their training weight.
-    """
-
-    keys: np.ndarray
-    X: np.ndarray
-    Y: np.ndarray
-    w: np.ndarray | None
-    weight: Weight  # of the training rows the sample was drawn from
-
-    @property
-    def n_train(self) -> int:
-        return self.weight.n_train
-
-
-def _smallest(keys: np.ndarray) -> np.ndarray:
-    """Indices of the ``AUTO_ROWS`` smallest ``keys`` (all of them if fewer), in increasing key order."""
-    m = _iterative_lr.AUTO_ROWS
-    idx = np.argpartition(keys, m - 1)[:m] if keys.shape[0] > m else np.arange(keys.shape[0])
-    return idx[np.argsort(keys[idx], kind="stable")]
-
-
-def chunk_sample(template, params: dict, seed: int, X, y, sample_weight, where: str, index: int,
-                 reset: bool = False, below: float = 1.0) -> Sample:
-    """Validate chunk ``index`` and draw its part of the learning-rate sample (runs on Dask workers too).
-
-    ``below`` drops the rows whose keys are not below it: when the number of training rows ``n`` is known
-    beforehand, ``below = 2 AUTO_ROWS / n`` leaves each chunk a small share to send while the merged sample,
-    the ``AUTO_ROWS`` smallest keys of all, stays the same (unless fewer than ``AUTO_ROWS`` keys in all fall
-    below it, a deviation of about 100 standard deviations).
-    """
-    data = check_chunk(template, X, y, sample_weight, where, reset=reset)
-    rows, _ = chunk_split(seed, index, data.X.shape[0], validation_fraction(params))
-    keys = _rng(seed, _SAMPLE_STREAM, index).random(rows.shape[0])
-    keep = _smallest(keys)
-    keep = keep[keys[keep] < below]
-    chosen = rows[keep]
-    w = None if data.sample_weight is None else data.sample_weight[chosen]
-    return Sample(keys[keep], data.X[chosen], data.Y[chosen], w, _weight(data.sample_weight, rows))
-
-
-def merge_samples(a: Sample, b: Sample) -> Sample:
-    """The sample of the union of two disjoint sets of chunks."""
-    keys = np.concatenate([a.keys, b.keys])
-    keep = _smallest(keys)
-    w = None
-    if a.w is not None or b.w is not None:
-        w = np.concatenate([np.ones(s.keys.shape[0], s.X.dtype) if s.w is None else s.w for s in (a, b)])[keep]
-    X, Y = np.concatenate([a.X, b.X])[keep], np.concatenate([a.Y, b.Y])[keep]
-    return Sample(keys[keep], X, Y, w, merge_weights(a.weight, b.weight))
 
 
 class _Validation:
@@ -544,7 +254,7 @@ class _Epochs:
             return None, sample.weight  # nothing to estimate from: the first pass says what is wrong
         # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
         w = sample.w if sample.w is not None and np.any(sample.w) else None
-        rng = _rng(self.seed, _SAMPLE_STREAM)
+        rng = seeded_rng(self.seed, SAMPLE_STREAM)
         return self.solver.stream_learning_rate(self.params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
 
     def stream_weight(self) -> Weight:
@@ -578,7 +288,7 @@ class _Epochs:
         if self.weight_mean is None:
             if self.source.one_shot:
                 rows = f"{where} (a one-shot stream is normalised by its first chunk's mean weight)"
-                self.weight_mean = self._mean(_weight(sw, train), rows)
+                self.weight_mean = self._mean(rows_weight(sw, train), rows)
             elif sw is None:
                 self.weight_mean, self.unweighted = 1.0, where
             else:

@@ -9,7 +9,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 from fastopt import LinearRegressor  # noqa: E402
-from fastopt._streaming import chunk_orders  # noqa: E402
+from fastopt._chunks import chunk_orders  # noqa: E402
 from fastopt.exceptions import ConvergenceWarning  # noqa: E402
 
 RTOL = 1e-10  # closed form: only the summation order differs from the in-memory fit
@@ -147,7 +147,7 @@ def row_chunks(*arrays, rows=ROWS):
 
 
 def seeded_orders(params, n_epochs):
-    """The block orders a Dask fit with ``params`` draws (fastopt._streaming.chunk_orders)."""
+    """The block orders a Dask fit with ``params`` draws (fastopt._chunks.chunk_orders)."""
     return itertools.islice(chunk_orders(params["random_state"], len(ROWS), params.get("shuffle", True)), n_epochs)
 
 

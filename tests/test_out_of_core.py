@@ -12,7 +12,7 @@ import pytest
 
 import fastopt
 from fastopt import LinearRegressor, _iterative_lr
-from fastopt._streaming import ChunkSource, chunk_orders, chunk_sample, chunk_split, merge_samples, naming, unpack
+from fastopt._chunks import ChunkSource, chunk_orders, chunk_sample, chunk_split, merge_samples, naming, unpack
 from fastopt._validation import check_fit_data
 from fastopt.exceptions import IllConditionedWarning
 
