@@ -133,8 +133,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     >>> from sklearn.datasets import load_diabetes
     >>> from fastopt import LinearRegressor
     >>> X, y = load_diabetes(return_X_y=True)
-    >>> LinearRegressor().fit(X, y).score(X, y).round(3)
-    np.float64(0.518)
+    >>> round(LinearRegressor().fit(X, y).score(X, y), 3)
+    0.518
     """
 
     _parameter_constraints: dict = {
