@@ -87,20 +87,16 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
         y_numeric=True,
         ensure_all_finite=finite_X,
     )
+    # validate_data has checked y (finite, numeric, at least one target column) whatever finite_X says;
+    # _check_sample_weight below checks the weights' finiteness and sign.
     y = np.asarray(y)
     y_was_1d = y.ndim == 1
     # The target takes X's dtype so the kernels see one floating type; astype copies when it converts.
     Y = np.ascontiguousarray(y.reshape(-1, 1) if y_was_1d else y, dtype=X.dtype)
-    if Y.shape[1] == 0:
-        raise ValueError("y has 0 targets; at least one target column is required.")
-    if not np.all(np.isfinite(Y)):
-        raise ValueError("Input y contains NaN or infinity.")
     if sample_weight is not None:
         _reject_complex("sample_weight", sample_weight)
         sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
         sample_weight = np.ascontiguousarray(sample_weight)
-        if not np.all(np.isfinite(sample_weight)):
-            raise ValueError("sample_weight contains NaN or infinity.")
         if not finite_X and not sample_weight.all():
             _assert_all_finite(X, input_name="X", estimator_name=type(estimator).__name__)
     return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d)
