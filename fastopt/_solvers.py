@@ -1,15 +1,21 @@
 """The solver registry: one entry per ``solver=`` name, no if-chain.
 
-A solver takes the estimator's hyperparameters and validated data, and returns a :class:`fastopt._result.FitResult`; it owns
-allocation, randomness, epochs, schedules, stopping and convergence. The estimator owns only the sklearn API.
+A solver takes the estimator's hyperparameters and validated data, and returns a
+:class:`fastopt._result.FitResult`; it owns allocation, randomness, epochs, schedules, stopping and convergence.
+The estimator owns only the sklearn API.
 
 Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
 
+    solver.losses -> frozenset[str]
+        The ``loss=`` values it fits.
+    solver.checks_finite_X(params) -> bool
+        Whether its ``fit`` reports non-finite ``X`` itself, so validation may skip that pass over ``X``.
     solver.fit(params, data, state=None) -> FitResult
         A full fit. ``state`` is the previous fit's state when ``warm_start`` applies, else None.
     solver.partial_fit(params, data, state=None) -> FitResult
         One incremental update: a closed-form solver merges sufficient statistics, an iterative one makes one
-        pass over the given rows. ``state`` is None on the first call.
+        pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``). ``state`` is
+        None on the first call.
 
 ``params`` is ``estimator.get_params()``; ``data`` is a :class:`fastopt._validation.Data`.
 """
@@ -18,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastopt import _closed_form, _iterative
-from fastopt._result import FitResult  # noqa: F401  (re-exported for solvers' callers)
 
 
 SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS}
