@@ -60,6 +60,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -140,32 +141,42 @@ def _n_threads() -> int:
     return max(1, min(allowed, os.cpu_count() or 1))
 
 
-class _TreeMerger:
-    """Merges a stream of states in a balanced binary tree, holding O(log m) states for m parts.
+class TreeMerger:
+    """Merges a stream of values in a balanced binary tree, holding O(log m) values for m parts.
 
-    A balanced tree keeps round-off growth logarithmic in the number of parts instead of linear.
+    A balanced tree keeps round-off growth logarithmic in the number of parts instead of linear. ``merge``
+    must be associative (up to round-off): :func:`merge_states` by default.
     """
 
-    def __init__(self):
-        self._stack: list[tuple[int, ClosedFormState]] = []
+    def __init__(self, merge: Callable | None = None):
+        self._merge = merge_states if merge is None else merge
+        self._stack: list = []
 
-    def push(self, state: ClosedFormState) -> None:
+    def push(self, value) -> None:
         level = 0
         while self._stack and self._stack[-1][0] == level:
-            state = merge_states(self._stack.pop()[1], state)
+            value = self._merge(self._stack.pop()[1], value)
             level += 1
-        self._stack.append((level, state))
+        self._stack.append((level, value))
 
-    def result(self, data: Data, field: str) -> ClosedFormState:
-        """The merged state; for a chunk without rows, a zero-weight state carrying ``field`` ("gram"/"r")."""
+    def result(self):
+        """The merge of every value pushed, or None when none was."""
         if not self._stack:
-            d, k = data.X.shape[1], data.Y.shape[1]
-            zero = np.zeros((d + k, d + k))
-            return ClosedFormState(d, k, data.X.dtype.name, 0, 0.0, np.zeros(d + k), **{field: zero})
-        state = self._stack.pop()[1]
+            return None
+        value = self._stack.pop()[1]
         while self._stack:
-            state = merge_states(self._stack.pop()[1], state)
-        return state
+            value = self._merge(self._stack.pop()[1], value)
+        return value
+
+
+def _merged_or_empty(merger: TreeMerger, data: Data, field: str) -> ClosedFormState:
+    """The merged state; for a chunk without rows, a zero-weight state carrying ``field`` ("gram"/"r")."""
+    state = merger.result()
+    if state is None:
+        d, k = data.X.shape[1], data.Y.shape[1]
+        zero = np.zeros((d + k, d + k))
+        state = ClosedFormState(d, k, data.X.dtype.name, 0, 0.0, np.zeros(d + k), **{field: zero})
+    return state
 
 
 def _gram_segment(data: Data, start: int) -> ClosedFormState:
@@ -189,7 +200,7 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
         return chunk_qr_state(params, data)
     starts = range(0, data.X.shape[0], SEGMENT_ROWS)
     threads = min(_n_threads(), len(starts))
-    merger = _TreeMerger()
+    merger = TreeMerger()
     # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
     # that finds another one in its parallel section runs its segments serially instead (same result).
     if threads > 1 and _PARALLEL.acquire(blocking=False):
@@ -202,7 +213,7 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     else:
         for start in starts:
             merger.push(_gram_segment(data, start))
-    state = merger.result(data, "gram")
+    state = _merged_or_empty(merger, data, "gram")
     # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
     # a weighted row, or a value whose square overflows, makes the means or the Gram non-finite.
     if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
@@ -231,7 +242,7 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
     d, k = X.shape[1], Y.shape[1]
     p = d + k
     rows = max(2 * p, 2**18 // p)
-    merger = _TreeMerger()
+    merger = TreeMerger()
     for start in range(0, X.shape[0], rows):
         Z = np.hstack([X[start : start + rows], Y[start : start + rows]], dtype=np.float64)
         w = np.ones(Z.shape[0]) if sw is None else sw[start : start + rows].astype(np.float64)
@@ -240,7 +251,7 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
         Z -= mean
         Z *= np.sqrt(w)[:, None]
         merger.push(ClosedFormState(d, k, X.dtype.name, Z.shape[0], weight, mean, r=_triangle(Z, p)))
-    return merger.result(data, "r")
+    return _merged_or_empty(merger, data, "r")
 
 
 def partial_state(params: dict, data: Data) -> ClosedFormState:

@@ -83,19 +83,21 @@ def restart(estimator, name: str) -> None:
 
 
 def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callable):
-    """``merge`` of ``leaf(X, y, sample_weight, where, index, reset)`` over every chunk, in stream order, and
-    whether ``y`` is 1-D.
+    """``merge`` of ``leaf(X, y, sample_weight, where, index, reset)`` over every chunk, in a balanced tree
+    (as in-memory segments and Dask blocks merge), and whether ``y`` is 1-D.
 
     The first chunk fixes the feature count and names (``reset``); later chunks are checked against them
     inside ``leaf``, and against its number of targets (``n_targets(value)``) here.
     """
-    merged, y_was_1d = None, None
+    merger, targets, y_was_1d = _closed_form.TreeMerger(merge), None, None
     for position, (index, where, X, y, sample_weight) in enumerate(read(source)):
         value = leaf(X, y, sample_weight, where, index, position == 0)
-        if merged is not None and n_targets(value) != n_targets(merged):
-            raise ValueError(f"{where}: y has {n_targets(value)} targets; earlier chunks had {n_targets(merged)}.")
+        if targets is not None and n_targets(value) != targets:
+            raise ValueError(f"{where}: y has {n_targets(value)} targets; earlier chunks had {targets}.")
+        targets = n_targets(value)
         y_was_1d = np.ndim(y) == 1 if y_was_1d is None else y_was_1d
-        merged = value if merged is None else merge(merged, value)
+        merger.push(value)
+    merged = merger.result()
     if merged is None:
         raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
     return merged, y_was_1d
