@@ -131,14 +131,50 @@ fo_status fo_step_s(fo_rule rule, const fo_hyper *h, float *params, const float 
 double fo_clip_grad_norm_d(double *grad, ptrdiff_t n, double max_norm);
 double fo_clip_grad_norm_s(float *grad, ptrdiff_t n, double max_norm);
 
+/* Instruction sets of the epoch kernels, best last. fo_isa_get returns the one in use (the best the CPU and the
+ * build support unless fo_isa_set chose another); fo_isa_set selects one, clamped to the best supported (a
+ * negative value selects the best), and returns the selection. Results agree to rounding across instruction
+ * sets and bit for bit within one. */
+typedef enum {
+    FO_ISA_BASELINE = 0,     /* SSE2 (any x86-64), or plain C elsewhere */
+    FO_ISA_AVX2 = 1          /* AVX2 with FMA */
+} fo_isa;
+int fo_isa_get(void);
+int fo_isa_set(int isa);
+
+/* Two threads on one epoch (data-parallel, one exchange per step): every minibatch's gradient is summed in two
+ * fixed halves, so results do not depend on the number of threads. The caller zeroes the struct, sets isa (an
+ * fo_isa, the same for both threads), runs fo_epoch_* with it in one thread and, in another, fo_epoch_helper_*
+ * with it, a copy of ctl, the same X, Y, sw and work, and its own copies of params and state (it takes the same
+ * steps on them); the helper returns when the epoch does. Fields after isa belong to the kernels. */
+typedef struct {
+    int64_t ready;           /* the last step whose half this thread has published */
+    double loss[2];          /* its half's summed loss, by step parity */
+    char pad[40];
+} fo_team_part;
+
+typedef struct {
+    int isa;
+    char pad0[60];
+    fo_team_part part[2];
+    int64_t abort;           /* set when the calling thread's epoch has returned */
+    char pad1[56];
+} fo_team;
+
 /* One fused epoch. X (n, d) and Y (n, k) row-major; sw (n) or NULL for unit weights (the caller normalises them
  * to mean 1 over the training rows). params = [W (k, d) row-major, b (k) if n_params == k*d + k].
- * work has n_params + k entries. */
+ * work has 6 * n_params + 2 * k entries. team is NULL for one thread, else see fo_team. */
 fo_status fo_epoch_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
                      const double *sw, ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params,
-                     double *state, double *work);
+                     double *state, double *work, fo_team *team);
 fo_status fo_epoch_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X, const float *Y,
                      const float *sw, ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params,
-                     float *state, float *work);
+                     float *state, float *work, fo_team *team);
+fo_status fo_epoch_helper_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
+                            const double *sw, ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params,
+                            double *state, double *work, fo_team *team);
+fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X, const float *Y,
+                            const float *sw, ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params,
+                            float *state, float *work, fo_team *team);
 
 #endif /* FASTOPT_H */

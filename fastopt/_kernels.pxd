@@ -99,9 +99,22 @@ cdef extern from "fastopt.h" nogil:
                         Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)
     double fo_clip_grad_norm_d(double *grad, Py_ssize_t n, double max_norm)
     double fo_clip_grad_norm_s(float *grad, Py_ssize_t n, double max_norm)
+    ctypedef enum fo_isa:
+        FO_ISA_BASELINE
+        FO_ISA_AVX2
+    int fo_isa_get() nogil
+    int fo_isa_set(int isa) nogil
+    ctypedef struct fo_team:
+        int isa
     fo_status fo_epoch_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
                          const double *sw, Py_ssize_t d, Py_ssize_t k, double *params, Py_ssize_t n_params,
-                         double *state, double *work)
+                         double *state, double *work, fo_team *team)
     fo_status fo_epoch_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X, const float *Y,
                          const float *sw, Py_ssize_t d, Py_ssize_t k, float *params, Py_ssize_t n_params,
-                         float *state, float *work)
+                         float *state, float *work, fo_team *team)
+    fo_status fo_epoch_helper_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X,
+                                const double *Y, const double *sw, Py_ssize_t d, Py_ssize_t k, double *params,
+                                Py_ssize_t n_params, double *state, double *work, fo_team *team)
+    fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X,
+                                const float *Y, const float *sw, Py_ssize_t d, Py_ssize_t k, float *params,
+                                Py_ssize_t n_params, float *state, float *work, fo_team *team)

@@ -4,6 +4,10 @@
 # epsilon, clip_norm (None or <= 0: no clipping) and loss_limit (fastopt._iterative.Train).
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free
+import threading
+
+import numpy as np
 
 
 class Rule(IntEnum):
@@ -27,6 +31,29 @@ class Loss(IntEnum):
 
 
 MAX_SLOTS = FO_MAX_SLOTS
+
+_ISA_NAMES = {FO_ISA_BASELINE: "baseline", FO_ISA_AVX2: "avx2"}
+
+
+def simd(name=None):
+    """The instruction set of the epoch kernels; with ``name``, select it first.
+
+    Parameters
+    ----------
+    name : {"baseline", "avx2", "best"} or None
+        Select this instruction set; one the CPU lacks falls back to the best it has. None only reports.
+
+    Returns
+    -------
+    str
+        The instruction set in use: results agree bit for bit within one, and to rounding across them.
+    """
+    if name is not None:
+        codes = {v: k for k, v in _ISA_NAMES.items()}
+        if name != "best" and name not in codes:
+            raise ValueError(f"simd must be one of {sorted(codes) + ['best']}, got {name!r}")
+        fo_isa_set(codes.get(name, -1))
+    return _ISA_NAMES[fo_isa_get()]
 
 
 cdef fo_hyper _to_hyper(hyper) except *:
@@ -96,9 +123,47 @@ def clip_grad_norm(floating[::1] grad, double max_norm):
     return norm
 
 
+cdef class _EpochHelper:
+    """The second thread of a two-thread epoch: runs fo_epoch_helper_* on its own copies of the control block,
+    the parameters and the optimizer state, and on pointers that ``epoch`` keeps alive until it has joined it."""
+
+    cdef fo_team *team
+    cdef fo_epoch_ctl c
+    cdef fo_hyper h
+    cdef fo_rule rule
+    cdef const void *X
+    cdef const void *Y
+    cdef const void *sw
+    cdef void *work
+    cdef Py_ssize_t d, k
+    cdef object params, state  # the copies (NumPy arrays)
+    cdef bint single
+
+    def run(self):
+        cdef double[::1] pd
+        cdef double[:, ::1] sd
+        cdef float[::1] ps
+        cdef float[:, ::1] ss
+        cdef void *slots
+        if self.single:
+            ps, ss = self.params, self.state
+            slots = &ss[0, 0] if ss.shape[0] > 0 else NULL
+            with nogil:
+                fo_epoch_helper_s(self.rule, &self.h, &self.c, <const float *>self.X, <const float *>self.Y,
+                                  <const float *>self.sw, self.d, self.k, &ps[0], ps.shape[0], <float *>slots,
+                                  <float *>self.work, self.team)
+        else:
+            pd, sd = self.params, self.state
+            slots = &sd[0, 0] if sd.shape[0] > 0 else NULL
+            with nogil:
+                fo_epoch_helper_d(self.rule, &self.h, &self.c, <const double *>self.X, <const double *>self.Y,
+                                  <const double *>self.sw, self.d, self.k, &pd[0], pd.shape[0], <double *>slots,
+                                  <double *>self.work, self.team)
+
+
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
           const int64_t[::1] order, floating[::1] params, floating[:, ::1] state, floating[::1] work,
-          int64_t t, double lr):
+          int64_t t, double lr, int n_threads=1):
     """One fused epoch of minibatch training over the rows ``order``, in place on ``params`` and ``state``.
 
     Parameters
@@ -115,12 +180,16 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     params : ndarray of shape (k * d,) or (k * d + k,)
         Weights (k, d) row-major, then the k intercepts when fitted.
     state : ndarray of shape (n_slots, n_params)
-    work : ndarray of shape (n_params + k,)
-        Scratch space (gradient, per-row coefficients).
+    work : ndarray of shape (6 * n_params + 2 * k,)
+        Scratch space (the halves and sums of the gradient, per-row coefficients).
     t : int
         Steps taken before this epoch.
     lr : float
         Learning rate for every step of the epoch.
+    n_threads : int, default=1
+        1, or 2 to compute the second half of every minibatch's gradient in a helper thread that takes the same
+        steps on its own copy of the parameters. The result is bit-identical either way (every minibatch
+        gradient is summed in the same two halves).
 
     Returns
     -------
@@ -151,11 +220,39 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     c.loss_limit = train.loss_limit
     c.lr = lr
     c.t = t
-    with nogil:
-        if floating is double:
-            st = fo_epoch_d(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1], &params[0],
-                            params.shape[0], s, &work[0])
-        else:
-            st = fo_epoch_s(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1], &params[0],
-                            params.shape[0], s, &work[0])
+    if work.shape[0] < 6 * params.shape[0] + 2 * Y.shape[1]:
+        raise ValueError(f"work needs 6 * n_params + 2 * k = {6 * params.shape[0] + 2 * Y.shape[1]} entries, "
+                         f"got {work.shape[0]}")
+    cdef fo_team *team = NULL
+    cdef _EpochHelper helper
+    thread = None
+    if n_threads > 1:
+        team = <fo_team *>calloc(1, sizeof(fo_team))
+        if team == NULL:
+            raise MemoryError()
+        team.isa = fo_isa_get()
+        helper = _EpochHelper()
+        helper.team, helper.c, helper.h, helper.rule = team, c, h, <fo_rule>rule
+        helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], swp, &work[0]
+        helper.d, helper.k = X.shape[1], Y.shape[1]
+        helper.params, helper.state = np.array(params), np.array(state)  # copies
+        helper.single = floating is float
+        thread = threading.Thread(target=helper.run, name="fastopt-epoch-helper", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            free(team)
+            raise
+    try:
+        with nogil:
+            if floating is double:
+                st = fo_epoch_d(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1],
+                                &params[0], params.shape[0], s, &work[0], team)
+            else:
+                st = fo_epoch_s(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1],
+                                &params[0], params.shape[0], s, &work[0], team)
+    finally:
+        if thread is not None:
+            thread.join()  # the epoch told the helper to stop on every path
+            free(team)
     return int(st), c.t, c.loss_out, c.bad_step

@@ -162,29 +162,43 @@ def _loss_and_derivative(loss, R, epsilon):
     return 0.5 * R64 * R64, R
 
 
-def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr):
-    """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step)."""
+def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
+    """The summed gradient (into grad) and summed weighted loss of the rows ``rows``."""
+    R = X[rows] @ W.T - Y[rows]
+    if b is not None:
+        R += b
+    value, dl = _loss_and_derivative(train.loss, R, X.dtype.type(train.epsilon))
+    wts = np.ones(rows.shape[0], X.dtype) if sample_weight is None else sample_weight[rows]
+    C = wts[:, None] * dl
+    kd = W.size
+    grad[:kd] = (C.T @ X[rows]).ravel()
+    if b is not None:
+        grad[kd:] = C.sum(axis=0)
+    return float(np.sum(wts.astype(np.float64)[:, None] * value))
+
+
+def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1):
+    """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
+
+    Every minibatch gradient is the sum of its two halves' (rows ``[0, ceil(n/2))`` and the rest), as in the
+    kernel, whatever ``n_threads`` (accepted for the same signature; the twin runs in one thread).
+    """
     real = X.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]
     n_params = params.shape[0]
     has_b = n_params > k * d
-    grad = work[:n_params]
+    grad, half = work[:n_params], work[n_params : 2 * n_params]
     clip = 0.0 if train.clip_norm is None else train.clip_norm
     total = 0.0
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
         nb = rows.shape[0]
         W = params[: k * d].reshape(k, d)
-        R = X[rows] @ W.T - Y[rows]
-        if has_b:
-            R += params[k * d :]
-        value, dl = _loss_and_derivative(train.loss, R, real(train.epsilon))
-        wts = np.ones(nb, X.dtype) if sample_weight is None else sample_weight[rows]
-        loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
-        C = wts[:, None] * dl
-        grad[: k * d] = (C.T @ X[rows]).ravel()
-        if has_b:
-            grad[k * d :] = C.sum(axis=0)
+        b = params[k * d :] if has_b else None
+        mid = (nb + 1) // 2
+        loss = _half_gradient(train, X, Y, sample_weight, rows[:mid], W, b, grad)
+        loss += _half_gradient(train, X, Y, sample_weight, rows[mid:], W, b, half)
+        grad += half
         grad *= real(1.0 / nb)
         ss = float(np.sum(grad.astype(np.float64) ** 2))
         total += loss
@@ -199,3 +213,12 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     if not np.all(np.isfinite(params)):
         return int(Status.NONFINITE_LOSS), t, 0.0, t
     return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
+
+
+def simd(name=None):
+    """Twin of ``fastopt._kernels.simd``: NumPy has no instruction-set copies to choose, so this validates
+    ``name`` as the kernel does and reports ``"numpy"``."""
+    choices = ["avx2", "baseline", "best"]
+    if name is not None and name not in choices:
+        raise ValueError(f"simd must be one of {choices}, got {name!r}")
+    return "numpy"
