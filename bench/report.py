@@ -6,19 +6,23 @@ Usage::
     python bench/report.py RESULTS.json     # report on an existing pytest-benchmark JSON
 
 Generic over groups: in each group, the row whose name contains "limit" is the limit (the cost of the one
-unavoidable BLAS pass), rows whose name contains "fastopt" are fastopt's; ``extra_info`` is printed as is.
+unavoidable BLAS pass), rows whose name contains "fastopt" are fastopt's, and those that also match ``--vs``
+(default: the Adam and estimator rows) get a column of ratios; ``extra_info`` is printed as is.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import pathlib
+import re
 import subprocess
 import sys
 from collections import defaultdict
 
 BENCH = pathlib.Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH / "results" / "latest.json"
+# fastopt rows with a ratio column: the closed form, the Adam epochs and the estimator epoch.
+VS = r"adam|estimator|fastopt(\[|$)"
 
 
 def run(path: pathlib.Path) -> None:
@@ -34,8 +38,8 @@ def _row_name(bench: dict) -> str:
     return bench["name"].removeprefix("test_")
 
 
-def report(results: dict) -> str:
-    """The report text for one pytest-benchmark JSON document."""
+def report(results: dict, vs: str = VS) -> str:
+    """The report text for one pytest-benchmark JSON document; ratio columns for fastopt rows matching ``vs``."""
     groups = defaultdict(list)
     for bench in results["benchmarks"]:
         groups[bench["group"] or "(no group)"].append(bench)
@@ -45,7 +49,7 @@ def report(results: dict) -> str:
     for group, rows in groups.items():
         rows.sort(key=lambda b: b["stats"]["median"])
         limit = next((b for b in rows if "limit" in b["name"]), None)
-        ours = [b for b in rows if "fastopt" in b["name"]]
+        ours = [b for b in rows if "fastopt" in b["name"] and re.search(vs, b["name"])]
         header = f"{'row':34s} {'median s':>10s} {'x limit':>8s}"
         header += "".join(f" {'x ' + _row_name(b):>16s}" for b in ours)
         lines += ["", f"group {group!r}", header]
@@ -63,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", type=pathlib.Path, default=DEFAULT_JSON)
     parser.add_argument("--run", action="store_true", help="run the benchmarks first (pytest bench)")
+    parser.add_argument("--vs", default=VS, help="regex: fastopt rows that get a ratio column (default %(default)s)")
     args = parser.parse_args(argv)
     if args.run:
         run(args.json)
-    print(report(json.loads(args.json.read_text())))
+    print(report(json.loads(args.json.read_text()), args.vs))
     return 0
 
 

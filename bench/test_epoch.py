@@ -3,8 +3,10 @@
 Run with ``pytest bench/test_epoch.py --benchmark-only`` (add ``--benchmark-json=...`` to keep the figures).
 Groups ``epoch-float64`` and ``epoch-float32`` each hold:
 
-* ``test_fastopt_epoch[<rule>]``: the fused kernel, one epoch of SGD, momentum or Adam over a pre-drawn order;
-* ``test_fastopt_estimator_epoch``: ``LinearRegressor(max_epochs=1)``, adding validation and the permutation;
+* ``test_fastopt_epoch[<rule>-<threads>]``: the fused kernel, one epoch of SGD, momentum or Adam over a pre-drawn
+  order, on one thread or two (bit-identical results; the two-thread epoch exchanges half-gradients every step);
+* ``test_fastopt_estimator_epoch[<threads>]``: ``LinearRegressor(max_epochs=1, n_threads=...)``, adding
+  validation, the starting loss and the permutation;
 * ``test_numpy_reference_epoch``: the NumPy twin in ``fastopt._reference`` (same batches, same arithmetic);
 * ``test_sklearn_sgdregressor_epoch`` (float64 only; it converts float32): ``SGDRegressor(max_iter=1,
   tol=None)``, one shuffled epoch of per-sample SGD;
@@ -41,34 +43,39 @@ def _group(benchmark, dtype_name):
     benchmark.group = f"epoch-{dtype_name}"
 
 
-def _epoch_runner(impl, spec, X, Y, order):
+def _epoch_runner(impl, spec, X, Y, order, n_threads=1):
     train = Train(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None,
                   loss_limit=np.inf)
     n_params = X.shape[1] + 1
 
     def setup():
         params = np.zeros(n_params, X.dtype)
-        return (params, spec.init_state(n_params, X.dtype), np.empty(n_params + 1, X.dtype)), {}
+        return (params, spec.init_state(n_params, X.dtype), np.empty(6 * n_params + 2, X.dtype)), {}
 
     def run(params, state, work):
-        status = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, work, 0, 1e-3)
+        status = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, work, 0, 1e-3,
+                            n_threads)
         assert status[0] == 0
 
     return run, setup
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
 @pytest.mark.parametrize("rule", ["sgd", "momentum", "adam"])
-def test_fastopt_epoch(benchmark, data, rule):
+def test_fastopt_epoch(benchmark, data, rule, threads):
     name, X, y, order = data
     _group(benchmark, name)
-    run, setup = _epoch_runner(_kernels, optim.make(rule), X, y.reshape(-1, 1), order)
+    benchmark.extra_info["simd"] = _kernels.simd()
+    run, setup = _epoch_runner(_kernels, optim.make(rule), X, y.reshape(-1, 1), order, threads)
     benchmark.pedantic(run, setup=setup, rounds=10, iterations=1, warmup_rounds=1)
 
 
-def test_fastopt_estimator_epoch(benchmark, data):
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+def test_fastopt_estimator_epoch(benchmark, data, threads):
     name, X, y, _ = data
     _group(benchmark, name)
-    est = LinearRegressor(solver="adam", learning_rate=1e-3, max_epochs=1, tol=None, random_state=0)
+    est = LinearRegressor(solver="adam", learning_rate=1e-3, max_epochs=1, tol=None, random_state=0,
+                          n_threads=threads)
     benchmark.pedantic(est.fit, args=(X, y), rounds=5, iterations=1, warmup_rounds=1)
 
 

@@ -26,7 +26,9 @@ Divergence
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import time
 import warnings
 from typing import NamedTuple
@@ -35,6 +37,7 @@ import numpy as np
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _assert_all_finite
+from threadpoolctl import threadpool_limits
 
 from fastopt import _kernels, optim
 from fastopt._iterative_lr import auto_learning_rate, mean_loss, sample_learning_rate
@@ -66,6 +69,8 @@ class Train(NamedTuple):
         Clip each minibatch gradient to this global L2 norm; None disables clipping.
     loss_limit : float
         A minibatch mean loss above this is divergence.
+    n_threads : int or None
+        Threads per epoch as the user asked (None: :func:`epoch_threads` decides); not read by the kernel.
     """
 
     batch_size: int
@@ -73,6 +78,42 @@ class Train(NamedTuple):
     epsilon: float
     clip_norm: float | None
     loss_limit: float
+    n_threads: int | None = None
+
+
+# A second thread pays off when each half-minibatch holds at least this much of X (the exchange per step costs
+# about a microsecond; measured with bench/scaling_epoch.py --threads) and the epoch has enough steps to repay
+# starting the thread.
+TEAM_MIN_HALF_BYTES = 8192
+TEAM_MIN_STEPS = 64
+
+
+def _blas_guard(params: dict):
+    """One BLAS thread while a fit may run two-thread epochs: a multi-threaded BLAS call leaves worker threads
+    spinning on the other cores for a while after it returns (OpenBLAS: about 0.1 s), and an epoch's helper
+    thread competing with one for a core is slower than no helper at all (measured 6x on two cores)."""
+    n_threads = params.get("n_threads")
+    if n_threads is None or n_threads < 2:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
+def epoch_threads(n_threads: int | None, n_rows: int, batch_size: int, d: int, k: int, itemsize: int) -> int:
+    """Threads for one epoch (1 or 2): 1 unless ``n_threads >= 2``, the process may use two CPUs, and the
+    minibatches and the epoch are large enough for the second thread to pay off (the result is the same
+    either way)."""
+    if n_threads is None or n_threads < 2 or _usable_cpus() < 2 or n_rows == 0:
+        return 1
+    half_bytes = -(-min(batch_size, n_rows) // 2) * d * k * itemsize
+    steps = -(-n_rows // batch_size)
+    return 2 if half_bytes >= TEAM_MIN_HALF_BYTES and steps >= TEAM_MIN_STEPS else 1
 
 
 @dataclasses.dataclass
@@ -271,10 +312,11 @@ class IterativeSolver:
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k))
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int) -> float:
-        k = data.Y.shape[1]
-        work = np.empty(st.params.shape[0] + k, dtype=st.params.dtype)
+        d, k = data.X.shape[1], data.Y.shape[1]
+        work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
+        threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
         status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
-                                              st.params, st.opt_state, work, st.t, lr)
+                                              st.params, st.opt_state, work, st.t, lr, threads)
         if status == _kernels.Status.BAD_ARGUMENT:
             raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")
         if status == _kernels.Status.NONFINITE_LOSS:
@@ -298,7 +340,8 @@ class IterativeSolver:
 
     def _train_controls(self, params, st: IterState) -> Train:
         return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
-                     epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit)
+                     epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
+                     n_threads=params.get("n_threads"))
 
     def epoch_lr(self, params, st: IterState, epoch: int) -> float:
         """The scheduled learning rate of the 0-based ``epoch``."""
@@ -316,6 +359,10 @@ class IterativeSolver:
     # ------------------------------------------------------------ the solver protocol
     def fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
         """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask."""
+        with _blas_guard(params):
+            return self._fit(params, data, state)
+
+    def _fit(self, params: dict, data, state: IterState | None) -> FitResult:
         rng = _seed(params["random_state"])
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
@@ -354,6 +401,10 @@ class IterativeSolver:
         rows, so they are relative within a call only. As one chunk's pass of a streamed epoch: see
         :class:`Sweep`, whose ``weight_mean`` divides every chunk by one constant instead.
         """
+        with _blas_guard(params):
+            return self._partial_fit(params, data, state, sweep)
+
+    def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)

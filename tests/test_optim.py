@@ -258,7 +258,7 @@ def test_epoch_matches_a_torch_training_loop(loss):
     sw /= sw.mean()
     order = rng.permutation(n).astype(np.int64)
     spec = optim.make("adam", weight_decay=0.05)
-    params, state, work = np.zeros(k * d + k), spec.init_state(k * d + k), np.empty(k * d + 2 * k)
+    params, state, work = np.zeros(k * d + k), spec.init_state(k * d + k), np.empty(6 * (k * d + k) + 2 * k)
     train = Train(batch_size=batch, loss=loss, epsilon=0.7, clip_norm=1.0, loss_limit=np.inf)
     status, t, _, _ = _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work, 0,
                                      0.03)

@@ -1,9 +1,10 @@
 """Compiled optimizer kernels against their NumPy twins in fastopt._reference.
 
 Tolerances: the step rules are element-wise with the same operation order in C and NumPy, so a single step
-agrees bit for bit. The epoch differs only in summation order (C: per-row dot products with eight accumulators
-and a running gradient sum; NumPy: BLAS matrix products), each step contributing a relative error of at most
-about (d + batch_size) * eps, accumulated over the steps taken. The bound used is
+agrees bit for bit. The epoch differs only in summation order and fused multiply-adds (C: per-row dot products
+in vector lanes, with FMA in the AVX2 copy, and running gradient sums of each half-minibatch; NumPy: BLAS matrix
+products of the same halves), each step contributing a relative error of at most about (d + batch_size) * eps,
+accumulated over the steps taken. The epoch tests run for every instruction-set copy the CPU has. The bound used is
 (d + batch_size) * n_steps * eps relative to the largest entry, with eps the dtype's machine epsilon.
 """
 import inspect
@@ -81,7 +82,7 @@ def _run_both(spec, train, X, Y, sw, orders, lrs, fit_intercept=True):
     for impl in (_kernels, _reference):
         params = np.zeros(n_params, dtype)
         state = spec.init_state(n_params, dtype)
-        work = np.empty(n_params + k, dtype)
+        work = np.empty(6 * n_params + 2 * k, dtype)
         t, losses = 0, []
         for order, lr in zip(orders, lrs):
             status, t, loss, bad = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
@@ -97,11 +98,21 @@ def _assert_close(a, b, tol, what):
     np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale, err_msg=what)
 
 
+@pytest.fixture(params=["baseline", "avx2"])
+def simd(request):
+    """Run the kernels with one instruction-set copy (skipped when the CPU lacks it), then restore the best."""
+    if _kernels.simd(request.param) != request.param:
+        _kernels.simd("best")
+        pytest.skip(f"this CPU has no {request.param} copy")
+    yield request.param
+    _kernels.simd("best")
+
+
 @pytest.mark.parametrize("schedule", sorted(optim.SCHEDULES))
 @pytest.mark.parametrize("loss", list(optim.Loss))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", SPECS)
-def test_epochs_agree(name, dtype, loss, schedule):
+def test_epochs_agree(name, dtype, loss, schedule, simd):
     rng = np.random.default_rng(1)
     n, d, k, batch, epochs = 150, 6, 2, 16, 4
     X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True)
@@ -149,7 +160,7 @@ def test_epoch_reports_divergence_with_the_step(impl):
     X = np.ones((8, 1))
     Y = np.ones((8, 1))
     spec = optim.SGD()
-    params, state, work = np.zeros(2), spec.init_state(2), np.empty(3)
+    params, state, work = np.zeros(2), spec.init_state(2), np.empty(6 * 2 + 2)
     train = Train(batch_size=2, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
     # lr = 10 on a curvature-2 problem multiplies the residual by -19 per step: the loss passes 1e3 at step 3.
     status, t, _, bad = impl.epoch(0, spec.hyper, train, X, Y, None, np.arange(8), params, state, work, 0, 10.0)

@@ -1,0 +1,214 @@
+"""The two-thread epoch and the instruction-set copies.
+
+Every minibatch gradient is summed in the same two halves whatever the number of threads, so one thread and two
+must agree bit for bit: on every rule, loss and dtype, with weights, several outputs, clipping, short last
+minibatches, and when training stops early. Instruction-set copies differ in rounding only (their agreement
+with the NumPy reference is in tests/test_parity_optim.py); within one copy, results are reproducible.
+"""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from fastopt import LinearRegressor, _kernels, _reference, optim
+from fastopt._iterative import TEAM_MIN_HALF_BYTES, TEAM_MIN_STEPS, Train, epoch_threads
+
+DTYPES = (np.float64, np.float32)
+# Every rule once, with its options on.
+SPECS = {
+    "sgd": optim.SGD(weight_decay=0.05),
+    "momentum": optim.Momentum(momentum=0.8, dampening=0.3),
+    "nesterov": optim.Nesterov(momentum=0.8),
+    "adagrad": optim.AdaGrad(lr_decay=0.01),
+    "rmsprop": optim.RMSProp(rho=0.9, momentum=0.5, centered=True),
+    "adam": optim.Adam(amsgrad=True, weight_decay=0.05),
+    "adamw": optim.AdamW(weight_decay=0.05),
+}
+
+
+def _problem(rng, n, d, k, dtype, weighted):
+    X = rng.normal(size=(n, d)).astype(dtype)
+    Y = (X @ rng.normal(size=(d, k)) + 0.3 * rng.standard_t(3, size=(n, k))).astype(dtype)
+    sw = rng.uniform(0.0, 2.0, size=n).astype(dtype) if weighted else None
+    return X, Y, None if sw is None else sw / sw.mean()
+
+
+def _epochs(spec, train, X, Y, sw, orders, lr, n_threads, fit_intercept=True):
+    k, d = Y.shape[1], X.shape[1]
+    n_params = k * d + (k if fit_intercept else 0)
+    params = np.zeros(n_params, X.dtype)
+    state = spec.init_state(n_params, X.dtype)
+    work = np.empty(6 * n_params + 2 * k, X.dtype)
+    t, results = 0, []
+    for order in orders:
+        status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
+                                              work, t, lr, n_threads)
+        results.append((status, t, loss, bad))
+    return params, state, results
+
+
+@pytest.mark.parametrize("loss", list(optim.Loss))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", SPECS)
+def test_two_threads_equal_one_bit_for_bit(name, dtype, loss):
+    rng = np.random.default_rng(3)
+    n, d, k, batch = 301, 9, 2, 20  # 16 minibatches, the last of 1 row: one half empty
+    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True)
+    train = Train(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
+    one = _epochs(SPECS[name], train, X, Y, sw, orders, 0.02, 1)
+    two = _epochs(SPECS[name], train, X, Y, sw, orders, 0.02, 2)
+    np.testing.assert_array_equal(two[0], one[0])
+    np.testing.assert_array_equal(two[1], one[1])
+    assert two[2] == one[2] and all(r[0] == 0 for r in one[2])
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 64, 1000])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_two_threads_any_batch_size(batch, fit_intercept):
+    rng = np.random.default_rng(4)
+    X, Y, sw = _problem(rng, 157, 33, 1, np.float64, weighted=False)
+    train = Train(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    orders = [rng.permutation(157).astype(np.int64)]
+    one = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 1, fit_intercept)
+    two = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 2, fit_intercept)
+    np.testing.assert_array_equal(two[0], one[0])
+    assert two[2] == one[2]
+
+
+def test_two_threads_match_the_reference():
+    # The twin sums the same halves; the two-thread kernel agrees with it to the parity tests' tolerance.
+    rng = np.random.default_rng(5)
+    n, d, batch = 400, 40, 32
+    X, Y, sw = _problem(rng, n, d, 1, np.float64, weighted=True)
+    spec = optim.make("adam")
+    train = Train(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    order = rng.permutation(n).astype(np.int64)
+    params, _, [(status, t, loss, _)] = _epochs(spec, train, X, Y, sw, [order], 0.01, 2)
+    ref_params, ref_state = np.zeros(d + 1), spec.init_state(d + 1)
+    ref = _reference.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, ref_params, ref_state,
+                           np.empty(6 * (d + 1) + 2), 0, 0.01, 2)
+    assert (status, t) == ref[:2] == (0, n // batch + 1)
+    tol = (d + batch) * t * np.finfo(np.float64).eps
+    np.testing.assert_allclose(params, ref_params, rtol=0, atol=tol * np.abs(ref_params).max())
+    assert loss == pytest.approx(ref[2], rel=tol)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_divergence_and_bad_input_stop_both_threads(n_threads):
+    # lr = 10 on a curvature-2 problem multiplies the residual by -19 per step: the loss passes 1e3 at step 3.
+    X, Y = np.ones((64, 1)), np.ones((64, 1))
+    spec = optim.SGD()
+    work = np.empty(6 * 2 + 2)
+    train = Train(batch_size=8, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
+    params, state = np.zeros(2), spec.init_state(2)
+    status, t, _, bad = _kernels.epoch(0, spec.hyper, train, X, Y, None, np.arange(64), params, state, work, 0,
+                                       10.0, n_threads)
+    assert (status, t, bad) == (2, 2, 3)
+    X[37] = np.nan  # minibatch 5, second half: the helper's rows when there are two threads
+    params[:] = 0
+    status, t, _, bad = _kernels.epoch(0, spec.hyper, train._replace(loss_limit=np.inf), X, Y, None,
+                                       np.arange(64), params, state, work, 0, 1e-3, n_threads)
+    assert (status, t, bad) == (1, 4, 5)
+
+
+def test_work_too_small_is_a_clear_error():
+    X, Y = np.ones((8, 2)), np.ones((8, 1))
+    spec = optim.SGD()
+    train = Train(batch_size=2, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
+    with pytest.raises(ValueError, match="work needs 6 \\* n_params \\+ 2 \\* k = 20"):
+        _kernels.epoch(0, spec.hyper, train, X, Y, None, np.arange(8), np.zeros(3), spec.init_state(3),
+                       np.empty(19), 0, 0.1, 2)
+
+
+def test_estimator_threads_do_not_change_the_fit(monkeypatch):
+    import fastopt._iterative as it
+
+    calls = []
+    real_epoch = it._kernels.epoch
+    monkeypatch.setattr(it._kernels, "epoch", lambda *a: calls.append(a[-1]) or real_epoch(*a), raising=False)
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(6000, 64))
+    y = X @ rng.normal(size=64) + rng.normal(size=6000)
+    w = rng.uniform(0.5, 2.0, size=6000)
+    fits = [LinearRegressor(solver="adam", max_epochs=3, tol=None, random_state=0, n_threads=n).fit(X, y, w)
+            for n in (1, 2, 5, None)]
+    for est in fits[1:]:
+        np.testing.assert_array_equal(est.coef_, fits[0].coef_)
+        assert est.intercept_ == fits[0].intercept_
+    if it._usable_cpus() >= 2:  # 94 steps of 32-row halves of 64 float64 features: large enough for two
+        assert calls == [1] * 3 + [2] * 3 + [2] * 3 + [1] * 3
+
+
+def test_concurrent_two_thread_fits_are_bit_identical():
+    # Four fits with a helper thread each on a machine with fewer cores: the waits yield, nothing hangs.
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(4000, 64))
+    y = X @ rng.normal(size=64)
+
+    def fit(seed):
+        return LinearRegressor(solver="momentum", max_epochs=2, tol=None, random_state=seed, n_threads=2,
+                               learning_rate=1e-3).fit(X, y).coef_
+
+    serial = fit(3)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for coef in pool.map(fit, [3, 3, 3, 3]):
+            np.testing.assert_array_equal(coef, serial)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
+def test_n_threads_is_validated(bad):
+    X, y = np.ones((10, 2)), np.ones(10)
+    with pytest.raises(ValueError, match="n_threads"):
+        LinearRegressor(solver="sgd", n_threads=bad).fit(X, y)
+
+
+def test_auto_threads_policy(monkeypatch):
+    import fastopt._iterative as it
+
+    monkeypatch.setattr(it, "_usable_cpus", lambda: 2)
+    rows = TEAM_MIN_HALF_BYTES // 8  # float64 rows of one feature filling a half-minibatch
+    big = 2 * rows * TEAM_MIN_STEPS
+    assert epoch_threads(2, big, 2 * rows, 1, 1, 8) == 2
+    assert epoch_threads(7, big, 2 * rows, 1, 1, 8) == 2  # two at most
+    assert epoch_threads(2, big, 2 * rows - 2, 1, 1, 8) == 1  # halves below the threshold
+    assert epoch_threads(2, big // 2, 2 * rows, 1, 1, 8) == 1  # too few steps
+    assert epoch_threads(2, big, 2 * rows, 1, 1, 4) == 1  # float32 halves are half as large
+    assert epoch_threads(None, big, 2 * rows, 1, 1, 8) == epoch_threads(1, big, 2 * rows, 1, 1, 8) == 1  # opt-in
+    monkeypatch.setattr(it, "_usable_cpus", lambda: 1)
+    assert epoch_threads(2, big, 2 * rows, 1, 1, 8) == 1
+
+
+def test_simd_selection():
+    best = _kernels.simd()
+    try:
+        assert _kernels.simd("baseline") == "baseline"
+        assert _kernels.simd("best") == best
+        with pytest.raises(ValueError, match="simd must be one of"):
+            _kernels.simd("avx9000")
+        with pytest.raises(ValueError, match="simd must be one of"):
+            _reference.simd("avx9000")
+    finally:
+        _kernels.simd("best")
+
+
+def test_each_instruction_set_is_reproducible_and_they_agree_to_rounding():
+    rng = np.random.default_rng(8)
+    X, Y, sw = _problem(rng, 500, 37, 1, np.float64, weighted=True)
+    train = Train(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    orders = [rng.permutation(500).astype(np.int64)]
+    spec = optim.make("rmsprop")
+    fits = {}
+    try:
+        for isa in ("baseline", "best"):
+            name = _kernels.simd(isa)
+            a = _epochs(spec, train, X, Y, sw, orders, 0.01, 1)[0]
+            b = _epochs(spec, train, X, Y, sw, orders, 0.01, 2)[0]
+            np.testing.assert_array_equal(a, b)
+            fits[name] = a
+    finally:
+        _kernels.simd("best")
+    ref = list(fits.values())[0]
+    tol = (37 + 16) * 32 * np.finfo(np.float64).eps
+    for got in fits.values():
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max())
