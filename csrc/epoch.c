@@ -32,10 +32,7 @@
 
 /* FO_PORTABLE builds the plain-C fallback that any C99 compiler takes (no GNU extensions); tests use it. */
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FO_PORTABLE)
-#ifndef FO_PF_LOC
-#define FO_PF_LOC 1
-#endif
-#define FO_PREFETCH(p) __builtin_prefetch((p), 0, FO_PF_LOC)
+#define FO_PREFETCH(p) __builtin_prefetch((p), 0, 1)
 #define FO_INLINE static inline __attribute__((always_inline))
 #define FO_VEC 1
 #else
@@ -93,24 +90,16 @@ int fo_isa_set(int isa)
 /* Prefetch in two levels: every line of the row about 4 KB of X ahead of the current one (5 rows of 100
  * doubles; 2 to 64 rows), and the first line of the row FO_PREFETCH_FAR times further ahead, with its targets,
  * which starts that row's memory access early. Measured 5-10% faster than one level at d = 10, 100 and 1000. */
-#ifndef FO_PREFETCH_BYTES
 #define FO_PREFETCH_BYTES 4096
-#endif
 #define FO_PREFETCH_MIN_ROWS 2
 #define FO_PREFETCH_MAX_ROWS 64
-#ifndef FO_PREFETCH_FAR
 #define FO_PREFETCH_FAR 4
-#endif
 #define FO_CACHE_LINE 64
 
 /* Rows per chunk: at most FO_CHUNK_ROWS, about FO_CHUNK_BYTES of X (so the chunk is still in cache for the
  * gradient sweep), and at most FO_CHUNK_COEFS / k so the coefficients fit a fixed array on the stack. */
-#ifndef FO_CHUNK_ROWS
 #define FO_CHUNK_ROWS 64
-#endif
-#ifndef FO_CHUNK_BYTES
 #define FO_CHUNK_BYTES 32768
-#endif
 #define FO_CHUNK_COEFS 256
 
 /* Spin-waits of the two-thread epoch: a hand-off takes well under a microsecond, so spin; after FO_SPINS
@@ -220,13 +209,7 @@ fo_status FO_FN(fo_step)(fo_rule rule, const fo_hyper *h, FO_REAL *params, const
 #define FO_NV 1
 #define FO_NB 1
 #endif
-#include "epoch.c"
-#undef FO_ISA
-#undef FO_VBYTES
-#undef FO_FMA
-#undef FO_NR
-#undef FO_NV
-#undef FO_NB
+#include "epoch.c" /* undefines FO_ISA and its settings */
 
 #if FO_X86
 #if defined(__clang__)
@@ -241,13 +224,7 @@ fo_status FO_FN(fo_step)(fo_rule rule, const fo_hyper *h, FO_REAL *params, const
 #define FO_NR 4
 #define FO_NV 2
 #define FO_NB 8
-#include "epoch.c"
-#undef FO_ISA
-#undef FO_VBYTES
-#undef FO_FMA
-#undef FO_NR
-#undef FO_NV
-#undef FO_NB
+#include "epoch.c" /* undefines FO_ISA and its settings */
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -650,5 +627,11 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
 #undef FO_VSTORE
 #undef FO_MADD
 #endif
+#undef FO_ISA
+#undef FO_VBYTES
+#undef FO_FMA
+#undef FO_NR
+#undef FO_NV
+#undef FO_NB
 
 #endif /* FO_REAL */
