@@ -28,6 +28,22 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(scope="session")
+def epoch_problem():
+    """``epoch_problem(rng, n, d, k, dtype, weighted)``: a regression problem for the epoch kernels, returned as
+    ``(X, Y, sw)``: Gaussian X, k targets with Student-t noise (heavy tails exercise the robust losses), and
+    uniform weights normalised to mean 1 (as the estimator passes them) or None. Session-scoped so that
+    hypothesis tests may use it."""
+
+    def make(rng, n, d, k, dtype, weighted):
+        X = rng.normal(size=(n, d)).astype(dtype)
+        Y = (X @ rng.normal(size=(d, k)) + 0.3 * rng.standard_t(3, size=(n, k))).astype(dtype)
+        sw = rng.uniform(0.0, 2.0, size=n).astype(dtype) if weighted else None
+        return X, Y, None if sw is None else sw / sw.mean()
+
+    return make
+
+
 @pytest.fixture
 def replay():
     """The in-memory chunked ``partial_fit`` sequence that a streamed or Dask fit must equal bit for bit.

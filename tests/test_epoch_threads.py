@@ -26,13 +26,6 @@ SPECS = {
 }
 
 
-def _problem(rng, n, d, k, dtype, weighted):
-    X = rng.normal(size=(n, d)).astype(dtype)
-    Y = (X @ rng.normal(size=(d, k)) + 0.3 * rng.standard_t(3, size=(n, k))).astype(dtype)
-    sw = rng.uniform(0.0, 2.0, size=n).astype(dtype) if weighted else None
-    return X, Y, None if sw is None else sw / sw.mean()
-
-
 def _epochs(spec, train, X, Y, sw, orders, lr, n_threads, fit_intercept=True):
     k, d = Y.shape[1], X.shape[1]
     n_params = k * d + (k if fit_intercept else 0)
@@ -50,10 +43,10 @@ def _epochs(spec, train, X, Y, sw, orders, lr, n_threads, fit_intercept=True):
 @pytest.mark.parametrize("loss", list(optim.Loss))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", SPECS)
-def test_two_threads_equal_one_bit_for_bit(name, dtype, loss):
+def test_two_threads_equal_one_bit_for_bit(name, dtype, loss, epoch_problem):
     rng = np.random.default_rng(3)
     n, d, k, batch = 301, 9, 2, 20  # 16 minibatches, the last of 1 row: one half empty
-    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True)
+    X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
     train = Train(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
     orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
     one = _epochs(SPECS[name], train, X, Y, sw, orders, 0.02, 1)
@@ -65,9 +58,9 @@ def test_two_threads_equal_one_bit_for_bit(name, dtype, loss):
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 64, 1000])
 @pytest.mark.parametrize("fit_intercept", [False, True])
-def test_two_threads_any_batch_size(batch, fit_intercept):
+def test_two_threads_any_batch_size(batch, fit_intercept, epoch_problem):
     rng = np.random.default_rng(4)
-    X, Y, sw = _problem(rng, 157, 33, 1, np.float64, weighted=False)
+    X, Y, sw = epoch_problem(rng, 157, 33, 1, np.float64, weighted=False)
     train = Train(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(157).astype(np.int64)]
     one = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 1, fit_intercept)
@@ -76,11 +69,11 @@ def test_two_threads_any_batch_size(batch, fit_intercept):
     assert two[2] == one[2]
 
 
-def test_two_threads_match_the_reference():
+def test_two_threads_match_the_reference(epoch_problem):
     # The twin sums the same halves; the two-thread kernel agrees with it to the parity tests' tolerance.
     rng = np.random.default_rng(5)
     n, d, batch = 400, 40, 32
-    X, Y, sw = _problem(rng, n, d, 1, np.float64, weighted=True)
+    X, Y, sw = epoch_problem(rng, n, d, 1, np.float64, weighted=True)
     spec = optim.make("adam")
     train = Train(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     order = rng.permutation(n).astype(np.int64)
@@ -192,9 +185,9 @@ def test_simd_selection():
         _kernels.simd("best")
 
 
-def test_each_instruction_set_is_reproducible_and_they_agree_to_rounding():
+def test_each_instruction_set_is_reproducible_and_they_agree_to_rounding(epoch_problem):
     rng = np.random.default_rng(8)
-    X, Y, sw = _problem(rng, 500, 37, 1, np.float64, weighted=True)
+    X, Y, sw = epoch_problem(rng, 500, 37, 1, np.float64, weighted=True)
     train = Train(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(500).astype(np.int64)]
     spec = optim.make("rmsprop")

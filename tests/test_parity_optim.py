@@ -65,15 +65,6 @@ def test_unknown_rule_is_a_status_not_a_crash():
     assert _kernels.step(99, hyper, w, g, s, 1, 0.1) == _reference.step(99, hyper, w, g, s, 1, 0.1) == 3
 
 
-def _problem(rng, n, d, k, dtype, weighted):
-    X = rng.normal(size=(n, d)).astype(dtype)
-    Y = (X @ rng.normal(size=(d, k)) + 0.3 * rng.standard_t(3, size=(n, k))).astype(dtype)
-    sw = rng.uniform(0.0, 2.0, size=n).astype(dtype) if weighted else None
-    if weighted:
-        sw /= sw.mean()
-    return X, Y, sw
-
-
 def _run_both(spec, train, X, Y, sw, orders, lrs, fit_intercept=True):
     k, d = Y.shape[1], X.shape[1]
     n_params = k * d + (k if fit_intercept else 0)
@@ -112,10 +103,10 @@ def simd(request):
 @pytest.mark.parametrize("loss", list(optim.Loss))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", SPECS)
-def test_epochs_agree(name, dtype, loss, schedule, simd):
+def test_epochs_agree(name, dtype, loss, schedule, simd, epoch_problem):
     rng = np.random.default_rng(1)
     n, d, k, batch, epochs = 150, 6, 2, 16, 4
-    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True)
+    X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
     spec = SPECS[name]
     train = Train(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
     orders = [rng.permutation(n).astype(np.int64) for _ in range(epochs)]
@@ -140,9 +131,9 @@ def test_epochs_agree(name, dtype, loss, schedule, simd):
     fit_intercept=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_epoch_property(n, d, k, batch, name, dtype, weighted, fit_intercept, seed):
+def test_epoch_property(n, d, k, batch, name, dtype, weighted, fit_intercept, seed, epoch_problem):
     rng = np.random.default_rng(seed)
-    X, Y, sw = _problem(rng, n, d, k, dtype, weighted)
+    X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted)
     train = Train(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(n).astype(np.int64) for _ in range(2)]
     (p, s, t, losses), (p_ref, s_ref, t_ref, losses_ref) = _run_both(
