@@ -9,10 +9,11 @@
  * x86-64 CPU has (SSE2, 32-byte GNU vectors in two registers, separate multiply and add). An AVX-512 copy was
  * measured slower than AVX2 on a Sapphire Rapids-class CPU at d = 100 and is not built. Only the dot products
  * and the gradient sums use FMA, through explicit intrinsics; everything else (the step rules above all) is
- * compiled with contraction off, so fo_step and the epoch's steps agree bit for bit with the NumPy reference's arithmetic.
+ * compiled with contraction off, so fo_step and the epoch's steps agree bit for bit with the NumPy reference's
+ * arithmetic.
  *
  * Each minibatch is processed in chunks of rows that stay in L1/L2. Per chunk, two sweeps:
- *   1. residuals: r_ij = x_i.w_j + b_j - y_ij for each row (dot products of several rows at once, sharing the
+ *   1. residuals: r_ij = x_i.w_j + b_j - y_ij for each row (dot products of FO_NR rows at once, sharing the
  *      loads of w_j), the loss, and the coefficients c_ij = sw_i loss'(r_ij);
  *   2. gradient: g_j += sum_i c_ij x_i, a block of features held in registers while the chunk's rows stream
  *      past, so the gradient is not loaded and stored once per row.
@@ -96,6 +97,12 @@ int fo_isa_set(int isa)
 #define FO_PREFETCH_FAR 4
 #define FO_CACHE_LINE 64
 
+/* Prefetch every cache line of [p, p + bytes). */
+FO_INLINE void fo_prefetch_lines(const char *p, size_t bytes)
+{
+    for (size_t off = 0; off < bytes; off += FO_CACHE_LINE) FO_PREFETCH(p + off);
+}
+
 /* Rows per chunk: at most FO_CHUNK_ROWS, about FO_CHUNK_BYTES of X (so the chunk is still in cache for the
  * gradient sweep), and at most FO_CHUNK_COEFS / k so the coefficients fit a fixed array on the stack. */
 #define FO_CHUNK_ROWS 64
@@ -133,8 +140,7 @@ static int fo_team_wait(const fo_team *team, const int64_t *flag, int64_t value,
     for (long spins = 0; __atomic_load_n(flag, __ATOMIC_ACQUIRE) < value;) {
         if (__atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return 0;
         if (pf->pos < pf->end) {
-            const char *row = pf->X + (size_t)pf->order[pf->pos++] * pf->row_bytes;
-            for (size_t off = 0; off < pf->row_bytes; off += FO_CACHE_LINE) FO_PREFETCH(row + off);
+            fo_prefetch_lines(pf->X + (size_t)pf->order[pf->pos++] * pf->row_bytes, pf->row_bytes);
         } else if (++spins > FO_SPINS) {
             FO_YIELD();
         }
@@ -466,8 +472,7 @@ static inline double FO_FN(loss_value)(fo_loss loss, FO_REAL r, FO_REAL epsilon,
 
 FO_INLINE void FO_FN(prefetch_row)(const FO_REAL *row, ptrdiff_t d)
 {
-    const char *p = (const char *)row;
-    for (size_t off = 0; off < (size_t)d * sizeof(FO_REAL); off += FO_CACHE_LINE) FO_PREFETCH(p + off);
+    fo_prefetch_lines((const char *)row, (size_t)d * sizeof(FO_REAL));
 }
 
 /* How many rows ahead every line of a row is prefetched. */
