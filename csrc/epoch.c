@@ -449,7 +449,7 @@ FO_INLINE void FO_FN(gradient_rows)(FO_REAL *g, const FO_REAL *const *x, const F
 #endif
 
 /* The per-sample loss of residual r, and its derivative in *dl (absolute error: the sign, 0 at 0). */
-static inline double FO_FN(loss_value)(fo_loss loss, FO_REAL r, FO_REAL epsilon, FO_REAL *dl)
+FO_INLINE double FO_FN(loss_value)(fo_loss loss, FO_REAL r, FO_REAL epsilon, FO_REAL *dl)
 {
     const FO_REAL ar = r < 0 ? -r : r, sign = (FO_REAL)((r > 0) - (r < 0));
     switch (loss) {
@@ -494,11 +494,12 @@ FO_INLINE ptrdiff_t FO_FN(ahead)(ptrdiff_t pos, ptrdiff_t ahead, ptrdiff_t end, 
 }
 
 /* The summed (unnormalised) gradient of the rows order[start:end] into grad (zero when the range is empty);
- * returns their summed weighted loss. Rows of [next_start, next_end) are prefetched when this range runs out. */
-FO_INLINE double FO_FN(batch_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, ptrdiff_t end, ptrdiff_t next_start,
-                                       ptrdiff_t next_end, const FO_REAL *X, const FO_REAL *Y, const FO_REAL *sw,
-                                       ptrdiff_t d, ptrdiff_t k, const FO_REAL *params, int has_b, FO_REAL *grad,
-                                       FO_REAL *work_coef)
+ * returns their summed weighted loss (loss_kind is c->loss, a parameter so that a caller can make it a constant). Rows
+ * of [next_start, next_end) are prefetched when this range runs out. */
+FO_INLINE double FO_FN(batch_gradient)(const fo_epoch_ctl *c, fo_loss loss_kind, ptrdiff_t start, ptrdiff_t end,
+                                       ptrdiff_t next_start, ptrdiff_t next_end, const FO_REAL *X, const FO_REAL *Y,
+                                       const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k, const FO_REAL *params, int has_b,
+                                       FO_REAL *grad, FO_REAL *work_coef)
 {
     FO_REAL coef_stack[FO_CHUNK_COEFS];
     const FO_REAL *rows[FO_CHUNK_ROWS + FO_NR];
@@ -544,7 +545,7 @@ FO_INLINE double FO_FN(batch_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, p
                 FO_REAL *cq = cf + (q0 + q) * k;
                 for (ptrdiff_t j = 0; j < k; j++) {
                     FO_REAL dl;
-                    loss += (double)wi * FO_FN(loss_value)(c->loss, cq[j], epsilon, &dl);
+                    loss += (double)wi * FO_FN(loss_value)(loss_kind, cq[j], epsilon, &dl);
                     cq[j] = wi * dl;
                 }
             }
@@ -561,6 +562,21 @@ FO_INLINE double FO_FN(batch_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, p
         }
     }
     return loss;
+}
+
+/* batch_gradient, with the default problem (one output, squared error, no sample weights) compiled as its own
+ * copy: with k, the loss and the weights known, the per-row loop loses its branches and spills. Measured 4-6%
+ * faster per epoch at d = 100 (float32 and float64, one and two threads). Same arithmetic, same bits. */
+static double FO_FN(half_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, ptrdiff_t end, ptrdiff_t next_start,
+                                   ptrdiff_t next_end, const FO_REAL *X, const FO_REAL *Y, const FO_REAL *sw,
+                                   ptrdiff_t d, ptrdiff_t k, const FO_REAL *params, int has_b, FO_REAL *grad,
+                                   FO_REAL *work_coef)
+{
+    if (k == 1 && !sw && c->loss == FO_LOSS_SQUARED)
+        return FO_FN(batch_gradient)(c, FO_LOSS_SQUARED, start, end, next_start, next_end, X, Y, NULL, d, 1, params,
+                                     has_b, grad, work_coef);
+    return FO_FN(batch_gradient)(c, c->loss, start, end, next_start, next_end, X, Y, sw, d, k, params, has_b, grad,
+                                 work_coef);
 }
 
 /* Every minibatch's gradient is the sum of two halves, g = g0 + g1 (rows [start, mid) and [mid, end), mid =
@@ -585,8 +601,8 @@ static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int part, p
 #if FO_VEC
     if (team) {
         const double mine = part == 0
-            ? FO_FN(batch_gradient)(c, start, mid, end, next_mid, X, Y, sw, d, k, params, has_b, h0, coef0)
-            : FO_FN(batch_gradient)(c, mid, end, next_mid, next_end, X, Y, sw, d, k, params, has_b, h1, coef1);
+            ? FO_FN(half_gradient)(c, start, mid, end, next_mid, X, Y, sw, d, k, params, has_b, h0, coef0)
+            : FO_FN(half_gradient)(c, mid, end, next_mid, next_end, X, Y, sw, d, k, params, has_b, h1, coef1);
         team->part[part].loss[par] = mine;
         __atomic_store_n(&team->part[part].ready, step, __ATOMIC_RELEASE);
         /* this thread's next half, past the rows batch_gradient prefetched already, up to FO_CHUNK_BYTES */
@@ -601,8 +617,8 @@ static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int part, p
     } else
 #endif
     {
-        loss0 = FO_FN(batch_gradient)(c, start, mid, mid, end, X, Y, sw, d, k, params, has_b, h0, coef0);
-        loss1 = FO_FN(batch_gradient)(c, mid, end, end, next_mid, X, Y, sw, d, k, params, has_b, h1, coef1);
+        loss0 = FO_FN(half_gradient)(c, start, mid, mid, end, X, Y, sw, d, k, params, has_b, h0, coef0);
+        loss1 = FO_FN(half_gradient)(c, mid, end, end, next_mid, X, Y, sw, d, k, params, has_b, h1, coef1);
     }
     for (ptrdiff_t p = 0; p < n_params; p++) sum[p] = h0[p] + h1[p];
     return loss0 + loss1;
