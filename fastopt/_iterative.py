@@ -83,9 +83,9 @@ class Train(NamedTuple):
 
 # A second thread pays off when each half-minibatch holds at least this much of X (the exchange per step costs
 # about a microsecond; measured with bench/scaling_epoch.py --threads) and the epoch has enough steps to repay
-# starting the thread.
+# handing it to the helper thread (a few microseconds; at 16 steps of d = 100 the two are even).
 TEAM_MIN_HALF_BYTES = 8192
-TEAM_MIN_STEPS = 64
+TEAM_MIN_STEPS = 16
 
 
 def _blas_guard(params: dict):
