@@ -215,52 +215,56 @@ def _helper_threads():
     return [t for t in threading.enumerate() if t.name == "fastopt-epoch-helper"]
 
 
-def _two_thread_epoch(X, Y, order, spec):
-    params, state = np.zeros(X.shape[1] + 1), spec.init_state(X.shape[1] + 1)
+def _epoch_runner(seed, n, d):
+    """A function running one Adam epoch on a fixed random problem, from zeros, with 1 or 2 threads."""
+    rng = np.random.default_rng(seed)
+    X, Y = rng.normal(size=(n, d)), rng.normal(size=(n, 1))
+    order, spec = rng.permutation(n).astype(np.int64), optim.make("adam")
     train = Train(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
-    status, *_ = _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
-                                np.empty(6 * params.size + 2), 0, 0.01, 2)
-    assert status == 0
-    return params
+
+    def run(n_threads=2):
+        params, state = np.zeros(d + 1), spec.init_state(d + 1)
+        status, *_ = _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
+                                    np.empty(6 * (d + 1) + 2), 0, 0.01, n_threads)
+        assert status == 0
+        return params
+
+    return run
 
 
 def test_helper_thread_is_started_once_and_reused():
-    rng = np.random.default_rng(8)
-    X, Y = rng.normal(size=(200, 12)), rng.normal(size=(200, 1))
-    order, spec = rng.permutation(200).astype(np.int64), optim.make("adam")
-    first = _two_thread_epoch(X, Y, order, spec)
+    run = _epoch_runner(8, 200, 12)
+    one = run(1)
+    np.testing.assert_array_equal(run(), one)
     helpers = _helper_threads()
     assert len(helpers) == 1 and helpers[0].daemon
     for _ in range(50):
-        np.testing.assert_array_equal(_two_thread_epoch(X, Y, order, spec), first)
+        np.testing.assert_array_equal(run(), one)
     assert _helper_threads() == helpers  # the same thread served every epoch, none was added
 
 
 def test_concurrent_two_thread_epochs_use_one_job_helpers():
     # While the shared helper is busy, another epoch gets a helper thread of its own, which ends with its epoch.
-    rng = np.random.default_rng(9)
-    X, Y = rng.normal(size=(20_000, 40)), rng.normal(size=(20_000, 1))
-    order, spec = rng.permutation(20_000).astype(np.int64), optim.make("adam")
-    serial = _two_thread_epoch(X, Y, order, spec)
+    run = _epoch_runner(9, 20_000, 40)
+    one = run(1)
+    np.testing.assert_array_equal(run(), one)
     shared = _helper_threads()
     with ThreadPoolExecutor(max_workers=3) as pool:
-        for params in pool.map(lambda _: _two_thread_epoch(X, Y, order, spec), range(6)):
-            np.testing.assert_array_equal(params, serial)
+        for params in pool.map(lambda _: run(), range(6)):
+            np.testing.assert_array_equal(params, one)
     assert _helper_threads() == shared
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_two_thread_epoch_in_a_forked_child():
     # The child of a fork has no helper thread; its first two-thread epoch starts one instead of waiting forever.
-    rng = np.random.default_rng(10)
-    X, Y = rng.normal(size=(300, 12)), rng.normal(size=(300, 1))
-    order, spec = rng.permutation(300).astype(np.int64), optim.make("adam")
-    parent = _two_thread_epoch(X, Y, order, spec)  # the parent's helper exists before the fork
+    run = _epoch_runner(10, 300, 12)
+    parent = run()  # the parent's helper exists before the fork
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python >= 3.12)
-        child = ctx.Process(target=lambda: queue.put(_two_thread_epoch(X, Y, order, spec).tobytes()))
+        child = ctx.Process(target=lambda: queue.put(run().tobytes()))
         child.start()
     try:
         result = queue.get(timeout=60)
