@@ -146,7 +146,9 @@ int fo_isa_set(int isa);
  * fixed halves, so results do not depend on the number of threads. The caller zeroes the struct, sets isa (an
  * fo_isa, the same for both threads), runs fo_epoch_* with it in one thread and, in another, fo_epoch_helper_*
  * with it, a copy of ctl, the same X, Y, sw and work, and its own copies of params and state (it takes the same
- * steps on them); the helper returns when the epoch does. Fields after isa belong to the kernels. */
+ * steps on them); the helper returns when the epoch does. Fields after isa belong to the kernels. A team's work
+ * is 64-byte aligned and has fo_work_size(n_params, k, sizeof(real), 1) entries: each thread's buffers in whole
+ * cache lines of their own. */
 typedef struct {
     int64_t ready;           /* the last step whose half this thread has published */
     double loss[2];          /* its half's summed loss, by step parity */
@@ -161,9 +163,14 @@ typedef struct {
     char pad1[56];
 } fo_team;
 
+/* Entries of an epoch's work array: 6 * n_params + 2 * k alone (team = 0); in a team, the same with n_params
+ * and k rounded up to whole 64-byte cache lines of entries of `itemsize` bytes. */
+ptrdiff_t fo_work_size(ptrdiff_t n_params, ptrdiff_t k, size_t itemsize, int team);
+
 /* One fused epoch. X (n, d) and Y (n, k) row-major; sw (n) or NULL for unit weights (the caller normalises them
  * to mean 1 over the training rows). params = [W (k, d) row-major, b (k) if n_params == k*d + k].
- * work has 6 * n_params + 2 * k entries. team is NULL for one thread, else see fo_team. */
+ * work has fo_work_size(n_params, k, sizeof(real), team != NULL) entries. team is NULL for one thread, else see
+ * fo_team. */
 fo_status fo_epoch_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
                      const double *sw, ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params,
                      double *state, double *work, fo_team *team);

@@ -106,6 +106,7 @@ cdef extern from "fastopt.h" nogil:
     int fo_isa_set(int isa) nogil
     ctypedef struct fo_team:
         int isa
+    Py_ssize_t fo_work_size(Py_ssize_t n_params, Py_ssize_t k, size_t itemsize, int team)
     fo_status fo_epoch_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
                          const double *sw, Py_ssize_t d, Py_ssize_t k, double *params, Py_ssize_t n_params,
                          double *state, double *work, fo_team *team)

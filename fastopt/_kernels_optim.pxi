@@ -277,7 +277,8 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         Weights (k, d) row-major, then the k intercepts when fitted.
     state : ndarray of shape (n_slots, n_params)
     work : ndarray of shape (6 * n_params + 2 * k,)
-        Scratch space (the halves and sums of the gradient, per-row coefficients).
+        Scratch space (the halves and sums of the gradient, per-row coefficients). Two threads use scratch of
+        their own instead, laid out so that no cache line holds both threads' buffers.
     t : int
         Steps taken before this epoch.
     lr : float
@@ -321,10 +322,17 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
                          f"got {work.shape[0]}")
     cdef fo_team *team = NULL
     cdef _EpochHelper helper = None
-    cdef floating[::1] helper_params
+    cdef floating[::1] helper_params, team_work
     cdef floating[:, ::1] helper_state
+    cdef floating *wp = &work[0]
+    cdef Py_ssize_t per_line = 64 // sizeof(floating)
     if n_threads > 1:
         helper_params, helper_state = np.array(params), np.array(state)  # the helper's own copies
+        team_work = np.empty(fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 1) + per_line,
+                             dtype=np.float32 if floating is float else np.float64)
+        wp = &team_work[0]
+        if <size_t>wp % 64:  # to the next 64-byte boundary (NumPy aligns to the item size at least)
+            wp += (64 - <size_t>wp % 64) // sizeof(floating)
         team = <fo_team *>calloc(1, sizeof(fo_team))
         if team == NULL:
             raise MemoryError()
@@ -335,7 +343,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
             raise
         team.isa = fo_isa_get()
         helper.team, helper.c, helper.h, helper.rule = team, c, h, <fo_rule>rule
-        helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], swp, &work[0]
+        helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], swp, wp
         helper.d, helper.k, helper.n_params = X.shape[1], Y.shape[1], params.shape[0]
         helper.params, helper.slots = <void *>&helper_params[0], <void *>_slots(helper_state)
         helper.single = floating is float
@@ -343,10 +351,10 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     with nogil:
         if floating is double:
             st = fo_epoch_d(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1],
-                            &params[0], params.shape[0], s, &work[0], team)
+                            &params[0], params.shape[0], s, wp, team)
         else:
             st = fo_epoch_s(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1],
-                            &params[0], params.shape[0], s, &work[0], team)
+                            &params[0], params.shape[0], s, wp, team)
         if helper is not None:
             helper.collect()  # the epoch told the helper to stop on every path
     if helper is not None:

@@ -73,6 +73,20 @@ def test_two_threads_any_batch_size(batch, fit_intercept, epoch_problem):
     assert two[2] == one[2]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_two_threads_many_outputs(dtype, epoch_problem):
+    # More outputs than the kernel's per-row coefficients hold on the stack (256): each thread's coefficients
+    # then live in the scratch array, in cache lines of their own.
+    rng = np.random.default_rng(11)
+    X, Y, sw = epoch_problem(rng, 90, 3, 261, dtype, weighted=True)
+    train = Train(batch_size=7, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    orders = [rng.permutation(90).astype(np.int64) for _ in range(2)]
+    one = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 1)
+    two = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 2)
+    np.testing.assert_array_equal(two[0], one[0])
+    assert two[2] == one[2] and all(r[0] == 0 for r in one[2])
+
+
 def test_two_threads_match_the_reference(epoch_problem):
     # The twin sums the same halves; the two-thread kernel agrees with it to the parity tests' tolerance.
     rng = np.random.default_rng(5)
