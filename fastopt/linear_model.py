@@ -103,15 +103,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     verbose : int, default=0
         Print one line per epoch when positive.
     n_threads : int or None, default=None
-        Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split
-        uses) when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g.
-        32 rows of 32 float64 features) in an epoch of at least 16 steps; below that the exchange between the
-        threads at every step costs more than it saves. The second thread is started on first use and kept: between
-        epochs it waits without the GIL (spinning for about 0.4 ms of CPU time first, then asleep). Every minibatch gradient is summed in the same two
-        halves whatever the count, so the fitted coefficients are bit-identical for any ``n_threads``. The
-        second thread needs an idle core: while fitting with it, BLAS runs on one thread (a multi-threaded BLAS
-        call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper competing with them
-        is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+        Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split uses)
+        when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g. 32 rows of
+        32 float64 features) in an epoch of at least 16 steps; below that the exchange between the threads at every
+        step costs more than it saves. The second thread is started on first use and kept: between epochs it waits
+        without the GIL (spinning for about 0.4 ms of CPU time first, then asleep). Every minibatch gradient is
+        summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
+        ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
+        multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
+        competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
 
     Attributes
     ----------
