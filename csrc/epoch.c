@@ -621,7 +621,8 @@ static double FO_FN(half_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, ptrdi
  * summed loss, or NaN if the team was aborted. */
 static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int part, ptrdiff_t start, ptrdiff_t end,
                                const FO_REAL *X, const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k,
-                               const FO_REAL *params, int has_b, FO_REAL *work, ptrdiff_t n_params, int64_t step)
+                               const FO_REAL *params, int has_b, FO_REAL *work, ptrdiff_t n_params, int64_t step,
+                               double *sumsq)
 {
     const int par = (int)(step & 1);
     const ptrdiff_t ws = team ? fo_line_round(n_params, sizeof(FO_REAL)) : n_params;
@@ -653,7 +654,24 @@ static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int part, p
         loss0 = FO_FN(half_gradient)(c, start, mid, mid, end, X, Y, sw, d, k, params, has_b, h0, coef0);
         loss1 = FO_FN(half_gradient)(c, mid, end, end, next_mid, X, Y, sw, d, k, params, has_b, h1, coef1);
     }
-    for (ptrdiff_t p = 0; p < n_params; p++) sum[p] = h0[p] + h1[p];
+    /* The minibatch mean (gradients equal torch's for (sw * loss).sum(1).mean() with normalised weights), and
+     * its sum of squares in four chains (only its finiteness is used, so the order is free). */
+    const FO_REAL inv = (FO_REAL)(1.0 / (double)(end - start));
+    double ss[4] = {0, 0, 0, 0};
+    ptrdiff_t p = 0;
+    for (; p + 4 <= n_params; p += 4) {
+        for (int l = 0; l < 4; l++) {
+            const FO_REAL g = (h0[p + l] + h1[p + l]) * inv;
+            sum[p + l] = g;
+            ss[l] += (double)g * (double)g;
+        }
+    }
+    for (; p < n_params; p++) {
+        const FO_REAL g = (h0[p] + h1[p]) * inv;
+        sum[p] = g;
+        ss[0] += (double)g * (double)g;
+    }
+    *sumsq = (ss[0] + ss[1]) + (ss[2] + ss[3]);
     return loss0 + loss1;
 }
 
@@ -666,18 +684,12 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     double total = 0;
     for (ptrdiff_t start = 0; start < c->n_rows; start += c->batch_size) {
         const ptrdiff_t end = start + c->batch_size < c->n_rows ? start + c->batch_size : c->n_rows;
+        double ss;
         const double loss = FO_FN(minibatch)(c, team, part, start, end, X, Y, sw, d, k, params, has_b, work,
-                                             n_params, c->t + 1);
+                                             n_params, c->t + 1, &ss);
 #if FO_VEC
         if (team && __atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return FO_BAD_ARGUMENT;
 #endif
-        /* The minibatch mean: gradients equal torch's for (sw * loss).sum(1).mean() with normalised weights. */
-        const FO_REAL inv = (FO_REAL)(1.0 / (double)(end - start));
-        double ss = 0;
-        for (ptrdiff_t p = 0; p < n_params; p++) {
-            grad[p] *= inv;
-            ss += (double)grad[p] * (double)grad[p];
-        }
         total += loss;
         if (!isfinite(loss) || !isfinite(ss)) {
             c->bad_step = c->t + 1;
