@@ -4,8 +4,8 @@
 
 Rows are n (10^3 .. 10^6), columns d (10 .. 1000); each cell is the best of ``--repeat`` epochs in ms, with the
 time per matrix element (ns) and the ratio to one ``X @ w`` pass in brackets. ``--threads 2`` runs the two-thread
-epoch; ``--threads auto`` lets the estimator's rule (``fastopt._iterative.epoch_threads``) choose per cell. Cells whose X would exceed
-``--max-elements`` entries are skipped (shown as ``-``): 10^6 x 1000 doubles is 8 GB.
+epoch; ``--threads auto`` lets the estimator's rule (``fastopt._iterative.epoch_threads``) choose per cell.
+Cells whose X would exceed ``--max-elements`` entries are skipped (shown as ``-``): 10^6 x 1000 doubles is 8 GB.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fastopt import _kernels, optim
 from fastopt._iterative import Train, epoch_threads
 
 NS = (1_000, 10_000, 100_000, 1_000_000)
+_BLAS_SETTLE_S = 0.3
 DS = (10, 30, 100, 300, 1000)
 
 
@@ -44,7 +45,12 @@ def epoch_time(rule: str, n: int, d: int, dtype, batch: int, repeat: int, rng,
     def run():
         _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, work, 0, 1e-4, threads)
 
-    return best_of(run, repeat), best_of(lambda: X @ w, repeat)
+    limit = best_of(lambda: X @ w, repeat)
+    # A multi-threaded BLAS call leaves its workers spinning for a while (OpenBLAS: about 0.1 s); a two-thread
+    # epoch started meanwhile competes with them for the cores. Let them settle first.
+    time.sleep(_BLAS_SETTLE_S)
+    run()  # warm-up: the first epochs after an idle spell run slower (up to 2x measured with two threads)
+    return best_of(run, repeat), limit
 
 
 def main(argv=None) -> None:
@@ -67,7 +73,7 @@ def main(argv=None) -> None:
                 cells.append(f"{'-':>24}")
                 continue
             dtype = np.dtype(args.dtype)
-            threads = (epoch_threads(None, n, args.batch, d, 1, dtype.itemsize) if args.threads == "auto"
+            threads = (epoch_threads(2, n, args.batch, d, 1, dtype.itemsize) if args.threads == "auto"
                        else int(args.threads))
             t, limit = epoch_time(args.rule, n, d, dtype, args.batch, args.repeat, rng, threads)
             cells.append(f"{1e3 * t:>10.2f} [{1e9 * t / (n * d):5.2f} ns, {t / limit:4.1f}x]")
