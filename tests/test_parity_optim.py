@@ -6,12 +6,19 @@ in vector lanes, with FMA in the AVX2 copy, and running gradient sums of each ha
 products of the same halves), each step contributing a relative error of at most about (d + batch_size) * eps,
 accumulated over the steps taken. The epoch tests run for every instruction-set copy the CPU has. The bound used is
 (d + batch_size) * n_steps * eps relative to the largest entry, with eps the dtype's machine epsilon.
+
+That bound assumes a well-conditioned problem. On random small problems (the property test) a gradient entry
+can be a sum with cancellation, whose small relative rounding error the scale-free rules (AdaGrad, RMSProp,
+Adam) pass on whole into the step. There the test adds the problem's own sensitivity: rounding errors of the
+two implementations are backward errors, i.e. exact results for inputs perturbed by about (d + batch_size) * eps
+relative; so the reference is rerun on X and Y perturbed by that much (random signs, a few draws) and the
+largest change of each entry, times a safety factor of 4, is added to that entry's tolerance.
 """
 import inspect
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fastopt import _kernels, _reference, optim
@@ -84,9 +91,38 @@ def _run_both(spec, train, X, Y, sw, orders, lrs, fit_intercept=True):
     return out
 
 
-def _assert_close(a, b, tol, what):
+def _assert_close(a, b, tol, what, sensitivity=0.0):
     scale = max(float(np.max(np.abs(b))), 1e-30) if b.size else 1.0
-    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale, err_msg=what)
+    np.testing.assert_array_less(np.abs(a - b), tol * scale + 4 * sensitivity + np.finfo(b.dtype).tiny,
+                                 err_msg=what)
+
+
+def _reference_sensitivity(spec, train, X, Y, sw, orders, lrs, fit_intercept, rel, rng, draws=4):
+    """The largest change of the reference's (params, state, losses) over ``draws`` runs on X and Y perturbed
+    by ``rel`` relative, with random signs: how far rounding-level input changes move this problem's result."""
+    k, d = Y.shape[1], X.shape[1]
+    n_params = k * d + (k if fit_intercept else 0)
+
+    def run(X, Y):
+        params, state = np.zeros(n_params, X.dtype), spec.init_state(n_params, X.dtype)
+        work, t, losses = np.empty(6 * n_params + 2 * k, X.dtype), 0, []
+        for order, lr in zip(orders, lrs):
+            status, t, loss, _ = _reference.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params,
+                                                  state, work, t, lr)
+            if status != 0:  # a perturbed run that fails says nothing about rounding
+                return None
+            losses.append(loss)
+        return params, state, np.array(losses)
+
+    base = run(X, Y)
+    worst = [np.zeros_like(b) for b in base]
+    for _ in range(draws):
+        Xp = (X * (1 + rel * rng.choice([-1.0, 1.0], size=X.shape))).astype(X.dtype)
+        Yp = (Y * (1 + rel * rng.choice([-1.0, 1.0], size=Y.shape))).astype(Y.dtype)
+        other = run(Xp, Yp)
+        if other is not None:
+            worst = [np.maximum(w, np.abs(o.astype(np.float64) - b)) for w, o, b in zip(worst, other, base)]
+    return worst
 
 
 @pytest.fixture(params=["baseline", "avx2"])
@@ -131,6 +167,9 @@ def test_epochs_agree(name, dtype, loss, schedule, simd, epoch_problem):
     fit_intercept=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
+# Found by hypothesis: a gradient entry summed with cancellation, whose rounding Adam's scale-free step passes
+# on whole; the results differ by about 1.4x the well-conditioned bound, within the sensitivity-widened one.
+@example(n=2, d=5, k=2, batch=2, name="adam", dtype=np.float64, weighted=True, fit_intercept=True, seed=5421771)
 def test_epoch_property(n, d, k, batch, name, dtype, weighted, fit_intercept, seed, epoch_problem):
     rng = np.random.default_rng(seed)
     X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted)
@@ -141,9 +180,11 @@ def test_epoch_property(n, d, k, batch, name, dtype, weighted, fit_intercept, se
     )
     tol = (d + batch) * t * np.finfo(dtype).eps
     assert t == t_ref == 2 * -(-n // batch)
-    _assert_close(p, p_ref, tol, "params")
-    _assert_close(s, s_ref, tol, "state")
-    _assert_close(losses, losses_ref, tol, "epoch losses")
+    sens = _reference_sensitivity(SPECS[name], train, X, Y, sw, orders, [0.01, 0.01], fit_intercept,
+                                  (d + batch) * np.finfo(dtype).eps, rng)
+    _assert_close(p, p_ref, tol, "params", sens[0])
+    _assert_close(s, s_ref, tol, "state", sens[1])
+    _assert_close(losses, losses_ref, tol, "epoch losses", sens[2])
 
 
 @pytest.mark.parametrize("impl", [_kernels, _reference])
