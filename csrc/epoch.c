@@ -160,11 +160,12 @@ static int fo_team_wait(const fo_team *team, const int64_t *flag, int64_t value,
 }
 #endif
 
-/* n entries of `itemsize` bytes rounded up to whole cache lines. */
-static ptrdiff_t fo_line_round(ptrdiff_t n, size_t itemsize)
+/* The spacing of n-entry buffers in the work array: n alone; in a team, n entries of `itemsize` bytes rounded up
+ * to whole cache lines. */
+static ptrdiff_t fo_work_stride(ptrdiff_t n, size_t itemsize, int team)
 {
     const ptrdiff_t per_line = (ptrdiff_t)(FO_CACHE_LINE / itemsize);
-    return (n + per_line - 1) / per_line * per_line;
+    return team ? (n + per_line - 1) / per_line * per_line : n;
 }
 
 /* In a team, the two threads' buffers in the work array share no cache line: the halves and sums were packed
@@ -172,8 +173,7 @@ static ptrdiff_t fo_line_round(ptrdiff_t n, size_t itemsize)
  * per epoch (float64; medians of interleaved runs) and 5% (float32) at d = 100. */
 ptrdiff_t fo_work_size(ptrdiff_t n_params, ptrdiff_t k, size_t itemsize, int team)
 {
-    if (!team) return 6 * n_params + 2 * k;
-    return 6 * fo_line_round(n_params, itemsize) + 2 * fo_line_round(k, itemsize);
+    return 6 * fo_work_stride(n_params, itemsize, team) + 2 * fo_work_stride(k, itemsize, team);
 }
 
 /* torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing. */
@@ -617,17 +617,17 @@ static double FO_FN(half_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, ptrdi
  * data-parallel training). Either way the arithmetic is the same, so results are bit-identical whatever the
  * number of threads. Halves are double-buffered by step parity: a thread can be at most one step ahead.
  * work: halves h[p][parity] at (2p + parity) * ws, the sum of part p at (4 + p) * ws, the per-row coefficients
- * of part p at 6 * ws + p * wk (ws, wk: n_params and k, in a team rounded up to whole cache lines). Returns the
- * summed loss, or NaN if the team was aborted. */
+ * of part p at 6 * ws + p * wk (ws, wk: fo_work_stride of n_params and k). Returns the summed loss, or NaN if
+ * the team was aborted. */
 static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int part, ptrdiff_t start, ptrdiff_t end,
                                const FO_REAL *X, const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k,
                                const FO_REAL *params, int has_b, FO_REAL *work, ptrdiff_t n_params, int64_t step,
                                double *sumsq)
 {
     const int par = (int)(step & 1);
-    const ptrdiff_t ws = team ? fo_line_round(n_params, sizeof(FO_REAL)) : n_params;
+    const ptrdiff_t ws = fo_work_stride(n_params, sizeof(FO_REAL), team != NULL);
     FO_REAL *h0 = work + par * ws, *h1 = work + (2 + par) * ws, *sum = work + (4 + part) * ws;
-    FO_REAL *coef0 = work + 6 * ws, *coef1 = coef0 + (team ? fo_line_round(k, sizeof(FO_REAL)) : k);
+    FO_REAL *coef0 = work + 6 * ws, *coef1 = coef0 + fo_work_stride(k, sizeof(FO_REAL), team != NULL);
     const ptrdiff_t mid = start + (end - start + 1) / 2;
     const ptrdiff_t next_end = end + c->batch_size < c->n_rows ? end + c->batch_size : c->n_rows;
     const ptrdiff_t next_mid = end + (next_end - end + 1) / 2;
@@ -679,7 +679,7 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                               const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k, FO_REAL *params,
                               ptrdiff_t n_params, FO_REAL *state, FO_REAL *work, fo_team *team, int part)
 {
-    FO_REAL *grad = work + (4 + part) * (team ? fo_line_round(n_params, sizeof(FO_REAL)) : n_params);
+    FO_REAL *grad = work + (4 + part) * fo_work_stride(n_params, sizeof(FO_REAL), team != NULL);
     const int has_b = n_params > k * d;
     double total = 0;
     for (ptrdiff_t start = 0; start < c->n_rows; start += c->batch_size) {
