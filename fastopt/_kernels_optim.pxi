@@ -236,7 +236,8 @@ def _forget_helper_after_fork():
     _shared_helper = None
 
 
-os.register_at_fork(after_in_child=_forget_helper_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere processes do not fork
+    os.register_at_fork(after_in_child=_forget_helper_after_fork)
 
 
 cdef _EpochHelper _take_helper():
