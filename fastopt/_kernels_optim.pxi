@@ -318,9 +318,9 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     c.loss_limit = train.loss_limit
     c.lr = lr
     c.t = t
-    if work.shape[0] < 6 * params.shape[0] + 2 * Y.shape[1]:
-        raise ValueError(f"work needs 6 * n_params + 2 * k = {6 * params.shape[0] + 2 * Y.shape[1]} entries, "
-                         f"got {work.shape[0]}")
+    cdef Py_ssize_t need = fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 0)
+    if work.shape[0] < need:
+        raise ValueError(f"work needs 6 * n_params + 2 * k = {need} entries, got {work.shape[0]}")
     cdef fo_team *team = NULL
     cdef _EpochHelper helper = None
     cdef floating[::1] helper_params, team_work

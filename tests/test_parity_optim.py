@@ -72,22 +72,25 @@ def test_unknown_rule_is_a_status_not_a_crash():
     assert _kernels.step(99, hyper, w, g, s, 1, 0.1) == _reference.step(99, hyper, w, g, s, 1, 0.1) == 3
 
 
-def _run_both(spec, train, X, Y, sw, orders, lrs, fit_intercept=True):
+def _run(impl, spec, train, X, Y, sw, orders, lrs, fit_intercept=True):
+    """Epochs from zeros with ``impl`` (_kernels or _reference): (params, state, t, losses), or None if an epoch
+    did not end OK."""
     k, d = Y.shape[1], X.shape[1]
     n_params = k * d + (k if fit_intercept else 0)
-    dtype = X.dtype
-    out = []
-    for impl in (_kernels, _reference):
-        params = np.zeros(n_params, dtype)
-        state = spec.init_state(n_params, dtype)
-        work = np.empty(6 * n_params + 2 * k, dtype)
-        t, losses = 0, []
-        for order, lr in zip(orders, lrs):
-            status, t, loss, bad = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
-                                              work, t, lr)
-            assert status == 0 and bad == 0
-            losses.append(loss)
-        out.append((params, state, t, np.array(losses)))
+    params, state = np.zeros(n_params, X.dtype), spec.init_state(n_params, X.dtype)
+    work, t, losses = np.empty(6 * n_params + 2 * k, X.dtype), 0, []
+    for order, lr in zip(orders, lrs):
+        status, t, loss, bad = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
+                                          work, t, lr)
+        if status != 0 or bad != 0:
+            return None
+        losses.append(loss)
+    return params, state, t, np.array(losses)
+
+
+def _run_both(spec, train, X, Y, sw, orders, lrs, fit_intercept=True):
+    out = [_run(impl, spec, train, X, Y, sw, orders, lrs, fit_intercept) for impl in (_kernels, _reference)]
+    assert out[0] is not None and out[1] is not None, "an epoch did not end OK"
     return out
 
 
@@ -100,19 +103,9 @@ def _assert_close(a, b, tol, what, sensitivity=0.0):
 def _reference_sensitivity(spec, train, X, Y, sw, orders, lrs, fit_intercept, rel, rng, draws=4):
     """The largest change of the reference's (params, state, losses) over ``draws`` runs on X and Y perturbed
     by ``rel`` relative, with random signs: how far rounding-level input changes move this problem's result."""
-    k, d = Y.shape[1], X.shape[1]
-    n_params = k * d + (k if fit_intercept else 0)
-
-    def run(X, Y):
-        params, state = np.zeros(n_params, X.dtype), spec.init_state(n_params, X.dtype)
-        work, t, losses = np.empty(6 * n_params + 2 * k, X.dtype), 0, []
-        for order, lr in zip(orders, lrs):
-            status, t, loss, _ = _reference.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params,
-                                                  state, work, t, lr)
-            if status != 0:  # a perturbed run that fails says nothing about rounding
-                return None
-            losses.append(loss)
-        return params, state, np.array(losses)
+    def run(X, Y):  # (params, state, losses) of the reference, or None if an epoch failed
+        out = _run(_reference, spec, train, X, Y, sw, orders, lrs, fit_intercept)
+        return None if out is None else (out[0], out[1], out[3])
 
     base = run(X, Y)
     worst = [np.zeros_like(b) for b in base]
