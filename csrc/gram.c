@@ -18,7 +18,8 @@
 static void fo_merge_block(fo_moments *out, int p, double wb, const double *mb)
 {
     const double wa = out->weight, wab = wa + wb;
-    const double f = wa * wb / wab, g = wb / wab;
+    /* w_a (w_b / w_ab), not w_a w_b / w_ab: the product of two tiny (or huge) weights under- (over-)flows. */
+    const double g = wb / wab, f = wa * g;
     double *delta = out->work;  /* the block's rows are no longer needed: reuse the workspace */
     for (int j = 0; j < p; j++) delta[j] = mb[j] - out->mean[j];
     if (wa > 0.0) {

@@ -106,6 +106,11 @@ class ClosedFormState:
         Centred weighted cross-products of ``[X, Y]``.
     r : ndarray of shape (p, p) or None
         Upper-triangular ``R`` with ``R^T R = gram``, from Householder QR of the centred weighted rows.
+    weight_exp : int
+        The weights were divided by ``2 ** weight_exp`` (even, so ``R`` scales by an exact power of two too):
+        ``weight``, ``gram`` and ``R^T R`` are those of the scaled weights. Weights are relative, so the solve
+        ignores this; merging aligns two states on the larger exponent. It keeps the sums finite and normal for
+        any finite weights (all 1e306, or all 1e-300).
     """
 
     n_features: int
@@ -116,6 +121,7 @@ class ClosedFormState:
     mean: np.ndarray
     gram: np.ndarray | None = None
     r: np.ndarray | None = None
+    weight_exp: int = 0
 
 
 # ---------------------------------------------------------------- statistics and merges
@@ -135,10 +141,14 @@ def _blas_controller():
 
 
 def _n_threads() -> int:
-    """Threads for the segment loop: what the BLAS is allowed (so ``threadpool_limits`` applies to us too)."""
+    """Threads for the segment loop: the CPUs when every BLAS runs one thread (as ``threadpool_limits(1)`` or
+    ``OPENBLAS_NUM_THREADS=1`` ask), else one, leaving the parallelism to the BLAS's own threads. The BLAS
+    thread count is never changed here: it is process-wide, so limiting it would slow (and, restored out of
+    order by concurrent fits, permanently limit) every other thread of the process."""
     libs = _blas_controller().select(user_api="blas").lib_controllers
-    allowed = max((lib.num_threads for lib in libs), default=1)
-    return max(1, min(allowed, os.cpu_count() or 1))
+    if any(lib.num_threads > 1 for lib in libs):
+        return 1
+    return max(1, os.cpu_count() or 1)
 
 
 class TreeMerger:
@@ -179,6 +189,33 @@ def _merged_or_empty(merger: TreeMerger, data: Data, field: str) -> ClosedFormSt
     return state
 
 
+def _weight_exponent(sample_weight: np.ndarray | None) -> int:
+    """The even exponent ``e`` with ``max(sample_weight) / 2**e`` in [1/4, 1) (0 without weights)."""
+    if sample_weight is None or sample_weight.shape[0] == 0:
+        return 0
+    top = float(np.max(sample_weight))
+    if top == 0.0:
+        return 0
+    e = int(np.frexp(top)[1])
+    return e + (e & 1)
+
+
+def _normalised(data: Data) -> tuple[Data, int]:
+    """``data`` with its weights divided by ``2**e`` (exact) and ``e`` (:attr:`ClosedFormState.weight_exp`),
+    after checking that the arrays agree in length (a public entry: a short ``sample_weight`` must not be
+    read past its end)."""
+    X, Y, sw = data.X, data.Y, data.sample_weight
+    if X.ndim != 2 or Y.ndim != 2 or Y.shape[0] != X.shape[0] or (sw is not None and sw.shape != (X.shape[0],)):
+        raise ValueError(
+            f"inconsistent chunk: X has shape {X.shape}, Y {Y.shape}, sample_weight "
+            f"{None if sw is None else sw.shape}; expected (n, d), (n, k) and (n,)."
+        )
+    e = _weight_exponent(sw)
+    if e == 0:
+        return data, 0
+    return replace(data, sample_weight=np.ldexp(sw, -e).astype(sw.dtype, copy=False)), e
+
+
 def _gram_segment(data: Data, start: int) -> ClosedFormState:
     X, Y, sw = data.X, data.Y, data.sample_weight
     stop = min(start + SEGMENT_ROWS, X.shape[0])
@@ -198,14 +235,15 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     """
     if params.get("solver") == "qr":
         return chunk_qr_state(params, data)
+    data, weight_exp = _normalised(data)
     starts = range(0, data.X.shape[0], SEGMENT_ROWS)
     threads = min(_n_threads(), len(starts))
     merger = TreeMerger()
-    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
-    # that finds another one in its parallel section runs its segments serially instead (same result).
+    # One parallel section at a time (the segments of concurrent fits would only compete for the same cores); a
+    # call that finds another one in it runs its segments serially instead (same result: the segments are fixed).
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
-            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+            with ThreadPoolExecutor(threads) as pool:
                 for state in pool.map(lambda start: _gram_segment(data, start), starts):
                     merger.push(state)
         finally:
@@ -213,14 +251,12 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     else:
         for start in starts:
             merger.push(_gram_segment(data, start))
-    state = _merged_or_empty(merger, data, "gram")
+    state = replace(_merged_or_empty(merger, data, "gram"), weight_exp=weight_exp)
     # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
-    # a weighted row, or a value whose square overflows, makes the means or the Gram non-finite.
-    if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
-        raise ValueError(
-            "Input X contains NaN or infinity, or values too large to square in float64 "
-            "(the centred Gram matrix is not finite)."
-        )
+    # a weighted row makes the means or the Gram non-finite. (Finite values too large to square are left to
+    # scale_trouble: fit rescales them, the incremental paths name the argument.)
+    if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()) and not np.isfinite(data.X).all():
+        raise ValueError("Input X contains NaN or infinity.")
     return state
 
 
@@ -238,6 +274,7 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
     Blocks of about 2 MiB are centred on their own weighted mean, scaled by ``sqrt(w)``, factorised, and merged
     as in :func:`merge_states`; nothing of the size of ``X`` is allocated.
     """
+    data, weight_exp = _normalised(data)
     X, Y, sw = data.X, data.Y, data.sample_weight
     d, k = X.shape[1], Y.shape[1]
     p = d + k
@@ -251,7 +288,7 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
         Z -= mean
         Z *= np.sqrt(w)[:, None]
         merger.push(ClosedFormState(d, k, X.dtype.name, Z.shape[0], weight, mean, r=_triangle(Z, p)))
-    return _merged_or_empty(merger, data, "r")
+    return replace(_merged_or_empty(merger, data, "r"), weight_exp=weight_exp)
 
 
 def partial_state(params: dict, data: Data) -> ClosedFormState:
@@ -280,6 +317,8 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
         )
     if (a.gram is None or b.gram is None) and (a.r is None or b.r is None):
         raise ValueError("cannot merge a Gram-only state with an R-only state: compute both chunks the same way.")
+    if a.weight_exp != b.weight_exp:  # bring the smaller weights to the larger ones' exponent (exact, or negligible)
+        a, b = (_rescale_weights(s, max(a.weight_exp, b.weight_exp)) for s in (a, b))
     weight = a.weight + b.weight
     dtype = np.result_type(a.dtype, b.dtype).name
     n_samples = a.n_samples + b.n_samples
@@ -289,14 +328,24 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
         r = keep.r if other.r is not None else None
         return replace(keep, dtype=dtype, n_samples=n_samples, gram=gram, r=r)
     delta = b.mean - a.mean
-    f = a.weight * b.weight / weight
+    f = a.weight * (b.weight / weight)  # not W_a W_b / W: that product under- or overflows for extreme weights
     gram = r = None
     if a.gram is not None and b.gram is not None:
         gram = a.gram + b.gram + f * np.outer(delta, delta)
     if a.r is not None and b.r is not None:
         r = _triangle(np.vstack([a.r, b.r, np.sqrt(f) * delta]), delta.shape[0])
     mean = a.mean + (b.weight / weight) * delta
-    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r)
+    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r, a.weight_exp)
+
+
+def _rescale_weights(state: ClosedFormState, weight_exp: int) -> ClosedFormState:
+    """``state`` with its weights expressed in units of ``2**weight_exp`` (an even exponent >= its own)."""
+    shift = state.weight_exp - weight_exp
+    if shift == 0:
+        return state
+    return replace(state, weight=float(np.ldexp(state.weight, shift)), weight_exp=weight_exp,
+                   gram=None if state.gram is None else np.ldexp(state.gram, shift),
+                   r=None if state.r is None else np.ldexp(state.r, shift // 2))
 
 
 # ---------------------------------------------------------------- solves
@@ -401,6 +450,79 @@ def _warn_switch(rcond: float, to: str) -> None:
     )
 
 
+# Column scales (square roots of the Gram's diagonal) outside [2**-500, 2**500] put the squares the statistics are
+# made of near float64's underflow (2**-1022, where digits are lost to denormals) or overflow (2**1024).
+SCALE_LIMIT = 2.0**500
+
+
+def scale_trouble(state: ClosedFormState) -> int | None:
+    """The first column of ``[X, Y]`` whose squares under- or overflow float64 in ``state``, else None.
+
+    A column is in trouble when its statistics are not finite, when its centred scale (``sqrt`` of the Gram's
+    diagonal, or the largest entry of ``R``'s column) is nonzero but outside ``[2**-500, 2**500]``, or when it
+    is zero while the column's mean is nonzero and below ``2**-500`` (squares of denormal deviations vanish).
+    """
+    with np.errstate(all="ignore"):
+        if state.gram is not None:
+            scale = np.sqrt(np.abs(np.diag(state.gram)))
+            finite = np.isfinite(state.gram).all(axis=0)
+        else:
+            scale = np.max(np.abs(state.r), axis=0)
+            finite = np.isfinite(state.r).all(axis=0)
+        mean = np.abs(state.mean)
+        bad = ~finite | ~np.isfinite(mean) | (scale > SCALE_LIMIT) | ((scale > 0) & (scale < 1 / SCALE_LIMIT)) \
+            | ((scale == 0) & (mean > 0) & (mean < 1 / SCALE_LIMIT))
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def _scale_error(state: ClosedFormState, column: int) -> ValueError:
+    d = state.n_features
+    name, index = ("X", column) if column < d else ("y", column - d)
+    return ValueError(
+        f"{name} column {index} has values too large or too small to square in float64 (the closed form's "
+        f"statistics would over- or underflow); multiply {name} by a power of ten to bring its values nearer 1 "
+        "(the fit with all of X and y in memory does this itself)."
+    )
+
+
+def _pow2_exponent(a: np.ndarray, axis=None) -> np.ndarray:
+    """``e`` with ``max|a| / 2**e`` in [1/2, 1) (0 where ``a`` is all zero)."""
+    top = np.max(np.abs(a), axis=axis, initial=0.0)
+    return np.frexp(top)[1]
+
+
+@dataclass
+class _Rescaled:
+    """The state of a fit that had to rescale its data: its statistics are not in the caller's units."""
+
+    state: ClosedFormState
+
+
+def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
+    """The fit of ``data`` through ``X / 2**ex`` and ``Y[:, t] / 2**ey_t`` (exact scalings): with
+    ``coef = v 2**ey / 2**ex``, ``intercept = b 2**ey`` and ``alpha' = alpha / 4**ex`` the scaled problem's
+    objective is the original one divided by ``4**ey`` per target, so the solution is the same."""
+    if not np.isfinite(data.X).all():
+        raise ValueError("Input X contains NaN or infinity.")
+    ex = int(_pow2_exponent(data.X))
+    ey = _pow2_exponent(data.Y, axis=0).astype(int)
+    scaled = replace(data, X=np.ldexp(data.X, -ex).astype(data.X.dtype, copy=False),
+                     Y=np.ascontiguousarray(np.ldexp(data.Y, -ey).astype(data.Y.dtype, copy=False)))
+    alpha = float(np.ldexp(float(params["alpha"]), -2 * ex))
+    if not np.isfinite(alpha):
+        raise ValueError(f"alpha={params['alpha']} is too large for X's scale (max |X| about 2**{ex}).")
+    result = solver.fit({**params, "alpha": alpha}, scaled, rescale=False)
+    with np.errstate(over="ignore"):  # reported below
+        coef = np.ldexp(result.coef, (ey[:, None] - ex)).astype(result.coef.dtype, copy=False)
+        intercept = np.ldexp(result.intercept, ey).astype(result.intercept.dtype, copy=False)
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ValueError(
+            f"the least-squares coefficients exceed float64's range: X's values (up to about 2**{ex}) are too "
+            f"small for y's (up to about 2**{int(ey.max())}); multiply X by a power of ten."
+        )
+    return replace(result, coef=coef, intercept=intercept, state=_Rescaled(result.state))
+
+
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
     """Whether ``state`` needs a second pass (:func:`chunk_qr_state`) for an accurate solve."""
     return state.r is None and _cholesky(params, state)[0] is None
@@ -421,7 +543,14 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
         ``coef`` (k, d) and ``intercept`` (k,) in the input dtype; ``attrs``: ``solver_``, ``n_iter_`` (1),
         ``rcond_`` (LAPACK estimate for the column-scaled matrix factorised), ``rank_``, ``singular_`` (singular
         values of the centred weighted design on the SVD path, else None).
+
+    Raises
+    ------
+    ValueError
+        When a column's squares under- or overflow float64 (:func:`scale_trouble`), naming ``X`` or ``y``.
     """
+    if (column := scale_trouble(state)) is not None:
+        raise _scale_error(state, column)
     if state.gram is not None:
         result, rcond = _cholesky(params, state)
         if result is not None:
@@ -449,11 +578,16 @@ class _ClosedForm:
         """The Gram kernel reports non-finite X itself (see chunk_state); the QR path relies on validation."""
         return not self.stable
 
-    def fit(self, params: dict, data: Data, state=None) -> FitResult:
-        """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected."""
+    def fit(self, params: dict, data: Data, state=None, *, rescale: bool = True) -> FitResult:
+        """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected, and
+        a refit of exactly rescaled data if the statistics under- or overflow (:func:`scale_trouble`)."""
+        stats = chunk_qr_state(params, data) if self.stable else chunk_state(params, data)
+        if scale_trouble(stats) is not None:
+            if rescale:
+                return _rescaled_fit(self, params, data)
+            raise _scale_error(stats, scale_trouble(stats))
         if self.stable:
-            return finish(params, chunk_qr_state(params, data))
-        stats = chunk_state(params, data)
+            return finish(params, stats)
         result, rcond = _cholesky(params, stats)
         if result is None:
             _warn_switch(rcond, "QR of the centred data (solver_='qr')")
@@ -462,6 +596,11 @@ class _ClosedForm:
 
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""
+        if isinstance(state, _Rescaled):
+            raise ValueError(
+                "the previous fit had to rescale X and y (values too large or too small to square in float64), "
+                "so its statistics cannot take more rows: rescale X and y, then call fit or partial_fit again."
+            )
         chunk = partial_state(params, data)
         return finish(params, chunk if state is None else merge_states(state, chunk))
 

@@ -31,7 +31,7 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
         Zc = np.sqrt(w)[:, None] * (Z - mb)
         # Chan, Golub & LeVeque: M_ab = M_a + M_b + (w_a w_b / w_ab) delta delta^T, delta = mean_b - mean_a.
         delta = mb - mean
-        gram += Zc.T @ Zc + (weight * wb / (weight + wb)) * np.outer(delta, delta)
+        gram += Zc.T @ Zc + (weight * (wb / (weight + wb))) * np.outer(delta, delta)
         mean += (wb / (weight + wb)) * delta
         weight += wb
     return weight

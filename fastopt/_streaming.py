@@ -256,6 +256,8 @@ class _Epochs:
             return None, sample.weight  # nothing to estimate from: the first pass says what is wrong
         # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
         w = sample.w if sample.w is not None and np.any(sample.w) else None
+        if w is not None:  # relative weights, brought near 1 so that no sum over them overflows
+            w = w / _iterative.weight_mean(w)
         rng = seeded_rng(self.seed, SAMPLE_STREAM)
         return self.solver.stream_learning_rate(self.params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
 
@@ -373,11 +375,14 @@ class _Epochs:
             self.y_was_1d = data.y_was_1d if self.y_was_1d is None else self.y_was_1d
             sw = data.sample_weight
             if epoch is not None:
-                # The pass loss is the chunk's mean of (weight / weight_mean) * loss over its training rows.
-                total += self.weight_mean * train.shape[0] * estimator._solver_state.loss_curve[-1]
-                weight += float(train.shape[0] if sw is None else np.sum(sw[train], dtype=np.float64))
+                # The pass loss is the chunk's mean of (weight / weight_mean) * loss over its training rows;
+                # weights are summed relative to weight_mean, so that the sum cannot overflow.
+                total += train.shape[0] * estimator._solver_state.loss_curve[-1]
+                weight += float(train.shape[0] if sw is None
+                                else np.sum(sw[train] / self.weight_mean, dtype=np.float64))
             if val.size:
-                X_val, Y_val, w_val = data.X[val], data.Y[val], None if sw is None else sw[val]
+                X_val, Y_val = data.X[val], data.Y[val]
+                w_val = None if sw is None else sw[val] / sw.dtype.type(self.weight_mean)
                 if epoch == 0:
                     validation.observe(Y_val, w_val)
                 if scored is not None:

@@ -1,6 +1,8 @@
 """LinearRegressor: least squares, exactly or with the optimizers of deep learning."""
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
@@ -18,6 +20,33 @@ if TYPE_CHECKING:  # only for annotations: dask is an optional extra
     import dask.array
 
 __all__ = ["LinearRegressor"]
+
+
+def _transactional(method):
+    """Make a fitting method all-or-nothing: if it raises (bad input found late, divergence, a failing chunk
+    source, KeyboardInterrupt), the estimator is restored exactly as it was before the call: unfitted, or the
+    previous fit with its metadata, optimizer state and row-order generator, and a ``RandomState`` passed as
+    ``random_state`` rewound. Solvers build new state objects and only the generators are advanced in place,
+    so a shallow copy of the attributes plus a copy of the solver state is the whole snapshot."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        solver_state = copy.deepcopy(saved.get("_solver_state"))
+        random_state = self.random_state
+        rs_state = random_state.get_state() if isinstance(random_state, np.random.RandomState) else None
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            if "_solver_state" in saved:
+                self._solver_state = solver_state
+            if rs_state is not None:
+                random_state.set_state(rs_state)
+            raise
+
+    return wrapper
 
 
 class LinearRegressor(RegressorMixin, BaseEstimator):
@@ -109,9 +138,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         step costs more than it saves. The second thread is started on first use and kept: between epochs it waits
         without the GIL (spinning for about 0.4 ms of CPU time first, then asleep). Every minibatch gradient is
         summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
-        ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
-        multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
-        competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+        ``n_threads``. The second thread needs an idle core: a multi-threaded BLAS call leaves its workers
+        spinning for a while (OpenBLAS's about 0.1 s) and a helper competing with them is slower than none, so
+        run such fits under ``threadpoolctl.threadpool_limits(1)``; the estimator never changes the BLAS thread
+        count itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn.
+
+    A call of ``fit``, ``partial_fit`` or ``fit_stream`` that raises (invalid input found late, divergence, a
+    failing chunk source, ``KeyboardInterrupt``) leaves the estimator exactly as it was before the call.
 
     Attributes
     ----------
@@ -248,6 +281,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.n_threads = n_threads
 
+    @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Fit the model.
@@ -278,6 +312,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         result = _solvers.SOLVERS[name].fit(params, data, state=state)
         return self._apply(name, data, result)
 
+    @_transactional
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Update the model with one more chunk of rows.
 
@@ -330,6 +365,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
         return self._apply(name, data, result)
 
+    @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_stream(self, chunks: Iterable | Callable[[], Iterable]) -> LinearRegressor:
         """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.
