@@ -118,6 +118,11 @@ typedef struct {
     int64_t t;               /* in: steps taken so far; out: steps taken after the epoch */
     double loss_out;         /* out: mean over the rows of sw_i * loss_i, each before its minibatch's step */
     int64_t bad_step;        /* out: 1-based step at which a non-OK status arose, else 0 */
+    /* An epoch run in slices of rows (so that the caller can handle signals between them) is bit-identical to one
+     * call: each slice starts from the loss summed over the earlier slices' rows and their count (0 and 0 for a
+     * whole epoch), and loss_out divides the running sum by all the rows so far. */
+    double loss_sum;         /* in: loss summed over the earlier rows of a sliced epoch; out: plus this call's */
+    int64_t rows_before;     /* in: rows of the earlier slices */
 } fo_epoch_ctl;
 
 /* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */

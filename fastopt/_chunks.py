@@ -9,8 +9,9 @@ that sweep over chunks are in :mod:`fastopt._streaming`. Nothing here imports Da
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from numbers import Integral
@@ -114,15 +115,35 @@ def prefetched(items: Iterator) -> Iterator:
 
     Reading a chunk (from disk, or computing it on a Dask cluster) overlaps with fitting the previous
     one, whose compiled kernels release the GIL. At most two chunks are alive at once.
+
+    The consumer never waits for the reader except for the item it asks for: when it stops (an error in
+    fitting, ``KeyboardInterrupt``, the fit ending), the reader is told to stop and is not joined, so an error or
+    an interrupt surfaces at once even while the source is blocked in ``next()``; the reader thread then ends
+    as soon as that call returns, without reading further. Waiting for an item is interruptible by Ctrl-C.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastopt-prefetch") as pool:
-        pending = pool.submit(next, items, _END)
+    requests, results = queue.SimpleQueue(), queue.SimpleQueue()
+
+    def reader():
+        while requests.get():  # True: read one item; False: stop
+            try:
+                results.put((next(items, _END), None))
+            except BaseException as exc:  # handed to the consumer, which raises it
+                results.put((None, exc))
+
+    thread = threading.Thread(target=reader, name="fastopt-prefetch", daemon=True)
+    thread.start()
+    requests.put(True)
+    try:
         while True:
-            item = pending.result()
+            item, exc = results.get()
+            if exc is not None:
+                raise exc
             if item is _END:
                 return
-            pending = pool.submit(next, items, _END)
+            requests.put(True)
             yield item
+    finally:
+        requests.put(False)
 
 
 class ChunkSource:

@@ -86,6 +86,30 @@ TEAM_MIN_HALF_BYTES = 8192
 TEAM_MIN_STEPS = 16
 
 
+# An epoch runs in slices of whole minibatches of bounded work, so that Ctrl-C (KeyboardInterrupt, raised between
+# two slices) is handled within milliseconds whatever the epoch's length: at most SLICE_WORK elements of X and
+# SLICE_STEPS steps per slice (the per-step overhead dominates at batch_size=1), a few ms here. The slices carry
+# the loss sum, so the result is bit for bit that of one call; the extra calls cost about 10 us each.
+SLICE_WORK = 2**21
+SLICE_STEPS = 2**14
+
+
+def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads):
+    """``_kernels.epoch`` over ``order``, in slices (see ``SLICE_WORK``); same arguments and result."""
+    m, batch = order.shape[0], train.batch_size
+    steps = max(1, min(SLICE_WORK // (max(1, X.shape[1] * Y.shape[1]) * batch), SLICE_STEPS))
+    per = steps * batch
+    if m <= per:
+        return _kernels.epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads)
+    acc = np.zeros(2)
+    for start in range(0, m, per):
+        status, t, loss, bad = _kernels.epoch(rule, hyper, train, X, Y, sw, order[start : start + per], params,
+                                              state, work, t, lr, threads, acc)
+        if status != _kernels.Status.OK:
+            break
+    return status, t, loss, bad
+
+
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -321,7 +345,7 @@ class IterativeSolver:
         d, k = data.X.shape[1], data.Y.shape[1]
         work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
         threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
-        status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
+        status, t, loss, bad = run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
                                               st.params, st.opt_state, work, st.t, lr, threads)
         if status == _kernels.Status.BAD_ARGUMENT:
             raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")

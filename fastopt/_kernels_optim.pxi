@@ -305,7 +305,7 @@ cdef _EpochHelper _take_helper():
 
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
           const int64_t[::1] order, floating[::1] params, floating[:, ::1] state, floating[::1] work,
-          int64_t t, double lr, int n_threads=1):
+          int64_t t, double lr, int n_threads=1, double[::1] loss_acc=None):
     """One fused epoch of minibatch training over the rows ``order``, in place on ``params`` and ``state``.
 
     Parameters
@@ -333,6 +333,10 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         1, or 2 to compute the second half of every minibatch's gradient in a helper thread that takes the same
         steps on its own copy of the parameters. The result is bit-identical either way (every minibatch
         gradient is summed in the same two halves).
+    loss_acc : ndarray of shape (2,), float64, or None
+        For an epoch run in slices of whole minibatches: ``[loss summed over the earlier slices' rows, their
+        count]``, updated in place (start from zeros). ``loss`` is then the mean over all rows so far, and the
+        slices together give bit for bit the result of one call.
 
     Returns
     -------
@@ -390,6 +394,12 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     c.loss_limit = train.loss_limit
     c.lr = lr
     c.t = t
+    c.loss_sum = 0.0
+    c.rows_before = 0
+    if loss_acc is not None:
+        if loss_acc.shape[0] != 2 or not 0 <= loss_acc[1] < 2.0**62:
+            raise ValueError("epoch: loss_acc must be [loss sum, rows before] (2 entries)")
+        c.loss_sum, c.rows_before = loss_acc[0], <int64_t>loss_acc[1]
     cdef Py_ssize_t need = fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 0)
     if work.shape[0] < need:
         raise ValueError(f"work needs 6 * n_params + 2 * k = {need} entries, got {work.shape[0]}")
@@ -436,4 +446,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         if not helper.persistent:
             helper.thread.join()
         free(team)
+    if loss_acc is not None and st == FO_OK:
+        loss_acc[0] = c.loss_sum
+        loss_acc[1] += c.n_rows
     return int(st), c.t, c.loss_out, c.bad_step

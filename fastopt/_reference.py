@@ -177,7 +177,7 @@ def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     return float(np.sum(wts.astype(np.float64)[:, None] * value))
 
 
-def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1):
+def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, loss_acc=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
 
     Every minibatch gradient is the sum of its two halves' (rows ``[0, ceil(n/2))`` and the rest), as in the
@@ -189,7 +189,7 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     has_b = n_params > k * d
     grad, half = work[:n_params], work[n_params : 2 * n_params]
     clip = 0.0 if train.clip_norm is None else train.clip_norm
-    total = 0.0
+    total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
         nb = rows.shape[0]
@@ -212,7 +212,9 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
         step(rule, hyper, params, grad, state, t, lr, k * d)
     if not np.all(np.isfinite(params)):
         return int(Status.NONFINITE_LOSS), t, 0.0, t
-    return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
+    if loss_acc is not None:
+        loss_acc[0], loss_acc[1] = total, loss_acc[1] + m
+    return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
 
 
 def simd(name=None):
