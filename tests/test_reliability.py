@@ -238,26 +238,28 @@ def test_concurrent_fits_equal_sequential_ones_and_leave_blas_alone(problem):
     configs = [{"solver": s, "n_threads": n, "random_state": 1, "max_epochs": 3, "tol": None}
                for s in ("normal", "qr", "adam", "sgd") for n in (None, 2)]
     expected = [LinearRegressor(**c).fit(X, y).coef_ for c in configs]
-    results = [None] * (4 * len(configs))
-    barrier = threading.Barrier(8)
+    for _ in range(4):  # the old guard's out-of-order restores showed in about one round in five
+        results = [None] * (4 * len(configs))
+        barrier = threading.Barrier(8)
 
-    def work(slot):
-        barrier.wait()
-        for i in range(slot, len(results), 8):
-            results[i] = LinearRegressor(**configs[i % len(configs)]).fit(X, y).coef_
+        def work(slot):
+            barrier.wait()
+            for i in range(slot, len(results), 8):
+                results[i] = LinearRegressor(**configs[i % len(configs)]).fit(X, y).coef_
 
-    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, coef in enumerate(results):
-        np.testing.assert_array_equal(coef, expected[i % len(configs)])
-    assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
+        threads = [threading.Thread(target=work, args=(slot,)) for slot in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i, coef in enumerate(results):
+            np.testing.assert_array_equal(coef, expected[i % len(configs)])
+        assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
 
 
-def test_fit_does_not_change_blas_threads_of_other_threads(problem, monkeypatch):
-    # The BLAS thread limit is process-wide: no fit may set it (the old guard did, around every two-thread fit).
+def test_iterative_fit_does_not_change_blas_threads(problem, monkeypatch):
+    # The BLAS thread limit is process-wide: an iterative fit must not set it (the old guard did, around every
+    # two-thread fit, and concurrent fits restored it out of order). The closed form's small-input path neither.
     import threadpoolctl
 
     X, y = problem
@@ -269,6 +271,29 @@ def test_fit_does_not_change_blas_threads_of_other_threads(problem, monkeypatch)
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(threadpoolctl._ThreadpoolLimiter, "__init__", spy)
-    for solver in ("normal", "adam"):
+    for solver in ("sgd", "adam"):
         LinearRegressor(solver=solver, n_threads=2, max_epochs=2).fit(np.tile(X, (400, 1)), np.tile(y, 400))
+    LinearRegressor(n_threads=2).fit(X, y)
     assert calls == []
+
+
+def test_concurrent_segmented_closed_form_fits_restore_blas_threads():
+    # The closed form's parallel section lowers the BLAS limit for its duration only, one section at a time:
+    # concurrent fits restore it exactly and give the sequential answer.
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(140_000, 4))
+    y = X @ np.arange(1.0, 5.0) + rng.normal(size=140_000)
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    expected = LinearRegressor().fit(X, y).coef_
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(LinearRegressor().fit(X, y).coef_)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    for coef in results:
+        np.testing.assert_array_equal(coef, expected)
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
