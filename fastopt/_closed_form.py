@@ -597,7 +597,7 @@ class _ClosedForm:
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""
         if isinstance(state, _Rescaled):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - a state, not an argument of the wrong type
                 "the previous fit had to rescale X and y (values too large or too small to square in float64), "
                 "so its statistics cannot take more rows: rescale X and y, then call fit or partial_fit again."
             )

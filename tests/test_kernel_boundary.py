@@ -30,8 +30,9 @@ def epoch_args(n=16, d=3, k=1, batch_size=4):
     work = np.empty(6 * params.shape[0] + 2 * k)
     train = Train(batch_size=batch_size, loss=LOSSES["squared_error"], epsilon=1.35, clip_norm=None,
                   loss_limit=np.inf)
-    return dict(rule=int(ADAM.rule), hyper=ADAM.hyper, train=train, X=X, Y=Y, sample_weight=None,
-                order=np.arange(n, dtype=np.int64), params=params, state=state, work=work, t=0, lr=1e-3)
+    return {"rule": int(ADAM.rule), "hyper": ADAM.hyper, "train": train, "X": X, "Y": Y, "sample_weight": None,
+            "order": np.arange(n, dtype=np.int64), "params": params, "state": state, "work": work, "t": 0,
+            "lr": 1e-3}
 
 
 def run_epoch(**changes):
@@ -40,7 +41,7 @@ def run_epoch(**changes):
 
 
 def test_epoch_accepts_consistent_arguments():
-    status, t, loss, bad = run_epoch()
+    status, t, loss, _ = run_epoch()
     assert status == _kernels.Status.OK and t == 4 and np.isfinite(loss)
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from fastopt import LinearRegressor
 from fastopt._closed_form import chunk_state, merge_states
-from fastopt._solvers import SOLVERS
 from fastopt._validation import Data
 from fastopt.exceptions import DivergenceError
 
@@ -126,8 +125,8 @@ def snapshot(est):
 
 def assert_same_state(a: dict, b: dict):
     assert a.keys() == b.keys()
-    for key in a:
-        va, vb = a[key], b[key]
+    for key, va in a.items():
+        vb = b[key]
         if hasattr(va, "__dataclass_fields__"):
             assert_same_state(vars(va), vars(vb))
         elif isinstance(va, np.random.Generator):
@@ -135,7 +134,7 @@ def assert_same_state(a: dict, b: dict):
         elif isinstance(va, np.ndarray):
             np.testing.assert_array_equal(va, vb)
         else:
-            assert va == vb or (va != va and vb != vb), key
+            assert va == vb or (np.isnan(va) and np.isnan(vb)), key
 
 
 class FailingSource:
@@ -189,7 +188,7 @@ def _interrupting(chunks):
 def test_failed_fit_leaves_the_estimator_as_it_was(problem, solver, before):
     X, y = problem
     params = {"solver": solver, "max_epochs": 3, "random_state": 0, "tol": None}
-    for name, fail in failures(X, y, solver, before).items():
+    for fail in failures(X, y, solver, before).values():
         est = LinearRegressor(**params)
         if before == "fit":
             est.fit(X[:150], y[:150])
@@ -242,7 +241,7 @@ def test_concurrent_fits_equal_sequential_ones_and_leave_blas_alone(problem):
         results = [None] * (4 * len(configs))
         barrier = threading.Barrier(8)
 
-        def work(slot):
+        def work(slot, results=results, barrier=barrier):
             barrier.wait()
             for i in range(slot, len(results), 8):
                 results[i] = LinearRegressor(**configs[i % len(configs)]).fit(X, y).coef_
@@ -297,3 +296,16 @@ def test_concurrent_segmented_closed_form_fits_restore_blas_threads():
     for coef in results:
         np.testing.assert_array_equal(coef, expected)
     assert [lib["num_threads"] for lib in threadpool_info()] == before
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_n_threads_never_changes_results_with_auto_learning_rate(solver):
+    # The old guard ran the learning-rate power iteration under a one-thread BLAS for n_threads=2 only.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 64))
+    y = X @ rng.normal(size=64) + 0.5
+    params = {"solver": solver, "random_state": 0, "max_epochs": 2, "tol": None}
+    one = LinearRegressor(**params).fit(X, y)
+    two = LinearRegressor(**params, n_threads=2).fit(X, y)
+    assert one.learning_rate_ == two.learning_rate_
+    np.testing.assert_array_equal(one.coef_, two.coef_)
