@@ -288,7 +288,8 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     state = chunk_qr_state(params, data)
     if params.get("solver") == "qr":
         return state
-    return replace(state, gram=chunk_state(params, data).gram)
+    stats = chunk_state(params, data)
+    return replace(state, gram=stats.gram, raw_diag=stats.raw_diag)
 
 
 def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:

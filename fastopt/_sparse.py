@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fastopt import _reference
+from fastopt import _kernels
 
 # Multiply-adds of row outer products per segment: with about 4 p^2 for its own set-up (zeroing, centring,
 # symmetrising and merging a p x p state), a segment must hold much more work than that to be worth a thread.
@@ -49,7 +49,7 @@ def segment_stats(data, start: int, stop: int):
     X, Y, sw = data.X, data.Y, data.sample_weight
     d, k = X.shape[1], Y.shape[1]
     mean, gram = np.empty(d + k), np.empty((d + k, d + k))
-    weight = _reference.csr_gram_stats(
+    weight = _kernels.csr_gram_stats(
         X.data, X.indices, X.indptr[start : stop + 1], d, Y[start:stop], None if sw is None else sw[start:stop],
         mean, gram,
     )
