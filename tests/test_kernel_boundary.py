@@ -137,3 +137,18 @@ def test_make_spec_matches_kernel_slot_count():
             n = 4
             spec.step(np.zeros(n), np.ones(n), spec.init_state(n), 1, 0.01)
     assert make_spec("rmsprop", LinearRegressor(solver="rmsprop", centered=True).get_params()).n_slots >= 2
+
+
+def test_csr_gram_stats_checks_alignment():
+    import scipy.sparse
+
+    X = scipy.sparse.random(20, 4, density=0.5, format="csr", random_state=0)
+    Y = np.ones((20, 1))
+    mean, gram = np.empty(5), np.empty((5, 5))
+    args = [X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32), 4, Y, None, mean, gram]
+    assert _kernels.csr_gram_stats(*args) == 20.0
+    for i, name in ((0, "data"), (1, "indices"), (4, "Y")):
+        bad = list(args)
+        bad[i] = misaligned(args[i])
+        with pytest.raises(ValueError, match=f"{name} is not aligned"):
+            _kernels.csr_gram_stats(*bad)

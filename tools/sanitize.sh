@@ -30,4 +30,5 @@ cd "$scratch/src"
 "$python" -c "import fastopt, sys; sys.exit(0 if fastopt.__file__.startswith('$scratch/src') else 'not the scratch build')"
 "$python" -m pytest -q -p no:cacheprovider -p no:randomly \
   tests/test_kernel_boundary.py tests/test_parity.py tests/test_parity_optim.py tests/test_epoch_threads.py \
-  tests/test_kernels_interface.py tests/test_closed_form.py tests/test_reliability.py tests/test_interrupts.py "$@"
+  tests/test_kernels_interface.py tests/test_closed_form.py tests/test_reliability.py tests/test_interrupts.py \
+  tests/test_sparse_closed_form.py "$@"
