@@ -140,7 +140,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
         ``n_threads``. The second thread needs an idle core: a multi-threaded BLAS call leaves its workers
         spinning for a while (OpenBLAS's about 0.1 s) and a helper competing with them is slower than none, so
-        run such fits under ``threadpoolctl.threadpool_limits(1)``; the estimator never changes the BLAS thread
+        run such fits under ``threadpoolctl.threadpool_limits(1)``; an iterative fit never changes the BLAS thread
         count itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn.
 
     A call of ``fit``, ``partial_fit`` or ``fit_stream`` that raises (invalid input found late, divergence, a
