@@ -501,12 +501,13 @@ def _warn_switch(rcond: float, to: str) -> None:
 SCALE_LIMIT = 2.0**500
 
 
-def scale_trouble(state: ClosedFormState) -> int | None:
+def scale_trouble(state: ClosedFormState, constant_ok: bool = False) -> int | None:
     """The first column of ``[X, Y]`` whose squares under- or overflow float64 in ``state``, else None.
 
     A column is in trouble when its statistics are not finite, when its centred scale (``sqrt`` of the Gram's
-    diagonal, or the largest entry of ``R``'s column) is nonzero but outside ``[2**-500, 2**500]``, or when it
-    is zero while the column's mean is nonzero and below ``2**-500`` (squares of denormal deviations vanish).
+    diagonal, or the largest entry of ``R``'s column) is nonzero but outside ``[2**-500, 2**500]``, or, unless
+    ``constant_ok``, when it is zero while the column's mean is nonzero and below ``2**-500`` (squares of
+    denormal deviations vanish; after rescaling, such a column is taken as constant).
     """
     with np.errstate(all="ignore"):
         if state.gram is not None:
@@ -517,7 +518,7 @@ def scale_trouble(state: ClosedFormState) -> int | None:
             finite = np.isfinite(state.r).all(axis=0)
         mean = np.abs(state.mean)
         bad = ~finite | ~np.isfinite(mean) | (scale > SCALE_LIMIT) | ((scale > 0) & (scale < 1 / SCALE_LIMIT)) \
-            | ((scale == 0) & (mean > 0) & (mean < 1 / SCALE_LIMIT))
+            | ((scale == 0) & (mean > 0) & (mean < 1 / SCALE_LIMIT) & (not constant_ok))
     return int(np.argmax(bad)) if bad.any() else None
 
 
@@ -574,7 +575,7 @@ def needs_qr(params: dict, state: ClosedFormState) -> bool:
     return state.r is None and _cholesky(params, state)[0] is None
 
 
-def finish(params: dict, state: ClosedFormState) -> FitResult:
+def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> FitResult:
     """Solve from merged statistics: Cholesky when well-conditioned, else the ``R`` factor (QR or SVD path).
 
     Parameters
@@ -582,6 +583,9 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
     params : dict
         ``estimator.get_params()``; uses ``fit_intercept`` and ``alpha``.
     state : ClosedFormState
+    rescaled : bool, default=False
+        The statistics are of data the caller rescaled (the in-memory fit's retry): a column with no spread and a
+        tiny mean is then taken as constant rather than as underflow.
 
     Returns
     -------
@@ -595,7 +599,7 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
     ValueError
         When a column's squares under- or overflow float64 (:func:`scale_trouble`), naming ``X`` or ``y``.
     """
-    if (column := scale_trouble(state)) is not None:
+    if (column := scale_trouble(state, constant_ok=rescaled)) is not None:
         raise _scale_error(state, column)
     if state.gram is not None:
         result, rcond = _cholesky(params, state)
@@ -630,12 +634,12 @@ class _ClosedForm:
         """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected, and
         a refit of exactly rescaled data if the statistics under- or overflow (:func:`scale_trouble`)."""
         stats = chunk_qr_state(params, data) if self.stable else chunk_state(params, data)
-        if scale_trouble(stats) is not None:
+        if scale_trouble(stats, constant_ok=not rescale) is not None:
             if rescale and not is_sparse(data.X):  # sparse X: rescaling would densify it; say why instead
                 return _rescaled_fit(self, params, data)
-            raise _scale_error(stats, scale_trouble(stats))
+            raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))
         if self.stable:
-            return finish(params, stats)
+            return finish(params, stats, rescaled=not rescale)
         result, rcond = _cholesky(params, stats)
         if result is None:
             _warn_switch(rcond, "QR of the centred data (solver_='qr')")

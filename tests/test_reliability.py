@@ -309,3 +309,14 @@ def test_n_threads_never_changes_results_with_auto_learning_rate(solver):
     two = LinearRegressor(**params, n_threads=2).fit(X, y)
     assert one.learning_rate_ == two.learning_rate_
     np.testing.assert_array_equal(one.coef_, two.coef_)
+
+
+@pytest.mark.parametrize("solver", CLOSED)
+def test_tiny_constant_column_beside_denormal_ones_is_taken_as_constant(problem, solver):
+    # The rescaled retry must not reject a column that has no spread at all.
+    X, y = problem
+    tiny = np.column_stack([X * 1e-305, np.full(len(X), 1e-320)])
+    ref = LinearRegressor(solver=solver).fit(X, y)
+    got = LinearRegressor(solver=solver).fit(tiny, y * 1e-300)
+    np.testing.assert_allclose(got.coef_[:5] * 1e-305 / 1e-300, ref.coef_, rtol=1e-9)
+    np.testing.assert_allclose(got.intercept_ / 1e-300, ref.intercept_, rtol=1e-9)
