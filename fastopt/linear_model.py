@@ -154,7 +154,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "loss": [StrOptions({"squared_error", "absolute_error", "huber"})],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "schedule": [StrOptions({"constant", "linear", "invscaling", "exponential", "cosine"})],
+        "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
@@ -179,6 +179,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "precondition": [StrOptions({"auto", "none"})],
     }
 
     def __init__(
@@ -190,7 +191,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss="squared_error",
         epsilon=1.35,
         learning_rate="auto",
-        schedule="constant",
+        schedule="auto",
         end_factor=0.01,
         power_t=0.5,
         gamma=0.95,
@@ -215,6 +216,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         n_threads=None,
+        precondition="auto",
     ):
         self.solver = solver
         self.fit_intercept = fit_intercept
@@ -247,6 +249,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.n_threads = n_threads
+        self.precondition = precondition
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
