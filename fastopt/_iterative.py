@@ -281,17 +281,20 @@ class RatePlateau(Stopping):
             return False
         self.no_improvement = 0
         # A cut that moved the loss's level by less than PLATEAU_STOP_RTOL * S, either way, found no noise floor
-        # to pass (a level worse than the best before the cut means the earlier rate was still oscillating).
+        # to pass (a level worse than the best before the cut means the earlier rate was still oscillating), and
+        # the last epoch must be that level too (not an oscillation away from a lucky best).
         if self.settled:
             return False
-        if abs(self.cut_best - self.best_since_cut) < PLATEAU_STOP_RTOL * scale \
-                or self.lr < PLATEAU_MIN_FACTOR * self.lr0:
+        flat = abs(self.cut_best - self.best_since_cut) < PLATEAU_STOP_RTOL * scale \
+            and current - self.best_since_cut < PLATEAU_STOP_RTOL * scale
+        if flat or self.lr < PLATEAU_MIN_FACTOR * self.lr0:
             # tol=None trains on to max_epochs at this rate: further cuts would only freeze the iterates.
             self.settled = self.tol is None
             self.stopped = not self.settled
             return self.stopped
         self.cut_best, self.best_since_cut = self.best, np.inf
         self.cuts, self.lr = self.cuts + 1, self.lr * PLATEAU_FACTOR
+        self.previous = np.inf  # a cooldown epoch: the first epoch at the new rate is not judged
         return False
 
     def warn_unless_stopped(self, method: str, max_epochs: int) -> None:
