@@ -28,21 +28,29 @@ INTERCEPT = 3.0
 
 
 def make_problem(n: int, d: int, *, condition: float = 1.0, scaled: bool = False, noise: float = 1.0,
-                 intercept: bool = True, dtype=np.float64, seed: int = 0):
-    """``(X, y)`` as described in the module docstring."""
+                 intercept: bool = True, dtype=np.float64, seed: int = 0, scale_range: tuple | None = None,
+                 noise_std: float | None = None):
+    """``(X, y)`` as described in the module docstring.
+
+    ``scale_range=(lo, hi)`` draws the column scales log-uniformly from it instead (without column means), and
+    ``noise_std`` sets the noise's standard deviation directly instead of as a ratio to the signal's.
+    """
     rng = np.random.default_rng(seed)
     lam = np.logspace(0.0, -np.log10(condition), d) if d > 1 else np.ones(1)
     Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     root = Q * np.sqrt(lam)  # Z = G root^T has covariance Q diag(lam) Q^T
     X = np.empty((n, d), dtype=dtype)
     s = 10.0 ** rng.uniform(-2.0, 2.0, d) if scaled else np.ones(d)
+    if scale_range is not None:
+        s = np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]), d))
     m = s * rng.standard_normal(d) if scaled and intercept else np.zeros(d)
     for start in range(0, n, 65_536):  # bounded temporaries for n = 1e6
         stop = min(start + 65_536, n)
         X[start:stop] = (rng.standard_normal((stop - start, d)) @ root.T) * s + m
     w = rng.standard_normal(d)
     signal = X @ w.astype(dtype)
-    sigma = float(np.std(signal, dtype=np.float64))
+    sigma = float(np.std(signal, dtype=np.float64)) if noise_std is None else 1.0
+    noise = noise if noise_std is None else noise_std
     y = signal + (INTERCEPT if intercept else 0.0) + noise * sigma * rng.standard_normal(n)
     return X, y.astype(dtype)
 
