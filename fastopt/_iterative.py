@@ -40,7 +40,14 @@ from sklearn.utils.validation import _assert_all_finite
 from threadpoolctl import threadpool_limits
 
 from fastopt import _kernels, optim
-from fastopt._iterative_lr import Affine, auto_learning_rate, choose_affine, mean_loss, null_loss, sample_learning_rate
+from fastopt._iterative_lr import (
+    Affine,
+    auto_learning_rate,
+    choose_affine,
+    mean_loss,
+    null_loss,
+    sample_learning_rate,
+)
 from fastopt._result import FitResult
 from fastopt.exceptions import ConvergenceWarning, DivergenceError
 

@@ -5,6 +5,7 @@ The suite's small members run here (the large ones, n up to 1e6 and d up to 500,
 The excess is relative, as fastopt._convergence defines it: ``(L - L*) / max(L*, 1e-6 * L0)`` with ``L*`` from a
 float64 QR solve, so a zero-noise problem must reach ``R^2 >= 1 - 1e-9``.
 """
+import itertools
 import warnings
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_default_fit_reaches_the_optimum(problems, member, rule):
     assert est.n_iter_ < est.max_epochs
     rates = est.learning_rates_
     assert len(rates) == est.n_iter_ == len(est.loss_curve_) and rates[0] == est.learning_rate_
-    assert all(b in (a, a * _iterative.PLATEAU_FACTOR) for a, b in zip(rates, rates[1:]))
+    assert all(b in (a, a * _iterative.PLATEAU_FACTOR) for a, b in itertools.pairwise(rates))
 
 
 def test_the_plateau_rule_passes_the_noise_floor_of_a_constant_rate():
@@ -98,7 +99,7 @@ def test_plateau_rule_cuts_on_a_plateau_and_stops_when_a_cut_no_longer_helps():
 def test_plateau_rule_does_not_stop_when_the_cut_moved_the_loss_up():
     # An oscillating start: a lucky low before the cut and a higher level after it mean the rate is still too
     # large, not that the optimum is reached; the rule cuts again.
-    rates, stopped, rule = run_rule([5.0, 1.0, 3.0, 3.0, 2.9999, 1.2, 1.2, 1.2, 1.2])
+    _, stopped, rule = run_rule([5.0, 1.0, 3.0, 3.0, 2.9999, 1.2, 1.2, 1.2, 1.2])
     assert rule.cuts >= 2 and (stopped is None or stopped > 4)
 
 

@@ -31,6 +31,10 @@ def configurations():
 # of 64, though, and learning_rate="auto" gives full batches the rate 1 / L whatever the row count, so every
 # rule takes the same full-batch steps on the weighted and the repeated data and passes. The reason below is
 # kept for configurations (smaller batches) that do not.
+SAMPLE_WEIGHT_REASON = (
+    "stochastic minibatch training: weights and repeated rows give different minibatches and row orders, so the "
+    "fits agree only to within the SGD noise (see the comment above)"
+)
 STOCHASTIC_SW_FAILURES: set = set()
 
 
