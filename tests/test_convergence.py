@@ -66,7 +66,8 @@ def test_the_plateau_rule_passes_the_noise_floor_of_a_constant_rate():
         floor = relative_excess(constant, X, y, L_star)
         assert floor > 10 * TARGET and constant.learning_rates_ == [constant.learning_rate_] * constant.n_iter_
         assert relative_excess(default, X, y, L_star) < floor / 100
-        assert default.learning_rate_ == constant.learning_rate_ and min(default.learning_rates_) < default.learning_rate_
+        assert default.learning_rate_ == constant.learning_rate_
+        assert min(default.learning_rates_) < default.learning_rate_
 
 
 # ---------------------------------------------------------------- the plateau rule itself
