@@ -71,6 +71,10 @@ class Train(NamedTuple):
         A minibatch mean loss above this is divergence.
     n_threads : int or None
         Threads per epoch as the user asked (None: :func:`epoch_threads` decides); not read by the kernel.
+    positive : bool
+        Clamp the weights at 0 after every step (projected steps).
+    average : int
+        Polyak-Ruppert averaging of the iterates of steps ``t >= average``; 0 disables it.
     """
 
     batch_size: int
@@ -79,6 +83,8 @@ class Train(NamedTuple):
     clip_norm: float | None
     loss_limit: float
     n_threads: int | None = None
+    positive: bool = False
+    average: int = 0
 
 
 # A second thread pays off when each half-minibatch holds at least this much of X (the exchange per step costs
@@ -137,6 +143,8 @@ class IterState:
     loss_curve : list of float
         Epoch losses of the current fit (of every pass, for ``partial_fit``).
     dims : tuple of (n_features, n_targets)
+    avg : ndarray of shape (n_params,) or None
+        The Polyak-Ruppert average of the parameters (``average``); ``params`` keeps the last iterate.
     """
 
     params: np.ndarray
@@ -148,6 +156,13 @@ class IterState:
     loss_limit: float
     loss_curve: list
     dims: tuple
+    avg: np.ndarray | None = None
+
+
+def average_start(params: dict) -> int:
+    """The first step averaged by ``average`` (True: 1, an int n: n, as ``SGDRegressor``), 0 for none."""
+    average = params.get("average", False)
+    return 0 if average is False or average is None else (1 if average is True else int(average))
 
 
 class Sweep(NamedTuple):
@@ -277,6 +292,9 @@ class IterativeSolver:
     """One minibatch optimizer behind ``LinearRegressor(solver=method)``."""
 
     losses = frozenset(LOSSES)
+    positive = True  # projected steps (Train.positive)
+    averages = True  # Polyak-Ruppert averaging (Train.average)
+    accepts_init = True
 
     def __init__(self, method: str):
         self.method = method
@@ -290,16 +308,22 @@ class IterativeSolver:
         return not params["early_stopping"]
 
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
-    def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None) -> IterState:
+    def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
         fresh = _initial_params(params, d, k, data.X.dtype, rng)
+        if init is not None:  # coef_init / intercept_init: start there, with fresh optimizer state
+            state = None
+            fresh[: k * d] = np.asarray(init[0]).ravel()
+            if params["fit_intercept"]:
+                fresh[k * d :] = init[1]
         if state is not None and state.dims == (d, k) and state.params.shape == fresh.shape \
                 and state.params.dtype == fresh.dtype:
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
-                                       rng=rng, loss_curve=[], lr0=lr0)
+                                       rng=rng, loss_curve=[], lr0=lr0,
+                                       avg=None if state.avg is None else state.avg.copy())
         loss = LOSSES[params["loss"]]
         if params["learning_rate"] != "auto":
             lr0 = params["learning_rate"]
@@ -315,8 +339,11 @@ class IterativeSolver:
         d, k = data.X.shape[1], data.Y.shape[1]
         work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
         threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
+        if train.average and st.avg is None:
+            st.avg = np.zeros_like(st.params)
         status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
-                                              st.params, st.opt_state, work, st.t, lr, threads)
+                                              st.params, st.opt_state, work, st.t, lr, threads,
+                                              **({"avg": st.avg} if train.average else {}))
         if status == _kernels.Status.BAD_ARGUMENT:
             raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")
         if status == _kernels.Status.NONFINITE_LOSS:
@@ -341,7 +368,14 @@ class IterativeSolver:
     def _train_controls(self, params, st: IterState) -> Train:
         return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
-                     n_threads=params.get("n_threads"))
+                     n_threads=params.get("n_threads"), positive=bool(params.get("positive", False)),
+                     average=average_start(params))
+
+    @staticmethod
+    def current_params(params: dict, st: IterState) -> np.ndarray:
+        """The parameters the model reports: the average once ``average`` has started, else the iterate."""
+        start = average_start(params)
+        return st.avg if start and st.avg is not None and st.t >= start else st.params
 
     def epoch_lr(self, params, st: IterState, epoch: int) -> float:
         """The scheduled learning rate of the 0-based ``epoch``."""
@@ -357,16 +391,17 @@ class IterativeSolver:
         return sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng)
 
     # ------------------------------------------------------------ the solver protocol
-    def fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
-        """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask."""
+    def fit(self, params: dict, data, state: IterState | None = None, init=None) -> FitResult:
+        """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask; ``init`` is
+        ``(coef (k, d), intercept (k,))`` to start from (``coef_init``/``intercept_init``)."""
         with _blas_guard(params):
-            return self._fit(params, data, state)
+            return self._fit(params, data, state, init)
 
-    def _fit(self, params: dict, data, state: IterState | None) -> FitResult:
+    def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
         rng = _seed(params["random_state"])
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
-        st = self._start(params, data, state, train_idx, sw, rng)
+        st = self._start(params, data, state, train_idx, sw, rng, init=init)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         early = params["early_stopping"]
         stopping, val_scores = Stopping(params["tol"], params["n_iter_no_change"], keep_best=early), []
@@ -377,7 +412,7 @@ class IterativeSolver:
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.epochs += 1
             if early:
-                val_scores.append(self._validation_score(data, val_idx, st.params))
+                val_scores.append(self._validation_score(data, val_idx, self.current_params(params, st)))
                 current = -val_scores[-1]  # higher scores are better; track as a loss
             else:
                 current = st.loss_curve[-1]
@@ -385,10 +420,10 @@ class IterativeSolver:
                 extra = f", validation R^2 {val_scores[-1]:.6f}" if early else ""
                 print(f"{self.method} epoch {epoch + 1}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}, "
                       f"steps {st.t}{extra}, {1e3 * (time.perf_counter() - t0):.1f} ms")
-            if stopping.update(current, st.params):
+            if stopping.update(current, self.current_params(params, st)):
                 break
         stopping.warn_unless_stopped(self.method, params["max_epochs"])
-        return self.result(st, stopping, val_scores if early else None)
+        return self.result(st, stopping, val_scores if early else None, params=params)
 
     def partial_fit(self, params: dict, data, state: IterState | None = None, *,
                     sweep: Sweep | None = None) -> FitResult:
@@ -414,7 +449,8 @@ class IterativeSolver:
         else:
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             st = dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
-                                     loss_curve=list(state.loss_curve), lr0=lr0)
+                                     loss_curve=list(state.loss_curve), lr0=lr0,
+                                     avg=None if state.avg is None else state.avg.copy())
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         order = st.rng.permutation(rows) if params["shuffle"] else rows
         epoch = st.epochs if sweep is None else sweep.epoch
@@ -423,7 +459,7 @@ class IterativeSolver:
         st.epochs = epoch + 1
         if params["verbose"] and sweep is None:
             print(f"{self.method} partial_fit pass {st.epochs}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}")
-        return self.result(st, n_iter=st.epochs)
+        return self.result(st, n_iter=st.epochs, params=params)
 
     @staticmethod
     def _validation_score(data, val_idx, p) -> float:
@@ -434,13 +470,15 @@ class IterativeSolver:
         return float(r2_score(data.Y[val_idx], pred, sample_weight=sw))
 
     def result(self, st: IterState, stopping: Stopping | None = None, val_scores: list | None = None, *,
-               n_iter: int | None = None) -> FitResult:
+               n_iter: int | None = None, params: dict | None = None) -> FitResult:
         """The fitted model of ``st`` and its attributes; a validation ``stopping`` rule's best parameters,
-        when it kept some, replace the last ones (in ``st`` too). ``n_iter`` defaults to the epoch count."""
+        when it kept some, replace the last ones (in ``st`` too). ``n_iter`` defaults to the epoch count.
+        With ``average`` (in ``params``) the averaged parameters are reported once averaging has started."""
+        reported = st.params if params is None else self.current_params(params, st)
         if stopping is not None and stopping.best_params is not None:
-            st.params = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's parameters
+            st.params = reported = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's
         d, k = st.dims
-        coef, intercept = split_params(st.params, d, k)
+        coef, intercept = split_params(reported, d, k)
         attrs = {
             "n_iter_": len(st.loss_curve) if n_iter is None else n_iter,
             "t_": st.t,
