@@ -70,7 +70,9 @@ __all__ = ["SOLVERS", "NewtonSolver", "huber_newton", "lad_smoothing"]
 
 EPS = np.finfo(np.float64).eps
 # Rows per block of the fused residual/gradient pass: 1 MiB of float64 at d = 100, resident in L2 while the
-# second product reads it again (measured 10% faster than two whole-array passes at n = 10^6, d = 100).
+# second product reads it again (measured 10% faster than two whole-array passes at n = 10^6, d = 100). The
+# products are NumPy's einsum loops, not BLAS: as fast here (measured), and their summation order does not depend
+# on the number of BLAS threads, so fits are bit-identical even while another fit limits the BLAS threads.
 PASS_BYTES = 2**20
 # Rebuild the inlier Gram instead of updating it when more rows than this fraction cross the threshold: an
 # update gathers the crossing rows (a copy) and costs as much as a rebuild at about half of them.
@@ -105,24 +107,29 @@ class _Problem:
             Xb = self.X[i0:i1]
             if Xb.dtype != np.float64:
                 Xb = Xb.astype(np.float64)
-            rb = Xb @ w
+            rb = np.einsum("ij,j->i", Xb, w)
             rb += b
             rb -= self.y[i0:i1]
             r[i0:i1] = rb
             psi = np.clip(rb, -eps, eps)
             psi *= self.s[i0:i1]
-            g += Xb.T @ psi
+            g += np.einsum("ij,i->j", Xb, psi)
         gb = float(np.dot(self.s, np.clip(r, -eps, eps)))
         return r, g * scale, gb * scale
 
-    def gradient(self, r: np.ndarray, eps: float, scale: float):
-        psi = np.clip(r, -eps, eps) * self.s
+    def xt(self, v: np.ndarray) -> np.ndarray:
+        """``X^T v`` in float64, blockwise."""
         g = np.zeros(self.d)
         for i0 in range(0, self.n, self.block):
             i1 = min(i0 + self.block, self.n)
             Xb = self.X[i0:i1]
-            g += (Xb.T @ psi[i0:i1]) if Xb.dtype == np.float64 else Xb.astype(np.float64).T @ psi[i0:i1]
-        return g * scale, float(psi.sum()) * scale
+            g += np.einsum("ij,i->j", Xb if Xb.dtype == np.float64 else Xb.astype(np.float64), v[i0:i1])
+        return g
+
+    def gradient(self, r: np.ndarray, eps: float, scale: float):
+        """The loss gradient at residuals ``r`` (one pass over X), times ``scale``."""
+        psi = np.clip(r, -eps, eps) * self.s
+        return self.xt(psi) * scale, float(psi.sum()) * scale
 
     def stats(self, rows: np.ndarray | None, weights: np.ndarray | None = None) -> _closed_form.ClosedFormState:
         """Weighted centred Gram of ``[X, y]`` over ``rows`` (a boolean mask, an index array or None for all)."""
@@ -333,7 +340,9 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
     d = prob.d
     rows = np.flatnonzero(np.abs(r) <= gamma)
     p = d + (1 if prob.fit_intercept else 0)
-    if rows.size > 2 * p:  # generically at most p residuals vanish at the minimiser: gamma is still too large
+    # Generically at most p residuals vanish at the minimiser (exactly p without ridge): else gamma is still
+    # too large for the limit to be the minimiser.
+    if rows.size > p or (prob.alpha == 0 and rows.size != p):
         return None
     out = np.abs(r) > gamma
     sign = np.sign(r) * prob.s * out
@@ -342,7 +351,7 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
         Xz = np.hstack([Xz, np.ones((rows.size, 1))])
     # the sign term sum_out s_i sign_i [x_i, 1]: one product with X
     c = np.empty(p)
-    c[:d] = sign @ prob.X if prob.X.dtype == np.float64 else sign @ prob.X.astype(np.float64)
+    c[:d] = prob.xt(sign)
     if prob.fit_intercept:
         c[d] = sign.sum()
     m = rows.size
@@ -351,8 +360,10 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
     K[:p, p:] = Xz.T
     K[p:, :p] = Xz
     rhs = np.concatenate([-c, prob.y[rows]])
-    try:  # minimum norm when the rows inside do not pin the parameters down (or over-determine them)
-        sol = scipy.linalg.lstsq(K, rhs, check_finite=False, lapack_driver="gelsd")[0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # judged by the residual check below
+            sol = scipy.linalg.solve(K, rhs, check_finite=False, assume_a="sym")
     except (np.linalg.LinAlgError, ValueError):
         return None
     # an inconsistent system (more rows inside than parameters, with alpha = 0) has no exact limit here

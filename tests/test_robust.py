@@ -193,3 +193,20 @@ def test_unsupported_uses_are_clear_errors():
     # solver="auto" keeps incremental robust fits on the iterative path
     inc = LinearRegressor(loss="huber", random_state=0).partial_fit(X, y)
     assert inc.solver_ == "adam"
+
+
+def test_newton_bits_do_not_depend_on_concurrent_fits():
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = contaminated(n=70_000, d=20, seed=12)  # large enough for the closed form's parallel segments
+    ref = LinearRegressor(loss="huber").fit(X, y)
+
+    def one(i):
+        if i % 2:  # a closed-form fit limits the BLAS threads process-wide while it runs
+            return LinearRegressor().fit(X, y)
+        return LinearRegressor(loss="huber").fit(X, y)
+
+    with ThreadPoolExecutor(4) as pool:
+        fits = list(pool.map(one, range(6)))
+    for est in fits[::2]:
+        assert np.array_equal(est.coef_, ref.coef_) and est.intercept_ == ref.intercept_
