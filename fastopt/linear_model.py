@@ -68,10 +68,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     batch_size : int, default=64
         Minibatch size; the last batch of an epoch may be smaller.
     max_epochs : int, default=100
-        Maximum number of passes over the data.
+        Maximum number of passes over the data (``solver="newton"``: of Newton iterations).
     tol : float or None, default=1e-6
         Stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
-        ``None`` disables stopping.
+        ``None`` disables stopping. Not used by ``solver="newton"``, which iterates to round-off.
     n_iter_no_change : int, default=5
         Patience, in epochs.
     early_stopping : bool, default=False
@@ -136,7 +136,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     solver_ : str
         The path that actually ran (e.g. ``"cholesky"``, ``"qr"``, ``"svd"``, ``"adam"``).
     n_iter_ : int
-        Epochs run (closed form: 1).
+        Epochs run (closed form: 1; Newton: iterations, the most over targets).
+    objective_ : float
+        ``solver="newton"``: the minimised objective (summed over targets).
     loss_curve_ : list of float
         Iterative solvers: the weighted mean training loss of each epoch, each row's loss taken before its
         minibatch's step, plus ``alpha / 2 ||coef||^2`` (not for AdamW); ``partial_fit`` appends one per call.

@@ -210,3 +210,14 @@ def test_newton_bits_do_not_depend_on_concurrent_fits():
         fits = list(pool.map(one, range(6)))
     for est in fits[::2]:
         assert np.array_equal(est.coef_, ref.coef_) and est.intercept_ == ref.intercept_
+
+
+def test_newton_on_dask_arrays_is_a_clear_error():
+    da = pytest.importorskip("dask.array")
+    X, y = contaminated(n=100, seed=13)
+    with pytest.raises(ValueError, match="cannot fit incrementally"):
+        LinearRegressor(solver="newton", loss="huber").fit(da.from_array(X, chunks=50), da.from_array(y, chunks=50))
+    # "auto" on Dask arrays keeps the iterative path for robust losses
+    est = LinearRegressor(loss="huber", max_epochs=2, tol=None, random_state=0).fit(
+        da.from_array(X, chunks=50), da.from_array(y, chunks=50))
+    assert est.solver_ == "adam"
