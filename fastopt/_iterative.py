@@ -295,6 +295,8 @@ class IterativeSolver:
     positive = True  # projected steps (Train.positive)
     averages = True  # Polyak-Ruppert averaging (Train.average)
     accepts_init = True
+    # Dense epochs only for now: validation refuses sparse X for these with a clear TypeError.
+    supports_sparse = False
 
     def __init__(self, method: str):
         self.method = method
