@@ -83,6 +83,12 @@ ARMIJO = 1e-4
 MAX_STAGES = 40
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b`` over the rows by NumPy's own loop: BLAS ``ddot`` splits long sums among its threads, so its
+    rounding would depend on the BLAS thread count (which a concurrent closed-form fit may be limiting)."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def _huber(r: np.ndarray, eps: float) -> np.ndarray:
     if eps == np.inf:  # squared error
         return 0.5 * r * r
@@ -117,7 +123,7 @@ class _Problem:
             psi = np.clip(rb, -eps, eps)
             psi *= self.s[i0:i1]
             g += np.einsum("ij,i->j", Xb, psi)
-        gb = float(np.dot(self.s, np.clip(r, -eps, eps)))
+        gb = _dot(self.s, np.clip(r, -eps, eps))
         return r, g * scale, gb * scale
 
     def xt(self, v: np.ndarray) -> np.ndarray:
@@ -244,13 +250,13 @@ class _Fit:
 
 
 def _objective(prob: _Problem, r: np.ndarray, w: np.ndarray, eps: float, scale: float) -> float:
-    return float(np.dot(prob.s, _huber(r, eps))) * scale + 0.5 * prob.alpha * float(w @ w)
+    return _dot(prob.s, _huber(r, eps)) * scale + 0.5 * prob.alpha * float(w @ w)
 
 
 def _slope(prob: _Problem, r, q, w, dw, eps: float, scale: float, t: float) -> float:
     """d/dt of the objective at ``w + t dw`` (residuals ``r + t q``)."""
     psi = np.clip(r + t * q, -eps, eps)
-    return scale * float(np.dot(prob.s * psi, q)) + prob.alpha * float((w + t * dw) @ dw)
+    return scale * _dot(prob.s * psi, q) + prob.alpha * float((w + t * dw) @ dw)
 
 
 def _line_search(prob: _Problem, r, q, w, dw, eps: float, scale: float) -> float:
@@ -338,7 +344,7 @@ def huber_newton(prob: _Problem, epsilon: float, rtol: float, max_iter: int, ini
 
 
 def _lad_objective(prob: _Problem, r: np.ndarray, w: np.ndarray) -> float:
-    return float(np.dot(prob.s, np.abs(r))) + 0.5 * prob.alpha * float(w @ w)
+    return _dot(prob.s, np.abs(r)) + 0.5 * prob.alpha * float(w @ w)
 
 
 def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
@@ -386,7 +392,7 @@ def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit
     full, w, b = _start(prob, init)
     r, _, _ = prob.residuals_and_gradient(w, b, np.inf, 1.0)
     gamma = float(np.median(np.abs(r)))
-    scale_ref = max(float(np.dot(prob.s, np.abs(r))), np.finfo(float).tiny)
+    scale_ref = max(_dot(prob.s, np.abs(r)), np.finfo(float).tiny)
     if gamma <= 0:
         gamma = scale_ref
     hess = _Hessian(prob, full)

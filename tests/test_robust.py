@@ -210,6 +210,9 @@ def test_newton_bits_do_not_depend_on_concurrent_fits():
         fits = list(pool.map(one, range(6)))
     for est in fits[::2]:
         assert np.array_equal(est.coef_, ref.coef_) and est.intercept_ == ref.intercept_
+    exact = LinearRegressor().fit(X, y)
+    for est in fits[1::2]:
+        assert np.array_equal(est.coef_, exact.coef_) and est.intercept_ == exact.intercept_
 
 
 def test_newton_on_dask_arrays_is_a_clear_error():
