@@ -51,14 +51,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     learning_rate : float or "auto", default="auto"
         Base step size. ``"auto"`` derives it from ``L``, the largest eigenvalue of the loss Hessian found by
         power iteration on the data: ``b / (tr(H) + (b - 1) L)`` for SGD (``1 / L`` for full batches), times
-        ``1 - momentum`` for the momentum rules, and a tenth of the largest coordinate of the first
-        gradient-descent step ``g0 / L`` for the adaptive rules (see ``fastopt._iterative_lr``). The value used
-        is stored in ``learning_rate_``.
-    schedule : {"constant", "linear", "invscaling", "exponential", "cosine"}, default="constant"
-        Learning-rate schedule over epochs, the rate constant within an epoch (:func:`fastopt.optim.schedule_lr`):
-        ``linear`` decays to ``end_factor * learning_rate`` at the last epoch (seed 004), ``invscaling`` divides
-        by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by ``gamma ** epoch``, ``cosine`` anneals to
-        ``end_factor * learning_rate``.
+        ``1 - momentum`` for the momentum rules, and for the adaptive rules a distance, a tenth (AdaGrad: three
+        times) of the largest coordinate of the first gradient times that SGD rate (see
+        ``fastopt._iterative_lr``). Deterministic: it depends neither on ``random_state`` nor on the BLAS thread
+        count. The value used is stored in ``learning_rate_``.
+    schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
+        Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
+        ``learning_rate="auto"`` and ``"constant"`` with a numeric rate. ``"plateau"`` cuts the rate tenfold
+        whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
+        once a cut no longer changes the loss (see "Stopping" below). The named schedules
+        (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
+        epoch (seed 004), ``invscaling`` divides by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by
+        ``gamma ** epoch``, ``cosine`` anneals to ``end_factor * learning_rate``.
     end_factor : float, default=0.01
         Floor of the ``linear`` and ``cosine`` schedules, as a fraction of ``learning_rate``.
     power_t : float, default=0.5
@@ -71,10 +75,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Maximum number of passes over the data (``solver="newton"``: of Newton iterations; for the absolute
         error, of each smoothing stage's).
     tol : float or None, default=1e-6
-        Stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
-        ``None`` disables stopping. Not used by ``solver="newton"``, which iterates to round-off.
+        Named schedules: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
+        minibatch noise floor). ``"plateau"``: stop at a plateau whose preceding tenfold cut of the rate changed
+        the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
+        model)``), so the floor is not the noise of the larger rate; ``tol`` only switches this on. ``None``
+        disables stopping (the plateau rule then keeps its last rate once it would have stopped). Not used by
+        ``solver="newton"``, which iterates to round-off.
     n_iter_no_change : int, default=5
-        Patience, in epochs.
+        Patience, in epochs, of the named schedules' rule.
     early_stopping : bool, default=False
         Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
         the coefficients of the best epoch.
@@ -109,16 +118,6 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Continue from the previous fit's coefficients and optimizer state.
     verbose : int, default=0
         Print one line per epoch when positive.
-    positive : bool, default=False
-        Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
-        The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least
-        Squares Problems*, 1974, ch. 23, on the ``d x d`` factor of the merged statistics); the iterative rules
-        take projected steps (the weights clamped at 0 after every step). Not with ``solver="newton"``.
-    average : bool or int, default=False
-        Iterative solvers: Polyak-Ruppert averaging (Polyak & Juditsky, SIAM J. Control Optim. 30, 1992), as
-        ``SGDRegressor(average=...)``: ``coef_`` and ``intercept_`` are the mean of the iterates after every step
-        ``t >= average`` (``True``: from the first step; steps are minibatches, so with ``batch_size=1`` the
-        count is of samples, as in scikit-learn). The last iterate is kept to continue training.
     n_threads : int or None, default=None
         Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split uses)
         when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g. 32 rows of
@@ -129,6 +128,22 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
         multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
         competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+    precondition : {"auto", "none"}, default="auto"
+        ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
+        whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
+        standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back (diagonal
+        preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Warm starts and
+        ``partial_fit`` continue under the same map. ``"none"``: never.
+    positive : bool, default=False
+        Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
+        The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least
+        Squares Problems*, 1974, ch. 23, on the ``d x d`` factor of the merged statistics); the iterative rules
+        take projected steps (the weights clamped at 0 after every step). Not with ``solver="newton"``.
+    average : bool or int, default=False
+        Iterative solvers: Polyak-Ruppert averaging (Polyak & Juditsky, SIAM J. Control Optim. 30, 1992), as
+        ``SGDRegressor(average=...)``: ``coef_`` and ``intercept_`` are the mean of the iterates after every step
+        ``t >= average`` (``True``: from the first step; steps are minibatches, so with ``batch_size=1`` the
+        count is of samples, as in scikit-learn). The last iterate is kept to continue training.
 
     Attributes
     ----------
@@ -153,6 +168,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Iterative solvers: optimizer steps (minibatches) taken.
     learning_rate_ : float
         Iterative solvers: the base learning rate used (resolved when ``learning_rate="auto"``).
+    learning_rates_ : list of float
+        Iterative solvers: the rate of each epoch (of each call, for ``partial_fit``), showing the schedule's
+        or the plateau rule's cuts.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string column names (e.g. a pandas DataFrame).
@@ -173,7 +191,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "loss": [StrOptions({"squared_error", "absolute_error", "huber"})],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "schedule": [StrOptions({"constant", "linear", "invscaling", "exponential", "cosine"})],
+        "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
@@ -198,6 +216,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "precondition": [StrOptions({"auto", "none"})],
         "positive": ["boolean"],
         "average": ["boolean", Interval(Integral, 1, None, closed="left")],
     }
@@ -211,7 +230,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss="squared_error",
         epsilon=1.35,
         learning_rate="auto",
-        schedule="constant",
+        schedule="auto",
         end_factor=0.01,
         power_t=0.5,
         gamma=0.95,
@@ -236,6 +255,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         n_threads=None,
+        precondition="auto",
         positive=False,
         average=False,
     ):
@@ -270,6 +290,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.n_threads = n_threads
+        self.precondition = precondition
         self.positive = positive
         self.average = average
 
