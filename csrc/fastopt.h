@@ -142,6 +142,9 @@ typedef struct {
      * whole epoch), and loss_out divides the running sum by all the rows so far. */
     double loss_sum;         /* in: loss summed over the earlier rows of a sliced epoch; out: plus this call's */
     int64_t rows_before;     /* in: rows of the earlier slices */
+    int positive;            /* clamp the weights (not the intercepts) at 0 after every step: projected steps */
+    int64_t avg_start;       /* > 0: after every step t >= avg_start, avg += (params - avg) / (t - avg_start + 1) */
+    void *avg;               /* (n_params) of the epoch's real type, the Polyak-Ruppert average; NULL: none */
 } fo_epoch_ctl;
 
 /* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */

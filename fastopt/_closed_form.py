@@ -345,7 +345,7 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
     if (a.gram is None or b.gram is None) and (a.r is None or b.r is None):
         raise ValueError("cannot merge a Gram-only state with an R-only state: compute both chunks the same way.")
     if a.weight_exp != b.weight_exp:  # bring the smaller weights to the larger ones' exponent (exact, or negligible)
-        a, b = (_rescale_weights(s, max(a.weight_exp, b.weight_exp)) for s in (a, b))
+        a, b = (rescale_weights(s, max(a.weight_exp, b.weight_exp)) for s in (a, b))
     weight = a.weight + b.weight
     dtype = np.result_type(a.dtype, b.dtype).name
     n_samples = a.n_samples + b.n_samples
@@ -366,8 +366,9 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
                            raw_diag=_merged_raw_diag(a, b), weight_exp=a.weight_exp)
 
 
-def _rescale_weights(state: ClosedFormState, weight_exp: int) -> ClosedFormState:
-    """``state`` with its weights expressed in units of ``2**weight_exp`` (an even exponent >= its own)."""
+def rescale_weights(state: ClosedFormState, weight_exp: int) -> ClosedFormState:
+    """``state`` with its weights expressed in units of ``2**weight_exp`` (even; below the state's own exponent,
+    the statistics are scaled up and may overflow for huge weights)."""
     shift = state.weight_exp - weight_exp
     if shift == 0:
         return state
@@ -555,9 +556,10 @@ def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     ey = _pow2_exponent(data.Y, axis=0).astype(int)
     scaled = replace(data, X=np.ldexp(data.X, -ex).astype(data.X.dtype, copy=False),
                      Y=np.ascontiguousarray(np.ldexp(data.Y, -ey).astype(data.Y.dtype, copy=False)))
-    alpha = float(np.ldexp(float(params["alpha"]), -2 * ex))
-    if not np.isfinite(alpha):
+    alpha = np.ldexp(np.asarray(params["alpha"], dtype=np.float64), -2 * ex)  # scalar, or one per target
+    if not np.isfinite(alpha).all():
         raise ValueError(f"alpha={params['alpha']} is too large for X's scale (max |X| about 2**{ex}).")
+    alpha = float(alpha) if alpha.ndim == 0 else alpha
     result = solver.fit({**params, "alpha": alpha}, scaled, rescale=False)
     with np.errstate(over="ignore"):  # reported below
         coef = np.ldexp(result.coef, (ey[:, None] - ex)).astype(result.coef.dtype, copy=False)
@@ -572,7 +574,73 @@ def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
 
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
     """Whether ``state`` needs a second pass (:func:`chunk_qr_state`) for an accurate solve."""
+    params = {**params, "alpha": float(np.min(params["alpha"]))}  # per-target alpha: the least ridge decides
     return state.r is None and _cholesky(params, state)[0] is None
+
+
+# ---------------------------------------------------------------- constrained and per-target solves
+
+
+def _target_state(state: ClosedFormState, j: int) -> ClosedFormState:
+    """The statistics of ``[X, y_j]`` alone (target ``j``) from those of ``[X, Y]``."""
+    d = state.n_features
+    idx = np.r_[0:d, d + j]
+    gram = None if state.gram is None else state.gram[np.ix_(idx, idx)]
+    r = None if state.r is None else _triangle(state.r[:, idx], d + 1)
+    return replace(state, n_targets=1, mean=state.mean[idx], gram=gram, r=r)
+
+
+def _per_target(params: dict, state: ClosedFormState, alpha: np.ndarray) -> FitResult:
+    """Ridge with one ``alpha`` per target (as ``Ridge(alpha=array)``): one solve per target, stacked."""
+    if alpha.shape != (state.n_targets,):
+        raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
+                         f"shape ({state.n_targets},).")
+    parts = [finish({**params, "alpha": float(a)}, _target_state(state, j)) for j, a in enumerate(alpha)]
+    paths = [part.attrs["solver_"] for part in parts]
+    attrs = {"solver_": max(set(paths), key=paths.index) if len(set(paths)) == 1 else "+".join(paths),
+             "n_iter_": 1, "rcond_": min(part.attrs["rcond_"] for part in parts),
+             "rank_": min(part.attrs["rank_"] for part in parts), "singular_": None}
+    return FitResult(np.vstack([part.coef for part in parts]), np.concatenate([part.intercept for part in parts]),
+                     state, attrs)
+
+
+def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
+    """Non-negative coefficients (``positive=True``): Lawson-Hanson NNLS (``scipy.optimize.nnls``) on the
+    ``d x d`` triangular system ``M v = c`` equivalent to the least-squares problem, one target at a time.
+
+    ``M`` is the Cholesky factor of the column-scaled normal equations (``c = M^-T B``) when Cholesky is
+    accepted, else the column-scaled ``R11`` of the QR path (``c = R12``), else (a Gram-only state that Cholesky
+    rejects) the square root of the eigendecomposition. Column scales are positive, so ``v >= 0`` exactly when
+    the coefficients are.
+    """
+    import scipy.optimize
+
+    d = state.n_features
+    M = None
+    rcond = 0.0
+    if state.gram is not None:
+        A, B, scale = _scaled_normal_equations(params, state)
+        U, info = lapack.dpotrf(A, lower=0, clean=1)
+        if info == 0:
+            rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())
+            if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
+                rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+        if info == 0 and rcond >= RCOND_CHOLESKY:
+            M, c, path = U, scipy.linalg.solve_triangular(U, B, trans="T", check_finite=False), "cholesky"
+        elif state.r is None:
+            _warn_switch(rcond, "a non-negative solve on the eigendecomposition (solver_='eigh')")
+            lam, Q = np.linalg.eigh(A)
+            keep = lam > EPS * max(state.n_samples, d) * lam[-1]
+            root = np.sqrt(lam[keep])
+            M, c, path = root[:, None] * Q[:, keep].T, (Q[:, keep].T @ B) / root[:, None], "eigh"
+    if M is None:
+        R11, R12 = _r_system(params, state)
+        scale = _pow2(np.linalg.norm(R11, axis=0))
+        scale[scale == 0] = 1.0
+        M, c, path = R11 / scale, R12, "qr"
+        rcond, _ = lapack.dtrcon(M, norm="1", uplo="U", diag="N")
+    V = np.column_stack([scipy.optimize.nnls(M, c[:, j], maxiter=50 * d)[0] for j in range(c.shape[1])])
+    return _result(params, state, V / scale[:, None], path, rcond, d)
 
 
 def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> FitResult:
@@ -601,6 +669,11 @@ def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> F
     """
     if (column := scale_trouble(state, constant_ok=rescaled)) is not None:
         raise _scale_error(state, column)
+    alpha = np.asarray(params["alpha"], dtype=np.float64)
+    if alpha.ndim:
+        return _per_target(params, state, alpha)
+    if params.get("positive"):
+        return _solve_positive(params, state)
     if state.gram is not None:
         result, rcond = _cholesky(params, state)
         if result is not None:
@@ -620,6 +693,8 @@ class _ClosedForm:
     """A registry entry: ``stable=False`` is ``solver="normal"``, ``stable=True`` is ``solver="qr"``."""
 
     losses = frozenset({"squared_error"})
+    per_target_alpha = True
+    positive = True
     # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
     supports_sparse = True
 
@@ -639,6 +714,10 @@ class _ClosedForm:
                 return _rescaled_fit(self, params, data)
             raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))
         if self.stable:
+            return finish(params, stats, rescaled=not rescale)
+        if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
+            if needs_qr(params, stats):
+                stats = replace(stats, r=chunk_qr_state(params, data).r)
             return finish(params, stats, rescaled=not rescale)
         result, rcond = _cholesky(params, stats)
         if result is None:

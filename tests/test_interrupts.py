@@ -24,7 +24,7 @@ def test_sliced_epochs_are_bit_identical_to_one_call(rng, monkeypatch, solver, n
     whole = LinearRegressor(**params).fit(X, y, sample_weight=w)
     calls = []
     real = _kernels.epoch
-    monkeypatch.setattr(_kernels, "epoch", lambda *a: calls.append(a[6].shape[0]) or real(*a))
+    monkeypatch.setattr(_kernels, "epoch", lambda *a, **k: calls.append(a[6].shape[0]) or real(*a, **k))
     monkeypatch.setattr(_iterative, "SLICE_WORK", 40 * 32 * 5)  # 5 minibatches per slice, the last one short
     sliced = LinearRegressor(**params).fit(X, y, sample_weight=w)
     assert len(calls) == 3 * 19 and set(calls) == {160, 3000 - 18 * 160}
@@ -42,7 +42,7 @@ def test_twin_chains_slices_as_the_kernel(rng):
         order, t = rng.permutation(50).astype(np.int64) if not out else out[0][0], 0
         for part in (order[:20], order[20:]):
             status, t, loss, _ = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, None, part, params, state,
-                                            work, t, 0.01, 1, acc)
+                                            work, t, 0.01, 1, loss_acc=acc)
             assert status == 0
         out.append((order, params, loss, acc))
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)

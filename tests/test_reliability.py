@@ -320,3 +320,11 @@ def test_tiny_constant_column_beside_denormal_ones_is_taken_as_constant(problem,
     got = LinearRegressor(solver=solver).fit(tiny, y * 1e-300)
     np.testing.assert_allclose(got.coef_[:5] * 1e-305 / 1e-300, ref.coef_, rtol=1e-9)
     np.testing.assert_allclose(got.intercept_ / 1e-300, ref.intercept_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e306, 1e-300])
+def test_newton_uniform_weights_of_any_scale_are_unit_weights(problem, scale):
+    X, y = problem
+    ref = LinearRegressor(solver="newton", loss="huber").fit(X, y)
+    got = LinearRegressor(solver="newton", loss="huber").fit(X, y, sample_weight=np.full(len(X), scale))
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-12, atol=1e-13)
