@@ -127,6 +127,12 @@ def _block_rows(p: int) -> int:
     return int(np.clip(2**17 // p, 32, 1024))
 
 
+def _qr_block_rows(p: int) -> int:
+    # Rows per dtpqrt call: 1024 measured best against 512-4096 for p = 100-220 (single-threaded OpenBLAS, where
+    # the fold costs about 2.6x a syrk of the same rows); at least 256 rows so wide blocks still amortise T.
+    return int(np.clip(2**18 // p, 256, 1024))
+
+
 @lru_cache(maxsize=1)
 def _blas_controller():
     from threadpoolctl import ThreadpoolController
@@ -190,14 +196,23 @@ def _gram_segment(data: Data, start: int) -> ClosedFormState:
     return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, gram)
 
 
-def chunk_state(params: dict, data: Data) -> ClosedFormState:
-    """Statistics of one chunk of rows: the Gram (compiled kernel), or ``R`` factors for ``solver="qr"``.
+def _qr_segment(data: Data, start: int) -> ClosedFormState:
+    X, Y, sw = data.X, data.Y, data.sample_weight
+    stop = min(start + SEGMENT_ROWS, X.shape[0])
+    d, k = X.shape[1], Y.shape[1]
+    mean, r = np.empty(d + k), np.empty((d + k, d + k))
+    weight = _kernels.tsqr_stats(
+        X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, r, _qr_block_rows(d + k)
+    )
+    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, r=r)
 
-    Large chunks are cut into segments processed by parallel threads (the kernel releases the GIL), each calling
-    single-threaded BLAS, then merged exactly.
+
+def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], field: str) -> ClosedFormState:
+    """``segment`` of every fixed ``SEGMENT_ROWS`` rows, on parallel threads, merged in a fixed balanced tree.
+
+    The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK. Segments and merge order do not
+    depend on the thread count, so neither do the results.
     """
-    if params.get("solver") == "qr":
-        return chunk_qr_state(params, data)
     starts = range(0, data.X.shape[0], SEGMENT_ROWS)
     threads = min(_n_threads(), len(starts))
     merger = TreeMerger()
@@ -206,14 +221,25 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
             with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-                for state in pool.map(lambda start: _gram_segment(data, start), starts):
+                for state in pool.map(lambda start: segment(data, start), starts):
                     merger.push(state)
         finally:
             _PARALLEL.release()
     else:
         for start in starts:
-            merger.push(_gram_segment(data, start))
-    state = _merged_or_empty(merger, data, "gram")
+            merger.push(segment(data, start))
+    return _merged_or_empty(merger, data, field)
+
+
+def chunk_state(params: dict, data: Data) -> ClosedFormState:
+    """Statistics of one chunk of rows: the Gram (compiled kernel), or ``R`` factors for ``solver="qr"``.
+
+    Large chunks are cut into segments processed by parallel threads (the kernel releases the GIL), each calling
+    single-threaded BLAS, then merged exactly.
+    """
+    if params.get("solver") == "qr":
+        return chunk_qr_state(params, data)
+    state = _over_segments(data, _gram_segment, "gram")
     # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
     # a weighted row, or a value whose square overflows, makes the means or the Gram non-finite.
     if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
@@ -233,25 +259,13 @@ def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
 
 
 def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
-    """``R`` factors of one chunk of rows: the second pass when :func:`needs_qr` rejects the Gram.
+    """``R`` factors of one chunk of rows: the compiled tall-skinny QR (:func:`fastopt._kernels.tsqr_stats`).
 
-    Blocks of about 2 MiB are centred on their own weighted mean, scaled by ``sqrt(w)``, factorised, and merged
-    as in :func:`merge_states`; nothing of the size of ``X`` is allocated.
+    Fixed segments of rows run on parallel threads, each folding blocks of rows (centred on their own weighted
+    mean and scaled by ``sqrt(w)`` in cache, with one mean-correction row) into its ``R`` with LAPACK
+    ``dtpqrt``; segment ``R`` factors merge as in :func:`merge_states`. Nothing of the size of ``X`` is allocated.
     """
-    X, Y, sw = data.X, data.Y, data.sample_weight
-    d, k = X.shape[1], Y.shape[1]
-    p = d + k
-    rows = max(2 * p, 2**18 // p)
-    merger = TreeMerger()
-    for start in range(0, X.shape[0], rows):
-        Z = np.hstack([X[start : start + rows], Y[start : start + rows]], dtype=np.float64)
-        w = np.ones(Z.shape[0]) if sw is None else sw[start : start + rows].astype(np.float64)
-        weight = float(w.sum())
-        mean = (w @ Z) / weight if weight > 0 else np.zeros(p)
-        Z -= mean
-        Z *= np.sqrt(w)[:, None]
-        merger.push(ClosedFormState(d, k, X.dtype.name, Z.shape[0], weight, mean, r=_triangle(Z, p)))
-    return _merged_or_empty(merger, data, "r")
+    return _over_segments(data, _qr_segment, "r")
 
 
 def partial_state(params: dict, data: Data) -> ClosedFormState:
@@ -263,7 +277,8 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     state = chunk_qr_state(params, data)
     if params.get("solver") == "qr":
         return state
-    return replace(state, gram=chunk_state(params, data).gram)
+    # The mean computed with the Gram: the pairwise merges of the Gram are then exactly those of a fit.
+    return replace(chunk_state(params, data), r=state.r)
 
 
 def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
