@@ -19,18 +19,30 @@ Paths (reported as the fitted ``solver_``)
     when ``rcond >= RCOND_CHOLESKY = 1e-4``: the normal equations square the design's condition number, so this
     bound keeps their error below about ``1e4 * eps``, i.e. 12 or more correct digits in float64.
 ``"qr"``
-    Householder QR of the centred, weighted, augmented matrix ``[X, Y]``, computed blockwise as a tall-skinny QR:
-    each block of rows is centred on its own mean and its ``R`` merged with the running one by stacking
-    ``[R_a; R_b; sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)]``, the square-root form of the pairwise moment
-    update. ``R = [[R11, R12], [0, R22]]`` and ``R11 coef^T = R12``: the condition number is not squared.
+    Householder QR of the centred, weighted, augmented matrix ``[X, Y]``, computed blockwise as a tall-skinny QR
+    (Demmel, Grigori, Hoemmen & Langou, *Communication-optimal parallel and sequential QR and LU factorizations*,
+    SIAM J. Sci. Comput. 34, 2012) by the compiled kernel :func:`fastopt._kernels.tsqr_stats`: each block of
+    rows is centred on its own mean and folded into the running ``R`` with LAPACK ``dtpqrt`` together with the
+    row ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``, the square-root form of the pairwise moment update;
+    segments' ``R`` merge the same way. ``R = [[R11, R12], [0, R22]]`` and ``R11 coef^T = R12``: the condition
+    number is not squared.
 ``"svd"``
     When the column-scaled ``R11`` is rank-deficient to working precision (reciprocal condition below
-    ``eps * max(n, d)``): the minimum-norm solution from the SVD of ``R11``, with the cutoff of
-    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped).
+    ``eps * max(n, d)``): the minimum-norm solution from the SVD of the ``d x d`` ``R11`` (never of ``X``: ``R``
+    has the singular values and right singular vectors of the centred design), with the cutoff of
+    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped). The answer
+    is qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution from the eigendecomposition of the scaled normal equations (accuracy limited by the
-    squared condition number; a warning says so).
+    squared condition number; :class:`~fastopt.exceptions.IllConditionedWarning` says so).
+
+Leaving Cholesky for QR loses no accuracy and is not warned about (``solver_``, ``rcond_`` and ``rank_`` report
+it); at most one warning is raised per solve, and only when the answer itself is qualified (``"svd"``, ``"eigh"``).
+
+A fit from memory first probes the conditioning (:func:`probe_needs_qr`): the Gram of a few thousand rows spread
+evenly through ``X``. If Cholesky already rejects that sample, the fit goes straight to QR instead of paying for a
+Gram pass it would discard; otherwise the full Gram decides as before. The probe reads at most 1/32 of the rows.
 
 Chunked and distributed data (the contract other modules code against)
 -----------------------------------------------------------------------
@@ -72,10 +84,11 @@ from scipy.linalg import lapack
 from fastopt import _kernels
 from fastopt._result import FitResult
 from fastopt._validation import Data
-from fastopt.exceptions import IllConditionedWarning
+from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
     "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr", "partial_state",
+    "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -83,6 +96,9 @@ RCOND_CHOLESKY = 1e-4
 # number of threads, and they are merged in a fixed balanced tree.
 SEGMENT_ROWS = 65536
 EPS = np.finfo(np.float64).eps
+# The conditioning probe of a fit from memory: at least this many rows, in this many evenly spaced slices.
+PROBE_MIN_ROWS = 2048
+PROBE_PARTS = 8
 _PARALLEL = threading.Lock()
 
 
@@ -388,9 +404,10 @@ def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
     keep = s > cutoff * s[0]
     rank = int(keep.sum())
     warnings.warn(
-        f"The design is rank-deficient to working precision (rank {rank} of {d}): "
-        "returning the minimum-norm least-squares solution (solver_='svd').",
-        IllConditionedWarning,
+        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot "
+        "columns with an intercept): returning the minimum-norm least-squares solution (solver_='svd'). "
+        "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
+        RankDeficientWarning,
         stacklevel=4,
     )
     coef_t = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
@@ -407,13 +424,48 @@ def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
     return _result(params, state, V / scale[:, None], "eigh", rcond, int(keep.sum()))
 
 
-def _warn_switch(rcond: float, to: str) -> None:
+def _warn_eigh(rcond: float) -> None:
     warnings.warn(
         f"The normal equations are ill-conditioned (reciprocal condition {rcond:.1e} < {RCOND_CHOLESKY:.0e}, "
-        f"so Cholesky would lose more than 4 of float64's 16 digits): switching to {to}.",
+        "so Cholesky would lose more than 4 of float64's 16 digits) and the rows cannot be read again for QR: "
+        "returning a minimum-norm eigensolve (solver_='eigh') whose accuracy is limited by the squared condition "
+        "number; a chunk_qr_state pass (a re-readable stream) would keep full accuracy.",
         IllConditionedWarning,
         stacklevel=4,
     )
+
+
+def _probe_slices(n: int, p: int) -> list[slice] | None:
+    """``PROBE_PARTS`` evenly spaced row slices of ``max(PROBE_MIN_ROWS, 8 p)`` rows in all, or None when they
+    would be more than 1/32 of the ``n`` rows (the probe would then cost more than it can save)."""
+    rows = max(PROBE_MIN_ROWS, 8 * p)
+    if 32 * rows > n:
+        return None
+    part = -(-rows // PROBE_PARTS)
+    return [slice(start, start + part) for start in np.linspace(0, n - part, PROBE_PARTS).astype(int)]
+
+
+def probe_needs_qr(params: dict, data: Data) -> bool:
+    """Whether Cholesky already rejects the Gram of a sample of rows spread evenly through ``data``.
+
+    A design that is ill-conditioned or rank-deficient (polynomial features, one-hot columns with an intercept) is
+    so in any sizeable sample of its rows, so the fit can go straight to QR instead of discarding a full Gram
+    pass. A sample can be worse conditioned than the whole (sorted rows, rare levels): the fit then takes the QR
+    path, which is never less accurate, only slower. Deterministic: the sample depends on the shape alone.
+    """
+    slices = _probe_slices(data.X.shape[0], data.X.shape[1] + data.Y.shape[1])
+    if slices is None:
+        return False
+    sw = data.sample_weight
+    parts = [Data(X=data.X[s], Y=data.Y[s], sample_weight=None if sw is None else sw[s], y_was_1d=data.y_was_1d)
+             for s in slices]
+    merger = TreeMerger()
+    for part in parts:
+        merger.push(_gram_segment(part, 0))
+    sample = merger.result()
+    if sample.weight <= 0 or not (np.isfinite(sample.gram).all() and np.isfinite(sample.mean).all()):
+        return False  # nothing to judge by (or non-finite X): the full pass decides and reports
+    return _cholesky(params, sample)[0] is None
 
 
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
@@ -442,10 +494,8 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
         if result is not None:
             return result
         if state.r is None:
-            how = "a minimum-norm eigensolve (solver_='eigh'); a chunk_qr_state pass would keep full accuracy"
-            _warn_switch(rcond, how)
+            _warn_eigh(rcond)
             return _solve_eigh(params, state)
-        _warn_switch(rcond, "QR of the centred data (solver_='qr')")
     return _solve_r(params, state)
 
 
@@ -465,13 +515,13 @@ class _ClosedForm:
         return not self.stable
 
     def fit(self, params: dict, data: Data, state=None) -> FitResult:
-        """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected."""
-        if self.stable:
-            return finish(params, chunk_qr_state(params, data))
+        """One pass for the statistics: QR directly when ``solver="qr"`` or the probe rejects Cholesky, else the
+        Gram; a second (QR) pass over ``data.X`` only if the full Gram's Cholesky is rejected."""
+        if self.stable or probe_needs_qr(params, data):
+            return _solve_r(params, chunk_qr_state(params, data))
         stats = chunk_state(params, data)
-        result, rcond = _cholesky(params, stats)
+        result, _ = _cholesky(params, stats)
         if result is None:
-            _warn_switch(rcond, "QR of the centred data (solver_='qr')")
             result = _solve_r(params, replace(stats, r=chunk_qr_state(params, data).r))
         return result
 
