@@ -390,3 +390,85 @@ def test_empty_and_zero_weight_chunks_merge_as_nothing(rng, solver):
     np.testing.assert_array_equal(merged.mean, full.mean)
     assert merged.n_samples == 45
     np.testing.assert_array_equal(_closed_form.finish(params, merged).coef, _closed_form.finish(params, full).coef)
+
+
+# ---------------------------------------------------------------- real designs: one-hot, polynomial
+
+
+def one_hot_design(rng, n, levels=(5, 7, 4), numeric=2):
+    """One-hot columns of len(levels) categorical features plus numeric columns: with an intercept, each group
+    of dummies sums to the constant column (the dummy-variable trap), so the centred design has rank
+    d - len(levels)."""
+    codes = [rng.integers(0, m, size=n) for m in levels]
+    for c, m in zip(codes, levels):
+        c[:m] = np.arange(m)  # every level present
+    dummies = [np.eye(m)[c] for c, m in zip(codes, levels)]
+    X = np.hstack([*dummies, rng.normal(size=(n, numeric))])
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=n)
+    return np.ascontiguousarray(X), y
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, weighted, rng):
+    X, y = one_hot_design(rng, 3000)
+    w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
+    assert [c.category for c in caught] == [RankDeficientWarning]  # one warning per fit, filterable
+    d, deficit = X.shape[1], 3
+    assert (est.solver_, est.rank_) == ("svd", d - deficit)
+    sw = np.ones(len(y)) if w is None else w
+    xm, ym = np.average(X, axis=0, weights=sw), np.average(y, weights=sw)
+    A, b = np.sqrt(sw)[:, None] * (X - xm), np.sqrt(sw) * (y - ym)
+    ref, _, rank, s = np.linalg.lstsq(A, b, rcond=None)
+    assert rank == d - deficit
+    # Minimum-norm solutions of the same problem: both backward stable with the same cutoff, so they agree to
+    # about u kappa_r (Golub & Van Loan, sec. 5.5.6), kappa_r = s_1 / s_rank, u = max(n, d) eps; 8 as above.
+    kappa_r = s[0] / s[rank - 1]
+    tol = 8 * max(X.shape) * EPS * kappa_r
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+    assert abs(est.intercept_ - (ym - ref @ xm)) <= tol * (abs(ym) + np.abs(xm) @ np.abs(ref))
+    # The singular values are those of the centred design (from the d x d R, not from X).
+    np.testing.assert_allclose(est.singular_[:rank], s[:rank], rtol=tol)
+
+
+def test_probe_sends_an_ill_conditioned_fit_straight_to_qr(rng, monkeypatch):
+    X, y = one_hot_design(rng, 70_000)  # enough rows for the probe (32 x 2048)
+    expected = LinearRegressor(solver="qr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        expected.fit(X, y)
+
+        def no_gram_pass(*args):
+            raise AssertionError("the Gram pass ran although the probe rejected Cholesky")
+
+        monkeypatch.setattr(_closed_form, "chunk_state", no_gram_pass)
+        est = LinearRegressor().fit(X, y)
+    assert est.solver_ == expected.solver_ == "svd"
+    np.testing.assert_array_equal(est.coef_, expected.coef_)  # the very same QR pass
+    # A well-conditioned design passes the probe and stays on Cholesky.
+    monkeypatch.undo()
+    assert LinearRegressor().fit(rng.normal(size=(70_000, 4)), rng.normal(size=70_000)).solver_ == "cholesky"
+
+
+def test_probe_slices_are_evenly_spread_and_bounded():
+    assert _closed_form._probe_slices(50_000, 10) is None  # 32 x 2048 rows needed
+    slices = _closed_form._probe_slices(1_000_000, 300)  # 8 p = 2400 rows
+    assert len(slices) == _closed_form.PROBE_PARTS
+    assert sum(s.stop - s.start for s in slices) >= 2400
+    assert slices[0].start == 0 and slices[-1].stop == 1_000_000
+    assert all(a.stop <= b.start for a, b in zip(slices, slices[1:]))
+
+
+def test_grid_search_on_an_ill_conditioned_full_rank_design_warns_nothing(rng):
+    from sklearn.model_selection import GridSearchCV
+
+    t = rng.uniform(size=400)
+    X = np.column_stack([t**k for k in range(1, 9)])  # polynomial features: Cholesky is rejected
+    y = X @ rng.normal(size=X.shape[1]) + 0.01 * rng.normal(size=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search = GridSearchCV(LinearRegressor(), {"alpha": [0.0, 1e-12]}, cv=3).fit(X, y)
+    assert search.best_estimator_.solver_ == "qr"
