@@ -138,9 +138,11 @@ class ClosedFormState:
 
 
 def _block_rows(p: int) -> int:
-    # About 1 MiB of centred doubles per block: resident in L2 while syrk reads it; 1024 rows measured best
-    # on the benchmark shape (d = 100) against 256-4096.
-    return int(np.clip(2**17 // p, 32, 1024))
+    # 1024 rows per block measured best on the benchmark shape (d = 100) against 256-4096. Wide rows keep long
+    # syrk panels instead of fitting a block into L2: at d = 2,000 a block of 65 rows (1 MiB) ran the Gram pass
+    # at 2.3x one BLAS X^T X with two threads, blocks of 256-1024 rows at 1.2x (syrk's cost grows as p^2 per row,
+    # the traffic of a block that misses L2 only as p). At most 16 MiB of workspace: 1024 rows up to p = 2048.
+    return int(np.clip(2**21 // p, 32, 1024))
 
 
 def _qr_block_rows(p: int) -> int:
@@ -338,17 +340,37 @@ def _pow2(s: np.ndarray) -> np.ndarray:
     return np.ldexp(1.0, np.frexp(s)[1])
 
 
+# Rows per slice when the solve updates a d x d matrix in place: temporaries stay O(256 d), not O(d^2), so a
+# wide fit's peak memory is the Gram and one scaled copy of it.
+_ROW_SLICE = 256
+
+
 def _scaled_normal_equations(params: dict, state: ClosedFormState):
-    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``."""
+    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``.
+
+    ``A`` is a new C-contiguous array (the state's Gram is left as is); ``G`` and ``C`` are the uncentred moments
+    when ``fit_intercept=False``.
+    """
     d = state.n_features
-    G, C = state.gram[:d, :d], state.gram[:d, d:]
+    A, C = state.gram[:d, :d].copy(), state.gram[:d, d:]
     if not params["fit_intercept"]:  # uncentred moments: add back W m m^T
-        G = G + state.weight * np.outer(state.mean[:d], state.mean[:d])
-        C = C + state.weight * np.outer(state.mean[:d], state.mean[d:])
-    scale = _pow2(np.sqrt(np.diag(G)))
-    A = G / np.outer(scale, scale)
+        m = state.mean
+        for i in range(0, d, _ROW_SLICE):
+            A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m[:d])
+        C = C + state.weight * np.outer(m[:d], m[d:])
+    scale = _pow2(np.sqrt(np.diag(A)))
+    A /= scale[:, None]  # powers of two: exact, so the scaled matrix is as symmetric as G
+    A /= scale
     A[np.diag_indices(d)] += state.weight * params["alpha"] / scale**2
     return A, C / scale[:, None], scale
+
+
+def _sym_one_norm(A: np.ndarray) -> float:
+    """The 1-norm of symmetric ``A`` (its largest column sum of magnitudes), summed in row slices."""
+    colsum = np.zeros(A.shape[1])
+    for i in range(0, A.shape[0], _ROW_SLICE):
+        colsum += np.abs(A[i : i + _ROW_SLICE]).sum(axis=0)
+    return float(colsum.max()) if colsum.size else 0.0
 
 
 def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResult:
@@ -365,12 +387,14 @@ def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResul
 def _cholesky(params: dict, state: ClosedFormState):
     """The Cholesky solve, or ``(None, rcond)`` when the normal equations are too ill-conditioned."""
     A, B, scale = _scaled_normal_equations(params, state)
-    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
+    anorm = _sym_one_norm(A)
+    if not (np.isfinite(anorm) and np.all(np.isfinite(B))):
         raise ValueError("the sufficient statistics overflowed float64; rescale X and y.")
-    U, info = lapack.dpotrf(A, lower=0, clean=1)
+    # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place.
+    U, info = lapack.dpotrf(A.T, lower=0, clean=1, overwrite_a=1)
     if info != 0:
         return None, 0.0
-    rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())  # A is symmetric: 1-norm = max column sum
+    rcond, _ = lapack.dpocon(U, anorm)
     if rcond < RCOND_CHOLESKY:
         return None, rcond
     V, _ = lapack.dpotrs(U, B, lower=0)
