@@ -354,10 +354,10 @@ def _scaled_normal_equations(params: dict, state: ClosedFormState):
     d = state.n_features
     A, C = state.gram[:d, :d].copy(), state.gram[:d, d:]
     if not params["fit_intercept"]:  # uncentred moments: add back W m m^T
-        m = state.mean
+        m = state.mean[:d]
         for i in range(0, d, _ROW_SLICE):
-            A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m[:d])
-        C = C + state.weight * np.outer(m[:d], m[d:])
+            A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m)
+        C = C + state.weight * np.outer(m, state.mean[d:])
     scale = _pow2(np.sqrt(np.diag(A)))
     A /= scale[:, None]  # powers of two: exact, so the scaled matrix is as symmetric as G
     A /= scale
