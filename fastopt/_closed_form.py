@@ -545,8 +545,8 @@ class _ClosedForm:
             return _solve_r(params, chunk_qr_state(params, data))
         stats = chunk_state(params, data)
         result, _ = _cholesky(params, stats)
-        if result is None:
-            result = _solve_r(params, replace(stats, r=chunk_qr_state(params, data).r))
+        if result is None:  # R with the means it was centred on (the intercept is computed from them)
+            result = _solve_r(params, replace(chunk_qr_state(params, data), gram=stats.gram))
         return result
 
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:

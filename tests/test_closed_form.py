@@ -11,6 +11,7 @@ with u = max(n, d) * eps covering the length of every sum, and c = 8: 4 for the 
 the reference, a backward-stable SVD solve of the same centred problem. float32 input is accumulated and solved
 in float64, so a float32 result adds only its final rounding, eps32 relative.
 """
+import itertools
 import pickle
 import warnings
 from fractions import Fraction
@@ -459,7 +460,7 @@ def test_probe_slices_are_evenly_spread_and_bounded():
     assert len(slices) == _closed_form.PROBE_PARTS
     assert sum(s.stop - s.start for s in slices) >= 2400
     assert slices[0].start == 0 and slices[-1].stop == 1_000_000
-    assert all(a.stop <= b.start for a, b in zip(slices, slices[1:]))
+    assert all(a.stop <= b.start for a, b in itertools.pairwise(slices))
 
 
 def test_grid_search_on_an_ill_conditioned_full_rank_design_warns_nothing(rng):
