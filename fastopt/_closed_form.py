@@ -81,9 +81,9 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
-from fastopt import _kernels
+from fastopt import _kernels, _sparse
 from fastopt._result import FitResult
-from fastopt._validation import Data
+from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
@@ -122,6 +122,10 @@ class ClosedFormState:
         Centred weighted cross-products of ``[X, Y]``.
     r : ndarray of shape (p, p) or None
         Upper-triangular ``R`` with ``R^T R = gram``, from Householder QR of the centred weighted rows.
+    raw_diag : ndarray of shape (d,) or None
+        Uncentred weighted sums of squares of the columns of ``X`` when ``gram`` was centred after accumulation
+        (sparse ``X``, see :mod:`fastopt._sparse`), for the estimate of the digits that centring cancelled;
+        None when every chunk was centred before its products (dense ``X``).
     """
 
     n_features: int
@@ -132,6 +136,7 @@ class ClosedFormState:
     mean: np.ndarray
     gram: np.ndarray | None = None
     r: np.ndarray | None = None
+    raw_diag: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------- statistics and merges
@@ -257,7 +262,26 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     """
     if params.get("solver") == "qr":
         return chunk_qr_state(params, data)
-    state = _over_segments(data, _gram_segment, "gram")
+    if is_sparse(data.X):
+        return _sparse_chunk_state(data)
+    return _checked_finite(_over_segments(data, _gram_segment, "gram"))
+
+
+def _sparse_chunk_state(data: Data) -> ClosedFormState:
+    """:func:`chunk_state` of sparse ``X``: the compiled CSR kernel over row segments (see :mod:`fastopt._sparse`)."""
+    d, k = data.X.shape[1], data.Y.shape[1]
+
+    def segment(start, stop):
+        weight, mean, gram, raw_diag = _sparse.segment_stats(data, start, stop)
+        return ClosedFormState(d, k, data.X.dtype.name, stop - start, weight, mean, gram, raw_diag=raw_diag)
+
+    merger = TreeMerger()
+    for state in _sparse.map_segments(data, segment, _n_threads()):
+        merger.push(state)
+    return _checked_finite(_merged_or_empty(merger, data, "gram"))
+
+
+def _checked_finite(state: ClosedFormState) -> ClosedFormState:
     # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
     # a weighted row, or a value whose square overflows, makes the means or the Gram non-finite.
     if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
@@ -283,7 +307,22 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
     mean and scaled by ``sqrt(w)`` in cache, with one mean-correction row) into its ``R`` with LAPACK
     ``dtpqrt``; segment ``R`` factors merge as in :func:`merge_states`. Nothing of the size of ``X`` is allocated.
     """
+    if is_sparse(data.X):
+        return _sparse_qr_state(data)
     return _over_segments(data, _qr_segment, "r")
+
+
+def _sparse_qr_state(data: Data) -> ClosedFormState:
+    """:func:`chunk_qr_state` of sparse ``X``: row blocks of about 2 MiB densified, each through the compiled QR."""
+    X, Y, sw = data.X, data.Y, data.sample_weight
+    p = X.shape[1] + Y.shape[1]
+    rows = min(SEGMENT_ROWS, max(2 * p, 2**18 // p))  # one _qr_segment each
+    merger = TreeMerger()
+    for start in range(0, X.shape[0], rows):
+        block = Data(X=np.ascontiguousarray(X[start : start + rows].toarray()), Y=Y[start : start + rows],
+                     sample_weight=None if sw is None else sw[start : start + rows], y_was_1d=data.y_was_1d)
+        merger.push(_qr_segment(block, 0))
+    return _merged_or_empty(merger, data, "r")
 
 
 def partial_state(params: dict, data: Data) -> ClosedFormState:
@@ -320,7 +359,7 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
         keep, other = (b, a) if a.weight == 0.0 else (a, b)
         gram = keep.gram if other.gram is not None else None
         r = keep.r if other.r is not None else None
-        return replace(keep, dtype=dtype, n_samples=n_samples, gram=gram, r=r)
+        return replace(keep, dtype=dtype, n_samples=n_samples, gram=gram, r=r, raw_diag=_merged_raw_diag(a, b))
     delta = b.mean - a.mean
     f = a.weight * b.weight / weight
     gram = r = None
@@ -329,7 +368,22 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
     if a.r is not None and b.r is not None:
         r = _triangle(np.vstack([a.r, b.r, np.sqrt(f) * delta]), delta.shape[0])
     mean = a.mean + (b.weight / weight) * delta
-    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r)
+    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r, _merged_raw_diag(a, b))
+
+
+def _merged_raw_diag(a: ClosedFormState, b: ClosedFormState) -> np.ndarray | None:
+    """Sum of the chunks' uncentred diagonals, when either chunk was centred after accumulation (sparse)."""
+    if a.raw_diag is None and b.raw_diag is None:
+        return None
+
+    def raw(s):  # a chunk centred first: its centred Gram plus W m m^T is accurate
+        if s.raw_diag is not None:
+            return s.raw_diag
+        if s.gram is None or s.weight == 0.0:
+            return np.zeros(s.n_features)
+        return np.diagonal(s.gram)[: s.n_features] + s.weight * s.mean[: s.n_features] ** 2
+
+    return raw(a) + raw(b)
 
 
 # ---------------------------------------------------------------- solves
@@ -395,6 +449,8 @@ def _cholesky(params: dict, state: ClosedFormState):
     if info != 0:
         return None, 0.0
     rcond, _ = lapack.dpocon(U, anorm)
+    if state.raw_diag is not None:  # a Gram centred after accumulation (sparse X): fold in the digits it lost
+        rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
     if rcond < RCOND_CHOLESKY:
         return None, rcond
     V, _ = lapack.dpotrs(U, B, lower=0)
@@ -478,7 +534,7 @@ def probe_needs_qr(params: dict, data: Data) -> bool:
     path, which is never less accurate, only slower. Deterministic: the sample depends on the shape alone.
     """
     slices = _probe_slices(data.X.shape[0], data.X.shape[1] + data.Y.shape[1])
-    if slices is None:
+    if slices is None or is_sparse(data.X):  # sparse X: the full Gram (CSR kernel) decides
         return False
     sw = data.sample_weight
     parts = [Data(X=data.X[s], Y=data.Y[s], sample_weight=None if sw is None else sw[s], y_was_1d=data.y_was_1d)
@@ -530,6 +586,8 @@ class _ClosedForm:
     """A registry entry: ``stable=False`` is ``solver="normal"``, ``stable=True`` is ``solver="qr"``."""
 
     losses = frozenset({"squared_error"})
+    # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
+    supports_sparse = True
 
     def __init__(self, stable: bool):
         self.stable = stable

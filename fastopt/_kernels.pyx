@@ -45,6 +45,7 @@ _LAPACK.dtpqrt = <fo_dtpqrt_t>clapack.dtpqrt
 # ---------------------------------------------------------------- closed form
 include "_kernels_gram.pxi"
 include "_kernels_tsqr.pxi"
+include "_kernels_csr_gram.pxi"
 
 # ---------------------------------------------------------------- optimizers
 include "_kernels_optim.pxi"
