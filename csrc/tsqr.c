@@ -46,12 +46,18 @@ static void fo_tsqr_finish(double *r, int p)
 
 #define FO_REAL double
 #define FO_TSQR fo_tsqr_d
+#define FO_BLOCK_MEAN fo_block_mean_d
+#include "block_mean.h"
 #include "tsqr_body.h"
 #undef FO_REAL
 #undef FO_TSQR
+#undef FO_BLOCK_MEAN
 
 #define FO_REAL float
 #define FO_TSQR fo_tsqr_s
+#define FO_BLOCK_MEAN fo_block_mean_s
+#include "block_mean.h"
 #include "tsqr_body.h"
 #undef FO_REAL
 #undef FO_TSQR
+#undef FO_BLOCK_MEAN
