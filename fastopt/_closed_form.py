@@ -208,26 +208,22 @@ def _merged_or_empty(merger: TreeMerger, data: Data, field: str) -> ClosedFormSt
     return state
 
 
-def _gram_segment(data: Data, start: int) -> ClosedFormState:
+def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int) -> ClosedFormState:
+    """The statistics ``field`` ("gram" or "r") of rows ``[start, start + SEGMENT_ROWS)`` by a compiled kernel."""
     X, Y, sw = data.X, data.Y, data.sample_weight
     stop = min(start + SEGMENT_ROWS, X.shape[0])
     d, k = X.shape[1], Y.shape[1]
-    mean, gram = np.empty(d + k), np.empty((d + k, d + k))
-    weight = _kernels.gram_stats(
-        X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, gram, _block_rows(d + k)
-    )
-    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, gram)
+    mean, out = np.empty(d + k), np.empty((d + k, d + k))
+    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k))
+    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
+
+
+def _gram_segment(data: Data, start: int) -> ClosedFormState:
+    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start)
 
 
 def _qr_segment(data: Data, start: int) -> ClosedFormState:
-    X, Y, sw = data.X, data.Y, data.sample_weight
-    stop = min(start + SEGMENT_ROWS, X.shape[0])
-    d, k = X.shape[1], Y.shape[1]
-    mean, r = np.empty(d + k), np.empty((d + k, d + k))
-    weight = _kernels.tsqr_stats(
-        X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, r, _qr_block_rows(d + k)
-    )
-    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, r=r)
+    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start)
 
 
 def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], field: str) -> ClosedFormState:
