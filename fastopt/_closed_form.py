@@ -145,7 +145,7 @@ class ClosedFormState:
 def _block_rows(p: int) -> int:
     # 1024 rows per block measured best on the benchmark shape (d = 100) against 256-4096. Wide rows keep long
     # syrk panels instead of fitting a block into L2: at d = 2,000 a block of 65 rows (1 MiB) ran the Gram pass
-    # at 2.3x one BLAS X^T X with two threads, blocks of 256-1024 rows at 1.2x (syrk's cost grows as p^2 per row,
+    # at 2.3x one BLAS X^T X with two threads, blocks of 1024 rows at 1.2x (syrk's cost grows as p^2 per row,
     # the traffic of a block that misses L2 only as p). At most 16 MiB of workspace: 1024 rows up to p = 2048.
     return int(np.clip(2**21 // p, 32, 1024))
 
