@@ -473,3 +473,18 @@ def test_grid_search_on_an_ill_conditioned_full_rank_design_warns_nothing(rng):
         warnings.simplefilter("error")
         search = GridSearchCV(LinearRegressor(), {"alpha": [0.0, 1e-12]}, cv=3).fit(X, y)
     assert search.best_estimator_.solver_ == "qr"
+
+
+def test_probe_passes_per_target_alpha_and_positive_to_the_qr_solve(rng):
+    # The probe's QR path goes through finish(), so per-target ridge and non-negative solves keep working on it.
+    t = rng.uniform(size=70_000)
+    X = np.column_stack([t**k for k in range(1, 7)])  # Cholesky rejects even the probe's sample
+    Y = np.column_stack([X @ rng.uniform(0, 1, size=6), X @ rng.normal(size=6)]) + 0.01 * rng.normal(size=(70_000, 2))
+    alpha = np.array([0.0, 1e-6])
+    est = LinearRegressor(alpha=alpha).fit(X, Y)
+    ref = LinearRegressor(alpha=alpha, solver="qr").fit(X, Y)
+    assert est.solver_ == ref.solver_ == "qr"
+    np.testing.assert_array_equal(est.coef_, ref.coef_)  # the very same QR pass and solves
+    positive = LinearRegressor(positive=True).fit(X, Y[:, 0])
+    assert positive.solver_ == "qr" and np.all(positive.coef_ >= 0)
+    np.testing.assert_array_equal(positive.coef_, LinearRegressor(positive=True, solver="qr").fit(X, Y[:, 0]).coef_)
