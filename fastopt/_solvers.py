@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastopt import _closed_form, _iterative
+from fastopt import _closed_form, _iterative, _krylov
 
 
-SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS}
+SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_krylov.SOLVERS}
 
 # "auto": the exact closed form when the loss allows it, else the most forgiving iterative rule.
 AUTO = {"squared_error": "normal", "absolute_error": "adam", "huber": "adam"}

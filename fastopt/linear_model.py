@@ -179,6 +179,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "preconditioner": [StrOptions({"jacobi"}), None],
     }
 
     def __init__(
@@ -215,6 +217,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         n_threads=None,
+        max_iter=None,
+        preconditioner="jacobi",
     ):
         self.solver = solver
         self.fit_intercept = fit_intercept
@@ -247,6 +251,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.n_threads = n_threads
+        self.max_iter = max_iter
+        self.preconditioner = preconditioner
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:

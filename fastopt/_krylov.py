@@ -1,0 +1,480 @@
+"""Krylov least squares: CGLS and LSQR, matrix-free, one fused pass over ``X`` per iteration.
+
+The problem
+-----------
+The objective is the closed form's (see :mod:`fastopt._closed_form`): with ``W = sum_i w_i``,
+``(1 / (2 W)) sum_i w_i (y_i - x_i . coef - intercept)^2 + (alpha / 2) ||coef||^2``. Eliminating the intercept
+by the weighted means ``m`` (of ``X``'s columns) and ``m_y`` leaves, times ``2 W``, the damped least-squares
+problem ``min ||A coef - b||^2 + lam^2 ||coef||^2`` with ``A = S (X - 1 m^T)``, ``b = S (y - m_y)``,
+``S = diag(sqrt(w))`` and ``lam^2 = W alpha``; ``intercept = m_y - m . coef`` (without an intercept,
+``m = 0`` and ``m_y = 0``). ``A`` is never formed: ``A v = S (X v - (m . v) 1)`` and
+``A^T u = X^T (S u) - m sum_i s_i u_i``.
+
+Preconditioning (``preconditioner="jacobi"``, the default) solves for ``z = D^-1 coef`` with the operator
+``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal of the
+normal matrix ``A^T A + lam^2 I``: columns of very different scales (counts beside ratios, hashed features of
+any frequency) then converge together. The ridge term becomes ``lam^2 ||D z||^2``, so both methods run on the
+augmented operator ``[A D; lam D]`` and right-hand side ``[b; 0]`` (its lower block is diagonal: O(d) work).
+
+Stopping (``tol``)
+------------------
+``tol`` bounds the relative residual of the (column-scaled) normal equations,
+``||D (A^T (b - A coef) - lam^2 coef)|| <= tol ||D A^T b||``: the gradient of the objective at ``coef``
+relative to its value at zero, in the scaled variables (``D = I`` without the preconditioner). When the
+iteration's own estimate reaches it, one more pass computes the true residual; if recurrence round-off left that
+above ``tol``, the method restarts from the current coefficients (the restart's iterations count in ``n_iter_``).
+``tol=None`` runs ``max_iter`` iterations (stopping only on an exact solution). Not reaching ``tol`` within
+``max_iter`` warns :class:`~sklearn.exceptions.ConvergenceWarning`. For a condition number ``kappa`` of the
+scaled operator, both methods need about ``(kappa / 2) log(2 / tol)`` iterations (the conjugate-gradient bound,
+Nocedal & Wright, *Numerical Optimization*, 2006, eq. 5.36, applied to ``A^T A`` whose condition is
+``kappa^2``).
+
+One pass over X per iteration
+-----------------------------
+The compiled kernel (:func:`fastopt._kernels.krylov_dense`/``krylov_csr``, csrc/krylov.c) returns, in one
+read of ``X``, ``a = A v + c b`` together with ``||a||^2`` and ``A^T a`` for any ``d``-vector ``v`` and scalar
+``c``, without storing ``a``. Both recurrences are arranged to need exactly that once per iteration:
+
+* **CGLS** (Hestenes & Stiefel 1952; Paige & Saunders 1982, section 7.1) needs ``q = A p`` for the step length
+  ``gamma / ||q||^2`` and then ``A^T r`` for the new residual ``r = r - step q``. Since
+  ``A^T r_new = A^T r - step A^T q``, the kernel's ``A^T A p`` from the same pass updates the normal-equation
+  residual directly; the ``n``-vector ``r`` is never needed.
+* **LSQR** (Paige & Saunders 1982) runs Golub-Kahan bidiagonalisation,
+  ``beta u_{k+1} = A v_k - alpha u_k`` then ``alpha v_{k+1} = A^T u_{k+1} - beta v_k``. Every ``u_k`` is a
+  combination ``A g_k + gamma_k b`` (``u_1`` is ``b - A x_0``, and the recurrence keeps the form), so ``u`` is
+  carried as the ``d``-vector ``g`` and the scalar ``gamma``: ``g' = v - alpha g``, ``gamma' = -alpha gamma``,
+  and one pass with ``(v, c) = (g', gamma')`` gives ``||u'||`` (so ``beta``) and ``A^T u'`` together. The
+  rotations and updates of ``x`` are SciPy's ``lsqr`` (``scipy.sparse.linalg``) without its ``damp`` branch
+  (the damping is in the augmented operator). Carrying ``u`` implicitly costs LSQR some of its stability on
+  very ill-conditioned problems (``g`` grows like ``1 / sigma_min``), which the true-residual check catches.
+
+Memory: ``O(n + d)`` (a few ``d``-vectors per thread; no ``n``-vector besides ``sqrt(w)``).
+
+Data
+----
+Dense arrays (memory-mapped ones too) and CSR matrices in memory are split into fixed segments of rows run by
+parallel threads (the kernel releases the GIL) and summed in segment order, so the result does not depend on
+the thread count; :meth:`fastopt.LinearRegressor.fit_stream` makes one read of the stream per iteration (chunks
+merged in a balanced tree); Dask arrays make one distributed pass per iteration (:mod:`fastopt._krylov_dask`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+from fastopt import _closed_form, _kernels
+from fastopt._result import FitResult
+from fastopt._validation import Data
+from fastopt.exceptions import ConvergenceWarning
+
+__all__ = ["SOLVERS", "KrylovState", "Moments", "Passes", "default_max_iter", "solve"]
+
+# Rows per segment: at least this many, and at most MAX_SEGMENTS segments, fixed by n alone so the sums (made
+# in segment order) are the same for any number of threads; each segment holds one d-vector of its own.
+SEGMENT_ROWS = 16384
+MAX_SEGMENTS = 32
+MAX_ITER_DEFAULT = 10_000
+
+
+def default_max_iter(d: int) -> int:
+    """``max_iter=None``: ``2 d`` (SciPy's ``lsqr`` default; exact arithmetic needs at most ``d``), within
+    ``[100, 10000]``."""
+    return int(min(max(2 * d, 100), MAX_ITER_DEFAULT))
+
+
+@dataclass
+class Moments:
+    """Weighted first and second moments of the rows, float64: what centring and the preconditioner need."""
+
+    weight: float            # W = sum_i w_i
+    n_samples: int
+    sx: np.ndarray           # (d,) sum_i w_i x_i
+    sxx: np.ndarray          # (d,) sum_i w_i x_i^2
+    sy: np.ndarray           # (k,) sum_i w_i y_i
+    sxy: np.ndarray          # (d, k) sum_i w_i x_i y_i
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.weight + other.weight, self.n_samples + other.n_samples, self.sx + other.sx,
+                       self.sxx + other.sxx, self.sy + other.sy, self.sxy + other.sxy)
+
+
+@dataclass
+class Pass:
+    """One fused pass's sums: ``z = X^T (s a)``, ``ss = ||a||^2``, ``se = sum_i s_i a_i``."""
+
+    z: np.ndarray
+    ss: float
+    se: float
+
+    def __add__(self, other: Pass) -> Pass:
+        return Pass(self.z + other.z, self.ss + other.ss, self.se + other.se)
+
+
+def add(a, b):
+    """Sum of two :class:`Moments` or :class:`Pass` values (the merge of tree reductions)."""
+    return a + b
+
+
+@dataclass
+class KrylovState:
+    """What a Krylov fit keeps for ``warm_start``: the coefficients (k, d), float64."""
+
+    coef: np.ndarray
+
+
+# ---------------------------------------------------------------- passes over data in memory
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="fastopt-krylov")
+        return _POOL
+
+
+def _segments(n: int) -> list[tuple[int, int]]:
+    rows = max(SEGMENT_ROWS, -(-n // MAX_SEGMENTS))
+    return [(start, min(start + rows, n)) for start in range(0, n, rows)] or [(0, 0)]
+
+
+def _sqrt_weight(sample_weight) -> np.ndarray | None:
+    return None if sample_weight is None else np.sqrt(np.asarray(sample_weight, dtype=np.float64))
+
+
+def chunk_moments(data: Data) -> Moments:
+    """:class:`Moments` of one chunk of validated rows, read in blocks of about 1 MiB (dense or CSR)."""
+    X, Y, sw = data.X, data.Y, data.sample_weight
+    n, d = X.shape
+    k = Y.shape[1]
+    w = np.ones(n) if sw is None else np.asarray(sw, dtype=np.float64)
+    sx, sxx, sxy = np.zeros(d), np.zeros(d), np.zeros((d, k))
+    sparse = scipy.sparse.issparse(X)
+    rows = max(1, 2**17 // max(d, 1)) if not sparse else SEGMENT_ROWS
+    for start in range(0, n, rows):
+        wb = w[start : start + rows]
+        Xb = X[start : start + rows]
+        Yb = np.asarray(Y[start : start + rows], dtype=np.float64)
+        if sparse:
+            Xb = Xb.astype(np.float64)
+            sx += Xb.T @ wb
+            sxx += Xb.multiply(Xb).T @ wb
+            sxy += Xb.T @ (wb[:, None] * Yb)
+        else:
+            Xb = np.asarray(Xb, dtype=np.float64)
+            sx += wb @ Xb
+            sxx += wb @ (Xb * Xb)
+            sxy += Xb.T @ (wb[:, None] * Yb)
+    sy = w @ np.asarray(Y, dtype=np.float64)
+    return Moments(float(w.sum()), n, sx, sxx, sy, sxy)
+
+
+def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: float, shift: float) -> Pass:
+    X, Y = data.X, data.Y
+    z = np.empty(v.shape[0])
+    s = None if sqrt_w is None else sqrt_w[start:stop]
+    if scipy.sparse.issparse(X):
+        ss, se = _kernels.krylov_csr(X.data, X.indices, X.indptr[start : stop + 1], Y[start:stop], target, s, v,
+                                     c, shift, z)
+    else:
+        ss, se = _kernels.krylov_dense(X[start:stop], Y[start:stop], target, s, v, c, shift, z)
+    return Pass(z, ss, se)
+
+
+def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
+    """The fused pass over one chunk: fixed segments in parallel threads, summed in segment order."""
+    segs = _segments(data.X.shape[0])
+    threads = min(_closed_form._n_threads(), len(segs))
+    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift)  # noqa: E731
+    parts = _pool().map(run, segs) if threads > 1 else map(run, segs)
+    total = None
+    for part in parts:  # in segment order, whichever thread finished first
+        total = part if total is None else total + part
+    return total
+
+
+def _check_csr(X) -> None:
+    if X.indices.dtype != np.int32 or X.indptr.dtype != np.int32:
+        raise ValueError("the Krylov kernels take CSR matrices with int32 indices and indptr.")
+
+
+class Passes:
+    """Passes over data held in memory (dense, memory-mapped or CSR): the interface :func:`solve` uses.
+
+    Other sources (a stream of chunks, Dask blocks) provide the same three members.
+    """
+
+    def __init__(self, data: Data):
+        if scipy.sparse.issparse(data.X):
+            _check_csr(data.X)
+        self.data = data
+        self.sqrt_w = _sqrt_weight(data.sample_weight)
+        self.n_targets = data.Y.shape[1]
+
+    def moments(self) -> Moments:
+        return chunk_moments(self.data)
+
+    def fused(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
+        return chunk_pass(self.data, self.sqrt_w, target, v, c, shift)
+
+
+# ---------------------------------------------------------------- the operator and the two methods
+
+
+class _Operator:
+    """The scaled augmented operator ``[A D; lam D]`` of one target, over a :class:`Passes`-like source."""
+
+    def __init__(self, passes, mom: Moments, target: int, params: dict):
+        W = mom.weight
+        self.passes, self.target = passes, target
+        if params["fit_intercept"]:
+            self.m, self.my = mom.sx / W, mom.sy[target] / W
+        else:
+            self.m, self.my = np.zeros_like(mom.sx), 0.0
+        self.lam2 = W * float(params["alpha"])
+        # Column norms of A (centred, weighted): sum w x^2 - W m^2, clamped at zero against cancellation (the
+        # preconditioner only needs them roughly).
+        colsq = np.maximum(mom.sxx - W * self.m**2, 0.0)
+        if params.get("preconditioner", "jacobi") == "jacobi":
+            diag = colsq + self.lam2
+            self.D = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
+        else:
+            self.D = np.ones_like(colsq)
+        self.L = np.sqrt(self.lam2) * self.D  # the diagonal lower block
+        # D A^T b, from the moments: sum w (x - m)(y - m_y) = sxy - W m m_y (its norm is the reference of tol).
+        self.Atb = self.D * (mom.sxy[:, target] - W * self.m * self.my)
+        self.passes_made = 0
+
+    def apply(self, g: np.ndarray, c: float):
+        """One fused pass: ``(||A D g + c b||^2, D A^T (A D g + c b))``."""
+        v = self.D * g
+        shift = float(self.m @ v) + c * self.my
+        p = self.passes.fused(self.target, v, c, shift)
+        self.passes_made += 1
+        return p.ss, self.D * (p.z - self.m * p.se)
+
+    def normal_residual(self, x: np.ndarray) -> np.ndarray:
+        """``D (A^T (b - A D x)) - lam^2 D^2 x``: the scaled normal-equation residual, by one true pass."""
+        _, Atr = self.apply(-x, 1.0)
+        return Atr - self.L * (self.L * x)
+
+
+def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: float):
+    """CGLS on the augmented operator from ``x``; returns ``(x, iterations, converged)``."""
+    L2 = op.L * op.L
+    _, Atr = op.apply(-x, 1.0)
+    s = Atr - L2 * x
+    gamma = float(s @ s)
+    p = s.copy()
+    it = 0
+    while it < max_iter:
+        if gamma == 0.0:
+            return x, it, True
+        qq, AtAp = op.apply(p, 0.0)
+        delta = qq + float((op.L * p) @ (op.L * p))
+        if delta == 0.0:
+            return x, it, True
+        step = gamma / delta
+        x = x + step * p
+        s = s - step * (AtAp + L2 * p)  # A^T r_new = A^T r - step A^T A p: no second pass (module docstring)
+        gamma_new = float(s @ s)
+        it += 1
+        if tol is not None and math.sqrt(gamma_new) <= tol * ref:
+            return x, it, True
+        p = s + (gamma_new / gamma) * p
+        gamma = gamma_new
+    return x, it, False
+
+
+def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: float):
+    """LSQR (Paige & Saunders 1982) on the augmented operator from ``x0``; returns ``(x, iterations, converged)``.
+
+    ``u`` is carried as ``(g, gamma, ub)`` with ``u = [A D g + gamma b; ub]`` (module docstring).
+    """
+    g, gam, ub = -x0, 1.0, -op.L * x0
+    ss, Atu = op.apply(g, gam)
+    beta = math.sqrt(ss + float(ub @ ub))
+    x = x0.copy()
+    if beta == 0.0:
+        return x, 0, True
+    g, gam, ub, Atu = g / beta, gam / beta, ub / beta, Atu / beta
+    v = Atu + op.L * ub
+    alpha = math.sqrt(float(v @ v))
+    if alpha == 0.0:
+        return x, 0, True
+    v = v / alpha
+    w = v.copy()
+    phibar, rhobar = beta, alpha
+    it = 0
+    while it < max_iter:
+        # Bidiagonalisation: beta u = A v - alpha u (one pass), alpha v = A^T u - beta v.
+        g, gam, ub = v - alpha * g, -alpha * gam, op.L * v - alpha * ub
+        ss, Atu = op.apply(g, gam)
+        beta = math.sqrt(ss + float(ub @ ub))
+        if beta > 0.0:
+            g, gam, ub, Atu = g / beta, gam / beta, ub / beta, Atu / beta
+        v = Atu + op.L * ub - beta * v
+        alpha = math.sqrt(float(v @ v))
+        if alpha > 0.0:
+            v = v / alpha
+        # Plane rotation eliminating the subdiagonal beta (as scipy.sparse.linalg.lsqr with damp = 0).
+        rho = math.hypot(rhobar, beta)
+        cs, sn = rhobar / rho, beta / rho
+        theta, rhobar = sn * alpha, -cs * alpha
+        phi, phibar = cs * phibar, sn * phibar
+        x = x + (phi / rho) * w
+        w = v - (theta / rho) * w
+        it += 1
+        arnorm = alpha * abs(cs) * phibar  # ||A^T r_k||, LSQR's estimate of the normal-equation residual
+        if alpha == 0.0 or beta == 0.0 or (tol is not None and arnorm <= tol * ref):
+            return x, it, True
+    return x, it, False
+
+
+METHODS = {"cg": _cgls, "lsqr": _lsqr}
+MAX_RESTARTS = 3
+
+
+def solve(method: str, params: dict, passes, state: KrylovState | None = None,
+          moments: Moments | None = None) -> FitResult:
+    """Fit every target with ``method`` ("cg" or "lsqr") over ``passes`` (see :class:`Passes`).
+
+    Returns
+    -------
+    FitResult
+        ``coef`` (k, d) and ``intercept`` (k,) in float64 (the caller casts); ``attrs``: ``solver_``,
+        ``n_iter_`` (the most iterations any target took).
+    """
+    mom = passes.moments() if moments is None else moments
+    if not mom.weight > 0:
+        raise ValueError("sample_weight sums to zero; at least one sample must have positive weight.")
+    d, k = mom.sx.shape[0], mom.sy.shape[0]
+    tol = params["tol"]
+    max_iter = params.get("max_iter")
+    max_iter = default_max_iter(d) if max_iter is None else int(max_iter)
+    coef, intercept, n_iter, failed = np.zeros((k, d)), np.zeros(k), 0, []
+    for j in range(k):
+        op = _Operator(passes, mom, j, params)
+        ref = float(np.linalg.norm(op.Atb))
+        x = np.zeros(d)
+        if state is not None and state.coef.shape == (k, d):
+            x = state.coef[j] / op.D
+        used, converged = 0, ref == 0.0 and not x.any()
+        for _ in range(MAX_RESTARTS + 1):
+            if converged or used >= max_iter:
+                break
+            x, it, converged = METHODS[method](op, x, tol, max_iter - used, ref)
+            used += it
+            if converged and tol is not None:
+                # Recurrences drift from the true residual: confirm with one true pass, else restart from x.
+                true = float(np.linalg.norm(op.normal_residual(x)))
+                converged = true <= tol * ref
+        if not converged and tol is not None:
+            failed.append(j)
+        coef[j] = op.D * x
+        intercept[j] = op.my - op.m @ coef[j]
+        n_iter = max(n_iter, used)
+    if failed:
+        warnings.warn(
+            f"solver={method!r} did not reach tol={tol} (relative residual of the normal equations) within "
+            f"max_iter={max_iter} iterations for target(s) {failed}; increase max_iter, or use solver='lsqr' or "
+            "the closed form for an ill-conditioned problem.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    if not params["fit_intercept"]:
+        intercept[:] = 0.0
+    return FitResult(coef, intercept, KrylovState(coef.copy()), {"solver_": method, "n_iter_": n_iter})
+
+
+def cast(result: FitResult, dtype) -> FitResult:
+    """The coefficients in the input's dtype (float32 input gives float32 coefficients, as the closed form)."""
+    result.coef = result.coef.astype(dtype)
+    result.intercept = result.intercept.astype(dtype)
+    return result
+
+
+class KrylovSolver:
+    """A registry entry: ``solver="cg"`` (CGLS) or ``solver="lsqr"`` (LSQR); see the module docstring."""
+
+    losses = frozenset({"squared_error"})
+    supports_sparse = True
+
+    def __init__(self, method: str):
+        self.method = method
+
+    @staticmethod
+    def checks_finite_X(params: dict) -> bool:
+        """Validation checks X: a non-finite value would only surface as a non-finite residual much later."""
+        return False
+
+    def fit(self, params: dict, data: Data, state: KrylovState | None = None) -> FitResult:
+        """Solve on ``data``, starting from ``state``'s coefficients under ``warm_start``."""
+        return cast(solve(self.method, params, Passes(data), state), data.X.dtype)
+
+    def partial_fit(self, params: dict, data: Data, state: KrylovState | None = None, **_) -> FitResult:
+        """Refit on this call's rows only, starting from the previous call's coefficients.
+
+        A Krylov method needs many passes over the same rows, so it cannot accumulate rows seen once; for the
+        exact solution over rows that arrive in chunks use ``fit_stream`` (one read of the stream per iteration)
+        or the closed form's ``partial_fit``.
+        """
+        return self.fit(params, data, state)
+
+
+SOLVERS = {"cg": KrylovSolver("cg"), "lsqr": KrylovSolver("lsqr")}
+
+
+def fit_stream(estimator, name: str, source, check: Callable) -> None:
+    """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration.
+
+    ``check(X, y, sample_weight, where, reset)`` validates a chunk into :class:`Data`. Chunks are visited in
+    stream order and their sums merged in a balanced tree, so the result does not depend on the chunk sizes'
+    effect on thread scheduling.
+    """
+    from fastopt._chunks import read
+    from fastopt._streaming import _Targets
+
+    source.check_epochs(2)
+    params = estimator.get_params()
+    info = {}
+
+    def fold(leaf):
+        merger = _closed_form.TreeMerger(add)
+        targets = None
+        for position, (_, where, X, y, sw) in enumerate(read(source)):
+            data = check(X, y, sw, where, position == 0 and "y_was_1d" not in info)
+            if targets is not None and data.Y.shape[1] != targets:
+                raise ValueError(f"{where}: y has {data.Y.shape[1]} targets; earlier chunks had {targets}.")
+            targets = data.Y.shape[1]
+            info.setdefault("y_was_1d", data.y_was_1d)
+            info.setdefault("dtype", data.X.dtype)
+            merger.push(leaf(data))
+        total = merger.result()
+        if total is None:
+            raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
+        return total
+
+    class StreamPasses:
+        def moments(self):
+            return fold(chunk_moments)
+
+        def fused(self, target, v, c, shift):
+            return fold(lambda data: chunk_pass(data, _sqrt_weight(data.sample_weight), target, v, c, shift))
+
+    state = None
+    if estimator.warm_start and getattr(estimator, "_solver_name", None) == name:
+        state = getattr(estimator, "_solver_state", None)
+    result = cast(solve(name, params, StreamPasses(), state), info["dtype"])
+    estimator._apply(name, _Targets(info["y_was_1d"]), result)
