@@ -436,7 +436,7 @@ class KrylovSolver:
 SOLVERS = {"cg": KrylovSolver("cg"), "lsqr": KrylovSolver("lsqr")}
 
 
-def fit_stream(estimator, name: str, source, check: Callable) -> None:
+def fit_stream(estimator, name: str, source, check: Callable):
     """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration.
 
     ``check(X, y, sample_weight, where, reset)`` validates a chunk into :class:`Data`. Chunks are visited in
@@ -477,4 +477,4 @@ def fit_stream(estimator, name: str, source, check: Callable) -> None:
     if estimator.warm_start and getattr(estimator, "_solver_name", None) == name:
         state = getattr(estimator, "_solver_state", None)
     result = cast(solve(name, params, StreamPasses(), state), info["dtype"])
-    estimator._apply(name, _Targets(info["y_was_1d"]), result)
+    return estimator._apply(name, _Targets(info["y_was_1d"]), result)

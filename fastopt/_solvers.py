@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from fastopt import _closed_form, _iterative, _krylov
 
 
@@ -31,10 +33,31 @@ SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_kryl
 # "auto": the exact closed form when the loss allows it, else the most forgiving iterative rule.
 AUTO = {"squared_error": "normal", "absolute_error": "adam", "huber": "adam"}
 
+# "auto" for squared error, once the data is known (the table in LinearRegressor's docstring): the closed form
+# while its d x d Gram fits in GRAM_MAX_BYTES, else a Krylov solver.
+GRAM_MAX_BYTES = 2**28  # 256 MiB of float64: d <= 5792
 
-def resolve(solver: str, loss: str) -> str:
-    """The registry key that ``solver=`` names for ``loss``; raises ValueError on an impossible pair."""
+
+def auto_least_squares(X, alpha: float) -> str:
+    """``solver="auto"`` for squared error by the kind and size of ``X`` (an array, sparse matrix or Dask array)."""
+    try:
+        n, d = (float(s) for s in getattr(X, "shape", None) or np.shape(X))
+    except (TypeError, ValueError):
+        return "normal"  # not a 2-D table: validation gives the precise error
+    if 8.0 * d * d > GRAM_MAX_BYTES:
+        # Too wide for the Gram: Krylov. The ridge bounds the condition number, where CGLS's cheaper iteration
+        # is as accurate; without it LSQR is the more stable of the two (Paige & Saunders 1982).
+        return "cg" if alpha > 0 else "lsqr"
+    # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
+    return "qr" if n < d and not alpha > 0 else "normal"
+
+
+def resolve(solver: str, loss: str, X=None, alpha: float = 0.0) -> str:
+    """The registry key that ``solver=`` names for ``loss`` (and, for "auto" with squared error, the training
+    data ``X`` when known); raises ValueError on an impossible pair."""
     name = AUTO[loss] if solver == "auto" else solver
+    if solver == "auto" and name == "normal" and X is not None:
+        name = auto_least_squares(X, alpha)
     entry = SOLVERS[name]
     if loss not in entry.losses:
         raise ValueError(

@@ -274,7 +274,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """
         if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
             return dask_backend.fit(self, X, y, sample_weight)
-        name = _solvers.resolve(self.solver, self.loss)
+        name = _solvers.resolve(self.solver, self.loss, X, self.alpha)
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))
