@@ -122,6 +122,12 @@ class Pass:
         return Pass(self.z + other.z, self.ss + other.ss, self.se + other.se)
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b`` by NumPy's own loop: a multi-threaded BLAS may split a long dot product by its thread count,
+    which would make the result depend on it."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def add(a, b):
     """Sum of two :class:`Moments` or :class:`Pass` values (the merge of tree reductions)."""
     return a + b
@@ -160,7 +166,11 @@ def _sqrt_weight(sample_weight) -> np.ndarray | None:
 
 
 def chunk_moments(data: Data) -> Moments:
-    """:class:`Moments` of one chunk of validated rows, read in blocks of about 1 MiB (dense or CSR)."""
+    """:class:`Moments` of one chunk of validated rows, read in blocks of about 1 MiB (dense or CSR).
+
+    Summed by NumPy's ``einsum`` loops and SciPy's sparse products, never a BLAS whose threads could change the
+    order of the sums.
+    """
     X, Y, sw = data.X, data.Y, data.sample_weight
     n, d = X.shape
     k = Y.shape[1]
@@ -179,11 +189,11 @@ def chunk_moments(data: Data) -> Moments:
             sxy += Xb.T @ (wb[:, None] * Yb)
         else:
             Xb = np.asarray(Xb, dtype=np.float64)
-            sx += wb @ Xb
-            sxx += wb @ (Xb * Xb)
-            sxy += Xb.T @ (wb[:, None] * Yb)
-    sy = w @ np.asarray(Y, dtype=np.float64)
-    return Moments(float(w.sum()), n, sx, sxx, sy, sxy)
+            sx += np.einsum("i,ij->j", wb, Xb)
+            sxx += np.einsum("i,ij,ij->j", wb, Xb, Xb)
+            sxy += np.einsum("i,ij,ik->jk", wb, Xb, Yb)
+    sy = np.einsum("i,ik->k", w, np.asarray(Y, dtype=np.float64))
+    return Moments(float(np.einsum("i->", w)), n, sx, sxx, sy, sxy)
 
 
 def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: float, shift: float) -> Pass:
@@ -272,7 +282,7 @@ class _Operator:
     def apply(self, g: np.ndarray, c: float):
         """One fused pass: ``(||A D g + c b||^2, D A^T (A D g + c b))``."""
         v = self.D * g
-        shift = float(self.m @ v) + c * self.my
+        shift = _dot(self.m, v) + c * self.my
         p = self.passes.fused(self.target, v, c, shift)
         self.passes_made += 1
         return p.ss, self.D * (p.z - self.m * p.se)
@@ -288,20 +298,22 @@ def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: f
     L2 = op.L * op.L
     _, Atr = op.apply(-x, 1.0)
     s = Atr - L2 * x
-    gamma = float(s @ s)
+    gamma = _dot(s, s)
+    if tol is not None and math.sqrt(gamma) <= tol * ref:  # a warm start may already be converged
+        return x, 0, True
     p = s.copy()
     it = 0
     while it < max_iter:
         if gamma == 0.0:
             return x, it, True
         qq, AtAp = op.apply(p, 0.0)
-        delta = qq + float((op.L * p) @ (op.L * p))
+        delta = qq + _dot(op.L * p, op.L * p)
         if delta == 0.0:
             return x, it, True
         step = gamma / delta
         x = x + step * p
         s = s - step * (AtAp + L2 * p)  # A^T r_new = A^T r - step A^T A p: no second pass (module docstring)
-        gamma_new = float(s @ s)
+        gamma_new = _dot(s, s)
         it += 1
         if tol is not None and math.sqrt(gamma_new) <= tol * ref:
             return x, it, True
@@ -317,14 +329,14 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
     """
     g, gam, ub = -x0, 1.0, -op.L * x0
     ss, Atu = op.apply(g, gam)
-    beta = math.sqrt(ss + float(ub @ ub))
+    beta = math.sqrt(ss + _dot(ub, ub))
     x = x0.copy()
     if beta == 0.0:
         return x, 0, True
     g, gam, ub, Atu = g / beta, gam / beta, ub / beta, Atu / beta
     v = Atu + op.L * ub
-    alpha = math.sqrt(float(v @ v))
-    if alpha == 0.0:
+    alpha = math.sqrt(_dot(v, v))
+    if alpha == 0.0 or (tol is not None and alpha * beta <= tol * ref):  # ||A^T r_0|| = alpha beta
         return x, 0, True
     v = v / alpha
     w = v.copy()
@@ -334,11 +346,11 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
         # Bidiagonalisation: beta u = A v - alpha u (one pass), alpha v = A^T u - beta v.
         g, gam, ub = v - alpha * g, -alpha * gam, op.L * v - alpha * ub
         ss, Atu = op.apply(g, gam)
-        beta = math.sqrt(ss + float(ub @ ub))
+        beta = math.sqrt(ss + _dot(ub, ub))
         if beta > 0.0:
             g, gam, ub, Atu = g / beta, gam / beta, ub / beta, Atu / beta
         v = Atu + op.L * ub - beta * v
-        alpha = math.sqrt(float(v @ v))
+        alpha = math.sqrt(_dot(v, v))
         if alpha > 0.0:
             v = v / alpha
         # Plane rotation eliminating the subdiagonal beta (as scipy.sparse.linalg.lsqr with damp = 0).
@@ -379,7 +391,7 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     coef, intercept, n_iter, failed = np.zeros((k, d)), np.zeros(k), 0, []
     for j in range(k):
         op = _Operator(passes, mom, j, params)
-        ref = float(np.linalg.norm(op.Atb))
+        ref = math.sqrt(_dot(op.Atb, op.Atb))
         x = np.zeros(d)
         if state is not None and state.coef.shape == (k, d):
             x = state.coef[j] / op.D
@@ -391,12 +403,13 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
             used += it
             if converged and tol is not None:
                 # Recurrences drift from the true residual: confirm with one true pass, else restart from x.
-                true = float(np.linalg.norm(op.normal_residual(x)))
+                res = op.normal_residual(x)
+                true = math.sqrt(_dot(res, res))
                 converged = true <= tol * ref
         if not converged and tol is not None:
             failed.append(j)
         coef[j] = op.D * x
-        intercept[j] = op.my - op.m @ coef[j]
+        intercept[j] = op.my - _dot(op.m, coef[j])
         n_iter = max(n_iter, used)
     if failed:
         warnings.warn(
