@@ -21,18 +21,37 @@ __all__ = ["LinearRegressor"]
 
 
 class LinearRegressor(RegressorMixin, BaseEstimator):
-    """Linear least-squares regression, solved in closed form or by minibatch optimizers.
+    """Linear least-squares regression, solved in closed form, by Krylov methods or by minibatch optimizers.
 
     The closed form (``solver="normal"``) accumulates centred sufficient statistics blockwise and solves
     them by Cholesky, switching to a QR/SVD path that does not square the condition number when the
-    problem is ill-conditioned. The iterative solvers run a fused, compiled minibatch loop with the update
-    rules of :mod:`torch.optim` (see :mod:`fastopt.optim` for each rule's formula).
+    problem is ill-conditioned. The Krylov solvers (``"cg"``: conjugate gradients on the normal equations, CGLS;
+    ``"lsqr"``: Paige & Saunders, *ACM TOMS* 8(1), 1982) reach the same exact solution matrix-free, with memory
+    O(n + d) and one compiled pass over ``X`` per iteration, for problems too wide for a ``d x d`` Gram
+    (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.6; see :mod:`fastopt._krylov`). The iterative
+    solvers run a fused, compiled minibatch loop with the update rules of :mod:`torch.optim` (see
+    :mod:`fastopt.optim` for each rule's formula).
 
     Parameters
     ----------
-    solver : {"auto", "normal", "qr", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}, \
-            default="auto"
-        ``"auto"`` is the exact closed form for ``loss="squared_error"`` and ``"adam"`` for robust losses.
+    solver : {"auto", "normal", "qr", "cg", "lsqr", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", \
+            "adamw"}, default="auto"
+        ``"auto"`` chooses by the loss and, in ``fit``, by the kind and size of ``X`` (``d`` features, ``n``
+        rows; the Gram fits when ``8 d^2 <= 256 MiB``, i.e. ``d <= 5792``):
+
+        ==============================  =======================  =========================================
+        loss, data                      solver                   why
+        ==============================  =======================  =========================================
+        robust loss                     ``"adam"`` (stochastic)  no closed form; the most forgiving rule
+        Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
+        Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
+        Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
+                                                                 CGLS's cheaper iteration is as accurate
+        Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
+        rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
+        ==============================  =======================  =========================================
+
+        Dense, sparse and Dask ``X`` follow the same table.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
     alpha : float, default=0.0
@@ -64,8 +83,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     max_epochs : int, default=100
         Maximum number of passes over the data.
     tol : float or None, default=1e-6
-        Stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
-        ``None`` disables stopping.
+        Iterative solvers: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
+        epochs. Krylov solvers: stop when the relative residual of the normal equations (column-scaled by the
+        preconditioner) is at most ``tol``, ``||D (X_c^T W (y_c - X_c coef) - W alpha coef)|| <= tol
+        ||D X_c^T W y_c||`` (``X_c``, ``y_c`` centred on the weighted means when ``fit_intercept``; ``D`` the
+        preconditioner's scaling, or ``I``), checked by a final exact pass. ``None`` disables stopping (Krylov
+        solvers then run ``max_iter`` iterations).
     n_iter_no_change : int, default=5
         Patience, in epochs.
     early_stopping : bool, default=False
@@ -112,6 +135,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
         multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
         competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+    max_iter : int or None, default=None
+        Krylov solvers: the most iterations per target (each one pass over ``X``). None means ``2 d`` within
+        ``[100, 10000]`` (exact arithmetic needs at most ``d``). Not reaching ``tol`` warns
+        :class:`~sklearn.exceptions.ConvergenceWarning`.
+    preconditioner : {"jacobi"} or None, default="jacobi"
+        Krylov solvers: ``"jacobi"`` scales every column of the centred, weighted ``X`` to unit norm (with the
+        ridge: by ``1 / sqrt(||column||^2 + W alpha)``) so that columns of different scales converge together;
+        None iterates on ``X`` as given. The solution is the same either way.
 
     Attributes
     ----------
@@ -120,7 +151,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     solver_ : str
         The path that actually ran (e.g. ``"cholesky"``, ``"qr"``, ``"svd"``, ``"adam"``).
     n_iter_ : int
-        Epochs run (closed form: 1).
+        Epochs run (closed form: 1; Krylov solvers: iterations, the most over the targets, 0 when a warm start
+        was already converged).
     loss_curve_ : list of float
         Iterative solvers: the weighted mean training loss of each epoch, each row's loss taken before its
         minibatch's step, plus ``alpha / 2 ||coef||^2`` (not for AdamW); ``partial_fit`` appends one per call.
@@ -262,6 +294,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Training data; float32 input is fitted in float32 (accumulated safely), anything else in float64.
+        A ``numpy.memmap`` is read in place (closed form and Krylov solvers make no copy of ``X``).
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
