@@ -20,9 +20,8 @@ import time
 import numpy as np
 import pytest
 import scipy.sparse
-from sklearn.linear_model import Ridge
-
 from conftest import peak_memory, peak_rss
+from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_info
 
 from fastopt import LinearRegressor, _krylov

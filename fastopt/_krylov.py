@@ -214,7 +214,7 @@ def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: 
     n, d = X.shape
     segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
     threads = min(_closed_form._n_threads(), len(segs))
-    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift)  # noqa: E731
+    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift)
     parts = _pool().map(run, segs) if threads > 1 else map(run, segs)
     total = None
     for part in parts:  # in segment order, whichever thread finished first

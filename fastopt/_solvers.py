@@ -14,8 +14,8 @@ Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
         A full fit. ``state`` is the previous fit's state when ``warm_start`` applies, else None.
     solver.partial_fit(params, data, state=None) -> FitResult
         One incremental update: a closed-form solver merges sufficient statistics, an iterative one makes one
-        pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``). ``state`` is
-        None on the first call.
+        pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``), a Krylov one
+        (``_krylov``) refits the given rows from the previous coefficients. ``state`` is None on the first call.
 
 ``params`` is ``estimator.get_params()``; ``data`` is a :class:`fastopt._validation.Data`.
 """
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from fastopt import _closed_form, _iterative, _krylov
-
 
 SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_krylov.SOLVERS}
 
