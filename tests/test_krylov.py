@@ -374,3 +374,23 @@ def test_auto_fits_a_wide_problem_with_a_krylov_solver(rng, monkeypatch):
     ref = LinearRegressor(solver="normal", alpha=0.1).fit(X, y)
     assert _rel(est.coef_, ref.coef_) < AGREE
     assert LinearRegressor(solver="auto").fit(X[:20], y[:20]).solver_ in ("lsqr",)
+
+
+def test_auto_picks_lsqr_for_wide_sparse_input(rng):
+    X = scipy.sparse.random(300, 6000, density=0.003, random_state=rng, format="csr")
+    y = rng.normal(size=300)
+    est = LinearRegressor(tol=1e-8).fit(X, y)
+    assert est.solver_ == "lsqr"
+    residual = X.T @ (y - est.predict(X))
+    assert np.linalg.norm(residual) <= 1e-6 * np.linalg.norm(X.T @ (y - y.mean()))
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_fit_stream_of_sparse_chunks_equals_fit(solver, rng):
+    X = _csr(rng, 900, 30)
+    y = X @ rng.normal(size=30) + 0.5
+    w = rng.uniform(0.5, 2.0, size=900)
+    chunks = [(X[i : i + 250], y[i : i + 250], w[i : i + 250]) for i in range(0, 900, 250)]
+    est = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit_stream(chunks)
+    ref = LinearRegressor(solver="qr", alpha=0.01).fit(X.toarray(), y, sample_weight=w)
+    assert _rel(est.coef_, ref.coef_) < AGREE
