@@ -12,10 +12,11 @@
  * compiler, so every instruction set below gives bit-identical results. */
 static fo_status FO_CAT(FO_KRYLOV_DENSE, FO_ISA)(const FO_REAL *X, const FO_REAL *y, ptrdiff_t y_stride,
                                                    const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v,
-                                                   double c, double shift, double *z, double *out)
+                                                   double c, double shift, double *z, double *zz, double *out)
 {
     double ss = 0.0, se = 0.0;
     memset(z, 0, (size_t)d * sizeof(double));
+    if (zz) memset(zz, 0, (size_t)d * sizeof(double));
     const ptrdiff_t d4 = d - d % 4;
     ptrdiff_t i = 0;
     for (; i < n; i += 4) {
@@ -41,6 +42,9 @@ static fo_status FO_CAT(FO_KRYLOV_DENSE, FO_ISA)(const FO_REAL *X, const FO_REAL
         }
         for (ptrdiff_t j = 0; j < d; j++)
             z[j] += (e[0] * (double)x[0][j] + e[1] * (double)x[1][j]) + (e[2] * (double)x[2][j] + e[3] * (double)x[3][j]);
+        if (zz)
+            for (int r = 0; r < nr; r++)
+                for (ptrdiff_t j = 0; j < d; j++) zz[j] += e[r] * ((double)x[r][j] * (double)x[r][j]);
     }
     out[0] = ss;
     out[1] = se;
@@ -51,24 +55,25 @@ static fo_status FO_CAT(FO_KRYLOV_DENSE, FO_ISA)(const FO_REAL *X, const FO_REAL
 
 fo_status FO_KRYLOV_DENSE(const FO_REAL *X, const FO_REAL *y, ptrdiff_t y_stride, const double *sw,
                           ptrdiff_t n, ptrdiff_t d, const double *v, double c, double shift, double *z,
-                          double *out)
+                          double *zz, double *out)
 {
     if (n < 0 || d < 0 || (n > 0 && d > 0 && X == NULL)) return FO_BAD_ARGUMENT;
 #if FO_KRYLOV_X86
-    if (fo_krylov_avx2()) return FO_CAT(FO_KRYLOV_DENSE, avx2)(X, y, y_stride, sw, n, d, v, c, shift, z, out);
+    if (fo_krylov_avx2()) return FO_CAT(FO_KRYLOV_DENSE, avx2)(X, y, y_stride, sw, n, d, v, c, shift, z, zz, out);
 #endif
-    return FO_CAT(FO_KRYLOV_DENSE, base)(X, y, y_stride, sw, n, d, v, c, shift, z, out);
+    return FO_CAT(FO_KRYLOV_DENSE, base)(X, y, y_stride, sw, n, d, v, c, shift, z, zz, out);
 }
 
 /* CSR rows: indptr holds absolute offsets into data/indices (a segment passes a slice of indptr). A row's few
  * nonzeros are gathered for the dot product and, still in L1, scattered into z. */
 fo_status FO_KRYLOV_CSR(const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *y,
                         ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
-                        double shift, double *z, double *out)
+                        double shift, double *z, double *zz, double *out)
 {
     if (n < 0 || d < 0) return FO_BAD_ARGUMENT;
     double ss = 0.0, se = 0.0;
     memset(z, 0, (size_t)d * sizeof(double));
+    if (zz) memset(zz, 0, (size_t)d * sizeof(double));
     for (ptrdiff_t i = 0; i < n; i++) {
         const int32_t p0 = indptr[i], p1 = indptr[i + 1];
         double t = 0.0;
@@ -80,6 +85,8 @@ fo_status FO_KRYLOV_CSR(const FO_REAL *data, const int32_t *indices, const int32
         se += e;
         if (e != 0.0)
             for (int32_t p = p0; p < p1; p++) z[indices[p]] += e * (double)data[p];
+        if (zz && e != 0.0)
+            for (int32_t p = p0; p < p1; p++) zz[indices[p]] += e * ((double)data[p] * (double)data[p]);
     }
     out[0] = ss;
     out[1] = se;

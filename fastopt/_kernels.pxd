@@ -134,13 +134,13 @@ cdef extern from "fastopt.h" nogil:
     # ------------------------------------------------------------ Krylov solvers (krylov.c)
     fo_status fo_krylov_dense_d(const double *X, const double *y, Py_ssize_t y_stride, const double *sw,
                                 Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
-                                double *out)
+                                double *zz, double *out)
     fo_status fo_krylov_dense_s(const float *X, const float *y, Py_ssize_t y_stride, const double *sw,
                                 Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
-                                double *out)
+                                double *zz, double *out)
     fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *y,
                               Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
-                              double c, double shift, double *z, double *out)
+                              double c, double shift, double *z, double *zz, double *out)
     fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                               Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
-                              double c, double shift, double *z, double *out)
+                              double c, double shift, double *z, double *zz, double *out)

@@ -112,14 +112,17 @@ class Moments:
 
 @dataclass
 class Pass:
-    """One fused pass's sums: ``z = X^T (s a)``, ``ss = ||a||^2``, ``se = sum_i s_i a_i``."""
+    """One fused pass's sums: ``z = X^T (s a)``, ``ss = ||a||^2``, ``se = sum_i s_i a_i`` (and, when asked,
+    ``zz = (X * X)^T (s a)``)."""
 
     z: np.ndarray
     ss: float
     se: float
+    zz: np.ndarray | None = None
 
     def __add__(self, other: Pass) -> Pass:
-        return Pass(self.z + other.z, self.ss + other.ss, self.se + other.se)
+        zz = None if self.zz is None else self.zz + other.zz
+        return Pass(self.z + other.z, self.ss + other.ss, self.se + other.se, zz)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -166,55 +169,46 @@ def _sqrt_weight(sample_weight) -> np.ndarray | None:
 
 
 def chunk_moments(data: Data) -> Moments:
-    """:class:`Moments` of one chunk of validated rows, read in blocks of about 1 MiB (dense or CSR).
+    """:class:`Moments` of one chunk of validated rows (dense or CSR), by the compiled pass: ``1 + k`` reads.
 
-    Summed by NumPy's ``einsum`` loops and SciPy's sparse products, never a BLAS whose threads could change the
-    order of the sums.
+    With ``v = 0``, ``c = 0`` and ``shift = -1`` the pass gives ``sum_i w_i x_i`` and, from the same read,
+    ``sum_i w_i x_i^2``; with ``c = 1`` and ``shift = 0``, ``sum_i w_i y_ij x_i`` for target ``j`` (``w_i`` as the
+    square of ``sqrt(w_i)``, exactly the weights the operator applies). Nothing of the size of ``X`` is allocated.
     """
     X, Y, sw = data.X, data.Y, data.sample_weight
-    n, d = X.shape
-    k = Y.shape[1]
-    w = np.ones(n) if sw is None else np.asarray(sw, dtype=np.float64)
-    sx, sxx, sxy = np.zeros(d), np.zeros(d), np.zeros((d, k))
-    sparse = scipy.sparse.issparse(X)
-    rows = max(1, 2**17 // max(d, 1)) if not sparse else SEGMENT_ROWS
-    for start in range(0, n, rows):
-        wb = w[start : start + rows]
-        Xb = X[start : start + rows]
-        Yb = np.asarray(Y[start : start + rows], dtype=np.float64)
-        if sparse:
-            Xb = Xb.astype(np.float64)
-            sx += Xb.T @ wb
-            sxx += Xb.multiply(Xb).T @ wb
-            sxy += Xb.T @ (wb[:, None] * Yb)
-        else:
-            Xb = np.asarray(Xb, dtype=np.float64)
-            sx += np.einsum("i,ij->j", wb, Xb)
-            sxx += np.einsum("i,ij,ij->j", wb, Xb, Xb)
-            sxy += np.einsum("i,ij,ik->jk", wb, Xb, Yb)
+    d, k = X.shape[1], Y.shape[1]
+    sqrt_w, zero = _sqrt_weight(sw), np.zeros(d)
+    first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True)
+    sxy = np.empty((d, k))
+    for j in range(k):
+        sxy[:, j] = chunk_pass(data, sqrt_w, j, zero, 1.0, 0.0).z
+    w = np.ones(X.shape[0]) if sw is None else np.asarray(sw, dtype=np.float64)
     sy = np.einsum("i,ik->k", w, np.asarray(Y, dtype=np.float64))
-    return Moments(float(np.einsum("i->", w)), n, sx, sxx, sy, sxy)
+    return Moments(float(np.einsum("i->", w)), X.shape[0], first.z, first.zz, sy, sxy)
 
 
-def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: float, shift: float) -> Pass:
+def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: float, shift: float,
+                  squares: bool) -> Pass:
     X, Y = data.X, data.Y
     z = np.empty(v.shape[0])
+    zz = np.empty(v.shape[0]) if squares else None
     s = None if sqrt_w is None else sqrt_w[start:stop]
     if scipy.sparse.issparse(X):
         ss, se = _kernels.krylov_csr(X.data, X.indices, X.indptr[start : stop + 1], Y[start:stop], target, s, v,
-                                     c, shift, z)
+                                     c, shift, z, zz)
     else:
-        ss, se = _kernels.krylov_dense(X[start:stop], Y[start:stop], target, s, v, c, shift, z)
-    return Pass(z, ss, se)
+        ss, se = _kernels.krylov_dense(X[start:stop], Y[start:stop], target, s, v, c, shift, z, zz)
+    return Pass(z, ss, se, zz)
 
 
-def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
+def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: float,
+               squares: bool = False) -> Pass:
     """The fused pass over one chunk: fixed segments in parallel threads, summed in segment order."""
     X = data.X
     n, d = X.shape
     segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
     threads = min(_closed_form._n_threads(), len(segs))
-    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift)
+    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares)
     parts = _pool().map(run, segs) if threads > 1 else map(run, segs)
     total = None
     for part in parts:  # in segment order, whichever thread finished first
@@ -224,6 +218,8 @@ def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: 
             total.z += part.z
             total.ss += part.ss
             total.se += part.se
+            if squares:
+                total.zz += part.zz
     return total
 
 

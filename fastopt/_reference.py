@@ -86,18 +86,21 @@ def _krylov_rows(t, Y, target, sqrt_weight, c, shift):
     return a, s * a
 
 
-def krylov_dense(X, Y, target, sqrt_weight, v, c, shift, z):
+def krylov_dense(X, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
     """Twin of :func:`fastopt._kernels.krylov_dense` (csrc/krylov.c): ``a = s (X v + c y - shift)``,
-    ``z = X^T (s a)``; returns ``(sum(a^2), sum(s a))``, in float64 whatever the dtype of ``X``."""
+    ``z = X^T (s a)``, ``z_squares = (X * X)^T (s a)`` when given; returns ``(sum(a^2), sum(s a))``, in float64
+    whatever the dtype of ``X``."""
     if v.shape[0] != X.shape[1] or z.shape[0] != X.shape[1]:
         raise ValueError("krylov_dense: inconsistent shapes")
     Xd = X.astype(np.float64)
     a, e = _krylov_rows(Xd @ v, Y, target, sqrt_weight, c, shift)
     z[:] = Xd.T @ e
+    if z_squares is not None:
+        z_squares[:] = (Xd * Xd).T @ e
     return float(a @ a), float(e.sum())
 
 
-def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z):
+def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
     """Twin of :func:`fastopt._kernels.krylov_csr`: :func:`krylov_dense` on the CSR rows ``indptr`` selects."""
     import scipy.sparse
 
@@ -111,6 +114,8 @@ def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z):
     )
     a, e = _krylov_rows(Xs @ v, Y, target, sqrt_weight, c, shift)
     z[:] = Xs.T @ e
+    if z_squares is not None:
+        z_squares[:] = Xs.multiply(Xs).T @ e
     return float(a @ a), float(e.sum())
 
 # ---------------------------------------------------------------- optimizers

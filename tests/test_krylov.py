@@ -86,6 +86,24 @@ def test_krylov_csr_matches_its_twin_on_a_row_segment(dtype, weighted, rng):
     np.testing.assert_allclose(sums_k, sums_r, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_sums_of_squares_match_the_twin(dtype, rng):
+    """With v = 0, c = 0 and shift = -1 both kernels give sum w x, sum w x^2 and W in one pass."""
+    X = rng.normal(size=(61, 9)).astype(dtype)
+    Xs = _csr(rng, 61, 9, density=0.4, dtype=dtype)
+    w = rng.random(61)
+    for Xk, call in ((X, lambda impl, z, zz: impl.krylov_dense(X, None, 0, np.sqrt(w), np.zeros(9), 0.0, -1.0, z, zz)),
+                     (Xs.toarray(), lambda impl, z, zz: impl.krylov_csr(Xs.data, Xs.indices, Xs.indptr, None, 0,
+                                                                        np.sqrt(w), np.zeros(9), 0.0, -1.0, z, zz))):
+        Xd = Xk.astype(np.float64)
+        for impl in (_kernels, _reference):
+            z, zz = np.empty(9), np.empty(9)
+            ss, se = call(impl, z, zz)
+            np.testing.assert_allclose(z, w @ Xd, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(zz, w @ (Xd * Xd), rtol=1e-12)
+            assert ss == pytest.approx(w.sum(), rel=1e-13) and se == pytest.approx(w.sum(), rel=1e-13)
+
+
 def test_krylov_csr_rejects_bad_structure():
     data, v, z = np.ones(2), np.zeros(3), np.zeros(3)
     ok_ptr = np.array([0, 1, 2], dtype=np.int32)
