@@ -157,6 +157,16 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there, and submitting to it would wait forever."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _segments(n: int, d: int, stored: int) -> list[tuple[int, int]]:
     """Row ranges of the segments of ``n`` rows holding ``stored`` entries (``n d`` when dense)."""
     count = min(MAX_SEGMENTS, -(-n // SEGMENT_ROWS), max(1, stored // max(SEGMENT_WORK * d, 1)))

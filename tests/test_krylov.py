@@ -412,3 +412,23 @@ def test_fit_stream_of_sparse_chunks_equals_fit(solver, rng):
     est = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit_stream(chunks)
     ref = LinearRegressor(solver="qr", alpha=0.01).fit(X.toarray(), y, sample_weight=w)
     assert _rel(est.coef_, ref.coef_) < AGREE
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_fits_in_a_forked_child_after_the_parent_used_the_pool(rng):
+    import multiprocessing
+
+    n = 3 * _krylov.SEGMENT_ROWS  # several segments, so the thread pool is used
+    X = rng.normal(size=(n, 3))
+    y = X @ np.ones(3)
+    with threadpool_limits(2):
+        parent = LinearRegressor(solver="cg", tol=TOL).fit(X, y).coef_
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_fit_coef, (X, y)).get(timeout=30)
+    np.testing.assert_array_equal(parent, child)
+
+
+def _fit_coef(X, y):
+    with threadpool_limits(2):
+        return LinearRegressor(solver="cg", tol=TOL).fit(X, y).coef_
