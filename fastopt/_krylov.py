@@ -299,7 +299,7 @@ class _Operator:
         return Atr - self.L * (self.L * x)
 
 
-def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: float):
+def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: float, log=None):
     """CGLS on the augmented operator from ``x``; returns ``(x, iterations, converged)``."""
     L2 = op.L * op.L
     _, Atr = op.apply(-x, 1.0)
@@ -321,6 +321,8 @@ def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: f
         s = s - step * (AtAp + L2 * p)  # A^T r_new = A^T r - step A^T A p: no second pass (module docstring)
         gamma_new = _dot(s, s)
         it += 1
+        if log is not None:
+            log(it, math.sqrt(gamma_new))
         if tol is not None and math.sqrt(gamma_new) <= tol * ref:
             return x, it, True
         p = s + (gamma_new / gamma) * p
@@ -328,7 +330,7 @@ def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: f
     return x, it, False
 
 
-def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: float):
+def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: float, log=None):
     """LSQR (Paige & Saunders 1982) on the augmented operator from ``x0``; returns ``(x, iterations, converged)``.
 
     ``u`` is carried as ``(g, gamma, ub)`` with ``u = [A D g + gamma b; ub]`` (module docstring).
@@ -368,6 +370,8 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
         w = v - (theta / rho) * w
         it += 1
         arnorm = alpha * abs(cs) * phibar  # ||A^T r_k||, LSQR's estimate of the normal-equation residual
+        if log is not None:
+            log(it, arnorm)
         if alpha == 0.0 or beta == 0.0 or (tol is not None and arnorm <= tol * ref):
             return x, it, True
     return x, it, False
@@ -405,7 +409,12 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
         for _ in range(MAX_RESTARTS + 1):
             if converged or used >= max_iter:
                 break
-            x, it, converged = METHODS[method](op, x, tol, max_iter - used, ref)
+            log = None
+            if params.get("verbose"):
+                def log(it, norm, j=j, base=used, ref=ref):
+                    print(f"{method} target {j} iteration {base + it}: relative normal-equation residual "
+                          f"{norm / ref if ref > 0 else 0.0:.3e}")
+            x, it, converged = METHODS[method](op, x, tol, max_iter - used, ref, log)
             used += it
             if converged and tol is not None:
                 # Recurrences drift from the true residual: confirm with one true pass, else restart from x.

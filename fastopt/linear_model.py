@@ -124,7 +124,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue from the previous fit's coefficients and optimizer state.
     verbose : int, default=0
-        Print one line per epoch when positive.
+        Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
         Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split uses)
         when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g. 32 rows of

@@ -432,3 +432,12 @@ def test_fits_in_a_forked_child_after_the_parent_used_the_pool(rng):
 def _fit_coef(X, y):
     with threadpool_limits(2):
         return LinearRegressor(solver="cg", tol=TOL).fit(X, y).coef_
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_verbose_prints_the_residual_of_every_iteration(solver, rng, capsys):
+    X, y = _problem(rng, n=100, d=4)
+    est = LinearRegressor(solver=solver, tol=1e-8, verbose=1).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == est.n_iter_ and lines[-1].startswith(f"{solver} target 0 iteration {est.n_iter_}:")
+    assert float(lines[-1].split()[-1]) <= 1e-8
