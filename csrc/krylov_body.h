@@ -64,29 +64,62 @@ fo_status FO_KRYLOV_DENSE(const FO_REAL *X, const FO_REAL *y, ptrdiff_t y_stride
     return FO_CAT(FO_KRYLOV_DENSE, base)(X, y, y_stride, sw, n, d, v, c, shift, z, zz, out);
 }
 
-/* CSR rows: indptr holds absolute offsets into data/indices (a segment passes a slice of indptr). A row's few
- * nonzeros are gathered for the dot product and, still in L1, scattered into z. */
+/* The dot product of CSR row i with v, in four partial sums (entries p mod 4 from the row's start) added at the
+ * end: a single running sum would make every row wait out a chain of as many dependent additions as it has
+ * nonzeros. */
+static inline double FO_CAT(FO_KRYLOV_CSR, row_dot)(const FO_REAL *data, const int32_t *indices, int32_t p0,
+                                                    int32_t p1, const double *v)
+{
+    double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;
+    int32_t p = p0;
+    for (; p + 4 <= p1; p += 4) {
+        t0 += (double)data[p] * v[indices[p]];
+        t1 += (double)data[p + 1] * v[indices[p + 1]];
+        t2 += (double)data[p + 2] * v[indices[p + 2]];
+        t3 += (double)data[p + 3] * v[indices[p + 3]];
+    }
+    for (; p < p1; p++) t0 += (double)data[p] * v[indices[p]];
+    return (t0 + t1) + (t2 + t3);
+}
+
+/* CSR rows, in blocks of at most FO_KRYLOV_BLOCK rows and FO_KRYLOV_BLOCK_NNZ entries: first every row's dot product with v (the gathers), then every
+ * row's scatter into z, while the block's few kilobytes of data and indices are still in L1/L2, so X is read from
+ * memory once. With d = 2^18, v and z are far larger than L2 and the cache misses at random columns, not the
+ * sequential read of the rows, bound the pass; two plain sweeps over a block let the processor overlap those
+ * misses across rows (measured 1.4x faster than dotting and scattering one row at a time, which serialised each
+ * row's scatter behind its dot product, and than blocks of 16 or 1024 rows, on the hashed benchmark). indptr holds absolute offsets into data/indices (a segment passes a
+ * slice of indptr). */
 fo_status FO_KRYLOV_CSR(const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *y,
                         ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
                         double shift, double *z, double *zz, double *out)
 {
     if (n < 0 || d < 0) return FO_BAD_ARGUMENT;
     double ss = 0.0, se = 0.0;
+    double e[FO_KRYLOV_BLOCK];
     memset(z, 0, (size_t)d * sizeof(double));
     if (zz) memset(zz, 0, (size_t)d * sizeof(double));
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const int32_t p0 = indptr[i], p1 = indptr[i + 1];
-        double t = 0.0;
-        for (int32_t p = p0; p < p1; p++) t += (double)data[p] * v[indices[p]];
-        const double s = sw ? sw[i] : 1.0;
-        const double a = s * (t + (y ? c * (double)y[i * y_stride] : 0.0) - shift);
-        const double e = s * a;
-        ss += a * a;
-        se += e;
-        if (e != 0.0)
-            for (int32_t p = p0; p < p1; p++) z[indices[p]] += e * (double)data[p];
-        if (zz && e != 0.0)
-            for (int32_t p = p0; p < p1; p++) zz[indices[p]] += e * ((double)data[p] * (double)data[p]);
+    for (ptrdiff_t i0 = 0, nb = 0; i0 < n; i0 += nb) {
+        /* Up to FO_KRYLOV_BLOCK rows and FO_KRYLOV_BLOCK_NNZ stored entries (at least one row). */
+        nb = 1;
+        while (nb < FO_KRYLOV_BLOCK && i0 + nb < n && indptr[i0 + nb + 1] - indptr[i0] <= FO_KRYLOV_BLOCK_NNZ) nb++;
+        for (ptrdiff_t r = 0; r < nb; r++) {
+            const ptrdiff_t i = i0 + r;
+            const double t = FO_CAT(FO_KRYLOV_CSR, row_dot)(data, indices, indptr[i], indptr[i + 1], v);
+            const double s = sw ? sw[i] : 1.0;
+            const double a = s * (t + (y ? c * (double)y[i * y_stride] : 0.0) - shift);
+            e[r] = s * a;
+            ss += a * a;
+            se += e[r];
+        }
+        for (ptrdiff_t r = 0; r < nb; r++) {
+            const ptrdiff_t i = i0 + r;
+            const double er = e[r];
+            if (er == 0.0) continue;
+            for (int32_t p = indptr[i]; p < indptr[i + 1]; p++) z[indices[p]] += er * (double)data[p];
+            if (zz)
+                for (int32_t p = indptr[i]; p < indptr[i + 1]; p++)
+                    zz[indices[p]] += er * ((double)data[p] * (double)data[p]);
+        }
     }
     out[0] = ss;
     out[1] = se;

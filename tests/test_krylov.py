@@ -69,15 +69,17 @@ def test_krylov_dense_matches_its_twin(dtype, weighted, with_y, n, d, rng):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_krylov_csr_matches_its_twin_on_a_row_segment(dtype, weighted, rng):
-    X = _csr(rng, 300, 25, dtype=dtype)
-    Y = rng.normal(size=(300, 2)).astype(dtype)
-    sw = rng.random(300) if weighted else None
-    v = rng.normal(size=25)
-    start, stop = 40, 211  # a segment: a slice of indptr into the whole data/indices
+@pytest.mark.parametrize("n, d, density, start, stop", [(300, 25, 0.15, 40, 211), (1400, 60, 0.5, 3, 1390)],
+                         ids=["one-block", "blocks-cut-by-entries"])
+def test_krylov_csr_matches_its_twin_on_a_row_segment(dtype, weighted, n, d, density, start, stop, rng):
+    # The second case has 30 entries a row over 1387 rows: several blocks, each cut by its entry budget.
+    X = _csr(rng, n, d, density=density, dtype=dtype)
+    Y = rng.normal(size=(n, 2)).astype(dtype)
+    sw = rng.random(n) if weighted else None
+    v = rng.normal(size=d)
     outs = []
     for impl in (_kernels, _reference):
-        z = np.full(25, np.nan)
+        z = np.full(d, np.nan)
         sums = impl.krylov_csr(X.data, X.indices, X.indptr[start : stop + 1], Y[start:stop], 1,
                                None if sw is None else sw[start:stop], v, -1.5, 0.25, z)
         outs.append((sums, z))
