@@ -4,9 +4,9 @@
  *   a_i = s_i (x_i . v + c y_i - shift)          (s_i = sqrt(w_i), or 1)
  *   z   = sum_i s_i a_i x_i,   ss = sum_i a_i^2,   se = sum_i s_i a_i.
  * With m the weighted column means, shift = m . v + c m_y makes a = A v + c b for the implicitly centred,
- * sqrt(weight)-scaled operator A = S (X - 1 m^T) and target b = S (y - m_y); then A^T a = z - m se. Each row is
- * dotted with v and, while still in cache, added into z, so an iteration reads X once where forming A v and then
- * A^T a reads it twice. Why one such pass per iteration suffices for CGLS and LSQR is explained in
+ * sqrt(weight)-scaled operator A = S (X - 1 m^T) and target b = S (y - m_y); then A^T a = z - m se. Each row
+ * (dense: four at a time; CSR: a block of rows) is dotted with v and, while still in cache, added into z, so an
+ * iteration reads X once where forming A v and then A^T a reads it twice. Why one such pass per iteration suffices for CGLS and LSQR is explained in
  * fastopt/_krylov.py. Everything is accumulated in double whatever the input type, and without fused
  * multiply-adds, so the copies compiled for different instruction sets give identical results.
  *
