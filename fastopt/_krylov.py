@@ -394,6 +394,8 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     mom = passes.moments() if moments is None else moments
     if not mom.weight > 0:
         raise ValueError("sample_weight sums to zero; at least one sample must have positive weight.")
+    if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.sxy)):
+        raise ValueError("the weighted column sums of squares of X or y overflow float64; rescale X and y.")
     d, k = mom.sx.shape[0], mom.sy.shape[0]
     tol = params["tol"]
     max_iter = params.get("max_iter")
@@ -426,6 +428,8 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
         coef[j] = op.D * x
         intercept[j] = op.my - _dot(op.m, coef[j])
         n_iter = max(n_iter, used)
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ValueError(f"solver={method!r} produced non-finite coefficients (overflow in float64); rescale X and y.")
     if failed:
         warnings.warn(
             f"solver={method!r} did not reach tol={tol} (relative residual of the normal equations) within "

@@ -443,3 +443,11 @@ def test_verbose_prints_the_residual_of_every_iteration(solver, rng, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == est.n_iter_ and lines[-1].startswith(f"{solver} target 0 iteration {est.n_iter_}:")
     assert float(lines[-1].split()[-1]) <= 1e-8
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_overflowing_data_is_a_clear_error(solver, rng):
+    X, y = _problem(rng, n=50, d=3)
+    X[0, 0] = 1e200  # finite, but its square is not
+    with pytest.raises(ValueError, match="overflow"):
+        LinearRegressor(solver=solver).fit(X, y)
