@@ -6,9 +6,10 @@
  * With m the weighted column means, shift = m . v + c m_y makes a = A v + c b for the implicitly centred,
  * sqrt(weight)-scaled operator A = S (X - 1 m^T) and target b = S (y - m_y); then A^T a = z - m se. Each row
  * (dense: four at a time; CSR: a block of rows) is dotted with v and, while still in cache, added into z, so an
- * iteration reads X once where forming A v and then A^T a reads it twice. Why one such pass per iteration suffices for CGLS and LSQR is explained in
- * fastopt/_krylov.py. Everything is accumulated in double whatever the input type, and without fused
- * multiply-adds, so the copies compiled for different instruction sets give identical results.
+ * iteration reads X once where forming A v and then A^T a reads it twice. Why one such pass per iteration
+ * suffices for CGLS and LSQR is explained in fastopt/_krylov.py. Everything is accumulated in double whatever
+ * the input type, and without fused multiply-adds, so the copies compiled for different instruction sets give
+ * identical results.
  *
  * krylov_body.h is included once per input type (double, float) and, inside, once per instruction set for the
  * dense loop: the baseline, and on x86 with GCC or clang an AVX2 copy chosen at run time (measured about 2x the

@@ -41,7 +41,8 @@ static fo_status FO_CAT(FO_KRYLOV_DENSE, FO_ISA)(const FO_REAL *X, const FO_REAL
             se += e[r];
         }
         for (ptrdiff_t j = 0; j < d; j++)
-            z[j] += (e[0] * (double)x[0][j] + e[1] * (double)x[1][j]) + (e[2] * (double)x[2][j] + e[3] * (double)x[3][j]);
+            z[j] += (e[0] * (double)x[0][j] + e[1] * (double)x[1][j])
+                    + (e[2] * (double)x[2][j] + e[3] * (double)x[3][j]);
         if (zz)
             for (int r = 0; r < nr; r++)
                 for (ptrdiff_t j = 0; j < d; j++) zz[j] += e[r] * ((double)x[r][j] * (double)x[r][j]);
@@ -82,13 +83,14 @@ static inline double FO_CAT(FO_KRYLOV_CSR, row_dot)(const FO_REAL *data, const i
     return (t0 + t1) + (t2 + t3);
 }
 
-/* CSR rows, in blocks of at most FO_KRYLOV_BLOCK rows and FO_KRYLOV_BLOCK_NNZ entries: first every row's dot product with v (the gathers), then every
- * row's scatter into z, while the block's few kilobytes of data and indices are still in L1/L2, so X is read from
- * memory once. With d = 2^18, v and z are far larger than L2 and the cache misses at random columns, not the
- * sequential read of the rows, bound the pass; two plain sweeps over a block let the processor overlap those
- * misses across rows (measured 1.4x faster than dotting and scattering one row at a time, which serialised each
- * row's scatter behind its dot product, and than blocks of 16 or 1024 rows, on the hashed benchmark). indptr holds absolute offsets into data/indices (a segment passes a
- * slice of indptr). */
+/* CSR rows, in blocks of at most FO_KRYLOV_BLOCK rows and FO_KRYLOV_BLOCK_NNZ entries: first every row's dot
+ * product with v (the gathers), then every row's scatter into z, while the block's data and indices are still in
+ * L1/L2, so X is read from memory once. With d = 2^18, v and z are far larger than L2, and the cache misses at
+ * random columns, not the sequential read of the rows, bound the pass; two plain sweeps over a block let the
+ * processor overlap those misses across rows (measured 1.4x faster than dotting and scattering one row at a
+ * time, which serialised each row's scatter behind its dot product, and faster than blocks of 16 or 1024 rows,
+ * on the hashed benchmark). indptr holds absolute offsets into data/indices (a segment passes a slice of
+ * indptr). */
 fo_status FO_KRYLOV_CSR(const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *y,
                         ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
                         double shift, double *z, double *zz, double *out)

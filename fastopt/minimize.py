@@ -287,14 +287,14 @@ def _cubic_min(a, fa, da, b, fb, db) -> float:
 class _NonlinearCG:
     """Nonlinear conjugate gradients, Polak-Ribiere+ (Nocedal & Wright, *Numerical Optimization*, 2006, sec. 5.2).
 
-    ``p = -g + beta p`` with ``beta = max(0, g_new . (g_new - g) / (g . g))`` (PR+: a negative ``beta`` restarts
-    along ``-g``, which with a strong-Wolfe step makes every ``p`` a descent direction, N&W Thm. 5.7 and eq.
-    5.45), a restart every ``restart`` iterations (default ``n``) and whenever ``p`` is not a descent direction.
-    The step length comes from the strong-Wolfe line search of N&W Algorithms 3.5 (bracketing, extrapolating
-    the trial step by cubic interpolation within ten times the last) and 3.6 (zoom by safeguarded cubic interpolation), with SciPy's ``CG`` constants ``c1 = 1e-4``,
-    ``c2 = 0.4`` (``c2 < 1/2`` is needed for PR+ and Fletcher-Reeves descent) and its first trial step,
-    ``min(1, 2.02 (f - f_prev) / phi'(0))``. If no step along ``p`` satisfies the conditions, CG restarts along
-    ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss").
+    ``p = -g + beta p`` with ``beta = max(0, g_new . (g_new - g) / (g . g))`` (PR+, N&W eq. 5.45: a negative
+    ``beta`` restarts along ``-g``), a restart every ``restart`` iterations (default ``n``), and a restart whenever
+    ``p`` is not a descent direction (strong-Wolfe steps with ``c2 < 1/2`` guarantee descent for Fletcher-Reeves,
+    N&W Thm. 5.7, but not quite for PR+). The step length comes from the strong-Wolfe line search of N&W Algorithms
+    3.5 (bracketing, extrapolating the trial step by cubic interpolation within ten times the last) and 3.6 (zoom by
+    safeguarded cubic interpolation), with SciPy's ``CG`` constants ``c1 = 1e-4``, ``c2 = 0.4`` and its first trial
+    step, ``min(1, 2.02 (f - f_prev) / phi'(0))``. If no step along ``p`` satisfies the conditions, CG restarts
+    along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss").
     """
 
     MAX_TRIES = 30  # trial steps per line search (bracketing and zoom together)
