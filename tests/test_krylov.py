@@ -292,9 +292,13 @@ def test_zero_total_weight_is_an_error(rng):
 
 
 @pytest.mark.parametrize("solver", KRYLOV)
-def test_bit_identical_for_any_thread_count(solver, rng):
+@pytest.mark.parametrize("sparse", [False, True])
+def test_bit_identical_for_any_thread_count(solver, sparse, rng):
     n = 3 * _krylov.SEGMENT_ROWS + 5  # several segments
     X = rng.normal(size=(n, 6))
+    if sparse:
+        X = scipy.sparse.csr_array(X * (rng.random(X.shape) < 0.5))
+        assert len(_krylov._segments(n, 6, X.nnz)) > 1
     y = X @ rng.normal(size=6) + rng.normal(size=n)
     w = rng.random(n)
     with threadpool_limits(1):
