@@ -24,6 +24,8 @@ Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
 """
 from __future__ import annotations
 
+import math
+from numbers import Number
 from typing import Any
 
 import numpy as np
@@ -43,9 +45,13 @@ GRAM_MAX_BYTES = 2**28  # 256 MiB of float64: d <= 5792
 def auto_least_squares(X, alpha: float) -> str:
     """``solver="auto"`` for squared error by the kind and size of ``X`` (an array, sparse matrix or Dask array)."""
     try:
-        n, d = (float(s) for s in getattr(X, "shape", None) or np.shape(X))
+        shape = getattr(X, "shape", None) or np.shape(X)
+        n, d = shape
     except (TypeError, ValueError):
         return "normal"  # not a 2-D table: validation gives the precise error
+    # Only plain numbers: a Dask DataFrame's row count is a lazy scalar, and converting it would compute it.
+    n = float(n) if isinstance(n, Number) else math.nan
+    d = float(d) if isinstance(d, Number) else 0.0
     if 8.0 * d * d > GRAM_MAX_BYTES:
         # Too wide for the Gram: Krylov. The ridge bounds the condition number, where CGLS's cheaper iteration
         # is as accurate; without it LSQR is the more stable of the two (Paige & Saunders 1982).
