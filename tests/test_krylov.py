@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from fastopt import LinearRegressor, _kernels, _krylov, _reference, _solvers
@@ -455,3 +457,26 @@ def test_overflowing_data_is_a_clear_error(solver, rng):
     X[0, 0] = 1e200  # finite, but its square is not
     with pytest.raises(ValueError, match="overflow"):
         LinearRegressor(solver=solver).fit(X, y)
+
+
+@given(
+    n=st.integers(5, 60), d=st.integers(1, 8), k=st.integers(1, 2), seed=st.integers(0, 2**32 - 1),
+    alpha=st.sampled_from([0.0, 0.1]), intercept=st.booleans(), weighted=st.booleans(),
+)
+@settings(max_examples=25, deadline=None)
+def test_property_krylov_solves_the_closed_form_problem(n, d, k, seed, alpha, intercept, weighted):
+    """Any small problem with more rows than features: both methods reach the closed form's coefficients to the
+    accuracy their residual bound allows (cond(A)^2 tol relative; tol = 1e-13 and cond(A) <= 1e2 here)."""
+    rng = np.random.default_rng(seed)
+    n = max(n, 2 * d + 2)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d) + rng.normal(size=d)
+    Y = rng.normal(size=(n, k))
+    w = rng.uniform(0.2, 2.0, size=n) if weighted else None
+    Xc = X - (np.average(X, axis=0, weights=w) if intercept else 0.0)
+    s = np.linalg.svd(Xc * np.sqrt(np.ones(n) if w is None else w)[:, None], compute_uv=False)
+    assume(s[-1] > 1e-2 * s[0])
+    ref = LinearRegressor(solver="qr", alpha=alpha, fit_intercept=intercept).fit(X, Y, sample_weight=w)
+    for solver in KRYLOV:
+        est = LinearRegressor(solver=solver, alpha=alpha, fit_intercept=intercept, tol=TOL).fit(X, Y, sample_weight=w)
+        scale = max(np.abs(ref.coef_).max(), 1.0)
+        assert np.abs(est.coef_ - ref.coef_).max() <= 1e-8 * scale
