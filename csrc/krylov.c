@@ -8,12 +8,15 @@
  * (dense: four at a time; CSR: a block of rows) is dotted with v and, while still in cache, added into z, so an
  * iteration reads X once where forming A v and then A^T a reads it twice. Why one such pass per iteration
  * suffices for CGLS and LSQR is explained in fastopt/_krylov.py. Everything is accumulated in double whatever
- * the input type, and without fused multiply-adds, so the copies compiled for different instruction sets give
- * identical results.
+ * the input type. Within one instruction set the order of every sum is fixed, so results are reproducible; the
+ * AVX2 copy of the dense loop forms the update of z with fused multiply-adds, so it rounds differently from the
+ * baseline copy (as BLAS builds do across CPUs).
  *
  * krylov_body.h is included once per input type (double, float) and, inside, once per instruction set for the
- * dense loop: the baseline, and on x86 with GCC or clang an AVX2 copy chosen at run time (measured about 2x the
- * baseline's speed at d = 2000: the four lanes of a row's dot product fill one 32-byte register).
+ * dense loop: the baseline, and on x86 with GCC or clang an AVX2 + FMA copy chosen at run time (the four lanes of
+ * a row's dot product fill one 32-byte register; fused multiply-adds in the update of z took the pass from 2.5x
+ * to 1.7x the CPU time of one BLAS X @ v at d = 2000, while in the dot products they lengthened the dependency
+ * chains and slowed small d: 1.3x became 1.8x at d = 50).
  */
 #include <string.h>
 
@@ -34,17 +37,12 @@
 #define FO_KRYLOV_X86 0
 #endif
 
+/* The AVX2 copy runs when the epoch kernels' instruction set is AVX2 (fo_isa_get: the best the CPU has, unless a
+ * test selected the baseline with fastopt._kernels.simd), so one switch selects both families. */
 static int fo_krylov_avx2(void)
 {
 #if FO_KRYLOV_X86
-    static int known = -1;
-    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") ? 1 : 0;
-        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
-    }
-    return v;
+    return fo_isa_get() == FO_ISA_AVX2;
 #else
     return 0;
 #endif

@@ -9,7 +9,7 @@
 /* Dense rows, four at a time: v and z are then loaded once per four rows instead of once per row, halving the
  * traffic to the cache level that holds them (z is 40 KB at d = 5000). Each row's dot product is summed in four
  * lanes (columns j mod 4) added at the end: one vector register per row, with no reassociation left to the
- * compiler, so every instruction set below gives bit-identical results. */
+ * compiler. FO_KRYLOV_MULADD(a, b, c) is a * b + c, fused in the AVX2 copy. */
 static fo_status FO_CAT(FO_KRYLOV_DENSE, FO_ISA)(const FO_REAL *X, const FO_REAL *y, ptrdiff_t y_stride,
                                                    const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v,
                                                    double c, double shift, double *z, double *zz, double *out)
@@ -41,8 +41,8 @@ static fo_status FO_CAT(FO_KRYLOV_DENSE, FO_ISA)(const FO_REAL *X, const FO_REAL
             se += e[r];
         }
         for (ptrdiff_t j = 0; j < d; j++)
-            z[j] += (e[0] * (double)x[0][j] + e[1] * (double)x[1][j])
-                    + (e[2] * (double)x[2][j] + e[3] * (double)x[3][j]);
+            z[j] += FO_KRYLOV_MULADD(e[1], (double)x[1][j], e[0] * (double)x[0][j])
+                    + FO_KRYLOV_MULADD(e[3], (double)x[3][j], e[2] * (double)x[2][j]);
         if (zz)
             for (int r = 0; r < nr; r++)
                 for (ptrdiff_t j = 0; j < d; j++) zz[j] += e[r] * ((double)x[r][j] * (double)x[r][j]);

@@ -480,3 +480,24 @@ def test_property_krylov_solves_the_closed_form_problem(n, d, k, seed, alpha, in
         est = LinearRegressor(solver=solver, alpha=alpha, fit_intercept=intercept, tol=TOL).fit(X, Y, sample_weight=w)
         scale = max(np.abs(ref.coef_).max(), 1.0)
         assert np.abs(est.coef_ - ref.coef_).max() <= 1e-8 * scale
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_krylov_dense_baseline_copy_matches_its_twin(dtype, rng):
+    """The instruction set chosen for the epoch kernels (``_kernels.simd``) selects the dense Krylov loop too."""
+    X = rng.normal(size=(103, 37)).astype(dtype)
+    Y, sw, v = rng.normal(size=(103, 1)).astype(dtype), rng.random(103), rng.normal(size=37)
+    best = _kernels.simd()
+    results = {}
+    try:
+        for isa in ("baseline", best):
+            _kernels.simd(isa)
+            z = np.empty(37)
+            results[isa] = (_kernels.krylov_dense(X, Y, 0, sw, v, 0.5, 0.1, z), z)
+    finally:
+        _kernels.simd("best")
+    zr = np.empty(37)
+    sums_r = _reference.krylov_dense(X, Y, 0, sw, v, 0.5, 0.1, zr)
+    for sums, z in results.values():
+        np.testing.assert_allclose(z, zr, rtol=1e-12, atol=1e-12 * np.abs(zr).max())
+        np.testing.assert_allclose(sums, sums_r, rtol=1e-12)
