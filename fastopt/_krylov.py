@@ -510,8 +510,8 @@ def fit_stream(estimator, name: str, source, check: Callable):
     """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration.
 
     ``check(X, y, sample_weight, where, reset)`` validates a chunk into :class:`Data`. Chunks are visited in
-    stream order and their sums merged in a balanced tree, so the result does not depend on the chunk sizes'
-    effect on thread scheduling.
+    stream order and their sums merged in a balanced tree (round-off grows with the log of the chunk count), so
+    the same stream gives the same coefficients every time.
     """
     from fastopt._chunks import read
     from fastopt._streaming import _Targets
