@@ -10,7 +10,7 @@ problem ``min ||A coef - b||^2 + lam^2 ||coef||^2`` with ``A = S (X - 1 m^T)``, 
 ``m = 0`` and ``m_y = 0``). ``A`` is never formed: ``A v = S (X v - (m . v) 1)`` and
 ``A^T u = X^T (S u) - m sum_i s_i u_i``.
 
-Preconditioning (``preconditioner="jacobi"``, the default) solves for ``z = D^-1 coef`` with the operator
+Preconditioning (``precondition="auto"``, the default; ``"none"`` turns it off) solves for ``z = D^-1 coef`` with the operator
 ``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal of the
 normal matrix ``A^T A + lam^2 I``: columns of very different scales (counts beside ratios, hashed features of
 any frequency) then converge together. The ridge term becomes ``lam^2 ||D z||^2``, so both methods run on the
@@ -271,11 +271,12 @@ class _Operator:
             self.m, self.my = mom.sx / W, mom.sy[target] / W
         else:
             self.m, self.my = np.zeros_like(mom.sx), 0.0
-        self.lam2 = W * float(params["alpha"])
+        alpha = np.asarray(params["alpha"], dtype=np.float64)  # one alpha, or one per target
+        self.lam2 = W * float(alpha[target] if alpha.ndim else alpha)
         # Column norms of A (centred, weighted): sum w x^2 - W m^2, clamped at zero against cancellation (the
         # preconditioner only needs them roughly).
         colsq = np.maximum(mom.sxx - W * self.m**2, 0.0)
-        if params.get("preconditioner", "jacobi") == "jacobi":
+        if params.get("precondition", "auto") != "none":
             diag = colsq + self.lam2
             self.D = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
         else:
@@ -480,6 +481,8 @@ class KrylovSolver:
 
     losses = frozenset({"squared_error"})
     supports_sparse = True
+    per_target_alpha = True  # each target is its own Krylov run with its own damping
+    accepts_init = True  # coef_init starts the iteration, as a warm start does
 
     def __init__(self, method: str):
         self.method = method
@@ -489,8 +492,11 @@ class KrylovSolver:
         """Validation checks X: a non-finite value would only surface as a non-finite residual much later."""
         return False
 
-    def fit(self, params: dict, data: Data, state: KrylovState | None = None) -> FitResult:
-        """Solve on ``data``, starting from ``state``'s coefficients under ``warm_start``."""
+    def fit(self, params: dict, data: Data, state: KrylovState | None = None, init=None) -> FitResult:
+        """Solve on ``data``, starting from ``state``'s coefficients under ``warm_start``, or from ``init``
+        (``(coef_init, intercept_init)``; the intercept is eliminated exactly, so only ``coef_init`` matters)."""
+        if init is not None:
+            state = KrylovState(np.asarray(init[0], dtype=np.float64))
         return cast(solve(self.method, params, Passes(data), state), data.X.dtype)
 
     def partial_fit(self, params: dict, data: Data, state: KrylovState | None = None, **_) -> FitResult:

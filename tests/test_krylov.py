@@ -140,7 +140,7 @@ def test_one_pass_returns_both_products(rng):
 
 @pytest.mark.parametrize("solver", KRYLOV)
 @pytest.mark.parametrize(
-    "kw", [{}, {"alpha": 0.3}, {"fit_intercept": False}, {"preconditioner": None}, {"alpha": 1e-3, "k": 3}],
+    "kw", [{}, {"alpha": 0.3}, {"fit_intercept": False}, {"precondition": "none"}, {"alpha": 1e-3, "k": 3}],
     ids=["plain", "ridge", "no-intercept", "no-preconditioner", "multi-output"],
 )
 @pytest.mark.parametrize("weighted", [False, True])
@@ -148,7 +148,7 @@ def test_dense_agrees_with_closed_form(solver, kw, weighted, rng):
     kw = dict(kw)
     X, y = _problem(rng, k=kw.pop("k", 1))
     w = rng.uniform(0.1, 3.0, size=X.shape[0]) if weighted else None
-    closed = {key: val for key, val in kw.items() if key != "preconditioner"}
+    closed = {key: val for key, val in kw.items() if key != "precondition"}
     ref = LinearRegressor(solver="qr", **closed).fit(X, y, sample_weight=w)
     est = LinearRegressor(solver=solver, tol=TOL, **kw).fit(X, y, sample_weight=w)
     assert est.solver_ == solver and 1 <= est.n_iter_ <= _krylov.default_max_iter(X.shape[1])
@@ -229,7 +229,7 @@ def test_iterations_follow_the_conjugate_gradient_bound(solver, kappa, tol):
     d = V.shape[0]
     s = 1 + (kappa - 1) * (1 - np.cos(np.pi * np.arange(d) / (d - 1))) / 2
     A = (U * s) @ V.T
-    est = LinearRegressor(solver=solver, fit_intercept=False, preconditioner=None, tol=tol).fit(A, y)
+    est = LinearRegressor(solver=solver, fit_intercept=False, precondition="none", tol=tol).fit(A, y)
     bound = math.log(2 * kappa / tol) / math.log((kappa + 1) / (kappa - 1))
     assert bound / 2 <= est.n_iter_ <= bound
     residual = A.T @ (y - A @ est.coef_)
@@ -240,7 +240,7 @@ def test_iterations_follow_the_conjugate_gradient_bound(solver, kappa, tol):
 def test_preconditioner_helps_badly_scaled_columns(solver, rng):
     X, y = _problem(rng, offset=0.0)
     X = X * np.geomspace(1e-3, 1e3, X.shape[1])
-    plain = LinearRegressor(solver=solver, preconditioner=None, tol=1e-8, max_iter=5000).fit(X, y)
+    plain = LinearRegressor(solver=solver, precondition="none", tol=1e-8, max_iter=5000).fit(X, y)
     jacobi = LinearRegressor(solver=solver, tol=1e-8).fit(X, y)
     assert jacobi.n_iter_ < plain.n_iter_ / 3
 
