@@ -388,7 +388,8 @@ def test_dask_fit_equals_in_memory_with_one_pass_per_iteration(solver, rng, monk
 def test_auto_table(shape, sparse, alpha, expected):
     X = scipy.sparse.csr_array(shape) if sparse else np.broadcast_to(np.float64(0), shape)
     assert _solvers.resolve("auto", "squared_error", X, alpha) == expected
-    assert _solvers.resolve("auto", "huber", X, alpha) == "adam"
+    assert _solvers.resolve("auto", "huber", X, alpha) == "newton"
+    assert _solvers.resolve("auto", "huber", X, alpha, incremental=True) == "adam"
     assert _solvers.resolve("auto", "squared_error") == "normal"  # rows not known yet (partial_fit, streams)
 
 
@@ -501,3 +502,19 @@ def test_krylov_dense_baseline_copy_matches_its_twin(dtype, rng):
     for sums, z in results.values():
         np.testing.assert_allclose(z, zr, rtol=1e-12, atol=1e-12 * np.abs(zr).max())
         np.testing.assert_allclose(sums, sums_r, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_per_target_alpha_coef_init_and_unsupported_options(solver, rng):
+    X, Y = _problem(rng, k=2)
+    alpha = np.array([0.0, 0.5])
+    ref = LinearRegressor(solver="qr", alpha=alpha).fit(X, Y)
+    est = LinearRegressor(solver=solver, alpha=alpha, tol=TOL).fit(X, Y)
+    assert _rel(est.coef_, ref.coef_) < AGREE
+    # coef_init starts the iteration: from the answer itself, no iteration is needed.
+    again = LinearRegressor(solver=solver, alpha=alpha, tol=1e-8).fit(X, Y, coef_init=est.coef_)
+    assert again.n_iter_ == 0 and _rel(again.coef_, ref.coef_) < 1e-8
+    with pytest.raises(ValueError, match="positive=True is not supported"):
+        LinearRegressor(solver=solver, positive=True).fit(X, Y)
+    with pytest.raises(ValueError, match="average"):
+        LinearRegressor(solver=solver, average=True).fit(X, Y)
