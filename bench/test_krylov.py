@@ -97,7 +97,7 @@ def test_limit_csr_matvec(record_sparse, hashed):
 def test_fastopt_hashed(record_sparse, benchmark, hashed, solver):
     X, y = hashed
     est = LinearRegressor(solver=solver, alpha=1.0 / N, tol=TOL)
-    record_sparse(lambda X, y: est.fit(X, y) if _sparse_ok() else _fit_csr(est, X, y), X, y)
+    record_sparse(lambda X, y: est.fit(X, y), X, y)
     coef = np.asarray(est.coef_)
     w = np.random.default_rng(2).standard_normal(D)
     data = Data(X, y.reshape(-1, 1), None, True)
@@ -108,19 +108,6 @@ def test_fastopt_hashed(record_sparse, benchmark, hashed, solver):
         pass_vs_limit=round(one_pass / limit, 3),
         seconds_per_iteration=round(benchmark.stats.stats.median / (est.n_iter_ + 3), 5),
     )
-
-
-def _sparse_ok():
-    return LinearRegressor().__sklearn_tags__().input_tags.sparse
-
-
-def _fit_csr(est, X, y):
-    """The estimator's fit through its solver, for builds whose validation does not take sparse X yet."""
-    from fastopt._solvers import SOLVERS
-
-    result = SOLVERS[est.solver].fit(est.get_params(), Data(X, y.reshape(-1, 1), None, True))
-    est.coef_, est.intercept_, est.n_iter_ = result.coef[0], result.intercept[0], result.attrs["n_iter_"]
-    return est
 
 
 @pytest.mark.parametrize("solver", ["lsqr", "sparse_cg"])
