@@ -154,3 +154,17 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X,
                                 const float *Y, const float *sw, Py_ssize_t d, Py_ssize_t k, float *params,
                                 Py_ssize_t n_params, float *state, float *work, fo_team *team)
+
+    # ------------------------------------------------------------ Krylov solvers (krylov.c)
+    fo_status fo_krylov_dense_d(const double *X, const double *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_dense_s(const float *X, const float *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)
+    fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)

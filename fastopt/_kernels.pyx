@@ -49,3 +49,6 @@ include "_kernels_csr_gram.pxi"
 
 # ---------------------------------------------------------------- optimizers
 include "_kernels_optim.pxi"
+
+# ---------------------------------------------------------------- Krylov solvers
+include "_kernels_krylov.pxi"
