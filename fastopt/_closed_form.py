@@ -251,6 +251,11 @@ def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, s
     return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
 
 
+def normalised_weights(data: Data) -> Data:
+    """``data`` with its (relative) weights divided by a power of two near their maximum: sums stay finite."""
+    return _normalised(data)[0]
+
+
 def _gram_segment(data: Data, start: int) -> ClosedFormState:
     return _segment(_kernels.gram_stats, "gram", _block_rows, data, start)
 

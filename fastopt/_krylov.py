@@ -497,6 +497,8 @@ class KrylovSolver:
         (``(coef_init, intercept_init)``; the intercept is eliminated exactly, so only ``coef_init`` matters)."""
         if init is not None:
             state = KrylovState(np.asarray(init[0], dtype=np.float64))
+        # Relative weights, divided by a power of two near their maximum (exact) so that no sum overflows.
+        data = _closed_form.normalised_weights(data)
         return cast(solve(self.method, params, Passes(data), state), data.X.dtype)
 
     def partial_fit(self, params: dict, data: Data, state: KrylovState | None = None, **_) -> FitResult:

@@ -328,3 +328,12 @@ def test_newton_uniform_weights_of_any_scale_are_unit_weights(problem, scale):
     ref = LinearRegressor(solver="newton", loss="huber").fit(X, y)
     got = LinearRegressor(solver="newton", loss="huber").fit(X, y, sample_weight=np.full(len(X), scale))
     np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("solver", ["cg", "lsqr"])
+@pytest.mark.parametrize("scale", [1e306, 1e-300])
+def test_krylov_uniform_weights_of_any_scale_are_unit_weights(problem, solver, scale):
+    X, y = problem
+    ref = LinearRegressor(solver=solver).fit(X, y)
+    got = LinearRegressor(solver=solver).fit(X, y, sample_weight=np.full(len(X), scale))
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
