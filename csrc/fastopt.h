@@ -184,4 +184,22 @@ fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, 
                             const float *sw, ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params,
                             float *state, float *work, fo_team *team);
 
+/* ---------------------------------------------------------------- sparse epoch (epoch_csr.c) */
+/* One fused epoch over X in CSR form (n rows, d columns): values `data`, column `indices` (each in [0, d),
+ * int32) and row pointers `indptr` (n + 1, int32); explicit zeros and unsorted columns are allowed, duplicate
+ * columns within a row are not. The other arguments as fo_epoch's, plus: lazy (0: the exact rules; 1: Adam and
+ * AdamW with torch.optim.SparseAdam's semantics, see epoch_csr.c), n_slots (rows of state), work with
+ * fo_csr_work_size entries, iwork with fo_csr_iwork_size, table with fo_csr_table_size (doubles). One thread. */
+ptrdiff_t fo_csr_work_size(ptrdiff_t n_params, ptrdiff_t k, ptrdiff_t batch_size);
+ptrdiff_t fo_csr_iwork_size(ptrdiff_t d);
+ptrdiff_t fo_csr_table_size(ptrdiff_t n_rows, ptrdiff_t batch_size);
+fo_status fo_epoch_csr_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const double *data,
+                         const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw,
+                         ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params, double *state,
+                         ptrdiff_t n_slots, double *work, int64_t *iwork, double *table);
+fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const float *data,
+                         const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
+                         ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params, float *state,
+                         ptrdiff_t n_slots, float *work, int64_t *iwork, double *table);
+
 #endif /* FASTOPT_H */

@@ -43,3 +43,6 @@ include "_kernels_gram.pxi"
 
 # ---------------------------------------------------------------- optimizers
 include "_kernels_optim.pxi"
+
+# ---------------------------------------------------------------- sparse epoch
+include "_kernels_csr.pxi"

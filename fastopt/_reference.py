@@ -215,6 +215,81 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
 
 
+def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
+    """torch.optim.SparseAdam's step on the coordinates where ``g`` is nonzero (twin of csr_sparse_adam in
+    csrc/epoch_csr_body.h), with coupled (Adam) or decoupled (AdamW) L2 and AMSGrad on the same coordinates."""
+    real = w.dtype.type
+    idx = np.flatnonzero(g)
+    gi = g[idx].copy()
+    if hyper.weight_decay != 0:
+        dec = idx < n_decay
+        if decoupled:
+            w[idx[dec]] *= real(1.0 - lr * hyper.weight_decay)
+        else:
+            gi[dec] = gi[dec] + real(hyper.weight_decay) * w[idx[dec]]
+    m, v, vmax = state[0], state[1], state[2]
+    m[idx] = m[idx] + (gi - m[idx]) * real(1.0 - hyper.beta1)
+    v[idx] = v[idx] + (gi * gi - v[idx]) * real(1.0 - hyper.beta2)
+    vi = v[idx]
+    if hyper.amsgrad:
+        vmax[idx] = np.maximum(vmax[idx], vi)
+        vi = vmax[idx]
+    step_size = real(lr * np.sqrt(1.0 - hyper.beta2**t) / (1.0 - hyper.beta1**t))
+    w[idx] = w[idx] + -(step_size * (m[idx] / (np.sqrt(vi) + real(hyper.eps))))
+
+
+def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False):
+    """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
+
+    The definition that the kernel's deferred updates reproduce: every step applies the rule to every
+    coordinate (a zero loss gradient off the minibatch's columns), except Adam and AdamW with ``lazy``, which
+    take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero. Residuals and
+    gradients are summed in the kernel's order (each dot product and each gradient entry over the stored
+    values in order), so the rules without deferred updates agree bit for bit.
+    """
+    real = Y.dtype.type
+    d, k, m = X.shape[1], Y.shape[1], order.shape[0]
+    n_params = params.shape[0]
+    kd = k * d
+    has_b = n_params > kd
+    clip = 0.0 if train.clip_norm is None else train.clip_norm
+    grad = np.zeros(n_params, Y.dtype)
+    total = 0.0
+    for start in range(0, m, train.batch_size):
+        rows = order[start : start + train.batch_size]
+        nb = rows.shape[0]
+        Xb = X[rows]
+        W = params[:kd].reshape(k, d)
+        R = np.asarray(Xb @ W.T, dtype=Y.dtype)
+        if has_b:
+            R += params[kd:]
+        R -= Y[rows]
+        value, dl = _loss_and_derivative(train.loss, R, real(train.epsilon))
+        wts = np.ones(nb, Y.dtype) if sample_weight is None else sample_weight[rows]
+        C = wts[:, None] * dl
+        grad[:kd] = np.asarray(Xb.T @ C, dtype=Y.dtype).T.ravel()
+        if has_b:
+            grad[kd:] = C.sum(axis=0)
+        grad *= real(1.0 / nb)
+        loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
+        ss = float(np.sum(grad.astype(np.float64) ** 2))
+        total += loss
+        if not (np.isfinite(loss) and np.isfinite(ss)):
+            return int(Status.NONFINITE_LOSS), t, 0.0, t + 1
+        if loss / nb > train.loss_limit:
+            return int(Status.DIVERGED), t, 0.0, t + 1
+        if clip > 0:
+            clip_grad_norm(grad, clip)
+        t += 1
+        if lazy and rule in (Rule.ADAM, Rule.ADAMW):
+            _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
+        else:
+            step(rule, hyper, params, grad, state, t, lr, kd)
+    if not np.all(np.isfinite(params)):
+        return int(Status.NONFINITE_LOSS), t, 0.0, t
+    return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
+
+
 def simd(name=None):
     """Twin of ``fastopt._kernels.simd``: NumPy has no instruction-set copies to choose, so this validates
     ``name`` as the kernel does and reports ``"numpy"``."""

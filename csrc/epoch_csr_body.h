@@ -1,0 +1,273 @@
+/* epoch_csr_body.h: the CSR epoch for one real type (see epoch_csr.c). Included once per type with
+ *   FO_REAL, FO_FN(name), FO_SQRT as for rules.h. No include guard on purpose. */
+
+#include "rules.h"
+
+/* The per-sample loss of residual r, and its derivative in *dl: the same formulas as epoch.c. */
+static inline double FO_FN(csr_loss)(fo_loss loss, FO_REAL r, FO_REAL epsilon, FO_REAL *dl)
+{
+    const FO_REAL ar = r < 0 ? -r : r, sign = (FO_REAL)((r > 0) - (r < 0));
+    switch (loss) {
+    case FO_LOSS_ABSOLUTE:
+        *dl = sign;
+        return (double)ar;
+    case FO_LOSS_HUBER:
+        if (ar <= epsilon) {
+            *dl = r;
+            return 0.5 * (double)r * (double)r;
+        }
+        *dl = epsilon * sign;
+        return (double)epsilon * ((double)ar - 0.5 * (double)epsilon);
+    case FO_LOSS_SQUARED:
+    default:
+        *dl = r;
+        return 0.5 * (double)r * (double)r;
+    }
+}
+
+/* Bring feature `col` (its k weights and their state) from s steps behind up to date. */
+static inline void FO_FN(csr_catch_up)(fo_catch how, const fo_hyper *h, ptrdiff_t col, ptrdiff_t s,
+                                       const double *table, FO_REAL *params, FO_REAL *state, ptrdiff_t d,
+                                       ptrdiff_t k, ptrdiff_t n_params)
+{
+    const double *A = table + FO_CSR_TAB * s;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        const ptrdiff_t i = j * d + col;
+        switch (how) {
+        case FO_CATCH_SCALE: params[i] = (FO_REAL)(A[4] * (double)params[i]); break;
+        case FO_CATCH_PAIR: {
+            const double v = state[i], w = params[i];
+            state[i] = (FO_REAL)(A[0] * v + A[1] * w);
+            params[i] = (FO_REAL)(A[2] * v + A[3] * w);
+            break;
+        }
+        case FO_CATCH_RMS:
+            state[i] = (FO_REAL)(A[4] * (double)state[i]);
+            if (h->centered) state[n_params + i] = (FO_REAL)(A[4] * (double)state[n_params + i]);
+            if (h->momentum > 0) {
+                const double b = state[2 * n_params + i], w = params[i];
+                state[2 * n_params + i] = (FO_REAL)(A[0] * b);
+                params[i] = (FO_REAL)(A[2] * b + w);
+            }
+            break;
+        default: break;
+        }
+    }
+}
+
+/* torch.optim.SparseAdam on the compact coordinates whose loss gradient g is nonzero, with its arithmetic:
+ * m <- m + (1 - b1)(g - m), v <- v + (1 - b2)(g^2 - v), w <- w - (lr sqrt(1 - b2^t) / (1 - b1^t)) m /
+ * (sqrt(v) + eps). Extensions on the same coordinates: coupled L2 (Adam: g + wd w), decoupled (AdamW:
+ * w <- (1 - lr wd) w first), AMSGrad (v replaced by its running maximum). */
+static void FO_FN(csr_sparse_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                   ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr, int decoupled)
+{
+    const FO_REAL wd = (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
+    const FO_REAL one_b1 = (FO_REAL)(1.0 - h->beta1), one_b2 = (FO_REAL)(1.0 - h->beta2);
+    const FO_REAL step_size = (FO_REAL)(lr * sqrt(1.0 - pow(h->beta2, (double)t)) /
+                                        (1.0 - pow(h->beta1, (double)t)));
+    const FO_REAL shrink = (FO_REAL)(1.0 - lr * h->weight_decay);
+    FO_REAL *m = state, *v = state + n, *vmax = state + 2 * n;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (g[i] == 0) continue;
+        FO_REAL gi = g[i];
+        if (i < n_decay && h->weight_decay != 0) {
+            if (decoupled)
+                w[i] *= shrink;
+            else
+                gi = gi + wd * w[i];
+        }
+        m[i] = m[i] + (gi - m[i]) * one_b1;
+        v[i] = v[i] + (gi * gi - v[i]) * one_b2;
+        FO_REAL vi = v[i];
+        if (h->amsgrad) {
+            if (vi > vmax[i]) vmax[i] = vi;
+            vi = vmax[i];
+        }
+        w[i] = w[i] + -(step_size * (m[i] / (FO_SQRT(vi) + eps)));
+    }
+}
+
+/* Prefetch the stored values and column indices of rows order[from:to]. */
+static inline void FO_FN(csr_prefetch_rows)(const int64_t *order, ptrdiff_t from, ptrdiff_t to,
+                                            const FO_REAL *data, const int32_t *indices, const int32_t *indptr)
+{
+    for (ptrdiff_t pos = from; pos < to; pos++) {
+        const int64_t row = order[pos];
+        const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
+        for (ptrdiff_t p = p0; p < p1; p += 64 / sizeof(FO_REAL)) FO_CSR_PREFETCH(data + p);
+        for (ptrdiff_t p = p0; p < p1; p += 16) FO_CSR_PREFETCH(indices + p);
+    }
+}
+
+fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy, const FO_REAL *data,
+                              const int32_t *indices, const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw,
+                              ptrdiff_t d, ptrdiff_t k, FO_REAL *params, ptrdiff_t n_params, FO_REAL *state,
+                              ptrdiff_t n_slots, FO_REAL *work, int64_t *iwork, double *table)
+{
+    c->bad_step = 0;
+    c->loss_out = 0;
+    if (c->batch_size < 1 || k < 1 || n_slots < 0 || n_slots > FO_MAX_SLOTS ||
+        n_params != k * d + (n_params > k * d ? k : 0))
+        return FO_BAD_ARGUMENT;
+    const int has_b = n_params > k * d;
+    const ptrdiff_t kd = k * d, nb = has_b ? k : 0;
+    const fo_catch how = fo_csr_catch(rule, h, lazy);
+    const int decoupled = rule == FO_RULE_ADAMW;
+    const FO_REAL epsilon = (FO_REAL)c->epsilon;
+    /* work: g (dense, zero but on the touched coordinates), compact w, g, state, then the row coefficients */
+    FO_REAL *g = work, *cw = work + n_params, *cg = cw + n_params, *cs = cg + n_params;
+    FO_REAL *coef = cs + FO_MAX_SLOTS * n_params;
+    /* iwork: stamp (the step that last added a feature to T), last (the step a feature is up to date with),
+     * the touched list */
+    int64_t *stamp = iwork, *last = iwork + d, *touched = iwork + 2 * d;
+    const ptrdiff_t steps = (c->n_rows + c->batch_size - 1) / c->batch_size;
+    if (how == FO_CATCH_SCALE || how == FO_CATCH_PAIR || how == FO_CATCH_RMS)
+        fo_csr_tables(rule, h, c->lr, steps, table);
+    memset(g, 0, (size_t)n_params * sizeof(FO_REAL));
+    for (ptrdiff_t col = 0; col < d; col++) stamp[col] = -1, last[col] = c->t;
+    const int catching = how == FO_CATCH_SCALE || how == FO_CATCH_PAIR || how == FO_CATCH_RMS;
+    fo_status status = FO_OK;
+    double total = 0;
+    for (ptrdiff_t start = 0; start < c->n_rows; start += c->batch_size) {
+        const ptrdiff_t end = start + c->batch_size < c->n_rows ? start + c->batch_size : c->n_rows;
+        const ptrdiff_t nrows = end - start;
+        const int64_t step = c->t + 1;
+        const ptrdiff_t next_end = end + c->batch_size < c->n_rows ? end + c->batch_size : c->n_rows;
+        FO_FN(csr_prefetch_rows)(c->order, end, next_end, data, indices, indptr);
+        /* 1. The touched features, each brought up to date with step c->t. */
+        ptrdiff_t nt = 0;
+        for (ptrdiff_t pos = start; pos < end; pos++) {
+            const int64_t row = c->order[pos];
+            for (ptrdiff_t p = indptr[row]; p < indptr[row + 1]; p++) {
+                const int32_t col = indices[p];
+                if (stamp[col] != step) {
+                    stamp[col] = step;
+                    touched[nt++] = col;
+                    if (catching && last[col] != c->t)
+                        FO_FN(csr_catch_up)(how, h, col, (ptrdiff_t)(c->t - last[col]), table, params, state, d,
+                                            k, n_params);
+                    last[col] = c->t;
+                }
+            }
+        }
+        /* 2. Residuals, loss and coefficients c_ij = sw_i loss'(r_ij). */
+        double loss = 0;
+        for (ptrdiff_t q = 0; q < nrows; q++) {
+            const int64_t row = c->order[start + q];
+            const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
+            const FO_REAL wi = sw ? sw[row] : (FO_REAL)1;
+            for (ptrdiff_t j = 0; j < k; j++) {
+                const FO_REAL *wj = params + j * d;
+                FO_REAL dot = 0;
+                for (ptrdiff_t p = p0; p < p1; p++) dot += data[p] * wj[indices[p]];
+                const FO_REAL r = dot + (has_b ? params[kd + j] : (FO_REAL)0) - Y[row * k + j];
+                FO_REAL dl;
+                loss += (double)wi * FO_FN(csr_loss)(c->loss, r, epsilon, &dl);
+                coef[q * k + j] = wi * dl;
+            }
+        }
+        /* 3. The minibatch mean gradient on T and the intercepts, summed over the rows in order. */
+        for (ptrdiff_t q = 0; q < nt; q++)
+            for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = 0;
+        for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] = 0;
+        for (ptrdiff_t q = 0; q < nrows; q++) {
+            const int64_t row = c->order[start + q];
+            const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
+            for (ptrdiff_t j = 0; j < k; j++) {
+                const FO_REAL cq = coef[q * k + j];
+                FO_REAL *gj = g + j * d;
+                for (ptrdiff_t p = p0; p < p1; p++) gj[indices[p]] += cq * data[p];
+                if (has_b) g[kd + j] += cq;
+            }
+        }
+        const FO_REAL inv = (FO_REAL)(1.0 / (double)nrows);
+        double ss = 0;
+        for (ptrdiff_t q = 0; q < nt; q++)
+            for (ptrdiff_t j = 0; j < k; j++) {
+                FO_REAL *gi = g + j * d + touched[q];
+                *gi *= inv;
+                ss += (double)*gi * (double)*gi;
+            }
+        for (ptrdiff_t j = 0; j < nb; j++) {
+            g[kd + j] *= inv;
+            ss += (double)g[kd + j] * (double)g[kd + j];
+        }
+        total += loss;
+        if (!isfinite(loss) || !isfinite(ss)) {
+            status = FO_NONFINITE_LOSS;
+        } else if (loss / (double)nrows > c->loss_limit) {
+            status = FO_DIVERGED;
+        }
+        if (status != FO_OK) {
+            c->bad_step = step;
+            break;
+        }
+        /* 4. Clipping by the global norm: the gradient is zero off T. */
+        if (c->clip_norm > 0) {
+            const double norm = sqrt(ss), cf = c->clip_norm / (norm + FO_CSR_CLIP_EPS);
+            if (cf < 1) {
+                const FO_REAL s = (FO_REAL)cf;
+                for (ptrdiff_t q = 0; q < nt; q++)
+                    for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] *= s;
+                for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] *= s;
+            }
+        }
+        c->t = step;
+        /* 5. The step. */
+        if (how == FO_CATCH_DENSE || (step == 1 && how == FO_CATCH_PAIR)) {
+            FO_FN(rule_step)(rule, h, params, g, state, n_params, kd, step, c->lr);
+            for (ptrdiff_t q = 0; q < nt; q++)
+                for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = 0;
+            if (how == FO_CATCH_PAIR)
+                for (ptrdiff_t col = 0; col < d; col++) last[col] = step;
+            continue;
+        }
+        /* Gather T's coordinates (output-major, as in params) and the intercepts, step them, scatter back. */
+        const ptrdiff_t nc = k * nt + nb;
+        for (ptrdiff_t j = 0; j < k; j++)
+            for (ptrdiff_t q = 0; q < nt; q++) {
+                const ptrdiff_t i = j * d + touched[q], ci = j * nt + q;
+                cw[ci] = params[i];
+                cg[ci] = g[i];
+                for (ptrdiff_t sl = 0; sl < n_slots; sl++) cs[sl * nc + ci] = state[sl * n_params + i];
+            }
+        for (ptrdiff_t j = 0; j < nb; j++) {
+            const ptrdiff_t i = kd + j, ci = k * nt + j;
+            cw[ci] = params[i];
+            cg[ci] = g[i];
+            for (ptrdiff_t sl = 0; sl < n_slots; sl++) cs[sl * nc + ci] = state[sl * n_params + i];
+        }
+        if (lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW))
+            FO_FN(csr_sparse_adam)(h, cw, cg, cs, nc, k * nt, step, c->lr, decoupled);
+        else
+            FO_FN(rule_step)(rule, h, cw, cg, n_slots ? cs : NULL, nc, k * nt, step, c->lr);
+        for (ptrdiff_t j = 0; j < k; j++)
+            for (ptrdiff_t q = 0; q < nt; q++) {
+                const ptrdiff_t i = j * d + touched[q], ci = j * nt + q;
+                params[i] = cw[ci];
+                for (ptrdiff_t sl = 0; sl < n_slots; sl++) state[sl * n_params + i] = cs[sl * nc + ci];
+            }
+        for (ptrdiff_t j = 0; j < nb; j++) {
+            const ptrdiff_t i = kd + j, ci = k * nt + j;
+            params[i] = cw[ci];
+            for (ptrdiff_t sl = 0; sl < n_slots; sl++) state[sl * n_params + i] = cs[sl * nc + ci];
+        }
+        for (ptrdiff_t q = 0; q < nt; q++) last[touched[q]] = step;
+    }
+    /* Every coordinate up to date with the last step taken, on every exit. */
+    if (catching)
+        for (ptrdiff_t col = 0; col < d; col++)
+            if (last[col] != c->t)
+                FO_FN(csr_catch_up)(how, h, col, (ptrdiff_t)(c->t - last[col]), table, params, state, d, k,
+                                    n_params);
+    if (status != FO_OK) return status;
+    for (ptrdiff_t p = 0; p < n_params; p++) {
+        if (!isfinite(params[p])) {
+            c->bad_step = c->t;
+            return FO_NONFINITE_LOSS;
+        }
+    }
+    c->loss_out = c->n_rows > 0 ? total / (double)c->n_rows : 0.0;
+    return FO_OK;
+}
