@@ -34,6 +34,7 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _assert_all_finite
@@ -71,6 +72,8 @@ class Train(NamedTuple):
         A minibatch mean loss above this is divergence.
     n_threads : int or None
         Threads per epoch as the user asked (None: :func:`epoch_threads` decides); not read by the kernel.
+    lazy : bool
+        SparseAdam steps for Adam and AdamW (``sparse_mode="lazy"``); read by the CSR kernel only.
     """
 
     batch_size: int
@@ -79,6 +82,7 @@ class Train(NamedTuple):
     clip_norm: float | None
     loss_limit: float
     n_threads: int | None = None
+    lazy: bool = False
 
 
 # A second thread pays off when each half-minibatch holds at least this much of X (the exchange per step costs
@@ -273,10 +277,52 @@ def split_params(p: np.ndarray, d: int, k: int):
     return coef, intercept
 
 
+def run_epoch(spec, train: Train, data, sw, order, st: IterState, lr: float):
+    """One compiled epoch over ``data.X``, dense (:func:`fastopt._kernels.epoch`, one or two threads) or CSR
+    (:func:`fastopt._kernels.epoch_csr`, one thread; ``train.lazy`` selects SparseAdam semantics); in place on
+    ``st.params`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
+    if sp.issparse(data.X):
+        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+                                  st.opt_state, st.t, lr, train.lazy)
+    d, k = data.X.shape[1], data.Y.shape[1]
+    work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
+    threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
+    return _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+                          st.opt_state, work, st.t, lr, threads)
+
+
+def lazy_rule(method: str, params: dict) -> bool:
+    """Whether the fit takes SparseAdam steps (``sparse_mode="lazy"`` with Adam or AdamW)."""
+    return params.get("sparse_mode", "exact") == "lazy" and method in LAZY_RULES
+
+
+# The rules whose exact steps move every coordinate (O(d) a step on sparse X), and so have a lazy mode.
+LAZY_RULES = frozenset({"adam", "adamw"})
+
+
+def _as_lazy_data(method: str, params: dict, data):
+    """SparseAdam steps are defined by the gradient's nonzeros, whatever the storage of X: a dense X is
+    converted once to CSR (int32 indices when they fit) so that the same kernel takes them."""
+    if not lazy_rule(method, params) or sp.issparse(data.X):
+        return data
+    X = sp.csr_array(data.X)
+    if X.nnz < 2**31 and X.shape[1] < 2**31:
+        X.indices, X.indptr = X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int32, copy=False)
+    else:
+        raise ValueError(f"sparse_mode='lazy' needs fewer than 2**31 nonzeros in X, got {X.nnz}.")
+    return dataclasses.replace(data, X=X)
+
+
 class IterativeSolver:
-    """One minibatch optimizer behind ``LinearRegressor(solver=method)``."""
+    """One minibatch optimizer behind ``LinearRegressor(solver=method)``.
+
+    On sparse ``X`` (CSR, validated to int32 indices without duplicates) each epoch is
+    :func:`fastopt._kernels.epoch_csr`: the same objective and steps as on ``X.toarray()``, at a cost that
+    follows the nonzeros (see ``csrc/epoch_csr.c`` and the README's table).
+    """
 
     losses = frozenset(LOSSES)
+    supports_sparse = True
 
     def __init__(self, method: str):
         self.method = method
@@ -312,18 +358,15 @@ class IterativeSolver:
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k))
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int) -> float:
-        d, k = data.X.shape[1], data.Y.shape[1]
-        work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
-        threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
-        status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
-                                              st.params, st.opt_state, work, st.t, lr, threads)
+        status, t, loss, bad = run_epoch(spec, train, data, sw, order, st, lr)
         if status == _kernels.Status.BAD_ARGUMENT:
             raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")
         if status == _kernels.Status.NONFINITE_LOSS:
             # fit leaves X's finiteness to this pass (every training row is read in the first epoch, and a NaN
             # or inf there makes the loss non-finite even at zero weight): name bad input before blaming the
             # learning rate.
-            _assert_all_finite(data.X, input_name="X", estimator_name="LinearRegressor")
+            _assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
+                               estimator_name="LinearRegressor")
         if status != _kernels.Status.OK:
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
                     else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")
@@ -334,14 +377,14 @@ class IterativeSolver:
             )
         st.t = t
         if spec.rule != optim.Rule.ADAMW and spec.weight_decay > 0:
-            k_d = data.X.shape[1] * k
+            k_d = data.X.shape[1] * data.Y.shape[1]
             loss += 0.5 * spec.weight_decay * float(np.dot(st.params[:k_d], st.params[:k_d]))
         return float(loss)
 
     def _train_controls(self, params, st: IterState) -> Train:
         return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
-                     n_threads=params.get("n_threads"))
+                     n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params))
 
     def epoch_lr(self, params, st: IterState, epoch: int) -> float:
         """The scheduled learning rate of the 0-based ``epoch``."""
@@ -363,6 +406,7 @@ class IterativeSolver:
             return self._fit(params, data, state)
 
     def _fit(self, params: dict, data, state: IterState | None) -> FitResult:
+        data = _as_lazy_data(self.method, params, data)
         rng = _seed(params["random_state"])
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
@@ -405,6 +449,7 @@ class IterativeSolver:
             return self._partial_fit(params, data, state, sweep)
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
+        data = _as_lazy_data(self.method, params, data)
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)

@@ -21,6 +21,7 @@ squared-error gradient there, which measures the scale of the targets).
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from fastopt.optim import Loss, Rule
 
@@ -108,9 +109,14 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng) -> float:
         Starts the power iteration.
     """
     fit_intercept = params["fit_intercept"]
-    Xa = X.astype(np.float64)
-    if fit_intercept:
-        Xa = np.hstack([Xa, np.ones((Xa.shape[0], 1))])
+    if sp.issparse(X):  # the same products from the nonzeros: X is never densified
+        Xa = sp.csr_array(X, dtype=np.float64)
+        if fit_intercept:
+            Xa = sp.hstack([Xa, sp.csr_array(np.ones((Xa.shape[0], 1)))], format="csr")
+    else:
+        Xa = X.astype(np.float64)
+        if fit_intercept:
+            Xa = np.hstack([Xa, np.ones((Xa.shape[0], 1))])
     w = w.astype(np.float64) if w is not None else np.ones(Xa.shape[0])
     w = w / w.mean()
     d = X.shape[1]
@@ -121,12 +127,14 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng) -> float:
         return 1.0
     if spec.rule in (Rule.SGD, Rule.MOMENTUM, Rule.NESTEROV):
         b = min(int(params["batch_size"]), n_train)
-        trace = float(w @ np.einsum("ij,ij->i", Xa, Xa)) / Xa.shape[0] + float(ridge.sum())
+        row_sq = (np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel() if sp.issparse(Xa)
+                  else np.einsum("ij,ij->i", Xa, Xa))
+        trace = float(w @ row_sq) / Xa.shape[0] + float(ridge.sum())
         lr = b / (trace + (b - 1) * L)
         return lr * (1.0 - spec.momentum) if spec.rule != Rule.SGD else lr
     k = Y.shape[1]
     P0 = np.vstack([p0[: k * d].reshape(k, d).T.astype(np.float64),
                     p0[k * d :][None, :] if fit_intercept else np.zeros((0, k))])
-    G0 = Xa.T @ (w[:, None] * (Xa @ P0 - Y)) / Xa.shape[0]
+    G0 = np.asarray(Xa.T @ (w[:, None] * (Xa @ P0 - Y))) / Xa.shape[0]
     scale = float(np.max(np.abs(G0))) / L
     return ADAPTIVE_FRACTION * scale if scale > 0 else 1e-3

@@ -89,6 +89,17 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Centred RMSProp (normalise by the gradient's estimated variance instead of its second moment).
     amsgrad : bool, default=False
         AMSGrad variant of ``"adam"`` and ``"adamw"``.
+    sparse_mode : {"exact", "lazy"}, default="exact"
+        Steps of ``"adam"`` and ``"adamw"``. ``"exact"``: Adam's rule on every coordinate at every step, which
+        on sparse ``X`` costs O(n_features) a step (every moment decays, every weight moves). ``"lazy"``: the
+        semantics of ``torch.optim.SparseAdam`` (Kingma & Ba, 2015, applied to the nonzeros only): the moments
+        and weights change only where the minibatch gradient is nonzero, at a cost that follows the
+        minibatch's nonzeros; the bias corrections use the global step count, the denominator is
+        ``sqrt(v) + eps`` with step size ``lr sqrt(1 - beta2^t) / (1 - beta1^t)`` as in SparseAdam; ``alpha``
+        (coupled for Adam, decoupled for AdamW) and ``amsgrad`` act on the same coordinates. A different
+        optimizer, not an approximation of ``"exact"``: the gradient's nonzeros define it whatever the storage
+        of ``X`` (a dense ``X`` is converted once to CSR). The other solvers ignore it: their exact steps
+        already cost O(nonzeros) on sparse ``X`` (see the README's table).
     init : {"zeros", "random"}, default="zeros"
         Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``
         (intercepts start at zero either way).
@@ -169,6 +180,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "eps": [Interval(Real, 0, None, closed="neither")],
         "centered": ["boolean"],
         "amsgrad": ["boolean"],
+        "sparse_mode": [StrOptions({"exact", "lazy"})],
         "init": [StrOptions({"zeros", "random"})],
         "end_factor": [Interval(Real, 0, 1, closed="right")],
         "power_t": [Interval(Real, 0, None, closed="left")],
@@ -208,6 +220,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         eps=1e-8,
         centered=False,
         amsgrad=False,
+        sparse_mode="exact",
         init="zeros",
         clip_norm=None,
         shuffle=True,
@@ -240,6 +253,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.eps = eps
         self.centered = centered
         self.amsgrad = amsgrad
+        self.sparse_mode = sparse_mode
         self.init = init
         self.clip_norm = clip_norm
         self.shuffle = shuffle
