@@ -268,8 +268,10 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
         wts = np.ones(nb, Y.dtype) if sample_weight is None else sample_weight[rows]
         C = wts[:, None] * dl
         grad[:kd] = np.asarray(Xb.T @ C, dtype=Y.dtype).T.ravel()
-        if has_b:
-            grad[kd:] = C.sum(axis=0)
+        if has_b:  # summed row after row, as the kernel does (NumPy's sum is pairwise)
+            grad[kd:] = 0
+            for c_row in C:
+                grad[kd:] += c_row
         grad *= real(1.0 / nb)
         loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
         ss = float(np.sum(grad.astype(np.float64) ** 2))
