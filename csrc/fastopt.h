@@ -202,4 +202,8 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
                          ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params, float *state,
                          ptrdiff_t n_slots, float *work, int64_t *iwork, double *table);
 
+/* ---------------------------------------------------------------- row orders (shuffle.c) */
+/* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows. */
+void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out);
+
 #endif /* FASTOPT_H */

@@ -291,6 +291,12 @@ def run_epoch(spec, train: Train, data, sw, order, st: IterState, lr: float):
                           st.opt_state, work, st.t, lr, threads)
 
 
+def draw_order(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+    """A uniform random permutation of ``rows`` (int64) for one epoch: a 64-bit key drawn from ``rng`` (so
+    from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``."""
+    return _kernels.shuffle(rows, int(rng.integers(0, 2**64, dtype=np.uint64)))
+
+
 def lazy_rule(method: str, params: dict) -> bool:
     """Whether the fit takes SparseAdam steps (``sparse_mode="lazy"`` with Adam or AdamW)."""
     return params.get("sparse_mode", "exact") == "lazy" and method in LAZY_RULES
@@ -416,7 +422,7 @@ class IterativeSolver:
         stopping, val_scores = Stopping(params["tol"], params["n_iter_no_change"], keep_best=early), []
         for epoch in range(params["max_epochs"]):
             t0 = time.perf_counter()
-            order = rng.permutation(train_idx) if params["shuffle"] else train_idx
+            order = draw_order(rng, train_idx) if params["shuffle"] else train_idx
             lr = self.epoch_lr(params, st, epoch)
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.epochs += 1
@@ -461,7 +467,7 @@ class IterativeSolver:
             st = dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
                                      loss_curve=list(state.loss_curve), lr0=lr0)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
-        order = st.rng.permutation(rows) if params["shuffle"] else rows
+        order = draw_order(st.rng, rows) if params["shuffle"] else rows
         epoch = st.epochs if sweep is None else sweep.epoch
         lr = self.epoch_lr(params, st, epoch)
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))

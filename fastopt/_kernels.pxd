@@ -1,5 +1,5 @@
 # C declarations of csrc/fastopt.h, for fastopt/_kernels.pyx.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 cdef extern from "fastopt.h" nogil:
     ctypedef enum fo_status:
@@ -132,3 +132,6 @@ cdef extern from "fastopt.h" nogil:
                              const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
                              Py_ssize_t d, Py_ssize_t k, float *params, Py_ssize_t n_params, float *state,
                              Py_ssize_t n_slots, float *work, int64_t *iwork, double *table)
+
+    # ------------------------------------------------------------ row orders (shuffle.c)
+    void fo_shuffle(const int64_t *rows, Py_ssize_t n, uint64_t key, int64_t *out)

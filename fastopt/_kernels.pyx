@@ -44,5 +44,8 @@ include "_kernels_gram.pxi"
 # ---------------------------------------------------------------- optimizers
 include "_kernels_optim.pxi"
 
+# ---------------------------------------------------------------- row orders
+include "_kernels_order.pxi"
+
 # ---------------------------------------------------------------- sparse epoch
 include "_kernels_csr.pxi"

@@ -292,6 +292,41 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
 
 
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z):
+    """SplitMix64's output function on an array of uint64 counters (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _mulhi64(a, b):
+    """The high 64 bits of the products a * b of uint64 arrays, from four 32-bit partial products."""
+    lo = np.uint64(0xFFFFFFFF)
+    a0, a1, b0, b1 = a & lo, a >> np.uint64(32), b & lo, b >> np.uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> np.uint64(32)) + (p01 & lo) + (p10 & lo)
+    return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+
+
+def shuffle(rows, key):
+    """Twin of ``fastopt._kernels.shuffle`` (csrc/shuffle.c): forward Fisher-Yates, j_i = i + mulhi(u_i, n - i)
+    with u_i SplitMix64's word for the counter i + 1."""
+    out = np.array(rows, dtype=np.int64)
+    n = out.shape[0]
+    if n < 2:
+        return out
+    i = np.arange(n - 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        u = _splitmix64(np.uint64(key) + (i + np.uint64(1)) * _GOLDEN_GAMMA)
+        j = (i + _mulhi64(u, np.uint64(n) - i)).astype(np.int64)
+    for a, b in enumerate(j):
+        out[a], out[b] = out[b], out[a]
+    return out
+
+
 def simd(name=None):
     """Twin of ``fastopt._kernels.simd``: NumPy has no instruction-set copies to choose, so this validates
     ``name`` as the kernel does and reports ``"numpy"``."""
