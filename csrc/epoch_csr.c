@@ -31,7 +31,7 @@
 #include "fastopt.h"
 
 #if defined(__GNUC__) || defined(__clang__)
-#define FO_CSR_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#define FO_CSR_PREFETCH(p) __builtin_prefetch((p), 0, 2) /* into L2: a step's lines overflow L1 */
 #else
 #define FO_CSR_PREFETCH(p) ((void)(p))
 #endif
@@ -47,9 +47,16 @@ ptrdiff_t fo_csr_work_size(ptrdiff_t n_params, ptrdiff_t k, ptrdiff_t batch_size
     return (3 + FO_MAX_SLOTS) * n_params + batch_size * k;
 }
 
+/* Per feature, in one 8-byte slot so that one random access finds both: the step (counted from the epoch's
+ * start) that its coordinates are up to date with, and its position in the current minibatch's T. */
+typedef struct {
+    int32_t last;
+    int32_t pos;
+} fo_csr_slot;
+
 ptrdiff_t fo_csr_iwork_size(ptrdiff_t d)
 {
-    return 3 * d;
+    return 2 * d; /* d slots, then T */
 }
 
 ptrdiff_t fo_csr_table_size(ptrdiff_t n_rows, ptrdiff_t batch_size)

@@ -88,15 +88,35 @@ static void FO_FN(csr_sparse_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL 
     }
 }
 
-/* Prefetch the stored values and column indices of rows order[from:to]. */
+/* Prefetch the stored values, column indices, targets and weights of rows order[from:to]. */
 static inline void FO_FN(csr_prefetch_rows)(const int64_t *order, ptrdiff_t from, ptrdiff_t to,
-                                            const FO_REAL *data, const int32_t *indices, const int32_t *indptr)
+                                            const FO_REAL *data, const int32_t *indices, const int32_t *indptr,
+                                            const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t k)
 {
     for (ptrdiff_t pos = from; pos < to; pos++) {
         const int64_t row = order[pos];
         const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
         for (ptrdiff_t p = p0; p < p1; p += 64 / sizeof(FO_REAL)) FO_CSR_PREFETCH(data + p);
+        if (p1 > p0) FO_CSR_PREFETCH(data + p1 - 1);
         for (ptrdiff_t p = p0; p < p1; p += 16) FO_CSR_PREFETCH(indices + p);
+        if (p1 > p0) FO_CSR_PREFETCH(indices + p1 - 1);
+        FO_CSR_PREFETCH(Y + row * k);
+        if (sw) FO_CSR_PREFETCH(sw + row);
+    }
+}
+
+/* Prefetch the feature slots and first-output weights of the columns of rows order[from:to] (whose indices
+ * were prefetched one step earlier): the random accesses of the next step start while this one computes. */
+static inline void FO_FN(csr_prefetch_columns)(const int64_t *order, ptrdiff_t from, ptrdiff_t to,
+                                               const int32_t *indices, const int32_t *indptr,
+                                               const fo_csr_slot *slot, const FO_REAL *params)
+{
+    for (ptrdiff_t pos = from; pos < to; pos++) {
+        const int64_t row = order[pos];
+        for (ptrdiff_t p = indptr[row]; p < indptr[row + 1]; p++) {
+            FO_CSR_PREFETCH(slot + indices[p]);
+            FO_CSR_PREFETCH(params + indices[p]);
+        }
     }
 }
 
@@ -113,41 +133,52 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     const int has_b = n_params > k * d;
     const ptrdiff_t kd = k * d, nb = has_b ? k : 0;
     const fo_catch how = fo_csr_catch(rule, h, lazy);
+    const int catching = how == FO_CATCH_SCALE || how == FO_CATCH_PAIR || how == FO_CATCH_RMS;
     const int decoupled = rule == FO_RULE_ADAMW;
     const FO_REAL epsilon = (FO_REAL)c->epsilon;
-    /* work: g (dense, zero but on the touched coordinates), compact w, g, state, then the row coefficients */
-    FO_REAL *g = work, *cw = work + n_params, *cg = cw + n_params, *cs = cg + n_params;
-    FO_REAL *coef = cs + FO_MAX_SLOTS * n_params;
-    /* iwork: stamp (the step that last added a feature to T), last (the step a feature is up to date with),
-     * the touched list */
-    int64_t *stamp = iwork, *last = iwork + d, *touched = iwork + 2 * d;
+    /* work: compact w, g, state (T's coordinates output-major, then the intercepts), the row coefficients, and
+     * the dense gradient that the rules without deferred updates step on (zero off T). */
+    FO_REAL *cw = work, *cg = cw + n_params, *cs = cg + n_params, *coef = cs + FO_MAX_SLOTS * n_params;
+    FO_REAL *g = coef + c->batch_size * k;
+    /* iwork: one slot per feature (the step it is up to date with, its position in T), then T */
+    fo_csr_slot *slot = (fo_csr_slot *)iwork;
+    int64_t *touched = iwork + d;
+    const int64_t t0 = c->t;
     const ptrdiff_t steps = (c->n_rows + c->batch_size - 1) / c->batch_size;
-    if (how == FO_CATCH_SCALE || how == FO_CATCH_PAIR || how == FO_CATCH_RMS)
-        fo_csr_tables(rule, h, c->lr, steps, table);
-    memset(g, 0, (size_t)n_params * sizeof(FO_REAL));
-    for (ptrdiff_t col = 0; col < d; col++) stamp[col] = -1, last[col] = c->t;
-    const int catching = how == FO_CATCH_SCALE || how == FO_CATCH_PAIR || how == FO_CATCH_RMS;
+    if (catching) fo_csr_tables(rule, h, c->lr, steps, table);
+    if (how == FO_CATCH_DENSE || (how == FO_CATCH_PAIR && t0 == 0)) memset(g, 0, (size_t)n_params * sizeof(FO_REAL));
+    for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
     fo_status status = FO_OK;
     double total = 0;
-    for (ptrdiff_t start = 0; start < c->n_rows; start += c->batch_size) {
-        const ptrdiff_t end = start + c->batch_size < c->n_rows ? start + c->batch_size : c->n_rows;
-        const ptrdiff_t nrows = end - start;
+    ptrdiff_t nt = 0;
+    const ptrdiff_t b = c->batch_size;
+    FO_FN(csr_prefetch_rows)(c->order, 0, 2 * b < c->n_rows ? 2 * b : c->n_rows, data, indices, indptr, Y, sw, k);
+    for (ptrdiff_t start = 0; start < c->n_rows; start += b) {
+        const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
+        const int32_t rel = (int32_t)(c->t - t0) + 1; /* this step, counted from the epoch's start */
         const int64_t step = c->t + 1;
-        const ptrdiff_t next_end = end + c->batch_size < c->n_rows ? end + c->batch_size : c->n_rows;
-        FO_FN(csr_prefetch_rows)(c->order, end, next_end, data, indices, indptr);
-        /* 1. The touched features, each brought up to date with step c->t. */
-        ptrdiff_t nt = 0;
+        /* 1. T: the touched features in order of first appearance, each brought up to date with step c->t.
+         * Meanwhile, row by row, the columns of the next minibatch's rows (whose indices arrived during the
+         * previous step) and the rows of the one after are prefetched: spread out, not in a burst that would
+         * overflow the core's queue of outstanding misses (measured: most of a burst's prefetches were lost). */
+        nt = 0;
         for (ptrdiff_t pos = start; pos < end; pos++) {
             const int64_t row = c->order[pos];
+            if (pos + b < c->n_rows)
+                FO_FN(csr_prefetch_columns)(c->order, pos + b, pos + b + 1, indices, indptr, slot, params);
+            if (pos + 2 * b < c->n_rows)
+                FO_FN(csr_prefetch_rows)(c->order, pos + 2 * b, pos + 2 * b + 1, data, indices, indptr, Y, sw, k);
+            if (pos + 3 * b < c->n_rows) FO_CSR_PREFETCH(indptr + c->order[pos + 3 * b]);
             for (ptrdiff_t p = indptr[row]; p < indptr[row + 1]; p++) {
                 const int32_t col = indices[p];
-                if (stamp[col] != step) {
-                    stamp[col] = step;
+                fo_csr_slot *sl = slot + col;
+                if (sl->last != rel) {
+                    const ptrdiff_t behind = (ptrdiff_t)(rel - 1 - sl->last);
+                    if (catching && behind > 0)
+                        FO_FN(csr_catch_up)(how, h, col, behind, table, params, state, d, k, n_params);
+                    sl->last = rel; /* up to date once this step is taken */
+                    sl->pos = (int32_t)nt;
                     touched[nt++] = col;
-                    if (catching && last[col] != c->t)
-                        FO_FN(csr_catch_up)(how, h, col, (ptrdiff_t)(c->t - last[col]), table, params, state, d,
-                                            k, n_params);
-                    last[col] = c->t;
                 }
             }
         }
@@ -167,31 +198,25 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                 coef[q * k + j] = wi * dl;
             }
         }
-        /* 3. The minibatch mean gradient on T and the intercepts, summed over the rows in order. */
-        for (ptrdiff_t q = 0; q < nt; q++)
-            for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = 0;
-        for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] = 0;
+        /* 3. The minibatch mean gradient on T and the intercepts, compact, each entry summed over the rows in
+         * order. */
+        const ptrdiff_t nc = k * nt + nb;
+        memset(cg, 0, (size_t)nc * sizeof(FO_REAL));
         for (ptrdiff_t q = 0; q < nrows; q++) {
             const int64_t row = c->order[start + q];
             const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
             for (ptrdiff_t j = 0; j < k; j++) {
                 const FO_REAL cq = coef[q * k + j];
-                FO_REAL *gj = g + j * d;
-                for (ptrdiff_t p = p0; p < p1; p++) gj[indices[p]] += cq * data[p];
-                if (has_b) g[kd + j] += cq;
+                FO_REAL *gj = cg + j * nt;
+                for (ptrdiff_t p = p0; p < p1; p++) gj[slot[indices[p]].pos] += cq * data[p];
+                if (has_b) cg[k * nt + j] += cq;
             }
         }
         const FO_REAL inv = (FO_REAL)(1.0 / (double)nrows);
         double ss = 0;
-        for (ptrdiff_t q = 0; q < nt; q++)
-            for (ptrdiff_t j = 0; j < k; j++) {
-                FO_REAL *gi = g + j * d + touched[q];
-                *gi *= inv;
-                ss += (double)*gi * (double)*gi;
-            }
-        for (ptrdiff_t j = 0; j < nb; j++) {
-            g[kd + j] *= inv;
-            ss += (double)g[kd + j] * (double)g[kd + j];
+        for (ptrdiff_t i = 0; i < nc; i++) {
+            cg[i] *= inv;
+            ss += (double)cg[i] * (double)cg[i];
         }
         total += loss;
         if (!isfinite(loss) || !isfinite(ss)) {
@@ -201,6 +226,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         }
         if (status != FO_OK) {
             c->bad_step = step;
+            for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1; /* the step was not taken */
             break;
         }
         /* 4. Clipping by the global norm: the gradient is zero off T. */
@@ -208,34 +234,33 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             const double norm = sqrt(ss), cf = c->clip_norm / (norm + FO_CSR_CLIP_EPS);
             if (cf < 1) {
                 const FO_REAL s = (FO_REAL)cf;
-                for (ptrdiff_t q = 0; q < nt; q++)
-                    for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] *= s;
-                for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] *= s;
+                for (ptrdiff_t i = 0; i < nc; i++) cg[i] *= s;
             }
         }
         c->t = step;
-        /* 5. The step. */
-        if (how == FO_CATCH_DENSE || (step == 1 && how == FO_CATCH_PAIR)) {
+        /* 5. The step: on every coordinate (the rules without deferred updates, and the first step of the
+         * momentum rules, whose buffers start as the gradient), else on T and the intercepts. */
+        if (how == FO_CATCH_DENSE || (how == FO_CATCH_PAIR && step == 1)) {
+            for (ptrdiff_t j = 0; j < k; j++)
+                for (ptrdiff_t q = 0; q < nt; q++) g[j * d + touched[q]] = cg[j * nt + q];
+            for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] = cg[k * nt + j];
             FO_FN(rule_step)(rule, h, params, g, state, n_params, kd, step, c->lr);
-            for (ptrdiff_t q = 0; q < nt; q++)
-                for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = 0;
+            for (ptrdiff_t j = 0; j < k; j++)
+                for (ptrdiff_t q = 0; q < nt; q++) g[j * d + touched[q]] = 0;
             if (how == FO_CATCH_PAIR)
-                for (ptrdiff_t col = 0; col < d; col++) last[col] = step;
+                for (ptrdiff_t col = 0; col < d; col++) slot[col].last = rel;
             continue;
         }
-        /* Gather T's coordinates (output-major, as in params) and the intercepts, step them, scatter back. */
-        const ptrdiff_t nc = k * nt + nb;
+        /* Gather T's coordinates and the intercepts, step them with the unchanged rule, scatter back. */
         for (ptrdiff_t j = 0; j < k; j++)
             for (ptrdiff_t q = 0; q < nt; q++) {
                 const ptrdiff_t i = j * d + touched[q], ci = j * nt + q;
                 cw[ci] = params[i];
-                cg[ci] = g[i];
                 for (ptrdiff_t sl = 0; sl < n_slots; sl++) cs[sl * nc + ci] = state[sl * n_params + i];
             }
         for (ptrdiff_t j = 0; j < nb; j++) {
             const ptrdiff_t i = kd + j, ci = k * nt + j;
             cw[ci] = params[i];
-            cg[ci] = g[i];
             for (ptrdiff_t sl = 0; sl < n_slots; sl++) cs[sl * nc + ci] = state[sl * n_params + i];
         }
         if (lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW))
@@ -253,14 +278,15 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             params[i] = cw[ci];
             for (ptrdiff_t sl = 0; sl < n_slots; sl++) state[sl * n_params + i] = cs[sl * nc + ci];
         }
-        for (ptrdiff_t q = 0; q < nt; q++) last[touched[q]] = step;
     }
     /* Every coordinate up to date with the last step taken, on every exit. */
-    if (catching)
+    if (catching) {
+        const int32_t now = (int32_t)(c->t - t0);
         for (ptrdiff_t col = 0; col < d; col++)
-            if (last[col] != c->t)
-                FO_FN(csr_catch_up)(how, h, col, (ptrdiff_t)(c->t - last[col]), table, params, state, d, k,
+            if (slot[col].last != now)
+                FO_FN(csr_catch_up)(how, h, col, (ptrdiff_t)(now - slot[col].last), table, params, state, d, k,
                                     n_params);
+    }
     if (status != FO_OK) return status;
     for (ptrdiff_t p = 0; p < n_params; p++) {
         if (!isfinite(params[p])) {
