@@ -118,7 +118,7 @@ def finish(estimator, name: str, state, y_was_1d: bool, second_pass: Callable[[]
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
     params = estimator.get_params()
     if second_pass is not None and _closed_form.needs_qr(params, state):
-        state = replace(second_pass(), gram=state.gram)
+        state = replace(second_pass(), gram=state.gram, raw_diag=state.raw_diag)
     return estimator._apply(name, _Targets(y_was_1d), _closed_form.finish(params, state))
 
 
