@@ -290,3 +290,49 @@ def test_random_sparsity_patterns_match_the_dense_epoch(n, d, k, density, batch,
     assert [o[:2] for o in o1] == [o[:2] for o in o2]
     _close(p1, p2, steps, dtype)
     _close(s1, s2, steps, dtype)
+
+
+# ---------------------------------------------------------------- the estimator, end to end
+
+
+@pytest.mark.parametrize("solver, mode", [("sgd", "exact"), ("nesterov", "exact"), ("rmsprop", "exact"),
+                                          ("adam", "exact"), ("adamw", "lazy")])
+def test_estimator_entry_points_fit_sparse_as_dense(solver, mode):
+    rng = np.random.default_rng(21)
+    X = sp.random(400, 30, density=0.1, format="csr", random_state=rng)
+    y = X @ rng.normal(size=30) + 0.1 * rng.normal(size=400)
+    w = rng.uniform(0.5, 2.0, size=400)
+    kw = dict(solver=solver, sparse_mode=mode, alpha=1e-3, max_epochs=4, tol=None, random_state=0)
+    steps = 4 * 7 * 2
+
+    def same(a, b):
+        _close(a.coef_, b.coef_, steps, np.float64)
+        _close(a.intercept_, b.intercept_, steps, np.float64)
+
+    for fmt in ("csr", "csc", "coo"):
+        same(LinearRegressor(**kw).fit(X.asformat(fmt), y, sample_weight=w),
+             LinearRegressor(**kw).fit(X.toarray(), y, sample_weight=w))
+    a, b = LinearRegressor(**kw), LinearRegressor(**kw)
+    for lo, hi in ((0, 200), (200, 400)):
+        a.partial_fit(X[lo:hi], y[lo:hi])
+        b.partial_fit(X[lo:hi].toarray(), y[lo:hi])
+    same(a, b)
+    chunks = [(X[:150], y[:150], w[:150]), (X[150:], y[150:], w[150:])]
+    same(LinearRegressor(**kw).fit_stream(chunks),
+         LinearRegressor(**kw).fit_stream([(Xc.toarray(), yc, wc) for Xc, yc, wc in chunks]))
+    # float32 stays float32
+    est = LinearRegressor(**kw).fit(X.astype(np.float32), y.astype(np.float32))
+    assert est.coef_.dtype == np.float32
+
+
+def test_estimator_on_dask_arrays_of_sparse_blocks():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(22)
+    X = sp.random(300, 20, density=0.2, format="csr", random_state=rng)
+    y = X @ rng.normal(size=20)
+    kw = dict(solver="momentum", max_epochs=3, tol=None, random_state=0)
+    dX = da.from_array(X.toarray(), chunks=(100, 20))
+    dy = da.from_array(y, chunks=100)
+    a = LinearRegressor(**kw).fit(dX.map_blocks(sp.csr_matrix), dy)
+    b = LinearRegressor(**kw).fit(dX, dy)
+    _close(a.coef_, b.coef_, 30, np.float64)
