@@ -88,46 +88,50 @@ static void FO_FN(csr_sparse_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL 
     }
 }
 
-/* Prefetch the stored values, column indices, targets and weights of rows order[from:to]. */
-static inline void FO_FN(csr_prefetch_rows)(const int64_t *order, ptrdiff_t from, ptrdiff_t to,
-                                            const FO_REAL *data, const int32_t *indices, const int32_t *indptr,
-                                            const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t k)
+/* Copy rows order[from:to) into the staging buffers (values, indices, row pointers, targets, weights), as many
+ * whole minibatches of b rows as fit in cap stored values; returns the end of the staged range (from if not even
+ * one minibatch fits). The copy is a tight loop whose row fetches overlap (each one's address is known a few
+ * rows ahead), where the epoch's own sweeps would wait on each shuffled row in turn. */
+static ptrdiff_t FO_FN(csr_stage)(const int64_t *order, ptrdiff_t from, ptrdiff_t to, ptrdiff_t b, ptrdiff_t cap,
+                                  const FO_REAL *data, const int32_t *indices, const int32_t *indptr,
+                                  const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t k, FO_REAL *s_data,
+                                  int32_t *s_ind, int32_t *s_ptr, FO_REAL *s_y, FO_REAL *s_sw)
 {
+    ptrdiff_t used = 0, fitted = from;
+    s_ptr[0] = 0;
     for (ptrdiff_t pos = from; pos < to; pos++) {
-        const int64_t row = order[pos];
-        const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
-        for (ptrdiff_t p = p0; p < p1; p += 64 / sizeof(FO_REAL)) FO_CSR_PREFETCH(data + p);
-        if (p1 > p0) FO_CSR_PREFETCH(data + p1 - 1);
-        for (ptrdiff_t p = p0; p < p1; p += 16) FO_CSR_PREFETCH(indices + p);
-        if (p1 > p0) FO_CSR_PREFETCH(indices + p1 - 1);
-        FO_CSR_PREFETCH(Y + row * k);
-        if (sw) FO_CSR_PREFETCH(sw + row);
-    }
-}
-
-/* Prefetch the feature slots and first-output weights of the columns of rows order[from:to] (whose indices
- * were prefetched one step earlier): the random accesses of the next step start while this one computes. */
-static inline void FO_FN(csr_prefetch_columns)(const int64_t *order, ptrdiff_t from, ptrdiff_t to,
-                                               const int32_t *indices, const int32_t *indptr,
-                                               const fo_csr_slot *slot, const FO_REAL *params)
-{
-    for (ptrdiff_t pos = from; pos < to; pos++) {
-        const int64_t row = order[pos];
-        for (ptrdiff_t p = indptr[row]; p < indptr[row + 1]; p++) {
-            FO_CSR_PREFETCH(slot + indices[p]);
-            FO_CSR_PREFETCH(params + indices[p]);
+        if (pos + 8 < to) {
+            const int64_t ahead = order[pos + 8];
+            const ptrdiff_t a0 = indptr[ahead], a1 = indptr[ahead + 1];
+            for (ptrdiff_t p = a0; p < a1; p += 64 / sizeof(FO_REAL)) FO_CSR_PREFETCH(data + p);
+            if (a1 > a0) FO_CSR_PREFETCH(data + a1 - 1);
+            for (ptrdiff_t p = a0; p < a1; p += 16) FO_CSR_PREFETCH(indices + p);
+            if (a1 > a0) FO_CSR_PREFETCH(indices + a1 - 1);
+            FO_CSR_PREFETCH(Y + ahead * k);
         }
+        if (pos + 16 < to) FO_CSR_PREFETCH(indptr + order[pos + 16]);
+        const int64_t row = order[pos];
+        const ptrdiff_t p0 = indptr[row], len = indptr[row + 1] - p0, r = pos - from;
+        if (used + len > cap) break;
+        memcpy(s_data + used, data + p0, (size_t)len * sizeof(FO_REAL));
+        memcpy(s_ind + used, indices + p0, (size_t)len * sizeof(int32_t));
+        used += len;
+        s_ptr[r + 1] = (int32_t)used;
+        for (ptrdiff_t j = 0; j < k; j++) s_y[r * k + j] = Y[row * k + j];
+        if (sw) s_sw[r] = sw[row];
+        if ((r + 1) % b == 0 || pos + 1 == to) fitted = pos + 1;
     }
+    return fitted;
 }
 
 fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy, const FO_REAL *data,
                               const int32_t *indices, const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw,
                               ptrdiff_t d, ptrdiff_t k, FO_REAL *params, ptrdiff_t n_params, FO_REAL *state,
-                              ptrdiff_t n_slots, FO_REAL *work, int64_t *iwork, double *table)
+                              ptrdiff_t n_slots, FO_REAL *work, int64_t *iwork, double *table, ptrdiff_t stage_cap)
 {
     c->bad_step = 0;
     c->loss_out = 0;
-    if (c->batch_size < 1 || k < 1 || n_slots < 0 || n_slots > FO_MAX_SLOTS ||
+    if (c->batch_size < 1 || k < 1 || n_slots < 0 || n_slots > FO_MAX_SLOTS || stage_cap < 0 || stage_cap > INT32_MAX ||
         n_params != k * d + (n_params > k * d ? k : 0))
         return FO_BAD_ARGUMENT;
     const int has_b = n_params > k * d;
@@ -143,6 +147,11 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     /* iwork: one slot per feature (the step it is up to date with, its position in T), then T */
     fo_csr_slot *slot = (fo_csr_slot *)iwork;
     int64_t *touched = iwork + d;
+    /* staging (see csr_stage and fo_csr_stage_rows): values, targets and weights after the dense gradient in
+     * work; indices and row pointers after T in iwork */
+    const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), s_cap = stage_cap;
+    FO_REAL *s_data = g + n_params, *s_y = s_data + s_cap, *s_sw = s_y + s_rows * k;
+    int32_t *s_ind = (int32_t *)(iwork + 2 * d), *s_ptr = s_ind + s_cap;
     const int64_t t0 = c->t;
     const ptrdiff_t steps = (c->n_rows + c->batch_size - 1) / c->batch_size;
     if (catching) fo_csr_tables(rule, h, c->lr, steps, table);
@@ -151,10 +160,26 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     fo_status status = FO_OK;
     double total = 0;
     ptrdiff_t nt = 0;
-    const ptrdiff_t b = c->batch_size;
-    FO_FN(csr_prefetch_rows)(c->order, 0, 2 * b < c->n_rows ? 2 * b : c->n_rows, data, indices, indptr, Y, sw, k);
+    /* The rows of the current block: staged (sorder NULL, row numbers local to the block, from base) or, for a
+     * minibatch too large for the staging buffers, read in place. */
+    const FO_REAL *xd = data, *xy = Y, *xsw = sw;
+    const int32_t *xi = indices, *xp = indptr;
+    const int64_t *sorder = c->order;
+    ptrdiff_t base = 0, block_end = 0;
+#define FO_ROW(pos) (sorder ? sorder[pos] : (int64_t)((pos) - base))
     for (ptrdiff_t start = 0; start < c->n_rows; start += b) {
         const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
+        if (start >= block_end) {
+            const ptrdiff_t want = start + s_rows < c->n_rows ? start + s_rows : c->n_rows;
+            block_end = FO_FN(csr_stage)(c->order, start, want, b, s_cap, data, indices, indptr, Y, sw, k, s_data,
+                                         s_ind, s_ptr, s_y, s_sw);
+            if (block_end > start) {
+                xd = s_data, xi = s_ind, xp = s_ptr, xy = s_y, xsw = sw ? s_sw : NULL, sorder = NULL, base = start;
+            } else {
+                block_end = end;
+                xd = data, xi = indices, xp = indptr, xy = Y, xsw = sw, sorder = c->order, base = 0;
+            }
+        }
         const int32_t rel = (int32_t)(c->t - t0) + 1; /* this step, counted from the epoch's start */
         const int64_t step = c->t + 1;
         /* 1. T: the touched features in order of first appearance, each brought up to date with step c->t.
@@ -163,14 +188,16 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
          * overflow the core's queue of outstanding misses (measured: most of a burst's prefetches were lost). */
         nt = 0;
         for (ptrdiff_t pos = start; pos < end; pos++) {
-            const int64_t row = c->order[pos];
-            if (pos + b < c->n_rows)
-                FO_FN(csr_prefetch_columns)(c->order, pos + b, pos + b + 1, indices, indptr, slot, params);
-            if (pos + 2 * b < c->n_rows)
-                FO_FN(csr_prefetch_rows)(c->order, pos + 2 * b, pos + 2 * b + 1, data, indices, indptr, Y, sw, k);
-            if (pos + 3 * b < c->n_rows) FO_CSR_PREFETCH(indptr + c->order[pos + 3 * b]);
-            for (ptrdiff_t p = indptr[row]; p < indptr[row + 1]; p++) {
-                const int32_t col = indices[p];
+            const int64_t row = FO_ROW(pos);
+            if (pos + b < block_end) { /* the next minibatch's columns, when it is in this block */
+                const int64_t next = FO_ROW(pos + b);
+                for (ptrdiff_t p = xp[next]; p < xp[next + 1]; p++) {
+                    FO_CSR_PREFETCH(slot + xi[p]);
+                    FO_CSR_PREFETCH(params + xi[p]);
+                }
+            }
+            for (ptrdiff_t p = xp[row]; p < xp[row + 1]; p++) {
+                const int32_t col = xi[p];
                 fo_csr_slot *sl = slot + col;
                 if (sl->last != rel) {
                     const ptrdiff_t behind = (ptrdiff_t)(rel - 1 - sl->last);
@@ -185,14 +212,14 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         /* 2. Residuals, loss and coefficients c_ij = sw_i loss'(r_ij). */
         double loss = 0;
         for (ptrdiff_t q = 0; q < nrows; q++) {
-            const int64_t row = c->order[start + q];
-            const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
-            const FO_REAL wi = sw ? sw[row] : (FO_REAL)1;
+            const int64_t row = FO_ROW(start + q);
+            const ptrdiff_t p0 = xp[row], p1 = xp[row + 1];
+            const FO_REAL wi = xsw ? xsw[row] : (FO_REAL)1;
             for (ptrdiff_t j = 0; j < k; j++) {
                 const FO_REAL *wj = params + j * d;
                 FO_REAL dot = 0;
-                for (ptrdiff_t p = p0; p < p1; p++) dot += data[p] * wj[indices[p]];
-                const FO_REAL r = dot + (has_b ? params[kd + j] : (FO_REAL)0) - Y[row * k + j];
+                for (ptrdiff_t p = p0; p < p1; p++) dot += xd[p] * wj[xi[p]];
+                const FO_REAL r = dot + (has_b ? params[kd + j] : (FO_REAL)0) - xy[row * k + j];
                 FO_REAL dl;
                 loss += (double)wi * FO_FN(csr_loss)(c->loss, r, epsilon, &dl);
                 coef[q * k + j] = wi * dl;
@@ -203,12 +230,12 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         const ptrdiff_t nc = k * nt + nb;
         memset(cg, 0, (size_t)nc * sizeof(FO_REAL));
         for (ptrdiff_t q = 0; q < nrows; q++) {
-            const int64_t row = c->order[start + q];
-            const ptrdiff_t p0 = indptr[row], p1 = indptr[row + 1];
+            const int64_t row = FO_ROW(start + q);
+            const ptrdiff_t p0 = xp[row], p1 = xp[row + 1];
             for (ptrdiff_t j = 0; j < k; j++) {
                 const FO_REAL cq = coef[q * k + j];
                 FO_REAL *gj = cg + j * nt;
-                for (ptrdiff_t p = p0; p < p1; p++) gj[slot[indices[p]].pos] += cq * data[p];
+                for (ptrdiff_t p = p0; p < p1; p++) gj[slot[xi[p]].pos] += cq * xd[p];
                 if (has_b) cg[k * nt + j] += cq;
             }
         }
@@ -279,6 +306,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             for (ptrdiff_t sl = 0; sl < n_slots; sl++) state[sl * n_params + i] = cs[sl * nc + ci];
         }
     }
+#undef FO_ROW
     /* Every coordinate up to date with the last step taken, on every exit. */
     if (catching) {
         const int32_t now = (int32_t)(c->t - t0);

@@ -4,7 +4,7 @@ from libc.stdint cimport int32_t
 
 
 def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
-              floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False):
+              floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None):
     """One fused epoch of minibatch training over the rows ``order`` of a CSR matrix, in place on ``params``
     and ``state``: :func:`epoch` for sparse ``X`` (one thread).
 
@@ -18,6 +18,10 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     lazy : bool, default=False
         Give Adam and AdamW the semantics of ``torch.optim.SparseAdam`` (moments and weights change only where
         the minibatch gradient is nonzero); the other rules are exact either way.
+    stage_cap : int or None, default=None
+        Stored values the kernel may copy at a time to read the shuffled rows in visiting order (None: about
+        twice a block's mean). Any value gives bit-identical results (tests use small ones to exercise blocks
+        staged in part and minibatches read in place).
 
     Returns
     -------
@@ -53,8 +57,16 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     if c.batch_size < 1:
         return int(FO_BAD_ARGUMENT), t, 0.0, 0
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] work = np.empty(fo_csr_work_size(n_params, k, c.batch_size), dtype=dtype)
-    cdef int64_t[::1] iwork = np.empty(max(fo_csr_iwork_size(d), 1), dtype=np.int64)
+    # Staging room for about twice a block's mean number of stored values (a block that holds more is staged
+    # in part, a minibatch that holds more is read in place: the result is the same either way).
+    cdef Py_ssize_t nnz = data.shape[0]
+    cdef Py_ssize_t cap = min(nnz, fo_csr_stage_rows(c.batch_size) * (2 * nnz // max(n, 1) + 1), 2**31 - 1)
+    if stage_cap is not None:
+        if not 0 <= stage_cap < 2**31:
+            raise ValueError(f"stage_cap must lie in [0, 2**31), got {stage_cap}")
+        cap = stage_cap
+    cdef floating[::1] work = np.empty(fo_csr_work_size(n_params, k, c.batch_size, cap), dtype=dtype)
+    cdef int64_t[::1] iwork = np.empty(max(fo_csr_iwork_size(d, c.batch_size, cap), 1), dtype=np.int64)
     cdef double[::1] table = np.empty(fo_csr_table_size(c.n_rows, c.batch_size), dtype=np.float64)
     # Empty arrays have no first element: pass NULL (the kernel reads nothing through them then).
     cdef const floating *xp = &data[0] if data.shape[0] > 0 else NULL
@@ -64,8 +76,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     with nogil:
         if floating is double:
             st = fo_epoch_csr_d(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                                state.shape[0], &work[0], &iwork[0], &table[0])
+                                state.shape[0], &work[0], &iwork[0], &table[0], cap)
         else:
             st = fo_epoch_csr_s(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                                state.shape[0], &work[0], &iwork[0], &table[0])
+                                state.shape[0], &work[0], &iwork[0], &table[0], cap)
     return int(st), c.t, c.loss_out, c.bad_step

@@ -277,14 +277,15 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
     w[idx] = w[idx] + -(step_size * (m[idx] / (np.sqrt(vi) + real(hyper.eps))))
 
 
-def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False):
+def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None):
     """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
 
     The definition that the kernel's deferred updates reproduce: every step applies the rule to every
     coordinate (a zero loss gradient off the minibatch's columns), except Adam and AdamW with ``lazy``, which
     take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero. Residuals and
     gradients are summed in the kernel's order (each dot product and each gradient entry over the stored
-    values in order), so the rules without deferred updates agree bit for bit.
+    values in order), so the rules without deferred updates agree bit for bit. ``stage_cap`` (how the kernel
+    copies rows to read them in order) does not change the arithmetic and is accepted for the same signature.
     """
     real = Y.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]

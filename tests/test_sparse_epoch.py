@@ -56,7 +56,7 @@ def _close(a, b, steps, dtype, scale=1.0):
     np.testing.assert_allclose(a, b, rtol=0, atol=tol)
 
 
-def _run(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=False):
+def _run(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=False, stage_cap=None):
     params = np.zeros(n_params, Y.dtype)
     state = spec.init_state(n_params, Y.dtype)
     t, out = 0, []
@@ -66,7 +66,7 @@ def _run(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=F
             out.append(impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work, t, lr))
         else:
             out.append(impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr,
-                                      lazy))
+                                      lazy, stage_cap))
         t = out[-1][1]
     return params, state, out
 
@@ -91,6 +91,11 @@ def test_csr_epoch_matches_its_twin_and_the_dense_epoch(rule, wd, dtype):
                                        else 1e-12)
             _close(p1, p2, 24, dtype)
             _close(s1, s2, 24, dtype)
+            for cap in (0, 7, 60):  # rows read in place, blocks staged in part: the same bits
+                p4, s4, o4 = _run(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy, stage_cap=cap)
+                assert o4 == o1
+                np.testing.assert_array_equal(p4, p1)
+                np.testing.assert_array_equal(s4, s1)
             if not lazy:  # the same objective and steps as the dense epoch on X.toarray()
                 p3, s3, o3 = _run(_kernels, spec, train, X.toarray(), Y, sw, order, k * d + k, 3, 0.05, lazy,
                                   dense=True)
@@ -285,7 +290,10 @@ def test_random_sparsity_patterns_match_the_dense_epoch(n, d, k, density, batch,
     spec = _spec(rule, wd)
     train = Train(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     steps = 2 * -(-n // batch)
-    p1, s1, o1 = _run(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False)
+    cap = int(np.random.default_rng(seed).integers(0, 3 * X.nnz + 2))  # any staging room: the same bits
+    p1, s1, o1 = _run(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False, stage_cap=cap)
+    p0, _, _ = _run(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False)
+    np.testing.assert_array_equal(p1, p0)
     p2, s2, o2 = _run(_kernels, spec, train, X.toarray(), Y, None, order, k * d + k, 2, 0.02, False, dense=True)
     assert [o[:2] for o in o1] == [o[:2] for o in o2]
     _close(p1, p2, steps, dtype)
