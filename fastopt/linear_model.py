@@ -122,7 +122,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
         ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
         multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
-        competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+        competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn. Sparse ``X`` trains on one
+        thread.
 
     Attributes
     ----------
