@@ -45,14 +45,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     learning_rate : float or "auto", default="auto"
         Base step size. ``"auto"`` derives it from ``L``, the largest eigenvalue of the loss Hessian found by
         power iteration on the data: ``b / (tr(H) + (b - 1) L)`` for SGD (``1 / L`` for full batches), times
-        ``1 - momentum`` for the momentum rules, and a tenth of the largest coordinate of the first
-        gradient-descent step ``g0 / L`` for the adaptive rules (see ``fastopt._iterative_lr``). The value used
-        is stored in ``learning_rate_``.
-    schedule : {"constant", "linear", "invscaling", "exponential", "cosine"}, default="constant"
-        Learning-rate schedule over epochs, the rate constant within an epoch (:func:`fastopt.optim.schedule_lr`):
-        ``linear`` decays to ``end_factor * learning_rate`` at the last epoch (seed 004), ``invscaling`` divides
-        by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by ``gamma ** epoch``, ``cosine`` anneals to
-        ``end_factor * learning_rate``.
+        ``1 - momentum`` for the momentum rules, and for the adaptive rules a distance, a tenth (AdaGrad: three
+        times) of the largest coordinate of the first gradient times that SGD rate (see
+        ``fastopt._iterative_lr``). Deterministic: it depends neither on ``random_state`` nor on the BLAS thread
+        count. The value used is stored in ``learning_rate_``.
+    schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
+        Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
+        ``learning_rate="auto"`` and ``"constant"`` with a numeric rate. ``"plateau"`` cuts the rate tenfold
+        whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
+        once a cut no longer changes the loss (see "Stopping" below). The named schedules
+        (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
+        epoch (seed 004), ``invscaling`` divides by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by
+        ``gamma ** epoch``, ``cosine`` anneals to ``end_factor * learning_rate``.
     end_factor : float, default=0.01
         Floor of the ``linear`` and ``cosine`` schedules, as a fraction of ``learning_rate``.
     power_t : float, default=0.5
@@ -64,10 +68,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     max_epochs : int, default=100
         Maximum number of passes over the data.
     tol : float or None, default=1e-6
-        Stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
-        ``None`` disables stopping.
+        Named schedules: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
+        minibatch noise floor). ``"plateau"``: stop at a plateau whose preceding tenfold cut of the rate changed
+        the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
+        model)``), so the floor is not the noise of the larger rate; ``tol`` only switches this on. ``None``
+        disables stopping (the plateau rule then keeps its last rate once it would have stopped).
     n_iter_no_change : int, default=5
-        Patience, in epochs.
+        Patience, in epochs, of the named schedules' rule.
     early_stopping : bool, default=False
         Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
         the coefficients of the best epoch.
@@ -124,6 +132,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
         competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn. Sparse ``X`` trains on one
         thread.
+    precondition : {"auto", "none"}, default="auto"
+        ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
+        whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
+        standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back (diagonal
+        preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Warm starts and
+        ``partial_fit`` continue under the same map. ``"none"``: never.
 
     Attributes
     ----------
@@ -146,6 +160,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Iterative solvers: optimizer steps (minibatches) taken.
     learning_rate_ : float
         Iterative solvers: the base learning rate used (resolved when ``learning_rate="auto"``).
+    learning_rates_ : list of float
+        Iterative solvers: the rate of each epoch (of each call, for ``partial_fit``), showing the schedule's
+        or the plateau rule's cuts.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string column names (e.g. a pandas DataFrame).
@@ -166,7 +183,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "loss": [StrOptions({"squared_error", "absolute_error", "huber"})],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "schedule": [StrOptions({"constant", "linear", "invscaling", "exponential", "cosine"})],
+        "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
@@ -192,6 +209,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "precondition": [StrOptions({"auto", "none"})],
     }
 
     def __init__(
@@ -203,7 +221,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss="squared_error",
         epsilon=1.35,
         learning_rate="auto",
-        schedule="constant",
+        schedule="auto",
         end_factor=0.01,
         power_t=0.5,
         gamma=0.95,
@@ -229,6 +247,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         n_threads=None,
+        precondition="auto",
     ):
         self.solver = solver
         self.fit_intercept = fit_intercept
@@ -262,6 +281,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.n_threads = n_threads
+        self.precondition = precondition
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
