@@ -275,9 +275,11 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
         lr = 1.0 / L  # full batches: the exact gradient, whatever the number (or weights) of the rows
     else:
         b = int(params["batch_size"])
-        row_sq = (np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel() if sp.issparse(Xa)
-                  else np.einsum("ij,ij->i", Xa, Xa))
-        trace = float(w @ row_sq) / Xa.shape[0] + float(ridge.sum())
+        if sp.issparse(Xa):
+            trace = _dot(w, np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel())
+        else:
+            trace = float(np.einsum("i,ij,ij->", w, Xa, Xa))
+        trace = trace / Xa.shape[0] + float(ridge.sum())
         lr = b / (trace + (b - 1) * L)  # the critical minibatch rate
     if spec.rule in (Rule.SGD, Rule.MOMENTUM, Rule.NESTEROV):
         return lr * (1.0 - spec.momentum) if spec.rule != Rule.SGD else lr
