@@ -83,6 +83,10 @@ class Train(NamedTuple):
         Threads per epoch as the user asked (None: :func:`epoch_threads` decides); not read by the kernel.
     lazy : bool
         SparseAdam steps for Adam and AdamW (``sparse_mode="lazy"``); read by the CSR kernel only.
+    positive : bool
+        Clamp the weights at 0 after every step (projected steps).
+    average : int
+        Polyak-Ruppert averaging of the iterates of steps ``t >= average``; 0 disables it.
     """
 
     batch_size: int
@@ -92,6 +96,8 @@ class Train(NamedTuple):
     loss_limit: float
     n_threads: int | None = None
     lazy: bool = False
+    positive: bool = False
+    average: int = 0
 
 
 # A second thread pays off when each half-minibatch holds at least this much of X (the exchange per step costs
@@ -150,6 +156,8 @@ class IterState:
     loss_curve : list of float
         Epoch losses of the current fit (of every pass, for ``partial_fit``).
     dims : tuple of (n_features, n_targets)
+    avg : ndarray of shape (n_params,) or None
+        The Polyak-Ruppert average of the parameters (``average``); ``params`` keeps the last iterate.
     lr : float or None
         The current rate of ``schedule="plateau"`` (None: ``lr0``); ``partial_fit`` continues at it.
     null_loss : float
@@ -175,6 +183,13 @@ class IterState:
     null_loss: float = 0.0
     learning_rates: list = dataclasses.field(default_factory=list)
     affine: Affine | None = None
+    avg: np.ndarray | None = None
+
+
+def average_start(params: dict) -> int:
+    """The first step averaged by ``average`` (True: 1, an int n: n, as ``SGDRegressor``), 0 for none."""
+    average = params.get("average", False)
+    return 0 if average is False or average is None else (1 if average is True else int(average))
 
 
 class Sweep(NamedTuple):
@@ -424,8 +439,10 @@ def run_epoch(spec, train: Train, data, sw, order, st: IterState, lr: float):
     d, k = data.X.shape[1], data.Y.shape[1]
     work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
+    if train.average and st.avg is None:
+        st.avg = np.zeros_like(st.params)
     return _kernels.epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
-                          st.opt_state, work, st.t, lr, threads)
+                          st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
 
 
 def draw_order(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
@@ -446,6 +463,19 @@ def _under(affine, data):
             "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."
         )
     return dataclasses.replace(data, X=affine.transform(data.X))
+
+
+def _check_sparse_options(params: dict, data) -> None:
+    """The CSR epoch takes neither projected nor averaged steps yet: a clear error instead of ignoring them."""
+    if not sp.issparse(data.X):
+        return
+    asked = [name for name, on in (("positive=True", params.get("positive", False)),
+                                   ("average", average_start(params))) if on]
+    if asked:
+        raise ValueError(
+            f"{' and '.join(asked)} is not supported with sparse X by the iterative solvers yet (the sparse epoch "
+            "has no projected or averaged steps); pass a dense X (X.toarray()) or drop the option."
+        )
 
 
 def lazy_rule(method: str, params: dict) -> bool:
@@ -487,6 +517,9 @@ class IterativeSolver:
     """
 
     losses = frozenset(LOSSES)
+    positive = True  # projected steps (Train.positive); dense X only, see _check_sparse_options
+    averages = True  # Polyak-Ruppert averaging (Train.average); dense X only
+    accepts_init = True
     supports_sparse = True
 
     def __init__(self, method: str):
@@ -501,10 +534,15 @@ class IterativeSolver:
         return not params["early_stopping"]
 
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
-    def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None) -> IterState:
+    def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
         fresh = _initial_params(params, d, k, data.X.dtype, rng)
+        if init is not None:  # coef_init / intercept_init: start there, with fresh optimizer state
+            state = None
+            fresh[: k * d] = np.asarray(init[0]).ravel()
+            if params["fit_intercept"]:
+                fresh[k * d :] = init[1]
         loss = LOSSES[params["loss"]]
         null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"])
         if _continues(state, params, data):
@@ -512,7 +550,7 @@ class IterativeSolver:
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
                                        rng=rng, loss_curve=[], lr0=lr0, lr=None, null_loss=null,
-                                       learning_rates=[])
+                                       learning_rates=[], avg=None if state.avg is None else state.avg.copy())
         if params["learning_rate"] != "auto":
             lr0 = params["learning_rate"]
         elif lr0 is None:
@@ -550,7 +588,14 @@ class IterativeSolver:
     def _train_controls(self, params, st: IterState) -> Train:
         return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
-                     n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params))
+                     n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
+                     positive=bool(params.get("positive", False)), average=average_start(params))
+
+    @staticmethod
+    def current_params(params: dict, st: IterState) -> np.ndarray:
+        """The parameters the model reports: the average once ``average`` has started, else the iterate."""
+        start = average_start(params)
+        return st.avg if start and st.avg is not None and st.t >= start else st.params
 
     def epoch_lr(self, params, st: IterState, epoch: int) -> float:
         """The learning rate of the 0-based ``epoch``: the named schedule's, or the plateau rule's current rate."""
@@ -569,20 +614,26 @@ class IterativeSolver:
         return sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng)
 
     # ------------------------------------------------------------ the solver protocol
-    def fit(self, params: dict, data, state: IterState | None = None) -> FitResult:
-        """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask."""
+    def fit(self, params: dict, data, state: IterState | None = None, init=None) -> FitResult:
+        """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask; ``init`` is
+        ``(coef (k, d), intercept (k,))`` to start from (``coef_init``/``intercept_init``)."""
         with _blas_guard(params):
-            return self._fit(params, data, state)
+            return self._fit(params, data, state, init)
 
-    def _fit(self, params: dict, data, state: IterState | None) -> FitResult:
+    def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
+        _check_sparse_options(params, data)
         rng = _seed(params["random_state"])
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
+        if init is not None:
+            state = None  # coef_init / intercept_init override a warm start
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw)
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
-        st = self._start(params, data, state, train_idx, sw, rng)
+        if affine is not None and init is not None:  # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
+            init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
+        st = self._start(params, data, state, train_idx, sw, rng, init=init)
         st.affine = affine
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         early = params["early_stopping"]
@@ -596,7 +647,7 @@ class IterativeSolver:
             st.learning_rates.append(lr)
             st.epochs += 1
             if early:
-                val_scores.append(self._validation_score(data, val_idx, st.params))
+                val_scores.append(self._validation_score(data, val_idx, self.current_params(params, st)))
                 current = 1.0 - val_scores[-1]  # higher scores are better; track as a loss (1 for the null model)
             else:
                 current = st.loss_curve[-1]
@@ -604,13 +655,13 @@ class IterativeSolver:
                 extra = f", validation R^2 {val_scores[-1]:.6f}" if early else ""
                 print(f"{self.method} epoch {epoch + 1}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}, "
                       f"steps {st.t}{extra}, {1e3 * (time.perf_counter() - t0):.1f} ms")
-            stop = stopping.update(current, st.params)
+            stop = stopping.update(current, self.current_params(params, st))
             if isinstance(stopping, RatePlateau):
                 st.lr = stopping.lr
             if stop:
                 break
         stopping.warn_unless_stopped(self.method, params["max_epochs"])
-        return self.result(st, stopping, val_scores if early else None)
+        return self.result(st, stopping, val_scores if early else None, params=params)
 
     def partial_fit(self, params: dict, data, state: IterState | None = None, *,
                     sweep: Sweep | None = None) -> FitResult:
@@ -628,6 +679,7 @@ class IterativeSolver:
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
+        _check_sparse_options(params, data)
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
@@ -641,7 +693,8 @@ class IterativeSolver:
             st = dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
                                      loss_curve=list(state.loss_curve), lr0=lr0,
                                      lr=state.lr if lr0 == state.lr0 else None,
-                                     learning_rates=list(state.learning_rates))
+                                     learning_rates=list(state.learning_rates),
+                                     avg=None if state.avg is None else state.avg.copy())
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         order = draw_order(st.rng, rows) if params["shuffle"] else rows
         epoch = st.epochs if sweep is None else sweep.epoch
@@ -651,7 +704,7 @@ class IterativeSolver:
         st.epochs = epoch + 1
         if params["verbose"] and sweep is None:
             print(f"{self.method} partial_fit pass {st.epochs}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}")
-        return self.result(st, n_iter=st.epochs)
+        return self.result(st, n_iter=st.epochs, params=params)
 
     @staticmethod
     def _validation_score(data, val_idx, p) -> float:
@@ -662,13 +715,15 @@ class IterativeSolver:
         return float(r2_score(data.Y[val_idx], pred, sample_weight=sw))
 
     def result(self, st: IterState, stopping: Stopping | None = None, val_scores: list | None = None, *,
-               n_iter: int | None = None) -> FitResult:
+               n_iter: int | None = None, params: dict | None = None) -> FitResult:
         """The fitted model of ``st`` and its attributes; a validation ``stopping`` rule's best parameters,
-        when it kept some, replace the last ones (in ``st`` too). ``n_iter`` defaults to the epoch count."""
+        when it kept some, replace the last ones (in ``st`` too). ``n_iter`` defaults to the epoch count.
+        With ``average`` (in ``params``) the averaged parameters are reported once averaging has started."""
+        reported = st.params if params is None else self.current_params(params, st)
         if stopping is not None and stopping.best_params is not None:
-            st.params = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's parameters
+            st.params = reported = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's
         d, k = st.dims
-        coef, intercept = split_params(st.params, d, k)
+        coef, intercept = split_params(reported, d, k)
         if st.affine is not None:
             coef, intercept = st.affine.to_raw(coef, intercept)
         attrs = {

@@ -353,7 +353,7 @@ class _Epochs:
                 self._follow_rate(stopping)
         stopping.warn_unless_stopped(self.name, max_epochs)
         final = replace(scored if self.early else estimator._solver_state, loss_curve=losses, learning_rates=rates)
-        result = self.solver.result(final, stopping, scores if self.early else None)
+        result = self.solver.result(final, stopping, scores if self.early else None, params=params)
         return estimator._apply(self.name, _Targets(self.y_was_1d), result)
 
     def _follow_rate(self, stopping) -> None:
@@ -412,8 +412,10 @@ def fit(estimator, chunks, sampler: Callable[[int], Sample] | None = None,
     ``weigher(seed)`` likewise their merged :class:`Weight` (:func:`chunk_weight`), or None without weights.
     """
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
-    name = _solvers.resolve(estimator.solver, estimator.loss)
+    name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
     if name in _closed_form.SOLVERS:
         return _closed_form_fit(estimator, name, source)
+    if not getattr(_solvers.SOLVERS[name], "streams", True):  # e.g. Newton: every iteration reads all rows
+        _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
     restart(estimator, name)
     return _Epochs(estimator, source, name).run(sampler, weigher)

@@ -344,3 +344,13 @@ def test_estimator_on_dask_arrays_of_sparse_blocks():
     a = LinearRegressor(**kw).fit(dX.map_blocks(sp.csr_matrix), dy)
     b = LinearRegressor(**kw).fit(dX, dy)
     _close(a.coef_, b.coef_, 30, np.float64)
+
+
+def test_projected_and_averaged_steps_are_refused_on_sparse_x():
+    X = sp.random(40, 5, density=0.5, format="csr", random_state=0)
+    y = np.ones(40)
+    for option in ({"positive": True}, {"average": True}):
+        with pytest.raises(ValueError, match="not supported with sparse X"):
+            LinearRegressor(solver="sgd", max_epochs=2, **option).fit(X, y)
+        with pytest.raises(ValueError, match="not supported with sparse X"):
+            LinearRegressor(solver="adam", max_epochs=2, **option).partial_fit(X, y)
