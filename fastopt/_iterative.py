@@ -631,7 +631,8 @@ class IterativeSolver:
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw)
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
-        if affine is not None and init is not None:  # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
+        if affine is not None and init is not None:
+            # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
             init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
         st = self._start(params, data, state, train_idx, sw, rng, init=init)
         st.affine = affine
