@@ -71,6 +71,35 @@ fo_status fo_gram_d(const fo_blas *blas, const double *X, const double *Y, const
 fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
                     fo_moments *out);
 
+/* ---------------------------------------------------------------- LAPACK table */
+/* Signatures as in scipy.linalg.cython_lapack, filled by Cython like the BLAS table. */
+typedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
+                            double *, int *);
+
+typedef struct {
+    fo_dtpqrt_t dtpqrt;
+} fo_lapack;
+
+/* ---------------------------------------------------------------- closed form: R factor (tsqr.c) */
+/* Householder QR of the same centred, weighted rows as the statistics above (dims as there):
+ *   weight and mean as fo_gram_*,  r (p, p) row-major upper triangular with a non-negative diagonal and
+ *   R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T,
+ * without squaring the condition number. Each block of rows is centred on its own weighted mean and scaled by
+ * sqrt(w_i) in the workspace (column-major), then folded into the running R with LAPACK dtpqrt together with one
+ * row carrying the mean correction of Chan, Golub & LeVeque (1979). All arithmetic is in double. */
+typedef struct {
+    double weight;    /* out: sum of weights */
+    double *mean;     /* out: (p,) weighted column means of [X, Y] */
+    double *r;        /* out: (p, p) row-major upper triangular */
+    double *work;     /* workspace: fo_tsqr_work_size(p, block) doubles */
+} fo_factor;
+
+ptrdiff_t fo_tsqr_work_size(int p, int block);
+fo_status fo_tsqr_d(const fo_lapack *lapack, const double *X, const double *Y, const double *w, fo_gram_dims dims,
+                    fo_factor *out);
+fo_status fo_tsqr_s(const fo_lapack *lapack, const float *X, const float *Y, const float *w, fo_gram_dims dims,
+                    fo_factor *out);
+
 /* ---------------------------------------------------------------- sparse closed form (csr_gram.c) */
 /* The statistics of the closed-form section for Z = [X, Y] with X in canonical CSR form (row i's values
  * data[indptr[i]:indptr[i+1]] at strictly increasing columns indices[...] in [0, d); indptr holds absolute

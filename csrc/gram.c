@@ -41,12 +41,18 @@ static void fo_symmetrize(double *gram, int p)
 
 #define FO_REAL double
 #define FO_GRAM fo_gram_d
+#define FO_BLOCK_MEAN fo_block_mean_d
+#include "block_mean.h"
 #include "gram_body.h"
 #undef FO_REAL
 #undef FO_GRAM
+#undef FO_BLOCK_MEAN
 
 #define FO_REAL float
 #define FO_GRAM fo_gram_s
+#define FO_BLOCK_MEAN fo_block_mean_s
+#include "block_mean.h"
 #include "gram_body.h"
 #undef FO_REAL
 #undef FO_GRAM
+#undef FO_BLOCK_MEAN

@@ -19,18 +19,30 @@ Paths (reported as the fitted ``solver_``)
     when ``rcond >= RCOND_CHOLESKY = 1e-4``: the normal equations square the design's condition number, so this
     bound keeps their error below about ``1e4 * eps``, i.e. 12 or more correct digits in float64.
 ``"qr"``
-    Householder QR of the centred, weighted, augmented matrix ``[X, Y]``, computed blockwise as a tall-skinny QR:
-    each block of rows is centred on its own mean and its ``R`` merged with the running one by stacking
-    ``[R_a; R_b; sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)]``, the square-root form of the pairwise moment
-    update. ``R = [[R11, R12], [0, R22]]`` and ``R11 coef^T = R12``: the condition number is not squared.
+    Householder QR of the centred, weighted, augmented matrix ``[X, Y]``, computed blockwise as a tall-skinny QR
+    (Demmel, Grigori, Hoemmen & Langou, *Communication-optimal parallel and sequential QR and LU factorizations*,
+    SIAM J. Sci. Comput. 34, 2012) by the compiled kernel :func:`fastopt._kernels.tsqr_stats`: each block of
+    rows is centred on its own mean and folded into the running ``R`` with LAPACK ``dtpqrt`` together with the
+    row ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``, the square-root form of the pairwise moment update;
+    segments' ``R`` merge the same way. ``R = [[R11, R12], [0, R22]]`` and ``R11 coef^T = R12``: the condition
+    number is not squared.
 ``"svd"``
     When the column-scaled ``R11`` is rank-deficient to working precision (reciprocal condition below
-    ``eps * max(n, d)``): the minimum-norm solution from the SVD of ``R11``, with the cutoff of
-    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped).
+    ``eps * max(n, d)``): the minimum-norm solution from the SVD of the ``d x d`` ``R11`` (never of ``X``: ``R``
+    has the singular values and right singular vectors of the centred design), with the cutoff of
+    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped). The answer
+    is qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution from the eigendecomposition of the scaled normal equations (accuracy limited by the
-    squared condition number; a warning says so).
+    squared condition number; :class:`~fastopt.exceptions.IllConditionedWarning` says so).
+
+Leaving Cholesky for QR loses no accuracy and is not warned about (``solver_``, ``rcond_`` and ``rank_`` report
+it); at most one warning is raised per solve, and only when the answer itself is qualified (``"svd"``, ``"eigh"``).
+
+A fit from memory first probes the conditioning (:func:`probe_needs_qr`): the Gram of a few thousand rows spread
+evenly through ``X``. If Cholesky already rejects that sample, the fit goes straight to QR instead of paying for a
+Gram pass it would discard; otherwise the full Gram decides as before. The probe reads at most 1/32 of the rows.
 
 Chunked and distributed data (the contract other modules code against)
 -----------------------------------------------------------------------
@@ -72,10 +84,11 @@ from scipy.linalg import lapack
 from fastopt import _kernels, _sparse
 from fastopt._result import FitResult
 from fastopt._validation import Data, is_sparse
-from fastopt.exceptions import IllConditionedWarning
+from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
     "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr", "partial_state",
+    "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -83,6 +96,9 @@ RCOND_CHOLESKY = 1e-4
 # number of threads, and they are merged in a fixed balanced tree.
 SEGMENT_ROWS = 65536
 EPS = np.finfo(np.float64).eps
+# The conditioning probe of a fit from memory: at least this many rows, in this many evenly spaced slices.
+PROBE_MIN_ROWS = 2048
+PROBE_PARTS = 8
 _PARALLEL = threading.Lock()
 
 
@@ -127,9 +143,17 @@ class ClosedFormState:
 
 
 def _block_rows(p: int) -> int:
-    # About 1 MiB of centred doubles per block: resident in L2 while syrk reads it; 1024 rows measured best
-    # on the benchmark shape (d = 100) against 256-4096.
-    return int(np.clip(2**17 // p, 32, 1024))
+    # 1024 rows per block measured best on the benchmark shape (d = 100) against 256-4096. Wide rows keep long
+    # syrk panels instead of fitting a block into L2: at d = 2,000 a block of 65 rows (1 MiB) ran the Gram pass
+    # at 2.3x one BLAS X^T X with two threads, blocks of 1024 rows at 1.2x (syrk's cost grows as p^2 per row,
+    # the traffic of a block that misses L2 only as p). At most 16 MiB of workspace: 1024 rows up to p = 2048.
+    return int(np.clip(2**21 // p, 32, 1024))
+
+
+def _qr_block_rows(p: int) -> int:
+    # Rows per dtpqrt call: 1024 measured best against 512-4096 for p = 100-220 (single-threaded OpenBLAS, where
+    # the fold costs about 2.6x a syrk of the same rows); at least 256 rows so wide blocks still amortise T.
+    return int(np.clip(2**18 // p, 256, 1024))
 
 
 @lru_cache(maxsize=1)
@@ -184,15 +208,46 @@ def _merged_or_empty(merger: TreeMerger, data: Data, field: str) -> ClosedFormSt
     return state
 
 
-def _gram_segment(data: Data, start: int) -> ClosedFormState:
+def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int) -> ClosedFormState:
+    """The statistics ``field`` ("gram" or "r") of rows ``[start, start + SEGMENT_ROWS)`` by a compiled kernel."""
     X, Y, sw = data.X, data.Y, data.sample_weight
     stop = min(start + SEGMENT_ROWS, X.shape[0])
     d, k = X.shape[1], Y.shape[1]
-    mean, gram = np.empty(d + k), np.empty((d + k, d + k))
-    weight = _kernels.gram_stats(
-        X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, gram, _block_rows(d + k)
-    )
-    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, gram)
+    mean, out = np.empty(d + k), np.empty((d + k, d + k))
+    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k))
+    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
+
+
+def _gram_segment(data: Data, start: int) -> ClosedFormState:
+    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start)
+
+
+def _qr_segment(data: Data, start: int) -> ClosedFormState:
+    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start)
+
+
+def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], field: str) -> ClosedFormState:
+    """``segment`` of every fixed ``SEGMENT_ROWS`` rows, on parallel threads, merged in a fixed balanced tree.
+
+    The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK. Segments and merge order do not
+    depend on the thread count, so neither do the results.
+    """
+    starts = range(0, data.X.shape[0], SEGMENT_ROWS)
+    threads = min(_n_threads(), len(starts))
+    merger = TreeMerger()
+    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
+    # that finds another one in its parallel section runs its segments serially instead (same result).
+    if threads > 1 and _PARALLEL.acquire(blocking=False):
+        try:
+            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+                for state in pool.map(lambda start: segment(data, start), starts):
+                    merger.push(state)
+        finally:
+            _PARALLEL.release()
+    else:
+        for start in starts:
+            merger.push(segment(data, start))
+    return _merged_or_empty(merger, data, field)
 
 
 def chunk_state(params: dict, data: Data) -> ClosedFormState:
@@ -205,22 +260,7 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
         return chunk_qr_state(params, data)
     if is_sparse(data.X):
         return _sparse_chunk_state(data)
-    starts = range(0, data.X.shape[0], SEGMENT_ROWS)
-    threads = min(_n_threads(), len(starts))
-    merger = TreeMerger()
-    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
-    # that finds another one in its parallel section runs its segments serially instead (same result).
-    if threads > 1 and _PARALLEL.acquire(blocking=False):
-        try:
-            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-                for state in pool.map(lambda start: _gram_segment(data, start), starts):
-                    merger.push(state)
-        finally:
-            _PARALLEL.release()
-    else:
-        for start in starts:
-            merger.push(_gram_segment(data, start))
-    return _checked_finite(_merged_or_empty(merger, data, "gram"))
+    return _checked_finite(_over_segments(data, _gram_segment, "gram"))
 
 
 def _sparse_chunk_state(data: Data) -> ClosedFormState:
@@ -257,25 +297,27 @@ def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
 
 
 def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
-    """``R`` factors of one chunk of rows: the second pass when :func:`needs_qr` rejects the Gram.
+    """``R`` factors of one chunk of rows: the compiled tall-skinny QR (:func:`fastopt._kernels.tsqr_stats`).
 
-    Blocks of about 2 MiB are centred on their own weighted mean, scaled by ``sqrt(w)``, factorised, and merged
-    as in :func:`merge_states`; nothing of the size of ``X`` is allocated.
+    Fixed segments of rows run on parallel threads, each folding blocks of rows (centred on their own weighted
+    mean and scaled by ``sqrt(w)`` in cache, with one mean-correction row) into its ``R`` with LAPACK
+    ``dtpqrt``; segment ``R`` factors merge as in :func:`merge_states`. Nothing of the size of ``X`` is allocated.
     """
+    if is_sparse(data.X):
+        return _sparse_qr_state(data)
+    return _over_segments(data, _qr_segment, "r")
+
+
+def _sparse_qr_state(data: Data) -> ClosedFormState:
+    """:func:`chunk_qr_state` of sparse ``X``: row blocks of about 2 MiB densified, each through the compiled QR."""
     X, Y, sw = data.X, data.Y, data.sample_weight
-    d, k = X.shape[1], Y.shape[1]
-    p = d + k
-    rows = max(2 * p, 2**18 // p)
+    p = X.shape[1] + Y.shape[1]
+    rows = min(SEGMENT_ROWS, max(2 * p, 2**18 // p))  # one _qr_segment each
     merger = TreeMerger()
     for start in range(0, X.shape[0], rows):
-        Xb = X[start : start + rows]
-        Z = np.hstack([Xb.toarray() if is_sparse(Xb) else Xb, Y[start : start + rows]], dtype=np.float64)
-        w = np.ones(Z.shape[0]) if sw is None else sw[start : start + rows].astype(np.float64)
-        weight = float(w.sum())
-        mean = (w @ Z) / weight if weight > 0 else np.zeros(p)
-        Z -= mean
-        Z *= np.sqrt(w)[:, None]
-        merger.push(ClosedFormState(d, k, X.dtype.name, Z.shape[0], weight, mean, r=_triangle(Z, p)))
+        block = Data(X=np.ascontiguousarray(X[start : start + rows].toarray()), Y=Y[start : start + rows],
+                     sample_weight=None if sw is None else sw[start : start + rows], y_was_1d=data.y_was_1d)
+        merger.push(_qr_segment(block, 0))
     return _merged_or_empty(merger, data, "r")
 
 
@@ -288,8 +330,8 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     state = chunk_qr_state(params, data)
     if params.get("solver") == "qr":
         return state
-    stats = chunk_state(params, data)
-    return replace(state, gram=stats.gram, raw_diag=stats.raw_diag)
+    # The mean computed with the Gram: the pairwise merges of the Gram are then exactly those of a fit.
+    return replace(chunk_state(params, data), r=state.r)
 
 
 def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
@@ -348,17 +390,37 @@ def _pow2(s: np.ndarray) -> np.ndarray:
     return np.ldexp(1.0, np.frexp(s)[1])
 
 
+# Rows per slice when the solve updates a d x d matrix in place: temporaries stay O(256 d), not O(d^2), so a
+# wide fit's peak memory is the Gram and one scaled copy of it.
+_ROW_SLICE = 256
+
+
 def _scaled_normal_equations(params: dict, state: ClosedFormState):
-    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``."""
+    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``.
+
+    ``A`` is a new C-contiguous array (the state's Gram is left as is); ``G`` and ``C`` are the uncentred moments
+    when ``fit_intercept=False``.
+    """
     d = state.n_features
-    G, C = state.gram[:d, :d], state.gram[:d, d:]
+    A, C = state.gram[:d, :d].copy(), state.gram[:d, d:]
     if not params["fit_intercept"]:  # uncentred moments: add back W m m^T
-        G = G + state.weight * np.outer(state.mean[:d], state.mean[:d])
-        C = C + state.weight * np.outer(state.mean[:d], state.mean[d:])
-    scale = _pow2(np.sqrt(np.diag(G)))
-    A = G / np.outer(scale, scale)
+        m = state.mean[:d]
+        for i in range(0, d, _ROW_SLICE):
+            A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m)
+        C = C + state.weight * np.outer(m, state.mean[d:])
+    scale = _pow2(np.sqrt(np.diag(A)))
+    A /= scale[:, None]  # powers of two: exact, so the scaled matrix is as symmetric as G
+    A /= scale
     A[np.diag_indices(d)] += state.weight * params["alpha"] / scale**2
     return A, C / scale[:, None], scale
+
+
+def _sym_one_norm(A: np.ndarray) -> float:
+    """The 1-norm of symmetric ``A`` (its largest column sum of magnitudes), summed in row slices."""
+    colsum = np.zeros(A.shape[1])
+    for i in range(0, A.shape[0], _ROW_SLICE):
+        colsum += np.abs(A[i : i + _ROW_SLICE]).sum(axis=0)
+    return float(colsum.max()) if colsum.size else 0.0
 
 
 def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResult:
@@ -375,12 +437,14 @@ def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResul
 def _cholesky(params: dict, state: ClosedFormState):
     """The Cholesky solve, or ``(None, rcond)`` when the normal equations are too ill-conditioned."""
     A, B, scale = _scaled_normal_equations(params, state)
-    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
+    anorm = _sym_one_norm(A)
+    if not (np.isfinite(anorm) and np.all(np.isfinite(B))):
         raise ValueError("the sufficient statistics overflowed float64; rescale X and y.")
-    U, info = lapack.dpotrf(A, lower=0, clean=1)
+    # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place.
+    U, info = lapack.dpotrf(A.T, lower=0, clean=1, overwrite_a=1)
     if info != 0:
         return None, 0.0
-    rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())  # A is symmetric: 1-norm = max column sum
+    rcond, _ = lapack.dpocon(U, anorm)
     if state.raw_diag is not None:  # a Gram centred after accumulation (sparse X): fold in the digits it lost
         rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
     if rcond < RCOND_CHOLESKY:
@@ -416,9 +480,10 @@ def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
     keep = s > cutoff * s[0]
     rank = int(keep.sum())
     warnings.warn(
-        f"The design is rank-deficient to working precision (rank {rank} of {d}): "
-        "returning the minimum-norm least-squares solution (solver_='svd').",
-        IllConditionedWarning,
+        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot "
+        "columns with an intercept): returning the minimum-norm least-squares solution (solver_='svd'). "
+        "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
+        RankDeficientWarning,
         stacklevel=4,
     )
     coef_t = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
@@ -435,13 +500,49 @@ def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
     return _result(params, state, V / scale[:, None], "eigh", rcond, int(keep.sum()))
 
 
-def _warn_switch(rcond: float, to: str) -> None:
+def _warn_eigh(rcond: float, what: str = "a minimum-norm eigensolve") -> None:
     warnings.warn(
         f"The normal equations are ill-conditioned (reciprocal condition {rcond:.1e} < {RCOND_CHOLESKY:.0e}, "
-        f"so Cholesky would lose more than 4 of float64's 16 digits): switching to {to}.",
+        "so Cholesky would lose more than 4 of float64's 16 digits) and the rows cannot be read again for QR: "
+        f"returning {what} (solver_='eigh') whose accuracy is limited by the squared condition "
+        "number; a chunk_qr_state pass (a re-readable stream) would keep full accuracy.",
         IllConditionedWarning,
         stacklevel=4,
     )
+
+
+def _probe_slices(n: int, p: int) -> list[slice] | None:
+    """``PROBE_PARTS`` evenly spaced row slices of ``max(PROBE_MIN_ROWS, 8 p)`` rows in all, or None when they
+    would be more than 1/32 of the ``n`` rows (the probe would then cost more than it can save)."""
+    rows = max(PROBE_MIN_ROWS, 8 * p)
+    if 32 * rows > n:
+        return None
+    part = -(-rows // PROBE_PARTS)
+    return [slice(start, start + part) for start in np.linspace(0, n - part, PROBE_PARTS).astype(int)]
+
+
+def probe_needs_qr(params: dict, data: Data) -> bool:
+    """Whether Cholesky already rejects the Gram of a sample of rows spread evenly through ``data``.
+
+    A design that is ill-conditioned or rank-deficient (polynomial features, one-hot columns with an intercept) is
+    so in any sizeable sample of its rows, so the fit can go straight to QR instead of discarding a full Gram
+    pass. A sample can be worse conditioned than the whole (sorted rows, rare levels): the fit then takes the QR
+    path, which is never less accurate, only slower. Deterministic: the sample depends on the shape alone.
+    """
+    slices = _probe_slices(data.X.shape[0], data.X.shape[1] + data.Y.shape[1])
+    if slices is None or is_sparse(data.X):  # sparse X: the full Gram (CSR kernel) decides
+        return False
+    params = {**params, "alpha": float(np.min(params["alpha"]))}  # per-target alpha: the least ridge decides
+    sw = data.sample_weight
+    parts = [Data(X=data.X[s], Y=data.Y[s], sample_weight=None if sw is None else sw[s], y_was_1d=data.y_was_1d)
+             for s in slices]
+    merger = TreeMerger()
+    for part in parts:
+        merger.push(_gram_segment(part, 0))
+    sample = merger.result()
+    if sample.weight <= 0 or not (np.isfinite(sample.gram).all() and np.isfinite(sample.mean).all()):
+        return False  # nothing to judge by (or non-finite X): the full pass decides and reports
+    return _cholesky(params, sample)[0] is None
 
 
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
@@ -500,7 +601,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
         if info == 0 and rcond >= RCOND_CHOLESKY:
             M, c, path = U, scipy.linalg.solve_triangular(U, B, trans="T", check_finite=False), "cholesky"
         elif state.r is None:
-            _warn_switch(rcond, "a non-negative solve on the eigendecomposition (solver_='eigh')")
+            _warn_eigh(rcond, "a non-negative solve on the eigendecomposition")
             lam, Q = np.linalg.eigh(A)
             keep = lam > EPS * max(state.n_samples, d) * lam[-1]
             root = np.sqrt(lam[keep])
@@ -541,10 +642,8 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
         if result is not None:
             return result
         if state.r is None:
-            how = "a minimum-norm eigensolve (solver_='eigh'); a chunk_qr_state pass would keep full accuracy"
-            _warn_switch(rcond, how)
+            _warn_eigh(rcond)
             return _solve_eigh(params, state)
-        _warn_switch(rcond, "QR of the centred data (solver_='qr')")
     return _solve_r(params, state)
 
 
@@ -568,18 +667,18 @@ class _ClosedForm:
         return not self.stable
 
     def fit(self, params: dict, data: Data, state=None) -> FitResult:
-        """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected."""
-        if self.stable:
+        """One pass for the statistics: QR directly when ``solver="qr"`` or the probe rejects Cholesky, else the
+        Gram; a second (QR) pass over ``data.X`` only if the full Gram's Cholesky is rejected."""
+        if self.stable or probe_needs_qr(params, data):
             return finish(params, chunk_qr_state(params, data))
         stats = chunk_state(params, data)
         if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
-            if needs_qr(params, stats):
-                stats = replace(stats, r=chunk_qr_state(params, data).r)
+            if needs_qr(params, stats):  # R with the means it was centred on
+                stats = replace(chunk_qr_state(params, data), gram=stats.gram, raw_diag=stats.raw_diag)
             return finish(params, stats)
-        result, rcond = _cholesky(params, stats)
-        if result is None:
-            _warn_switch(rcond, "QR of the centred data (solver_='qr')")
-            result = _solve_r(params, replace(stats, r=chunk_qr_state(params, data).r))
+        result, _ = _cholesky(params, stats)
+        if result is None:  # R with the means it was centred on (the intercept is computed from them)
+            result = _solve_r(params, replace(chunk_qr_state(params, data), gram=stats.gram))
         return result
 
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:

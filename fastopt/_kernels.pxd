@@ -51,6 +51,25 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
                         fo_moments *out)
 
+    # ------------------------------------------------------------ closed form: R factor (tsqr.c)
+    ctypedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
+                                 double *, int *) noexcept nogil
+
+    ctypedef struct fo_lapack:
+        fo_dtpqrt_t dtpqrt
+
+    ctypedef struct fo_factor:
+        double weight
+        double *mean
+        double *r
+        double *work
+
+    Py_ssize_t fo_tsqr_work_size(int p, int block)
+    fo_status fo_tsqr_d(const fo_lapack *lapack, const double *X, const double *Y, const double *w,
+                        fo_gram_dims dims, fo_factor *out)
+    fo_status fo_tsqr_s(const fo_lapack *lapack, const float *X, const float *Y, const float *w,
+                        fo_gram_dims dims, fo_factor *out)
+
     # ------------------------------------------------------------ sparse closed form (csr_gram.c)
     ctypedef struct fo_csr_dims:
         Py_ssize_t n

@@ -12,6 +12,15 @@ import scipy.sparse
 # ---------------------------------------------------------------- closed form
 
 
+def _block_mean(X, Y, sample_weight, i0, block_rows):
+    """Pass 1 of the closed-form block loops (csrc/block_mean.h): the block ``Z`` in float64, its weights, their
+    sum ``wb`` and, when ``wb > 0``, the block's weighted mean."""
+    Z = np.hstack([X[i0 : i0 + block_rows], Y[i0 : i0 + block_rows]]).astype(np.float64)
+    w = np.ones(Z.shape[0]) if sample_weight is None else sample_weight[i0 : i0 + block_rows].astype(np.float64)
+    wb = w.sum()
+    return Z, w, wb, ((w @ Z) / wb if wb != 0.0 else None)
+
+
 def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     """Twin of :func:`fastopt._kernels.gram_stats` (csrc/gram.c): same blocks, same merges, in NumPy.
 
@@ -23,18 +32,43 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     mean[:] = 0.0
     gram[:] = 0.0
     for i0 in range(0, X.shape[0], block_rows):
-        Z = np.hstack([X[i0 : i0 + block_rows], Y[i0 : i0 + block_rows]]).astype(np.float64)
-        w = np.ones(Z.shape[0]) if sample_weight is None else sample_weight[i0 : i0 + block_rows].astype(np.float64)
-        wb = w.sum()
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
         if wb == 0.0:
             continue
-        mb = (w @ Z) / wb
         Zc = np.sqrt(w)[:, None] * (Z - mb)
         # Chan, Golub & LeVeque: M_ab = M_a + M_b + (w_a w_b / w_ab) delta delta^T, delta = mean_b - mean_a.
         delta = mb - mean
         gram += Zc.T @ Zc + (weight * wb / (weight + wb)) * np.outer(delta, delta)
         mean += (wb / (weight + wb)) * delta
         weight += wb
+    return weight
+
+
+def tsqr_stats(X, Y, sample_weight, mean, r, block_rows):
+    """Twin of :func:`fastopt._kernels.tsqr_stats` (csrc/tsqr.c): same blocks, same correction rows, in NumPy.
+
+    Weighted means of ``Z = [X, Y]`` into ``mean`` and, into ``r``, the upper-triangular ``R`` with a
+    non-negative diagonal and ``R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T``, by Householder QR of each block
+    (centred on its own mean, scaled by ``sqrt(w)``) stacked under the running ``R`` and the mean-correction row
+    ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``.
+    """
+    p = mean.shape[0]
+    weight = 0.0
+    mean[:] = 0.0
+    r[:] = 0.0
+    for i0 in range(0, X.shape[0], block_rows):
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
+        if wb == 0.0:
+            continue
+        rows = [r, np.sqrt(w)[:, None] * (Z - mb)]
+        if weight > 0:
+            rows.append(np.sqrt(weight * wb / (weight + wb)) * (mb - mean)[None, :])
+        tri = np.linalg.qr(np.vstack(rows), mode="r")
+        r[:] = 0.0
+        r[: min(tri.shape[0], p)] = tri[:p]
+        mean += (wb / (weight + wb)) * (mb - mean)
+        weight += wb
+    r *= np.where(np.diag(r) < 0, -1.0, 1.0)[:, None]  # the sign convention of the kernel: diagonal >= 0
     return weight
 
 

@@ -111,8 +111,8 @@ def finish(estimator, name: str, state, y_was_1d: bool, second_pass: Callable[[]
 
     When the Gram is too ill-conditioned for Cholesky, ``second_pass()`` returns the merged ``R`` factors
     of the same rows (:func:`fastopt._closed_form.chunk_qr_state`); the solve then switches to QR with the
-    in-memory fit's warning and ``solver_``. Without a second pass (a one-shot stream) the closed form falls
-    back to its warned minimum-norm eigensolve.
+    in-memory fit's ``solver_``. Without a second pass (a one-shot stream) the closed form falls back to its
+    warned minimum-norm eigensolve.
     """
     if state.weight == 0:
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")

@@ -25,8 +25,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     """Linear least-squares regression, solved in closed form or by minibatch optimizers.
 
     The closed form (``solver="normal"``) accumulates centred sufficient statistics blockwise and solves
-    them by Cholesky, switching to a QR/SVD path that does not square the condition number when the
-    problem is ill-conditioned. The iterative solvers run a fused, compiled minibatch loop with the update
+    them by Cholesky, switching to a compiled tall-skinny QR that does not square the condition number when the
+    problem is ill-conditioned (reported by ``solver_``, ``rcond_`` and ``rank_``, not by a warning); a
+    rank-deficient design gets the minimum-norm solution from the SVD of ``R`` and one
+    :class:`~fastopt.exceptions.RankDeficientWarning`. The iterative solvers run a fused, compiled minibatch loop with the update
     rules of :mod:`torch.optim` (see :mod:`fastopt.optim` for each rule's formula).
 
     Parameters
@@ -165,6 +167,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     intercept_ : float or ndarray of shape (n_targets,)
     solver_ : str
         The path that actually ran (e.g. ``"cholesky"``, ``"qr"``, ``"svd"``, ``"adam"``).
+    rcond_ : float
+        Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
+        equations for ``"cholesky"``, ``R`` for ``"qr"``/``"svd"``).
+    rank_ : int
+        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"``).
+    singular_ : ndarray or None
+        Closed form, ``"svd"`` path: singular values of the centred, weighted design (from ``R``), else None.
     n_iter_ : int
         Epochs run (closed form: 1; Newton: iterations, the most over targets).
     objective_ : float
