@@ -162,8 +162,13 @@ def null_loss(data, rows, sw, loss, epsilon, fit_intercept: bool) -> float:
     below which a loss counts as zero for the plateau rule (``fastopt._iterative.RatePlateau``)."""
     if loss != Loss.SQUARED_ERROR or not fit_intercept:
         return mean_loss(data, rows, sw, None, loss, epsilon)
-    Y = data.Y[rows].astype(np.float64)
-    w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
+    # rows is sorted and unique: all of them are read in place, not gathered (this ran 2 ms of a 10 ms epoch).
+    every = rows.shape[0] == data.Y.shape[0]
+    Y = (data.Y if every else data.Y[rows]).astype(np.float64, copy=False)
+    if sw is None:
+        centred = Y - np.einsum("ij->j", Y) / rows.shape[0]
+        return 0.5 * float(np.einsum("ij,ij->", centred, centred)) / rows.shape[0]
+    w = (sw if every else sw[rows]).astype(np.float64)
     total = float(w.sum())
     if total <= 0.0:
         return 0.0
