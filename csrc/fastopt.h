@@ -260,4 +260,23 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
 /* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows. */
 void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out);
 
+/* ---------------------------------------------------------------- Krylov solvers (krylov.c) */
+/* The fused pass over a segment of rows (see krylov.c): a_i = s_i (x_i . v + c y_i - shift) with s_i = sw[i] (the
+ * square root of the sample weight; sw == NULL means 1) and y_i = y[i * y_stride] (y == NULL means 0); writes
+ * z = sum_i s_i a_i x_i (d doubles, overwritten), out[0] = sum_i a_i^2, out[1] = sum_i s_i a_i, and, unless zz is
+ * NULL, zz = sum_i s_i a_i x_i^2 elementwise (the column sums of squares the preconditioner needs). CSR: indptr has
+ * n + 1 absolute offsets into data and indices, whose column indices lie in [0, d). */
+fo_status fo_krylov_dense_d(const double *X, const double *y, ptrdiff_t y_stride, const double *sw, ptrdiff_t n,
+                            ptrdiff_t d, const double *v, double c, double shift, double *z, double *zz,
+                            double *out);
+fo_status fo_krylov_dense_s(const float *X, const float *y, ptrdiff_t y_stride, const double *sw, ptrdiff_t n,
+                            ptrdiff_t d, const double *v, double c, double shift, double *z, double *zz,
+                            double *out);
+fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *y,
+                          ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
+                          double shift, double *z, double *zz, double *out);
+fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
+                          ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
+                          double shift, double *z, double *zz, double *out);
+
 #endif /* FASTOPT_H */

@@ -169,3 +169,17 @@ cdef extern from "fastopt.h" nogil:
 
     # ------------------------------------------------------------ row orders (shuffle.c)
     void fo_shuffle(const int64_t *rows, Py_ssize_t n, uint64_t key, int64_t *out)
+
+    # ------------------------------------------------------------ Krylov solvers (krylov.c)
+    fo_status fo_krylov_dense_d(const double *X, const double *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_dense_s(const float *X, const float *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)
+    fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)

@@ -55,3 +55,6 @@ include "_kernels_order.pxi"
 
 # ---------------------------------------------------------------- sparse epoch
 include "_kernels_csr.pxi"
+
+# ---------------------------------------------------------------- Krylov solvers
+include "_kernels_krylov.pxi"

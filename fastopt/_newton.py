@@ -519,6 +519,10 @@ class NewtonSolver:
             )
         length = max(len(c) for c in curves)
         curve = [float(sum(c[min(i, len(c) - 1)] for c in curves)) for i in range(length)]
+        if params["loss"] == "squared_error" and init is None:
+            # The least-squares start is itself the one Newton step that solves a quadratic from zero; counting
+            # it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
+            n_iter = max(n_iter, 1)
         attrs = {"solver_": "newton", "n_iter_": n_iter, "loss_curve_": curve, "best_loss_": float(objective),
                  "objective_": float(objective)}
         saved = np.hstack([coef, intercept[:, None]])

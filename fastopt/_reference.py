@@ -109,6 +109,49 @@ def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gr
     mean[:d], mean[d:] = mx, my
     return weight
 
+# ---------------------------------------------------------------- Krylov solvers
+
+
+def _krylov_rows(t, Y, target, sqrt_weight, c, shift):
+    """``a = s (t + c y - shift)`` and ``e = s a`` of the fused pass, from the row products ``t = X v``."""
+    s = np.ones(t.shape[0]) if sqrt_weight is None else sqrt_weight
+    y = 0.0 if Y is None else Y[:, target].astype(np.float64)
+    a = s * (t + c * y - shift)
+    return a, s * a
+
+
+def krylov_dense(X, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
+    """Twin of :func:`fastopt._kernels.krylov_dense` (csrc/krylov.c): ``a = s (X v + c y - shift)``,
+    ``z = X^T (s a)``, ``z_squares = (X * X)^T (s a)`` when given; returns ``(sum(a^2), sum(s a))``, in float64
+    whatever the dtype of ``X``."""
+    if v.shape[0] != X.shape[1] or z.shape[0] != X.shape[1]:
+        raise ValueError("krylov_dense: inconsistent shapes")
+    Xd = X.astype(np.float64)
+    a, e = _krylov_rows(Xd @ v, Y, target, sqrt_weight, c, shift)
+    z[:] = Xd.T @ e
+    if z_squares is not None:
+        z_squares[:] = (Xd * Xd).T @ e
+    return float(a @ a), float(e.sum())
+
+
+def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
+    """Twin of :func:`fastopt._kernels.krylov_csr`: :func:`krylov_dense` on the CSR rows ``indptr`` selects."""
+    import scipy.sparse
+
+    n, d = indptr.shape[0] - 1, v.shape[0]
+    if z.shape[0] != d or indices.shape[0] != data.shape[0]:
+        raise ValueError("krylov_csr: inconsistent shapes")
+    start = int(indptr[0]) if n else 0
+    Xs = scipy.sparse.csr_array(
+        (data.astype(np.float64)[start : start + (int(indptr[-1]) - start if n else 0)],
+         indices[start : int(indptr[-1]) if n else 0], indptr - start), shape=(n, d)
+    )
+    a, e = _krylov_rows(Xs @ v, Y, target, sqrt_weight, c, shift)
+    z[:] = Xs.T @ e
+    if z_squares is not None:
+        z_squares[:] = Xs.multiply(Xs).T @ e
+    return float(a @ a), float(e.sum())
+
 # ---------------------------------------------------------------- optimizers
 # Mirrors csrc/rules.h and csrc/epoch.c. Element-wise arithmetic is in the array's dtype; the scalars PyTorch
 # computes as Python floats (bias corrections, decayed learning rates) are computed in float64 and rounded once.

@@ -29,6 +29,7 @@ Nothing here imports Dask.
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import _num_samples
 
-from fastopt import _closed_form, _iterative, _solvers
+from fastopt import _closed_form, _iterative, _krylov, _solvers
 from fastopt._chunks import (
     SAMPLE_STREAM,
     ChunkSource,
@@ -415,6 +416,8 @@ def fit(estimator, chunks, sampler: Callable[[int], Sample] | None = None,
     name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
     if name in _closed_form.SOLVERS:
         return _closed_form_fit(estimator, name, source)
+    if name in _krylov.SOLVERS:
+        return _krylov.fit_stream(estimator, name, source, functools.partial(check_chunk, estimator))
     if not getattr(_solvers.SOLVERS[name], "streams", True):  # e.g. Newton: every iteration reads all rows
         _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
     restart(estimator, name)
