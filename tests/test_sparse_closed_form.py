@@ -210,17 +210,23 @@ def test_partial_fit_and_stream_carry_the_centring_estimate(rng, monkeypatch):
     monkeypatch.setattr(_sparse, "CENTRE_FIRST_MAX", 0)
     X, y = offset_problem(rng)
     ref = LinearRegressor(solver="qr").fit(X.toarray(), y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IllConditionedWarning)  # the first call solves (and warns) too
-        est = LinearRegressor().partial_fit(X[:150], y[:150])
-    with pytest.warns(IllConditionedWarning):
-        est.partial_fit(X[150:], y[150:])
-    assert est.solver_ == "qr"
-    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-8)
+    # A re-readable stream makes the QR pass over the chunks, as fit does.
     with pytest.warns(IllConditionedWarning):
         streamed = LinearRegressor().fit_stream([(X[:150], y[:150]), (X[150:].toarray(), y[150:])])
     assert streamed.solver_ == "qr"
     np.testing.assert_allclose(streamed.coef_, ref.coef_, rtol=1e-8)
+    # Sparse partial_fit keeps the Gram only (R from densified rows would cost O(n d^2)): the estimate still
+    # refuses Cholesky, and the fit says it fell back to the eigensolve.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)  # the first call solves (and warns) too
+        est = LinearRegressor().partial_fit(X[:150], y[:150])
+    assert est._solver_state.r is None
+    with pytest.warns(IllConditionedWarning, match="eigensolve"):
+        est.partial_fit(X[150:], y[150:])
+    assert est.solver_ == "eigh"
+    # solver="qr" carries R and stays exact.
+    exact = LinearRegressor(solver="qr").partial_fit(X[:150], y[:150]).partial_fit(X[150:], y[150:])
+    np.testing.assert_allclose(exact.coef_, ref.coef_, rtol=1e-8)
 
 
 # ---------------------------------------------------------------- determinism and memory
