@@ -226,13 +226,15 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
 def _sparse_chunk_state(data: Data) -> ClosedFormState:
     """:func:`chunk_state` of sparse ``X``: the compiled CSR kernel over row segments (see :mod:`fastopt._sparse`)."""
     d, k = data.X.shape[1], data.Y.shape[1]
+    threads = _n_threads()
+    _sparse.check_gram_fits(d, k, threads)
 
     def segment(start, stop):
         weight, mean, gram, raw_diag = _sparse.segment_stats(data, start, stop)
         return ClosedFormState(d, k, data.X.dtype.name, stop - start, weight, mean, gram, raw_diag=raw_diag)
 
     merger = TreeMerger()
-    for state in _sparse.map_segments(data, segment, _n_threads()):
+    for state in _sparse.map_segments(data, segment, threads):
         merger.push(state)
     return _checked_finite(_merged_or_empty(merger, data, "gram"))
 

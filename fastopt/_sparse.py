@@ -25,6 +25,7 @@ any thread count.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -39,6 +40,39 @@ MAX_SEGMENT_ROWS = 2**20
 # up to 64 of them per segment (their dense copy over a segment's rows: at most 64 * MAX_SEGMENT_ROWS doubles).
 CENTRE_FIRST_RATIO = 16.0
 CENTRE_FIRST_MAX = 64
+
+
+def available_memory() -> int | None:
+    """Bytes of memory that can be allocated without swapping: Linux's MemAvailable (free memory plus reclaimable
+    caches), else the physical memory size where the platform reports it; None when unknown (no check)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_gram_fits(d: int, k: int, n_threads: int) -> None:
+    """A clear error, instead of an out-of-memory kill, when the dense Gram of a wide sparse ``X`` cannot fit.
+
+    Sparse data can have far more columns than dense data ever does (hashed text: 2^18), and the closed form
+    needs a dense (d + k)^2 float64 Gram per segment in flight plus a few for the merge and the solve.
+    """
+    p = d + k
+    need = (n_threads + 3) * 8 * p * p
+    available = available_memory()
+    if available is not None and need > available:
+        raise MemoryError(
+            f"sparse X has {d} columns: the closed form needs dense {p} x {p} float64 Gram matrices, about "
+            f"{need / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB of memory is available. Use a solver "
+            "whose cost follows the nonzeros (an iterative one that accepts sparse X), or fewer features."
+        )
 
 
 def segment_rows(indptr: np.ndarray, p: int) -> int:

@@ -290,3 +290,11 @@ def test_offset_columns_are_as_accurate_as_dense(rng, dtype, weighted):
                            + 2 * np.abs(md[first]).max() * np.sqrt(wd) * (root[:, None] + root[None, :]))
     assert np.all(np.abs(gram - gd) <= bound)
     np.testing.assert_array_equal(gram, gram.T)
+
+
+def test_a_gram_too_large_for_memory_is_a_clear_error(monkeypatch):
+    # Hashed text: 2^18 columns would need 512 GiB per Gram; say so instead of being killed for memory.
+    X = sp.csr_matrix((np.ones(3), np.array([0, 7, 2**18 - 1]), np.array([0, 1, 2, 3])), shape=(3, 2**18))
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 8 * 2**30)
+    with pytest.raises(MemoryError, match=r"262144 columns: the closed form needs dense .* GiB"):
+        LinearRegressor().fit(X, np.arange(3.0))
