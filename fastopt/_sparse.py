@@ -22,6 +22,12 @@ of about 2 MiB (:func:`fastopt._closed_form.chunk_qr_state`), with memory O(p^2 
 Rows are cut into segments fixed by the data alone (never by the number of threads), processed in parallel by
 threads (the kernel releases the GIL) and merged in a fixed balanced tree, so the result is bit-identical for
 any thread count.
+
+References: the pairwise merge of centred moments is Chan, Golub & LeVeque (1979), *Updating formulae and a
+pairwise algorithm for computing sample variances*; the cancellation in ``S - W m m^T`` (the "textbook" one-pass
+variance) and the two-pass remedy are analysed in Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+2002, section 1.9; the normal equations' squared condition number in Björck, *Numerical Methods for Least Squares
+Problems*, 1996, section 2.2.
 """
 from __future__ import annotations
 
