@@ -41,9 +41,10 @@ from fastopt import _kernels
 # Multiply-adds of row outer products per segment: with about 4 p^2 for its own set-up (zeroing, centring,
 # symmetrising and merging a p x p state), a segment must hold much more work than that to be worth a thread.
 SEGMENT_WORK = 2**23
-MAX_SEGMENT_ROWS = 2**20
+MAX_SEGMENT_ROWS = 2**18  # also bounds the dense copy of the columns centred first (_centre_first)
 # Columns whose centring would cancel more than about one digit (S_aa > 16 G_aa) are centred before their products,
-# up to 64 of them per segment (their dense copy over a segment's rows: at most 64 * MAX_SEGMENT_ROWS doubles).
+# up to 64 of them per segment. Their dense copies over a segment's rows take 24 |D| rows bytes; such columns are
+# mostly nonzero, so a segment of |D| of them has at most about 2 SEGMENT_WORK / |D|^2 rows: tens of MB at most.
 CENTRE_FIRST_RATIO = 16.0
 CENTRE_FIRST_MAX = 64
 
