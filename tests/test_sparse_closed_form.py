@@ -234,7 +234,9 @@ def test_partial_fit_and_stream_carry_the_centring_estimate(rng, monkeypatch):
 
 def test_bit_identical_for_any_thread_count(rng, monkeypatch):
     monkeypatch.setattr(_sparse, "segment_rows", lambda indptr, p: 700)  # 8 segments, merged in a tree
-    X = random_csr(rng, 5000, 30, 0.1)
+    X = random_csr(rng, 5000, 30, 0.1).tolil()
+    X[:, 3] = 50.0 + rng.normal(size=(5000, 1))  # centred first in every segment
+    X = X.tocsr()
     y = X @ rng.normal(size=30) + rng.normal(size=5000)
     coefs = []
     for threads in (1, 2):
