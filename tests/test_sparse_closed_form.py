@@ -280,7 +280,7 @@ def test_offset_columns_are_as_accurate_as_dense(rng, dtype, weighted):
     X = X.astype(dtype)
     Y = rng.normal(size=(n, 2)).astype(dtype)
     w = rng.uniform(0.0, 2.0, size=n).astype(dtype) if weighted else None
-    weight, mean, gram, raw_diag = _sparse.segment_stats(Data(sp.csr_matrix(X), Y, w, False), 0, n)
+    _, _, gram, raw_diag = _sparse.segment_stats(Data(sp.csr_matrix(X), Y, w, False), 0, n)
     md, gd = np.empty(d + 2), np.empty((d + 2, d + 2))
     wd = _kernels.gram_stats(X, Y, w, md, gd, 64)
     centred = np.diag(gd).copy()
