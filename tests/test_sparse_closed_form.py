@@ -300,3 +300,16 @@ def test_a_gram_too_large_for_memory_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(_sparse, "available_memory", lambda: 8 * 2**30)
     with pytest.raises(MemoryError, match=r"262144 columns: the closed form needs dense .* GiB"):
         LinearRegressor().fit(X, np.arange(3.0))
+
+
+def test_concurrent_sparse_fits_are_bit_identical(rng, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(_sparse, "segment_rows", lambda indptr, p: 500)  # several segments per fit
+    X = random_csr(rng, 3000, 20, 0.2)
+    y = X @ rng.normal(size=20) + rng.normal(size=3000)
+    serial = LinearRegressor(alpha=1e-3).fit(X, y).coef_
+    with ThreadPoolExecutor(4) as pool:
+        coefs = list(pool.map(lambda _: LinearRegressor(alpha=1e-3).fit(X, y).coef_, range(4)))
+    for coef in coefs:
+        np.testing.assert_array_equal(coef, serial)
