@@ -702,6 +702,14 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         if (c->clip_norm > 0) FO_CAT(fo_clip_grad_norm, FO_T)(grad, n_params, c->clip_norm);
         c->t += 1;
         FO_FN(rule_step)(rule, h, params, grad, state, n_params, k * d, c->t, c->lr);
+        if (c->positive)
+            for (ptrdiff_t p = 0; p < k * d; p++)
+                if (params[p] < 0) params[p] = 0;
+        if (c->avg && c->avg_start > 0 && c->t >= c->avg_start) {
+            FO_REAL *avg = (FO_REAL *)c->avg;
+            const FO_REAL count = (FO_REAL)(c->t - c->avg_start + 1);
+            for (ptrdiff_t p = 0; p < n_params; p++) avg[p] += (params[p] - avg[p]) / count;
+        }
     }
     for (ptrdiff_t p = 0; p < n_params; p++) {
         if (!isfinite(params[p])) {

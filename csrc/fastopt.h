@@ -137,6 +137,9 @@ typedef struct {
     int64_t t;               /* in: steps taken so far; out: steps taken after the epoch */
     double loss_out;         /* out: mean over the rows of sw_i * loss_i, each before its minibatch's step */
     int64_t bad_step;        /* out: 1-based step at which a non-OK status arose, else 0 */
+    int positive;            /* clamp the weights (not the intercepts) at 0 after every step: projected steps */
+    int64_t avg_start;       /* > 0: after every step t >= avg_start, avg += (params - avg) / (t - avg_start + 1) */
+    void *avg;               /* (n_params) of the epoch's real type, the Polyak-Ruppert average; NULL: none */
 } fo_epoch_ctl;
 
 /* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */

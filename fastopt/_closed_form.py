@@ -453,7 +453,73 @@ def _warn_switch(rcond: float, to: str) -> None:
 
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
     """Whether ``state`` needs a second pass (:func:`chunk_qr_state`) for an accurate solve."""
+    params = {**params, "alpha": float(np.min(params["alpha"]))}  # per-target alpha: the least ridge decides
     return state.r is None and _cholesky(params, state)[0] is None
+
+
+# ---------------------------------------------------------------- constrained and per-target solves
+
+
+def _target_state(state: ClosedFormState, j: int) -> ClosedFormState:
+    """The statistics of ``[X, y_j]`` alone (target ``j``) from those of ``[X, Y]``."""
+    d = state.n_features
+    idx = np.r_[0:d, d + j]
+    gram = None if state.gram is None else state.gram[np.ix_(idx, idx)]
+    r = None if state.r is None else _triangle(state.r[:, idx], d + 1)
+    return replace(state, n_targets=1, mean=state.mean[idx], gram=gram, r=r)
+
+
+def _per_target(params: dict, state: ClosedFormState, alpha: np.ndarray) -> FitResult:
+    """Ridge with one ``alpha`` per target (as ``Ridge(alpha=array)``): one solve per target, stacked."""
+    if alpha.shape != (state.n_targets,):
+        raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
+                         f"shape ({state.n_targets},).")
+    parts = [finish({**params, "alpha": float(a)}, _target_state(state, j)) for j, a in enumerate(alpha)]
+    paths = [part.attrs["solver_"] for part in parts]
+    attrs = {"solver_": max(set(paths), key=paths.index) if len(set(paths)) == 1 else "+".join(paths),
+             "n_iter_": 1, "rcond_": min(part.attrs["rcond_"] for part in parts),
+             "rank_": min(part.attrs["rank_"] for part in parts), "singular_": None}
+    return FitResult(np.vstack([part.coef for part in parts]), np.concatenate([part.intercept for part in parts]),
+                     state, attrs)
+
+
+def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
+    """Non-negative coefficients (``positive=True``): Lawson-Hanson NNLS (``scipy.optimize.nnls``) on the
+    ``d x d`` triangular system ``M v = c`` equivalent to the least-squares problem, one target at a time.
+
+    ``M`` is the Cholesky factor of the column-scaled normal equations (``c = M^-T B``) when Cholesky is
+    accepted, else the column-scaled ``R11`` of the QR path (``c = R12``), else (a Gram-only state that Cholesky
+    rejects) the square root of the eigendecomposition. Column scales are positive, so ``v >= 0`` exactly when
+    the coefficients are.
+    """
+    import scipy.optimize
+
+    d = state.n_features
+    M = None
+    rcond = 0.0
+    if state.gram is not None:
+        A, B, scale = _scaled_normal_equations(params, state)
+        U, info = lapack.dpotrf(A, lower=0, clean=1)
+        if info == 0:
+            rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())
+            if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
+                rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+        if info == 0 and rcond >= RCOND_CHOLESKY:
+            M, c, path = U, scipy.linalg.solve_triangular(U, B, trans="T", check_finite=False), "cholesky"
+        elif state.r is None:
+            _warn_switch(rcond, "a non-negative solve on the eigendecomposition (solver_='eigh')")
+            lam, Q = np.linalg.eigh(A)
+            keep = lam > EPS * max(state.n_samples, d) * lam[-1]
+            root = np.sqrt(lam[keep])
+            M, c, path = root[:, None] * Q[:, keep].T, (Q[:, keep].T @ B) / root[:, None], "eigh"
+    if M is None:
+        R11, R12 = _r_system(params, state)
+        scale = _pow2(np.linalg.norm(R11, axis=0))
+        scale[scale == 0] = 1.0
+        M, c, path = R11 / scale, R12, "qr"
+        rcond, _ = lapack.dtrcon(M, norm="1", uplo="U", diag="N")
+    V = np.column_stack([scipy.optimize.nnls(M, c[:, j], maxiter=50 * d)[0] for j in range(c.shape[1])])
+    return _result(params, state, V / scale[:, None], path, rcond, d)
 
 
 def finish(params: dict, state: ClosedFormState) -> FitResult:
@@ -472,6 +538,11 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
         ``rcond_`` (LAPACK estimate for the column-scaled matrix factorised), ``rank_``, ``singular_`` (singular
         values of the centred weighted design on the SVD path, else None).
     """
+    alpha = np.asarray(params["alpha"], dtype=np.float64)
+    if alpha.ndim:
+        return _per_target(params, state, alpha)
+    if params.get("positive"):
+        return _solve_positive(params, state)
     if state.gram is not None:
         result, rcond = _cholesky(params, state)
         if result is not None:
@@ -491,6 +562,8 @@ class _ClosedForm:
     """A registry entry: ``stable=False`` is ``solver="normal"``, ``stable=True`` is ``solver="qr"``."""
 
     losses = frozenset({"squared_error"})
+    per_target_alpha = True
+    positive = True
     # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
     supports_sparse = True
 
@@ -506,6 +579,10 @@ class _ClosedForm:
         if self.stable:
             return finish(params, chunk_qr_state(params, data))
         stats = chunk_state(params, data)
+        if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
+            if needs_qr(params, stats):
+                stats = replace(stats, r=chunk_qr_state(params, data).r)
+            return finish(params, stats)
         result, rcond = _cholesky(params, stats)
         if result is None:
             _warn_switch(rcond, "QR of the centred data (solver_='qr')")

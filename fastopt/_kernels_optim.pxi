@@ -260,7 +260,7 @@ cdef _EpochHelper _take_helper():
 
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
           const int64_t[::1] order, floating[::1] params, floating[:, ::1] state, floating[::1] work,
-          int64_t t, double lr, int n_threads=1):
+          int64_t t, double lr, int n_threads=1, floating[::1] avg=None):
     """One fused epoch of minibatch training over the rows ``order``, in place on ``params`` and ``state``.
 
     Parameters
@@ -288,6 +288,10 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         1, or 2 to compute the second half of every minibatch's gradient in a helper thread that takes the same
         steps on its own copy of the parameters. The result is bit-identical either way (every minibatch
         gradient is summed in the same two halves).
+    avg : ndarray of shape (n_params,) or None
+        The running Polyak-Ruppert average of the parameters, updated in place after every step
+        ``t >= train.average`` (``train.average`` > 0). ``train.positive`` clamps the weights at 0 after every
+        step (projected steps; intercepts are free).
 
     Returns
     -------
@@ -318,6 +322,13 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     c.loss_limit = train.loss_limit
     c.lr = lr
     c.t = t
+    c.positive = bool(getattr(train, "positive", False))
+    c.avg_start = getattr(train, "average", 0)
+    c.avg = NULL
+    if avg is not None and c.avg_start > 0:
+        if avg.shape[0] != params.shape[0]:
+            raise ValueError(f"avg needs {params.shape[0]} entries, got {avg.shape[0]}")
+        c.avg = <void *>&avg[0]
     cdef Py_ssize_t need = fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 0)
     if work.shape[0] < need:
         raise ValueError(f"work needs 6 * n_params + 2 * k = {need} entries, got {work.shape[0]}")
@@ -344,6 +355,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
             raise
         team.isa = fo_isa_get()
         helper.team, helper.c, helper.h, helper.rule = team, c, h, <fo_rule>rule
+        helper.c.avg = NULL  # the calling thread alone keeps the average
         helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], swp, wp
         helper.d, helper.k, helper.n_params = X.shape[1], Y.shape[1], params.shape[0]
         helper.params, helper.slots = <void *>&helper_params[0], <void *>_slots(helper_state)

@@ -216,8 +216,11 @@ def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     return float(np.sum(wts.astype(np.float64)[:, None] * value))
 
 
-def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1):
+def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
+
+    After every step the weights are clamped at 0 when ``train.positive``, and ``avg`` (when given and
+    ``train.average > 0``) takes the running average of the parameters of steps ``t >= train.average``.
 
     Every minibatch gradient is the sum of its two halves' (rows ``[0, ceil(n/2))`` and the rest), as in the
     kernel, whatever ``n_threads`` (accepted for the same signature; the twin runs in one thread).
@@ -249,6 +252,11 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
             clip_grad_norm(grad, clip)
         t += 1
         step(rule, hyper, params, grad, state, t, lr, k * d)
+        if getattr(train, "positive", False):
+            params[: k * d] = np.where(params[: k * d] < 0, real(0), params[: k * d])
+        start_avg = getattr(train, "average", 0)
+        if avg is not None and start_avg > 0 and t >= start_avg:
+            avg += (params - avg) / real(t - start_avg + 1)
     if not np.all(np.isfinite(params)):
         return int(Status.NONFINITE_LOSS), t, 0.0, t
     return int(Status.OK), t, (total / m if m > 0 else 0.0), 0

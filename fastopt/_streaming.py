@@ -322,22 +322,26 @@ class _Epochs:
         elif weigher is not None:
             weight = weigher(self.seed)
             self.weight_mean = 1.0 if weight is None else self._mean(weight)
-        stopping = _iterative.Stopping(params["tol"], params["n_iter_no_change"], keep_best=self.early)
-        losses, scores, scored = [], [], None
+        stopping, losses, rates, scores, scored = None, [], [], [], None
         for epoch in range(max_epochs + self.early):
             training = epoch < max_epochs
             order = next(orders) if training and source.indexable else None
             loss, score = self._pass(order, epoch if training else None, scored)
+            # Made once the first pass has set up the state (the base rate, the null loss of its chunk).
+            stopping = stopping or _iterative.make_stopping(params, estimator._solver_state, self.early)
             if scored is not None:
                 scores.append(score)
                 if params["verbose"]:
                     print(f"-- Epoch {epoch}: validation R^2 {score:.6f}")
-                if stopping.update(-score, scored.params):
+                stop = stopping.update(1.0 - score, scored.params)
+                self._follow_rate(stopping)
+                if stop:
                     break
             if not training:
                 break
             losses.append(loss)
             state = estimator._solver_state
+            rates.append(self.solver.epoch_lr(params, state, epoch))
             if params["verbose"]:
                 lr = self.solver.epoch_lr(params, state, epoch)
                 print(f"-- Epoch {epoch + 1}: loss {loss:.6g}, lr {lr:.4g}, steps {state.t}, chunk order {order}")
@@ -345,10 +349,17 @@ class _Epochs:
                 scored = replace(state, rng=copy.deepcopy(state.rng))  # its arrays are never written again
             elif stopping.update(loss, None):
                 break
+            else:
+                self._follow_rate(stopping)
         stopping.warn_unless_stopped(self.name, max_epochs)
-        final = replace(scored if self.early else estimator._solver_state, loss_curve=losses)
-        result = self.solver.result(final, stopping, scores if self.early else None)
+        final = replace(scored if self.early else estimator._solver_state, loss_curve=losses, learning_rates=rates)
+        result = self.solver.result(final, stopping, scores if self.early else None, params=params)
         return estimator._apply(self.name, _Targets(self.y_was_1d), result)
+
+    def _follow_rate(self, stopping) -> None:
+        """Give the next epoch the rate that ``schedule="plateau"``'s rule chose."""
+        if isinstance(stopping, _iterative.RatePlateau):
+            self.estimator._solver_state.lr = stopping.lr
 
     def _pass(self, order, epoch: int | None, scored):
         """One pass over the chunks: a training pass over each chunk's training rows (unless ``epoch`` is None)
@@ -401,8 +412,10 @@ def fit(estimator, chunks, sampler: Callable[[int], Sample] | None = None,
     ``weigher(seed)`` likewise their merged :class:`Weight` (:func:`chunk_weight`), or None without weights.
     """
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
-    name = _solvers.resolve(estimator.solver, estimator.loss)
+    name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
     if name in _closed_form.SOLVERS:
         return _closed_form_fit(estimator, name, source)
+    if not getattr(_solvers.SOLVERS[name], "streams", True):  # e.g. Newton: every iteration reads all rows
+        _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
     restart(estimator, name)
     return _Epochs(estimator, source, name).run(sampler, weigher)

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming
@@ -34,29 +35,38 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"auto", "normal", "qr", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}, \
-            default="auto"
-        ``"auto"`` is the exact closed form for ``loss="squared_error"`` and ``"adam"`` for robust losses.
+    solver : {"auto", "normal", "qr", "newton", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", \
+            "adamw"}, default="auto"
+        ``"auto"`` is the exact minimiser: the closed form for ``loss="squared_error"``, ``"newton"`` for the
+        robust losses. ``"newton"`` fits ``"huber"`` by semismooth Newton and ``"absolute_error"`` by finite
+        smoothing to the exact minimiser (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*,
+        2006; Madsen & Nielsen, SIAM J. Optim. 3, 1993); it needs all rows in memory (no ``partial_fit``,
+        ``fit_stream`` or Dask arrays), and ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
-    alpha : float, default=0.0
+    alpha : float or array-like of shape (n_targets,), default=0.0
         L2 penalty ``alpha * ||w||^2 / 2`` added to the mean loss (ridge). Decoupled weight decay for AdamW.
+        An array gives each target its own penalty (as ``Ridge(alpha=array)``; closed form and Newton only).
     loss : {"squared_error", "absolute_error", "huber"}, default="squared_error"
         Per-sample loss: ``(y_hat - y)^2 / 2``, ``|y_hat - y|``, or Huber with threshold ``epsilon``.
-        Robust losses need an iterative solver.
+        Robust losses need ``solver="newton"`` or an iterative solver.
     epsilon : float, default=1.35
         Huber threshold.
     learning_rate : float or "auto", default="auto"
         Base step size. ``"auto"`` derives it from ``L``, the largest eigenvalue of the loss Hessian found by
         power iteration on the data: ``b / (tr(H) + (b - 1) L)`` for SGD (``1 / L`` for full batches), times
-        ``1 - momentum`` for the momentum rules, and a tenth of the largest coordinate of the first
-        gradient-descent step ``g0 / L`` for the adaptive rules (see ``fastopt._iterative_lr``). The value used
-        is stored in ``learning_rate_``.
-    schedule : {"constant", "linear", "invscaling", "exponential", "cosine"}, default="constant"
-        Learning-rate schedule over epochs, the rate constant within an epoch (:func:`fastopt.optim.schedule_lr`):
-        ``linear`` decays to ``end_factor * learning_rate`` at the last epoch (seed 004), ``invscaling`` divides
-        by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by ``gamma ** epoch``, ``cosine`` anneals to
-        ``end_factor * learning_rate``.
+        ``1 - momentum`` for the momentum rules, and for the adaptive rules a distance, a tenth (AdaGrad: three
+        times) of the largest coordinate of the first gradient times that SGD rate (see
+        ``fastopt._iterative_lr``). Deterministic: it depends neither on ``random_state`` nor on the BLAS thread
+        count. The value used is stored in ``learning_rate_``.
+    schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
+        Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
+        ``learning_rate="auto"`` and ``"constant"`` with a numeric rate. ``"plateau"`` cuts the rate tenfold
+        whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
+        once a cut no longer changes the loss (see "Stopping" below). The named schedules
+        (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
+        epoch (seed 004), ``invscaling`` divides by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by
+        ``gamma ** epoch``, ``cosine`` anneals to ``end_factor * learning_rate``.
     end_factor : float, default=0.01
         Floor of the ``linear`` and ``cosine`` schedules, as a fraction of ``learning_rate``.
     power_t : float, default=0.5
@@ -66,12 +76,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     batch_size : int, default=64
         Minibatch size; the last batch of an epoch may be smaller.
     max_epochs : int, default=100
-        Maximum number of passes over the data.
+        Maximum number of passes over the data (``solver="newton"``: of Newton iterations; for the absolute
+        error, of each smoothing stage's).
     tol : float or None, default=1e-6
-        Stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
-        ``None`` disables stopping.
+        Named schedules: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
+        minibatch noise floor). ``"plateau"``: stop at a plateau whose preceding tenfold cut of the rate changed
+        the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
+        model)``), so the floor is not the noise of the larger rate; ``tol`` only switches this on. ``None``
+        disables stopping (the plateau rule then keeps its last rate once it would have stopped). Not used by
+        ``solver="newton"``, which iterates to round-off.
     n_iter_no_change : int, default=5
-        Patience, in epochs.
+        Patience, in epochs, of the named schedules' rule.
     early_stopping : bool, default=False
         Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
         the coefficients of the best epoch.
@@ -116,6 +132,22 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
         multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
         competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+    precondition : {"auto", "none"}, default="auto"
+        ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
+        whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
+        standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back (diagonal
+        preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Warm starts and
+        ``partial_fit`` continue under the same map. ``"none"``: never.
+    positive : bool, default=False
+        Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
+        The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least
+        Squares Problems*, 1974, ch. 23, on the ``d x d`` factor of the merged statistics); the iterative rules
+        take projected steps (the weights clamped at 0 after every step). Not with ``solver="newton"``.
+    average : bool or int, default=False
+        Iterative solvers: Polyak-Ruppert averaging (Polyak & Juditsky, SIAM J. Control Optim. 30, 1992), as
+        ``SGDRegressor(average=...)``: ``coef_`` and ``intercept_`` are the mean of the iterates after every step
+        ``t >= average`` (``True``: from the first step; steps are minibatches, so with ``batch_size=1`` the
+        count is of samples, as in scikit-learn). The last iterate is kept to continue training.
 
     Attributes
     ----------
@@ -124,7 +156,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     solver_ : str
         The path that actually ran (e.g. ``"cholesky"``, ``"qr"``, ``"svd"``, ``"adam"``).
     n_iter_ : int
-        Epochs run (closed form: 1).
+        Epochs run (closed form: 1; Newton: iterations, the most over targets).
+    objective_ : float
+        ``solver="newton"``: the minimised objective (summed over targets).
     loss_curve_ : list of float
         Iterative solvers: the weighted mean training loss of each epoch, each row's loss taken before its
         minibatch's step, plus ``alpha / 2 ||coef||^2`` (not for AdamW); ``partial_fit`` appends one per call.
@@ -138,6 +172,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Iterative solvers: optimizer steps (minibatches) taken.
     learning_rate_ : float
         Iterative solvers: the base learning rate used (resolved when ``learning_rate="auto"``).
+    learning_rates_ : list of float
+        Iterative solvers: the rate of each epoch (of each call, for ``partial_fit``), showing the schedule's
+        or the plateau rule's cuts.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string column names (e.g. a pandas DataFrame).
@@ -154,11 +191,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "solver": [StrOptions({"auto", *_solvers.SOLVERS})],
         "fit_intercept": ["boolean"],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left"), "array-like"],
         "loss": [StrOptions({"squared_error", "absolute_error", "huber"})],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "schedule": [StrOptions({"constant", "linear", "invscaling", "exponential", "cosine"})],
+        "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
@@ -183,6 +220,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "precondition": [StrOptions({"auto", "none"})],
+        "positive": ["boolean"],
+        "average": ["boolean", Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -194,7 +234,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss="squared_error",
         epsilon=1.35,
         learning_rate="auto",
-        schedule="constant",
+        schedule="auto",
         end_factor=0.01,
         power_t=0.5,
         gamma=0.95,
@@ -219,6 +259,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         n_threads=None,
+        precondition="auto",
+        positive=False,
+        average=False,
     ):
         self.solver = solver
         self.fit_intercept = fit_intercept
@@ -251,9 +294,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.n_threads = n_threads
+        self.precondition = precondition
+        self.positive = positive
+        self.average = average
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, *,
+            coef_init: ArrayLike | None = None, intercept_init: ArrayLike | None = None) -> LinearRegressor:
         """Fit the model.
 
         Parameters
@@ -266,6 +313,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative per-sample weights.
+        coef_init : array-like of shape (n_features,) or (n_targets, n_features), default=None
+            Starting coefficients of the iterative and Newton solvers (as ``SGDRegressor.fit``); they override
+            ``warm_start``. The closed form needs no start and ignores them.
+        intercept_init : float or array-like of shape (n_targets,), default=None
+            Starting intercepts, likewise.
 
         Returns
         -------
@@ -273,26 +325,34 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             The fitted estimator.
         """
         if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
+            if coef_init is not None or intercept_init is not None:
+                raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return dask_backend.fit(self, X, y, sample_weight)
         name = _solvers.resolve(self.solver, self.loss)
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))
+        _solvers.check_options(name, params, data.Y.shape[1])
         state = None
         if self.warm_start and getattr(self, "_solver_name", None) == name:
             state = self._solver_state
-        result = _solvers.SOLVERS[name].fit(params, data, state=state)
+        extra = {}
+        if (coef_init is not None or intercept_init is not None) and getattr(_solvers.SOLVERS[name], "accepts_init",
+                                                                             False):
+            extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
+        result = _solvers.SOLVERS[name].fit(params, data, state=state, **extra)
         return self._apply(name, data, result)
 
+    @available_if(lambda self: self.solver != "newton")  # each Newton iteration reads every row
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Update the model with one more chunk of rows.
 
         The closed form merges the chunk's sufficient statistics exactly, so any split of the rows gives the
         coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state;
         each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows,
-        and a numeric ``learning_rate`` set between calls takes effect at the next call. ``tol`` and
-        ``early_stopping`` do not apply (``fit_stream`` and ``fit`` on Dask arrays run whole epochs over
-        chunks with them).
+        and a numeric ``learning_rate`` set between calls takes effect at the next call. ``tol`` does not apply,
+        and ``early_stopping=True`` is an error, as in ``SGDRegressor`` (``fit_stream`` and ``fit`` on Dask
+        arrays run whole epochs over chunks with them). ``solver="newton"`` cannot fit incrementally.
 
         Each call divides its ``sample_weight`` by their mean over the call's rows (on a Dask array: over each
         block's rows), as ``fit`` does over all rows: weights are relative within a call only, every call's
@@ -310,18 +370,20 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         -------
         self : LinearRegressor
         """
+        if self.early_stopping:  # as SGDRegressor: held-out scoring needs whole epochs (fit, fit_stream)
+            raise ValueError("early_stopping should be False with partial_fit")
         if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
             return dask_backend.partial_fit(self, X, y, sample_weight)
         first = not hasattr(self, "_solver_state")
         if first:
             self._validate_params()
-        _solvers.resolve(self.solver, self.loss)
+        _solvers.resolve(self.solver, self.loss, incremental=True)
         return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
 
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
         iterative solver's pass in an epoch of a streamed fit (:mod:`fastopt._streaming`)."""
-        name = _solvers.resolve(self.solver, self.loss)
+        name = _solvers.resolve(self.solver, self.loss, incremental=True)
         first = not hasattr(self, "_solver_state")
         if not first:
             if name != self._solver_name:
@@ -331,6 +393,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 )
             if data.Y.shape[1] != self._n_targets:
                 raise ValueError(f"y has {data.Y.shape[1]} targets; earlier partial_fit calls had {self._n_targets}.")
+        _solvers.check_options(name, self.get_params(), data.Y.shape[1])
         state = None if first else self._solver_state
         extra = {} if sweep is None else {"sweep": sweep}
         result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
