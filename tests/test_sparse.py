@@ -279,3 +279,12 @@ def test_warning_free_on_sparse_well_conditioned(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error", IllConditionedWarning)
         LinearRegressor().fit(X, y)
+
+
+@pytest.mark.parametrize("params", [{"positive": True}, {"alpha": np.array([0.1, 1.0])}])
+def test_positive_and_per_target_alpha_on_sparse(rng, params):
+    X, Y = make_problem(rng, k=2)
+    est = LinearRegressor(**params).fit(X, Y)
+    ref = LinearRegressor(**params).fit(X.toarray(), Y)
+    assert est.solver_ == ref.solver_
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
