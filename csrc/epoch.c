@@ -681,7 +681,7 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
 {
     FO_REAL *grad = work + (4 + part) * fo_work_stride(n_params, sizeof(FO_REAL), team != NULL);
     const int has_b = n_params > k * d;
-    double total = 0;
+    double total = c->loss_sum;
     for (ptrdiff_t start = 0; start < c->n_rows; start += c->batch_size) {
         const ptrdiff_t end = start + c->batch_size < c->n_rows ? start + c->batch_size : c->n_rows;
         double ss;
@@ -717,7 +717,8 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             return FO_NONFINITE_LOSS;
         }
     }
-    c->loss_out = c->n_rows > 0 ? total / (double)c->n_rows : 0.0;
+    c->loss_sum = total;
+    c->loss_out = c->rows_before + c->n_rows > 0 ? total / (double)(c->rows_before + c->n_rows) : 0.0;
     return FO_OK;
 }
 

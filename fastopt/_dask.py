@@ -197,8 +197,12 @@ def _check_features(estimator, X: Any, reset: bool) -> None:
 def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     """``LinearRegressor.fit`` on Dask collections (parameters already validated by ``fit``)."""
     chunks = DaskChunks(X, y, sample_weight)
-    name = _solvers.resolve(estimator.solver, estimator.loss)
+    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha)
     _check_features(estimator, X, reset=True)
+    if name in ("cg", "lsqr"):  # Krylov solvers: their own passes (fastopt._krylov_dask)
+        from fastopt import _krylov_dask
+
+        return _krylov_dask.fit(estimator, name, chunks, X)
     if name in _closed_form.SOLVERS:
         state = _cluster_state(estimator, chunks, "gram")
         second_pass = lambda: _cluster_state(estimator, chunks, "qr")  # noqa: E731

@@ -51,6 +51,25 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
                         fo_moments *out)
 
+    # ------------------------------------------------------------ closed form: R factor (tsqr.c)
+    ctypedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
+                                 double *, int *) noexcept nogil
+
+    ctypedef struct fo_lapack:
+        fo_dtpqrt_t dtpqrt
+
+    ctypedef struct fo_factor:
+        double weight
+        double *mean
+        double *r
+        double *work
+
+    Py_ssize_t fo_tsqr_work_size(int p, int block)
+    fo_status fo_tsqr_d(const fo_lapack *lapack, const double *X, const double *Y, const double *w,
+                        fo_gram_dims dims, fo_factor *out)
+    fo_status fo_tsqr_s(const fo_lapack *lapack, const float *X, const float *Y, const float *w,
+                        fo_gram_dims dims, fo_factor *out)
+
     # ------------------------------------------------------------ sparse closed form (csr_gram.c)
     ctypedef struct fo_csr_dims:
         Py_ssize_t n
@@ -103,6 +122,8 @@ cdef extern from "fastopt.h" nogil:
         int64_t t
         double loss_out
         int64_t bad_step
+        double loss_sum
+        int64_t rows_before
         int positive
         int64_t avg_start
         void *avg
@@ -133,3 +154,17 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X,
                                 const float *Y, const float *sw, Py_ssize_t d, Py_ssize_t k, float *params,
                                 Py_ssize_t n_params, float *state, float *work, fo_team *team)
+
+    # ------------------------------------------------------------ Krylov solvers (krylov.c)
+    fo_status fo_krylov_dense_d(const double *X, const double *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_dense_s(const float *X, const float *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)
+    fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)

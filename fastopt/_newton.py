@@ -62,6 +62,7 @@ import numpy as np
 import scipy.linalg
 
 from fastopt import _closed_form
+from fastopt._iterative import weight_mean
 from fastopt._result import FitResult
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
@@ -149,7 +150,9 @@ class _Problem:
         if weights is not None:
             w = weights
         data = Data(X=X, Y=Y, sample_weight=np.ascontiguousarray(w), y_was_1d=True)
-        return _closed_form.chunk_state({"solver": "normal"}, data)
+        # In the weights' own units (weight_exp 0): the updates below add and subtract states and combine their
+        # weights with other quantities (the IRLS weights are bounded, so nothing overflows).
+        return _closed_form.rescale_weights(_closed_form.chunk_state({"solver": "normal"}, data), 0)
 
 
 def _remove(a: _closed_form.ClosedFormState, b: _closed_form.ClosedFormState) -> _closed_form.ClosedFormState:
@@ -484,10 +487,10 @@ class NewtonSolver:
         if sw is None:
             s = np.full(n, 1.0 / n)
         else:
-            total = float(np.sum(sw, dtype=np.float64))
-            if total <= 0:
+            mean = weight_mean(sw)  # without overflow or underflow, for weights of any finite scale
+            if mean <= 0:
                 raise ValueError("sample_weight is zero on every row.")
-            s = sw.astype(np.float64) / total
+            s = (sw.astype(np.float64) / mean) / n
         s_native = s.astype(X.dtype)
         alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
         rtol = 4 * EPS  # to round-off: Newton converges finitely, so this costs an iteration or two
@@ -519,6 +522,10 @@ class NewtonSolver:
             )
         length = max(len(c) for c in curves)
         curve = [float(sum(c[min(i, len(c) - 1)] for c in curves)) for i in range(length)]
+        if params["loss"] == "squared_error" and init is None:
+            # The least-squares start is itself the one Newton step that solves a quadratic from zero; counting
+            # it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
+            n_iter = max(n_iter, 1)
         attrs = {"solver_": "newton", "n_iter_": n_iter, "loss_curve_": curve, "best_loss_": float(objective),
                  "objective_": float(objective)}
         saved = np.hstack([coef, intercept[:, None]])

@@ -12,6 +12,15 @@ import scipy.sparse
 # ---------------------------------------------------------------- closed form
 
 
+def _block_mean(X, Y, sample_weight, i0, block_rows):
+    """Pass 1 of the closed-form block loops (csrc/block_mean.h): the block ``Z`` in float64, its weights, their
+    sum ``wb`` and, when ``wb > 0``, the block's weighted mean."""
+    Z = np.hstack([X[i0 : i0 + block_rows], Y[i0 : i0 + block_rows]]).astype(np.float64)
+    w = np.ones(Z.shape[0]) if sample_weight is None else sample_weight[i0 : i0 + block_rows].astype(np.float64)
+    wb = w.sum()
+    return Z, w, wb, ((w @ Z) / wb if wb != 0.0 else None)
+
+
 def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     """Twin of :func:`fastopt._kernels.gram_stats` (csrc/gram.c): same blocks, same merges, in NumPy.
 
@@ -23,18 +32,43 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     mean[:] = 0.0
     gram[:] = 0.0
     for i0 in range(0, X.shape[0], block_rows):
-        Z = np.hstack([X[i0 : i0 + block_rows], Y[i0 : i0 + block_rows]]).astype(np.float64)
-        w = np.ones(Z.shape[0]) if sample_weight is None else sample_weight[i0 : i0 + block_rows].astype(np.float64)
-        wb = w.sum()
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
         if wb == 0.0:
             continue
-        mb = (w @ Z) / wb
         Zc = np.sqrt(w)[:, None] * (Z - mb)
         # Chan, Golub & LeVeque: M_ab = M_a + M_b + (w_a w_b / w_ab) delta delta^T, delta = mean_b - mean_a.
         delta = mb - mean
-        gram += Zc.T @ Zc + (weight * wb / (weight + wb)) * np.outer(delta, delta)
+        gram += Zc.T @ Zc + (weight * (wb / (weight + wb))) * np.outer(delta, delta)
         mean += (wb / (weight + wb)) * delta
         weight += wb
+    return weight
+
+
+def tsqr_stats(X, Y, sample_weight, mean, r, block_rows):
+    """Twin of :func:`fastopt._kernels.tsqr_stats` (csrc/tsqr.c): same blocks, same correction rows, in NumPy.
+
+    Weighted means of ``Z = [X, Y]`` into ``mean`` and, into ``r``, the upper-triangular ``R`` with a
+    non-negative diagonal and ``R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T``, by Householder QR of each block
+    (centred on its own mean, scaled by ``sqrt(w)``) stacked under the running ``R`` and the mean-correction row
+    ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``.
+    """
+    p = mean.shape[0]
+    weight = 0.0
+    mean[:] = 0.0
+    r[:] = 0.0
+    for i0 in range(0, X.shape[0], block_rows):
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
+        if wb == 0.0:
+            continue
+        rows = [r, np.sqrt(w)[:, None] * (Z - mb)]
+        if weight > 0:
+            rows.append(np.sqrt(weight * (wb / (weight + wb))) * (mb - mean)[None, :])
+        tri = np.linalg.qr(np.vstack(rows), mode="r")
+        r[:] = 0.0
+        r[: min(tri.shape[0], p)] = tri[:p]
+        mean += (wb / (weight + wb)) * (mb - mean)
+        weight += wb
+    r *= np.where(np.diag(r) < 0, -1.0, 1.0)[:, None]  # the sign convention of the kernel: diagonal >= 0
     return weight
 
 
@@ -74,6 +108,49 @@ def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gr
     gram[d:, d:] = Yc.T @ (w[:, None] * Yc) - np.outer(r, r) / weight
     mean[:d], mean[d:] = mx, my
     return weight
+
+# ---------------------------------------------------------------- Krylov solvers
+
+
+def _krylov_rows(t, Y, target, sqrt_weight, c, shift):
+    """``a = s (t + c y - shift)`` and ``e = s a`` of the fused pass, from the row products ``t = X v``."""
+    s = np.ones(t.shape[0]) if sqrt_weight is None else sqrt_weight
+    y = 0.0 if Y is None else Y[:, target].astype(np.float64)
+    a = s * (t + c * y - shift)
+    return a, s * a
+
+
+def krylov_dense(X, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
+    """Twin of :func:`fastopt._kernels.krylov_dense` (csrc/krylov.c): ``a = s (X v + c y - shift)``,
+    ``z = X^T (s a)``, ``z_squares = (X * X)^T (s a)`` when given; returns ``(sum(a^2), sum(s a))``, in float64
+    whatever the dtype of ``X``."""
+    if v.shape[0] != X.shape[1] or z.shape[0] != X.shape[1]:
+        raise ValueError("krylov_dense: inconsistent shapes")
+    Xd = X.astype(np.float64)
+    a, e = _krylov_rows(Xd @ v, Y, target, sqrt_weight, c, shift)
+    z[:] = Xd.T @ e
+    if z_squares is not None:
+        z_squares[:] = (Xd * Xd).T @ e
+    return float(a @ a), float(e.sum())
+
+
+def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
+    """Twin of :func:`fastopt._kernels.krylov_csr`: :func:`krylov_dense` on the CSR rows ``indptr`` selects."""
+    import scipy.sparse
+
+    n, d = indptr.shape[0] - 1, v.shape[0]
+    if z.shape[0] != d or indices.shape[0] != data.shape[0]:
+        raise ValueError("krylov_csr: inconsistent shapes")
+    start = int(indptr[0]) if n else 0
+    Xs = scipy.sparse.csr_array(
+        (data.astype(np.float64)[start : start + (int(indptr[-1]) - start if n else 0)],
+         indices[start : int(indptr[-1]) if n else 0], indptr - start), shape=(n, d)
+    )
+    a, e = _krylov_rows(Xs @ v, Y, target, sqrt_weight, c, shift)
+    z[:] = Xs.T @ e
+    if z_squares is not None:
+        z_squares[:] = Xs.multiply(Xs).T @ e
+    return float(a @ a), float(e.sum())
 
 # ---------------------------------------------------------------- optimizers
 # Mirrors csrc/rules.h and csrc/epoch.c. Element-wise arithmetic is in the array's dtype; the scalars PyTorch
@@ -216,7 +293,8 @@ def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     return float(np.sum(wts.astype(np.float64)[:, None] * value))
 
 
-def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None):
+def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None,
+          loss_acc=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
 
     After every step the weights are clamped at 0 when ``train.positive``, and ``avg`` (when given and
@@ -231,7 +309,7 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     has_b = n_params > k * d
     grad, half = work[:n_params], work[n_params : 2 * n_params]
     clip = 0.0 if train.clip_norm is None else train.clip_norm
-    total = 0.0
+    total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
         nb = rows.shape[0]
@@ -259,7 +337,9 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
             avg += (params - avg) / real(t - start_avg + 1)
     if not np.all(np.isfinite(params)):
         return int(Status.NONFINITE_LOSS), t, 0.0, t
-    return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
+    if loss_acc is not None:
+        loss_acc[0], loss_acc[1] = total, loss_acc[1] + m
+    return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
 
 
 def simd(name=None):

@@ -17,33 +17,59 @@ Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
         A full fit. ``state`` is the previous fit's state when ``warm_start`` applies, else None.
     solver.partial_fit(params, data, state=None) -> FitResult
         One incremental update: a closed-form solver merges sufficient statistics, an iterative one makes one
-        pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``). ``state`` is
-        None on the first call.
+        pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``), a Krylov one
+        (``_krylov``) refits the given rows from the previous coefficients. ``state`` is None on the first call.
 
 ``params`` is ``estimator.get_params()``; ``data`` is a :class:`fastopt._validation.Data`.
 """
 from __future__ import annotations
 
+import math
+from numbers import Number
 from typing import Any
 
 import numpy as np
 
-from fastopt import _closed_form, _iterative, _newton
+from fastopt import _closed_form, _iterative, _krylov, _newton
 
-SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_newton.SOLVERS}
+SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_newton.SOLVERS, **_krylov.SOLVERS}
 
 # "auto": the exact minimiser: the closed form for squared error, Newton's method for the robust losses.
 AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"}
 
-
 # "auto" for incremental fits (partial_fit, fit_stream, Dask arrays), which Newton's method cannot make.
 AUTO_INCREMENTAL = {**AUTO, "absolute_error": "adam", "huber": "adam"}
 
+# "auto" for squared error, once the data is known (the table in LinearRegressor's docstring): the closed form
+# while its d x d Gram fits in GRAM_MAX_BYTES, else a Krylov solver.
+GRAM_MAX_BYTES = 2**28  # 256 MiB of float64: d <= 5792
 
-def resolve(solver: str, loss: str, incremental: bool = False) -> str:
-    """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit); raises ValueError on an
-    impossible pair."""
+
+def auto_least_squares(X, alpha: float) -> str:
+    """``solver="auto"`` for squared error by the kind and size of ``X`` (an array, sparse matrix or Dask array)."""
+    try:
+        shape = getattr(X, "shape", None) or np.shape(X)
+        n, d = shape
+    except (TypeError, ValueError):
+        return "normal"  # not a 2-D table: validation gives the precise error
+    # Only plain numbers: a Dask DataFrame's row count is a lazy scalar, and converting it would compute it.
+    n = float(n) if isinstance(n, Number) else math.nan
+    d = float(d) if isinstance(d, Number) else 0.0
+    ridge = np.asarray(alpha, dtype=float) > 0  # one alpha, or one per target
+    if 8.0 * d * d > GRAM_MAX_BYTES:
+        # Too wide for the Gram: Krylov. The ridge bounds the condition number, where CGLS's cheaper iteration
+        # is as accurate; without it LSQR is the more stable of the two (Paige & Saunders 1982).
+        return "cg" if ridge.all() else "lsqr"
+    # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
+    return "qr" if n < d and not ridge.any() else "normal"
+
+
+def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False) -> str:
+    """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit; for "auto" with squared
+    error, by the training data ``X`` when known); raises ValueError on an impossible pair."""
     name = (AUTO_INCREMENTAL if incremental else AUTO)[loss] if solver == "auto" else solver
+    if solver == "auto" and name == "normal" and X is not None:
+        name = auto_least_squares(X, alpha)
     entry = SOLVERS[name]
     if loss not in entry.losses:
         raise ValueError(

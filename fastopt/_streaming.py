@@ -29,6 +29,7 @@ Nothing here imports Dask.
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import _num_samples
 
-from fastopt import _closed_form, _iterative, _solvers
+from fastopt import _closed_form, _iterative, _krylov, _solvers
 from fastopt._chunks import (
     SAMPLE_STREAM,
     ChunkSource,
@@ -111,8 +112,8 @@ def finish(estimator, name: str, state, y_was_1d: bool, second_pass: Callable[[]
 
     When the Gram is too ill-conditioned for Cholesky, ``second_pass()`` returns the merged ``R`` factors
     of the same rows (:func:`fastopt._closed_form.chunk_qr_state`); the solve then switches to QR with the
-    in-memory fit's warning and ``solver_``. Without a second pass (a one-shot stream) the closed form falls
-    back to its warned minimum-norm eigensolve.
+    in-memory fit's ``solver_``. Without a second pass (a one-shot stream) the closed form falls back to its
+    warned minimum-norm eigensolve.
     """
     if state.weight == 0:
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
@@ -256,6 +257,8 @@ class _Epochs:
             return None, sample.weight  # nothing to estimate from: the first pass says what is wrong
         # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
         w = sample.w if sample.w is not None and np.any(sample.w) else None
+        if w is not None:  # relative weights, brought near 1 so that no sum over them overflows
+            w = w / _iterative.weight_mean(w)
         rng = seeded_rng(self.seed, SAMPLE_STREAM)
         return self.solver.stream_learning_rate(self.params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
 
@@ -384,11 +387,14 @@ class _Epochs:
             self.y_was_1d = data.y_was_1d if self.y_was_1d is None else self.y_was_1d
             sw = data.sample_weight
             if epoch is not None:
-                # The pass loss is the chunk's mean of (weight / weight_mean) * loss over its training rows.
-                total += self.weight_mean * train.shape[0] * estimator._solver_state.loss_curve[-1]
-                weight += float(train.shape[0] if sw is None else np.sum(sw[train], dtype=np.float64))
+                # The pass loss is the chunk's mean of (weight / weight_mean) * loss over its training rows;
+                # weights are summed relative to weight_mean, so that the sum cannot overflow.
+                total += train.shape[0] * estimator._solver_state.loss_curve[-1]
+                weight += float(train.shape[0] if sw is None
+                                else np.sum(sw[train] / self.weight_mean, dtype=np.float64))
             if val.size:
-                X_val, Y_val, w_val = data.X[val], data.Y[val], None if sw is None else sw[val]
+                X_val, Y_val = data.X[val], data.Y[val]
+                w_val = None if sw is None else sw[val] / sw.dtype.type(self.weight_mean)
                 if epoch == 0:
                     validation.observe(Y_val, w_val)
                 if scored is not None:
@@ -415,6 +421,8 @@ def fit(estimator, chunks, sampler: Callable[[int], Sample] | None = None,
     name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
     if name in _closed_form.SOLVERS:
         return _closed_form_fit(estimator, name, source)
+    if name in _krylov.SOLVERS:
+        return _krylov.fit_stream(estimator, name, source, functools.partial(check_chunk, estimator))
     if not getattr(_solvers.SOLVERS[name], "streams", True):  # e.g. Newton: every iteration reads all rows
         _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
     restart(estimator, name)

@@ -206,6 +206,13 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
         sample_weight = np.ascontiguousarray(sample_weight)
         if not finite_X and not sample_weight.all():
             _assert_all_finite(X, input_name="X", estimator_name=type(estimator).__name__)
+    # The kernels read with typed loads: an array not aligned to its item size (an offset view, some Dask blocks)
+    # is copied, as that read would be undefined behaviour in C.
+    if not is_sparse(X):  # sparse X: scipy allocates its arrays itself, aligned
+        X = np.require(X, requirements=["C", "A"])
+    Y = np.require(Y, requirements=["C", "A"])
+    if sample_weight is not None:
+        sample_weight = np.require(sample_weight, requirements=["C", "A"])
     return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d)
 
 

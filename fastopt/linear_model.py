@@ -1,6 +1,8 @@
 """LinearRegressor: least squares, exactly or with the optimizers of deep learning."""
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
@@ -21,13 +23,46 @@ if TYPE_CHECKING:  # only for annotations: dask is an optional extra
 __all__ = ["LinearRegressor"]
 
 
+def _transactional(method):
+    """Make a fitting method all-or-nothing: if it raises (bad input found late, divergence, a failing chunk
+    source, KeyboardInterrupt), the estimator is restored exactly as it was before the call: unfitted, or the
+    previous fit with its metadata, optimizer state and row-order generator, and a ``RandomState`` passed as
+    ``random_state`` rewound. Solvers build new state objects and only the generators are advanced in place,
+    so a shallow copy of the attributes plus a copy of the solver state is the whole snapshot."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        solver_state = copy.deepcopy(saved.get("_solver_state"))
+        random_state = self.random_state
+        rs_state = random_state.get_state() if isinstance(random_state, np.random.RandomState) else None
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            if "_solver_state" in saved:
+                self._solver_state = solver_state
+            if rs_state is not None:
+                random_state.set_state(rs_state)
+            raise
+
+    return wrapper
+
+
 class LinearRegressor(RegressorMixin, BaseEstimator):
-    """Linear least-squares regression, solved in closed form or by minibatch optimizers.
+    """Linear least-squares regression, solved in closed form, by Krylov methods or by minibatch optimizers.
 
     The closed form (``solver="normal"``) accumulates centred sufficient statistics blockwise and solves
-    them by Cholesky, switching to a QR/SVD path that does not square the condition number when the
-    problem is ill-conditioned. The iterative solvers run a fused, compiled minibatch loop with the update
-    rules of :mod:`torch.optim` (see :mod:`fastopt.optim` for each rule's formula).
+    them by Cholesky, switching to a compiled tall-skinny QR that does not square the condition number when the
+    problem is ill-conditioned (reported by ``solver_``, ``rcond_`` and ``rank_``, not by a warning); a
+    rank-deficient design gets the minimum-norm solution from the SVD of ``R`` and one
+    :class:`~fastopt.exceptions.RankDeficientWarning`. The Krylov solvers (``"cg"``: conjugate gradients on the
+    normal equations, CGLS; ``"lsqr"``: Paige & Saunders, *ACM TOMS* 8(1), 1982) reach the same exact solution
+    matrix-free, with memory O(n + d) and one compiled pass over ``X`` per iteration, for problems too wide for a
+    ``d x d`` Gram (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.6; see :mod:`fastopt._krylov`).
+    The iterative solvers run a fused, compiled minibatch loop with the update rules of :mod:`torch.optim` (see
+    :mod:`fastopt.optim` for each rule's formula).
 
     Sparse ``X`` (any ``scipy.sparse`` format) is fitted by the solvers that accept it, the closed form among
     them: its Gram matrix is accumulated from the nonzeros, never densifying ``X``; ``predict`` and ``score``
@@ -35,13 +70,30 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"auto", "normal", "qr", "newton", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", \
-            "adamw"}, default="auto"
-        ``"auto"`` is the exact minimiser: the closed form for ``loss="squared_error"``, ``"newton"`` for the
-        robust losses. ``"newton"`` fits ``"huber"`` by semismooth Newton and ``"absolute_error"`` by finite
-        smoothing to the exact minimiser (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*,
-        2006; Madsen & Nielsen, SIAM J. Optim. 3, 1993); it needs all rows in memory (no ``partial_fit``,
-        ``fit_stream`` or Dask arrays), and ``max_epochs`` bounds its iterations.
+    solver : {"auto", "normal", "qr", "cg", "lsqr", "newton", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", \
+            "adam", "adamw"}, default="auto"
+        ``"auto"`` is the exact minimiser, chosen by the loss and, in ``fit``, by the kind and size of ``X``
+        (``d`` features, ``n`` rows; the Gram fits when ``8 d^2 <= 256 MiB``, i.e. ``d <= 5792``):
+
+        ==============================  =======================  =========================================
+        loss, data                      solver                   why
+        ==============================  =======================  =========================================
+        robust loss                     ``"newton"``             exact minimiser (below)
+        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask
+        Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
+        Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
+        Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
+                                                                 CGLS's cheaper iteration is as accurate
+        Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
+        rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
+        ==============================  =======================  =========================================
+
+        Dense, sparse and Dask ``X`` follow the same table. ``"cg"`` (CGLS) and ``"lsqr"`` solve the squared
+        error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
+        semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
+        (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
+        Optim. 3, 1993); it needs all rows in memory (no ``partial_fit``, ``fit_stream`` or Dask arrays), and
+        ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
     alpha : float or array-like of shape (n_targets,), default=0.0
@@ -85,7 +137,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
         model)``), so the floor is not the noise of the larger rate; ``tol`` only switches this on. ``None``
         disables stopping (the plateau rule then keeps its last rate once it would have stopped). Not used by
-        ``solver="newton"``, which iterates to round-off.
+        ``solver="newton"``, which iterates to round-off. Krylov solvers: stop when the relative residual of the
+        normal equations (column-scaled by the preconditioner) is at most ``tol``, ``||D (X_c^T W (y_c - X_c
+        coef) - W alpha coef)|| <= tol ||D X_c^T W y_c||`` (``X_c``, ``y_c`` centred on the weighted means when
+        ``fit_intercept``; ``D`` the preconditioner's scaling, or ``I``), checked by a final exact pass; ``None``
+        runs ``max_iter`` iterations.
     n_iter_no_change : int, default=5
         Patience, in epochs, of the named schedules' rule.
     early_stopping : bool, default=False
@@ -121,7 +177,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue from the previous fit's coefficients and optimizer state.
     verbose : int, default=0
-        Print one line per epoch when positive.
+        Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
         Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split uses)
         when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g. 32 rows of
@@ -129,15 +185,19 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         step costs more than it saves. The second thread is started on first use and kept: between epochs it waits
         without the GIL (spinning for about 0.4 ms of CPU time first, then asleep). Every minibatch gradient is
         summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
-        ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
-        multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
-        competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+        ``n_threads``. The second thread needs an idle core: a multi-threaded BLAS call leaves its workers
+        spinning for a while (OpenBLAS's about 0.1 s) and a helper competing with them is slower than none, so
+        run such fits under ``threadpoolctl.threadpool_limits(1)``; an iterative fit never changes the BLAS thread
+        count itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn.
     precondition : {"auto", "none"}, default="auto"
         ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
         whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
         standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back (diagonal
         preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Warm starts and
-        ``partial_fit`` continue under the same map. ``"none"``: never.
+        ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``, ``"lsqr"``): ``"auto"`` iterates on
+        the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
+        ``1 / sqrt(||column||^2 + W alpha)``, the Jacobi preconditioner) so that columns of different scales
+        converge together; the solution is the same either way. ``"none"``: never.
     positive : bool, default=False
         Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
         The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least
@@ -148,6 +208,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``SGDRegressor(average=...)``: ``coef_`` and ``intercept_`` are the mean of the iterates after every step
         ``t >= average`` (``True``: from the first step; steps are minibatches, so with ``batch_size=1`` the
         count is of samples, as in scikit-learn). The last iterate is kept to continue training.
+    max_iter : int or None, default=None
+        Krylov solvers: the most iterations per target (each one pass over ``X``). None means ``2 d`` within
+        ``[100, 10000]`` (exact arithmetic needs at most ``d``). Not reaching ``tol`` warns
+        :class:`~sklearn.exceptions.ConvergenceWarning`.
+
+    A call of ``fit``, ``partial_fit`` or ``fit_stream`` that raises (invalid input found late, divergence, a
+    failing chunk source, ``KeyboardInterrupt``) leaves the estimator exactly as it was before the call.
 
     Attributes
     ----------
@@ -155,8 +222,16 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     intercept_ : float or ndarray of shape (n_targets,)
     solver_ : str
         The path that actually ran (e.g. ``"cholesky"``, ``"qr"``, ``"svd"``, ``"adam"``).
+    rcond_ : float
+        Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
+        equations for ``"cholesky"``, ``R`` for ``"qr"``/``"svd"``).
+    rank_ : int
+        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"``).
+    singular_ : ndarray or None
+        Closed form, ``"svd"`` path: singular values of the centred, weighted design (from ``R``), else None.
     n_iter_ : int
-        Epochs run (closed form: 1; Newton: iterations, the most over targets).
+        Epochs run (closed form: 1; Newton: iterations, the most over targets; Krylov solvers: iterations, the
+        most over the targets, 0 when a warm start was already converged).
     objective_ : float
         ``solver="newton"``: the minimised objective (summed over targets).
     loss_curve_ : list of float
@@ -196,7 +271,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, 2**62, closed="both")],  # row arithmetic stays within int64
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -223,6 +298,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "precondition": [StrOptions({"auto", "none"})],
         "positive": ["boolean"],
         "average": ["boolean", Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -262,6 +338,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         precondition="auto",
         positive=False,
         average=False,
+        max_iter=None,
     ):
         self.solver = solver
         self.fit_intercept = fit_intercept
@@ -297,7 +374,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.precondition = precondition
         self.positive = positive
         self.average = average
+        self.max_iter = max_iter
 
+    @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, *,
             coef_init: ArrayLike | None = None, intercept_init: ArrayLike | None = None) -> LinearRegressor:
@@ -308,7 +387,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data; float32 input is fitted in float32 (accumulated safely), anything else in float64.
             Any ``scipy.sparse`` format (converted once to CSR, never modified) for the solvers that accept it
-            (the closed form); others raise TypeError.
+            (the closed form, "cg" and "lsqr"); others raise TypeError.
+            A ``numpy.memmap`` is read in place (closed form and Krylov solvers make no copy of ``X``).
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -328,7 +408,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return dask_backend.fit(self, X, y, sample_weight)
-        name = _solvers.resolve(self.solver, self.loss)
+        name = _solvers.resolve(self.solver, self.loss, X, self.alpha)
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))
@@ -344,6 +424,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return self._apply(name, data, result)
 
     @available_if(lambda self: self.solver != "newton")  # each Newton iteration reads every row
+    @_transactional
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Update the model with one more chunk of rows.
 
@@ -399,6 +480,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
         return self._apply(name, data, result)
 
+    @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_stream(self, chunks: Iterable | Callable[[], Iterable]) -> LinearRegressor:
         """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.
