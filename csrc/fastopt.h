@@ -240,6 +240,31 @@ fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, 
                             const float *sw, ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params,
                             float *state, float *work, fo_team *team);
 
+/* ---------------------------------------------------------------- sparse epoch (epoch_csr.c) */
+/* One fused epoch over X in CSR form (n rows, d columns): values `data`, column `indices` (each in [0, d),
+ * int32) and row pointers `indptr` (n + 1, int32); explicit zeros and unsorted columns are allowed, duplicate
+ * columns within a row are not. The other arguments as fo_epoch's, plus: lazy (0: the exact rules; 1: Adam and
+ * AdamW with torch.optim.SparseAdam's semantics, see epoch_csr.c), n_slots (rows of state), stage_cap (stored
+ * values the kernel may copy at a time to read the shuffled rows in order: any value in [0, 2^31) is correct;
+ * about fo_csr_stage_rows(batch_size) times twice the mean row length is fast), work with fo_csr_work_size
+ * entries, iwork with fo_csr_iwork_size, table with fo_csr_table_size (doubles). One thread. */
+ptrdiff_t fo_csr_stage_rows(ptrdiff_t batch_size);
+ptrdiff_t fo_csr_work_size(ptrdiff_t n_params, ptrdiff_t k, ptrdiff_t batch_size, ptrdiff_t stage_cap);
+ptrdiff_t fo_csr_iwork_size(ptrdiff_t d, ptrdiff_t batch_size, ptrdiff_t stage_cap);
+ptrdiff_t fo_csr_table_size(ptrdiff_t n_rows, ptrdiff_t batch_size);
+fo_status fo_epoch_csr_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const double *data,
+                         const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw,
+                         ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params, double *state,
+                         ptrdiff_t n_slots, double *work, int64_t *iwork, double *table, ptrdiff_t stage_cap);
+fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const float *data,
+                         const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
+                         ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params, float *state,
+                         ptrdiff_t n_slots, float *work, int64_t *iwork, double *table, ptrdiff_t stage_cap);
+
+/* ---------------------------------------------------------------- row orders (shuffle.c) */
+/* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows. */
+void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out);
+
 /* ---------------------------------------------------------------- Krylov solvers (krylov.c) */
 /* The fused pass over a segment of rows (see krylov.c): a_i = s_i (x_i . v + c y_i - shift) with s_i = sw[i] (the
  * square root of the sample weight; sw == NULL means 1) and y_i = y[i * y_stride] (y == NULL means 0); writes

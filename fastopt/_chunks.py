@@ -18,6 +18,7 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 from fastopt import _closed_form, _iterative_lr
@@ -365,5 +366,7 @@ def merge_samples(a: Sample, b: Sample) -> Sample:
     w = None
     if a.w is not None or b.w is not None:
         w = np.concatenate([np.ones(s.keys.shape[0], s.X.dtype) if s.w is None else s.w for s in (a, b)])[keep]
-    X, Y = np.concatenate([a.X, b.X])[keep], np.concatenate([a.Y, b.Y])[keep]
+    sparse = scipy.sparse.issparse(a.X) or scipy.sparse.issparse(b.X)  # a stream may mix sparse and dense chunks
+    X = (scipy.sparse.vstack([a.X, b.X], format="csr") if sparse else np.concatenate([a.X, b.X]))[keep]
+    Y = np.concatenate([a.Y, b.Y])[keep]
     return Sample(keys[keep], X, Y, w, merge_weights(a.weight, b.weight))

@@ -27,12 +27,15 @@ Divergence
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
 import os
 import time
 import warnings
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _assert_all_finite
@@ -76,6 +79,8 @@ class Train(NamedTuple):
         A minibatch mean loss above this is divergence.
     n_threads : int or None
         Threads per epoch as the user asked (None: :func:`epoch_threads` decides); not read by the kernel.
+    lazy : bool
+        SparseAdam steps for Adam and AdamW (``sparse_mode="lazy"``); read by the CSR kernel only.
     positive : bool
         Clamp the weights at 0 after every step (projected steps).
     average : int
@@ -88,6 +93,7 @@ class Train(NamedTuple):
     clip_norm: float | None
     loss_limit: float
     n_threads: int | None = None
+    lazy: bool = False
     positive: bool = False
     average: int = 0
 
@@ -381,8 +387,16 @@ def make_spec(method: str, params: dict) -> optim.Optimizer:
     return cls(**{key: value for key, value in available.items() if key in names})
 
 
+@functools.lru_cache(maxsize=256)
+def _int_seed(random_state: int) -> int:
+    # Seeding a legacy RandomState (MT19937) costs about 0.1-0.2 ms, 1-2% of an epoch: do it once per integer.
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
 def _seed(random_state) -> np.random.Generator:
     # An int random_state gives the same Generator every fit; a RandomState instance advances as scikit-learn's.
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return np.random.default_rng(_int_seed(int(random_state)))
     return np.random.default_rng(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
@@ -440,6 +454,77 @@ def split_params(p: np.ndarray, d: int, k: int):
     return coef, intercept
 
 
+def epoch_pass(spec, train: Train, data, sw, order, st: IterState, lr: float):
+    """One compiled epoch over ``data.X``, dense (:func:`run_epoch`: :func:`fastopt._kernels.epoch` in slices, one
+    or two threads) or CSR (:func:`fastopt._kernels.epoch_csr`, one thread; ``train.lazy`` selects SparseAdam
+    semantics); in place on ``st.params`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
+    if sp.issparse(data.X):
+        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+                                  st.opt_state, st.t, lr, train.lazy)
+    d, k = data.X.shape[1], data.Y.shape[1]
+    work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
+    threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
+    if train.average and st.avg is None:
+        st.avg = np.zeros_like(st.params)
+    return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+                     st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
+
+
+def draw_order(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+    """A uniform random permutation of ``rows`` (int64) for one epoch: a 64-bit key drawn from ``rng`` (so
+    from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``."""
+    return _kernels.shuffle(rows, int(rng.integers(0, 2**64, dtype=np.uint64)))
+
+
+def _under(affine, data):
+    """``data`` with X mapped by the preconditioning ``affine`` (None: unchanged). Its shift would densify a
+    sparse X (choose_affine never picks one for sparse X), so continuing a preconditioned dense fit on sparse X is
+    refused."""
+    if affine is None:
+        return data
+    if sp.issparse(data.X):
+        raise ValueError(
+            "This model was fitted on dense X with its columns standardised (precondition='auto'); continuing it "
+            "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."
+        )
+    return dataclasses.replace(data, X=affine.transform(data.X))
+
+
+def _check_sparse_options(params: dict, data) -> None:
+    """The CSR epoch takes neither projected nor averaged steps yet: a clear error instead of ignoring them."""
+    if not sp.issparse(data.X):
+        return
+    asked = [name for name, on in (("positive=True", params.get("positive", False)),
+                                   ("average", average_start(params))) if on]
+    if asked:
+        raise ValueError(
+            f"{' and '.join(asked)} is not supported with sparse X by the iterative solvers yet (the sparse epoch "
+            "has no projected or averaged steps); pass a dense X (X.toarray()) or drop the option."
+        )
+
+
+def lazy_rule(method: str, params: dict) -> bool:
+    """Whether the fit takes SparseAdam steps (``sparse_mode="lazy"`` with Adam or AdamW)."""
+    return params.get("sparse_mode", "exact") == "lazy" and method in LAZY_RULES
+
+
+# The rules whose exact steps move every coordinate (O(d) a step on sparse X), and so have a lazy mode.
+LAZY_RULES = frozenset({"adam", "adamw"})
+
+
+def _as_lazy_data(method: str, params: dict, data):
+    """SparseAdam steps are defined by the gradient's nonzeros, whatever the storage of X: a dense X is
+    converted once to CSR (int32 indices when they fit) so that the same kernel takes them."""
+    if not lazy_rule(method, params) or sp.issparse(data.X):
+        return data
+    X = sp.csr_array(data.X)
+    if X.nnz < 2**31 and X.shape[1] < 2**31:
+        X.indices, X.indptr = X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int32, copy=False)
+    else:
+        raise ValueError(f"sparse_mode='lazy' needs fewer than 2**31 nonzeros in X, got {X.nnz}.")
+    return dataclasses.replace(data, X=X)
+
+
 def _continues(state: IterState | None, params: dict, data) -> bool:
     """Whether a warm start continues from ``state`` (same shapes, intercept and dtype)."""
     d, k = data.X.shape[1], data.Y.shape[1]
@@ -449,14 +534,18 @@ def _continues(state: IterState | None, params: dict, data) -> bool:
 
 
 class IterativeSolver:
-    """One minibatch optimizer behind ``LinearRegressor(solver=method)``."""
+    """One minibatch optimizer behind ``LinearRegressor(solver=method)``.
+
+    On sparse ``X`` (CSR, validated to int32 indices without duplicates) each epoch is
+    :func:`fastopt._kernels.epoch_csr`: the same objective and steps as on ``X.toarray()``, at a cost that
+    follows the nonzeros (see ``csrc/epoch_csr.c`` and the README's table).
+    """
 
     losses = frozenset(LOSSES)
-    positive = True  # projected steps (Train.positive)
-    averages = True  # Polyak-Ruppert averaging (Train.average)
+    positive = True  # projected steps (Train.positive); dense X only, see _check_sparse_options
+    averages = True  # Polyak-Ruppert averaging (Train.average); dense X only
     accepts_init = True
-    # Dense epochs only for now: validation refuses sparse X for these with a clear TypeError.
-    supports_sparse = False
+    supports_sparse = True
 
     def __init__(self, method: str):
         self.method = method
@@ -505,21 +594,15 @@ class IterativeSolver:
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k), null_loss=null)
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int) -> float:
-        d, k = data.X.shape[1], data.Y.shape[1]
-        work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
-        threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
-        if train.average and st.avg is None:
-            st.avg = np.zeros_like(st.params)
-        status, t, loss, bad = run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order,
-                                         st.params, st.opt_state, work, st.t, lr, threads,
-                                         **({"avg": st.avg} if train.average else {}))
+        status, t, loss, bad = epoch_pass(spec, train, data, sw, order, st, lr)
         if status == _kernels.Status.BAD_ARGUMENT:
             raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")
         if status == _kernels.Status.NONFINITE_LOSS:
             # fit leaves X's finiteness to this pass (every training row is read in the first epoch, and a NaN
             # or inf there makes the loss non-finite even at zero weight): name bad input before blaming the
             # learning rate.
-            _assert_all_finite(data.X, input_name="X", estimator_name="LinearRegressor")
+            _assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
+                               estimator_name="LinearRegressor")
         if status != _kernels.Status.OK:
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
                     else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")
@@ -530,15 +613,15 @@ class IterativeSolver:
             )
         st.t = t
         if spec.rule != optim.Rule.ADAMW and spec.weight_decay > 0:
-            k_d = data.X.shape[1] * k
+            k_d = data.X.shape[1] * data.Y.shape[1]
             loss += 0.5 * spec.weight_decay * float(np.dot(st.params[:k_d], st.params[:k_d]))
         return float(loss)
 
     def _train_controls(self, params, st: IterState) -> Train:
         return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
-                     n_threads=params.get("n_threads"), positive=bool(params.get("positive", False)),
-                     average=average_start(params))
+                     n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
+                     positive=bool(params.get("positive", False)), average=average_start(params))
 
     @staticmethod
     def current_params(params: dict, st: IterState) -> np.ndarray:
@@ -574,6 +657,8 @@ class IterativeSolver:
         return self._fit(params, data, state, init)
 
     def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
+        data = _as_lazy_data(self.method, params, data)
+        _check_sparse_options(params, data)
         rng = _seed(params["random_state"])
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
@@ -581,10 +666,10 @@ class IterativeSolver:
             state = None  # coef_init / intercept_init override a warm start
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw)
-        if affine is not None:  # the whole fit, the rate and the monitored losses live in the rescaled space
-            data = dataclasses.replace(data, X=affine.transform(data.X))
-            if init is not None:  # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
-                init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
+        data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
+        if affine is not None and init is not None:
+            # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
+            init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
         st = self._start(params, data, state, train_idx, sw, rng, init=init)
         st.affine = affine
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
@@ -593,7 +678,7 @@ class IterativeSolver:
         st.lr = None  # a fit (also a warm start) begins at the base rate
         for epoch in range(params["max_epochs"]):
             t0 = time.perf_counter()
-            order = rng.permutation(train_idx) if params["shuffle"] else train_idx
+            order = draw_order(rng, train_idx) if params["shuffle"] else train_idx
             lr = self.epoch_lr(params, st, epoch)
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.learning_rates.append(lr)
@@ -629,11 +714,13 @@ class IterativeSolver:
         return self._partial_fit(params, data, state, sweep)
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
+        data = _as_lazy_data(self.method, params, data)
+        _check_sparse_options(params, data)
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
-        if state is not None and state.affine is not None:
-            data = dataclasses.replace(data, X=state.affine.transform(data.X))
+        if state is not None:
+            data = _under(state.affine, data)
         if state is None:
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
                              lr0=None if sweep is None else sweep.lr0)
@@ -645,7 +732,7 @@ class IterativeSolver:
                                      learning_rates=list(state.learning_rates),
                                      avg=None if state.avg is None else state.avg.copy())
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
-        order = st.rng.permutation(rows) if params["shuffle"] else rows
+        order = draw_order(st.rng, rows) if params["shuffle"] else rows
         epoch = st.epochs if sweep is None else sweep.epoch
         lr = self.epoch_lr(params, st, epoch)
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))

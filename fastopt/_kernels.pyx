@@ -50,5 +50,11 @@ include "_kernels_csr_gram.pxi"
 # ---------------------------------------------------------------- optimizers
 include "_kernels_optim.pxi"
 
+# ---------------------------------------------------------------- row orders
+include "_kernels_order.pxi"
+
+# ---------------------------------------------------------------- sparse epoch
+include "_kernels_csr.pxi"
+
 # ---------------------------------------------------------------- Krylov solvers
 include "_kernels_krylov.pxi"

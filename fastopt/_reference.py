@@ -342,6 +342,119 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
 
 
+def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
+    """torch.optim.SparseAdam's step on the coordinates where ``g`` is nonzero (twin of csr_sparse_adam in
+    csrc/epoch_csr_body.h), with coupled (Adam) or decoupled (AdamW) L2 and AMSGrad on the same coordinates."""
+    real = w.dtype.type
+    idx = np.flatnonzero(g)
+    gi = g[idx].copy()
+    if hyper.weight_decay != 0:
+        dec = idx < n_decay
+        if decoupled:
+            w[idx[dec]] *= real(1.0 - lr * hyper.weight_decay)
+        else:
+            gi[dec] = gi[dec] + real(hyper.weight_decay) * w[idx[dec]]
+    m, v, vmax = state[0], state[1], state[2]
+    m[idx] = m[idx] + (gi - m[idx]) * real(1.0 - hyper.beta1)
+    v[idx] = v[idx] + (gi * gi - v[idx]) * real(1.0 - hyper.beta2)
+    vi = v[idx]
+    if hyper.amsgrad:
+        vmax[idx] = np.maximum(vmax[idx], vi)
+        vi = vmax[idx]
+    step_size = real(lr * np.sqrt(1.0 - hyper.beta2**t) / (1.0 - hyper.beta1**t))
+    w[idx] = w[idx] + -(step_size * (m[idx] / (np.sqrt(vi) + real(hyper.eps))))
+
+
+def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None):
+    """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
+
+    The definition that the kernel's deferred updates reproduce: every step applies the rule to every
+    coordinate (a zero loss gradient off the minibatch's columns), except Adam and AdamW with ``lazy``, which
+    take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero. Residuals and
+    gradients are summed in the kernel's order (each dot product and each gradient entry over the stored
+    values in order), so the rules without deferred updates agree bit for bit. ``stage_cap`` (how the kernel
+    copies rows to read them in order) does not change the arithmetic and is accepted for the same signature.
+    """
+    real = Y.dtype.type
+    d, k, m = X.shape[1], Y.shape[1], order.shape[0]
+    n_params = params.shape[0]
+    kd = k * d
+    has_b = n_params > kd
+    clip = 0.0 if train.clip_norm is None else train.clip_norm
+    grad = np.zeros(n_params, Y.dtype)
+    total = 0.0
+    for start in range(0, m, train.batch_size):
+        rows = order[start : start + train.batch_size]
+        nb = rows.shape[0]
+        Xb = X[rows]
+        W = params[:kd].reshape(k, d)
+        R = np.asarray(Xb @ W.T, dtype=Y.dtype)
+        if has_b:
+            R += params[kd:]
+        R -= Y[rows]
+        value, dl = _loss_and_derivative(train.loss, R, real(train.epsilon))
+        wts = np.ones(nb, Y.dtype) if sample_weight is None else sample_weight[rows]
+        C = wts[:, None] * dl
+        grad[:kd] = np.asarray(Xb.T @ C, dtype=Y.dtype).T.ravel()
+        if has_b:  # summed row after row, as the kernel does (NumPy's sum is pairwise)
+            grad[kd:] = 0
+            for c_row in C:
+                grad[kd:] += c_row
+        grad *= real(1.0 / nb)
+        loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
+        ss = float(np.sum(grad.astype(np.float64) ** 2))
+        total += loss
+        if not (np.isfinite(loss) and np.isfinite(ss)):
+            return int(Status.NONFINITE_LOSS), t, 0.0, t + 1
+        if loss / nb > train.loss_limit:
+            return int(Status.DIVERGED), t, 0.0, t + 1
+        if clip > 0:
+            clip_grad_norm(grad, clip)
+        t += 1
+        if lazy and rule in (Rule.ADAM, Rule.ADAMW):
+            _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
+        else:
+            step(rule, hyper, params, grad, state, t, lr, kd)
+    if not np.all(np.isfinite(params)):
+        return int(Status.NONFINITE_LOSS), t, 0.0, t
+    return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
+
+
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z):
+    """SplitMix64's output function on an array of uint64 counters (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _mulhi64(a, b):
+    """The high 64 bits of the products a * b of uint64 arrays, from four 32-bit partial products."""
+    lo = np.uint64(0xFFFFFFFF)
+    a0, a1, b0, b1 = a & lo, a >> np.uint64(32), b & lo, b >> np.uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> np.uint64(32)) + (p01 & lo) + (p10 & lo)
+    return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+
+
+def shuffle(rows, key):
+    """Twin of ``fastopt._kernels.shuffle`` (csrc/shuffle.c): forward Fisher-Yates, j_i = i + mulhi(u_i, n - i)
+    with u_i SplitMix64's word for the counter i + 1."""
+    out = np.array(rows, dtype=np.int64)
+    n = out.shape[0]
+    if n < 2:
+        return out
+    i = np.arange(n - 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        u = _splitmix64(np.uint64(key) + (i + np.uint64(1)) * _GOLDEN_GAMMA)
+        j = (i + _mulhi64(u, np.uint64(n) - i)).astype(np.int64)
+    for a, b in enumerate(j):
+        out[a], out[b] = out[b], out[a]
+    return out
+
+
 def simd(name=None):
     """Twin of ``fastopt._kernels.simd``: NumPy has no instruction-set copies to choose, so this validates
     ``name`` as the kernel does and reports ``"numpy"``."""

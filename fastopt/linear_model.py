@@ -165,6 +165,17 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Centred RMSProp (normalise by the gradient's estimated variance instead of its second moment).
     amsgrad : bool, default=False
         AMSGrad variant of ``"adam"`` and ``"adamw"``.
+    sparse_mode : {"exact", "lazy"}, default="exact"
+        Steps of ``"adam"`` and ``"adamw"``. ``"exact"``: Adam's rule on every coordinate at every step, which
+        on sparse ``X`` costs O(n_features) a step (every moment decays, every weight moves). ``"lazy"``: the
+        semantics of ``torch.optim.SparseAdam`` (Kingma & Ba, 2015, applied to the nonzeros only): the moments
+        and weights change only where the minibatch gradient is nonzero, at a cost that follows the
+        minibatch's nonzeros; the bias corrections use the global step count, the denominator is
+        ``sqrt(v) + eps`` with step size ``lr sqrt(1 - beta2^t) / (1 - beta1^t)`` as in SparseAdam; ``alpha``
+        (coupled for Adam, decoupled for AdamW) and ``amsgrad`` act on the same coordinates. A different
+        optimizer, not an approximation of ``"exact"``: the gradient's nonzeros define it whatever the storage
+        of ``X`` (a dense ``X`` is converted once to CSR). The other solvers ignore it: their exact steps
+        already cost O(nonzeros) on sparse ``X`` (see the README's table).
     init : {"zeros", "random"}, default="zeros"
         Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``
         (intercepts start at zero either way).
@@ -189,6 +200,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         spinning for a while (OpenBLAS's about 0.1 s) and a helper competing with them is slower than none, so
         run such fits under ``threadpoolctl.threadpool_limits(1)``; an iterative fit never changes the BLAS thread
         count itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn.
+        Sparse ``X`` trains on one thread.
     precondition : {"auto", "none"}, default="auto"
         ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
         whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
@@ -202,12 +214,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
         The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least
         Squares Problems*, 1974, ch. 23, on the ``d x d`` factor of the merged statistics); the iterative rules
-        take projected steps (the weights clamped at 0 after every step). Not with ``solver="newton"``.
+        take projected steps (the weights clamped at 0 after every step). Not with ``solver="newton"``, nor with
+        an iterative solver on sparse ``X`` (a ValueError: the sparse epoch has no projected steps yet).
     average : bool or int, default=False
         Iterative solvers: Polyak-Ruppert averaging (Polyak & Juditsky, SIAM J. Control Optim. 30, 1992), as
         ``SGDRegressor(average=...)``: ``coef_`` and ``intercept_`` are the mean of the iterates after every step
         ``t >= average`` (``True``: from the first step; steps are minibatches, so with ``batch_size=1`` the
-        count is of samples, as in scikit-learn). The last iterate is kept to continue training.
+        count is of samples, as in scikit-learn). The last iterate is kept to continue training. Not on sparse
+        ``X`` (a ValueError: the sparse epoch has no averaged steps yet).
     max_iter : int or None, default=None
         Krylov solvers: the most iterations per target (each one pass over ``X``). None means ``2 d`` within
         ``[100, 10000]`` (exact arithmetic needs at most ``d``). Not reaching ``tol`` warns
@@ -285,6 +299,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "eps": [Interval(Real, 0, None, closed="neither")],
         "centered": ["boolean"],
         "amsgrad": ["boolean"],
+        "sparse_mode": [StrOptions({"exact", "lazy"})],
         "init": [StrOptions({"zeros", "random"})],
         "end_factor": [Interval(Real, 0, 1, closed="right")],
         "power_t": [Interval(Real, 0, None, closed="left")],
@@ -328,6 +343,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         eps=1e-8,
         centered=False,
         amsgrad=False,
+        sparse_mode="exact",
         init="zeros",
         clip_norm=None,
         shuffle=True,
@@ -364,6 +380,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.eps = eps
         self.centered = centered
         self.amsgrad = amsgrad
+        self.sparse_mode = sparse_mode
         self.init = init
         self.clip_norm = clip_norm
         self.shuffle = shuffle
