@@ -70,8 +70,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_interrupts_a_long_epoch_within_half_a_second():
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+def test_ctrl_c_interrupts_a_long_epoch_within_half_a_second(tmp_path):
+    # Run outside the checkout: `python -c` puts the working directory first on sys.path, and the checkout's
+    # fastopt/ is the unbuilt source, which would shadow the installed package.
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert child.stdout.readline().strip() == "ready"
         time.sleep(0.3)
