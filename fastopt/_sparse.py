@@ -9,18 +9,29 @@ per segment in flight (``p = d + k``), never O(n d).
 
 Centring after accumulation cancels digits where a column's mean is large next to its spread: entry ``G_aa`` is
 the difference of ``S_aa`` and ``W m_a^2``, so its rounding error is about ``eps * S_aa``, a relative error of
-``eps * S_aa / G_aa``. The state keeps ``S``'s diagonal (``raw_diag``) so that the solve can estimate the loss,
-``ratio = max_a (S_aa + W alpha) / (G_aa + W alpha)`` (about ``log10(ratio)`` digits), and refuse Cholesky when
-``rcond / ratio < RCOND_CHOLESKY``, i.e. whenever the combined loss could exceed the 4 digits the dense path
-allows; the fit then takes the accurate path, Householder QR of the centred rows densified in row blocks of
-about 2 MiB (:func:`fastopt._closed_form.chunk_qr_state`), with memory O(p^2 + block).
+``eps * S_aa / G_aa``. Such a column is mostly nonzero (a column with a fraction ``f`` of equal nonzeros has
+``S_aa / G_aa = 1 / (1 - f)``), typically a numeric feature beside one-hot ones, so each segment recomputes the rows
+and columns of ``G`` of its few columns (at most ``CENTRE_FIRST_MAX``) with ``S_aa > CENTRE_FIRST_RATIO * G_aa``
+the way ``Y`` is treated: densified over the segment's rows, centred first, multiplied exactly
+(:func:`_centre_first`). What cancellation remains is estimated by the solve from ``S``'s diagonal, which the state
+keeps (``raw_diag``): ``ratio = max_a (S_aa + W alpha) / (G_aa + W alpha)`` (about ``log10(ratio)`` digits); Cholesky
+is refused when ``rcond / ratio < RCOND_CHOLESKY``, i.e. whenever the combined loss could exceed the 4 digits the
+dense path allows, and the fit takes the accurate path, Householder QR of the centred rows densified in row blocks
+of about 2 MiB (:func:`fastopt._closed_form.chunk_qr_state`), with memory O(p^2 + block) and time O(n p^2).
 
 Rows are cut into segments fixed by the data alone (never by the number of threads), processed in parallel by
 threads (the kernel releases the GIL) and merged in a fixed balanced tree, so the result is bit-identical for
 any thread count.
+
+References: the pairwise merge of centred moments is Chan, Golub & LeVeque (1979), *Updating formulae and a
+pairwise algorithm for computing sample variances*; the cancellation in ``S - W m m^T`` (the "textbook" one-pass
+variance) and the two-pass remedy are analysed in Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+2002, section 1.9; the normal equations' squared condition number in Björck, *Numerical Methods for Least Squares
+Problems*, 1996, section 2.2.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,7 +41,45 @@ from fastopt import _kernels
 # Multiply-adds of row outer products per segment: with about 4 p^2 for its own set-up (zeroing, centring,
 # symmetrising and merging a p x p state), a segment must hold much more work than that to be worth a thread.
 SEGMENT_WORK = 2**23
-MAX_SEGMENT_ROWS = 2**20
+MAX_SEGMENT_ROWS = 2**18  # also bounds the dense copy of the columns centred first (_centre_first)
+# Columns whose centring would cancel more than about one digit (S_aa > 16 G_aa) are centred before their products,
+# up to 64 of them per segment. Their dense copies over a segment's rows take 24 |D| rows bytes; such columns are
+# mostly nonzero, so a segment of |D| of them has at most about 2 SEGMENT_WORK / |D|^2 rows: tens of MB at most.
+CENTRE_FIRST_RATIO = 16.0
+CENTRE_FIRST_MAX = 64
+
+
+def available_memory() -> int | None:
+    """Bytes of memory that can be allocated without swapping: Linux's MemAvailable (free memory plus reclaimable
+    caches), else the physical memory size where the platform reports it; None when unknown (no check)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_gram_fits(d: int, k: int, n_threads: int) -> None:
+    """A clear error, instead of an out-of-memory kill, when the dense Gram of a wide sparse ``X`` cannot fit.
+
+    Sparse data can have far more columns than dense data ever does (hashed text: 2^18), and the closed form
+    needs a dense (d + k)^2 float64 Gram per segment in flight plus a few for the merge and the solve.
+    """
+    p = d + k
+    need = (n_threads + 3) * 8 * p * p
+    available = available_memory()
+    if available is not None and need > available:
+        raise MemoryError(
+            f"sparse X has {d} columns: the closed form needs dense {p} x {p} float64 Gram matrices, about "
+            f"{need / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB of memory is available. Use a solver "
+            "whose cost follows the nonzeros (an iterative one that accepts sparse X), or fewer features."
+        )
 
 
 def segment_rows(indptr: np.ndarray, p: int) -> int:
@@ -55,7 +104,32 @@ def segment_stats(data, start: int, stop: int):
     )
     # S_aa = G_aa + W m_a^2 to within eps * S_aa: all the centring-loss estimate needs.
     raw_diag = np.diagonal(gram)[:d] + weight * mean[:d] ** 2
+    cols = np.flatnonzero(raw_diag > CENTRE_FIRST_RATIO * np.maximum(np.diagonal(gram)[:d], 0.0))
+    if weight > 0 and 0 < cols.size <= CENTRE_FIRST_MAX:
+        _centre_first(X, sw, start, stop, cols, weight, mean, gram)
+        raw_diag[cols] = np.diagonal(gram)[cols]  # no cancellation left in these
     return weight, mean, gram, raw_diag
+
+
+def _centre_first(X, sw, start: int, stop: int, cols: np.ndarray, weight: float, mean, gram) -> None:
+    """Recompute the rows and columns ``cols`` of the segment's Gram with those columns centred before the products.
+
+    ``G[a, D] = sum_i w_i x_ia (x_iD - m_D) - m_a r_D`` with ``r_D = sum_i w_i (x_iD - m_D)`` (zero up to round-off):
+    exact centring with no cancellation, as the kernel treats ``Y``; ``G[D, D]`` directly from the centred copy.
+    """
+    d = X.shape[1]
+    lo, hi = int(X.indptr[start]), int(X.indptr[stop])
+    rows = type(X)((X.data[lo:hi], X.indices[lo:hi], X.indptr[start : stop + 1] - lo), shape=(stop - start, d),
+                   copy=False)  # views of the segment's nonzeros
+    w = np.ones(stop - start) if sw is None else sw[start:stop].astype(np.float64)
+    Xc = rows[:, cols].toarray().astype(np.float64) - mean[cols]
+    WXc = w[:, None] * Xc
+    r = WXc.sum(axis=0)
+    block = np.asarray(rows.T @ WXc) - np.outer(mean[:d], r)
+    gram[:d, cols] = block
+    gram[cols, :d] = block.T
+    inner = Xc.T @ WXc - np.outer(r, r) / weight
+    gram[np.ix_(cols, cols)] = (inner + inner.T) / 2  # exactly symmetric whatever order BLAS summed in
 
 
 def map_segments(data, fn, n_threads: int):

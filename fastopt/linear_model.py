@@ -64,6 +64,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     The iterative solvers run a fused, compiled minibatch loop with the update rules of :mod:`torch.optim` (see
     :mod:`fastopt.optim` for each rule's formula).
 
+    Sparse ``X`` (any ``scipy.sparse`` format) is fitted by the solvers that accept it, the closed form among
+    them: its Gram matrix is accumulated from the nonzeros, never densifying ``X``; ``predict`` and ``score``
+    accept sparse ``X`` whatever the solver and return dense arrays.
+
     Parameters
     ----------
     solver : {"auto", "normal", "qr", "cg", "lsqr", "newton", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", \

@@ -169,6 +169,10 @@ def test_dask_arrays_with_sparse_blocks(rng):
         # Blocks split over columns too (rechunked to whole rows by the fit).
         dX2 = da.from_array(X.toarray(), chunks=(100, 5)).map_blocks(sp.csr_matrix)
         np.testing.assert_allclose(LinearRegressor().fit(dX2, dy).coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+        # A solver without sparse support says so on Dask too (Newton refuses Dask arrays for its own reason).
+        for name in [name for name in ITERATIVE_DENSE_ONLY if name != "newton"][:1]:
+            with pytest.raises(TypeError, match="Sparse input X is not supported"):
+                LinearRegressor(solver=name, max_epochs=1).fit(dX, dy)
 
 
 def test_tags():
@@ -281,3 +285,12 @@ def test_warning_free_on_sparse_well_conditioned(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error", IllConditionedWarning)
         LinearRegressor().fit(X, y)
+
+
+@pytest.mark.parametrize("params", [{"positive": True}, {"alpha": np.array([0.1, 1.0])}])
+def test_positive_and_per_target_alpha_on_sparse(rng, params):
+    X, Y = make_problem(rng, k=2)
+    est = LinearRegressor(**params).fit(X, Y)
+    ref = LinearRegressor(**params).fit(X.toarray(), Y)
+    assert est.solver_ == ref.solver_
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-12)

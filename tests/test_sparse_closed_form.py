@@ -143,7 +143,26 @@ def offset_problem(rng, n=400, d=6, offset=1e6):
     return sp.csr_matrix(X), y
 
 
-def test_centring_loss_falls_back_to_qr_and_matches_dense(rng):
+def test_offset_column_is_centred_first_and_stays_on_cholesky(rng):
+    X, y = offset_problem(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllConditionedWarning)
+        est = LinearRegressor().fit(X, y)
+    assert est.solver_ == "cholesky"
+    ref = LinearRegressor(solver="qr").fit(X.toarray(), y)
+    # The offset column's rows of G are computed as accurately as the dense kernel's: the remaining difference
+    # is Cholesky's (rcond near 1e-1 here) against QR's rounding.
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-8)
+    # intercept = mean_y - coef . mean_x: coefficient errors reach it multiplied by the 1e6 column mean.
+    mean_x = np.asarray(X.mean(axis=0)).ravel()
+    assert abs(est.intercept_ - ref.intercept_) <= 1e-8 * np.abs(ref.coef_ * mean_x).sum()
+    state = _sparse_state(X, y)
+    assert _sparse.cancellation({"fit_intercept": True, "alpha": 0.0}, state.weight, state.gram,
+                                state.raw_diag) < 2
+
+
+def test_centring_loss_falls_back_to_qr_and_matches_dense(rng, monkeypatch):
+    monkeypatch.setattr(_sparse, "CENTRE_FIRST_MAX", 0)  # as with more offset columns than are centred first
     X, y = offset_problem(rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error", IllConditionedWarning)  # leaving Cholesky is reported in solver_ only
@@ -188,20 +207,28 @@ def test_constant_column_gives_the_dense_minimum_norm_solution(rng):
     np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-8, atol=1e-12)
 
 
-def test_partial_fit_and_stream_carry_the_centring_estimate(rng):
+def test_partial_fit_and_stream_carry_the_centring_estimate(rng, monkeypatch):
+    monkeypatch.setattr(_sparse, "CENTRE_FIRST_MAX", 0)
     X, y = offset_problem(rng)
     ref = LinearRegressor(solver="qr").fit(X.toarray(), y)
+    # A re-readable stream makes the QR pass over the chunks, as fit does (reported in solver_ only).
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IllConditionedWarning)  # the first call solves too
-        est = LinearRegressor().partial_fit(X[:150], y[:150])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", IllConditionedWarning)  # the switch to QR is reported in solver_ only
-        est.partial_fit(X[150:], y[150:])
+        warnings.simplefilter("error", IllConditionedWarning)
         streamed = LinearRegressor().fit_stream([(X[:150], y[:150]), (X[150:].toarray(), y[150:])])
-    assert est.solver_ == "qr"
-    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-8)
     assert streamed.solver_ == "qr"
     np.testing.assert_allclose(streamed.coef_, ref.coef_, rtol=1e-8)
+    # Sparse partial_fit keeps the Gram only (R from densified rows would cost O(n d^2)): the estimate still
+    # refuses Cholesky, and the fit says it fell back to the eigensolve.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)  # the first call solves (and warns) too
+        est = LinearRegressor().partial_fit(X[:150], y[:150])
+    assert est._solver_state.r is None
+    with pytest.warns(IllConditionedWarning, match="eigensolve"):
+        est.partial_fit(X[150:], y[150:])
+    assert est.solver_ == "eigh"
+    # solver="qr" carries R and stays exact.
+    exact = LinearRegressor(solver="qr").partial_fit(X[:150], y[:150]).partial_fit(X[150:], y[150:])
+    np.testing.assert_allclose(exact.coef_, ref.coef_, rtol=1e-8)
 
 
 # ---------------------------------------------------------------- determinism and memory
@@ -209,7 +236,9 @@ def test_partial_fit_and_stream_carry_the_centring_estimate(rng):
 
 def test_bit_identical_for_any_thread_count(rng, monkeypatch):
     monkeypatch.setattr(_sparse, "segment_rows", lambda indptr, p: 700)  # 8 segments, merged in a tree
-    X = random_csr(rng, 5000, 30, 0.1)
+    X = random_csr(rng, 5000, 30, 0.1).tolil()
+    X[:, 3] = 50.0 + rng.normal(size=(5000, 1))  # centred first in every segment
+    X = X.tocsr()
     y = X @ rng.normal(size=30) + rng.normal(size=5000)
     coefs = []
     for threads in (1, 2):
@@ -236,3 +265,53 @@ def test_memory_beyond_X_is_of_the_order_of_d_squared(rng):
     # A few p x p states (segments in flight, tree merges, the solve) and O(n) for the target; the densified X
     # would be n * d * 8 = 160 MB.
     assert peak < 16 * p * p * 8 + 4 * n * 8, peak
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_offset_columns_are_as_accurate_as_dense(rng, dtype, weighted):
+    """Columns centred first carry no cancellation beyond the dense kernel's own: each centred value ``x - m``
+    rounds by ``eps |m|``, so both are within ``n eps (sqrt(C_a C_b) + 2 M sqrt(W) (sqrt(G_aa) + sqrt(G_bb)))`` of
+    the exact Gram (the bound of tests/test_parity.py, ``M`` the largest such mean), with ``C`` the centred sums of
+    squares for those columns and ``Y``, and the uncentred ones (:func:`gram_bound`) for the sparse columns."""
+    from fastopt._validation import Data
+
+    n, d, first = 500, 8, [1, 5]
+    X = random_csr(rng, n, d, 0.3, explicit_zeros=False).toarray()
+    X[:, first] = [1e5, -3e4] + rng.normal(size=(n, 2))
+    X = X.astype(dtype)
+    Y = rng.normal(size=(n, 2)).astype(dtype)
+    w = rng.uniform(0.0, 2.0, size=n).astype(dtype) if weighted else None
+    _, _, gram, raw_diag = _sparse.segment_stats(Data(sp.csr_matrix(X), Y, w, False), 0, n)
+    md, gd = np.empty(d + 2), np.empty((d + 2, d + 2))
+    wd = _kernels.gram_stats(X, Y, w, md, gd, 64)
+    centred = np.diag(gd).copy()
+    scale = np.maximum(centred, 0.0) + wd * md**2
+    scale[first + [d, d + 1]] = centred[first + [d, d + 1]]
+    np.testing.assert_allclose(raw_diag[first], centred[first], rtol=1e-6)  # no cancellation left to estimate
+    root = np.sqrt(centred)
+    bound = 4 * n * EPS * (np.sqrt(np.outer(scale, scale))
+                           + 2 * np.abs(md[first]).max() * np.sqrt(wd) * (root[:, None] + root[None, :]))
+    assert np.all(np.abs(gram - gd) <= bound)
+    np.testing.assert_array_equal(gram, gram.T)
+
+
+def test_a_gram_too_large_for_memory_is_a_clear_error(monkeypatch):
+    # Hashed text: 2^18 columns would need 512 GiB per Gram; say so instead of being killed for memory.
+    X = sp.csr_matrix((np.ones(3), np.array([0, 7, 2**18 - 1]), np.array([0, 1, 2, 3])), shape=(3, 2**18))
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 8 * 2**30)
+    with pytest.raises(MemoryError, match=r"262144 columns: the closed form needs dense .* GiB"):
+        LinearRegressor(solver="normal").fit(X, np.arange(3.0))
+
+
+def test_concurrent_sparse_fits_are_bit_identical(rng, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(_sparse, "segment_rows", lambda indptr, p: 500)  # several segments per fit
+    X = random_csr(rng, 3000, 20, 0.2)
+    y = X @ rng.normal(size=20) + rng.normal(size=3000)
+    serial = LinearRegressor(alpha=1e-3).fit(X, y).coef_
+    with ThreadPoolExecutor(4) as pool:
+        coefs = list(pool.map(lambda _: LinearRegressor(alpha=1e-3).fit(X, y).coef_, range(4)))
+    for coef in coefs:
+        np.testing.assert_array_equal(coef, serial)
