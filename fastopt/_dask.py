@@ -35,6 +35,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import Delayed, delayed
+from dask.optimization import cull
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from fastopt import _chunks, _closed_form, _iterative_lr, _solvers, _sweeps
@@ -197,7 +198,7 @@ def _check_features(estimator, X: Any, reset: bool) -> None:
     _check_feature_names(estimator, like, reset=reset)
 
 
-def client():
+def active_client():
     """The ``dask.distributed`` client that Dask computes with now, or None (a local scheduler)."""
     if "distributed" not in sys.modules:  # no client can exist before distributed is imported
         return None
@@ -211,14 +212,21 @@ class FitLost(RuntimeError):
     """A Dask fit lost the work of a pass and the cluster could not redo it (e.g. its worker kept dying)."""
 
 
+# Consecutive blocks of an epoch's order passed on one worker before the state moves on (ClusterPasses): with
+# bench/dask_scaling.py's 15 MiB blocks, 4 keeps both workers busy and 2 x 4 blocks ahead stay well within memory.
+RUN = 4
+
+
 class ClusterPasses:
     """A sweep on a ``dask.distributed`` cluster: each block's pass a task on the worker holding the block.
 
     The pass over the ``p``-th block of the order (:func:`fastopt._sweeps.block_pass`) takes the previous
     pass's future, so its small state travels worker to worker, and runs on the worker that computed the
-    block (the ``p``-th worker in turn computes both). Blocks are submitted ``lookahead``
-    positions ahead of the running pass, so the next ones are computed while it runs but only a few blocks
-    are alive at once (a whole epoch's blocks would not fit in the workers' memory). The client collects each
+    block: the workers take the blocks in turn, ``run`` consecutive blocks each, so that every worker computes
+    its next blocks while another passes over its own, and the state changes workers once per run (each hop
+    costs a few scheduler and network round trips, more than a pass over a small block). Blocks are
+    submitted ``lookahead`` positions ahead of the running pass, so the next ones are computed while it runs
+    but only a few blocks are alive at once (a whole epoch's blocks would not fit in the workers' memory). The client collects each
     pass's result (state and :class:`fastopt._sweeps.ChunkRecord`, a few kilobytes) as it finishes.
 
     A worker lost mid-sweep costs only time: the scheduler recomputes the lost blocks from their graph and
@@ -232,18 +240,27 @@ class ClusterPasses:
     chunks : DaskChunks
     checker : LinearRegressor
         The :func:`fastopt._sweeps.template` blocks are checked against (features already set).
+    run : int, default=RUN
+        Consecutive blocks of the order given to one worker.
     lookahead : int, optional
-        Blocks submitted ahead of the running pass; by default one more than the cluster's threads, so
-        every worker thread can compute a block while the chain advances.
+        Blocks submitted ahead of the running pass; by default one run per worker, plus one.
     """
 
     indexable, one_shot = True, False
 
-    def __init__(self, client, chunks: DaskChunks, checker, lookahead: int | None = None):
+    def __init__(self, client, chunks: DaskChunks, checker, run: int = RUN, lookahead: int | None = None):
         self.client, self.chunks, self.checker = client, chunks, checker
-        threads = sum(client.nthreads().values())
-        self.lookahead = max(1, threads + 1 if lookahead is None else lookahead)
+        self.run_length = max(1, run)
+        self.lookahead = max(1, len(client.nthreads()) * self.run_length + 1 if lookahead is None else lookahead)
         self.token = uuid.uuid4().hex
+        # Each block's Delayed carries the graph of its whole collection: submitted with every block, that
+        # graph would cost the client time and memory in the number of blocks per block. Materialised once
+        # here, it is culled to each block's own tasks as the block is submitted.
+        self.graph, seen = {}, set()
+        for part in (*chunks.x, *chunks.y, *(chunks.w or ())):
+            if id(part.dask) not in seen:
+                seen.add(id(part.dask))
+                self.graph.update(part.dask)
         self.weight_mean = None
         self.unweighted = None
 
@@ -254,8 +271,6 @@ class ClusterPasses:
         pass
 
     def run(self, order, spec: _sweeps.PassSpec, state):
-        from distributed import Future
-
         client = self.client
         order = range(len(self.chunks)) if order is None else [int(i) for i in order]
         training = spec.epoch is not None
@@ -265,12 +280,14 @@ class ClusterPasses:
         workers = sorted(client.nthreads())
         try:
             for position, index in enumerate(order):
-                x, y, w, where = self.chunks.block(index)
+                parts, where = self._block(index)
                 # The block (its X, y and weights in one task) and its pass go to one worker, the workers taken
-                # in turn: while one passes over its block, the others compute theirs. The restriction is loose:
-                # if that worker is lost, the scheduler recomputes the block, and runs the pass, elsewhere.
-                place = {"workers": [workers[position % len(workers)]], "allow_other_workers": True}
-                block = client.compute(delayed(_together, pure=True)(x, y, w), optimize_graph=False, **place)
+                # in turn for runs of blocks: while one passes over its run, the others compute theirs, and
+                # the state changes workers once per run. The restriction is loose: if that worker is lost,
+                # the scheduler recomputes the block, and runs the pass, elsewhere.
+                worker = workers[position // self.run_length % len(workers)]
+                place = {"workers": [worker], "allow_other_workers": True}
+                block = client.compute(delayed(_together, pure=True)(*parts), optimize_graph=False, **place)
                 future = client.submit(_sweeps.block_pass, previous if training else None, block, self.checker,
                                        spec, where, index, key=f"fastopt-pass-{self.token}-{tag}-{position}",
                                        priority=1, **place)
@@ -281,10 +298,17 @@ class ClusterPasses:
                     last = self._collect(window.popleft(), spec, records)
             while window:
                 last = self._collect(window.popleft(), spec, records)
-        except BaseException:
-            client.cancel([f for _, future, block in window for f in (future, block) if isinstance(f, Future)])
+        except BaseException:  # an error, or an interrupt: stop the work still queued
+            client.cancel([f for _, future, block in window for f in (future, block)])
             raise
         return (last.state if training else state), records
+
+    def _block(self, index: int) -> tuple[list, str]:
+        """Block ``index``'s X, y and weights (None) as delayed objects holding only their own tasks."""
+        *parts, where = self.chunks.block(index)
+        keys = [part.key for part in parts if part is not None]
+        graph = cull(self.graph, keys)[0]
+        return [None if part is None else Delayed(part.key, graph) for part in parts], where
 
     @staticmethod
     def _collect(item, spec, records: list):
@@ -324,7 +348,7 @@ def _lost(exc: BaseException) -> bool:
 
 def _passes(chunks: DaskChunks, checker):
     """Where a sweep runs: on the cluster when a ``dask.distributed`` client is active, else here."""
-    active = client()
+    active = active_client()
     if active is not None:
         return ClusterPasses(active, chunks, checker)
     return _sweeps.LocalPasses(_chunks.ChunkSource(chunks), checker, reset=False)
@@ -337,6 +361,10 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     name = _solvers.resolve(estimator.solver, estimator.loss)
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
+    solver = _solvers.SOLVERS[name]
+    if hasattr(solver, "fit_dask"):  # a solver with its own cluster path (the protocol in fastopt._solvers)
+        result = solver.fit_dask(checker.get_params(), checker, chunks, _sweeps.prior_state(estimator, name))
+        return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
     if name in _closed_form.SOLVERS:
         state = _cluster_state(checker, chunks, "gram")
         second_pass = lambda: _cluster_state(checker, chunks, "qr")  # noqa: E731
