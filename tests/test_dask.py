@@ -18,8 +18,10 @@ RTOL = 1e-10  # closed form: only the summation order differs from the in-memory
 
 @pytest.fixture(scope="module")
 def client():
-    """One cluster for the module: two worker processes, so states really cross process boundaries."""
-    with distributed.LocalCluster(
+    """One cluster for the module: two worker processes, so states really cross process boundaries. Without
+    work stealing, which may move a task with loose worker restrictions (a block, a pass) to an idle worker:
+    placement is then exactly fastopt's and testable."""
+    with dask.config.set({"distributed.scheduler.work-stealing": False}), distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, worker_dashboard_address=None
     ) as cluster, distributed.Client(cluster) as client:
         yield client
@@ -285,7 +287,7 @@ def test_iterative_passes_run_where_the_blocks_are(client, monkeypatch):
     from fastopt import _dask
 
     X = da.random.default_rng(0).standard_normal((100_000, 40), chunks=(25_000, 40))
-    y = X @ da.from_array(np.linspace(-1, 1, 40)) + 0.5
+    y = X.map_blocks(lambda block: block @ np.linspace(-1, 1, 40) + 0.5, drop_axis=1, dtype=X.dtype)
     monkeypatch.setattr(_dask.DaskChunks, "__getitem__", lambda *a: pytest.fail("a block went to the client"))
     params = {"solver": "adam", "learning_rate": 1e-3, "max_epochs": 2, "tol": None, "random_state": 0,
               "early_stopping": True, "n_iter_no_change": 5}
