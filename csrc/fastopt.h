@@ -71,6 +71,25 @@ fo_status fo_gram_d(const fo_blas *blas, const double *X, const double *Y, const
 fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
                     fo_moments *out);
 
+/* ---------------------------------------------------------------- sparse closed form (csr_gram.c) */
+/* The statistics of the closed-form section for Z = [X, Y] with X in canonical CSR form (row i's values
+ * data[indptr[i]:indptr[i+1]] at strictly increasing columns indices[...] in [0, d); indptr holds absolute
+ * offsets, so a slice of a larger matrix's indptr selects its rows; Y and w hold those rows only). Two passes:
+ * weight and means from the nonzeros; then the uncentred products of each row's nonzeros into a dense lower
+ * triangle, with Y centred first, and the centring of the X block applied to the p x p result
+ * (G_xx = S_xx - weight mx mx^T). Returns FO_BAD_ARGUMENT for a row whose indices are unsorted, repeated or
+ * out of range. Accumulation in double; w == NULL means unit weights; out->work holds 2 k doubles. */
+typedef struct {
+    ptrdiff_t n;      /* rows */
+    int d;            /* columns of X */
+    int k;            /* columns of Y */
+} fo_csr_dims;
+
+fo_status fo_csr_gram_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *Y,
+                        const double *w, fo_csr_dims dims, fo_moments *out);
+fo_status fo_csr_gram_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *Y,
+                        const float *w, fo_csr_dims dims, fo_moments *out);
+
 /* ---------------------------------------------------------------- optimizers (rules.h, epoch.c) */
 /* Values pinned by tests/test_optim.py against fastopt.optim.Rule and fastopt.optim.Loss. */
 typedef enum {

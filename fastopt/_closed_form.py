@@ -69,9 +69,9 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
-from fastopt import _kernels
+from fastopt import _kernels, _sparse
 from fastopt._result import FitResult
-from fastopt._validation import Data
+from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning
 
 __all__ = [
@@ -106,6 +106,10 @@ class ClosedFormState:
         Centred weighted cross-products of ``[X, Y]``.
     r : ndarray of shape (p, p) or None
         Upper-triangular ``R`` with ``R^T R = gram``, from Householder QR of the centred weighted rows.
+    raw_diag : ndarray of shape (d,) or None
+        Uncentred weighted sums of squares of the columns of ``X`` when ``gram`` was centred after accumulation
+        (sparse ``X``, see :mod:`fastopt._sparse`), for the estimate of the digits that centring cancelled;
+        None when every chunk was centred before its products (dense ``X``).
     """
 
     n_features: int
@@ -116,6 +120,7 @@ class ClosedFormState:
     mean: np.ndarray
     gram: np.ndarray | None = None
     r: np.ndarray | None = None
+    raw_diag: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------- statistics and merges
@@ -198,6 +203,8 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     """
     if params.get("solver") == "qr":
         return chunk_qr_state(params, data)
+    if is_sparse(data.X):
+        return _sparse_chunk_state(data)
     starts = range(0, data.X.shape[0], SEGMENT_ROWS)
     threads = min(_n_threads(), len(starts))
     merger = TreeMerger()
@@ -213,7 +220,24 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     else:
         for start in starts:
             merger.push(_gram_segment(data, start))
-    state = _merged_or_empty(merger, data, "gram")
+    return _checked_finite(_merged_or_empty(merger, data, "gram"))
+
+
+def _sparse_chunk_state(data: Data) -> ClosedFormState:
+    """:func:`chunk_state` of sparse ``X``: the compiled CSR kernel over row segments (see :mod:`fastopt._sparse`)."""
+    d, k = data.X.shape[1], data.Y.shape[1]
+
+    def segment(start, stop):
+        weight, mean, gram, raw_diag = _sparse.segment_stats(data, start, stop)
+        return ClosedFormState(d, k, data.X.dtype.name, stop - start, weight, mean, gram, raw_diag=raw_diag)
+
+    merger = TreeMerger()
+    for state in _sparse.map_segments(data, segment, _n_threads()):
+        merger.push(state)
+    return _checked_finite(_merged_or_empty(merger, data, "gram"))
+
+
+def _checked_finite(state: ClosedFormState) -> ClosedFormState:
     # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
     # a weighted row, or a value whose square overflows, makes the means or the Gram non-finite.
     if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
@@ -244,7 +268,8 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
     rows = max(2 * p, 2**18 // p)
     merger = TreeMerger()
     for start in range(0, X.shape[0], rows):
-        Z = np.hstack([X[start : start + rows], Y[start : start + rows]], dtype=np.float64)
+        Xb = X[start : start + rows]
+        Z = np.hstack([Xb.toarray() if is_sparse(Xb) else Xb, Y[start : start + rows]], dtype=np.float64)
         w = np.ones(Z.shape[0]) if sw is None else sw[start : start + rows].astype(np.float64)
         weight = float(w.sum())
         mean = (w @ Z) / weight if weight > 0 else np.zeros(p)
@@ -263,7 +288,8 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     state = chunk_qr_state(params, data)
     if params.get("solver") == "qr":
         return state
-    return replace(state, gram=chunk_state(params, data).gram)
+    stats = chunk_state(params, data)
+    return replace(state, gram=stats.gram, raw_diag=stats.raw_diag)
 
 
 def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
@@ -287,7 +313,7 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
         keep, other = (b, a) if a.weight == 0.0 else (a, b)
         gram = keep.gram if other.gram is not None else None
         r = keep.r if other.r is not None else None
-        return replace(keep, dtype=dtype, n_samples=n_samples, gram=gram, r=r)
+        return replace(keep, dtype=dtype, n_samples=n_samples, gram=gram, r=r, raw_diag=_merged_raw_diag(a, b))
     delta = b.mean - a.mean
     f = a.weight * b.weight / weight
     gram = r = None
@@ -296,7 +322,22 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
     if a.r is not None and b.r is not None:
         r = _triangle(np.vstack([a.r, b.r, np.sqrt(f) * delta]), delta.shape[0])
     mean = a.mean + (b.weight / weight) * delta
-    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r)
+    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r, _merged_raw_diag(a, b))
+
+
+def _merged_raw_diag(a: ClosedFormState, b: ClosedFormState) -> np.ndarray | None:
+    """Sum of the chunks' uncentred diagonals, when either chunk was centred after accumulation (sparse)."""
+    if a.raw_diag is None and b.raw_diag is None:
+        return None
+
+    def raw(s):  # a chunk centred first: its centred Gram plus W m m^T is accurate
+        if s.raw_diag is not None:
+            return s.raw_diag
+        if s.gram is None or s.weight == 0.0:
+            return np.zeros(s.n_features)
+        return np.diagonal(s.gram)[: s.n_features] + s.weight * s.mean[: s.n_features] ** 2
+
+    return raw(a) + raw(b)
 
 
 # ---------------------------------------------------------------- solves
@@ -340,6 +381,8 @@ def _cholesky(params: dict, state: ClosedFormState):
     if info != 0:
         return None, 0.0
     rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())  # A is symmetric: 1-norm = max column sum
+    if state.raw_diag is not None:  # a Gram centred after accumulation (sparse X): fold in the digits it lost
+        rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
     if rcond < RCOND_CHOLESKY:
         return None, rcond
     V, _ = lapack.dpotrs(U, B, lower=0)
@@ -441,6 +484,8 @@ class _ClosedForm:
     """A registry entry: ``stable=False`` is ``solver="normal"``, ``stable=True`` is ``solver="qr"``."""
 
     losses = frozenset({"squared_error"})
+    # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
+    supports_sparse = True
 
     def __init__(self, stable: bool):
         self.stable = stable

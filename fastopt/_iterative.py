@@ -277,6 +277,8 @@ class IterativeSolver:
     """One minibatch optimizer behind ``LinearRegressor(solver=method)``."""
 
     losses = frozenset(LOSSES)
+    # Dense epochs only for now: validation refuses sparse X for these with a clear TypeError.
+    supports_sparse = False
 
     def __init__(self, method: str):
         self.method = method

@@ -1,5 +1,5 @@
 # C declarations of csrc/fastopt.h, for fastopt/_kernels.pyx.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 
 cdef extern from "fastopt.h" nogil:
     ctypedef enum fo_status:
@@ -50,6 +50,17 @@ cdef extern from "fastopt.h" nogil:
                         fo_moments *out)
     fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
                         fo_moments *out)
+
+    # ------------------------------------------------------------ sparse closed form (csr_gram.c)
+    ctypedef struct fo_csr_dims:
+        Py_ssize_t n
+        int d
+        int k
+
+    fo_status fo_csr_gram_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *Y,
+                            const double *w, fo_csr_dims dims, fo_moments *out)
+    fo_status fo_csr_gram_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *Y,
+                            const float *w, fo_csr_dims dims, fo_moments *out)
 
     # ------------------------------------------------------------ optimizers (rules.h, epoch.c)
     ctypedef enum fo_rule:

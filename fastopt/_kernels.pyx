@@ -40,6 +40,7 @@ _fill_blas_table()
 
 # ---------------------------------------------------------------- closed form
 include "_kernels_gram.pxi"
+include "_kernels_csr_gram.pxi"
 
 # ---------------------------------------------------------------- optimizers
 include "_kernels_optim.pxi"

@@ -7,6 +7,7 @@ over speed.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 # ---------------------------------------------------------------- closed form
 
@@ -34,6 +35,44 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
         gram += Zc.T @ Zc + (weight * wb / (weight + wb)) * np.outer(delta, delta)
         mean += (wb / (weight + wb)) * delta
         weight += wb
+    return weight
+
+
+def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gram):
+    """Twin of :func:`fastopt._kernels.csr_gram_stats` (csrc/csr_gram.c): the same two passes, in NumPy/SciPy.
+
+    Rows ``i = 0 .. len(indptr) - 2`` of a canonical CSR matrix whose row ``i`` is
+    ``data[indptr[i]:indptr[i + 1]]`` at columns ``indices[...]`` (``indptr`` holds absolute offsets, so a slice
+    of a larger matrix's ``indptr`` selects its rows); ``Y`` and ``sample_weight`` hold those rows only. Outputs as
+    :func:`gram_stats`; returns ``sum_i w_i``.
+    """
+    n, d = Y.shape[0], n_features
+    w = np.ones(n) if sample_weight is None else sample_weight.astype(np.float64)
+    start, stop = int(indptr[0]), int(indptr[-1])
+    X = scipy.sparse.csr_array(
+        (data[start:stop].astype(np.float64), indices[start:stop], np.asarray(indptr, dtype=np.int64) - start),
+        shape=(n, d),
+    )
+    Y = Y.astype(np.float64)
+    mean[:] = 0.0
+    gram[:] = 0.0
+    # Pass 1: weight and weighted means.
+    weight = w.sum()
+    if weight == 0.0:
+        return 0.0
+    mx = (X.T @ w) / weight
+    my = (w @ Y) / weight
+    # Pass 2: uncentred cross-products of X from its nonzeros; Y centred on its mean (so the X-Y and Y-Y blocks
+    # need no correction beyond the residual sum r of the centred Y, zero up to round-off).
+    Yc = Y - my
+    r = w @ Yc
+    Sxx = (X.T @ (X.multiply(w[:, None]))).toarray()
+    Sxy = X.T @ (w[:, None] * Yc)
+    gram[:d, :d] = Sxx - weight * np.outer(mx, mx)
+    gram[:d, d:] = Sxy - np.outer(mx, r)
+    gram[d:, :d] = gram[:d, d:].T
+    gram[d:, d:] = Yc.T @ (w[:, None] * Yc) - np.outer(r, r) / weight
+    mean[:d], mean[d:] = mx, my
     return weight
 
 # ---------------------------------------------------------------- optimizers

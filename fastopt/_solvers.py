@@ -8,6 +8,9 @@ Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
 
     solver.losses -> frozenset[str]
         The ``loss=`` values it fits.
+    solver.supports_sparse -> bool
+        Whether ``fit``/``partial_fit`` accept ``data.X`` as a canonical ``scipy.sparse`` CSR matrix; validation
+        refuses sparse input with a TypeError for a solver that does not.
     solver.checks_finite_X(params) -> bool
         Whether its ``fit`` reports non-finite ``X`` itself, so validation may skip that pass over ``X``.
     solver.fit(params, data, state=None) -> FitResult
@@ -51,3 +54,13 @@ def resolve(solver: str, loss: str) -> str:
 def needs_finite_check(name: str, params: dict) -> bool:
     """Whether validation must check ``X`` for NaN/inf, or the solver's ``fit`` reports it (saving a pass)."""
     return not SOLVERS[name].checks_finite_X(params)
+
+
+def supports_sparse(name: str) -> bool:
+    """Whether the registry entry ``name`` fits sparse ``X``."""
+    return bool(getattr(SOLVERS[name], "supports_sparse", False))
+
+
+def sparse_solvers() -> list[str]:
+    """The ``solver=`` names that accept sparse ``X``."""
+    return sorted(name for name in SOLVERS if supports_sparse(name))

@@ -119,7 +119,7 @@ def solve(params: dict, state, second_pass: Callable[[], Any] | None = None) -> 
     if state.weight == 0:
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
     if second_pass is not None and _closed_form.needs_qr(params, state):
-        state = replace(second_pass(), gram=state.gram)
+        state = replace(second_pass(), gram=state.gram, raw_diag=state.raw_diag)
     return _closed_form.finish(params, state)
 
 

@@ -4,13 +4,23 @@ Arrays leave this module C-contiguous, float32 or float64, finite (``X`` only if
 matching lengths; later layers trust
 that and re-check nothing. Nothing here writes into the caller's arrays: a conversion copies, a pass-through
 is only ever read.
+
+Sparse ``X`` (any ``scipy.sparse`` matrix or array) leaves as a CSR matrix/array of the caller's class family in
+canonical format (sorted indices, duplicates summed), ``data`` float32 or float64 and always finite, ``indices``
+and ``indptr`` int32; explicit zeros may remain. Its index arrays are checked before SciPy reads them, since
+SciPy's own conversions trust them (an index out of range in a hand-built matrix would write out of bounds).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, validate_data
+import scipy.sparse
+from sklearn.utils.validation import (
+    _assert_all_finite,
+    _check_sample_weight,
+    validate_data,
+)
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -21,7 +31,8 @@ class Data:
 
     Attributes
     ----------
-    X : ndarray of shape (n_samples, n_features), C-contiguous float32/float64
+    X : ndarray of shape (n_samples, n_features), C-contiguous float32/float64, or a canonical CSR
+        ``scipy.sparse`` matrix/array (float32/float64 data, int32 indices; see the module docstring)
     Y : ndarray of shape (n_samples, n_targets), C-contiguous, same dtype as X
     sample_weight : ndarray of shape (n_samples,) or None
         Non-negative and finite, same dtype as X. None means unit weights.
@@ -29,10 +40,97 @@ class Data:
         Whether the caller passed a 1-D target (coefficients are then returned 1-D).
     """
 
-    X: np.ndarray
+    X: np.ndarray | scipy.sparse.csr_matrix | scipy.sparse.csr_array
     Y: np.ndarray
     sample_weight: np.ndarray | None
     y_was_1d: bool
+
+
+def is_sparse(X) -> bool:
+    """Whether ``X`` is a ``scipy.sparse`` matrix or array (validated sparse ``X`` is always CSR)."""
+    return scipy.sparse.issparse(X)
+
+
+_INDEX_MAX = np.iinfo(np.int32).max
+
+
+def _malformed(name: str, what: str) -> ValueError:
+    return ValueError(f"{name} is a malformed sparse matrix: {what}.")
+
+
+def _check_range(name: str, idx: np.ndarray, bound: int, what: str) -> None:
+    if idx.size and (idx.min() < 0 or idx.max() >= bound):
+        bad = idx[(idx < 0) | (idx >= bound)][0]
+        raise _malformed(name, f"{what} index {int(bad)} is out of range for {bound} {what}s")
+
+
+def _check_sparse_structure(name: str, X) -> None:
+    """Check the index arrays of a compressed (CSR, CSC, BSR) or coordinate matrix before anything reads them.
+
+    SciPy's constructors check only the arrays' lengths; its conversions then trust every index, so a
+    hand-built matrix with an index out of range would be read (and written) out of bounds.
+    """
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D; got a sparse array of shape {X.shape}.")
+    fmt = X.format
+    if fmt in ("csr", "csc", "bsr"):
+        rows, cols = X.shape
+        if fmt == "bsr":
+            r, c = X.blocksize
+            rows, cols = rows // r, cols // c
+        major, minor = (rows, cols) if fmt != "csc" else (cols, rows)
+        minor_name = "column" if fmt != "csc" else "row"
+        indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+        n_data = np.shape(X.data)[0]
+        if indptr.ndim != 1 or indptr.shape[0] != major + 1:
+            raise _malformed(name, f"indptr has {indptr.shape[0]} entries, expected {major + 1}")
+        if indptr.shape[0] and (indptr[0] != 0 or indptr[-1] > min(indices.shape[0], n_data)):
+            raise _malformed(name, f"indptr must start at 0 and end at most at the {min(indices.shape[0], n_data)} "
+                             f"stored entries (got {int(indptr[0])}..{int(indptr[-1])})")
+        if np.any(np.diff(indptr) < 0):
+            raise _malformed(name, "indptr is not non-decreasing")
+        _check_range(name, indices[: indptr[-1]], minor, minor_name)
+    elif fmt == "coo":
+        coords = X.coords if hasattr(X, "coords") else (X.row, X.col)
+        for axis, (idx, what) in enumerate(zip(coords, ("row", "column"))):
+            idx = np.asarray(idx)
+            if idx.shape[0] != np.shape(X.data)[0]:
+                raise _malformed(name, f"{what} coordinates and data have different lengths")
+            _check_range(name, idx, X.shape[axis], what)
+
+
+def _canonical_csr(X, original):
+    """CSR in canonical format with int32 indices; copies before any change, so ``original`` is never touched."""
+    if not X.has_canonical_format:
+        shared = X is original or np.may_share_memory(X.data, getattr(original, "data", None))
+        X = X.copy() if shared else X
+        X.sum_duplicates()  # sorts the indices and sums duplicates, in place (on our copy)
+    if X.indices.dtype != np.int32 or X.indptr.dtype != np.int32:
+        if X.nnz > _INDEX_MAX or X.shape[1] > _INDEX_MAX:
+            raise ValueError(
+                f"X has {X.nnz} stored entries and {X.shape[1]} columns; sparse X is limited to 2**31 - 1 of "
+                "each (32-bit indices). Split the rows into chunks and use partial_fit or fit_stream."
+            )
+        X = type(X)((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape, copy=False)
+    return X
+
+
+def _check_sparse_solver(estimator) -> None:
+    """TypeError when the estimator's resolved solver cannot fit sparse ``X`` (checked before any conversion)."""
+    solver, loss = getattr(estimator, "solver", None), getattr(estimator, "loss", None)
+    if solver is None or loss is None:
+        return
+    from fastopt import (
+        _solvers,  # the registry imports the solvers, which import this module
+    )
+
+    name = _solvers.resolve(solver, loss)
+    if not _solvers.supports_sparse(name):
+        via = "" if name == solver else f" (resolved to {name!r})"
+        raise TypeError(
+            f"Sparse input X is not supported by solver={solver!r}{via}; solvers that accept sparse X: "
+            f"{_solvers.sparse_solvers()}. Pick one of them, or pass a dense X (X.toarray())."
+        )
 
 
 def _reject_complex(name, a):
@@ -75,18 +173,27 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     """
     _reject_complex("X", X)
     _reject_complex("y", y)
+    original, sparse = X, is_sparse(X)
+    if sparse:
+        _check_sparse_solver(estimator)
+        _check_sparse_structure("X", X)
+        finite_X = True  # a pass over the stored values only: cheaper than any kernel, so always done
+    if is_sparse(y):
+        raise TypeError("y is a sparse matrix; pass a dense target (y.toarray()).")
     X, y = validate_data(
         estimator,
         X,
         y,
         reset=reset,
-        accept_sparse=False,
+        accept_sparse="csr",
         dtype=list(FLOAT_DTYPES),
         order="C",
         multi_output=True,
         y_numeric=True,
         ensure_all_finite=finite_X,
     )
+    if sparse:
+        X = _canonical_csr(X, original)
     # validate_data has checked y (finite, numeric, at least one target column) whatever finite_X says;
     # _check_sample_weight below checks the weights' finiteness and sign.
     y = np.asarray(y)
@@ -103,8 +210,13 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
 
 
 def check_predict_data(estimator, X) -> np.ndarray:
-    """Validate ``X`` for ``predict``: same feature count (and names) as at fit time."""
+    """Validate ``X`` for ``predict``: same feature count (and names) as at fit time.
+
+    Sparse ``X`` comes back as CSR, CSC or COO (products with a dense vector need no canonical format).
+    """
     _reject_complex("X", X)
+    if is_sparse(X):
+        _check_sparse_structure("X", X)
     return validate_data(
-        estimator, X, reset=False, accept_sparse=False, dtype=list(FLOAT_DTYPES), order="C"
+        estimator, X, reset=False, accept_sparse=("csr", "csc", "coo"), dtype=list(FLOAT_DTYPES), order="C"
     )

@@ -254,8 +254,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data; float32 input is fitted in float32 (accumulated safely), anything else in float64.
+            Any ``scipy.sparse`` format (converted once to CSR, never modified) for the solvers that accept it
+            (the closed form); others raise TypeError.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -296,7 +298,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
         sample_weight : array-like of shape (n_samples,), default=None
 
@@ -380,12 +382,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
-            A lazy ``dask.array.Array`` when ``X`` is a Dask collection.
+            Dense also for sparse ``X``; a lazy ``dask.array.Array`` when ``X`` is a Dask collection.
         """
         if (dask_backend := _streaming.dask_backend(X)) is not None:
             return dask_backend.predict(self, X)
@@ -396,5 +398,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
-        tags.input_tags.sparse = False
+        # Sparse X is fitted by the solvers that declare it (fastopt._solvers.supports_sparse); predict and score
+        # accept it whatever the solver.
+        try:
+            tags.input_tags.sparse = _solvers.supports_sparse(_solvers.resolve(self.solver, self.loss))
+        except (KeyError, ValueError):  # an invalid solver/loss pair: fit will say so
+            tags.input_tags.sparse = False
         return tags

@@ -40,10 +40,10 @@ def test_nonfinite_x_y_or_weights(Xy, value):
         (lambda X, y: (X, np.array(["a"] * 20)), ValueError, "numeric|convert"),
         (lambda X, y: (X + 1j, y), ValueError, "X has a complex dtype"),
         (lambda X, y: (X, y + 1j), ValueError, "y has a complex dtype"),
-        (lambda X, y: (scipy.sparse.csr_matrix(X), y), TypeError, "[Ss]parse"),
+        (lambda X, y: (X, scipy.sparse.csr_matrix(y.reshape(-1, 1))), TypeError, "y is a sparse"),
         (lambda X, y: (X, y.reshape(-1, 1)[:, :0]), ValueError, "0 target|0 feature"),
     ],
-    ids=["1d-X", "empty", "d=0", "n-mismatch", "strings-X", "strings-y", "complex-X", "complex-y", "sparse", "k=0"],
+    ids=["1d-X", "empty", "d=0", "n-mismatch", "strings-X", "strings-y", "complex-X", "complex-y", "sparse-y", "k=0"],
 )
 def test_bad_arrays(Xy, make, error, match):
     X, y = make(*Xy)

@@ -1,0 +1,278 @@
+"""Sparse X through every entry point: formats, dtypes, index types, non-canonical input, errors, no mutation.
+
+The closed form on sparse X must give the dense fit of ``X.toarray()``: both solve the same normal equations from
+statistics accumulated in float64, so they agree to a few units of round-off times the condition number
+(rtol 1e-9 on these well-conditioned problems, whose condition numbers are below 1e3).
+"""
+import copy
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fastopt import LinearRegressor
+from fastopt._solvers import SOLVERS, supports_sparse
+from fastopt._validation import check_fit_data, is_sparse
+from fastopt.exceptions import IllConditionedWarning
+
+ITERATIVE_DENSE_ONLY = sorted(name for name in SOLVERS if not supports_sparse(name))
+
+
+def make_problem(rng, n=300, d=15, density=0.2, k=None, dtype=np.float64):
+    X = sp.random(n, d, density=density, format="csr", random_state=rng, dtype=np.float64)
+    X = (X + sp.csr_matrix(np.where(rng.random((n, d)) < 0.05, 1.0, 0.0))).tocsr()  # some duplicated positions
+    coef = rng.normal(size=(d,) if k is None else (d, k))
+    y = X @ coef + 0.5 + 0.1 * rng.normal(size=(n,) if k is None else (n, k))
+    return X.astype(dtype), y.astype(dtype)
+
+
+def snapshot(X):
+    """Everything about a sparse object that a fit could modify."""
+    if X.format in ("csr", "csc", "bsr"):
+        return ("c", X.data.copy(), X.indices.copy(), X.indptr.copy(), X.shape, X.indices.dtype)
+    if X.format == "coo":
+        return ("o", X.data.copy(), X.row.copy(), X.col.copy(), X.shape)
+    return ("a", X.toarray(), X.shape, X.dtype)
+
+
+def assert_unchanged(before, after):
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b
+
+
+FORMATS = ["csr_matrix", "csr_array", "csc", "coo", "lil", "dok", "bsr", "dia", "csr_int64", "csc_int64", "coo_int64"]
+
+
+def convert(X, fmt):
+    if fmt == "csr_matrix":
+        return sp.csr_matrix(X)
+    if fmt == "csr_array":
+        return sp.csr_array(X)
+    if fmt.endswith("_int64"):
+        Y = X.asformat(fmt[:3])
+        if fmt.startswith("coo"):
+            Y.row, Y.col = Y.row.astype(np.int64), Y.col.astype(np.int64)
+        else:
+            Y.indices, Y.indptr = Y.indices.astype(np.int64), Y.indptr.astype(np.int64)
+        return Y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)  # DIA of a random matrix: inefficient, valid
+        return X.asformat(fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_every_format_fits_like_dense_and_is_not_modified(rng, fmt, solver):
+    X, y = make_problem(rng)
+    Xf = convert(X, fmt)
+    before = snapshot(Xf)
+    w = rng.uniform(0.5, 2.0, size=X.shape[0])
+    est = LinearRegressor(solver=solver, alpha=1e-3).fit(Xf, y, sample_weight=w)
+    ref = LinearRegressor(solver=solver, alpha=1e-3).fit(X.toarray(), y, sample_weight=w)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=1e-9)
+    assert est.solver_ == ref.solver_
+    pred = est.predict(Xf)
+    assert isinstance(pred, np.ndarray) and not is_sparse(pred) and pred.shape == (X.shape[0],)
+    np.testing.assert_allclose(pred, ref.predict(X.toarray()), rtol=1e-9, atol=1e-12)
+    assert est.score(Xf, y) == pytest.approx(ref.score(X.toarray(), y), rel=1e-12)
+    assert_unchanged(before, snapshot(Xf))
+
+
+def test_validation_hands_solvers_canonical_int32_csr(rng):
+    # Unsorted, duplicated column indices, an explicit zero and int64 indices, built by hand.
+    data = np.array([1.0, 2.0, 0.0, 3.0, 4.0, 5.0])
+    indices = np.array([2, 0, 1, 2, 0, 2], dtype=np.int64)
+    indptr = np.array([0, 3, 3, 6], dtype=np.int64)
+    X = sp.csr_matrix((data, indices, indptr), shape=(3, 3))
+    assert not X.has_canonical_format
+    before = snapshot(X)
+    data_out = check_fit_data(LinearRegressor(), X, np.arange(3.0))
+    Xv = data_out.X
+    assert Xv.format == "csr" and Xv.has_sorted_indices and Xv.indices.dtype == np.int32
+    assert Xv.indptr.dtype == np.int32 and Xv.dtype == np.float64
+    np.testing.assert_array_equal(Xv.toarray(), X.toarray())
+    assert np.all(np.diff(Xv.indices[Xv.indptr[2]:Xv.indptr[3]]) > 0)  # duplicates summed
+    assert_unchanged(before, snapshot(X))
+    # Row 0 keeps its explicit zero (allowed); it carries no weight in any statistic.
+    est = LinearRegressor(alpha=0.1).fit(X, np.arange(3.0))
+    ref = LinearRegressor(alpha=0.1).fit(X.toarray(), np.arange(3.0))
+    np.testing.assert_allclose(est.predict(X), ref.predict(X.toarray()), atol=1e-12)
+
+
+def test_canonical_float64_csr_is_passed_through_without_copy(rng):
+    X, y = make_problem(rng)
+    X.sort_indices()
+    assert check_fit_data(LinearRegressor(), X, y).X is X
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_dtypes(rng, dtype):
+    X, y = make_problem(rng, density=0.3)
+    X = (X * 10).astype(dtype)
+    est = LinearRegressor().fit(X, y)
+    expected = np.float32 if dtype == np.float32 else np.float64
+    assert est.coef_.dtype == expected and est.predict(X).dtype == expected
+    ref = LinearRegressor().fit(X.toarray(), y)
+    # float32 input: both fits accumulate in float64 from the same float32 values, then round to float32.
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-5 if dtype == np.float32 else 1e-9, atol=1e-6)
+
+
+def test_multi_target_and_no_intercept(rng):
+    X, Y = make_problem(rng, k=3)
+    for fit_intercept in (True, False):
+        est = LinearRegressor(fit_intercept=fit_intercept).fit(X, Y)
+        ref = LinearRegressor(fit_intercept=fit_intercept).fit(X.toarray(), Y)
+        np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+        assert est.predict(X).shape == Y.shape
+
+
+def test_partial_fit_and_fit_stream_on_sparse_chunks(rng):
+    X, y = make_problem(rng, n=600)
+    w = rng.uniform(0.0, 2.0, size=600)
+    ref = LinearRegressor().fit(X.toarray(), y, sample_weight=w)
+    cuts = [0, 100, 250, 600]
+    est = LinearRegressor()
+    for a, b in itertools.pairwise(cuts):
+        est.partial_fit(sp.csc_matrix(X[a:b]), y[a:b], sample_weight=w[a:b])
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+    # A stream mixing sparse and dense chunks.
+    chunks = [(X[a:b] if i % 2 == 0 else X[a:b].toarray(), y[a:b], w[a:b]) for i, (a, b) in
+              enumerate(itertools.pairwise(cuts))]
+    streamed = LinearRegressor().fit_stream(chunks)
+    np.testing.assert_allclose(streamed.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(streamed.intercept_, ref.intercept_, rtol=1e-9)
+
+
+def test_dask_arrays_with_sparse_blocks(rng):
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    X, y = make_problem(rng, n=400)
+    dX = da.from_array(X, chunks=(100, X.shape[1]), asarray=False)
+    dy = da.from_array(y, chunks=100)
+    ref = LinearRegressor().fit(X.toarray(), y)
+    with dask.config.set(scheduler="synchronous"):
+        est = LinearRegressor().fit(dX, dy)
+        np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+        pred = est.predict(dX).compute()
+        assert isinstance(pred, np.ndarray)
+        np.testing.assert_allclose(pred, ref.predict(X.toarray()), rtol=1e-9, atol=1e-12)
+        inc = LinearRegressor().partial_fit(dX, dy)
+        np.testing.assert_allclose(inc.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+        # Blocks split over columns too (rechunked to whole rows by the fit).
+        dX2 = da.from_array(X.toarray(), chunks=(100, 5)).map_blocks(sp.csr_matrix)
+        np.testing.assert_allclose(LinearRegressor().fit(dX2, dy).coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_tags():
+    assert LinearRegressor().__sklearn_tags__().input_tags.sparse
+    assert LinearRegressor(solver="qr").__sklearn_tags__().input_tags.sparse
+    for name in ITERATIVE_DENSE_ONLY:
+        assert not LinearRegressor(solver=name).__sklearn_tags__().input_tags.sparse
+    assert not LinearRegressor(solver="normal", loss="huber").__sklearn_tags__().input_tags.sparse
+
+
+@pytest.mark.skipif(not ITERATIVE_DENSE_ONLY, reason="every solver accepts sparse X")
+def test_solver_without_sparse_support_says_so_everywhere(rng):
+    X, y = make_problem(rng, n=100)
+    name = ITERATIVE_DENSE_ONLY[0]
+    est = LinearRegressor(solver=name, max_epochs=2)
+    for call in (lambda: est.fit(X, y), lambda: est.partial_fit(X, y), lambda: est.fit_stream([(X, y)])):
+        with pytest.raises(TypeError, match=f"Sparse input X is not supported by solver='{name}'"):
+            call()
+    # The robust losses resolve "auto" to an iterative solver: the message names it.
+    with pytest.raises(TypeError, match="resolved to"):
+        LinearRegressor(loss="huber").fit(X, y)
+    # predict on sparse works whatever the solver.
+    fitted = LinearRegressor(solver=name, max_epochs=2, tol=None).fit(X.toarray(), y)
+    np.testing.assert_allclose(fitted.predict(X), fitted.predict(X.toarray()), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- bad input: the dense path's errors
+
+
+def test_nonfinite_data_gets_the_dense_error(rng):
+    X, y = make_problem(rng, n=50)
+    for bad in (np.nan, np.inf):
+        Xb = X.copy()
+        Xb.data[3] = bad
+        with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+            LinearRegressor().fit(Xb, y)
+        with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+            LinearRegressor().fit(X, y).predict(Xb)
+
+
+def test_weights_and_shapes_get_the_dense_errors(rng):
+    X, y = make_problem(rng, n=50)
+    with pytest.raises(ValueError, match="Negative values in data passed to `?sample_weight"):
+        LinearRegressor().fit(X, y, sample_weight=-np.ones(50))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        LinearRegressor().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="sample_weight.shape"):
+        LinearRegressor().fit(X, y, sample_weight=np.ones(49))
+    est = LinearRegressor().fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        est.predict(X[:, :-1])
+    with pytest.raises(ValueError, match="features"):
+        est.partial_fit(X[:, :-1], y)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("fault", ["index-high", "index-negative", "indptr-decreasing", "indptr-end"])
+def test_hand_built_malformed_matrix_is_refused_before_use(fmt, fault):
+    data = np.array([1.0, 2.0, 3.0])
+    indices = np.array([0, 1, 2], dtype=np.int32)
+    indptr = np.array([0, 1, 2, 3], dtype=np.int32)
+    if fault == "index-high":
+        indices[1] = 7
+    elif fault == "index-negative":
+        indices[1] = -1
+    elif fault == "indptr-decreasing":
+        indptr[1:3] = [2, 1]
+    cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+    X = cls((data, indices, indptr), shape=(3, 3), copy=False)
+    if fault == "indptr-end":  # the constructor checks this one: break it afterwards
+        X.indptr[-1] = 5
+    before = snapshot(X)
+    with pytest.raises(ValueError, match="X is a malformed sparse matrix"):
+        LinearRegressor().fit(X, np.arange(3.0))
+    with pytest.raises(ValueError, match="X is a malformed sparse matrix"):
+        LinearRegressor(fit_intercept=False).fit(np.eye(3), np.arange(3.0)).predict(X)
+    assert_unchanged(before, snapshot(X))
+
+
+def test_hand_built_coo_out_of_range_is_refused():
+    X = sp.coo_matrix((np.ones(2), (np.array([0, 1]), np.array([0, 1]))), shape=(3, 3))
+    X.col = np.array([0, 9])
+    with pytest.raises(ValueError, match="column index 9 is out of range"):
+        LinearRegressor().fit(X, np.arange(3.0))
+
+
+def test_too_large_for_int32_indices_is_a_clear_error(monkeypatch, rng):
+    from fastopt import _validation
+
+    X, y = make_problem(rng, n=30)
+    X = convert(X, "csr_int64")
+    monkeypatch.setattr(_validation, "_INDEX_MAX", 5)
+    with pytest.raises(ValueError, match="32-bit indices"):
+        LinearRegressor().fit(X, y)
+
+
+def test_deep_copy_round_trip_keeps_sparse_fit(rng):
+    X, y = make_problem(rng)
+    est = LinearRegressor().fit(X, y)
+    np.testing.assert_array_equal(copy.deepcopy(est).predict(X), est.predict(X))
+
+
+def test_warning_free_on_sparse_well_conditioned(rng):
+    X, y = make_problem(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllConditionedWarning)
+        LinearRegressor().fit(X, y)
