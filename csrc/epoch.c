@@ -681,7 +681,7 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
 {
     FO_REAL *grad = work + (4 + part) * fo_work_stride(n_params, sizeof(FO_REAL), team != NULL);
     const int has_b = n_params > k * d;
-    double total = 0;
+    double total = c->loss_sum;
     for (ptrdiff_t start = 0; start < c->n_rows; start += c->batch_size) {
         const ptrdiff_t end = start + c->batch_size < c->n_rows ? start + c->batch_size : c->n_rows;
         double ss;
@@ -702,6 +702,14 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         if (c->clip_norm > 0) FO_CAT(fo_clip_grad_norm, FO_T)(grad, n_params, c->clip_norm);
         c->t += 1;
         FO_FN(rule_step)(rule, h, params, grad, state, n_params, k * d, c->t, c->lr);
+        if (c->positive)
+            for (ptrdiff_t p = 0; p < k * d; p++)
+                if (params[p] < 0) params[p] = 0;
+        if (c->avg && c->avg_start > 0 && c->t >= c->avg_start) {
+            FO_REAL *avg = (FO_REAL *)c->avg;
+            const FO_REAL count = (FO_REAL)(c->t - c->avg_start + 1);
+            for (ptrdiff_t p = 0; p < n_params; p++) avg[p] += (params[p] - avg[p]) / count;
+        }
     }
     for (ptrdiff_t p = 0; p < n_params; p++) {
         if (!isfinite(params[p])) {
@@ -709,7 +717,8 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             return FO_NONFINITE_LOSS;
         }
     }
-    c->loss_out = c->n_rows > 0 ? total / (double)c->n_rows : 0.0;
+    c->loss_sum = total;
+    c->loss_out = c->rows_before + c->n_rows > 0 ? total / (double)(c->rows_before + c->n_rows) : 0.0;
     return FO_OK;
 }
 

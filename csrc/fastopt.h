@@ -71,6 +71,35 @@ fo_status fo_gram_d(const fo_blas *blas, const double *X, const double *Y, const
 fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
                     fo_moments *out);
 
+/* ---------------------------------------------------------------- LAPACK table */
+/* Signatures as in scipy.linalg.cython_lapack, filled by Cython like the BLAS table. */
+typedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
+                            double *, int *);
+
+typedef struct {
+    fo_dtpqrt_t dtpqrt;
+} fo_lapack;
+
+/* ---------------------------------------------------------------- closed form: R factor (tsqr.c) */
+/* Householder QR of the same centred, weighted rows as the statistics above (dims as there):
+ *   weight and mean as fo_gram_*,  r (p, p) row-major upper triangular with a non-negative diagonal and
+ *   R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T,
+ * without squaring the condition number. Each block of rows is centred on its own weighted mean and scaled by
+ * sqrt(w_i) in the workspace (column-major), then folded into the running R with LAPACK dtpqrt together with one
+ * row carrying the mean correction of Chan, Golub & LeVeque (1979). All arithmetic is in double. */
+typedef struct {
+    double weight;    /* out: sum of weights */
+    double *mean;     /* out: (p,) weighted column means of [X, Y] */
+    double *r;        /* out: (p, p) row-major upper triangular */
+    double *work;     /* workspace: fo_tsqr_work_size(p, block) doubles */
+} fo_factor;
+
+ptrdiff_t fo_tsqr_work_size(int p, int block);
+fo_status fo_tsqr_d(const fo_lapack *lapack, const double *X, const double *Y, const double *w, fo_gram_dims dims,
+                    fo_factor *out);
+fo_status fo_tsqr_s(const fo_lapack *lapack, const float *X, const float *Y, const float *w, fo_gram_dims dims,
+                    fo_factor *out);
+
 /* ---------------------------------------------------------------- sparse closed form (csr_gram.c) */
 /* The statistics of the closed-form section for Z = [X, Y] with X in canonical CSR form (row i's values
  * data[indptr[i]:indptr[i+1]] at strictly increasing columns indices[...] in [0, d); indptr holds absolute
@@ -137,6 +166,14 @@ typedef struct {
     int64_t t;               /* in: steps taken so far; out: steps taken after the epoch */
     double loss_out;         /* out: mean over the rows of sw_i * loss_i, each before its minibatch's step */
     int64_t bad_step;        /* out: 1-based step at which a non-OK status arose, else 0 */
+    /* An epoch run in slices of rows (so that the caller can handle signals between them) is bit-identical to one
+     * call: each slice starts from the loss summed over the earlier slices' rows and their count (0 and 0 for a
+     * whole epoch), and loss_out divides the running sum by all the rows so far. */
+    double loss_sum;         /* in: loss summed over the earlier rows of a sliced epoch; out: plus this call's */
+    int64_t rows_before;     /* in: rows of the earlier slices */
+    int positive;            /* clamp the weights (not the intercepts) at 0 after every step: projected steps */
+    int64_t avg_start;       /* > 0: after every step t >= avg_start, avg += (params - avg) / (t - avg_start + 1) */
+    void *avg;               /* (n_params) of the epoch's real type, the Polyak-Ruppert average; NULL: none */
 } fo_epoch_ctl;
 
 /* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */
@@ -202,5 +239,49 @@ fo_status fo_epoch_helper_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, 
 fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X, const float *Y,
                             const float *sw, ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params,
                             float *state, float *work, fo_team *team);
+
+/* ---------------------------------------------------------------- sparse epoch (epoch_csr.c) */
+/* One fused epoch over X in CSR form (n rows, d columns): values `data`, column `indices` (each in [0, d),
+ * int32) and row pointers `indptr` (n + 1, int32); explicit zeros and unsorted columns are allowed, duplicate
+ * columns within a row are not. The other arguments as fo_epoch's, plus: lazy (0: the exact rules; 1: Adam and
+ * AdamW with torch.optim.SparseAdam's semantics, see epoch_csr.c), n_slots (rows of state), stage_cap (stored
+ * values the kernel may copy at a time to read the shuffled rows in order: any value in [0, 2^31) is correct;
+ * about fo_csr_stage_rows(batch_size) times twice the mean row length is fast), work with fo_csr_work_size
+ * entries, iwork with fo_csr_iwork_size, table with fo_csr_table_size (doubles). One thread. */
+ptrdiff_t fo_csr_stage_rows(ptrdiff_t batch_size);
+ptrdiff_t fo_csr_work_size(ptrdiff_t n_params, ptrdiff_t k, ptrdiff_t batch_size, ptrdiff_t stage_cap);
+ptrdiff_t fo_csr_iwork_size(ptrdiff_t d, ptrdiff_t batch_size, ptrdiff_t stage_cap);
+ptrdiff_t fo_csr_table_size(ptrdiff_t n_rows, ptrdiff_t batch_size);
+fo_status fo_epoch_csr_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const double *data,
+                         const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw,
+                         ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params, double *state,
+                         ptrdiff_t n_slots, double *work, int64_t *iwork, double *table, ptrdiff_t stage_cap);
+fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const float *data,
+                         const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
+                         ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params, float *state,
+                         ptrdiff_t n_slots, float *work, int64_t *iwork, double *table, ptrdiff_t stage_cap);
+
+/* ---------------------------------------------------------------- row orders (shuffle.c) */
+/* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows. */
+void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out);
+
+/* ---------------------------------------------------------------- Krylov solvers (krylov.c) */
+/* The fused pass over a segment of rows (see krylov.c): a_i = s_i (x_i . v + c y_i - shift) with s_i = sw[i] (the
+ * square root of the sample weight; sw == NULL means 1) and y_i = y[i * y_stride] (y == NULL means 0); writes
+ * z = sum_i s_i a_i x_i (d doubles, overwritten), out[0] = sum_i a_i^2, out[1] = sum_i s_i a_i, and, unless zz is
+ * NULL, zz = sum_i s_i a_i x_i^2 elementwise (the column sums of squares the preconditioner needs). CSR: indptr has
+ * n + 1 absolute offsets into data and indices, whose column indices lie in [0, d). */
+fo_status fo_krylov_dense_d(const double *X, const double *y, ptrdiff_t y_stride, const double *sw, ptrdiff_t n,
+                            ptrdiff_t d, const double *v, double c, double shift, double *z, double *zz,
+                            double *out);
+fo_status fo_krylov_dense_s(const float *X, const float *y, ptrdiff_t y_stride, const double *sw, ptrdiff_t n,
+                            ptrdiff_t d, const double *v, double c, double shift, double *z, double *zz,
+                            double *out);
+fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *y,
+                          ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
+                          double shift, double *z, double *zz, double *out);
+fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
+                          ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
+                          double shift, double *z, double *zz, double *out);
 
 #endif /* FASTOPT_H */

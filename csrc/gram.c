@@ -18,7 +18,8 @@
 static void fo_merge_block(fo_moments *out, int p, double wb, const double *mb)
 {
     const double wa = out->weight, wab = wa + wb;
-    const double f = wa * wb / wab, g = wb / wab;
+    /* w_a (w_b / w_ab), not w_a w_b / w_ab: the product of two tiny (or huge) weights under- (over-)flows. */
+    const double g = wb / wab, f = wa * g;
     double *delta = out->work;  /* the block's rows are no longer needed: reuse the workspace */
     for (int j = 0; j < p; j++) delta[j] = mb[j] - out->mean[j];
     if (wa > 0.0) {
@@ -41,12 +42,18 @@ static void fo_symmetrize(double *gram, int p)
 
 #define FO_REAL double
 #define FO_GRAM fo_gram_d
+#define FO_BLOCK_MEAN fo_block_mean_d
+#include "block_mean.h"
 #include "gram_body.h"
 #undef FO_REAL
 #undef FO_GRAM
+#undef FO_BLOCK_MEAN
 
 #define FO_REAL float
 #define FO_GRAM fo_gram_s
+#define FO_BLOCK_MEAN fo_block_mean_s
+#include "block_mean.h"
 #include "gram_body.h"
 #undef FO_REAL
 #undef FO_GRAM
+#undef FO_BLOCK_MEAN

@@ -19,20 +19,9 @@ fo_status FO_GRAM(const fo_blas *blas, const FO_REAL *X, const FO_REAL *Y, const
 
     for (ptrdiff_t i0 = 0; i0 < dims.n; i0 += dims.block) {
         int nb = (int)(dims.n - i0 < dims.block ? dims.n - i0 : dims.block);
-        double wb = 0.0;
-
         /* Pass 1 (reads the block from memory): weight and weighted mean of the block. */
-        memset(mb, 0, (size_t)p * sizeof(double));
-        for (int r = 0; r < nb; r++) {
-            const ptrdiff_t i = i0 + r;
-            const double wi = w ? (double)w[i] : 1.0;
-            const FO_REAL *x = X + i * d, *y = Y + i * k;
-            wb += wi;
-            for (int j = 0; j < d; j++) mb[j] += wi * (double)x[j];
-            for (int j = 0; j < k; j++) mb[d + j] += wi * (double)y[j];
-        }
+        const double wb = FO_BLOCK_MEAN(X, Y, w, i0, nb, d, k, mb);
         if (wb == 0.0) continue; /* zero-weight rows contribute nothing */
-        for (int j = 0; j < p; j++) mb[j] /= wb;
 
         /* Pass 2 (the block is now in cache): centre on the block mean, scale by sqrt(w), in double. Centring per
          * block keeps the cross-products small even when a column's mean dwarfs its spread. */

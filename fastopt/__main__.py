@@ -62,7 +62,7 @@ def _default_lr(obj, method: str, x0) -> float:
 
     from fastopt.minimize import NEWTON
 
-    if method in NEWTON:
+    if method in NEWTON or method == "cg":  # Newton's full step; CG's line search ignores lr
         return 1.0
     width = float(np.mean([hi - lo for lo, hi in obj.bounds]))
     if method in ("sgd", "momentum", "nesterov"):

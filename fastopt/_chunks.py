@@ -9,14 +9,16 @@ that sweep over chunks are in :mod:`fastopt._streaming`. Nothing here imports Da
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 from fastopt import _closed_form, _iterative_lr
@@ -114,15 +116,35 @@ def prefetched(items: Iterator) -> Iterator:
 
     Reading a chunk (from disk, or computing it on a Dask cluster) overlaps with fitting the previous
     one, whose compiled kernels release the GIL. At most two chunks are alive at once.
+
+    The consumer never waits for the reader except for the item it asks for: when it stops (an error in
+    fitting, ``KeyboardInterrupt``, the fit ending), the reader is told to stop and is not joined, so an error or
+    an interrupt surfaces at once even while the source is blocked in ``next()``; the reader thread then ends
+    as soon as that call returns, without reading further. Waiting for an item is interruptible by Ctrl-C.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastopt-prefetch") as pool:
-        pending = pool.submit(next, items, _END)
+    requests, results = queue.SimpleQueue(), queue.SimpleQueue()
+
+    def reader():
+        while requests.get():  # True: read one item; False: stop
+            try:
+                results.put((next(items, _END), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                results.put((None, exc))
+
+    thread = threading.Thread(target=reader, name="fastopt-prefetch", daemon=True)
+    thread.start()
+    requests.put(True)
+    try:
         while True:
-            item = pending.result()
+            item, exc = results.get()
+            if exc is not None:
+                raise exc
             if item is _END:
                 return
-            pending = pool.submit(next, items, _END)
+            requests.put(True)
             yield item
+    finally:
+        requests.put(False)
 
 
 class ChunkSource:
@@ -234,25 +256,41 @@ class Weight:
 
     Each chunk's weights are summed in float64 and the sums kept apart, so the total, their exactly rounded
     sum (:func:`math.fsum`), does not depend on the order in which chunks were merged, nor on which worker.
-    A chunk without weights counts its training rows.
+    A chunk without weights counts its training rows. Chunk ``i``'s sum is ``sums[i] * 2**exps[i]``, its weights
+    divided by a power of two near their maximum before summing, so that no sum over- or underflows whatever
+    the weights' scale (1e306 or 1e-300).
     """
 
     sums: np.ndarray
     n_train: int
+    exps: np.ndarray | None = None  # None: all zero
 
     def mean(self) -> float:
         """The mean weight of a training row: the constant every chunk's weights are divided by."""
-        return math.fsum(self.sums) / self.n_train if self.n_train else 0.0
+        if not self.n_train:
+            return 0.0
+        exps = np.zeros(self.sums.shape[0], dtype=np.int64) if self.exps is None else self.exps
+        top = int(exps.max(initial=0)) if exps.size else 0
+        # Each term is at most (rows of its chunk) * 2**0 after aligning on the largest exponent: fsum is safe,
+        # and the mean, between the smallest and largest weight, is representable when scaled back.
+        total = math.fsum(np.ldexp(self.sums, exps - top))
+        return float(np.ldexp(total / self.n_train, top))
 
 
 def merge_weights(a: Weight, b: Weight) -> Weight:
     """The training weight of the union of two disjoint sets of chunks."""
-    return Weight(np.concatenate([a.sums, b.sums]), a.n_train + b.n_train)
+    exps = [np.zeros(w.sums.shape[0], dtype=np.int64) if w.exps is None else w.exps for w in (a, b)]
+    return Weight(np.concatenate([a.sums, b.sums]), a.n_train + b.n_train, np.concatenate(exps))
 
 
 def rows_weight(sample_weight: np.ndarray | None, rows: np.ndarray) -> Weight:
-    total = rows.shape[0] if sample_weight is None else np.sum(sample_weight[rows], dtype=np.float64)
-    return Weight(np.array([total], dtype=np.float64), rows.shape[0])
+    if sample_weight is None or rows.shape[0] == 0:
+        return Weight(np.array([float(rows.shape[0] if sample_weight is None else 0.0)]), rows.shape[0],
+                      np.zeros(1, dtype=np.int64))
+    w = sample_weight[rows]
+    e = int(np.frexp(float(np.max(w)))[1])
+    total = np.sum(np.ldexp(w.astype(np.float64), -e))
+    return Weight(np.array([total], dtype=np.float64), rows.shape[0], np.array([e], dtype=np.int64))
 
 
 def chunk_weight(seed: int, fraction: float, dtype, sample_weight, n_rows: int | None, where: str,
@@ -328,5 +366,7 @@ def merge_samples(a: Sample, b: Sample) -> Sample:
     w = None
     if a.w is not None or b.w is not None:
         w = np.concatenate([np.ones(s.keys.shape[0], s.X.dtype) if s.w is None else s.w for s in (a, b)])[keep]
-    X, Y = np.concatenate([a.X, b.X])[keep], np.concatenate([a.Y, b.Y])[keep]
+    sparse = scipy.sparse.issparse(a.X) or scipy.sparse.issparse(b.X)  # a stream may mix sparse and dense chunks
+    X = (scipy.sparse.vstack([a.X, b.X], format="csr") if sparse else np.concatenate([a.X, b.X]))[keep]
+    Y = np.concatenate([a.Y, b.Y])[keep]
     return Sample(keys[keep], X, Y, w, merge_weights(a.weight, b.weight))

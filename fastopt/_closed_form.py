@@ -19,18 +19,30 @@ Paths (reported as the fitted ``solver_``)
     when ``rcond >= RCOND_CHOLESKY = 1e-4``: the normal equations square the design's condition number, so this
     bound keeps their error below about ``1e4 * eps``, i.e. 12 or more correct digits in float64.
 ``"qr"``
-    Householder QR of the centred, weighted, augmented matrix ``[X, Y]``, computed blockwise as a tall-skinny QR:
-    each block of rows is centred on its own mean and its ``R`` merged with the running one by stacking
-    ``[R_a; R_b; sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)]``, the square-root form of the pairwise moment
-    update. ``R = [[R11, R12], [0, R22]]`` and ``R11 coef^T = R12``: the condition number is not squared.
+    Householder QR of the centred, weighted, augmented matrix ``[X, Y]``, computed blockwise as a tall-skinny QR
+    (Demmel, Grigori, Hoemmen & Langou, *Communication-optimal parallel and sequential QR and LU factorizations*,
+    SIAM J. Sci. Comput. 34, 2012) by the compiled kernel :func:`fastopt._kernels.tsqr_stats`: each block of
+    rows is centred on its own mean and folded into the running ``R`` with LAPACK ``dtpqrt`` together with the
+    row ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``, the square-root form of the pairwise moment update;
+    segments' ``R`` merge the same way. ``R = [[R11, R12], [0, R22]]`` and ``R11 coef^T = R12``: the condition
+    number is not squared.
 ``"svd"``
     When the column-scaled ``R11`` is rank-deficient to working precision (reciprocal condition below
-    ``eps * max(n, d)``): the minimum-norm solution from the SVD of ``R11``, with the cutoff of
-    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped).
+    ``eps * max(n, d)``): the minimum-norm solution from the SVD of the ``d x d`` ``R11`` (never of ``X``: ``R``
+    has the singular values and right singular vectors of the centred design), with the cutoff of
+    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped). The answer
+    is qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution from the eigendecomposition of the scaled normal equations (accuracy limited by the
-    squared condition number; a warning says so).
+    squared condition number; :class:`~fastopt.exceptions.IllConditionedWarning` says so).
+
+Leaving Cholesky for QR loses no accuracy and is not warned about (``solver_``, ``rcond_`` and ``rank_`` report
+it); at most one warning is raised per solve, and only when the answer itself is qualified (``"svd"``, ``"eigh"``).
+
+A fit from memory first probes the conditioning (:func:`probe_needs_qr`): the Gram of a few thousand rows spread
+evenly through ``X``. If Cholesky already rejects that sample, the fit goes straight to QR instead of paying for a
+Gram pass it would discard; otherwise the full Gram decides as before. The probe reads at most 1/32 of the rows.
 
 Chunked and distributed data (the contract other modules code against)
 -----------------------------------------------------------------------
@@ -72,10 +84,11 @@ from scipy.linalg import lapack
 from fastopt import _kernels, _sparse
 from fastopt._result import FitResult
 from fastopt._validation import Data, is_sparse
-from fastopt.exceptions import IllConditionedWarning
+from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
     "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr", "partial_state",
+    "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -83,6 +96,9 @@ RCOND_CHOLESKY = 1e-4
 # number of threads, and they are merged in a fixed balanced tree.
 SEGMENT_ROWS = 65536
 EPS = np.finfo(np.float64).eps
+# The conditioning probe of a fit from memory: at least this many rows, in this many evenly spaced slices.
+PROBE_MIN_ROWS = 2048
+PROBE_PARTS = 8
 _PARALLEL = threading.Lock()
 
 
@@ -110,6 +126,11 @@ class ClosedFormState:
         Uncentred weighted sums of squares of the columns of ``X`` when ``gram`` was centred after accumulation
         (sparse ``X``, see :mod:`fastopt._sparse`), for the estimate of the digits that centring cancelled;
         None when every chunk was centred before its products (dense ``X``).
+    weight_exp : int
+        The weights were divided by ``2 ** weight_exp`` (even, so ``R`` scales by an exact power of two too):
+        ``weight``, ``gram`` and ``R^T R`` are those of the scaled weights. Weights are relative, so the solve
+        ignores this; merging aligns two states on the larger exponent. It keeps the sums finite and normal for
+        any finite weights (all 1e306, or all 1e-300).
     """
 
     n_features: int
@@ -121,15 +142,24 @@ class ClosedFormState:
     gram: np.ndarray | None = None
     r: np.ndarray | None = None
     raw_diag: np.ndarray | None = None
+    weight_exp: int = 0
 
 
 # ---------------------------------------------------------------- statistics and merges
 
 
 def _block_rows(p: int) -> int:
-    # About 1 MiB of centred doubles per block: resident in L2 while syrk reads it; 1024 rows measured best
-    # on the benchmark shape (d = 100) against 256-4096.
-    return int(np.clip(2**17 // p, 32, 1024))
+    # 1024 rows per block measured best on the benchmark shape (d = 100) against 256-4096. Wide rows keep long
+    # syrk panels instead of fitting a block into L2: at d = 2,000 a block of 65 rows (1 MiB) ran the Gram pass
+    # at 2.3x one BLAS X^T X with two threads, blocks of 1024 rows at 1.2x (syrk's cost grows as p^2 per row,
+    # the traffic of a block that misses L2 only as p). At most 16 MiB of workspace: 1024 rows up to p = 2048.
+    return int(np.clip(2**21 // p, 32, 1024))
+
+
+def _qr_block_rows(p: int) -> int:
+    # Rows per dtpqrt call: 1024 measured best against 512-4096 for p = 100-220 (single-threaded OpenBLAS, where
+    # the fold costs about 2.6x a syrk of the same rows); at least 256 rows so wide blocks still amortise T.
+    return int(np.clip(2**18 // p, 256, 1024))
 
 
 @lru_cache(maxsize=1)
@@ -184,15 +214,78 @@ def _merged_or_empty(merger: TreeMerger, data: Data, field: str) -> ClosedFormSt
     return state
 
 
-def _gram_segment(data: Data, start: int) -> ClosedFormState:
+def _weight_exponent(sample_weight: np.ndarray | None) -> int:
+    """The even exponent ``e`` with ``max(sample_weight) / 2**e`` in [1/4, 1) (0 without weights)."""
+    if sample_weight is None or sample_weight.shape[0] == 0:
+        return 0
+    top = float(np.max(sample_weight))
+    if top == 0.0:
+        return 0
+    e = int(np.frexp(top)[1])
+    return e + (e & 1)
+
+
+def _normalised(data: Data) -> tuple[Data, int]:
+    """``data`` with its weights divided by ``2**e`` (exact) and ``e`` (:attr:`ClosedFormState.weight_exp`),
+    after checking that the arrays agree in length (a public entry: a short ``sample_weight`` must not be
+    read past its end)."""
+    X, Y, sw = data.X, data.Y, data.sample_weight
+    if X.ndim != 2 or Y.ndim != 2 or Y.shape[0] != X.shape[0] or (sw is not None and sw.shape != (X.shape[0],)):
+        raise ValueError(
+            f"inconsistent chunk: X has shape {X.shape}, Y {Y.shape}, sample_weight "
+            f"{None if sw is None else sw.shape}; expected (n, d), (n, k) and (n,)."
+        )
+    e = _weight_exponent(sw)
+    if e == 0:
+        return data, 0
+    return replace(data, sample_weight=np.ldexp(sw, -e).astype(sw.dtype, copy=False)), e
+
+
+def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int) -> ClosedFormState:
+    """The statistics ``field`` ("gram" or "r") of rows ``[start, start + SEGMENT_ROWS)`` by a compiled kernel."""
     X, Y, sw = data.X, data.Y, data.sample_weight
     stop = min(start + SEGMENT_ROWS, X.shape[0])
     d, k = X.shape[1], Y.shape[1]
-    mean, gram = np.empty(d + k), np.empty((d + k, d + k))
-    weight = _kernels.gram_stats(
-        X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, gram, _block_rows(d + k)
-    )
-    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, gram)
+    mean, out = np.empty(d + k), np.empty((d + k, d + k))
+    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k))
+    return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
+
+
+def normalised_weights(data: Data) -> Data:
+    """``data`` with its (relative) weights divided by a power of two near their maximum: sums stay finite."""
+    return _normalised(data)[0]
+
+
+def _gram_segment(data: Data, start: int) -> ClosedFormState:
+    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start)
+
+
+def _qr_segment(data: Data, start: int) -> ClosedFormState:
+    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start)
+
+
+def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], field: str) -> ClosedFormState:
+    """``segment`` of every fixed ``SEGMENT_ROWS`` rows, on parallel threads, merged in a fixed balanced tree.
+
+    The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK. Segments and merge order do not
+    depend on the thread count, so neither do the results.
+    """
+    starts = range(0, data.X.shape[0], SEGMENT_ROWS)
+    threads = min(_n_threads(), len(starts))
+    merger = TreeMerger()
+    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
+    # that finds another one in its parallel section runs its segments serially instead (same result).
+    if threads > 1 and _PARALLEL.acquire(blocking=False):
+        try:
+            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+                for state in pool.map(lambda start: segment(data, start), starts):
+                    merger.push(state)
+        finally:
+            _PARALLEL.release()
+    else:
+        for start in starts:
+            merger.push(segment(data, start))
+    return _merged_or_empty(merger, data, field)
 
 
 def chunk_state(params: dict, data: Data) -> ClosedFormState:
@@ -203,24 +296,10 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
     """
     if params.get("solver") == "qr":
         return chunk_qr_state(params, data)
+    data, weight_exp = _normalised(data)
     if is_sparse(data.X):
-        return _sparse_chunk_state(data)
-    starts = range(0, data.X.shape[0], SEGMENT_ROWS)
-    threads = min(_n_threads(), len(starts))
-    merger = TreeMerger()
-    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
-    # that finds another one in its parallel section runs its segments serially instead (same result).
-    if threads > 1 and _PARALLEL.acquire(blocking=False):
-        try:
-            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-                for state in pool.map(lambda start: _gram_segment(data, start), starts):
-                    merger.push(state)
-        finally:
-            _PARALLEL.release()
-    else:
-        for start in starts:
-            merger.push(_gram_segment(data, start))
-    return _checked_finite(_merged_or_empty(merger, data, "gram"))
+        return replace(_sparse_chunk_state(data), weight_exp=weight_exp)
+    return replace(_checked_finite(_over_segments(data, _gram_segment, "gram"), data), weight_exp=weight_exp)
 
 
 def _sparse_chunk_state(data: Data) -> ClosedFormState:
@@ -234,17 +313,16 @@ def _sparse_chunk_state(data: Data) -> ClosedFormState:
     merger = TreeMerger()
     for state in _sparse.map_segments(data, segment, _n_threads()):
         merger.push(state)
-    return _checked_finite(_merged_or_empty(merger, data, "gram"))
+    return _checked_finite(_merged_or_empty(merger, data, "gram"), data)
 
 
-def _checked_finite(state: ClosedFormState) -> ClosedFormState:
+def _checked_finite(state: ClosedFormState, data: Data) -> ClosedFormState:
     # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
-    # a weighted row, or a value whose square overflows, makes the means or the Gram non-finite.
-    if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
-        raise ValueError(
-            "Input X contains NaN or infinity, or values too large to square in float64 "
-            "(the centred Gram matrix is not finite)."
-        )
+    # a weighted row makes the means or the Gram non-finite. (Finite values too large to square are left to
+    # scale_trouble: fit rescales them, the incremental paths name the argument.)
+    if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()) \
+            and not np.isfinite(data.X.data if is_sparse(data.X) else data.X).all():
+        raise ValueError("Input X contains NaN or infinity.")
     return state
 
 
@@ -257,25 +335,28 @@ def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
 
 
 def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
-    """``R`` factors of one chunk of rows: the second pass when :func:`needs_qr` rejects the Gram.
+    """``R`` factors of one chunk of rows: the compiled tall-skinny QR (:func:`fastopt._kernels.tsqr_stats`).
 
-    Blocks of about 2 MiB are centred on their own weighted mean, scaled by ``sqrt(w)``, factorised, and merged
-    as in :func:`merge_states`; nothing of the size of ``X`` is allocated.
+    Fixed segments of rows run on parallel threads, each folding blocks of rows (centred on their own weighted
+    mean and scaled by ``sqrt(w)`` in cache, with one mean-correction row) into its ``R`` with LAPACK
+    ``dtpqrt``; segment ``R`` factors merge as in :func:`merge_states`. Nothing of the size of ``X`` is allocated.
     """
+    data, weight_exp = _normalised(data)
+    if is_sparse(data.X):
+        return replace(_sparse_qr_state(data), weight_exp=weight_exp)
+    return replace(_over_segments(data, _qr_segment, "r"), weight_exp=weight_exp)
+
+
+def _sparse_qr_state(data: Data) -> ClosedFormState:
+    """:func:`chunk_qr_state` of sparse ``X``: row blocks of about 2 MiB densified, each through the compiled QR."""
     X, Y, sw = data.X, data.Y, data.sample_weight
-    d, k = X.shape[1], Y.shape[1]
-    p = d + k
-    rows = max(2 * p, 2**18 // p)
+    p = X.shape[1] + Y.shape[1]
+    rows = min(SEGMENT_ROWS, max(2 * p, 2**18 // p))  # one _qr_segment each
     merger = TreeMerger()
     for start in range(0, X.shape[0], rows):
-        Xb = X[start : start + rows]
-        Z = np.hstack([Xb.toarray() if is_sparse(Xb) else Xb, Y[start : start + rows]], dtype=np.float64)
-        w = np.ones(Z.shape[0]) if sw is None else sw[start : start + rows].astype(np.float64)
-        weight = float(w.sum())
-        mean = (w @ Z) / weight if weight > 0 else np.zeros(p)
-        Z -= mean
-        Z *= np.sqrt(w)[:, None]
-        merger.push(ClosedFormState(d, k, X.dtype.name, Z.shape[0], weight, mean, r=_triangle(Z, p)))
+        block = Data(X=np.ascontiguousarray(X[start : start + rows].toarray()), Y=Y[start : start + rows],
+                     sample_weight=None if sw is None else sw[start : start + rows], y_was_1d=data.y_was_1d)
+        merger.push(_qr_segment(block, 0))
     return _merged_or_empty(merger, data, "r")
 
 
@@ -288,8 +369,8 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     state = chunk_qr_state(params, data)
     if params.get("solver") == "qr":
         return state
-    stats = chunk_state(params, data)
-    return replace(state, gram=stats.gram, raw_diag=stats.raw_diag)
+    # The mean computed with the Gram: the pairwise merges of the Gram are then exactly those of a fit.
+    return replace(chunk_state(params, data), r=state.r)
 
 
 def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
@@ -306,6 +387,8 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
         )
     if (a.gram is None or b.gram is None) and (a.r is None or b.r is None):
         raise ValueError("cannot merge a Gram-only state with an R-only state: compute both chunks the same way.")
+    if a.weight_exp != b.weight_exp:  # bring the smaller weights to the larger ones' exponent (exact, or negligible)
+        a, b = (rescale_weights(s, max(a.weight_exp, b.weight_exp)) for s in (a, b))
     weight = a.weight + b.weight
     dtype = np.result_type(a.dtype, b.dtype).name
     n_samples = a.n_samples + b.n_samples
@@ -315,14 +398,27 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
         r = keep.r if other.r is not None else None
         return replace(keep, dtype=dtype, n_samples=n_samples, gram=gram, r=r, raw_diag=_merged_raw_diag(a, b))
     delta = b.mean - a.mean
-    f = a.weight * b.weight / weight
+    f = a.weight * (b.weight / weight)  # not W_a W_b / W: that product under- or overflows for extreme weights
     gram = r = None
     if a.gram is not None and b.gram is not None:
         gram = a.gram + b.gram + f * np.outer(delta, delta)
     if a.r is not None and b.r is not None:
         r = _triangle(np.vstack([a.r, b.r, np.sqrt(f) * delta]), delta.shape[0])
     mean = a.mean + (b.weight / weight) * delta
-    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r, _merged_raw_diag(a, b))
+    return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r,
+                           raw_diag=_merged_raw_diag(a, b), weight_exp=a.weight_exp)
+
+
+def rescale_weights(state: ClosedFormState, weight_exp: int) -> ClosedFormState:
+    """``state`` with its weights expressed in units of ``2**weight_exp`` (even; below the state's own exponent,
+    the statistics are scaled up and may overflow for huge weights)."""
+    shift = state.weight_exp - weight_exp
+    if shift == 0:
+        return state
+    return replace(state, weight=float(np.ldexp(state.weight, shift)), weight_exp=weight_exp,
+                   gram=None if state.gram is None else np.ldexp(state.gram, shift),
+                   r=None if state.r is None else np.ldexp(state.r, shift // 2),
+                   raw_diag=None if state.raw_diag is None else np.ldexp(state.raw_diag, shift))
 
 
 def _merged_raw_diag(a: ClosedFormState, b: ClosedFormState) -> np.ndarray | None:
@@ -348,17 +444,37 @@ def _pow2(s: np.ndarray) -> np.ndarray:
     return np.ldexp(1.0, np.frexp(s)[1])
 
 
+# Rows per slice when the solve updates a d x d matrix in place: temporaries stay O(256 d), not O(d^2), so a
+# wide fit's peak memory is the Gram and one scaled copy of it.
+_ROW_SLICE = 256
+
+
 def _scaled_normal_equations(params: dict, state: ClosedFormState):
-    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``."""
+    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``.
+
+    ``A`` is a new C-contiguous array (the state's Gram is left as is); ``G`` and ``C`` are the uncentred moments
+    when ``fit_intercept=False``.
+    """
     d = state.n_features
-    G, C = state.gram[:d, :d], state.gram[:d, d:]
+    A, C = state.gram[:d, :d].copy(), state.gram[:d, d:]
     if not params["fit_intercept"]:  # uncentred moments: add back W m m^T
-        G = G + state.weight * np.outer(state.mean[:d], state.mean[:d])
-        C = C + state.weight * np.outer(state.mean[:d], state.mean[d:])
-    scale = _pow2(np.sqrt(np.diag(G)))
-    A = G / np.outer(scale, scale)
+        m = state.mean[:d]
+        for i in range(0, d, _ROW_SLICE):
+            A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m)
+        C = C + state.weight * np.outer(m, state.mean[d:])
+    scale = _pow2(np.sqrt(np.diag(A)))
+    A /= scale[:, None]  # powers of two: exact, so the scaled matrix is as symmetric as G
+    A /= scale
     A[np.diag_indices(d)] += state.weight * params["alpha"] / scale**2
     return A, C / scale[:, None], scale
+
+
+def _sym_one_norm(A: np.ndarray) -> float:
+    """The 1-norm of symmetric ``A`` (its largest column sum of magnitudes), summed in row slices."""
+    colsum = np.zeros(A.shape[1])
+    for i in range(0, A.shape[0], _ROW_SLICE):
+        colsum += np.abs(A[i : i + _ROW_SLICE]).sum(axis=0)
+    return float(colsum.max()) if colsum.size else 0.0
 
 
 def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResult:
@@ -368,6 +484,8 @@ def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResul
         intercept = state.mean[d:] - coef @ state.mean[:d]
     else:
         intercept = np.zeros(state.n_targets)
+    if singular is not None and state.weight_exp:  # in the caller's weight units (R scales by sqrt of them)
+        singular = np.ldexp(singular, state.weight_exp // 2)
     attrs = {"solver_": path, "n_iter_": 1, "rcond_": float(rcond), "rank_": int(rank), "singular_": singular}
     return FitResult(coef.astype(state.dtype), intercept.astype(state.dtype), state, attrs)
 
@@ -375,12 +493,14 @@ def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResul
 def _cholesky(params: dict, state: ClosedFormState):
     """The Cholesky solve, or ``(None, rcond)`` when the normal equations are too ill-conditioned."""
     A, B, scale = _scaled_normal_equations(params, state)
-    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
+    anorm = _sym_one_norm(A)
+    if not (np.isfinite(anorm) and np.all(np.isfinite(B))):
         raise ValueError("the sufficient statistics overflowed float64; rescale X and y.")
-    U, info = lapack.dpotrf(A, lower=0, clean=1)
+    # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place.
+    U, info = lapack.dpotrf(A.T, lower=0, clean=1, overwrite_a=1)
     if info != 0:
         return None, 0.0
-    rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())  # A is symmetric: 1-norm = max column sum
+    rcond, _ = lapack.dpocon(U, anorm)
     if state.raw_diag is not None:  # a Gram centred after accumulation (sparse X): fold in the digits it lost
         rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
     if rcond < RCOND_CHOLESKY:
@@ -416,9 +536,10 @@ def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
     keep = s > cutoff * s[0]
     rank = int(keep.sum())
     warnings.warn(
-        f"The design is rank-deficient to working precision (rank {rank} of {d}): "
-        "returning the minimum-norm least-squares solution (solver_='svd').",
-        IllConditionedWarning,
+        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot "
+        "columns with an intercept): returning the minimum-norm least-squares solution (solver_='svd'). "
+        "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
+        RankDeficientWarning,
         stacklevel=4,
     )
     coef_t = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
@@ -435,21 +556,198 @@ def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
     return _result(params, state, V / scale[:, None], "eigh", rcond, int(keep.sum()))
 
 
-def _warn_switch(rcond: float, to: str) -> None:
+def _warn_eigh(rcond: float, what: str = "a minimum-norm eigensolve") -> None:
     warnings.warn(
         f"The normal equations are ill-conditioned (reciprocal condition {rcond:.1e} < {RCOND_CHOLESKY:.0e}, "
-        f"so Cholesky would lose more than 4 of float64's 16 digits): switching to {to}.",
+        "so Cholesky would lose more than 4 of float64's 16 digits) and the rows cannot be read again for QR: "
+        f"returning {what} (solver_='eigh') whose accuracy is limited by the squared condition "
+        "number; a chunk_qr_state pass (a re-readable stream) would keep full accuracy.",
         IllConditionedWarning,
         stacklevel=4,
     )
 
 
+# Column scales (square roots of the Gram's diagonal) outside [2**-500, 2**500] put the squares the statistics are
+# made of near float64's underflow (2**-1022, where digits are lost to denormals) or overflow (2**1024).
+SCALE_LIMIT = 2.0**500
+
+
+def scale_trouble(state: ClosedFormState, constant_ok: bool = False) -> int | None:
+    """The first column of ``[X, Y]`` whose squares under- or overflow float64 in ``state``, else None.
+
+    A column is in trouble when its statistics are not finite, when its centred scale (``sqrt`` of the Gram's
+    diagonal, or the largest entry of ``R``'s column) is nonzero but outside ``[2**-500, 2**500]``, or, unless
+    ``constant_ok``, when it is zero while the column's mean is nonzero and below ``2**-500`` (squares of
+    denormal deviations vanish; after rescaling, such a column is taken as constant).
+    """
+    with np.errstate(all="ignore"):
+        if state.gram is not None:
+            scale = np.sqrt(np.abs(np.diag(state.gram)))
+            finite = np.isfinite(state.gram).all(axis=0)
+        else:
+            scale = np.max(np.abs(state.r), axis=0)
+            finite = np.isfinite(state.r).all(axis=0)
+        mean = np.abs(state.mean)
+        bad = ~finite | ~np.isfinite(mean) | (scale > SCALE_LIMIT) | ((scale > 0) & (scale < 1 / SCALE_LIMIT)) \
+            | ((scale == 0) & (mean > 0) & (mean < 1 / SCALE_LIMIT) & (not constant_ok))
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def _scale_error(state: ClosedFormState, column: int) -> ValueError:
+    d = state.n_features
+    name, index = ("X", column) if column < d else ("y", column - d)
+    return ValueError(
+        f"{name} column {index} has values too large or too small to square in float64 (the closed form's "
+        f"statistics would over- or underflow); multiply {name} by a power of ten to bring its values nearer 1 "
+        "(the fit with all of X and y in memory does this itself)."
+    )
+
+
+def _pow2_exponent(a: np.ndarray, axis=None) -> np.ndarray:
+    """``e`` with ``max|a| / 2**e`` in [1/2, 1) (0 where ``a`` is all zero)."""
+    top = np.max(np.abs(a), axis=axis, initial=0.0)
+    return np.frexp(top)[1]
+
+
+@dataclass
+class _Rescaled:
+    """The state of a fit that had to rescale its data: its statistics are not in the caller's units."""
+
+    state: ClosedFormState
+
+
+def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
+    """The fit of ``data`` through ``X / 2**ex`` and ``Y[:, t] / 2**ey_t`` (exact scalings): with
+    ``coef = v 2**ey / 2**ex``, ``intercept = b 2**ey`` and ``alpha' = alpha / 4**ex`` the scaled problem's
+    objective is the original one divided by ``4**ey`` per target, so the solution is the same."""
+    if not np.isfinite(data.X).all():
+        raise ValueError("Input X contains NaN or infinity.")
+    ex = int(_pow2_exponent(data.X))
+    ey = _pow2_exponent(data.Y, axis=0).astype(int)
+    scaled = replace(data, X=np.ldexp(data.X, -ex).astype(data.X.dtype, copy=False),
+                     Y=np.ascontiguousarray(np.ldexp(data.Y, -ey).astype(data.Y.dtype, copy=False)))
+    alpha = np.ldexp(np.asarray(params["alpha"], dtype=np.float64), -2 * ex)  # scalar, or one per target
+    if not np.isfinite(alpha).all():
+        raise ValueError(f"alpha={params['alpha']} is too large for X's scale (max |X| about 2**{ex}).")
+    alpha = float(alpha) if alpha.ndim == 0 else alpha
+    result = solver.fit({**params, "alpha": alpha}, scaled, rescale=False)
+    with np.errstate(over="ignore"):  # reported below
+        coef = np.ldexp(result.coef, (ey[:, None] - ex)).astype(result.coef.dtype, copy=False)
+        intercept = np.ldexp(result.intercept, ey).astype(result.intercept.dtype, copy=False)
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ValueError(
+            f"the least-squares coefficients exceed float64's range: X's values (up to about 2**{ex}) are too "
+            f"small for y's (up to about 2**{int(ey.max())}); multiply X by a power of ten."
+        )
+    return replace(result, coef=coef, intercept=intercept, state=_Rescaled(result.state))
+
+
+def _probe_slices(n: int, p: int) -> list[slice] | None:
+    """``PROBE_PARTS`` evenly spaced row slices of ``max(PROBE_MIN_ROWS, 8 p)`` rows in all, or None when they
+    would be more than 1/32 of the ``n`` rows (the probe would then cost more than it can save)."""
+    rows = max(PROBE_MIN_ROWS, 8 * p)
+    if 32 * rows > n:
+        return None
+    part = -(-rows // PROBE_PARTS)
+    return [slice(start, start + part) for start in np.linspace(0, n - part, PROBE_PARTS).astype(int)]
+
+
+def probe_needs_qr(params: dict, data: Data) -> bool:
+    """Whether Cholesky already rejects the Gram of a sample of rows spread evenly through ``data``.
+
+    A design that is ill-conditioned or rank-deficient (polynomial features, one-hot columns with an intercept) is
+    so in any sizeable sample of its rows, so the fit can go straight to QR instead of discarding a full Gram
+    pass. A sample can be worse conditioned than the whole (sorted rows, rare levels): the fit then takes the QR
+    path, which is never less accurate, only slower. Deterministic: the sample depends on the shape alone.
+    """
+    slices = _probe_slices(data.X.shape[0], data.X.shape[1] + data.Y.shape[1])
+    if slices is None or is_sparse(data.X):  # sparse X: the full Gram (CSR kernel) decides
+        return False
+    params = {**params, "alpha": float(np.min(params["alpha"]))}  # per-target alpha: the least ridge decides
+    sw = data.sample_weight
+    parts = [Data(X=data.X[s], Y=data.Y[s], sample_weight=None if sw is None else sw[s], y_was_1d=data.y_was_1d)
+             for s in slices]
+    merger = TreeMerger()
+    for part in parts:
+        merger.push(_gram_segment(part, 0))
+    sample = merger.result()
+    if sample.weight <= 0 or not (np.isfinite(sample.gram).all() and np.isfinite(sample.mean).all()):
+        return False  # nothing to judge by (or non-finite X): the full pass decides and reports
+    return _cholesky(params, sample)[0] is None
+
+
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
     """Whether ``state`` needs a second pass (:func:`chunk_qr_state`) for an accurate solve."""
+    params = {**params, "alpha": float(np.min(params["alpha"]))}  # per-target alpha: the least ridge decides
     return state.r is None and _cholesky(params, state)[0] is None
 
 
-def finish(params: dict, state: ClosedFormState) -> FitResult:
+# ---------------------------------------------------------------- constrained and per-target solves
+
+
+def _target_state(state: ClosedFormState, j: int) -> ClosedFormState:
+    """The statistics of ``[X, y_j]`` alone (target ``j``) from those of ``[X, Y]``."""
+    d = state.n_features
+    idx = np.r_[0:d, d + j]
+    gram = None if state.gram is None else state.gram[np.ix_(idx, idx)]
+    r = None if state.r is None else _triangle(state.r[:, idx], d + 1)
+    return replace(state, n_targets=1, mean=state.mean[idx], gram=gram, r=r)
+
+
+def _per_target(params: dict, state: ClosedFormState, alpha: np.ndarray) -> FitResult:
+    """Ridge with one ``alpha`` per target (as ``Ridge(alpha=array)``): one solve per target, stacked."""
+    if alpha.shape != (state.n_targets,):
+        raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
+                         f"shape ({state.n_targets},).")
+    parts = [finish({**params, "alpha": float(a)}, _target_state(state, j)) for j, a in enumerate(alpha)]
+    paths = [part.attrs["solver_"] for part in parts]
+    attrs = {"solver_": max(set(paths), key=paths.index) if len(set(paths)) == 1 else "+".join(paths),
+             "n_iter_": 1, "rcond_": min(part.attrs["rcond_"] for part in parts),
+             "rank_": min(part.attrs["rank_"] for part in parts), "singular_": None}
+    return FitResult(np.vstack([part.coef for part in parts]), np.concatenate([part.intercept for part in parts]),
+                     state, attrs)
+
+
+def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
+    """Non-negative coefficients (``positive=True``): Lawson-Hanson NNLS (``scipy.optimize.nnls``) on the
+    ``d x d`` triangular system ``M v = c`` equivalent to the least-squares problem, one target at a time.
+
+    ``M`` is the Cholesky factor of the column-scaled normal equations (``c = M^-T B``) when Cholesky is
+    accepted, else the column-scaled ``R11`` of the QR path (``c = R12``), else (a Gram-only state that Cholesky
+    rejects) the square root of the eigendecomposition. Column scales are positive, so ``v >= 0`` exactly when
+    the coefficients are.
+    """
+    import scipy.optimize
+
+    d = state.n_features
+    M = None
+    rcond = 0.0
+    if state.gram is not None:
+        A, B, scale = _scaled_normal_equations(params, state)
+        U, info = lapack.dpotrf(A, lower=0, clean=1)
+        if info == 0:
+            rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())
+            if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
+                rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+        if info == 0 and rcond >= RCOND_CHOLESKY:
+            M, c, path = U, scipy.linalg.solve_triangular(U, B, trans="T", check_finite=False), "cholesky"
+        elif state.r is None:
+            _warn_eigh(rcond, "a non-negative solve on the eigendecomposition")
+            lam, Q = np.linalg.eigh(A)
+            keep = lam > EPS * max(state.n_samples, d) * lam[-1]
+            root = np.sqrt(lam[keep])
+            M, c, path = root[:, None] * Q[:, keep].T, (Q[:, keep].T @ B) / root[:, None], "eigh"
+    if M is None:
+        R11, R12 = _r_system(params, state)
+        scale = _pow2(np.linalg.norm(R11, axis=0))
+        scale[scale == 0] = 1.0
+        M, c, path = R11 / scale, R12, "qr"
+        rcond, _ = lapack.dtrcon(M, norm="1", uplo="U", diag="N")
+    V = np.column_stack([scipy.optimize.nnls(M, c[:, j], maxiter=50 * d)[0] for j in range(c.shape[1])])
+    return _result(params, state, V / scale[:, None], path, rcond, d)
+
+
+def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> FitResult:
     """Solve from merged statistics: Cholesky when well-conditioned, else the ``R`` factor (QR or SVD path).
 
     Parameters
@@ -457,6 +755,9 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
     params : dict
         ``estimator.get_params()``; uses ``fit_intercept`` and ``alpha``.
     state : ClosedFormState
+    rescaled : bool, default=False
+        The statistics are of data the caller rescaled (the in-memory fit's retry): a column with no spread and a
+        tiny mean is then taken as constant rather than as underflow.
 
     Returns
     -------
@@ -464,16 +765,26 @@ def finish(params: dict, state: ClosedFormState) -> FitResult:
         ``coef`` (k, d) and ``intercept`` (k,) in the input dtype; ``attrs``: ``solver_``, ``n_iter_`` (1),
         ``rcond_`` (LAPACK estimate for the column-scaled matrix factorised), ``rank_``, ``singular_`` (singular
         values of the centred weighted design on the SVD path, else None).
+
+    Raises
+    ------
+    ValueError
+        When a column's squares under- or overflow float64 (:func:`scale_trouble`), naming ``X`` or ``y``.
     """
+    if (column := scale_trouble(state, constant_ok=rescaled)) is not None:
+        raise _scale_error(state, column)
+    alpha = np.asarray(params["alpha"], dtype=np.float64)
+    if alpha.ndim:
+        return _per_target(params, state, alpha)
+    if params.get("positive"):
+        return _solve_positive(params, state)
     if state.gram is not None:
         result, rcond = _cholesky(params, state)
         if result is not None:
             return result
         if state.r is None:
-            how = "a minimum-norm eigensolve (solver_='eigh'); a chunk_qr_state pass would keep full accuracy"
-            _warn_switch(rcond, how)
+            _warn_eigh(rcond)
             return _solve_eigh(params, state)
-        _warn_switch(rcond, "QR of the centred data (solver_='qr')")
     return _solve_r(params, state)
 
 
@@ -484,6 +795,8 @@ class _ClosedForm:
     """A registry entry: ``stable=False`` is ``solver="normal"``, ``stable=True`` is ``solver="qr"``."""
 
     losses = frozenset({"squared_error"})
+    per_target_alpha = True
+    positive = True
     # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
     supports_sparse = True
 
@@ -494,19 +807,41 @@ class _ClosedForm:
         """The Gram kernel reports non-finite X itself (see chunk_state); the QR path relies on validation."""
         return not self.stable
 
-    def fit(self, params: dict, data: Data, state=None) -> FitResult:
-        """One pass for the statistics; a second (QR) pass over ``data.X`` only if Cholesky is rejected."""
-        if self.stable:
-            return finish(params, chunk_qr_state(params, data))
+    def fit(self, params: dict, data: Data, state=None, *, rescale: bool = True) -> FitResult:
+        """One pass for the statistics: QR directly when ``solver="qr"`` or the probe rejects Cholesky, else the
+        Gram; a second (QR) pass over ``data.X`` only if the full Gram's Cholesky is rejected; a refit of exactly
+        rescaled data if the statistics under- or overflow (:func:`scale_trouble`)."""
+        if self.stable or probe_needs_qr(params, data):
+            stats = chunk_qr_state(params, data)
+            if scale_trouble(stats, constant_ok=not rescale) is not None:
+                return self._rescale(params, data, stats, rescale)
+            return finish(params, stats, rescaled=not rescale)
         stats = chunk_state(params, data)
-        result, rcond = _cholesky(params, stats)
-        if result is None:
-            _warn_switch(rcond, "QR of the centred data (solver_='qr')")
-            result = _solve_r(params, replace(stats, r=chunk_qr_state(params, data).r))
+        if scale_trouble(stats, constant_ok=not rescale) is not None:
+            return self._rescale(params, data, stats, rescale)
+        if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
+            if needs_qr(params, stats):  # R with the means it was centred on
+                stats = replace(chunk_qr_state(params, data), gram=stats.gram, raw_diag=stats.raw_diag)
+            return finish(params, stats, rescaled=not rescale)
+        result, _ = _cholesky(params, stats)
+        if result is None:  # R with the means it was centred on (the intercept is computed from them)
+            result = _solve_r(params, replace(chunk_qr_state(params, data), gram=stats.gram))
         return result
+
+    def _rescale(self, params: dict, data: Data, stats: ClosedFormState, rescale: bool) -> FitResult:
+        """The fit of exactly rescaled data when ``stats`` under- or overflow (dense X, first attempt), else the
+        error naming the column at fault."""
+        if rescale and not is_sparse(data.X):  # sparse X: rescaling would densify it; say why instead
+            return _rescaled_fit(self, params, data)
+        raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))
 
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""
+        if isinstance(state, _Rescaled):
+            raise ValueError(  # noqa: TRY004 - a state, not an argument of the wrong type
+                "the previous fit had to rescale X and y (values too large or too small to square in float64), "
+                "so its statistics cannot take more rows: rescale X and y, then call fit or partial_fit again."
+            )
         chunk = partial_state(params, data)
         return finish(params, chunk if state is None else merge_states(state, chunk))
 

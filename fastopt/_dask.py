@@ -358,7 +358,12 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     """``LinearRegressor.fit`` on Dask collections (parameters already validated by ``fit``); the estimator is
     written only once the fit has succeeded."""
     chunks = DaskChunks(X, y, sample_weight)
-    name = _solvers.resolve(estimator.solver, estimator.loss)
+    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha)
+    if name in ("cg", "lsqr"):  # Krylov solvers: their own passes (fastopt._krylov_dask)
+        from fastopt import _krylov_dask
+
+        _check_features(estimator, X, reset=True)
+        return _krylov_dask.fit(estimator, name, chunks, X)
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
     solver = _solvers.SOLVERS[name]

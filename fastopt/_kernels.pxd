@@ -1,5 +1,5 @@
 # C declarations of csrc/fastopt.h, for fastopt/_kernels.pyx.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 cdef extern from "fastopt.h" nogil:
     ctypedef enum fo_status:
@@ -50,6 +50,25 @@ cdef extern from "fastopt.h" nogil:
                         fo_moments *out)
     fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const float *w, fo_gram_dims dims,
                         fo_moments *out)
+
+    # ------------------------------------------------------------ closed form: R factor (tsqr.c)
+    ctypedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
+                                 double *, int *) noexcept nogil
+
+    ctypedef struct fo_lapack:
+        fo_dtpqrt_t dtpqrt
+
+    ctypedef struct fo_factor:
+        double weight
+        double *mean
+        double *r
+        double *work
+
+    Py_ssize_t fo_tsqr_work_size(int p, int block)
+    fo_status fo_tsqr_d(const fo_lapack *lapack, const double *X, const double *Y, const double *w,
+                        fo_gram_dims dims, fo_factor *out)
+    fo_status fo_tsqr_s(const fo_lapack *lapack, const float *X, const float *Y, const float *w,
+                        fo_gram_dims dims, fo_factor *out)
 
     # ------------------------------------------------------------ sparse closed form (csr_gram.c)
     ctypedef struct fo_csr_dims:
@@ -103,6 +122,11 @@ cdef extern from "fastopt.h" nogil:
         int64_t t
         double loss_out
         int64_t bad_step
+        double loss_sum
+        int64_t rows_before
+        int positive
+        int64_t avg_start
+        void *avg
 
     fo_status fo_step_d(fo_rule rule, const fo_hyper *h, double *params, const double *grad, double *state,
                         Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)
@@ -130,3 +154,34 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const float *X,
                                 const float *Y, const float *sw, Py_ssize_t d, Py_ssize_t k, float *params,
                                 Py_ssize_t n_params, float *state, float *work, fo_team *team)
+
+    # ------------------------------------------------------------ sparse epoch (epoch_csr.c)
+    Py_ssize_t fo_csr_stage_rows(Py_ssize_t batch_size)
+    Py_ssize_t fo_csr_work_size(Py_ssize_t n_params, Py_ssize_t k, Py_ssize_t batch_size, Py_ssize_t stage_cap)
+    Py_ssize_t fo_csr_iwork_size(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t stage_cap)
+    Py_ssize_t fo_csr_table_size(Py_ssize_t n_rows, Py_ssize_t batch_size)
+    fo_status fo_epoch_csr_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const double *data,
+                             const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw,
+                             Py_ssize_t d, Py_ssize_t k, double *params, Py_ssize_t n_params, double *state,
+                             Py_ssize_t n_slots, double *work, int64_t *iwork, double *table, Py_ssize_t stage_cap)
+    fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const float *data,
+                             const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
+                             Py_ssize_t d, Py_ssize_t k, float *params, Py_ssize_t n_params, float *state,
+                             Py_ssize_t n_slots, float *work, int64_t *iwork, double *table, Py_ssize_t stage_cap)
+
+    # ------------------------------------------------------------ row orders (shuffle.c)
+    void fo_shuffle(const int64_t *rows, Py_ssize_t n, uint64_t key, int64_t *out)
+
+    # ------------------------------------------------------------ Krylov solvers (krylov.c)
+    fo_status fo_krylov_dense_d(const double *X, const double *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_dense_s(const float *X, const float *y, Py_ssize_t y_stride, const double *sw,
+                                Py_ssize_t n, Py_ssize_t d, const double *v, double c, double shift, double *z,
+                                double *zz, double *out)
+    fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)
+    fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
+                              Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
+                              double c, double shift, double *z, double *zz, double *out)

@@ -8,6 +8,7 @@ C-contiguous float32/float64 of matching shapes, so nothing is re-checked here.
 from enum import IntEnum
 
 cimport scipy.linalg.cython_blas as cblas
+cimport scipy.linalg.cython_lapack as clapack
 
 from fastopt._kernels cimport *
 
@@ -38,9 +39,22 @@ cdef void _fill_blas_table() noexcept:
 
 _fill_blas_table()
 
+cdef fo_lapack _LAPACK
+_LAPACK.dtpqrt = <fo_dtpqrt_t>clapack.dtpqrt
+
 # ---------------------------------------------------------------- closed form
 include "_kernels_gram.pxi"
+include "_kernels_tsqr.pxi"
 include "_kernels_csr_gram.pxi"
 
 # ---------------------------------------------------------------- optimizers
 include "_kernels_optim.pxi"
+
+# ---------------------------------------------------------------- row orders
+include "_kernels_order.pxi"
+
+# ---------------------------------------------------------------- sparse epoch
+include "_kernels_csr.pxi"
+
+# ---------------------------------------------------------------- Krylov solvers
+include "_kernels_krylov.pxi"

@@ -59,6 +59,11 @@ def csr_gram_stats(const floating[::1] data, const int32_t[::1] indices, const i
     cdef const floating *x = &data[0] if data.shape[0] else NULL
     cdef const int32_t *idx = &indices[0] if indices.shape[0] else NULL
     cdef const floating *y = &Y[0, 0] if dims.n and dims.k else NULL
+    for ptr, name in ((<size_t>x, "data"), (<size_t>y, "Y"), (<size_t>w, "sample_weight"), (<size_t>idx, "indices"),
+                      (<size_t>&indptr[0], "indptr")):
+        if ptr % (sizeof(int32_t) if name in ("indices", "indptr") else sizeof(floating)):  # misaligned loads: UB
+            PyMem_RawFree(out.work)
+            raise ValueError(f"csr_gram_stats: {name} is not aligned to its item size")
     try:
         with nogil:
             if floating is double:

@@ -32,11 +32,15 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
     dims.d = <int>X.shape[1]
     dims.k = <int>Y.shape[1]
     dims.block = block_rows
+    if X.shape[1] + Y.shape[1] > 2**20 or X.shape[1] + Y.shape[1] == 0:
+        raise ValueError("gram_stats: d + k must lie in [1, 2**20]")
     if sample_weight is not None:
+        if sample_weight.shape[0] != dims.n:
+            raise ValueError(f"gram_stats: sample_weight has {sample_weight.shape[0]} entries, X has {dims.n} rows")
         w = &sample_weight[0] if sample_weight.shape[0] else NULL
     if Y.shape[0] != dims.n or mean.shape[0] != dims.d + dims.k or gram.shape[0] != mean.shape[0] \
-            or gram.shape[1] != mean.shape[0] or block_rows <= 0:
-        raise ValueError("gram_stats: inconsistent shapes or block_rows <= 0")
+            or gram.shape[1] != mean.shape[0] or block_rows <= 0 or block_rows > 2**20:
+        raise ValueError("gram_stats: inconsistent shapes or block_rows outside [1, 2**20]")
     out.mean = &mean[0]
     out.gram = &gram[0, 0]
     # PyMem_Raw*: thread-safe, and visible to tracemalloc, so the benchmark's memory figure includes it.
@@ -47,6 +51,10 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
     # An empty X has no element to point at; the kernel reads nothing when n == 0.
     cdef const floating *x = &X[0, 0] if dims.n else NULL
     cdef const floating *y = &Y[0, 0] if dims.n else NULL
+    for ptr, name in ((<size_t>x, "X"), (<size_t>y, "Y"), (<size_t>w, "sample_weight")):
+        if ptr % sizeof(floating):
+            PyMem_RawFree(out.work)
+            raise ValueError(f"gram_stats: {name} is not aligned to its item size")
     try:
         with nogil:
             if floating is double:

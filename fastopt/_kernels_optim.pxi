@@ -34,6 +34,9 @@ class Loss(IntEnum):
 
 
 MAX_SLOTS = FO_MAX_SLOTS
+# The largest batch_size the epoch takes: row positions plus a batch must not overflow ptrdiff_t.
+cdef int64_t FO_MAX_BATCH = 2**62
+MAX_BATCH = FO_MAX_BATCH
 
 _ISA_NAMES = {FO_ISA_BASELINE: "baseline", FO_ISA_AVX2: "avx2"}
 
@@ -74,6 +77,37 @@ cdef fo_hyper _to_hyper(hyper) except *:
     return h
 
 
+# Every entry checks, in O(1) (and the epoch's row indices in one pass over `order`, far less than the epoch reads),
+# what the C kernels take on trust: lengths, index ranges, state rows, alignment. No call from Python, private or
+# not, may make them read or write out of bounds.
+cdef int _slots_needed(int rule, fo_hyper *h) noexcept:
+    """State rows the C rule touches (rules.h); -1 for an unknown rule (the kernel reports it)."""
+    if rule == FO_RULE_SGD:
+        return 0
+    if rule == FO_RULE_MOMENTUM or rule == FO_RULE_NESTEROV or rule == FO_RULE_ADAGRAD:
+        return 1
+    if rule == FO_RULE_RMSPROP:
+        return 3 if h.momentum > 0 else (2 if h.centered else 1)
+    if rule == FO_RULE_ADAM or rule == FO_RULE_ADAMW:
+        return 3 if h.amsgrad else 2
+    return -1
+
+
+cdef int _check_state(int rule, fo_hyper *h, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n) except -1:
+    cdef int need = _slots_needed(rule, h)
+    if rows < need or (rows > 0 and cols != n):
+        raise ValueError(f"state must have at least {need} rows of {n} entries for rule {rule}, got ({rows}, {cols})")
+    return 0
+
+
+cdef int _check_aligned(const void *p, size_t itemsize, str name) except -1:
+    # Typed loads of a misaligned address are undefined behaviour in C (NumPy allows such arrays: offset views,
+    # some Dask blocks); the estimator's validation copies them, so only direct calls can meet this.
+    if p != NULL and <size_t>p % itemsize:
+        raise ValueError(f"{name} is not aligned to its item size; pass np.require({name}, requirements='A')")
+    return 0
+
+
 cdef inline floating *_slots(floating[:, ::1] state) noexcept:
     # A rule without state (SGD) gets an empty (0, n) array; never index into it.
     return &state[0, 0] if state.shape[0] > 0 else NULL
@@ -105,8 +139,16 @@ def step(int rule, hyper, floating[::1] params, const floating[::1] grad, floati
     cdef fo_hyper h = _to_hyper(hyper)
     cdef Py_ssize_t n = params.shape[0]
     cdef Py_ssize_t nd = n if n_decay is None else n_decay
-    cdef floating *s = _slots(state)
     cdef fo_status st
+    if grad.shape[0] != n or not 0 <= nd <= n:
+        raise ValueError(f"step: grad has {grad.shape[0]} entries and n_decay={nd}, params {n}")
+    _check_state(rule, &h, state.shape[0], state.shape[1], n)
+    if n == 0:
+        return int(FO_OK)
+    cdef floating *s = _slots(state)
+    _check_aligned(&params[0], sizeof(floating), "params")
+    _check_aligned(&grad[0], sizeof(floating), "grad")
+    _check_aligned(s, sizeof(floating), "state")
     with nogil:
         if floating is double:
             st = fo_step_d(<fo_rule>rule, &h, &params[0], &grad[0], s, n, nd, t, lr)
@@ -118,6 +160,9 @@ def step(int rule, hyper, floating[::1] params, const floating[::1] grad, floati
 def clip_grad_norm(floating[::1] grad, double max_norm):
     """Scale ``grad`` in place to global L2 norm at most ``max_norm``; return the norm before clipping."""
     cdef double norm
+    if grad.shape[0] == 0:
+        return 0.0
+    _check_aligned(&grad[0], sizeof(floating), "grad")
     with nogil:
         if floating is double:
             norm = fo_clip_grad_norm_d(&grad[0], grad.shape[0], max_norm)
@@ -260,7 +305,7 @@ cdef _EpochHelper _take_helper():
 
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
           const int64_t[::1] order, floating[::1] params, floating[:, ::1] state, floating[::1] work,
-          int64_t t, double lr, int n_threads=1):
+          int64_t t, double lr, int n_threads=1, floating[::1] avg=None, double[::1] loss_acc=None):
     """One fused epoch of minibatch training over the rows ``order``, in place on ``params`` and ``state``.
 
     Parameters
@@ -288,6 +333,14 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         1, or 2 to compute the second half of every minibatch's gradient in a helper thread that takes the same
         steps on its own copy of the parameters. The result is bit-identical either way (every minibatch
         gradient is summed in the same two halves).
+    avg : ndarray of shape (n_params,) or None
+        The running Polyak-Ruppert average of the parameters, updated in place after every step
+        ``t >= train.average`` (``train.average`` > 0). ``train.positive`` clamps the weights at 0 after every
+        step (projected steps; intercepts are free).
+    loss_acc : ndarray of shape (2,), float64, or None
+        For an epoch run in slices of whole minibatches: ``[loss summed over the earlier slices' rows, their
+        count]``, updated in place (start from zeros). ``loss`` is then the mean over all rows so far, and the
+        slices together give bit for bit the result of one call.
 
     Returns
     -------
@@ -304,11 +357,38 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     cdef fo_epoch_ctl c
     cdef const floating[::1] sw
     cdef const floating *swp = NULL
-    cdef floating *s = _slots(state)
     cdef fo_status st
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = Y.shape[1], m = order.shape[0], i
+    cdef int64_t lo = 0, hi = 0
+    cdef object batch_size = train.batch_size
+    if Y.shape[0] != n or d < 1 or k < 1:
+        raise ValueError(f"epoch: X {X.shape[0]}x{d} and Y {Y.shape[0]}x{k} must have the same rows, d, k >= 1")
+    if params.shape[0] != k * d and params.shape[0] != k * d + k:
+        raise ValueError(f"epoch: params has {params.shape[0]} entries; expected k * d = {k * d} or {k * d + k}")
+    _check_state(rule, &h, state.shape[0], state.shape[1], params.shape[0])
+    if not 1 <= batch_size <= FO_MAX_BATCH or t < 0:
+        raise ValueError(f"epoch: batch_size must lie in [1, 2**62] and t >= 0, got {batch_size} and {t}")
     if sample_weight is not None:
         sw = sample_weight
-        swp = &sw[0]
+        if sw.shape[0] != n:
+            raise ValueError(f"epoch: sample_weight has {sw.shape[0]} entries, X has {n} rows")
+        swp = &sw[0] if n else NULL
+    if m:
+        with nogil:
+            lo = hi = order[0]
+            for i in range(1, m):
+                if order[i] < lo:
+                    lo = order[i]
+                elif order[i] > hi:
+                    hi = order[i]
+        if lo < 0 or hi >= n:
+            raise ValueError(f"epoch: order has indices in [{lo}, {hi}], outside the {n} rows of X")
+        _check_aligned(&X[0, 0], sizeof(floating), "X")
+        _check_aligned(&Y[0, 0], sizeof(floating), "Y")
+        _check_aligned(swp, sizeof(floating), "sample_weight")
+    _check_aligned(&params[0], sizeof(floating), "params")
+    cdef floating *s = _slots(state)
+    _check_aligned(s, sizeof(floating), "state")
     c.order = &order[0] if order.shape[0] > 0 else NULL
     c.n_rows = order.shape[0]
     c.batch_size = train.batch_size
@@ -318,9 +398,24 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     c.loss_limit = train.loss_limit
     c.lr = lr
     c.t = t
+    c.loss_sum = 0.0
+    c.rows_before = 0
+    if loss_acc is not None:
+        if loss_acc.shape[0] != 2 or not 0 <= loss_acc[1] < 2.0**62:
+            raise ValueError("epoch: loss_acc must be [loss sum, rows before] (2 entries)")
+        c.loss_sum, c.rows_before = loss_acc[0], <int64_t>loss_acc[1]
+    c.positive = bool(getattr(train, "positive", False))
+    c.avg_start = getattr(train, "average", 0)
+    c.avg = NULL
+    if avg is not None and c.avg_start > 0:
+        if avg.shape[0] != params.shape[0]:
+            raise ValueError(f"avg needs {params.shape[0]} entries, got {avg.shape[0]}")
+        _check_aligned(&avg[0], sizeof(floating), "avg")
+        c.avg = <void *>&avg[0]
     cdef Py_ssize_t need = fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 0)
     if work.shape[0] < need:
         raise ValueError(f"work needs 6 * n_params + 2 * k = {need} entries, got {work.shape[0]}")
+    _check_aligned(&work[0], sizeof(floating), "work")
     cdef fo_team *team = NULL
     cdef _EpochHelper helper = None
     cdef floating[::1] helper_params, team_work
@@ -344,6 +439,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
             raise
         team.isa = fo_isa_get()
         helper.team, helper.c, helper.h, helper.rule = team, c, h, <fo_rule>rule
+        helper.c.avg = NULL  # the calling thread alone keeps the average
         helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], swp, wp
         helper.d, helper.k, helper.n_params = X.shape[1], Y.shape[1], params.shape[0]
         helper.params, helper.slots = <void *>&helper_params[0], <void *>_slots(helper_state)
@@ -363,4 +459,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         if not helper.persistent:
             helper.thread.join()
         free(team)
+    if loss_acc is not None and st == FO_OK:
+        loss_acc[0] = c.loss_sum
+        loss_acc[1] += c.n_rows
     return int(st), c.t, c.loss_out, c.bad_step

@@ -12,6 +12,15 @@ import scipy.sparse
 # ---------------------------------------------------------------- closed form
 
 
+def _block_mean(X, Y, sample_weight, i0, block_rows):
+    """Pass 1 of the closed-form block loops (csrc/block_mean.h): the block ``Z`` in float64, its weights, their
+    sum ``wb`` and, when ``wb > 0``, the block's weighted mean."""
+    Z = np.hstack([X[i0 : i0 + block_rows], Y[i0 : i0 + block_rows]]).astype(np.float64)
+    w = np.ones(Z.shape[0]) if sample_weight is None else sample_weight[i0 : i0 + block_rows].astype(np.float64)
+    wb = w.sum()
+    return Z, w, wb, ((w @ Z) / wb if wb != 0.0 else None)
+
+
 def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     """Twin of :func:`fastopt._kernels.gram_stats` (csrc/gram.c): same blocks, same merges, in NumPy.
 
@@ -23,18 +32,43 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     mean[:] = 0.0
     gram[:] = 0.0
     for i0 in range(0, X.shape[0], block_rows):
-        Z = np.hstack([X[i0 : i0 + block_rows], Y[i0 : i0 + block_rows]]).astype(np.float64)
-        w = np.ones(Z.shape[0]) if sample_weight is None else sample_weight[i0 : i0 + block_rows].astype(np.float64)
-        wb = w.sum()
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
         if wb == 0.0:
             continue
-        mb = (w @ Z) / wb
         Zc = np.sqrt(w)[:, None] * (Z - mb)
         # Chan, Golub & LeVeque: M_ab = M_a + M_b + (w_a w_b / w_ab) delta delta^T, delta = mean_b - mean_a.
         delta = mb - mean
-        gram += Zc.T @ Zc + (weight * wb / (weight + wb)) * np.outer(delta, delta)
+        gram += Zc.T @ Zc + (weight * (wb / (weight + wb))) * np.outer(delta, delta)
         mean += (wb / (weight + wb)) * delta
         weight += wb
+    return weight
+
+
+def tsqr_stats(X, Y, sample_weight, mean, r, block_rows):
+    """Twin of :func:`fastopt._kernels.tsqr_stats` (csrc/tsqr.c): same blocks, same correction rows, in NumPy.
+
+    Weighted means of ``Z = [X, Y]`` into ``mean`` and, into ``r``, the upper-triangular ``R`` with a
+    non-negative diagonal and ``R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T``, by Householder QR of each block
+    (centred on its own mean, scaled by ``sqrt(w)``) stacked under the running ``R`` and the mean-correction row
+    ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``.
+    """
+    p = mean.shape[0]
+    weight = 0.0
+    mean[:] = 0.0
+    r[:] = 0.0
+    for i0 in range(0, X.shape[0], block_rows):
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
+        if wb == 0.0:
+            continue
+        rows = [r, np.sqrt(w)[:, None] * (Z - mb)]
+        if weight > 0:
+            rows.append(np.sqrt(weight * (wb / (weight + wb))) * (mb - mean)[None, :])
+        tri = np.linalg.qr(np.vstack(rows), mode="r")
+        r[:] = 0.0
+        r[: min(tri.shape[0], p)] = tri[:p]
+        mean += (wb / (weight + wb)) * (mb - mean)
+        weight += wb
+    r *= np.where(np.diag(r) < 0, -1.0, 1.0)[:, None]  # the sign convention of the kernel: diagonal >= 0
     return weight
 
 
@@ -74,6 +108,49 @@ def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gr
     gram[d:, d:] = Yc.T @ (w[:, None] * Yc) - np.outer(r, r) / weight
     mean[:d], mean[d:] = mx, my
     return weight
+
+# ---------------------------------------------------------------- Krylov solvers
+
+
+def _krylov_rows(t, Y, target, sqrt_weight, c, shift):
+    """``a = s (t + c y - shift)`` and ``e = s a`` of the fused pass, from the row products ``t = X v``."""
+    s = np.ones(t.shape[0]) if sqrt_weight is None else sqrt_weight
+    y = 0.0 if Y is None else Y[:, target].astype(np.float64)
+    a = s * (t + c * y - shift)
+    return a, s * a
+
+
+def krylov_dense(X, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
+    """Twin of :func:`fastopt._kernels.krylov_dense` (csrc/krylov.c): ``a = s (X v + c y - shift)``,
+    ``z = X^T (s a)``, ``z_squares = (X * X)^T (s a)`` when given; returns ``(sum(a^2), sum(s a))``, in float64
+    whatever the dtype of ``X``."""
+    if v.shape[0] != X.shape[1] or z.shape[0] != X.shape[1]:
+        raise ValueError("krylov_dense: inconsistent shapes")
+    Xd = X.astype(np.float64)
+    a, e = _krylov_rows(Xd @ v, Y, target, sqrt_weight, c, shift)
+    z[:] = Xd.T @ e
+    if z_squares is not None:
+        z_squares[:] = (Xd * Xd).T @ e
+    return float(a @ a), float(e.sum())
+
+
+def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
+    """Twin of :func:`fastopt._kernels.krylov_csr`: :func:`krylov_dense` on the CSR rows ``indptr`` selects."""
+    import scipy.sparse
+
+    n, d = indptr.shape[0] - 1, v.shape[0]
+    if z.shape[0] != d or indices.shape[0] != data.shape[0]:
+        raise ValueError("krylov_csr: inconsistent shapes")
+    start = int(indptr[0]) if n else 0
+    Xs = scipy.sparse.csr_array(
+        (data.astype(np.float64)[start : start + (int(indptr[-1]) - start if n else 0)],
+         indices[start : int(indptr[-1]) if n else 0], indptr - start), shape=(n, d)
+    )
+    a, e = _krylov_rows(Xs @ v, Y, target, sqrt_weight, c, shift)
+    z[:] = Xs.T @ e
+    if z_squares is not None:
+        z_squares[:] = Xs.multiply(Xs).T @ e
+    return float(a @ a), float(e.sum())
 
 # ---------------------------------------------------------------- optimizers
 # Mirrors csrc/rules.h and csrc/epoch.c. Element-wise arithmetic is in the array's dtype; the scalars PyTorch
@@ -216,8 +293,12 @@ def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     return float(np.sum(wts.astype(np.float64)[:, None] * value))
 
 
-def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1):
+def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None,
+          loss_acc=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
+
+    After every step the weights are clamped at 0 when ``train.positive``, and ``avg`` (when given and
+    ``train.average > 0``) takes the running average of the parameters of steps ``t >= train.average``.
 
     Every minibatch gradient is the sum of its two halves' (rows ``[0, ceil(n/2))`` and the rest), as in the
     kernel, whatever ``n_threads`` (accepted for the same signature; the twin runs in one thread).
@@ -228,7 +309,7 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     has_b = n_params > k * d
     grad, half = work[:n_params], work[n_params : 2 * n_params]
     clip = 0.0 if train.clip_norm is None else train.clip_norm
-    total = 0.0
+    total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
         nb = rows.shape[0]
@@ -249,9 +330,129 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
             clip_grad_norm(grad, clip)
         t += 1
         step(rule, hyper, params, grad, state, t, lr, k * d)
+        if getattr(train, "positive", False):
+            params[: k * d] = np.where(params[: k * d] < 0, real(0), params[: k * d])
+        start_avg = getattr(train, "average", 0)
+        if avg is not None and start_avg > 0 and t >= start_avg:
+            avg += (params - avg) / real(t - start_avg + 1)
+    if not np.all(np.isfinite(params)):
+        return int(Status.NONFINITE_LOSS), t, 0.0, t
+    if loss_acc is not None:
+        loss_acc[0], loss_acc[1] = total, loss_acc[1] + m
+    return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
+
+
+def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
+    """torch.optim.SparseAdam's step on the coordinates where ``g`` is nonzero (twin of csr_sparse_adam in
+    csrc/epoch_csr_body.h), with coupled (Adam) or decoupled (AdamW) L2 and AMSGrad on the same coordinates."""
+    real = w.dtype.type
+    idx = np.flatnonzero(g)
+    gi = g[idx].copy()
+    if hyper.weight_decay != 0:
+        dec = idx < n_decay
+        if decoupled:
+            w[idx[dec]] *= real(1.0 - lr * hyper.weight_decay)
+        else:
+            gi[dec] = gi[dec] + real(hyper.weight_decay) * w[idx[dec]]
+    m, v, vmax = state[0], state[1], state[2]
+    m[idx] = m[idx] + (gi - m[idx]) * real(1.0 - hyper.beta1)
+    v[idx] = v[idx] + (gi * gi - v[idx]) * real(1.0 - hyper.beta2)
+    vi = v[idx]
+    if hyper.amsgrad:
+        vmax[idx] = np.maximum(vmax[idx], vi)
+        vi = vmax[idx]
+    step_size = real(lr * np.sqrt(1.0 - hyper.beta2**t) / (1.0 - hyper.beta1**t))
+    w[idx] = w[idx] + -(step_size * (m[idx] / (np.sqrt(vi) + real(hyper.eps))))
+
+
+def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None):
+    """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
+
+    The definition that the kernel's deferred updates reproduce: every step applies the rule to every
+    coordinate (a zero loss gradient off the minibatch's columns), except Adam and AdamW with ``lazy``, which
+    take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero. Residuals and
+    gradients are summed in the kernel's order (each dot product and each gradient entry over the stored
+    values in order), so the rules without deferred updates agree bit for bit. ``stage_cap`` (how the kernel
+    copies rows to read them in order) does not change the arithmetic and is accepted for the same signature.
+    """
+    real = Y.dtype.type
+    d, k, m = X.shape[1], Y.shape[1], order.shape[0]
+    n_params = params.shape[0]
+    kd = k * d
+    has_b = n_params > kd
+    clip = 0.0 if train.clip_norm is None else train.clip_norm
+    grad = np.zeros(n_params, Y.dtype)
+    total = 0.0
+    for start in range(0, m, train.batch_size):
+        rows = order[start : start + train.batch_size]
+        nb = rows.shape[0]
+        Xb = X[rows]
+        W = params[:kd].reshape(k, d)
+        R = np.asarray(Xb @ W.T, dtype=Y.dtype)
+        if has_b:
+            R += params[kd:]
+        R -= Y[rows]
+        value, dl = _loss_and_derivative(train.loss, R, real(train.epsilon))
+        wts = np.ones(nb, Y.dtype) if sample_weight is None else sample_weight[rows]
+        C = wts[:, None] * dl
+        grad[:kd] = np.asarray(Xb.T @ C, dtype=Y.dtype).T.ravel()
+        if has_b:  # summed row after row, as the kernel does (NumPy's sum is pairwise)
+            grad[kd:] = 0
+            for c_row in C:
+                grad[kd:] += c_row
+        grad *= real(1.0 / nb)
+        loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
+        ss = float(np.sum(grad.astype(np.float64) ** 2))
+        total += loss
+        if not (np.isfinite(loss) and np.isfinite(ss)):
+            return int(Status.NONFINITE_LOSS), t, 0.0, t + 1
+        if loss / nb > train.loss_limit:
+            return int(Status.DIVERGED), t, 0.0, t + 1
+        if clip > 0:
+            clip_grad_norm(grad, clip)
+        t += 1
+        if lazy and rule in (Rule.ADAM, Rule.ADAMW):
+            _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
+        else:
+            step(rule, hyper, params, grad, state, t, lr, kd)
     if not np.all(np.isfinite(params)):
         return int(Status.NONFINITE_LOSS), t, 0.0, t
     return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
+
+
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z):
+    """SplitMix64's output function on an array of uint64 counters (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _mulhi64(a, b):
+    """The high 64 bits of the products a * b of uint64 arrays, from four 32-bit partial products."""
+    lo = np.uint64(0xFFFFFFFF)
+    a0, a1, b0, b1 = a & lo, a >> np.uint64(32), b & lo, b >> np.uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> np.uint64(32)) + (p01 & lo) + (p10 & lo)
+    return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+
+
+def shuffle(rows, key):
+    """Twin of ``fastopt._kernels.shuffle`` (csrc/shuffle.c): forward Fisher-Yates, j_i = i + mulhi(u_i, n - i)
+    with u_i SplitMix64's word for the counter i + 1."""
+    out = np.array(rows, dtype=np.int64)
+    n = out.shape[0]
+    if n < 2:
+        return out
+    i = np.arange(n - 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        u = _splitmix64(np.uint64(key) + (i + np.uint64(1)) * _GOLDEN_GAMMA)
+        j = (i + _mulhi64(u, np.uint64(n) - i)).astype(np.int64)
+    for a, b in enumerate(j):
+        out[a], out[b] = out[b], out[a]
+    return out
 
 
 def simd(name=None):

@@ -17,8 +17,8 @@ Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
         A full fit. ``state`` is the previous fit's state when ``warm_start`` applies, else None.
     solver.partial_fit(params, data, state=None) -> FitResult
         One incremental update: a closed-form solver merges sufficient statistics, an iterative one makes one
-        pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``). ``state`` is
-        None on the first call.
+        pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``), a Krylov one
+        (``_krylov``) refits the given rows from the previous coefficients. ``state`` is None on the first call.
     solver.fit_dask(params, checker, chunks, state) -> FitResult   (optional)
         A full fit on Dask blocks (:class:`fastopt._dask.DaskChunks`; ``checker`` validates blocks), for a
         solver with its own cluster path; without it, ``fit`` on Dask runs the closed form's or the iterative
@@ -28,20 +28,52 @@ Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
 """
 from __future__ import annotations
 
+import math
+from numbers import Number
 from typing import Any
 
-from fastopt import _closed_form, _iterative
+import numpy as np
+
+from fastopt import _closed_form, _iterative, _krylov, _newton
+
+SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_newton.SOLVERS, **_krylov.SOLVERS}
+
+# "auto": the exact minimiser: the closed form for squared error, Newton's method for the robust losses.
+AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"}
+
+# "auto" for incremental fits (partial_fit, fit_stream, Dask arrays), which Newton's method cannot make.
+AUTO_INCREMENTAL = {**AUTO, "absolute_error": "adam", "huber": "adam"}
+
+# "auto" for squared error, once the data is known (the table in LinearRegressor's docstring): the closed form
+# while its d x d Gram fits in GRAM_MAX_BYTES, else a Krylov solver.
+GRAM_MAX_BYTES = 2**28  # 256 MiB of float64: d <= 5792
 
 
-SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS}
+def auto_least_squares(X, alpha: float) -> str:
+    """``solver="auto"`` for squared error by the kind and size of ``X`` (an array, sparse matrix or Dask array)."""
+    try:
+        shape = getattr(X, "shape", None) or np.shape(X)
+        n, d = shape
+    except (TypeError, ValueError):
+        return "normal"  # not a 2-D table: validation gives the precise error
+    # Only plain numbers: a Dask DataFrame's row count is a lazy scalar, and converting it would compute it.
+    n = float(n) if isinstance(n, Number) else math.nan
+    d = float(d) if isinstance(d, Number) else 0.0
+    ridge = np.asarray(alpha, dtype=float) > 0  # one alpha, or one per target
+    if 8.0 * d * d > GRAM_MAX_BYTES:
+        # Too wide for the Gram: Krylov. The ridge bounds the condition number, where CGLS's cheaper iteration
+        # is as accurate; without it LSQR is the more stable of the two (Paige & Saunders 1982).
+        return "cg" if ridge.all() else "lsqr"
+    # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
+    return "qr" if n < d and not ridge.any() else "normal"
 
-# "auto": the exact closed form when the loss allows it, else the most forgiving iterative rule.
-AUTO = {"squared_error": "normal", "absolute_error": "adam", "huber": "adam"}
 
-
-def resolve(solver: str, loss: str) -> str:
-    """The registry key that ``solver=`` names for ``loss``; raises ValueError on an impossible pair."""
-    name = AUTO[loss] if solver == "auto" else solver
+def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False) -> str:
+    """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit; for "auto" with squared
+    error, by the training data ``X`` when known); raises ValueError on an impossible pair."""
+    name = (AUTO_INCREMENTAL if incremental else AUTO)[loss] if solver == "auto" else solver
+    if solver == "auto" and name == "normal" and X is not None:
+        name = auto_least_squares(X, alpha)
     entry = SOLVERS[name]
     if loss not in entry.losses:
         raise ValueError(
@@ -54,6 +86,45 @@ def resolve(solver: str, loss: str) -> str:
 def needs_finite_check(name: str, params: dict) -> bool:
     """Whether validation must check ``X`` for NaN/inf, or the solver's ``fit`` reports it (saving a pass)."""
     return not SOLVERS[name].checks_finite_X(params)
+
+
+def check_options(name: str, params: dict, n_targets: int) -> None:
+    """Raise ValueError when solver ``name`` cannot honour ``alpha`` (array), ``positive`` or ``average``."""
+    entry = SOLVERS[name]
+    alpha = np.asarray(params["alpha"])
+    if alpha.ndim:
+        if not getattr(entry, "per_target_alpha", False):
+            raise ValueError(f"solver={name!r} takes a scalar alpha; a per-target alpha array needs the closed "
+                             "form (solver='normal' or 'qr') or solver='newton'.")
+        if alpha.shape != (n_targets,):
+            raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
+                             f"shape ({n_targets},).")
+        if not np.issubdtype(alpha.dtype, np.number) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
+            raise ValueError("alpha must be finite and non-negative.")
+    if params.get("positive") and not getattr(entry, "positive", False):
+        raise ValueError(f"positive=True is not supported by solver={name!r}; use the closed form or an iterative "
+                         "solver.")
+    if params.get("average") and not getattr(entry, "averages", False):
+        raise ValueError(f"average={params['average']!r} applies to the iterative solvers, not solver={name!r}.")
+
+
+def check_init(coef_init, intercept_init, data) -> tuple[np.ndarray, np.ndarray]:
+    """``coef_init`` (n_features,) or (n_targets, n_features) and ``intercept_init`` (scalar or (n_targets,))
+    as float64 arrays of shapes (k, d) and (k,); None stands for zeros."""
+    d, k = data.X.shape[1], data.Y.shape[1]
+    coef = np.zeros((k, d)) if coef_init is None else np.asarray(coef_init, dtype=np.float64)
+    if coef.shape == (d,) and k == 1:
+        coef = coef.reshape(1, d)
+    if coef.shape != (k, d):
+        raise ValueError(f"coef_init has shape {coef.shape}; expected ({d},) or ({k}, {d}).")
+    b = np.zeros(k) if intercept_init is None else np.asarray(intercept_init, dtype=np.float64).reshape(-1)
+    if b.shape == (1,) and k > 1:
+        b = np.repeat(b, k)
+    if b.shape != (k,):
+        raise ValueError(f"intercept_init has shape {np.shape(intercept_init)}; expected a scalar or ({k},).")
+    if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(b))):
+        raise ValueError("coef_init and intercept_init must be finite.")
+    return coef, b
 
 
 def supports_sparse(name: str) -> bool:

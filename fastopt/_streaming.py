@@ -29,15 +29,17 @@ Nothing here imports Dask.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from fastopt import _closed_form, _solvers
+from fastopt import _closed_form, _krylov, _solvers
 from fastopt._chunks import (
     ChunkSource,
+    check_chunk,
     chunk_sample,
     chunk_state,
     merge_samples,
@@ -128,7 +130,11 @@ def fit(estimator, chunks):
     """``LinearRegressor.fit_stream``: fit ``estimator`` (hyperparameters already validated) on a stream of
     chunks; its attributes are written once the fit has succeeded."""
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
-    name = _solvers.resolve(estimator.solver, estimator.loss)
+    name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
+    if name in _krylov.SOLVERS:
+        return _krylov.fit_stream(estimator, name, source, functools.partial(check_chunk, estimator))
+    if not getattr(_solvers.SOLVERS[name], "streams", True):  # e.g. Newton: every iteration reads all rows
+        _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
     checker = template(estimator)
     if name in _closed_form.SOLVERS:
         return apply(estimator, checker, _closed_form_fit(checker, name, source))

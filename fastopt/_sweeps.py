@@ -229,13 +229,17 @@ def chunk_pass(state, data, train: np.ndarray, val: np.ndarray, spec: PassSpec, 
         sweep = _iterative.Sweep(spec.epoch, train if val.size else None, spec.lr0, spec.weight_mean) \
             if spec.stream else None
         with naming(where):
+            _solvers.check_options(spec.name, spec.params, data.Y.shape[1])
             state = _solvers.SOLVERS[spec.name].partial_fit(spec.params, data, state=state, sweep=sweep).state
         if spec.stream:
-            record.loss = spec.weight_mean * train.shape[0] * state.loss_curve[-1]
-            record.weight = float(train.shape[0] if sw is None else np.sum(sw[train], dtype=np.float64))
+            # The pass loss is the chunk's mean of (weight / weight_mean) * loss over its training rows;
+            # weights are summed relative to weight_mean, so that the sum cannot overflow.
+            record.loss = train.shape[0] * state.loss_curve[-1]
+            record.weight = float(train.shape[0] if sw is None
+                                  else np.sum(sw[train] / spec.weight_mean, dtype=np.float64))
     if val.size:
         Y_val = data.Y[val].astype(np.float64)
-        w_val = np.ones(val.shape[0]) if sw is None else sw[val].astype(np.float64)
+        w_val = np.ones(val.shape[0]) if sw is None else (sw[val] / sw.dtype.type(spec.weight_mean)).astype(np.float64)
         if spec.observe:
             record.n_val, record.val_weight, record.val_sum_y = val.shape[0], float(w_val.sum()), w_val @ Y_val
         if spec.scored is not None:
@@ -289,6 +293,8 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
         return None, sample.weight
     # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
     w = sample.w if sample.w is not None and np.any(sample.w) else None
+    if w is not None:  # relative weights, brought near 1 so that no sum over them overflows
+        w = w / _iterative.weight_mean(w)
     rng = seeded_rng(seed, SAMPLE_STREAM)
     solver = _solvers.SOLVERS[name]
     return solver.stream_learning_rate(params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
@@ -396,7 +402,7 @@ class Epochs:
             passes.weight_mean = 1.0 if weight is None else mean_weight(weight)
         spec = PassSpec(self.name, detach_random_state(params, prior is None), self.seed, self.fraction, lr0=lr0)
         validation = Validation() if self.early else None
-        stopping = _iterative.Stopping(params["tol"], params["n_iter_no_change"], keep_best=self.early)
+        stopping, rates = None, []
         state, losses, scores, scored, y_was_1d = prior, [], [], None, None
         for epoch in range(max_epochs + self.early):
             training = epoch < max_epochs
@@ -417,11 +423,16 @@ class Epochs:
                         f"early_stopping=True holds out validation_fraction={self.fraction} of each chunk's rows, "
                         "but no chunk has enough rows to spare one; use larger chunks or early_stopping=False."
                     )
+            current = after if training else state
+            # Made once the first pass has set up the state (the base rate, the null loss of its chunk).
+            stopping = stopping or _iterative.make_stopping(params, current, self.early)
             if scored is not None:
                 scores.append(validation.score(records))
                 if params["verbose"]:
                     print(f"-- Epoch {epoch}: validation R^2 {scores[-1]:.6f}")
-                if stopping.update(-scores[-1], scored.params):
+                stop = stopping.update(1.0 - scores[-1], scored.params)
+                _follow_rate(stopping, current)
+                if stop:
                     break
             if not training:
                 break
@@ -431,6 +442,7 @@ class Epochs:
                 weight += r.weight
             losses.append(total / weight if weight > 0 else np.nan)
             state = after
+            rates.append(self.solver.epoch_lr(params, state, epoch))
             if params["verbose"]:
                 lr = self.solver.epoch_lr(params, state, epoch)
                 print(f"-- Epoch {epoch + 1}: loss {losses[-1]:.6g}, lr {lr:.4g}, steps {state.t}, "
@@ -439,9 +451,18 @@ class Epochs:
                 scored = replace(state, rng=copy.deepcopy(state.rng))  # its arrays are never written again
             elif stopping.update(losses[-1], None):
                 break
+            else:
+                _follow_rate(stopping, state)
         stopping.warn_unless_stopped(self.name, max_epochs)
-        final = replace(scored if self.early else state, loss_curve=losses)
-        return Outcome(self.name, self.solver.result(final, stopping, scores if self.early else None), y_was_1d)
+        final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)
+        result = self.solver.result(final, stopping, scores if self.early else None, params=params)
+        return Outcome(self.name, result, y_was_1d)
+
+
+def _follow_rate(stopping, state) -> None:
+    """Give the next epoch the rate that ``schedule="plateau"``'s rule chose."""
+    if isinstance(stopping, _iterative.RatePlateau):
+        state.lr = stopping.lr
 
 
 class LocalPasses:

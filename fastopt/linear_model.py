@@ -1,6 +1,8 @@
 """LinearRegressor: least squares, exactly or with the optimizers of deep learning."""
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
@@ -9,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming
@@ -20,39 +23,98 @@ if TYPE_CHECKING:  # only for annotations: dask is an optional extra
 __all__ = ["LinearRegressor"]
 
 
+def _transactional(method):
+    """Make a fitting method all-or-nothing: if it raises (bad input found late, divergence, a failing chunk
+    source, KeyboardInterrupt), the estimator is restored exactly as it was before the call: unfitted, or the
+    previous fit with its metadata, optimizer state and row-order generator, and a ``RandomState`` passed as
+    ``random_state`` rewound. Solvers build new state objects and only the generators are advanced in place,
+    so a shallow copy of the attributes plus a copy of the solver state is the whole snapshot."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        solver_state = copy.deepcopy(saved.get("_solver_state"))
+        random_state = self.random_state
+        rs_state = random_state.get_state() if isinstance(random_state, np.random.RandomState) else None
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            if "_solver_state" in saved:
+                self._solver_state = solver_state
+            if rs_state is not None:
+                random_state.set_state(rs_state)
+            raise
+
+    return wrapper
+
+
 class LinearRegressor(RegressorMixin, BaseEstimator):
-    """Linear least-squares regression, solved in closed form or by minibatch optimizers.
+    """Linear least-squares regression, solved in closed form, by Krylov methods or by minibatch optimizers.
 
     The closed form (``solver="normal"``) accumulates centred sufficient statistics blockwise and solves
-    them by Cholesky, switching to a QR/SVD path that does not square the condition number when the
-    problem is ill-conditioned. The iterative solvers run a fused, compiled minibatch loop with the update
-    rules of :mod:`torch.optim` (see :mod:`fastopt.optim` for each rule's formula).
+    them by Cholesky, switching to a compiled tall-skinny QR that does not square the condition number when the
+    problem is ill-conditioned (reported by ``solver_``, ``rcond_`` and ``rank_``, not by a warning); a
+    rank-deficient design gets the minimum-norm solution from the SVD of ``R`` and one
+    :class:`~fastopt.exceptions.RankDeficientWarning`. The Krylov solvers (``"cg"``: conjugate gradients on the
+    normal equations, CGLS; ``"lsqr"``: Paige & Saunders, *ACM TOMS* 8(1), 1982) reach the same exact solution
+    matrix-free, with memory O(n + d) and one compiled pass over ``X`` per iteration, for problems too wide for a
+    ``d x d`` Gram (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.6; see :mod:`fastopt._krylov`).
+    The iterative solvers run a fused, compiled minibatch loop with the update rules of :mod:`torch.optim` (see
+    :mod:`fastopt.optim` for each rule's formula).
 
     Parameters
     ----------
-    solver : {"auto", "normal", "qr", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}, \
-            default="auto"
-        ``"auto"`` is the exact closed form for ``loss="squared_error"`` and ``"adam"`` for robust losses.
+    solver : {"auto", "normal", "qr", "cg", "lsqr", "newton", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", \
+            "adam", "adamw"}, default="auto"
+        ``"auto"`` is the exact minimiser, chosen by the loss and, in ``fit``, by the kind and size of ``X``
+        (``d`` features, ``n`` rows; the Gram fits when ``8 d^2 <= 256 MiB``, i.e. ``d <= 5792``):
+
+        ==============================  =======================  =========================================
+        loss, data                      solver                   why
+        ==============================  =======================  =========================================
+        robust loss                     ``"newton"``             exact minimiser (below)
+        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask
+        Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
+        Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
+        Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
+                                                                 CGLS's cheaper iteration is as accurate
+        Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
+        rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
+        ==============================  =======================  =========================================
+
+        Dense, sparse and Dask ``X`` follow the same table. ``"cg"`` (CGLS) and ``"lsqr"`` solve the squared
+        error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
+        semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
+        (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
+        Optim. 3, 1993); it needs all rows in memory (no ``partial_fit``, ``fit_stream`` or Dask arrays), and
+        ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
-    alpha : float, default=0.0
+    alpha : float or array-like of shape (n_targets,), default=0.0
         L2 penalty ``alpha * ||w||^2 / 2`` added to the mean loss (ridge). Decoupled weight decay for AdamW.
+        An array gives each target its own penalty (as ``Ridge(alpha=array)``; closed form and Newton only).
     loss : {"squared_error", "absolute_error", "huber"}, default="squared_error"
         Per-sample loss: ``(y_hat - y)^2 / 2``, ``|y_hat - y|``, or Huber with threshold ``epsilon``.
-        Robust losses need an iterative solver.
+        Robust losses need ``solver="newton"`` or an iterative solver.
     epsilon : float, default=1.35
         Huber threshold.
     learning_rate : float or "auto", default="auto"
         Base step size. ``"auto"`` derives it from ``L``, the largest eigenvalue of the loss Hessian found by
         power iteration on the data: ``b / (tr(H) + (b - 1) L)`` for SGD (``1 / L`` for full batches), times
-        ``1 - momentum`` for the momentum rules, and a tenth of the largest coordinate of the first
-        gradient-descent step ``g0 / L`` for the adaptive rules (see ``fastopt._iterative_lr``). The value used
-        is stored in ``learning_rate_``.
-    schedule : {"constant", "linear", "invscaling", "exponential", "cosine"}, default="constant"
-        Learning-rate schedule over epochs, the rate constant within an epoch (:func:`fastopt.optim.schedule_lr`):
-        ``linear`` decays to ``end_factor * learning_rate`` at the last epoch (seed 004), ``invscaling`` divides
-        by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by ``gamma ** epoch``, ``cosine`` anneals to
-        ``end_factor * learning_rate``.
+        ``1 - momentum`` for the momentum rules, and for the adaptive rules a distance, a tenth (AdaGrad: three
+        times) of the largest coordinate of the first gradient times that SGD rate (see
+        ``fastopt._iterative_lr``). Deterministic: it depends neither on ``random_state`` nor on the BLAS thread
+        count. The value used is stored in ``learning_rate_``.
+    schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
+        Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
+        ``learning_rate="auto"`` and ``"constant"`` with a numeric rate. ``"plateau"`` cuts the rate tenfold
+        whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
+        once a cut no longer changes the loss (see "Stopping" below). The named schedules
+        (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
+        epoch (seed 004), ``invscaling`` divides by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by
+        ``gamma ** epoch``, ``cosine`` anneals to ``end_factor * learning_rate``.
     end_factor : float, default=0.01
         Floor of the ``linear`` and ``cosine`` schedules, as a fraction of ``learning_rate``.
     power_t : float, default=0.5
@@ -62,12 +124,22 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     batch_size : int, default=64
         Minibatch size; the last batch of an epoch may be smaller.
     max_epochs : int, default=100
-        Maximum number of passes over the data.
+        Maximum number of passes over the data (``solver="newton"``: of Newton iterations; for the absolute
+        error, of each smoothing stage's).
     tol : float or None, default=1e-6
-        Stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
-        ``None`` disables stopping.
+        Named schedules: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
+        minibatch noise floor). ``"plateau"``: stop at a plateau whose preceding tenfold cut of the rate changed
+        the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
+        model)``), so the floor is not the noise of the larger rate; ``tol`` only switches this on. ``None``
+        disables stopping (the plateau rule then keeps its last rate once it would have stopped). Not used by
+        ``solver="newton"``, which iterates to round-off. Krylov solvers: stop when the relative residual of the
+        normal equations (column-scaled by the preconditioner) is at most ``tol``, ``||D (X_c^T W (y_c - X_c
+        coef) - W alpha coef)|| <= tol ||D X_c^T W y_c||`` (``X_c``, ``y_c`` centred on the weighted means when
+        ``fit_intercept``; ``D`` the preconditioner's scaling, or ``I``), checked by a final exact pass; ``None``
+        runs ``max_iter`` iterations.
     n_iter_no_change : int, default=5
-        Patience, in epochs.
+        Patience, in epochs, of the named schedules' rule.
     early_stopping : bool, default=False
         Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
         the coefficients of the best epoch.
@@ -89,6 +161,17 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Centred RMSProp (normalise by the gradient's estimated variance instead of its second moment).
     amsgrad : bool, default=False
         AMSGrad variant of ``"adam"`` and ``"adamw"``.
+    sparse_mode : {"exact", "lazy"}, default="exact"
+        Steps of ``"adam"`` and ``"adamw"``. ``"exact"``: Adam's rule on every coordinate at every step, which
+        on sparse ``X`` costs O(n_features) a step (every moment decays, every weight moves). ``"lazy"``: the
+        semantics of ``torch.optim.SparseAdam`` (Kingma & Ba, 2015, applied to the nonzeros only): the moments
+        and weights change only where the minibatch gradient is nonzero, at a cost that follows the
+        minibatch's nonzeros; the bias corrections use the global step count, the denominator is
+        ``sqrt(v) + eps`` with step size ``lr sqrt(1 - beta2^t) / (1 - beta1^t)`` as in SparseAdam; ``alpha``
+        (coupled for Adam, decoupled for AdamW) and ``amsgrad`` act on the same coordinates. A different
+        optimizer, not an approximation of ``"exact"``: the gradient's nonzeros define it whatever the storage
+        of ``X`` (a dense ``X`` is converted once to CSR). The other solvers ignore it: their exact steps
+        already cost O(nonzeros) on sparse ``X`` (see the README's table).
     init : {"zeros", "random"}, default="zeros"
         Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``
         (intercepts start at zero either way).
@@ -101,7 +184,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue from the previous fit's coefficients and optimizer state.
     verbose : int, default=0
-        Print one line per epoch when positive.
+        Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
         Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split uses)
         when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g. 32 rows of
@@ -109,9 +192,39 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         step costs more than it saves. The second thread is started on first use and kept: between epochs it waits
         without the GIL (spinning for about 0.4 ms of CPU time first, then asleep). Every minibatch gradient is
         summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
-        ``n_threads``. The second thread needs an idle core: while fitting with it, BLAS runs on one thread (a
-        multi-threaded BLAS call leaves its workers spinning for a while, OpenBLAS's about 0.1 s, and a helper
-        competing with them is slower than none). Opt-in, as ``n_jobs`` in scikit-learn.
+        ``n_threads``. The second thread needs an idle core: a multi-threaded BLAS call leaves its workers
+        spinning for a while (OpenBLAS's about 0.1 s) and a helper competing with them is slower than none, so
+        run such fits under ``threadpoolctl.threadpool_limits(1)``; an iterative fit never changes the BLAS thread
+        count itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn.
+        Sparse ``X`` trains on one thread.
+    precondition : {"auto", "none"}, default="auto"
+        ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
+        whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
+        standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back (diagonal
+        preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Warm starts and
+        ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``, ``"lsqr"``): ``"auto"`` iterates on
+        the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
+        ``1 / sqrt(||column||^2 + W alpha)``, the Jacobi preconditioner) so that columns of different scales
+        converge together; the solution is the same either way. ``"none"``: never.
+    positive : bool, default=False
+        Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
+        The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least
+        Squares Problems*, 1974, ch. 23, on the ``d x d`` factor of the merged statistics); the iterative rules
+        take projected steps (the weights clamped at 0 after every step). Not with ``solver="newton"``, nor with
+        an iterative solver on sparse ``X`` (a ValueError: the sparse epoch has no projected steps yet).
+    average : bool or int, default=False
+        Iterative solvers: Polyak-Ruppert averaging (Polyak & Juditsky, SIAM J. Control Optim. 30, 1992), as
+        ``SGDRegressor(average=...)``: ``coef_`` and ``intercept_`` are the mean of the iterates after every step
+        ``t >= average`` (``True``: from the first step; steps are minibatches, so with ``batch_size=1`` the
+        count is of samples, as in scikit-learn). The last iterate is kept to continue training. Not on sparse
+        ``X`` (a ValueError: the sparse epoch has no averaged steps yet).
+    max_iter : int or None, default=None
+        Krylov solvers: the most iterations per target (each one pass over ``X``). None means ``2 d`` within
+        ``[100, 10000]`` (exact arithmetic needs at most ``d``). Not reaching ``tol`` warns
+        :class:`~sklearn.exceptions.ConvergenceWarning`.
+
+    A call of ``fit``, ``partial_fit`` or ``fit_stream`` that raises (invalid input found late, divergence, a
+    failing chunk source, ``KeyboardInterrupt``) leaves the estimator exactly as it was before the call.
 
     Attributes
     ----------
@@ -119,8 +232,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     intercept_ : float or ndarray of shape (n_targets,)
     solver_ : str
         The path that actually ran (e.g. ``"cholesky"``, ``"qr"``, ``"svd"``, ``"adam"``).
+    rcond_ : float
+        Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
+        equations for ``"cholesky"``, ``R`` for ``"qr"``/``"svd"``).
+    rank_ : int
+        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"``).
+    singular_ : ndarray or None
+        Closed form, ``"svd"`` path: singular values of the centred, weighted design (from ``R``), else None.
     n_iter_ : int
-        Epochs run (closed form: 1).
+        Epochs run (closed form: 1; Newton: iterations, the most over targets; Krylov solvers: iterations, the
+        most over the targets, 0 when a warm start was already converged).
+    objective_ : float
+        ``solver="newton"``: the minimised objective (summed over targets).
     loss_curve_ : list of float
         Iterative solvers: the weighted mean training loss of each epoch, each row's loss taken before its
         minibatch's step, plus ``alpha / 2 ||coef||^2`` (not for AdamW); ``partial_fit`` appends one per call.
@@ -134,6 +257,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Iterative solvers: optimizer steps (minibatches) taken.
     learning_rate_ : float
         Iterative solvers: the base learning rate used (resolved when ``learning_rate="auto"``).
+    learning_rates_ : list of float
+        Iterative solvers: the rate of each epoch (of each call, for ``partial_fit``), showing the schedule's
+        or the plateau rule's cuts.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string column names (e.g. a pandas DataFrame).
@@ -150,12 +276,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "solver": [StrOptions({"auto", *_solvers.SOLVERS})],
         "fit_intercept": ["boolean"],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left"), "array-like"],
         "loss": [StrOptions({"squared_error", "absolute_error", "huber"})],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "schedule": [StrOptions({"constant", "linear", "invscaling", "exponential", "cosine"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
+        "batch_size": [Interval(Integral, 1, 2**62, closed="both")],  # row arithmetic stays within int64
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -169,6 +295,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "eps": [Interval(Real, 0, None, closed="neither")],
         "centered": ["boolean"],
         "amsgrad": ["boolean"],
+        "sparse_mode": [StrOptions({"exact", "lazy"})],
         "init": [StrOptions({"zeros", "random"})],
         "end_factor": [Interval(Real, 0, 1, closed="right")],
         "power_t": [Interval(Real, 0, None, closed="left")],
@@ -179,6 +306,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "precondition": [StrOptions({"auto", "none"})],
+        "positive": ["boolean"],
+        "average": ["boolean", Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -190,7 +321,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss="squared_error",
         epsilon=1.35,
         learning_rate="auto",
-        schedule="constant",
+        schedule="auto",
         end_factor=0.01,
         power_t=0.5,
         gamma=0.95,
@@ -208,6 +339,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         eps=1e-8,
         centered=False,
         amsgrad=False,
+        sparse_mode="exact",
         init="zeros",
         clip_norm=None,
         shuffle=True,
@@ -215,6 +347,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         n_threads=None,
+        precondition="auto",
+        positive=False,
+        average=False,
+        max_iter=None,
     ):
         self.solver = solver
         self.fit_intercept = fit_intercept
@@ -240,6 +376,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.eps = eps
         self.centered = centered
         self.amsgrad = amsgrad
+        self.sparse_mode = sparse_mode
         self.init = init
         self.clip_norm = clip_norm
         self.shuffle = shuffle
@@ -247,9 +384,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.n_threads = n_threads
+        self.precondition = precondition
+        self.positive = positive
+        self.average = average
+        self.max_iter = max_iter
 
+    @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, *,
+            coef_init: ArrayLike | None = None, intercept_init: ArrayLike | None = None) -> LinearRegressor:
         """Fit the model.
 
         Parameters
@@ -257,11 +400,17 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data; float32 input is fitted in float32 (accumulated safely), anything else in float64.
             Any ``scipy.sparse`` format (converted once to CSR, never modified) for the solvers that accept it
-            (the closed form); others raise TypeError.
+            (the closed form, "cg" and "lsqr"); others raise TypeError.
+            A ``numpy.memmap`` is read in place (closed form and Krylov solvers make no copy of ``X``).
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative per-sample weights.
+        coef_init : array-like of shape (n_features,) or (n_targets, n_features), default=None
+            Starting coefficients of the iterative and Newton solvers (as ``SGDRegressor.fit``); they override
+            ``warm_start``. The closed form needs no start and ignores them.
+        intercept_init : float or array-like of shape (n_targets,), default=None
+            Starting intercepts, likewise.
 
         Returns
         -------
@@ -269,26 +418,35 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             The fitted estimator.
         """
         if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
+            if coef_init is not None or intercept_init is not None:
+                raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return dask_backend.fit(self, X, y, sample_weight)
-        name = _solvers.resolve(self.solver, self.loss)
+        name = _solvers.resolve(self.solver, self.loss, X, self.alpha)
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))
+        _solvers.check_options(name, params, data.Y.shape[1])
         state = None
         if self.warm_start and getattr(self, "_solver_name", None) == name:
             state = self._solver_state
-        result = _solvers.SOLVERS[name].fit(params, data, state=state)
+        extra = {}
+        if (coef_init is not None or intercept_init is not None) and getattr(_solvers.SOLVERS[name], "accepts_init",
+                                                                             False):
+            extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
+        result = _solvers.SOLVERS[name].fit(params, data, state=state, **extra)
         return self._apply(name, data, result)
 
+    @available_if(lambda self: self.solver != "newton")  # each Newton iteration reads every row
+    @_transactional
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Update the model with one more chunk of rows.
 
         The closed form merges the chunk's sufficient statistics exactly, so any split of the rows gives the
         coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state;
         each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows,
-        and a numeric ``learning_rate`` set between calls takes effect at the next call. ``tol`` and
-        ``early_stopping`` do not apply (``fit_stream`` and ``fit`` on Dask arrays run whole epochs over
-        chunks with them).
+        and a numeric ``learning_rate`` set between calls takes effect at the next call. ``tol`` does not apply,
+        and ``early_stopping=True`` is an error, as in ``SGDRegressor`` (``fit_stream`` and ``fit`` on Dask
+        arrays run whole epochs over chunks with them). ``solver="newton"`` cannot fit incrementally.
 
         Each call divides its ``sample_weight`` by their mean over the call's rows (on a Dask array: over each
         block's rows), as ``fit`` does over all rows: weights are relative within a call only, every call's
@@ -306,18 +464,20 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         -------
         self : LinearRegressor
         """
+        if self.early_stopping:  # as SGDRegressor: held-out scoring needs whole epochs (fit, fit_stream)
+            raise ValueError("early_stopping should be False with partial_fit")
         if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
             return dask_backend.partial_fit(self, X, y, sample_weight)
         first = not hasattr(self, "_solver_state")
         if first:
             self._validate_params()
-        _solvers.resolve(self.solver, self.loss)
+        _solvers.resolve(self.solver, self.loss, incremental=True)
         return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
 
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
         iterative solver's pass in an epoch of a streamed fit (:mod:`fastopt._streaming`)."""
-        name = _solvers.resolve(self.solver, self.loss)
+        name = _solvers.resolve(self.solver, self.loss, incremental=True)
         first = not hasattr(self, "_solver_state")
         if not first:
             if name != self._solver_name:
@@ -327,11 +487,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 )
             if data.Y.shape[1] != self._n_targets:
                 raise ValueError(f"y has {data.Y.shape[1]} targets; earlier partial_fit calls had {self._n_targets}.")
+        _solvers.check_options(name, self.get_params(), data.Y.shape[1])
         state = None if first else self._solver_state
         extra = {} if sweep is None else {"sweep": sweep}
         result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
         return self._apply(name, data, result)
 
+    @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_stream(self, chunks: Iterable | Callable[[], Iterable]) -> LinearRegressor:
         """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.

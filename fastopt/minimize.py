@@ -33,9 +33,10 @@ from fastopt import landscape, optim
 
 FIRST_ORDER: tuple[str, ...] = tuple(optim.OPTIMIZERS)
 NEWTON: tuple[str, ...] = ("newton", "saddle_free_newton")
-METHODS: tuple[str, ...] = FIRST_ORDER + NEWTON
+CONJUGATE: tuple[str, ...] = ("cg",)
+METHODS: tuple[str, ...] = FIRST_ORDER + NEWTON + CONJUGATE
 
-__all__ = ["FIRST_ORDER", "METHODS", "NEWTON", "Status", "minimize"]
+__all__ = ["CONJUGATE", "FIRST_ORDER", "METHODS", "NEWTON", "Status", "minimize"]
 
 
 class Status(IntEnum):
@@ -46,6 +47,7 @@ class Status(IntEnum):
     FTOL = 2  #: the relative change of ``f`` fell to ``ftol``
     DIVERGED = 3  #: ``f``, the gradient or ``x`` became non-finite, or ``f`` grew past ``divergence``
     SINGULAR = 4  #: Newton: ``H + alpha I`` (or ``|H| + alpha I``) is singular
+    LINE_SEARCH = 5  #: CG: no step along the steepest-descent direction satisfies the strong Wolfe conditions
     CALLBACK = 99  #: ``callback`` raised ``StopIteration`` (SciPy's code)
 
 
@@ -70,6 +72,7 @@ _COMMON = {
 }
 _FIRST_ORDER_ONLY = {"schedule": "constant", "end_factor": 0.01, "power_t": 0.5, "gamma": 0.95, "clip_norm": None}
 _NEWTON_ONLY = {"alpha": 0.0}
+_CG_ONLY = {"c1": 1e-4, "c2": 0.4, "restart": None}
 
 
 def _takes(func: Callable, name: str) -> bool:
@@ -109,10 +112,11 @@ def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
         options = {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}.")
-    own = {**_COMMON, **(_FIRST_ORDER_ONLY if method in FIRST_ORDER else _NEWTON_ONLY)}
+    extra = _FIRST_ORDER_ONLY if method in FIRST_ORDER else _NEWTON_ONLY if method in NEWTON else _CG_ONLY
+    own = {**_COMMON, **extra}
     opts = {**own, **{k: v for k, v in options.items() if k in own}}
     hyper = {k: v for k, v in options.items() if k not in own}
-    if method in NEWTON and hyper:
+    if method not in FIRST_ORDER and hyper:
         raise ValueError(f"unknown option(s) {sorted(hyper)} for method {method!r}; it accepts {sorted(own)}.")
     maxiter = opts["maxiter"]
     if not isinstance(maxiter, Integral) or isinstance(maxiter, bool) or maxiter < 0:
@@ -126,6 +130,13 @@ def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
         raise ValueError(f"options['return_path'] must be True or False, got {opts['return_path']!r}.")
     if method in NEWTON:
         _positive("alpha", opts["alpha"], allow_zero=True)
+    elif method in CONJUGATE:
+        c1, c2 = _positive("c1", opts["c1"]), _positive("c2", opts["c2"])
+        if not 0 < c1 < c2 < 1:
+            raise ValueError(f"options c1 and c2 must satisfy 0 < c1 < c2 < 1 (strong Wolfe), got {c1}, {c2}.")
+        restart = opts["restart"]
+        if restart is not None and (not isinstance(restart, Integral) or isinstance(restart, bool) or restart < 1):
+            raise ValueError(f"options['restart'] must be an integer >= 1 or None, got {restart!r}.")
     else:
         if opts["clip_norm"] is not None:
             _positive("clip_norm", opts["clip_norm"])
@@ -261,6 +272,121 @@ class _Newton:
         return None
 
 
+def _cubic_min(a, fa, da, b, fb, db) -> float:
+    """Minimiser of the cubic interpolating ``f`` and ``f'`` at ``a`` and ``b`` (Nocedal & Wright eq. 3.59),
+    or NaN when it does not exist."""
+    with np.errstate(all="ignore"):
+        d1 = da + db - 3.0 * (fa - fb) / (a - b)
+        disc = d1 * d1 - da * db
+        if not disc >= 0:
+            return math.nan
+        d2 = math.copysign(math.sqrt(disc), b - a)
+        return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
+
+
+class _NonlinearCG:
+    """Nonlinear conjugate gradients, Polak-Ribiere+ (Nocedal & Wright, *Numerical Optimization*, 2006, sec. 5.2).
+
+    ``p = -g + beta p`` with ``beta = max(0, g_new . (g_new - g) / (g . g))`` (PR+, N&W eq. 5.45: a negative
+    ``beta`` restarts along ``-g``), a restart every ``restart`` iterations (default ``n``), and a restart whenever
+    ``p`` is not a descent direction (strong-Wolfe steps with ``c2 < 1/2`` guarantee descent for Fletcher-Reeves,
+    N&W Thm. 5.7, but not quite for PR+). The step length comes from the strong-Wolfe line search of N&W Algorithms
+    3.5 (bracketing, extrapolating the trial step by cubic interpolation within ten times the last) and 3.6 (zoom by
+    safeguarded cubic interpolation), with SciPy's ``CG`` constants ``c1 = 1e-4``, ``c2 = 0.4`` and its first trial
+    step, ``min(1, 2.02 (f - f_prev) / phi'(0))``. If no step along ``p`` satisfies the conditions, CG restarts
+    along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss").
+    """
+
+    MAX_TRIES = 30  # trial steps per line search (bracketing and zoom together)
+
+    def __init__(self, opts: dict, x: np.ndarray):
+        self.c1, self.c2 = opts["c1"], opts["c2"]
+        self.restart = opts["restart"] or x.size
+        self.p: np.ndarray | None = None
+        self.f = self.f_prev = math.nan  # set by minimize: f(x) before each step
+        self.since_restart = 0
+        self.evaluated: tuple[float, np.ndarray] | None = None
+
+    def _search(self, x, f, g, p, problem):
+        """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new)``, or None."""
+        d0 = float(g @ p)
+        f_limit_of = lambda a: f + self.c1 * a * d0
+        # SciPy's first trial: the minimiser of the quadratic with slope phi'(0) whose decrease equals the last
+        # step's (before the first step, as if it had decreased f by ||g|| / 2), at most 1.
+        f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * float(np.linalg.norm(g))
+        a1 = min(1.0, 1.01 * 2.0 * (f - f_prev) / d0) if d0 < 0 else 1.0
+        a1 = a1 if a1 > 0 else 1.0
+
+        def phi(a):
+            xa = x + (a * p).astype(x.dtype)
+            fa, ga = problem.value_and_grad(xa)
+            ok = math.isfinite(fa) and bool(np.all(np.isfinite(ga)))
+            return xa, (fa if ok else math.inf), ga, (float(ga @ p) if ok else math.nan)
+
+        tries = 0
+
+        def zoom(lo, flo, dlo, hi, fhi, dhi):
+            nonlocal tries
+            while tries < self.MAX_TRIES:
+                width = abs(hi - lo)
+                a = _cubic_min(lo, flo, dlo, hi, fhi, dhi) if math.isfinite(fhi) else math.nan
+                # Safeguard: stay 10% inside the bracket, else bisect.
+                if not (math.isfinite(a) and min(lo, hi) + 0.1 * width <= a <= max(lo, hi) - 0.1 * width):
+                    a = lo + 0.5 * (hi - lo)
+                if a == lo or a == hi:
+                    return None  # the bracket has shrunk to rounding
+                tries += 1
+                xa, fa, ga, da = phi(a)
+                if fa > f_limit_of(a) or fa >= flo:
+                    hi, fhi, dhi = a, fa, da
+                else:
+                    if abs(da) <= -self.c2 * d0:
+                        return xa, fa, ga
+                    if da * (hi - lo) >= 0:
+                        hi, fhi, dhi = lo, flo, dlo
+                    lo, flo, dlo = a, fa, da
+            return None
+
+        a_prev, f_prev_a, d_prev = 0.0, f, d0
+        a = a1
+        while tries < self.MAX_TRIES:
+            tries += 1
+            xa, fa, ga, da = phi(a)
+            if fa > f_limit_of(a) or (a_prev > 0 and fa >= f_prev_a):
+                return zoom(a_prev, f_prev_a, d_prev, a, fa, da)
+            if abs(da) <= -self.c2 * d0:
+                return xa, fa, ga
+            if da >= 0:
+                return zoom(a, fa, da, a_prev, f_prev_a, d_prev)
+            # Still descending: extrapolate by the cubic through the last two trials (exact on a quadratic),
+            # kept within [1.1 a, 10 a]; doubling when it has no minimiser.
+            nxt = _cubic_min(a_prev, f_prev_a, d_prev, a, fa, da)
+            a_prev, f_prev_a, d_prev = a, fa, da
+            a = min(max(nxt, 1.1 * a), 10.0 * a) if math.isfinite(nxt) else 2.0 * a
+        return None
+
+    def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
+        g64 = g.astype(np.float64)
+        p = self.p
+        if p is None or self.since_restart >= self.restart or not float(g64 @ p) < 0:
+            p, self.since_restart = -g64, 0
+        found = self._search(x, self.f, g64, p, problem)
+        if found is None and self.since_restart > 0:  # restart along steepest descent
+            p, self.since_restart = -g64, 0
+            found = self._search(x, self.f, g64, p, problem)
+        if found is None:
+            return Status.LINE_SEARCH
+        x_new, f_new, g_new = found
+        g_new64 = g_new.astype(np.float64)
+        beta = max(0.0, float(g_new64 @ (g_new64 - g64)) / float(g64 @ g64))
+        self.p = -g_new64 + beta * p
+        self.since_restart += 1
+        self.f_prev = self.f
+        x[:] = x_new
+        self.evaluated = (f_new, g_new)
+        return None
+
+
 def _wants_result(callback: Callable) -> bool:
     """SciPy's rule: a callback whose only parameter is ``intermediate_result`` gets an ``OptimizeResult``."""
     try:
@@ -293,8 +419,10 @@ def minimize(
         Extra arguments for ``fun``, ``jac`` and ``hess``.
     method : str
         A step rule, ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``,
-        ``"adamw"`` (the compiled rules of :mod:`fastopt.optim`), or ``"newton"`` /
-        ``"saddle_free_newton"``.
+        ``"adamw"`` (the compiled rules of :mod:`fastopt.optim`), ``"newton"`` / ``"saddle_free_newton"``, or
+        ``"cg"``: nonlinear conjugate gradients, Polak-Ribiere+ with a strong-Wolfe line search and restarts
+        (Nocedal & Wright, *Numerical Optimization*, 2006, sec. 5.2 and Alg. 3.5-3.6; Goodfellow, Bengio &
+        Courville, *Deep Learning*, 2016, sec. 8.6.2), as ``scipy.optimize.minimize(method="CG")``.
     jac : callable, True, {"2-point", "3-point"} or None
         The gradient: ``jac(x, *args) -> ndarray (n,)``; ``True`` if ``fun`` returns it; or finite differences
         (``None`` means ``"2-point"``, as in SciPy). Finite-difference steps follow
@@ -317,13 +445,18 @@ def minimize(
             Stop (success) when ``|f_prev - f| <= ftol * max(|f_prev|, |f|, 1)``. Off by default: first-order
             steps, and noisy ones above all, can change ``f`` very little far from a minimum.
         lr : float
-            Learning rate (initial, under a schedule); default 0.01 for the step rules, 1.0 for Newton.
+            Learning rate (initial, under a schedule); default 0.01 for the step rules, 1.0 for Newton. Unused by
+            CG, whose line search chooses every step.
         schedule, end_factor, power_t, gamma
             First-order only: :func:`fastopt.optim.schedule_lr` with one epoch per iteration over ``maxiter``.
         clip_norm : float, optional
             First-order only: clip the gradient to this global L2 norm before each step.
         alpha : float, default 0
             Newton only: the regularisation ``a`` of ``(H + a I)^-1 g`` (``(|H| + a I)^-1 g`` saddle-free).
+        c1, c2 : float, default 1e-4, 0.4
+            CG only: the strong Wolfe constants, ``0 < c1 < c2 < 1`` (sufficient decrease, curvature).
+        restart : int or None, default None
+            CG only: restart along the steepest descent every this many iterations (None: ``n``).
         return_path : bool, default False
             Add the trajectory: ``xs`` (shape ``(nit + 1, n)``, ``x0`` first) and ``fs`` to the result.
         seed : None, int or numpy.random.Generator
@@ -363,7 +496,12 @@ def minimize(
     x = _check_x0(x0)
     args = args if isinstance(args, tuple) else (args,)
     problem = _Problem(fun, jac, hess, args, np.random.default_rng(opts["seed"]), x)
-    step = _FirstOrder(method, hyper, opts, x) if method in FIRST_ORDER else _Newton(method != "newton", opts)
+    if method in FIRST_ORDER:
+        step = _FirstOrder(method, hyper, opts, x)
+    elif method in NEWTON:
+        step = _Newton(method != "newton", opts)
+    else:
+        step = _NonlinearCG(opts, x)
 
     f, g = problem.value_and_grad(x)
     if not math.isfinite(f):
@@ -381,6 +519,7 @@ def minimize(
             status = Status.MAXITER
             break
         x_new = x.copy()
+        step.f = f  # read by the line search of CG; harmless for the other steps
         status = step(x_new, g, nit + 1, problem)
         if status is not None:
             why = "the Hessian is not finite" if status == Status.DIVERGED else ""
@@ -388,7 +527,10 @@ def minimize(
         if not np.all(np.isfinite(x_new)):
             status, why = Status.DIVERGED, "x is not finite"
             break
-        f_new, g_new = problem.value_and_grad(x_new)
+        if getattr(step, "evaluated", None) is not None:  # CG's line search evaluated f and g at x_new already
+            (f_new, g_new), step.evaluated = step.evaluated, None
+        else:
+            f_new, g_new = problem.value_and_grad(x_new)
         if not (math.isfinite(f_new) and np.all(np.isfinite(g_new))) or f_new > f_limit:
             status = Status.DIVERGED
             why = f"f = {f_new:.3g}" if math.isfinite(f_new) else "f or its gradient is not finite"
@@ -415,6 +557,9 @@ def minimize(
         message = f"Diverged at iteration {nit + 1}: {why}; {hint}."
     elif status == Status.SINGULAR:
         message = f"The Newton system is singular at iteration {nit + 1}; set options['alpha'] > 0."
+    elif status == Status.LINE_SEARCH:
+        message = ("Desired error not necessarily achieved: no step along the steepest-descent direction satisfies "
+                   f"the strong Wolfe conditions at iteration {nit + 1} (precision loss).")
     else:
         message = _MESSAGES[status]
     result = OptimizeResult(

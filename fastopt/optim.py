@@ -152,10 +152,12 @@ class Optimizer:
             raise ValueError("params must be writeable; the step updates it in place.")
         if _check_vector("grad", grad) != n or grad.dtype != params.dtype:
             raise ValueError(f"grad must have shape ({n},) and dtype {params.dtype}, got {grad.shape} {grad.dtype}.")
-        if state.shape != (self.n_slots, n) or state.dtype != params.dtype or not state.flags.c_contiguous:
+        if not isinstance(state, np.ndarray) or state.shape != (self.n_slots, n) or state.dtype != params.dtype \
+                or not state.flags.c_contiguous or not state.flags.writeable:
             raise ValueError(
                 f"state must be a C-contiguous {params.dtype} array of shape {(self.n_slots, n)} "
-                f"(from init_state), got {state.shape} {state.dtype}."
+                f"(from init_state), writeable, got {type(state).__name__} {getattr(state, 'shape', '')} "
+                f"{getattr(state, 'dtype', '')}."
             )
         if int(t) < 1:
             raise ValueError(f"t is the 1-based step count, got {t}.")
@@ -371,7 +373,10 @@ def _linear(lr0, k, T, end_factor, power_t, gamma):
 
 
 def _invscaling(lr0, k, T, end_factor, power_t, gamma):
-    return lr0 / (k + 1) ** power_t  # scikit-learn's invscaling, per epoch
+    try:
+        return lr0 / float(k + 1) ** power_t  # scikit-learn's invscaling, per epoch
+    except OverflowError:  # a huge power_t: the rate has decayed to nothing
+        return 0.0
 
 
 def _exponential(lr0, k, T, end_factor, power_t, gamma):

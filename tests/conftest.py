@@ -88,9 +88,12 @@ def replay():
         rows_of = (lambda i: slice(None)) if split is None else (lambda i: split(i, len(chunks[i][0])))
         mean = weight_mean(chunks, rows_of) if weights == "stream" else None if weights == "chunk" else weights
         epochs = []
+        # schedule="plateau" (and "auto" with learning_rate="auto") runs at lr0 until its first cut, which a
+        # replayed fit must not reach.
+        schedule = "constant" if p["schedule"] in ("auto", "plateau") else p["schedule"]
         for epoch, order in enumerate(orders):
             est.set_params(learning_rate=optim.schedule_lr(
-                p["schedule"], lr0, epoch, p["max_epochs"], end_factor=p["end_factor"], power_t=p["power_t"],
+                schedule, lr0, epoch, p["max_epochs"], end_factor=p["end_factor"], power_t=p["power_t"],
                 gamma=p["gamma"]))
             for i in order:
                 one_pass(est, tuple(a[rows_of(i)] for a in chunks[i]), epoch, mean)

@@ -11,6 +11,7 @@ with u = max(n, d) * eps covering the length of every sum, and c = 8: 4 for the 
 the reference, a backward-stable SVD solve of the same centred problem. float32 input is accumulated and solved
 in float64, so a float32 result adds only its final rounding, eps32 relative.
 """
+import itertools
 import pickle
 import warnings
 from fractions import Fraction
@@ -25,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from fastopt import LinearRegressor, _closed_form
 from fastopt._validation import Data
-from fastopt.exceptions import IllConditionedWarning
+from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 EPS = np.finfo(np.float64).eps
 EPS32 = float(np.finfo(np.float32).eps)
@@ -187,8 +188,12 @@ def test_rank_deficient_gives_minimum_norm_solution(rng):
     X = rng.normal(size=(50, 3))
     X = np.column_stack([X, X[:, 0] - 2 * X[:, 1]])
     y = rng.normal(size=50)
-    with pytest.warns(IllConditionedWarning, match="rank-deficient"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         est = LinearRegressor(solver="qr").fit(X, y)
+    # Exactly one warning, of the documented, filterable category (a subclass of IllConditionedWarning).
+    assert [w.category for w in caught] == [RankDeficientWarning]
+    assert "rank-deficient" in str(caught[0].message)
     Xc = X - X.mean(0)
     ref = np.linalg.lstsq(Xc, y - y.mean(), rcond=None)[0]
     assert (est.solver_, est.rank_, len(est.singular_)) == ("svd", 3, 4)
@@ -217,20 +222,30 @@ def test_partial_fit_in_chunks_equals_one_fit(solver, fit_intercept, rng):
         est.partial_fit(X[idx], Y[idx], sample_weight=w[idx])
     assert est.solver_ == one.solver_
     # Same statistics summed in a different order: a relative perturbation of u = n eps in the Gram (or R),
-    # amplified by at most kappa^2 (kappa ~ 3 after column scaling here), i.e. ~1e-12.
-    np.testing.assert_allclose(est.coef_, one.coef_, rtol=1e-11)
+    # amplified by at most kappa^2 (kappa ~ 3 after column scaling here), i.e. ~1e-12 -- normwise, in the
+    # coordinates where every column has unit spread (an entry of a small coefficient on a column of small
+    # spread carries the absolute error of the others, not a relative one).
+    spread = X.std(axis=0)
+    assert np.linalg.norm(spread * (est.coef_ - one.coef_)) <= 1e-11 * np.linalg.norm(spread * one.coef_)
     np.testing.assert_allclose(est.intercept_, one.intercept_, rtol=1e-11, atol=1e-11)
 
 
 def test_ill_conditioned_partial_fit_falls_back_like_fit(rng):
     X, y = ill_conditioned("poly8", rng)
-    with pytest.warns(IllConditionedWarning):
+    # Leaving Cholesky for QR loses no accuracy: reported by solver_ and rcond_, not warned about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         one = LinearRegressor().fit(X, y)
-    est = LinearRegressor()
-    with pytest.warns(IllConditionedWarning):
-        for idx in chunks(len(y), rng):
-            est.partial_fit(X[idx], y[idx])
+        est = LinearRegressor()
+        *first, last = chunks(len(y), rng)
+        for idx in first:
+            with warnings.catch_warnings():  # a few rows so far can be genuinely rank-deficient
+                warnings.simplefilter("ignore", RankDeficientWarning)
+                est.partial_fit(X[idx], y[idx])
+        est.partial_fit(X[last], y[last])
     assert est.solver_ == one.solver_ == "qr"
+    assert est.rank_ == one.rank_ == X.shape[1]
+    assert 0 < est.rcond_ < 1 and 0 < one.rcond_ < 1
     assert_close_to_reference(est, X, y[:, None], None, True, 0.0)
 
 
@@ -268,6 +283,24 @@ def test_segments_and_threads_do_not_change_the_answer(rng, monkeypatch):
     np.testing.assert_allclose(threaded.gram, single.gram, rtol=1e-12)
 
 
+def test_qr_segments_and_threads_do_not_change_the_answer(rng, monkeypatch):
+    X, Y = rng.normal(size=(1000, 5)) + 7, rng.normal(size=(1000, 2))
+    w = rng.uniform(0, 2, size=1000)
+    params = LinearRegressor(solver="qr").get_params()
+    monkeypatch.setattr(_closed_form, "SEGMENT_ROWS", 64)
+    threaded = _closed_form.chunk_qr_state(params, data(X, Y, w))
+    with threadpool_limits(1):
+        serial = _closed_form.chunk_qr_state(params, data(X, Y, w))
+    np.testing.assert_array_equal(threaded.r, serial.r)
+    np.testing.assert_array_equal(threaded.mean, serial.mean)
+    # One segment against sixteen: the same R^T R (the Gram) up to the rounding of the merges, ~n eps relative
+    # to the column norms.
+    monkeypatch.setattr(_closed_form, "SEGMENT_ROWS", 65536)
+    single = _closed_form.chunk_qr_state(params, data(X, Y, w))
+    root = np.sqrt(np.diag(single.r.T @ single.r))
+    assert np.all(np.abs(threaded.r.T @ threaded.r - single.r.T @ single.r) <= 1000 * EPS * np.outer(root, root))
+
+
 def test_distributed_contract_second_pass(rng):
     X, y = ill_conditioned("poly10", rng)
     params = LinearRegressor().get_params()
@@ -291,7 +324,8 @@ def test_partial_state_carries_r_and_the_gram_unless_qr(rng):
     state = _merge_all([_closed_form.partial_state(normal, part) for part in parts])
     assert state.gram is not None and state.r is not None
     assert not _closed_form.needs_qr(normal, state)  # the carried R replaces the second pass
-    with pytest.warns(IllConditionedWarning, match="switching to QR"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the switch to QR is reported in solver_, not warned about
         assert _closed_form.finish(normal, state).attrs["solver_"] == "qr"
     only_r = _closed_form.partial_state(qr, parts[0])
     assert only_r.gram is None and only_r.r is not None
@@ -357,3 +391,100 @@ def test_empty_and_zero_weight_chunks_merge_as_nothing(rng, solver):
     np.testing.assert_array_equal(merged.mean, full.mean)
     assert merged.n_samples == 45
     np.testing.assert_array_equal(_closed_form.finish(params, merged).coef, _closed_form.finish(params, full).coef)
+
+
+# ---------------------------------------------------------------- real designs: one-hot, polynomial
+
+
+def one_hot_design(rng, n, levels=(5, 7, 4), numeric=2):
+    """One-hot columns of len(levels) categorical features plus numeric columns: with an intercept, each group
+    of dummies sums to the constant column (the dummy-variable trap), so the centred design has rank
+    d - len(levels)."""
+    codes = [rng.integers(0, m, size=n) for m in levels]
+    for c, m in zip(codes, levels):
+        c[:m] = np.arange(m)  # every level present
+    dummies = [np.eye(m)[c] for c, m in zip(codes, levels)]
+    X = np.hstack([*dummies, rng.normal(size=(n, numeric))])
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=n)
+    return np.ascontiguousarray(X), y
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, weighted, rng):
+    X, y = one_hot_design(rng, 3000)
+    w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
+    assert [c.category for c in caught] == [RankDeficientWarning]  # one warning per fit, filterable
+    d, deficit = X.shape[1], 3
+    assert (est.solver_, est.rank_) == ("svd", d - deficit)
+    sw = np.ones(len(y)) if w is None else w
+    xm, ym = np.average(X, axis=0, weights=sw), np.average(y, weights=sw)
+    A, b = np.sqrt(sw)[:, None] * (X - xm), np.sqrt(sw) * (y - ym)
+    ref, _, rank, s = np.linalg.lstsq(A, b, rcond=None)
+    assert rank == d - deficit
+    # Minimum-norm solutions of the same problem: both backward stable with the same cutoff, so they agree to
+    # about u kappa_r (Golub & Van Loan, sec. 5.5.6), kappa_r = s_1 / s_rank, u = max(n, d) eps; 8 as above.
+    kappa_r = s[0] / s[rank - 1]
+    tol = 8 * max(X.shape) * EPS * kappa_r
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+    assert abs(est.intercept_ - (ym - ref @ xm)) <= tol * (abs(ym) + np.abs(xm) @ np.abs(ref))
+    # The singular values are those of the centred design (from the d x d R, not from X).
+    np.testing.assert_allclose(est.singular_[:rank], s[:rank], rtol=tol)
+
+
+def test_probe_sends_an_ill_conditioned_fit_straight_to_qr(rng, monkeypatch):
+    X, y = one_hot_design(rng, 70_000)  # enough rows for the probe (32 x 2048)
+    expected = LinearRegressor(solver="qr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        expected.fit(X, y)
+
+        def no_gram_pass(*args):
+            raise AssertionError("the Gram pass ran although the probe rejected Cholesky")
+
+        monkeypatch.setattr(_closed_form, "chunk_state", no_gram_pass)
+        est = LinearRegressor().fit(X, y)
+    assert est.solver_ == expected.solver_ == "svd"
+    np.testing.assert_array_equal(est.coef_, expected.coef_)  # the very same QR pass
+    # A well-conditioned design passes the probe and stays on Cholesky.
+    monkeypatch.undo()
+    assert LinearRegressor().fit(rng.normal(size=(70_000, 4)), rng.normal(size=70_000)).solver_ == "cholesky"
+
+
+def test_probe_slices_are_evenly_spread_and_bounded():
+    assert _closed_form._probe_slices(50_000, 10) is None  # 32 x 2048 rows needed
+    slices = _closed_form._probe_slices(1_000_000, 300)  # 8 p = 2400 rows
+    assert len(slices) == _closed_form.PROBE_PARTS
+    assert sum(s.stop - s.start for s in slices) >= 2400
+    assert slices[0].start == 0 and slices[-1].stop == 1_000_000
+    assert all(a.stop <= b.start for a, b in itertools.pairwise(slices))
+
+
+def test_grid_search_on_an_ill_conditioned_full_rank_design_warns_nothing(rng):
+    from sklearn.model_selection import GridSearchCV
+
+    t = rng.uniform(size=400)
+    X = np.column_stack([t**k for k in range(1, 9)])  # polynomial features: Cholesky is rejected
+    y = X @ rng.normal(size=X.shape[1]) + 0.01 * rng.normal(size=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search = GridSearchCV(LinearRegressor(), {"alpha": [0.0, 1e-12]}, cv=3).fit(X, y)
+    assert search.best_estimator_.solver_ == "qr"
+
+
+def test_probe_passes_per_target_alpha_and_positive_to_the_qr_solve(rng):
+    # The probe's QR path goes through finish(), so per-target ridge and non-negative solves keep working on it.
+    t = rng.uniform(size=70_000)
+    X = np.column_stack([t**k for k in range(1, 7)])  # Cholesky rejects even the probe's sample
+    Y = np.column_stack([X @ rng.uniform(0, 1, size=6), X @ rng.normal(size=6)]) + 0.01 * rng.normal(size=(70_000, 2))
+    alpha = np.array([0.0, 1e-6])
+    est = LinearRegressor(alpha=alpha).fit(X, Y)
+    ref = LinearRegressor(alpha=alpha, solver="qr").fit(X, Y)
+    assert est.solver_ == ref.solver_ == "qr"
+    np.testing.assert_array_equal(est.coef_, ref.coef_)  # the very same QR pass and solves
+    positive = LinearRegressor(positive=True).fit(X, Y[:, 0])
+    assert positive.solver_ == "qr" and np.all(positive.coef_ >= 0)
+    np.testing.assert_array_equal(positive.coef_, LinearRegressor(positive=True, solver="qr").fit(X, Y[:, 0]).coef_)

@@ -69,11 +69,12 @@ def test_certified_digits(name, solver):
 
 
 @pytest.mark.parametrize("name", ["Longley", "Wampler1", "Filip"])
-def test_ill_conditioned_datasets_leave_cholesky_with_a_warning(name):
+def test_ill_conditioned_datasets_leave_cholesky_and_say_so_in_solver_(name):
     X, y, _, _ = load(name)
-    with pytest.warns(IllConditionedWarning, match="switching to QR"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllConditionedWarning)  # full rank: QR loses nothing, no warning
         est = LinearRegressor().fit(X, y)
-    assert est.solver_ == "qr"
+    assert (est.solver_, est.rank_) == ("qr", X.shape[1])
 
 
 def test_well_conditioned_dataset_stays_on_cholesky():

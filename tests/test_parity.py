@@ -24,7 +24,7 @@ def kernel_names():
 
 
 def test_kernels_are_enumerated():
-    assert "gram_stats" in kernel_names()
+    assert {"gram_stats", "tsqr_stats"} <= set(kernel_names())
 
 
 @pytest.mark.parametrize("name", kernel_names())
@@ -70,3 +70,51 @@ def test_gram_stats_rejects_inconsistent_shapes():
     X, Y = np.ones((3, 2)), np.ones((3, 1))
     with pytest.raises(ValueError, match="inconsistent shapes"):
         _kernels.gram_stats(X, Y, None, np.empty(2), np.empty((3, 3)), 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n, d, k, block", [(1, 1, 1, 4), (37, 3, 1, 8), (200, 7, 3, 64), (64, 5, 2, 64),
+                                            (300, 20, 1, 32)])
+def test_tsqr_stats_matches_its_twin(dtype, weighted, n, d, k, block, rng):
+    # Means 1e3 times the spread, as for the Gram: centring and the mean-correction rows must be done right.
+    X = (1e3 + rng.normal(size=(n, d))).astype(dtype)
+    Y = (rng.normal(size=(n, k)) - 5e2).astype(dtype)
+    w = (rng.random(n) * (rng.random(n) > 0.2)).astype(dtype) if weighted else None
+    if weighted:
+        w[0] = 1
+    X.flags.writeable = False
+    p = d + k
+    outs = {}
+    for impl in (_kernels, _reference):
+        mean, r = np.full(p, np.nan), np.full((p, p), np.nan)
+        weight = impl.tsqr_stats(X, Y, w, mean, r, block)
+        outs[impl.__name__] = (weight, mean, r)
+    (wk, mk, rk), (wr, mr, rr) = outs.values()
+    eps = np.finfo(np.float64).eps
+    assert wk == pytest.approx(wr, rel=n * eps)
+    np.testing.assert_allclose(mk, mr, rtol=n * eps, atol=0)
+    for r in (rk, rr):
+        assert np.all(np.tril(r, -1) == 0) and np.all(np.diag(r) >= 0)
+    # Both are Householder QR of the same centred rows (LAPACK dtpqrt vs NumPy's geqrf): each R^T R equals the
+    # exact centred Gram up to a backward error of about (rows + p) p eps per column pair (Higham, ch. 19),
+    # plus the centring differences bounded as in the Gram test above.
+    gk, gr = rk.T @ rk, rr.T @ rr
+    root = np.sqrt(np.diag(gr))
+    u = (n + p) * p * eps
+    tol = u * (np.outer(root, root) + 2 * np.abs(mr).max() * np.sqrt(wr) * (root[:, None] + root[None, :]))
+    assert np.all(np.abs(gk - gr) <= tol)
+    # And the kernel's R^T R is the Gram of the Gram kernel (an independent computation of the same statistics).
+    mean, gram = np.empty(p), np.empty((p, p))
+    _kernels.gram_stats(X, Y, w, mean, gram, block)
+    assert np.all(np.abs(gk - gram) <= tol)
+
+
+def test_tsqr_stats_rejects_inconsistent_shapes():
+    X, Y = np.ones((3, 2)), np.ones((3, 1))
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        _kernels.tsqr_stats(X, Y, None, np.empty(3), np.empty((2, 2)), 4)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        _kernels.tsqr_stats(X, Y, np.ones(2), np.empty(3), np.empty((3, 3)), 4)
+    with pytest.raises(ValueError, match="block_rows"):
+        _kernels.tsqr_stats(X, Y, None, np.empty(3), np.empty((3, 3)), 0)

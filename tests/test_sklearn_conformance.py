@@ -25,18 +25,26 @@ def configurations():
     return ests + [LinearRegressor(fit_intercept=False), LinearRegressor(alpha=0.1)]
 
 
-# Minibatch training with a constant learning rate ends at a random point near the optimum, not at it: giving a
-# row weight 2 instead of repeating it, or weight 0 instead of dropping it, changes the minibatches and the row
-# order drawn from random_state, so the two fits agree only to within that noise (relative differences of
-# 1e-3..1e-2 on the check's data), not to its rtol=1e-7. Verified by hand: with full batches (batch_size >=
-# n_samples, shuffle=False) and enough epochs, sgd, momentum and nesterov pass the check. RMSProp still fails
-# then: its normalised steps do not shrink at a constant rate, so it ends in a limit cycle of size ~lr around
-# the optimum whose phase depends on last-bit rounding. Adam, AdamW and AdaGrad happen to pass on this data.
+# Minibatch training ends at a random point near the optimum: giving a row weight 2 instead of repeating it, or
+# weight 0 instead of dropping it, changes the minibatches and the row order drawn from random_state, so the two
+# fits agree only to within that noise. The check's 15 rows (at most 60 repeated) fit in one default minibatch
+# of 64, though, and learning_rate="auto" gives full batches the rate 1 / L whatever the row count, so every
+# rule takes the same full-batch steps on the weighted and the repeated data and passes. The reason below is
+# kept for configurations (smaller batches) that do not.
 SAMPLE_WEIGHT_REASON = (
-    "stochastic minibatch training with a constant learning rate: weights and repeated rows give different "
-    "minibatches and row orders, so the fits agree only to within the SGD noise (see the comment above)"
+    "stochastic minibatch training: weights and repeated rows give different minibatches and row orders, so the "
+    "fits agree only to within the SGD noise (see the comment above)"
 )
-STOCHASTIC_SW_FAILURES = {"sgd", "momentum", "nesterov", "rmsprop"}
+STOCHASTIC_SW_FAILURES: set = set()
+
+
+# The sparse variant's data (another X than the dense variant's) under RMSProp, which divides each coordinate's
+# gradient by its running RMS: rounding-level differences between a weighted row and its repetitions are
+# amplified near the optimum. The dense epoch on the same data (X.toarray()) fails this check the same way.
+RMSPROP_SPARSE_REASON = (
+    "RMSProp normalises each coordinate's gradient by its running RMS, amplifying rounding-level differences "
+    "between weighted and repeated rows on this data (dense epochs on X.toarray() fail the same way)"
+)
 
 
 def expected_failed_checks(estimator):
@@ -50,6 +58,8 @@ def expected_failed_checks(estimator):
         # The sparse variant runs once the solver declares supports_sparse (its tags then say sparse).
         return {"check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON,
                 "check_sample_weight_equivalence_on_sparse_data": SAMPLE_WEIGHT_REASON}
+    if estimator.solver == "rmsprop":
+        return {"check_sample_weight_equivalence_on_sparse_data": RMSPROP_SPARSE_REASON}
     return {}
 
 

@@ -1,0 +1,83 @@
+# The fused epoch over CSR input (csrc/epoch_csr.c); included by _kernels.pyx after _kernels_optim.pxi, whose
+# _to_hyper and _slots it uses.
+from libc.stdint cimport int32_t
+
+
+def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
+              floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None):
+    """One fused epoch of minibatch training over the rows ``order`` of a CSR matrix, in place on ``params``
+    and ``state``: :func:`epoch` for sparse ``X`` (one thread).
+
+    Parameters
+    ----------
+    rule, hyper, train, Y, sample_weight, order, params, state, t, lr
+        As for :func:`epoch`.
+    X : scipy.sparse CSR matrix or array of shape (n_samples, d)
+        ``data`` of Y's dtype, ``indices`` and ``indptr`` int32, no duplicate column within a row (the
+        canonical form that validation produces; unsorted columns and explicit zeros are fine).
+    lazy : bool, default=False
+        Give Adam and AdamW the semantics of ``torch.optim.SparseAdam`` (moments and weights change only where
+        the minibatch gradient is nonzero); the other rules are exact either way.
+    stage_cap : int or None, default=None
+        Stored values the kernel may copy at a time to read the shuffled rows in visiting order (None: about
+        twice a block's mean). Any value gives bit-identical results (tests use small ones to exercise blocks
+        staged in part and minibatches read in place).
+
+    Returns
+    -------
+    status, t, loss, bad_step
+        As for :func:`epoch`.
+    """
+    cdef const floating[::1] data = X.data
+    cdef const int32_t[::1] indices = X.indices
+    cdef const int32_t[::1] indptr = X.indptr
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = Y.shape[1], n_params = params.shape[0]
+    if indptr.shape[0] != n + 1 or Y.shape[0] != n:
+        raise ValueError(f"X has {n} rows and indptr {indptr.shape[0]} entries; Y has {Y.shape[0]} rows")
+    if state.shape[0] > FO_MAX_SLOTS or (state.shape[0] > 0 and state.shape[1] != n_params):
+        raise ValueError(f"state must have shape (n_slots <= {FO_MAX_SLOTS}, {n_params}), got {state.shape}")
+    cdef fo_hyper h = _to_hyper(hyper)
+    cdef fo_epoch_ctl c
+    cdef const floating[::1] sw
+    cdef const floating *swp = NULL
+    cdef floating *s = _slots(state)
+    cdef fo_status st
+    if sample_weight is not None:
+        sw = sample_weight
+        swp = &sw[0]
+    c.order = &order[0] if order.shape[0] > 0 else NULL
+    c.n_rows = order.shape[0]
+    c.batch_size = train.batch_size
+    c.loss = <fo_loss><int>train.loss
+    c.epsilon = train.epsilon
+    c.clip_norm = 0.0 if train.clip_norm is None else train.clip_norm
+    c.loss_limit = train.loss_limit
+    c.lr = lr
+    c.t = t
+    if c.batch_size < 1:
+        return int(FO_BAD_ARGUMENT), t, 0.0, 0
+    dtype = np.float32 if floating is float else np.float64
+    # Staging room for about twice a block's mean number of stored values (a block that holds more is staged
+    # in part, a minibatch that holds more is read in place: the result is the same either way).
+    cdef Py_ssize_t nnz = data.shape[0]
+    cdef Py_ssize_t cap = min(nnz, fo_csr_stage_rows(c.batch_size) * (2 * nnz // max(n, 1) + 1), 2**31 - 1)
+    if stage_cap is not None:
+        if not 0 <= stage_cap < 2**31:
+            raise ValueError(f"stage_cap must lie in [0, 2**31), got {stage_cap}")
+        cap = stage_cap
+    cdef floating[::1] work = np.empty(fo_csr_work_size(n_params, k, c.batch_size, cap), dtype=dtype)
+    cdef int64_t[::1] iwork = np.empty(max(fo_csr_iwork_size(d, c.batch_size, cap), 1), dtype=np.int64)
+    cdef double[::1] table = np.empty(fo_csr_table_size(c.n_rows, c.batch_size), dtype=np.float64)
+    # Empty arrays have no first element: pass NULL (the kernel reads nothing through them then).
+    cdef const floating *xp = &data[0] if data.shape[0] > 0 else NULL
+    cdef const int32_t *ip = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef const floating *yp = &Y[0, 0] if n > 0 and k > 0 else NULL
+    cdef floating *pp = &params[0] if n_params > 0 else NULL
+    with nogil:
+        if floating is double:
+            st = fo_epoch_csr_d(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
+                                state.shape[0], &work[0], &iwork[0], &table[0], cap)
+        else:
+            st = fo_epoch_csr_s(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
+                                state.shape[0], &work[0], &iwork[0], &table[0], cap)
+    return int(st), c.t, c.loss_out, c.bad_step

@@ -1,0 +1,121 @@
+# Krylov kernels (the fused pass of csrc/krylov.c); included by _kernels.pyx.
+from cython cimport floating
+from libc.stdint cimport int32_t
+
+
+def krylov_dense(const floating[:, ::1] X, const floating[:, ::1] Y, Py_ssize_t target,
+                 const double[::1] sqrt_weight, const double[::1] v, double c, double shift, double[::1] z,
+                 double[::1] z_squares=None):
+    """The fused Krylov pass over dense rows: ``X v`` and ``X^T (...)`` in one read of ``X``.
+
+    With ``s = sqrt_weight`` (ones when None) and ``y = Y[:, target]`` (zeros when ``Y`` is None), computes
+    ``a = s * (X v + c y - shift)`` and writes ``z = X^T (s * a)`` (and ``z_squares = (X * X)^T (s * a)``).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), C-contiguous float32 or float64 (read-only arrays and memmaps are fine)
+    Y : ndarray of shape (n, k), same dtype as X, or None
+    target : int
+        Column of ``Y`` used (ignored when ``Y`` is None).
+    sqrt_weight : ndarray of shape (n,), float64, or None
+    v : ndarray of shape (d,), float64
+    c, shift : float
+    z : ndarray of shape (d,), float64
+        Output.
+    z_squares : ndarray of shape (d,), float64, or None
+        Output when given: the same sum over the squared entries of ``X`` (with ``v = 0, c = 0, shift = -1`` the
+        weighted column sums of squares).
+
+    Returns
+    -------
+    (sum(a ** 2), sum(s * a)) : tuple of float
+    """
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef double out[2]
+    cdef fo_status status
+    cdef const floating *y = NULL
+    cdef Py_ssize_t y_stride = 0
+    cdef const double *sw = NULL
+    if v.shape[0] != d or z.shape[0] != d or (sqrt_weight is not None and sqrt_weight.shape[0] != n) \
+            or (z_squares is not None and z_squares.shape[0] != d):
+        raise ValueError("krylov_dense: inconsistent shapes")
+    if Y is not None:
+        if Y.shape[0] != n or not 0 <= target < Y.shape[1]:
+            raise ValueError("krylov_dense: inconsistent shapes")
+        y_stride = Y.shape[1]
+        y = &Y[0, target] if n else NULL
+    if sqrt_weight is not None and n:
+        sw = &sqrt_weight[0]
+    cdef const floating *x = &X[0, 0] if n and d else NULL
+    cdef const double *vp = &v[0] if d else NULL
+    cdef double *zp = &z[0] if d else NULL
+    cdef double *zzp = &z_squares[0] if z_squares is not None and d else NULL
+    with nogil:
+        if floating is double:
+            status = fo_krylov_dense_d(x, y, y_stride, sw, n, d, vp, c, shift, zp, zzp, out)
+        else:
+            status = fo_krylov_dense_s(x, y, y_stride, sw, n, d, vp, c, shift, zp, zzp, out)
+    if status != FO_OK:
+        raise ValueError(f"krylov_dense: the kernel rejected its arguments (status {Status(status).name})")
+    return out[0], out[1]
+
+
+def krylov_csr(const floating[::1] data, const int32_t[::1] indices, const int32_t[::1] indptr,
+               const floating[:, ::1] Y, Py_ssize_t target, const double[::1] sqrt_weight, const double[::1] v,
+               double c, double shift, double[::1] z, double[::1] z_squares=None):
+    """The fused Krylov pass over CSR rows; :func:`krylov_dense` for a sparse ``X``.
+
+    ``X`` is given by ``data``, ``indices`` (int32 columns in ``[0, d)``, ``d = len(v)``) and ``indptr`` (n + 1
+    offsets into ``data``, non-decreasing; a slice of a larger matrix's ``indptr`` selects a segment of its rows).
+    The other arguments and the result are those of :func:`krylov_dense`.
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, d = v.shape[0]
+    cdef double out[2]
+    cdef fo_status status
+    cdef const floating *y = NULL
+    cdef Py_ssize_t y_stride = 0
+    cdef const double *sw = NULL
+    if n < 0 or z.shape[0] != d or indices.shape[0] != data.shape[0] \
+            or (sqrt_weight is not None and sqrt_weight.shape[0] != n) \
+            or (z_squares is not None and z_squares.shape[0] != d):
+        raise ValueError("krylov_csr: inconsistent shapes")
+    # The kernel trusts the structure: check it here (O(n + nnz) integer reads, small next to the pass).
+    if n and (indptr[0] < 0 or indptr[n] > data.shape[0]):
+        raise ValueError("krylov_csr: indptr points outside data")
+    cdef Py_ssize_t i
+    cdef int32_t lo = 0, hi = -1, col
+    with nogil:
+        for i in range(n):
+            if indptr[i + 1] < indptr[i]:
+                lo = -1
+                break
+        if n and lo == 0:
+            for i in range(indptr[0], indptr[n]):
+                col = indices[i]
+                if col < 0 or col >= d:
+                    hi = col
+                    break
+    if lo < 0:
+        raise ValueError("krylov_csr: indptr is not non-decreasing")
+    if hi != -1:
+        raise ValueError(f"krylov_csr: column index {hi} outside [0, {d})")
+    if Y is not None:
+        if Y.shape[0] != n or not 0 <= target < Y.shape[1]:
+            raise ValueError("krylov_csr: inconsistent shapes")
+        y_stride = Y.shape[1]
+        y = &Y[0, target] if n else NULL
+    if sqrt_weight is not None and n:
+        sw = &sqrt_weight[0]
+    cdef const floating *dp = &data[0] if data.shape[0] else NULL
+    cdef const int32_t *ip = &indices[0] if indices.shape[0] else NULL
+    cdef const double *vp = &v[0] if d else NULL
+    cdef double *zp = &z[0] if d else NULL
+    cdef double *zzp = &z_squares[0] if z_squares is not None and d else NULL
+    with nogil:
+        if floating is double:
+            status = fo_krylov_csr_d(dp, ip, &indptr[0], y, y_stride, sw, n, d, vp, c, shift, zp, zzp, out)
+        else:
+            status = fo_krylov_csr_s(dp, ip, &indptr[0], y, y_stride, sw, n, d, vp, c, shift, zp, zzp, out)
+    if status != FO_OK:
+        raise ValueError(f"krylov_csr: the kernel rejected its arguments (status {Status(status).name})")
+    return out[0], out[1]

@@ -1,0 +1,173 @@
+"""positive=True, per-target alpha, average=, coef_init/intercept_init and partial_fit's early_stopping error,
+against scikit-learn (LinearRegression/Ridge(positive=True), Ridge(alpha=array), SGDRegressor(average=...)),
+scipy.optimize.nnls, and the NumPy twin of the epoch kernel."""
+import warnings
+
+import numpy as np
+import pytest
+from scipy.optimize import nnls
+from sklearn.linear_model import LinearRegression, Ridge, SGDRegressor
+
+from fastopt import LinearRegressor, _kernels, _reference, optim
+from fastopt._iterative import Train
+
+
+def problem(n=200, d=6, k=1, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) + 1.0
+    W = rng.normal(size=(k, d))  # about half negative: the constraint binds
+    Y = X @ W.T + 0.5 + 0.1 * rng.normal(size=(n, k))
+    return X, (Y[:, 0] if k == 1 else Y)
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_positive_closed_form_matches_sklearn_and_nnls(solver, fit_intercept):
+    X, y = problem(seed=1)
+    est = LinearRegressor(solver=solver, positive=True, fit_intercept=fit_intercept).fit(X, y)
+    ref = LinearRegression(positive=True, fit_intercept=fit_intercept).fit(X, y)
+    assert np.all(est.coef_ >= 0) and np.any(est.coef_ == 0)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-10)
+    assert est.intercept_ == pytest.approx(ref.intercept_, rel=1e-9, abs=1e-10)
+    if not fit_intercept:
+        np.testing.assert_allclose(est.coef_, nnls(X, y)[0], rtol=1e-9, atol=1e-10)
+
+
+def test_positive_ridge_weights_and_multi_output_match_sklearn():
+    X, Y = problem(k=3, seed=2)
+    sw = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0])
+    alpha = 0.3
+    est = LinearRegressor(positive=True, alpha=alpha).fit(X, Y, sample_weight=sw)
+    # LinearRegressor's alpha is per unit of mean loss: Ridge's is alpha * sum(sw)
+    ref = Ridge(positive=True, alpha=alpha * sw.sum(), solver="lbfgs", tol=1e-12, max_iter=100000).fit(
+        X, Y, sample_weight=sw)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-5, atol=1e-6)  # lbfgs's own tolerance
+    assert np.all(est.coef_ >= 0)
+
+
+def test_positive_partial_fit_equals_fit():
+    X, y = problem(seed=4)
+    est = LinearRegressor(positive=True)
+    for part in np.array_split(np.arange(X.shape[0]), 3):
+        est.partial_fit(X[part], y[part])
+    np.testing.assert_allclose(est.coef_, LinearRegressor(positive=True).fit(X, y).coef_, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_positive_iterative_projected_steps(solver):
+    X, y = problem(n=400, seed=1)
+    X -= 1.0  # centred columns: full-batch descent converges fast
+    est = LinearRegressor(solver=solver, positive=True, random_state=0, max_epochs=300, batch_size=400,
+                          shuffle=False, tol=None, learning_rate=0.05).fit(X, y)
+    exact = LinearRegressor(positive=True).fit(X, y)
+    assert np.any(exact.coef_ == 0) and np.all(est.coef_ >= 0)
+    np.testing.assert_allclose(est.coef_, exact.coef_, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "adam"])
+def test_kernel_positive_and_average_agree_with_the_twin(rule, dtype, epoch_problem):
+    rng = np.random.default_rng(6)
+    n, d, k, batch = 90, 5, 2, 8
+    X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
+    spec = optim.OPTIMIZERS[rule]()
+    train = Train(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12,
+                  positive=True, average=5)
+    n_params = k * d + k
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
+    out = []
+    for impl in (_kernels, _reference):
+        params, state = np.zeros(n_params, dtype), spec.init_state(n_params, dtype)
+        avg, work, t = np.zeros(n_params, dtype), np.empty(6 * n_params + 2 * k, dtype), 0
+        for order in orders:
+            status, t, _, _ = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work,
+                                         t, 0.01, avg=avg)
+            assert status == 0
+        out.append((params, avg))
+    (p, a), (p_ref, a_ref) = out
+    assert np.all(p[: k * d] >= 0)
+    tol = 30 * (d + batch) * 3 * -(-n // batch) * np.finfo(dtype).eps
+    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(a, a_ref, rtol=tol, atol=tol)
+    assert not np.array_equal(a, p)  # the average is not the last iterate
+
+
+@pytest.mark.parametrize("average", [False, True, 10])
+def test_average_matches_sgdregressor(average):
+    X, y = problem(n=50, d=3, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SGDRegressor's max_iter warning
+        ref = SGDRegressor(penalty=None, learning_rate="constant", eta0=0.01, shuffle=False, max_iter=2, tol=None,
+                           average=average).fit(X, y)
+    est = LinearRegressor(solver="sgd", batch_size=1, learning_rate=0.01, shuffle=False, max_epochs=2, tol=None,
+                          average=average).fit(X, y)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-12, atol=1e-14)
+    assert est.intercept_ == pytest.approx(ref.intercept_[0], rel=1e-12)
+    # the state keeps the last iterate, and partial_fit continues both
+    if average:
+        assert not np.allclose(est._solver_state.params[:3], est.coef_)
+    est2 = LinearRegressor(solver="sgd", batch_size=1, learning_rate=0.01, shuffle=False, average=average)
+    est2.partial_fit(X, y).partial_fit(X, y)
+    np.testing.assert_allclose(est2.coef_, est.coef_, rtol=1e-12)
+
+
+def test_average_not_started_reports_the_iterate_and_other_solvers_refuse():
+    X, y = problem(n=20, d=3, seed=8)
+    a = LinearRegressor(solver="sgd", batch_size=4, average=1000, max_epochs=2, tol=None, random_state=0).fit(X, y)
+    b = LinearRegressor(solver="sgd", batch_size=4, max_epochs=2, tol=None, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    with pytest.raises(ValueError, match="average=True applies to the iterative solvers"):
+        LinearRegressor(average=True).fit(X, y)
+
+
+def test_per_target_alpha_matches_ridge():
+    X, Y = problem(k=3, seed=9)
+    alpha = np.array([0.0, 0.1, 2.0])
+    n = X.shape[0]
+    ref = Ridge(alpha=alpha * n).fit(X, Y)
+    for solver in ("normal", "qr"):
+        est = LinearRegressor(solver=solver, alpha=alpha).fit(X, Y)
+        np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=1e-10, atol=1e-12)
+    est = LinearRegressor(alpha=alpha)
+    for part in np.array_split(np.arange(n), 4):
+        est.partial_fit(X[part], Y[part])
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+    pos = LinearRegressor(alpha=alpha, positive=True).fit(X, Y)
+    refp = [Ridge(alpha=a * n, positive=True, solver="lbfgs", tol=1e-12, max_iter=10**5).fit(X, Y[:, j]).coef_
+            for j, a in enumerate(alpha)]
+    np.testing.assert_allclose(pos.coef_, refp, rtol=1e-5, atol=1e-6)
+
+
+def test_per_target_alpha_errors():
+    X, Y = problem(k=2, seed=10)
+    with pytest.raises(ValueError, match=r"shape \(3,\); an array alpha needs one value per target, shape \(2,\)"):
+        LinearRegressor(alpha=[1.0, 2.0, 3.0]).fit(X, Y)
+    with pytest.raises(ValueError, match="takes a scalar alpha"):
+        LinearRegressor(solver="adam", alpha=[1.0, 2.0]).fit(X, Y)
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        LinearRegressor(alpha=[1.0, -2.0]).fit(X, Y)
+
+
+def test_coef_init_and_intercept_init():
+    X, y = problem(seed=11)
+    exact = LinearRegressor().fit(X, y)
+    est = LinearRegressor(solver="sgd", learning_rate=1e-4, max_epochs=1, tol=None, random_state=0).fit(
+        X, y, coef_init=exact.coef_, intercept_init=exact.intercept_)
+    np.testing.assert_allclose(est.coef_, exact.coef_, atol=1e-3)
+    cold = LinearRegressor(solver="sgd", learning_rate=1e-4, max_epochs=1, tol=None, random_state=0).fit(X, y)
+    assert np.abs(cold.coef_ - exact.coef_).max() > 0.1
+    # the closed form needs no start
+    np.testing.assert_array_equal(LinearRegressor().fit(X, y, coef_init=np.ones(6)).coef_, exact.coef_)
+    with pytest.raises(ValueError, match="coef_init has shape"):
+        LinearRegressor(solver="sgd").fit(X, y, coef_init=np.ones(5))
+    with pytest.raises(ValueError, match="intercept_init has shape"):
+        LinearRegressor(solver="sgd").fit(X, y, intercept_init=np.ones(3))
+
+
+def test_partial_fit_with_early_stopping_raises_as_sgdregressor():
+    X, y = problem(seed=12)
+    with pytest.raises(ValueError, match="early_stopping should be False with partial_fit"):
+        SGDRegressor(early_stopping=True).partial_fit(X, y)
+    with pytest.raises(ValueError, match="early_stopping should be False with partial_fit"):
+        LinearRegressor(solver="sgd", early_stopping=True).partial_fit(X, y)

@@ -1,0 +1,151 @@
+"""Interrupts: Ctrl-C within 0.5 s whatever the epoch length; streamed fits never wait for their reader."""
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fastopt import LinearRegressor, _iterative, _kernels, _reference, optim
+from fastopt._iterative import LOSSES, Train
+
+
+@pytest.mark.parametrize("solver, n_threads, weighted", [("sgd", None, False), ("adam", 2, True),
+                                                         ("rmsprop", None, True)])
+def test_sliced_epochs_are_bit_identical_to_one_call(rng, monkeypatch, solver, n_threads, weighted):
+    X = rng.normal(size=(3000, 40))
+    y = X @ rng.normal(size=40) + rng.normal(size=3000)
+    w = rng.uniform(0.5, 2.0, size=3000) if weighted else None
+    params = {"solver": solver, "batch_size": 32, "max_epochs": 3, "tol": None, "random_state": 0,
+              "n_threads": n_threads}
+    whole = LinearRegressor(**params).fit(X, y, sample_weight=w)
+    calls = []
+    real = _kernels.epoch
+    monkeypatch.setattr(_kernels, "epoch", lambda *a, **k: calls.append(a[6].shape[0]) or real(*a, **k))
+    monkeypatch.setattr(_iterative, "SLICE_WORK", 40 * 32 * 5)  # 5 minibatches per slice, the last one short
+    sliced = LinearRegressor(**params).fit(X, y, sample_weight=w)
+    assert len(calls) == 3 * 19 and set(calls) == {160, 3000 - 18 * 160}
+    np.testing.assert_array_equal(sliced.coef_, whole.coef_)
+    assert sliced.loss_curve_ == whole.loss_curve_ and sliced.t_ == whole.t_
+
+
+def test_twin_chains_slices_as_the_kernel(rng):
+    spec = optim.make("adam")
+    X, Y = rng.normal(size=(50, 3)), rng.normal(size=(50, 1))
+    train = Train(batch_size=4, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    out = []
+    for impl in (_kernels, _reference):
+        params, state, work, acc = np.zeros(4), spec.init_state(4), np.empty(26), np.zeros(2)
+        order, t = rng.permutation(50).astype(np.int64) if not out else out[0][0], 0
+        for part in (order[:20], order[20:]):
+            status, t, loss, _ = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, None, part, params, state,
+                                            work, t, 0.01, 1, loss_acc=acc)
+            assert status == 0
+        out.append((order, params, loss, acc))
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)
+    np.testing.assert_allclose(out[0][2], out[1][2], rtol=1e-12)
+    assert out[0][3][1] == out[1][3][1] == 50
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from fastopt import optim, _iterative
+    from fastopt._iterative import LOSSES, Train
+    spec = optim.make("sgd")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(1000, 8)), rng.normal(size=(1000, 1))
+    order = np.tile(np.arange(1000, dtype=np.int64), 10000)  # 10M steps at batch_size=1: seconds
+    params, state, work = np.zeros(9), spec.init_state(9), np.empty(6 * 9 + 2)
+    train = Train(batch_size=1, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    print("ready", flush=True)
+    try:
+        _iterative.run_epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, work, 0, 1e-5, 1)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.time(), flush=True)
+""")
+
+
+def test_ctrl_c_interrupts_a_long_epoch_within_half_a_second(tmp_path):
+    # Run outside the checkout: `python -c` puts the working directory first on sys.path, and the checkout's
+    # fastopt/ is the unbuilt source, which would shadow the installed package.
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        sent = time.time()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert line[0] == "interrupted"
+    assert float(line[1]) - sent < 0.5
+
+
+def _blocking_source(X, y, release, bad_first=True):
+    def chunks():
+        first = X.copy()
+        if bad_first:
+            first[0, 0] = np.nan
+        yield first, y
+        release.wait()  # the reader blocks here, reading the second chunk
+        yield X, y
+
+    return chunks
+
+
+def _prefetch_threads():
+    return [t for t in threading.enumerate() if t.name == "fastopt-prefetch"]
+
+
+@pytest.mark.parametrize("solver", ["normal", "sgd"])
+def test_fit_stream_reports_an_error_without_waiting_for_the_reader(rng, solver):
+    X = rng.normal(size=(100, 3))
+    y = X.sum(axis=1)
+    release = threading.Event()
+    start = time.monotonic()
+    try:
+        with pytest.raises(ValueError, match="NaN"):
+            LinearRegressor(solver=solver, max_epochs=1, learning_rate=0.01).fit_stream(
+                _blocking_source(X, y, release))
+        assert time.monotonic() - start < 0.5
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while _prefetch_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _prefetch_threads()  # the reader ended once its read returned, reading nothing more
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+def test_fit_stream_waiting_for_a_blocked_source_is_interruptible(rng):
+    X = rng.normal(size=(100, 3))
+    y = X.sum(axis=1)
+    release = threading.Event()
+    est = LinearRegressor(solver="sgd", max_epochs=1, learning_rate=0.01)
+    timer = threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            est.fit_stream(_blocking_source(X, y, release, bad_first=False))
+        assert time.monotonic() - start < 0.3 + 0.5
+    finally:
+        release.set()
+        timer.join()
+    assert not hasattr(est, "coef_")  # transactional: the first chunk's pass is undone
+    deadline = time.monotonic() + 5
+    while _prefetch_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _prefetch_threads()
+
+
+def test_no_signal_handler_is_installed():
+    # Interrupts are handled by slicing, not by replacing the process's SIGINT handler.
+    LinearRegressor(solver="sgd", max_epochs=1).fit(np.ones((10, 2)), np.ones(10))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -1,0 +1,520 @@
+"""Krylov solvers (solver="cg" / "lsqr"): the fused kernel against its twin, agreement with the closed form,
+the conjugate-gradient iteration bound, streamed and Dask fits, determinism, and solver="auto"."""
+import functools
+import math
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
+
+from fastopt import LinearRegressor, _kernels, _krylov, _reference, _solvers
+from fastopt._validation import Data
+from fastopt.exceptions import ConvergenceWarning
+
+KRYLOV = ["cg", "lsqr"]
+# Well-conditioned problems solved to tol = 1e-13 (relative normal-equation residual): the coefficient error is
+# at most cond(A)^2 * tol relative, about 1e-11 for the condition numbers below (under 10 after scaling).
+TOL = 1e-13
+AGREE = 1e-10
+
+
+def _problem(rng, n=600, d=12, k=1, offset=3.0):
+    scales = rng.uniform(0.2, 5.0, size=d)
+    X = rng.normal(size=(n, d)) * scales + offset * rng.normal(size=d)
+    Y = X @ rng.normal(size=(d, k)) + 0.5 * rng.normal(size=(n, k)) + 2.0
+    return X, (Y[:, 0] if k == 1 else Y)
+
+
+def _csr(rng, n=800, d=40, density=0.15, dtype=np.float64):
+    X = scipy.sparse.random(n, d, density=density, random_state=rng, format="csr", dtype=dtype)
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    return X
+
+
+def _rel(a, b):
+    return np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-300)
+
+
+# ---------------------------------------------------------------- the fused kernel and its twin
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("with_y", [False, True])
+@pytest.mark.parametrize("n, d", [(0, 3), (1, 1), (7, 5), (103, 17), (64, 1)])
+def test_krylov_dense_matches_its_twin(dtype, weighted, with_y, n, d, rng):
+    X = rng.normal(size=(n, d)).astype(dtype)
+    X.flags.writeable = False
+    Y = rng.normal(size=(n, 3)).astype(dtype) if with_y else None
+    sw = rng.random(n) if weighted else None
+    v = rng.normal(size=d)
+    outs = []
+    for impl in (_kernels, _reference):
+        z = np.full(d, np.nan)
+        outs.append((impl.krylov_dense(X, Y, 2, sw, v, 0.7, 0.3, z), z))
+    (sums_k, zk), (sums_r, zr) = outs
+    # Same products in float64, summed in a different order (four lanes vs BLAS): each sum of m terms agrees
+    # to m * eps relative to the sum of absolute values.
+    eps = np.finfo(np.float64).eps
+    Xd = X.astype(np.float64)
+    absdot = np.abs(Xd) @ np.abs(v) + 0.7 * (np.abs(Y[:, 2]) if with_y else 0) + 0.3
+    s = np.ones(n) if sw is None else sw
+    bound_z = 4 * (d + n) * eps * (np.abs(Xd).T @ (s * s * absdot))
+    assert np.all(np.abs(zk - zr) <= bound_z + 1e-300)
+    assert sums_k[0] == pytest.approx(sums_r[0], rel=4 * (d + n) * eps, abs=1e-300)
+    assert abs(sums_k[1] - sums_r[1]) <= 4 * (d + n) * eps * float(s * s @ absdot) + 1e-300
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n, d, density, start, stop", [(300, 25, 0.15, 40, 211), (1400, 60, 0.9, 3, 1390)],
+                         ids=["one-block", "blocks-cut-by-entries"])
+def test_krylov_csr_matches_its_twin_on_a_row_segment(dtype, weighted, n, d, density, start, stop, rng):
+    # The second case has 54 entries a row over 1387 rows: blocks of 151 rows, cut by their 8192-entry budget.
+    X = _csr(rng, n, d, density=density, dtype=dtype)
+    Y = rng.normal(size=(n, 2)).astype(dtype)
+    sw = rng.random(n) if weighted else None
+    v = rng.normal(size=d)
+    outs = []
+    for impl in (_kernels, _reference):
+        z = np.full(d, np.nan)
+        sums = impl.krylov_csr(X.data, X.indices, X.indptr[start : stop + 1], Y[start:stop], 1,
+                               None if sw is None else sw[start:stop], v, -1.5, 0.25, z)
+        outs.append((sums, z))
+    (sums_k, zk), (sums_r, zr) = outs
+    np.testing.assert_allclose(zk, zr, rtol=1e-12, atol=1e-12 * np.abs(zr).max())
+    np.testing.assert_allclose(sums_k, sums_r, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_sums_of_squares_match_the_twin(dtype, rng):
+    """With v = 0, c = 0 and shift = -1 both kernels give sum w x, sum w x^2 and W in one pass."""
+    X = rng.normal(size=(61, 9)).astype(dtype)
+    Xs = _csr(rng, 61, 9, density=0.4, dtype=dtype)
+    w = rng.random(61)
+    for Xk, call in ((X, lambda impl, z, zz: impl.krylov_dense(X, None, 0, np.sqrt(w), np.zeros(9), 0.0, -1.0, z, zz)),
+                     (Xs.toarray(), lambda impl, z, zz: impl.krylov_csr(Xs.data, Xs.indices, Xs.indptr, None, 0,
+                                                                        np.sqrt(w), np.zeros(9), 0.0, -1.0, z, zz))):
+        Xd = Xk.astype(np.float64)
+        for impl in (_kernels, _reference):
+            z, zz = np.empty(9), np.empty(9)
+            ss, se = call(impl, z, zz)
+            np.testing.assert_allclose(z, w @ Xd, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(zz, w @ (Xd * Xd), rtol=1e-12)
+            assert ss == pytest.approx(w.sum(), rel=1e-13) and se == pytest.approx(w.sum(), rel=1e-13)
+
+
+def test_krylov_csr_rejects_bad_structure():
+    data, v, z = np.ones(2), np.zeros(3), np.zeros(3)
+    ok_ptr = np.array([0, 1, 2], dtype=np.int32)
+    with pytest.raises(ValueError, match="column index 3"):
+        _kernels.krylov_csr(data, np.array([0, 3], dtype=np.int32), ok_ptr, None, 0, None, v, 0.0, 0.0, z)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        _kernels.krylov_csr(data, np.array([0, 1], dtype=np.int32), np.array([0, 2, 1], dtype=np.int32), None, 0,
+                            None, v, 0.0, 0.0, z)
+    with pytest.raises(ValueError, match="outside data"):
+        _kernels.krylov_csr(data, np.array([0, 1], dtype=np.int32), np.array([0, 1, 5], dtype=np.int32), None, 0,
+                            None, v, 0.0, 0.0, z)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        _kernels.krylov_dense(np.ones((2, 3)), None, 0, None, np.zeros(2), 0.0, 0.0, np.zeros(3))
+
+
+def test_one_pass_returns_both_products(rng):
+    """a = s (X v + c y - shift) and z = X^T (s a): the two products of an iteration from one kernel call."""
+    X, y = rng.normal(size=(50, 4)), rng.normal(size=(50, 1))
+    s, v = np.sqrt(rng.random(50)), rng.normal(size=4)
+    z = np.empty(4)
+    ss, se = _kernels.krylov_dense(X, y, 0, s, v, 2.0, 0.5, z)
+    a = s * (X @ v + 2.0 * y[:, 0] - 0.5)
+    np.testing.assert_allclose(z, X.T @ (s * a), rtol=1e-13)
+    assert ss == pytest.approx(a @ a, rel=1e-13)
+    assert se == pytest.approx((s * a).sum(), rel=1e-12)
+
+
+# ---------------------------------------------------------------- agreement with the closed form
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize(
+    "kw", [{}, {"alpha": 0.3}, {"fit_intercept": False}, {"precondition": "none"}, {"alpha": 1e-3, "k": 3}],
+    ids=["plain", "ridge", "no-intercept", "no-preconditioner", "multi-output"],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dense_agrees_with_closed_form(solver, kw, weighted, rng):
+    kw = dict(kw)
+    X, y = _problem(rng, k=kw.pop("k", 1))
+    w = rng.uniform(0.1, 3.0, size=X.shape[0]) if weighted else None
+    closed = {key: val for key, val in kw.items() if key != "precondition"}
+    ref = LinearRegressor(solver="qr", **closed).fit(X, y, sample_weight=w)
+    est = LinearRegressor(solver=solver, tol=TOL, **kw).fit(X, y, sample_weight=w)
+    assert est.solver_ == solver and 1 <= est.n_iter_ <= _krylov.default_max_iter(X.shape[1])
+    assert _rel(est.coef_, ref.coef_) < AGREE
+    assert np.abs(np.asarray(est.intercept_) - ref.intercept_).max() < AGREE * max(1.0, np.abs(y).max())
+    assert np.shape(est.coef_) == np.shape(ref.coef_)
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("alpha", [0.0, 0.05])
+def test_sparse_agrees_with_closed_form_at_solver_level(solver, weighted, alpha, rng):
+    X = _csr(rng)
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=X.shape[0]) + 1.0
+    w = rng.uniform(0.1, 3.0, size=X.shape[0]) if weighted else None
+    ref = LinearRegressor(solver="qr", alpha=alpha).fit(X.toarray(), y, sample_weight=w)
+    params = LinearRegressor(solver=solver, alpha=alpha, tol=TOL).get_params()
+    result = _solvers.SOLVERS[solver].fit(params, Data(X, y.reshape(-1, 1), w, True))
+    assert _rel(result.coef[0], ref.coef_) < AGREE
+    assert abs(result.intercept[0] - ref.intercept_) < AGREE * np.abs(y).max()
+
+
+@pytest.mark.skipif(not LinearRegressor().__sklearn_tags__().input_tags.sparse,
+                    reason="sparse input to the estimator arrives with the sparse validation")
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_sparse_estimator_agrees_with_dense(solver, rng):
+    X = _csr(rng)
+    y = X @ rng.normal(size=X.shape[1]) + 1.0
+    w = rng.uniform(0.1, 3.0, size=X.shape[0])
+    dense = LinearRegressor(solver="qr", alpha=0.01).fit(X.toarray(), y, sample_weight=w)
+    for fmt in ("csr", "csc", "coo"):
+        est = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit(X.asformat(fmt), y, sample_weight=w)
+        assert _rel(est.coef_, dense.coef_) < AGREE
+        np.testing.assert_allclose(est.predict(X), dense.predict(X.toarray()), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_float32_data_float64_vectors(solver, rng):
+    X, y = _problem(rng)
+    X32, y32 = X.astype(np.float32), y.astype(np.float32)
+    ref = LinearRegressor(solver="qr").fit(X32.astype(np.float64), y32.astype(np.float64))
+    est = LinearRegressor(solver=solver, tol=TOL).fit(X32, y32)
+    assert est.coef_.dtype == np.float32
+    # The data are exactly representable in both; only the final cast to float32 rounds.
+    assert _rel(est.coef_, ref.coef_) < 2 * np.finfo(np.float32).eps
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_memory_mapped_X(solver, rng, tmp_path):
+    X, y = _problem(rng, n=2000)
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    X_map = np.load(tmp_path / "X.npy", mmap_mode="r")
+    est = LinearRegressor(solver=solver, tol=TOL).fit(X_map, y)
+    ref = LinearRegressor(solver=solver, tol=TOL).fit(X, y)
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
+
+
+# ---------------------------------------------------------------- iterations, stopping, warm start
+
+
+@functools.lru_cache(maxsize=1)
+def _orthonormal_factors(n=600, d=300):
+    rng = np.random.default_rng(7)
+    with threadpool_limits(1):  # small factorisations: BLAS threads only contend on a busy machine
+        return np.linalg.qr(rng.normal(size=(n, d)))[0], np.linalg.qr(rng.normal(size=(d, d)))[0], rng.normal(size=n)
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("kappa, tol", [(10.0, 1e-4), (10.0, 1e-8), (30.0, 1e-6)])
+def test_iterations_follow_the_conjugate_gradient_bound(solver, kappa, tol):
+    """With cond(A) = kappa, ||A^T r_k|| / ||A^T r_0|| <= 2 kappa ((kappa - 1) / (kappa + 1))^k (the energy-norm
+    bound of CG on A^T A, Nocedal & Wright eq. 5.36, converted to the residual norm), so at most
+    log(2 kappa / tol) / log((kappa + 1) / (kappa - 1)) iterations; singular values spread over [1, kappa] make
+    the bound nearly sharp (here within a factor of two)."""
+    U, V, y = _orthonormal_factors()
+    d = V.shape[0]
+    s = 1 + (kappa - 1) * (1 - np.cos(np.pi * np.arange(d) / (d - 1))) / 2
+    A = (U * s) @ V.T
+    est = LinearRegressor(solver=solver, fit_intercept=False, precondition="none", tol=tol).fit(A, y)
+    bound = math.log(2 * kappa / tol) / math.log((kappa + 1) / (kappa - 1))
+    assert bound / 2 <= est.n_iter_ <= bound
+    residual = A.T @ (y - A @ est.coef_)
+    assert np.linalg.norm(residual) <= tol * np.linalg.norm(A.T @ y)
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_preconditioner_helps_badly_scaled_columns(solver, rng):
+    X, y = _problem(rng, offset=0.0)
+    X = X * np.geomspace(1e-3, 1e3, X.shape[1])
+    plain = LinearRegressor(solver=solver, precondition="none", tol=1e-8, max_iter=5000).fit(X, y)
+    jacobi = LinearRegressor(solver=solver, tol=1e-8).fit(X, y)
+    assert jacobi.n_iter_ < plain.n_iter_ / 3
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_convergence_warning_and_tol_none(solver, rng):
+    X, y = _problem(rng)
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        est = LinearRegressor(solver=solver, max_iter=2, tol=1e-12).fit(X, y)
+    assert est.n_iter_ == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver=solver, max_iter=3, tol=None).fit(X, y)
+    assert est.n_iter_ == 3
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_warm_start_continues_from_coef(solver, rng):
+    X, y = _problem(rng)
+    est = LinearRegressor(solver=solver, tol=1e-10, warm_start=True)
+    with pytest.warns(ConvergenceWarning):
+        est.set_params(max_iter=3).fit(X, y)
+    first = est.coef_.copy()
+    est.set_params(max_iter=None).fit(X, y)
+    cold = LinearRegressor(solver=solver, tol=1e-10).fit(X, y)
+    assert est.n_iter_ < cold.n_iter_
+    assert not np.array_equal(first, est.coef_)
+    assert _rel(est.coef_, cold.coef_) < 1e-7
+    est.fit(X, y)  # already converged: no iteration needed
+    assert est.n_iter_ == 0
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_partial_fit_refits_the_call_rows_from_the_previous_coefficients(solver, rng):
+    X, y = _problem(rng)
+    est = LinearRegressor(solver=solver, tol=TOL)
+    est.partial_fit(X[:300], y[:300])
+    est.partial_fit(X, y)
+    ref = LinearRegressor(solver="qr").fit(X, y)
+    assert _rel(est.coef_, ref.coef_) < AGREE
+
+
+def test_zero_total_weight_is_an_error(rng):
+    X, y = _problem(rng, n=20)
+    params = LinearRegressor(solver="cg").get_params()
+    with pytest.raises(ValueError, match="sums to zero"):
+        _krylov.SOLVERS["cg"].fit(params, Data(X, y.reshape(-1, 1), np.zeros(20), True))
+
+
+# ---------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_bit_identical_for_any_thread_count(solver, sparse, rng):
+    n = 3 * _krylov.SEGMENT_ROWS + 5  # several segments
+    X = rng.normal(size=(n, 6))
+    if sparse:
+        X = scipy.sparse.csr_array(X * (rng.random(X.shape) < 0.5))
+        assert len(_krylov._segments(n, 6, X.nnz)) > 1
+    y = X @ rng.normal(size=6) + rng.normal(size=n)
+    w = rng.random(n)
+    with threadpool_limits(1):
+        one = LinearRegressor(solver=solver, tol=TOL).fit(X, y, sample_weight=w)
+    with threadpool_limits(2):
+        two = LinearRegressor(solver=solver, tol=TOL).fit(X, y, sample_weight=w)
+    again = LinearRegressor(solver=solver, tol=TOL).fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(one.coef_, two.coef_)
+    np.testing.assert_array_equal(one.coef_, again.coef_)
+    assert one.intercept_ == two.intercept_ == again.intercept_
+
+
+# ---------------------------------------------------------------- streams and Dask
+
+
+class _CountingChunks:
+    """A callable stream that counts its reads."""
+
+    def __init__(self, X, y, w, size):
+        self.items = [(X[i : i + size], y[i : i + size], w[i : i + size]) for i in range(0, len(X), size)]
+        self.reads = 0
+
+    def __call__(self):
+        self.reads += 1
+        return iter(self.items)
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_fit_stream_reads_the_stream_once_per_iteration(solver, rng):
+    X, y = _problem(rng, n=1000)
+    w = rng.uniform(0.5, 2.0, size=1000)
+    chunks = _CountingChunks(X, y, w, 230)
+    est = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit_stream(chunks)
+    ref = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit(X, y, sample_weight=w)
+    assert _rel(est.coef_, ref.coef_) < AGREE
+    assert abs(est.intercept_ - ref.intercept_) < AGREE * np.abs(y).max()
+    # The moments, the start (residual of the initial coefficients), one per iteration, the final check.
+    assert chunks.reads == est.n_iter_ + 3
+
+
+def test_fit_stream_refuses_a_one_shot_iterator(rng):
+    X, y = _problem(rng, n=50)
+    with pytest.raises(TypeError, match="one-shot"):
+        LinearRegressor(solver="cg").fit_stream(iter([(X, y)]))
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_dask_fit_equals_in_memory_with_one_pass_per_iteration(solver, rng, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    from fastopt import _krylov_dask
+
+    X, y = _problem(rng, n=1500, k=2)
+    w = rng.uniform(0.5, 2.0, size=1500)
+    passes = []
+    original = _krylov_dask.DaskPasses.fused
+    monkeypatch.setattr(_krylov_dask.DaskPasses, "fused",
+                        lambda self, *a: passes.append(1) or original(self, *a))
+    est = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit(
+        da.from_array(X, chunks=(400, 12)), da.from_array(y, chunks=(400, 2)), sample_weight=da.from_array(w, 400)
+    )
+    ref = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit(X, y, sample_weight=w)
+    assert _rel(est.coef_, ref.coef_) < AGREE
+    assert np.abs(est.intercept_ - ref.intercept_).max() < AGREE * np.abs(y).max()
+    # Two targets, each: the start, its iterations, the final check; one distributed pass each.
+    assert len(passes) <= 2 * (est.n_iter_ + 2)
+
+
+# ---------------------------------------------------------------- solver="auto"
+
+
+@pytest.mark.parametrize(
+    "shape, sparse, alpha, expected",
+    [
+        ((1000, 50), False, 0.0, "normal"),
+        ((6000, 5792), False, 0.0, "normal"),
+        ((10, 50), False, 0.0, "qr"),
+        ((10, 50), False, 0.1, "normal"),
+        ((1000, 5793), False, 0.0, "lsqr"),
+        ((1000, 5793), False, 1.0, "cg"),
+        ((1000, 50), True, 0.0, "normal"),
+        ((1000, 2**18), True, 0.0, "lsqr"),
+        ((1000, 2**18), True, 1.0, "cg"),
+    ],
+)
+def test_auto_table(shape, sparse, alpha, expected):
+    X = scipy.sparse.csr_array(shape) if sparse else np.broadcast_to(np.float64(0), shape)
+    assert _solvers.resolve("auto", "squared_error", X, alpha) == expected
+    assert _solvers.resolve("auto", "huber", X, alpha) == "newton"
+    assert _solvers.resolve("auto", "huber", X, alpha, incremental=True) == "adam"
+    assert _solvers.resolve("auto", "squared_error") == "normal"  # rows not known yet (partial_fit, streams)
+
+
+def test_auto_fits_a_wide_problem_with_a_krylov_solver(rng, monkeypatch):
+    monkeypatch.setattr(_solvers, "GRAM_MAX_BYTES", 8 * 30 * 30)  # so that d = 31 counts as wide
+    X, y = rng.normal(size=(200, 31)), rng.normal(size=200)
+    est = LinearRegressor(alpha=0.1, tol=TOL).fit(X, y)
+    assert est.solver_ == "cg"
+    ref = LinearRegressor(solver="normal", alpha=0.1).fit(X, y)
+    assert _rel(est.coef_, ref.coef_) < AGREE
+    assert LinearRegressor(solver="auto").fit(X[:20], y[:20]).solver_ in ("lsqr",)
+
+
+def test_auto_picks_lsqr_for_wide_sparse_input(rng):
+    X = scipy.sparse.random(300, 6000, density=0.003, random_state=rng, format="csr")
+    y = rng.normal(size=300)
+    est = LinearRegressor(tol=1e-8).fit(X, y)
+    assert est.solver_ == "lsqr"
+    residual = X.T @ (y - est.predict(X))
+    assert np.linalg.norm(residual) <= 1e-6 * np.linalg.norm(X.T @ (y - y.mean()))
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_fit_stream_of_sparse_chunks_equals_fit(solver, rng):
+    X = _csr(rng, 900, 30)
+    y = X @ rng.normal(size=30) + 0.5
+    w = rng.uniform(0.5, 2.0, size=900)
+    chunks = [(X[i : i + 250], y[i : i + 250], w[i : i + 250]) for i in range(0, 900, 250)]
+    est = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit_stream(chunks)
+    ref = LinearRegressor(solver="qr", alpha=0.01).fit(X.toarray(), y, sample_weight=w)
+    assert _rel(est.coef_, ref.coef_) < AGREE
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_fits_in_a_forked_child_after_the_parent_used_the_pool(rng):
+    import multiprocessing
+
+    n = 3 * _krylov.SEGMENT_ROWS  # several segments, so the thread pool is used
+    X = rng.normal(size=(n, 3))
+    y = X @ np.ones(3)
+    with threadpool_limits(2):
+        parent = LinearRegressor(solver="cg", tol=TOL).fit(X, y).coef_
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_fit_coef, (X, y)).get(timeout=30)
+    np.testing.assert_array_equal(parent, child)
+
+
+def _fit_coef(X, y):
+    with threadpool_limits(2):
+        return LinearRegressor(solver="cg", tol=TOL).fit(X, y).coef_
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_verbose_prints_the_residual_of_every_iteration(solver, rng, capsys):
+    X, y = _problem(rng, n=100, d=4)
+    est = LinearRegressor(solver=solver, tol=1e-8, verbose=1).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == est.n_iter_ and lines[-1].startswith(f"{solver} target 0 iteration {est.n_iter_}:")
+    assert float(lines[-1].split()[-1]) <= 1e-8
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_overflowing_data_is_a_clear_error(solver, rng):
+    X, y = _problem(rng, n=50, d=3)
+    X[0, 0] = 1e200  # finite, but its square is not
+    with pytest.raises(ValueError, match="overflow"):
+        LinearRegressor(solver=solver).fit(X, y)
+
+
+@given(
+    n=st.integers(5, 60), d=st.integers(1, 8), k=st.integers(1, 2), seed=st.integers(0, 2**32 - 1),
+    alpha=st.sampled_from([0.0, 0.1]), intercept=st.booleans(), weighted=st.booleans(),
+)
+@settings(max_examples=25, deadline=None)
+def test_property_krylov_solves_the_closed_form_problem(n, d, k, seed, alpha, intercept, weighted):
+    """Any small problem with more rows than features: both methods reach the closed form's coefficients to the
+    accuracy their residual bound allows (cond(A)^2 tol relative; tol = 1e-13 and cond(A) <= 1e2 here)."""
+    rng = np.random.default_rng(seed)
+    n = max(n, 2 * d + 2)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d) + rng.normal(size=d)
+    Y = rng.normal(size=(n, k))
+    w = rng.uniform(0.2, 2.0, size=n) if weighted else None
+    Xc = X - (np.average(X, axis=0, weights=w) if intercept else 0.0)
+    s = np.linalg.svd(Xc * np.sqrt(np.ones(n) if w is None else w)[:, None], compute_uv=False)
+    assume(s[-1] > 1e-2 * s[0])
+    ref = LinearRegressor(solver="qr", alpha=alpha, fit_intercept=intercept).fit(X, Y, sample_weight=w)
+    for solver in KRYLOV:
+        est = LinearRegressor(solver=solver, alpha=alpha, fit_intercept=intercept, tol=TOL).fit(X, Y, sample_weight=w)
+        scale = max(np.abs(ref.coef_).max(), 1.0)
+        assert np.abs(est.coef_ - ref.coef_).max() <= 1e-8 * scale
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_krylov_dense_baseline_copy_matches_its_twin(dtype, rng):
+    """The instruction set chosen for the epoch kernels (``_kernels.simd``) selects the dense Krylov loop too."""
+    X = rng.normal(size=(103, 37)).astype(dtype)
+    Y, sw, v = rng.normal(size=(103, 1)).astype(dtype), rng.random(103), rng.normal(size=37)
+    best = _kernels.simd()
+    results = {}
+    try:
+        for isa in ("baseline", best):
+            _kernels.simd(isa)
+            z = np.empty(37)
+            results[isa] = (_kernels.krylov_dense(X, Y, 0, sw, v, 0.5, 0.1, z), z)
+    finally:
+        _kernels.simd("best")
+    zr = np.empty(37)
+    sums_r = _reference.krylov_dense(X, Y, 0, sw, v, 0.5, 0.1, zr)
+    for sums, z in results.values():
+        np.testing.assert_allclose(z, zr, rtol=1e-12, atol=1e-12 * np.abs(zr).max())
+        np.testing.assert_allclose(sums, sums_r, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_per_target_alpha_coef_init_and_unsupported_options(solver, rng):
+    X, Y = _problem(rng, k=2)
+    alpha = np.array([0.0, 0.5])
+    ref = LinearRegressor(solver="qr", alpha=alpha).fit(X, Y)
+    est = LinearRegressor(solver=solver, alpha=alpha, tol=TOL).fit(X, Y)
+    assert _rel(est.coef_, ref.coef_) < AGREE
+    # coef_init starts the iteration: from the answer itself, no iteration is needed.
+    again = LinearRegressor(solver=solver, alpha=alpha, tol=1e-8).fit(X, Y, coef_init=est.coef_)
+    assert again.n_iter_ == 0 and _rel(again.coef_, ref.coef_) < 1e-8
+    with pytest.raises(ValueError, match="positive=True is not supported"):
+        LinearRegressor(solver=solver, positive=True).fit(X, Y)
+    with pytest.raises(ValueError, match="average"):
+        LinearRegressor(solver=solver, average=True).fit(X, Y)

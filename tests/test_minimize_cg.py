@@ -1,0 +1,86 @@
+"""fastopt.minimize(method="cg"): Polak-Ribiere+ nonlinear CG against scipy.optimize.minimize(method="CG")."""
+import numpy as np
+import pytest
+import scipy.optimize
+
+from fastopt.__main__ import main as cli
+from fastopt.functions import BEALE, ROSENBROCK, ill_conditioned_quadratic
+from fastopt.minimize import Status, minimize
+
+
+def _both(obj, x0, gtol):
+    ours = minimize(obj.fun, x0, jac=obj.grad, method="cg", options={"gtol": gtol, "maxiter": 10_000})
+    ref = scipy.optimize.minimize(obj.fun, x0, jac=obj.grad, method="CG", options={"gtol": gtol, "maxiter": 10_000})
+    return ours, ref
+
+
+def test_rosenbrock_like_scipy():
+    ours, ref = _both(ROSENBROCK, ROSENBROCK.x0, 1e-6)
+    assert ours.success and ours.status == Status.GTOL and ref.success
+    assert np.abs(ours.jac).max() <= 1e-6
+    # |x - x*| <= |H^-1| |g| with the Hessian's smallest eigenvalue about 0.4 at (1, 1).
+    np.testing.assert_allclose(ours.x, [1.0, 1.0], atol=1e-5)
+    # Same method and line-search constants: comparable work (measured: 32 iterations and 78 evaluations of
+    # f and g for both at gtol = 1e-5; SciPy's MINPACK line search is a little more frugal elsewhere).
+    assert ours.nit <= 1.5 * ref.nit
+    assert ours.nfev <= 1.5 * ref.nfev and ours.njev <= 1.5 * ref.njev
+    assert ours.nfev == ours.njev  # every trial point evaluates f and g once
+
+
+@pytest.mark.parametrize("kappa", [25.0, 1e3])
+def test_ill_conditioned_quadratic(kappa):
+    obj = ill_conditioned_quadratic(kappa)
+    ours, ref = _both(obj, obj.x0, 1e-8)
+    assert ours.success and ref.success
+    # Exact line searches would finish in n = 2 iterations; strong-Wolfe steps need a few more.
+    assert ours.nit <= 10 and ours.nfev <= 25
+    assert np.abs(ours.x).max() <= 1e-8  # the minimiser is 0; |x| <= |g| / lambda_min = |g|
+    assert abs(ours.fun - ref.fun) <= 1e-14
+
+
+def test_beale_reaches_the_minimum():
+    ours, ref = _both(BEALE, BEALE.x0, 1e-6)
+    assert ours.success
+    np.testing.assert_allclose(ours.x, ref.x, atol=1e-4)
+    np.testing.assert_allclose(ours.x, BEALE.global_minimum.x, atol=1e-4)
+
+
+def test_restart_option_and_path():
+    res = minimize(ROSENBROCK.fun, ROSENBROCK.x0, jac=ROSENBROCK.grad, method="cg",
+                   options={"restart": 1, "return_path": True, "maxiter": 20_000, "gtol": 1e-5})
+    # restart=1 is steepest descent with a line search: it still converges, slowly.
+    assert res.success and res.nit > 100
+    assert res.xs.shape == (res.nit + 1, 2) and res.fs[-1] == res.fun
+    assert np.all(np.diff(res.fs) <= 0)  # the sufficient-decrease condition makes f monotone
+
+
+def test_line_search_failure_is_reported():
+    # A gradient that points the wrong way: no step along -g decreases f.
+    res = minimize(lambda x: float(x @ x), np.ones(2), jac=lambda x: -2 * x, method="cg")
+    assert res.status == Status.LINE_SEARCH and not res.success and "Wolfe" in res.message
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"c1": 0.5, "c2": 0.4}, "0 < c1 < c2 < 1"),
+    ({"restart": 0}, "restart"),
+    ({"momentum": 0.9}, "unknown option"),
+])
+def test_bad_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        minimize(ROSENBROCK.fun, ROSENBROCK.x0, jac=ROSENBROCK.grad, method="cg", options=options)
+
+
+def test_finite_difference_gradient():
+    res = minimize(ROSENBROCK.fun, ROSENBROCK.x0, method="cg", options={"gtol": 1e-4})
+    assert res.success and res.njev == 0
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-3)
+
+
+def test_cli_landscape_and_plot_accept_cg(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "rb.png"
+    assert cli(["landscape", "rosenbrock", "--methods", "adam", "cg", "--output", str(png)]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("cg "))
+    assert row[-1] == "gtol" and row[-2] == "minimum"  # "global minimum"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,339 @@
+"""Reliability: extreme weight and data scales, transactional fits, no process-wide side effects."""
+import copy
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from fastopt import LinearRegressor
+from fastopt._closed_form import chunk_state, merge_states
+from fastopt._validation import Data
+from fastopt.exceptions import DivergenceError
+
+ITERATIVE = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+CLOSED = ["normal", "qr"]
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    return X, X @ rng.normal(size=5) + 0.5
+
+
+def two_chunks(X, y, w=None):
+    if w is None:
+        return [(X[:100], y[:100]), (X[100:], y[100:])]
+    return [(X[:100], y[:100], w[:100]), (X[100:], y[100:], w[100:])]
+
+
+# ---------------------------------------------------------------- weights of any scale
+
+
+@pytest.mark.parametrize("scale", [1e306, 1e-300])
+@pytest.mark.parametrize("solver", CLOSED + ITERATIVE)
+def test_uniform_weights_of_any_scale_are_unit_weights(problem, solver, scale):
+    # Weights are relative: uniform weights of any finite size fit as no weights (the mean of 1e306s used to
+    # overflow, zeroing the adaptive rules' coefficients; tiny weights dropped the closed form's mean correction).
+    X, y = problem
+    params = {"solver": solver, "max_epochs": 5, "random_state": 0, "tol": None}
+    ref = LinearRegressor(**params).fit(X, y)
+    w = np.full(len(X), scale)
+    fitted = LinearRegressor(**params).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(fitted.coef_, ref.coef_, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(fitted.intercept_, ref.intercept_, rtol=1e-12, atol=1e-13)
+    streamed = LinearRegressor(**params).fit_stream(two_chunks(X, y, w))
+    ref_stream = LinearRegressor(**params).fit_stream(two_chunks(X, y))
+    np.testing.assert_allclose(streamed.coef_, ref_stream.coef_, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("solver", CLOSED)
+def test_closed_form_merge_of_tiny_and_huge_weights(problem, solver):
+    # Merging chunk statistics: W_a W_b / W under/overflows for weights of 1e-200 (the mean correction was
+    # dropped: 1e-4 off) or 1e306; relative weights across chunks of different scales are kept.
+    X, y = problem
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.5, 2.0, size=len(X))
+    ref = LinearRegressor(solver=solver).fit(X, y + np.where(np.arange(len(X)) < 100, 1.0, 0.0), sample_weight=w)
+    y2 = y + np.where(np.arange(len(X)) < 100, 1.0, 0.0)  # chunks with different means exercise the correction
+    for scale in (1e-200, 1e-300, 1e306):
+        got = LinearRegressor(solver=solver).fit_stream(two_chunks(X, y2, w * scale))
+        np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(got.intercept_, ref.intercept_, rtol=1e-12)
+        est = LinearRegressor(solver=solver)
+        for Xc, yc, wc in two_chunks(X, y2, w * scale):
+            est.partial_fit(Xc, yc, sample_weight=wc)
+        np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-12, atol=1e-13)
+    # States whose weights differ by 2**600 merge on the larger scale (the smaller chunk weighs nothing).
+    params = {"solver": solver}
+    a = chunk_state(params, Data(X[:100], y2[:100, None], w[:100] * 1e-100, True))
+    b = chunk_state(params, Data(X[100:], y2[100:, None], w[100:] * 1e80, True))
+    assert a.weight_exp != b.weight_exp
+    merged = merge_states(a, b)
+    np.testing.assert_allclose(merged.mean, b.mean, rtol=1e-14)
+
+
+@pytest.mark.parametrize("solver", CLOSED)
+@pytest.mark.parametrize("fx, fy", [(1e-310, 1e-300), (1e-305, 1.0), (1e-160, 1e-160), (1.0, 1e300),
+                                    (1e200, 1e300), (1e300, 1.0)])
+def test_closed_form_is_right_at_any_data_scale(problem, solver, fx, fy):
+    # Denormal X gave NaN coefficients silently; y * 1e300 was blamed on X. fit rescales by powers of two.
+    X, y = problem
+    w = np.random.default_rng(2).uniform(0.5, 2.0, size=len(X))
+    ref = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
+    got = LinearRegressor(solver=solver).fit(X * fx, y * fy, sample_weight=w * 1e300)
+    np.testing.assert_allclose(got.coef_ * (fx / fy), ref.coef_, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(got.intercept_ / fy, ref.intercept_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", CLOSED)
+def test_closed_form_says_why_when_it_cannot(problem, solver):
+    X, y = problem
+    with pytest.raises(ValueError, match="coefficients exceed float64's range.*multiply X"):
+        LinearRegressor(solver=solver).fit(X * 1e-310, y)
+    # A chunk at a time, the rows cannot be rescaled together: the error names the argument and column.
+    with pytest.raises(ValueError, match="X column 0 has values too large or too small"):
+        LinearRegressor(solver=solver).partial_fit(X * 1e-310, y)
+    with pytest.raises(ValueError, match="^y column 0 has values too large or too small"):
+        LinearRegressor(solver=solver).fit_stream([(X, y * 1e300)])
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        LinearRegressor(solver=solver).fit(np.where(X > 2, np.nan, X), y)
+
+
+@pytest.mark.parametrize("solver", ITERATIVE)
+def test_iterative_blames_y_for_overflow(problem, solver):
+    X, y = problem
+    with pytest.raises(ValueError, match="y has values too large"):
+        LinearRegressor(solver=solver).fit(X, y * 1e300)
+
+
+def test_chunk_state_rejects_short_sample_weight(problem):
+    # A public entry (see the README): it used to read past the weights' end.
+    X, y = problem
+    for solver in CLOSED:
+        with pytest.raises(ValueError, match="inconsistent chunk"):
+            chunk_state({"solver": solver}, Data(X, y[:, None], np.ones(10), True))
+
+
+# ---------------------------------------------------------------- transactional fits
+
+
+def snapshot(est):
+    return copy.deepcopy(est.__dict__)
+
+
+def assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key, va in a.items():
+        vb = b[key]
+        if hasattr(va, "__dataclass_fields__"):
+            assert_same_state(vars(va), vars(vb))
+        elif isinstance(va, np.random.Generator):
+            assert va.bit_generator.state == vb.bit_generator.state
+        elif isinstance(va, np.ndarray):
+            np.testing.assert_array_equal(va, vb)
+        else:
+            assert va == vb or (np.isnan(va) and np.isnan(vb)), key
+
+
+class FailingSource:
+    """A stream (a callable giving each epoch's chunks) whose epoch ``fail_at`` fails on its second chunk."""
+
+    def __init__(self, chunks, fail_at):
+        self.chunks, self.fail_at, self.calls = chunks, fail_at, 0
+
+    def __call__(self):
+        self.calls += 1
+        for i, chunk in enumerate(self.chunks):
+            if self.calls >= self.fail_at and i == 1:
+                raise OSError("the source failed")
+            yield chunk
+
+
+def failures(X, y, solver, before):
+    """{name: callable(est)} of calls that fail after validation has accepted part of their input."""
+    nan_X = X.copy()
+    nan_X[-1, 0] = np.nan
+    zero_w = np.zeros(len(X))
+    iterative = solver in ITERATIVE
+    cases = {
+        "nan X found by the kernel": lambda est: est.fit(nan_X, y),
+        "zero weight": lambda est: est.fit(X, y, sample_weight=zero_w),
+        "partial zero weight": lambda est: est.partial_fit(X, y, sample_weight=zero_w),
+        "partial nan X": lambda est: est.partial_fit(nan_X, y),
+        "stream chunk with other features": lambda est: est.fit_stream([(X[:100], y[:100]), (X[100:, :3], y[100:])]),
+        "stream source fails": lambda est: est.fit_stream(FailingSource(two_chunks(X, y), 2 if iterative else 1)),
+        "interrupt": lambda est: est.fit_stream(lambda: _interrupting(two_chunks(X, y))),
+    }
+    if before != "unfitted":
+        cases["partial other features"] = lambda est: est.partial_fit(X[:, :3], y)
+    if iterative:
+        cases["divergence"] = lambda est: est.set_params(learning_rate=1e6).fit(X, y)
+        cases["partial divergence"] = lambda est: est.set_params(learning_rate=1e6).partial_fit(X, y)
+        cases["stream weighted after unweighted"] = lambda est: est.set_params(learning_rate=0.01).fit_stream(
+            lambda: iter([(X[:100], y[:100]), (X[100:], y[100:], np.ones(100))]))
+        if before != "unfitted":
+            cases["partial dtype switch"] = lambda est: est.partial_fit(X.astype(np.float32), y)
+    return cases
+
+
+def _interrupting(chunks):
+    yield chunks[0]
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("solver", CLOSED + ITERATIVE)
+@pytest.mark.parametrize("before", ["unfitted", "fit", "partial_fit"])
+def test_failed_fit_leaves_the_estimator_as_it_was(problem, solver, before):
+    X, y = problem
+    params = {"solver": solver, "max_epochs": 3, "random_state": 0, "tol": None}
+    for fail in failures(X, y, solver, before).values():
+        est = LinearRegressor(**params)
+        if before == "fit":
+            est.fit(X[:150], y[:150])
+        elif before == "partial_fit":
+            est.partial_fit(X[:150], y[:150])
+        saved = snapshot(est)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises((ValueError, TypeError, DivergenceError, OSError, KeyboardInterrupt)):
+                fail(est)
+        est.set_params(**params, learning_rate="auto")
+        assert_same_state(snapshot(est), saved)
+        if before == "unfitted":
+            with pytest.raises(Exception, match="not fitted"):
+                est.predict(X)
+        else:
+            # Later passes are those of an estimator that never saw the failing call (generator included).
+            twin = LinearRegressor(**params)
+            if before == "fit":
+                twin.fit(X[:150], y[:150])
+            else:
+                twin.partial_fit(X[:150], y[:150])
+            np.testing.assert_array_equal(est.predict(X), twin.predict(X))
+            est.partial_fit(X[150:], y[150:])
+            twin.partial_fit(X[150:], y[150:])
+            np.testing.assert_array_equal(est.coef_, twin.coef_)
+
+
+def test_failed_fit_rewinds_a_random_state_instance(problem):
+    X, y = problem
+    rs = np.random.RandomState(3)
+    expected = np.random.RandomState(3).randint(100)
+    with pytest.raises(DivergenceError):
+        LinearRegressor(solver="sgd", learning_rate=1e6, random_state=rs).fit(X, y)
+    assert rs.randint(100) == expected
+
+
+# ---------------------------------------------------------------- no process-wide side effects
+
+
+def test_concurrent_fits_equal_sequential_ones_and_leave_blas_alone(problem):
+    from threadpoolctl import threadpool_info
+
+    X, y = problem
+    before = [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()]
+    configs = [{"solver": s, "n_threads": n, "random_state": 1, "max_epochs": 3, "tol": None}
+               for s in ("normal", "qr", "adam", "sgd") for n in (None, 2)]
+    expected = [LinearRegressor(**c).fit(X, y).coef_ for c in configs]
+    for _ in range(4):  # the old guard's out-of-order restores showed in about one round in five
+        results = [None] * (4 * len(configs))
+        barrier = threading.Barrier(8)
+
+        def work(slot, results=results, barrier=barrier):
+            barrier.wait()
+            for i in range(slot, len(results), 8):
+                results[i] = LinearRegressor(**configs[i % len(configs)]).fit(X, y).coef_
+
+        threads = [threading.Thread(target=work, args=(slot,)) for slot in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i, coef in enumerate(results):
+            np.testing.assert_array_equal(coef, expected[i % len(configs)])
+        assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
+
+
+def test_iterative_fit_does_not_change_blas_threads(problem, monkeypatch):
+    # The BLAS thread limit is process-wide: an iterative fit must not set it (the old guard did, around every
+    # two-thread fit, and concurrent fits restored it out of order). The closed form's small-input path neither.
+    import threadpoolctl
+
+    X, y = problem
+    calls = []
+    original = threadpoolctl._ThreadpoolLimiter.__init__  # behind threadpool_limits and ThreadpoolController.limit
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(threadpoolctl._ThreadpoolLimiter, "__init__", spy)
+    for solver in ("sgd", "adam"):
+        LinearRegressor(solver=solver, n_threads=2, max_epochs=2).fit(np.tile(X, (400, 1)), np.tile(y, 400))
+    LinearRegressor(n_threads=2).fit(X, y)
+    assert calls == []
+
+
+def test_concurrent_segmented_closed_form_fits_restore_blas_threads():
+    # The closed form's parallel section lowers the BLAS limit for its duration only, one section at a time:
+    # concurrent fits restore it exactly and give the sequential answer.
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(140_000, 4))
+    y = X @ np.arange(1.0, 5.0) + rng.normal(size=140_000)
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    expected = LinearRegressor().fit(X, y).coef_
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(LinearRegressor().fit(X, y).coef_)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    for coef in results:
+        np.testing.assert_array_equal(coef, expected)
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_n_threads_never_changes_results_with_auto_learning_rate(solver):
+    # The old guard ran the learning-rate power iteration under a one-thread BLAS for n_threads=2 only.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 64))
+    y = X @ rng.normal(size=64) + 0.5
+    params = {"solver": solver, "random_state": 0, "max_epochs": 2, "tol": None}
+    one = LinearRegressor(**params).fit(X, y)
+    two = LinearRegressor(**params, n_threads=2).fit(X, y)
+    assert one.learning_rate_ == two.learning_rate_
+    np.testing.assert_array_equal(one.coef_, two.coef_)
+
+
+@pytest.mark.parametrize("solver", CLOSED)
+def test_tiny_constant_column_beside_denormal_ones_is_taken_as_constant(problem, solver):
+    # The rescaled retry must not reject a column that has no spread at all.
+    X, y = problem
+    tiny = np.column_stack([X * 1e-305, np.full(len(X), 1e-320)])
+    ref = LinearRegressor(solver=solver).fit(X, y)
+    got = LinearRegressor(solver=solver).fit(tiny, y * 1e-300)
+    np.testing.assert_allclose(got.coef_[:5] * 1e-305 / 1e-300, ref.coef_, rtol=1e-9)
+    np.testing.assert_allclose(got.intercept_ / 1e-300, ref.intercept_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e306, 1e-300])
+def test_newton_uniform_weights_of_any_scale_are_unit_weights(problem, scale):
+    X, y = problem
+    ref = LinearRegressor(solver="newton", loss="huber").fit(X, y)
+    got = LinearRegressor(solver="newton", loss="huber").fit(X, y, sample_weight=np.full(len(X), scale))
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("solver", ["cg", "lsqr"])
+@pytest.mark.parametrize("scale", [1e306, 1e-300])
+def test_krylov_uniform_weights_of_any_scale_are_unit_weights(problem, solver, scale):
+    X, y = problem
+    ref = LinearRegressor(solver=solver).fit(X, y)
+    got = LinearRegressor(solver=solver).fit(X, y, sample_weight=np.full(len(X), scale))
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-10, atol=1e-12)

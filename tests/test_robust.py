@@ -1,0 +1,226 @@
+"""solver="newton": exact Huber and absolute-error fits (fastopt._newton), checked against an independent
+high-precision reference, scipy.optimize.minimize(method="L-BFGS-B") at tight tolerance on the same objective,
+scikit-learn's QuantileRegressor (an exact linear program) and HuberRegressor (at its fitted scale)."""
+import warnings
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from sklearn.linear_model import HuberRegressor, QuantileRegressor
+
+from fastopt import LinearRegressor
+from fastopt.exceptions import ConvergenceWarning
+
+
+def objective(X, y, coef, intercept, loss, epsilon=1.35, alpha=0.0, sw=None):
+    """The estimator's objective: weighted mean loss + alpha/2 ||coef||^2 (float64, or longdouble sums)."""
+    r = X @ coef + intercept - y
+    a = np.abs(r)
+    if loss == "huber":
+        v = np.where(a <= epsilon, 0.5 * r * r, epsilon * (a - 0.5 * epsilon))
+    else:
+        v = a
+    w = np.ones_like(y) if sw is None else sw
+    return float(np.sum(w * v) / np.sum(w)) + 0.5 * alpha * float(coef @ coef)
+
+
+def contaminated(n=600, d=5, seed=0, frac=0.05):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) + 3.0  # an offset column mean exercises the centred Newton system
+    y = X @ rng.normal(size=d) + 2.0 + rng.normal(size=n)
+    bad = rng.random(n) < frac
+    y[bad] += rng.normal(scale=50.0, size=bad.sum())
+    return X, y
+
+
+def lbfgs(X, y, loss, alpha, epsilon, sw, start, fit_intercept=True):
+    d = X.shape[1]
+    bounds = [(None, None)] * d + [(None, None) if fit_intercept else (0.0, 0.0)]
+
+    def f(t):
+        return objective(X, y, t[:d], t[d], loss, epsilon, alpha, sw)
+
+    def grad(t):
+        r = X @ t[:d] + t[d] - y
+        psi = np.clip(r, -epsilon, epsilon) if loss == "huber" else np.sign(r)
+        w = np.ones_like(y) if sw is None else sw
+        c = w * psi / w.sum()
+        return np.append(X.T @ c + alpha * t[:d], c.sum())
+
+    res = minimize(f, start, jac=grad, method="L-BFGS-B", bounds=bounds,
+                   options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 20000, "maxcor": 30})
+    return res.fun
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.05])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_huber_newton_is_the_minimiser(alpha, weighted):
+    X, y = contaminated(seed=1)
+    sw = np.random.default_rng(2).uniform(0.2, 3.0, size=y.size) if weighted else None
+    est = LinearRegressor(loss="huber", alpha=alpha).fit(X, y, sample_weight=sw)
+    assert est.solver_ == "newton" and 1 <= est.n_iter_ <= 20
+    ours = objective(X, y, est.coef_, est.intercept_, "huber", 1.35, alpha, sw)
+    # L-BFGS-B from a perturbed start on the same (C^1) objective cannot beat the minimiser by more than its
+    # own round-off: relative 1e-8 is the issue's bar, ours is met with room to spare.
+    ref = lbfgs(X, y, "huber", alpha, 1.35, sw, np.append(est.coef_, est.intercept_) + 0.3)
+    assert ours <= ref * (1 + 1e-12)
+    assert ours == pytest.approx(ref, rel=1e-8)
+    # Stationarity, independently: the gradient of the objective at the fit vanishes to round-off.
+    r = X @ est.coef_ + est.intercept_ - y
+    w = np.ones_like(y) if sw is None else sw
+    c = w * np.clip(r, -1.35, 1.35) / w.sum()
+    g = np.append(X.T @ c + alpha * est.coef_, c.sum())
+    assert np.max(np.abs(g)) < 1e-12 * np.max(np.abs(X)) * np.max(np.abs(y))
+
+
+def test_huber_with_large_epsilon_is_least_squares():
+    from sklearn.datasets import make_regression
+
+    X, y = make_regression(n_samples=50, n_features=20, noise=0.05, random_state=0)
+    ls = LinearRegressor().fit(X, y)
+    h = LinearRegressor(loss="huber", epsilon=1e3).fit(X, y)
+    np.testing.assert_allclose(h.coef_, ls.coef_, rtol=1e-10, atol=1e-10)
+
+
+def test_huber_matches_huberregressor_at_its_scale():
+    X, y = contaminated(n=400, seed=3)
+    hr = HuberRegressor(epsilon=1.35, alpha=0.0, max_iter=2000, tol=1e-12).fit(X, y)
+    # HuberRegressor estimates a scale sigma: at fixed sigma its coefficients minimise the Huber loss with
+    # threshold epsilon * sigma, the objective fastopt minimises with that epsilon.
+    eps = 1.35 * hr.scale_
+    est = LinearRegressor(loss="huber", epsilon=eps).fit(X, y)
+    ours = objective(X, y, est.coef_, est.intercept_, "huber", eps)
+    theirs = objective(X, y, hr.coef_, hr.intercept_, "huber", eps)
+    assert ours <= theirs * (1 + 1e-12)
+    assert ours == pytest.approx(theirs, rel=1e-6)  # their L-BFGS stops at its own tolerance
+
+
+def test_huber_high_precision_reference():
+    """Independent reference: the Huber minimiser satisfies the least-squares equations of its inlier set with
+    the outliers' clipped residuals fixed; solve them in extended precision (numpy longdouble)."""
+    X, y = contaminated(n=300, d=4, seed=4)
+    est = LinearRegressor(loss="huber").fit(X, y)
+    r = X @ est.coef_ + est.intercept_ - y
+    inl = np.abs(r) <= 1.35
+    A = np.hstack([X, np.ones((X.shape[0], 1))]).astype(np.longdouble)
+    # gradient = A_in^T (A_in t - y_in) + A_out^T (1.35 sign r_out) = 0
+    lhs = A[inl].T @ A[inl]
+    rhs = A[inl].T @ y[inl].astype(np.longdouble) - A[~inl].T @ (1.35 * np.sign(r[~inl])).astype(np.longdouble)
+    t = np.linalg.solve(lhs.astype(np.float64), rhs.astype(np.float64))
+    for _ in range(3):  # iterative refinement with longdouble residuals
+        t = t + np.linalg.solve(lhs.astype(np.float64), (rhs - lhs @ t.astype(np.longdouble)).astype(np.float64))
+    np.testing.assert_allclose(np.append(est.coef_, est.intercept_), t, rtol=1e-10, atol=1e-12)
+    assert np.array_equal(np.abs(X @ t[:-1] + t[-1] - y) <= 1.35, inl)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.02])
+def test_absolute_error_is_the_exact_minimiser(alpha):
+    X, y = contaminated(n=500, seed=5)
+    est = LinearRegressor(loss="absolute_error", alpha=alpha).fit(X, y)
+    ours = objective(X, y, est.coef_, est.intercept_, "absolute_error", alpha=alpha)
+    if alpha == 0:
+        q = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(X, y)
+        ref = objective(X, y, q.coef_, q.intercept_, "absolute_error")
+        assert ours == pytest.approx(ref, rel=1e-10)
+    ref = lbfgs(X, y, "absolute_error", alpha, 1.0, None, np.append(est.coef_, est.intercept_) + 0.05)
+    assert ours <= ref * (1 + 1e-10)
+
+
+def test_absolute_error_weights_equal_repetitions():
+    X, y = contaminated(n=200, d=3, seed=6)
+    sw = np.random.default_rng(7).integers(0, 4, size=200)
+    a = LinearRegressor(loss="absolute_error").fit(X, y, sample_weight=sw)
+    b = LinearRegressor(loss="absolute_error").fit(np.repeat(X, sw, axis=0), np.repeat(y, sw))
+    fa = objective(X, y, a.coef_, a.intercept_, "absolute_error", sw=sw.astype(float))
+    fb = objective(X, y, b.coef_, b.intercept_, "absolute_error", sw=sw.astype(float))
+    assert fa == pytest.approx(fb, rel=1e-12)
+
+
+def test_multi_output_float32_intercept_and_per_target_alpha():
+    X, y = contaminated(n=300, seed=8)
+    Y = np.column_stack([y, -2 * y + 1])
+    alpha = np.array([0.0, 0.1])
+    est = LinearRegressor(loss="huber", alpha=alpha).fit(X, Y)
+    for j in range(2):
+        one = LinearRegressor(loss="huber", alpha=alpha[j]).fit(X, Y[:, j])
+        np.testing.assert_allclose(est.coef_[j], one.coef_, rtol=1e-12, atol=1e-12)
+        assert est.intercept_[j] == pytest.approx(one.intercept_, rel=1e-12, abs=1e-12)
+    f32 = LinearRegressor(loss="huber").fit(X.astype(np.float32), y.astype(np.float32))
+    assert f32.coef_.dtype == np.float32
+    f64 = LinearRegressor(loss="huber").fit(X.astype(np.float32).astype(np.float64), y.astype(np.float32))
+    np.testing.assert_allclose(f32.coef_, f64.coef_, rtol=1e-5, atol=1e-5)
+    noint = LinearRegressor(loss="huber", fit_intercept=False).fit(X, y)
+    assert noint.intercept_ == 0.0
+    ref = lbfgs(X, y, "huber", 0.0, 1.35, None, np.zeros(6), fit_intercept=False)
+    assert objective(X, y, noint.coef_, 0.0, "huber") <= ref * (1 + 1e-10)
+
+
+def test_newton_is_bit_identical_across_runs_and_the_default_for_robust_losses():
+    X, y = contaminated(n=300, seed=9)
+    for loss in ("huber", "absolute_error"):
+        a = LinearRegressor(loss=loss).fit(X, y)
+        b = LinearRegressor(loss=loss, solver="newton").fit(X, y)
+        assert a.solver_ == "newton"
+        assert np.array_equal(a.coef_, b.coef_) and a.intercept_ == b.intercept_
+    c = LinearRegressor().fit(X, y)
+    d = LinearRegressor().fit(X, y)
+    assert np.array_equal(c.coef_, d.coef_)
+
+
+def test_convergence_warning_init_and_warm_start():
+    X, y = contaminated(n=300, seed=10)
+    with pytest.warns(ConvergenceWarning, match="max_epochs=1"):
+        LinearRegressor(loss="absolute_error", max_epochs=1).fit(X, y)
+    full = LinearRegressor(loss="huber").fit(X, y)
+    start = LinearRegressor(loss="huber").fit(X, y, coef_init=full.coef_, intercept_init=full.intercept_)
+    assert start.n_iter_ <= 1
+    np.testing.assert_allclose(start.coef_, full.coef_, rtol=1e-12)
+    warm = LinearRegressor(loss="huber", warm_start=True).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warm.fit(X, y)
+    assert warm.n_iter_ <= 1
+
+
+def test_unsupported_uses_are_clear_errors():
+    X, y = contaminated(n=50, seed=11)
+    est = LinearRegressor(solver="newton", loss="huber")
+    assert not hasattr(est, "partial_fit")
+    with pytest.raises(ValueError, match="cannot fit incrementally"):
+        est.fit_stream([(X, y)])
+    with pytest.raises(ValueError, match="positive=True is not supported by solver='newton'"):
+        LinearRegressor(loss="huber", positive=True).fit(X, y)
+    # solver="auto" keeps incremental robust fits on the iterative path
+    inc = LinearRegressor(loss="huber", random_state=0).partial_fit(X, y)
+    assert inc.solver_ == "adam"
+
+
+def test_newton_bits_do_not_depend_on_concurrent_fits():
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = contaminated(n=70_000, d=20, seed=12)  # large enough for the closed form's parallel segments
+    ref = LinearRegressor(loss="huber").fit(X, y)
+
+    def one(i):
+        if i % 2:  # a closed-form fit limits the BLAS threads process-wide while it runs
+            return LinearRegressor().fit(X, y)
+        return LinearRegressor(loss="huber").fit(X, y)
+
+    with ThreadPoolExecutor(4) as pool:
+        fits = list(pool.map(one, range(6)))
+    for est in fits[::2]:
+        assert np.array_equal(est.coef_, ref.coef_) and est.intercept_ == ref.intercept_
+    exact = LinearRegressor().fit(X, y)
+    for est in fits[1::2]:
+        assert np.array_equal(est.coef_, exact.coef_) and est.intercept_ == exact.intercept_
+
+
+def test_newton_on_dask_arrays_is_a_clear_error():
+    da = pytest.importorskip("dask.array")
+    X, y = contaminated(n=100, seed=13)
+    with pytest.raises(ValueError, match="cannot fit incrementally"):
+        LinearRegressor(solver="newton", loss="huber").fit(da.from_array(X, chunks=50), da.from_array(y, chunks=50))
+    # "auto" on Dask arrays keeps the iterative path for robust losses
+    est = LinearRegressor(loss="huber", max_epochs=2, tol=None, random_state=0).fit(
+        da.from_array(X, chunks=50), da.from_array(y, chunks=50))
+    assert est.solver_ == "adam"

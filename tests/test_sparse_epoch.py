@@ -1,0 +1,356 @@
+"""The fused CSR epoch (csrc/epoch_csr.c): its NumPy twin, the dense epoch on ``X.toarray()``, SparseAdam mode.
+
+Tolerances. The kernel and its twin sum every dot product and gradient entry in the same order, so they differ
+only where the kernel defers updates (the catch-up powers are formed in double, the per-step twin rounds every
+step in the working type) and in the order of the clipping norm's sum: a few units of roundoff per step, which
+the adaptive rules may amplify by ``|g| / (sqrt(v) + eps)``. Against the dense epoch the dot products are also
+summed in another order (vectorised). ``_close`` allows ``TOL_STEPS`` roundoffs per step over the fit.
+"""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastopt import LinearRegressor, _kernels, _reference, optim
+from fastopt._iterative import SOLVERS, Train
+from fastopt._validation import Data
+
+RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Loss.ABSOLUTE_ERROR,
+          "huber": optim.Loss.HUBER}
+TOL_STEPS = 64
+
+
+def _csr(rng, n, d, density, dtype, explicit_zeros=False):
+    X = sp.random(n, d, density=density, format="csr", random_state=rng, dtype=np.float64)
+    X.data = rng.normal(size=X.nnz)
+    if explicit_zeros and X.nnz:
+        X.data[rng.random(X.nnz) < 0.2] = 0.0
+    X = sp.csr_array(X.astype(dtype))
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    return X
+
+
+def _problem(rng, n, d, k, dtype, weighted, density=0.15):
+    X = _csr(rng, n, d, density, dtype)
+    Y = (X @ rng.normal(size=(d, k)) + 0.3 * rng.standard_t(3, size=(n, k))).astype(dtype)
+    sw = None
+    if weighted:
+        sw = rng.uniform(0, 2, size=n).astype(dtype)
+        sw /= sw.mean()
+    return X, np.ascontiguousarray(Y), sw
+
+
+def _spec(rule, wd, **extra):
+    kw = {"weight_decay": wd}
+    if rule == "rmsprop":
+        kw.update(momentum=0.5, centered=True)
+    kw.update(extra)
+    return optim.make(rule, **kw)
+
+
+def _close(a, b, steps, dtype, scale=1.0):
+    eps = np.finfo(dtype).eps
+    tol = TOL_STEPS * steps * eps * max(scale, float(np.max(np.abs(b), initial=0.0)), 1.0)
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+def _run(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=False, stage_cap=None):
+    params = np.zeros(n_params, Y.dtype)
+    state = spec.init_state(n_params, Y.dtype)
+    t, out = 0, []
+    for _ in range(epochs):
+        if dense:
+            work = np.empty(6 * n_params + 2 * Y.shape[1], Y.dtype)
+            out.append(impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work, t, lr))
+        else:
+            out.append(impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr,
+                                      lazy, stage_cap))
+        t = out[-1][1]
+    return params, state, out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("rule", RULES)
+def test_csr_epoch_matches_its_twin_and_the_dense_epoch(rule, wd, dtype):
+    rng = np.random.default_rng(hash((rule, wd, dtype().itemsize)) % 2**32)
+    n, d, k, batch = 120, 30, 2, 16
+    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True)
+    order = rng.permutation(n).astype(np.int64)
+    spec = _spec(rule, wd, amsgrad=True) if rule == "adamw" else _spec(rule, wd)
+    lazy_modes = [False, True] if rule in ("adam", "adamw") else [False]
+    for loss, clip in (("huber", 0.5), ("squared_error", None), ("absolute_error", None)):
+        train = Train(batch_size=batch, loss=LOSSES[loss], epsilon=0.8, clip_norm=clip, loss_limit=np.inf)
+        for lazy in lazy_modes:
+            p1, s1, o1 = _run(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
+            p2, s2, o2 = _run(_reference, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
+            assert [o[:2] for o in o1] == [o[:2] for o in o2] == [(0, 8), (0, 16), (0, 24)]
+            np.testing.assert_allclose([o[2] for o in o1], [o[2] for o in o2], rtol=1e-5 if dtype == np.float32
+                                       else 1e-12)
+            _close(p1, p2, 24, dtype)
+            _close(s1, s2, 24, dtype)
+            for cap in (0, 7, 60):  # rows read in place, blocks staged in part: the same bits
+                p4, s4, o4 = _run(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy, stage_cap=cap)
+                assert o4 == o1
+                np.testing.assert_array_equal(p4, p1)
+                np.testing.assert_array_equal(s4, s1)
+            if not lazy:  # the same objective and steps as the dense epoch on X.toarray()
+                p3, s3, _ = _run(_kernels, spec, train, X.toarray(), Y, sw, order, k * d + k, 3, 0.05, lazy,
+                                  dense=True)
+                _close(p1, p3, 24, dtype)
+                _close(s1, s3, 24, dtype)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adagrad", "adam"])
+def test_rules_without_deferred_updates_agree_with_the_twin_bit_for_bit(rule):
+    # No catch-up and no clipping: the kernel and the twin perform the same operations in the same order.
+    rng = np.random.default_rng(3)
+    X, Y, sw = _problem(rng, 200, 40, 1, np.float64, weighted=True)
+    order = rng.permutation(200).astype(np.int64)
+    train = Train(batch_size=8, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    spec = _spec(rule, 0.0)
+    for lazy in (False, True):
+        p1, s1, _ = _run(_kernels, spec, train, X, Y, sw, order, 41, 2, 0.01, lazy)
+        p2, s2, _ = _run(_reference, spec, train, X, Y, sw, order, 41, 2, 0.01, lazy)
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(s1, s2)
+
+
+def _sparse_adam_definition(X, Y, order, batch, lr, betas, eps, steps_per_epoch, epochs):
+    """torch.optim.SparseAdam (torch/optim/sparse_adam.py) transliterated, on the squared-error minibatch gradient
+    of a linear model with intercept, written independently of fastopt's twin: one dict entry per coordinate
+    whose gradient is nonzero."""
+    d = X.shape[1]
+    w = np.zeros(d + 1)
+    m, v = np.zeros(d + 1), np.zeros(d + 1)
+    Xd = X.toarray()
+    step = 0
+    for _ in range(epochs):
+        for s in range(steps_per_epoch):
+            rows = order[s * batch : (s + 1) * batch]
+            r = Xd[rows] @ w[:d] + w[d] - Y[rows, 0]
+            grad = np.r_[Xd[rows].T @ r, r.sum()] / len(rows)
+            step += 1
+            idx = np.flatnonzero(grad)
+            g = grad[idx]
+            old_m, old_v = m[idx], v[idx]
+            upd_m = (g - old_m) * (1 - betas[0])
+            upd_v = (g**2 - old_v) * (1 - betas[1])
+            m[idx], v[idx] = old_m + upd_m, old_v + upd_v
+            numer = upd_m + old_m
+            denom = np.sqrt(upd_v + old_v) + eps
+            step_size = lr * np.sqrt(1 - betas[1] ** step) / (1 - betas[0] ** step)
+            w[idx] += -step_size * (numer / denom)
+    return w, m, v
+
+
+def test_sparse_adam_mode_follows_torch_sparse_adam_step_for_step():
+    rng = np.random.default_rng(7)
+    n, d, batch = 96, 50, 8
+    X, Y, _ = _problem(rng, n, d - 5, 1, np.float64, weighted=False, density=0.05)
+    X = sp.hstack([X, sp.csr_array((n, 5))], format="csr")  # five columns that no row stores
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    order = rng.permutation(n).astype(np.int64)
+    spec = optim.make("adam", beta1=0.8, beta2=0.95, eps=1e-6)
+    train = Train(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    params, state, _ = _run(_kernels, spec, train, X, Y, None, order, d + 1, 2, 0.1, True)
+    w, m, v = _sparse_adam_definition(X, Y, order, batch, 0.1, (0.8, 0.95), 1e-6, n // batch, 2)
+    np.testing.assert_allclose(params, w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(state[0], m, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(state[1], v, rtol=1e-12, atol=1e-14)
+    # Columns that no row stores never move, nor do their moments.
+    empty = np.flatnonzero(np.diff(X.tocsc().indptr) == 0)
+    assert empty.size and not params[empty].any() and not state[:, empty].any()
+
+
+def test_sparse_adam_mode_matches_torch_when_available():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    n, d, batch = 64, 40, 8
+    X, Y, _ = _problem(rng, n, d, 1, np.float64, weighted=False, density=0.05)
+    order = rng.permutation(n).astype(np.int64)
+    spec = optim.make("adam", beta1=0.9, beta2=0.99, eps=1e-8)
+    train = Train(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    params, _, _ = _run(_kernels, spec, train, X, Y, None, order, d + 1, 1, 0.05, True)
+    p = torch.zeros(d + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SparseAdam([p], lr=0.05, betas=(0.9, 0.99), eps=1e-8)
+    Xd = torch.from_numpy(X.toarray())
+    y = torch.from_numpy(Y[:, 0])
+    for s in range(n // batch):
+        rows = torch.from_numpy(order[s * batch : (s + 1) * batch])
+        opt.zero_grad()
+        r = Xd[rows] @ p[:d] + p[d] - y[rows]
+        (0.5 * (r**2).mean()).backward()
+        g = p.grad.detach()
+        idx = torch.nonzero(g).T
+        p.grad = torch.sparse_coo_tensor(idx, g[idx[0]], (d + 1,))
+        opt.step()
+    np.testing.assert_allclose(params, p.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_sparse_fit_equals_dense_fit(rule, loss):
+    """The solver on CSR data equals the solver on X.toarray() with the same random_state (alpha, weights,
+    intercept, auto learning rate, several epochs)."""
+    rng = np.random.default_rng(11)
+    X, Y, _ = _problem(rng, 150, 25, 1, np.float64, weighted=False)
+    raw_sw = rng.uniform(0.5, 2.0, size=150)
+    for alpha, weights, intercept in ((0.0, None, True), (0.01, raw_sw, False), (0.01, raw_sw, True)):
+        params = LinearRegressor(solver=rule, loss=loss, alpha=alpha, fit_intercept=intercept, max_epochs=4,
+                                 tol=None, batch_size=16, random_state=5, clip_norm=5.0).get_params()
+        dense = SOLVERS[rule].fit(params, Data(X.toarray(), Y, weights, False))
+        sparse = SOLVERS[rule].fit(params, Data(X, Y, weights, False))
+        assert sparse.attrs["t_"] == dense.attrs["t_"]
+        assert sparse.attrs["learning_rate_"] == pytest.approx(dense.attrs["learning_rate_"], rel=1e-9)
+        _close(sparse.coef, dense.coef, 40, np.float64)
+        _close(sparse.intercept, dense.intercept, 40, np.float64)
+        np.testing.assert_allclose(sparse.attrs["loss_curve_"], dense.attrs["loss_curve_"], rtol=1e-9)
+
+
+def test_sparse_fit_is_deterministic_and_partial_fit_continues():
+    rng = np.random.default_rng(12)
+    X, Y, _ = _problem(rng, 300, 60, 2, np.float32, weighted=False, density=0.05)
+    params = LinearRegressor(solver="momentum", alpha=1e-3, max_epochs=3, tol=None, random_state=0).get_params()
+    a = SOLVERS["momentum"].fit(params, Data(X, Y, None, False))
+    b = SOLVERS["momentum"].fit(params, Data(X, Y, None, False))
+    np.testing.assert_array_equal(a.coef, b.coef)
+    assert a.coef.dtype == np.float32
+    # partial_fit over two sparse chunks equals it over the same chunks dense
+    results = []
+    for conv in (lambda M: M, lambda M: M.toarray()):
+        state = None
+        for lo, hi in ((0, 150), (150, 300)):
+            r = SOLVERS["momentum"].partial_fit(params, Data(conv(X[lo:hi]), Y[lo:hi], None, False), state)
+            state = r.state
+        results.append(r.coef)
+    _close(results[0], results[1], 10, np.float32)
+
+
+def test_lazy_mode_on_dense_x_equals_it_on_csr():
+    rng = np.random.default_rng(13)
+    X, Y, _ = _problem(rng, 100, 20, 1, np.float64, weighted=False)
+    params = LinearRegressor(solver="adamw", alpha=0.01, sparse_mode="lazy", max_epochs=2, tol=None,
+                             learning_rate=0.01, random_state=1).get_params()
+    a = SOLVERS["adamw"].fit(params, Data(X, Y, None, False))
+    b = SOLVERS["adamw"].fit(params, Data(X.toarray(), Y, None, False))
+    np.testing.assert_array_equal(a.coef, b.coef)
+    exact = SOLVERS["adamw"].fit({**params, "sparse_mode": "exact"}, Data(X, Y, None, False))
+    assert not np.array_equal(a.coef, exact.coef)  # a different optimizer, not a relabelling
+
+
+def test_csr_epoch_reports_nonfinite_data_and_divergence():
+    rng = np.random.default_rng(14)
+    X, Y, _ = _problem(rng, 40, 10, 1, np.float64, weighted=False)
+    spec = _spec("momentum", 0.0)
+    train = Train(batch_size=8, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    bad = X.copy()
+    bad.data[bad.indptr[20]] = np.nan  # a value of row 20
+    order = np.arange(40, dtype=np.int64)
+    for impl in (_kernels, _reference):
+        status, t, _, step = _run(impl, spec, train, bad, Y, None, order, 11, 1, 0.01, False)[2][0]
+        assert (status, t, step) == (int(_kernels.Status.NONFINITE_LOSS), 2, 3)
+    limited = train._replace(loss_limit=1e-9)
+    for impl in (_kernels, _reference):
+        status, t, _, step = _run(impl, spec, limited, X, Y, None, order, 11, 1, 0.01, False)[2][0]
+        assert (status, t, step) == (int(_kernels.Status.DIVERGED), 0, 1)
+
+
+def test_csr_epoch_rejects_bad_arguments():
+    rng = np.random.default_rng(15)
+    X, Y, _ = _problem(rng, 20, 5, 1, np.float64, weighted=False)
+    spec = _spec("sgd", 0.0)
+    train = Train(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    order = np.arange(20, dtype=np.int64)
+    with pytest.raises(ValueError, match="rows"):
+        _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y[:10], None, order, np.zeros(6),
+                           spec.init_state(6), 0, 0.1)
+    status = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, np.zeros(4),
+                                spec.init_state(4), 0, 0.1)[0]
+    assert status == int(_kernels.Status.BAD_ARGUMENT)  # 4 parameters fit neither 5 weights nor 5 + 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 60), d=st.integers(1, 40), k=st.integers(1, 3), density=st.floats(0.0, 0.6),
+       batch=st.integers(1, 20), rule=st.sampled_from(RULES), wd=st.sampled_from([0.0, 0.1]),
+       f32=st.booleans(), seed=st.integers(0, 2**16), zeros=st.booleans(), unsorted=st.booleans())
+def test_random_sparsity_patterns_match_the_dense_epoch(n, d, k, density, batch, rule, wd, f32, seed, zeros,
+                                                        unsorted):
+    dtype = np.float32 if f32 else np.float64
+    rng = np.random.default_rng(seed)
+    X = _csr(rng, n, d, density, dtype, explicit_zeros=zeros)
+    if unsorted:  # reverse each row's stored entries: a valid CSR matrix whose columns are not sorted
+        for i in range(n):
+            lo, hi = X.indptr[i], X.indptr[i + 1]
+            X.indices[lo:hi], X.data[lo:hi] = X.indices[lo:hi][::-1].copy(), X.data[lo:hi][::-1].copy()
+    Y = rng.normal(size=(n, k)).astype(dtype)
+    order = rng.permutation(n).astype(np.int64)
+    spec = _spec(rule, wd)
+    train = Train(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    steps = 2 * -(-n // batch)
+    cap = int(np.random.default_rng(seed).integers(0, 3 * X.nnz + 2))  # any staging room: the same bits
+    p1, s1, o1 = _run(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False, stage_cap=cap)
+    p0, _, _ = _run(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False)
+    np.testing.assert_array_equal(p1, p0)
+    p2, s2, o2 = _run(_kernels, spec, train, X.toarray(), Y, None, order, k * d + k, 2, 0.02, False, dense=True)
+    assert [o[:2] for o in o1] == [o[:2] for o in o2]
+    _close(p1, p2, steps, dtype)
+    _close(s1, s2, steps, dtype)
+
+
+# ---------------------------------------------------------------- the estimator, end to end
+
+
+@pytest.mark.parametrize("solver, mode", [("sgd", "exact"), ("nesterov", "exact"), ("rmsprop", "exact"),
+                                          ("adam", "exact"), ("adamw", "lazy")])
+def test_estimator_entry_points_fit_sparse_as_dense(solver, mode):
+    rng = np.random.default_rng(21)
+    X = sp.random(400, 30, density=0.1, format="csr", random_state=rng)
+    y = X @ rng.normal(size=30) + 0.1 * rng.normal(size=400)
+    w = rng.uniform(0.5, 2.0, size=400)
+    kw = {"solver": solver, "sparse_mode": mode, "alpha": 1e-3, "max_epochs": 4, "tol": None, "random_state": 0}
+    steps = 4 * 7 * 2
+
+    def same(a, b):
+        _close(a.coef_, b.coef_, steps, np.float64)
+        _close(a.intercept_, b.intercept_, steps, np.float64)
+
+    for fmt in ("csr", "csc", "coo"):
+        same(LinearRegressor(**kw).fit(X.asformat(fmt), y, sample_weight=w),
+             LinearRegressor(**kw).fit(X.toarray(), y, sample_weight=w))
+    a, b = LinearRegressor(**kw), LinearRegressor(**kw)
+    for lo, hi in ((0, 200), (200, 400)):
+        a.partial_fit(X[lo:hi], y[lo:hi])
+        b.partial_fit(X[lo:hi].toarray(), y[lo:hi])
+    same(a, b)
+    chunks = [(X[:150], y[:150], w[:150]), (X[150:], y[150:], w[150:])]
+    same(LinearRegressor(**kw).fit_stream(chunks),
+         LinearRegressor(**kw).fit_stream([(Xc.toarray(), yc, wc) for Xc, yc, wc in chunks]))
+    # float32 stays float32
+    est = LinearRegressor(**kw).fit(X.astype(np.float32), y.astype(np.float32))
+    assert est.coef_.dtype == np.float32
+
+
+def test_estimator_on_dask_arrays_of_sparse_blocks():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(22)
+    X = sp.random(300, 20, density=0.2, format="csr", random_state=rng)
+    y = X @ rng.normal(size=20)
+    kw = {"solver": "momentum", "max_epochs": 3, "tol": None, "random_state": 0}
+    dX = da.from_array(X.toarray(), chunks=(100, 20))
+    dy = da.from_array(y, chunks=100)
+    a = LinearRegressor(**kw).fit(dX.map_blocks(sp.csr_matrix), dy)
+    b = LinearRegressor(**kw).fit(dX, dy)
+    _close(a.coef_, b.coef_, 30, np.float64)
+
+
+def test_projected_and_averaged_steps_are_refused_on_sparse_x():
+    X = sp.random(40, 5, density=0.5, format="csr", random_state=0)
+    y = np.ones(40)
+    for option in ({"positive": True}, {"average": True}):
+        with pytest.raises(ValueError, match="not supported with sparse X"):
+            LinearRegressor(solver="sgd", max_epochs=2, **option).fit(X, y)
+        with pytest.raises(ValueError, match="not supported with sparse X"):
+            LinearRegressor(solver="adam", max_epochs=2, **option).partial_fit(X, y)
