@@ -364,12 +364,16 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
 
         _check_features(estimator, X, reset=True)
         return _krylov_dask.fit(estimator, name, chunks, X)
+    if name not in _closed_form.SOLVERS:  # "auto" picks, as fit_stream does, a solver that streams
+        name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
     solver = _solvers.SOLVERS[name]
     if hasattr(solver, "fit_dask"):  # a solver with its own cluster path (the protocol in fastopt._solvers)
         result = solver.fit_dask(checker.get_params(), checker, chunks, _sweeps.prior_state(estimator, name))
         return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
+    if not getattr(solver, "streams", True):  # e.g. Newton: every iteration reads all rows (a clear error)
+        solver.partial_fit(checker.get_params(), None)
     if name in _closed_form.SOLVERS:
         state = _cluster_state(checker, chunks, "gram")
         second_pass = lambda: _cluster_state(checker, chunks, "qr")  # noqa: E731
@@ -406,6 +410,8 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     _check_features(checker, X, reset=first)
     prior = None if first else estimator._solver_state
     if name not in _closed_form.SOLVERS:
+        if not getattr(_solvers.SOLVERS[name], "streams", True):
+            _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
         outcome = _sweeps.partial_sweep(_passes(chunks, checker), name, estimator.get_params(), prior)
         return _sweeps.apply(estimator, checker, outcome)
     state = _cluster_state(checker, chunks, "partial")
