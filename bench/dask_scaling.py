@@ -11,11 +11,13 @@ stream on the worker that needs it, ``y = X @ beta + noise`` is computed from th
 closed form reduces each block to its sufficient statistics there. A sampler polls every worker's
 resident memory (RSS) throughout. The limit row generates and reads every block without fitting. For
 comparison, the script fits in memory, on the client, a subset that comfortably fits (``--subset-rows``)
-and, when ``--solver`` names an iterative solver, runs one epoch of it both ways (on the cluster that path
-brings each block to the client, one at a time, while the next is computed).
+and, when ``--solver`` names an iterative solver, runs one epoch of it both ways (on the cluster each block's
+pass runs on the worker holding the block; the model and optimizer state travel between workers).
 
-Prints one table: wall time, throughput (rows/s), peak worker and client memory, and the coefficient error
-against the ``beta`` that generated the data.
+Prints one table: wall time, throughput (rows/s), peak worker and client memory, the bytes the client
+received from the cluster (bytes read from its connections to the scheduler, which relays every result
+the client gathers) and the coefficient error against the ``beta`` that generated the data; then the
+ratios the iterative path is held to.
 """
 from __future__ import annotations
 
@@ -78,6 +80,41 @@ class PeakMemory:
         self._thread.join()
 
 
+class ClientBytes:
+    """Counts the bytes this process reads from the scheduler: what the client receives, including every
+    result it gathers (the scheduler relays them from the workers; LocalCluster's in-process nannies add a
+    few heartbeats).
+
+    Distributed has no per-connection byte counter, so this wraps the function its TCP comms read every
+    message body with (``distributed.comm.tcp.read_bytes_rw``); the 8-byte length headers are not counted.
+    """
+
+    def __init__(self, scheduler_address: str):
+        import distributed.comm.tcp as tcp
+
+        self.port = int(scheduler_address.rsplit(":", 1)[1])
+        self.total = 0
+        self._tcp, self._original = tcp, tcp.read_bytes_rw
+
+        async def counting(stream, n):
+            try:
+                if stream.socket.getpeername()[1] == self.port:
+                    self.total += n
+            except (OSError, AttributeError):  # a closed socket
+                pass
+            return await self._original(stream, n)
+
+        tcp.read_bytes_rw = counting
+
+    def take(self) -> int:
+        """Bytes read since the last call."""
+        total, self.total = self.total, 0
+        return total
+
+    def close(self) -> None:
+        self._tcp.read_bytes_rw = self._original
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -113,28 +150,39 @@ def main(argv: list[str] | None = None) -> None:
         idle = max(client.run(lambda: psutil.Process().memory_info().rss).values())
         print(f"worker RSS after warm-up, between fits: {idle / MiB:.0f} MiB")
 
+        received = ClientBytes(cluster.scheduler_address)
+
         # The limit: generating every block and reading it once (column sums), with no fit at all.
         with PeakMemory(client) as mem:
             _, seconds = timed(lambda: dask.compute(X.sum(axis=0), y.sum()))
-        rows.append(("generate + read (limit)", args.rows, seconds, max(mem.workers.values()), mem.client_rss, None))
+        rows.append(("generate + read (limit)", args.rows, seconds, max(mem.workers.values()), mem.client_rss,
+                     received.take(), None))
         for label, params in configs:
             with PeakMemory(client) as mem:
                 est, seconds = timed(lambda: LinearRegressor(**params).fit(X, y))
-            rows.append((f"{label}, cluster", args.rows, seconds, max(mem.workers.values()), mem.client_rss, est))
+            rows.append((f"{label}, cluster", args.rows, seconds, max(mem.workers.values()), mem.client_rss,
+                         received.take(), est))
 
     # The in-memory comparison: a subset that fits, generated in this process, fitted on plain NumPy arrays.
     Xs, ys = dask.compute(X[: args.subset_rows], y[: args.subset_rows], scheduler="sync")
     for label, params in configs:
         est, seconds = timed(lambda: LinearRegressor(**params).fit(Xs, ys))
-        rows.append((f"{label}, in memory", args.subset_rows, seconds, 0, psutil.Process().memory_info().rss, est))
+        rows.append((f"{label}, in memory", args.subset_rows, seconds, 0, psutil.Process().memory_info().rss,
+                     None, est))
 
     print(f"{'fit':<28} {'rows':>11} {'time [s]':>9} {'rows/s':>12} {'peak worker RSS':>16} {'client RSS':>11} "
-          f"{'max |coef - beta|':>18}")
-    for label, n, seconds, worker, client_rss, est in rows:
+          f"{'client received':>16} {'max |coef - beta|':>18}")
+    for label, n, seconds, worker, client_rss, received, est in rows:
         worker_text = f"{worker / MiB:,.0f} MiB" if worker else "-"
+        received_text = "-" if received is None else f"{received / MiB:,.2f} MiB"
         error = "-" if est is None else f"{np.max(np.abs(est.coef_ - beta)):.2e}"
         print(f"{label:<28} {n:>11,} {seconds:>9.2f} {n / seconds:>12,.0f} {worker_text:>16} "
-              f"{client_rss / MiB:>7,.0f} MiB {error:>18}")
+              f"{client_rss / MiB:>7,.0f} MiB {received_text:>16} {error:>18}")
+    if args.solver:
+        limit, closed, epoch = rows[0], rows[1], rows[2]
+        print(f"\n{args.solver} epoch / generate + read: {epoch[2] / limit[2]:.2f} (target <= 2.5); "
+              f"client received / X: {epoch[5] / X.nbytes:.3%} (target < 1%); "
+              f"client RSS / closed form's: {epoch[4] / closed[4]:.3f} (target <= 1.10)")
 
 
 if __name__ == "__main__":

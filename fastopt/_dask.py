@@ -5,20 +5,29 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
 - **Closed form**: each row block's sufficient statistics are computed by the compiled kernel *on the
   worker that holds the block*; a binary tree of exact pairwise merges reduces them there too; only the
   merged state (a few ``d x d`` arrays) reaches the client, which solves it. ``X`` is never gathered.
-- **Iterative solvers**: as ``dask_ml.wrappers.Incremental``: every epoch visits the row blocks in a
-  permutation drawn from ``random_state``; each block is computed, brought to the client (the next one is
-  fetched meanwhile) and given one pass at the epoch's scheduled rate. ``learning_rate="auto"`` comes from
-  a seeded sample of every block's training rows, drawn and merged on the workers (only the sample travels).
-  Every block's weights are divided by the mean weight of all training rows, totalled by that sampling pass
-  or, with a numeric rate, by a reduction of the ``sample_weight`` blocks alone on the workers.
-  See :mod:`fastopt._streaming` for what an epoch, the schedule, ``early_stopping``, ``tol`` and
-  ``loss_curve_`` mean there.
+- **Iterative solvers**: the model travels to the data. An epoch visits the row blocks in a permutation
+  drawn from ``random_state`` (as ``dask_ml.wrappers.Incremental`` does); each block's pass is a task on the
+  worker that holds the block (:func:`fastopt._sweeps.block_pass`), taking the model and optimizer state (a
+  few ``d``-vectors, the step count and the row-order generator) from the previous block's task and handing
+  the updated state to the next, so the state hops from worker to worker and no block reaches the client.
+  A few blocks ahead in the order are computed while the chain runs (:class:`ClusterPasses`); the client
+  receives each pass's state and sums as they finish (a few kilobytes), which is also its checkpoint.
+  ``learning_rate="auto"`` comes from a seeded sample of every block's training rows, drawn and merged on the
+  workers (only the sample travels). Every block's weights are divided by the mean weight of all training
+  rows, totalled by that sampling pass or, with a numeric rate, by a reduction of the ``sample_weight``
+  blocks alone on the workers. With ``early_stopping`` the held-out rows are scored on their workers and
+  only their sums travel. Without a ``dask.distributed`` client, the blocks are computed by the local
+  scheduler and passed here, one at a time, the next computed meanwhile. See :mod:`fastopt._streaming` for
+  what an epoch, the schedule, ``early_stopping``, ``tol`` and ``loss_curve_`` mean there.
 - **predict** maps the fitted model over the blocks lazily and returns a Dask array.
 """
 from __future__ import annotations
 
 import functools
 import math
+import sys
+import uuid
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,10 +35,10 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import Delayed, delayed
-from sklearn.base import clone
+from dask.optimization import cull
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from fastopt import _chunks, _closed_form, _iterative_lr, _solvers, _streaming
+from fastopt import _chunks, _closed_form, _iterative_lr, _solvers, _sweeps
 
 
 def _is_frame(a: Any) -> bool:
@@ -126,15 +135,6 @@ class DaskChunks(Sequence):
         return self.x[i], self.y[i], None if self.w is None else self.w[i], self.labels[i]
 
 
-def _template(estimator):
-    """An unfitted copy of ``estimator`` carrying the feature count and names workers check blocks against."""
-    template = clone(estimator)
-    for attr in ("n_features_in_", "feature_names_in_"):
-        if hasattr(estimator, attr):
-            setattr(template, attr, getattr(estimator, attr))
-    return template
-
-
 def _state_of_block(template, params: dict, kind: str, X, y, sample_weight, where: str, index: int):
     return _chunks.chunk_state(template, params, X, y, sample_weight, where, kind)[0]
 
@@ -148,30 +148,34 @@ def tree_merge(leaves: list[Delayed], merge=_closed_form.merge_states) -> Delaye
     return level[0]
 
 
-def _reduce_blocks(estimator, chunks: DaskChunks, leaf, arg, merge=_closed_form.merge_states):
+def _reduce_blocks(estimator, chunks: DaskChunks, leaf, arg, merge=_closed_form.merge_states) -> Delayed:
     """``leaf(template, params, arg, X_i, y_i, w_i, where_i, i)`` for every block ``i`` on the worker that holds
-    it, reduced by ``merge`` there too; only the merged value comes back."""
-    template_d = delayed(_template(estimator), pure=True)
+    it, reduced by ``merge`` there too: the delayed merged value."""
+    template_d = delayed(_sweeps.template(estimator), pure=True)
     params_d = delayed(estimator.get_params(), pure=True)
     leaves = [delayed(leaf, pure=True)(template_d, params_d, arg, *chunks.block(i), i) for i in range(len(chunks))]
-    return tree_merge(leaves, merge).compute()
+    return tree_merge(leaves, merge)
 
 
 def _cluster_state(estimator, chunks: DaskChunks, kind: str):
     """The merged closed-form statistics (``kind`` as in ``_chunks.STATISTICS``) of every block."""
-    return _reduce_blocks(estimator, chunks, _state_of_block, kind)
+    return _reduce_blocks(estimator, chunks, _state_of_block, kind).compute()
 
 
-def _cluster_sample(estimator, chunks: DaskChunks, seed: int):
-    """The learning-rate sample (``_chunks.chunk_sample``) of every block: only its rows come back, and
-    when the blocks' row counts are known, each block sends only its rows likely to be among them."""
+def _cluster_rate(estimator, chunks: DaskChunks, name: str, seed: int):
+    """``learning_rate="auto"`` and the training weight of every block (:func:`fastopt._sweeps.sample_rate`),
+    from the learning-rate sample (``_chunks.chunk_sample``) of every block, drawn, merged and used on the
+    workers: only a float and the blocks' weight sums come back. When the blocks' row counts are known, each
+    block sends on only its rows likely to be among the sample."""
     below = 1.0
+    params = estimator.get_params()
     if chunks.rows is not None and not any(math.isnan(r) for r in chunks.rows):
-        fraction = _chunks.validation_fraction(estimator.get_params())
+        fraction = _chunks.validation_fraction(params)
         n_train = sum(n - _chunks.n_held_out(n, fraction) for n in chunks.rows)
         below = min(1.0, 2 * _iterative_lr.AUTO_ROWS / max(n_train, 1))
     leaf = functools.partial(_chunks.chunk_sample, below=below)
-    return _reduce_blocks(estimator, chunks, leaf, seed, _chunks.merge_samples)
+    merged = _reduce_blocks(estimator, chunks, leaf, seed, _chunks.merge_samples)
+    return delayed(_sweeps.sample_rate, pure=True)(name, params, seed, merged).compute()
 
 
 def _cluster_weight(estimator, chunks: DaskChunks, seed: int):
@@ -194,36 +198,206 @@ def _check_features(estimator, X: Any, reset: bool) -> None:
     _check_feature_names(estimator, like, reset=reset)
 
 
+def active_client():
+    """The ``dask.distributed`` client that Dask computes with now, or None (a local scheduler)."""
+    if "distributed" not in sys.modules:  # no client can exist before distributed is imported
+        return None
+    from distributed import Client
+
+    owner = getattr(dask.base.get_scheduler(), "__self__", None)
+    return owner if isinstance(owner, Client) else None
+
+
+class FitLost(RuntimeError):
+    """A Dask fit lost the work of a pass and the cluster could not redo it (e.g. its worker kept dying)."""
+
+
+# Consecutive blocks of an epoch's order passed on one worker before the state moves on (ClusterPasses): with
+# bench/dask_scaling.py's 15 MiB blocks, 4 keeps both workers busy and 2 x 4 blocks ahead stay well within memory.
+RUN = 4
+
+
+class ClusterPasses:
+    """A sweep on a ``dask.distributed`` cluster: each block's pass a task on the worker holding the block.
+
+    The pass over the ``p``-th block of the order (:func:`fastopt._sweeps.block_pass`) takes the previous
+    pass's future, so its small state travels worker to worker, and runs on the worker that computed the
+    block: the workers take the blocks in turn, ``run`` consecutive blocks each, so that every worker computes
+    its next blocks while another passes over its own, and the state changes workers once per run (each hop
+    costs a few scheduler and network round trips, more than a pass over a small block). Blocks are
+    submitted ``lookahead`` positions ahead of the running pass, so the next ones are computed while it runs
+    but only a few blocks are alive at once (a whole epoch's blocks would not fit in the workers' memory). The client collects each
+    pass's result (state and :class:`fastopt._sweeps.ChunkRecord`, a few kilobytes) as it finishes.
+
+    A worker lost mid-sweep costs only time: the scheduler recomputes the lost blocks from their graph and
+    reruns the passes whose results were lost (every pass is a pure function of its inputs). If it cannot (a
+    task's workers died ``distributed.scheduler.allowed-failures`` times), the sweep raises :class:`FitLost`
+    naming the epoch and block, and nothing of the fit is kept.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    chunks : DaskChunks
+    checker : LinearRegressor
+        The :func:`fastopt._sweeps.template` blocks are checked against (features already set).
+    run : int, default=RUN
+        Consecutive blocks of the order given to one worker.
+    lookahead : int, optional
+        Blocks submitted ahead of the running pass; by default one run per worker, plus one.
+    """
+
+    indexable, one_shot = True, False
+
+    def __init__(self, client, chunks: DaskChunks, checker, run: int = RUN, lookahead: int | None = None):
+        self.client, self.chunks, self.checker = client, chunks, checker
+        self.run_length = max(1, run)
+        self.lookahead = max(1, len(client.nthreads()) * self.run_length + 1 if lookahead is None else lookahead)
+        self.token = uuid.uuid4().hex
+        # Each block's Delayed carries the graph of its whole collection: submitted with every block, that
+        # graph would cost the client time and memory in the number of blocks per block. Materialised once
+        # here, it is culled to each block's own tasks as the block is submitted.
+        self.graph, seen = {}, set()
+        for part in (*chunks.x, *chunks.y, *(chunks.w or ())):
+            if id(part.dask) not in seen:
+                seen.add(id(part.dask))
+                self.graph.update(part.dask)
+        self.weight_mean = None
+        self.unweighted = None
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def check_epochs(self, n_epochs: int) -> None:
+        pass
+
+    def run(self, order, spec: _sweeps.PassSpec, state):
+        client = self.client
+        order = range(len(self.chunks)) if order is None else [int(i) for i in order]
+        training = spec.epoch is not None
+        tag = "score" if not training else f"{spec.epoch}" if spec.stream else "partial"
+        previous = None if state is None else _sweeps.Carry(state, None)
+        window, records, last = deque(), [], None
+        workers = sorted(client.nthreads())
+        try:
+            for position, index in enumerate(order):
+                parts, where = self._block(index)
+                # The block (its X, y and weights in one task) and its pass go to one worker, the workers taken
+                # in turn for runs of blocks: while one passes over its run, the others compute theirs, and
+                # the state changes workers once per run. The restriction is loose: if that worker is lost,
+                # the scheduler recomputes the block, and runs the pass, elsewhere.
+                worker = workers[position // self.run_length % len(workers)]
+                place = {"workers": [worker], "allow_other_workers": True}
+                block = client.compute(delayed(_together, pure=True)(*parts), optimize_graph=False, **place)
+                future = client.submit(_sweeps.block_pass, previous if training else None, block, self.checker,
+                                       spec, where, index, key=f"fastopt-pass-{self.token}-{tag}-{position}",
+                                       priority=1, **place)
+                if training:
+                    previous = future
+                window.append((where, future, block))
+                if len(window) > self.lookahead:
+                    last = self._collect(window.popleft(), spec, records)
+            while window:
+                last = self._collect(window.popleft(), spec, records)
+        except BaseException:  # an error, or an interrupt: stop the work still queued
+            client.cancel([f for _, future, block in window for f in (future, block)])
+            raise
+        return (last.state if training else state), records
+
+    def _block(self, index: int) -> tuple[list, str]:
+        """Block ``index``'s X, y and weights (None) as delayed objects holding only their own tasks."""
+        *parts, where = self.chunks.block(index)
+        keys = [part.key for part in parts if part is not None]
+        graph = cull(self.graph, keys)[0]
+        return [None if part is None else Delayed(part.key, graph) for part in parts], where
+
+    @staticmethod
+    def _collect(item, spec, records: list):
+        """Wait for one pass and keep its record; its block and future are released here."""
+        where, future, _ = item
+        try:
+            carry = future.result()
+        except Exception as exc:
+            if not _lost(exc):
+                raise
+            epoch = "scoring the last epoch" if spec.epoch is None else (
+                f"epoch {spec.epoch + 1}" if spec.stream else "partial_fit")
+            raise FitLost(
+                f"{epoch}, {where}: the Dask cluster lost the pass over this block (or its input) and could not "
+                f"redo it ({type(exc).__name__}: {exc}). The estimator is unchanged; fit again once the cluster "
+                "is healthy."
+            ) from exc
+        records.append(carry.record)
+        return carry
+
+
+def _together(X, y, sample_weight) -> tuple:
+    return X, y, sample_weight
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the cluster lost work (a dead worker, a cancelled future), not that a pass failed."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    # distributed's FutureCancelledError derives from the asyncio one.
+    return isinstance(exc, (KilledWorker, CommClosedError, asyncio.CancelledError, concurrent.futures.CancelledError))
+
+
+def _passes(chunks: DaskChunks, checker):
+    """Where a sweep runs: on the cluster when a ``dask.distributed`` client is active, else here."""
+    active = active_client()
+    if active is not None:
+        return ClusterPasses(active, chunks, checker)
+    return _sweeps.LocalPasses(_chunks.ChunkSource(chunks), checker, reset=False)
+
+
 def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
-    """``LinearRegressor.fit`` on Dask collections (parameters already validated by ``fit``)."""
+    """``LinearRegressor.fit`` on Dask collections (parameters already validated by ``fit``); the estimator is
+    written only once the fit has succeeded."""
     chunks = DaskChunks(X, y, sample_weight)
     name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha)
-    _check_features(estimator, X, reset=True)
     if name in ("cg", "lsqr"):  # Krylov solvers: their own passes (fastopt._krylov_dask)
         from fastopt import _krylov_dask
 
+        _check_features(estimator, X, reset=True)
         return _krylov_dask.fit(estimator, name, chunks, X)
+    if name not in _closed_form.SOLVERS:  # "auto" picks, as fit_stream does, a solver that streams
+        name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
+    checker = _sweeps.template(estimator)
+    _check_features(checker, X, reset=True)
+    solver = _solvers.SOLVERS[name]
+    if hasattr(solver, "fit_dask"):  # a solver with its own cluster path (the protocol in fastopt._solvers)
+        result = solver.fit_dask(checker.get_params(), checker, chunks, _sweeps.prior_state(estimator, name))
+        return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
+    if not getattr(solver, "streams", True):  # e.g. Newton: every iteration reads all rows (a clear error)
+        solver.partial_fit(checker.get_params(), None)
     if name in _closed_form.SOLVERS:
-        state = _cluster_state(estimator, chunks, "gram")
-        second_pass = lambda: _cluster_state(estimator, chunks, "qr")  # noqa: E731
-        return _streaming.finish(estimator, name, state, chunks.y_ndim == 1, second_pass)
-    sampler = lambda seed: _cluster_sample(estimator, chunks, seed)  # noqa: E731
-    weigher = lambda seed: _cluster_weight(estimator, chunks, seed)  # noqa: E731
-    return _streaming.fit(estimator, _chunks.ChunkSource(chunks), sampler, weigher)
+        state = _cluster_state(checker, chunks, "gram")
+        second_pass = lambda: _cluster_state(checker, chunks, "qr")  # noqa: E731
+        result = _sweeps.solve(checker.get_params(), state, second_pass)
+        return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
+    sampler = lambda seed: _cluster_rate(checker, chunks, name, seed)  # noqa: E731
+    weigher = lambda seed: _cluster_weight(checker, chunks, seed)  # noqa: E731
+    prior = _sweeps.prior_state(estimator, name)
+    dims = (checker.n_features_in_, 1 if chunks.y_ndim == 1 else y.shape[1])
+    if prior is not None and (prior.dims != dims or prior.params.dtype != chunks.dtype):
+        prior = None  # as the in-memory warm start: another problem's state is not continued
+    epochs = _sweeps.Epochs(estimator.get_params(), name, _passes(chunks, checker))
+    return _sweeps.apply(estimator, checker, epochs.run(prior, sampler, weigher))
 
 
 def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
     """``LinearRegressor.partial_fit`` on Dask collections: every block once, in order.
 
     The closed form merges the blocks' statistics on the cluster, then into the estimator's state; an
-    iterative solver makes one ``partial_fit`` pass over each block (each block's weights divided by their
-    own mean, as a ``partial_fit`` call's are).
+    iterative solver makes one ``partial_fit`` pass over each block, on the worker holding it (each block's
+    weights divided by their own mean, as a ``partial_fit`` call's are).
     """
     chunks = DaskChunks(X, y, sample_weight)
     name = _solvers.resolve(estimator.solver, estimator.loss)
-    if name not in _closed_form.SOLVERS:
-        _streaming.sweep(estimator, _chunks.ChunkSource(chunks))
-        return estimator
     first = not hasattr(estimator, "_solver_state")
     if first:
         estimator._validate_params()
@@ -232,11 +406,19 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
             f"partial_fit was started with solver {estimator._solver_name!r}; solver is now {name!r}. "
             "Call fit to start over."
         )
-    _check_features(estimator, X, reset=first)
-    state = _cluster_state(estimator, chunks, "partial")
-    if not first:
-        state = _closed_form.merge_states(estimator._solver_state, state)
-    return _streaming.finish(estimator, name, state, chunks.y_ndim == 1)
+    checker = _sweeps.template(estimator)
+    _check_features(checker, X, reset=first)
+    prior = None if first else estimator._solver_state
+    if name not in _closed_form.SOLVERS:
+        if not getattr(_solvers.SOLVERS[name], "streams", True):
+            _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
+        outcome = _sweeps.partial_sweep(_passes(chunks, checker), name, estimator.get_params(), prior)
+        return _sweeps.apply(estimator, checker, outcome)
+    state = _cluster_state(checker, chunks, "partial")
+    if prior is not None:
+        state = _closed_form.merge_states(prior, state)
+    result = _sweeps.solve(checker.get_params(), state)
+    return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
 
 
 def _predict_block(block, estimator) -> np.ndarray:

@@ -522,7 +522,7 @@ def fit_stream(estimator, name: str, source, check: Callable):
     the same stream gives the same coefficients every time.
     """
     from fastopt._chunks import read
-    from fastopt._streaming import _Targets
+    from fastopt._sweeps import Targets as _Targets
 
     source.check_epochs(2)
     params = estimator.get_params()

@@ -13,7 +13,7 @@ from typing import Any
 import dask
 from dask.delayed import delayed
 
-from fastopt import _chunks, _dask, _krylov, _streaming
+from fastopt import _chunks, _dask, _krylov, _sweeps
 
 
 def _validated(template, X, y, sample_weight, where: str):
@@ -32,7 +32,7 @@ class DaskPasses:
     """:class:`fastopt._krylov.Passes` over persisted, validated Dask row blocks."""
 
     def __init__(self, estimator, chunks: _dask.DaskChunks):
-        template = delayed(_dask._template(estimator), pure=True)
+        template = delayed(_sweeps.template(estimator), pure=True)
         leaves = [delayed(_validated, pure=True)(template, *chunks.block(i)) for i in range(len(chunks))]
         self.blocks = list(dask.persist(*leaves))
 
@@ -53,4 +53,4 @@ def fit(estimator, name: str, chunks: _dask.DaskChunks, X: Any):
         state = getattr(estimator, "_solver_state", None)
     passes = DaskPasses(estimator, chunks)
     result = _krylov.cast(_krylov.solve(name, params, passes, state), chunks.dtype)
-    return estimator._apply(name, _streaming._Targets(chunks.y_ndim == 1), result)
+    return estimator._apply(name, _sweeps.Targets(chunks.y_ndim == 1), result)

@@ -19,6 +19,10 @@ Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
         One incremental update: a closed-form solver merges sufficient statistics, an iterative one makes one
         pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``), a Krylov one
         (``_krylov``) refits the given rows from the previous coefficients. ``state`` is None on the first call.
+    solver.fit_dask(params, checker, chunks, state) -> FitResult   (optional)
+        A full fit on Dask blocks (:class:`fastopt._dask.DaskChunks`; ``checker`` validates blocks), for a
+        solver with its own cluster path; without it, ``fit`` on Dask runs the closed form's or the iterative
+        solvers' path of :mod:`fastopt._dask`.
 
 ``params`` is ``estimator.get_params()``; ``data`` is a :class:`fastopt._validation.Data`.
 """

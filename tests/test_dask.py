@@ -1,10 +1,12 @@
 """Fitting and predicting on Dask collections, on a real two-process dask.distributed LocalCluster."""
+import contextlib
 import itertools
 import warnings
 
 import numpy as np
 import pytest
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
@@ -17,8 +19,10 @@ RTOL = 1e-10  # closed form: only the summation order differs from the in-memory
 
 @pytest.fixture(scope="module")
 def client():
-    """One cluster for the module: two worker processes, so states really cross process boundaries."""
-    with distributed.LocalCluster(
+    """One cluster for the module: two worker processes, so states really cross process boundaries. Without
+    work stealing, which may move a task with loose worker restrictions (a block, a pass) to an idle worker:
+    placement is then exactly fastopt's and testable."""
+    with dask.config.set({"distributed.scheduler.work-stealing": False}), distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, worker_dashboard_address=None
     ) as cluster, distributed.Client(cluster) as client:
         yield client
@@ -260,3 +264,150 @@ def test_mismatched_rows_and_blocks(client, rng):
         LinearRegressor().fit(blocks(X), da.from_array(y[:-1], chunks=1000))
     with pytest.raises(ValueError, match="must have 2 dimensions"):
         LinearRegressor().fit(blocks(X[:, 0]), blocks(y))
+
+
+# ---------------------------------------------------------------- iterative solvers: where the passes run
+
+
+def served(client):
+    """Bytes each worker served since the last call, ``(to other workers, to the client)``, from the workers'
+    transfer logs (a client's or scheduler's request names no worker); the logs are cleared."""
+    def drain(dask_worker):
+        log = list(dask_worker.transfer_outgoing_log)
+        dask_worker.transfer_outgoing_log.clear()
+        return [(entry["who"], entry["total"]) for entry in log]
+
+    workers = set(client.scheduler_info()["workers"])
+    entries = [e for log in client.run(drain).values() for e in log]
+    return sum(n for who, n in entries if who in workers), sum(n for who, n in entries if who not in workers)
+
+
+def test_iterative_passes_run_where_the_blocks_are(client, monkeypatch):
+    # Blocks of 8 MB generated on the workers, y computed from X's block where it is: a pass placed anywhere but
+    # on its block's worker, or a block brought to the client, would move megabytes.
+    from fastopt import _dask
+
+    X = da.random.default_rng(0).standard_normal((100_000, 40), chunks=(25_000, 40))
+    y = X.map_blocks(lambda block: block @ np.linspace(-1, 1, 40) + 0.5, drop_axis=1, dtype=X.dtype)
+    monkeypatch.setattr(_dask.DaskChunks, "__getitem__", lambda *a: pytest.fail("a block went to the client"))
+    params = {"solver": "adam", "learning_rate": 1e-3, "max_epochs": 2, "tol": None, "random_state": 0,
+              "early_stopping": True, "n_iter_no_change": 5}
+    served(client)
+    est = LinearRegressor(**params).fit(X, y)
+    between, to_client = served(client)
+    assert est.n_iter_ == 2 and len(est.validation_scores_) == 2
+    # Per pass the state (41 parameters, Adam's two moments) and a few sums: about a kilobyte, against 8 MB.
+    n_passes = 4 * (2 + 1)  # two epochs and the pass that scores the last one
+    assert to_client < n_passes * 4096 < 0.01 * X.nbytes
+    assert between < n_passes * 4096
+    # Without a distributed client the local scheduler computes the blocks and the passes run here: same fit.
+    with dask.config.set(scheduler="threads"):
+        monkeypatch.undo()
+        local = LinearRegressor(**params).fit(X, y)
+    np.testing.assert_array_equal(est.coef_, local.coef_)
+    assert est.validation_scores_ == local.validation_scores_
+
+
+def test_iterative_partial_fit_on_the_cluster(client, rng, replay):
+    X, y = make_problem(rng)
+    w = rng.uniform(0.5, 2, size=len(X))
+    params = {"solver": "momentum", "random_state": 2}
+    est = LinearRegressor(**params).partial_fit(blocks(X), blocks(y), sample_weight=blocks(w))
+    est.partial_fit(blocks(X), blocks(y), sample_weight=blocks(w))
+    # Every block one public partial_fit call, weights normalised per block, auto rate from the first block.
+    expected = LinearRegressor(**params)
+    for _ in range(2):
+        for chunk in row_chunks(X, y, w):
+            expected.partial_fit(*chunk)
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    assert est.loss_curve_ == expected.loss_curve_ and est.n_iter_ == expected.n_iter_ == 10
+    with pytest.raises(ValueError, match="solver is now 'adam'"):
+        est.set_params(solver="adam").partial_fit(blocks(X), blocks(y))
+
+
+def test_iterative_warm_start_and_errors_leave_the_estimator(client, rng, replay):
+    X, y = make_problem(rng)
+    params = {"solver": "sgd", "learning_rate": 0.01, "random_state": 1, "max_epochs": 2, "tol": None}
+    est = LinearRegressor(**params, warm_start=True).fit(blocks(X), blocks(y))
+    est.fit(blocks(X), blocks(y))
+    # The second fit continues the first's state: four epochs in all, as the in-memory chunked sequence.
+    orders = list(seeded_orders(params, 2))
+    expected = replay(params, 0.01, row_chunks(X, y), orders + orders)[-1]
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    bad = X.copy()
+    bad[1650, 0] = np.inf  # chunk 3: the error comes from its pass, on a worker, mid-epoch
+    with pytest.raises(ValueError, match=r"chunk 3 \(rows 1601:2251\): Input X contains infinity"):
+        est.fit(blocks(bad), blocks(y))
+    # A fit on other shapes does not continue the state (as in memory), and a failed fit changes nothing.
+    two = LinearRegressor(**params, warm_start=True).fit(blocks(X), blocks(np.c_[y, -y]))
+    np.testing.assert_array_equal(two.coef_, est.set_params(warm_start=False).fit(blocks(X), blocks(np.c_[y, -y])).coef_)
+    est = LinearRegressor(**params, warm_start=True).fit(blocks(X), blocks(y))
+    before = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    with pytest.raises(ValueError, match=r"chunk 3 \(rows 1601:2251\): Input X contains infinity"):
+        est.fit(blocks(bad), blocks(y))
+    after = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v)
+
+
+# ---------------------------------------------------------------- iterative solvers: a worker lost mid-fit
+
+
+def die_on_computation(block, marker, dying, block_info=None):
+    """Identity on X's blocks, except that computing block 3 for the n-th time, n in ``dying``, kills the
+    worker process computing it (as a crash or an out-of-memory kill would)."""
+    import os
+
+    if block_info[0]["chunk-location"][0] == 3:
+        n = len(os.listdir(marker)) + 1
+        open(os.path.join(marker, str(n)), "w").close()
+        if n in dying:
+            os._exit(1)
+    return block
+
+
+@contextlib.contextmanager
+def fragile(n_workers):
+    """A cluster of its own, whose workers the test kills, where a task is given up after its second worker
+    dies under it (``allowed-failures=1``) rather than the fourth. The tests do not rely on the nannies'
+    restarts of killed workers: there are always workers left alive."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), distributed.LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        worker_dashboard_address=None,
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as client, client.as_current():
+        yield client
+
+
+def test_worker_lost_mid_epoch_recomputes_and_continues(rng, tmp_path):
+    X, y = make_problem(rng)
+    params = {"solver": "adam", "learning_rate": 0.01, "max_epochs": 3, "tol": None, "random_state": 0}
+    with fragile(2):
+        expected = LinearRegressor(**params).fit(blocks(X), blocks(y))
+        # The second computation of block 3 is in epoch 2: its worker dies, with whatever states it held; the
+        # scheduler recomputes the lost blocks and passes from the graph and the fit goes on, to the same answer.
+        killing = blocks(X).map_blocks(die_on_computation, str(tmp_path), (2,), dtype=X.dtype)
+        est = LinearRegressor(**params).fit(killing, blocks(y))
+    assert len(list(tmp_path.iterdir())) >= 3  # died once, then computed again
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
+    assert est.loss_curve_ == expected.loss_curve_ and est.t_ == expected.t_
+
+
+@pytest.mark.slow  # about 11 s: a cluster of three workers, two of them killed
+def test_worker_lost_for_good_fails_naming_epoch_and_block(rng, tmp_path):
+    from fastopt._dask import FitLost
+
+    X, y = make_problem(rng)
+    params = {"solver": "sgd", "learning_rate": 0.01, "max_epochs": 3, "tol": None, "random_state": 0}
+    with fragile(3):
+        est = LinearRegressor(**params).fit(blocks(X), blocks(y))
+        before = {k: v for k, v in vars(est).items() if k.endswith("_")}
+        # Block 3 kills the next two workers that compute it, from epoch 2 on: the cluster gives it up.
+        killing = blocks(X).map_blocks(die_on_computation, str(tmp_path), (2, 3), dtype=X.dtype)
+        with pytest.raises(FitLost, match=r"epoch 2, chunk 3 \(rows 1601:2251\): the Dask cluster lost"):
+            est.fit(killing, blocks(y))
+    after = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v)

@@ -1,0 +1,545 @@
+"""Fits over chunks of rows, wherever the chunks live: the epochs of an iterative solver and the closed form's
+final solve, shared by :meth:`fastopt.LinearRegressor.fit_stream` (:mod:`fastopt._streaming`, chunks read in
+this process) and by Dask inputs (:mod:`fastopt._dask`, each chunk's pass a task on the worker that holds it).
+
+The epoch loop (:class:`Epochs`: schedule, stopping rule, early stopping) runs in the caller's process and
+sees only small values: the model and optimizer state (:class:`fastopt._iterative.IterState`) and, per chunk,
+a :class:`ChunkRecord` of sums. The pass over one chunk (:func:`chunk_pass`, :func:`block_pass`) takes the
+state and returns the updated one, so a runner may carry the state to the chunk rather than the chunk to the
+state. Nothing here writes to an estimator until :func:`apply`, once the fit has succeeded, and nothing here
+imports Dask.
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import _num_samples
+
+from fastopt import _closed_form, _iterative, _solvers
+from fastopt._chunks import (
+    SAMPLE_STREAM,
+    ChunkSource,
+    Sample,
+    Weight,
+    check_chunk,
+    check_dtype,
+    chunk_orders,
+    chunk_split,
+    chunk_weight,
+    merge_weights,
+    naming,
+    read,
+    rows_weight,
+    seeded_rng,
+    stream_seed,
+    unpack,
+    validation_fraction,
+)
+from fastopt._result import FitResult
+
+# ---------------------------------------------------------------- the estimator: read before, written after
+
+
+class Targets:
+    """The one fact about the target that ``LinearRegressor._apply`` needs from the validated data."""
+
+    def __init__(self, y_was_1d: bool):
+        self.y_was_1d = y_was_1d
+
+
+@dataclass
+class Outcome:
+    """What a fit over chunks hands back: the solver's result and what the estimator needs to take it."""
+
+    name: str
+    result: FitResult
+    y_was_1d: bool
+
+
+def template(estimator):
+    """An unfitted copy of ``estimator`` carrying its feature count and names, which chunks are checked
+    against (and, when a chunk sets them, the copy takes them, not the estimator)."""
+    copy_ = clone(estimator)
+    for attr in ("n_features_in_", "feature_names_in_"):
+        if hasattr(estimator, attr):
+            setattr(copy_, attr, getattr(estimator, attr))
+    return copy_
+
+
+def prior_state(estimator, name: str):
+    """The state a fit continues from: the previous fit's under ``warm_start`` with the same solver, else None."""
+    if estimator.warm_start and getattr(estimator, "_solver_name", None) == name:
+        return getattr(estimator, "_solver_state", None)
+    return None
+
+
+def apply(estimator, checked, outcome: Outcome):
+    """Set the fitted attributes of ``outcome`` and the feature count and names that ``checked`` (the
+    :func:`template` the chunks were checked with) holds on ``estimator``: the only write of a fit."""
+    for attr in ("n_features_in_", "feature_names_in_"):
+        if hasattr(checked, attr):
+            setattr(estimator, attr, getattr(checked, attr))
+        else:
+            estimator.__dict__.pop(attr, None)
+    return estimator._apply(outcome.name, Targets(outcome.y_was_1d), outcome.result)
+
+
+def detach_random_state(params: dict, fresh: bool) -> dict:
+    """``params`` whose ``random_state`` a chunk's pass may use in another process.
+
+    A fresh fit's first pass draws its solver seed from ``random_state``; a ``RandomState`` instance must
+    advance once, here, whichever process that pass runs in: the pass gets a copy as it was.
+    """
+    random_state = params["random_state"]
+    if not (fresh and isinstance(random_state, np.random.RandomState)):
+        return params
+    detached = copy.deepcopy(random_state)
+    check_random_state(random_state).randint(0, 2**31 - 1)  # the draw _iterative._seed makes from it
+    return {**params, "random_state": detached}
+
+
+# ---------------------------------------------------------------- closed form
+
+
+def solve(params: dict, state, second_pass: Callable[[], Any] | None = None) -> FitResult:
+    """Solve merged closed-form statistics exactly as the in-memory ``fit`` does.
+
+    When the Gram is too ill-conditioned for Cholesky, ``second_pass()`` returns the merged ``R`` factors
+    of the same rows (:func:`fastopt._closed_form.chunk_qr_state`); the solve then switches to QR with the
+    in-memory fit's warning and ``solver_``. Without a second pass (a one-shot stream) the closed form falls
+    back to its warned minimum-norm eigensolve.
+    """
+    if state.weight == 0:
+        raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
+    if second_pass is not None and _closed_form.needs_qr(params, state):
+        state = replace(second_pass(), gram=state.gram, raw_diag=state.raw_diag)
+    return _closed_form.finish(params, state)
+
+
+# ---------------------------------------------------------------- one chunk's pass
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """What every chunk's pass of one sweep needs besides the state and the chunk (small: it travels).
+
+    Attributes
+    ----------
+    name : str
+        The iterative solver.
+    params : dict
+        The estimator's hyperparameters.
+    seed : int
+        The stream's seed (:func:`fastopt._chunks.stream_seed`): held-out rows.
+    fraction : float
+        Held-out fraction of every chunk's rows (0 without early stopping).
+    epoch : int or None
+        The 0-based epoch whose rate the passes take; None scores held-out rows without training.
+    stream : bool
+        A streamed fit's pass (:class:`fastopt._iterative.Sweep`); False is ``partial_fit``'s (each chunk's
+        weights divided by their own mean, the schedule advanced per chunk, no held-out rows).
+    lr0 : float or None
+        The base rate resolved for the whole stream; None resolves it on the first chunk's rows.
+    weight_mean : float or None
+        The stream-wide mean training weight every chunk's weights are divided by (None: decided later).
+    unweighted : str or None
+        The chunk whose lack of weights made the stream unweighted (a chunk with weights is then an error).
+    observe : bool
+        Total the held-out rows' weight and weighted target sum (the first epoch).
+    scored : ndarray or None
+        Parameters to score on the held-out rows, with their ``dims``.
+    dims : tuple or None
+    y_mean : float, ndarray or None
+        When given, also sum the held-out rows' squares around it (``SS_tot``, the first scoring pass).
+    """
+
+    name: str
+    params: dict
+    seed: int = 0
+    fraction: float = 0.0
+    epoch: int | None = 0
+    stream: bool = True
+    lr0: float | None = None
+    weight_mean: float | None = None
+    unweighted: str | None = None
+    observe: bool = False
+    scored: np.ndarray | None = None
+    dims: tuple | None = None
+    y_mean: Any = None
+
+
+@dataclass
+class ChunkRecord:
+    """One chunk's sums from one pass, all a sweep's caller needs from it (a few floats or k-vectors).
+
+    ``loss`` is the chunk's pass loss times its training rows and the stream's mean weight, ``weight`` its
+    training weight: an epoch's loss is ``sum(loss) / sum(weight)``. The held-out rows give their count,
+    weight and weighted target sum (``observe``), their weighted squared residuals under ``scored`` (``res``)
+    and their weighted squares around ``y_mean`` (``tot``).
+    """
+
+    index: int
+    y_was_1d: bool
+    loss: float = 0.0
+    weight: float = 0.0
+    n_val: int = 0
+    val_weight: float = 0.0
+    val_sum_y: Any = 0.0
+    res: Any = None
+    tot: Any = None
+
+
+@dataclass
+class Carry:
+    """What a chunk's pass hands to the next one (the state) and to the sweep's caller (the record)."""
+
+    state: _iterative.IterState | None
+    record: ChunkRecord
+
+    def __sizeof__(self) -> int:
+        # Dask's memory and transfer accounting reads this (through sys.getsizeof): the pickled size counts the
+        # state's arrays, which the default, shallow size of an object would miss.
+        return len(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def chunk_pass(state, data, train: np.ndarray, val: np.ndarray, spec: PassSpec, where: str, index: int) -> Carry:
+    """One pass of ``spec``'s solver over the validated chunk ``data`` (its training rows ``train``), from
+    ``state`` (None: start the fit), and the chunk's :class:`ChunkRecord`.
+
+    ``state`` is not modified: a pass run twice (as Dask reruns the work of a lost worker) gives the same
+    result. Errors are prefixed with ``where``.
+    """
+    record = ChunkRecord(index=index, y_was_1d=data.y_was_1d)
+    sw = data.sample_weight
+    if spec.epoch is not None:
+        if state is not None:
+            if data.Y.shape[1] != state.dims[1]:
+                raise ValueError(f"{where}: y has {data.Y.shape[1]} targets; earlier chunks had {state.dims[1]}.")
+            # The pass draws its row order from the state's generator: draw from a copy. A streamed fit keeps
+            # the pass losses in the records, so the state stays small as it travels.
+            state = replace(state, rng=copy.deepcopy(state.rng), loss_curve=list(state.loss_curve) if not spec.stream
+                            else [])
+        sweep = _iterative.Sweep(spec.epoch, train if val.size else None, spec.lr0, spec.weight_mean) \
+            if spec.stream else None
+        with naming(where):
+            _solvers.check_options(spec.name, spec.params, data.Y.shape[1])
+            state = _solvers.SOLVERS[spec.name].partial_fit(spec.params, data, state=state, sweep=sweep).state
+        if spec.stream:
+            # The pass loss is the chunk's mean of (weight / weight_mean) * loss over its training rows;
+            # weights are summed relative to weight_mean, so that the sum cannot overflow.
+            record.loss = train.shape[0] * state.loss_curve[-1]
+            record.weight = float(train.shape[0] if sw is None
+                                  else np.sum(sw[train] / spec.weight_mean, dtype=np.float64))
+    if val.size:
+        Y_val = data.Y[val].astype(np.float64)
+        w_val = np.ones(val.shape[0]) if sw is None else (sw[val] / sw.dtype.type(spec.weight_mean)).astype(np.float64)
+        if spec.observe:
+            record.n_val, record.val_weight, record.val_sum_y = val.shape[0], float(w_val.sum()), w_val @ Y_val
+        if spec.scored is not None:
+            coef, intercept = _iterative.split_params(spec.scored, *spec.dims)
+            record.res = w_val @ (Y_val - (data.X[val] @ coef.T + intercept)) ** 2
+            if spec.y_mean is not None:
+                record.tot = w_val @ (Y_val - spec.y_mean) ** 2
+    return Carry(state, record)
+
+
+def block_pass(carry: Carry | None, block: tuple, checker, spec: PassSpec, where: str, index: int) -> Carry:
+    """Validate chunk ``index``, ``block = (X, y, sample_weight)``, against ``checker`` (a :func:`template`),
+    hold out its rows and make its :func:`chunk_pass` from ``carry``'s state: one task of a sweep on the Dask
+    worker that holds the chunk."""
+    X, y, sample_weight = block
+    data = check_chunk(checker, X, y, sample_weight, where)
+    train, val = chunk_split(spec.seed, index, data.X.shape[0], spec.fraction)
+    if spec.unweighted is not None and data.sample_weight is not None:
+        raise ValueError(
+            f"{where} has sample_weight but {spec.unweighted}, the first chunk read, has none, so the stream "
+            "was taken as unweighted; give every chunk weights (ones for unit weight) or none."
+        )
+    if data.sample_weight is None and spec.weight_mean is not None and spec.weight_mean != 1.0:
+        data = replace(data, sample_weight=np.ones(data.X.shape[0], dtype=data.X.dtype))
+    return chunk_pass(None if carry is None else carry.state, data, train, val, spec, where, index)
+
+
+# ---------------------------------------------------------------- epochs
+
+
+class Passes(Protocol):
+    """Runs one sweep: every chunk's pass, in a given order, the state carried from each to the next."""
+
+    indexable: bool  # chunks can be visited in any order (each epoch draws a permutation)
+    one_shot: bool  # a single pass is possible
+    weight_mean: float | None  # the stream's mean training weight, once decided
+    unweighted: str | None
+
+    def __len__(self) -> int: ...
+
+    def check_epochs(self, n_epochs: int) -> None: ...
+
+    def run(self, order, spec: PassSpec, state) -> tuple[Any, list[ChunkRecord]]: ...
+
+
+def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[float | None, Weight]:
+    """``learning_rate="auto"`` from a seeded sample of the training rows of every chunk (None when there are
+    none: the first pass then says what is wrong), and the training weight of every chunk, which the pass that
+    drew the sample totalled. Small in, a float out: on Dask it runs where the sample was merged."""
+    if sample.n_train == 0:
+        return None, sample.weight
+    # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
+    w = sample.w if sample.w is not None and np.any(sample.w) else None
+    if w is not None:  # relative weights, brought near 1 so that no sum over them overflows
+        w = w / _iterative.weight_mean(w)
+    rng = seeded_rng(seed, SAMPLE_STREAM)
+    solver = _solvers.SOLVERS[name]
+    return solver.stream_learning_rate(params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
+
+
+def mean_weight(weight: Weight, rows: str = "all chunks") -> float:
+    """The mean training weight every chunk is divided by; zero is an error."""
+    mean = weight.mean()
+    if mean == 0:
+        raise ValueError(
+            f"sample_weight sums to zero over the training rows of {rows}; at least one training row must "
+            "have positive weight."
+        )
+    return mean
+
+
+class Validation:
+    """The validation score of the held-out rows of every chunk, from the chunks' sums (:class:`ChunkRecord`).
+
+    The score is the in-memory fit's: :func:`sklearn.metrics.r2_score` with the sample weights, averaged
+    uniformly over targets, ``1 - SS_res / SS_tot`` with ``SS_tot = sum_i w_i (y_i - mean_w(y))^2`` (a
+    constant target scores 1 when predicted exactly, else 0). The first sweep totals the weighted mean of
+    ``y``; ``SS_tot`` is summed around it in the first scoring pass (the exact two-pass formula) and kept.
+    The chunks' sums are added in sweep order.
+    """
+
+    def __init__(self):
+        self.rows, self.weight, self.sum_y = 0, 0.0, 0.0
+        self.ss_tot = None
+
+    def observe(self, records: list[ChunkRecord]) -> None:
+        for r in records:
+            if r.n_val:
+                self.rows += r.n_val
+                self.weight += r.val_weight
+                self.sum_y = self.sum_y + r.val_sum_y
+
+    def y_mean(self):
+        """The weighted mean of the held-out targets while ``SS_tot`` is still to be summed, else None."""
+        if self.ss_tot is not None:
+            return None
+        return self.sum_y / self.weight if self.weight > 0 else 0.0
+
+    def score(self, records: list[ChunkRecord]) -> float:
+        res, tot = 0.0, 0.0
+        for r in records:
+            if r.res is not None:
+                res = res + r.res
+                if r.tot is not None:
+                    tot = tot + r.tot
+        if self.ss_tot is None:
+            self.ss_tot = tot
+        res, tot = np.atleast_1d(res), np.atleast_1d(self.ss_tot)
+        scores = np.ones(res.shape[0])
+        valid = (res != 0) & (tot != 0)
+        scores[valid] = 1.0 - res[valid] / tot[valid]
+        scores[(res != 0) & (tot == 0)] = 0.0
+        return float(np.mean(scores))
+
+
+class Epochs:
+    """An iterative fit over chunks: ``max_epochs`` sweeps of per-chunk passes, as ``fit`` runs epochs.
+
+    Every pass of sweep ``e`` takes the schedule's rate for epoch ``e`` (:class:`fastopt._iterative.Sweep`),
+    so a streamed fit is the in-memory sequence of ``partial_fit`` calls with each epoch's rate. With
+    ``early_stopping`` every chunk holds out seeded rows (:func:`fastopt._chunks.chunk_split`); the parameters
+    at the end of sweep ``e`` are scored on them during sweep ``e + 1`` (a last pass scores the last sweep),
+    and when that score stops the fit, sweep ``e + 1`` is undone: the result is that of ``fit``'s rule
+    stopping after epoch ``e``, with the best epoch's parameters restored.
+
+    Every pass divides its chunk's weights by one constant, the mean weight of all the stream's training rows
+    (:class:`fastopt._iterative.Sweep`), so the sweeps minimise ``fit``'s objective on the concatenated rows.
+    It is totalled by the pass that samples the learning rate or by ``weigher``, or else decided by the
+    runner when it reads the first chunk.
+    """
+
+    def __init__(self, params: dict, name: str, passes: Passes):
+        self.params, self.name, self.passes = params, name, passes
+        self.solver = _solvers.SOLVERS[name]
+        self.seed = stream_seed(params["random_state"])
+        self.early = bool(params["early_stopping"])
+        self.fraction = validation_fraction(params)
+
+    def run(self, prior, sampler: Callable[[int], tuple[float | None, Weight]] | None,
+            weigher: Callable[[int], Weight | None] | None = None) -> Outcome:
+        """Fit from ``prior`` (a warm start's state, or None). ``sampler(seed)`` returns :func:`sample_rate` of
+        the merged learning-rate :class:`fastopt._chunks.Sample` of every chunk; ``weigher(seed)`` their merged
+        training weight (None without weights); None leaves the weight to the runner."""
+        params, passes = self.params, self.passes
+        max_epochs = params["max_epochs"]
+        if self.early and passes.one_shot:
+            raise TypeError(
+                "early_stopping=True scores each epoch on held-out rows during the next pass over the chunks, "
+                "but chunks is a one-shot iterator. Pass a list, a re-iterable object, or a callable returning "
+                "a fresh iterator."
+            )
+        passes.check_epochs(max_epochs)
+        orders = chunk_orders(self.seed, len(passes) if passes.indexable else 0, params["shuffle"])
+        lr0 = None
+        if params["learning_rate"] == "auto" and prior is None and not passes.one_shot:
+            lr0, weight = sampler(self.seed)
+            passes.weight_mean = mean_weight(weight)
+        elif weigher is not None:
+            weight = weigher(self.seed)
+            passes.weight_mean = 1.0 if weight is None else mean_weight(weight)
+        spec = PassSpec(self.name, detach_random_state(params, prior is None), self.seed, self.fraction, lr0=lr0)
+        validation = Validation() if self.early else None
+        stopping, rates = None, []
+        state, losses, scores, scored, y_was_1d = prior, [], [], None, None
+        for epoch in range(max_epochs + self.early):
+            training = epoch < max_epochs
+            order = next(orders) if training and passes.indexable else None
+            spec = replace(spec, epoch=epoch if training else None, weight_mean=passes.weight_mean,
+                           unweighted=passes.unweighted, observe=self.early and epoch == 0,
+                           scored=None if scored is None else scored.params,
+                           dims=None if scored is None else scored.dims,
+                           y_mean=None if scored is None else validation.y_mean())
+            after, records = passes.run(order, spec, state if training else None)
+            if not records:
+                raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
+            y_was_1d = records[0].y_was_1d if y_was_1d is None else y_was_1d
+            if spec.observe:
+                validation.observe(records)
+                if validation.rows == 0:
+                    raise ValueError(
+                        f"early_stopping=True holds out validation_fraction={self.fraction} of each chunk's rows, "
+                        "but no chunk has enough rows to spare one; use larger chunks or early_stopping=False."
+                    )
+            current = after if training else state
+            # Made once the first pass has set up the state (the base rate, the null loss of its chunk).
+            stopping = stopping or _iterative.make_stopping(params, current, self.early)
+            if scored is not None:
+                scores.append(validation.score(records))
+                if params["verbose"]:
+                    print(f"-- Epoch {epoch}: validation R^2 {scores[-1]:.6f}")
+                stop = stopping.update(1.0 - scores[-1], scored.params)
+                _follow_rate(stopping, current)
+                if stop:
+                    break
+            if not training:
+                break
+            total, weight = 0.0, 0.0
+            for r in records:
+                total += r.loss
+                weight += r.weight
+            losses.append(total / weight if weight > 0 else np.nan)
+            state = after
+            rates.append(self.solver.epoch_lr(params, state, epoch))
+            if params["verbose"]:
+                lr = self.solver.epoch_lr(params, state, epoch)
+                print(f"-- Epoch {epoch + 1}: loss {losses[-1]:.6g}, lr {lr:.4g}, steps {state.t}, "
+                      f"chunk order {order}")
+            if self.early:
+                scored = replace(state, rng=copy.deepcopy(state.rng))  # its arrays are never written again
+            elif stopping.update(losses[-1], None):
+                break
+            else:
+                _follow_rate(stopping, state)
+        stopping.warn_unless_stopped(self.name, max_epochs)
+        final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)
+        result = self.solver.result(final, stopping, scores if self.early else None, params=params)
+        return Outcome(self.name, result, y_was_1d)
+
+
+def _follow_rate(stopping, state) -> None:
+    """Give the next epoch the rate that ``schedule="plateau"``'s rule chose."""
+    if isinstance(stopping, _iterative.RatePlateau):
+        state.lr = stopping.lr
+
+
+class LocalPasses:
+    """A sweep in this process: each chunk read in turn (the next one read meanwhile in a background thread),
+    checked against ``checker`` (the first chunk read sets its features when ``reset``) and given its pass.
+
+    When nothing totalled the stream's weight beforehand, the first chunk read decides (:meth:`_weights`).
+    """
+
+    def __init__(self, source: ChunkSource, checker, reset: bool):
+        self.source, self.checker, self.reset = source, checker, reset
+        self.indexable, self.one_shot = source.indexable, source.one_shot
+        self.weight_mean = None  # the stream-wide mean training weight (Sweep.weight_mean)
+        self.unweighted = None  # where the stream was taken as unweighted, for errors (see _weights)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def check_epochs(self, n_epochs: int) -> None:
+        self.source.check_epochs(n_epochs)
+
+    def stream_weight(self, seed: int, fraction: float) -> Weight:
+        """The training weight of every chunk, from one read of the chunks' weights."""
+        total = None
+        for index, item in self.source.epoch():
+            where = self.source.where(index)
+            X, _, sample_weight = unpack(item, where)
+            dtype = check_dtype(X, None, where) or np.dtype(np.float64)
+            part = chunk_weight(seed, fraction, dtype, sample_weight, _num_samples(X), where, index)
+            total = part if total is None else merge_weights(total, part)
+        return total
+
+    def _weights(self, data, train: np.ndarray, spec: PassSpec, where: str):
+        """``data`` ready for the stream's constant, which the first chunk read decides when no earlier pass
+        totalled the weights: without weights, the stream is taken as unweighted (no extra read: a later chunk
+        with weights is an error); with weights, one read of every chunk's weights totals them, except in a
+        one-shot stream, which cannot be read twice and takes this chunk's mean. A chunk without weights in a
+        weighted stream gets explicit ones."""
+        sw = data.sample_weight
+        if self.weight_mean is None:
+            if self.source.one_shot:
+                rows = f"{where} (a one-shot stream is normalised by its first chunk's mean weight)"
+                self.weight_mean = mean_weight(rows_weight(sw, train), rows)
+            elif sw is None:
+                self.weight_mean, self.unweighted = 1.0, where
+            else:
+                self.weight_mean = mean_weight(self.stream_weight(spec.seed, spec.fraction))
+        elif self.unweighted is not None and sw is not None:
+            raise ValueError(
+                f"{where} has sample_weight but {self.unweighted}, the first chunk read, has none, so the stream "
+                "was taken as unweighted; give every chunk weights (ones for unit weight) or none."
+            )
+        if sw is None and self.weight_mean != 1.0:
+            data = replace(data, sample_weight=np.ones(data.X.shape[0], dtype=data.X.dtype))
+        return data
+
+    def run(self, order, spec: PassSpec, state):
+        records = []
+        for index, where, X, y, sample_weight in read(self.source, order):
+            data = check_chunk(self.checker, X, y, sample_weight, where, reset=self.reset)
+            self.reset = False
+            train, val = chunk_split(spec.seed, index, data.X.shape[0], spec.fraction)
+            if spec.stream:
+                data = self._weights(data, train, spec, where)
+                spec = replace(spec, weight_mean=self.weight_mean)
+            carry = chunk_pass(state, data, train, val, spec, where, index)
+            if spec.epoch is not None:
+                state = carry.state
+            records.append(carry.record)
+        return state, records
+
+
+def partial_sweep(passes: Passes, name: str, params: dict, prior) -> Outcome:
+    """``partial_fit`` over chunks: one ``partial_fit`` pass per chunk, in order, from ``prior``."""
+    spec = PassSpec(name, detach_random_state(params, prior is None), stream=False)
+    state, records = passes.run(None, spec, prior)
+    if not records:
+        raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
+    solver = _solvers.SOLVERS[name]
+    return Outcome(name, solver.result(state, n_iter=state.epochs), records[0].y_was_1d)
