@@ -479,27 +479,6 @@ FO_INLINE void FO_FN(gradient_rows)(FO_REAL *g, const FO_REAL *const *x, const F
 }
 #endif
 
-/* The per-sample loss of residual r, and its derivative in *dl (absolute error: the sign, 0 at 0). */
-FO_INLINE double FO_FN(loss_value)(fo_loss loss, FO_REAL r, FO_REAL epsilon, FO_REAL *dl)
-{
-    const FO_REAL ar = r < 0 ? -r : r, sign = (FO_REAL)((r > 0) - (r < 0));
-    switch (loss) {
-    case FO_LOSS_ABSOLUTE:
-        *dl = sign;
-        return (double)ar;
-    case FO_LOSS_HUBER:
-        if (ar <= epsilon) {
-            *dl = r;
-            return 0.5 * (double)r * (double)r;
-        }
-        *dl = epsilon * sign;
-        return (double)epsilon * ((double)ar - 0.5 * (double)epsilon);
-    case FO_LOSS_SQUARED:
-    default:
-        *dl = r;
-        return 0.5 * (double)r * (double)r;
-    }
-}
 
 FO_INLINE void FO_FN(prefetch_row)(const FO_REAL *row, ptrdiff_t d)
 {

@@ -3,27 +3,6 @@
 
 #include "rules.h"
 
-/* The per-sample loss of residual r, and its derivative in *dl: the same formulas as epoch.c. */
-static inline double FO_FN(csr_loss)(fo_loss loss, FO_REAL r, FO_REAL epsilon, FO_REAL *dl)
-{
-    const FO_REAL ar = r < 0 ? -r : r, sign = (FO_REAL)((r > 0) - (r < 0));
-    switch (loss) {
-    case FO_LOSS_ABSOLUTE:
-        *dl = sign;
-        return (double)ar;
-    case FO_LOSS_HUBER:
-        if (ar <= epsilon) {
-            *dl = r;
-            return 0.5 * (double)r * (double)r;
-        }
-        *dl = epsilon * sign;
-        return (double)epsilon * ((double)ar - 0.5 * (double)epsilon);
-    case FO_LOSS_SQUARED:
-    default:
-        *dl = r;
-        return 0.5 * (double)r * (double)r;
-    }
-}
 
 /* Bring feature `col` (its k weights and their state) from s steps behind up to date. */
 static inline void FO_FN(csr_catch_up)(fo_catch how, const fo_hyper *h, ptrdiff_t col, ptrdiff_t s,
@@ -221,7 +200,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                 for (ptrdiff_t p = p0; p < p1; p++) dot += xd[p] * wj[xi[p]];
                 const FO_REAL r = dot + (has_b ? params[kd + j] : (FO_REAL)0) - xy[row * k + j];
                 FO_REAL dl;
-                loss += (double)wi * FO_FN(csr_loss)(c->loss, r, epsilon, &dl);
+                loss += (double)wi * FO_FN(loss_value)(c->loss, r, epsilon, &dl);
                 coef[q * k + j] = wi * dl;
             }
         }

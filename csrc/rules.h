@@ -13,6 +13,36 @@
  * arithmetic is in FO_REAL. State slot j is state[j*n : (j+1)*n].
  */
 
+/* Forced inline: it sits in the epochs' innermost loops. (An identical redefinition, as each inclusion makes, is
+ * allowed.) */
+#if defined(__GNUC__) || defined(__clang__)
+#define FO_LOSS_INLINE static inline __attribute__((always_inline))
+#else
+#define FO_LOSS_INLINE static inline
+#endif
+
+/* The per-sample loss (shared by the dense and CSR epochs) of residual r, and its derivative in *dl (absolute error: the sign, 0 at 0). */
+FO_LOSS_INLINE double FO_FN(loss_value)(fo_loss loss, FO_REAL r, FO_REAL epsilon, FO_REAL *dl)
+{
+    const FO_REAL ar = r < 0 ? -r : r, sign = (FO_REAL)((r > 0) - (r < 0));
+    switch (loss) {
+    case FO_LOSS_ABSOLUTE:
+        *dl = sign;
+        return (double)ar;
+    case FO_LOSS_HUBER:
+        if (ar <= epsilon) {
+            *dl = r;
+            return 0.5 * (double)r * (double)r;
+        }
+        *dl = epsilon * sign;
+        return (double)epsilon * ((double)ar - 0.5 * (double)epsilon);
+    case FO_LOSS_SQUARED:
+    default:
+        *dl = r;
+        return 0.5 * (double)r * (double)r;
+    }
+}
+
 /* The gradient seen by a rule with coupled weight decay. */
 #define FO_GRAD_WD(i) (g[i] + ((i) < nd ? wd * w[i] : (FO_REAL)0))
 
