@@ -276,6 +276,7 @@ PLATEAU_PATIENCE = 1  # epochs in a row without a fall of PLATEAU_RTOL from the 
 PLATEAU_RTOL = 1e-4  # a fall is a drop from the previous epoch by this fraction of the loss scale
 PLATEAU_STOP_RTOL = 5e-4  # stop when the last cut changed the best loss by less than this fraction
 PLATEAU_FLOOR = 1e-6  # the loss scale is at least this fraction of the null model's loss (zero-noise problems)
+PLATEAU_SLOW_RATIO = 0.95  # a slow series of falls is projected with a ratio of at most this per epoch
 PLATEAU_MIN_FACTOR = 1e-8  # and stop anyway once the rate has fallen below this fraction of learning_rate_
 
 
@@ -288,8 +289,14 @@ class RatePlateau(Stopping):
     loss grows with the rate (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1; Bottou, Curtis
     & Nocedal, *SIAM Review* 60, 2018, sec. 4), so the loss levels off above the optimum. With the scale
     ``S = max(best, PLATEAU_FLOOR * null_loss)``, an epoch falls when its loss is below the previous epoch's by
-    more than ``PLATEAU_RTOL * S``; ``PLATEAU_PATIENCE`` epochs in a row that do not fall make a plateau (the
-    first epoch after a cut is a cooldown and always falls). At a plateau:
+    more than ``PLATEAU_RTOL * S``, or by less after a fall of its own when the series of shrinking falls,
+    projected geometrically with their last ratio ``r <= PLATEAU_SLOW_RATIO`` as ``fall * r / (1 - r)``, is worth
+    more than ``PLATEAU_STOP_RTOL * S`` (the bias phase of badly conditioned directions, where gradient methods
+    on a quadratic reduce each mode by a constant factor per epoch: Nocedal & Wright, *Numerical Optimization*,
+    2006, sec. 3.3; a noise floor rises about every other epoch and breaks the series); the first such small fall
+    after a large one or after a cut is given one epoch to measure the ratio. ``PLATEAU_PATIENCE`` epochs in a
+    row that do not fall make a plateau (the first epoch after a cut is a cooldown and always falls). At a
+    plateau:
 
     - if a previous cut exists, the best loss since it differs from the best before it by less than
       ``PLATEAU_STOP_RTOL * S`` (either way) and the last epoch is within that of it too (or the rate is below
@@ -299,8 +306,8 @@ class RatePlateau(Stopping):
 
     The first plateau therefore always cuts the rate, and a stop certifies that the last cut bought less than
     ``PLATEAU_STOP_RTOL`` of the loss: when the noise ball's excess is proportional to the rate, the excess left
-    at the stop is about a tenth of that. It cannot tell a noise floor from slow progress in badly conditioned
-    directions (the loss then falls by less than ``PLATEAU_RTOL * S`` per epoch, and the cut slows it further).
+    at the stop is about a tenth of that. Slow progress whose projected rest is below ``PLATEAU_STOP_RTOL * S``
+    is cut like a noise floor: it is within what a stop tolerates.
     ``tol=None`` never stops: once the rule would stop, the rate stays where it is until ``max_epochs``.
     """
 
@@ -308,7 +315,7 @@ class RatePlateau(Stopping):
         super().__init__(0.0 if stop else None, PLATEAU_PATIENCE, keep_best)
         self.lr0 = self.lr = float(lr0)
         self.floor = float(floor)
-        self.previous = np.inf
+        self.previous, self.last_fall = np.inf, np.nan
         self.cut_best, self.best_since_cut, self.cuts, self.settled = np.inf, np.inf, 0, False
 
     def update(self, current: float, params: np.ndarray | None) -> bool:
@@ -316,7 +323,9 @@ class RatePlateau(Stopping):
         scale = max(abs(current if np.isinf(self.best) else self.best), self.floor)
         # Progress is judged against the previous epoch: while the bias of the start dominates, the epoch loss
         # falls monotonically; on the noise ball it goes up about every other epoch.
-        falling = current < self.previous - PLATEAU_RTOL * scale
+        fall = self.previous - current
+        falling = fall > PLATEAU_RTOL * scale or (fall > 0 and self._slow_progress(fall, scale))
+        self.last_fall = fall if fall > 0 else np.nan
         self.no_improvement = 0 if falling else self.no_improvement + 1
         self.previous = current
         self.best_since_cut = min(self.best_since_cut, current)
@@ -343,6 +352,17 @@ class RatePlateau(Stopping):
         self.cuts, self.lr = self.cuts + 1, self.lr * PLATEAU_FACTOR
         self.previous = np.inf  # a cooldown epoch: the first epoch at the new rate is not judged
         return False
+
+    def _slow_progress(self, fall: float, scale: float) -> bool:
+        # A fall below PLATEAU_RTOL * S after a fall is the bias phase of badly conditioned directions when the
+        # falls shrink geometrically (a quadratic's slowest mode decays by a constant ratio r per epoch) and the
+        # rest of the series, fall * r / (1 - r), is worth more than a cut may buy before the rule stops. A noise
+        # floor rises about every other epoch, so it breaks the series. The first small fall after a large one
+        # (or after the cooldown) has no ratio yet: it is given one more epoch to measure it.
+        if not np.isfinite(self.last_fall) or self.last_fall > PLATEAU_RTOL * scale:
+            return True
+        ratio = min(fall / self.last_fall, PLATEAU_SLOW_RATIO)
+        return fall * ratio / (1.0 - ratio) > PLATEAU_STOP_RTOL * scale
 
     def warn_unless_stopped(self, method: str, max_epochs: int) -> None:
         if self.tol is not None and not self.stopped:

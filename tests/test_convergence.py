@@ -97,6 +97,23 @@ def test_plateau_rule_cuts_on_a_plateau_and_stops_when_a_cut_no_longer_helps():
     assert rates == [1.0, 1.0, 1.0, f, f, f, f * f, f * f] and stopped == 7 and rule.cuts == 2
 
 
+def test_plateau_rule_keeps_the_rate_through_a_slow_geometric_bias_phase():
+    # Falls of 5e-5 of the loss per epoch (below PLATEAU_RTOL = 1e-4) shrinking by r = 0.95 per epoch still owe
+    # fall * r / (1 - r) = 9.5e-4 > PLATEAU_STOP_RTOL: not a plateau until the fall drops below 5e-4 / 19, at
+    # k = 13 (5e-5 * 0.95**13 = 2.6e-5); the level is 1 + 1e-3 - 5e-5 * (1 - 0.95**k) / 0.05.
+    r, falls = 0.95, 5e-5
+    seq = [2.0] + [1.0 + 1e-3 - falls * (1 - r**k) / (1 - r) for k in range(30)]
+    rates, _, rule = run_rule(seq)
+    expected = next(k for k in range(2, 30) if falls * r ** (k - 1) * r / (1 - r) <= _iterative.PLATEAU_STOP_RTOL
+                    * seq[k + 1])
+    assert rates.index(_iterative.PLATEAU_FACTOR) == expected + 2 and expected > 10 and rule.cuts == 1
+    # The same first fall shrinking by 0.3 per epoch owes about 2e-5: a plateau once the ratio is measured.
+    r = 0.3
+    seq = [2.0] + [1.0 + 1e-3 - falls * (1 - r**k) / (1 - r) for k in range(6)]
+    rates, _, rule = run_rule(seq)
+    assert rates[:4] == [1.0] * 4 and rates[4] == _iterative.PLATEAU_FACTOR
+
+
 def test_plateau_rule_does_not_stop_when_the_cut_moved_the_loss_up():
     # An oscillating start: a lucky low before the cut and a higher level after it mean the rate is still too
     # large, not that the optimum is reached; the rule cuts again.
