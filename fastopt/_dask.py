@@ -6,10 +6,11 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
   worker that holds the block*; a binary tree of exact pairwise merges reduces them there too; only the
   merged state (a few ``d x d`` arrays) reaches the client, which solves it. ``X`` is never gathered.
 - **Iterative solvers**: the model travels to the data. An epoch visits the row blocks in a permutation
-  drawn from ``random_state`` (as ``dask_ml.wrappers.Incremental`` does); each block's pass is a task on the
-  worker that holds the block (:func:`fastopt._sweeps.block_pass`), taking the model and optimizer state (a
-  few ``d``-vectors, the step count and the row-order generator) from the previous block's task and handing
-  the updated state to the next, so the state hops from worker to worker and no block reaches the client.
+  drawn from ``random_state`` (as ``dask_ml.wrappers.Incremental`` does); each block's pass runs on the
+  worker that holds the block (:func:`fastopt._sweeps.block_pass`, one task per run of consecutive blocks),
+  taking the model and optimizer state (a few ``d``-vectors, the step count and the row-order generator) from
+  the previous block's pass and handing the updated state to the next, so the state hops from worker to
+  worker and no block reaches the client.
   A few blocks ahead in the order are computed while the chain runs (:class:`ClusterPasses`); the client
   receives each pass's state and sums as they finish (a few kilobytes), which is also its checkpoint.
   ``learning_rate="auto"`` comes from a seeded sample of every block's training rows, drawn and merged on the
@@ -218,16 +219,17 @@ RUN = 4
 
 
 class ClusterPasses:
-    """A sweep on a ``dask.distributed`` cluster: each block's pass a task on the worker holding the block.
+    """A sweep on a ``dask.distributed`` cluster: each block's pass runs on the worker holding the block.
 
-    The pass over the ``p``-th block of the order (:func:`fastopt._sweeps.block_pass`) takes the previous
-    pass's future, so its small state travels worker to worker, and runs on the worker that computed the
-    block: the workers take the blocks in turn, ``run`` consecutive blocks each, so that every worker computes
-    its next blocks while another passes over its own, and the state changes workers once per run (each hop
-    costs a few scheduler and network round trips, more than a pass over a small block). Blocks are
-    submitted ``lookahead`` positions ahead of the running pass, so the next ones are computed while it runs
-    but only a few blocks are alive at once (a whole epoch's blocks would not fit in the workers' memory). The client collects each
-    pass's result (state and :class:`fastopt._sweeps.ChunkRecord`, a few kilobytes) as it finishes.
+    The workers take the blocks of the order in turn, ``run`` consecutive blocks each; one task passes over a
+    run's blocks in turn (:func:`fastopt._sweeps.block_pass`) on the worker that computed them, taking the
+    previous run's future, so the small state travels worker to worker, once per run (each hop costs a few
+    scheduler and network round trips, more than a pass over a small block), and every worker computes its
+    next blocks while another passes over its own. Blocks are submitted a run at a time while fewer than
+    ``lookahead`` are outstanding, so the next ones are computed while it runs but only a few
+    blocks are alive at once (a whole epoch's blocks would not fit in the workers' memory). The client
+    collects each run's result (the state and each block's :class:`fastopt._sweeps.ChunkRecord`, a few
+    kilobytes) as it finishes.
 
     A worker lost mid-sweep costs only time: the scheduler recomputes the lost blocks from their graph and
     reruns the passes whose results were lost (every pass is a pure function of its inputs). If it cannot (a
@@ -243,7 +245,8 @@ class ClusterPasses:
     run : int, default=RUN
         Consecutive blocks of the order given to one worker.
     lookahead : int, optional
-        Blocks submitted ahead of the running pass; by default one run per worker, plus one.
+        A run is submitted while fewer blocks than this are outstanding; by default one run per worker, plus
+        one.
     """
 
     indexable, one_shot = True, False
@@ -275,33 +278,44 @@ class ClusterPasses:
         order = range(len(self.chunks)) if order is None else [int(i) for i in order]
         training = spec.epoch is not None
         tag = "score" if not training else f"{spec.epoch}" if spec.stream else "partial"
-        previous = None if state is None else _sweeps.Carry(state, None)
-        window, records, last = deque(), [], None
+        previous = None if state is None else (state, [])
+        window, records, last, ahead = deque(), [], state, 0
         workers = sorted(client.nthreads())
         try:
-            for position, index in enumerate(order):
-                parts, where = self._block(index)
-                # The block (its X, y and weights in one task) and its pass go to one worker, the workers taken
-                # in turn for runs of blocks: while one passes over its run, the others compute theirs, and
-                # the state changes workers once per run. The restriction is loose: if that worker is lost,
-                # the scheduler recomputes the block, and runs the pass, elsewhere.
-                worker = workers[position // self.run_length % len(workers)]
+            for start in range(0, len(order), self.run_length):
+                # Blocks are submitted a run at a time while fewer than ``lookahead`` are outstanding.
+                while window and ahead >= self.lookahead:
+                    ahead -= len(window[0][2])
+                    last = self._collect(window.popleft(), spec, records)
+                # A run of consecutive blocks of the order (each block's X, y and weights in one task) and one
+                # task passing over them in turn go to one worker, the workers taken in turn: while one passes
+                # over its run, the others compute theirs, and the state changes workers once per run. One task
+                # per run, not per block: a worker's single thread, freed by a pass, starts computing a block
+                # before the scheduler hands it the next pass, which then waits for that whole block (a
+                # scheduler round trip and most of a block's computation per pass). The restriction is loose:
+                # if that worker is lost, the scheduler recomputes the blocks, and runs the passes, elsewhere.
+                worker = workers[start // self.run_length % len(workers)]
                 place = {"workers": [worker], "allow_other_workers": True}
-                block = client.compute(delayed(_together, pure=True)(*parts), optimize_graph=False, **place)
-                future = client.submit(_sweeps.block_pass, previous if training else None, block, self.checker,
-                                       spec, where, index, key=f"fastopt-pass-{self.token}-{tag}-{position}",
+                indices = list(order[start:start + self.run_length])
+                wheres, blocks = [], []
+                for index in indices:
+                    parts, where = self._block(index)
+                    wheres.append(where)
+                    blocks.append(client.compute(delayed(_together, pure=True)(*parts), optimize_graph=False,
+                                                 **place))
+                future = client.submit(_run_passes, previous if training else None, blocks, self.checker, spec,
+                                       wheres, indices, key=f"fastopt-pass-{self.token}-{tag}-{start}",
                                        priority=1, **place)
                 if training:
                     previous = future
-                window.append((where, future, block))
-                if len(window) > self.lookahead:
-                    last = self._collect(window.popleft(), spec, records)
+                window.append((wheres, future, blocks))
+                ahead += len(blocks)
             while window:
                 last = self._collect(window.popleft(), spec, records)
         except BaseException:  # an error, or an interrupt: stop the work still queued
-            client.cancel([f for _, future, block in window for f in (future, block)])
+            client.cancel([f for _, future, blocks in window for f in (future, *blocks)])
             raise
-        return (last.state if training else state), records
+        return (last if training else state), records
 
     def _block(self, index: int) -> tuple[list, str]:
         """Block ``index``'s X, y and weights (None) as delayed objects holding only their own tasks."""
@@ -312,13 +326,15 @@ class ClusterPasses:
 
     @staticmethod
     def _collect(item, spec, records: list):
-        """Wait for one pass and keep its record; its block and future are released here."""
-        where, future, _ = item
+        """Wait for one run's passes and keep their records; its blocks and future are released here."""
+        wheres, future, blocks = item
         try:
-            carry = future.result()
+            state, run_records = future.result()
         except Exception as exc:
             if not _lost(exc):
                 raise
+            # Name the block whose computation the cluster gave up, else the run's first block.
+            where = next((w for w, b in zip(wheres, blocks) if b.status in ("error", "cancelled")), wheres[0])
             epoch = "scoring the last epoch" if spec.epoch is None else (
                 f"epoch {spec.epoch + 1}" if spec.stream else "partial_fit")
             raise FitLost(
@@ -326,8 +342,22 @@ class ClusterPasses:
                 f"redo it ({type(exc).__name__}: {exc}). The estimator is unchanged; fit again once the cluster "
                 "is healthy."
             ) from exc
+        records.extend(run_records)
+        return state
+
+
+def _run_passes(previous, blocks: list, checker, spec: _sweeps.PassSpec, wheres: list, indices: list) -> tuple:
+    """The passes over a run of blocks in turn (:func:`fastopt._sweeps.block_pass`), from ``previous``, the
+    previous run's result (None: start the fit, or a sweep that does not train): the last state and every
+    block's record."""
+    state, records = None if previous is None else previous[0], []
+    for block, where, index in zip(blocks, wheres, indices):
+        carry = _sweeps.block_pass(None if state is None else _sweeps.Carry(state, None), block, checker, spec,
+                                   where, index)
         records.append(carry.record)
-        return carry
+        if spec.epoch is not None:
+            state = carry.state
+    return state, records
 
 
 def _together(X, y, sample_weight) -> tuple:
