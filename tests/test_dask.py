@@ -356,17 +356,26 @@ def test_iterative_warm_start_and_errors_leave_the_estimator(client, rng, replay
 # ---------------------------------------------------------------- iterative solvers: a worker lost mid-fit
 
 
-def die_on_computation(block, marker, dying, block_info=None):
-    """Identity on X's blocks, except that computing block 3 for the n-th time, n in ``dying``, kills the
-    worker process computing it (as a crash or an out-of-memory kill would)."""
-    import os
+def _make_die_on_computation():
+    # A nested function: the worker processes cannot import this test module (pytest imports it by path, and the
+    # checkout is not on their sys.path when the installed package is tested), so it must travel by value, which
+    # Dask's serialisation does for functions that cannot be pickled by reference.
+    def die_on_computation(block, marker, dying, block_info=None):
+        """Identity on X's blocks, except that computing block 3 for the n-th time, n in ``dying``, kills the
+        worker process computing it (as a crash or an out-of-memory kill would)."""
+        import os
 
-    if block_info[0]["chunk-location"][0] == 3:
-        n = len(os.listdir(marker)) + 1
-        open(os.path.join(marker, str(n)), "w").close()
-        if n in dying:
-            os._exit(1)
-    return block
+        if block_info[0]["chunk-location"][0] == 3:
+            n = len(os.listdir(marker)) + 1
+            open(os.path.join(marker, str(n)), "w").close()
+            if n in dying:
+                os._exit(1)
+        return block
+
+    return die_on_computation
+
+
+die_on_computation = _make_die_on_computation()
 
 
 @contextlib.contextmanager
