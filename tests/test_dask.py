@@ -1,7 +1,6 @@
 """Fitting and predicting on Dask collections, on a real two-process dask.distributed LocalCluster."""
 import contextlib
 import itertools
-import sys
 import warnings
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
-cloudpickle = pytest.importorskip("cloudpickle")  # a dependency of distributed
 
 from fastopt import LinearRegressor  # noqa: E402
 from fastopt._chunks import chunk_orders  # noqa: E402
@@ -387,14 +385,7 @@ def fragile(n_workers):
         n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
         worker_dashboard_address=None,
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client, client.as_current():
-        # The worker processes cannot import this test module (pytest imports it by path, and the checkout is not
-        # on their sys.path when the installed package is tested): send its functions by value.
-        module = sys.modules[__name__]
-        cloudpickle.register_pickle_by_value(module)
-        try:
-            yield client
-        finally:
-            cloudpickle.unregister_pickle_by_value(module)
+        yield client
 
 
 def test_worker_lost_mid_epoch_recomputes_and_continues(rng, tmp_path):
