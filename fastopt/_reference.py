@@ -293,6 +293,20 @@ def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     return float(np.sum(wts.astype(np.float64)[:, None] * value))
 
 
+def _checked_minibatch(train, loss, grad, nb):
+    """The epoch kernels' checks of one minibatch's mean gradient ``grad`` before its step: the status of a
+    non-finite loss or gradient, or of a mean loss above ``train.loss_limit``; else None, after clipping ``grad``
+    in place to ``train.clip_norm``."""
+    ss = float(np.sum(grad.astype(np.float64) ** 2))
+    if not (np.isfinite(loss) and np.isfinite(ss)):
+        return int(Status.NONFINITE_LOSS)
+    if loss / nb > train.loss_limit:
+        return int(Status.DIVERGED)
+    if train.clip_norm is not None and train.clip_norm > 0:
+        clip_grad_norm(grad, train.clip_norm)
+    return None
+
+
 def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None,
           loss_acc=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
@@ -308,7 +322,6 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     n_params = params.shape[0]
     has_b = n_params > k * d
     grad, half = work[:n_params], work[n_params : 2 * n_params]
-    clip = 0.0 if train.clip_norm is None else train.clip_norm
     total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
@@ -320,14 +333,9 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
         loss += _half_gradient(train, X, Y, sample_weight, rows[mid:], W, b, half)
         grad += half
         grad *= real(1.0 / nb)
-        ss = float(np.sum(grad.astype(np.float64) ** 2))
         total += loss
-        if not (np.isfinite(loss) and np.isfinite(ss)):
-            return int(Status.NONFINITE_LOSS), t, 0.0, t + 1
-        if loss / nb > train.loss_limit:
-            return int(Status.DIVERGED), t, 0.0, t + 1
-        if clip > 0:
-            clip_grad_norm(grad, clip)
+        if (status := _checked_minibatch(train, loss, grad, nb)) is not None:
+            return status, t, 0.0, t + 1
         t += 1
         step(rule, hyper, params, grad, state, t, lr, k * d)
         if getattr(train, "positive", False):
@@ -380,7 +388,6 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     n_params = params.shape[0]
     kd = k * d
     has_b = n_params > kd
-    clip = 0.0 if train.clip_norm is None else train.clip_norm
     grad = np.zeros(n_params, Y.dtype)
     total = 0.0
     for start in range(0, m, train.batch_size):
@@ -402,14 +409,9 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
                 grad[kd:] += c_row
         grad *= real(1.0 / nb)
         loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
-        ss = float(np.sum(grad.astype(np.float64) ** 2))
         total += loss
-        if not (np.isfinite(loss) and np.isfinite(ss)):
-            return int(Status.NONFINITE_LOSS), t, 0.0, t + 1
-        if loss / nb > train.loss_limit:
-            return int(Status.DIVERGED), t, 0.0, t + 1
-        if clip > 0:
-            clip_grad_norm(grad, clip)
+        if (status := _checked_minibatch(train, loss, grad, nb)) is not None:
+            return status, t, 0.0, t + 1
         t += 1
         if lazy and rule in (Rule.ADAM, Rule.ADAMW):
             _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
