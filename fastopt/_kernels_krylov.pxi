@@ -62,12 +62,14 @@ def krylov_dense(const floating[:, ::1] X, const floating[:, ::1] Y, Py_ssize_t 
 
 def krylov_csr(const floating[::1] data, const int32_t[::1] indices, const int32_t[::1] indptr,
                const floating[:, ::1] Y, Py_ssize_t target, const double[::1] sqrt_weight, const double[::1] v,
-               double c, double shift, double[::1] z, double[::1] z_squares=None):
+               double c, double shift, double[::1] z, double[::1] z_squares=None, bint check=True):
     """The fused Krylov pass over CSR rows; :func:`krylov_dense` for a sparse ``X``.
 
     ``X`` is given by ``data``, ``indices`` (int32 columns in ``[0, d)``, ``d = len(v)``) and ``indptr`` (n + 1
     offsets into ``data``, non-decreasing; a slice of a larger matrix's ``indptr`` selects a segment of its rows).
-    The other arguments and the result are those of :func:`krylov_dense`.
+    The other arguments and the result are those of :func:`krylov_dense`. ``check=False`` skips the O(n + nnz)
+    scan of ``indptr`` and ``indices`` (the bounds of ``indptr`` are still checked): only for a structure the
+    caller has already checked (:func:`csr_check`), as a solver does once before its many passes.
     """
     cdef Py_ssize_t n = indptr.shape[0] - 1, d = v.shape[0]
     cdef double out[2]
@@ -79,26 +81,12 @@ def krylov_csr(const floating[::1] data, const int32_t[::1] indices, const int32
             or (sqrt_weight is not None and sqrt_weight.shape[0] != n) \
             or (z_squares is not None and z_squares.shape[0] != d):
         raise ValueError("krylov_csr: inconsistent shapes")
-    # The kernel trusts the structure: check it here (O(n + nnz) integer reads, small next to the pass).
-    if n and (indptr[0] < 0 or indptr[n] > data.shape[0]):
+    # The kernel trusts the structure: check it here (O(n + nnz) integer reads: at 30 nonzeros a row about a
+    # tenth of the pass, hence check=False for a structure checked once).
+    if n and (indptr[0] < 0 or indptr[n] > data.shape[0] or indptr[n] < indptr[0]):
         raise ValueError("krylov_csr: indptr points outside data")
-    cdef Py_ssize_t i
-    cdef int32_t lo = 0, hi = -1, col
-    with nogil:
-        for i in range(n):
-            if indptr[i + 1] < indptr[i]:
-                lo = -1
-                break
-        if n and lo == 0:
-            for i in range(indptr[0], indptr[n]):
-                col = indices[i]
-                if col < 0 or col >= d:
-                    hi = col
-                    break
-    if lo < 0:
-        raise ValueError("krylov_csr: indptr is not non-decreasing")
-    if hi != -1:
-        raise ValueError(f"krylov_csr: column index {hi} outside [0, {d})")
+    if check:
+        csr_check(indices, indptr, d)
     if Y is not None:
         if Y.shape[0] != n or not 0 <= target < Y.shape[1]:
             raise ValueError("krylov_csr: inconsistent shapes")
@@ -119,3 +107,29 @@ def krylov_csr(const floating[::1] data, const int32_t[::1] indices, const int32
     if status != FO_OK:
         raise ValueError(f"krylov_csr: the kernel rejected its arguments (status {Status(status).name})")
     return out[0], out[1]
+
+
+def csr_check(const int32_t[::1] indices, const int32_t[::1] indptr, Py_ssize_t d):
+    """Check the CSR structure the Krylov pass trusts: ``indptr`` non-decreasing within ``[0, len(indices)]`` and
+    every column index of the rows it spans in ``[0, d)``; raises ValueError naming the first fault."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i
+    cdef int32_t lo = 0, hi = -1, col
+    if n < 0:
+        raise ValueError("krylov_csr: inconsistent shapes")
+    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0]):
+        raise ValueError("krylov_csr: indptr points outside data")
+    with nogil:
+        for i in range(n):
+            if indptr[i + 1] < indptr[i]:
+                lo = -1
+                break
+        if n and lo == 0:
+            for i in range(indptr[0], indptr[n]):
+                col = indices[i]
+                if col < 0 or col >= d:
+                    hi = col
+                    break
+    if lo < 0:
+        raise ValueError("krylov_csr: indptr is not non-decreasing")
+    if hi != -1:
+        raise ValueError(f"krylov_csr: column index {hi} outside [0, {d})")

@@ -13,7 +13,8 @@ problem ``min ||A coef - b||^2 + lam^2 ||coef||^2`` with ``A = S (X - 1 m^T)``, 
 Preconditioning (``precondition="auto"``, the default; ``"none"`` turns it off) solves for ``z = D^-1 coef`` with the operator
 ``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal of the
 normal matrix ``A^T A + lam^2 I``: columns of very different scales (counts beside ratios, hashed features of
-any frequency) then converge together. The ridge term becomes ``lam^2 ||D z||^2``, so both methods run on the
+Zipf-distributed frequencies) then converge together. "auto" applies it when the norms of the non-empty
+columns span more than a factor 4 (:func:`jacobi_pays`); on evenly scaled columns ``D = I``. The ridge term becomes ``lam^2 ||D z||^2``, so both methods run on the
 augmented operator ``[A D; lam D]`` and right-hand side ``[b; 0]`` (its lower block is diagonal: O(d) work).
 
 Stopping (``tol``)
@@ -48,6 +49,9 @@ read of ``X``, ``a = A v + c b`` together with ``||a||^2`` and ``A^T a`` for any
   (the damping is in the augmented operator). Carrying ``u`` implicitly costs LSQR some of its stability on
   very ill-conditioned problems (``g`` grows like ``1 / sigma_min``), which the true-residual check catches.
 
+A cold start (from zero) takes its first residual ``A^T b`` and ``||b||`` from the moments pass (:class:`Moments`),
+so a fit costs the moments' ``1 + k`` passes, one per iteration and the final check.
+
 Memory: ``O(n + d)`` (a few ``d``-vectors per thread; no ``n``-vector besides ``sqrt(w)``).
 
 Data
@@ -71,6 +75,7 @@ import numpy as np
 import scipy.sparse
 
 from fastopt import _closed_form, _kernels
+from fastopt._iterative_lr import SCALE_SPREAD
 from fastopt._result import FitResult
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
@@ -96,18 +101,36 @@ def default_max_iter(d: int) -> int:
 
 @dataclass
 class Moments:
-    """Weighted first and second moments of the rows, float64: what centring and the preconditioner need."""
+    """Weighted moments of the rows, float64: what centring, the preconditioner and the start need.
+
+    With ``centred`` (an intercept is fitted), ``cxy`` and ``cyy`` are about the weighted means ``m``, ``m_y``:
+    ``cxy = sum_i w_i (x_i - m)(y_i - m_y) = A^T b`` and ``cyy = sum_i w_i (y_i - m_y)^2 = ||b||^2``, formed
+    from ``y`` centred before the pass (no cancellation against ``W m m_y``) and merged across chunks by the
+    pairwise update of Chan, Golub & LeVeque (*Algorithms for computing the sample variance*, 1983); without,
+    they are the plain sums ``sum_i w_i x_i y_i`` and ``sum_i w_i y_i^2``. A cold start needs nothing more: its
+    residual ``A^T b`` is ``cxy``, so it costs no pass of its own.
+    """
 
     weight: float            # W = sum_i w_i
     n_samples: int
     sx: np.ndarray           # (d,) sum_i w_i x_i
     sxx: np.ndarray          # (d,) sum_i w_i x_i^2
     sy: np.ndarray           # (k,) sum_i w_i y_i
-    sxy: np.ndarray          # (d, k) sum_i w_i x_i y_i
+    cxy: np.ndarray          # (d, k) (centred) sum_i w_i x_i y_i
+    cyy: np.ndarray          # (k,) (centred) sum_i w_i y_i^2
+    centred: bool
 
     def __add__(self, other: Moments) -> Moments:
+        cxy, cyy = self.cxy + other.cxy, self.cyy + other.cyy
+        if self.centred and self.weight > 0 and other.weight > 0:
+            # Chan et al.'s pairwise update: the co-moments about the merged means.
+            f = self.weight * other.weight / (self.weight + other.weight)
+            dx = self.sx / self.weight - other.sx / other.weight
+            dy = self.sy / self.weight - other.sy / other.weight
+            cxy += f * np.outer(dx, dy)
+            cyy += f * dy * dy
         return Moments(self.weight + other.weight, self.n_samples + other.n_samples, self.sx + other.sx,
-                       self.sxx + other.sxx, self.sy + other.sy, self.sxy + other.sxy)
+                       self.sxx + other.sxx, self.sy + other.sy, cxy, cyy, self.centred)
 
 
 @dataclass
@@ -178,47 +201,58 @@ def _sqrt_weight(sample_weight) -> np.ndarray | None:
     return None if sample_weight is None else np.sqrt(np.asarray(sample_weight, dtype=np.float64))
 
 
-def chunk_moments(data: Data) -> Moments:
+def chunk_moments(data: Data, centred: bool, **pass_options) -> Moments:
     """:class:`Moments` of one chunk of validated rows (dense or CSR), by the compiled pass: ``1 + k`` reads.
 
     With ``v = 0``, ``c = 0`` and ``shift = -1`` the pass gives ``sum_i w_i x_i`` and, from the same read,
-    ``sum_i w_i x_i^2``; with ``c = 1`` and ``shift = 0``, ``sum_i w_i y_ij x_i`` for target ``j`` (``w_i`` as the
-    square of ``sqrt(w_i)``, exactly the weights the operator applies). Nothing of the size of ``X`` is allocated.
+    ``sum_i w_i x_i^2``; with ``c = 1`` and ``shift`` the chunk's weighted mean of target ``j`` (0 when not
+    ``centred``), ``sum_i w_i (y_ij - shift) x_i`` and ``sum_i w_i (y_ij - shift)^2`` (``w_i`` as the square of
+    ``sqrt(w_i)``, exactly the weights the operator applies). Nothing of the size of ``X`` is allocated.
+    ``pass_options`` go to :func:`chunk_pass`.
     """
     X, Y, sw = data.X, data.Y, data.sample_weight
     d, k = X.shape[1], Y.shape[1]
     sqrt_w, zero = _sqrt_weight(sw), np.zeros(d)
-    first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True)
-    sxy = np.empty((d, k))
-    for j in range(k):
-        sxy[:, j] = chunk_pass(data, sqrt_w, j, zero, 1.0, 0.0).z
+    first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True, **pass_options)
     w = np.ones(X.shape[0]) if sw is None else np.asarray(sw, dtype=np.float64)
+    W = float(np.einsum("i->", w))
     sy = np.einsum("i,ik->k", w, np.asarray(Y, dtype=np.float64))
-    return Moments(float(np.einsum("i->", w)), X.shape[0], first.z, first.zz, sy, sxy)
+    cxy, cyy = np.empty((d, k)), np.empty(k)
+    for j in range(k):
+        my = sy[j] / W if centred and W > 0 else 0.0
+        p = chunk_pass(data, sqrt_w, j, zero, 1.0, my, **pass_options)
+        # sum_i w_i (y_i - my) is zero up to round-off; removing m times it makes cxy exactly the co-moment.
+        cxy[:, j] = p.z - (p.se / W) * first.z if centred and W > 0 else p.z
+        cyy[j] = p.ss
+    return Moments(W, X.shape[0], first.z, first.zz, sy, cxy, cyy, centred)
 
 
 def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: float, shift: float,
-                  squares: bool) -> Pass:
+                  squares: bool, checked: bool) -> Pass:
     X, Y = data.X, data.Y
     z = np.empty(v.shape[0])
     zz = np.empty(v.shape[0]) if squares else None
     s = None if sqrt_w is None else sqrt_w[start:stop]
     if scipy.sparse.issparse(X):
         ss, se = _kernels.krylov_csr(X.data, X.indices, X.indptr[start : stop + 1], Y[start:stop], target, s, v,
-                                     c, shift, z, zz)
+                                     c, shift, z, zz, not checked)
     else:
         ss, se = _kernels.krylov_dense(X[start:stop], Y[start:stop], target, s, v, c, shift, z, zz)
     return Pass(z, ss, se, zz)
 
 
 def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: float,
-               squares: bool = False) -> Pass:
-    """The fused pass over one chunk: fixed segments in parallel threads, summed in segment order."""
+               squares: bool = False, checked: bool = False, threads: int | None = None) -> Pass:
+    """The fused pass over one chunk: fixed segments in parallel threads, summed in segment order.
+
+    ``checked``: a CSR structure already checked (:func:`fastopt._kernels.csr_check`), so the kernel skips its
+    own scan; ``threads``: the thread count, when the caller has looked it up once for many passes.
+    """
     X = data.X
     n, d = X.shape
     segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
-    threads = min(_closed_form._n_threads(), len(segs))
-    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares)
+    threads = min(_closed_form._n_threads() if threads is None else threads, len(segs))
+    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares, checked)
     parts = _pool().map(run, segs) if threads > 1 else map(run, segs)
     total = None
     for part in parts:  # in segment order, whichever thread finished first
@@ -247,18 +281,38 @@ class Passes:
     def __init__(self, data: Data):
         if scipy.sparse.issparse(data.X):
             _check_csr(data.X)
+            # Once here rather than in each of the many passes (the scan costs about a tenth of a pass).
+            _kernels.csr_check(data.X.indices, data.X.indptr, data.X.shape[1])
         self.data = data
         self.sqrt_w = _sqrt_weight(data.sample_weight)
         self.n_targets = data.Y.shape[1]
+        # Looked up once per fit: the BLAS thread limit in force when the fit starts (threadpoolctl) applies.
+        self.options = {"checked": True, "threads": _closed_form._n_threads()}
 
-    def moments(self) -> Moments:
-        return chunk_moments(self.data)
+    def moments(self, centred: bool) -> Moments:
+        return chunk_moments(self.data, centred, **self.options)
 
     def fused(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
-        return chunk_pass(self.data, self.sqrt_w, target, v, c, shift)
+        return chunk_pass(self.data, self.sqrt_w, target, v, c, shift, **self.options)
 
 
 # ---------------------------------------------------------------- the operator and the two methods
+
+
+def jacobi_pays(precondition: str, colsq: np.ndarray, diag: np.ndarray) -> bool:
+    """Whether ``precondition`` ("auto" or "none") scales the columns (the Jacobi preconditioner).
+
+    "auto" scales them when the norms ``sqrt(diag)`` of the columns that take part (``colsq > 0``; an empty
+    column is decoupled and never enters the Krylov space) span more than the factor ``SCALE_SPREAD`` of the
+    iterative solvers' ``precondition="auto"``. Below it the scaling can change the condition number by at most
+    ``SCALE_SPREAD^2`` either way and, on nearly uniform columns, costs iterations: on the benchmark's hashed
+    problem (norms spanning 3.1) it took CGLS and LSQR from 30 to 35 iterations at tol 1e-4, and to a less
+    accurate answer.
+    """
+    if precondition == "none":
+        return False
+    used = diag[colsq > 0]
+    return used.size > 0 and float(used.max()) > SCALE_SPREAD**2 * float(used.min())
 
 
 class _Operator:
@@ -276,26 +330,32 @@ class _Operator:
         # Column norms of A (centred, weighted): sum w x^2 - W m^2, clamped at zero against cancellation (the
         # preconditioner only needs them roughly).
         colsq = np.maximum(mom.sxx - W * self.m**2, 0.0)
-        if params.get("precondition", "auto") != "none":
-            diag = colsq + self.lam2
+        diag = colsq + self.lam2
+        self.scaled = jacobi_pays(params.get("precondition", "auto"), colsq, diag)
+        if self.scaled:
             self.D = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
         else:
             self.D = np.ones_like(colsq)
+        self.centred = bool(params["fit_intercept"])
         self.L = np.sqrt(self.lam2) * self.D  # the diagonal lower block
-        # D A^T b, from the moments: sum w (x - m)(y - m_y) = sxy - W m m_y (its norm is the reference of tol).
-        self.Atb = self.D * (mom.sxy[:, target] - W * self.m * self.my)
+        # D A^T b and ||b||^2, from the moments (the norm of the first is the reference of tol).
+        self.Atb = self.D * mom.cxy[:, target]
+        self.bb = float(mom.cyy[target])
         self.passes_made = 0
 
     def apply(self, g: np.ndarray, c: float):
         """One fused pass: ``(||A D g + c b||^2, D A^T (A D g + c b))``."""
-        v = self.D * g
-        shift = _dot(self.m, v) + c * self.my
+        # Each d-vector operation skipped counts at d = 2^18 (about 2% of an iteration): D = I and m = 0 are not
+        # applied, and the pass's own vector is updated in place.
+        v = self.D * g if self.scaled else g
+        shift = (_dot(self.m, v) if self.centred else 0.0) + c * self.my
         p = self.passes.fused(self.target, v, c, shift)
         self.passes_made += 1
-        out = p.z  # the pass's own vector: updated in place (d-vector operations cost at d = 2^18)
-        if p.se != 0.0:
+        out = p.z
+        if p.se != 0.0 and self.centred:
             out -= p.se * self.m
-        out *= self.D
+        if self.scaled:
+            out *= self.D
         return p.ss, out
 
     def normal_residual(self, x: np.ndarray) -> np.ndarray:
@@ -307,8 +367,11 @@ class _Operator:
 def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: float, log=None):
     """CGLS on the augmented operator from ``x``; returns ``(x, iterations, converged)``."""
     L2 = op.L * op.L
-    _, Atr = op.apply(-x, 1.0)
-    s = Atr - L2 * x
+    if x.any():
+        _, Atr = op.apply(-x, 1.0)
+        s = Atr - L2 * x
+    else:  # from zero the residual is D A^T b, known from the moments: no pass
+        s = op.Atb.copy()
     gamma = _dot(s, s)
     if tol is not None and math.sqrt(gamma) <= tol * ref:  # a warm start may already be converged
         return x, 0, True
@@ -348,7 +411,10 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
     """
     ridge = op.lam2 > 0  # without it the lower block of u is zero throughout
     g, gam, ub = -x0, 1.0, -op.L * x0
-    ss, Atu = op.apply(g, gam)
+    if x0.any():
+        ss, Atu = op.apply(g, gam)
+    else:  # from zero u = b: ||b||^2 and D A^T b are known from the moments, no pass
+        ss, Atu = op.bb, op.Atb
     beta = math.sqrt(ss + _dot(ub, ub))
     x = x0.copy()
     if beta == 0.0:
@@ -417,10 +483,10 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
         ``coef`` (k, d) and ``intercept`` (k,) in float64 (the caller casts); ``attrs``: ``solver_``,
         ``n_iter_`` (the most iterations any target took).
     """
-    mom = passes.moments() if moments is None else moments
+    mom = passes.moments(bool(params["fit_intercept"])) if moments is None else moments
     if not mom.weight > 0:
         raise ValueError("sample_weight sums to zero; at least one sample must have positive weight.")
-    if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.sxy)):
+    if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.cxy, mom.cyy)):
         raise ValueError("the weighted column sums of squares of X or y overflow float64; rescale X and y.")
     d, k = mom.sx.shape[0], mom.sy.shape[0]
     tol = params["tol"]
@@ -545,8 +611,8 @@ def fit_stream(estimator, name: str, source, check: Callable):
         return total
 
     class StreamPasses:
-        def moments(self):
-            return fold(chunk_moments)
+        def moments(self, centred):
+            return fold(lambda data: chunk_moments(data, centred))
 
         def fused(self, target, v, c, shift):
             return fold(lambda data: chunk_pass(data, _sqrt_weight(data.sample_weight), target, v, c, shift))

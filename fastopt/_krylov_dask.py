@@ -20,8 +20,8 @@ def _validated(template, X, y, sample_weight, where: str):
     return _chunks.check_chunk(template, X, y, sample_weight, where)
 
 
-def _moments(data):
-    return _krylov.chunk_moments(data)
+def _moments(data, centred: bool):
+    return _krylov.chunk_moments(data, centred)
 
 
 def _fused(data, target: int, v, c: float, shift: float):
@@ -36,8 +36,8 @@ class DaskPasses:
         leaves = [delayed(_validated, pure=True)(template, *chunks.block(i)) for i in range(len(chunks))]
         self.blocks = list(dask.persist(*leaves))
 
-    def moments(self) -> _krylov.Moments:
-        return _dask.tree_merge([delayed(_moments)(b) for b in self.blocks], _krylov.add).compute()
+    def moments(self, centred: bool) -> _krylov.Moments:
+        return _dask.tree_merge([delayed(_moments)(b, centred) for b in self.blocks], _krylov.add).compute()
 
     def fused(self, target: int, v, c: float, shift: float) -> _krylov.Pass:
         v_d = delayed(v)  # one copy of the direction in the graph, shared by every block

@@ -134,13 +134,32 @@ def krylov_dense(X, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
     return float(a @ a), float(e.sum())
 
 
-def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_squares=None):
+def csr_check(indices, indptr, d):
+    """Twin of :func:`fastopt._kernels.csr_check`."""
+    n = indptr.shape[0] - 1
+    if n < 0:
+        raise ValueError("krylov_csr: inconsistent shapes")
+    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0]):
+        raise ValueError("krylov_csr: indptr points outside data")
+    if np.any(np.diff(indptr) < 0):
+        raise ValueError("krylov_csr: indptr is not non-decreasing")
+    cols = indices[indptr[0] : indptr[n]] if n else indices[:0]
+    bad = np.flatnonzero((cols < 0) | (cols >= d))
+    if bad.size:
+        raise ValueError(f"krylov_csr: column index {cols[bad[0]]} outside [0, {d})")
+
+
+def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_squares=None, check=True):
     """Twin of :func:`fastopt._kernels.krylov_csr`: :func:`krylov_dense` on the CSR rows ``indptr`` selects."""
     import scipy.sparse
 
     n, d = indptr.shape[0] - 1, v.shape[0]
     if z.shape[0] != d or indices.shape[0] != data.shape[0]:
         raise ValueError("krylov_csr: inconsistent shapes")
+    if n and (indptr[0] < 0 or indptr[n] > data.shape[0] or indptr[n] < indptr[0]):
+        raise ValueError("krylov_csr: indptr points outside data")
+    if check:
+        csr_check(indices, indptr, d)
     start = int(indptr[0]) if n else 0
     Xs = scipy.sparse.csr_array(
         (data.astype(np.float64)[start : start + (int(indptr[-1]) - start if n else 0)],

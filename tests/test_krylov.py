@@ -337,8 +337,12 @@ def test_fit_stream_reads_the_stream_once_per_iteration(solver, rng):
     ref = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit(X, y, sample_weight=w)
     assert _rel(est.coef_, ref.coef_) < AGREE
     assert abs(est.intercept_ - ref.intercept_) < AGREE * np.abs(y).max()
-    # The moments, the start (residual of the initial coefficients), one per iteration, the final check.
-    assert chunks.reads == est.n_iter_ + 3
+    # The moments, one per iteration, the final check: a cold start's residual comes from the moments.
+    assert chunks.reads == est.n_iter_ + 2
+    warm = LinearRegressor(solver=solver, alpha=0.01, tol=TOL, warm_start=True).fit(X, y, sample_weight=w)
+    chunks.reads = 0
+    warm.fit_stream(chunks)  # from the in-memory fit's coefficients
+    assert chunks.reads == warm.n_iter_ + 3  # a warm start computes its first residual by a pass
 
 
 def test_fit_stream_refuses_a_one_shot_iterator(rng):
@@ -364,8 +368,8 @@ def test_dask_fit_equals_in_memory_with_one_pass_per_iteration(solver, rng, monk
     ref = LinearRegressor(solver=solver, alpha=0.01, tol=TOL).fit(X, y, sample_weight=w)
     assert _rel(est.coef_, ref.coef_) < AGREE
     assert np.abs(est.intercept_ - ref.intercept_).max() < AGREE * np.abs(y).max()
-    # Two targets, each: the start, its iterations, the final check; one distributed pass each.
-    assert len(passes) <= 2 * (est.n_iter_ + 2)
+    # Two targets, each: its iterations and the final check (a cold start needs no pass); one distributed pass each.
+    assert len(passes) <= 2 * (est.n_iter_ + 1)
 
 
 # ---------------------------------------------------------------- solver="auto"
@@ -518,3 +522,66 @@ def test_per_target_alpha_coef_init_and_unsupported_options(solver, rng):
         LinearRegressor(solver=solver, positive=True).fit(X, Y)
     with pytest.raises(ValueError, match="average"):
         LinearRegressor(solver=solver, average=True).fit(X, Y)
+
+
+# ---------------------------------------------------------------- structure check, preconditioner rule, moments
+
+
+@pytest.mark.parametrize("impl", [_kernels, _reference], ids=["kernel", "twin"])
+def test_csr_check_names_the_fault_and_an_unchecked_pass_agrees(impl, rng):
+    ok_ptr = np.array([0, 1, 2], dtype=np.int32)
+    with pytest.raises(ValueError, match="column index 3"):
+        impl.csr_check(np.array([0, 3], dtype=np.int32), ok_ptr, 3)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        impl.csr_check(np.array([0, 1], dtype=np.int32), np.array([0, 2, 1], dtype=np.int32), 3)
+    with pytest.raises(ValueError, match="outside data"):
+        impl.csr_check(np.array([0, 1], dtype=np.int32), np.array([0, 1, 5], dtype=np.int32), 3)
+    with pytest.raises(ValueError, match="outside data"):  # the O(1) bounds are checked even unchecked
+        impl.krylov_csr(np.ones(2), np.array([0, 1], dtype=np.int32), np.array([0, 1, 5], dtype=np.int32), None,
+                        0, None, np.zeros(3), 0.0, 0.0, np.zeros(3), None, False)
+    X = _csr(rng, n=300, d=25)
+    impl.csr_check(X.indices, X.indptr, 25)
+    v, y = rng.normal(size=25), rng.normal(size=(300, 1))
+    z1, z2 = np.empty(25), np.empty(25)
+    r1 = impl.krylov_csr(X.data, X.indices, X.indptr, y, 0, None, v, 0.5, 0.1, z1)
+    r2 = impl.krylov_csr(X.data, X.indices, X.indptr, y, 0, None, v, 0.5, 0.1, z2, None, False)
+    assert r1 == r2 and np.array_equal(z1, z2)
+
+
+def test_jacobi_auto_rule():
+    # Squared norms spanning 16 = SCALE_SPREAD^2 or less: no scaling; more: scaling. Empty columns do not count.
+    colsq = np.array([0.0, 1.0, 4.0, 15.0])
+    assert not _krylov.jacobi_pays("auto", colsq, colsq + 1.0)  # 16 / 2 = 8 (the empty column's 1 ignored)
+    assert not _krylov.jacobi_pays("auto", np.array([1.0, 16.0]), np.array([1.0, 16.0]))
+    assert _krylov.jacobi_pays("auto", np.array([1.0, 17.0]), np.array([1.0, 17.0]))
+    assert not _krylov.jacobi_pays("none", np.array([1.0, 1e6]), np.array([1.0, 1e6]))
+    assert not _krylov.jacobi_pays("auto", np.zeros(3), np.ones(3))
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_auto_skips_the_scaling_on_evenly_scaled_columns(solver, rng):
+    X = rng.normal(size=(500, 30)) * rng.uniform(0.8, 1.2, size=30)  # norms within a factor 1.5
+    y = X @ rng.normal(size=30) + rng.normal(size=500)
+    auto = LinearRegressor(solver=solver, alpha=0.1, tol=TOL).fit(X, y)
+    none = LinearRegressor(solver=solver, alpha=0.1, tol=TOL, precondition="none").fit(X, y)
+    assert np.array_equal(auto.coef_, none.coef_) and auto.n_iter_ == none.n_iter_
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_moments_merged_across_chunks_are_centred_exactly(weighted, rng):
+    # Means far above the spread: sum w x y - W m m_y would lose about 10 digits; the centred merge does not.
+    n, d = 900, 6
+    X = rng.normal(size=(n, d)) + 1e5
+    Y = (X - 1e5) @ rng.normal(size=(d, 2)) + rng.normal(size=(n, 2)) + 1e5
+    w = rng.uniform(0.5, 2.0, size=n) if weighted else None
+    whole = _krylov.chunk_moments(Data(X, Y, w, False), True)
+    parts = [_krylov.chunk_moments(Data(X[a:b], Y[a:b], None if w is None else w[a:b], False), True)
+             for a, b in [(0, 100), (100, 500), (500, 900)]]
+    merged = functools.reduce(_krylov.add, parts)
+    ww = np.ones(n) if w is None else w
+    m, my = ww @ X / ww.sum(), ww @ Y / ww.sum()
+    exact_xy = ((X - m) * ww[:, None]).T @ (Y - my)
+    exact_yy = ww @ (Y - my) ** 2
+    for mom in (whole, merged):
+        np.testing.assert_allclose(mom.cxy, exact_xy, rtol=1e-9, atol=1e-9 * np.abs(exact_xy).max())
+        np.testing.assert_allclose(mom.cyy, exact_yy, rtol=1e-11)
