@@ -272,6 +272,13 @@ def _check_csr(X) -> None:
         raise ValueError("the Krylov kernels take CSR matrices with int32 indices and indptr.")
 
 
+def check_structure(data: Data) -> None:
+    """Check a CSR ``data.X`` once for the many passes that then skip their own scan (``checked=True``)."""
+    if scipy.sparse.issparse(data.X):
+        _check_csr(data.X)
+        _kernels.csr_check(data.X.indices, data.X.indptr, data.X.shape[1])
+
+
 class Passes:
     """Passes over data held in memory (dense, memory-mapped or CSR): the interface :func:`solve` uses.
 
@@ -279,10 +286,7 @@ class Passes:
     """
 
     def __init__(self, data: Data):
-        if scipy.sparse.issparse(data.X):
-            _check_csr(data.X)
-            # Once here rather than in each of the many passes (the scan costs about a tenth of a pass).
-            _kernels.csr_check(data.X.indices, data.X.indptr, data.X.shape[1])
+        check_structure(data)  # once here rather than in each of the many passes (about a tenth of a pass)
         self.data = data
         self.sqrt_w = _sqrt_weight(data.sample_weight)
         self.n_targets = data.Y.shape[1]

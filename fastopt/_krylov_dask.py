@@ -17,7 +17,9 @@ from fastopt import _chunks, _dask, _krylov, _sweeps
 
 
 def _validated(template, X, y, sample_weight, where: str):
-    return _chunks.check_chunk(template, X, y, sample_weight, where)
+    data = _chunks.check_chunk(template, X, y, sample_weight, where)
+    _krylov.check_structure(data)  # once per block, not in every pass
+    return data
 
 
 def _moments(data, centred: bool):
@@ -25,7 +27,7 @@ def _moments(data, centred: bool):
 
 
 def _fused(data, target: int, v, c: float, shift: float):
-    return _krylov.chunk_pass(data, _krylov._sqrt_weight(data.sample_weight), target, v, c, shift)
+    return _krylov.chunk_pass(data, _krylov._sqrt_weight(data.sample_weight), target, v, c, shift, checked=True)
 
 
 class DaskPasses:
