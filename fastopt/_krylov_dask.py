@@ -1,7 +1,8 @@
 """Krylov solvers (``solver="cg"``/``"lsqr"``) on Dask arrays: one distributed pass per iteration.
 
-Each row block is validated once, on the worker that holds it, into a :class:`fastopt._validation.Data` that
-stays there (``dask.persist``: the blocks are read from their source once, not once per iteration). Every pass of
+Each row block, dense or ``scipy.sparse`` (kept as CSR, never densified), is validated once, on the worker that
+holds it, into a :class:`fastopt._validation.Data` that stays there (``dask.persist``: the blocks are read from
+their source once, not once per iteration; a CSR block's structure is checked then, not by every pass). Every pass of
 :func:`fastopt._krylov.solve` then runs the compiled fused kernel on each block where it lives and reduces the
 blocks' sums in a balanced binary tree on the cluster (:func:`fastopt._dask.tree_merge`); only ``d``-vectors
 travel: the direction out to the blocks, one ``d``-vector and two numbers back from the tree's root.
