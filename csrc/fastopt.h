@@ -283,5 +283,9 @@ fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int3
 fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                           ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
                           double shift, double *z, double *zz, double *out);
+/* The fused d-vector updates of a CGLS iteration (krylov.c); the arrays must not overlap. */
+double fo_cgls_prepare(ptrdiff_t d, double *q, double se, const double *m, const double *L2, const double *p);
+double fo_cgls_advance(ptrdiff_t d, double step, const double *p, const double *q, double *x, double *s);
+double fo_cgls_direction(ptrdiff_t d, double beta, const double *s, double *p, const double *m);
 
 #endif /* FASTOPT_H */

@@ -63,3 +63,60 @@ static int fo_krylov_avx2(void)
 #undef FO_REAL
 #undef FO_KRYLOV_DENSE
 #undef FO_KRYLOV_CSR
+
+/* The d-vector updates of a CGLS iteration (fastopt/_krylov.py), fused so that each is one sweep. Sums run in four
+ * lanes (entries j mod 4) added as (l0 + l1) + (l2 + l3): a fixed order, which the compiler can keep in vector
+ * registers without reassociating anything. */
+static inline double fo_lanes(const double l[4]) { return (l[0] + l[1]) + (l[2] + l[3]); }
+
+double fo_cgls_prepare(ptrdiff_t d, double *restrict q, double se, const double *restrict m,
+                       const double *restrict L2, const double *restrict p)
+{
+    double l[4] = {0.0, 0.0, 0.0, 0.0};
+    if (m)
+        for (ptrdiff_t j = 0; j < d; j++) q[j] -= se * m[j];
+    if (!L2) return 0.0;
+    const ptrdiff_t d4 = d - d % 4;
+    for (ptrdiff_t j = 0; j < d4; j += 4)
+        for (int k = 0; k < 4; k++) {
+            q[j + k] += L2[j + k] * p[j + k];
+            l[k] += L2[j + k] * p[j + k] * p[j + k];
+        }
+    for (ptrdiff_t j = d4; j < d; j++) {
+        q[j] += L2[j] * p[j];
+        l[j - d4] += L2[j] * p[j] * p[j];
+    }
+    return fo_lanes(l);
+}
+
+double fo_cgls_advance(ptrdiff_t d, double step, const double *restrict p, const double *restrict q,
+                       double *restrict x, double *restrict s)
+{
+    double l[4] = {0.0, 0.0, 0.0, 0.0};
+    const ptrdiff_t d4 = d - d % 4;
+    for (ptrdiff_t j = 0; j < d4; j += 4)
+        for (int k = 0; k < 4; k++) {
+            x[j + k] += step * p[j + k];
+            s[j + k] -= step * q[j + k];
+            l[k] += s[j + k] * s[j + k];
+        }
+    for (ptrdiff_t j = d4; j < d; j++) {
+        x[j] += step * p[j];
+        s[j] -= step * q[j];
+        l[j - d4] += s[j] * s[j];
+    }
+    return fo_lanes(l);
+}
+
+double fo_cgls_direction(ptrdiff_t d, double beta, const double *restrict s, double *restrict p,
+                         const double *restrict m)
+{
+    double l[4] = {0.0, 0.0, 0.0, 0.0};
+    for (ptrdiff_t j = 0; j < d; j++) p[j] = s[j] + beta * p[j];
+    if (!m) return 0.0;
+    const ptrdiff_t d4 = d - d % 4;
+    for (ptrdiff_t j = 0; j < d4; j += 4)
+        for (int k = 0; k < 4; k++) l[k] += m[j + k] * p[j + k];
+    for (ptrdiff_t j = d4; j < d; j++) l[j - d4] += m[j] * p[j];
+    return fo_lanes(l);
+}

@@ -9,19 +9,19 @@ cdef extern from "fastopt.h" nogil:
         FO_BAD_ARGUMENT
 
     ctypedef void (*fo_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
-                                double *, double *, int *) noexcept nogil
+                                double *, double *, int *)
     ctypedef void (*fo_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
-                                float *, float *, int *) noexcept nogil
+                                float *, float *, int *)
     ctypedef void (*fo_dsyrk_t)(char *, char *, int *, int *, double *, double *, int *, double *, double *,
-                                int *) noexcept nogil
+                                int *)
     ctypedef void (*fo_ssyrk_t)(char *, char *, int *, int *, float *, float *, int *, float *, float *,
-                                int *) noexcept nogil
+                                int *)
     ctypedef void (*fo_dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *, double *,
-                                double *, int *) noexcept nogil
+                                double *, int *)
     ctypedef void (*fo_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *,
-                                int *) noexcept nogil
-    ctypedef double (*fo_ddot_t)(int *, double *, int *, double *, int *) noexcept nogil
-    ctypedef float (*fo_sdot_t)(int *, float *, int *, float *, int *) noexcept nogil
+                                int *)
+    ctypedef double (*fo_ddot_t)(int *, double *, int *, double *, int *)
+    ctypedef float (*fo_sdot_t)(int *, float *, int *, float *, int *)
 
     ctypedef struct fo_blas:
         fo_dgemm_t dgemm
@@ -53,7 +53,7 @@ cdef extern from "fastopt.h" nogil:
 
     # ------------------------------------------------------------ closed form: R factor (tsqr.c)
     ctypedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
-                                 double *, int *) noexcept nogil
+                                 double *, int *)
 
     ctypedef struct fo_lapack:
         fo_dtpqrt_t dtpqrt
@@ -185,3 +185,8 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                               Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
                               double c, double shift, double *z, double *zz, double *out)
+    double fo_cgls_prepare(Py_ssize_t d, double *q, double se, const double *m, const double *L2,
+                           const double *p)
+    double fo_cgls_advance(Py_ssize_t d, double step, const double *p, const double *q, double *x,
+                           double *s)
+    double fo_cgls_direction(Py_ssize_t d, double beta, const double *s, double *p, const double *m)

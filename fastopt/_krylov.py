@@ -362,6 +362,14 @@ class _Operator:
             out *= self.D
         return p.ss, out
 
+    def raw(self, g: np.ndarray, mg: float):
+        """Without the scaling (``D = I``): one pass with ``v = g`` and ``c = 0`` given ``mg = m . g``; returns
+        ``(||A g||^2, X^T (S A g), sum_i s_i (A g)_i)``, the middle one uncentred (``A^T A g`` is it minus the
+        last times ``m``)."""
+        p = self.passes.fused(self.target, g, 0.0, mg)
+        self.passes_made += 1
+        return p.ss, p.z, p.se
+
     def normal_residual(self, x: np.ndarray) -> np.ndarray:
         """``D (A^T (b - A D x)) - lam^2 D^2 x``: the scaled normal-equation residual, by one true pass."""
         _, Atr = self.apply(-x, 1.0)
@@ -380,30 +388,35 @@ def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: f
     if tol is not None and math.sqrt(gamma) <= tol * ref:  # a warm start may already be converged
         return x, 0, True
     p = s.copy()
-    ridge = op.lam2 > 0
+    x = x.copy()  # updated in place below; the caller's starting x is not modified
+    L2 = L2 if op.lam2 > 0 else None
+    # Without the scaling (D = I) the pass takes p itself and the centring is applied by the fused update, which
+    # also returns the next pass's shift m . p; with it, apply() scales and centres.
+    m = op.m if op.centred and not op.scaled else None
+    mp = _dot(m, p) if m is not None else 0.0
     it = 0
-    # Vectors are updated in place: at d = 2^18 each temporary is 2 MiB of traffic.
+    # The d-vector updates run fused in the kernels (cgls_prepare/advance/direction): at d = 2^18 each NumPy
+    # operation is a 2 MiB sweep, and an iteration made fourteen.
     while it < max_iter:
         if gamma == 0.0:
             return x, it, True
-        qq, AtAp = op.apply(p, 0.0)
-        if ridge:
-            Lp = op.L * p
-            qq += _dot(Lp, Lp)
-            AtAp += L2 * p
+        if op.scaled:
+            qq, AtAp = op.apply(p, 0.0)
+            qq += _kernels.cgls_prepare(AtAp, 0.0, None, L2, p)
+        else:
+            qq, AtAp, se = op.raw(p, mp)
+            qq += _kernels.cgls_prepare(AtAp, se, m, L2, p)
         if qq == 0.0:
             return x, it, True
         step = gamma / qq
-        x = x + step * p  # a new array: the caller's starting x is not modified
-        s -= step * AtAp  # A^T r_new = A^T r - step A^T A p: no second pass (module docstring)
-        gamma_new = _dot(s, s)
+        # x += step p; A^T r_new = A^T r - step A^T A p: no second pass (module docstring).
+        gamma_new = _kernels.cgls_advance(step, p, AtAp, x, s)
         it += 1
         if log is not None:
             log(it, math.sqrt(gamma_new))
         if tol is not None and math.sqrt(gamma_new) <= tol * ref:
             return x, it, True
-        p *= gamma_new / gamma
-        p += s
+        mp = _kernels.cgls_direction(gamma_new / gamma, s, p, m)
         gamma = gamma_new
     return x, it, False
 

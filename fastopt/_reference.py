@@ -171,6 +171,44 @@ def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_
         z_squares[:] = Xs.multiply(Xs).T @ e
     return float(a @ a), float(e.sum())
 
+def _lanes(terms):
+    """Sum in four lanes (entries j mod 4, each in order), added as (l0 + l1) + (l2 + l3): the kernels' order."""
+    lanes = [0.0, 0.0, 0.0, 0.0]
+    for j, t in enumerate(np.asarray(terms, dtype=np.float64).tolist()):
+        lanes[j & 3] += t
+    return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+
+
+def cgls_prepare(q, se, m, L2, p):
+    """Twin of :func:`fastopt._kernels.cgls_prepare`."""
+    if (m is not None and m.shape[0] != q.shape[0]) or (L2 is not None and L2.shape[0] != q.shape[0]) \
+            or p.shape[0] != q.shape[0]:
+        raise ValueError("cgls_prepare: inconsistent shapes")
+    if m is not None:
+        q -= se * m
+    if L2 is None:
+        return 0.0
+    q += L2 * p
+    return _lanes(L2 * p * p)
+
+
+def cgls_advance(step, p, q, x, s):
+    """Twin of :func:`fastopt._kernels.cgls_advance`."""
+    if not p.shape[0] == q.shape[0] == x.shape[0] == s.shape[0]:
+        raise ValueError("cgls_advance: inconsistent shapes")
+    x += step * p
+    s -= step * q
+    return _lanes(s * s)
+
+
+def cgls_direction(beta, s, p, m):
+    """Twin of :func:`fastopt._kernels.cgls_direction`."""
+    if s.shape[0] != p.shape[0] or (m is not None and m.shape[0] != p.shape[0]):
+        raise ValueError("cgls_direction: inconsistent shapes")
+    p *= beta
+    p += s
+    return 0.0 if m is None else _lanes(m * p)
+
 # ---------------------------------------------------------------- optimizers
 # Mirrors csrc/rules.h and csrc/epoch.c. Element-wise arithmetic is in the array's dtype; the scalars PyTorch
 # computes as Python floats (bias corrections, decayed learning rates) are computed in float64 and rounded once.

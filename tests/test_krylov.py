@@ -626,3 +626,33 @@ def test_dask_arrays_of_sparse_blocks_equal_in_memory(solver, rng, monkeypatch):
         assert np.abs(est.intercept_ - ref.intercept_).max() < AGREE * np.abs(Y).max()
         assert len(blocks) == 4 and all(scipy.sparse.issparse(b.X) for b in blocks)
         assert len(passes) <= 2 * (est.n_iter_ + 1) and set(passes) == {(d,)}
+
+
+@pytest.mark.parametrize("with_m", [False, True])
+@pytest.mark.parametrize("with_ridge", [False, True])
+@pytest.mark.parametrize("d", [1, 7, 64])
+def test_cgls_updates_match_their_twins_exactly(with_m, with_ridge, d, rng):
+    p, q, x, s, m, L2 = (rng.normal(size=d) for _ in range(6))
+    L2 = np.abs(L2) if with_ridge else None
+    m = m if with_m else None
+    results = []
+    for impl in (_kernels, _reference):
+        qi, xi, si, pi = q.copy(), x.copy(), s.copy(), p.copy()
+        out = (impl.cgls_prepare(qi, 0.3, m, L2, pi), impl.cgls_advance(0.7, pi, qi, xi, si),
+               impl.cgls_direction(1.3, si, pi, m))
+        results.append((out, qi, xi, si, pi))
+    (k_out, *k_vecs), (t_out, *t_vecs) = results
+    assert k_out == t_out
+    for a, b in zip(k_vecs, t_vecs):
+        assert np.array_equal(a, b)
+    # and the arithmetic they stand for
+    q1 = q - (0.3 * m if with_m else 0.0) + (L2 * p if with_ridge else 0.0)
+    np.testing.assert_allclose(k_vecs[0], q1, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(k_vecs[1], x + 0.7 * p, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(k_vecs[2], s - 0.7 * q1, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(k_vecs[3], k_vecs[2] + 1.3 * p, rtol=1e-14, atol=1e-14)
+    assert k_out[1] == pytest.approx(float(k_vecs[2] @ k_vecs[2]), rel=1e-13)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        _kernels.cgls_advance(0.1, p, q[:-1] if d > 1 else np.zeros(2), x, s)
+    with pytest.raises(ValueError, match="must not overlap"):  # the C loops take restrict pointers
+        _kernels.cgls_advance(0.1, p, q, x, x)
