@@ -287,5 +287,10 @@ fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32
 double fo_cgls_prepare(ptrdiff_t d, double *q, double se, const double *m, const double *L2, const double *p);
 double fo_cgls_advance(ptrdiff_t d, double step, const double *p, const double *q, double *x, double *s);
 double fo_cgls_direction(ptrdiff_t d, double beta, const double *s, double *p, const double *m);
+void fo_lsqr_before(ptrdiff_t d, double alpha, const double *v, const double *L, double *g, double *ub,
+                    const double *m, double *out);
+double fo_lsqr_after(ptrdiff_t d, double beta, double bdiv, double se, const double *m, double *z, double *g,
+                     double *ub, const double *L, double *v);
+void fo_lsqr_update(ptrdiff_t d, double adiv, double cx, double cw, double *v, double *x, double *w);
 
 #endif /* FASTOPT_H */

@@ -120,3 +120,82 @@ double fo_cgls_direction(ptrdiff_t d, double beta, const double *restrict s, dou
     for (ptrdiff_t j = d4; j < d; j++) l[j - d4] += m[j] * p[j];
     return fo_lanes(l);
 }
+
+/* The d-vector updates of an LSQR iteration (fastopt/_krylov.py), fused likewise. Each loop is branch-free and its
+ * sums unrolled by lanes, so that the compiler vectorises it (the lane order is the twins' j mod 4).
+ * Before the pass: g = v - alpha g and (ridge, L given) ub = L v - alpha ub; out = {m . g, ub . ub}. */
+void fo_lsqr_before(ptrdiff_t d, double alpha, const double *restrict v, const double *restrict L,
+                    double *restrict g, double *restrict ub, const double *restrict m, double *out)
+{
+    double lm[4] = {0.0, 0.0, 0.0, 0.0}, lu[4] = {0.0, 0.0, 0.0, 0.0};
+    const ptrdiff_t d4 = d - d % 4;
+    for (ptrdiff_t j = 0; j < d; j++) g[j] = -alpha * g[j] + v[j];
+    if (L) {
+        for (ptrdiff_t j = 0; j < d; j++) ub[j] = -alpha * ub[j] + L[j] * v[j];
+        for (ptrdiff_t j = 0; j < d4; j += 4)
+            for (int k = 0; k < 4; k++) lu[k] += ub[j + k] * ub[j + k];
+        for (ptrdiff_t j = d4; j < d; j++) lu[j - d4] += ub[j] * ub[j];
+    }
+    if (m) {
+        for (ptrdiff_t j = 0; j < d4; j += 4)
+            for (int k = 0; k < 4; k++) lm[k] += m[j + k] * g[j + k];
+        for (ptrdiff_t j = d4; j < d; j++) lm[j - d4] += m[j] * g[j];
+    }
+    out[0] = fo_lanes(lm);
+    out[1] = fo_lanes(lu);
+}
+
+/* After the pass, z = X^T (s a) (its own vector, overwritten), with r = 1 / bdiv (a multiplication, as SciPy's
+ * lsqr scales u and v; three divisions per entry made the sweep division-bound): z = (z - se m) r (m given) or
+ * z r, g *= r, ub *= r (L given), v = -beta v + z + L ub; returns v . v. */
+double fo_lsqr_after(ptrdiff_t d, double beta, double bdiv, double se, const double *restrict m,
+                     double *restrict z, double *restrict g, double *restrict ub, const double *restrict L,
+                     double *restrict v)
+{
+    double l[4] = {0.0, 0.0, 0.0, 0.0};
+    const ptrdiff_t d4 = d - d % 4;
+    const double r = 1.0 / bdiv;
+    /* One sweep per case (the branches outside the loops, so that each loop vectorises). */
+    if (m && L)
+        for (ptrdiff_t j = 0; j < d; j++) {
+            z[j] = (z[j] - se * m[j]) * r;
+            g[j] *= r;
+            ub[j] *= r;
+            v[j] = (-beta * v[j] + z[j]) + L[j] * ub[j];
+        }
+    else if (m)
+        for (ptrdiff_t j = 0; j < d; j++) {
+            z[j] = (z[j] - se * m[j]) * r;
+            g[j] *= r;
+            v[j] = -beta * v[j] + z[j];
+        }
+    else if (L)
+        for (ptrdiff_t j = 0; j < d; j++) {
+            z[j] *= r;
+            g[j] *= r;
+            ub[j] *= r;
+            v[j] = (-beta * v[j] + z[j]) + L[j] * ub[j];
+        }
+    else
+        for (ptrdiff_t j = 0; j < d; j++) {
+            z[j] *= r;
+            g[j] *= r;
+            v[j] = -beta * v[j] + z[j];
+        }
+    for (ptrdiff_t j = 0; j < d4; j += 4)
+        for (int k = 0; k < 4; k++) l[k] += v[j + k] * v[j + k];
+    for (ptrdiff_t j = d4; j < d; j++) l[j - d4] += v[j] * v[j];
+    return fo_lanes(l);
+}
+
+/* The end of the iteration: v *= 1 / adiv, x += cx w, w = cw w + v. */
+void fo_lsqr_update(ptrdiff_t d, double adiv, double cx, double cw, double *restrict v, double *restrict x,
+                    double *restrict w)
+{
+    const double r = 1.0 / adiv;
+    for (ptrdiff_t j = 0; j < d; j++) {
+        v[j] *= r;
+        x[j] += cx * w[j];
+        w[j] = cw * w[j] + v[j];
+    }
+}

@@ -190,3 +190,8 @@ cdef extern from "fastopt.h" nogil:
     double fo_cgls_advance(Py_ssize_t d, double step, const double *p, const double *q, double *x,
                            double *s)
     double fo_cgls_direction(Py_ssize_t d, double beta, const double *s, double *p, const double *m)
+    void fo_lsqr_before(Py_ssize_t d, double alpha, const double *v, const double *L, double *g, double *ub,
+                        const double *m, double *out)
+    double fo_lsqr_after(Py_ssize_t d, double beta, double bdiv, double se, const double *m, double *z, double *g,
+                         double *ub, const double *L, double *v)
+    void fo_lsqr_update(Py_ssize_t d, double adiv, double cx, double cw, double *v, double *x, double *w)

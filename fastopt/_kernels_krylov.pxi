@@ -198,3 +198,67 @@ def cgls_direction(double beta, const double[::1] s, double[::1] p, const double
     with nogil:
         out = fo_cgls_direction(d, beta, &s[0], &p[0], mp)
     return out
+
+
+cdef inline double *_wptr_or_null(double[::1] a) noexcept:
+    return &a[0] if a is not None and a.shape[0] else NULL
+
+
+def _same_length(name, d, *arrays):
+    if any(a is not None and a.shape[0] != d for a in arrays):
+        raise ValueError(f"{name}: inconsistent shapes")
+
+
+def lsqr_before(double alpha, const double[::1] v, const double[::1] L, double[::1] g, double[::1] ub,
+                const double[::1] m):
+    """``g = v - alpha g`` and (when ``L`` is given) ``ub = L v - alpha ub``, in place; returns
+    ``(m . g, ub . ub)`` (0.0 for what is not given): an LSQR iteration up to its pass."""
+    cdef Py_ssize_t d = g.shape[0]
+    cdef double out[2]
+    _same_length("lsqr_before", d, v, L, ub if L is not None else None, m)
+    if L is not None and ub is None:
+        raise ValueError("lsqr_before: L needs ub")
+    _distinct("lsqr_before", v.base, None if L is None else L.base, g.base, None if ub is None else ub.base,
+              None if m is None else m.base)
+    cdef const double *vp = _ptr_or_null(v)
+    cdef const double *lp = _ptr_or_null(L)
+    cdef const double *mp = _ptr_or_null(m)
+    cdef double *gp = _wptr_or_null(g)
+    cdef double *up = _wptr_or_null(ub) if L is not None else NULL
+    with nogil:
+        fo_lsqr_before(d, alpha, vp, lp, gp, up, mp, out)
+    return out[0], out[1]
+
+
+def lsqr_after(double beta, double bdiv, double se, const double[::1] m, double[::1] z, double[::1] g,
+               double[::1] ub, const double[::1] L, double[::1] v):
+    """From a pass's ``z = X^T (s a)``, with ``r = 1 / bdiv``: ``z = (z - se m) r`` (``z r`` without ``m``),
+    ``g *= r``, ``ub *= r`` (when ``L`` is given), ``v = -beta v + z + L ub``, in place; returns ``v . v``."""
+    cdef Py_ssize_t d = z.shape[0]
+    cdef double out
+    _same_length("lsqr_after", d, m, g, ub if L is not None else None, L, v)
+    if L is not None and ub is None:
+        raise ValueError("lsqr_after: L needs ub")
+    _distinct("lsqr_after", None if m is None else m.base, z.base, g.base, None if ub is None else ub.base,
+              None if L is None else L.base, v.base)
+    cdef const double *mp = _ptr_or_null(m)
+    cdef const double *lp = _ptr_or_null(L)
+    cdef double *zp = _wptr_or_null(z)
+    cdef double *gp = _wptr_or_null(g)
+    cdef double *up = _wptr_or_null(ub) if L is not None else NULL
+    cdef double *vp = _wptr_or_null(v)
+    with nogil:
+        out = fo_lsqr_after(d, beta, bdiv, se, mp, zp, gp, up, lp, vp)
+    return out
+
+
+def lsqr_update(double adiv, double cx, double cw, double[::1] v, double[::1] x, double[::1] w):
+    """``v *= 1 / adiv``, ``x += cx w`` and ``w = cw w + v``, in place: the end of an LSQR iteration."""
+    cdef Py_ssize_t d = v.shape[0]
+    _same_length("lsqr_update", d, x, w)
+    _distinct("lsqr_update", v.base, x.base, w.base)
+    cdef double *vp = _wptr_or_null(v)
+    cdef double *xp = _wptr_or_null(x)
+    cdef double *wp = _wptr_or_null(w)
+    with nogil:
+        fo_lsqr_update(d, adiv, cx, cw, vp, xp, wp)

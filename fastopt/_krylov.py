@@ -362,11 +362,11 @@ class _Operator:
             out *= self.D
         return p.ss, out
 
-    def raw(self, g: np.ndarray, mg: float):
-        """Without the scaling (``D = I``): one pass with ``v = g`` and ``c = 0`` given ``mg = m . g``; returns
-        ``(||A g||^2, X^T (S A g), sum_i s_i (A g)_i)``, the middle one uncentred (``A^T A g`` is it minus the
-        last times ``m``)."""
-        p = self.passes.fused(self.target, g, 0.0, mg)
+    def raw(self, g: np.ndarray, mg: float, c: float = 0.0):
+        """Without the scaling (``D = I``): one pass with ``v = g`` given ``mg = m . g``; returns, with
+        ``a = A g + c b``, ``(||a||^2, X^T (S a), sum_i s_i a_i)``, the middle one uncentred (``A^T a`` is it
+        minus the last times ``m``)."""
+        p = self.passes.fused(self.target, g, c, mg + c * self.my)
         self.passes_made += 1
         return p.ss, p.z, p.se
 
@@ -444,39 +444,32 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
     v /= alpha
     w = v.copy()
     phibar, rhobar = beta, alpha
+    L = op.L if ridge else None
+    ub = ub if ridge else None
+    m = op.m if op.centred and not op.scaled else None  # as in _cgls: without the scaling, centred by the sweeps
     it = 0
-    # Vectors are updated in place: at d = 2^18 each temporary is 2 MiB of traffic.
+    # The d-vector updates run fused in the kernels (lsqr_before/after/update): at d = 2^18 each NumPy operation
+    # is a 2 MiB sweep, and an iteration made over twenty.
     while it < max_iter:
         # Bidiagonalisation: beta u = A v - alpha u (one pass), alpha v = A^T u - beta v.
-        g *= -alpha
-        g += v
+        mg, uu = _kernels.lsqr_before(alpha, v, L, g, ub, m)
         gam *= -alpha
-        if ridge:
-            ub *= -alpha
-            ub += op.L * v
-        ss, Atu = op.apply(g, gam)
-        beta = math.sqrt(ss + (_dot(ub, ub) if ridge else 0.0))
-        if beta > 0.0:
-            g /= beta
-            gam /= beta
-            Atu /= beta
-            if ridge:
-                ub /= beta
-        v *= -beta
-        v += Atu
-        if ridge:
-            v += op.L * ub
-        alpha = math.sqrt(_dot(v, v))
-        if alpha > 0.0:
-            v /= alpha
+        if op.scaled:
+            ss, Atu = op.apply(g, gam)
+            se = 0.0
+        else:
+            ss, Atu, se = op.raw(g, mg, gam)
+        beta = math.sqrt(ss + uu)
+        bdiv = beta if beta > 0.0 else 1.0
+        gam /= bdiv
+        alpha = math.sqrt(_kernels.lsqr_after(beta, bdiv, se, m, Atu, g, ub, L, v))
         # Plane rotation eliminating the subdiagonal beta (as scipy.sparse.linalg.lsqr with damp = 0).
         rho = math.hypot(rhobar, beta)
         cs, sn = rhobar / rho, beta / rho
         theta, rhobar = sn * alpha, -cs * alpha
         phi, phibar = cs * phibar, sn * phibar
-        x += (phi / rho) * w
-        w *= -(theta / rho)
-        w += v
+        # v /= alpha, x += (phi / rho) w, w = v - (theta / rho) w.
+        _kernels.lsqr_update(alpha if alpha > 0.0 else 1.0, phi / rho, -(theta / rho), v, x, w)
         it += 1
         arnorm = alpha * abs(cs) * phibar  # ||A^T r_k||, LSQR's estimate of the normal-equation residual
         if log is not None:

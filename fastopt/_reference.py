@@ -209,6 +209,48 @@ def cgls_direction(beta, s, p, m):
     p += s
     return 0.0 if m is None else _lanes(m * p)
 
+def lsqr_before(alpha, v, L, g, ub, m):
+    """Twin of :func:`fastopt._kernels.lsqr_before`."""
+    d = g.shape[0]
+    if any(a is not None and a.shape[0] != d for a in (v, L, ub if L is not None else None, m)):
+        raise ValueError("lsqr_before: inconsistent shapes")
+    g *= -alpha
+    g += v
+    uu = 0.0
+    if L is not None:
+        ub *= -alpha
+        ub += L * v
+        uu = _lanes(ub * ub)
+    return (0.0 if m is None else _lanes(m * g)), uu
+
+
+def lsqr_after(beta, bdiv, se, m, z, g, ub, L, v):
+    """Twin of :func:`fastopt._kernels.lsqr_after`."""
+    d = z.shape[0]
+    if any(a is not None and a.shape[0] != d for a in (m, g, ub if L is not None else None, L, v)):
+        raise ValueError("lsqr_after: inconsistent shapes")
+    r = 1.0 / bdiv
+    if m is not None:
+        z -= se * m
+    z *= r
+    g *= r
+    v *= -beta
+    v += z
+    if L is not None:
+        ub *= r
+        v += L * ub
+    return _lanes(v * v)
+
+
+def lsqr_update(adiv, cx, cw, v, x, w):
+    """Twin of :func:`fastopt._kernels.lsqr_update`."""
+    if not v.shape[0] == x.shape[0] == w.shape[0]:
+        raise ValueError("lsqr_update: inconsistent shapes")
+    v *= 1.0 / adiv
+    x += cx * w
+    w *= cw
+    w += v
+
 # ---------------------------------------------------------------- optimizers
 # Mirrors csrc/rules.h and csrc/epoch.c. Element-wise arithmetic is in the array's dtype; the scalars PyTorch
 # computes as Python floats (bias corrections, decayed learning rates) are computed in float64 and rounded once.

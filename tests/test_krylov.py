@@ -656,3 +656,35 @@ def test_cgls_updates_match_their_twins_exactly(with_m, with_ridge, d, rng):
         _kernels.cgls_advance(0.1, p, q[:-1] if d > 1 else np.zeros(2), x, s)
     with pytest.raises(ValueError, match="must not overlap"):  # the C loops take restrict pointers
         _kernels.cgls_advance(0.1, p, q, x, x)
+
+
+@pytest.mark.parametrize("with_m", [False, True])
+@pytest.mark.parametrize("with_ridge", [False, True])
+@pytest.mark.parametrize("d", [1, 7, 64])
+def test_lsqr_updates_match_their_twins_exactly(with_m, with_ridge, d, rng):
+    v, g, ub, m, L, z, x, w = (rng.normal(size=d) for _ in range(8))
+    L = np.abs(L) if with_ridge else None
+    ub = ub if with_ridge else None
+    m = m if with_m else None
+    results = []
+    for impl in (_kernels, _reference):
+        vi, gi, ui, zi, xi, wi = (None if a is None else a.copy() for a in (v, g, ub, z, x, w))
+        out = (impl.lsqr_before(0.6, vi, L, gi, ui, m), impl.lsqr_after(1.7, 1.7, 0.3, m, zi, gi, ui, L, vi),
+               impl.lsqr_update(2.1, 0.4, -0.8, vi, xi, wi))
+        results.append((out, [a for a in (vi, gi, ui, zi, xi, wi) if a is not None]))
+    (k_out, k_vecs), (t_out, t_vecs) = results
+    assert k_out == t_out
+    for a, b in zip(k_vecs, t_vecs):
+        assert np.array_equal(a, b)
+    # and the arithmetic they stand for
+    g1 = v - 0.6 * g
+    u1 = L * v - 0.6 * ub if with_ridge else None
+    assert k_out[0][0] == pytest.approx(float(m @ g1) if with_m else 0.0, rel=1e-12, abs=1e-12)
+    a = (z - (0.3 * m if with_m else 0.0)) / 1.7
+    v1 = -1.7 * v + a + (L * u1 / 1.7 if with_ridge else 0.0)  # multiplications by 1 / 1.7: equal to rounding
+    assert k_out[1] == pytest.approx(float(v1 @ v1), rel=1e-12)
+    np.testing.assert_allclose(k_vecs[0], v1 / 2.1, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(k_vecs[-2], x + 0.4 * w, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(k_vecs[-1], -0.8 * w + v1 / 2.1, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="must not overlap"):
+        _kernels.lsqr_update(1.0, 0.1, 0.1, v, v, w)
