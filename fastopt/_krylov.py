@@ -14,8 +14,9 @@ Preconditioning (``precondition="auto"``, the default; ``"none"`` turns it off) 
 ``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal of the
 normal matrix ``A^T A + lam^2 I``: columns of very different scales (counts beside ratios, hashed features of
 Zipf-distributed frequencies) then converge together. "auto" applies it when the norms of the non-empty
-columns span more than a factor 4 (:func:`jacobi_pays`); on evenly scaled columns ``D = I``. The ridge term becomes ``lam^2 ||D z||^2``, so both methods run on the
-augmented operator ``[A D; lam D]`` and right-hand side ``[b; 0]`` (its lower block is diagonal: O(d) work).
+columns span more than a factor 4 (:func:`jacobi_pays`); on evenly scaled columns ``D = I``. The ridge term
+becomes ``lam^2 ||D z||^2``, so both methods run on the augmented operator ``[A D; lam D]`` and right-hand side
+``[b; 0]`` (its lower block is diagonal: O(d) work).
 
 Stopping (``tol``)
 ------------------
