@@ -64,6 +64,7 @@ merged in a balanced tree); Dask arrays make one distributed pass per iteration 
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -254,7 +255,12 @@ def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: 
     segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
     threads = min(_closed_form._n_threads() if threads is None else threads, len(segs))
     run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares, checked)
-    parts = _pool().map(run, segs) if threads > 1 else map(run, segs)
+    if threads > 1:
+        # The calling thread runs the first segment itself instead of waiting: one thread hand-off fewer a pass.
+        futures = [_pool().submit(run, seg) for seg in segs[1:]]
+        parts = itertools.chain([run(segs[0])], (f.result() for f in futures))
+    else:
+        parts = map(run, segs)
     total = None
     for part in parts:  # in segment order, whichever thread finished first
         if total is None:
