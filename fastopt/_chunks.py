@@ -128,7 +128,7 @@ def prefetched(items: Iterator) -> Iterator:
         while requests.get():  # True: read one item; False: stop
             try:
                 results.put((next(items, _END), None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            except BaseException as exc:
                 results.put((None, exc))
 
     thread = threading.Thread(target=reader, name="fastopt-prefetch", daemon=True)

@@ -87,8 +87,8 @@ from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
-    "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr", "partial_state",
-    "probe_needs_qr",
+    "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr",
+    "partial_state", "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -845,7 +845,7 @@ class _ClosedForm:
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""
         if isinstance(state, _Rescaled):
-            raise ValueError(  # noqa: TRY004 - a state, not an argument of the wrong type
+            raise ValueError(
                 "the previous fit had to rescale X and y (values too large or too small to square in float64), "
                 "so its statistics cannot take more rows: rescale X and y, then call fit or partial_fit again."
             )

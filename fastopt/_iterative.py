@@ -263,6 +263,7 @@ class Stopping:
                 f"solver={method!r} reached max_epochs={max_epochs} without the monitored loss settling within "
                 f"tol={self.tol}; increase max_epochs or adjust the learning rate.",
                 ConvergenceWarning,
+                stacklevel=1,  # the depth below the user's call differs by entry point (fit, fit_stream, Dask)
             )
 
 
@@ -371,6 +372,7 @@ class RatePlateau(Stopping):
                 f"cut {self.cuts} times, to {self.lr:.3g}, and the last cut still lowered the loss); increase "
                 "max_epochs.",
                 ConvergenceWarning,
+                stacklevel=1,  # the depth below the user's call differs by entry point (fit, fit_stream, Dask)
             )
 
 

@@ -10,8 +10,9 @@ problem ``min ||A coef - b||^2 + lam^2 ||coef||^2`` with ``A = S (X - 1 m^T)``, 
 ``m = 0`` and ``m_y = 0``). ``A`` is never formed: ``A v = S (X v - (m . v) 1)`` and
 ``A^T u = X^T (S u) - m sum_i s_i u_i``.
 
-Preconditioning (``precondition="auto"``, the default; ``"none"`` turns it off) solves for ``z = D^-1 coef`` with the operator
-``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal of the
+Preconditioning (``precondition="auto"``, the default; ``"none"`` turns it off) solves for ``z = D^-1 coef``
+with the operator ``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal
+of the
 normal matrix ``A^T A + lam^2 I``: columns of very different scales (counts beside ratios, hashed features of
 any frequency) then converge together. The ridge term becomes ``lam^2 ||D z||^2``, so both methods run on the
 augmented operator ``[A D; lam D]`` and right-hand side ``[b; 0]`` (its lower block is diagonal: O(d) work).
@@ -218,7 +219,9 @@ def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: 
     n, d = X.shape
     segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
     threads = min(_closed_form._n_threads(), len(segs))
-    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares)
+    def run(seg):
+        return _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares)
+
     parts = _pool().map(run, segs) if threads > 1 else map(run, segs)
     total = None
     for part in parts:  # in segment order, whichever thread finished first

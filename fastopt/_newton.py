@@ -41,8 +41,9 @@ Absolute error: finite smoothing
 smoothed objective is within ``gamma / 2`` of the least absolute deviation objective. Following Madsen &
 Nielsen, "A finite smoothing algorithm for linear l1 estimation", SIAM J. Optim. 3 (1993), the smoothed
 problems are solved by the Newton method above (``max_epochs`` iterations at most per problem) for ``gamma``
-decreasing tenfold from the median absolute residual of the least-squares fit, and after each stage the limit ``gamma -> 0`` is taken exactly: the rows
-inside the threshold are fitted exactly, the others keep their sign, an equality-constrained quadratic
+decreasing tenfold from the median absolute residual of the least-squares fit, and after each stage the limit
+``gamma -> 0`` is taken exactly: the rows inside the threshold are fitted exactly, the others keep their sign, an
+equality-constrained quadratic
 program (``(d + 1 + m) x (d + 1 + m)``, m rows inside) whose multipliers certify optimality when they lie in
 ``[-s_i, s_i]`` (the subgradient condition). The fit ends with a certified exact minimiser, or when ``gamma``
 is below ``4 eps F`` (objective within that, relative).

@@ -13,13 +13,15 @@ whose passes run on the workers), and what each chunk contributes, and how chunk
   epoch ``e`` runs at the schedule's rate for epoch ``e`` of ``max_epochs``, so a streamed fit is, bit for
   bit, the in-memory sequence of ``partial_fit`` calls in the same chunk order with each epoch's rate set.
 - ``learning_rate="auto"`` is estimated before the first epoch from a seeded uniform sample of at most
-  ``AUTO_ROWS`` training rows across all chunks (:class:`fastopt._chunks.Sample`; one extra read of the stream, or on Dask a
+  ``AUTO_ROWS`` training rows across all chunks (:class:`fastopt._chunks.Sample`; one extra read of the stream, or on
+  Dask a
   reduction on the workers that brings back only the sampled rows). A one-shot iterator cannot be read twice:
   there, as in ``partial_fit``, the first chunk's rows set it.
 - ``early_stopping=True`` holds out a seeded ``validation_fraction`` of every chunk's rows
   (:func:`fastopt._chunks.chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
   :class:`fastopt._sweeps.Epochs`), with memory bounded by one chunk.
-- Sample weights are divided by one constant, their mean over all the stream's training rows (:class:`fastopt._chunks.Weight`),
+- Sample weights are divided by one constant, their mean over all the stream's training rows
+  (:class:`fastopt._chunks.Weight`),
   so the sweeps minimise the in-memory objective of the concatenated rows: the learning-rate sampling pass
   totals it, or on Dask a reduction of the weight blocks; otherwise the first chunk read decides (see
   :meth:`LocalPasses._weights`: one read of every chunk's weights, none for an unweighted stream). A one-shot

@@ -5,7 +5,7 @@ import copy
 import functools
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -277,7 +277,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     0.518
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "solver": [StrOptions({"auto", *_solvers.SOLVERS})],
         "fit_intercept": ["boolean"],
         "alpha": [Interval(Real, 0, None, closed="left"), "array-like"],

@@ -310,7 +310,9 @@ class _NonlinearCG:
     def _search(self, x, f, g, p, problem):
         """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new)``, or None."""
         d0 = float(g @ p)
-        f_limit_of = lambda a: f + self.c1 * a * d0
+        def f_limit_of(a):
+            return f + self.c1 * a * d0
+
         # SciPy's first trial: the minimiser of the quadratic with slope phi'(0) whose decrease equals the last
         # step's (before the first step, as if it had decreased f by ||g|| / 2), at most 1.
         f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * float(np.linalg.norm(g))

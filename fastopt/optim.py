@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
-from typing import Callable, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -31,8 +32,22 @@ from fastopt import _kernels
 from fastopt._kernels import Loss, Rule
 
 __all__ = [
-    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW", "Optimizer", "OPTIMIZERS", "Rule",
-    "Loss", "Hyper", "make", "schedule_lr", "SCHEDULES", "clip_grad_norm",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "AdamW",
+    "Hyper",
+    "Loss",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSProp",
+    "Rule",
+    "clip_grad_norm",
+    "make",
+    "schedule_lr",
 ]
 
 

@@ -142,7 +142,7 @@ def test_minibatch_noise_lets_sgd_leave_the_local_minimum():
         noisy = DOUBLE_WELL.minibatch_gradient(noise=5.0, batch_size=1, n_samples=1024, seed=seed)
         left += _basin(minimize(DOUBLE_WELL.fun, local, jac=noisy, method="sgd", options=options).x) == 0
         full = DOUBLE_WELL.minibatch_gradient(noise=5.0, batch_size=1024, n_samples=1024, seed=seed)
-        gd = minimize(DOUBLE_WELL.fun, local + [-0.3, 0.4], jac=full, method="sgd", options=options)
+        gd = minimize(DOUBLE_WELL.fun, local + np.array([-0.3, 0.4]), jac=full, method="sgd", options=options)
         assert _basin(gd.x) == 1 and np.linalg.norm(gd.x - local) < 1e-6
     assert left >= 15
 

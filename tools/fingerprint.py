@@ -69,24 +69,24 @@ def main(quick: bool = False) -> None:
     it = dict(max_epochs=3, tol=None, random_state=0)
 
     for solver in ("normal", "qr"):
-        report(f"dense {solver}", lambda: LinearRegressor(solver).fit(X, y))
-        report(f"dense {solver} ridge weighted", lambda: LinearRegressor(solver, alpha=0.5).fit(X, y, w))
-        report(f"dense32 {solver}", lambda: LinearRegressor(solver).fit(X32, y32))
-        report(f"sparse {solver} ridge", lambda: LinearRegressor(solver, alpha=1e-3).fit(S, ys))
+        report(f"dense {solver}", lambda solver=solver: LinearRegressor(solver).fit(X, y))
+        report(f"dense {solver} ridge weighted", lambda solver=solver: LinearRegressor(solver, alpha=0.5).fit(X, y, w))
+        report(f"dense32 {solver}", lambda solver=solver: LinearRegressor(solver).fit(X32, y32))
+        report(f"sparse {solver} ridge", lambda solver=solver: LinearRegressor(solver, alpha=1e-3).fit(S, ys))
     for solver in ("cg", "lsqr"):
-        report(f"dense {solver}", lambda: LinearRegressor(solver, tol=1e-8).fit(X, y))
-        report(f"dense {solver} ridge weighted", lambda: LinearRegressor(solver, alpha=0.5).fit(X, y, w))
-        report(f"sparse {solver} ridge", lambda: LinearRegressor(solver, alpha=1e-3).fit(S, ys))
+        report(f"dense {solver}", lambda solver=solver: LinearRegressor(solver, tol=1e-8).fit(X, y))
+        report(f"dense {solver} ridge weighted", lambda solver=solver: LinearRegressor(solver, alpha=0.5).fit(X, y, w))
+        report(f"sparse {solver} ridge", lambda solver=solver: LinearRegressor(solver, alpha=1e-3).fit(S, ys))
     for loss in ("huber", "absolute_error"):
-        report(f"dense newton {loss}", lambda: LinearRegressor("newton", loss=loss, max_epochs=30).fit(X, y))
+        report(f"dense newton {loss}", lambda loss=loss: LinearRegressor("newton", loss=loss, max_epochs=30).fit(X, y))
     for rule in RULES:
-        report(f"dense {rule}", lambda: LinearRegressor(rule, **it).fit(X, y))
-        report(f"dense {rule} lr=1e-3 huber", lambda: LinearRegressor(rule, learning_rate=1e-3, loss="huber",
-                                                                      **it).fit(X, y, w))
-        report(f"dense32 {rule} early_stopping", lambda: LinearRegressor(rule, early_stopping=True, max_epochs=3,
-                                                                         random_state=0).fit(X32, y32))
-        report(f"sparse {rule}", lambda: LinearRegressor(rule, **it).fit(S, ys))
-        report(f"dense {rule} 2 threads", lambda: LinearRegressor(rule, n_threads=2, **it).fit(X, y))
+        report(f"dense {rule}", lambda rule=rule: LinearRegressor(rule, **it).fit(X, y))
+        report(f"dense {rule} lr=1e-3 huber",
+               lambda rule=rule: LinearRegressor(rule, learning_rate=1e-3, loss="huber", **it).fit(X, y, w))
+        report(f"dense32 {rule} early_stopping",
+               lambda rule=rule: LinearRegressor(rule, early_stopping=True, max_epochs=3, random_state=0).fit(X32, y32))
+        report(f"sparse {rule}", lambda rule=rule: LinearRegressor(rule, **it).fit(S, ys))
+        report(f"dense {rule} 2 threads", lambda rule=rule: LinearRegressor(rule, n_threads=2, **it).fit(X, y))
     # Incremental paths: partial_fit, fit_stream over a list of chunks, and Dask arrays (no client: local passes).
     chunks = [(X[i:i + n // 4], y[i:i + n // 4]) for i in range(0, n, n // 4)]
     for solver in ("normal", "sgd", "adam"):
@@ -97,7 +97,7 @@ def main(quick: bool = False) -> None:
             return est
 
         report(f"partial_fit {solver}", partial)
-        report(f"fit_stream {solver}", lambda: LinearRegressor(solver, **it).fit_stream(chunks))
+        report(f"fit_stream {solver}", lambda solver=solver: LinearRegressor(solver, **it).fit_stream(chunks))
     report("fit_stream cg", lambda: LinearRegressor("cg", alpha=0.5).fit_stream(chunks))
     try:
         import dask.array as da
@@ -105,7 +105,7 @@ def main(quick: bool = False) -> None:
         return
     Xd, yd = da.from_array(X, chunks=(n // 4, -1)), da.from_array(y, chunks=n // 4)
     for solver in ("normal", "sgd", "adam", "cg"):
-        report(f"dask {solver}", lambda: LinearRegressor(solver, **it).fit(Xd, yd))
+        report(f"dask {solver}", lambda solver=solver: LinearRegressor(solver, **it).fit(Xd, yd))
     report("dask partial_fit sgd", lambda: LinearRegressor("sgd", random_state=0).partial_fit(Xd, yd))
 
 
