@@ -82,7 +82,7 @@ import scipy.linalg
 from scipy.linalg import lapack
 
 from fastopt import _kernels, _sparse
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Solver
 from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
@@ -798,10 +798,11 @@ def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> F
 # ---------------------------------------------------------------- registry entries
 
 
-class _ClosedForm:
+class _ClosedForm(Solver):
     """A registry entry: ``stable=False`` is ``solver="normal"``, ``stable=True`` is ``solver="qr"``."""
 
     losses = frozenset({"squared_error"})
+    chunked = "statistics"  # chunks' sufficient statistics merge exactly
     per_target_alpha = True
     positive = True
     # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
@@ -809,6 +810,7 @@ class _ClosedForm:
 
     def __init__(self, stable: bool):
         self.stable = stable
+        self.name = "qr" if stable else "normal"
 
     def checks_finite_X(self, params: dict) -> bool:
         """The Gram kernel reports non-finite X itself (see chunk_state); the QR path relies on validation."""

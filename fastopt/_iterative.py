@@ -49,7 +49,7 @@ from fastopt._iterative_lr import (
     null_loss,
     sample_learning_rate,
 )
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Solver
 from fastopt.exceptions import ConvergenceWarning, DivergenceError
 
 # A minibatch whose mean loss exceeds this multiple of the starting loss has diverged: gradient descent that is
@@ -555,7 +555,7 @@ def _continues(state: IterState | None, params: dict, data) -> bool:
         and state.params.dtype == data.X.dtype
 
 
-class IterativeSolver:
+class IterativeSolver(Solver):
     """One minibatch optimizer behind ``LinearRegressor(solver=method)``.
 
     On sparse ``X`` (CSR, validated to int32 indices without duplicates) each epoch is
@@ -568,9 +568,10 @@ class IterativeSolver:
     averages = True  # Polyak-Ruppert averaging (Train.average); dense X only
     accepts_init = True
     supports_sparse = True
+    chunked = "epochs"  # an epoch is one partial_fit pass per chunk
 
     def __init__(self, method: str):
-        self.method = method
+        self.method = self.name = method
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:

@@ -72,7 +72,7 @@ import numpy as np
 import scipy.sparse
 
 from fastopt import _closed_form, _kernels
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Outcome, Solver
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
 
@@ -479,16 +479,17 @@ def cast(result: FitResult, dtype) -> FitResult:
     return result
 
 
-class KrylovSolver:
+class KrylovSolver(Solver):
     """A registry entry: ``solver="cg"`` (CGLS) or ``solver="lsqr"`` (LSQR); see the module docstring."""
 
     losses = frozenset({"squared_error"})
     supports_sparse = True
     per_target_alpha = True  # each target is its own Krylov run with its own damping
     accepts_init = True  # coef_init starts the iteration, as a warm start does
+    chunked = "passes"  # one read of every chunk per iteration
 
     def __init__(self, method: str):
-        self.method = method
+        self.method = self.name = method
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:
@@ -517,18 +518,17 @@ class KrylovSolver:
 SOLVERS = {"cg": KrylovSolver("cg"), "lsqr": KrylovSolver("lsqr")}
 
 
-def fit_stream(estimator, name: str, source, check: Callable):
-    """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration.
+def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovState | None) -> Outcome:
+    """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration, from
+    ``state`` under ``warm_start``.
 
     ``check(X, y, sample_weight, where, reset)`` validates a chunk into :class:`Data`. Chunks are visited in
     stream order and their sums merged in a balanced tree (round-off grows with the log of the chunk count), so
     the same stream gives the same coefficients every time.
     """
     from fastopt._chunks import read
-    from fastopt._sweeps import Targets as _Targets
 
     source.check_epochs(2)
-    params = estimator.get_params()
     info = {}
 
     def fold(leaf):
@@ -554,8 +554,5 @@ def fit_stream(estimator, name: str, source, check: Callable):
         def fused(self, target, v, c, shift):
             return fold(lambda data: chunk_pass(data, _sqrt_weight(data.sample_weight), target, v, c, shift))
 
-    state = None
-    if estimator.warm_start and getattr(estimator, "_solver_name", None) == name:
-        state = getattr(estimator, "_solver_state", None)
     result = cast(solve(name, params, StreamPasses(), state), info["dtype"])
-    return estimator._apply(name, _Targets(info["y_was_1d"]), result)
+    return Outcome(name, result, info["y_was_1d"])

@@ -64,7 +64,7 @@ import scipy.linalg
 
 from fastopt import _closed_form
 from fastopt._iterative import weight_mean
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Solver
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
 
@@ -463,14 +463,20 @@ def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit
     return _Fit(np.asarray(w, dtype=np.float64), float(b), F, iters, converged, curve or [F])
 
 
-class NewtonSolver:
+class NewtonSolver(Solver):
     """``solver="newton"``: exact fits of the robust losses (see the module docstring)."""
 
+    name = "newton"
     losses = frozenset({"huber", "absolute_error", "squared_error"})  # squared error: Huber with epsilon = inf
-    supports_sparse = False
-    streams = False
+    chunked = None  # every Newton iteration reads all rows
     accepts_init = True
     per_target_alpha = True
+
+    def check_incremental(self) -> None:
+        raise ValueError(
+            "solver='newton' cannot fit incrementally (partial_fit, fit_stream or Dask arrays): each Newton "
+            "iteration reads every row. Use fit on in-memory arrays, or an iterative solver (e.g. solver='adam')."
+        )
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:
@@ -534,10 +540,7 @@ class NewtonSolver:
 
     def partial_fit(self, params: dict, data: Data, state=None, **_) -> FitResult:
         """Not supported: each Newton iteration reads every row."""
-        raise ValueError(
-            "solver='newton' cannot fit incrementally (partial_fit, fit_stream or Dask arrays): each Newton "
-            "iteration reads every row. Use fit on in-memory arrays, or an iterative solver (e.g. solver='adam')."
-        )
+        self.check_incremental()
 
 
 SOLVERS = {"newton": NewtonSolver()}

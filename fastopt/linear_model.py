@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, ClassVar
@@ -15,12 +16,27 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming
+from fastopt._result import FitResult, Outcome
 from fastopt._validation import check_fit_data, check_predict_data
 
 if TYPE_CHECKING:  # only for annotations: dask is an optional extra
     import dask.array
 
 __all__ = ["LinearRegressor"]
+
+
+def _dask_backend(*objs):
+    """:mod:`fastopt._dask` when any of ``objs`` is a Dask collection, else None.
+
+    A Dask collection can only exist once Dask has been imported, so an absent ``dask`` module answers
+    "no" for free: ``import fastopt`` never pulls Dask in, and ``fastopt._dask`` is imported only here.
+    """
+    dask = sys.modules.get("dask")
+    if dask is None or not any(dask.is_dask_collection(o) for o in objs):
+        return None
+    from fastopt import _dask
+
+    return _dask
 
 
 def _transactional(method):
@@ -421,26 +437,23 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
             The fitted estimator.
         """
-        if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
+        if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
-            return dask_backend.fit(self, X, y, sample_weight)
+            return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
         name = _solvers.resolve(self.solver, self.loss, X, self.alpha)
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))
         _solvers.check_options(name, params, data.Y.shape[1])
-        state = None
-        if self.warm_start and getattr(self, "_solver_name", None) == name:
-            state = self._solver_state
         extra = {}
-        if (coef_init is not None or intercept_init is not None) and getattr(_solvers.SOLVERS[name], "accepts_init",
-                                                                             False):
+        if (coef_init is not None or intercept_init is not None) and _solvers.SOLVERS[name].accepts_init:
             extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
-        result = _solvers.SOLVERS[name].fit(params, data, state=state, **extra)
-        return self._apply(name, data, result)
+        result = _solvers.SOLVERS[name].fit(params, data, state=self._warm_state(name), **extra)
+        return self._apply(name, data.y_was_1d, result)
 
-    @available_if(lambda self: self.solver != "newton")  # each Newton iteration reads every row
+    # e.g. not with solver="newton": each Newton iteration reads every row
+    @available_if(lambda self: getattr(_solvers.SOLVERS.get(self.solver), "incremental", True))
     @_transactional
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Update the model with one more chunk of rows.
@@ -470,9 +483,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """
         if self.early_stopping:  # as SGDRegressor: held-out scoring needs whole epochs (fit, fit_stream)
             raise ValueError("early_stopping should be False with partial_fit")
-        if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
-            return dask_backend.partial_fit(self, X, y, sample_weight)
         first = not hasattr(self, "_solver_state")
+        if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
+            name = _solvers.resolve(self.solver, self.loss)
+            if first:
+                self._validate_params()
+            prior = self._continued_state(name)
+            return self._take(dask_backend.partial_fit(self, X, y, sample_weight, name, first, prior))
         if first:
             self._validate_params()
         _solvers.resolve(self.solver, self.loss, incremental=True)
@@ -480,22 +497,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
-        iterative solver's pass in an epoch of a streamed fit (:mod:`fastopt._streaming`)."""
+        iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
         name = _solvers.resolve(self.solver, self.loss, incremental=True)
-        first = not hasattr(self, "_solver_state")
-        if not first:
-            if name != self._solver_name:
-                raise ValueError(
-                    f"partial_fit was started with solver {self._solver_name!r}; solver is now {name!r}. "
-                    "Call fit to start over."
-                )
-            if data.Y.shape[1] != self._n_targets:
-                raise ValueError(f"y has {data.Y.shape[1]} targets; earlier partial_fit calls had {self._n_targets}.")
+        prior = self._continued_state(name, data.Y.shape[1])
         _solvers.check_options(name, self.get_params(), data.Y.shape[1])
-        state = None if first else self._solver_state
         extra = {} if sweep is None else {"sweep": sweep}
-        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
-        return self._apply(name, data, result)
+        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=prior, **extra)
+        return self._apply(name, data.y_was_1d, result)
 
     @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
@@ -527,11 +535,45 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
             The fitted estimator.
         """
-        return _streaming.fit(self, chunks)
+        return self._take(_streaming.fit(self, chunks, self._warm_state))
 
-    def _apply(self, name, data, result):
+    # ------------------------------------------------------------ the fitted state: read and written only here
+
+    def _warm_state(self, name: str):
+        """The solver state a fit continues from: the previous fit's under ``warm_start`` with the same solver
+        ``name``, else None."""
+        if self.warm_start and getattr(self, "_solver_name", None) == name:
+            return getattr(self, "_solver_state", None)
+        return None
+
+    def _continued_state(self, name: str, n_targets: int | None = None):
+        """The state a ``partial_fit`` call continues (None on the first call), after checking that it uses the
+        same solver ``name`` (and, when known, the same number of targets) as the earlier calls."""
+        if not hasattr(self, "_solver_state"):
+            return None
+        if name != self._solver_name:
+            raise ValueError(
+                f"partial_fit was started with solver {self._solver_name!r}; solver is now {name!r}. "
+                "Call fit to start over."
+            )
+        if n_targets is not None and n_targets != self._n_targets:
+            raise ValueError(f"y has {n_targets} targets; earlier partial_fit calls had {self._n_targets}.")
+        return self._solver_state
+
+    def _take(self, outcome: Outcome):
+        """Take a fit over chunks: the feature count and names of the template the chunks were checked
+        against (``outcome.checked``), then the fitted attributes. Called once the fit has succeeded."""
+        for attr in ("n_features_in_", "feature_names_in_"):
+            if hasattr(outcome.checked, attr):
+                setattr(self, attr, getattr(outcome.checked, attr))
+            else:
+                self.__dict__.pop(attr, None)
+        return self._apply(outcome.name, outcome.y_was_1d, outcome.result)
+
+    def _apply(self, name: str, y_was_1d: bool, result: FitResult):
+        """Set the fitted attributes of solver ``name``'s ``result`` (``coef_`` 1-D when ``y_was_1d``)."""
         coef, intercept = result.coef, result.intercept
-        if data.y_was_1d:
+        if y_was_1d:
             self.coef_, self.intercept_ = coef[0], (intercept[0] if self.fit_intercept else 0.0)
         else:
             self.coef_ = coef
@@ -555,7 +597,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
             Dense also for sparse ``X``; a lazy ``dask.array.Array`` when ``X`` is a Dask collection.
         """
-        if (dask_backend := _streaming.dask_backend(X)) is not None:
+        if (dask_backend := _dask_backend(X)) is not None:
             return dask_backend.predict(self, X)
         check_is_fitted(self)
         X = check_predict_data(self, X)
