@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.utils.validation import _check_sample_weight, _num_samples
 
-from fastopt import _closed_form, _iterative_lr
+from fastopt import _closed_form, _iterative, _iterative_lr
 from fastopt._validation import check_fit_data
 
 # Spawn keys separating the stream's own draws (chunk orders, validation rows, the learning-rate sample)
@@ -54,7 +54,7 @@ def stream_seed(random_state) -> int:
     entropy. Each kind of draw then takes its own spawn key, independent of the solver's stream.
     """
     if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(np.iinfo(np.int32).max))
+        return _iterative.draw_seed(random_state)
     if isinstance(random_state, Integral):
         return int(random_state)
     return int(np.random.SeedSequence().entropy)
@@ -76,8 +76,9 @@ def chunk_orders(random_state, n_chunks: int, shuffle: bool = True) -> Iterator[
 
 
 def n_held_out(n_rows: int, validation_fraction: float) -> int:
-    """How many of a chunk's ``n_rows`` rows :func:`chunk_split` holds out."""
-    n_val = int(np.ceil(validation_fraction * n_rows))
+    """How many of a chunk's ``n_rows`` rows :func:`chunk_split` holds out: none when the fraction would take
+    them all (a chunk too small to split trains on every row)."""
+    n_val = _iterative.n_held_out(n_rows, validation_fraction)
     return 0 if n_val >= n_rows else n_val
 
 

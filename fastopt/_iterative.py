@@ -51,11 +51,7 @@ from fastopt._iterative_lr import (
 )
 from fastopt._result import FitResult, Solver
 from fastopt.exceptions import ConvergenceWarning, DivergenceError
-
-# A minibatch whose mean loss exceeds this multiple of the starting loss has diverged: gradient descent that is
-# unstable grows the loss geometrically, so it crosses this bound within a few steps, long before overflow,
-# while a stable run never comes near it (its minibatch losses stay within outlier noise of the start).
-DIVERGENCE_FACTOR = 1e10
+from fastopt.optim import DIVERGENCE_FACTOR
 
 LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Loss.ABSOLUTE_ERROR,
           "huber": optim.Loss.HUBER}
@@ -398,8 +394,8 @@ def make_spec(method: str, params: dict) -> optim.Optimizer:
     """The optimizer spec for ``method`` from the estimator's hyperparameters (``alpha`` is the weight decay)."""
     cls = optim.OPTIMIZERS[method]
     momentum = params["momentum"]
-    if momentum is None:  # the rule's conventional default: heavy ball 0.9, RMSProp without a buffer
-        momentum = 0.0 if cls is optim.RMSProp else 0.9
+    if momentum is None:  # the rule's own default (its dataclass field): heavy ball 0.9, RMSProp no buffer (0)
+        momentum = next((f.default for f in dataclasses.fields(cls) if f.name == "momentum"), None)
     available = {
         "weight_decay": params["alpha"], "momentum": momentum, "dampening": params["dampening"],
         "rho": params["rho"], "beta1": params["beta1"], "beta2": params["beta2"], "eps": params["eps"],
@@ -409,24 +405,41 @@ def make_spec(method: str, params: dict) -> optim.Optimizer:
     return cls(**{key: value for key, value in available.items() if key in names})
 
 
+# ---------------------------------------------------------------- seeds and held-out rows, defined once
+# The solver's row-order generator (_seed) and a streamed fit's own draws (fastopt._chunks.stream_seed) both
+# take one draw_seed from a RandomState; held-out counts are n_held_out's, whatever the edge rule of the caller.
+
+
+def draw_seed(random_state) -> int:
+    """One draw from ``random_state`` (an int, a ``RandomState`` instance, advanced, or None) in ``[0, 2^31 - 1)``,
+    as scikit-learn's estimators seed their own generators."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
 @functools.lru_cache(maxsize=256)
 def _int_seed(random_state: int) -> int:
     # Seeding a legacy RandomState (MT19937) costs about 0.1-0.2 ms, 1-2% of an epoch: do it once per integer.
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+    return draw_seed(random_state)
 
 
 def _seed(random_state) -> np.random.Generator:
     # An int random_state gives the same Generator every fit; a RandomState instance advances as scikit-learn's.
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         return np.random.default_rng(_int_seed(int(random_state)))
-    return np.random.default_rng(check_random_state(random_state).randint(0, 2**31 - 1))
+    return np.random.default_rng(draw_seed(random_state))
+
+
+def n_held_out(n_rows: int, validation_fraction: float) -> int:
+    """How many of ``n_rows`` rows ``early_stopping`` holds out for validation (may be all of them: the
+    caller decides whether that is an error, as for a fit, or means no split, as for one chunk of a stream)."""
+    return int(np.ceil(validation_fraction * n_rows))
 
 
 def _split(n: int, params: dict, rng: np.random.Generator):
     """Training and validation row indices (int64); the validation set is empty without early stopping."""
     if not params["early_stopping"]:
         return np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64)
-    n_val = int(np.ceil(params["validation_fraction"] * n))
+    n_val = n_held_out(n, params["validation_fraction"])
     if n_val >= n:
         raise ValueError(
             f"validation_fraction={params['validation_fraction']} leaves no training rows out of {n}; "
@@ -635,7 +648,7 @@ class IterativeSolver(Solver):
                 "schedule, or clip_norm."
             )
         st.t = t
-        if spec.rule != optim.Rule.ADAMW and spec.weight_decay > 0:
+        if not spec.decoupled_decay and spec.weight_decay > 0:
             k_d = data.X.shape[1] * data.Y.shape[1]
             loss += 0.5 * spec.weight_decay * float(np.dot(st.params[:k_d], st.params[:k_d]))
         return float(loss)

@@ -33,6 +33,9 @@ from fastopt._result import Solver
 
 SOLVERS: dict[str, Solver] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_newton.SOLVERS, **_krylov.SOLVERS}
 
+# Every loss= value some solver fits (the estimator's parameter constraint).
+LOSSES = frozenset().union(*(entry.losses for entry in SOLVERS.values()))
+
 # "auto": the exact minimiser: the closed form for squared error, Newton's method for the robust losses.
 AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"}
 

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import _num_samples
 
 from fastopt import _closed_form, _iterative, _solvers
@@ -67,7 +66,7 @@ def detach_random_state(params: dict, fresh: bool) -> dict:
     if not (fresh and isinstance(random_state, np.random.RandomState)):
         return params
     detached = copy.deepcopy(random_state)
-    check_random_state(random_state).randint(0, 2**31 - 1)  # the draw _iterative._seed makes from it
+    _iterative.draw_seed(random_state)  # the draw the solver's seed makes from it
     return {**params, "random_state": detached}
 
 

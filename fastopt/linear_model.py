@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import sys
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
@@ -15,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from fastopt import _solvers, _streaming
+from fastopt import _solvers, _streaming, optim
 from fastopt._result import FitResult, Outcome
 from fastopt._validation import check_fit_data, check_predict_data
 
@@ -64,6 +65,13 @@ def _transactional(method):
             raise
 
     return wrapper
+
+
+def _interval(name: str) -> Interval:
+    """The range of optimizer hyperparameter ``name``, from the one table of bounds (:data:`fastopt.optim.BOUNDS`)."""
+    low, high, low_closed, high_closed = optim.BOUNDS[name]
+    closed = {(True, True): "both", (True, False): "left", (False, True): "right", (False, False): "neither"}
+    return Interval(Real, low, None if math.isinf(high) else high, closed=closed[low_closed, high_closed])
 
 
 class LinearRegressor(RegressorMixin, BaseEstimator):
@@ -297,22 +305,22 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "solver": [StrOptions({"auto", *_solvers.SOLVERS})],
         "fit_intercept": ["boolean"],
         "alpha": [Interval(Real, 0, None, closed="left"), "array-like"],
-        "loss": [StrOptions({"squared_error", "absolute_error", "huber"})],
+        "loss": [StrOptions(set(_solvers.LOSSES))],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
+        "schedule": [StrOptions({"auto", "plateau", *optim.SCHEDULES})],
         "batch_size": [Interval(Integral, 1, 2**62, closed="both")],  # row arithmetic stays within int64
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "momentum": [Interval(Real, 0, 1, closed="left"), None],
-        "dampening": [Interval(Real, 0, 1, closed="both")],
-        "beta1": [Interval(Real, 0, 1, closed="left")],
-        "beta2": [Interval(Real, 0, 1, closed="left")],
-        "rho": [Interval(Real, 0, 1, closed="left")],
-        "eps": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [_interval("momentum"), None],
+        "dampening": [_interval("dampening")],
+        "beta1": [_interval("beta1")],
+        "beta2": [_interval("beta2")],
+        "rho": [_interval("rho")],
+        "eps": [_interval("eps")],
         "centered": ["boolean"],
         "amsgrad": ["boolean"],
         "sparse_mode": [StrOptions({"exact", "lazy"})],
@@ -342,9 +350,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         epsilon=1.35,
         learning_rate="auto",
         schedule="auto",
-        end_factor=0.01,
-        power_t=0.5,
-        gamma=0.95,
+        end_factor=optim.SCHEDULE_DEFAULTS["end_factor"],
+        power_t=optim.SCHEDULE_DEFAULTS["power_t"],
+        gamma=optim.SCHEDULE_DEFAULTS["gamma"],
         batch_size=64,
         max_epochs=100,
         tol=1e-6,

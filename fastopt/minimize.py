@@ -68,9 +68,9 @@ _COMMON = {
     "lr": None,
     "return_path": False,
     "seed": None,
-    "divergence": 1e10,
+    "divergence": optim.DIVERGENCE_FACTOR,
 }
-_FIRST_ORDER_ONLY = {"schedule": "constant", "end_factor": 0.01, "power_t": 0.5, "gamma": 0.95, "clip_norm": None}
+_FIRST_ORDER_ONLY = {"schedule": "constant", **optim.SCHEDULE_DEFAULTS, "clip_norm": None}
 _NEWTON_ONLY = {"alpha": 0.0}
 _CG_ONLY = {"c1": 1e-4, "c2": 0.4, "restart": None}
 

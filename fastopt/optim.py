@@ -69,8 +69,14 @@ class Hyper(NamedTuple):
     amsgrad: bool = False
 
 
+# A loss that exceeds this multiple of the starting loss has diverged (the estimator's minibatch loss, minimize's
+# objective): gradient descent that is unstable grows the loss geometrically, so it crosses this bound within a
+# few steps, long before overflow, while a stable run never comes near it (its minibatch losses stay within
+# outlier noise of the start).
+DIVERGENCE_FACTOR = 1e10
+
 # Allowed ranges: (low, high, low_closed, high_closed). One table, so every spec checks the same way.
-_BOUNDS = {
+BOUNDS = {
     "momentum": (0.0, 1.0, True, False),
     "dampening": (0.0, 1.0, True, True),
     "rho": (0.0, 1.0, True, False),
@@ -98,12 +104,24 @@ def _check_in_range(owner: str, name: str, value, bounds) -> None:
 class Optimizer:
     """Base of the optimizer specs: validation, state layout and the compiled step.
 
-    Subclasses set ``rule`` (the C rule) and ``n_slots`` (rows of the state array) and declare their
-    hyperparameters as dataclass fields.
+    Subclasses set ``rule`` (the C rule) and ``n_slots`` (rows of the state array), declare their
+    hyperparameters as dataclass fields, and state the facts other modules ask of a rule:
+
+    ``follows_gradient``
+        The step is along the (momentum-averaged) gradient itself, unscaled per coordinate: SGD, momentum,
+        Nesterov. The adaptive rules divide by a running gradient scale instead.
+    ``decoupled_decay``
+        ``weight_decay`` shrinks the weights directly (AdamW) instead of adding ``weight_decay * w`` to the
+        gradient, so it is not part of the minimised loss.
+    ``accumulates``
+        The squared-gradient scale is a sum that never decays (AdaGrad), so steps shrink over time.
     """
 
     rule: ClassVar[Rule]
     n_slots: ClassVar[int]
+    follows_gradient: ClassVar[bool] = False
+    decoupled_decay: ClassVar[bool] = False
+    accumulates: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -113,11 +131,11 @@ class Optimizer:
                 if not isinstance(value, (bool, np.bool_)):
                     raise ValueError(f"{owner}: {f.name} must be True or False, got {value!r}.")
             else:
-                _check_in_range(owner, f.name, value, self._bounds().get(f.name, _BOUNDS[f.name]))
+                _check_in_range(owner, f.name, value, self._bounds().get(f.name, BOUNDS[f.name]))
 
     @classmethod
     def _bounds(cls) -> dict:
-        """Per-class overrides of ``_BOUNDS``."""
+        """Per-class overrides of ``BOUNDS``."""
         return {}
 
     @property
@@ -202,6 +220,7 @@ class SGD(Optimizer):
 
     weight_decay: float = 0.0
     rule: ClassVar[Rule] = Rule.SGD
+    follows_gradient: ClassVar[bool] = True
     n_slots: ClassVar[int] = 0
 
 
@@ -221,6 +240,7 @@ class Momentum(Optimizer):
     dampening: float = 0.0
     weight_decay: float = 0.0
     rule: ClassVar[Rule] = Rule.MOMENTUM
+    follows_gradient: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
 
@@ -239,6 +259,7 @@ class Nesterov(Optimizer):
     momentum: float = 0.9
     weight_decay: float = 0.0
     rule: ClassVar[Rule] = Rule.NESTEROV
+    follows_gradient: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
     @classmethod
@@ -263,6 +284,7 @@ class AdaGrad(Optimizer):
     initial_accumulator_value: float = 0.0
     eps: float = 1e-10
     rule: ClassVar[Rule] = Rule.ADAGRAD
+    accumulates: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
     def init_state(self, n_params: int, dtype=np.float64) -> np.ndarray:
@@ -327,6 +349,7 @@ class AdamW(Adam):
 
     weight_decay: float = 0.01
     rule: ClassVar[Rule] = Rule.ADAMW
+    decoupled_decay: ClassVar[bool] = True
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -404,6 +427,9 @@ def _cosine(lr0, k, T, end_factor, power_t, gamma):
     return floor + (lr0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(k / T, 1.0)))
 
 
+# The named schedules' parameters and their defaults (LinearRegressor's, minimize's), defined once here.
+SCHEDULE_DEFAULTS = {"end_factor": 0.01, "power_t": 0.5, "gamma": 0.95}
+
 SCHEDULES: dict[str, Callable[..., float]] = {
     "constant": _constant,
     "linear": _linear,
@@ -413,8 +439,9 @@ SCHEDULES: dict[str, Callable[..., float]] = {
 }
 
 
-def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *, end_factor: float = 0.01,
-                power_t: float = 0.5, gamma: float = 0.95) -> float:
+def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
+                end_factor: float = SCHEDULE_DEFAULTS["end_factor"], power_t: float = SCHEDULE_DEFAULTS["power_t"],
+                gamma: float = SCHEDULE_DEFAULTS["gamma"]) -> float:
     """Learning rate of ``epoch`` (0-based) under schedule ``name``.
 
     ========== =====================================================================================
