@@ -1,10 +1,10 @@
 """Data-derived quantities for the iterative solvers: the loss of a model, and ``learning_rate="auto"``.
 
-``learning_rate="auto"`` follows the seed's ill-conditioning argument: a gradient step ``-lr g`` lowers a
-quadratic loss only if ``lr < 2 / L`` along the Hessian's top eigenvector, ``L`` its largest eigenvalue. ``L``
-is found by power iteration with Hessian-vector products ``Xa^T diag(sw) Xa v / n`` (``Xa = [X, 1]`` with an
-intercept), on at most ``AUTO_ROWS`` training rows (for a streamed or Dask fit, a seeded uniform sample of that
-size across all chunks, see :mod:`fastopt._streaming`). The squared-error
+``learning_rate="auto"`` follows the ill-conditioning argument of Goodfellow, Bengio & Courville, *Deep Learning*, 2016,
+sec. 4.3.1 and 8.2.1: a gradient step ``-lr g`` lowers a quadratic loss only if ``lr < 2 / L`` along the Hessian's top
+eigenvector, ``L`` its largest eigenvalue. ``L`` is found by power iteration with Hessian-vector products ``Xa^T
+diag(sw) Xa v / n`` (``Xa = [X, 1]`` with an intercept), on at most ``AUTO_ROWS`` training rows (for a streamed or Dask
+fit, a seeded uniform sample of that size across all chunks, see :mod:`fastopt._streaming`). The squared-error
 Hessian is used for every loss: it bounds Huber's and sets the curvature scale for absolute error.
 
 Minibatches are noisier than the full gradient, so the plain and momentum rules take the critical step size of

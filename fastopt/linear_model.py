@@ -141,7 +141,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
         once a cut no longer changes the loss (see "Stopping" below). The named schedules
         (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
-        epoch (seed 004), ``invscaling`` divides by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by
+        epoch (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1), ``invscaling`` divides by ``(epoch +
+        1) ** power_t``, ``exponential`` multiplies by
         ``gamma ** epoch``, ``cosine`` anneals to ``end_factor * learning_rate``.
     end_factor : float, default=0.01
         Floor of the ``linear`` and ``cosine`` schedules, as a fraction of ``learning_rate``.
@@ -214,17 +215,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     verbose : int, default=0
         Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
-        Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split uses)
-        when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g. 32 rows of
-        32 float64 features) in an epoch of at least 16 steps; below that the exchange between the threads at every
-        step costs more than it saves. The second thread is started on first use and kept: between epochs it waits
-        without the GIL (spinning for about 0.4 ms of CPU time first, then asleep). Every minibatch gradient is
-        summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
-        ``n_threads``. The second thread needs an idle core: a multi-threaded BLAS call leaves its workers
-        spinning for a while (OpenBLAS's about 0.1 s) and a helper competing with them is slower than none, so
-        run such fits under ``threadpoolctl.threadpool_limits(1)``; an iterative fit never changes the BLAS thread
-        count itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn.
-        Sparse ``X`` trains on one thread.
+        Threads per epoch of the iterative solvers (data-parallel minibatches). None or 1: one. 2 or more: two
+        (the most the fixed split uses) when the process may run on two CPUs and the minibatches are large
+        enough for the split to pay (the thresholds are in the README's "Two threads per epoch"). Every
+        minibatch gradient is summed in the same two halves whatever the count, so the fitted coefficients are
+        bit-identical for any ``n_threads``. The second thread needs an idle core: with a multi-threaded BLAS,
+        run such fits under ``threadpoolctl.threadpool_limits(1)``; a fit never changes the BLAS thread count
+        itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn. Sparse ``X`` trains on
+        one thread.
     precondition : {"auto", "none"}, default="auto"
         ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
         whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their

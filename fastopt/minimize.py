@@ -2,10 +2,10 @@
 
 The first-order methods run the very step functions the estimator's fused epoch runs (``fastopt.optim``,
 compiled from ``csrc/rules.h``), so a trajectory here shows exactly what ``LinearRegressor`` does with the same
-optimizer. Newton's method comes in the two forms of seed 004: regularised, ``x <- x - lr (H + alpha I)^-1 g``,
-which jumps to *any* critical point, saddles included; and saddle-free, which replaces ``H`` by ``|H|``
-(eigenvalues by their absolute values) so that negative curvature pushes away from a saddle instead of towards
-it (Dauphin et al., 2014).
+optimizer. Newton's method comes in two forms (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.6.1):
+regularised, ``x <- x - lr (H + alpha I)^-1 g``, which jumps to *any* critical point, saddles included; and saddle-free,
+which replaces ``H`` by ``|H|`` (eigenvalues by their absolute values) so that negative curvature pushes away from a
+saddle instead of towards it (Dauphin et al., 2014).
 
 Examples
 --------

@@ -14,8 +14,8 @@ it is passed to every :meth:`Optimizer.step`, so a schedule can change it. One s
     ...     opt.step(w, 2 * w, state, t, lr=optim.schedule_lr("cosine", 0.1, t - 1, 100))
 
 Notation of the docstrings: ``g`` is the gradient of the loss (plus ``weight_decay * w`` where decay is coupled),
-``t`` the 1-based step, ``lr`` the current learning rate. The seed chapter (Goodfellow et al., *Deep Learning*,
-ch. 8) writes the learning rate as epsilon and the stability constant as delta.
+``t`` the 1-based step, ``lr`` the current learning rate. The book (Goodfellow, Bengio & Courville, *Deep Learning*,
+2016, ch. 8) writes the learning rate as epsilon and the stability constant as delta.
 """
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def _check_vector(name: str, a) -> int:
 class SGD(Optimizer):
     """Plain stochastic gradient descent.
 
-    Seed: ``theta <- theta - epsilon g``.  PyTorch (``SGD(momentum=0)``): ``w <- w - lr g``.  Identical, with
+    Algorithm 8.1: ``theta <- theta - epsilon g``.  PyTorch (``SGD(momentum=0)``): ``w <- w - lr g``.  Identical, with
     ``epsilon = lr``.  State: none.
     """
 
@@ -228,7 +228,7 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     """Heavy-ball momentum, PyTorch's form.
 
-    Seed: ``v <- alpha v - epsilon g;  theta <- theta + v``.
+    Algorithm 8.2: ``v <- alpha v - epsilon g;  theta <- theta + v``.
     PyTorch (``SGD(momentum=mu, dampening=tau)``): ``b <- mu b + (1 - tau) g`` (``b <- g`` at ``t = 1``);
     ``w <- w - lr b``.
     Mapping: ``alpha = mu`` and, for constant ``lr`` and ``tau = 0``, ``v = -lr b``; the two differ only when
@@ -248,10 +248,10 @@ class Momentum(Optimizer):
 class Nesterov(Optimizer):
     """Nesterov momentum in PyTorch's look-ahead form.
 
-    Seed: ``v <- alpha v - epsilon grad(theta + alpha v);  theta <- theta + v`` (gradient at the look-ahead).
+    Algorithm 8.3: ``v <- alpha v - epsilon grad(theta + alpha v);  theta <- theta + v`` (gradient at the look-ahead).
     PyTorch (``SGD(momentum=mu, nesterov=True)``, dampening 0): ``b <- mu b + g`` (``b <- g`` at ``t = 1``);
     ``w <- w - lr (g + mu b)``.
-    Mapping: substitute ``phi = theta + alpha v``, the parameters PyTorch stores; then the seed's update of
+    Mapping: substitute ``phi = theta + alpha v``, the parameters PyTorch stores; then the book's update of
     ``phi`` is PyTorch's with ``alpha = mu``, ``v = -lr b``, and the gradient needs no look-ahead evaluation.
     State slot 0: ``b``.
     """
@@ -271,10 +271,10 @@ class Nesterov(Optimizer):
 class AdaGrad(Optimizer):
     """AdaGrad (Duchi, Hazan & Singer, 2011).
 
-    Seed: ``r <- r + g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
+    Algorithm 8.4: ``r <- r + g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
     PyTorch (``Adagrad``): ``clr = lr / (1 + (t - 1) lr_decay)``; ``r <- r + g*g``;
     ``w <- w - clr g / (sqrt(r) + eps)``, ``r`` starting at ``initial_accumulator_value``.
-    Mapping: ``epsilon = lr`` with ``lr_decay = 0``. Eps placement differs: the seed adds ``delta`` inside the
+    Mapping: ``epsilon = lr`` with ``lr_decay = 0``. Eps placement differs: the book adds ``delta`` inside the
     square root, PyTorch (and fastopt) adds ``eps`` outside, so ``eps`` plays the role of ``sqrt(delta)``.
     State slot 0: ``r``.
     """
@@ -297,11 +297,11 @@ class AdaGrad(Optimizer):
 class RMSProp(Optimizer):
     """RMSProp (Hinton, 2012), with PyTorch's optional momentum and centred variant.
 
-    Seed: ``r <- rho r + (1 - rho) g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
+    Algorithm 8.5: ``r <- rho r + (1 - rho) g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
     PyTorch (``RMSprop(alpha=rho)``): ``r <- rho r + (1 - rho) g*g``; centred: ``a <- a + (1 - rho)(g - a)``,
     ``den = sqrt(r - a*a) + eps``, else ``den = sqrt(r) + eps``; with momentum ``mu > 0``:
     ``b <- mu b + g / den``, ``w <- w - lr b``; else ``w <- w - lr g / den``.
-    Mapping: ``epsilon = lr``; eps outside the square root (the seed's ``delta`` is inside). The seed's
+    Mapping: ``epsilon = lr``; eps outside the square root (the book's ``delta`` is inside). The book's
     "RMSProp with Nesterov momentum" is not PyTorch's momentum variant (which is heavy ball on ``g / den``).
     State slots: 0 ``r``, 1 ``a`` (centred only), 2 ``b`` (momentum only); unused slots stay zero.
     """
@@ -319,7 +319,7 @@ class RMSProp(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015), with optional AMSGrad (Reddi, Kale & Kumar, 2018).
 
-    Seed: ``s <- rho1 s + (1 - rho1) g;  r <- rho2 r + (1 - rho2) g*g;  s_hat = s / (1 - rho1^t)``,
+    Algorithm 8.7: ``s <- rho1 s + (1 - rho1) g;  r <- rho2 r + (1 - rho2) g*g;  s_hat = s / (1 - rho1^t)``,
     ``r_hat = r / (1 - rho2^t);  theta <- theta - epsilon s_hat / (sqrt(r_hat) + delta)``.
     PyTorch (``Adam(betas=(beta1, beta2))``): ``m <- m + (1 - beta1)(g - m)``;
     ``v <- beta2 v + (1 - beta2) g*g``; AMSGrad: ``vmax <- max(vmax, v)`` used in place of ``v``;
@@ -344,7 +344,8 @@ class AdamW(Adam):
 
     PyTorch (``AdamW``): first ``w <- w (1 - lr weight_decay)`` (decayed entries only), then the Adam step on
     the loss gradient alone. Unlike L2 added to ``g``, the decay is not rescaled by the adaptive denominator.
-    The seed has no AdamW. State slots as :class:`Adam`.
+    The book has no AdamW (Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019). State slots as
+    :class:`Adam`.
     """
 
     weight_decay: float = 0.01
@@ -405,7 +406,8 @@ def _constant(lr0, k, T, end_factor, power_t, gamma):
 
 
 def _linear(lr0, k, T, end_factor, power_t, gamma):
-    # Seed 004: eps_k = (1 - a) eps_0 + a eps_T with a = k / T, then constant.
+    # Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1: eps_k = (1 - a) eps_0 + a eps_T with a = k / T,
+    # then constant.
     a = min(k / T, 1.0)
     return (1.0 - a) * lr0 + a * end_factor * lr0
 
@@ -446,8 +448,8 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
 
     ========== =====================================================================================
     constant   ``lr0``
-    linear     ``(1 - a) lr0 + a end_factor lr0``, ``a = min(epoch / T, 1)`` (seed 004's linear decay)
-    invscaling ``lr0 / (epoch + 1) ** power_t``
+    linear     ``(1 - a) lr0 + a end_factor lr0``, ``a = min(epoch / T, 1)`` (the linear decay of Goodfellow, Bengio &
+    Courville, *Deep Learning*, 2016, sec. 8.3.1) invscaling ``lr0 / (epoch + 1) ** power_t``
     exponential ``lr0 * gamma ** epoch``
     cosine     ``f + (lr0 - f) (1 + cos(pi min(epoch / T, 1))) / 2`` with ``f = end_factor lr0``
     ========== =====================================================================================

@@ -9,7 +9,7 @@ from fastopt.minimize import FIRST_ORDER, METHODS, Status, minimize
 
 
 def _least_squares(seed=0, n=60, d=3):
-    """Seed 001's loss: the mean of 1/2 (x_i . w - y_i)^2, a well-conditioned convex problem."""
+    """A least-squares loss: the mean of 1/2 (x_i . w - y_i)^2, a well-conditioned convex problem."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))
     y = X @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=n)
@@ -128,7 +128,8 @@ def _basin(x):
 
 
 def test_minibatch_noise_lets_sgd_leave_the_local_minimum():
-    """Seed 000: "the natural variation of gradients over minibatches is able to dislodge the parameters".
+    """Zhang et al., *Dive into Deep Learning*, sec. 12.1: "the natural variation of gradients over minibatches is able
+    to dislodge the parameters".
 
     Plain SGD (one sample per step, per-sample noise 5, lr 0.05, 300 steps) from the local minimum of the double
     well, whose barrier is 5/12 high, against full-batch descent of the same finite sum. Over 200 seeds SGD ends in
