@@ -1,7 +1,7 @@
 """Chunks of a stream: where they come from, in which order, which rows are held out, and what each one
 contributes (statistics, training weight, learning-rate sample).
 
-The per-chunk functions here (:func:`check_chunk`, :func:`chunk_state`, :func:`chunk_weight`,
+The per-chunk functions here (:func:`check_chunk`, :func:`checked_statistics`, :func:`chunk_weight`,
 :func:`chunk_sample`) run wherever a chunk lives, Dask workers included, and their results merge exactly in any
 order (:func:`merge_weights`, :func:`merge_samples`, :func:`fastopt._closed_form.merge_states`). The fit drivers
 that sweep over chunks are in :mod:`fastopt._streaming`. Nothing here imports Dask.
@@ -217,10 +217,10 @@ def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple
         yield index, where, X, y, sample_weight
 
 
-# Which statistics a pass over the chunks computes: the Gram pass of ``fit`` (``R`` for solver="qr"), its
-# second, QR pass when Cholesky is rejected, and the statistics ``partial_fit`` keeps.
+# Which statistics a pass over the chunks computes: "fit", the first pass of a fit (the Gram, or R factors for
+# solver="qr"); "qr", its second pass when Cholesky is rejected; "partial", the statistics partial_fit keeps.
 STATISTICS = {
-    "gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _closed_form.partial_state,
+    "fit": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _closed_form.partial_state,
 }
 
 
@@ -244,7 +244,8 @@ def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
     return data
 
 
-def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
+def checked_statistics(template, params: dict, X, y, sample_weight, where: str, kind: str = "fit",
+                       reset: bool = False):
     """Validate one chunk (:func:`check_chunk`) and return ``(statistics, n_targets)``; :func:`finish` rejects
     an all-zero total weight."""
     data = check_chunk(template, X, y, sample_weight, where, reset=reset)

@@ -288,13 +288,18 @@ def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], 
     return _merged_or_empty(merger, data, field)
 
 
+def _stable(params: dict) -> bool:
+    """Whether ``params`` name the registry entry that always factorises by QR (``solver="qr"``)."""
+    return getattr(SOLVERS.get(params.get("solver")), "stable", False)
+
+
 def chunk_state(params: dict, data: Data) -> ClosedFormState:
     """Statistics of one chunk of rows: the Gram (compiled kernel), or ``R`` factors for ``solver="qr"``.
 
     Large chunks are cut into segments processed by parallel threads (the kernel releases the GIL), each calling
     single-threaded BLAS, then merged exactly.
     """
-    if params.get("solver") == "qr":
+    if _stable(params):
         return chunk_qr_state(params, data)
     data, weight_exp = _normalised(data)
     if is_sparse(data.X):
@@ -371,10 +376,10 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     (20,000 times more for d = 1,000 and 10 nonzeros a row), so the Gram alone is kept and an ill-conditioned
     sparse stream ends in the warned eigensolve; ``solver="qr"`` keeps ``R`` when full accuracy is needed.
     """
-    if is_sparse(data.X) and params.get("solver") != "qr":
+    if is_sparse(data.X) and not _stable(params):
         return chunk_state(params, data)
     state = chunk_qr_state(params, data)
-    if params.get("solver") == "qr":
+    if _stable(params):
         return state
     # The mean computed with the Gram: the pairwise merges of the Gram are then exactly those of a fit.
     return replace(chunk_state(params, data), r=state.r)

@@ -139,7 +139,7 @@ class DaskChunks(Sequence):
 
 
 def _state_of_block(template, params: dict, kind: str, X, y, sample_weight, where: str, index: int):
-    return _chunks.chunk_state(template, params, X, y, sample_weight, where, kind)[0]
+    return _chunks.checked_statistics(template, params, X, y, sample_weight, where, kind)[0]
 
 
 def tree_merge(leaves: list[Delayed], merge=_closed_form.merge_states) -> Delayed:
@@ -388,7 +388,7 @@ def _passes(chunks: DaskChunks, checker):
 
 def _statistics_fit(params: dict, checker, name: str, chunks: DaskChunks, prior, y) -> Outcome:
     """The closed form: the blocks' statistics merged on the cluster, solved here (``prior``: no warm start)."""
-    state = _cluster_state(checker, chunks, "gram")
+    state = _cluster_state(checker, chunks, "fit")
     second_pass = lambda: _cluster_state(checker, chunks, "qr")  # noqa: E731
     return Outcome(name, _sweeps.solve(checker.get_params(), state, second_pass), chunks.y_ndim == 1)
 
@@ -398,7 +398,7 @@ def _epochs_fit(params: dict, checker, name: str, chunks: DaskChunks, prior, y) 
     sampler = lambda seed: _cluster_rate(checker, chunks, name, seed)  # noqa: E731
     weigher = lambda seed: _cluster_weight(checker, chunks, seed)  # noqa: E731
     dims = (checker.n_features_in_, 1 if chunks.y_ndim == 1 else y.shape[1])
-    if prior is not None and (prior.dims != dims or prior.params.dtype != chunks.dtype):
+    if prior is not None and (prior.dims != dims or prior.weights.dtype != chunks.dtype):
         prior = None  # as the in-memory warm start: another problem's state is not continued
     return _sweeps.Epochs(params, name, _passes(chunks, checker)).run(prior, sampler, weigher)
 

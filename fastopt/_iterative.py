@@ -60,7 +60,7 @@ LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Los
 RANDOM_INIT_SCALE = 0.01
 
 
-class Train(NamedTuple):
+class EpochCtl(NamedTuple):
     """Per-fit training controls that the fused epoch reads (the Python mirror of part of ``fo_epoch_ctl``).
 
     Attributes
@@ -151,8 +151,9 @@ class IterState:
 
     Attributes
     ----------
-    params : ndarray of shape (n_params,)
-        Weights (k, d) row-major, then the intercepts if fitted.
+    weights : ndarray of shape (n_params,)
+        The flat parameter vector: the coefficients (k, d) row-major, then the intercepts if fitted (named
+        apart from ``params``, which is always the estimator's ``get_params()`` dict here).
     opt_state : ndarray of shape (n_slots, n_params)
     t : int
         Optimizer steps taken.
@@ -180,7 +181,7 @@ class IterState:
         ``partial_fit`` passes apply the same map to their rows.
     """
 
-    params: np.ndarray
+    weights: np.ndarray
     opt_state: np.ndarray
     t: int
     epochs: int
@@ -489,19 +490,19 @@ def split_params(p: np.ndarray, d: int, k: int):
     return coef, intercept
 
 
-def epoch_pass(spec, train: Train, data, sw, order, st: IterState, lr: float):
+def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float):
     """One compiled epoch over ``data.X``, dense (:func:`run_epoch`: :func:`fastopt._kernels.epoch` in slices, one
     or two threads) or CSR (:func:`fastopt._kernels.epoch_csr`, one thread; ``train.lazy`` selects SparseAdam
-    semantics); in place on ``st.params`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
+    semantics); in place on ``st.weights`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
     if sp.issparse(data.X):
-        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                                   st.opt_state, st.t, lr, train.lazy)
     d, k = data.X.shape[1], data.Y.shape[1]
-    work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
+    work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
     if train.average and st.avg is None:
-        st.avg = np.zeros_like(st.params)
-    return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+        st.avg = np.zeros_like(st.weights)
+    return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                      st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
 
 
@@ -564,8 +565,8 @@ def _continues(state: IterState | None, params: dict, data) -> bool:
     """Whether a warm start continues from ``state`` (same shapes, intercept and dtype)."""
     d, k = data.X.shape[1], data.Y.shape[1]
     n_params = k * d + (k if params["fit_intercept"] else 0)
-    return state is not None and state.dims == (d, k) and state.params.shape == (n_params,) \
-        and state.params.dtype == data.X.dtype
+    return state is not None and state.dims == (d, k) and state.weights.shape == (n_params,) \
+        and state.weights.dtype == data.X.dtype
 
 
 class IterativeSolver(Solver):
@@ -577,8 +578,8 @@ class IterativeSolver(Solver):
     """
 
     losses = frozenset(LOSSES)
-    positive = True  # projected steps (Train.positive); dense X only, see _check_sparse_options
-    averages = True  # Polyak-Ruppert averaging (Train.average); dense X only
+    positive = True  # projected steps (EpochCtl.positive); dense X only, see _check_sparse_options
+    averages = True  # Polyak-Ruppert averaging (EpochCtl.average); dense X only
     accepts_init = True
     supports_sparse = True
     chunked = "epochs"  # an epoch is one partial_fit pass per chunk
@@ -609,7 +610,7 @@ class IterativeSolver(Solver):
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
-            return dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
+            return dataclasses.replace(state, weights=state.weights.copy(), opt_state=state.opt_state.copy(),
                                        rng=rng, loss_curve=[], lr0=lr0, lr=None, null_loss=null,
                                        learning_rates=[], avg=None if state.avg is None else state.avg.copy())
         if params["learning_rate"] != "auto":
@@ -626,7 +627,7 @@ class IterativeSolver(Solver):
                 f"overflows (max |y| = {float(np.max(np.abs(data.Y))):.3g}); rescale y."
             )
         limit = DIVERGENCE_FACTOR * start_loss if start_loss > 0 else np.inf
-        return IterState(params=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
+        return IterState(weights=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k), null_loss=null)
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int) -> float:
@@ -650,11 +651,11 @@ class IterativeSolver(Solver):
         st.t = t
         if not spec.decoupled_decay and spec.weight_decay > 0:
             k_d = data.X.shape[1] * data.Y.shape[1]
-            loss += 0.5 * spec.weight_decay * float(np.dot(st.params[:k_d], st.params[:k_d]))
+            loss += 0.5 * spec.weight_decay * float(np.dot(st.weights[:k_d], st.weights[:k_d]))
         return float(loss)
 
-    def _train_controls(self, params, st: IterState) -> Train:
-        return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
+    def _train_controls(self, params, st: IterState) -> EpochCtl:
+        return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
                      positive=bool(params.get("positive", False)), average=average_start(params))
@@ -663,7 +664,7 @@ class IterativeSolver(Solver):
     def current_params(params: dict, st: IterState) -> np.ndarray:
         """The parameters the model reports: the average once ``average`` has started, else the iterate."""
         start = average_start(params)
-        return st.avg if start and st.avg is not None and st.t >= start else st.params
+        return st.avg if start and st.avg is not None and st.t >= start else st.weights
 
     def epoch_lr(self, params, st: IterState, epoch: int) -> float:
         """The learning rate of the 0-based ``epoch``: the named schedule's, or the plateau rule's current rate."""
@@ -762,7 +763,7 @@ class IterativeSolver(Solver):
                              lr0=None if sweep is None else sweep.lr0)
         else:
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
-            st = dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
+            st = dataclasses.replace(state, weights=state.weights.copy(), opt_state=state.opt_state.copy(),
                                      loss_curve=list(state.loss_curve), lr0=lr0,
                                      lr=state.lr if lr0 == state.lr0 else None,
                                      learning_rates=list(state.learning_rates),
@@ -793,9 +794,9 @@ class IterativeSolver(Solver):
         """The fitted model of ``st`` and its attributes; a validation ``stopping`` rule's best parameters,
         when it kept some, replace the last ones (in ``st`` too). ``n_iter`` defaults to the epoch count.
         With ``average`` (in ``params``) the averaged parameters are reported once averaging has started."""
-        reported = st.params if params is None else self.current_params(params, st)
+        reported = st.weights if params is None else self.current_params(params, st)
         if stopping is not None and stopping.best_params is not None:
-            st.params = reported = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's
+            st.weights = reported = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's
         d, k = st.dims
         coef, intercept = split_params(reported, d, k)
         if st.affine is not None:

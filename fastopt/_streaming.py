@@ -42,8 +42,8 @@ from fastopt import _closed_form, _krylov, _solvers
 from fastopt._chunks import (
     ChunkSource,
     check_chunk,
+    checked_statistics,
     chunk_sample,
-    chunk_state,
     merge_samples,
     read,
 )
@@ -78,7 +78,7 @@ def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callab
 def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str):
     """Merged statistics of every chunk, in stream order, and whether ``y`` is 1-D."""
     def leaf(X, y, sample_weight, where, index, reset):
-        return chunk_state(checker, params, X, y, sample_weight, where, kind, reset=reset)[0]
+        return checked_statistics(checker, params, X, y, sample_weight, where, kind, reset=reset)[0]
 
     return fold(source, leaf, _closed_form.merge_states, lambda state: state.n_targets)
 
@@ -86,7 +86,7 @@ def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str):
 def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior) -> Outcome:
     """The closed form: merged statistics solved once (a fit of all rows: no warm start, ``prior`` unused)."""
     params = checker.get_params()
-    state, y_was_1d = _closed_form_pass(checker, params, source, "gram")
+    state, y_was_1d = _closed_form_pass(checker, params, source, "fit")
     second_pass = None if source.one_shot else lambda: _closed_form_pass(checker, params, source, "qr")[0]
     return Outcome(name, solve(params, state, second_pass), y_was_1d)
 

@@ -374,7 +374,7 @@ class Epochs:
             order = next(orders) if training and passes.indexable else None
             spec = replace(spec, epoch=epoch if training else None, weight_mean=passes.weight_mean,
                            unweighted=passes.unweighted, observe=self.early and epoch == 0,
-                           scored=None if scored is None else scored.params,
+                           scored=None if scored is None else scored.weights,
                            dims=None if scored is None else scored.dims,
                            y_mean=None if scored is None else validation.y_mean())
             after, records = passes.run(order, spec, state if training else None)
@@ -395,7 +395,7 @@ class Epochs:
                 scores.append(validation.score(records))
                 if params["verbose"]:
                     print(f"-- Epoch {epoch}: validation R^2 {scores[-1]:.6f}")
-                stop = stopping.update(1.0 - scores[-1], scored.params)
+                stop = stopping.update(1.0 - scores[-1], scored.weights)
                 _follow_rate(stopping, current)
                 if stop:
                     break
