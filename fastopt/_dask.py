@@ -14,10 +14,10 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
   A few blocks ahead in the order are computed while the chain runs (:class:`ClusterPasses`); the client
   receives each pass's state and sums as they finish (a few kilobytes), which is also its checkpoint.
   ``learning_rate="auto"`` comes from a seeded sample of every block's training rows, drawn and merged on the
-  workers (only the sample travels). Every block's weights are divided by the mean weight of all training
-  rows, totalled by that sampling pass or, with a numeric rate, by a reduction of the ``sample_weight``
-  blocks alone on the workers. With ``early_stopping`` the held-out rows are scored on their workers and
-  only their sums travel. Without a ``dask.distributed`` client, the blocks are computed by the local
+  workers (only the sample travels). Every block's weights are divided by one stream-wide mean weight (see
+  "Sample weights" in ARCHITECTURE.md), totalled by that sampling pass or, with a numeric rate, by a reduction
+  of the ``sample_weight`` blocks alone on the workers. With ``early_stopping`` the held-out rows are scored on their
+  workers and only their sums travel. Without a ``dask.distributed`` client, the blocks are computed by the local
   scheduler and passed here, one at a time, the next computed meanwhile. See :mod:`fastopt._streaming` for
   what an epoch, the schedule, ``early_stopping``, ``tol`` and ``loss_curve_`` mean there.
 - **predict** maps the fitted model over the blocks lazily and returns a Dask array.

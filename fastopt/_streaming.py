@@ -20,12 +20,9 @@ whose passes run on the workers), and what each chunk contributes, and how chunk
 - ``early_stopping=True`` holds out a seeded ``validation_fraction`` of every chunk's rows
   (:func:`fastopt._chunks.chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
   :class:`fastopt._sweeps.Epochs`), with memory bounded by one chunk.
-- Sample weights are divided by one constant, their mean over all the stream's training rows
-  (:class:`fastopt._chunks.Weight`),
-  so the sweeps minimise the in-memory objective of the concatenated rows: the learning-rate sampling pass
-  totals it, or on Dask a reduction of the weight blocks; otherwise the first chunk read decides (see
-  :meth:`LocalPasses._weights`: one read of every chunk's weights, none for an unweighted stream). A one-shot
-  iterator divides by its first chunk's mean.
+- Sample weights are normalised by one stream-wide mean (see "Sample weights" in ARCHITECTURE.md): the
+  learning-rate sampling pass totals it, otherwise the first chunk read decides (see
+  :meth:`fastopt._sweeps.LocalPasses._weights`); a one-shot iterator divides by its first chunk's mean.
 
 Nothing here imports Dask.
 """
