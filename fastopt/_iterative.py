@@ -544,8 +544,8 @@ def lazy_rule(method: str, params: dict) -> bool:
     return params.get("sparse_mode", "exact") == "lazy" and method in LAZY_RULES
 
 
-# The rules whose exact steps move every coordinate (O(d) a step on sparse X), and so have a lazy mode.
-LAZY_RULES = frozenset({"adam", "adamw"})
+# The rules with a lazy mode (optim.Optimizer.lazy_mode).
+LAZY_RULES = frozenset(name for name, rule in optim.OPTIMIZERS.items() if rule.lazy_mode)
 
 
 def _as_lazy_data(method: str, params: dict, data):

@@ -115,6 +115,9 @@ class Optimizer:
         gradient, so it is not part of the minimised loss.
     ``accumulates``
         The squared-gradient scale is a sum that never decays (AdaGrad), so steps shrink over time.
+    ``lazy_mode``
+        Its exact steps move every coordinate (O(d) a step on sparse ``X``), and it has a lazy, SparseAdam-like
+        mode that moves only the minibatch's nonzero coordinates (Adam, AdamW).
     """
 
     rule: ClassVar[Rule]
@@ -122,6 +125,7 @@ class Optimizer:
     follows_gradient: ClassVar[bool] = False
     decoupled_decay: ClassVar[bool] = False
     accumulates: ClassVar[bool] = False
+    lazy_mode: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -335,6 +339,7 @@ class Adam(Optimizer):
     weight_decay: float = 0.0
     amsgrad: bool = False
     rule: ClassVar[Rule] = Rule.ADAM
+    lazy_mode: ClassVar[bool] = True
     n_slots: ClassVar[int] = 3
 
 
