@@ -66,8 +66,9 @@ An exact linear program (``scipy.optimize.linprog(method="highs")``, as scikit-l
 was measured and not taken: it builds ``2n`` slack variables and took minutes where this takes seconds (see the
 README, "Robust regression").
 
-Not supported: ``partial_fit``, ``fit_stream`` and Dask inputs (Newton reads all rows at every iteration;
-a clear error says so), and sparse ``X``.
+Dask arrays: :mod:`fastopt._newton_dask` (Huber and squared error; one distributed pass per evaluation, only
+``d x d`` statistics travel). Not supported: ``partial_fit`` and ``fit_stream`` (Newton reads all rows at every
+iteration; a clear error says so), the absolute error on Dask arrays, and sparse ``X``.
 """
 from __future__ import annotations
 
@@ -98,6 +99,8 @@ PASS_BYTES = 2**20
 # (e.g. high-leverage) rows leave the inlier set.
 DRIFT = 1e3
 ARMIJO = 1e-4
+# To round-off: Newton converges finitely, so this costs an iteration or two.
+RTOL = 4 * EPS
 # The Huber fit of n >= SAMPLE_MIN_ROWS rows, at least SAMPLE_ROWS_PER_PARAMETER per parameter in the subsample,
 # starts from the fit on every SUBSAMPLE-th row (see huber_sampled). At n = 10^6, d = 100 (5% gross outliers):
 # 1 rebuild pass + 2 passes instead of 1 Gram pass + 4 passes (one with a fifth of the rows taken out).
@@ -613,6 +616,32 @@ def _target_state(every: _closed_form.ClosedFormState, j: int) -> _closed_form.C
                                         every.gram[np.ix_(idx, idx)])
 
 
+def result(params: dict, dtype, fits: list[_Fit], init) -> FitResult:
+    """The estimator's result from every target's fit; warns when one did not converge."""
+    if not all(f.converged for f in fits):
+        warnings.warn(
+            f"solver='newton' reached max_epochs={params['max_epochs']} iterations before converging "
+            f"(loss={params['loss']!r}); increase max_epochs.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    curves = [f.curve for f in fits]
+    length = max(len(c) for c in curves)
+    curve = [float(sum(c[min(i, len(c) - 1)] for c in curves)) for i in range(length)]
+    n_iter = max(f.n_iter for f in fits)
+    if params["loss"] == "squared_error" and init is None:
+        # The least-squares start is itself the one Newton step that solves a quadratic from zero; counting
+        # it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
+        n_iter = max(n_iter, 1)
+    objective = float(sum(f.objective for f in fits))
+    attrs = {"solver_": "newton", "n_iter_": n_iter, "loss_curve_": curve, "best_loss_": objective,
+             "objective_": objective}
+    coef = np.array([f.w for f in fits], dtype=np.float64)
+    intercept = np.array([f.b for f in fits], dtype=np.float64)
+    saved = np.hstack([coef, intercept[:, None]])
+    return FitResult(coef.astype(dtype), intercept.astype(dtype), saved, attrs)
+
+
 class NewtonSolver:
     """``solver="newton"``: exact fits of the robust losses (see the module docstring)."""
 
@@ -643,13 +672,10 @@ class NewtonSolver:
                 raise ValueError("sample_weight is zero on every row.")
             s = (sw.astype(np.float64) / mean) / n
         alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
-        rtol = 4 * EPS  # to round-off: Newton converges finitely, so this costs an iteration or two
+        rtol = RTOL
         if init is None and state is not None and state.shape == (k, d + 1):
             init = (state[:, :d], state[:, d])
-        coef = np.empty((k, d))
-        intercept = np.zeros(k)
-        n_iter, ok, curves, objective = 0, True, [], 0.0
-        every = None
+        fits, every = [], None
         for j in range(k):
             y = np.ascontiguousarray(Y[:, j], dtype=np.float64)
             start = None if init is None else (init[0][j], init[1][j])
@@ -667,34 +693,22 @@ class NewtonSolver:
                     fit = huber_newton(prob, full, epsilon, rtol, params["max_epochs"], start)[0]
                 else:
                     fit = lad_smoothing(prob, full, rtol, params["max_epochs"], start)
-            coef[j], intercept[j] = fit.w, fit.b
-            n_iter = max(n_iter, fit.n_iter)
-            ok &= fit.converged
-            curves.append(fit.curve)
-            objective += fit.objective
-        if not ok:
-            warnings.warn(
-                f"solver='newton' reached max_epochs={params['max_epochs']} iterations before converging "
-                f"(loss={params['loss']!r}); increase max_epochs.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        length = max(len(c) for c in curves)
-        curve = [float(sum(c[min(i, len(c) - 1)] for c in curves)) for i in range(length)]
-        if params["loss"] == "squared_error" and init is None:
-            # The least-squares start is itself the one Newton step that solves a quadratic from zero; counting
-            # it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
-            n_iter = max(n_iter, 1)
-        attrs = {"solver_": "newton", "n_iter_": n_iter, "loss_curve_": curve, "best_loss_": float(objective),
-                 "objective_": float(objective)}
-        saved = np.hstack([coef, intercept[:, None]])
-        return FitResult(coef.astype(X.dtype), intercept.astype(X.dtype), saved, attrs)
+            fits.append(fit)
+        return result(params, X.dtype, fits, init)
+
+    def fit_dask(self, params: dict, checker, chunks, state=None) -> FitResult:
+        """Huber and squared error on Dask blocks (:mod:`fastopt._newton_dask`): one distributed pass per
+        evaluation, only ``d x d`` statistics travel."""
+        from fastopt import _newton_dask
+
+        return _newton_dask.fit(params, checker, chunks, state)
 
     def partial_fit(self, params: dict, data: Data, state=None, **_) -> FitResult:
         """Not supported: each Newton iteration reads every row."""
         raise ValueError(
-            "solver='newton' cannot fit incrementally (partial_fit, fit_stream or Dask arrays): each Newton "
-            "iteration reads every row. Use fit on in-memory arrays, or an iterative solver (e.g. solver='adam')."
+            "solver='newton' cannot fit incrementally (partial_fit, fit_stream, or partial_fit on Dask arrays): "
+            "each Newton iteration reads every row. Use fit (on in-memory or Dask arrays), or an iterative solver "
+            "(e.g. solver='adam')."
         )
 
 

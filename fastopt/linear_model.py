@@ -92,8 +92,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
         semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
         (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
-        Optim. 3, 1993); it needs all rows in memory (no ``partial_fit``, ``fit_stream`` or Dask arrays), and
-        ``max_epochs`` bounds its iterations.
+        Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask
+        arrays ``solver="newton"`` fits ``"huber"`` with one distributed pass per iteration
+        (:mod:`fastopt._newton_dask`; ``"auto"`` stays stochastic there), and ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
     alpha : float or array-like of shape (n_targets,), default=0.0
