@@ -343,7 +343,12 @@ def _line_search(prob: _Problem, r, q, w, dw, eps: float, scale: float) -> float
 def _visit(prob: _Problem, hess: _Hessian, w, b, eps: float) -> _Pass:
     """The pass at ``(w, b)`` relative to the Hessian's mask, taken into the Hessian; a rebuild pass follows when
     the updates have drifted (see DRIFT)."""
-    res = prob.run(w, b, eps, hess.prev())
+    return _take(prob, hess, prob.run(w, b, eps, hess.prev()), w, b, eps)
+
+
+def _take(prob: _Problem, hess: _Hessian, res: _Pass, w, b, eps: float) -> _Pass:
+    """Take the pass ``res`` at ``(w, b)`` into the Hessian; when the updates have drifted (see DRIFT), rebuild it
+    by another pass there, and return that one."""
     hess.apply(res)
     if hess.drifted():
         hess.stale = True
@@ -381,12 +386,8 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
         trial = prob.run(w1, b1, eps, hess.prev())
         F1 = value(trial, w1)
         if F1 <= F - ARMIJO * dec:
-            w, b, F, cur = w1, b1, F1, trial
-            hess.apply(trial)
-            if hess.drifted():
-                hess.stale = True
-                cur = prob.run(w, b, eps, None)
-                hess.apply(cur)
+            w, b, F = w1, b1, F1
+            cur = _take(prob, hess, trial, w, b, eps)
         else:
             t = _line_search(prob, r, trial.r - r, w, dw, eps, scale)
             if t == 0.0:  # no decrease at round-off level: the iterate is optimal to working precision
