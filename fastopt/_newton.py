@@ -208,11 +208,13 @@ class _Problem:
         return g
 
 
-def _damping(H: np.ndarray, d: int) -> np.ndarray:
-    """The Levenberg-Marquardt damping reference: the all-rows Hessian's diagonal, 1 for a constant column and for
-    the intercept."""
-    diag = np.diag(H)[:d]
-    return np.append(np.where(diag > 0, diag, 1.0), 1.0)[: H.shape[0]]
+def _damping(H: np.ndarray, centre: np.ndarray, weight: float) -> np.ndarray:
+    """The Levenberg-Marquardt damping reference: the all-rows Hessian's diagonal *before centring* (each column's
+    weighted mean square: its scale, which a column constant on the rows keeps while its centred entry is
+    round-off), 1 for a zero column and for the intercept."""
+    d = centre.shape[0]
+    raw = np.diag(H)[:d] + weight * centre**2
+    return np.append(np.where(raw > 0, raw, 1.0), 1.0)[: H.shape[0]]
 
 
 class _Hessian:
@@ -238,7 +240,7 @@ class _Hessian:
             self.H[:d, d] = self.H[d, :d] = W * dm
             self.H[d, d] = W
         # Damping reference: the all-rows Hessian's diagonal (1 for a constant column and for the intercept).
-        self.damp = _damping(self.H, d)
+        self.damp = _damping(self.H, prob.centre, W)
         self.mask = np.ones(prob.n, np.uint8)
         self.mass = np.abs(np.diag(self.H)).copy()
         self.stale = False
@@ -279,7 +281,10 @@ class _Hessian:
         damp = self.damp
         sc = np.sqrt(np.maximum(np.diag(H), damp * EPS))
         Hs = H / np.outer(sc, sc)
-        mu = 0.0
+        # A coordinate whose Hessian entry is below eps of its scale (a column constant on the inliers, which
+        # the intercept already spans, or no inliers at all) is round-off: damp from the start, so that the step
+        # leaves it (nearly) alone instead of following the noise (Cholesky may well succeed on it).
+        mu = 1e-10 if np.any(np.diag(Hs) < 0.5) else 0.0
         for _ in range(30):
             Hm = Hs + np.diag(mu * damp / sc**2) if mu else Hs
             try:
@@ -400,12 +405,29 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
 
 
 def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
-    """The (ridge) least-squares fit from the all-rows statistics."""
+    """The (ridge) least-squares fit from the all-rows statistics. With an intercept, a column whose centred sum of
+    squares is below eps of its mean square is constant to round-off: the intercept spans it, so its coefficient
+    is 0 (the minimum-norm choice) and it is left out of the solve, where its round-off Gram entries could pass
+    Cholesky's scaled condition test and give it a huge coefficient that cancels the intercept's."""
+    d = full.n_features
+    keep = np.ones(d, bool)
+    if prob.fit_intercept:
+        centred = np.diag(full.gram)[:d]
+        keep = centred > EPS * (centred + full.weight * full.mean[:d] ** 2)
+    w = np.zeros(d)
+    if not keep.any():
+        b = float(full.mean[d]) if prob.fit_intercept else 0.0
+        return w, b
+    state = full
+    if not keep.all():
+        idx = np.append(np.flatnonzero(keep), np.arange(d, d + full.n_targets))
+        state = _closed_form.ClosedFormState(int(keep.sum()), full.n_targets, full.dtype, full.n_samples,
+                                             full.weight, full.mean[idx], full.gram[np.ix_(idx, idx)])
     params = {"fit_intercept": prob.fit_intercept, "alpha": prob.alpha}
-    result, _ = _closed_form._cholesky(params, full)
+    result, _ = _closed_form._cholesky(params, state)
     if result is None:  # ill-conditioned or singular: the minimum-norm least-squares fit
-        result = _closed_form._solve_eigh(params, full)
-    w = result.coef[0].astype(np.float64)
+        result = _closed_form._solve_eigh(params, state)
+    w[keep] = result.coef[0].astype(np.float64)
     b = float(result.intercept[0]) if prob.fit_intercept else 0.0
     return w, b
 

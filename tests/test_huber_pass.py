@@ -207,3 +207,22 @@ def test_subsample_start_reports_nonfinite_x_outside_the_subsample():
     X[1, 2] = np.nan  # not among every 16th row
     with pytest.raises(ValueError, match="NaN or infinity"):
         LinearRegressor(loss="huber").fit(X, y)
+
+
+@pytest.mark.parametrize("n", [3000, 70_000])  # the least-squares start, and the subsample start
+def test_column_constant_like_the_intercept(n):
+    """A column equal to 5 on every row is spanned by the intercept: its centred Gram entries are round-off,
+    which must neither give it a huge coefficient that cancels the intercept's (the residuals would lose their
+    digits) nor stop Newton early."""
+    X, y = contaminated(n, 4, seed=7)
+    X[:, 1] = 5.0
+    est = LinearRegressor(loss="huber").fit(X, y)
+    assert est.n_iter_ <= 10 and abs(est.coef_[1]) < 1e-3
+    r = X @ est.coef_ + est.intercept_ - y
+    psi = np.clip(r, -1.35, 1.35)
+    # Converged as documented: the Newton decrement g^T H^-1 g (on the identifiable coordinates: the constant
+    # column dropped) is below 16 eps F, with room for round-off.
+    A = np.hstack([X[:, [0, 2, 3]], np.ones((n, 1))])
+    g = A.T @ psi / n
+    H = (A * (np.abs(r) <= 1.35)[:, None]).T @ A / n
+    assert g @ np.linalg.solve(H, g) <= 4 * 16 * EPS * _objective(X, y, est.coef_, est.intercept_)
