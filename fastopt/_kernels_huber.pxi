@@ -67,6 +67,11 @@ def huber_pass(const floating[:, ::1] X, const double[::1] y, const double[::1] 
     cdef double *gp = &g[0] if d else NULL
     cdef double *hp = &dH[0, 0] if dH is not None else NULL
     cdef double *vp = &moved[0] if dH is not None else NULL
+    # Misaligned typed loads are undefined behaviour in C (NumPy allows such arrays; Dask hands them over).
+    for ptr, size, name in ((<size_t>x, sizeof(floating), "X"), (<size_t>(&y[0] if n else NULL), sizeof(double), "y"),
+                            (<size_t>sp, sizeof(double), "s")):
+        if ptr % size:
+            raise ValueError(f"huber_pass: {name} is not aligned to its item size")
     cdef double *work = NULL
     if dH is not None:
         # PyMem_Raw*: thread-safe without the GIL, and visible to tracemalloc.

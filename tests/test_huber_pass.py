@@ -81,6 +81,10 @@ def test_huber_pass_rejects_inconsistent_arguments():
         _kernels.huber_pass(X, y, None, np.zeros(2), 0.0, 1.0, None, None, mask, r, g, np.empty((4, 4)), np.empty(4))
     with pytest.raises(ValueError, match="epsilon"):
         _kernels.huber_pass(X, y, None, np.zeros(2), 0.0, -1.0, None, None, mask, r, g, None, None)
+    raw = np.zeros(8 * 8 + 1, np.uint8)
+    shifted = np.frombuffer(raw[1:], dtype=np.float64).reshape(4, 2)  # misaligned by one byte
+    with pytest.raises(ValueError, match="X is not aligned"):
+        _kernels.huber_pass(shifted, y, None, np.zeros(2), 0.0, 1.0, None, None, mask, r, g, None, None)
 
 
 def _problem(X, y, intercept=True):
