@@ -19,12 +19,21 @@ def contaminated(n, d, seed, frac=0.05, offset=3.0):
     return X, y
 
 
+@pytest.fixture(params=["baseline", "best"])
+def isa(request):
+    """Both copies of the row loop (csrc/huber_isa.h): the baseline and the best the CPU has (AVX2 + FMA)."""
+    before = _kernels.simd()
+    _kernels.simd(request.param)
+    yield request.param
+    _kernels.simd(before)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("intercept", [False, True])
 @pytest.mark.parametrize("prev_kind", ["none", "mask", "no_hessian"])
 @pytest.mark.parametrize("n, d, eps", [(1, 1, 1.0), (257, 3, 1.0), (1030, 7, 0.5), (600, 5, np.inf)])
-def test_huber_pass_matches_its_twin(dtype, weighted, intercept, prev_kind, n, d, eps, rng):
+def test_huber_pass_matches_its_twin(dtype, weighted, intercept, prev_kind, n, d, eps, rng, isa):
     X = (rng.normal(size=(n, d)) + 2.0).astype(dtype)
     X.flags.writeable = False  # the kernel takes const views
     y = rng.normal(size=n) * 2
