@@ -394,7 +394,10 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
 
         _check_features(estimator, X, reset=True)
         return _krylov_dask.fit(estimator, name, chunks, X)
-    if name not in _closed_form.SOLVERS:  # "auto" picks, as fit_stream does, a solver that streams
+    sparse_blocks = isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None  # scipy.sparse
+    if name not in _closed_form.SOLVERS and (estimator.loss not in getattr(_solvers.SOLVERS[name], "dask_losses", ())
+                                             or sparse_blocks):
+        # "auto" picks, as fit_stream does, a solver that streams (unless the solver fits this loss on Dask)
         name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)

@@ -669,6 +669,7 @@ class NewtonSolver:
     """``solver="newton"``: exact fits of the robust losses (see the module docstring)."""
 
     losses = frozenset({"huber", "absolute_error", "squared_error"})  # squared error: Huber with epsilon = inf
+    dask_losses = frozenset({"huber", "squared_error"})  # fit_dask's; "auto" takes Newton on Dask for these
     supports_sparse = False
     streams = False
     accepts_init = True

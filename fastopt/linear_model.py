@@ -79,7 +79,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss, data                      solver                   why
         ==============================  =======================  =========================================
         robust loss                     ``"newton"``             exact minimiser (below)
-        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask
+        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
@@ -94,7 +94,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
         Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask
         arrays ``solver="newton"`` fits ``"huber"`` with one distributed pass per iteration
-        (:mod:`fastopt._newton_dask`; ``"auto"`` stays stochastic there), and ``max_epochs`` bounds its iterations.
+        (:mod:`fastopt._newton_dask`, also for ``"auto"``), and ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
     alpha : float or array-like of shape (n_targets,), default=0.0

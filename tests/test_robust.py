@@ -244,6 +244,10 @@ def test_newton_on_dask_arrays_what_is_not_supported():
     with pytest.raises(ValueError, match="needs the rows in memory"):
         LinearRegressor(solver="newton", loss="absolute_error").fit(Xd, yd)
     assert not hasattr(LinearRegressor(solver="newton", loss="huber"), "partial_fit")  # on any input
-    # "auto" on Dask arrays keeps the iterative path for robust losses
-    est = LinearRegressor(loss="huber", max_epochs=2, tol=None, random_state=0).fit(Xd, yd)
+    # "auto" on Dask arrays: Newton for the Huber loss (exact and deterministic), the iterative path for the
+    # absolute error
+    est = LinearRegressor(loss="huber").fit(Xd, yd)
+    assert est.solver_ == "newton"
+    np.testing.assert_allclose(est.coef_, LinearRegressor(loss="huber").fit(X, y).coef_, rtol=1e-10, atol=1e-10)
+    est = LinearRegressor(loss="absolute_error", max_epochs=2, tol=None, random_state=0).fit(Xd, yd)
     assert est.solver_ == "adam"
