@@ -20,6 +20,8 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
   only their sums travel. Without a ``dask.distributed`` client, the blocks are computed by the local
   scheduler and passed here, one at a time, the next computed meanwhile. See :mod:`fastopt._streaming` for
   what an epoch, the schedule, ``early_stopping``, ``tol`` and ``loss_curve_`` mean there.
+- **Newton** (``solver="newton"``, and ``"auto"`` for the Huber loss): :mod:`fastopt._newton_dask`, one
+  distributed pass per evaluation; only ``d x d`` statistics travel.
 - **predict** maps the fitted model over the blocks lazily and returns a Dask array.
 """
 from __future__ import annotations
