@@ -92,9 +92,13 @@ __all__ = [
 ]
 
 RCOND_CHOLESKY = 1e-4
-# Rows per call of the compiled kernel; segments are fixed (not per thread) so results do not depend on the
-# number of threads, and they are merged in a fixed balanced tree.
+# Rows per call of the compiled kernel, at most: segments depend on n alone (not on the thread count), so results do
+# not depend on the number of threads, and they are merged in a fixed balanced tree.
 SEGMENT_ROWS = 65536
+# More than one segment: a multiple of this many, of equal length, so 1, 2 or 4 threads get equal shares. (Fixed
+# 65,536-row segments left 200,000 rows as 3 full segments and a 3,392-row one: one of two threads did two full
+# segments, 31% more than half the rows.)
+SEGMENT_MULTIPLE = 4
 EPS = np.finfo(np.float64).eps
 # The conditioning probe of a fit from memory: at least this many rows, in this many evenly spaced slices.
 PROBE_MIN_ROWS = 2048
@@ -241,10 +245,23 @@ def _normalised(data: Data) -> tuple[Data, int]:
     return replace(data, sample_weight=np.ldexp(sw, -e).astype(sw.dtype, copy=False)), e
 
 
-def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int) -> ClosedFormState:
-    """The statistics ``field`` ("gram" or "r") of rows ``[start, start + SEGMENT_ROWS)`` by a compiled kernel."""
+def segment_bounds(n: int) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of the segments of ``n`` rows: at most ``SEGMENT_ROWS`` rows each, of equal
+    length (to a row), their count 1 or a multiple of ``SEGMENT_MULTIPLE``; they depend on ``n`` alone."""
+    count = -(-n // SEGMENT_ROWS)
+    if count > 1:
+        count = min(-(-count // SEGMENT_MULTIPLE) * SEGMENT_MULTIPLE, n)
+    count = max(count, 1)
+    edges = [n * i // count for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int,
+             stop: int | None = None) -> ClosedFormState:
+    """The statistics ``field`` ("gram" or "r") of rows ``[start, stop)`` (default: to the end) by a compiled
+    kernel."""
     X, Y, sw = data.X, data.Y, data.sample_weight
-    stop = min(start + SEGMENT_ROWS, X.shape[0])
+    stop = X.shape[0] if stop is None else stop
     d, k = X.shape[1], Y.shape[1]
     mean, out = np.empty(d + k), np.empty((d + k, d + k))
     weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k))
@@ -256,35 +273,35 @@ def normalised_weights(data: Data) -> Data:
     return _normalised(data)[0]
 
 
-def _gram_segment(data: Data, start: int) -> ClosedFormState:
-    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start)
+def _gram_segment(data: Data, start: int = 0, stop: int | None = None) -> ClosedFormState:
+    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start, stop)
 
 
-def _qr_segment(data: Data, start: int) -> ClosedFormState:
-    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start)
+def _qr_segment(data: Data, start: int = 0, stop: int | None = None) -> ClosedFormState:
+    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start, stop)
 
 
-def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], field: str) -> ClosedFormState:
-    """``segment`` of every fixed ``SEGMENT_ROWS`` rows, on parallel threads, merged in a fixed balanced tree.
+def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: str) -> ClosedFormState:
+    """``segment`` of every segment (:func:`segment_bounds`), on parallel threads, merged in a fixed balanced tree.
 
     The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK. Segments and merge order do not
     depend on the thread count, so neither do the results.
     """
-    starts = range(0, data.X.shape[0], SEGMENT_ROWS)
-    threads = min(_n_threads(), len(starts))
+    bounds = segment_bounds(data.X.shape[0])
+    threads = min(_n_threads(), len(bounds))
     merger = TreeMerger()
     # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
     # that finds another one in its parallel section runs its segments serially instead (same result).
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
             with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-                for state in pool.map(lambda start: segment(data, start), starts):
+                for state in pool.map(lambda bound: segment(data, *bound), bounds):
                     merger.push(state)
         finally:
             _PARALLEL.release()
     else:
-        for start in starts:
-            merger.push(segment(data, start))
+        for bound in bounds:
+            merger.push(segment(data, *bound))
     return _merged_or_empty(merger, data, field)
 
 
