@@ -41,6 +41,7 @@ _fill_blas_table()
 
 cdef fo_lapack _LAPACK
 _LAPACK.dtpqrt = <fo_dtpqrt_t>clapack.dtpqrt
+_LAPACK.dgeqrf = <fo_dgeqrf_t>clapack.dgeqrf
 
 # ---------------------------------------------------------------- closed form
 include "_kernels_gram.pxi"

@@ -63,7 +63,8 @@ def tsqr_stats(X, Y, sample_weight, mean, r, block_rows):
         rows = [r, np.sqrt(w)[:, None] * (Z - mb)]
         if weight > 0:
             rows.append(np.sqrt(weight * (wb / (weight + wb))) * (mb - mean)[None, :])
-        tri = np.linalg.qr(np.vstack(rows), mode="r")
+        # The first block (weight 0: R is still zero) alone, as the kernel's dgeqrf; later ones under R.
+        tri = np.linalg.qr(rows[1] if weight == 0 else np.vstack(rows), mode="r")
         r[:] = 0.0
         r[: min(tri.shape[0], p)] = tri[:p]
         mean += (wb / (weight + wb)) * (mb - mean)
