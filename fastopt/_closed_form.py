@@ -640,15 +640,26 @@ class _Rescaled:
     state: ClosedFormState
 
 
+def _scaled_X(X, ex: int):
+    """``X / 2**ex`` (exact): for sparse ``X`` only its stored values are scaled (a copy of ``X.data``, sharing
+    the index arrays), so it stays sparse."""
+    if not is_sparse(X):
+        return np.ldexp(X, -ex).astype(X.dtype, copy=False)
+    values = np.ldexp(X.data, -ex).astype(X.data.dtype, copy=False)
+    return type(X)((values, X.indices, X.indptr), shape=X.shape, copy=False)
+
+
 def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     """The fit of ``data`` through ``X / 2**ex`` and ``Y[:, t] / 2**ey_t`` (exact scalings): with
     ``coef = v 2**ey / 2**ex``, ``intercept = b 2**ey`` and ``alpha' = alpha / 4**ex`` the scaled problem's
-    objective is the original one divided by ``4**ey`` per target, so the solution is the same."""
-    if not np.isfinite(data.X).all():
+    objective is the original one divided by ``4**ey`` per target, so the solution is the same. One factor for
+    all of ``X`` (not one per column) keeps the ridge ``alpha ||coef||^2`` a ridge on the scaled coefficients."""
+    values = data.X.data if is_sparse(data.X) else data.X
+    if not np.isfinite(values).all():
         raise ValueError("Input X contains NaN or infinity.")
-    ex = int(_pow2_exponent(data.X))
+    ex = int(_pow2_exponent(values))
     ey = _pow2_exponent(data.Y, axis=0).astype(int)
-    scaled = replace(data, X=np.ldexp(data.X, -ex).astype(data.X.dtype, copy=False),
+    scaled = replace(data, X=_scaled_X(data.X, ex),
                      Y=np.ascontiguousarray(np.ldexp(data.Y, -ey).astype(data.Y.dtype, copy=False)))
     alpha = np.ldexp(np.asarray(params["alpha"], dtype=np.float64), -2 * ex)  # scalar, or one per target
     if not np.isfinite(alpha).all():
@@ -853,9 +864,9 @@ class _ClosedForm:
         return result
 
     def _rescale(self, params: dict, data: Data, stats: ClosedFormState, rescale: bool) -> FitResult:
-        """The fit of exactly rescaled data when ``stats`` under- or overflow (dense X, first attempt), else the
-        error naming the column at fault."""
-        if rescale and not is_sparse(data.X):  # sparse X: rescaling would densify it; say why instead
+        """The fit of exactly rescaled data when ``stats`` under- or overflow (first attempt; sparse X scales its
+        stored values only), else the error naming the column at fault."""
+        if rescale:
             return _rescaled_fit(self, params, data)
         raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))
 
