@@ -81,7 +81,7 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
-from fastopt import _kernels, _sparse
+from fastopt import _kernels, _serial_blas, _sparse
 from fastopt._result import FitResult
 from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
@@ -257,14 +257,15 @@ def segment_bounds(n: int) -> list[tuple[int, int]]:
 
 
 def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int,
-             stop: int | None = None) -> ClosedFormState:
+             stop: int | None = None, serial: bool = False) -> ClosedFormState:
     """The statistics ``field`` ("gram" or "r") of rows ``[start, stop)`` (default: to the end) by a compiled
-    kernel."""
+    kernel; ``serial``: through the private single-threaded BLAS (:mod:`fastopt._serial_blas`)."""
     X, Y, sw = data.X, data.Y, data.sample_weight
     stop = X.shape[0] if stop is None else stop
     d, k = X.shape[1], Y.shape[1]
     mean, out = np.empty(d + k), np.empty((d + k, d + k))
-    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k))
+    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k),
+                    serial=serial)
     return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
 
 
@@ -273,25 +274,32 @@ def normalised_weights(data: Data) -> Data:
     return _normalised(data)[0]
 
 
-def _gram_segment(data: Data, start: int = 0, stop: int | None = None) -> ClosedFormState:
-    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start, stop)
+def _gram_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False) -> ClosedFormState:
+    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start, stop, serial)
 
 
-def _qr_segment(data: Data, start: int = 0, stop: int | None = None) -> ClosedFormState:
-    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start, stop)
+def _qr_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False) -> ClosedFormState:
+    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start, stop, serial)
 
 
 def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: str) -> ClosedFormState:
     """``segment`` of every segment (:func:`segment_bounds`), on parallel threads, merged in a fixed balanced tree.
 
-    The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK. Segments and merge order do not
-    depend on the thread count, so neither do the results.
+    The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK: a private instance of it
+    (:mod:`fastopt._serial_blas`), so the process's BLAS settings are never touched; where that cannot be
+    loaded, the process-wide BLAS limited to one thread for the duration of the section. Segments and merge
+    order do not depend on the thread count, so neither do the results.
     """
     bounds = segment_bounds(data.X.shape[0])
     threads = min(_n_threads(), len(bounds))
     merger = TreeMerger()
-    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
-    # that finds another one in its parallel section runs its segments serially instead (same result).
+    if threads > 1 and _serial_blas.tables() is not None:
+        with ThreadPoolExecutor(threads) as pool:
+            for state in pool.map(lambda bound: segment(data, *bound, serial=True), bounds):
+                merger.push(state)
+        return _merged_or_empty(merger, data, field)
+    # Fallback: the BLAS thread limit is process-wide state, so only one call at a time may change and restore
+    # it. A call that finds another one in its parallel section runs its segments serially instead (same result).
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
             with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:

@@ -21,12 +21,12 @@ def _block_mean(X, Y, sample_weight, i0, block_rows):
     return Z, w, wb, ((w @ Z) / wb if wb != 0.0 else None)
 
 
-def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
+def gram_stats(X, Y, sample_weight, mean, gram, block_rows, serial=False):
     """Twin of :func:`fastopt._kernels.gram_stats` (csrc/gram.c): same blocks, same merges, in NumPy.
 
     Weighted, centred sufficient statistics of ``Z = [X, Y]``, accumulated in float64: ``mean`` receives the
     weighted column means, ``gram`` the centred weighted cross-products ``sum_i w_i (z_i - mean)(z_i - mean)^T``;
-    returns ``sum_i w_i``.
+    returns ``sum_i w_i``. ``serial`` (which BLAS instance the kernel calls) does not change the arithmetic.
     """
     weight = 0.0
     mean[:] = 0.0
@@ -44,13 +44,14 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     return weight
 
 
-def tsqr_stats(X, Y, sample_weight, mean, r, block_rows):
+def tsqr_stats(X, Y, sample_weight, mean, r, block_rows, serial=False):
     """Twin of :func:`fastopt._kernels.tsqr_stats` (csrc/tsqr.c): same blocks, same correction rows, in NumPy.
 
     Weighted means of ``Z = [X, Y]`` into ``mean`` and, into ``r``, the upper-triangular ``R`` with a
     non-negative diagonal and ``R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T``, by Householder QR of each block
     (centred on its own mean, scaled by ``sqrt(w)``) stacked under the running ``R`` and the mean-correction row
-    ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``.
+    ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``. ``serial`` (which LAPACK instance
+    the kernel calls) does not change the arithmetic.
     """
     p = mean.shape[0]
     weight = 0.0
