@@ -18,8 +18,9 @@ fo_status FO_TSQR(const fo_lapack *lapack, const FO_REAL *X, const FO_REAL *Y, c
     memset(out->mean, 0, (size_t)p * sizeof(double));
     memset(out->r, 0, (size_t)p * p * sizeof(double));
 
-    for (ptrdiff_t i0 = 0; i0 < dims.n; i0 += dims.block) {
-        int nb = (int)(dims.n - i0 < dims.block ? dims.n - i0 : dims.block);
+    const int first = dims.block < FO_TSQR_FIRST_ROWS ? dims.block : FO_TSQR_FIRST_ROWS;
+    for (ptrdiff_t i0 = 0, step = first; i0 < dims.n; i0 += step, step = dims.block) {
+        int nb = (int)(dims.n - i0 < step ? dims.n - i0 : step);
         /* Pass 1 (reads the block from memory): weight and weighted mean of the block. */
         const double wb = FO_BLOCK_MEAN(X, Y, w, i0, nb, d, k, mb);
         if (wb == 0.0) continue; /* zero-weight rows contribute nothing */

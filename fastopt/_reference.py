@@ -12,6 +12,10 @@ import scipy.sparse
 # ---------------------------------------------------------------- closed form
 
 
+# csrc/tsqr.c's FO_TSQR_FIRST_ROWS.
+TSQR_FIRST_ROWS = 256
+
+
 def _block_mean(X, Y, sample_weight, i0, block_rows):
     """Pass 1 of the closed-form block loops (csrc/block_mean.h): the block ``Z`` in float64, its weights, their
     sum ``wb`` and, when ``wb > 0``, the block's weighted mean."""
@@ -57,8 +61,9 @@ def tsqr_stats(X, Y, sample_weight, mean, r, block_rows, serial=False):
     weight = 0.0
     mean[:] = 0.0
     r[:] = 0.0
-    for i0 in range(0, X.shape[0], block_rows):
-        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
+    first = min(block_rows, TSQR_FIRST_ROWS)  # the kernel's first block is at most this long (see csrc/tsqr.c)
+    for i0 in [0, *range(first, X.shape[0], block_rows)] if X.shape[0] else []:
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, first if i0 == 0 else block_rows)
         if wb == 0.0:
             continue
         rows = [r, np.sqrt(w)[:, None] * (Z - mb)]
