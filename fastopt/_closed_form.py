@@ -69,6 +69,7 @@ noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import warnings
@@ -253,7 +254,7 @@ def segment_bounds(n: int) -> list[tuple[int, int]]:
         count = min(-(-count // SEGMENT_MULTIPLE) * SEGMENT_MULTIPLE, n)
     count = max(count, 1)
     edges = [n * i // count for i in range(count + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int,

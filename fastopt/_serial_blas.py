@@ -37,7 +37,7 @@ _tables: dict[str, int] | None = None
 
 def _scipy_openblas():
     """``(path, symbol prefix)`` of the OpenBLAS behind ``scipy.linalg.cython_blas``, or None."""
-    import scipy.linalg.cython_blas  # noqa: F401 - loads SciPy's BLAS so threadpoolctl can see it
+    import scipy.linalg.cython_blas  # loads SciPy's BLAS, so threadpoolctl can see it
     from threadpoolctl import threadpool_info
 
     scipy_dir = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
