@@ -6,7 +6,7 @@ from libc.stdint cimport uint8_t
 
 def huber_pass(const floating[:, ::1] X, const double[::1] y, const double[::1] s, const double[::1] w, double b,
                double epsilon, const double[::1] centre, const uint8_t[::1] prev, uint8_t[::1] mask, double[::1] r,
-               double[::1] g, double[:, ::1] dH, double[::1] moved):
+               double[::1] g, double[:, ::1] dH, double[::1] moved, bint serial=False):
     """One fused pass of the Huber Newton solver over the rows of ``X``, in float64 whatever the dtype of ``X``.
 
     With ``r = X w + b - y``, ``psi = clip(r, -epsilon, epsilon)`` and ``huber`` the Huber loss of threshold
@@ -34,6 +34,8 @@ def huber_pass(const floating[:, ::1] X, const double[::1] y, const double[::1] 
         Output, with ``p`` = d + 1 or d.
     moved : ndarray of shape (p,), float64, or None when ``dH`` is None
         Output.
+    serial : bool, default=False
+        Call the private single-threaded BLAS (:mod:`fastopt._serial_blas`) instead of SciPy's; same results.
 
     Returns
     -------
@@ -57,6 +59,8 @@ def huber_pass(const floating[:, ::1] X, const double[::1] y, const double[::1] 
     if not epsilon >= 0:
         raise ValueError("huber_pass: epsilon must be non-negative")
     dims.n, dims.d, dims.p = n, d, max(p, 1)
+    _check_serial(serial, "huber_pass")
+    cdef const fo_blas *blas = &_BLAS_SERIAL if serial else &_BLAS
     cdef const floating *x = &X[0, 0] if n and d else NULL
     cdef const double *sp = &s[0] if s is not None and n else NULL
     cdef const double *wp = &w[0] if d else NULL
@@ -81,10 +85,10 @@ def huber_pass(const floating[:, ::1] X, const double[::1] y, const double[::1] 
     try:
         with nogil:
             if floating is double:
-                status = fo_huber_pass_d(&_BLAS, x, &y[0] if n else NULL, sp, dims, wp, b, epsilon, cp, pp, mp, rp,
+                status = fo_huber_pass_d(blas, x, &y[0] if n else NULL, sp, dims, wp, b, epsilon, cp, pp, mp, rp,
                                          gp, hp, vp, work, out)
             else:
-                status = fo_huber_pass_s(&_BLAS, x, &y[0] if n else NULL, sp, dims, wp, b, epsilon, cp, pp, mp, rp,
+                status = fo_huber_pass_s(blas, x, &y[0] if n else NULL, sp, dims, wp, b, epsilon, cp, pp, mp, rp,
                                          gp, hp, vp, work, out)
     finally:
         PyMem_RawFree(work)

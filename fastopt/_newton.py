@@ -57,11 +57,10 @@ Nielsen, "A finite smoothing algorithm for linear l1 estimation", SIAM J. Optim.
 problems are solved by the Newton method above (``max_epochs`` iterations at most per problem) for ``gamma``
 decreasing tenfold from the median absolute residual of the least-squares fit (each stage's first pass rebuilds
 the Hessian from the rows inside the new threshold, about ten times fewer), and after each stage the limit
-``gamma -> 0`` is taken exactly: the rows
-inside the threshold are fitted exactly, the others keep their sign, an equality-constrained quadratic
-program (``(d + 1 + m) x (d + 1 + m)``, m rows inside) whose multipliers certify optimality when they lie in
-``[-s_i, s_i]`` (the subgradient condition). The fit ends with a certified exact minimiser, or when ``gamma``
-is below ``4 eps F`` (objective within that, relative).
+``gamma -> 0`` is taken exactly: the rows inside the threshold are fitted exactly, the others keep their sign, an
+equality-constrained quadratic program (``(d + 1 + m) x (d + 1 + m)``, m rows inside) whose multipliers certify
+optimality when they lie in ``[-s_i, s_i]`` (the subgradient condition). The fit ends with a certified exact
+minimiser, or when ``gamma`` is below ``4 eps F`` (objective within that, relative).
 An exact linear program (``scipy.optimize.linprog(method="highs")``, as scikit-learn's ``QuantileRegressor``)
 was measured and not taken: it builds ``2n`` slack variables and took minutes where this takes seconds (see the
 README, "Robust regression").
@@ -78,9 +77,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from fastopt import _closed_form, _kernels, _krylov
+from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import weight_mean
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Solver
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
 
@@ -156,13 +155,15 @@ class _Problem:
         r, mask = np.empty(n), np.empty(n, np.uint8)
         centre = self.centre if hessian else None
 
+        serial = False
+
         def segment(start):
             stop = min(start + SEGMENT_ROWS, n)
             g = np.empty(d)
             dH, moved = (np.empty((p, p)), np.empty(p)) if hessian else (None, None)
             out = _kernels.huber_pass(self.X[start:stop], self.y[start:stop], self.s[start:stop], w, float(b),
                                       float(eps), centre, None if prev is None else prev[start:stop],
-                                      mask[start:stop], r[start:stop], g, dH, moved)
+                                      mask[start:stop], r[start:stop], g, dH, moved, serial=serial)
             return g, dH, moved, out
 
         starts = list(range(0, n, SEGMENT_ROWS))
@@ -185,10 +186,14 @@ class _Problem:
                         dH[:] += dHs
                         moved[:] += moved_s
 
-        # The kernel calls BLAS syrk on the gathered rows: the parallel segments run it single-threaded, under the
-        # closed form's one-at-a-time BLAS limit (nested BLAS threads measured up to 50 times slower on a loaded
-        # machine); a call that finds another in its parallel section runs serially (same result).
-        if threads > 1 and hessian and _closed_form._PARALLEL.acquire(blocking=False):
+        # The kernel calls BLAS syrk on the gathered rows: the parallel segments run it single-threaded (nested BLAS
+        # threads measured up to 50 times slower on a loaded machine), through the closed form's private
+        # single-threaded BLAS; without it, under the closed form's one-at-a-time process-wide limit, and a call
+        # that finds another in its parallel section runs serially (same result either way).
+        if threads > 1 and hessian and _serial_blas.tables() is not None:
+            serial = True
+            run_all(threads)
+        elif threads > 1 and hessian and _closed_form._PARALLEL.acquire(blocking=False):
             try:
                 with _closed_form._blas_controller().limit(limits=1, user_api="blas"):
                     run_all(threads)
@@ -665,15 +670,22 @@ def result(params: dict, dtype, fits: list[_Fit], init) -> FitResult:
     return FitResult(coef.astype(dtype), intercept.astype(dtype), saved, attrs)
 
 
-class NewtonSolver:
+class NewtonSolver(Solver):
     """``solver="newton"``: exact fits of the robust losses (see the module docstring)."""
 
+    name = "newton"
     losses = frozenset({"huber", "absolute_error", "squared_error"})  # squared error: Huber with epsilon = inf
+    chunked = None  # every Newton iteration reads all rows: no partial_fit or fit_stream
     dask_losses = frozenset({"huber", "squared_error"})  # fit_dask's; "auto" takes Newton on Dask for these
-    supports_sparse = False
-    streams = False
     accepts_init = True
     per_target_alpha = True
+
+    def check_incremental(self) -> None:
+        raise ValueError(
+            "solver='newton' cannot fit incrementally (partial_fit, fit_stream, or the absolute error on Dask "
+            "arrays): each Newton iteration reads every row. Use fit (on in-memory arrays, or on Dask arrays with "
+            "loss='huber'), or an iterative solver (e.g. solver='adam')."
+        )
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:
@@ -729,11 +741,7 @@ class NewtonSolver:
 
     def partial_fit(self, params: dict, data: Data, state=None, **_) -> FitResult:
         """Not supported: each Newton iteration reads every row."""
-        raise ValueError(
-            "solver='newton' cannot fit incrementally (partial_fit, fit_stream, or partial_fit on Dask arrays): "
-            "each Newton iteration reads every row. Use fit (on in-memory or Dask arrays), or an iterative solver "
-            "(e.g. solver='adam')."
-        )
+        self.check_incremental()
 
 
 SOLVERS = {"newton": NewtonSolver()}

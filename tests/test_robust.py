@@ -241,7 +241,7 @@ def test_newton_on_dask_arrays_what_is_not_supported():
     da = pytest.importorskip("dask.array")
     X, y = contaminated(n=100, seed=13)
     Xd, yd = da.from_array(X, chunks=50), da.from_array(y, chunks=50)
-    with pytest.raises(ValueError, match="needs the rows in memory"):
+    with pytest.raises(ValueError, match="cannot fit incrementally"):
         LinearRegressor(solver="newton", loss="absolute_error").fit(Xd, yd)
     assert not hasattr(LinearRegressor(solver="newton", loss="huber"), "partial_fit")  # on any input
     # "auto" on Dask arrays: Newton for the Huber loss (exact and deterministic), the iterative path for the
