@@ -21,29 +21,24 @@ typedef enum {
     FO_BAD_ARGUMENT = 3      /* a precondition the caller should have guaranteed */
 } fo_status;
 
+/* ---------------------------------------------------------------- AVX2 copies of a loop (epoch.c, krylov.c) */
+/* Functions defined between FO_TARGET_AVX2_BEGIN and FO_TARGET_AVX2_END are compiled for AVX2 with FMA, whatever
+ * the build's target, and are called only after fo_isa_get() reported AVX2. For GCC and clang on x86 only. */
+#if defined(__clang__)
+#define FO_TARGET_AVX2_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma\"))), apply_to = function)")
+#define FO_TARGET_AVX2_END _Pragma("clang attribute pop")
+#elif defined(__GNUC__)
+#define FO_TARGET_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma\")")
+#define FO_TARGET_AVX2_END _Pragma("GCC pop_options")
+#endif
+
 /* ---------------------------------------------------------------- BLAS table */
-/* Signatures as in scipy.linalg.cython_blas (Fortran calling convention, all by pointer). */
-typedef void (*fo_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
-                           double *, double *, int *);
-typedef void (*fo_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
-                           float *, float *, int *);
+/* The BLAS routines the kernels call, with the signatures of scipy.linalg.cython_blas (Fortran calling
+ * convention, all by pointer). Only what is called is here: gram_body.h's syrk. */
 typedef void (*fo_dsyrk_t)(char *, char *, int *, int *, double *, double *, int *, double *, double *, int *);
-typedef void (*fo_ssyrk_t)(char *, char *, int *, int *, float *, float *, int *, float *, float *, int *);
-typedef void (*fo_dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *, double *, double *,
-                           int *);
-typedef void (*fo_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *, int *);
-typedef double (*fo_ddot_t)(int *, double *, int *, double *, int *);
-typedef float (*fo_sdot_t)(int *, float *, int *, float *, int *);
 
 typedef struct {
-    fo_dgemm_t dgemm;
-    fo_sgemm_t sgemm;
     fo_dsyrk_t dsyrk;
-    fo_ssyrk_t ssyrk;
-    fo_dgemv_t dgemv;
-    fo_sgemv_t sgemv;
-    fo_ddot_t ddot;
-    fo_sdot_t sdot;
 } fo_blas;
 
 /* ---------------------------------------------------------------- closed form (gram.c) */

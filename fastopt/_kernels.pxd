@@ -8,30 +8,11 @@ cdef extern from "fastopt.h" nogil:
         FO_DIVERGED
         FO_BAD_ARGUMENT
 
-    ctypedef void (*fo_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
-                                double *, double *, int *) noexcept nogil
-    ctypedef void (*fo_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
-                                float *, float *, int *) noexcept nogil
     ctypedef void (*fo_dsyrk_t)(char *, char *, int *, int *, double *, double *, int *, double *, double *,
                                 int *) noexcept nogil
-    ctypedef void (*fo_ssyrk_t)(char *, char *, int *, int *, float *, float *, int *, float *, float *,
-                                int *) noexcept nogil
-    ctypedef void (*fo_dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *, double *,
-                                double *, int *) noexcept nogil
-    ctypedef void (*fo_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *,
-                                int *) noexcept nogil
-    ctypedef double (*fo_ddot_t)(int *, double *, int *, double *, int *) noexcept nogil
-    ctypedef float (*fo_sdot_t)(int *, float *, int *, float *, int *) noexcept nogil
 
     ctypedef struct fo_blas:
-        fo_dgemm_t dgemm
-        fo_sgemm_t sgemm
         fo_dsyrk_t dsyrk
-        fo_ssyrk_t ssyrk
-        fo_dgemv_t dgemv
-        fo_sgemv_t sgemv
-        fo_ddot_t ddot
-        fo_sdot_t sdot
 
     # ------------------------------------------------------------ closed form (gram.c)
     ctypedef struct fo_gram_dims:

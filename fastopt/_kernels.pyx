@@ -27,14 +27,7 @@ cdef fo_blas _BLAS
 
 cdef void _fill_blas_table() noexcept:
     # SciPy exports its BLAS as C function pointers; taking them here means csrc/ never links BLAS itself.
-    _BLAS.dgemm = <fo_dgemm_t>cblas.dgemm
-    _BLAS.sgemm = <fo_sgemm_t>cblas.sgemm
     _BLAS.dsyrk = <fo_dsyrk_t>cblas.dsyrk
-    _BLAS.ssyrk = <fo_ssyrk_t>cblas.ssyrk
-    _BLAS.dgemv = <fo_dgemv_t>cblas.dgemv
-    _BLAS.sgemv = <fo_sgemv_t>cblas.sgemv
-    _BLAS.ddot = <fo_ddot_t>cblas.ddot
-    _BLAS.sdot = <fo_sdot_t>cblas.sdot
 
 
 _fill_blas_table()

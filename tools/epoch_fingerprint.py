@@ -7,6 +7,9 @@ around it) and compare the outputs: every line, and the total on the last line, 
     python tools/epoch_fingerprint.py > after.txt    # on the changed tree
     diff before.txt after.txt
 
+``--simd baseline`` runs the epoch kernels' baseline copy instead of the best one the CPU has (results agree bit
+for bit within one instruction set, so compare like with like).
+
 The grid: every iterative rule x every loss x with/without ``alpha`` x with/without sample weights x with/without
 intercept x float32/float64 x ``n_threads`` 1 and 2 x dense and CSR ``X``, with a fixed ``random_state``; then a
 few options that take other paths through the epoch (clipping, projected and averaged steps, early stopping,
@@ -110,6 +113,10 @@ def grid():
 
 
 def main() -> int:
+    if "--simd" in sys.argv:
+        from fastopt import _kernels
+
+        _kernels.simd(sys.argv[sys.argv.index("--simd") + 1])
     total = hashlib.sha256()
     count = 0
     for label, digest in grid():
