@@ -115,10 +115,12 @@ SLICE_STEPS = 2**15
 
 
 def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads, **extra):
-    """``_kernels.epoch`` over ``order``, in slices (see ``SLICE_WORK``); same arguments and result (``extra``,
-    e.g. the running average ``avg``, is passed to every slice)."""
+    """``_kernels.epoch`` over ``order``, in slices (see ``SLICE_WORK``, per thread); same arguments and result
+    (``extra``, e.g. the running average ``avg``, is passed to every slice)."""
     m, batch = order.shape[0], train.batch_size
-    steps = max(1, min(SLICE_WORK // (max(1, X.shape[1] * Y.shape[1]) * batch), SLICE_STEPS))
+    # Two threads each read half of a slice's rows: the same wait for Ctrl-C with slices twice as large.
+    budget = SLICE_WORK * max(1, threads)
+    steps = max(1, min(budget // (max(1, X.shape[1] * Y.shape[1]) * batch), SLICE_STEPS))
     per = steps * batch
     if m <= per:
         return _kernels.epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads, **extra)
@@ -490,10 +492,12 @@ def epoch_pass(spec, train: EpochControls, data, sw, order, st: IterState, lr: f
                      st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
 
 
-def draw_order(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+def draw_order(rng: np.random.Generator, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """A uniform random permutation of ``rows`` (int64) for one epoch: a 64-bit key drawn from ``rng`` (so
-    from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``."""
-    return _kernels.shuffle(rows, int(rng.integers(0, 2**64, dtype=np.uint64)))
+    from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``; written
+    into ``out`` (which may be ``rows``) when given, which saves the page faults of a new n-row array (as many
+    milliseconds as the shuffle itself on a large epoch)."""
+    return _kernels.shuffle(rows, int(rng.integers(0, 2**64, dtype=np.uint64)), out)
 
 
 def _under(affine, data):
@@ -589,7 +593,9 @@ class IterativeSolver:
             if params["fit_intercept"]:
                 fresh[k * d :] = init[1]
         loss = LOSSES[params["loss"]]
-        null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"])
+        # Only the plateau rule reads it (make_stopping); it costs a pass over y and an n-row temporary.
+        null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"]) \
+            if schedule_name(params) == "plateau" else 0.0
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
@@ -696,9 +702,14 @@ class IterativeSolver:
         early = params["early_stopping"]
         stopping, val_scores = make_stopping(params, st, validation=early), []
         st.lr = None  # a fit (also a warm start) begins at the base rate
+        spare = None  # the row order of every epoch but the last, which shuffles train_idx itself (read no more)
         for epoch in range(params["max_epochs"]):
             t0 = time.perf_counter()
-            order = draw_order(rng, train_idx) if params["shuffle"] else train_idx
+            order = train_idx
+            if params["shuffle"]:
+                if epoch < params["max_epochs"] - 1 and spare is None:
+                    spare = np.empty_like(train_idx)
+                order = draw_order(rng, train_idx, out=spare if epoch < params["max_epochs"] - 1 else train_idx)
             lr = self.epoch_lr(params, st, epoch)
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.learning_rates.append(lr)
@@ -752,7 +763,8 @@ class IterativeSolver:
                                      learning_rates=list(state.learning_rates),
                                      avg=None if state.avg is None else state.avg.copy())
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
-        order = draw_order(st.rng, rows) if params["shuffle"] else rows
+        own_rows = sweep is None or sweep.rows is None  # then rows is ours, read no more: shuffle it in place
+        order = draw_order(st.rng, rows, out=rows if own_rows else None) if params["shuffle"] else rows
         epoch = st.epochs if sweep is None else sweep.epoch
         lr = self.epoch_lr(params, st, epoch)
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))

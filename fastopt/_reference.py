@@ -441,10 +441,15 @@ def _mulhi64(a, b):
     return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
 
 
-def shuffle(rows, key):
+def shuffle(rows, key, out=None):
     """Twin of ``fastopt._kernels.shuffle`` (csrc/shuffle.c): forward Fisher-Yates, j_i = i + mulhi(u_i, n - i)
-    with u_i SplitMix64's word for the counter i + 1."""
-    out = np.array(rows, dtype=np.int64)
+    with u_i SplitMix64's word for the counter i + 1; into ``out`` (which may be ``rows``) when given."""
+    if out is None:
+        out = np.array(rows, dtype=np.int64)
+    elif out.shape[0] != len(rows):
+        raise ValueError(f"shuffle: out has {out.shape[0]} entries, rows {len(rows)}")
+    else:
+        out[...] = rows
     n = out.shape[0]
     if n < 2:
         return out
