@@ -201,6 +201,18 @@ class IterState:
     affine: Affine | None = None
     avg: np.ndarray | None = None
 
+    def rewinder(self):
+        """A function that undoes what a fitting call may change in this state in place, and returns it: only
+        ``rng`` is advanced in place (a call continues from a new state holding copies of the arrays), so its
+        bit-generator state is all that is saved (``LinearRegressor``'s all-or-nothing calls)."""
+        saved = self.rng.bit_generator.state
+
+        def rewind() -> IterState:
+            self.rng.bit_generator.state = saved
+            return self
+
+        return rewind
+
 
 def average_start(params: dict) -> int:
     """The first step averaged by ``average`` (True: 1, an int n: n, as ``SGDRegressor``), 0 for none."""

@@ -33,7 +33,16 @@ def _transactional(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         saved = dict(self.__dict__)
-        solver_state = copy.deepcopy(saved.get("_solver_state"))
+        state = saved.get("_solver_state")
+        # A state that can say what a call changes in it in place saves only that (IterState: its generator; a
+        # deep copy of its arrays cost 3 ms a fit at 2^18 parameters); any other is copied whole.
+        if hasattr(state, "rewinder"):
+            rewind = state.rewinder()
+        else:
+            copied = copy.deepcopy(state)
+
+            def rewind():
+                return copied
         random_state = self.random_state
         rs_state = random_state.get_state() if isinstance(random_state, np.random.RandomState) else None
         try:
@@ -42,7 +51,7 @@ def _transactional(method):
             self.__dict__.clear()
             self.__dict__.update(saved)
             if "_solver_state" in saved:
-                self._solver_state = solver_state
+                self._solver_state = rewind()
             if rs_state is not None:
                 random_state.set_state(rs_state)
             raise
