@@ -14,7 +14,8 @@ The grid: every iterative rule x every loss x with/without ``alpha`` x with/with
 intercept x float32/float64 x ``n_threads`` 1 and 2 x dense and CSR ``X``, with a fixed ``random_state``; then a
 few options that take other paths through the epoch (clipping, projected and averaged steps, early stopping,
 ``learning_rate="auto"`` with the plateau schedule, ``partial_fit``, SparseAdam mode), and the dense benchmark
-shape of ``bench/test_epoch.py`` (n = 200,000, d = 100, one and two threads). Only the public estimator is used,
+shape of ``bench/test_epoch.py`` (n = 200,000, d = 100, one and two threads) and the sparse one of
+``bench/test_sparse_epoch.py``. Only the public estimator is used,
 so the script runs unchanged across internal renames. The data are large enough (minibatch halves of at least
 8 KB, at least 16 steps an epoch) that ``n_threads=2`` really runs the two-thread epoch.
 """
@@ -110,6 +111,16 @@ def grid():
         kw = dict(solver="adam", learning_rate=1e-3, max_epochs=1, tol=None, random_state=0, n_threads=threads)
         yield (f"bench adam {np.dtype(dtype).name} threads={threads}",
                _fit(Xb.astype(dtype), yb.astype(dtype), None, **kw))
+    # The sparse benchmark shape (bench/test_sparse_epoch.py: hashed features, 30 nonzeros a row, 2^18 columns).
+    n, d, nnz = 200_000, 2**18, 30
+    rng = np.random.default_rng(0)
+    indices = rng.integers(0, d, size=n * nnz).astype(np.int32)
+    values = rng.standard_normal(n * nnz) / np.sqrt(nnz)
+    Xs = sp.csr_array((values, indices, np.arange(0, n * nnz + 1, nnz, dtype=np.int32)), shape=(n, d))
+    ys = Xs @ np.where(rng.random(d) < 0.1, rng.standard_normal(d), 0.0) + 0.1 * rng.standard_normal(n)
+    for rule, mode, rate in (("sgd", "exact", 0.05), ("adam", "lazy", 1e-3)):
+        kw = dict(solver=rule, sparse_mode=mode, learning_rate=rate, max_epochs=1, tol=None, random_state=0)
+        yield f"bench sparse {rule} {mode}", _fit(Xs, ys, None, **kw)
 
 
 def main() -> int:
