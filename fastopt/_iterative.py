@@ -64,7 +64,7 @@ LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Los
 RANDOM_INIT_SCALE = 0.01
 
 
-class EpochControls(NamedTuple):
+class EpochCtl(NamedTuple):
     """Per-fit training controls that the fused epoch reads (the Python mirror of part of ``fo_epoch_ctl``).
 
     Attributes
@@ -488,7 +488,7 @@ def split_params(p: np.ndarray, d: int, k: int):
     return coef, intercept
 
 
-def epoch_pass(spec, train: EpochControls, data, sw, order, st: IterState, lr: float):
+def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float):
     """One compiled epoch over ``data.X``, dense (:func:`run_epoch`: :func:`fastopt._kernels.epoch` in slices, one
     or two threads) or CSR (:func:`fastopt._kernels.epoch_csr`, one thread; ``train.lazy`` selects SparseAdam
     semantics); in place on ``st.params`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
@@ -578,8 +578,8 @@ class IterativeSolver:
     """
 
     losses = frozenset(LOSSES)
-    positive = True  # projected steps (EpochControls.positive); dense X only, see _check_sparse_options
-    averages = True  # Polyak-Ruppert averaging (EpochControls.average); dense X only
+    positive = True  # projected steps (EpochCtl.positive); dense X only, see _check_sparse_options
+    averages = True  # Polyak-Ruppert averaging (EpochCtl.average); dense X only
     accepts_init = True
     supports_sparse = True
 
@@ -655,8 +655,8 @@ class IterativeSolver:
             loss += 0.5 * spec.weight_decay * float(np.dot(st.params[:k_d], st.params[:k_d]))
         return float(loss)
 
-    def _train_controls(self, params, st: IterState) -> EpochControls:
-        return EpochControls(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
+    def _train_controls(self, params, st: IterState) -> EpochCtl:
+        return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
                      positive=bool(params.get("positive", False)), average=average_start(params))
