@@ -105,7 +105,7 @@ def test_average_matches_sgdregressor(average):
     assert est.intercept_ == pytest.approx(ref.intercept_[0], rel=1e-12)
     # the state keeps the last iterate, and partial_fit continues both
     if average:
-        assert not np.allclose(est._solver_state.params[:3], est.coef_)
+        assert not np.allclose(est._solver_state.weights[:3], est.coef_)
     est2 = LinearRegressor(solver="sgd", batch_size=1, learning_rate=0.01, shuffle=False, average=average)
     est2.partial_fit(X, y).partial_fit(X, y)
     np.testing.assert_allclose(est2.coef_, est.coef_, rtol=1e-12)

@@ -219,7 +219,7 @@ def test_each_instruction_set_is_reproducible_and_they_agree_to_rounding(epoch_p
             fits[name] = a
     finally:
         _kernels.simd("best")
-    ref = list(fits.values())[0]
+    ref = next(iter(fits.values()))
     tol = (37 + 16) * 32 * np.finfo(np.float64).eps
     for got in fits.values():
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max())
