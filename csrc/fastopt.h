@@ -71,8 +71,11 @@ fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const f
 typedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
                             double *, int *);
 
+typedef void (*fo_dgeqrf_t)(int *, int *, double *, int *, double *, double *, int *, int *);
+
 typedef struct {
     fo_dtpqrt_t dtpqrt;
+    fo_dgeqrf_t dgeqrf;
 } fo_lapack;
 
 /* ---------------------------------------------------------------- closed form: R factor (tsqr.c) */
@@ -81,7 +84,8 @@ typedef struct {
  *   R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T,
  * without squaring the condition number. Each block of rows is centred on its own weighted mean and scaled by
  * sqrt(w_i) in the workspace (column-major), then folded into the running R with LAPACK dtpqrt together with one
- * row carrying the mean correction of Chan, Golub & LeVeque (1979). All arithmetic is in double. */
+ * row carrying the mean correction of Chan, Golub & LeVeque (1979); the first block (R still zero) is factorised
+ * by dgeqrf. All arithmetic is in double. */
 typedef struct {
     double weight;    /* out: sum of weights */
     double *mean;     /* out: (p,) weighted column means of [X, Y] */
@@ -278,5 +282,29 @@ fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int3
 fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                           ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
                           double shift, double *z, double *zz, double *out);
+
+/* ---------------------------------------------------------------- Huber Newton (huber.c) */
+/* The fused pass over a segment of rows (see huber.c), at the point (w, b) with threshold eps (may be +inf):
+ * r[i] = x_i . w + b - y[i]; psi_i = r_i clipped to [-eps, eps]; with s_i = s[i] (s == NULL means 1) writes
+ * g = sum_i s_i psi_i x_i (d doubles, overwritten), mask[i] = [|r_i| <= eps] (unless mask is NULL), and
+ * out[0] = sum_i s_i huber_eps(r_i), out[1] = sum_i s_i psi_i, out[3] = the number of inliers. Unless dH is NULL:
+ * the rows whose mask differs from prev[i] (prev == NULL means all 0) are counted in out[2], and
+ * dH (p x p, row-major, overwritten, symmetric) = sum_{entering} s_i z_i z_i^T - sum_{leaving} s_i z_i z_i^T,
+ * moved (p, overwritten) = sum_{changed} s_i z_i^2, with z_i = [x_i - centre, 1] (p = d + 1) or x_i - centre
+ * (p = d); work holds 2 * FO_HUBER_GATHER * p doubles (two buffers of gathered rows, each flushed by one syrk:
+ * 256 rows, long enough for syrk to run near its peak, short enough for a buffer to stay in L2 at d ~ 100). */
+#define FO_HUBER_GATHER 256
+typedef struct {
+    ptrdiff_t n;      /* rows */
+    ptrdiff_t d;      /* columns of X */
+    int p;            /* d + 1 (intercept) or d */
+} fo_huber_dims;
+
+fo_status fo_huber_pass_d(const fo_blas *blas, const double *X, const double *y, const double *s, fo_huber_dims dims,
+                          const double *w, double b, double eps, const double *centre, const uint8_t *prev,
+                          uint8_t *mask, double *r, double *g, double *dH, double *moved, double *work, double *out);
+fo_status fo_huber_pass_s(const fo_blas *blas, const float *X, const double *y, const double *s, fo_huber_dims dims,
+                          const double *w, double b, double eps, const double *centre, const uint8_t *prev,
+                          uint8_t *mask, double *r, double *g, double *dH, double *moved, double *work, double *out);
 
 #endif /* FASTOPT_H */

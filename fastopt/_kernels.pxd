@@ -1,5 +1,5 @@
 # C declarations of csrc/fastopt.h, for fastopt/_kernels.pyx.
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "fastopt.h" nogil:
     ctypedef enum fo_status:
@@ -36,8 +36,11 @@ cdef extern from "fastopt.h" nogil:
     ctypedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
                                  double *, int *) noexcept nogil
 
+    ctypedef void (*fo_dgeqrf_t)(int *, int *, double *, int *, double *, double *, int *, int *) noexcept nogil
+
     ctypedef struct fo_lapack:
         fo_dtpqrt_t dtpqrt
+        fo_dgeqrf_t dgeqrf
 
     ctypedef struct fo_factor:
         double weight
@@ -166,3 +169,20 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                               Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
                               double c, double shift, double *z, double *zz, double *out)
+
+    # ------------------------------------------------------------ Huber Newton (huber.c)
+    int FO_HUBER_GATHER
+
+    ctypedef struct fo_huber_dims:
+        Py_ssize_t n
+        Py_ssize_t d
+        int p
+
+    fo_status fo_huber_pass_d(const fo_blas *blas, const double *X, const double *y, const double *s,
+                              fo_huber_dims dims, const double *w, double b, double eps, const double *centre,
+                              const uint8_t *prev, uint8_t *mask, double *r, double *g, double *dH, double *moved,
+                              double *work, double *out)
+    fo_status fo_huber_pass_s(const fo_blas *blas, const float *X, const double *y, const double *s,
+                              fo_huber_dims dims, const double *w, double b, double eps, const double *centre,
+                              const uint8_t *prev, uint8_t *mask, double *r, double *g, double *dH, double *moved,
+                              double *work, double *out)

@@ -117,7 +117,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss, data                      solver                   why
         ==============================  =======================  =========================================
         robust loss                     ``"newton"``             exact minimiser (below)
-        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask
+        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
@@ -130,8 +130,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
         semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
         (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
-        Optim. 3, 1993); it needs all rows in memory (no ``partial_fit``, ``fit_stream`` or Dask arrays), and
-        ``max_epochs`` bounds its iterations.
+        Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask
+        arrays ``solver="newton"`` fits ``"huber"`` with one distributed pass per iteration
+        (:mod:`fastopt._newton_dask`, also for ``"auto"``), and ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
     alpha : float or array-like of shape (n_targets,), default=0.0
