@@ -21,7 +21,7 @@ typedef enum {
     FO_BAD_ARGUMENT = 3      /* a precondition the caller should have guaranteed */
 } fo_status;
 
-/* ---------------------------------------------------------------- AVX2 copies of a loop (epoch.c, krylov.c) */
+/* ---------------------------------------------------------------- AVX2 copies (epoch.c, krylov.c, huber.c) */
 /* Functions defined between FO_TARGET_AVX2_BEGIN and FO_TARGET_AVX2_END are compiled for AVX2 with FMA, whatever
  * the build's target, and are called only after fo_isa_get() reported AVX2. For GCC and clang on x86 only. */
 #if defined(__clang__)
@@ -34,7 +34,7 @@ typedef enum {
 
 /* ---------------------------------------------------------------- BLAS table */
 /* The BLAS routines the kernels call, with the signatures of scipy.linalg.cython_blas (Fortran calling
- * convention, all by pointer). Only what is called is here: gram_body.h's syrk. */
+ * convention, all by pointer). Only what is called is here: the syrk of gram_body.h and huber.c. */
 typedef void (*fo_dsyrk_t)(char *, char *, int *, int *, double *, double *, int *, double *, double *, int *);
 
 typedef struct {

@@ -48,14 +48,7 @@ cdef bint _SERIAL_READY = False
 def _use_serial_blas(dict addresses):
     """Fill the single-threaded tables from raw function addresses (see :mod:`fastopt._serial_blas`)."""
     global _SERIAL_READY
-    _BLAS_SERIAL.dgemm = <fo_dgemm_t><uintptr_t>addresses["dgemm"]
-    _BLAS_SERIAL.sgemm = <fo_sgemm_t><uintptr_t>addresses["sgemm"]
     _BLAS_SERIAL.dsyrk = <fo_dsyrk_t><uintptr_t>addresses["dsyrk"]
-    _BLAS_SERIAL.ssyrk = <fo_ssyrk_t><uintptr_t>addresses["ssyrk"]
-    _BLAS_SERIAL.dgemv = <fo_dgemv_t><uintptr_t>addresses["dgemv"]
-    _BLAS_SERIAL.sgemv = <fo_sgemv_t><uintptr_t>addresses["sgemv"]
-    _BLAS_SERIAL.ddot = <fo_ddot_t><uintptr_t>addresses["ddot"]
-    _BLAS_SERIAL.sdot = <fo_sdot_t><uintptr_t>addresses["sdot"]
     _LAPACK_SERIAL.dtpqrt = <fo_dtpqrt_t><uintptr_t>addresses["dtpqrt"]
     _LAPACK_SERIAL.dgeqrf = <fo_dgeqrf_t><uintptr_t>addresses["dgeqrf"]
     _SERIAL_READY = True
