@@ -4,14 +4,16 @@ from libc.stdint cimport int32_t
 
 
 def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
-              floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None):
+              floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None,
+              floating[::1] avg=None, double[::1] loss_acc=None, int64_t period=0):
     """One fused epoch of minibatch training over the rows ``order`` of a CSR matrix, in place on ``params``
     and ``state``: :func:`epoch` for sparse ``X`` (one thread).
 
     Parameters
     ----------
-    rule, hyper, train, Y, sample_weight, order, params, state, t, lr
-        As for :func:`epoch`.
+    rule, hyper, train, Y, sample_weight, order, params, state, t, lr, avg, loss_acc
+        As for :func:`epoch` (``train.positive``: projected steps; ``train.average`` with ``avg``: the running
+        Polyak-Ruppert average; ``loss_acc``: an epoch run in slices).
     X : scipy.sparse CSR matrix or array of shape (n_samples, d)
         ``data`` of Y's dtype, ``indices`` and ``indptr`` int32, no duplicate column within a row (the
         canonical form that validation produces; unsorted columns and explicit zeros are fine).
@@ -22,6 +24,10 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         Stored values the kernel may copy at a time to read the shuffled rows in visiting order (None: about
         twice a block's mean). Any value gives bit-identical results (tests use small ones to exercise blocks
         staged in part and minibatches read in place).
+    period : int, default=0
+        > 0: the deferred updates of resting coordinates are split at the steps that are multiples of
+        ``period``, so that an epoch run in calls that end at such steps (:func:`fastopt._iterative.run_epoch_csr`)
+        gives the bits of one call with the same ``period``; 0: never split.
 
     Returns
     -------
@@ -54,6 +60,20 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     c.loss_limit = train.loss_limit
     c.lr = lr
     c.t = t
+    c.loss_sum = 0.0
+    c.rows_before = 0
+    if loss_acc is not None:
+        if loss_acc.shape[0] != 2 or not 0 <= loss_acc[1] < 2.0**62:
+            raise ValueError("epoch_csr: loss_acc must be [loss sum, rows before] (2 entries)")
+        c.loss_sum, c.rows_before = loss_acc[0], <int64_t>loss_acc[1]
+    c.positive = bool(getattr(train, "positive", False))
+    c.avg_start = getattr(train, "average", 0)
+    c.avg = NULL
+    if avg is not None and c.avg_start > 0:
+        if avg.shape[0] != n_params:
+            raise ValueError(f"avg needs {n_params} entries, got {avg.shape[0]}")
+        _check_aligned(&avg[0], sizeof(floating), "avg")
+        c.avg = <void *>&avg[0]
     if c.batch_size < 1:
         return int(FO_BAD_ARGUMENT), t, 0.0, 0
     dtype = np.float32 if floating is float else np.float64
@@ -67,7 +87,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         cap = stage_cap
     cdef floating[::1] work = np.empty(fo_csr_work_size(n_params, k, c.batch_size, cap), dtype=dtype)
     cdef int64_t[::1] iwork = np.empty(max(fo_csr_iwork_size(d, c.batch_size, cap), 1), dtype=np.int64)
-    cdef double[::1] table = np.empty(fo_csr_table_size(c.n_rows, c.batch_size), dtype=np.float64)
+    cdef double[::1] table = np.empty(fo_csr_table_size(c.n_rows, c.batch_size, period), dtype=np.float64)
     # Empty arrays have no first element: pass NULL (the kernel reads nothing through them then).
     cdef const floating *xp = &data[0] if data.shape[0] > 0 else NULL
     cdef const int32_t *ip = &indices[0] if indices.shape[0] > 0 else NULL
@@ -76,8 +96,11 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     with nogil:
         if floating is double:
             st = fo_epoch_csr_d(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                                state.shape[0], &work[0], &iwork[0], &table[0], cap)
+                                state.shape[0], &work[0], &iwork[0], &table[0], cap, period)
         else:
             st = fo_epoch_csr_s(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                                state.shape[0], &work[0], &iwork[0], &table[0], cap)
+                                state.shape[0], &work[0], &iwork[0], &table[0], cap, period)
+    if loss_acc is not None and st == FO_OK:
+        loss_acc[0] = c.loss_sum
+        loss_acc[1] += c.n_rows
     return int(st), c.t, c.loss_out, c.bad_step

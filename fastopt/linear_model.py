@@ -214,14 +214,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
         The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least
         Squares Problems*, 1974, ch. 23, on the ``d x d`` factor of the merged statistics); the iterative rules
-        take projected steps (the weights clamped at 0 after every step). Not with ``solver="newton"``, nor with
-        an iterative solver on sparse ``X`` (a ValueError: the sparse epoch has no projected steps yet).
+        take projected steps (the weights clamped at 0 after every step), on sparse ``X`` too. Not with
+        ``solver="newton"``.
     average : bool or int, default=False
         Iterative solvers: Polyak-Ruppert averaging (Polyak & Juditsky, SIAM J. Control Optim. 30, 1992), as
         ``SGDRegressor(average=...)``: ``coef_`` and ``intercept_`` are the mean of the iterates after every step
         ``t >= average`` (``True``: from the first step; steps are minibatches, so with ``batch_size=1`` the
-        count is of samples, as in scikit-learn). The last iterate is kept to continue training. Not on sparse
-        ``X`` (a ValueError: the sparse epoch has no averaged steps yet).
+        count is of samples, as in scikit-learn). The last iterate is kept to continue training. On sparse ``X``
+        the average of resting coordinates is kept lazily in closed form, as ``SGDRegressor`` does (Bottou,
+        "Stochastic gradient descent tricks", 2012), with the same result as on ``X.toarray()``.
     max_iter : int or None, default=None
         Krylov solvers: the most iterations per target (each one pass over ``X``). None means ``2 d`` within
         ``[100, 10000]`` (exact arithmetic needs at most ``d``). Not reaching ``tol`` warns
