@@ -226,6 +226,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     const int catching = how != FO_CATCH_DENSE && (how != FO_CATCH_NONE || avg);
     const int decoupled = rule == FO_RULE_ADAMW;
     const int sparse_adam = lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW);
+    const int direct = rule == FO_RULE_SGD; /* no state: stepped in place (see step 2) */
     const FO_REAL epsilon = (FO_REAL)c->epsilon;
     /* The state slots the rule reads (the others are neither gathered nor scattered). */
     int used[FO_MAX_SLOTS] = {0, 0, 0};
@@ -315,16 +316,21 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                 }
             }
         }
-        /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested. */
-        for (ptrdiff_t q = 0; q < nt; q++) {
-            const ptrdiff_t col = touched[q];
-            for (ptrdiff_t j = 0; j < k; j++) {
-                cw[q * k + j] = params[j * d + col];
-                cg[q * k + j] = 0;
+        /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested.
+         * SGD steps the weights in place instead (step 5), and its sweeps read them there: no gather, no
+         * scatter (measured: the gather was a fifth of the epoch). */
+        if (direct)
+            memset(cg, 0, (size_t)(nt * k) * sizeof(FO_REAL));
+        else
+            for (ptrdiff_t q = 0; q < nt; q++) {
+                const ptrdiff_t col = touched[q];
+                for (ptrdiff_t j = 0; j < k; j++) {
+                    cw[q * k + j] = params[j * d + col];
+                    cg[q * k + j] = 0;
+                }
+                for (ptrdiff_t s = 0; s < n_slots; s++)
+                    if (used[s]) FO_CSR_PREFETCH(state + s * n_params + col);
             }
-            for (ptrdiff_t s = 0; s < n_slots; s++)
-                if (used[s]) FO_CSR_PREFETCH(state + s * n_params + col);
-        }
         /* 3. Row by row: the positions in T of its values, its residuals, loss and coefficients c_ij = sw_i
          * loss'(r_ij), and its terms of the gradient (each gradient entry summed over the rows in order). */
         double loss = 0;
@@ -338,7 +344,11 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             const FO_REAL wi = xsw ? xsw[row] : (FO_REAL)1;
             for (ptrdiff_t j = 0; j < k; j++) {
                 FO_REAL dot = 0;
-                if (k == 1)
+                if (direct) {
+                    const FO_REAL *wj = params + j * d;
+                    const int32_t *iv = xi + p0;
+                    for (ptrdiff_t p = 0; p < n0; p++) dot += xv[p] * wj[iv[p]];
+                } else if (k == 1)
                     for (ptrdiff_t p = 0; p < n0; p++) dot += xv[p] * cw[spos[p]];
                 else
                     for (ptrdiff_t p = 0; p < n0; p++) dot += xv[p] * cw[spos[p] * k + j];
@@ -415,6 +425,26 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                 for (ptrdiff_t col = 0; col < d; col++) slot[col].last = rel;
             continue;
         }
+        const int averaging = avg && step >= c->avg_start;
+        const FO_REAL count = (FO_REAL)(step - c->avg_start + 1);
+        if (direct) { /* 5. rule_sgd's arithmetic, in place, with the projection and the running average */
+            const FO_REAL a = (FO_REAL)c->lr, wd = (FO_REAL)h->weight_decay;
+            for (ptrdiff_t q = 0; q < nt; q++)
+                for (ptrdiff_t j = 0; j < k; j++) {
+                    const ptrdiff_t i = j * d + touched[q];
+                    const FO_REAL gi = cg[q * k + j];
+                    FO_REAL w = params[i];
+                    w -= a * (wd != 0 ? gi + wd * w : gi + (FO_REAL)0);
+                    if (c->positive && w < 0) w = 0;
+                    params[i] = w;
+                    if (averaging) avg[i] += (w - avg[i]) / count;
+                }
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                params[kd + j] -= a * (cg[k * nt + j] + (FO_REAL)0);
+                if (averaging) avg[kd + j] += (params[kd + j] - avg[kd + j]) / count;
+            }
+            continue;
+        }
         /* Gather T's state (its weights were gathered above), step with the unchanged rule, scatter back with the
          * projection and the running average. */
         for (ptrdiff_t s = 0; s < n_slots; s++) {
@@ -432,8 +462,6 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         if (c->positive)
             for (ptrdiff_t i = 0; i < k * nt; i++)
                 if (cw[i] < 0) cw[i] = 0;
-        const int averaging = avg && step >= c->avg_start;
-        const FO_REAL count = (FO_REAL)(step - c->avg_start + 1);
         for (ptrdiff_t q = 0; q < nt; q++)
             for (ptrdiff_t j = 0; j < k; j++) {
                 const ptrdiff_t i = j * d + touched[q];
