@@ -474,3 +474,29 @@ def test_projected_and_averaged_partial_fit_on_sparse_chunks_equals_dense():
     _close(a.coef_, b.coef_, 40, np.float64)
     _close(a.intercept_, b.intercept_, 40, np.float64)
     assert a.coef_.min() >= 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 60), d=st.integers(1, 30), k=st.integers(1, 2), density=st.floats(0.0, 0.6),
+       batch=st.integers(1, 12), rule=st.sampled_from(RULES), wd=st.sampled_from([0.0, 0.1]),
+       f32=st.booleans(), seed=st.integers(0, 2**16), positive=st.booleans(), average=st.integers(0, 9),
+       period=st.integers(0, 7))
+def test_random_projected_and_averaged_epochs_match_the_dense_epoch(n, d, k, density, batch, rule, wd, f32, seed,
+                                                                    positive, average, period):
+    dtype = np.float32 if f32 else np.float64
+    rng = np.random.default_rng(seed)
+    X = _csr(rng, n, d, density, dtype)
+    Y = rng.normal(size=(n, k)).astype(dtype)
+    order = rng.permutation(n).astype(np.int64)
+    spec = _spec(rule, wd)
+    train = Train(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
+                  positive=positive, average=average)
+    steps = 2 * -(-n // batch)
+    p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False,
+                               period=period)
+    p2, s2, a2, o2 = _run_opts(_kernels, spec, train, X.toarray(), Y, None, order, k * d + k, 2, 0.02, False,
+                               dense=True)
+    assert [o[:2] for o in o1] == [o[:2] for o in o2]
+    _close(p1, p2, steps, dtype)
+    _close(s1, s2, steps, dtype)
+    _close(a1, a2, steps, dtype)
