@@ -307,6 +307,10 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             }
             for (ptrdiff_t p = xp[row]; p < xp[row + 1]; p++) {
                 const int32_t col = xi[p];
+                if ((uint32_t)col >= (uint32_t)d) { /* a column index out of range: nothing reads through it */
+                    status = FO_BAD_ARGUMENT;
+                    break;
+                }
                 fo_csr_slot *sl = slot + col;
                 if (sl->last != rel) {
                     if (catching && sl->last != rel - 1) FO_FN(csr_catch_up)(&z, col, t0 + sl->last, c->t);
@@ -315,6 +319,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                     touched[nt++] = col;
                 }
             }
+            if (status != FO_OK) break;
         }
         /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested.
          * SGD steps the weights in place instead (step 5), and its sweeps read them there: no gather, no

@@ -43,6 +43,26 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     if state.shape[0] > FO_MAX_SLOTS or (state.shape[0] > 0 and state.shape[1] != n_params):
         raise ValueError(f"state must have shape (n_slots <= {FO_MAX_SLOTS}, {n_params}), got {state.shape}")
     cdef fo_hyper h = _to_hyper(hyper)
+    _check_state(rule, &h, state.shape[0], state.shape[1] if state.shape[0] else n_params, n_params)
+    if not 1 <= train.batch_size <= FO_MAX_BATCH or t < 0:
+        raise ValueError(f"epoch_csr: batch_size must lie in [1, 2**62] and t >= 0, got {train.batch_size} and {t}")
+    # What the kernel trusts, checked here (it reads rows through indptr and checks each column index itself):
+    # the row pointers within data and indices and non-decreasing, the order within the rows.
+    if indptr[0] != 0 or indptr[n] > min(data.shape[0], indices.shape[0]) or \
+            (n and np.any(np.diff(np.asarray(indptr)) < 0)):
+        raise ValueError("epoch_csr: X.indptr must start at 0, not decrease, and end within X.data and X.indices")
+    cdef int64_t lo = 0, hi = 0
+    cdef Py_ssize_t i, m = order.shape[0]
+    if m:
+        with nogil:
+            lo = hi = order[0]
+            for i in range(1, m):
+                if order[i] < lo:
+                    lo = order[i]
+                elif order[i] > hi:
+                    hi = order[i]
+        if lo < 0 or hi >= n:
+            raise ValueError(f"epoch_csr: order has indices in [{lo}, {hi}], outside the {n} rows of X")
     cdef fo_epoch_ctl c
     cdef const floating[::1] sw
     cdef const floating *swp = NULL
@@ -50,7 +70,17 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     cdef fo_status st
     if sample_weight is not None:
         sw = sample_weight
-        swp = &sw[0]
+        if sw.shape[0] != n:
+            raise ValueError(f"epoch_csr: sample_weight has {sw.shape[0]} entries, X has {n} rows")
+        swp = &sw[0] if n else NULL
+    if data.shape[0]:
+        _check_aligned(&data[0], sizeof(floating), "X.data")
+    if n and k:
+        _check_aligned(&Y[0, 0], sizeof(floating), "Y")
+    _check_aligned(swp, sizeof(floating), "sample_weight")
+    if n_params:
+        _check_aligned(&params[0], sizeof(floating), "params")
+    _check_aligned(s, sizeof(floating), "state")
     c.order = &order[0] if order.shape[0] > 0 else NULL
     c.n_rows = order.shape[0]
     c.batch_size = train.batch_size

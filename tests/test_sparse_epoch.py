@@ -500,3 +500,33 @@ def test_random_projected_and_averaged_epochs_match_the_dense_epoch(n, d, k, den
     _close(p1, p2, steps, dtype)
     _close(s1, s2, steps, dtype)
     _close(a1, a2, steps, dtype)
+
+
+def test_csr_epoch_boundary_rejects_malformed_input_without_reading_it():
+    """Direct calls cannot make the kernel read out of bounds: row pointers, row order, state rows and weights are
+    checked before it runs, and a column index out of range stops it with BAD_ARGUMENT before anything reads
+    through it."""
+    spec = optim.make("momentum")
+    train = Train(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    X = _csr(np.random.default_rng(0), 20, 5, 0.5, np.float64)
+    Y, order = np.ones((20, 1)), np.arange(20, dtype=np.int64)
+
+    def run(X, order=order, state=None, sw=None):
+        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, np.zeros(6),
+                                  spec.init_state(6) if state is None else state, 0, 0.1)
+
+    for bad in (99, -1):
+        B = X.copy()
+        B.indices[3] = bad
+        assert run(B)[:2] == (int(_kernels.Status.BAD_ARGUMENT), 0)
+    B = X.copy()
+    B.indptr[5] = 10**6
+    with pytest.raises(ValueError, match="indptr"):
+        run(B)
+    with pytest.raises(ValueError, match="order has indices"):
+        run(X, order=np.array([0, 25], dtype=np.int64))
+    with pytest.raises(ValueError, match="state must have"):
+        run(X, state=np.zeros((0, 6)))
+    with pytest.raises(ValueError, match="sample_weight"):
+        run(X, sw=np.ones(3))
+    assert run(X)[:2] == (0, 5)
