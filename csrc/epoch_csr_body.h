@@ -181,8 +181,10 @@ static ptrdiff_t FO_FN(csr_stage)(const int64_t *order, ptrdiff_t from, ptrdiff_
         const int64_t row = order[pos];
         const ptrdiff_t p0 = indptr[row], len = indptr[row + 1] - p0, r = pos - from;
         if (used + len > cap) break;
-        memcpy(s_data + used, data + p0, (size_t)len * sizeof(FO_REAL));
-        memcpy(s_ind + used, indices + p0, (size_t)len * sizeof(int32_t));
+        if (len > 0) { /* data and indices are NULL when X stores nothing (memcpy must not see NULL) */
+            memcpy(s_data + used, data + p0, (size_t)len * sizeof(FO_REAL));
+            memcpy(s_ind + used, indices + p0, (size_t)len * sizeof(int32_t));
+        }
         used += len;
         s_ptr[r + 1] = (int32_t)used;
         for (ptrdiff_t j = 0; j < k; j++) s_y[r * k + j] = Y[row * k + j];
