@@ -343,6 +343,25 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         double loss = 0;
         FO_REAL *gb = coef + nrows * k; /* the intercepts' gradient, after the coefficients */
         for (ptrdiff_t j = 0; j < nb; j++) gb[j] = 0;
+        /* One output: the dot products first, two rows at a time (each still summed in order, so the same bits),
+         * so that two chains of dependent additions overlap; T's weights are up to date in params. */
+        if (k == 1)
+            for (ptrdiff_t q = 0; q < nrows; q += 2) {
+                const int64_t ra = FO_ROW(start + q), rb = q + 1 < nrows ? FO_ROW(start + q + 1) : ra;
+                const FO_REAL *xa = xd + xp[ra], *xb = xd + xp[rb];
+                const int32_t *ia = xi + xp[ra], *ib = xi + xp[rb];
+                const ptrdiff_t na = xp[ra + 1] - xp[ra], nb_ = q + 1 < nrows ? xp[rb + 1] - xp[rb] : 0;
+                const ptrdiff_t both = na < nb_ ? na : nb_;
+                FO_REAL da = 0, db = 0;
+                for (ptrdiff_t p = 0; p < both; p++) {
+                    da += xa[p] * params[ia[p]];
+                    db += xb[p] * params[ib[p]];
+                }
+                for (ptrdiff_t p = both; p < na; p++) da += xa[p] * params[ia[p]];
+                for (ptrdiff_t p = both; p < nb_; p++) db += xb[p] * params[ib[p]];
+                coef[q] = da;
+                if (q + 1 < nrows) coef[q + 1] = db;
+            }
         for (ptrdiff_t q = 0; q < nrows && status == FO_OK; q++) {
             const int64_t row = FO_ROW(start + q);
             const ptrdiff_t p0 = xp[row], n0 = xp[row + 1] - p0;
@@ -351,14 +370,15 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             const FO_REAL wi = xsw ? xsw[row] : (FO_REAL)1;
             for (ptrdiff_t j = 0; j < k; j++) {
                 FO_REAL dot = 0;
-                if (direct) {
+                if (k == 1) {
+                    dot = coef[q];
+                } else if (direct) {
                     const FO_REAL *wj = params + j * d;
                     const int32_t *iv = xi + p0;
                     for (ptrdiff_t p = 0; p < n0; p++) dot += xv[p] * wj[iv[p]];
-                } else if (k == 1)
-                    for (ptrdiff_t p = 0; p < n0; p++) dot += xv[p] * cw[spos[p]];
-                else
+                } else {
                     for (ptrdiff_t p = 0; p < n0; p++) dot += xv[p] * cw[spos[p] * k + j];
+                }
                 const FO_REAL r = dot + (has_b ? params[kd + j] : (FO_REAL)0) - xy[row * k + j];
                 FO_REAL dl;
                 loss += (double)wi * FO_FN(loss_value)(c->loss, r, epsilon, &dl);
