@@ -530,3 +530,19 @@ def test_csr_epoch_boundary_rejects_malformed_input_without_reading_it():
     with pytest.raises(ValueError, match="sample_weight"):
         run(X, sw=np.ones(3))
     assert run(X)[:2] == (0, 5)
+
+
+def test_projected_and_averaged_fit_stream_and_early_stopping_on_sparse_x_equal_dense():
+    rng = np.random.default_rng(19)
+    X = sp.random(400, 30, density=0.1, format="csr", random_state=rng)
+    y = X @ rng.normal(size=30) + 0.1 * rng.normal(size=400)
+    kw = {"solver": "sgd", "alpha": 1e-3, "positive": True, "average": 10, "max_epochs": 3, "tol": None,
+          "random_state": 0, "precondition": "none"}
+    chunks = [(X[:200], y[:200]), (X[200:], y[200:])]
+    a = LinearRegressor(**kw).fit_stream(chunks)
+    b = LinearRegressor(**kw).fit_stream([(Xc.toarray(), yc) for Xc, yc in chunks])
+    _close(a.coef_, b.coef_, 40, np.float64)
+    assert a.coef_.min() >= 0
+    a = LinearRegressor(**kw, early_stopping=True).fit(X, y)
+    b = LinearRegressor(**kw, early_stopping=True).fit(X.toarray(), y)
+    _close(a.coef_, b.coef_, 40, np.float64)
