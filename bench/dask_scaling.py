@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         configs.append((f"{args.solver}, 1 epoch", {"solver": args.solver, "max_epochs": 1, "random_state": 0}))
     print(
         f"X: {args.rows:,} x {args.features} float64 = {X.nbytes / 2**30:.2f} GiB in {X.numblocks[0]} blocks of "
-        f"{args.chunk_rows * args.features * 8 / MiB:.0f} MiB; {args.workers} workers x {args.memory_limit}, 1 thread each"
+        f"{args.chunk_rows * args.features * 8 / MiB:.0f} MiB; {args.workers} workers x {args.memory_limit}, "
+        "1 thread each"
     )
     rows = []
     with LocalCluster(
@@ -159,14 +160,14 @@ def main(argv: list[str] | None = None) -> None:
                      received.take(), None))
         for label, params in configs:
             with PeakMemory(client) as mem:
-                est, seconds = timed(lambda: LinearRegressor(**params).fit(X, y))
+                est, seconds = timed(lambda params=params: LinearRegressor(**params).fit(X, y))
             rows.append((f"{label}, cluster", args.rows, seconds, max(mem.workers.values()), mem.client_rss,
                          received.take(), est))
 
     # The in-memory comparison: a subset that fits, generated in this process, fitted on plain NumPy arrays.
     Xs, ys = dask.compute(X[: args.subset_rows], y[: args.subset_rows], scheduler="sync")
     for label, params in configs:
-        est, seconds = timed(lambda: LinearRegressor(**params).fit(Xs, ys))
+        est, seconds = timed(lambda params=params: LinearRegressor(**params).fit(Xs, ys))
         rows.append((f"{label}, in memory", args.subset_rows, seconds, 0, psutil.Process().memory_info().rss,
                      None, est))
 

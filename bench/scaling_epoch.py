@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from fastopt import _kernels, optim
-from fastopt._iterative import Train, epoch_threads
+from fastopt._iterative import EpochCtl, epoch_threads
 
 NS = (1_000, 10_000, 100_000, 1_000_000)
 _BLAS_SETTLE_S = 0.3
@@ -37,7 +37,7 @@ def epoch_time(rule: str, n: int, d: int, dtype, batch: int, repeat: int, rng,
     Y = (X @ rng.normal(size=(d, 1))).astype(dtype)
     order = rng.permutation(n).astype(np.int64)
     spec = optim.make(rule)
-    train = Train(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None, loss_limit=np.inf)
     params, work = np.zeros(d + 1, dtype), np.empty(6 * (d + 1) + 2, dtype)
     state = spec.init_state(d + 1, dtype)
     w = np.ones(d, dtype)

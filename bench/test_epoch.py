@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from fastopt import LinearRegressor, _kernels, _reference, optim
-from fastopt._iterative import Train
+from fastopt._iterative import EpochCtl
 
 N, D, BATCH = 200_000, 100, 64
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -44,7 +44,7 @@ def _group(benchmark, dtype_name):
 
 
 def _epoch_runner(impl, spec, X, Y, order, n_threads=1):
-    train = Train(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None,
+    train = EpochCtl(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None,
                   loss_limit=np.inf)
     n_params = X.shape[1] + 1
 

@@ -22,7 +22,7 @@ import pytest
 import scipy.sparse as sp
 
 from fastopt import LinearRegressor, _kernels, optim
-from fastopt._iterative import Train
+from fastopt._iterative import EpochCtl
 
 N, D, NNZ, BATCH = 200_000, 2**18, 30, 64
 MODES = {"sgd": ("sgd", False), "adam": ("adam", False), "adam-lazy": ("adam", True)}
@@ -54,7 +54,7 @@ def test_fastopt_sparse_epoch(benchmark, hashed, mode):
     rule, lazy = MODES[mode]
     spec = optim.make(rule)
     Y = y.reshape(-1, 1)
-    train = Train(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None, loss_limit=np.inf)
 
     def setup():
         params = np.zeros(D + 1)

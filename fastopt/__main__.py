@@ -60,17 +60,19 @@ def _default_lr(obj, method: str, x0) -> float:
     """
     import numpy as np
 
-    from fastopt.minimize import NEWTON
+    from fastopt import optim
+    from fastopt.minimize import METHOD_CLASSES
 
-    if method in NEWTON or method == "cg":  # Newton's full step; CG's line search ignores lr
+    if METHOD_CLASSES[method].lr_free:  # Newton's full step; CG's line search ignores lr
         return 1.0
+    rule = optim.OPTIMIZERS[method]
     width = float(np.mean([hi - lo for lo, hi in obj.bounds]))
-    if method in ("sgd", "momentum", "nesterov"):
+    if rule.follows_gradient:
         points = [np.asarray(x0, float)] + [np.asarray(p.x) for p in obj.minima]
         lam_max = max(float(np.linalg.eigvalsh(obj.hess(p))[-1]) for p in points)
         if lam_max > 0:
             return 1.0 / lam_max
-    return (0.1 if method == "adagrad" else 0.01) * width
+    return (0.1 if rule.accumulates else 0.01) * width
 
 
 def _where(obj, x) -> str:
@@ -91,7 +93,7 @@ def _landscape(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fastopt import functions, minimize
-    from fastopt.minimize import FIRST_ORDER, NEWTON, Status
+    from fastopt.minimize import METHOD_CLASSES, Status
 
     if args.list:
         for name, obj in functions.FUNCTIONS.items():
@@ -108,13 +110,14 @@ def _landscape(args: argparse.Namespace) -> int:
     print(f"{'method':>18} {'lr':>9} {'steps':>6} {'final f':>12} {'|x - x*|':>9}  {'ends at':<15} stopped by")
     results = {}
     for method in args.methods:
-        options = {"lr": args.lr if args.lr and method in FIRST_ORDER else _default_lr(obj, method, x0),
+        kind = METHOD_CLASSES[method]
+        options = {"lr": args.lr if args.lr and not kind.lr_free else _default_lr(obj, method, x0),
                    "maxiter": args.maxiter, "gtol": args.gtol, "return_path": True, "seed": args.seed}
         jac = obj.grad
-        if args.noise > 0 and method in FIRST_ORDER:
+        if args.noise > 0 and kind.stochastic:
             jac = obj.minibatch_gradient(noise=args.noise, batch_size=args.batch_size, seed=args.seed)
         with np.errstate(all="ignore"):  # diverging runs overflow on purpose; the status reports it
-            res = minimize(obj.fun, x0, jac=jac, hess=obj.hess if method in NEWTON else None, method=method,
+            res = minimize(obj.fun, x0, jac=jac, hess=obj.hess if kind.uses_hessian else None, method=method,
                            options=options)
         results[method] = res
         dist = np.linalg.norm(res.x - np.asarray(best.x)) if best else float("nan")

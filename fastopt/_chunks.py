@@ -1,7 +1,7 @@
 """Chunks of a stream: where they come from, in which order, which rows are held out, and what each one
 contributes (statistics, training weight, learning-rate sample).
 
-The per-chunk functions here (:func:`check_chunk`, :func:`chunk_state`, :func:`chunk_weight`,
+The per-chunk functions here (:func:`check_chunk`, :func:`checked_statistics`, :func:`chunk_weight`,
 :func:`chunk_sample`) run wherever a chunk lives, Dask workers included, and their results merge exactly in any
 order (:func:`merge_weights`, :func:`merge_samples`, :func:`fastopt._closed_form.merge_states`). The fit drivers
 that sweep over chunks are in :mod:`fastopt._streaming`. Nothing here imports Dask.
@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.utils.validation import _check_sample_weight, _num_samples
 
-from fastopt import _closed_form, _iterative_lr
+from fastopt import _closed_form, _iterative, _iterative_lr
 from fastopt._validation import check_fit_data
 
 # Spawn keys separating the stream's own draws (chunk orders, validation rows, the learning-rate sample)
@@ -54,7 +54,7 @@ def stream_seed(random_state) -> int:
     entropy. Each kind of draw then takes its own spawn key, independent of the solver's stream.
     """
     if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(np.iinfo(np.int32).max))
+        return _iterative.draw_seed(random_state)
     if isinstance(random_state, Integral):
         return int(random_state)
     return int(np.random.SeedSequence().entropy)
@@ -76,8 +76,9 @@ def chunk_orders(random_state, n_chunks: int, shuffle: bool = True) -> Iterator[
 
 
 def n_held_out(n_rows: int, validation_fraction: float) -> int:
-    """How many of a chunk's ``n_rows`` rows :func:`chunk_split` holds out."""
-    n_val = int(np.ceil(validation_fraction * n_rows))
+    """How many of a chunk's ``n_rows`` rows :func:`chunk_split` holds out: none when the fraction would take
+    them all (a chunk too small to split trains on every row)."""
+    n_val = _iterative.n_held_out(n_rows, validation_fraction)
     return 0 if n_val >= n_rows else n_val
 
 
@@ -128,7 +129,7 @@ def prefetched(items: Iterator) -> Iterator:
         while requests.get():  # True: read one item; False: stop
             try:
                 results.put((next(items, _END), None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            except BaseException as exc:
                 results.put((None, exc))
 
     thread = threading.Thread(target=reader, name="fastopt-prefetch", daemon=True)
@@ -216,10 +217,10 @@ def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple
         yield index, where, X, y, sample_weight
 
 
-# Which statistics a pass over the chunks computes: the Gram pass of ``fit`` (``R`` for solver="qr"), its
-# second, QR pass when Cholesky is rejected, and the statistics ``partial_fit`` keeps.
+# Which statistics a pass over the chunks computes: "fit", the first pass of a fit (the Gram, or R factors for
+# solver="qr"); "qr", its second pass when Cholesky is rejected; "partial", the statistics partial_fit keeps.
 STATISTICS = {
-    "gram": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _closed_form.partial_state,
+    "fit": _closed_form.chunk_state, "qr": _closed_form.chunk_qr_state, "partial": _closed_form.partial_state,
 }
 
 
@@ -243,7 +244,8 @@ def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
     return data
 
 
-def chunk_state(template, params: dict, X, y, sample_weight, where: str, kind: str = "gram", reset: bool = False):
+def checked_statistics(template, params: dict, X, y, sample_weight, where: str, kind: str = "fit",
+                       reset: bool = False):
     """Validate one chunk (:func:`check_chunk`) and return ``(statistics, n_targets)``; :func:`finish` rejects
     an all-zero total weight."""
     data = check_chunk(template, X, y, sample_weight, where, reset=reset)

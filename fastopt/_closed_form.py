@@ -82,13 +82,13 @@ import scipy.linalg
 from scipy.linalg import lapack
 
 from fastopt import _kernels, _sparse
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Solver
 from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
-    "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr", "partial_state",
-    "probe_needs_qr",
+    "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr",
+    "partial_state", "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -288,13 +288,18 @@ def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], 
     return _merged_or_empty(merger, data, field)
 
 
+def _stable(params: dict) -> bool:
+    """Whether ``params`` name the registry entry that always factorises by QR (``solver="qr"``)."""
+    return getattr(SOLVERS.get(params.get("solver")), "stable", False)
+
+
 def chunk_state(params: dict, data: Data) -> ClosedFormState:
     """Statistics of one chunk of rows: the Gram (compiled kernel), or ``R`` factors for ``solver="qr"``.
 
     Large chunks are cut into segments processed by parallel threads (the kernel releases the GIL), each calling
     single-threaded BLAS, then merged exactly.
     """
-    if params.get("solver") == "qr":
+    if _stable(params):
         return chunk_qr_state(params, data)
     data, weight_exp = _normalised(data)
     if is_sparse(data.X):
@@ -371,10 +376,10 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     (20,000 times more for d = 1,000 and 10 nonzeros a row), so the Gram alone is kept and an ill-conditioned
     sparse stream ends in the warned eigensolve; ``solver="qr"`` keeps ``R`` when full accuracy is needed.
     """
-    if is_sparse(data.X) and params.get("solver") != "qr":
+    if is_sparse(data.X) and not _stable(params):
         return chunk_state(params, data)
     state = chunk_qr_state(params, data)
-    if params.get("solver") == "qr":
+    if _stable(params):
         return state
     # The mean computed with the Gram: the pairwise merges of the Gram are then exactly those of a fit.
     return replace(chunk_state(params, data), r=state.r)
@@ -798,10 +803,11 @@ def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> F
 # ---------------------------------------------------------------- registry entries
 
 
-class _ClosedForm:
+class _ClosedForm(Solver):
     """A registry entry: ``stable=False`` is ``solver="normal"``, ``stable=True`` is ``solver="qr"``."""
 
     losses = frozenset({"squared_error"})
+    chunked = "statistics"  # chunks' sufficient statistics merge exactly
     per_target_alpha = True
     positive = True
     # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
@@ -809,6 +815,7 @@ class _ClosedForm:
 
     def __init__(self, stable: bool):
         self.stable = stable
+        self.name = "qr" if stable else "normal"
 
     def checks_finite_X(self, params: dict) -> bool:
         """The Gram kernel reports non-finite X itself (see chunk_state); the QR path relies on validation."""
@@ -845,7 +852,7 @@ class _ClosedForm:
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""
         if isinstance(state, _Rescaled):
-            raise ValueError(  # noqa: TRY004 - a state, not an argument of the wrong type
+            raise ValueError(
                 "the previous fit had to rescale X and y (values too large or too small to square in float64), "
                 "so its statistics cannot take more rows: rescale X and y, then call fit or partial_fit again."
             )

@@ -14,22 +14,23 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
   A few blocks ahead in the order are computed while the chain runs (:class:`ClusterPasses`); the client
   receives each pass's state and sums as they finish (a few kilobytes), which is also its checkpoint.
   ``learning_rate="auto"`` comes from a seeded sample of every block's training rows, drawn and merged on the
-  workers (only the sample travels). Every block's weights are divided by the mean weight of all training
-  rows, totalled by that sampling pass or, with a numeric rate, by a reduction of the ``sample_weight``
-  blocks alone on the workers. With ``early_stopping`` the held-out rows are scored on their workers and
-  only their sums travel. Without a ``dask.distributed`` client, the blocks are computed by the local
+  workers (only the sample travels). Every block's weights are divided by one stream-wide mean weight (see
+  "Sample weights" in ARCHITECTURE.md), totalled by that sampling pass or, with a numeric rate, by a reduction
+  of the ``sample_weight`` blocks alone on the workers. With ``early_stopping`` the held-out rows are scored on their
+  workers and only their sums travel. Without a ``dask.distributed`` client, the blocks are computed by the local
   scheduler and passed here, one at a time, the next computed meanwhile. See :mod:`fastopt._streaming` for
   what an epoch, the schedule, ``early_stopping``, ``tol`` and ``loss_curve_`` mean there.
 - **predict** maps the fitted model over the blocks lazily and returns a Dask array.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
@@ -40,6 +41,7 @@ from dask.optimization import cull
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from fastopt import _chunks, _closed_form, _iterative_lr, _solvers, _sweeps
+from fastopt._result import Outcome
 
 
 def _is_frame(a: Any) -> bool:
@@ -137,7 +139,7 @@ class DaskChunks(Sequence):
 
 
 def _state_of_block(template, params: dict, kind: str, X, y, sample_weight, where: str, index: int):
-    return _chunks.chunk_state(template, params, X, y, sample_weight, where, kind)[0]
+    return _chunks.checked_statistics(template, params, X, y, sample_weight, where, kind)[0]
 
 
 def tree_merge(leaves: list[Delayed], merge=_closed_form.merge_states) -> Delayed:
@@ -384,71 +386,71 @@ def _passes(chunks: DaskChunks, checker):
     return _sweeps.LocalPasses(_chunks.ChunkSource(chunks), checker, reset=False)
 
 
-def fit(estimator, X: Any, y: Any, sample_weight: Any = None):
-    """``LinearRegressor.fit`` on Dask collections (parameters already validated by ``fit``); the estimator is
-    written only once the fit has succeeded."""
-    chunks = DaskChunks(X, y, sample_weight)
-    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha)
-    if name in ("cg", "lsqr"):  # Krylov solvers: their own passes (fastopt._krylov_dask)
-        from fastopt import _krylov_dask
+def _statistics_fit(params: dict, checker, name: str, chunks: DaskChunks, prior, y) -> Outcome:
+    """The closed form: the blocks' statistics merged on the cluster, solved here (``prior``: no warm start)."""
+    state = _cluster_state(checker, chunks, "fit")
+    second_pass = lambda: _cluster_state(checker, chunks, "qr")  # noqa: E731
+    return Outcome(name, _sweeps.solve(checker.get_params(), state, second_pass), chunks.y_ndim == 1)
 
-        _check_features(estimator, X, reset=True)
-        return _krylov_dask.fit(estimator, name, chunks, X)
-    if name not in _closed_form.SOLVERS:  # "auto" picks, as fit_stream does, a solver that streams
-        name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
-    checker = _sweeps.template(estimator)
-    _check_features(checker, X, reset=True)
-    solver = _solvers.SOLVERS[name]
-    if hasattr(solver, "fit_dask"):  # a solver with its own cluster path (the protocol in fastopt._solvers)
-        result = solver.fit_dask(checker.get_params(), checker, chunks, _sweeps.prior_state(estimator, name))
-        return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
-    if not getattr(solver, "streams", True):  # e.g. Newton: every iteration reads all rows (a clear error)
-        solver.partial_fit(checker.get_params(), None)
-    if name in _closed_form.SOLVERS:
-        state = _cluster_state(checker, chunks, "gram")
-        second_pass = lambda: _cluster_state(checker, chunks, "qr")  # noqa: E731
-        result = _sweeps.solve(checker.get_params(), state, second_pass)
-        return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
+
+def _epochs_fit(params: dict, checker, name: str, chunks: DaskChunks, prior, y) -> Outcome:
+    """An iterative solver: epochs of one pass per block, on the worker holding it."""
     sampler = lambda seed: _cluster_rate(checker, chunks, name, seed)  # noqa: E731
     weigher = lambda seed: _cluster_weight(checker, chunks, seed)  # noqa: E731
-    prior = _sweeps.prior_state(estimator, name)
     dims = (checker.n_features_in_, 1 if chunks.y_ndim == 1 else y.shape[1])
-    if prior is not None and (prior.dims != dims or prior.params.dtype != chunks.dtype):
+    if prior is not None and (prior.dims != dims or prior.weights.dtype != chunks.dtype):
         prior = None  # as the in-memory warm start: another problem's state is not continued
-    epochs = _sweeps.Epochs(estimator.get_params(), name, _passes(chunks, checker))
-    return _sweeps.apply(estimator, checker, epochs.run(prior, sampler, weigher))
+    return _sweeps.Epochs(params, name, _passes(chunks, checker)).run(prior, sampler, weigher)
 
 
-def partial_fit(estimator, X: Any, y: Any, sample_weight: Any = None):
-    """``LinearRegressor.partial_fit`` on Dask collections: every block once, in order.
+def _passes_fit(params: dict, checker, name: str, chunks: DaskChunks, prior, y) -> Outcome:
+    """A Krylov solver: one distributed pass per iteration (:mod:`fastopt._krylov_dask`)."""
+    from fastopt import _krylov_dask
 
-    The closed form merges the blocks' statistics on the cluster, then into the estimator's state; an
+    return _krylov_dask.fit(params, checker, name, chunks, prior)
+
+
+# How each kind of solver (fastopt._result.Solver.chunked) fits Dask blocks.
+FITS = {"statistics": _statistics_fit, "epochs": _epochs_fit, "passes": _passes_fit}
+
+
+def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str], Any]) -> Outcome:
+    """``LinearRegressor.fit`` on Dask collections (parameters already validated by ``fit``): the
+    :class:`fastopt._result.Outcome` for the estimator to take; ``warm_state(name)`` is the state a warm start
+    continues from. Nothing here writes to the estimator."""
+    chunks = DaskChunks(X, y, sample_weight)
+    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha)
+    if not _solvers.SOLVERS[name].incremental:  # "auto" picks, as fit_stream does, a solver that streams
+        name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
+    solver = _solvers.SOLVERS[name]
+    solver.check_incremental()  # e.g. Newton: every iteration reads all rows (a clear error)
+    checker = _sweeps.template(estimator)
+    _check_features(checker, X, reset=True)
+    outcome = FITS[solver.chunked](estimator.get_params(), checker, name, chunks, warm_state(name), y)
+    return dataclasses.replace(outcome, checked=checker)
+
+
+def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first: bool, prior) -> Outcome:
+    """``LinearRegressor.partial_fit`` on Dask collections: every block once, in order, continuing ``prior``
+    (the previous calls' state unless ``first``) with solver ``name``; returns the
+    :class:`fastopt._result.Outcome`.
+
+    The closed form merges the blocks' statistics on the cluster, then into the previous state; an
     iterative solver makes one ``partial_fit`` pass over each block, on the worker holding it (each block's
     weights divided by their own mean, as a ``partial_fit`` call's are).
     """
     chunks = DaskChunks(X, y, sample_weight)
-    name = _solvers.resolve(estimator.solver, estimator.loss)
-    first = not hasattr(estimator, "_solver_state")
-    if first:
-        estimator._validate_params()
-    elif name != estimator._solver_name:
-        raise ValueError(
-            f"partial_fit was started with solver {estimator._solver_name!r}; solver is now {name!r}. "
-            "Call fit to start over."
-        )
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=first)
-    prior = None if first else estimator._solver_state
-    if name not in _closed_form.SOLVERS:
-        if not getattr(_solvers.SOLVERS[name], "streams", True):
-            _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
-        outcome = _sweeps.partial_sweep(_passes(chunks, checker), name, estimator.get_params(), prior)
-        return _sweeps.apply(estimator, checker, outcome)
+    solver = _solvers.SOLVERS[name]
+    solver.check_incremental()
+    if solver.chunked != "statistics":
+        return _sweeps.partial_sweep(_passes(chunks, checker), name, estimator.get_params(), prior, checker)
     state = _cluster_state(checker, chunks, "partial")
     if prior is not None:
         state = _closed_form.merge_states(prior, state)
     result = _sweeps.solve(checker.get_params(), state)
-    return _sweeps.apply(estimator, checker, _sweeps.Outcome(name, result, chunks.y_ndim == 1))
+    return Outcome(name, result, chunks.y_ndim == 1, checker)
 
 
 def _predict_block(block, estimator) -> np.ndarray:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import numbers
 import os
 import time
@@ -49,13 +50,9 @@ from fastopt._iterative_lr import (
     null_loss,
     sample_learning_rate,
 )
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Solver
 from fastopt.exceptions import ConvergenceWarning, DivergenceError
-
-# A minibatch whose mean loss exceeds this multiple of the starting loss has diverged: gradient descent that is
-# unstable grows the loss geometrically, so it crosses this bound within a few steps, long before overflow,
-# while a stable run never comes near it (its minibatch losses stay within outlier noise of the start).
-DIVERGENCE_FACTOR = 1e10
+from fastopt.optim import DIVERGENCE_FACTOR
 
 LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Loss.ABSOLUTE_ERROR,
           "huber": optim.Loss.HUBER}
@@ -64,7 +61,7 @@ LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Los
 RANDOM_INIT_SCALE = 0.01
 
 
-class Train(NamedTuple):
+class EpochCtl(NamedTuple):
     """Per-fit training controls that the fused epoch reads (the Python mirror of part of ``fo_epoch_ctl``).
 
     Attributes
@@ -152,7 +149,7 @@ def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, laz
     if m <= first:
         return _kernels.epoch_csr(*args, order, params, state, t, lr, lazy, None, avg, acc, period)
     bounds = [0, *range(first, m, period * batch), m]
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         status, t, loss, bad = _kernels.epoch_csr(*args, order[a:b], params, state, t, lr, lazy, None, avg, acc,
                                                   period)
         if status != _kernels.Status.OK:
@@ -184,8 +181,9 @@ class IterState:
 
     Attributes
     ----------
-    params : ndarray of shape (n_params,)
-        Weights (k, d) row-major, then the intercepts if fitted.
+    weights : ndarray of shape (n_params,)
+        The flat parameter vector: the coefficients (k, d) row-major, then the intercepts if fitted (named
+        apart from ``params``, which is always the estimator's ``get_params()`` dict here).
     opt_state : ndarray of shape (n_slots, n_params)
     t : int
         Optimizer steps taken.
@@ -213,7 +211,7 @@ class IterState:
         ``partial_fit`` passes apply the same map to their rows.
     """
 
-    params: np.ndarray
+    weights: np.ndarray
     opt_state: np.ndarray
     t: int
     epochs: int
@@ -292,6 +290,7 @@ class Stopping:
                 f"solver={method!r} reached max_epochs={max_epochs} without the monitored loss settling within "
                 f"tol={self.tol}; increase max_epochs or adjust the learning rate.",
                 ConvergenceWarning,
+                stacklevel=1,  # the depth below the user's call differs by entry point (fit, fit_stream, Dask)
             )
 
 
@@ -400,6 +399,7 @@ class RatePlateau(Stopping):
                 f"cut {self.cuts} times, to {self.lr:.3g}, and the last cut still lowered the loss); increase "
                 "max_epochs.",
                 ConvergenceWarning,
+                stacklevel=1,  # the depth below the user's call differs by entry point (fit, fit_stream, Dask)
             )
 
 
@@ -425,8 +425,8 @@ def make_spec(method: str, params: dict) -> optim.Optimizer:
     """The optimizer spec for ``method`` from the estimator's hyperparameters (``alpha`` is the weight decay)."""
     cls = optim.OPTIMIZERS[method]
     momentum = params["momentum"]
-    if momentum is None:  # the rule's conventional default: heavy ball 0.9, RMSProp without a buffer
-        momentum = 0.0 if cls is optim.RMSProp else 0.9
+    if momentum is None:  # the rule's own default (its dataclass field): heavy ball 0.9, RMSProp no buffer (0)
+        momentum = next((f.default for f in dataclasses.fields(cls) if f.name == "momentum"), None)
     available = {
         "weight_decay": params["alpha"], "momentum": momentum, "dampening": params["dampening"],
         "rho": params["rho"], "beta1": params["beta1"], "beta2": params["beta2"], "eps": params["eps"],
@@ -436,24 +436,41 @@ def make_spec(method: str, params: dict) -> optim.Optimizer:
     return cls(**{key: value for key, value in available.items() if key in names})
 
 
+# ---------------------------------------------------------------- seeds and held-out rows, defined once
+# The solver's row-order generator (_seed) and a streamed fit's own draws (fastopt._chunks.stream_seed) both
+# take one draw_seed from a RandomState; held-out counts are n_held_out's, whatever the edge rule of the caller.
+
+
+def draw_seed(random_state) -> int:
+    """One draw from ``random_state`` (an int, a ``RandomState`` instance, advanced, or None) in ``[0, 2^31 - 1)``,
+    as scikit-learn's estimators seed their own generators."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
 @functools.lru_cache(maxsize=256)
 def _int_seed(random_state: int) -> int:
     # Seeding a legacy RandomState (MT19937) costs about 0.1-0.2 ms, 1-2% of an epoch: do it once per integer.
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+    return draw_seed(random_state)
 
 
 def _seed(random_state) -> np.random.Generator:
     # An int random_state gives the same Generator every fit; a RandomState instance advances as scikit-learn's.
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         return np.random.default_rng(_int_seed(int(random_state)))
-    return np.random.default_rng(check_random_state(random_state).randint(0, 2**31 - 1))
+    return np.random.default_rng(draw_seed(random_state))
+
+
+def n_held_out(n_rows: int, validation_fraction: float) -> int:
+    """How many of ``n_rows`` rows ``early_stopping`` holds out for validation (may be all of them: the
+    caller decides whether that is an error, as for a fit, or means no split, as for one chunk of a stream)."""
+    return int(np.ceil(validation_fraction * n_rows))
 
 
 def _split(n: int, params: dict, rng: np.random.Generator):
     """Training and validation row indices (int64); the validation set is empty without early stopping."""
     if not params["early_stopping"]:
         return np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64)
-    n_val = int(np.ceil(params["validation_fraction"] * n))
+    n_val = n_held_out(n, params["validation_fraction"])
     if n_val >= n:
         raise ValueError(
             f"validation_fraction={params['validation_fraction']} leaves no training rows out of {n}; "
@@ -503,19 +520,20 @@ def split_params(p: np.ndarray, d: int, k: int):
     return coef, intercept
 
 
-def epoch_pass(spec, train: Train, data, sw, order, st: IterState, lr: float):
+def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float):
     """One compiled epoch over ``data.X``, dense (:func:`run_epoch`: :func:`fastopt._kernels.epoch` in slices, one
     or two threads) or CSR (:func:`run_epoch_csr`: :func:`fastopt._kernels.epoch_csr` in slices, one thread;
-    ``train.lazy`` selects SparseAdam semantics); in place on ``st.params`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
+    ``train.lazy`` selects SparseAdam semantics); in place on ``st.weights`` and ``st.opt_state``. Returns the
+    kernel's (status, t, loss, bad_step)."""
     if train.average and st.avg is None:
-        st.avg = np.zeros_like(st.params)
+        st.avg = np.zeros_like(st.weights)
     if sp.issparse(data.X):
-        return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+        return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                              st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None)
     d, k = data.X.shape[1], data.Y.shape[1]
-    work = np.empty(6 * st.params.shape[0] + 2 * k, dtype=st.params.dtype)
+    work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
-    return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.params,
+    return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                      st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
 
 
@@ -544,8 +562,8 @@ def lazy_rule(method: str, params: dict) -> bool:
     return params.get("sparse_mode", "exact") == "lazy" and method in LAZY_RULES
 
 
-# The rules whose exact steps move every coordinate (O(d) a step on sparse X), and so have a lazy mode.
-LAZY_RULES = frozenset({"adam", "adamw"})
+# The rules with a lazy mode (optim.Optimizer.lazy_mode).
+LAZY_RULES = frozenset(name for name, rule in optim.OPTIMIZERS.items() if rule.lazy_mode)
 
 
 def _as_lazy_data(method: str, params: dict, data):
@@ -565,11 +583,11 @@ def _continues(state: IterState | None, params: dict, data) -> bool:
     """Whether a warm start continues from ``state`` (same shapes, intercept and dtype)."""
     d, k = data.X.shape[1], data.Y.shape[1]
     n_params = k * d + (k if params["fit_intercept"] else 0)
-    return state is not None and state.dims == (d, k) and state.params.shape == (n_params,) \
-        and state.params.dtype == data.X.dtype
+    return state is not None and state.dims == (d, k) and state.weights.shape == (n_params,) \
+        and state.weights.dtype == data.X.dtype
 
 
-class IterativeSolver:
+class IterativeSolver(Solver):
     """One minibatch optimizer behind ``LinearRegressor(solver=method)``.
 
     On sparse ``X`` (CSR, validated to int32 indices without duplicates) each epoch is
@@ -578,13 +596,14 @@ class IterativeSolver:
     """
 
     losses = frozenset(LOSSES)
-    positive = True  # projected steps (Train.positive)
-    averages = True  # Polyak-Ruppert averaging (Train.average)
+    positive = True  # projected steps (EpochCtl.positive)
+    averages = True  # Polyak-Ruppert averaging (EpochCtl.average)
     accepts_init = True
     supports_sparse = True
+    chunked = "epochs"  # an epoch is one partial_fit pass per chunk
 
     def __init__(self, method: str):
-        self.method = method
+        self.method = self.name = method
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:
@@ -609,7 +628,7 @@ class IterativeSolver:
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
-            return dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
+            return dataclasses.replace(state, weights=state.weights.copy(), opt_state=state.opt_state.copy(),
                                        rng=rng, loss_curve=[], lr0=lr0, lr=None, null_loss=null,
                                        learning_rates=[], avg=None if state.avg is None else state.avg.copy())
         if params["learning_rate"] != "auto":
@@ -626,7 +645,7 @@ class IterativeSolver:
                 f"overflows (max |y| = {float(np.max(np.abs(data.Y))):.3g}); rescale y."
             )
         limit = DIVERGENCE_FACTOR * start_loss if start_loss > 0 else np.inf
-        return IterState(params=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
+        return IterState(weights=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k), null_loss=null)
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int) -> float:
@@ -648,13 +667,13 @@ class IterativeSolver:
                 "schedule, or clip_norm."
             )
         st.t = t
-        if spec.rule != optim.Rule.ADAMW and spec.weight_decay > 0:
+        if not spec.decoupled_decay and spec.weight_decay > 0:
             k_d = data.X.shape[1] * data.Y.shape[1]
-            loss += 0.5 * spec.weight_decay * float(np.dot(st.params[:k_d], st.params[:k_d]))
+            loss += 0.5 * spec.weight_decay * float(np.dot(st.weights[:k_d], st.weights[:k_d]))
         return float(loss)
 
-    def _train_controls(self, params, st: IterState) -> Train:
-        return Train(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
+    def _train_controls(self, params, st: IterState) -> EpochCtl:
+        return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
                      positive=bool(params.get("positive", False)), average=average_start(params))
@@ -663,7 +682,7 @@ class IterativeSolver:
     def current_params(params: dict, st: IterState) -> np.ndarray:
         """The parameters the model reports: the average once ``average`` has started, else the iterate."""
         start = average_start(params)
-        return st.avg if start and st.avg is not None and st.t >= start else st.params
+        return st.avg if start and st.avg is not None and st.t >= start else st.weights
 
     def epoch_lr(self, params, st: IterState, epoch: int) -> float:
         """The learning rate of the 0-based ``epoch``: the named schedule's, or the plateau rule's current rate."""
@@ -760,7 +779,7 @@ class IterativeSolver:
                              lr0=None if sweep is None else sweep.lr0)
         else:
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
-            st = dataclasses.replace(state, params=state.params.copy(), opt_state=state.opt_state.copy(),
+            st = dataclasses.replace(state, weights=state.weights.copy(), opt_state=state.opt_state.copy(),
                                      loss_curve=list(state.loss_curve), lr0=lr0,
                                      lr=state.lr if lr0 == state.lr0 else None,
                                      learning_rates=list(state.learning_rates),
@@ -791,9 +810,9 @@ class IterativeSolver:
         """The fitted model of ``st`` and its attributes; a validation ``stopping`` rule's best parameters,
         when it kept some, replace the last ones (in ``st`` too). ``n_iter`` defaults to the epoch count.
         With ``average`` (in ``params``) the averaged parameters are reported once averaging has started."""
-        reported = st.params if params is None else self.current_params(params, st)
+        reported = st.weights if params is None else self.current_params(params, st)
         if stopping is not None and stopping.best_params is not None:
-            st.params = reported = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's
+            st.weights = reported = stopping.best_params  # as scikit-learn's MLP: keep the best validation score's
         d, k = st.dims
         coef, intercept = split_params(reported, d, k)
         if st.affine is not None:

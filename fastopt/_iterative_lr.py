@@ -1,10 +1,10 @@
 """Data-derived quantities for the iterative solvers: the loss of a model, and ``learning_rate="auto"``.
 
-``learning_rate="auto"`` follows the seed's ill-conditioning argument: a gradient step ``-lr g`` lowers a
-quadratic loss only if ``lr < 2 / L`` along the Hessian's top eigenvector, ``L`` its largest eigenvalue. ``L``
-is found by power iteration with Hessian-vector products ``Xa^T diag(sw) Xa v / n`` (``Xa = [X, 1]`` with an
-intercept), on at most ``AUTO_ROWS`` training rows (for a streamed or Dask fit, a seeded uniform sample of that
-size across all chunks, see :mod:`fastopt._streaming`). The squared-error
+``learning_rate="auto"`` follows the ill-conditioning argument of Goodfellow, Bengio & Courville, *Deep Learning*, 2016,
+sec. 4.3.1 and 8.2.1: a gradient step ``-lr g`` lowers a quadratic loss only if ``lr < 2 / L`` along the Hessian's top
+eigenvector, ``L`` its largest eigenvalue. ``L`` is found by power iteration with Hessian-vector products ``Xa^T
+diag(sw) Xa v / n`` (``Xa = [X, 1]`` with an intercept), on at most ``AUTO_ROWS`` training rows (for a streamed or Dask
+fit, a seeded uniform sample of that size across all chunks, see :mod:`fastopt._streaming`). The squared-error
 Hessian is used for every loss: it bounds Huber's and sets the curvature scale for absolute error.
 
 Minibatches are noisier than the full gradient, so the plain and momentum rules take the critical step size of
@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from fastopt.optim import Loss, Rule
+from fastopt.optim import Loss
 
 AUTO_ROWS = 20_000  # rows used to estimate the Hessian: enough for a few-percent estimate of L
 POWER_ITERATIONS = 100
@@ -271,7 +271,7 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
     w = w.astype(np.float64) if w is not None else np.ones(Xa.shape[0])
     w = w / w.mean()
     d = X.shape[1]
-    coupled = spec.rule != Rule.ADAMW
+    coupled = not spec.decoupled_decay
     ridge = np.r_[np.full(d, spec.weight_decay if coupled else 0.0), np.zeros(Xa.shape[1] - d)]
     L = _top_eigenvalue(Xa, w, ridge)
     if L <= 0.0:  # X is zero and there is no intercept: nothing moves, any rate will do
@@ -286,8 +286,8 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
             trace = float(np.einsum("i,ij,ij->", w, Xa, Xa))
         trace = trace / Xa.shape[0] + float(ridge.sum())
         lr = b / (trace + (b - 1) * L)  # the critical minibatch rate
-    if spec.rule in (Rule.SGD, Rule.MOMENTUM, Rule.NESTEROV):
-        return lr * (1.0 - spec.momentum) if spec.rule != Rule.SGD else lr
+    if spec.follows_gradient:
+        return lr * (1.0 - spec.momentum) if hasattr(spec, "momentum") else lr
     k = Y.shape[1]
     P0 = np.vstack([p0[: k * d].reshape(k, d).T.astype(np.float64),
                     p0[k * d :][None, :] if fit_intercept else np.zeros((0, k))])
@@ -296,5 +296,5 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
     # (lr L = b L / (tr H + (b - 1) L), 1 for full batches): a smaller batch moves the adaptive rules in
     # noisier directions, and their noise ball grows with the per-coordinate step.
     scale = float(np.max(np.abs(G0))) * lr
-    fraction = ADAGRAD_FRACTION if spec.rule == Rule.ADAGRAD else ADAPTIVE_FRACTION
+    fraction = ADAGRAD_FRACTION if spec.accumulates else ADAPTIVE_FRACTION
     return fraction * scale if scale > 0 else 1e-3

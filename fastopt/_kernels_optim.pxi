@@ -1,7 +1,7 @@
 # Optimizer kernels (step rules, fused epoch); included by _kernels.pyx.
 #
 # hyper: any object with the fields of fo_hyper (fastopt.optim.Hyper). train: any object with batch_size, loss,
-# epsilon, clip_norm (None or <= 0: no clipping) and loss_limit (fastopt._iterative.Train).
+# epsilon, clip_norm (None or <= 0: no clipping) and loss_limit (fastopt._iterative.EpochCtl).
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free
@@ -312,7 +312,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     ----------
     rule : Rule
     hyper : Hyper
-    train : Train
+    train : EpochCtl
     X : ndarray of shape (n_samples, d)
     Y : ndarray of shape (n_samples, k)
     sample_weight : ndarray of shape (n_samples,) or None

@@ -10,8 +10,9 @@ problem ``min ||A coef - b||^2 + lam^2 ||coef||^2`` with ``A = S (X - 1 m^T)``, 
 ``m = 0`` and ``m_y = 0``). ``A`` is never formed: ``A v = S (X v - (m . v) 1)`` and
 ``A^T u = X^T (S u) - m sum_i s_i u_i``.
 
-Preconditioning (``precondition="auto"``, the default; ``"none"`` turns it off) solves for ``z = D^-1 coef`` with the operator
-``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal of the
+Preconditioning (``precondition="auto"``, the default; ``"none"`` turns it off) solves for ``z = D^-1 coef``
+with the operator ``A D``, where ``D = diag(1 / sqrt(||A e_j||^2 + lam^2))`` is the inverse square root of the diagonal
+of the
 normal matrix ``A^T A + lam^2 I``: columns of very different scales (counts beside ratios, hashed features of
 any frequency) then converge together. The ridge term becomes ``lam^2 ||D z||^2``, so both methods run on the
 augmented operator ``[A D; lam D]`` and right-hand side ``[b; 0]`` (its lower block is diagonal: O(d) work).
@@ -71,7 +72,7 @@ import numpy as np
 import scipy.sparse
 
 from fastopt import _closed_form, _kernels
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Outcome, Solver
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
 
@@ -218,7 +219,9 @@ def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: 
     n, d = X.shape
     segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
     threads = min(_closed_form._n_threads(), len(segs))
-    run = lambda seg: _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares)
+    def run(seg):
+        return _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares)
+
     parts = _pool().map(run, segs) if threads > 1 else map(run, segs)
     total = None
     for part in parts:  # in segment order, whichever thread finished first
@@ -476,16 +479,17 @@ def cast(result: FitResult, dtype) -> FitResult:
     return result
 
 
-class KrylovSolver:
+class KrylovSolver(Solver):
     """A registry entry: ``solver="cg"`` (CGLS) or ``solver="lsqr"`` (LSQR); see the module docstring."""
 
     losses = frozenset({"squared_error"})
     supports_sparse = True
     per_target_alpha = True  # each target is its own Krylov run with its own damping
     accepts_init = True  # coef_init starts the iteration, as a warm start does
+    chunked = "passes"  # one read of every chunk per iteration
 
     def __init__(self, method: str):
-        self.method = method
+        self.method = self.name = method
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:
@@ -514,18 +518,17 @@ class KrylovSolver:
 SOLVERS = {"cg": KrylovSolver("cg"), "lsqr": KrylovSolver("lsqr")}
 
 
-def fit_stream(estimator, name: str, source, check: Callable):
-    """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration.
+def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovState | None) -> Outcome:
+    """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration, from
+    ``state`` under ``warm_start``.
 
     ``check(X, y, sample_weight, where, reset)`` validates a chunk into :class:`Data`. Chunks are visited in
     stream order and their sums merged in a balanced tree (round-off grows with the log of the chunk count), so
     the same stream gives the same coefficients every time.
     """
     from fastopt._chunks import read
-    from fastopt._sweeps import Targets as _Targets
 
     source.check_epochs(2)
-    params = estimator.get_params()
     info = {}
 
     def fold(leaf):
@@ -551,8 +554,5 @@ def fit_stream(estimator, name: str, source, check: Callable):
         def fused(self, target, v, c, shift):
             return fold(lambda data: chunk_pass(data, _sqrt_weight(data.sample_weight), target, v, c, shift))
 
-    state = None
-    if estimator.warm_start and getattr(estimator, "_solver_name", None) == name:
-        state = getattr(estimator, "_solver_state", None)
     result = cast(solve(name, params, StreamPasses(), state), info["dtype"])
-    return estimator._apply(name, _Targets(info["y_was_1d"]), result)
+    return Outcome(name, result, info["y_was_1d"])

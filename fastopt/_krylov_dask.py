@@ -8,12 +8,11 @@ travel: the direction out to the blocks, one ``d``-vector and two numbers back f
 """
 from __future__ import annotations
 
-from typing import Any
-
 import dask
 from dask.delayed import delayed
 
 from fastopt import _chunks, _dask, _krylov, _sweeps
+from fastopt._result import Outcome
 
 
 def _validated(template, X, y, sample_weight, where: str):
@@ -31,8 +30,8 @@ def _fused(data, target: int, v, c: float, shift: float):
 class DaskPasses:
     """:class:`fastopt._krylov.Passes` over persisted, validated Dask row blocks."""
 
-    def __init__(self, estimator, chunks: _dask.DaskChunks):
-        template = delayed(_sweeps.template(estimator), pure=True)
+    def __init__(self, checker, chunks: _dask.DaskChunks):
+        template = delayed(_sweeps.template(checker), pure=True)
         leaves = [delayed(_validated, pure=True)(template, *chunks.block(i)) for i in range(len(chunks))]
         self.blocks = list(dask.persist(*leaves))
 
@@ -45,12 +44,9 @@ class DaskPasses:
         return _dask.tree_merge(leaves, _krylov.add).compute()
 
 
-def fit(estimator, name: str, chunks: _dask.DaskChunks, X: Any):
-    """``LinearRegressor.fit`` on Dask collections with a Krylov solver (features already checked)."""
-    params = estimator.get_params()
-    state = None
-    if estimator.warm_start and getattr(estimator, "_solver_name", None) == name:
-        state = getattr(estimator, "_solver_state", None)
-    passes = DaskPasses(estimator, chunks)
+def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Outcome:
+    """``LinearRegressor.fit`` on Dask collections with a Krylov solver (``checker``: the estimator template
+    holding the features, already checked), from ``state`` under ``warm_start``."""
+    passes = DaskPasses(checker, chunks)
     result = _krylov.cast(_krylov.solve(name, params, passes, state), chunks.dtype)
-    return estimator._apply(name, _sweeps.Targets(chunks.y_ndim == 1), result)
+    return Outcome(name, result, chunks.y_ndim == 1)

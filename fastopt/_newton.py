@@ -41,8 +41,9 @@ Absolute error: finite smoothing
 smoothed objective is within ``gamma / 2`` of the least absolute deviation objective. Following Madsen &
 Nielsen, "A finite smoothing algorithm for linear l1 estimation", SIAM J. Optim. 3 (1993), the smoothed
 problems are solved by the Newton method above (``max_epochs`` iterations at most per problem) for ``gamma``
-decreasing tenfold from the median absolute residual of the least-squares fit, and after each stage the limit ``gamma -> 0`` is taken exactly: the rows
-inside the threshold are fitted exactly, the others keep their sign, an equality-constrained quadratic
+decreasing tenfold from the median absolute residual of the least-squares fit, and after each stage the limit
+``gamma -> 0`` is taken exactly: the rows inside the threshold are fitted exactly, the others keep their sign, an
+equality-constrained quadratic
 program (``(d + 1 + m) x (d + 1 + m)``, m rows inside) whose multipliers certify optimality when they lie in
 ``[-s_i, s_i]`` (the subgradient condition). The fit ends with a certified exact minimiser, or when ``gamma``
 is below ``4 eps F`` (objective within that, relative).
@@ -63,7 +64,7 @@ import scipy.linalg
 
 from fastopt import _closed_form
 from fastopt._iterative import weight_mean
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Solver
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
 
@@ -462,14 +463,20 @@ def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit
     return _Fit(np.asarray(w, dtype=np.float64), float(b), F, iters, converged, curve or [F])
 
 
-class NewtonSolver:
+class NewtonSolver(Solver):
     """``solver="newton"``: exact fits of the robust losses (see the module docstring)."""
 
+    name = "newton"
     losses = frozenset({"huber", "absolute_error", "squared_error"})  # squared error: Huber with epsilon = inf
-    supports_sparse = False
-    streams = False
+    chunked = None  # every Newton iteration reads all rows
     accepts_init = True
     per_target_alpha = True
+
+    def check_incremental(self) -> None:
+        raise ValueError(
+            "solver='newton' cannot fit incrementally (partial_fit, fit_stream or Dask arrays): each Newton "
+            "iteration reads every row. Use fit on in-memory arrays, or an iterative solver (e.g. solver='adam')."
+        )
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:
@@ -533,10 +540,7 @@ class NewtonSolver:
 
     def partial_fit(self, params: dict, data: Data, state=None, **_) -> FitResult:
         """Not supported: each Newton iteration reads every row."""
-        raise ValueError(
-            "solver='newton' cannot fit incrementally (partial_fit, fit_stream or Dask arrays): each Newton "
-            "iteration reads every row. Use fit on in-memory arrays, or an iterative solver (e.g. solver='adam')."
-        )
+        self.check_incremental()
 
 
 SOLVERS = {"newton": NewtonSolver()}

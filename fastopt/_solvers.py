@@ -4,25 +4,20 @@ A solver takes the estimator's hyperparameters and validated data, and returns a
 :class:`fastopt._result.FitResult`; it owns allocation, randomness, epochs, schedules, stopping and convergence.
 The estimator owns only the sklearn API.
 
-Protocol (duck-typed; see ``_closed_form`` and ``_iterative``)::
+Every entry is a :class:`fastopt._result.Solver`, which declares what it supports (``losses``,
+``supports_sparse``, ``per_target_alpha``, ``positive``, ``averages``, ``accepts_init``, ``chunked``: how it
+fits chunks for ``fit_stream`` and Dask arrays, or None when it cannot fit incrementally) and
+``checks_finite_X(params)``; callers read these declarations, never a solver's name or module. It implements::
 
-    solver.losses -> frozenset[str]
-        The ``loss=`` values it fits.
-    solver.supports_sparse -> bool
-        Whether ``fit``/``partial_fit`` accept ``data.X`` as a canonical ``scipy.sparse`` CSR matrix; validation
-        refuses sparse input with a TypeError for a solver that does not.
-    solver.checks_finite_X(params) -> bool
-        Whether its ``fit`` reports non-finite ``X`` itself, so validation may skip that pass over ``X``.
     solver.fit(params, data, state=None) -> FitResult
         A full fit. ``state`` is the previous fit's state when ``warm_start`` applies, else None.
     solver.partial_fit(params, data, state=None) -> FitResult
         One incremental update: a closed-form solver merges sufficient statistics, an iterative one makes one
         pass over the given rows (placed in an epoch of a streamed fit by an optional ``sweep``), a Krylov one
         (``_krylov``) refits the given rows from the previous coefficients. ``state`` is None on the first call.
-    solver.fit_dask(params, checker, chunks, state) -> FitResult   (optional)
-        A full fit on Dask blocks (:class:`fastopt._dask.DaskChunks`; ``checker`` validates blocks), for a
-        solver with its own cluster path; without it, ``fit`` on Dask runs the closed form's or the iterative
-        solvers' path of :mod:`fastopt._dask`.
+
+A fit over chunks runs the path that ``chunked`` names: :mod:`fastopt._streaming` and :mod:`fastopt._dask`
+each hold one function per kind (a table, not a branch on names).
 
 ``params`` is ``estimator.get_params()``; ``data`` is a :class:`fastopt._validation.Data`.
 """
@@ -30,13 +25,16 @@ from __future__ import annotations
 
 import math
 from numbers import Number
-from typing import Any
 
 import numpy as np
 
 from fastopt import _closed_form, _iterative, _krylov, _newton
+from fastopt._result import Solver
 
-SOLVERS: dict[str, Any] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_newton.SOLVERS, **_krylov.SOLVERS}
+SOLVERS: dict[str, Solver] = {**_closed_form.SOLVERS, **_iterative.SOLVERS, **_newton.SOLVERS, **_krylov.SOLVERS}
+
+# Every loss= value some solver fits (the estimator's parameter constraint).
+LOSSES = frozenset().union(*(entry.losses for entry in SOLVERS.values()))
 
 # "auto": the exact minimiser: the closed form for squared error, Newton's method for the robust losses.
 AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"}
@@ -93,7 +91,7 @@ def check_options(name: str, params: dict, n_targets: int) -> None:
     entry = SOLVERS[name]
     alpha = np.asarray(params["alpha"])
     if alpha.ndim:
-        if not getattr(entry, "per_target_alpha", False):
+        if not entry.per_target_alpha:
             raise ValueError(f"solver={name!r} takes a scalar alpha; a per-target alpha array needs the closed "
                              "form (solver='normal' or 'qr') or solver='newton'.")
         if alpha.shape != (n_targets,):
@@ -101,10 +99,10 @@ def check_options(name: str, params: dict, n_targets: int) -> None:
                              f"shape ({n_targets},).")
         if not np.issubdtype(alpha.dtype, np.number) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
             raise ValueError("alpha must be finite and non-negative.")
-    if params.get("positive") and not getattr(entry, "positive", False):
+    if params.get("positive") and not entry.positive:
         raise ValueError(f"positive=True is not supported by solver={name!r}; use the closed form or an iterative "
                          "solver.")
-    if params.get("average") and not getattr(entry, "averages", False):
+    if params.get("average") and not entry.averages:
         raise ValueError(f"average={params['average']!r} applies to the iterative solvers, not solver={name!r}.")
 
 
@@ -129,7 +127,7 @@ def check_init(coef_init, intercept_init, data) -> tuple[np.ndarray, np.ndarray]
 
 def supports_sparse(name: str) -> bool:
     """Whether the registry entry ``name`` fits sparse ``X``."""
-    return bool(getattr(SOLVERS[name], "supports_sparse", False))
+    return SOLVERS[name].supports_sparse
 
 
 def sparse_solvers() -> list[str]:

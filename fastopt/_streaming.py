@@ -13,24 +13,23 @@ whose passes run on the workers), and what each chunk contributes, and how chunk
   epoch ``e`` runs at the schedule's rate for epoch ``e`` of ``max_epochs``, so a streamed fit is, bit for
   bit, the in-memory sequence of ``partial_fit`` calls in the same chunk order with each epoch's rate set.
 - ``learning_rate="auto"`` is estimated before the first epoch from a seeded uniform sample of at most
-  ``AUTO_ROWS`` training rows across all chunks (:class:`fastopt._chunks.Sample`; one extra read of the stream, or on Dask a
+  ``AUTO_ROWS`` training rows across all chunks (:class:`fastopt._chunks.Sample`; one extra read of the stream, or on
+  Dask a
   reduction on the workers that brings back only the sampled rows). A one-shot iterator cannot be read twice:
   there, as in ``partial_fit``, the first chunk's rows set it.
 - ``early_stopping=True`` holds out a seeded ``validation_fraction`` of every chunk's rows
   (:func:`fastopt._chunks.chunk_split`), scores them as the in-memory fit does and stops by the same rule (see
   :class:`fastopt._sweeps.Epochs`), with memory bounded by one chunk.
-- Sample weights are divided by one constant, their mean over all the stream's training rows (:class:`fastopt._chunks.Weight`),
-  so the sweeps minimise the in-memory objective of the concatenated rows: the learning-rate sampling pass
-  totals it, or on Dask a reduction of the weight blocks; otherwise the first chunk read decides (see
-  :meth:`LocalPasses._weights`: one read of every chunk's weights, none for an unweighted stream). A one-shot
-  iterator divides by its first chunk's mean.
+- Sample weights are normalised by one stream-wide mean (see "Sample weights" in ARCHITECTURE.md): the
+  learning-rate sampling pass totals it, otherwise the first chunk read decides (see
+  :meth:`fastopt._sweeps.LocalPasses._weights`); a one-shot iterator divides by its first chunk's mean.
 
 Nothing here imports Dask.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -40,35 +39,13 @@ from fastopt import _closed_form, _krylov, _solvers
 from fastopt._chunks import (
     ChunkSource,
     check_chunk,
+    checked_statistics,
     chunk_sample,
-    chunk_state,
     merge_samples,
     read,
 )
-from fastopt._sweeps import (
-    Epochs,
-    LocalPasses,
-    Outcome,
-    apply,
-    prior_state,
-    sample_rate,
-    solve,
-    template,
-)
-
-
-def dask_backend(*objs: Any):
-    """:mod:`fastopt._dask` when any of ``objs`` is a Dask collection, else None.
-
-    A Dask collection can only exist once Dask has been imported, so an absent ``dask`` module answers
-    "no" for free: ``import fastopt`` never pulls Dask in, and ``fastopt._dask`` is imported only here.
-    """
-    dask = sys.modules.get("dask")
-    if dask is None or not any(dask.is_dask_collection(o) for o in objs):
-        return None
-    from fastopt import _dask
-
-    return _dask
+from fastopt._result import Outcome
+from fastopt._sweeps import Epochs, LocalPasses, sample_rate, solve, template
 
 
 def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callable):
@@ -98,14 +75,15 @@ def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callab
 def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str):
     """Merged statistics of every chunk, in stream order, and whether ``y`` is 1-D."""
     def leaf(X, y, sample_weight, where, index, reset):
-        return chunk_state(checker, params, X, y, sample_weight, where, kind, reset=reset)[0]
+        return checked_statistics(checker, params, X, y, sample_weight, where, kind, reset=reset)[0]
 
     return fold(source, leaf, _closed_form.merge_states, lambda state: state.n_targets)
 
 
-def _closed_form_fit(checker, name: str, source: ChunkSource) -> Outcome:
+def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior) -> Outcome:
+    """The closed form: merged statistics solved once (a fit of all rows: no warm start, ``prior`` unused)."""
     params = checker.get_params()
-    state, y_was_1d = _closed_form_pass(checker, params, source, "gram")
+    state, y_was_1d = _closed_form_pass(checker, params, source, "fit")
     second_pass = None if source.one_shot else lambda: _closed_form_pass(checker, params, source, "qr")[0]
     return Outcome(name, solve(params, state, second_pass), y_was_1d)
 
@@ -126,20 +104,30 @@ def sampler(checker, name: str, params: dict, source: ChunkSource) -> Callable[[
     return draw
 
 
-def fit(estimator, chunks):
-    """``LinearRegressor.fit_stream``: fit ``estimator`` (hyperparameters already validated) on a stream of
-    chunks; its attributes are written once the fit has succeeded."""
+def _epochs_fit(params: dict, checker, name: str, source: ChunkSource, prior) -> Outcome:
+    """An iterative solver: epochs of one pass over each chunk (:class:`fastopt._sweeps.Epochs`)."""
+    passes = LocalPasses(source, checker, reset=prior is None)
+    return Epochs(params, name, passes).run(prior, sampler(checker, name, params, source))
+
+
+def _passes_fit(params: dict, checker, name: str, source: ChunkSource, prior) -> Outcome:
+    """A Krylov solver: one read of the stream per iteration (:func:`fastopt._krylov.fit_stream`)."""
+    return _krylov.fit_stream(params, name, source, functools.partial(check_chunk, checker), prior)
+
+
+# How each kind of solver (fastopt._result.Solver.chunked) fits a stream of chunks.
+FITS = {"statistics": _statistics_fit, "epochs": _epochs_fit, "passes": _passes_fit}
+
+
+def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
+    """``LinearRegressor.fit_stream``: fit a stream of chunks with ``estimator``'s hyperparameters (already
+    validated), continuing ``warm_state(name)`` under ``warm_start``; the
+    :class:`fastopt._result.Outcome` for the estimator to take. Nothing here writes to the estimator."""
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
     name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
-    if name in _krylov.SOLVERS:
-        return _krylov.fit_stream(estimator, name, source, functools.partial(check_chunk, estimator))
-    if not getattr(_solvers.SOLVERS[name], "streams", True):  # e.g. Newton: every iteration reads all rows
-        _solvers.SOLVERS[name].partial_fit(estimator.get_params(), None)
+    solver = _solvers.SOLVERS[name]
+    solver.check_incremental()  # e.g. Newton: every iteration reads all rows
     checker = template(estimator)
-    if name in _closed_form.SOLVERS:
-        return apply(estimator, checker, _closed_form_fit(checker, name, source))
-    prior = prior_state(estimator, name)
-    params = estimator.get_params()
-    passes = LocalPasses(source, checker, reset=prior is None)
-    outcome = Epochs(params, name, passes).run(prior, sampler(checker, name, params, source))
-    return apply(estimator, checker, outcome)
+    # The estimator's own params: a RandomState given as random_state is advanced as in-memory fits advance it.
+    outcome = FITS[solver.chunked](estimator.get_params(), checker, name, source, warm_state(name))
+    return dataclasses.replace(outcome, checked=checker)

@@ -6,8 +6,8 @@ The epoch loop (:class:`Epochs`: schedule, stopping rule, early stopping) runs i
 sees only small values: the model and optimizer state (:class:`fastopt._iterative.IterState`) and, per chunk,
 a :class:`ChunkRecord` of sums. The pass over one chunk (:func:`chunk_pass`, :func:`block_pass`) takes the
 state and returns the updated one, so a runner may carry the state to the chunk rather than the chunk to the
-state. Nothing here writes to an estimator until :func:`apply`, once the fit has succeeded, and nothing here
-imports Dask.
+state. Nothing here reads or writes an estimator's fitted state: a fit returns an :class:`Outcome`, which
+the estimator takes once the fit has succeeded; and nothing here imports Dask.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import _num_samples
 
 from fastopt import _closed_form, _iterative, _solvers
@@ -42,25 +41,9 @@ from fastopt._chunks import (
     unpack,
     validation_fraction,
 )
-from fastopt._result import FitResult
+from fastopt._result import FitResult, Outcome
 
-# ---------------------------------------------------------------- the estimator: read before, written after
-
-
-class Targets:
-    """The one fact about the target that ``LinearRegressor._apply`` needs from the validated data."""
-
-    def __init__(self, y_was_1d: bool):
-        self.y_was_1d = y_was_1d
-
-
-@dataclass
-class Outcome:
-    """What a fit over chunks hands back: the solver's result and what the estimator needs to take it."""
-
-    name: str
-    result: FitResult
-    y_was_1d: bool
+# ---------------------------------------------------------------- the estimator's features, checked on a copy
 
 
 def template(estimator):
@@ -73,24 +56,6 @@ def template(estimator):
     return copy_
 
 
-def prior_state(estimator, name: str):
-    """The state a fit continues from: the previous fit's under ``warm_start`` with the same solver, else None."""
-    if estimator.warm_start and getattr(estimator, "_solver_name", None) == name:
-        return getattr(estimator, "_solver_state", None)
-    return None
-
-
-def apply(estimator, checked, outcome: Outcome):
-    """Set the fitted attributes of ``outcome`` and the feature count and names that ``checked`` (the
-    :func:`template` the chunks were checked with) holds on ``estimator``: the only write of a fit."""
-    for attr in ("n_features_in_", "feature_names_in_"):
-        if hasattr(checked, attr):
-            setattr(estimator, attr, getattr(checked, attr))
-        else:
-            estimator.__dict__.pop(attr, None)
-    return estimator._apply(outcome.name, Targets(outcome.y_was_1d), outcome.result)
-
-
 def detach_random_state(params: dict, fresh: bool) -> dict:
     """``params`` whose ``random_state`` a chunk's pass may use in another process.
 
@@ -101,7 +66,7 @@ def detach_random_state(params: dict, fresh: bool) -> dict:
     if not (fresh and isinstance(random_state, np.random.RandomState)):
         return params
     detached = copy.deepcopy(random_state)
-    check_random_state(random_state).randint(0, 2**31 - 1)  # the draw _iterative._seed makes from it
+    _iterative.draw_seed(random_state)  # the draw the solver's seed makes from it
     return {**params, "random_state": detached}
 
 
@@ -409,7 +374,7 @@ class Epochs:
             order = next(orders) if training and passes.indexable else None
             spec = replace(spec, epoch=epoch if training else None, weight_mean=passes.weight_mean,
                            unweighted=passes.unweighted, observe=self.early and epoch == 0,
-                           scored=None if scored is None else scored.params,
+                           scored=None if scored is None else scored.weights,
                            dims=None if scored is None else scored.dims,
                            y_mean=None if scored is None else validation.y_mean())
             after, records = passes.run(order, spec, state if training else None)
@@ -430,7 +395,7 @@ class Epochs:
                 scores.append(validation.score(records))
                 if params["verbose"]:
                     print(f"-- Epoch {epoch}: validation R^2 {scores[-1]:.6f}")
-                stop = stopping.update(1.0 - scores[-1], scored.params)
+                stop = stopping.update(1.0 - scores[-1], scored.weights)
                 _follow_rate(stopping, current)
                 if stop:
                     break
@@ -535,11 +500,11 @@ class LocalPasses:
         return state, records
 
 
-def partial_sweep(passes: Passes, name: str, params: dict, prior) -> Outcome:
+def partial_sweep(passes: Passes, name: str, params: dict, prior, checked) -> Outcome:
     """``partial_fit`` over chunks: one ``partial_fit`` pass per chunk, in order, from ``prior``."""
     spec = PassSpec(name, detach_random_state(params, prior is None), stream=False)
     state, records = passes.run(None, spec, prior)
     if not records:
         raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
     solver = _solvers.SOLVERS[name]
-    return Outcome(name, solver.result(state, n_iter=state.epochs), records[0].y_was_1d)
+    return Outcome(name, solver.result(state, n_iter=state.epochs), records[0].y_was_1d, checked)

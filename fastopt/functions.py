@@ -1,9 +1,9 @@
 """Test functions for optimizers, each with its gradient, its Hessian and its known critical points.
 
 Every function here is an :class:`Objective`: a small frozen record holding the value, gradient and Hessian as
-vectorised NumPy callables, the plotting domain used by the seed chapters, a default start and the complete
-list of critical points inside that domain (found by multi-start root finding of the gradient and refined to
-40 digits with mpmath; ``tests/test_functions.py`` re-checks each one).
+vectorised NumPy callables, the plotting domain of the figures of Zhang et al., *Dive into Deep Learning*, sec. 12.1, a
+default start and the complete list of critical points inside that domain (found by multi-start root finding of the
+gradient and refined to 40 digits with mpmath; ``tests/test_functions.py`` re-checks each one).
 
 Vectorised convention: the coordinates are on the *first* axis. ``fun(x)`` takes ``x`` of shape
 ``(ndim, *batch)`` and returns shape ``batch``; ``grad`` returns ``(ndim, *batch)`` and ``hess``
@@ -39,8 +39,8 @@ class KnownPoint:
     x : tuple of float
         Location, accurate to double precision.
     kind : {"minimum", "maximum", "saddle"}
-        What the point is. ``x**3`` at 0 is a "saddle" in the seed's sense (the gradient vanishes and it is
-        neither a minimum nor a maximum) although its Hessian is singular.
+        What the point is. ``x**3`` at 0 is a "saddle" in the sense of Zhang et al. (*Dive into Deep Learning*, sec.
+        12.1) (the gradient vanishes and it is neither a minimum nor a maximum) although its Hessian is singular.
     value : float
         The function value at ``x``.
     """
@@ -179,7 +179,8 @@ RISK = Objective(
         KnownPoint((-0.27385268680085091,), "minimum", -0.17860251154773327),
         KnownPoint((0.27385268680085091,), "maximum", 0.17860251154773327),
     ),
-    description="The seed's risk: a local minimum near -0.27 and the global minimum near 1.09 on [-1, 2].",
+    description="The risk of Dive into Deep Learning, sec. 12.1: a local minimum near -0.27 and the global minimum "
+    "near 1.09 on [-1, 2].",
 )
 
 EMPIRICAL_RISK = Objective(
@@ -197,7 +198,8 @@ EMPIRICAL_RISK = Objective(
         KnownPoint((0.65163665206175661,), "minimum", -0.43655755559717902),
         KnownPoint((0.74538693399045903,), "maximum", -0.38856305927727007),
     ),
-    description="The seed's empirical risk: a finite sample moves the minimum from 1.09 (risk) to 1.02.",
+    description="The empirical risk of Dive into Deep Learning, sec. 12.1: a finite sample moves the minimum from "
+    "1.09 (risk) to 1.02.",
 )
 
 CUBIC = Objective(

@@ -1,9 +1,10 @@
 """The landscape of a function: numerical derivatives, critical points and their kinds, conditioning.
 
-The seed chapters explain optimization's troubles through the Hessian: at a point where the gradient vanishes,
-all-positive eigenvalues make a minimum, all-negative a maximum, mixed signs a saddle; the ratio of the extreme
-eigenvalues (the condition number) decides how fast gradient descent can go, and ``2 / lambda_max`` is the
-largest learning rate at which it converges at all. This module computes those quantities for any function
+Goodfellow, Bengio & Courville, *Deep Learning*, 2016 (sec. 4.3, 8.2) and Zhang et al., *Dive into Deep Learning*, sec.
+12.1, explain optimization's troubles through the Hessian: at a point where the gradient vanishes, all-positive
+eigenvalues make a minimum, all-negative a maximum, mixed signs a saddle; the ratio of the extreme eigenvalues (the
+condition number) decides how fast gradient descent can go, and ``2 / lambda_max`` is the largest learning rate at which
+it converges at all. This module computes those quantities for any function
 ``fun(x, *args) -> float`` of a 1-D array, from analytic derivatives when given and finite differences otherwise.
 
 Examples
@@ -237,7 +238,8 @@ def classify_critical_point(
     gtol: float | None = None,
     eig_tol: float | None = None,
 ) -> CriticalPoint:
-    """Name the critical point at ``x`` from the Hessian's eigenvalues (the seed's second-derivative test).
+    """Name the critical point at ``x`` from the Hessian's eigenvalues (the second-derivative test; Goodfellow, Bengio &
+    Courville, *Deep Learning*, 2016, sec. 4.3).
 
     Parameters
     ----------
@@ -267,8 +269,8 @@ def classify_critical_point(
     whatever the others are. When some eigenvalues are zero and the rest share a sign, the second-order test is
     inconclusive; ``fun`` is then probed along the null eigenvectors at small radii. If ``fun`` both rises
     and falls near ``x`` (counting the directions of non-zero curvature), ``x`` is no extremum, so a saddle in
-    the seed's sense: this is how ``x**3`` at 0 is named a saddle. Otherwise it is reported "degenerate"
-    (``x**4`` at 0 is a minimum, but finitely many probes cannot prove it).
+    the sense of Zhang et al., *Dive into Deep Learning*, sec. 12.1: this is how ``x**3`` at 0 is named a saddle.
+    Otherwise it is reported "degenerate" (``x**4`` at 0 is a minimum, but finitely many probes cannot prove it).
     """
     x = _point(x)
     f0 = _value(fun, x, args)

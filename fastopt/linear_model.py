@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
+import sys
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -14,13 +16,28 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from fastopt import _solvers, _streaming
+from fastopt import _solvers, _streaming, optim
+from fastopt._result import FitResult, Outcome
 from fastopt._validation import check_fit_data, check_predict_data
 
 if TYPE_CHECKING:  # only for annotations: dask is an optional extra
     import dask.array
 
 __all__ = ["LinearRegressor"]
+
+
+def _dask_backend(*objs):
+    """:mod:`fastopt._dask` when any of ``objs`` is a Dask collection, else None.
+
+    A Dask collection can only exist once Dask has been imported, so an absent ``dask`` module answers
+    "no" for free: ``import fastopt`` never pulls Dask in, and ``fastopt._dask`` is imported only here.
+    """
+    dask = sys.modules.get("dask")
+    if dask is None or not any(dask.is_dask_collection(o) for o in objs):
+        return None
+    from fastopt import _dask
+
+    return _dask
 
 
 def _transactional(method):
@@ -48,6 +65,13 @@ def _transactional(method):
             raise
 
     return wrapper
+
+
+def _interval(name: str) -> Interval:
+    """The range of optimizer hyperparameter ``name``, from the one table of bounds (:data:`fastopt.optim.BOUNDS`)."""
+    low, high, low_closed, high_closed = optim.BOUNDS[name]
+    closed = {(True, True): "both", (True, False): "left", (False, True): "right", (False, False): "neither"}
+    return Interval(Real, low, None if math.isinf(high) else high, closed=closed[low_closed, high_closed])
 
 
 class LinearRegressor(RegressorMixin, BaseEstimator):
@@ -117,7 +141,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
         once a cut no longer changes the loss (see "Stopping" below). The named schedules
         (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
-        epoch (seed 004), ``invscaling`` divides by ``(epoch + 1) ** power_t``, ``exponential`` multiplies by
+        epoch (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1), ``invscaling`` divides by ``(epoch +
+        1) ** power_t``, ``exponential`` multiplies by
         ``gamma ** epoch``, ``cosine`` anneals to ``end_factor * learning_rate``.
     end_factor : float, default=0.01
         Floor of the ``linear`` and ``cosine`` schedules, as a fraction of ``learning_rate``.
@@ -190,17 +215,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     verbose : int, default=0
         Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
-        Threads per epoch of the iterative solvers. None or 1: one. 2 or more: two (the most the fixed split uses)
-        when the process may run on two CPUs and each half-minibatch holds at least 8 KiB of ``X`` (e.g. 32 rows of
-        32 float64 features) in an epoch of at least 16 steps; below that the exchange between the threads at every
-        step costs more than it saves. The second thread is started on first use and kept: between epochs it waits
-        without the GIL (spinning for about 0.4 ms of CPU time first, then asleep). Every minibatch gradient is
-        summed in the same two halves whatever the count, so the fitted coefficients are bit-identical for any
-        ``n_threads``. The second thread needs an idle core: a multi-threaded BLAS call leaves its workers
-        spinning for a while (OpenBLAS's about 0.1 s) and a helper competing with them is slower than none, so
-        run such fits under ``threadpoolctl.threadpool_limits(1)``; an iterative fit never changes the BLAS thread
-        count itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn.
-        Sparse ``X`` trains on one thread.
+        Threads per epoch of the iterative solvers (data-parallel minibatches). None or 1: one. 2 or more: two
+        (the most the fixed split uses) when the process may run on two CPUs and the minibatches are large
+        enough for the split to pay (the thresholds are in the README's "Two threads per epoch"). Every
+        minibatch gradient is summed in the same two halves whatever the count, so the fitted coefficients are
+        bit-identical for any ``n_threads``. The second thread needs an idle core: with a multi-threaded BLAS,
+        run such fits under ``threadpoolctl.threadpool_limits(1)``; a fit never changes the BLAS thread count
+        itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn. Sparse ``X`` trains on
+        one thread.
     precondition : {"auto", "none"}, default="auto"
         ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
         whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
@@ -278,26 +300,26 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     0.518
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "solver": [StrOptions({"auto", *_solvers.SOLVERS})],
         "fit_intercept": ["boolean"],
         "alpha": [Interval(Real, 0, None, closed="left"), "array-like"],
-        "loss": [StrOptions({"squared_error", "absolute_error", "huber"})],
+        "loss": [StrOptions(set(_solvers.LOSSES))],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "schedule": [StrOptions({"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"})],
+        "schedule": [StrOptions({"auto", "plateau", *optim.SCHEDULES})],
         "batch_size": [Interval(Integral, 1, 2**62, closed="both")],  # row arithmetic stays within int64
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "momentum": [Interval(Real, 0, 1, closed="left"), None],
-        "dampening": [Interval(Real, 0, 1, closed="both")],
-        "beta1": [Interval(Real, 0, 1, closed="left")],
-        "beta2": [Interval(Real, 0, 1, closed="left")],
-        "rho": [Interval(Real, 0, 1, closed="left")],
-        "eps": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [_interval("momentum"), None],
+        "dampening": [_interval("dampening")],
+        "beta1": [_interval("beta1")],
+        "beta2": [_interval("beta2")],
+        "rho": [_interval("rho")],
+        "eps": [_interval("eps")],
         "centered": ["boolean"],
         "amsgrad": ["boolean"],
         "sparse_mode": [StrOptions({"exact", "lazy"})],
@@ -327,9 +349,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         epsilon=1.35,
         learning_rate="auto",
         schedule="auto",
-        end_factor=0.01,
-        power_t=0.5,
-        gamma=0.95,
+        end_factor=optim.SCHEDULE_DEFAULTS["end_factor"],
+        power_t=optim.SCHEDULE_DEFAULTS["power_t"],
+        gamma=optim.SCHEDULE_DEFAULTS["gamma"],
         batch_size=64,
         max_epochs=100,
         tol=1e-6,
@@ -422,26 +444,23 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
             The fitted estimator.
         """
-        if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
+        if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
-            return dask_backend.fit(self, X, y, sample_weight)
+            return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
         name = _solvers.resolve(self.solver, self.loss, X, self.alpha)
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))
         _solvers.check_options(name, params, data.Y.shape[1])
-        state = None
-        if self.warm_start and getattr(self, "_solver_name", None) == name:
-            state = self._solver_state
         extra = {}
-        if (coef_init is not None or intercept_init is not None) and getattr(_solvers.SOLVERS[name], "accepts_init",
-                                                                             False):
+        if (coef_init is not None or intercept_init is not None) and _solvers.SOLVERS[name].accepts_init:
             extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
-        result = _solvers.SOLVERS[name].fit(params, data, state=state, **extra)
-        return self._apply(name, data, result)
+        result = _solvers.SOLVERS[name].fit(params, data, state=self._warm_state(name), **extra)
+        return self._apply(name, data.y_was_1d, result)
 
-    @available_if(lambda self: self.solver != "newton")  # each Newton iteration reads every row
+    # e.g. not with solver="newton": each Newton iteration reads every row
+    @available_if(lambda self: getattr(_solvers.SOLVERS.get(self.solver), "incremental", True))
     @_transactional
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> LinearRegressor:
         """Update the model with one more chunk of rows.
@@ -471,9 +490,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """
         if self.early_stopping:  # as SGDRegressor: held-out scoring needs whole epochs (fit, fit_stream)
             raise ValueError("early_stopping should be False with partial_fit")
-        if (dask_backend := _streaming.dask_backend(X, y, sample_weight)) is not None:
-            return dask_backend.partial_fit(self, X, y, sample_weight)
         first = not hasattr(self, "_solver_state")
+        if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
+            name = _solvers.resolve(self.solver, self.loss)
+            if first:
+                self._validate_params()
+            prior = self._continued_state(name)
+            return self._take(dask_backend.partial_fit(self, X, y, sample_weight, name, first, prior))
         if first:
             self._validate_params()
         _solvers.resolve(self.solver, self.loss, incremental=True)
@@ -481,22 +504,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
-        iterative solver's pass in an epoch of a streamed fit (:mod:`fastopt._streaming`)."""
+        iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
         name = _solvers.resolve(self.solver, self.loss, incremental=True)
-        first = not hasattr(self, "_solver_state")
-        if not first:
-            if name != self._solver_name:
-                raise ValueError(
-                    f"partial_fit was started with solver {self._solver_name!r}; solver is now {name!r}. "
-                    "Call fit to start over."
-                )
-            if data.Y.shape[1] != self._n_targets:
-                raise ValueError(f"y has {data.Y.shape[1]} targets; earlier partial_fit calls had {self._n_targets}.")
+        prior = self._continued_state(name, data.Y.shape[1])
         _solvers.check_options(name, self.get_params(), data.Y.shape[1])
-        state = None if first else self._solver_state
         extra = {} if sweep is None else {"sweep": sweep}
-        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=state, **extra)
-        return self._apply(name, data, result)
+        result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=prior, **extra)
+        return self._apply(name, data.y_was_1d, result)
 
     @_transactional
     @_fit_context(prefer_skip_nested_validation=True)
@@ -528,11 +542,45 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
             The fitted estimator.
         """
-        return _streaming.fit(self, chunks)
+        return self._take(_streaming.fit(self, chunks, self._warm_state))
 
-    def _apply(self, name, data, result):
+    # ------------------------------------------------------------ the fitted state: read and written only here
+
+    def _warm_state(self, name: str):
+        """The solver state a fit continues from: the previous fit's under ``warm_start`` with the same solver
+        ``name``, else None."""
+        if self.warm_start and getattr(self, "_solver_name", None) == name:
+            return getattr(self, "_solver_state", None)
+        return None
+
+    def _continued_state(self, name: str, n_targets: int | None = None):
+        """The state a ``partial_fit`` call continues (None on the first call), after checking that it uses the
+        same solver ``name`` (and, when known, the same number of targets) as the earlier calls."""
+        if not hasattr(self, "_solver_state"):
+            return None
+        if name != self._solver_name:
+            raise ValueError(
+                f"partial_fit was started with solver {self._solver_name!r}; solver is now {name!r}. "
+                "Call fit to start over."
+            )
+        if n_targets is not None and n_targets != self._n_targets:
+            raise ValueError(f"y has {n_targets} targets; earlier partial_fit calls had {self._n_targets}.")
+        return self._solver_state
+
+    def _take(self, outcome: Outcome):
+        """Take a fit over chunks: the feature count and names of the template the chunks were checked
+        against (``outcome.checked``), then the fitted attributes. Called once the fit has succeeded."""
+        for attr in ("n_features_in_", "feature_names_in_"):
+            if hasattr(outcome.checked, attr):
+                setattr(self, attr, getattr(outcome.checked, attr))
+            else:
+                self.__dict__.pop(attr, None)
+        return self._apply(outcome.name, outcome.y_was_1d, outcome.result)
+
+    def _apply(self, name: str, y_was_1d: bool, result: FitResult):
+        """Set the fitted attributes of solver ``name``'s ``result`` (``coef_`` 1-D when ``y_was_1d``)."""
         coef, intercept = result.coef, result.intercept
-        if data.y_was_1d:
+        if y_was_1d:
             self.coef_, self.intercept_ = coef[0], (intercept[0] if self.fit_intercept else 0.0)
         else:
             self.coef_ = coef
@@ -556,7 +604,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
             Dense also for sparse ``X``; a lazy ``dask.array.Array`` when ``X`` is a Dask collection.
         """
-        if (dask_backend := _streaming.dask_backend(X)) is not None:
+        if (dask_backend := _dask_backend(X)) is not None:
             return dask_backend.predict(self, X)
         check_is_fitted(self)
         X = check_predict_data(self, X)

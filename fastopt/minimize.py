@@ -2,10 +2,10 @@
 
 The first-order methods run the very step functions the estimator's fused epoch runs (``fastopt.optim``,
 compiled from ``csrc/rules.h``), so a trajectory here shows exactly what ``LinearRegressor`` does with the same
-optimizer. Newton's method comes in the two forms of seed 004: regularised, ``x <- x - lr (H + alpha I)^-1 g``,
-which jumps to *any* critical point, saddles included; and saddle-free, which replaces ``H`` by ``|H|``
-(eigenvalues by their absolute values) so that negative curvature pushes away from a saddle instead of towards
-it (Dauphin et al., 2014).
+optimizer. Newton's method comes in two forms (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.6.1):
+regularised, ``x <- x - lr (H + alpha I)^-1 g``, which jumps to *any* critical point, saddles included; and saddle-free,
+which replaces ``H`` by ``|H|`` (eigenvalues by their absolute values) so that negative curvature pushes away from a
+saddle instead of towards it (Dauphin et al., 2014).
 
 Examples
 --------
@@ -24,17 +24,12 @@ import warnings
 from collections.abc import Callable
 from enum import IntEnum
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import OptimizeResult
 
 from fastopt import landscape, optim
-
-FIRST_ORDER: tuple[str, ...] = tuple(optim.OPTIMIZERS)
-NEWTON: tuple[str, ...] = ("newton", "saddle_free_newton")
-CONJUGATE: tuple[str, ...] = ("cg",)
-METHODS: tuple[str, ...] = FIRST_ORDER + NEWTON + CONJUGATE
 
 __all__ = ["CONJUGATE", "FIRST_ORDER", "METHODS", "NEWTON", "Status", "minimize"]
 
@@ -68,11 +63,8 @@ _COMMON = {
     "lr": None,
     "return_path": False,
     "seed": None,
-    "divergence": 1e10,
+    "divergence": optim.DIVERGENCE_FACTOR,
 }
-_FIRST_ORDER_ONLY = {"schedule": "constant", "end_factor": 0.01, "power_t": 0.5, "gamma": 0.95, "clip_norm": None}
-_NEWTON_ONLY = {"alpha": 0.0}
-_CG_ONLY = {"c1": 1e-4, "c2": 0.4, "restart": None}
 
 
 def _takes(func: Callable, name: str) -> bool:
@@ -112,11 +104,11 @@ def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
         options = {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}.")
-    extra = _FIRST_ORDER_ONLY if method in FIRST_ORDER else _NEWTON_ONLY if method in NEWTON else _CG_ONLY
-    own = {**_COMMON, **extra}
+    kind = METHOD_CLASSES[method]
+    own = {**_COMMON, **kind.options}
     opts = {**own, **{k: v for k, v in options.items() if k in own}}
     hyper = {k: v for k, v in options.items() if k not in own}
-    if method not in FIRST_ORDER and hyper:
+    if not kind.rule_options and hyper:
         raise ValueError(f"unknown option(s) {sorted(hyper)} for method {method!r}; it accepts {sorted(own)}.")
     maxiter = opts["maxiter"]
     if not isinstance(maxiter, Integral) or isinstance(maxiter, bool) or maxiter < 0:
@@ -125,23 +117,10 @@ def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
         _positive(name, opts[name], allow_zero=True)
     _positive("norm", opts["norm"], allow_inf=True)
     _positive("divergence", opts["divergence"], allow_inf=True)
-    opts["lr"] = _positive("lr", opts["lr"]) if opts["lr"] is not None else (1.0 if method in NEWTON else 0.01)
+    opts["lr"] = _positive("lr", opts["lr"]) if opts["lr"] is not None else kind.default_lr
     if not isinstance(opts["return_path"], (bool, np.bool_)):
         raise ValueError(f"options['return_path'] must be True or False, got {opts['return_path']!r}.")
-    if method in NEWTON:
-        _positive("alpha", opts["alpha"], allow_zero=True)
-    elif method in CONJUGATE:
-        c1, c2 = _positive("c1", opts["c1"]), _positive("c2", opts["c2"])
-        if not 0 < c1 < c2 < 1:
-            raise ValueError(f"options c1 and c2 must satisfy 0 < c1 < c2 < 1 (strong Wolfe), got {c1}, {c2}.")
-        restart = opts["restart"]
-        if restart is not None and (not isinstance(restart, Integral) or isinstance(restart, bool) or restart < 1):
-            raise ValueError(f"options['restart'] must be an integer >= 1 or None, got {restart!r}.")
-    else:
-        if opts["clip_norm"] is not None:
-            _positive("clip_norm", opts["clip_norm"])
-        # One call validates the schedule's name and parameters.
-        _schedule(opts, 1)
+    kind.check_options(opts)
     return opts, hyper
 
 
@@ -233,14 +212,49 @@ class _Problem:
         return landscape.hessian(self.value, x, jac=self._grad if self.scheme is None else None)
 
 
-class _FirstOrder:
+class _Method:
+    """A family of ``minimize`` methods; its class attributes answer for it (no caller tests method names).
+
+    ``options``: its own options with their defaults (beside :data:`_COMMON`); ``rule_options``: whether other
+    options go to the step rule (:func:`fastopt.optim.make`) instead of being refused; ``default_lr``;
+    ``uses_hessian``; ``stochastic``: whether it takes noisy minibatch gradients; ``lr_free``: whether ``lr`` is
+    no step size to tune (Newton's full step, a line search); ``divergence_hint``: what to try on divergence.
+    An instance is one step: ``step(x, g, t, problem)`` updates ``x`` in place and returns a stop
+    :class:`Status` or None.
+    """
+
+    options: ClassVar[dict] = {}
+    rule_options: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 0.01  # as the estimator's learning_rate
+    uses_hessian: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    lr_free: ClassVar[bool] = False
+    divergence_hint: ClassVar[str] = "lower lr (fastopt.landscape.max_stable_learning_rate gives 2 / lambda_max)"
+
+    @staticmethod
+    def check_options(opts: dict) -> None:
+        """Validate the method's own options (``opts`` has every default filled in)."""
+
+
+class _FirstOrder(_Method):
     """One step of a compiled rule: clip a copy of the gradient, schedule the rate, update ``x`` in place."""
+
+    options: ClassVar[dict] = {"schedule": "constant", **optim.SCHEDULE_DEFAULTS, "clip_norm": None}
+    rule_options = True
+    stochastic = True
+
+    @staticmethod
+    def check_options(opts: dict) -> None:
+        if opts["clip_norm"] is not None:
+            _positive("clip_norm", opts["clip_norm"])
+        # One call validates the schedule's name and parameters.
+        _schedule(opts, 1)
 
     def __init__(self, method: str, hyper: dict, opts: dict, x: np.ndarray):
         try:
             self.spec = optim.make(method, **hyper)
         except ValueError as exc:
-            raise ValueError(f"{exc} (minimize's own options: {sorted({**_COMMON, **_FIRST_ORDER_ONLY})})") from None
+            raise ValueError(f"{exc} (minimize's own options: {sorted({**_COMMON, **self.options})})") from None
         self.state = self.spec.init_state(x.size, x.dtype)
         self.opts = opts
 
@@ -252,11 +266,21 @@ class _FirstOrder:
         return None
 
 
-class _Newton:
+class _Newton(_Method):
     """One (regularised or saddle-free) Newton step through the eigendecomposition of the Hessian."""
 
-    def __init__(self, saddle_free: bool, opts: dict):
-        self.saddle_free, self.lr, self.alpha = saddle_free, opts["lr"], opts["alpha"]
+    options: ClassVar[dict] = {"alpha": 0.0}
+    default_lr = 1.0  # the full step
+    uses_hessian = True
+    lr_free = True
+    divergence_hint = "the function may be unbounded below, or raise options['alpha']"
+
+    @staticmethod
+    def check_options(opts: dict) -> None:
+        _positive("alpha", opts["alpha"], allow_zero=True)
+
+    def __init__(self, method: str, hyper: dict, opts: dict, x: np.ndarray):
+        self.saddle_free, self.lr, self.alpha = method == "saddle_free_newton", opts["lr"], opts["alpha"]
 
     def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
         H = problem.hessian(x)
@@ -284,7 +308,7 @@ def _cubic_min(a, fa, da, b, fb, db) -> float:
         return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
 
 
-class _NonlinearCG:
+class _NonlinearCG(_Method):
     """Nonlinear conjugate gradients, Polak-Ribiere+ (Nocedal & Wright, *Numerical Optimization*, 2006, sec. 5.2).
 
     ``p = -g + beta p`` with ``beta = max(0, g_new . (g_new - g) / (g . g))`` (PR+, N&W eq. 5.45: a negative
@@ -298,8 +322,19 @@ class _NonlinearCG:
     """
 
     MAX_TRIES = 30  # trial steps per line search (bracketing and zoom together)
+    options: ClassVar[dict] = {"c1": 1e-4, "c2": 0.4, "restart": None}
+    lr_free = True  # the line search chooses the step
 
-    def __init__(self, opts: dict, x: np.ndarray):
+    @staticmethod
+    def check_options(opts: dict) -> None:
+        c1, c2 = _positive("c1", opts["c1"]), _positive("c2", opts["c2"])
+        if not 0 < c1 < c2 < 1:
+            raise ValueError(f"options c1 and c2 must satisfy 0 < c1 < c2 < 1 (strong Wolfe), got {c1}, {c2}.")
+        restart = opts["restart"]
+        if restart is not None and (not isinstance(restart, Integral) or isinstance(restart, bool) or restart < 1):
+            raise ValueError(f"options['restart'] must be an integer >= 1 or None, got {restart!r}.")
+
+    def __init__(self, method: str, hyper: dict, opts: dict, x: np.ndarray):
         self.c1, self.c2 = opts["c1"], opts["c2"]
         self.restart = opts["restart"] or x.size
         self.p: np.ndarray | None = None
@@ -310,7 +345,9 @@ class _NonlinearCG:
     def _search(self, x, f, g, p, problem):
         """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new)``, or None."""
         d0 = float(g @ p)
-        f_limit_of = lambda a: f + self.c1 * a * d0
+        def f_limit_of(a):
+            return f + self.c1 * a * d0
+
         # SciPy's first trial: the minimiser of the quadratic with slope phi'(0) whose decrease equals the last
         # step's (before the first step, as if it had decreased f by ||g|| / 2), at most 1.
         f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * float(np.linalg.norm(g))
@@ -393,6 +430,20 @@ def _wants_result(callback: Callable) -> bool:
         return list(inspect.signature(callback).parameters) == ["intermediate_result"]
     except (TypeError, ValueError):
         return False
+
+
+# The registry: every method= name and the family that runs it, in the order of METHODS.
+METHOD_CLASSES: dict[str, type[_Method]] = {
+    **{name: _FirstOrder for name in optim.OPTIMIZERS},
+    "newton": _Newton,
+    "saddle_free_newton": _Newton,
+    "cg": _NonlinearCG,
+}
+METHODS: tuple[str, ...] = tuple(METHOD_CLASSES)
+# The public groups, read off the registry.
+FIRST_ORDER: tuple[str, ...] = tuple(m for m, kind in METHOD_CLASSES.items() if kind is _FirstOrder)
+NEWTON: tuple[str, ...] = tuple(m for m, kind in METHOD_CLASSES.items() if kind is _Newton)
+CONJUGATE: tuple[str, ...] = tuple(m for m, kind in METHOD_CLASSES.items() if kind is _NonlinearCG)
 
 
 def minimize(
@@ -491,17 +542,13 @@ def minimize(
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     method = method.lower()
     opts, hyper = _parse_options(method, options)
-    if hess is not None and method not in NEWTON:
+    kind = METHOD_CLASSES[method]
+    if hess is not None and not kind.uses_hessian:
         warnings.warn(f"Method {method} does not use Hessian information (hess).", RuntimeWarning, stacklevel=2)
     x = _check_x0(x0)
     args = args if isinstance(args, tuple) else (args,)
     problem = _Problem(fun, jac, hess, args, np.random.default_rng(opts["seed"]), x)
-    if method in FIRST_ORDER:
-        step = _FirstOrder(method, hyper, opts, x)
-    elif method in NEWTON:
-        step = _Newton(method != "newton", opts)
-    else:
-        step = _NonlinearCG(opts, x)
+    step = kind(method, hyper, opts, x)
 
     f, g = problem.value_and_grad(x)
     if not math.isfinite(f):
@@ -551,10 +598,7 @@ def minimize(
             status = Status.FTOL
 
     if status == Status.DIVERGED:
-        hint = "lower lr (fastopt.landscape.max_stable_learning_rate gives 2 / lambda_max)"
-        if method in NEWTON:
-            hint = "the function may be unbounded below, or raise options['alpha']"
-        message = f"Diverged at iteration {nit + 1}: {why}; {hint}."
+        message = f"Diverged at iteration {nit + 1}: {why}; {kind.divergence_hint}."
     elif status == Status.SINGULAR:
         message = f"The Newton system is singular at iteration {nit + 1}; set options['alpha'] > 0."
     elif status == Status.LINE_SEARCH:
@@ -566,7 +610,7 @@ def minimize(
         x=x, fun=f, jac=g, nit=nit, nfev=problem.nfev, njev=problem.njev, status=int(status),
         success=status in (Status.GTOL, Status.FTOL), message=message,
     )
-    if method in NEWTON:
+    if kind.uses_hessian:
         result.nhev = problem.nhev
     if opts["return_path"]:
         result.xs, result.fs = np.array(xs), np.array(fs)

@@ -14,16 +14,17 @@ it is passed to every :meth:`Optimizer.step`, so a schedule can change it. One s
     ...     opt.step(w, 2 * w, state, t, lr=optim.schedule_lr("cosine", 0.1, t - 1, 100))
 
 Notation of the docstrings: ``g`` is the gradient of the loss (plus ``weight_decay * w`` where decay is coupled),
-``t`` the 1-based step, ``lr`` the current learning rate. The seed chapter (Goodfellow et al., *Deep Learning*,
-ch. 8) writes the learning rate as epsilon and the stability constant as delta.
+``t`` the 1-based step, ``lr`` the current learning rate. The book (Goodfellow, Bengio & Courville, *Deep Learning*,
+2016, ch. 8) writes the learning rate as epsilon and the stability constant as delta.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
-from typing import Callable, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -31,8 +32,22 @@ from fastopt import _kernels
 from fastopt._kernels import Loss, Rule
 
 __all__ = [
-    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW", "Optimizer", "OPTIMIZERS", "Rule",
-    "Loss", "Hyper", "make", "schedule_lr", "SCHEDULES", "clip_grad_norm",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "AdamW",
+    "Hyper",
+    "Loss",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSProp",
+    "Rule",
+    "clip_grad_norm",
+    "make",
+    "schedule_lr",
 ]
 
 
@@ -54,8 +69,14 @@ class Hyper(NamedTuple):
     amsgrad: bool = False
 
 
+# A loss that exceeds this multiple of the starting loss has diverged (the estimator's minibatch loss, minimize's
+# objective): gradient descent that is unstable grows the loss geometrically, so it crosses this bound within a
+# few steps, long before overflow, while a stable run never comes near it (its minibatch losses stay within
+# outlier noise of the start).
+DIVERGENCE_FACTOR = 1e10
+
 # Allowed ranges: (low, high, low_closed, high_closed). One table, so every spec checks the same way.
-_BOUNDS = {
+BOUNDS = {
     "momentum": (0.0, 1.0, True, False),
     "dampening": (0.0, 1.0, True, True),
     "rho": (0.0, 1.0, True, False),
@@ -83,12 +104,28 @@ def _check_in_range(owner: str, name: str, value, bounds) -> None:
 class Optimizer:
     """Base of the optimizer specs: validation, state layout and the compiled step.
 
-    Subclasses set ``rule`` (the C rule) and ``n_slots`` (rows of the state array) and declare their
-    hyperparameters as dataclass fields.
+    Subclasses set ``rule`` (the C rule) and ``n_slots`` (rows of the state array), declare their
+    hyperparameters as dataclass fields, and state the facts other modules ask of a rule:
+
+    ``follows_gradient``
+        The step is along the (momentum-averaged) gradient itself, unscaled per coordinate: SGD, momentum,
+        Nesterov. The adaptive rules divide by a running gradient scale instead.
+    ``decoupled_decay``
+        ``weight_decay`` shrinks the weights directly (AdamW) instead of adding ``weight_decay * w`` to the
+        gradient, so it is not part of the minimised loss.
+    ``accumulates``
+        The squared-gradient scale is a sum that never decays (AdaGrad), so steps shrink over time.
+    ``lazy_mode``
+        Its exact steps move every coordinate (O(d) a step on sparse ``X``), and it has a lazy, SparseAdam-like
+        mode that moves only the minibatch's nonzero coordinates (Adam, AdamW).
     """
 
     rule: ClassVar[Rule]
     n_slots: ClassVar[int]
+    follows_gradient: ClassVar[bool] = False
+    decoupled_decay: ClassVar[bool] = False
+    accumulates: ClassVar[bool] = False
+    lazy_mode: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -98,11 +135,11 @@ class Optimizer:
                 if not isinstance(value, (bool, np.bool_)):
                     raise ValueError(f"{owner}: {f.name} must be True or False, got {value!r}.")
             else:
-                _check_in_range(owner, f.name, value, self._bounds().get(f.name, _BOUNDS[f.name]))
+                _check_in_range(owner, f.name, value, self._bounds().get(f.name, BOUNDS[f.name]))
 
     @classmethod
     def _bounds(cls) -> dict:
-        """Per-class overrides of ``_BOUNDS``."""
+        """Per-class overrides of ``BOUNDS``."""
         return {}
 
     @property
@@ -181,12 +218,13 @@ def _check_vector(name: str, a) -> int:
 class SGD(Optimizer):
     """Plain stochastic gradient descent.
 
-    Seed: ``theta <- theta - epsilon g``.  PyTorch (``SGD(momentum=0)``): ``w <- w - lr g``.  Identical, with
+    Algorithm 8.1: ``theta <- theta - epsilon g``.  PyTorch (``SGD(momentum=0)``): ``w <- w - lr g``.  Identical, with
     ``epsilon = lr``.  State: none.
     """
 
     weight_decay: float = 0.0
     rule: ClassVar[Rule] = Rule.SGD
+    follows_gradient: ClassVar[bool] = True
     n_slots: ClassVar[int] = 0
 
 
@@ -194,7 +232,7 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     """Heavy-ball momentum, PyTorch's form.
 
-    Seed: ``v <- alpha v - epsilon g;  theta <- theta + v``.
+    Algorithm 8.2: ``v <- alpha v - epsilon g;  theta <- theta + v``.
     PyTorch (``SGD(momentum=mu, dampening=tau)``): ``b <- mu b + (1 - tau) g`` (``b <- g`` at ``t = 1``);
     ``w <- w - lr b``.
     Mapping: ``alpha = mu`` and, for constant ``lr`` and ``tau = 0``, ``v = -lr b``; the two differ only when
@@ -206,6 +244,7 @@ class Momentum(Optimizer):
     dampening: float = 0.0
     weight_decay: float = 0.0
     rule: ClassVar[Rule] = Rule.MOMENTUM
+    follows_gradient: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
 
@@ -213,10 +252,10 @@ class Momentum(Optimizer):
 class Nesterov(Optimizer):
     """Nesterov momentum in PyTorch's look-ahead form.
 
-    Seed: ``v <- alpha v - epsilon grad(theta + alpha v);  theta <- theta + v`` (gradient at the look-ahead).
+    Algorithm 8.3: ``v <- alpha v - epsilon grad(theta + alpha v);  theta <- theta + v`` (gradient at the look-ahead).
     PyTorch (``SGD(momentum=mu, nesterov=True)``, dampening 0): ``b <- mu b + g`` (``b <- g`` at ``t = 1``);
     ``w <- w - lr (g + mu b)``.
-    Mapping: substitute ``phi = theta + alpha v``, the parameters PyTorch stores; then the seed's update of
+    Mapping: substitute ``phi = theta + alpha v``, the parameters PyTorch stores; then the book's update of
     ``phi`` is PyTorch's with ``alpha = mu``, ``v = -lr b``, and the gradient needs no look-ahead evaluation.
     State slot 0: ``b``.
     """
@@ -224,6 +263,7 @@ class Nesterov(Optimizer):
     momentum: float = 0.9
     weight_decay: float = 0.0
     rule: ClassVar[Rule] = Rule.NESTEROV
+    follows_gradient: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
     @classmethod
@@ -235,10 +275,10 @@ class Nesterov(Optimizer):
 class AdaGrad(Optimizer):
     """AdaGrad (Duchi, Hazan & Singer, 2011).
 
-    Seed: ``r <- r + g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
+    Algorithm 8.4: ``r <- r + g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
     PyTorch (``Adagrad``): ``clr = lr / (1 + (t - 1) lr_decay)``; ``r <- r + g*g``;
     ``w <- w - clr g / (sqrt(r) + eps)``, ``r`` starting at ``initial_accumulator_value``.
-    Mapping: ``epsilon = lr`` with ``lr_decay = 0``. Eps placement differs: the seed adds ``delta`` inside the
+    Mapping: ``epsilon = lr`` with ``lr_decay = 0``. Eps placement differs: the book adds ``delta`` inside the
     square root, PyTorch (and fastopt) adds ``eps`` outside, so ``eps`` plays the role of ``sqrt(delta)``.
     State slot 0: ``r``.
     """
@@ -248,6 +288,7 @@ class AdaGrad(Optimizer):
     initial_accumulator_value: float = 0.0
     eps: float = 1e-10
     rule: ClassVar[Rule] = Rule.ADAGRAD
+    accumulates: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
     def init_state(self, n_params: int, dtype=np.float64) -> np.ndarray:
@@ -260,11 +301,11 @@ class AdaGrad(Optimizer):
 class RMSProp(Optimizer):
     """RMSProp (Hinton, 2012), with PyTorch's optional momentum and centred variant.
 
-    Seed: ``r <- rho r + (1 - rho) g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
+    Algorithm 8.5: ``r <- rho r + (1 - rho) g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
     PyTorch (``RMSprop(alpha=rho)``): ``r <- rho r + (1 - rho) g*g``; centred: ``a <- a + (1 - rho)(g - a)``,
     ``den = sqrt(r - a*a) + eps``, else ``den = sqrt(r) + eps``; with momentum ``mu > 0``:
     ``b <- mu b + g / den``, ``w <- w - lr b``; else ``w <- w - lr g / den``.
-    Mapping: ``epsilon = lr``; eps outside the square root (the seed's ``delta`` is inside). The seed's
+    Mapping: ``epsilon = lr``; eps outside the square root (the book's ``delta`` is inside). The book's
     "RMSProp with Nesterov momentum" is not PyTorch's momentum variant (which is heavy ball on ``g / den``).
     State slots: 0 ``r``, 1 ``a`` (centred only), 2 ``b`` (momentum only); unused slots stay zero.
     """
@@ -282,7 +323,7 @@ class RMSProp(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015), with optional AMSGrad (Reddi, Kale & Kumar, 2018).
 
-    Seed: ``s <- rho1 s + (1 - rho1) g;  r <- rho2 r + (1 - rho2) g*g;  s_hat = s / (1 - rho1^t)``,
+    Algorithm 8.7: ``s <- rho1 s + (1 - rho1) g;  r <- rho2 r + (1 - rho2) g*g;  s_hat = s / (1 - rho1^t)``,
     ``r_hat = r / (1 - rho2^t);  theta <- theta - epsilon s_hat / (sqrt(r_hat) + delta)``.
     PyTorch (``Adam(betas=(beta1, beta2))``): ``m <- m + (1 - beta1)(g - m)``;
     ``v <- beta2 v + (1 - beta2) g*g``; AMSGrad: ``vmax <- max(vmax, v)`` used in place of ``v``;
@@ -298,6 +339,7 @@ class Adam(Optimizer):
     weight_decay: float = 0.0
     amsgrad: bool = False
     rule: ClassVar[Rule] = Rule.ADAM
+    lazy_mode: ClassVar[bool] = True
     n_slots: ClassVar[int] = 3
 
 
@@ -307,11 +349,13 @@ class AdamW(Adam):
 
     PyTorch (``AdamW``): first ``w <- w (1 - lr weight_decay)`` (decayed entries only), then the Adam step on
     the loss gradient alone. Unlike L2 added to ``g``, the decay is not rescaled by the adaptive denominator.
-    The seed has no AdamW. State slots as :class:`Adam`.
+    The book has no AdamW (Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019). State slots as
+    :class:`Adam`.
     """
 
     weight_decay: float = 0.01
     rule: ClassVar[Rule] = Rule.ADAMW
+    decoupled_decay: ClassVar[bool] = True
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -367,7 +411,8 @@ def _constant(lr0, k, T, end_factor, power_t, gamma):
 
 
 def _linear(lr0, k, T, end_factor, power_t, gamma):
-    # Seed 004: eps_k = (1 - a) eps_0 + a eps_T with a = k / T, then constant.
+    # Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1: eps_k = (1 - a) eps_0 + a eps_T with a = k / T,
+    # then constant.
     a = min(k / T, 1.0)
     return (1.0 - a) * lr0 + a * end_factor * lr0
 
@@ -389,6 +434,9 @@ def _cosine(lr0, k, T, end_factor, power_t, gamma):
     return floor + (lr0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(k / T, 1.0)))
 
 
+# The named schedules' parameters and their defaults (LinearRegressor's, minimize's), defined once here.
+SCHEDULE_DEFAULTS = {"end_factor": 0.01, "power_t": 0.5, "gamma": 0.95}
+
 SCHEDULES: dict[str, Callable[..., float]] = {
     "constant": _constant,
     "linear": _linear,
@@ -398,14 +446,15 @@ SCHEDULES: dict[str, Callable[..., float]] = {
 }
 
 
-def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *, end_factor: float = 0.01,
-                power_t: float = 0.5, gamma: float = 0.95) -> float:
+def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
+                end_factor: float = SCHEDULE_DEFAULTS["end_factor"], power_t: float = SCHEDULE_DEFAULTS["power_t"],
+                gamma: float = SCHEDULE_DEFAULTS["gamma"]) -> float:
     """Learning rate of ``epoch`` (0-based) under schedule ``name``.
 
     ========== =====================================================================================
     constant   ``lr0``
-    linear     ``(1 - a) lr0 + a end_factor lr0``, ``a = min(epoch / T, 1)`` (seed 004's linear decay)
-    invscaling ``lr0 / (epoch + 1) ** power_t``
+    linear     ``(1 - a) lr0 + a end_factor lr0``, ``a = min(epoch / T, 1)`` (the linear decay of Goodfellow, Bengio &
+    Courville, *Deep Learning*, 2016, sec. 8.3.1) invscaling ``lr0 / (epoch + 1) ** power_t``
     exponential ``lr0 * gamma ** epoch``
     cosine     ``f + (lr0 - f) (1 + cos(pi min(epoch / T, 1))) / 2`` with ``f = end_factor lr0``
     ========== =====================================================================================

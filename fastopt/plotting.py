@@ -1,4 +1,5 @@
-"""Figures: an estimator's loss curve, optimizer trajectories over a contour, and the seed chapters' figures.
+"""Figures: an estimator's loss curve, optimizer trajectories over a contour, and the figures of Zhang et al., *Dive
+into Deep Learning*, sec. 12.1.
 
 matplotlib is an optional extra (``pip install "fastopt[plot]"``) and is imported only when a function here is
 called. Every function draws into ``ax`` when given one (so it composes with ``pyplot`` and subplots), else into
@@ -56,7 +57,7 @@ def _finish(fig, path) -> Any:
 
 
 def _annotate(ax, text: str, xy: tuple[float, float], xytext: tuple[float, float]) -> None:
-    """The seed's ``annotate``: a label with an arrow to ``xy``."""
+    """The figures' ``annotate`` (as in *Dive into Deep Learning*): a label with an arrow to ``xy``."""
     ax.annotate(text, xy=xy, xytext=xytext, arrowprops={"arrowstyle": "->"})
 
 
@@ -229,7 +230,8 @@ def plot_trajectories(
 
 
 def plot_risk(*, ax=None, path=None):
-    """Seed figure: risk ``f`` and empirical risk ``g`` on [0.5, 1.5], both minima annotated."""
+    """*Dive into Deep Learning*, sec. 12.1: risk ``f`` and empirical risk ``g`` on [0.5, 1.5], both minima
+    annotated."""
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     _curve(ax, RISK, 0.5, 1.5, label="risk f")
     _curve(ax, EMPIRICAL_RISK, 0.5, 1.5, ls="--", label="empirical risk g")
@@ -243,7 +245,8 @@ def plot_risk(*, ax=None, path=None):
 
 
 def plot_local_minima(*, ax=None, path=None):
-    """Seed figure: ``f(x) = x cos(pi x)`` on [-1, 2] with its local and global minimum annotated."""
+    """*Dive into Deep Learning*, sec. 12.1: ``f(x) = x cos(pi x)`` on [-1, 2] with its local and global minimum
+    annotated."""
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     _curve(ax, RISK, -1.0, 2.0)
     glob, local = RISK.minima
@@ -255,7 +258,8 @@ def plot_local_minima(*, ax=None, path=None):
 
 
 def plot_saddle_1d(*, ax=None, path=None):
-    """Seed figure: ``x**3``, whose first and second derivatives vanish at the saddle point 0."""
+    """*Dive into Deep Learning*, sec. 12.1: ``x**3``, whose first and second derivatives vanish at the saddle point
+    0."""
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     _curve(ax, CUBIC, -2.0, 2.0)
     _annotate(ax, "saddle point", (0.0, -0.2), (-0.52, -5.0))
@@ -265,7 +269,8 @@ def plot_saddle_1d(*, ax=None, path=None):
 
 
 def plot_saddle_2d(*, ax=None, path=None):
-    """Seed figure: the surface of ``x**2 - y**2`` (wireframe) with the saddle point at the origin marked."""
+    """*Dive into Deep Learning*, sec. 12.1: the surface of ``x**2 - y**2`` (wireframe) with the saddle point at the
+    origin marked."""
     fig, ax = _figure_and_axes(ax, (5, 4.5), projection="3d")
     g = np.linspace(-1.0, 1.0, 101)
     X, Y = np.meshgrid(g, g)
@@ -282,7 +287,7 @@ def plot_saddle_2d(*, ax=None, path=None):
 
 
 def plot_vanishing_gradient(*, ax=None, path=None):
-    """Seed figure: ``tanh`` on [-2, 5] and its derivative, which is 0.0013 at x = 4."""
+    """*Dive into Deep Learning*, sec. 12.1: ``tanh`` on [-2, 5] and its derivative, which is 0.0013 at x = 4."""
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     x = _curve(ax, TANH, -2.0, 5.0, label="f(x) = tanh(x)")
     ax.plot(x, TANH.grad(x[None])[0], ls="--", label="f'(x) = 1 - tanh(x)^2")

@@ -27,7 +27,7 @@ def _table(out):
     for line in out.splitlines():
         parts = line.split()
         if parts and parts[0] in cli_methods():
-            rows[parts[0]] = parts[1:5] + [" ".join(parts[5:-1]), parts[-1]]
+            rows[parts[0]] = [*parts[1:5], " ".join(parts[5:-1]), parts[-1]]
     return rows
 
 

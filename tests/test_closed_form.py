@@ -163,7 +163,7 @@ def ill_conditioned(kind, rng):
 @pytest.mark.parametrize("solver", ["normal", "qr"])
 def test_ill_conditioned_designs_agree_with_exact_answer(kind, solver, rng):
     X, y = ill_conditioned(kind, rng)
-    b0, coef = exact_lstsq(X, y)
+    _, coef = exact_lstsq(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)
         est = LinearRegressor(solver=solver).fit(X, y)
@@ -350,7 +350,7 @@ def test_zero_weights_equal_dropping_rows(rng):
 def test_float32_is_accumulated_in_float64(rng):
     # 200,000 float32 rows: a float32 Gram would carry relative errors near sqrt(n) eps32 ~ 5e-5; accumulated in
     # float64 the only float32 error left is the final rounding of the coefficients.
-    X = (rng.normal(size=(200_000, 3)) + [3, -2, 100]).astype(np.float32)
+    X = (rng.normal(size=(200_000, 3)) + np.array([3, -2, 100])).astype(np.float32)
     y = (X.astype(np.float64) @ [1.5, -0.5, 2.0] + rng.normal(size=200_000)).astype(np.float32)
     est = LinearRegressor().fit(X, y)
     assert est.coef_.dtype == np.float32 and est.intercept_.dtype == np.float32

@@ -9,7 +9,7 @@ from scipy.optimize import nnls
 from sklearn.linear_model import LinearRegression, Ridge, SGDRegressor
 
 from fastopt import LinearRegressor, _kernels, _reference, optim
-from fastopt._iterative import Train
+from fastopt._iterative import EpochCtl
 
 
 def problem(n=200, d=6, k=1, seed=0):
@@ -71,7 +71,7 @@ def test_kernel_positive_and_average_agree_with_the_twin(rule, dtype, epoch_prob
     n, d, k, batch = 90, 5, 2, 8
     X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
     spec = optim.OPTIMIZERS[rule]()
-    train = Train(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12,
+    train = EpochCtl(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12,
                   positive=True, average=5)
     n_params = k * d + k
     orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
@@ -105,7 +105,7 @@ def test_average_matches_sgdregressor(average):
     assert est.intercept_ == pytest.approx(ref.intercept_[0], rel=1e-12)
     # the state keeps the last iterate, and partial_fit continues both
     if average:
-        assert not np.allclose(est._solver_state.params[:3], est.coef_)
+        assert not np.allclose(est._solver_state.weights[:3], est.coef_)
     est2 = LinearRegressor(solver="sgd", batch_size=1, learning_rate=0.01, shuffle=False, average=average)
     est2.partial_fit(X, y).partial_fit(X, y)
     np.testing.assert_allclose(est2.coef_, est.coef_, rtol=1e-12)

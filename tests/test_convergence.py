@@ -176,7 +176,7 @@ def test_preconditioning_maps_back_to_the_users_units():
     est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
     affine = est._solver_state.affine
     assert affine is not None
-    coef_u, b_u = _iterative.split_params(est._solver_state.params, 6, 1)
+    coef_u, b_u = _iterative.split_params(est._solver_state.weights, 6, 1)
     # The model in the rescaled space and the returned one predict the same.
     np.testing.assert_allclose(affine.transform(X) @ coef_u[0] + b_u[0], est.predict(X), rtol=1e-10, atol=1e-8)
     # Without it SGD cannot pass the columns' 1e8 spread of curvatures within max_epochs.

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fastopt import LinearRegressor, _kernels, _reference, optim
-from fastopt._iterative import TEAM_MIN_HALF_BYTES, TEAM_MIN_STEPS, Train, epoch_threads
+from fastopt._iterative import TEAM_MIN_HALF_BYTES, TEAM_MIN_STEPS, EpochCtl, epoch_threads
 
 DTYPES = (np.float64, np.float32)
 # Every rule once, with its options on.
@@ -51,7 +51,7 @@ def test_two_threads_equal_one_bit_for_bit(name, dtype, loss, epoch_problem):
     rng = np.random.default_rng(3)
     n, d, k, batch = 301, 9, 2, 20  # 16 minibatches, the last of 1 row: one half empty
     X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
-    train = Train(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
+    train = EpochCtl(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
     orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
     one = _epochs(SPECS[name], train, X, Y, sw, orders, 0.02, 1)
     two = _epochs(SPECS[name], train, X, Y, sw, orders, 0.02, 2)
@@ -65,7 +65,7 @@ def test_two_threads_equal_one_bit_for_bit(name, dtype, loss, epoch_problem):
 def test_two_threads_any_batch_size(batch, fit_intercept, epoch_problem):
     rng = np.random.default_rng(4)
     X, Y, sw = epoch_problem(rng, 157, 33, 1, np.float64, weighted=False)
-    train = Train(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    train = EpochCtl(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(157).astype(np.int64)]
     one = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 1, fit_intercept)
     two = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 2, fit_intercept)
@@ -79,7 +79,7 @@ def test_two_threads_many_outputs(dtype, epoch_problem):
     # then live in the scratch array, in cache lines of their own.
     rng = np.random.default_rng(11)
     X, Y, sw = epoch_problem(rng, 90, 3, 261, dtype, weighted=True)
-    train = Train(batch_size=7, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    train = EpochCtl(batch_size=7, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(90).astype(np.int64) for _ in range(2)]
     one = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 1)
     two = _epochs(optim.make("adam"), train, X, Y, sw, orders, 0.01, 2)
@@ -93,7 +93,7 @@ def test_two_threads_match_the_reference(epoch_problem):
     n, d, batch = 400, 40, 32
     X, Y, sw = epoch_problem(rng, n, d, 1, np.float64, weighted=True)
     spec = optim.make("adam")
-    train = Train(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    train = EpochCtl(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     order = rng.permutation(n).astype(np.int64)
     params, _, [(status, t, loss, _)] = _epochs(spec, train, X, Y, sw, [order], 0.01, 2)
     ref_params, ref_state = np.zeros(d + 1), spec.init_state(d + 1)
@@ -111,7 +111,7 @@ def test_divergence_and_bad_input_stop_both_threads(n_threads):
     X, Y = np.ones((64, 1)), np.ones((64, 1))
     spec = optim.SGD()
     work = np.empty(6 * 2 + 2)
-    train = Train(batch_size=8, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
+    train = EpochCtl(batch_size=8, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
     params, state = np.zeros(2), spec.init_state(2)
     status, t, _, bad = _kernels.epoch(0, spec.hyper, train, X, Y, None, np.arange(64), params, state, work, 0,
                                        10.0, n_threads)
@@ -126,7 +126,7 @@ def test_divergence_and_bad_input_stop_both_threads(n_threads):
 def test_work_too_small_is_a_clear_error():
     X, Y = np.ones((8, 2)), np.ones((8, 1))
     spec = optim.SGD()
-    train = Train(batch_size=2, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
+    train = EpochCtl(batch_size=2, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
     with pytest.raises(ValueError, match="work needs 6 \\* n_params \\+ 2 \\* k = 20"):
         _kernels.epoch(0, spec.hyper, train, X, Y, None, np.arange(8), np.zeros(3), spec.init_state(3),
                        np.empty(19), 0, 0.1, 2)
@@ -206,7 +206,7 @@ def test_simd_selection():
 def test_each_instruction_set_is_reproducible_and_they_agree_to_rounding(epoch_problem):
     rng = np.random.default_rng(8)
     X, Y, sw = epoch_problem(rng, 500, 37, 1, np.float64, weighted=True)
-    train = Train(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(500).astype(np.int64)]
     spec = optim.make("rmsprop")
     fits = {}
@@ -219,7 +219,7 @@ def test_each_instruction_set_is_reproducible_and_they_agree_to_rounding(epoch_p
             fits[name] = a
     finally:
         _kernels.simd("best")
-    ref = list(fits.values())[0]
+    ref = next(iter(fits.values()))
     tol = (37 + 16) * 32 * np.finfo(np.float64).eps
     for got in fits.values():
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max())
@@ -234,7 +234,7 @@ def _epoch_runner(seed, n, d):
     rng = np.random.default_rng(seed)
     X, Y = rng.normal(size=(n, d)), rng.normal(size=(n, 1))
     order, spec = rng.permutation(n).astype(np.int64), optim.make("adam")
-    train = Train(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
 
     def run(n_threads=2):
         params, state = np.zeros(d + 1), spec.init_state(d + 1)

@@ -64,7 +64,8 @@ def test_the_list_of_critical_points_is_complete_in_the_domain(name):
 
 
 def test_seed_facts():
-    # The seed's annotations: min of risk near 1.1 and of the empirical risk near 1.0; local min near -0.3.
+    # The annotations of Dive into Deep Learning, sec. 12.1: min of risk near 1.1 and of the empirical risk near 1.0;
+    # local min near -0.3.
     assert FUNCTIONS["risk"].global_minimum.x[0] == pytest.approx(1.1, abs=0.01)
     assert FUNCTIONS["empirical_risk"].global_minimum.x[0] == pytest.approx(1.0, abs=0.02)
     assert FUNCTIONS["risk"].minima[1].x[0] == pytest.approx(-0.27, abs=0.01)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastopt import LinearRegressor, _iterative, _kernels, _reference, optim
-from fastopt._iterative import LOSSES, Train
+from fastopt._iterative import LOSSES, EpochCtl
 
 
 @pytest.mark.parametrize("solver, n_threads, weighted", [("sgd", None, False), ("adam", 2, True),
@@ -35,7 +35,7 @@ def test_sliced_epochs_are_bit_identical_to_one_call(rng, monkeypatch, solver, n
 def test_twin_chains_slices_as_the_kernel(rng):
     spec = optim.make("adam")
     X, Y = rng.normal(size=(50, 3)), rng.normal(size=(50, 1))
-    train = Train(batch_size=4, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=4, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     out = []
     for impl in (_kernels, _reference):
         params, state, work, acc = np.zeros(4), spec.init_state(4), np.empty(26), np.zeros(2)
@@ -54,13 +54,13 @@ CHILD = textwrap.dedent("""
     import sys, time
     import numpy as np
     from fastopt import optim, _iterative
-    from fastopt._iterative import LOSSES, Train
+    from fastopt._iterative import LOSSES, EpochCtl
     spec = optim.make("sgd")
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(1000, 8)), rng.normal(size=(1000, 1))
     order = np.tile(np.arange(1000, dtype=np.int64), 10000)  # 10M steps at batch_size=1: seconds
     params, state, work = np.zeros(9), spec.init_state(9), np.empty(6 * 9 + 2)
-    train = Train(batch_size=1, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=1, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     print("ready", flush=True)
     try:
         _iterative.run_epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, work, 0, 1e-5, 1)
@@ -76,14 +76,14 @@ CHILD_CSR = textwrap.dedent("""
     import numpy as np
     import scipy.sparse as sp
     from fastopt import optim, _iterative
-    from fastopt._iterative import LOSSES, Train
+    from fastopt._iterative import LOSSES, EpochCtl
     spec = optim.make("momentum", weight_decay=1e-4)
     X = sp.random(1000, 5000, density=0.01, format="csr", random_state=0)
     X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
     Y = np.ones((1000, 1))
     order = np.tile(np.arange(1000, dtype=np.int64), 4000)
     params, state = np.zeros(5001), spec.init_state(5001)
-    train = Train(batch_size=1, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=1, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     print("ready", flush=True)
     try:
         _iterative.run_epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, 0, 1e-5,

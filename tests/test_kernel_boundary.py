@@ -8,7 +8,7 @@ import pytest
 from sklearn.utils._param_validation import InvalidParameterError
 
 from fastopt import LinearRegressor, _kernels, optim
-from fastopt._iterative import LOSSES, Train, make_spec
+from fastopt._iterative import LOSSES, EpochCtl, make_spec
 
 ADAM = optim.make("adam", amsgrad=True)
 
@@ -28,7 +28,7 @@ def epoch_args(n=16, d=3, k=1, batch_size=4):
     params = np.zeros(k * d + k)
     state = ADAM.init_state(params.shape[0])
     work = np.empty(6 * params.shape[0] + 2 * k)
-    train = Train(batch_size=batch_size, loss=LOSSES["squared_error"], epsilon=1.35, clip_norm=None,
+    train = EpochCtl(batch_size=batch_size, loss=LOSSES["squared_error"], epsilon=1.35, clip_norm=None,
                   loss_limit=np.inf)
     return {"rule": int(ADAM.rule), "hyper": ADAM.hyper, "train": train, "X": X, "Y": Y, "sample_weight": None,
             "order": np.arange(n, dtype=np.int64), "params": params, "state": state, "work": work, "t": 0,

@@ -9,7 +9,7 @@ from fastopt.minimize import FIRST_ORDER, METHODS, Status, minimize
 
 
 def _least_squares(seed=0, n=60, d=3):
-    """Seed 001's loss: the mean of 1/2 (x_i . w - y_i)^2, a well-conditioned convex problem."""
+    """A least-squares loss: the mean of 1/2 (x_i . w - y_i)^2, a well-conditioned convex problem."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))
     y = X @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=n)
@@ -128,7 +128,8 @@ def _basin(x):
 
 
 def test_minibatch_noise_lets_sgd_leave_the_local_minimum():
-    """Seed 000: "the natural variation of gradients over minibatches is able to dislodge the parameters".
+    """Zhang et al., *Dive into Deep Learning*, sec. 12.1: "the natural variation of gradients over minibatches is able
+    to dislodge the parameters".
 
     Plain SGD (one sample per step, per-sample noise 5, lr 0.05, 300 steps) from the local minimum of the double
     well, whose barrier is 5/12 high, against full-batch descent of the same finite sum. Over 200 seeds SGD ends in
@@ -142,7 +143,7 @@ def test_minibatch_noise_lets_sgd_leave_the_local_minimum():
         noisy = DOUBLE_WELL.minibatch_gradient(noise=5.0, batch_size=1, n_samples=1024, seed=seed)
         left += _basin(minimize(DOUBLE_WELL.fun, local, jac=noisy, method="sgd", options=options).x) == 0
         full = DOUBLE_WELL.minibatch_gradient(noise=5.0, batch_size=1024, n_samples=1024, seed=seed)
-        gd = minimize(DOUBLE_WELL.fun, local + [-0.3, 0.4], jac=full, method="sgd", options=options)
+        gd = minimize(DOUBLE_WELL.fun, local + np.array([-0.3, 0.4]), jac=full, method="sgd", options=options)
         assert _basin(gd.x) == 1 and np.linalg.norm(gd.x - local) < 1e-6
     assert left >= 15
 

@@ -259,7 +259,7 @@ def test_steps_match_torch_optim_on_the_same_gradients(name, dtype):
 def test_epoch_matches_a_torch_training_loop(loss):
     torch = _import_torch()
     from fastopt import _kernels
-    from fastopt._iterative import Train
+    from fastopt._iterative import EpochCtl
 
     rng = np.random.default_rng(1)
     n, d, k, batch = 70, 4, 2, 16
@@ -269,7 +269,7 @@ def test_epoch_matches_a_torch_training_loop(loss):
     order = rng.permutation(n).astype(np.int64)
     spec = optim.make("adam", weight_decay=0.05)
     params, state, work = np.zeros(k * d + k), spec.init_state(k * d + k), np.empty(6 * (k * d + k) + 2 * k)
-    train = Train(batch_size=batch, loss=loss, epsilon=0.7, clip_norm=1.0, loss_limit=np.inf)
+    train = EpochCtl(batch_size=batch, loss=loss, epsilon=0.7, clip_norm=1.0, loss_limit=np.inf)
     status, t, _, _ = _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work, 0,
                                      0.03)
     assert status == 0 and t == 5

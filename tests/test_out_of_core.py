@@ -94,7 +94,8 @@ def test_validation_does_not_copy_a_float64_memmap(tmp_path, rng):
 
 # learning_rate="auto" copies a fixed sample of fastopt._iterative_lr.AUTO_ROWS rows (bounded whatever the
 # file's length); a fixed rate keeps this test about the epochs themselves.
-@pytest.mark.parametrize("params", [{}, {"solver": "adam", "max_epochs": 2, "random_state": 0, "learning_rate": 1e-3, "tol": None}])
+@pytest.mark.parametrize("params", [{}, {"solver": "adam", "max_epochs": 2, "random_state": 0, "learning_rate": 1e-3,
+                                         "tol": None}])
 def test_memmap_fit_streams_in_bounded_memory(tmp_path, params):
     n, d = 100_000, 100  # an 80 MB file
     rng = np.random.default_rng(0)
@@ -124,8 +125,8 @@ def test_memmap_fit_streams_in_bounded_memory(tmp_path, params):
 def split(n, sizes=(300, 700, 1, 450)):
     """Uneven row slices covering range(n), including a one-row chunk."""
     edges = np.cumsum((0, *sizes))
-    edges = edges[edges < n].tolist() + [n]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    edges = [*edges[edges < n].tolist(), n]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
 def chunks_of(slices, *arrays):

@@ -22,7 +22,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fastopt import _kernels, _reference, optim
-from fastopt._iterative import Train
+from fastopt._iterative import EpochCtl
 
 OPTIMIZER_NAMES = ("step", "clip_grad_norm", "epoch")
 
@@ -137,7 +137,7 @@ def test_epochs_agree(name, dtype, loss, schedule, simd, epoch_problem):
     n, d, k, batch, epochs = 150, 6, 2, 16, 4
     X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
     spec = SPECS[name]
-    train = Train(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
+    train = EpochCtl(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
     orders = [rng.permutation(n).astype(np.int64) for _ in range(epochs)]
     lrs = [optim.schedule_lr(schedule, 0.02, e, epochs) for e in range(epochs)]
     (p, s, t, losses), (p_ref, s_ref, t_ref, losses_ref) = _run_both(spec, train, X, Y, sw, orders, lrs)
@@ -166,7 +166,7 @@ def test_epochs_agree(name, dtype, loss, schedule, simd, epoch_problem):
 def test_epoch_property(n, d, k, batch, name, dtype, weighted, fit_intercept, seed, epoch_problem):
     rng = np.random.default_rng(seed)
     X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted)
-    train = Train(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    train = EpochCtl(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(n).astype(np.int64) for _ in range(2)]
     (p, s, t, losses), (p_ref, s_ref, t_ref, losses_ref) = _run_both(
         SPECS[name], train, X, Y, sw, orders, [0.01, 0.01], fit_intercept
@@ -186,7 +186,7 @@ def test_epoch_reports_divergence_with_the_step(impl):
     Y = np.ones((8, 1))
     spec = optim.SGD()
     params, state, work = np.zeros(2), spec.init_state(2), np.empty(6 * 2 + 2)
-    train = Train(batch_size=2, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
+    train = EpochCtl(batch_size=2, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
     # lr = 10 on a curvature-2 problem multiplies the residual by -19 per step: the loss passes 1e3 at step 3.
     status, t, _, bad = impl.epoch(0, spec.hyper, train, X, Y, None, np.arange(8), params, state, work, 0, 10.0)
     assert (status, t, bad) == (2, 2, 3)

@@ -98,7 +98,7 @@ def test_trajectories_of_a_one_dimensional_function_and_critical_point_kinds():
     runs = _paths(risk, ["sgd"], lr=0.05)
     ax = plotting.plot_trajectories(risk, runs).axes[0]
     assert "known maximum" in _legend(ax) and "known minimum" in _legend(ax)
-    path = [ln for ln in ax.get_lines() if ln.get_label().startswith("sgd")][0]
+    path = next(ln for ln in ax.get_lines() if ln.get_label().startswith("sgd"))
     np.testing.assert_array_equal(path.get_ydata(), runs["sgd"].fs)
     hb = FUNCTIONS["himmelblau"]
     ax = plotting.plot_trajectories(hb, _paths(hb, ["adam"], maxiter=20)).axes[0]

@@ -22,7 +22,7 @@ from fastopt._solvers import SOLVERS
 def configurations():
     """One estimator per registered solver (iterative solvers are checked as soon as they register)."""
     ests = [LinearRegressor(solver=name, random_state=0) for name in sorted(SOLVERS)]
-    return ests + [LinearRegressor(fit_intercept=False), LinearRegressor(alpha=0.1)]
+    return [*ests, LinearRegressor(fit_intercept=False), LinearRegressor(alpha=0.1)]
 
 
 # Minibatch training ends at a random point near the optimum: giving a row weight 2 instead of repeating it, or

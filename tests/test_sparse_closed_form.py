@@ -278,7 +278,7 @@ def test_offset_columns_are_as_accurate_as_dense(rng, dtype, weighted):
 
     n, d, first = 500, 8, [1, 5]
     X = random_csr(rng, n, d, 0.3, explicit_zeros=False).toarray()
-    X[:, first] = [1e5, -3e4] + rng.normal(size=(n, 2))
+    X[:, first] = np.array([1e5, -3e4]) + rng.normal(size=(n, 2))
     X = X.astype(dtype)
     Y = rng.normal(size=(n, 2)).astype(dtype)
     w = rng.uniform(0.0, 2.0, size=n).astype(dtype) if weighted else None
@@ -287,7 +287,7 @@ def test_offset_columns_are_as_accurate_as_dense(rng, dtype, weighted):
     wd = _kernels.gram_stats(X, Y, w, md, gd, 64)
     centred = np.diag(gd).copy()
     scale = np.maximum(centred, 0.0) + wd * md**2
-    scale[first + [d, d + 1]] = centred[first + [d, d + 1]]
+    scale[[*first, d, d + 1]] = centred[[*first, d, d + 1]]
     np.testing.assert_allclose(raw_diag[first], centred[first], rtol=1e-6)  # no cancellation left to estimate
     root = np.sqrt(centred)
     bound = 4 * n * EPS * (np.sqrt(np.outer(scale, scale))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastopt import LinearRegressor, _iterative, _kernels, _reference, optim
-from fastopt._iterative import SOLVERS, Train
+from fastopt._iterative import SOLVERS, EpochCtl
 from fastopt._validation import Data
 
 RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -82,7 +82,7 @@ def test_csr_epoch_matches_its_twin_and_the_dense_epoch(rule, wd, dtype):
     spec = _spec(rule, wd, amsgrad=True) if rule == "adamw" else _spec(rule, wd)
     lazy_modes = [False, True] if rule in ("adam", "adamw") else [False]
     for loss, clip in (("huber", 0.5), ("squared_error", None), ("absolute_error", None)):
-        train = Train(batch_size=batch, loss=LOSSES[loss], epsilon=0.8, clip_norm=clip, loss_limit=np.inf)
+        train = EpochCtl(batch_size=batch, loss=LOSSES[loss], epsilon=0.8, clip_norm=clip, loss_limit=np.inf)
         for lazy in lazy_modes:
             p1, s1, o1 = _run(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
             p2, s2, o2 = _run(_reference, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
@@ -109,7 +109,7 @@ def test_rules_without_deferred_updates_agree_with_the_twin_bit_for_bit(rule):
     rng = np.random.default_rng(3)
     X, Y, sw = _problem(rng, 200, 40, 1, np.float64, weighted=True)
     order = rng.permutation(200).astype(np.int64)
-    train = Train(batch_size=8, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=8, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     spec = _spec(rule, 0.0)
     for lazy in (False, True):
         p1, s1, _ = _run(_kernels, spec, train, X, Y, sw, order, 41, 2, 0.01, lazy)
@@ -154,7 +154,7 @@ def test_sparse_adam_mode_follows_torch_sparse_adam_step_for_step():
     X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
     order = rng.permutation(n).astype(np.int64)
     spec = optim.make("adam", beta1=0.8, beta2=0.95, eps=1e-6)
-    train = Train(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     params, state, _ = _run(_kernels, spec, train, X, Y, None, order, d + 1, 2, 0.1, True)
     w, m, v = _sparse_adam_definition(X, Y, order, batch, 0.1, (0.8, 0.95), 1e-6, n // batch, 2)
     np.testing.assert_allclose(params, w, rtol=1e-12, atol=1e-14)
@@ -172,7 +172,7 @@ def test_sparse_adam_mode_matches_torch_when_available():
     X, Y, _ = _problem(rng, n, d, 1, np.float64, weighted=False, density=0.05)
     order = rng.permutation(n).astype(np.int64)
     spec = optim.make("adam", beta1=0.9, beta2=0.99, eps=1e-8)
-    train = Train(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     params, _, _ = _run(_kernels, spec, train, X, Y, None, order, d + 1, 1, 0.05, True)
     p = torch.zeros(d + 1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.SparseAdam([p], lr=0.05, betas=(0.9, 0.99), eps=1e-8)
@@ -245,7 +245,7 @@ def test_csr_epoch_reports_nonfinite_data_and_divergence():
     rng = np.random.default_rng(14)
     X, Y, _ = _problem(rng, 40, 10, 1, np.float64, weighted=False)
     spec = _spec("momentum", 0.0)
-    train = Train(batch_size=8, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=8, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     bad = X.copy()
     bad.data[bad.indptr[20]] = np.nan  # a value of row 20
     order = np.arange(40, dtype=np.int64)
@@ -262,7 +262,7 @@ def test_csr_epoch_rejects_bad_arguments():
     rng = np.random.default_rng(15)
     X, Y, _ = _problem(rng, 20, 5, 1, np.float64, weighted=False)
     spec = _spec("sgd", 0.0)
-    train = Train(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     order = np.arange(20, dtype=np.int64)
     with pytest.raises(ValueError, match="rows"):
         _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y[:10], None, order, np.zeros(6),
@@ -288,7 +288,7 @@ def test_random_sparsity_patterns_match_the_dense_epoch(n, d, k, density, batch,
     Y = rng.normal(size=(n, k)).astype(dtype)
     order = rng.permutation(n).astype(np.int64)
     spec = _spec(rule, wd)
-    train = Train(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     steps = 2 * -(-n // batch)
     cap = int(np.random.default_rng(seed).integers(0, 3 * X.nnz + 2))  # any staging room: the same bits
     p1, s1, o1 = _run(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False, stage_cap=cap)
@@ -380,7 +380,7 @@ def test_projected_and_averaged_csr_epoch_matches_its_twin_and_the_dense_epoch(r
     spec = _spec(rule, wd, amsgrad=True) if rule == "adamw" else _spec(rule, wd)
     lazy_modes = [False, True] if rule in ("adam", "adamw") else [False]
     for positive, average in ((True, 0), (False, 1), (True, 11), (True, 1)):
-        train = Train(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
+        train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
                       loss_limit=np.inf, positive=positive, average=average)
         for lazy in lazy_modes:
             p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
@@ -393,11 +393,11 @@ def test_projected_and_averaged_csr_epoch_matches_its_twin_and_the_dense_epoch(r
                 assert p1[: k * d].min() >= 0 and (p1[: k * d] == 0).any()
             if average:
                 assert not np.array_equal(a1, p1)
-            p3, s3, a3, _ = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy, period=3)
+            p3, _, a3, _ = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy, period=3)
             _close(p3, p1, 24, dtype)
             _close(a3, a1, 24, dtype)
             if not lazy:
-                p4, s4, a4, _ = _run_opts(_kernels, spec, train, X.toarray(), Y, sw, order, k * d + k, 3, 0.05,
+                p4, _, a4, _ = _run_opts(_kernels, spec, train, X.toarray(), Y, sw, order, k * d + k, 3, 0.05,
                                           lazy, dense=True)
                 _close(p1, p4, 24, dtype)
                 _close(a1, a4, 24, dtype)
@@ -414,7 +414,7 @@ def test_sliced_csr_epoch_is_bit_identical_to_one_call(monkeypatch, rule, wd):
     order = rng.permutation(500).astype(np.int64)
     spec = _spec(rule, wd)
     monkeypatch.setattr(_iterative, "SLICE_WORK", 64)
-    train = Train(batch_size=4, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
+    train = EpochCtl(batch_size=4, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
                   positive=True, average=7)
     period = _iterative.csr_period(X, 1, 4)
     assert 1 < period < 125 // 3
@@ -489,7 +489,7 @@ def test_random_projected_and_averaged_epochs_match_the_dense_epoch(n, d, k, den
     Y = rng.normal(size=(n, k)).astype(dtype)
     order = rng.permutation(n).astype(np.int64)
     spec = _spec(rule, wd)
-    train = Train(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
+    train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
                   positive=positive, average=average)
     steps = 2 * -(-n // batch)
     p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False,
@@ -507,7 +507,7 @@ def test_csr_epoch_boundary_rejects_malformed_input_without_reading_it():
     checked before it runs, and a column index out of range stops it with BAD_ARGUMENT before anything reads
     through it."""
     spec = optim.make("momentum")
-    train = Train(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    train = EpochCtl(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     X = _csr(np.random.default_rng(0), 20, 5, 0.5, np.float64)
     Y, order = np.ones((20, 1)), np.arange(20, dtype=np.int64)
 
