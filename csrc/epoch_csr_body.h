@@ -323,6 +323,10 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             }
             if (status != FO_OK) break;
         }
+        if (status != FO_OK) { /* malformed input: nothing read through it, the step not taken */
+            for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1;
+            break;
+        }
         /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested.
          * SGD steps the weights in place instead (step 5), and its sweeps read them there: no gather, no
          * scatter (measured: the gather was a fifth of the epoch). */
@@ -362,7 +366,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                 coef[q] = da;
                 if (q + 1 < nrows) coef[q + 1] = db;
             }
-        for (ptrdiff_t q = 0; q < nrows && status == FO_OK; q++) {
+        for (ptrdiff_t q = 0; q < nrows; q++) {
             const int64_t row = FO_ROW(start + q);
             const ptrdiff_t p0 = xp[row], n0 = xp[row + 1] - p0;
             const FO_REAL *xv = xd + p0;
@@ -390,10 +394,6 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                     for (ptrdiff_t p = 0; p < n0; p++) cg[spos[p] * k + j] += cq * xv[p];
                 if (has_b) gb[j] += cq;
             }
-        }
-        if (status != FO_OK) {
-            for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1;
-            break;
         }
         /* The minibatch mean gradient, compact, and its sum of squares in four chains (its order is free: only
          * its finiteness and the clipping norm use it). */
