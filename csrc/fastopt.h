@@ -76,8 +76,11 @@ fo_status fo_gram_s(const fo_blas *blas, const float *X, const float *Y, const f
 typedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
                             double *, int *);
 
+typedef void (*fo_dgeqrf_t)(int *, int *, double *, int *, double *, double *, int *, int *);
+
 typedef struct {
     fo_dtpqrt_t dtpqrt;
+    fo_dgeqrf_t dgeqrf;
 } fo_lapack;
 
 /* ---------------------------------------------------------------- closed form: R factor (tsqr.c) */
@@ -86,7 +89,8 @@ typedef struct {
  *   R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T,
  * without squaring the condition number. Each block of rows is centred on its own weighted mean and scaled by
  * sqrt(w_i) in the workspace (column-major), then folded into the running R with LAPACK dtpqrt together with one
- * row carrying the mean correction of Chan, Golub & LeVeque (1979). All arithmetic is in double. */
+ * row carrying the mean correction of Chan, Golub & LeVeque (1979); the first block (R still zero) is factorised
+ * by dgeqrf. All arithmetic is in double. */
 typedef struct {
     double weight;    /* out: sum of weights */
     double *mean;     /* out: (p,) weighted column means of [X, Y] */

@@ -69,6 +69,7 @@ noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import warnings
@@ -81,7 +82,7 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
-from fastopt import _kernels, _sparse
+from fastopt import _kernels, _serial_blas, _sparse
 from fastopt._result import FitResult, Solver
 from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
@@ -92,9 +93,13 @@ __all__ = [
 ]
 
 RCOND_CHOLESKY = 1e-4
-# Rows per call of the compiled kernel; segments are fixed (not per thread) so results do not depend on the
-# number of threads, and they are merged in a fixed balanced tree.
+# Rows per call of the compiled kernel, at most: segments depend on n alone (not on the thread count), so results do
+# not depend on the number of threads, and they are merged in a fixed balanced tree.
 SEGMENT_ROWS = 65536
+# More than one segment: a multiple of this many, of equal length, so 1, 2 or 4 threads get equal shares. (Fixed
+# 65,536-row segments left 200,000 rows as 3 full segments and a 3,392-row one: one of two threads did two full
+# segments, 31% more than half the rows.)
+SEGMENT_MULTIPLE = 4
 EPS = np.finfo(np.float64).eps
 # The conditioning probe of a fit from memory: at least this many rows, in this many evenly spaced slices.
 PROBE_MIN_ROWS = 2048
@@ -241,13 +246,27 @@ def _normalised(data: Data) -> tuple[Data, int]:
     return replace(data, sample_weight=np.ldexp(sw, -e).astype(sw.dtype, copy=False)), e
 
 
-def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int) -> ClosedFormState:
-    """The statistics ``field`` ("gram" or "r") of rows ``[start, start + SEGMENT_ROWS)`` by a compiled kernel."""
+def segment_bounds(n: int) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of the segments of ``n`` rows: at most ``SEGMENT_ROWS`` rows each, of equal
+    length (to a row), their count 1 or a multiple of ``SEGMENT_MULTIPLE``; they depend on ``n`` alone."""
+    count = -(-n // SEGMENT_ROWS)
+    if count > 1:
+        count = min(-(-count // SEGMENT_MULTIPLE) * SEGMENT_MULTIPLE, n)
+    count = max(count, 1)
+    edges = [n * i // count for i in range(count + 1)]
+    return list(itertools.pairwise(edges))
+
+
+def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int,
+             stop: int | None = None, serial: bool = False) -> ClosedFormState:
+    """The statistics ``field`` ("gram" or "r") of rows ``[start, stop)`` (default: to the end) by a compiled
+    kernel; ``serial``: through the private single-threaded BLAS (:mod:`fastopt._serial_blas`)."""
     X, Y, sw = data.X, data.Y, data.sample_weight
-    stop = min(start + SEGMENT_ROWS, X.shape[0])
+    stop = X.shape[0] if stop is None else stop
     d, k = X.shape[1], Y.shape[1]
     mean, out = np.empty(d + k), np.empty((d + k, d + k))
-    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k))
+    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k),
+                    serial=serial)
     return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
 
 
@@ -256,35 +275,45 @@ def normalised_weights(data: Data) -> Data:
     return _normalised(data)[0]
 
 
-def _gram_segment(data: Data, start: int) -> ClosedFormState:
-    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start)
+def _gram_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False) -> ClosedFormState:
+    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start, stop, serial)
 
 
-def _qr_segment(data: Data, start: int) -> ClosedFormState:
-    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start)
+def _qr_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False) -> ClosedFormState:
+    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start, stop, serial)
 
 
-def _over_segments(data: Data, segment: Callable[[Data, int], ClosedFormState], field: str) -> ClosedFormState:
-    """``segment`` of every fixed ``SEGMENT_ROWS`` rows, on parallel threads, merged in a fixed balanced tree.
+def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: str) -> ClosedFormState:
+    """``segment`` of every segment (:func:`segment_bounds`), on parallel threads, merged in a fixed balanced tree.
 
-    The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK. Segments and merge order do not
-    depend on the thread count, so neither do the results.
+    The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK: a private instance of it
+    (:mod:`fastopt._serial_blas`), so the process's BLAS settings are never touched; where that cannot be
+    loaded, the process-wide BLAS limited to one thread for the duration of the section. Segments and merge
+    order do not depend on the thread count, so neither do the results.
     """
-    starts = range(0, data.X.shape[0], SEGMENT_ROWS)
-    threads = min(_n_threads(), len(starts))
+    bounds = segment_bounds(data.X.shape[0])
+    threads = min(_n_threads(), len(bounds))
     merger = TreeMerger()
-    # The BLAS thread limit is process-wide state: only one call at a time may change and restore it. A call
-    # that finds another one in its parallel section runs its segments serially instead (same result).
+    if threads > 1 and _serial_blas.tables() is not None:
+        with ThreadPoolExecutor(threads) as pool:
+            states = list(pool.map(lambda bound: segment(data, *bound, serial=True), bounds))
+        # Merged once the segment threads are done: an R merge is a QR through the process's (multi-threaded)
+        # BLAS, whose threads, started beside the segment threads, made the 10^6 x 100 QR pass 2-6x slower.
+        for state in states:
+            merger.push(state)
+        return _merged_or_empty(merger, data, field)
+    # Fallback: the BLAS thread limit is process-wide state, so only one call at a time may change and restore
+    # it. A call that finds another one in its parallel section runs its segments serially instead (same result).
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
             with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-                for state in pool.map(lambda start: segment(data, start), starts):
+                for state in pool.map(lambda bound: segment(data, *bound), bounds):
                     merger.push(state)
         finally:
             _PARALLEL.release()
     else:
-        for start in starts:
-            merger.push(segment(data, start))
+        for bound in bounds:
+            merger.push(segment(data, *bound))
     return _merged_or_empty(merger, data, field)
 
 
@@ -628,15 +657,26 @@ class _Rescaled:
     state: ClosedFormState
 
 
+def _scaled_X(X, ex: int):
+    """``X / 2**ex`` (exact): for sparse ``X`` only its stored values are scaled (a copy of ``X.data``, sharing
+    the index arrays), so it stays sparse."""
+    if not is_sparse(X):
+        return np.ldexp(X, -ex).astype(X.dtype, copy=False)
+    values = np.ldexp(X.data, -ex).astype(X.data.dtype, copy=False)
+    return type(X)((values, X.indices, X.indptr), shape=X.shape, copy=False)
+
+
 def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     """The fit of ``data`` through ``X / 2**ex`` and ``Y[:, t] / 2**ey_t`` (exact scalings): with
     ``coef = v 2**ey / 2**ex``, ``intercept = b 2**ey`` and ``alpha' = alpha / 4**ex`` the scaled problem's
-    objective is the original one divided by ``4**ey`` per target, so the solution is the same."""
-    if not np.isfinite(data.X).all():
+    objective is the original one divided by ``4**ey`` per target, so the solution is the same. One factor for
+    all of ``X`` (not one per column) keeps the ridge ``alpha ||coef||^2`` a ridge on the scaled coefficients."""
+    values = data.X.data if is_sparse(data.X) else data.X
+    if not np.isfinite(values).all():
         raise ValueError("Input X contains NaN or infinity.")
-    ex = int(_pow2_exponent(data.X))
+    ex = int(_pow2_exponent(values))
     ey = _pow2_exponent(data.Y, axis=0).astype(int)
-    scaled = replace(data, X=np.ldexp(data.X, -ex).astype(data.X.dtype, copy=False),
+    scaled = replace(data, X=_scaled_X(data.X, ex),
                      Y=np.ascontiguousarray(np.ldexp(data.Y, -ey).astype(data.Y.dtype, copy=False)))
     alpha = np.ldexp(np.asarray(params["alpha"], dtype=np.float64), -2 * ex)  # scalar, or one per target
     if not np.isfinite(alpha).all():
@@ -843,9 +883,9 @@ class _ClosedForm(Solver):
         return result
 
     def _rescale(self, params: dict, data: Data, stats: ClosedFormState, rescale: bool) -> FitResult:
-        """The fit of exactly rescaled data when ``stats`` under- or overflow (dense X, first attempt), else the
-        error naming the column at fault."""
-        if rescale and not is_sparse(data.X):  # sparse X: rescaling would densify it; say why instead
+        """The fit of exactly rescaled data when ``stats`` under- or overflow (first attempt; sparse X scales its
+        stored values only), else the error naming the column at fault."""
+        if rescale:
             return _rescaled_fit(self, params, data)
         raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))
 

@@ -55,8 +55,11 @@ cdef extern from "fastopt.h" nogil:
     ctypedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
                                  double *, int *) noexcept nogil
 
+    ctypedef void (*fo_dgeqrf_t)(int *, int *, double *, int *, double *, double *, int *, int *) noexcept nogil
+
     ctypedef struct fo_lapack:
         fo_dtpqrt_t dtpqrt
+        fo_dgeqrf_t dgeqrf
 
     ctypedef struct fo_factor:
         double weight

@@ -7,6 +7,8 @@ C-contiguous float32/float64 of matching shapes, so nothing is re-checked here.
 """
 from enum import IntEnum
 
+from libc.stdint cimport uintptr_t
+
 cimport scipy.linalg.cython_blas as cblas
 cimport scipy.linalg.cython_lapack as clapack
 
@@ -41,6 +43,35 @@ _fill_blas_table()
 
 cdef fo_lapack _LAPACK
 _LAPACK.dtpqrt = <fo_dtpqrt_t>clapack.dtpqrt
+_LAPACK.dgeqrf = <fo_dgeqrf_t>clapack.dgeqrf
+
+# The same tables over a private single-threaded BLAS instance (fastopt._serial_blas), for the closed form's
+# parallel segments (``serial=True``); filled once, before first use, by _use_serial_blas.
+cdef fo_blas _BLAS_SERIAL
+cdef fo_lapack _LAPACK_SERIAL
+cdef bint _SERIAL_READY = False
+
+
+def _use_serial_blas(dict addresses):
+    """Fill the single-threaded tables from raw function addresses (see :mod:`fastopt._serial_blas`)."""
+    global _SERIAL_READY
+    _BLAS_SERIAL.dgemm = <fo_dgemm_t><uintptr_t>addresses["dgemm"]
+    _BLAS_SERIAL.sgemm = <fo_sgemm_t><uintptr_t>addresses["sgemm"]
+    _BLAS_SERIAL.dsyrk = <fo_dsyrk_t><uintptr_t>addresses["dsyrk"]
+    _BLAS_SERIAL.ssyrk = <fo_ssyrk_t><uintptr_t>addresses["ssyrk"]
+    _BLAS_SERIAL.dgemv = <fo_dgemv_t><uintptr_t>addresses["dgemv"]
+    _BLAS_SERIAL.sgemv = <fo_sgemv_t><uintptr_t>addresses["sgemv"]
+    _BLAS_SERIAL.ddot = <fo_ddot_t><uintptr_t>addresses["ddot"]
+    _BLAS_SERIAL.sdot = <fo_sdot_t><uintptr_t>addresses["sdot"]
+    _LAPACK_SERIAL.dtpqrt = <fo_dtpqrt_t><uintptr_t>addresses["dtpqrt"]
+    _LAPACK_SERIAL.dgeqrf = <fo_dgeqrf_t><uintptr_t>addresses["dgeqrf"]
+    _SERIAL_READY = True
+
+
+cdef int _check_serial(bint serial, str kernel) except -1:
+    if serial and not _SERIAL_READY:
+        raise ValueError(f"{kernel}: serial=True needs the private single-threaded BLAS (fastopt._serial_blas)")
+    return 0
 
 # ---------------------------------------------------------------- closed form
 include "_kernels_gram.pxi"

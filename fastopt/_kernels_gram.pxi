@@ -4,7 +4,7 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 
 
 def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sample_weight,
-               double[::1] mean, double[:, ::1] gram, int block_rows):
+               double[::1] mean, double[:, ::1] gram, int block_rows, bint serial=False):
     """Weighted, centred sufficient statistics of ``Z = [X, Y]``, accumulated in double, blockwise.
 
     Parameters
@@ -18,6 +18,8 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
         Output: ``sum_i w_i (z_i - mean)(z_i - mean)^T`` (symmetric).
     block_rows : int
         Rows per block; each block is centred in a workspace of ``block_rows * (d + k)`` doubles.
+    serial : bool, default=False
+        Call the private single-threaded BLAS (:mod:`fastopt._serial_blas`) instead of SciPy's; same results.
 
     Returns
     -------
@@ -41,6 +43,8 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
     if Y.shape[0] != dims.n or mean.shape[0] != dims.d + dims.k or gram.shape[0] != mean.shape[0] \
             or gram.shape[1] != mean.shape[0] or block_rows <= 0 or block_rows > 2**20:
         raise ValueError("gram_stats: inconsistent shapes or block_rows outside [1, 2**20]")
+    _check_serial(serial, "gram_stats")
+    cdef const fo_blas *blas = &_BLAS_SERIAL if serial else &_BLAS
     out.mean = &mean[0]
     out.gram = &gram[0, 0]
     # PyMem_Raw*: thread-safe, and visible to tracemalloc, so the benchmark's memory figure includes it.
@@ -58,9 +62,9 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
     try:
         with nogil:
             if floating is double:
-                status = fo_gram_d(&_BLAS, x, y, w, dims, &out)
+                status = fo_gram_d(blas, x, y, w, dims, &out)
             else:
-                status = fo_gram_s(&_BLAS, x, y, w, dims, &out)
+                status = fo_gram_s(blas, x, y, w, dims, &out)
     finally:
         PyMem_RawFree(out.work)
     if status != FO_OK:

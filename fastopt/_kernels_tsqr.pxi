@@ -2,7 +2,7 @@
 
 
 def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sample_weight,
-               double[::1] mean, double[:, ::1] r, int block_rows):
+               double[::1] mean, double[:, ::1] r, int block_rows, bint serial=False):
     """Weighted means and the ``R`` factor of the centred, weighted ``Z = [X, Y]``, in double, blockwise.
 
     Parameters
@@ -17,6 +17,8 @@ def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
         ``R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T``.
     block_rows : int
         Rows per block; each block is centred in a workspace of ``(block_rows + 1) * (d + k)`` doubles.
+    serial : bool, default=False
+        Call the private single-threaded LAPACK (:mod:`fastopt._serial_blas`) instead of SciPy's; same results.
 
     Returns
     -------
@@ -37,6 +39,8 @@ def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
             or r.shape[1] != mean.shape[0] or block_rows <= 0 \
             or (sample_weight is not None and sample_weight.shape[0] != dims.n):
         raise ValueError("tsqr_stats: inconsistent shapes or block_rows <= 0")
+    _check_serial(serial, "tsqr_stats")
+    cdef const fo_lapack *lapack = &_LAPACK_SERIAL if serial else &_LAPACK
     out.mean = &mean[0]
     out.r = &r[0, 0]
     # PyMem_Raw*: thread-safe, and visible to tracemalloc, so the benchmark's memory figure includes it.
@@ -48,9 +52,9 @@ def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
     try:
         with nogil:
             if floating is double:
-                status = fo_tsqr_d(&_LAPACK, x, y, w, dims, &out)
+                status = fo_tsqr_d(lapack, x, y, w, dims, &out)
             else:
-                status = fo_tsqr_s(&_LAPACK, x, y, w, dims, &out)
+                status = fo_tsqr_s(lapack, x, y, w, dims, &out)
     finally:
         PyMem_RawFree(out.work)
     if status != FO_OK:

@@ -12,6 +12,10 @@ import scipy.sparse
 # ---------------------------------------------------------------- closed form
 
 
+# csrc/tsqr.c's FO_TSQR_FIRST_ROWS.
+TSQR_FIRST_ROWS = 256
+
+
 def _block_mean(X, Y, sample_weight, i0, block_rows):
     """Pass 1 of the closed-form block loops (csrc/block_mean.h): the block ``Z`` in float64, its weights, their
     sum ``wb`` and, when ``wb > 0``, the block's weighted mean."""
@@ -21,12 +25,12 @@ def _block_mean(X, Y, sample_weight, i0, block_rows):
     return Z, w, wb, ((w @ Z) / wb if wb != 0.0 else None)
 
 
-def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
+def gram_stats(X, Y, sample_weight, mean, gram, block_rows, serial=False):
     """Twin of :func:`fastopt._kernels.gram_stats` (csrc/gram.c): same blocks, same merges, in NumPy.
 
     Weighted, centred sufficient statistics of ``Z = [X, Y]``, accumulated in float64: ``mean`` receives the
     weighted column means, ``gram`` the centred weighted cross-products ``sum_i w_i (z_i - mean)(z_i - mean)^T``;
-    returns ``sum_i w_i``.
+    returns ``sum_i w_i``. ``serial`` (which BLAS instance the kernel calls) does not change the arithmetic.
     """
     weight = 0.0
     mean[:] = 0.0
@@ -44,26 +48,29 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows):
     return weight
 
 
-def tsqr_stats(X, Y, sample_weight, mean, r, block_rows):
+def tsqr_stats(X, Y, sample_weight, mean, r, block_rows, serial=False):
     """Twin of :func:`fastopt._kernels.tsqr_stats` (csrc/tsqr.c): same blocks, same correction rows, in NumPy.
 
     Weighted means of ``Z = [X, Y]`` into ``mean`` and, into ``r``, the upper-triangular ``R`` with a
     non-negative diagonal and ``R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T``, by Householder QR of each block
     (centred on its own mean, scaled by ``sqrt(w)``) stacked under the running ``R`` and the mean-correction row
-    ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``.
+    ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``. ``serial`` (which LAPACK instance
+    the kernel calls) does not change the arithmetic.
     """
     p = mean.shape[0]
     weight = 0.0
     mean[:] = 0.0
     r[:] = 0.0
-    for i0 in range(0, X.shape[0], block_rows):
-        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
+    first = min(block_rows, TSQR_FIRST_ROWS)  # the kernel's first block is at most this long (see csrc/tsqr.c)
+    for i0 in [0, *range(first, X.shape[0], block_rows)] if X.shape[0] else []:
+        Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, first if i0 == 0 else block_rows)
         if wb == 0.0:
             continue
         rows = [r, np.sqrt(w)[:, None] * (Z - mb)]
         if weight > 0:
             rows.append(np.sqrt(weight * (wb / (weight + wb))) * (mb - mean)[None, :])
-        tri = np.linalg.qr(np.vstack(rows), mode="r")
+        # The first block (weight 0: R is still zero) alone, as the kernel's dgeqrf; later ones under R.
+        tri = np.linalg.qr(rows[1] if weight == 0 else np.vstack(rows), mode="r")
         r[:] = 0.0
         r[: min(tri.shape[0], p)] = tri[:p]
         mean += (wb / (weight + wb)) * (mb - mean)

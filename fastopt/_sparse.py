@@ -102,9 +102,11 @@ def segment_stats(data, start: int, stop: int):
         X.data, X.indices, X.indptr[start : stop + 1], d, Y[start:stop], None if sw is None else sw[start:stop],
         mean, gram,
     )
-    # S_aa = G_aa + W m_a^2 to within eps * S_aa: all the centring-loss estimate needs.
-    raw_diag = np.diagonal(gram)[:d] + weight * mean[:d] ** 2
-    cols = np.flatnonzero(raw_diag > CENTRE_FIRST_RATIO * np.maximum(np.diagonal(gram)[:d], 0.0))
+    # S_aa = G_aa + W m_a^2 to within eps * S_aa: all the centring-loss estimate needs. (Values too large to
+    # square overflow here silently: the fit then rescales X, see _closed_form.scale_trouble.)
+    with np.errstate(over="ignore", invalid="ignore"):
+        raw_diag = np.diagonal(gram)[:d] + weight * mean[:d] ** 2
+        cols = np.flatnonzero(raw_diag > CENTRE_FIRST_RATIO * np.maximum(np.diagonal(gram)[:d], 0.0))
     if weight > 0 and 0 < cols.size <= CENTRE_FIRST_MAX:
         _centre_first(X, sw, start, stop, cols, weight, mean, gram)
         raw_diag[cols] = np.diagonal(gram)[cols]  # no cancellation left in these

@@ -82,3 +82,12 @@ def test_well_conditioned_dataset_stays_on_cholesky():
     with warnings.catch_warnings():
         warnings.simplefilter("error", IllConditionedWarning)
         assert LinearRegressor().fit(X, y).solver_ == "cholesky"
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_wampler3_keeps_the_digits_of_householder_qr_of_the_block(solver):
+    # One block of 21 rows: the compiled QR factorises it with dgeqrf, as the former NumPy QR did (9.797 digits).
+    # Folding it into a zero R with dtpqrt (tau = 1 reflectors) rounded differently and gave 9.3.
+    digits, est = fitted_lre("Wampler3", solver)
+    assert est.solver_ == "qr"
+    assert digits >= 9.79, f"Wampler3: {digits:.3f} correct digits"

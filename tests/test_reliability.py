@@ -337,3 +337,38 @@ def test_krylov_uniform_weights_of_any_scale_are_unit_weights(problem, solver, s
     ref = LinearRegressor(solver=solver).fit(X, y)
     got = LinearRegressor(solver=solver).fit(X, y, sample_weight=np.full(len(X), scale))
     np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+
+
+def test_segmented_closed_form_leaves_other_threads_blas_alone(monkeypatch):
+    # Issue 17 item 3: the parallel segments call a private single-threaded BLAS instance, so another thread
+    # sees the process's BLAS thread counts unchanged during the fits (the fallback lowered them to 1 while its
+    # section ran), and the answer is bit for bit that of the fallback (the same code, one thread).
+    from threadpoolctl import threadpool_info
+
+    from fastopt import _closed_form, _serial_blas
+
+    if _serial_blas.tables() is None:
+        pytest.skip("no private BLAS instance on this platform: the documented process-wide fallback applies")
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(20_000, 8)) + 3.0
+    y = X @ np.arange(1.0, 9.0) + rng.normal(size=20_000)
+    monkeypatch.setattr(_closed_form, "SEGMENT_ROWS", 1000)  # 20 segments on the thread pool
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()]
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.add(tuple((lib["filepath"], lib["num_threads"]) for lib in threadpool_info()))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        fits = [LinearRegressor(solver=s).fit(X, y).coef_ for s in ("normal", "qr") for _ in range(5)]
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == {tuple(before)}
+    assert [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()] == before
+    monkeypatch.setattr(_serial_blas, "tables", lambda: None)  # the fallback: process-wide limit, same bits
+    for i, solver in enumerate(("normal", "qr")):
+        np.testing.assert_array_equal(LinearRegressor(solver=solver).fit(X, y).coef_, fits[5 * i])

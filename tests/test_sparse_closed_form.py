@@ -315,3 +315,34 @@ def test_concurrent_sparse_fits_are_bit_identical(rng, monkeypatch):
         coefs = list(pool.map(lambda _: LinearRegressor(alpha=1e-3).fit(X, y).coef_, range(4)))
     for coef in coefs:
         np.testing.assert_array_equal(coef, serial)
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+@pytest.mark.parametrize("fx, fy", [(1e-310, 1e-300), (1e-305, 1.0), (1.0, 1e300), (1e200, 1e300), (1e300, 1.0)])
+def test_sparse_fit_is_right_at_any_data_scale(rng, solver, fx, fy):
+    # Values whose squares under- or overflow used to be an error for sparse X: the fit now rescales X's stored
+    # values (and y) by powers of two as the dense fit does, so the answer is that of the unscaled problem.
+    X = random_csr(rng, 300, 6, 0.5, explicit_zeros=False)
+    y = X @ rng.normal(size=6) + 0.5 + 0.1 * rng.normal(size=300)
+    w = rng.uniform(0.5, 2.0, size=300)
+    ref = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
+    Xs = (X * fx).tocsr()
+    before = Xs.data.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither the overflow of the first attempt nor anything else leaks out
+        got = LinearRegressor(solver=solver).fit(Xs, y * fy, sample_weight=w * 1e300)
+    np.testing.assert_array_equal(Xs.data, before)  # the caller's matrix is not scaled in place
+    # Denormal values (1e-310) carry only ~44 bits: the scaled problem is the unscaled one to ~1e-13, and its
+    # conditioning (< 10 here) passes that on; 1e-12 leaves margin.
+    np.testing.assert_allclose(got.coef_ * (fx / fy), ref.coef_, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(got.intercept_ / fy, ref.intercept_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_sparse_fit_says_why_when_it_cannot(rng, solver):
+    X = random_csr(rng, 300, 4, 0.5, explicit_zeros=False)
+    y = X @ rng.normal(size=4) + 0.5
+    with pytest.raises(ValueError, match="coefficients exceed float64's range.*multiply X"):
+        LinearRegressor(solver=solver).fit((X * 1e-310).tocsr(), y)
+    with pytest.raises(ValueError, match="X column 0 has values too large or too small"):
+        LinearRegressor(solver=solver).partial_fit((X * 1e-310).tocsr(), y)
