@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming, optim
 from fastopt._result import FitResult, Outcome
-from fastopt._validation import check_fit_data, check_predict_data
+from fastopt._validation import check_fit_data, check_predict_data, is_sparse
 
 if TYPE_CHECKING:  # only for annotations: dask is an optional extra
     import dask.array
@@ -104,6 +104,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ==============================  =======================  =========================================
         robust loss                     ``"newton"``             exact minimiser (below)
         robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1)
+        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   Newton takes dense ``X`` only; an SGD step
+                                                                 costs O(nonzeros), exact Adam O(d)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
@@ -112,7 +114,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
         ==============================  =======================  =========================================
 
-        Dense, sparse and Dask ``X`` follow the same table. ``"cg"`` (CGLS) and ``"lsqr"`` solve the squared
+        Otherwise dense, sparse and Dask ``X`` follow the same table. ``"cg"`` (CGLS) and ``"lsqr"`` solve the squared
         error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
         semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
         (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
@@ -448,7 +450,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
-        name = _solvers.resolve(self.solver, self.loss, X, self.alpha)
+        name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X))
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))
