@@ -293,4 +293,28 @@ fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32
                           ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
                           double shift, double *z, double *zz, double *out);
 
+/* ---------------------------------------------------------------- Huber Newton (huber.c) */
+/* The fused pass over a segment of rows (see huber.c), at the point (w, b) with threshold eps (may be +inf):
+ * r[i] = x_i . w + b - y[i]; psi_i = r_i clipped to [-eps, eps]; with s_i = s[i] (s == NULL means 1) writes
+ * g = sum_i s_i psi_i x_i (d doubles, overwritten), mask[i] = [|r_i| <= eps] (unless mask is NULL), and
+ * out[0] = sum_i s_i huber_eps(r_i), out[1] = sum_i s_i psi_i, out[3] = the number of inliers. Unless dH is NULL:
+ * the rows whose mask differs from prev[i] (prev == NULL means all 0) are counted in out[2], and
+ * dH (p x p, row-major, overwritten, symmetric) = sum_{entering} s_i z_i z_i^T - sum_{leaving} s_i z_i z_i^T,
+ * moved (p, overwritten) = sum_{changed} s_i z_i^2, with z_i = [x_i - centre, 1] (p = d + 1) or x_i - centre
+ * (p = d); work holds 2 * FO_HUBER_GATHER * p doubles (two buffers of gathered rows, each flushed by one syrk:
+ * 256 rows, long enough for syrk to run near its peak, short enough for a buffer to stay in L2 at d ~ 100). */
+#define FO_HUBER_GATHER 256
+typedef struct {
+    ptrdiff_t n;      /* rows */
+    ptrdiff_t d;      /* columns of X */
+    int p;            /* d + 1 (intercept) or d */
+} fo_huber_dims;
+
+fo_status fo_huber_pass_d(const fo_blas *blas, const double *X, const double *y, const double *s, fo_huber_dims dims,
+                          const double *w, double b, double eps, const double *centre, const uint8_t *prev,
+                          uint8_t *mask, double *r, double *g, double *dH, double *moved, double *work, double *out);
+fo_status fo_huber_pass_s(const fo_blas *blas, const float *X, const double *y, const double *s, fo_huber_dims dims,
+                          const double *w, double b, double eps, const double *centre, const uint8_t *prev,
+                          uint8_t *mask, double *r, double *g, double *dH, double *moved, double *work, double *out);
+
 #endif /* FASTOPT_H */

@@ -20,6 +20,8 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
   workers and only their sums travel. Without a ``dask.distributed`` client, the blocks are computed by the local
   scheduler and passed here, one at a time, the next computed meanwhile. See :mod:`fastopt._streaming` for
   what an epoch, the schedule, ``early_stopping``, ``tol`` and ``loss_curve_`` mean there.
+- **Newton** (``solver="newton"``, and ``"auto"`` for the Huber loss): :mod:`fastopt._newton_dask`, one
+  distributed pass per evaluation; only ``d x d`` statistics travel.
 - **predict** maps the fitted model over the blocks lazily and returns a Dask array.
 """
 from __future__ import annotations
@@ -419,14 +421,23 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     :class:`fastopt._result.Outcome` for the estimator to take; ``warm_state(name)`` is the state a warm start
     continues from. Nothing here writes to the estimator."""
     chunks = DaskChunks(X, y, sample_weight)
-    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha)
-    if not _solvers.SOLVERS[name].incremental:  # "auto" picks, as fit_stream does, a solver that streams
+    sparse_blocks = isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None  # scipy.sparse
+    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, sparse=sparse_blocks)
+    # A solver that cannot fit chunks may still fit this loss on dense Dask blocks by its own distributed passes
+    # (Newton: Solver.dask_losses, fit_dask).
+    own = estimator.loss in _solvers.SOLVERS[name].dask_losses and not sparse_blocks
+    if not _solvers.SOLVERS[name].incremental and not own:  # "auto" picks, as fit_stream does, one that streams
         name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
     solver = _solvers.SOLVERS[name]
-    solver.check_incremental()  # e.g. Newton: every iteration reads all rows (a clear error)
+    if not own:
+        solver.check_incremental()  # e.g. Newton's absolute error: every iteration reads all rows (a clear error)
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
-    outcome = FITS[solver.chunked](estimator.get_params(), checker, name, chunks, warm_state(name), y)
+    params = estimator.get_params()
+    if own:
+        outcome = Outcome(name, solver.fit_dask(params, checker, chunks, warm_state(name)), chunks.y_ndim == 1)
+    else:
+        outcome = FITS[solver.chunked](params, checker, name, chunks, warm_state(name), y)
     return dataclasses.replace(outcome, checked=checker)
 
 

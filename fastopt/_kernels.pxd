@@ -1,5 +1,5 @@
 # C declarations of csrc/fastopt.h, for fastopt/_kernels.pyx.
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "fastopt.h" nogil:
     ctypedef enum fo_status:
@@ -190,3 +190,20 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                               Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
                               double c, double shift, double *z, double *zz, double *out)
+
+    # ------------------------------------------------------------ Huber Newton (huber.c)
+    int FO_HUBER_GATHER
+
+    ctypedef struct fo_huber_dims:
+        Py_ssize_t n
+        Py_ssize_t d
+        int p
+
+    fo_status fo_huber_pass_d(const fo_blas *blas, const double *X, const double *y, const double *s,
+                              fo_huber_dims dims, const double *w, double b, double eps, const double *centre,
+                              const uint8_t *prev, uint8_t *mask, double *r, double *g, double *dH, double *moved,
+                              double *work, double *out)
+    fo_status fo_huber_pass_s(const fo_blas *blas, const float *X, const double *y, const double *s,
+                              fo_huber_dims dims, const double *w, double b, double eps, const double *centre,
+                              const uint8_t *prev, uint8_t *mask, double *r, double *g, double *dH, double *moved,
+                              double *work, double *out)

@@ -89,3 +89,6 @@ include "_kernels_csr.pxi"
 
 # ---------------------------------------------------------------- Krylov solvers
 include "_kernels_krylov.pxi"
+
+# ---------------------------------------------------------------- Huber Newton
+include "_kernels_huber.pxi"

@@ -16,23 +16,37 @@ Huber: semismooth Newton
 ``F`` is convex with a piecewise-constant generalised Hessian: the weighted Gram matrix of the *inlier* rows
 (``|r_i| <= epsilon``) plus ``alpha I`` (Nocedal & Wright, *Numerical Optimization*, 2006, ch. 3 and 6; Goodfellow,
 Bengio & Courville, *Deep Learning*, 2016, ch. 8.6; the method is IRLS with Huber's weights, Holland & Welsch
-1977, taken as a Newton method: Qi & Sun 1993). Starting from the least-squares fit (all rows inliers), every
-iteration
+1977, taken as a Newton method: Qi & Sun 1993). Every iteration
 
-1. reads ``X`` once (blocks kept in cache): residuals, objective and gradient ``X^T (s psi(r))``;
-2. updates the inlier statistics for the rows that crossed the threshold only -- their weighted, centred Gram
-   from the compiled kernel (:func:`fastopt._kernels.gram_stats` through :func:`fastopt._closed_form.chunk_state`)
-   merged in or taken out exactly (Chan, Golub & LeVeque 1979) -- instead of rebuilding it;
-3. solves the ``(d + 1) x (d + 1)`` Newton system (Cholesky; the intercept in coordinates centred on the data
+1. reads ``X`` once, by the compiled fused pass (:func:`fastopt._kernels.huber_pass`, csrc/huber.c) at the full
+   Newton step: residuals, objective and gradient ``X^T (s psi(r))`` there, and the change of the inlier Hessian:
+   only the rows that crossed the threshold, gathered while in cache and added or subtracted by BLAS ``syrk``
+   (a rank-k update or downdate) instead of rebuilding it. The pass runs on fixed row segments in parallel threads,
+   summed in segment order, so results do not depend on the thread count;
+2. solves the ``(d + 1) x (d + 1)`` Newton system (Cholesky; the intercept in coordinates centred on the data
    mean, so a large column mean does not spoil the conditioning; Levenberg-Marquardt damping when fewer
-   inliers than parameters make it singular) and takes the step if it decreases ``F`` enough (Armijo), else
-   backtracks along the segment, which needs no pass over ``X`` because the residuals are affine in the step.
+   inliers than parameters make it singular); the step is taken if it decreases ``F`` enough (Armijo), else
+   the objective is minimised along the segment, which needs no pass over ``X`` because the residuals are affine
+   in the step and the trial pass gave them at its end (one more pass then evaluates the point found).
+
+A downdate loses the digits that the subtracted rows held beyond the remaining ones (cancellation: after taking
+out rows a thousand times heavier than what is left, the error is about 1e3 eps of the entry). The updates' total
+weight per diagonal entry is tracked, and the Hessian is rebuilt from its rows (one pass that adds the inliers
+only) when it exceeds ``DRIFT = 1e3`` times what is left, so its relative error stays below about ``1e3 eps``.
+
+The start: for large ``X`` (``n >= 65,536`` with at least 50 subsample rows per parameter) the Huber fit of every
+16th row, found the same way; its inlier set is nearly the final one, so the first pass builds the Hessian from the
+inliers and two or three more passes end the fit. Otherwise, and when ``init`` is given, the (ridge) least-squares
+fit from one compiled Gram pass of ``[X, y]``, which also gives the all-rows Hessian that the first pass
+downdates.
 
 The inlier set settles after finitely many steps, after which one full step lands on the exact minimiser.
 The iteration stops when the Newton decrement ``lambda^2 = g^T H^-1 g`` (twice the objective decrease the
 model predicts) is at round-off level, ``lambda^2 <= 8 eps F``, or when no step along the Newton direction
-decreases ``F`` (``tol`` is not used: the last iterations are what makes the coefficients, not just the
-objective, accurate, and they cost one pass over ``X`` each).
+decreases ``F`` (``tol`` is not used: Newton converges finitely, so the last iterations cost one pass over ``X``
+each). The coefficients are then within ``sqrt(16 eps F)`` of the minimiser in the Hessian's norm; usually the
+inlier set has settled and the last step landed on the minimiser exactly. ``n_iter_`` counts the iterations on
+all rows (not the subsample's).
 
 Absolute error: finite smoothing
 --------------------------------
@@ -41,18 +55,19 @@ Absolute error: finite smoothing
 smoothed objective is within ``gamma / 2`` of the least absolute deviation objective. Following Madsen &
 Nielsen, "A finite smoothing algorithm for linear l1 estimation", SIAM J. Optim. 3 (1993), the smoothed
 problems are solved by the Newton method above (``max_epochs`` iterations at most per problem) for ``gamma``
-decreasing tenfold from the median absolute residual of the least-squares fit, and after each stage the limit
+decreasing tenfold from the median absolute residual of the least-squares fit (each stage's first pass rebuilds
+the Hessian from the rows inside the new threshold, about ten times fewer), and after each stage the limit
 ``gamma -> 0`` is taken exactly: the rows inside the threshold are fitted exactly, the others keep their sign, an
-equality-constrained quadratic
-program (``(d + 1 + m) x (d + 1 + m)``, m rows inside) whose multipliers certify optimality when they lie in
-``[-s_i, s_i]`` (the subgradient condition). The fit ends with a certified exact minimiser, or when ``gamma``
-is below ``4 eps F`` (objective within that, relative).
+equality-constrained quadratic program (``(d + 1 + m) x (d + 1 + m)``, m rows inside) whose multipliers certify
+optimality when they lie in ``[-s_i, s_i]`` (the subgradient condition). The fit ends with a certified exact
+minimiser, or when ``gamma`` is below ``4 eps F`` (objective within that, relative).
 An exact linear program (``scipy.optimize.linprog(method="highs")``, as scikit-learn's ``QuantileRegressor``)
 was measured and not taken: it builds ``2n`` slack variables and took minutes where this takes seconds (see the
 README, "Robust regression").
 
-Not supported: ``partial_fit``, ``fit_stream`` and Dask inputs (Newton reads all rows at every iteration;
-a clear error says so), and sparse ``X``.
+Dask arrays: :mod:`fastopt._newton_dask` (Huber and squared error; one distributed pass per evaluation, only
+``d x d`` statistics travel). Not supported: ``partial_fit`` and ``fit_stream`` (Newton reads all rows at every
+iteration; a clear error says so), the absolute error on Dask arrays, and sparse ``X``.
 """
 from __future__ import annotations
 
@@ -62,7 +77,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from fastopt import _closed_form
+from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import weight_mean
 from fastopt._result import FitResult, Solver
 from fastopt._validation import Data
@@ -71,15 +86,26 @@ from fastopt.exceptions import ConvergenceWarning
 __all__ = ["SOLVERS", "NewtonSolver", "huber_newton", "lad_smoothing"]
 
 EPS = np.finfo(np.float64).eps
-# Rows per block of the fused residual/gradient pass: 1 MiB of float64 at d = 100, resident in L2 while the
-# second product reads it again (measured 10% faster than two whole-array passes at n = 10^6, d = 100). The
-# products are NumPy's einsum loops, not BLAS: as fast here (measured), and their summation order does not depend
-# on the number of BLAS threads, so fits are bit-identical even while another fit limits the BLAS threads.
+# Rows per call of the fused pass (csrc/huber.c): fixed, not per thread, and the segments' sums are added in
+# segment order, so results do not depend on the number of threads.
+SEGMENT_ROWS = 65536
+# Rows per block of ``X^T v`` in NumPy (the exact limit of the absolute error only): 1 MiB of float64 at d = 100.
 PASS_BYTES = 2**20
-# Rebuild the inlier Gram instead of updating it when more rows than this fraction cross the threshold: an
-# update gathers the crossing rows (a copy) and costs as much as a rebuild at about half of them.
-REBUILD_FRACTION = 0.3
+# Rebuild the inlier Hessian from its rows when the updates since the last rebuild moved more than DRIFT times
+# what is left on some diagonal entry: an update rounds like the matrices it adds and subtracts, so the error of
+# entry (j, j) is about eps * (rows added + rows removed)_jj; DRIFT = 1e3 keeps the Hessian's relative error
+# below about 1e3 eps (2e-13), far below what would slow Newton down, at the cost of a rebuild only when large
+# (e.g. high-leverage) rows leave the inlier set.
+DRIFT = 1e3
 ARMIJO = 1e-4
+# To round-off: Newton converges finitely, so this costs an iteration or two.
+RTOL = 4 * EPS
+# The Huber fit of n >= SAMPLE_MIN_ROWS rows, at least SAMPLE_ROWS_PER_PARAMETER per parameter in the subsample,
+# starts from the fit on every SUBSAMPLE-th row (see huber_sampled). At n = 10^6, d = 100 (5% gross outliers):
+# 1 rebuild pass + 2 passes instead of 1 Gram pass + 4 passes (one with a fifth of the rows taken out).
+SUBSAMPLE = 16
+SAMPLE_MIN_ROWS = 2**16
+SAMPLE_ROWS_PER_PARAMETER = 50
 # Smoothing stages of the absolute error, gamma decreasing tenfold from the median residual: enough to reach
 # 4 eps of the objective from any start.
 MAX_STAGES = 40
@@ -91,42 +117,91 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("i,i->", a, b))
 
 
-def _huber(r: np.ndarray, eps: float) -> np.ndarray:
-    if eps == np.inf:  # squared error
-        return 0.5 * r * r
-    a = np.abs(r)
-    return np.where(a <= eps, 0.5 * r * r, eps * (a - 0.5 * eps))
+@dataclass
+class _Pass:
+    """One fused pass at a point: residuals, inlier mask, loss and gradient sums (weights ``s``, unscaled), and
+    the Hessian change of the rows whose mask changed (or the inliers' Hessian after a rebuild pass)."""
+
+    r: np.ndarray
+    mask: np.ndarray  # uint8, 1 for |r| <= eps
+    g: np.ndarray  # X^T (s psi)
+    gb: float  # sum s psi
+    loss: float  # sum s huber(r)
+    dH: np.ndarray | None
+    moved: np.ndarray | None
+    changed: int
+    rebuilt: bool
 
 
 class _Problem:
-    """One target's data: X (read in blocks), y, normalised weights s, and the fixed quantities."""
+    """One target's data: X, y, normalised weights s, and the fixed quantities."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, s: np.ndarray, s_native: np.ndarray | None, alpha: float,
-                 fit_intercept: bool):
-        self.X, self.y, self.s, self.s_native = X, y, s, s_native
+    def __init__(self, X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit_intercept: bool,
+                 centre: np.ndarray):
+        self.X, self.y, self.s = X, y, s
         self.alpha, self.fit_intercept = alpha, fit_intercept
         self.n, self.d = X.shape
+        self.p = self.d + 1 if fit_intercept else self.d
+        self.centre = centre
         self.block = max(64, PASS_BYTES // (8 * max(self.d, 1)))
-        self.y_native = np.ascontiguousarray(y.reshape(-1, 1), dtype=X.dtype)
 
-    def residuals_and_gradient(self, w: np.ndarray, b: float, eps: float, scale: float):
-        """One pass over X: ``r``, and the loss gradient ``X^T (s psi(r))``, ``sum s psi(r)`` (times ``scale``)."""
-        r = np.empty(self.n)
-        g = np.zeros(self.d)
-        for i0 in range(0, self.n, self.block):
-            i1 = min(i0 + self.block, self.n)
-            Xb = self.X[i0:i1]
-            if Xb.dtype != np.float64:
-                Xb = Xb.astype(np.float64)
-            rb = np.einsum("ij,j->i", Xb, w)
-            rb += b
-            rb -= self.y[i0:i1]
-            r[i0:i1] = rb
-            psi = np.clip(rb, -eps, eps)
-            psi *= self.s[i0:i1]
-            g += np.einsum("ij,i->j", Xb, psi)
-        gb = _dot(self.s, np.clip(r, -eps, eps))
-        return r, g * scale, gb * scale
+    def run(self, w: np.ndarray, b: float, eps: float, prev: np.ndarray | None = None,
+            hessian: bool = True) -> _Pass:
+        """The fused pass (:func:`fastopt._kernels.huber_pass`) at ``(w, b)``: fixed segments of rows on parallel
+        threads, summed in segment order. With ``hessian``, the Hessian change relative to the mask ``prev``
+        (None: the Hessian of the inliers, rebuilt)."""
+        n, d, p = self.n, self.d, self.p
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        r, mask = np.empty(n), np.empty(n, np.uint8)
+        centre = self.centre if hessian else None
+
+        serial = False
+
+        def segment(start):
+            stop = min(start + SEGMENT_ROWS, n)
+            g = np.empty(d)
+            dH, moved = (np.empty((p, p)), np.empty(p)) if hessian else (None, None)
+            out = _kernels.huber_pass(self.X[start:stop], self.y[start:stop], self.s[start:stop], w, float(b),
+                                      float(eps), centre, None if prev is None else prev[start:stop],
+                                      mask[start:stop], r[start:stop], g, dH, moved, serial=serial)
+            return g, dH, moved, out
+
+        starts = list(range(0, n, SEGMENT_ROWS))
+        threads = min(_closed_form._n_threads(), len(starts))
+        g, loss, gb, changed = np.zeros(d), 0.0, 0.0, 0
+        dH, moved = (np.zeros((p, p)), np.zeros(p)) if hessian else (None, None)
+
+        def run_all(threads):
+            nonlocal loss, gb, changed
+            # In waves of `threads` segments, so that at most that many p x p changes are alive at once.
+            for i in range(0, len(starts), threads):
+                wave = starts[i : i + threads]
+                parts = _krylov._pool().map(segment, wave) if threads > 1 else map(segment, wave)
+                for gs, dHs, moved_s, out in parts:  # in segment order, whichever thread finished first
+                    g[:] += gs
+                    loss += out[0]
+                    gb += out[1]
+                    if hessian and out[2]:
+                        changed += int(out[2])
+                        dH[:] += dHs
+                        moved[:] += moved_s
+
+        # The kernel calls BLAS syrk on the gathered rows: the parallel segments run it single-threaded (nested BLAS
+        # threads measured up to 50 times slower on a loaded machine), through the closed form's private
+        # single-threaded BLAS; without it, under the closed form's one-at-a-time process-wide limit, and a call
+        # that finds another in its parallel section runs serially (same result either way).
+        if threads > 1 and hessian and _serial_blas.tables() is not None:
+            serial = True
+            run_all(threads)
+        elif threads > 1 and hessian and _closed_form._PARALLEL.acquire(blocking=False):
+            try:
+                with _closed_form._blas_controller().limit(limits=1, user_api="blas"):
+                    run_all(threads)
+            finally:
+                _closed_form._PARALLEL.release()
+        else:
+            run_all(threads if not hessian else 1)
+        return _Pass(r, mask, g, gb, loss, dH, moved, changed, prev is None)
 
     def xt(self, v: np.ndarray) -> np.ndarray:
         """``X^T v`` in float64, blockwise."""
@@ -137,94 +212,84 @@ class _Problem:
             g += np.einsum("ij,i->j", Xb if Xb.dtype == np.float64 else Xb.astype(np.float64), v[i0:i1])
         return g
 
-    def gradient(self, r: np.ndarray, eps: float, scale: float):
-        """The loss gradient at residuals ``r`` (one pass over X), times ``scale``."""
-        psi = np.clip(r, -eps, eps) * self.s
-        return self.xt(psi) * scale, float(psi.sum()) * scale
 
-    def stats(self, rows: np.ndarray | None, weights: np.ndarray | None = None) -> _closed_form.ClosedFormState:
-        """Weighted centred Gram of ``[X, y]`` over ``rows`` (a boolean mask, an index array or None for all)."""
-        if rows is None:
-            X, Y, w = self.X, self.y_native, self.s_native
-        else:
-            X, Y, w = self.X[rows], self.y_native[rows], self.s_native[rows]
-        if weights is not None:
-            w = weights
-        data = Data(X=X, Y=Y, sample_weight=np.ascontiguousarray(w), y_was_1d=True)
-        # In the weights' own units (weight_exp 0): the updates below add and subtract states and combine their
-        # weights with other quantities (the IRLS weights are bounded, so nothing overflows).
-        return _closed_form.rescale_weights(_closed_form.chunk_state({"solver": "normal"}, data), 0)
-
-
-def _remove(a: _closed_form.ClosedFormState, b: _closed_form.ClosedFormState) -> _closed_form.ClosedFormState:
-    """The statistics of a's rows without b's (b's rows a subset of a's): the inverse of ``merge_states``."""
-    weight = a.weight - b.weight
-    if b.weight == 0.0:
-        return a
-    if weight <= 1e-12 * a.weight:  # nothing left (to round-off)
-        p = a.mean.shape[0]
-        return _closed_form.ClosedFormState(a.n_features, a.n_targets, a.dtype, 0, 0.0, np.zeros(p),
-                                            np.zeros((p, p)))
-    mean = (a.weight * a.mean - b.weight * b.mean) / weight
-    delta = b.mean - mean
-    gram = a.gram - b.gram - (weight * b.weight / a.weight) * np.outer(delta, delta)
-    return _closed_form.ClosedFormState(a.n_features, a.n_targets, a.dtype, a.n_samples - b.n_samples, weight, mean,
-                                        gram)
+def _damping(H: np.ndarray, centre: np.ndarray, weight: float) -> np.ndarray:
+    """The Levenberg-Marquardt damping reference: the all-rows Hessian's diagonal *before centring* (each column's
+    weighted mean square: its scale, which a column constant on the rows keeps while its centred entry is
+    round-off), 1 for a zero column and for the intercept."""
+    d = centre.shape[0]
+    raw = np.diag(H)[:d] + weight * centre**2
+    return np.append(np.where(raw > 0, raw, 1.0), 1.0)[: H.shape[0]]
 
 
 class _Hessian:
-    """The inlier statistics and the Newton solve, in coordinates centred on the all-rows mean ``m0``."""
+    """The inlier Hessian ``H = sum_inliers s_i z_i z_i^T``, ``z_i = [x_i - m0, 1]`` (``x_i`` without intercept),
+    in coordinates centred on the all-rows mean ``m0`` (so a large column mean does not spoil the conditioning),
+    kept up to date by the passes' changes, and the Newton solve."""
 
-    def __init__(self, prob: _Problem, full: _closed_form.ClosedFormState):
+    def __init__(self, prob: _Problem, full: _closed_form.ClosedFormState | None, damp: np.ndarray | None = None):
+        """From the all-rows statistics ``full`` (every row an inlier, as at a least-squares start); or, with
+        ``full`` None, empty until the first pass rebuilds it, with the damping reference ``damp``."""
         self.prob = prob
-        d = prob.d
-        self.m0 = full.mean[:d].copy() if prob.fit_intercept else np.zeros(d)
+        d, p = prob.d, prob.p
+        self.rebuilds = 0
+        if full is None:
+            self.H, self.damp, self.mask, self.mass = np.zeros((p, p)), damp, None, np.zeros(p)
+            self.stale = True  # the next pass must rebuild (prev=None)
+            return
+        mean, W = full.mean[:d], full.weight
+        dm = mean - prob.centre
+        self.H = np.zeros((p, p))
+        self.H[:d, :d] = full.gram[:d, :d] + W * np.outer(dm, dm)
+        if prob.fit_intercept:
+            self.H[:d, d] = self.H[d, :d] = W * dm
+            self.H[d, d] = W
         # Damping reference: the all-rows Hessian's diagonal (1 for a constant column and for the intercept).
-        diag = np.diag(full.gram)[:d].copy() if prob.fit_intercept else \
-            np.diag(full.gram)[:d] + full.weight * full.mean[:d] ** 2
-        self.damp = np.append(np.where(diag > 0, diag, 1.0), 1.0)
-        self.state = full
-        self.mask = None
-        self.scale = 1.0
+        self.damp = _damping(self.H, prob.centre, W)
+        self.mask = np.ones(prob.n, np.uint8)
+        self.mass = np.abs(np.diag(self.H)).copy()
+        self.stale = False
 
-    def update(self, mask: np.ndarray, scale: float) -> None:
-        """Make the statistics those of the rows in ``mask`` (weights ``s * scale``, scale applied at solve)."""
-        self.scale = scale
-        if self.mask is None:
-            self.state = self.prob.stats(None, self.prob.s_native * mask) if not mask.all() else self.state
-            self.mask = mask
-            return
-        enter = mask & ~self.mask
-        leave = self.mask & ~mask
-        changed = int(enter.sum()) + int(leave.sum())
-        if changed == 0:
-            return
-        if changed > REBUILD_FRACTION * self.prob.n:
-            self.state = self.prob.stats(None, self.prob.s_native * mask)
+    def prev(self) -> np.ndarray | None:
+        """The mask the next pass's change is relative to (None: rebuild)."""
+        return None if self.stale else self.mask
+
+    def apply(self, res: _Pass) -> None:
+        """Take the pass's Hessian change (or rebuilt Hessian) and mask."""
+        if res.rebuilt:
+            self.H = res.dH
+            self.mass = np.abs(np.diag(res.dH)).copy()
+            self.stale = False
+            self.rebuilds += 1
+        elif res.changed:
+            self.H += res.dH
+            self.mass += res.moved
+        self.mask = res.mask
+
+    def drifted(self) -> bool:
+        """Whether the updates since the last rebuild may have cost more than DRIFT * eps of some diagonal entry
+        (see DRIFT): then the next pass rebuilds."""
+        diag = np.diag(self.H)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(self.mass > 0, self.mass / np.abs(diag), 0.0)
+        return bool(np.max(ratio, initial=0.0) > DRIFT)
+
+    def direction(self, g: np.ndarray, gb: float, scale: float):
+        """The (damped) Newton direction for gradient ``(g, gb)`` (the Hessian times ``scale``, plus ridge)."""
+        prob, d = self.prob, self.prob.d
+        H = self.H * scale
+        H[np.arange(d), np.arange(d)] += prob.alpha
+        if prob.fit_intercept:
+            rhs = np.append(g - prob.centre * gb, gb)
         else:
-            if leave.any():
-                self.state = _remove(self.state, self.prob.stats(np.flatnonzero(leave)))
-            if enter.any():
-                self.state = _closed_form.merge_states(self.state, self.prob.stats(np.flatnonzero(enter)))
-        self.mask = mask
-
-    def direction(self, g: np.ndarray, gb: float):
-        """The (damped) Newton direction for gradient ``(g, gb)``."""
-        prob, st, d = self.prob, self.state, self.prob.d
-        A, C = st.weight * self.scale, st.gram[:d, :d] * self.scale
-        dm = st.mean[:d] - self.m0
-        H = np.empty((d + 1, d + 1))
-        H[:d, :d] = C + A * np.outer(dm, dm)
-        H[:d, :d][np.diag_indices(d)] += prob.alpha
-        H[:d, d] = H[d, :d] = A * dm
-        H[d, d] = A
-        rhs = np.append(g - self.m0 * gb, gb)
-        if not prob.fit_intercept:
-            H, rhs = H[:d, :d], rhs[:d]
-        damp = self.damp[: H.shape[0]]
+            rhs = g
+        damp = self.damp
         sc = np.sqrt(np.maximum(np.diag(H), damp * EPS))
         Hs = H / np.outer(sc, sc)
-        mu = 0.0
+        # A coordinate whose Hessian entry is below eps of its scale (a column constant on the inliers, which
+        # the intercept already spans, or no inliers at all) is round-off: damp from the start, so that the step
+        # leaves it (nearly) alone instead of following the noise (Cholesky may well succeed on it).
+        mu = 1e-10 if np.any(np.diag(Hs) < 0.5) else 0.0
         for _ in range(30):
             Hm = Hs + np.diag(mu * damp / sc**2) if mu else Hs
             try:
@@ -239,7 +304,7 @@ class _Hessian:
             raise RuntimeError("internal error: the damped Newton system did not factorise")
         if prob.fit_intercept:
             dw, dc = v[:d], v[d]
-            return dw, dc - float(self.m0 @ dw)
+            return dw, dc - float(prob.centre @ dw)
         return v, 0.0
 
 
@@ -253,10 +318,6 @@ class _Fit:
     curve: list
 
 
-def _objective(prob: _Problem, r: np.ndarray, w: np.ndarray, eps: float, scale: float) -> float:
-    return _dot(prob.s, _huber(r, eps)) * scale + 0.5 * prob.alpha * float(w @ w)
-
-
 def _slope(prob: _Problem, r, q, w, dw, eps: float, scale: float, t: float) -> float:
     """d/dt of the objective at ``w + t dw`` (residuals ``r + t q``)."""
     psi = np.clip(r + t * q, -eps, eps)
@@ -265,7 +326,8 @@ def _slope(prob: _Problem, r, q, w, dw, eps: float, scale: float, t: float) -> f
 
 def _line_search(prob: _Problem, r, q, w, dw, eps: float, scale: float) -> float:
     """The minimiser over ``t in [0, 1]`` of the convex, piecewise-quadratic objective along the step (its slope
-    is non-decreasing): bracketed geometrically, then bisected to 0.1% (0 when the slope is not negative at 0)."""
+    is non-decreasing): bracketed geometrically, then bisected to 0.1% (0 when the slope is not negative at 0).
+    Residuals along the step are ``r + t q`` with ``q = X dw + db`` from the trial pass: no pass over X."""
     if _slope(prob, r, q, w, dw, eps, scale, 0.0) >= 0.0:
         return 0.0
     hi = 1.0
@@ -288,63 +350,171 @@ def _line_search(prob: _Problem, r, q, w, dw, eps: float, scale: float) -> float
     return lo
 
 
-def _newton(prob: _Problem, w, b, r, g, gb, hess: _Hessian, eps: float, scale: float, rtol: float,
+def _visit(prob: _Problem, hess: _Hessian, w, b, eps: float) -> _Pass:
+    """The pass at ``(w, b)`` relative to the Hessian's mask, taken into the Hessian; a rebuild pass follows when
+    the updates have drifted (see DRIFT)."""
+    return _take(prob, hess, prob.run(w, b, eps, hess.prev()), w, b, eps)
+
+
+def _take(prob: _Problem, hess: _Hessian, res: _Pass, w, b, eps: float) -> _Pass:
+    """Take the pass ``res`` at ``(w, b)`` into the Hessian; when the updates have drifted (see DRIFT), rebuild it
+    by another pass there, and return that one."""
+    hess.apply(res)
+    if hess.drifted():
+        hess.stale = True
+        res = prob.run(w, b, eps, None)
+        hess.apply(res)
+    return res
+
+
+def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale: float, rtol: float,
             max_iter: int, curve: list, probe=None):
-    """Semismooth Newton on ``scale * sum s huber_eps(r) + alpha/2 ||w||^2`` from (w, b) with residuals r and
-    gradient (g, gb) (including the ridge term). Returns (w, b, r, g, gb, F, iterations, converged).
-    ``probe(w, b, r, mask)``, if given, is asked at every iterate whether to stop (it has found the answer)."""
-    F = _objective(prob, r, w, eps, scale)
+    """Semismooth Newton on ``scale * sum s huber_eps(r) + alpha/2 ||w||^2`` from (w, b), where ``cur`` is the
+    pass at (w, b), already taken into ``hess``. Returns (w, b, r, F, iterations, converged).
+    ``probe(w, b, r, mask)``, if given, is asked at every iterate whether to stop (it has found the answer).
+
+    Each iteration is one pass over X, at the full Newton step: residuals, objective and gradient there, and the
+    Hessian change of the rows that crossed the threshold, used if the step is taken. When the step does not
+    decrease the objective enough (Armijo), the objective is minimised along the segment from the residuals
+    alone (the trial pass gave ``X dw``), and one more pass is made at the point found."""
+    alpha = prob.alpha
+
+    def value(res, w):
+        return scale * res.loss + 0.5 * alpha * float(w @ w)
+
+    F = value(cur, w)
     for it in range(max_iter):
-        mask = np.abs(r) <= eps
-        if probe is not None and probe(w, b, r, mask):
-            return w, b, r, g, gb, F, it, True
-        hess.update(mask, scale)
-        dw, db = hess.direction(g, gb)
+        r = cur.r
+        if probe is not None and probe(w, b, r, cur.mask.view(bool)):
+            return w, b, r, F, it, True
+        g, gb = cur.g * scale + alpha * w, cur.gb * scale
+        dw, db = hess.direction(g, gb, scale)
         dec = -(float(g @ dw) + gb * db)
         if dec <= 2.0 * rtol * abs(F) or dec <= 0.0:
-            return w, b, r, g, gb, F, it, True
+            return w, b, r, F, it, True
         w1, b1 = w + dw, b + db
-        r1, g1, gb1 = prob.residuals_and_gradient(w1, b1, eps, scale)
-        F1 = _objective(prob, r1, w1, eps, scale)
+        trial = prob.run(w1, b1, eps, hess.prev())
+        F1 = value(trial, w1)
         if F1 <= F - ARMIJO * dec:
-            w, b, r, F = w1, b1, r1, F1
-            g, gb = g1 + prob.alpha * w1, gb1
-        else:  # minimise along the segment: r(t) = r + t (r1 - r), no pass over X
-            q = r1 - r
-            t = _line_search(prob, r, q, w, dw, eps, scale)
+            w, b, F = w1, b1, F1
+            cur = _take(prob, hess, trial, w, b, eps)
+        else:
+            t = _line_search(prob, r, trial.r - r, w, dw, eps, scale)
             if t == 0.0:  # no decrease at round-off level: the iterate is optimal to working precision
-                return w, b, r, g, gb, F, it + 1, True
-            w, b, r = w + t * dw, b + t * db, r + t * q
-            F = _objective(prob, r, w, eps, scale)
-            g, gb = prob.gradient(r, eps, scale)
-            g = g + prob.alpha * w
+                return w, b, r, F, it + 1, True
+            w, b = w + t * dw, b + t * db
+            cur = _visit(prob, hess, w, b, eps)
+            F = value(cur, w)
         curve.append(F)
-    return w, b, r, g, gb, F, max_iter, False
+    return w, b, cur.r, F, max_iter, False
 
 
-def _start(prob: _Problem, init):
-    """The all-rows statistics and the starting point: ``init`` (w, b), else the (ridge) least-squares fit."""
-    full = prob.stats(None)
-    if init is not None:
-        return full, np.asarray(init[0], dtype=np.float64).copy(), float(init[1]) if prob.fit_intercept else 0.0
+def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
+    """The (ridge) least-squares fit from the all-rows statistics. With an intercept, a column whose centred sum of
+    squares is below eps of its mean square is constant to round-off: the intercept spans it, so its coefficient
+    is 0 (the minimum-norm choice) and it is left out of the solve, where its round-off Gram entries could pass
+    Cholesky's scaled condition test and give it a huge coefficient that cancels the intercept's."""
+    d = full.n_features
+    keep = np.ones(d, bool)
+    if prob.fit_intercept:
+        centred = np.diag(full.gram)[:d]
+        keep = centred > EPS * (centred + full.weight * full.mean[:d] ** 2)
+    w = np.zeros(d)
+    if not keep.any():
+        b = float(full.mean[d]) if prob.fit_intercept else 0.0
+        return w, b
+    state = full
+    if not keep.all():
+        idx = np.append(np.flatnonzero(keep), np.arange(d, d + full.n_targets))
+        state = _closed_form.ClosedFormState(int(keep.sum()), full.n_targets, full.dtype, full.n_samples,
+                                             full.weight, full.mean[idx], full.gram[np.ix_(idx, idx)])
     params = {"fit_intercept": prob.fit_intercept, "alpha": prob.alpha}
-    result, _ = _closed_form._cholesky(params, full)
+    result, _ = _closed_form._cholesky(params, state)
     if result is None:  # ill-conditioned or singular: the minimum-norm least-squares fit
-        result = _closed_form._solve_eigh(params, full)
-    w = result.coef[0].astype(np.float64)
+        result = _closed_form._solve_eigh(params, state)
+    w[keep] = result.coef[0].astype(np.float64)
     b = float(result.intercept[0]) if prob.fit_intercept else 0.0
-    return full, w, b
+    return w, b
 
 
-def huber_newton(prob: _Problem, epsilon: float, rtol: float, max_iter: int, init=None) -> _Fit:
-    """The Huber fit of one target (see the module docstring)."""
-    full, w, b = _start(prob, init)
+def _start(prob: _Problem, full: _closed_form.ClosedFormState, init):
+    """The starting point: ``init`` (w, b), else the (ridge) least-squares fit."""
+    if init is not None:
+        return np.asarray(init[0], dtype=np.float64).copy(), float(init[1]) if prob.fit_intercept else 0.0
+    return _least_squares(prob, full)
+
+
+def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: float, rtol: float, max_iter: int,
+                 init=None) -> tuple[_Fit, _Hessian]:
+    """The Huber fit of one target from the least-squares fit (or ``init``); ``full`` holds its all-rows
+    statistics. Returns the fit and its Hessian."""
+    w, b = _start(prob, full, init)
     hess = _Hessian(prob, full)
-    r, g, gb = prob.residuals_and_gradient(w, b, epsilon, 1.0)
-    g = g + prob.alpha * w
+    cur = _visit(prob, hess, w, b, epsilon)
     curve: list = []
-    w, b, r, g, gb, F, it, ok = _newton(prob, w, b, r, g, gb, hess, epsilon, 1.0, rtol, max_iter, curve)
-    return _Fit(w, b, F, it, ok, curve or [F])
+    w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve)
+    return _Fit(w, b, F, it, ok, curve or [F]), hess
+
+
+def _sampled(n: int, d: int) -> bool:
+    """Whether a Huber fit starts from the fit on every SUBSAMPLE-th row."""
+    return n >= SAMPLE_MIN_ROWS and n // SUBSAMPLE >= SAMPLE_ROWS_PER_PARAMETER * (d + 1)
+
+
+def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit_intercept: bool, epsilon: float,
+                  rtol: float, max_iter: int) -> tuple[_Fit, _Hessian] | None:
+    """The Huber fit of one target started from the Huber fit of every SUBSAMPLE-th row (itself started the
+    same way while large enough, else from least squares); None when those rows carry no weight.
+
+    The subsample's minimiser is within its sampling error of the full one, so its inlier set is nearly the final
+    one: the first pass over all rows builds the inlier Hessian from scratch (no all-rows Gram pass, no downdate),
+    and Newton ends in about two more passes, where the least-squares start (pulled by the outliers) needs
+    three or four, the first of which takes out every outlier's rows from the Hessian."""
+    rows = slice(0, X.shape[0], SUBSAMPLE)
+    s_sub = s[rows]
+    total = float(np.sum(s_sub))
+    if not total > 0.0:
+        return None
+    sub = huber_fit(np.ascontiguousarray(X[rows]), np.ascontiguousarray(y[rows]), s_sub / total, alpha,
+                    fit_intercept, epsilon, rtol, max_iter)
+    if sub is None:
+        return None
+    fit, sub_hess = sub
+    # The subsample's centre and damping reference stand in for the all rows' (any fixed centre near the data's
+    # mean conditions the system; the damping only matters for singular systems).
+    prob = _Problem(X, y, s, alpha, fit_intercept, sub_hess.prob.centre)
+    hess = _Hessian(prob, None, sub_hess.damp)
+    w, b = fit.w, fit.b
+    cur = _visit(prob, hess, w, b, epsilon)
+    if not (np.isfinite(cur.loss) and np.all(np.isfinite(cur.g))) and not np.isfinite(X).all():
+        raise ValueError("Input X contains NaN or infinity.")
+    curve: list = []
+    w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve)
+    return _Fit(w, b, F, it, ok, curve or [F]), hess
+
+
+def huber_fit(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit_intercept: bool, epsilon: float,
+              rtol: float, max_iter: int, init=None, full=None) -> tuple[_Fit, _Hessian] | None:
+    """The Huber fit of one target (y float64, s float64 normalised weights): from a subsample's fit when X is
+    large and no ``init`` is given, else from least squares (``full``: the all-rows statistics of ``[X, y]``,
+    computed when None)."""
+    n, d = X.shape
+    if init is None and epsilon < np.inf and _sampled(n, d):
+        out = huber_sampled(X, y, s, alpha, fit_intercept, epsilon, rtol, max_iter)
+        if out is not None:
+            return out
+    if full is None:
+        full = _full_state(X, y[:, None], s)
+    centre = full.mean[:d].copy() if fit_intercept else np.zeros(d)
+    return huber_newton(_Problem(X, y, s, alpha, fit_intercept, centre), full, epsilon, rtol, max_iter, init)
+
+
+def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.ClosedFormState:
+    """The all-rows statistics of ``[X, Y]`` with weights ``s`` (one Gram pass), in the weights' own units."""
+    data = Data(X=X, Y=np.ascontiguousarray(Y, dtype=X.dtype), sample_weight=s.astype(X.dtype), y_was_1d=True)
+    # weight_exp 0: the Hessian updates add quantities in the same units (s is about 1 / n per row, so nothing
+    # overflows).
+    return _closed_form.rescale_weights(_closed_form.chunk_state({"solver": "normal"}, data), 0)
 
 
 def _lad_objective(prob: _Problem, r: np.ndarray, w: np.ndarray) -> float:
@@ -391,10 +561,11 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
     return w, b, -sol[p:], rows
 
 
-def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit:
-    """The least-absolute-deviation fit of one target by finite smoothing (see the module docstring)."""
-    full, w, b = _start(prob, init)
-    r, _, _ = prob.residuals_and_gradient(w, b, np.inf, 1.0)
+def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: float, max_iter: int, init=None) -> _Fit:
+    """The least-absolute-deviation fit of one target by finite smoothing (see the module docstring); ``full``
+    holds its all-rows statistics."""
+    w, b = _start(prob, full, init)
+    r = prob.run(w, b, np.inf, hessian=False).r
     gamma = float(np.median(np.abs(r)))
     scale_ref = max(_dot(prob.s, np.abs(r)), np.finfo(float).tiny)
     if gamma <= 0:
@@ -414,7 +585,7 @@ def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit
             last.clear()
             return False
         wl, bl, lam, rows = limit
-        rl, _, _ = prob.residuals_and_gradient(wl, bl, np.inf, 1.0)
+        rl = prob.run(wl, bl, np.inf, hessian=False).r
         iters += 1
         F_l = _lad_objective(prob, rl, wl)
         others = np.ones(prob.n, bool)
@@ -435,10 +606,12 @@ def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit
         return False
 
     for _stage in range(MAX_STAGES):
-        g, gb = prob.gradient(r, gamma, 1.0 / gamma)
-        g = g + prob.alpha * w
-        w, b, r, g, gb, F, it, ok = _newton(prob, w, b, r, g, gb, hess, gamma, 1.0 / gamma, rtol, max_iter, curve,
-                                            probe)
+        # A new threshold: most inliers leave, so the stage's first pass rebuilds the Hessian from the (about
+        # ten times fewer) rows inside, which costs less than taking the others out.
+        hess.stale = True
+        cur = prob.run(w, b, gamma, None)
+        hess.apply(cur)
+        w, b, r, F, it, ok = _newton(prob, w, b, cur, hess, gamma, 1.0 / gamma, rtol, max_iter, curve, probe)
         iters += max(it, 1)
         if not ok:  # a stage used up max_epochs: report non-convergence
             break
@@ -452,8 +625,8 @@ def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit
         if "limit" in last:
             # Predictor for the next stage: on the segment to the limit, the smoothed minimiser of a fixed
             # sign pattern is affine in gamma, so gamma / 10 is 9/10 of the way there.
-            wl, bl, rl = last["limit"]
-            w, b, r = w + 0.9 * (wl - w), b + 0.9 * (bl - b), r + 0.9 * (rl - r)
+            wl, bl, _ = last["limit"]
+            w, b = w + 0.9 * (wl - w), b + 0.9 * (bl - b)
         curve.append(best[0])
         if gamma <= max(rtol, EPS) * best[0]:
             converged = True
@@ -463,19 +636,55 @@ def lad_smoothing(prob: _Problem, rtol: float, max_iter: int, init=None) -> _Fit
     return _Fit(np.asarray(w, dtype=np.float64), float(b), F, iters, converged, curve or [F])
 
 
+def _target_state(every: _closed_form.ClosedFormState, j: int) -> _closed_form.ClosedFormState:
+    """The statistics of ``[X, Y[:, j]]`` from those of ``[X, Y]``."""
+    d = every.n_features
+    idx = np.append(np.arange(d), d + j)
+    return _closed_form.ClosedFormState(d, 1, every.dtype, every.n_samples, every.weight, every.mean[idx],
+                                        every.gram[np.ix_(idx, idx)])
+
+
+def result(params: dict, dtype, fits: list[_Fit], init) -> FitResult:
+    """The estimator's result from every target's fit; warns when one did not converge."""
+    if not all(f.converged for f in fits):
+        warnings.warn(
+            f"solver='newton' reached max_epochs={params['max_epochs']} iterations before converging "
+            f"(loss={params['loss']!r}); increase max_epochs.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    curves = [f.curve for f in fits]
+    length = max(len(c) for c in curves)
+    curve = [float(sum(c[min(i, len(c) - 1)] for c in curves)) for i in range(length)]
+    n_iter = max(f.n_iter for f in fits)
+    if params["loss"] == "squared_error" and init is None:
+        # The least-squares start is itself the one Newton step that solves a quadratic from zero; counting
+        # it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
+        n_iter = max(n_iter, 1)
+    objective = float(sum(f.objective for f in fits))
+    attrs = {"solver_": "newton", "n_iter_": n_iter, "loss_curve_": curve, "best_loss_": objective,
+             "objective_": objective}
+    coef = np.array([f.w for f in fits], dtype=np.float64)
+    intercept = np.array([f.b for f in fits], dtype=np.float64)
+    saved = np.hstack([coef, intercept[:, None]])
+    return FitResult(coef.astype(dtype), intercept.astype(dtype), saved, attrs)
+
+
 class NewtonSolver(Solver):
     """``solver="newton"``: exact fits of the robust losses (see the module docstring)."""
 
     name = "newton"
     losses = frozenset({"huber", "absolute_error", "squared_error"})  # squared error: Huber with epsilon = inf
-    chunked = None  # every Newton iteration reads all rows
+    chunked = None  # every Newton iteration reads all rows: no partial_fit or fit_stream
+    dask_losses = frozenset({"huber", "squared_error"})  # fit_dask's; "auto" takes Newton on Dask for these
     accepts_init = True
     per_target_alpha = True
 
     def check_incremental(self) -> None:
         raise ValueError(
-            "solver='newton' cannot fit incrementally (partial_fit, fit_stream or Dask arrays): each Newton "
-            "iteration reads every row. Use fit on in-memory arrays, or an iterative solver (e.g. solver='adam')."
+            "solver='newton' cannot fit incrementally (partial_fit, fit_stream, or the absolute error on Dask "
+            "arrays): each Newton iteration reads every row. Use fit (on in-memory arrays, or on Dask arrays with "
+            "loss='huber'), or an iterative solver (e.g. solver='adam')."
         )
 
     @staticmethod
@@ -498,45 +707,37 @@ class NewtonSolver(Solver):
             if mean <= 0:
                 raise ValueError("sample_weight is zero on every row.")
             s = (sw.astype(np.float64) / mean) / n
-        s_native = s.astype(X.dtype)
         alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
-        rtol = 4 * EPS  # to round-off: Newton converges finitely, so this costs an iteration or two
+        rtol = RTOL
         if init is None and state is not None and state.shape == (k, d + 1):
             init = (state[:, :d], state[:, d])
-        coef = np.empty((k, d))
-        intercept = np.zeros(k)
-        n_iter, ok, curves, objective = 0, True, [], 0.0
+        fits, every = [], None
         for j in range(k):
-            prob = _Problem(X, np.ascontiguousarray(Y[:, j], dtype=np.float64), s, s_native, float(alpha[j]),
-                            params["fit_intercept"])
+            y = np.ascontiguousarray(Y[:, j], dtype=np.float64)
             start = None if init is None else (init[0][j], init[1][j])
-            if params["loss"] != "absolute_error":
-                epsilon = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
-                fit = huber_newton(prob, epsilon, rtol, params["max_epochs"], start)
+            if params["loss"] == "huber" and start is None and _sampled(n, d):
+                fit = huber_fit(X, y, s, float(alpha[j]), params["fit_intercept"], float(params["epsilon"]), rtol,
+                                params["max_epochs"])[0]
             else:
-                fit = lad_smoothing(prob, rtol, params["max_epochs"], start)
-            coef[j], intercept[j] = fit.w, fit.b
-            n_iter = max(n_iter, fit.n_iter)
-            ok &= fit.converged
-            curves.append(fit.curve)
-            objective += fit.objective
-        if not ok:
-            warnings.warn(
-                f"solver='newton' reached max_epochs={params['max_epochs']} iterations before converging "
-                f"(loss={params['loss']!r}); increase max_epochs.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        length = max(len(c) for c in curves)
-        curve = [float(sum(c[min(i, len(c) - 1)] for c in curves)) for i in range(length)]
-        if params["loss"] == "squared_error" and init is None:
-            # The least-squares start is itself the one Newton step that solves a quadratic from zero; counting
-            # it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
-            n_iter = max(n_iter, 1)
-        attrs = {"solver_": "newton", "n_iter_": n_iter, "loss_curve_": curve, "best_loss_": float(objective),
-                 "objective_": float(objective)}
-        saved = np.hstack([coef, intercept[:, None]])
-        return FitResult(coef.astype(X.dtype), intercept.astype(X.dtype), saved, attrs)
+                if every is None:  # one Gram pass for every target: the least-squares starts, all-rows Hessians
+                    every = _full_state(X, Y, s)
+                full = _target_state(every, j)
+                centre = every.mean[:d].copy() if params["fit_intercept"] else np.zeros(d)
+                prob = _Problem(X, y, s, float(alpha[j]), params["fit_intercept"], centre)
+                if params["loss"] != "absolute_error":
+                    epsilon = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
+                    fit = huber_newton(prob, full, epsilon, rtol, params["max_epochs"], start)[0]
+                else:
+                    fit = lad_smoothing(prob, full, rtol, params["max_epochs"], start)
+            fits.append(fit)
+        return result(params, X.dtype, fits, init)
+
+    def fit_dask(self, params: dict, checker, chunks, state=None) -> FitResult:
+        """Huber and squared error on Dask blocks (:mod:`fastopt._newton_dask`): one distributed pass per
+        evaluation, only ``d x d`` statistics travel."""
+        from fastopt import _newton_dask
+
+        return _newton_dask.fit(params, checker, chunks, state)
 
     def partial_fit(self, params: dict, data: Data, state=None, **_) -> FitResult:
         """Not supported: each Newton iteration reads every row."""

@@ -159,6 +159,44 @@ def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_
         z_squares[:] = Xs.multiply(Xs).T @ e
     return float(a @ a), float(e.sum())
 
+# ---------------------------------------------------------------- Huber Newton
+
+
+def huber_pass(X, y, s, w, b, epsilon, centre, prev, mask, r, g, dH, moved, serial=False):
+    """Twin of :func:`fastopt._kernels.huber_pass` (csrc/huber.c): residuals ``r = X w + b - y``, the Huber loss
+    and gradient sums, the inlier ``mask`` and, when ``dH`` is given, the Gram change of the rows whose mask
+    differs from ``prev`` (see the kernel's docstring); in float64 whatever the dtype of ``X``. ``serial`` (which
+    BLAS instance the kernel calls) does not change the arithmetic."""
+    n, d = X.shape
+    if y.shape[0] != n or r.shape[0] != n or w.shape[0] != d or g.shape[0] != d:
+        raise ValueError("huber_pass: inconsistent shapes")
+    Xd = X.astype(np.float64)
+    sw = np.ones(n) if s is None else s
+    r[:] = Xd @ w + b - y
+    a = np.abs(r)
+    inside = a <= epsilon
+    psi = np.where(inside, r, np.where(r > 0, epsilon, -epsilon))
+    e = sw * psi
+    g[:] = Xd.T @ e
+    with np.errstate(invalid="ignore"):  # epsilon = inf: the outer branch is never taken
+        loss = float(sw @ np.where(inside, 0.5 * r * r, epsilon * (a - 0.5 * epsilon)))
+    if mask is not None:
+        mask[:] = inside
+    changed = 0
+    if dH is not None:
+        was = np.zeros(n, bool) if prev is None else prev.astype(bool)
+        moves = inside != was
+        changed = int(moves.sum())
+        rows = moves & (sw != 0)
+        Z = Xd[rows] - centre
+        if dH.shape[0] == d + 1:
+            Z = np.hstack([Z, np.ones((Z.shape[0], 1))])
+        Z *= np.sqrt(sw[rows])[:, None]
+        sign = np.where(inside[rows], 1.0, -1.0)
+        dH[:] = (Z * sign[:, None]).T @ Z
+        moved[:] = (Z * Z).sum(axis=0)
+    return loss, float(e.sum()), float(changed), float(inside.sum())
+
 # ---------------------------------------------------------------- optimizers
 # Mirrors csrc/rules.h and csrc/epoch.c. Element-wise arithmetic is in the array's dtype; the scalars PyTorch
 # computes as Python floats (bias corrections, decayed learning rates) are computed in float64 and rounded once.

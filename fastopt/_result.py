@@ -73,6 +73,10 @@ class Solver:
         solved once (closed form), epochs of one ``partial_fit`` pass per chunk (iterative rules), or one read
         of every chunk per iteration (Krylov). None: it cannot (every iteration needs all rows in memory), and
         ``partial_fit`` is not available either.
+    dask_losses : frozenset of str
+        Losses it fits on (dense) Dask arrays by its own distributed passes (``fit_dask(params, checker, chunks,
+        state) -> FitResult``) although it cannot fit chunks incrementally (Newton's Huber loss); ``"auto"`` then
+        keeps it on Dask arrays.
     """
 
     losses: ClassVar[frozenset[str]] = frozenset()
@@ -82,6 +86,7 @@ class Solver:
     averages: ClassVar[bool] = False
     accepts_init: ClassVar[bool] = False
     chunked: ClassVar[str | None] = None
+    dask_losses: ClassVar[frozenset[str]] = frozenset()
     name: str = ""  # the solver= value(s) it answers to, for messages
 
     @property

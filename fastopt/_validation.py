@@ -127,7 +127,7 @@ def _check_sparse_solver(estimator) -> None:
         _solvers,  # the registry imports the solvers, which import this module
     )
 
-    name = _solvers.resolve(solver, loss)
+    name = _solvers.resolve(solver, loss, sparse=True)
     if not _solvers.supports_sparse(name):
         via = "" if name == solver else f" (resolved to {name!r})"
         raise TypeError(

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming, optim
 from fastopt._result import FitResult, Outcome
-from fastopt._validation import check_fit_data, check_predict_data
+from fastopt._validation import check_fit_data, check_predict_data, is_sparse
 
 if TYPE_CHECKING:  # only for annotations: dask is an optional extra
     import dask.array
@@ -103,7 +103,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss, data                      solver                   why
         ==============================  =======================  =========================================
         robust loss                     ``"newton"``             exact minimiser (below)
-        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask
+        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1)
+        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   Newton takes dense ``X`` only; an SGD step
+                                                                 costs O(nonzeros), exact Adam O(d)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
@@ -112,12 +114,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
         ==============================  =======================  =========================================
 
-        Dense, sparse and Dask ``X`` follow the same table. ``"cg"`` (CGLS) and ``"lsqr"`` solve the squared
+        Otherwise dense, sparse and Dask ``X`` follow the same table. ``"cg"`` (CGLS) and ``"lsqr"`` solve the squared
         error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
         semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
         (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
-        Optim. 3, 1993); it needs all rows in memory (no ``partial_fit``, ``fit_stream`` or Dask arrays), and
-        ``max_epochs`` bounds its iterations.
+        Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask
+        arrays ``solver="newton"`` fits ``"huber"`` with one distributed pass per iteration
+        (:mod:`fastopt._newton_dask`, also for ``"auto"``), and ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True
         Fit an intercept (never penalised).
     alpha : float or array-like of shape (n_targets,), default=0.0
@@ -448,7 +451,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
-        name = _solvers.resolve(self.solver, self.loss, X, self.alpha)
+        name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X))
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params))

@@ -215,12 +215,65 @@ def test_newton_bits_do_not_depend_on_concurrent_fits():
         assert np.array_equal(est.coef_, exact.coef_) and est.intercept_ == exact.intercept_
 
 
-def test_newton_on_dask_arrays_is_a_clear_error():
+@pytest.mark.parametrize("weighted, alpha, intercept", [(False, 0.0, True), (True, [0.0, 0.05], True),
+                                                       (False, 0.01, False)])
+def test_newton_on_dask_arrays_equals_the_in_memory_fit(weighted, alpha, intercept):
+    da = pytest.importorskip("dask.array")
+    X, y = contaminated(n=2000, seed=13)
+    Y = np.column_stack([y, 0.5 * y - 1.0]) if np.ndim(alpha) else y
+    sw = np.random.default_rng(14).uniform(0.2, 3.0, size=y.size) if weighted else None
+    alpha = np.asarray(alpha) if np.ndim(alpha) else alpha
+    est = LinearRegressor(solver="newton", loss="huber", alpha=alpha, fit_intercept=intercept)
+    mem = est.fit(X, Y, sample_weight=sw)
+    coef, intercept_ = mem.coef_.copy(), np.copy(mem.intercept_)
+    chunks = ((300, 700, 1000),)
+    dask_sw = None if sw is None else da.from_array(sw, chunks=chunks)
+    dist = LinearRegressor(solver="newton", loss="huber", alpha=alpha, fit_intercept=intercept).fit(
+        da.from_array(X, chunks=(chunks[0], X.shape[1])), da.from_array(Y, chunks=chunks + Y.shape[1:]), dask_sw)
+    assert dist.solver_ == "newton" and dist.n_iter_ >= 1
+    # Both end with a full Newton step once the inlier set has settled: the exact minimiser, to round-off.
+    np.testing.assert_allclose(dist.coef_, coef, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dist.intercept_, intercept_, rtol=1e-10, atol=1e-10)
+    assert np.array_equal(dist.predict(X), dist.predict(da.from_array(X, chunks=500)).compute())
+
+
+def test_newton_on_dask_arrays_what_is_not_supported():
     da = pytest.importorskip("dask.array")
     X, y = contaminated(n=100, seed=13)
+    Xd, yd = da.from_array(X, chunks=50), da.from_array(y, chunks=50)
     with pytest.raises(ValueError, match="cannot fit incrementally"):
-        LinearRegressor(solver="newton", loss="huber").fit(da.from_array(X, chunks=50), da.from_array(y, chunks=50))
-    # "auto" on Dask arrays keeps the iterative path for robust losses
-    est = LinearRegressor(loss="huber", max_epochs=2, tol=None, random_state=0).fit(
-        da.from_array(X, chunks=50), da.from_array(y, chunks=50))
+        LinearRegressor(solver="newton", loss="absolute_error").fit(Xd, yd)
+    assert not hasattr(LinearRegressor(solver="newton", loss="huber"), "partial_fit")  # on any input
+    # "auto" on Dask arrays: Newton for the Huber loss (exact and deterministic), the iterative path for the
+    # absolute error
+    est = LinearRegressor(loss="huber").fit(Xd, yd)
+    assert est.solver_ == "newton"
+    np.testing.assert_allclose(est.coef_, LinearRegressor(loss="huber").fit(X, y).coef_, rtol=1e-10, atol=1e-10)
+    est = LinearRegressor(loss="absolute_error", max_epochs=2, tol=None, random_state=0).fit(Xd, yd)
     assert est.solver_ == "adam"
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_auto_on_sparse_x_picks_a_sparse_solver_that_reaches_the_minimiser(loss):
+    # Newton takes dense X only; "auto" on sparse X must still fit (it used to raise a TypeError naming
+    # solver='auto'), with the sparse-capable SGD whose default schedule converges. The bound 1e-3 relative
+    # excess objective is the contract of the default stopping rules (tests/test_convergence.py).
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(12)
+    X = sp.random(4000, 20, density=0.3, format="csr", random_state=rng)
+    y = X @ rng.normal(size=20) + 1.0 + rng.normal(scale=0.1, size=4000)
+    y[rng.random(4000) < 0.05] += 30.0
+    est = LinearRegressor(loss=loss, random_state=0).fit(X, y)
+    assert est.solver_ == "sgd"
+    exact = LinearRegressor(loss=loss, solver="newton").fit(X.toarray(), y)
+    dense = X.toarray()
+    f = objective(dense, y, est.coef_, est.intercept_, loss)
+    f_star = objective(dense, y, exact.coef_, exact.intercept_, loss)
+    assert f_star <= f <= f_star * (1 + 1e-3)
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    dX = da.from_array(dense, chunks=(1000, 20)).map_blocks(sp.csr_matrix)
+    dy = da.from_array(y, chunks=1000)
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert LinearRegressor(loss=loss, max_epochs=2, random_state=0).fit(dX, dy).solver_ == "sgd"

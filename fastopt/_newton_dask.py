@@ -1,0 +1,153 @@
+"""Newton (``solver="newton"``, Huber and squared error) on Dask arrays: one distributed pass per evaluation.
+
+Each row block is validated once, on the worker that holds it, and kept there (``dask.persist``). The fit is the
+semismooth Newton method of :mod:`fastopt._newton`, with the statistics of every point computed where the rows
+live and reduced in a balanced binary tree on the cluster (:func:`fastopt._dask.tree_merge`): the compiled fused
+pass (:func:`fastopt._kernels.huber_pass`) gives each block's objective and gradient sums and the Hessian of its
+inlier rows, so only ``d``-vectors and ``(d + 1) x (d + 1)`` matrices travel, never a row. Rows stay on their
+workers between passes, but their inlier masks do not: every evaluation rebuilds the inlier Hessian (a weighted
+Gram pass) instead of updating it, and a step that fails the Armijo test backtracks with objective-only passes.
+The start is the (ridge) least-squares fit from the blocks' merged Gram statistics; the iteration stops on the
+same Newton-decrement test as in memory, so both end at the same minimiser.
+
+Not supported: ``loss="absolute_error"`` (its exact limit solves a system over the rows inside the threshold,
+gathered from ``X``) and ``partial_fit``. A ``warm_start`` fit starts from least squares too (Newton ends at the
+same minimiser from any start).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask
+import numpy as np
+from dask.delayed import delayed
+
+from fastopt import _chunks, _closed_form, _dask, _newton
+from fastopt._iterative import weight_mean
+
+
+@dataclass
+class _Stats:
+    """Sums over rows at one point: ``sum s huber(r)``, ``X^T (s psi)``, ``sum s psi`` and the inlier Hessian."""
+
+    loss: float
+    g: np.ndarray
+    gb: float
+    H: np.ndarray | None
+
+
+def _add(a: _Stats, b: _Stats) -> _Stats:
+    return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, None if a.H is None else a.H + b.H)
+
+
+def _validated(template, X, y, sample_weight, where: str):
+    return _chunks.check_chunk(template, X, y, sample_weight, where)
+
+
+def _rows_and_mean(data) -> tuple[int, float]:
+    sw = data.sample_weight
+    return data.X.shape[0], 1.0 if sw is None else weight_mean(sw)
+
+
+def _weights(data, mean: float, n: int) -> np.ndarray:
+    """The normalised row weights ``s`` of :meth:`fastopt._newton.NewtonSolver.fit`, for one block."""
+    sw = data.sample_weight
+    rows = data.X.shape[0]
+    return np.full(rows, 1.0 / n) if sw is None else (sw.astype(np.float64) / mean) / n
+
+
+def _gram(data, mean: float, n: int) -> _closed_form.ClosedFormState:
+    return _newton._full_state(data.X, data.Y, _weights(data, mean, n))
+
+
+def _evaluate(data, mean: float, n: int, target: int, fit_intercept: bool, centre, w, b: float, eps: float,
+              hessian: bool) -> _Stats:
+    y = np.ascontiguousarray(data.Y[:, target], dtype=np.float64)
+    prob = _newton._Problem(data.X, y, _weights(data, mean, n), 0.0, fit_intercept, centre)
+    if prob.n == 0:
+        return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)) if hessian else None)
+    res = prob.run(w, b, eps, None, hessian=hessian)
+    return _Stats(res.loss, res.g, res.gb, res.dH)
+
+
+class _Blocks:
+    """The persisted, validated row blocks and the distributed evaluations over them."""
+
+    def __init__(self, checker, chunks: _dask.DaskChunks):
+        template = delayed(checker, pure=True)
+        leaves = [delayed(_validated, pure=True)(template, *chunks.block(i)) for i in range(len(chunks))]
+        self.blocks = list(dask.persist(*leaves))
+        counts = dask.compute(*[delayed(_rows_and_mean)(b) for b in self.blocks])
+        self.n = int(sum(c for c, _ in counts))
+        if self.n == 0:
+            raise ValueError("solver='newton' needs at least one row.")
+        # The mean weight over all rows from the blocks' own means (no sum of raw weights, which could overflow).
+        self.mean = float(sum((c / self.n) * m for c, m in counts))
+        if not self.mean > 0:
+            raise ValueError("sample_weight is zero on every row.")
+
+    def gram(self) -> _closed_form.ClosedFormState:
+        leaves = [delayed(_gram, pure=True)(b, self.mean, self.n) for b in self.blocks]
+        return _dask.tree_merge(leaves).compute()
+
+    def evaluate(self, target: int, fit_intercept: bool, centre, w, b: float, eps: float, hessian: bool) -> _Stats:
+        w_d = delayed(np.asarray(w, dtype=np.float64))  # one copy in the graph, shared by every block
+        leaves = [delayed(_evaluate, pure=True)(blk, self.mean, self.n, target, fit_intercept, centre, w_d, float(b),
+                                                float(eps), hessian) for blk in self.blocks]
+        return _dask.tree_merge(leaves, _add).compute()
+
+
+def _fit_target(blocks: _Blocks, target: int, full, alpha: float, fit_intercept: bool, eps: float, rtol: float,
+                max_iter: int) -> _newton._Fit:
+    """Semismooth Newton for one target from the least-squares fit; the solve of :class:`fastopt._newton._Hessian`."""
+    d = full.n_features
+    centre = full.mean[:d].copy() if fit_intercept else np.zeros(d)
+    prob = _newton._Problem(np.empty((0, d)), np.empty(0), np.empty(0), alpha, fit_intercept, centre)
+    hess = _newton._Hessian(prob, full)  # the all-rows damping reference; H is replaced at every evaluation
+    w, b = _newton._least_squares(prob, full)
+
+    def value(st, w):
+        return st.loss + 0.5 * alpha * float(w @ w)
+
+    st = blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
+    F, curve = value(st, w), []
+    for it in range(max_iter):
+        hess.H = st.H
+        g, gb = st.g + alpha * w, st.gb
+        dw, db = hess.direction(g, gb, 1.0)
+        dec = -(float(g @ dw) + gb * db)
+        if dec <= 2.0 * rtol * abs(F) or dec <= 0.0:
+            return _newton._Fit(w, b, F, it, True, curve or [F])
+        t = 1.0
+        trial = blocks.evaluate(target, fit_intercept, centre, w + dw, b + db, eps, True)
+        while value(trial, w + t * dw) > F - _newton.ARMIJO * t * dec:
+            t *= 0.5
+            if t < 1e-20:  # no decrease at round-off level: optimal to working precision
+                return _newton._Fit(w, b, F, it + 1, True, curve or [F])
+            trial = blocks.evaluate(target, fit_intercept, centre, w + t * dw, b + t * db, eps, False)
+        w, b = w + t * dw, b + t * db
+        st = trial if t == 1.0 else blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
+        F = value(st, w)
+        curve.append(F)
+    return _newton._Fit(w, b, F, max_iter, False, curve or [F])
+
+
+def fit(params: dict, checker, chunks: _dask.DaskChunks, state=None):
+    """:meth:`fastopt._newton.NewtonSolver.fit` on Dask row blocks (``checker`` validates them)."""
+    if params["loss"] == "absolute_error":
+        raise ValueError(
+            "solver='newton' with loss='absolute_error' needs the rows in memory (its exact limit solves a "
+            "system over the rows inside the smoothing threshold); on Dask arrays use loss='huber', or an "
+            "iterative solver (e.g. solver='adam')."
+        )
+    blocks = _Blocks(checker, chunks)
+    every = blocks.gram()
+    k = every.n_targets
+    alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
+    eps = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
+    fits = [_fit_target(blocks, j, _newton._target_state(every, j), float(alpha[j]), params["fit_intercept"], eps,
+                        _newton.RTOL, params["max_epochs"]) for j in range(k)]
+    return _newton.result(params, np.dtype(every.dtype), fits, init=None)
+
+
+__all__ = ["fit"]
