@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import numbers
 import os
 import time
@@ -124,6 +125,35 @@ def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, t
     for start in range(0, m, per):
         status, t, loss, bad = _kernels.epoch(rule, hyper, train, X, Y, sw, order[start : start + per], params,
                                               state, work, t, lr, threads, loss_acc=acc, **extra)
+        if status != _kernels.Status.OK:
+            break
+    return status, t, loss, bad
+
+
+def csr_period(X, k: int, batch_size: int) -> int:
+    """The steps of one slice of a CSR epoch (:func:`run_epoch_csr`): about ``SLICE_WORK`` stored values, at least
+    ``d``, at most ``SLICE_STEPS`` steps."""
+    per_step = max(1, batch_size * k * (-(-X.nnz // max(1, X.shape[0])) + 1))
+    return max(1, min(max(SLICE_WORK, X.shape[1] * k) // per_step, SLICE_STEPS))
+
+
+def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None):
+    """``_kernels.epoch_csr`` over ``order``, in slices of whole minibatches (as :func:`run_epoch`) that end at
+    the steps that are multiples of one ``period``, which every slice passes to the kernel: it splits its
+    deferred updates there, so the slices together give bit for bit one call with that period. A slice does
+    about ``SLICE_WORK`` stored values (at least ``d``, to repay the O(d) stamps and catch-up that each call
+    costs) and at most ``SLICE_STEPS`` steps."""
+    m, batch = order.shape[0], train.batch_size
+    period = csr_period(X, Y.shape[1], batch)
+    acc = np.zeros(2)
+    args = (rule, hyper, train, X, Y, sw)
+    first = (period - t % period) * batch  # rows up to the next multiple of period
+    if m <= first:
+        return _kernels.epoch_csr(*args, order, params, state, t, lr, lazy, None, avg, acc, period)
+    bounds = [0, *range(first, m, period * batch), m]
+    for a, b in itertools.pairwise(bounds):
+        status, t, loss, bad = _kernels.epoch_csr(*args, order[a:b], params, state, t, lr, lazy, None, avg, acc,
+                                                  period)
         if status != _kernels.Status.OK:
             break
     return status, t, loss, bad
@@ -507,16 +537,17 @@ def split_params(p: np.ndarray, d: int, k: int):
 
 def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float):
     """One compiled epoch over ``data.X``, dense (:func:`run_epoch`: :func:`fastopt._kernels.epoch` in slices, one
-    or two threads) or CSR (:func:`fastopt._kernels.epoch_csr`, one thread; ``train.lazy`` selects SparseAdam
-    semantics); in place on ``st.weights`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
+    or two threads) or CSR (:func:`run_epoch_csr`: :func:`fastopt._kernels.epoch_csr` in slices, one thread;
+    ``train.lazy`` selects SparseAdam semantics); in place on ``st.weights`` and ``st.opt_state``. Returns the
+    kernel's (status, t, loss, bad_step)."""
+    if train.average and st.avg is None:
+        st.avg = np.zeros_like(st.weights)
     if sp.issparse(data.X):
-        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
-                                  st.opt_state, st.t, lr, train.lazy)
+        return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
+                             st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None)
     d, k = data.X.shape[1], data.Y.shape[1]
     work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
-    if train.average and st.avg is None:
-        st.avg = np.zeros_like(st.weights)
     return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                      st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
 
@@ -541,19 +572,6 @@ def _under(affine, data):
             "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."
         )
     return dataclasses.replace(data, X=affine.transform(data.X))
-
-
-def _check_sparse_options(params: dict, data) -> None:
-    """The CSR epoch takes neither projected nor averaged steps yet: a clear error instead of ignoring them."""
-    if not sp.issparse(data.X):
-        return
-    asked = [name for name, on in (("positive=True", params.get("positive", False)),
-                                   ("average", average_start(params))) if on]
-    if asked:
-        raise ValueError(
-            f"{' and '.join(asked)} is not supported with sparse X by the iterative solvers yet (the sparse epoch "
-            "has no projected or averaged steps); pass a dense X (X.toarray()) or drop the option."
-        )
 
 
 def lazy_rule(method: str, params: dict) -> bool:
@@ -595,8 +613,8 @@ class IterativeSolver(Solver):
     """
 
     losses = frozenset(LOSSES)
-    positive = True  # projected steps (EpochCtl.positive); dense X only, see _check_sparse_options
-    averages = True  # Polyak-Ruppert averaging (EpochCtl.average); dense X only
+    positive = True  # projected steps (EpochCtl.positive)
+    averages = True  # Polyak-Ruppert averaging (EpochCtl.average)
     accepts_init = True
     supports_sparse = True
     chunked = "epochs"  # an epoch is one partial_fit pass per chunk
@@ -714,7 +732,6 @@ class IterativeSolver(Solver):
 
     def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
-        _check_sparse_options(params, data)
         rng = _seed(params["random_state"])
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
@@ -776,7 +793,6 @@ class IterativeSolver(Solver):
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
-        _check_sparse_options(params, data)
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)

@@ -143,15 +143,17 @@ cdef extern from "fastopt.h" nogil:
     Py_ssize_t fo_csr_stage_rows(Py_ssize_t batch_size)
     Py_ssize_t fo_csr_work_size(Py_ssize_t n_params, Py_ssize_t k, Py_ssize_t batch_size, Py_ssize_t stage_cap)
     Py_ssize_t fo_csr_iwork_size(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t stage_cap)
-    Py_ssize_t fo_csr_table_size(Py_ssize_t n_rows, Py_ssize_t batch_size)
+    Py_ssize_t fo_csr_table_size(Py_ssize_t n_rows, Py_ssize_t batch_size, int64_t period)
     fo_status fo_epoch_csr_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const double *data,
                              const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw,
                              Py_ssize_t d, Py_ssize_t k, double *params, Py_ssize_t n_params, double *state,
-                             Py_ssize_t n_slots, double *work, int64_t *iwork, double *table, Py_ssize_t stage_cap)
+                             Py_ssize_t n_slots, double *work, int64_t *iwork, double *table, Py_ssize_t stage_cap,
+                             int64_t period)
     fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const float *data,
                              const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
                              Py_ssize_t d, Py_ssize_t k, float *params, Py_ssize_t n_params, float *state,
-                             Py_ssize_t n_slots, float *work, int64_t *iwork, double *table, Py_ssize_t stage_cap)
+                             Py_ssize_t n_slots, float *work, int64_t *iwork, double *table, Py_ssize_t stage_cap,
+                             int64_t period)
 
     # ------------------------------------------------------------ row orders (shuffle.c)
     void fo_shuffle(const int64_t *rows, Py_ssize_t n, uint64_t key, int64_t *out)
