@@ -7,6 +7,10 @@ Groups ``epoch-float64`` and ``epoch-float32`` each hold:
   order, on one thread or two (bit-identical results; the two-thread epoch exchanges half-gradients every step);
 * ``test_fastopt_estimator_epoch[<threads>]``: ``LinearRegressor(max_epochs=1, n_threads=...)``, adding
   validation, the starting loss and the permutation;
+* ``test_estimator_over_kernel_epoch[<threads>]``: the two rows above (Adam) timed in alternation, one pair per
+  round, so that a change of machine load affects both alike; ``extra_info`` holds the median over the pairs of
+  estimator / kernel (wall time, and the calling thread's CPU time): the work the estimator adds around the
+  kernel, as a fraction of the kernel's epoch;
 * ``test_numpy_reference_epoch``: the NumPy twin in ``fastopt._reference`` (same batches, same arithmetic);
 * ``test_sklearn_sgdregressor_epoch`` (float64 only; it converts float32): ``SGDRegressor(max_iter=1,
   tol=None)``, one shuffled epoch of per-sample SGD;
@@ -15,8 +19,9 @@ Groups ``epoch-float64`` and ``epoch-float32`` each hold:
 * ``test_one_thread_pass_X_at_w``: the same on one core (the epoch is sequential; BLAS may use every core).
 
 Targets (ratios from one run): Adam <= 2.5x the limit, >= 8x faster than the reference, >= 4x faster than
-SGDRegressor; float32 <= 0.6x float64's time.
+SGDRegressor; float32 <= 0.6x float64's time; the estimator's epoch <= 1.10x the kernel's.
 """
+import time
 import warnings
 
 import numpy as np
@@ -77,6 +82,34 @@ def test_fastopt_estimator_epoch(benchmark, data, threads):
     est = LinearRegressor(solver="adam", learning_rate=1e-3, max_epochs=1, tol=None, random_state=0,
                           n_threads=threads)
     benchmark.pedantic(est.fit, args=(X, y), rounds=5, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+def test_estimator_over_kernel_epoch(benchmark, data, threads):
+    name, X, y, order = data
+    _group(benchmark, name)
+    run, setup = _epoch_runner(_kernels, optim.make("adam"), X, y.reshape(-1, 1), order, threads)
+    est = LinearRegressor(solver="adam", learning_rate=1e-3, max_epochs=1, tol=None, random_state=0,
+                          n_threads=threads)
+    wall, cpu = [], []
+
+    def timed(f, *args):
+        t, c = time.perf_counter(), time.thread_time()
+        f(*args)
+        return time.perf_counter() - t, time.thread_time() - c
+
+    def pair():
+        args = setup()[0]
+        if len(wall) % 2:  # alternate which goes first
+            (we, ce), (wk, ck) = timed(est.fit, X, y), timed(run, *args)
+        else:
+            (wk, ck), (we, ce) = timed(run, *args), timed(est.fit, X, y)
+        wall.append(we / wk)
+        cpu.append(ce / ck)
+
+    benchmark.pedantic(pair, rounds=11, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["estimator_over_kernel"] = round(float(np.median(wall[1:])), 3)
+    benchmark.extra_info["cpu_estimator_over_kernel"] = round(float(np.median(cpu[1:])), 3)
 
 
 def test_numpy_reference_epoch(benchmark, data):

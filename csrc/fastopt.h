@@ -21,29 +21,24 @@ typedef enum {
     FO_BAD_ARGUMENT = 3      /* a precondition the caller should have guaranteed */
 } fo_status;
 
+/* ---------------------------------------------------------------- AVX2 copies (epoch.c, krylov.c, huber.c) */
+/* Functions defined between FO_TARGET_AVX2_BEGIN and FO_TARGET_AVX2_END are compiled for AVX2 with FMA, whatever
+ * the build's target, and are called only after fo_isa_get() reported AVX2. For GCC and clang on x86 only. */
+#if defined(__clang__)
+#define FO_TARGET_AVX2_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma\"))), apply_to = function)")
+#define FO_TARGET_AVX2_END _Pragma("clang attribute pop")
+#elif defined(__GNUC__)
+#define FO_TARGET_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma\")")
+#define FO_TARGET_AVX2_END _Pragma("GCC pop_options")
+#endif
+
 /* ---------------------------------------------------------------- BLAS table */
-/* Signatures as in scipy.linalg.cython_blas (Fortran calling convention, all by pointer). */
-typedef void (*fo_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
-                           double *, double *, int *);
-typedef void (*fo_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
-                           float *, float *, int *);
+/* The BLAS routines the kernels call, with the signatures of scipy.linalg.cython_blas (Fortran calling
+ * convention, all by pointer). Only what is called is here: the syrk of gram_body.h and huber.c. */
 typedef void (*fo_dsyrk_t)(char *, char *, int *, int *, double *, double *, int *, double *, double *, int *);
-typedef void (*fo_ssyrk_t)(char *, char *, int *, int *, float *, float *, int *, float *, float *, int *);
-typedef void (*fo_dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *, double *, double *,
-                           int *);
-typedef void (*fo_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *, int *);
-typedef double (*fo_ddot_t)(int *, double *, int *, double *, int *);
-typedef float (*fo_sdot_t)(int *, float *, int *, float *, int *);
 
 typedef struct {
-    fo_dgemm_t dgemm;
-    fo_sgemm_t sgemm;
     fo_dsyrk_t dsyrk;
-    fo_ssyrk_t ssyrk;
-    fo_dgemv_t dgemv;
-    fo_sgemv_t sgemv;
-    fo_ddot_t ddot;
-    fo_sdot_t sdot;
 } fo_blas;
 
 /* ---------------------------------------------------------------- closed form (gram.c) */
@@ -251,19 +246,24 @@ fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, 
  * AdamW with torch.optim.SparseAdam's semantics, see epoch_csr.c), n_slots (rows of state), stage_cap (stored
  * values the kernel may copy at a time to read the shuffled rows in order: any value in [0, 2^31) is correct;
  * about fo_csr_stage_rows(batch_size) times twice the mean row length is fast), work with fo_csr_work_size
- * entries, iwork with fo_csr_iwork_size, table with fo_csr_table_size (doubles). One thread. */
+ * entries, iwork with fo_csr_iwork_size, table with fo_csr_table_size (doubles), period (> 0: deferred updates
+ * are split at the steps t that are multiples of period, so that an epoch run in calls that end there gives the
+ * bits of one call; <= 0: never split). ctl's positive, avg_start/avg, loss_sum/rows_before as for fo_epoch.
+ * One thread. */
 ptrdiff_t fo_csr_stage_rows(ptrdiff_t batch_size);
 ptrdiff_t fo_csr_work_size(ptrdiff_t n_params, ptrdiff_t k, ptrdiff_t batch_size, ptrdiff_t stage_cap);
 ptrdiff_t fo_csr_iwork_size(ptrdiff_t d, ptrdiff_t batch_size, ptrdiff_t stage_cap);
-ptrdiff_t fo_csr_table_size(ptrdiff_t n_rows, ptrdiff_t batch_size);
+ptrdiff_t fo_csr_table_size(ptrdiff_t n_rows, ptrdiff_t batch_size, int64_t period);
 fo_status fo_epoch_csr_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const double *data,
                          const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw,
                          ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params, double *state,
-                         ptrdiff_t n_slots, double *work, int64_t *iwork, double *table, ptrdiff_t stage_cap);
+                         ptrdiff_t n_slots, double *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
+                         int64_t period);
 fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const float *data,
                          const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
                          ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params, float *state,
-                         ptrdiff_t n_slots, float *work, int64_t *iwork, double *table, ptrdiff_t stage_cap);
+                         ptrdiff_t n_slots, float *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
+                         int64_t period);
 
 /* ---------------------------------------------------------------- row orders (shuffle.c) */
 /* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows. */

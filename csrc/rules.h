@@ -1,8 +1,9 @@
 /* rules.h: one step function per optimizer, following torch.optim's single-tensor code path.
  *
- * A body for one real type. epoch.c includes this file once per type with
+ * A body for one real type. epoch_body.h (once per type and instruction set) and epoch_csr_body.h include this
+ * file with
  *   FO_REAL      the real type (double or float),
- *   FO_FN(name)  the name with the type's suffix (name##_d or name##_s),
+ *   FO_FN(name)  the name with the copy's suffix (e.g. name##_d_avx2, name##_s),
  *   FO_SQRT      the square root for FO_REAL,
  * so float32 and float64 share one source. No include guard on purpose.
  *

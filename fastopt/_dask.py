@@ -421,10 +421,10 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     :class:`fastopt._result.Outcome` for the estimator to take; ``warm_state(name)`` is the state a warm start
     continues from. Nothing here writes to the estimator."""
     chunks = DaskChunks(X, y, sample_weight)
-    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha)
+    sparse_blocks = isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None  # scipy.sparse
+    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, sparse=sparse_blocks)
     # A solver that cannot fit chunks may still fit this loss on dense Dask blocks by its own distributed passes
     # (Newton: Solver.dask_losses, fit_dask).
-    sparse_blocks = isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None  # scipy.sparse
     own = estimator.loss in _solvers.SOLVERS[name].dask_losses and not sparse_blocks
     if not _solvers.SOLVERS[name].incremental and not own:  # "auto" picks, as fit_stream does, one that streams
         name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)

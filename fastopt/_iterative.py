@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import numbers
 import os
 import time
@@ -111,10 +112,12 @@ SLICE_STEPS = 2**15
 
 
 def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads, **extra):
-    """``_kernels.epoch`` over ``order``, in slices (see ``SLICE_WORK``); same arguments and result (``extra``,
-    e.g. the running average ``avg``, is passed to every slice)."""
+    """``_kernels.epoch`` over ``order``, in slices (see ``SLICE_WORK``, per thread); same arguments and result
+    (``extra``, e.g. the running average ``avg``, is passed to every slice)."""
     m, batch = order.shape[0], train.batch_size
-    steps = max(1, min(SLICE_WORK // (max(1, X.shape[1] * Y.shape[1]) * batch), SLICE_STEPS))
+    # Two threads each read half of a slice's rows: the same wait for Ctrl-C with slices twice as large.
+    budget = SLICE_WORK * max(1, threads)
+    steps = max(1, min(budget // (max(1, X.shape[1] * Y.shape[1]) * batch), SLICE_STEPS))
     per = steps * batch
     if m <= per:
         return _kernels.epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads, **extra)
@@ -122,6 +125,35 @@ def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, t
     for start in range(0, m, per):
         status, t, loss, bad = _kernels.epoch(rule, hyper, train, X, Y, sw, order[start : start + per], params,
                                               state, work, t, lr, threads, loss_acc=acc, **extra)
+        if status != _kernels.Status.OK:
+            break
+    return status, t, loss, bad
+
+
+def csr_period(X, k: int, batch_size: int) -> int:
+    """The steps of one slice of a CSR epoch (:func:`run_epoch_csr`): about ``SLICE_WORK`` stored values, at least
+    ``d``, at most ``SLICE_STEPS`` steps."""
+    per_step = max(1, batch_size * k * (-(-X.nnz // max(1, X.shape[0])) + 1))
+    return max(1, min(max(SLICE_WORK, X.shape[1] * k) // per_step, SLICE_STEPS))
+
+
+def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None):
+    """``_kernels.epoch_csr`` over ``order``, in slices of whole minibatches (as :func:`run_epoch`) that end at
+    the steps that are multiples of one ``period``, which every slice passes to the kernel: it splits its
+    deferred updates there, so the slices together give bit for bit one call with that period. A slice does
+    about ``SLICE_WORK`` stored values (at least ``d``, to repay the O(d) stamps and catch-up that each call
+    costs) and at most ``SLICE_STEPS`` steps."""
+    m, batch = order.shape[0], train.batch_size
+    period = csr_period(X, Y.shape[1], batch)
+    acc = np.zeros(2)
+    args = (rule, hyper, train, X, Y, sw)
+    first = (period - t % period) * batch  # rows up to the next multiple of period
+    if m <= first:
+        return _kernels.epoch_csr(*args, order, params, state, t, lr, lazy, None, avg, acc, period)
+    bounds = [0, *range(first, m, period * batch), m]
+    for a, b in itertools.pairwise(bounds):
+        status, t, loss, bad = _kernels.epoch_csr(*args, order[a:b], params, state, t, lr, lazy, None, avg, acc,
+                                                  period)
         if status != _kernels.Status.OK:
             break
     return status, t, loss, bad
@@ -173,7 +205,8 @@ class IterState:
         The current rate of ``schedule="plateau"`` (None: ``lr0``); ``partial_fit`` continues at it.
     null_loss : float
         The training loss of the best constant model (intercept only, or zero without intercept), which
-        scales the plateau rule's relative thresholds when the optimal loss is near 0.
+        scales the plateau rule's relative thresholds when the optimal loss is near 0 (0.0 under the other
+        schedules, which do not read it).
     learning_rates : list of float
         The rate of each epoch of the current fit (of every pass, for ``partial_fit``).
     affine : Affine or None
@@ -195,6 +228,18 @@ class IterState:
     learning_rates: list = dataclasses.field(default_factory=list)
     affine: Affine | None = None
     avg: np.ndarray | None = None
+
+    def rewinder(self):
+        """A function that undoes what a fitting call may change in this state in place, and returns it: only
+        ``rng`` is advanced in place (a call continues from a new state holding copies of the arrays), so its
+        bit-generator state is all that is saved (``LinearRegressor``'s all-or-nothing calls)."""
+        saved = self.rng.bit_generator.state
+
+        def rewind() -> IterState:
+            self.rng.bit_generator.state = saved
+            return self
+
+        return rewind
 
 
 def average_start(params: dict) -> int:
@@ -492,24 +537,27 @@ def split_params(p: np.ndarray, d: int, k: int):
 
 def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float):
     """One compiled epoch over ``data.X``, dense (:func:`run_epoch`: :func:`fastopt._kernels.epoch` in slices, one
-    or two threads) or CSR (:func:`fastopt._kernels.epoch_csr`, one thread; ``train.lazy`` selects SparseAdam
-    semantics); in place on ``st.weights`` and ``st.opt_state``. Returns the kernel's (status, t, loss, bad_step)."""
+    or two threads) or CSR (:func:`run_epoch_csr`: :func:`fastopt._kernels.epoch_csr` in slices, one thread;
+    ``train.lazy`` selects SparseAdam semantics); in place on ``st.weights`` and ``st.opt_state``. Returns the
+    kernel's (status, t, loss, bad_step)."""
+    if train.average and st.avg is None:
+        st.avg = np.zeros_like(st.weights)
     if sp.issparse(data.X):
-        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
-                                  st.opt_state, st.t, lr, train.lazy)
+        return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
+                             st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None)
     d, k = data.X.shape[1], data.Y.shape[1]
     work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
-    if train.average and st.avg is None:
-        st.avg = np.zeros_like(st.weights)
     return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                      st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
 
 
-def draw_order(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+def draw_order(rng: np.random.Generator, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """A uniform random permutation of ``rows`` (int64) for one epoch: a 64-bit key drawn from ``rng`` (so
-    from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``."""
-    return _kernels.shuffle(rows, int(rng.integers(0, 2**64, dtype=np.uint64)))
+    from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``; written
+    into ``out`` (which may be ``rows``) when given, which saves the page faults of a new n-row array (as many
+    milliseconds as the shuffle itself on a large epoch)."""
+    return _kernels.shuffle(rows, int(rng.integers(0, 2**64, dtype=np.uint64)), out)
 
 
 def _under(affine, data):
@@ -524,19 +572,6 @@ def _under(affine, data):
             "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."
         )
     return dataclasses.replace(data, X=affine.transform(data.X))
-
-
-def _check_sparse_options(params: dict, data) -> None:
-    """The CSR epoch takes neither projected nor averaged steps yet: a clear error instead of ignoring them."""
-    if not sp.issparse(data.X):
-        return
-    asked = [name for name, on in (("positive=True", params.get("positive", False)),
-                                   ("average", average_start(params))) if on]
-    if asked:
-        raise ValueError(
-            f"{' and '.join(asked)} is not supported with sparse X by the iterative solvers yet (the sparse epoch "
-            "has no projected or averaged steps); pass a dense X (X.toarray()) or drop the option."
-        )
 
 
 def lazy_rule(method: str, params: dict) -> bool:
@@ -578,8 +613,8 @@ class IterativeSolver(Solver):
     """
 
     losses = frozenset(LOSSES)
-    positive = True  # projected steps (EpochCtl.positive); dense X only, see _check_sparse_options
-    averages = True  # Polyak-Ruppert averaging (EpochCtl.average); dense X only
+    positive = True  # projected steps (EpochCtl.positive)
+    averages = True  # Polyak-Ruppert averaging (EpochCtl.average)
     accepts_init = True
     supports_sparse = True
     chunked = "epochs"  # an epoch is one partial_fit pass per chunk
@@ -606,7 +641,9 @@ class IterativeSolver(Solver):
             if params["fit_intercept"]:
                 fresh[k * d :] = init[1]
         loss = LOSSES[params["loss"]]
-        null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"])
+        # Only the plateau rule reads it (make_stopping); it costs a pass over y and an n-row temporary.
+        null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"]) \
+            if schedule_name(params) == "plateau" else 0.0
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
@@ -695,7 +732,6 @@ class IterativeSolver(Solver):
 
     def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
-        _check_sparse_options(params, data)
         rng = _seed(params["random_state"])
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
         sw = _normalised_weights(data.sample_weight, train_idx)
@@ -713,9 +749,14 @@ class IterativeSolver(Solver):
         early = params["early_stopping"]
         stopping, val_scores = make_stopping(params, st, validation=early), []
         st.lr = None  # a fit (also a warm start) begins at the base rate
+        spare = None  # the row order of every epoch but the last, which shuffles train_idx itself (read no more)
         for epoch in range(params["max_epochs"]):
             t0 = time.perf_counter()
-            order = draw_order(rng, train_idx) if params["shuffle"] else train_idx
+            order = train_idx
+            if params["shuffle"]:
+                if epoch < params["max_epochs"] - 1 and spare is None:
+                    spare = np.empty_like(train_idx)
+                order = draw_order(rng, train_idx, out=spare if epoch < params["max_epochs"] - 1 else train_idx)
             lr = self.epoch_lr(params, st, epoch)
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.learning_rates.append(lr)
@@ -752,7 +793,6 @@ class IterativeSolver(Solver):
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
-        _check_sparse_options(params, data)
         n = data.X.shape[0]
         rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
@@ -769,7 +809,8 @@ class IterativeSolver(Solver):
                                      learning_rates=list(state.learning_rates),
                                      avg=None if state.avg is None else state.avg.copy())
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
-        order = draw_order(st.rng, rows) if params["shuffle"] else rows
+        own_rows = sweep is None or sweep.rows is None  # then rows is ours, read no more: shuffle it in place
+        order = draw_order(st.rng, rows, out=rows if own_rows else None) if params["shuffle"] else rows
         epoch = st.epochs if sweep is None else sweep.epoch
         lr = self.epoch_lr(params, st, epoch)
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))

@@ -8,30 +8,11 @@ cdef extern from "fastopt.h" nogil:
         FO_DIVERGED
         FO_BAD_ARGUMENT
 
-    ctypedef void (*fo_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
-                                double *, double *, int *)
-    ctypedef void (*fo_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
-                                float *, float *, int *)
     ctypedef void (*fo_dsyrk_t)(char *, char *, int *, int *, double *, double *, int *, double *, double *,
-                                int *)
-    ctypedef void (*fo_ssyrk_t)(char *, char *, int *, int *, float *, float *, int *, float *, float *,
-                                int *)
-    ctypedef void (*fo_dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *, double *,
-                                double *, int *)
-    ctypedef void (*fo_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *, float *,
-                                int *)
-    ctypedef double (*fo_ddot_t)(int *, double *, int *, double *, int *)
-    ctypedef float (*fo_sdot_t)(int *, float *, int *, float *, int *)
+                                int *) noexcept nogil
 
     ctypedef struct fo_blas:
-        fo_dgemm_t dgemm
-        fo_sgemm_t sgemm
         fo_dsyrk_t dsyrk
-        fo_ssyrk_t ssyrk
-        fo_dgemv_t dgemv
-        fo_sgemv_t sgemv
-        fo_ddot_t ddot
-        fo_sdot_t sdot
 
     # ------------------------------------------------------------ closed form (gram.c)
     ctypedef struct fo_gram_dims:
@@ -53,7 +34,7 @@ cdef extern from "fastopt.h" nogil:
 
     # ------------------------------------------------------------ closed form: R factor (tsqr.c)
     ctypedef void (*fo_dtpqrt_t)(int *, int *, int *, int *, double *, int *, double *, int *, double *, int *,
-                                 double *, int *)
+                                 double *, int *) noexcept nogil
 
     ctypedef void (*fo_dgeqrf_t)(int *, int *, double *, int *, double *, double *, int *, int *) noexcept nogil
 
@@ -162,15 +143,17 @@ cdef extern from "fastopt.h" nogil:
     Py_ssize_t fo_csr_stage_rows(Py_ssize_t batch_size)
     Py_ssize_t fo_csr_work_size(Py_ssize_t n_params, Py_ssize_t k, Py_ssize_t batch_size, Py_ssize_t stage_cap)
     Py_ssize_t fo_csr_iwork_size(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t stage_cap)
-    Py_ssize_t fo_csr_table_size(Py_ssize_t n_rows, Py_ssize_t batch_size)
+    Py_ssize_t fo_csr_table_size(Py_ssize_t n_rows, Py_ssize_t batch_size, int64_t period)
     fo_status fo_epoch_csr_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const double *data,
                              const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw,
                              Py_ssize_t d, Py_ssize_t k, double *params, Py_ssize_t n_params, double *state,
-                             Py_ssize_t n_slots, double *work, int64_t *iwork, double *table, Py_ssize_t stage_cap)
+                             Py_ssize_t n_slots, double *work, int64_t *iwork, double *table, Py_ssize_t stage_cap,
+                             int64_t period)
     fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy, const float *data,
                              const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw,
                              Py_ssize_t d, Py_ssize_t k, float *params, Py_ssize_t n_params, float *state,
-                             Py_ssize_t n_slots, float *work, int64_t *iwork, double *table, Py_ssize_t stage_cap)
+                             Py_ssize_t n_slots, float *work, int64_t *iwork, double *table, Py_ssize_t stage_cap,
+                             int64_t period)
 
     # ------------------------------------------------------------ row orders (shuffle.c)
     void fo_shuffle(const int64_t *rows, Py_ssize_t n, uint64_t key, int64_t *out)

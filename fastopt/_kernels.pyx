@@ -29,14 +29,7 @@ cdef fo_blas _BLAS
 
 cdef void _fill_blas_table() noexcept:
     # SciPy exports its BLAS as C function pointers; taking them here means csrc/ never links BLAS itself.
-    _BLAS.dgemm = <fo_dgemm_t>cblas.dgemm
-    _BLAS.sgemm = <fo_sgemm_t>cblas.sgemm
     _BLAS.dsyrk = <fo_dsyrk_t>cblas.dsyrk
-    _BLAS.ssyrk = <fo_ssyrk_t>cblas.ssyrk
-    _BLAS.dgemv = <fo_dgemv_t>cblas.dgemv
-    _BLAS.sgemv = <fo_sgemv_t>cblas.sgemv
-    _BLAS.ddot = <fo_ddot_t>cblas.ddot
-    _BLAS.sdot = <fo_sdot_t>cblas.sdot
 
 
 _fill_blas_table()
@@ -55,14 +48,7 @@ cdef bint _SERIAL_READY = False
 def _use_serial_blas(dict addresses):
     """Fill the single-threaded tables from raw function addresses (see :mod:`fastopt._serial_blas`)."""
     global _SERIAL_READY
-    _BLAS_SERIAL.dgemm = <fo_dgemm_t><uintptr_t>addresses["dgemm"]
-    _BLAS_SERIAL.sgemm = <fo_sgemm_t><uintptr_t>addresses["sgemm"]
     _BLAS_SERIAL.dsyrk = <fo_dsyrk_t><uintptr_t>addresses["dsyrk"]
-    _BLAS_SERIAL.ssyrk = <fo_ssyrk_t><uintptr_t>addresses["ssyrk"]
-    _BLAS_SERIAL.dgemv = <fo_dgemv_t><uintptr_t>addresses["dgemv"]
-    _BLAS_SERIAL.sgemv = <fo_sgemv_t><uintptr_t>addresses["sgemv"]
-    _BLAS_SERIAL.ddot = <fo_ddot_t><uintptr_t>addresses["ddot"]
-    _BLAS_SERIAL.sdot = <fo_sdot_t><uintptr_t>addresses["sdot"]
     _LAPACK_SERIAL.dtpqrt = <fo_dtpqrt_t><uintptr_t>addresses["dtpqrt"]
     _LAPACK_SERIAL.dgeqrf = <fo_dgeqrf_t><uintptr_t>addresses["dgeqrf"]
     _SERIAL_READY = True

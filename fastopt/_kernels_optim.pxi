@@ -206,6 +206,7 @@ cdef class _EpochHelper:
     cdef int finished, posted
     cdef bint persistent, busy
     cdef object thread
+    cdef object buffers  # the job's own arrays (copies of params and state, the team's work), kept alive
     cdef fo_team *team
     cdef fo_epoch_ctl c
     cdef fo_hyper h
@@ -301,6 +302,59 @@ cdef _EpochHelper _take_helper():
     if helper.persistent:
         _shared_helper = helper
     return helper
+
+
+cdef _EpochHelper _start_helper(int rule, const fo_hyper *h, const fo_epoch_ctl *c, const floating[:, ::1] X,
+                                const floating[:, ::1] Y, const floating *sw, floating[::1] params,
+                                floating[:, ::1] state):
+    """Start the second thread of a two-thread epoch and return its helper.
+
+    The helper gets its own copies of ``params`` and ``state`` (it takes the same steps on them), the team's
+    work array (64-byte aligned, fo_work_size(..., team=1) entries, shared by both threads) and a copy of the
+    control block ``c`` without the average (the calling thread alone keeps it), and its job is posted. The
+    caller then runs its own epoch with ``helper.team`` and ``helper.work`` and calls :func:`_finish_helper`,
+    on every path, once that epoch has returned (which tells the helper to stop).
+    """
+    cdef Py_ssize_t n_params = params.shape[0], per_line = 64 // sizeof(floating)
+    buffers = (np.array(params), np.array(state),
+               np.empty(fo_work_size(n_params, Y.shape[1], sizeof(floating), 1) + per_line,
+                        dtype=np.float32 if floating is float else np.float64))
+    cdef floating[::1] own_params = buffers[0]
+    cdef floating[:, ::1] own_state = buffers[1]
+    cdef floating[::1] team_work = buffers[2]
+    cdef floating *wp = &team_work[0]
+    if <size_t>wp % 64:  # to the next 64-byte boundary (NumPy aligns to the item size at least)
+        wp += (64 - <size_t>wp % 64) // sizeof(floating)
+    cdef fo_team *team = <fo_team *>calloc(1, sizeof(fo_team))
+    if team == NULL:
+        raise MemoryError()
+    cdef _EpochHelper helper
+    try:
+        helper = _take_helper()  # nothing below raises until the helper is released
+    except BaseException:
+        free(team)
+        raise
+    team.isa = fo_isa_get()
+    helper.team, helper.buffers, helper.c, helper.h, helper.rule = team, buffers, c[0], h[0], <fo_rule>rule
+    helper.c.avg = NULL
+    helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], sw, wp
+    helper.d, helper.k, helper.n_params = X.shape[1], Y.shape[1], n_params
+    helper.params, helper.slots = <void *>&own_params[0], <void *>_slots(own_state)
+    helper.single = floating is float
+    helper.post()
+    return helper
+
+
+cdef int _finish_helper(_EpochHelper helper) except -1:
+    """Release a helper whose job has been collected (the shared one for the next epoch; a one-job helper's
+    thread is joined) and free its team."""
+    cdef fo_team *team = helper.team
+    helper.team, helper.buffers = NULL, None
+    helper.busy = False
+    if not helper.persistent:
+        helper.thread.join()
+    free(team)
+    return 0
 
 
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
@@ -418,33 +472,10 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     _check_aligned(&work[0], sizeof(floating), "work")
     cdef fo_team *team = NULL
     cdef _EpochHelper helper = None
-    cdef floating[::1] helper_params, team_work
-    cdef floating[:, ::1] helper_state
     cdef floating *wp = &work[0]
-    cdef Py_ssize_t per_line = 64 // sizeof(floating)
     if n_threads > 1:
-        helper_params, helper_state = np.array(params), np.array(state)  # the helper's own copies
-        team_work = np.empty(fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 1) + per_line,
-                             dtype=np.float32 if floating is float else np.float64)
-        wp = &team_work[0]
-        if <size_t>wp % 64:  # to the next 64-byte boundary (NumPy aligns to the item size at least)
-            wp += (64 - <size_t>wp % 64) // sizeof(floating)
-        team = <fo_team *>calloc(1, sizeof(fo_team))
-        if team == NULL:
-            raise MemoryError()
-        try:
-            helper = _take_helper()  # nothing below raises until the helper is released
-        except BaseException:
-            free(team)
-            raise
-        team.isa = fo_isa_get()
-        helper.team, helper.c, helper.h, helper.rule = team, c, h, <fo_rule>rule
-        helper.c.avg = NULL  # the calling thread alone keeps the average
-        helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], swp, wp
-        helper.d, helper.k, helper.n_params = X.shape[1], Y.shape[1], params.shape[0]
-        helper.params, helper.slots = <void *>&helper_params[0], <void *>_slots(helper_state)
-        helper.single = floating is float
-        helper.post()
+        helper = _start_helper(rule, &h, &c, X, Y, swp, params, state)
+        team, wp = helper.team, <floating *>helper.work
     with nogil:
         if floating is double:
             st = fo_epoch_d(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1],
@@ -455,10 +486,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         if helper is not None:
             helper.collect()  # the epoch told the helper to stop on every path
     if helper is not None:
-        helper.busy = False
-        if not helper.persistent:
-            helper.thread.join()
-        free(team)
+        _finish_helper(helper)
     if loss_acc is not None and st == FO_OK:
         loss_acc[0] = c.loss_sum
         loss_acc[1] += c.n_rows

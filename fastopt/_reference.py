@@ -518,15 +518,18 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
     w[idx] = w[idx] + -(step_size * (m[idx] / (np.sqrt(vi) + real(hyper.eps))))
 
 
-def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None):
+def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None,
+              avg=None, loss_acc=None, period=0):
     """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
 
     The definition that the kernel's deferred updates reproduce: every step applies the rule to every
     coordinate (a zero loss gradient off the minibatch's columns), except Adam and AdamW with ``lazy``, which
-    take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero. Residuals and
-    gradients are summed in the kernel's order (each dot product and each gradient entry over the stored
-    values in order), so the rules without deferred updates agree bit for bit. ``stage_cap`` (how the kernel
-    copies rows to read them in order) does not change the arithmetic and is accepted for the same signature.
+    take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero; then, as in
+    :func:`epoch`, the weights are clamped at 0 when ``train.positive`` and ``avg`` takes the running average of
+    steps ``t >= train.average``. Residuals and gradients are summed in the kernel's order (each dot product and
+    each gradient entry over the stored values in order), so the rules without deferred updates agree bit for
+    bit. ``stage_cap`` and ``period`` (how the kernel reads rows and splits its deferred updates) do not change
+    the definition and are accepted for the same signature.
     """
     real = Y.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]
@@ -534,7 +537,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     kd = k * d
     has_b = n_params > kd
     grad = np.zeros(n_params, Y.dtype)
-    total = 0.0
+    total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
+    start_avg = getattr(train, "average", 0)
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
         nb = rows.shape[0]
@@ -562,9 +566,15 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
             _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
         else:
             step(rule, hyper, params, grad, state, t, lr, kd)
+        if getattr(train, "positive", False):
+            params[:kd] = np.where(params[:kd] < 0, real(0), params[:kd])
+        if avg is not None and start_avg > 0 and t >= start_avg:
+            avg += (params - avg) / real(t - start_avg + 1)
     if not np.all(np.isfinite(params)):
         return int(Status.NONFINITE_LOSS), t, 0.0, t
-    return int(Status.OK), t, (total / m if m > 0 else 0.0), 0
+    if loss_acc is not None:
+        loss_acc[0], loss_acc[1] = total, loss_acc[1] + m
+    return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
 
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -586,10 +596,15 @@ def _mulhi64(a, b):
     return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
 
 
-def shuffle(rows, key):
+def shuffle(rows, key, out=None):
     """Twin of ``fastopt._kernels.shuffle`` (csrc/shuffle.c): forward Fisher-Yates, j_i = i + mulhi(u_i, n - i)
-    with u_i SplitMix64's word for the counter i + 1."""
-    out = np.array(rows, dtype=np.int64)
+    with u_i SplitMix64's word for the counter i + 1; into ``out`` (which may be ``rows``) when given."""
+    if out is None:
+        out = np.array(rows, dtype=np.int64)
+    elif out.shape[0] != len(rows):
+        raise ValueError(f"shuffle: out has {out.shape[0]} entries, rows {len(rows)}")
+    else:
+        out[...] = rows
     n = out.shape[0]
     if n < 2:
         return out

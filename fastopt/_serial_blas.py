@@ -25,7 +25,7 @@ import threading
 __all__ = ["tables"]
 
 # Functions of the kernels' BLAS and LAPACK tables (csrc/fastopt.h: fo_blas, fo_lapack).
-BLAS_NAMES = ("dgemm", "sgemm", "dsyrk", "ssyrk", "dgemv", "sgemv", "ddot", "sdot")
+BLAS_NAMES = ("dsyrk",)
 LAPACK_NAMES = ("dtpqrt", "dgeqrf")
 _LM_ID_NEWLM = -1
 _RTLD_NOW = 2

@@ -42,6 +42,10 @@ AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"
 # "auto" for incremental fits (partial_fit, fit_stream, Dask arrays), which Newton's method cannot make.
 AUTO_INCREMENTAL = {**AUTO, "absolute_error": "adam", "huber": "adam"}
 
+# "auto" on sparse X for the robust losses, which Newton's method does not fit on sparse X: plain SGD, whose
+# sparse step costs O(nonzeros) (exact Adam costs O(d) a step) and whose default schedule converges.
+AUTO_SPARSE = {**AUTO, "absolute_error": "sgd", "huber": "sgd"}
+
 # "auto" for squared error, once the data is known (the table in LinearRegressor's docstring): the closed form
 # while its d x d Gram fits in GRAM_MAX_BYTES, else a Krylov solver.
 GRAM_MAX_BYTES = 2**28  # 256 MiB of float64: d <= 5792
@@ -66,10 +70,16 @@ def auto_least_squares(X, alpha: float) -> str:
     return "qr" if n < d and not ridge.any() else "normal"
 
 
-def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False) -> str:
-    """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit; for "auto" with squared
-    error, by the training data ``X`` when known); raises ValueError on an impossible pair."""
-    name = (AUTO_INCREMENTAL if incremental else AUTO)[loss] if solver == "auto" else solver
+def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False,
+            sparse: bool = False) -> str:
+    """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit, on ``sparse`` X; for
+    "auto" with squared error, by the training data ``X`` when known); raises ValueError on an impossible pair."""
+    if solver == "auto":
+        name = (AUTO_INCREMENTAL if incremental else AUTO)[loss]
+        if sparse and not SOLVERS[name].supports_sparse:
+            name = AUTO_SPARSE[loss]
+    else:
+        name = solver
     if solver == "auto" and name == "normal" and X is not None:
         name = auto_least_squares(X, alpha)
     entry = SOLVERS[name]

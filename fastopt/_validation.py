@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse
 from sklearn.utils.validation import (
     _assert_all_finite,
+    _check_feature_names,
+    _check_n_features,
     _check_sample_weight,
     validate_data,
 )
@@ -59,7 +61,10 @@ def _malformed(name: str, what: str) -> ValueError:
 
 
 def _check_range(name: str, idx: np.ndarray, bound: int, what: str) -> None:
-    if idx.size and (idx.min() < 0 or idx.max() >= bound):
+    # One pass: viewed as unsigned, a negative index is at least 2**(bits - 1) > bound (half the time of min and
+    # max, 1.4 ms on 6M int32 indices).
+    as_unsigned = idx.view(np.dtype(f"u{idx.dtype.itemsize}")) if idx.dtype.kind == "i" else idx
+    if idx.size and as_unsigned.max() >= bound:
         bad = idx[(idx < 0) | (idx >= bound)][0]
         raise _malformed(name, f"{what} index {int(bad)} is out of range for {bound} {what}s")
 
@@ -124,7 +129,7 @@ def _check_sparse_solver(estimator) -> None:
         _solvers,  # the registry imports the solvers, which import this module
     )
 
-    name = _solvers.resolve(solver, loss)
+    name = _solvers.resolve(solver, loss, sparse=True)
     if not _solvers.supports_sparse(name):
         via = "" if name == solver else f" (resolved to {name!r})"
         raise TypeError(
@@ -147,6 +152,29 @@ def _reject_complex(name, a):
         raise ValueError(
             f"Complex data not supported: {name} has a complex dtype; fastopt fits real-valued least squares only."
         )
+
+
+def _ready(X, y) -> bool:
+    """Whether validate_data would pass ``X`` and ``y`` through unchanged: X a C-contiguous float32/float64
+    ndarray with rows and columns, y a floating ndarray of as many rows (1-D, or 2-D with columns)."""
+    return (type(X) is np.ndarray and X.ndim == 2 and X.dtype in FLOAT_DTYPES and X.flags.c_contiguous
+            and X.shape[0] > 0 and X.shape[1] > 0 and type(y) is np.ndarray and y.dtype.kind == "f"
+            and y.shape[:1] == X.shape[:1] and (y.ndim == 1 or (y.ndim == 2 and y.shape[1] > 0)))
+
+
+def _validate_ready(estimator, X, y, *, reset: bool, finite_X: bool) -> None:
+    """What validate_data does with arrays that it passes through unchanged (:func:`_ready`): the feature count
+    and names, and the finiteness of y (and of X when asked), with its messages. Its checks for other kinds of
+    input cost 0.3-0.5 ms a fit, 3-4% of an epoch on the benchmark shape (n = 200,000, d = 100)."""
+    if reset and hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_  # an ndarray has no column names
+    elif not reset:
+        _check_feature_names(estimator, X, reset=False)
+    _check_n_features(estimator, X, reset=reset)
+    name = type(estimator).__name__
+    _assert_all_finite(y, input_name="y", estimator_name=name)
+    if finite_X:
+        _assert_all_finite(X, input_name="X", estimator_name=name)
 
 
 def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=True) -> Data:
@@ -181,18 +209,21 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
         # (fastopt._iterative names X then): the pass cost 20% of a sparse SGD epoch (measured).
     if is_sparse(y):
         raise TypeError("y is a sparse matrix; pass a dense target (y.toarray()).")
-    X, y = validate_data(
-        estimator,
-        X,
-        y,
-        reset=reset,
-        accept_sparse="csr",
-        dtype=list(FLOAT_DTYPES),
-        order="C",
-        multi_output=True,
-        y_numeric=True,
-        ensure_all_finite=finite_X,
-    )
+    if _ready(X, y):
+        _validate_ready(estimator, X, y, reset=reset, finite_X=finite_X)
+    else:
+        X, y = validate_data(
+            estimator,
+            X,
+            y,
+            reset=reset,
+            accept_sparse="csr",
+            dtype=list(FLOAT_DTYPES),
+            order="C",
+            multi_output=True,
+            y_numeric=True,
+            ensure_all_finite=finite_X,
+        )
     if sparse:
         X = _canonical_csr(X, original)
     # validate_data has checked y (finite, numeric, at least one target column) whatever finite_X says;

@@ -251,3 +251,29 @@ def test_newton_on_dask_arrays_what_is_not_supported():
     np.testing.assert_allclose(est.coef_, LinearRegressor(loss="huber").fit(X, y).coef_, rtol=1e-10, atol=1e-10)
     est = LinearRegressor(loss="absolute_error", max_epochs=2, tol=None, random_state=0).fit(Xd, yd)
     assert est.solver_ == "adam"
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_auto_on_sparse_x_picks_a_sparse_solver_that_reaches_the_minimiser(loss):
+    # Newton takes dense X only; "auto" on sparse X must still fit (it used to raise a TypeError naming
+    # solver='auto'), with the sparse-capable SGD whose default schedule converges. The bound 1e-3 relative
+    # excess objective is the contract of the default stopping rules (tests/test_convergence.py).
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(12)
+    X = sp.random(4000, 20, density=0.3, format="csr", random_state=rng)
+    y = X @ rng.normal(size=20) + 1.0 + rng.normal(scale=0.1, size=4000)
+    y[rng.random(4000) < 0.05] += 30.0
+    est = LinearRegressor(loss=loss, random_state=0).fit(X, y)
+    assert est.solver_ == "sgd"
+    exact = LinearRegressor(loss=loss, solver="newton").fit(X.toarray(), y)
+    dense = X.toarray()
+    f = objective(dense, y, est.coef_, est.intercept_, loss)
+    f_star = objective(dense, y, exact.coef_, exact.intercept_, loss)
+    assert f_star <= f <= f_star * (1 + 1e-3)
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    dX = da.from_array(dense, chunks=(1000, 20)).map_blocks(sp.csr_matrix)
+    dy = da.from_array(y, chunks=1000)
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert LinearRegressor(loss=loss, max_epochs=2, random_state=0).fit(dX, dy).solver_ == "sgd"

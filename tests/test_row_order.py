@@ -49,3 +49,36 @@ def test_orders_are_a_function_of_random_state():
     fits = [LinearRegressor(solver="sgd", max_epochs=3, tol=None, random_state=s).fit(X, y).coef_ for s in (1, 1, 2)]
     np.testing.assert_array_equal(fits[0], fits[1])
     assert not np.array_equal(fits[0], fits[2])
+
+
+@pytest.mark.parametrize("impl", [_kernels, _reference], ids=["kernel", "twin"])
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 1000])
+def test_shuffle_into_out_or_in_place_equals_a_new_array(impl, n):
+    # The estimator writes every epoch's order into one array, and the last epoch's into the training rows
+    # themselves: the permutation must be the one a new array gets.
+    rows = (np.arange(n, dtype=np.int64) * 5 + 1)[::-1].copy()
+    expected = _kernels.shuffle(rows, 2**40 + 7)
+    out = np.full(n, -1, dtype=np.int64)
+    assert impl.shuffle(rows, 2**40 + 7, out) is out
+    np.testing.assert_array_equal(out, expected)
+    in_place = rows.copy()
+    assert impl.shuffle(in_place, 2**40 + 7, in_place) is in_place
+    np.testing.assert_array_equal(in_place, expected)
+    with pytest.raises(ValueError, match="out has"):
+        impl.shuffle(rows, 1, np.empty(n + 1, dtype=np.int64))
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_reused_order_arrays_change_no_fit(monkeypatch, early_stopping):
+    # fit and partial_fit shuffle into reused arrays; drawing every order into a new array gives the same model.
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(300, 4)), rng.normal(size=300)
+    params = {"solver": "momentum", "learning_rate": 0.01, "max_epochs": 4, "tol": None, "random_state": 0,
+              "early_stopping": early_stopping, "n_iter_no_change": 10}
+    reused = LinearRegressor(**params).fit(X, y)
+    partial = LinearRegressor(**{**params, "early_stopping": False}).partial_fit(X, y).partial_fit(X, y)
+    real = _kernels.shuffle
+    monkeypatch.setattr(_kernels, "shuffle", lambda rows, key, out=None: real(rows.copy(), key))
+    np.testing.assert_array_equal(LinearRegressor(**params).fit(X, y).coef_, reused.coef_)
+    fresh = LinearRegressor(**{**params, "early_stopping": False}).partial_fit(X, y).partial_fit(X, y)
+    np.testing.assert_array_equal(fresh.coef_, partial.coef_)

@@ -194,11 +194,10 @@ def test_solver_without_sparse_support_says_so_everywhere(rng):
     for call in calls:
         with pytest.raises(TypeError, match=f"Sparse input X is not supported by solver='{name}'"):
             call()
-    # When "auto" resolves to such a solver (for a robust loss), the message names it.
-    from fastopt._solvers import resolve
-    if resolve("auto", "huber") in ITERATIVE_DENSE_ONLY:
-        with pytest.raises(TypeError, match="resolved to"):
-            LinearRegressor(loss="huber").fit(X, y)
+    # "auto" never resolves to such a solver on sparse X (robust losses: tests/test_robust.py).
+    from fastopt._solvers import resolve, supports_sparse
+    for loss in ("squared_error", "huber", "absolute_error"):
+        assert supports_sparse(resolve("auto", loss, X, sparse=True))
     # predict on sparse works whatever the solver.
     fitted = LinearRegressor(solver=name, max_epochs=2, tol=None).fit(X.toarray(), y)
     np.testing.assert_allclose(fitted.predict(X), fitted.predict(X.toarray()), rtol=1e-12)

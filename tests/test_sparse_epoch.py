@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastopt import LinearRegressor, _kernels, _reference, optim
+from fastopt import LinearRegressor, _iterative, _kernels, _reference, optim
 from fastopt._iterative import SOLVERS, EpochCtl
 from fastopt._validation import Data
 
@@ -346,11 +346,203 @@ def test_estimator_on_dask_arrays_of_sparse_blocks():
     _close(a.coef_, b.coef_, 30, np.float64)
 
 
-def test_projected_and_averaged_steps_are_refused_on_sparse_x():
-    X = sp.random(40, 5, density=0.5, format="csr", random_state=0)
-    y = np.ones(40)
-    for option in ({"positive": True}, {"average": True}):
-        with pytest.raises(ValueError, match="not supported with sparse X"):
-            LinearRegressor(solver="sgd", max_epochs=2, **option).fit(X, y)
-        with pytest.raises(ValueError, match="not supported with sparse X"):
-            LinearRegressor(solver="adam", max_epochs=2, **option).partial_fit(X, y)
+# ---------------------------------------------------------------- projected and averaged steps
+
+
+def _run_opts(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=False, period=0):
+    """_run with the running average: (params, state, avg, outputs)."""
+    params = np.zeros(n_params, Y.dtype)
+    params[: n_params // 2] = -0.05  # a warm start with negative weights, which the first step projects
+    state, avg = spec.init_state(n_params, Y.dtype), np.zeros(n_params, Y.dtype)
+    t, out = 0, []
+    for _ in range(epochs):
+        if dense:
+            work = np.empty(6 * n_params + 2 * Y.shape[1], Y.dtype)
+            out.append(impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work, t, lr,
+                                  avg=avg))
+        else:
+            out.append(impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr,
+                                      lazy, None, avg, None, period))
+        t = out[-1][1]
+    return params, state, avg, out
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("rule", RULES)
+def test_projected_and_averaged_csr_epoch_matches_its_twin_and_the_dense_epoch(rule, wd):
+    """positive=True and average (from the first step, and from a step inside the second epoch) for every rule,
+    exact and SparseAdam mode, against the twin and the dense epoch on X.toarray(); deferred updates split at a
+    period give the same fit to rounding."""
+    rng = np.random.default_rng(hash(("opts", rule, wd)) % 2**32)
+    n, d, k, batch, dtype = 120, 30, 2, 16, np.float64
+    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True, density=0.1)
+    order = rng.permutation(n).astype(np.int64)
+    spec = _spec(rule, wd, amsgrad=True) if rule == "adamw" else _spec(rule, wd)
+    lazy_modes = [False, True] if rule in ("adam", "adamw") else [False]
+    for positive, average in ((True, 0), (False, 1), (True, 11), (True, 1)):
+        train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
+                      loss_limit=np.inf, positive=positive, average=average)
+        for lazy in lazy_modes:
+            p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
+            p2, s2, a2, o2 = _run_opts(_reference, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
+            assert [o[:2] for o in o1] == [o[:2] for o in o2] == [(0, 8), (0, 16), (0, 24)]
+            _close(p1, p2, 24, dtype)
+            _close(s1, s2, 24, dtype)
+            _close(a1, a2, 24, dtype)
+            if positive:
+                assert p1[: k * d].min() >= 0 and (p1[: k * d] == 0).any()
+            if average:
+                assert not np.array_equal(a1, p1)
+            p3, _, a3, _ = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy, period=3)
+            _close(p3, p1, 24, dtype)
+            _close(a3, a1, 24, dtype)
+            if not lazy:
+                p4, _, a4, _ = _run_opts(_kernels, spec, train, X.toarray(), Y, sw, order, k * d + k, 3, 0.05,
+                                          lazy, dense=True)
+                _close(p1, p4, 24, dtype)
+                _close(a1, a4, 24, dtype)
+
+
+@pytest.mark.parametrize("rule, wd", [("sgd", 0.05), ("momentum", 0.0), ("rmsprop", 0.0), ("adagrad", 0.0),
+                                      ("nesterov", 0.05), ("adam", 0.0)])
+def test_sliced_csr_epoch_is_bit_identical_to_one_call(monkeypatch, rule, wd):
+    """run_epoch_csr's slices end at multiples of the period that every slice passes to the kernel: the fit,
+    its running average and the loss equal one call with that period bit for bit (also from a step count that
+    is not a multiple of it)."""
+    rng = np.random.default_rng(31)
+    X, Y, sw = _problem(rng, 500, 40, 1, np.float64, weighted=True, density=0.1)
+    order = rng.permutation(500).astype(np.int64)
+    spec = _spec(rule, wd)
+    monkeypatch.setattr(_iterative, "SLICE_WORK", 64)
+    train = EpochCtl(batch_size=4, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
+                  positive=True, average=7)
+    period = _iterative.csr_period(X, 1, 4)
+    assert 1 < period < 125 // 3
+    outs = []
+    for sliced in (True, False):
+        params, state, avg = np.zeros(41), spec.init_state(41), np.zeros(41)
+        t, res = 3, []
+        for _ in range(2):
+            if sliced:
+                res.append(_iterative.run_epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params,
+                                                    state, t, 0.02, False, avg))
+            else:
+                res.append(_kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
+                                              t, 0.02, False, None, avg, None, period))
+            t = res[-1][1]
+        outs.append((params, state, avg, res))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    np.testing.assert_array_equal(outs[0][2], outs[1][2])
+    assert outs[0][3] == outs[1][3]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_projected_and_averaged_sparse_fit_equals_dense_fit(rule):
+    """LinearRegressor(positive=True, average=...) on CSR data equals it on X.toarray() (alpha, weights,
+    intercept, several epochs), for every rule, and SparseAdam mode on CSR equals it on dense X."""
+    rng = np.random.default_rng(17)
+    X, Y, _ = _problem(rng, 150, 25, 1, np.float64, weighted=False)
+    raw_sw = rng.uniform(0.5, 2.0, size=150)
+    for positive, average in ((True, False), (False, True), (True, 20)):
+        params = LinearRegressor(solver=rule, alpha=0.01, max_epochs=4, tol=None, batch_size=16, random_state=5,
+                                 learning_rate=0.02, positive=positive, average=average,
+                                 precondition="none").get_params()
+        dense = SOLVERS[rule].fit(params, Data(X.toarray(), Y, raw_sw, False))
+        sparse = SOLVERS[rule].fit(params, Data(X, Y, raw_sw, False))
+        assert sparse.attrs["t_"] == dense.attrs["t_"]
+        _close(sparse.coef, dense.coef, 40, np.float64)
+        _close(sparse.intercept, dense.intercept, 40, np.float64)
+        if positive:
+            assert sparse.coef.min() >= 0
+        if rule in ("adam", "adamw"):
+            lazy = {**params, "sparse_mode": "lazy"}
+            a = SOLVERS[rule].fit(lazy, Data(X, Y, raw_sw, False))
+            b = SOLVERS[rule].fit(lazy, Data(X.toarray(), Y, raw_sw, False))
+            np.testing.assert_array_equal(a.coef, b.coef)
+
+
+def test_projected_and_averaged_partial_fit_on_sparse_chunks_equals_dense():
+    rng = np.random.default_rng(18)
+    X = sp.random(300, 30, density=0.1, format="csr", random_state=rng)
+    y = X @ rng.normal(size=30) + 0.1 * rng.normal(size=300)
+    kw = {"solver": "momentum", "positive": True, "average": 5, "max_epochs": 2, "tol": None, "random_state": 0}
+    a, b = LinearRegressor(**kw), LinearRegressor(**kw)
+    for lo, hi in ((0, 150), (150, 300)):
+        a.partial_fit(X[lo:hi], y[lo:hi])
+        b.partial_fit(X[lo:hi].toarray(), y[lo:hi])
+    _close(a.coef_, b.coef_, 40, np.float64)
+    _close(a.intercept_, b.intercept_, 40, np.float64)
+    assert a.coef_.min() >= 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 60), d=st.integers(1, 30), k=st.integers(1, 2), density=st.floats(0.0, 0.6),
+       batch=st.integers(1, 12), rule=st.sampled_from(RULES), wd=st.sampled_from([0.0, 0.1]),
+       f32=st.booleans(), seed=st.integers(0, 2**16), positive=st.booleans(), average=st.integers(0, 9),
+       period=st.integers(0, 7))
+def test_random_projected_and_averaged_epochs_match_the_dense_epoch(n, d, k, density, batch, rule, wd, f32, seed,
+                                                                    positive, average, period):
+    dtype = np.float32 if f32 else np.float64
+    rng = np.random.default_rng(seed)
+    X = _csr(rng, n, d, density, dtype)
+    Y = rng.normal(size=(n, k)).astype(dtype)
+    order = rng.permutation(n).astype(np.int64)
+    spec = _spec(rule, wd)
+    train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
+                  positive=positive, average=average)
+    steps = 2 * -(-n // batch)
+    p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False,
+                               period=period)
+    p2, s2, a2, o2 = _run_opts(_kernels, spec, train, X.toarray(), Y, None, order, k * d + k, 2, 0.02, False,
+                               dense=True)
+    assert [o[:2] for o in o1] == [o[:2] for o in o2]
+    _close(p1, p2, steps, dtype)
+    _close(s1, s2, steps, dtype)
+    _close(a1, a2, steps, dtype)
+
+
+def test_csr_epoch_boundary_rejects_malformed_input_without_reading_it():
+    """Direct calls cannot make the kernel read out of bounds: row pointers, row order, state rows and weights are
+    checked before it runs, and a column index out of range stops it with BAD_ARGUMENT before anything reads
+    through it."""
+    spec = optim.make("momentum")
+    train = EpochCtl(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    X = _csr(np.random.default_rng(0), 20, 5, 0.5, np.float64)
+    Y, order = np.ones((20, 1)), np.arange(20, dtype=np.int64)
+
+    def run(X, order=order, state=None, sw=None):
+        return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, np.zeros(6),
+                                  spec.init_state(6) if state is None else state, 0, 0.1)
+
+    for bad in (99, -1):
+        B = X.copy()
+        B.indices[3] = bad
+        assert run(B)[:2] == (int(_kernels.Status.BAD_ARGUMENT), 0)
+    B = X.copy()
+    B.indptr[5] = 10**6
+    with pytest.raises(ValueError, match="indptr"):
+        run(B)
+    with pytest.raises(ValueError, match="order has indices"):
+        run(X, order=np.array([0, 25], dtype=np.int64))
+    with pytest.raises(ValueError, match="state must have"):
+        run(X, state=np.zeros((0, 6)))
+    with pytest.raises(ValueError, match="sample_weight"):
+        run(X, sw=np.ones(3))
+    assert run(X)[:2] == (0, 5)
+
+
+def test_projected_and_averaged_fit_stream_and_early_stopping_on_sparse_x_equal_dense():
+    rng = np.random.default_rng(19)
+    X = sp.random(400, 30, density=0.1, format="csr", random_state=rng)
+    y = X @ rng.normal(size=30) + 0.1 * rng.normal(size=400)
+    kw = {"solver": "sgd", "alpha": 1e-3, "positive": True, "average": 10, "max_epochs": 3, "tol": None,
+          "random_state": 0, "precondition": "none"}
+    chunks = [(X[:200], y[:200]), (X[200:], y[200:])]
+    a = LinearRegressor(**kw).fit_stream(chunks)
+    b = LinearRegressor(**kw).fit_stream([(Xc.toarray(), yc) for Xc, yc in chunks])
+    _close(a.coef_, b.coef_, 40, np.float64)
+    assert a.coef_.min() >= 0
+    a = LinearRegressor(**kw, early_stopping=True).fit(X, y)
+    b = LinearRegressor(**kw, early_stopping=True).fit(X.toarray(), y)
+    _close(a.coef_, b.coef_, 40, np.float64)
