@@ -47,7 +47,7 @@ def test_module_imports_form_no_cycle():
         visit(m, [])
 
 
-def test_each_module_imports_first():
+def test_each_module_imports_first(tmp_path):
     """Every module imports first, with no other fastopt module loaded (no order-dependent cycle), and
     ``import fastopt`` never imports Dask. One interpreter, the fastopt modules dropped between imports."""
     code = f"""
@@ -59,7 +59,8 @@ for module in {[m for m in MODULES if m != "__main__"]!r}:
     if module == "__init__" and "dask" in sys.modules:
         sys.exit("import fastopt imported dask")
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # cwd elsewhere: from a clone's root, "-c" would import the unbuilt source tree instead of the installed package
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
 
 
