@@ -396,15 +396,7 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             for (ptrdiff_t p = 0; p < n_params; p++) avg[p] += (params[p] - avg[p]) / count;
         }
     }
-    for (ptrdiff_t p = 0; p < n_params; p++) {
-        if (!isfinite(params[p])) {
-            c->bad_step = c->t;
-            return FO_NONFINITE_LOSS;
-        }
-    }
-    c->loss_sum = total;
-    c->loss_out = c->rows_before + c->n_rows > 0 ? total / (double)(c->rows_before + c->n_rows) : 0.0;
-    return FO_OK;
+    return FO_FN(epoch_finish)(c, params, n_params, total);
 }
 
 

@@ -45,6 +45,22 @@ FO_LOSS_INLINE double FO_FN(loss_value)(fo_loss loss, FO_REAL r, FO_REAL epsilon
 }
 
 /* The gradient seen by a rule with coupled weight decay. */
+/* The end of an epoch, dense and CSR alike: a non-finite weight fails the epoch at its last step; otherwise the
+ * epoch's loss sum and the running mean loss are reported. */
+static inline fo_status FO_FN(epoch_finish)(fo_epoch_ctl *c, const FO_REAL *params, ptrdiff_t n_params,
+                                            double total)
+{
+    for (ptrdiff_t p = 0; p < n_params; p++) {
+        if (!isfinite(params[p])) {
+            c->bad_step = c->t;
+            return FO_NONFINITE_LOSS;
+        }
+    }
+    c->loss_sum = total;
+    c->loss_out = c->rows_before + c->n_rows > 0 ? total / (double)(c->rows_before + c->n_rows) : 0.0;
+    return FO_OK;
+}
+
 #define FO_GRAD_WD(i) (g[i] + ((i) < nd ? wd * w[i] : (FO_REAL)0))
 
 /* SGD.  w <- w - lr * g.  No state. */
