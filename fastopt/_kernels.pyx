@@ -44,13 +44,19 @@ cdef fo_blas _BLAS_SERIAL
 cdef fo_lapack _LAPACK_SERIAL
 cdef bint _SERIAL_READY = False
 
+# LAPACK of the closed form's tail (the R merges and the d x d solve, _kernels_tail.pxi), outside the C tables.
+ctypedef void (*_dpotrf_t)(char *, int *, double *, int *, int *) noexcept nogil
+cdef _dpotrf_t _DPOTRF = <_dpotrf_t>clapack.dpotrf
+cdef _dpotrf_t _DPOTRF_SERIAL = NULL
+
 
 def _use_serial_blas(dict addresses):
     """Fill the single-threaded tables from raw function addresses (see :mod:`fastopt._serial_blas`)."""
-    global _SERIAL_READY
+    global _SERIAL_READY, _DPOTRF_SERIAL
     _BLAS_SERIAL.dsyrk = <fo_dsyrk_t><uintptr_t>addresses["dsyrk"]
     _LAPACK_SERIAL.dtpqrt = <fo_dtpqrt_t><uintptr_t>addresses["dtpqrt"]
     _LAPACK_SERIAL.dgeqrf = <fo_dgeqrf_t><uintptr_t>addresses["dgeqrf"]
+    _DPOTRF_SERIAL = <_dpotrf_t><uintptr_t>addresses["dpotrf"]
     _SERIAL_READY = True
 
 
@@ -62,6 +68,7 @@ cdef int _check_serial(bint serial, str kernel) except -1:
 # ---------------------------------------------------------------- closed form
 include "_kernels_gram.pxi"
 include "_kernels_tsqr.pxi"
+include "_kernels_tail.pxi"
 include "_kernels_csr_gram.pxi"
 
 # ---------------------------------------------------------------- optimizers

@@ -79,6 +79,31 @@ def tsqr_stats(X, Y, sample_weight, mean, r, block_rows, serial=False):
     return weight
 
 
+def geqrf_inplace(a, serial=False):
+    """Twin of :func:`fastopt._kernels.geqrf_inplace`: Householder QR of ``a`` (m, n) in place, by NumPy's
+    ``qr``; the upper triangle (``min(m, n)`` rows) becomes ``R``. NumPy's raw mode returns the same dgeqrf output
+    (reflectors below the triangle); returns LAPACK's ``info`` (0). ``serial`` does not change the arithmetic.
+    """
+    if a.size:
+        a[...] = np.linalg.qr(a, mode="raw")[0].T
+    return 0
+
+
+def potrf_upper(a, serial=False):
+    """Twin of :func:`fastopt._kernels.potrf_upper`: the upper Cholesky factor ``U`` (``U^T U = a``) into the
+    upper triangle of ``a`` by NumPy's ``cholesky``; the strictly lower triangle is left as it was. Returns 0, or
+    1 when ``a`` is not positive definite (LAPACK reports the order of the failing minor; a positive ``info``
+    is all the caller reads). ``serial`` does not change the arithmetic.
+    """
+    try:
+        U = np.linalg.cholesky(a).T
+    except np.linalg.LinAlgError:
+        return 1
+    upper = np.triu_indices(a.shape[0])
+    a[upper] = U[upper]
+    return 0
+
+
 def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gram):
     """Twin of :func:`fastopt._kernels.csr_gram_stats` (csrc/csr_gram.c): the same two passes, in NumPy/SciPy.
 

@@ -24,9 +24,10 @@ import threading
 
 __all__ = ["tables"]
 
-# Functions of the kernels' BLAS and LAPACK tables (csrc/fastopt.h: fo_blas, fo_lapack).
+# Functions of the kernels' BLAS and LAPACK tables (csrc/fastopt.h: fo_blas, fo_lapack), and dpotrf of the
+# closed form's tail (fastopt/_kernels_tail.pxi).
 BLAS_NAMES = ("dsyrk",)
-LAPACK_NAMES = ("dtpqrt", "dgeqrf")
+LAPACK_NAMES = ("dtpqrt", "dgeqrf", "dpotrf")
 _LM_ID_NEWLM = -1
 _RTLD_NOW = 2
 
