@@ -736,8 +736,8 @@ def probe_needs_qr(params: dict, data: Data) -> bool:
     parts = [Data(X=data.X[s], Y=data.Y[s], sample_weight=None if sw is None else sw[s], y_was_1d=data.y_was_1d)
              for s in slices]
     merger = TreeMerger()
-    for part in parts:
-        merger.push(_gram_segment(part, 0))
+    for part in parts:  # one-thread BLAS when loaded: the process's would spin beside the pass that follows
+        merger.push(_gram_segment(part, 0, serial=_tail_serial()))
     sample = merger.result()
     if sample.weight <= 0 or not (np.isfinite(sample.gram).all() and np.isfinite(sample.mean).all()):
         return False  # nothing to judge by (or non-finite X): the full pass decides and reports
