@@ -362,13 +362,20 @@ def _checked_finite(state: ClosedFormState, data: Data) -> ClosedFormState:
     return state
 
 
-def _tail_serial() -> bool:
-    """Whether the fit's tail (R merges, the d x d Cholesky) calls the private single-threaded LAPACK.
+# Widest problem whose d x d work runs on the private one-thread LAPACK. Above it that work (d^3 flops) gains more
+# from the process's two threads than the spinning worker costs (50,000 x 2,000: 2.37 s one-thread tail against
+# 2.28 s, measured).
+TAIL_SERIAL_MAX_D = 1024
+
+
+def _tail_serial(p: int) -> bool:
+    """Whether the fit's tail (R merges, the d x d Cholesky, the probe's sample Gram) for ``p`` columns calls the
+    private single-threaded LAPACK.
 
     The process's multi-threaded OpenBLAS would leave its worker threads spinning (about 0.1 s) beside the next
     fit's segment threads: back-to-back fits were 25% slower than isolated ones. Same code, same results.
     """
-    return _serial_blas.tables() is not None
+    return p <= TAIL_SERIAL_MAX_D and _serial_blas.tables() is not None
 
 
 def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
@@ -376,7 +383,7 @@ def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
     a = np.asfortranarray(rows, dtype=np.float64)
     if a is rows:
         a = a.copy(order="F")
-    info = _kernels.geqrf_inplace(a, serial=_tail_serial())
+    info = _kernels.geqrf_inplace(a, serial=_tail_serial(p))
     if info != 0:
         raise ValueError(f"LAPACK dgeqrf rejected its arguments (info {info})")
     k = min(a.shape[0], p)
@@ -554,9 +561,10 @@ def _cholesky(params: dict, state: ClosedFormState):
         raise ValueError("the sufficient statistics overflowed float64; rescale X and y.")
     # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place.
     U = A.T  # the tail's LAPACK (see _tail_serial), as scipy's dpotrf with clean=1
-    if _kernels.potrf_upper(U, serial=_tail_serial()) != 0:
+    if _kernels.potrf_upper(U, serial=_tail_serial(U.shape[0])) != 0:
         return None, 0.0
-    U = np.triu(U)
+    for j in range(U.shape[0] - 1):  # clear the strict lower triangle in place (np.triu would copy d x d)
+        U[j + 1 :, j] = 0.0
     rcond, _ = lapack.dpocon(U, anorm)
     if state.raw_diag is not None:  # a Gram centred after accumulation (sparse X): fold in the digits it lost
         rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
@@ -737,7 +745,7 @@ def probe_needs_qr(params: dict, data: Data) -> bool:
              for s in slices]
     merger = TreeMerger()
     for part in parts:  # one-thread BLAS when loaded: the process's would spin beside the pass that follows
-        merger.push(_gram_segment(part, 0, serial=_tail_serial()))
+        merger.push(_gram_segment(part, 0, serial=_tail_serial(data.X.shape[1])))
     sample = merger.result()
     if sample.weight <= 0 or not (np.isfinite(sample.gram).all() and np.isfinite(sample.mean).all()):
         return False  # nothing to judge by (or non-finite X): the full pass decides and reports

@@ -71,7 +71,7 @@ def test_the_private_tail_equals_the_process_blas_tail_to_rounding(solver, fit_i
     private = LinearRegressor(solver=solver, fit_intercept=fit_intercept, alpha=alpha).fit(X, y)
     assert [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()] == before
     assert calls and all(calls)  # every tail factorisation went to the private instance
-    monkeypatch.setattr(_closed_form, "_tail_serial", lambda: False)
+    monkeypatch.setattr(_closed_form, "_tail_serial", lambda p: False)
     shared = LinearRegressor(solver=solver, fit_intercept=fit_intercept, alpha=alpha).fit(X, y)
     assert private.solver_ == shared.solver_
     np.testing.assert_allclose(private.coef_, shared.coef_, rtol=1e-8, atol=1e-10)
@@ -82,7 +82,7 @@ def test_without_the_private_blas_the_tail_uses_scipys(tmp_path):
     code = """
 import numpy as np
 from fastopt import LinearRegressor, _closed_form, _kernels, _serial_blas
-assert _serial_blas.tables() is None and not _closed_form._tail_serial()
+assert _serial_blas.tables() is None and not _closed_form._tail_serial(1)
 rng = np.random.default_rng(0)
 X = rng.normal(size=(3000, 6)); y = X @ np.arange(6.0) + 1.0
 for solver in ("qr", "normal"):
@@ -112,3 +112,10 @@ def test_the_probe_before_the_pass_calls_the_private_blas(monkeypatch, rng):
     monkeypatch.setattr(_closed_form, "_n_threads", lambda: 1)  # no parallel pass: only the probe's calls
     assert LinearRegressor().fit(X, y).solver_ in ("qr", "svd")
     assert flags and all(flags)
+
+
+def test_wide_problems_keep_the_two_thread_tail():
+    # Above TAIL_SERIAL_MAX_D the d x d work gains more from the process's threads than its spinning worker costs.
+    limit = _closed_form.TAIL_SERIAL_MAX_D
+    assert not _closed_form._tail_serial(limit + 1)
+    assert _closed_form._tail_serial(limit) == (_serial_blas.tables() is not None)
