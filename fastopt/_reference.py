@@ -477,6 +477,27 @@ def _checked_minibatch(train, loss, grad, nb):
     return None
 
 
+def _after_step(train, params, n_weights, avg, t):
+    """After step ``t``, dense and CSR alike: the weights clamped at 0 when ``train.positive``; ``avg`` (when
+    given and ``train.average > 0``) the running average of the parameters of steps ``t >= train.average``."""
+    real = params.dtype.type
+    if getattr(train, "positive", False):
+        params[:n_weights] = np.where(params[:n_weights] < 0, real(0), params[:n_weights])
+    start_avg = getattr(train, "average", 0)
+    if avg is not None and start_avg > 0 and t >= start_avg:
+        avg += (params - avg) / real(t - start_avg + 1)
+
+
+def _epoch_finish(params, t, total, before, m, loss_acc):
+    """The end of an epoch (csrc/rules.h epoch_finish): NONFINITE_LOSS at the last step when a weight is not
+    finite; else the loss sums and (status, t, mean loss, 0)."""
+    if not np.all(np.isfinite(params)):
+        return int(Status.NONFINITE_LOSS), t, 0.0, t
+    if loss_acc is not None:
+        loss_acc[0], loss_acc[1] = total, loss_acc[1] + m
+    return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
+
+
 def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None,
           loss_acc=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
@@ -508,16 +529,8 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
             return status, t, 0.0, t + 1
         t += 1
         step(rule, hyper, params, grad, state, t, lr, k * d)
-        if getattr(train, "positive", False):
-            params[: k * d] = np.where(params[: k * d] < 0, real(0), params[: k * d])
-        start_avg = getattr(train, "average", 0)
-        if avg is not None and start_avg > 0 and t >= start_avg:
-            avg += (params - avg) / real(t - start_avg + 1)
-    if not np.all(np.isfinite(params)):
-        return int(Status.NONFINITE_LOSS), t, 0.0, t
-    if loss_acc is not None:
-        loss_acc[0], loss_acc[1] = total, loss_acc[1] + m
-    return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
+        _after_step(train, params, k * d, avg, t)
+    return _epoch_finish(params, t, total, before, m, loss_acc)
 
 
 def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
@@ -563,7 +576,6 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     has_b = n_params > kd
     grad = np.zeros(n_params, Y.dtype)
     total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
-    start_avg = getattr(train, "average", 0)
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
         nb = rows.shape[0]
@@ -591,15 +603,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
             _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
         else:
             step(rule, hyper, params, grad, state, t, lr, kd)
-        if getattr(train, "positive", False):
-            params[:kd] = np.where(params[:kd] < 0, real(0), params[:kd])
-        if avg is not None and start_avg > 0 and t >= start_avg:
-            avg += (params - avg) / real(t - start_avg + 1)
-    if not np.all(np.isfinite(params)):
-        return int(Status.NONFINITE_LOSS), t, 0.0, t
-    if loss_acc is not None:
-        loss_acc[0], loss_acc[1] = total, loss_acc[1] + m
-    return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
+        _after_step(train, params, kd, avg, t)
+    return _epoch_finish(params, t, total, before, m, loss_acc)
 
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
