@@ -34,24 +34,34 @@ def test_every_kernel_has_a_twin_with_the_same_signature(name):
     assert inspect.signature(twin) == inspect.signature(getattr(_kernels, name))
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("n, d, k, block", [(1, 1, 1, 4), (37, 3, 1, 8), (200, 7, 3, 64), (64, 5, 2, 64)])
-def test_gram_stats_matches_its_twin(dtype, weighted, n, d, k, block, rng):
-    # Means 1e3 times the spread: the centring has to be done right for the two to agree.
+def _offset_design(dtype, weighted, n, d, k, rng):
+    """X, Y with means 1e3 times the spread (the centring has to be done right for kernel and twin to agree),
+    weights with zeros (total kept positive), X read-only (kernels take const views)."""
     X = (1e3 + rng.normal(size=(n, d))).astype(dtype)
     Y = (rng.normal(size=(n, k)) - 5e2).astype(dtype)
     w = (rng.random(n) * (rng.random(n) > 0.2)).astype(dtype) if weighted else None
     if weighted:
         w[0] = 1  # keep the total weight positive
-    X.flags.writeable = False  # kernels take const views: read-only input must work
-    p = d + k
-    outs = {}
+    X.flags.writeable = False
+    return X, Y, w
+
+
+def _statistics_of_both(name, X, Y, w, block):
+    """(weight, mean, second output) of kernel ``name`` and of its twin, outputs pre-filled with NaN."""
+    p = X.shape[1] + Y.shape[1]
+    outs = []
     for impl in (_kernels, _reference):
-        mean, gram = np.full(p, np.nan), np.full((p, p), np.nan)
-        weight = impl.gram_stats(X, Y, w, mean, gram, block)
-        outs[impl.__name__] = (weight, mean, gram)
-    (wk, mk, gk), (wr, mr, gr) = outs.values()
+        mean, out = np.full(p, np.nan), np.full((p, p), np.nan)
+        outs.append((getattr(impl, name)(X, Y, w, mean, out, block), mean, out))
+    return outs
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n, d, k, block", [(1, 1, 1, 4), (37, 3, 1, 8), (200, 7, 3, 64), (64, 5, 2, 64)])
+def test_gram_stats_matches_its_twin(dtype, weighted, n, d, k, block, rng):
+    X, Y, w = _offset_design(dtype, weighted, n, d, k, rng)
+    (wk, mk, gk), (wr, mr, gr) = _statistics_of_both("gram_stats", X, Y, w, block)
     # Both accumulate in float64 over identical blocks and merges; only the order of additions differs (C loop
     # vs BLAS). Means: sums of n terms, so within n * eps of each other. Gram: each centred value differs by at
     # most the block-mean difference, block * eps * |mean|, and each product sum also rounds by n * eps; with
@@ -77,20 +87,10 @@ def test_gram_stats_rejects_inconsistent_shapes():
 @pytest.mark.parametrize("n, d, k, block", [(1, 1, 1, 4), (37, 3, 1, 8), (200, 7, 3, 64), (64, 5, 2, 64),
                                             (300, 20, 1, 32)])
 def test_tsqr_stats_matches_its_twin(dtype, weighted, n, d, k, block, rng):
-    # Means 1e3 times the spread, as for the Gram: centring and the mean-correction rows must be done right.
-    X = (1e3 + rng.normal(size=(n, d))).astype(dtype)
-    Y = (rng.normal(size=(n, k)) - 5e2).astype(dtype)
-    w = (rng.random(n) * (rng.random(n) > 0.2)).astype(dtype) if weighted else None
-    if weighted:
-        w[0] = 1
-    X.flags.writeable = False
+    # As for the Gram: centring and the mean-correction rows must be done right.
+    X, Y, w = _offset_design(dtype, weighted, n, d, k, rng)
     p = d + k
-    outs = {}
-    for impl in (_kernels, _reference):
-        mean, r = np.full(p, np.nan), np.full((p, p), np.nan)
-        weight = impl.tsqr_stats(X, Y, w, mean, r, block)
-        outs[impl.__name__] = (weight, mean, r)
-    (wk, mk, rk), (wr, mr, rr) = outs.values()
+    (wk, mk, rk), (wr, mr, rr) = _statistics_of_both("tsqr_stats", X, Y, w, block)
     eps = np.finfo(np.float64).eps
     assert wk == pytest.approx(wr, rel=n * eps)
     np.testing.assert_allclose(mk, mr, rtol=n * eps, atol=0)
