@@ -56,15 +56,39 @@ def peak_rss(fn, *args):
     return max(peak, proc.memory_info().rss) - base
 
 
+def x_nbytes(X) -> int:
+    """Bytes that hold ``X``: an array's buffer, or a CSR matrix's three arrays."""
+    if hasattr(X, "indptr"):
+        return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    return X.nbytes
+
+
+def sgd_regressor_epoch(benchmark, X, y):
+    """Time one ``SGDRegressor(max_iter=1)`` epoch (shuffled, seeded, ``eta0=1e-3``) on ``X, y``, 3 rounds."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import SGDRegressor
+
+    est = SGDRegressor(max_iter=1, tol=None, shuffle=True, random_state=0, eta0=1e-3)
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # one epoch never converges
+            est.fit(X, y)
+
+    benchmark.pedantic(fit, rounds=3, iterations=1)
+
+
 @pytest.fixture
 def record(benchmark):
-    """Record peak memory beyond X and y (two untimed runs, which also warm up), BLAS threads, then time
-    ``fn(X, y)`` over ``rounds`` rounds."""
+    """Record peak memory beyond X and y (X dense or CSR; two untimed runs, which also warm up), BLAS threads,
+    then time ``fn(X, y)`` over ``rounds`` rounds."""
 
     def run(fn, X, y, rounds=3):
         traced, rss = peak_memory(fn, X, y), peak_rss(fn, X, y)
-        benchmark.extra_info["traced_peak_vs_X"] = round(traced / X.nbytes, 4)
-        benchmark.extra_info["rss_peak_vs_X"] = round(rss / X.nbytes, 4)
+        benchmark.extra_info["traced_peak_vs_X"] = round(traced / x_nbytes(X), 4)
+        benchmark.extra_info["rss_peak_vs_X"] = round(rss / x_nbytes(X), 4)
         benchmark.extra_info["blas_threads"] = max(lib["num_threads"] for lib in threadpool_info())
         benchmark.pedantic(fn, args=(X, y), rounds=rounds, iterations=1)
 

@@ -22,10 +22,10 @@ Targets (ratios from one run): Adam <= 2.5x the limit, >= 8x faster than the ref
 SGDRegressor; float32 <= 0.6x float64's time; the estimator's epoch <= 1.10x the kernel's.
 """
 import time
-import warnings
 
 import numpy as np
 import pytest
+from conftest import sgd_regressor_epoch
 
 from fastopt import LinearRegressor, _kernels, _reference, optim
 from fastopt._iterative import EpochCtl
@@ -120,21 +120,11 @@ def test_numpy_reference_epoch(benchmark, data):
 
 
 def test_sklearn_sgdregressor_epoch(benchmark, data):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import SGDRegressor
-
     name, X, y, _ = data
     if name != "float64":
         pytest.skip("SGDRegressor converts float32 input to float64: its row is the float64 one")
     _group(benchmark, name)
-    est = SGDRegressor(max_iter=1, tol=None, shuffle=True, random_state=0, eta0=1e-3)
-
-    def fit():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X, y)
-
-    benchmark.pedantic(fit, rounds=3, iterations=1)
+    sgd_regressor_epoch(benchmark, X, y)
 
 
 def test_torch_optim_epoch(benchmark, data):

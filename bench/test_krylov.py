@@ -25,9 +25,7 @@ import time
 import numpy as np
 import pytest
 import scipy.sparse
-from conftest import peak_memory, peak_rss
 from sklearn.linear_model import Ridge
-from threadpoolctl import threadpool_info
 
 from fastopt import LinearRegressor, _krylov
 from fastopt._validation import Data
@@ -62,20 +60,6 @@ def dense():
     X = rng.standard_normal((n, d))
     y = X @ rng.standard_normal(d) + rng.standard_normal(n)
     return X, y
-
-
-@pytest.fixture
-def record_sparse(benchmark):
-    """conftest's ``record`` for a CSR ``X``, whose size is that of its three arrays."""
-
-    def run(fn, X, y, rounds=3):
-        nbytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
-        benchmark.extra_info["traced_peak_vs_X"] = round(peak_memory(fn, X, y) / nbytes, 4)
-        benchmark.extra_info["rss_peak_vs_X"] = round(peak_rss(fn, X, y) / nbytes, 4)
-        benchmark.extra_info["blas_threads"] = max(lib["num_threads"] for lib in threadpool_info())
-        benchmark.pedantic(fn, args=(X, y), rounds=rounds, iterations=1)
-
-    return run
 
 
 def _normal_residual(X, y, coef, alpha_sum):
@@ -122,18 +106,18 @@ def _best(fn, rounds=3):
     return best
 
 
-def test_limit_csr_matvec(record_sparse, hashed):
+def test_limit_csr_matvec(record, hashed):
     X, y = hashed
     w = np.random.default_rng(2).standard_normal(D)
-    record_sparse(lambda X, y: X @ w, X, y, rounds=10)
+    record(lambda X, y: X @ w, X, y, rounds=10)
 
 
 @pytest.mark.parametrize("tol", [TOL, TOL_MATCHED], ids=["tol1e-4", "matched"])
 @pytest.mark.parametrize("solver", ["lsqr", "cg"])
-def test_fastopt_hashed(record_sparse, benchmark, hashed, exact, solver, tol):
+def test_fastopt_hashed(record, benchmark, hashed, exact, solver, tol):
     X, y = hashed
     est = LinearRegressor(solver=solver, alpha=1.0 / N, tol=tol)
-    record_sparse(lambda X, y: est.fit(X, y), X, y)
+    record(lambda X, y: est.fit(X, y), X, y)
     coef = np.asarray(est.coef_)
     w = np.random.default_rng(2).standard_normal(D)
     data = Data(X, y.reshape(-1, 1), None, True)
@@ -148,10 +132,10 @@ def test_fastopt_hashed(record_sparse, benchmark, hashed, exact, solver, tol):
 
 
 @pytest.mark.parametrize("solver", ["lsqr", "sparse_cg"])
-def test_sklearn_ridge_hashed(record_sparse, benchmark, hashed, exact, solver, monkeypatch):
+def test_sklearn_ridge_hashed(record, benchmark, hashed, exact, solver, monkeypatch):
     X, y = hashed
     est = Ridge(alpha=1.0, solver=solver, tol=TOL)
-    record_sparse(lambda X, y: est.fit(X, y), X, y)
+    record(lambda X, y: est.fit(X, y), X, y)
     if solver == "lsqr":
         n_iter = int(np.max(est.n_iter_))
     else:  # sparse_cg does not report its iterations: count them in one more (untimed) fit

@@ -17,7 +17,7 @@ Run on its own::
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import peak_memory, peak_rss
+from conftest import peak_memory, peak_rss, x_nbytes
 from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_info
 
@@ -44,7 +44,7 @@ def record_sparse(benchmark):
     """Peak memory beyond X and y (two untimed runs, which also warm up), then ``rounds`` timed rounds."""
 
     def run(fn, X, y, rounds=3):
-        x_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+        x_bytes = x_nbytes(X)
         traced, rss = peak_memory(fn, X, y), peak_rss(fn, X, y)
         d2 = 8 * X.shape[1] ** 2
         benchmark.extra_info["traced_peak_MB"] = round(traced / 2**20, 1)

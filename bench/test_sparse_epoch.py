@@ -15,11 +15,11 @@ Run on its own with ``cd bench && python -m pytest test_sparse_epoch.py -q -p no
 Targets (ratios from one run): the SGD and SparseAdam-mode epochs <= 4x the limit and >= 5x faster than
 SGDRegressor.
 """
-import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import sgd_regressor_epoch
 
 from fastopt import LinearRegressor, _kernels, optim
 from fastopt._iterative import EpochCtl
@@ -78,18 +78,8 @@ def test_fastopt_sparse_estimator_epoch(benchmark, hashed, mode):
 
 
 def test_sklearn_sgdregressor_sparse_epoch(benchmark, hashed):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import SGDRegressor
-
     X, y, _ = hashed
-    est = SGDRegressor(max_iter=1, tol=None, shuffle=True, random_state=0, eta0=1e-3)
-
-    def fit():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X, y)
-
-    benchmark.pedantic(fit, rounds=3, iterations=1)
+    sgd_regressor_epoch(benchmark, X, y)
 
 
 def test_limit_csr_X_at_w(benchmark, hashed):
