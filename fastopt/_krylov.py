@@ -203,36 +203,79 @@ def _sqrt_weight(sample_weight) -> np.ndarray | None:
     return None if sample_weight is None else np.sqrt(np.asarray(sample_weight, dtype=np.float64))
 
 
-def chunk_moments(data: Data, centred: bool, **pass_options) -> Moments:
-    """:class:`Moments` of one chunk of validated rows (dense or CSR), by the compiled pass: ``1 + k`` reads.
+def chunk_moments(data: Data, centred: bool, checked: bool = False, threads: int | None = None) -> Moments:
+    """:class:`Moments` of one chunk of validated rows (dense or CSR) by compiled passes: one read for CSR,
+    ``1 + k`` for dense.
 
     With ``v = 0``, ``c = 0`` and ``shift = -1`` the pass gives ``sum_i w_i x_i`` and, from the same read,
     ``sum_i w_i x_i^2``; with ``c = 1`` and ``shift`` the chunk's weighted mean of target ``j`` (0 when not
     ``centred``), ``sum_i w_i (y_ij - shift) x_i`` and ``sum_i w_i (y_ij - shift)^2`` (``w_i`` as the square of
-    ``sqrt(w_i)``, exactly the weights the operator applies). Nothing of the size of ``X`` is allocated.
-    ``pass_options`` go to :func:`chunk_pass`.
+    ``sqrt(w_i)``, exactly the weights the operator applies). CSR rows get all of these from one read
+    (:func:`fastopt._kernels.krylov_moments_csr`, the same sums bit for bit: at d = 2^18 the ``1 + k`` passes
+    spent most of their time gathering the zero vector and scattering into ``2 + k`` separate vectors). Nothing
+    of the size of ``X`` is allocated. ``checked`` and ``threads`` are :func:`chunk_pass`'s.
     """
     X, Y, sw = data.X, data.Y, data.sample_weight
     d, k = X.shape[1], Y.shape[1]
     sqrt_w, zero = _sqrt_weight(sw), np.zeros(d)
-    first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True, **pass_options)
     w = np.ones(X.shape[0]) if sw is None else np.asarray(sw, dtype=np.float64)
     W = float(np.einsum("i->", w))
     sy = np.einsum("i,ik->k", w, np.asarray(Y, dtype=np.float64))
+    shift = sy / W if centred and W > 0 else np.zeros(k)
     cxy, cyy = np.empty((d, k)), np.empty(k)
+    options = {"checked": checked, "threads": threads}
+    if scipy.sparse.issparse(X):
+        _check_csr(X)
+
+        def run(start, stop):
+            Z = np.empty((d, 2 + k))
+            s = None if sqrt_w is None else sqrt_w[start:stop]
+            ss, se = _kernels.krylov_moments_csr(X.data, X.indices, X.indptr[start : stop + 1], Y[start:stop], s,
+                                                 shift, Z, not checked)
+            return Z, ss, se
+
+        Z, ss, se = None, None, None
+        for part in _in_segments(_segments_of(data), threads, run):  # in segment order, as chunk_pass
+            if Z is None:
+                Z, ss, se = part
+            else:
+                Z += part[0]
+                ss += part[1]
+                se += part[2]
+        sx, sxx = Z[:, 0].copy(), Z[:, 1].copy()
+        for j in range(k):
+            # sum_i w_i (y_i - my) is zero up to round-off; removing m times it makes cxy exactly the co-moment.
+            cxy[:, j] = Z[:, 2 + j] - (se[j] / W) * sx if centred and W > 0 else Z[:, 2 + j]
+        cyy[:] = ss
+        return Moments(W, X.shape[0], sx, sxx, sy, cxy, cyy, centred)
+    first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True, **options)
     for j in range(k):
-        my = sy[j] / W if centred and W > 0 else 0.0
-        p = chunk_pass(data, sqrt_w, j, zero, 1.0, my, **pass_options)
-        # sum_i w_i (y_i - my) is zero up to round-off; removing m times it makes cxy exactly the co-moment.
+        p = chunk_pass(data, sqrt_w, j, zero, 1.0, shift[j], **options)
         cxy[:, j] = p.z - (p.se / W) * first.z if centred and W > 0 else p.z
         cyy[j] = p.ss
     return Moments(W, X.shape[0], first.z, first.zz, sy, cxy, cyy, centred)
 
 
+def _segments_of(data: Data) -> list[tuple[int, int]]:
+    X = data.X
+    return _segments(*X.shape, X.nnz if scipy.sparse.issparse(X) else X.shape[0] * X.shape[1])
+
+
+def _in_segments(segs: list[tuple[int, int]], threads: int | None, run: Callable):
+    """``run(start, stop)`` for each segment, in parallel threads; the results in segment order, whichever thread
+    finished first."""
+    threads = min(_closed_form._n_threads() if threads is None else threads, len(segs))
+    if threads > 1:
+        # The calling thread runs the first segment itself instead of waiting: one thread hand-off fewer a pass.
+        futures = [_pool().submit(run, *seg) for seg in segs[1:]]
+        return itertools.chain([run(*segs[0])], (f.result() for f in futures))
+    return (run(*seg) for seg in segs)
+
+
 def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: float, shift: float,
-                  squares: bool, checked: bool) -> Pass:
+                  squares: bool, checked: bool, z: np.ndarray | None = None) -> Pass:
     X, Y = data.X, data.Y
-    z = np.empty(v.shape[0])
+    z = np.empty(v.shape[0]) if z is None else z
     zz = np.empty(v.shape[0]) if squares else None
     s = None if sqrt_w is None else sqrt_w[start:stop]
     if scipy.sparse.issparse(X):
@@ -243,33 +286,42 @@ def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: 
     return Pass(z, ss, se, zz)
 
 
+def segment_count(data: Data) -> int:
+    """How many segments :func:`chunk_pass` cuts ``data``'s rows into (the rows of its ``parts`` buffer)."""
+    return len(_segments_of(data))
+
+
 def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: float,
-               squares: bool = False, checked: bool = False, threads: int | None = None) -> Pass:
+               squares: bool = False, checked: bool = False, threads: int | None = None,
+               parts: np.ndarray | None = None) -> Pass:
     """The fused pass over one chunk: fixed segments in parallel threads, summed in segment order.
 
     ``checked``: a CSR structure already checked (:func:`fastopt._kernels.csr_check`), so the kernel skips its
-    own scan; ``threads``: the thread count, when the caller has looked it up once for many passes.
+    own scan; ``threads``: the thread count, when the caller has looked it up once for many passes; ``parts``:
+    a C-contiguous ``(segment_count(data), d)`` buffer that receives each segment's ``z`` in its row, returned
+    unsummed as the result's ``z`` (the consumer sums them in row order within its own sweep, see
+    :func:`fastopt._kernels.cgls_step`; one sweep and, with the buffer reused, the page faults of fresh 2 MiB
+    vectors fewer a pass).
     """
-    X = data.X
-    n, d = X.shape
-    segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
-    threads = min(_closed_form._n_threads() if threads is None else threads, len(segs))
+    segs = _segments_of(data)
+    if parts is not None and parts.shape != (len(segs), data.X.shape[1]):
+        raise ValueError("chunk_pass: parts must have one row per segment")
+    rows = {seg[0]: k for k, seg in enumerate(segs)}
 
-    def run(seg):
-        return _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares, checked)
+    def run(start, stop):
+        z = None if parts is None else parts[rows[start]]
+        return _segment_pass(data, sqrt_w, start, stop, target, v, c, shift, squares, checked, z)
 
-    if threads > 1:
-        # The calling thread runs the first segment itself instead of waiting: one thread hand-off fewer a pass.
-        futures = [_pool().submit(run, seg) for seg in segs[1:]]
-        parts = itertools.chain([run(segs[0])], (f.result() for f in futures))
-    else:
-        parts = map(run, segs)
+    results = _in_segments(segs, threads, run)
     total = None
-    for part in parts:  # in segment order, whichever thread finished first
+    for part in results:  # in segment order, whichever thread finished first
         if total is None:
             total = part
+            if parts is not None:
+                total.z = parts
         else:
-            total.z += part.z
+            if parts is None:
+                total.z += part.z
             total.ss += part.ss
             total.se += part.se
             if squares:
@@ -302,12 +354,20 @@ class Passes:
         self.n_targets = data.Y.shape[1]
         # Looked up once per fit: the BLAS thread limit in force when the fit starts (threadpoolctl) applies.
         self.options = {"checked": True, "threads": _closed_form._n_threads()}
+        self._parts = None
 
     def moments(self, centred: bool) -> Moments:
         return chunk_moments(self.data, centred, **self.options)
 
     def fused(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
         return chunk_pass(self.data, self.sqrt_w, target, v, c, shift, **self.options)
+
+    def fused_parts(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
+        """:meth:`fused` with ``z`` its segments' parts, ``(S, d)``, unsummed: valid until the next call, which
+        reuses the buffer."""
+        if self._parts is None:
+            self._parts = np.empty((segment_count(self.data), v.shape[0]))
+        return chunk_pass(self.data, self.sqrt_w, target, v, c, shift, parts=self._parts, **self.options)
 
 
 # ---------------------------------------------------------------- the operator and the two methods
@@ -374,9 +434,15 @@ class _Operator:
 
     def raw(self, g: np.ndarray, mg: float, c: float = 0.0):
         """Without the scaling (``D = I``): one pass with ``v = g`` given ``mg = m . g``; returns, with
-        ``a = A g + c b``, ``(||a||^2, X^T (S a), sum_i s_i a_i)``, the middle one uncentred (``A^T a`` is it
-        minus the last times ``m``)."""
-        p = self.passes.fused(self.target, g, c, mg + c * self.my)
+        ``a = A g + c b``, ``(||a||^2, Z, sum_i s_i a_i)`` where ``Z`` (S, d) holds parts summing, in row order,
+        to ``X^T (S a)``, uncentred (``A^T a`` is it minus the last times ``m``); ``Z`` is valid until the next
+        pass."""
+        shift = mg + c * self.my
+        if hasattr(self.passes, "fused_parts"):
+            p = self.passes.fused_parts(self.target, g, c, shift)
+        else:  # a source whose passes arrive summed (a stream, Dask): one part
+            p = self.passes.fused(self.target, g, c, shift)
+            p.z = p.z[None, :]
         self.passes_made += 1
         return p.ss, p.z, p.se
 
@@ -384,6 +450,16 @@ class _Operator:
         """``D (A^T (b - A D x)) - lam^2 D^2 x``: the scaled normal-equation residual, by one true pass."""
         _, Atr = self.apply(-x, 1.0)
         return Atr - self.L * (self.L * x)
+
+
+def _diagonal(op: _Operator, diag: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """A diagonal of the ridge block (``L`` or ``L^2``) as the sweep kernels take it: ``(None, 0.0)`` without a
+    ridge, ``(None, its entry)`` when every entry is the same (no scaling: ``D = I``), else ``(diag, 0.0)``."""
+    if not op.lam2 > 0:
+        return None, 0.0
+    if not op.scaled:
+        return None, float(diag[0]) if diag.size else 0.0
+    return diag, 0.0
 
 
 def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: float, log=None):
@@ -397,36 +473,39 @@ def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: f
     gamma = _dot(s, s)
     if tol is not None and math.sqrt(gamma) <= tol * ref:  # a warm start may already be converged
         return x, 0, True
-    p = s.copy()
     x = x.copy()  # updated in place below; the caller's starting x is not modified
-    L2 = L2 if op.lam2 > 0 else None
+    # The ridge block's squared diagonal: without the scaling every entry is the same lam^2 (one number, so the
+    # sweeps read one array fewer); none without a ridge.
+    L2, lam2 = _diagonal(op, L2)
     # Without the scaling (D = I) the pass takes p itself and the centring is applied by the fused update, which
     # also returns the next pass's shift m . p; with it, apply() scales and centres.
     m = op.m if op.centred and not op.scaled else None
+    p = np.zeros_like(s)
+    _, pLp = _kernels.cgls_direction(0.0, s, p, None, L2, lam2)  # p = s, and ||L p||^2
     mp = _dot(m, p) if m is not None else 0.0
     it = 0
-    # The d-vector updates run fused in the kernels (cgls_prepare/advance/direction): at d = 2^18 each NumPy
-    # operation is a 2 MiB sweep, and an iteration made fourteen.
+    # The d-vector updates run fused in two C sweeps (cgls_step, cgls_direction), which also sum the pass's
+    # segment parts: at d = 2^18 each NumPy operation is a 2 MiB sweep, and an iteration made fourteen.
     while it < max_iter:
         if gamma == 0.0:
             return x, it, True
         if op.scaled:
             qq, AtAp = op.apply(p, 0.0)
-            qq += _kernels.cgls_prepare(AtAp, 0.0, None, L2, p)
+            Z, se = AtAp[None, :], 0.0
         else:
-            qq, AtAp, se = op.raw(p, mp)
-            qq += _kernels.cgls_prepare(AtAp, se, m, L2, p)
+            qq, Z, se = op.raw(p, mp)
+        qq += pLp
         if qq == 0.0:
             return x, it, True
         step = gamma / qq
         # x += step p; A^T r_new = A^T r - step A^T A p: no second pass (module docstring).
-        gamma_new = _kernels.cgls_advance(step, p, AtAp, x, s)
+        gamma_new = _kernels.cgls_step(step, Z, se, m, L2, p, x, s, lam2)
         it += 1
         if log is not None:
             log(it, math.sqrt(gamma_new))
         if tol is not None and math.sqrt(gamma_new) <= tol * ref:
             return x, it, True
-        mp = _kernels.cgls_direction(gamma_new / gamma, s, p, m)
+        mp, pLp = _kernels.cgls_direction(gamma_new / gamma, s, p, m, L2, lam2)
         gamma = gamma_new
     return x, it, False
 
@@ -454,38 +533,42 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
     v /= alpha
     w = v.copy()
     phibar, rhobar = beta, alpha
-    L = op.L if ridge else None
+    L, lam = _diagonal(op, op.L)  # as in _cgls: a number when every entry is the same
     ub = ub if ridge else None
     m = op.m if op.centred and not op.scaled else None  # as in _cgls: without the scaling, centred by the sweeps
     it = 0
-    # The d-vector updates run fused in the kernels (lsqr_before/after/update): at d = 2^18 each NumPy operation
-    # is a 2 MiB sweep, and an iteration made over twenty.
+    # The d-vector updates run fused in two C sweeps an iteration (lsqr_after, then lsqr_next: the end of one
+    # iteration with the start of the next), the first of which also sums the pass's segment parts: at d = 2^18
+    # each NumPy operation is a 2 MiB sweep, and an iteration made over twenty.
+    mg, uu = _kernels.lsqr_before(alpha, v, L, g, ub, m, lam)
     while it < max_iter:
         # Bidiagonalisation: beta u = A v - alpha u (one pass), alpha v = A^T u - beta v.
-        mg, uu = _kernels.lsqr_before(alpha, v, L, g, ub, m)
         gam *= -alpha
         if op.scaled:
             ss, Atu = op.apply(g, gam)
-            se = 0.0
+            Z, se = Atu[None, :], 0.0
         else:
-            ss, Atu, se = op.raw(g, mg, gam)
+            ss, Z, se = op.raw(g, mg, gam)
         beta = math.sqrt(ss + uu)
         bdiv = beta if beta > 0.0 else 1.0
         gam /= bdiv
-        alpha = math.sqrt(_kernels.lsqr_after(beta, bdiv, se, m, Atu, g, ub, L, v))
+        alpha = math.sqrt(_kernels.lsqr_after(beta, bdiv, se, m, Z, g, ub, L, v, lam))
         # Plane rotation eliminating the subdiagonal beta (as scipy.sparse.linalg.lsqr with damp = 0).
         rho = math.hypot(rhobar, beta)
         cs, sn = rhobar / rho, beta / rho
         theta, rhobar = sn * alpha, -cs * alpha
         phi, phibar = cs * phibar, sn * phibar
-        # v /= alpha, x += (phi / rho) w, w = v - (theta / rho) w.
-        _kernels.lsqr_update(alpha if alpha > 0.0 else 1.0, phi / rho, -(theta / rho), v, x, w)
         it += 1
         arnorm = alpha * abs(cs) * phibar  # ||A^T r_k||, LSQR's estimate of the normal-equation residual
         if log is not None:
             log(it, arnorm)
-        if alpha == 0.0 or beta == 0.0 or (tol is not None and arnorm <= tol * ref):
-            return x, it, True
+        # v /= alpha, x += (phi / rho) w, w = v - (theta / rho) w; then, unless done, the next g and ub.
+        update = (alpha if alpha > 0.0 else 1.0, phi / rho, -(theta / rho), v, x, w)
+        converged = alpha == 0.0 or beta == 0.0 or (tol is not None and arnorm <= tol * ref)
+        if converged or it == max_iter:
+            _kernels.lsqr_update(*update)
+            return x, it, converged
+        mg, uu = _kernels.lsqr_next(*update, alpha, L, g, ub, m, lam)
     return x, it, False
 
 
