@@ -150,13 +150,23 @@ fo_status FO_KRYLOV_MOMENTS_CSR(const FO_REAL *data, const int32_t *indices, con
             out[2 * j] += a * a;
             out[2 * j + 1] += e[j];
         }
-        for (int32_t p = indptr[i]; p < indptr[i + 1]; p++) {
-            const double x = (double)data[p];
-            double *restrict zc = Z + (ptrdiff_t)indices[p] * w;
-            zc[0] += e0 * x;
-            zc[1] += e0 * (x * x);
-            for (ptrdiff_t j = 0; j < k; j++) zc[2 + j] += e[j] * x;
-        }
+        if (k == 1) { /* the common case, without the inner loop */
+            const double e1 = e[0];
+            for (int32_t p = indptr[i]; p < indptr[i + 1]; p++) {
+                const double x = (double)data[p];
+                double *restrict zc = Z + (ptrdiff_t)indices[p] * 3;
+                zc[0] += e0 * x;
+                zc[1] += e0 * (x * x);
+                zc[2] += e1 * x;
+            }
+        } else
+            for (int32_t p = indptr[i]; p < indptr[i + 1]; p++) {
+                const double x = (double)data[p];
+                double *restrict zc = Z + (ptrdiff_t)indices[p] * w;
+                zc[0] += e0 * x;
+                zc[1] += e0 * (x * x);
+                for (ptrdiff_t j = 0; j < k; j++) zc[2 + j] += e[j] * x;
+            }
     }
     return FO_OK;
 }

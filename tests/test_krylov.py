@@ -347,6 +347,24 @@ def test_zero_total_weight_is_an_error(rng):
         _krylov.SOLVERS["cg"].fit(params, Data(X, y.reshape(-1, 1), np.zeros(20), True))
 
 
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_is_named_by_the_solver(solver, sparse, bad, rng):
+    """Validation leaves X's finiteness to the solver (checks_finite_X), whose moments pass sees every value: a
+    NaN or inf is reported as such, also in a row of zero weight, and the input is not modified."""
+    X = rng.normal(size=(50, 4))
+    X[7, 2] = bad
+    w = np.ones(50)
+    w[7] = 0.0
+    X = scipy.sparse.csr_array(X) if sparse else X
+    before = X.copy()
+    for sample_weight in (None, w):
+        with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+            LinearRegressor(solver=solver).fit(X, rng.normal(size=50), sample_weight=sample_weight)
+    np.testing.assert_array_equal(X.toarray() if sparse else X, before.toarray() if sparse else before)
+
+
 # ---------------------------------------------------------------- determinism
 
 
