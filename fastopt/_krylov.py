@@ -51,7 +51,8 @@ read of ``X``, ``a = A v + c b`` together with ``||a||^2`` and ``A^T a`` for any
   very ill-conditioned problems (``g`` grows like ``1 / sigma_min``), which the true-residual check catches.
 
 A cold start (from zero) takes its first residual ``A^T b`` and ``||b||`` from the moments pass (:class:`Moments`),
-so a fit costs the moments' ``1 + k`` passes, one per iteration and the final check.
+so a fit costs the moments' passes (one read of CSR rows, ``1 + k`` of dense rows), one per iteration and the final
+check.
 
 Memory: ``O(n + d)`` (a few ``d``-vectors per thread; no ``n``-vector besides ``sqrt(w)``).
 
