@@ -410,6 +410,62 @@ def test_pass_parts_sum_to_the_summed_pass(sparse, rng):
         _krylov.chunk_pass(data, sw, 0, v, 0.7, 0.2, parts=np.empty((S + 1, 6)))
 
 
+class _SummedPasses:
+    """The in-memory passes without ``fused_parts``: the path a stream or Dask source takes."""
+
+    def __init__(self, passes):
+        self.inner = passes
+
+    def moments(self, centred):
+        return self.inner.moments(centred)
+
+    def fused(self, target, v, c, shift):
+        return self.inner.fused(target, v, c, shift)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("rows", [3 * _krylov.SEGMENT_ROWS + 5, 300])  # several segments, and one
+def test_final_check_in_place_equals_the_summed_pass(sparse, centred, scaled, rows, rng):
+    """The final check's residual formed in place in the parts buffer is, bit for bit, the one formed from a
+    summed pass with fresh vectors (the path of other sources), with and without scaling (D a vector or the
+    number 1), centring and several segments."""
+    d = 6
+    X = rng.normal(size=(rows, d)) * (np.array([1.0, 30.0, 1.0, 1.0, 0.1, 1.0]) if scaled else 1.0)
+    if sparse:
+        X = scipy.sparse.csr_array(X * (rng.random(X.shape) < 0.5))
+    data = Data(X, rng.normal(size=(rows, 1)) + 2.0, rng.random(rows), True)
+    params = {"alpha": 0.3, "fit_intercept": centred, "tol": 1e-6}
+    passes = _krylov.Passes(data)
+    mom = passes.moments(centred)
+    ops = [_krylov._Operator(p, mom, 0, params) for p in (passes, _SummedPasses(passes))]
+    assert ops[0].scaled == ops[1].scaled == scaled
+    x = rng.normal(size=d)
+    in_place, summed = (op.normal_residual(x.copy()) for op in ops)
+    np.testing.assert_array_equal(in_place, summed)
+    # and against the residual's definition, in NumPy
+    Xd = X.toarray() if sparse else X
+    w, y = data.sample_weight, data.Y[:, 0]
+    m = w @ Xd / w.sum() if centred else np.zeros(d)
+    my = w @ y / w.sum() if centred else 0.0
+    D = ops[0].D * np.ones(d)
+    A = np.sqrt(w)[:, None] * (Xd - m) * D
+    b = np.sqrt(w) * (y - my)
+    expected = A.T @ (b - A @ x) - 0.3 * w.sum() * D * D * x
+    np.testing.assert_allclose(in_place, expected, rtol=1e-9, atol=1e-9 * np.abs(A.T @ b).max())
+
+
+def test_jacobi_pays_reads_the_extremes_of_the_used_columns(rng):
+    """The test compares the largest and smallest ``diag`` over columns with ``colsq > 0`` (as gathering them would)."""
+    for _ in range(20):
+        colsq = rng.random(50) * (rng.random(50) < 0.7) * rng.choice([1.0, 10.0, 100.0])
+        diag = colsq + rng.random()
+        used = diag[colsq > 0]
+        expected = used.size > 0 and float(used.max()) > 16.0 * float(used.min())
+        assert _krylov.jacobi_pays("auto", colsq, diag) == expected
+
+
 # ---------------------------------------------------------------- streams and Dask
 
 
