@@ -485,7 +485,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X))
         params = self.get_params()
         data = check_fit_data(self, X, y, sample_weight, reset=True,
-                              finite_X=_solvers.needs_finite_check(name, params))
+                              finite_X=_solvers.needs_finite_check(name, params),
+                              finite_y=_solvers.needs_finite_y_check(name, params))
         _solvers.check_options(name, params, data.Y.shape[1])
         extra = {}
         if (coef_init is not None or intercept_init is not None) and _solvers.SOLVERS[name].accepts_init:
