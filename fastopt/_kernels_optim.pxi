@@ -108,6 +108,32 @@ cdef int _check_aligned(const void *p, size_t itemsize, str name) except -1:
     return 0
 
 
+cdef bint _order_out_of_range(const int64_t *order, Py_ssize_t m, Py_ssize_t n) noexcept:
+    """Whether an entry of order[0:m] lies outside [0, n): one branch-free pass, four independent maxima of the
+    entries seen as unsigned (a negative one is then huge). The former loop, minimum and maximum through
+    branches, cost 0.1-0.15 ms of a 6 ms epoch at 200,000 rows."""
+    cdef uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, v
+    cdef Py_ssize_t i = 0
+    with nogil:
+        while i + 4 <= m:
+            v = <uint64_t>order[i]
+            a0 = v if v > a0 else a0
+            v = <uint64_t>order[i + 1]
+            a1 = v if v > a1 else a1
+            v = <uint64_t>order[i + 2]
+            a2 = v if v > a2 else a2
+            v = <uint64_t>order[i + 3]
+            a3 = v if v > a3 else a3
+            i += 4
+        while i < m:
+            v = <uint64_t>order[i]
+            a0 = v if v > a0 else a0
+            i += 1
+    a0 = a0 if a0 > a1 else a1
+    a2 = a2 if a2 > a3 else a3
+    return (a0 if a0 > a2 else a2) >= <uint64_t>n
+
+
 cdef inline floating *_slots(floating[:, ::1] state) noexcept:
     # A rule without state (SGD) gets an empty (0, n) array; never index into it.
     return &state[0, 0] if state.shape[0] > 0 else NULL
@@ -553,14 +579,8 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
             raise ValueError(f"epoch: sample_weight has {sw.shape[0]} entries, X has {n} rows")
         swp = &sw[0] if n else NULL
     if m:
-        with nogil:
-            lo = hi = order[0]
-            for i in range(1, m):
-                if order[i] < lo:
-                    lo = order[i]
-                elif order[i] > hi:
-                    hi = order[i]
-        if lo < 0 or hi >= n:
+        if _order_out_of_range(&order[0], m, n):
+            lo, hi = np.min(order), np.max(order)
             raise ValueError(f"epoch: order has indices in [{lo}, {hi}], outside the {n} rows of X")
         _check_aligned(&X[0, 0], sizeof(floating), "X")
         _check_aligned(&Y[0, 0], sizeof(floating), "Y")
