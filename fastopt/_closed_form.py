@@ -312,8 +312,12 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
         finally:
             _PARALLEL.release()
     else:
+        # One segment, or one thread allowed: the private one-thread LAPACK up to the tail's width. The process's
+        # two-thread OpenBLAS on each block's small factorisation gained nothing, and with the cores busy its
+        # threads' hand-offs made a 6,553 x 9 QR fit take 140 ms instead of 0.5 ms (measured).
+        serial = _tail_serial(data.X.shape[1] + data.Y.shape[1])
         for bound in bounds:
-            merger.push(segment(data, *bound))
+            merger.push(segment(data, *bound, serial=serial))
     return _merged_or_empty(merger, data, field)
 
 
