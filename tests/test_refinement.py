@@ -72,35 +72,11 @@ def test_residual_sums_are_exact_to_the_rounding_of_each_residual(weighted):
             assert abs(naive - float(exact)) > 10 * bound
 
 
-def exact_fit(X, Y, w, alpha, fit_intercept):
-    """Minimiser of (1/(2W)) sum_i w_i ||y_i - b0 - B x_i||^2 + (alpha/2) ||B||^2, in rational arithmetic."""
-    n = X.shape[0]
-    wf = [Fraction(1)] * n if w is None else [Fraction(v) for v in w]
-    W = sum(wf)
-    rows = [([Fraction(1)] if fit_intercept else []) + [Fraction(v) for v in X[i]] for i in range(n)]
-    p = len(rows[0])
-    lead = 1 if fit_intercept else 0
-    sols = []
-    for j in range(Y.shape[1]):
-        M = [[sum(wf[i] * rows[i][a] * rows[i][b] for i in range(n)) + (W * Fraction(alpha) if a == b >= lead else 0)
-              for b in range(p)] + [sum(wf[i] * rows[i][a] * Fraction(Y[i, j]) for i in range(n))] for a in range(p)]
-        for col in range(p):
-            piv = next(r for r in range(col, p) if M[r][col] != 0)
-            M[col], M[piv] = M[piv], M[col]
-            for r in range(p):
-                if r != col and M[r][col] != 0:
-                    f = M[r][col] / M[col][col]
-                    M[r] = [a - f * c for a, c in zip(M[r], M[col])]
-        sols.append([float(M[i][p] / M[i][i]) for i in range(p)])
-    sol = np.array(sols)
-    return (sol[:, 0], sol[:, 1:]) if fit_intercept else (np.zeros(Y.shape[1]), sol)
-
-
 @pytest.mark.parametrize("solver", ["normal", "qr"])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
-def test_refined_fit_is_the_exact_answer_to_a_few_ulps(solver, fit_intercept, weighted, alpha):
+def test_refined_fit_is_the_exact_answer_to_a_few_ulps(solver, fit_intercept, weighted, alpha, exact_least_squares):
     # Offset, mildly correlated columns and a near-exact fit: float64 residuals cancel ~6 of y's digits, which
     # unrefined QR and Cholesky carry into the coefficients (checked below, so the test can tell them apart).
     rng = np.random.default_rng(11)
@@ -108,7 +84,7 @@ def test_refined_fit_is_the_exact_answer_to_a_few_ulps(solver, fit_intercept, we
     X = 50.0 + rng.normal(size=(n, d)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
     Y = np.column_stack([7.0 + X @ [1.5, -2.0, 0.25], -3.0 + X @ [0.5, 1.0, -1.0]]) + 1e-4 * rng.normal(size=(n, 2))
     w = rng.integers(1, 5, size=n).astype(float) if weighted else None
-    b0, B = exact_fit(X, Y, w, alpha, fit_intercept)
+    b0, B = exact_least_squares(X, Y, w, alpha, fit_intercept)
     est = LinearRegressor(solver=solver, alpha=alpha, fit_intercept=fit_intercept).fit(X, Y, sample_weight=w)
     assert est.solver_ in ("cholesky", "qr")
     # After one step with residuals in double-double, what is left is the final rounding of each coefficient
@@ -120,11 +96,11 @@ def test_refined_fit_is_the_exact_answer_to_a_few_ulps(solver, fit_intercept, we
     np.testing.assert_allclose(est.intercept_, b0, rtol=0, atol=2 * EPS * np.abs(b0).max())
 
 
-def test_refinement_is_what_brings_the_answer_there(monkeypatch):
+def test_refinement_is_what_brings_the_answer_there(monkeypatch, exact_least_squares):
     rng = np.random.default_rng(11)
     X = 1e4 + rng.normal(size=(40, 3))
     y = 2.0 + X @ [1.5, -2.0, 0.25] + 1e-8 * rng.normal(size=40)
-    _, B = exact_fit(X, y[:, None], None, 0.0, True)
+    _, B = exact_least_squares(X, y[:, None])
     refined = LinearRegressor(solver="qr").fit(X, y).coef_
     monkeypatch.setattr(_closed_form, "REFINE_MAX_ENTRIES", 0)
     plain = LinearRegressor(solver="qr").fit(X, y).coef_
