@@ -104,6 +104,46 @@ def potrf_upper(a, serial=False):
     return 0
 
 
+def _two_sum(a, b):
+    s = a + b
+    t = s - a
+    return s, (a - (s - t)) + (b - t)
+
+
+def _two_prod(a, b):
+    """``a * b`` and its exact rounding error, by Dekker's splitting (as the kernel)."""
+    p = a * b
+    split = 134217729.0  # 2^27 + 1
+    ca, cb = split * a, split * b
+    ah, bh = ca - (ca - a), cb - (cb - b)
+    al, bl = a - ah, b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def refine_residual(X, Y, sample_weight, coef, intercept, grad, rsum):
+    """Twin of :func:`fastopt._kernels.refine_residual`: the same compensated operations (Dot2), in the same
+    order, vectorised over rows for the residuals and over ``(k, d)`` for the sums (rows in order)."""
+    n, d = X.shape
+    s, c = _two_sum(Y.T, -intercept[:, None])  # (k, n)
+    for col in range(d):
+        p, pe = _two_prod(X[:, col][None, :], -coef[:, col][:, None])
+        s, q = _two_sum(s, p)
+        c = c + (q + pe)
+    u = s + c
+    if sample_weight is not None:
+        u = u * sample_weight[None, :]
+    gs, gerr = np.zeros(grad.shape), np.zeros(grad.shape)
+    ss, serr = np.zeros(rsum.shape), np.zeros(rsum.shape)
+    for i in range(n):
+        ss, q = _two_sum(ss, u[:, i])
+        serr = serr + q
+        p, pe = _two_prod(u[:, i][:, None], X[i][None, :])
+        gs, q = _two_sum(gs, p)
+        gerr = gerr + (q + pe)
+    grad[...] = gs + gerr
+    rsum[...] = ss + serr
+
+
 def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gram):
     """Twin of :func:`fastopt._kernels.csr_gram_stats` (csrc/csr_gram.c): the same two passes, in NumPy/SciPy.
 
