@@ -273,7 +273,8 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
                          int64_t period);
 
 /* ---------------------------------------------------------------- row orders (shuffle.c) */
-/* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows. */
+/* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows; rows
+ * NULL stands for 0 .. n-1. */
 void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out);
 
 /* ---------------------------------------------------------------- Krylov solvers (krylov.c) */

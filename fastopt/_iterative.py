@@ -590,7 +590,7 @@ class _Drawn(NamedTuple):
         return self.order
 
 
-def _early_first_order(params: dict, data, train_idx: np.ndarray, rng: np.random.Generator):
+def _early_first_order(params: dict, data, rng: np.random.Generator):
     """The first epoch's row order of a two-thread dense fit, drawn on the epoch helper thread
     (:func:`fastopt._kernels.shuffle_start`) while this thread validates and sets up the fit; its ``result()`` is
     the order. None unless the fit shuffles, its epochs run on two threads, and the first epoch's key is the
@@ -602,14 +602,29 @@ def _early_first_order(params: dict, data, train_idx: np.ndarray, rng: np.random
     """
     if not params["shuffle"] or params["early_stopping"] or params["init"] == "random" or sp.issparse(data.X):
         return None
-    d, k = data.X.shape[1], data.Y.shape[1]
-    if epoch_threads(params.get("n_threads"), train_idx.shape[0], int(params["batch_size"]), d, k,
-                     data.X.dtype.itemsize) < 2:
+    (n, d), k = data.X.shape, data.Y.shape[1]  # without early stopping every row trains: rows 0 .. n-1
+    if epoch_threads(params.get("n_threads"), n, int(params["batch_size"]), d, k, data.X.dtype.itemsize) < 2:
         return None
     key = int(rng.integers(0, 2**64, dtype=np.uint64))
-    job = _kernels.shuffle_start(train_idx, key)
+    out = _ORDER_BUFFERS.pop(n, None)
+    job = _kernels.shuffle_start(n, key, out)  # the helper writes the rows 0 .. n-1 itself
     # the key is drawn: a busy helper (another fit's epoch) must not change the order, so draw it here then
-    return job if job is not None else _Drawn(_kernels.shuffle(train_idx, key))
+    return job if job is not None else _Drawn(_kernels.shuffle(np.arange(n, dtype=np.int64), key, out))
+
+
+# The first-order buffer of the last two-thread fit, for the next fit of as many rows (at most ORDER_BUFFER_ROWS).
+# With the row indices a fit holds two n-row arrays at once; freed at its end, they left glibc's heap with enough
+# free memory at its top to be returned to the system, so the next fit faulted both in again and the release
+# interrupted the helper's core (TLB shootdowns): 0.5 ms in np.arange and 0.5 ms on leaving the fit, measured at
+# 200,000 rows (float32, two threads: a fifth of the epoch). Keeping one buffer (8 bytes a row) avoids both.
+ORDER_BUFFER_ROWS = 2**21
+_ORDER_BUFFERS: dict[int, np.ndarray] = {}
+
+
+def _keep_order_buffer(order: np.ndarray) -> None:
+    if order.shape[0] <= ORDER_BUFFER_ROWS:
+        _ORDER_BUFFERS.clear()  # one buffer, the last size (dict operations are atomic under the GIL)
+        _ORDER_BUFFERS[order.shape[0]] = order
 
 
 def draw_order(rng: np.random.Generator, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -807,13 +822,13 @@ class IterativeSolver(Solver):
     def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
         rng = _seed(params["random_state"])
+        first = _early_first_order(params, data, rng)  # before the split: the helper works meanwhile
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
-        first = _early_first_order(params, data, train_idx, rng)
         try:
             return self._train(params, data, state, init, rng, train_idx, val_idx, first)
         finally:
-            if first is not None:
-                first.result()  # the helper thread is free again, also when the set-up raised
+            if first is not None:  # the helper thread is free again, also when the set-up raised
+                _keep_order_buffer(first.result())
 
     def _train(self, params, data, state, init, rng, train_idx, val_idx, first) -> FitResult:
         """``fit`` after the seed and the split; ``first`` holds the first epoch's order if drawn already."""

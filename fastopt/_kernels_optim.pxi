@@ -7,6 +7,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
+import numbers
 import os
 import threading
 
@@ -470,7 +471,7 @@ cdef class _ShuffleJob:
             self.result()
 
 
-def shuffle_start(const int64_t[::1] rows, uint64_t key, out=None):
+def shuffle_start(rows, uint64_t key, out=None):
     """:func:`shuffle` on the epoch helper thread, while the caller goes on: the same permutation, returned by
     the job's ``result()`` (which waits for it).
 
@@ -480,7 +481,10 @@ def shuffle_start(const int64_t[::1] rows, uint64_t key, out=None):
 
     Parameters
     ----------
-    rows, key, out
+    rows : ndarray of shape (n,), int64, or int
+        As :func:`shuffle`; an int ``n`` stands for the rows ``0 .. n-1``, which the helper writes itself (the
+        caller then need not make them).
+    key, out
         As :func:`shuffle`; ``out`` must not be ``rows``.
 
     Returns
@@ -490,18 +494,29 @@ def shuffle_start(const int64_t[::1] rows, uint64_t key, out=None):
         would cost about as much as drawing it): call :func:`shuffle` then.
     """
     global _shared_helper
-    order = np.empty(rows.shape[0], dtype=np.int64) if out is None else out
+    cdef const int64_t[::1] r
+    cdef const int64_t *rp = NULL
+    cdef Py_ssize_t n
+    if isinstance(rows, numbers.Integral):
+        n = rows
+        if n < 0:
+            raise ValueError(f"shuffle_start: {n} rows")
+    else:
+        r = rows
+        n = r.shape[0]
+        rp = &r[0] if n else NULL
+    order = np.empty(n, dtype=np.int64) if out is None else out
     cdef int64_t[::1] o = order
-    if o.shape[0] != rows.shape[0]:
-        raise ValueError(f"shuffle_start: out has {o.shape[0]} entries, rows {rows.shape[0]}")
-    if rows.shape[0] and &o[0] == &rows[0]:
+    if o.shape[0] != n:
+        raise ValueError(f"shuffle_start: out has {o.shape[0]} entries, rows {n}")
+    if rp != NULL and &o[0] == rp:
         raise ValueError("shuffle_start: out must not be rows")
-    if rows.shape[0] < 2 or (_shared_helper is not None and _shared_helper.busy):
+    if n < 2 or (_shared_helper is not None and _shared_helper.busy):
         return None
     cdef _EpochHelper helper = _take_helper()  # the shared one (started on first use): it was not busy
     cdef _ShuffleJob job = _ShuffleJob()
-    job.order, job.rows = order, rows  # the memoryview keeps rows' buffer alive until result()
-    helper.kind, helper.rows, helper.out, helper.n_rows, helper.key = 1, &rows[0], &o[0], rows.shape[0], key
+    job.order, job.rows = order, (r if rp != NULL else None)  # the memoryview keeps rows alive until result()
+    helper.kind, helper.rows, helper.out, helper.n_rows, helper.key = 1, rp, &o[0], n, key
     helper.buffers = (job.order, job.rows)
     job.helper = helper
     helper.post()

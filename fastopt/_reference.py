@@ -6,6 +6,8 @@ over speed.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import scipy.sparse
 
@@ -725,7 +727,9 @@ class _ShuffleJob:
 
 def shuffle_start(rows, key, out=None):
     """Twin of ``fastopt._kernels.shuffle_start``: :func:`shuffle` at once (NumPy has no helper thread), as a
-    job whose ``result()`` returns the permutation."""
+    job whose ``result()`` returns the permutation; an int ``rows`` stands for ``0 .. rows-1``."""
+    if isinstance(rows, numbers.Integral):
+        rows = np.arange(rows, dtype=np.int64)
     if out is not None and out is rows:
         raise ValueError("shuffle_start: out must not be rows")
     if len(rows) < 2:

@@ -298,6 +298,8 @@ def test_shuffle_start_draws_shuffle_s_permutation(impl):
         np.testing.assert_array_equal(job.result(), _kernels.shuffle(rows, key))
         np.testing.assert_array_equal(job.result(), _kernels.shuffle(rows, key))  # result() may be asked again
     assert impl.shuffle_start(rows[:1], 3) is None  # nothing to draw
+    job = impl.shuffle_start(5_000, 9)  # the rows 0 .. n-1, written by the helper itself
+    np.testing.assert_array_equal(job.result(), _kernels.shuffle(np.arange(5_000, dtype=np.int64), 9))
     with pytest.raises(ValueError, match="out must not be rows"):
         impl.shuffle_start(rows, 3, rows)
 
