@@ -6,6 +6,8 @@ over speed.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import scipy.sparse
 
@@ -488,6 +490,34 @@ def _loss_and_derivative(loss, R, epsilon):
     return 0.5 * R64 * R64, R
 
 
+def mean_loss_zero(Y, rows, sample_weight, loss, epsilon):
+    """Twin of ``fastopt._kernels.mean_loss_zero``: the weighted mean loss of the all-zero model over ``rows``
+    (None: all), each row's losses summed over the targets, times its weight, in float64 and the kernel's order."""
+    n = Y.shape[0]
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    if rows.shape[0] == 0 or Y.shape[1] == 0:
+        raise ValueError("mean_loss_zero: no rows or no targets")
+    if np.any((rows < 0) | (rows >= n)):
+        raise ValueError(f"mean_loss_zero: a row outside the {n} rows of Y")
+    if sample_weight is not None and sample_weight.shape[0] != n:
+        raise ValueError(f"mean_loss_zero: sample_weight has {sample_weight.shape[0]} entries, Y has {n} rows")
+    eps = Y.dtype.type(epsilon)  # the kernel compares |y| with epsilon in Y's type
+    value, _ = _loss_and_derivative(loss, Y[rows], eps)
+    per_row = value[:, 0].copy()
+    for j in range(1, Y.shape[1]):  # each row's targets in order
+        per_row += value[:, j]
+    if sample_weight is not None:
+        per_row = per_row * sample_weight[rows].astype(np.float64)
+    # eight running sums by position (row q to sum q mod 8, the last m mod 8 rows to sum 0), in a fixed tree
+    m8 = per_row.shape[0] // 8 * 8
+    acc = np.zeros(8)
+    for block in per_row[:m8].reshape(-1, 8):
+        acc += block
+    for v in per_row[m8:]:
+        acc[0] += v
+    return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) / rows.shape[0]
+
+
 def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     """The summed gradient (into grad) and summed weighted loss of the rows ``rows``."""
     R = X[rows] @ W.T - Y[rows]
@@ -685,6 +715,26 @@ def shuffle(rows, key, out=None):
     for a, b in enumerate(j):
         out[a], out[b] = out[b], out[a]
     return out
+
+
+class _ShuffleJob:
+    def __init__(self, order):
+        self._order = order
+
+    def result(self):
+        return self._order
+
+
+def shuffle_start(rows, key, out=None):
+    """Twin of ``fastopt._kernels.shuffle_start``: :func:`shuffle` at once (NumPy has no helper thread), as a
+    job whose ``result()`` returns the permutation; an int ``rows`` stands for ``0 .. rows-1``."""
+    if isinstance(rows, numbers.Integral):
+        rows = np.arange(rows, dtype=np.int64)
+    if out is not None and out is rows:
+        raise ValueError("shuffle_start: out must not be rows")
+    if len(rows) < 2:
+        return None
+    return _ShuffleJob(shuffle(rows, key, out))
 
 
 def simd(name=None):
