@@ -80,6 +80,35 @@ def sgd_regressor_epoch(benchmark, X, y):
     benchmark.pedantic(fit, rounds=3, iterations=1)
 
 
+def estimator_over_kernel(benchmark, kernel, kernel_args, fit, rounds=11):
+    """Time ``kernel(*kernel_args())`` (a bare epoch, its arguments made fresh outside the timing) and ``fit()``
+    (the estimator's epoch) in alternation, one pair per round and the first of each pair alternating, so that a
+    change of machine load affects both alike; record in ``extra_info`` the medians over the pairs (the first
+    dropped) of fit / kernel, wall time and the calling thread's CPU time: the work the estimator adds around the
+    kernel, as a fraction of the kernel's epoch."""
+    import time
+
+    wall, cpu = [], []
+
+    def timed(f, *args):
+        t, c = time.perf_counter(), time.thread_time()
+        f(*args)
+        return time.perf_counter() - t, time.thread_time() - c
+
+    def pair():
+        args = kernel_args()
+        if len(wall) % 2:
+            (we, ce), (wk, ck) = timed(fit), timed(kernel, *args)
+        else:
+            (wk, ck), (we, ce) = timed(kernel, *args), timed(fit)
+        wall.append(we / wk)
+        cpu.append(ce / ck)
+
+    benchmark.pedantic(pair, rounds=rounds, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["estimator_over_kernel"] = round(float(np.median(wall[1:])), 3)
+    benchmark.extra_info["cpu_estimator_over_kernel"] = round(float(np.median(cpu[1:])), 3)
+
+
 @pytest.fixture
 def record(benchmark):
     """Record peak memory beyond X and y (X dense or CSR; two untimed runs, which also warm up), BLAS threads,

@@ -21,11 +21,9 @@ Groups ``epoch-float64`` and ``epoch-float32`` each hold:
 Targets (ratios from one run): Adam <= 2.5x the limit, >= 8x faster than the reference, >= 4x faster than
 SGDRegressor; float32 <= 0.6x float64's time; the estimator's epoch <= 1.10x the kernel's.
 """
-import time
-
 import numpy as np
 import pytest
-from conftest import sgd_regressor_epoch
+from conftest import estimator_over_kernel, sgd_regressor_epoch
 
 from fastopt import LinearRegressor, _kernels, _reference, optim
 from fastopt._iterative import EpochCtl
@@ -91,25 +89,7 @@ def test_estimator_over_kernel_epoch(benchmark, data, threads):
     run, setup = _epoch_runner(_kernels, optim.make("adam"), X, y.reshape(-1, 1), order, threads)
     est = LinearRegressor(solver="adam", learning_rate=1e-3, max_epochs=1, tol=None, random_state=0,
                           n_threads=threads)
-    wall, cpu = [], []
-
-    def timed(f, *args):
-        t, c = time.perf_counter(), time.thread_time()
-        f(*args)
-        return time.perf_counter() - t, time.thread_time() - c
-
-    def pair():
-        args = setup()[0]
-        if len(wall) % 2:  # alternate which goes first
-            (we, ce), (wk, ck) = timed(est.fit, X, y), timed(run, *args)
-        else:
-            (wk, ck), (we, ce) = timed(run, *args), timed(est.fit, X, y)
-        wall.append(we / wk)
-        cpu.append(ce / ck)
-
-    benchmark.pedantic(pair, rounds=11, iterations=1, warmup_rounds=1)
-    benchmark.extra_info["estimator_over_kernel"] = round(float(np.median(wall[1:])), 3)
-    benchmark.extra_info["cpu_estimator_over_kernel"] = round(float(np.median(cpu[1:])), 3)
+    estimator_over_kernel(benchmark, run, lambda: setup()[0], lambda: est.fit(X, y))
 
 
 def test_numpy_reference_epoch(benchmark, data):

@@ -9,17 +9,20 @@ Run on its own with ``cd bench && python -m pytest test_sparse_epoch.py -q -p no
   Adam in SparseAdam mode over a pre-drawn order;
 * ``test_fastopt_sparse_estimator_epoch[<mode>]``: ``LinearRegressor(max_epochs=1)`` on the CSR matrix, adding
   validation, the starting loss and the row order;
+* ``test_sparse_estimator_over_kernel_epoch[<mode>]`` (SGD and SparseAdam mode): the two rows above timed in
+  alternation, one pair per round; ``extra_info`` holds the medians over the pairs of estimator / kernel (wall
+  time and the calling thread's CPU time), as in ``test_epoch.py``;
 * ``test_sklearn_sgdregressor_sparse_epoch``: ``SGDRegressor(max_iter=1, tol=None)``, one shuffled epoch of
   per-sample SGD on the same CSR matrix.
 
 Targets (ratios from one run): the SGD and SparseAdam-mode epochs <= 4x the limit and >= 5x faster than
-SGDRegressor.
+SGDRegressor; the estimator's epoch <= 1.10x the kernel's.
 """
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import sgd_regressor_epoch
+from conftest import estimator_over_kernel, sgd_regressor_epoch
 
 from fastopt import LinearRegressor, _kernels, optim
 from fastopt._iterative import EpochCtl
@@ -48,9 +51,8 @@ def _group(benchmark):
     benchmark.group = "sparse"
 
 
-@pytest.mark.parametrize("mode", list(MODES))
-def test_fastopt_sparse_epoch(benchmark, hashed, mode):
-    X, y, order = hashed
+def _sparse_runner(X, y, order, mode):
+    """The bare CSR epoch of ``mode`` over ``order``, and a function making its fresh parameters and state."""
     rule, lazy = MODES[mode]
     spec = optim.make(rule)
     Y = y.reshape(-1, 1)
@@ -65,16 +67,33 @@ def test_fastopt_sparse_epoch(benchmark, hashed, mode):
                                     RATES[rule], lazy)
         assert status[0] == 0
 
+    return run, setup
+
+
+def _sparse_estimator(mode):
+    rule, lazy = MODES[mode]
+    return LinearRegressor(solver=rule, learning_rate=RATES[rule], max_epochs=1, tol=None, random_state=0,
+                           sparse_mode="lazy" if lazy else "exact")
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_fastopt_sparse_epoch(benchmark, hashed, mode):
+    run, setup = _sparse_runner(*hashed, mode)
     benchmark.pedantic(run, setup=setup, rounds=5 if mode != "adam" else 2, iterations=1, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_fastopt_sparse_estimator_epoch(benchmark, hashed, mode):
     X, y, _ = hashed
-    rule, lazy = MODES[mode]
-    est = LinearRegressor(solver=rule, learning_rate=RATES[rule], max_epochs=1, tol=None, random_state=0,
-                          sparse_mode="lazy" if lazy else "exact")
-    benchmark.pedantic(est.fit, args=(X, y), rounds=5 if mode != "adam" else 2, iterations=1)
+    benchmark.pedantic(_sparse_estimator(mode).fit, args=(X, y), rounds=5 if mode != "adam" else 2, iterations=1)
+
+
+@pytest.mark.parametrize("mode", ["sgd", "adam-lazy"])
+def test_sparse_estimator_over_kernel_epoch(benchmark, hashed, mode):
+    X, y, order = hashed
+    run, setup = _sparse_runner(X, y, order, mode)
+    est = _sparse_estimator(mode)
+    estimator_over_kernel(benchmark, run, lambda: setup()[0], lambda: est.fit(X, y), rounds=9)
 
 
 def test_sklearn_sgdregressor_sparse_epoch(benchmark, hashed):

@@ -280,6 +280,12 @@ static fo_status fo_epoch_run(int single, fo_rule rule, const fo_hyper *h, fo_ep
     return st;
 }
 
+#if FO_X86
+#define FO_ZERO_AVX2(T) mean_loss_zero_##T##_avx2
+#else
+#define FO_ZERO_AVX2(T) mean_loss_zero_##T##_base /* never selected: fo_isa_get is FO_ISA_BASELINE */
+#endif
+
 /* The public functions of one real type (fastopt.h): typed entries to the above, and one step and clipping
  * alone, by the baseline copies (every copy has the same arithmetic there: no contraction). */
 #define FO_PUBLIC(T, REAL, single)                                                                               \
@@ -303,6 +309,13 @@ static fo_status fo_epoch_run(int single, fo_rule rule, const fo_hyper *h, fo_ep
     double fo_clip_grad_norm_##T(REAL *grad, ptrdiff_t n, double max_norm)                                     \
     {                                                                                                            \
         return clip_grad_norm_##T##_base(grad, n, max_norm);                                                    \
+    }                                                                                                            \
+    double fo_mean_loss_zero_##T(const REAL *Y, ptrdiff_t k, const int64_t *rows, ptrdiff_t m, const REAL *sw,  \
+                                 fo_loss loss, double epsilon)                                                   \
+    {                                                                                                            \
+        /* every copy has the same arithmetic (explicit lanes, no contraction): the same bits */                \
+        return fo_isa_get() == FO_ISA_AVX2 ? FO_ZERO_AVX2(T)(Y, k, rows, m, sw, loss, epsilon)                  \
+                                           : mean_loss_zero_##T##_base(Y, k, rows, m, sw, loss, epsilon);       \
     }
 FO_PUBLIC(d, double, 0)
 FO_PUBLIC(s, float, 1)

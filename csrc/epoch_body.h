@@ -400,6 +400,50 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
 }
 
 
+/* The loss of the all-zero model (fo_mean_loss_zero_*) for one loss kind (a constant after inlining): every loss
+ * is even, so each residual -y_ij is taken as y_ij. Each row's losses over the k targets are summed in order and
+ * times its weight; the rows go to FO_ZERO_LANES running sums by position (row q to sum q mod FO_ZERO_LANES; the
+ * last m mod FO_ZERO_LANES rows to sum 0), added in a fixed tree at the end: independent chains of additions
+ * (one chain took 0.3 ms for 200,000 rows, a quarter of the work around an estimator's epoch). */
+#define FO_ZERO_LANES 8
+FO_INLINE double FO_FN(zero_row)(fo_loss loss, const FO_REAL *Y, ptrdiff_t k, const int64_t *rows, ptrdiff_t q,
+                                 const FO_REAL *sw, FO_REAL epsilon)
+{
+    const ptrdiff_t i = rows ? (ptrdiff_t)rows[q] : q;
+    FO_REAL dl;
+    double row = 0;
+    for (ptrdiff_t j = 0; j < k; j++) row += FO_FN(loss_value)(loss, Y[i * k + j], epsilon, &dl);
+    return sw ? row * (double)sw[i] : row;
+}
+
+FO_INLINE double FO_FN(zero_sum)(fo_loss loss, const FO_REAL *Y, ptrdiff_t k, const int64_t *rows, ptrdiff_t m,
+                                 const FO_REAL *sw, FO_REAL epsilon)
+{
+    double acc[FO_ZERO_LANES] = {0};
+    ptrdiff_t q = 0;
+    for (; q + FO_ZERO_LANES <= m; q += FO_ZERO_LANES)
+        for (int l = 0; l < FO_ZERO_LANES; l++) acc[l] += FO_FN(zero_row)(loss, Y, k, rows, q + l, sw, epsilon);
+    for (; q < m; q++) acc[0] += FO_FN(zero_row)(loss, Y, k, rows, q, sw, epsilon);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static double FO_FN(mean_loss_zero)(const FO_REAL *Y, ptrdiff_t k, const int64_t *rows, ptrdiff_t m,
+                                    const FO_REAL *sw, fo_loss loss, double epsilon)
+{
+    const FO_REAL eps = (FO_REAL)epsilon;
+    double total;
+    if (loss == FO_LOSS_SQUARED && k == 1 && !rows && !sw) /* the default problem: a loop the compiler vectorises */
+        total = FO_FN(zero_sum)(FO_LOSS_SQUARED, Y, 1, NULL, m, NULL, eps);
+    else if (loss == FO_LOSS_SQUARED)
+        total = FO_FN(zero_sum)(FO_LOSS_SQUARED, Y, k, rows, m, sw, eps);
+    else if (loss == FO_LOSS_ABSOLUTE)
+        total = FO_FN(zero_sum)(FO_LOSS_ABSOLUTE, Y, k, rows, m, sw, eps);
+    else
+        total = FO_FN(zero_sum)(FO_LOSS_HUBER, Y, k, rows, m, sw, eps);
+    return total / (double)m;
+}
+#undef FO_ZERO_LANES
+
 /* This copy's entry in epoch.c's table of copies: the same arguments as untyped pointers. */
 static fo_status FO_FN(epoch_copy)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, const void *X, const void *Y,
                                    const void *sw, ptrdiff_t d, ptrdiff_t k, void *params, ptrdiff_t n_params,

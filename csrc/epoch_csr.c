@@ -90,8 +90,9 @@ typedef struct {
 
 ptrdiff_t fo_csr_iwork_size(ptrdiff_t d, ptrdiff_t batch_size, ptrdiff_t stage_cap)
 {
-    /* d slots, T and a row's positions in T (int32), then the staged indices and row pointers (int32) */
-    return 2 * d + (stage_cap + fo_csr_stage_rows(batch_size) + 2) / 2;
+    /* d slots, T and a row's positions in T (int32), then the staged indices, row pointers and the positions in T
+     * of a staged minibatch's values (int32) */
+    return 2 * d + (2 * stage_cap + fo_csr_stage_rows(batch_size) + 3) / 2;
 }
 
 ptrdiff_t fo_csr_table_size(ptrdiff_t n_rows, ptrdiff_t batch_size, int64_t period)

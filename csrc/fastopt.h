@@ -186,6 +186,13 @@ fo_status fo_step_s(fo_rule rule, const fo_hyper *h, float *params, const float 
 double fo_clip_grad_norm_d(double *grad, ptrdiff_t n, double max_norm);
 double fo_clip_grad_norm_s(float *grad, ptrdiff_t n, double max_norm);
 
+/* The weighted mean over rows[0:m] (rows NULL: 0 .. m-1) of sw_i sum_j loss(y_ij), the loss of the all-zero model
+ * (sw NULL: unit weights), summed in double in row order; m > 0. */
+double fo_mean_loss_zero_d(const double *Y, ptrdiff_t k, const int64_t *rows, ptrdiff_t m, const double *sw,
+                           fo_loss loss, double epsilon);
+double fo_mean_loss_zero_s(const float *Y, ptrdiff_t k, const int64_t *rows, ptrdiff_t m, const float *sw,
+                           fo_loss loss, double epsilon);
+
 /* Instruction sets of the epoch kernels, best last. fo_isa_get returns the one in use (the best the CPU and the
  * build support unless fo_isa_set chose another); fo_isa_set selects one, clamped to the best supported (a
  * negative value selects the best), and returns the selection. Results agree to rounding across instruction
@@ -266,7 +273,8 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
                          int64_t period);
 
 /* ---------------------------------------------------------------- row orders (shuffle.c) */
-/* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows. */
+/* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows; rows
+ * NULL stands for 0 .. n-1. */
 void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out);
 
 /* ---------------------------------------------------------------- Krylov solvers (krylov.c) */

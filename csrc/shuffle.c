@@ -51,7 +51,11 @@ static inline ptrdiff_t fo_shuffle_target(uint64_t key, ptrdiff_t i, ptrdiff_t n
 void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out)
 {
     if (n <= 0) return;
-    if (out != rows) memmove(out, rows, (size_t)n * sizeof(int64_t));
+    if (!rows) {
+        for (ptrdiff_t i = 0; i < n; i++) out[i] = i;
+    } else if (out != rows) {
+        memmove(out, rows, (size_t)n * sizeof(int64_t));
+    }
     /* The targets are known FO_SHUFFLE_AHEAD swaps early (they depend on the counter only): prefetch them, so
      * that the random accesses overlap instead of waiting one by one. */
     ptrdiff_t ring[FO_SHUFFLE_AHEAD];

@@ -103,11 +103,13 @@ TEAM_MIN_STEPS = 16
 
 
 # An epoch runs in slices of whole minibatches of bounded work, so that Ctrl-C (KeyboardInterrupt, raised between
-# two slices) is handled within milliseconds whatever the epoch's length: at most SLICE_WORK elements of X and
-# SLICE_STEPS steps per slice (the per-step overhead dominates at batch_size=1), some 5-40 ms of work on one core.
-# The slices carry the loss sum, so the result is bit for bit that of one call. An epoch of 100,000 x 100 rows at
-# batch_size=64 runs in two slices, as fast as one call (best of 20: 3.47 vs 3.51 ms, on 2 cores under load 13).
-SLICE_WORK = 2**23
+# two slices) is handled within tens of milliseconds whatever the epoch's length: at most SLICE_WORK elements of X
+# and SLICE_STEPS steps per slice (the per-step overhead dominates at batch_size=1), some 5-80 ms of work on one
+# core. The slices carry the loss sum, so the result is bit for bit that of one call. Each slice costs a call with
+# its checks (and, with two threads, a hand-off to the helper): at 2**23 elements the estimator's epoch on the
+# benchmark shape (200,000 x 100) ran in 2-3 slices, 0.5-2% slower than one call (medians of alternating runs,
+# float32 the most); at 2**24 in 1-2.
+SLICE_WORK = 2**24
 SLICE_STEPS = 2**15
 
 
@@ -436,8 +438,28 @@ def make_stopping(params: dict, st: IterState, validation: bool) -> Stopping:
     return Stopping(params["tol"], params["n_iter_no_change"], keep_best=validation)
 
 
+_SPEC_KEYS = ("alpha", "momentum", "dampening", "rho", "beta1", "beta2", "eps", "centered", "amsgrad")
+
+
 def make_spec(method: str, params: dict) -> optim.Optimizer:
-    """The optimizer spec for ``method`` from the estimator's hyperparameters (``alpha`` is the weight decay)."""
+    """The optimizer spec for ``method`` from the estimator's hyperparameters (``alpha`` is the weight decay).
+
+    Specs are frozen, so one is built per distinct set of hyperparameters and reused: building one checks every
+    field (about 0.05 ms a fit on cold caches after an epoch, twice per fit)."""
+    # each value with its type: 1, 1.0 and True hash alike but may build specs whose fields differ in type
+    key = (method, *((params[name], type(params[name])) for name in _SPEC_KEYS))
+    try:
+        return _cached_spec(key)
+    except TypeError:  # an unhashable value (an array alpha, which the iterative solvers refuse anyway)
+        return _build_spec(method, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_spec(key: tuple) -> optim.Optimizer:
+    return _build_spec(key[0], {name: value for name, (value, _) in zip(_SPEC_KEYS, key[1:])})
+
+
+def _build_spec(method: str, params: dict) -> optim.Optimizer:
     cls = optim.OPTIMIZERS[method]
     momentum = params["momentum"]
     if momentum is None:  # the rule's own default (its dataclass field): heavy ball 0.9, RMSProp no buffer (0)
@@ -468,10 +490,17 @@ def _int_seed(random_state: int) -> int:
     return draw_seed(random_state)
 
 
+@functools.lru_cache(maxsize=256)
+def _int_seed_sequence(random_state: int) -> np.random.SeedSequence:
+    # default_rng(seed) is Generator(PCG64(SeedSequence(seed))); the SeedSequence (only read by PCG64) is kept,
+    # which takes a third off creating the generator (0.07 ms on cold caches after an epoch).
+    return np.random.SeedSequence(_int_seed(random_state))
+
+
 def _seed(random_state) -> np.random.Generator:
     # An int random_state gives the same Generator every fit; a RandomState instance advances as scikit-learn's.
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return np.random.default_rng(_int_seed(int(random_state)))
+    if type(random_state) is int or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
+        return np.random.Generator(np.random.PCG64(_int_seed_sequence(int(random_state))))
     return np.random.default_rng(draw_seed(random_state))
 
 
@@ -552,6 +581,52 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float)
                      st.opt_state, work, st.t, lr, threads, **({"avg": st.avg} if train.average else {}))
 
 
+class _Drawn(NamedTuple):
+    """A first epoch's order drawn at once (:func:`_early_first_order` when the helper thread was busy)."""
+
+    order: np.ndarray
+
+    def result(self) -> np.ndarray:
+        return self.order
+
+
+def _early_first_order(params: dict, data, rng: np.random.Generator):
+    """The first epoch's row order of a two-thread dense fit, drawn on the epoch helper thread
+    (:func:`fastopt._kernels.shuffle_start`) while this thread validates and sets up the fit; its ``result()`` is
+    the order. None unless the fit shuffles, its epochs run on two threads, and the first epoch's key is the
+    generator's next draw anyway (no validation split and no random initialisation draw before it), so the
+    permutation is the one :func:`draw_order` would have drawn at the first epoch, bit for bit.
+
+    Drawing it costs 0.3-0.4 ms at 200,000 rows, the same order of time as the set-up it now overlaps
+    (validation, the starting loss, the parameters), on a core that two-thread fits have claimed anyway.
+    """
+    if not params["shuffle"] or params["early_stopping"] or params["init"] == "random" or sp.issparse(data.X):
+        return None
+    (n, d), k = data.X.shape, data.Y.shape[1]  # without early stopping every row trains: rows 0 .. n-1
+    if epoch_threads(params.get("n_threads"), n, int(params["batch_size"]), d, k, data.X.dtype.itemsize) < 2:
+        return None
+    key = int(rng.integers(0, 2**64, dtype=np.uint64))
+    out = _ORDER_BUFFERS.pop(n, None)
+    job = _kernels.shuffle_start(n, key, out)  # the helper writes the rows 0 .. n-1 itself
+    # the key is drawn: a busy helper (another fit's epoch) must not change the order, so draw it here then
+    return job if job is not None else _Drawn(_kernels.shuffle(np.arange(n, dtype=np.int64), key, out))
+
+
+# The first-order buffer of the last two-thread fit, for the next fit of as many rows (at most ORDER_BUFFER_ROWS).
+# With the row indices a fit holds two n-row arrays at once; freed at its end, they left glibc's heap with enough
+# free memory at its top to be returned to the system, so the next fit faulted both in again and the release
+# interrupted the helper's core (TLB shootdowns): 0.5 ms in np.arange and 0.5 ms on leaving the fit, measured at
+# 200,000 rows (float32, two threads: a fifth of the epoch). Keeping one buffer (8 bytes a row) avoids both.
+ORDER_BUFFER_ROWS = 2**21
+_ORDER_BUFFERS: dict[int, np.ndarray] = {}
+
+
+def _keep_order_buffer(order: np.ndarray) -> None:
+    if order.shape[0] <= ORDER_BUFFER_ROWS:
+        _ORDER_BUFFERS.clear()  # one buffer, the last size (dict operations are atomic under the GIL)
+        _ORDER_BUFFERS[order.shape[0]] = order
+
+
 def draw_order(rng: np.random.Generator, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """A uniform random permutation of ``rows`` (int64) for one epoch: a 64-bit key drawn from ``rng`` (so
     from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``; written
@@ -630,6 +705,13 @@ class IterativeSolver(Solver):
         """
         return not params["early_stopping"]
 
+    @staticmethod
+    def checks_finite_y(params: dict) -> bool:
+        """Whether ``fit`` reads every target before using any, and names a non-finite one itself: the starting
+        loss of a fresh fit reads every training target (:func:`fastopt._kernels.mean_loss_zero`), and so does the
+        first epoch of a warm start. Not with ``early_stopping``: held-out targets are only scored."""
+        return not params["early_stopping"]
+
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
     def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
@@ -654,11 +736,17 @@ class IterativeSolver(Solver):
             lr0 = params["learning_rate"]
         elif lr0 is None:
             lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng)
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
-            start_loss = max(mean_loss(data, train_idx, sw, None, loss, params["epsilon"]),
-                             mean_loss(data, train_idx, sw, fresh, loss, params["epsilon"]) if fresh.any() else 0.0)
+        # The all-zero model's loss reads every training target once (a compiled pass, no temporaries): it is
+        # non-finite when one is, and then names y as validation would have (fit skips that pass).
+        all_rows = train_idx.shape[0] == data.Y.shape[0]
+        start_loss = _kernels.mean_loss_zero(data.Y, None if all_rows else train_idx, sw, loss, params["epsilon"])
+        if fresh.any():
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+                start_loss = max(start_loss, mean_loss(data, train_idx, sw, fresh, loss, params["epsilon"]))
         if not np.isfinite(start_loss):  # X is checked by the first epoch; the zero model's loss reads y only
-            _assert_all_finite(data.X, input_name="X", estimator_name="LinearRegressor")
+            _assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")
+            _assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
+                               estimator_name="LinearRegressor")
             raise ValueError(
                 f"y has values too large for float64 arithmetic: the {params['loss']} loss of the all-zero model "
                 f"overflows (max |y| = {float(np.max(np.abs(data.Y))):.3g}); rescale y."
@@ -675,6 +763,7 @@ class IterativeSolver(Solver):
             # fit leaves X's finiteness to this pass (every training row is read in the first epoch, and a NaN
             # or inf there makes the loss non-finite even at zero weight): name bad input before blaming the
             # learning rate.
+            _assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")  # a warm start reads y here
             _assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
                                estimator_name="LinearRegressor")
         if status != _kernels.Status.OK:
@@ -733,7 +822,16 @@ class IterativeSolver(Solver):
     def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
         rng = _seed(params["random_state"])
+        first = _early_first_order(params, data, rng)  # before the split: the helper works meanwhile
         train_idx, val_idx = _split(data.X.shape[0], params, rng)
+        try:
+            return self._train(params, data, state, init, rng, train_idx, val_idx, first)
+        finally:
+            if first is not None:  # the helper thread is free again, also when the set-up raised
+                _keep_order_buffer(first.result())
+
+    def _train(self, params, data, state, init, rng, train_idx, val_idx, first) -> FitResult:
+        """``fit`` after the seed and the split; ``first`` holds the first epoch's order if drawn already."""
         sw = _normalised_weights(data.sample_weight, train_idx)
         if init is not None:
             state = None  # coef_init / intercept_init override a warm start
@@ -754,9 +852,12 @@ class IterativeSolver(Solver):
             t0 = time.perf_counter()
             order = train_idx
             if params["shuffle"]:
-                if epoch < params["max_epochs"] - 1 and spare is None:
-                    spare = np.empty_like(train_idx)
-                order = draw_order(rng, train_idx, out=spare if epoch < params["max_epochs"] - 1 else train_idx)
+                if epoch == 0 and first is not None:  # drawn already (_early_first_order), into its own buffer
+                    order = spare = first.result()  # (spare for the later epochs but the last, if any)
+                else:
+                    if epoch < params["max_epochs"] - 1 and spare is None:
+                        spare = np.empty_like(train_idx)
+                    order = draw_order(rng, train_idx, out=spare if epoch < params["max_epochs"] - 1 else train_idx)
             lr = self.epoch_lr(params, st, epoch)
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.learning_rates.append(lr)

@@ -118,6 +118,10 @@ cdef extern from "fastopt.h" nogil:
                         Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)
     double fo_clip_grad_norm_d(double *grad, Py_ssize_t n, double max_norm)
     double fo_clip_grad_norm_s(float *grad, Py_ssize_t n, double max_norm)
+    double fo_mean_loss_zero_d(const double *Y, Py_ssize_t k, const int64_t *rows, Py_ssize_t m, const double *sw,
+                               fo_loss loss, double epsilon) nogil
+    double fo_mean_loss_zero_s(const float *Y, Py_ssize_t k, const int64_t *rows, Py_ssize_t m, const float *sw,
+                               fo_loss loss, double epsilon) nogil
     ctypedef enum fo_isa:
         FO_ISA_BASELINE
         FO_ISA_AVX2

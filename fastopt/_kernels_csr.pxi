@@ -54,14 +54,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     cdef int64_t lo = 0, hi = 0
     cdef Py_ssize_t i, m = order.shape[0]
     if m:
-        with nogil:
-            lo = hi = order[0]
-            for i in range(1, m):
-                if order[i] < lo:
-                    lo = order[i]
-                elif order[i] > hi:
-                    hi = order[i]
-        if lo < 0 or hi >= n:
+        if _order_out_of_range(&order[0], m, n):
+            lo, hi = np.min(order), np.max(order)
             raise ValueError(f"epoch_csr: order has indices in [{lo}, {hi}], outside the {n} rows of X")
     cdef fo_epoch_ctl c
     cdef const floating[::1] sw

@@ -7,6 +7,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
+import numbers
 import os
 import threading
 
@@ -108,6 +109,32 @@ cdef int _check_aligned(const void *p, size_t itemsize, str name) except -1:
     return 0
 
 
+cdef bint _order_out_of_range(const int64_t *order, Py_ssize_t m, Py_ssize_t n) noexcept:
+    """Whether an entry of order[0:m] lies outside [0, n): one branch-free pass, four independent maxima of the
+    entries seen as unsigned (a negative one is then huge). The former loop, minimum and maximum through
+    branches, cost 0.1-0.15 ms of a 6 ms epoch at 200,000 rows."""
+    cdef uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, v
+    cdef Py_ssize_t i = 0
+    with nogil:
+        while i + 4 <= m:
+            v = <uint64_t>order[i]
+            a0 = v if v > a0 else a0
+            v = <uint64_t>order[i + 1]
+            a1 = v if v > a1 else a1
+            v = <uint64_t>order[i + 2]
+            a2 = v if v > a2 else a2
+            v = <uint64_t>order[i + 3]
+            a3 = v if v > a3 else a3
+            i += 4
+        while i < m:
+            v = <uint64_t>order[i]
+            a0 = v if v > a0 else a0
+            i += 1
+    a0 = a0 if a0 > a1 else a1
+    a2 = a2 if a2 > a3 else a3
+    return (a0 if a0 > a2 else a2) >= <uint64_t>n
+
+
 cdef inline floating *_slots(floating[:, ::1] state) noexcept:
     # A rule without state (SGD) gets an empty (0, n) array; never index into it.
     return &state[0, 0] if state.shape[0] > 0 else NULL
@@ -171,6 +198,60 @@ def clip_grad_norm(floating[::1] grad, double max_norm):
     return norm
 
 
+def mean_loss_zero(const floating[:, ::1] Y, rows, sample_weight, int loss, double epsilon):
+    """The weighted mean loss of the all-zero model: ``sum_i sw_i sum_j loss(y_ij) / m`` over the ``m`` rows.
+
+    One pass over ``Y`` in double without temporaries (every loss is even, so the residuals ``-y`` are taken as
+    ``y``); non-finite exactly when a read target or weight is (or the sum overflows), which is how ``fit``
+    checks the finiteness of ``y`` without a pass of its own.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n, k)
+    rows : ndarray of shape (m,), int64, or None
+        The rows to average over (each in ``[0, n)``); None for all ``n``.
+    sample_weight : ndarray of shape (n,) or None
+        Same dtype as ``Y``; None means unit weights.
+    loss : Loss
+    epsilon : float
+        Huber threshold.
+
+    Returns
+    -------
+    float
+    """
+    cdef const int64_t[::1] r
+    cdef const int64_t *rp = NULL
+    cdef const floating[::1] sw
+    cdef const floating *swp = NULL
+    cdef Py_ssize_t n = Y.shape[0], m = n, i
+    cdef double out
+    if rows is not None:
+        r = rows
+        m = r.shape[0]
+        rp = &r[0] if m else NULL
+        for i in range(m):
+            if not 0 <= r[i] < n:
+                raise ValueError(f"mean_loss_zero: row {r[i]} outside the {n} rows of Y")
+    if sample_weight is not None:
+        sw = sample_weight
+        if sw.shape[0] != n:
+            raise ValueError(f"mean_loss_zero: sample_weight has {sw.shape[0]} entries, Y has {n} rows")
+        swp = &sw[0] if n else NULL
+    if m == 0 or Y.shape[1] == 0:
+        raise ValueError("mean_loss_zero: no rows or no targets")
+    if not FO_LOSS_SQUARED <= loss <= FO_LOSS_HUBER:
+        raise ValueError(f"mean_loss_zero: unknown loss {loss}")
+    _check_aligned(&Y[0, 0], sizeof(floating), "Y")
+    _check_aligned(swp, sizeof(floating), "sample_weight")
+    with nogil:
+        if floating is double:
+            out = fo_mean_loss_zero_d(&Y[0, 0], Y.shape[1], rp, m, swp, <fo_loss>loss, epsilon)
+        else:
+            out = fo_mean_loss_zero_s(&Y[0, 0], Y.shape[1], rp, m, swp, <fo_loss>loss, epsilon)
+    return out
+
+
 cdef extern from *:
     """
     /* The helper's completion flag: set with release order after its epoch, so a spinning reader that sees it
@@ -219,6 +300,12 @@ cdef class _EpochHelper:
     cdef void *slots
     cdef Py_ssize_t d, k, n_params
     cdef bint single
+    # A row-order job instead of an epoch (kind 1, shuffle_start): fo_shuffle(rows, n, key, out).
+    cdef int kind
+    cdef const int64_t *rows
+    cdef int64_t *out
+    cdef Py_ssize_t n_rows
+    cdef uint64_t key
 
     def __cinit__(self):
         self.go = PyThread_allocate_lock()
@@ -236,7 +323,9 @@ cdef class _EpochHelper:
             PyThread_free_lock(self.done)
 
     cdef void _run(self) noexcept nogil:
-        if self.single:
+        if self.kind == 1:
+            fo_shuffle(self.rows, self.n_rows, self.key, self.out)
+        elif self.single:
             fo_epoch_helper_s(self.rule, &self.h, &self.c, <const float *>self.X, <const float *>self.Y,
                               <const float *>self.sw, self.d, self.k, <float *>self.params, self.n_params,
                               <float *>self.slots, <float *>self.work, self.team)
@@ -335,6 +424,7 @@ cdef _EpochHelper _start_helper(int rule, const fo_hyper *h, const fo_epoch_ctl 
         free(team)
         raise
     team.isa = fo_isa_get()
+    helper.kind = 0
     helper.team, helper.buffers, helper.c, helper.h, helper.rule = team, buffers, c[0], h[0], <fo_rule>rule
     helper.c.avg = NULL
     helper.X, helper.Y, helper.sw, helper.work = &X[0, 0], &Y[0, 0], sw, wp
@@ -355,6 +445,82 @@ cdef int _finish_helper(_EpochHelper helper) except -1:
         helper.thread.join()
     free(team)
     return 0
+
+
+cdef class _ShuffleJob:
+    """A row order being drawn on the epoch helper thread (:func:`shuffle_start`); :meth:`result` waits for it."""
+
+    cdef _EpochHelper helper
+    cdef object order, rows
+
+    def result(self):
+        """The permutation (``shuffle``'s result), once the helper has drawn it; the helper is then free again."""
+        cdef _EpochHelper helper = self.helper
+        if helper is not None:
+            self.helper = None
+            with nogil:
+                helper.collect()
+            helper.buffers = None
+            helper.busy = False
+        self.rows = None
+        return self.order
+
+    def __dealloc__(self):
+        # never leave the shared helper claimed (or its job's arrays freed under it)
+        if self.helper is not None:
+            self.result()
+
+
+def shuffle_start(rows, uint64_t key, out=None):
+    """:func:`shuffle` on the epoch helper thread, while the caller goes on: the same permutation, returned by
+    the job's ``result()`` (which waits for it).
+
+    For a two-thread fit, whose helper thread would otherwise idle until the first epoch: the estimator draws
+    the first epoch's order there while it validates and sets up the fit (both cost a few tenths of a
+    millisecond on the benchmark shape). Neither ``rows`` nor ``out`` may be touched before ``result()``.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n,), int64, or int
+        As :func:`shuffle`; an int ``n`` stands for the rows ``0 .. n-1``, which the helper writes itself (the
+        caller then need not make them).
+    key, out
+        As :func:`shuffle`; ``out`` must not be ``rows``.
+
+    Returns
+    -------
+    job : object with a ``result()`` method, or None
+        None when the shared helper thread is busy with another fit's epoch (starting a thread for one order
+        would cost about as much as drawing it): call :func:`shuffle` then.
+    """
+    global _shared_helper
+    cdef const int64_t[::1] r
+    cdef const int64_t *rp = NULL
+    cdef Py_ssize_t n
+    if isinstance(rows, numbers.Integral):
+        n = rows
+        if n < 0:
+            raise ValueError(f"shuffle_start: {n} rows")
+    else:
+        r = rows
+        n = r.shape[0]
+        rp = &r[0] if n else NULL
+    order = np.empty(n, dtype=np.int64) if out is None else out
+    cdef int64_t[::1] o = order
+    if o.shape[0] != n:
+        raise ValueError(f"shuffle_start: out has {o.shape[0]} entries, rows {n}")
+    if rp != NULL and &o[0] == rp:
+        raise ValueError("shuffle_start: out must not be rows")
+    if n < 2 or (_shared_helper is not None and _shared_helper.busy):
+        return None
+    cdef _EpochHelper helper = _take_helper()  # the shared one (started on first use): it was not busy
+    cdef _ShuffleJob job = _ShuffleJob()
+    job.order, job.rows = order, (r if rp != NULL else None)  # the memoryview keeps rows alive until result()
+    helper.kind, helper.rows, helper.out, helper.n_rows, helper.key = 1, rp, &o[0], n, key
+    helper.buffers = (job.order, job.rows)
+    job.helper = helper
+    helper.post()
+    return job
 
 
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
@@ -428,14 +594,8 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
             raise ValueError(f"epoch: sample_weight has {sw.shape[0]} entries, X has {n} rows")
         swp = &sw[0] if n else NULL
     if m:
-        with nogil:
-            lo = hi = order[0]
-            for i in range(1, m):
-                if order[i] < lo:
-                    lo = order[i]
-                elif order[i] > hi:
-                    hi = order[i]
-        if lo < 0 or hi >= n:
+        if _order_out_of_range(&order[0], m, n):
+            lo, hi = np.min(order), np.max(order)
             raise ValueError(f"epoch: order has indices in [{lo}, {hi}], outside the {n} rows of X")
         _check_aligned(&X[0, 0], sizeof(floating), "X")
         _check_aligned(&Y[0, 0], sizeof(floating), "Y")

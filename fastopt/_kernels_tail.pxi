@@ -77,3 +77,83 @@ def potrf_upper(double[::1, :] a, bint serial=False):
     with nogil:
         potrf(&uplo, &n, &a[0, 0], &lda, &info)
     return info
+
+
+# Compensated dot products for the refinement residual (Ogita, Rump & Oishi, *Accurate sum and dot product*,
+# SIAM J. Sci. Comput. 26, 2005, Dot2): each product split exactly into p + pe (Dekker 1971; a libm fma call
+# without -mfma cost twice as much), each sum's rounding error collected, as if computed in twice the precision
+# and rounded once. -ffp-contract=off keeps the compiler from fusing the roundings away.
+cdef inline void _two_sum(double a, double b, double *s, double *e) noexcept nogil:
+    cdef double t
+    s[0] = a + b
+    t = s[0] - a
+    e[0] = (a - (s[0] - t)) + (b - t)
+
+
+cdef inline void _two_prod(double a, double b, double *p, double *e) noexcept nogil:
+    cdef double ca = 134217729.0 * a, cb = 134217729.0 * b  # 2^27 + 1: split into 26-bit halves
+    cdef double ah = ca - (ca - a), bh = cb - (cb - b)
+    cdef double al = a - ah, bl = b - bh
+    p[0] = a * b
+    e[0] = ((ah * bh - p[0]) + ah * bl + al * bh) + al * bl
+
+
+def refine_residual(const double[:, ::1] X, const double[:, ::1] Y, const double[::1] sample_weight,
+                    const double[:, ::1] coef, const double[::1] intercept, double[:, ::1] grad,
+                    double[::1] rsum):
+    """Residuals of a linear fit in twice the working precision, and their weighted sums with and against ``X``.
+
+    With ``r_ij = Y_ij - intercept_j - sum_l X_il coef_jl`` evaluated as if in twice the precision and rounded
+    once, and ``u_ij = w_i r_ij`` (``w_i = 1`` without weights), computes the same way
+    ``grad[j, l] = sum_i u_ij X_il`` and ``rsum[j] = sum_i u_ij`` (compensated sums, Ogita, Rump & Oishi 2005).
+    These are the right-hand sides of one step of extra-precise iterative refinement of a least-squares solution
+    (Demmel et al. 2006; Bjorck 1996, 2.9): the cancellation in ``r`` near the solution is what float64 cannot
+    resolve. Values above about 1e300 in magnitude overflow the exact product's splitting.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), float64, C-contiguous
+    Y : ndarray of shape (n, k), float64, C-contiguous
+    sample_weight : ndarray of shape (n,), float64, or None
+    coef : ndarray of shape (k, d), float64, C-contiguous
+    intercept : ndarray of shape (k,), float64
+    grad : ndarray of shape (k, d), float64, C-contiguous
+        Output.
+    rsum : ndarray of shape (k,), float64
+        Output.
+    """
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = Y.shape[1], i, j, l
+    cdef const double *w = NULL
+    if sample_weight is not None:
+        if sample_weight.shape[0] != n:
+            raise ValueError("refine_residual: sample_weight must have one entry per row of X")
+        w = &sample_weight[0] if n else NULL
+    if Y.shape[0] != n or coef.shape[0] != k or coef.shape[1] != d or intercept.shape[0] != k \
+            or grad.shape[0] != k or grad.shape[1] != d or rsum.shape[0] != k:
+        raise ValueError("refine_residual: inconsistent shapes")
+    cdef double[:, ::1] gerr = np.zeros((k, d))
+    cdef double[::1] serr = np.zeros(k)
+    cdef double s, c, p, pe, q, u
+    grad[:, :] = 0.0
+    rsum[:] = 0.0
+    with nogil:
+        for i in range(n):
+            for j in range(k):
+                _two_sum(Y[i, j], -intercept[j], &s, &c)
+                for l in range(d):
+                    _two_prod(X[i, l], -coef[j, l], &p, &pe)
+                    _two_sum(s, p, &s, &q)
+                    c = c + (q + pe)
+                u = s + c
+                if w != NULL:
+                    u = u * w[i]
+                _two_sum(rsum[j], u, &rsum[j], &q)
+                serr[j] = serr[j] + q
+                for l in range(d):
+                    _two_prod(u, X[i, l], &p, &pe)
+                    _two_sum(grad[j, l], p, &grad[j, l], &q)
+                    gerr[j, l] = gerr[j, l] + (q + pe)
+        for j in range(k):
+            rsum[j] = rsum[j] + serr[j]
+            for l in range(d):
+                grad[j, l] = grad[j, l] + gerr[j, l]

@@ -6,6 +6,8 @@ over speed.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import scipy.sparse
 
@@ -102,6 +104,46 @@ def potrf_upper(a, serial=False):
     upper = np.triu_indices(a.shape[0])
     a[upper] = U[upper]
     return 0
+
+
+def _two_sum(a, b):
+    s = a + b
+    t = s - a
+    return s, (a - (s - t)) + (b - t)
+
+
+def _two_prod(a, b):
+    """``a * b`` and its exact rounding error, by Dekker's splitting (as the kernel)."""
+    p = a * b
+    split = 134217729.0  # 2^27 + 1
+    ca, cb = split * a, split * b
+    ah, bh = ca - (ca - a), cb - (cb - b)
+    al, bl = a - ah, b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def refine_residual(X, Y, sample_weight, coef, intercept, grad, rsum):
+    """Twin of :func:`fastopt._kernels.refine_residual`: the same compensated operations (Dot2), in the same
+    order, vectorised over rows for the residuals and over ``(k, d)`` for the sums (rows in order)."""
+    n, d = X.shape
+    s, c = _two_sum(Y.T, -intercept[:, None])  # (k, n)
+    for col in range(d):
+        p, pe = _two_prod(X[:, col][None, :], -coef[:, col][:, None])
+        s, q = _two_sum(s, p)
+        c = c + (q + pe)
+    u = s + c
+    if sample_weight is not None:
+        u = u * sample_weight[None, :]
+    gs, gerr = np.zeros(grad.shape), np.zeros(grad.shape)
+    ss, serr = np.zeros(rsum.shape), np.zeros(rsum.shape)
+    for i in range(n):
+        ss, q = _two_sum(ss, u[:, i])
+        serr = serr + q
+        p, pe = _two_prod(u[:, i][:, None], X[i][None, :])
+        gs, q = _two_sum(gs, p)
+        gerr = gerr + (q + pe)
+    grad[...] = gs + gerr
+    rsum[...] = ss + serr
 
 
 def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gram):
@@ -485,6 +527,34 @@ def _loss_and_derivative(loss, R, epsilon):
     return 0.5 * R64 * R64, R
 
 
+def mean_loss_zero(Y, rows, sample_weight, loss, epsilon):
+    """Twin of ``fastopt._kernels.mean_loss_zero``: the weighted mean loss of the all-zero model over ``rows``
+    (None: all), each row's losses summed over the targets, times its weight, in float64 and the kernel's order."""
+    n = Y.shape[0]
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    if rows.shape[0] == 0 or Y.shape[1] == 0:
+        raise ValueError("mean_loss_zero: no rows or no targets")
+    if np.any((rows < 0) | (rows >= n)):
+        raise ValueError(f"mean_loss_zero: a row outside the {n} rows of Y")
+    if sample_weight is not None and sample_weight.shape[0] != n:
+        raise ValueError(f"mean_loss_zero: sample_weight has {sample_weight.shape[0]} entries, Y has {n} rows")
+    eps = Y.dtype.type(epsilon)  # the kernel compares |y| with epsilon in Y's type
+    value, _ = _loss_and_derivative(loss, Y[rows], eps)
+    per_row = value[:, 0].copy()
+    for j in range(1, Y.shape[1]):  # each row's targets in order
+        per_row += value[:, j]
+    if sample_weight is not None:
+        per_row = per_row * sample_weight[rows].astype(np.float64)
+    # eight running sums by position (row q to sum q mod 8, the last m mod 8 rows to sum 0), in a fixed tree
+    m8 = per_row.shape[0] // 8 * 8
+    acc = np.zeros(8)
+    for block in per_row[:m8].reshape(-1, 8):
+        acc += block
+    for v in per_row[m8:]:
+        acc[0] += v
+    return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) / rows.shape[0]
+
+
 def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     """The summed gradient (into grad) and summed weighted loss of the rows ``rows``."""
     R = X[rows] @ W.T - Y[rows]
@@ -682,6 +752,26 @@ def shuffle(rows, key, out=None):
     for a, b in enumerate(j):
         out[a], out[b] = out[b], out[a]
     return out
+
+
+class _ShuffleJob:
+    def __init__(self, order):
+        self._order = order
+
+    def result(self):
+        return self._order
+
+
+def shuffle_start(rows, key, out=None):
+    """Twin of ``fastopt._kernels.shuffle_start``: :func:`shuffle` at once (NumPy has no helper thread), as a
+    job whose ``result()`` returns the permutation; an int ``rows`` stands for ``0 .. rows-1``."""
+    if isinstance(rows, numbers.Integral):
+        rows = np.arange(rows, dtype=np.int64)
+    if out is not None and out is rows:
+        raise ValueError("shuffle_start: out must not be rows")
+    if len(rows) < 2:
+        return None
+    return _ShuffleJob(shuffle(rows, key, out))
 
 
 def simd(name=None):

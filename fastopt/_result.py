@@ -98,6 +98,10 @@ class Solver:
         """Whether its ``fit`` reports non-finite ``X`` itself, so validation may skip that pass over ``X``."""
         return False
 
+    def checks_finite_y(self, params: dict) -> bool:
+        """Whether its ``fit`` reports non-finite ``y`` itself, so validation may skip that pass over ``y``."""
+        return False
+
     def check_incremental(self) -> None:
         """Raise the solver's own ValueError when it cannot fit rows that arrive in chunks."""
         if not self.incremental:

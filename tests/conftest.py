@@ -29,6 +29,42 @@ def rng():
 
 
 @pytest.fixture(scope="session")
+def exact_least_squares():
+    """``solve(X, Y, w=None, alpha=0.0, fit_intercept=True)``: the minimiser of
+    ``(1/(2W)) sum_i w_i ||y_i - b0 - B x_i||^2 + (alpha/2) ||B||^2`` in rational arithmetic (the floats are exact
+    binaries), rounded once: ``(b0, B)`` of shapes (k,) and (k, d) (``b0`` zero without an intercept)."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    def solve(X, Y, w=None, alpha=0.0, fit_intercept=True):
+        n = X.shape[0]
+        wf = [Fraction(1)] * n if w is None else [Fraction(float(v)) for v in w]
+        W = sum(wf)
+        lead = 1 if fit_intercept else 0
+        rows = [[Fraction(1)] * lead + [Fraction(float(v)) for v in X[i]] for i in range(n)]
+        p = len(rows[0])
+        ridge = W * Fraction(float(alpha))
+        sols = []
+        for j in range(Y.shape[1]):
+            M = [[sum(wf[i] * rows[i][a] * rows[i][b] for i in range(n)) + (ridge if a == b >= lead else 0)
+                  for b in range(p)] + [sum(wf[i] * rows[i][a] * Fraction(float(Y[i, j])) for i in range(n))]
+                 for a in range(p)]
+            for col in range(p):  # Gauss-Jordan; exact, so no pivoting strategy is needed beyond a non-zero pivot
+                piv = next(r for r in range(col, p) if M[r][col] != 0)
+                M[col], M[piv] = M[piv], M[col]
+                for r in range(p):
+                    if r != col and M[r][col] != 0:
+                        f = M[r][col] / M[col][col]
+                        M[r] = [a - f * c for a, c in zip(M[r], M[col])]
+            sols.append([float(M[i][p] / M[i][i]) for i in range(p)])
+        sol = np.array(sols)
+        return (sol[:, 0], sol[:, 1:]) if fit_intercept else (np.zeros(Y.shape[1]), sol)
+
+    return solve
+
+
+@pytest.fixture(scope="session")
 def epoch_problem():
     """``epoch_problem(rng, n, d, k, dtype, weighted)``: a regression problem for the epoch kernels, returned as
     ``(X, Y, sw)``: Gaussian X, k targets with Student-t noise (heavy tails exercise the robust losses), and

@@ -288,3 +288,49 @@ def test_two_thread_epoch_in_a_forked_child():
             child.kill()
     assert child.exitcode == 0
     np.testing.assert_array_equal(np.frombuffer(result), parent)
+
+
+@pytest.mark.parametrize("impl", [_kernels, _reference])
+def test_shuffle_start_draws_shuffle_s_permutation(impl):
+    rows = np.arange(5_000, dtype=np.int64)[::-1].copy()
+    for key in (0, 7, 2**64 - 1):
+        job = impl.shuffle_start(rows, key)
+        np.testing.assert_array_equal(job.result(), _kernels.shuffle(rows, key))
+        np.testing.assert_array_equal(job.result(), _kernels.shuffle(rows, key))  # result() may be asked again
+    assert impl.shuffle_start(rows[:1], 3) is None  # nothing to draw
+    job = impl.shuffle_start(5_000, 9)  # the rows 0 .. n-1, written by the helper itself
+    np.testing.assert_array_equal(job.result(), _kernels.shuffle(np.arange(5_000, dtype=np.int64), 9))
+    with pytest.raises(ValueError, match="out must not be rows"):
+        impl.shuffle_start(rows, 3, rows)
+
+
+def test_shuffle_start_leaves_a_busy_helper_alone():
+    rows = np.arange(50_000, dtype=np.int64)
+    job = _kernels.shuffle_start(rows, 11)
+    assert job is not None and _kernels.shuffle_start(rows, 12) is None  # the shared helper is taken
+    del job  # an uncollected job is collected when dropped: the helper is free again
+    second = _kernels.shuffle_start(rows, 12)
+    assert second is not None
+    np.testing.assert_array_equal(second.result(), _kernels.shuffle(rows, 12))
+
+
+@pytest.mark.parametrize("max_epochs", [1, 3])
+def test_two_thread_fits_draw_their_first_order_early_with_the_same_result(rng, max_epochs):
+    # A two-thread fit draws its first epoch's order on the helper thread during the set-up: the coefficients are
+    # bit for bit those of one thread, also when the helper is busy with another order (then drawn at once), and
+    # a set-up that raises leaves the helper free.
+    X = rng.normal(size=(4000, 64))
+    y = X @ rng.normal(size=64) + rng.normal(size=4000)
+    params = dict(solver="adam", learning_rate=1e-3, max_epochs=max_epochs, tol=None, random_state=3, batch_size=64)
+    one = LinearRegressor(**params, n_threads=1).fit(X, y).coef_
+    np.testing.assert_array_equal(LinearRegressor(**params, n_threads=2).fit(X, y).coef_, one)
+    hold = _kernels.shuffle_start(np.arange(10, dtype=np.int64), 1)  # the shared helper busy
+    np.testing.assert_array_equal(LinearRegressor(**params, n_threads=2).fit(X, y).coef_, one)
+    hold.result()
+    bad = y.copy()
+    bad[5] = np.nan
+    with pytest.raises(ValueError, match="Input y contains"):
+        LinearRegressor(**params, n_threads=2).fit(X, bad)
+    job = _kernels.shuffle_start(np.arange(10, dtype=np.int64), 1)
+    assert job is not None  # free again
+    job.result()

@@ -195,3 +195,33 @@ def test_epoch_reports_divergence_with_the_step(impl):
     params[:] = 0
     status, t, _, bad = impl.epoch(0, spec.hyper, train, X, Y, None, np.arange(8), params, state, work, 10, 1e-3)
     assert (status, t, bad) == (1, 12, 13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", list(optim.Loss))
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("subset", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mean_loss_zero_matches_its_twin(dtype, loss, k, subset, weighted, simd):
+    # The twin adds the same float64 terms in the kernel's order (targets in order, eight sums by row position,
+    # a fixed tree): the same bits.
+    rng = np.random.default_rng(3)
+    Y = (3 * rng.normal(size=(1001, k))).astype(dtype)
+    rows = rng.permutation(1001)[:700].astype(np.int64) if subset else None
+    sw = rng.uniform(0, 2, size=1001).astype(dtype) if weighted else None
+    got = _kernels.mean_loss_zero(Y, rows, sw, int(loss), 1.35)
+    want = _reference.mean_loss_zero(Y, rows, sw, int(loss), 1.35)
+    assert got == want  # the same operations in the same order
+    Y[rows[0] if subset else 500, k - 1] = np.nan
+    assert np.isnan(_kernels.mean_loss_zero(Y, rows, sw, int(loss), 1.35))
+
+
+def test_mean_loss_zero_rejects_bad_arguments():
+    Y = np.ones((5, 1))
+    for impl in (_kernels, _reference):
+        with pytest.raises(ValueError, match="outside"):
+            impl.mean_loss_zero(Y, np.array([0, 5], dtype=np.int64), None, 0, 1.35)
+        with pytest.raises(ValueError, match="sample_weight"):
+            impl.mean_loss_zero(Y, None, np.ones(4), 0, 1.35)
+        with pytest.raises(ValueError, match="no rows"):
+            impl.mean_loss_zero(Y, np.empty(0, dtype=np.int64), None, 0, 1.35)

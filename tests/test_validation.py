@@ -135,3 +135,29 @@ def test_nonfinite_x_in_zero_weight_rows_is_still_rejected(rng):
     w = np.r_[np.zeros(4000), np.ones(1000)]
     with pytest.raises(ValueError, match="NaN"):
         LinearRegressor(solver="normal").fit(X, X.sum(axis=1), sample_weight=w)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("row", [0, 1999])
+def test_iterative_fit_names_nonfinite_y_from_its_starting_loss(rng, sparse, dtype, value, row):
+    # fit leaves y's finiteness to the starting loss (every training target read once): the error must name y,
+    # with validation's message, never blame the learning rate; a warm start learns it in its first epoch.
+    X = rng.normal(size=(2000, 3)).astype(dtype)
+    y = X.sum(axis=1)
+    Xf = scipy.sparse.csr_array(X) if sparse else X
+    est = LinearRegressor(solver="adam", learning_rate=0.01, max_epochs=2, random_state=0, warm_start=True)
+    est.fit(Xf, y)
+    before = est.coef_.copy()
+    y[row] = value
+    for _ in range(2):  # a warm start continues the previous fit: its first epoch reads y
+        with pytest.raises(ValueError, match="Input y contains") as excinfo:
+            est.fit(Xf, y)
+        assert not isinstance(excinfo.value, DivergenceError)
+        np.testing.assert_array_equal(est.coef_, before)  # all-or-nothing
+        est.warm_start = False
+    with pytest.raises(ValueError, match="Input y contains"):  # zero weights: validation checks y itself
+        LinearRegressor(solver="sgd", max_epochs=1).fit(Xf, y, sample_weight=np.r_[np.zeros(1000), np.ones(1000)])
+    with pytest.raises(ValueError, match="Input y contains"):  # held-out targets are only scored
+        LinearRegressor(solver="sgd", max_epochs=1, early_stopping=True).fit(Xf, y)
