@@ -134,21 +134,29 @@ void fo_cgls_direction(ptrdiff_t d, double beta, const double *restrict s, doubl
                        const double *restrict m, const double *restrict L2, double lam2, double *out)
 {
     double lm[4] = {0.0, 0.0, 0.0, 0.0}, ll[4] = {0.0, 0.0, 0.0, 0.0};
-    const ptrdiff_t d4 = d - d % 4;
-    for (ptrdiff_t j = 0; j < d; j++) p[j] = s[j] + beta * p[j];
-    if (m) {
-        for (ptrdiff_t j = 0; j < d4; j += 4)
-            for (int k = 0; k < 4; k++) lm[k] += m[j + k] * p[j + k];
-        for (ptrdiff_t j = d4; j < d; j++) lm[j - d4] += m[j] * p[j];
-    }
-    if (L2) {
-        for (ptrdiff_t j = 0; j < d4; j += 4)
-            for (int k = 0; k < 4; k++) ll[k] += L2[j + k] * p[j + k] * p[j + k];
-        for (ptrdiff_t j = d4; j < d; j++) ll[j - d4] += L2[j] * p[j] * p[j];
-    } else if (lam2 != 0.0) {
-        for (ptrdiff_t j = 0; j < d4; j += 4)
-            for (int k = 0; k < 4; k++) ll[k] += lam2 * p[j + k] * p[j + k];
-        for (ptrdiff_t j = d4; j < d; j++) ll[j - d4] += lam2 * p[j] * p[j];
+    /* Over tiles, so that p is read back for the sums from L1 rather than swept again: at d = 2^18, 0.24 ms
+     * against 0.26 ms for three sweeps with the vectors in cache (equal when they come from memory). */
+    for (ptrdiff_t j0 = 0; j0 < d; j0 += FO_KRYLOV_TILE) {
+        const ptrdiff_t nt = d - j0 < FO_KRYLOV_TILE ? d - j0 : FO_KRYLOV_TILE, nt4 = nt - nt % 4;
+        const double *restrict st = s + j0;
+        double *restrict pt = p + j0;
+        for (ptrdiff_t t = 0; t < nt; t++) pt[t] = st[t] + beta * pt[t];
+        if (m) {
+            const double *restrict mt = m + j0;
+            for (ptrdiff_t t = 0; t < nt4; t += 4)
+                for (int k = 0; k < 4; k++) lm[k] += mt[t + k] * pt[t + k];
+            for (ptrdiff_t t = nt4; t < nt; t++) lm[t - nt4] += mt[t] * pt[t];
+        }
+        if (L2) {
+            const double *restrict Lt = L2 + j0;
+            for (ptrdiff_t t = 0; t < nt4; t += 4)
+                for (int k = 0; k < 4; k++) ll[k] += Lt[t + k] * pt[t + k] * pt[t + k];
+            for (ptrdiff_t t = nt4; t < nt; t++) ll[t - nt4] += Lt[t] * pt[t] * pt[t];
+        } else if (lam2 != 0.0) {
+            for (ptrdiff_t t = 0; t < nt4; t += 4)
+                for (int k = 0; k < 4; k++) ll[k] += lam2 * pt[t + k] * pt[t + k];
+            for (ptrdiff_t t = nt4; t < nt; t++) ll[t - nt4] += lam2 * pt[t] * pt[t];
+        }
     }
     out[0] = fo_lanes(lm);
     out[1] = fo_lanes(ll);
