@@ -295,15 +295,30 @@ fo_status fo_krylov_csr_d(const double *data, const int32_t *indices, const int3
 fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                           ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
                           double shift, double *z, double *zz, double *out);
-/* The fused d-vector updates of a CGLS iteration (krylov.c); the arrays must not overlap. */
-double fo_cgls_prepare(ptrdiff_t d, double *q, double se, const double *m, const double *L2, const double *p);
-double fo_cgls_advance(ptrdiff_t d, double step, const double *p, const double *q, double *x, double *s);
-double fo_cgls_direction(ptrdiff_t d, double beta, const double *s, double *p, const double *m);
-void fo_lsqr_before(ptrdiff_t d, double alpha, const double *v, const double *L, double *g, double *ub,
+/* The moments of CSR rows in one read: with s_i = sw[i] (NULL: 1), e0_i = s_i^2 and, for each of the k targets
+ * (Y row-major, n x k), a_ij = s_i (Y_ij - shift_j), e_ij = s_i a_ij: Z (d rows of 2 + k) = for each column,
+ * {sum_i e0_i x_i, sum_i e0_i x_i^2, sum_i e_ij x_i ...}, out = {sum_i a_ij^2, sum_i e_ij} for each target j;
+ * e is k doubles of work space. Bit for bit the fused passes with v = 0 that chunk_moments made before. */
+fo_status fo_krylov_moments_csr_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *Y,
+                                  ptrdiff_t k, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *shift,
+                                  double *Z, double *e, double *out);
+fo_status fo_krylov_moments_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *Y,
+                                  ptrdiff_t k, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *shift,
+                                  double *Z, double *e, double *out);
+/* The fused d-vector updates of the CGLS and LSQR iterations (krylov.c); the arrays must not overlap. Z holds a
+ * pass's S segment parts, S rows of stride ld, summed in row order. A diagonal (L2, L) is an array, or, when NULL,
+ * the constant lam2, lam in every entry (0: none). */
+double fo_cgls_step(ptrdiff_t d, ptrdiff_t S, const double *Z, ptrdiff_t ld, double step, double se, const double *m,
+                    const double *L2, double lam2, const double *p, double *x, double *s);
+void fo_cgls_direction(ptrdiff_t d, double beta, const double *s, double *p, const double *m, const double *L2,
+                       double lam2, double *out);
+void fo_lsqr_before(ptrdiff_t d, double alpha, const double *v, const double *L, double lam, double *g, double *ub,
                     const double *m, double *out);
-double fo_lsqr_after(ptrdiff_t d, double beta, double bdiv, double se, const double *m, double *z, double *g,
-                     double *ub, const double *L, double *v);
+double fo_lsqr_after(ptrdiff_t d, ptrdiff_t S, const double *Z, ptrdiff_t ld, double beta, double bdiv, double se,
+                     const double *m, double *g, double *ub, const double *L, double lam, double *v);
 void fo_lsqr_update(ptrdiff_t d, double adiv, double cx, double cw, double *v, double *x, double *w);
+void fo_lsqr_next(ptrdiff_t d, double adiv, double cx, double cw, double *v, double *x, double *w, double alpha,
+                  const double *L, double lam, double *g, double *ub, const double *m, double *out);
 
 /* ---------------------------------------------------------------- Huber Newton (huber.c) */
 /* The fused pass over a segment of rows (see huber.c), at the point (w, b) with threshold eps (may be +inf):

@@ -85,12 +85,13 @@ static inline double FO_CAT(FO_KRYLOV_CSR, row_dot)(const FO_REAL *data, const i
 
 /* CSR rows, in blocks of at most FO_KRYLOV_BLOCK rows and FO_KRYLOV_BLOCK_NNZ entries: first every row's dot
  * product with v (the gathers), then every row's scatter into z, while the block's data and indices are still in
- * L1/L2, so X is read from memory once. With d = 2^18, v and z are far larger than L2, and the cache misses at
- * random columns, not the sequential read of the rows, bound the pass; two plain sweeps over a block let the
- * processor overlap those misses across rows (measured 1.4x faster than dotting and scattering one row at a
- * time, which serialised each row's scatter behind its dot product, and faster than blocks of 16 or 1024 rows,
- * on the hashed benchmark). indptr holds absolute offsets into data/indices (a segment passes a slice of
- * indptr). */
+ * L1/L2, so X is read from memory once. Two plain sweeps over a block let the processor overlap the accesses at
+ * random columns across rows (measured 1.4x faster than dotting and scattering one row at a time, which
+ * serialised each row's scatter behind its dot product, on the hashed benchmark; block sizes: see krylov.c). On a
+ * CPU with 2 MiB of L2 per core the random columns are not what bounds the pass: the same rows over d = 2^14
+ * columns (vectors resident in L2) cost 0.99x (one thread) and 0.80x (two) what they cost over 2^18: the
+ * per-entry work and the read of X do.
+ * indptr holds absolute offsets into data/indices (a segment passes a slice of indptr). */
 fo_status FO_KRYLOV_CSR(const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *y,
                         ptrdiff_t y_stride, const double *sw, ptrdiff_t n, ptrdiff_t d, const double *v, double c,
                         double shift, double *z, double *zz, double *out)
@@ -125,6 +126,48 @@ fo_status FO_KRYLOV_CSR(const FO_REAL *data, const int32_t *indices, const int32
     }
     out[0] = ss;
     out[1] = se;
+    return FO_OK;
+}
+
+/* The moments of CSR rows in one read (see fastopt.h): no product with a vector is needed (the passes of
+ * chunk_moments had v = 0), so the rows are only scattered, each stored entry into one row of Z: its 2 + k values
+ * are adjacent, one cache line at a random column where the 1 + k separate passes touched 2 + k. Each value is
+ * formed exactly as those passes formed it (e = s (s (0 + y - shift)) is s (s (y - shift)); e0 = s (s 1)), and
+ * every column is summed in row order, so the moments are bit for bit those of the separate passes. */
+fo_status FO_KRYLOV_MOMENTS_CSR(const FO_REAL *data, const int32_t *indices, const int32_t *indptr,
+                                const FO_REAL *Y, ptrdiff_t k, const double *sw, ptrdiff_t n, ptrdiff_t d,
+                                const double *shift, double *Z, double *e, double *out)
+{
+    if (n < 0 || d < 0 || k < 0) return FO_BAD_ARGUMENT;
+    const ptrdiff_t w = 2 + k;
+    memset(Z, 0, (size_t)(d * w) * sizeof(double));
+    for (ptrdiff_t j = 0; j < 2 * k; j++) out[j] = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double s = sw ? sw[i] : 1.0, e0 = s * s;
+        for (ptrdiff_t j = 0; j < k; j++) {
+            const double a = s * ((double)Y[i * k + j] - shift[j]);
+            e[j] = s * a;
+            out[2 * j] += a * a;
+            out[2 * j + 1] += e[j];
+        }
+        if (k == 1) { /* the common case, without the inner loop */
+            const double e1 = e[0];
+            for (int32_t p = indptr[i]; p < indptr[i + 1]; p++) {
+                const double x = (double)data[p];
+                double *restrict zc = Z + (ptrdiff_t)indices[p] * 3;
+                zc[0] += e0 * x;
+                zc[1] += e0 * (x * x);
+                zc[2] += e1 * x;
+            }
+        } else
+            for (int32_t p = indptr[i]; p < indptr[i + 1]; p++) {
+                const double x = (double)data[p];
+                double *restrict zc = Z + (ptrdiff_t)indices[p] * w;
+                zc[0] += e0 * x;
+                zc[1] += e0 * (x * x);
+                for (ptrdiff_t j = 0; j < k; j++) zc[2 + j] += e[j] * x;
+            }
+    }
     return FO_OK;
 }
 #endif

@@ -175,16 +175,23 @@ cdef extern from "fastopt.h" nogil:
     fo_status fo_krylov_csr_s(const float *data, const int32_t *indices, const int32_t *indptr, const float *y,
                               Py_ssize_t y_stride, const double *sw, Py_ssize_t n, Py_ssize_t d, const double *v,
                               double c, double shift, double *z, double *zz, double *out)
-    double fo_cgls_prepare(Py_ssize_t d, double *q, double se, const double *m, const double *L2,
-                           const double *p)
-    double fo_cgls_advance(Py_ssize_t d, double step, const double *p, const double *q, double *x,
-                           double *s)
-    double fo_cgls_direction(Py_ssize_t d, double beta, const double *s, double *p, const double *m)
-    void fo_lsqr_before(Py_ssize_t d, double alpha, const double *v, const double *L, double *g, double *ub,
-                        const double *m, double *out)
-    double fo_lsqr_after(Py_ssize_t d, double beta, double bdiv, double se, const double *m, double *z, double *g,
-                         double *ub, const double *L, double *v)
+    fo_status fo_krylov_moments_csr_d(const double *data, const int32_t *indices, const int32_t *indptr,
+                                      const double *Y, Py_ssize_t k, const double *sw, Py_ssize_t n, Py_ssize_t d,
+                                      const double *shift, double *Z, double *e, double *out)
+    fo_status fo_krylov_moments_csr_s(const float *data, const int32_t *indices, const int32_t *indptr,
+                                      const float *Y, Py_ssize_t k, const double *sw, Py_ssize_t n, Py_ssize_t d,
+                                      const double *shift, double *Z, double *e, double *out)
+    double fo_cgls_step(Py_ssize_t d, Py_ssize_t S, const double *Z, Py_ssize_t ld, double step, double se,
+                        const double *m, const double *L2, double lam2, const double *p, double *x, double *s)
+    void fo_cgls_direction(Py_ssize_t d, double beta, const double *s, double *p, const double *m,
+                           const double *L2, double lam2, double *out)
+    void fo_lsqr_before(Py_ssize_t d, double alpha, const double *v, const double *L, double lam, double *g,
+                        double *ub, const double *m, double *out)
+    double fo_lsqr_after(Py_ssize_t d, Py_ssize_t S, const double *Z, Py_ssize_t ld, double beta, double bdiv,
+                         double se, const double *m, double *g, double *ub, const double *L, double lam, double *v)
     void fo_lsqr_update(Py_ssize_t d, double adiv, double cx, double cw, double *v, double *x, double *w)
+    void fo_lsqr_next(Py_ssize_t d, double adiv, double cx, double cw, double *v, double *x, double *w,
+                      double alpha, const double *L, double lam, double *g, double *ub, const double *m, double *out)
 
     # ------------------------------------------------------------ Huber Newton (huber.c)
     int FO_HUBER_GATHER

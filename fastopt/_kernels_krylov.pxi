@@ -109,6 +109,49 @@ def krylov_csr(const floating[::1] data, const int32_t[::1] indices, const int32
     return out[0], out[1]
 
 
+def krylov_moments_csr(const floating[::1] data, const int32_t[::1] indices, const int32_t[::1] indptr,
+                       const floating[:, ::1] Y, const double[::1] sqrt_weight, const double[::1] shift,
+                       double[:, ::1] Z, bint check=True):
+    """The weighted moments of CSR rows in one read (no vector product): what :func:`krylov_csr` gave with
+    ``v = 0`` in ``1 + k`` passes, bit for bit.
+
+    With ``s = sqrt_weight`` (ones when None), ``e0 = s * s`` and, for each target ``j`` of ``Y`` (n, k),
+    ``a_j = s * (Y[:, j] - shift[j])`` and ``e_j = s * a_j``, writes ``Z`` (d, 2 + k): ``Z[:, 0] = X^T e0``,
+    ``Z[:, 1] = (X * X)^T e0`` and ``Z[:, 2 + j] = X^T e_j`` (a stored entry's values are adjacent, one cache line
+    at a random column). ``d = Z.shape[0]``; ``indptr``, ``check`` as in :func:`krylov_csr`.
+
+    Returns
+    -------
+    (sum(a ** 2), sum(s * a)) : tuple of ndarray of shape (k,)
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, d = Z.shape[0], k = Y.shape[1]
+    cdef fo_status status
+    if n < 0 or indices.shape[0] != data.shape[0] or Y.shape[0] != n or Z.shape[1] != 2 + k \
+            or shift.shape[0] != k or (sqrt_weight is not None and sqrt_weight.shape[0] != n):
+        raise ValueError("krylov_moments_csr: inconsistent shapes")
+    if n and (indptr[0] < 0 or indptr[n] > data.shape[0] or indptr[n] < indptr[0]):
+        raise ValueError("krylov_csr: indptr points outside data")
+    if check:
+        csr_check(indices, indptr, d)
+    cdef double[::1] e = np.empty(max(k, 1))
+    cdef double[::1] out = np.empty(max(2 * k, 1))
+    cdef const double *sw = &sqrt_weight[0] if sqrt_weight is not None and n else NULL
+    cdef const floating *dp = &data[0] if data.shape[0] else NULL
+    cdef const int32_t *ip = &indices[0] if indices.shape[0] else NULL
+    cdef const floating *yp = &Y[0, 0] if n and k else NULL
+    cdef const double *hp = &shift[0] if k else NULL
+    cdef double *zp = &Z[0, 0] if d else NULL
+    with nogil:
+        if floating is double:
+            status = fo_krylov_moments_csr_d(dp, ip, &indptr[0], yp, k, sw, n, d, hp, zp, &e[0], &out[0])
+        else:
+            status = fo_krylov_moments_csr_s(dp, ip, &indptr[0], yp, k, sw, n, d, hp, zp, &e[0], &out[0])
+    if status != FO_OK:
+        raise ValueError(f"krylov_moments_csr: the kernel rejected its arguments (status {Status(status).name})")
+    res = np.asarray(out)[: 2 * k].reshape(k, 2)
+    return res[:, 0].copy(), res[:, 1].copy()
+
+
 def csr_check(const int32_t[::1] indices, const int32_t[::1] indptr, Py_ssize_t d):
     """Check the CSR structure the Krylov pass trusts: ``indptr`` non-decreasing within ``[0, len(indices)]`` and
     every column index of the rows it spans in ``[0, d)``; raises ValueError naming the first fault."""
@@ -135,9 +178,10 @@ def csr_check(const int32_t[::1] indices, const int32_t[::1] indptr, Py_ssize_t 
         raise ValueError(f"krylov_csr: column index {hi} outside [0, {d})")
 
 
-# The d-vector updates of a CGLS iteration (fastopt/_krylov.py), fused in C (krylov.c): at d = 2^18 each NumPy
-# operation is a 2 MiB sweep, and an iteration made fourteen. Every sum runs in four lanes (entries j mod 4,
-# added as (l0 + l1) + (l2 + l3)) in a fixed order: deterministic.
+# The d-vector updates of the CGLS and LSQR iterations (fastopt/_krylov.py), fused in C (krylov.c): at d = 2^18
+# each NumPy operation is a 2 MiB sweep, and a CGLS iteration made fourteen. Every sum runs in four lanes (entries
+# j mod 4, added as (l0 + l1) + (l2 + l3)) in a fixed order: deterministic. A pass's result comes as its segment
+# parts Z (S, d), summed in row order by the sweep that consumes it.
 
 cdef inline const double *_ptr_or_null(const double[::1] a) noexcept:
     return &a[0] if a is not None and a.shape[0] else NULL
@@ -152,52 +196,47 @@ def _distinct(name, *arrays):
                 raise ValueError(f"{name}: the arrays must not overlap")
 
 
-def cgls_prepare(double[::1] q, double se, const double[::1] m, const double[::1] L2, const double[::1] p):
-    """``q -= se * m`` (when ``m`` is given), then ``q += L2 * p`` (when ``L2`` is given), in place; returns
-    ``sum(L2 * p * p)`` (0.0 without ``L2``): from a pass's ``X^T (s a)``, ``A^T A p + L^2 p`` and ``||L p||^2``."""
-    cdef Py_ssize_t d = q.shape[0]
+def _base(a):
+    return None if a is None else a.base
+
+
+def cgls_step(double step, const double[:, ::1] Z, double se, const double[::1] m, const double[::1] L2,
+              const double[::1] p, double[::1] x, double[::1] s, double lam2=0.0):
+    """With ``q = Z.sum(axis=0)`` summed in row order, minus ``se * m`` (when ``m`` is given), plus ``L2 * p`` (when
+    ``L2`` is given; else ``lam2 * p``, nothing when ``lam2 == 0``): ``x += step * p`` and ``s -= step * q`` in place;
+    returns ``s . s``. From a pass's segment parts ``Z`` (their sum ``X^T (s a)``), ``q`` is ``A^T A p + L^2 p``.
+    A constant diagonal is given as ``lam2`` rather than an array: one 2 MiB read fewer per sweep at d = 2^18."""
+    cdef Py_ssize_t d = p.shape[0], S = Z.shape[0]
     cdef double out
-    if (m is not None and m.shape[0] != d) or (L2 is not None and L2.shape[0] != d) or p.shape[0] != d:
-        raise ValueError("cgls_prepare: inconsistent shapes")
-    _distinct("cgls_prepare", q.base, None if m is None else m.base, None if L2 is None else L2.base, p.base)
-    cdef double *qp = &q[0] if d else NULL
+    if S < 1 or Z.shape[1] != d or x.shape[0] != d or s.shape[0] != d \
+            or (m is not None and m.shape[0] != d) or (L2 is not None and L2.shape[0] != d):
+        raise ValueError("cgls_step: inconsistent shapes")
+    _distinct("cgls_step", Z.base, _base(m), _base(L2), p.base, x.base, s.base)
+    if d == 0:
+        return 0.0
     cdef const double *mp = _ptr_or_null(m)
     cdef const double *lp = _ptr_or_null(L2)
-    cdef const double *pp = _ptr_or_null(p)
-    if L2 is not None and d == 0:
-        return 0.0
     with nogil:
-        out = fo_cgls_prepare(d, qp, se, mp, lp, pp)
+        out = fo_cgls_step(d, S, &Z[0, 0], d, step, se, mp, lp, lam2, &p[0], &x[0], &s[0])
     return out
 
 
-def cgls_advance(double step, const double[::1] p, const double[::1] q, double[::1] x, double[::1] s):
-    """``x += step * p`` and ``s -= step * q`` in place; returns ``s . s``."""
+def cgls_direction(double beta, const double[::1] s, double[::1] p, const double[::1] m, const double[::1] L2,
+                   double lam2=0.0):
+    """``p = s + beta * p`` in place; returns ``(m . p, sum(L2 * p * p))`` (0.0 for what is not given; without
+    ``L2``, ``lam2`` stands for its every entry)."""
     cdef Py_ssize_t d = p.shape[0]
-    cdef double out
-    if q.shape[0] != d or x.shape[0] != d or s.shape[0] != d:
-        raise ValueError("cgls_advance: inconsistent shapes")
-    _distinct("cgls_advance", p.base, q.base, x.base, s.base)
-    if d == 0:
-        return 0.0
-    with nogil:
-        out = fo_cgls_advance(d, step, &p[0], &q[0], &x[0], &s[0])
-    return out
-
-
-def cgls_direction(double beta, const double[::1] s, double[::1] p, const double[::1] m):
-    """``p = s + beta * p`` in place; returns ``m . p`` (0.0 without ``m``)."""
-    cdef Py_ssize_t d = p.shape[0]
-    cdef double out
-    if s.shape[0] != d or (m is not None and m.shape[0] != d):
+    cdef double out[2]
+    if s.shape[0] != d or (m is not None and m.shape[0] != d) or (L2 is not None and L2.shape[0] != d):
         raise ValueError("cgls_direction: inconsistent shapes")
-    _distinct("cgls_direction", s.base, p.base, None if m is None else m.base)
+    _distinct("cgls_direction", s.base, p.base, _base(m), _base(L2))
     if d == 0:
-        return 0.0
+        return 0.0, 0.0
     cdef const double *mp = _ptr_or_null(m)
+    cdef const double *lp = _ptr_or_null(L2)
     with nogil:
-        out = fo_cgls_direction(d, beta, &s[0], &p[0], mp)
-    return out
+        fo_cgls_direction(d, beta, &s[0], &p[0], mp, lp, lam2, out)
+    return out[0], out[1]
 
 
 cdef inline double *_wptr_or_null(double[::1] a) noexcept:
@@ -210,13 +249,15 @@ def _same_length(name, d, *arrays):
 
 
 def lsqr_before(double alpha, const double[::1] v, const double[::1] L, double[::1] g, double[::1] ub,
-                const double[::1] m):
-    """``g = v - alpha g`` and (when ``L`` is given) ``ub = L v - alpha ub``, in place; returns
-    ``(m . g, ub . ub)`` (0.0 for what is not given): an LSQR iteration up to its pass."""
+                const double[::1] m, double lam=0.0):
+    """``g = v - alpha g`` and (when ``L`` is given, or ``lam != 0`` stands for its every entry)
+    ``ub = L v - alpha ub``, in place; returns ``(m . g, ub . ub)`` (0.0 for what is not given): an LSQR iteration
+    up to its pass."""
     cdef Py_ssize_t d = g.shape[0]
     cdef double out[2]
-    _same_length("lsqr_before", d, v, L, ub if L is not None else None, m)
-    if L is not None and ub is None:
+    cdef bint ridge = L is not None or lam != 0.0
+    _same_length("lsqr_before", d, v, L, ub if ridge else None, m)
+    if ridge and ub is None:
         raise ValueError("lsqr_before: L needs ub")
     _distinct("lsqr_before", v.base, None if L is None else L.base, g.base, None if ub is None else ub.base,
               None if m is None else m.base)
@@ -224,31 +265,35 @@ def lsqr_before(double alpha, const double[::1] v, const double[::1] L, double[:
     cdef const double *lp = _ptr_or_null(L)
     cdef const double *mp = _ptr_or_null(m)
     cdef double *gp = _wptr_or_null(g)
-    cdef double *up = _wptr_or_null(ub) if L is not None else NULL
+    cdef double *up = _wptr_or_null(ub) if ridge else NULL
     with nogil:
-        fo_lsqr_before(d, alpha, vp, lp, gp, up, mp, out)
+        fo_lsqr_before(d, alpha, vp, lp, lam, gp, up, mp, out)
     return out[0], out[1]
 
 
-def lsqr_after(double beta, double bdiv, double se, const double[::1] m, double[::1] z, double[::1] g,
-               double[::1] ub, const double[::1] L, double[::1] v):
-    """From a pass's ``z = X^T (s a)``, with ``r = 1 / bdiv``: ``z = (z - se m) r`` (``z r`` without ``m``),
-    ``g *= r``, ``ub *= r`` (when ``L`` is given), ``v = -beta v + z + L ub``, in place; returns ``v . v``."""
-    cdef Py_ssize_t d = z.shape[0]
+def lsqr_after(double beta, double bdiv, double se, const double[::1] m, const double[:, ::1] Z, double[::1] g,
+               double[::1] ub, const double[::1] L, double[::1] v, double lam=0.0):
+    """From a pass's segment parts ``Z`` (S, d), with ``z = Z.sum(axis=0)`` summed in row order and
+    ``r = 1 / bdiv``: ``z' = (z - se m) r`` (``z r`` without ``m``), ``g *= r``, ``ub *= r`` (when ``L`` is given,
+    or ``lam != 0`` stands for its every entry), ``v = -beta v + z' + L ub``, in place (``Z`` is only read); returns
+    ``v . v``."""
+    cdef Py_ssize_t d = g.shape[0], S = Z.shape[0]
     cdef double out
-    _same_length("lsqr_after", d, m, g, ub if L is not None else None, L, v)
-    if L is not None and ub is None:
+    cdef bint ridge = L is not None or lam != 0.0
+    if S < 1 or Z.shape[1] != d:
+        raise ValueError("lsqr_after: inconsistent shapes")
+    _same_length("lsqr_after", d, m, ub if ridge else None, L, v)
+    if ridge and ub is None:
         raise ValueError("lsqr_after: L needs ub")
-    _distinct("lsqr_after", None if m is None else m.base, z.base, g.base, None if ub is None else ub.base,
-              None if L is None else L.base, v.base)
+    _distinct("lsqr_after", _base(m), Z.base, g.base, _base(ub), _base(L), v.base)
     cdef const double *mp = _ptr_or_null(m)
     cdef const double *lp = _ptr_or_null(L)
-    cdef double *zp = _wptr_or_null(z)
+    cdef const double *zp = &Z[0, 0] if d else NULL
     cdef double *gp = _wptr_or_null(g)
-    cdef double *up = _wptr_or_null(ub) if L is not None else NULL
+    cdef double *up = _wptr_or_null(ub) if ridge else NULL
     cdef double *vp = _wptr_or_null(v)
     with nogil:
-        out = fo_lsqr_after(d, beta, bdiv, se, mp, zp, gp, up, lp, vp)
+        out = fo_lsqr_after(d, S, zp, d, beta, bdiv, se, mp, gp, up, lp, lam, vp)
     return out
 
 
@@ -262,3 +307,27 @@ def lsqr_update(double adiv, double cx, double cw, double[::1] v, double[::1] x,
     cdef double *wp = _wptr_or_null(w)
     with nogil:
         fo_lsqr_update(d, adiv, cx, cw, vp, xp, wp)
+
+
+def lsqr_next(double adiv, double cx, double cw, double[::1] v, double[::1] x, double[::1] w, double alpha,
+              const double[::1] L, double[::1] g, double[::1] ub, const double[::1] m, double lam=0.0):
+    """:func:`lsqr_update` ``(adiv, cx, cw, v, x, w)`` then :func:`lsqr_before` ``(alpha, v, L, g, ub, m, lam)`` in
+    one sweep (the end of an LSQR iteration and the start of the next); returns ``lsqr_before``'s
+    ``(m . g, ub . ub)``."""
+    cdef Py_ssize_t d = v.shape[0]
+    cdef double out[2]
+    cdef bint ridge = L is not None or lam != 0.0
+    _same_length("lsqr_next", d, x, w, L, g, ub if ridge else None, m)
+    if ridge and ub is None:
+        raise ValueError("lsqr_next: L needs ub")
+    _distinct("lsqr_next", v.base, x.base, w.base, _base(L), g.base, _base(ub) if ridge else None, _base(m))
+    cdef double *vp = _wptr_or_null(v)
+    cdef double *xp = _wptr_or_null(x)
+    cdef double *wp = _wptr_or_null(w)
+    cdef const double *lp = _ptr_or_null(L)
+    cdef double *gp = _wptr_or_null(g)
+    cdef double *up = _wptr_or_null(ub) if ridge else NULL
+    cdef const double *mp = _ptr_or_null(m)
+    with nogil:
+        fo_lsqr_next(d, adiv, cx, cw, vp, xp, wp, alpha, lp, lam, gp, up, mp, out)
+    return out[0], out[1]

@@ -51,7 +51,8 @@ read of ``X``, ``a = A v + c b`` together with ``||a||^2`` and ``A^T a`` for any
   very ill-conditioned problems (``g`` grows like ``1 / sigma_min``), which the true-residual check catches.
 
 A cold start (from zero) takes its first residual ``A^T b`` and ``||b||`` from the moments pass (:class:`Moments`),
-so a fit costs the moments' ``1 + k`` passes, one per iteration and the final check.
+so a fit costs the moments' passes (one read of CSR rows, ``1 + k`` of dense rows), one per iteration and the final
+check.
 
 Memory: ``O(n + d)`` (a few ``d``-vectors per thread; no ``n``-vector besides ``sqrt(w)``).
 
@@ -75,6 +76,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
+from sklearn.utils.validation import _assert_all_finite
 
 from fastopt import _closed_form, _kernels
 from fastopt._iterative_lr import SCALE_SPREAD
@@ -203,36 +205,85 @@ def _sqrt_weight(sample_weight) -> np.ndarray | None:
     return None if sample_weight is None else np.sqrt(np.asarray(sample_weight, dtype=np.float64))
 
 
-def chunk_moments(data: Data, centred: bool, **pass_options) -> Moments:
-    """:class:`Moments` of one chunk of validated rows (dense or CSR), by the compiled pass: ``1 + k`` reads.
+def chunk_moments(data: Data, centred: bool, checked: bool = False, threads: int | None = None) -> Moments:
+    """:class:`Moments` of one chunk of validated rows (dense or CSR) by compiled passes: one read for CSR,
+    ``1 + k`` for dense.
 
     With ``v = 0``, ``c = 0`` and ``shift = -1`` the pass gives ``sum_i w_i x_i`` and, from the same read,
     ``sum_i w_i x_i^2``; with ``c = 1`` and ``shift`` the chunk's weighted mean of target ``j`` (0 when not
     ``centred``), ``sum_i w_i (y_ij - shift) x_i`` and ``sum_i w_i (y_ij - shift)^2`` (``w_i`` as the square of
-    ``sqrt(w_i)``, exactly the weights the operator applies). Nothing of the size of ``X`` is allocated.
-    ``pass_options`` go to :func:`chunk_pass`.
+    ``sqrt(w_i)``, exactly the weights the operator applies). CSR rows get all of these from one read
+    (:func:`fastopt._kernels.krylov_moments_csr`, the same sums bit for bit: at d = 2^18 the ``1 + k`` passes
+    spent most of their time gathering the zero vector and scattering into ``2 + k`` separate vectors). Nothing
+    of the size of ``X`` is allocated. ``checked`` and ``threads`` are :func:`chunk_pass`'s.
     """
     X, Y, sw = data.X, data.Y, data.sample_weight
     d, k = X.shape[1], Y.shape[1]
-    sqrt_w, zero = _sqrt_weight(sw), np.zeros(d)
-    first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True, **pass_options)
+    sqrt_w = _sqrt_weight(sw)
     w = np.ones(X.shape[0]) if sw is None else np.asarray(sw, dtype=np.float64)
     W = float(np.einsum("i->", w))
     sy = np.einsum("i,ik->k", w, np.asarray(Y, dtype=np.float64))
-    cxy, cyy = np.empty((d, k)), np.empty(k)
+    shift = sy / W if centred and W > 0 else np.zeros(k)
+    options = {"checked": checked, "threads": threads}
+    if scipy.sparse.issparse(X):
+        _check_csr(X)
+
+        def run(start, stop):
+            Z = np.empty((d, 2 + k))
+            s = None if sqrt_w is None else sqrt_w[start:stop]
+            ss, se = _kernels.krylov_moments_csr(X.data, X.indices, X.indptr[start : stop + 1], Y[start:stop], s,
+                                                 shift, Z, not checked)
+            return Z, ss, se
+
+        Z, ss, se, spare = None, None, None, None
+        for part in _in_segments(_segments_of(data), threads, run):  # in segment order, as chunk_pass
+            if Z is None:
+                Z, ss, se = part
+            else:
+                Z += part[0]
+                ss += part[1]
+                se += part[2]
+                spare = part[0]
+        # The moments are views of Z, finished in place: at d = 2^18 a fresh d-vector costs about 0.8 ms of page
+        # faults when first written (copies and temporaries made this step 5 ms), and a used segment buffer
+        # serves as the scratch vector.
+        sx, sxx, cxy = Z[:, 0], Z[:, 1], Z[:, 2:]
+        if centred and W > 0:
+            scratch = spare[:, 0] if spare is not None else np.empty(d)
+            for j in range(k):
+                # sum_i w_i (y_i - my) is zero up to round-off; removing m times it makes cxy exactly the co-moment.
+                np.multiply(sx, se[j] / W, out=scratch)
+                cxy[:, j] -= scratch
+        return Moments(W, X.shape[0], sx, sxx, sy, cxy, ss, centred)
+    zero, cxy, cyy = np.zeros(d), np.empty((d, k)), np.empty(k)
+    first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True, **options)
     for j in range(k):
-        my = sy[j] / W if centred and W > 0 else 0.0
-        p = chunk_pass(data, sqrt_w, j, zero, 1.0, my, **pass_options)
-        # sum_i w_i (y_i - my) is zero up to round-off; removing m times it makes cxy exactly the co-moment.
+        p = chunk_pass(data, sqrt_w, j, zero, 1.0, shift[j], **options)
         cxy[:, j] = p.z - (p.se / W) * first.z if centred and W > 0 else p.z
         cyy[j] = p.ss
     return Moments(W, X.shape[0], first.z, first.zz, sy, cxy, cyy, centred)
 
 
+def _segments_of(data: Data) -> list[tuple[int, int]]:
+    X = data.X
+    return _segments(*X.shape, X.nnz if scipy.sparse.issparse(X) else X.shape[0] * X.shape[1])
+
+
+def _in_segments(segs: list[tuple[int, int]], threads: int | None, run: Callable):
+    """``run(start, stop)`` for each segment, in parallel threads; the results in segment order, whichever thread
+    finished first."""
+    threads = min(_closed_form._n_threads() if threads is None else threads, len(segs))
+    if threads > 1:
+        # The calling thread runs the first segment itself instead of waiting: one thread hand-off fewer a pass.
+        futures = [_pool().submit(run, *seg) for seg in segs[1:]]
+        return itertools.chain([run(*segs[0])], (f.result() for f in futures))
+    return (run(*seg) for seg in segs)
+
+
 def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: float, shift: float,
-                  squares: bool, checked: bool) -> Pass:
+                  squares: bool, checked: bool, z: np.ndarray | None = None) -> Pass:
     X, Y = data.X, data.Y
-    z = np.empty(v.shape[0])
+    z = np.empty(v.shape[0]) if z is None else z
     zz = np.empty(v.shape[0]) if squares else None
     s = None if sqrt_w is None else sqrt_w[start:stop]
     if scipy.sparse.issparse(X):
@@ -243,33 +294,42 @@ def _segment_pass(data: Data, sqrt_w, start: int, stop: int, target: int, v, c: 
     return Pass(z, ss, se, zz)
 
 
+def segment_count(data: Data) -> int:
+    """How many segments :func:`chunk_pass` cuts ``data``'s rows into (the rows of its ``parts`` buffer)."""
+    return len(_segments_of(data))
+
+
 def chunk_pass(data: Data, sqrt_w, target: int, v: np.ndarray, c: float, shift: float,
-               squares: bool = False, checked: bool = False, threads: int | None = None) -> Pass:
+               squares: bool = False, checked: bool = False, threads: int | None = None,
+               parts: np.ndarray | None = None) -> Pass:
     """The fused pass over one chunk: fixed segments in parallel threads, summed in segment order.
 
     ``checked``: a CSR structure already checked (:func:`fastopt._kernels.csr_check`), so the kernel skips its
-    own scan; ``threads``: the thread count, when the caller has looked it up once for many passes.
+    own scan; ``threads``: the thread count, when the caller has looked it up once for many passes; ``parts``:
+    a C-contiguous ``(segment_count(data), d)`` buffer that receives each segment's ``z`` in its row, returned
+    unsummed as the result's ``z`` (the consumer sums them in row order within its own sweep, see
+    :func:`fastopt._kernels.cgls_step`; one sweep and, with the buffer reused, the page faults of fresh 2 MiB
+    vectors fewer a pass).
     """
-    X = data.X
-    n, d = X.shape
-    segs = _segments(n, d, X.nnz if scipy.sparse.issparse(X) else n * d)
-    threads = min(_closed_form._n_threads() if threads is None else threads, len(segs))
+    segs = _segments_of(data)
+    if parts is not None and parts.shape != (len(segs), data.X.shape[1]):
+        raise ValueError("chunk_pass: parts must have one row per segment")
+    rows = {seg[0]: k for k, seg in enumerate(segs)}
 
-    def run(seg):
-        return _segment_pass(data, sqrt_w, *seg, target, v, c, shift, squares, checked)
+    def run(start, stop):
+        z = None if parts is None else parts[rows[start]]
+        return _segment_pass(data, sqrt_w, start, stop, target, v, c, shift, squares, checked, z)
 
-    if threads > 1:
-        # The calling thread runs the first segment itself instead of waiting: one thread hand-off fewer a pass.
-        futures = [_pool().submit(run, seg) for seg in segs[1:]]
-        parts = itertools.chain([run(segs[0])], (f.result() for f in futures))
-    else:
-        parts = map(run, segs)
+    results = _in_segments(segs, threads, run)
     total = None
-    for part in parts:  # in segment order, whichever thread finished first
+    for part in results:  # in segment order, whichever thread finished first
         if total is None:
             total = part
+            if parts is not None:
+                total.z = parts
         else:
-            total.z += part.z
+            if parts is None:
+                total.z += part.z
             total.ss += part.ss
             total.se += part.se
             if squares:
@@ -295,19 +355,32 @@ class Passes:
     Other sources (a stream of chunks, Dask blocks) provide the same three members.
     """
 
-    def __init__(self, data: Data):
-        check_structure(data)  # once here rather than in each of the many passes (about a tenth of a pass)
+    def __init__(self, data: Data, checked: bool = False):
+        # Once here rather than in each of the many passes (about a tenth of a pass); not at all when the caller
+        # has checked it (``checked``: validation's _check_sparse_structure, 1.7 ms at 6M entries).
+        if not checked:
+            check_structure(data)
+        elif scipy.sparse.issparse(data.X):
+            _check_csr(data.X)
         self.data = data
         self.sqrt_w = _sqrt_weight(data.sample_weight)
         self.n_targets = data.Y.shape[1]
         # Looked up once per fit: the BLAS thread limit in force when the fit starts (threadpoolctl) applies.
         self.options = {"checked": True, "threads": _closed_form._n_threads()}
+        self._parts = None
 
     def moments(self, centred: bool) -> Moments:
         return chunk_moments(self.data, centred, **self.options)
 
     def fused(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
         return chunk_pass(self.data, self.sqrt_w, target, v, c, shift, **self.options)
+
+    def fused_parts(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
+        """:meth:`fused` with ``z`` its segments' parts, ``(S, d)``, unsummed: valid until the next call, which
+        reuses the buffer."""
+        if self._parts is None:
+            self._parts = np.empty((segment_count(self.data), v.shape[0]))
+        return chunk_pass(self.data, self.sqrt_w, target, v, c, shift, parts=self._parts, **self.options)
 
 
 # ---------------------------------------------------------------- the operator and the two methods
@@ -325,8 +398,12 @@ def jacobi_pays(precondition: str, colsq: np.ndarray, diag: np.ndarray) -> bool:
     """
     if precondition == "none":
         return False
-    used = diag[colsq > 0]
-    return used.size > 0 and float(used.max()) > SCALE_SPREAD**2 * float(used.min())
+    used = colsq > 0
+    if not used.any():
+        return False
+    # The extremes over the columns used, without gathering them into a new d-vector.
+    top, bottom = np.max(diag, where=used, initial=-np.inf), np.min(diag, where=used, initial=np.inf)
+    return float(top) > SCALE_SPREAD**2 * float(bottom)
 
 
 class _Operator:
@@ -342,16 +419,20 @@ class _Operator:
         alpha = np.asarray(params["alpha"], dtype=np.float64)  # one alpha, or one per target
         self.lam2 = W * float(alpha[target] if alpha.ndim else alpha)
         # Column norms of A (centred, weighted): sum w x^2 - W m^2, clamped at zero against cancellation (the
-        # preconditioner only needs them roughly).
-        colsq = np.maximum(mom.sxx - W * self.m**2, 0.0)
+        # preconditioner only needs them roughly). Formed in one buffer: at d = 2^18 every fresh d-vector costs
+        # about 0.8 ms of page faults on first touch, against 0.03 ms for the arithmetic.
+        colsq = np.multiply(self.m, self.m)
+        colsq *= W
+        np.subtract(mom.sxx, colsq, out=colsq)
+        np.maximum(colsq, 0.0, out=colsq)
         diag = colsq + self.lam2
         self.scaled = jacobi_pays(params.get("precondition", "auto"), colsq, diag)
         if self.scaled:
             self.D = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
         else:
-            self.D = np.ones_like(colsq)
+            self.D = 1.0  # D = I: a number, so no d-vector of ones is formed or multiplied by
         self.centred = bool(params["fit_intercept"])
-        self.L = np.sqrt(self.lam2) * self.D  # the diagonal lower block
+        self.L = np.sqrt(self.lam2) * self.D  # the diagonal lower block (a number when D = I)
         # D A^T b and ||b||^2, from the moments (the norm of the first is the reference of tol).
         self.Atb = self.D * mom.cxy[:, target]
         self.bb = float(mom.cyy[target])
@@ -374,20 +455,59 @@ class _Operator:
 
     def raw(self, g: np.ndarray, mg: float, c: float = 0.0):
         """Without the scaling (``D = I``): one pass with ``v = g`` given ``mg = m . g``; returns, with
-        ``a = A g + c b``, ``(||a||^2, X^T (S a), sum_i s_i a_i)``, the middle one uncentred (``A^T a`` is it
-        minus the last times ``m``)."""
-        p = self.passes.fused(self.target, g, c, mg + c * self.my)
+        ``a = A g + c b``, ``(||a||^2, Z, sum_i s_i a_i)`` where ``Z`` (S, d) holds parts summing, in row order,
+        to ``X^T (S a)``, uncentred (``A^T a`` is it minus the last times ``m``); ``Z`` is valid until the next
+        pass."""
+        shift = mg + c * self.my
+        if hasattr(self.passes, "fused_parts"):
+            p = self.passes.fused_parts(self.target, g, c, shift)
+        else:  # a source whose passes arrive summed (a stream, Dask): one part
+            p = self.passes.fused(self.target, g, c, shift)
+            p.z = p.z[None, :]
         self.passes_made += 1
         return p.ss, p.z, p.se
 
     def normal_residual(self, x: np.ndarray) -> np.ndarray:
-        """``D (A^T (b - A D x)) - lam^2 D^2 x``: the scaled normal-equation residual, by one true pass."""
-        _, Atr = self.apply(-x, 1.0)
-        return Atr - self.L * (self.L * x)
+        """``D (A^T (b - A D x)) - lam^2 D^2 x``: the scaled normal-equation residual, by one true pass.
+
+        In memory the result is a view of the passes' parts buffer (valid until the next pass), formed in place:
+        the same arithmetic as :meth:`apply`, without its fresh d-vectors (about 0.8 ms of page faults each at
+        d = 2^18)."""
+        if not hasattr(self.passes, "fused_parts"):
+            _, Atr = self.apply(-x, 1.0)
+            return Atr - self.L * (self.L * x)
+        g = -x
+        v = self.D * g if self.scaled else g
+        shift = (_dot(self.m, v) if self.centred else 0.0) + 1.0 * self.my
+        p = self.passes.fused_parts(self.target, v, 1.0, shift)
+        self.passes_made += 1
+        out = p.z[0]
+        for part in p.z[1:]:  # in segment order, as chunk_pass sums them
+            out += part
+        scratch = p.z[1] if p.z.shape[0] > 1 else np.empty_like(out)
+        if p.se != 0.0 and self.centred:
+            out -= np.multiply(self.m, p.se, out=scratch)
+        if self.scaled:
+            out *= self.D
+        np.multiply(x, self.L, out=scratch)
+        scratch *= self.L
+        out -= scratch
+        return out
+
+
+def _diagonal(op: _Operator, diag: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """A diagonal of the ridge block (``L`` or ``L^2``) as the sweep kernels take it: ``(None, 0.0)`` without a
+    ridge, ``(None, its entry)`` when every entry is the same (no scaling: ``D = I``), else ``(diag, 0.0)``."""
+    if not op.lam2 > 0:
+        return None, 0.0
+    if not op.scaled:
+        return None, float(diag)  # D = I: L and L^2 are numbers
+    return diag, 0.0
 
 
 def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: float, log=None):
-    """CGLS on the augmented operator from ``x``; returns ``(x, iterations, converged)``."""
+    """CGLS on the augmented operator from ``x`` (updated in place: the caller owns it, see :func:`solve`);
+    returns ``(x, iterations, converged)``."""
     L2 = op.L * op.L
     if x.any():
         _, Atr = op.apply(-x, 1.0)
@@ -397,42 +517,45 @@ def _cgls(op: _Operator, x: np.ndarray, tol: float | None, max_iter: int, ref: f
     gamma = _dot(s, s)
     if tol is not None and math.sqrt(gamma) <= tol * ref:  # a warm start may already be converged
         return x, 0, True
-    p = s.copy()
-    x = x.copy()  # updated in place below; the caller's starting x is not modified
-    L2 = L2 if op.lam2 > 0 else None
+    # The ridge block's squared diagonal: without the scaling every entry is the same lam^2 (one number, so the
+    # sweeps read one array fewer); none without a ridge.
+    L2, lam2 = _diagonal(op, L2)
     # Without the scaling (D = I) the pass takes p itself and the centring is applied by the fused update, which
     # also returns the next pass's shift m . p; with it, apply() scales and centres.
     m = op.m if op.centred and not op.scaled else None
+    p = np.zeros_like(s)
+    _, pLp = _kernels.cgls_direction(0.0, s, p, None, L2, lam2)  # p = s, and ||L p||^2
     mp = _dot(m, p) if m is not None else 0.0
     it = 0
-    # The d-vector updates run fused in the kernels (cgls_prepare/advance/direction): at d = 2^18 each NumPy
-    # operation is a 2 MiB sweep, and an iteration made fourteen.
+    # The d-vector updates run fused in two C sweeps (cgls_step, cgls_direction), which also sum the pass's
+    # segment parts: at d = 2^18 each NumPy operation is a 2 MiB sweep, and an iteration made fourteen.
     while it < max_iter:
         if gamma == 0.0:
             return x, it, True
         if op.scaled:
             qq, AtAp = op.apply(p, 0.0)
-            qq += _kernels.cgls_prepare(AtAp, 0.0, None, L2, p)
+            Z, se = AtAp[None, :], 0.0
         else:
-            qq, AtAp, se = op.raw(p, mp)
-            qq += _kernels.cgls_prepare(AtAp, se, m, L2, p)
+            qq, Z, se = op.raw(p, mp)
+        qq += pLp
         if qq == 0.0:
             return x, it, True
         step = gamma / qq
         # x += step p; A^T r_new = A^T r - step A^T A p: no second pass (module docstring).
-        gamma_new = _kernels.cgls_advance(step, p, AtAp, x, s)
+        gamma_new = _kernels.cgls_step(step, Z, se, m, L2, p, x, s, lam2)
         it += 1
         if log is not None:
             log(it, math.sqrt(gamma_new))
         if tol is not None and math.sqrt(gamma_new) <= tol * ref:
             return x, it, True
-        mp = _kernels.cgls_direction(gamma_new / gamma, s, p, m)
+        mp, pLp = _kernels.cgls_direction(gamma_new / gamma, s, p, m, L2, lam2)
         gamma = gamma_new
     return x, it, False
 
 
 def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: float, log=None):
-    """LSQR (Paige & Saunders 1982) on the augmented operator from ``x0``; returns ``(x, iterations, converged)``.
+    """LSQR (Paige & Saunders 1982) on the augmented operator from ``x0`` (updated in place, as in :func:`_cgls`);
+    returns ``(x, iterations, converged)``.
 
     ``u`` is carried as ``(g, gamma, ub)`` with ``u = [A D g + gamma b; ub]`` (module docstring).
     """
@@ -443,7 +566,7 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
     else:  # from zero u = b: ||b||^2 and D A^T b are known from the moments, no pass
         ss, Atu = op.bb, op.Atb
     beta = math.sqrt(ss + _dot(ub, ub))
-    x = x0.copy()
+    x = x0
     if beta == 0.0:
         return x, 0, True
     g, gam, ub, Atu = g / beta, gam / beta, ub / beta, Atu / beta
@@ -454,38 +577,42 @@ def _lsqr(op: _Operator, x0: np.ndarray, tol: float | None, max_iter: int, ref: 
     v /= alpha
     w = v.copy()
     phibar, rhobar = beta, alpha
-    L = op.L if ridge else None
+    L, lam = _diagonal(op, op.L)  # as in _cgls: a number when every entry is the same
     ub = ub if ridge else None
     m = op.m if op.centred and not op.scaled else None  # as in _cgls: without the scaling, centred by the sweeps
     it = 0
-    # The d-vector updates run fused in the kernels (lsqr_before/after/update): at d = 2^18 each NumPy operation
-    # is a 2 MiB sweep, and an iteration made over twenty.
+    # The d-vector updates run fused in two C sweeps an iteration (lsqr_after, then lsqr_next: the end of one
+    # iteration with the start of the next), the first of which also sums the pass's segment parts: at d = 2^18
+    # each NumPy operation is a 2 MiB sweep, and an iteration made over twenty.
+    mg, uu = _kernels.lsqr_before(alpha, v, L, g, ub, m, lam)
     while it < max_iter:
         # Bidiagonalisation: beta u = A v - alpha u (one pass), alpha v = A^T u - beta v.
-        mg, uu = _kernels.lsqr_before(alpha, v, L, g, ub, m)
         gam *= -alpha
         if op.scaled:
             ss, Atu = op.apply(g, gam)
-            se = 0.0
+            Z, se = Atu[None, :], 0.0
         else:
-            ss, Atu, se = op.raw(g, mg, gam)
+            ss, Z, se = op.raw(g, mg, gam)
         beta = math.sqrt(ss + uu)
         bdiv = beta if beta > 0.0 else 1.0
         gam /= bdiv
-        alpha = math.sqrt(_kernels.lsqr_after(beta, bdiv, se, m, Atu, g, ub, L, v))
+        alpha = math.sqrt(_kernels.lsqr_after(beta, bdiv, se, m, Z, g, ub, L, v, lam))
         # Plane rotation eliminating the subdiagonal beta (as scipy.sparse.linalg.lsqr with damp = 0).
         rho = math.hypot(rhobar, beta)
         cs, sn = rhobar / rho, beta / rho
         theta, rhobar = sn * alpha, -cs * alpha
         phi, phibar = cs * phibar, sn * phibar
-        # v /= alpha, x += (phi / rho) w, w = v - (theta / rho) w.
-        _kernels.lsqr_update(alpha if alpha > 0.0 else 1.0, phi / rho, -(theta / rho), v, x, w)
         it += 1
         arnorm = alpha * abs(cs) * phibar  # ||A^T r_k||, LSQR's estimate of the normal-equation residual
         if log is not None:
             log(it, arnorm)
-        if alpha == 0.0 or beta == 0.0 or (tol is not None and arnorm <= tol * ref):
-            return x, it, True
+        # v /= alpha, x += (phi / rho) w, w = v - (theta / rho) w; then, unless done, the next g and ub.
+        update = (alpha if alpha > 0.0 else 1.0, phi / rho, -(theta / rho), v, x, w)
+        converged = alpha == 0.0 or beta == 0.0 or (tol is not None and arnorm <= tol * ref)
+        if converged or it == max_iter:
+            _kernels.lsqr_update(*update)
+            return x, it, converged
+        mg, uu = _kernels.lsqr_next(*update, alpha, L, g, ub, m, lam)
     return x, it, False
 
 
@@ -576,17 +703,28 @@ class KrylovSolver(Solver):
 
     @staticmethod
     def checks_finite_X(params: dict) -> bool:
-        """Validation checks X: a non-finite value would only surface as a non-finite residual much later."""
-        return False
+        """``fit`` reports a non-finite ``X`` itself, so validation skips its own pass over ``X`` (3 ms of a 0.2 s
+        fit on the hashed benchmark): the moments pass reads every stored value, and a NaN or inf makes its sums
+        non-finite whatever the row's weight (``0 * inf`` is NaN)."""
+        return True
 
     def fit(self, params: dict, data: Data, state: KrylovState | None = None, init=None) -> FitResult:
         """Solve on ``data``, starting from ``state``'s coefficients under ``warm_start``, or from ``init``
-        (``(coef_init, intercept_init)``; the intercept is eliminated exactly, so only ``coef_init`` matters)."""
+        (``(coef_init, intercept_init)``; the intercept is eliminated exactly, so only ``coef_init`` matters).
+
+        ``data`` comes from :func:`fastopt._validation.check_fit_data`, which has checked a CSR structure, so the
+        passes skip their own check of it."""
         if init is not None:
             state = KrylovState(np.asarray(init[0], dtype=np.float64))
         # Relative weights, divided by a power of two near their maximum (exact) so that no sum overflows.
         data = _closed_form.normalised_weights(data)
-        return cast(solve(self.method, params, Passes(data), state), data.X.dtype)
+        passes = Passes(data, checked=True)
+        mom = passes.moments(bool(params["fit_intercept"]))
+        if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx)):
+            # Name non-finite input before blaming overflow (solve's message).
+            _assert_all_finite(data.X.data if scipy.sparse.issparse(data.X) else data.X, input_name="X",
+                               estimator_name="LinearRegressor")
+        return cast(solve(self.method, params, passes, state, mom), data.X.dtype)
 
     def partial_fit(self, params: dict, data: Data, state: KrylovState | None = None, **_) -> FitResult:
         """Refit on this call's rows only, starting from the previous call's coefficients.

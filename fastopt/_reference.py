@@ -245,6 +245,24 @@ def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_
         z_squares[:] = Xs.multiply(Xs).T @ e
     return float(a @ a), float(e.sum())
 
+def krylov_moments_csr(data, indices, indptr, Y, sqrt_weight, shift, Z, check=True):
+    """Twin of :func:`fastopt._kernels.krylov_moments_csr`: :func:`krylov_csr` with ``v = 0`` (``c = 0``,
+    ``shift = -1``, squares; then ``c = 1`` and ``shift[j]`` for each target), its columns into ``Z``."""
+    n, d, k = indptr.shape[0] - 1, Z.shape[0], Y.shape[1]
+    if n < 0 or indices.shape[0] != data.shape[0] or Y.shape[0] != n or Z.shape[1] != 2 + k \
+            or shift.shape[0] != k or (sqrt_weight is not None and sqrt_weight.shape[0] != n):
+        raise ValueError("krylov_moments_csr: inconsistent shapes")
+    zero = np.zeros(d)
+    z, zz = np.empty(d), np.empty(d)
+    krylov_csr(data, indices, indptr, Y if k else None, 0, sqrt_weight, zero, 0.0, -1.0, z, zz, check)
+    Z[:, 0], Z[:, 1] = z, zz
+    ss, se = np.empty(k), np.empty(k)
+    for j in range(k):
+        ss[j], se[j] = krylov_csr(data, indices, indptr, Y, j, sqrt_weight, zero, 1.0, shift[j], z, None, False)
+        Z[:, 2 + j] = z
+    return ss, se
+
+
 def _lanes(terms):
     """Sum in four lanes (entries j mod 4, each in order), added as (l0 + l1) + (l2 + l3): the kernels' order."""
     lanes = [0.0, 0.0, 0.0, 0.0]
@@ -253,66 +271,76 @@ def _lanes(terms):
     return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 
 
-def cgls_prepare(q, se, m, L2, p):
-    """Twin of :func:`fastopt._kernels.cgls_prepare`."""
-    if (m is not None and m.shape[0] != q.shape[0]) or (L2 is not None and L2.shape[0] != q.shape[0]) \
-            or p.shape[0] != q.shape[0]:
-        raise ValueError("cgls_prepare: inconsistent shapes")
+def _sum_parts(Z):
+    """A pass's segment parts summed in row order, ``((Z_0 + Z_1) + Z_2) + ...``: the kernels' order."""
+    q = Z[0].copy()
+    for part in Z[1:]:
+        q += part
+    return q
+
+
+def cgls_step(step, Z, se, m, L2, p, x, s, lam2=0.0):
+    """Twin of :func:`fastopt._kernels.cgls_step`."""
+    d = p.shape[0]
+    if Z.ndim != 2 or Z.shape[0] < 1 or Z.shape[1] != d or x.shape[0] != d or s.shape[0] != d \
+            or (m is not None and m.shape[0] != d) or (L2 is not None and L2.shape[0] != d):
+        raise ValueError("cgls_step: inconsistent shapes")
+    q = _sum_parts(Z)
     if m is not None:
         q -= se * m
-    if L2 is None:
-        return 0.0
-    q += L2 * p
-    return _lanes(L2 * p * p)
-
-
-def cgls_advance(step, p, q, x, s):
-    """Twin of :func:`fastopt._kernels.cgls_advance`."""
-    if not p.shape[0] == q.shape[0] == x.shape[0] == s.shape[0]:
-        raise ValueError("cgls_advance: inconsistent shapes")
+    if L2 is not None:
+        q += L2 * p
+    elif lam2 != 0.0:
+        q += lam2 * p
     x += step * p
     s -= step * q
     return _lanes(s * s)
 
 
-def cgls_direction(beta, s, p, m):
+def cgls_direction(beta, s, p, m, L2, lam2=0.0):
     """Twin of :func:`fastopt._kernels.cgls_direction`."""
-    if s.shape[0] != p.shape[0] or (m is not None and m.shape[0] != p.shape[0]):
+    if s.shape[0] != p.shape[0] or (m is not None and m.shape[0] != p.shape[0]) \
+            or (L2 is not None and L2.shape[0] != p.shape[0]):
         raise ValueError("cgls_direction: inconsistent shapes")
     p *= beta
     p += s
-    return 0.0 if m is None else _lanes(m * p)
+    ridge = 0.0 if L2 is None and lam2 == 0.0 else _lanes((lam2 if L2 is None else L2) * p * p)
+    return (0.0 if m is None else _lanes(m * p)), ridge
 
-def lsqr_before(alpha, v, L, g, ub, m):
+def lsqr_before(alpha, v, L, g, ub, m, lam=0.0):
     """Twin of :func:`fastopt._kernels.lsqr_before`."""
     d = g.shape[0]
-    if any(a is not None and a.shape[0] != d for a in (v, L, ub if L is not None else None, m)):
+    ridge = L is not None or lam != 0.0
+    if any(a is not None and a.shape[0] != d for a in (v, L, ub if ridge else None, m)):
         raise ValueError("lsqr_before: inconsistent shapes")
     g *= -alpha
     g += v
     uu = 0.0
-    if L is not None:
+    if ridge:
         ub *= -alpha
-        ub += L * v
+        ub += (lam if L is None else L) * v
         uu = _lanes(ub * ub)
     return (0.0 if m is None else _lanes(m * g)), uu
 
 
-def lsqr_after(beta, bdiv, se, m, z, g, ub, L, v):
+def lsqr_after(beta, bdiv, se, m, Z, g, ub, L, v, lam=0.0):
     """Twin of :func:`fastopt._kernels.lsqr_after`."""
-    d = z.shape[0]
-    if any(a is not None and a.shape[0] != d for a in (m, g, ub if L is not None else None, L, v)):
+    d = g.shape[0]
+    ridge = L is not None or lam != 0.0
+    if Z.ndim != 2 or Z.shape[0] < 1 or Z.shape[1] != d \
+            or any(a is not None and a.shape[0] != d for a in (m, ub if ridge else None, L, v)):
         raise ValueError("lsqr_after: inconsistent shapes")
     r = 1.0 / bdiv
+    z = _sum_parts(Z)
     if m is not None:
         z -= se * m
     z *= r
     g *= r
     v *= -beta
     v += z
-    if L is not None:
+    if ridge:
         ub *= r
-        v += L * ub
+        v += (lam if L is None else L) * ub
     return _lanes(v * v)
 
 
@@ -324,6 +352,15 @@ def lsqr_update(adiv, cx, cw, v, x, w):
     x += cx * w
     w *= cw
     w += v
+
+
+def lsqr_next(adiv, cx, cw, v, x, w, alpha, L, g, ub, m, lam=0.0):
+    """Twin of :func:`fastopt._kernels.lsqr_next`: :func:`lsqr_update`, then :func:`lsqr_before`."""
+    ridge = L is not None or lam != 0.0
+    if any(a is not None and a.shape[0] != v.shape[0] for a in (x, w, L, g, ub if ridge else None, m)):
+        raise ValueError("lsqr_next: inconsistent shapes")
+    lsqr_update(adiv, cx, cw, v, x, w)
+    return lsqr_before(alpha, v, L, g, ub, m, lam)
 
 
 # ---------------------------------------------------------------- Huber Newton

@@ -71,10 +71,11 @@ def test_krylov_dense_matches_its_twin(dtype, weighted, with_y, n, d, rng):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("n, d, density, start, stop", [(300, 25, 0.15, 40, 211), (1400, 60, 0.9, 3, 1390)],
-                         ids=["one-block", "blocks-cut-by-entries"])
+@pytest.mark.parametrize("n, d, density, start, stop",
+                         [(300, 25, 0.15, 40, 160), (300, 25, 0.15, 40, 211), (1400, 60, 0.9, 3, 1390)],
+                         ids=["one-block", "blocks-of-128-rows", "blocks-cut-by-entries"])
 def test_krylov_csr_matches_its_twin_on_a_row_segment(dtype, weighted, n, d, density, start, stop, rng):
-    # The second case has 54 entries a row over 1387 rows: blocks of 151 rows, cut by their 8192-entry budget.
+    # The third case has 54 entries a row over 1387 rows: blocks of 75 rows, cut by their 4096-entry budget.
     X = _csr(rng, n, d, density=density, dtype=dtype)
     Y = rng.normal(size=(n, 2)).astype(dtype)
     sw = rng.random(n) if weighted else None
@@ -106,6 +107,62 @@ def test_column_sums_of_squares_match_the_twin(dtype, rng):
             np.testing.assert_allclose(z, w @ Xd, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(zz, w @ (Xd * Xd), rtol=1e-12)
             assert ss == pytest.approx(w.sum(), rel=1e-13) and se == pytest.approx(w.sum(), rel=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_krylov_moments_csr_is_the_separate_passes_bit_for_bit(dtype, weighted, k, rng):
+    """One read gives exactly what the fused pass gave with v = 0 in 1 + k passes (c = 0, shift = -1 with squares;
+    then c = 1, shift_j per target), and agrees with its twin to rounding."""
+    n, d, start, stop = 700, 40, 13, 650
+    X = _csr(rng, n, d, density=0.3, dtype=dtype)
+    Y = rng.normal(size=(n, k)).astype(dtype) + 2.0
+    sw = rng.random(n) if weighted else None
+    shift = rng.normal(size=k)
+    rows = (X.data, X.indices, X.indptr[start : stop + 1])
+    s = None if sw is None else sw[start:stop]
+    Zk, Zr = np.full((d, 2 + k), np.nan), np.full((d, 2 + k), np.nan)
+    ss, se = _kernels.krylov_moments_csr(*rows, Y[start:stop], s, shift, Zk)
+    ss_r, se_r = _reference.krylov_moments_csr(*rows, Y[start:stop], s, shift, Zr)
+    zero, z, zz = np.zeros(d), np.empty(d), np.empty(d)
+    _kernels.krylov_csr(*rows, Y[start:stop] if k else None, 0, s, zero, 0.0, -1.0, z, zz)
+    np.testing.assert_array_equal(Zk[:, 0], z)
+    np.testing.assert_array_equal(Zk[:, 1], zz)
+    for j in range(k):
+        assert (ss[j], se[j]) == _kernels.krylov_csr(*rows, Y[start:stop], j, s, zero, 1.0, shift[j], z)
+        np.testing.assert_array_equal(Zk[:, 2 + j], z)
+    np.testing.assert_allclose(Zk, Zr, rtol=1e-12, atol=1e-12 * np.abs(Zr).max())
+    np.testing.assert_allclose(ss, ss_r, rtol=1e-12)
+    np.testing.assert_allclose(se, se_r, rtol=1e-12, atol=1e-12 * np.abs(ss_r).max(initial=1.0))
+    for impl in (_kernels, _reference):
+        with pytest.raises(ValueError, match="inconsistent shapes"):
+            impl.krylov_moments_csr(*rows, Y[start:stop], s, shift, np.empty((d, 3 + k)))
+        with pytest.raises(ValueError, match="inconsistent shapes"):
+            impl.krylov_moments_csr(*rows, Y[start:stop], s, np.zeros(k + 1), Zk)
+    with pytest.raises(ValueError, match="column index"):
+        _kernels.krylov_moments_csr(*rows, Y[start:stop], s, shift, np.empty((d - 1, 2 + k)))
+
+
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_csr_moments_in_one_read_equal_the_dense_passes(centred, weighted, rng):
+    """chunk_moments on CSR rows (one read, several segments in threads) against the dense rows' 1 + k passes."""
+    n, d = 3 * _krylov.SEGMENT_ROWS + 5, 6
+    X = scipy.sparse.csr_array(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5))
+    Y = X @ rng.normal(size=(d, 2)) + rng.normal(size=(n, 2)) + 3.0
+    w = rng.random(n) if weighted else None
+    assert _krylov.segment_count(Data(X, Y, w, False)) > 1
+    with threadpool_limits(2):
+        sparse = _krylov.chunk_moments(Data(X, Y, w, False), centred)
+    with threadpool_limits(1):
+        again = _krylov.chunk_moments(Data(X, Y, w, False), centred)
+    dense = _krylov.chunk_moments(Data(X.toarray(), Y, w, False), centred)
+    for name in ("sx", "sxx", "sy", "cxy", "cyy"):
+        a, b = getattr(sparse, name), getattr(dense, name)
+        np.testing.assert_array_equal(a, getattr(again, name))  # any thread count: the same bits
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * np.abs(b).max())
+    assert sparse.weight == dense.weight and sparse.n_samples == n
 
 
 def test_krylov_csr_rejects_bad_structure():
@@ -290,6 +347,24 @@ def test_zero_total_weight_is_an_error(rng):
         _krylov.SOLVERS["cg"].fit(params, Data(X, y.reshape(-1, 1), np.zeros(20), True))
 
 
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_is_named_by_the_solver(solver, sparse, bad, rng):
+    """Validation leaves X's finiteness to the solver (checks_finite_X), whose moments pass sees every value: a
+    NaN or inf is reported as such, also in a row of zero weight, and the input is not modified."""
+    X = rng.normal(size=(50, 4))
+    X[7, 2] = bad
+    w = np.ones(50)
+    w[7] = 0.0
+    X = scipy.sparse.csr_array(X) if sparse else X
+    before = X.copy()
+    for sample_weight in (None, w):
+        with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+            LinearRegressor(solver=solver).fit(X, rng.normal(size=50), sample_weight=sample_weight)
+    np.testing.assert_array_equal(X.toarray() if sparse else X, before.toarray() if sparse else before)
+
+
 # ---------------------------------------------------------------- determinism
 
 
@@ -311,6 +386,84 @@ def test_bit_identical_for_any_thread_count(solver, sparse, rng):
     np.testing.assert_array_equal(one.coef_, two.coef_)
     np.testing.assert_array_equal(one.coef_, again.coef_)
     assert one.intercept_ == two.intercept_ == again.intercept_
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_pass_parts_sum_to_the_summed_pass(sparse, rng):
+    """``chunk_pass(parts=...)`` leaves each segment's vector in its row; summed in row order (as the sweeps
+    that consume them do) they are the summed pass bit for bit, and a wrong buffer is refused."""
+    n = 3 * _krylov.SEGMENT_ROWS + 5
+    X = rng.normal(size=(n, 6))
+    if sparse:
+        X = scipy.sparse.csr_array(X * (rng.random(X.shape) < 0.5))
+    data = Data(X, rng.normal(size=(n, 1)), None, True)
+    S = _krylov.segment_count(data)
+    assert S > 1
+    v, sw = rng.normal(size=6), rng.random(n)
+    with threadpool_limits(2):
+        summed = _krylov.chunk_pass(data, sw, 0, v, 0.7, 0.2)
+        parts = np.full((S, 6), np.nan)
+        split = _krylov.chunk_pass(data, sw, 0, v, 0.7, 0.2, parts=parts)
+    assert split.z is parts and (split.ss, split.se) == (summed.ss, summed.se)
+    np.testing.assert_array_equal(_reference._sum_parts(parts), summed.z)
+    with pytest.raises(ValueError, match="one row per segment"):
+        _krylov.chunk_pass(data, sw, 0, v, 0.7, 0.2, parts=np.empty((S + 1, 6)))
+
+
+class _SummedPasses:
+    """The in-memory passes without ``fused_parts``: the path a stream or Dask source takes."""
+
+    def __init__(self, passes):
+        self.inner = passes
+
+    def moments(self, centred):
+        return self.inner.moments(centred)
+
+    def fused(self, target, v, c, shift):
+        return self.inner.fused(target, v, c, shift)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("rows", [3 * _krylov.SEGMENT_ROWS + 5, 300])  # several segments, and one
+def test_final_check_in_place_equals_the_summed_pass(sparse, centred, scaled, rows, rng):
+    """The final check's residual formed in place in the parts buffer is, bit for bit, the one formed from a
+    summed pass with fresh vectors (the path of other sources), with and without scaling (D a vector or the
+    number 1), centring and several segments."""
+    d = 6
+    X = rng.normal(size=(rows, d)) * (np.array([1.0, 30.0, 1.0, 1.0, 0.1, 1.0]) if scaled else 1.0)
+    if sparse:
+        X = scipy.sparse.csr_array(X * (rng.random(X.shape) < 0.5))
+    data = Data(X, rng.normal(size=(rows, 1)) + 2.0, rng.random(rows), True)
+    params = {"alpha": 0.3, "fit_intercept": centred, "tol": 1e-6}
+    passes = _krylov.Passes(data)
+    mom = passes.moments(centred)
+    ops = [_krylov._Operator(p, mom, 0, params) for p in (passes, _SummedPasses(passes))]
+    assert ops[0].scaled == ops[1].scaled == scaled
+    x = rng.normal(size=d)
+    in_place, summed = (op.normal_residual(x.copy()) for op in ops)
+    np.testing.assert_array_equal(in_place, summed)
+    # and against the residual's definition, in NumPy
+    Xd = X.toarray() if sparse else X
+    w, y = data.sample_weight, data.Y[:, 0]
+    m = w @ Xd / w.sum() if centred else np.zeros(d)
+    my = w @ y / w.sum() if centred else 0.0
+    D = ops[0].D * np.ones(d)
+    A = np.sqrt(w)[:, None] * (Xd - m) * D
+    b = np.sqrt(w) * (y - my)
+    expected = A.T @ (b - A @ x) - 0.3 * w.sum() * D * D * x
+    np.testing.assert_allclose(in_place, expected, rtol=1e-9, atol=1e-9 * np.abs(A.T @ b).max())
+
+
+def test_jacobi_pays_reads_the_extremes_of_the_used_columns(rng):
+    """The test compares the largest and smallest ``diag`` over columns with ``colsq > 0`` (as gathering them would)."""
+    for _ in range(20):
+        colsq = rng.random(50) * (rng.random(50) < 0.7) * rng.choice([1.0, 10.0, 100.0])
+        diag = colsq + rng.random()
+        used = diag[colsq > 0]
+        expected = used.size > 0 and float(used.max()) > 16.0 * float(used.min())
+        assert _krylov.jacobi_pays("auto", colsq, diag) == expected
 
 
 # ---------------------------------------------------------------- streams and Dask
@@ -629,62 +782,93 @@ def test_dask_arrays_of_sparse_blocks_equal_in_memory(solver, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("with_m", [False, True])
-@pytest.mark.parametrize("with_ridge", [False, True])
-@pytest.mark.parametrize("d", [1, 7, 64])
-def test_cgls_updates_match_their_twins_exactly(with_m, with_ridge, d, rng):
-    p, q, x, s, m, L2 = (rng.normal(size=d) for _ in range(6))
-    L2 = np.abs(L2) if with_ridge else None
+@pytest.mark.parametrize("ridge", [None, "array", "constant"])
+@pytest.mark.parametrize("d", [1, 7, 64, 1031])  # 1031: more than two tiles of the C sweeps, and a ragged end
+@pytest.mark.parametrize("S", [1, 3])
+def test_cgls_updates_match_their_twins_exactly(with_m, ridge, d, S, rng):
+    p, x, s, m, L2 = (rng.normal(size=d) for _ in range(5))
+    Z = rng.normal(size=(S, d))
+    with_ridge = ridge is not None
+    L2 = np.abs(L2) if ridge == "array" else np.full(d, 0.37) if ridge == "constant" else None
+    # a constant diagonal goes as one number: the same bits as the array of it
+    args = (L2, 0.0) if ridge != "constant" else (None, 0.37)
     m = m if with_m else None
     results = []
-    for impl in (_kernels, _reference):
-        qi, xi, si, pi = q.copy(), x.copy(), s.copy(), p.copy()
-        out = (impl.cgls_prepare(qi, 0.3, m, L2, pi), impl.cgls_advance(0.7, pi, qi, xi, si),
-               impl.cgls_direction(1.3, si, pi, m))
-        results.append((out, qi, xi, si, pi))
+    for impl, (L2i, lam2) in ((_kernels, args), (_reference, args), (_kernels, (L2, 0.0))):
+        xi, si, pi = x.copy(), s.copy(), p.copy()
+        out = (impl.cgls_step(0.7, Z, 0.3, m, L2i, pi, xi, si, lam2), impl.cgls_direction(1.3, si, pi, m, L2i, lam2))
+        results.append((out, xi, si, pi))
+    assert results[0][0] == results[2][0]
+    for a, b in zip(results[0][1:], results[2][1:]):
+        assert np.array_equal(a, b)
+    results = results[:2]
     (k_out, *k_vecs), (t_out, *t_vecs) = results
     assert k_out == t_out
     for a, b in zip(k_vecs, t_vecs):
         assert np.array_equal(a, b)
     # and the arithmetic they stand for
-    q1 = q - (0.3 * m if with_m else 0.0) + (L2 * p if with_ridge else 0.0)
-    np.testing.assert_allclose(k_vecs[0], q1, rtol=1e-14, atol=1e-14)
-    np.testing.assert_allclose(k_vecs[1], x + 0.7 * p, rtol=1e-14, atol=1e-14)
-    np.testing.assert_allclose(k_vecs[2], s - 0.7 * q1, rtol=1e-14, atol=1e-14)
-    np.testing.assert_allclose(k_vecs[3], k_vecs[2] + 1.3 * p, rtol=1e-14, atol=1e-14)
-    assert k_out[1] == pytest.approx(float(k_vecs[2] @ k_vecs[2]), rel=1e-13)
+    q1 = Z.sum(axis=0) - (0.3 * m if with_m else 0.0) + (L2 * p if with_ridge else 0.0)
+    np.testing.assert_allclose(k_vecs[0], x + 0.7 * p, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(k_vecs[1], s - 0.7 * q1, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(k_vecs[2], k_vecs[1] + 1.3 * p, rtol=1e-14, atol=1e-14)
+    assert k_out[0] == pytest.approx(float(k_vecs[1] @ k_vecs[1]), rel=1e-13)
+    p1 = k_vecs[2]
+    assert k_out[1][0] == pytest.approx(float(m @ p1) if with_m else 0.0, rel=1e-12, abs=1e-12)
+    assert k_out[1][1] == pytest.approx(float(L2 @ (p1 * p1)) if with_ridge else 0.0, rel=1e-13)
     with pytest.raises(ValueError, match="inconsistent shapes"):
-        _kernels.cgls_advance(0.1, p, q[:-1] if d > 1 else np.zeros(2), x, s)
+        _kernels.cgls_step(0.1, np.zeros((S, d + 1)), 0.0, None, None, p, x, s)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        _kernels.cgls_step(0.1, Z[:0], 0.0, None, None, p, x, s)
     with pytest.raises(ValueError, match="must not overlap"):  # the C loops take restrict pointers
-        _kernels.cgls_advance(0.1, p, q, x, x)
+        _kernels.cgls_step(0.1, Z, 0.0, None, None, p, x, x)
 
 
 @pytest.mark.parametrize("with_m", [False, True])
-@pytest.mark.parametrize("with_ridge", [False, True])
-@pytest.mark.parametrize("d", [1, 7, 64])
-def test_lsqr_updates_match_their_twins_exactly(with_m, with_ridge, d, rng):
-    v, g, ub, m, L, z, x, w = (rng.normal(size=d) for _ in range(8))
-    L = np.abs(L) if with_ridge else None
+@pytest.mark.parametrize("ridge", [None, "array", "constant"])
+@pytest.mark.parametrize("d", [1, 7, 64, 1031])  # 1031: more than two tiles of the C sweeps, and a ragged end
+@pytest.mark.parametrize("S", [1, 3])
+def test_lsqr_updates_match_their_twins_exactly(with_m, ridge, d, S, rng):
+    v, g, ub, m, L, x, w = (rng.normal(size=d) for _ in range(7))
+    Z = rng.normal(size=(S, d))
+    with_ridge = ridge is not None
+    L = np.abs(L) if ridge == "array" else np.full(d, 0.61) if ridge == "constant" else None
+    args = (L, 0.0) if ridge != "constant" else (None, 0.61)  # a constant diagonal as one number: the same bits
     ub = ub if with_ridge else None
     m = m if with_m else None
     results = []
-    for impl in (_kernels, _reference):
-        vi, gi, ui, zi, xi, wi = (None if a is None else a.copy() for a in (v, g, ub, z, x, w))
-        out = (impl.lsqr_before(0.6, vi, L, gi, ui, m), impl.lsqr_after(1.7, 1.7, 0.3, m, zi, gi, ui, L, vi),
-               impl.lsqr_update(2.1, 0.4, -0.8, vi, xi, wi))
-        results.append((out, [a for a in (vi, gi, ui, zi, xi, wi) if a is not None]))
-    (k_out, k_vecs), (t_out, t_vecs) = results
+    for impl, (Li, lam) in ((_kernels, args), (_reference, args), (_kernels, (L, 0.0))):
+        vi, gi, ui, xi, wi = (None if a is None else a.copy() for a in (v, g, ub, x, w))
+        out = (impl.lsqr_before(0.6, vi, Li, gi, ui, m, lam), impl.lsqr_after(1.7, 1.7, 0.3, m, Z, gi, ui, Li, vi, lam),
+               impl.lsqr_update(2.1, 0.4, -0.8, vi, xi, wi),
+               impl.lsqr_next(1.1, 0.2, 0.5, vi, xi, wi, 0.9, Li, gi, ui, m, lam))
+        results.append((out, [a for a in (vi, gi, ui, xi, wi) if a is not None]))
+    assert results[0][0] == results[2][0]
+    for a, b in zip(results[0][1], results[2][1]):
+        assert np.array_equal(a, b)
+    (k_out, k_vecs), (t_out, t_vecs) = results[:2]
     assert k_out == t_out
     for a, b in zip(k_vecs, t_vecs):
         assert np.array_equal(a, b)
-    # and the arithmetic they stand for
+    # and the arithmetic they stand for (lsqr_next is checked against lsqr_update + lsqr_before below)
     g1 = v - 0.6 * g
     u1 = L * v - 0.6 * ub if with_ridge else None
     assert k_out[0][0] == pytest.approx(float(m @ g1) if with_m else 0.0, rel=1e-12, abs=1e-12)
-    a = (z - (0.3 * m if with_m else 0.0)) / 1.7
+    a = (Z.sum(axis=0) - (0.3 * m if with_m else 0.0)) / 1.7
     v1 = -1.7 * v + a + (L * u1 / 1.7 if with_ridge else 0.0)  # multiplications by 1 / 1.7: equal to rounding
     assert k_out[1] == pytest.approx(float(v1 @ v1), rel=1e-12)
-    np.testing.assert_allclose(k_vecs[0], v1 / 2.1, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(k_vecs[-2], x + 0.4 * w, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(k_vecs[-1], -0.8 * w + v1 / 2.1, rtol=1e-13, atol=1e-13)
+    # lsqr_next is lsqr_update followed by lsqr_before, bit for bit
+    vi, gi, ui, xi, wi = (None if a is None else a.copy() for a in (v, g, ub, x, w))
+    fused = _kernels.lsqr_next(1.1, 0.2, 0.5, vi, xi, wi, 0.9, L, gi, ui, m)
+    vs, gs, us, xs, ws = (None if a is None else a.copy() for a in (v, g, ub, x, w))
+    _kernels.lsqr_update(1.1, 0.2, 0.5, vs, xs, ws)
+    assert fused == _kernels.lsqr_before(0.9, vs, L, gs, us, m)
+    for a, b in zip((vi, gi, ui, xi, wi), (vs, gs, us, xs, ws)):
+        assert a is None or np.array_equal(a, b)
+    np.testing.assert_allclose(xs, x + 0.2 * w, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(ws, 0.5 * w + v / 1.1, rtol=1e-13, atol=1e-13)
     with pytest.raises(ValueError, match="must not overlap"):
         _kernels.lsqr_update(1.0, 0.1, 0.1, v, v, w)
+    with pytest.raises(ValueError, match="must not overlap"):
+        _kernels.lsqr_next(1.0, 0.1, 0.1, v, x, w, 1.0, L, v, ub, m)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        _kernels.lsqr_after(1.0, 1.0, 0.0, m, np.zeros((S, d + 1)), g.copy(), ub, L, v.copy())
