@@ -224,15 +224,15 @@ def mean_loss_zero(const floating[:, ::1] Y, rows, sample_weight, int loss, doub
     cdef const int64_t *rp = NULL
     cdef const floating[::1] sw
     cdef const floating *swp = NULL
-    cdef Py_ssize_t n = Y.shape[0], m = n, i
+    cdef Py_ssize_t n = Y.shape[0], m = n
     cdef double out
     if rows is not None:
         r = rows
         m = r.shape[0]
         rp = &r[0] if m else NULL
-        for i in range(m):
-            if not 0 <= r[i] < n:
-                raise ValueError(f"mean_loss_zero: row {r[i]} outside the {n} rows of Y")
+        if m and _order_out_of_range(rp, m, n):
+            given = np.asarray(r)
+            raise ValueError(f"mean_loss_zero: row {given[(given < 0) | (given >= n)][0]} outside the {n} rows of Y")
     if sample_weight is not None:
         sw = sample_weight
         if sw.shape[0] != n:
