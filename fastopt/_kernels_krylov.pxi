@@ -60,6 +60,14 @@ def krylov_dense(const floating[:, ::1] X, const floating[:, ::1] Y, Py_ssize_t 
     return out[0], out[1]
 
 
+cdef int _check_indptr_bounds(str kernel, const int32_t[::1] indptr, Py_ssize_t nnz) except -1:
+    """The span of the rows inside ``data``: the kernels read ``[indptr[0], indptr[n])`` of it."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1
+    if n > 0 and (indptr[0] < 0 or indptr[n] > nnz or indptr[n] < indptr[0]):
+        raise ValueError(f"{kernel}: indptr points outside data")
+    return 0
+
+
 def krylov_csr(const floating[::1] data, const int32_t[::1] indices, const int32_t[::1] indptr,
                const floating[:, ::1] Y, Py_ssize_t target, const double[::1] sqrt_weight, const double[::1] v,
                double c, double shift, double[::1] z, double[::1] z_squares=None, bint check=True):
@@ -83,8 +91,7 @@ def krylov_csr(const floating[::1] data, const int32_t[::1] indices, const int32
         raise ValueError("krylov_csr: inconsistent shapes")
     # The kernel trusts the structure: check it here (O(n + nnz) integer reads: at 30 nonzeros a row about a
     # tenth of the pass, hence check=False for a structure checked once).
-    if n and (indptr[0] < 0 or indptr[n] > data.shape[0] or indptr[n] < indptr[0]):
-        raise ValueError("krylov_csr: indptr points outside data")
+    _check_indptr_bounds("krylov_csr", indptr, data.shape[0])
     if check:
         csr_check(indices, indptr, d)
     if Y is not None:
@@ -129,8 +136,7 @@ def krylov_moments_csr(const floating[::1] data, const int32_t[::1] indices, con
     if n < 0 or indices.shape[0] != data.shape[0] or Y.shape[0] != n or Z.shape[1] != 2 + k \
             or shift.shape[0] != k or (sqrt_weight is not None and sqrt_weight.shape[0] != n):
         raise ValueError("krylov_moments_csr: inconsistent shapes")
-    if n and (indptr[0] < 0 or indptr[n] > data.shape[0] or indptr[n] < indptr[0]):
-        raise ValueError("krylov_csr: indptr points outside data")
+    _check_indptr_bounds("krylov_moments_csr", indptr, data.shape[0])
     if check:
         csr_check(indices, indptr, d)
     cdef double[::1] e = np.empty(max(k, 1))
