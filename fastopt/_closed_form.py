@@ -903,8 +903,9 @@ def _correction(params: dict, state: ClosedFormState, G: np.ndarray) -> np.ndarr
 
 
 def _refined(params: dict, data: Data, result: FitResult) -> FitResult:
-    """``result`` after one step of iterative refinement with residuals in double-double arithmetic, when the fit
-    is small enough that the extra pass costs little (:data:`REFINE_MAX_ENTRIES` entries of ``[X, Y]``).
+    """``result`` after one step of iterative refinement with residuals computed in twice the working precision
+    (compensated dot products, :func:`fastopt._kernels.refine_residual`), when the fit is small enough that the
+    extra pass costs little (:data:`REFINE_MAX_ENTRIES` entries of ``[X, Y]``).
 
     The residual ``r = y - intercept - X coef`` of a good solution cancels most of ``y``'s digits; evaluated in
     float64 its rounding limits the solution's accuracy, evaluated in about twice the precision it does not
@@ -916,14 +917,12 @@ def _refined(params: dict, data: Data, result: FitResult) -> FitResult:
     """
     state, attrs, X, Y = result.state, result.attrs, data.X, data.Y
     if (attrs["solver_"] not in ("cholesky", "qr") or params.get("positive") or np.ndim(params["alpha"])
-            or X.dtype != np.float64
-            or Y.dtype != np.float64 or X.shape[0] * (X.shape[1] + Y.shape[1]) > REFINE_MAX_ENTRIES
+            or X.dtype != np.float64 or Y.dtype != np.float64
+            or X.shape[0] * (X.shape[1] + Y.shape[1]) > REFINE_MAX_ENTRIES
             or (attrs["solver_"] == "qr" and attrs["rcond_"] < REFINE_MIN_RCOND)):
         return result
     d, k = state.n_features, state.n_targets
-    sw = data.sample_weight
-    if sw is not None and state.weight_exp:
-        sw = np.ldexp(sw, -state.weight_exp)  # the weights the factor was built from
+    sw = normalised_weights(data).sample_weight  # the weights the factor was built from
     grad, rsum = np.empty((k, d)), np.empty(k)
     coef, intercept = result.coef.astype(np.float64), result.intercept.astype(np.float64)
     # Sparse X is densified: at most REFINE_MAX_ENTRIES values (128 KiB), below the 2 MiB blocks of its QR path.
