@@ -57,7 +57,7 @@ def test_residual_sums_are_exact_to_the_rounding_of_each_residual(weighted):
                                                             for c in range(4)) for i in range(30)]
         u = [wi * ri for wi, ri in zip(wf, r)]
         # Each residual is rounded once to float64 and multiplied by its weight (relative error 2 eps); the
-        # double-double sums add O(n eps^2) of the sum of magnitudes, and the result is rounded once (eps).
+        # compensated sums add O(n eps^2) of the sum of magnitudes, and the result is rounded once (eps).
         exact_s = sum(u)
         bound_s = 2.5 * EPS * float(sum(abs(v) for v in u)) + EPS * abs(float(exact_s))
         assert abs(rsum[j] - float(exact_s)) <= bound_s
@@ -87,10 +87,10 @@ def test_refined_fit_is_the_exact_answer_to_a_few_ulps(solver, fit_intercept, we
     b0, B = exact_least_squares(X, Y, w, alpha, fit_intercept)
     est = LinearRegressor(solver=solver, alpha=alpha, fit_intercept=fit_intercept).fit(X, Y, sample_weight=w)
     assert est.solver_ in ("cholesky", "qr")
-    # After one step with residuals in double-double, what is left is the final rounding of each coefficient
-    # (half an ulp) plus the error of the correction, itself about kappa * eps (kappa ~ 1e2 here) of a correction
-    # of a few tens of ulps: within 2 ulps of the largest coefficient. Unrefined fits of this data miss by up to
-    # 28 ulps (coefficients, no intercept) and 39 ulps (intercepts); with alpha = 0.3 by 1-5.
+    # After one step with residuals in twice the working precision, what is left is the final rounding of each
+    # coefficient (half an ulp) plus the error of the correction, itself about kappa * eps (kappa ~ 1e2 here) of
+    # a correction of a few tens of ulps: within 2 ulps of the largest coefficient. Unrefined fits of this data
+    # miss by up to 28 ulps (coefficients, no intercept) and 39 ulps (intercepts); with alpha = 0.3 by 1-5.
     scale = np.abs(B).max()
     np.testing.assert_allclose(est.coef_, B, rtol=0, atol=2 * EPS * scale)
     np.testing.assert_allclose(est.intercept_, b0, rtol=0, atol=2 * EPS * np.abs(b0).max())
