@@ -37,6 +37,12 @@
  * rest of s steps, sum_j w_j is a closed form in the same tables (prefix sums of A^i's entries and of f^i; s w
  * for resting weights that do not move), so the average is caught up with its coordinate, in O(1).
  *
+ * Two threads (fo_csr_pipe). Step 1 (staging the shuffled rows, finding T and each value's position in it) reads
+ * only indices, and for the settings without deferred updates it depends on nothing the steps change; a second
+ * thread can then do it a block ahead (fo_csr_produce), while the calling thread takes the steps on the blocks it is
+ * handed, in the one-thread order: the same bits. Staging and step 1 were about 40% of an SGD epoch on the sparse
+ * benchmark; the steps alone run at about half its time.
+ *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
  * so calls that end at such steps take the same segments, hence the same bits, as one call with that period.
@@ -167,6 +173,61 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
         q[6] = p[6] + q[3];
         q[7] = p[7] + q[4];
     }
+}
+
+/* ---------------------------------------------------------------- the piped epoch's hand-offs (fo_csr_pipe) */
+/* GNU atomics; the portable build runs every CSR epoch on one thread (fo_csr_pipe_eligible is 0). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FO_PORTABLE)
+#define FO_CSR_PIPE 1
+#define FO_CSR_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define FO_CSR_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#if defined(_WIN32)
+#include <windows.h>
+#define FO_CSR_YIELD() SwitchToThread()
+#elif defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#define FO_CSR_YIELD() sched_yield()
+#else
+#define FO_CSR_YIELD() ((void)0)
+#endif
+#else
+#define FO_CSR_PIPE 0
+#define FO_CSR_LOAD(p) (*(p))
+#define FO_CSR_STORE(p, v) (*(p) = (v))
+#define FO_CSR_YIELD() ((void)0)
+#endif
+
+/* Spins before yielding the core in a wait (as the dense epoch's team: after that the other thread was
+ * descheduled). */
+#define FO_CSR_SPINS 200
+
+/* Wait until *flag >= value; 0 if the consumer returned first. */
+static int fo_csr_pipe_wait(const fo_csr_pipe *pipe, const int64_t *flag, int64_t value)
+{
+    for (long spins = 0; FO_CSR_LOAD(flag) < value;) {
+        if (FO_CSR_LOAD(&pipe->abort)) return 0;
+        if (++spins > FO_CSR_SPINS) FO_CSR_YIELD();
+    }
+    return 1;
+}
+
+/* The consumer: wait for block number i (0-based); mark the first i blocks read; say it has returned. */
+static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i) { return fo_csr_pipe_wait(pipe, &pipe->produced, i + 1); }
+static void fo_csr_pipe_release(fo_csr_pipe *pipe, int64_t i) { FO_CSR_STORE(&pipe->consumed, i); }
+static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1); }
+
+/* The producer: wait until the buffer of block number `made` is free (two blocks in flight at most); publish. */
+static int fo_csr_pipe_room(fo_csr_pipe *pipe, int64_t made)
+{
+    return fo_csr_pipe_wait(pipe, &pipe->consumed, made - 1);
+}
+static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t made) { FO_CSR_STORE(&pipe->produced, made); }
+
+int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy)
+{
+    const fo_catch how = fo_csr_catch(rule, h, lazy, ctl->positive, ctl->lr);
+    const int avg = ctl->avg && ctl->avg_start > 0;
+    return FO_CSR_PIPE && (how == FO_CATCH_DENSE || (how == FO_CATCH_NONE && !avg));
 }
 
 #define FO_CAT_(a, b) a##_##b

@@ -207,11 +207,15 @@ static void FO_FN(csr_dense_after)(const fo_epoch_ctl *c, FO_REAL *params, ptrdi
     }
 }
 
-fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy, const FO_REAL *data,
-                              const int32_t *indices, const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw,
-                              ptrdiff_t d, ptrdiff_t k, FO_REAL *params, ptrdiff_t n_params, FO_REAL *state,
-                              ptrdiff_t n_slots, FO_REAL *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
-                              int64_t period)
+/* The epoch (fo_epoch_csr), alone or, with pipe, as the consumer of a piped epoch (fo_csr_pipe): its blocks
+ * are then staged, and their minibatches' T found, by the producer on another thread (fo_csr_produce), and step 1
+ * below reads them. */
+static fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy,
+                                       const FO_REAL *data, const int32_t *indices, const int32_t *indptr,
+                                       const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k,
+                                       FO_REAL *params, ptrdiff_t n_params, FO_REAL *state, ptrdiff_t n_slots,
+                                       FO_REAL *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
+                                       int64_t period, fo_csr_pipe *pipe)
 {
     c->bad_step = 0;
     c->loss_out = 0;
@@ -226,6 +230,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     /* Coordinates are stamped with their last step, and caught up when read, for the rules with deferred updates
      * and for the running average (which moves while its coordinate rests). */
     const int catching = how != FO_CATCH_DENSE && (how != FO_CATCH_NONE || avg);
+    if (pipe && catching) return FO_BAD_ARGUMENT; /* fo_csr_pipe_eligible */
     const int decoupled = rule == FO_RULE_ADAMW;
     const int sparse_adam = lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW);
     const int direct = rule == FO_RULE_SGD; /* no state: stepped in place (see step 2) */
@@ -244,12 +249,12 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     /* iwork: one slot per feature (the step it is up to date with, its position in T), then T and the positions
      * in T of a row's stored values (int32) */
     fo_csr_slot *slot = (fo_csr_slot *)iwork;
-    int32_t *touched = (int32_t *)(iwork + d), *spos = touched + d;
+    int32_t *touched0 = (int32_t *)(iwork + d), *spos = touched0 + d;
     /* SparseAdam's copy of the old values (csr_sparse_adam), then staging (see csr_stage and fo_csr_stage_rows):
      * values, targets and weights, after the dense gradient in work; indices and row pointers after T in iwork */
     const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), s_cap = stage_cap;
     FO_REAL *keep = g + n_params, *s_data = keep + 4 * n_params, *s_y = s_data + s_cap, *s_sw = s_y + s_rows * k;
-    int32_t *s_ind = (int32_t *)(iwork + 2 * d), *s_ptr = s_ind + s_cap, *s_pos = s_ptr + s_rows + 2;
+    int32_t *s_ind = (int32_t *)(iwork + 2 * d), *s_ptr = s_ind + s_cap, *s_pos0 = s_ptr + s_rows + 2;
     const int64_t t0 = c->t;
     const ptrdiff_t tab_steps = period > 0 && period < steps ? (ptrdiff_t)period : steps;
     if (catching) fo_csr_tables(rule, h, c->lr, tab_steps, table);
@@ -265,8 +270,11 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                 break;
             }
     if (how == FO_CATCH_DENSE || dense_first) memset(g, 0, (size_t)n_params * sizeof(FO_REAL));
-    for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
+    if (!pipe) /* piped, the producer keeps the stamps */
+        for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
     fo_status status = FO_OK;
+    const fo_csr_block *blk = NULL; /* piped: the block being read, and blocks taken so far */
+    int64_t taken = 0;
     double total = c->loss_sum;
     ptrdiff_t nt = 0;
     /* The rows of the current block: staged (sorder NULL, row numbers local to the block, from base) or, for a
@@ -278,7 +286,16 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
 #define FO_ROW(pos) (sorder ? sorder[pos] : (int64_t)((pos) - base))
     for (ptrdiff_t start = 0; start < c->n_rows; start += b) {
         const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
-        if (start >= block_end) {
+        if (pipe && start >= block_end) {
+            if (taken) fo_csr_pipe_release(pipe, taken); /* the previous block is read */
+            if (!fo_csr_pipe_take(pipe, taken)) {
+                status = FO_BAD_ARGUMENT;
+                break;
+            }
+            blk = &pipe->block[taken++ & 1];
+            xd = (const FO_REAL *)blk->s_data, xi = blk->s_ind, xp = blk->s_ptr, xy = (const FO_REAL *)blk->s_y;
+            xsw = sw ? (const FO_REAL *)blk->s_sw : NULL, sorder = NULL, base = start, block_end = blk->end;
+        } else if (start >= block_end) {
             const ptrdiff_t want = start + s_rows < c->n_rows ? start + s_rows : c->n_rows;
             block_end = FO_FN(csr_stage)(c->order, start, want, b, s_cap, data, indices, indptr, Y, sw, k, s_data,
                                          s_ind, s_ptr, s_y, s_sw);
@@ -300,6 +317,20 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
          * meets it, which step 3 then reads in order (it looked each up again in the stamps: a second random read
          * per stored value, from L2 by then, measured at a tenth of an SGD epoch on the sparse benchmark). */
         const ptrdiff_t mb0 = sorder ? 0 : xp[start - base];
+        int32_t *touched = touched0, *s_pos = s_pos0;
+        if (pipe) { /* T and the positions found by the producer; the next minibatch's weights requested */
+            const ptrdiff_t m = (start - base) / b;
+            if (blk->bad == m) {
+                status = FO_BAD_ARGUMENT;
+                break;
+            }
+            touched = blk->touched + blk->t_off[m];
+            nt = blk->t_off[m + 1] - blk->t_off[m];
+            s_pos = blk->s_pos + mb0;
+            if (end < block_end)
+                for (ptrdiff_t p = xp[end - base]; p < xp[(end + b < block_end ? end + b : block_end) - base]; p++)
+                    FO_CSR_PREFETCH(params + xi[p]);
+        } else
         for (ptrdiff_t pos = start; pos < end; pos++) {
             const int64_t row = FO_ROW(pos);
             if (pos + b < block_end) {
@@ -331,7 +362,8 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             if (status != FO_OK) break;
         }
         if (status != FO_OK) { /* malformed input: nothing read through it, the step not taken */
-            for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1;
+            if (!pipe)
+                for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1;
             break;
         }
         /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested.
@@ -441,7 +473,8 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         }
         if (status != FO_OK) {
             c->bad_step = step;
-            for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1; /* the step was not taken */
+            if (!pipe)
+                for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1; /* the step was not taken */
             break;
         }
         /* Clipping by the global norm: the gradient is zero off T. */
@@ -563,6 +596,7 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
         }
     }
 #undef FO_ROW
+    if (pipe) fo_csr_pipe_done(pipe); /* the producer, if still waiting, returns */
     /* Every coordinate up to date with the last step taken, on every exit. */
     if (catching) {
         const int32_t now = (int32_t)(c->t - t0);
@@ -571,4 +605,84 @@ fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     }
     if (status != FO_OK) return status;
     return FO_FN(epoch_finish)(c, params, n_params, total);
+}
+
+fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy, const FO_REAL *data,
+                              const int32_t *indices, const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw,
+                              ptrdiff_t d, ptrdiff_t k, FO_REAL *params, ptrdiff_t n_params, FO_REAL *state,
+                              ptrdiff_t n_slots, FO_REAL *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
+                              int64_t period)
+{
+    return FO_FN(csr_epoch_impl)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, n_params, state,
+                                 n_slots, work, iwork, table, stage_cap, period, NULL);
+}
+
+fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy,
+                                    const FO_REAL *data, const int32_t *indices, const int32_t *indptr,
+                                    const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k, FO_REAL *params,
+                                    ptrdiff_t n_params, FO_REAL *state, ptrdiff_t n_slots, FO_REAL *work,
+                                    int64_t *iwork, double *table)
+{
+    fo_status st = FO_BAD_ARGUMENT;
+    if (pipe->cap >= 0 && pipe->cap <= INT32_MAX) /* no staging here: stage_cap 0 */
+        st = FO_FN(csr_epoch_impl)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, n_params, state,
+                                   n_slots, work, iwork, table, 0, 0, pipe);
+    fo_csr_pipe_done(pipe); /* also on an early return */
+    return st;
+}
+
+/* The producer of a piped epoch (fo_csr_pipe): stage the rows of c->order into the two blocks in turn (csr_stage)
+ * and find each staged minibatch's T and its values' positions in it (the stamps of step 1, in the same order);
+ * a malformed row marks its minibatch (the consumer stops there) and ends the production. */
+void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d, ptrdiff_t k,
+                           const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *Y,
+                           const FO_REAL *sw)
+{
+    const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), n = c->n_rows;
+    fo_csr_slot *slot = (fo_csr_slot *)pipe->slots;
+    for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
+    ptrdiff_t start = 0;
+    for (int64_t made = 0; start < n; made++) {
+        if (!fo_csr_pipe_room(pipe, made)) return;
+        fo_csr_block *B = &pipe->block[made & 1];
+        const ptrdiff_t want = start + s_rows < n ? start + s_rows : n;
+        ptrdiff_t end = FO_FN(csr_stage)(c->order, start, want, b, pipe->cap, data, indices, indptr, Y, sw, k,
+                                         (FO_REAL *)B->s_data, B->s_ind, B->s_ptr, (FO_REAL *)B->s_y,
+                                         (FO_REAL *)B->s_sw);
+        B->bad = -1;
+        if (end <= start) { /* no minibatch fits the caps: only a malformed one can (fo_csr_pipe) */
+            end = start + b < n ? start + b : n;
+            B->bad = 0;
+        }
+        B->start = start, B->end = end;
+        int32_t off = 0, m = 0;
+        B->t_off[0] = 0;
+        for (ptrdiff_t st = start; st < end && B->bad < 0; st += b, m++) {
+            const int32_t rel = (int32_t)(st / b) + 1;
+            const ptrdiff_t en = st + b < end ? st + b : end;
+            int32_t nt = 0;
+            for (ptrdiff_t r = st - start; r < en - start && B->bad < 0; r++) {
+                if (B->s_ptr[r + 1] - B->s_ptr[r] > d) B->bad = m;
+                for (ptrdiff_t p = B->s_ptr[r]; p < B->s_ptr[r + 1] && B->bad < 0; p++) {
+                    const int32_t col = B->s_ind[p];
+                    if ((uint32_t)col >= (uint32_t)d) {
+                        B->bad = m;
+                        break;
+                    }
+                    fo_csr_slot *sl = slot + col;
+                    if (sl->last != rel) {
+                        sl->last = rel;
+                        sl->pos = nt;
+                        B->touched[off + nt++] = col;
+                    }
+                    B->s_pos[p] = sl->pos;
+                }
+            }
+            off += nt;
+            B->t_off[m + 1] = off;
+        }
+        fo_csr_pipe_publish(pipe, made + 1);
+        if (B->bad >= 0) return;
+        start = end;
+    }
 }

@@ -256,7 +256,7 @@ fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, 
  * entries, iwork with fo_csr_iwork_size, table with fo_csr_table_size (doubles), period (> 0: deferred updates
  * are split at the steps t that are multiples of period, so that an epoch run in calls that end there gives the
  * bits of one call; <= 0: never split). ctl's positive, avg_start/avg, loss_sum/rows_before as for fo_epoch.
- * One thread. */
+ * One thread (two: fo_csr_pipe below). */
 ptrdiff_t fo_csr_stage_rows(ptrdiff_t batch_size);
 ptrdiff_t fo_csr_work_size(ptrdiff_t n_params, ptrdiff_t k, ptrdiff_t batch_size, ptrdiff_t stage_cap);
 ptrdiff_t fo_csr_iwork_size(ptrdiff_t d, ptrdiff_t batch_size, ptrdiff_t stage_cap);
@@ -271,6 +271,47 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
                          ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params, float *state,
                          ptrdiff_t n_slots, float *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
                          int64_t period);
+
+/* A piped CSR epoch: two threads, the bits of one. A producer thread stages the shuffled rows block by block
+ * (as fo_epoch_csr does) and finds each minibatch's touched columns T and its values' positions in T (step 1 of
+ * fo_epoch_csr); the calling thread, the consumer, takes the steps on them. Arithmetic is the consumer's alone,
+ * in fo_epoch_csr's order. Eligible (fo_csr_pipe_eligible): the settings without deferred updates (no stamps to
+ * read when a coordinate is caught up). The caller zeroes the struct, fills the blocks' arrays, cap and slots,
+ * runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer returns once the
+ * consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k), s_sw (rows);
+ * s_ptr, t_off (rows + 2) with rows = fo_csr_stage_rows(batch_size). */
+typedef struct {
+    void *s_data, *s_y, *s_sw;
+    int32_t *s_ind, *s_ptr, *s_pos, *touched, *t_off;
+    ptrdiff_t start, end;    /* the producer's: the rows order[start:end) staged */
+    int32_t bad;             /* the producer's: the first malformed minibatch (counted in the block), or -1 */
+} fo_csr_block;
+
+typedef struct {
+    int64_t produced;        /* blocks published by the producer */
+    char pad0[56];
+    int64_t consumed;        /* blocks the consumer has read */
+    char pad1[56];
+    int64_t abort;           /* set when the consumer has returned */
+    char pad2[56];
+    fo_csr_block block[2];
+    ptrdiff_t cap;           /* stored values a block holds: at least a minibatch's (b times the longest row) */
+    void *slots;             /* the producer's stamps: d entries of 8 bytes */
+} fo_csr_pipe;
+
+int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy);
+void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, ptrdiff_t d, ptrdiff_t k, const double *data,
+                      const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw);
+void fo_csr_produce_s(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, ptrdiff_t d, ptrdiff_t k, const float *data,
+                      const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw);
+fo_status fo_epoch_csr_piped_d(fo_csr_pipe *pipe, fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy,
+                               const double *data, const int32_t *indices, const int32_t *indptr, const double *Y,
+                               const double *sw, ptrdiff_t d, ptrdiff_t k, double *params, ptrdiff_t n_params,
+                               double *state, ptrdiff_t n_slots, double *work, int64_t *iwork, double *table);
+fo_status fo_epoch_csr_piped_s(fo_csr_pipe *pipe, fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy,
+                               const float *data, const int32_t *indices, const int32_t *indptr, const float *Y,
+                               const float *sw, ptrdiff_t d, ptrdiff_t k, float *params, ptrdiff_t n_params,
+                               float *state, ptrdiff_t n_slots, float *work, int64_t *iwork, double *table);
 
 /* ---------------------------------------------------------------- row orders (shuffle.c) */
 /* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows; rows

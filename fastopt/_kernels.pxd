@@ -144,6 +144,34 @@ cdef extern from "fastopt.h" nogil:
                                 Py_ssize_t n_params, float *state, float *work, fo_team *team)
 
     # ------------------------------------------------------------ sparse epoch (epoch_csr.c)
+    ctypedef struct fo_csr_block:
+        void *s_data
+        void *s_y
+        void *s_sw
+        int32_t *s_ind
+        int32_t *s_ptr
+        int32_t *s_pos
+        int32_t *touched
+        int32_t *t_off
+    ctypedef struct fo_csr_pipe:
+        fo_csr_block block[2]
+        Py_ssize_t cap
+        void *slots
+    int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy) nogil
+    void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const double *data,
+                          const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw) nogil
+    void fo_csr_produce_s(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const float *data,
+                          const int32_t *indices, const int32_t *indptr, const float *Y, const float *sw) nogil
+    fo_status fo_epoch_csr_piped_d(fo_csr_pipe *pipe, fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy,
+                                   const double *data, const int32_t *indices, const int32_t *indptr,
+                                   const double *Y, const double *sw, Py_ssize_t d, Py_ssize_t k, double *params,
+                                   Py_ssize_t n_params, double *state, Py_ssize_t n_slots, double *work,
+                                   int64_t *iwork, double *table) nogil
+    fo_status fo_epoch_csr_piped_s(fo_csr_pipe *pipe, fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int lazy,
+                                   const float *data, const int32_t *indices, const int32_t *indptr,
+                                   const float *Y, const float *sw, Py_ssize_t d, Py_ssize_t k, float *params,
+                                   Py_ssize_t n_params, float *state, Py_ssize_t n_slots, float *work,
+                                   int64_t *iwork, double *table) nogil
     Py_ssize_t fo_csr_stage_rows(Py_ssize_t batch_size)
     Py_ssize_t fo_csr_work_size(Py_ssize_t n_params, Py_ssize_t k, Py_ssize_t batch_size, Py_ssize_t stage_cap)
     Py_ssize_t fo_csr_iwork_size(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t stage_cap)

@@ -3,11 +3,15 @@
 from libc.stdint cimport int32_t
 
 
+# Stored values a block of a piped epoch may hold (minibatches of longer rows run on one thread).
+cdef Py_ssize_t PIPE_MAX_STAGED = 2**26
+
+
 def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
               floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None,
-              floating[::1] avg=None, double[::1] loss_acc=None, int64_t period=0):
+              floating[::1] avg=None, double[::1] loss_acc=None, int64_t period=0, int n_threads=1):
     """One fused epoch of minibatch training over the rows ``order`` of a CSR matrix, in place on ``params``
-    and ``state``: :func:`epoch` for sparse ``X`` (one thread).
+    and ``state``: :func:`epoch` for sparse ``X``.
 
     Parameters
     ----------
@@ -28,6 +32,12 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         > 0: the deferred updates of resting coordinates are split at the steps that are multiples of
         ``period``, so that an epoch run in calls that end at such steps (:func:`fastopt._iterative.run_epoch_csr`)
         gives the bits of one call with the same ``period``; 0: never split.
+    n_threads : int, default=1
+        2: a second thread stages the shuffled rows and finds each minibatch's touched columns while this one
+        takes the steps (``fo_csr_pipe`` in ``csrc/fastopt.h``), when the settings have no deferred updates (SGD
+        without L2, AdaGrad, Adam, AdamW, RMSProp with L2, and the rules that step every coordinate under
+        ``positive``; no averaging) and there is more than one minibatch; else one thread. Bit-identical to one
+        thread.
 
     Returns
     -------
@@ -48,8 +58,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         raise ValueError(f"epoch_csr: batch_size must lie in [1, 2**62] and t >= 0, got {train.batch_size} and {t}")
     # What the kernel trusts, checked here (it reads rows through indptr and checks each column index itself):
     # the row pointers within data and indices and non-decreasing, the order within the rows.
-    if indptr[0] != 0 or indptr[n] > min(data.shape[0], indices.shape[0]) or \
-            (n and np.any(np.diff(np.asarray(indptr)) < 0)):
+    lengths = np.diff(np.asarray(indptr))
+    if indptr[0] != 0 or indptr[n] > min(data.shape[0], indices.shape[0]) or (n and lengths.min() < 0):
         raise ValueError("epoch_csr: X.indptr must start at 0, not decrease, and end within X.data and X.indices")
     cdef int64_t lo = 0, hi = 0
     cdef Py_ssize_t i, m = order.shape[0]
@@ -117,14 +127,71 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     cdef const int32_t *ip = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const floating *yp = &Y[0, 0] if n > 0 and k > 0 else NULL
     cdef floating *pp = &params[0] if n_params > 0 else NULL
-    with nogil:
-        if floating is double:
-            st = fo_epoch_csr_d(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                                state.shape[0], &work[0], &iwork[0], &table[0], cap, period)
-        else:
-            st = fo_epoch_csr_s(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                                state.shape[0], &work[0], &iwork[0], &table[0], cap, period)
+    # Two threads: blocks large enough for any one minibatch (its rows at most max_len values each).
+    cdef Py_ssize_t pipe_cap = 0
+    if n_threads > 1 and c.batch_size < c.n_rows and n and fo_csr_pipe_eligible(<fo_rule>rule, &h, &c, lazy):
+        pipe_cap = min(nnz, max(cap, c.batch_size * int(lengths.max())))
+    if 0 < pipe_cap <= PIPE_MAX_STAGED:
+        st = _epoch_csr_piped(rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
+                              state.shape[0], work, iwork, table, pipe_cap)
+    else:
+        with nogil:
+            if floating is double:
+                st = fo_epoch_csr_d(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params,
+                                    s, state.shape[0], &work[0], &iwork[0], &table[0], cap, period)
+            else:
+                st = fo_epoch_csr_s(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params,
+                                    s, state.shape[0], &work[0], &iwork[0], &table[0], cap, period)
     if loss_acc is not None and st == FO_OK:
         loss_acc[0] = c.loss_sum
         loss_acc[1] += c.n_rows
     return int(st), c.t, c.loss_out, c.bad_step
+
+
+cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bint lazy, const floating *xp,
+                                const int32_t *ip, const int32_t *pp_, const floating *yp, const floating *swp,
+                                Py_ssize_t d, Py_ssize_t k, floating *pp, Py_ssize_t n_params, floating *s,
+                                Py_ssize_t n_slots, floating[::1] work, int64_t[::1] iwork, double[::1] table,
+                                Py_ssize_t cap) except *:
+    """The epoch on two threads (fo_csr_pipe): the epoch helper thread produces the staged blocks, this thread
+    consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's)."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
+    cdef floating[:, ::1] vals = np.empty((2, cap), dtype=dtype)
+    cdef floating[:, ::1] ys = np.empty((2, rows * k), dtype=dtype)
+    cdef floating[:, ::1] sws = np.empty((2, rows), dtype=dtype)
+    cdef int32_t[:, ::1] ints = np.empty((2, 3 * cap), dtype=np.int32)
+    cdef int32_t[:, ::1] ptrs = np.empty((2, 2 * (rows + 2)), dtype=np.int32)
+    cdef int64_t[::1] slots = np.empty(max(d, 1), dtype=np.int64)
+    cdef fo_csr_pipe *pipe = <fo_csr_pipe *>calloc(1, sizeof(fo_csr_pipe))
+    if pipe == NULL:
+        raise MemoryError()
+    for i in range(2):
+        pipe.block[i].s_data, pipe.block[i].s_y, pipe.block[i].s_sw = &vals[i, 0], &ys[i, 0], &sws[i, 0]
+        pipe.block[i].s_ind, pipe.block[i].s_pos, pipe.block[i].touched = &ints[i, 0], &ints[i, cap], &ints[i, 2 * cap]
+        pipe.block[i].s_ptr, pipe.block[i].t_off = &ptrs[i, 0], &ptrs[i, rows + 2]
+    pipe.cap, pipe.slots = cap, &slots[0]
+    cdef _EpochHelper helper
+    try:
+        helper = _take_helper()  # nothing below raises until the helper is released
+    except BaseException:
+        free(pipe)
+        raise
+    helper.kind, helper.pipe, helper.ctl = 2, pipe, c
+    helper.X, helper.indices, helper.indptr, helper.Y, helper.sw = xp, ip, pp_, yp, swp
+    helper.d, helper.k, helper.single = d, k, floating is float
+    helper.buffers = (vals, ys, sws, ints, ptrs, slots)
+    helper.post()
+    cdef fo_status st
+    with nogil:
+        if floating is double:
+            st = fo_epoch_csr_piped_d(pipe, <fo_rule>rule, h, c, lazy, xp, ip, pp_, yp, swp, d, k, pp, n_params, s,
+                                      n_slots, &work[0], &iwork[0], &table[0])
+        else:
+            st = fo_epoch_csr_piped_s(pipe, <fo_rule>rule, h, c, lazy, xp, ip, pp_, yp, swp, d, k, pp, n_params, s,
+                                      n_slots, &work[0], &iwork[0], &table[0])
+        helper.collect()  # the consumer told the producer to stop on every path
+    helper.pipe, helper.ctl = NULL, NULL
+    _finish_helper(helper)
+    free(pipe)
+    return st

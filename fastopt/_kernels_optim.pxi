@@ -306,6 +306,12 @@ cdef class _EpochHelper:
     cdef int64_t *out
     cdef Py_ssize_t n_rows
     cdef uint64_t key
+    # The producer of a piped CSR epoch instead (kind 2, epoch_csr): the pipe, the epoch's control block (its
+    # order and minibatches; read only) and the matrix (X: its values).
+    cdef fo_csr_pipe *pipe
+    cdef const fo_epoch_ctl *ctl
+    cdef const int32_t *indices
+    cdef const int32_t *indptr
 
     def __cinit__(self):
         self.go = PyThread_allocate_lock()
@@ -325,6 +331,13 @@ cdef class _EpochHelper:
     cdef void _run(self) noexcept nogil:
         if self.kind == 1:
             fo_shuffle(self.rows, self.n_rows, self.key, self.out)
+        elif self.kind == 2:
+            if self.single:
+                fo_csr_produce_s(self.pipe, self.ctl, self.d, self.k, <const float *>self.X, self.indices,
+                                 self.indptr, <const float *>self.Y, <const float *>self.sw)
+            else:
+                fo_csr_produce_d(self.pipe, self.ctl, self.d, self.k, <const double *>self.X, self.indices,
+                                 self.indptr, <const double *>self.Y, <const double *>self.sw)
         elif self.single:
             fo_epoch_helper_s(self.rule, &self.h, &self.c, <const float *>self.X, <const float *>self.Y,
                               <const float *>self.sw, self.d, self.k, <float *>self.params, self.n_params,

@@ -664,7 +664,7 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
 
 
 def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None,
-              avg=None, loss_acc=None, period=0):
+              avg=None, loss_acc=None, period=0, n_threads=1):
     """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
 
     The definition that the kernel's deferred updates reproduce: every step applies the rule to every
@@ -673,8 +673,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     :func:`epoch`, the weights are clamped at 0 when ``train.positive`` and ``avg`` takes the running average of
     steps ``t >= train.average``. Residuals and gradients are summed in the kernel's order (each dot product and
     each gradient entry over the stored values in order), so the rules without deferred updates agree bit for
-    bit. ``stage_cap`` and ``period`` (how the kernel reads rows and splits its deferred updates) do not change
-    the definition and are accepted for the same signature.
+    bit. ``stage_cap``, ``period`` and ``n_threads`` (how the kernel reads rows, splits its deferred updates and
+    shares its work) do not change the definition and are accepted for the same signature.
     """
     real = Y.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]

@@ -70,31 +70,35 @@ CHILD = textwrap.dedent("""
 """)
 
 
-# The same on sparse X: a CSR epoch of 4M steps at batch_size=1 (seconds) through run_epoch_csr.
-CHILD_CSR = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    import scipy.sparse as sp
-    from fastopt import optim, _iterative
-    from fastopt._iterative import LOSSES, EpochCtl
-    spec = optim.make("momentum", weight_decay=1e-4)
-    X = sp.random(1000, 5000, density=0.01, format="csr", random_state=0)
-    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
-    Y = np.ones((1000, 1))
-    order = np.tile(np.arange(1000, dtype=np.int64), 4000)
-    params, state = np.zeros(5001), spec.init_state(5001)
-    train = EpochCtl(batch_size=1, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
-    print("ready", flush=True)
-    try:
-        _iterative.run_epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, 0, 1e-5,
-                                 False)
-        print("finished", flush=True)
-    except KeyboardInterrupt:
-        print("interrupted", time.time(), flush=True)
-""")
+def _csr_child(rule, batch, threads):
+    """The same on sparse X: a CSR epoch of 4M rows (seconds) through run_epoch_csr, on one thread or two (the
+    piped epoch, for a rule without deferred updates)."""
+    return textwrap.dedent(f"""
+        import sys, time
+        import numpy as np
+        import scipy.sparse as sp
+        from fastopt import optim, _iterative
+        from fastopt._iterative import LOSSES, EpochCtl
+        spec = optim.make("{rule}", weight_decay={1e-4 if rule == "momentum" else 0.0})
+        X = sp.random(1000, 5000, density=0.01, format="csr", random_state=0)
+        X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+        Y = np.ones((1000, 1))
+        order = np.tile(np.arange(1000, dtype=np.int64), 4000)
+        params, state = np.zeros(5001), spec.init_state(5001)
+        train = EpochCtl(batch_size={batch}, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
+                         loss_limit=np.inf)
+        print("ready", flush=True)
+        try:
+            _iterative.run_epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, 0, 1e-5,
+                                     False, threads={threads})
+            print("finished", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", time.time(), flush=True)
+    """)
 
 
-@pytest.mark.parametrize("script", [CHILD, CHILD_CSR], ids=["dense", "csr"])
+@pytest.mark.parametrize("script", [CHILD, _csr_child("momentum", 1, 1), _csr_child("sgd", 2, 2)],
+                         ids=["dense", "csr", "csr-two-threads"])
 def test_ctrl_c_interrupts_a_long_epoch_within_half_a_second(tmp_path, script):
     # Run outside the checkout: `python -c` puts the working directory first on sys.path, and the checkout's
     # fastopt/ is the unbuilt source, which would shadow the installed package.
