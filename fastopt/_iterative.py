@@ -75,7 +75,8 @@ class EpochCtl(NamedTuple):
     loss_limit : float
         A minibatch mean loss above this is divergence.
     n_threads : int or None
-        Threads per epoch as the user asked (None: :func:`epoch_threads` decides); not read by the kernel.
+        Threads per epoch as the user asked (None: :func:`epoch_threads` or :func:`csr_epoch_threads` decides);
+        not read by the kernel.
     lazy : bool
         SparseAdam steps for Adam and AdamW (``sparse_mode="lazy"``); read by the CSR kernel only.
     positive : bool
@@ -139,23 +140,24 @@ def csr_period(X, k: int, batch_size: int) -> int:
     return max(1, min(max(SLICE_WORK, X.shape[1] * k) // per_step, SLICE_STEPS))
 
 
-def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None):
+def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None, threads=1):
     """``_kernels.epoch_csr`` over ``order``, in slices of whole minibatches (as :func:`run_epoch`) that end at
     the steps that are multiples of one ``period``, which every slice passes to the kernel: it splits its
     deferred updates there, so the slices together give bit for bit one call with that period. A slice does
     about ``SLICE_WORK`` stored values (at least ``d``, to repay the O(d) stamps and catch-up that each call
-    costs) and at most ``SLICE_STEPS`` steps."""
+    costs) and at most ``SLICE_STEPS`` steps. ``threads`` (1 or 2, :func:`csr_epoch_threads`) is passed on as the
+    kernel's ``n_threads``: the same bits either way."""
     m, batch = order.shape[0], train.batch_size
     period = csr_period(X, Y.shape[1], batch)
     acc = np.zeros(2)
     args = (rule, hyper, train, X, Y, sw)
     first = (period - t % period) * batch  # rows up to the next multiple of period
     if m <= first:
-        return _kernels.epoch_csr(*args, order, params, state, t, lr, lazy, None, avg, acc, period)
+        return _kernels.epoch_csr(*args, order, params, state, t, lr, lazy, None, avg, acc, period, threads)
     bounds = [0, *range(first, m, period * batch), m]
     for a, b in itertools.pairwise(bounds):
         status, t, loss, bad = _kernels.epoch_csr(*args, order[a:b], params, state, t, lr, lazy, None, avg, acc,
-                                                  period)
+                                                  period, threads)
         if status != _kernels.Status.OK:
             break
     return status, t, loss, bad
@@ -177,6 +179,16 @@ def epoch_threads(n_threads: int | None, n_rows: int, batch_size: int, d: int, k
     half_bytes = -(-min(batch_size, n_rows) // 2) * d * k * itemsize
     steps = -(-n_rows // batch_size)
     return 2 if half_bytes >= TEAM_MIN_HALF_BYTES and steps >= TEAM_MIN_STEPS else 1
+
+
+def csr_epoch_threads(n_threads: int | None, n_rows: int, batch_size: int) -> int:
+    """Threads for one CSR epoch (1 or 2): 2 when ``n_threads >= 2``, the process may use two CPUs and the epoch
+    has at least ``TEAM_MIN_STEPS`` minibatches (the second thread stages the rows and finds each minibatch's
+    columns a block ahead; handing it the epoch costs some microseconds). The kernel itself keeps one thread
+    for the settings with deferred updates; the result is the same either way."""
+    if n_threads is None or n_threads < 2 or _usable_cpus() < 2:
+        return 1
+    return 2 if -(-n_rows // max(1, batch_size)) >= TEAM_MIN_STEPS else 1
 
 
 @dataclasses.dataclass
@@ -566,14 +578,15 @@ def split_params(p: np.ndarray, d: int, k: int):
 
 def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float):
     """One compiled epoch over ``data.X``, dense (:func:`run_epoch`: :func:`fastopt._kernels.epoch` in slices, one
-    or two threads) or CSR (:func:`run_epoch_csr`: :func:`fastopt._kernels.epoch_csr` in slices, one thread;
+    or two threads) or CSR (:func:`run_epoch_csr`: :func:`fastopt._kernels.epoch_csr` in slices, one or two;
     ``train.lazy`` selects SparseAdam semantics); in place on ``st.weights`` and ``st.opt_state``. Returns the
     kernel's (status, t, loss, bad_step)."""
     if train.average and st.avg is None:
         st.avg = np.zeros_like(st.weights)
     if sp.issparse(data.X):
         return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
-                             st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None)
+                             st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None,
+                             csr_epoch_threads(train.n_threads, order.shape[0], train.batch_size))
     d, k = data.X.shape[1], data.Y.shape[1]
     work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)

@@ -250,8 +250,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         minibatch gradient is summed in the same two halves whatever the count, so the fitted coefficients are
         bit-identical for any ``n_threads``. The second thread needs an idle core: with a multi-threaded BLAS,
         run such fits under ``threadpoolctl.threadpool_limits(1)``; a fit never changes the BLAS thread count
-        itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn. Sparse ``X`` trains on
-        one thread.
+        itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn. Sparse ``X``: the second
+        thread stages the shuffled rows and finds each minibatch's columns while the first takes the steps (the
+        settings without deferred updates: ``"sgd"`` with ``alpha=0``, ``"adagrad"``, ``"adam"``, ``"adamw"``,
+        ``"rmsprop"`` with ``alpha > 0``; no ``average``), again with coefficients bit-identical to one thread's.
     precondition : {"auto", "none"}, default="auto"
         ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
         whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their

@@ -1,0 +1,229 @@
+"""The piped CSR epoch (two threads, ``fo_csr_pipe`` in csrc/fastopt.h) against the one-thread epoch.
+
+The second thread only stages rows and finds each minibatch's touched columns (index work); every arithmetic
+operation stays on the calling thread, in the one-thread order. So the comparisons here are exact
+(``assert_array_equal``), with no tolerance: any difference is a defect.
+"""
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastopt import LinearRegressor, _iterative, _kernels, optim
+from fastopt._iterative import EpochCtl
+
+RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+LOSSES = [optim.Loss.SQUARED_ERROR, optim.Loss.ABSOLUTE_ERROR, optim.Loss.HUBER]
+
+
+def _problem(rng, n, d, k, dtype, density, explicit_zeros=False, unsorted=False):
+    X = sp.random(n, d, density=density, format="csr", random_state=rng, dtype=np.float64)
+    X.data = rng.normal(size=X.nnz)
+    if explicit_zeros and X.nnz:
+        X.data[rng.random(X.nnz) < 0.2] = 0.0
+    X = sp.csr_array(X.astype(dtype))
+    if unsorted:  # the columns of each row in a random order: allowed, and read in that order
+        for r in range(n):
+            a, b = X.indptr[r], X.indptr[r + 1]
+            perm = a + rng.permutation(b - a)
+            X.indices[a:b], X.data[a:b] = X.indices[perm], X.data[perm]
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    Y = np.ascontiguousarray((X @ rng.normal(size=(d, k)) + 0.3 * rng.normal(size=(n, k))).astype(dtype))
+    return X, Y
+
+
+def _epochs(X, Y, sw, spec, train, orders, params, lr, lazy, n_threads, avg=None):
+    params, state = params.copy(), spec.init_state(params.shape[0], params.dtype)
+    out, t = [], 0
+    for order in orders:
+        res = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr, lazy,
+                                 None, avg, None, 0, n_threads)
+        out.append(res)
+        t = res[1]
+        if res[0] != 0:
+            break
+    return params, state, out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 300), d=st.integers(1, 80),
+       density=st.sampled_from([0.02, 0.1, 0.4, 1.0]), dtype=st.sampled_from([np.float64, np.float32]),
+       batch=st.integers(1, 40), k=st.sampled_from([1, 2]), rule=st.sampled_from(RULES),
+       wd=st.sampled_from([0.0, 0.05]), lazy=st.booleans(), loss=st.sampled_from(LOSSES),
+       weighted=st.booleans(), intercept=st.booleans(), positive=st.booleans(),
+       clip=st.sampled_from([None, 0.5]), average=st.sampled_from([0, 3]), zeros=st.booleans(),
+       unsorted=st.booleans())
+def test_two_threads_give_the_bits_of_one(seed, n, d, density, dtype, batch, k, rule, wd, lazy, loss, weighted,
+                                          intercept, positive, clip, average, zeros, unsorted):
+    rng = np.random.default_rng(seed)
+    X, Y = _problem(rng, n, d, k, dtype, density, zeros, unsorted)
+    sw = None
+    if weighted:
+        sw = rng.uniform(0, 2, size=n).astype(dtype)
+        sw /= sw.mean()
+    spec = optim.make(rule, weight_decay=wd)
+    train = EpochCtl(batch_size=batch, loss=loss, epsilon=0.8, clip_norm=clip, loss_limit=np.inf,
+                     positive=positive, average=average)
+    n_params = k * d + (k if intercept else 0)
+    params = (0.1 * rng.normal(size=n_params)).astype(dtype)
+    if positive:
+        params = np.abs(params)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(2)]
+    runs = {}
+    for threads in (1, 2):
+        avg = np.zeros(n_params, dtype) if average else None
+        p, s, out = _epochs(X, Y, sw, spec, train, orders, params, 0.05, lazy, threads, avg)
+        runs[threads] = (p, s, out, avg)
+    p1, s1, o1, a1 = runs[1]
+    p2, s2, o2, a2 = runs[2]
+    assert o2 == o1
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(s2, s1)
+    if average:
+        np.testing.assert_array_equal(a2, a1)
+
+
+def _hashed(rng, n, d, nnz):
+    indices = rng.integers(0, d, size=n * nnz).astype(np.int32)
+    X = sp.csr_array((rng.normal(size=n * nnz), indices, np.arange(0, n * nnz + 1, nnz, dtype=np.int32)),
+                     shape=(n, d))
+    X.sum_duplicates()
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    return X
+
+
+@pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("adagrad", False), ("adam", True), ("adam", False)])
+def test_a_long_epoch_of_many_blocks_gives_the_bits_of_one_thread(rule, lazy):
+    # Many staged blocks (512 rows each), so that the two blocks in flight are each refilled many times.
+    rng = np.random.default_rng(4)
+    X = _hashed(rng, 20_000, 5_000, 12)
+    Y = rng.normal(size=(20_000, 1))
+    spec = optim.make(rule)
+    train = EpochCtl(batch_size=32, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    orders = [rng.permutation(20_000).astype(np.int64)]
+    p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1)
+    p2, s2, o2 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 2)
+    assert o2 == o1 and o1[0][:2] == (0, 625)
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(s2, s1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("fault", ["column out of range", "column stored twice"])
+def test_a_malformed_row_stops_the_epoch_before_its_minibatch(fault, threads):
+    # Row 150 (in visiting order: minibatch 15 of 10 rows) is malformed: the 15 steps before it are taken, its
+    # step is not, and the status says so, on one thread and two alike.
+    rng = np.random.default_rng(5)
+    n, d = 400, 6
+    X = _hashed(rng, n, d, 3)
+    indptr, indices, data = X.indptr.copy(), X.indices.copy(), X.data.copy()
+    order = rng.permutation(n).astype(np.int64)
+    bad = order[150]
+    if fault == "column out of range":
+        indices[indptr[bad]] = d + 3
+    else:  # a row of d + 1 values: some column twice
+        a = indptr[bad]
+        row = np.arange(d + 1, dtype=np.int32) % d
+        indices = np.concatenate([indices[:a], row, indices[indptr[bad + 1]:]]).astype(np.int32)
+        data = np.concatenate([data[:a], np.ones(d + 1), data[indptr[bad + 1]:]])
+        indptr = indptr.copy()
+        indptr[bad + 1:] += d + 1 - (X.indptr[bad + 1] - X.indptr[bad])
+    Xbad = sp.csr_array((data, indices, indptr), shape=(n, d))
+    Y = rng.normal(size=(n, 1))
+    spec = optim.make("sgd")
+    train = EpochCtl(batch_size=10, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    p_ok, _, o_ok = _epochs(X, Y, None, spec, train, [order[:150]], np.zeros(d + 1), 0.01, False, 1)
+    p, _, out = _epochs(Xbad, Y, None, spec, train, [order], np.zeros(d + 1), 0.01, False, threads)
+    assert o_ok[0][:2] == (0, 15)
+    assert out[0][0] == _kernels.Status.BAD_ARGUMENT and out[0][1] == 15
+    np.testing.assert_array_equal(p, p_ok)  # rows before the malformed minibatch's are unaffected by it
+
+
+@pytest.mark.parametrize("lr", [1e150, 1e3])
+def test_a_failing_step_stops_both_alike(lr):
+    # A non-finite (lr 1e150) or divergent loss mid-epoch: the same status, step and weights on two threads.
+    rng = np.random.default_rng(6)
+    X = _hashed(rng, 3_000, 300, 8)
+    Y = 1e3 * rng.normal(size=(3_000, 1))
+    spec = optim.make("sgd")
+    train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    orders = [rng.permutation(3_000).astype(np.int64)]
+    p1, _, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(301), lr, False, 1)
+    p2, _, o2 = _epochs(X, Y, None, spec, train, orders, np.zeros(301), lr, False, 2)
+    assert o1[0][0] != 0 and o2 == o1
+    np.testing.assert_array_equal(p2, p1)
+
+
+def _helper_threads():
+    return [t for t in threading.enumerate() if t.name == "fastopt-epoch-helper"]
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adagrad", "adam", "adamw"])
+def test_estimator_fits_on_two_threads_equal_one_and_run_concurrently(solver):
+    rng = np.random.default_rng(7)
+    X = _hashed(rng, 4_000, 2_000, 10)
+    y = X @ rng.normal(size=2_000) + 0.1 * rng.normal(size=4_000)
+    w = rng.uniform(0.5, 2, size=4_000)
+
+    def fit(threads):
+        est = LinearRegressor(solver=solver, learning_rate=0.01, max_epochs=3, tol=None, random_state=1,
+                              n_threads=threads)
+        return est.fit(X, y, sample_weight=w).coef_
+
+    one = fit(1)
+    np.testing.assert_array_equal(fit(2), one)
+    shared = _helper_threads()
+    with ThreadPoolExecutor(max_workers=3) as pool:  # the shared helper busy: one-job helpers, which end
+        for coef in pool.map(lambda _: fit(2), range(6)):
+            np.testing.assert_array_equal(coef, one)
+    assert _helper_threads() == shared
+
+
+def test_csr_epoch_threads_follows_n_threads_and_the_epoch_length(monkeypatch):
+    monkeypatch.setattr(_iterative, "_usable_cpus", lambda: 2)
+    assert _iterative.csr_epoch_threads(None, 10_000, 64) == 1
+    assert _iterative.csr_epoch_threads(1, 10_000, 64) == 1
+    assert _iterative.csr_epoch_threads(2, 10_000, 64) == 2
+    assert _iterative.csr_epoch_threads(4, 15 * 64, 64) == 1  # fewer than TEAM_MIN_STEPS minibatches
+    monkeypatch.setattr(_iterative, "_usable_cpus", lambda: 1)
+    assert _iterative.csr_epoch_threads(2, 10_000, 64) == 1
+
+
+# In a fresh process: an eligible CSR epoch on two threads starts the helper thread; a rule with deferred
+# updates (momentum) or averaging runs on the calling thread alone.
+CHILD = textwrap.dedent("""
+    import threading
+    import numpy as np
+    import scipy.sparse as sp
+    from fastopt import _kernels, optim
+    from fastopt._iterative import EpochCtl
+    X = sp.random(2000, 300, density=0.05, format="csr", random_state=0)
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    Y, order = np.ones((2000, 1)), np.arange(2000, dtype=np.int64)
+
+    def helpers():
+        return sum(t.name == "fastopt-epoch-helper" for t in threading.enumerate())
+
+    for rule, average in (("momentum", 0), ("sgd", 5), ("sgd", 0)):
+        spec = optim.make(rule)
+        train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None,
+                         loss_limit=np.inf, average=average)
+        params = np.zeros(301)
+        avg = np.zeros(301) if average else None
+        _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, spec.init_state(301), 0,
+                           0.01, False, None, avg, None, 0, 2)
+        print(rule, average, helpers())
+""")
+
+
+def test_only_the_eligible_settings_use_the_second_thread(tmp_path):
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["momentum 0 0", "sgd 5 0", "sgd 0 1"]
