@@ -6,9 +6,10 @@ Run on its own with ``cd bench && python -m pytest test_sparse_epoch.py -q -p no
 
 * ``test_limit_csr_X_at_w``: one CSR ``X @ w`` (SciPy), the floor that reading X once costs;
 * ``test_fastopt_sparse_epoch[<mode>]``: the fused CSR kernel, one epoch of SGD, Adam (exact: O(d) a step) or
-  Adam in SparseAdam mode over a pre-drawn order;
-* ``test_fastopt_sparse_estimator_epoch[<mode>]``: ``LinearRegressor(max_epochs=1)`` on the CSR matrix, adding
-  validation, the starting loss and the row order;
+  Adam in SparseAdam mode over a pre-drawn order, on one thread (``-1t``) or two (``-2t``: the piped epoch, a
+  second thread staging the rows and finding each minibatch's columns; the same bits);
+* ``test_fastopt_sparse_estimator_epoch[<mode>]``: ``LinearRegressor(max_epochs=1, n_threads=1 or 2)`` on the
+  CSR matrix, adding validation, the starting loss and the row order;
 * ``test_sparse_estimator_over_kernel_epoch[<mode>]`` (SGD and SparseAdam mode): the two rows above timed in
   alternation, one pair per round; ``extra_info`` holds the medians over the pairs of estimator / kernel (wall
   time and the calling thread's CPU time), as in ``test_epoch.py``;
@@ -28,7 +29,8 @@ from fastopt import LinearRegressor, _kernels, optim
 from fastopt._iterative import EpochCtl
 
 N, D, NNZ, BATCH = 200_000, 2**18, 30, 64
-MODES = {"sgd": ("sgd", False), "adam": ("adam", False), "adam-lazy": ("adam", True)}
+MODES = {"sgd-1t": ("sgd", False, 1), "sgd-2t": ("sgd", False, 2), "adam-1t": ("adam", False, 1),
+         "adam-lazy-1t": ("adam", True, 1), "adam-lazy-2t": ("adam", True, 2)}
 RATES = {"sgd": 0.05, "adam": 1e-3}
 
 
@@ -53,7 +55,7 @@ def _group(benchmark):
 
 def _sparse_runner(X, y, order, mode):
     """The bare CSR epoch of ``mode`` over ``order``, and a function making its fresh parameters and state."""
-    rule, lazy = MODES[mode]
+    rule, lazy, threads = MODES[mode]
     spec = optim.make(rule)
     Y = y.reshape(-1, 1)
     train = EpochCtl(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None, loss_limit=np.inf)
@@ -64,31 +66,31 @@ def _sparse_runner(X, y, order, mode):
 
     def run(params, state):
         status = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, 0,
-                                    RATES[rule], lazy)
+                                    RATES[rule], lazy, n_threads=threads)
         assert status[0] == 0
 
     return run, setup
 
 
 def _sparse_estimator(mode):
-    rule, lazy = MODES[mode]
+    rule, lazy, threads = MODES[mode]
     return LinearRegressor(solver=rule, learning_rate=RATES[rule], max_epochs=1, tol=None, random_state=0,
-                           sparse_mode="lazy" if lazy else "exact")
+                           sparse_mode="lazy" if lazy else "exact", n_threads=threads)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_fastopt_sparse_epoch(benchmark, hashed, mode):
     run, setup = _sparse_runner(*hashed, mode)
-    benchmark.pedantic(run, setup=setup, rounds=5 if mode != "adam" else 2, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run, setup=setup, rounds=5 if mode != "adam-1t" else 2, iterations=1, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_fastopt_sparse_estimator_epoch(benchmark, hashed, mode):
     X, y, _ = hashed
-    benchmark.pedantic(_sparse_estimator(mode).fit, args=(X, y), rounds=5 if mode != "adam" else 2, iterations=1)
+    benchmark.pedantic(_sparse_estimator(mode).fit, args=(X, y), rounds=5 if mode != "adam-1t" else 2, iterations=1)
 
 
-@pytest.mark.parametrize("mode", ["sgd", "adam-lazy"])
+@pytest.mark.parametrize("mode", ["sgd-1t", "sgd-2t", "adam-lazy-1t", "adam-lazy-2t"])
 def test_sparse_estimator_over_kernel_epoch(benchmark, hashed, mode):
     X, y, order = hashed
     run, setup = _sparse_runner(X, y, order, mode)

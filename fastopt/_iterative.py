@@ -604,7 +604,7 @@ class _Drawn(NamedTuple):
 
 
 def _early_first_order(params: dict, data, rng: np.random.Generator):
-    """The first epoch's row order of a two-thread dense fit, drawn on the epoch helper thread
+    """The first epoch's row order of a two-thread fit (dense or CSR), drawn on the epoch helper thread
     (:func:`fastopt._kernels.shuffle_start`) while this thread validates and sets up the fit; its ``result()`` is
     the order. None unless the fit shuffles, its epochs run on two threads, and the first epoch's key is the
     generator's next draw anyway (no validation split and no random initialisation draw before it), so the
@@ -613,10 +613,13 @@ def _early_first_order(params: dict, data, rng: np.random.Generator):
     Drawing it costs 0.3-0.4 ms at 200,000 rows, the same order of time as the set-up it now overlaps
     (validation, the starting loss, the parameters), on a core that two-thread fits have claimed anyway.
     """
-    if not params["shuffle"] or params["early_stopping"] or params["init"] == "random" or sp.issparse(data.X):
+    if not params["shuffle"] or params["early_stopping"] or params["init"] == "random":
         return None
     (n, d), k = data.X.shape, data.Y.shape[1]  # without early stopping every row trains: rows 0 .. n-1
-    if epoch_threads(params.get("n_threads"), n, int(params["batch_size"]), d, k, data.X.dtype.itemsize) < 2:
+    batch = int(params["batch_size"])
+    threads = (csr_epoch_threads(params.get("n_threads"), n, batch) if sp.issparse(data.X)
+               else epoch_threads(params.get("n_threads"), n, batch, d, k, data.X.dtype.itemsize))
+    if threads < 2:
         return None
     key = int(rng.integers(0, 2**64, dtype=np.uint64))
     out = _ORDER_BUFFERS.pop(n, None)
