@@ -227,3 +227,21 @@ def test_only_the_eligible_settings_use_the_second_thread(tmp_path):
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["momentum 0 0", "sgd 5 0", "sgd 0 1"]
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adagrad", "adam"])
+def test_a_warm_start_with_negative_weights_under_positive_gives_the_bits_of_one_thread(rule):
+    # The first step then runs on every coordinate (it projects the negative weights), the rest as usual.
+    rng = np.random.default_rng(8)
+    X = _hashed(rng, 2_000, 400, 6)
+    Y = rng.normal(size=(2_000, 1))
+    spec = optim.make(rule)
+    train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=np.inf,
+                     positive=True)
+    start = rng.normal(size=401)
+    orders = [rng.permutation(2_000).astype(np.int64)]
+    p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, start, 0.01, True, 1)
+    p2, s2, o2 = _epochs(X, Y, None, spec, train, orders, start, 0.01, True, 2)
+    assert o2 == o1 and p1[:400].min() == 0
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(s2, s1)
