@@ -693,40 +693,50 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         ptrdiff_t end = FO_FN(csr_stage)(c->order, start, want, b, pipe->cap, data, indices, indptr, Y, sw, k,
                                          (FO_REAL *)B->s_data, B->s_ind, B->s_ptr, (FO_REAL *)B->s_y,
                                          (FO_REAL *)B->s_sw);
-        B->bad = -1;
+        int32_t bad = -1;
         if (end <= start) { /* no minibatch fits the caps: only a malformed one can (fo_csr_pipe) */
             end = start + b < n ? start + b : n;
-            B->bad = 0;
+            bad = 0;
         }
         B->start = start, B->end = end;
+        const int32_t *s_ind = B->s_ind, *s_ptr = B->s_ptr;
+        int32_t *s_pos = B->s_pos, *touched = B->touched, *t_off = B->t_off;
+        /* the stamps' lines are requested FO_CSR_PIPE_AHEAD stored values ahead (a random 8-byte slot a value) */
+        const ptrdiff_t total = bad < 0 ? s_ptr[end - start] : 0;
         int32_t off = 0, m = 0;
-        B->t_off[0] = 0;
-        for (ptrdiff_t st = start; st < end && B->bad < 0; st += b, m++) {
+        t_off[0] = 0;
+        for (ptrdiff_t st = start; st < end && bad < 0; st += b, m++) {
             const int32_t rel = (int32_t)(st / b) + 1;
             const ptrdiff_t en = st + b < end ? st + b : end;
             int32_t nt = 0;
-            for (ptrdiff_t r = st - start; r < en - start && B->bad < 0; r++) {
-                if (B->s_ptr[r + 1] - B->s_ptr[r] > d) B->bad = m;
-                for (ptrdiff_t p = B->s_ptr[r]; p < B->s_ptr[r + 1] && B->bad < 0; p++) {
-                    const int32_t col = B->s_ind[p];
+            for (ptrdiff_t r = st - start; r < en - start && bad < 0; r++) {
+                const ptrdiff_t p0 = s_ptr[r], p1 = s_ptr[r + 1];
+                if (p1 - p0 > d) bad = m;
+                for (ptrdiff_t p = p0; p < p1 && bad < 0; p++) {
+                    if (p + FO_CSR_PIPE_AHEAD < total) {
+                        const int32_t a = s_ind[p + FO_CSR_PIPE_AHEAD];
+                        FO_CSR_PREFETCH(slot + ((uint32_t)a < (uint32_t)d ? a : 0));
+                    }
+                    const int32_t col = s_ind[p];
                     if ((uint32_t)col >= (uint32_t)d) {
-                        B->bad = m;
+                        bad = m;
                         break;
                     }
                     fo_csr_slot *sl = slot + col;
                     if (sl->last != rel) {
                         sl->last = rel;
                         sl->pos = nt;
-                        B->touched[off + nt++] = col;
+                        touched[off + nt++] = col;
                     }
-                    B->s_pos[p] = sl->pos;
+                    s_pos[p] = sl->pos;
                 }
             }
             off += nt;
-            B->t_off[m + 1] = off;
+            t_off[m + 1] = off;
         }
+        B->bad = bad;
         fo_csr_pipe_publish(pipe, made + 1);
-        if (B->bad >= 0) return;
+        if (bad >= 0) return;
         start = end;
     }
 }
