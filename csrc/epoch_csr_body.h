@@ -390,9 +390,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             touched = blk->touched + blk->t_off[m];
             nt = blk->t_off[m + 1] - blk->t_off[m];
             s_pos = blk->s_pos + mb0;
-            if (end < block_end)
-                for (ptrdiff_t p = xp[end - base]; p < xp[(end + b < block_end ? end + b : block_end) - base]; p++)
-                    FO_CSR_PREFETCH(params + xi[p]);
+            if (end < block_end) {
+                const int32_t *nxt = blk->touched + blk->t_off[m + 1];
+                for (ptrdiff_t q = 0; q < blk->t_off[m + 2] - blk->t_off[m + 1]; q++) FO_CSR_PREFETCH(params + nxt[q]);
+            }
         } else
         for (ptrdiff_t pos = start; pos < end; pos++) {
             const int64_t row = FO_ROW(pos);
