@@ -41,7 +41,7 @@
  * only indices, and for the settings without deferred updates it depends on nothing the steps change; a second
  * thread can then do it a block ahead (fo_csr_produce), while the calling thread takes the steps on the blocks it is
  * handed, in the one-thread order: the same bits. Staging and step 1 were about 40% of an SGD epoch on the sparse
- * benchmark; the steps alone run at about half its time.
+ * benchmark (one thread 27 ms, two 15 ms). A hand-off per block of fo_csr_stage_rows rows, two blocks in flight.
  *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
