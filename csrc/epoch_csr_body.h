@@ -100,34 +100,26 @@ static void FO_FN(csr_catch_up)(const FO_FN(csr_lazy) *z, ptrdiff_t col, int64_t
  * without branches, which the compiler vectorises (the square roots and divisions were most of the step), and
  * the entries whose gradient is 0 then get their old values back from `keep` (4 n entries). decay: 0 none,
  * 1 coupled, 2 decoupled. */
-/* One coordinate of it: updates *m, *v (and *vmax) and returns the new weight. */
-FO_LOSS_INLINE FO_REAL FO_FN(sparse_adam_one)(FO_REAL w0, FO_REAL g, FO_REAL *m, FO_REAL *v, FO_REAL *vmax,
-                                              int decay, int ams, FO_REAL wd, FO_REAL shrink, FO_REAL one_b1,
-                                              FO_REAL one_b2, FO_REAL step_size, FO_REAL eps)
-{
-    const FO_REAL ws = decay == 2 ? w0 * shrink : w0;
-    const FO_REAL gi = decay == 1 ? g + wd * w0 : g;
-    const FO_REAL mi = *m + (gi - *m) * one_b1;
-    const FO_REAL vi = *v + (gi * gi - *v) * one_b2;
-    FO_REAL vu = vi;
-    if (ams) {
-        if (vi > *vmax) *vmax = vi;
-        vu = *vmax;
-    }
-    *m = mi;
-    *v = vi;
-    return ws + -(step_size * (mi / (FO_SQRT(vu) + eps)));
-}
-
 FO_LOSS_INLINE void FO_FN(csr_sparse_adam_range)(FO_REAL *restrict w, const FO_REAL *restrict g,
                                                  FO_REAL *restrict m, FO_REAL *restrict v,
                                                  FO_REAL *restrict vmax, ptrdiff_t lo, ptrdiff_t hi, int decay,
                                                  int ams, FO_REAL wd, FO_REAL shrink, FO_REAL one_b1,
                                                  FO_REAL one_b2, FO_REAL step_size, FO_REAL eps)
 {
-    for (ptrdiff_t i = lo; i < hi; i++)
-        w[i] = FO_FN(sparse_adam_one)(w[i], g[i], m + i, v + i, ams ? vmax + i : NULL, decay, ams, wd, shrink,
-                                      one_b1, one_b2, step_size, eps);
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        const FO_REAL w0 = w[i], ws = decay == 2 ? w0 * shrink : w0;
+        const FO_REAL gi = decay == 1 ? g[i] + wd * w0 : g[i];
+        const FO_REAL mi = m[i] + (gi - m[i]) * one_b1;
+        const FO_REAL vi = v[i] + (gi * gi - v[i]) * one_b2;
+        FO_REAL vu = vi;
+        if (ams) {
+            if (vi > vmax[i]) vmax[i] = vi;
+            vu = vmax[i];
+        }
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = ws + -(step_size * (mi / (FO_SQRT(vu) + eps)));
+    }
 }
 
 static void FO_FN(csr_sparse_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
@@ -168,8 +160,8 @@ static void FO_FN(csr_sparse_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL 
  * same bits), on T's k * nt weights (columns touched) and the nb intercepts, whose compact gradient is cg; with
  * the projection and the running average. Gathering T's weights and moments into compact arrays around
  * csr_sparse_adam's vectorised loop cost more than the vectorised square roots and divisions saved (sparse
- * benchmark, one thread, alternating builds: 76 -> 62 ms an epoch). Out of line: one copy for the epoch's
- * copies that call it. */
+ * benchmark, one thread, alternating builds: 76 -> 62 ms an epoch). Kept out of line: inlined, it slowed the
+ * epoch's other rules (SGD 31 -> 34.5 ms), whose loops it shares a function with. */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
 #endif
@@ -191,9 +183,21 @@ static void FO_FN(csr_sparse_adam_in_place)(const fo_hyper *h, const fo_epoch_ct
             const ptrdiff_t i = q < nt ? j * d + touched[q] : kd + j, ci = q < nt ? q * k + j : k * nt + j;
             const FO_REAL gl = cg[ci];
             FO_REAL w = params[i];
-            if (gl != 0) /* the intercepts: no decay */
-                w = FO_FN(sparse_adam_one)(w, gl, m + i, v + i, ams ? vmax + i : NULL, q < nt ? decay : 0, ams, wd,
-                                           shrink, one_b1, one_b2, step_size, eps);
+            if (gl != 0) {
+                const int dec = q < nt ? decay : 0; /* the intercepts: no decay */
+                const FO_REAL ws = dec == 2 ? w * shrink : w;
+                const FO_REAL gi = dec == 1 ? gl + wd * w : gl;
+                const FO_REAL mi = m[i] + (gi - m[i]) * one_b1;
+                const FO_REAL vi = v[i] + (gi * gi - v[i]) * one_b2;
+                FO_REAL vu = vi;
+                if (ams) {
+                    if (vi > vmax[i]) vmax[i] = vi;
+                    vu = vmax[i];
+                }
+                m[i] = mi;
+                v[i] = vi;
+                w = ws + -(step_size * (mi / (FO_SQRT(vu) + eps)));
+            }
             if (c->positive && q < nt && w < 0) w = 0;
             params[i] = w;
             if (averaging) avg[i] += (w - avg[i]) / count;
