@@ -160,8 +160,9 @@ static void FO_FN(csr_sparse_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL 
  * same bits), on T's k * nt weights (columns touched) and the nb intercepts, whose compact gradient is cg; with
  * the projection and the running average. Gathering T's weights and moments into compact arrays around
  * csr_sparse_adam's vectorised loop cost more than the vectorised square roots and divisions saved (sparse
- * benchmark, one thread, alternating builds: 76 -> 62 ms an epoch). Kept out of line: inlined, it slowed the
- * epoch's other rules (SGD 31 -> 34.5 ms), whose loops it shares a function with. */
+ * benchmark, one thread, alternating builds: 76 -> 62 ms an epoch). Out of line: one copy for the epoch's
+ * copies that call it. It repeats csr_sparse_adam_range's arithmetic: a shared inline function of one
+ * coordinate compiled this loop 5% slower (two-thread epoch 34-35 -> 37 ms). */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
 #endif
