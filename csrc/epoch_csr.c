@@ -88,7 +88,7 @@ ptrdiff_t fo_csr_stage_rows(ptrdiff_t batch_size)
 
 ptrdiff_t fo_csr_work_size(ptrdiff_t n_params, ptrdiff_t k, ptrdiff_t batch_size, ptrdiff_t stage_cap)
 {
-    return (7 + FO_MAX_SLOTS) * n_params + (batch_size + 1) * k + stage_cap + fo_csr_stage_rows(batch_size) * (k + 1);
+    return (3 + FO_MAX_SLOTS) * n_params + (batch_size + 1) * k + stage_cap + fo_csr_stage_rows(batch_size) * (k + 1);
 }
 
 /* Per feature, in one 8-byte slot so that one random access finds both: the step (counted from the call's

@@ -93,83 +93,20 @@ static void FO_FN(csr_catch_up)(const FO_FN(csr_lazy) *z, ptrdiff_t col, int64_t
     }
 }
 
-/* torch.optim.SparseAdam on the compact coordinates whose loss gradient g is nonzero, with its arithmetic:
+/* torch.optim.SparseAdam's step, with its arithmetic, on T's k * nt weights (the columns touched) and the nb
+ * intercepts, whose compact loss gradient is cg, where that gradient is nonzero:
  * m <- m + (1 - b1)(g - m), v <- v + (1 - b2)(g^2 - v), w <- w - (lr sqrt(1 - b2^t) / (1 - b1^t)) m /
  * (sqrt(v) + eps). Extensions on the same coordinates: coupled L2 (Adam: g + wd w), decoupled (AdamW:
- * w <- (1 - lr wd) w first), AMSGrad (v replaced by its running maximum). Every entry is updated in a loop
- * without branches, which the compiler vectorises (the square roots and divisions were most of the step), and
- * the entries whose gradient is 0 then get their old values back from `keep` (4 n entries). decay: 0 none,
- * 1 coupled, 2 decoupled. */
-FO_LOSS_INLINE void FO_FN(csr_sparse_adam_range)(FO_REAL *restrict w, const FO_REAL *restrict g,
-                                                 FO_REAL *restrict m, FO_REAL *restrict v,
-                                                 FO_REAL *restrict vmax, ptrdiff_t lo, ptrdiff_t hi, int decay,
-                                                 int ams, FO_REAL wd, FO_REAL shrink, FO_REAL one_b1,
-                                                 FO_REAL one_b2, FO_REAL step_size, FO_REAL eps)
-{
-    for (ptrdiff_t i = lo; i < hi; i++) {
-        const FO_REAL w0 = w[i], ws = decay == 2 ? w0 * shrink : w0;
-        const FO_REAL gi = decay == 1 ? g[i] + wd * w0 : g[i];
-        const FO_REAL mi = m[i] + (gi - m[i]) * one_b1;
-        const FO_REAL vi = v[i] + (gi * gi - v[i]) * one_b2;
-        FO_REAL vu = vi;
-        if (ams) {
-            if (vi > vmax[i]) vmax[i] = vi;
-            vu = vmax[i];
-        }
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = ws + -(step_size * (mi / (FO_SQRT(vu) + eps)));
-    }
-}
-
-static void FO_FN(csr_sparse_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
-                                   ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr, int decoupled,
-                                   FO_REAL *keep)
-{
-    const FO_REAL wd = (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
-    const FO_REAL one_b1 = (FO_REAL)(1.0 - h->beta1), one_b2 = (FO_REAL)(1.0 - h->beta2);
-    const FO_REAL step_size = (FO_REAL)(lr * sqrt(1.0 - pow(h->beta2, (double)t)) /
-                                        (1.0 - pow(h->beta1, (double)t)));
-    const FO_REAL shrink = (FO_REAL)(1.0 - lr * h->weight_decay);
-    FO_REAL *m = state, *v = state + n, *vmax = state + 2 * n;
-    const int decay = h->weight_decay != 0 ? (decoupled ? 2 : 1) : 0, ams = h->amsgrad != 0;
-    memcpy(keep, w, (size_t)n * sizeof(FO_REAL));
-    memcpy(keep + n, m, (size_t)(ams ? 3 : 2) * (size_t)n * sizeof(FO_REAL));
-#define FO_SA(lo, hi, dec, am) \
-    FO_FN(csr_sparse_adam_range)(w, g, m, v, vmax, lo, hi, dec, am, wd, shrink, one_b1, one_b2, step_size, eps)
-    if (ams) {
-        if (decay == 1) FO_SA(0, n_decay, 1, 1);
-        else if (decay == 2) FO_SA(0, n_decay, 2, 1);
-        else FO_SA(0, n_decay, 0, 1);
-        FO_SA(n_decay, n, 0, 1);
-    } else {
-        if (decay == 1) FO_SA(0, n_decay, 1, 0);
-        else if (decay == 2) FO_SA(0, n_decay, 2, 0);
-        else FO_SA(0, n_decay, 0, 0);
-        FO_SA(n_decay, n, 0, 0);
-    }
-#undef FO_SA
-    for (ptrdiff_t i = 0; i < n; i++)
-        if (g[i] == 0) {
-            w[i] = keep[i], m[i] = keep[n + i], v[i] = keep[2 * n + i];
-            if (ams) vmax[i] = keep[3 * n + i];
-        }
-}
-
-/* The SparseAdam step of fo_epoch_csr (step 5'): csr_sparse_adam's arithmetic, in place, element by element (the
- * same bits), on T's k * nt weights (columns touched) and the nb intercepts, whose compact gradient is cg; with
- * the projection and the running average. Gathering T's weights and moments into compact arrays around
- * csr_sparse_adam's vectorised loop cost more than the vectorised square roots and divisions saved (sparse
- * benchmark, one thread, alternating builds: 76 -> 62 ms an epoch). Out of line: one copy for the epoch's
- * copies that call it. It repeats csr_sparse_adam_range's arithmetic: a shared inline function of one
- * coordinate compiled this loop 5% slower (two-thread epoch 34-35 -> 37 ms). */
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((noinline))
-#endif
-static void FO_FN(csr_sparse_adam_in_place)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
-                                            FO_REAL *state, FO_REAL *avg, const FO_REAL *cg, const int32_t *touched,
-                                            ptrdiff_t nt, ptrdiff_t d, ptrdiff_t k, ptrdiff_t nb, ptrdiff_t n_params,
-                                            int64_t step, int decoupled, int averaging, FO_REAL count)
+ * w <- (1 - lr wd) w first), AMSGrad (v replaced by its running maximum); the intercepts take no L2. Then the
+ * projection of T's weights (positive) and, if averaging, the running average. In place, element by element:
+ * gathering T's weights and moments into compact arrays around a vectorised loop cost more than the vectorised
+ * square roots and divisions saved (sparse benchmark, one thread, alternating builds: 76 -> 62 ms an epoch).
+ * Out of line (csr_sparse_adam_in_place): one copy for the epoch's copies that call it. */
+FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
+                                                FO_REAL *state, FO_REAL *avg, const FO_REAL *cg,
+                                                const int32_t *touched, ptrdiff_t nt, ptrdiff_t d, ptrdiff_t k,
+                                                ptrdiff_t nb, ptrdiff_t n_params, int64_t step, int decoupled,
+                                                int averaging, FO_REAL count)
 {
     const ptrdiff_t kd = k * d;
     const FO_REAL wd = (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
@@ -203,6 +140,24 @@ static void FO_FN(csr_sparse_adam_in_place)(const fo_hyper *h, const fo_epoch_ct
             params[i] = w;
             if (averaging) avg[i] += (w - avg[i]) / count;
         }
+}
+
+/* csr_sparse_adam_body, with a loop compiled for one output without averaging (left to the compiler, whether it
+ * specialised the call so depended on the other call sites: 51 against 58 ms a SparseAdam epoch on one thread). */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static void FO_FN(csr_sparse_adam_in_place)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
+                                            FO_REAL *state, FO_REAL *avg, const FO_REAL *cg, const int32_t *touched,
+                                            ptrdiff_t nt, ptrdiff_t d, ptrdiff_t k, ptrdiff_t nb, ptrdiff_t n_params,
+                                            int64_t step, int decoupled, int averaging, FO_REAL count)
+{
+    if (k == 1 && !averaging)
+        FO_FN(csr_sparse_adam_body)(h, c, params, state, NULL, cg, touched, nt, d, 1, nb, n_params, step, decoupled,
+                                    0, count);
+    else
+        FO_FN(csr_sparse_adam_body)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step, decoupled,
+                                    averaging, count);
 }
 
 /* Copy rows order[from:to) into the staging buffers (values, indices, row pointers, targets, weights), as many
@@ -314,10 +269,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
      * in T of a row's stored values (int32) */
     fo_csr_slot *slot = (fo_csr_slot *)iwork;
     int32_t *touched0 = (int32_t *)(iwork + d), *spos = touched0 + d;
-    /* SparseAdam's copy of the old values (csr_sparse_adam), then staging (see csr_stage and fo_csr_stage_rows):
-     * values, targets and weights, after the dense gradient in work; indices and row pointers after T in iwork */
+    /* Staging (see csr_stage and fo_csr_stage_rows): values, targets and weights, after the dense gradient in work;
+     * indices and row pointers after T in iwork */
     const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), s_cap = stage_cap;
-    FO_REAL *keep = g + n_params, *s_data = keep + 4 * n_params, *s_y = s_data + s_cap, *s_sw = s_y + s_rows * k;
+    FO_REAL *s_data = g + n_params, *s_y = s_data + s_cap, *s_sw = s_y + s_rows * k;
     int32_t *s_ind = (int32_t *)(iwork + 2 * d), *s_ptr = s_ind + s_cap, *s_pos0 = s_ptr + s_rows + 2;
     const int64_t t0 = c->t;
     const ptrdiff_t tab_steps = period > 0 && period < steps ? (ptrdiff_t)period : steps;
@@ -553,15 +508,17 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         c->t = step;
         /* The step on every coordinate (the rules without deferred updates, and the first steps above). */
         if (how == FO_CATCH_DENSE || (dense_first && rel == 1)) {
-            for (ptrdiff_t q = 0; q < nt; q++)
-                for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = cg[q * k + j];
-            for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] = cg[k * nt + j];
-            if (sparse_adam)
-                FO_FN(csr_sparse_adam)(h, params, g, state, n_params, kd, step, c->lr, decoupled, keep);
-            else
+            if (sparse_adam) { /* every coordinate whose gradient is nonzero is in T */
+                FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
+                                               decoupled, 0, (FO_REAL)1);
+            } else {
+                for (ptrdiff_t q = 0; q < nt; q++)
+                    for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = cg[q * k + j];
+                for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] = cg[k * nt + j];
                 FO_FN(rule_step)(rule, h, params, g, state, n_params, kd, step, c->lr);
-            for (ptrdiff_t q = 0; q < nt; q++)
-                for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = 0;
+                for (ptrdiff_t q = 0; q < nt; q++)
+                    for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = 0;
+            }
             FO_FN(csr_dense_after)(c, params, n_params, kd, avg);
             if (catching)
                 for (ptrdiff_t col = 0; col < d; col++) slot[col].last = rel;
@@ -602,10 +559,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 for (ptrdiff_t j = 0; j < k; j++) dst[q * k + j] = src[j * d + touched[q]];
             for (ptrdiff_t j = 0; j < nb; j++) dst[k * nt + j] = src[kd + j];
         }
-        if (sparse_adam)
-            FO_FN(csr_sparse_adam)(h, cw, cg, cs, nc, k * nt, step, c->lr, decoupled, keep);
-        else
-            FO_FN(rule_step)(rule, h, cw, cg, n_slots ? cs : NULL, nc, k * nt, step, c->lr);
+        FO_FN(rule_step)(rule, h, cw, cg, n_slots ? cs : NULL, nc, k * nt, step, c->lr);
         if (c->positive)
             for (ptrdiff_t i = 0; i < k * nt; i++)
                 if (cw[i] < 0) cw[i] = 0;
@@ -640,21 +594,33 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     return FO_FN(epoch_finish)(c, params, n_params, total);
 }
 
-fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy, const FO_REAL *data,
-                              const int32_t *indices, const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw,
-                              ptrdiff_t d, ptrdiff_t k, FO_REAL *params, ptrdiff_t n_params, FO_REAL *state,
-                              ptrdiff_t n_slots, FO_REAL *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
-                              int64_t period)
+/* csr_epoch_impl's copy for these settings (csr_epoch_copy). */
+static fo_status FO_FN(csr_epoch_run)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy,
+                                      const FO_REAL *data, const int32_t *indices, const int32_t *indptr,
+                                      const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k, FO_REAL *params,
+                                      ptrdiff_t n_params, FO_REAL *state, ptrdiff_t n_slots, FO_REAL *work,
+                                      int64_t *iwork, double *table, ptrdiff_t stage_cap, int64_t period,
+                                      fo_csr_pipe *pipe)
 {
 #define FO_CSR_RUN(copy) FO_FN(csr_epoch_impl)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, \
                                                n_params, state, n_slots, work, iwork, table, stage_cap, period, \
-                                               NULL, copy)
+                                               pipe, copy)
     switch (FO_FN(csr_epoch_copy)(rule, h, c, lazy, k)) {
     case 1: return FO_CSR_RUN(1);
     case 2: return FO_CSR_RUN(2);
     default: return FO_CSR_RUN(0);
     }
 #undef FO_CSR_RUN
+}
+
+fo_status FO_FN(fo_epoch_csr)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy, const FO_REAL *data,
+                              const int32_t *indices, const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw,
+                              ptrdiff_t d, ptrdiff_t k, FO_REAL *params, ptrdiff_t n_params, FO_REAL *state,
+                              ptrdiff_t n_slots, FO_REAL *work, int64_t *iwork, double *table, ptrdiff_t stage_cap,
+                              int64_t period)
+{
+    return FO_FN(csr_epoch_run)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, n_params, state,
+                                n_slots, work, iwork, table, stage_cap, period, NULL);
 }
 
 fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, int lazy,
@@ -665,14 +631,8 @@ fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hy
 {
     fo_status st = FO_BAD_ARGUMENT;
     if (pipe->cap >= 0 && pipe->cap <= INT32_MAX) /* no staging here: stage_cap 0 */
-#define FO_CSR_RUN(copy) FO_FN(csr_epoch_impl)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, \
-                                               n_params, state, n_slots, work, iwork, table, 0, 0, pipe, copy)
-        switch (FO_FN(csr_epoch_copy)(rule, h, c, lazy, k)) {
-        case 1: st = FO_CSR_RUN(1); break;
-        case 2: st = FO_CSR_RUN(2); break;
-        default: st = FO_CSR_RUN(0); break;
-        }
-#undef FO_CSR_RUN
+        st = FO_FN(csr_epoch_run)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, n_params, state,
+                                  n_slots, work, iwork, table, 0, 0, pipe);
     fo_csr_pipe_done(pipe); /* also on an early return */
     return st;
 }

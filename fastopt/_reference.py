@@ -641,8 +641,8 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
 
 
 def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
-    """torch.optim.SparseAdam's step on the coordinates where ``g`` is nonzero (twin of csr_sparse_adam in
-    csrc/epoch_csr_body.h), with coupled (Adam) or decoupled (AdamW) L2 and AMSGrad on the same coordinates."""
+    """torch.optim.SparseAdam's step on the coordinates where ``g`` is nonzero (twin of csr_sparse_adam_in_place
+    in csrc/epoch_csr_body.h), with coupled (Adam) or decoupled (AdamW) L2 and AMSGrad on the same coordinates."""
     real = w.dtype.type
     idx = np.flatnonzero(g)
     gi = g[idx].copy()
