@@ -157,38 +157,26 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's)."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
+    bufs = (np.empty((2, cap), dtype=dtype), np.empty((2, rows * k), dtype=dtype), np.empty((2, rows), dtype=dtype),
+            np.empty((2, 3 * cap), dtype=np.int32), np.empty((2, 2 * (rows + 2)), dtype=np.int32),
+            np.empty(max(d, 1), dtype=np.int64))
+    cdef floating[:, ::1] vals = bufs[0], ys = bufs[1], sws = bufs[2]
+    cdef int32_t[:, ::1] ints = bufs[3], ptrs = bufs[4]
+    cdef int64_t[::1] slots = bufs[5]
     cdef fo_csr_pipe *pipe = <fo_csr_pipe *>calloc(1, sizeof(fo_csr_pipe))
     if pipe == NULL:
         raise MemoryError()
-    cdef _EpochHelper helper
-    try:
-        helper = _take_helper()
-    except BaseException:
-        free(pipe)
-        raise
-    cdef floating[:, ::1] vals, ys, sws
-    cdef int32_t[:, ::1] ints, ptrs
-    cdef int64_t[::1] slots
-    try:
-        key = (dtype, cap, rows, k, d)
-        if helper.pipe_buffers is not None and helper.pipe_buffers[0] == key:
-            bufs = helper.pipe_buffers[1]
-        else:
-            helper.pipe_buffers = None  # the old ones freed first
-            bufs = (np.empty((2, cap), dtype=dtype), np.empty((2, rows * k), dtype=dtype),
-                    np.empty((2, rows), dtype=dtype), np.empty((2, 3 * cap), dtype=np.int32),
-                    np.empty((2, 2 * (rows + 2)), dtype=np.int32), np.empty(max(d, 1), dtype=np.int64))
-            helper.pipe_buffers = (key, bufs)
-        vals, ys, sws, ints, ptrs, slots = bufs
-    except BaseException:  # the helper is free again
-        free(pipe)
-        _release_unused(helper)
-        raise
     for i in range(2):
         pipe.block[i].s_data, pipe.block[i].s_y, pipe.block[i].s_sw = &vals[i, 0], &ys[i, 0], &sws[i, 0]
         pipe.block[i].s_ind, pipe.block[i].s_pos, pipe.block[i].touched = &ints[i, 0], &ints[i, cap], &ints[i, 2 * cap]
         pipe.block[i].s_ptr, pipe.block[i].t_off = &ptrs[i, 0], &ptrs[i, rows + 2]
     pipe.cap, pipe.slots = cap, &slots[0]
+    cdef _EpochHelper helper
+    try:
+        helper = _take_helper()  # nothing below raises until the helper is released
+    except BaseException:
+        free(pipe)
+        raise
     helper.kind, helper.pipe, helper.ctl = 2, pipe, c
     helper.X, helper.indices, helper.indptr, helper.Y, helper.sw = xp, ip, pp_, yp, swp
     helper.d, helper.k, helper.single = d, k, floating is float

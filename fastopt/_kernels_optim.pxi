@@ -288,9 +288,6 @@ cdef class _EpochHelper:
     cdef bint persistent, busy
     cdef object thread
     cdef object buffers  # the job's own arrays (copies of params and state, the team's work), kept alive
-    # A piped CSR epoch's blocks and stamps, kept for the next one of the same sizes (fresh ones cost their page
-    # faults every epoch: 0.3-0.5 ms at d = 2^18, a few percent of a two-thread epoch).
-    cdef object pipe_buffers
     cdef fo_team *team
     cdef fo_epoch_ctl c
     cdef fo_hyper h
@@ -460,17 +457,6 @@ cdef int _finish_helper(_EpochHelper helper) except -1:
     if not helper.persistent:
         helper.thread.join()
     free(team)
-    return 0
-
-
-cdef int _release_unused(_EpochHelper helper) except -1:
-    """Release a helper claimed by _take_helper for a job that was not posted: an empty job (a one-job helper's
-    thread waits for one), then _finish_helper."""
-    helper.kind, helper.rows, helper.out, helper.n_rows = 1, NULL, NULL, 0
-    helper.post()
-    with nogil:
-        helper.collect()
-    _finish_helper(helper)
     return 0
 
 
