@@ -544,7 +544,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             }
             continue;
         }
-        if (sparse_adam) { /* 5'. csr_sparse_adam's arithmetic in place (csr_sparse_adam_in_place) */
+        if (sparse_adam) { /* 5'. SparseAdam's step in place (csr_sparse_adam_in_place) */
             FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
                                            decoupled, averaging, count);
             continue;
