@@ -337,6 +337,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
          * per stored value, from L2 by then, measured at a tenth of an SGD epoch on the sparse benchmark). */
         const ptrdiff_t mb0 = sorder ? 0 : xp[start - base];
         int32_t *touched = touched0, *s_pos = s_pos0;
+        /* piped: the next minibatch's T, whose weights are requested a slice per pair of rows in step 3 (one burst
+         * of requests here overflowed the core's queue of outstanding misses: a sixth of the consumer's time) */
+        const int32_t *nxt = NULL;
+        ptrdiff_t n_nxt = 0, nxt_done = 0;
         if (pipe) { /* T and the positions found by the producer; the next minibatch's weights requested */
             const ptrdiff_t m = (start - base) / b;
             if (blk->bad == m) {
@@ -347,8 +351,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             nt = blk->t_off[m + 1] - blk->t_off[m];
             s_pos = blk->s_pos + mb0;
             if (end < block_end) {
-                const int32_t *nxt = blk->touched + blk->t_off[m + 1];
-                for (ptrdiff_t q = 0; q < blk->t_off[m + 2] - blk->t_off[m + 1]; q++) FO_CSR_PREFETCH(params + nxt[q]);
+                nxt = blk->touched + blk->t_off[m + 1];
+                n_nxt = blk->t_off[m + 2] - blk->t_off[m + 1];
             }
         } else
         for (ptrdiff_t pos = start; pos < end; pos++) {
@@ -430,7 +434,12 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 for (ptrdiff_t p = both; p < nb_; p++) db += xb[p] * params[ib[p]];
                 coef[q] = da;
                 if (q + 1 < nrows) coef[q + 1] = db;
+                if (nxt) {
+                    const ptrdiff_t upto = q + 2 < nrows ? n_nxt * (q + 2) / nrows : n_nxt;
+                    for (; nxt_done < upto; nxt_done++) FO_CSR_PREFETCH(params + nxt[nxt_done]);
+                }
             }
+        for (; nxt_done < n_nxt; nxt_done++) FO_CSR_PREFETCH(params + nxt[nxt_done]);
         for (ptrdiff_t q = 0; q < nrows; q++) {
             const int64_t row = FO_ROW(start + q);
             const ptrdiff_t p0 = xp[row], n0 = xp[row + 1] - p0;
@@ -645,8 +654,13 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
                            const FO_REAL *sw)
 {
     const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), n = c->n_rows;
-    fo_csr_slot *slot = (fo_csr_slot *)pipe->slots;
-    for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
+    /* One 4-byte mark a feature (half the footprint of the consumer's 8-byte slots, so that more of them stay in
+     * the producer's L2): the count of T's members found before it, since the marks were last reset, when the
+     * feature last joined T. A feature is in the current minibatch's T when its mark is at least the count g0
+     * at the minibatch's start, and its position is then mark - g0. */
+    int32_t *mark = (int32_t *)pipe->slots;
+    for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
+    int32_t found = 0;
     ptrdiff_t start = 0;
     for (int64_t made = 0; start < n; made++) {
         if (!fo_csr_pipe_room(pipe, made)) return;
@@ -663,13 +677,18 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         B->start = start, B->end = end;
         const int32_t *s_ind = B->s_ind, *s_ptr = B->s_ptr;
         int32_t *s_pos = B->s_pos, *touched = B->touched, *t_off = B->t_off;
-        /* the stamps' lines are requested FO_CSR_PIPE_AHEAD stored values ahead (a random 8-byte slot a value) */
+        /* the marks' lines are requested FO_CSR_PIPE_AHEAD stored values ahead (a random 4-byte mark a value) */
         const ptrdiff_t total = bad < 0 ? s_ptr[end - start] : 0;
+        /* the count must not overflow: a block holds at most cap <= INT32_MAX values (fo_csr_epoch_piped) */
+        if (total > INT32_MAX - found) {
+            for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
+            found = 0;
+        }
         int32_t off = 0, m = 0;
         t_off[0] = 0;
         for (ptrdiff_t st = start; st < end && bad < 0; st += b, m++) {
-            const int32_t rel = (int32_t)(st / b) + 1;
             const ptrdiff_t en = st + b < end ? st + b : end;
+            const int32_t g0 = found + off;
             int32_t nt = 0;
             for (ptrdiff_t r = st - start; r < en - start && bad < 0; r++) {
                 const ptrdiff_t p0 = s_ptr[r], p1 = s_ptr[r + 1];
@@ -677,25 +696,26 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
                 for (ptrdiff_t p = p0; p < p1 && bad < 0; p++) {
                     if (p + FO_CSR_PIPE_AHEAD < total) {
                         const int32_t a = s_ind[p + FO_CSR_PIPE_AHEAD];
-                        FO_CSR_PREFETCH(slot + ((uint32_t)a < (uint32_t)d ? a : 0));
+                        FO_CSR_PREFETCH_W(mark + ((uint32_t)a < (uint32_t)d ? a : 0));
                     }
                     const int32_t col = s_ind[p];
                     if ((uint32_t)col >= (uint32_t)d) {
                         bad = m;
                         break;
                     }
-                    fo_csr_slot *sl = slot + col;
-                    if (sl->last != rel) {
-                        sl->last = rel;
-                        sl->pos = nt;
+                    int32_t v = mark[col];
+                    if (v < g0) {
+                        v = g0 + nt;
+                        mark[col] = v;
                         touched[off + nt++] = col;
                     }
-                    s_pos[p] = sl->pos;
+                    s_pos[p] = v - g0;
                 }
             }
             off += nt;
             t_off[m + 1] = off;
         }
+        found += off;
         B->bad = bad;
         fo_csr_pipe_publish(pipe, made + 1);
         if (bad >= 0) return;

@@ -296,7 +296,7 @@ typedef struct {
     char pad2[56];
     fo_csr_block block[2];
     ptrdiff_t cap;           /* stored values a block holds: at least a minibatch's (b times the longest row) */
-    void *slots;             /* the producer's stamps: d entries of 8 bytes */
+    void *slots;             /* the producer's marks: d entries of 4 bytes (int32) at least */
 } fo_csr_pipe;
 
 int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy);

@@ -159,10 +159,10 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
     bufs = (np.empty((2, cap), dtype=dtype), np.empty((2, rows * k), dtype=dtype), np.empty((2, rows), dtype=dtype),
             np.empty((2, 3 * cap), dtype=np.int32), np.empty((2, 2 * (rows + 2)), dtype=np.int32),
-            np.empty(max(d, 1), dtype=np.int64))
+            np.empty(max(d, 1), dtype=np.int32))
     cdef floating[:, ::1] vals = bufs[0], ys = bufs[1], sws = bufs[2]
     cdef int32_t[:, ::1] ints = bufs[3], ptrs = bufs[4]
-    cdef int64_t[::1] slots = bufs[5]
+    cdef int32_t[::1] slots = bufs[5]
     cdef fo_csr_pipe *pipe = <fo_csr_pipe *>calloc(1, sizeof(fo_csr_pipe))
     if pipe == NULL:
         raise MemoryError()
