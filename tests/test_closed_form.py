@@ -72,9 +72,10 @@ def assert_close_to_reference(est, X, Y, w, fit_intercept, alpha):
             rel = 8 * u * (kappa + kappa**2 * min(eta, 1.0))
         bound = rel * size + 2 * out_rounding * np.linalg.norm(v_ref)
         assert np.linalg.norm(v - v_ref) <= bound, (est.solver_, kappa)
-        # intercept = ymean - xmean . coef: inherits the slope error through |xmean / scale|
-        xm = np.abs(np.average(X.astype(np.float64), axis=0, weights=w)) if fit_intercept else np.zeros(d)
-        ym = np.abs(np.average(Y[:, j].astype(np.float64), weights=w)) if fit_intercept else 0.0
+        # intercept = ymean - xmean . coef: inherits the slope error through |xmean / scale|; the means are sums
+        # whose rounding scales with the sums of absolute values (mean |x|, not |mean x|: the terms may cancel)
+        xm = np.average(np.abs(X.astype(np.float64)), axis=0, weights=w) if fit_intercept else np.zeros(d)
+        ym = np.average(np.abs(Y[:, j].astype(np.float64)), weights=w) if fit_intercept else 0.0
         icpt_bound = np.linalg.norm(xm / scale) * bound + (u + out_rounding) * (ym + xm @ np.abs(coef_ref[j]))
         assert abs(icpt[j] - icpt_ref[j]) <= icpt_bound + 2 * out_rounding * abs(icpt_ref[j])
 
