@@ -359,9 +359,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             const int64_t row = FO_ROW(pos);
             if (pos + b < block_end) {
                 const int64_t next = FO_ROW(pos + b);
-                for (ptrdiff_t p = xp[next]; p < xp[next + 1]; p++) {
-                    FO_CSR_PREFETCH(slot + xi[p]);
-                    FO_CSR_PREFETCH(params + xi[p]);
+                for (ptrdiff_t p = xp[next]; p < xp[next + 1]; p++) { /* not yet checked: clamped */
+                    const ptrdiff_t a = (uint32_t)xi[p] < (uint32_t)d ? xi[p] : 0;
+                    FO_CSR_PREFETCH(slot + a);
+                    FO_CSR_PREFETCH(params + a);
                 }
             }
             if (xp[row + 1] - xp[row] > d) { /* a column stored twice in a row (not canonical CSR) */

@@ -51,6 +51,7 @@ from fastopt._iterative_lr import (
     sample_learning_rate,
 )
 from fastopt._result import FitResult, Solver
+from fastopt._validation import _check_sparse_structure
 from fastopt.exceptions import ConvergenceWarning, DivergenceError
 from fastopt.optim import DIVERGENCE_FACTOR
 
@@ -728,6 +729,19 @@ class IterativeSolver(Solver):
         first epoch of a warm start. Not with ``early_stopping``: held-out targets are only scored."""
         return not params["early_stopping"]
 
+    @staticmethod
+    def checks_indices(params: dict) -> bool:
+        """Whether nothing reads a CSR X through its column indices before the first epoch, which reads every
+        row's and stops, before reading through it, at an index out of range (``_epoch`` then names it): not with
+        ``early_stopping`` (held-out rows are only predicted), ``learning_rate="auto"`` (the rate is taken from
+        products with sampled rows) or ``init="random"`` (the starting loss is a product with X). A fit with
+        ``coef_init``/``intercept_init`` has validation check them (``LinearRegressor.fit``).
+
+        The pass it saves is a third of the work around a two-thread SGD epoch on the sparse benchmark
+        (0.45 ms of 6,000,000 indices).
+        """
+        return not params["early_stopping"] and params["learning_rate"] != "auto" and params["init"] != "random"
+
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
     def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
@@ -773,6 +787,8 @@ class IterativeSolver(Solver):
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int) -> float:
         status, t, loss, bad = epoch_pass(spec, train, data, sw, order, st, lr)
+        if status != _kernels.Status.OK and not data.indices_checked:
+            _check_sparse_structure("X", data.X)  # validation left them to this pass (checks_indices): name a fault
         if status == _kernels.Status.BAD_ARGUMENT:
             raise RuntimeError(f"internal error: the epoch kernel rejected its arguments (step {bad}).")
         if status == _kernels.Status.NONFINITE_LOSS:

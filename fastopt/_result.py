@@ -102,6 +102,12 @@ class Solver:
         """Whether its ``fit`` reports non-finite ``y`` itself, so validation may skip that pass over ``y``."""
         return False
 
+    def checks_indices(self, params: dict) -> bool:
+        """Whether its ``fit`` on CSR ``X`` first reads every column index through a kernel that refuses one out
+        of range before anything reads through it, and then names the fault as validation would, so validation
+        may skip that pass over the indices."""
+        return False
+
     def check_incremental(self) -> None:
         """Raise the solver's own ValueError when it cannot fit rows that arrive in chunks."""
         if not self.incremental:

@@ -7,8 +7,8 @@ The estimator owns only the sklearn API.
 Every entry is a :class:`fastopt._result.Solver`, which declares what it supports (``losses``,
 ``supports_sparse``, ``per_target_alpha``, ``positive``, ``averages``, ``accepts_init``, ``chunked``: how it
 fits chunks for ``fit_stream`` and Dask arrays, or None when it cannot fit incrementally),
-``checks_finite_X(params)`` and ``checks_finite_y(params)``; callers read these declarations, never a solver's
-name or module. It implements::
+``checks_finite_X(params)``, ``checks_finite_y(params)`` and ``checks_indices(params)``; callers read these
+declarations, never a solver's name or module. It implements::
 
     solver.fit(params, data, state=None) -> FitResult
         A full fit. ``state`` is the previous fit's state when ``warm_start`` applies, else None.
@@ -95,6 +95,11 @@ def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: boo
 def needs_finite_check(name: str, params: dict) -> bool:
     """Whether validation must check ``X`` for NaN/inf, or the solver's ``fit`` reports it (saving a pass)."""
     return not SOLVERS[name].checks_finite_X(params)
+
+
+def needs_index_check(name: str, params: dict) -> bool:
+    """Whether validation must check a CSR ``X``'s column indices, or the solver's ``fit`` does (saving a pass)."""
+    return not SOLVERS[name].checks_indices(params)
 
 
 def needs_finite_y_check(name: str, params: dict) -> bool:

@@ -40,12 +40,15 @@ class Data:
         Non-negative and finite, same dtype as X. None means unit weights.
     y_was_1d : bool
         Whether the caller passed a 1-D target (coefficients are then returned 1-D).
+    indices_checked : bool
+        False when validation left a CSR ``X``'s column indices to the solver (``check_indices=False``).
     """
 
     X: np.ndarray | scipy.sparse.csr_matrix | scipy.sparse.csr_array
     Y: np.ndarray
     sample_weight: np.ndarray | None
     y_was_1d: bool
+    indices_checked: bool = True
 
 
 def is_sparse(X) -> bool:
@@ -69,11 +72,12 @@ def _check_range(name: str, idx: np.ndarray, bound: int, what: str) -> None:
         raise _malformed(name, f"{what} index {int(bad)} is out of range for {bound} {what}s")
 
 
-def _check_sparse_structure(name: str, X) -> None:
+def _check_sparse_structure(name: str, X, column_indices: bool = True) -> None:
     """Check the index arrays of a compressed (CSR, CSC, BSR) or coordinate matrix before anything reads them.
 
     SciPy's constructors check only the arrays' lengths; its conversions then trust every index, so a
-    hand-built matrix with an index out of range would be read (and written) out of bounds.
+    hand-built matrix with an index out of range would be read (and written) out of bounds. With
+    ``column_indices=False`` a CSR matrix's column indices are left to the caller (its ``indptr`` is still checked).
     """
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D; got a sparse array of shape {X.shape}.")
@@ -94,7 +98,8 @@ def _check_sparse_structure(name: str, X) -> None:
                              f"stored entries (got {int(indptr[0])}..{int(indptr[-1])})")
         if np.any(np.diff(indptr) < 0):
             raise _malformed(name, "indptr is not non-decreasing")
-        _check_range(name, indices[: indptr[-1]], minor, minor_name)
+        if column_indices or fmt != "csr":
+            _check_range(name, indices[: indptr[-1]], minor, minor_name)
     elif fmt == "coo":
         coords = X.coords if hasattr(X, "coords") else (X.row, X.col)
         for axis, (idx, what) in enumerate(zip(coords, ("row", "column"))):
@@ -187,7 +192,8 @@ def _validate_ready(estimator, X, y, *, reset: bool, finite_X: bool, finite_y: b
         _assert_all_finite(X.data if is_sparse(X) else X, input_name="X", estimator_name=name)
 
 
-def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=True, finite_y=True) -> Data:
+def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=True, finite_y=True,
+                   check_indices=True) -> Data:
     """Validate ``X``, ``y`` and ``sample_weight`` for ``fit``/``partial_fit``.
 
     Parameters
@@ -209,6 +215,11 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
         (the iterative solvers' starting loss, or their first epoch on a warm start) and reports a non-finite one
         with the message this check would give. Kept for inputs that take scikit-learn's ``validate_data`` (it
         checks y anyway) and whenever a weight is zero.
+    check_indices : bool
+        Check that a sparse ``X``'s column indices are in range. False only when ``X`` is CSR already and the
+        solver's ``fit`` reads every one through a kernel that refuses one out of range before reading through
+        it, and then names it with this check's message (``Solver.checks_indices``); other formats are
+        converted by SciPy, which trusts the indices, so they are always checked.
 
     Returns
     -------
@@ -219,7 +230,9 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     original, sparse = X, is_sparse(X)
     if sparse:
         _check_sparse_solver(estimator)
-        _check_sparse_structure("X", X)
+        # (and int32 already: a conversion from int64 would wrap an index out of range into range)
+        indices_checked = check_indices or X.format != "csr" or np.asarray(X.indices).dtype != np.int32
+        _check_sparse_structure("X", X, column_indices=indices_checked)
         # As for dense X, a solver whose kernel reads every stored value reports non-finite ones itself
         # (fastopt._iterative names X then): the pass cost 20% of a sparse SGD epoch (measured).
     if is_sparse(y):
@@ -264,7 +277,8 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     Y = np.require(Y, requirements=["C", "A"])
     if sample_weight is not None:
         sample_weight = np.require(sample_weight, requirements=["C", "A"])
-    return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d)
+    return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d,
+                indices_checked=not sparse or indices_checked)
 
 
 def check_predict_data(estimator, X) -> np.ndarray:

@@ -514,9 +514,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
         name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X))
         params = self.get_params()
+        given_init = coef_init is not None or intercept_init is not None  # the starting loss reads X through it
         data = check_fit_data(self, X, y, sample_weight, reset=True,
                               finite_X=_solvers.needs_finite_check(name, params),
-                              finite_y=_solvers.needs_finite_y_check(name, params))
+                              finite_y=_solvers.needs_finite_y_check(name, params),
+                              check_indices=given_init or _solvers.needs_index_check(name, params))
         _solvers.check_options(name, params, data.Y.shape[1])
         extra = {}
         if (coef_init is not None or intercept_init is not None) and _solvers.SOLVERS[name].accepts_init:

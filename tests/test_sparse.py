@@ -256,6 +256,74 @@ def test_hand_built_malformed_matrix_is_refused_before_use(fmt, fault):
     assert_unchanged(before, snapshot(X))
 
 
+def _hand_built_csr(rng, n, d, bad_row, bad_value, index_dtype=np.int32):
+    """A CSR matrix with 3 stored values a row and column ``bad_value`` in row ``bad_row`` (built unchecked)."""
+    indices = np.sort(rng.choice(d - 2, size=(n, 3), replace=True), axis=1) + np.arange(3)  # increasing in a row
+    indices = indices.astype(np.int64)
+    indices[bad_row, -1] = bad_value
+    indptr = np.arange(0, 3 * n + 1, 3)
+    return sp.csr_matrix((rng.normal(size=3 * n), indices.ravel().astype(index_dtype),
+                          indptr.astype(index_dtype)), shape=(n, d), copy=False)
+
+
+# Settings where validation leaves the column indices to the first epoch (Solver.checks_indices), with one and
+# two threads, rules with and without deferred updates, and SparseAdam mode.
+KERNEL_CHECKED = [dict(solver="sgd"), dict(solver="sgd", n_threads=2), dict(solver="momentum"),
+                  dict(solver="adagrad", n_threads=2), dict(solver="rmsprop", alpha=0.1),
+                  dict(solver="adam", sparse_mode="lazy", n_threads=2), dict(solver="adam", average=True)]
+
+
+@pytest.mark.parametrize("bad_value", [40, -1, 2**31 - 1])
+@pytest.mark.parametrize("bad_row", [0, 799])
+@pytest.mark.parametrize("settings", KERNEL_CHECKED, ids=lambda s: "-".join(map(str, s.values())))
+def test_index_out_of_range_found_by_the_first_epoch(settings, bad_row, bad_value):
+    """The first epoch reads every index before reading through it and names a bad one as validation would; the
+    estimator is left unfitted and X untouched (the sanitizer job runs this file: nothing reads out of bounds)."""
+    rng = np.random.default_rng(5)
+    X = _hand_built_csr(rng, 800, 30, bad_row, bad_value)
+    y = rng.normal(size=800)
+    before = snapshot(X)
+    est = LinearRegressor(learning_rate=0.01, max_epochs=3, tol=None, random_state=0, **settings)
+    assert _solvers_needs_index_check(est) is False
+    with pytest.raises(ValueError, match=f"column index {bad_value} is out of range for 30 columns"):
+        est.fit(X, y)
+    assert not hasattr(est, "coef_")
+    assert_unchanged(before, snapshot(X))
+
+
+def _solvers_needs_index_check(est):
+    from fastopt import _solvers
+
+    return _solvers.needs_index_check(_solvers.resolve(est.solver, est.loss, sparse=True), est.get_params())
+
+
+def test_index_out_of_range_named_before_a_divergence():
+    """A step that fails before the epoch reaches the bad row: the malformed matrix is named, not the rate."""
+    rng = np.random.default_rng(6)
+    X = _hand_built_csr(rng, 800, 30, 799, 99)
+    with pytest.raises(ValueError, match="column index 99 is out of range"):
+        LinearRegressor(solver="sgd", learning_rate=1e6, random_state=0).fit(X, 1e3 * rng.normal(size=800))
+
+
+@pytest.mark.parametrize("settings", [dict(learning_rate="auto"), dict(early_stopping=True),
+                                      dict(init="random"), dict(coef_init=True), dict(index_dtype=np.int64)],
+                         ids=["auto-rate", "early-stopping", "random-init", "coef-init", "int64-indices"])
+def test_index_out_of_range_checked_by_validation(settings, monkeypatch):
+    """Where something reads X through its indices before the first epoch (or a conversion could wrap an index
+    into range), validation checks them: the fit fails before any solver code runs."""
+    from fastopt import _iterative
+
+    settings = dict(settings)
+    rng = np.random.default_rng(7)
+    bad = 2**32 + 3 if settings.get("index_dtype") is np.int64 else 77
+    X = _hand_built_csr(rng, 200, 30, 150, bad, index_dtype=settings.pop("index_dtype", np.int32))
+    fit_kwargs = {"coef_init": np.ones(30)} if settings.pop("coef_init", False) else {}
+    monkeypatch.setattr(_iterative.IterativeSolver, "fit", lambda *a, **k: pytest.fail("the solver ran"))
+    est = LinearRegressor(solver="sgd", **{"learning_rate": 0.01, **settings})
+    with pytest.raises(ValueError, match=f"column index {bad} is out of range"):
+        est.fit(X, rng.normal(size=200), **fit_kwargs)
+
+
 def test_hand_built_coo_out_of_range_is_refused():
     X = sp.coo_matrix((np.ones(2), (np.array([0, 1]), np.array([0, 1]))), shape=(3, 3))
     X.col = np.array([0, 9])
