@@ -142,19 +142,81 @@ FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoc
         }
 }
 
-/* csr_sparse_adam_body, with a loop compiled for one output without averaging (left to the compiler, whether it
- * specialised the call so depended on the other call sites: 51 against 58 ms a SparseAdam epoch on one thread). */
+/* csr_sparse_adam_body's arithmetic for one output without averaging, in three passes: the moments (random
+ * access, element by element), then the steps' quotients step_size * m / (sqrt(v) + eps) over compact arrays M
+ * and V (nt + nb each), a loop the compiler vectorises (the same IEEE operations lane by lane: the same bits),
+ * then the weights. Element by element, each coordinate's square root and division waited on the divider, which
+ * then bounded the two-thread epoch on the sparse benchmark. */
+#if FO_CSR_X86
+/* The quotients of csr_sparse_adam_split, compiled for AVX2 (four double lanes where the build's SSE2 has two):
+ * the same IEEE operations, so the same bits (no fused multiply-add: the loop has none to contract). */
+FO_TARGET_AVX2_BEGIN
+static void FO_FN(csr_quot_avx2)(FO_REAL *restrict M, const FO_REAL *restrict V, ptrdiff_t nc, FO_REAL step_size,
+                                 FO_REAL eps)
+{
+    for (ptrdiff_t q = 0; q < nc; q++) M[q] = step_size * (M[q] / (FO_SQRT(V[q]) + eps));
+}
+FO_TARGET_AVX2_END
+#endif
+static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
+                                         FO_REAL *state, const FO_REAL *cg, const int32_t *touched, ptrdiff_t nt,
+                                         ptrdiff_t d, ptrdiff_t nb, ptrdiff_t n_params, int64_t step, int decoupled,
+                                         FO_REAL *restrict M, FO_REAL *restrict V)
+{
+    const FO_REAL wd = (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
+    const FO_REAL one_b1 = (FO_REAL)(1.0 - h->beta1), one_b2 = (FO_REAL)(1.0 - h->beta2);
+    const FO_REAL step_size = (FO_REAL)(c->lr * sqrt(1.0 - pow(h->beta2, (double)step)) /
+                                        (1.0 - pow(h->beta1, (double)step)));
+    const FO_REAL shrink = (FO_REAL)(1.0 - c->lr * h->weight_decay);
+    const int decay = h->weight_decay != 0 ? (decoupled ? 2 : 1) : 0, ams = h->amsgrad != 0;
+    FO_REAL *m = state, *v = state + n_params, *vmax = state + 2 * n_params;
+    const ptrdiff_t nc = nt + nb;
+    for (ptrdiff_t q = 0; q < nc; q++) {
+        const ptrdiff_t i = q < nt ? touched[q] : d + (q - nt);
+        const FO_REAL gl = cg[q];
+        if (gl != 0) {
+            const FO_REAL gi = decay == 1 && q < nt ? gl + wd * params[i] : gl; /* the intercepts: no decay */
+            const FO_REAL mi = m[i] + (gi - m[i]) * one_b1;
+            const FO_REAL vi = v[i] + (gi * gi - v[i]) * one_b2;
+            FO_REAL vu = vi;
+            if (ams) {
+                if (vi > vmax[i]) vmax[i] = vi;
+                vu = vmax[i];
+            }
+            m[i] = mi;
+            v[i] = vi;
+            M[q] = mi, V[q] = vu;
+        } else {
+            M[q] = 0, V[q] = 1; /* no step: the quotient is not read */
+        }
+    }
+#if FO_CSR_X86
+    if (fo_isa_get() == FO_ISA_AVX2)
+        FO_FN(csr_quot_avx2)(M, V, nc, step_size, eps);
+    else
+#endif
+        for (ptrdiff_t q = 0; q < nc; q++) M[q] = step_size * (M[q] / (FO_SQRT(V[q]) + eps));
+    for (ptrdiff_t q = 0; q < nc; q++) {
+        const ptrdiff_t i = q < nt ? touched[q] : d + (q - nt);
+        FO_REAL w = params[i];
+        if (cg[q] != 0) w = (decay == 2 && q < nt ? w * shrink : w) + -M[q];
+        if (c->positive && q < nt && w < 0) w = 0;
+        params[i] = w;
+    }
+}
+
+/* csr_sparse_adam_body; for one output without averaging, csr_sparse_adam_split with scratch M and V. */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
 #endif
 static void FO_FN(csr_sparse_adam_in_place)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
                                             FO_REAL *state, FO_REAL *avg, const FO_REAL *cg, const int32_t *touched,
                                             ptrdiff_t nt, ptrdiff_t d, ptrdiff_t k, ptrdiff_t nb, ptrdiff_t n_params,
-                                            int64_t step, int decoupled, int averaging, FO_REAL count)
+                                            int64_t step, int decoupled, int averaging, FO_REAL count, FO_REAL *M,
+                                            FO_REAL *V)
 {
     if (k == 1 && !averaging)
-        FO_FN(csr_sparse_adam_body)(h, c, params, state, NULL, cg, touched, nt, d, 1, nb, n_params, step, decoupled,
-                                    0, count);
+        FO_FN(csr_sparse_adam_split)(h, c, params, state, cg, touched, nt, d, nb, n_params, step, decoupled, M, V);
     else
         FO_FN(csr_sparse_adam_body)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step, decoupled,
                                     averaging, count);
@@ -340,7 +402,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         /* piped: the next minibatch's T, whose weights are requested a slice per pair of rows in step 3 (one burst
          * of requests here overflowed the core's queue of outstanding misses: a sixth of the consumer's time) */
         const int32_t *nxt = NULL;
-        ptrdiff_t n_nxt = 0, nxt_done = 0;
+        ptrdiff_t n_nxt = 0, nxt_done = 0, mom_done = 0;
         if (pipe) { /* T and the positions found by the producer; the next minibatch's weights requested */
             const ptrdiff_t m = (start - base) / b;
             if (blk->bad == m) {
@@ -396,13 +458,9 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
          * scatter (measured: the gather was a fifth of the epoch). */
         if (direct)
             memset(cg, 0, (size_t)(nt * k) * sizeof(FO_REAL));
-        else if (adam_ahead) { /* stepped in place too (step 5'); one output reads params directly */
-            memset(cg, 0, (size_t)nt * sizeof(FO_REAL));
-            for (ptrdiff_t q = 0; q < nt; q++) { /* the moments' lines, for step 5' */
-                FO_CSR_PREFETCH(state + touched[q]);
-                FO_CSR_PREFETCH(state + n_params + touched[q]);
-            }
-        } else
+        else if (adam_ahead) /* stepped in place too (step 5'); one output reads params directly */
+            memset(cg, 0, (size_t)nt * sizeof(FO_REAL)); /* (the moments' lines are requested in step 3) */
+        else
             for (ptrdiff_t q = 0; q < nt; q++) {
                 const ptrdiff_t col = touched[q];
                 for (ptrdiff_t j = 0; j < k; j++) {
@@ -473,6 +531,14 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                     for (ptrdiff_t p = 0; p < n0; p++) cg[sp[p] * k + j] += cq * xv[p];
                 if (has_b) gb[j] += cq;
             }
+            if (adam_ahead) { /* T's moments' lines, for step 5', a slice a row (in one burst they overflowed the
+                               * core's queue of outstanding misses: a tenth of the epoch) */
+                const ptrdiff_t upto = q + 1 < nrows ? nt * (q + 1) / nrows : nt;
+                for (; mom_done < upto; mom_done++) {
+                    FO_CSR_PREFETCH(state + touched[mom_done]);
+                    FO_CSR_PREFETCH(state + n_params + touched[mom_done]);
+                }
+            }
         }
         /* The minibatch mean gradient, compact, and its sum of squares in four chains (its order is free: only
          * its finiteness and the clipping norm use it). */
@@ -520,7 +586,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         if (how == FO_CATCH_DENSE || (dense_first && rel == 1)) {
             if (sparse_adam) { /* every coordinate whose gradient is nonzero is in T */
                 FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
-                                               decoupled, 0, (FO_REAL)1);
+                                               decoupled, 0, (FO_REAL)1, cw, cs);
             } else {
                 for (ptrdiff_t q = 0; q < nt; q++)
                     for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = cg[q * k + j];
@@ -556,7 +622,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         }
         if (sparse_adam) { /* 5'. SparseAdam's step in place (csr_sparse_adam_in_place) */
             FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
-                                           decoupled, averaging, count);
+                                           decoupled, averaging, count, cw, cs);
             continue;
         }
         /* Gather T's state (its weights were gathered above), step with the unchanged rule, scatter back with the
