@@ -100,8 +100,9 @@ static void FO_FN(csr_catch_up)(const FO_FN(csr_lazy) *z, ptrdiff_t col, int64_t
  * w <- (1 - lr wd) w first), AMSGrad (v replaced by its running maximum); the intercepts take no L2. Then the
  * projection of T's weights (positive) and, if averaging, the running average. In place, element by element:
  * gathering T's weights and moments into compact arrays around a vectorised loop cost more than the vectorised
- * square roots and divisions saved (sparse benchmark, one thread, alternating builds: 76 -> 62 ms an epoch).
- * Out of line (csr_sparse_adam_in_place): one copy for the epoch's copies that call it. */
+ * square roots and divisions saved (sparse benchmark, one thread, alternating builds: 76 -> 62 ms an epoch); with
+ * one output and no average, csr_sparse_adam_split steps the moments in place and only the quotients go through
+ * compact arrays. Out of line (csr_sparse_adam_in_place): one copy for the epoch's copies that call it. */
 FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
                                                 FO_REAL *state, FO_REAL *avg, const FO_REAL *cg,
                                                 const int32_t *touched, ptrdiff_t nt, ptrdiff_t d, ptrdiff_t k,
