@@ -155,6 +155,26 @@ def test_warm_start_continues_from_the_previous_fit():
     assert cold.loss_curve_ == first_curve
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("multi", [False, True])
+def test_fitted_coefficients_stay_as_fitted_through_later_fits(solver, multi):
+    """coef_ and intercept_ view the fitted state's parameter vector (no copy): a later warm start, partial_fit or
+    refit steps a copy, so the attributes a caller kept from an earlier fit never change."""
+    rng = np.random.default_rng(8)
+    X, y = _data(rng)
+    Y = np.column_stack([y, -y]) if multi else y
+    est = LinearRegressor(solver=solver, max_epochs=2, tol=None, random_state=0, warm_start=True,
+                          learning_rate=0.01).fit(X, Y)
+    kept, kept_b = est.coef_, est.intercept_
+    saved, saved_b = kept.copy(), np.copy(kept_b)
+    est.fit(X, Y)
+    assert not np.array_equal(est.coef_, saved)  # the warm start moved on
+    est.partial_fit(X, Y)
+    est.set_params(warm_start=False).fit(X, Y)
+    np.testing.assert_array_equal(kept, saved)
+    np.testing.assert_array_equal(kept_b, saved_b)
+
+
 def test_early_stopping_on_validation_honours_sample_weight():
     rng = np.random.default_rng(7)
     X, y = _data(rng, n=600)
