@@ -112,6 +112,10 @@ def unpack(item: Any, where: str) -> tuple[Any, Any, Any]:
     )
 
 
+# Seconds between checks for a pending Ctrl-C while waiting for the reader (prefetched).
+WAIT_POLL = 0.05
+
+
 def prefetched(items: Iterator) -> Iterator:
     """Yield from ``items`` while the next item is read in a background thread.
 
@@ -137,7 +141,13 @@ def prefetched(items: Iterator) -> Iterator:
     requests.put(True)
     try:
         while True:
-            item, exc = results.get()
+            try:
+                # A bounded wait, repeated: a SIGINT that lands just before a blocking wait begins is handled only
+                # when the wait returns (CPython checks for signals between bytecodes), and the reader may never
+                # return (a blocked source); seen as a hung test on a heavily loaded machine.
+                item, exc = results.get(timeout=WAIT_POLL)
+            except queue.Empty:
+                continue
             if exc is not None:
                 raise exc
             if item is _END:

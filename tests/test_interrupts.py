@@ -1,4 +1,5 @@
 """Interrupts: Ctrl-C within 0.5 s whatever the epoch length; streamed fits never wait for their reader."""
+import queue
 import signal
 import subprocess
 import sys
@@ -176,6 +177,29 @@ def test_fit_stream_waiting_for_a_blocked_source_is_interruptible(rng):
     while _prefetch_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not _prefetch_threads()
+
+
+def test_waiting_for_the_reader_returns_to_python_between_bounded_waits(monkeypatch):
+    """The consumer waits for a chunk in bounded waits: a SIGINT that lands just before a blocking wait begins
+    would otherwise be handled only when the (maybe blocked) reader answers."""
+    from fastopt import _chunks
+
+    timeouts = []
+
+    class Recording(queue.SimpleQueue):
+        def get(self, block=True, timeout=None):
+            timeouts.append(timeout)
+            return super().get(block, timeout)
+
+    monkeypatch.setattr(_chunks.queue, "SimpleQueue", Recording)
+
+    def slow():
+        time.sleep(0.4)
+        yield 1
+
+    assert list(_chunks.prefetched(slow())) == [1]
+    consumer_waits = [t for t in timeouts if t is not None]
+    assert len(consumer_waits) >= 0.4 / _chunks.WAIT_POLL - 2 and max(consumer_waits) <= _chunks.WAIT_POLL
 
 
 def test_no_signal_handler_is_installed():
