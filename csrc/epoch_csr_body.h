@@ -93,6 +93,41 @@ static void FO_FN(csr_catch_up)(const FO_FN(csr_lazy) *z, ptrdiff_t col, int64_t
     }
 }
 
+/* SparseAdam's constants for one step (csr_sparse_adam_body, csr_sparse_adam_split). */
+typedef struct {
+    FO_REAL wd, eps, one_b1, one_b2, step_size, shrink;
+    int decay, ams; /* decay: 0 none, 1 coupled L2 (Adam), 2 decoupled (AdamW) */
+} FO_FN(csr_adam_k);
+
+static inline FO_FN(csr_adam_k) FO_FN(csr_adam_consts)(const fo_hyper *h, const fo_epoch_ctl *c, int64_t step,
+                                                       int decoupled)
+{
+    FO_FN(csr_adam_k) K;
+    K.wd = (FO_REAL)h->weight_decay, K.eps = (FO_REAL)h->eps;
+    K.one_b1 = (FO_REAL)(1.0 - h->beta1), K.one_b2 = (FO_REAL)(1.0 - h->beta2);
+    K.step_size = (FO_REAL)(c->lr * sqrt(1.0 - pow(h->beta2, (double)step)) / (1.0 - pow(h->beta1, (double)step)));
+    K.shrink = (FO_REAL)(1.0 - c->lr * h->weight_decay);
+    K.decay = h->weight_decay != 0 ? (decoupled ? 2 : 1) : 0, K.ams = h->amsgrad != 0;
+    return K;
+}
+
+/* One coordinate's moments, in place: m <- m + (1 - b1)(g - m), v <- v + (1 - b2)(g^2 - v) (and the running
+ * maximum with AMSGrad); *mi the new m, *vu the v the step divides by. */
+FO_LOSS_INLINE void FO_FN(csr_adam_moments)(const FO_FN(csr_adam_k) *K, FO_REAL *m, FO_REAL *v, FO_REAL *vmax,
+                                           ptrdiff_t i, FO_REAL gi, FO_REAL *mi, FO_REAL *vu)
+{
+    const FO_REAL mn = m[i] + (gi - m[i]) * K->one_b1;
+    const FO_REAL vn = v[i] + (gi * gi - v[i]) * K->one_b2;
+    FO_REAL u = vn;
+    if (K->ams) {
+        if (vn > vmax[i]) vmax[i] = vn;
+        u = vmax[i];
+    }
+    m[i] = mn;
+    v[i] = vn;
+    *mi = mn, *vu = u;
+}
+
 /* torch.optim.SparseAdam's step, with its arithmetic, on T's k * nt weights (the columns touched) and the nb
  * intercepts, whose compact loss gradient is cg, where that gradient is nonzero:
  * m <- m + (1 - b1)(g - m), v <- v + (1 - b2)(g^2 - v), w <- w - (lr sqrt(1 - b2^t) / (1 - b1^t)) m /
@@ -110,12 +145,9 @@ FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoc
                                                 int averaging, FO_REAL count)
 {
     const ptrdiff_t kd = k * d;
-    const FO_REAL wd = (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
-    const FO_REAL one_b1 = (FO_REAL)(1.0 - h->beta1), one_b2 = (FO_REAL)(1.0 - h->beta2);
-    const FO_REAL step_size = (FO_REAL)(c->lr * sqrt(1.0 - pow(h->beta2, (double)step)) /
-                                        (1.0 - pow(h->beta1, (double)step)));
-    const FO_REAL shrink = (FO_REAL)(1.0 - c->lr * h->weight_decay);
-    const int decay = h->weight_decay != 0 ? (decoupled ? 2 : 1) : 0, ams = h->amsgrad != 0;
+    const FO_FN(csr_adam_k) K = FO_FN(csr_adam_consts)(h, c, step, decoupled);
+    const FO_REAL wd = K.wd, eps = K.eps, step_size = K.step_size, shrink = K.shrink;
+    const int decay = K.decay;
     FO_REAL *m = state, *v = state + n_params, *vmax = state + 2 * n_params;
     for (ptrdiff_t q = 0; q <= nt; q++)
         for (ptrdiff_t j = 0; j < (q < nt ? k : nb); j++) {
@@ -126,15 +158,8 @@ FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoc
                 const int dec = q < nt ? decay : 0; /* the intercepts: no decay */
                 const FO_REAL ws = dec == 2 ? w * shrink : w;
                 const FO_REAL gi = dec == 1 ? gl + wd * w : gl;
-                const FO_REAL mi = m[i] + (gi - m[i]) * one_b1;
-                const FO_REAL vi = v[i] + (gi * gi - v[i]) * one_b2;
-                FO_REAL vu = vi;
-                if (ams) {
-                    if (vi > vmax[i]) vmax[i] = vi;
-                    vu = vmax[i];
-                }
-                m[i] = mi;
-                v[i] = vi;
+                FO_REAL mi, vu;
+                FO_FN(csr_adam_moments)(&K, m, v, vmax, i, gi, &mi, &vu);
                 w = ws + -(step_size * (mi / (FO_SQRT(vu) + eps)));
             }
             if (c->positive && q < nt && w < 0) w = 0;
@@ -164,12 +189,9 @@ static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *
                                          ptrdiff_t d, ptrdiff_t nb, ptrdiff_t n_params, int64_t step, int decoupled,
                                          FO_REAL *restrict M, FO_REAL *restrict V)
 {
-    const FO_REAL wd = (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
-    const FO_REAL one_b1 = (FO_REAL)(1.0 - h->beta1), one_b2 = (FO_REAL)(1.0 - h->beta2);
-    const FO_REAL step_size = (FO_REAL)(c->lr * sqrt(1.0 - pow(h->beta2, (double)step)) /
-                                        (1.0 - pow(h->beta1, (double)step)));
-    const FO_REAL shrink = (FO_REAL)(1.0 - c->lr * h->weight_decay);
-    const int decay = h->weight_decay != 0 ? (decoupled ? 2 : 1) : 0, ams = h->amsgrad != 0;
+    const FO_FN(csr_adam_k) K = FO_FN(csr_adam_consts)(h, c, step, decoupled);
+    const FO_REAL wd = K.wd, eps = K.eps, step_size = K.step_size, shrink = K.shrink;
+    const int decay = K.decay;
     FO_REAL *m = state, *v = state + n_params, *vmax = state + 2 * n_params;
     const ptrdiff_t nc = nt + nb;
     for (ptrdiff_t q = 0; q < nc; q++) {
@@ -177,16 +199,7 @@ static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *
         const FO_REAL gl = cg[q];
         if (gl != 0) {
             const FO_REAL gi = decay == 1 && q < nt ? gl + wd * params[i] : gl; /* the intercepts: no decay */
-            const FO_REAL mi = m[i] + (gi - m[i]) * one_b1;
-            const FO_REAL vi = v[i] + (gi * gi - v[i]) * one_b2;
-            FO_REAL vu = vi;
-            if (ams) {
-                if (vi > vmax[i]) vmax[i] = vi;
-                vu = vmax[i];
-            }
-            m[i] = mi;
-            v[i] = vi;
-            M[q] = mi, V[q] = vu;
+            FO_FN(csr_adam_moments)(&K, m, v, vmax, i, gi, M + q, V + q);
         } else {
             M[q] = 0, V[q] = 1; /* no step: the quotient is not read */
         }
