@@ -46,7 +46,7 @@
 
 /* On x86 with GCC or clang, an AVX2 + FMA copy is compiled too and chosen at run time when the CPU (and the
  * operating system) supports it. Define FO_NO_DISPATCH to build the baseline only. */
-#if FO_VEC && (defined(__x86_64__) || defined(__i386__)) && !defined(FO_NO_DISPATCH)
+#if FO_AVX2_DISPATCH /* (FO_VEC's compilers, on x86) */
 #define FO_X86 1
 #include <immintrin.h>
 #else

@@ -61,14 +61,6 @@
 #define FO_CSR_PREFETCH(p) ((void)(p))
 #endif
 
-/* x86 with GCC or clang: csr_sparse_adam_split's quotients also in an AVX2 copy (as epoch.c's dispatch). */
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) \
-    && !defined(FO_NO_DISPATCH) && !defined(FO_PORTABLE)
-#define FO_CSR_X86 1
-#else
-#define FO_CSR_X86 0
-#endif
-
 /* Rows ahead whose values the staging copy prefetches (measured on 200,000 shuffled rows of 30 values: the copy
  * took 7.2, 5.5, 4.4 and 4.4 ms at 4, 8, 16 and 24 rows ahead). */
 #define FO_CSR_AHEAD 16

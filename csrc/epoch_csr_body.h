@@ -173,7 +173,7 @@ FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoc
  * and V (nt + nb each), a loop the compiler vectorises (the same IEEE operations lane by lane: the same bits),
  * then the weights. Element by element, each coordinate's square root and division waited on the divider, which
  * then bounded the two-thread epoch on the sparse benchmark. */
-#if FO_CSR_X86
+#if FO_AVX2_DISPATCH
 /* The quotients of csr_sparse_adam_split, compiled for AVX2 (four double lanes where the build's SSE2 has two):
  * the same IEEE operations, so the same bits (no fused multiply-add: the loop has none to contract). */
 FO_TARGET_AVX2_BEGIN
@@ -204,7 +204,7 @@ static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *
             M[q] = 0, V[q] = 1; /* no step: the quotient is not read */
         }
     }
-#if FO_CSR_X86
+#if FO_AVX2_DISPATCH
     if (fo_isa_get() == FO_ISA_AVX2)
         FO_FN(csr_quot_avx2)(M, V, nc, step_size, eps);
     else

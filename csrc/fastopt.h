@@ -21,7 +21,17 @@ typedef enum {
     FO_BAD_ARGUMENT = 3      /* a precondition the caller should have guaranteed */
 } fo_status;
 
-/* ---------------------------------------------------------------- AVX2 copies (epoch.c, krylov.c, huber.c) */
+/* ---------------------------------------------------------------- AVX2 copies (epoch.c, krylov.c, huber.c,
+ * epoch_csr.c) */
+/* FO_AVX2_DISPATCH: 1 where the kernels also compile AVX2 copies and choose at run time (fo_isa_get): GCC or clang
+ * on x86, unless FO_NO_DISPATCH (the baseline only) or FO_PORTABLE (plain C99) is defined. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) \
+    && !defined(FO_NO_DISPATCH) && !defined(FO_PORTABLE)
+#define FO_AVX2_DISPATCH 1
+#else
+#define FO_AVX2_DISPATCH 0
+#endif
+
 /* Functions defined between FO_TARGET_AVX2_BEGIN and FO_TARGET_AVX2_END are compiled for AVX2 with FMA, whatever
  * the build's target, and are called only after fo_isa_get() reported AVX2. For GCC and clang on x86 only. */
 #if defined(__clang__)

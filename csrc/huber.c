@@ -20,17 +20,9 @@
 #define FO_CAT_(a, b) a##_##b
 #define FO_CAT(a, b) FO_CAT_(a, b)
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) \
-    && !defined(FO_NO_DISPATCH) && !defined(FO_PORTABLE)
-#define FO_HUBER_X86 1
-#else
-#define FO_HUBER_X86 0
-#endif
-
-
 static int fo_huber_avx2(void)
 {
-#if FO_HUBER_X86
+#if FO_AVX2_DISPATCH
     return fo_isa_get() == FO_ISA_AVX2;
 #else
     return 0;

@@ -90,7 +90,7 @@ fo_status FO_HUBER_PASS(const fo_blas *blas, const FO_REAL *X, const double *y, 
     if (dims.n < 0 || dims.d < 0 || (dims.p != dims.d && dims.p != dims.d + 1) || dims.p < 1 || !(eps >= 0.0)
         || (dims.n > 0 && dims.d > 0 && X == NULL) || (dH && (moved == NULL || work == NULL || (dims.d > 0 && centre == NULL))))
         return FO_BAD_ARGUMENT;
-#if FO_HUBER_X86
+#if FO_AVX2_DISPATCH
     if (fo_huber_avx2())
         return FO_CAT(FO_HUBER_PASS, avx2)(blas, X, y, s, dims, w, b, eps, centre, prev, mask, r, g, dH, moved, work,
                                            out);

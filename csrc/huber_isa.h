@@ -6,7 +6,7 @@
 #undef FO_HUBER_MULADD
 #undef FO_ISA
 
-#if FO_HUBER_X86
+#if FO_AVX2_DISPATCH
 FO_TARGET_AVX2_BEGIN
 #define FO_ISA avx2
 #define FO_HUBER_MULADD(a, b, c) __builtin_fma((a), (b), (c))

@@ -33,18 +33,11 @@
 #define FO_CAT_(a, b) a##_##b
 #define FO_CAT(a, b) FO_CAT_(a, b)
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) \
-    && !defined(FO_NO_DISPATCH) && !defined(FO_PORTABLE)
-#define FO_KRYLOV_X86 1
-#else
-#define FO_KRYLOV_X86 0
-#endif
-
 /* The AVX2 copy runs when the epoch kernels' instruction set is AVX2 (fo_isa_get: the best the CPU has, unless a
  * test selected the baseline with fastopt._kernels.simd), so one switch selects both families. */
 static int fo_krylov_avx2(void)
 {
-#if FO_KRYLOV_X86
+#if FO_AVX2_DISPATCH
     return fo_isa_get() == FO_ISA_AVX2;
 #else
     return 0;

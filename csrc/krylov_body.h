@@ -59,7 +59,7 @@ fo_status FO_KRYLOV_DENSE(const FO_REAL *X, const FO_REAL *y, ptrdiff_t y_stride
                           double *zz, double *out)
 {
     if (n < 0 || d < 0 || (n > 0 && d > 0 && X == NULL)) return FO_BAD_ARGUMENT;
-#if FO_KRYLOV_X86
+#if FO_AVX2_DISPATCH
     if (fo_krylov_avx2()) return FO_CAT(FO_KRYLOV_DENSE, avx2)(X, y, y_stride, sw, n, d, v, c, shift, z, zz, out);
 #endif
     return FO_CAT(FO_KRYLOV_DENSE, base)(X, y, y_stride, sw, n, d, v, c, shift, z, zz, out);

@@ -6,7 +6,7 @@
 #undef FO_KRYLOV_MULADD
 #undef FO_ISA
 
-#if FO_KRYLOV_X86
+#if FO_AVX2_DISPATCH
 FO_TARGET_AVX2_BEGIN
 #define FO_ISA avx2
 #define FO_KRYLOV_MULADD(a, b, c) __builtin_fma((a), (b), (c))
