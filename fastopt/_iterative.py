@@ -570,12 +570,12 @@ def _initial_params(params: dict, d: int, k: int, dtype, rng) -> np.ndarray:
     return p
 
 
-def split_params(p: np.ndarray, d: int, k: int, copy: bool = True):
-    """``coef`` (k, d) and ``intercept`` (k,) from a parameter vector (zero intercepts when not fitted); views
-    of ``p`` with ``copy=False``."""
+def split_params(p: np.ndarray, d: int, k: int):
+    """``coef`` (k, d) and ``intercept`` (k,), views of the parameter vector ``p`` (zero intercepts when not
+    fitted); every caller only reads them, or keeps them from a vector that is never stepped again."""
     coef = p[: k * d].reshape(k, d)
     intercept = p[k * d :] if p.shape[0] > k * d else np.zeros(k, dtype=p.dtype)
-    return (coef.copy(), intercept.copy()) if copy else (coef, intercept)
+    return coef, intercept
 
 
 def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float):
@@ -978,7 +978,7 @@ class IterativeSolver(Solver):
         # Views of the state's vector (a fit's, or a pass's, last word on it: every later fit or pass steps a copy,
         # see _start and _partial_fit), as SGDRegressor's coef_ is the weights it continues from; the copy took
         # 0.1 ms of the work around a sparse epoch (2^18 coefficients).
-        coef, intercept = split_params(reported, d, k, copy=False)
+        coef, intercept = split_params(reported, d, k)
         if st.affine is not None:
             coef, intercept = st.affine.to_raw(coef, intercept)
         attrs = {
