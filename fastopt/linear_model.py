@@ -521,7 +521,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                               check_indices=given_init or _solvers.needs_index_check(name, params))
         _solvers.check_options(name, params, data.Y.shape[1])
         extra = {}
-        if (coef_init is not None or intercept_init is not None) and _solvers.SOLVERS[name].accepts_init:
+        if given_init and _solvers.SOLVERS[name].accepts_init:
             extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
         result = _solvers.SOLVERS[name].fit(params, data, state=self._warm_state(name), **extra)
         return self._apply(name, data.y_was_1d, result)
