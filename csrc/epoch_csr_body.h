@@ -728,7 +728,8 @@ fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hy
 }
 
 /* The producer of a piped epoch (fo_csr_pipe): stage the rows of c->order into the two blocks in turn (csr_stage)
- * and find each staged minibatch's T and its values' positions in it (the stamps of step 1, in the same order);
+ * and find each staged minibatch's T and its values' positions in it (step 1's search, in the same order, with
+ * marks of its own);
  * a malformed row marks its minibatch (the consumer stops there) and ends the production. */
 void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d, ptrdiff_t k,
                            const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *Y,
