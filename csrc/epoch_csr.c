@@ -41,7 +41,7 @@
  * only indices, and for the settings without deferred updates it depends on nothing the steps change; a second
  * thread can then do it a block ahead (fo_csr_produce), while the calling thread takes the steps on the blocks it is
  * handed, in the one-thread order: the same bits. Staging and step 1 were about 40% of an SGD epoch on the sparse
- * benchmark (one thread 27 ms, two 15 ms). A hand-off per block of fo_csr_stage_rows rows, two blocks in flight.
+ * benchmark (one thread 27 ms, two 15 ms). A hand-off per block of fo_csr_stage_rows rows, FO_CSR_PIPE_BLOCKS blocks in flight.
  *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
@@ -224,10 +224,11 @@ static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i) { return fo_csr_pipe_w
 static void fo_csr_pipe_release(fo_csr_pipe *pipe, int64_t i) { FO_CSR_STORE(&pipe->consumed, i); }
 static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1); }
 
-/* The producer: wait until the buffer of block number `made` is free (two blocks in flight at most); publish. */
+/* The producer: wait until the buffer of block number `made` is free (FO_CSR_PIPE_BLOCKS blocks in flight at most:
+ * its last block was read once the consumer has taken the one after it); publish. */
 static int fo_csr_pipe_room(fo_csr_pipe *pipe, int64_t made)
 {
-    return fo_csr_pipe_wait(pipe, &pipe->consumed, made - 1);
+    return fo_csr_pipe_wait(pipe, &pipe->consumed, made - (FO_CSR_PIPE_BLOCKS - 1));
 }
 static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t made) { FO_CSR_STORE(&pipe->produced, made); }
 

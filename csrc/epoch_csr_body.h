@@ -387,7 +387,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 status = FO_BAD_ARGUMENT;
                 break;
             }
-            blk = &pipe->block[taken++ & 1];
+            blk = &pipe->block[taken++ % FO_CSR_PIPE_BLOCKS];
             xd = (const FO_REAL *)blk->s_data, xi = blk->s_ind, xp = blk->s_ptr, xy = (const FO_REAL *)blk->s_y;
             xsw = sw ? (const FO_REAL *)blk->s_sw : NULL, sorder = NULL, base = start, block_end = blk->end;
         } else if (start >= block_end) {
@@ -727,7 +727,7 @@ fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hy
     return st;
 }
 
-/* The producer of a piped epoch (fo_csr_pipe): stage the rows of c->order into the two blocks in turn (csr_stage)
+/* The producer of a piped epoch (fo_csr_pipe): stage the rows of c->order into the blocks in turn (csr_stage)
  * and find each staged minibatch's T and its values' positions in it (step 1's search, in the same order, with
  * marks of its own);
  * a malformed row marks its minibatch (the consumer stops there) and ends the production. */
@@ -746,7 +746,7 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
     ptrdiff_t start = 0;
     for (int64_t made = 0; start < n; made++) {
         if (!fo_csr_pipe_room(pipe, made)) return;
-        fo_csr_block *B = &pipe->block[made & 1];
+        fo_csr_block *B = &pipe->block[made % FO_CSR_PIPE_BLOCKS];
         const ptrdiff_t want = start + s_rows < n ? start + s_rows : n;
         ptrdiff_t end = FO_FN(csr_stage)(c->order, start, want, b, pipe->cap, data, indices, indptr, Y, sw, k,
                                          (FO_REAL *)B->s_data, B->s_ind, B->s_ptr, (FO_REAL *)B->s_y,

@@ -144,6 +144,7 @@ cdef extern from "fastopt.h" nogil:
                                 Py_ssize_t n_params, float *state, float *work, fo_team *team)
 
     # ------------------------------------------------------------ sparse epoch (epoch_csr.c)
+    enum: FO_CSR_PIPE_BLOCKS
     ctypedef struct fo_csr_block:
         void *s_data
         void *s_y
@@ -154,7 +155,7 @@ cdef extern from "fastopt.h" nogil:
         int32_t *touched
         int32_t *t_off
     ctypedef struct fo_csr_pipe:
-        fo_csr_block block[2]
+        fo_csr_block block[FO_CSR_PIPE_BLOCKS]
         Py_ssize_t cap
         void *slots
     int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy) nogil

@@ -3,8 +3,8 @@
 from libc.stdint cimport int32_t
 
 
-# Stored values a block of a piped epoch may hold (minibatches of longer rows run on one thread).
-cdef Py_ssize_t PIPE_MAX_STAGED = 2**26
+# Stored values the blocks of a piped epoch may hold together (minibatches of longer rows run on one thread).
+cdef Py_ssize_t PIPE_MAX_STAGED = 2**27
 
 
 def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
@@ -131,7 +131,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     cdef Py_ssize_t pipe_cap = 0
     if n_threads > 1 and c.batch_size < c.n_rows and n and fo_csr_pipe_eligible(<fo_rule>rule, &h, &c, lazy):
         pipe_cap = min(nnz, max(cap, c.batch_size * int(lengths.max())))
-    if 0 < pipe_cap <= PIPE_MAX_STAGED:
+    if 0 < pipe_cap <= PIPE_MAX_STAGED // FO_CSR_PIPE_BLOCKS:
         st = _epoch_csr_piped(rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
                               state.shape[0], work, iwork, table, pipe_cap)
     else:
@@ -157,8 +157,9 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's)."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
-    bufs = (np.empty((2, cap), dtype=dtype), np.empty((2, rows * k), dtype=dtype), np.empty((2, rows), dtype=dtype),
-            np.empty((2, 3 * cap), dtype=np.int32), np.empty((2, 2 * (rows + 2)), dtype=np.int32),
+    cdef Py_ssize_t nb = FO_CSR_PIPE_BLOCKS
+    bufs = (np.empty((nb, cap), dtype=dtype), np.empty((nb, rows * k), dtype=dtype), np.empty((nb, rows), dtype=dtype),
+            np.empty((nb, 3 * cap), dtype=np.int32), np.empty((nb, 2 * (rows + 2)), dtype=np.int32),
             np.empty(max(d, 1), dtype=np.int32))
     cdef floating[:, ::1] vals = bufs[0], ys = bufs[1], sws = bufs[2]
     cdef int32_t[:, ::1] ints = bufs[3], ptrs = bufs[4]
@@ -166,7 +167,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     cdef fo_csr_pipe *pipe = <fo_csr_pipe *>calloc(1, sizeof(fo_csr_pipe))
     if pipe == NULL:
         raise MemoryError()
-    for i in range(2):
+    for i in range(nb):
         pipe.block[i].s_data, pipe.block[i].s_y, pipe.block[i].s_sw = &vals[i, 0], &ys[i, 0], &sws[i, 0]
         pipe.block[i].s_ind, pipe.block[i].s_pos, pipe.block[i].touched = &ints[i, 0], &ints[i, cap], &ints[i, 2 * cap]
         pipe.block[i].s_ptr, pipe.block[i].t_off = &ptrs[i, 0], &ptrs[i, rows + 2]

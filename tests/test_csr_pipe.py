@@ -101,7 +101,7 @@ def _hashed(rng, n, d, nnz):
 
 @pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("adagrad", False), ("adam", True), ("adam", False)])
 def test_a_long_epoch_of_many_blocks_gives_the_bits_of_one_thread(rule, lazy):
-    # Many staged blocks (512 rows each), so that the two blocks in flight are each refilled many times.
+    # Many staged blocks (512 rows each), so that each of the blocks in flight is refilled many times.
     rng = np.random.default_rng(4)
     X = _hashed(rng, 20_000, 5_000, 12)
     Y = rng.normal(size=(20_000, 1))
