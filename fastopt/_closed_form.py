@@ -74,11 +74,12 @@ noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -207,6 +208,12 @@ class TreeMerger:
             level += 1
         self._stack.append((level, value))
 
+    def extend(self, values: Iterable) -> None:
+        """:meth:`push` each of ``values``, none held once pushed (a merged-away input is freed at once)."""
+        for value in values:
+            self.push(value)
+            del value  # (the loop variable would hold it while the next value is computed)
+
     def result(self):
         """The merge of every value pushed, or None when none was."""
         if not self._stack:
@@ -215,6 +222,34 @@ class TreeMerger:
         while self._stack:
             value = self._merge(self._stack.pop()[1], value)
         return value
+
+
+def _ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
+    """``fn(item)`` for each item, yielded in order, computed on up to ``threads`` threads.
+
+    At most ``threads`` calls are submitted and not yet yielded, so the results that wait for the caller stay
+    few: with segment Grams merged as they arrive (:class:`TreeMerger`), a fit holds O(threads + log m) Grams for
+    m segments instead of all m. The next call is submitted before a result is yielded, so the threads stay busy
+    while the caller merges it.
+    """
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        pending = collections.deque(pool.submit(fn, item) for item in items[:threads])
+        following = iter(items[threads:])
+        try:
+            while pending:
+                result = pending.popleft().result()
+                for item in itertools.islice(following, 1):
+                    pending.append(pool.submit(fn, item))
+                yield result
+                result = None  # not held while the next one is computed
+        finally:  # the caller stopped early (an error, Ctrl-C): start nothing more
+            for future in pending:
+                future.cancel()
 
 
 def _merged_or_empty(merger: TreeMerger, data: Data, field: str) -> ClosedFormState:
@@ -273,7 +308,9 @@ def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, s
     stop = X.shape[0] if stop is None else stop
     d, k = X.shape[1], Y.shape[1]
     mean, out = np.empty(d + k), np.empty((d + k, d + k))
-    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, block_rows(d + k),
+    # (a block of at most the segment's rows: the same single block, in a workspace no larger than it needs)
+    rows = max(1, min(block_rows(d + k), stop - start))
+    weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, rows,
                     serial=serial)
     return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
 
@@ -301,22 +338,27 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
     """
     bounds = segment_bounds(data.X.shape[0])
     threads = min(_n_threads(), len(bounds))
-    merger = TreeMerger()
+    merger = TreeMerger(_merge_owned)
     if threads > 1 and _serial_blas.tables() is not None:
-        with ThreadPoolExecutor(threads) as pool:
-            states = list(pool.map(lambda bound: segment(data, *bound, serial=True), bounds))
-        # Merged once the segment threads are done: an R merge is a QR through the process's (multi-threaded)
-        # BLAS, whose threads, started beside the segment threads, made the 10^6 x 100 QR pass 2-6x slower.
-        for state in states:
-            merger.push(state)
+        # Merged as the segments arrive (O(threads + log m) states held, not m), unless the merges are R merges
+        # through the process's multi-threaded BLAS (p beyond _tail_serial's), whose threads, started beside the
+        # segment threads, made the 10^6 x 100 QR pass 2-6x slower: those wait for the segments. A Gram merge is
+        # NumPy's, and a narrower R merge calls the private one-thread LAPACK, as the segments do.
+        if field == "gram" or _tail_serial(data.X.shape[1] + data.Y.shape[1]):
+            merger.extend(_ordered_map(lambda bound: segment(data, *bound, serial=True), bounds, threads))
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                states = list(pool.map(lambda bound: segment(data, *bound, serial=True), bounds))
+            states.reverse()
+            while states:  # (each freed once merged)
+                merger.push(states.pop())
         return _merged_or_empty(merger, data, field)
     # Fallback: the BLAS thread limit is process-wide state, so only one call at a time may change and restore
     # it. A call that finds another one in its parallel section runs its segments serially instead (same result).
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
-            with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-                for state in pool.map(lambda bound: segment(data, *bound), bounds):
-                    merger.push(state)
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                merger.extend(_ordered_map(lambda bound: segment(data, *bound), bounds, threads))
         finally:
             _PARALLEL.release()
     else:
@@ -324,8 +366,7 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
         # two-thread OpenBLAS on each block's small factorisation gained nothing, and with the cores busy its
         # threads' hand-offs made a 6,553 x 9 QR fit take 140 ms instead of 0.5 ms (measured).
         serial = _tail_serial(data.X.shape[1] + data.Y.shape[1])
-        for bound in bounds:
-            merger.push(segment(data, *bound, serial=serial))
+        merger.extend(segment(data, *bound, serial=serial) for bound in bounds)
     return _merged_or_empty(merger, data, field)
 
 
@@ -351,16 +392,15 @@ def chunk_state(params: dict, data: Data) -> ClosedFormState:
 def _sparse_chunk_state(data: Data) -> ClosedFormState:
     """:func:`chunk_state` of sparse ``X``: the compiled CSR kernel over row segments (see :mod:`fastopt._sparse`)."""
     d, k = data.X.shape[1], data.Y.shape[1]
-    threads = _n_threads()
-    _sparse.check_gram_fits(d, k, threads)
+    threads, bounds = _n_threads(), _sparse.segments(data)
+    _sparse.check_gram_fits(d, k, min(threads, len(bounds)), len(bounds))
 
     def segment(start, stop):
         weight, mean, gram, raw_diag = _sparse.segment_stats(data, start, stop)
         return ClosedFormState(d, k, data.X.dtype.name, stop - start, weight, mean, gram, raw_diag=raw_diag)
 
-    merger = TreeMerger()
-    for state in _sparse.map_segments(data, segment, threads):
-        merger.push(state)
+    merger = TreeMerger(_merge_owned)
+    merger.extend(_ordered_map(lambda bound: segment(*bound), bounds, threads))
     return _checked_finite(_merged_or_empty(merger, data, "gram"), data)
 
 
@@ -390,15 +430,29 @@ def _tail_serial(p: int) -> bool:
     return p <= TAIL_SERIAL_MAX_D and _serial_blas.tables() is not None
 
 
-def _triangle(rows: np.ndarray, p: int) -> np.ndarray:
-    """The (p, p) upper-triangular R of Householder QR (LAPACK geqrf) of ``rows``, zero-padded when short."""
-    a = np.asfortranarray(rows, dtype=np.float64)
-    if a is rows:
-        a = a.copy(order="F")
+def _triangle(rows: np.ndarray | list, p: int) -> np.ndarray:
+    """The (p, p) upper-triangular R of Householder QR (LAPACK geqrf) of ``rows``, zero-padded when short.
+
+    ``rows`` may be a list of row blocks (a 1-D block is one row), copied straight into the Fortran-ordered array
+    that LAPACK factorises in place: stacking them first and then copying to Fortran order held both copies.
+    """
+    if isinstance(rows, np.ndarray):
+        a = np.asfortranarray(rows, dtype=np.float64)
+        if a is rows:
+            a = a.copy(order="F")
+    else:
+        blocks = [np.atleast_2d(block) for block in rows]
+        a = np.empty((sum(block.shape[0] for block in blocks), blocks[0].shape[1]), order="F")
+        top = 0
+        for block in blocks:
+            a[top : top + block.shape[0]] = block
+            top += block.shape[0]
     info = _kernels.geqrf_inplace(a, serial=_tail_serial(p))
     if info != 0:
         raise ValueError(f"LAPACK dgeqrf rejected its arguments (info {info})")
     k = min(a.shape[0], p)
+    if k == p:
+        return np.triu(a[:p, :p])  # a new C-ordered array
     out = np.zeros((p, p))
     out[:k] = np.triu(a[:k, :p])
     return out
@@ -448,12 +502,12 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     return replace(chunk_state(params, data), r=state.r)
 
 
-def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
+def merge_states(a: ClosedFormState, b: ClosedFormState, *, _owned: bool = False) -> ClosedFormState:
     """Exact pairwise merge of two chunks' statistics (Chan, Golub & LeVeque 1979).
 
     ``gram = gram_a + gram_b + f delta delta^T`` and ``R`` = triangle of ``[R_a; R_b; sqrt(f) delta]``, with
     ``delta = mean_b - mean_a`` and ``f = W_a W_b / (W_a + W_b)``. The result carries the Gram if both inputs
-    do, and ``R`` if both do.
+    do, and ``R`` if both do. The inputs are left as they are (``_owned``: see :func:`_merge_owned`).
     """
     if (a.n_features, a.n_targets) != (b.n_features, b.n_targets):
         raise ValueError(
@@ -476,12 +530,30 @@ def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
     f = a.weight * (b.weight / weight)  # not W_a W_b / W: that product under- or overflows for extreme weights
     gram = r = None
     if a.gram is not None and b.gram is not None:
-        gram = a.gram + b.gram + f * np.outer(delta, delta)
+        gram = _gram_sum(a.gram, b.gram, f, delta, out=a.gram if _owned else None)
     if a.r is not None and b.r is not None:
-        r = _triangle(np.vstack([a.r, b.r, np.sqrt(f) * delta]), delta.shape[0])
+        r = _triangle([a.r, b.r, np.sqrt(f) * delta], delta.shape[0])
     mean = a.mean + (b.weight / weight) * delta
     return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r,
                            raw_diag=_merged_raw_diag(a, b), weight_exp=a.weight_exp)
+
+
+def _merge_owned(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
+    """:func:`merge_states` writing the merged Gram into ``a``'s: for states nobody else holds (a fit's segments and
+    their merges, in its :class:`TreeMerger`), so that a merge allocates no p x p array."""
+    return merge_states(a, b, _owned=True)
+
+
+def _gram_sum(ga: np.ndarray, gb: np.ndarray, f: float, delta: np.ndarray, out: np.ndarray | None = None):
+    """``ga + gb + f delta delta^T``, added in that order (the bits of that one NumPy expression), a slice of rows at
+    a time: the temporaries take O(_ROW_SLICE p) memory where the expression took three p x p arrays. Into ``out``
+    (which may be ``ga``) when given."""
+    out = np.empty_like(ga) if out is None else out
+    for i in range(0, ga.shape[0], _ROW_SLICE):
+        rows = slice(i, i + _ROW_SLICE)
+        np.add(ga[rows], gb[rows], out=out[rows])
+        out[rows] += f * np.outer(delta[rows], delta)
+    return out
 
 
 def rescale_weights(state: ClosedFormState, weight_exp: int) -> ClosedFormState:
@@ -591,10 +663,10 @@ def _r_system(params: dict, state: ClosedFormState):
     d, p = state.n_features, state.mean.shape[0]
     R = state.r
     if not params["fit_intercept"]:  # uncentred: R^T R + W m m^T
-        R = _triangle(np.vstack([R, np.sqrt(state.weight) * state.mean]), p)
+        R = _triangle([R, np.sqrt(state.weight) * state.mean], p)
     if params["alpha"] > 0:  # ridge as extra rows sqrt(W alpha) [I, 0]
         ridge = np.hstack([np.sqrt(state.weight * params["alpha"]) * np.eye(d), np.zeros((d, p - d))])
-        R = _triangle(np.vstack([R, ridge]), p)
+        R = _triangle([R, ridge], p)
     return R[:d, :d], R[:d, d:]
 
 

@@ -31,8 +31,8 @@ Problems*, 1996, section 2.2.
 """
 from __future__ import annotations
 
+import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -65,14 +65,16 @@ def available_memory() -> int | None:
         return None
 
 
-def check_gram_fits(d: int, k: int, n_threads: int) -> None:
+def check_gram_fits(d: int, k: int, n_threads: int, n_segments: int = 1) -> None:
     """A clear error, instead of an out-of-memory kill, when the dense Gram of a wide sparse ``X`` cannot fit.
 
     Sparse data can have far more columns than dense data ever does (hashed text: 2^18), and the closed form
-    needs a dense (d + k)^2 float64 Gram per segment in flight plus a few for the merge and the solve.
+    needs dense (d + k)^2 float64 Grams: one per segment in flight (``n_threads``), the one being merged and the
+    merge tree's partial sums (at most ceil(log2 n_segments) besides it), one more for the temporaries; the solve,
+    after them, needs two.
     """
     p = d + k
-    need = (n_threads + 3) * 8 * p * p
+    need = (n_threads + 2 + math.ceil(math.log2(max(n_segments, 1)))) * 8 * p * p
     available = available_memory()
     if available is not None and need > available:
         raise MemoryError(
@@ -134,16 +136,11 @@ def _centre_first(X, sw, start: int, stop: int, cols: np.ndarray, weight: float,
     gram[np.ix_(cols, cols)] = (inner + inner.T) / 2  # exactly symmetric whatever order BLAS summed in
 
 
-def map_segments(data, fn, n_threads: int):
-    """``fn(start, stop)`` over the row segments of sparse ``data.X``, in order, on up to ``n_threads`` threads."""
+def segments(data) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of the segments of sparse ``data.X`` (:func:`segment_rows` rows each)."""
     n = data.X.shape[0]
     step = segment_rows(data.X.indptr, data.X.shape[1] + data.Y.shape[1])
-    bounds = [(start, min(start + step, n)) for start in range(0, n, step)]
-    threads = min(n_threads, len(bounds))
-    if threads <= 1:
-        return [fn(*b) for b in bounds]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda b: fn(*b), bounds))
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def cancellation(params: dict, weight: float, gram: np.ndarray, raw_diag: np.ndarray) -> float:
