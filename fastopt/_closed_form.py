@@ -665,7 +665,8 @@ def _r_system(params: dict, state: ClosedFormState):
     if not params["fit_intercept"]:  # uncentred: R^T R + W m m^T
         R = _triangle([R, np.sqrt(state.weight) * state.mean], p)
     if params["alpha"] > 0:  # ridge as extra rows sqrt(W alpha) [I, 0]
-        ridge = np.hstack([np.sqrt(state.weight * params["alpha"]) * np.eye(d), np.zeros((d, p - d))])
+        ridge = np.zeros((d, p))
+        ridge[np.diag_indices(d)] = np.sqrt(state.weight * params["alpha"])
         R = _triangle([R, ridge], p)
     return R[:d, :d], R[:d, d:]
 
