@@ -502,13 +502,23 @@ def partial_state(params: dict, data: Data) -> ClosedFormState:
     return replace(chunk_state(params, data), r=state.r)
 
 
-def merge_states(a: ClosedFormState, b: ClosedFormState, *, _owned: bool = False) -> ClosedFormState:
+def merge_states(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
     """Exact pairwise merge of two chunks' statistics (Chan, Golub & LeVeque 1979).
 
     ``gram = gram_a + gram_b + f delta delta^T`` and ``R`` = triangle of ``[R_a; R_b; sqrt(f) delta]``, with
     ``delta = mean_b - mean_a`` and ``f = W_a W_b / (W_a + W_b)``. The result carries the Gram if both inputs
-    do, and ``R`` if both do. The inputs are left as they are (``_owned``: see :func:`_merge_owned`).
+    do, and ``R`` if both do. The inputs are left as they are.
     """
+    return _merge(a, b, owned=False)
+
+
+def _merge_owned(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
+    """:func:`merge_states` writing the merged Gram into ``a``'s: for states nobody else holds (a fit's segments and
+    their merges, in its :class:`TreeMerger`), so that a merge allocates no p x p array."""
+    return _merge(a, b, owned=True)
+
+
+def _merge(a: ClosedFormState, b: ClosedFormState, owned: bool) -> ClosedFormState:
     if (a.n_features, a.n_targets) != (b.n_features, b.n_targets):
         raise ValueError(
             f"cannot merge statistics of {a.n_features} features x {a.n_targets} targets with "
@@ -530,18 +540,12 @@ def merge_states(a: ClosedFormState, b: ClosedFormState, *, _owned: bool = False
     f = a.weight * (b.weight / weight)  # not W_a W_b / W: that product under- or overflows for extreme weights
     gram = r = None
     if a.gram is not None and b.gram is not None:
-        gram = _gram_sum(a.gram, b.gram, f, delta, out=a.gram if _owned else None)
+        gram = _gram_sum(a.gram, b.gram, f, delta, out=a.gram if owned else None)
     if a.r is not None and b.r is not None:
         r = _triangle([a.r, b.r, np.sqrt(f) * delta], delta.shape[0])
     mean = a.mean + (b.weight / weight) * delta
     return ClosedFormState(a.n_features, a.n_targets, dtype, n_samples, weight, mean, gram, r,
                            raw_diag=_merged_raw_diag(a, b), weight_exp=a.weight_exp)
-
-
-def _merge_owned(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
-    """:func:`merge_states` writing the merged Gram into ``a``'s: for states nobody else holds (a fit's segments and
-    their merges, in its :class:`TreeMerger`), so that a merge allocates no p x p array."""
-    return merge_states(a, b, _owned=True)
 
 
 def _gram_sum(ga: np.ndarray, gb: np.ndarray, f: float, delta: np.ndarray, out: np.ndarray | None = None):

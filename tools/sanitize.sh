@@ -31,4 +31,5 @@ cd "$scratch/src"
 "$python" -m pytest -q -p no:cacheprovider -p no:randomly \
   tests/test_kernel_boundary.py tests/test_parity.py tests/test_parity_optim.py tests/test_epoch_threads.py \
   tests/test_kernels_interface.py tests/test_closed_form.py tests/test_reliability.py tests/test_interrupts.py \
-  tests/test_sparse_closed_form.py tests/test_sparse_epoch.py tests/test_csr_pipe.py tests/test_sparse.py "$@"
+  tests/test_sparse_closed_form.py tests/test_sparse_epoch.py tests/test_csr_pipe.py tests/test_sparse.py \
+  tests/test_closed_form_memory.py "$@"
