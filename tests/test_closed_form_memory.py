@@ -147,3 +147,14 @@ def test_ordered_map_stops_at_an_error():
     with pytest.raises(ValueError, match="segment 3"):
         list(_ordered_map(fn, range(100), 2))
     assert max(started) <= 3 + 2  # nothing is submitted after the failing call's result is taken
+
+
+def test_the_sparse_memory_check_counts_the_merge_tree(monkeypatch):
+    # Two threads: 2 + 2 p x p arrays for one segment, 2 + 2 + ceil(log2 16) = 8 for sixteen (the segments in
+    # flight, the one being merged, the tree's partial sums, one spare). With room for 6, the first fits and the
+    # second is refused before any work.
+    p = 1001
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 6 * 8 * p * p)
+    _sparse.check_gram_fits(1000, 1, 2, 1)
+    with pytest.raises(MemoryError, match="1000 columns"):
+        _sparse.check_gram_fits(1000, 1, 2, 16)
