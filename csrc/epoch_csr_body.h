@@ -112,19 +112,22 @@ static inline FO_FN(csr_adam_k) FO_FN(csr_adam_consts)(const fo_hyper *h, const 
 }
 
 /* One coordinate's moments, in place: m <- m + (1 - b1)(g - m), v <- v + (1 - b2)(g^2 - v) (and the running
- * maximum with AMSGrad); *mi the new m, *vu the v the step divides by. */
-FO_LOSS_INLINE void FO_FN(csr_adam_moments)(const FO_FN(csr_adam_k) *K, FO_REAL *m, FO_REAL *v, FO_REAL *vmax,
-                                           ptrdiff_t i, FO_REAL gi, FO_REAL *mi, FO_REAL *vu)
+ * maximum with AMSGrad); *mi the new m, *vu the v the step divides by. SparseAdam mode keeps each coordinate's m and
+ * v side by side (mv[2 i], mv[2 i + 1]: the memory of the state's first two rows; see fo_epoch_csr), so that
+ * one random access finds both; vmax is the state's third row. */
+FO_LOSS_INLINE void FO_FN(csr_adam_moments)(const FO_FN(csr_adam_k) *K, FO_REAL *mv, FO_REAL *vmax, ptrdiff_t i,
+                                           FO_REAL gi, FO_REAL *mi, FO_REAL *vu)
 {
-    const FO_REAL mn = m[i] + (gi - m[i]) * K->one_b1;
-    const FO_REAL vn = v[i] + (gi * gi - v[i]) * K->one_b2;
+    FO_REAL *m = mv + 2 * i, *v = m + 1;
+    const FO_REAL mn = *m + (gi - *m) * K->one_b1;
+    const FO_REAL vn = *v + (gi * gi - *v) * K->one_b2;
     FO_REAL u = vn;
     if (K->ams) {
         if (vn > vmax[i]) vmax[i] = vn;
         u = vmax[i];
     }
-    m[i] = mn;
-    v[i] = vn;
+    *m = mn;
+    *v = vn;
     *mi = mn, *vu = u;
 }
 
@@ -148,7 +151,7 @@ FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoc
     const FO_FN(csr_adam_k) K = FO_FN(csr_adam_consts)(h, c, step, decoupled);
     const FO_REAL wd = K.wd, eps = K.eps, step_size = K.step_size, shrink = K.shrink;
     const int decay = K.decay;
-    FO_REAL *m = state, *v = state + n_params, *vmax = state + 2 * n_params;
+    FO_REAL *mv = state, *vmax = state + 2 * n_params;
     for (ptrdiff_t q = 0; q <= nt; q++)
         for (ptrdiff_t j = 0; j < (q < nt ? k : nb); j++) {
             const ptrdiff_t i = q < nt ? j * d + touched[q] : kd + j, ci = q < nt ? q * k + j : k * nt + j;
@@ -159,7 +162,7 @@ FO_LOSS_INLINE void FO_FN(csr_sparse_adam_body)(const fo_hyper *h, const fo_epoc
                 const FO_REAL ws = dec == 2 ? w * shrink : w;
                 const FO_REAL gi = dec == 1 ? gl + wd * w : gl;
                 FO_REAL mi, vu;
-                FO_FN(csr_adam_moments)(&K, m, v, vmax, i, gi, &mi, &vu);
+                FO_FN(csr_adam_moments)(&K, mv, vmax, i, gi, &mi, &vu);
                 w = ws + -(step_size * (mi / (FO_SQRT(vu) + eps)));
             }
             if (c->positive && q < nt && w < 0) w = 0;
@@ -192,14 +195,14 @@ static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *
     const FO_FN(csr_adam_k) K = FO_FN(csr_adam_consts)(h, c, step, decoupled);
     const FO_REAL wd = K.wd, eps = K.eps, step_size = K.step_size, shrink = K.shrink;
     const int decay = K.decay;
-    FO_REAL *m = state, *v = state + n_params, *vmax = state + 2 * n_params;
+    FO_REAL *mv = state, *vmax = state + 2 * n_params;
     const ptrdiff_t nc = nt + nb;
     for (ptrdiff_t q = 0; q < nc; q++) {
         const ptrdiff_t i = q < nt ? touched[q] : d + (q - nt);
         const FO_REAL gl = cg[q];
         if (gl != 0) {
             const FO_REAL gi = decay == 1 && q < nt ? gl + wd * params[i] : gl; /* the intercepts: no decay */
-            FO_FN(csr_adam_moments)(&K, m, v, vmax, i, gi, M + q, V + q);
+            FO_FN(csr_adam_moments)(&K, mv, vmax, i, gi, M + q, V + q);
         } else {
             M[q] = 0, V[q] = 1; /* no step: the quotient is not read */
         }
@@ -481,8 +484,11 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                     cw[q * k + j] = params[j * d + col];
                     cg[q * k + j] = 0;
                 }
-                for (ptrdiff_t s = 0; s < n_slots; s++)
-                    if (used[s]) FO_CSR_PREFETCH(state + s * n_params + col);
+                if (sparse_adam) /* its moments side by side, each output's */
+                    for (ptrdiff_t j = 0; j < k; j++) FO_CSR_PREFETCH(state + 2 * (j * d + col));
+                else
+                    for (ptrdiff_t s = 0; s < n_slots; s++)
+                        if (used[s]) FO_CSR_PREFETCH(state + s * n_params + col);
             }
         /* 3. Row by row: the positions in T of its values, its residuals, loss and coefficients c_ij = sw_i
          * loss'(r_ij), and its terms of the gradient (each gradient entry summed over the rows in order). */
@@ -548,10 +554,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             if (adam_ahead) { /* T's moments' lines, for step 5', a slice a row (in one burst they overflowed the
                                * core's queue of outstanding misses: a tenth of the epoch) */
                 const ptrdiff_t upto = q + 1 < nrows ? nt * (q + 1) / nrows : nt;
-                for (; mom_done < upto; mom_done++) {
-                    FO_CSR_PREFETCH(state + touched[mom_done]);
-                    FO_CSR_PREFETCH(state + n_params + touched[mom_done]);
-                }
+                for (; mom_done < upto; mom_done++) FO_CSR_PREFETCH(state + 2 * touched[mom_done]);
             }
         }
         /* The minibatch mean gradient, compact, and its sum of squares in four chains (its order is free: only

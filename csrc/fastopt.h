@@ -260,7 +260,9 @@ fo_status fo_epoch_helper_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, 
 /* One fused epoch over X in CSR form (n rows, d columns): values `data`, column `indices` (each in [0, d),
  * int32) and row pointers `indptr` (n + 1, int32); explicit zeros and unsorted columns are allowed, duplicate
  * columns within a row are not. The other arguments as fo_epoch's, plus: lazy (0: the exact rules; 1: Adam and
- * AdamW with torch.optim.SparseAdam's semantics, see epoch_csr.c), n_slots (rows of state), stage_cap (stored
+ * AdamW with torch.optim.SparseAdam's semantics, see epoch_csr.c, whose state keeps each parameter's two moments
+ * side by side: m_i, v_i at state[2 i], state[2 i + 1], the first two rows' memory; AMSGrad's maximum in the
+ * third row), n_slots (rows of state), stage_cap (stored
  * values the kernel may copy at a time to read the shuffled rows in order: any value in [0, 2^31) is correct;
  * about fo_csr_stage_rows(batch_size) times twice the mean row length is fast), work with fo_csr_work_size
  * entries, iwork with fo_csr_iwork_size, table with fo_csr_table_size (doubles), period (> 0: deferred updates

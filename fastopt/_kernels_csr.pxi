@@ -23,7 +23,9 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         canonical form that validation produces; unsorted columns and explicit zeros are fine).
     lazy : bool, default=False
         Give Adam and AdamW the semantics of ``torch.optim.SparseAdam`` (moments and weights change only where
-        the minibatch gradient is nonzero); the other rules are exact either way.
+        the minibatch gradient is nonzero); the other rules are exact either way. Their ``state`` then holds each
+        parameter's two moments side by side: ``m_i``, ``v_i`` at flat positions ``2 i``, ``2 i + 1`` of its first
+        two rows (``fastopt._iterative.moments_layout`` converts), AMSGrad's maximum in the third row.
     stage_cap : int or None, default=None
         Stored values the kernel may copy at a time to read the shuffled rows in visiting order (None: about
         twice a block's mean). Any value gives bit-identical results (tests use small ones to exercise blocks

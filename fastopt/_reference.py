@@ -652,7 +652,9 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
             w[idx[dec]] *= real(1.0 - lr * hyper.weight_decay)
         else:
             gi[dec] = gi[dec] + real(hyper.weight_decay) * w[idx[dec]]
-    m, v, vmax = state[0], state[1], state[2]
+    mv = state[:2].reshape(-1)  # m_i, v_i side by side in the first two rows' memory (as the kernel keeps them)
+    assert np.shares_memory(mv, state), "state must be C-contiguous (stepped in place)"
+    m, v, vmax = mv[0::2], mv[1::2], state[2]
     m[idx] = m[idx] + (gi - m[idx]) * real(1.0 - hyper.beta1)
     v[idx] = v[idx] + (gi * gi - v[idx]) * real(1.0 - hyper.beta2)
     vi = v[idx]
@@ -669,7 +671,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
 
     The definition that the kernel's deferred updates reproduce: every step applies the rule to every
     coordinate (a zero loss gradient off the minibatch's columns), except Adam and AdamW with ``lazy``, which
-    take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero; then, as in
+    take torch.optim.SparseAdam's step on the coordinates whose minibatch gradient is nonzero (their moments side
+    by side in ``state``, as the kernel keeps them); then, as in
     :func:`epoch`, the weights are clamped at 0 when ``train.positive`` and ``avg`` takes the running average of
     steps ``t >= train.average``. Residuals and gradients are summed in the kernel's order (each dot product and
     each gradient entry over the stored values in order), so the rules without deferred updates agree bit for

@@ -6,6 +6,8 @@ step in the working type) and in the order of the clipping norm's sum: a few uni
 the adaptive rules may amplify by ``|g| / (sqrt(v) + eps)``. Against the dense epoch the dot products are also
 summed in another order (vectorised). ``_close`` allows ``TOL_STEPS`` roundoffs per step over the fit.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastopt import LinearRegressor, _iterative, _kernels, _reference, optim
-from fastopt._iterative import SOLVERS, EpochCtl
+from fastopt._iterative import SOLVERS, EpochCtl, moments_layout
 from fastopt._validation import Data
 
 RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -158,11 +160,13 @@ def test_sparse_adam_mode_follows_torch_sparse_adam_step_for_step():
     params, state, _ = _run(_kernels, spec, train, X, Y, None, order, d + 1, 2, 0.1, True)
     w, m, v = _sparse_adam_definition(X, Y, order, batch, 0.1, (0.8, 0.95), 1e-6, n // batch, 2)
     np.testing.assert_allclose(params, w, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(state[0], m, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(state[1], v, rtol=1e-12, atol=1e-14)
+    # SparseAdam mode keeps each parameter's m and v side by side: m_i, v_i at flat positions 2 i, 2 i + 1.
+    np.testing.assert_allclose(state[:2].reshape(-1)[0::2], m, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(state[:2].reshape(-1)[1::2], v, rtol=1e-12, atol=1e-14)
     # Columns that no row stores never move, nor do their moments.
     empty = np.flatnonzero(np.diff(X.tocsc().indptr) == 0)
-    assert empty.size and not params[empty].any() and not state[:, empty].any()
+    rows = moments_layout(state, True, False)
+    assert empty.size and not params[empty].any() and not rows[:, empty].any()
 
 
 def test_sparse_adam_mode_matches_torch_when_available():
@@ -546,3 +550,39 @@ def test_projected_and_averaged_fit_stream_and_early_stopping_on_sparse_x_equal_
     a = LinearRegressor(**kw, early_stopping=True).fit(X, y)
     b = LinearRegressor(**kw, early_stopping=True).fit(X.toarray(), y)
     _close(a.coef_, b.coef_, 40, np.float64)
+
+
+def test_moments_layout_round_trips_and_puts_each_pair_side_by_side():
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(3, 7))
+    pairs = moments_layout(rows, False, True)
+    np.testing.assert_array_equal(pairs[:2].reshape(-1)[0::2], rows[0])
+    np.testing.assert_array_equal(pairs[:2].reshape(-1)[1::2], rows[1])
+    np.testing.assert_array_equal(pairs[2], rows[2])  # AMSGrad's maximum keeps its row
+    np.testing.assert_array_equal(moments_layout(pairs, True, False), rows)
+    same = moments_layout(rows, True, True)
+    np.testing.assert_array_equal(same, rows)
+    assert same is not rows  # always a copy: the caller steps it in place
+
+
+@pytest.mark.parametrize("first, then", [("lazy", "exact"), ("exact", "lazy")])
+def test_a_warm_start_that_switches_sparse_mode_reads_the_moments_in_its_layout(first, then):
+    # The same continuation twice: from the fitted state as it is (its moments converted by the warm start), and
+    # from a copy whose moments were converted to the new layout beforehand: the same bits.
+    import copy
+
+    rng = np.random.default_rng(12)
+    X, Y, _ = _problem(rng, 300, 40, 1, np.float64, weighted=False, density=0.1)
+    y = Y[:, 0]
+    a = LinearRegressor(solver="adam", sparse_mode=first, learning_rate=0.01, max_epochs=2, tol=None,
+                        random_state=0, warm_start=True).fit(X, y)
+    assert a._solver_state.interleaved == (first == "lazy")
+    b = copy.deepcopy(a)
+    st = b._solver_state
+    b._solver_state = dataclasses.replace(
+        st, opt_state=moments_layout(st.opt_state, st.interleaved, then == "lazy"), interleaved=then == "lazy")
+    a.set_params(sparse_mode=then).fit(X, y)
+    b.set_params(sparse_mode=then).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert a._solver_state.interleaved == b._solver_state.interleaved == (then == "lazy")
+    np.testing.assert_array_equal(a._solver_state.opt_state, b._solver_state.opt_state)
