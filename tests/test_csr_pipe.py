@@ -245,3 +245,38 @@ def test_a_warm_start_with_negative_weights_under_positive_gives_the_bits_of_one
     assert o2 == o1 and p1[:400].min() == 0
     np.testing.assert_array_equal(p2, p1)
     np.testing.assert_array_equal(s2, s1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("rmsprop", False), ("adam", True)])
+def test_a_kept_workspace_full_of_garbage_gives_the_bits_of_a_new_one(rule, lazy, threads):
+    # The epoch keeps its workspaces for the next call of the same sizes (fastopt._kernels.WORKSPACE_KEEP_BYTES):
+    # every entry must be written before it is read, whatever the last call left there.
+    rng = np.random.default_rng(9)
+    X = _hashed(rng, 20_000, 3_000, 10)
+    Y = rng.normal(size=(20_000, 1))
+    spec = optim.make(rule)
+    train = EpochCtl(batch_size=32, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    orders = [rng.permutation(20_000).astype(np.int64) for _ in range(2)]
+    _kernels._WORKSPACES.clear()
+    fresh = _epochs(X, Y, None, spec, train, orders, np.zeros(3_001), 0.01, lazy, threads)
+    assert _kernels._WORKSPACES  # kept for the next call
+    for arrays in _kernels._WORKSPACES.values():
+        for a in arrays:
+            a.fill(np.nan if a.dtype.kind == "f" else -12345)
+    dirty = _epochs(X, Y, None, spec, train, orders, np.zeros(3_001), 0.01, lazy, threads)
+    np.testing.assert_array_equal(dirty[0], fresh[0])
+    np.testing.assert_array_equal(dirty[1], fresh[1])
+    assert dirty[2] == fresh[2]
+
+
+def test_large_workspaces_are_not_kept(monkeypatch):
+    rng = np.random.default_rng(10)
+    X = _hashed(rng, 2_000, 500, 5)
+    spec = optim.make("sgd")
+    train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    monkeypatch.setattr(_kernels, "WORKSPACE_KEEP_BYTES", 1024)
+    _kernels._WORKSPACES.clear()
+    _epochs(X, rng.normal(size=(2_000, 1)), None, spec, train, [rng.permutation(2_000).astype(np.int64)],
+            np.zeros(501), 0.01, False, 2)
+    assert not _kernels._WORKSPACES
