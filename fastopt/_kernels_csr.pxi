@@ -6,13 +6,14 @@ from libc.stdint cimport int32_t
 # Stored values the blocks of a piped epoch may hold together (minibatches of longer rows run on one thread).
 cdef Py_ssize_t PIPE_MAX_STAGED = 2**27
 
-# Workspaces of the last CSR epoch (its work arrays; a piped epoch's blocks and marks), kept for the next call of the
-# same sizes while they take at most WORKSPACE_KEEP_BYTES together. Freed at the end of a call, they left glibc's
-# heap with enough free memory at its top to be returned to the system, and the next call faulted its pages in
-# again: a SparseAdam-mode fit on the sparse benchmark took 1,000-1,100 page faults, 31-32.6 ms, against 350 and
-# 28.5-29 ms with the workspaces kept (alternating builds; the bare kernel 27 ms either way). A call takes them out
-# of the dict (atomic under the GIL) and puts them back when done, so concurrent calls never share one; the memory
-# is uninitialised either way (np.empty), and the kernels write every workspace entry before they read it.
+# The last piped epoch's workspace (its staged blocks and the producer's marks), kept for the next call of the same
+# sizes while it takes at most WORKSPACE_KEEP_BYTES. Freed at the end of a call, it left glibc's heap with enough
+# free memory at its top to be returned to the system, and the next call faulted its pages in again: with it kept,
+# a two-thread SparseAdam-mode fit on the sparse benchmark took 1.3-2.3 ms less (about 35.5 against 36.5 ms in a
+# slow cross-core spell; 1,000-1,100 page faults a fit before). Keeping the one-thread work arrays as well made the
+# two-thread SGD fit 3-5 ms slower (14.5 -> 17.3-19.6 ms, for a reason not found), so they are not kept. A call
+# takes the workspace out of the dict (atomic under the GIL) and puts it back when done, so concurrent calls never
+# share one; its memory is uninitialised either way (np.empty), and the kernels write every entry before reading it.
 WORKSPACE_KEEP_BYTES = 2**26
 _WORKSPACES: dict = {}
 
@@ -139,16 +140,9 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         if not 0 <= stage_cap < 2**31:
             raise ValueError(f"stage_cap must lie in [0, 2**31), got {stage_cap}")
         cap = stage_cap
-    sizes = (fo_csr_work_size(n_params, k, c.batch_size, cap), max(fo_csr_iwork_size(d, c.batch_size, cap), 1),
-             fo_csr_table_size(c.n_rows, c.batch_size, period))
-    key = ("epoch", np.dtype(dtype).char, sizes)
-    arrays = _WORKSPACES.pop(key, None)  # the last call's, if of these sizes (see WORKSPACE_KEEP_BYTES)
-    if arrays is None:
-        arrays = (np.empty(sizes[0], dtype=dtype), np.empty(sizes[1], dtype=np.int64),
-                  np.empty(sizes[2], dtype=np.float64))
-    cdef floating[::1] work = arrays[0]
-    cdef int64_t[::1] iwork = arrays[1]
-    cdef double[::1] table = arrays[2]
+    cdef floating[::1] work = np.empty(fo_csr_work_size(n_params, k, c.batch_size, cap), dtype=dtype)
+    cdef int64_t[::1] iwork = np.empty(max(fo_csr_iwork_size(d, c.batch_size, cap), 1), dtype=np.int64)
+    cdef double[::1] table = np.empty(fo_csr_table_size(c.n_rows, c.batch_size, period), dtype=np.float64)
     # Empty arrays have no first element: pass NULL (the kernel reads nothing through them then).
     cdef const floating *xp = &data[0] if data.shape[0] > 0 else NULL
     cdef const int32_t *ip = &indices[0] if indices.shape[0] > 0 else NULL
@@ -169,7 +163,6 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
             else:
                 st = fo_epoch_csr_s(<fo_rule>rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params,
                                     s, state.shape[0], &work[0], &iwork[0], &table[0], cap, period)
-    _keep_workspace(key, arrays)
     if loss_acc is not None and st == FO_OK:
         loss_acc[0] = c.loss_sum
         loss_acc[1] += c.n_rows

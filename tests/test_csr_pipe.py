@@ -247,11 +247,11 @@ def test_a_warm_start_with_negative_weights_under_positive_gives_the_bits_of_one
     np.testing.assert_array_equal(s2, s1)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("rmsprop", False), ("adam", True)])
-def test_a_kept_workspace_full_of_garbage_gives_the_bits_of_a_new_one(rule, lazy, threads):
-    # The epoch keeps its workspaces for the next call of the same sizes (fastopt._kernels.WORKSPACE_KEEP_BYTES):
+@pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("adagrad", False), ("adam", True)])
+def test_a_kept_workspace_full_of_garbage_gives_the_bits_of_a_new_one(rule, lazy):
+    # The piped epoch keeps its workspace for the next call of the same sizes (fastopt._kernels.WORKSPACE_KEEP_BYTES):
     # every entry must be written before it is read, whatever the last call left there.
+    threads = 2
     rng = np.random.default_rng(9)
     X = _hashed(rng, 20_000, 3_000, 10)
     Y = rng.normal(size=(20_000, 1))
