@@ -8,21 +8,21 @@ cdef Py_ssize_t PIPE_MAX_STAGED = 2**27
 
 # The last piped epoch's workspace (its staged blocks and the producer's marks), kept for the next call of the same
 # sizes while it takes at most WORKSPACE_KEEP_BYTES. Freed at the end of a call, it left glibc's heap with enough
-# free memory at its top to be returned to the system, and the next call faulted its pages in again: with it kept,
-# a two-thread SparseAdam-mode fit on the sparse benchmark took 1.3-2.3 ms less (about 35.5 against 36.5 ms in a
-# slow cross-core spell; 1,000-1,100 page faults a fit before). Keeping the one-thread work arrays as well made the
-# two-thread SGD fit 3-5 ms slower (14.5 -> 17.3-19.6 ms, for a reason not found), so they are not kept. A call
-# takes the workspace out of the dict (atomic under the GIL) and puts it back when done, so concurrent calls never
-# share one; its memory is uninitialised either way (np.empty), and the kernels write every entry before reading it.
+# free memory at its top to be returned to the system, and the next call faulted its pages in again (1,000-1,100
+# page faults a two-thread SparseAdam-mode fit on the sparse benchmark). Toggled fit by fit in one process, that
+# fit's median went from 34.9 ms (29.2-41.5) to 29.4 ms (29.1-30.4) with it kept; the SGD fit's did not change.
+# Keeping the one-thread work arrays as well made the two-thread SGD fit 3-5 ms slower (14.5 -> 17.3-19.6 ms, for a
+# reason not found), so they are not kept. A call takes the workspace out of the dict (atomic under the GIL) and
+# puts it back when done, so concurrent calls never share one; its memory is uninitialised either way (np.empty),
+# and the kernels write every entry before reading it.
 WORKSPACE_KEEP_BYTES = 2**26
 _WORKSPACES: dict = {}
 
 
 def _keep_workspace(key, arrays) -> None:
-    """Keep ``arrays`` for the next call with ``key`` (one workspace a kind: the last), if small enough."""
+    """Keep ``arrays`` for the next call with ``key`` (only the last workspace), if small enough."""
     if sum(a.nbytes for a in arrays) <= WORKSPACE_KEEP_BYTES:
-        for other in [k for k in _WORKSPACES if k[0] == key[0]]:
-            _WORKSPACES.pop(other, None)
+        _WORKSPACES.clear()
         _WORKSPACES[key] = arrays
 
 
@@ -179,7 +179,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
     cdef Py_ssize_t nb = FO_CSR_PIPE_BLOCKS
-    key = ("pipe", np.dtype(dtype).char, nb, cap, rows, k, d)
+    key = (np.dtype(dtype).char, nb, cap, rows, k, d)
     bufs = _WORKSPACES.pop(key, None)
     if bufs is None:
         bufs = (np.empty((nb, cap), dtype=dtype), np.empty((nb, rows * k), dtype=dtype),

@@ -653,7 +653,8 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
         else:
             gi[dec] = gi[dec] + real(hyper.weight_decay) * w[idx[dec]]
     mv = state[:2].reshape(-1)  # m_i, v_i side by side in the first two rows' memory (as the kernel keeps them)
-    assert np.shares_memory(mv, state), "state must be C-contiguous (stepped in place)"
+    if not np.shares_memory(mv, state):  # reshape copied: the step would be lost
+        raise ValueError("epoch_csr: state must be C-contiguous (it is stepped in place)")
     m, v, vmax = mv[0::2], mv[1::2], state[2]
     m[idx] = m[idx] + (gi - m[idx]) * real(1.0 - hyper.beta1)
     v[idx] = v[idx] + (gi * gi - v[idx]) * real(1.0 - hyper.beta2)
