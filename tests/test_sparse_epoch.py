@@ -4,7 +4,11 @@ Tolerances. The kernel and its twin sum every dot product and gradient entry in 
 only where the kernel defers updates (the catch-up powers are formed in double, the per-step twin rounds every
 step in the working type) and in the order of the clipping norm's sum: a few units of roundoff per step, which
 the adaptive rules may amplify by ``|g| / (sqrt(v) + eps)``. Against the dense epoch the dot products are also
-summed in another order (vectorised). ``_close`` allows ``TOL_STEPS`` roundoffs per step over the fit.
+summed in another order (vectorised). ``_close`` allows ``TOL_STEPS`` roundoffs per step over the fit. Where a
+rule's denominator is tiny (centred RMSProp on a coordinate whose gradients barely vary, any adaptive rule near its
+``eps``) a different order of the same sums moves the fit further; the hypothesis test adds the first-order reach
+of that rounding, replayed on the dense trajectory (``_order_sensitivity``). On most draws that is a small fraction
+of the per-step allowance.
 """
 import dataclasses
 
@@ -52,10 +56,57 @@ def _spec(rule, wd, **extra):
     return optim.make(rule, **kw)
 
 
-def _close(a, b, steps, dtype, scale=1.0):
+def _close(a, b, steps, dtype, scale=1.0, slack=0.0):
     eps = np.finfo(dtype).eps
-    tol = TOL_STEPS * steps * eps * max(scale, float(np.max(np.abs(b), initial=0.0)), 1.0)
+    tol = TOL_STEPS * steps * eps * max(scale, float(np.max(np.abs(b), initial=0.0)), 1.0) + slack
     np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+def _order_sensitivity(spec, train, X, Y, order, epochs, lr, dtype):
+    """How far rounding differences in the minibatch gradients can move the fit: a first-order estimate.
+
+    Two epochs that sum the same products in different orders differ, per gradient entry of a minibatch of ``m``
+    rows, by at most ``gamma_m * sum_i |x_ij| |l'_i| / m``, plus what the residuals' own rounding (at most
+    ``gamma_(d+1)`` times ``sum_j |x_ij w_j| + |b| + |y_i|``) adds through the loss's derivative (Lipschitz 1 for
+    the Huber loss). Plain steps pass such an error on as it is, which ``_close``'s per-step allowance covers.
+    The adaptive rules divide it by their denominator, and centred RMSProp's ``sqrt(v - avg^2)`` is small where a
+    coordinate's gradients barely vary, so the same rounding can move such a coordinate by many units of ``|w|``.
+    This replays the dense trajectory in float64 with the NumPy twin's steps, once with every minibatch gradient
+    pushed by ``+h`` times that bound and once by ``-h``, and returns the larger change over ``h`` of the
+    parameters and of the optimizer state: the first-order change the bound can cause, propagation through later
+    steps included. ``h`` puts the push near 1e-10 relative, where the map is linear and float64 rounding is far
+    below it."""
+    u = np.finfo(dtype).eps / 2
+    n, d = X.shape
+    k = Y.shape[1]
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    aX = np.abs(X)
+    h = 1e-10 / u
+    hyper = spec.hyper
+
+    def replay(push):
+        params = np.zeros(k * d + k)
+        state = spec.init_state(params.size, np.float64)
+        t = 0
+        for _ in range(epochs):
+            for lo in range(0, n, train.batch_size):
+                rows = order[lo:lo + train.batch_size]
+                m = rows.size
+                W, b = params[:k * d].reshape(k, d), params[k * d:]
+                R = X[rows] @ W.T + b - Y[rows]
+                dl = np.clip(R, -train.epsilon, train.epsilon)
+                g = np.concatenate([(dl.T @ X[rows]).ravel(), dl.sum(axis=0)]) / m
+                gamma_m, gamma_d = m * u / (1 - m * u), (d + 1) * u / (1 - (d + 1) * u)
+                r_err = gamma_d * (aX[rows] @ np.abs(W).T + np.abs(b) + np.abs(Y[rows]))
+                g_err = gamma_m * np.concatenate([(np.abs(dl).T @ aX[rows]).ravel(), np.abs(dl).sum(axis=0)])
+                g_err += np.concatenate([(r_err.T @ aX[rows]).ravel(), r_err.sum(axis=0)])
+                t += 1
+                _reference.step(int(spec.rule), hyper, params, g + push * h * g_err / m, state, t, lr, k * d)
+        return params, state
+
+    (p0, s0), pushed = replay(0.0), [replay(1.0), replay(-1.0)]
+    return (max(float(np.max(np.abs(p - p0))) for p, _ in pushed) / h,
+            max(float(np.max(np.abs(s - s0), initial=0.0)) for _, s in pushed) / h)
 
 
 def _run(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=False, stage_cap=None):
@@ -300,8 +351,11 @@ def test_random_sparsity_patterns_match_the_dense_epoch(n, d, k, density, batch,
     np.testing.assert_array_equal(p1, p0)
     p2, s2, o2 = _run(_kernels, spec, train, X.toarray(), Y, None, order, k * d + k, 2, 0.02, False, dense=True)
     assert [o[:2] for o in o1] == [o[:2] for o in o2]
-    _close(p1, p2, steps, dtype)
-    _close(s1, s2, steps, dtype)
+    # the per-step allowance, plus twice the first-order reach of the gradients' rounding (it is an estimate
+    # along one direction of push, and the two epochs' roundings each deviate from the exact sums)
+    for a, b, reach in zip((p1, s1), (p2, s2), _order_sensitivity(spec, train, X.toarray(), Y, order, 2, 0.02,
+                                                                  dtype)):
+        _close(a, b, steps, dtype, slack=2 * reach)
 
 
 # ---------------------------------------------------------------- the estimator, end to end
