@@ -257,6 +257,18 @@ class IterState:
             opt_state=moments_layout(self.opt_state, self.interleaved, interleaved), interleaved=interleaved,
             avg=None if self.avg is None else self.avg.copy(), **changes)
 
+    def rewinder(self):
+        """A function that undoes what a fitting call may change in this state in place, and returns it: only
+        ``rng`` is advanced in place (a call continues from a new state holding copies of the arrays), so its
+        bit-generator state is all that is saved (``LinearRegressor``'s all-or-nothing calls)."""
+        saved = self.rng.bit_generator.state
+
+        def rewind() -> IterState:
+            self.rng.bit_generator.state = saved
+            return self
+
+        return rewind
+
 
 def moments_layout(opt_state: np.ndarray, interleaved: bool, to: bool) -> np.ndarray:
     """A copy of Adam's ``opt_state`` (rows m, v, then AMSGrad's maximum) in the layout ``to``: with ``to`` true,
@@ -273,18 +285,6 @@ def moments_layout(opt_state: np.ndarray, interleaved: bool, to: bool) -> np.nda
         source = opt_state[:2].reshape(-1)
         out[0], out[1] = source[0::2], source[1::2]
     return out
-
-    def rewinder(self):
-        """A function that undoes what a fitting call may change in this state in place, and returns it: only
-        ``rng`` is advanced in place (a call continues from a new state holding copies of the arrays), so its
-        bit-generator state is all that is saved (``LinearRegressor``'s all-or-nothing calls)."""
-        saved = self.rng.bit_generator.state
-
-        def rewind() -> IterState:
-            self.rng.bit_generator.state = saved
-            return self
-
-        return rewind
 
 
 def average_start(params: dict) -> int:
