@@ -540,9 +540,26 @@ def _int_seed_sequence(random_state: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(_int_seed(random_state))
 
 
+def _draw_key(rng: np.random.Generator) -> int:
+    """The next 64-bit row-order key of ``rng`` (:func:`draw_order`)."""
+    return int(rng.integers(0, 2**64, dtype=np.uint64))
+
+
+@functools.lru_cache(maxsize=256)
+def _int_first_key(random_state: int) -> int:
+    # The first key of an int random_state's generator, known before the generator is made (0.05 ms on cold
+    # caches): a two-thread fit's helper then starts drawing the first order that much sooner.
+    return _draw_key(_seed(random_state))
+
+
+def _is_int_seed(random_state) -> bool:
+    return type(random_state) is int or (isinstance(random_state, numbers.Integral)
+                                         and not isinstance(random_state, bool))
+
+
 def _seed(random_state) -> np.random.Generator:
     # An int random_state gives the same Generator every fit; a RandomState instance advances as scikit-learn's.
-    if type(random_state) is int or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
+    if _is_int_seed(random_state):
         return np.random.Generator(np.random.PCG64(_int_seed_sequence(int(random_state))))
     return np.random.default_rng(draw_seed(random_state))
 
@@ -554,9 +571,10 @@ def n_held_out(n_rows: int, validation_fraction: float) -> int:
 
 
 def _split(n: int, params: dict, rng: np.random.Generator):
-    """Training and validation row indices (int64); the validation set is empty without early stopping."""
+    """Training and validation row indices (int64); the validation set is empty without early stopping, and the
+    training rows are then :func:`all_rows` (read-only)."""
     if not params["early_stopping"]:
-        return np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return all_rows(n), np.empty(0, dtype=np.int64)
     n_val = n_held_out(n, params["validation_fraction"])
     if n_val >= n:
         raise ValueError(
@@ -635,52 +653,88 @@ class _Drawn(NamedTuple):
         return self.order
 
 
-def _early_first_order(params: dict, data, rng: np.random.Generator):
-    """The first epoch's row order of a two-thread fit (dense or CSR), drawn on the epoch helper thread
-    (:func:`fastopt._kernels.shuffle_start`) while this thread validates and sets up the fit; its ``result()`` is
-    the order. None unless the fit shuffles, its epochs run on two threads, and the first epoch's key is the
-    generator's next draw anyway (no validation split and no random initialisation draw before it), so the
-    permutation is the one :func:`draw_order` would have drawn at the first epoch, bit for bit.
+def _early_first_order(params: dict, shape: tuple, sparse: bool, itemsize: int, rng: np.random.Generator | None,
+                       key: int | None = None):
+    """The first epoch's row order, into the kept order buffer (:func:`order_buffer`); for a two-thread fit (dense
+    or CSR) drawn on the epoch helper thread (:func:`fastopt._kernels.shuffle_start`) while this thread
+    validates and sets up the fit. ``shape`` is ``(n, d, k)``. Its ``result()`` is the order. None unless the fit
+    shuffles and the first epoch's key is the generator's next draw anyway (no validation split and no random
+    initialisation draw before it), so the permutation is the one :func:`draw_order` would have drawn at the
+    first epoch, bit for bit. With ``key`` (``rng``'s next key, known already) ``rng`` is not drawn from.
 
-    Drawing it costs 0.3-0.4 ms at 200,000 rows, the same order of time as the set-up it now overlaps
-    (validation, the starting loss, the parameters), on a core that two-thread fits have claimed anyway.
+    Drawing it costs 0.3-0.5 ms at 200,000 rows, more than the set-up it overlaps (validation, the starting
+    loss, the parameters), on a core that two-thread fits have claimed anyway.
     """
     if not params["shuffle"] or params["early_stopping"] or params["init"] == "random":
         return None
-    (n, d), k = data.X.shape, data.Y.shape[1]  # without early stopping every row trains: rows 0 .. n-1
+    n, d, k = shape  # without early stopping every row trains: rows 0 .. n-1
     batch = int(params["batch_size"])
-    threads = (csr_epoch_threads(params.get("n_threads"), n, batch) if sp.issparse(data.X)
-               else epoch_threads(params.get("n_threads"), n, batch, d, k, data.X.dtype.itemsize))
-    if threads < 2:
-        return None
-    key = int(rng.integers(0, 2**64, dtype=np.uint64))
-    out = _ORDER_BUFFERS.pop(n, None)
-    job = _kernels.shuffle_start(n, key, out)  # the helper writes the rows 0 .. n-1 itself
-    # the key is drawn: a busy helper (another fit's epoch) must not change the order, so draw it here then
-    return job if job is not None else _Drawn(_kernels.shuffle(np.arange(n, dtype=np.int64), key, out))
+    threads = (csr_epoch_threads(params.get("n_threads"), n, batch) if sparse
+               else epoch_threads(params.get("n_threads"), n, batch, d, k, itemsize))
+    key = _draw_key(rng) if key is None else key
+    out = order_buffer(n)
+    # the helper writes the rows 0 .. n-1 itself; one thread (or a busy helper: another fit's epoch, which must
+    # not change the order, so the key is drawn here either way) draws it now, into the kept buffer
+    job = _kernels.shuffle_start(n, key, out) if threads >= 2 else None
+    return job if job is not None else _Drawn(_kernels.shuffle(n, key, out))
 
 
-# The first-order buffer of the last two-thread fit, for the next fit of as many rows (at most ORDER_BUFFER_ROWS).
-# With the row indices a fit holds two n-row arrays at once; freed at its end, they left glibc's heap with enough
-# free memory at its top to be returned to the system, so the next fit faulted both in again and the release
-# interrupted the helper's core (TLB shootdowns): 0.5 ms in np.arange and 0.5 ms on leaving the fit, measured at
-# 200,000 rows (float32, two threads: a fifth of the epoch). Keeping one buffer (8 bytes a row) avoids both.
+class FirstOrder:
+    """The generator of a fit and its first epoch's order, started before the input is validated
+    (:meth:`IterativeSolver.prepare`), so that a two-thread fit's helper draws the order during validation too.
+    :meth:`release` frees the helper (waiting for it) and keeps the buffer; it may be called more than once."""
+
+    def __init__(self, n: int, rng: np.random.Generator, job):
+        self.n, self.rng, self.job = n, rng, job
+
+    def release(self) -> None:
+        if self.job is not None:
+            job, self.job = self.job, None
+            keep_order_buffer(job.result())
+
+
+# The order buffer of the last fit, for the next fit of as many rows (at most ORDER_BUFFER_ROWS), and the training
+# rows of a fit without a validation split (read-only, shared). A fit held two n-row arrays at once; freed at its
+# end, they left glibc's heap with enough free memory at its top to be returned to the system, so the next fit
+# faulted both in again and the release interrupted the helper's core (TLB shootdowns): 0.5 ms in np.arange and
+# 0.5 ms on leaving the fit, measured at 200,000 rows (float32, two threads: a fifth of the epoch). Keeping them
+# (16 bytes a row) avoids both.
 ORDER_BUFFER_ROWS = 2**21
 _ORDER_BUFFERS: dict[int, np.ndarray] = {}
+_ALL_ROWS: dict[int, np.ndarray] = {}
 
 
-def _keep_order_buffer(order: np.ndarray) -> None:
+def order_buffer(n: int) -> np.ndarray:
+    """An n-row int64 array to draw an order into: the kept one (:func:`keep_order_buffer`) or a new one."""
+    out = _ORDER_BUFFERS.pop(n, None)  # atomic under the GIL: two concurrent fits never share one
+    return np.empty(n, dtype=np.int64) if out is None else out
+
+
+def keep_order_buffer(order: np.ndarray) -> None:
+    """Keep ``order`` (which nothing reads any more) for the next :func:`order_buffer` of its size."""
     if order.shape[0] <= ORDER_BUFFER_ROWS:
         _ORDER_BUFFERS.clear()  # one buffer, the last size (dict operations are atomic under the GIL)
         _ORDER_BUFFERS[order.shape[0]] = order
 
 
-def draw_order(rng: np.random.Generator, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """A uniform random permutation of ``rows`` (int64) for one epoch: a 64-bit key drawn from ``rng`` (so
-    from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster than ``rng.permutation``; written
-    into ``out`` (which may be ``rows``) when given, which saves the page faults of a new n-row array (as many
-    milliseconds as the shuffle itself on a large epoch)."""
-    return _kernels.shuffle(rows, int(rng.integers(0, 2**64, dtype=np.uint64)), out)
+def all_rows(n: int) -> np.ndarray:
+    """``np.arange(n)`` (int64), read-only: kept for the last size up to ``ORDER_BUFFER_ROWS``."""
+    rows = _ALL_ROWS.get(n)
+    if rows is None:
+        rows = np.arange(n, dtype=np.int64)
+        rows.flags.writeable = False
+        if n <= ORDER_BUFFER_ROWS:
+            _ALL_ROWS.clear()
+            _ALL_ROWS[n] = rows
+    return rows
+
+
+def draw_order(rng: np.random.Generator, rows: np.ndarray | int, out: np.ndarray | None = None) -> np.ndarray:
+    """A uniform random permutation of ``rows`` (int64; an int ``n`` stands for ``0 .. n-1``) for one epoch: a
+    64-bit key drawn from ``rng`` (so from ``random_state``) and :func:`fastopt._kernels.shuffle`, 4-6x faster
+    than ``rng.permutation``; written into ``out`` (which may be ``rows``) when given, which saves the page
+    faults of a new n-row array (as many milliseconds as the shuffle itself on a large epoch)."""
+    return _kernels.shuffle(rows, _draw_key(rng), out)
 
 
 def _under(affine, data):
@@ -874,26 +928,62 @@ class IterativeSolver(Solver):
         return sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng)
 
     # ------------------------------------------------------------ the solver protocol
-    def fit(self, params: dict, data, state: IterState | None = None, init=None) -> FitResult:
+    def fit(self, params: dict, data, state: IterState | None = None, init=None,
+            prepared: FirstOrder | None = None) -> FitResult:
         """Train for up to ``max_epochs`` epochs, stopping early as the parameters ask; ``init`` is
-        ``(coef (k, d), intercept (k,))`` to start from (``coef_init``/``intercept_init``).
+        ``(coef (k, d), intercept (k,))`` to start from (``coef_init``/``intercept_init``); ``prepared`` is
+        what :meth:`prepare` started for this fit.
 
         The BLAS thread count is left alone (it is process-wide: limiting it here would change it for every
         other thread of the process, and restoring it races with other fits): to give a two-thread epoch's
         helper an idle core, limit the BLAS yourself, e.g. with ``threadpoolctl.threadpool_limits(1)``.
         """
-        return self._fit(params, data, state, init)
+        return self._fit(params, data, state, init, prepared)
 
-    def _fit(self, params: dict, data, state: IterState | None, init=None) -> FitResult:
+    def prepare(self, params: dict, X, y) -> FirstOrder | None:
+        """Before validation, on the caller's ``X`` and ``y`` (a 2-d ndarray or ``scipy.sparse`` matrix, an
+        ndarray): the fit's generator and first epoch's order (:func:`_early_first_order`), to pass to
+        :meth:`fit` as ``prepared`` (which releases it); None for other input or when there is nothing to start.
+        A caller that does not reach :meth:`fit` calls its ``release()``."""
+        shape = getattr(X, "shape", None)
+        if not (isinstance(X, np.ndarray) or sp.issparse(X)) or not isinstance(y, np.ndarray) or \
+                len(shape) != 2 or y.ndim not in (1, 2) or y.shape[0] != shape[0]:
+            return None
+        if not params["shuffle"] or params["early_stopping"] or params["init"] == "random":
+            return None
+        k = 1 if y.ndim == 1 else y.shape[1]
+        itemsize = 4 if X.dtype == np.float32 else 8  # the validated dtype (float32 stays, the rest float64)
+        shape, sparse, random_state = (shape[0], shape[1], k), sp.issparse(X), params["random_state"]
+        if _is_int_seed(random_state):  # the order starts before the generator is made, which then skips its key
+            job = _early_first_order(params, shape, sparse, itemsize, None, _int_first_key(int(random_state)))
+            rng = _seed(random_state)
+            if job is not None:
+                _draw_key(rng)
+        else:
+            rng = _seed(random_state)
+            job = _early_first_order(params, shape, sparse, itemsize, rng)
+        return FirstOrder(shape[0], rng, job)
+
+    def _fit(self, params: dict, data, state: IterState | None, init=None,
+             prepared: FirstOrder | None = None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
-        rng = _seed(params["random_state"])
-        first = _early_first_order(params, data, rng)  # before the split: the helper works meanwhile
-        train_idx, val_idx = _split(data.X.shape[0], params, rng)
+        (n, d), k = data.X.shape, data.Y.shape[1]
+        if prepared is not None and prepared.n == n:  # validation keeps the rows: always, in fact
+            rng, first = prepared.rng, prepared.job
+        else:
+            if prepared is not None:
+                prepared.release()
+            rng = _seed(params["random_state"])
+            # before the split: the helper works meanwhile
+            first = _early_first_order(params, (n, d, k), sp.issparse(data.X), data.X.dtype.itemsize, rng)
+        train_idx, val_idx = _split(n, params, rng)
         try:
             return self._train(params, data, state, init, rng, train_idx, val_idx, first)
         finally:
             if first is not None:  # the helper thread is free again, also when the set-up raised
-                _keep_order_buffer(first.result())
+                keep_order_buffer(first.result())
+            if prepared is not None:
+                prepared.job = None  # released above
 
     def _train(self, params, data, state, init, rng, train_idx, val_idx, first) -> FitResult:
         """``fit`` after the seed and the split; ``first`` holds the first epoch's order if drawn already."""
@@ -912,17 +1002,19 @@ class IterativeSolver(Solver):
         early = params["early_stopping"]
         stopping, val_scores = make_stopping(params, st, validation=early), []
         st.lr = None  # a fit (also a warm start) begins at the base rate
-        spare = None  # the row order of every epoch but the last, which shuffles train_idx itself (read no more)
+        # every epoch's order goes into one buffer, kept for the next fit (the first order's is kept by _fit)
+        spare = None if first is None else first.result()
         for epoch in range(params["max_epochs"]):
             t0 = time.perf_counter()
             order = train_idx
             if params["shuffle"]:
-                if epoch == 0 and first is not None:  # drawn already (_early_first_order), into its own buffer
-                    order = spare = first.result()  # (spare for the later epochs but the last, if any)
+                if epoch == 0 and first is not None:  # drawn already (_early_first_order)
+                    order = spare
                 else:
-                    if epoch < params["max_epochs"] - 1 and spare is None:
-                        spare = np.empty_like(train_idx)
-                    order = draw_order(rng, train_idx, out=spare if epoch < params["max_epochs"] - 1 else train_idx)
+                    if spare is None:
+                        spare = order_buffer(train_idx.shape[0])
+                    # without a split the shuffle writes the rows 0 .. n-1 itself
+                    order = draw_order(rng, train_idx if early else train_idx.shape[0], out=spare)
             lr = self.epoch_lr(params, st, epoch)
             st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
             st.learning_rates.append(lr)
@@ -941,6 +1033,8 @@ class IterativeSolver(Solver):
                 st.lr = stopping.lr
             if stop:
                 break
+        if first is None and spare is not None:
+            keep_order_buffer(spare)
         stopping.warn_unless_stopped(self.method, params["max_epochs"])
         return self.result(st, stopping, val_scores if early else None, params=params)
 
@@ -960,7 +1054,8 @@ class IterativeSolver(Solver):
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
         n = data.X.shape[0]
-        rows = np.arange(n, dtype=np.int64) if sweep is None or sweep.rows is None else sweep.rows
+        own_rows = sweep is None or sweep.rows is None  # all rows: the shuffle writes them into a kept buffer
+        rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
         if state is not None:
             data = _under(state.affine, data)
@@ -973,11 +1068,14 @@ class IterativeSolver(Solver):
                                  lr=state.lr if lr0 == state.lr0 else None,
                                  learning_rates=list(state.learning_rates))
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
-        own_rows = sweep is None or sweep.rows is None  # then rows is ours, read no more: shuffle it in place
-        order = draw_order(st.rng, rows, out=rows if own_rows else None) if params["shuffle"] else rows
+        order = rows
+        if params["shuffle"]:
+            order = draw_order(st.rng, n, out=order_buffer(n)) if own_rows else draw_order(st.rng, rows)
         epoch = st.epochs if sweep is None else sweep.epoch
         lr = self.epoch_lr(params, st, epoch)
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
+        if order is not rows:
+            keep_order_buffer(order)
         st.learning_rates.append(lr)
         st.epochs = epoch + 1
         if params["verbose"] and sweep is None:

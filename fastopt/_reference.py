@@ -739,7 +739,12 @@ def _mulhi64(a, b):
 
 def shuffle(rows, key, out=None):
     """Twin of ``fastopt._kernels.shuffle`` (csrc/shuffle.c): forward Fisher-Yates, j_i = i + mulhi(u_i, n - i)
-    with u_i SplitMix64's word for the counter i + 1; into ``out`` (which may be ``rows``) when given."""
+    with u_i SplitMix64's word for the counter i + 1; into ``out`` (which may be ``rows``) when given; an int
+    ``rows`` stands for ``0 .. rows-1``."""
+    if isinstance(rows, numbers.Integral):
+        if rows < 0:
+            raise ValueError(f"shuffle: {rows} rows")
+        rows = np.arange(rows, dtype=np.int64)
     if out is None:
         out = np.array(rows, dtype=np.int64)
     elif out.shape[0] != len(rows):

@@ -94,6 +94,11 @@ class Solver:
         """Whether ``partial_fit``, ``fit_stream`` and Dask arrays are available."""
         return self.chunked is not None
 
+    def prepare(self, params: dict, X, y):
+        """Work to start before the input is validated, on the caller's ``X`` and ``y``, passed back to ``fit``
+        as ``prepared=`` (which then owns it); an object with ``release()``, or None (the default: nothing)."""
+        return None
+
     def checks_finite_X(self, params: dict) -> bool:
         """Whether its ``fit`` reports non-finite ``X`` itself, so validation may skip that pass over ``X``."""
         return False

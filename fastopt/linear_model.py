@@ -514,16 +514,23 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
         name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X))
         params = self.get_params()
-        given_init = coef_init is not None or intercept_init is not None  # the starting loss reads X through it
-        data = check_fit_data(self, X, y, sample_weight, reset=True,
-                              finite_X=_solvers.needs_finite_check(name, params),
-                              finite_y=_solvers.needs_finite_y_check(name, params),
-                              check_indices=given_init or _solvers.needs_index_check(name, params))
-        _solvers.check_options(name, params, data.Y.shape[1])
-        extra = {}
-        if given_init and _solvers.SOLVERS[name].accepts_init:
-            extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
-        result = _solvers.SOLVERS[name].fit(params, data, state=self._warm_state(name), **extra)
+        solver = _solvers.SOLVERS[name]
+        # e.g. the first epoch's row order, drawn on a two-thread fit's helper while this thread validates
+        prepared = solver.prepare(params, X, y)
+        try:
+            given_init = coef_init is not None or intercept_init is not None  # the starting loss reads X through it
+            data = check_fit_data(self, X, y, sample_weight, reset=True,
+                                  finite_X=_solvers.needs_finite_check(name, params),
+                                  finite_y=_solvers.needs_finite_y_check(name, params),
+                                  check_indices=given_init or _solvers.needs_index_check(name, params))
+            _solvers.check_options(name, params, data.Y.shape[1])
+            extra = {} if prepared is None else {"prepared": prepared}
+            if given_init and solver.accepts_init:
+                extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
+            result = solver.fit(params, data, state=self._warm_state(name), **extra)
+        finally:
+            if prepared is not None:
+                prepared.release()
         return self._apply(name, data.y_was_1d, result)
 
     # e.g. not with solver="newton": each Newton iteration reads every row

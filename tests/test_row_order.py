@@ -54,8 +54,8 @@ def test_orders_are_a_function_of_random_state():
 @pytest.mark.parametrize("impl", [_kernels, _reference], ids=["kernel", "twin"])
 @pytest.mark.parametrize("n", [0, 1, 2, 17, 1000])
 def test_shuffle_into_out_or_in_place_equals_a_new_array(impl, n):
-    # The estimator writes every epoch's order into one array, and the last epoch's into the training rows
-    # themselves: the permutation must be the one a new array gets.
+    # The estimator writes every epoch's order into one kept array, and in place is allowed: the permutation must
+    # be the one a new array gets.
     rows = (np.arange(n, dtype=np.int64) * 5 + 1)[::-1].copy()
     expected = _kernels.shuffle(rows, 2**40 + 7)
     out = np.full(n, -1, dtype=np.int64)
@@ -66,6 +66,11 @@ def test_shuffle_into_out_or_in_place_equals_a_new_array(impl, n):
     np.testing.assert_array_equal(in_place, expected)
     with pytest.raises(ValueError, match="out has"):
         impl.shuffle(rows, 1, np.empty(n + 1, dtype=np.int64))
+    # an int n stands for the rows 0 .. n-1, which the shuffle writes itself: over whatever out held
+    np.testing.assert_array_equal(impl.shuffle(n, 99, np.full(n, -5, dtype=np.int64)),
+                                  _kernels.shuffle(np.arange(n, dtype=np.int64), 99))
+    with pytest.raises(ValueError, match="rows"):
+        impl.shuffle(-1, 99)
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
@@ -78,7 +83,50 @@ def test_reused_order_arrays_change_no_fit(monkeypatch, early_stopping):
     reused = LinearRegressor(**params).fit(X, y)
     partial = LinearRegressor(**{**params, "early_stopping": False}).partial_fit(X, y).partial_fit(X, y)
     real = _kernels.shuffle
-    monkeypatch.setattr(_kernels, "shuffle", lambda rows, key, out=None: real(rows.copy(), key))
+    monkeypatch.setattr(_kernels, "shuffle", lambda rows, key, out=None: real(
+        np.arange(rows, dtype=np.int64) if isinstance(rows, int) else rows.copy(), key))
     np.testing.assert_array_equal(LinearRegressor(**params).fit(X, y).coef_, reused.coef_)
     fresh = LinearRegressor(**{**params, "early_stopping": False}).partial_fit(X, y).partial_fit(X, y)
     np.testing.assert_array_equal(fresh.coef_, partial.coef_)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("threads", [None, 2])
+@pytest.mark.parametrize("seed", [0, "instance"])
+def test_order_started_before_validation_is_the_one_drawn_after(sparse, threads, seed):
+    # An ndarray or scipy.sparse X with an ndarray y lets fit start the first order (and with an int seed, its key
+    # from a cache) before validating; a list y does not. Both are the same fit, bit for bit.
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(3000, 12)) * (rng.random((3000, 12)) < 0.5)
+    y = X @ rng.normal(size=12)
+    params = {"solver": "adam", "max_epochs": 2, "tol": None, "n_threads": threads, "batch_size": 32}
+
+    def state():
+        return np.random.RandomState(7) if seed == "instance" else seed
+
+    Xin = sp.csr_array(X) if sparse else X
+    fast = LinearRegressor(**params, random_state=state()).fit(Xin, y)
+    slow = LinearRegressor(**params, random_state=state()).fit(Xin, y.tolist())
+    np.testing.assert_array_equal(fast.coef_, slow.coef_)
+    again = LinearRegressor(**params, random_state=state()).fit(Xin, y)
+    np.testing.assert_array_equal(again.coef_, fast.coef_)  # the cached first key
+
+
+def test_order_started_before_validation_is_released_when_validation_fails(monkeypatch):
+    from fastopt import _iterative
+
+    released = []
+    real = _iterative.FirstOrder.release
+    monkeypatch.setattr(_iterative.FirstOrder, "release", lambda self: (released.append(1), real(self)))
+    X = np.random.default_rng(5).normal(size=(2000, 8))
+    X[3, 2] = np.nan
+    est = LinearRegressor(solver="sgd", n_threads=2, random_state=0)
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(X, X[:, 0])
+    assert released
+    X[3, 2] = 0.0
+    a = est.fit(X, X[:, 0]).coef_
+    np.testing.assert_array_equal(a, LinearRegressor(solver="sgd", n_threads=2, random_state=0).fit(
+        X.tolist(), X[:, 0].tolist()).coef_)
