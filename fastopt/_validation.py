@@ -96,7 +96,7 @@ def _check_sparse_structure(name: str, X, column_indices: bool = True) -> None:
         if indptr.shape[0] and (indptr[0] != 0 or indptr[-1] > min(indices.shape[0], n_data)):
             raise _malformed(name, f"indptr must start at 0 and end at most at the {min(indices.shape[0], n_data)} "
                              f"stored entries (got {int(indptr[0])}..{int(indptr[-1])})")
-        if np.any(np.diff(indptr) < 0):
+        if np.less(indptr[1:], indptr[:-1]).any():  # (np.diff's temporary made this twice as slow)
             raise _malformed(name, "indptr is not non-decreasing")
         if column_indices or fmt != "csr":
             _check_range(name, indices[: indptr[-1]], minor, minor_name)
