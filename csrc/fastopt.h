@@ -337,6 +337,9 @@ fo_status fo_epoch_csr_piped_s(fo_csr_pipe *pipe, fo_rule rule, const fo_hyper *
 /* out = a uniform random permutation of rows[0:n], a function of key alone (see shuffle.c); out may be rows; rows
  * NULL stands for 0 .. n-1. */
 void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out);
+/* fo_shuffle that also publishes, every few thousand positions, how many leading positions of out are final (*done,
+ * stored with release order; n at the end), so that another thread may read those while the rest is drawn. */
+void fo_shuffle_tracked(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out, int64_t *done);
 
 /* ---------------------------------------------------------------- Krylov solvers (krylov.c) */
 /* The fused pass over a segment of rows (see krylov.c): a_i = s_i (x_i . v + c y_i - shift) with s_i = sw[i] (the

@@ -48,7 +48,22 @@ static inline ptrdiff_t fo_shuffle_target(uint64_t key, ptrdiff_t i, ptrdiff_t n
 #define FO_SHUFFLE_PREFETCH(p) ((void)(p))
 #endif
 
+/* The positions the shuffle has finished, published for a reader on another thread (fo_shuffle_tracked): with
+ * release order, so a reader that loads a count with acquire order also sees those positions' values. Without
+ * GNU atomics nothing is published before the end (the caller then waits for the whole shuffle). */
+#define FO_SHUFFLE_PUBLISH 4096
+#if defined(__GNUC__) || defined(__clang__)
+#define FO_SHUFFLE_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#else
+#define FO_SHUFFLE_STORE(p, v) ((void)(p), (void)(v))
+#endif
+
 void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out)
+{
+    fo_shuffle_tracked(rows, n, key, out, NULL);
+}
+
+void fo_shuffle_tracked(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out, int64_t *done)
 {
     if (n <= 0) return;
     if (!rows) {
@@ -74,5 +89,8 @@ void fo_shuffle(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t *out)
         const int64_t tmp = out[i];
         out[i] = out[j];
         out[j] = tmp;
+        /* positions 0 .. i are final: later swaps only touch positions after the current one */
+        if (done && (i + 1) % FO_SHUFFLE_PUBLISH == 0) FO_SHUFFLE_STORE(done, (int64_t)(i + 1));
     }
+    if (done) FO_SHUFFLE_STORE(done, (int64_t)n);
 }

@@ -190,6 +190,7 @@ cdef extern from "fastopt.h" nogil:
 
     # ------------------------------------------------------------ row orders (shuffle.c)
     void fo_shuffle(const int64_t *rows, Py_ssize_t n, uint64_t key, int64_t *out)
+    void fo_shuffle_tracked(const int64_t *rows, Py_ssize_t n, uint64_t key, int64_t *out, int64_t *done)
 
     # ------------------------------------------------------------ Krylov solvers (krylov.c)
     fo_status fo_krylov_dense_d(const double *X, const double *y, Py_ssize_t y_stride, const double *sw,

@@ -260,13 +260,16 @@ cdef extern from *:
     #if defined(__GNUC__) || defined(__clang__)
     #define FO_FLAG_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
     #define FO_FLAG_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+    #define FO_COUNT_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
     #else
     #define FO_FLAG_LOAD(p) (*(volatile int *)(p))
     #define FO_FLAG_STORE(p, v) ((void)(*(volatile int *)(p) = (v)))
+    #define FO_COUNT_LOAD(p) ((int64_t)0) /* nothing published before the end (fo_shuffle_tracked) */
     #endif
     """
     int FO_FLAG_LOAD(int *p) nogil
     void FO_FLAG_STORE(int *p, int v) nogil
+    int64_t FO_COUNT_LOAD(int64_t *p) nogil
 
 # Checks of a flag before blocking on a lock, because waking a blocked thread is slow (measured here, a virtual
 # machine: 25-30 us added per two-thread epoch without these spins, 4-5 us with them). The caller's: the helper
@@ -300,10 +303,11 @@ cdef class _EpochHelper:
     cdef void *slots
     cdef Py_ssize_t d, k, n_params
     cdef bint single
-    # A row-order job instead of an epoch (kind 1, shuffle_start): fo_shuffle(rows, n, key, out).
+    # A row-order job instead of an epoch (kind 1, shuffle_start): fo_shuffle_tracked(rows, n, key, out, drawn).
     cdef int kind
     cdef const int64_t *rows
     cdef int64_t *out
+    cdef int64_t *drawn
     cdef Py_ssize_t n_rows
     cdef uint64_t key
     # The producer of a piped CSR epoch instead (kind 2, epoch_csr): the pipe, the epoch's control block (its
@@ -330,7 +334,7 @@ cdef class _EpochHelper:
 
     cdef void _run(self) noexcept nogil:
         if self.kind == 1:
-            fo_shuffle(self.rows, self.n_rows, self.key, self.out)
+            fo_shuffle_tracked(self.rows, self.n_rows, self.key, self.out, self.drawn)
         elif self.kind == 2:
             if self.single:
                 fo_csr_produce_s(self.pipe, self.ctl, self.d, self.k, <const float *>self.X, self.indices,
@@ -461,10 +465,23 @@ cdef int _finish_helper(_EpochHelper helper) except -1:
 
 
 cdef class _ShuffleJob:
-    """A row order being drawn on the epoch helper thread (:func:`shuffle_start`); :meth:`result` waits for it."""
+    """A row order being drawn on the epoch helper thread (:func:`shuffle_start`); :meth:`result` waits for it,
+    :meth:`ready` says how much of it may be read already."""
 
     cdef _EpochHelper helper
     cdef object order, rows
+    cdef int64_t done  # the leading positions of order that are final (fo_shuffle_tracked publishes them)
+
+    def ready(self):
+        """How many leading entries of the order are final already (all of it once :meth:`result` returned): a
+        thread may read ``buffer()[:ready()]`` while the helper draws the rest."""
+        if self.helper is None:
+            return len(self.order)
+        return FO_COUNT_LOAD(&self.done)
+
+    def buffer(self):
+        """The array the order is drawn into, without waiting: only its first :meth:`ready` entries are final."""
+        return self.order
 
     def result(self):
         """The permutation (``shuffle``'s result), once the helper has drawn it; the helper is then free again."""
@@ -530,6 +547,7 @@ def shuffle_start(rows, uint64_t key, out=None):
     cdef _ShuffleJob job = _ShuffleJob()
     job.order, job.rows = order, (r if rp != NULL else None)  # the memoryview keeps rows alive until result()
     helper.kind, helper.rows, helper.out, helper.n_rows, helper.key = 1, rp, &o[0], n, key
+    helper.drawn = &job.done  # the job outlives the helper's work on it (result() or its deallocation waits)
     helper.buffers = (job.order, job.rows)
     job.helper = helper
     helper.post()

@@ -767,6 +767,12 @@ class _ShuffleJob:
     def __init__(self, order):
         self._order = order
 
+    def ready(self):
+        return len(self._order)
+
+    def buffer(self):
+        return self._order
+
     def result(self):
         return self._order
 

@@ -137,18 +137,25 @@ def test_estimator_threads_do_not_change_the_fit(monkeypatch):
 
     calls = []
     real_epoch = it._kernels.epoch
-    monkeypatch.setattr(it._kernels, "epoch", lambda *a: calls.append(a[-1]) or real_epoch(*a), raising=False)
+    monkeypatch.setattr(it._kernels, "epoch", lambda *a, **k: calls.append(a[12]) or real_epoch(*a, **k),
+                        raising=False)
     rng = np.random.default_rng(6)
     X = rng.normal(size=(6000, 64))
     y = X @ rng.normal(size=64) + rng.normal(size=6000)
     w = rng.uniform(0.5, 2.0, size=6000)
-    fits = [LinearRegressor(solver="adam", max_epochs=3, tol=None, random_state=0, n_threads=n).fit(X, y, w)
-            for n in (1, 2, 5, None)]
+    fits, threads = [], []
+    for n in (1, 2, 5, None):
+        calls.clear()
+        fits.append(LinearRegressor(solver="adam", max_epochs=3, tol=None, random_state=0, n_threads=n).fit(X, y, w))
+        threads.append(list(calls))
     for est in fits[1:]:
         np.testing.assert_array_equal(est.coef_, fits[0].coef_)
         assert est.intercept_ == fits[0].intercept_
     if it._usable_cpus() >= 2:  # 94 steps of 32-row halves of 64 float64 features: large enough for two
-        assert calls == [1] * 3 + [2] * 3 + [2] * 3 + [1] * 3
+        assert threads[0] == threads[3] == [1] * 3
+        for used in threads[1:3]:  # the first epoch may begin alone on the rows drawn while the helper draws on
+            alone = used.index(2)
+            assert used == [1] * alone + [2] * 3
 
 
 def test_concurrent_two_thread_fits_are_bit_identical():
@@ -334,3 +341,72 @@ def test_two_thread_fits_draw_their_first_order_early_with_the_same_result(rng, 
     job = _kernels.shuffle_start(np.arange(10, dtype=np.int64), 1)
     assert job is not None  # free again
     job.result()
+
+
+class _Drawing:
+    """A stand-in for a job of shuffle_start whose order becomes final in the given steps."""
+
+    def __init__(self, order, steps):
+        self.order, self.steps, self.collected = order, list(steps), False
+
+    def ready(self):
+        return self.steps.pop(0) if self.steps and not self.collected else len(self.order)
+
+    def result(self):
+        self.collected = True
+        return self.order
+
+
+@pytest.mark.parametrize("steps", [[0], [5], [64, 64, 200], [100, 1000, 1001, 5000], [6000], [10**9]])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_epoch_trains_alone_on_the_rows_drawn_so_far_with_the_same_bits(steps, dtype, monkeypatch):
+    # While the helper still draws the order, run_epoch trains one-thread slices of whole minibatches on its final
+    # leading rows; any such split gives the bits of the plain two-thread epoch.
+    import fastopt._iterative as it
+    from fastopt import optim
+
+    monkeypatch.setattr(it, "PENDING_WORK", 2**13)  # slices of a few minibatches: several of them
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(6000, 16)).astype(dtype)
+    Y = (X @ rng.normal(size=(16, 1)) + rng.normal(size=(6000, 1))).astype(dtype)
+    order = _kernels.shuffle(6000, 11)
+    spec = optim.make("adam")
+    train = it.EpochCtl(batch_size=32, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    runs, calls = [], []
+    real = _kernels.epoch
+    monkeypatch.setattr(it._kernels, "epoch", lambda *a, **k: calls.append((a[12], len(a[6]))) or real(*a, **k))
+    for pending in (None, _Drawing(order, steps)):
+        params, state = np.zeros(17, dtype), spec.init_state(17, dtype)
+        work = np.empty(6 * 17 + 2, dtype)
+        out = it.run_epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, work, 0, 1e-2, 2,
+                           pending)
+        runs.append((out, params, state))
+        if pending is not None:
+            assert pending.collected
+    # alone only on rows reported final before the whole order was: then two threads for the rest
+    partial = max([s for s in steps if s < 6000], default=0)
+    alone = sum(n for threads, n in calls if threads == 1)
+    assert alone <= partial and alone % 32 == 0
+    assert sum(n for threads, n in calls if threads == 2) == 2 * 6000 - alone
+    (o1, p1, s1), (o2, p2, s2) = runs
+    assert o1[:2] == o2[:2] and o1[2] == o2[2]
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(s1, s2)
+
+
+def test_shuffle_job_reports_final_leading_rows():
+    n = 300_000
+    expected = _kernels.shuffle(n, 42)
+    job = _kernels.shuffle_start(n, 42, np.empty(n, dtype=np.int64))
+    if job is None:
+        pytest.skip("the shared helper is busy")
+    seen = []
+    while True:
+        ready = job.ready()
+        seen.append(ready)
+        np.testing.assert_array_equal(job.buffer()[:ready], expected[:ready])  # final once reported
+        if ready == n:
+            break
+    assert seen == sorted(seen)
+    np.testing.assert_array_equal(job.result(), expected)
+    assert job.ready() == n
