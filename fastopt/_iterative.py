@@ -666,8 +666,9 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     d, k = data.X.shape[1], data.Y.shape[1]
     work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
-    if pending is not None and threads < 2:
-        pending, _ = None, pending.result()
+    if pending is not None and threads < 2:  # nothing to overlap: wait for the order
+        pending.result()
+        pending = None
     return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                      st.opt_state, work, st.t, lr, threads, pending, **({"avg": st.avg} if train.average else {}))
 
