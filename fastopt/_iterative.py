@@ -977,19 +977,24 @@ class IterativeSolver(Solver):
         return self._fit(params, data, state, init, prepared)
 
     def prepare(self, params: dict, X, y) -> FirstOrder | None:
-        """Before validation, on the caller's ``X`` and ``y`` (a 2-d ndarray or ``scipy.sparse`` matrix, an
-        ndarray): the fit's generator and first epoch's order (:func:`_early_first_order`), to pass to
-        :meth:`fit` as ``prepared`` (which releases it); None for other input or when there is nothing to start.
-        A caller that does not reach :meth:`fit` calls its ``release()``."""
-        shape = getattr(X, "shape", None)
-        if not (isinstance(X, np.ndarray) or sp.issparse(X)) or not isinstance(y, np.ndarray) or \
-                len(shape) != 2 or y.ndim not in (1, 2) or y.shape[0] != shape[0]:
-            return None
+        """Before validation, on the caller's ``X`` and ``y`` (anything with a 2-d ``shape``, such as an ndarray, a
+        ``scipy.sparse`` matrix or a DataFrame, and a 1-d or 2-d one of as many rows): the fit's generator and
+        first epoch's order (:func:`_early_first_order`), to pass to :meth:`fit` as ``prepared`` (which releases
+        it); None for other input or when there is nothing to start. A caller that does not reach :meth:`fit`
+        calls its ``release()``. Validation keeps the rows, so the order is the one a fit drawing it afterwards
+        gets; the shapes and dtype here only choose where it is drawn."""
         if not params["shuffle"] or params["early_stopping"] or params["init"] == "random":
             return None
-        k = 1 if y.ndim == 1 else y.shape[1]
-        itemsize = 4 if X.dtype == np.float32 else 8  # the validated dtype (float32 stays, the rest float64)
-        shape, sparse, random_state = (shape[0], shape[1], k), sp.issparse(X), params["random_state"]
+        try:
+            (n, d), y_shape = getattr(X, "shape", ()), tuple(getattr(y, "shape", ()))
+            n, d, k = int(n), int(d), 1 if len(y_shape) == 1 else int(y_shape[1])
+        except (TypeError, ValueError, IndexError):
+            return None
+        if len(y_shape) not in (1, 2) or y_shape[0] != n:
+            return None
+        # the validated dtype, float32 kept and the rest float64, decides the threads (not the order)
+        itemsize = 4 if getattr(X, "dtype", None) == np.float32 else 8
+        shape, sparse, random_state = (n, d, k), sp.issparse(X), params["random_state"]
         if _is_int_seed(random_state):  # the order starts before the generator is made, which then skips its key
             job = _early_first_order(params, shape, sparse, itemsize, None, _int_first_key(int(random_state)))
             rng = _seed(random_state)
@@ -998,7 +1003,7 @@ class IterativeSolver(Solver):
         else:
             rng = _seed(random_state)
             job = _early_first_order(params, shape, sparse, itemsize, rng)
-        return FirstOrder(shape[0], rng, job)
+        return FirstOrder(n, rng, job)
 
     def _fit(self, params: dict, data, state: IterState | None, init=None,
              prepared: FirstOrder | None = None) -> FitResult:

@@ -114,6 +114,32 @@ def test_order_started_before_validation_is_the_one_drawn_after(sparse, threads,
     np.testing.assert_array_equal(again.coef_, fast.coef_)  # the cached first key
 
 
+@pytest.mark.parametrize("kind", ["pandas", "list-y", "1-d X", "y rows"])
+def test_order_started_before_validation_from_other_inputs(kind, monkeypatch):
+    # DataFrames start the order early too; input that validation refuses starts nothing, or is released.
+    from fastopt import _iterative
+
+    started = []
+    real = _iterative.FirstOrder.release
+    monkeypatch.setattr(_iterative.FirstOrder, "release", lambda self: (started.append(1), real(self)))
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(3000, 6))
+    y = X @ rng.normal(size=6)
+    params = {"solver": "momentum", "max_epochs": 2, "tol": None, "n_threads": 2, "random_state": 3}
+    expected = LinearRegressor(**params).fit(X, y.tolist()).coef_
+    if kind == "pandas":
+        pd = pytest.importorskip("pandas")
+        started.clear()
+        got = LinearRegressor(**params).fit(pd.DataFrame(X), pd.Series(y)).coef_
+        np.testing.assert_array_equal(got, expected)
+        assert started
+    else:
+        bad = {"list-y": (X, "not a target"), "1-d X": (X[:, 0], y), "y rows": (X, y[:-1])}[kind]
+        with pytest.raises((ValueError, TypeError)):
+            LinearRegressor(**params).fit(*bad)
+        np.testing.assert_array_equal(LinearRegressor(**params).fit(X, y).coef_, expected)
+
+
 def test_order_started_before_validation_is_released_when_validation_fails(monkeypatch):
     from fastopt import _iterative
 
