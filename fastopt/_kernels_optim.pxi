@@ -527,18 +527,11 @@ def shuffle_start(rows, uint64_t key, out=None):
     cdef const int64_t[::1] r
     cdef const int64_t *rp = NULL
     cdef Py_ssize_t n
-    if isinstance(rows, numbers.Integral):
-        n = rows
-        if n < 0:
-            raise ValueError(f"shuffle_start: {n} rows")
-    else:
-        r = rows
-        n = r.shape[0]
-        rp = &r[0] if n else NULL
-    order = np.empty(n, dtype=np.int64) if out is None else out
+    n, view, order = _shuffle_args("shuffle_start", rows, out)
+    if view is not None and n:
+        r = view
+        rp = &r[0]
     cdef int64_t[::1] o = order
-    if o.shape[0] != n:
-        raise ValueError(f"shuffle_start: out has {o.shape[0]} entries, rows {n}")
     if rp != NULL and &o[0] == rp:
         raise ValueError("shuffle_start: out must not be rows")
     if n < 2 or (_shared_helper is not None and _shared_helper.busy):

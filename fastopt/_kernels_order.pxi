@@ -27,19 +27,34 @@ def shuffle(rows, uint64_t key, out=None):
     cdef const int64_t[::1] r
     cdef const int64_t *rp = NULL
     cdef Py_ssize_t n
-    if isinstance(rows, numbers.Integral):
-        n = rows
-        if n < 0:
-            raise ValueError(f"shuffle: {n} rows")
-    else:
-        r = rows
-        n = r.shape[0]
-        rp = &r[0] if n else NULL
-    order = np.empty(n, dtype=np.int64) if out is None else out
+    n, view, order = _shuffle_args("shuffle", rows, out)
+    if view is not None and n:
+        r = view
+        rp = &r[0]
     cdef int64_t[::1] o = order
-    if o.shape[0] != n:
-        raise ValueError(f"shuffle: out has {o.shape[0]} entries, rows {n}")
     if n > 0:
         with nogil:
             fo_shuffle(rp, n, key, &o[0])
     return order
+
+
+cdef tuple _shuffle_args(str name, rows, out):
+    """The arguments of :func:`shuffle` and :func:`shuffle_start` checked: ``(n, view, order)``, ``view`` the rows
+    as a read-only int64 memoryview (None for an int ``n``, the rows ``0 .. n-1``), ``order`` ``out`` or a new
+    n-row array."""
+    cdef const int64_t[::1] r
+    cdef Py_ssize_t n
+    view = None
+    if isinstance(rows, numbers.Integral):
+        n = rows
+        if n < 0:
+            raise ValueError(f"{name}: {n} rows")
+    else:
+        r = rows
+        n = r.shape[0]
+        view = r
+    order = np.empty(n, dtype=np.int64) if out is None else out
+    cdef int64_t[::1] o = order
+    if o.shape[0] != n:
+        raise ValueError(f"{name}: out has {o.shape[0]} entries, rows {n}")
+    return n, view, order
