@@ -657,9 +657,9 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     bad_step)."""
     if train.average and st.avg is None:
         st.avg = np.zeros_like(st.weights)
-    if sp.issparse(data.X) and pending is not None:
-        pending.result()  # (a CSR epoch's slices end at fixed steps: see run_epoch_csr)
     if sp.issparse(data.X):
+        if pending is not None:  # a CSR epoch's slices end at fixed steps (run_epoch_csr): wait for the order
+            pending.result()
         return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                              st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None,
                              csr_epoch_threads(train.n_threads, order.shape[0], train.batch_size))
@@ -689,6 +689,12 @@ class _Drawn(NamedTuple):
         return self.order
 
 
+def _first_order_early(params: dict) -> bool:
+    """Whether the first epoch's key is the fit's first draw from its generator (it shuffles, with no validation
+    split and no random initialisation drawn before), so that the first order may be drawn before the set-up."""
+    return params["shuffle"] and not params["early_stopping"] and params["init"] != "random"
+
+
 def _early_first_order(params: dict, shape: tuple, sparse: bool, itemsize: int, rng: np.random.Generator | None,
                        key: int | None = None):
     """The first epoch's row order, into the kept order buffer (:func:`order_buffer`); for a two-thread fit (dense
@@ -701,7 +707,7 @@ def _early_first_order(params: dict, shape: tuple, sparse: bool, itemsize: int, 
     Drawing it costs 0.3-0.5 ms at 200,000 rows, more than the set-up it overlaps (validation, the starting
     loss, the parameters), on a core that two-thread fits have claimed anyway.
     """
-    if not params["shuffle"] or params["early_stopping"] or params["init"] == "random":
+    if not _first_order_early(params):
         return None
     n, d, k = shape  # without early stopping every row trains: rows 0 .. n-1
     batch = int(params["batch_size"])
@@ -983,7 +989,7 @@ class IterativeSolver(Solver):
         it); None for other input or when there is nothing to start. A caller that does not reach :meth:`fit`
         calls its ``release()``. Validation keeps the rows, so the order is the one a fit drawing it afterwards
         gets; the shapes and dtype here only choose where it is drawn."""
-        if not params["shuffle"] or params["early_stopping"] or params["init"] == "random":
+        if not _first_order_early(params):  # (before the generator is made, which is not needed then)
             return None
         try:
             (n, d), y_shape = getattr(X, "shape", ()), tuple(getattr(y, "shape", ()))
@@ -1009,22 +1015,18 @@ class IterativeSolver(Solver):
              prepared: FirstOrder | None = None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
         (n, d), k = data.X.shape, data.Y.shape[1]
-        if prepared is not None and prepared.n == n:  # validation keeps the rows: always, in fact
-            rng, first = prepared.rng, prepared.job
-        else:
+        if prepared is None or prepared.n != n:  # (validation keeps the rows: a prepared order always fits)
             if prepared is not None:
                 prepared.release()
             rng = _seed(params["random_state"])
             # before the split: the helper works meanwhile
-            first = _early_first_order(params, (n, d, k), sp.issparse(data.X), data.X.dtype.itemsize, rng)
-        train_idx, val_idx = _split(n, params, rng)
+            prepared = FirstOrder(n, rng, _early_first_order(params, (n, d, k), sp.issparse(data.X),
+                                                             data.X.dtype.itemsize, rng))
         try:
-            return self._train(params, data, state, init, rng, train_idx, val_idx, first)
+            train_idx, val_idx = _split(n, params, prepared.rng)
+            return self._train(params, data, state, init, prepared.rng, train_idx, val_idx, prepared.job)
         finally:
-            if first is not None:  # the helper thread is free again, also when the set-up raised
-                keep_order_buffer(first.result())
-            if prepared is not None:
-                prepared.job = None  # released above
+            prepared.release()  # the helper thread is free again, also when the set-up raised
 
     def _train(self, params, data, state, init, rng, train_idx, val_idx, first) -> FitResult:
         """``fit`` after the seed and the split; ``first`` holds the first epoch's order if drawn already."""
