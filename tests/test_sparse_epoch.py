@@ -94,7 +94,7 @@ def _order_sensitivity(spec, train, X, Y, order, epochs, lr, dtype):
                 m = rows.size
                 W, b = params[:k * d].reshape(k, d), params[k * d:]
                 R = X[rows] @ W.T + b - Y[rows]
-                dl = np.clip(R, -train.epsilon, train.epsilon)
+                dl = _reference._loss_and_derivative(train.loss, R, train.epsilon)[1]  # the twin's l'(r)
                 g = np.concatenate([(dl.T @ X[rows]).ravel(), dl.sum(axis=0)]) / m
                 gamma_m, gamma_d = m * u / (1 - m * u), (d + 1) * u / (1 - (d + 1) * u)
                 r_err = gamma_d * (aX[rows] @ np.abs(W).T + np.abs(b) + np.abs(Y[rows]))
