@@ -780,11 +780,14 @@ class _ShuffleJob:
 def shuffle_start(rows, key, out=None):
     """Twin of ``fastopt._kernels.shuffle_start``: :func:`shuffle` at once (NumPy has no helper thread), as a
     job whose ``result()`` returns the permutation; an int ``rows`` stands for ``0 .. rows-1``."""
-    if isinstance(rows, numbers.Integral):
-        rows = np.arange(rows, dtype=np.int64)
+    n = rows if isinstance(rows, numbers.Integral) else len(rows)  # (shuffle makes the rows of an int itself)
+    if n < 0:
+        raise ValueError(f"shuffle_start: {n} rows")
+    if out is not None and out.shape[0] != n:
+        raise ValueError(f"shuffle_start: out has {out.shape[0]} entries, rows {n}")
     if out is not None and out is rows:
         raise ValueError("shuffle_start: out must not be rows")
-    if len(rows) < 2:
+    if n < 2:
         return None
     return _ShuffleJob(shuffle(rows, key, out))
 

@@ -71,6 +71,10 @@ def test_shuffle_into_out_or_in_place_equals_a_new_array(impl, n):
                                   _kernels.shuffle(np.arange(n, dtype=np.int64), 99))
     with pytest.raises(ValueError, match="rows"):
         impl.shuffle(-1, 99)
+    with pytest.raises(ValueError, match="-1 rows"):
+        impl.shuffle_start(-1, 99)
+    with pytest.raises(ValueError, match="out has"):
+        impl.shuffle_start(n, 99, np.empty(n + 1, dtype=np.int64))
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
