@@ -260,10 +260,11 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     y = np.asarray(y)
     y_was_1d = y.ndim == 1
     # The target takes X's dtype so the kernels see one floating type; astype copies when it converts.
-    Y = np.ascontiguousarray(y.reshape(-1, 1) if y_was_1d else y, dtype=X.dtype)
+    Y = _narrowed("y", y.reshape(-1, 1) if y_was_1d else y, X.dtype)
     if sample_weight is not None:
         _reject_complex("sample_weight", sample_weight)
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
+        with np.errstate(over="ignore"):  # a weight beyond float32's range is refused by name just below
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
         sample_weight = np.ascontiguousarray(sample_weight)
         if not sample_weight.all():
             if not finite_y:
@@ -279,6 +280,24 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
         sample_weight = np.require(sample_weight, requirements=["C", "A"])
     return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d,
                 indices_checked=not sparse or indices_checked)
+
+
+def _narrowed(name: str, a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` as a C-contiguous array of ``dtype``; a finite value beyond ``dtype``'s range (float64 ``y`` for float32
+    ``X``) is a ``ValueError`` naming ``name``, not an inf left to the solvers (with NumPy's overflow warning)."""
+    if a.dtype.kind != "f" or np.finfo(a.dtype).max <= np.finfo(dtype).max:
+        return np.ascontiguousarray(a, dtype=dtype)
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(a, dtype=dtype)
+    if not np.isfinite(out).all():
+        lost = np.isfinite(a) & ~np.isfinite(out)  # (non-finite values are the finiteness checks' to name)
+        if lost.any():
+            raise ValueError(
+                f"{name} has values beyond the {np.dtype(dtype).name} range of X (largest magnitude "
+                f"{np.abs(a[lost]).max():.3g}): X is {np.dtype(dtype).name} and {name} takes its dtype. Pass X as "
+                f"float64, or rescale {name}."
+            )
+    return out
 
 
 def check_predict_data(estimator, X) -> np.ndarray:

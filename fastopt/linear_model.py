@@ -682,7 +682,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return dask_backend.predict(self, X)
         check_is_fitted(self)
         X = check_predict_data(self, X)
-        return X @ self.coef_.T + self.intercept_
+        pred = X @ self.coef_.T
+        if is_sparse(X):  # SciPy's one-row coo_array times a vector gives a scalar, not shape (1,)
+            pred = np.asarray(pred).reshape(X.shape[:1] + self.coef_.T.shape[1:])
+        return pred + self.intercept_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

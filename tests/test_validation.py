@@ -1,4 +1,6 @@
 """Bad input gets a clear TypeError/ValueError naming the problem, and the caller's arrays are never modified."""
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -161,3 +163,32 @@ def test_iterative_fit_names_nonfinite_y_from_its_starting_loss(rng, sparse, dty
         LinearRegressor(solver="sgd", max_epochs=1).fit(Xf, y, sample_weight=np.r_[np.zeros(1000), np.ones(1000)])
     with pytest.raises(ValueError, match="Input y contains"):  # held-out targets are only scored
         LinearRegressor(solver="sgd", max_epochs=1, early_stopping=True).fit(Xf, y)
+
+
+def test_float64_y_beyond_float32_x_range_is_named():
+    # y takes X's dtype: a finite float64 y beyond float32's range became inf, with NumPy's overflow warning and
+    # a solver's error about X or the statistics
+    X = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
+    y = np.ones(20)
+    y[3] = 1e39
+    for solver in ("normal", "sgd"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            with pytest.raises(ValueError, match="y has values beyond the float32 range"):
+                LinearRegressor(solver=solver).fit(X, y)
+    sw = np.ones(20)
+    sw[0] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match="sample_weight"):
+            LinearRegressor(solver="normal").fit(X, np.ones(20), sample_weight=sw)
+
+
+def test_predict_on_one_sparse_row_is_an_array():
+    sp = scipy.sparse
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    est = LinearRegressor().fit(X, X @ [1.0, 2.0, 3.0])
+    for fmt in (sp.coo_array, sp.coo_matrix, sp.csr_array, sp.csc_array):
+        pred = est.predict(fmt(X[:1]))
+        assert isinstance(pred, np.ndarray) and pred.shape == (1,)
+        assert est.score(fmt(X[:2]), X[:2] @ [1.0, 2.0, 3.0]) == pytest.approx(1.0)
