@@ -880,9 +880,12 @@ class IterativeSolver(Solver):
             if params["fit_intercept"]:
                 fresh[k * d :] = init[1]
         loss = LOSSES[params["loss"]]
-        # Only the plateau rule reads it (make_stopping); it costs a pass over y and an n-row temporary.
-        null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"]) \
-            if schedule_name(params) == "plateau" else 0.0
+        # Only the plateau rule reads it (make_stopping); it costs a pass over y and an n-row temporary. A
+        # non-finite or overflowing y is named below, by the zero model's loss.
+        null = 0.0
+        if schedule_name(params) == "plateau":
+            with np.errstate(over="ignore", invalid="ignore"):
+                null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"])
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])

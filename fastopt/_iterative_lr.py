@@ -218,6 +218,8 @@ def _top_eigenvalue(Xa, w, ridge) -> float:
         norm = np.sqrt(_dot(Hv, Hv))
         if norm == 0.0:
             return 0.0
+        if not np.isfinite(norm):  # non-finite X: the first epoch names it (this returned NaN after the loop)
+            return float("nan")
         v = Hv / norm
         if abs(lam_new - lam) <= POWER_RTOL * lam_new:
             return lam_new
