@@ -38,7 +38,8 @@ The start: for large ``X`` (``n >= 65,536`` with at least 50 subsample rows per 
 16th row, found the same way; its inlier set is nearly the final one, so the first pass builds the Hessian from the
 inliers and two or three more passes end the fit. Otherwise, and when ``init`` is given, the (ridge) least-squares
 fit from one compiled Gram pass of ``[X, y]``, which also gives the all-rows Hessian that the first pass
-downdates.
+downdates. When gross outliers have pulled that fit off most rows (no curvature left to answer the gradient), the
+fit follows a continuation in the threshold down to ``epsilon`` (:func:`huber_newton`).
 
 The inlier set settles after finitely many steps, after which one full step lands on the exact minimiser.
 The iteration stops when the Newton decrement ``lambda^2 = g^T H^-1 g`` (twice the objective decrease the
@@ -100,6 +101,8 @@ DRIFT = 1e3
 ARMIJO = 1e-4
 # To round-off: Newton converges finitely, so this costs an iteration or two.
 RTOL = 4 * EPS
+# The intermediate thresholds of a Huber continuation (huber_newton) only give the next one its start.
+STAGE_RTOL = 1e-6
 # The Huber fit of n >= SAMPLE_MIN_ROWS rows, at least SAMPLE_ROWS_PER_PARAMETER per parameter in the subsample,
 # starts from the fit on every SUBSAMPLE-th row (see huber_sampled). At n = 10^6, d = 100 (5% gross outliers):
 # 1 rebuild pass + 2 passes instead of 1 Gram pass + 4 passes (one with a fifth of the rows taken out).
@@ -233,6 +236,7 @@ class _Hessian:
         self.prob = prob
         d, p = prob.d, prob.p
         self.rebuilds = 0
+        self.damped_share = 0.0  # of the last direction
         if full is None:
             self.H, self.damp, self.mask, self.mass = np.zeros((p, p)), damp, None, np.zeros(p)
             self.stale = True  # the next pass must rebuild (prev=None)
@@ -283,7 +287,9 @@ class _Hessian:
             rhs = np.append(g - prob.centre * gb, gb)
         else:
             rhs = g
-        damp = self.damp
+        # The damping reference is a Hessian diagonal too, so it takes the objective's scale (the absolute error's
+        # smoothing stages have scale 1 / gamma: unscaled, a large gamma's real curvature passed for round-off).
+        damp = self.damp * scale
         sc = np.sqrt(np.maximum(np.diag(H), damp * EPS))
         Hs = H / np.outer(sc, sc)
         # A coordinate whose Hessian entry is below eps of its scale (a column constant on the inliers, which
@@ -294,7 +300,8 @@ class _Hessian:
             Hm = Hs + np.diag(mu * damp / sc**2) if mu else Hs
             try:
                 c = scipy.linalg.cho_factor(Hm, check_finite=False)
-                v = -scipy.linalg.cho_solve(c, rhs / sc, check_finite=False) / sc
+                u = scipy.linalg.cho_solve(c, rhs / sc, check_finite=False)
+                v = -u / sc
                 if np.all(np.isfinite(v)):
                     break
             except np.linalg.LinAlgError:
@@ -302,6 +309,10 @@ class _Hessian:
             mu = 1e-10 if mu == 0 else mu * 100
         else:  # pragma: no cover - damping of 1e50 always factorises
             raise RuntimeError("internal error: the damped Newton system did not factorise")
+        # How much of the (scaled) gradient the damping answered rather than the curvature: about 1 where the
+        # objective is (nearly) linear along the gradient, no row an inlier there (see huber_newton).
+        norm = float(np.linalg.norm(rhs / sc))
+        self.damped_share = float(np.linalg.norm(mu * damp / sc**2 * u)) / norm if mu and norm > 0 else 0.0
         if prob.fit_intercept:
             dw, dc = v[:d], v[d]
             return dw, dc - float(prob.centre @ dw)
@@ -444,16 +455,45 @@ def _start(prob: _Problem, full: _closed_form.ClosedFormState, init):
     return _least_squares(prob, full)
 
 
+def _stage_threshold(prob: _Problem, r: np.ndarray, epsilon: float, previous: float) -> float:
+    """The next threshold of the continuation (see :func:`huber_newton`): the median absolute residual of the rows
+    with weight, at most a tenth of the previous threshold, at least ``epsilon``."""
+    a = np.abs(r[prob.s > 0]) if prob.s.shape[0] else np.zeros(0)
+    median = float(np.median(a)) if a.size else 0.0
+    return max(epsilon, min(previous / 10.0, median))
+
+
 def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: float, rtol: float, max_iter: int,
                  init=None) -> tuple[_Fit, _Hessian]:
     """The Huber fit of one target from the least-squares fit (or ``init``); ``full`` holds its all-rows
-    statistics. Returns the fit and its Hessian."""
+    statistics. Returns the fit and its Hessian.
+
+    When most of the rows are outliers at the start (the median absolute residual exceeds ``epsilon``: gross
+    outliers have pulled the least-squares fit away from every row), the inlier Hessian there is (nearly)
+    singular, and Newton's damped steps would crawl across a piecewise-linear objective. The fit then follows a
+    continuation in the threshold: the Huber fits for thresholds ``E_1 > E_2 > ... > epsilon``, each started at the
+    previous one, with ``E_1`` the median absolute residual (half the rows are inliers) and ``E_{k+1}`` the median
+    at the fit for ``E_k``, at most ``E_k / 10``. For a threshold at which the clean rows are inliers, the outliers
+    pull the fit by about the threshold times their weight, so the rows' residuals shrink with it. Each stage has
+    ``max_iter`` iterations, solved to ``STAGE_RTOL`` except the last (the problem asked for)."""
     w, b = _start(prob, full, init)
     hess = _Hessian(prob, full)
     cur = _visit(prob, hess, w, b, epsilon)
     curve: list = []
+    threshold, iters = _stage_threshold(prob, cur.r, epsilon, np.inf), 0
+    if threshold > epsilon:  # Newton's own steps do where the curvature (inliers or ridge) answers the gradient
+        hess.direction(cur.g + prob.alpha * w, cur.gb, 1.0)
+        if hess.damped_share < 0.5:
+            threshold = epsilon
+    while threshold > epsilon:
+        cur = _visit(prob, hess, w, b, threshold)
+        w, b, r, _, it, _ = _newton(prob, w, b, cur, hess, threshold, 1.0, STAGE_RTOL, max_iter, curve)
+        iters += max(it, 1)
+        threshold = _stage_threshold(prob, r, epsilon, threshold)
+        if threshold == epsilon:
+            cur = _visit(prob, hess, w, b, epsilon)
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve)
-    return _Fit(w, b, F, it, ok, curve or [F]), hess
+    return _Fit(w, b, F, iters + it, ok, curve or [F]), hess
 
 
 def _sampled(n: int, d: int) -> bool:
@@ -566,6 +606,8 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     holds its all-rows statistics."""
     w, b = _start(prob, full, init)
     r = prob.run(w, b, np.inf, hessian=False).r
+    if _lad_objective(prob, r, w) == 0.0:  # F >= 0: the start (every weighted residual 0, e.g. y = 0) is a minimiser
+        return _Fit(w, b, 0.0, 0, True, [0.0])
     gamma = float(np.median(np.abs(r)))
     scale_ref = max(_dot(prob.s, np.abs(r)), np.finfo(float).tiny)
     if gamma <= 0:

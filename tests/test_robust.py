@@ -277,3 +277,35 @@ def test_auto_on_sparse_x_picks_a_sparse_solver_that_reaches_the_minimiser(loss)
     with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert LinearRegressor(loss=loss, max_epochs=2, random_state=0).fit(dX, dy).solver_ == "sgd"
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+@pytest.mark.parametrize(("n_bad", "size"), [(1, 1e4), (1, 1e9), (1, 1e14), (5, 1e4), (5, 1e9)])
+def test_robust_fit_does_not_depend_on_how_far_the_outliers_are(loss, n_bad, size):
+    # At the minimiser an outlier's loss derivative is +-epsilon (Huber) or +-1 (absolute error) however far out it
+    # lies, so moving the outliers further out (on the same side) leaves the minimiser unchanged. Outliers a
+    # billion times the noise once pulled the least-squares start off every row, and Newton's damped steps crawled
+    # (50 rows, one outlier at 1e14: the least-squares fit returned after max_epochs, or claimed converged).
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=50)
+    near, far = y.copy(), y.copy()
+    near[:n_bad] = 100.0 + np.arange(n_bad)
+    far[:n_bad] = size * (1.0 + np.arange(n_bad))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        a = LinearRegressor(loss=loss).fit(X, near)
+        b = LinearRegressor(loss=loss).fit(X, far)
+    # The near fit is the reference; residual round-off in the far one is about eps * size on the outlier rows
+    # alone, which enter only through their (exact) sign. (Further out, 1e16 for one outlier or 1e12 for five, the stop,
+    # relative to an objective they dominate, may end before the inlier set has settled: about 1e-2 off.)
+    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-9, atol=1e-9)
+    assert b.intercept_ == pytest.approx(a.intercept_, rel=1e-9, abs=1e-9)
+
+
+def test_absolute_error_of_an_exactly_fitted_zero_target_is_zero():
+    # y = 0: every residual of the start is 0 and the smoothing threshold was 0 (an internal error)
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    sw = np.r_[np.zeros(10), np.ones(30)]
+    est = LinearRegressor(loss="absolute_error").fit(X, np.zeros(40), sample_weight=sw)
+    assert np.all(est.coef_ == 0) and est.intercept_ == 0
