@@ -39,7 +39,6 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import _assert_all_finite
 
 from fastopt import _kernels, optim
 from fastopt._iterative_lr import (
@@ -51,7 +50,7 @@ from fastopt._iterative_lr import (
     sample_learning_rate,
 )
 from fastopt._result import FitResult, Solver
-from fastopt._validation import _check_sparse_structure
+from fastopt._validation import _check_sparse_structure, assert_all_finite
 from fastopt.exceptions import ConvergenceWarning, DivergenceError
 from fastopt.optim import DIVERGENCE_FACTOR
 
@@ -905,8 +904,8 @@ class IterativeSolver(Solver):
             with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
                 start_loss = max(start_loss, mean_loss(data, train_idx, sw, fresh, loss, params["epsilon"]))
         if not np.isfinite(start_loss):  # X is checked by the first epoch; the zero model's loss reads y only
-            _assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")
-            _assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
+            assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")
+            assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
                                estimator_name="LinearRegressor")
             raise ValueError(
                 f"y has values too large for float64 arithmetic: the {params['loss']} loss of the all-zero model "
@@ -927,8 +926,8 @@ class IterativeSolver(Solver):
             # fit leaves X's finiteness to this pass (every training row is read in the first epoch, and a NaN
             # or inf there makes the loss non-finite even at zero weight): name bad input before blaming the
             # learning rate.
-            _assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")  # a warm start reads y here
-            _assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
+            assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")  # a warm start reads y here
+            assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
                                estimator_name="LinearRegressor")
         if status != _kernels.Status.OK:
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS

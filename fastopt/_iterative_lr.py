@@ -131,17 +131,18 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     whole = rows.shape[0] == X.shape[0]
-    for start in range(0, rows.shape[0], CHUNK_ROWS):
-        r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
-        block = X[r].astype(np.float64)
-        w = np.ones(block.shape[0]) if sw is None else sw[r].astype(np.float64)
-        s0 += float(w.sum())
-        s1 += np.einsum("i,ij->j", w, block)
-        s2 += np.einsum("i,ij,ij->j", w, block, block)
-    if not s0 > 0:
-        return None
-    mean = s1 / s0
-    var = np.maximum(s2 / s0 - mean * mean, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite X or overflow: judged below
+        for start in range(0, rows.shape[0], CHUNK_ROWS):
+            r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
+            block = X[r].astype(np.float64)
+            w = np.ones(block.shape[0]) if sw is None else sw[r].astype(np.float64)
+            s0 += float(w.sum())
+            s1 += np.einsum("i,ij->j", w, block)
+            s2 += np.einsum("i,ij,ij->j", w, block, block)
+        if not s0 > 0:
+            return None
+        mean = s1 / s0
+        var = np.maximum(s2 / s0 - mean * mean, 0.0)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
         return None  # non-finite X: the first epoch names it
     std = np.sqrt(var)
@@ -275,7 +276,8 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
     d = X.shape[1]
     coupled = not spec.decoupled_decay
     ridge = np.r_[np.full(d, spec.weight_decay if coupled else 0.0), np.zeros(Xa.shape[1] - d)]
-    L = _top_eigenvalue(Xa, w, ridge)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite X (NaN here): the first epoch names it
+        L = _top_eigenvalue(Xa, w, ridge)
     if L <= 0.0:  # X is zero and there is no intercept: nothing moves, any rate will do
         return 1.0
     if int(params["batch_size"]) >= n_train:

@@ -76,12 +76,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
-from sklearn.utils.validation import _assert_all_finite
 
 from fastopt import _closed_form, _kernels
 from fastopt._iterative_lr import SCALE_SPREAD
 from fastopt._result import FitResult, Outcome, Solver
-from fastopt._validation import Data
+from fastopt._validation import Data, assert_all_finite
 from fastopt.exceptions import ConvergenceWarning
 
 __all__ = ["SOLVERS", "KrylovState", "Moments", "Passes", "default_max_iter", "solve"]
@@ -718,10 +717,11 @@ class KrylovSolver(Solver):
         # Relative weights, divided by a power of two near their maximum (exact) so that no sum overflows.
         data = _closed_form.normalised_weights(data)
         passes = Passes(data, checked=True)
-        mom = passes.moments(bool(params["fit_intercept"]))
+        with np.errstate(over="ignore", invalid="ignore"):  # judged just below
+            mom = passes.moments(bool(params["fit_intercept"]))
         if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx)):
             # Name non-finite input before blaming overflow (solve's message).
-            _assert_all_finite(data.X.data if scipy.sparse.issparse(data.X) else data.X, input_name="X",
+            assert_all_finite(data.X.data if scipy.sparse.issparse(data.X) else data.X, input_name="X",
                                estimator_name="LinearRegressor")
         return cast(solve(self.method, params, passes, state, mom), data.X.dtype)
 

@@ -27,6 +27,13 @@ from sklearn.utils.validation import (
 FLOAT_DTYPES = (np.float64, np.float32)
 
 
+def assert_all_finite(a, input_name: str, estimator_name: str = "LinearRegressor") -> None:
+    """scikit-learn's finiteness check and message, without the RuntimeWarning its quick sum gives before the
+    error when ``a`` holds both +inf and -inf."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        _assert_all_finite(a, input_name=input_name, estimator_name=estimator_name)
+
+
 @dataclass(frozen=True)
 class Data:
     """Validated training data.
@@ -187,9 +194,9 @@ def _validate_ready(estimator, X, y, *, reset: bool, finite_X: bool, finite_y: b
     _check_n_features(estimator, X, reset=reset)
     name = type(estimator).__name__
     if finite_y:
-        _assert_all_finite(y, input_name="y", estimator_name=name)
+        assert_all_finite(y, input_name="y", estimator_name=name)
     if finite_X:
-        _assert_all_finite(X.data if is_sparse(X) else X, input_name="X", estimator_name=name)
+        assert_all_finite(X.data if is_sparse(X) else X, input_name="X", estimator_name=name)
 
 
 def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=True, finite_y=True,
@@ -241,18 +248,19 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
         # y is checked later, with X, when a weight is zero (see the weights below)
         _validate_ready(estimator, X, y, reset=reset, finite_X=finite_X, finite_y=finite_y or finite_X)
     else:
-        X, y = validate_data(
-            estimator,
-            X,
-            y,
-            reset=reset,
-            accept_sparse="csr",
-            dtype=list(FLOAT_DTYPES),
-            order="C",
-            multi_output=True,
-            y_numeric=True,
-            ensure_all_finite=finite_X,
-        )
+        with np.errstate(invalid="ignore", over="ignore"):  # (see assert_all_finite)
+            X, y = validate_data(
+                estimator,
+                X,
+                y,
+                reset=reset,
+                accept_sparse="csr",
+                dtype=list(FLOAT_DTYPES),
+                order="C",
+                multi_output=True,
+                y_numeric=True,
+                ensure_all_finite=finite_X,
+            )
     if sparse:
         X = _canonical_csr(X, original)
     # validate_data has checked y (finite, numeric, at least one target column) whatever finite_X says;
@@ -263,14 +271,14 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     Y = _narrowed("y", y.reshape(-1, 1) if y_was_1d else y, X.dtype)
     if sample_weight is not None:
         _reject_complex("sample_weight", sample_weight)
-        with np.errstate(over="ignore"):  # a weight beyond float32's range is refused by name just below
+        with np.errstate(over="ignore", invalid="ignore"):  # a weight beyond float32's range, +-inf: refused below
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
         sample_weight = np.ascontiguousarray(sample_weight)
         if not sample_weight.all():
             if not finite_y:
-                _assert_all_finite(y, input_name="y", estimator_name=type(estimator).__name__)
+                assert_all_finite(y, input_name="y", estimator_name=type(estimator).__name__)
             if not finite_X:
-                _assert_all_finite(X.data if sparse else X, input_name="X", estimator_name=type(estimator).__name__)
+                assert_all_finite(X.data if sparse else X, input_name="X", estimator_name=type(estimator).__name__)
     # The kernels read with typed loads: an array not aligned to its item size (an offset view, some Dask blocks)
     # is copied, as that read would be undefined behaviour in C.
     if not is_sparse(X):  # sparse X: scipy allocates its arrays itself, aligned
@@ -308,6 +316,7 @@ def check_predict_data(estimator, X) -> np.ndarray:
     _reject_complex("X", X)
     if is_sparse(X):
         _check_sparse_structure("X", X)
-    return validate_data(
-        estimator, X, reset=False, accept_sparse=("csr", "csc", "coo"), dtype=list(FLOAT_DTYPES), order="C"
-    )
+    with np.errstate(invalid="ignore", over="ignore"):  # (see assert_all_finite)
+        return validate_data(
+            estimator, X, reset=False, accept_sparse=("csr", "csc", "coo"), dtype=list(FLOAT_DTYPES), order="C"
+        )

@@ -192,3 +192,35 @@ def test_predict_on_one_sparse_row_is_an_array():
         pred = est.predict(fmt(X[:1]))
         assert isinstance(pred, np.ndarray) and pred.shape == (1,)
         assert est.score(fmt(X[:2]), X[:2] @ [1.0, 2.0, 3.0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr", "sgd", "adam", "rmsprop", "cg", "lsqr", "newton"])
+@pytest.mark.parametrize("bad", ["+-inf", "nan"])
+def test_nonfinite_x_is_named_without_runtime_warnings(solver, bad):
+    # The statistics passes that run before the epoch or solve names X (scaling, the auto learning rate, the
+    # Krylov moments, scikit-learn's quick sum) met +inf and -inf and warned first.
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    if bad == "nan":
+        X[4, 1] = np.nan
+    else:
+        X[0, 0], X[1, 1] = np.inf, -np.inf
+    inputs = [X, X.astype(np.float32)] + ([] if solver == "newton" else [scipy.sparse.csr_array(X)])
+    for data in inputs:
+        for options in ({}, {"schedule": "constant"}, {"learning_rate": 0.01}):
+            if solver not in ("sgd", "adam", "rmsprop") and options:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                with pytest.raises(ValueError, match="X"):
+                    LinearRegressor(solver=solver, **options).fit(data, np.ones(30))
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "huber", "absolute_error"])
+def test_newton_names_a_column_too_large_to_square(loss):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 2)), np.ones(20)
+    X[0, 1] = 1e300  # finite, but its square overflows the Gram (this was an internal RuntimeError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match="X column 1 has values too large to square"):
+            LinearRegressor(solver="newton", loss=loss).fit(X, y)
