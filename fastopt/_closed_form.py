@@ -613,7 +613,8 @@ def _scaled_normal_equations(params: dict, state: ClosedFormState):
         for i in range(0, d, _ROW_SLICE):
             A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m)
         C = C + state.weight * np.outer(m, state.mean[d:])
-    scale = _pow2(np.sqrt(np.diag(A)))
+    # (a constant column's centred entry may round below zero: scale 1, as for a zero column)
+    scale = _pow2(np.sqrt(np.maximum(np.diag(A), 0.0)))
     A /= scale[:, None]  # powers of two: exact, so the scaled matrix is as symmetric as G
     A /= scale
     A[np.diag_indices(d)] += state.weight * params["alpha"] / scale**2

@@ -289,6 +289,8 @@ class _Hessian:
             rhs = g
         # The damping reference is a Hessian diagonal too, so it takes the objective's scale (the absolute error's
         # smoothing stages have scale 1 / gamma: unscaled, a large gamma's real curvature passed for round-off).
+        if not (np.isfinite(H).all() and np.isfinite(rhs).all()):  # a large fit's subsample missed the largest rows
+            raise _overflow_error("X or y")
         damp = self.damp * scale
         sc = np.sqrt(np.maximum(np.diag(H), damp * EPS))
         Hs = H / np.outer(sc, sc)
@@ -554,7 +556,21 @@ def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.Clo
     data = Data(X=X, Y=np.ascontiguousarray(Y, dtype=X.dtype), sample_weight=s.astype(X.dtype), y_was_1d=True)
     # weight_exp 0: the Hessian updates add quantities in the same units (s is about 1 / n per row, so nothing
     # overflows).
-    return _closed_form.rescale_weights(_closed_form.chunk_state({"solver": "normal"}, data), 0)
+    with np.errstate(over="ignore", invalid="ignore"):  # judged below
+        state = _closed_form.rescale_weights(_closed_form.chunk_state({"solver": "normal"}, data), 0)
+    bad = ~(np.isfinite(state.gram).all(axis=0) & np.isfinite(state.mean))
+    if bad.any():  # (X and y are finite: validated) their squares overflowed
+        column = int(np.argmax(bad))
+        raise _overflow_error(*(("X", column) if column < X.shape[1] else ("y", column - X.shape[1])))
+    return state
+
+
+def _overflow_error(name: str, column: int | None = None) -> ValueError:
+    where = f"{name} column {column} has values" if column is not None else f"{name} has values"
+    return ValueError(
+        f"{where} too large to square in float64 (solver='newton' forms their weighted squares); multiply "
+        f"{name} by a power of ten to bring its values nearer 1."
+    )
 
 
 def _lad_objective(prob: _Problem, r: np.ndarray, w: np.ndarray) -> float:
@@ -594,7 +610,9 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
     except (np.linalg.LinAlgError, ValueError):
         return None
     # an inconsistent system (more rows inside than parameters, with alpha = 0) has no exact limit here
-    if not np.all(np.isfinite(sol)) or np.linalg.norm(K @ sol - rhs) > 1e-9 * (np.linalg.norm(rhs) + 1e-300):
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
+        consistent = np.linalg.norm(K @ sol - rhs) <= 1e-9 * (np.linalg.norm(rhs) + 1e-300)
+    if not (np.all(np.isfinite(sol)) and consistent):
         return None
     w, b = sol[:d], (sol[d] if prob.fit_intercept else 0.0)
     # stationarity: c + alpha P theta + Xz^T mu = 0 with mu = sol[p:]; the subgradient of s_i|r_i| is mu_i

@@ -351,3 +351,19 @@ def test_sparse_fit_says_why_when_it_cannot(rng, solver):
         LinearRegressor(solver=solver).fit((X * 1e-310).tocsr(), y)
     with pytest.raises(ValueError, match="X column 0 has values too large or too small"):
         LinearRegressor(solver=solver).partial_fit((X * 1e-310).tocsr(), y)
+
+
+def test_constant_column_whose_centred_square_rounds_negative():
+    # Centred from the nonzeros, a constant column's Gram entry is a difference of equal sums, here -2.8e-45: its
+    # scale took a square root of it (NaN, with NumPy's warning) before giving it scale 1 as for a zero column.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(88, 4))
+    X[:, 0] = 3.0
+    sw = rng.random(88) * 3
+    y = rng.normal(size=88)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)  # (a rank or conditioning note is not the point here)
+        sparse_fit = LinearRegressor(solver="normal", alpha=1.0).fit(sp.csr_array(X), y, sample_weight=sw)
+    dense_fit = LinearRegressor(solver="normal", alpha=1.0).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(sparse_fit.coef_, dense_fit.coef_, rtol=1e-10, atol=1e-12)
