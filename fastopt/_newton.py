@@ -381,7 +381,7 @@ def _take(prob: _Problem, hess: _Hessian, res: _Pass, w, b, eps: float) -> _Pass
 
 
 def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale: float, rtol: float,
-            max_iter: int, curve: list, probe=None):
+            max_iter: int, curve: list, probe=None, reference=None):
     """Semismooth Newton on ``scale * sum s huber_eps(r) + alpha/2 ||w||^2`` from (w, b), where ``cur`` is the
     pass at (w, b), already taken into ``hess``. Returns (w, b, r, F, iterations, converged).
     ``probe(w, b, r, mask)``, if given, is asked at every iterate whether to stop (it has found the answer).
@@ -389,7 +389,12 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
     Each iteration is one pass over X, at the full Newton step: residuals, objective and gradient there, and the
     Hessian change of the rows that crossed the threshold, used if the step is taken. When the step does not
     decrease the objective enough (Armijo), the objective is minimised along the segment from the residuals
-    alone (the trial pass gave ``X dw``), and one more pass is made at the point found."""
+    alone (the trial pass gave ``X dw``), and one more pass is made at the point found.
+
+    The stop compares the decrement with ``|F|``, or with ``reference(r, w, F)`` (:func:`_huber_reference`,
+    :func:`_lad_reference`): far outliers add to ``F`` a part whose round-off no step can see (their loss changes
+    with the fit by exactly ``eps`` times the change of their fitted value), and relative to it the stop came
+    before the inlier set had settled (1e-2 off with one outlier at 1e16 or five at 1e12)."""
     alpha = prob.alpha
 
     def value(res, w):
@@ -403,7 +408,8 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
         g, gb = cur.g * scale + alpha * w, cur.gb * scale
         dw, db = hess.direction(g, gb, scale)
         dec = -(float(g @ dw) + gb * db)
-        if dec <= 2.0 * rtol * abs(F) or dec <= 0.0:
+        # (the reference is at most |F|: computed only when the plain test passes)
+        if dec <= 0.0 or (dec <= 2.0 * rtol * abs(F) and (reference is None or dec <= 2.0 * rtol * reference(r, w, F))):
             return w, b, r, F, it, True
         w1, b1 = w + dw, b + db
         trial = prob.run(w1, b1, eps, hess.prev())
@@ -494,7 +500,8 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
         threshold = _stage_threshold(prob, r, epsilon, threshold)
         if threshold == epsilon:
             cur = _visit(prob, hess, w, b, epsilon)
-    w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve)
+    w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
+                                 reference=_huber_reference(prob, epsilon) if epsilon < np.inf else None)
     return _Fit(w, b, F, iters + it, ok, curve or [F]), hess
 
 
@@ -531,7 +538,8 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     if not (np.isfinite(cur.loss) and np.all(np.isfinite(cur.g))) and not np.isfinite(X).all():
         raise ValueError("Input X contains NaN or infinity.")
     curve: list = []
-    w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve)
+    w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
+                                 reference=_huber_reference(prob, epsilon))
     return _Fit(w, b, F, it, ok, curve or [F]), hess
 
 
@@ -575,6 +583,61 @@ def _overflow_error(name: str, column: int | None = None) -> ValueError:
 
 def _lad_objective(prob: _Problem, r: np.ndarray, w: np.ndarray) -> float:
     return _dot(prob.s, np.abs(r)) + 0.5 * prob.alpha * float(w @ w)
+
+
+def _huber_reference(prob: _Problem, epsilon: float):
+    """The scale that a Huber fit's stop compares the decrement with (see :func:`_newton`): the objective with
+    every outlier counted at the threshold, ``sum s rho(min(|r|, epsilon)) + alpha/2 ||w||^2``."""
+    def reference(r: np.ndarray, w: np.ndarray, F: float) -> float:
+        a = np.minimum(np.abs(r), epsilon)
+        return 0.5 * _dot(prob.s, a * a) + 0.5 * prob.alpha * float(w @ w)
+    return reference
+
+
+def _fitted_to_round_off(prob: _Problem, r: np.ndarray, w: np.ndarray, b: float, F: float) -> bool:
+    """Whether the absolute error objective ``F`` at ``(w, b)`` (residuals ``r``) is within the rounding of the
+    residuals themselves, ``|fl(r_i) - r_i| <= gamma_{d+2} (|x_i| . |w| + |b| + |y_i|)``: the data fitted exactly
+    (noise-free, or y = 0), where the smoothing's thresholds would shrink towards round-off for ever."""
+    if F == 0.0:
+        return True
+    if not F <= 1e-8 * (_dot(prob.s, np.abs(prob.y)) + abs(b) + float(np.abs(w).sum())):  # not nearly exact
+        return False
+    # sum_i s_i |x_i| . |w| from the weighted column sums of |X|, blockwise (no n x d temporary)
+    colsum = np.zeros(prob.d)
+    for i0 in range(0, prob.n, prob.block):
+        Xb = prob.X[i0 : i0 + prob.block]
+        colsum += np.einsum("ij,i->j", np.abs(Xb.astype(np.float64, copy=False)), prob.s[i0 : i0 + prob.block])
+    terms = float(colsum @ np.abs(w)) + abs(b) * float(np.sum(prob.s)) + _dot(prob.s, np.abs(prob.y))
+    return F - 0.5 * prob.alpha * float(w @ w) <= 2.0 * (prob.d + 2) * EPS * terms
+
+
+class _StageReference:
+    """:func:`_lad_reference` for one smoothing stage, its cap from the stage's first residuals, found when first
+    asked for (a median: O(n), and most stages' iterations never ask)."""
+
+    def __init__(self, prob: _Problem, r: np.ndarray):
+        self.prob, self.r, self.cap = prob, r, None
+
+    def __call__(self, r: np.ndarray, w: np.ndarray, F: float) -> float:
+        if self.cap is None:
+            self.cap = _lad_cap(self.prob, self.r)
+        return _lad_reference(self.prob, r, w, F, self.cap)
+
+
+def _lad_cap(prob: _Problem, r: np.ndarray) -> float:
+    """Ten times the median absolute residual of the rows with weight (see :func:`_lad_reference`)."""
+    a = np.abs(r[prob.s > 0])
+    return 10.0 * float(np.median(a)) if a.size else 0.0
+
+
+def _lad_reference(prob: _Problem, r: np.ndarray, w: np.ndarray, F: float, cap: float) -> float:
+    """The scale of the absolute error objective that the smoothing's stops compare with: the objective with each
+    residual capped at ``cap`` (:func:`_lad_cap`, once per stage). A far outlier's term changes with the fit by
+    exactly its fitted value's change, but its size set the stops: one outlier at 1e16 ended the fit 0.02 off.
+    ``F`` when ``cap`` is 0 (most rows fitted exactly: the cap would leave no scale)."""
+    if not cap > 0.0:
+        return F
+    return _dot(prob.s, np.minimum(np.abs(r), cap)) + 0.5 * prob.alpha * float(w @ w)
 
 
 def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
@@ -624,8 +687,9 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     holds its all-rows statistics."""
     w, b = _start(prob, full, init)
     r = prob.run(w, b, np.inf, hessian=False).r
-    if _lad_objective(prob, r, w) == 0.0:  # F >= 0: the start (every weighted residual 0, e.g. y = 0) is a minimiser
-        return _Fit(w, b, 0.0, 0, True, [0.0])
+    F0 = _lad_objective(prob, r, w)
+    if _fitted_to_round_off(prob, r, w, b, F0):  # F >= 0: the start is a minimiser to working precision
+        return _Fit(w, b, F0, 0, True, [F0])
     gamma = float(np.median(np.abs(r)))
     scale_ref = max(_dot(prob.s, np.abs(r)), np.finfo(float).tiny)
     if gamma <= 0:
@@ -665,32 +729,44 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             return attempt(w, b, r, gamma)
         return False
 
+    accepted = False
     for _stage in range(MAX_STAGES):
         # A new threshold: most inliers leave, so the stage's first pass rebuilds the Hessian from the (about
         # ten times fewer) rows inside, which costs less than taking the others out.
         hess.stale = True
         cur = prob.run(w, b, gamma, None)
         hess.apply(cur)
-        w, b, r, F, it, ok = _newton(prob, w, b, cur, hess, gamma, 1.0 / gamma, rtol, max_iter, curve, probe)
+        w, b, r, F, it, ok = _newton(prob, w, b, cur, hess, gamma, 1.0 / gamma, rtol, max_iter, curve, probe,
+                                     reference=_StageReference(prob, cur.r))
         iters += max(it, 1)
-        if not ok:  # a stage used up max_epochs: report non-convergence
+        if not ok:  # a stage used up max_epochs: non-convergence, unless past the objective's round-off (below)
+            converged = accepted
             break
         F_lad = _lad_objective(prob, r, w)
         if F_lad < best[0]:
             best[:] = [F_lad, w, b]
         if last.get("certified") or attempt(w, b, r, gamma):
+            # the certified limit is the minimiser: taken as is, not by comparing objectives that far
+            # outliers may round alike
             converged = True
+            wl, bl, rl = last["limit"]
+            best[:] = [_lad_objective(prob, rl, wl), wl, bl]
             curve.append(best[0])
+            break
+        curve.append(best[0])
+        # The objective is within gamma / 2 of the minimum: at round-off of F (accepted; a later stage that does
+        # not settle, gamma then near the residuals' own round-off, keeps this answer), and done at round-off of
+        # the objective with far residuals capped (_lad_reference), which far outliers do not inflate.
+        limit = max(rtol, EPS)
+        accepted = accepted or gamma <= limit * best[0]
+        if accepted and gamma <= limit * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r)):
+            converged = True
             break
         if "limit" in last:
             # Predictor for the next stage: on the segment to the limit, the smoothed minimiser of a fixed
             # sign pattern is affine in gamma, so gamma / 10 is 9/10 of the way there.
             wl, bl, _ = last["limit"]
             w, b = w + 0.9 * (wl - w), b + 0.9 * (bl - b)
-        curve.append(best[0])
-        if gamma <= max(rtol, EPS) * best[0]:
-            converged = True
-            break
         gamma *= 0.1
     F, w, b = best
     return _Fit(np.asarray(w, dtype=np.float64), float(b), F, iters, converged, curve or [F])
