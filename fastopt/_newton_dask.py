@@ -7,8 +7,12 @@ pass (:func:`fastopt._kernels.huber_pass`) gives each block's objective and grad
 inlier rows, so only ``d``-vectors and ``(d + 1) x (d + 1)`` matrices travel, never a row. Rows stay on their
 workers between passes, but their inlier masks do not: every evaluation rebuilds the inlier Hessian (a weighted
 Gram pass) instead of updating it, and a step that fails the Armijo test backtracks with objective-only passes.
-The start is the (ridge) least-squares fit from the blocks' merged Gram statistics; the iteration stops on the
-same Newton-decrement test as in memory, so both end at the same minimiser.
+The start is the (ridge) least-squares fit from the blocks' merged Gram statistics, followed, when gross
+outliers leave it no curvature, by the same threshold continuation as in memory (the stage thresholds read from
+the blocks' histograms of residual exponents); the iteration stops on the same Newton-decrement test, relative to
+the capped objective, so both end at the same minimiser. A step is taken when it passes Armijo's test or the
+objective's slope at its end is not positive (convexity: it decreased all the way), which far outliers cannot
+round away.
 
 Not supported: ``loss="absolute_error"`` (its exact limit solves a system over the rows inside the threshold,
 gathered from ``X``) and ``partial_fit``. A ``warm_start`` fit starts from least squares too (Newton ends at the
@@ -25,19 +29,43 @@ from dask.delayed import delayed
 from fastopt import _chunks, _closed_form, _dask, _newton
 from fastopt._iterative import weight_mean
 
+# The weighted histogram of the residuals' binary exponents (bin 0: exact zeros), from which a stage threshold is
+# read to within a factor of two: the median of fastopt._newton._stage_threshold, without gathering residuals.
+_EXP_LO, _EXP_HI = -1080, 1030
+
 
 @dataclass
 class _Stats:
-    """Sums over rows at one point: ``sum s huber(r)``, ``X^T (s psi)``, ``sum s psi`` and the inlier Hessian."""
+    """Sums over rows at one point: ``sum s huber(r)``, ``X^T (s psi)``, ``sum s psi``, the inlier Hessian, the
+    capped objective ``sum s min(|r|, eps)^2 / 2`` (:func:`fastopt._newton._huber_reference`) and the weighted
+    histogram of the residuals' exponents."""
 
     loss: float
     g: np.ndarray
     gb: float
     H: np.ndarray | None
+    capped: float
+    hist: np.ndarray
 
 
 def _add(a: _Stats, b: _Stats) -> _Stats:
-    return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, None if a.H is None else a.H + b.H)
+    return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, None if a.H is None else a.H + b.H, a.capped + b.capped,
+                  a.hist + b.hist)
+
+
+def _exponent_histogram(r: np.ndarray, s: np.ndarray) -> np.ndarray:
+    a = np.abs(r)
+    idx = np.where(a > 0, np.frexp(a)[1] - _EXP_LO, 0)
+    return np.bincount(np.clip(idx, 0, _EXP_HI - _EXP_LO), weights=s, minlength=_EXP_HI - _EXP_LO + 1)
+
+
+def _median_from_histogram(hist: np.ndarray) -> float:
+    """An upper bound, within a factor of two, of the weighted median absolute residual."""
+    total = float(hist.sum())
+    if not total > 0:
+        return 0.0
+    k = int(np.searchsorted(np.cumsum(hist), 0.5 * total))
+    return 0.0 if k == 0 else float(np.ldexp(1.0, k + _EXP_LO))
 
 
 def _validated(template, X, y, sample_weight, where: str):
@@ -65,9 +93,12 @@ def _evaluate(data, mean: float, n: int, target: int, fit_intercept: bool, centr
     y = np.ascontiguousarray(data.Y[:, target], dtype=np.float64)
     prob = _newton._Problem(data.X, y, _weights(data, mean, n), 0.0, fit_intercept, centre)
     if prob.n == 0:
-        return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)) if hessian else None)
+        return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)) if hessian else None, 0.0,
+                      np.zeros(_EXP_HI - _EXP_LO + 1))
     res = prob.run(w, b, eps, None, hessian=hessian)
-    return _Stats(res.loss, res.g, res.gb, res.dH)
+    a = np.minimum(np.abs(res.r), eps)
+    return _Stats(res.loss, res.g, res.gb, res.dH, 0.5 * _newton._dot(prob.s, a * a),
+                  _exponent_histogram(res.r, prob.s))
 
 
 class _Blocks:
@@ -99,37 +130,71 @@ class _Blocks:
 
 def _fit_target(blocks: _Blocks, target: int, full, alpha: float, fit_intercept: bool, eps: float, rtol: float,
                 max_iter: int) -> _newton._Fit:
-    """Semismooth Newton for one target from the least-squares fit; the solve of :class:`fastopt._newton._Hessian`."""
+    """Semismooth Newton for one target from the least-squares fit; the solve of :class:`fastopt._newton._Hessian`.
+    When gross outliers leave the start no curvature, the threshold continuation of
+    :func:`fastopt._newton.huber_newton` (its median read from the blocks' residual histograms)."""
     d = full.n_features
     centre = full.mean[:d].copy() if fit_intercept else np.zeros(d)
     prob = _newton._Problem(np.empty((0, d)), np.empty(0), np.empty(0), alpha, fit_intercept, centre)
     hess = _newton._Hessian(prob, full)  # the all-rows damping reference; H is replaced at every evaluation
     w, b = _newton._least_squares(prob, full)
+    st = blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
+    curve, iters = [], 0
+    threshold = max(eps, _median_from_histogram(st.hist)) if eps < np.inf else eps
+    if threshold > eps:  # (as in memory: only where the curvature cannot answer the gradient)
+        hess.H = st.H
+        hess.direction(st.g + alpha * w, st.gb, 1.0)
+        if hess.damped_share < 0.5:
+            threshold = eps
+    while threshold > eps:
+        st = blocks.evaluate(target, fit_intercept, centre, w, b, threshold, True)
+        w, b, st, _, it, _ = _iterate(blocks, target, fit_intercept, centre, alpha, hess, w, b, st, threshold,
+                                      _newton.STAGE_RTOL, max_iter, curve, capped=True)
+        iters += max(it, 1)
+        threshold = max(eps, min(threshold / 10.0, _median_from_histogram(st.hist)))
+        if threshold == eps:
+            st = blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
+    w, b, st, F, it, ok = _iterate(blocks, target, fit_intercept, centre, alpha, hess, w, b, st, eps, rtol,
+                                   max_iter, curve, capped=eps < np.inf)
+    return _newton._Fit(w, b, F, iters + it, ok, curve or [F])
+
+
+def _slope(st: _Stats, alpha: float, w, dw, db: float, t: float) -> float:
+    """The objective's derivative along the step ``(dw, db)`` at ``t``, from the statistics there."""
+    return float((st.g + alpha * (w + t * dw)) @ dw) + st.gb * db
+
+
+def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: float, hess, w, b: float, st: _Stats,
+             eps: float, rtol: float, max_iter: int, curve: list, capped: bool):
+    """Newton iterations at threshold ``eps`` from ``(w, b)`` with statistics ``st`` there; the stop as in memory
+    (with ``capped``, relative to the capped objective). Returns (w, b, st, F, iterations, converged)."""
 
     def value(st, w):
         return st.loss + 0.5 * alpha * float(w @ w)
 
-    st = blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
-    F, curve = value(st, w), []
+    F = value(st, w)
     for it in range(max_iter):
         hess.H = st.H
         g, gb = st.g + alpha * w, st.gb
         dw, db = hess.direction(g, gb, 1.0)
         dec = -(float(g @ dw) + gb * db)
-        if dec <= 2.0 * rtol * abs(F) or dec <= 0.0:
-            return _newton._Fit(w, b, F, it, True, curve or [F])
+        reference = st.capped + 0.5 * alpha * float(w @ w) if capped else abs(F)
+        if dec <= 0.0 or (dec <= 2.0 * rtol * abs(F) and dec <= 2.0 * rtol * reference):
+            return w, b, st, F, it, True
         t = 1.0
         trial = blocks.evaluate(target, fit_intercept, centre, w + dw, b + db, eps, True)
-        while value(trial, w + t * dw) > F - _newton.ARMIJO * t * dec:
+        # Armijo, or a slope not positive at t (the objective is convex: it then decreased all the way to t), which
+        # sees a decrease that far outliers round out of F
+        while value(trial, w + t * dw) > F - _newton.ARMIJO * t * dec and _slope(trial, alpha, w, dw, db, t) > 0.0:
             t *= 0.5
             if t < 1e-20:  # no decrease at round-off level: optimal to working precision
-                return _newton._Fit(w, b, F, it + 1, True, curve or [F])
+                return w, b, st, F, it + 1, True
             trial = blocks.evaluate(target, fit_intercept, centre, w + t * dw, b + t * db, eps, False)
         w, b = w + t * dw, b + t * db
         st = trial if t == 1.0 else blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
         F = value(st, w)
         curve.append(F)
-    return _newton._Fit(w, b, F, max_iter, False, curve or [F])
+    return w, b, st, F, max_iter, False
 
 
 def fit(params: dict, checker, chunks: _dask.DaskChunks, state=None):

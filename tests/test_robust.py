@@ -323,3 +323,23 @@ def test_absolute_error_of_noise_free_data_stops_at_the_start(fit_intercept):
         est = LinearRegressor(loss="absolute_error", fit_intercept=fit_intercept).fit(X, y)
     assert est.n_iter_ == 0
     np.testing.assert_allclose(est.coef_, [1.0, 2.0, 3.0], rtol=1e-13)
+
+
+@pytest.mark.parametrize(("n_bad", "size"), [(1, 1e14), (5, 1e18)])
+def test_newton_on_dask_arrays_does_not_depend_on_how_far_the_outliers_are(n_bad, size):
+    # As in memory (test_robust_fit_does_not_depend_on_how_far_the_outliers_are): the distributed fit's start,
+    # stops and step test (Armijo compared objectives that the outliers round alike) once ended far off.
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=50)
+    near, far = y.copy(), y.copy()
+    near[:n_bad] = 100.0 + np.arange(n_bad)
+    far[:n_bad] = size * (1.0 + np.arange(n_bad))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        a = LinearRegressor(loss="huber").fit(X, near)
+        b = LinearRegressor(loss="huber", solver="newton").fit(da.from_array(X, chunks=20),
+                                                               da.from_array(far, chunks=20))
+    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-9, atol=1e-9)
+    assert b.intercept_ == pytest.approx(a.intercept_, rel=1e-9, abs=1e-9)
