@@ -43,10 +43,13 @@ fit follows a continuation in the threshold down to ``epsilon`` (:func:`huber_ne
 
 The inlier set settles after finitely many steps, after which one full step lands on the exact minimiser.
 The iteration stops when the Newton decrement ``lambda^2 = g^T H^-1 g`` (twice the objective decrease the
-model predicts) is at round-off level, ``lambda^2 <= 8 eps F``, or when no step along the Newton direction
+model predicts) is at round-off level, ``lambda^2 <= 8 eps F_c``, or when no step along the Newton direction
 decreases ``F`` (``tol`` is not used: Newton converges finitely, so the last iterations cost one pass over ``X``
-each). The coefficients are then within ``sqrt(16 eps F)`` of the minimiser in the Hessian's norm; usually the
-inlier set has settled and the last step landed on the minimiser exactly. ``n_iter_`` counts the iterations on
+each). ``F_c <= F`` is the objective with every outlier counted at the threshold, ``sum s rho(min(|r|, epsilon))
++ alpha/2 ||w||^2``: a far outlier's loss changes with the fit by exactly epsilon times its fitted value's change,
+but its size would set a stop that no longer sees the inliers. The coefficients are then within
+``sqrt(16 eps F_c)`` of the minimiser in the Hessian's norm; usually the inlier set has settled and the last step
+landed on the minimiser exactly. ``n_iter_`` counts the iterations on
 all rows (not the subsample's).
 
 Absolute error: finite smoothing
