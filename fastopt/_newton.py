@@ -732,7 +732,6 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             return attempt(w, b, r, gamma)
         return False
 
-    accepted = False
     for _stage in range(MAX_STAGES):
         # A new threshold: most inliers leave, so the stage's first pass rebuilds the Hessian from the (about
         # ten times fewer) rows inside, which costs less than taking the others out.
@@ -742,8 +741,11 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         w, b, r, F, it, ok = _newton(prob, w, b, cur, hess, gamma, 1.0 / gamma, rtol, max_iter, curve, probe,
                                      reference=_StageReference(prob, cur.r))
         iters += max(it, 1)
-        if not ok:  # a stage used up max_epochs: non-convergence, unless past the objective's round-off (below)
-            converged = accepted
+        if not ok:
+            # A stage used up max_epochs: non-convergence, unless gamma is already at round-off of the capped
+            # objective (say with tied rows, more than p fitted exactly, so no limit is ever certified): the
+            # stage before it is then within about 10 gamma / 2 of the minimum, and kept.
+            converged = gamma <= max(rtol, EPS) * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r))
             break
         F_lad = _lad_objective(prob, r, w)
         if F_lad < best[0]:
@@ -757,12 +759,10 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             curve.append(best[0])
             break
         curve.append(best[0])
-        # The objective is within gamma / 2 of the minimum: at round-off of F (accepted; a later stage that does
-        # not settle, gamma then near the residuals' own round-off, keeps this answer), and done at round-off of
-        # the objective with far residuals capped (_lad_reference), which far outliers do not inflate.
+        # The objective is within gamma / 2 of the minimum: done when that is at round-off of the objective with
+        # far residuals capped (_lad_reference, at most F: far outliers do not inflate it).
         limit = max(rtol, EPS)
-        accepted = accepted or gamma <= limit * best[0]
-        if accepted and gamma <= limit * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r)):
+        if gamma <= limit * best[0] and gamma <= limit * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r)):
             converged = True
             break
         if "limit" in last:

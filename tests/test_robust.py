@@ -343,3 +343,25 @@ def test_newton_on_dask_arrays_does_not_depend_on_how_far_the_outliers_are(n_bad
                                                                da.from_array(far, chunks=20))
     np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-9, atol=1e-9)
     assert b.intercept_ == pytest.approx(a.intercept_, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_robust_fit_far_beyond_round_off_warns_rather_than_returning_a_wrong_fit(loss):
+    # Outliers so far out that eps * size reaches the inliers' scale cannot be fitted in float64 (the least-squares
+    # start cancels about eps * size); the fit must then say so, not return a wrong answer as converged (the absolute
+    # error's smoothing accepted a stage that had not settled).
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=50)
+    near = y.copy()
+    near[:5] = 100.0 + np.arange(5)
+    a = LinearRegressor(loss=loss).fit(X, near)
+    for n_bad, size in [(1, 1e20), (5, 1e20), (1, 1e30), (5, 1e30)]:
+        far = y.copy()
+        far[:n_bad] = size * (1.0 + np.arange(n_bad))
+        ref = a if n_bad == 5 else LinearRegressor(loss=loss).fit(X, np.where(np.arange(50) < 1, 100.0, y))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            b = LinearRegressor(loss=loss).fit(X, far)
+        warned = any(issubclass(c.category, ConvergenceWarning) for c in caught)
+        assert warned or np.allclose(b.coef_, ref.coef_, rtol=1e-9, atol=1e-9), (n_bad, size)
