@@ -117,6 +117,15 @@ SAMPLE_ROWS_PER_PARAMETER = 50
 MAX_STAGES = 40
 
 
+def _penalty(alpha: float, w: np.ndarray) -> float:
+    """``alpha / 2 ||w||^2``; 0 without ridge, also for coefficients whose squares overflow (tiny columns: alpha = 0
+    times inf was NaN)."""
+    if not alpha:
+        return 0.0
+    with np.errstate(over="ignore"):
+        return 0.5 * alpha * float(w @ w)
+
+
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """``a . b`` over the rows by NumPy's own loop: BLAS ``ddot`` splits long sums among its threads, so its
     rounding would depend on the BLAS thread count (which a concurrent closed-form fit may be limiting)."""
@@ -337,7 +346,7 @@ class _Fit:
 def _slope(prob: _Problem, r, q, w, dw, eps: float, scale: float, t: float) -> float:
     """d/dt of the objective at ``w + t dw`` (residuals ``r + t q``)."""
     psi = np.clip(r + t * q, -eps, eps)
-    return scale * _dot(prob.s * psi, q) + prob.alpha * float((w + t * dw) @ dw)
+    return scale * _dot(prob.s * psi, q) + (prob.alpha * float((w + t * dw) @ dw) if prob.alpha else 0.0)
 
 
 def _line_search(prob: _Problem, r, q, w, dw, eps: float, scale: float) -> float:
@@ -401,7 +410,7 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
     alpha = prob.alpha
 
     def value(res, w):
-        return scale * res.loss + 0.5 * alpha * float(w @ w)
+        return scale * res.loss + _penalty(alpha, w)
 
     F = value(cur, w)
     for it in range(max_iter):
@@ -585,7 +594,7 @@ def _overflow_error(name: str, column: int | None = None) -> ValueError:
 
 
 def _lad_objective(prob: _Problem, r: np.ndarray, w: np.ndarray) -> float:
-    return _dot(prob.s, np.abs(r)) + 0.5 * prob.alpha * float(w @ w)
+    return _dot(prob.s, np.abs(r)) + _penalty(prob.alpha, w)
 
 
 def _huber_reference(prob: _Problem, epsilon: float):
@@ -593,7 +602,7 @@ def _huber_reference(prob: _Problem, epsilon: float):
     every outlier counted at the threshold, ``sum s rho(min(|r|, epsilon)) + alpha/2 ||w||^2``."""
     def reference(r: np.ndarray, w: np.ndarray, F: float) -> float:
         a = np.minimum(np.abs(r), epsilon)
-        return 0.5 * _dot(prob.s, a * a) + 0.5 * prob.alpha * float(w @ w)
+        return 0.5 * _dot(prob.s, a * a) + _penalty(prob.alpha, w)
     return reference
 
 
@@ -611,7 +620,7 @@ def _fitted_to_round_off(prob: _Problem, r: np.ndarray, w: np.ndarray, b: float,
         Xb = prob.X[i0 : i0 + prob.block]
         colsum += np.einsum("ij,i->j", np.abs(Xb.astype(np.float64, copy=False)), prob.s[i0 : i0 + prob.block])
     terms = float(colsum @ np.abs(w)) + abs(b) * float(np.sum(prob.s)) + _dot(prob.s, np.abs(prob.y))
-    return F - 0.5 * prob.alpha * float(w @ w) <= 2.0 * (prob.d + 2) * EPS * terms
+    return F - _penalty(prob.alpha, w) <= 2.0 * (prob.d + 2) * EPS * terms
 
 
 class _StageReference:
@@ -640,7 +649,7 @@ def _lad_reference(prob: _Problem, r: np.ndarray, w: np.ndarray, F: float, cap: 
     ``F`` when ``cap`` is 0 (most rows fitted exactly: the cap would leave no scale)."""
     if not cap > 0.0:
         return F
-    return _dot(prob.s, np.minimum(np.abs(r), cap)) + 0.5 * prob.alpha * float(w @ w)
+    return _dot(prob.s, np.minimum(np.abs(r), cap)) + _penalty(prob.alpha, w)
 
 
 def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):

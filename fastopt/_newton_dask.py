@@ -170,7 +170,7 @@ def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: f
     (with ``capped``, relative to the capped objective). Returns (w, b, st, F, iterations, converged)."""
 
     def value(st, w):
-        return st.loss + 0.5 * alpha * float(w @ w)
+        return st.loss + _newton._penalty(alpha, w)
 
     F = value(st, w)
     for it in range(max_iter):
@@ -178,7 +178,7 @@ def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: f
         g, gb = st.g + alpha * w, st.gb
         dw, db = hess.direction(g, gb, 1.0)
         dec = -(float(g @ dw) + gb * db)
-        reference = st.capped + 0.5 * alpha * float(w @ w) if capped else abs(F)
+        reference = st.capped + _newton._penalty(alpha, w) if capped else abs(F)
         if dec <= 0.0 or (dec <= 2.0 * rtol * abs(F) and dec <= 2.0 * rtol * reference):
             return w, b, st, F, it, True
         t = 1.0

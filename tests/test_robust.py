@@ -365,3 +365,20 @@ def test_robust_fit_far_beyond_round_off_warns_rather_than_returning_a_wrong_fit
             b = LinearRegressor(loss=loss).fit(X, far)
         warned = any(issubclass(c.category, ConvergenceWarning) for c in caught)
         assert warned or np.allclose(b.coef_, ref.coef_, rtol=1e-9, atol=1e-9), (n_bad, size)
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_robust_fit_is_equivariant_to_the_scale_of_x(loss, fit_intercept):
+    # Columns of 1e-150 give coefficients near 1e150, whose squares overflow: the penalty term of an unpenalised
+    # fit was 0 * inf = NaN (with NumPy's overflow warning) in the objective and the stops.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.3 * rng.normal(size=60)
+    y[:3] += 50.0
+    a = LinearRegressor(loss=loss, fit_intercept=fit_intercept).fit(X, y)
+    for c in (1e-150, 1e100):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            b = LinearRegressor(loss=loss, fit_intercept=fit_intercept).fit(X * c, y)
+        np.testing.assert_allclose(b.coef_ * c, a.coef_, rtol=1e-12, atol=1e-14)
