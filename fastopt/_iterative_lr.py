@@ -117,10 +117,11 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
 
     Applies to a fresh in-memory fit with ``learning_rate="auto"``, the plateau schedule, ``alpha=0`` (a
     rescaled ridge penalty would no longer be uniform) and a dense ``X`` whose columns are badly scaled:
-    standard deviations spanning more than ``SCALE_SPREAD``, or, with an intercept, a mean beyond ``MEAN_RATIO``
-    standard deviations. Running the rule on standardised columns is diagonal preconditioning of the original
-    problem (LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998, sec. 4.3; Goodfellow et al., *Deep
-    Learning*, 2016, sec. 8.7.1): the Hessian's condition number no longer carries the columns' scales.
+    standard deviations spanning more than ``SCALE_SPREAD`` (with an intercept, 1, the scale of its column of
+    ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
+    rule on standardised columns is diagonal preconditioning of the original problem (LeCun, Bottou, Orr &
+    Mueller, *Efficient BackProp*, 1998, sec. 4.3; Goodfellow et al., *Deep Learning*, 2016, sec. 8.7.1): the
+    Hessian's condition number no longer carries the columns' scales.
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
@@ -150,6 +151,10 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     scale = np.where(varying, std, 1.0)
     fit_intercept = params["fit_intercept"]
     spread = std[varying].max() / std[varying].min() if varying.any() else 1.0
+    if fit_intercept and varying.any():
+        # the intercept's column of ones is a column of scale 1: features all of scale 1e-3 (or 1e3) left the
+        # Hessian's condition number at 1e6, and SGD fitted the intercept alone (no warning: the loss had settled)
+        spread = max(spread, std[varying].max(), 1.0 / std[varying].min())
     off = np.abs(mean[varying]) / std[varying]
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
     if spread <= SCALE_SPREAD and not centre:

@@ -263,3 +263,25 @@ def test_power_iteration_matches_the_largest_eigenvalue():
     expected = np.linalg.eigvalsh(Xa.T @ Xa / 3_000)[-1]
     got = _iterative_lr._top_eigenvalue(Xa, w, np.zeros(13))
     assert got == pytest.approx(expected, rel=2 * _iterative_lr.POWER_RTOL)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_default_fit_does_not_depend_on_the_features_common_scale(rule):
+    # Features all of scale 1e-3 next to the intercept's column of ones made the Hessian's condition number 1e6
+    # with a column-scale spread of 1, so no preconditioning ran: SGD fitted the intercept alone and stopped on a
+    # settled loss, without a warning (every rule 4.0 off at 1e-6 and 1e-3). The intercept's scale now counts.
+    rng = np.random.default_rng(0)
+    n = 5000
+    X = rng.normal(size=(n, 4))
+    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
+    exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+    fits = {}
+    for c in (1e-6, 1e-3, 1e3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = LinearRegressor(solver=rule, random_state=0).fit(X * c, y)
+        fits[c] = np.append(est.coef_ * c, est.intercept_)
+        # the rules' default noise floor on this problem is about 2e-3 (as on unit-scale columns)
+        np.testing.assert_allclose(fits[c], exact, atol=1e-2)
+    # the standardised problems are the same to rounding
+    np.testing.assert_allclose(fits[1e-6], fits[1e3], rtol=1e-6, atol=1e-8)
