@@ -779,12 +779,12 @@ def draw_order(rng: np.random.Generator, rows: np.ndarray | int, out: np.ndarray
 
 
 def _under(affine, data):
-    """``data`` with X mapped by the preconditioning ``affine`` (None: unchanged). Its shift would densify a
-    sparse X (choose_affine never picks one for sparse X), so continuing a preconditioned dense fit on sparse X is
+    """``data`` with X mapped by the preconditioning ``affine`` (None: unchanged). A shift would densify a sparse X
+    (choose_affine picks none for sparse X), so continuing a dense fit preconditioned with one on sparse X is
     refused."""
     if affine is None:
         return data
-    if sp.issparse(data.X):
+    if sp.issparse(data.X) and np.any(affine.shift):
         raise ValueError(
             "This model was fitted on dense X with its columns standardised (precondition='auto'); continuing it "
             "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."

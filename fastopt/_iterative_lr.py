@@ -98,7 +98,11 @@ class Affine(NamedTuple):
     scale: np.ndarray
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """A new C-contiguous array of ``X``'s dtype, computed in row blocks (bounded float64 temporaries)."""
+        """A new C-contiguous array of ``X``'s dtype, computed in row blocks (bounded float64 temporaries); for CSR
+        ``X`` (no shift) a CSR matrix with new values and ``X``'s own index arrays."""
+        if sp.issparse(X):
+            values = (X.data.astype(np.float64) / self.scale[X.indices]).astype(X.dtype)
+            return type(X)((values, X.indices, X.indptr), shape=X.shape)
         out = np.empty(X.shape, dtype=X.dtype)
         for start in range(0, X.shape[0], CHUNK_ROWS):
             block = X[start : start + CHUNK_ROWS].astype(np.float64)
@@ -126,9 +130,11 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
     if params.get("precondition", "auto") != "auto" or params["learning_rate"] != "auto" \
-            or schedule != "plateau" or params["alpha"] != 0 or type(X) is not np.ndarray \
+            or schedule != "plateau" or params["alpha"] != 0 or not (type(X) is np.ndarray or sp.issparse(X)) \
             or X.ndim != 2 or rows.shape[0] < 2 or X.shape[1] == 0:
         return None
+    if sp.issparse(X):
+        return _sparse_scaling(params, X, rows, sw)
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     whole = rows.shape[0] == X.shape[0]
@@ -160,6 +166,34 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     if spread <= SCALE_SPREAD and not centre:
         return None
     return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
+
+
+def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
+    """:func:`choose_affine` for CSR ``X``: the columns' weighted root mean squares from the stored values, as the
+    scale of a map without shift (a shift would densify ``X``), when they span more than ``SCALE_SPREAD`` (with an
+    intercept, 1 counts among them); all-zero columns keep scale 1."""
+    d = X.shape[1]
+    Xr = X if rows.shape[0] == X.shape[0] else X[rows]
+    w = np.ones(Xr.shape[0]) if sw is None else sw[rows].astype(np.float64)
+    s0 = float(w.sum())
+    if not s0 > 0:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: judged below
+        values = np.asarray(Xr.data, dtype=np.float64)
+        row_w = np.repeat(w, np.diff(Xr.indptr))
+        s2 = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0
+    if not np.all(np.isfinite(s2)):
+        return None  # non-finite X: the first epoch names it
+    stored = s2 > 0
+    if not stored.any():
+        return None
+    rms = np.sqrt(s2[stored])
+    spread = rms.max() / rms.min()
+    if params["fit_intercept"]:
+        spread = max(spread, rms.max(), 1.0 / rms.min())
+    if spread <= SCALE_SPREAD:
+        return None
+    return Affine(shift=np.zeros(d), scale=np.where(stored, np.sqrt(s2), 1.0))
 
 
 def null_loss(data, rows, sw, loss, epsilon, fit_intercept: bool) -> float:

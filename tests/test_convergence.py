@@ -285,3 +285,55 @@ def test_default_fit_does_not_depend_on_the_features_common_scale(rule):
         np.testing.assert_allclose(fits[c], exact, atol=1e-2)
     # the standardised problems are the same to rounding
     np.testing.assert_allclose(fits[1e-6], fits[1e3], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_sparse_default_fit_does_not_depend_on_the_features_common_scale(rule):
+    # As test_default_fit_does_not_depend_on_the_features_common_scale, for CSR X: no preconditioning ran on sparse
+    # X, and every rule fitted the intercept alone (4.0 off at 1e-3). Its columns are now scaled (no shift).
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(0)
+    n = 5000
+    X = rng.normal(size=(n, 4)) * (rng.random((n, 4)) < 0.5)
+    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
+    exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+    fits = {}
+    for c in (1e-3, 1e3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = LinearRegressor(solver=rule, random_state=0).fit(sp.csr_array(X * c), y)
+        assert est._solver_state.affine is not None and not est._solver_state.affine.shift.any()
+        fits[c] = np.append(est.coef_ * c, est.intercept_)
+        np.testing.assert_allclose(fits[c], exact, atol=1e-2)
+    np.testing.assert_allclose(fits[1e-3], fits[1e3], rtol=1e-6, atol=1e-8)
+
+
+def test_sparse_preconditioning_on_one_hot_and_unscaled_numeric_columns():
+    # A ColumnTransformer-like CSR design: one-hot columns of three categorical features next to three unscaled
+    # numeric ones (means 50, scales 10, 1,000 and 0.01). Without the scaling, SGD stopped 32 times the optimum's
+    # loss above it, with no warning.
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(1)
+    n = 20_000
+    cats = [rng.integers(0, k, n) for k in (5, 50, 500)]
+    blocks = [sp.csr_array((np.ones(n), c, np.arange(n + 1)), shape=(n, int(c.max()) + 1)) for c in cats]
+    num = np.c_[rng.normal(50, 10, n), rng.exponential(1000, n), rng.normal(0, 0.01, n)]
+    X = sp.hstack([*blocks, sp.csr_array(num)], format="csr")
+    y = sum(rng.normal(size=int(c.max()) + 1)[c] for c in cats) + num @ [0.1, 0.001, 30] + 0.3 * rng.normal(size=n)
+    best = LinearRegressor(solver="lsqr", tol=1e-12, max_iter=100_000).fit(X, y)
+
+    def loss(est):
+        r = est.predict(X) - y
+        return 0.5 * float(np.mean(r * r))
+
+    est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
+    raw = LinearRegressor(solver="sgd", random_state=0, precondition="none").fit(X, y)
+    excess = (loss(est) - loss(best)) / loss(best)
+    assert excess < 1e-2 < (loss(raw) - loss(best)) / loss(best)
+    # in the user's units: predict is X @ coef_ + intercept_, also after a warm start on the same sparse X, which
+    # continues under the same scaling
+    np.testing.assert_allclose(est.predict(X), X @ est.coef_ + est.intercept_, rtol=1e-12)
+    scale = est._solver_state.affine.scale.copy()
+    est.set_params(warm_start=True, max_epochs=2).fit(X, y)
+    np.testing.assert_array_equal(est._solver_state.affine.scale, scale)
+    np.testing.assert_allclose(est.predict(X), X @ est.coef_ + est.intercept_, rtol=1e-12)
