@@ -45,6 +45,7 @@ from fastopt._iterative_lr import (
     Affine,
     auto_learning_rate,
     choose_affine,
+    choose_scaling,
     mean_loss,
     null_loss,
     sample_learning_rate,
@@ -1105,8 +1106,12 @@ class IterativeSolver(Solver):
         if state is not None:
             data = _under(state.affine, data)
         if state is None:
+            # a first call (not a streamed epoch's chunk) scales badly scaled columns, for this and later calls
+            affine = choose_scaling(params, data.X, rows, sw) if sweep is None else None
+            data = _under(affine, data)
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
                              lr0=None if sweep is None else sweep.lr0)
+            st.affine = affine
         else:
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             st = state.continued(lazy_rule(self.method, params), loss_curve=list(state.loss_curve), lr0=lr0,

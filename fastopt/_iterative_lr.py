@@ -168,20 +168,39 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
 
 
+def choose_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
+    """The preconditioning of a first ``partial_fit`` (``precondition="auto"``, ``learning_rate="auto"``,
+    ``alpha=0``): :func:`_sparse_scaling` on this call's rows, dense or sparse (a map without shift, which later
+    calls' rows need not share the mean of), kept for the calls after it."""
+    if params.get("precondition", "auto") != "auto" or params["learning_rate"] != "auto" or params["alpha"] != 0 \
+            or not (type(X) is np.ndarray or sp.issparse(X)) or X.ndim != 2 or rows.shape[0] < 2 or X.shape[1] == 0:
+        return None
+    return _sparse_scaling(params, X, rows, sw)
+
+
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
-    """:func:`choose_affine` for CSR ``X``: the columns' weighted root mean squares from the stored values, as the
-    scale of a map without shift (a shift would densify ``X``), when they span more than ``SCALE_SPREAD`` (with an
-    intercept, 1 counts among them); all-zero columns keep scale 1."""
+    """:func:`choose_affine` for CSR ``X`` (and :func:`choose_scaling`): the columns' weighted root mean squares
+    (from the stored values), as the scale of a map without shift (a shift would densify ``X``), when they span
+    more than ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep scale 1."""
     d = X.shape[1]
-    Xr = X if rows.shape[0] == X.shape[0] else X[rows]
-    w = np.ones(Xr.shape[0]) if sw is None else sw[rows].astype(np.float64)
+    w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
     s0 = float(w.sum())
     if not s0 > 0:
         return None
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: judged below
-        values = np.asarray(Xr.data, dtype=np.float64)
-        row_w = np.repeat(w, np.diff(Xr.indptr))
-        s2 = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0
+        if sp.issparse(X):
+            Xr = X if rows.shape[0] == X.shape[0] else X[rows]
+            values = np.asarray(Xr.data, dtype=np.float64)
+            row_w = np.repeat(w, np.diff(Xr.indptr))
+            s2 = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0
+        else:
+            s2 = np.zeros(d)
+            whole = rows.shape[0] == X.shape[0]
+            for start in range(0, rows.shape[0], CHUNK_ROWS):
+                r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
+                block = X[r].astype(np.float64)
+                s2 += np.einsum("i,ij,ij->j", w[start : start + CHUNK_ROWS], block, block)
+            s2 /= s0
     if not np.all(np.isfinite(s2)):
         return None  # non-finite X: the first epoch names it
     stored = s2 > 0
