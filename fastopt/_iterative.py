@@ -815,6 +815,18 @@ def _as_lazy_data(method: str, params: dict, data):
     return dataclasses.replace(data, X=X)
 
 
+def _penalty_fits(affine, params: dict) -> bool:
+    """Whether ``params``' ridge penalty can run under ``affine`` (none, one scale, or no penalty)."""
+    return affine is None or affine.uniform or not np.any(np.asarray(params["alpha"]) != 0)
+
+
+def _penalised(params: dict, affine) -> dict:
+    """``params`` with the ridge ``alpha`` in ``affine``'s units (:meth:`Affine.penalty`)."""
+    if affine is None or not np.any(np.asarray(params["alpha"]) != 0):
+        return params
+    return {**params, "alpha": affine.penalty(params["alpha"])}
+
+
 def _continues(state: IterState | None, params: dict, data) -> bool:
     """Whether a warm start continues from ``state`` (same shapes, intercept and dtype)."""
     d, k = data.X.shape[1], data.Y.shape[1]
@@ -1036,9 +1048,15 @@ class IterativeSolver(Solver):
         sw = _normalised_weights(data.sample_weight, train_idx)
         if init is not None:
             state = None  # coef_init / intercept_init override a warm start
+        if _continues(state, params, data) and not _penalty_fits(state.affine, params):
+            # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
+            # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
+            coef, intercept = state.affine.to_raw(*split_params(state.weights, *state.dims))
+            init, state = (coef, intercept), None
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw)
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
+        params = _penalised(params, affine)
         if affine is not None and init is not None:
             # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
             init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
@@ -1103,14 +1121,20 @@ class IterativeSolver(Solver):
         own_rows = sweep is None or sweep.rows is None  # all rows: the shuffle writes them into a kept buffer
         rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
+        init = None
+        if state is not None and not _penalty_fits(state.affine, params):
+            # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
+            # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
+            init, state = state.affine.to_raw(*split_params(state.weights, *state.dims)), None
         if state is not None:
             data = _under(state.affine, data)
+            params = _penalised(params, state.affine)
         if state is None:
             # a first call (not a streamed epoch's chunk) scales badly scaled columns, for this and later calls
             affine = choose_scaling(params, data.X, rows, sw) if sweep is None else None
             data = _under(affine, data)
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
-                             lr0=None if sweep is None else sweep.lr0)
+                             lr0=None if sweep is None else sweep.lr0, init=init)
             st.affine = affine
         else:
             lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])

@@ -109,6 +109,21 @@ class Affine(NamedTuple):
             out[start : start + CHUNK_ROWS] = (block - self.shift) / self.scale
         return out
 
+    @property
+    def uniform(self) -> bool:
+        """One scale for every column: a ridge penalty stays uniform under the map (see :meth:`penalty`)."""
+        return bool(np.all(self.scale == self.scale[0])) if self.scale.size else True
+
+    def penalty(self, alpha):
+        """The ridge ``alpha`` in the mapped units: ``alpha ||w||^2 = (alpha / c^2) ||w'||^2`` for one scale ``c``
+        (the shift moves only the intercept, which is not penalised). A per-column map carries no penalty."""
+        if not np.any(np.asarray(alpha) != 0):
+            return alpha
+        if not self.uniform:
+            raise ValueError("internal error: a ridge penalty under a per-column scaling")
+        return np.asarray(alpha, dtype=np.float64) / float(self.scale[0]) ** 2 if np.ndim(alpha) \
+            else float(alpha) / float(self.scale[0]) ** 2
+
     def to_raw(self, coef: np.ndarray, intercept: np.ndarray):
         """``coef`` (k, d) and ``intercept`` (k,) in the user's units from those of the transformed features."""
         raw = (coef.astype(np.float64) / self.scale).astype(coef.dtype)
@@ -119,8 +134,9 @@ class Affine(NamedTuple):
 def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affine | None:
     """The preconditioning map of ``precondition="auto"``, or None when it does not apply or is not needed.
 
-    Applies to a fresh in-memory fit with ``learning_rate="auto"``, the plateau schedule, ``alpha=0`` (a
-    rescaled ridge penalty would no longer be uniform) and a dense ``X`` whose columns are badly scaled:
+    Applies to a fresh in-memory fit with ``learning_rate="auto"`` and the plateau schedule, whose columns are
+    badly scaled (sparse ``X``: :func:`_sparse_scaling`, no shift). With a ridge penalty (and an intercept) the
+    map has one scale for every column (:func:`_common`), so that the penalty stays uniform. Badly scaled:
     standard deviations spanning more than ``SCALE_SPREAD`` (with an intercept, 1, the scale of its column of
     ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
     rule on standardised columns is diagonal preconditioning of the original problem (LeCun, Bottou, Orr &
@@ -129,12 +145,14 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
+    ridge = bool(np.any(np.asarray(params["alpha"]) != 0))
     if params.get("precondition", "auto") != "auto" or params["learning_rate"] != "auto" \
-            or schedule != "plateau" or params["alpha"] != 0 or not (type(X) is np.ndarray or sp.issparse(X)) \
-            or X.ndim != 2 or rows.shape[0] < 2 or X.shape[1] == 0:
+            or schedule != "plateau" or (ridge and not params["fit_intercept"]) \
+            or not (type(X) is np.ndarray or sp.issparse(X)) or X.ndim != 2 or rows.shape[0] < 2 or X.shape[1] == 0:
         return None
     if sp.issparse(X):
-        return _sparse_scaling(params, X, rows, sw)
+        affine = _sparse_scaling(params, X, rows, sw)
+        return affine if affine is None or not ridge else _common(affine.shift, affine.scale, affine.scale != 1.0)
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     whole = rows.shape[0] == X.shape[0]
@@ -165,7 +183,20 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
     if spread <= SCALE_SPREAD and not centre:
         return None
+    if ridge:
+        return _common(mean, scale, varying, centre)
     return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
+
+
+def _common(shift: np.ndarray, scale: np.ndarray, varying: np.ndarray, centre: bool = False) -> Affine | None:
+    """With a ridge penalty (and an intercept): one scale for every column, the geometric mean of the varying
+    columns' scales, which keeps the penalty uniform (:meth:`Affine.penalty`) and brings the features' common
+    scale to the intercept's 1, and the shift (which moves only the intercept); None when neither is needed.
+    Columns whose scales spread widely stay as badly conditioned among themselves as without the map."""
+    c = float(np.exp(np.mean(np.log(scale[varying])))) if varying.any() else 1.0
+    if max(c, 1.0 / c) <= SCALE_SPREAD and not centre:
+        return None
+    return Affine(shift=shift, scale=np.full(scale.shape[0], c))
 
 
 def choose_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:

@@ -255,12 +255,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         settings without deferred updates: ``"sgd"`` with ``alpha=0``, ``"adagrad"``, ``"adam"``, ``"adamw"``,
         ``"rmsprop"`` with ``alpha > 0``; no ``average``), again with coefficients bit-identical to one thread's.
     precondition : {"auto", "none"}, default="auto"
-        ``"auto"``: a fit with ``learning_rate="auto"``, the plateau schedule and ``alpha=0`` on dense columns
-        whose standard deviations span more than a factor 4 (or, with an intercept, whose means exceed their
-        standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back (diagonal
-        preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Warm starts and
-        ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``, ``"lsqr"``): ``"auto"`` iterates on
-        the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
+        ``"auto"``: a fit with ``learning_rate="auto"`` and the plateau schedule on columns whose standard
+        deviations span more than a factor 4, the intercept's 1 among them (or, with an intercept, whose means
+        exceed their standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back
+        (diagonal preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Sparse ``X`` is
+        scaled by its columns' root mean squares, without shift; with ``alpha > 0`` every column takes one scale,
+        which keeps the penalty uniform. A first ``partial_fit`` (``alpha=0``) scales its chunk's columns the
+        sparse way. Warm starts and ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``,
+        ``"lsqr"``): ``"auto"`` iterates on the columns of the centred, weighted ``X`` scaled to unit norm (with the
+        ridge: by
         ``1 / sqrt(||column||^2 + W alpha)``, the Jacobi preconditioner) so that columns of different scales
         converge together, when the norms of its non-empty columns span more than a factor 4 (on evenly scaled
         columns the scaling costs iterations); the solution is the same either way. ``"none"``: never.

@@ -361,3 +361,42 @@ def test_partial_fit_does_not_depend_on_the_features_common_scale(rule):
     np.testing.assert_allclose(fits[1.0], exact, atol=0.2)
     np.testing.assert_allclose(fits[1e-3], fits[1.0], atol=0.2)
     np.testing.assert_allclose(fits[1e-3], fits[1e3], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_ridge_default_fit_does_not_depend_on_the_features_common_scale(rule):
+    # With alpha > 0 no preconditioning ran (a per-column scaling would make the penalty non-uniform), and features
+    # of scale 1e-3 next to the intercept were fitted not at all (4.0 off). One scale for every column keeps the
+    # penalty uniform (alpha / c^2 in the scaled units).
+    rng = np.random.default_rng(0)
+    n = 5000
+    X = rng.normal(size=(n, 4))
+    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
+    for alpha in (1e-4, 1e-2):
+        ridge = LinearRegressor(solver="normal", alpha=alpha).fit(X, y)
+        for c in (1e-3, 1e3):
+            # the same problem in units scaled by c: coef / c, and alpha * c^2 for the same penalty
+            est = LinearRegressor(solver=rule, alpha=alpha * c * c, random_state=0).fit(X * c, y)
+            assert est._solver_state.affine is not None and est._solver_state.affine.uniform
+            # the rules' noise floor at the defaults is about 2e-3 here (as on unit-scale columns)
+            np.testing.assert_allclose(est.coef_ * c, ridge.coef_, atol=1e-2)
+            assert est.intercept_ == pytest.approx(ridge.intercept_, abs=1e-2)
+
+
+def test_warm_start_adding_ridge_after_a_per_column_scaling_minimises_the_ridge_objective():
+    # A warm start that adds alpha to a fit run under a per-column scaling ran the penalty in the scaled units,
+    # where it is not alpha ||w||^2: it ended at the unpenalised fit (99, 200, 300 against the ridge's 91, 184, 281).
+    # It now goes on from the coefficients in the user's units, as a fresh fit from them.
+    rng = np.random.default_rng(0)
+    n = 5000
+    X = rng.normal(size=(n, 3)) * [0.01, 0.011, 0.012]
+    y = X @ np.array([100.0, 200.0, 300.0]) + 0.3 * rng.normal(size=n)
+    est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
+    assert not est._solver_state.affine.uniform
+    first = (est.coef_.copy(), est.intercept_)
+    est.set_params(alpha=1e-5, warm_start=True).fit(X, y)
+    ridge = LinearRegressor(solver="normal", alpha=1e-5).fit(X, y)
+    np.testing.assert_allclose(est.coef_, ridge.coef_, rtol=1e-2)
+    fresh = LinearRegressor(solver="sgd", random_state=0, alpha=1e-5).fit(X, y, coef_init=first[0],
+                                                                            intercept_init=first[1])
+    np.testing.assert_array_equal(est.coef_, fresh.coef_)
