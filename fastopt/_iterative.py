@@ -334,12 +334,16 @@ class Sweep(NamedTuple):
         by it, so the chunks keep their relative weight and the sweep minimises the objective of ``fit`` on
         the concatenated rows (a chunk of zero weight contributes no gradient). None divides by this chunk's
         own mean, as ``partial_fit`` does.
+    affine : Affine or None
+        The stream's preconditioning (:func:`fastopt._iterative_lr.stream_scaling`), under which the fit runs
+        when it starts on this chunk (later passes continue under the state's).
     """
 
     epoch: int
     rows: np.ndarray | None = None
     lr0: float | None = None
     weight_mean: float | None = None
+    affine: Affine | None = None
 
 
 class Stopping:
@@ -827,6 +831,17 @@ def _penalised(params: dict, affine) -> dict:
     return {**params, "alpha": affine.penalty(params["alpha"])}
 
 
+def raw_weights(state: IterState) -> np.ndarray:
+    """``state``'s parameter vector in the user's units (its preconditioning undone)."""
+    if state.affine is None:
+        return state.weights
+    d, k = state.dims
+    coef, intercept = state.affine.to_raw(*split_params(state.weights, d, k))
+    if state.weights.shape[0] == k * d:
+        return coef.ravel()
+    return np.concatenate([coef.ravel(), intercept]).astype(state.weights.dtype)
+
+
 def _continues(state: IterState | None, params: dict, data) -> bool:
     """Whether a warm start continues from ``state`` (same shapes, intercept and dtype)."""
     d, k = data.X.shape[1], data.Y.shape[1]
@@ -1130,9 +1145,10 @@ class IterativeSolver(Solver):
             data = _under(state.affine, data)
             params = _penalised(params, state.affine)
         if state is None:
-            # a first call (not a streamed epoch's chunk) scales badly scaled columns, for this and later calls
-            affine = choose_scaling(params, data.X, rows, sw) if sweep is None else None
+            # a first call scales badly scaled columns, for this and later calls (a stream: as its sample said)
+            affine = choose_scaling(params, data.X, rows, sw) if sweep is None else sweep.affine
             data = _under(affine, data)
+            params = _penalised(params, affine)
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
                              lr0=None if sweep is None else sweep.lr0, init=init)
             st.affine = affine

@@ -209,6 +209,19 @@ def choose_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
     return _sparse_scaling(params, X, rows, sw)
 
 
+def stream_scaling(params: dict, X, w) -> Affine | None:
+    """The preconditioning of a streamed or Dask fit (``precondition="auto"``, ``learning_rate="auto"``), from
+    the seeded sample of its training rows that also sets the rate (``X`` dense or sparse, weights ``w``):
+    :func:`_sparse_scaling`'s map without shift (the chunks need not share the sample's means), with one scale for
+    every column under a ridge penalty (:func:`_common`)."""
+    ridge = bool(np.any(np.asarray(params["alpha"]) != 0))
+    if params.get("precondition", "auto") != "auto" or params["learning_rate"] != "auto" \
+            or (ridge and not params["fit_intercept"]) or X.ndim != 2 or X.shape[0] < 2 or X.shape[1] == 0:
+        return None
+    affine = _sparse_scaling(params, X, np.arange(X.shape[0]), w)
+    return affine if affine is None or not ridge else _common(affine.shift, affine.scale, affine.scale != 1.0)
+
+
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
     """:func:`choose_affine` for CSR ``X`` (and :func:`choose_scaling`): the columns' weighted root mean squares
     (from the stored values), as the scale of a map without shift (a shift would densify ``X``), when they span

@@ -41,6 +41,7 @@ from fastopt._chunks import (
     unpack,
     validation_fraction,
 )
+from fastopt._iterative_lr import stream_scaling
 from fastopt._result import FitResult, Outcome
 
 # ---------------------------------------------------------------- the estimator's features, checked on a copy
@@ -112,6 +113,8 @@ class PassSpec:
         weights divided by their own mean, the schedule advanced per chunk, no held-out rows).
     lr0 : float or None
         The base rate resolved for the whole stream; None resolves it on the first chunk's rows.
+    affine : Affine or None
+        The stream's preconditioning, resolved with ``lr0`` (:func:`fastopt._iterative_lr.stream_scaling`).
     weight_mean : float or None
         The stream-wide mean training weight every chunk's weights are divided by (None: decided later).
     unweighted : str or None
@@ -132,6 +135,7 @@ class PassSpec:
     epoch: int | None = 0
     stream: bool = True
     lr0: float | None = None
+    affine: Any = None
     weight_mean: float | None = None
     unweighted: str | None = None
     observe: bool = False
@@ -191,7 +195,7 @@ def chunk_pass(state, data, train: np.ndarray, val: np.ndarray, spec: PassSpec, 
             # the pass losses in the records, so the state stays small as it travels.
             state = replace(state, rng=copy.deepcopy(state.rng), loss_curve=list(state.loss_curve) if not spec.stream
                             else [])
-        sweep = _iterative.Sweep(spec.epoch, train if val.size else None, spec.lr0, spec.weight_mean) \
+        sweep = _iterative.Sweep(spec.epoch, train if val.size else None, spec.lr0, spec.weight_mean, spec.affine) \
             if spec.stream else None
         with naming(where):
             _solvers.check_options(spec.name, spec.params, data.Y.shape[1])
@@ -250,19 +254,24 @@ class Passes(Protocol):
     def run(self, order, spec: PassSpec, state) -> tuple[Any, list[ChunkRecord]]: ...
 
 
-def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[float | None, Weight]:
+def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[float | None, Weight, Any]:
     """``learning_rate="auto"`` from a seeded sample of the training rows of every chunk (None when there are
-    none: the first pass then says what is wrong), and the training weight of every chunk, which the pass that
-    drew the sample totalled. Small in, a float out: on Dask it runs where the sample was merged."""
+    none: the first pass then says what is wrong), the training weight of every chunk, which the pass that
+    drew the sample totalled, and the stream's preconditioning from the same sample
+    (:func:`fastopt._iterative_lr.stream_scaling`; the rate is that of the scaled rows). Small in, small out: on
+    Dask it runs where the sample was merged."""
     if sample.n_train == 0:
-        return None, sample.weight
+        return None, sample.weight, None
     # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
     w = sample.w if sample.w is not None and np.any(sample.w) else None
     if w is not None:  # relative weights, brought near 1 so that no sum over them overflows
         w = w / _iterative.weight_mean(w)
     rng = seeded_rng(seed, SAMPLE_STREAM)
     solver = _solvers.SOLVERS[name]
-    return solver.stream_learning_rate(params, sample.X, sample.Y, w, sample.n_train, rng), sample.weight
+    affine = stream_scaling(params, sample.X, w)
+    X = sample.X if affine is None else affine.transform(sample.X)
+    fit_params = params if affine is None else _iterative._penalised(params, affine)
+    return solver.stream_learning_rate(fit_params, X, sample.Y, w, sample.n_train, rng), sample.weight, affine
 
 
 def mean_weight(weight: Weight, rows: str = "all chunks") -> float:
@@ -358,14 +367,15 @@ class Epochs:
             )
         passes.check_epochs(max_epochs)
         orders = chunk_orders(self.seed, len(passes) if passes.indexable else 0, params["shuffle"])
-        lr0 = None
+        lr0, affine = None, None
         if params["learning_rate"] == "auto" and prior is None and not passes.one_shot:
-            lr0, weight = sampler(self.seed)
+            lr0, weight, affine = sampler(self.seed)
             passes.weight_mean = mean_weight(weight)
         elif weigher is not None:
             weight = weigher(self.seed)
             passes.weight_mean = 1.0 if weight is None else mean_weight(weight)
-        spec = PassSpec(self.name, detach_random_state(params, prior is None), self.seed, self.fraction, lr0=lr0)
+        spec = PassSpec(self.name, detach_random_state(params, prior is None), self.seed, self.fraction, lr0=lr0,
+                        affine=affine)
         validation = Validation() if self.early else None
         stopping, rates = None, []
         state, losses, scores, scored, y_was_1d = prior, [], [], None, None
@@ -374,7 +384,7 @@ class Epochs:
             order = next(orders) if training and passes.indexable else None
             spec = replace(spec, epoch=epoch if training else None, weight_mean=passes.weight_mean,
                            unweighted=passes.unweighted, observe=self.early and epoch == 0,
-                           scored=None if scored is None else scored.weights,
+                           scored=None if scored is None else _iterative.raw_weights(scored),
                            dims=None if scored is None else scored.dims,
                            y_mean=None if scored is None else validation.y_mean())
             after, records = passes.run(order, spec, state if training else None)

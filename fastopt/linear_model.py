@@ -261,9 +261,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         (diagonal preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Sparse ``X`` is
         scaled by its columns' root mean squares, without shift; with ``alpha > 0`` every column takes one scale,
         which keeps the penalty uniform. A first ``partial_fit`` (``alpha=0``) scales its chunk's columns the
-        sparse way. Warm starts and ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``,
-        ``"lsqr"``): ``"auto"`` iterates on the columns of the centred, weighted ``X`` scaled to unit norm (with the
-        ridge: by
+        sparse way; ``fit_stream`` and Dask fits, from the sample that sets their rate. Warm starts and
+        ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``, ``"lsqr"``): ``"auto"`` iterates on
+        the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
         ``1 / sqrt(||column||^2 + W alpha)``, the Jacobi preconditioner) so that columns of different scales
         converge together, when the norms of its non-empty columns span more than a factor 4 (on evenly scaled
         columns the scaling costs iterations); the solution is the same either way. ``"none"``: never.

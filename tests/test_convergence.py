@@ -400,3 +400,29 @@ def test_warm_start_adding_ridge_after_a_per_column_scaling_minimises_the_ridge_
     fresh = LinearRegressor(solver="sgd", random_state=0, alpha=1e-5).fit(X, y, coef_init=first[0],
                                                                             intercept_init=first[1])
     np.testing.assert_array_equal(est.coef_, fresh.coef_)
+
+
+def test_streamed_and_dask_fits_do_not_depend_on_the_features_common_scale():
+    # fit_stream and Dask fits never preconditioned: features of scale 1e-3 next to the intercept were fitted not
+    # at all (4.0 off). The sample that sets their learning rate now also sets a scaling without shift, for every
+    # chunk; held-out rows are scored in the user's units (early stopping), and a ridge penalty keeps one scale.
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(0)
+    n = 6000
+    X = rng.normal(size=(n, 4))
+    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
+    exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+    for options in ({}, {"early_stopping": True}, {"alpha": 1e-4}):
+        fits = []
+        for c in (1e-3, 1e3):
+            kw = {**options, "alpha": options.get("alpha", 0.0) * c * c}  # the same penalty in units scaled by c
+            chunks = [(X[i : i + 2000] * c, y[i : i + 2000]) for i in range(0, n, 2000)]
+            streamed = LinearRegressor(solver="sgd", random_state=0, **kw).fit_stream(chunks)
+            fits.append(np.append(streamed.coef_ * c, streamed.intercept_))
+            if not options:
+                on_dask = LinearRegressor(solver="sgd", random_state=0).fit(da.from_array(X * c, chunks=2000),
+                                                                            da.from_array(y, chunks=2000))
+                np.testing.assert_allclose(on_dask.coef_, streamed.coef_, rtol=1e-12)
+        # about 5e-3 from least squares at the defaults, as for unit-scale columns
+        np.testing.assert_allclose(fits[0], exact, atol=2e-2)
+        np.testing.assert_allclose(fits[0], fits[1], rtol=1e-6, atol=1e-8)
