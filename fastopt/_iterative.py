@@ -821,23 +821,28 @@ def _as_lazy_data(method: str, params: dict, data):
 
 def _penalty_fits(affine, params: dict) -> bool:
     """Whether ``params``' ridge penalty can run under ``affine`` (none, one scale, or no penalty)."""
-    return affine is None or affine.uniform or not np.any(np.asarray(params["alpha"]) != 0)
+    return affine is None or affine.uniform or params["alpha"] == 0
 
 
 def _penalised(params: dict, affine) -> dict:
     """``params`` with the ridge ``alpha`` in ``affine``'s units (:meth:`Affine.penalty`)."""
-    if affine is None or not np.any(np.asarray(params["alpha"]) != 0):
+    if affine is None or params["alpha"] == 0:
         return params
     return {**params, "alpha": affine.penalty(params["alpha"])}
+
+
+def _raw_params(state: IterState):
+    """``state``'s ``coef`` (k, d) and ``intercept`` (k,) in the user's units (its preconditioning undone)."""
+    coef, intercept = split_params(state.weights, *state.dims)
+    return (coef, intercept) if state.affine is None else state.affine.to_raw(coef, intercept)
 
 
 def raw_weights(state: IterState) -> np.ndarray:
     """``state``'s parameter vector in the user's units (its preconditioning undone)."""
     if state.affine is None:
         return state.weights
-    d, k = state.dims
-    coef, intercept = state.affine.to_raw(*split_params(state.weights, d, k))
-    if state.weights.shape[0] == k * d:
+    coef, intercept = _raw_params(state)
+    if state.weights.shape[0] == coef.size:
         return coef.ravel()
     return np.concatenate([coef.ravel(), intercept]).astype(state.weights.dtype)
 
@@ -1066,8 +1071,7 @@ class IterativeSolver(Solver):
         if _continues(state, params, data) and not _penalty_fits(state.affine, params):
             # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
             # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
-            coef, intercept = state.affine.to_raw(*split_params(state.weights, *state.dims))
-            init, state = (coef, intercept), None
+            init, state = _raw_params(state), None
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw)
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
@@ -1140,15 +1144,13 @@ class IterativeSolver(Solver):
         if state is not None and not _penalty_fits(state.affine, params):
             # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
             # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
-            init, state = state.affine.to_raw(*split_params(state.weights, *state.dims)), None
+            init, state = _raw_params(state), None
         if state is not None:
-            data = _under(state.affine, data)
-            params = _penalised(params, state.affine)
-        if state is None:
-            # a first call scales badly scaled columns, for this and later calls (a stream: as its sample said)
+            affine = state.affine
+        else:  # a first call scales badly scaled columns, for this and later calls (a stream: as its sample said)
             affine = choose_scaling(params, data.X, rows, sw) if sweep is None else sweep.affine
-            data = _under(affine, data)
-            params = _penalised(params, affine)
+        data, params = _under(affine, data), _penalised(params, affine)
+        if state is None:
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
                              lr0=None if sweep is None else sweep.lr0, init=init)
             st.affine = affine

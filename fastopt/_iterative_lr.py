@@ -114,15 +114,15 @@ class Affine(NamedTuple):
         """One scale for every column: a ridge penalty stays uniform under the map (see :meth:`penalty`)."""
         return bool(np.all(self.scale == self.scale[0])) if self.scale.size else True
 
-    def penalty(self, alpha):
-        """The ridge ``alpha`` in the mapped units: ``alpha ||w||^2 = (alpha / c^2) ||w'||^2`` for one scale ``c``
-        (the shift moves only the intercept, which is not penalised). A per-column map carries no penalty."""
-        if not np.any(np.asarray(alpha) != 0):
+    def penalty(self, alpha: float) -> float:
+        """The ridge ``alpha`` (a scalar: the iterative solvers take no other) in the mapped units:
+        ``alpha ||w||^2 = (alpha / c^2) ||w'||^2`` for one scale ``c`` (the shift moves only the intercept, which is
+        not penalised). A per-column map carries no penalty."""
+        if alpha == 0:
             return alpha
         if not self.uniform:
             raise ValueError("internal error: a ridge penalty under a per-column scaling")
-        return np.asarray(alpha, dtype=np.float64) / float(self.scale[0]) ** 2 if np.ndim(alpha) \
-            else float(alpha) / float(self.scale[0]) ** 2
+        return float(alpha) / float(self.scale[0]) ** 2
 
     def to_raw(self, coef: np.ndarray, intercept: np.ndarray):
         """``coef`` (k, d) and ``intercept`` (k,) in the user's units from those of the transformed features."""
@@ -135,7 +135,7 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     """The preconditioning map of ``precondition="auto"``, or None when it does not apply or is not needed.
 
     Applies to a fresh in-memory fit with ``learning_rate="auto"`` and the plateau schedule, whose columns are
-    badly scaled (sparse ``X``: :func:`_sparse_scaling`, no shift). With a ridge penalty (and an intercept) the
+    badly scaled (sparse ``X``: :func:`_scaling`, no shift). With a ridge penalty (and an intercept) the
     map has one scale for every column (:func:`_common`), so that the penalty stays uniform. Badly scaled:
     standard deviations spanning more than ``SCALE_SPREAD`` (with an intercept, 1, the scale of its column of
     ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
@@ -145,14 +145,10 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
-    ridge = bool(np.any(np.asarray(params["alpha"]) != 0))
-    if params.get("precondition", "auto") != "auto" or params["learning_rate"] != "auto" \
-            or schedule != "plateau" or (ridge and not params["fit_intercept"]) \
-            or not (type(X) is np.ndarray or sp.issparse(X)) or X.ndim != 2 or rows.shape[0] < 2 or X.shape[1] == 0:
+    if schedule != "plateau" or not _applies(params, X, rows.shape[0]):
         return None
     if sp.issparse(X):
-        affine = _sparse_scaling(params, X, rows, sw)
-        return affine if affine is None or not ridge else _common(affine.shift, affine.scale, affine.scale != 1.0)
+        return _scaling(params, X, rows, sw)
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     whole = rows.shape[0] == X.shape[0]
@@ -183,7 +179,7 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
     if spread <= SCALE_SPREAD and not centre:
         return None
-    if ridge:
+    if params["alpha"] != 0:
         return _common(mean, scale, varying, centre)
     return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
 
@@ -201,29 +197,42 @@ def _common(shift: np.ndarray, scale: np.ndarray, varying: np.ndarray, centre: b
 
 def choose_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
     """The preconditioning of a first ``partial_fit`` (``precondition="auto"``, ``learning_rate="auto"``,
-    ``alpha=0``): :func:`_sparse_scaling` on this call's rows, dense or sparse (a map without shift, which later
-    calls' rows need not share the mean of), kept for the calls after it."""
-    if params.get("precondition", "auto") != "auto" or params["learning_rate"] != "auto" or params["alpha"] != 0 \
-            or not (type(X) is np.ndarray or sp.issparse(X)) or X.ndim != 2 or rows.shape[0] < 2 or X.shape[1] == 0:
+    ``alpha=0``): :func:`_scaling` on this call's rows, dense or sparse (a map without shift, which later calls'
+    rows need not share the mean of), kept for the calls after it."""
+    if params["alpha"] != 0 or not _applies(params, X, rows.shape[0]):
         return None
-    return _sparse_scaling(params, X, rows, sw)
+    return _scaling(params, X, rows, sw)
 
 
 def stream_scaling(params: dict, X, w) -> Affine | None:
     """The preconditioning of a streamed or Dask fit (``precondition="auto"``, ``learning_rate="auto"``), from
     the seeded sample of its training rows that also sets the rate (``X`` dense or sparse, weights ``w``):
-    :func:`_sparse_scaling`'s map without shift (the chunks need not share the sample's means), with one scale for
-    every column under a ridge penalty (:func:`_common`)."""
-    ridge = bool(np.any(np.asarray(params["alpha"]) != 0))
-    if params.get("precondition", "auto") != "auto" or params["learning_rate"] != "auto" \
-            or (ridge and not params["fit_intercept"]) or X.ndim != 2 or X.shape[0] < 2 or X.shape[1] == 0:
+    :func:`_scaling` (the chunks need not share the sample's means)."""
+    if not _applies(params, X, X.shape[0]):
         return None
-    affine = _sparse_scaling(params, X, np.arange(X.shape[0]), w)
-    return affine if affine is None or not ridge else _common(affine.shift, affine.scale, affine.scale != 1.0)
+    return _scaling(params, X, np.arange(X.shape[0]), w)
+
+
+def _applies(params: dict, X, n_rows: int) -> bool:
+    """Whether ``precondition="auto"`` may map this fit's ``X`` (dense or sparse; ``n_rows`` training rows): a
+    ``learning_rate="auto"`` fit, with an intercept if it has a ridge penalty (one common scale does not change
+    the conditioning without one)."""
+    return params.get("precondition", "auto") == "auto" and params["learning_rate"] == "auto" \
+        and not (params["alpha"] != 0 and not params["fit_intercept"]) \
+        and (type(X) is np.ndarray or sp.issparse(X)) and X.ndim == 2 and n_rows >= 2 and X.shape[1] > 0
+
+
+def _scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
+    """A map without shift (:func:`_sparse_scaling`), with one scale for every column under a ridge penalty
+    (:func:`_common`)."""
+    affine = _sparse_scaling(params, X, rows, sw)
+    if affine is None or params["alpha"] == 0:
+        return affine
+    return _common(affine.shift, affine.scale, affine.scale != 1.0)
 
 
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
-    """:func:`choose_affine` for CSR ``X`` (and :func:`choose_scaling`): the columns' weighted root mean squares
+    """The columns' weighted root mean squares
     (from the stored values), as the scale of a map without shift (a shift would densify ``X``), when they span
     more than ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep scale 1."""
     d = X.shape[1]
