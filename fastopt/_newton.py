@@ -475,12 +475,23 @@ def _start(prob: _Problem, full: _closed_form.ClosedFormState, init):
     return _least_squares(prob, full)
 
 
-def _stage_threshold(prob: _Problem, r: np.ndarray, epsilon: float, previous: float) -> float:
-    """The next threshold of the continuation (see :func:`huber_newton`): the median absolute residual of the rows
-    with weight, at most a tenth of the previous threshold, at least ``epsilon``."""
-    a = np.abs(r[prob.s > 0]) if prob.s.shape[0] else np.zeros(0)
-    median = float(np.median(a)) if a.size else 0.0
+def _median_abs_residual(prob: _Problem, r: np.ndarray) -> float:
+    """The median absolute residual of the rows with weight (0 without any)."""
+    a = np.abs(r[prob.s > 0])
+    return float(np.median(a)) if a.size else 0.0
+
+
+def _stage_threshold(median: float, epsilon: float, previous: float = np.inf) -> float:
+    """The next threshold of the continuation (see :func:`huber_newton`): the median absolute residual at the
+    fit for the previous one, at most a tenth of it, at least ``epsilon``."""
     return max(epsilon, min(previous / 10.0, median))
+
+
+def _curvature_missing(hess: _Hessian, g: np.ndarray, gb: float) -> bool:
+    """Whether the damping, not the curvature (inliers or ridge), answers most of the gradient ``(g, gb)`` at the
+    start: where a continuation in the threshold is needed (see :func:`huber_newton`)."""
+    hess.direction(g, gb, 1.0)
+    return hess.damped_share >= 0.5
 
 
 def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: float, rtol: float, max_iter: int,
@@ -500,16 +511,15 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
     hess = _Hessian(prob, full)
     cur = _visit(prob, hess, w, b, epsilon)
     curve: list = []
-    threshold, iters = _stage_threshold(prob, cur.r, epsilon, np.inf), 0
-    if threshold > epsilon:  # Newton's own steps do where the curvature (inliers or ridge) answers the gradient
-        hess.direction(cur.g + prob.alpha * w, cur.gb, 1.0)
-        if hess.damped_share < 0.5:
-            threshold = epsilon
+    threshold, iters = _stage_threshold(_median_abs_residual(prob, cur.r), epsilon), 0
+    # Newton's own steps do where the curvature (inliers or ridge) answers the gradient
+    if threshold > epsilon and not _curvature_missing(hess, cur.g + prob.alpha * w, cur.gb):
+        threshold = epsilon
     while threshold > epsilon:
         cur = _visit(prob, hess, w, b, threshold)
         w, b, r, _, it, _ = _newton(prob, w, b, cur, hess, threshold, 1.0, STAGE_RTOL, max_iter, curve)
         iters += max(it, 1)
-        threshold = _stage_threshold(prob, r, epsilon, threshold)
+        threshold = _stage_threshold(_median_abs_residual(prob, r), epsilon, threshold)
         if threshold == epsilon:
             cur = _visit(prob, hess, w, b, epsilon)
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
@@ -638,8 +648,7 @@ class _StageReference:
 
 def _lad_cap(prob: _Problem, r: np.ndarray) -> float:
     """Ten times the median absolute residual of the rows with weight (see :func:`_lad_reference`)."""
-    a = np.abs(r[prob.s > 0])
-    return 10.0 * float(np.median(a)) if a.size else 0.0
+    return 10.0 * _median_abs_residual(prob, r)
 
 
 def _lad_reference(prob: _Problem, r: np.ndarray, w: np.ndarray, F: float, cap: float) -> float:
@@ -741,6 +750,10 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             return attempt(w, b, r, gamma)
         return False
 
+    def capped_round_off(r, w) -> bool:
+        """gamma at round-off of the objective with far residuals capped (_lad_reference)."""
+        return gamma <= max(rtol, EPS) * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r))
+
     for _stage in range(MAX_STAGES):
         # A new threshold: most inliers leave, so the stage's first pass rebuilds the Hessian from the (about
         # ten times fewer) rows inside, which costs less than taking the others out.
@@ -754,7 +767,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             # A stage used up max_epochs: non-convergence, unless gamma is already at round-off of the capped
             # objective (say with tied rows, more than p fitted exactly, so no limit is ever certified): the
             # stage before it is then within about 10 gamma / 2 of the minimum, and kept.
-            converged = gamma <= max(rtol, EPS) * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r))
+            converged = capped_round_off(r, w)
             break
         F_lad = _lad_objective(prob, r, w)
         if F_lad < best[0]:
@@ -770,8 +783,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         curve.append(best[0])
         # The objective is within gamma / 2 of the minimum: done when that is at round-off of the objective with
         # far residuals capped (_lad_reference, at most F: far outliers do not inflate it).
-        limit = max(rtol, EPS)
-        if gamma <= limit * best[0] and gamma <= limit * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r)):
+        if gamma <= max(rtol, EPS) * best[0] and capped_round_off(r, w):
             converged = True
             break
         if "limit" in last:

@@ -30,7 +30,7 @@ from fastopt import _chunks, _closed_form, _dask, _newton
 from fastopt._iterative import weight_mean
 
 # The weighted histogram of the residuals' binary exponents (bin 0: exact zeros), from which a stage threshold is
-# read to within a factor of two: the median of fastopt._newton._stage_threshold, without gathering residuals.
+# read to within a factor of two: the median of fastopt._newton._median_abs_residual, without gathering residuals.
 _EXP_LO, _EXP_HI = -1080, 1030
 
 
@@ -96,9 +96,8 @@ def _evaluate(data, mean: float, n: int, target: int, fit_intercept: bool, centr
         return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)) if hessian else None, 0.0,
                       np.zeros(_EXP_HI - _EXP_LO + 1))
     res = prob.run(w, b, eps, None, hessian=hessian)
-    a = np.minimum(np.abs(res.r), eps)
-    return _Stats(res.loss, res.g, res.gb, res.dH, 0.5 * _newton._dot(prob.s, a * a),
-                  _exponent_histogram(res.r, prob.s))
+    capped = _newton._huber_reference(prob, eps)(res.r, w, res.loss)  # (prob has no ridge: the sum alone)
+    return _Stats(res.loss, res.g, res.gb, res.dH, capped, _exponent_histogram(res.r, prob.s))
 
 
 class _Blocks:
@@ -140,18 +139,17 @@ def _fit_target(blocks: _Blocks, target: int, full, alpha: float, fit_intercept:
     w, b = _newton._least_squares(prob, full)
     st = blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
     curve, iters = [], 0
-    threshold = max(eps, _median_from_histogram(st.hist)) if eps < np.inf else eps
-    if threshold > eps:  # (as in memory: only where the curvature cannot answer the gradient)
-        hess.H = st.H
-        hess.direction(st.g + alpha * w, st.gb, 1.0)
-        if hess.damped_share < 0.5:
-            threshold = eps
+    threshold = _newton._stage_threshold(_median_from_histogram(st.hist), eps) if eps < np.inf else eps
+    hess.H = st.H
+    # (as in memory: only where the curvature cannot answer the gradient)
+    if threshold > eps and not _newton._curvature_missing(hess, st.g + alpha * w, st.gb):
+        threshold = eps
     while threshold > eps:
         st = blocks.evaluate(target, fit_intercept, centre, w, b, threshold, True)
         w, b, st, _, it, _ = _iterate(blocks, target, fit_intercept, centre, alpha, hess, w, b, st, threshold,
                                       _newton.STAGE_RTOL, max_iter, curve, capped=True)
         iters += max(it, 1)
-        threshold = max(eps, min(threshold / 10.0, _median_from_histogram(st.hist)))
+        threshold = _newton._stage_threshold(_median_from_histogram(st.hist), eps, threshold)
         if threshold == eps:
             st = blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
     w, b, st, F, it, ok = _iterate(blocks, target, fit_intercept, centre, alpha, hess, w, b, st, eps, rtol,
