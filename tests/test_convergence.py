@@ -265,16 +265,23 @@ def test_power_iteration_matches_the_largest_eigenvalue():
     assert got == pytest.approx(expected, rel=2 * _iterative_lr.POWER_RTOL)
 
 
+def four_columns(n: int, half_zero: bool = False):
+    """``n`` rows of four standard normal columns (with ``half_zero``, about half their entries zero), ``y = X
+    (1, 2, 3, 4) + 0.3 noise``, and the least-squares coefficients then intercept."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 4))
+    if half_zero:
+        X = X * (rng.random((n, 4)) < 0.5)
+    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
+    return X, y, np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_default_fit_does_not_depend_on_the_features_common_scale(rule):
     # Features all of scale 1e-3 next to the intercept's column of ones made the Hessian's condition number 1e6
     # with a column-scale spread of 1, so no preconditioning ran: SGD fitted the intercept alone and stopped on a
     # settled loss, without a warning (every rule 4.0 off at 1e-6 and 1e-3). The intercept's scale now counts.
-    rng = np.random.default_rng(0)
-    n = 5000
-    X = rng.normal(size=(n, 4))
-    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
-    exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+    X, y, exact = four_columns(5000)
     fits = {}
     for c in (1e-6, 1e-3, 1e3):
         with warnings.catch_warnings():
@@ -292,11 +299,7 @@ def test_sparse_default_fit_does_not_depend_on_the_features_common_scale(rule):
     # As test_default_fit_does_not_depend_on_the_features_common_scale, for CSR X: no preconditioning ran on sparse
     # X, and every rule fitted the intercept alone (4.0 off at 1e-3). Its columns are now scaled (no shift).
     sp = pytest.importorskip("scipy.sparse")
-    rng = np.random.default_rng(0)
-    n = 5000
-    X = rng.normal(size=(n, 4)) * (rng.random((n, 4)) < 0.5)
-    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
-    exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+    X, y, exact = four_columns(5000, half_zero=True)
     fits = {}
     for c in (1e-3, 1e3):
         with warnings.catch_warnings():
@@ -343,10 +346,8 @@ def test_sparse_preconditioning_on_one_hot_and_unscaled_numeric_columns():
 def test_partial_fit_does_not_depend_on_the_features_common_scale(rule):
     # A first partial_fit never preconditioned: with features of scale 1e-3 next to the intercept, every pass
     # fitted the intercept alone (4.0 off after 20 passes, no warning). It now scales the first chunk's columns.
-    rng = np.random.default_rng(0)
-    n = 5000
-    X = rng.normal(size=(n, 4))
-    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
+    X, y, exact = four_columns(5000)
+    n = X.shape[0]
     fits = {}
     for c in (1.0, 1e-3, 1e3):
         est = LinearRegressor(solver=rule, random_state=0)
@@ -354,7 +355,6 @@ def test_partial_fit_does_not_depend_on_the_features_common_scale(rule):
             for i in range(0, n, 1000):
                 est.partial_fit(X[i : i + 1000] * c, y[i : i + 1000])
         fits[c] = np.append(est.coef_ * c, est.intercept_)
-    exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
     # Unit-scale columns are not scaled (their spread with the intercept's 1 is within SCALE_SPREAD). Passes at the
     # base rate, with no plateau rule, end at their noise floor: 0.04 (SGD) and 0.1 (Adam) from the optimum here,
     # where the unfitted features of the old behaviour are 4.0 off.
@@ -368,10 +368,7 @@ def test_ridge_default_fit_does_not_depend_on_the_features_common_scale(rule):
     # With alpha > 0 no preconditioning ran (a per-column scaling would make the penalty non-uniform), and features
     # of scale 1e-3 next to the intercept were fitted not at all (4.0 off). One scale for every column keeps the
     # penalty uniform (alpha / c^2 in the scaled units).
-    rng = np.random.default_rng(0)
-    n = 5000
-    X = rng.normal(size=(n, 4))
-    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
+    X, y, _ = four_columns(5000)
     for alpha in (1e-4, 1e-2):
         ridge = LinearRegressor(solver="normal", alpha=alpha).fit(X, y)
         for c in (1e-3, 1e3):
@@ -407,11 +404,8 @@ def test_streamed_and_dask_fits_do_not_depend_on_the_features_common_scale():
     # at all (4.0 off). The sample that sets their learning rate now also sets a scaling without shift, for every
     # chunk; held-out rows are scored in the user's units (early stopping), and a ridge penalty keeps one scale.
     da = pytest.importorskip("dask.array")
-    rng = np.random.default_rng(0)
-    n = 6000
-    X = rng.normal(size=(n, 4))
-    y = X @ np.array([1.0, 2.0, 3.0, 4.0]) + 0.3 * rng.normal(size=n)
-    exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+    X, y, exact = four_columns(6000)
+    n = X.shape[0]
     for options in ({}, {"early_stopping": True}, {"alpha": 1e-4}):
         fits = []
         for c in (1e-3, 1e3):

@@ -288,18 +288,29 @@ def test_robust_fit_does_not_depend_on_how_far_the_outliers_are(loss, n_bad, siz
     # (50 rows, one outlier at 1e14: the least-squares fit returned after max_epochs, or claimed converged), and
     # the stops, relative to an objective the outliers dominate, ended before the inlier set had settled (1e-2 off
     # with one at 1e16 or five at 1e12).
-    rng = np.random.default_rng(11)
-    X = rng.normal(size=(50, 3))
-    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=50)
-    near, far = y.copy(), y.copy()
-    near[:n_bad] = 100.0 + np.arange(n_bad)
-    far[:n_bad] = size * (1.0 + np.arange(n_bad))
+    X, near, far = outliers_at(size, n_bad)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         a = LinearRegressor(loss=loss).fit(X, near)
         b = LinearRegressor(loss=loss).fit(X, far)
     # The near fit is the reference: the outliers enter the far one only through their (exact) signs. Beyond
     # about 1e20 here (five outliers) eps * size * their weight reaches the noise, and the fits part.
+    assert_same_fit(b, a)
+
+
+def outliers_at(size: float, n_bad: int):
+    """50 rows of a clean linear model, X and two targets: its first ``n_bad`` rows moved to 100, 101, ... and to
+    ``size`` times 1, 2, ... (outliers on the same side, near and far)."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=50)
+    near, far = y.copy(), y.copy()
+    near[:n_bad] = 100.0 + np.arange(n_bad)
+    far[:n_bad] = size * (1.0 + np.arange(n_bad))
+    return X, near, far
+
+
+def assert_same_fit(b, a):
     np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-9, atol=1e-9)
     assert b.intercept_ == pytest.approx(a.intercept_, rel=1e-9, abs=1e-9)
 
@@ -330,19 +341,13 @@ def test_newton_on_dask_arrays_does_not_depend_on_how_far_the_outliers_are(n_bad
     # As in memory (test_robust_fit_does_not_depend_on_how_far_the_outliers_are): the distributed fit's start,
     # stops and step test (Armijo compared objectives that the outliers round alike) once ended far off.
     da = pytest.importorskip("dask.array")
-    rng = np.random.default_rng(11)
-    X = rng.normal(size=(50, 3))
-    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=50)
-    near, far = y.copy(), y.copy()
-    near[:n_bad] = 100.0 + np.arange(n_bad)
-    far[:n_bad] = size * (1.0 + np.arange(n_bad))
+    X, near, far = outliers_at(size, n_bad)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         a = LinearRegressor(loss="huber").fit(X, near)
         b = LinearRegressor(loss="huber", solver="newton").fit(da.from_array(X, chunks=20),
                                                                da.from_array(far, chunks=20))
-    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-9, atol=1e-9)
-    assert b.intercept_ == pytest.approx(a.intercept_, rel=1e-9, abs=1e-9)
+    assert_same_fit(b, a)
 
 
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
@@ -350,16 +355,9 @@ def test_robust_fit_far_beyond_round_off_warns_rather_than_returning_a_wrong_fit
     # Outliers so far out that eps * size reaches the inliers' scale cannot be fitted in float64 (the least-squares
     # start cancels about eps * size); the fit must then say so, not return a wrong answer as converged (the absolute
     # error's smoothing accepted a stage that had not settled).
-    rng = np.random.default_rng(11)
-    X = rng.normal(size=(50, 3))
-    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=50)
-    near = y.copy()
-    near[:5] = 100.0 + np.arange(5)
-    a = LinearRegressor(loss=loss).fit(X, near)
     for n_bad, size in [(1, 1e20), (5, 1e20), (1, 1e30), (5, 1e30)]:
-        far = y.copy()
-        far[:n_bad] = size * (1.0 + np.arange(n_bad))
-        ref = a if n_bad == 5 else LinearRegressor(loss=loss).fit(X, np.where(np.arange(50) < 1, 100.0, y))
+        X, near, far = outliers_at(size, n_bad)
+        ref = LinearRegressor(loss=loss).fit(X, near)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             b = LinearRegressor(loss=loss).fit(X, far)
