@@ -36,21 +36,23 @@ _EXP_LO, _EXP_HI = -1080, 1030
 
 @dataclass
 class _Stats:
-    """Sums over rows at one point: ``sum s huber(r)``, ``X^T (s psi)``, ``sum s psi``, the inlier Hessian, the
-    capped objective ``sum s min(|r|, eps)^2 / 2`` (:func:`fastopt._newton._huber_reference`) and the weighted
-    histogram of the residuals' exponents."""
+    """Sums over rows at one point: ``sum s huber(r)``, ``X^T (s psi)``, ``sum s psi``, and for a point a step may
+    land on (``hessian``) the inlier Hessian, the capped objective ``sum s min(|r|, eps)^2 / 2``
+    (:func:`fastopt._newton._huber_reference`) and the weighted histogram of the residuals' exponents (the
+    backtracking evaluations only compare objectives and slopes)."""
 
     loss: float
     g: np.ndarray
     gb: float
     H: np.ndarray | None
-    capped: float
-    hist: np.ndarray
+    capped: float | None
+    hist: np.ndarray | None
 
 
 def _add(a: _Stats, b: _Stats) -> _Stats:
-    return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, None if a.H is None else a.H + b.H, a.capped + b.capped,
-                  a.hist + b.hist)
+    if a.H is None:
+        return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, None, None, None)
+    return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, a.H + b.H, a.capped + b.capped, a.hist + b.hist)
 
 
 def _exponent_histogram(r: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -93,9 +95,12 @@ def _evaluate(data, mean: float, n: int, target: int, fit_intercept: bool, centr
     y = np.ascontiguousarray(data.Y[:, target], dtype=np.float64)
     prob = _newton._Problem(data.X, y, _weights(data, mean, n), 0.0, fit_intercept, centre)
     if prob.n == 0:
-        return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)) if hessian else None, 0.0,
-                      np.zeros(_EXP_HI - _EXP_LO + 1))
+        if not hessian:
+            return _Stats(0.0, np.zeros(prob.d), 0.0, None, None, None)
+        return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)), 0.0, np.zeros(_EXP_HI - _EXP_LO + 1))
     res = prob.run(w, b, eps, None, hessian=hessian)
+    if not hessian:
+        return _Stats(res.loss, res.g, res.gb, None, None, None)
     capped = _newton._huber_reference(prob, eps)(res.r, w, res.loss)  # (prob has no ridge: the sum alone)
     return _Stats(res.loss, res.g, res.gb, res.dH, capped, _exponent_histogram(res.r, prob.s))
 
