@@ -191,11 +191,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
         model)``), so the floor is not the noise of the larger rate; ``tol`` only switches this on. ``None``
         disables stopping (the plateau rule then keeps its last rate once it would have stopped). Not used by
-        ``solver="newton"``, which iterates to round-off. Krylov solvers: stop when the relative residual of the
-        normal equations (column-scaled by the preconditioner) is at most ``tol``, ``||D (X_c^T W (y_c - X_c
-        coef) - W alpha coef)|| <= tol ||D X_c^T W y_c||`` (``X_c``, ``y_c`` centred on the weighted means when
-        ``fit_intercept``; ``D`` the preconditioner's scaling, or ``I``), checked by a final exact pass; ``None``
-        runs ``max_iter`` iterations.
+        ``solver="newton"``, which iterates to round-off. Krylov solvers: LSQR's stopping rules with
+        ``atol = btol = tol`` (as ``scipy.sparse.linalg.lsqr`` and ``Ridge(solver="lsqr")``), on the weighted,
+        centred, column-scaled problem ``min ||A z - b||`` with the ridge as extra rows: stop when
+        ``||A^T r|| <= tol ||A||_F ||r||`` or ``||r|| <= tol (||b|| + ||A||_F ||z||)``, checked by a final exact
+        pass; the objective's relative excess is then at most about ``(tol cond(A))^2``. ``None`` runs
+        ``max_iter`` iterations.
     n_iter_no_change : int, default=5
         Patience, in epochs, of the named schedules' rule.
     early_stopping : bool, default=False

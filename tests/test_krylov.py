@@ -2,6 +2,7 @@
 the conjugate-gradient iteration bound, streamed and Dask fits, determinism, and solver="auto"."""
 import functools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -279,18 +280,55 @@ def _orthonormal_factors(n=600, d=300):
 @pytest.mark.parametrize("kappa, tol", [(10.0, 1e-4), (10.0, 1e-8), (30.0, 1e-6)])
 def test_iterations_follow_the_conjugate_gradient_bound(solver, kappa, tol):
     """With cond(A) = kappa, ||A^T r_k|| / ||A^T r_0|| <= 2 kappa ((kappa - 1) / (kappa + 1))^k (the energy-norm
-    bound of CG on A^T A, Nocedal & Wright eq. 5.36, converted to the residual norm), so at most
-    log(2 kappa / tol) / log((kappa + 1) / (kappa - 1)) iterations; singular values spread over [1, kappa] make
-    the bound nearly sharp (here within a factor of two)."""
+    bound of CG on A^T A, Nocedal & Wright eq. 5.36, converted to the residual norm). The rule stops at
+    ||A^T r_k|| <= tol ||A||_F ||r_k||, and ||r_k|| >= ||r*||, so after at most
+    log(2 kappa c / tol) / log((kappa + 1) / (kappa - 1)) iterations, c = ||A^T b|| / (||A||_F ||r*||); singular
+    values spread over [1, kappa] make the bound nearly sharp (here within a factor of two)."""
     U, V, y = _orthonormal_factors()
     d = V.shape[0]
     s = 1 + (kappa - 1) * (1 - np.cos(np.pi * np.arange(d) / (d - 1))) / 2
     A = (U * s) @ V.T
     est = LinearRegressor(solver=solver, fit_intercept=False, precondition="none", tol=tol).fit(A, y)
-    bound = math.log(2 * kappa / tol) / math.log((kappa + 1) / (kappa - 1))
+    a_norm = np.linalg.norm(A)  # Frobenius
+    best = np.linalg.norm(y - A @ np.linalg.lstsq(A, y, rcond=None)[0])
+    c = np.linalg.norm(A.T @ y) / (a_norm * best)
+    bound = math.log(2 * kappa * c / tol) / math.log((kappa + 1) / (kappa - 1))
     assert bound / 2 <= est.n_iter_ <= bound
-    residual = A.T @ (y - A @ est.coef_)
-    assert np.linalg.norm(residual) <= tol * np.linalg.norm(A.T @ y)
+    r = y - A @ est.coef_
+    assert np.linalg.norm(A.T @ r) <= tol * a_norm * np.linalg.norm(r)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("precondition", ["none", "auto"])
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_columns_far_from_centred_reach_the_optimum_at_the_default_tol(solver, precondition, sparse):
+    """Columns whose means are hundreds of times their spread, no intercept: A^T b lies almost along one direction,
+    so a stop at ||A^T r|| <= tol ||A^T b|| came after two iterations at 4,000 times the optimal objective. The
+    rule S2, ||A_bar^T r|| <= tol ||A_bar||_F ||r||, bounds the relative excess instead: with
+    ||A_bar^T r|| >= sigma_min ||A_bar e|| and ||r||^2 = ||r*||^2 + ||A_bar e||^2, the excess
+    q = ||A_bar e||^2 / ||r*||^2 satisfies q <= t^2 (1 + q), t = tol ||A_bar||_F / sigma_min (of the scaled
+    augmented operator the method runs on)."""
+    rng = np.random.default_rng(37)
+    n, d, alpha = 185, 16, 1e-4
+    X = rng.normal(size=(n, d)) + rng.uniform(-1e3, 1e3, size=d)
+    y = X @ rng.normal(size=d) + 3.0 + 0.3 * rng.normal(size=n)
+    est = LinearRegressor(solver=solver, alpha=alpha, fit_intercept=False, precondition=precondition)
+    est.fit(scipy.sparse.csr_array(X) if sparse else X, y)
+    best = LinearRegressor(solver="qr", alpha=alpha, fit_intercept=False).fit(X, y)
+
+    def objective(coef):
+        return 0.5 * np.mean((y - X @ coef) ** 2) + 0.5 * alpha * coef @ coef
+
+    f, f_best = objective(est.coef_), objective(best.coef_)
+    col = np.sqrt(np.sum(X * X, axis=0) + n * alpha)
+    D = 1 / col if precondition == "auto" else np.ones(d)  # the columns' norms span more than 4 here
+    assert col.max() > 4 * col.min()  # so "auto" scales (jacobi_pays)
+    A_bar = np.vstack([X * D, np.sqrt(n * alpha) * np.diag(D)])
+    sv = np.linalg.svd(A_bar, compute_uv=False)
+    t2 = (1e-6 * np.linalg.norm(A_bar) / sv[-1]) ** 2  # the default tol
+    assert t2 < 1e-3  # a bound that says something
+    assert (f - f_best) / f_best <= t2 / (1 - t2) * (1 + 1e-6)
+    assert f_best <= f * (1 + 1e-12)  # (the exact solver's objective: the reference is the minimum)
 
 
 @pytest.mark.parametrize("solver", KRYLOV)
@@ -442,8 +480,9 @@ def test_final_check_in_place_equals_the_summed_pass(sparse, centred, scaled, ro
     ops = [_krylov._Operator(p, mom, 0, params) for p in (passes, _SummedPasses(passes))]
     assert ops[0].scaled == ops[1].scaled == scaled
     x = rng.normal(size=d)
-    in_place, summed = (op.normal_residual(x.copy()) for op in ops)
+    (in_place, r_in_place), (summed, r_summed) = (op.normal_residual(x.copy()) for op in ops)
     np.testing.assert_array_equal(in_place, summed)
+    assert r_in_place == r_summed
     # and against the residual's definition, in NumPy
     Xd = X.toarray() if sparse else X
     w, y = data.sample_weight, data.Y[:, 0]
@@ -454,6 +493,9 @@ def test_final_check_in_place_equals_the_summed_pass(sparse, centred, scaled, ro
     b = np.sqrt(w) * (y - my)
     expected = A.T @ (b - A @ x) - 0.3 * w.sum() * D * D * x
     np.testing.assert_allclose(in_place, expected, rtol=1e-9, atol=1e-9 * np.abs(A.T @ b).max())
+    # the augmented residual's norm, ||[b - A x; -lam D x]||
+    expected_r = math.sqrt(np.sum((b - A @ x) ** 2) + 0.3 * w.sum() * np.sum((D * x) ** 2))
+    assert r_in_place == pytest.approx(expected_r, rel=1e-12)
 
 
 def test_jacobi_pays_reads_the_extremes_of_the_used_columns(rng):
@@ -606,7 +648,8 @@ def test_verbose_prints_the_residual_of_every_iteration(solver, rng, capsys):
     est = LinearRegressor(solver=solver, tol=1e-8, verbose=1).fit(X, y)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == est.n_iter_ and lines[-1].startswith(f"{solver} target 0 iteration {est.n_iter_}:")
-    assert float(lines[-1].split()[-1]) <= 1e-8
+    ratio, relative_r = (float(v) for v in re.findall(r"= (\S+?),?(?:\s|$)", lines[-1]))
+    assert ratio <= 1e-8 or relative_r <= 1e-8  # the stopping rules S2 or S1 (before the final check)
 
 
 @pytest.mark.parametrize("solver", KRYLOV)
