@@ -439,9 +439,9 @@ class _Operator:
         # D A^T b and ||b||^2, from the moments.
         self.Atb = self.D * mom.cxy[:, target]
         self.bb = float(mom.cyy[target])
-        # ||[A D; lam D]||_F, exact from the same norms: each scaled column has norm 1 (an empty one, without
-        # the ridge, 0), so the stopping rules (:class:`_Stopping`) need no estimate of it.
-        self.anorm = math.sqrt(float(np.count_nonzero(diag > 0)) if self.scaled else float(np.sum(diag)))
+        # ||[A D; lam D]||_F, from the same norms: each scaled column has norm 1 (an empty one, without the
+        # ridge, 0). The stopping rules' norm until an iteration has estimated it (_Stopping).
+        self.frobenius = math.sqrt(float(np.count_nonzero(diag > 0)) if self.scaled else float(np.sum(diag)))
         self.passes_made = 0
 
     def apply(self, g: np.ndarray, c: float):
@@ -517,25 +517,42 @@ class _Stopping:
     ``atol = btol = tol``) on the scaled augmented problem ``min ||[b; 0] - [A D; lam D] z||``, with
     ``A_bar = [A D; lam D]`` and ``r = [b; 0] - A_bar z``:
 
-    * S2, a least-squares solution: ``||A_bar^T r|| <= tol ||A_bar||_F ||r||``, the residual at most an angle of
+    * S2, a least-squares solution: ``||A_bar^T r|| <= tol ||B_k||_F ||r||``, the residual at most an angle of
       about ``tol`` off the normal to the range of ``A_bar``;
-    * S1, a compatible system (``r`` reaching 0): ``||r|| <= tol (||b|| + ||A_bar||_F ||z||)``.
+    * S1, a compatible system (``r`` reaching 0): ``||r|| <= tol (||b|| + ||B_k||_F ||z||)``.
 
-    Either bounds the backward error: ``z`` solves a problem whose data differ by about ``tol`` relative. Unlike a
-    test relative to the gradient at zero (``||A_bar^T r|| <= tol ||A_bar^T b||``), S2 does not loosen when the
-    model explains most of ``b``: with columns far from centred (means much larger than their spread, and no
-    intercept to absorb them) ``A^T b`` is large along one direction, and that test stopped CGLS and LSQR after two
-    iterations at an objective 4,000 times the optimum, without a warning.
+    ``||B_k||_F`` is LSQR's estimate of ``||A_bar||_F``: the Frobenius norm of the bidiagonal matrix of the first
+    ``k`` iterations, ``sum_i alpha_i^2 + beta_(i+1)^2``, which SciPy's ``anorm`` accumulates. CGLS runs the same
+    Lanczos process on ``A_bar^T A_bar`` (whose tridiagonal matrix is ``B_k^T B_k``), so it accumulates the same
+    quantity as the trace, ``sum_i 1 / step_i + beta_(i-1) / step_(i-1)`` (Saad, *Iterative Methods for Sparse
+    Linear Systems*, 2003, sec. 6.7.3). It grows towards ``||A_bar||_F`` from below (``V_k`` has orthonormal
+    columns), which keeps the rules strict early on; the relative excess of the objective at an S2 stop is at most
+    ``t^2 / (1 - t^2)``, ``t = tol ||A_bar||_F / sigma_min(A_bar)`` (with ``||A_bar^T r|| >= sigma_min ||A_bar e||``
+    and ``||r||^2 = ||r*||^2 + ||A_bar e||^2``).
+
+    Either rule bounds the backward error: ``z`` solves a problem whose data differ by about ``tol`` relative.
+    Unlike a test relative to the gradient at zero (``||A_bar^T r|| <= tol ||A_bar^T b||``), S2 does not loosen
+    when the model explains most of ``b``: with columns far from centred (means much larger than their spread, and
+    no intercept to absorb them) ``A^T b`` is large along one direction, and that test stopped CGLS and LSQR after
+    two iterations at an objective 4,000 times the optimum, without a warning.
 
     ``||z||`` takes a ``d``-vector pass, which the recurrences do not carry: :meth:`may_meet` tests S1 on the norm
     last computed (recomputed every ``XNORM_EVERY`` calls), and :meth:`met` decides on the current one; the final
-    true pass (:func:`solve`) confirms."""
+    true pass (:func:`solve`) confirms. A restart keeps the larger of its own and the earlier estimate of
+    ``||A_bar||_F``. Before the first iteration (a warm start or ``coef_init`` that may be converged already) the
+    rules take ``||A_bar||_F`` itself, exact from the column norms, for which the bound above holds as well."""
 
     XNORM_EVERY = 10
 
     def __init__(self, op: _Operator, tol: float | None):
-        self.tol, self.anorm, self.bnorm = tol, op.anorm, math.sqrt(op.bb)
+        self.tol, self.bnorm = tol, math.sqrt(op.bb)
+        self.anorm, self.estimated = op.frobenius, False
         self.xnorm, self.age = 0.0, self.XNORM_EVERY
+
+    def estimate(self, bk2: float) -> None:
+        """Take ``||B_k||_F^2`` of the current run (see the class docstring)."""
+        bk = math.sqrt(bk2)
+        self.anorm, self.estimated = (max(self.anorm, bk) if self.estimated else bk), True
 
     def may_meet(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """S2, or S1 on the last ``||z||`` (``x`` the current or the previous iterate): whether to call
@@ -559,7 +576,7 @@ class _Stopping:
         return rnorm <= tol * (self.bnorm + self.anorm * self.xnorm)
 
     def ratio(self, arnorm: float, rnorm: float) -> float:
-        """S2's ratio ``||A_bar^T r|| / (||A_bar||_F ||r||)`` (0 at an exact solution), for the log."""
+        """S2's ratio ``||A_bar^T r|| / (||B_k||_F ||r||)`` (0 at an exact solution), for the log."""
         return arnorm / (self.anorm * rnorm) if self.anorm * rnorm > 0 else 0.0
 
 
@@ -586,7 +603,7 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
     p = np.zeros_like(s)
     _, pLp = _kernels.cgls_direction(0.0, s, p, None, L2, lam2)  # p = s, and ||L p||^2
     mp = _dot(m, p) if m is not None else 0.0
-    it = 0
+    it, bk2, lanczos = 0, 0.0, 0.0
     # The d-vector updates run fused in two C sweeps (cgls_step, cgls_direction), which also sum the pass's
     # segment parts: at d = 2^18 each NumPy operation is a 2 MiB sweep, and an iteration made fourteen.
     while it < max_iter:
@@ -606,6 +623,10 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
         # r . A p = (A^T r) . p = gamma (Hestenes & Stiefel 1952): the stopping rules' ||r|| without a pass.
         gamma_new = _kernels.cgls_step(step, Z, se, m, L2, p, x, s, lam2)
         rr = max(rr - gamma * step, 0.0)
+        # ||B_k||_F^2: the Lanczos tridiagonal's diagonal, 1 / step_k + beta_(k-1) / step_(k-1) (_Stopping)
+        bk2 += 1.0 / step + lanczos
+        stop.estimate(bk2)
+        lanczos = gamma_new / (gamma * step)  # beta_k / step_k, for the next diagonal entry
         it += 1
         arnorm, rnorm = math.sqrt(gamma_new), math.sqrt(rr)
         if log is not None:
@@ -644,7 +665,7 @@ def _lsqr(op: _Operator, x0: np.ndarray, stop: _Stopping, max_iter: int, log=Non
     L, lam = _diagonal(op, op.L)  # as in _cgls: a number when every entry is the same
     ub = ub if ridge else None
     m = op.m if op.centred and not op.scaled else None  # as in _cgls: without the scaling, centred by the sweeps
-    it = 0
+    it, bk2 = 0, 0.0
     # The d-vector updates run fused in two C sweeps an iteration (lsqr_after, then lsqr_next: the end of one
     # iteration with the start of the next), the first of which also sums the pass's segment parts: at d = 2^18
     # each NumPy operation is a 2 MiB sweep, and an iteration made over twenty.
@@ -660,6 +681,9 @@ def _lsqr(op: _Operator, x0: np.ndarray, stop: _Stopping, max_iter: int, log=Non
         beta = math.sqrt(ss + uu)
         bdiv = beta if beta > 0.0 else 1.0
         gam /= bdiv
+        if beta > 0.0:  # ||B_k||_F^2, as SciPy's anorm (_Stopping)
+            bk2 += alpha * alpha + beta * beta
+            stop.estimate(bk2)
         alpha = math.sqrt(_kernels.lsqr_after(beta, bdiv, se, m, Z, g, ub, L, v, lam))
         # Plane rotation eliminating the subdiagonal beta (as scipy.sparse.linalg.lsqr with damp = 0).
         rho = math.hypot(rhobar, beta)

@@ -1,6 +1,7 @@
 """Krylov solvers (solver="cg" / "lsqr"): the fused kernel against its twin, agreement with the closed form,
 the conjugate-gradient iteration bound, streamed and Dask fits, determinism, and solver="auto"."""
 import functools
+import itertools
 import math
 import re
 import warnings
@@ -8,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse
+import scipy.sparse.linalg
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
@@ -281,9 +283,11 @@ def _orthonormal_factors(n=600, d=300):
 def test_iterations_follow_the_conjugate_gradient_bound(solver, kappa, tol):
     """With cond(A) = kappa, ||A^T r_k|| / ||A^T r_0|| <= 2 kappa ((kappa - 1) / (kappa + 1))^k (the energy-norm
     bound of CG on A^T A, Nocedal & Wright eq. 5.36, converted to the residual norm). The rule stops at
-    ||A^T r_k|| <= tol ||A||_F ||r_k||, and ||r_k|| >= ||r*||, so after at most
-    log(2 kappa c / tol) / log((kappa + 1) / (kappa - 1)) iterations, c = ||A^T b|| / (||A||_F ||r*||); singular
-    values spread over [1, kappa] make the bound nearly sharp (here within a factor of two)."""
+    ||A^T r_k|| <= tol ||B_k||_F ||r_k||, where ||B_k||_F >= ||B_k||_2, the largest Ritz value, which reaches
+    ||A||_2 = kappa within a few iterations, and ||r_k|| >= ||r*||: so after at most
+    log(2 kappa c / tol) / log((kappa + 1) / (kappa - 1)) iterations, c = ||A^T b|| / (||A||_2 ||r*||); singular
+    values spread over [1, kappa] make the bound nearly sharp (here within a factor of two). At the stop, S2 holds
+    with ||A||_F >= ||B_k||_F."""
     U, V, y = _orthonormal_factors()
     d = V.shape[0]
     s = 1 + (kappa - 1) * (1 - np.cos(np.pi * np.arange(d) / (d - 1))) / 2
@@ -291,11 +295,49 @@ def test_iterations_follow_the_conjugate_gradient_bound(solver, kappa, tol):
     est = LinearRegressor(solver=solver, fit_intercept=False, precondition="none", tol=tol).fit(A, y)
     a_norm = np.linalg.norm(A)  # Frobenius
     best = np.linalg.norm(y - A @ np.linalg.lstsq(A, y, rcond=None)[0])
-    c = np.linalg.norm(A.T @ y) / (a_norm * best)
+    c = np.linalg.norm(A.T @ y) / (kappa * best)
     bound = math.log(2 * kappa * c / tol) / math.log((kappa + 1) / (kappa - 1))
     assert bound / 2 <= est.n_iter_ <= bound
     r = y - A @ est.coef_
     assert np.linalg.norm(A.T @ r) <= tol * a_norm * np.linalg.norm(r)
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-6, 1e-10])
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_stops_where_scipy_lsqr_stops(solver, tol):
+    """``tol`` means what it means to ``scipy.sparse.linalg.lsqr(atol=tol, btol=tol)`` (and so to
+    ``Ridge(solver="lsqr", tol=tol)``): without centring, weights, ridge or scaling LSQR runs the same iteration
+    with the same rules, and CGLS the same iterates in exact arithmetic with the same rules. The recurrences are
+    arranged differently (module docstring), so their estimates differ in rounding, and where the test's ratio
+    lands within rounding of ``tol`` one may take one step more; at the stop the true S2 ratio, with
+    ``||A||_F >= ||B_k||_F``, is at most ``tol`` (or the residual meets S1)."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(500, 100)) * rng.uniform(1, 5, size=100)
+    y = A @ rng.normal(size=100) + rng.normal(size=500)
+    ours = LinearRegressor(solver=solver, fit_intercept=False, precondition="none", tol=tol).fit(A, y)
+    istop, itn = scipy.sparse.linalg.lsqr(A, y, atol=tol, btol=tol, iter_lim=1000)[1:3]
+    assert istop in (1, 2) and abs(ours.n_iter_ - itn) <= 1 and ours.n_iter_ < 100
+    r = y - A @ ours.coef_
+    assert np.linalg.norm(A.T @ r) <= tol * np.linalg.norm(A) * np.linalg.norm(r)
+
+
+def test_cgls_estimates_the_operator_norm_as_lsqr_does(rng):
+    """CGLS accumulates ||B_k||_F^2 as the trace of the Lanczos tridiagonal matrix B_k^T B_k, LSQR as the sum of
+    its bidiagonal entries squared: the same number, for every option, and at most ||A_bar||_F."""
+    X = rng.normal(size=(300, 20)) * rng.uniform(0.1, 10, size=20) + rng.normal(size=20)
+    data = Data(X, rng.normal(size=(300, 1)), rng.random(300) + 0.5, True)
+    passes = _krylov.Passes(data)
+    for alpha, centred, precondition in itertools.product([0.0, 0.5], [False, True], ["none", "auto"]):
+        params = {"alpha": alpha, "fit_intercept": centred, "tol": None, "precondition": precondition}
+        mom = passes.moments(centred)
+        norms = []
+        for method in (_krylov._cgls, _krylov._lsqr):
+            op = _krylov._Operator(passes, mom, 0, params)
+            stop = _krylov._Stopping(op, None)
+            method(op, np.zeros(20), stop, 7)
+            norms.append(stop.anorm)
+        assert norms[0] == pytest.approx(norms[1], rel=1e-12)
+        assert norms[0] <= op.frobenius
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
@@ -304,7 +346,8 @@ def test_iterations_follow_the_conjugate_gradient_bound(solver, kappa, tol):
 def test_columns_far_from_centred_reach_the_optimum_at_the_default_tol(solver, precondition, sparse):
     """Columns whose means are hundreds of times their spread, no intercept: A^T b lies almost along one direction,
     so a stop at ||A^T r|| <= tol ||A^T b|| came after two iterations at 4,000 times the optimal objective. The
-    rule S2, ||A_bar^T r|| <= tol ||A_bar||_F ||r||, bounds the relative excess instead: with
+    rule S2, ||A_bar^T r|| <= tol ||B_k||_F ||r|| with ||B_k||_F <= ||A_bar||_F, bounds the relative excess
+    instead: with
     ||A_bar^T r|| >= sigma_min ||A_bar e|| and ||r||^2 = ||r*||^2 + ||A_bar e||^2, the excess
     q = ||A_bar e||^2 / ||r*||^2 satisfies q <= t^2 (1 + q), t = tol ||A_bar||_F / sigma_min (of the scaled
     augmented operator the method runs on)."""
