@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from fastopt import LinearRegressor, _iterative, _iterative_lr, optim
@@ -329,8 +331,11 @@ def test_sparse_preconditioning_on_one_hot_and_unscaled_numeric_columns():
         r = est.predict(X) - y
         return 0.5 * float(np.mean(r * r))
 
-    est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
-    raw = LinearRegressor(solver="sgd", random_state=0, precondition="none").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # within 1% of the optimum: the plateau check is quiet
+        est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau"):  # and now says so
+        raw = LinearRegressor(solver="sgd", random_state=0, precondition="none").fit(X, y)
     excess = (loss(est) - loss(best)) / loss(best)
     assert excess < 1e-2 < (loss(raw) - loss(best)) / loss(best)
     # in the user's units: predict is X @ coef_ + intercept_, also after a warm start on the same sparse X, which
@@ -420,3 +425,82 @@ def test_streamed_and_dask_fits_do_not_depend_on_the_features_common_scale():
         # about 5e-3 from least squares at the defaults, as for unit-scale columns
         np.testing.assert_allclose(fits[0], exact, atol=2e-2)
         np.testing.assert_allclose(fits[0], fits[1], rtol=1e-6, atol=1e-8)
+
+
+def _objective(X, y, sw, coef, intercept, alpha):
+    """The fits' squared-error objective in float64, per target summed (weights of mean 1)."""
+    Xd = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    w = np.ones(Xd.shape[0]) if sw is None else sw / sw.mean()
+    R = Xd @ coef.T + intercept - y
+    return float(0.5 * np.mean(w[:, None] * R * R, axis=0).sum() + 0.5 * alpha * np.sum(coef * coef))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(8, 120), d=st.integers(1, 10), k=st.sampled_from([1, 2]), sparse=st.booleans(),
+       f32=st.booleans(), weighted=st.booleans(), alpha=st.sampled_from([0.0, 0.3]), fit_intercept=st.booleans(),
+       near=st.floats(0.0, 1.0), seed=st.integers(0, 2**31))
+def test_plateau_gap_is_a_lower_bound_on_the_excess(n, d, k, sparse, f32, weighted, alpha, fit_intercept, near,
+                                                      seed):
+    """plateau_gap's f is the objective, and 0 <= gain <= f - f*: conjugate-gradient steps from the parameters stay
+    feasible, so they cannot go below the minimum (f* from a NumPy least-squares solve of the augmented system).
+    Rounding: f, f* and gain are float64 sums of O(n d) terms of size f, so each is within about 1e-12 f."""
+    import scipy.sparse
+
+    from fastopt._validation import Data
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d) + rng.normal(size=d)
+    if sparse:
+        X = X * (rng.random((n, d)) < 0.5)
+    X = X.astype(np.float32 if f32 else np.float64)
+    X64 = X.astype(np.float64)
+    Y = X64 @ rng.normal(size=(d, k)) + rng.normal(size=(n, k))
+    sw = rng.random(n) + 0.2 if weighted else None
+    w = np.ones(n) if sw is None else sw / sw.mean()
+    # the optimum: centred (weighted) when there is an intercept, the ridge as d extra rows
+    mx = w @ X64 / w.sum() if fit_intercept else np.zeros(d)
+    my = w @ Y / w.sum() if fit_intercept else np.zeros(k)
+    s = np.sqrt(w / n)[:, None]
+    A = np.vstack([(X64 - mx) * s, np.sqrt(alpha) * np.eye(d)])
+    coef_star = np.linalg.lstsq(A, np.vstack([(Y - my) * s, np.zeros((d, k))]), rcond=None)[0].T
+    b_star = my - coef_star @ mx if fit_intercept else np.zeros(k)
+    f_star = _objective(X64, Y, sw, coef_star, b_star, alpha)
+    # parameters between the optimum and a random point
+    coef = coef_star + near * rng.normal(size=(k, d))
+    b = b_star + (near * rng.normal(size=k) if fit_intercept else 0.0)
+    p = np.r_[coef.ravel(), b if fit_intercept else []]
+    Xf = scipy.sparse.csr_array(X) if sparse else X
+    if sparse:
+        Xf.indices, Xf.indptr = Xf.indices.astype(np.int32), Xf.indptr.astype(np.int32)
+    data = Data(Xf, Y.astype(X.dtype), sw, True)
+    p = p.astype(X.dtype).astype(np.float64)  # as a fit in X's dtype reports them
+    f, gain = _iterative.plateau_gap(data, None if sw is None else w, p, alpha, fit_intercept)
+    f_here = _objective(X64, Y.astype(X.dtype).astype(np.float64), sw, p[: k * d].reshape(k, d),
+                        p[k * d :] if fit_intercept else 0.0, alpha)
+    assert f == pytest.approx(f_here, rel=1e-10, abs=1e-300)
+    if f32:  # the stored targets are rounded: the optimum moves by their rounding, O(1e-7) of f
+        return
+    assert 0.0 <= gain <= (f - f_star) + 1e-12 * f
+
+
+def test_a_plateau_stop_far_from_the_optimum_warns():
+    """Columns far from centred, stored sparse (the scaling keeps sparse X unshifted, so the centred problem
+    stays badly conditioned): SGD and Adam stop at a plateau 145 times the optimal loss above it. That was
+    silent; the check's lower bound now says at least 0.38 of the fit's loss, and it is a lower bound."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    n, d = 1000, 12
+    X = rng.normal(size=(n, d)) + rng.uniform(-1e3, 1e3, size=d)
+    y = X @ rng.normal(size=d) + 3.0 + 0.3 * rng.normal(size=n)
+    best = LinearRegressor(solver="qr").fit(X, y)
+
+    def loss(est):
+        return 0.5 * float(np.mean((y - est.predict(X)) ** 2))
+
+    for rule in ("sgd", "adam"):
+        with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+            est = LinearRegressor(solver=rule, random_state=0).fit(scipy.sparse.csr_array(X), y)
+        message = next(str(w.message) for w in record if "plateau" in str(w.message))
+        bound = float(message.split("at least ")[1].split(" of its value")[0])
+        assert 0.1 < bound <= (loss(est) - loss(best)) / loss(est)
