@@ -270,7 +270,8 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
     solver = _solvers.SOLVERS[name]
     affine = stream_scaling(params, sample.X, w)
     X = sample.X if affine is None else affine.transform(sample.X)
-    rate = solver.stream_learning_rate(_iterative._penalised(params, affine), X, sample.Y, w, sample.n_train, rng)
+    rate = solver.stream_learning_rate(_iterative._penalised(params, affine, name), X, sample.Y, w, sample.n_train,
+                                       rng)
     return rate, sample.weight, affine
 
 

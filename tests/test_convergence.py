@@ -385,6 +385,25 @@ def test_ridge_default_fit_does_not_depend_on_the_features_common_scale(rule):
             assert est.intercept_ == pytest.approx(ridge.intercept_, abs=1e-2)
 
 
+def test_adamw_decay_is_a_factor_in_any_units():
+    """AdamW's decoupled decay, w <- (1 - lr alpha) w, is the same factor whatever the features' units, so the common
+    scale of a ridge fit leaves its alpha alone. Divided by c^2 like the coupled L2, it turned the factor below -1
+    on columns of scale 0.2 (hashed features) and the default fit diverged."""
+    rng = np.random.default_rng(13)
+    X = (rng.random((850, 60)) < 0.05) * rng.choice([-1.0, 1.0], size=(850, 60))
+    y = X @ (10 * rng.normal(size=60)) + 4.0 + 0.3 * rng.normal(size=850)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # (max_epochs: not the point here)
+        est = LinearRegressor(solver="adamw", alpha=1.0, random_state=0).fit(X, y)
+    affine = est._solver_state.affine
+    assert affine is not None and affine.uniform and affine.scale[0] < 0.3
+    params = est.get_params()
+    assert _iterative._penalised(params, affine, "adamw")["alpha"] == 1.0
+    assert _iterative._penalised(params, affine, "adam")["alpha"] == pytest.approx(1.0 / affine.scale[0] ** 2)
+    assert np.all(np.isfinite(est.coef_)) and np.abs(est.coef_).max() < np.abs(np.linalg.lstsq(
+        np.c_[X, np.ones(850)], y, rcond=None)[0]).max()  # decayed, not diverged
+
+
 def test_warm_start_adding_ridge_after_a_per_column_scaling_minimises_the_ridge_objective():
     # A warm start that adds alpha to a fit run under a per-column scaling ran the penalty in the scaled units,
     # where it is not alpha ||w||^2: it ended at the unpenalised fit (99, 200, 300 against the ridge's 91, 184, 281).
