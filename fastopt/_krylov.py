@@ -24,7 +24,8 @@ Stopping (``tol``)
 ``atol = btol = tol``) on the scaled augmented problem, ``A_bar = [A D; lam D]``, ``r = [b; 0] - A_bar z``
 (``D = I`` without the preconditioner): stop when ``||A_bar^T r|| <= tol ||A_bar||_F ||r||`` (S2: the residual
 within an angle of about ``tol`` of the normal to ``A_bar``'s range) or ``||r|| <= tol (||b|| + ||A_bar||_F ||z||)``
-(S1: a compatible system). Either is a backward-error bound: the answer solves exactly a problem whose data differ
+(S1: a compatible system; not with a ridge, where the augmented residual never vanishes, so ridge fits stop on S2
+alone). Either is a backward-error bound: the answer solves exactly a problem whose data differ
 by about ``tol`` relative. The relative excess of the objective is then at most ``t^2 / (1 - t^2)`` with
 ``t = tol ||A_bar||_F / sigma_min(A_bar)`` (S2; see :class:`_Stopping`). ``||A_bar||_F`` is exact, from the
 column norms the moments give. When the iteration's own estimates meet a rule, one more pass computes the true
@@ -519,7 +520,11 @@ class _Stopping:
 
     * S2, a least-squares solution: ``||A_bar^T r|| <= tol ||B_k||_F ||r||``, the residual at most an angle of
       about ``tol`` off the normal to the range of ``A_bar``;
-    * S1, a compatible system (``r`` reaching 0): ``||r|| <= tol (||b|| + ||B_k||_F ||z||)``.
+    * S1, a compatible system (``r`` reaching 0): ``||r|| <= tol (||b|| + ||B_k||_F ||z||)``; only without a
+      ridge. With one, ``r = [b - A z; -lam z]`` never reaches 0, and S1 would stop wherever ``lam ||z||`` and the
+      data residual are both below ``tol ||b||``, before the ridge has chosen among near-interpolants (a wide
+      fuzz problem, 3 rows and 16 columns at ``alpha = 1e-3``: coefficients 57% apart between two runs that
+      SciPy's rules would both accept). So ridge fits stop on S2 alone, stricter than SciPy there.
 
     ``||B_k||_F`` is LSQR's estimate of ``||A_bar||_F``: the Frobenius norm of the bidiagonal matrix of the first
     ``k`` iterations, ``sum_i alpha_i^2 + beta_(i+1)^2``, which SciPy's ``anorm`` accumulates. CGLS runs the same
@@ -546,6 +551,7 @@ class _Stopping:
 
     def __init__(self, op: _Operator, tol: float | None):
         self.tol, self.bnorm = tol, math.sqrt(op.bb)
+        self.compatible = not op.lam2 > 0  # S1's case: with a ridge, r = [b - A z; -lam z] never reaches 0
         self.anorm, self.estimated = op.frobenius, False
         self.xnorm, self.age = 0.0, self.XNORM_EVERY
 
@@ -563,14 +569,19 @@ class _Stopping:
         if self.age >= self.XNORM_EVERY:
             self.xnorm, self.age = math.sqrt(_dot(x, x)), 0
         self.age += 1
-        return arnorm <= tol * self.anorm * rnorm or rnorm <= tol * (self.bnorm + self.anorm * self.xnorm)
+        return arnorm <= tol * self.anorm * rnorm or (
+            self.compatible and rnorm <= tol * (self.bnorm + self.anorm * self.xnorm))
 
     def met(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """Whether S1 or S2 holds at ``x``, whose ``||A_bar^T r||`` is ``arnorm`` and ``||r||`` is ``rnorm``."""
         tol = self.tol
         if tol is None:
             return False
-        if arnorm <= tol * self.anorm * rnorm or rnorm <= tol * self.bnorm:
+        if arnorm <= tol * self.anorm * rnorm:
+            return True
+        if not self.compatible:
+            return False
+        if rnorm <= tol * self.bnorm:
             return True
         self.xnorm, self.age = math.sqrt(_dot(x, x)), 1
         return rnorm <= tol * (self.bnorm + self.anorm * self.xnorm)

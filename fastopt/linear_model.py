@@ -197,9 +197,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``solver="newton"``, which iterates to round-off. Krylov solvers: LSQR's stopping rules with
         ``atol = btol = tol`` (as ``scipy.sparse.linalg.lsqr`` and ``Ridge(solver="lsqr")``), on the weighted,
         centred, column-scaled problem ``min ||A z - b||`` with the ridge as extra rows: stop when
-        ``||A^T r|| <= tol ||A|| ||r||`` or ``||r|| <= tol (||b|| + ||A|| ||z||)``, ``||A||`` LSQR's running
-        estimate of the Frobenius norm, checked by a final exact pass; the objective's relative excess is then at
-        most about ``(tol ||A||_F / sigma_min(A))^2``. ``None`` runs ``max_iter`` iterations.
+        ``||A^T r|| <= tol ||A|| ||r||`` or (without ridge) ``||r|| <= tol (||b|| + ||A|| ||z||)``, ``||A||``
+        LSQR's running estimate of the Frobenius norm, checked by a final exact pass; the objective's relative
+        excess is then at most about ``(tol ||A||_F / sigma_min(A))^2``. ``None`` runs ``max_iter`` iterations.
     n_iter_no_change : int, default=5
         Patience, in epochs, of the named schedules' rule.
     early_stopping : bool, default=False

@@ -321,6 +321,24 @@ def test_stops_where_scipy_lsqr_stops(solver, tol):
     assert np.linalg.norm(A.T @ r) <= tol * np.linalg.norm(A) * np.linalg.norm(r)
 
 
+def test_the_compatible_system_rule_applies_only_without_ridge(rng):
+    """S1 (``||r|| <= tol (||b|| + ||A|| ||z||)``) is the rule of a compatible system, whose residual reaches 0; with a
+    ridge the augmented residual [b - A z; -lam z] never does, and S1 stopped CGLS before the ridge had chosen among
+    near-interpolants (a 3 x 16 fuzz problem: two fits 57% apart). A residual far inside S1 with the normal
+    residual far outside S2 stops a fit without ridge, and not one with."""
+    X = rng.normal(size=(50, 5))
+    data = Data(X, rng.normal(size=(50, 1)), None, True)
+    passes = _krylov.Passes(data)
+    x = np.ones(5)
+    for alpha, stops in ((0.0, True), (0.1, False)):
+        params = {"alpha": alpha, "fit_intercept": True, "tol": 1e-6, "precondition": "none"}
+        op = _krylov._Operator(passes, passes.moments(True), 0, params)
+        stop = _krylov._Stopping(op, 1e-6)
+        tiny = 1e-9 * stop.bnorm
+        assert stop.may_meet(1.0, tiny, x) is stops and stop.met(1.0, tiny, x) is stops
+        assert stop.met(1e-9 * stop.anorm * tiny, tiny, x)  # S2 stops both
+
+
 def test_cgls_estimates_the_operator_norm_as_lsqr_does(rng):
     """CGLS accumulates ||B_k||_F^2 as the trace of the Lanczos tridiagonal matrix B_k^T B_k, LSQR as the sum of
     its bidiagonal entries squared: the same number, for every option, and at most ||A_bar||_F."""
