@@ -408,49 +408,38 @@ PLATEAU_CHECK_STEPS = 2
 PLATEAU_CHECK_ROWS = 4096  # rows (evenly spaced) that estimate the Hessian's diagonal, the preconditioner
 
 
-def plateau_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool) -> tuple[float, float]:
+def plateau_gap(fused, diag: np.ndarray, W: float, p: np.ndarray, k: int, alpha: float,
+                fit_intercept: bool) -> tuple[float, float]:
     """``(f, gain)``: the squared-error objective at the parameters ``p`` and a lower bound on ``f - f*``.
 
-    ``f(w, b) = sum_j [(1 / 2n) sum_i sw_i (x_i . w_j + b_j - y_ij)^2 + (alpha / 2) ||w_j||^2]`` (``sw`` of mean
-    1, or None), a quadratic in each target's ``(w_j, b_j)``. ``gain`` is what ``PLATEAU_CHECK_STEPS`` steps of
-    conjugate gradients on Newton's equation ``H delta = -g`` from ``delta = 0``, preconditioned by ``H``'s
-    diagonal, lower ``f`` by (each step's exact decrease, ``step (r . z) / 2``; Nocedal & Wright, *Numerical
-    Optimization*, 2006, sec. 5.1): the iterates stay feasible, so ``gain <= f - f*`` in exact arithmetic. After
-    an iterative fit stalls in its slowest directions, those directions hold most of the error, and a few steps
-    find most of it. Each step is one fused compiled read of ``X`` (:func:`fastopt._krylov.chunk_pass`), after
-    the one that gives ``f`` and the gradient; the diagonal comes from ``PLATEAU_CHECK_ROWS`` evenly spaced rows
-    (any positive diagonal keeps the bound a bound; this one only needs to be good). ``X`` is dense or CSR with
-    int32 indices, float32 or float64; the arithmetic is float64.
-    """
-    from fastopt import _krylov  # (its fused pass: f32 or f64 X, f64 vectors, one read)
+    ``f(w, b) = sum_j [(1 / 2W) sum_i w_i (x_i . w_j + b_j - y_ij)^2 + (alpha / 2) ||w_j||^2]``, a quadratic in
+    each target's ``(w_j, b_j)``, over the training rows and their weights ``w_i`` (``W = sum_i w_i``).
+    ``gain`` is what ``PLATEAU_CHECK_STEPS`` steps of conjugate gradients on Newton's equation ``H delta = -g``
+    from ``delta = 0``, preconditioned by ``H``'s diagonal, lower ``f`` by (each step's exact decrease,
+    ``step (r . z) / 2``; Nocedal & Wright, *Numerical Optimization*, 2006, sec. 5.1): the iterates stay
+    feasible, so ``gain <= f - f*`` in exact arithmetic. After an iterative fit stalls in its slowest
+    directions, those directions hold most of the error, and a few steps find most of it.
 
-    X = data.X
-    n, d, k = X.shape[0], X.shape[1], data.Y.shape[1]
+    ``fused(target, v, c, shift)`` is one read of the rows (:func:`fastopt._krylov.chunk_pass` with
+    ``sqrt(w)``, summed over every row): the first gives ``f`` and the gradient, then one per step. ``diag``:
+    the columns' ``sum_i w_i x_ij^2 / W`` (any positive estimate keeps the bound a bound; this one only needs
+    to be good).
+    """
+    d = diag.shape[0]
     coef, intercept = split_params(p.astype(np.float64), d, k)
-    sqrt_w = None if sw is None else np.sqrt(sw.astype(np.float64))
+    diag = diag + alpha
+    inv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)  # the intercept's entry: 1
 
     def hessian(v, v_b):  # (H [v; v_b]) and [v; v_b]^T H [v; v_b], one fused read of X
-        q = _krylov.chunk_pass(data, sqrt_w, 0, v, 0.0, -v_b)
-        return q.z / n + alpha * v, (q.se / n if fit_intercept else 0.0), q.ss / n + alpha * float(v @ v)
+        q = fused(0, v, 0.0, -v_b)
+        return q.z / W + alpha * v, (q.se / W if fit_intercept else 0.0), q.ss / W + alpha * float(v @ v)
 
-    # H's diagonal: columns of very different scales (which a ridge penalty leaves unscaled) converge together;
-    # the weights have mean 1, so the intercept's entry is 1
-    every = -(-n // PLATEAU_CHECK_ROWS)
-    Xs = X[::every]
-    ws = np.ones(Xs.shape[0]) if sw is None else sw[::every].astype(np.float64)
-    if sp.issparse(Xs):
-        values = np.asarray(Xs.data, dtype=np.float64)
-        diag = np.bincount(Xs.indices, weights=np.repeat(ws, np.diff(Xs.indptr)) * values * values, minlength=d)
-    else:
-        diag = np.einsum("i,ij,ij->j", ws, Xs, Xs, dtype=np.float64)
-    diag = diag / max(float(ws.sum()), np.finfo(float).tiny) + alpha
-    inv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
     f = gain = 0.0
     for j in range(k):
         # a = s (X w + b - y): the loss and, from the same read, X^T W r (the gradient)
-        fit = _krylov.chunk_pass(data, sqrt_w, j, coef[j], -1.0, -float(intercept[j]))
-        f += fit.ss / (2 * n) + 0.5 * alpha * float(coef[j] @ coef[j])
-        r, r_b = -(fit.z / n + alpha * coef[j]), (-fit.se / n if fit_intercept else 0.0)  # minus the gradient
+        fit = fused(j, coef[j], -1.0, -float(intercept[j]))
+        f += fit.ss / (2 * W) + 0.5 * alpha * float(coef[j] @ coef[j])
+        r, r_b = -(fit.z / W + alpha * coef[j]), (-fit.se / W if fit_intercept else 0.0)  # minus the gradient
         z, z_b = inv * r, r_b
         rz = float(r @ z) + r_b * z_b
         p_w, p_b = z.copy(), z_b
@@ -471,27 +460,62 @@ def plateau_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool) -> t
     return f, gain
 
 
+def memory_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool) -> tuple[float, float]:
+    """:func:`plateau_gap` over an in-memory ``data`` (dense, or CSR with int32 indices; float32 or float64) with
+    weights ``sw`` of mean 1 (or None): ``W = n``, and the diagonal from at most ``PLATEAU_CHECK_ROWS`` evenly
+    spaced rows (no extra read of ``X``)."""
+    from fastopt import _krylov  # (its fused pass: f32 or f64 X, f64 vectors, one read)
+
+    X = data.X
+    n, d = X.shape
+    sqrt_w = None if sw is None else np.sqrt(sw.astype(np.float64))
+    every = -(-n // PLATEAU_CHECK_ROWS)
+    Xs = X[::every]
+    ws = np.ones(Xs.shape[0]) if sw is None else sw[::every].astype(np.float64)
+    if sp.issparse(Xs):
+        values = np.asarray(Xs.data, dtype=np.float64)
+        diag = np.bincount(Xs.indices, weights=np.repeat(ws, np.diff(Xs.indptr)) * values * values, minlength=d)
+    else:
+        diag = np.einsum("i,ij,ij->j", ws, Xs, Xs, dtype=np.float64)
+    diag = diag / max(float(ws.sum()), np.finfo(float).tiny)
+
+    def fused(target, v, c, shift):
+        return _krylov.chunk_pass(data, sqrt_w, target, v, c, shift)
+
+    return plateau_gap(fused, diag, float(n), p, data.Y.shape[1], alpha, fit_intercept)
+
+
 def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray, scale: float) -> None:
-    """Warn when a fit the plateau rule stopped is demonstrably far from the optimum.
+    """Warn when an in-memory fit the plateau rule stopped is demonstrably far from the optimum.
 
     The rule sees epoch losses only. On a badly conditioned problem (columns far from centred without an
     intercept, or whose scales spread widely under ``alpha > 0``, where one common scale is all the
     preconditioner may use; nearly collinear columns) a first-order rule's loss creeps down so slowly that a
     tenfold cut of the rate changes it by less than the rule's tolerance, and it stops far from the optimum: up to
     1e5 times the optimal loss, found by comparing default fits with an independent optimum. For the squared
-    error, :func:`plateau_gap` bounds that distance from below; a bound above ``PLATEAU_CHECK_RTOL`` times the
-    loss scale (the rule's ``max(best loss, PLATEAU_FLOOR * null loss)``, or the loss itself) can only mean an
-    unfinished fit, and warns. Not for the robust losses (not quadratic), ``positive=True`` (the constrained
-    optimum's gradient is not zero), AdamW with ``alpha > 0`` (its decoupled decay has another fixed point) or
-    CSR with int64 indices. Checked in the space the fit ran in (``precondition``), where the objective is the
-    same.
+    error, :func:`plateau_gap` bounds that distance from below (:func:`warn_if_far`). Not for the robust losses
+    (not quadratic), ``positive=True`` (the constrained optimum's gradient is not zero), AdamW with
+    ``alpha > 0`` (its decoupled decay has another fixed point) or CSR with int64 indices. Checked in the space
+    the fit ran in (``precondition``), where the objective is the same.
     """
     X = data.X
-    if params["loss"] != "squared_error" or params.get("positive") or (spec.decoupled_decay and spec.weight_decay) \
-            or (sp.issparse(X) and (X.indices.dtype != np.int32 or X.indptr.dtype != np.int32)):
+    if not plateau_checked(params, spec) or (sp.issparse(X) and (X.indices.dtype != np.int32
+                                                                  or X.indptr.dtype != np.int32)):
         return
     alpha = 0.0 if spec.decoupled_decay else float(spec.weight_decay)
-    f, gain = plateau_gap(data, sw, p, alpha, bool(params["fit_intercept"]))
+    warn_if_far(method, *memory_gap(data, sw, p, alpha, bool(params["fit_intercept"])), scale)
+
+
+def plateau_checked(params: dict, spec) -> bool:
+    """Whether a plateau stop of this fit is checked (:func:`_check_plateau_stop`)."""
+    return params["loss"] == "squared_error" and not params.get("positive") \
+        and not (spec.decoupled_decay and spec.weight_decay)
+
+
+def warn_if_far(method: str, f: float, gain: float, scale: float) -> None:
+    """The warning of a plateau stop whose lower bound ``gain`` on the distance from the optimum is above
+    ``PLATEAU_CHECK_RTOL`` times the loss scale (the rule's ``max(best loss, PLATEAU_FLOOR * null loss)``, or
+    the objective ``f`` itself): only an unfinished fit can be that far."""
     scale = max(scale, f)
     if np.isfinite(gain) and gain > PLATEAU_CHECK_RTOL * scale:
         warnings.warn(

@@ -430,9 +430,27 @@ class Epochs:
             else:
                 _follow_rate(stopping, state)
         stopping.warn_unless_stopped(self.name, max_epochs)
+        if isinstance(stopping, _iterative.RatePlateau) and stopping.stopped and not self.early:
+            self._check_plateau_stop(state, max(stopping.best, stopping.floor))
         final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)
         result = self.solver.result(final, stopping, scores if self.early else None, params=params)
         return Outcome(self.name, result, y_was_1d)
+
+
+    def _check_plateau_stop(self, state, scale: float) -> None:
+        """The in-memory fit's check of a plateau stop (:func:`fastopt._iterative._check_plateau_stop`), over the
+        stream when its passes can read it again (``plateau_gap``; not a one-shot stream, not Dask blocks), in
+        the user's units, where the objective is the same."""
+        params = self.params
+        rule = _iterative.make_spec(self.name, params)
+        gap = getattr(self.passes, "plateau_gap", None)
+        if gap is None or not _iterative.plateau_checked(params, rule):
+            return
+        reported = replace(state, weights=self.solver.current_params(params, state))
+        alpha = 0.0 if rule.decoupled_decay else float(params["alpha"])
+        result = gap(_iterative.raw_weights(reported), state.dims[1], alpha, bool(params["fit_intercept"]))
+        if result is not None:
+            _iterative.warn_if_far(self.name, *result, scale)
 
 
 def _follow_rate(stopping, state) -> None:
@@ -509,6 +527,39 @@ class LocalPasses:
                 state = carry.state
             records.append(carry.record)
         return state, records
+
+
+    def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
+        """:func:`fastopt._iterative.plateau_gap` over the stream's training rows and weights (divided by the
+        stream-wide mean, as the sweeps did), each fused pass one read of every chunk, the first also giving the
+        columns' weighted squares exactly; None for a one-shot stream, or a chunk the compiled pass does not take
+        (CSR with int64 indices)."""
+        from fastopt import _krylov
+
+        if self.one_shot:
+            return None
+        mean = self.weight_mean or 1.0
+
+        def fused(target, v, c, shift, squares=False):
+            total = None
+            for _, where, X, y, sample_weight in read(self.source):
+                data = check_chunk(self.checker, X, y, sample_weight, where)
+                w = data.sample_weight
+                if w is None and mean != 1.0:
+                    w = np.ones(data.X.shape[0])
+                s = None if w is None else np.sqrt(w.astype(np.float64) / mean)
+                part = _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares)
+                total = part if total is None else total + part
+            return total
+
+        d = (p.shape[0] - (k if fit_intercept else 0)) // k
+        try:
+            first = fused(0, np.zeros(d), 0.0, -1.0, squares=True)  # a = s: sum w (se) and sum w x^2 (zz)
+            if not first.se > 0:
+                return None
+            return _iterative.plateau_gap(fused, first.zz / first.se, first.se, p, k, alpha, fit_intercept)
+        except ValueError:
+            return None
 
 
 def partial_sweep(passes: Passes, name: str, params: dict, prior, checked) -> Outcome:

@@ -460,7 +460,7 @@ def _objective(X, y, sw, coef, intercept, alpha):
        near=st.floats(0.0, 1.0), seed=st.integers(0, 2**31))
 def test_plateau_gap_is_a_lower_bound_on_the_excess(n, d, k, sparse, f32, weighted, alpha, fit_intercept, near,
                                                       seed):
-    """plateau_gap's f is the objective, and 0 <= gain <= f - f*: conjugate-gradient steps from the parameters stay
+    """memory_gap's f is the objective, and 0 <= gain <= f - f*: conjugate-gradient steps from the parameters stay
     feasible, so they cannot go below the minimum (f* from a NumPy least-squares solve of the augmented system).
     Rounding: f, f* and gain are float64 sums of O(n d) terms of size f, so each is within about 1e-12 f."""
     import scipy.sparse
@@ -493,7 +493,7 @@ def test_plateau_gap_is_a_lower_bound_on_the_excess(n, d, k, sparse, f32, weight
         Xf.indices, Xf.indptr = Xf.indices.astype(np.int32), Xf.indptr.astype(np.int32)
     data = Data(Xf, Y.astype(X.dtype), sw, True)
     p = p.astype(X.dtype).astype(np.float64)  # as a fit in X's dtype reports them
-    f, gain = _iterative.plateau_gap(data, None if sw is None else w, p, alpha, fit_intercept)
+    f, gain = _iterative.memory_gap(data, None if sw is None else w, p, alpha, fit_intercept)
     f_here = _objective(X64, Y.astype(X.dtype).astype(np.float64), sw, p[: k * d].reshape(k, d),
                         p[k * d :] if fit_intercept else 0.0, alpha)
     # Rounding near an exact fit (f* = 0 when n <= d): each residual carries an absolute error of about
@@ -528,3 +528,32 @@ def test_a_plateau_stop_far_from_the_optimum_warns():
         message = next(str(w.message) for w in record if "plateau" in str(w.message))
         bound = float(message.split("at least ")[1].split(" of its value")[0])
         assert 0.1 < bound <= (loss(est) - loss(best)) / loss(est)
+
+
+def test_a_streamed_plateau_stop_far_from_the_optimum_warns():
+    """fit_stream's sweeps stop by the same plateau rule, and are checked the same way, over the stream (each of
+    the check's passes one read of the chunks, weights divided by the stream's mean as the sweeps do): the
+    offset columns of the in-memory case, in eight weighted CSR chunks, warn; a well-conditioned stream does not."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    n, d = 4000, 12
+    X = rng.normal(size=(n, d)) + rng.uniform(-1e3, 1e3, size=d)
+    y = X @ rng.normal(size=d) + 3.0 + 0.3 * rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, size=n)
+    best = LinearRegressor(solver="qr").fit(X, y, sample_weight=w)
+
+    def loss(est):
+        return 0.5 * float(np.sum(w * (y - est.predict(X)) ** 2) / w.sum())
+
+    chunks = [(scipy.sparse.csr_array(X[i : i + 500]), y[i : i + 500], w[i : i + 500]) for i in range(0, n, 500)]
+    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+        est = LinearRegressor(solver="sgd", random_state=0).fit_stream(chunks)
+    message = next(str(m.message) for m in record if "plateau" in str(m.message))
+    bound = float(message.split("at least ")[1].split(" of its value")[0])
+    assert 0.1 < bound <= (loss(est) - loss(best)) / loss(est)
+    X, y = make_problem(4000, 12, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        LinearRegressor(solver="sgd", random_state=0).fit_stream([(X[i : i + 500], y[i : i + 500])
+                                                                  for i in range(0, 4000, 500)])
