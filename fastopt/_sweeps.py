@@ -530,12 +530,7 @@ class LocalPasses:
 
 
     def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
-        """:func:`fastopt._iterative.plateau_gap` over the stream's training rows and weights (divided by the
-        stream-wide mean, as the sweeps did), each fused pass one read of every chunk, the first also giving the
-        columns' weighted squares exactly; None for a one-shot stream, or a chunk the compiled pass does not take
-        (CSR with int64 indices)."""
-        from fastopt import _krylov
-
+        """:func:`stream_gap` over the stream, each pass one read of every chunk; None for a one-shot stream."""
         if self.one_shot:
             return None
         mean = self.weight_mean or 1.0
@@ -543,23 +538,41 @@ class LocalPasses:
         def fused(target, v, c, shift, squares=False):
             total = None
             for _, where, X, y, sample_weight in read(self.source):
-                data = check_chunk(self.checker, X, y, sample_weight, where)
-                w = data.sample_weight
-                if w is None and mean != 1.0:
-                    w = np.ones(data.X.shape[0])
-                s = None if w is None else np.sqrt(w.astype(np.float64) / mean)
-                part = _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares)
+                part = gap_pass(self.checker, X, y, sample_weight, where, target, v, c, shift, squares, mean)
                 total = part if total is None else total + part
             return total
 
-        d = (p.shape[0] - (k if fit_intercept else 0)) // k
-        try:
-            first = fused(0, np.zeros(d), 0.0, -1.0, squares=True)  # a = s: sum w (se) and sum w x^2 (zz)
-            if not first.se > 0:
-                return None
-            return _iterative.plateau_gap(fused, first.zz / first.se, first.se, p, k, alpha, fit_intercept)
-        except ValueError:
+        return stream_gap(fused, p, k, alpha, fit_intercept)
+
+
+def gap_pass(checker, X, y, sample_weight, where: str, target: int, v, c: float, shift: float, squares: bool,
+             mean: float):
+    """One chunk's (or Dask block's) part of a fused pass of the plateau check (:func:`stream_gap`): the chunk
+    validated as the sweeps do, its weights divided by the stream-wide ``mean`` (a chunk without weights in a
+    weighted stream weighs one before the division); :func:`fastopt._krylov.chunk_pass` on one thread."""
+    from fastopt import _krylov
+
+    data = check_chunk(checker, X, y, sample_weight, where)
+    w = data.sample_weight
+    if w is None and mean != 1.0:
+        w = np.ones(data.X.shape[0])
+    s = None if w is None else np.sqrt(w.astype(np.float64) / mean)
+    return _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares, threads=1)
+
+
+def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
+    """:func:`fastopt._iterative.plateau_gap` over chunks: ``fused(target, v, c, shift, squares)`` sums
+    :func:`gap_pass` over every chunk (the sweeps' training rows and weights); a first pass (``a = s``) gives the
+    weights' total and the columns' weighted squares exactly. None when a chunk is one the compiled pass does not
+    take (CSR with int64 indices) or the weights total zero."""
+    d = (p.shape[0] - (k if fit_intercept else 0)) // k
+    try:
+        first = fused(0, np.zeros(d), 0.0, -1.0, True)
+        if not first.se > 0:
             return None
+        return _iterative.plateau_gap(fused, first.zz / first.se, first.se, p, k, alpha, fit_intercept)
+    except ValueError:
+        return None
 
 
 def partial_sweep(passes: Passes, name: str, params: dict, prior, checked) -> Outcome:

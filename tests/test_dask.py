@@ -352,6 +352,34 @@ def test_iterative_warm_start_and_errors_leave_the_estimator(client, rng, replay
         np.testing.assert_array_equal(after[k], v)
 
 
+def test_a_plateau_stop_far_from_the_optimum_warns_on_the_cluster(client):
+    """The plateau check runs on the cluster as the sweeps do (ClusterPasses.plateau_gap: each pass computes the
+    blocks where they live, sums their parts in a tree there): columns far from centred, without an intercept,
+    stop at a plateau about 100 times the optimal loss above it; the fit says so. A well-conditioned one does
+    not."""
+    from fastopt import _dask
+
+    assert _dask.active_client() is not None  # so the sweeps run as ClusterPasses (_dask._passes)
+    rng = np.random.default_rng(0)
+    n, d = 3000, 12
+    X = rng.normal(size=(n, d)) + rng.uniform(-1e3, 1e3, size=d)
+    y = X @ rng.normal(size=d) + 0.3 * rng.normal(size=n)
+    best = LinearRegressor(solver="qr", fit_intercept=False).fit(X, y)
+
+    def loss(est):
+        return 0.5 * float(np.mean((y - est.predict(X)) ** 2))
+
+    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+        est = LinearRegressor(solver="sgd", fit_intercept=False, random_state=0).fit(blocks(X), blocks(y))
+    message = next(str(m.message) for m in record if "plateau" in str(m.message))
+    bound = float(message.split("at least ")[1].split(" of its value")[0])
+    assert 0.1 < bound <= (loss(est) - loss(best)) / loss(est)
+    X, y = make_problem(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        LinearRegressor(solver="sgd", random_state=0).fit(blocks(X), blocks(y))
+
+
 # ---------------------------------------------------------------- iterative solvers: a worker lost mid-fit
 
 
