@@ -444,7 +444,7 @@ class Epochs:
         params = self.params
         rule = _iterative.make_spec(self.name, params)
         gap = getattr(self.passes, "plateau_gap", None)
-        if gap is None or not _iterative.plateau_checked(params, rule):
+        if gap is None or not _iterative.plateau_checked(params, rule, ("squared_error",)):
             return
         reported = replace(state, weights=self.solver.current_params(params, state))
         alpha = 0.0 if rule.decoupled_decay else float(params["alpha"])
@@ -563,14 +563,17 @@ def gap_pass(checker, X, y, sample_weight, where: str, target: int, v, c: float,
 def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
     """:func:`fastopt._iterative.plateau_gap` over chunks: ``fused(target, v, c, shift, squares)`` sums
     :func:`gap_pass` over every chunk (the sweeps' training rows and weights); a first pass (``a = s``) gives the
-    weights' total and the columns' weighted squares exactly. None when a chunk is one the compiled pass does not
-    take (CSR with int64 indices) or the weights total zero."""
+    weights' total and the columns' weighted means and squares exactly. None when a chunk is one the compiled pass
+    does not take (CSR with int64 indices) or the weights total zero."""
     d = (p.shape[0] - (k if fit_intercept else 0)) // k
     try:
-        first = fused(0, np.zeros(d), 0.0, -1.0, True)
+        first = fused(0, np.zeros(d), 0.0, -1.0, True)  # a = s: sum w (se), sum w x (z) and sum w x^2 (zz)
         if not first.se > 0:
             return None
-        return _iterative.plateau_gap(fused, first.zz / first.se, first.se, p, k, alpha, fit_intercept)
+        W = first.se
+        centre = first.z / W if fit_intercept else None
+        diag = first.zz / W if centre is None else np.maximum(first.zz / W - centre * centre, 0.0)
+        return _iterative.plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, centre=centre)
     except ValueError:
         return None
 

@@ -189,10 +189,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
         minibatch noise floor). ``"plateau"``: stop at a plateau whose preceding tenfold cut of the rate changed
         the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
-        model)``), so the floor is not the noise of the larger rate, then, for the squared error, bound the
-        distance from the optimum from below (three compiled reads of ``X``: the gradient and two preconditioned
-        conjugate-gradient steps) and warn :class:`~sklearn.exceptions.ConvergenceWarning` when it exceeds 1% of
-        the loss; ``tol`` only switches this on. ``None``
+        model)``), so the floor is not the noise of the larger rate, then, for the squared error and Huber's
+        loss, bound the distance from the optimum from below (four compiled reads of ``X``: the gradient and three
+        preconditioned conjugate-gradient steps) and warn :class:`~sklearn.exceptions.ConvergenceWarning` when it
+        exceeds 1% of the loss; ``tol`` only switches this on. ``None``
         disables stopping (the plateau rule then keeps its last rate once it would have stopped). Not used by
         ``solver="newton"``, which iterates to round-off. Krylov solvers: LSQR's stopping rules with
         ``atol = btol = tol`` (as ``scipy.sparse.linalg.lsqr`` and ``Ridge(solver="lsqr")``), on the weighted,

@@ -507,6 +507,75 @@ def test_plateau_gap_is_a_lower_bound_on_the_excess(n, d, k, sparse, f32, weight
     assert 0.0 <= gain <= (f - f_star) + 1e-12 * f + 2 * rounding
 
 
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(20, 150), d=st.integers(1, 8), sparse=st.booleans(), weighted=st.booleans(),
+       alpha=st.sampled_from([0.0, 0.3]), fit_intercept=st.booleans(), near=st.floats(0.0, 3.0),
+       outliers=st.booleans(), seed=st.integers(0, 2**31))
+def test_huber_plateau_gap_is_a_lower_bound_on_the_excess(n, d, sparse, weighted, alpha, fit_intercept, near,
+                                                          outliers, seed):
+    """The same bound for Huber's loss, whose second derivative is at most 1: the squared error's quadratic model
+    lies above it, so the steps' model decrease is at most f - f* (f* from solver="newton", exact to about 1e-10
+    of the objective here; residuals on both sides of the threshold)."""
+    import scipy.sparse
+
+    from fastopt._validation import Data
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d) + rng.normal(size=d)
+    if sparse:
+        X = X * (rng.random((n, d)) < 0.5)
+    y = X @ rng.normal(size=d) + rng.normal(size=n) + (rng.random(n) < 0.1) * 30.0 * outliers
+    sw = rng.random(n) + 0.2 if weighted else None
+    w = np.ones(n) if sw is None else sw / sw.mean()
+    eps = 1.35
+    best = LinearRegressor(solver="newton", loss="huber", epsilon=eps, alpha=alpha,
+                           fit_intercept=fit_intercept).fit(X, y, sample_weight=sw)
+
+    def objective(coef, b):
+        r = X @ coef + b - y
+        a = np.abs(r)
+        rho = np.where(a <= eps, 0.5 * r * r, eps * a - 0.5 * eps * eps)
+        return float(np.mean(w * rho) + 0.5 * alpha * coef @ coef)
+
+    f_star = objective(best.coef_, best.intercept_)
+    coef = best.coef_ + near * rng.normal(size=d)
+    b = best.intercept_ + (near * rng.normal() if fit_intercept else 0.0)
+    p = np.r_[coef, [b] if fit_intercept else []]
+    Xf = scipy.sparse.csr_array(X) if sparse else X
+    if sparse:
+        Xf.indices, Xf.indptr = Xf.indices.astype(np.int32), Xf.indptr.astype(np.int32)
+    f, gain = _iterative.memory_gap(Data(Xf, y[:, None], sw, True), None if sw is None else w, p, alpha,
+                                    fit_intercept, epsilon=eps)
+    assert f == pytest.approx(objective(coef, b), rel=1e-12)
+    assert 0.0 <= gain <= (f - f_star) + 1e-9 * f
+
+
+def test_a_default_huber_fit_on_sparse_x_far_from_the_optimum_warns():
+    """solver="auto" runs SGD for a robust loss on sparse X. One-hot columns beside two numeric ones of means -67
+    and -52 (sparse X is scaled, not centred): it stops at 0.38 against the optimum's 5e-5, which was silent (and
+    still was with two steps of the check); now the fit says at least 78% of its loss is excess."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    n = 600
+    cats = rng.integers(0, 7, size=(n, 2))
+    X = np.c_[(cats[:, [0]] == np.arange(7)), (cats[:, [1]] == np.arange(7)),
+              rng.normal(size=(n, 2)) * [0.8, 0.3] + [-67.0, -52.0]].astype(float)
+    y = X @ rng.normal(size=X.shape[1]) + 2.0 + 0.01 * rng.normal(size=n)
+    best = LinearRegressor(solver="newton", loss="huber").fit(X, y)
+
+    def loss(est):
+        r = np.abs(est.predict(X) - y)
+        return float(np.mean(np.where(r <= 1.35, 0.5 * r * r, 1.35 * r - 0.5 * 1.35**2)))
+
+    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+        est = LinearRegressor(loss="huber", random_state=0).fit(scipy.sparse.csr_array(X), y)
+    assert est.solver_ == "sgd"
+    message = next(str(m.message) for m in record if "plateau" in str(m.message))
+    bound = float(message.split("at least ")[1].split(" of its value")[0])
+    assert 0.01 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
+
 def test_a_plateau_stop_far_from_the_optimum_warns():
     """Columns far from centred, stored sparse (the scaling keeps sparse X unshifted, so the centred problem
     stays badly conditioned): SGD and Adam stop at a plateau 145 times the optimal loss above it. That was
@@ -527,7 +596,7 @@ def test_a_plateau_stop_far_from_the_optimum_warns():
             est = LinearRegressor(solver=rule, random_state=0).fit(scipy.sparse.csr_array(X), y)
         message = next(str(w.message) for w in record if "plateau" in str(w.message))
         bound = float(message.split("at least ")[1].split(" of its value")[0])
-        assert 0.1 < bound <= (loss(est) - loss(best)) / loss(est)
+        assert 0.1 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
 
 
 def test_a_streamed_plateau_stop_far_from_the_optimum_warns():
@@ -551,7 +620,7 @@ def test_a_streamed_plateau_stop_far_from_the_optimum_warns():
         est = LinearRegressor(solver="sgd", random_state=0).fit_stream(chunks)
     message = next(str(m.message) for m in record if "plateau" in str(m.message))
     bound = float(message.split("at least ")[1].split(" of its value")[0])
-    assert 0.1 < bound <= (loss(est) - loss(best)) / loss(est)
+    assert 0.1 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
     X, y = make_problem(4000, 12, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)

@@ -373,7 +373,7 @@ def test_a_plateau_stop_far_from_the_optimum_warns_on_the_cluster(client):
         est = LinearRegressor(solver="sgd", fit_intercept=False, random_state=0).fit(blocks(X), blocks(y))
     message = next(str(m.message) for m in record if "plateau" in str(m.message))
     bound = float(message.split("at least ")[1].split(" of its value")[0])
-    assert 0.1 < bound <= (loss(est) - loss(best)) / loss(est)
+    assert 0.1 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
     X, y = make_problem(rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
