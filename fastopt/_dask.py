@@ -321,7 +321,7 @@ class ClusterPasses:
             raise
         return (last if training else state), records
 
-    def plateau_gap(self, p, k: int, alpha: float, fit_intercept: bool):
+    def plateau_gap(self, p, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
         """:func:`fastopt._sweeps.stream_gap` on the cluster: each pass computes every block where it lives and
         runs its part there (:func:`fastopt._sweeps.gap_pass`), the parts summed in a tree on the cluster; only
         ``d``-vectors travel, as in a Krylov fit's passes (each pass reads the blocks from their source)."""
@@ -329,16 +329,16 @@ class ClusterPasses:
 
         mean = self.weight_mean or 1.0
 
-        def fused(target, v, c, shift, squares=False):
+        def fused(target, v, c, shift, squares=False, huber=None):
             v_d = delayed(v)  # one copy of the direction in the graph, shared by every block
             leaves = []
             for index in range(len(self.chunks)):
                 parts, where = self._block(index)
                 leaves.append(delayed(_sweeps.gap_pass, pure=True)(self.checker, *parts, where, target, v_d, c,
-                                                                    shift, squares, mean))
+                                                                    shift, squares, mean, huber))
             return tree_merge(leaves, _krylov.add).compute()
 
-        return _sweeps.stream_gap(fused, p, k, alpha, fit_intercept)
+        return _sweeps.stream_gap(fused, p, k, alpha, fit_intercept, epsilon)
 
     def _block(self, index: int) -> tuple[list, str]:
         """Block ``index``'s X, y and weights (None) as delayed objects holding only their own tasks."""

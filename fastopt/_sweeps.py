@@ -444,11 +444,12 @@ class Epochs:
         params = self.params
         rule = _iterative.make_spec(self.name, params)
         gap = getattr(self.passes, "plateau_gap", None)
-        if gap is None or not _iterative.plateau_checked(params, rule, ("squared_error",)):
+        if gap is None or not _iterative.plateau_checked(params, rule):
             return
         reported = replace(state, weights=self.solver.current_params(params, state))
         alpha = 0.0 if rule.decoupled_decay else float(params["alpha"])
-        result = gap(_iterative.raw_weights(reported), state.dims[1], alpha, bool(params["fit_intercept"]))
+        epsilon = float(params["epsilon"]) if params["loss"] == "huber" else None
+        result = gap(_iterative.raw_weights(reported), state.dims[1], alpha, bool(params["fit_intercept"]), epsilon)
         if result is not None:
             _iterative.warn_if_far(self.name, *result, scale)
 
@@ -529,43 +530,62 @@ class LocalPasses:
         return state, records
 
 
-    def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
+    def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
         """:func:`stream_gap` over the stream, each pass one read of every chunk; None for a one-shot stream."""
         if self.one_shot:
             return None
         mean = self.weight_mean or 1.0
 
-        def fused(target, v, c, shift, squares=False):
+        def fused(target, v, c, shift, squares=False, huber=None):
             total = None
             for _, where, X, y, sample_weight in read(self.source):
-                part = gap_pass(self.checker, X, y, sample_weight, where, target, v, c, shift, squares, mean)
+                part = gap_pass(self.checker, X, y, sample_weight, where, target, v, c, shift, squares, mean, huber)
                 total = part if total is None else total + part
             return total
 
-        return stream_gap(fused, p, k, alpha, fit_intercept)
+        return stream_gap(fused, p, k, alpha, fit_intercept, epsilon)
 
 
 def gap_pass(checker, X, y, sample_weight, where: str, target: int, v, c: float, shift: float, squares: bool,
-             mean: float):
+             mean: float, huber: float | None = None):
     """One chunk's (or Dask block's) part of a fused pass of the plateau check (:func:`stream_gap`): the chunk
     validated as the sweeps do, its weights divided by the stream-wide ``mean`` (a chunk without weights in a
-    weighted stream weighs one before the division); :func:`fastopt._krylov.chunk_pass` on one thread."""
+    weighted stream weighs one before the division); :func:`fastopt._krylov.chunk_pass` on one thread. With
+    ``huber`` (Huber's threshold, and ``c = -1``): Huber's sums for the residuals ``r = X v - y - shift`` instead,
+    as a :class:`fastopt._krylov.Pass` ``(sum w psi(r) x, 2 sum w rho(r), sum w psi(r))``."""
     from fastopt import _krylov
 
     data = check_chunk(checker, X, y, sample_weight, where)
     w = data.sample_weight
     if w is None and mean != 1.0:
         w = np.ones(data.X.shape[0])
-    s = None if w is None else np.sqrt(w.astype(np.float64) / mean)
-    return _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares, threads=1)
+    if huber is None:
+        s = None if w is None else np.sqrt(w.astype(np.float64) / mean)
+        return _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares, threads=1)
+    Xc = data.X
+    r = np.asarray(Xc @ v.astype(Xc.dtype), dtype=np.float64) + c * data.Y[:, target].astype(np.float64) - shift
+    a = np.abs(r)
+    psi = np.clip(r, -huber, huber)
+    rho = np.where(a <= huber, 0.5 * r * r, huber * a - 0.5 * huber * huber)
+    if w is not None:
+        wm = w.astype(np.float64) / mean
+        rho, psi = rho * wm, psi * wm
+    return _krylov.Pass(np.asarray(Xc.T @ psi.astype(Xc.dtype), dtype=np.float64), 2.0 * float(rho.sum()),
+                        float(psi.sum()))
 
 
-def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
-    """:func:`fastopt._iterative.plateau_gap` over chunks: ``fused(target, v, c, shift, squares)`` sums
+def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
+    """:func:`fastopt._iterative.plateau_gap` over chunks: ``fused(target, v, c, shift, squares, huber)`` sums
     :func:`gap_pass` over every chunk (the sweeps' training rows and weights); a first pass (``a = s``) gives the
-    weights' total and the columns' weighted means and squares exactly. None when a chunk is one the compiled pass
-    does not take (CSR with int64 indices) or the weights total zero."""
+    weights' total and the columns' weighted means and squares exactly; ``epsilon``: Huber's loss of that
+    threshold (its objective and gradient from one more read). None when a chunk is one the compiled pass does not
+    take (CSR with int64 indices) or the weights total zero."""
     d = (p.shape[0] - (k if fit_intercept else 0)) // k
+
+    def huber(target, coef, intercept):
+        q = fused(target, coef, -1.0, -intercept, False, epsilon)
+        return q.ss / 2, q.z, q.se
+
     try:
         first = fused(0, np.zeros(d), 0.0, -1.0, True)  # a = s: sum w (se), sum w x (z) and sum w x^2 (zz)
         if not first.se > 0:
@@ -573,7 +593,8 @@ def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
         W = first.se
         centre = first.z / W if fit_intercept else None
         diag = first.zz / W if centre is None else np.maximum(first.zz / W - centre * centre, 0.0)
-        return _iterative.plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, centre=centre)
+        return _iterative.plateau_gap(fused, diag, W, p, k, alpha, fit_intercept,
+                                      None if epsilon is None else huber, centre)
     except ValueError:
         return None
 

@@ -626,3 +626,37 @@ def test_a_streamed_plateau_stop_far_from_the_optimum_warns():
         warnings.simplefilter("error", ConvergenceWarning)
         LinearRegressor(solver="sgd", random_state=0).fit_stream([(X[i : i + 500], y[i : i + 500])
                                                                   for i in range(0, 4000, 500)])
+
+
+def test_a_streamed_huber_stop_far_from_the_optimum_warns():
+    """Huber's loss over a stream: the check's first read takes Huber's sums chunk by chunk (gap_pass), the steps
+    the squared error's passes. One-hot beside offset numeric columns, weighted, in six CSR chunks: 8,000 times
+    the optimal loss above it, which was silent; a fit at its optimum's level stays quiet."""
+    import scipy.sparse
+
+    def make(seed):
+        rng = np.random.default_rng(seed)
+        n = 600
+        c = rng.integers(0, 8, size=(n, 2))
+        num = rng.normal(size=(n, 2)) * 10.0 ** rng.uniform(-2, 3, 2) + rng.uniform(-100, 100, 2)
+        X = np.c_[(c[:, [0]] == np.arange(8)), (c[:, [1]] == np.arange(8)), num].astype(float)
+        y = X @ rng.normal(size=X.shape[1]) + rng.uniform(-5, 5) + 0.01 * rng.normal(size=n)
+        return X, y, rng.uniform(0.5, 2, n)
+
+    def huber(r, w):
+        r = np.abs(r)
+        return float(np.sum(w * np.where(r <= 1.35, 0.5 * r * r, 1.35 * r - 0.5 * 1.35**2)) / w.sum())
+
+    for seed, far in ((0, True), (8, False)):
+        X, y, w = make(seed)
+        chunks = [(scipy.sparse.csr_array(X[i : i + 100]), y[i : i + 100], w[i : i + 100]) for i in range(0, 600, 100)]
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            est = LinearRegressor(loss="huber", solver="sgd", random_state=0).fit_stream(chunks)
+        messages = [str(m.message) for m in record if "stopped at a loss plateau" in str(m.message)]
+        assert bool(messages) is far
+        if far:
+            best = LinearRegressor(solver="newton", loss="huber").fit(X, y, sample_weight=w)
+            f, f_star = huber(est.predict(X) - y, w), huber(best.predict(X) - y, w)
+            bound = float(messages[0].split("at least ")[1].split(" of its value")[0])
+            assert 0.1 < bound <= 1.05 * (f - f_star) / f  # (printed to 2 digits)
