@@ -554,7 +554,8 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
         return
     alpha = 0.0 if spec.decoupled_decay else float(spec.weight_decay)
     epsilon = float(params["epsilon"]) if params["loss"] == "huber" else None
-    warn_if_far(method, *memory_gap(data, sw, p, alpha, bool(params["fit_intercept"]), epsilon), scale)
+    warn_if_far(method, *memory_gap(data, sw, p, alpha, bool(params["fit_intercept"]), epsilon), scale,
+                huber=epsilon is not None)
 
 
 def plateau_checked(params: dict, spec, losses=("squared_error", "huber")) -> bool:
@@ -564,19 +565,21 @@ def plateau_checked(params: dict, spec, losses=("squared_error", "huber")) -> bo
         and not (spec.decoupled_decay and spec.weight_decay)
 
 
-def warn_if_far(method: str, f: float, gain: float, scale: float) -> None:
+def warn_if_far(method: str, f: float, gain: float, scale: float, huber: bool = False) -> None:
     """The warning of a plateau stop whose lower bound ``gain`` on the distance from the optimum is above
     ``PLATEAU_CHECK_RTOL`` times the loss scale (the rule's ``max(best loss, PLATEAU_FLOOR * null loss)``, or
-    the objective ``f`` itself): only an unfinished fit can be that far."""
+    the objective ``f`` itself): only an unfinished fit can be that far. It names the exact solver of the loss
+    (``huber``: Newton's, which takes dense ``X``)."""
     scale = max(scale, f)
+    exact = ("For the exact Huber fit use solver='newton' (dense X)" if huber
+             else "For the exact least-squares fit use solver='normal' (or 'cg' for large sparse X)")
     if np.isfinite(gain) and gain > PLATEAU_CHECK_RTOL * scale:
         warnings.warn(
             f"solver={method!r} stopped at a loss plateau, but the training objective is still at least "
             f"{gain / scale:.2g} of its value above its minimum (a lower bound from a few conjugate-gradient steps "
             "on it): the problem is too ill-conditioned for a first-order rule to finish (e.g. columns far from "
             "centred without an intercept, column scales spread widely under alpha > 0, nearly collinear "
-            "columns). For the exact least-squares fit use solver='normal' (or 'cg' for large sparse X); or "
-            "standardise X.",
+            f"columns). {exact}; or standardise X.",
             ConvergenceWarning,
             stacklevel=1,  # the depth below the user's call differs by entry point
         )

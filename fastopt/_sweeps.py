@@ -451,7 +451,7 @@ class Epochs:
         epsilon = float(params["epsilon"]) if params["loss"] == "huber" else None
         result = gap(_iterative.raw_weights(reported), state.dims[1], alpha, bool(params["fit_intercept"]), epsilon)
         if result is not None:
-            _iterative.warn_if_far(self.name, *result, scale)
+            _iterative.warn_if_far(self.name, *result, scale, huber=epsilon is not None)
 
 
 def _follow_rate(stopping, state) -> None:

@@ -573,6 +573,7 @@ def test_a_default_huber_fit_on_sparse_x_far_from_the_optimum_warns():
         est = LinearRegressor(loss="huber", random_state=0).fit(scipy.sparse.csr_array(X), y)
     assert est.solver_ == "sgd"
     message = next(str(m.message) for m in record if "plateau" in str(m.message))
+    assert "solver='newton'" in message  # the loss's exact solver
     bound = float(message.split("at least ")[1].split(" of its value")[0])
     assert 0.01 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
 
