@@ -543,10 +543,12 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     preconditioner may use; nearly collinear columns) a first-order rule's loss creeps down so slowly that a
     tenfold cut of the rate changes it by less than the rule's tolerance, and it stops far from the optimum: up to
     1e5 times the optimal loss, found by comparing default fits with an independent optimum. For the squared
-    error, :func:`plateau_gap` bounds that distance from below (:func:`warn_if_far`). Not for the robust losses
-    (not quadratic), ``positive=True`` (the constrained optimum's gradient is not zero), AdamW with
-    ``alpha > 0`` (its decoupled decay has another fixed point) or CSR with int64 indices. Checked in the space
-    the fit ran in (``precondition``), where the objective is the same.
+    error and Huber's loss :func:`plateau_gap` bounds that distance from below, and :func:`warn_if_far` warns.
+    Not for the absolute error (not smooth: a bound through Huber's smoothing, ``|r| - mu / 2 <= H_mu(r)``,
+    found 2 of 35 silent stops in a fuzz of its default sparse fits, for a fifth read of ``X``), with
+    ``positive=True`` (the constrained optimum's gradient is not zero), AdamW with ``alpha > 0`` (its decoupled
+    decay has another fixed point) or CSR with int64 indices. Checked in the space the fit ran in
+    (``precondition``), where the objective is the same.
     """
     X = data.X
     if not plateau_checked(params, spec) or (sp.issparse(X) and (X.indices.dtype != np.int32
