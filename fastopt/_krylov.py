@@ -27,8 +27,9 @@ within an angle of about ``tol`` of the normal to ``A_bar``'s range) or ``||r|| 
 (S1: a compatible system; not with a ridge, where the augmented residual never vanishes, so ridge fits stop on S2
 alone). Either is a backward-error bound: the answer solves exactly a problem whose data differ
 by about ``tol`` relative. The relative excess of the objective is then at most ``t^2 / (1 - t^2)`` with
-``t = tol ||A_bar||_F / sigma_min(A_bar)`` (S2; see :class:`_Stopping`). ``||A_bar||_F`` is exact, from the
-column norms the moments give. When the iteration's own estimates meet a rule, one more pass computes the true
+``t = tol ||A_bar||_F / sigma_min(A_bar)`` (S2; see :class:`_Stopping`). The rules take LSQR's running estimate
+of ``||A_bar||_F`` (at most the norm itself, so the bound holds; before the first iteration the exact norm, from
+the column norms the moments give). When the iteration's own estimates meet a rule, one more pass computes the true
 residual; if recurrence round-off left it unmet, the method restarts from the current coefficients (the restart's
 iterations count in ``n_iter_``). ``tol=None`` runs ``max_iter`` iterations (stopping only on an exact solution).
 Not meeting a rule within ``max_iter`` warns :class:`~sklearn.exceptions.ConvergenceWarning`. For a condition
@@ -560,31 +561,33 @@ class _Stopping:
         bk = math.sqrt(bk2)
         self.anorm, self.estimated = (max(self.anorm, bk) if self.estimated else bk), True
 
+    def _holds(self, arnorm: float, rnorm: float, xnorm: float) -> bool:
+        """S2, or (without a ridge) S1 with ``||z|| = xnorm``."""
+        tol = self.tol
+        return arnorm <= tol * self.anorm * rnorm or (
+            self.compatible and rnorm <= tol * (self.bnorm + self.anorm * xnorm))
+
     def may_meet(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """S2, or S1 on the last ``||z||`` (``x`` the current or the previous iterate): whether to call
         :meth:`met`."""
-        tol = self.tol
-        if tol is None:
+        if self.tol is None:
             return False
         if self.age >= self.XNORM_EVERY:
             self.xnorm, self.age = math.sqrt(_dot(x, x)), 0
         self.age += 1
-        return arnorm <= tol * self.anorm * rnorm or (
-            self.compatible and rnorm <= tol * (self.bnorm + self.anorm * self.xnorm))
+        return self._holds(arnorm, rnorm, self.xnorm)
 
     def met(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
-        """Whether S1 or S2 holds at ``x``, whose ``||A_bar^T r||`` is ``arnorm`` and ``||r||`` is ``rnorm``."""
-        tol = self.tol
-        if tol is None:
+        """Whether S1 or S2 holds at ``x``, whose ``||A_bar^T r||`` is ``arnorm`` and ``||r||`` is ``rnorm``
+        (``||z||`` is computed only when S1 depends on it)."""
+        if self.tol is None:
             return False
-        if arnorm <= tol * self.anorm * rnorm:
+        if self._holds(arnorm, rnorm, 0.0):
             return True
         if not self.compatible:
             return False
-        if rnorm <= tol * self.bnorm:
-            return True
         self.xnorm, self.age = math.sqrt(_dot(x, x)), 1
-        return rnorm <= tol * (self.bnorm + self.anorm * self.xnorm)
+        return self._holds(arnorm, rnorm, self.xnorm)
 
     def ratio(self, arnorm: float, rnorm: float) -> float:
         """S2's ratio ``||A_bar^T r|| / (||B_k||_F ||r||)`` (0 at an exact solution), for the log."""
