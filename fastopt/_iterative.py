@@ -44,6 +44,7 @@ from fastopt import _kernels, optim
 from fastopt._iterative_lr import (
     CHUNK_ROWS,
     Affine,
+    _per_sample_loss,
     auto_learning_rate,
     choose_affine,
     choose_scaling,
@@ -486,6 +487,27 @@ def _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, first, centre):
     return f, gain
 
 
+def huber_sums(X, r: np.ndarray, w: np.ndarray | None, epsilon: float) -> tuple[float, np.ndarray, float]:
+    """Huber's sums over rows ``X`` (dense or CSR) with float64 residuals ``r`` and weights ``w`` (None: ones):
+    ``(sum_i w_i rho(r_i), sum_i w_i psi(r_i) x_i, sum_i w_i psi(r_i))``, ``psi`` the clipped residual (the
+    objective and gradient :func:`plateau_gap` takes as ``first``)."""
+    rho = _per_sample_loss(r, optim.Loss.HUBER, epsilon)
+    psi = np.clip(r, -epsilon, epsilon)
+    if w is not None:
+        rho, psi = rho * w, psi * w
+    return float(rho.sum()), np.asarray(X.T @ psi.astype(X.dtype), dtype=np.float64), float(psi.sum())
+
+
+def jacobi(sums: np.ndarray, squares: np.ndarray, total: float, fit_intercept: bool):
+    """``(centre, diag)`` for :func:`plateau_gap` from the columns' weighted sums and sums of squares over the
+    weights' ``total``: with an intercept the means and the variances about them, else None and the mean
+    squares."""
+    if not fit_intercept:
+        return None, squares / total
+    centre = sums / total
+    return centre, np.maximum(squares / total - centre * centre, 0.0)
+
+
 def memory_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool, epsilon: float | None = None):
     """:func:`plateau_gap` over an in-memory ``data`` (dense, or CSR with int32 indices; float32 or float64) with
     weights ``sw`` of mean 1 (or None): ``W = n``, and the diagonal from at most ``PLATEAU_CHECK_ROWS`` evenly
@@ -507,9 +529,7 @@ def memory_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool, epsil
     else:
         sums = np.einsum("i,ij->j", ws, Xs, dtype=np.float64)
         diag = np.einsum("i,ij,ij->j", ws, Xs, Xs, dtype=np.float64)
-    total = max(float(ws.sum()), np.finfo(float).tiny)
-    centre = sums / total if fit_intercept else None
-    diag = diag / total if centre is None else np.maximum(diag / total - centre * centre, 0.0)
+    centre, diag = jacobi(sums, diag, max(float(ws.sum()), np.finfo(float).tiny), fit_intercept)
 
     def fused(target, v, c, shift):
         return _krylov.chunk_pass(data, sqrt_w, target, v, c, shift)
@@ -520,15 +540,9 @@ def memory_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool, epsil
             block = X[start : start + CHUNK_ROWS]
             r = np.asarray(block @ coef.astype(block.dtype), dtype=np.float64) + intercept
             r -= data.Y[start : start + CHUNK_ROWS, target]
-            a = np.abs(r)
-            psi = np.clip(r, -epsilon, epsilon)
-            rho = np.where(a <= epsilon, 0.5 * r * r, epsilon * a - 0.5 * epsilon * epsilon)
-            if sw is not None:
-                wb = sw[start : start + CHUNK_ROWS].astype(np.float64)
-                rho, psi = rho * wb, psi * wb
-            loss += float(rho.sum())
-            grad += np.asarray(block.T @ psi.astype(block.dtype), dtype=np.float64)
-            grad_b += float(psi.sum())
+            part = huber_sums(block, r, None if sw is None else sw[start : start + CHUNK_ROWS].astype(np.float64),
+                              epsilon)
+            loss, grad, grad_b = loss + part[0], grad + part[1], grad_b + part[2]
         return loss, grad, grad_b
 
     return plateau_gap(fused, diag, float(n), p, data.Y.shape[1], alpha, fit_intercept,
@@ -560,10 +574,9 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
                 huber=epsilon is not None)
 
 
-def plateau_checked(params: dict, spec, losses=("squared_error", "huber")) -> bool:
-    """Whether a plateau stop of this fit is checked (:func:`_check_plateau_stop`; ``losses``: those the caller
-    can bound)."""
-    return params["loss"] in losses and not params.get("positive") \
+def plateau_checked(params: dict, spec) -> bool:
+    """Whether a plateau stop of this fit is checked (:func:`_check_plateau_stop`)."""
+    return params["loss"] in ("squared_error", "huber") and not params.get("positive") \
         and not (spec.decoupled_decay and spec.weight_decay)
 
 

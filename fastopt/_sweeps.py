@@ -436,7 +436,6 @@ class Epochs:
         result = self.solver.result(final, stopping, scores if self.early else None, params=params)
         return Outcome(self.name, result, y_was_1d)
 
-
     def _check_plateau_stop(self, state, scale: float) -> None:
         """The in-memory fit's check of a plateau stop (:func:`fastopt._iterative._check_plateau_stop`), over the
         stream when its passes can read it again (``plateau_gap``; not a one-shot stream, not Dask blocks), in
@@ -529,7 +528,6 @@ class LocalPasses:
             records.append(carry.record)
         return state, records
 
-
     def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
         """:func:`stream_gap` over the stream, each pass one read of every chunk; None for a one-shot stream."""
         if self.one_shot:
@@ -564,14 +562,8 @@ def gap_pass(checker, X, y, sample_weight, where: str, target: int, v, c: float,
         return _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares, threads=1)
     Xc = data.X
     r = np.asarray(Xc @ v.astype(Xc.dtype), dtype=np.float64) + c * data.Y[:, target].astype(np.float64) - shift
-    a = np.abs(r)
-    psi = np.clip(r, -huber, huber)
-    rho = np.where(a <= huber, 0.5 * r * r, huber * a - 0.5 * huber * huber)
-    if w is not None:
-        wm = w.astype(np.float64) / mean
-        rho, psi = rho * wm, psi * wm
-    return _krylov.Pass(np.asarray(Xc.T @ psi.astype(Xc.dtype), dtype=np.float64), 2.0 * float(rho.sum()),
-                        float(psi.sum()))
+    loss, grad, grad_b = _iterative.huber_sums(Xc, r, None if w is None else w.astype(np.float64) / mean, huber)
+    return _krylov.Pass(grad, 2.0 * loss, grad_b)
 
 
 def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
@@ -590,10 +582,8 @@ def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, 
         first = fused(0, np.zeros(d), 0.0, -1.0, True)  # a = s: sum w (se), sum w x (z) and sum w x^2 (zz)
         if not first.se > 0:
             return None
-        W = first.se
-        centre = first.z / W if fit_intercept else None
-        diag = first.zz / W if centre is None else np.maximum(first.zz / W - centre * centre, 0.0)
-        return _iterative.plateau_gap(fused, diag, W, p, k, alpha, fit_intercept,
+        centre, diag = _iterative.jacobi(first.z, first.zz, first.se, fit_intercept)
+        return _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept,
                                       None if epsilon is None else huber, centre)
     except ValueError:
         return None
