@@ -446,6 +446,11 @@ def test_streamed_and_dask_fits_do_not_depend_on_the_features_common_scale():
         np.testing.assert_allclose(fits[0], fits[1], rtol=1e-6, atol=1e-8)
 
 
+def plateau_bound(message: str) -> float:
+    """The lower bound a plateau-check warning states, as a fraction of the fit's loss (printed to 2 digits)."""
+    return float(message.split("at least ")[1].split(" of its value")[0])
+
+
 def _objective(X, y, sw, coef, intercept, alpha):
     """The fits' squared-error objective in float64, per target summed (weights of mean 1)."""
     Xd = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
@@ -574,7 +579,7 @@ def test_a_default_huber_fit_on_sparse_x_far_from_the_optimum_warns():
     assert est.solver_ == "sgd"
     message = next(str(m.message) for m in record if "plateau" in str(m.message))
     assert "solver='newton'" in message  # the loss's exact solver
-    bound = float(message.split("at least ")[1].split(" of its value")[0])
+    bound = plateau_bound(message)
     assert 0.01 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
 
 def test_a_plateau_stop_far_from_the_optimum_warns():
@@ -596,7 +601,7 @@ def test_a_plateau_stop_far_from_the_optimum_warns():
         with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
             est = LinearRegressor(solver=rule, random_state=0).fit(scipy.sparse.csr_array(X), y)
         message = next(str(w.message) for w in record if "plateau" in str(w.message))
-        bound = float(message.split("at least ")[1].split(" of its value")[0])
+        bound = plateau_bound(message)
         assert 0.1 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
 
 
@@ -620,7 +625,7 @@ def test_a_streamed_plateau_stop_far_from_the_optimum_warns():
     with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
         est = LinearRegressor(solver="sgd", random_state=0).fit_stream(chunks)
     message = next(str(m.message) for m in record if "plateau" in str(m.message))
-    bound = float(message.split("at least ")[1].split(" of its value")[0])
+    bound = plateau_bound(message)
     assert 0.1 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
     X, y = make_problem(4000, 12, seed=3)
     with warnings.catch_warnings():
@@ -659,5 +664,5 @@ def test_a_streamed_huber_stop_far_from_the_optimum_warns():
         if far:
             best = LinearRegressor(solver="newton", loss="huber").fit(X, y, sample_weight=w)
             f, f_star = huber(est.predict(X) - y, w), huber(best.predict(X) - y, w)
-            bound = float(messages[0].split("at least ")[1].split(" of its value")[0])
+            bound = plateau_bound(messages[0])
             assert 0.1 < bound <= 1.05 * (f - f_star) / f  # (printed to 2 digits)
