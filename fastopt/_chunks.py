@@ -195,12 +195,14 @@ class ChunkSource:
         labels = getattr(self.chunks, "labels", None)
         return f"chunk {index}" if labels is None else labels[index]
 
-    def check_epochs(self, n_epochs: int) -> None:
-        """Refuse several epochs over a stream that can be read only once."""
+    def check_epochs(self, n_epochs: int, label: str | None = None) -> None:
+        """Refuse several epochs over a stream that can be read only once (``label``: how to name the limit,
+        by default ``n_epochs``)."""
         if self.one_shot and n_epochs > 1:
             raise TypeError(
-                f"max_epochs={n_epochs} needs several passes, but chunks is a one-shot iterator. Pass a list, "
-                "a re-iterable object, or a callable returning a fresh iterator (e.g. lambda: read_chunks(path))."
+                f"max_epochs={label or n_epochs} needs several passes, but chunks is a one-shot iterator. Pass a "
+                "list, a re-iterable object, or a callable returning a fresh iterator (e.g. lambda: "
+                "read_chunks(path))."
             )
 
 

@@ -274,7 +274,7 @@ class ClusterPasses:
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def check_epochs(self, n_epochs: int) -> None:
+    def check_epochs(self, n_epochs: int, label: str | None = None) -> None:
         pass
 
     def run(self, order, spec: _sweeps.PassSpec, state):

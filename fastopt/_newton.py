@@ -82,7 +82,7 @@ import numpy as np
 import scipy.linalg
 
 from fastopt import _closed_form, _kernels, _krylov, _serial_blas
-from fastopt._iterative import weight_mean
+from fastopt._iterative import max_epochs, max_epochs_label, weight_mean
 from fastopt._result import FitResult, Solver
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning
@@ -808,8 +808,8 @@ def result(params: dict, dtype, fits: list[_Fit], init) -> FitResult:
     """The estimator's result from every target's fit; warns when one did not converge."""
     if not all(f.converged for f in fits):
         warnings.warn(
-            f"solver='newton' reached max_epochs={params['max_epochs']} iterations before converging "
-            f"(loss={params['loss']!r}); increase max_epochs.",
+            f"solver='newton' reached max_epochs={max_epochs_label(params, max_epochs(params))} iterations before "
+            f"converging (loss={params['loss']!r}); increase max_epochs.",
             ConvergenceWarning,
             stacklevel=4,
         )
@@ -877,7 +877,7 @@ class NewtonSolver(Solver):
             start = None if init is None else (init[0][j], init[1][j])
             if params["loss"] == "huber" and start is None and _sampled(n, d):
                 fit = huber_fit(X, y, s, float(alpha[j]), params["fit_intercept"], float(params["epsilon"]), rtol,
-                                params["max_epochs"])[0]
+                                max_epochs(params))[0]
             else:
                 if every is None:  # one Gram pass for every target: the least-squares starts, all-rows Hessians
                     every = _full_state(X, Y, s)
@@ -886,9 +886,9 @@ class NewtonSolver(Solver):
                 prob = _Problem(X, y, s, float(alpha[j]), params["fit_intercept"], centre)
                 if params["loss"] != "absolute_error":
                     epsilon = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
-                    fit = huber_newton(prob, full, epsilon, rtol, params["max_epochs"], start)[0]
+                    fit = huber_newton(prob, full, epsilon, rtol, max_epochs(params), start)[0]
                 else:
-                    fit = lad_smoothing(prob, full, rtol, params["max_epochs"], start)
+                    fit = lad_smoothing(prob, full, rtol, max_epochs(params), start)
             fits.append(fit)
         return result(params, X.dtype, fits, init)
 

@@ -27,7 +27,7 @@ import numpy as np
 from dask.delayed import delayed
 
 from fastopt import _chunks, _closed_form, _dask, _newton
-from fastopt._iterative import weight_mean
+from fastopt._iterative import max_epochs, weight_mean
 
 # The weighted histogram of the residuals' binary exponents (bin 0: exact zeros), from which a stage threshold is
 # read to within a factor of two: the median of fastopt._newton._median_abs_residual, without gathering residuals.
@@ -214,7 +214,7 @@ def fit(params: dict, checker, chunks: _dask.DaskChunks, state=None):
     alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
     eps = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
     fits = [_fit_target(blocks, j, _newton._target_state(every, j), float(alpha[j]), params["fit_intercept"], eps,
-                        _newton.RTOL, params["max_epochs"]) for j in range(k)]
+                        _newton.RTOL, max_epochs(params)) for j in range(k)]
     return _newton.result(params, np.dtype(every.dtype), fits, init=None)
 
 

@@ -249,7 +249,7 @@ class Passes(Protocol):
 
     def __len__(self) -> int: ...
 
-    def check_epochs(self, n_epochs: int) -> None: ...
+    def check_epochs(self, n_epochs: int, label: str | None = None) -> None: ...
 
     def run(self, order, spec: PassSpec, state) -> tuple[Any, list[ChunkRecord]]: ...
 
@@ -359,14 +359,15 @@ class Epochs:
         the merged learning-rate :class:`fastopt._chunks.Sample` of every chunk; ``weigher(seed)`` their merged
         training weight (None without weights); None leaves the weight to the runner."""
         params, passes = self.params, self.passes
-        max_epochs = params["max_epochs"]
+        # max_epochs="auto" under the plateau rule counts its rounds, whose length in epochs the first pass tells
+        max_epochs = _iterative.max_epochs(params)
         if self.early and passes.one_shot:
             raise TypeError(
                 "early_stopping=True scores each epoch on held-out rows during the next pass over the chunks, "
                 "but chunks is a one-shot iterator. Pass a list, a re-iterable object, or a callable returning "
                 "a fresh iterator."
             )
-        passes.check_epochs(max_epochs)
+        passes.check_epochs(max_epochs, _iterative.max_epochs_label(params, max_epochs))
         orders = chunk_orders(self.seed, len(passes) if passes.indexable else 0, params["shuffle"])
         lr0, affine = None, None
         if params["learning_rate"] == "auto" and prior is None and not passes.one_shot:
@@ -380,7 +381,9 @@ class Epochs:
         validation = Validation() if self.early else None
         stopping, rates = None, []
         state, losses, scores, scored, y_was_1d = prior, [], [], None, None
-        for epoch in range(max_epochs + self.early):
+        epoch = -1
+        while epoch + 1 < max_epochs + self.early:
+            epoch += 1
             training = epoch < max_epochs
             order = next(orders) if training and passes.indexable else None
             spec = replace(spec, epoch=epoch if training else None, weight_mean=passes.weight_mean,
@@ -400,8 +403,10 @@ class Epochs:
                         "but no chunk has enough rows to spare one; use larger chunks or early_stopping=False."
                     )
             current = after if training else state
-            # Made once the first pass has set up the state (the base rate, the null loss of its chunk).
-            stopping = stopping or _iterative.make_stopping(params, current, self.early)
+            if stopping is None:  # made once the first pass has set up the state (the base rate, the null loss)
+                steps = current.t - (prior.t if prior is not None else 0)  # the first epoch's steps
+                stopping = _iterative.make_stopping(params, current, self.early, steps_per_epoch=steps)
+                max_epochs = _iterative.max_epochs(params, steps)
             if scored is not None:
                 scores.append(validation.score(records))
                 if params["verbose"]:
@@ -429,7 +434,7 @@ class Epochs:
                 break
             else:
                 _follow_rate(stopping, state)
-        stopping.warn_unless_stopped(self.name, max_epochs)
+        stopping.warn_unless_stopped(self.name, _iterative.max_epochs_label(params, max_epochs))
         if isinstance(stopping, _iterative.RatePlateau) and stopping.stopped and not self.early:
             self._check_plateau_stop(state, max(stopping.best, stopping.floor))
         final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)
@@ -475,8 +480,8 @@ class LocalPasses:
     def __len__(self) -> int:
         return len(self.source)
 
-    def check_epochs(self, n_epochs: int) -> None:
-        self.source.check_epochs(n_epochs)
+    def check_epochs(self, n_epochs: int, label: str | None = None) -> None:
+        self.source.check_epochs(n_epochs, label)
 
     def stream_weight(self, seed: int, fraction: float) -> Weight:
         """The training weight of every chunk, from one read of the chunks' weights."""

@@ -181,9 +181,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Per-epoch factor of the ``exponential`` schedule.
     batch_size : int, default=64
         Minibatch size; the last batch of an epoch may be smaller.
-    max_epochs : int, default=100
+    max_epochs : int or "auto", default="auto"
         Maximum number of passes over the data (``solver="newton"``: of Newton iterations; for the absolute
-        error, of each smoothing stage's).
+        error, of each smoothing stage's). ``"auto"`` is 100, except under the ``"plateau"`` schedule on small
+        data: the rule judges rounds of whole epochs of at least 32 minibatch steps (an epoch from 2,048 rows at
+        ``batch_size=64``), and ``"auto"`` allows 100 rounds, e.g. 3,200 epochs of a 20-row problem.
     tol : float or None, default=1e-6
         Named schedules: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
         epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
@@ -348,7 +350,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "schedule": [StrOptions({"auto", "plateau", *optim.SCHEDULES})],
         "batch_size": [Interval(Integral, 1, 2**62, closed="both")],  # row arithmetic stays within int64
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
@@ -392,7 +394,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         power_t=optim.SCHEDULE_DEFAULTS["power_t"],
         gamma=optim.SCHEDULE_DEFAULTS["gamma"],
         batch_size=64,
-        max_epochs=100,
+        max_epochs="auto",
         tol=1e-6,
         n_iter_no_change=5,
         early_stopping=False,

@@ -99,7 +99,7 @@ def replay():
 
     import numpy as np
 
-    from fastopt import LinearRegressor, optim
+    from fastopt import LinearRegressor, _iterative, optim
     from fastopt._iterative import Sweep
     from fastopt._validation import check_fit_data
 
@@ -129,7 +129,7 @@ def replay():
         schedule = "constant" if p["schedule"] in ("auto", "plateau") else p["schedule"]
         for epoch, order in enumerate(orders):
             est.set_params(learning_rate=optim.schedule_lr(
-                schedule, lr0, epoch, p["max_epochs"], end_factor=p["end_factor"], power_t=p["power_t"],
+                schedule, lr0, epoch, _iterative.max_epochs(p), end_factor=p["end_factor"], power_t=p["power_t"],
                 gamma=p["gamma"]))
             for i in order:
                 one_pass(est, tuple(a[rows_of(i)] for a in chunks[i]), epoch, mean)
