@@ -38,8 +38,9 @@ _EXP_LO, _EXP_HI = -1080, 1030
 class _Stats:
     """Sums over rows at one point: ``sum s huber(r)``, ``X^T (s psi)``, ``sum s psi``, and for a point a step may
     land on (``hessian``) the inlier Hessian, the capped objective ``sum s min(|r|, eps)^2 / 2``
-    (:func:`fastopt._newton._huber_reference`) and the weighted histogram of the residuals' exponents (the
-    backtracking evaluations only compare objectives and slopes)."""
+    (:func:`fastopt._newton._huber_reference`), the weighted histogram of the residuals' exponents and the
+    round-off floor of the objective (:func:`fastopt._newton.round_off_floor`; the backtracking evaluations only
+    compare objectives and slopes)."""
 
     loss: float
     g: np.ndarray
@@ -47,12 +48,14 @@ class _Stats:
     H: np.ndarray | None
     capped: float | None
     hist: np.ndarray | None
+    floor: float | None = None
 
 
 def _add(a: _Stats, b: _Stats) -> _Stats:
     if a.H is None:
         return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, None, None, None)
-    return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, a.H + b.H, a.capped + b.capped, a.hist + b.hist)
+    return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, a.H + b.H, a.capped + b.capped, a.hist + b.hist,
+                  a.floor + b.floor)
 
 
 def _exponent_histogram(r: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -97,12 +100,14 @@ def _evaluate(data, mean: float, n: int, target: int, fit_intercept: bool, centr
     if prob.n == 0:
         if not hessian:
             return _Stats(0.0, np.zeros(prob.d), 0.0, None, None, None)
-        return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)), 0.0, np.zeros(_EXP_HI - _EXP_LO + 1))
+        return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)), 0.0, np.zeros(_EXP_HI - _EXP_LO + 1),
+                      0.0)
     res = prob.run(w, b, eps, None, hessian=hessian)
     if not hessian:
         return _Stats(res.loss, res.g, res.gb, None, None, None)
     capped = _newton._huber_reference(prob, eps)(res.r, w, res.loss)  # (prob has no ridge: the sum alone)
-    return _Stats(res.loss, res.g, res.gb, res.dH, capped, _exponent_histogram(res.r, prob.s))
+    return _Stats(res.loss, res.g, res.gb, res.dH, capped, _exponent_histogram(res.r, prob.s),
+                  _newton.round_off_floor(prob, res.mask))
 
 
 class _Blocks:
@@ -182,7 +187,8 @@ def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: f
         dw, db = hess.direction(g, gb, 1.0)
         dec = -(float(g @ dw) + gb * db)
         reference = st.capped + _newton._penalty(alpha, w) if capped else abs(F)
-        if dec <= 0.0 or (dec <= 2.0 * rtol * abs(F) and dec <= 2.0 * rtol * reference):
+        # (either scale at least the round-off floor, as in memory)
+        if dec <= 0.0 or (dec <= 2.0 * rtol * max(abs(F), st.floor) and dec <= 2.0 * rtol * max(reference, st.floor)):
             return w, b, st, F, it, True
         t = 1.0
         trial = blocks.evaluate(target, fit_intercept, centre, w + dw, b + db, eps, True)

@@ -336,6 +336,27 @@ def test_absolute_error_of_noise_free_data_stops_at_the_start(fit_intercept):
     np.testing.assert_allclose(est.coef_, [1.0, 2.0, 3.0], rtol=1e-13)
 
 
+@pytest.mark.parametrize("loss", ["squared_error", "huber"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("on_dask", [False, True])
+def test_newton_on_noise_free_targets_stops_at_round_off(loss, fit_intercept, on_dask):
+    # An exact fit leaves an objective at round-off of zero, relative to which every decrement is large: some of
+    # these targets iterated to max_epochs on round-off (scikit-learn's multi-output check warned).
+    rng = np.random.default_rng(42)
+    X = rng.normal(size=(11, 10))
+    coef = rng.normal(size=(10, 5)) * 50
+    Y = X @ coef + (rng.normal(size=5) if fit_intercept else 0.0)
+    if on_dask:
+        da = pytest.importorskip("dask.array")
+        X, Y = da.from_array(X, chunks=(6, 10)), da.from_array(Y, chunks=(6, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver="newton", loss=loss, fit_intercept=fit_intercept).fit(X, Y)
+    assert est.n_iter_ <= 2
+    # the least-squares start is solved to round-off of ||coef||: a few eps times the condition number
+    np.testing.assert_allclose(est.coef_, coef.T, rtol=0, atol=1e-10 * np.abs(coef).max())
+
+
 @pytest.mark.parametrize(("n_bad", "size"), [(1, 1e14), (5, 1e18)])
 def test_newton_on_dask_arrays_does_not_depend_on_how_far_the_outliers_are(n_bad, size):
     # As in memory (test_robust_fit_does_not_depend_on_how_far_the_outliers_are): the distributed fit's start,
