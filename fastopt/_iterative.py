@@ -672,6 +672,7 @@ class RatePlateau(Stopping):
     def __init__(self, lr0: float, floor: float, stop: bool, keep_best: bool, epochs_per_round: int = 1):
         super().__init__(0.0 if stop else None, PLATEAU_PATIENCE, keep_best)
         self.per_round, self.round_sum, self.round_epochs = max(1, int(epochs_per_round)), 0.0, 0
+        self.best_epoch = np.inf  # the best epoch's monitored loss (keep_best)
         self.lr0 = self.lr = float(lr0)
         self.floor = float(floor)
         self.previous, self.last_fall = np.inf, np.nan
@@ -680,7 +681,9 @@ class RatePlateau(Stopping):
     def update(self, current: float, params: np.ndarray | None) -> bool:
         """Record one epoch's monitored loss; sets :attr:`lr` for the next epoch; True when training should stop.
         Within a round (``epochs_per_round > 1``) the epoch is only added to the round's mean, which is judged
-        when the round is complete."""
+        when the round is complete. ``keep_best`` keeps the parameters of the best epoch (not round)."""
+        if self.keep_best and current < self.best_epoch:
+            self.best_epoch, self.best_params = current, params.copy()
         if self.per_round > 1:
             self.round_sum, self.round_epochs = self.round_sum + current, self.round_epochs + 1
             if self.round_epochs < self.per_round:
@@ -695,10 +698,7 @@ class RatePlateau(Stopping):
         self.no_improvement = 0 if falling else self.no_improvement + 1
         self.previous = current
         self.best_since_cut = min(self.best_since_cut, current)
-        if current < self.best:
-            self.best = current
-            if self.keep_best:
-                self.best_params = params.copy()
+        self.best = min(self.best, current)
         if self.no_improvement < self.patience:
             return False
         self.no_improvement = 0

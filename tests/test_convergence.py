@@ -80,12 +80,13 @@ def test_the_plateau_rule_passes_the_noise_floor_of_a_constant_rate():
 # ---------------------------------------------------------------- the plateau rule itself
 
 
-def run_rule(losses, stop=True, floor=0.0, per_round=1):
-    rule = _iterative.RatePlateau(1.0, floor, stop, keep_best=False, epochs_per_round=per_round)
+def run_rule(losses, stop=True, floor=0.0, per_round=1, keep_best=False):
+    """The rule over ``losses``; with ``keep_best`` each epoch's parameters are ``[epoch]``."""
+    rule = _iterative.RatePlateau(1.0, floor, stop, keep_best=keep_best, epochs_per_round=per_round)
     rates, stopped_at = [], None
     for epoch, loss in enumerate(losses):
         rates.append(rule.lr)
-        if rule.update(loss, None):
+        if rule.update(loss, np.array([epoch]) if keep_best else None):
             stopped_at = epoch
             break
     return rates, stopped_at, rule
@@ -217,10 +218,12 @@ def test_plateau_rule_in_rounds_is_the_rule_on_the_round_means(losses, per, stop
     # and its rate holds through the round.
     rounds = [sum(losses[i : i + per]) / per for i in range(0, len(losses) - per + 1, per)]
     expected_rates, expected_stop, _ = run_rule(rounds, stop=stop)
-    rates, stopped_at, _ = run_rule(losses, stop=stop, per_round=per)
+    rates, stopped_at, rule = run_rule(losses, stop=stop, per_round=per, keep_best=True)
     complete = len(rates) // per
     assert rates[: complete * per] == [r for r in expected_rates[:complete] for _ in range(per)]
     assert stopped_at == (None if expected_stop is None else expected_stop * per + per - 1)
+    # keep_best (a validation score) keeps the best epoch's parameters, not the end of the best round
+    assert rule.best_params[0] == int(np.argmin(losses[: len(rates)]))
 
 
 def test_max_epochs_auto_counts_rounds_of_the_plateau_rule():
