@@ -355,21 +355,40 @@ class Stopping:
     once the loss has failed to improve on the best so far by ``tol`` for ``n_iter_no_change`` epochs in a
     row; ``tol=None`` never stops. When monitoring a validation score (``keep_best``) the parameters of the
     best epoch are kept, to be restored at the end, as scikit-learn's MLP does.
+
+    The unit of both rules is a round of ``epochs_per_round`` whole epochs, judged by their mean monitored loss:
+    one epoch, or, where an epoch takes fewer than ``PLATEAU_ROUND_STEPS`` minibatch steps, enough epochs for
+    that many (:func:`epochs_per_round`); "epoch" in the rules means round.
     """
 
-    def __init__(self, tol: float | None, patience: int, keep_best: bool):
+    def __init__(self, tol: float | None, patience: int, keep_best: bool, epochs_per_round: int = 1):
         self.tol, self.patience, self.keep_best = tol, patience, keep_best
         self.best, self.no_improvement, self.best_params, self.stopped = np.inf, 0, None, False
+        self.per_round, self.round_sum, self.round_epochs = max(1, int(epochs_per_round)), 0.0, 0
+        self.best_epoch = np.inf  # the best epoch's monitored loss (keep_best)
+
+    def _round(self, current: float, params: np.ndarray | None) -> float | None:
+        """Take one epoch's loss: keep its parameters if it is the best epoch (``keep_best``), and return the
+        mean of its round once that is complete (None within a round)."""
+        if self.keep_best and current < self.best_epoch:
+            self.best_epoch, self.best_params = current, params.copy()
+        if self.per_round == 1:
+            return current
+        self.round_sum, self.round_epochs = self.round_sum + current, self.round_epochs + 1
+        if self.round_epochs < self.per_round:
+            return None
+        mean, self.round_sum, self.round_epochs = self.round_sum / self.per_round, 0.0, 0
+        return mean
 
     def update(self, current: float, params: np.ndarray | None) -> bool:
         """Record one epoch's monitored loss (and its parameters); True when training should stop."""
         if self.tol is None:
             return False
+        current = self._round(current, params)
+        if current is None:
+            return False
         self.no_improvement = self.no_improvement + 1 if current > self.best - self.tol else 0
-        if current < self.best:
-            self.best = current
-            if self.keep_best:
-                self.best_params = params.copy()
+        self.best = min(self.best, current)
         self.stopped = self.no_improvement >= self.patience
         return self.stopped
 
@@ -664,15 +683,11 @@ class RatePlateau(Stopping):
     is cut like a noise floor: it is within what a stop tolerates.
     ``tol=None`` never stops: once the rule would stop, the rate stays where it is until ``max_epochs``.
 
-    The rule's unit is a round of ``epochs_per_round`` whole epochs, judged by their mean monitored loss: one
-    epoch, or, where an epoch takes fewer than ``PLATEAU_ROUND_STEPS`` minibatch steps, enough epochs for that
-    many (:func:`epochs_per_round`); "epoch" above means round. The rate changes only between rounds.
+    In rounds of epochs as :class:`Stopping` (\"epoch\" above means round); the rate changes only between rounds.
     """
 
     def __init__(self, lr0: float, floor: float, stop: bool, keep_best: bool, epochs_per_round: int = 1):
-        super().__init__(0.0 if stop else None, PLATEAU_PATIENCE, keep_best)
-        self.per_round, self.round_sum, self.round_epochs = max(1, int(epochs_per_round)), 0.0, 0
-        self.best_epoch = np.inf  # the best epoch's monitored loss (keep_best)
+        super().__init__(0.0 if stop else None, PLATEAU_PATIENCE, keep_best, epochs_per_round)
         self.lr0 = self.lr = float(lr0)
         self.floor = float(floor)
         self.previous, self.last_fall = np.inf, np.nan
@@ -682,13 +697,9 @@ class RatePlateau(Stopping):
         """Record one epoch's monitored loss; sets :attr:`lr` for the next epoch; True when training should stop.
         Within a round (``epochs_per_round > 1``) the epoch is only added to the round's mean, which is judged
         when the round is complete. ``keep_best`` keeps the parameters of the best epoch (not round)."""
-        if self.keep_best and current < self.best_epoch:
-            self.best_epoch, self.best_params = current, params.copy()
-        if self.per_round > 1:
-            self.round_sum, self.round_epochs = self.round_sum + current, self.round_epochs + 1
-            if self.round_epochs < self.per_round:
-                return False
-            current, self.round_sum, self.round_epochs = self.round_sum / self.per_round, 0.0, 0
+        current = self._round(current, params)
+        if current is None:
+            return False
         scale = max(abs(current if np.isinf(self.best) else self.best), self.floor)
         # Progress is judged against the previous epoch: while the bias of the start dominates, the epoch loss
         # falls monotonically; on the noise ball it goes up about every other epoch.
@@ -751,31 +762,31 @@ def schedule_name(params: dict) -> str:
 
 def make_stopping(params: dict, st: IterState, validation: bool, steps_per_epoch: int = 0) -> Stopping:
     """The stopping rule of ``fit`` (and of streamed fits) for ``params``: a :class:`RatePlateau` for
-    ``schedule="plateau"`` (in rounds of :func:`epochs_per_round` epochs of ``steps_per_epoch`` steps), else a
-    :class:`Stopping` on ``tol`` and ``n_iter_no_change``. The monitored loss is the training loss, or
+    ``schedule="plateau"``, else a :class:`Stopping` on ``tol`` and ``n_iter_no_change``, either in rounds of
+    :func:`epochs_per_round` epochs of ``steps_per_epoch`` steps. The monitored loss is the training loss, or
     ``1 - R^2`` on the validation rows (whose null model scores 1) when ``validation``."""
+    per = epochs_per_round(steps_per_epoch)
     if schedule_name(params) == "plateau":
         floor = PLATEAU_FLOOR * (1.0 if validation else st.null_loss)
-        return RatePlateau(st.lr0, floor, params["tol"] is not None, keep_best=validation,
-                           epochs_per_round=epochs_per_round(params, steps_per_epoch))
-    return Stopping(params["tol"], params["n_iter_no_change"], keep_best=validation)
+        return RatePlateau(st.lr0, floor, params["tol"] is not None, keep_best=validation, epochs_per_round=per)
+    return Stopping(params["tol"], params["n_iter_no_change"], keep_best=validation, epochs_per_round=per)
 
 
-def epochs_per_round(params: dict, steps_per_epoch: int) -> int:
-    """Whole epochs in a round of the plateau rule (:class:`RatePlateau`): enough for ``PLATEAU_ROUND_STEPS``
-    minibatch steps at ``steps_per_epoch`` steps an epoch (1 when that is unknown, 0); 1 for other schedules."""
-    if steps_per_epoch < 1 or schedule_name(params) != "plateau":
+def epochs_per_round(steps_per_epoch: int) -> int:
+    """Whole epochs in a round of the stopping rules (:class:`Stopping`): enough for ``PLATEAU_ROUND_STEPS``
+    minibatch steps at ``steps_per_epoch`` steps an epoch (1 when that is unknown, 0)."""
+    if steps_per_epoch < 1:
         return 1
     return -(-PLATEAU_ROUND_STEPS // int(steps_per_epoch))
 
 
 def max_epochs(params: dict, steps_per_epoch: int = 0) -> int:
-    """``max_epochs`` as a number: ``"auto"`` is ``MAX_EPOCHS_AUTO`` epochs, or under the plateau rule that many
-    of its rounds (:func:`epochs_per_round`, given ``steps_per_epoch``; 0 while unknown)."""
+    """``max_epochs`` as a number: ``"auto"`` is ``MAX_EPOCHS_AUTO`` rounds of the stopping rules
+    (:func:`epochs_per_round`, given ``steps_per_epoch``; 0 while unknown: that many epochs)."""
     value = params["max_epochs"]
     if value != "auto":
         return int(value)
-    return MAX_EPOCHS_AUTO * epochs_per_round(params, steps_per_epoch)
+    return MAX_EPOCHS_AUTO * epochs_per_round(steps_per_epoch)
 
 
 def max_epochs_label(params: dict, value: int) -> str:
@@ -1363,6 +1374,7 @@ class IterativeSolver(Solver):
         steps = -(-train_idx.shape[0] // train.batch_size)
         stopping, val_scores = make_stopping(params, st, validation=early, steps_per_epoch=steps), []
         epochs = max_epochs(params, steps)
+        label, params = max_epochs_label(params, epochs), {**params, "max_epochs": epochs}  # the schedules' horizon
         st.lr = None  # a fit (also a warm start) begins at the base rate
         # every epoch's order goes into one buffer, kept for the next fit (the first order's is kept by _fit)
         spare = None if first is None else first.buffer()
@@ -1397,7 +1409,7 @@ class IterativeSolver(Solver):
                 break
         if first is None and spare is not None:
             keep_order_buffer(spare)
-        stopping.warn_unless_stopped(self.method, max_epochs_label(params, epochs))
+        stopping.warn_unless_stopped(self.method, label)
         if isinstance(stopping, RatePlateau) and stopping.stopped and not early:
             _check_plateau_stop(self.method, params, spec, data, sw, self.current_params(params, st),
                                 max(stopping.best, stopping.floor))

@@ -359,15 +359,16 @@ class Epochs:
         the merged learning-rate :class:`fastopt._chunks.Sample` of every chunk; ``weigher(seed)`` their merged
         training weight (None without weights); None leaves the weight to the runner."""
         params, passes = self.params, self.passes
-        # max_epochs="auto" under the plateau rule counts its rounds, whose length in epochs the first pass tells
+        # max_epochs="auto" counts the stopping rules' rounds, whose length in epochs the first pass tells
         max_epochs = _iterative.max_epochs(params)
+        label = _iterative.max_epochs_label(params, max_epochs)
         if self.early and passes.one_shot:
             raise TypeError(
                 "early_stopping=True scores each epoch on held-out rows during the next pass over the chunks, "
                 "but chunks is a one-shot iterator. Pass a list, a re-iterable object, or a callable returning "
                 "a fresh iterator."
             )
-        passes.check_epochs(max_epochs, _iterative.max_epochs_label(params, max_epochs))
+        passes.check_epochs(max_epochs, label)
         orders = chunk_orders(self.seed, len(passes) if passes.indexable else 0, params["shuffle"])
         lr0, affine = None, None
         if params["learning_rate"] == "auto" and prior is None and not passes.one_shot:
@@ -407,6 +408,10 @@ class Epochs:
                 steps = current.t - (prior.t if prior is not None else 0)  # the first epoch's steps
                 stopping = _iterative.make_stopping(params, current, self.early, steps_per_epoch=steps)
                 max_epochs = _iterative.max_epochs(params, steps)
+                label = _iterative.max_epochs_label(params, max_epochs)
+                # the schedules' horizon from the second sweep on (every schedule gives the first its base rate)
+                params = {**params, "max_epochs": max_epochs}
+                spec = replace(spec, params={**spec.params, "max_epochs": max_epochs})
             if scored is not None:
                 scores.append(validation.score(records))
                 if params["verbose"]:
@@ -434,7 +439,7 @@ class Epochs:
                 break
             else:
                 _follow_rate(stopping, state)
-        stopping.warn_unless_stopped(self.name, _iterative.max_epochs_label(params, max_epochs))
+        stopping.warn_unless_stopped(self.name, label)
         if isinstance(stopping, _iterative.RatePlateau) and stopping.stopped and not self.early:
             self._check_plateau_stop(state, max(stopping.best, stopping.floor))
         final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)

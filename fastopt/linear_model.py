@@ -183,9 +183,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Minibatch size; the last batch of an epoch may be smaller.
     max_epochs : int or "auto", default="auto"
         Maximum number of passes over the data (``solver="newton"``: of Newton iterations; for the absolute
-        error, of each smoothing stage's). ``"auto"`` is 100, except under the ``"plateau"`` schedule on small
-        data: the rule judges rounds of whole epochs of at least 32 minibatch steps (an epoch from 2,048 rows at
-        ``batch_size=64``), and ``"auto"`` allows 100 rounds, e.g. 3,200 epochs of a 20-row problem.
+        error, of each smoothing stage's). ``"auto"`` is 100 rounds of the stopping rules (see ``tol``): 100
+        epochs from 2,048 rows at ``batch_size=64``, 3,200 epochs of a 20-row problem (100 for Newton). The
+        named schedules span the resolved number.
     tol : float or None, default=1e-6
         Named schedules: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
         epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
@@ -193,8 +193,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
         model)``), so the floor is not the noise of the larger rate, then, for the squared error and Huber's
         loss, bound the distance from the optimum from below (four compiled reads of ``X``: the gradient and three
-        preconditioned conjugate-gradient steps) and warn :class:`~sklearn.exceptions.ConvergenceWarning` when it
-        exceeds 1% of the loss; ``tol`` only switches this on. ``None``
+        preconditioned conjugate-gradient steps; on small data up to ``d + 2``) and warn
+        :class:`~sklearn.exceptions.ConvergenceWarning` when it exceeds 1% of the loss; ``tol`` only switches this
+        on. Both rules judge rounds: an epoch, or on small data as many whole epochs as make 32 minibatch steps,
+        by their mean monitored loss (the rate changes only between rounds). ``None``
         disables stopping (the plateau rule then keeps its last rate once it would have stopped). Not used by
         ``solver="newton"``, which iterates to round-off. Krylov solvers: LSQR's stopping rules with
         ``atol = btol = tol`` (as ``scipy.sparse.linalg.lsqr`` and ``Ridge(solver="lsqr")``), on the weighted,
@@ -203,7 +205,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         LSQR's running estimate of the Frobenius norm, checked by a final exact pass; the objective's relative
         excess is then at most about ``(tol ||A||_F / sigma_min(A))^2``. ``None`` runs ``max_iter`` iterations.
     n_iter_no_change : int, default=5
-        Patience, in epochs, of the named schedules' rule.
+        Patience, in rounds (see ``tol``), of the named schedules' rule.
     early_stopping : bool, default=False
         Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
         the coefficients of the best epoch.

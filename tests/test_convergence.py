@@ -203,12 +203,26 @@ def test_default_fit_reaches_the_optimum_on_small_data(rule):
             est = LinearRegressor(solver=rule, random_state=0).fit(X, y)
         assert relative_excess(est, X, y) <= _iterative.PLATEAU_CHECK_RTOL, (n, d)
         steps = -(-n // est.batch_size)
-        per = _iterative.epochs_per_round(est.get_params(), steps)
+        per = _iterative.epochs_per_round(steps)
         assert per == -(-_iterative.PLATEAU_ROUND_STEPS // steps) > 1
         # the rate changes only between rounds
         changes = [i for i, (a, b) in enumerate(itertools.pairwise(est.learning_rates_), 1) if a != b]
         assert changes and all(i % per == 0 for i in changes)
         assert est.n_iter_ < epoch_cap(est, n) == _iterative.MAX_EPOCHS_AUTO * per
+
+
+@pytest.mark.parametrize("rule", ["momentum", "nesterov", "adam"])
+def test_a_numeric_rate_on_small_data_stops_in_rounds_too(rule):
+    # The named schedules' rule (patience n_iter_no_change) in one-step epochs: a momentum rule's oscillation
+    # ended these fits after a few rising steps, silently, up to 2.2 times the optimal loss above it (momentum,
+    # 20 rows). In rounds of 32 steps they reach the optimum.
+    for seed, (n, d) in enumerate([(20, 5), (100, 5)]):
+        X, y = small_problem(n, d, seed + 10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            est = LinearRegressor(solver=rule, learning_rate=0.01, random_state=0).fit(X, y)
+        assert est.learning_rates_ == [0.01] * est.n_iter_  # the constant schedule
+        assert relative_excess(est, X, y) <= _iterative.PLATEAU_CHECK_RTOL, (n, d)
 
 
 @settings(max_examples=60, deadline=None)
@@ -224,9 +238,19 @@ def test_plateau_rule_in_rounds_is_the_rule_on_the_round_means(losses, per, stop
     assert stopped_at == (None if expected_stop is None else expected_stop * per + per - 1)
     # keep_best (a validation score) keeps the best epoch's parameters, not the end of the best round
     assert rule.best_params[0] == int(np.argmin(losses[: len(rates)]))
+    # the named schedules' rule (tol, patience) likewise
+    def stops(values, per_round):
+        rule = _iterative.Stopping(0.05, 2, keep_best=True, epochs_per_round=per_round)
+        return next((i for i, v in enumerate(values) if rule.update(v, np.array([i]))), None), rule
+
+    expected, _ = stops(rounds, 1)
+    stopped_at, rule = stops(losses, per)
+    assert stopped_at == (None if expected is None else expected * per + per - 1)
+    seen = len(losses) if stopped_at is None else stopped_at + 1
+    assert rule.best_params[0] == int(np.argmin(losses[:seen]))
 
 
-def test_max_epochs_auto_counts_rounds_of_the_plateau_rule():
+def test_max_epochs_auto_counts_rounds_of_the_stopping_rules():
     params = LinearRegressor().get_params()
     assert params["max_epochs"] == "auto"
     cap = _iterative.MAX_EPOCHS_AUTO
@@ -234,9 +258,9 @@ def test_max_epochs_auto_counts_rounds_of_the_plateau_rule():
     assert _iterative.max_epochs(params, 5) == cap * 7
     assert _iterative.max_epochs(params, _iterative.PLATEAU_ROUND_STEPS) == cap  # from 2,048 rows: as before
     assert _iterative.max_epochs(params, 0) == cap  # steps unknown (a stream before its first pass)
-    # the named schedules (a numeric rate means "constant") count epochs
-    assert _iterative.max_epochs({**params, "schedule": "constant"}, 1) == cap
-    assert _iterative.max_epochs({**params, "learning_rate": 0.01}, 1) == cap
+    # the named schedules' rule (a numeric rate means "constant") takes the same rounds
+    assert _iterative.max_epochs({**params, "schedule": "cosine"}, 5) == cap * 7
+    assert _iterative.max_epochs({**params, "learning_rate": 0.01}, 5) == cap * 7
     assert _iterative.max_epochs({**params, "max_epochs": 7}, 1) == 7
     X, y = small_problem(20, 3, 0)
     with pytest.raises(ValueError, match="max_epochs"):

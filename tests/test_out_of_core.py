@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import LinearRegressor, _iterative_lr
+from fastopt import LinearRegressor, _iterative, _iterative_lr
 from fastopt._chunks import ChunkSource, chunk_orders, chunk_sample, chunk_split, merge_samples, naming, unpack
 from fastopt._validation import check_fit_data
 from fastopt.exceptions import IllConditionedWarning
@@ -390,11 +390,18 @@ def in_memory_early_stopping(params, chunks, orders, replay):
     val = [split_of(i, len(c[0]))[1] for i, c in enumerate(chunks)]
     X_val, y_val, w_val = (np.concatenate([c[j][v] for c, v in zip(chunks, val)]) for j in range(3))
     epochs = replay(params, params["learning_rate"], chunks, orders, lambda i, n: split_of(i, n)[0])
-    scores, best, stalled = [], np.inf, 0
+    # the rule judges rounds of whole epochs of at least PLATEAU_ROUND_STEPS steps, by their mean
+    steps = sum(-(-len(split_of(i, len(c[0]))[0]) // params.get("batch_size", 64)) for i, c in enumerate(chunks))
+    per = _iterative.epochs_per_round(steps)
+    scores, best, stalled, total = [], np.inf, 0, 0.0
     for est in epochs:
         scores.append(r2_score(y_val, est.predict(X_val), sample_weight=w_val))
-        stalled = stalled + 1 if -scores[-1] > best - params["tol"] else 0
-        best = min(best, -scores[-1])
+        total += 1.0 - scores[-1]
+        if len(scores) % per:
+            continue
+        current, total = total / per, 0.0
+        stalled = stalled + 1 if current > best - params["tol"] else 0
+        best = min(best, current)
         if stalled >= params["n_iter_no_change"]:
             break
     return epochs[int(np.argmax(scores))], epochs[len(scores) - 1], scores
