@@ -127,10 +127,12 @@ def replay():
         # schedule="plateau" (and "auto" with learning_rate="auto") runs at lr0 until its first cut, which a
         # replayed fit must not reach.
         schedule = "constant" if p["schedule"] in ("auto", "plateau") else p["schedule"]
+        # the horizon of max_epochs="auto": rounds of the stream's steps an epoch
+        steps = sum(-(-len(c[0][rows_of(i)]) // p["batch_size"]) for i, c in enumerate(chunks))
+        horizon = _iterative.max_epochs(p, steps)
         for epoch, order in enumerate(orders):
             est.set_params(learning_rate=optim.schedule_lr(
-                schedule, lr0, epoch, _iterative.max_epochs(p), end_factor=p["end_factor"], power_t=p["power_t"],
-                gamma=p["gamma"]))
+                schedule, lr0, epoch, horizon, end_factor=p["end_factor"], power_t=p["power_t"], gamma=p["gamma"]))
             for i in order:
                 one_pass(est, tuple(a[rows_of(i)] for a in chunks[i]), epoch, mean)
             epochs.append(copy.deepcopy(est))

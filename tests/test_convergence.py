@@ -269,6 +269,19 @@ def test_max_epochs_auto_counts_rounds_of_the_stopping_rules():
         LinearRegressor(solver="sgd", max_epochs=3, random_state=0).fit(X, y)
 
 
+def test_fit_stream_resolves_max_epochs_auto_for_the_named_schedules():
+    # Two chunks of 500 rows: 16 steps an epoch, rounds of 2 epochs, so "auto" is 200 epochs, which a linear
+    # schedule spans (the first sweep, before the stream's steps are known, takes the base rate either way).
+    X, y = small_problem(1000, 4, 6)
+    chunks = [(X[:500], y[:500]), (X[500:], y[500:])]
+    est = LinearRegressor(solver="sgd", learning_rate=0.01, schedule="linear", tol=None, random_state=0)
+    est.fit_stream(chunks)
+    assert est.n_iter_ == 200
+    assert est.learning_rates_ == [optim.schedule_lr("linear", 0.01, e, 200) for e in range(200)]
+    memory = LinearRegressor(solver="sgd", learning_rate=0.01, schedule="linear", tol=None, random_state=0).fit(X, y)
+    assert memory.learning_rates_ == est.learning_rates_  # 1,000 rows: 16 steps an epoch as well
+
+
 def test_fit_stream_on_small_chunks_judges_rounds():
     X, y = small_problem(60, 4, 5)
     chunks = [(X[i : i + 20], y[i : i + 20]) for i in range(0, 60, 20)]  # three 1-step passes an epoch

@@ -206,6 +206,20 @@ def test_stream_iterative_replays_partial_fit(rng, replay, solver, shuffle, sche
     assert est.best_loss_ == min(est.loss_curve_)
 
 
+def test_stream_max_epochs_auto_spans_the_rounds_of_small_chunks(rng, replay):
+    # Two chunks of 500 rows: 16 steps an epoch, so max_epochs="auto" is 100 rounds of 2 epochs, resolved after
+    # the first sweep; from the second sweep on the linear schedule spans those 200 epochs, as fit's does.
+    X, y = make_problem(rng, n=1_000)
+    items = chunks_of(split(len(X), sizes=(500, 500)), X, y)
+    params = {"solver": "sgd", "learning_rate": 0.05, "random_state": 2, "tol": None, "schedule": "linear",
+              "shuffle": False}
+    est = LinearRegressor(**params).fit_stream(items)
+    assert est.n_iter_ == 200
+    expected = replay(params, 0.05, items, [range(len(items))] * 200)[-1]
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+    np.testing.assert_array_equal(est.intercept_, expected.intercept_)
+
+
 def test_stream_iterative_from_a_callable_runs_in_its_order(rng, replay):
     X, y = make_problem(rng)
     items = chunks_of(split(len(X)), X, y)
