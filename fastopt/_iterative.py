@@ -357,7 +357,7 @@ class Stopping:
     best epoch are kept, to be restored at the end, as scikit-learn's MLP does.
 
     The unit of both rules is a round of ``epochs_per_round`` whole epochs, judged by their mean monitored loss:
-    one epoch, or, where an epoch takes fewer than ``PLATEAU_ROUND_STEPS`` minibatch steps, enough epochs for
+    one epoch, or, where an epoch takes fewer than ``ROUND_STEPS`` minibatch steps, enough epochs for
     that many (:func:`epochs_per_round`); "epoch" in the rules means round.
     """
 
@@ -414,18 +414,17 @@ PLATEAU_STOP_RTOL = 5e-4  # stop when the last cut changed the best loss by less
 PLATEAU_FLOOR = 1e-6  # the loss scale is at least this fraction of the null model's loss (zero-noise problems)
 PLATEAU_SLOW_RATIO = 0.95  # a slow series of falls is projected with a ratio of at most this per epoch
 PLATEAU_MIN_FACTOR = 1e-8  # and stop anyway once the rate has fallen below this fraction of learning_rate_
-# The rule judges rounds of whole epochs of at least this many steps (one epoch from 2,048 rows at batch_size=64;
-# larger data is judged epoch by epoch, as before). On small data an epoch is one to a few steps, whose loss
-# follows a momentum rule's oscillation more than its progress: judged epoch by epoch, the first upturn cut the
-# rate, and the next cuts came within a few steps. Measured on 20 small problems (20-300 rows, 3-20 shifted
-# columns of spread scales, an intercept), the default fit of every first-order rule, against the exact fit:
-# epoch by epoch (and max_epochs=100), excess loss medians 0.2%-57% and up to 47 times the optimal loss; with
-# rounds of 16 steps, medians 0.009%-0.02%, at most 0.3%, in at most 288 epochs; 32 steps, medians
-# 0.004%-0.01%, at most 0.16%, in at most 384 epochs (and at 500-1,500 rows a fourth of the excess, for twice
-# the epochs).
-PLATEAU_ROUND_STEPS = 32
-# max_epochs="auto": this many epochs; under the plateau rule this many of its rounds.
-MAX_EPOCHS_AUTO = 100
+# The stopping rules (this one and Stopping's) judge rounds of whole epochs of at least this many steps (one
+# epoch from 2,048 rows at batch_size=64; larger data is judged epoch by epoch, as before). On small data an epoch
+# is one to a few steps, whose loss follows a momentum rule's oscillation more than its progress: judged epoch by
+# epoch, the first upturn cut the rate, and the next cuts came within a few steps. Measured on 20 small
+# problems (20-300 rows, 3-20 shifted columns of spread scales, an intercept), the default fit of every
+# first-order rule, against the exact fit: epoch by epoch (and max_epochs=100), excess loss medians 0.2%-57% and
+# up to 47 times the optimal loss; with rounds of 16 steps, medians 0.009%-0.02%, at most 0.3%, in at most 288
+# epochs; 32 steps, medians 0.004%-0.01%, at most 0.16%, in at most 384 epochs (and at 500-1,500 rows a fourth of
+# the excess, for twice the epochs).
+ROUND_STEPS = 32
+MAX_EPOCHS_AUTO = 100  # max_epochs="auto": this many rounds
 
 
 # A plateau stop of a squared-error fit is checked (_check_plateau_stop): a lower bound on the distance from the
@@ -683,7 +682,7 @@ class RatePlateau(Stopping):
     is cut like a noise floor: it is within what a stop tolerates.
     ``tol=None`` never stops: once the rule would stop, the rate stays where it is until ``max_epochs``.
 
-    In rounds of epochs as :class:`Stopping` (\"epoch\" above means round); the rate changes only between rounds.
+    In rounds of epochs as :class:`Stopping` ('epoch' above means round); the rate changes only between rounds.
     """
 
     def __init__(self, lr0: float, floor: float, stop: bool, keep_best: bool, epochs_per_round: int = 1):
@@ -773,16 +772,16 @@ def make_stopping(params: dict, st: IterState, validation: bool, steps_per_epoch
 
 
 def epochs_per_round(steps_per_epoch: int) -> int:
-    """Whole epochs in a round of the stopping rules (:class:`Stopping`): enough for ``PLATEAU_ROUND_STEPS``
+    """Whole epochs in a round of the stopping rules (:class:`Stopping`): enough for ``ROUND_STEPS``
     minibatch steps at ``steps_per_epoch`` steps an epoch (1 when that is unknown, 0)."""
     if steps_per_epoch < 1:
         return 1
-    return -(-PLATEAU_ROUND_STEPS // int(steps_per_epoch))
+    return -(-ROUND_STEPS // int(steps_per_epoch))
 
 
 def max_epochs(params: dict, steps_per_epoch: int = 0) -> int:
     """``max_epochs`` as a number: ``"auto"`` is ``MAX_EPOCHS_AUTO`` rounds of the stopping rules
-    (:func:`epochs_per_round`, given ``steps_per_epoch``; 0 while unknown: that many epochs)."""
+    (:func:`epochs_per_round` at ``steps_per_epoch`` steps an epoch; while that is unknown, 0, as many epochs)."""
     value = params["max_epochs"]
     if value != "auto":
         return int(value)

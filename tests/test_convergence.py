@@ -204,7 +204,7 @@ def test_default_fit_reaches_the_optimum_on_small_data(rule):
         assert relative_excess(est, X, y) <= _iterative.PLATEAU_CHECK_RTOL, (n, d)
         steps = -(-n // est.batch_size)
         per = _iterative.epochs_per_round(steps)
-        assert per == -(-_iterative.PLATEAU_ROUND_STEPS // steps) > 1
+        assert per == -(-_iterative.ROUND_STEPS // steps) > 1
         # the rate changes only between rounds
         changes = [i for i, (a, b) in enumerate(itertools.pairwise(est.learning_rates_), 1) if a != b]
         assert changes and all(i % per == 0 for i in changes)
@@ -254,9 +254,9 @@ def test_max_epochs_auto_counts_rounds_of_the_stopping_rules():
     params = LinearRegressor().get_params()
     assert params["max_epochs"] == "auto"
     cap = _iterative.MAX_EPOCHS_AUTO
-    assert _iterative.max_epochs(params, 1) == cap * _iterative.PLATEAU_ROUND_STEPS  # 20 rows: 3,200 epochs
+    assert _iterative.max_epochs(params, 1) == cap * _iterative.ROUND_STEPS  # 20 rows: 3,200 epochs
     assert _iterative.max_epochs(params, 5) == cap * 7
-    assert _iterative.max_epochs(params, _iterative.PLATEAU_ROUND_STEPS) == cap  # from 2,048 rows: as before
+    assert _iterative.max_epochs(params, _iterative.ROUND_STEPS) == cap  # from 2,048 rows: as before
     assert _iterative.max_epochs(params, 0) == cap  # steps unknown (a stream before its first pass)
     # the named schedules' rule (a numeric rate means "constant") takes the same rounds
     assert _iterative.max_epochs({**params, "schedule": "cosine"}, 5) == cap * 7
@@ -288,7 +288,7 @@ def test_fit_stream_on_small_chunks_judges_rounds():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(solver="adam", random_state=0).fit_stream(chunks)
-    per = -(-_iterative.PLATEAU_ROUND_STEPS // 3)
+    per = -(-_iterative.ROUND_STEPS // 3)
     changes = [i for i, (a, b) in enumerate(itertools.pairwise(est.learning_rates_), 1) if a != b]
     assert changes and all(i % per == 0 for i in changes)
     assert relative_excess(est, X, y) <= _iterative.PLATEAU_CHECK_RTOL

@@ -404,7 +404,7 @@ def in_memory_early_stopping(params, chunks, orders, replay):
     val = [split_of(i, len(c[0]))[1] for i, c in enumerate(chunks)]
     X_val, y_val, w_val = (np.concatenate([c[j][v] for c, v in zip(chunks, val)]) for j in range(3))
     epochs = replay(params, params["learning_rate"], chunks, orders, lambda i, n: split_of(i, n)[0])
-    # the rule judges rounds of whole epochs of at least PLATEAU_ROUND_STEPS steps, by their mean
+    # the rule judges rounds of whole epochs of at least ROUND_STEPS steps, by their mean
     steps = sum(-(-len(split_of(i, len(c[0]))[0]) // params.get("batch_size", 64)) for i, c in enumerate(chunks))
     per = _iterative.epochs_per_round(steps)
     scores, best, stalled, total = [], np.inf, 0, 0.0
