@@ -439,19 +439,19 @@ PLATEAU_CHECK_RTOL = 1e-2
 # at 2, 4, 8 steps). 3 steps, four reads of X: 22-31 ms, 8-14% of a default fit at 200,000 x 100.
 PLATEAU_CHECK_STEPS = 3
 PLATEAU_CHECK_ROWS = 4096  # rows (evenly spaced) that estimate the Hessian's diagonal, the preconditioner
-# Small data in memory: more steps, up to one per dimension of the basis (d + 1 with the intercept, where
-# conjugate gradients end in exact arithmetic) and PLATEAU_CHECK_MAX_STEPS, while all the steps' reads together
-# stay within PLATEAU_CHECK_SMALL_WORK stored values of X (a few milliseconds). Nearly collinear designs (rank 3
-# of 8 columns plus 1e-3 noise, 80-600 rows) stopped silently 1.5-49% above the optimum: three steps found a
-# fraction of that, the full count finds it.
+# Small data (in memory, streamed or on Dask): more steps, up to one per dimension of the basis (d + 1 with the
+# intercept, where conjugate gradients end in exact arithmetic) and PLATEAU_CHECK_MAX_STEPS, while all the steps'
+# reads together stay within PLATEAU_CHECK_SMALL_WORK stored values of X (a few milliseconds in memory). Nearly
+# collinear designs (rank 3 of 8 columns plus 1e-3 noise, 80-600 rows) stopped silently 1.5-49% above the
+# optimum: three steps found a fraction of that, the full count finds it.
 PLATEAU_CHECK_SMALL_WORK = 2**22
 PLATEAU_CHECK_MAX_STEPS = 32
 PLATEAU_CHECK_NULL = 1e3 * np.finfo(np.float64).eps  # curvature (relative to H's trace) below round-off: stop
 
 
 def check_steps(values: int, d: int, k: int) -> int:
-    """Steps of the plateau check (:func:`plateau_gap`) on in-memory ``X`` of ``values`` stored values (``n d``
-    dense), ``d`` columns and ``k`` targets: ``PLATEAU_CHECK_STEPS``, or more on small data (see
+    """Steps of the plateau check (:func:`plateau_gap`) on ``X`` of ``values`` stored values (``n d`` dense),
+    ``d`` columns and ``k`` targets: ``PLATEAU_CHECK_STEPS``, or more on small data (see
     ``PLATEAU_CHECK_SMALL_WORK``)."""
     affordable = PLATEAU_CHECK_SMALL_WORK // max(1, values * k)
     return max(PLATEAU_CHECK_STEPS, min(d + 1, PLATEAU_CHECK_MAX_STEPS, affordable))

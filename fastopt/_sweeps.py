@@ -593,8 +593,11 @@ def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, 
         if not first.se > 0:
             return None
         centre, diag = _iterative.jacobi(first.z, first.zz, first.se, fit_intercept)
+        # the weights have mean 1 over the training rows, so their total is the row count: small streams take
+        # the in-memory check's extra steps (n d bounds the stored values of CSR chunks)
+        steps = _iterative.check_steps(int(min(first.se, 2.0**62)) * max(d, 1), d, k)
         return _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept,
-                                      None if epsilon is None else huber, centre)
+                                      None if epsilon is None else huber, centre, steps)
     except ValueError:
         return None
 

@@ -736,12 +736,13 @@ def test_a_plateau_stop_far_from_the_optimum_warns():
         assert 0.1 < bound <= 1.05 * (loss(est) - loss(best)) / loss(est)  # (printed to 2 digits)
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("seed", [2, 3, 4])
-def test_a_plateau_stop_on_small_nearly_collinear_data_warns(seed):
+def test_a_plateau_stop_on_small_nearly_collinear_data_warns(seed, stream):
     """Eight columns of rank 3 plus 1e-3 noise, 80 rows: the optimum fits the noise along directions a thousand
     times weaker than the rest, which SGD and Adam leave 4-25% of the optimal loss above it. Three steps of the
     check found little of that and the stops were silent; on data this small it runs to d + 1 steps and states
-    most of the excess."""
+    most of the excess (a stream of two chunks as well)."""
     rng = np.random.default_rng(seed)
     n = 80
     X = rng.normal(size=(n, 3)) @ rng.normal(size=(3, 8)) + 1e-3 * rng.normal(size=(n, 8))
@@ -753,7 +754,8 @@ def test_a_plateau_stop_on_small_nearly_collinear_data_warns(seed):
 
     for rule in ("sgd", "adam"):
         with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
-            est = LinearRegressor(solver=rule, random_state=0).fit(X, y)
+            est = LinearRegressor(solver=rule, random_state=0)
+            est = est.fit_stream([(X[:40], y[:40]), (X[40:], y[40:])]) if stream else est.fit(X, y)
         excess = (loss(est) - loss(best)) / loss(est)
         bound = plateau_bound(next(str(w.message) for w in record if "plateau" in str(w.message)))
         assert 0.5 * excess <= bound <= 1.05 * excess  # (printed to 2 digits)
