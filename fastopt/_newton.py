@@ -393,7 +393,7 @@ def _take(prob: _Problem, hess: _Hessian, res: _Pass, w, b, eps: float) -> _Pass
 
 
 def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale: float, rtol: float,
-            max_iter: int, curve: list, probe=None, reference=None, floor=None):
+            max_iter: int, curve: list, probe=None, reference=None, floor: bool = False):
     """Semismooth Newton on ``scale * sum s huber_eps(r) + alpha/2 ||w||^2`` from (w, b), where ``cur`` is the
     pass at (w, b), already taken into ``hess``. Returns (w, b, r, F, iterations, converged).
     ``probe(w, b, r, mask)``, if given, is asked at every iterate whether to stop (it has found the answer).
@@ -406,10 +406,10 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
     The stop compares the decrement with ``|F|``, or with ``reference(r, w, F)`` (:func:`_huber_reference`,
     :func:`_lad_reference`): far outliers add to ``F`` a part whose round-off no step can see (their loss changes
     with the fit by exactly ``eps`` times the change of their fitted value), and relative to it the stop came
-    before the inlier set had settled (1e-2 off with one outlier at 1e16 or five at 1e12). A decrement within
-    ``2 rtol`` of ``floor(prob, mask)`` (:func:`round_off_floor`, at the current inliers) passes either
-    test: an objective at round-off of zero (an exact fit) has no relative digits left, and steps whose
-    decrements were round-off of it went on to ``max_iter``."""
+    before the inlier set had settled (1e-2 off with one outlier at 1e16 or five at 1e12). With ``floor``, a
+    decrement within ``2 rtol`` of :func:`round_off_floor` (at the current inliers) stops too: an objective at
+    round-off of zero (an exact fit) has no relative digits left, and steps whose decrements were round-off of it
+    went on to ``max_iter``."""
     alpha = prob.alpha
 
     def value(res, w):
@@ -423,13 +423,10 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
         g, gb = cur.g * scale + alpha * w, cur.gb * scale
         dw, db = hess.direction(g, gb, scale)
         dec = -(float(g @ dw) + gb * db)
-        # (the reference is at most |F|: computed only when the plain test passes)
-        stop, low = dec <= 0.0, None  # (the floor at this point: computed when a test needs it)
-        if not stop:
-            stop, low = _within(dec, rtol, abs(F), floor, prob, cur, low)
-            if stop and reference is not None:
-                stop, low = _within(dec, rtol, reference(r, w, F), floor, prob, cur, low)
-        if stop:
+        tol = 2.0 * rtol
+        # (the reference is at most |F|: computed only when the plain test passes; the floor only when they fail)
+        if dec <= 0.0 or (dec <= tol * abs(F) and (reference is None or dec <= tol * reference(r, w, F))) \
+                or (floor and dec <= tol * round_off_floor(prob, cur.mask)):
             return w, b, r, F, it, True
         w1, b1 = w + dw, b + db
         trial = prob.run(w1, b1, eps, hess.prev())
@@ -446,17 +443,6 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
             F = value(cur, w)
         curve.append(F)
     return w, b, cur.r, F, max_iter, False
-
-
-def _within(dec: float, rtol: float, scale: float, floor, prob: _Problem, cur: _Pass, low: float | None):
-    """Whether the decrement ``dec`` is within ``2 rtol`` of ``scale`` or of ``floor(prob, cur.mask)`` (``low``,
-    once computed); returns the answer and the floor if computed."""
-    if dec <= 2.0 * rtol * scale:
-        return True, low
-    if floor is None:
-        return False, low
-    low = floor(prob, cur.mask) if low is None else low
-    return dec <= 2.0 * rtol * low, low
 
 
 def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
@@ -543,7 +529,7 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
             cur = _visit(prob, hess, w, b, epsilon)
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
                                  reference=_huber_reference(prob, epsilon) if epsilon < np.inf else None,
-                                 floor=round_off_floor)
+                                 floor=True)
     return _Fit(w, b, F, iters + it, ok, curve or [F]), hess
 
 

@@ -187,8 +187,8 @@ def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: f
         dw, db = hess.direction(g, gb, 1.0)
         dec = -(float(g @ dw) + gb * db)
         reference = st.capped + _newton._penalty(alpha, w) if capped else abs(F)
-        # (either scale at least the round-off floor, as in memory)
-        if dec <= 0.0 or (dec <= 2.0 * rtol * max(abs(F), st.floor) and dec <= 2.0 * rtol * max(reference, st.floor)):
+        # (or within the round-off floor, as in memory)
+        if dec <= 0.0 or (dec <= 2.0 * rtol * abs(F) and dec <= 2.0 * rtol * reference) or dec <= 2.0 * rtol * st.floor:
             return w, b, st, F, it, True
         t = 1.0
         trial = blocks.evaluate(target, fit_intercept, centre, w + dw, b + db, eps, True)

@@ -12,6 +12,7 @@ the estimator takes once the fit has succeeded; and nothing here imports Dask.
 from __future__ import annotations
 
 import copy
+import itertools
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -382,9 +383,9 @@ class Epochs:
         validation = Validation() if self.early else None
         stopping, rates = None, []
         state, losses, scores, scored, y_was_1d = prior, [], [], None, None
-        epoch = -1
-        while epoch + 1 < max_epochs + self.early:
-            epoch += 1
+        for epoch in itertools.count():
+            if epoch >= max_epochs + self.early:  # (max_epochs="auto" is resolved after the first sweep)
+                break
             training = epoch < max_epochs
             order = next(orders) if training and passes.indexable else None
             spec = replace(spec, epoch=epoch if training else None, weight_mean=passes.weight_mean,
