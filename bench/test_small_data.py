@@ -24,22 +24,15 @@ from sklearn.linear_model import SGDRegressor
 from sklearn.neural_network import MLPRegressor
 
 from fastopt import LinearRegressor
-from fastopt._convergence import optimum, relative_excess
+from fastopt._convergence import optimum, relative_excess, small_problem
 
 RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 SIZES = [(20, 3), (50, 5), (100, 10), (200, 5), (300, 20)]
 
 
-def _synthetic(n: int, d: int, seed: int):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 3.0, size=d) + rng.normal(size=d)
-    y = X @ rng.normal(size=d) + 0.5 * rng.normal(size=n) + 3.0
-    return X, y
-
-
 @pytest.fixture(scope="module")
 def suite():
-    problems = [_synthetic(n, d, seed) for seed, (n, d) in itertools.product(range(4), SIZES)]
+    problems = [small_problem(n, d, seed) for seed, (n, d) in itertools.product(range(4), SIZES)]
     problems.append(load_diabetes(return_X_y=True))
     return [(X, y, optimum(X, y, True)) for X, y in problems]
 

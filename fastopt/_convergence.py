@@ -55,6 +55,16 @@ def make_problem(n: int, d: int, *, condition: float = 1.0, scaled: bool = False
     return X, y.astype(dtype)
 
 
+def small_problem(n: int, d: int, seed: int):
+    """``(X, y)`` of a small table of measurements: ``d`` columns with means and scales spread 0.5..3, a linear
+    target with intercept ``INTERCEPT`` and noise of standard deviation 0.5 (the small-data suite of
+    ``tests/test_convergence.py`` and ``bench/test_small_data.py``)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 3.0, size=d) + rng.normal(size=d)
+    y = X @ rng.normal(size=d) + 0.5 * rng.normal(size=n) + INTERCEPT
+    return X, y
+
+
 def half_mse(X, y, coef, intercept) -> float:
     """Half the mean squared residual, in float64."""
     r = X.astype(np.float64) @ np.asarray(coef, dtype=np.float64) + float(intercept) - y.astype(np.float64)

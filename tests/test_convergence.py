@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from fastopt import LinearRegressor, _iterative, _iterative_lr, optim
-from fastopt._convergence import make_problem, optimum, relative_excess
+from fastopt._convergence import make_problem, optimum, relative_excess, small_problem
 from fastopt.exceptions import ConvergenceWarning
 
 RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -180,14 +180,6 @@ def test_fit_stream_runs_the_plateau_rule():
 
 # (n, d): epochs of 1 to 5 minibatch steps at the default batch_size=64.
 SMALL = [(20, 3), (50, 5), (100, 10), (300, 20)]
-
-
-def small_problem(n: int, d: int, seed: int):
-    """Shifted columns of spread scales, an intercept and noise: what a small table of measurements looks like."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 3.0, size=d) + rng.normal(size=d)
-    y = X @ rng.normal(size=d) + 0.5 * rng.normal(size=n) + 3.0
-    return X, y
 
 
 @pytest.mark.parametrize("rule", RULES)
