@@ -63,18 +63,28 @@ def main(seed: int, cases: int, rules: list[str]) -> None:
         best = _objective(LinearRegressor(solver="qr", alpha=alpha).fit(X, y, sample_weight=w), X, y, w, alpha)
         null = 0.5 * np.average((y - np.average(y, weights=w)) ** 2, weights=w)
         for rule in rules:
-            with warnings.catch_warnings(record=True) as record:
-                warnings.simplefilter("always")
-                est = LinearRegressor(solver=rule, alpha=alpha, random_state=0).fit(
-                    sp.csr_array(X) if csr else X, y, sample_weight=w)
+            est, warned = fit_default(LinearRegressor(solver=rule, alpha=alpha, random_state=0), X, y, w, csr)
             excess = (_objective(est, X, y, w, alpha) - best) / max(best, 1e-6 * null)
-            warned = any(issubclass(r.category, ConvergenceWarning) for r in record)
-            if excess > 1e-2 or warned:
-                flagged += 1
-                silent += not warned
-                print(f"case {i} {kind:9s} {X.shape!s:11s} csr={int(csr)} w={int(w is not None)} alpha={alpha:g} "
-                      f"{rule:8s} excess {excess:.2e} warned={int(warned)} epochs {est.n_iter_}")
+            f, s = report(f"case {i} {kind:9s} {X.shape!s:11s} csr={int(csr)} w={int(w is not None)} "
+                          f"alpha={alpha:g} {rule:8s}", est, excess, warned)
+            flagged, silent = flagged + f, silent + s
     print("total fits", cases * len(rules), "flagged", flagged, "silent>1%", silent)
+
+
+def fit_default(est, X, y, w, csr: bool):
+    """``est`` fitted on ``X`` (as CSR when ``csr``), and whether the fit warned ``ConvergenceWarning``."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est.fit(sp.csr_array(X) if csr else X, y, sample_weight=w)
+    return est, any(issubclass(r.category, ConvergenceWarning) for r in record)
+
+
+def report(label: str, est, excess: float, warned: bool) -> tuple[int, int]:
+    """Print a fit more than 1% above the optimum or warned; its ``(flagged, silent)`` counts."""
+    if not (excess > 1e-2 or warned):
+        return 0, 0
+    print(f"{label} excess {excess:.2e} warned={int(warned)} epochs {est.n_iter_}")
+    return 1, int(not warned)
 
 
 if __name__ == "__main__":
