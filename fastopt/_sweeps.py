@@ -454,14 +454,14 @@ class Epochs:
         params = self.params
         rule = _iterative.make_spec(self.name, params)
         gap = getattr(self.passes, "plateau_gap", None)
-        if gap is None or not _iterative.plateau_checked(params, rule):
+        if gap is None or not _iterative.plateau_checked(params, rule, stream=True):
             return
         reported = replace(state, weights=self.solver.current_params(params, state))
         alpha = 0.0 if rule.decoupled_decay else float(params["alpha"])
         epsilon = float(params["epsilon"]) if params["loss"] == "huber" else None
         result = gap(_iterative.raw_weights(reported), state.dims[1], alpha, bool(params["fit_intercept"]), epsilon)
         if result is not None:
-            _iterative.warn_if_far(self.name, *result, scale, huber=epsilon is not None)
+            _iterative.warn_if_far(self.name, *result, scale, loss=params["loss"])
 
 
 def _follow_rate(stopping, state) -> None:
