@@ -385,6 +385,10 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
             return FO_DIVERGED;
         }
         if (c->clip_norm > 0) FO_FN(clip_grad_norm)(grad, n_params, c->clip_norm);
+        if (c->decay) {
+            const FO_REAL *decay = (const FO_REAL *)c->decay;
+            for (ptrdiff_t p = 0; p < k * d; p++) grad[p] += decay[p] * params[p];
+        }
         c->t += 1;
         FO_FN(rule_step)(rule, h, params, grad, state, n_params, k * d, c->t, c->lr);
         if (c->positive)

@@ -318,7 +318,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     c->bad_step = 0;
     c->loss_out = 0;
     const ptrdiff_t steps = c->batch_size > 0 ? (c->n_rows + c->batch_size - 1) / c->batch_size : 0;
-    if (c->batch_size < 1 || k < 1 || n_slots < 0 || n_slots > FO_MAX_SLOTS || stage_cap < 0 || stage_cap > INT32_MAX ||
+    if (c->decay || c->batch_size < 1 || k < 1 || n_slots < 0 || n_slots > FO_MAX_SLOTS || stage_cap < 0 || stage_cap > INT32_MAX ||
         n_params != k * d + (n_params > k * d ? k : 0) || d >= INT32_MAX || steps >= INT32_MAX - 1)
         return FO_BAD_ARGUMENT;
     const int has_b = n_params > k * d;

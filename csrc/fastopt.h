@@ -183,6 +183,10 @@ typedef struct {
     int positive;            /* clamp the weights (not the intercepts) at 0 after every step: projected steps */
     int64_t avg_start;       /* > 0: after every step t >= avg_start, avg += (params - avg) / (t - avg_start + 1) */
     void *avg;               /* (n_params) of the epoch's real type, the Polyak-Ruppert average; NULL: none */
+    /* (k d) of the epoch's real type: each weight's own L2 coefficient, added to the (clipped) minibatch gradient
+     * as lambda_p w_p before the rule steps (torch's coupled weight decay, per weight: the ridge under a
+     * per-column scaling); h->weight_decay is then 0. NULL: none. Dense epochs only (the CSR epoch refuses it). */
+    const void *decay;
 } fo_epoch_ctl;
 
 /* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */

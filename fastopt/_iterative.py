@@ -86,6 +86,9 @@ class EpochCtl(NamedTuple):
         Clamp the weights at 0 after every step (projected steps).
     average : int
         Polyak-Ruppert averaging of the iterates of steps ``t >= average``; 0 disables it.
+    decay : ndarray of shape (k * d,) or None
+        Each weight's own L2 coefficient (the ridge under a per-column scaling, :func:`_penalised`), in the
+        weights' dtype; read by the dense kernel only (the hyperparameters' weight decay is then 0).
     """
 
     batch_size: int
@@ -97,6 +100,7 @@ class EpochCtl(NamedTuple):
     lazy: bool = False
     positive: bool = False
     average: int = 0
+    decay: np.ndarray | None = None
 
 
 # A second thread pays off when each half-minibatch holds at least this much of X (the exchange per step costs
@@ -457,13 +461,14 @@ def check_steps(values: int, d: int, k: int) -> int:
     return max(PLATEAU_CHECK_STEPS, min(d + 1, PLATEAU_CHECK_MAX_STEPS, affordable))
 
 
-def plateau_gap(fused, diag: np.ndarray, W: float, p: np.ndarray, k: int, alpha: float,
+def plateau_gap(fused, diag: np.ndarray, W: float, p: np.ndarray, k: int, alpha: float | np.ndarray,
                 fit_intercept: bool, first=None, centre: np.ndarray | None = None,
                 steps: int = PLATEAU_CHECK_STEPS) -> tuple[float, float]:
     """``(f, gain)``: the objective at the parameters ``p`` and a lower bound on ``f - f*``.
 
-    ``f(w, b) = sum_j [(1 / W) sum_i w_i rho(x_i . w_j + b_j - y_ij) + (alpha / 2) ||w_j||^2]`` over the
-    training rows and their weights ``w_i`` (``W = sum_i w_i``), ``rho`` the squared error ``r^2 / 2`` or Huber's
+    ``f(w, b) = sum_j [(1 / W) sum_i w_i rho(x_i . w_j + b_j - y_ij) + (1 / 2) sum_c alpha_c w_jc^2]`` over the
+    training rows and their weights ``w_i`` (``W = sum_i w_i``; ``alpha`` one coefficient or each column's),
+    ``rho`` the squared error ``r^2 / 2`` or Huber's
     loss, whose second derivative is at most 1. The quadratic ``m(delta) = f + g . delta + delta^T H delta / 2``,
     ``H`` the squared error's Hessian, is then ``f`` itself or lies above it (the descent lemma), and ``gain`` is
     what ``steps`` steps of conjugate gradients on ``H delta = -g`` from ``delta = 0``,
@@ -501,7 +506,7 @@ def _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, first, centre, step
             loss, grad, grad_b = fit.ss / 2, fit.z, fit.se
         else:
             loss, grad, grad_b = first(j, coef[j], float(intercept[j]))
-        f += loss / W + 0.5 * alpha * float(coef[j] @ coef[j])
+        f += loss / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
         gain += model.descend(grad, grad_b, coef[j], steps)[0]
     return f, gain
 
@@ -512,7 +517,7 @@ class QuadraticModel:
     the pass's row weights), preconditioned by ``diag`` (+ ``alpha``), in the basis that moves the intercept with
     the columns' ``centre`` when there is one."""
 
-    def __init__(self, fused, diag: np.ndarray, W: float, alpha: float, fit_intercept: bool,
+    def __init__(self, fused, diag: np.ndarray, W: float, alpha: float | np.ndarray, fit_intercept: bool,
                  centre: np.ndarray | None):
         self.fused, self.W, self.alpha, self.fit_intercept = fused, W, alpha, fit_intercept
         self.centre = centre if fit_intercept and centre is not None else None
@@ -531,7 +536,7 @@ class QuadraticModel:
         q = self.fused(0, v, 0.0, -self.intercept_step(v, v_b))
         h, h_b = q.z / self.W + self.alpha * v, (q.se / self.W if self.fit_intercept else 0.0)
         h = h - h_b * self.centre if self.centre is not None else h
-        return h, h_b, q.ss / self.W + self.alpha * float(v @ v)
+        return h, h_b, q.ss / self.W + float(v @ (self.alpha * v))
 
     def descend(self, grad: np.ndarray, grad_b: float, coef: np.ndarray, steps: int):
         """``(gain, delta, delta_b)``: ``steps`` steps of preconditioned conjugate gradients on ``H delta = -g``
@@ -585,7 +590,7 @@ def jacobi(sums: np.ndarray, squares: np.ndarray, total: float, fit_intercept: b
     return centre, np.maximum(squares / total - centre * centre, 0.0)
 
 
-def memory_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool):
+def memory_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept: bool):
     """:func:`plateau_gap` of the squared error over an in-memory ``data`` (dense, or CSR with int32 indices;
     float32 or float64) with weights ``sw`` of mean 1 (or None): ``W = n``, and the diagonal from at most
     ``PLATEAU_CHECK_ROWS`` evenly spaced rows (no extra read of ``X``). The robust losses: :func:`robust_gap`."""
@@ -629,7 +634,8 @@ def _sampled_jacobi(X, row_weights: np.ndarray | None, fit_intercept: bool):
 LAD_REWEIGHT_MU = 0.1
 
 
-def robust_gap(data, sw, p: np.ndarray, alpha: float, fit_intercept: bool, loss: str, epsilon: float = 1.35):
+def robust_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept: bool, loss: str,
+               epsilon: float = 1.35):
     """``(f, gain)`` for Huber's loss (threshold ``epsilon``) or the absolute error over an in-memory ``data`` (as
     :func:`memory_gap`): the objective at ``p`` and a lower bound on ``f - f*``, exhibited.
 
@@ -686,7 +692,7 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
     f = gain = 0.0
     for j in range(k):
         r = _linear(X, coef[j], float(intercept[j])) - data.Y[:, j].astype(np.float64)
-        fj = float(s @ rho_of(r)) / W + 0.5 * alpha * float(coef[j] @ coef[j])
+        fj = float(s @ rho_of(r)) / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
         f += fj
         terms = _robust_terms(r, loss, epsilon, s)
         if terms is None:
@@ -713,7 +719,7 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
         best = fj
         for tau in (1.0, 0.5, 0.25):
             moved = coef[j] + tau * delta
-            best = min(best, float(s @ rho_of(r + tau * q)) / W + 0.5 * alpha * float(moved @ moved))
+            best = min(best, float(s @ rho_of(r + tau * q)) / W + 0.5 * float(moved @ (alpha * moved)))
         gain += fj - best
     return f, gain
 
@@ -727,8 +733,8 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     """Warn when an in-memory fit the plateau rule stopped is demonstrably far from the optimum.
 
     The rule sees epoch losses only. On a badly conditioned problem (columns far from centred without an
-    intercept, or whose scales spread widely under ``alpha > 0``, where one common scale is all the
-    preconditioner may use; nearly collinear columns) a first-order rule's loss creeps down so slowly that a
+    intercept, or, on sparse ``X``, whose scales spread widely under ``alpha > 0``, where one common scale is all
+    the preconditioner may use; nearly collinear columns) a first-order rule's loss creeps down so slowly that a
     tenfold cut of the rate changes it by less than the rule's tolerance, and it stops far from the optimum: up to
     1e5 times the optimal loss, found by comparing default fits with an independent optimum. For the squared
     error :func:`memory_gap` bounds that distance from below, for Huber's loss and the absolute error
@@ -740,7 +746,9 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     if not plateau_checked(params, spec) or (sp.issparse(X) and (X.indices.dtype != np.int32
                                                                   or X.indptr.dtype != np.int32)):
         return
-    alpha = 0.0 if spec.decoupled_decay else float(spec.weight_decay)
+    # the ridge in the fit's units: one coefficient, or each column's (a per-column scaling, _penalised)
+    alpha = params["decay"] if params.get("decay") is not None else (
+        0.0 if spec.decoupled_decay else float(spec.weight_decay))
     fit_intercept = bool(params["fit_intercept"])
     if params["loss"] == "squared_error":
         f, gain = memory_gap(data, sw, p, alpha, fit_intercept)
@@ -1079,6 +1087,8 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     if train.average and st.avg is None:
         st.avg = np.zeros_like(st.weights)
     if sp.issparse(data.X):
+        if train.decay is not None:  # (_penalty_fits: a per-column penalty restarts on sparse X)
+            raise ValueError("internal error: a per-weight decay on sparse X")
         if pending is not None:  # a CSR epoch's slices end at fixed steps (run_epoch_csr): wait for the order
             pending.result()
         return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
@@ -1090,8 +1100,11 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     if pending is not None and threads < 2:  # nothing to overlap: wait for the order
         pending.result()
         pending = None
+    extra = {"avg": st.avg} if train.average else {}
+    if train.decay is not None:
+        extra["decay"] = train.decay
     return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
-                     st.opt_state, work, st.t, lr, threads, pending, **({"avg": st.avg} if train.average else {}))
+                     st.opt_state, work, st.t, lr, threads, pending, **extra)
 
 
 class _Drawn(NamedTuple):
@@ -1236,18 +1249,23 @@ def _as_lazy_data(method: str, params: dict, data):
     return dataclasses.replace(data, X=X)
 
 
-def _penalty_fits(affine, params: dict) -> bool:
-    """Whether ``params``' ridge penalty can run under ``affine`` (none, one scale, or no penalty)."""
-    return affine is None or affine.uniform or params["alpha"] == 0
+def _penalty_fits(affine, params: dict, X) -> bool:
+    """Whether ``params``' ridge penalty can run under ``affine`` on ``X``: none, one scale, no penalty, or a
+    per-column scaling of dense ``X`` (whose epochs take a per-weight decay, :func:`_penalised`)."""
+    return affine is None or affine.uniform or params["alpha"] == 0 or not sp.issparse(X)
 
 
 def _penalised(params: dict, affine, method: str) -> dict:
-    """``params`` with the ridge ``alpha`` in ``affine``'s units (:meth:`Affine.penalty`). AdamW's decoupled decay
+    """``params`` with the ridge ``alpha`` in ``affine``'s units: one scale ``c``, ``alpha / c^2``
+    (:meth:`Affine.penalty`); a per-column scaling, ``alpha`` 0 and each column's coefficient as ``"decay"``
+    (:meth:`Affine.decay`, taken by the dense epoch as a per-weight decay). AdamW's decoupled decay
     ``w <- (1 - lr alpha) w`` is a factor, the same in any units: it keeps ``alpha`` (divided by ``c^2`` for
     hashed columns of root mean square 0.2, the factor became ``1 - 0.18 * 25 < -1`` and the fit diverged)."""
     if affine is None or params["alpha"] == 0 or optim.OPTIMIZERS[method].decoupled_decay:
         return params
-    return {**params, "alpha": affine.penalty(params["alpha"])}
+    if affine.uniform:
+        return {**params, "alpha": affine.penalty(params["alpha"])}
+    return {**params, "alpha": 0.0, "decay": affine.decay(params["alpha"])}
 
 
 def _raw_params(state: IterState):
@@ -1390,16 +1408,22 @@ class IterativeSolver(Solver):
                 "schedule, or clip_norm."
             )
         st.t = t
+        k_d = data.X.shape[1] * data.Y.shape[1]
         if not spec.decoupled_decay and spec.weight_decay > 0:
-            k_d = data.X.shape[1] * data.Y.shape[1]
             loss += 0.5 * spec.weight_decay * float(np.dot(st.weights[:k_d], st.weights[:k_d]))
+        elif train.decay is not None:
+            w = st.weights[:k_d].astype(np.float64)
+            loss += 0.5 * float(np.dot(train.decay.astype(np.float64) * w, w))
         return float(loss)
 
     def _train_controls(self, params, st: IterState) -> EpochCtl:
+        decay = params.get("decay")
+        if decay is not None:  # every target's weights take their column's coefficient
+            decay = np.ascontiguousarray(np.tile(decay, st.dims[1]), dtype=st.weights.dtype)
         return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
-                     positive=bool(params.get("positive", False)), average=average_start(params))
+                     positive=bool(params.get("positive", False)), average=average_start(params), decay=decay)
 
     @staticmethod
     def current_params(params: dict, st: IterState) -> np.ndarray:
@@ -1487,12 +1511,13 @@ class IterativeSolver(Solver):
         sw = _normalised_weights(data.sample_weight, train_idx)
         if init is not None:
             state = None  # coef_init / intercept_init override a warm start
-        if _continues(state, params, data) and not _penalty_fits(state.affine, params):
+        if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X):
             # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
             # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
             init, state = _raw_params(state), None
         affine = state.affine if _continues(state, params, data) else choose_affine(
-            params, data.X, schedule_name(params), train_idx, sw)
+            params, data.X, schedule_name(params), train_idx, sw,
+            ridge_per_column=not optim.OPTIMIZERS[self.method].decoupled_decay)
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
         if affine is not None and init is not None:
@@ -1566,7 +1591,7 @@ class IterativeSolver(Solver):
         rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
         init = None
-        if state is not None and not _penalty_fits(state.affine, params):
+        if state is not None and not _penalty_fits(state.affine, params, data.X):
             # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
             # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
             init, state = _raw_params(state), None

@@ -117,12 +117,17 @@ class Affine(NamedTuple):
     def penalty(self, alpha: float) -> float:
         """The ridge ``alpha`` (a scalar: the iterative solvers take no other) in the mapped units:
         ``alpha ||w||^2 = (alpha / c^2) ||w'||^2`` for one scale ``c`` (the shift moves only the intercept, which is
-        not penalised). A per-column map carries no penalty."""
+        not penalised). A per-column map: :meth:`decay`."""
         if alpha == 0:
             return alpha
         if not self.uniform:
-            raise ValueError("internal error: a ridge penalty under a per-column scaling")
+            raise ValueError("internal error: a uniform ridge penalty under a per-column scaling")
         return float(alpha) / float(self.scale[0]) ** 2
+
+    def decay(self, alpha: float) -> np.ndarray:
+        """The ridge ``alpha`` in the mapped units, column by column: ``alpha ||w||^2 = sum_j (alpha / s_j^2)
+        w'_j^2`` (float64, one coefficient per column)."""
+        return float(alpha) / (self.scale.astype(np.float64) ** 2)
 
     def to_raw(self, coef: np.ndarray, intercept: np.ndarray):
         """``coef`` (k, d) and ``intercept`` (k,) in the user's units from those of the transformed features."""
@@ -131,12 +136,16 @@ class Affine(NamedTuple):
         return raw, b.astype(intercept.dtype)
 
 
-def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affine | None:
+def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_per_column: bool = True
+                  ) -> Affine | None:
     """The preconditioning map of ``precondition="auto"``, or None when it does not apply or is not needed.
 
     Applies to a fresh in-memory fit with ``learning_rate="auto"`` and the plateau schedule, whose columns are
-    badly scaled (sparse ``X``: :func:`_scaling`, no shift). With a ridge penalty (and an intercept) the
-    map has one scale for every column (:func:`_common`), so that the penalty stays uniform. Badly scaled:
+    badly scaled (sparse ``X``: :func:`_scaling`, no shift). With a ridge penalty, dense ``X`` scales each
+    column to unit curvature, data and ridge together, and the ridge becomes each column's own decay
+    (``_iterative._penalised``); sparse ``X`` (with an intercept), and ``ridge_per_column=False`` (AdamW, whose
+    decoupled decay is no ridge), take one scale for every column (:func:`_common`), so that the penalty stays
+    uniform: the CSR epoch has no per-weight decay. Badly scaled:
     standard deviations spanning more than ``SCALE_SPREAD`` (with an intercept, 1, the scale of its column of
     ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
     rule on standardised columns is diagonal preconditioning of the original problem (LeCun, Bottou, Orr &
@@ -145,7 +154,8 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
-    if schedule != "plateau" or not _applies(params, X, rows.shape[0]):
+    per_column = ridge_per_column and not sp.issparse(X)
+    if schedule != "plateau" or not _applies(params, X, rows.shape[0], per_column=per_column):
         return None
     if sp.issparse(X):
         return _scaling(params, X, rows, sw)
@@ -179,8 +189,16 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw) -> Affin
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
     if spread <= SCALE_SPREAD and not centre:
         return None
-    if params["alpha"] != 0:
+    if params["alpha"] != 0 and not per_column:
         return _common(mean, scale, varying, centre)
+    if params["alpha"] != 0:
+        # Each column's curvature in the mapped units, data and ridge, (m_j + alpha) / s_j^2 (m_j its variance,
+        # or without an intercept its mean square), is 1 at s_j = sqrt(m_j + alpha), and its decay alpha / s_j^2
+        # (_penalised) lies in (0, 1]: the columns' scales no longer spread the Hessian's diagonal, and no
+        # coordinate is stiffer than the data's. One common scale (all sparse X may take) left columns of scales
+        # 1e-3 and 1e3 as badly conditioned as without a map: the largest family of far default fits.
+        m2 = var if fit_intercept else s2 / s0
+        scale = np.where(varying, np.sqrt(m2 + float(params["alpha"])), 1.0)
     return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
 
 
@@ -213,12 +231,12 @@ def stream_scaling(params: dict, X, w) -> Affine | None:
     return _scaling(params, X, np.arange(X.shape[0]), w)
 
 
-def _applies(params: dict, X, n_rows: int) -> bool:
+def _applies(params: dict, X, n_rows: int, per_column: bool = False) -> bool:
     """Whether ``precondition="auto"`` may map this fit's ``X`` (dense or sparse; ``n_rows`` training rows): a
-    ``learning_rate="auto"`` fit, with an intercept if it has a ridge penalty (one common scale does not change
-    the conditioning without one)."""
+    ``learning_rate="auto"`` fit; with a ridge penalty, one whose map may scale each column (``per_column``) or
+    one with an intercept (one common scale does not change the conditioning without one)."""
     return params.get("precondition", "auto") == "auto" and params["learning_rate"] == "auto" \
-        and not (params["alpha"] != 0 and not params["fit_intercept"]) \
+        and not (params["alpha"] != 0 and not params["fit_intercept"] and not per_column) \
         and (type(X) is np.ndarray or sp.issparse(X)) and X.ndim == 2 and n_rows >= 2 and X.shape[1] > 0
 
 
@@ -386,7 +404,9 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
     w = w / w.mean()
     d = X.shape[1]
     coupled = not spec.decoupled_decay
-    ridge = np.r_[np.full(d, spec.weight_decay if coupled else 0.0), np.zeros(Xa.shape[1] - d)]
+    decay = params.get("decay")  # each column's ridge (a per-column scaling), else the one weight decay
+    ridge = np.r_[decay if decay is not None else np.full(d, spec.weight_decay if coupled else 0.0),
+                  np.zeros(Xa.shape[1] - d)]
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X (NaN here): the first epoch names it
         L = _top_eigenvalue(Xa, w, ridge)
     if L <= 0.0:  # X is zero and there is no intercept: nothing moves, any rate will do

@@ -111,6 +111,7 @@ cdef extern from "fastopt.h" nogil:
         int positive
         int64_t avg_start
         void *avg
+        const void *decay
 
     fo_status fo_step_d(fo_rule rule, const fo_hyper *h, double *params, const double *grad, double *state,
                         Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)

@@ -124,6 +124,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     c.positive = bool(getattr(train, "positive", False))
     c.avg_start = getattr(train, "average", 0)
     c.avg = NULL
+    c.decay = NULL
     if avg is not None and c.avg_start > 0:
         if avg.shape[0] != n_params:
             raise ValueError(f"avg needs {n_params} entries, got {avg.shape[0]}")

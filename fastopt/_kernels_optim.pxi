@@ -549,7 +549,8 @@ def shuffle_start(rows, uint64_t key, out=None):
 
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
           const int64_t[::1] order, floating[::1] params, floating[:, ::1] state, floating[::1] work,
-          int64_t t, double lr, int n_threads=1, floating[::1] avg=None, double[::1] loss_acc=None):
+          int64_t t, double lr, int n_threads=1, floating[::1] avg=None, double[::1] loss_acc=None,
+          const floating[::1] decay=None):
     """One fused epoch of minibatch training over the rows ``order``, in place on ``params`` and ``state``.
 
     Parameters
@@ -585,6 +586,10 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         For an epoch run in slices of whole minibatches: ``[loss summed over the earlier slices' rows, their
         count]``, updated in place (start from zeros). ``loss`` is then the mean over all rows so far, and the
         slices together give bit for bit the result of one call.
+    decay : ndarray of shape (k * d,) or None
+        Each weight's own L2 coefficient ``lambda_p``: ``lambda_p w_p`` is added to the (clipped) minibatch
+        gradient before the rule steps, torch's coupled weight decay per weight (``hyper.weight_decay`` must
+        then be 0). The objective's penalty is ``sum_p lambda_p w_p^2 / 2``.
 
     Returns
     -------
@@ -650,6 +655,14 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
             raise ValueError(f"avg needs {params.shape[0]} entries, got {avg.shape[0]}")
         _check_aligned(&avg[0], sizeof(floating), "avg")
         c.avg = <void *>&avg[0]
+    c.decay = NULL
+    if decay is not None:
+        if decay.shape[0] != k * d:
+            raise ValueError(f"epoch: decay needs k * d = {k * d} entries, got {decay.shape[0]}")
+        if h.weight_decay != 0:
+            raise ValueError("epoch: a per-weight decay and hyper.weight_decay are exclusive")
+        _check_aligned(&decay[0], sizeof(floating), "decay")
+        c.decay = <const void *>&decay[0]
     cdef Py_ssize_t need = fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 0)
     if work.shape[0] < need:
         raise ValueError(f"work needs 6 * n_params + 2 * k = {need} entries, got {work.shape[0]}")

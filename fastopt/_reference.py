@@ -606,14 +606,15 @@ def _epoch_finish(params, t, total, before, m, loss_acc):
 
 
 def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None,
-          loss_acc=None):
+          loss_acc=None, decay=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
 
     After every step the weights are clamped at 0 when ``train.positive``, and ``avg`` (when given and
     ``train.average > 0``) takes the running average of the parameters of steps ``t >= train.average``.
 
     Every minibatch gradient is the sum of its two halves' (rows ``[0, ceil(n/2))`` and the rest), as in the
-    kernel, whatever ``n_threads`` (accepted for the same signature; the twin runs in one thread).
+    kernel, whatever ``n_threads`` (accepted for the same signature; the twin runs in one thread). ``decay``:
+    each weight's L2 coefficient, ``decay * w`` added to the clipped gradient before the rule.
     """
     real = X.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]
@@ -634,6 +635,8 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
         total += loss
         if (status := _checked_minibatch(train, loss, grad, nb)) is not None:
             return status, t, 0.0, t + 1
+        if decay is not None:
+            grad[: k * d] += decay * params[: k * d]
         t += 1
         step(rule, hyper, params, grad, state, t, lr, k * d)
         _after_step(train, params, k * d, avg, t)

@@ -307,7 +307,7 @@ def test_preconditioning_maps_back_to_the_users_units():
 
 def test_preconditioning_is_skipped_where_it_does_not_apply():
     X, y = make_problem(500, 4, scaled=True, seed=6)
-    for params in (dict(alpha=0.1), dict(learning_rate=1e-8), dict(schedule="constant"), dict(precondition="none")):
+    for params in (dict(learning_rate=1e-8), dict(schedule="constant"), dict(precondition="none")):
         est = LinearRegressor(solver="sgd", random_state=0, max_epochs=3, tol=None, **params).fit(X, y)
         assert est._solver_state.affine is None
     standard, y2 = make_problem(500, 4, seed=6)
@@ -486,19 +486,88 @@ def test_partial_fit_does_not_depend_on_the_features_common_scale(rule):
 
 @pytest.mark.parametrize("rule", ["sgd", "adam"])
 def test_ridge_default_fit_does_not_depend_on_the_features_common_scale(rule):
-    # With alpha > 0 no preconditioning ran (a per-column scaling would make the penalty non-uniform), and features
-    # of scale 1e-3 next to the intercept were fitted not at all (4.0 off). One scale for every column keeps the
-    # penalty uniform (alpha / c^2 in the scaled units).
+    # With alpha > 0 no preconditioning ran, and features of scale 1e-3 next to the intercept were fitted not at
+    # all (4.0 off). The map now scales each column, its penalty each column's own decay.
     X, y, _ = four_columns(5000)
     for alpha in (1e-4, 1e-2):
         ridge = LinearRegressor(solver="normal", alpha=alpha).fit(X, y)
         for c in (1e-3, 1e3):
             # the same problem in units scaled by c: coef / c, and alpha * c^2 for the same penalty
             est = LinearRegressor(solver=rule, alpha=alpha * c * c, random_state=0).fit(X * c, y)
-            assert est._solver_state.affine is not None and est._solver_state.affine.uniform
+            assert est._solver_state.affine is not None
             # the rules' noise floor at the defaults is about 2e-3 here (as on unit-scale columns)
             np.testing.assert_allclose(est.coef_ * c, ridge.coef_, atol=1e-2)
             assert est.intercept_ == pytest.approx(ridge.intercept_, abs=1e-2)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+def test_ridge_default_fits_on_widely_scaled_columns_reach_the_optimum(rule, fit_intercept):
+    """Six columns of scales 10^U(-3, 3) under a ridge: one common scale (with an intercept; none without) left
+    them as badly conditioned as unmapped, and the default fits ended up to 120 times the optimal objective above
+    it (SGD and the momentum rules; the adaptive ones 1-6%). The map now scales each column to unit curvature,
+    data and ridge together, each column taking its own decay: every coupled rule ends within 1e-3 of the
+    optimum, without a warning, and its last epoch loss is the objective (data and each column's penalty)."""
+    rng = np.random.default_rng(1)
+    n = 600
+    X = rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-3, 3, size=6)
+    y = X @ rng.normal(size=6) + 0.3 * rng.normal(size=n) + 2
+    for alpha in (1e-3, 0.1):
+        def objective(est, alpha=alpha):
+            r = est.predict(X) - y
+            return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
+
+        best = objective(LinearRegressor(solver="qr", alpha=alpha, fit_intercept=fit_intercept).fit(X, y))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            est = LinearRegressor(solver=rule, alpha=alpha, fit_intercept=fit_intercept, random_state=0).fit(X, y)
+        assert not est._solver_state.affine.uniform
+        assert objective(est) - best <= 1e-3 * best
+        assert est.loss_curve_[-1] == pytest.approx(objective(est), rel=1e-3)
+
+
+def test_partial_fit_continues_a_ridge_fit_under_its_per_column_map():
+    """partial_fit after a ridge fit on widely scaled columns continues under the same map, each column with its
+    decay: the pass stays at the ridge optimum (a penalty dropped or taken uniform would pull it away)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 4)) * [1e-3, 1.0, 1e2, 1e3]
+    y = X @ rng.normal(size=4) + 0.1 * rng.normal(size=2000) + 1.0
+
+    def objective(est):
+        r = est.predict(X) - y
+        return 0.5 * float(np.mean(r * r)) + 0.5 * 0.05 * float(est.coef_ @ est.coef_)
+
+    best = objective(LinearRegressor(solver="normal", alpha=0.05).fit(X, y))
+    est = LinearRegressor(solver="adam", alpha=0.05, random_state=0).fit(X, y)
+    affine = est._solver_state.affine
+    assert not affine.uniform
+    assert objective(est) - best <= 1e-3 * best
+    for _ in range(3):  # (without the decay, three passes drift 6.5e-3 of the objective away)
+        est.partial_fit(X, y)
+    assert est._solver_state.affine is affine
+    assert objective(est) - best <= 1e-3 * best
+
+
+def test_ridge_map_per_column_decay():
+    """The map of a ridge fit on dense X: each column's scale sqrt(variance + alpha) (mean square without an
+    intercept), so its decay alpha / scale^2 lies in (0, 1]; on CSR, and for AdamW (a decay, not a ridge), one
+    scale for every column as before."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 4)) * [1e-3, 1.0, 30.0, 1e3] + [0.0, 5.0, 0.0, 0.0]
+    params = LinearRegressor(alpha=0.5).get_params()
+    for fit_intercept in (True, False):
+        params["fit_intercept"] = fit_intercept
+        affine = _iterative_lr.choose_affine(params, X, "plateau", np.arange(400), None)
+        m2 = X.var(axis=0) if fit_intercept else np.mean(X * X, axis=0)
+        np.testing.assert_allclose(affine.scale, np.sqrt(m2 + 0.5), rtol=1e-12)
+        decay = _iterative._penalised(params, affine, "sgd")["decay"]
+        assert np.all((decay > 0) & (decay <= 1)) and _iterative._penalised(params, affine, "sgd")["alpha"] == 0
+    params["fit_intercept"] = True
+    assert _iterative_lr.choose_affine(params, X, "plateau", np.arange(400), None, ridge_per_column=False).uniform
+    sparse = _iterative_lr.choose_affine(params, scipy.sparse.csr_array(X), "plateau", np.arange(400), None)
+    assert sparse is None or sparse.uniform
 
 
 def test_adamw_decay_is_a_factor_in_any_units():
@@ -523,19 +592,29 @@ def test_adamw_decay_is_a_factor_in_any_units():
 def test_warm_start_adding_ridge_after_a_per_column_scaling_minimises_the_ridge_objective():
     # A warm start that adds alpha to a fit run under a per-column scaling ran the penalty in the scaled units,
     # where it is not alpha ||w||^2: it ended at the unpenalised fit (99, 200, 300 against the ridge's 91, 184, 281).
-    # It now goes on from the coefficients in the user's units, as a fresh fit from them.
+    # On dense X it now goes on under the same map, each column taking its own decay; on sparse X (whose epoch has
+    # none) from the coefficients in the user's units, as a fresh fit from them.
+    import scipy.sparse
+
     rng = np.random.default_rng(0)
     n = 5000
     X = rng.normal(size=(n, 3)) * [0.01, 0.011, 0.012]
     y = X @ np.array([100.0, 200.0, 300.0]) + 0.3 * rng.normal(size=n)
+    ridge = LinearRegressor(solver="normal", alpha=1e-5).fit(X, y)
     est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
+    affine = est._solver_state.affine
+    assert not affine.uniform
+    est.set_params(alpha=1e-5, warm_start=True).fit(X, y)
+    assert est._solver_state.affine is affine
+    np.testing.assert_allclose(est.coef_, ridge.coef_, rtol=1e-2)
+    Xs = scipy.sparse.csr_array(X)
+    est = LinearRegressor(solver="sgd", random_state=0).fit(Xs, y)
     assert not est._solver_state.affine.uniform
     first = (est.coef_.copy(), est.intercept_)
-    est.set_params(alpha=1e-5, warm_start=True).fit(X, y)
-    ridge = LinearRegressor(solver="normal", alpha=1e-5).fit(X, y)
+    est.set_params(alpha=1e-5, warm_start=True).fit(Xs, y)
     np.testing.assert_allclose(est.coef_, ridge.coef_, rtol=1e-2)
-    fresh = LinearRegressor(solver="sgd", random_state=0, alpha=1e-5).fit(X, y, coef_init=first[0],
-                                                                            intercept_init=first[1])
+    fresh = LinearRegressor(solver="sgd", random_state=0, alpha=1e-5).fit(Xs, y, coef_init=first[0],
+                                                                             intercept_init=first[1])
     np.testing.assert_array_equal(est.coef_, fresh.coef_)
 
 
@@ -717,46 +796,42 @@ def _robust_objective(loss: str, alpha: float, X, y, eps: float = 1.35):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_default_absolute_error_fit_far_from_the_optimum_warns(seed):
-    """One-hot columns beside numeric ones of scales 1, 100 and 0.01 (one offset by 50), heavy-tailed noise, a
-    ridge: SGD's default absolute-error fit stops 17-18% of its objective above the optimum. That was silent (the
-    absolute error was not checked); the reweighted step now finds at least 0.1 of it, a lower bound. Adam
-    reaches the optimum there and says nothing."""
+    """Eight nearly collinear columns (rank 3 plus 1e-3 noise), 80 rows, Student-t noise: the default
+    absolute-error fits of SGD and Adam stop 4-7% of their objective above the optimum. That was silent (the
+    absolute error was not checked); the reweighted step now finds about half of it, a lower bound."""
     rng = np.random.default_rng(seed)
-    n = 600
-    X = np.hstack([np.eye(5)[rng.integers(0, 5, n)], rng.normal(size=(n, 3)) * [1, 100, 0.01] + [0, 50, 0]])
-    y = X @ rng.normal(size=8) + 0.1 * rng.normal(size=n) + rng.standard_t(2, size=n)
-    objective = _robust_objective("absolute_error", 0.1, X, y)
-    best = objective(LinearRegressor(solver="newton", loss="absolute_error", alpha=0.1).fit(X, y))
-    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
-        est = LinearRegressor(solver="sgd", loss="absolute_error", alpha=0.1, random_state=0).fit(X, y)
-    message = next(str(m.message) for m in record if "plateau" in str(m.message))
-    assert "reweighted least-squares step" in message and "exact absolute-error fit use solver='newton'" in message
-    excess = (objective(est) - best) / objective(est)
-    assert 0.1 <= plateau_bound(message) <= 1.05 * excess  # (printed to 2 digits)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        est = LinearRegressor(solver="adam", loss="absolute_error", alpha=0.1, random_state=0).fit(X, y)
-    assert objective(est) - best <= 1e-2 * best
+    n = 80
+    X = rng.normal(size=(n, 3)) @ rng.normal(size=(3, 8)) + 1e-3 * rng.normal(size=(n, 8))
+    y = X @ rng.normal(size=8) + 0.1 * rng.normal(size=n) + 2.0 + rng.standard_t(2, size=n)
+    objective = _robust_objective("absolute_error", 0.0, X, y)
+    best = objective(LinearRegressor(solver="newton", loss="absolute_error").fit(X, y))
+    for rule in ("sgd", "adam"):
+        with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+            est = LinearRegressor(solver=rule, loss="absolute_error", random_state=0).fit(X, y)
+        message = next(str(m.message) for m in record if "plateau" in str(m.message))
+        assert "reweighted least-squares step" in message
+        assert "exact absolute-error fit use solver='newton'" in message
+        excess = (objective(est) - best) / objective(est)
+        assert 0.3 * excess <= plateau_bound(message) <= 1.05 * excess  # (printed to 2 digits)
 
 
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
 def test_robust_plateau_stops_on_polynomial_features_state_the_excess(loss):
-    """Degree-5 polynomial features of x in [-3, 3], Student-t noise, alpha = 1e-3: AdaGrad and RMSProp stop 6-9%
-    of their objective above the optimum. Huber's check (the squared error's curvature) stated 0.063-0.066 of
-    Huber's 0.084-0.086 and the absolute error's stops were silent; the reweighted step states 0.08 of the first
-    and 0.02 of the second's 0.063-0.068."""
+    """Degree-5 polynomial features of x in [-3, 3], Student-t noise: AdaGrad and SGD stop 12-27% of their
+    objective above the optimum. The absolute error's stops were silent; the reweighted step states half of its
+    excess, and nearly all of Huber's."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-3, 3, 200)
     X = np.vstack([x**p for p in range(1, 6)]).T
     y = X @ rng.normal(size=5) + rng.standard_t(2, size=200) + 3.0
-    objective = _robust_objective(loss, 1e-3, X, y)
-    best = objective(LinearRegressor(solver="newton", loss=loss, alpha=1e-3).fit(X, y))
-    for rule in ("adagrad", "rmsprop"):
+    objective = _robust_objective(loss, 0.0, X, y)
+    best = objective(LinearRegressor(solver="newton", loss=loss).fit(X, y))
+    for rule in ("adagrad", "sgd"):
         with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
-            est = LinearRegressor(solver=rule, loss=loss, alpha=1e-3, random_state=0).fit(X, y)
+            est = LinearRegressor(solver=rule, loss=loss, random_state=0).fit(X, y)
         excess = (objective(est) - best) / objective(est)
         bound = plateau_bound(next(str(m.message) for m in record if "plateau" in str(m.message)))
-        assert (0.9 if loss == "huber" else 0.25) * excess <= bound <= 1.05 * excess  # (printed to 2 digits)
+        assert (0.9 if loss == "huber" else 0.4) * excess <= bound <= 1.05 * excess  # (printed to 2 digits)
 
 
 def test_a_plateau_stop_far_from_the_optimum_warns():

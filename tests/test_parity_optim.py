@@ -14,6 +14,7 @@ two implementations are backward errors, i.e. exact results for inputs perturbed
 relative; so the reference is rerun on X and Y perturbed by that much (random signs, a few draws) and the
 largest change of each entry, times a safety factor of 4, is added to that entry's tolerance.
 """
+import dataclasses
 import inspect
 
 import numpy as np
@@ -225,3 +226,68 @@ def test_mean_loss_zero_rejects_bad_arguments():
             impl.mean_loss_zero(Y, None, np.ones(4), 0, 1.35)
         with pytest.raises(ValueError, match="no rows"):
             impl.mean_loss_zero(Y, np.empty(0, dtype=np.int64), None, 0, 1.35)
+
+
+# The coupled rules without their own weight decay, for the per-weight decay (EpochCtl.decay, the ridge under a
+# per-column scaling).
+DECAY_SPECS = {
+    "sgd": optim.SGD(),
+    "momentum": optim.Momentum(momentum=0.8, dampening=0.3),
+    "nesterov": optim.Nesterov(momentum=0.8),
+    "adagrad": optim.AdaGrad(lr_decay=0.01, initial_accumulator_value=0.1),
+    "rmsprop-centered-momentum": optim.RMSProp(rho=0.9, momentum=0.5, centered=True),
+    "adam-amsgrad": optim.Adam(amsgrad=True),
+}
+
+
+def _run_decay(impl, spec, train, X, Y, sw, orders, lr, decay, n_threads=1):
+    k, d = Y.shape[1], X.shape[1]
+    n_params = k * d + k
+    params, state = np.zeros(n_params, X.dtype), spec.init_state(n_params, X.dtype)
+    work, t, losses = np.empty(6 * n_params + 2 * k, X.dtype), 0, []
+    for order in orders:
+        status, t, loss, bad = impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
+                                          work, t, lr, n_threads, decay=decay)
+        assert status == 0 and bad == 0
+        losses.append(loss)
+    return params, state, np.array(losses)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", DECAY_SPECS)
+def test_per_weight_decay_epochs_agree(name, dtype, simd, epoch_problem):
+    """The kernel's per-weight decay (``lambda_p w_p`` added to the clipped minibatch gradient before the rule)
+    against its twin, on one thread and two (the same bits); and a decay of one value for every weight against
+    the rule's own weight decay of that value (the same sums in another order: the epoch tolerance)."""
+    rng = np.random.default_rng(3)
+    n, d, k, batch, epochs = 150, 6, 2, 16, 3
+    X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
+    spec = DECAY_SPECS[name]
+    train = EpochCtl(batch_size=batch, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(epochs)]
+    decay = rng.uniform(0.01, 1.0, size=k * d).astype(dtype)
+    tol = (d + batch) * epochs * -(-n // batch) * np.finfo(dtype).eps
+    one = _run_decay(_kernels, spec, train, X, Y, sw, orders, 0.02, decay)
+    two = _run_decay(_kernels, spec, train, X, Y, sw, orders, 0.02, decay, n_threads=2)
+    twin = _run_decay(_reference, spec, train, X, Y, sw, orders, 0.02, decay)
+    for a, b, c, what in zip(one, two, twin, ("params", "state", "epoch losses")):
+        np.testing.assert_array_equal(a, b, err_msg=what)
+        _assert_close(a, c, tol, what)
+    plain = _run_decay(_kernels, spec, train, X, Y, sw, orders, 0.02, None)
+    assert np.max(np.abs(one[0] - plain[0])) > 100 * tol * np.max(np.abs(plain[0]))  # the decay acts
+    uniform = _run_decay(_kernels, spec, train, X, Y, sw, orders, 0.02, np.full(k * d, 0.3, dtype=dtype))
+    coupled = dataclasses.replace(spec, weight_decay=0.3)
+    own = _run_decay(_kernels, coupled, train, X, Y, sw, orders, 0.02, None)
+    _assert_close(uniform[0], own[0], tol, "params")
+
+
+def test_per_weight_decay_is_checked():
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(20, 3)), rng.normal(size=(20, 1))
+    train = EpochCtl(batch_size=4, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
+    order = np.arange(20, dtype=np.int64)
+    for spec, decay, match in ((optim.SGD(), np.ones(2), "decay needs k \\* d = 3"),
+                               (optim.SGD(weight_decay=0.1), np.ones(3), "exclusive")):
+        with pytest.raises(ValueError, match=match):
+            _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, np.zeros(4),
+                           spec.init_state(4, np.float64), np.empty(26), 0, 0.1, decay=decay)
