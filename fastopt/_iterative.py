@@ -48,6 +48,7 @@ from fastopt._iterative_lr import (
     auto_learning_rate,
     choose_affine,
     choose_scaling,
+    csr_shiftable,
     mean_loss,
     null_loss,
     sample_learning_rate,
@@ -486,10 +487,10 @@ def plateau_gap(fused, diag: np.ndarray, W: float, p: np.ndarray, k: int, alpha:
 
     With an intercept and ``centre`` ``c``, the steps run in the basis ``(delta, t)`` with intercept step
     ``t - c . delta``: a direction moves the intercept with the columns' means, so columns far from centred no
-    longer couple to it (sparse ``X`` is scaled, never centred: default Huber fits of one-hot columns beside
-    numeric ones of means near -70 stopped 120 to 29,000 times the optimal loss above it, and three steps in
-    the plain basis found under 1% of that; in this one, 36-99%). A change of basis keeps every step's decrease
-    exact.
+    longer couple to it (sparse ``X`` was scaled, never centred, and is centred now only in its columns that
+    store most rows: default Huber fits of one-hot columns beside numeric ones of means near -70 stopped 120 to
+    29,000 times the optimal loss above it, and three steps in the plain basis found under 1% of that; in this
+    one, 36-99%). A change of basis keeps every step's decrease exact.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow: a non-finite gain, unused
         return _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, first, centre, steps)
@@ -1214,12 +1215,12 @@ def draw_order(rng: np.random.Generator, rows: np.ndarray | int, out: np.ndarray
 
 
 def _under(affine, data):
-    """``data`` with X mapped by the preconditioning ``affine`` (None: unchanged). A shift would densify a sparse X
-    (choose_affine picks none for sparse X), so continuing a dense fit preconditioned with one on sparse X is
-    refused."""
+    """``data`` with X mapped by the preconditioning ``affine`` (None: unchanged). On sparse X only columns that
+    store most rows may be shifted (:func:`fastopt._iterative_lr.csr_shiftable`; elsewhere a shift would densify
+    X), so continuing a fit preconditioned with other shifts (dense X's) on sparse X is refused."""
     if affine is None:
         return data
-    if sp.issparse(data.X) and np.any(affine.shift):
+    if sp.issparse(data.X) and not csr_shiftable(data.X, affine.shift):
         raise ValueError(
             "This model was fitted on dense X with its columns standardised (precondition='auto'); continuing it "
             "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."

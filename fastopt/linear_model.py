@@ -269,11 +269,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         deviations span more than a factor 4, the intercept's 1 among them (or, with an intercept, whose means
         exceed their standard deviations) runs on a standardised copy of ``X`` and maps the coefficients back
         (diagonal preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Sparse ``X`` is
-        scaled by its columns' root mean squares, without shift. With ``alpha > 0``, dense ``X`` scales each
-        column by ``sqrt(variance + alpha)`` (unit curvature, data and ridge) and the penalty becomes each
-        column's own weight decay, ``alpha / scale^2``; sparse ``X`` (and AdamW) take one scale for every column,
-        which keeps the penalty uniform. A first ``partial_fit`` (``alpha=0``) scales its chunk's columns the
-        sparse way; ``fit_stream`` and Dask fits, from the sample that sets their rate. Warm starts and
+        scaled by its columns' root mean squares; with an intercept, its columns that store at least half the rows
+        and sit far from centred are centred too (a shift elsewhere would densify ``X``). With ``alpha > 0``,
+        dense ``X`` scales each column by ``sqrt(variance + alpha)`` (unit curvature, data and ridge) and the
+        penalty becomes each column's own weight decay, ``alpha / scale^2``; sparse ``X`` (and AdamW) take one
+        scale for every column, which keeps the penalty uniform. A first ``partial_fit`` (``alpha=0``) scales its
+        chunk's columns the sparse way, without shift; ``fit_stream`` and Dask fits, from the sample that sets
+        their rate. Warm starts and
         ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``, ``"lsqr"``): ``"auto"`` iterates on
         the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
         ``1 / sqrt(||column||^2 + W alpha)``, the Jacobi preconditioner) so that columns of different scales
