@@ -25,6 +25,10 @@
  * lr sqrt(1 - beta2^t) / (1 - beta1^t)); L2 (coupled for Adam, decoupled for AdamW) and AMSGrad act on the same
  * coordinates. The first step of a fit (t = 1: momentum buffers start as the gradient) is taken densely.
  *
+ * A per-weight decay (ctl->decay: the ridge under a per-column scaling) has no shared catch-up table: every step
+ * then runs on every coordinate (O(d k) a step, as the rules without a closed form), adding decay_p w_p to the
+ * (clipped) gradient as the dense epoch does; SparseAdam mode does not take it.
+ *
  * Projected steps (ctl->positive: weights clamped at 0 after every step) stay exact and lazy: a resting weight
  * under SGD with L2 keeps its sign (f = 1 - lr wd > 0; else every step is dense), and under momentum, Nesterov
  * and RMSProp's momentum without L2 it moves monotonically, w_s = w + C_s v, so the first step at which it would
@@ -129,8 +133,9 @@ typedef enum {
  * f > 0, and the momentum rules without L2 move w monotonically (w + C_s v, C_s of one sign), so that the first
  * step at which it would cross 0 is found by bisection and w stays 0 from there. With L2 the pair (v, w) may
  * turn and cross 0 several times: no closed form, every step on every coordinate. */
-static fo_catch fo_csr_catch(fo_rule rule, const fo_hyper *h, int lazy, int positive, double lr)
+static fo_catch fo_csr_catch(fo_rule rule, const fo_hyper *h, int lazy, int positive, double lr, int decay)
 {
+    if (decay) return FO_CATCH_DENSE; /* each weight's own decay: no shared table (fo_epoch_ctl.decay) */
     const int wd = h->weight_decay != 0;
     switch (rule) {
     case FO_RULE_SGD:
@@ -234,7 +239,7 @@ static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t made) { FO_CSR_STORE(
 
 int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy)
 {
-    const fo_catch how = fo_csr_catch(rule, h, lazy, ctl->positive, ctl->lr);
+    const fo_catch how = fo_csr_catch(rule, h, lazy, ctl->positive, ctl->lr, ctl->decay != NULL);
     const int avg = ctl->avg && ctl->avg_start > 0;
     return FO_CSR_PIPE && (how == FO_CATCH_DENSE || (how == FO_CATCH_NONE && !avg));
 }

@@ -293,7 +293,8 @@ static void FO_FN(csr_dense_after)(const fo_epoch_ctl *c, FO_REAL *params, ptrdi
 /* Which of csr_epoch_impl's copies runs these settings. */
 static int FO_FN(csr_epoch_copy)(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *c, int lazy, ptrdiff_t k)
 {
-    if (k != 1 || (c->avg && c->avg_start > 0) || fo_csr_catch(rule, h, lazy, c->positive, c->lr) != FO_CATCH_NONE)
+    if (k != 1 || (c->avg && c->avg_start > 0) ||
+        fo_csr_catch(rule, h, lazy, c->positive, c->lr, c->decay != NULL) != FO_CATCH_NONE)
         return 0;
     if (rule == FO_RULE_SGD) return 1;
     return lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW) ? 2 : 0;
@@ -318,13 +319,13 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     c->bad_step = 0;
     c->loss_out = 0;
     const ptrdiff_t steps = c->batch_size > 0 ? (c->n_rows + c->batch_size - 1) / c->batch_size : 0;
-    if (c->decay || c->batch_size < 1 || k < 1 || n_slots < 0 || n_slots > FO_MAX_SLOTS || stage_cap < 0 || stage_cap > INT32_MAX ||
+    if ((c->decay && lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW)) || c->batch_size < 1 || k < 1 || n_slots < 0 || n_slots > FO_MAX_SLOTS || stage_cap < 0 || stage_cap > INT32_MAX ||
         n_params != k * d + (n_params > k * d ? k : 0) || d >= INT32_MAX || steps >= INT32_MAX - 1)
         return FO_BAD_ARGUMENT;
     const int has_b = n_params > k * d;
     const ptrdiff_t kd = k * d, nb = has_b ? k : 0;
     FO_REAL *avg = !copy && c->avg && c->avg_start > 0 ? (FO_REAL *)c->avg : NULL;
-    const fo_catch how = copy ? FO_CATCH_NONE : fo_csr_catch(rule, h, lazy, c->positive, c->lr);
+    const fo_catch how = copy ? FO_CATCH_NONE : fo_csr_catch(rule, h, lazy, c->positive, c->lr, c->decay != NULL);
     /* Coordinates are stamped with their last step, and caught up when read, for the rules with deferred updates
      * and for the running average (which moves while its coordinate rests). */
     const int catching = how != FO_CATCH_DENSE && (how != FO_CATCH_NONE || avg);
@@ -604,6 +605,14 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             if (sparse_adam) { /* every coordinate whose gradient is nonzero is in T */
                 FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
                                                decoupled, 0, (FO_REAL)1, cw, cs);
+            } else if (c->decay) { /* the loss gradient (zero off T) plus each weight's decay, as the dense epoch */
+                const FO_REAL *decay = (const FO_REAL *)c->decay;
+                for (ptrdiff_t p = 0; p < kd; p++) g[p] = decay[p] * params[p];
+                for (ptrdiff_t q = 0; q < nt; q++)
+                    for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] += cg[q * k + j];
+                for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] = cg[k * nt + j];
+                FO_FN(rule_step)(rule, h, params, g, state, n_params, kd, step, c->lr);
+                memset(g, 0, (size_t)kd * sizeof(FO_REAL));
             } else {
                 for (ptrdiff_t q = 0; q < nt; q++)
                     for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = cg[q * k + j];

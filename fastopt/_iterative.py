@@ -49,6 +49,7 @@ from fastopt._iterative_lr import (
     choose_affine,
     choose_scaling,
     csr_shiftable,
+    csr_steps_cheap,
     mean_loss,
     null_loss,
     sample_learning_rate,
@@ -171,24 +172,24 @@ def csr_period(X, k: int, batch_size: int) -> int:
     return max(1, min(max(SLICE_WORK, X.shape[1] * k) // per_step, SLICE_STEPS))
 
 
-def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None, threads=1):
+def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None, threads=1, decay=None):
     """``_kernels.epoch_csr`` over ``order``, in slices of whole minibatches (as :func:`run_epoch`) that end at
     the steps that are multiples of one ``period``, which every slice passes to the kernel: it splits its
     deferred updates there, so the slices together give bit for bit one call with that period. A slice does
     about ``SLICE_WORK`` stored values (at least ``d``, to repay the O(d) stamps and catch-up that each call
     costs) and at most ``SLICE_STEPS`` steps. ``threads`` (1 or 2, :func:`csr_epoch_threads`) is passed on as the
-    kernel's ``n_threads``: the same bits either way."""
+    kernel's ``n_threads``: the same bits either way; ``decay``, each weight's L2 coefficient (or None), too."""
     m, batch = order.shape[0], train.batch_size
     period = csr_period(X, Y.shape[1], batch)
     acc = np.zeros(2)
     args = (rule, hyper, train, X, Y, sw)
     first = (period - t % period) * batch  # rows up to the next multiple of period
     if m <= first:
-        return _kernels.epoch_csr(*args, order, params, state, t, lr, lazy, None, avg, acc, period, threads)
+        return _kernels.epoch_csr(*args, order, params, state, t, lr, lazy, None, avg, acc, period, threads, decay)
     bounds = [0, *range(first, m, period * batch), m]
     for a, b in itertools.pairwise(bounds):
         status, t, loss, bad = _kernels.epoch_csr(*args, order[a:b], params, state, t, lr, lazy, None, avg, acc,
-                                                  period, threads)
+                                                  period, threads, decay)
         if status != _kernels.Status.OK:
             break
     return status, t, loss, bad
@@ -1088,13 +1089,11 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     if train.average and st.avg is None:
         st.avg = np.zeros_like(st.weights)
     if sp.issparse(data.X):
-        if train.decay is not None:  # (_penalty_fits: a per-column penalty restarts on sparse X)
-            raise ValueError("internal error: a per-weight decay on sparse X")
         if pending is not None:  # a CSR epoch's slices end at fixed steps (run_epoch_csr): wait for the order
             pending.result()
         return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                              st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None,
-                             csr_epoch_threads(train.n_threads, order.shape[0], train.batch_size))
+                             csr_epoch_threads(train.n_threads, order.shape[0], train.batch_size), train.decay)
     d, k = data.X.shape[1], data.Y.shape[1]
     work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
@@ -1250,10 +1249,13 @@ def _as_lazy_data(method: str, params: dict, data):
     return dataclasses.replace(data, X=X)
 
 
-def _penalty_fits(affine, params: dict, X) -> bool:
+def _penalty_fits(affine, params: dict, X, lazy: bool) -> bool:
     """Whether ``params``' ridge penalty can run under ``affine`` on ``X``: none, one scale, no penalty, or a
-    per-column scaling of dense ``X`` (whose epochs take a per-weight decay, :func:`_penalised`)."""
-    return affine is None or affine.uniform or params["alpha"] == 0 or not sp.issparse(X)
+    per-column scaling, whose epochs take a per-weight decay (:func:`_penalised`): on CSR ``X`` not with SparseAdam
+    steps, and only where stepping every coordinate is cheap (``_iterative_lr._csr_steps_cheap``)."""
+    if affine is None or affine.uniform or params["alpha"] == 0 or not sp.issparse(X):
+        return True
+    return not lazy and csr_steps_cheap(params, X)
 
 
 def _penalised(params: dict, affine, method: str) -> dict:
@@ -1512,13 +1514,14 @@ class IterativeSolver(Solver):
         sw = _normalised_weights(data.sample_weight, train_idx)
         if init is not None:
             state = None  # coef_init / intercept_init override a warm start
-        if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X):
+        if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X,
+                                                                  lazy_rule(self.method, params)):
             # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
             # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
             init, state = _raw_params(state), None
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw,
-            ridge_per_column=not optim.OPTIMIZERS[self.method].decoupled_decay)
+            ridge_per_column=not optim.OPTIMIZERS[self.method].decoupled_decay and not lazy_rule(self.method, params))
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
         if affine is not None and init is not None:
@@ -1592,7 +1595,7 @@ class IterativeSolver(Solver):
         rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
         init = None
-        if state is not None and not _penalty_fits(state.affine, params, data.X):
+        if state is not None and not _penalty_fits(state.affine, params, data.X, lazy_rule(self.method, params)):
             # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
             # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
             init, state = _raw_params(state), None

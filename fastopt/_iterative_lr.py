@@ -216,11 +216,11 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_pe
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
-    per_column = ridge_per_column and not sp.issparse(X)
+    per_column = ridge_per_column and (not sp.issparse(X) or csr_steps_cheap(params, X))
     if schedule != "plateau" or not _applies(params, X, rows.shape[0], per_column=per_column):
         return None
     if sp.issparse(X):
-        return _csr_affine(params, X, rows, sw)
+        return _csr_affine(params, X, rows, sw, per_column)
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     whole = rows.shape[0] == X.shape[0]
@@ -311,15 +311,58 @@ def _scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
     return _common(affine.shift, affine.scale, affine.scale != 1.0)
 
 
-def _csr_affine(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
+# A ridge fit on CSR X takes the per-column map (each column its own decay, which the CSR epoch applies by
+# stepping every coordinate: O(d k) a step) only when d k is at most this many times a minibatch's stored values
+# (the steps' own reads); on wider X (text, hashing) the deferred updates and one common scale stay.
+CSR_DECAY_MAX_RATIO = 4.0
+
+
+def csr_steps_cheap(params: dict, X) -> bool:
+    """Whether every step of a CSR epoch on every coordinate costs at most ``CSR_DECAY_MAX_RATIO`` times the
+    minibatch's stored values."""
+    per_batch = max(1, int(params["batch_size"])) * X.nnz / max(1, X.shape[0])
+    return X.shape[1] <= CSR_DECAY_MAX_RATIO * per_batch
+
+
+def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False) -> Affine | None:
     """The map of an in-memory fit on CSR ``X``: :func:`_scaling`, and, with an intercept, the columns that store
     at least ``SHIFT_MIN_DENSITY`` of the training rows and whose means exceed ``MEAN_RATIO`` standard deviations
     centred (and scaled by their standard deviations): numeric columns far from centred beside one-hot ones, the
     family of the default fits on sparse X that ended farthest from the optimum (one-hot columns beside numeric
-    ones of means near -70: 120 to 29,000 times the optimal loss above it, as the scaling left them unshifted)."""
+    ones of means near -70: 120 to 29,000 times the optimal loss above it, as the scaling left them unshifted).
+    With a ridge and ``per_column`` (:func:`csr_steps_cheap`): each column scaled to unit curvature, data and
+    ridge, as for dense ``X`` (its mean square, or its variance where centred, plus ``alpha``)."""
+    if params["alpha"] != 0 and per_column:
+        return _csr_ridge_affine(params, X, rows, sw)
     affine = _scaling(params, X, rows, sw)
-    if not params["fit_intercept"]:
+    moments = _csr_moments(X, rows, sw) if params["fit_intercept"] else None
+    if moments is None:
         return affine
+    offset, mean, var = _csr_offset(params, moments, rows.shape[0])
+    if not offset.any():
+        return affine
+    scale = np.ones(X.shape[1]) if affine is None else affine.scale.copy()
+    shift = np.where(offset, mean, 0.0)
+    if params["alpha"] != 0:  # _scaling's one scale (or none) keeps the penalty uniform: the CSR epoch takes one decay
+        return Affine(shift=shift, scale=scale)
+    scale[offset] = np.sqrt(var[offset])
+    return Affine(shift=shift, scale=scale)
+
+
+def _csr_offset(params: dict, moments, n_rows: int):
+    """``(offset, mean, variance)``: the columns :func:`_csr_affine` centres (with an intercept, those storing at
+    least ``SHIFT_MIN_DENSITY`` of the ``n_rows`` rows, whose means exceed ``MEAN_RATIO`` standard deviations)."""
+    _, mean, square, stored = moments
+    var = np.maximum(square - mean * mean, 0.0)
+    std = np.sqrt(var)
+    offset = params["fit_intercept"] & (stored >= SHIFT_MIN_DENSITY * n_rows) & (std > 0) \
+        & (np.abs(mean) > MEAN_RATIO * std)
+    return offset, mean, var
+
+
+def _csr_moments(X, rows: np.ndarray, sw):
+    """``(s0, mean, mean square, stored)`` of CSR ``X``'s columns over ``rows`` with weights ``sw``, or None for
+    non-finite values or weights totalling 0."""
     d = X.shape[1]
     w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
     s0 = float(w.sum())
@@ -328,21 +371,31 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
         values = np.asarray(Xr.data, dtype=np.float64)
         row_w = np.repeat(w, np.diff(Xr.indptr))
         mean = np.bincount(Xr.indices, weights=row_w * values, minlength=d) / s0
-        var = np.maximum(np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0 - mean * mean,
-                         0.0)
-        stored = np.bincount(Xr.indices, minlength=d)
-    if not (s0 > 0 and np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
-        return affine
-    std = np.sqrt(var)
-    offset = (stored >= SHIFT_MIN_DENSITY * Xr.shape[0]) & (std > 0) & (np.abs(mean) > MEAN_RATIO * std)
-    if not offset.any():
-        return affine
-    scale = np.ones(d) if affine is None else affine.scale.copy()
-    shift = np.where(offset, mean, 0.0)
-    if params["alpha"] != 0:  # _scaling's one scale (or none) keeps the penalty uniform: the CSR epoch takes one decay
-        return Affine(shift=shift, scale=scale)
-    scale[offset] = std[offset]
-    return Affine(shift=shift, scale=scale)
+        square = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0
+    if not (s0 > 0 and np.all(np.isfinite(mean)) and np.all(np.isfinite(square))):
+        return None
+    return s0, mean, square, np.bincount(Xr.indices, minlength=d)
+
+
+def _csr_ridge_affine(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
+    """The per-column ridge map of CSR ``X`` (:func:`_csr_affine`): the columns :func:`_csr_affine` centres
+    centred, every column scaled by ``sqrt(m_j + alpha)``, ``m_j`` its mean square about its shift; None when
+    the columns' scales (the intercept's 1 among them) span at most ``SCALE_SPREAD`` and none is centred."""
+    moments = _csr_moments(X, rows, sw)
+    if moments is None:
+        return None
+    offset, mean, var = _csr_offset(params, moments, rows.shape[0])
+    second = np.where(offset, var, moments[2])
+    present = second > 0
+    if not present.any() and not offset.any():
+        return None
+    rms = np.sqrt(second[present])
+    spread = rms.max() / rms.min() if present.any() else 1.0
+    if params["fit_intercept"] and present.any():
+        spread = max(spread, rms.max(), 1.0 / rms.min())
+    if spread <= SCALE_SPREAD and not offset.any():
+        return None
+    return Affine(shift=np.where(offset, mean, 0.0), scale=np.sqrt(second + float(params["alpha"])))
 
 
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:

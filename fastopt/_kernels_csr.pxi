@@ -28,7 +28,8 @@ def _keep_workspace(key, arrays) -> None:
 
 def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
               floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None,
-              floating[::1] avg=None, double[::1] loss_acc=None, int64_t period=0, int n_threads=1):
+              floating[::1] avg=None, double[::1] loss_acc=None, int64_t period=0, int n_threads=1,
+              const floating[::1] decay=None):
     """One fused epoch of minibatch training over the rows ``order`` of a CSR matrix, in place on ``params``
     and ``state``: :func:`epoch` for sparse ``X``.
 
@@ -59,6 +60,9 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         without L2, AdaGrad, Adam, AdamW, RMSProp with L2, and the rules that step every coordinate under
         ``positive``; no averaging) and there is more than one minibatch; else one thread. Bit-identical to one
         thread.
+    decay : ndarray of shape (k * d,) or None
+        Each weight's own L2 coefficient, as for :func:`epoch`: every step then runs on every coordinate (no
+        shared catch-up table; O(d k) a step). Not with ``lazy`` Adam or AdamW.
 
     Returns
     -------
@@ -125,6 +129,16 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     c.avg_start = getattr(train, "average", 0)
     c.avg = NULL
     c.decay = NULL
+    if decay is not None:
+        if decay.shape[0] != k * d:
+            raise ValueError(f"epoch_csr: decay needs k * d = {k * d} entries, got {decay.shape[0]}")
+        if h.weight_decay != 0:
+            raise ValueError("epoch_csr: a per-weight decay and hyper.weight_decay are exclusive")
+        if lazy and rule in (int(FO_RULE_ADAM), int(FO_RULE_ADAMW)):
+            raise ValueError("epoch_csr: a per-weight decay excludes SparseAdam steps")
+        if k * d:
+            _check_aligned(&decay[0], sizeof(floating), "decay")
+            c.decay = <const void *>&decay[0]
     if avg is not None and c.avg_start > 0:
         if avg.shape[0] != n_params:
             raise ValueError(f"avg needs {n_params} entries, got {avg.shape[0]}")

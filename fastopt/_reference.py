@@ -605,6 +605,18 @@ def _epoch_finish(params, t, total, before, m, loss_acc):
     return int(Status.OK), t, (total / (before + m) if before + m > 0 else 0.0), 0
 
 
+def _check_decay(name, hyper, decay, kd, sparse_adam=False):
+    """The kernels' checks of a per-weight decay: ``k * d`` entries, and neither the rule's own weight decay nor
+    SparseAdam steps beside it."""
+    if decay is None:
+        return
+    if decay.shape[0] != kd:
+        raise ValueError(f"{name}: decay needs k * d = {kd} entries, got {decay.shape[0]}")
+    if hyper.weight_decay != 0 or sparse_adam:
+        what = "and hyper.weight_decay are exclusive" if not sparse_adam else "excludes SparseAdam steps"
+        raise ValueError(f"{name}: a per-weight decay {what}")
+
+
 def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None,
           loss_acc=None, decay=None):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
@@ -618,6 +630,7 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     """
     real = X.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]
+    _check_decay("epoch", hyper, decay, k * d)
     n_params = params.shape[0]
     has_b = n_params > k * d
     grad, half = work[:n_params], work[n_params : 2 * n_params]
@@ -670,7 +683,7 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
 
 
 def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None,
-              avg=None, loss_acc=None, period=0, n_threads=1):
+              avg=None, loss_acc=None, period=0, n_threads=1, decay=None):
     """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
 
     The definition that the kernel's deferred updates reproduce: every step applies the rule to every
@@ -681,10 +694,12 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     steps ``t >= train.average``. Residuals and gradients are summed in the kernel's order (each dot product and
     each gradient entry over the stored values in order), so the rules without deferred updates agree bit for
     bit. ``stage_cap``, ``period`` and ``n_threads`` (how the kernel reads rows, splits its deferred updates and
-    shares its work) do not change the definition and are accepted for the same signature.
+    shares its work) do not change the definition and are accepted for the same signature. ``decay``: each
+    weight's L2 coefficient, ``decay * w`` added to the clipped gradient before the rule (not with SparseAdam).
     """
     real = Y.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]
+    _check_decay("epoch_csr", hyper, decay, k * d, lazy and rule in (Rule.ADAM, Rule.ADAMW))
     n_params = params.shape[0]
     kd = k * d
     has_b = n_params > kd
@@ -712,6 +727,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
         total += loss
         if (status := _checked_minibatch(train, loss, grad, nb)) is not None:
             return status, t, 0.0, t + 1
+        if decay is not None:
+            grad[:kd] += decay * params[:kd]
         t += 1
         if lazy and rule in (Rule.ADAM, Rule.ADAMW):
             _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)

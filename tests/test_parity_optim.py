@@ -288,6 +288,7 @@ def test_per_weight_decay_is_checked():
     order = np.arange(20, dtype=np.int64)
     for spec, decay, match in ((optim.SGD(), np.ones(2), "decay needs k \\* d = 3"),
                                (optim.SGD(weight_decay=0.1), np.ones(3), "exclusive")):
-        with pytest.raises(ValueError, match=match):
-            _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, np.zeros(4),
+        for impl in (_kernels, _reference):
+            with pytest.raises(ValueError, match=match):
+                impl.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, np.zeros(4),
                            spec.init_state(4, np.float64), np.empty(26), 0, 0.1, decay=decay)

@@ -642,3 +642,50 @@ def test_a_warm_start_that_switches_sparse_mode_reads_the_moments_in_its_layout(
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert a._solver_state.interleaved == b._solver_state.interleaved == (then == "lazy")
     np.testing.assert_array_equal(a._solver_state.opt_state, b._solver_state.opt_state)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rule", RULES)
+def test_csr_epoch_per_weight_decay_matches_its_twin_and_the_dense_epoch(rule, dtype):
+    """A per-weight decay (each weight's own L2 coefficient, the ridge under a per-column scaling) on CSR X: every
+    step on every coordinate, the loss gradient plus decay_p w_p, as the twin and the dense epoch of X.toarray()
+    take it; two threads give the same bits; SparseAdam mode refuses it."""
+    rng = np.random.default_rng(hash((rule, dtype().itemsize, "decay")) % 2**32)
+    n, d, k, batch = 120, 30, 2, 16
+    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True)
+    order = rng.permutation(n).astype(np.int64)
+    spec = _spec(rule, 0.0)
+    decay = rng.uniform(0.01, 1.0, size=k * d).astype(dtype)
+    train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=0.8, clip_norm=0.5, loss_limit=np.inf)
+
+    def run(impl, dense=False, threads=1, with_decay=True):
+        params, state, t = np.zeros(k * d + k, dtype), spec.init_state(k * d + k, dtype), 0
+        for _ in range(3):
+            extra = {"decay": decay} if with_decay else {}
+            if dense:
+                work = np.empty(6 * (k * d + k) + 2 * k, dtype)
+                status, t, _, _ = impl.epoch(int(spec.rule), spec.hyper, train, X.toarray(), Y, sw, order, params,
+                                             state, work, t, 0.05, **extra)
+            else:
+                status, t, _, _ = impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
+                                                 t, 0.05, n_threads=threads, **extra)
+            assert status == 0
+        return params, state
+
+    p1, s1 = run(_kernels)
+    p2, s2 = run(_reference)
+    _close(p1, p2, 24, dtype)
+    _close(s1, s2, 24, dtype)
+    p3, s3 = run(_kernels, dense=True)
+    _close(p1, p3, 24, dtype)
+    _close(s1, s3, 24, dtype)
+    p4, s4 = run(_kernels, threads=2)
+    np.testing.assert_array_equal(p4, p1)
+    np.testing.assert_array_equal(s4, s1)
+    p5, _ = run(_kernels, with_decay=False)
+    assert np.max(np.abs(p5 - p1)) > 1e3 * TOL_STEPS * np.finfo(dtype).eps * np.max(np.abs(p5))  # it acts
+    if rule in ("adam", "adamw"):
+        for impl in (_kernels, _reference):
+            with pytest.raises(ValueError, match="excludes SparseAdam steps"):
+                impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, np.zeros(k * d + k, dtype),
+                               spec.init_state(k * d + k, dtype), 0, 0.05, True, decay=decay)
