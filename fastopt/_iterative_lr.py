@@ -338,7 +338,7 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     moments = _csr_moments(X, rows, sw) if params["fit_intercept"] else None
     if moments is None:
         return affine
-    offset, mean, var = _csr_offset(params, moments, rows.shape[0])
+    offset, mean, var = _csr_offset(params, moments, rows.shape[0], X)
     if not offset.any():
         return affine
     scale = np.ones(X.shape[1]) if affine is None else affine.scale.copy()
@@ -349,13 +349,15 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     return Affine(shift=shift, scale=scale)
 
 
-def _csr_offset(params: dict, moments, n_rows: int):
+def _csr_offset(params: dict, moments, n_rows: int, X):
     """``(offset, mean, variance)``: the columns :func:`_csr_affine` centres (with an intercept, those storing at
-    least ``SHIFT_MIN_DENSITY`` of the ``n_rows`` rows, whose means exceed ``MEAN_RATIO`` standard deviations)."""
+    least ``SHIFT_MIN_DENSITY`` of the ``n_rows`` training rows and of all rows of ``X``, as
+    :func:`csr_shiftable` asks, whose means exceed ``MEAN_RATIO`` standard deviations)."""
     _, mean, square, stored = moments
     var = np.maximum(square - mean * mean, 0.0)
     std = np.sqrt(var)
-    offset = params["fit_intercept"] & (stored >= SHIFT_MIN_DENSITY * n_rows) & (std > 0) \
+    everywhere = np.bincount(X.indices, minlength=X.shape[1]) >= SHIFT_MIN_DENSITY * X.shape[0]
+    offset = params["fit_intercept"] & (stored >= SHIFT_MIN_DENSITY * n_rows) & everywhere & (std > 0) \
         & (np.abs(mean) > MEAN_RATIO * std)
     return offset, mean, var
 
@@ -384,7 +386,7 @@ def _csr_ridge_affine(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
     moments = _csr_moments(X, rows, sw)
     if moments is None:
         return None
-    offset, mean, var = _csr_offset(params, moments, rows.shape[0])
+    offset, mean, var = _csr_offset(params, moments, rows.shape[0], X)
     second = np.where(offset, var, moments[2])
     present = second > 0
     if not present.any() and not offset.any():
