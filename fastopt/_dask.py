@@ -321,7 +321,7 @@ class ClusterPasses:
             raise
         return (last if training else state), records
 
-    def plateau_gap(self, p, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
+    def plateau_gap(self, p, k: int, alpha: float, fit_intercept: bool):
         """:func:`fastopt._sweeps.stream_gap` on the cluster: each pass computes every block where it lives and
         runs its part there (:func:`fastopt._sweeps.gap_pass`), the parts summed in a tree on the cluster; only
         ``d``-vectors travel, as in a Krylov fit's passes (each pass reads the blocks from their source)."""
@@ -329,16 +329,35 @@ class ClusterPasses:
 
         mean = self.weight_mean or 1.0
 
-        def fused(target, v, c, shift, squares=False, huber=None):
+        def fused(target, v, c, shift, squares=False):
             v_d = delayed(v)  # one copy of the direction in the graph, shared by every block
             leaves = []
             for index in range(len(self.chunks)):
                 parts, where = self._block(index)
                 leaves.append(delayed(_sweeps.gap_pass, pure=True)(self.checker, *parts, where, target, v_d, c,
-                                                                    shift, squares, mean, huber))
+                                                                    shift, squares, mean))
             return tree_merge(leaves, _krylov.add).compute()
 
-        return _sweeps.stream_gap(fused, p, k, alpha, fit_intercept, epsilon)
+        return _sweeps.stream_gap(fused, p, k, alpha, fit_intercept)
+
+    def robust_gap(self, p, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float):
+        """:func:`fastopt._sweeps.stream_robust_gap` on the cluster, each pass as :meth:`plateau_gap`'s (every
+        block's part, :func:`fastopt._sweeps.robust_part`, where it lives; the parts summed in a tree there)."""
+        from fastopt import _krylov
+
+        mean = self.weight_mean or 1.0
+
+        def fused(mode, target, coef, intercept, mu, *args):
+            shared = [delayed(a) if isinstance(a, np.ndarray) else a for a in (coef, *args)]
+            leaves = []
+            for index in range(len(self.chunks)):
+                parts, where = self._block(index)
+                leaves.append(delayed(_sweeps.robust_part, pure=True)(
+                    self.checker, *parts, where, mean, loss, epsilon, target, shared[0], intercept, mu, mode,
+                    *shared[1:]))
+            return tree_merge(leaves, _krylov.add).compute()
+
+        return _sweeps.stream_robust_gap(fused, p, k, alpha, fit_intercept, loss, epsilon)
 
     def _block(self, index: int) -> tuple[list, str]:
         """Block ``index``'s X, y and weights (None) as delayed objects holding only their own tasks."""

@@ -44,7 +44,6 @@ from fastopt import _kernels, optim
 from fastopt._iterative_lr import (
     CHUNK_ROWS,
     Affine,
-    _per_sample_loss,
     auto_learning_rate,
     choose_affine,
     choose_scaling,
@@ -464,27 +463,24 @@ def check_steps(values: int, d: int, k: int) -> int:
 
 
 def plateau_gap(fused, diag: np.ndarray, W: float, p: np.ndarray, k: int, alpha: float | np.ndarray,
-                fit_intercept: bool, first=None, centre: np.ndarray | None = None,
+                fit_intercept: bool, centre: np.ndarray | None = None,
                 steps: int = PLATEAU_CHECK_STEPS) -> tuple[float, float]:
-    """``(f, gain)``: the objective at the parameters ``p`` and a lower bound on ``f - f*``.
+    """``(f, gain)``: the squared error's objective at the parameters ``p`` and a lower bound on ``f - f*``.
 
-    ``f(w, b) = sum_j [(1 / W) sum_i w_i rho(x_i . w_j + b_j - y_ij) + (1 / 2) sum_c alpha_c w_jc^2]`` over the
-    training rows and their weights ``w_i`` (``W = sum_i w_i``; ``alpha`` one coefficient or each column's),
-    ``rho`` the squared error ``r^2 / 2`` or Huber's
-    loss, whose second derivative is at most 1. The quadratic ``m(delta) = f + g . delta + delta^T H delta / 2``,
-    ``H`` the squared error's Hessian, is then ``f`` itself or lies above it (the descent lemma), and ``gain`` is
-    what ``steps`` steps of conjugate gradients on ``H delta = -g`` from ``delta = 0``,
-    preconditioned by ``H``'s diagonal, lower ``m`` by (each step's exact decrease, ``step (r . z) / 2``; Nocedal
-    & Wright, *Numerical Optimization*, 2006, sec. 5.1): ``f* <= f(p + delta) <= m(delta) = f - gain``, so
-    ``gain <= f - f*`` in exact arithmetic. After an iterative fit stalls in its slowest directions, those
-    directions hold most of the error, and a few steps find most of it.
+    ``f(w, b) = sum_j [(1 / W) sum_i w_i (x_i . w_j + b_j - y_ij)^2 / 2 + (1 / 2) sum_c alpha_c w_jc^2]`` over the
+    training rows and their weights ``w_i`` (``W = sum_i w_i``; ``alpha`` one coefficient or each column's). Its
+    quadratic model ``m(delta) = f + g . delta + delta^T H delta / 2`` is ``f`` itself, and ``gain`` is what
+    ``steps`` steps of conjugate gradients on ``H delta = -g`` from ``delta = 0``, preconditioned by ``H``'s
+    diagonal, lower it by (each step's exact decrease, ``step (r . z) / 2``; Nocedal & Wright, *Numerical
+    Optimization*, 2006, sec. 5.1): ``f* <= f(p + delta) = f - gain``, so ``gain <= f - f*`` in exact arithmetic.
+    After an iterative fit stalls in its slowest directions, those directions hold most of the error, and a few
+    steps find most of it. (The robust losses: :func:`robust_gap`.)
 
     ``fused(target, v, c, shift)`` is one read of the rows (:func:`fastopt._krylov.chunk_pass` with
-    ``sqrt(w)``, summed over every row), one per step; for the squared error it also gives the objective and
-    its gradient, otherwise ``first(target, coef, intercept)`` returns their sums ``(sum_i w_i rho(r_i),
-    sum_i w_i rho'(r_i) x_i, sum_i w_i rho'(r_i))``. ``diag``: the columns' ``sum_i w_i x_ij^2 / W``, or, with
-    ``centre`` (an estimate of the columns' weighted means) and an intercept, their variances about it (any
-    positive estimate keeps the bound a bound; these only need to be good).
+    ``sqrt(w)``, summed over every row), one per step; it also gives the objective and its gradient. ``diag``: the
+    columns' ``sum_i w_i x_ij^2 / W``, or, with ``centre`` (an estimate of the columns' weighted means) and an
+    intercept, their variances about it (any positive estimate keeps the bound a bound; these only need to be
+    good).
 
     With an intercept and ``centre`` ``c``, the steps run in the basis ``(delta, t)`` with intercept step
     ``t - c . delta``: a direction moves the intercept with the columns' means, so columns far from centred no
@@ -494,22 +490,19 @@ def plateau_gap(fused, diag: np.ndarray, W: float, p: np.ndarray, k: int, alpha:
     one, 36-99%). A change of basis keeps every step's decrease exact.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow: a non-finite gain, unused
-        return _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, first, centre, steps)
+        return _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, centre, steps)
 
 
-def _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, first, centre, steps):
+def _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, centre, steps):
     d = diag.shape[0]
     coef, intercept = split_params(p.astype(np.float64), d, k)
     model = QuadraticModel(fused, diag, W, alpha, fit_intercept, centre)
     f = gain = 0.0
     for j in range(k):
-        if first is None:  # a = s (X w + b - y): the loss and, from the same read, X^T W r (the gradient)
-            fit = fused(j, coef[j], -1.0, -float(intercept[j]))
-            loss, grad, grad_b = fit.ss / 2, fit.z, fit.se
-        else:
-            loss, grad, grad_b = first(j, coef[j], float(intercept[j]))
-        f += loss / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
-        gain += model.descend(grad, grad_b, coef[j], steps)[0]
+        # a = s (X w + b - y): the loss and, from the same read, X^T W r (the gradient)
+        fit = fused(j, coef[j], -1.0, -float(intercept[j]))
+        f += fit.ss / 2 / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
+        gain += model.descend(fit.z, fit.se, coef[j], steps)[0]
     return f, gain
 
 
@@ -571,17 +564,6 @@ class QuadraticModel:
         return gain, x, self.intercept_step(x, x_b)
 
 
-def huber_sums(X, r: np.ndarray, w: np.ndarray | None, epsilon: float) -> tuple[float, np.ndarray, float]:
-    """Huber's sums over rows ``X`` (dense or CSR) with float64 residuals ``r`` and weights ``w`` (None: ones):
-    ``(sum_i w_i rho(r_i), sum_i w_i psi(r_i) x_i, sum_i w_i psi(r_i))``, ``psi`` the clipped residual (the
-    objective and gradient :func:`plateau_gap` takes as ``first``)."""
-    rho = _per_sample_loss(r, optim.Loss.HUBER, epsilon)
-    psi = np.clip(r, -epsilon, epsilon)
-    if w is not None:
-        rho, psi = rho * w, psi * w
-    return float(rho.sum()), np.asarray(X.T @ psi.astype(X.dtype), dtype=np.float64), float(psi.sum())
-
-
 def jacobi(sums: np.ndarray, squares: np.ndarray, total: float, fit_intercept: bool):
     """``(centre, diag)`` for :func:`plateau_gap` from the columns' weighted sums and sums of squares over the
     weights' ``total``: with an intercept the means and the variances about them, else None and the mean
@@ -607,7 +589,7 @@ def memory_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept
         return _krylov.chunk_pass(data, sqrt_w, target, v, c, shift)
 
     k = data.Y.shape[1]
-    return plateau_gap(fused, diag, float(n), p, k, alpha, fit_intercept, None, centre,
+    return plateau_gap(fused, diag, float(n), p, k, alpha, fit_intercept, centre,
                        check_steps(X.nnz if sp.issparse(X) else n * d, d, k))
 
 
@@ -660,17 +642,39 @@ def robust_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept
 def _robust_terms(r: np.ndarray, loss: str, epsilon: float, s: np.ndarray):
     """``(psi, omega)``, the gradient and reweighting of :func:`robust_gap` at the residuals ``r``; None when the
     absolute error's residuals are all zero on the weighted rows (an exact fit: nothing to find)."""
+    mu = 0.0
+    if loss != "huber":
+        weighted = np.abs(r[s > 0])
+        mu = LAD_REWEIGHT_MU * float(np.median(weighted)) if weighted.size else 0.0
+        if not mu > 0:  # more than half of the residuals are 0
+            mu = LAD_REWEIGHT_MU * float(np.mean(weighted)) if weighted.size else 0.0
+        if not mu > 0:
+            return None
+    return reweight(r, loss, epsilon, mu)
+
+
+def reweight(r: np.ndarray, loss: str, epsilon: float, mu: float):
+    """``(psi, omega)`` at the residuals ``r``: Huber's ``clip(r, -epsilon, epsilon)`` and ``min(1, epsilon /
+    |r|)``; the absolute error's ``r / max(|r|, mu)`` and ``1 / max(|r|, mu)`` (:func:`robust_gap`)."""
     a = np.abs(r)
     if loss == "huber":
         return np.clip(r, -epsilon, epsilon), np.where(a <= epsilon, 1.0, epsilon / np.where(a > epsilon, a, 1.0))
-    weighted = a[s > 0]
-    mu = LAD_REWEIGHT_MU * float(np.median(weighted)) if weighted.size else 0.0
-    if not mu > 0:  # more than half of the residuals are 0
-        mu = LAD_REWEIGHT_MU * float(np.mean(weighted)) if weighted.size else 0.0
-    if not mu > 0:
-        return None
     m = np.maximum(a, mu)
     return r / m, 1.0 / m
+
+
+def robust_rho(r: np.ndarray, loss: str, epsilon: float) -> np.ndarray:
+    """Huber's loss (threshold ``epsilon``) or the absolute error at ``r``: ``_per_sample_loss``'s values, in three
+    passes over ``r`` instead of its masks' seven."""
+    a = np.abs(r)
+    if loss != "huber":
+        return a
+    m = np.minimum(a, epsilon)
+    return m * (a - 0.5 * m)
+
+
+# The fractions of the reweighted step at which robust_gap evaluates the objective.
+ROBUST_STEP_FRACTIONS = (1.0, 0.5, 0.25)
 
 
 def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
@@ -684,12 +688,8 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
     W = float(n)
     steps = check_steps(X.nnz if sp.issparse(X) else n * d, d, k)
 
-    def rho_of(r):  # _per_sample_loss's values, in three passes over r instead of its masks' seven
-        a = np.abs(r)
-        if loss != "huber":
-            return a
-        m = np.minimum(a, epsilon)
-        return m * (a - 0.5 * m)
+    def rho_of(r):
+        return robust_rho(r, loss, epsilon)
 
     f = gain = 0.0
     for j in range(k):
@@ -719,7 +719,7 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
             continue
         q = _linear(X, delta, delta_b)  # the residuals' change along the step
         best = fj
-        for tau in (1.0, 0.5, 0.25):
+        for tau in ROBUST_STEP_FRACTIONS:
             moved = coef[j] + tau * delta
             best = min(best, float(s @ rho_of(r + tau * q)) / W + 0.5 * float(moved @ (alpha * moved)))
         gain += fj - best
@@ -759,11 +759,10 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error")
 
 
-def plateau_checked(params: dict, spec, stream: bool = False) -> bool:
-    """Whether a plateau stop of this fit is checked: in memory (:func:`_check_plateau_stop`), or over a stream's
-    passes (``stream``: not the absolute error, whose check, :func:`robust_gap`, keeps the residuals)."""
-    losses = ("squared_error", "huber") if stream else ("squared_error", "huber", "absolute_error")
-    return params["loss"] in losses and not params.get("positive") and not (spec.decoupled_decay and spec.weight_decay)
+def plateau_checked(params: dict, spec) -> bool:
+    """Whether a plateau stop of this fit is checked, in memory (:func:`_check_plateau_stop`) or over a stream's
+    or Dask fit's passes: not with ``positive=True`` nor AdamW with ``alpha > 0``."""
+    return not params.get("positive") and not (spec.decoupled_decay and spec.weight_decay)
 
 
 # The exact solver a plateau stop's warning names, by loss (warn_if_far).

@@ -453,15 +453,19 @@ class Epochs:
         the user's units, where the objective is the same."""
         params = self.params
         rule = _iterative.make_spec(self.name, params)
-        gap = getattr(self.passes, "plateau_gap", None)
-        if gap is None or not _iterative.plateau_checked(params, rule, stream=True):
+        robust = params["loss"] != "squared_error"
+        gap = getattr(self.passes, "robust_gap" if robust else "plateau_gap", None)
+        if gap is None or not _iterative.plateau_checked(params, rule):
             return
         reported = replace(state, weights=self.solver.current_params(params, state))
         alpha = 0.0 if rule.decoupled_decay else float(params["alpha"])
-        epsilon = float(params["epsilon"]) if params["loss"] == "huber" else None
-        result = gap(_iterative.raw_weights(reported), state.dims[1], alpha, bool(params["fit_intercept"]), epsilon)
+        p, k, fit_intercept = _iterative.raw_weights(reported), state.dims[1], bool(params["fit_intercept"])
+        if robust:
+            result = gap(p, k, alpha, fit_intercept, params["loss"], float(params["epsilon"]))
+        else:
+            result = gap(p, k, alpha, fit_intercept)
         if result is not None:
-            _iterative.warn_if_far(self.name, *result, scale, loss=params["loss"])
+            _iterative.warn_if_far(self.name, *result, scale, loss=params["loss"], reweighted=robust)
 
 
 def _follow_rate(stopping, state) -> None:
@@ -539,56 +543,141 @@ class LocalPasses:
             records.append(carry.record)
         return state, records
 
-    def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
+    def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
         """:func:`stream_gap` over the stream, each pass one read of every chunk; None for a one-shot stream."""
         if self.one_shot:
             return None
         mean = self.weight_mean or 1.0
 
-        def fused(target, v, c, shift, squares=False, huber=None):
+        def fused(target, v, c, shift, squares=False):
             total = None
             for _, where, X, y, sample_weight in read(self.source):
-                part = gap_pass(self.checker, X, y, sample_weight, where, target, v, c, shift, squares, mean, huber)
+                part = gap_pass(self.checker, X, y, sample_weight, where, target, v, c, shift, squares, mean)
                 total = part if total is None else total + part
             return total
 
-        return stream_gap(fused, p, k, alpha, fit_intercept, epsilon)
+        return stream_gap(fused, p, k, alpha, fit_intercept)
+
+    def robust_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float):
+        """:func:`stream_robust_gap` over the stream, each pass one read of every chunk; None for a one-shot
+        stream."""
+        if self.one_shot:
+            return None
+        mean = self.weight_mean or 1.0
+
+        def fused(mode, target, coef, intercept, mu, *args):
+            total = None
+            for _, where, X, y, sample_weight in read(self.source):
+                part = robust_part(self.checker, X, y, sample_weight, where, mean, loss, epsilon, target, coef,
+                                   intercept, mu, mode, *args)
+                total = part if total is None else total + part
+            return total
+
+        return stream_robust_gap(fused, p, k, alpha, fit_intercept, loss, epsilon)
+
+
+def robust_part(checker, X, y, sample_weight, where: str, mean: float, loss: str, epsilon: float, target: int,
+                coef: np.ndarray, intercept: float, mu: float, mode: str, *args):
+    """One chunk's (or Dask block's) part of a pass of :func:`stream_robust_gap`, at the residuals
+    ``r = X coef + intercept - y`` of target ``target`` (weights as :func:`gap_pass`), as a
+    :class:`fastopt._krylov.Pass`. ``mode``: ``"loss"`` ``(0, sum w rho(r), sum w)``; ``"first"``
+    ``(sum w psi(r) x, sum w rho(r), sum w psi(r))``; ``"moments"`` the reweighted columns' sums
+    ``(sum w omega x, ., sum w omega, sum w omega x^2)``; ``"hessian"`` (``args``: ``v``, ``shift``) the fused
+    pass with row weights ``w omega``; ``"eval"`` (``args``: ``delta``, ``delta_b``) the losses
+    ``sum w rho(r + tau (X delta + delta_b))`` for the step fractions ``tau``, as ``z``."""
+    from fastopt import _krylov
+
+    data = check_chunk(checker, X, y, sample_weight, where)
+    Xc = data.X
+    w = (np.ones(Xc.shape[0]) if data.sample_weight is None else data.sample_weight.astype(np.float64)) / mean
+    r = _iterative._linear(Xc, coef, intercept) - data.Y[:, target].astype(np.float64)
+    if mode == "loss":
+        return _krylov.Pass(np.zeros(1), float(w @ _iterative.robust_rho(r, loss, epsilon)), float(w.sum()))
+    if mode == "eval":
+        delta, delta_b = args
+        q = _iterative._linear(Xc, delta, delta_b)
+        return _krylov.Pass(np.array([float(w @ _iterative.robust_rho(r + tau * q, loss, epsilon))
+                                      for tau in _iterative.ROBUST_STEP_FRACTIONS]), 0.0, 0.0)
+    psi, omega = _iterative.reweight(r, loss, epsilon, mu)
+    if mode == "first":
+        wpsi = w * psi
+        grad = np.asarray(Xc.T @ wpsi.astype(Xc.dtype), dtype=np.float64)
+        return _krylov.Pass(grad, float(w @ _iterative.robust_rho(r, loss, epsilon)), float(wpsi.sum()))
+    sqrt_row = np.sqrt(w * omega)
+    if mode == "moments":  # a = s: z = sum s^2 x, zz = sum s^2 x^2, se = sum s^2
+        return _krylov.chunk_pass(data, sqrt_row, target, np.zeros(Xc.shape[1]), 0.0, -1.0, squares=True,
+                                  threads=1)
+    v, shift = args
+    return _krylov.chunk_pass(data, sqrt_row, target, v, 0.0, shift, threads=1)
+
+
+def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, loss: str, epsilon: float):
+    """:func:`fastopt._iterative.robust_gap` over chunks: ``fused(mode, target, coef, intercept, mu, *args)`` sums
+    :func:`robust_part` over every chunk. Per target: the loss (whose weights' total is ``W``, and whose mean
+    ``|r|`` sets the absolute error's ``mu``: a median needs every residual), the gradient, the reweighted
+    columns' moments (the exact Jacobi preconditioner), the conjugate-gradient steps of
+    :class:`fastopt._iterative.QuadraticModel`, and the objective at the step's fractions: ``4 + steps`` reads
+    of the chunks. None when a chunk is one the compiled pass does not take or the weights total zero."""
+    d = (p.shape[0] - (k if fit_intercept else 0)) // k
+    coef, intercept = _iterative.split_params(p.astype(np.float64), d, k)
+    f = gain = 0.0
+    try:
+        for j in range(k):
+            b = float(intercept[j])
+            total = fused("loss", j, coef[j], b, 0.0)
+            W = total.se
+            if not W > 0:
+                return None
+            fj = total.ss / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
+            f += fj
+            mu = 0.0 if loss == "huber" else _iterative.LAD_REWEIGHT_MU * total.ss / W
+            if loss != "huber" and not mu > 0:
+                continue
+            first = fused("first", j, coef[j], b, mu)
+            moments = fused("moments", j, coef[j], b, mu)
+            centre, diag = _iterative.jacobi(moments.z, moments.zz, moments.se, fit_intercept)
+
+            def hessian(target, v, c, shift, j=j, b=b, mu=mu):
+                return fused("hessian", j, coef[j], b, mu, v, shift)
+
+            steps = _iterative.check_steps(int(min(W, 2.0**62)) * max(d, 1), d, k)
+            model = _iterative.QuadraticModel(hessian, diag, W, alpha, fit_intercept, centre)
+            _, delta, delta_b = model.descend(first.z, first.se, coef[j], steps)
+            if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
+                continue
+            values = fused("eval", j, coef[j], b, mu, delta, delta_b).z
+            best = fj
+            for tau, value in zip(_iterative.ROBUST_STEP_FRACTIONS, values):
+                moved = coef[j] + tau * delta
+                best = min(best, value / W + 0.5 * float(moved @ (alpha * moved)))
+            gain += fj - best
+    except ValueError:
+        return None
+    return f, gain
 
 
 def gap_pass(checker, X, y, sample_weight, where: str, target: int, v, c: float, shift: float, squares: bool,
-             mean: float, huber: float | None = None):
+             mean: float):
     """One chunk's (or Dask block's) part of a fused pass of the plateau check (:func:`stream_gap`): the chunk
     validated as the sweeps do, its weights divided by the stream-wide ``mean`` (a chunk without weights in a
-    weighted stream weighs one before the division); :func:`fastopt._krylov.chunk_pass` on one thread. With
-    ``huber`` (Huber's threshold, and ``c = -1``): Huber's sums for the residuals ``r = X v - y - shift`` instead,
-    as a :class:`fastopt._krylov.Pass` ``(sum w psi(r) x, 2 sum w rho(r), sum w psi(r))``."""
+    weighted stream weighs one before the division); :func:`fastopt._krylov.chunk_pass` on one thread."""
     from fastopt import _krylov
 
     data = check_chunk(checker, X, y, sample_weight, where)
     w = data.sample_weight
     if w is None and mean != 1.0:
         w = np.ones(data.X.shape[0])
-    if huber is None:
-        s = None if w is None else np.sqrt(w.astype(np.float64) / mean)
-        return _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares, threads=1)
-    Xc = data.X
-    r = np.asarray(Xc @ v.astype(Xc.dtype), dtype=np.float64) + c * data.Y[:, target].astype(np.float64) - shift
-    loss, grad, grad_b = _iterative.huber_sums(Xc, r, None if w is None else w.astype(np.float64) / mean, huber)
-    return _krylov.Pass(grad, 2.0 * loss, grad_b)
+    s = None if w is None else np.sqrt(w.astype(np.float64) / mean)
+    return _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares, threads=1)
 
 
-def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, epsilon: float | None = None):
-    """:func:`fastopt._iterative.plateau_gap` over chunks: ``fused(target, v, c, shift, squares, huber)`` sums
-    :func:`gap_pass` over every chunk (the sweeps' training rows and weights); a first pass (``a = s``) gives the
-    weights' total and the columns' weighted means and squares exactly; ``epsilon``: Huber's loss of that
-    threshold (its objective and gradient from one more read). None when a chunk is one the compiled pass does not
-    take (CSR with int64 indices) or the weights total zero."""
+def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
+    """:func:`fastopt._iterative.plateau_gap` of the squared error over chunks: ``fused(target, v, c, shift,
+    squares)`` sums :func:`gap_pass` over every chunk (the sweeps' training rows and weights); a first pass
+    (``a = s``) gives the weights' total and the columns' weighted means and squares exactly. None when a chunk is
+    one the compiled pass does not take (CSR with int64 indices) or the weights total zero. The robust losses:
+    :func:`stream_robust_gap`."""
     d = (p.shape[0] - (k if fit_intercept else 0)) // k
-
-    def huber(target, coef, intercept):
-        q = fused(target, coef, -1.0, -intercept, False, epsilon)
-        return q.ss / 2, q.z, q.se
-
     try:
         first = fused(0, np.zeros(d), 0.0, -1.0, True)  # a = s: sum w (se), sum w x (z) and sum w x^2 (zz)
         if not first.se > 0:
@@ -597,8 +686,7 @@ def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, 
         # the weights have mean 1 over the training rows, so their total is the row count: small streams take
         # the in-memory check's extra steps (n d bounds the stored values of CSR chunks)
         steps = _iterative.check_steps(int(min(first.se, 2.0**62)) * max(d, 1), d, k)
-        return _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept,
-                                      None if epsilon is None else huber, centre, steps)
+        return _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept, centre, steps)
     except ValueError:
         return None
 

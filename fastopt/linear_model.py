@@ -193,9 +193,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         the best loss by less than ``5e-4`` of its scale (``max(loss, 1e-6 * loss of the best constant
         model)``), so the floor is not the noise of the larger rate, then bound the distance from the optimum
         from below (the squared error: four compiled reads of ``X``, the gradient and three preconditioned
-        conjugate-gradient steps, on small data up to ``d + 2``; in memory, Huber's loss and the absolute error:
-        the same steps reweighted as iteratively reweighted least squares, and one more read for the objective
-        at the point they reach; streams and Dask fits: Huber's loss by the squared error's steps) and warn
+        conjugate-gradient steps, on small data up to ``d + 2``; Huber's loss and the absolute error: the same
+        steps reweighted as iteratively reweighted least squares, and one more read for the objective at the
+        point they reach, in memory, on streams and on Dask) and warn
         :class:`~sklearn.exceptions.ConvergenceWarning` when it exceeds 1% of the loss; ``tol`` only switches this
         on. Both rules judge rounds: an epoch, or on small data as many whole epochs as make 32 minibatch steps,
         by their mean monitored loss (the rate changes only between rounds). ``None``

@@ -380,6 +380,32 @@ def test_a_plateau_stop_far_from_the_optimum_warns_on_the_cluster(client):
         LinearRegressor(solver="sgd", random_state=0).fit(blocks(X), blocks(y))
 
 
+def test_a_robust_plateau_stop_far_from_the_optimum_warns_on_the_cluster(client):
+    """The robust losses' reweighted check runs on the cluster too (ClusterPasses.robust_gap: every block's part
+    where it lives, summed in a tree there): offset columns without an intercept stop most of the objective above
+    the optimum with the absolute error, silently before (it was not checked on Dask). (Huber's loss takes the
+    same passes; the streamed test covers both.)"""
+    rng = np.random.default_rng(0)
+    n, d = 1000, 12
+    X = rng.normal(size=(n, d)) + rng.uniform(-1e3, 1e3, size=d)
+    y = X @ rng.normal(size=d) + 0.3 * rng.standard_t(2, size=n)
+    for loss in ("absolute_error",):
+        best = LinearRegressor(solver="newton", loss=loss, fit_intercept=False).fit(X, y)
+
+        def objective(est, loss=loss):
+            a = np.abs(est.predict(X) - y)
+            return float(np.mean(a if loss == "absolute_error" else np.where(a <= 1.35, 0.5 * a * a,
+                                                                             1.35 * a - 0.5 * 1.35**2)))
+
+        with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+            est = LinearRegressor(solver="sgd", loss=loss, fit_intercept=False, random_state=0).fit(
+                blocks(X, 250), blocks(y, 250))
+        message = next(str(m.message) for m in record if "plateau" in str(m.message))
+        assert "reweighted least-squares step" in message
+        excess = (objective(est) - objective(best)) / objective(est)
+        assert 0.5 * excess <= float(message.split("at least ")[1].split(" of its value")[0]) <= 1.05 * excess
+
+
 def test_a_plateau_stop_on_small_nearly_collinear_data_warns_on_the_cluster(client):
     """80 rows of rank 3 plus 1e-3 noise in 8 columns: SGD stops about 18% above the optimum. Small data takes
     up to d + 1 steps of the check (each a pass on the cluster), which states most of it. (Minibatches of 2 rows:
