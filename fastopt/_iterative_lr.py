@@ -242,11 +242,9 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_pe
     varying = std > 1e-12 * np.maximum(np.abs(mean), 1.0)
     scale = np.where(varying, std, 1.0)
     fit_intercept = params["fit_intercept"]
-    spread = std[varying].max() / std[varying].min() if varying.any() else 1.0
-    if fit_intercept and varying.any():
-        # the intercept's column of ones is a column of scale 1: features all of scale 1e-3 (or 1e3) left the
-        # Hessian's condition number at 1e6, and SGD fitted the intercept alone (no warning: the loss had settled)
-        spread = max(spread, std[varying].max(), 1.0 / std[varying].min())
+    # the intercept's column of ones is a column of scale 1: features all of scale 1e-3 (or 1e3) left the
+    # Hessian's condition number at 1e6, and SGD fitted the intercept alone (no warning: the loss had settled)
+    spread = _scale_spread(std[varying], fit_intercept)
     off = np.abs(mean[varying]) / std[varying]
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
     if spread <= SCALE_SPREAD and not centre:
@@ -302,10 +300,10 @@ def _applies(params: dict, X, n_rows: int, per_column: bool = False) -> bool:
         and (type(X) is np.ndarray or sp.issparse(X)) and X.ndim == 2 and n_rows >= 2 and X.shape[1] > 0
 
 
-def _scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
-    """A map without shift (:func:`_sparse_scaling`), with one scale for every column under a ridge penalty
-    (:func:`_common`)."""
-    affine = _sparse_scaling(params, X, rows, sw)
+def _scaling(params: dict, X, rows: np.ndarray, sw, s2: np.ndarray | None = None) -> Affine | None:
+    """A map without shift (:func:`_sparse_scaling`; from the columns' mean squares ``s2`` when the caller has
+    them), with one scale for every column under a ridge penalty (:func:`_common`)."""
+    affine = _sparse_scaling(params, X, rows, sw) if s2 is None else _rms_scaling(params, s2)
     if affine is None or params["alpha"] == 0:
         return affine
     return _common(affine.shift, affine.scale, affine.scale != 1.0)
@@ -332,13 +330,20 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     ones of means near -70: 120 to 29,000 times the optimal loss above it, as the scaling left them unshifted).
     With a ridge and ``per_column`` (:func:`csr_steps_cheap`): each column scaled to unit curvature, data and
     ridge, as for dense ``X`` (its mean square, or its variance where centred, plus ``alpha``)."""
+    # columns' stored counts over all rows (with an intercept: without, nothing is centred): the means are summed
+    # only when some column may be centred (hashed and text columns never are: on the hashed benchmark the means
+    # and counts had doubled the scaling's 60 ms, the counts alone add 25)
+    counts = np.bincount(X.indices, minlength=X.shape[1]) if params["fit_intercept"] else None
+    dense = counts is not None and bool(np.any(counts >= SHIFT_MIN_DENSITY * X.shape[0]))
+    moments = _csr_moments(X, rows, sw, means=dense)
+    if moments is None:  # weights totalling 0 or non-finite X (the first epoch names it): no map
+        return None
     if params["alpha"] != 0 and per_column:
-        return _csr_ridge_affine(params, X, rows, sw)
-    affine = _scaling(params, X, rows, sw)
-    moments = _csr_moments(X, rows, sw) if params["fit_intercept"] else None
-    if moments is None:
+        return _csr_ridge_affine(params, X, rows, moments, counts)
+    affine = _scaling(params, X, rows, sw, s2=moments[2])
+    if not dense:
         return affine
-    offset, mean, var = _csr_offset(params, moments, rows.shape[0], X)
+    offset, mean, var = _csr_offset(moments, rows.shape[0], counts, X.shape[0])
     if not offset.any():
         return affine
     scale = np.ones(X.shape[1]) if affine is None else affine.scale.copy()
@@ -349,55 +354,54 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     return Affine(shift=shift, scale=scale)
 
 
-def _csr_offset(params: dict, moments, n_rows: int, X):
-    """``(offset, mean, variance)``: the columns :func:`_csr_affine` centres (with an intercept, those storing at
-    least ``SHIFT_MIN_DENSITY`` of the ``n_rows`` training rows and of all rows of ``X``, as
-    :func:`csr_shiftable` asks, whose means exceed ``MEAN_RATIO`` standard deviations)."""
+def _csr_offset(moments, n_rows: int, counts: np.ndarray, n_all: int):
+    """``(offset, mean, variance)``: the columns :func:`_csr_affine` centres (with an intercept), those storing at
+    least ``SHIFT_MIN_DENSITY`` of the ``n_rows`` training rows and, by ``counts``, of all ``n_all`` rows, as
+    :func:`csr_shiftable` asks, whose means exceed ``MEAN_RATIO`` standard deviations."""
     _, mean, square, stored = moments
     var = np.maximum(square - mean * mean, 0.0)
     std = np.sqrt(var)
-    everywhere = np.bincount(X.indices, minlength=X.shape[1]) >= SHIFT_MIN_DENSITY * X.shape[0]
-    offset = params["fit_intercept"] & (stored >= SHIFT_MIN_DENSITY * n_rows) & everywhere & (std > 0) \
+    offset = (stored >= SHIFT_MIN_DENSITY * n_rows) & (counts >= SHIFT_MIN_DENSITY * n_all) & (std > 0) \
         & (np.abs(mean) > MEAN_RATIO * std)
     return offset, mean, var
 
 
-def _csr_moments(X, rows: np.ndarray, sw):
-    """``(s0, mean, mean square, stored)`` of CSR ``X``'s columns over ``rows`` with weights ``sw``, or None for
-    non-finite values or weights totalling 0."""
+def _csr_moments(X, rows: np.ndarray, sw, means: bool = True):
+    """``(s0, mean, mean square, stored)`` of CSR ``X``'s columns over ``rows`` with weights ``sw`` (the mean
+    square as :func:`_sparse_scaling` sums it; ``means=False``: no mean and no counts, None in their places), or
+    None for non-finite values or weights totalling 0."""
     d = X.shape[1]
     w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
     s0 = float(w.sum())
+    if not s0 > 0:
+        return None
     Xr = X if rows.shape[0] == X.shape[0] else X[rows]
     with np.errstate(over="ignore", invalid="ignore"):
         values = np.asarray(Xr.data, dtype=np.float64)
         row_w = np.repeat(w, np.diff(Xr.indptr))
-        mean = np.bincount(Xr.indices, weights=row_w * values, minlength=d) / s0
         square = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0
-    if not (s0 > 0 and np.all(np.isfinite(mean)) and np.all(np.isfinite(square))):
+        mean = np.bincount(Xr.indices, weights=row_w * values, minlength=d) / s0 if means else None
+    if not (np.all(np.isfinite(square)) and (mean is None or np.all(np.isfinite(mean)))):
         return None
-    return s0, mean, square, np.bincount(Xr.indices, minlength=d)
+    return s0, mean, square, np.bincount(Xr.indices, minlength=d) if means else None
 
 
-def _csr_ridge_affine(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
-    """The per-column ridge map of CSR ``X`` (:func:`_csr_affine`): the columns :func:`_csr_affine` centres
-    centred, every column scaled by ``sqrt(m_j + alpha)``, ``m_j`` its mean square about its shift; None when
-    the columns' scales (the intercept's 1 among them) span at most ``SCALE_SPREAD`` and none is centred."""
-    moments = _csr_moments(X, rows, sw)
-    if moments is None:
-        return None
-    offset, mean, var = _csr_offset(params, moments, rows.shape[0], X)
-    second = np.where(offset, var, moments[2])
+def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.ndarray) -> Affine | None:
+    """The per-column ridge map of CSR ``X`` (:func:`_csr_affine`, from its :func:`_csr_moments` over ``rows``
+    and its columns' stored ``counts``):
+    the columns :func:`_csr_affine` centres centred, every column scaled by ``sqrt(m_j + alpha)``, ``m_j`` its
+    mean square about its shift; None when the columns' scales (the intercept's 1 among them) span at most
+    ``SCALE_SPREAD`` and none is centred."""
+    if moments[1] is None:  # no mean was summed (no intercept, or no column dense enough): nothing is centred
+        offset, second = np.zeros(X.shape[1], dtype=bool), moments[2]
+    else:
+        offset, mean, var = _csr_offset(moments, rows.shape[0], counts, X.shape[0])
+        second = np.where(offset, var, moments[2])
     present = second > 0
-    if not present.any() and not offset.any():
+    if _scale_spread(np.sqrt(second[present]), params["fit_intercept"]) <= SCALE_SPREAD and not offset.any():
         return None
-    rms = np.sqrt(second[present])
-    spread = rms.max() / rms.min() if present.any() else 1.0
-    if params["fit_intercept"] and present.any():
-        spread = max(spread, rms.max(), 1.0 / rms.min())
-    if spread <= SCALE_SPREAD and not offset.any():
-        return None
-    return Affine(shift=np.where(offset, mean, 0.0), scale=np.sqrt(second + float(params["alpha"])))
+    shift = np.where(offset, mean, 0.0) if offset.any() else np.zeros(X.shape[1])
+    return Affine(shift=shift, scale=np.sqrt(second + float(params["alpha"])))
 
 
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
@@ -423,18 +427,26 @@ def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
                 block = X[r].astype(np.float64)
                 s2 += np.einsum("i,ij,ij->j", w[start : start + CHUNK_ROWS], block, block)
             s2 /= s0
+    return _rms_scaling(params, s2)
+
+
+def _rms_scaling(params: dict, s2: np.ndarray) -> Affine | None:
+    """:func:`_sparse_scaling` from the columns' weighted mean squares ``s2``."""
     if not np.all(np.isfinite(s2)):
         return None  # non-finite X: the first epoch names it
     stored = s2 > 0
-    if not stored.any():
+    if not stored.any() or _scale_spread(np.sqrt(s2[stored]), params["fit_intercept"]) <= SCALE_SPREAD:
         return None
-    rms = np.sqrt(s2[stored])
-    spread = rms.max() / rms.min()
-    if params["fit_intercept"]:
-        spread = max(spread, rms.max(), 1.0 / rms.min())
-    if spread <= SCALE_SPREAD:
-        return None
-    return Affine(shift=np.zeros(d), scale=np.where(stored, np.sqrt(s2), 1.0))
+    return Affine(shift=np.zeros(s2.shape[0]), scale=np.where(stored, np.sqrt(s2), 1.0))
+
+
+def _scale_spread(scales: np.ndarray, fit_intercept: bool) -> float:
+    """How far the (positive) column scales spread, max / min, with an intercept the scale of its column of
+    ones, 1, among them (1.0 for no columns)."""
+    if scales.size == 0:
+        return 1.0
+    spread = scales.max() / scales.min()
+    return max(spread, scales.max(), 1.0 / scales.min()) if fit_intercept else spread
 
 
 def null_loss(data, rows, sw, loss, epsilon, fit_intercept: bool) -> float:
