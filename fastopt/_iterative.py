@@ -629,11 +629,11 @@ def robust_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept
     reweighted least-squares", *Communications in Statistics* 6, 1977): Huber's ``min(1, epsilon / |r_i|)``; for
     the absolute error ``1 / max(|r_i|, mu)`` and the gradient ``r_i / max(|r_i|, mu)``, ``mu`` the median
     ``|r|`` times ``LAD_REWEIGHT_MU``. Huber's loss is concave in ``r^2``, so this model lies above it; the
-    squared error's Hessian (:func:`plateau_gap`'s model for Huber on streams) overstates its curvature in the
-    linear part and the steps fall short there. Then the objective itself at ``p + tau delta`` for ``tau`` 1, 1/2
-    and 1/4 (one more read of ``X``): ``gain = f - min(f, min_tau f(p + tau delta))``, the decrease to a point
-    found, so ``gain <= f - f*`` up to rounding whatever the model (with ``mu`` it does not lie above the
-    absolute error).
+    squared error's Hessian (:func:`plateau_gap`'s model, which bounded Huber's loss before) overstates its
+    curvature in the linear part and the steps fall short there. Then the objective itself at ``p + tau delta``
+    for ``tau`` 1, 1/2 and 1/4 (one more read of ``X``): ``gain = f - min(f, min_tau f(p + tau delta))``
+    (:func:`step_decrease`), the decrease to a point found, so ``gain <= f - f*`` up to rounding whatever the
+    model (with ``mu`` it does not lie above the absolute error).
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow: a non-finite gain, unused
         return _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon)
@@ -677,6 +677,17 @@ def robust_rho(r: np.ndarray, loss: str, epsilon: float) -> np.ndarray:
 ROBUST_STEP_FRACTIONS = (1.0, 0.5, 0.25)
 
 
+def step_decrease(f: float, losses, W: float, coef: np.ndarray, delta: np.ndarray, alpha) -> float:
+    """``f - min(f, f(p + tau delta))`` over ``ROBUST_STEP_FRACTIONS``, the weighted loss sums ``losses`` at those
+    points (divided by the weights' total ``W``) plus the ridge at ``coef + tau delta``: the decrease to the best
+    point of the step (:func:`robust_gap`, and over chunks ``_sweeps.stream_robust_gap``)."""
+    best = f
+    for tau, loss in zip(ROBUST_STEP_FRACTIONS, losses, strict=True):
+        moved = coef + tau * delta
+        best = min(best, loss / W + 0.5 * float(moved @ (alpha * moved)))
+    return f - best
+
+
 def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
     from fastopt import _krylov
 
@@ -687,14 +698,10 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
     s = np.ones(n) if sw is None else sw.astype(np.float64)
     W = float(n)
     steps = check_steps(X.nnz if sp.issparse(X) else n * d, d, k)
-
-    def rho_of(r):
-        return robust_rho(r, loss, epsilon)
-
     f = gain = 0.0
     for j in range(k):
         r = _linear(X, coef[j], float(intercept[j])) - data.Y[:, j].astype(np.float64)
-        fj = float(s @ rho_of(r)) / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
+        fj = float(s @ robust_rho(r, loss, epsilon)) / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
         f += fj
         terms = _robust_terms(r, loss, epsilon, s)
         if terms is None:
@@ -718,11 +725,8 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon):
         if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
             continue
         q = _linear(X, delta, delta_b)  # the residuals' change along the step
-        best = fj
-        for tau in ROBUST_STEP_FRACTIONS:
-            moved = coef[j] + tau * delta
-            best = min(best, float(s @ rho_of(r + tau * q)) / W + 0.5 * float(moved @ (alpha * moved)))
-        gain += fj - best
+        losses = [float(s @ robust_rho(r + tau * q, loss, epsilon)) for tau in ROBUST_STEP_FRACTIONS]
+        gain += step_decrease(fj, losses, W, coef[j], delta, alpha)
     return f, gain
 
 

@@ -645,12 +645,8 @@ def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, 
             _, delta, delta_b = model.descend(first.z, first.se, coef[j], steps)
             if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
                 continue
-            values = fused("eval", j, coef[j], b, mu, delta, delta_b).z
-            best = fj
-            for tau, value in zip(_iterative.ROBUST_STEP_FRACTIONS, values):
-                moved = coef[j] + tau * delta
-                best = min(best, value / W + 0.5 * float(moved @ (alpha * moved)))
-            gain += fj - best
+            gain += _iterative.step_decrease(fj, fused("eval", j, coef[j], b, mu, delta, delta_b).z, W, coef[j],
+                                             delta, alpha)
     except ValueError:
         return None
     return f, gain
