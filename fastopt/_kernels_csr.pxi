@@ -128,17 +128,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     c.positive = bool(getattr(train, "positive", False))
     c.avg_start = getattr(train, "average", 0)
     c.avg = NULL
-    c.decay = NULL
-    if decay is not None:
-        if decay.shape[0] != k * d:
-            raise ValueError(f"epoch_csr: decay needs k * d = {k * d} entries, got {decay.shape[0]}")
-        if h.weight_decay != 0:
-            raise ValueError("epoch_csr: a per-weight decay and hyper.weight_decay are exclusive")
-        if lazy and rule in (int(FO_RULE_ADAM), int(FO_RULE_ADAMW)):
-            raise ValueError("epoch_csr: a per-weight decay excludes SparseAdam steps")
-        if k * d:
-            _check_aligned(&decay[0], sizeof(floating), "decay")
-            c.decay = <const void *>&decay[0]
+    _set_decay(&c, &h, decay, k * d, "epoch_csr", lazy and rule in (int(FO_RULE_ADAM), int(FO_RULE_ADAMW)))
     if avg is not None and c.avg_start > 0:
         if avg.shape[0] != n_params:
             raise ValueError(f"avg needs {n_params} entries, got {avg.shape[0]}")

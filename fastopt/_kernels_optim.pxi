@@ -109,6 +109,25 @@ cdef int _check_aligned(const void *p, size_t itemsize, str name) except -1:
     return 0
 
 
+cdef int _set_decay(fo_epoch_ctl *c, const fo_hyper *h, const floating[::1] decay, Py_ssize_t kd, str name,
+                    bint sparse_adam) except -1:
+    """An epoch's per-weight decay (``decay``, or None) into ``c``: ``kd = k * d`` entries, and neither the rule's
+    own weight decay nor SparseAdam steps (``sparse_adam``) beside it."""
+    c.decay = NULL
+    if decay is None:
+        return 0
+    if decay.shape[0] != kd:
+        raise ValueError(f"{name}: decay needs k * d = {kd} entries, got {decay.shape[0]}")
+    if h.weight_decay != 0:
+        raise ValueError(f"{name}: a per-weight decay and hyper.weight_decay are exclusive")
+    if sparse_adam:
+        raise ValueError(f"{name}: a per-weight decay excludes SparseAdam steps")
+    if kd:
+        _check_aligned(&decay[0], sizeof(floating), "decay")
+        c.decay = <const void *>&decay[0]
+    return 0
+
+
 cdef bint _order_out_of_range(const int64_t *order, Py_ssize_t m, Py_ssize_t n) noexcept:
     """Whether an entry of order[0:m] lies outside [0, n): one branch-free pass, four independent maxima of the
     entries seen as unsigned (a negative one is then huge). The former loop, minimum and maximum through
@@ -655,14 +674,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
             raise ValueError(f"avg needs {params.shape[0]} entries, got {avg.shape[0]}")
         _check_aligned(&avg[0], sizeof(floating), "avg")
         c.avg = <void *>&avg[0]
-    c.decay = NULL
-    if decay is not None:
-        if decay.shape[0] != k * d:
-            raise ValueError(f"epoch: decay needs k * d = {k * d} entries, got {decay.shape[0]}")
-        if h.weight_decay != 0:
-            raise ValueError("epoch: a per-weight decay and hyper.weight_decay are exclusive")
-        _check_aligned(&decay[0], sizeof(floating), "decay")
-        c.decay = <const void *>&decay[0]
+    _set_decay(&c, &h, decay, k * d, "epoch", False)
     cdef Py_ssize_t need = fo_work_size(params.shape[0], Y.shape[1], sizeof(floating), 0)
     if work.shape[0] < need:
         raise ValueError(f"work needs 6 * n_params + 2 * k = {need} entries, got {work.shape[0]}")
