@@ -25,9 +25,11 @@
  * lr sqrt(1 - beta2^t) / (1 - beta1^t)); L2 (coupled for Adam, decoupled for AdamW) and AMSGrad act on the same
  * coordinates. The first step of a fit (t = 1: momentum buffers start as the gradient) is taken densely.
  *
- * A per-weight decay (ctl->decay: the ridge under a per-column scaling) has no shared catch-up table: every step
- * then runs on every coordinate (O(d k) a step, as the rules without a closed form), adding decay_p w_p to the
- * (clipped) gradient as the dense epoch does; SparseAdam mode does not take it.
+ * A per-weight decay (ctl->decay: the ridge under a per-column scaling, decay_p w_p added to the clipped gradient
+ * as the dense epoch does) has no shared table: each coordinate's map differs. SGD, momentum and Nesterov then
+ * catch a coordinate up by its own power A_p^s (and, with the running average, its own geometric sums), found by
+ * binary powering in O(log s) (fo_csr_power_row); projected momentum and Nesterov, and the rules that have no
+ * closed form under L2, step every coordinate (O(d k) a step); SparseAdam mode does not take it.
  *
  * Projected steps (ctl->positive: weights clamped at 0 after every step) stay exact and lazy: a resting weight
  * under SGD with L2 keeps its sign (f = 1 - lr wd > 0; else every step is dense), and under momentum, Nesterov
@@ -74,6 +76,9 @@
  * instead of 15; with 8-byte stamps requested into L2, 32, 64 and 128 ahead measured alike; with 4-byte marks
  * requested for writing, 128 and 256 ahead 7-8% faster than 64 (alternating builds). */
 #define FO_CSR_PIPE_AHEAD 128
+
+/* Members of T ahead whose weights (and state) the catch-up loop requests (fo_csr_epoch's step 1). */
+#define FO_CSR_CATCH_AHEAD 16
 
 /* torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing (as epoch.c). */
 #define FO_CSR_CLIP_EPS 1e-6
@@ -135,7 +140,13 @@ typedef enum {
  * turn and cross 0 several times: no closed form, every step on every coordinate. */
 static fo_catch fo_csr_catch(fo_rule rule, const fo_hyper *h, int lazy, int positive, double lr, int decay)
 {
-    if (decay) return FO_CATCH_DENSE; /* each weight's own decay: no shared table (fo_epoch_ctl.decay) */
+    if (decay) /* each weight's own decay: no shared table, each coordinate its own power (csr_power_row) */
+        switch (rule) {
+        case FO_RULE_SGD: return FO_CATCH_SCALE; /* a factor f_p <= 0 under projection: 0 after one step */
+        case FO_RULE_MOMENTUM:
+        case FO_RULE_NESTEROV: return positive ? FO_CATCH_DENSE : FO_CATCH_PAIR;
+        default: return FO_CATCH_DENSE;
+        }
     const int wd = h->weight_decay != 0;
     switch (rule) {
     case FO_RULE_SGD:
@@ -151,12 +162,12 @@ static fo_catch fo_csr_catch(fo_rule rule, const fo_hyper *h, int lazy, int posi
     return FO_CATCH_DENSE;
 }
 
-/* table[s] = (A^s, f^s) for s = 0..steps, A the map of one zero-gradient step on (buffer, w), f the scalar
- * factor, both in double (products of at most `steps` factors: relative error about steps * 2^-53). */
-static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t steps, double *table)
+/* One zero-gradient step's 2x2 map A = (a, b; c, e) on (buffer, w) and scalar factor f, for weight decay wd
+ * (fo_csr_tables' table row 1). */
+static void fo_csr_step_map(fo_rule rule, const fo_hyper *h, double lr, double wd, double *m)
 {
     double a = 1, b = 0, c = 0, e = 1, f = 1;
-    const double mu = h->momentum, wd = h->weight_decay;
+    const double mu = h->momentum;
     switch (rule) {
     case FO_RULE_SGD: f = 1.0 - lr * wd; break;
     case FO_RULE_MOMENTUM: { /* v' = mu v + (1 - damp) wd w;  w' = w - lr v' */
@@ -173,6 +184,96 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
         break;
     default: break;
     }
+    m[0] = a, m[1] = b, m[2] = c, m[3] = e, m[4] = f;
+}
+
+/* f^s by binary powering (fo_csr_power_row's scalar part, alone: SGD without the running average), a factor 1
+ * where a bit of s is clear (exact, so the same bits as skipping it) rather than a branch on the bits, which vary
+ * at random from one catch-up to the next. (A loop of a fixed count, the longest rest's bit length, against this
+ * one, which ends at s's own: the same times on the sparse benchmark within its noise.) */
+static inline double fo_csr_power(double f, int64_t s)
+{
+    double p = 1, b = f;
+    for (; s > 0; s >>= 1) {
+        p *= (s & 1) ? b : 1.0;
+        b = b * b;
+    }
+    return p;
+}
+
+/* (v, w) <- A^s (v, w), A = (m[0], m[1]; m[2], m[3]), by binary powering applied to the vector: where a bit of s
+ * is set, (v, w) <- A^(2^j) (v, w). Four products a set bit where the row's A^s (fo_csr_power_row) took eight,
+ * and the loop ends at s's own bit length (its work per bit is large beside the exit's misprediction): momentum's
+ * own-decay catch-ups without the running average. */
+static inline void fo_csr_power_apply(const double *m, int64_t s, double *v, double *w)
+{
+    double B0 = m[0], B1 = m[1], B2 = m[2], B3 = m[3], x = *v, y = *w;
+    while (s > 0) {
+        if (s & 1) {
+            const double x1 = B0 * x + B1 * y, y1 = B2 * x + B3 * y;
+            x = x1, y = y1;
+        }
+        s >>= 1;
+        if (s > 0) {
+            const double b0 = B0 * B0 + B1 * B2, b1 = B0 * B1 + B1 * B3;
+            const double b2 = B2 * B0 + B3 * B2, b3 = B2 * B1 + B3 * B3;
+            B0 = b0, B1 = b1, B2 = b2, B3 = b3;
+        }
+    }
+    *v = x, *w = y;
+}
+
+/* A table row (FO_CSR_TAB entries, as fo_csr_tables') for exponent s >= 0 of the one-step map m (a, b, c, e, f),
+ * by binary powering: (P, S) for a run of n steps, P = A^n and S = sum_{i=1..n} A^i, joins a run's (P', S')
+ * as (P P', S + P S') (the powers of A commute), and the runs of 2^j steps double the same way; the scalar f
+ * alike. About 2 log2(s) products of 2x2 matrices where the shared table takes one lookup: the price of each
+ * weight's own decay (fo_epoch_ctl.decay), whose map differs from coordinate to coordinate. With `sums` 0 the
+ * sums (the running average's) are left out. Relative error about 2 log2(s) * 2^-53. */
+static void fo_csr_power_row(const double *m, int64_t s, int sums, double *row)
+{
+    double P[4] = {1, 0, 0, 1}, S[4] = {0, 0, 0, 0}, pf = 1, sf = 0;     /* the result: the empty run */
+    double B[4] = {m[0], m[1], m[2], m[3]}, T[4] = {m[0], m[1], m[2], m[3]}, bf = m[4], tf = m[4]; /* 2^j steps */
+    while (s > 0) {
+        /* where the bit is clear, the empty run (identity, zero sums) is joined instead: exact (x 1 + y 0 = x),
+         * so the same bits as skipping it, without a branch on the random bits of s */
+        const int bit = (int)(s & 1);
+        const double b0 = bit ? B[0] : 1, b1 = bit ? B[1] : 0, b2 = bit ? B[2] : 0, b3 = bit ? B[3] : 1;
+        if (sums) {
+            const double t0 = bit ? T[0] : 0, t1 = bit ? T[1] : 0, t2 = bit ? T[2] : 0, t3 = bit ? T[3] : 0;
+            const double s0 = S[0] + (P[0] * t0 + P[1] * t2), s1 = S[1] + (P[0] * t1 + P[1] * t3);
+            const double s2 = S[2] + (P[2] * t0 + P[3] * t2), s3 = S[3] + (P[2] * t1 + P[3] * t3);
+            S[0] = s0, S[1] = s1, S[2] = s2, S[3] = s3;
+            sf = sf + pf * (bit ? tf : 0);
+        }
+        const double p0 = P[0] * b0 + P[1] * b2, p1 = P[0] * b1 + P[1] * b3;
+        const double p2 = P[2] * b0 + P[3] * b2, p3 = P[2] * b1 + P[3] * b3;
+        P[0] = p0, P[1] = p1, P[2] = p2, P[3] = p3;
+        pf = pf * (bit ? bf : 1);
+        s >>= 1;
+        { /* the run of 2^(j+1) steps: two of 2^j */
+            if (sums) {
+                const double s0 = T[0] + (B[0] * T[0] + B[1] * T[2]), s1 = T[1] + (B[0] * T[1] + B[1] * T[3]);
+                const double s2 = T[2] + (B[2] * T[0] + B[3] * T[2]), s3 = T[3] + (B[2] * T[1] + B[3] * T[3]);
+                T[0] = s0, T[1] = s1, T[2] = s2, T[3] = s3;
+                tf = tf + bf * tf;
+            }
+            const double b0 = B[0] * B[0] + B[1] * B[2], b1 = B[0] * B[1] + B[1] * B[3];
+            const double b2 = B[2] * B[0] + B[3] * B[2], b3 = B[2] * B[1] + B[3] * B[3];
+            B[0] = b0, B[1] = b1, B[2] = b2, B[3] = b3;
+            bf = bf * bf;
+        }
+    }
+    row[0] = P[0], row[1] = P[1], row[2] = P[2], row[3] = P[3], row[4] = pf;
+    row[5] = S[2], row[6] = S[3], row[7] = sf;
+}
+
+/* table[s] = (A^s, f^s) for s = 0..steps, A the map of one zero-gradient step on (buffer, w), f the scalar
+ * factor, both in double (products of at most `steps` factors: relative error about steps * 2^-53). */
+static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t steps, double *table)
+{
+    double m[5];
+    fo_csr_step_map(rule, h, lr, h->weight_decay, m);
+    const double a = m[0], b = m[1], c = m[2], e = m[3], f = m[4];
     double *p = table;
     p[0] = 1, p[1] = 0, p[2] = 0, p[3] = 1, p[4] = 1, p[5] = 0, p[6] = 0, p[7] = 0;
     for (ptrdiff_t s = 1; s <= steps; s++, p += FO_CSR_TAB) {

@@ -185,8 +185,9 @@ typedef struct {
     void *avg;               /* (n_params) of the epoch's real type, the Polyak-Ruppert average; NULL: none */
     /* (k d) of the epoch's real type: each weight's own L2 coefficient, added to the (clipped) minibatch gradient
      * as lambda_p w_p before the rule steps (torch's coupled weight decay, per weight: the ridge under a
-     * per-column scaling); h->weight_decay is then 0. NULL: none. The CSR epoch then steps every coordinate
-     * (epoch_csr.c), and refuses it in SparseAdam mode. */
+     * per-column scaling); h->weight_decay is then 0. NULL: none. The CSR epoch defers it for SGD, momentum and
+     * Nesterov (each resting coordinate caught up by its own power of its step map), steps every coordinate for
+     * the other rules (epoch_csr.c), and refuses it in SparseAdam mode. */
     const void *decay;
 } fo_epoch_ctl;
 

@@ -61,8 +61,10 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         ``positive``; no averaging) and there is more than one minibatch; else one thread. Bit-identical to one
         thread.
     decay : ndarray of shape (k * d,) or None
-        Each weight's own L2 coefficient, as for :func:`epoch`: every step then runs on every coordinate (no
-        shared catch-up table; O(d k) a step). Not with ``lazy`` Adam or AdamW.
+        Each weight's own L2 coefficient, as for :func:`epoch`. SGD, momentum and Nesterov defer it (a resting
+        coordinate caught up by its own power of its step map, O(log s) after s steps); the other rules, and
+        projected momentum and Nesterov, then step every coordinate (O(d k) a step). Not with ``lazy`` Adam or
+        AdamW.
 
     Returns
     -------

@@ -409,8 +409,8 @@ def test_estimator_on_dask_arrays_of_sparse_blocks():
 # ---------------------------------------------------------------- projected and averaged steps
 
 
-def _run_opts(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=False, period=0):
-    """_run with the running average: (params, state, avg, outputs)."""
+def _run_opts(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, dense=False, period=0, decay=None):
+    """_run with the running average (and each weight's own ``decay``): (params, state, avg, outputs)."""
     params = np.zeros(n_params, Y.dtype)
     params[: n_params // 2] = -0.05  # a warm start with negative weights, which the first step projects
     state, avg = spec.init_state(n_params, Y.dtype), np.zeros(n_params, Y.dtype)
@@ -419,32 +419,37 @@ def _run_opts(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, lazy, de
         if dense:
             work = np.empty(6 * n_params + 2 * Y.shape[1], Y.dtype)
             out.append(impl.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, work, t, lr,
-                                  avg=avg))
+                                  avg=avg, decay=decay))
         else:
             out.append(impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr,
-                                      lazy, None, avg, None, period))
+                                      lazy, None, avg, None, period, decay=decay))
         t = out[-1][1]
     return params, state, avg, out
 
 
-@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("wd", [0.0, 0.05, "own"])
 @pytest.mark.parametrize("rule", RULES)
 def test_projected_and_averaged_csr_epoch_matches_its_twin_and_the_dense_epoch(rule, wd):
     """positive=True and average (from the first step, and from a step inside the second epoch) for every rule,
     exact and SparseAdam mode, against the twin and the dense epoch on X.toarray(); deferred updates split at a
-    period give the same fit to rounding."""
+    period give the same fit to rounding. ``wd="own"``: each weight its own decay (SGD, momentum and Nesterov
+    defer it with each coordinate's own power of its step map)."""
     rng = np.random.default_rng(hash(("opts", rule, wd)) % 2**32)
     n, d, k, batch, dtype = 120, 30, 2, 16, np.float64
     X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True, density=0.1)
     order = rng.permutation(n).astype(np.int64)
+    decay = rng.uniform(0.01, 2.0, size=k * d) if wd == "own" else None
+    wd = 0.0 if wd == "own" else wd
     spec = _spec(rule, wd, amsgrad=True) if rule == "adamw" else _spec(rule, wd)
-    lazy_modes = [False, True] if rule in ("adam", "adamw") else [False]
+    lazy_modes = [False, True] if rule in ("adam", "adamw") and decay is None else [False]
     for positive, average in ((True, 0), (False, 1), (True, 11), (True, 1)):
         train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
                       loss_limit=np.inf, positive=positive, average=average)
         for lazy in lazy_modes:
-            p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
-            p2, s2, a2, o2 = _run_opts(_reference, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy)
+            p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy,
+                                       decay=decay)
+            p2, s2, a2, o2 = _run_opts(_reference, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy,
+                                       decay=decay)
             assert [o[:2] for o in o1] == [o[:2] for o in o2] == [(0, 8), (0, 16), (0, 24)]
             _close(p1, p2, 24, dtype)
             _close(s1, s2, 24, dtype)
@@ -453,12 +458,13 @@ def test_projected_and_averaged_csr_epoch_matches_its_twin_and_the_dense_epoch(r
                 assert p1[: k * d].min() >= 0 and (p1[: k * d] == 0).any()
             if average:
                 assert not np.array_equal(a1, p1)
-            p3, _, a3, _ = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy, period=3)
+            p3, _, a3, _ = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 3, 0.05, lazy, period=3,
+                                     decay=decay)
             _close(p3, p1, 24, dtype)
             _close(a3, a1, 24, dtype)
             if not lazy:
                 p4, _, a4, _ = _run_opts(_kernels, spec, train, X.toarray(), Y, sw, order, k * d + k, 3, 0.05,
-                                          lazy, dense=True)
+                                          lazy, dense=True, decay=decay)
                 _close(p1, p4, 24, dtype)
                 _close(a1, a4, 24, dtype)
 
@@ -540,22 +546,24 @@ def test_projected_and_averaged_partial_fit_on_sparse_chunks_equals_dense():
 @given(n=st.integers(1, 60), d=st.integers(1, 30), k=st.integers(1, 2), density=st.floats(0.0, 0.6),
        batch=st.integers(1, 12), rule=st.sampled_from(RULES), wd=st.sampled_from([0.0, 0.1]),
        f32=st.booleans(), seed=st.integers(0, 2**16), positive=st.booleans(), average=st.integers(0, 9),
-       period=st.integers(0, 7))
+       period=st.integers(0, 7), own=st.booleans())
 def test_random_projected_and_averaged_epochs_match_the_dense_epoch(n, d, k, density, batch, rule, wd, f32, seed,
-                                                                    positive, average, period):
+                                                                    positive, average, period, own):
+    """``own``: each weight its own decay in place of ``wd`` (deferred by SGD, momentum and Nesterov)."""
     dtype = np.float32 if f32 else np.float64
     rng = np.random.default_rng(seed)
     X = _csr(rng, n, d, density, dtype)
     Y = rng.normal(size=(n, k)).astype(dtype)
     order = rng.permutation(n).astype(np.int64)
-    spec = _spec(rule, wd)
+    decay = rng.uniform(0.0, 2.0, size=k * d).astype(dtype) if own else None
+    spec = _spec(rule, 0.0 if own else wd)
     train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf,
                   positive=positive, average=average)
     steps = 2 * -(-n // batch)
     p1, s1, a1, o1 = _run_opts(_kernels, spec, train, X, Y, None, order, k * d + k, 2, 0.02, False,
-                               period=period)
+                               period=period, decay=decay)
     p2, s2, a2, o2 = _run_opts(_kernels, spec, train, X.toarray(), Y, None, order, k * d + k, 2, 0.02, False,
-                               dense=True)
+                               dense=True, decay=decay)
     assert [o[:2] for o in o1] == [o[:2] for o in o2]
     _close(p1, p2, steps, dtype)
     _close(s1, s2, steps, dtype)
@@ -689,3 +697,32 @@ def test_csr_epoch_per_weight_decay_matches_its_twin_and_the_dense_epoch(rule, d
             with pytest.raises(ValueError, match="excludes SparseAdam steps"):
                 impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, np.zeros(k * d + k, dtype),
                                spec.init_state(k * d + k, dtype), 0, 0.05, True, decay=decay)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
+def test_own_decays_are_deferred_exactly_over_long_rests(rule):
+    """Each weight's own decay on wide X, where most coordinates rest for many steps between the rows that store
+    them: SGD, momentum and Nesterov catch them up with each coordinate's own power of its step map (and, with
+    the running average, its own geometric sums), which must equal the twin's every-coordinate steps; also
+    split at a period, and with projection, where a decay beyond 1 / lr (a factor f <= 0) sends a resting
+    weight to 0 after one step."""
+    rng = np.random.default_rng(hash(("own rests", rule)) % 2**32)
+    n, d, k, batch, lr = 200, 400, 2, 3, 0.05
+    X, Y, sw = _problem(rng, n, d, k, np.float64, weighted=True, density=0.01)
+    order = rng.permutation(n).astype(np.int64)
+    decay = rng.uniform(0.0, 3.0, size=k * d)
+    if rule == "sgd":
+        decay[::7] = rng.uniform(1.0 / lr, 3.0 / lr, size=decay[::7].shape)  # f = 1 - lr decay in (-2, 0]
+    spec = _spec(rule, 0.0)
+    for positive, average in ((False, 0), (False, 5), (True, 40)):
+        train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
+                         loss_limit=np.inf, positive=positive, average=average)
+        ref = _run_opts(_reference, spec, train, X, Y, sw, order, k * d + k, 2, lr, False, decay=decay)
+        assert [o[:2] for o in ref[3]] == [(0, 67), (0, 134)]
+        for period in (0, 5):
+            got = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 2, lr, False, period=period,
+                            decay=decay)
+            for a, b in zip(got[:3], ref[:3]):
+                _close(a, b, 134, np.float64)
+        if positive and rule == "sgd":
+            assert (got[0][: k * d][::7] == 0).mean() > 0.9
