@@ -48,9 +48,9 @@ from fastopt._iterative_lr import (
     choose_affine,
     choose_scaling,
     csr_shiftable,
-    csr_steps_cheap,
     mean_loss,
     null_loss,
+    own_decay_cheap,
     sample_learning_rate,
 )
 from fastopt._result import FitResult, Solver
@@ -1252,13 +1252,13 @@ def _as_lazy_data(method: str, params: dict, data):
     return dataclasses.replace(data, X=X)
 
 
-def _penalty_fits(affine, params: dict, X, lazy: bool) -> bool:
+def _penalty_fits(affine, params: dict, X, method: str) -> bool:
     """Whether ``params``' ridge penalty can run under ``affine`` on ``X``: none, one scale, no penalty, or a
     per-column scaling, whose epochs take a per-weight decay (:func:`_penalised`): on CSR ``X`` not with SparseAdam
-    steps, and only where stepping every coordinate is cheap (``_iterative_lr._csr_steps_cheap``)."""
+    steps, and only where it costs what one decay does (``_iterative_lr.own_decay_cheap``)."""
     if affine is None or affine.uniform or params["alpha"] == 0 or not sp.issparse(X):
         return True
-    return not lazy and csr_steps_cheap(params, X)
+    return not lazy_rule(method, params) and own_decay_cheap(method, params, X)
 
 
 def _penalised(params: dict, affine, method: str) -> dict:
@@ -1517,14 +1517,14 @@ class IterativeSolver(Solver):
         sw = _normalised_weights(data.sample_weight, train_idx)
         if init is not None:
             state = None  # coef_init / intercept_init override a warm start
-        if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X,
-                                                                  lazy_rule(self.method, params)):
+        if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X, self.method):
             # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
             # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
             init, state = _raw_params(state), None
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw,
-            ridge_per_column=not optim.OPTIMIZERS[self.method].decoupled_decay and not lazy_rule(self.method, params))
+            ridge_per_column=not optim.OPTIMIZERS[self.method].decoupled_decay and not lazy_rule(self.method, params),
+            method=self.method)
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
         if affine is not None and init is not None:
@@ -1598,7 +1598,7 @@ class IterativeSolver(Solver):
         rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
         init = None
-        if state is not None and not _penalty_fits(state.affine, params, data.X, lazy_rule(self.method, params)):
+        if state is not None and not _penalty_fits(state.affine, params, data.X, self.method):
             # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
             # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
             init, state = _raw_params(state), None

@@ -198,16 +198,17 @@ def _shifted_csr(X, shift: np.ndarray, scale: np.ndarray):
     return sp.csr_array((data, cols.astype(np.int32), out_ptr.astype(np.int32)), shape=X.shape)
 
 
-def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_per_column: bool = True
-                  ) -> Affine | None:
+def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_per_column: bool = True,
+                  method: str = "sgd") -> Affine | None:
     """The preconditioning map of ``precondition="auto"``, or None when it does not apply or is not needed.
 
     Applies to a fresh in-memory fit with ``learning_rate="auto"`` and the plateau schedule, whose columns are
     badly scaled (sparse ``X``: :func:`_scaling`, no shift). With a ridge penalty, dense ``X`` scales each
     column to unit curvature, data and ridge together, and the ridge becomes each column's own decay
-    (``_iterative._penalised``); sparse ``X`` (with an intercept), and ``ridge_per_column=False`` (AdamW, whose
-    decoupled decay is no ridge), take one scale for every column (:func:`_common`), so that the penalty stays
-    uniform: the CSR epoch has no per-weight decay. Badly scaled:
+    (``_iterative._penalised``), and so does CSR ``X`` where ``method``'s epoch takes each weight's own decay at
+    the cost of one (:func:`own_decay_cheap`); other sparse ``X`` (with an intercept), and
+    ``ridge_per_column=False`` (AdamW, whose decoupled decay is no ridge, and SparseAdam steps), take one scale
+    for every column (:func:`_common`), so that the penalty stays uniform. Badly scaled:
     standard deviations spanning more than ``SCALE_SPREAD`` (with an intercept, 1, the scale of its column of
     ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
     rule on standardised columns is diagonal preconditioning of the original problem (LeCun, Bottou, Orr &
@@ -216,7 +217,7 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_pe
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
-    per_column = ridge_per_column and (not sp.issparse(X) or csr_steps_cheap(params, X))
+    per_column = ridge_per_column and (not sp.issparse(X) or own_decay_cheap(method, params, X))
     if schedule != "plateau" or not _applies(params, X, rows.shape[0], per_column=per_column):
         return None
     if sp.issparse(X):
@@ -322,13 +323,29 @@ def csr_steps_cheap(params: dict, X) -> bool:
     return X.shape[1] <= CSR_DECAY_MAX_RATIO * per_batch
 
 
+# The rules whose CSR epoch under a ridge costs the same with each weight's own decay as with one: SGD, momentum
+# and Nesterov defer it (each resting coordinate caught up by its own power of its step map, csrc/epoch_csr.c:
+# O(log s) a catch-up after s steps instead of a table lookup), AdaGrad, RMSProp and Adam (exact) step every
+# coordinate under any ridge.
+_OWN_DECAY_RULES = frozenset({"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"})
+
+
+def own_decay_cheap(method: str, params: dict, X) -> bool:
+    """Whether a CSR epoch of ``method`` takes each weight's own decay at the cost of one common decay (see
+    ``_OWN_DECAY_RULES``; projected momentum and Nesterov step every coordinate with it, as under a ridge their
+    resting weights may cross 0 repeatedly), or every coordinate's step is cheap anyway
+    (:func:`csr_steps_cheap`)."""
+    deferred = method in _OWN_DECAY_RULES and not (params["positive"] and method in ("momentum", "nesterov"))
+    return deferred or csr_steps_cheap(params, X)
+
+
 def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False) -> Affine | None:
     """The map of an in-memory fit on CSR ``X``: :func:`_scaling`, and, with an intercept, the columns that store
     at least ``SHIFT_MIN_DENSITY`` of the training rows and whose means exceed ``MEAN_RATIO`` standard deviations
     centred (and scaled by their standard deviations): numeric columns far from centred beside one-hot ones, the
     family of the default fits on sparse X that ended farthest from the optimum (one-hot columns beside numeric
     ones of means near -70: 120 to 29,000 times the optimal loss above it, as the scaling left them unshifted).
-    With a ridge and ``per_column`` (:func:`csr_steps_cheap`): each column scaled to unit curvature, data and
+    With a ridge and ``per_column`` (:func:`own_decay_cheap`): each column scaled to unit curvature, data and
     ridge, as for dense ``X`` (its mean square, or its variance where centred, plus ``alpha``)."""
     # columns' stored counts over all rows (with an intercept: without, nothing is centred): the means are summed
     # only when some column may be centred (hashed and text columns never are: on the hashed benchmark the means

@@ -1,0 +1,105 @@
+"""Group "sparse ridge": ridge fits on TF-IDF rows, whose columns' scales spread with their terms' frequencies:
+100,000 documents of 40 Zipf-distributed terms (exponent 1.1) from 20,000, ``TfidfTransformer``'s rows (CSR,
+float64, seeded), a target from one term in ten plus an offset and noise, ``alpha = 1e-3``.
+
+Run on its own with ``cd bench && python -m pytest test_sparse_ridge.py -q -p no:randomly
+--benchmark-json=OUT && python report.py OUT``. Rows:
+
+* ``test_csr_epoch_with_decays[<rule>-<decay>]``: the bare CSR kernel, one epoch of SGD or momentum (one thread,
+  minibatches of 64, a pre-drawn order) under one common decay ``alpha`` (``one``: the deferred updates' shared
+  table) or each column's own decay ``alpha / (m_j + alpha)`` (``own``: the per-column map's; each resting
+  coordinate caught up by its own power of its step map);
+* ``test_default_fit[<rule>]``: ``LinearRegressor(solver=rule, alpha=1e-3, random_state=0)`` on the CSR matrix
+  (the per-column map and its decays), ``extra_info`` the objective's relative excess over the exact
+  ``solver="cg"`` fit and the epochs;
+* ``test_sklearn_sgdregressor``: ``SGDRegressor(alpha=1e-3, random_state=0)`` at its defaults (the same
+  objective: the mean squared error halved plus ``alpha / 2`` times the squared norm), the same ``extra_info``.
+"""
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
+from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.linear_model import SGDRegressor
+
+from fastopt import LinearRegressor, _kernels, optim
+from fastopt._iterative import EpochCtl
+from fastopt.exceptions import ConvergenceWarning
+
+N, D, TERMS, ALPHA, BATCH = 100_000, 20_000, 40, 1e-3, 64
+
+
+@pytest.fixture(scope="module")
+def tfidf():
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, D + 1) ** 1.1
+    terms = rng.choice(D, size=(N, TERMS), p=p / p.sum())
+    counts = sp.csr_array((np.ones(N * TERMS), (np.repeat(np.arange(N), TERMS), terms.ravel())), shape=(N, D))
+    counts.sum_duplicates()
+    X = sp.csr_array(TfidfTransformer().fit_transform(counts))
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    y = X @ (5 * rng.standard_normal(D) * (rng.random(D) < 0.1)) + 3 + 0.1 * rng.standard_normal(N)
+    order = rng.permutation(N).astype(np.int64)
+    best = _objective(X, y, LinearRegressor(solver="cg", alpha=ALPHA, tol=1e-12).fit(X, y))
+    return X, y, order, best
+
+
+@pytest.fixture(autouse=True)
+def _group(benchmark):
+    benchmark.group = "sparse ridge"
+
+
+def _objective(X, y, est) -> float:
+    r = X @ est.coef_ + est.intercept_ - y
+    return 0.5 * float(np.mean(r * r)) + 0.5 * ALPHA * float(est.coef_ @ est.coef_)
+
+
+@pytest.mark.parametrize("decay", ["one", "own"])
+@pytest.mark.parametrize("rule", ["sgd", "momentum"])
+def test_csr_epoch_with_decays(benchmark, tfidf, rule, decay):
+    X, y, order, _ = tfidf
+    m2 = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+    own = ALPHA / (m2 + ALPHA) if decay == "own" else None
+    spec = optim.make(rule, weight_decay=ALPHA if decay == "one" else 0.0)
+    train = EpochCtl(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None,
+                     loss_limit=np.inf)
+    Y = y.reshape(-1, 1)
+
+    def setup():
+        return (np.zeros(D + 1), spec.init_state(D + 1, np.float64)), {}
+
+    def run(params, state):
+        status = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, 0, 0.05,
+                                    False, n_threads=1, decay=own)
+        assert status[0] == 0
+
+    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
+
+
+def _fit_row(benchmark, X, y, best, make):
+    fitted = []
+
+    def run():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted.append((make().fit(X, y), caught))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    est, caught = fitted[-1]
+    benchmark.extra_info["relative_excess"] = f"{(_objective(X, y, est) - best) / best:.2e}"
+    benchmark.extra_info["epochs"] = int(np.max(est.n_iter_))
+    benchmark.extra_info["warned"] = any(issubclass(w.category, (ConvergenceWarning, SklearnConvergenceWarning))
+                                         for w in caught)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "adam"])
+def test_default_fit(benchmark, tfidf, rule):
+    X, y, _, best = tfidf
+    _fit_row(benchmark, X, y, best, lambda: LinearRegressor(solver=rule, alpha=ALPHA, random_state=0))
+
+
+def test_sklearn_sgdregressor(benchmark, tfidf):
+    X, y, _, best = tfidf
+    _fit_row(benchmark, X, y, best, lambda: SGDRegressor(alpha=ALPHA, random_state=0))
