@@ -51,6 +51,7 @@ from fastopt._iterative_lr import (
     mean_loss,
     null_loss,
     own_decay_cheap,
+    ridge_per_column,
     sample_learning_rate,
 )
 from fastopt._result import FitResult, Solver
@@ -1523,8 +1524,7 @@ class IterativeSolver(Solver):
             init, state = _raw_params(state), None
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw,
-            ridge_per_column=not optim.OPTIMIZERS[self.method].decoupled_decay and not lazy_rule(self.method, params),
-            method=self.method)
+            per_column=ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)))
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
         if affine is not None and init is not None:
@@ -1605,7 +1605,8 @@ class IterativeSolver(Solver):
         if state is not None:
             affine = state.affine
         else:  # a first call scales badly scaled columns, for this and later calls (a stream: as its sample said)
-            affine = choose_scaling(params, data.X, rows, sw) if sweep is None else sweep.affine
+            affine = sweep.affine if sweep is not None else choose_scaling(
+                params, data.X, rows, sw, ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)))
         data, params = _under(affine, data), _penalised(params, affine, self.method)
         if state is None:
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),

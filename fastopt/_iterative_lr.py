@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from fastopt.optim import Loss
+from fastopt.optim import OPTIMIZERS, Loss
 
 AUTO_ROWS = 20_000  # rows used to estimate the Hessian: enough for a few-percent estimate of L
 POWER_ITERATIONS = 100
@@ -198,17 +198,17 @@ def _shifted_csr(X, shift: np.ndarray, scale: np.ndarray):
     return sp.csr_array((data, cols.astype(np.int32), out_ptr.astype(np.int32)), shape=X.shape)
 
 
-def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_per_column: bool = True,
-                  method: str = "sgd") -> Affine | None:
+def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_column: bool = True
+                  ) -> Affine | None:
     """The preconditioning map of ``precondition="auto"``, or None when it does not apply or is not needed.
 
     Applies to a fresh in-memory fit with ``learning_rate="auto"`` and the plateau schedule, whose columns are
     badly scaled (sparse ``X``: :func:`_scaling`, no shift). With a ridge penalty, dense ``X`` scales each
     column to unit curvature, data and ridge together, and the ridge becomes each column's own decay
-    (``_iterative._penalised``), and so does CSR ``X`` where ``method``'s epoch takes each weight's own decay at
-    the cost of one (:func:`own_decay_cheap`); other sparse ``X`` (with an intercept), and
-    ``ridge_per_column=False`` (AdamW, whose decoupled decay is no ridge, and SparseAdam steps), take one scale
-    for every column (:func:`_common`), so that the penalty stays uniform. Badly scaled:
+    (``_iterative._penalised``), and so does CSR ``X``, where ``per_column`` (the caller's
+    :func:`ridge_per_column`: the rule's epoch takes each weight's own decay, on CSR at the cost of one); else
+    (AdamW, whose decoupled decay is no ridge, SparseAdam steps, projected momentum on wide CSR) one scale for
+    every column (:func:`_common`), so that the penalty stays uniform. Badly scaled:
     standard deviations spanning more than ``SCALE_SPREAD`` (with an intercept, 1, the scale of its column of
     ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
     rule on standardised columns is diagonal preconditioning of the original problem (LeCun, Bottou, Orr &
@@ -217,7 +217,6 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, ridge_pe
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
-    per_column = ridge_per_column and (not sp.issparse(X) or own_decay_cheap(method, params, X))
     if schedule != "plateau" or not _applies(params, X, rows.shape[0], per_column=per_column):
         return None
     if sp.issparse(X):
@@ -274,22 +273,33 @@ def _common(shift: np.ndarray, scale: np.ndarray, varying: np.ndarray, centre: b
     return Affine(shift=shift, scale=np.full(scale.shape[0], c))
 
 
-def choose_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
-    """The preconditioning of a first ``partial_fit`` (``precondition="auto"``, ``learning_rate="auto"``,
-    ``alpha=0``): :func:`_scaling` on this call's rows, dense or sparse (a map without shift, which later calls'
-    rows need not share the mean of), kept for the calls after it."""
-    if params["alpha"] != 0 or not _applies(params, X, rows.shape[0]):
+def ridge_per_column(method: str, params: dict, X, lazy: bool) -> bool:
+    """Whether a ridge fit of ``method`` on ``X`` may take a per-column map, each column its own decay: not
+    AdamW (whose decoupled decay is no ridge) nor SparseAdam steps (``lazy``), which take no per-weight decay, and
+    on sparse ``X`` where the CSR epoch takes the decays at the cost of one (:func:`own_decay_cheap`)."""
+    if method not in OPTIMIZERS or OPTIMIZERS[method].decoupled_decay or lazy:
+        return False
+    return not sp.issparse(X) or own_decay_cheap(method, params, X)
+
+
+def choose_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = False) -> Affine | None:
+    """The preconditioning of a first ``partial_fit`` (``precondition="auto"``, ``learning_rate="auto"``):
+    :func:`_scaling` on this call's rows, dense or sparse (a map without shift, which later calls' rows need not
+    share the mean of), kept for the calls after it. With a ridge only ``per_column`` (:func:`ridge_per_column`):
+    one common scale would leave a penalty the later calls' rows did not set the scale of."""
+    if (params["alpha"] != 0 and not per_column) or not _applies(params, X, rows.shape[0], per_column=per_column):
         return None
-    return _scaling(params, X, rows, sw)
+    return _scaling(params, X, rows, sw, per_column=per_column)
 
 
-def stream_scaling(params: dict, X, w) -> Affine | None:
+def stream_scaling(params: dict, X, w, per_column: bool = False) -> Affine | None:
     """The preconditioning of a streamed or Dask fit (``precondition="auto"``, ``learning_rate="auto"``), from
     the seeded sample of its training rows that also sets the rate (``X`` dense or sparse, weights ``w``):
-    :func:`_scaling` (the chunks need not share the sample's means)."""
-    if not _applies(params, X, X.shape[0]):
+    :func:`_scaling` (the chunks need not share the sample's means), per column under a ridge where
+    ``per_column`` (:func:`ridge_per_column`)."""
+    if not _applies(params, X, X.shape[0], per_column=per_column):
         return None
-    return _scaling(params, X, np.arange(X.shape[0]), w)
+    return _scaling(params, X, np.arange(X.shape[0]), w, per_column=per_column)
 
 
 def _applies(params: dict, X, n_rows: int, per_column: bool = False) -> bool:
@@ -301,11 +311,15 @@ def _applies(params: dict, X, n_rows: int, per_column: bool = False) -> bool:
         and (type(X) is np.ndarray or sp.issparse(X)) and X.ndim == 2 and n_rows >= 2 and X.shape[1] > 0
 
 
-def _scaling(params: dict, X, rows: np.ndarray, sw, s2: np.ndarray | None = None) -> Affine | None:
+def _scaling(params: dict, X, rows: np.ndarray, sw, s2: np.ndarray | None = None, per_column: bool = False
+             ) -> Affine | None:
     """A map without shift (:func:`_sparse_scaling`; from the columns' mean squares ``s2`` when the caller has
-    them), with one scale for every column under a ridge penalty (:func:`_common`)."""
-    affine = _sparse_scaling(params, X, rows, sw) if s2 is None else _rms_scaling(params, s2)
-    if affine is None or params["alpha"] == 0:
+    them). Under a ridge penalty, with ``per_column`` each column scaled to unit curvature, data and ridge
+    (``sqrt(m_j + alpha)``, ``m_j`` its mean square: each column then takes its own decay), else one scale for
+    every column (:func:`_common`)."""
+    affine = _sparse_scaling(params, X, rows, sw, per_column) if s2 is None else _rms_scaling(params, s2,
+                                                                                              per_column)
+    if affine is None or params["alpha"] == 0 or per_column:
         return affine
     return _common(affine.shift, affine.scale, affine.scale != 1.0)
 
@@ -345,7 +359,7 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     centred (and scaled by their standard deviations): numeric columns far from centred beside one-hot ones, the
     family of the default fits on sparse X that ended farthest from the optimum (one-hot columns beside numeric
     ones of means near -70: 120 to 29,000 times the optimal loss above it, as the scaling left them unshifted).
-    With a ridge and ``per_column`` (:func:`own_decay_cheap`): each column scaled to unit curvature, data and
+    With a ridge and ``per_column`` (:func:`ridge_per_column`): each column scaled to unit curvature, data and
     ridge, as for dense ``X`` (its mean square, or its variance where centred, plus ``alpha``)."""
     # columns' stored counts over all rows (with an intercept: without, nothing is centred): the means are summed
     # only when some column may be centred (hashed and text columns never are: on the hashed benchmark the means
@@ -421,7 +435,7 @@ def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.nda
     return Affine(shift=shift, scale=np.sqrt(second + float(params["alpha"])))
 
 
-def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
+def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = False) -> Affine | None:
     """The columns' weighted root mean squares
     (from the stored values), as the scale of a map without shift (a shift would densify ``X``), when they span
     more than ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep scale 1."""
@@ -444,17 +458,19 @@ def _sparse_scaling(params: dict, X, rows: np.ndarray, sw) -> Affine | None:
                 block = X[r].astype(np.float64)
                 s2 += np.einsum("i,ij,ij->j", w[start : start + CHUNK_ROWS], block, block)
             s2 /= s0
-    return _rms_scaling(params, s2)
+    return _rms_scaling(params, s2, per_column)
 
 
-def _rms_scaling(params: dict, s2: np.ndarray) -> Affine | None:
-    """:func:`_sparse_scaling` from the columns' weighted mean squares ``s2``."""
+def _rms_scaling(params: dict, s2: np.ndarray, per_column: bool = False) -> Affine | None:
+    """:func:`_sparse_scaling` from the columns' weighted mean squares ``s2`` (with a ridge and ``per_column``,
+    each scale ``sqrt(s2 + alpha)``: see :func:`_scaling`)."""
     if not np.all(np.isfinite(s2)):
         return None  # non-finite X: the first epoch names it
     stored = s2 > 0
     if not stored.any() or _scale_spread(np.sqrt(s2[stored]), params["fit_intercept"]) <= SCALE_SPREAD:
         return None
-    return Affine(shift=np.zeros(s2.shape[0]), scale=np.where(stored, np.sqrt(s2), 1.0))
+    m2 = s2 + float(params["alpha"]) if per_column else s2
+    return Affine(shift=np.zeros(s2.shape[0]), scale=np.where(stored, np.sqrt(m2), 1.0))
 
 
 def _scale_spread(scales: np.ndarray, fit_intercept: bool) -> float:

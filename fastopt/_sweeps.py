@@ -42,7 +42,7 @@ from fastopt._chunks import (
     unpack,
     validation_fraction,
 )
-from fastopt._iterative_lr import stream_scaling
+from fastopt._iterative_lr import ridge_per_column, stream_scaling
 from fastopt._result import FitResult, Outcome
 
 # ---------------------------------------------------------------- the estimator's features, checked on a copy
@@ -269,7 +269,8 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
         w = w / _iterative.weight_mean(w)
     rng = seeded_rng(seed, SAMPLE_STREAM)
     solver = _solvers.SOLVERS[name]
-    affine = stream_scaling(params, sample.X, w)
+    affine = stream_scaling(params, sample.X, w, per_column=ridge_per_column(name, params, sample.X,
+                                                                             _iterative.lazy_rule(name, params)))
     X = sample.X if affine is None else affine.transform(sample.X)
     rate = solver.stream_learning_rate(_iterative._penalised(params, affine, name), X, sample.Y, w, sample.n_train,
                                        rng)
