@@ -83,6 +83,10 @@
 /* torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing (as epoch.c). */
 #define FO_CSR_CLIP_EPS 1e-6
 
+/* fo_csr_catch's `decay`: 0 none, 1 each weight's own (deferred where a rule can), 2 the same stepped on every
+ * coordinate (fo_epoch_ctl.decay_every_step). */
+static int fo_csr_decay_kind(const fo_epoch_ctl *c) { return c->decay == NULL ? 0 : c->decay_every_step ? 2 : 1; }
+
 /* Entries of one catch-up table row s: the 2x2 map A^s = (a, b; c, e), the scalar factor f^s, and the sums over
  * i = 1..s of A^i's c and e and of f^i (the running average's closed form). */
 #define FO_CSR_TAB 8
@@ -140,6 +144,7 @@ typedef enum {
  * turn and cross 0 several times: no closed form, every step on every coordinate. */
 static fo_catch fo_csr_catch(fo_rule rule, const fo_hyper *h, int lazy, int positive, double lr, int decay)
 {
+    if (decay == 2) return FO_CATCH_DENSE; /* fo_epoch_ctl.decay_every_step */
     if (decay) /* each weight's own decay: no shared table, each coordinate its own power (csr_power_row) */
         switch (rule) {
         case FO_RULE_SGD: return FO_CATCH_SCALE; /* a factor f_p <= 0 under projection: 0 after one step */
@@ -340,7 +345,7 @@ static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t made) { FO_CSR_STORE(
 
 int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy)
 {
-    const fo_catch how = fo_csr_catch(rule, h, lazy, ctl->positive, ctl->lr, ctl->decay != NULL);
+    const fo_catch how = fo_csr_catch(rule, h, lazy, ctl->positive, ctl->lr, fo_csr_decay_kind(ctl));
     const int avg = ctl->avg && ctl->avg_start > 0;
     return FO_CSR_PIPE && (how == FO_CATCH_DENSE || (how == FO_CATCH_NONE && !avg));
 }

@@ -326,7 +326,7 @@ static void FO_FN(csr_dense_after)(const fo_epoch_ctl *c, FO_REAL *params, ptrdi
 static int FO_FN(csr_epoch_copy)(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *c, int lazy, ptrdiff_t k)
 {
     if (k != 1 || (c->avg && c->avg_start > 0) ||
-        fo_csr_catch(rule, h, lazy, c->positive, c->lr, c->decay != NULL) != FO_CATCH_NONE)
+        fo_csr_catch(rule, h, lazy, c->positive, c->lr, fo_csr_decay_kind(c)) != FO_CATCH_NONE)
         return 0;
     if (rule == FO_RULE_SGD) return 1;
     return lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW) ? 2 : 0;
@@ -357,7 +357,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     const int has_b = n_params > k * d;
     const ptrdiff_t kd = k * d, nb = has_b ? k : 0;
     FO_REAL *avg = !copy && c->avg && c->avg_start > 0 ? (FO_REAL *)c->avg : NULL;
-    const fo_catch how = copy ? FO_CATCH_NONE : fo_csr_catch(rule, h, lazy, c->positive, c->lr, c->decay != NULL);
+    const fo_catch how = copy ? FO_CATCH_NONE : fo_csr_catch(rule, h, lazy, c->positive, c->lr, fo_csr_decay_kind(c));
     /* Coordinates are stamped with their last step, and caught up when read, for the rules with deferred updates
      * and for the running average (which moves while its coordinate rests). */
     const int catching = how != FO_CATCH_DENSE && (how != FO_CATCH_NONE || avg);

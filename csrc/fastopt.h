@@ -189,6 +189,10 @@ typedef struct {
      * Nesterov (each resting coordinate caught up by its own power of its step map), steps every coordinate for
      * the other rules (epoch_csr.c), and refuses it in SparseAdam mode. */
     const void *decay;
+    /* With decay, the CSR epoch's choice for SGD, momentum and Nesterov: nonzero steps every coordinate instead of
+     * deferring (the caller's, where d k is small beside a minibatch's stored values: there every-coordinate
+     * steps cost little and may run piped on two threads). The dense epoch ignores it. */
+    int decay_every_step;
 } fo_epoch_ctl;
 
 /* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from fastopt import _kernels
 from fastopt.optim import OPTIMIZERS, Loss
 
 AUTO_ROWS = 20_000  # rows used to estimate the Hessian: enough for a few-percent estimate of L
@@ -327,7 +328,7 @@ def _scaling(params: dict, X, rows: np.ndarray, sw, s2: np.ndarray | None = None
 # A ridge fit on CSR X takes the per-column map (each column its own decay, which the CSR epoch applies by
 # stepping every coordinate: O(d k) a step) only when d k is at most this many times a minibatch's stored values
 # (the steps' own reads); on wider X (text, hashing) the deferred updates and one common scale stay.
-CSR_DECAY_MAX_RATIO = 4.0
+CSR_DECAY_MAX_RATIO = _kernels.CSR_EVERY_STEP_RATIO
 
 
 def csr_steps_cheap(params: dict, X) -> bool:

@@ -112,6 +112,7 @@ cdef extern from "fastopt.h" nogil:
         int64_t avg_start
         void *avg
         const void *decay
+        int decay_every_step
 
     fo_status fo_step_d(fo_rule rule, const fo_hyper *h, double *params, const double *grad, double *state,
                         Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)

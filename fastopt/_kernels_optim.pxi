@@ -114,6 +114,7 @@ cdef int _set_decay(fo_epoch_ctl *c, const fo_hyper *h, const floating[::1] deca
     """An epoch's per-weight decay (``decay``, or None) into ``c``: ``kd = k * d`` entries, and neither the rule's
     own weight decay nor SparseAdam steps (``sparse_adam``) beside it."""
     c.decay = NULL
+    c.decay_every_step = 0
     if decay is None:
         return 0
     if decay.shape[0] != kd:

@@ -726,3 +726,33 @@ def test_own_decays_are_deferred_exactly_over_long_rests(rule):
                 _close(a, b, 134, np.float64)
         if positive and rule == "sgd":
             assert (got[0][: k * d][::7] == 0).mean() > 0.9
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
+def test_own_decays_stepped_on_every_coordinate_or_deferred_agree(monkeypatch, rule):
+    """Where k d is small beside a minibatch's stored values the CSR epoch steps each weight's own decay on every
+    coordinate (cheaper there, and piped on two threads), elsewhere it defers it: the same fit to rounding, and
+    two threads the same bits as one either way."""
+    rng = np.random.default_rng(hash(("every step", rule)) % 2**32)
+    n, d, k, batch = 300, 20, 2, 16
+    X, Y, sw = _problem(rng, n, d, k, np.float64, weighted=True, density=0.2)
+    order = rng.permutation(n).astype(np.int64)
+    decay = rng.uniform(0.01, 1.0, size=k * d)
+    spec = _spec(rule, 0.0)
+    train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    assert k * d <= _kernels.CSR_EVERY_STEP_RATIO * batch * X.nnz / n
+    fits = []
+    for ratio in (_kernels.CSR_EVERY_STEP_RATIO, 0.0):
+        monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", ratio)
+        for threads in (1, 2):
+            params, state = np.zeros(k * d + k), spec.init_state(k * d + k)
+            t = 0
+            for _ in range(3):
+                status, t, _, _ = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params,
+                                                     state, t, 0.05, n_threads=threads, decay=decay)
+                assert status == 0
+            fits.append(params)
+    np.testing.assert_array_equal(fits[0], fits[1])
+    np.testing.assert_array_equal(fits[2], fits[3])
+    assert not np.array_equal(fits[0], fits[2])  # the two ways round differently
+    _close(fits[0], fits[2], 3 * -(-n // batch), np.float64)
