@@ -506,7 +506,9 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         }
         /* T's resting coordinates brought up to date with step c->t, in a loop of their own whose weights (and
          * decays, states) are requested a few members ahead: called from the search above, each catch-up waited
-         * on its weight's line in turn (SGD with L2 on the sparse benchmark: 300 ms an epoch, against 50 without). */
+         * on its weight's line in turn, which sampling put at 60% of the catch-ups' time (SGD with L2 on the
+         * sparse benchmark, one thread: 200-300 ms an epoch, against 50-100 without L2). Epoch medians 278-318 ms
+         * against 273-385 before, alternating builds: within this machine's noise, not worse. */
         if (catching)
             for (ptrdiff_t q = 0; q < nt; q++) {
                 if (q + FO_CSR_CATCH_AHEAD < nt) {
