@@ -271,11 +271,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         (diagonal preconditioning; LeCun, Bottou, Orr & Mueller, *Efficient BackProp*, 1998). Sparse ``X`` is
         scaled by its columns' root mean squares; with an intercept, its columns that store at least half the rows
         and sit far from centred are centred too (a shift elsewhere would densify ``X``). With ``alpha > 0``,
-        dense ``X`` scales each column by ``sqrt(variance + alpha)`` (unit curvature, data and ridge) and the
-        penalty becomes each column's own weight decay, ``alpha / scale^2``; so does sparse ``X`` whose ``d`` is at
-        most 4 times a minibatch's stored values (its steps then update every coordinate); wider sparse ``X``,
-        AdamW and ``sparse_mode="lazy"`` take one scale for every column, which keeps the penalty uniform. A
-        first ``partial_fit`` (``alpha=0``) scales its chunk's columns the sparse way, without shift;
+        ``X`` scales each column by ``sqrt(variance + alpha)`` (unit curvature, data and ridge; the mean square
+        in place of the variance where a column is not centred) and the penalty becomes each column's own weight
+        decay, ``alpha / scale^2`` (on sparse ``X`` SGD, momentum and Nesterov defer it for the columns a step
+        does not touch); AdamW, ``sparse_mode="lazy"`` and, on sparse ``X`` wider than 4 times a minibatch's
+        stored values, ``positive=True`` momentum and Nesterov take one scale for every column, which keeps the
+        penalty uniform. A first ``partial_fit`` scales its chunk's columns the sparse way, without shift;
         ``fit_stream`` and Dask fits, from the sample that sets their rate. Warm starts and ``partial_fit``
         continue under the same map. Krylov solvers (``"cg"``, ``"lsqr"``): ``"auto"`` iterates on
         the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
