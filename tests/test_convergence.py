@@ -652,6 +652,42 @@ def test_partial_fit_continues_a_ridge_fit_under_its_per_column_map():
     assert objective(est) - best <= 1e-3 * best
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+def test_warm_start_adding_ridge_to_widely_scaled_columns_does_not_diverge(rule, sparse):
+    """A fit without a ridge on columns of scales 10^U(-3, 3) maps each column by its own scale; a warm start that
+    adds ``alpha`` went on under that map with each column's decay ``alpha / s_j^2`` up to 77 (alpha 1e-3) and
+    7,700 (0.1), and SGD,
+    momentum and Nesterov diverged in its first epoch (DivergenceError) at the rate the fit had left. Those rules
+    now start afresh from the coefficients (a ridge map, decays at most 1); the adaptive rules, whose steps each
+    coordinate's gradient scale bounds, keep the map and reach the optimum under it. Every rule ends within 1e-3
+    of the ridge optimum, without a warning."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    X = rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-3, 3, size=6)
+    X[rng.random(X.shape) < 0.5] = 0.0
+    y = X @ rng.normal(size=6) + 0.3 * rng.normal(size=n) + 2
+    data = scipy.sparse.csr_array(X) if sparse else X
+    for alpha in (1e-3, 0.1):
+        def objective(est, alpha=alpha):
+            r = est.predict(X) - y
+            return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
+
+        best = objective(LinearRegressor(solver="qr", alpha=alpha).fit(X, y))
+        est = LinearRegressor(solver=rule, random_state=0).fit(data, y)
+        before = est._solver_state.affine
+        assert np.max(before.decay(alpha)) > 50
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            est.set_params(alpha=alpha, warm_start=True).fit(data, y)
+        kept = est._solver_state.affine is before
+        assert kept == (rule in ("adagrad", "rmsprop", "adam"))
+        assert np.max(est._solver_state.affine.decay(alpha)) <= 1.0 or kept
+        assert objective(est) - best <= 1e-3 * best
+
+
 def test_ridge_map_per_column_decay():
     """The map of a ridge fit on dense X: each column's scale sqrt(variance + alpha) (mean square without an
     intercept), so its decay alpha / scale^2 lies in (0, 1]; so on CSR whose every-coordinate steps are cheap
