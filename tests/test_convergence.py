@@ -555,6 +555,27 @@ def test_ridge_default_fit_does_not_depend_on_the_features_common_scale(rule):
             assert est.intercept_ == pytest.approx(ridge.intercept_, abs=1e-2)
 
 
+def widely_scaled(n: int, zeros: bool = False):
+    """Six columns of scales 10^U(-3, 3) (seed 1; half their entries zero when ``zeros``) and a target with noise
+    and an offset."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-3, 3, size=6)
+    if zeros:
+        X[rng.random(X.shape) < 0.5] = 0.0
+    y = X @ rng.normal(size=6) + 0.3 * rng.normal(size=n) + 2
+    return X, y
+
+
+def ridge_objective(X, y, alpha: float):
+    """The ridge objective of a fitted estimator on ``X``, ``y``: half the mean squared error plus
+    ``alpha / 2`` times the squared norm of the coefficients."""
+    def objective(est):
+        r = est.predict(X) - y
+        return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
+
+    return objective
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
@@ -568,18 +589,10 @@ def test_ridge_default_fits_on_widely_scaled_columns_reach_the_optimum(rule, fit
     epoch then steps every coordinate (six columns: cheap)."""
     import scipy.sparse
 
-    rng = np.random.default_rng(1)
-    n = 600
-    X = rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-3, 3, size=6)
-    if sparse:
-        X[rng.random(X.shape) < 0.5] = 0.0
-    y = X @ rng.normal(size=6) + 0.3 * rng.normal(size=n) + 2
+    X, y = widely_scaled(600, zeros=sparse)
     Xf = scipy.sparse.csr_array(X) if sparse else X
     for alpha in (1e-3, 0.1):
-        def objective(est, alpha=alpha):
-            r = est.predict(X) - y
-            return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
-
+        objective = ridge_objective(X, y, alpha)
         best = objective(LinearRegressor(solver="qr", alpha=alpha, fit_intercept=fit_intercept).fit(X, y))
         with warnings.catch_warnings():
             warnings.simplefilter("error", ConvergenceWarning)
@@ -664,17 +677,10 @@ def test_warm_start_adding_ridge_to_widely_scaled_columns_does_not_diverge(rule,
     of the ridge optimum, without a warning."""
     import scipy.sparse
 
-    rng = np.random.default_rng(1)
-    n = 4000
-    X = rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-3, 3, size=6)
-    X[rng.random(X.shape) < 0.5] = 0.0
-    y = X @ rng.normal(size=6) + 0.3 * rng.normal(size=n) + 2
+    X, y = widely_scaled(4000, zeros=True)
     data = scipy.sparse.csr_array(X) if sparse else X
     for alpha in (1e-3, 0.1):
-        def objective(est, alpha=alpha):
-            r = est.predict(X) - y
-            return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
-
+        objective = ridge_objective(X, y, alpha)
         best = objective(LinearRegressor(solver="qr", alpha=alpha).fit(X, y))
         est = LinearRegressor(solver=rule, random_state=0).fit(data, y)
         before = est._solver_state.affine
@@ -810,16 +816,10 @@ def test_streamed_and_dask_ridge_fits_on_widely_scaled_columns_reach_the_optimum
     (``sqrt(m_j + alpha)``, ``m_j`` its mean square), each column its own decay in every chunk's epoch: within
     1e-3 of the optimum, silently, streamed and on Dask blocks alike."""
     da = pytest.importorskip("dask.array")
-    rng = np.random.default_rng(1)
-    n = 4000
-    X = rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-3, 3, size=6)
-    y = X @ rng.normal(size=6) + 0.3 * rng.normal(size=n) + 2
-    chunks = [(X[i : i + 1000], y[i : i + 1000]) for i in range(0, n, 1000)]
+    X, y = widely_scaled(4000)
+    chunks = [(X[i : i + 1000], y[i : i + 1000]) for i in range(0, 4000, 1000)]
     for alpha in (1e-3, 0.1):
-        def objective(est, alpha=alpha):
-            r = est.predict(X) - y
-            return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
-
+        objective = ridge_objective(X, y, alpha)
         best = objective(LinearRegressor(solver="qr", alpha=alpha).fit(X, y))
         with warnings.catch_warnings():
             warnings.simplefilter("error", ConvergenceWarning)
@@ -837,15 +837,10 @@ def test_first_partial_fit_under_a_ridge_scales_each_column():
     (``m_j`` the mean square; no shift, as without a ridge), kept for the later calls, each column its own decay.
     Twenty passes of SGD's partial_fit over four chunks of widely scaled columns ended 4.4 times the optimal
     objective above it; now within a tenth of it (the constant rate's noise floor: partial_fit has no schedule)."""
-    rng = np.random.default_rng(1)
     n, alpha = 4000, 1e-3
-    X = rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-3, 3, size=6)
-    y = X @ rng.normal(size=6) + 0.3 * rng.normal(size=n) + 2
+    X, y = widely_scaled(n)
     best = LinearRegressor(solver="qr", alpha=alpha).fit(X, y)
-
-    def objective(est):
-        r = est.predict(X) - y
-        return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
+    objective = ridge_objective(X, y, alpha)
 
     est = LinearRegressor(solver="sgd", alpha=alpha, random_state=0)
     est.partial_fit(X[:1000], y[:1000])
