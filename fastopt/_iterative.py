@@ -48,6 +48,7 @@ from fastopt._iterative_lr import (
     choose_affine,
     choose_scaling,
     csr_shiftable,
+    decay_capped,
     mean_loss,
     null_loss,
     own_decay_cheap,
@@ -1374,7 +1375,7 @@ class IterativeSolver(Solver):
                 null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"])
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
-            lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
+            lr0 = decay_capped(spec, state.lr0) if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[])
         if params["learning_rate"] != "auto":
@@ -1623,7 +1624,8 @@ class IterativeSolver(Solver):
                              lr0=None if sweep is None else sweep.lr0, init=init)
             st.affine = affine
         else:
-            lr0 = state.lr0 if params["learning_rate"] == "auto" else float(params["learning_rate"])
+            lr0 = decay_capped(make_spec(self.method, params), state.lr0) if params["learning_rate"] == "auto" \
+                else float(params["learning_rate"])
             st = state.continued(lazy_rule(self.method, params), loss_curve=list(state.loss_curve), lr0=lr0,
                                  lr=state.lr if lr0 == state.lr0 else None,
                                  learning_rates=list(state.learning_rates))

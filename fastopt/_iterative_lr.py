@@ -629,4 +629,14 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
     # noisier directions, and their noise ball grows with the per-coordinate step.
     scale = float(np.max(np.abs(G0))) * lr
     fraction = ADAGRAD_FRACTION if spec.accumulates else ADAPTIVE_FRACTION
-    return fraction * scale if scale > 0 else 1e-3
+    return decay_capped(spec, fraction * scale if scale > 0 else 1e-3)
+
+
+def decay_capped(spec, lr: float) -> float:
+    """``lr``, at most ``1 / weight_decay`` for a decoupled decay (AdamW's ``w <- (1 - lr wd) w``): beyond it the
+    factor turns negative, and past ``2 / wd`` each step multiplies the weights by more than 1 in size. The rate
+    from the gradient alone ignores the decay: default AdamW fits with ``alpha`` 100 diverged in their first
+    epoch, and a warm start adding ``alpha`` 10 at the rate the fit had left (2.7) too."""
+    if spec.decoupled_decay and spec.weight_decay > 0:
+        return min(lr, 1.0 / float(spec.weight_decay))
+    return lr

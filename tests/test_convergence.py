@@ -752,6 +752,31 @@ def test_adamw_decay_is_a_factor_in_any_units():
         np.c_[X, np.ones(850)], y, rcond=None)[0]).max()  # decayed, not diverged
 
 
+def test_adamw_auto_rate_keeps_its_decay_factor_non_negative():
+    """AdamW's decoupled decay multiplies the weights by ``1 - lr alpha`` each step; the "auto" rate came from the
+    gradient alone, and with ``alpha`` 100 (rate 0.14) the factor was -13: the default fit diverged in its first
+    epoch (DivergenceError), and a warm start adding ``alpha`` 10 at the rate the fit had left (2.7) too. The rate
+    is now at most ``1 / alpha`` (fresh, warm and partial_fit), and the decay shrinks the fit."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 5))
+    y = X @ rng.normal(size=5) + 1 + 0.1 * rng.normal(size=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # (how far AdamW's fixed point is: not the point here)
+        free = LinearRegressor(solver="adamw", random_state=0).fit(X, y)
+        assert free.learning_rate_ > 0.1
+        norm = np.linalg.norm(free.coef_)
+        for alpha in (100.0, 1000.0):
+            est = LinearRegressor(solver="adamw", alpha=alpha, random_state=0).fit(X, y)
+            assert est.learning_rate_ <= 1.0 / alpha
+            assert np.linalg.norm(est.coef_) < 0.1 * norm
+        free.set_params(alpha=10.0, warm_start=True).fit(X, y)
+        assert free.learning_rate_ <= 0.1 and np.linalg.norm(free.coef_) < 0.5 * norm
+        est = LinearRegressor(solver="adamw", random_state=0).partial_fit(X, y)
+        est.set_params(alpha=100.0)
+        est.partial_fit(X, y)
+        assert np.all(np.isfinite(est.coef_)) and np.linalg.norm(est.coef_) < 0.5 * norm
+
+
 def test_warm_start_adding_ridge_after_a_per_column_scaling_minimises_the_ridge_objective():
     # A warm start that adds alpha to a fit run under a per-column scaling ran the penalty in the scaled units,
     # where it is not alpha ||w||^2: it ended at the unpenalised fit (99, 200, 300 against the ridge's 91, 184, 281).
