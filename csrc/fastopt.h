@@ -190,7 +190,7 @@ typedef struct {
      * the other rules (epoch_csr.c), and refuses it in SparseAdam mode. */
     const void *decay;
     /* With decay, the CSR epoch's choice for SGD, momentum and Nesterov: nonzero steps every coordinate instead of
-     * deferring (the caller's, where d k is small beside a minibatch's stored values: there every-coordinate
+     * deferring (the caller's, where d is small beside a minibatch's stored values: there every-coordinate
      * steps cost little and may run piped on two threads). The dense epoch ignores it. */
     int decay_every_step;
 } fo_epoch_ctl;

@@ -91,7 +91,7 @@ class EpochCtl(NamedTuple):
         Polyak-Ruppert averaging of the iterates of steps ``t >= average``; 0 disables it.
     decay : ndarray of shape (k * d,) or None
         Each weight's own L2 coefficient (the ridge under a per-column scaling, :func:`_penalised`), in the
-        weights' dtype; read by the dense kernel only (the hyperparameters' weight decay is then 0).
+        weights' dtype; read by the dense and CSR kernels (the hyperparameters' weight decay is then 0).
     """
 
     batch_size: int
@@ -741,8 +741,9 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     """Warn when an in-memory fit the plateau rule stopped is demonstrably far from the optimum.
 
     The rule sees epoch losses only. On a badly conditioned problem (columns far from centred without an
-    intercept, or, on sparse ``X``, whose scales spread widely under ``alpha > 0``, where one common scale is all
-    the preconditioner may use; nearly collinear columns) a first-order rule's loss creeps down so slowly that a
+    intercept, or whose scales spread widely under ``alpha > 0`` where one common scale is all the preconditioner
+    may use: SparseAdam steps, projected momentum on wide sparse ``X``; nearly collinear columns) a first-order
+    rule's loss creeps down so slowly that a
     tenfold cut of the rate changes it by less than the rule's tolerance, and it stops far from the optimum: up to
     1e5 times the optimal loss, found by comparing default fits with an independent optimum. For the squared
     error :func:`memory_gap` bounds that distance from below, for Huber's loss and the absolute error
@@ -1276,7 +1277,7 @@ def _penalty_fits(affine, params: dict, X, method: str) -> bool:
 def _penalised(params: dict, affine, method: str) -> dict:
     """``params`` with the ridge ``alpha`` in ``affine``'s units: one scale ``c``, ``alpha / c^2``
     (:meth:`Affine.penalty`); a per-column scaling, ``alpha`` 0 and each column's coefficient as ``"decay"``
-    (:meth:`Affine.decay`, taken by the dense epoch as a per-weight decay). AdamW's decoupled decay
+    (:meth:`Affine.decay`, taken by the dense and CSR epochs as a per-weight decay). AdamW's decoupled decay
     ``w <- (1 - lr alpha) w`` is a factor, the same in any units: it keeps ``alpha`` (divided by ``c^2`` for
     hashed columns of root mean square 0.2, the factor became ``1 - 0.18 * 25 < -1`` and the fit diverged)."""
     if affine is None or params["alpha"] == 0 or optim.OPTIMIZERS[method].decoupled_decay:

@@ -325,17 +325,10 @@ def _scaling(params: dict, X, rows: np.ndarray, sw, s2: np.ndarray | None = None
     return _common(affine.shift, affine.scale, affine.scale != 1.0)
 
 
-# A ridge fit on CSR X takes the per-column map (each column its own decay, which the CSR epoch applies by
-# stepping every coordinate: O(d k) a step) only when d k is at most this many times a minibatch's stored values
-# (the steps' own reads); on wider X (text, hashing) the deferred updates and one common scale stay.
-CSR_DECAY_MAX_RATIO = _kernels.CSR_EVERY_STEP_RATIO
-
-
 def csr_steps_cheap(params: dict, X) -> bool:
-    """Whether every step of a CSR epoch on every coordinate costs at most ``CSR_DECAY_MAX_RATIO`` times the
-    minibatch's stored values."""
-    per_batch = max(1, int(params["batch_size"])) * X.nnz / max(1, X.shape[0])
-    return X.shape[1] <= CSR_DECAY_MAX_RATIO * per_batch
+    """Whether every step of a CSR epoch on every coordinate costs little beside the minibatch's stored values
+    (:func:`fastopt._kernels._csr_every_step_cheap`, where the epoch itself steps each weight's own decay so)."""
+    return _kernels._csr_every_step_cheap(X.shape[1], int(params["batch_size"]), X.nnz, X.shape[0])
 
 
 # The rules whose CSR epoch under a ridge costs the same with each weight's own decay as with one: SGD, momentum
@@ -367,7 +360,7 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     # and counts had doubled the scaling's 60 ms, the counts alone add 25)
     counts = np.bincount(X.indices, minlength=X.shape[1]) if params["fit_intercept"] else None
     dense = counts is not None and bool(np.any(counts >= SHIFT_MIN_DENSITY * X.shape[0]))
-    moments = _csr_moments(X, rows, sw, means=dense)
+    moments = _csr_moments(X, rows, sw, means=dense, counts=counts)
     if moments is None:  # weights totalling 0 or non-finite X (the first epoch names it): no map
         return None
     if params["alpha"] != 0 and per_column:
@@ -380,7 +373,7 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
         return affine
     scale = np.ones(X.shape[1]) if affine is None else affine.scale.copy()
     shift = np.where(offset, mean, 0.0)
-    if params["alpha"] != 0:  # _scaling's one scale (or none) keeps the penalty uniform: the CSR epoch takes one decay
+    if params["alpha"] != 0:  # not per_column: _scaling's one scale (or none) keeps the penalty uniform
         return Affine(shift=shift, scale=scale)
     scale[offset] = np.sqrt(var[offset])
     return Affine(shift=shift, scale=scale)
@@ -398,10 +391,11 @@ def _csr_offset(moments, n_rows: int, counts: np.ndarray, n_all: int):
     return offset, mean, var
 
 
-def _csr_moments(X, rows: np.ndarray, sw, means: bool = True):
+def _csr_moments(X, rows: np.ndarray, sw, means: bool = True, counts: np.ndarray | None = None):
     """``(s0, mean, mean square, stored)`` of CSR ``X``'s columns over ``rows`` with weights ``sw`` (the mean
     square as :func:`_sparse_scaling` sums it; ``means=False``: no mean and no counts, None in their places), or
-    None for non-finite values or weights totalling 0."""
+    None for non-finite values or weights totalling 0. ``counts``: the columns' stored values over all of ``X``,
+    the ``stored`` of ``rows`` when they are every row (not counted again)."""
     d = X.shape[1]
     w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
     s0 = float(w.sum())
@@ -415,7 +409,9 @@ def _csr_moments(X, rows: np.ndarray, sw, means: bool = True):
         mean = np.bincount(Xr.indices, weights=row_w * values, minlength=d) / s0 if means else None
     if not (np.all(np.isfinite(square)) and (mean is None or np.all(np.isfinite(mean)))):
         return None
-    return s0, mean, square, np.bincount(Xr.indices, minlength=d) if means else None
+    if not means:
+        return s0, mean, square, None
+    return s0, mean, square, counts if counts is not None and Xr is X else np.bincount(Xr.indices, minlength=d)
 
 
 def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.ndarray) -> Affine | None:

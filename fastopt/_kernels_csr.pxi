@@ -18,10 +18,17 @@ cdef Py_ssize_t PIPE_MAX_STAGED = 2**27
 WORKSPACE_KEEP_BYTES = 2**26
 _WORKSPACES: dict = {}
 
-# A per-weight decay is stepped on every coordinate (fo_epoch_ctl.decay_every_step) when k d is at most this many
-# times a minibatch's mean stored values; the estimator's per-column ridge map on CSR X asks the same
-# (fastopt._iterative_lr.csr_steps_cheap).
+# A per-weight decay is stepped on every coordinate (fo_epoch_ctl.decay_every_step) when d is at most this many
+# times a minibatch's mean stored values (_csr_every_step_cheap: a cost choice, not a kernel, so no twin).
 CSR_EVERY_STEP_RATIO = 4.0
+
+
+def _csr_every_step_cheap(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows) -> bool:
+    """Whether a CSR epoch's step on every coordinate (O(d k)) costs at most ``CSR_EVERY_STEP_RATIO`` times a
+    minibatch's own reads (O(stored values k): the outputs cancel) on ``n_rows`` rows storing ``nnz`` values: where
+    ``epoch_csr`` steps each weight's own decay on every coordinate, and where the estimator's per-column ridge map
+    may ask it to (``fastopt._iterative_lr.csr_steps_cheap``)."""
+    return d <= CSR_EVERY_STEP_RATIO * max(batch_size, 1) * nnz / max(n_rows, 1)
 
 
 def _keep_workspace(key, arrays) -> None:
@@ -139,7 +146,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     # each weight's decay on every coordinate where that costs little beside a minibatch's stored values (and may
     # run piped), else deferred (SGD, momentum, Nesterov): 200,000 rows, 200 columns, 10 values a row, two
     # threads, an epoch of SGD 21-31 ms stepping every coordinate, 37-49 ms deferred (momentum 23-32, 43-57 ms)
-    c.decay_every_step = c.decay != NULL and k * d <= CSR_EVERY_STEP_RATIO * c.batch_size * data.shape[0] / max(n, 1)
+    c.decay_every_step = c.decay != NULL and _csr_every_step_cheap(d, c.batch_size, data.shape[0], n)
     if avg is not None and c.avg_start > 0:
         if avg.shape[0] != n_params:
             raise ValueError(f"avg needs {n_params} entries, got {avg.shape[0]}")

@@ -730,7 +730,7 @@ def test_own_decays_are_deferred_exactly_over_long_rests(rule):
 
 @pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
 def test_own_decays_stepped_on_every_coordinate_or_deferred_agree(monkeypatch, rule):
-    """Where k d is small beside a minibatch's stored values the CSR epoch steps each weight's own decay on every
+    """Where d is small beside a minibatch's stored values the CSR epoch steps each weight's own decay on every
     coordinate (cheaper there, and piped on two threads), elsewhere it defers it: the same fit to rounding, and
     two threads the same bits as one either way."""
     rng = np.random.default_rng(hash(("every step", rule)) % 2**32)
@@ -740,7 +740,7 @@ def test_own_decays_stepped_on_every_coordinate_or_deferred_agree(monkeypatch, r
     decay = rng.uniform(0.01, 1.0, size=k * d)
     spec = _spec(rule, 0.0)
     train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
-    assert k * d <= _kernels.CSR_EVERY_STEP_RATIO * batch * X.nnz / n
+    assert _kernels._csr_every_step_cheap(d, batch, X.nnz, n)
     fits = []
     for ratio in (_kernels.CSR_EVERY_STEP_RATIO, 0.0):
         monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", ratio)
