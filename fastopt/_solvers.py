@@ -28,6 +28,7 @@ import math
 from numbers import Number
 
 import numpy as np
+import scipy.sparse
 
 from fastopt import _closed_form, _iterative, _krylov, _newton
 from fastopt._result import Solver
@@ -52,8 +53,9 @@ AUTO_SPARSE = {**AUTO, "absolute_error": "sgd", "huber": "sgd"}
 GRAM_MAX_BYTES = 2**28  # 256 MiB of float64: d <= 5792
 
 
-def auto_least_squares(X, alpha: float) -> str:
-    """``solver="auto"`` for squared error by the kind and size of ``X`` (an array, sparse matrix or Dask array)."""
+def auto_least_squares(X, alpha: float, positive: bool = False) -> str:
+    """``solver="auto"`` for squared error by the kind and size of ``X`` (an array, sparse matrix or Dask array;
+    ``positive``: the closed form's NNLS, which no Krylov solver has)."""
     try:
         shape = getattr(X, "shape", None) or np.shape(X)
         n, d = shape
@@ -67,14 +69,35 @@ def auto_least_squares(X, alpha: float) -> str:
         # Too wide for the Gram: Krylov. The ridge bounds the condition number, where CGLS's cheaper iteration
         # is as accurate; without it LSQR is the more stable of the two (Paige & Saunders 1982).
         return "cg" if ridge.all() else "lsqr"
+    if krylov_first(X, positive):
+        return "cg" if ridge.all() else "lsqr"
     # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
     return "qr" if n < d and not ridge.any() else "normal"
 
 
+def krylov_first(X, positive: bool = False) -> bool:
+    """Whether ``solver="auto"`` on ``X`` whose Gram fits runs a Krylov solver first (falling back on the
+    closed form if it does not reach round-off within the closed form's cost): sparse ``X`` on which the closed
+    form costs at least ``AUTO_MIN_ITERS`` Krylov iterations (:func:`fastopt._krylov.closed_form_iterations`)."""
+    if positive or not scipy.sparse.issparse(X) or X.ndim != 2:
+        return False
+    n, d = X.shape
+    return 8.0 * d * d <= GRAM_MAX_BYTES and _krylov.closed_form_iterations(n, d, X.nnz) >= _krylov.AUTO_MIN_ITERS
+
+
+def fit_params(solver: str, name: str, X, params: dict) -> dict:
+    """``params`` for registry entry ``name``'s ``fit`` on ``X``, where ``solver`` named it: under "auto" a
+    Krylov solver run first in the closed form's band (:func:`krylov_first`) is told so, to fall back on it."""
+    if solver == "auto" and name in _krylov.SOLVERS and krylov_first(X, bool(params.get("positive"))):
+        return {**params, _krylov.AUTO_KEY: True}
+    return params
+
+
 def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False,
-            sparse: bool = False) -> str:
+            sparse: bool = False, positive: bool = False) -> str:
     """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit, on ``sparse`` X; for
-    "auto" with squared error, by the training data ``X`` when known); raises ValueError on an impossible pair."""
+    "auto" with squared error, by the training data ``X`` when known and ``positive``); raises ValueError on an
+    impossible pair."""
     if solver == "auto":
         name = (AUTO_INCREMENTAL if incremental else AUTO)[loss]
         if sparse and not SOLVERS[name].supports_sparse:
@@ -82,7 +105,7 @@ def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: boo
     else:
         name = solver
     if solver == "auto" and name == "normal" and X is not None:
-        name = auto_least_squares(X, alpha)
+        name = auto_least_squares(X, alpha, positive)
     entry = SOLVERS[name]
     if loss not in entry.losses:
         raise ValueError(

@@ -134,14 +134,21 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                                                  costs O(nonzeros), exact Adam O(d)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
+        sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
+        50+ Krylov iterations           with a ridge), else      the closed form costs (``O(d^3)``, and
+                                        the closed form          ``O(n d^2)`` densified if rank-deficient)
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
                                                                  CGLS's cheaper iteration is as accurate
         Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
         ==============================  =======================  =========================================
 
-        Otherwise dense, sparse and Dask ``X`` follow the same table. ``"cg"`` (CGLS) and ``"lsqr"`` solve the squared
-        error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
+        Otherwise dense, sparse and Dask ``X`` follow the same table. On sparse ``X`` "auto" estimates the
+        closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 50
+        (one-hot, text and hashed designs of a few thousand columns) LSQR or CGLS runs first, ignoring ``tol``
+        and ``max_iter``, and if it has not reached round-off within that many iterations the closed form fits
+        after all (``solver_`` names what ran; no warning either way). ``"cg"`` (CGLS) and ``"lsqr"`` solve the
+        squared error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
         semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
         (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
         Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask
@@ -533,8 +540,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
-        name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X))
-        params = self.get_params()
+        name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X), positive=self.positive)
+        params = _solvers.fit_params(self.solver, name, X, self.get_params())
         solver = _solvers.SOLVERS[name]
         # e.g. the first epoch's row order, drawn on a two-thread fit's helper while this thread validates
         prepared = solver.prepare(params, X, y)

@@ -643,6 +643,8 @@ def test_dask_fit_equals_in_memory_with_one_pass_per_iteration(solver, rng, monk
         ((1000, 50), True, 0.0, "normal"),
         ((1000, 2**18), True, 0.0, "lsqr"),
         ((1000, 2**18), True, 1.0, "cg"),
+        ((20_000, 3000), True, 0.0, "lsqr"),  # the Gram fits, but costs more than AUTO_MIN_ITERS iterations
+        ((20_000, 3000), True, 1.0, "cg"),
     ],
 )
 def test_auto_table(shape, sparse, alpha, expected):
@@ -670,6 +672,94 @@ def test_auto_picks_lsqr_for_wide_sparse_input(rng):
     assert est.solver_ == "lsqr"
     residual = X.T @ (y - est.predict(X))
     assert np.linalg.norm(residual) <= 1e-6 * np.linalg.norm(X.T @ (y - y.mean()))
+
+
+def _one_hot(rng, n, levels):
+    """One-hot columns of Zipf-distributed categorical columns (as OneHotEncoder(sparse_output=True) makes):
+    with an intercept the design is rank-deficient, and the rarest levels never occur (empty columns)."""
+    blocks = []
+    for c in levels:
+        p = 1.0 / np.arange(1, c + 1) ** 1.1
+        cat = rng.choice(c, size=n, p=p / p.sum())
+        blocks.append(scipy.sparse.csr_array((np.ones(n), cat, np.arange(n + 1)), shape=(n, c)))
+    return scipy.sparse.hstack(blocks, format="csr")
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+def test_auto_fits_sparse_one_hot_by_krylov_to_the_closed_forms_answer(rng, alpha):
+    """Sparse X whose Gram fits but costs many Krylov iterations: "auto" runs LSQR (CGLS with a ridge) to
+    round-off first. On 20,000 one-hot rows of 3,000 columns the closed form took 1.4-3 s (Cholesky) and, without
+    a ridge, over a minute (rank-deficient: its SVD fallback densifies X); LSQR 10-60 ms. The answer is the closed
+    form's (3,000 rows of 1,440 columns here): the same predictions to 1e-9 of their scale and the same objective
+    to 1e-12, without a warning."""
+    X = _one_hot(rng, 3000, (1200, 200, 40))
+    y = X @ rng.normal(size=X.shape[1]) + 0.5 * rng.normal(size=X.shape[0]) + 3.0
+    assert _solvers.krylov_first(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(alpha=alpha).fit(X, y)
+    assert est.solver_ == ("cg" if alpha else "lsqr")
+    assert est.n_iter_ < 100
+    ref = LinearRegressor(solver="qr", alpha=alpha).fit(X.toarray(), y)
+
+    def objective(e):
+        r = e.predict(X) - y
+        return 0.5 * np.mean(r * r) + 0.5 * alpha * e.coef_ @ e.coef_
+
+    # LSQR's S2 rule at tol 1e-12 bounds the objective's relative excess by (1e-12 kappa)^2; kappa < 1e3 here.
+    assert objective(est) <= objective(ref) * (1 + 1e-12)
+    assert np.max(np.abs(est.predict(X) - ref.predict(X))) <= 1e-9 * np.std(y)
+
+
+def test_auto_falls_back_on_the_closed_form_when_krylov_would_cost_more(rng):
+    """Pairs of columns equal to 1e-6 (condition number about 1e7): LSQR does not reach round-off within the
+    iterations the closed form costs, so "auto" fits by the closed form after all, silently (no
+    ConvergenceWarning: the fit is exact), with the closed form's own coefficients and attributes; a warm start
+    continues from them."""
+    S = scipy.sparse.random(3000, 500, density=0.02, random_state=rng, format="csc")
+    T = S.copy()
+    T.data = T.data + 1e-6 * rng.standard_normal(T.data.shape)
+    X = scipy.sparse.hstack([S, T], format="csr")
+    y = X @ rng.normal(size=1000) + rng.normal(size=3000)
+    assert _solvers.krylov_first(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(warm_start=True).fit(X, y)
+    ref = LinearRegressor(solver="normal").fit(X, y)
+    assert est.solver_ == ref.solver_ == "qr"
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
+    assert est.rcond_ == ref.rcond_
+    with pytest.warns(ConvergenceWarning):  # so LSQR does stop short there
+        LinearRegressor(solver="lsqr", tol=_krylov.AUTO_TOL, max_iter=_krylov.closed_form_iterations(3000, 1000,
+                                                                                                      X.nnz)).fit(X, y)
+    est.fit(X, y)  # a warm start from the closed form's coefficients (a Krylov state): the same answer
+    assert _rel(est.coef_, ref.coef_) < 1e-6
+
+
+@pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # one-hot with an intercept
+def test_auto_keeps_the_closed_form_where_it_is_cheap_or_needed(rng):
+    """Narrow sparse X (the closed form costs fewer than AUTO_MIN_ITERS iterations), positive=True (NNLS: no
+    Krylov solver has it), and dense X stay on the closed form; so does a partial_fit."""
+    X = _one_hot(rng, 2000, (40, 10))
+    y = X @ rng.normal(size=50) + 1.0
+    assert not _solvers.krylov_first(X)
+    assert LinearRegressor().fit(X, y).solver_ in ("cholesky", "qr", "svd", "eigh")
+    W = _one_hot(rng, 1000, (1000,))
+    yw = W @ rng.uniform(size=1000) + 1.0
+    assert _solvers.krylov_first(W) and not _solvers.krylov_first(W, positive=True)
+    assert LinearRegressor(positive=True).fit(W, yw).solver_ not in KRYLOV
+    assert not _solvers.krylov_first(W.toarray())
+    assert _solvers.resolve("auto", "squared_error", W, 0.0, sparse=True, positive=True) not in KRYLOV
+
+
+def test_closed_form_iterations_follow_the_cost_model():
+    """The closed form's d^3 / 3 against an iteration's stored values: wider X affords more iterations, more
+    stored values (or targets) fewer."""
+    base = _krylov.closed_form_iterations(20_000, 3000, 60_000)
+    assert _krylov.closed_form_iterations(20_000, 6000, 60_000) > 6 * base
+    assert _krylov.closed_form_iterations(20_000, 3000, 600_000) < base / 3
+    assert _krylov.closed_form_iterations(20_000, 3000, 60_000, k=2) == pytest.approx(base / 2, abs=1)
+    assert _krylov.closed_form_iterations(1000, 50, 5000) < _krylov.AUTO_MIN_ITERS
 
 
 @pytest.mark.parametrize("solver", KRYLOV)
