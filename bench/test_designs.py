@@ -5,7 +5,12 @@ BLAS pass computing X^T X of the same matrix. Each design is generated from a fi
 * ``onehot``: one-hot columns of 4 categorical features with 50 levels each plus 20 Gaussian columns, n = 200,000,
   fitted with an intercept (d = 220, rank 216: the dummy-variable trap);
 * ``gauss_qr``: Gaussian, n = 1,000,000, d = 100, ``solver="qr"``;
-* ``wide``: Gaussian, n = 50,000, d = 2,000.
+* ``wide``: Gaussian, n = 50,000, d = 2,000;
+* ``onehot_sparse``: ``OneHotEncoder()``'s CSR output (its default) of 3 Zipf-distributed categorical features of
+  5,000, 300 and 50 levels, n = 20,000, with an intercept (d = 5,350, rank-deficient: the dummy-variable trap and
+  levels that never occur). ``"auto"`` runs LSQR here; the ``closed_form`` row (this design only, one round: it
+  takes minutes) is what it ran before, the closed form, whose SVD fallback densifies ``X``. The limit row is
+  SciPy's sparse ``X.T @ X``.
 
 Run on its own: ``cd bench && python -m pytest test_designs.py -q -p no:randomly --benchmark-json=OUT &&
 python report.py OUT``. Each design is made once (a module-scoped fixture, so pytest runs a design's rows
@@ -15,13 +20,14 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
 
 from fastopt import LinearRegressor
 from fastopt.exceptions import RankDeficientWarning
 
-DESIGNS = ["poly", "onehot", "gauss_qr", "wide"]
+DESIGNS = ["poly", "onehot", "gauss_qr", "wide", "onehot_sparse"]
 
 
 def make_design(name: str, seed: int = 0):
@@ -41,11 +47,20 @@ def make_design(name: str, seed: int = 0):
     elif name == "wide":
         X = rng.standard_normal((50_000, 2_000))
         params = {}
+    elif name == "onehot_sparse":
+        levels = np.column_stack([rng.choice(c, size=20_000, p=_zipf(c)) for c in (5_000, 300, 50)])
+        X = OneHotEncoder(categories=[np.arange(c) for c in (5_000, 300, 50)]).fit_transform(levels).tocsr()
+        params = {}
     else:
         raise ValueError(name)
-    X = np.ascontiguousarray(X)
+    X = X if sp.issparse(X) else np.ascontiguousarray(X)
     y = X @ rng.standard_normal(X.shape[1]) + rng.standard_normal(X.shape[0])
     return X, y, params
+
+
+def _zipf(levels: int) -> np.ndarray:
+    p = 1.0 / np.arange(1, levels + 1) ** 1.1
+    return p / p.sum()
 
 
 @pytest.fixture(scope="module", params=DESIGNS)
@@ -84,4 +99,20 @@ def test_sklearn_linear_regression(record, grouped):
 
 def test_sklearn_ridge_cholesky(record, grouped):
     X, y, _ = grouped
+    if sp.issparse(X):
+        pytest.skip("Ridge(solver='cholesky') fits no intercept on sparse X")
     record(lambda X, y: Ridge(alpha=1e-8, solver="cholesky").fit(X, y), X, y)
+
+
+def test_fastopt_closed_form(grouped, benchmark, design):
+    """The closed form ``"auto"`` picked on ``onehot_sparse`` before it ran LSQR there (one round)."""
+    if design[0] != "onehot_sparse":
+        pytest.skip("the closed form is the fastopt row of the dense designs")
+    X, y, _ = grouped
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RankDeficientWarning)
+            benchmark.extra_info["solver_"] = LinearRegressor(solver="normal").fit(X, y).solver_
+
+    benchmark.pedantic(fit, rounds=1, iterations=1)

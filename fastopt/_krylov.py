@@ -894,13 +894,17 @@ class KrylovSolver(Solver):
 SOLVERS = {"cg": KrylovSolver("cg"), "lsqr": KrylovSolver("lsqr")}
 
 
-def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovState | None) -> Outcome:
+def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovState | None) -> Outcome | None:
     """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration, from
     ``state`` under ``warm_start``.
 
     ``check(X, y, sample_weight, where, reset)`` validates a chunk into :class:`Data`. Chunks are visited in
     stream order and their sums merged in a balanced tree (round-off grows with the log of the chunk count), so
     the same stream gives the same coefficients every time.
+
+    With ``params[AUTO_KEY]`` (``solver="auto"`` on sparse chunks, :func:`fastopt._streaming.fit`): to
+    ``AUTO_TOL`` within the iterations the closed form would cost (:func:`closed_form_iterations` of the whole
+    stream, known after the moments' read), else None: the caller fits the closed form instead.
     """
     from fastopt._chunks import read
 
@@ -917,6 +921,9 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
             targets = data.Y.shape[1]
             info.setdefault("y_was_1d", data.y_was_1d)
             info.setdefault("dtype", data.X.dtype)
+            info["rows"] = info.get("rows", 0) + data.X.shape[0]
+            info["stored"] = info.get("stored", 0) + (data.X.nnz if scipy.sparse.issparse(data.X) else data.X.size)
+            info["sparse"] = info.get("sparse", True) and scipy.sparse.issparse(data.X)
             merger.push(leaf(data))
         total = merger.result()
         if total is None:
@@ -930,5 +937,13 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
         def fused(self, target, v, c, shift):
             return fold(lambda data: chunk_pass(data, _sqrt_weight(data.sample_weight), target, v, c, shift))
 
-    result = cast(solve(name, params, StreamPasses(), state), info["dtype"])
-    return Outcome(name, result, info["y_was_1d"])
+    passes = StreamPasses()
+    if not params.get(AUTO_KEY):
+        return Outcome(name, cast(solve(name, params, passes, state), info["dtype"]), info["y_was_1d"])
+    mom = passes.moments(bool(params["fit_intercept"]))
+    d, k = mom.sx.shape[0], mom.sy.shape[0]
+    budget = min(closed_form_iterations(info["rows"], d, info["stored"], k), default_max_iter(d))
+    if not info["sparse"] or budget < AUTO_MIN_ITERS:
+        return None
+    result = solve(name, {**params, "tol": AUTO_TOL, "max_iter": budget}, passes, state, mom, quiet=True)
+    return None if result is None else Outcome(name, cast(result, info["dtype"]), info["y_was_1d"])

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from fastopt import _closed_form, _krylov, _solvers
 from fastopt._chunks import (
@@ -43,6 +44,7 @@ from fastopt._chunks import (
     chunk_sample,
     merge_samples,
     read,
+    unpack,
 )
 from fastopt._result import Outcome
 from fastopt._sweeps import Epochs, LocalPasses, sample_rate, solve, template
@@ -128,6 +130,25 @@ def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
     solver = _solvers.SOLVERS[name]
     solver.check_incremental()  # e.g. Newton: every iteration reads all rows
     checker = template(estimator)
+    if (krylov := _krylov_first(estimator, name, source)) is not None:
+        outcome = _krylov.fit_stream({**checker.get_params(), _krylov.AUTO_KEY: True}, krylov, source,
+                                     functools.partial(check_chunk, checker), warm_state(krylov))
+        if outcome is not None:
+            return dataclasses.replace(outcome, checked=checker)
     # The estimator's own params: a RandomState given as random_state is advanced as in-memory fits advance it.
     outcome = FITS[solver.chunked](estimator.get_params(), checker, name, source, warm_state(name))
     return dataclasses.replace(outcome, checked=checker)
+
+
+def _krylov_first(estimator, name: str, source: ChunkSource) -> str | None:
+    """The Krylov solver ``solver="auto"`` runs first on a re-readable stream of sparse chunks whose Gram fits
+    (as :func:`fastopt._solvers.krylov_first` in memory: ``"cg"`` with a ridge, else ``"lsqr"``), judged by the
+    first chunk; None for the closed form directly. :func:`fastopt._krylov.fit_stream` then judges the cost on
+    the whole stream after its first read (the moments)."""
+    if estimator.solver != "auto" or name != "normal" or source.one_shot or estimator.positive:
+        return None
+    first = next(iter(source.epoch()), None)
+    X = unpack(first[1], source.where(first[0]))[0] if first is not None else None
+    if not (scipy.sparse.issparse(X) and X.ndim == 2 and 8.0 * X.shape[1] ** 2 <= _solvers.GRAM_MAX_BYTES):
+        return None
+    return "cg" if np.all(np.asarray(estimator.alpha, dtype=float) > 0) else "lsqr"

