@@ -472,6 +472,15 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
     params = estimator.get_params()
+    if (estimator.solver == "auto" and solver.chunked == "statistics" and sparse_blocks
+            and _solvers.krylov_first_shape(X.shape, bool(estimator.positive))):
+        # as fit in memory (fastopt._solvers.krylov_first): LSQR/CGLS first, judged on all blocks once validated
+        from fastopt import _krylov, _krylov_dask
+
+        krylov = "cg" if np.all(np.asarray(estimator.alpha, dtype=float) > 0) else "lsqr"
+        outcome = _krylov_dask.fit({**params, _krylov.AUTO_KEY: True}, checker, krylov, chunks, warm_state(krylov))
+        if outcome is not None:
+            return dataclasses.replace(outcome, checked=checker)
     if own:
         outcome = Outcome(name, solver.fit_dask(params, checker, chunks, warm_state(name)), chunks.y_ndim == 1)
     else:

@@ -116,7 +116,7 @@ def default_max_iter(d: int) -> int:
 # (one-hot columns with an intercept) its QR/SVD fallback densifies X, O(n d^2): 20,000 one-hot rows of 5,350
 # columns took 3.1 s (Cholesky, alpha = 1e-3) and 183 s (SVD, alpha = 0) where LSQR takes 10 ms.
 AUTO_TOL = 1e-12
-AUTO_MIN_ITERS = 50
+AUTO_MIN_ITERS = 30
 AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs for "auto" (see KrylovSolver.fit)
 # The cost model, seconds (this repository's 2-core machine; only the ratio matters): the closed form's flops
 # (d^3 / 3 for the factorisation, plus the Gram's products of each row's stored values, estimated as nnz^2 / n)
@@ -125,13 +125,17 @@ AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs f
 # 400,000 and 1.2 million stored values).
 CLOSED_FORM_S_PER_FLOP = 5e-11
 ITER_S_PER_STORED, ITER_S_PER_COLUMN, ITER_S_PER_ROW, ITER_S_FIXED = 2.5e-9, 2e-8, 5e-9, 5e-5
+# On Dask arrays each iteration is a graph of one task per block and a tree reduction: about 1-1.5 ms a block on
+# the local threaded scheduler (4 blocks: 4.3 ms an iteration, 16 blocks: 25 ms).
+DASK_S_PER_BLOCK = 1.5e-3
 
 
-def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1) -> int:
+def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
     """How many Krylov iterations of each of ``k`` targets cost as much as the closed form on sparse ``X`` of
-    shape ``(n, d)`` with ``nnz`` stored values (the cost model above)."""
+    shape ``(n, d)`` with ``nnz`` stored values (the cost model above; ``blocks``: Dask row blocks)."""
     closed = CLOSED_FORM_S_PER_FLOP * (d**3 / 3.0 + nnz * nnz / max(n, 1))
-    per_iteration = k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED)
+    per_iteration = k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED
+                         + DASK_S_PER_BLOCK * blocks)
     return int(closed / per_iteration)
 
 

@@ -47,9 +47,27 @@ class DaskPasses:
         return _dask.tree_merge(leaves, _krylov.add).compute()
 
 
-def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Outcome:
+def _size(data) -> tuple[int, int, int]:
+    return data.X.shape[0], data.X.nnz, data.Y.shape[1]
+
+
+def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Outcome | None:
     """``LinearRegressor.fit`` on Dask collections with a Krylov solver (``checker``: the estimator template
-    holding the features, already checked), from ``state`` under ``warm_start``."""
+    holding the features, already checked), from ``state`` under ``warm_start``.
+
+    With ``params[AUTO_KEY]`` (``solver="auto"`` on sparse blocks, :func:`fastopt._dask.fit`): to
+    ``AUTO_TOL`` within the iterations the closed form would cost (:func:`fastopt._krylov.closed_form_iterations`
+    of all blocks, once they are validated), else None: the caller fits the closed form instead."""
     passes = DaskPasses(checker, chunks)
-    result = _krylov.cast(_krylov.solve(name, params, passes, state), chunks.dtype)
-    return Outcome(name, result, chunks.y_ndim == 1)
+    if not params.get(_krylov.AUTO_KEY):
+        return Outcome(name, _krylov.cast(_krylov.solve(name, params, passes, state), chunks.dtype),
+                       chunks.y_ndim == 1)
+    sizes = dask.compute(*[delayed(_size)(b) for b in passes.blocks])
+    rows, stored, k = sum(size[0] for size in sizes), sum(size[1] for size in sizes), sizes[0][2]
+    d = checker.n_features_in_
+    budget = min(_krylov.closed_form_iterations(rows, d, stored, k, blocks=len(passes.blocks)),
+                 _krylov.default_max_iter(d))
+    if budget < _krylov.AUTO_MIN_ITERS:
+        return None
+    result = _krylov.solve(name, {**params, "tol": _krylov.AUTO_TOL, "max_iter": budget}, passes, state, quiet=True)
+    return None if result is None else Outcome(name, _krylov.cast(result, chunks.dtype), chunks.y_ndim == 1)

@@ -85,6 +85,13 @@ def krylov_first(X, positive: bool = False) -> bool:
     return 8.0 * d * d <= GRAM_MAX_BYTES and _krylov.closed_form_iterations(n, d, X.nnz) >= _krylov.AUTO_MIN_ITERS
 
 
+def krylov_first_shape(shape: tuple, positive: bool = False) -> bool:
+    """:func:`krylov_first` before the stored values are known (Dask arrays of sparse blocks, streams): not
+    ``positive`` and a Gram that fits; the cost is judged once the blocks are read."""
+    d = shape[1] if len(shape) == 2 else math.nan
+    return not positive and isinstance(d, Number) and not math.isnan(d) and 8.0 * d * d <= GRAM_MAX_BYTES
+
+
 def fit_params(solver: str, name: str, X, params: dict) -> dict:
     """``params`` for registry entry ``name``'s ``fit`` on ``X``, where ``solver`` named it: under "auto" a
     Krylov solver run first in the closed form's band (:func:`krylov_first`) is told so, to fall back on it."""

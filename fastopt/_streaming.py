@@ -149,6 +149,6 @@ def _krylov_first(estimator, name: str, source: ChunkSource) -> str | None:
         return None
     first = next(iter(source.epoch()), None)
     X = unpack(first[1], source.where(first[0]))[0] if first is not None else None
-    if not (scipy.sparse.issparse(X) and X.ndim == 2 and 8.0 * X.shape[1] ** 2 <= _solvers.GRAM_MAX_BYTES):
+    if not (scipy.sparse.issparse(X) and X.ndim == 2 and _solvers.krylov_first_shape(X.shape)):
         return None
     return "cg" if np.all(np.asarray(estimator.alpha, dtype=float) > 0) else "lsqr"

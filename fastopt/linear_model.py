@@ -135,7 +135,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
-        50+ Krylov iterations           with a ridge), else      the closed form costs (``O(d^3)``, and
+        30+ Krylov iterations           with a ridge), else      the closed form costs (``O(d^3)``, and
                                         the closed form          ``O(n d^2)`` densified if rank-deficient)
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
                                                                  CGLS's cheaper iteration is as accurate
@@ -144,15 +144,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ==============================  =======================  =========================================
 
         Otherwise dense, sparse and Dask ``X`` follow the same table. On sparse ``X`` "auto" estimates the
-        closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 50
+        closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 30
         (one-hot, text and hashed designs of a few thousand columns) LSQR or CGLS runs first, ignoring ``tol``
         and ``max_iter``, and if it has not reached round-off within that many iterations the closed form fits
-        after all (``solver_`` names what ran; no warning either way); ``fit_stream`` likewise on a re-readable
-        stream whose first chunk is sparse. ``"cg"`` (CGLS) and ``"lsqr"`` solve the
-        squared error matrix-free (see ``max_iter``, ``tol`` and ``precondition``). ``"newton"`` fits ``"huber"`` by
-        semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact minimiser
-        (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen, SIAM J.
-        Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask
+        after all (``solver_`` names what ran; no warning either way); so do ``fit_stream`` on a re-readable
+        stream whose first chunk is sparse and ``fit`` on Dask arrays of sparse blocks. ``"cg"`` (CGLS) and
+        ``"lsqr"`` solve the squared error matrix-free (see ``max_iter``, ``tol`` and ``precondition``).
+        ``"newton"`` fits ``"huber"`` by semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact
+        minimiser (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen,
+        SIAM J. Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask
         arrays ``solver="newton"`` fits ``"huber"`` with one distributed pass per iteration
         (:mod:`fastopt._newton_dask`, also for ``"auto"``), and ``max_epochs`` bounds its iterations.
     fit_intercept : bool, default=True

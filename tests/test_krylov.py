@@ -777,6 +777,41 @@ def test_auto_fit_stream_falls_back_on_the_closed_form(rng):
     np.testing.assert_array_equal(est.coef_, ref.coef_)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+def test_auto_on_dask_arrays_of_sparse_blocks_runs_krylov_first(rng, alpha):
+    """solver="auto" on a Dask array of sparse one-hot blocks whose Gram fits: LSQR (CGLS with a ridge) over the
+    blocks first, judged once they are validated, as fit in memory (20,000 rows of 2,350 one-hot columns in four
+    blocks: 34.5 s by the closed form's densified SVD, 0.17 s now), with the in-memory fit's answer; nearly
+    collinear blocks fall back on the closed form, silently."""
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    X = _one_hot(rng, 3000, (2600, 300, 100))  # wide enough that two blocks' scheduling is worth it
+    y = X @ rng.normal(size=X.shape[1]) + 0.5 * rng.normal(size=X.shape[0]) + 3.0
+    dX, dy = da.from_array(X, chunks=(1500, X.shape[1]), asarray=False), da.from_array(y, chunks=1500)
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(alpha=alpha).fit(dX, dy)
+    assert est.solver_ == ("cg" if alpha else "lsqr")
+    ref = LinearRegressor(alpha=alpha).fit(X, y)  # in memory: to round-off, the closed form's answer (above)
+    assert ref.solver_ == est.solver_
+    assert np.max(np.abs(est.predict(X) - ref.predict(X))) <= 1e-9 * np.std(y)
+    if alpha:
+        return
+    S = scipy.sparse.random(3000, 1000, density=0.01, random_state=rng, format="csc")
+    T = S.copy()
+    T.data = T.data + 1e-6 * rng.standard_normal(T.data.shape)
+    C = scipy.sparse.hstack([S, T], format="csr")
+    yc = C @ rng.normal(size=2000) + rng.normal(size=3000)
+    dC, dyc = da.from_array(C, chunks=(1500, 2000), asarray=False), da.from_array(yc, chunks=1500)
+    assert _krylov.closed_form_iterations(3000, 2000, C.nnz, blocks=2) >= _krylov.AUTO_MIN_ITERS  # LSQR tried
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor().fit(dC, dyc)
+        ref = LinearRegressor(solver="normal").fit(dC, dyc)
+    assert est.solver_ == ref.solver_ and est.solver_ not in KRYLOV
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
+
+
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # one-hot with an intercept
 def test_auto_keeps_the_closed_form_where_it_is_cheap_or_needed(rng):
     """Narrow sparse X (the closed form costs fewer than AUTO_MIN_ITERS iterations), positive=True (NNLS: no
