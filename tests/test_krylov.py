@@ -710,6 +710,17 @@ def test_auto_fits_sparse_one_hot_by_krylov_to_the_closed_forms_answer(rng, alph
     # LSQR's S2 rule at tol 1e-12 bounds the objective's relative excess by (1e-12 kappa)^2; kappa < 1e3 here.
     assert objective(est) <= objective(ref) * (1 + 1e-12)
     assert np.max(np.abs(est.predict(X) - ref.predict(X))) <= 1e-9 * np.std(y)
+    if alpha:
+        return
+    # Rank-deficient without a ridge: the solution of least norm in units where each centred column has norm 1
+    # (LSQR's Jacobi preconditioning), so rescaling the columns rescales the coefficients and nothing else ...
+    s = rng.uniform(0.1, 10.0, size=X.shape[1])
+    scaled = LinearRegressor().fit(X @ scipy.sparse.diags_array(s), y)
+    assert _rel(scaled.coef_ * s, est.coef_) < 1e-8
+    # ... and precondition="none" gives the closed form's minimum-norm coefficients (by LSQR or the closed form)
+    plain = LinearRegressor(precondition="none").fit(X, y)
+    assert _rel(plain.coef_, ref.coef_) < 1e-8
+    assert _rel(est.coef_, ref.coef_) > 1e-3  # (which the preconditioned answer is not)
 
 
 def test_auto_falls_back_on_the_closed_form_when_krylov_would_cost_more(rng):
