@@ -601,7 +601,8 @@ _ROW_SLICE = 256
 
 
 def _scaled_normal_equations(params: dict, state: ClosedFormState):
-    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``.
+    """``A v = B`` with ``A = S^-1 (G + W alpha I) S^-1``, ``B = S^-1 C``, ``coef^T = S^-1 v``; ``S`` the square
+    roots of the diagonal of ``G + W alpha I`` (Jacobi scaling, rounded to powers of two).
 
     ``A`` is a new C-contiguous array (the state's Gram is left as is); ``G`` and ``C`` are the uncentred moments
     when ``fit_intercept=False``.
@@ -613,11 +614,16 @@ def _scaled_normal_equations(params: dict, state: ClosedFormState):
         for i in range(0, d, _ROW_SLICE):
             A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m)
         C = C + state.weight * np.outer(m, state.mean[d:])
-    # (a constant column's centred entry may round below zero: scale 1, as for a zero column)
-    scale = _pow2(np.sqrt(np.maximum(np.diag(A), 0.0)))
+    # (a constant column's centred entry may round below zero: scale 1, as for a zero column). The ridge counts in
+    # the scale: scaled by G's diagonal alone, a column of tiny norm got a diagonal entry W alpha / s^2 far above
+    # the others', and the condition estimate of a well-conditioned ridge fell below RCOND_CHOLESKY (a larger
+    # alpha gave a smaller rcond: 3e-4 at alpha 1e-3, 3e-5 at 0.1), sending it to QR, or, where no second pass
+    # is possible (one-shot streams, one alpha per target), to a warned eigensolve.
+    ridge = state.weight * float(params["alpha"])
+    scale = _pow2(np.sqrt(np.maximum(np.diag(A), 0.0) + ridge))
     A /= scale[:, None]  # powers of two: exact, so the scaled matrix is as symmetric as G
     A /= scale
-    A[np.diag_indices(d)] += state.weight * params["alpha"] / scale**2
+    A[np.diag_indices(d)] += ridge / scale**2
     return A, C / scale[:, None], scale
 
 
