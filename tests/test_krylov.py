@@ -823,6 +823,44 @@ def test_auto_on_dask_arrays_of_sparse_blocks_runs_krylov_first(rng, alpha):
     np.testing.assert_array_equal(est.coef_, ref.coef_)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(300, 1200), d=st.integers(600, 900),
+       density=st.floats(0.002, 0.02), k=st.sampled_from([1, 2]), weighted=st.booleans(),
+       fit_intercept=st.booleans(), alpha=st.sampled_from([0.0, 1e-3, 0.1, "per-target"]))
+def test_auto_krylov_first_reaches_the_closed_forms_objective(seed, n, d, density, k, weighted, fit_intercept,
+                                                               alpha):
+    """Random sparse designs in the band where "auto" runs LSQR/CGLS first (shapes, sparsity, targets,
+    weights, intercept, ridge or none, one alpha per target): whichever ran, the objective is the closed
+    form's to 1e-9 of the targets' scale (LSQR/CGLS stop at tol 1e-12; rank-deficient and underdetermined
+    designs included), and no warning is raised but the closed form's own RankDeficientWarning."""
+    from fastopt.exceptions import RankDeficientWarning
+
+    r = np.random.default_rng(seed)
+    X = scipy.sparse.random(n, d, density=density, random_state=r, format="csr")
+    X.data *= 10.0 ** r.uniform(-1, 1, size=d)[X.indices]  # columns of different scales
+    assume(_solvers.krylov_first(X))
+    Y = X @ r.normal(size=(d, k)) + 0.3 * r.normal(size=(n, k)) + 1.0
+    w = r.uniform(0.2, 3.0, size=n) if weighted else None
+    a = np.array([1e-3, 0.1])[:k] if alpha == "per-target" else alpha
+    y = Y[:, 0] if k == 1 else Y
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        est = LinearRegressor(alpha=a, fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+        ref = LinearRegressor(solver="qr", alpha=a, fit_intercept=fit_intercept).fit(X.toarray(), y,
+                                                                                     sample_weight=w)
+    ww = np.ones(n) if w is None else w
+    a_k = np.broadcast_to(np.asarray(a, dtype=float), (k,))
+
+    def objective(e):
+        R = (e.predict(X) - y).reshape(n, -1)
+        C = np.asarray(e.coef_).reshape(k, d)
+        return sum(0.5 * ww @ R[:, j] ** 2 / ww.sum() + 0.5 * a_k[j] * C[j] @ C[j] for j in range(k))
+
+    scale = 0.5 * float(np.sum(ww @ Y**2) / ww.sum())
+    assert objective(est) <= objective(ref) + 1e-9 * scale
+
+
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # one-hot with an intercept
 def test_auto_keeps_the_closed_form_where_it_is_cheap_or_needed(rng):
     """Narrow sparse X (the closed form costs fewer than AUTO_MIN_ITERS iterations), positive=True (NNLS: no
