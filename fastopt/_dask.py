@@ -477,7 +477,7 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
         # as fit in memory (fastopt._solvers.krylov_first): LSQR/CGLS first, judged on all blocks once validated
         from fastopt import _krylov, _krylov_dask
 
-        krylov = "cg" if np.all(np.asarray(estimator.alpha, dtype=float) > 0) else "lsqr"
+        krylov = _solvers.krylov_for(estimator.alpha)
         outcome = _krylov_dask.fit({**params, _krylov.AUTO_KEY: True}, checker, krylov, chunks, warm_state(krylov))
         if outcome is not None:
             return dataclasses.replace(outcome, checked=checker)

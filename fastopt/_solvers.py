@@ -65,14 +65,17 @@ def auto_least_squares(X, alpha: float, positive: bool = False) -> str:
     n = float(n) if isinstance(n, Number) else math.nan
     d = float(d) if isinstance(d, Number) else 0.0
     ridge = np.asarray(alpha, dtype=float) > 0  # one alpha, or one per target
-    if 8.0 * d * d > GRAM_MAX_BYTES:
-        # Too wide for the Gram: Krylov. The ridge bounds the condition number, where CGLS's cheaper iteration
-        # is as accurate; without it LSQR is the more stable of the two (Paige & Saunders 1982).
-        return "cg" if ridge.all() else "lsqr"
-    if krylov_first(X, positive):
-        return "cg" if ridge.all() else "lsqr"
+    if 8.0 * d * d > GRAM_MAX_BYTES or krylov_first(X, positive):  # too wide for the Gram, or Krylov first
+        return krylov_for(alpha)
     # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
     return "qr" if n < d and not ridge.any() else "normal"
+
+
+def krylov_for(alpha) -> str:
+    """The Krylov solver for ``alpha`` (one, or one per target): with a ridge on every target, which bounds the
+    condition number, CGLS, whose cheaper iteration is then as accurate; else LSQR, the more stable of the two
+    (Paige & Saunders 1982)."""
+    return "cg" if np.all(np.asarray(alpha, dtype=float) > 0) else "lsqr"
 
 
 def krylov_first(X, positive: bool = False) -> bool:

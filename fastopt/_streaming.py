@@ -151,4 +151,4 @@ def _krylov_first(estimator, name: str, source: ChunkSource) -> str | None:
     X = unpack(first[1], source.where(first[0]))[0] if first is not None else None
     if not (scipy.sparse.issparse(X) and X.ndim == 2 and _solvers.krylov_first_shape(X.shape)):
         return None
-    return "cg" if np.all(np.asarray(estimator.alpha, dtype=float) > 0) else "lsqr"
+    return _solvers.krylov_for(estimator.alpha)
