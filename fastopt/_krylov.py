@@ -139,6 +139,18 @@ def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     return int(closed / per_iteration)
 
 
+def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
+    """The iterations of each target that ``solver="auto"``'s Krylov attempt may take: what the closed form would
+    cost (:func:`closed_form_iterations`), at most ``default_max_iter(d)``."""
+    return min(closed_form_iterations(n, d, nnz, k, blocks), default_max_iter(d))
+
+
+def auto_params(params: dict, budget: int) -> dict:
+    """``params`` for ``solver="auto"``'s Krylov attempt: to ``AUTO_TOL`` within ``budget`` iterations (the
+    estimator's ``tol`` and ``max_iter`` are for the Krylov solvers named)."""
+    return {**params, "tol": AUTO_TOL, "max_iter": budget}
+
+
 @dataclass
 class Moments:
     """Weighted moments of the rows, float64: what centring, the preconditioner and the start need.
@@ -864,8 +876,8 @@ class KrylovSolver(Solver):
         # solver="auto" in the closed form's band (see AUTO_TOL): to round-off within what the closed form costs,
         # else the closed form, whose coefficients a warm start then continues from
         n, d = data.X.shape
-        budget = min(closed_form_iterations(n, d, data.X.nnz, data.Y.shape[1]), default_max_iter(d))
-        result = self._solve({**params, "tol": AUTO_TOL, "max_iter": budget}, data, state, quiet=True)
+        result = self._solve(auto_params(params, auto_budget(n, d, data.X.nnz, data.Y.shape[1])), data, state,
+                             quiet=True)
         if result is not None:
             return result
         closed = _closed_form.SOLVERS["normal"].fit(params, data)
@@ -915,7 +927,7 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
     source.check_epochs(2)
     info = {}
 
-    def fold(leaf):
+    def fold(leaf, sizes=None):
         merger = _closed_form.TreeMerger(add)
         targets = None
         for position, (_, where, X, y, sw) in enumerate(read(source)):
@@ -925,9 +937,9 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
             targets = data.Y.shape[1]
             info.setdefault("y_was_1d", data.y_was_1d)
             info.setdefault("dtype", data.X.dtype)
-            info["rows"] = info.get("rows", 0) + data.X.shape[0]
-            info["stored"] = info.get("stored", 0) + (data.X.nnz if scipy.sparse.issparse(data.X) else data.X.size)
-            info["sparse"] = info.get("sparse", True) and scipy.sparse.issparse(data.X)
+            if sizes is not None:  # each chunk's rows, stored values and kind, for "auto"'s budget
+                sparse = scipy.sparse.issparse(data.X)
+                sizes.append((data.X.shape[0], data.X.nnz if sparse else data.X.size, sparse))
             merger.push(leaf(data))
         total = merger.result()
         if total is None:
@@ -935,8 +947,8 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
         return total
 
     class StreamPasses:
-        def moments(self, centred):
-            return fold(lambda data: chunk_moments(data, centred))
+        def moments(self, centred, sizes=None):
+            return fold(lambda data: chunk_moments(data, centred), sizes)
 
         def fused(self, target, v, c, shift):
             return fold(lambda data: chunk_pass(data, _sqrt_weight(data.sample_weight), target, v, c, shift))
@@ -944,10 +956,11 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
     passes = StreamPasses()
     if not params.get(AUTO_KEY):
         return Outcome(name, cast(solve(name, params, passes, state), info["dtype"]), info["y_was_1d"])
-    mom = passes.moments(bool(params["fit_intercept"]))
-    d, k = mom.sx.shape[0], mom.sy.shape[0]
-    budget = min(closed_form_iterations(info["rows"], d, info["stored"], k), default_max_iter(d))
-    if not info["sparse"] or budget < AUTO_MIN_ITERS:
+    sizes = []
+    mom = passes.moments(bool(params["fit_intercept"]), sizes)
+    budget = auto_budget(sum(size[0] for size in sizes), mom.sx.shape[0], sum(size[1] for size in sizes),
+                         mom.sy.shape[0])
+    if not all(size[2] for size in sizes) or budget < AUTO_MIN_ITERS:
         return None
-    result = solve(name, {**params, "tol": AUTO_TOL, "max_iter": budget}, passes, state, mom, quiet=True)
+    result = solve(name, auto_params(params, budget), passes, state, mom, quiet=True)
     return None if result is None else Outcome(name, cast(result, info["dtype"]), info["y_was_1d"])

@@ -65,9 +65,8 @@ def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Ou
     sizes = dask.compute(*[delayed(_size)(b) for b in passes.blocks])
     rows, stored, k = sum(size[0] for size in sizes), sum(size[1] for size in sizes), sizes[0][2]
     d = checker.n_features_in_
-    budget = min(_krylov.closed_form_iterations(rows, d, stored, k, blocks=len(passes.blocks)),
-                 _krylov.default_max_iter(d))
+    budget = _krylov.auto_budget(rows, d, stored, k, blocks=len(passes.blocks))
     if budget < _krylov.AUTO_MIN_ITERS:
         return None
-    result = _krylov.solve(name, {**params, "tol": _krylov.AUTO_TOL, "max_iter": budget}, passes, state, quiet=True)
+    result = _krylov.solve(name, _krylov.auto_params(params, budget), passes, state, quiet=True)
     return None if result is None else Outcome(name, _krylov.cast(result, chunks.dtype), chunks.y_ndim == 1)

@@ -82,10 +82,10 @@ def krylov_first(X, positive: bool = False) -> bool:
     """Whether ``solver="auto"`` on ``X`` whose Gram fits runs a Krylov solver first (falling back on the
     closed form if it does not reach round-off within the closed form's cost): sparse ``X`` on which the closed
     form costs at least ``AUTO_MIN_ITERS`` Krylov iterations (:func:`fastopt._krylov.closed_form_iterations`)."""
-    if positive or not scipy.sparse.issparse(X) or X.ndim != 2:
+    if not (scipy.sparse.issparse(X) and X.ndim == 2 and krylov_first_shape(X.shape, positive)):
         return False
     n, d = X.shape
-    return 8.0 * d * d <= GRAM_MAX_BYTES and _krylov.closed_form_iterations(n, d, X.nnz) >= _krylov.AUTO_MIN_ITERS
+    return _krylov.closed_form_iterations(n, d, X.nnz) >= _krylov.AUTO_MIN_ITERS
 
 
 def krylov_first_shape(shape: tuple, positive: bool = False) -> bool:

@@ -145,10 +145,10 @@ def _krylov_first(estimator, name: str, source: ChunkSource) -> str | None:
     (as :func:`fastopt._solvers.krylov_first` in memory: ``"cg"`` with a ridge, else ``"lsqr"``), judged by the
     first chunk; None for the closed form directly. :func:`fastopt._krylov.fit_stream` then judges the cost on
     the whole stream after its first read (the moments)."""
-    if estimator.solver != "auto" or name != "normal" or source.one_shot or estimator.positive:
+    if estimator.solver != "auto" or name != "normal" or source.one_shot:
         return None
     first = next(iter(source.epoch()), None)
     X = unpack(first[1], source.where(first[0]))[0] if first is not None else None
-    if not (scipy.sparse.issparse(X) and X.ndim == 2 and _solvers.krylov_first_shape(X.shape)):
+    if not (scipy.sparse.issparse(X) and X.ndim == 2 and _solvers.krylov_first_shape(X.shape, estimator.positive)):
         return None
     return _solvers.krylov_for(estimator.alpha)
