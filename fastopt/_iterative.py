@@ -44,6 +44,7 @@ from fastopt import _kernels, optim
 from fastopt._iterative_lr import (
     CHUNK_ROWS,
     Affine,
+    _per_sample_loss,
     auto_learning_rate,
     choose_affine,
     choose_scaling,
@@ -263,6 +264,9 @@ class IterState:
         Whether ``opt_state`` holds Adam's two moments side by side, as SparseAdam mode's kernel keeps them
         (``m_i``, ``v_i`` at flat positions ``2 i``, ``2 i + 1`` of its first two rows; see
         :func:`moments_layout`), rather than one moment a row.
+    watch : PassWatch or None
+        The plateau rule across ``partial_fit`` calls (``schedule="plateau"``); None after ``fit`` and in a
+        streamed fit's passes, whose epochs the in-memory rule judges.
     """
 
     weights: np.ndarray
@@ -280,6 +284,7 @@ class IterState:
     affine: Affine | None = None
     avg: np.ndarray | None = None
     interleaved: bool = False
+    watch: PassWatch | None = None
 
     def continued(self, interleaved: bool, **changes) -> IterState:
         """A copy to continue from (weights, optimizer state and average copied, ``changes`` applied), its
@@ -878,15 +883,7 @@ class RatePlateau(Stopping):
         return False
 
     def _slow_progress(self, fall: float, scale: float) -> bool:
-        # A fall below PLATEAU_RTOL * S after a fall is the bias phase of badly conditioned directions when the
-        # falls shrink geometrically (a quadratic's slowest mode decays by a constant ratio r per epoch) and the
-        # rest of the series, fall * r / (1 - r), is worth more than a cut may buy before the rule stops. A noise
-        # floor rises about every other epoch, so it breaks the series. The first small fall after a large one
-        # (or after the cooldown) has no ratio yet: it is given one more epoch to measure it.
-        if not np.isfinite(self.last_fall) or self.last_fall > PLATEAU_RTOL * scale:
-            return True
-        ratio = min(fall / self.last_fall, PLATEAU_SLOW_RATIO)
-        return fall * ratio / (1.0 - ratio) > PLATEAU_STOP_RTOL * scale
+        return slow_series(fall, self.last_fall, scale)
 
     def warn_unless_stopped(self, method: str, max_epochs: str) -> None:
         if self.tol is not None and not self.stopped:
@@ -897,6 +894,20 @@ class RatePlateau(Stopping):
                 ConvergenceWarning,
                 stacklevel=1,  # the depth below the user's call differs by entry point (fit, fit_stream, Dask)
             )
+
+
+def slow_series(fall: float, last_fall: float, scale: float) -> bool:
+    """Whether a fall of less than ``PLATEAU_RTOL * scale`` after a fall ``last_fall`` (NaN: none) still counts.
+
+    It is the bias phase of badly conditioned directions when the falls shrink geometrically (a quadratic's
+    slowest mode decays by a constant ratio r per epoch) and the rest of the series, fall * r / (1 - r), is
+    worth more than a cut may buy before the rule stops. A noise floor rises about every other epoch, so it
+    breaks the series. The first small fall after a large one (or after the cooldown) has no ratio yet: it is
+    given one more epoch to measure it."""
+    if not np.isfinite(last_fall) or last_fall > PLATEAU_RTOL * scale:
+        return True
+    ratio = min(fall / last_fall, PLATEAU_SLOW_RATIO)
+    return fall * ratio / (1.0 - ratio) > PLATEAU_STOP_RTOL * scale
 
 
 def schedule_name(params: dict) -> str:
@@ -925,6 +936,141 @@ def epochs_per_round(steps_per_epoch: int) -> int:
     if steps_per_epoch < 1:
         return 1
     return -(-ROUND_STEPS // int(steps_per_epoch))
+
+
+# partial_fit under schedule="plateau" (PassWatch): a call compares models on at most this many of its rows
+# (evenly spaced), before it trains on them; one product of those rows with three coefficient sets.
+PASS_WATCH_ROWS = 2048
+# A difference of two models' mean loss over a call's rows counts only beyond this many of its standard errors.
+PASS_WATCH_Z = 2.0
+# Once settled, this many rounds in a row measurably worse than the settled point cut again (Adam's steps grow
+# as its second moments shrink: at a settled rate its loss crept up from 4e-4 to 6e-3 above the optimum over 100
+# calls). One round beyond two standard errors happens by chance one round in 44.
+PASS_WATCH_RISES = 3
+
+
+@dataclasses.dataclass
+class PassWatch:
+    """``schedule="plateau"`` across ``partial_fit`` calls: :class:`RatePlateau`'s rule on paired comparisons.
+
+    A call sees one chunk, so the loss the in-memory rule judges, an epoch's loss over the same rows every epoch,
+    does not exist: consecutive calls' pass losses differ by their chunks' own spread (4.5% of the loss between
+    chunks of 1,000 rows of one distribution), far above the falls the rule judges (``PLATEAU_RTOL``, 1e-4 of
+    it). So each call after the first evaluates, on its own rows before it trains on them, the objective at
+    three parameter vectors: before the previous call (``before``), now, and at the last cut (``ref``). Their
+    differences over the same rows are paired (the chunk's spread cancels) and come with a standard error from
+    the rows' spread; in rounds of calls of at least ``ROUND_STEPS`` steps, as the in-memory rule's rounds:
+
+    - the previous round *falls* when now is below before by more than ``PASS_WATCH_Z`` standard errors and by
+      ``PLATEAU_RTOL`` of the loss, or less in a geometric series of falls worth ``PLATEAU_STOP_RTOL`` (as
+      :class:`RatePlateau`); the first round after a cut is a cooldown;
+    - a round that does not fall is a plateau: the rate is multiplied by ``PLATEAU_FACTOR``, unless a cut was
+      made and the *gain* since it (the objective at ``ref`` less now) is within ``PLATEAU_STOP_RTOL`` of the
+      loss or ``PASS_WATCH_Z`` standard errors of 0: then the rate settles (calls keep it, as a fit with
+      ``tol=None`` does), as the last cut did not measurably lower the loss;
+    - a settled rate is cut again when ``PASS_WATCH_RISES`` rounds in a row are measurably worse than the
+      point where it settled (the new ``ref``).
+
+    Differences that the call's rows cannot resolve neither count as falls nor as gains, so the rule cuts on
+    noise but settles rather than cut the rate towards 0 (summing the falls into a level instead, as the
+    in-memory rule's losses, made a random walk whose early lows cut the rate to ``PLATEAU_MIN_FACTOR``).
+    """
+
+    lr0: float
+    lr: float
+    floor: float
+    per_round: int
+    before: np.ndarray
+    ref: np.ndarray | None = None
+    cuts: int = 0
+    settled: bool = False
+    cooldown: bool = False
+    last_fall: float = np.nan
+    calls: int = 0
+    sums: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(5))
+    rises: int = 0
+
+    def judge(self, stats: np.ndarray, now: np.ndarray) -> float:
+        """Record one call's comparison ``stats`` (:func:`pass_comparison`: the objective now, the fall since
+        ``before`` and the gain since ``ref`` with their variances); the rate of this call. ``now`` is the
+        current parameter vector (a cut's ``ref``). A non-finite comparison is not judged (the call's pass
+        names bad input, or diverges)."""
+        if not np.all(np.isfinite(stats)):
+            return self.lr
+        self.sums, self.calls = self.sums + stats, self.calls + 1
+        if self.calls < self.per_round:
+            return self.lr
+        level, fall, var_fall, gain, var_gain = self.sums / self.per_round
+        n = self.per_round  # the round's means: variances of a mean over n calls
+        self.sums, self.calls = np.zeros(5), 0
+        scale = max(abs(level), self.floor)
+        within = max(PLATEAU_STOP_RTOL * scale, PASS_WATCH_Z * np.sqrt(var_gain / n))
+        if self.settled:
+            self.rises = self.rises + 1 if gain < -within else 0
+            if self.rises < PASS_WATCH_RISES or self.lr < PLATEAU_MIN_FACTOR * self.lr0:
+                return self.lr
+            self.settled, self.rises = False, 0  # measurably worse than where it settled, round after round: cut
+        elif self.cooldown:
+            self.cooldown, self.last_fall = False, np.nan
+            return self.lr
+        else:
+            resolved = fall > PASS_WATCH_Z * np.sqrt(var_fall / n)
+            falling = resolved and (fall > PLATEAU_RTOL * scale or slow_series(fall, self.last_fall, scale))
+            self.last_fall = fall if resolved else np.nan
+            if falling:
+                return self.lr
+            if self.ref is not None and (abs(gain) <= within or self.lr < PLATEAU_MIN_FACTOR * self.lr0):
+                self.settled, self.ref = True, now
+                return self.lr
+        self.lr, self.cuts, self.cooldown, self.ref = self.lr * PLATEAU_FACTOR, self.cuts + 1, True, now
+        return self.lr
+
+
+def watch_rows(n: int) -> slice:
+    """The rows of an ``n``-row call that :class:`PassWatch` compares on: all, or every ``ceil(n /
+    PASS_WATCH_ROWS)``-th (a strided view of dense ``X``, no gather)."""
+    return slice(None, None, -(-n // PASS_WATCH_ROWS))
+
+
+def penalty_term(spec, train: EpochCtl, p: np.ndarray, k_d: int) -> float:
+    """The ridge part of the objective at the parameters ``p`` (weights first, ``k_d`` of them): ``alpha / 2
+    ||W||^2`` for the rules with coupled L2, each column's own decay under a per-column map (``train.decay``),
+    0 for AdamW's decoupled decay."""
+    if not spec.decoupled_decay and spec.weight_decay > 0:
+        return 0.5 * spec.weight_decay * float(np.dot(p[:k_d], p[:k_d]))
+    if train.decay is not None:
+        w = p[:k_d].astype(np.float64)
+        return 0.5 * float(np.dot(train.decay.astype(np.float64) * w, w))
+    return 0.0
+
+
+def pass_comparison(data, rows: slice, sw: np.ndarray | None, before: np.ndarray, now: np.ndarray,
+                    ref: np.ndarray | None, loss, epsilon: float, penalty) -> np.ndarray:
+    """:class:`PassWatch`'s comparison over ``rows`` of ``data`` (weights ``sw``, mean 1 over all rows):
+    ``[f(now), f(before) - f(now), its variance, f(ref) - f(now), its variance]``, ``f`` the weighted mean loss
+    over the rows (summed over targets) plus ``penalty(p)``, the variances those of the rows' mean (0 for the
+    gain without ``ref``). The products in ``X``'s dtype, as the epochs take them."""
+    d, k = data.X.shape[1], data.Y.shape[1]
+    models = (now, before) if ref is None else (now, before, ref)
+    coefs = np.concatenate([p[: k * d].reshape(k, d) for p in models]).T  # (d, k * models)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a non-finite comparison, not judged
+        R = np.asarray(data.X[rows] @ np.ascontiguousarray(coefs, dtype=data.X.dtype), dtype=np.float64)
+        m = R.shape[0]
+        R = R.reshape(m, len(models), k)
+        if now.shape[0] > k * d:
+            R += np.stack([p[k * d :] for p in models]).astype(np.float64)
+        R -= data.Y[rows].astype(np.float64)[:, None, :]
+        per_row = _per_sample_loss(R, loss, epsilon).sum(axis=2)  # (m, models)
+        if sw is not None:
+            per_row *= sw[rows].astype(np.float64)[:, None]
+        out = np.zeros(5)
+        out[0] = per_row[:, 0].mean() + penalty(now)
+        for j, slot in ((1, 1), (2, 3)):
+            if j < len(models):
+                diff = per_row[:, j] - per_row[:, 0]
+                out[slot] = diff.mean() + penalty(models[j]) - penalty(now)
+                out[slot + 1] = diff.var() / m
+    return out
 
 
 def max_epochs(params: dict, steps_per_epoch: int = 0) -> int:
@@ -1378,7 +1524,7 @@ class IterativeSolver(Solver):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = decay_capped(spec, state.lr0) if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
-                                   null_loss=null, learning_rates=[])
+                                   null_loss=null, learning_rates=[], watch=None)
         if params["learning_rate"] != "auto":
             lr0 = params["learning_rate"]
         elif lr0 is None:
@@ -1427,13 +1573,7 @@ class IterativeSolver(Solver):
                 "schedule, or clip_norm."
             )
         st.t = t
-        k_d = data.X.shape[1] * data.Y.shape[1]
-        if not spec.decoupled_decay and spec.weight_decay > 0:
-            loss += 0.5 * spec.weight_decay * float(np.dot(st.weights[:k_d], st.weights[:k_d]))
-        elif train.decay is not None:
-            w = st.weights[:k_d].astype(np.float64)
-            loss += 0.5 * float(np.dot(train.decay.astype(np.float64) * w, w))
-        return float(loss)
+        return float(loss + penalty_term(spec, train, st.weights, data.X.shape[1] * data.Y.shape[1]))
 
     def _train_controls(self, params, st: IterState) -> EpochCtl:
         decay = params.get("decay")
@@ -1629,8 +1769,10 @@ class IterativeSolver(Solver):
                 else float(params["learning_rate"])
             st = state.continued(lazy_rule(self.method, params), loss_curve=list(state.loss_curve), lr0=lr0,
                                  lr=state.lr if lr0 == state.lr0 else None,
-                                 learning_rates=list(state.learning_rates))
+                                 learning_rates=list(state.learning_rates), watch=None)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
+        if sweep is None and schedule_name(params) == "plateau":
+            st.watch = self._watched(params, spec, train, data, sw, st, state)
         order = rows
         if params["shuffle"]:
             order = draw_order(st.rng, n, out=order_buffer(n)) if own_rows else draw_order(st.rng, rows)
@@ -1644,6 +1786,24 @@ class IterativeSolver(Solver):
         if params["verbose"] and sweep is None:
             print(f"{self.method} partial_fit pass {st.epochs}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}")
         return self.result(st, n_iter=st.epochs, params=params)
+
+    def _watched(self, params, spec, train: EpochCtl, data, sw, st: IterState, state: IterState | None) -> PassWatch:
+        """The :class:`PassWatch` of a ``partial_fit`` call under the plateau rule, having judged the previous
+        call on this call's rows (which sets ``st.lr``, this call's rate): a new one on a first call, after
+        ``fit`` or a change of the base rate. The parameters it keeps are a previous state's arrays, which no
+        pass writes again (see :meth:`IterState.continued`), or a copy of a first call's."""
+        if state is None or state.watch is None or st.lr is None:
+            n_steps = -(-data.X.shape[0] // train.batch_size)
+            st.lr = st.lr0 if st.lr is None else st.lr
+            before = self.current_params(params, st).copy() if state is None else self.current_params(params, state)
+            return PassWatch(st.lr0, st.lr, PLATEAU_FLOOR * st.null_loss, epochs_per_round(n_steps), before)
+        watch = dataclasses.replace(state.watch)  # judge rebinds, never writes: a failed call leaves state's as it was
+        now, k_d = self.current_params(params, state), data.X.shape[1] * data.Y.shape[1]
+        stats = pass_comparison(data, watch_rows(data.X.shape[0]), sw, watch.before, now, watch.ref,
+                                LOSSES[params["loss"]], params["epsilon"], lambda p: penalty_term(spec, train, p, k_d))
+        st.lr = watch.judge(stats, now)
+        watch.before = now
+        return watch
 
     @staticmethod
     def _validation_score(data, val_idx, p) -> float:

@@ -182,7 +182,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
         ``learning_rate="auto"`` and ``"constant"`` with a numeric rate. ``"plateau"`` cuts the rate tenfold
         whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
-        once a cut no longer changes the loss (see "Stopping" below). The named schedules
+        once a cut no longer changes the loss (see "Stopping" below); across ``partial_fit`` calls it judges paired
+        comparisons of the models on each call's rows (see :meth:`partial_fit`). The named schedules
         (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
         epoch (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1), ``invscaling`` divides by ``(epoch +
         1) ** power_t``, ``exponential`` multiplies by
@@ -577,12 +578,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         The closed form merges the chunk's sufficient statistics exactly, so any split of the rows gives the
         coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state;
         each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows,
-        and a numeric ``learning_rate`` set between calls takes effect at the next call. The plateau rule
-        (``schedule="auto"`` with ``learning_rate="auto"``) judges whole epochs, so it does not cut the rate
-        across calls: repeated calls stay on that rate's noise floor (measured on six columns of scales
-        ``10^U(-3, 3)`` in four chunks, 40 passes: SGD 3-37% above the optimal objective, Adam 0.2-11 times).
-        A schedule that decays over calls (``schedule="invscaling"``, ``lr0 / (calls + 1)^power_t``: SGD within
-        0.3% there) or ``fit_stream``, which runs whole epochs over the chunks under the plateau rule, converges.
+        and a numeric ``learning_rate`` set between calls takes effect at the next call. Under the plateau rule
+        (``schedule="auto"`` with ``learning_rate="auto"``) each call after the first compares, on its own rows
+        before it trains on them, the objective at the parameters before the previous call and now (and at the
+        last cut): it cuts the rate tenfold when the previous round of calls did not lower the objective by
+        more than two standard errors of the rows' paired differences, and keeps the rate once a cut no longer
+        measurably helped (see the README, "Across partial_fit calls"). Other schedules advance one epoch per call.
         ``tol`` does not apply, and ``early_stopping=True`` is an error, as in ``SGDRegressor`` (``fit_stream``
         and ``fit`` on Dask arrays run whole epochs over chunks with them). ``solver="newton"`` cannot fit
         incrementally.
