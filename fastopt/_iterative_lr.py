@@ -94,6 +94,15 @@ MEAN_RATIO = 1.0
 # shift then adds at most as many stored values as the column has (a numeric column of a ColumnTransformer's CSR
 # output stores every row and adds none), where centring a sparse column would densify it.
 SHIFT_MIN_DENSITY = 0.5
+# partial_fit, streams and Dask scale the columns from a sample of rows (the first call's, or a seeded sample)
+# for all later rows. A column stored only a few times in the sample (hashed features, rare words or levels)
+# had the mean square of those few values as its scale: one small value scaled later rows' values of the column
+# by its inverse, and default SGD diverged on hashed features of standard normal values (2^18 columns, 30 values
+# a row: partial_fit on 20,000-row chunks in the second call, fit_stream in its first epoch). The values' mean
+# square of a column with fewer than SCALE_RARE_VALUES of them is taken as if it had SCALE_PRIOR_VALUES more,
+# of the rare columns' mean square (a prior; empirical Bayes shrinkage). Columns of many values keep their own.
+SCALE_RARE_VALUES = 64
+SCALE_PRIOR_VALUES = 8
 
 
 class Affine(NamedTuple):
@@ -433,9 +442,13 @@ def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.nda
 
 
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = False) -> Affine | None:
-    """The columns' weighted root mean squares
-    (from the stored values), as the scale of a map without shift (a shift would densify ``X``), when they span
-    more than ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep scale 1."""
+    """The columns' weighted root mean squares over a sample of rows (from the stored values), as the scale of a
+    map without shift (a shift would densify ``X``) for every later row, when they span more than
+    ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep scale 1.
+
+    A column's mean square is its share of stored values times their mean square, and a column with few stored
+    values in the sample has its values' mean square shrunk towards that of the rare columns' values together,
+    as if it had ``SCALE_PRIOR_VALUES`` more of them (see there)."""
     d = X.shape[1]
     w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
     s0 = float(w.sum())
@@ -446,16 +459,32 @@ def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = Fa
             Xr = X if rows.shape[0] == X.shape[0] else X[rows]
             values = np.asarray(Xr.data, dtype=np.float64)
             row_w = np.repeat(w, np.diff(Xr.indptr))
-            s2 = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0
+            squares = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d)
+            stored = np.bincount(Xr.indices, weights=row_w, minlength=d)
         else:
-            s2 = np.zeros(d)
+            squares, stored = np.zeros(d), np.zeros(d)
             whole = rows.shape[0] == X.shape[0]
             for start in range(0, rows.shape[0], CHUNK_ROWS):
                 r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
                 block = X[r].astype(np.float64)
-                s2 += np.einsum("i,ij,ij->j", w[start : start + CHUNK_ROWS], block, block)
-            s2 /= s0
+                wb = w[start : start + CHUNK_ROWS]
+                squares += np.einsum("i,ij,ij->j", wb, block, block)
+                stored += wb @ (block != 0)
+        s2 = _shrunk_squares(squares, stored) / s0
     return _rms_scaling(params, s2, per_column)
+
+
+def _shrunk_squares(squares: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """The columns' weighted sums of squares ``squares`` over a sample, those of columns with fewer than
+    ``SCALE_RARE_VALUES`` (weighted) ``stored`` values shrunk: ``stored_j * (squares_j + tau q) / (stored_j +
+    tau)``, ``tau = SCALE_PRIOR_VALUES`` and ``q`` the mean square of the rare columns' values together."""
+    rare = (stored > 0) & (stored < SCALE_RARE_VALUES)
+    if not rare.any():
+        return squares
+    q = float(squares[rare].sum() / stored[rare].sum())
+    out = squares.copy()
+    out[rare] = stored[rare] * (squares[rare] + SCALE_PRIOR_VALUES * q) / (stored[rare] + SCALE_PRIOR_VALUES)
+    return out
 
 
 def _rms_scaling(params: dict, s2: np.ndarray, per_column: bool = False) -> Affine | None:
