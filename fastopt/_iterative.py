@@ -26,8 +26,10 @@ Divergence
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
+import hashlib
 import itertools
 import numbers
 import os
@@ -947,33 +949,38 @@ PASS_WATCH_Z = 2.0
 # as its second moments shrink: at a settled rate its loss crept up from 4e-4 to 6e-3 above the optimum over 100
 # calls). One round beyond two standard errors happens by chance one round in 44.
 PASS_WATCH_RISES = 3
+# Chunks a watch remembers (by a digest of their rows) to tell a repeated chunk from a new one.
+PASS_WATCH_KEYS = 1024
 
 
 @dataclasses.dataclass
 class PassWatch:
-    """``schedule="plateau"`` across ``partial_fit`` calls: :class:`RatePlateau`'s rule on paired comparisons.
+    """``schedule="plateau"`` across ``partial_fit`` calls.
 
-    A call sees one chunk, so the loss the in-memory rule judges, an epoch's loss over the same rows every epoch,
-    does not exist: consecutive calls' pass losses differ by their chunks' own spread (4.5% of the loss between
-    chunks of 1,000 rows of one distribution), far above the falls the rule judges (``PLATEAU_RTOL``, 1e-4 of
-    it). So each call after the first evaluates, on its own rows before it trains on them, the objective at
-    three parameter vectors: before the previous call (``before``), now, and at the last cut (``ref``). Their
-    differences over the same rows are paired (the chunk's spread cancels) and come with a standard error from
-    the rows' spread; in rounds of calls of at least ``ROUND_STEPS`` steps, as the in-memory rule's rounds:
+    A call sees one chunk, so the loss the in-memory rule judges, an epoch's loss over the same rows every
+    epoch, is there only when the calls go over the same chunks again; and two chunks' losses differ by their
+    own spread (4.5% of the loss between chunks of 1,000 rows of one distribution), far above the falls the rule
+    judges (``PLATEAU_RTOL``, 1e-4 of it). Each call therefore evaluates, on its own rows (``PASS_WATCH_ROWS`` of
+    them at most) before it trains on them, the objective at the current parameters, and knows its chunk again
+    by a digest of those rows (:func:`chunk_key`):
 
-    - the previous round *falls* when now is below before by more than ``PASS_WATCH_Z`` standard errors and by
-      ``PLATEAU_RTOL`` of the loss, or less in a geometric series of falls worth ``PLATEAU_STOP_RTOL`` (as
-      :class:`RatePlateau`); the first round after a cut is a cooldown;
-    - a round that does not fall is a plateau: the rate is multiplied by ``PLATEAU_FACTOR``, unless a cut was
-      made and the *gain* since it (the objective at ``ref`` less now) is within ``PLATEAU_STOP_RTOL`` of the
-      loss or ``PASS_WATCH_Z`` standard errors of 0: then the rate settles (calls keep it, as a fit with
-      ``tol=None`` does), as the last cut did not measurably lower the loss;
-    - a settled rate is cut again when ``PASS_WATCH_RISES`` rounds in a row are measurably worse than the
-      point where it settled (the new ``ref``).
-
-    Differences that the call's rows cannot resolve neither count as falls nor as gains, so the rule cuts on
-    noise but settles rather than cut the rate towards 0 (summing the falls into a level instead, as the
-    in-memory rule's losses, made a random walk whose early lows cut the rate to ``PLATEAU_MIN_FACTOR``).
+    - **Repeated chunks** (once a chunk comes again; ``plateau`` is then set): an epoch is a run of distinct
+      chunks, its loss the rows-weighted mean of their objectives at their calls, and :class:`RatePlateau` judges
+      the epochs as in memory (its stop settles the rate: later calls keep it). Each chunk is compared with
+      itself a whole epoch apart, between models equally long past their last step on it: a model compared with
+      the previous call's on the next chunk is fresher on it the more recent its own step there (on the hashed
+      design, that comparison found every call worse than the one before while the training objective fell).
+    - **New chunks** (a stream of new rows): the objective is evaluated at two more parameter vectors, before
+      the previous call (``before``) and at the last cut (``ref``); their differences over the same rows are
+      paired (the chunk's spread cancels) and come with a standard error from the rows' spread. In rounds of
+      calls of at least ``ROUND_STEPS`` steps: the previous round *falls* when now is below before by more than
+      ``PASS_WATCH_Z`` standard errors and by ``PLATEAU_RTOL`` of the loss, or less in a geometric series of
+      falls worth ``PLATEAU_STOP_RTOL`` (as :class:`RatePlateau`), the first round after a cut a cooldown; a round
+      that does not fall cuts the rate by ``PLATEAU_FACTOR``, unless a cut was made and the gain since it is
+      within ``PLATEAU_STOP_RTOL`` of the loss or ``PASS_WATCH_Z`` standard errors of 0: then the rate settles;
+      ``PASS_WATCH_RISES`` rounds in a row measurably worse than the settled point cut again. Differences the
+      rows cannot resolve count neither as falls nor as gains, so the rule settles rather than cut the rate
+      towards 0.
     """
 
     lr0: float
@@ -989,11 +996,42 @@ class PassWatch:
     calls: int = 0
     sums: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(5))
     rises: int = 0
+    seen: dict = dataclasses.field(default_factory=dict)  # chunk keys, oldest first (values unused)
+    epoch: tuple = (frozenset(), 0.0, 0.0, 0)  # the current epoch's keys, loss sum, rows and steps
+    plateau: RatePlateau | None = None
+
+    def copied(self) -> PassWatch:
+        """A copy to record a call in (the parameter vectors shared: they are rebound, never written), so that a
+        call that fails leaves the state's watch as it was."""
+        return dataclasses.replace(self, seen=dict(self.seen), plateau=copy.copy(self.plateau))
+
+    def record(self, key: bytes, stats: np.ndarray, n_rows: int, n_steps: int, now: np.ndarray) -> float:
+        """Record a call's chunk ``key``, ``n_rows`` and ``n_steps``, and its comparison ``stats``
+        (:func:`pass_comparison`); the rate of this call. ``now`` is the current parameter vector."""
+        keys, loss, rows, steps = self.epoch
+        if self.plateau is None and key in self.seen:  # a chunk again: from now on calls go over chunks in epochs
+            self.plateau = RatePlateau(self.lr0, self.floor, stop=False, keep_best=False,
+                                       epochs_per_round=epochs_per_round(steps))
+            self.plateau.lr, self.plateau.cuts = self.lr, self.cuts
+        if self.plateau is not None:
+            if key in keys and rows > 0:  # the epoch is complete
+                self.plateau.update(loss / rows, None)
+                self.lr, self.cuts, self.settled = self.plateau.lr, self.plateau.cuts, self.plateau.settled
+                keys, loss, rows, steps = frozenset(), 0.0, 0.0, 0
+        else:
+            self.lr = self.judge(stats, now)
+        if np.isfinite(stats[0]):
+            self.epoch = (keys | {key}, loss + n_rows * stats[0], rows + n_rows, steps + n_steps)
+        self.seen.pop(key, None)
+        self.seen[key] = None
+        if len(self.seen) > PASS_WATCH_KEYS:
+            del self.seen[next(iter(self.seen))]
+        return self.lr
 
     def judge(self, stats: np.ndarray, now: np.ndarray) -> float:
-        """Record one call's comparison ``stats`` (:func:`pass_comparison`: the objective now, the fall since
-        ``before`` and the gain since ``ref`` with their variances); the rate of this call. ``now`` is the
-        current parameter vector (a cut's ``ref``). A non-finite comparison is not judged (the call's pass
+        """Record one call's comparison of new rows, ``stats`` (:func:`pass_comparison`: the objective now, the
+        fall since ``before`` and the gain since ``ref`` with their variances); the rate of this call. ``now`` is
+        the current parameter vector (a cut's ``ref``). A non-finite comparison is not judged (the call's pass
         names bad input, or diverges)."""
         if not np.all(np.isfinite(stats)):
             return self.lr
@@ -1026,6 +1064,22 @@ class PassWatch:
         return self.lr
 
 
+def chunk_key(X, Y: np.ndarray, shape: tuple) -> bytes:
+    """A digest of a call's chunk of ``shape`` by its compared rows ``X``, ``Y``: the targets and, of the
+    features, the first column (dense) or the first stored values (sparse). Exact bytes, so the same rows give
+    the same key however they are laid out in memory."""
+    h = hashlib.sha1(usedforsecurity=False)  # a digest, not a secret: the fastest in hashlib (hardware SHA)
+    h.update(np.asarray(shape, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(Y).tobytes())
+    if sp.issparse(X):
+        h.update(np.ascontiguousarray(X.indptr).tobytes())
+        h.update(np.ascontiguousarray(X.indices[:1024]).tobytes())
+        h.update(np.ascontiguousarray(X.data[:1024]).tobytes())
+    elif X.shape[1]:  # one column: each strided read of one costs a cache miss a row
+        h.update(np.ascontiguousarray(X[:, 0]).tobytes())
+    return h.digest()
+
+
 def watch_rows(n: int) -> slice:
     """The rows of an ``n``-row call that :class:`PassWatch` compares on: all, or every ``ceil(n /
     PASS_WATCH_ROWS)``-th (a strided view of dense ``X``, no gather)."""
@@ -1044,25 +1098,26 @@ def penalty_term(spec, train: EpochCtl, p: np.ndarray, k_d: int) -> float:
     return 0.0
 
 
-def pass_comparison(data, rows: slice, sw: np.ndarray | None, before: np.ndarray, now: np.ndarray,
+def pass_comparison(X, Y: np.ndarray, sw: np.ndarray | None, now: np.ndarray, before: np.ndarray | None,
                     ref: np.ndarray | None, loss, epsilon: float, penalty) -> np.ndarray:
-    """:class:`PassWatch`'s comparison over ``rows`` of ``data`` (weights ``sw``, mean 1 over all rows):
-    ``[f(now), f(before) - f(now), its variance, f(ref) - f(now), its variance]``, ``f`` the weighted mean loss
-    over the rows (summed over targets) plus ``penalty(p)``, the variances those of the rows' mean (0 for the
-    gain without ``ref``). The products in ``X``'s dtype, as the epochs take them."""
-    d, k = data.X.shape[1], data.Y.shape[1]
-    models = (now, before) if ref is None else (now, before, ref)
+    """:class:`PassWatch`'s comparison over the rows ``X``, ``Y`` of a call (weights ``sw``, mean 1 over all
+    its rows): ``[f(now), f(before) - f(now), its variance, f(ref) - f(now), its variance]``, ``f`` the weighted
+    mean loss over the rows (summed over targets) plus ``penalty(p)``, the variances those of the rows' mean (0
+    for a model not given; ``ref`` only with ``before``). The products in ``X``'s dtype, as the epochs take
+    them."""
+    d, k = X.shape[1], Y.shape[1]
+    models = (now,) if before is None else (now, before) if ref is None else (now, before, ref)
     coefs = np.concatenate([p[: k * d].reshape(k, d) for p in models]).T  # (d, k * models)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a non-finite comparison, not judged
-        R = np.asarray(data.X[rows] @ np.ascontiguousarray(coefs, dtype=data.X.dtype), dtype=np.float64)
+        R = np.asarray(X @ np.ascontiguousarray(coefs, dtype=X.dtype), dtype=np.float64)
         m = R.shape[0]
         R = R.reshape(m, len(models), k)
         if now.shape[0] > k * d:
             R += np.stack([p[k * d :] for p in models]).astype(np.float64)
-        R -= data.Y[rows].astype(np.float64)[:, None, :]
+        R -= Y.astype(np.float64)[:, None, :]
         per_row = _per_sample_loss(R, loss, epsilon).sum(axis=2)  # (m, models)
         if sw is not None:
-            per_row *= sw[rows].astype(np.float64)[:, None]
+            per_row *= sw.astype(np.float64)[:, None]
         out = np.zeros(5)
         out[0] = per_row[:, 0].mean() + penalty(now)
         for j, slot in ((1, 1), (2, 3)):
@@ -1788,20 +1843,32 @@ class IterativeSolver(Solver):
         return self.result(st, n_iter=st.epochs, params=params)
 
     def _watched(self, params, spec, train: EpochCtl, data, sw, st: IterState, state: IterState | None) -> PassWatch:
-        """The :class:`PassWatch` of a ``partial_fit`` call under the plateau rule, having judged the previous
-        call on this call's rows (which sets ``st.lr``, this call's rate): a new one on a first call, after
-        ``fit`` or a change of the base rate. The parameters it keeps are a previous state's arrays, which no
-        pass writes again (see :meth:`IterState.continued`), or a copy of a first call's."""
-        if state is None or state.watch is None or st.lr is None:
-            n_steps = -(-data.X.shape[0] // train.batch_size)
+        """The :class:`PassWatch` of a ``partial_fit`` call under the plateau rule, having recorded this call's
+        chunk (which sets ``st.lr``, this call's rate): a new one on a first call, after ``fit`` or a change of
+        the base rate. The parameters it keeps are a previous state's arrays, which no pass writes again (see
+        :meth:`IterState.continued`), or a copy of a first call's."""
+        n_rows, k_d = data.X.shape[0], data.X.shape[1] * data.Y.shape[1]
+        n_steps = -(-n_rows // train.batch_size)
+        rows = watch_rows(n_rows)
+        fresh = state is None or state.watch is None or st.lr is None
+        if fresh:
             st.lr = st.lr0 if st.lr is None else st.lr
-            before = self.current_params(params, st).copy() if state is None else self.current_params(params, state)
-            return PassWatch(st.lr0, st.lr, PLATEAU_FLOOR * st.null_loss, epochs_per_round(n_steps), before)
-        watch = dataclasses.replace(state.watch)  # judge rebinds, never writes: a failed call leaves state's as it was
-        now, k_d = self.current_params(params, state), data.X.shape[1] * data.Y.shape[1]
-        stats = pass_comparison(data, watch_rows(data.X.shape[0]), sw, watch.before, now, watch.ref,
-                                LOSSES[params["loss"]], params["epsilon"], lambda p: penalty_term(spec, train, p, k_d))
-        st.lr = watch.judge(stats, now)
+            now = self.current_params(params, st).copy() if state is None else self.current_params(params, state)
+            watch = PassWatch(st.lr0, st.lr, PLATEAU_FLOOR * st.null_loss, epochs_per_round(n_steps), now)
+        else:
+            watch, now = state.watch.copied(), self.current_params(params, state)
+        X, Y = data.X[rows], data.Y[rows]  # a strided view of dense X
+        key = chunk_key(X, Y, data.X.shape)
+        new_rows = not fresh and watch.plateau is None and key not in watch.seen
+        stats = pass_comparison(X, Y, None if sw is None else sw[rows], now, watch.before if new_rows else None,
+                                watch.ref, LOSSES[params["loss"]], params["epsilon"],
+                                lambda p: penalty_term(spec, train, p, k_d))
+        if fresh:  # the first call's chunk begins the first epoch; there is no previous call to judge
+            watch.seen[key] = None
+            watch.epoch = (frozenset({key}), n_rows * stats[0], n_rows, n_steps) if np.isfinite(stats[0]) \
+                else watch.epoch
+            return watch
+        st.lr = watch.record(key, stats, n_rows, n_steps, now)
         watch.before = now
         return watch
 

@@ -182,9 +182,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
         ``learning_rate="auto"`` and ``"constant"`` with a numeric rate. ``"plateau"`` cuts the rate tenfold
         whenever the monitored loss stops falling (as ``torch.optim.lr_scheduler.ReduceLROnPlateau``) and stops
-        once a cut no longer changes the loss (see "Stopping" below); across ``partial_fit`` calls it judges paired
-        comparisons of the models on each call's rows (see :meth:`partial_fit`). The named schedules
-        (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
+        once a cut no longer changes the loss (see "Stopping" below); across ``partial_fit`` calls it judges the
+        objective on each call's rows, in epochs over repeated chunks (see :meth:`partial_fit`). The named
+        schedules (:func:`fastopt.optim.schedule_lr`): ``linear`` decays to ``end_factor * learning_rate`` at the last
         epoch (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1), ``invscaling`` divides by ``(epoch +
         1) ** power_t``, ``exponential`` multiplies by
         ``gamma ** epoch``, ``cosine`` anneals to ``end_factor * learning_rate``.
@@ -579,11 +579,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state;
         each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows,
         and a numeric ``learning_rate`` set between calls takes effect at the next call. Under the plateau rule
-        (``schedule="auto"`` with ``learning_rate="auto"``) each call after the first compares, on its own rows
-        before it trains on them, the objective at the parameters before the previous call and now (and at the
-        last cut): it cuts the rate tenfold when the previous round of calls did not lower the objective by
-        more than two standard errors of the rows' paired differences, and keeps the rate once a cut no longer
-        measurably helped (see the README, "Across partial_fit calls"). Other schedules advance one epoch per call.
+        (``schedule="auto"`` with ``learning_rate="auto"``) each call evaluates the objective on its own rows
+        before it trains on them and knows its chunk again by them: calls that go over the same chunks again are
+        judged in epochs (each chunk compared with itself an epoch apart) as ``fit`` judges epochs; new rows by
+        paired comparisons with the models before the previous call and at the last cut, a difference counting
+        only beyond two standard errors. Where ``fit`` would stop, the rate settles (see the README, "Across
+        partial_fit calls"). The other schedules advance one epoch per call.
         ``tol`` does not apply, and ``early_stopping=True`` is an error, as in ``SGDRegressor`` (``fit_stream``
         and ``fit`` on Dask arrays run whole epochs over chunks with them). ``solver="newton"`` cannot fit
         incrementally.
