@@ -99,8 +99,10 @@ SHIFT_MIN_DENSITY = 0.5
 # had the mean square of those few values as its scale: one small value scaled later rows' values of the column
 # by its inverse, and default SGD diverged on hashed features of standard normal values (2^18 columns, 30 values
 # a row: partial_fit on 20,000-row chunks in the second call, fit_stream in its first epoch). The values' mean
-# square of a column with fewer than SCALE_RARE_VALUES of them is taken as if it had SCALE_PRIOR_VALUES more,
-# of the rare columns' mean square (a prior; empirical Bayes shrinkage). Columns of many values keep their own.
+# square of a column with fewer than SCALE_RARE_VALUES of them, stored in fewer than SHIFT_MIN_DENSITY of the
+# sample's rows, is taken as if it had SCALE_PRIOR_VALUES more, of the rare columns' mean square (a prior;
+# empirical Bayes shrinkage). Columns of many values keep their own, and so do the columns of a small dense
+# sample (20 rows of columns of scales 1e-3..1e3 pooled into one scale: partial_fit 120 times further off).
 SCALE_RARE_VALUES = 64
 SCALE_PRIOR_VALUES = 8
 
@@ -461,25 +463,30 @@ def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = Fa
             row_w = np.repeat(w, np.diff(Xr.indptr))
             squares = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d)
             stored = np.bincount(Xr.indices, weights=row_w, minlength=d)
+            counts = np.bincount(Xr.indices, minlength=d)
         else:
-            squares, stored = np.zeros(d), np.zeros(d)
+            squares, stored, counts = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
             whole = rows.shape[0] == X.shape[0]
             for start in range(0, rows.shape[0], CHUNK_ROWS):
                 r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
                 block = X[r].astype(np.float64)
                 wb = w[start : start + CHUNK_ROWS]
                 squares += np.einsum("i,ij,ij->j", wb, block, block)
-                stored += wb @ (block != 0)
-        s2 = _shrunk_squares(squares, stored) / s0
+                nonzero = block != 0
+                stored += wb @ nonzero
+                counts += np.count_nonzero(nonzero, axis=0)
+        rare = (counts > 0) & (counts < SCALE_RARE_VALUES) & (counts < SHIFT_MIN_DENSITY * rows.shape[0])
+        s2 = _shrunk_squares(squares, stored, rare) / s0
     return _rms_scaling(params, s2, per_column)
 
 
-def _shrunk_squares(squares: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """The columns' weighted sums of squares ``squares`` over a sample, those of columns with fewer than
-    ``SCALE_RARE_VALUES`` (weighted) ``stored`` values shrunk: ``stored_j * (squares_j + tau q) / (stored_j +
-    tau)``, ``tau = SCALE_PRIOR_VALUES`` and ``q`` the mean square of the rare columns' values together."""
-    rare = (stored > 0) & (stored < SCALE_RARE_VALUES)
-    if not rare.any():
+def _shrunk_squares(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray) -> np.ndarray:
+    """The columns' weighted sums of squares ``squares`` over a sample, those of the ``rare`` columns (stored
+    fewer than ``SCALE_RARE_VALUES`` times, in fewer than ``SHIFT_MIN_DENSITY`` of the sample's rows) shrunk:
+    ``stored_j * (squares_j + tau q) / (stored_j + tau)``, ``stored_j`` the weights of the column's stored values,
+    ``tau = SCALE_PRIOR_VALUES`` and ``q`` the mean square of the rare columns' values together. A column stored
+    in most rows of a small sample is no rare column: its values are its own scale, whatever the pool's."""
+    if not rare.any() or not stored[rare].sum() > 0:
         return squares
     q = float(squares[rare].sum() / stored[rare].sum())
     out = squares.copy()

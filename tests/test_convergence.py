@@ -572,17 +572,26 @@ def test_sampled_scaling_of_rare_columns_does_not_diverge(entry):
 
 
 def test_shrunk_squares_leave_columns_of_many_values_alone():
-    """Columns of SCALE_RARE_VALUES stored values or more keep their sums of squares bit for bit; a rare column's
-    values are given SCALE_PRIOR_VALUES more of the rare columns' mean square; unstored columns stay 0."""
+    """Columns that are not rare keep their sums of squares bit for bit; a rare column's values are given
+    SCALE_PRIOR_VALUES more of the rare columns' mean square; unstored columns stay 0."""
     squares = np.array([640.0, 1e-6, 4.0, 0.0, 3.0])
     stored = np.array([64.0, 1.0, 2.0, 0.0, 3.0])
-    out = _iterative_lr._shrunk_squares(squares, stored)
+    rare = np.array([False, True, True, False, True])
+    out = _iterative_lr._shrunk_squares(squares, stored, rare)
     tau, q = _iterative_lr.SCALE_PRIOR_VALUES, (1e-6 + 4.0 + 3.0) / 6.0
     assert out[0] == 640.0 and out[3] == 0.0
-    np.testing.assert_allclose(out[[1, 2, 4]], stored[[1, 2, 4]] * (squares[[1, 2, 4]] + tau * q)
-                               / (stored[[1, 2, 4]] + tau), rtol=1e-15)
+    np.testing.assert_allclose(out[rare], stored[rare] * (squares[rare] + tau * q) / (stored[rare] + tau), rtol=1e-15)
     assert out[1] > 0.5  # a single value of 1e-3 no longer makes a mean square of 1e-6
-    np.testing.assert_array_equal(_iterative_lr._shrunk_squares(squares[:1], stored[:1]), squares[:1])
+    np.testing.assert_array_equal(_iterative_lr._shrunk_squares(squares, stored, ~rare & False), squares)
+
+
+def test_small_dense_first_chunk_keeps_each_columns_scale():
+    """A first partial_fit of 20 rows of six columns of scales 10^U(-3, 3): every column has fewer than
+    SCALE_RARE_VALUES values, but each is stored in every row, so none is rare and each keeps its own scale (pooled
+    into one, the map no longer scaled them apart)."""
+    X, y = widely_scaled(80)
+    est = LinearRegressor(solver="sgd", random_state=0).partial_fit(X[::4], y[::4])
+    np.testing.assert_allclose(est._solver_state.affine.scale, np.sqrt(np.mean(X[::4] ** 2, axis=0)), rtol=1e-12)
 
 
 @pytest.mark.parametrize("rule", ["sgd", "adam"])
