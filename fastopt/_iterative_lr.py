@@ -233,6 +233,11 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
         return None
     if sp.issparse(X):
         return _csr_affine(params, X, rows, sw, per_column)
+    return _dense_affine(params, X, rows, sw, per_column)
+
+
+def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column: bool) -> Affine | None:
+    """:func:`choose_affine` of dense ``X``: from the ``sw``-weighted moments of its ``rows``."""
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     whole = rows.shape[0] == X.shape[0]
@@ -306,11 +311,17 @@ def choose_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = Fal
 
 def stream_scaling(params: dict, X, w, per_column: bool = False) -> Affine | None:
     """The preconditioning of a streamed or Dask fit (``precondition="auto"``, ``learning_rate="auto"``), from
-    the seeded sample of its training rows that also sets the rate (``X`` dense or sparse, weights ``w``):
-    :func:`_scaling` (the chunks need not share the sample's means), per column under a ridge where
-    ``per_column`` (:func:`ridge_per_column`)."""
+    the seeded sample of its training rows that also sets the rate (``X`` dense or sparse, weights ``w``), per
+    column under a ridge where ``per_column`` (:func:`ridge_per_column`). Dense: the in-memory map
+    (:func:`choose_affine`), centring columns far from centred: the sample is drawn from every chunk, so its means
+    are the stream's (a shift is an exact change of variables whatever a chunk's own means; without one, five
+    columns of means 5-50 and unit spread left a streamed SGD fit 4.4 times the optimal objective above it).
+    Sparse: :func:`_scaling`, no shift (a chunk whose column is stored in fewer rows than the sample's would be
+    densified by it)."""
     if not _applies(params, X, X.shape[0], per_column=per_column):
         return None
+    if not sp.issparse(X):
+        return _dense_affine(params, X, np.arange(X.shape[0]), w, per_column)
     return _scaling(params, X, np.arange(X.shape[0]), w, per_column=per_column)
 
 

@@ -1472,3 +1472,27 @@ def test_partial_fit_on_a_wide_design_does_not_cut_on_recency():
                 est.partial_fit(*chunk)
         fits[schedule] = est
     assert objective(fits["auto"]) <= objective(fits["constant"]) * (1 + 1e-3)
+
+
+def offset_columns(n: int):
+    """Five unit-spread columns of means 5-50 (ages, years, temperatures), a target with noise and an offset."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 5)) + rng.uniform(5, 50, size=5)
+    return X, X @ rng.normal(size=5) + 0.3 * rng.normal(size=n) + 2
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_streamed_fit_centres_columns_far_from_centred(rule):
+    """fit_stream's map (from its seeded sample of every chunk) scaled without shift: on columns of means 5-50 and
+    unit spread a streamed SGD fit ended 4.4 times the optimal objective above it and Adam 0.41 (both warned,
+    after 100 epochs), where the in-memory fit, which centres them, ends within 5e-5. The sample's dense columns
+    are now centred as in memory: within 1e-3 (measured 1.1e-4 and 2.6e-5), silent."""
+    X, y = offset_columns(4000)
+    objective = ridge_objective(X, y, 0.0)
+    best = objective(LinearRegressor().fit(X, y))
+    chunks = [(X[i : i + 1000], y[i : i + 1000]) for i in range(0, 4000, 1000)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver=rule, random_state=0).fit_stream(lambda: iter(chunks))
+    assert est._solver_state.affine.shift.any()
+    assert objective(est) / best - 1.0 < 1e-3

@@ -495,3 +495,23 @@ def test_worker_lost_for_good_fails_naming_epoch_and_block(rng, tmp_path):
     assert after.keys() == before.keys()
     for k, v in before.items():
         np.testing.assert_array_equal(after[k], v)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_iterative_fit_centres_columns_far_from_centred(client, rule):
+    """The Dask fit's map comes from the seeded sample of its blocks, as a stream's: columns of means 5-50 and
+    unit spread are now centred (without a shift SGD ended 4.4 times the optimal objective above it, Adam 0.44,
+    warned): within 1e-3 of it (measured 1.2e-5 and 3.8e-5), silent."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 5)) + rng.uniform(5, 50, size=5)
+    y = X @ rng.normal(size=5) + 0.3 * rng.normal(size=4000) + 2
+
+    def objective(est):
+        r = np.asarray(est.predict(X)) - y
+        return 0.5 * float(np.mean(r * r))
+
+    best = objective(LinearRegressor().fit(X, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver=rule, random_state=0).fit(blocks(X, 1000), blocks(y, 1000))
+    assert objective(est) / best - 1.0 < 1e-3
