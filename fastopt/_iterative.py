@@ -949,7 +949,8 @@ PASS_WATCH_Z = 2.0
 # as its second moments shrink: at a settled rate its loss crept up from 4e-4 to 6e-3 above the optimum over 100
 # calls). One round beyond two standard errors happens by chance one round in 44.
 PASS_WATCH_RISES = 3
-# Chunks a watch remembers (by a digest of their rows) to tell a repeated chunk from a new one.
+# Chunks a watch remembers (by a digest of their rows) to tell a repeated chunk from a new one, and the most an
+# epoch holds (a stream of new chunks would otherwise grow one without end).
 PASS_WATCH_KEYS = 1024
 
 
@@ -1020,6 +1021,8 @@ class PassWatch:
                 keys, loss, rows, steps = frozenset(), 0.0, 0.0, 0
         else:
             self.lr = self.judge(stats, now)
+        if len(keys) >= PASS_WATCH_KEYS:  # a stream of new chunks (or a longer cycle): an epoch of this many
+            keys, loss, rows, steps = frozenset(), 0.0, 0.0, 0
         if np.isfinite(stats[0]):
             self.epoch = (keys | {key}, loss + n_rows * stats[0], rows + n_rows, steps + n_steps)
         self.seen.pop(key, None)

@@ -1496,3 +1496,19 @@ def test_streamed_fit_centres_columns_far_from_centred(rule):
         est = LinearRegressor(solver=rule, random_state=0).fit_stream(lambda: iter(chunks))
     assert est._solver_state.affine.shift.any()
     assert objective(est) / best - 1.0 < 1e-3
+
+
+def test_partial_fit_watch_stays_bounded_on_a_long_stream():
+    """A stream of new chunks never repeats one: the watch remembers at most PASS_WATCH_KEYS of them, and an
+    epoch holds at most that many (it had grown by one key a call, each call copying it), while the fit converges
+    (1,100 chunks of 20 rows: within 0.01 of the coefficients, noise 0.1)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=3)
+    est = LinearRegressor(solver="sgd", random_state=0)
+    for _ in range(_iterative.PASS_WATCH_KEYS + 76):
+        X = rng.normal(size=(20, 3))
+        est.partial_fit(X, X @ w + 0.1 * rng.normal(size=20))
+    watch = est._solver_state.watch
+    assert len(watch.seen) == _iterative.PASS_WATCH_KEYS and len(watch.epoch[0]) <= _iterative.PASS_WATCH_KEYS
+    assert watch.plateau is None  # no chunk came twice
+    np.testing.assert_allclose(est.coef_, w, atol=0.01)
