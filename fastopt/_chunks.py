@@ -137,9 +137,11 @@ def prefetched(items: Iterator) -> Iterator:
                 results.put((None, exc))
 
     thread = threading.Thread(target=reader, name="fastopt-prefetch", daemon=True)
-    thread.start()
-    requests.put(True)
     try:
+        # Started inside the try: Ctrl-C landing in start() (which waits for the thread to run) must still tell
+        # the reader to stop, or it waits for a request for ever (seen once in CI, on a loaded machine).
+        thread.start()
+        requests.put(True)
         while True:
             try:
                 # A bounded wait, repeated: a SIGINT that lands just before a blocking wait begins is handled only

@@ -156,6 +156,28 @@ def test_fit_stream_reports_an_error_without_waiting_for_the_reader(rng, solver)
     assert not _prefetch_threads()  # the reader ended once its read returned, reading nothing more
 
 
+def test_interrupt_while_the_reader_starts_leaves_no_reader(monkeypatch):
+    """Ctrl-C that lands in Thread.start() (which waits until the new thread runs) left the reader started and
+    waiting for a request for ever: the thread is started inside the block whose exit tells it to stop."""
+    from fastopt import _chunks
+
+    start = threading.Thread.start
+
+    def interrupted(self):
+        start(self)
+        if self.name == "fastopt-prefetch":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        next(_chunks.prefetched(iter([1, 2])))
+    monkeypatch.undo()
+    deadline = time.monotonic() + 5
+    while _prefetch_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _prefetch_threads()
+
+
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
 def test_fit_stream_waiting_for_a_blocked_source_is_interruptible(rng):
     X = rng.normal(size=(100, 3))
