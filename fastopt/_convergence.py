@@ -65,6 +65,20 @@ def small_problem(n: int, d: int, seed: int):
     return X, y
 
 
+def scaled_stream(seed: int):
+    """A stream of new rows from one distribution, for ``partial_fit`` on chunks never seen twice: a function of
+    ``m`` drawing ``(X, y)``, ``m`` rows of six columns of scales ``10^U(-3, 3)`` (drawn once, with the
+    coefficients ``w``), ``y = X w + 0.3 e + 2``."""
+    rng = np.random.default_rng(seed)
+    scales, w = 10.0 ** rng.uniform(-3, 3, size=6), rng.normal(size=6)
+
+    def draw(m: int):
+        X = rng.normal(size=(m, 6)) * scales
+        return X, X @ w + 0.3 * rng.normal(size=m) + 2
+
+    return draw
+
+
 def half_mse(X, y, coef, intercept) -> float:
     """Half the mean squared residual, in float64."""
     r = X.astype(np.float64) @ np.asarray(coef, dtype=np.float64) + float(intercept) - y.astype(np.float64)

@@ -1021,15 +1021,22 @@ class PassWatch:
                 keys, loss, rows, steps = frozenset(), 0.0, 0.0, 0
         else:
             self.lr = self.judge(stats, now)
+        self.epoch = (keys, loss, rows, steps)
+        self.remember(key, stats[0], n_rows, n_steps)
+        return self.lr
+
+    def remember(self, key: bytes, f: float, n_rows: int, n_steps: int) -> None:
+        """Add a call's chunk ``key`` (its objective ``f``, ``n_rows`` and ``n_steps``) to the current epoch and to
+        the chunks seen (the most recent ``PASS_WATCH_KEYS`` of them)."""
+        keys, loss, rows, steps = self.epoch
         if len(keys) >= PASS_WATCH_KEYS:  # a stream of new chunks (or a longer cycle): an epoch of this many
             keys, loss, rows, steps = frozenset(), 0.0, 0.0, 0
-        if np.isfinite(stats[0]):
-            self.epoch = (keys | {key}, loss + n_rows * stats[0], rows + n_rows, steps + n_steps)
+        if np.isfinite(f):
+            self.epoch = (keys | {key}, loss + n_rows * f, rows + n_rows, steps + n_steps)
         self.seen.pop(key, None)
         self.seen[key] = None
         if len(self.seen) > PASS_WATCH_KEYS:
             del self.seen[next(iter(self.seen))]
-        return self.lr
 
     def judge(self, stats: np.ndarray, now: np.ndarray) -> float:
         """Record one call's comparison of new rows, ``stats`` (:func:`pass_comparison`: the objective now, the
@@ -1867,9 +1874,7 @@ class IterativeSolver(Solver):
                                 watch.ref, LOSSES[params["loss"]], params["epsilon"],
                                 lambda p: penalty_term(spec, train, p, k_d))
         if fresh:  # the first call's chunk begins the first epoch; there is no previous call to judge
-            watch.seen[key] = None
-            watch.epoch = (frozenset({key}), n_rows * stats[0], n_rows, n_steps) if np.isfinite(stats[0]) \
-                else watch.epoch
+            watch.remember(key, stats[0], n_rows, n_steps)
             return watch
         st.lr = watch.record(key, stats, n_rows, n_steps, now)
         watch.before = now

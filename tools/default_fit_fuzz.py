@@ -59,13 +59,13 @@ def _objective(est, X, y, w, alpha: float) -> float:
 
 def main(seed: int, cases: int, rules: list[str], partial: bool = False) -> None:
     flagged, silent = 0, 0
+    fit = fit_partial if partial else fit_default
     for i in range(cases):
         kind, X, y, w, alpha, csr = design(np.random.default_rng(seed * 100_000 + i))
 
         best = _objective(LinearRegressor(solver="qr", alpha=alpha).fit(X, y, sample_weight=w), X, y, w, alpha)
         null = 0.5 * np.average((y - np.average(y, weights=w)) ** 2, weights=w)
         for rule in rules:
-            fit = fit_partial if partial else fit_default
             est, warned = fit(LinearRegressor(solver=rule, alpha=alpha, random_state=0), X, y, w, csr)
             excess = (_objective(est, X, y, w, alpha) - best) / max(best, 1e-6 * null)
             f, s = report(f"case {i} {kind:9s} {X.shape!s:11s} csr={int(csr)} w={int(w is not None)} "

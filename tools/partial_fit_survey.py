@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fastopt import LinearRegressor
+from fastopt._convergence import scaled_stream
 
 RULES = ["sgd", "momentum", "adagrad", "rmsprop", "adam"]
 
@@ -76,13 +77,7 @@ def repeated(rules: list[str]) -> None:
 
 
 def new_chunks(rules: list[str]) -> None:
-    rng = np.random.default_rng(1)
-    scales, w = 10.0 ** rng.uniform(-3, 3, size=6), rng.normal(size=6)
-
-    def draw(m):
-        X = rng.normal(size=(m, 6)) * scales
-        return X, X @ w + 0.3 * rng.normal(size=m) + 2
-
+    draw = scaled_stream(1)
     X_test, y_test = draw(200_000)
     best = objective(LinearRegressor().fit(X_test, y_test), X_test, y_test, "squared_error", 0.0, None)
     stream = [draw(1000) for _ in range(160)]
