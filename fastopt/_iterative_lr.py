@@ -9,14 +9,19 @@ Hessian is used for every loss: it bounds Huber's and sets the curvature scale f
 
 Minibatches are noisier than the full gradient, so the plain and momentum rules take the critical step size of
 minibatch SGD on least squares (Jain, Kakade, Kidambi, Netrapalli & Sidford, JMLR 2018),
-``lr = b / (R^2 + (b - 1) L)`` with ``R^2 = tr(H)`` the mean squared row norm and ``b`` the batch size: ``1 / L``
-for full batches, ``1 / R^2`` for single rows. Heavy-ball and Nesterov momentum multiply the effective step by
+``lr = b / (R^2 + (b - 1) L)`` with ``b`` the batch size (``1 / L`` for full batches, ``1 / R^2`` for single
+rows) and ``R^2`` the constant of their fourth-moment condition ``E[w^2 ||x||^2 x x^T] <= R^2 H``, estimated by
+its trace, ``E[c^2] / E[c]`` over the rows' weighted curvatures ``c = w ||x||^2`` (weights of mean 1), plus the
+ridge's trace. It is ``tr(H)``, the mean weighted squared row norm, when every row has the same ``c``, and grows
+with their spread: a few heavy rows (by weight or by size) set it, as they set the largest step a minibatch
+holding one of them can take. Heavy-ball and Nesterov momentum multiply the effective step by
 ``1 / (1 - momentum)``, so their rate is scaled by ``1 - momentum``.
 
 The adaptive rules (AdaGrad, RMSProp, Adam, AdamW) move each coordinate by about ``lr`` per step whatever the
 gradient's scale, so ``lr`` must be a distance: ``ADAPTIVE_FRACTION * ||g0||_inf * lr_sgd``, a fraction of the
 largest coordinate of the first gradient step from the initial parameters (``g0`` the squared-error gradient
-there, which measures the scale of the targets) taken at the critical minibatch rate ``lr_sgd`` above, so that
+there, which measures the scale of the targets) taken at the critical minibatch rate ``lr_sgd`` above with
+``R^2 = tr(H)`` (their steps are distances, not multiples of a row's gradient), so that
 the minibatch noise shrinks it as it shrinks SGD's step (``ADAGRAD_FRACTION`` for AdaGrad, whose steps decay
 by themselves).
 
@@ -656,11 +661,21 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None) -> float:
     else:
         b = int(params["batch_size"])
         if sp.issparse(Xa):
-            trace = _dot(w, np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel())
+            norms = np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel()
+            trace = _dot(w, norms)
         else:
+            norms = None
             trace = float(np.einsum("i,ij,ij->", w, Xa, Xa))
-        trace = trace / Xa.shape[0] + float(ridge.sum())
-        lr = b / (trace + (b - 1) * L)  # the critical minibatch rate
+        trace = trace / Xa.shape[0]
+        if spec.follows_gradient and trace > 0.0:
+            # R^2 of the fourth-moment condition E[w^2 ||x||^2 x x^T] <= R^2 H, by its trace: at R^2 = tr H a
+            # minibatch holding one row of 18 times the mean weight (or 30 times the typical size) took 18
+            # (900) times the typical step along that row, and default SGD diverged.
+            curvature = w * (norms if norms is not None else np.einsum("ij,ij->i", Xa, Xa))
+            spread = _dot(curvature, curvature) / Xa.shape[0] / trace
+        else:  # the adaptive rules' steps are distances per coordinate: a heavy row does not scale them
+            spread = trace
+        lr = b / (spread + float(ridge.sum()) + (b - 1) * L)  # the critical minibatch rate
     if spec.follows_gradient:
         return lr * (1.0 - spec.momentum) if hasattr(spec, "momentum") else lr
     k = Y.shape[1]
