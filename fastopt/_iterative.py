@@ -56,6 +56,7 @@ from fastopt._iterative_lr import (
     null_loss,
     own_decay_cheap,
     ridge_per_column,
+    row_spread,
     sample_learning_rate,
 )
 from fastopt._result import FitResult, Solver
@@ -269,6 +270,12 @@ class IterState:
     watch : PassWatch or None
         The plateau rule across ``partial_fit`` calls (``schedule="plateau"``); None after ``fit`` and in a
         streamed fit's passes, whose epochs the in-memory rule judges.
+    basis : dict or None
+        What a first ``partial_fit`` call's ``learning_rate="auto"`` was taken from, for SGD and the momentum
+        rules (``L``, ``ridge`` and the largest ``inverse`` SGD rate so far: see :func:`rate_guard`); None
+        otherwise.
+    rate_factor : float
+        The factor :func:`rate_guard` has lowered the rate of later ``partial_fit`` calls by (1: none).
     """
 
     weights: np.ndarray
@@ -287,6 +294,8 @@ class IterState:
     avg: np.ndarray | None = None
     interleaved: bool = False
     watch: PassWatch | None = None
+    basis: dict | None = None
+    rate_factor: float = 1.0
 
     def continued(self, interleaved: bool, **changes) -> IterState:
         """A copy to continue from (weights, optimizer state and average copied, ``changes`` applied), its
@@ -1090,6 +1099,38 @@ def chunk_key(X, Y: np.ndarray, shape: tuple) -> bytes:
     return h.digest()
 
 
+def rate_guard(st: IterState, data, sw, params: dict) -> None:
+    """Lower the rate of a later ``partial_fit`` call of SGD or a momentum rule whose rows are heavier than those
+    the rate was taken from (``st.basis``, the first call's): a weight or a row norm beyond the first chunk's
+    made a minibatch holding it step by its multiple of the typical step, and the sequence diverged (weights
+    ``10^U(-4, 4)`` over four chunks, whose first set the map's column scales; rows 200 times the others' norm
+    in a later chunk).
+
+    On the rows :class:`PassWatch` compares on (:func:`watch_rows`; mapped, their weights of mean 1), the
+    critical minibatch rate's inverse ``(R^2 + ridge + (b - 1) L) / b`` (:func:`fastopt._iterative_lr.row_spread`,
+    ``L`` the first call's) is compared with the largest so far; beyond twice it (the critical rate's own margin
+    to divergence, so that chunks of one distribution do not move the rate), ``st.rate_factor`` drops by their
+    ratio, for this call and the later ones. Full batches (a call of at most ``batch_size`` rows) take the exact
+    gradient: nothing to judge."""
+    n, b = data.X.shape[0], int(params["batch_size"])
+    if b >= n:
+        return
+    rows = watch_rows(n)
+    w = None
+    if sw is not None:
+        w = np.asarray(sw[rows], dtype=np.float64)
+        if not w.mean() > 0:
+            return
+        w = w / w.mean()
+    basis = st.basis
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: the epoch names it
+        inverse = (row_spread(data.X, w, params["fit_intercept"], rows) + basis["ridge"]
+                   + (b - 1) * basis["L"]) / b
+    if np.isfinite(inverse) and inverse > 2.0 * basis["inverse"]:
+        st.rate_factor *= basis["inverse"] / inverse
+        basis["inverse"] = inverse
+
+
 def watch_rows(n: int) -> slice:
     """The rows of an ``n``-row call that :class:`PassWatch` compares on: all, or every ``ceil(n /
     PASS_WATCH_ROWS)``-th (a strided view of dense ``X``, no gather)."""
@@ -1569,7 +1610,8 @@ class IterativeSolver(Solver):
         return not params["early_stopping"] and params["learning_rate"] != "auto" and params["init"] != "random"
 
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
-    def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None) -> IterState:
+    def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None,
+               basis: dict | None = None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
         fresh = _initial_params(params, d, k, data.X.dtype, rng)
@@ -1593,7 +1635,7 @@ class IterativeSolver(Solver):
         if params["learning_rate"] != "auto":
             lr0 = params["learning_rate"]
         elif lr0 is None:
-            lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng)
+            lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng, basis=basis)
         # The all-zero model's loss reads every training target once (a compiled pass, no temporaries): it is
         # non-finite when one is, and then names y as validation would have (fit skips that pass).
         all_rows = train_idx.shape[0] == data.Y.shape[0]
@@ -1826,15 +1868,19 @@ class IterativeSolver(Solver):
                 params, data.X, rows, sw, ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)))
         data, params = _under(affine, data), _penalised(params, affine, self.method)
         if state is None:
+            basis = {} if sweep is None else None
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
-                             lr0=None if sweep is None else sweep.lr0, init=init)
-            st.affine = affine
+                             lr0=None if sweep is None else sweep.lr0, init=init, basis=basis)
+            st.affine, st.basis = affine, basis or None
         else:
             lr0 = decay_capped(make_spec(self.method, params), state.lr0) if params["learning_rate"] == "auto" \
                 else float(params["learning_rate"])
             st = state.continued(lazy_rule(self.method, params), loss_curve=list(state.loss_curve), lr0=lr0,
                                  lr=state.lr if lr0 == state.lr0 else None,
-                                 learning_rates=list(state.learning_rates), watch=None)
+                                 learning_rates=list(state.learning_rates), watch=None,
+                                 basis=None if state.basis is None else dict(state.basis))
+            if st.basis is not None and sweep is None and params["learning_rate"] == "auto":
+                rate_guard(st, data, sw, params)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         if sweep is None and schedule_name(params) == "plateau":
             st.watch = self._watched(params, spec, train, data, sw, st, state)
@@ -1842,7 +1888,7 @@ class IterativeSolver(Solver):
         if params["shuffle"]:
             order = draw_order(st.rng, n, out=order_buffer(n)) if own_rows else draw_order(st.rng, rows)
         epoch = st.epochs if sweep is None else sweep.epoch
-        lr = self.epoch_lr(params, st, epoch)
+        lr = self.epoch_lr(params, st, epoch) * st.rate_factor
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
         if order is not rows:
             keep_order_buffer(order)

@@ -1,6 +1,6 @@
 # Krylov kernels (the fused pass of csrc/krylov.c); included by _kernels.pyx.
 from cython cimport floating
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 
 
 def krylov_dense(const floating[:, ::1] X, const floating[:, ::1] Y, Py_ssize_t target,
@@ -182,6 +182,40 @@ def csr_check(const int32_t[::1] indices, const int32_t[::1] indptr, Py_ssize_t 
         raise ValueError("krylov_csr: indptr is not non-decreasing")
     if hi != -1:
         raise ValueError(f"krylov_csr: column index {hi} outside [0, {d})")
+
+
+ctypedef fused csr_index:
+    int32_t
+    int64_t
+
+
+def csr_row_squares(const floating[::1] data, const csr_index[::1] indptr, Py_ssize_t start, Py_ssize_t step,
+                    Py_ssize_t count):
+    """The sums of squares of the stored values of the ``count`` rows ``start, start + step, ...`` of a CSR
+    matrix (its ``data`` and ``indptr``), as float64: its rows' squared norms when no index repeats in a row.
+
+    One read of those rows' values and no temporaries (gathering them with NumPy took four arrays of their size,
+    whose first-touch page faults were most of 1.1 ms on 2,000 rows of 30 values).
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i, r
+    cdef int64_t j
+    cdef double acc, v
+    if count < 0 or step < 1 or start < 0 or (count and start + (count - 1) * step >= n):
+        raise ValueError("csr_row_squares: rows outside the matrix")
+    if n >= 0 and indptr.shape[0] and (indptr[0] < 0 or indptr[n] > data.shape[0]):
+        raise ValueError("csr_row_squares: indptr points outside data")
+    out = np.empty(count, dtype=np.float64)
+    cdef double[::1] o = out
+    with nogil:
+        for i in range(count):
+            r = start + i * step
+            acc = 0.0
+            if indptr[r + 1] > indptr[r]:
+                for j in range(indptr[r], indptr[r + 1]):
+                    v = data[j]
+                    acc += v * v
+            o[i] = acc
+    return out
 
 
 # The d-vector updates of the CGLS and LSQR iterations (fastopt/_krylov.py), fused in C (krylov.c): at d = 2^18

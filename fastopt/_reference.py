@@ -223,6 +223,23 @@ def csr_check(indices, indptr, d):
         raise ValueError(f"krylov_csr: column index {cols[bad[0]]} outside [0, {d})")
 
 
+def csr_row_squares(data, indptr, start, step, count):
+    """Twin of :func:`fastopt._kernels.csr_row_squares`: each row's stored values squared and added in order."""
+    n = indptr.shape[0] - 1
+    if count < 0 or step < 1 or start < 0 or (count and start + (count - 1) * step >= n):
+        raise ValueError("csr_row_squares: rows outside the matrix")
+    if n >= 0 and indptr.shape[0] and (indptr[0] < 0 or indptr[n] > data.shape[0]):
+        raise ValueError("csr_row_squares: indptr points outside data")
+    out = np.empty(count, dtype=np.float64)
+    for i in range(count):
+        r = start + i * step
+        acc = 0.0
+        for v in data[indptr[r] : max(indptr[r], indptr[r + 1])].astype(np.float64):
+            acc += v * v
+        out[i] = acc
+    return out
+
+
 def krylov_csr(data, indices, indptr, Y, target, sqrt_weight, v, c, shift, z, z_squares=None, check=True):
     """Twin of :func:`fastopt._kernels.krylov_csr`: :func:`krylov_dense` on the CSR rows ``indptr`` selects."""
     import scipy.sparse

@@ -579,8 +579,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
         The closed form merges the chunk's sufficient statistics exactly, so any split of the rows gives the
         coefficients of one ``fit``. Iterative solvers make one pass over the chunk, keeping optimizer state;
-        each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows,
-        and a numeric ``learning_rate`` set between calls takes effect at the next call. Under the plateau rule
+        each call is one epoch of the schedule, ``learning_rate="auto"`` is resolved on the first call's rows
+        (for SGD and the momentum rules, a later call whose rows are heavier, by weight or size, than twice
+        what that rate allows for lowers it for itself and the calls after it), and a numeric
+        ``learning_rate`` set between calls takes effect at the next call. Under the plateau rule
         (``schedule="auto"`` with ``learning_rate="auto"``) each call evaluates the objective on its own rows
         before it trains on them and knows its chunk again by them: calls that go over the same chunks again are
         judged in epochs (each chunk compared with itself an epoch apart) as ``fit`` judges epochs; new rows by
