@@ -51,12 +51,13 @@ from fastopt._iterative_lr import (
     choose_affine,
     choose_scaling,
     csr_shiftable,
+    curvature_spread,
     decay_capped,
     mean_loss,
     null_loss,
     own_decay_cheap,
     ridge_per_column,
-    row_spread,
+    row_curvatures,
     sample_learning_rate,
 )
 from fastopt._result import FitResult, Solver
@@ -1103,18 +1104,18 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
     """Lower the rate of a later ``partial_fit`` call of SGD or a momentum rule whose rows are heavier than those
     the rate was taken from (``st.basis``, the first call's): a weight or a row norm beyond the first chunk's
     made a minibatch holding it step by its multiple of the typical step, and the sequence diverged (weights
-    ``10^U(-4, 4)`` over four chunks, whose first set the map's column scales; rows 200 times the others' norm
-    in a later chunk).
+    ``10^U(-4, 4)`` over four chunks, whose first set the map's column scales; rows 30-100 times the others' size
+    in a later chunk; rows of a table sorted by a column the first chunk centred).
 
-    On the rows :class:`PassWatch` compares on (:func:`watch_rows`; mapped, their weights of mean 1), the
-    critical minibatch rate's inverse ``(R^2 + ridge + (b - 1) L) / b`` (:func:`fastopt._iterative_lr.row_spread`,
-    ``L`` the first call's) is compared with the largest so far; beyond twice it (the critical rate's own margin
-    to divergence, so that chunks of one distribution do not move the rate), ``st.rate_factor`` drops by their
-    ratio, for this call and the later ones. Full batches (a call of at most ``batch_size`` rows) take the exact
-    gradient: nothing to judge."""
+    On the rows :class:`PassWatch` compares on (:func:`watch_rows`; mapped, their weights of mean 1), with ``c_i``
+    their weighted curvatures: ``L`` is the first call's, or a lower bound of these rows' Hessian's largest
+    eigenvalue when larger, ``max_i c_i / m`` over ``m`` rows or, on dense rows, ``|mu|^2`` (``mu`` their mean
+    with the intercept's 1; the Hessian is their covariance plus ``mu mu^T``). The critical rate's inverse,
+    ``(R^2 + ridge + (b - 1) L) / b`` (:func:`fastopt._iterative_lr.curvature_spread`), or ``L`` for a full batch (a
+    call of at most ``batch_size`` rows), is compared with the largest so far; beyond twice it (the critical
+    rate's own margin to divergence, so that chunks of one distribution do not move the rate), ``st.rate_factor``
+    drops by their ratio, for this call and the later ones."""
     n, b = data.X.shape[0], int(params["batch_size"])
-    if b >= n:
-        return
     rows = watch_rows(n)
     w = None
     if sw is not None:
@@ -1124,8 +1125,15 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
         w = w / w.mean()
     basis = st.basis
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: the epoch names it
-        inverse = (row_spread(data.X, w, params["fit_intercept"], rows) + basis["ridge"]
-                   + (b - 1) * basis["L"]) / b
+        c = row_curvatures(data.X, w, params["fit_intercept"], rows)
+        L = max(basis["L"], float(c.max()) / c.shape[0]) if c.shape[0] else basis["L"]
+        if not sp.issparse(data.X):
+            mu = np.average(data.X[rows], axis=0, weights=w).astype(np.float64)
+            L = max(L, float(np.einsum("i,i->", mu, mu)) + (1.0 if params["fit_intercept"] else 0.0))
+        if b >= n:
+            inverse = L
+        else:
+            inverse = (curvature_spread(c) + basis["ridge"] + (b - 1) * L) / b
     if np.isfinite(inverse) and inverse > 2.0 * basis["inverse"]:
         st.rate_factor *= basis["inverse"] / inverse
         basis["inverse"] = inverse
