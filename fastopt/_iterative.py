@@ -1896,7 +1896,9 @@ class IterativeSolver(Solver):
         if params["shuffle"]:
             order = draw_order(st.rng, n, out=order_buffer(n)) if own_rows else draw_order(st.rng, rows)
         epoch = st.epochs if sweep is None else sweep.epoch
-        lr = self.epoch_lr(params, st, epoch) * st.rate_factor
+        lr = self.epoch_lr(params, st, epoch)
+        if sweep is None and params["learning_rate"] == "auto":  # a numeric rate is taken as given
+            lr *= st.rate_factor
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
         if order is not rows:
             keep_order_buffer(order)

@@ -1730,3 +1730,18 @@ def test_partial_fit_full_batch_calls_far_from_the_first_are_guarded(rule):
             est.partial_fit(X[c : c + 20], y[c : c + 20])
     assert est._solver_state.rate_factor < 1e-2
     assert relative_excess(est, X, y, optimum(X, y, True)) < 1.0
+
+
+def test_partial_fit_numeric_rate_after_the_guard_is_taken_as_given():
+    """A numeric learning_rate set between calls applies as given, not lowered by the factor an auto rate's guard
+    set; back at "auto", the calls run at the base rate the state holds (learning_rate_) times that factor."""
+    X, y = heavy_later_chunks(30.0)
+    est = LinearRegressor(solver="sgd", random_state=0)
+    for c in range(4):
+        est.partial_fit(X[c * 1000 : (c + 1) * 1000], y[c * 1000 : (c + 1) * 1000])
+    factor = est._solver_state.rate_factor
+    assert factor < 0.1
+    est.set_params(learning_rate=1e-4).partial_fit(X[:1000], y[:1000])
+    assert est.learning_rates_[-1] == 1e-4
+    est.set_params(learning_rate="auto").partial_fit(X[:1000], y[:1000])
+    assert est.learning_rates_[-1] == pytest.approx(est.learning_rate_ * factor, rel=1e-12)
