@@ -1745,3 +1745,24 @@ def test_partial_fit_numeric_rate_after_the_guard_is_taken_as_given():
     assert est.learning_rates_[-1] == 1e-4
     est.set_params(learning_rate="auto").partial_fit(X[:1000], y[:1000])
     assert est.learning_rates_[-1] == pytest.approx(est.learning_rate_ * factor, rel=1e-12)
+
+
+def test_first_partial_fit_scales_the_columns_its_chunk_misses_as_rare_ones():
+    """Hashed rows under a ridge (2^16 columns, ten values a row, four chunks of 5,000 rows): the first chunk
+    stores 35,000 of the columns. Those it missed kept scale 1, the units of X, 30 times less scaled than the
+    columns seen once, and 20 passes of SGD's partial_fit ended 19.6% above the optimum (measured); with the rare
+    columns' mean square, 7.0%. A stream's sample, drawn from every chunk, keeps scale 1 for what it misses."""
+    X, y = hashed_features(20_000, 2**16, 10)
+    alpha = 1e-3
+    objective = ridge_objective(X, y, alpha)
+    best = LinearRegressor(solver="lsqr", alpha=alpha).fit(X, y)
+    est = LinearRegressor(solver="sgd", alpha=alpha, random_state=0)
+    chunks = [(X[c * 5000 : (c + 1) * 5000], y[c * 5000 : (c + 1) * 5000]) for c in range(4)]
+    est.partial_fit(*chunks[0])
+    scale = est._solver_state.affine.scale
+    unseen = np.bincount(chunks[0][0].indices, minlength=2**16) == 0
+    assert unseen.sum() > 25_000 and np.all(scale[unseen] < 0.1) and np.ptp(scale[unseen]) == 0
+    for _ in range(20):
+        for Xc, yc in chunks:
+            est.partial_fit(Xc, yc)
+    assert objective(est) - objective(best) <= 0.1 * objective(best)
