@@ -273,10 +273,8 @@ class IterState:
         streamed fit's passes, whose epochs the in-memory rule judges.
     basis : dict or None
         What a first ``partial_fit`` call's ``learning_rate="auto"`` was taken from, for SGD and the momentum
-        rules (``L``, ``ridge`` and the largest ``inverse`` SGD rate so far: see :func:`rate_guard`); None
-        otherwise.
-    rate_factor : float
-        The factor :func:`rate_guard` has lowered the rate of later ``partial_fit`` calls by (1: none).
+        rules (``L``, ``ridge``, the ``first`` inverse SGD rate and the largest so far, ``inverse``: see
+        :func:`rate_guard`); None otherwise.
     """
 
     weights: np.ndarray
@@ -296,7 +294,11 @@ class IterState:
     interleaved: bool = False
     watch: PassWatch | None = None
     basis: dict | None = None
-    rate_factor: float = 1.0
+
+    @property
+    def rate_factor(self) -> float:
+        """The factor :func:`rate_guard` has lowered the rate of later ``partial_fit`` calls by (1: none)."""
+        return 1.0 if self.basis is None else self.basis["first"] / self.basis["inverse"]
 
     def continued(self, interleaved: bool, **changes) -> IterState:
         """A copy to continue from (weights, optimizer state and average copied, ``changes`` applied), its
@@ -1113,8 +1115,9 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
     with the intercept's 1; the Hessian is their covariance plus ``mu mu^T``). The critical rate's inverse,
     ``(R^2 + ridge + (b - 1) L) / b`` (:func:`fastopt._iterative_lr.curvature_spread`), or ``L`` for a full batch (a
     call of at most ``batch_size`` rows), is compared with the largest so far; beyond twice it (the critical
-    rate's own margin to divergence, so that chunks of one distribution do not move the rate), ``st.rate_factor``
-    drops by their ratio, for this call and the later ones."""
+    rate's own margin to divergence, so that chunks of one distribution do not move the rate), it becomes the
+    largest, and the rate drops by the ratio of the first to it (``IterState.rate_factor``), for this call and
+    the later ones."""
     n, b = data.X.shape[0], int(params["batch_size"])
     rows = watch_rows(n)
     w = None
@@ -1126,7 +1129,7 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
     basis = st.basis
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: the epoch names it
         c = row_curvatures(data.X, w, params["fit_intercept"], rows)
-        L = max(basis["L"], float(c.max()) / c.shape[0]) if c.shape[0] else basis["L"]
+        L = max(basis["L"], float(c.max()) / c.shape[0])  # a call has rows: validation refuses none
         if not sp.issparse(data.X):
             mu = np.average(data.X[rows], axis=0, weights=w).astype(np.float64)
             L = max(L, float(np.einsum("i,i->", mu, mu)) + (1.0 if params["fit_intercept"] else 0.0))
@@ -1135,7 +1138,6 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
         else:
             inverse = (curvature_spread(c) + basis["ridge"] + (b - 1) * L) / b
     if np.isfinite(inverse) and inverse > 2.0 * basis["inverse"]:
-        st.rate_factor *= basis["inverse"] / inverse
         basis["inverse"] = inverse
 
 

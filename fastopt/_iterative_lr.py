@@ -634,9 +634,8 @@ def row_curvatures(X, w, fit_intercept: bool, rows: slice = slice(None)) -> np.n
         # Read in place: slicing a CSR matrix by a step copies its rows (2.8 ms of a 39 ms partial_fit call on
         # the hashed benchmark's rows, where this takes 0.2 ms). A repeated index counts as stored, not summed.
         X = sp.csr_array(X)
-        start, _, step = rows.indices(X.shape[0])
-        count = len(range(*rows.indices(X.shape[0])))
-        norms = _kernels.csr_row_squares(X.data, X.indptr, start, step, count)
+        start, stop, step = rows.indices(X.shape[0])
+        norms = _kernels.csr_row_squares(X.data, X.indptr, start, step, len(range(start, stop, step)))
     else:
         norms = np.einsum("ij,ij->i", X[rows], X[rows], dtype=np.float64)
     c = norms + 1.0 if fit_intercept else norms
@@ -671,7 +670,7 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     basis : dict or None
         When given, receives what the rate of SGD and the momentum rules was taken from, for ``partial_fit``
         to judge later calls' rows by (``fastopt._iterative.rate_guard``): ``L``, ``ridge`` (the penalty's
-        trace) and ``inverse`` (``1 / lr`` of plain SGD).
+        trace), and ``first`` and ``inverse`` (``1 / lr`` of plain SGD; the guard raises ``inverse``).
     """
     fit_intercept = params["fit_intercept"]
     if sp.issparse(X):  # the same products from the nonzeros: X is never densified
@@ -694,26 +693,22 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     if L <= 0.0:  # X is zero and there is no intercept: nothing moves, any rate will do
         return 1.0
     if int(params["batch_size"]) >= n_train:
-        lr = 1.0 / L  # full batches: the exact gradient, whatever the number (or weights) of the rows
-        if basis is not None and spec.follows_gradient:
-            basis.update(L=L, ridge=float(ridge.sum()), inverse=L)
+        lr, inverse = 1.0 / L, L  # full batches: the exact gradient, whatever the number (or weights) of the rows
     else:
         b = int(params["batch_size"])
-        if sp.issparse(Xa):
-            trace = _dot(w, np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel())
-        else:
-            trace = float(np.einsum("i,ij,ij->", w, Xa, Xa))
-        trace = trace / Xa.shape[0]
         if spec.follows_gradient:
             # R^2 of the fourth-moment condition E[w^2 ||x||^2 x x^T] <= R^2 H, by its trace: at R^2 = tr H a
             # minibatch holding one row of 18 times the mean weight (or 30 times the typical size) took 18
             # (900) times the typical step along that row, and default SGD diverged.
             spread = curvature_spread(row_curvatures(Xa, w, False))
-        else:  # the adaptive rules' steps are distances per coordinate: a heavy row does not scale them
-            spread = trace
+        elif sp.issparse(Xa):  # the adaptive rules' steps are distances per coordinate: R^2 = tr H
+            spread = _dot(w, np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel()) / Xa.shape[0]
+        else:
+            spread = float(np.einsum("i,ij,ij->", w, Xa, Xa)) / Xa.shape[0]
         lr = b / (spread + float(ridge.sum()) + (b - 1) * L)  # the critical minibatch rate
-        if basis is not None and spec.follows_gradient:
-            basis.update(L=L, ridge=float(ridge.sum()), inverse=1.0 / lr)
+        inverse = 1.0 / lr
+    if basis is not None and spec.follows_gradient:
+        basis.update(L=L, ridge=float(ridge.sum()), first=inverse, inverse=inverse)
     if spec.follows_gradient:
         return lr * (1.0 - spec.momentum) if hasattr(spec, "momentum") else lr
     k = Y.shape[1]
