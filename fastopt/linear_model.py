@@ -174,10 +174,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     learning_rate : float or "auto", default="auto"
         Base step size. ``"auto"`` derives it from ``L``, the largest eigenvalue of the loss Hessian found by
         power iteration on the data: ``b / (R^2 + (b - 1) L)`` for SGD (``1 / L`` for full batches), with
-        ``R^2 = E[c^2] / E[c]`` over the rows' weighted curvatures ``c = w ||x||^2`` (``tr(H)`` when all rows
-        have the same), times ``1 - momentum`` for the momentum rules, and for the adaptive rules a distance, a
-        tenth (AdaGrad: three times) of the largest coordinate of the first gradient times that SGD rate with
-        ``R^2 = tr(H)`` (see ``fastopt._iterative_lr``). Deterministic: it depends neither on ``random_state``
+        ``R^2 = E[c^2] / E[c]`` over the rows' weighted curvatures ``c = w ||x||^2`` (``E[c]`` when all rows
+        have the same) plus the ridge's largest coefficient, times ``1 - momentum`` for the momentum rules, and
+        for the adaptive rules a distance, a tenth (AdaGrad: three times) of the largest coordinate of the first
+        gradient times that SGD rate with ``R^2 = E[c]`` plus the ridge's largest coefficient (see
+        ``fastopt._iterative_lr``). Deterministic: it depends neither on ``random_state``
         nor on the BLAS thread count. The value used is stored in ``learning_rate_``.
     schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
         Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
