@@ -59,6 +59,7 @@ from fastopt._iterative_lr import (
     ridge_per_column,
     row_curvatures,
     sample_learning_rate,
+    target_centre,
 )
 from fastopt._result import FitResult, Solver
 from fastopt._validation import _check_sparse_structure, assert_all_finite
@@ -68,7 +69,7 @@ from fastopt.optim import DIVERGENCE_FACTOR
 LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Loss.ABSOLUTE_ERROR,
           "huber": optim.Loss.HUBER}
 
-# Standard deviation of the "random" initialisation of the weights (intercepts start at zero).
+# Standard deviation of the "random" initialisation of the weights (intercepts start as with zeros).
 RANDOM_INIT_SCALE = 0.01
 
 
@@ -1333,11 +1334,30 @@ def weight_mean(sample_weight: np.ndarray) -> float:
     return float(np.ldexp(np.mean(scaled), e))
 
 
-def _initial_params(params: dict, d: int, k: int, dtype, rng) -> np.ndarray:
+def _initial_params(params: dict, d: int, k: int, dtype, rng, centre: np.ndarray | None = None) -> np.ndarray:
+    """The starting weights (zeros, or ``init="random"``'s draw) then intercepts (``centre``, else zeros)."""
     p = np.zeros(k * d + (k if params["fit_intercept"] else 0), dtype=dtype)
     if params["init"] == "random":
         p[: k * d] = RANDOM_INIT_SCALE * rng.standard_normal(k * d)
+    if centre is not None and params["fit_intercept"]:
+        p[k * d :] = centre
     return p
+
+
+def _auto_centre(params: dict, Y: np.ndarray, w) -> np.ndarray | None:
+    """The intercepts a fresh ``learning_rate="auto"`` squared-error fit starts from (:func:`target_centre` of the
+    training targets ``Y``, weights ``w``: their weighted mean), or None (zeros: a numeric rate starts where
+    scikit-learn and PyTorch do; so do the robust losses, whose weighted median as a start left AdaGrad on
+    degree-5 polynomial features under Huber's loss at max_epochs, 30% above the optimum, where it had stopped
+    at 25%, warned either way).
+
+    Started at zero, the weights take up the targets' offset with the intercept, and where columns sum to the
+    intercept's column of ones (one-hot levels of a categorical column beside an intercept, which a CSR map does
+    not centre), only the ridge moves the offset back: on one-hot CSR rows (8,000 x 1,112, ``alpha = 1e-4``),
+    default SGD stopped 1.8 times the optimal objective above it (warned); started at the targets' mean, 2.4e-3."""
+    if not params["fit_intercept"] or params["learning_rate"] != "auto" or params["loss"] != "squared_error":
+        return None
+    return target_centre(Y, w)
 
 
 def split_params(p: np.ndarray, d: int, k: int):
@@ -1624,7 +1644,10 @@ class IterativeSolver(Solver):
                basis: dict | None = None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
-        fresh = _initial_params(params, d, k, data.X.dtype, rng)
+        every = train_idx.shape[0] == data.Y.shape[0]
+        centre = None if init is not None else _auto_centre(
+            params, data.Y if every else data.Y[train_idx], None if sw is None else sw if every else sw[train_idx])
+        fresh = _initial_params(params, d, k, data.X.dtype, rng, centre)
         if init is not None:  # coef_init / intercept_init: start there, with fresh optimizer state
             state = None
             fresh[: k * d] = np.asarray(init[0]).ravel()
@@ -1645,7 +1668,12 @@ class IterativeSolver(Solver):
         if params["learning_rate"] != "auto":
             lr0 = params["learning_rate"]
         elif lr0 is None:
-            lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng, basis=basis)
+            # the adaptive rules' first gradient is taken as before the intercepts started at the targets' mean (at
+            # zero): their rate stays a distance of the targets' scale, offset included
+            p0 = fresh.copy()
+            if centre is not None:
+                p0[k * d :] = 0
+            lr0 = auto_learning_rate(spec, data, train_idx, sw, params, p0, rng, basis=basis)
         # The all-zero model's loss reads every training target once (a compiled pass, no temporaries): it is
         # non-finite when one is, and then names y as validation would have (fit skips that pass).
         all_rows = train_idx.shape[0] == data.Y.shape[0]

@@ -21,12 +21,12 @@ holding one of them can take. Heavy-ball and Nesterov momentum multiply the effe
 
 The adaptive rules (AdaGrad, RMSProp, Adam, AdamW) move each coordinate by about ``lr`` per step whatever the
 gradient's scale, so ``lr`` must be a distance: ``ADAPTIVE_FRACTION * ||g0||_inf * lr_sgd``, a fraction of the
-largest coordinate of the first gradient step from the initial parameters (``g0`` the squared-error gradient
-there, which measures the scale of the targets) taken at the critical minibatch rate ``lr_sgd`` above with
-``R^2`` the mean weighted squared row norm plus the ridge's largest coefficient (their steps are distances, not
-multiples of a row's gradient), so that
-the minibatch noise shrinks it as it shrinks SGD's step (``ADAGRAD_FRACTION`` for AdaGrad, whose steps decay
-by themselves).
+largest coordinate of the first gradient step from the initial weights with zero intercepts (``g0`` the
+squared-error gradient there, which measures the scale of the targets, their offset included; the intercepts
+of a squared-error fit start at the targets' mean, :func:`target_centre`) taken at the critical minibatch rate
+``lr_sgd`` above with ``R^2`` the mean weighted squared row norm plus the ridge's largest coefficient (their
+steps are distances, not multiples of a row's gradient), so that the minibatch noise shrinks it as it shrinks
+SGD's step (``ADAGRAD_FRACTION`` for AdaGrad, whose steps decay by themselves).
 
 The estimate is deterministic: on at most ``AUTO_ROWS`` rows it reads them all (beyond, a sample drawn from the
 fixed ``AUTO_SAMPLE_SEED``), the power iteration starts from a fixed vector, and every reduction runs in NumPy's
@@ -540,6 +540,20 @@ def _scale_spread(scales: np.ndarray, fit_intercept: bool) -> float:
         return 1.0
     spread = scales.max() / scales.min()
     return max(spread, scales.max(), 1.0 / scales.min()) if fit_intercept else spread
+
+
+def target_centre(Y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """The targets' weighted means (``Y`` of shape (m, k), weights ``w`` or None), the best constant model under
+    squared error, where ``learning_rate="auto"`` starts the intercepts; zeros where that is not finite (the fit
+    names a non-finite ``y``) or the weights total 0. Summed in NumPy's own loops, so deterministic."""
+    Y = np.asarray(Y, dtype=np.float64)
+    w = np.ones(Y.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+    total = float(w.sum())
+    if not total > 0.0:
+        return np.zeros(Y.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        centre = np.einsum("i,ij->j", w, Y) / total
+    return np.where(np.isfinite(centre), centre, 0.0)
 
 
 def null_loss(data, rows, sw, loss, epsilon, fit_intercept: bool) -> float:

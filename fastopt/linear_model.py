@@ -258,8 +258,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         of ``X`` (a dense ``X`` is converted once to CSR). The other solvers ignore it: their exact steps
         already cost O(nonzeros) on sparse ``X`` (see the README's table).
     init : {"zeros", "random"}, default="zeros"
-        Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``
-        (intercepts start at zero either way).
+        Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``. Intercepts
+        start at the targets' weighted mean with ``learning_rate="auto"`` and squared error (the best constant
+        model), else at zero, either way.
     clip_norm : float or None, default=None
         Clip each minibatch gradient to this global L2 norm.
     shuffle : bool, default=True

@@ -108,15 +108,22 @@ def replay():
                 for i, c in enumerate(chunks)]
         return math.fsum(sums) / sum(len(c[0][rows_of(i)]) for i, c in enumerate(chunks))
 
-    def one_pass(est, chunk, epoch, mean):
-        if mean is None:
+    def one_pass(est, chunk, epoch, mean, first_lr0=None):
+        # first_lr0: the first pass of a learning_rate="auto" fit, which starts where the stream's does (the
+        # intercepts at the chunk's target mean) at the stream's rate
+        if mean is None and first_lr0 is None:
             return est.partial_fit(*chunk)
         X, y, w = (*chunk, np.ones(len(chunk[0])))[:3]
         zero = not w.any()  # validation refuses all-zero weights; the stream gives the chunk no weight
+        if first_lr0 is not None:
+            rate = est.learning_rate
+            est.set_params(learning_rate="auto")
         data = check_fit_data(est, X, y, np.ones_like(w) if zero else w, reset=not hasattr(est, "_solver_state"))
         if zero:
             data = dataclasses.replace(data, sample_weight=np.zeros_like(w))
-        est._partial_fit(data, Sweep(epoch, weight_mean=mean))
+        est._partial_fit(data, Sweep(epoch, weight_mean=mean, lr0=first_lr0))
+        if first_lr0 is not None:
+            est.set_params(learning_rate=rate)
 
     def run(params, lr0, chunks, orders, split=None, weights="stream"):
         p = LinearRegressor(**params).get_params()
@@ -134,7 +141,8 @@ def replay():
             est.set_params(learning_rate=optim.schedule_lr(
                 schedule, lr0, epoch, horizon, end_factor=p["end_factor"], power_t=p["power_t"], gamma=p["gamma"]))
             for i in order:
-                one_pass(est, tuple(a[rows_of(i)] for a in chunks[i]), epoch, mean)
+                first = p["learning_rate"] == "auto" and not hasattr(est, "_solver_state")
+                one_pass(est, tuple(a[rows_of(i)] for a in chunks[i]), epoch, mean, lr0 if first else None)
             epochs.append(copy.deepcopy(est))
         return epochs
 
