@@ -21,9 +21,9 @@ holding one of them can take. Heavy-ball and Nesterov momentum multiply the effe
 
 The adaptive rules (AdaGrad, RMSProp, Adam, AdamW) move each coordinate by about ``lr`` per step whatever the
 gradient's scale, so ``lr`` must be a distance: ``ADAPTIVE_FRACTION * ||g0||_inf * lr_sgd``, a fraction of the
-largest coordinate of the first gradient step from the initial weights with zero intercepts (``g0`` the
-squared-error gradient there, which measures the scale of the targets, their offset included; the intercepts
-of a squared-error fit start at the targets' mean, :func:`target_centre`) taken at the critical minibatch rate
+largest coordinate of the first gradient step from the initial parameters (``g0`` the squared-error gradient
+there, which measures the distance left to the targets; the intercepts of a squared-error fit start at the
+targets' mean, :func:`target_centre`) taken at the critical minibatch rate
 ``lr_sgd`` above with ``R^2`` the mean weighted squared row norm plus the ridge's largest coefficient (their
 steps are distances, not multiples of a row's gradient), so that the minibatch noise shrinks it as it shrinks
 SGD's step (``ADAGRAD_FRACTION`` for AdaGrad, whose steps decay by themselves).
