@@ -69,7 +69,7 @@ from fastopt.optim import DIVERGENCE_FACTOR
 LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Loss.ABSOLUTE_ERROR,
           "huber": optim.Loss.HUBER}
 
-# Standard deviation of the "random" initialisation of the weights (intercepts start as with zeros).
+# Standard deviation of the "random" initialisation of the weights (the intercepts start as with init="zeros").
 RANDOM_INIT_SCALE = 0.01
 
 
@@ -1348,7 +1348,7 @@ def _auto_centre(params: dict, Y: np.ndarray, w) -> np.ndarray | None:
     """The intercepts a fresh ``learning_rate="auto"`` squared-error fit starts from (:func:`target_centre` of the
     training targets ``Y``, weights ``w``: their weighted mean), or None (zeros: a numeric rate starts where
     scikit-learn and PyTorch do; so do the robust losses, whose weighted median as a start left AdaGrad on
-    degree-5 polynomial features under Huber's loss at max_epochs, 30% above the optimum, where it had stopped
+    degree-5 polynomial features under Huber's loss at max_epochs, 28% above the optimum, where it had stopped
     at 25%, warned either way).
 
     Started at zero, the weights take up the targets' offset with the intercept, and where columns sum to the
