@@ -1334,13 +1334,10 @@ def weight_mean(sample_weight: np.ndarray) -> float:
     return float(np.ldexp(np.mean(scaled), e))
 
 
-def _initial_params(params: dict, d: int, k: int, dtype, rng, centre: np.ndarray | None = None) -> np.ndarray:
-    """The starting weights (zeros, or ``init="random"``'s draw) then intercepts (``centre``, else zeros)."""
+def _initial_params(params: dict, d: int, k: int, dtype, rng) -> np.ndarray:
     p = np.zeros(k * d + (k if params["fit_intercept"] else 0), dtype=dtype)
     if params["init"] == "random":
         p[: k * d] = RANDOM_INIT_SCALE * rng.standard_normal(k * d)
-    if centre is not None and params["fit_intercept"]:
-        p[k * d :] = centre
     return p
 
 
@@ -1644,10 +1641,7 @@ class IterativeSolver(Solver):
                basis: dict | None = None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
-        every = train_idx.shape[0] == data.Y.shape[0]
-        centre = None if init is not None else _auto_centre(
-            params, data.Y if every else data.Y[train_idx], None if sw is None else sw if every else sw[train_idx])
-        fresh = _initial_params(params, d, k, data.X.dtype, rng, centre)
+        fresh = _initial_params(params, d, k, data.X.dtype, rng)
         if init is not None:  # coef_init / intercept_init: start there, with fresh optimizer state
             state = None
             fresh[: k * d] = np.asarray(init[0]).ravel()
@@ -1665,6 +1659,11 @@ class IterativeSolver(Solver):
             lr0 = decay_capped(spec, state.lr0) if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[], watch=None)
+        all_rows = train_idx.shape[0] == data.Y.shape[0]
+        w = None if sw is None else sw if all_rows else sw[train_idx]
+        centre = None if init is not None else _auto_centre(params, data.Y if all_rows else data.Y[train_idx], w)
+        if centre is not None:
+            fresh[k * d :] = centre
         if params["learning_rate"] != "auto":
             lr0 = params["learning_rate"]
         elif lr0 is None:
@@ -1675,7 +1674,6 @@ class IterativeSolver(Solver):
             lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng, basis=basis)
         # The all-zero model's loss reads every training target once (a compiled pass, no temporaries): it is
         # non-finite when one is, and then names y as validation would have (fit skips that pass).
-        all_rows = train_idx.shape[0] == data.Y.shape[0]
         start_loss = _kernels.mean_loss_zero(data.Y, None if all_rows else train_idx, sw, loss, params["epsilon"])
         # (asked only when the start may be nonzero: reading a fresh zeroed array faults its pages in twice, once
         # to read and again when the epoch writes them, 0.05 ms at 2^18 parameters)
@@ -1748,7 +1746,10 @@ class IterativeSolver(Solver):
         intercepts at the sample's :func:`_auto_centre` (the first chunk's starts the fit: close to it)."""
         spec = make_spec(self.method, params)
         d, k = X.shape[1], Y.shape[1]
-        p0 = _initial_params({**params, "init": "zeros"}, d, k, np.float64, None, _auto_centre(params, Y, w))
+        p0 = np.zeros(k * d + (k if params["fit_intercept"] else 0))
+        centre = _auto_centre(params, Y, w)
+        if centre is not None:
+            p0[k * d :] = centre
         return sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng)
 
     # ------------------------------------------------------------ the solver protocol

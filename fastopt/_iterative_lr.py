@@ -709,6 +709,11 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
         L = _top_eigenvalue(Xa, w, ridge)
     if L <= 0.0:  # X is zero and there is no intercept: nothing moves, any rate will do
         return 1.0
+    # A row's Hessian with the penalty, w x x^T + Lambda, squared is at most (c + max Lambda) times itself: the
+    # ridge adds its largest coefficient to R^2, not its trace, which counted each of d columns' decay as noise.
+    # On hashed rows under a small ridge (2^16 columns) the trace was 6 times R^2 from the rows, and default Adam
+    # stopped at max_epochs 7% above the optimum (1.8e-3 in 56 epochs now).
+    penalty = float(ridge.max())
     if int(params["batch_size"]) >= n_train:
         lr, inverse = 1.0 / L, L  # full batches: the exact gradient, whatever the number (or weights) of the rows
     else:
@@ -722,14 +727,10 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
             spread = _dot(w, np.asarray(Xa.multiply(Xa).sum(axis=1)).ravel()) / Xa.shape[0]
         else:
             spread = float(np.einsum("i,ij,ij->", w, Xa, Xa)) / Xa.shape[0]
-        # A row's Hessian with the penalty, w x x^T + Lambda, squared is at most (c + max Lambda) times itself:
-        # the ridge adds its largest coefficient to R^2, not its trace, which counted each of d columns' decay
-        # as noise. On hashed rows under a small ridge (2^16 columns) the trace was 6 times R^2 from the rows,
-        # and default Adam stopped at max_epochs 7% above the optimum (1.8e-3 in 56 epochs now).
-        lr = b / (spread + float(ridge.max()) + (b - 1) * L)  # the critical minibatch rate
+        lr = b / (spread + penalty + (b - 1) * L)  # the critical minibatch rate
         inverse = 1.0 / lr
     if basis is not None and spec.follows_gradient:
-        basis.update(L=L, ridge=float(ridge.max()), first=inverse, inverse=inverse)
+        basis.update(L=L, ridge=penalty, first=inverse, inverse=inverse)
     if spec.follows_gradient:
         return lr * (1.0 - spec.momentum) if hasattr(spec, "momentum") else lr
     k = Y.shape[1]
