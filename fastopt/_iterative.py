@@ -1131,15 +1131,31 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: the epoch names it
         c = row_curvatures(data.X, w, params["fit_intercept"], rows)
         L = max(basis["L"], float(c.max()) / c.shape[0])  # a call has rows: validation refuses none
-        if not sp.issparse(data.X):
-            mu = np.average(data.X[rows], axis=0, weights=w).astype(np.float64)
-            L = max(L, float(np.einsum("i,i->", mu, mu)) + (1.0 if params["fit_intercept"] else 0.0))
+        mu = _row_mean(data.X, rows, w)
+        L = max(L, float(np.einsum("i,i->", mu, mu)) + (1.0 if params["fit_intercept"] else 0.0))
         if b >= n:
             inverse = L
         else:
             inverse = (curvature_spread(c) + basis["ridge"] + (b - 1) * L) / b
     if np.isfinite(inverse) and inverse > 2.0 * basis["inverse"]:
         basis["inverse"] = inverse
+
+
+def _row_mean(X, rows: slice, w: np.ndarray | None) -> np.ndarray:
+    """The ``w``-weighted mean (float64) of ``X``'s ``rows`` (a slice; ``w`` for those rows, of mean 1, or None),
+    dense or CSR. CSR rows are read in place (a strided slice of CSR X copies its rows): their stored values
+    gathered and summed by column, a repeated index counting twice, as CSR's product does."""
+    if not sp.issparse(X):
+        return np.average(X[rows], axis=0, weights=w).astype(np.float64)
+    X = sp.csr_array(X)
+    picked = np.arange(X.shape[0])[rows]
+    starts, lengths = X.indptr[picked].astype(np.int64), np.diff(X.indptr)[picked].astype(np.int64)
+    ends = np.cumsum(lengths)
+    at = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if ends.size else 0)
+    values = X.data[at].astype(np.float64)
+    if w is not None:
+        values *= np.repeat(w, lengths)
+    return np.bincount(X.indices[at], weights=values, minlength=X.shape[1]) / picked.shape[0]
 
 
 def watch_rows(n: int) -> slice:
@@ -1501,10 +1517,11 @@ def draw_order(rng: np.random.Generator, rows: np.ndarray | int, out: np.ndarray
 def _under(affine, data):
     """``data`` with X mapped by the preconditioning ``affine`` (None: unchanged). On sparse X only columns that
     store most rows may be shifted (:func:`fastopt._iterative_lr.csr_shiftable`; elsewhere a shift would densify
-    X), so continuing a fit preconditioned with other shifts (dense X's) on sparse X is refused."""
+    X), or those a map chosen from sparse rows shifts (they stored most of its rows), so continuing a fit
+    preconditioned with other shifts (dense X's) on sparse X is refused."""
     if affine is None:
         return data
-    if sp.issparse(data.X) and not csr_shiftable(data.X, affine.shift):
+    if sp.issparse(data.X) and not affine.from_sparse and not csr_shiftable(data.X, affine.shift):
         raise ValueError(
             "This model was fitted on dense X with its columns standardised (precondition='auto'); continuing it "
             "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."

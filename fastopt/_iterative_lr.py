@@ -117,10 +117,13 @@ SCALE_PRIOR_VALUES = 8
 
 
 class Affine(NamedTuple):
-    """The map ``x -> (x - shift) / scale`` under which an iterative fit runs (``precondition="auto"``)."""
+    """The map ``x -> (x - shift) / scale`` under which an iterative fit runs (``precondition="auto"``).
+    ``from_sparse``: chosen from sparse rows, whose shifted columns stored most of them (:func:`csr_shiftable`);
+    later sparse rows take its shift whatever their density (their copy stores those columns in full)."""
 
     shift: np.ndarray
     scale: np.ndarray
+    from_sparse: bool = False
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """A new C-contiguous array of ``X``'s dtype, computed in row blocks (bounded float64 temporaries); for CSR
@@ -224,7 +227,7 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
     """The preconditioning map of ``precondition="auto"``, or None when it does not apply or is not needed.
 
     Applies to a fresh in-memory fit with ``learning_rate="auto"`` and the plateau schedule, whose columns are
-    badly scaled (sparse ``X``: :func:`_scaling`, no shift). With a ridge penalty, dense ``X`` scales each
+    badly scaled (sparse ``X``: :func:`_csr_affine`). With a ridge penalty, dense ``X`` scales each
     column to unit curvature, data and ridge together, and the ridge becomes each column's own decay
     (``_iterative._penalised``), and so does CSR ``X``, where ``per_column`` (the caller's
     :func:`ridge_per_column`: the rule's epoch takes each weight's own decay, on CSR at the cost of one); else
@@ -315,14 +318,14 @@ def choose_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = Fal
     table with a column of years (means 5-50 in the accuracy fuzz) stayed 4.2 times (180 times) the optimal
     objective above it after 20 (30) passes, for every rule. Rows far from the first call's (a table sorted by
     a column) are heavier in these units, and ``fastopt._iterative.rate_guard`` lowers SGD's rate for them.
-    Sparse: :func:`_scaling`, no shift (a later chunk whose column is stored in fewer rows would be densified).
+    Sparse: :func:`_sample_csr_affine`, centring the columns that store most of the chunk's rows.
     With a ridge only ``per_column`` (:func:`ridge_per_column`): one common scale would leave a penalty the later
     calls' rows did not set the scale of."""
     if (params["alpha"] != 0 and not per_column) or not _applies(params, X, rows.shape[0], per_column=per_column):
         return None
     if not sp.issparse(X):
         return _dense_affine(params, X, rows, sw, per_column)
-    return _scaling(params, X, rows, sw, per_column=per_column, first_chunk=True)
+    return _sample_csr_affine(params, X, rows, sw, per_column, first_chunk=True)
 
 
 def stream_scaling(params: dict, X, w, per_column: bool = False) -> Affine | None:
@@ -332,13 +335,12 @@ def stream_scaling(params: dict, X, w, per_column: bool = False) -> Affine | Non
     (:func:`choose_affine`), centring columns far from centred: the sample is drawn from every chunk, so its means
     are the stream's (a shift is an exact change of variables whatever a chunk's own means; without one, five
     columns of means 5-50 and unit spread left a streamed SGD fit 4.4 times the optimal objective above it).
-    Sparse: :func:`_scaling`, no shift (a chunk whose column is stored in fewer rows than the sample's would be
-    densified by it)."""
+    Sparse: :func:`_sample_csr_affine`, centring the columns that store most of the sample's rows."""
     if not _applies(params, X, X.shape[0], per_column=per_column):
         return None
     if not sp.issparse(X):
         return _dense_affine(params, X, np.arange(X.shape[0]), w, per_column)
-    return _scaling(params, X, np.arange(X.shape[0]), w, per_column=per_column)
+    return _sample_csr_affine(params, X, np.arange(X.shape[0]), w, per_column)
 
 
 def _applies(params: dict, X, n_rows: int, per_column: bool = False) -> bool:
@@ -414,9 +416,36 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     scale = np.ones(X.shape[1]) if affine is None else affine.scale.copy()
     shift = np.where(offset, mean, 0.0)
     if params["alpha"] != 0:  # not per_column: _scaling's one scale (or none) keeps the penalty uniform
-        return Affine(shift=shift, scale=scale)
+        return Affine(shift=shift, scale=scale, from_sparse=True)
     scale[offset] = np.sqrt(var[offset])
-    return Affine(shift=shift, scale=scale)
+    return Affine(shift=shift, scale=scale, from_sparse=True)
+
+
+def _sample_csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool, first_chunk: bool = False
+                       ) -> Affine | None:
+    """The map of a sample of CSR rows (a first ``partial_fit``'s, or a stream's drawn from every chunk) for all
+    later rows: :func:`_scaling`, and, with an intercept, the columns stored in at least ``SHIFT_MIN_DENSITY`` of
+    the sample's rows whose means exceed ``MEAN_RATIO`` standard deviations centred, as :func:`_csr_affine`
+    centres them (scaled by their standard deviations, with a ridge and ``per_column`` ``sqrt(var + alpha)``).
+    Later rows take the shift whatever their density (``Affine.from_sparse``): at most one stored value a row
+    for each shifted column. Without it a numeric column far from centred stored beside others in CSR (a
+    ColumnTransformer's output) kept the intercept and its coefficient entangled: five columns of means 11-48 and
+    unit spread left 30 passes of ``partial_fit`` at the constant model's objective, where the same rows dense
+    reached the optimum."""
+    affine = _scaling(params, X, rows, sw, per_column=per_column, first_chunk=first_chunk)
+    if not params["fit_intercept"]:
+        return affine
+    moments = _csr_moments(X, rows, sw)
+    if moments is None:  # weights totalling 0 or non-finite X (the first epoch names it)
+        return affine
+    offset, mean, var = _csr_offset(moments, rows.shape[0], moments[3], rows.shape[0])
+    if not offset.any():
+        return affine
+    scale = np.ones(X.shape[1]) if affine is None else affine.scale.copy()
+    alpha = float(params["alpha"])
+    if alpha == 0 or per_column:  # else _scaling's one scale (or none) keeps the penalty uniform
+        scale[offset] = np.sqrt(var[offset] + (alpha if per_column else 0.0))
+    return Affine(shift=np.where(offset, mean, 0.0), scale=scale, from_sparse=True)
 
 
 def _csr_offset(moments, n_rows: int, counts: np.ndarray, n_all: int):
@@ -469,7 +498,7 @@ def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.nda
     if _scale_spread(np.sqrt(second[present]), params["fit_intercept"]) <= SCALE_SPREAD and not offset.any():
         return None
     shift = np.where(offset, mean, 0.0) if offset.any() else np.zeros(X.shape[1])
-    return Affine(shift=shift, scale=np.sqrt(second + float(params["alpha"])))
+    return Affine(shift=shift, scale=np.sqrt(second + float(params["alpha"])), from_sparse=True)
 
 
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = False, first_chunk: bool = False
