@@ -12,7 +12,7 @@ distributed = pytest.importorskip("distributed")
 
 from fastopt import LinearRegressor  # noqa: E402
 from fastopt._chunks import chunk_orders  # noqa: E402
-from fastopt.exceptions import ConvergenceWarning  # noqa: E402
+from fastopt.exceptions import ConvergenceWarning, RankDeficientWarning  # noqa: E402
 
 RTOL = 1e-10  # closed form: only the summation order differs from the in-memory fit
 
@@ -514,4 +514,32 @@ def test_iterative_fit_centres_columns_far_from_centred(client, rule):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(solver=rule, random_state=0).fit(blocks(X, 1000), blocks(y, 1000))
+    assert objective(est) / best - 1.0 < 1e-3
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_iterative_fit_on_sparse_blocks_centres_offset_numeric_columns(client, rule):
+    """Blocks of CSR rows (one-hot columns beside numeric ones of means -67 and -52, as a ColumnTransformer
+    gives them): the seeded sample's columns that store most of its rows and sit far from centred are centred,
+    as in memory. Scaled without shift, SGD and Adam ended 1.89 times the optimal objective above it; now within
+    1e-3 (measured 4.5e-5 and 7.8e-5)."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    cats = rng.integers(0, 7, size=(4000, 2))
+    X = np.c_[(cats[:, [0]] == np.arange(7)), (cats[:, [1]] == np.arange(7)),
+              rng.normal(size=(4000, 2)) * [0.8, 0.3] + [-67.0, -52.0]].astype(float)
+    y = X @ rng.normal(size=X.shape[1]) + 2.0 + 0.3 * rng.normal(size=4000)
+
+    def objective(est):
+        r = np.asarray(est.predict(X)) - y
+        return 0.5 * float(np.mean(r * r))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)  # one-hot columns beside an intercept
+        best = objective(LinearRegressor(solver="qr").fit(X, y))
+    Xb = da.from_array(X, chunks=(1000, X.shape[1])).map_blocks(scipy.sparse.csr_matrix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver=rule, random_state=0).fit(Xb, blocks(y, 1000))
     assert objective(est) / best - 1.0 < 1e-3
