@@ -10,7 +10,12 @@ BLAS pass computing X^T X of the same matrix. Each design is generated from a fi
   5,000, 300 and 50 levels, n = 20,000, with an intercept (d = 5,350, rank-deficient: the dummy-variable trap and
   levels that never occur). ``"auto"`` runs LSQR here; the ``closed_form`` row (this design only, one round: it
   takes minutes) is what it ran before, the closed form, whose SVD fallback densifies ``X``. The limit row is
-  SciPy's sparse ``X.T @ X``.
+  SciPy's sparse ``X.T @ X``;
+* ``onehot_sparse_narrow``: a ``ColumnTransformer``'s CSR output, one-hot columns of 3 uniform categorical
+  features of 300, 150 and 40 levels beside 3 Gaussian columns, n = 200,000, with an intercept (d = 493,
+  rank-deficient). The closed form's Gram is cheap here, so ``"auto"`` computes it; its Cholesky is rejected, and
+  ``"auto"`` then runs LSQR before the closed form's SVD fallback (which densifies ``X``: the ``closed_form`` row,
+  one round).
 
 Run on its own: ``cd bench && python -m pytest test_designs.py -q -p no:randomly --benchmark-json=OUT &&
 python report.py OUT``. Each design is made once (a module-scoped fixture, so pytest runs a design's rows
@@ -27,7 +32,7 @@ from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
 from fastopt import LinearRegressor
 from fastopt.exceptions import RankDeficientWarning
 
-DESIGNS = ["poly", "onehot", "gauss_qr", "wide", "onehot_sparse"]
+DESIGNS = ["poly", "onehot", "gauss_qr", "wide", "onehot_sparse", "onehot_sparse_narrow"]
 
 
 def make_design(name: str, seed: int = 0):
@@ -50,6 +55,11 @@ def make_design(name: str, seed: int = 0):
     elif name == "onehot_sparse":
         levels = np.column_stack([rng.choice(c, size=20_000, p=_zipf(c)) for c in (5_000, 300, 50)])
         X = OneHotEncoder(categories=[np.arange(c) for c in (5_000, 300, 50)]).fit_transform(levels).tocsr()
+        params = {}
+    elif name == "onehot_sparse_narrow":
+        levels = np.column_stack([rng.integers(0, c, size=200_000) for c in (300, 150, 40)])
+        dummies = OneHotEncoder(categories=[np.arange(c) for c in (300, 150, 40)]).fit_transform(levels)
+        X = sp.hstack([dummies, sp.csr_array(rng.standard_normal((200_000, 3)))], format="csr")
         params = {}
     else:
         raise ValueError(name)
@@ -105,8 +115,8 @@ def test_sklearn_ridge_cholesky(record, grouped):
 
 
 def test_fastopt_closed_form(grouped, benchmark, design):
-    """The closed form ``"auto"`` picked on ``onehot_sparse`` before it ran LSQR there (one round)."""
-    if design[0] != "onehot_sparse":
+    """The closed form ``"auto"`` picked on the sparse designs before it ran LSQR there (one round)."""
+    if not design[0].startswith("onehot_sparse"):
         pytest.skip("the closed form is the fastopt row of the dense designs")
     X, y, _ = grouped
 

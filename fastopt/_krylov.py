@@ -139,6 +139,16 @@ def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     return int(closed / per_iteration)
 
 
+def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1) -> int:
+    """How many Krylov iterations of each of ``k`` targets cost as much as the closed form's QR fallback on sparse
+    ``X`` (Householder QR of the densified ``n x (d + k)`` rows, ``2 n p^2`` flops), capped at
+    ``default_max_iter(d)``: the budget of ``solver="auto"``'s Krylov attempt once the Gram's Cholesky is
+    rejected (:func:`fastopt._closed_form.krylov_instead`)."""
+    p = d + k
+    per_iteration = k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED)
+    return min(int(CLOSED_FORM_S_PER_FLOP * 2.0 * n * p * p / per_iteration), default_max_iter(d))
+
+
 def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
     """The iterations of each target that ``solver="auto"``'s Krylov attempt may take: what the closed form would
     cost (:func:`closed_form_iterations`), at most ``default_max_iter(d)``."""

@@ -97,9 +97,13 @@ def krylov_first_shape(shape: tuple, positive: bool = False) -> bool:
 
 def fit_params(solver: str, name: str, X, params: dict) -> dict:
     """``params`` for registry entry ``name``'s ``fit`` on ``X``, where ``solver`` named it: under "auto" a
-    Krylov solver run first in the closed form's band (:func:`krylov_first`) is told so, to fall back on it."""
+    Krylov solver run first in the closed form's band (:func:`krylov_first`) is told so, to fall back on it, and
+    the closed form on sparse ``X``, to try a Krylov solver before its QR fallback
+    (:func:`fastopt._closed_form.krylov_instead`)."""
     if solver == "auto" and name in _krylov.SOLVERS and krylov_first(X, bool(params.get("positive"))):
         return {**params, _krylov.AUTO_KEY: True}
+    if solver == "auto" and name == "normal" and scipy.sparse.issparse(X):  # Krylov if Cholesky is rejected
+        return {**params, _closed_form.AUTO_KEY: True}
     return params
 
 
