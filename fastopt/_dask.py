@@ -126,6 +126,7 @@ class DaskChunks(Sequence):
         ]
         self.y_ndim = y.ndim
         self.rows = rows
+        self.sparse = isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None  # scipy.sparse
         self.dtype = _chunks.check_dtype(X, None, "X") or np.dtype(np.float64)  # what validation casts to
 
     def __len__(self) -> int:
@@ -430,7 +431,15 @@ def _statistics_fit(params: dict, checker, name: str, chunks: DaskChunks, prior,
     """The closed form: the blocks' statistics merged on the cluster, solved here (``prior``: no warm start)."""
     state = _cluster_state(checker, chunks, "fit")
     second_pass = lambda: _cluster_state(checker, chunks, "qr")  # noqa: E731
-    return Outcome(name, _sweeps.solve(checker.get_params(), state, second_pass), chunks.y_ndim == 1)
+    krylov = None
+    if params["solver"] == "auto" and chunks.sparse and not params["positive"]:
+        # LSQR/CGLS on the blocks before the QR pass, which densifies them (as in memory: _closed_form)
+        from fastopt import _krylov, _krylov_dask
+
+        auto = {**params, _krylov.AUTO_KEY: True, _krylov.QR_FALLBACK_KEY: True}
+        krylov = lambda: _krylov_dask.fit(auto, checker, _solvers.krylov_for(params["alpha"]),  # noqa: E731
+                                          chunks, None)
+    return Outcome(name, _sweeps.solve(checker.get_params(), state, second_pass, krylov), chunks.y_ndim == 1)
 
 
 def _epochs_fit(params: dict, checker, name: str, chunks: DaskChunks, prior, y) -> Outcome:
@@ -459,7 +468,7 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     :class:`fastopt._result.Outcome` for the estimator to take; ``warm_state(name)`` is the state a warm start
     continues from. Nothing here writes to the estimator."""
     chunks = DaskChunks(X, y, sample_weight)
-    sparse_blocks = isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None  # scipy.sparse
+    sparse_blocks = chunks.sparse
     name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, sparse=sparse_blocks)
     # A solver that cannot fit chunks may still fit this loss on dense Dask blocks by its own distributed passes
     # (Newton: Solver.dask_losses, fit_dask).

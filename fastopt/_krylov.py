@@ -118,6 +118,8 @@ def default_max_iter(d: int) -> int:
 AUTO_TOL = 1e-12
 AUTO_MIN_ITERS = 30
 AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs for "auto" (see KrylovSolver.fit)
+# With AUTO_KEY on streams and Dask: the attempt replaces the closed form's QR fallback (auto_iterations).
+QR_FALLBACK_KEY = "_krylov_instead_of_qr"
 # The cost model, seconds (this repository's 2-core machine; only the ratio matters): the closed form's flops
 # (d^3 / 3 for the factorisation, plus the Gram's products of each row's stored values, estimated as nnz^2 / n)
 # at 0.05-0.1 ns each, measured on one-hot, TF-IDF and hashed designs; an iteration 2.5 ns a stored value plus
@@ -139,14 +141,26 @@ def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     return int(closed / per_iteration)
 
 
-def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1) -> int:
+def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
     """How many Krylov iterations of each of ``k`` targets cost as much as the closed form's QR fallback on sparse
-    ``X`` (Householder QR of the densified ``n x (d + k)`` rows, ``2 n p^2`` flops), capped at
-    ``default_max_iter(d)``: the budget of ``solver="auto"``'s Krylov attempt once the Gram's Cholesky is
-    rejected (:func:`fastopt._closed_form.krylov_instead`)."""
+    ``X`` (Householder QR of the densified ``n x (d + k)`` rows, ``2 n p^2`` flops; ``blocks``: Dask row blocks),
+    capped at ``default_max_iter(d)``: the budget of ``solver="auto"``'s Krylov attempt once the Gram's Cholesky
+    is rejected (:func:`fastopt._closed_form.krylov_instead`, and with ``QR_FALLBACK_KEY`` on streams and Dask)."""
     p = d + k
-    per_iteration = k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED)
+    per_iteration = k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED
+                         + DASK_S_PER_BLOCK * blocks)
     return min(int(CLOSED_FORM_S_PER_FLOP * 2.0 * n * p * p / per_iteration), default_max_iter(d))
+
+
+def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int | None:
+    """The iterations ``solver="auto"``'s Krylov attempt may take on sparse chunks or blocks of these sizes
+    (``params[AUTO_KEY]`` set), or None where the closed form runs directly: in place of the closed form
+    (:func:`auto_budget`, at least ``AUTO_MIN_ITERS``), or, with ``params[QR_FALLBACK_KEY]``, in place of its QR
+    fallback once the Gram's Cholesky is rejected (:func:`qr_fallback_iterations`)."""
+    if params.get(QR_FALLBACK_KEY):
+        return qr_fallback_iterations(n, d, nnz, k, blocks)
+    budget = auto_budget(n, d, nnz, k, blocks)
+    return budget if budget >= AUTO_MIN_ITERS else None
 
 
 def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
@@ -968,9 +982,9 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
         return Outcome(name, cast(solve(name, params, passes, state), info["dtype"]), info["y_was_1d"])
     sizes = []
     mom = passes.moments(bool(params["fit_intercept"]), sizes)
-    budget = auto_budget(sum(size[0] for size in sizes), mom.sx.shape[0], sum(size[1] for size in sizes),
-                         mom.sy.shape[0])
-    if not all(size[2] for size in sizes) or budget < AUTO_MIN_ITERS:
+    budget = auto_iterations(params, sum(size[0] for size in sizes), mom.sx.shape[0],
+                             sum(size[1] for size in sizes), mom.sy.shape[0])
+    if not all(size[2] for size in sizes) or budget is None:
         return None
     result = solve(name, auto_params(params, budget), passes, state, mom, quiet=True)
     return None if result is None else Outcome(name, cast(result, info["dtype"]), info["y_was_1d"])

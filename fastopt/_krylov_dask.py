@@ -57,7 +57,8 @@ def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Ou
 
     With ``params[AUTO_KEY]`` (``solver="auto"`` on sparse blocks, :func:`fastopt._dask.fit`): to
     ``AUTO_TOL`` within the iterations the closed form would cost (:func:`fastopt._krylov.closed_form_iterations`
-    of all blocks, once they are validated), else None: the caller fits the closed form instead."""
+    of all blocks, once they are validated; with ``QR_FALLBACK_KEY`` its QR fallback, see
+    :func:`fastopt._krylov.auto_iterations`), else None: the caller fits the closed form instead."""
     passes = DaskPasses(checker, chunks)
     if not params.get(_krylov.AUTO_KEY):
         return Outcome(name, _krylov.cast(_krylov.solve(name, params, passes, state), chunks.dtype),
@@ -65,8 +66,8 @@ def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Ou
     sizes = dask.compute(*[delayed(_size)(b) for b in passes.blocks])
     rows, stored, k = sum(size[0] for size in sizes), sum(size[1] for size in sizes), sizes[0][2]
     d = checker.n_features_in_
-    budget = _krylov.auto_budget(rows, d, stored, k, blocks=len(passes.blocks))
-    if budget < _krylov.AUTO_MIN_ITERS:
+    budget = _krylov.auto_iterations(params, rows, d, stored, k, blocks=len(passes.blocks))
+    if budget is None:
         return None
     result = _krylov.solve(name, _krylov.auto_params(params, budget), passes, state, quiet=True)
     return None if result is None else Outcome(name, _krylov.cast(result, chunks.dtype), chunks.y_ndim == 1)

@@ -87,7 +87,13 @@ def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior
     params = checker.get_params()
     state, y_was_1d = _closed_form_pass(checker, params, source, "fit")
     second_pass = None if source.one_shot else lambda: _closed_form_pass(checker, params, source, "qr")[0]
-    return Outcome(name, solve(params, state, second_pass), y_was_1d)
+    krylov = None
+    if params["solver"] == "auto" and not source.one_shot and not params["positive"]:
+        # LSQR/CGLS over the stream before the QR pass, which densifies sparse chunks (None unless all are sparse)
+        auto = {**params, _krylov.AUTO_KEY: True, _krylov.QR_FALLBACK_KEY: True}
+        krylov = lambda: _krylov.fit_stream(auto, _solvers.krylov_for(params["alpha"]), source,  # noqa: E731
+                                            functools.partial(check_chunk, checker), None)
+    return Outcome(name, solve(params, state, second_pass, krylov), y_was_1d)
 
 
 # ---------------------------------------------------------------- iterative solvers
