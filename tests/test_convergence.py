@@ -321,7 +321,8 @@ def test_preconditioning_is_skipped_where_it_does_not_apply():
 def test_a_shifted_csr_map_equals_the_dense_one(n, d, f32, full, seed):
     """Affine.transform on CSR with shifts (columns csr_shiftable allows) equals the dense map of X.toarray(): the
     same float64 operations, cast to X's dtype; int32 indices, and the caller's X unchanged (shifted columns that
-    every row stores take new values only; others are stored anew where the shift fills their zeros)."""
+    every row stores take new values only; others are stored anew where the shift fills their zeros), also for
+    columns of any density that a map chosen from other sparse rows shifts."""
     import scipy.sparse
 
     from fastopt._iterative_lr import Affine, csr_shiftable
@@ -346,6 +347,11 @@ def test_a_shifted_csr_map_equals_the_dense_one(n, d, f32, full, seed):
     assert (X != before).nnz == 0
     if np.any(stored < 0.5 * n):
         assert not csr_shiftable(X, np.where(stored < 0.5 * n, 1.0, 0.0))
+    # a map chosen from other sparse rows (from_sparse) shifts its columns here whatever their density
+    anywhere = Affine(shift=np.where(chosen, 3.0, 0.0), scale=affine.scale, from_sparse=True)
+    expected = ((X.toarray().astype(np.float64) - anywhere.shift) / anywhere.scale).astype(X.dtype)
+    np.testing.assert_array_equal(anywhere.transform(X).toarray(), expected)
+    assert (X != before).nnz == 0
 
 
 def test_a_csr_fit_with_centred_columns_continues_and_refuses_a_dense_fits_map():
