@@ -155,11 +155,13 @@ def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
 def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int | None:
     """The iterations ``solver="auto"``'s Krylov attempt may take on sparse chunks or blocks of these sizes
     (``params[AUTO_KEY]`` set), or None where the closed form runs directly: in place of the closed form
-    (:func:`auto_budget`, at least ``AUTO_MIN_ITERS``), or, with ``params[QR_FALLBACK_KEY]``, in place of its QR
-    fallback once the Gram's Cholesky is rejected (:func:`qr_fallback_iterations`)."""
+    (:func:`auto_budget`), or, with ``params[QR_FALLBACK_KEY]``, in place of its QR fallback once the Gram's
+    Cholesky is rejected (:func:`qr_fallback_iterations`); at least ``AUTO_MIN_ITERS`` either way, since each
+    iteration reads every chunk or block again where the QR pass reads them once."""
     if params.get(QR_FALLBACK_KEY):
-        return qr_fallback_iterations(n, d, nnz, k, blocks)
-    budget = auto_budget(n, d, nnz, k, blocks)
+        budget = qr_fallback_iterations(n, d, nnz, k, blocks)
+    else:
+        budget = auto_budget(n, d, nnz, k, blocks)
     return budget if budget >= AUTO_MIN_ITERS else None
 
 

@@ -74,9 +74,13 @@ def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callab
 # ---------------------------------------------------------------- closed form: merge statistics, solve once
 
 
-def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str):
-    """Merged statistics of every chunk, in stream order, and whether ``y`` is 1-D."""
+def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str, sizes: list | None = None):
+    """Merged statistics of every chunk, in stream order, and whether ``y`` is 1-D; ``sizes`` (a list) receives
+    each chunk's ``(sparse, rows, stored values)``."""
     def leaf(X, y, sample_weight, where, index, reset):
+        if sizes is not None:
+            sparse = scipy.sparse.issparse(X)
+            sizes.append((sparse, X.shape[0], X.nnz if sparse else 0))
         return checked_statistics(checker, params, X, y, sample_weight, where, kind, reset=reset)[0]
 
     return fold(source, leaf, _closed_form.merge_states, lambda state: state.n_targets)
@@ -85,11 +89,16 @@ def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str):
 def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior) -> Outcome:
     """The closed form: merged statistics solved once (a fit of all rows: no warm start, ``prior`` unused)."""
     params = checker.get_params()
-    state, y_was_1d = _closed_form_pass(checker, params, source, "fit")
+    sizes = []
+    state, y_was_1d = _closed_form_pass(checker, params, source, "fit", sizes)
     second_pass = None if source.one_shot else lambda: _closed_form_pass(checker, params, source, "qr")[0]
     krylov = None
-    if params["solver"] == "auto" and not source.one_shot and not params["positive"]:
-        # LSQR/CGLS over the stream before the QR pass, which densifies sparse chunks (None unless all are sparse)
+    if (params["solver"] == "auto" and not source.one_shot and not params["positive"]
+            and all(size[0] for size in sizes) and _krylov.qr_fallback_iterations(
+                sum(size[1] for size in sizes), state.n_features, sum(size[2] for size in sizes),
+                state.n_targets) >= _krylov.AUTO_MIN_ITERS):
+        # LSQR/CGLS over the stream before the QR pass, which densifies the sparse chunks (each iteration a read
+        # of the stream: only where the QR pass costs at least AUTO_MIN_ITERS of them)
         auto = {**params, _krylov.AUTO_KEY: True, _krylov.QR_FALLBACK_KEY: True}
         krylov = lambda: _krylov.fit_stream(auto, _solvers.krylov_for(params["alpha"]), source,  # noqa: E731
                                             functools.partial(check_chunk, checker), None)

@@ -917,7 +917,7 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
     pass, which densifies every chunk. 200,000 one-hot rows of 493 columns in four chunks: the stream 9.1 s ->
     0.19 s, the Dask blocks 12 s -> 0.23-0.33 s. A one-shot stream, which cannot be read again, keeps its warned
     eigensolve."""
-    from fastopt.exceptions import IllConditionedWarning
+    from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
     da = pytest.importorskip("dask.array")
     dask = pytest.importorskip("dask")
@@ -939,6 +939,16 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
         assert isinstance(est._solver_state, _closed_form.ClosedFormState)
     with pytest.warns(IllConditionedWarning):
         assert LinearRegressor().fit_stream(iter(chunks)).solver_ == "eigh"
+    # Each iteration reads the stream again: where the QR pass costs fewer than AUTO_MIN_ITERS of them (narrow
+    # rows, few of them) it is read once instead.
+    small = scipy.sparse.hstack([_one_hot(rng, 2000, (30, 15)), scipy.sparse.csr_array(rng.normal(size=(2000, 2)))],
+                                format="csr")
+    ys = small @ rng.normal(size=small.shape[1]) + 1.0
+    assert _krylov.qr_fallback_iterations(2000, small.shape[1], small.nnz) < _krylov.AUTO_MIN_ITERS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        assert LinearRegressor().fit_stream([(small[i : i + 500], ys[i : i + 500])
+                                             for i in range(0, 2000, 500)]).solver_ == "svd"
 
 
 def test_qr_fallback_iterations_follow_the_cost_model():
