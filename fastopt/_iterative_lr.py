@@ -34,7 +34,7 @@ own single-threaded loops, so neither ``random_state`` nor the BLAS thread count
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -432,13 +432,20 @@ def _sample_csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool, 
     ColumnTransformer's output) kept the intercept and its coefficient entangled: five columns of means 11-48 and
     unit spread left 30 passes of ``partial_fit`` at the constant model's objective, where the same rows dense
     reached the optimum."""
-    affine = _scaling(params, X, rows, sw, per_column=per_column, first_chunk=first_chunk)
-    if not params["fit_intercept"]:
+    sample = _csr_sample(X, rows, sw, first_chunk)
+    if sample is None:  # weights totalling 0
+        return None
+    affine = _scaling(params, X, rows, sw, s2=sample.s2, per_column=per_column)
+    n = rows.shape[0]
+    # the columns' means only where one may be centred (hashed and text columns never store half the rows)
+    if not params["fit_intercept"] or not np.any(sample.counts >= SHIFT_MIN_DENSITY * n):
         return affine
-    moments = _csr_moments(X, rows, sw)
-    if moments is None:  # weights totalling 0 or non-finite X (the first epoch names it)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.bincount(sample.Xr.indices, weights=sample.row_w * sample.values, minlength=X.shape[1]) / sample.s0
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sample.s2))):  # non-finite X: the first epoch names it
         return affine
-    offset, mean, var = _csr_offset(moments, rows.shape[0], moments[3], rows.shape[0])
+    # a column stored in half the rows is no rare column: its s2 is its values' own mean square
+    offset, mean, var = _csr_offset((sample.s0, mean, sample.s2, sample.counts), n, sample.counts, n)
     if not offset.any():
         return affine
     scale = np.ones(X.shape[1]) if affine is None else affine.scale.copy()
@@ -503,19 +510,39 @@ def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.nda
 
 def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = False, first_chunk: bool = False
                     ) -> Affine | None:
-    """The columns' weighted root mean squares over a sample of rows of CSR ``X`` (from the stored values), as
-    the scale of a map without shift (a shift would densify ``X``) for every later row, when they span more than
-    ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep scale 1.
+    """The columns' weighted root mean squares over a sample of rows of CSR ``X`` (from the stored values,
+    :func:`_csr_sample`), as the scale of a map without shift (a shift would densify ``X``) for every later row,
+    when they span more than ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep
+    scale 1."""
+    sample = _csr_sample(X, rows, sw, first_chunk)
+    return None if sample is None else _rms_scaling(params, sample.s2, per_column)
+
+
+class _CsrSample(NamedTuple):
+    """:func:`_csr_sample`: the weights' total, the columns' mean squares and stored counts, and the sample's rows
+    (``Xr``), their values (float64) and each value's row weight, for the sums a caller adds."""
+
+    s0: float
+    s2: np.ndarray
+    counts: np.ndarray
+    Xr: Any
+    values: np.ndarray
+    row_w: np.ndarray
+
+
+def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False) -> _CsrSample | None:
+    """The columns' weighted mean squares over ``rows`` of CSR ``X`` (weights ``sw``), None for weights totalling 0.
 
     A column's mean square is its share of stored values times their mean square, and a column with few stored
     values in the sample has its values' mean square shrunk towards that of the rare columns' values together,
-    as if it had ``SCALE_PRIOR_VALUES`` more of them (see there)."""
+    as if it had ``SCALE_PRIOR_VALUES`` more of them (see there). Non-finite ``X`` gives non-finite squares,
+    which :func:`_rms_scaling` judges."""
     d = X.shape[1]
     w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
     s0 = float(w.sum())
     if not s0 > 0:
         return None
-    with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: judged below
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: judged by the caller
         Xr = X if rows.shape[0] == X.shape[0] else X[rows]
         values = np.asarray(Xr.data, dtype=np.float64)
         row_w = np.repeat(w, np.diff(Xr.indptr))
@@ -533,7 +560,7 @@ def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = Fa
             # 30,586 unseen), and partial_fit ended 20% above the optimum. (A stream's sample is drawn from
             # every chunk: a column it misses is nearly empty, and keeps scale 1.)
             s2[unseen] = float(squares[rare].sum()) / (np.count_nonzero(rare) + np.count_nonzero(unseen)) / s0
-    return _rms_scaling(params, s2, per_column)
+    return _CsrSample(s0, s2, counts, Xr, values, row_w)
 
 
 def _shrunk_squares(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray) -> np.ndarray:
