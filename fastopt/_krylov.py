@@ -136,9 +136,13 @@ def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     """How many Krylov iterations of each of ``k`` targets cost as much as the closed form on sparse ``X`` of
     shape ``(n, d)`` with ``nnz`` stored values (the cost model above; ``blocks``: Dask row blocks)."""
     closed = CLOSED_FORM_S_PER_FLOP * (d**3 / 3.0 + nnz * nnz / max(n, 1))
-    per_iteration = k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED
-                         + DASK_S_PER_BLOCK * blocks)
-    return int(closed / per_iteration)
+    return int(closed / _iteration_seconds(n, d, nnz, k, blocks))
+
+
+def _iteration_seconds(n: int, d: int, nnz: int, k: int, blocks: int) -> float:
+    """One Krylov iteration of ``k`` targets on sparse ``X`` of these sizes, by the cost model above."""
+    return k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED
+                + DASK_S_PER_BLOCK * blocks)
 
 
 def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
@@ -147,9 +151,8 @@ def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     capped at ``default_max_iter(d)``: the budget of ``solver="auto"``'s Krylov attempt once the Gram's Cholesky
     is rejected (:func:`fastopt._closed_form.krylov_instead`, and with ``QR_FALLBACK_KEY`` on streams and Dask)."""
     p = d + k
-    per_iteration = k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED
-                         + DASK_S_PER_BLOCK * blocks)
-    return min(int(CLOSED_FORM_S_PER_FLOP * 2.0 * n * p * p / per_iteration), default_max_iter(d))
+    qr = CLOSED_FORM_S_PER_FLOP * 2.0 * n * p * p
+    return min(int(qr / _iteration_seconds(n, d, nnz, k, blocks)), default_max_iter(d))
 
 
 def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int | None:
