@@ -328,7 +328,7 @@ static int FO_FN(csr_epoch_copy)(fo_rule rule, const fo_hyper *h, const fo_epoch
     if (k != 1 || (c->avg && c->avg_start > 0) ||
         fo_csr_catch(rule, h, lazy, c->positive, c->lr, fo_csr_decay_kind(c)) != FO_CATCH_NONE)
         return 0;
-    if (rule == FO_RULE_SGD) return 1;
+    if (rule == FO_RULE_SGD) return fo_csr_scatter(rule, h, c, lazy, k) ? 3 : 1;
     return lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW) ? 2 : 0;
 }
 
@@ -343,10 +343,11 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                                        int64_t period, fo_csr_pipe *pipe, int copy)
 {
     /* copy (a constant at each call: csr_epoch_copy): 1, plain SGD, or 2, SparseAdam mode, with one output,
-     * nothing deferred and no average; 0 the rest. The same source compiled for each of the two cases alone runs
-     * them faster than the general copy (SGD 27 against 34-36 ms an epoch on the sparse benchmark): the other
-     * rules' code had changed how the shared loops were compiled. */
-    const int sgd1 = copy == 1, adam1 = copy == 2;
+     * nothing deferred and no average; 3, plain SGD without clipping or projection either (fo_csr_scatter); 0 the
+     * rest. The same source compiled for each of the cases alone runs them faster than the general copy (SGD 27
+     * against 34-36 ms an epoch on the sparse benchmark): the other rules' code had changed how the shared loops
+     * were compiled. */
+    const int scatter = copy == 3, sgd1 = copy == 1 || scatter, adam1 = copy == 2;
     const ptrdiff_t k = sgd1 || adam1 ? 1 : k_arg;
     c->bad_step = 0;
     c->loss_out = 0;
@@ -361,7 +362,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     /* Coordinates are stamped with their last step, and caught up when read, for the rules with deferred updates
      * and for the running average (which moves while its coordinate rests). */
     const int catching = how != FO_CATCH_DENSE && (how != FO_CATCH_NONE || avg);
-    if (pipe && catching) return FO_BAD_ARGUMENT; /* fo_csr_pipe_eligible */
+    if (pipe && (catching || pipe->scatter != scatter)) return FO_BAD_ARGUMENT; /* fo_csr_pipe_eligible */
     const int decoupled = rule == FO_RULE_ADAMW;
     const int sparse_adam = adam1 || (!sgd1 && lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW));
     const int direct = sgd1 || (!adam1 && rule == FO_RULE_SGD); /* no state: stepped in place (see step 2) */
@@ -384,7 +385,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     /* Staging (see csr_stage and fo_csr_stage_rows): values, targets and weights, after the dense gradient in work;
      * indices and row pointers after T in iwork */
     const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), s_cap = stage_cap;
-    FO_REAL *s_data = g + n_params, *s_y = s_data + s_cap, *s_sw = s_y + s_rows * k;
+    FO_REAL *s_data = g + n_params, *s_y = s_data + s_cap, *s_sw = s_y + s_rows * k, *row_l1 = s_sw + s_rows;
     int32_t *s_ind = (int32_t *)(iwork + 2 * d), *s_ptr = s_ind + s_cap, *s_pos0 = s_ptr + s_rows + 2;
     const int64_t t0 = c->t;
     const ptrdiff_t tab_steps = period > 0 && period < steps ? (ptrdiff_t)period : steps;
@@ -402,7 +403,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 break;
             }
     if (how == FO_CATCH_DENSE || dense_first) memset(g, 0, (size_t)n_params * sizeof(FO_REAL));
-    if (!pipe) /* piped, the producer keeps the stamps */
+    if (!pipe && !scatter) /* piped, the producer keeps the stamps; scattered steps have none */
         for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
     fo_status status = FO_OK;
     const fo_csr_block *blk = NULL; /* piped: the block being read, and blocks taken so far */
@@ -460,12 +461,25 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 status = FO_BAD_ARGUMENT;
                 break;
             }
-            touched = blk->touched + blk->t_off[m];
-            nt = blk->t_off[m + 1] - blk->t_off[m];
-            s_pos = blk->s_pos + mb0;
-            if (end < block_end) {
+            if (!scatter) {
+                touched = blk->touched + blk->t_off[m];
+                nt = blk->t_off[m + 1] - blk->t_off[m];
+                s_pos = blk->s_pos + mb0;
+            }
+            if (!scatter && end < block_end) {
                 nxt = blk->touched + blk->t_off[m + 1];
                 n_nxt = blk->t_off[m + 2] - blk->t_off[m + 1];
+            }
+        } else if (scatter) { /* no T (step 5''): only the checks of step 1 below, on the rows' indices */
+            for (ptrdiff_t pos = start; pos < end; pos++) {
+                const int64_t row = FO_ROW(pos);
+                const ptrdiff_t p0 = xp[row], p1 = xp[row + 1];
+                int ok = p1 - p0 <= d;
+                for (ptrdiff_t p = p0; p < p1; p++) ok &= (uint32_t)xi[p] < (uint32_t)d;
+                if (!ok) {
+                    status = FO_BAD_ARGUMENT;
+                    break;
+                }
             }
         } else
         for (ptrdiff_t pos = start; pos < end; pos++) {
@@ -544,7 +558,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             }
         /* 3. Row by row: the positions in T of its values, its residuals, loss and coefficients c_ij = sw_i
          * loss'(r_ij), and its terms of the gradient (each gradient entry summed over the rows in order). */
-        double loss = 0;
+        double loss = 0, bound = 0; /* bound: sum_i |c_i| |x_i|_1 (scattered steps) */
         FO_REAL *gb = coef + nrows * k; /* the intercepts' gradient, after the coefficients */
         for (ptrdiff_t j = 0; j < nb; j++) gb[j] = 0;
         /* One output: the dot products first, two rows at a time (each still summed in order, so the same bits),
@@ -557,12 +571,32 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 const ptrdiff_t na = xp[ra + 1] - xp[ra], nb_ = q + 1 < nrows ? xp[rb + 1] - xp[rb] : 0;
                 const ptrdiff_t both = na < nb_ ? na : nb_;
                 FO_REAL da = 0, db = 0;
-                for (ptrdiff_t p = 0; p < both; p++) {
-                    da += xa[p] * params[ia[p]];
-                    db += xb[p] * params[ib[p]];
+                if (scatter) { /* and the rows' absolute sums, for the gradient's bound (step 4) */
+                    FO_REAL la = 0, lb = 0;
+                    for (ptrdiff_t p = 0; p < both; p++) {
+                        da += xa[p] * params[ia[p]];
+                        db += xb[p] * params[ib[p]];
+                        la += FO_FABS(xa[p]);
+                        lb += FO_FABS(xb[p]);
+                    }
+                    for (ptrdiff_t p = both; p < na; p++) {
+                        da += xa[p] * params[ia[p]];
+                        la += FO_FABS(xa[p]);
+                    }
+                    for (ptrdiff_t p = both; p < nb_; p++) {
+                        db += xb[p] * params[ib[p]];
+                        lb += FO_FABS(xb[p]);
+                    }
+                    row_l1[q] = la;
+                    if (q + 1 < nrows) row_l1[q + 1] = lb;
+                } else {
+                    for (ptrdiff_t p = 0; p < both; p++) {
+                        da += xa[p] * params[ia[p]];
+                        db += xb[p] * params[ib[p]];
+                    }
+                    for (ptrdiff_t p = both; p < na; p++) da += xa[p] * params[ia[p]];
+                    for (ptrdiff_t p = both; p < nb_; p++) db += xb[p] * params[ib[p]];
                 }
-                for (ptrdiff_t p = both; p < na; p++) da += xa[p] * params[ia[p]];
-                for (ptrdiff_t p = both; p < nb_; p++) db += xb[p] * params[ib[p]];
                 coef[q] = da;
                 if (q + 1 < nrows) coef[q + 1] = db;
                 if (nxt) {
@@ -576,7 +610,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             const ptrdiff_t p0 = xp[row], n0 = xp[row + 1] - p0;
             const FO_REAL *xv = xd + p0;
             const int32_t *sp = s_pos + (p0 - mb0); /* staged: recorded by step 1 */
-            if (sorder) {
+            if (sorder && !scatter) {
                 for (ptrdiff_t p = 0; p < n0; p++) spos[p] = slot[xi[p0 + p]].pos;
                 sp = spos;
             }
@@ -597,6 +631,11 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 loss += (double)wi * FO_FN(loss_value)(c->loss, r, epsilon, &dl);
                 const FO_REAL cq = wi * dl;
                 coef[q * k + j] = cq;
+                if (scatter) { /* no gradient entries: step 5'' scatters the rows' terms */
+                    bound += (double)FO_FABS(cq) * (double)row_l1[q];
+                    if (has_b) gb[j] += cq;
+                    continue;
+                }
                 if (k == 1)
                     for (ptrdiff_t p = 0; p < n0; p++) cg[sp[p]] += cq * xv[p];
                 else
@@ -629,7 +668,29 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             cg[i4] *= inv;
             ss4[0] += (double)cg[i4] * (double)cg[i4];
         }
-        const double ss = (ss4[0] + ss4[1]) + (ss4[2] + ss4[3]);
+        double ss = (ss4[0] + ss4[1]) + (ss4[2] + ss4[3]);
+        /* 4. Scattered steps: the gradient's entries are not formed, only bounded, |g_j| <= inv * bound, and
+         * sum_j g_j^2 <= (inv * bound)^2. Below the threshold every entry and partial sum, and the sum of squares,
+         * are finite (the only use of ss here: no clipping); above it (or when not finite) the entries are formed
+         * in the dense g, as cg would hold them, for the exact test, and g is zeroed again. */
+        if (scatter && isfinite(loss) && !(bound < (sizeof(FO_REAL) == 4 ? 1e37 : 1e150))) {
+            for (ptrdiff_t q = 0; q < nrows; q++) {
+                const int64_t row = FO_ROW(start + q);
+                for (ptrdiff_t p = xp[row]; p < xp[row + 1]; p++) g[xi[p]] = 0;
+            }
+            for (ptrdiff_t q = 0; q < nrows; q++) {
+                const int64_t row = FO_ROW(start + q);
+                for (ptrdiff_t p = xp[row]; p < xp[row + 1]; p++) g[xi[p]] += coef[q] * xd[p];
+            }
+            for (ptrdiff_t q = 0; q < nrows; q++) {
+                const int64_t row = FO_ROW(start + q);
+                for (ptrdiff_t p = xp[row]; p < xp[row + 1]; p++) {
+                    const FO_REAL gi = g[xi[p]] * inv;
+                    ss += (double)gi * (double)gi;
+                    g[xi[p]] = 0; /* counted once */
+                }
+            }
+        }
         total += loss;
         if (!isfinite(loss) || !isfinite(ss)) {
             status = FO_NONFINITE_LOSS;
@@ -679,6 +740,19 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         }
         const int averaging = avg && step >= c->avg_start;
         const FO_REAL count = (FO_REAL)(step - c->avg_start + 1);
+        if (scatter) { /* 5''. The step row by row: w_j -= lr (c_i / |B|) x_ij, in the rows' order */
+            const FO_REAL a = (FO_REAL)c->lr;
+            for (ptrdiff_t q = 0; q < nrows; q++) {
+                const int64_t row = FO_ROW(start + q);
+                const ptrdiff_t p0 = xp[row], n0 = xp[row + 1] - p0;
+                const FO_REAL u = a * (coef[q] * inv);
+                const FO_REAL *xv = xd + p0;
+                const int32_t *iv = xi + p0;
+                for (ptrdiff_t p = 0; p < n0; p++) params[iv[p]] -= u * xv[p];
+            }
+            for (ptrdiff_t j = 0; j < nb; j++) params[kd + j] -= a * (cg[j] + (FO_REAL)0);
+            continue;
+        }
         if (direct) { /* 5. rule_sgd's arithmetic, in place, with the projection and the running average */
             const FO_REAL a = (FO_REAL)c->lr, wd = (FO_REAL)h->weight_decay;
             for (ptrdiff_t q = 0; q < nt; q++)
@@ -765,6 +839,7 @@ static fo_status FO_FN(csr_epoch_run)(fo_rule rule, const fo_hyper *h, fo_epoch_
     switch (FO_FN(csr_epoch_copy)(rule, h, c, lazy, k)) {
     case 1: return FO_CSR_RUN(1);
     case 2: return FO_CSR_RUN(2);
+    case 3: return FO_CSR_RUN(3);
     default: return FO_CSR_RUN(0);
     }
 #undef FO_CSR_RUN
@@ -835,6 +910,14 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         }
         int32_t off = 0, m = 0;
         t_off[0] = 0;
+        if (pipe->scatter) { /* the consumer scatters its steps (copy 3): no T, only step 1's checks */
+            for (ptrdiff_t r = 0; r < end - start && bad < 0; r++) {
+                const ptrdiff_t p0 = s_ptr[r], p1 = s_ptr[r + 1];
+                int ok = p1 - p0 <= d;
+                for (ptrdiff_t p = p0; p < p1; p++) ok &= (uint32_t)s_ind[p] < (uint32_t)d;
+                if (!ok) bad = (int32_t)(r / b);
+            }
+        } else
         for (ptrdiff_t st = start; st < end && bad < 0; st += b, m++) {
             const ptrdiff_t en = st + b < end ? st + b : end;
             const int32_t g0 = found + off;

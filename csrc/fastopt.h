@@ -296,7 +296,7 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
 
 /* A piped CSR epoch: two threads, the bits of one. A producer thread stages the shuffled rows block by block
  * (as fo_epoch_csr does) and finds each minibatch's touched columns T and its values' positions in T (step 1 of
- * fo_epoch_csr); the calling thread, the consumer, takes the steps on them. Arithmetic is the consumer's alone,
+ * fo_epoch_csr; with scattered steps, fo_csr_scatter, only checks the rows' indices); the calling thread, the consumer, takes the steps on them. Arithmetic is the consumer's alone,
  * in fo_epoch_csr's order. Eligible (fo_csr_pipe_eligible): the settings without deferred updates (no stamps to
  * read when a coordinate is caught up). The caller zeroes the struct, fills the blocks' arrays, cap and slots,
  * runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer returns once the
@@ -327,9 +327,13 @@ typedef struct {
     fo_csr_block block[FO_CSR_PIPE_BLOCKS];
     ptrdiff_t cap;           /* stored values a block holds: at least a minibatch's (b times the longest row) */
     void *slots;             /* the producer's marks: d entries of 4 bytes (int32) at least */
+    int scatter;             /* fo_csr_scatter of the epoch's settings: the producer only stages and checks */
 } fo_csr_pipe;
 
 int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy);
+/* Settings whose steps the CSR epoch scatters row by row, without finding T (plain SGD, one output, no L2,
+ * clipping, projection or running average): the same update as the gradient's, summed in another order. */
+int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, ptrdiff_t k);
 void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, ptrdiff_t d, ptrdiff_t k, const double *data,
                       const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw);
 void fo_csr_produce_s(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, ptrdiff_t d, ptrdiff_t k, const float *data,

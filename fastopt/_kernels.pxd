@@ -160,6 +160,8 @@ cdef extern from "fastopt.h" nogil:
         fo_csr_block block[FO_CSR_PIPE_BLOCKS]
         Py_ssize_t cap
         void *slots
+        int scatter
+    int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, Py_ssize_t k) nogil
     int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy) nogil
     void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const double *data,
                           const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw) nogil

@@ -67,8 +67,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         ``period``, so that an epoch run in calls that end at such steps (:func:`fastopt._iterative.run_epoch_csr`)
         gives the bits of one call with the same ``period``; 0: never split.
     n_threads : int, default=1
-        2: a second thread stages the shuffled rows and finds each minibatch's touched columns while this one
-        takes the steps (``fo_csr_pipe`` in ``csrc/fastopt.h``), when the settings have no deferred updates (SGD
+        2: a second thread stages the shuffled rows and finds each minibatch's touched columns (plain SGD, whose
+        steps are scattered row by row, needs none) while this one takes the steps (``fo_csr_pipe`` in ``csrc/fastopt.h``), when the settings have no deferred updates (SGD
         without L2, AdaGrad, Adam, AdamW, RMSProp with L2, and the rules that step every coordinate under
         ``positive``; no averaging) and there is more than one minibatch; else one thread. Bit-identical to one
         thread.
@@ -219,6 +219,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
         pipe.block[i].s_ind, pipe.block[i].s_pos, pipe.block[i].touched = &ints[i, 0], &ints[i, cap], &ints[i, 2 * cap]
         pipe.block[i].s_ptr, pipe.block[i].t_off = &ptrs[i, 0], &ptrs[i, rows + 2]
     pipe.cap, pipe.slots = cap, &slots[0]
+    pipe.scatter = fo_csr_scatter(<fo_rule>rule, h, c, lazy, k)
     cdef _EpochHelper helper
     try:
         helper = _take_helper()  # nothing below raises until the helper is released

@@ -710,9 +710,12 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     :func:`epoch`, the weights are clamped at 0 when ``train.positive`` and ``avg`` takes the running average of
     steps ``t >= train.average``. Residuals and gradients are summed in the kernel's order (each dot product and
     each gradient entry over the stored values in order), so the rules without deferred updates agree bit for
-    bit. ``stage_cap``, ``period`` and ``n_threads`` (how the kernel reads rows, splits its deferred updates and
-    shares its work) do not change the definition and are accepted for the same signature. ``decay``: each
-    weight's L2 coefficient, ``decay * w`` added to the clipped gradient before the rule (not with SparseAdam).
+    bit. Plain SGD with one output and no L2, clipping, projection or running average takes its step row by row,
+    ``w_j -= lr (c_i / |B|) x_ij`` in the rows' order, as the kernel does (the same update, summed in another
+    order; the minibatch's checks still use its gradient). ``stage_cap``, ``period`` and ``n_threads`` (how the
+    kernel reads rows, splits its deferred updates and shares its work) do not change the definition and are
+    accepted for the same signature. ``decay``: each weight's L2 coefficient, ``decay * w`` added to the clipped
+    gradient before the rule (not with SparseAdam).
     """
     real = Y.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]
@@ -721,6 +724,11 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     kd = k * d
     has_b = n_params > kd
     grad = np.zeros(n_params, Y.dtype)
+    # Plain SGD with one output, no L2, clipping, projection or running average: the step is taken row by row
+    # (the same update, summed in another order); grad still decides the minibatch's checks.
+    scatter = (rule == Rule.SGD and k == 1 and hyper.weight_decay == 0 and decay is None
+               and not (train.clip_norm is not None and train.clip_norm > 0) and not getattr(train, "positive", False)
+               and not (avg is not None and getattr(train, "average", 0) > 0))
     total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
@@ -747,7 +755,13 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
         if decay is not None:
             grad[:kd] += decay * params[:kd]
         t += 1
-        if lazy and rule in (Rule.ADAM, Rule.ADAMW):
+        if scatter:  # w_j -= lr (c_i / |B|) x_ij, row after row (csrc/epoch_csr.c fo_csr_scatter)
+            scale = real(1.0 / nb)
+            for i, row in enumerate(rows):
+                lo, hi = X.indptr[row], X.indptr[row + 1]
+                np.subtract.at(params, X.indices[lo:hi], real(lr) * (C[i, 0] * scale) * X.data[lo:hi])
+            params[kd:] -= real(lr) * (grad[kd:] + real(0))
+        elif lazy and rule in (Rule.ADAM, Rule.ADAMW):
             _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
         else:
             step(rule, hyper, params, grad, state, t, lr, kd)

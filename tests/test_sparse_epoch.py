@@ -171,6 +171,72 @@ def test_rules_without_deferred_updates_agree_with_the_twin_bit_for_bit(rule):
         np.testing.assert_array_equal(s1, s2)
 
 
+def _csr_epochs(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, n_threads=1):
+    params, state, t, out = np.zeros(n_params, Y.dtype), spec.init_state(n_params, Y.dtype), 0, []
+    for _ in range(epochs):
+        out.append(impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr,
+                                  n_threads=n_threads))
+        t = out[-1][1]
+    return params, out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_scattered_sgd_steps_agree_with_the_twin_bit_for_bit(loss, dtype):
+    """Plain SGD with one output and no clipping, L2, projection or average steps row by row (fo_csr_scatter in
+    csrc/epoch_csr.c); the twin does the same, so the two agree bit for bit, on one thread or two, with or
+    without the intercept, on rows whose columns are not sorted."""
+    rng = np.random.default_rng(21)
+    X, Y, sw = _problem(rng, 300, 50, 1, dtype, weighted=True)
+    for i in range(0, 300, 2):  # every other row's entries reversed
+        lo, hi = X.indptr[i], X.indptr[i + 1]
+        X.indices[lo:hi], X.data[lo:hi] = X.indices[lo:hi][::-1].copy(), X.data[lo:hi][::-1].copy()
+    order = rng.permutation(300).astype(np.int64)
+    spec = _spec("sgd", 0.0)
+    train = EpochCtl(batch_size=16, loss=LOSSES[loss], epsilon=0.8, clip_norm=None, loss_limit=np.inf)
+    for n_params in (51, 50):
+        p0, o0 = _csr_epochs(_reference, spec, train, X, Y, sw, order, n_params, 3, 0.05)
+        assert [o[:2] for o in o0] == [(0, 19), (0, 38), (0, 57)]
+        for threads in (1, 2):
+            p1, o1 = _csr_epochs(_kernels, spec, train, X, Y, sw, order, n_params, 3, 0.05, threads)
+            assert [o[:2] for o in o1] == [o[:2] for o in o0]
+            np.testing.assert_allclose([o[2] for o in o1], [o[2] for o in o0], rtol=1e-12)  # summed pairwise here
+            np.testing.assert_array_equal(p1, p0)
+        # With a clipping norm that never binds, the kernel forms each minibatch's gradient and steps on it: the
+        # same update summed in another order, so close but not the same bits (the steps above were scattered).
+        never = train._replace(clip_norm=1e300)
+        p2, _ = _csr_epochs(_kernels, spec, never, X, Y, sw, order, n_params, 3, 0.05)
+        _close(p2, p0, 57, dtype)
+        assert not np.array_equal(p2, p0)
+
+
+@pytest.mark.parametrize("dtype, big, target, finite", [
+    (np.float64, 1e140, 1e12, True),   # |c| |x| = 1e152: above the bound, the gradient 2.5e151 is finite
+    (np.float64, 1e160, 1.0, False),   # the gradient's sum of squares overflows
+    (np.float32, 1e19, 1e18, True),    # 1e37: above float32's bound, 2.5e36 finite
+    (np.float32, 1e20, 1e19, False),   # the gradient entry overflows float32
+])
+def test_scattered_sgd_steps_check_the_gradient_exactly_beyond_its_bound(dtype, big, target, finite):
+    """Scattered steps bound the gradient instead of forming it; beyond the bound the kernel forms it to decide,
+    as the twin does: a finite gradient is stepped on, an overflowing one stops the epoch before its step."""
+    rng = np.random.default_rng(22)
+    X = sp.csr_array(rng.normal(size=(4, 3)).astype(dtype))
+    X.data[0], X.indices, X.indptr = dtype(big), X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    Y = np.zeros((4, 1), dtype)
+    Y[0, 0] = target
+    spec = _spec("sgd", 0.0)
+    train = EpochCtl(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    order = np.arange(4, dtype=np.int64)
+    p0, o0 = _csr_epochs(_reference, spec, train, X, Y, None, order, 4, 1, 0.1)
+    status = int(_kernels.Status.OK if finite else _kernels.Status.NONFINITE_LOSS)
+    assert o0[0][:2] == ((status, 1) if finite else (status, 0))
+    for threads in (1, 2):
+        p1, o1 = _csr_epochs(_kernels, spec, train, X, Y, None, order, 4, 1, 0.1, threads)
+        assert o1[0][:2] == o0[0][:2] and o1[0][3] == o0[0][3]
+        np.testing.assert_array_equal(p1, p0)
+    assert np.all(np.isfinite(p0)) and (p0[0] != 0) == finite
+
+
 def _sparse_adam_definition(X, Y, order, batch, lr, betas, eps, steps_per_epoch, epochs):
     """torch.optim.SparseAdam (torch/optim/sparse_adam.py) transliterated, on the squared-error minibatch gradient
     of a linear model with intercept, written independently of fastopt's twin: one dict entry per coordinate
@@ -575,31 +641,37 @@ def test_random_projected_and_averaged_epochs_match_the_dense_epoch(n, d, k, den
     _close(a1, a2, steps, dtype)
 
 
-def test_csr_epoch_boundary_rejects_malformed_input_without_reading_it():
+@pytest.mark.parametrize("rule, n_threads", [("momentum", 1), ("sgd", 1), ("sgd", 2), ("adam", 2)])
+def test_csr_epoch_boundary_rejects_malformed_input_without_reading_it(rule, n_threads):
     """Direct calls cannot make the kernel read out of bounds: row pointers, row order, state rows and weights are
     checked before it runs, and a column index out of range stops it with BAD_ARGUMENT before anything reads
-    through it."""
-    spec = optim.make("momentum")
+    through it (plain SGD's scattered steps and the two-thread epoch included)."""
+    spec = optim.make(rule)
     train = EpochCtl(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
     X = _csr(np.random.default_rng(0), 20, 5, 0.5, np.float64)
     Y, order = np.ones((20, 1)), np.arange(20, dtype=np.int64)
 
     def run(X, order=order, state=None, sw=None):
         return _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, np.zeros(6),
-                                  spec.init_state(6) if state is None else state, 0, 0.1)
+                                  spec.init_state(6) if state is None else state, 0, 0.1, n_threads=n_threads)
 
     for bad in (99, -1):
         B = X.copy()
         B.indices[3] = bad
         assert run(B)[:2] == (int(_kernels.Status.BAD_ARGUMENT), 0)
+    later = next(i for i in range(8, 20) if X.indptr[i + 1] > X.indptr[i])  # a row past the first two minibatches
+    B = X.copy()
+    B.indices[B.indptr[later]] = 5
+    assert run(B)[:2] == (int(_kernels.Status.BAD_ARGUMENT), later // 4)  # the minibatches before it taken
     B = X.copy()
     B.indptr[5] = 10**6
     with pytest.raises(ValueError, match="indptr"):
         run(B)
     with pytest.raises(ValueError, match="order has indices"):
         run(X, order=np.array([0, 25], dtype=np.int64))
-    with pytest.raises(ValueError, match="state must have"):
-        run(X, state=np.zeros((0, 6)))
+    if spec.init_state(6).shape[0]:  # (SGD has no state)
+        with pytest.raises(ValueError, match="state must have"):
+            run(X, state=np.zeros((0, 6)))
     with pytest.raises(ValueError, match="sample_weight"):
         run(X, sw=np.ones(3))
     assert run(X)[:2] == (0, 5)
