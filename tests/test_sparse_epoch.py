@@ -171,11 +171,11 @@ def test_rules_without_deferred_updates_agree_with_the_twin_bit_for_bit(rule):
         np.testing.assert_array_equal(s1, s2)
 
 
-def _csr_epochs(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, n_threads=1):
+def _csr_epochs(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, n_threads=1, stage_cap=None):
     params, state, t, out = np.zeros(n_params, Y.dtype), spec.init_state(n_params, Y.dtype), 0, []
     for _ in range(epochs):
         out.append(impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr,
-                                  n_threads=n_threads))
+                                  stage_cap=stage_cap, n_threads=n_threads))
         t = out[-1][1]
     return params, out
 
@@ -197,8 +197,9 @@ def test_scattered_sgd_steps_agree_with_the_twin_bit_for_bit(loss, dtype):
     for n_params in (51, 50):
         p0, o0 = _csr_epochs(_reference, spec, train, X, Y, sw, order, n_params, 3, 0.05)
         assert [o[:2] for o in o0] == [(0, 19), (0, 38), (0, 57)]
-        for threads in (1, 2):
-            p1, o1 = _csr_epochs(_kernels, spec, train, X, Y, sw, order, n_params, 3, 0.05, threads)
+        # two threads; one, with blocks staged whole, in part, or rows read in place
+        for threads, cap in ((2, None), (1, None), (1, 40), (1, 0)):
+            p1, o1 = _csr_epochs(_kernels, spec, train, X, Y, sw, order, n_params, 3, 0.05, threads, cap)
             assert [o[:2] for o in o1] == [o[:2] for o in o0]
             np.testing.assert_allclose([o[2] for o in o1], [o[2] for o in o0], rtol=1e-12)  # summed pairwise here
             np.testing.assert_array_equal(p1, p0)
@@ -218,23 +219,25 @@ def test_scattered_sgd_steps_agree_with_the_twin_bit_for_bit(loss, dtype):
 ])
 def test_scattered_sgd_steps_check_the_gradient_exactly_beyond_its_bound(dtype, big, target, finite):
     """Scattered steps bound the gradient instead of forming it; beyond the bound the kernel forms it to decide,
-    as the twin does: a finite gradient is stepped on, an overflowing one stops the epoch before its step."""
+    as the twin does: a finite gradient is stepped on, an overflowing one stops the epoch before its step. The
+    large row comes last, after 15 ordinary minibatches (16 in all: enough for the two-thread epoch)."""
     rng = np.random.default_rng(22)
-    X = sp.csr_array(rng.normal(size=(4, 3)).astype(dtype))
-    X.data[0], X.indices, X.indptr = dtype(big), X.indices.astype(np.int32), X.indptr.astype(np.int32)
-    Y = np.zeros((4, 1), dtype)
-    Y[0, 0] = target
+    X = sp.csr_array(rng.normal(size=(64, 3)).astype(dtype))
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    X.data[X.indptr[60]] = dtype(big)  # row 60's first value, in the last minibatch
+    Y = np.zeros((64, 1), dtype)
+    Y[60, 0] = target
     spec = _spec("sgd", 0.0)
     train = EpochCtl(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
-    order = np.arange(4, dtype=np.int64)
+    order = np.arange(64, dtype=np.int64)
     p0, o0 = _csr_epochs(_reference, spec, train, X, Y, None, order, 4, 1, 0.1)
     status = int(_kernels.Status.OK if finite else _kernels.Status.NONFINITE_LOSS)
-    assert o0[0][:2] == ((status, 1) if finite else (status, 0))
-    for threads in (1, 2):
-        p1, o1 = _csr_epochs(_kernels, spec, train, X, Y, None, order, 4, 1, 0.1, threads)
+    assert o0[0][:2] == (status, 16 if finite else 15)
+    for threads, cap in ((1, None), (2, None), (1, 0)):
+        p1, o1 = _csr_epochs(_kernels, spec, train, X, Y, None, order, 4, 1, 0.1, threads, cap)
         assert o1[0][:2] == o0[0][:2] and o1[0][3] == o0[0][3]
         np.testing.assert_array_equal(p1, p0)
-    assert np.all(np.isfinite(p0)) and (p0[0] != 0) == finite
+    assert np.all(np.isfinite(p0)) and (np.max(np.abs(p0)) > 1e30) == finite
 
 
 def _sparse_adam_definition(X, Y, order, batch, lr, betas, eps, steps_per_epoch, epochs):
