@@ -16,13 +16,15 @@
  *   momentum, Nesterov:   (v, w) <- A^s (v, w), A the 2x2 linear map of one step with g = wd w (wd may be 0)
  *   RMSProp without L2:   r <- rho^s r, a <- rho^s a, and with momentum (b, w) <- A^s (b, w)
  *   AdaGrad without L2, SGD without L2: untouched coordinates do not move.
- * A step then costs O(nnz of the minibatch * k + |T| * k * slots). Plain SGD with one output and no L2, clipping,
- * projection or running average (fo_csr_scatter) needs no T at all: its step is linear in the rows' terms, so it
- * is taken row by row, w_j -= lr (c_i / |B|) x_ij in the rows' order, after all the minibatch's residuals (the same
- * update, its sums in another order); the gradient is only bounded, |g_j| <= sum_i |c_i| |x_i|_1 / |B|, for the
- * finiteness check, and formed where that bound is too large to decide. Finding T through the stamps was the
- * largest share of that epoch after the staging copy (sparse benchmark, one thread: 94-121 -> 49-62 ms an epoch,
- * two threads 39-81 -> 25-39 ms, alternating builds). The learning rate is constant within a call,
+ * A step then costs O(nnz of the minibatch * k + |T| * k * slots). Plain SGD with one output and no clipping,
+ * projection, running average or per-weight decay (fo_csr_scatter) needs no T at all: its step is linear in the
+ * rows' terms, so it is taken row by row, w_j -= lr (c_i / |B|) x_ij in the rows' order, after all the minibatch's
+ * residuals (the same update, its sums in another order), and an L2 term by a global scale factor (w = s v);
+ * the gradient is only bounded, |g_j| <= sum_i |c_i| |x_i|_1 / |B|, for the finiteness check, and formed where
+ * that bound is too large to decide. Finding T through the stamps was the largest share of that epoch after the
+ * staging copy (sparse benchmark, one thread: 94-121 -> 49-62 ms an epoch, two threads 39-81 -> 25-39 ms,
+ * alternating builds; with L2, whose stamps also brought each coordinate up to date, the estimator's epoch
+ * 200-254 -> 49-63 ms). The learning rate is constant within a call,
  * so the powers A^s are tabulated once per call (s up to the call's step count, or the period below), in double.
  * The rules whose untouched coordinates move nonlinearly (AdaGrad and RMSProp with L2, Adam and AdamW) take
  * every step on all coordinates, exactly as the dense epoch does: O(d k) a step. FO_SPARSE_LAZY instead gives
@@ -351,19 +353,28 @@ static int fo_csr_pipe_room(fo_csr_pipe *pipe, int64_t made)
 }
 static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t made) { FO_CSR_STORE(&pipe->produced, made); }
 
-int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy)
+int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, ptrdiff_t k)
 {
     const fo_catch how = fo_csr_catch(rule, h, lazy, ctl->positive, ctl->lr, fo_csr_decay_kind(ctl));
     const int avg = ctl->avg && ctl->avg_start > 0;
-    return FO_CSR_PIPE && (how == FO_CATCH_DENSE || (how == FO_CATCH_NONE && !avg));
+    return FO_CSR_PIPE &&
+           (how == FO_CATCH_DENSE || (how == FO_CATCH_NONE && !avg) || fo_csr_scatter(rule, h, ctl, lazy, k));
 }
 
-/* Plain SGD with one output, no L2, clipping, projection or running average: its step is linear in the rows'
- * terms, so it is taken row by row (w_j -= lr (c_i / |B|) x_ij, the rows in order), without T. */
+/* Plain SGD with one output, no clipping, projection, running average or per-weight decay: its step is linear
+ * in the rows' terms, so it is taken row by row (w_j -= lr (c_i / |B|) x_ij, the rows in order), without T. An L2
+ * term (f = 1 - lr wd, 0 < f) scales every weight by f at each step: the weights are then kept as w = s v, s a
+ * global factor (scikit-learn's sparse SGD keeps its weights so, `wscale`), s <- f s at each step and
+ * v_j -= lr (c_i / |B|) x_ij / s for the rows' terms. s is folded back into the weights (v <- s v, s <- 1) when it
+ * leaves [1e-9, 1e9], at the steps that are multiples of `period` (so that an epoch run in slices that end there
+ * folds where one call does) and when the call returns. */
 int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *c, int lazy, ptrdiff_t k)
 {
-    return k == 1 && rule == FO_RULE_SGD && !(c->avg && c->avg_start > 0) && !(c->clip_norm > 0) && !c->positive &&
-           fo_csr_catch(rule, h, lazy, c->positive, c->lr, fo_csr_decay_kind(c)) == FO_CATCH_NONE;
+    (void)lazy;
+    if (k != 1 || rule != FO_RULE_SGD || (c->avg && c->avg_start > 0) || c->clip_norm > 0 || c->positive || c->decay)
+        return 0;
+    const double f = 1.0 - c->lr * h->weight_decay;
+    return h->weight_decay == 0 || (f > 0 && isfinite(f));
 }
 
 #define FO_CAT_(a, b) a##_##b

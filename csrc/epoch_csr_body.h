@@ -325,10 +325,11 @@ static void FO_FN(csr_dense_after)(const fo_epoch_ctl *c, FO_REAL *params, ptrdi
 /* Which of csr_epoch_impl's copies runs these settings. */
 static int FO_FN(csr_epoch_copy)(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *c, int lazy, ptrdiff_t k)
 {
+    if (fo_csr_scatter(rule, h, c, lazy, k)) return 3;
     if (k != 1 || (c->avg && c->avg_start > 0) ||
         fo_csr_catch(rule, h, lazy, c->positive, c->lr, fo_csr_decay_kind(c)) != FO_CATCH_NONE)
         return 0;
-    if (rule == FO_RULE_SGD) return fo_csr_scatter(rule, h, c, lazy, k) ? 3 : 1;
+    if (rule == FO_RULE_SGD) return 1;
     return lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW) ? 2 : 0;
 }
 
@@ -343,11 +344,15 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                                        int64_t period, fo_csr_pipe *pipe, int copy)
 {
     /* copy (a constant at each call: csr_epoch_copy): 1, plain SGD, or 2, SparseAdam mode, with one output,
-     * nothing deferred and no average; 3, plain SGD without clipping or projection either (fo_csr_scatter); 0 the
+     * nothing deferred and no average; 3, plain SGD stepped row by row (fo_csr_scatter, an L2 term too); 0 the
      * rest. The same source compiled for each of the cases alone runs them faster than the general copy (SGD 27
      * against 34-36 ms an epoch on the sparse benchmark): the other rules' code had changed how the shared loops
      * were compiled. */
     const int scatter = copy == 3, sgd1 = copy == 1 || scatter, adam1 = copy == 2;
+    /* scattered steps under L2: the weights kept as w = s v (fo_csr_scatter), s in double */
+    const int scaled = scatter && h->weight_decay != 0;
+    const double f_step = 1.0 - c->lr * h->weight_decay;
+    double s_scale = 1.0;
     const ptrdiff_t k = sgd1 || adam1 ? 1 : k_arg;
     c->bad_step = 0;
     c->loss_out = 0;
@@ -597,6 +602,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                     for (ptrdiff_t p = both; p < na; p++) da += xa[p] * params[ia[p]];
                     for (ptrdiff_t p = both; p < nb_; p++) db += xb[p] * params[ib[p]];
                 }
+                if (scaled) { /* x . w = s (x . v) */
+                    da = (FO_REAL)((double)da * s_scale);
+                    db = (FO_REAL)((double)db * s_scale);
+                }
                 coef[q] = da;
                 if (q + 1 < nrows) coef[q + 1] = db;
                 if (nxt) {
@@ -740,17 +749,27 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         }
         const int averaging = avg && step >= c->avg_start;
         const FO_REAL count = (FO_REAL)(step - c->avg_start + 1);
-        if (scatter) { /* 5''. The step row by row: w_j -= lr (c_i / |B|) x_ij, in the rows' order */
+        if (scatter) { /* 5''. The step row by row: w_j -= lr (c_i / |B|) x_ij, in the rows' order (under L2:
+                         * s <- f s, v_j -= lr (c_i / |B|) x_ij / s) */
             const FO_REAL a = (FO_REAL)c->lr;
+            const double s_next = s_scale * f_step;
             for (ptrdiff_t q = 0; q < nrows; q++) {
                 const int64_t row = FO_ROW(start + q);
                 const ptrdiff_t p0 = xp[row], n0 = xp[row + 1] - p0;
-                const FO_REAL u = a * (coef[q] * inv);
+                const FO_REAL u = scaled ? (FO_REAL)((double)a * (double)(coef[q] * inv) / s_next)
+                                         : a * (coef[q] * inv);
                 const FO_REAL *xv = xd + p0;
                 const int32_t *iv = xi + p0;
                 for (ptrdiff_t p = 0; p < n0; p++) params[iv[p]] -= u * xv[p];
             }
             for (ptrdiff_t j = 0; j < nb; j++) params[kd + j] -= a * (cg[j] + (FO_REAL)0);
+            if (scaled) {
+                s_scale = s_next;
+                if ((period > 0 && step % period == 0) || !(s_scale >= 1e-9 && s_scale <= 1e9)) {
+                    for (ptrdiff_t p = 0; p < kd; p++) params[p] = (FO_REAL)((double)params[p] * s_scale);
+                    s_scale = 1.0;
+                }
+            }
             continue;
         }
         if (direct) { /* 5. rule_sgd's arithmetic, in place, with the projection and the running average */
@@ -815,6 +834,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     }
 #undef FO_ROW
     if (pipe) fo_csr_pipe_done(pipe); /* the producer, if still waiting, returns */
+    if (s_scale != 1.0) /* scattered steps under L2: the weights w = s v, on every exit */
+        for (ptrdiff_t p = 0; p < kd; p++) params[p] = (FO_REAL)((double)params[p] * s_scale);
     /* Every coordinate up to date with the last step taken, on every exit. */
     if (catching) {
         const int32_t now = (int32_t)(c->t - t0);

@@ -712,7 +712,9 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     each gradient entry over the stored values in order), so the rules without deferred updates agree bit for
     bit. Plain SGD with one output and no L2, clipping, projection or running average takes its step row by row,
     ``w_j -= lr (c_i / |B|) x_ij`` in the rows' order, as the kernel does (the same update, summed in another
-    order; the minibatch's checks still use its gradient). ``stage_cap``, ``period`` and ``n_threads`` (how the
+    order; the minibatch's checks still use its gradient); under L2 its weights are kept as ``w = s v`` with a
+    global factor ``s <- (1 - lr wd) s``, folded back (``v <- s v``) when it leaves ``[1e-9, 1e9]``, at the
+    steps that are multiples of ``period`` and at the end. ``stage_cap``, ``period`` and ``n_threads`` (how the
     kernel reads rows, splits its deferred updates and shares its work) do not change the definition and are
     accepted for the same signature. ``decay``: each weight's L2 coefficient, ``decay * w`` added to the clipped
     gradient before the rule (not with SparseAdam).
@@ -724,11 +726,22 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     kd = k * d
     has_b = n_params > kd
     grad = np.zeros(n_params, Y.dtype)
-    # Plain SGD with one output, no L2, clipping, projection or running average: the step is taken row by row
-    # (the same update, summed in another order); grad still decides the minibatch's checks.
-    scatter = (rule == Rule.SGD and k == 1 and hyper.weight_decay == 0 and decay is None
+    # Plain SGD with one output, no clipping, projection, running average or per-weight decay: the step is taken
+    # row by row (the same update, summed in another order; grad still decides the minibatch's checks). Under L2
+    # the weights are kept as w = s v (csrc/epoch_csr.c fo_csr_scatter), s folded back as the kernel does.
+    f_step = 1.0 - lr * hyper.weight_decay
+    scatter = (rule == Rule.SGD and k == 1 and decay is None
                and not (train.clip_norm is not None and train.clip_norm > 0) and not getattr(train, "positive", False)
-               and not (avg is not None and getattr(train, "average", 0) > 0))
+               and not (avg is not None and getattr(train, "average", 0) > 0)
+               and (hyper.weight_decay == 0 or (f_step > 0 and np.isfinite(f_step))))
+    scaled, s_scale = scatter and hyper.weight_decay != 0, 1.0
+
+    def fold():
+        nonlocal s_scale
+        if s_scale != 1.0:
+            params[:kd] = (params[:kd].astype(np.float64) * s_scale).astype(Y.dtype)
+        s_scale = 1.0
+
     total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
@@ -736,6 +749,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
         Xb = X[rows]
         W = params[:kd].reshape(k, d)
         R = np.asarray(Xb @ W.T, dtype=Y.dtype)
+        if scaled:  # x . w = s (x . v)
+            R = (R.astype(np.float64) * s_scale).astype(Y.dtype)
         if has_b:
             R += params[kd:]
         R -= Y[rows]
@@ -751,21 +766,29 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
         loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
         total += loss
         if (status := _checked_minibatch(train, loss, grad, nb)) is not None:
+            fold()
             return status, t, 0.0, t + 1
         if decay is not None:
             grad[:kd] += decay * params[:kd]
         t += 1
         if scatter:  # w_j -= lr (c_i / |B|) x_ij, row after row (csrc/epoch_csr.c fo_csr_scatter)
-            scale = real(1.0 / nb)
+            scale, s_next = real(1.0 / nb), s_scale * f_step
             for i, row in enumerate(rows):
                 lo, hi = X.indptr[row], X.indptr[row + 1]
-                np.subtract.at(params, X.indices[lo:hi], real(lr) * (C[i, 0] * scale) * X.data[lo:hi])
+                ci = C[i, 0] * scale
+                u = real(float(real(lr)) * float(ci) / s_next) if scaled else real(lr) * ci
+                np.subtract.at(params, X.indices[lo:hi], u * X.data[lo:hi])
             params[kd:] -= real(lr) * (grad[kd:] + real(0))
+            if scaled:
+                s_scale = s_next
+                if (period > 0 and t % period == 0) or not (1e-9 <= s_scale <= 1e9):
+                    fold()
         elif lazy and rule in (Rule.ADAM, Rule.ADAMW):
             _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
         else:
             step(rule, hyper, params, grad, state, t, lr, kd)
         _after_step(train, params, kd, avg, t)
+    fold()
     return _epoch_finish(params, t, total, before, m, loss_acc)
 
 

@@ -171,28 +171,29 @@ def test_rules_without_deferred_updates_agree_with_the_twin_bit_for_bit(rule):
         np.testing.assert_array_equal(s1, s2)
 
 
-def _csr_epochs(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, n_threads=1, stage_cap=None):
+def _csr_epochs(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, n_threads=1, stage_cap=None, period=0):
     params, state, t, out = np.zeros(n_params, Y.dtype), spec.init_state(n_params, Y.dtype), 0, []
     for _ in range(epochs):
         out.append(impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr,
-                                  stage_cap=stage_cap, n_threads=n_threads))
+                                  stage_cap=stage_cap, period=period, n_threads=n_threads))
         t = out[-1][1]
     return params, out
 
 
+@pytest.mark.parametrize("wd", [0.0, 0.05])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("loss", list(LOSSES))
-def test_scattered_sgd_steps_agree_with_the_twin_bit_for_bit(loss, dtype):
-    """Plain SGD with one output and no clipping, L2, projection or average steps row by row (fo_csr_scatter in
-    csrc/epoch_csr.c); the twin does the same, so the two agree bit for bit, on one thread or two, with or
-    without the intercept, on rows whose columns are not sorted."""
+def test_scattered_sgd_steps_agree_with_the_twin_bit_for_bit(loss, dtype, wd):
+    """Plain SGD with one output and no clipping, projection or average steps row by row (fo_csr_scatter in
+    csrc/epoch_csr.c; under L2 its weights are kept as w = s v); the twin does the same, so the two agree bit for
+    bit, on one thread or two, with or without the intercept, on rows whose columns are not sorted."""
     rng = np.random.default_rng(21)
     X, Y, sw = _problem(rng, 300, 50, 1, dtype, weighted=True)
     for i in range(0, 300, 2):  # every other row's entries reversed
         lo, hi = X.indptr[i], X.indptr[i + 1]
         X.indices[lo:hi], X.data[lo:hi] = X.indices[lo:hi][::-1].copy(), X.data[lo:hi][::-1].copy()
     order = rng.permutation(300).astype(np.int64)
-    spec = _spec("sgd", 0.0)
+    spec = _spec("sgd", wd)
     train = EpochCtl(batch_size=16, loss=LOSSES[loss], epsilon=0.8, clip_norm=None, loss_limit=np.inf)
     for n_params in (51, 50):
         p0, o0 = _csr_epochs(_reference, spec, train, X, Y, sw, order, n_params, 3, 0.05)
@@ -209,6 +210,45 @@ def test_scattered_sgd_steps_agree_with_the_twin_bit_for_bit(loss, dtype):
         p2, _ = _csr_epochs(_kernels, spec, never, X, Y, sw, order, n_params, 3, 0.05)
         _close(p2, p0, 57, dtype)
         assert not np.array_equal(p2, p0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_scattered_sgd_steps_under_l2_fold_their_scale_as_the_twin_and_slice_as_one_call(monkeypatch, dtype):
+    """Under a strong L2 (each step scales the weights by f = 0.25) the global factor leaves [1e-9, 1e9] every 15
+    steps and is folded back; with a period it is also folded at its multiples. The twin folds at the same steps
+    (bit for bit, one thread or two), an epoch run in slices (run_epoch_csr) equals one call with its period, and
+    the fit equals the dense epoch's to rounding."""
+    rng = np.random.default_rng(23)
+    X, Y, sw = _problem(rng, 400, 30, 1, dtype, weighted=True, density=0.2)
+    order = rng.permutation(400).astype(np.int64)
+    spec = _spec("sgd", 1.5)
+    train = EpochCtl(batch_size=4, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    for period in (0, 7):
+        p0, o0 = _csr_epochs(_reference, spec, train, X, Y, sw, order, 31, 2, 0.5, period=period)
+        assert [o[:2] for o in o0] == [(0, 100), (0, 200)]
+        for threads in (1, 2):
+            p1, o1 = _csr_epochs(_kernels, spec, train, X, Y, sw, order, 31, 2, 0.5, threads, period=period)
+            assert [o[:2] for o in o1] == [o[:2] for o in o0]
+            np.testing.assert_array_equal(p1, p0)
+    p3, _, _ = _run(_kernels, spec, train, X.toarray(), Y, sw, order, 31, 2, 0.5, False, dense=True)
+    _close(p1, p3, 200, dtype)
+    monkeypatch.setattr(_iterative, "SLICE_WORK", 64)
+    period = _iterative.csr_period(X, 1, 4)
+    assert 1 < period < 100 // 3
+    outs = []
+    for sliced in (True, False):
+        params, state, t = np.zeros(31, dtype), spec.init_state(31, dtype), 3
+        for _ in range(2):
+            if sliced:
+                res = _iterative.run_epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t,
+                                               0.5, False)
+            else:
+                res = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, 0.5,
+                                         period=period)
+            t = res[1]
+        outs.append((params, res))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert outs[0][1] == outs[1][1]
 
 
 @pytest.mark.parametrize("dtype, big, target, finite", [
