@@ -179,11 +179,11 @@ def csr_shiftable(X, shift: np.ndarray) -> bool:
 
 def _shifted_csr(X, shift: np.ndarray, scale: np.ndarray):
     """``(X - shift) / scale`` as CSR with int32 indices (:func:`csr_shiftable` holds; the products in float64, cast
-    to ``X``'s dtype): each row's unshifted stored values, scaled, then its shifted columns' values (the block of
-    those columns made dense, shifted, its zeros left out), merged row by row in one linear pass (scipy's column
-    indexing and stacking took 1.5 s on the hashed benchmark's 6.4M values, 30 epochs' worth; this, a tenth)."""
+    to ``X``'s dtype): each row's unshifted stored values, scaled, then its shifted columns' values (shifted, their
+    zeros left out), in one compiled pass (:func:`fastopt._kernels.csr_affine_map`)."""
     X = sp.csr_array(X)
     n, d = X.shape
+    shift, scale = np.ascontiguousarray(shift, dtype=np.float64), np.ascontiguousarray(scale, dtype=np.float64)
     shifted = np.flatnonzero(shift)
     if np.all(np.bincount(X.indices, minlength=d)[shifted] == n) and X.nnz < 2**31:
         # every row stores them (a numeric column of a ColumnTransformer's output): new values only (a value equal
@@ -191,35 +191,11 @@ def _shifted_csr(X, shift: np.ndarray, scale: np.ndarray):
         values = (X.data.astype(np.float64) - shift[X.indices]) / scale[X.indices]
         return sp.csr_array((values.astype(X.dtype), X.indices.astype(np.int32, copy=False),
                              X.indptr.astype(np.int32, copy=False)), shape=X.shape)
-    indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
-    slot = np.full(d, -1, dtype=np.int64)
-    slot[shifted] = np.arange(shifted.size)
-    rows = np.repeat(np.arange(n), np.diff(indptr))
-    in_block = slot[indices] >= 0
-    block = np.zeros((n, shifted.size))
-    block[rows[in_block], slot[indices[in_block]]] = X.data[in_block]
-    block = ((block - shift[shifted]) / scale[shifted]).astype(X.dtype)
-    b_rows, b_cols = np.nonzero(block)  # row-major: in row order
-    keep = ~in_block
-    k_rows = rows[keep]
-    k_count = np.bincount(k_rows, minlength=n)
-    b_count = np.bincount(b_rows, minlength=n)
-    out_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(k_count + b_count, out=out_ptr[1:])
-    k_start, b_start = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(k_count, out=k_start[1:])
-    np.cumsum(b_count, out=b_start[1:])
-    nnz = int(out_ptr[-1])
-    data, cols = np.empty(nnz, dtype=X.dtype), np.empty(nnz, dtype=np.int64)
-    k_dest = out_ptr[k_rows] + np.arange(k_rows.size) - k_start[k_rows]
-    data[k_dest] = (X.data[keep].astype(np.float64) / scale[indices[keep]]).astype(X.dtype)
-    cols[k_dest] = indices[keep]
-    b_dest = out_ptr[b_rows] + k_count[b_rows] + np.arange(b_rows.size) - b_start[b_rows]
-    data[b_dest] = block[b_rows, b_cols]
-    cols[b_dest] = shifted[b_cols]
-    if nnz >= 2**31 or d >= 2**31:
-        raise ValueError(f"the centred copy of sparse X would hold {nnz} values; at most 2**31 - 1 fit int32.")
-    return sp.csr_array((data, cols.astype(np.int32), out_ptr.astype(np.int32)), shape=X.shape)
+    index = np.promote_types(X.indices.dtype, X.indptr.dtype)
+    data, indices, indptr = _kernels.csr_affine_map(np.ascontiguousarray(X.data),
+                                                    np.ascontiguousarray(X.indices, dtype=index),
+                                                    np.ascontiguousarray(X.indptr, dtype=index), d, shift, scale)
+    return sp.csr_array((data, indices, indptr), shape=X.shape)
 
 
 def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_column: bool = True
@@ -478,16 +454,16 @@ def _csr_moments(X, rows: np.ndarray, sw, means: bool = True, counts: np.ndarray
     if not s0 > 0:
         return None
     Xr = X if rows.shape[0] == X.shape[0] else X[rows]
+    index = np.promote_types(Xr.indices.dtype, Xr.indptr.dtype)
+    squares, sums, stored = _kernels.csr_column_moments(  # the sums np.bincount forms, in one compiled pass
+        np.ascontiguousarray(Xr.data), np.ascontiguousarray(Xr.indices, dtype=index),
+        np.ascontiguousarray(Xr.indptr, dtype=index), d, np.ascontiguousarray(w, dtype=np.float64), means)
     with np.errstate(over="ignore", invalid="ignore"):
-        values = np.asarray(Xr.data, dtype=np.float64)
-        row_w = np.repeat(w, np.diff(Xr.indptr))
-        square = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d) / s0
-        mean = np.bincount(Xr.indices, weights=row_w * values, minlength=d) / s0 if means else None
+        square = squares / s0
+        mean = sums / s0 if means else None
     if not (np.all(np.isfinite(square)) and (mean is None or np.all(np.isfinite(mean)))):
         return None
-    if not means:
-        return s0, mean, square, None
-    return s0, mean, square, counts if counts is not None and Xr is X else np.bincount(Xr.indices, minlength=d)
+    return s0, mean, square, stored
 
 
 def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.ndarray) -> Affine | None:

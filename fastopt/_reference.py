@@ -223,6 +223,66 @@ def csr_check(indices, indptr, d):
         raise ValueError(f"krylov_csr: column index {cols[bad[0]]} outside [0, {d})")
 
 
+def csr_affine_map(data, indices, indptr, n_cols, shift, scale):
+    """Twin of :func:`fastopt._kernels.csr_affine_map`: ``(X - shift) / scale`` of CSR ``X`` as ``(data, indices,
+    indptr)``, each row's unshifted stored values (in order) and then its shifted columns' nonzero values."""
+    n = indptr.shape[0] - 1
+    if n < 0 or shift.shape[0] != n_cols or scale.shape[0] != n_cols:
+        raise ValueError("csr_affine_map: inconsistent shapes")
+    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0] or indptr[n] > data.shape[0]):
+        raise ValueError("csr_affine_map: indptr points outside data")
+    if np.any(np.diff(indptr) < 0):
+        raise ValueError("csr_affine_map: indptr is not non-decreasing")
+    cols = indices[indptr[0] : indptr[n]] if n else indices[:0]
+    if np.any((cols < 0) | (cols >= n_cols)):
+        raise ValueError(f"csr_affine_map: a column index outside [0, {n_cols})")
+    shifted = np.flatnonzero(shift)
+    out_data, out_ind, out_ptr = [], [], [0]
+    for i in range(n):
+        row_cols, row_vals = indices[indptr[i] : indptr[i + 1]], data[indptr[i] : indptr[i + 1]].astype(np.float64)
+        block = np.zeros(shifted.size)
+        for c, v in zip(row_cols, row_vals, strict=True):
+            if shift[c] != 0:
+                block[np.searchsorted(shifted, c)] = v  # the last one stored wins
+            else:
+                out_data.append(data.dtype.type(v / scale[c]))
+                out_ind.append(c)
+        mapped = ((block - shift[shifted]) / scale[shifted]).astype(data.dtype)
+        for c, w in zip(shifted, mapped, strict=True):
+            if w != 0:
+                out_data.append(w)
+                out_ind.append(c)
+        out_ptr.append(len(out_data))
+    if len(out_data) >= 2**31 or n_cols >= 2**31:
+        raise ValueError(f"the centred copy of sparse X would hold {len(out_data)} values; at most 2**31 - 1 fit "
+                         "int32.")
+    return (np.array(out_data, dtype=data.dtype), np.array(out_ind, dtype=np.int32),
+            np.array(out_ptr, dtype=np.int32))
+
+
+def csr_column_moments(data, indices, indptr, n_cols, row_weight, means):
+    """Twin of :func:`fastopt._kernels.csr_column_moments`: the columns' weighted sums of squares (and with
+    ``means`` sums and stored counts) by ``np.bincount``, which adds the terms in the stored values' order."""
+    n = indptr.shape[0] - 1
+    if n < 0 or row_weight.shape[0] != n:
+        raise ValueError("csr_column_moments: inconsistent shapes")
+    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0] or indptr[n] > data.shape[0]):
+        raise ValueError("csr_column_moments: indptr points outside data")
+    if np.any(np.diff(indptr) < 0):
+        raise ValueError("csr_column_moments: indptr is not non-decreasing")
+    cols = indices[indptr[0] : indptr[n]] if n else indices[:0]
+    if np.any((cols < 0) | (cols >= n_cols)):
+        raise ValueError(f"csr_column_moments: a column index outside [0, {n_cols})")
+    values = np.asarray(data[indptr[0] : indptr[n]] if n else data[:0], dtype=np.float64)
+    row_w = np.repeat(np.asarray(row_weight, dtype=np.float64), np.diff(indptr))
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = np.bincount(cols, weights=row_w * values * values, minlength=n_cols).astype(np.float64)
+        if not means:
+            return squares, None, None
+        sums = np.bincount(cols, weights=row_w * values, minlength=n_cols).astype(np.float64)
+    return squares, sums, np.bincount(cols, minlength=n_cols).astype(np.int64)
+
+
 def csr_row_squares(data, indptr, start, step, count):
     """Twin of :func:`fastopt._kernels.csr_row_squares`: each row's stored values squared and added in order."""
     n = indptr.shape[0] - 1

@@ -7,6 +7,9 @@ import inspect
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastopt import _kernels, _reference
 
@@ -118,3 +121,90 @@ def test_tsqr_stats_rejects_inconsistent_shapes():
         _kernels.tsqr_stats(X, Y, np.ones(2), np.empty(3), np.empty((3, 3)), 4)
     with pytest.raises(ValueError, match="block_rows"):
         _kernels.tsqr_stats(X, Y, None, np.empty(3), np.empty((3, 3)), 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 40), d=st.integers(1, 12), f32=st.booleans(), wide=st.booleans(), dup=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_csr_affine_map_matches_its_twin(n, d, f32, wide, dup, seed):
+    """The compiled map (x - shift) / scale of CSR rows equals its twin bit for bit: int32 and int64 indices,
+    unsorted rows, explicit zeros, values equal to their shift (dropped), a column stored twice in a row (the last
+    value wins), and equals the dense map of the same rows where no column repeats."""
+    rng = np.random.default_rng(seed)
+    dtype = np.float32 if f32 else np.float64
+    dense = np.where(rng.random((n, d)) < 0.6, rng.normal(size=(n, d)) * 4, 0.0)
+    dense[rng.random((n, d)) < 0.15] = 2.0  # equal to the shift below: zero after it
+    X = sp.csr_array(dense.astype(dtype))
+    data, indices, indptr = X.data.copy(), X.indices.copy(), X.indptr.copy()
+    data[rng.random(data.size) < 0.1] = 0  # explicit zeros
+    for i in range(n):  # unsorted rows
+        lo, hi = indptr[i], indptr[i + 1]
+        perm = lo + rng.permutation(hi - lo)
+        indices[lo:hi], data[lo:hi] = indices[perm], data[perm]
+    shift = np.where(rng.random(d) < 0.4, 2.0, 0.0)
+    scale = rng.uniform(0.5, 2.0, size=d)
+    expected_dense = ((sp.csr_array((data, indices, indptr), shape=(n, d)).toarray().astype(np.float64) - shift)
+                      / scale).astype(dtype)
+    if dup and data.size:  # a repeated column: the last stored value counts for a shifted column
+        i = int(np.searchsorted(indptr, rng.integers(0, data.size), side="right")) - 1
+        data = np.insert(data, indptr[i + 1], dtype(7.0))
+        indices = np.insert(indices, indptr[i + 1], indices[indptr[i]] if indptr[i + 1] > indptr[i] else 0)
+        indptr = indptr.copy()
+        indptr[i + 1 :] += 1
+    index = np.int64 if wide else np.int32
+    args = (data, indices.astype(index), indptr.astype(index), d, shift, scale)
+    got, want = _kernels.csr_affine_map(*args), _reference.csr_affine_map(*args)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert got[0].dtype == dtype and got[1].dtype == np.int32 and got[2].dtype == np.int32
+    if not dup:
+        np.testing.assert_array_equal(sp.csr_array(got, shape=(n, d)).toarray(), expected_dense)
+
+
+def test_csr_affine_map_rejects_malformed_rows():
+    data, shift, scale = np.ones(3), np.array([1.0, 0.0]), np.ones(2)
+    for impl in (_kernels, _reference):
+        with pytest.raises(ValueError, match="outside"):
+            impl.csr_affine_map(data, np.array([0, 5, 1], np.int32), np.array([0, 2, 3], np.int32), 2, shift, scale)
+        with pytest.raises(ValueError, match="indptr"):
+            impl.csr_affine_map(data, np.array([0, 1, 1], np.int32), np.array([0, 9, 3], np.int32), 2, shift, scale)
+        with pytest.raises(ValueError, match="inconsistent"):
+            impl.csr_affine_map(data, np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), 3, shift, scale)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 40), d=st.integers(1, 12), f32=st.booleans(), wide=st.booleans(), weighted=st.booleans(),
+       means=st.booleans(), seed=st.integers(0, 2**31))
+def test_csr_column_moments_matches_its_twin(n, d, f32, wide, weighted, means, seed):
+    """The columns' weighted sums of squares, sums and counts of CSR rows: the compiled pass equals np.bincount's
+    bit for bit (the same terms added in the same order), unsorted rows and repeated columns included."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=0.4, format="csr", random_state=rng, dtype=np.float64)
+    X.data = rng.normal(size=X.nnz) * 10.0 ** rng.integers(-3, 4, size=X.nnz)
+    data = X.data.astype(np.float32 if f32 else np.float64)
+    indices = X.indices.copy()
+    if indices.size:  # a repeated column in some rows
+        indices[rng.random(indices.size) < 0.1] = indices[0]
+    index = np.int64 if wide else np.int32
+    w = rng.uniform(0, 3, size=n) if weighted else np.ones(n)
+    args = (data, indices.astype(index), X.indptr.astype(index), d, w, means)
+    got, want = _kernels.csr_column_moments(*args), _reference.csr_column_moments(*args)
+    for a, b in zip(got, want, strict=True):
+        if b is None:
+            assert a is None
+        else:
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_csr_column_moments_rejects_malformed_rows():
+    data, w = np.ones(3), np.ones(2)
+    for impl in (_kernels, _reference):
+        with pytest.raises(ValueError, match="outside"):
+            impl.csr_column_moments(data, np.array([0, 5, 1], np.int32), np.array([0, 2, 3], np.int32), 2, w, True)
+        with pytest.raises(ValueError, match="indptr"):
+            impl.csr_column_moments(data, np.array([0, 1, 1], np.int32), np.array([0, 9, 3], np.int32), 2, w, True)
+        with pytest.raises(ValueError, match="inconsistent"):
+            impl.csr_column_moments(data, np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), 2,
+                                    np.ones(3), False)
