@@ -223,19 +223,28 @@ def csr_check(indices, indptr, d):
         raise ValueError(f"krylov_csr: column index {cols[bad[0]]} outside [0, {d})")
 
 
+def _check_csr_rows(name, data, indices, indptr, n_cols, shapes_ok):
+    """The compiled CSR passes' checks, in their order (``shapes_ok``: the caller's shapes agree); returns the
+    stored column indices of the rows."""
+    n = indptr.shape[0] - 1
+    if not shapes_ok:
+        raise ValueError(f"{name}: inconsistent shapes")
+    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0] or indptr[n] > data.shape[0]):
+        raise ValueError(f"{name}: indptr points outside data")
+    if np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{name}: indptr is not non-decreasing")
+    cols = indices[indptr[0] : indptr[n]] if n else indices[:0]
+    if np.any((cols < 0) | (cols >= n_cols)):
+        raise ValueError(f"{name}: a column index outside [0, {n_cols})")
+    return cols
+
+
 def csr_affine_map(data, indices, indptr, n_cols, shift, scale):
     """Twin of :func:`fastopt._kernels.csr_affine_map`: ``(X - shift) / scale`` of CSR ``X`` as ``(data, indices,
     indptr)``, each row's unshifted stored values (in order) and then its shifted columns' nonzero values."""
     n = indptr.shape[0] - 1
-    if n < 0 or shift.shape[0] != n_cols or scale.shape[0] != n_cols:
-        raise ValueError("csr_affine_map: inconsistent shapes")
-    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0] or indptr[n] > data.shape[0]):
-        raise ValueError("csr_affine_map: indptr points outside data")
-    if np.any(np.diff(indptr) < 0):
-        raise ValueError("csr_affine_map: indptr is not non-decreasing")
-    cols = indices[indptr[0] : indptr[n]] if n else indices[:0]
-    if np.any((cols < 0) | (cols >= n_cols)):
-        raise ValueError(f"csr_affine_map: a column index outside [0, {n_cols})")
+    _check_csr_rows("csr_affine_map", data, indices, indptr, n_cols,
+                    n >= 0 and shift.shape[0] == n_cols and scale.shape[0] == n_cols)
     shifted = np.flatnonzero(shift)
     out_data, out_ind, out_ptr = [], [], [0]
     for i in range(n):
@@ -264,15 +273,7 @@ def csr_column_moments(data, indices, indptr, n_cols, row_weight, means):
     """Twin of :func:`fastopt._kernels.csr_column_moments`: the columns' weighted sums of squares (and with
     ``means`` sums and stored counts) by ``np.bincount``, which adds the terms in the stored values' order."""
     n = indptr.shape[0] - 1
-    if n < 0 or row_weight.shape[0] != n:
-        raise ValueError("csr_column_moments: inconsistent shapes")
-    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0] or indptr[n] > data.shape[0]):
-        raise ValueError("csr_column_moments: indptr points outside data")
-    if np.any(np.diff(indptr) < 0):
-        raise ValueError("csr_column_moments: indptr is not non-decreasing")
-    cols = indices[indptr[0] : indptr[n]] if n else indices[:0]
-    if np.any((cols < 0) | (cols >= n_cols)):
-        raise ValueError(f"csr_column_moments: a column index outside [0, {n_cols})")
+    cols = _check_csr_rows("csr_column_moments", data, indices, indptr, n_cols, n >= 0 and row_weight.shape[0] == n)
     values = np.asarray(data[indptr[0] : indptr[n]] if n else data[:0], dtype=np.float64)
     row_w = np.repeat(np.asarray(row_weight, dtype=np.float64), np.diff(indptr))
     with np.errstate(over="ignore", invalid="ignore"):

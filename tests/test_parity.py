@@ -162,15 +162,17 @@ def test_csr_affine_map_matches_its_twin(n, d, f32, wide, dup, seed):
         np.testing.assert_array_equal(sp.csr_array(got, shape=(n, d)).toarray(), expected_dense)
 
 
-def test_csr_affine_map_rejects_malformed_rows():
-    data, shift, scale = np.ones(3), np.array([1.0, 0.0]), np.ones(2)
+@pytest.mark.parametrize("name", ["csr_affine_map", "csr_column_moments"])
+def test_compiled_csr_passes_reject_malformed_rows(name):
+    extra = {"csr_affine_map": (np.array([1.0, 0.0]), np.ones(2)), "csr_column_moments": (np.ones(2), True)}[name]
+    rows = {"outside": ([0, 5, 1], [0, 2, 3]), "indptr": ([0, 1, 1], [0, 9, 3])}
     for impl in (_kernels, _reference):
-        with pytest.raises(ValueError, match="outside"):
-            impl.csr_affine_map(data, np.array([0, 5, 1], np.int32), np.array([0, 2, 3], np.int32), 2, shift, scale)
-        with pytest.raises(ValueError, match="indptr"):
-            impl.csr_affine_map(data, np.array([0, 1, 1], np.int32), np.array([0, 9, 3], np.int32), 2, shift, scale)
-        with pytest.raises(ValueError, match="inconsistent"):
-            impl.csr_affine_map(data, np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), 3, shift, scale)
+        for match, (indices, indptr) in rows.items():
+            with pytest.raises(ValueError, match=match):
+                getattr(impl, name)(np.ones(3), np.array(indices, np.int32), np.array(indptr, np.int32), 2, *extra)
+        with pytest.raises(ValueError, match="inconsistent"):  # n_cols against shift / scale, or weights against rows
+            args = (3, *extra) if name == "csr_affine_map" else (2, np.ones(3), True)
+            getattr(impl, name)(np.ones(3), np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), *args)
 
 
 @settings(max_examples=40, deadline=None)
@@ -196,15 +198,3 @@ def test_csr_column_moments_matches_its_twin(n, d, f32, wide, weighted, means, s
         else:
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(a, b)
-
-
-def test_csr_column_moments_rejects_malformed_rows():
-    data, w = np.ones(3), np.ones(2)
-    for impl in (_kernels, _reference):
-        with pytest.raises(ValueError, match="outside"):
-            impl.csr_column_moments(data, np.array([0, 5, 1], np.int32), np.array([0, 2, 3], np.int32), 2, w, True)
-        with pytest.raises(ValueError, match="indptr"):
-            impl.csr_column_moments(data, np.array([0, 1, 1], np.int32), np.array([0, 9, 3], np.int32), 2, w, True)
-        with pytest.raises(ValueError, match="inconsistent"):
-            impl.csr_column_moments(data, np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), 2,
-                                    np.ones(3), False)
