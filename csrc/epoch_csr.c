@@ -365,16 +365,20 @@ int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ct
  * in the rows' terms, so it is taken row by row (w_j -= lr (c_i / |B|) x_ij, the rows in order), without T. An L2
  * term (f = 1 - lr wd, 0 < f) scales every weight by f at each step: the weights are then kept as w = s v, s a
  * global factor (scikit-learn's sparse SGD keeps its weights so, `wscale`), s <- f s at each step and
- * v_j -= lr (c_i / |B|) x_ij / s for the rows' terms. s is folded back into the weights (v <- s v, s <- 1) when it
- * leaves [1e-9, 1e9], at the steps that are multiples of `period` (so that an epoch run in slices that end there
- * folds where one call does) and when the call returns. */
+ * v_j -= lr (c_i / |B|) x_ij / s for the rows' terms. s is folded back into the weights (v <- s v, s <- 1, O(d))
+ * when it leaves [lo, 1 / lo] (lo = 1e-150 for double weights, 1e-25 for float: v = w / s stays far from overflow
+ * for |w| up to 1e8), at the steps that are multiples of `period` (so that an epoch run in slices that end there
+ * folds where one call does) and when the call returns. Only for 0.5 <= f <= 2, so that a fold comes at most every
+ * 83 steps (float; 498 for double): a stronger decay keeps the stamps' catch-ups. */
+#define FO_CSR_SCALE_LO_D 1e-150
+#define FO_CSR_SCALE_LO_S 1e-25
 int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *c, int lazy, ptrdiff_t k)
 {
     (void)lazy;
     if (k != 1 || rule != FO_RULE_SGD || (c->avg && c->avg_start > 0) || c->clip_norm > 0 || c->positive || c->decay)
         return 0;
     const double f = 1.0 - c->lr * h->weight_decay;
-    return h->weight_decay == 0 || (f > 0 && isfinite(f));
+    return h->weight_decay == 0 || (f >= 0.5 && f <= 2.0);
 }
 
 #define FO_CAT_(a, b) a##_##b

@@ -765,7 +765,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             for (ptrdiff_t j = 0; j < nb; j++) params[kd + j] -= a * (cg[j] + (FO_REAL)0);
             if (scaled) {
                 s_scale = s_next;
-                if ((period > 0 && step % period == 0) || !(s_scale >= 1e-9 && s_scale <= 1e9)) {
+                const double lo = sizeof(FO_REAL) == 4 ? FO_CSR_SCALE_LO_S : FO_CSR_SCALE_LO_D;
+                if ((period > 0 && step % period == 0) || !(s_scale >= lo && s_scale <= 1.0 / lo)) {
                     for (ptrdiff_t p = 0; p < kd; p++) params[p] = (FO_REAL)((double)params[p] * s_scale);
                     s_scale = 1.0;
                 }
@@ -885,7 +886,7 @@ fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hy
     fo_status st = FO_BAD_ARGUMENT;
     if (pipe->cap >= 0 && pipe->cap <= INT32_MAX) /* no staging here: stage_cap 0 */
         st = FO_FN(csr_epoch_run)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, n_params, state,
-                                  n_slots, work, iwork, table, 0, 0, pipe);
+                                  n_slots, work, iwork, table, 0, pipe->period, pipe);
     fo_csr_pipe_done(pipe); /* also on an early return */
     return st;
 }

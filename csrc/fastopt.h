@@ -329,6 +329,7 @@ typedef struct {
     ptrdiff_t cap;           /* stored values a block holds: at least a minibatch's (b times the longest row) */
     void *slots;             /* the producer's marks: d entries of 4 bytes (int32) at least */
     int scatter;             /* fo_csr_scatter of the epoch's settings: the producer only stages and checks */
+    int64_t period;          /* fo_epoch_csr's period (scattered steps under L2 fold their scale there) */
 } fo_csr_pipe;
 
 int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, ptrdiff_t k);

@@ -178,7 +178,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         pipe_cap = min(nnz, max(cap, c.batch_size * int(lengths.max())))
     if 0 < pipe_cap <= PIPE_MAX_STAGED // FO_CSR_PIPE_BLOCKS:
         st = _epoch_csr_piped(rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                              state.shape[0], work, iwork, table, pipe_cap)
+                              state.shape[0], work, iwork, table, pipe_cap, period)
     else:
         with nogil:
             if floating is double:
@@ -197,7 +197,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                 const int32_t *ip, const int32_t *pp_, const floating *yp, const floating *swp,
                                 Py_ssize_t d, Py_ssize_t k, floating *pp, Py_ssize_t n_params, floating *s,
                                 Py_ssize_t n_slots, floating[::1] work, int64_t[::1] iwork, double[::1] table,
-                                Py_ssize_t cap) except *:
+                                Py_ssize_t cap, int64_t period) except *:
     """The epoch on two threads (fo_csr_pipe): the epoch helper thread produces the staged blocks, this thread
     consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's)."""
     dtype = np.float32 if floating is float else np.float64
@@ -221,6 +221,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
         pipe.block[i].s_ptr, pipe.block[i].t_off = &ptrs[i, 0], &ptrs[i, rows + 2]
     pipe.cap, pipe.slots = cap, &slots[0]
     pipe.scatter = fo_csr_scatter(<fo_rule>rule, h, c, lazy, k)
+    pipe.period = period
     cdef _EpochHelper helper
     try:
         helper = _take_helper()  # nothing below raises until the helper is released

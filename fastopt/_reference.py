@@ -774,7 +774,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     bit. Plain SGD with one output and no L2, clipping, projection or running average takes its step row by row,
     ``w_j -= lr (c_i / |B|) x_ij`` in the rows' order, as the kernel does (the same update, summed in another
     order; the minibatch's checks still use its gradient); under L2 its weights are kept as ``w = s v`` with a
-    global factor ``s <- (1 - lr wd) s``, folded back (``v <- s v``) when it leaves ``[1e-9, 1e9]``, at the
+    global factor ``s <- (1 - lr wd) s`` (when ``0.5 <= 1 - lr wd <= 2``), folded back (``v <- s v``) when it
+    leaves ``[lo, 1 / lo]`` (``lo`` 1e-150 for float64, 1e-25 for float32), at the
     steps that are multiples of ``period`` and at the end. ``stage_cap``, ``period`` and ``n_threads`` (how the
     kernel reads rows, splits its deferred updates and shares its work) do not change the definition and are
     accepted for the same signature. ``decay``: each weight's L2 coefficient, ``decay * w`` added to the clipped
@@ -794,7 +795,8 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     scatter = (rule == Rule.SGD and k == 1 and decay is None
                and not (train.clip_norm is not None and train.clip_norm > 0) and not getattr(train, "positive", False)
                and not (avg is not None and getattr(train, "average", 0) > 0)
-               and (hyper.weight_decay == 0 or (f_step > 0 and np.isfinite(f_step))))
+               and (hyper.weight_decay == 0 or 0.5 <= f_step <= 2.0))
+    scale_lo = 1e-25 if Y.dtype == np.float32 else 1e-150
     scaled, s_scale = scatter and hyper.weight_decay != 0, 1.0
 
     def fold():
@@ -842,7 +844,7 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
             params[kd:] -= real(lr) * (grad[kd:] + real(0))
             if scaled:
                 s_scale = s_next
-                if (period > 0 and t % period == 0) or not (1e-9 <= s_scale <= 1e9):
+                if (period > 0 and t % period == 0) or not (scale_lo <= s_scale <= 1.0 / scale_lo):
                     fold()
         elif lazy and rule in (Rule.ADAM, Rule.ADAMW):
             _sparse_adam(hyper, params, grad, state, kd, t, lr, rule == Rule.ADAMW)
