@@ -24,7 +24,7 @@
  * that bound is too large to decide. Finding T through the stamps was the largest share of that epoch after the
  * staging copy (sparse benchmark, one thread: 94-121 -> 49-62 ms an epoch, two threads 39-81 -> 25-39 ms,
  * alternating builds; with L2, whose stamps also brought each coordinate up to date, the estimator's epoch
- * 200-254 -> 49-63 ms). The learning rate is constant within a call,
+ * 200-266 -> 43-63 ms). The learning rate is constant within a call,
  * so the powers A^s are tabulated once per call (s up to the call's step count, or the period below), in double.
  * The rules whose untouched coordinates move nonlinearly (AdaGrad and RMSProp with L2, Adam and AdamW) take
  * every step on all coordinates, exactly as the dense epoch does: O(d k) a step. FO_SPARSE_LAZY instead gives
