@@ -381,6 +381,15 @@ int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *c, int l
     return h->weight_decay == 0 || (f >= 0.5 && f <= 2.0);
 }
 
+/* Step 1's checks of one row whose steps are scattered (no T to find): at most d values, every column index in
+ * [0, d); for the one-thread epoch and the piped epoch's producer alike. */
+static inline int fo_csr_row_ok(const int32_t *ind, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t d)
+{
+    int ok = p1 - p0 <= d;
+    for (ptrdiff_t p = p0; p < p1; p++) ok &= (uint32_t)ind[p] < (uint32_t)d;
+    return ok;
+}
+
 #define FO_CAT_(a, b) a##_##b
 #define FO_CAT(a, b) FO_CAT_(a, b)
 #define FO_FN(name) FO_CAT(name, FO_T)

@@ -478,10 +478,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         } else if (scatter) { /* no T (step 5''): only the checks of step 1 below, on the rows' indices */
             for (ptrdiff_t pos = start; pos < end; pos++) {
                 const int64_t row = FO_ROW(pos);
-                const ptrdiff_t p0 = xp[row], p1 = xp[row + 1];
-                int ok = p1 - p0 <= d;
-                for (ptrdiff_t p = p0; p < p1; p++) ok &= (uint32_t)xi[p] < (uint32_t)d;
-                if (!ok) {
+                if (!fo_csr_row_ok(xi, xp[row], xp[row + 1], d)) {
                     status = FO_BAD_ARGUMENT;
                     break;
                 }
@@ -933,12 +930,8 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         int32_t off = 0, m = 0;
         t_off[0] = 0;
         if (pipe->scatter) { /* the consumer scatters its steps (copy 3): no T, only step 1's checks */
-            for (ptrdiff_t r = 0; r < end - start && bad < 0; r++) {
-                const ptrdiff_t p0 = s_ptr[r], p1 = s_ptr[r + 1];
-                int ok = p1 - p0 <= d;
-                for (ptrdiff_t p = p0; p < p1; p++) ok &= (uint32_t)s_ind[p] < (uint32_t)d;
-                if (!ok) bad = (int32_t)(r / b);
-            }
+            for (ptrdiff_t r = 0; r < end - start && bad < 0; r++)
+                if (!fo_csr_row_ok(s_ind, s_ptr[r], s_ptr[r + 1], d)) bad = (int32_t)(r / b);
         } else
         for (ptrdiff_t st = start; st < end && bad < 0; st += b, m++) {
             const ptrdiff_t en = st + b < end ? st + b : end;
