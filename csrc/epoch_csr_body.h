@@ -125,6 +125,24 @@ static void FO_FN(csr_catch_up)(const FO_FN(csr_lazy) *z, ptrdiff_t col, int64_t
     }
 }
 
+/* csr_catch_up for SGD under each weight's own decay, without projection or running average: w <- f_p^s w,
+ * f_p = 1 - lr decay_p, per segment (the same products, so the same bits). It runs once per touched coordinate
+ * and step, where the general function's step map, switch and table rows around the one power cost an eighth of
+ * the epoch (TF-IDF-like rows under a ridge, one thread, 11 epochs: 1032-1039 -> 911-928 ms, alternating builds). */
+static inline void FO_FN(csr_catch_own_scale)(const FO_FN(csr_lazy) *z, ptrdiff_t col, int64_t from, int64_t to)
+{
+    for (ptrdiff_t j = 0; j < z->k; j++) {
+        const ptrdiff_t i = j * z->d + col;
+        const double f = 1.0 - z->lr * (double)z->decay[i];
+        for (int64_t a = from; a < to;) {
+            const int64_t seg_end = z->period > 0 && (a / z->period + 1) * z->period < to
+                ? (a / z->period + 1) * z->period : to;
+            z->params[i] = (FO_REAL)(fo_csr_power(f, seg_end - a) * (double)z->params[i]);
+            a = seg_end;
+        }
+    }
+}
+
 /* SparseAdam's constants for one step (csr_sparse_adam_body, csr_sparse_adam_split). */
 typedef struct {
     FO_REAL wd, eps, one_b1, one_b2, step_size, shrink;
@@ -398,6 +416,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     if (catching && !own_decay) fo_csr_tables(rule, h, c->lr, tab_steps, table);
     const FO_FN(csr_lazy) z = {how, h, table, period, d, k, n_params, params, state, avg, c->avg_start,
                                 c->positive, own_decay, rule, c->lr};
+    /* SGD under each weight's own decay, nothing else deferred: the catch-ups' own short form */
+    const int own_scale = how == FO_CATCH_SCALE && own_decay && !avg && !c->positive;
     /* The first step on every coordinate: the momentum rules' first (their buffers start as the gradient), and
      * with projection a first one that finds negative weights (a warm start), which it projects. */
     int dense_first = how == FO_CATCH_PAIR && t0 == 0;
@@ -536,7 +556,9 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                             if (used[sl]) FO_CSR_PREFETCH_W(state + sl * n_params + j * d + a);
                     }
                 }
-                if (spos[q] != rel - 1) FO_FN(csr_catch_up)(&z, touched[q], t0 + spos[q], c->t);
+                if (spos[q] == rel - 1) continue;
+                if (own_scale) FO_FN(csr_catch_own_scale)(&z, touched[q], t0 + spos[q], c->t);
+                else FO_FN(csr_catch_up)(&z, touched[q], t0 + spos[q], c->t);
             }
         /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested.
          * SGD steps the weights in place instead (step 5), and its sweeps read them there: no gather, no
@@ -838,7 +860,9 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     if (catching) {
         const int32_t now = (int32_t)(c->t - t0);
         for (ptrdiff_t col = 0; col < d; col++)
-            if (slot[col].last != now) FO_FN(csr_catch_up)(&z, col, t0 + slot[col].last, c->t);
+            if (slot[col].last == now) continue;
+            else if (own_scale) FO_FN(csr_catch_own_scale)(&z, col, t0 + slot[col].last, c->t);
+            else FO_FN(csr_catch_up)(&z, col, t0 + slot[col].last, c->t);
     }
     if (status != FO_OK) return status;
     return FO_FN(epoch_finish)(c, params, n_params, total);

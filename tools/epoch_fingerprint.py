@@ -103,6 +103,14 @@ def grid():
         for _ in range(3):
             est.partial_fit(X, y, sample_weight=w)
         yield f"partial_fit momentum {np.dtype(dtype).name} {'csr' if sparse else 'dense'}", _digest(est)
+    # CSR columns of scales over four decades under a ridge: the map scales each column, and the ridge becomes
+    # each weight's own decay (the CSR epoch's per-column catch-ups).
+    for rule, dtype, threads in itertools.product(("sgd", "momentum", "nesterov"), (np.float64, np.float32), (1, 2)):
+        X, y, w = datasets[(dtype, True)]
+        Xc = sp.csr_array(X @ sp.diags(np.logspace(-2, 2, D).astype(dtype)))
+        kw = dict(solver=rule, alpha=1e-3, learning_rate="auto", max_epochs=2, tol=None, random_state=9,
+                  n_threads=threads)
+        yield f"own decay {rule} {np.dtype(dtype).name} threads={threads} csr", _fit(Xc, y, w, **kw)
     # The dense benchmark shape (bench/test_epoch.py).
     rng = np.random.default_rng(0)
     Xb = rng.normal(size=(200_000, 100))
