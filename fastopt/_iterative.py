@@ -1185,11 +1185,22 @@ def pass_comparison(X, Y: np.ndarray, sw: np.ndarray | None, now: np.ndarray, be
     them."""
     d, k = X.shape[1], Y.shape[1]
     models = (now,) if before is None else (now, before) if ref is None else (now, before, ref)
-    coefs = np.concatenate([p[: k * d].reshape(k, d) for p in models]).T  # (d, k * models)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a non-finite comparison, not judged
-        R = np.asarray(X @ np.ascontiguousarray(coefs, dtype=X.dtype), dtype=np.float64)
-        m = R.shape[0]
-        R = R.reshape(m, len(models), k)
+        if sp.issparse(X):
+            # a product a model: the same sums as one product with the models side by side (each column's, over
+            # a row's stored values in order), without that (d, models) copy, O(d) a call where the chunk's rows
+            # are few (hashed 2^18 columns, 2,000-row chunks: 2 of the call's 14 ms)
+            m = X.shape[0]
+            R = np.empty((m, len(models), k))
+            for j, p in enumerate(models):
+                W = p[: k * d].reshape(k, d)
+                R[:, j, :] = (X @ W[0].astype(X.dtype, copy=False))[:, None] if k == 1 else \
+                    X @ np.ascontiguousarray(W.T, dtype=X.dtype)
+        else:
+            coefs = np.concatenate([p[: k * d].reshape(k, d) for p in models]).T  # (d, k * models)
+            R = np.asarray(X @ np.ascontiguousarray(coefs, dtype=X.dtype), dtype=np.float64)
+            m = R.shape[0]
+            R = R.reshape(m, len(models), k)
         if now.shape[0] > k * d:
             R += np.stack([p[k * d :] for p in models]).astype(np.float64)
         R -= Y.astype(np.float64)[:, None, :]

@@ -886,3 +886,39 @@ def test_own_decays_stepped_on_every_coordinate_or_deferred_agree(monkeypatch, r
     np.testing.assert_array_equal(fits[2], fits[3])
     assert not np.array_equal(fits[0], fits[2])  # the two ways round differently
     _close(fits[0], fits[2], 3 * -(-n // batch), np.float64)
+
+
+# ---------------------------------------------------------------- partial_fit's pass comparison on CSR rows
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_models=st.integers(1, 3), k=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), intercept=st.booleans(), weighted=st.booleans(),
+       loss=st.sampled_from(["squared_error", "absolute_error", "huber"]))
+def test_pass_comparison_on_csr_takes_a_product_a_model_with_the_same_sums(seed, n_models, k, dtype, intercept,
+                                                                          weighted, loss):
+    # The plateau rule's comparison of a partial_fit call multiplies CSR rows by each model in turn (no (d, models)
+    # copy): the same sums, column by column over a row's stored values in order, as one product with the models
+    # side by side, so the same comparison bit for bit (its cuts, hence the fits, are unchanged).
+    rng = np.random.default_rng(seed)
+    m, d = int(rng.integers(1, 200)), int(rng.integers(1, 300))
+    X = sp.random_array((m, d), density=float(rng.uniform(0.01, 0.6)), dtype=dtype, rng=rng, format="csr")
+    Y = rng.normal(size=(m, k)).astype(dtype)
+    sw = rng.uniform(0.1, 2.0, m) if weighted else None
+    size = k * d + (k if intercept else 0)
+    models = [(rng.normal(size=size) * 10.0 ** rng.uniform(-3, 3)).astype(dtype) for _ in range(n_models)]
+    now, before, ref = [*models, None, None][:3]
+    got = _iterative.pass_comparison(X, Y, sw, now, before, ref, _iterative.LOSSES[loss], 1.35, lambda p: 0.25)
+    side = np.concatenate([p[: k * d].reshape(k, d) for p in models]).T
+    R = np.asarray(X @ np.ascontiguousarray(side, dtype=dtype), dtype=np.float64).reshape(m, n_models, k)
+    if intercept:
+        R += np.stack([p[k * d :] for p in models]).astype(np.float64)
+    R -= Y.astype(np.float64)[:, None, :]
+    per_row = _iterative._per_sample_loss(R, _iterative.LOSSES[loss], 1.35).sum(axis=2)
+    if sw is not None:
+        per_row *= sw[:, None]
+    want = np.zeros(5)
+    want[0] = per_row[:, 0].mean() + 0.25
+    for j, slot in ((1, 1), (2, 3)):
+        if j < n_models:
+            diff = per_row[:, j] - per_row[:, 0]
+            want[slot], want[slot + 1] = diff.mean() + 0.25 - 0.25, diff.var() / m
+    np.testing.assert_array_equal(got, want)
