@@ -385,7 +385,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     /* Coordinates are stamped with their last step, and caught up when read, for the rules with deferred updates
      * and for the running average (which moves while its coordinate rests). */
     const int catching = how != FO_CATCH_DENSE && (how != FO_CATCH_NONE || avg);
-    if (pipe && (catching || pipe->scatter != scatter)) return FO_BAD_ARGUMENT; /* fo_csr_pipe_eligible */
+    if (pipe && pipe->scatter != scatter) return FO_BAD_ARGUMENT; /* fo_csr_pipe */
     const int decoupled = rule == FO_RULE_ADAMW;
     const int sparse_adam = adam1 || (!sgd1 && lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW));
     const int direct = sgd1 || (!adam1 && rule == FO_RULE_SGD); /* no state: stepped in place (see step 2) */
@@ -428,7 +428,9 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 break;
             }
     if (how == FO_CATCH_DENSE || dense_first) memset(g, 0, (size_t)n_params * sizeof(FO_REAL));
-    if (!pipe && !scatter) /* piped, the producer keeps the stamps; scattered steps have none */
+    /* piped, the producer keeps T's marks, and this thread the stamps of the deferred updates; scattered steps
+     * have neither */
+    if ((!pipe && !scatter) || catching)
         for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
     fo_status status = FO_OK;
     const fo_csr_block *blk = NULL; /* piped: the block being read, and blocks taken so far */
@@ -545,6 +547,13 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
          * on its weight's line in turn, which sampling put at 60% of the catch-ups' time (SGD with L2 on the
          * sparse benchmark, one thread: 200-300 ms an epoch, against 50-100 without L2). Epoch medians 278-318 ms
          * against 273-385 before, alternating builds: within this machine's noise, not worse. */
+        if (pipe && catching) /* T found by the producer: each member's stamp read (for the catch-up) and set */
+            for (ptrdiff_t q = 0; q < nt; q++) {
+                if (q + 2 * FO_CSR_CATCH_AHEAD < nt) FO_CSR_PREFETCH_W(slot + touched[q + 2 * FO_CSR_CATCH_AHEAD]);
+                fo_csr_slot *sl = slot + touched[q];
+                spos[q] = sl->last;
+                sl->last = rel;
+            }
         if (catching)
             for (ptrdiff_t q = 0; q < nt; q++) {
                 if (q + FO_CSR_CATCH_AHEAD < nt) {
@@ -727,7 +736,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         }
         if (status != FO_OK) {
             c->bad_step = step;
-            if (!pipe)
+            if (!pipe || catching)
                 for (ptrdiff_t q = 0; q < nt; q++) slot[touched[q]].last = rel - 1; /* the step was not taken */
             break;
         }

@@ -297,9 +297,10 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
 /* A piped CSR epoch: two threads, the bits of one. A producer thread stages the shuffled rows block by block
  * (as fo_epoch_csr does) and finds each minibatch's touched columns T and its values' positions in T (step 1 of
  * fo_epoch_csr; with scattered steps, fo_csr_scatter, only checks the rows' indices); the calling thread, the
- * consumer, takes the steps on them. Arithmetic is the consumer's alone, in fo_epoch_csr's order. Eligible
- * (fo_csr_pipe_eligible): the settings without deferred updates (no stamps to read when a coordinate is caught
- * up), and scattered steps (fo_csr_scatter, whose L2 is a global factor). The caller zeroes the struct, fills the blocks' arrays, cap and slots,
+ * consumer, takes the steps on them. Arithmetic is the consumer's alone, in fo_epoch_csr's order; so are the
+ * stamps of deferred updates, which it reads and sets for the members of T the producer found, before catching
+ * them up. Every setting may run piped, in a build with GNU atomics (fo_csr_pipe_available; else one thread).
+ * The caller zeroes the struct, fills the blocks' arrays, cap and slots,
  * runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer returns once the
  * consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k), s_sw (rows);
  * s_ptr, t_off (rows + 2) with rows = fo_csr_stage_rows(batch_size). */
@@ -332,7 +333,7 @@ typedef struct {
     int64_t period;          /* fo_epoch_csr's period (scattered steps under L2 fold their scale there) */
 } fo_csr_pipe;
 
-int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, ptrdiff_t k);
+int fo_csr_pipe_available(void);
 /* Settings whose steps the CSR epoch scatters row by row, without finding T (plain SGD, one output, no clipping,
  * projection, running average or per-weight decay; an L2 term by a global scale factor): the same update as the
  * gradient's, summed in another order (epoch_csr.c). */

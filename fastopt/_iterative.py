@@ -223,8 +223,7 @@ def epoch_threads(n_threads: int | None, n_rows: int, batch_size: int, d: int, k
 def csr_epoch_threads(n_threads: int | None, n_rows: int, batch_size: int) -> int:
     """Threads for one CSR epoch (1 or 2): 2 when ``n_threads >= 2``, the process may use two CPUs and the epoch
     has at least ``TEAM_MIN_STEPS`` minibatches (the second thread stages the rows and finds each minibatch's
-    columns a block ahead; handing it the epoch costs some microseconds). The kernel itself keeps one thread
-    for the settings with deferred updates; the result is the same either way."""
+    columns a block ahead; handing it the epoch costs some microseconds). The result is the same either way."""
     if n_threads is None or n_threads < 2 or _usable_cpus() < 2:
         return 1
     return 2 if -(-n_rows // max(1, batch_size)) >= TEAM_MIN_STEPS else 1

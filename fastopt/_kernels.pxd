@@ -163,7 +163,7 @@ cdef extern from "fastopt.h" nogil:
         int scatter
         int64_t period
     int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, Py_ssize_t k) nogil
-    int fo_csr_pipe_eligible(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, Py_ssize_t k) nogil
+    int fo_csr_pipe_available() nogil
     void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const double *data,
                           const int32_t *indices, const int32_t *indptr, const double *Y, const double *sw) nogil
     void fo_csr_produce_s(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const float *data,

@@ -68,11 +68,10 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         gives the bits of one call with the same ``period``; 0: never split.
     n_threads : int, default=1
         2: a second thread stages the shuffled rows and finds each minibatch's touched columns while this one
-        takes the steps (``fo_csr_pipe`` in ``csrc/fastopt.h``), when the settings have no deferred updates (SGD
-        without L2, AdaGrad, Adam, AdamW, RMSProp with L2, and the rules that step every coordinate under
-        ``positive``; no averaging) or are plain SGD stepped row by row (one output, no clipping, projection,
-        averaging or ``decay``; L2 by a global factor; no touched columns to find), and there is more than one
-        minibatch; else one thread. Bit-identical to one thread.
+        takes the steps (``fo_csr_pipe`` in ``csrc/fastopt.h``; plain SGD stepped row by row has no touched
+        columns to find, and the second thread only stages and checks its rows), when there is more than one
+        minibatch, whatever the rule and settings (the stamps of deferred updates stay on this thread); else
+        one thread. Bit-identical to one thread.
     decay : ndarray of shape (k * d,) or None
         Each weight's own L2 coefficient, as for :func:`epoch`. SGD, momentum and Nesterov defer it (a resting
         coordinate caught up by its own power of its step map, O(log s) after s steps); the other rules, and
@@ -174,7 +173,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     cdef floating *pp = &params[0] if n_params > 0 else NULL
     # Two threads: blocks large enough for any one minibatch (its rows at most max_len values each).
     cdef Py_ssize_t pipe_cap = 0
-    if n_threads > 1 and c.batch_size < c.n_rows and n and fo_csr_pipe_eligible(<fo_rule>rule, &h, &c, lazy, k):
+    if n_threads > 1 and c.batch_size < c.n_rows and n and fo_csr_pipe_available():
         pipe_cap = min(nnz, max(cap, c.batch_size * int(lengths.max())))
     if 0 < pipe_cap <= PIPE_MAX_STAGED // FO_CSR_PIPE_BLOCKS:
         st = _epoch_csr_piped(rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,

@@ -279,12 +279,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         bit-identical for any ``n_threads``. The second thread needs an idle core: with a multi-threaded BLAS,
         run such fits under ``threadpoolctl.threadpool_limits(1)``; a fit never changes the BLAS thread count
         itself, as that setting is process-wide. Opt-in, as ``n_jobs`` in scikit-learn. Sparse ``X``: the second
-        thread stages the shuffled rows and finds each minibatch's columns while the first takes the steps (the
-        settings without deferred updates: ``"sgd"`` with ``alpha=0``, ``"adagrad"``, ``"adam"``, ``"adamw"``,
-        ``"rmsprop"`` with ``alpha > 0``, and a ridge under the per-column map where every coordinate steps, ``d``
-        at most 4 times a minibatch's stored values; no ``average``; and plain ``"sgd"``, ``alpha`` or not, with
-        one output and no ``clip_norm``, ``positive`` or per-column ridge, whose steps need no columns found),
-        again with coefficients bit-identical to one thread's.
+        thread stages the shuffled rows and finds each minibatch's columns (plain ``"sgd"`` with one output needs
+        none found: it only stages them) while the first takes the steps, for every rule and setting, again with
+        coefficients bit-identical to one thread's.
     precondition : {"auto", "none"}, default="auto"
         ``"auto"``: a fit with ``learning_rate="auto"`` and the plateau schedule on columns whose standard
         deviations span more than a factor 4, the intercept's 1 among them (or, with an intercept, whose means

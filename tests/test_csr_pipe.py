@@ -4,6 +4,7 @@ The second thread only stages rows and finds each minibatch's touched columns (i
 operation stays on the calling thread, in the one-thread order. So the comparisons here are exact
 (``assert_array_equal``), with no tolerance: any difference is a defect.
 """
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -99,7 +100,8 @@ def _hashed(rng, n, d, nnz):
     return X
 
 
-@pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("adagrad", False), ("adam", True), ("adam", False)])
+@pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("adagrad", False), ("adam", True), ("adam", False),
+                                           ("momentum", False), ("rmsprop", False)])
 def test_a_long_epoch_of_many_blocks_gives_the_bits_of_one_thread(rule, lazy):
     # Many staged blocks (512 rows each), so that each of the blocks in flight is refilled many times.
     rng = np.random.default_rng(4)
@@ -146,13 +148,15 @@ def test_a_malformed_row_stops_the_epoch_before_its_minibatch(fault, threads):
     np.testing.assert_array_equal(p, p_ok)  # rows before the malformed minibatch's are unaffected by it
 
 
+@pytest.mark.parametrize("rule", ["sgd", "momentum"])
 @pytest.mark.parametrize("lr", [1e150, 1e3])
-def test_a_failing_step_stops_both_alike(lr):
-    # A non-finite (lr 1e150) or divergent loss mid-epoch: the same status, step and weights on two threads.
+def test_a_failing_step_stops_both_alike(lr, rule):
+    # A non-finite (lr 1e150) or divergent loss mid-epoch: the same status, step and weights on two threads
+    # (momentum: its deferred updates' stamps set back where the failing step was not taken).
     rng = np.random.default_rng(6)
     X = _hashed(rng, 3_000, 300, 8)
     Y = 1e3 * rng.normal(size=(3_000, 1))
-    spec = optim.make("sgd")
+    spec = optim.make(rule)
     train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e12)
     orders = [rng.permutation(3_000).astype(np.int64)]
     p1, _, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(301), lr, False, 1)
@@ -196,37 +200,43 @@ def test_csr_epoch_threads_follows_n_threads_and_the_epoch_length(monkeypatch):
     assert _iterative.csr_epoch_threads(2, 10_000, 64) == 1
 
 
-# In a fresh process: an eligible CSR epoch on two threads starts the helper thread; a rule with deferred
-# updates (momentum) or averaging runs on the calling thread alone.
+# In a fresh process (the helper thread, once started, stays for later epochs): a CSR epoch on two threads starts
+# the helper thread, with deferred updates (momentum, SGD under a strong L2 or each weight's own decay), averaging,
+# or neither; on one thread it does not.
 CHILD = textwrap.dedent("""
+    import sys
     import threading
     import numpy as np
     import scipy.sparse as sp
     from fastopt import _kernels, optim
     from fastopt._iterative import EpochCtl
+    rule, wd, average, own, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", \\
+        int(sys.argv[5])
     X = sp.random(2000, 300, density=0.05, format="csr", random_state=0)
     X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
     Y, order = np.ones((2000, 1)), np.arange(2000, dtype=np.int64)
-
-    def helpers():
-        return sum(t.name == "fastopt-epoch-helper" for t in threading.enumerate())
-
-    for rule, average in (("momentum", 0), ("sgd", 5), ("sgd", 0)):
-        spec = optim.make(rule)
-        train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None,
-                         loss_limit=np.inf, average=average)
-        params = np.zeros(301)
-        avg = np.zeros(301) if average else None
-        _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, spec.init_state(301), 0,
-                           0.01, False, None, avg, None, 0, 2)
-        print(rule, average, helpers())
+    spec = optim.make(rule, weight_decay=wd)
+    train = EpochCtl(batch_size=16, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None,
+                     loss_limit=np.inf, average=average)
+    params = np.zeros(301)
+    avg = np.zeros(301) if average else None
+    decay = np.linspace(0.0, 2.0, 300) if own else None
+    _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, spec.init_state(301), 0,
+                       0.01, False, None, avg, None, 0, threads, decay)
+    print(sum(t.name == "fastopt-epoch-helper" for t in threading.enumerate()))
 """)
 
 
-def test_only_the_eligible_settings_use_the_second_thread(tmp_path):
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:3] == ["momentum 0 0", "sgd 5 0", "sgd 0 1"]
+@pytest.mark.parametrize(("rule", "wd", "average", "own"), [
+    ("momentum", 0.0, 0, False), ("sgd", 0.0, 5, False), ("sgd", 0.0, 0, False), ("sgd", 60.0, 0, False),
+    ("sgd", 0.0, 0, True), ("rmsprop", 0.0, 0, False),
+])
+def test_every_setting_uses_the_second_thread(tmp_path, rule, wd, average, own):
+    for threads, helpers in ((2, "1"), (1, "0")):
+        out = subprocess.run([sys.executable, "-c", CHILD, rule, str(wd), str(average), str(int(own)), str(threads)],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split("\n")[0] == helpers, (threads, out.stdout)
 
 
 @pytest.mark.parametrize("rule", ["sgd", "adagrad", "adam"])
@@ -280,3 +290,29 @@ def test_large_workspaces_are_not_kept(monkeypatch):
     _epochs(X, rng.normal(size=(2_000, 1)), None, spec, train, [rng.permutation(2_000).astype(np.int64)],
             np.zeros(501), 0.01, False, 2)
     assert not _kernels._WORKSPACES
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
+@pytest.mark.parametrize("period", [0, 7])
+def test_each_weights_own_decay_on_two_threads_gives_the_bits_of_one(rule, period):
+    # Each weight's own decay (a ridge under a per-column map): deferred, its catch-ups read and set stamps that the
+    # calling thread keeps while the helper finds T; slices of `period` steps too.
+    rng = np.random.default_rng(11)
+    X = _hashed(rng, 6_000, 800, 6)
+    Y = rng.normal(size=(6_000, 1))
+    spec = optim.make(rule)
+    train = EpochCtl(batch_size=20, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    decay = rng.uniform(0.0, 3.0, size=800)
+    order = rng.permutation(6_000).astype(np.int64)
+    runs = []
+    for threads in (1, 2):
+        params, state = np.zeros(801), spec.init_state(801)
+        t, cuts = 0, [*range(0, 6_000, 7 * 20 * 9), 6_000] if period else [0, 6_000]
+        for a, b in itertools.pairwise(cuts):
+            status, t, _, _ = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order[a:b], params,
+                                                 state, t, 0.02, False, None, None, None, period, threads, decay)
+            assert status == 0
+        runs.append((params, state, t))
+    assert runs[0][2] == runs[1][2] == 300
+    np.testing.assert_array_equal(runs[1][0], runs[0][0])
+    np.testing.assert_array_equal(runs[1][1], runs[0][1])
