@@ -100,15 +100,21 @@ def _hashed(rng, n, d, nnz):
     return X
 
 
+def _hashed_epoch(seed, n, d, nnz, rule, batch, loss):
+    """A hashed problem of n rows and one target, the rule's spec and the epoch's controls; the generator after
+    them (for the rows' order)."""
+    rng = np.random.default_rng(seed)
+    X = _hashed(rng, n, d, nnz)
+    Y = rng.normal(size=(n, 1))
+    train = EpochCtl(batch_size=batch, loss=loss, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    return rng, X, Y, optim.make(rule), train
+
+
 @pytest.mark.parametrize(("rule", "lazy"), [("sgd", False), ("adagrad", False), ("adam", True), ("adam", False),
                                            ("momentum", False), ("rmsprop", False)])
 def test_a_long_epoch_of_many_blocks_gives_the_bits_of_one_thread(rule, lazy):
     # Many staged blocks (512 rows each), so that each of the blocks in flight is refilled many times.
-    rng = np.random.default_rng(4)
-    X = _hashed(rng, 20_000, 5_000, 12)
-    Y = rng.normal(size=(20_000, 1))
-    spec = optim.make(rule)
-    train = EpochCtl(batch_size=32, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    rng, X, Y, spec, train = _hashed_epoch(4, 20_000, 5_000, 12, rule, 32, optim.Loss.HUBER)
     orders = [rng.permutation(20_000).astype(np.int64)]
     p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1)
     p2, s2, o2 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 2)
@@ -297,11 +303,7 @@ def test_large_workspaces_are_not_kept(monkeypatch):
 def test_each_weights_own_decay_on_two_threads_gives_the_bits_of_one(rule, period):
     # Each weight's own decay (a ridge under a per-column map): deferred, its catch-ups read and set stamps that the
     # calling thread keeps while the helper finds T; slices of `period` steps too.
-    rng = np.random.default_rng(11)
-    X = _hashed(rng, 6_000, 800, 6)
-    Y = rng.normal(size=(6_000, 1))
-    spec = optim.make(rule)
-    train = EpochCtl(batch_size=20, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    rng, X, Y, spec, train = _hashed_epoch(11, 6_000, 800, 6, rule, 20, optim.Loss.SQUARED_ERROR)
     decay = rng.uniform(0.0, 3.0, size=800)
     order = rng.permutation(6_000).astype(np.int64)
     runs = []
