@@ -318,3 +318,24 @@ def test_each_weights_own_decay_on_two_threads_gives_the_bits_of_one(rule, perio
     assert runs[0][2] == runs[1][2] == 300
     np.testing.assert_array_equal(runs[1][0], runs[0][0])
     np.testing.assert_array_equal(runs[1][1], runs[0][1])
+
+
+@pytest.mark.parametrize(("solver", "learning_rate"), [("sgd", "auto"), ("momentum", "auto"), ("sgd", 0.01)])
+def test_an_epochs_ridge_term_calls_no_blas_dot(monkeypatch, solver, learning_rate):
+    # Above 10,000 entries OpenBLAS's dot wakes its worker threads, which then spin on the core that the next
+    # two-thread epoch's helper needs: the objective's ridge term after each epoch (each column's own decay under
+    # the map, or one alpha under a numeric rate) is summed with NumPy's own loops.
+    rng = np.random.default_rng(12)
+    X = sp.random(3_000, 20_000, density=0.002, format="csr", random_state=rng)
+    X.data = rng.normal(size=X.nnz) * 10.0 ** rng.uniform(-1, 1, size=X.nnz)
+    y = X @ rng.normal(size=20_000) + rng.normal(size=3_000)
+    dot = np.dot
+
+    def small_dot(a, b, *args, **kwargs):
+        assert np.size(a) <= 10_000 and np.size(b) <= 10_000, "a BLAS dot over more than 10,000 entries"
+        return dot(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(np, "dot", small_dot)
+    est = LinearRegressor(solver=solver, alpha=1e-3, learning_rate=learning_rate, max_epochs=3, tol=None,
+                          random_state=0, n_threads=2).fit(X, y)
+    assert est.n_iter_ == 3 and np.all(np.isfinite(est.coef_))
