@@ -58,6 +58,7 @@ from fastopt._iterative_lr import (
     own_decay_cheap,
     ridge_per_column,
     row_curvatures,
+    rows_times,
     sample_learning_rate,
     target_centre,
 )
@@ -1199,8 +1200,8 @@ def pass_comparison(X, Y: np.ndarray, sw: np.ndarray | None, now: np.ndarray, be
                 R[:, j, :] = (X @ W[0].astype(X.dtype, copy=False))[:, None] if k == 1 else \
                     X @ np.ascontiguousarray(W.T, dtype=X.dtype)
         else:
-            coefs = np.concatenate([p[: k * d].reshape(k, d) for p in models]).T  # (d, k * models)
-            R = np.asarray(X @ np.ascontiguousarray(coefs, dtype=X.dtype), dtype=np.float64)
+            coefs = np.concatenate([p[: k * d].reshape(k, d) for p in models])  # (k * models, d)
+            R = np.asarray(rows_times(X, coefs.astype(X.dtype, copy=False)), dtype=np.float64)
             m = R.shape[0]
             R = R.reshape(m, len(models), k)
         if now.shape[0] > k * d:
@@ -2001,7 +2002,7 @@ class IterativeSolver(Solver):
     def _validation_score(data, val_idx, p) -> float:
         d, k = data.X.shape[1], data.Y.shape[1]
         coef, intercept = split_params(p, d, k)
-        pred = data.X[val_idx] @ coef.T + intercept
+        pred = rows_times(data.X[val_idx], coef) + intercept
         sw = None if data.sample_weight is None else data.sample_weight[val_idx]
         if sw is not None and sw.any():  # relative weights: scaled so that r2_score's sums cannot overflow
             sw = sw / weight_mean(sw)

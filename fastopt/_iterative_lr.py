@@ -55,6 +55,17 @@ AUTO_SAMPLE_SEED = 0x5EED  # fixed: the sampled rows (beyond AUTO_ROWS) never de
 CHUNK_ROWS = 65_536  # bounds the temporaries of mean_loss
 
 
+def rows_times(X, W: np.ndarray) -> np.ndarray:
+    """``X @ W.T`` for the rows ``X`` (dense or sparse) and the weights ``W`` (k, d), in their common dtype. Dense
+    rows take NumPy's own loops (``einsum``), not BLAS: between epochs, a threaded BLAS product wakes OpenBLAS's
+    worker threads, which then spin on the core that the next two-thread epoch's helper needs (200,000 x 100 with
+    ``early_stopping``: a 20,000-row validation product before each epoch made the two-thread epochs 3.6 times
+    slower, 75 against 21 ms, and the fit slower than on one thread)."""
+    if sp.issparse(X):
+        return np.asarray(X @ W.T)
+    return np.einsum("ij,kj->ik", X, W)
+
+
 def _per_sample_loss(R, loss, epsilon):
     if loss == Loss.ABSOLUTE_ERROR:
         return np.abs(R)
@@ -80,7 +91,7 @@ def mean_loss(data, rows, sw, p, loss, epsilon) -> float:
             R = data.Y[r].astype(np.float64, copy=False)
         else:
             R = -data.Y[r].astype(np.float64)
-            R += data.X[r] @ p[: k * d].reshape(k, d).T.astype(np.float64)
+            R += rows_times(data.X[r], p[: k * d].reshape(k, d).astype(np.float64))
             if p.shape[0] > k * d:
                 R += p[k * d :]
         # NumPy's sums, not a BLAS dot: a threaded BLAS call costs milliseconds here when the cores are busy.

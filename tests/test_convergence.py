@@ -1938,3 +1938,20 @@ def test_first_partial_fit_scales_the_columns_its_chunk_misses_as_rare_ones():
         for Xc, yc in chunks:
             est.partial_fit(Xc, yc)
     assert objective(est) - objective(best) <= 0.1 * objective(best)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), d=st.integers(1, 40), k=st.integers(1, 4),
+       dtype=st.sampled_from([np.float32, np.float64]), sparse=st.booleans())
+def test_rows_times_is_the_product_within_its_rounding(seed, n, d, k, dtype, sparse):
+    # The between-epoch products (validation score, the plateau rule's comparison, a warm start's loss) take
+    # NumPy's loops instead of BLAS, whose threaded products leave worker threads spinning on the core a two-thread
+    # epoch needs: the same product, summed in another order, so within d units of roundoff of sum |x_ij w_kj|.
+    rng = np.random.default_rng(seed)
+    X = (rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5)).astype(dtype)
+    W = rng.normal(size=(k, d)).astype(dtype)
+    got = _iterative_lr.rows_times(sp.csr_array(X) if sparse else X, W)
+    want = X.astype(np.float64) @ W.T.astype(np.float64)
+    assert got.shape == (n, k) and got.dtype == dtype
+    bound = d * np.finfo(dtype).eps * (np.abs(X).astype(np.float64) @ np.abs(W.T).astype(np.float64))
+    assert np.all(np.abs(got - want) <= bound)
