@@ -42,7 +42,7 @@ from fastopt._chunks import (
     unpack,
     validation_fraction,
 )
-from fastopt._iterative_lr import ridge_per_column, stream_scaling
+from fastopt._iterative_lr import ridge_per_column, rows_times, stream_scaling
 from fastopt._result import FitResult, Outcome
 
 # ---------------------------------------------------------------- the estimator's features, checked on a copy
@@ -213,16 +213,17 @@ def chunk_pass(state, data, train: np.ndarray, val: np.ndarray, spec: PassSpec, 
             record.loss = train.shape[0] * state.loss_curve[-1]
             record.weight = float(train.shape[0] if sw is None
                                   else np.sum(sw[train] / spec.weight_mean, dtype=np.float64))
-    if val.size:
+    if val.size:  # NumPy's loops, not BLAS, whose threads would spin on the next pass's helper core (rows_times)
         Y_val = data.Y[val].astype(np.float64)
         w_val = np.ones(val.shape[0]) if sw is None else (sw[val] / sw.dtype.type(spec.weight_mean)).astype(np.float64)
         if spec.observe:
-            record.n_val, record.val_weight, record.val_sum_y = val.shape[0], float(w_val.sum()), w_val @ Y_val
+            record.n_val, record.val_weight = val.shape[0], float(w_val.sum())
+            record.val_sum_y = np.einsum("i,ik->k", w_val, Y_val)
         if spec.scored is not None:
             coef, intercept = _iterative.split_params(spec.scored, *spec.dims)
-            record.res = w_val @ (Y_val - (data.X[val] @ coef.T + intercept)) ** 2
+            record.res = np.einsum("i,ik->k", w_val, (Y_val - (rows_times(data.X[val], coef) + intercept)) ** 2)
             if spec.y_mean is not None:
-                record.tot = w_val @ (Y_val - spec.y_mean) ** 2
+                record.tot = np.einsum("i,ik->k", w_val, (Y_val - spec.y_mean) ** 2)
     return Carry(state, record)
 
 
