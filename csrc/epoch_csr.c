@@ -56,9 +56,10 @@
  * (fo_csr_produce), while the calling thread takes the steps on the blocks it is handed, in the one-thread order:
  * the same bits. The stamps of deferred updates stay with the calling thread, which reads and sets them for the
  * members of T it is handed before catching them up (epoch on the sparse benchmark, two threads against one:
- * momentum 0.87, averaged SGD 0.80, each weight's own decay 0.93; these ran on one thread before). With scattered steps the second thread only stages the rows and
- * checks their indices. Staging and step 1 were about 40% of an SGD epoch on the sparse
- * benchmark (one thread 27 ms, two 15 ms). A hand-off per block of fo_csr_stage_rows rows, FO_CSR_PIPE_BLOCKS blocks in flight.
+ * momentum 0.87, averaged SGD 0.80, each weight's own decay 0.93; these ran on one thread before). With scattered
+ * steps the second thread only stages the rows and checks their indices. Staging and step 1 were about 40% of an
+ * SGD epoch on the sparse benchmark (one thread 27 ms, two 15 ms). A hand-off per block of fo_csr_stage_rows rows,
+ * FO_CSR_PIPE_BLOCKS blocks in flight.
  *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
