@@ -389,7 +389,7 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
     # and counts had doubled the scaling's 60 ms, the counts alone add 25)
     counts = np.bincount(X.indices, minlength=X.shape[1]) if params["fit_intercept"] else None
     dense = counts is not None and bool(np.any(counts >= SHIFT_MIN_DENSITY * X.shape[0]))
-    moments = _csr_moments(X, rows, sw, means=dense, counts=counts)
+    moments = _csr_moments(X, rows, sw, means=dense)
     if moments is None:  # weights totalling 0 or non-finite X (the first epoch names it): no map
         return None
     if params["alpha"] != 0 and per_column:
@@ -454,11 +454,11 @@ def _csr_offset(moments, n_rows: int, counts: np.ndarray, n_all: int):
     return offset, mean, var
 
 
-def _csr_moments(X, rows: np.ndarray, sw, means: bool = True, counts: np.ndarray | None = None):
+def _csr_moments(X, rows: np.ndarray, sw, means: bool = True):
     """``(s0, mean, mean square, stored)`` of CSR ``X``'s columns over ``rows`` with weights ``sw`` (the mean
     square as :func:`_sparse_scaling` sums it; ``means=False``: no mean and no counts, None in their places), or
-    None for non-finite values or weights totalling 0. ``counts``: the columns' stored values over all of ``X``,
-    the ``stored`` of ``rows`` when they are every row (not counted again)."""
+    None for non-finite values or weights totalling 0. The stored counts come from the same compiled pass
+    (:func:`fastopt._kernels.csr_column_moments`)."""
     d = X.shape[1]
     w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
     s0 = float(w.sum())
