@@ -1193,12 +1193,9 @@ def pass_comparison(X, Y: np.ndarray, sw: np.ndarray | None, now: np.ndarray, be
             # a product a model: the same sums as one product with the models side by side (each column's, over
             # a row's stored values in order), without that (d, models) copy, O(d) a call where the chunk's rows
             # are few (hashed 2^18 columns, 2,000-row chunks: 2 of the call's 14 ms)
-            m = X.shape[0]
-            R = np.empty((m, len(models), k))
-            for j, p in enumerate(models):
-                W = p[: k * d].reshape(k, d)
-                R[:, j, :] = (X @ W[0].astype(X.dtype, copy=False))[:, None] if k == 1 else \
-                    X @ np.ascontiguousarray(W.T, dtype=X.dtype)
+            R = np.stack([rows_times(X, p[: k * d].reshape(k, d).astype(X.dtype, copy=False)) for p in models],
+                         axis=1).astype(np.float64)
+            m = R.shape[0]
         else:
             coefs = np.concatenate([p[: k * d].reshape(k, d) for p in models])  # (k * models, d)
             R = np.asarray(rows_times(X, coefs.astype(X.dtype, copy=False)), dtype=np.float64)
