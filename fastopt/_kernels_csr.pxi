@@ -143,9 +143,12 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     c.avg_start = getattr(train, "average", 0)
     c.avg = NULL
     _set_decay(&c, &h, decay, k * d, "epoch_csr", lazy and rule in (int(FO_RULE_ADAM), int(FO_RULE_ADAMW)))
-    # each weight's decay on every coordinate where that costs little beside a minibatch's stored values (and may
-    # run piped), else deferred (SGD, momentum, Nesterov): 200,000 rows, 200 columns, 10 values a row, two
-    # threads, an epoch of SGD 21-31 ms stepping every coordinate, 37-49 ms deferred (momentum 23-32, 43-57 ms)
+    # each weight's decay on every coordinate where that costs little beside a minibatch's stored values, else
+    # deferred (SGD, momentum, Nesterov): 200,000 rows, 200 columns, 10 values a row, two threads, an epoch of SGD
+    # 21-31 ms stepping every coordinate, 37-49 ms deferred (momentum 23-32, 43-57 ms), when only the former ran
+    # piped. Both run piped now, and the same shape measured 30.7 against 27.8 ms (momentum 32.4 against 24.8; one
+    # thread 37.0 against 41.6, 39.1 against 46.1; medians of 8 interleaved runs): the ratio is due a new tuning,
+    # which changes which rounding these fits take.
     c.decay_every_step = c.decay != NULL and _csr_every_step_cheap(d, c.batch_size, data.shape[0], n)
     if avg is not None and c.avg_start > 0:
         if avg.shape[0] != n_params:
