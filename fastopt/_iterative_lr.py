@@ -354,10 +354,12 @@ def _scaling(params: dict, X, rows: np.ndarray, sw, s2: np.ndarray | None = None
     return _common(affine.shift, affine.scale, affine.scale != 1.0)
 
 
-def csr_steps_cheap(params: dict, X) -> bool:
-    """Whether every step of a CSR epoch on every coordinate costs little beside the minibatch's stored values
-    (:func:`fastopt._kernels._csr_every_step_cheap`, where the epoch itself steps each weight's own decay so)."""
-    return _kernels._csr_every_step_cheap(X.shape[1], int(params["batch_size"]), X.nnz, X.shape[0])
+def csr_steps_cheap(params: dict, X, method: str) -> bool:
+    """Whether every step of a CSR epoch of ``method`` on every coordinate costs little beside the minibatch's
+    stored values (:func:`fastopt._kernels._csr_every_step_cheap`, where the epoch itself steps each weight's own
+    decay so)."""
+    return _kernels._csr_every_step_cheap(X.shape[1], int(params["batch_size"]), X.nnz, X.shape[0],
+                                          int(OPTIMIZERS[method].rule))
 
 
 # The rules whose CSR epoch under a ridge costs the same with each weight's own decay as with one: SGD, momentum
@@ -373,7 +375,7 @@ def own_decay_cheap(method: str, params: dict, X) -> bool:
     resting weights may cross 0 repeatedly), or every coordinate's step is cheap anyway
     (:func:`csr_steps_cheap`)."""
     deferred = method in _OWN_DECAY_RULES and not (params["positive"] and method in ("momentum", "nesterov"))
-    return deferred or csr_steps_cheap(params, X)
+    return deferred or csr_steps_cheap(params, X, method)
 
 
 def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False) -> Affine | None:

@@ -19,16 +19,27 @@ WORKSPACE_KEEP_BYTES = 2**26
 _WORKSPACES: dict = {}
 
 # A per-weight decay is stepped on every coordinate (fo_epoch_ctl.decay_every_step) when d is at most this many
-# times a minibatch's mean stored values (_csr_every_step_cheap: a cost choice, not a kernel, so no twin).
-CSR_EVERY_STEP_RATIO = 4.0
+# times a minibatch's mean stored values (_csr_every_step_cheap: a cost choice, not a kernel, so no twin), and
+# CSR_EVERY_STEP_PAIR times as many for momentum and Nesterov, whose deferred catch-ups cost more. Measured with
+# both ways piped (estimator fits of 6 epochs under a ridge, TF-IDF-like rows of 10 and 95 values, batch 64,
+# interleaved, one and two threads; deferred over every-step time): SGD 1.02-1.39 at ratios 3-8, 0.86-0.99 at 10,
+# 0.68-0.70 at 26; momentum and Nesterov 1.03-1.56 at ratios 3-15, 0.80-0.97 at 20. At 200 columns of 10 values
+# (ratio 0.3) every-step was 0.97-1.22 too. The ratio was 4 before.
+CSR_EVERY_STEP_RATIO = 8.0
+CSR_EVERY_STEP_PAIR = 1.5
 
 
-def _csr_every_step_cheap(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows) -> bool:
+def _csr_every_step_cheap(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows,
+                          int rule=-1) -> bool:
     """Whether a CSR epoch's step on every coordinate (O(d k)) costs at most ``CSR_EVERY_STEP_RATIO`` times a
-    minibatch's own reads (O(stored values k): the outputs cancel) on ``n_rows`` rows storing ``nnz`` values: where
-    ``epoch_csr`` steps each weight's own decay on every coordinate, and where the estimator's per-column ridge map
-    may ask it to (``fastopt._iterative_lr.csr_steps_cheap``)."""
-    return d <= CSR_EVERY_STEP_RATIO * max(batch_size, 1) * nnz / max(n_rows, 1)
+    minibatch's own reads (O(stored values k): the outputs cancel) on ``n_rows`` rows storing ``nnz`` values
+    (``CSR_EVERY_STEP_PAIR`` times that for ``rule`` momentum or Nesterov): where ``epoch_csr`` steps each
+    weight's own decay on every coordinate, and where the estimator's per-column ridge map may ask it to
+    (``fastopt._iterative_lr.csr_steps_cheap``)."""
+    ratio = CSR_EVERY_STEP_RATIO
+    if rule == FO_RULE_MOMENTUM or rule == FO_RULE_NESTEROV:
+        ratio *= CSR_EVERY_STEP_PAIR
+    return d <= ratio * max(batch_size, 1) * nnz / max(n_rows, 1)
 
 
 def _keep_workspace(key, arrays) -> None:
@@ -144,12 +155,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     c.avg = NULL
     _set_decay(&c, &h, decay, k * d, "epoch_csr", lazy and rule in (int(FO_RULE_ADAM), int(FO_RULE_ADAMW)))
     # each weight's decay on every coordinate where that costs little beside a minibatch's stored values, else
-    # deferred (SGD, momentum, Nesterov): 200,000 rows, 200 columns, 10 values a row, two threads, an epoch of SGD
-    # 21-31 ms stepping every coordinate, 37-49 ms deferred (momentum 23-32, 43-57 ms), when only the former ran
-    # piped. Both run piped now, and the same shape measured 30.7 against 27.8 ms (momentum 32.4 against 24.8; one
-    # thread 37.0 against 41.6, 39.1 against 46.1; medians of 8 interleaved runs): the ratio is due a new tuning,
-    # which changes which rounding these fits take.
-    c.decay_every_step = c.decay != NULL and _csr_every_step_cheap(d, c.batch_size, data.shape[0], n)
+    # deferred (SGD, momentum, Nesterov; see CSR_EVERY_STEP_RATIO)
+    c.decay_every_step = c.decay != NULL and _csr_every_step_cheap(d, c.batch_size, data.shape[0], n, rule)
     if avg is not None and c.avg_start > 0:
         if avg.shape[0] != n_params:
             raise ValueError(f"avg needs {n_params} entries, got {avg.shape[0]}")

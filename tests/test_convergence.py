@@ -847,7 +847,7 @@ def test_ridge_default_fits_on_wide_tfidf_columns_reach_the_optimum(rule):
     1% of the optimum, without a warning, and with the per-column map."""
     X, y = _tfidf_like(8000, 6000, 8, seed=0)
     alpha = 1e-2
-    assert not _iterative_lr.csr_steps_cheap(LinearRegressor().get_params(), X)
+    assert not _iterative_lr.csr_steps_cheap(LinearRegressor().get_params(), X, rule)
 
     def objective(est):
         r = X @ est.coef_ + est.intercept_ - y

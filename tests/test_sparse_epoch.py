@@ -870,7 +870,7 @@ def test_own_decays_stepped_on_every_coordinate_or_deferred_agree(monkeypatch, r
     decay = rng.uniform(0.01, 1.0, size=k * d)
     spec = _spec(rule, 0.0)
     train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
-    assert _kernels._csr_every_step_cheap(d, batch, X.nnz, n)
+    assert _kernels._csr_every_step_cheap(d, batch, X.nnz, n, int(spec.rule))
     fits = []
     for ratio in (_kernels.CSR_EVERY_STEP_RATIO, 0.0):
         monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", ratio)
