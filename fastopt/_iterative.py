@@ -1112,8 +1112,13 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
 
     On the rows :class:`PassWatch` compares on (:func:`watch_rows`; mapped, their weights of mean 1), with ``c_i``
     their weighted curvatures: ``L`` is the first call's, or a lower bound of these rows' Hessian's largest
-    eigenvalue when larger, ``max_i c_i / m`` over ``m`` rows or, on dense rows, ``|mu|^2`` (``mu`` their mean
-    with the intercept's 1; the Hessian is their covariance plus ``mu mu^T``). The critical rate's inverse,
+    eigenvalue when larger, ``max_i c_i / m`` over ``m`` rows, ``|mu|^2`` (``mu`` their mean with the intercept's
+    1; the Hessian is their covariance plus ``mu mu^T``) or, for a call of more than one minibatch (several steps
+    on these rows alone), its largest diagonal entry, a column's mean square (a one-hot level that a small first
+    chunk held a few times: its scale, from those few, made the level's rows of later chunks several times its
+    curvature there, and default SGD diverged in the second call on dense rows of a numeric column beside 50
+    levels, chunks of 400, 3,000, 100 and 2,048 rows; on chunks of at most a minibatch, one step a call, the
+    bound only slowed the fuzz's fits). The critical rate's inverse,
     ``(R^2 + ridge + (b - 1) L) / b`` (:func:`fastopt._iterative_lr.curvature_spread`), or ``L`` for a full batch (a
     call of at most ``batch_size`` rows), is compared with the largest so far; beyond twice it (the critical
     rate's own margin to divergence, so that chunks of one distribution do not move the rate), it becomes the
@@ -1131,31 +1136,43 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: the epoch names it
         c = row_curvatures(data.X, w, params["fit_intercept"], rows)
         L = max(basis["L"], float(c.max()) / c.shape[0])  # a call has rows: validation refuses none
-        mu = _row_mean(data.X, rows, w)
+        mu, squares = _row_moments(data.X, rows, w)
         L = max(L, float(np.einsum("i,i->", mu, mu)) + (1.0 if params["fit_intercept"] else 0.0))
         if b >= n:
             inverse = L
-        else:
+        else:  # several steps on these rows alone: their largest diagonal entry too
+            L = max(L, float(squares.max()) if squares.size else 0.0)
             inverse = (curvature_spread(c) + basis["ridge"] + (b - 1) * L) / b
     if np.isfinite(inverse) and inverse > 2.0 * basis["inverse"]:
         basis["inverse"] = inverse
 
 
-def _row_mean(X, rows: slice, w: np.ndarray | None) -> np.ndarray:
-    """The ``w``-weighted mean (float64) of ``X``'s ``rows`` (a slice; ``w`` for those rows, of mean 1, or None),
-    dense or CSR. CSR rows are read in place (a strided slice of CSR X copies its rows): their stored values
-    gathered and summed by column, a repeated index counting twice, as CSR's product does."""
+def _row_moments(X, rows: slice, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``w``-weighted mean and mean square (float64) of each column of ``X``'s ``rows`` (a slice; ``w`` for
+    those rows, of mean 1, or None), dense or CSR. CSR rows are read in place (a strided slice of CSR X copies its
+    rows): their stored values gathered and summed by column (a repeated index counting twice in the mean, as
+    CSR's product does; validation hands the solvers CSR without one)."""
     if not sp.issparse(X):
-        return np.average(X[rows], axis=0, weights=w).astype(np.float64)
+        block = X[rows]
+        if w is None:
+            squares = np.einsum("ij,ij->j", block, block, dtype=np.float64) / block.shape[0]
+        else:
+            squares = np.einsum("i,ij,ij->j", w, block, block, dtype=np.float64) / float(w.sum())
+        return np.average(block, axis=0, weights=w).astype(np.float64), squares
     X = sp.csr_array(X)
     picked = np.arange(X.shape[0])[rows]
     starts, lengths = X.indptr[picked].astype(np.int64), np.diff(X.indptr)[picked].astype(np.int64)
     ends = np.cumsum(lengths)
     at = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if ends.size else 0)
     values = X.data[at].astype(np.float64)
+    squares = values * values
     if w is not None:
-        values *= np.repeat(w, lengths)
-    return np.bincount(X.indices[at], weights=values, minlength=X.shape[1]) / picked.shape[0]
+        row_w = np.repeat(w, lengths)
+        values *= row_w
+        squares *= row_w
+    columns, m = X.indices[at], picked.shape[0]
+    return (np.bincount(columns, weights=values, minlength=X.shape[1]) / m,
+            np.bincount(columns, weights=squares, minlength=X.shape[1]) / m)
 
 
 def watch_rows(n: int) -> slice:
