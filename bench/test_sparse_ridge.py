@@ -9,6 +9,11 @@ Run on its own with ``cd bench && python -m pytest test_sparse_ridge.py -q -p no
   minibatches of 64, a pre-drawn order) under one common decay ``alpha`` (``one``: the deferred updates' shared
   table) or each column's own decay ``alpha / (m_j + alpha)`` (``own``: the per-column map's; each resting
   coordinate caught up by its own power of its step map);
+* ``test_csr_epoch_own_decay_ways[<rule>-<way>-<threads>t]``: the bare kernel, one epoch of SGD, momentum or
+  Nesterov under each column's own decay, stepped on every coordinate (``every``) or deferred (``deferred``),
+  forced through ``CSR_EVERY_STEP_RATIO``, on one and two threads; ``extra_info`` the rows' ratio
+  ``d / (batch * stored values a row)`` and the way the kernel chooses there (``every`` up to 8, 12 for momentum
+  and Nesterov);
 * ``test_default_fit[<rule>]``: ``LinearRegressor(solver=rule, alpha=1e-3, random_state=0)`` on the CSR matrix
   (the per-column map and its decays), ``extra_info`` the objective's relative excess over the exact
   ``solver="cg"`` fit and the epochs;
@@ -76,6 +81,33 @@ def test_csr_epoch_with_decays(benchmark, tfidf, rule, decay):
         assert status[0] == 0
 
     benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1t", "2t"])
+@pytest.mark.parametrize("way", ["every", "deferred"])
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
+def test_csr_epoch_own_decay_ways(benchmark, monkeypatch, tfidf, rule, way, threads):
+    X, y, order, _ = tfidf
+    m2 = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+    own = ALPHA / (m2 + ALPHA)
+    spec = optim.make(rule)
+    train = EpochCtl(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None,
+                     loss_limit=np.inf)
+    Y = y.reshape(-1, 1)
+    chosen = _kernels._csr_every_step_cheap(D, BATCH, X.nnz, N, int(spec.rule))
+    benchmark.extra_info["ratio"] = round(D / (BATCH * X.nnz / N), 2)
+    benchmark.extra_info["chosen"] = "every" if chosen else "deferred"
+    monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", np.inf if way == "every" else 0.0)
+
+    def setup():
+        return (np.zeros(D + 1), spec.init_state(D + 1, np.float64)), {}
+
+    def run(params, state):
+        status = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, 0, 0.05,
+                                    False, n_threads=threads, decay=own)
+        assert status[0] == 0
+
+    benchmark.pedantic(run, setup=setup, rounds=7, iterations=1, warmup_rounds=1)
 
 
 def _fit_row(benchmark, X, y, best, make):
