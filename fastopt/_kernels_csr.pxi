@@ -24,7 +24,8 @@ _WORKSPACES: dict = {}
 # both ways piped (estimator fits of 6 epochs under a ridge, TF-IDF-like rows of 10 and 95 values, batch 64,
 # interleaved, one and two threads; deferred over every-step time): SGD 1.02-1.39 at ratios 3-8, 0.86-0.99 at 10,
 # 0.68-0.70 at 26; momentum and Nesterov 1.03-1.56 at ratios 3-15, 0.80-0.97 at 20. At 200 columns of 10 values
-# (ratio 0.3) every-step was 0.97-1.22 too. The ratio was 4 before.
+# (ratio 0.3) every-step was 0.97-1.22 too. The ratio was 4 before. bench/test_sparse_ridge.py times both ways of
+# the bare epoch (test_csr_epoch_own_decay_ways).
 CSR_EVERY_STEP_RATIO = 8.0
 CSR_EVERY_STEP_PAIR = 1.5
 
