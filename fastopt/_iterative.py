@@ -1150,8 +1150,9 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
 def _row_moments(X, rows: slice, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The ``w``-weighted mean and mean square (float64) of each column of ``X``'s ``rows`` (a slice; ``w`` for
     those rows, of mean 1, or None), dense or CSR. CSR rows are read in place (a strided slice of CSR X copies its
-    rows): their stored values gathered and summed by column (a repeated index counting twice in the mean, as
-    CSR's product does; validation hands the solvers CSR without one)."""
+    rows): their stored values gathered, then summed by column in the stored order by
+    :func:`fastopt._kernels.csr_column_moments` (a repeated index counting twice in the mean, as CSR's product does;
+    validation hands the solvers CSR without one)."""
     if not sp.issparse(X):
         block = X[rows]
         if w is None:
@@ -1164,15 +1165,11 @@ def _row_moments(X, rows: slice, w: np.ndarray | None) -> tuple[np.ndarray, np.n
     starts, lengths = X.indptr[picked].astype(np.int64), np.diff(X.indptr)[picked].astype(np.int64)
     ends = np.cumsum(lengths)
     at = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if ends.size else 0)
-    values = X.data[at].astype(np.float64)
-    squares = values * values
-    if w is not None:
-        row_w = np.repeat(w, lengths)
-        values *= row_w
-        squares *= row_w
-    columns, m = X.indices[at], picked.shape[0]
-    return (np.bincount(columns, weights=values, minlength=X.shape[1]) / m,
-            np.bincount(columns, weights=squares, minlength=X.shape[1]) / m)
+    index = np.promote_types(X.indices.dtype, X.indptr.dtype)
+    squares, sums, _ = _kernels.csr_column_moments(
+        np.ascontiguousarray(X.data[at]), X.indices[at].astype(index), np.r_[0, ends].astype(index), X.shape[1],
+        np.ones(picked.shape[0]) if w is None else np.ascontiguousarray(w, dtype=np.float64), True)
+    return sums / picked.shape[0], squares / picked.shape[0]
 
 
 def watch_rows(n: int) -> slice:
