@@ -61,43 +61,18 @@ def _objective(X, y, est) -> float:
     return 0.5 * float(np.mean(r * r)) + 0.5 * ALPHA * float(est.coef_ @ est.coef_)
 
 
-@pytest.mark.parametrize("decay", ["one", "own"])
-@pytest.mark.parametrize("rule", ["sgd", "momentum"])
-def test_csr_epoch_with_decays(benchmark, tfidf, rule, decay):
+def _epoch_runner(tfidf, spec, decay: str, threads: int):
+    """The bare CSR epoch of ``spec`` on the rows over their order, under ``decay`` (``one``: the spec's own
+    ``weight_decay``; ``own``: each column's ``alpha / (m_j + alpha)``), and a function making fresh parameters and
+    state: ``benchmark.pedantic``'s ``run`` and ``setup``."""
     X, y, order, _ = tfidf
-    m2 = np.asarray(X.multiply(X).mean(axis=0)).ravel()
-    own = ALPHA / (m2 + ALPHA) if decay == "own" else None
-    spec = optim.make(rule, weight_decay=ALPHA if decay == "one" else 0.0)
+    own = None
+    if decay == "own":
+        m2 = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+        own = ALPHA / (m2 + ALPHA)
     train = EpochCtl(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None,
                      loss_limit=np.inf)
     Y = y.reshape(-1, 1)
-
-    def setup():
-        return (np.zeros(D + 1), spec.init_state(D + 1, np.float64)), {}
-
-    def run(params, state):
-        status = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, 0, 0.05,
-                                    False, n_threads=1, decay=own)
-        assert status[0] == 0
-
-    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
-
-
-@pytest.mark.parametrize("threads", [1, 2], ids=["1t", "2t"])
-@pytest.mark.parametrize("way", ["every", "deferred"])
-@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
-def test_csr_epoch_own_decay_ways(benchmark, monkeypatch, tfidf, rule, way, threads):
-    X, y, order, _ = tfidf
-    m2 = np.asarray(X.multiply(X).mean(axis=0)).ravel()
-    own = ALPHA / (m2 + ALPHA)
-    spec = optim.make(rule)
-    train = EpochCtl(batch_size=BATCH, loss=optim.Loss.SQUARED_ERROR, epsilon=1.35, clip_norm=None,
-                     loss_limit=np.inf)
-    Y = y.reshape(-1, 1)
-    chosen = _kernels._csr_every_step_cheap(D, BATCH, X.nnz, N, int(spec.rule))
-    benchmark.extra_info["ratio"] = round(D / (BATCH * X.nnz / N), 2)
-    benchmark.extra_info["chosen"] = "every" if chosen else "deferred"
-    monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", np.inf if way == "every" else 0.0)
 
     def setup():
         return (np.zeros(D + 1), spec.init_state(D + 1, np.float64)), {}
@@ -107,6 +82,28 @@ def test_csr_epoch_own_decay_ways(benchmark, monkeypatch, tfidf, rule, way, thre
                                     False, n_threads=threads, decay=own)
         assert status[0] == 0
 
+    return run, setup
+
+
+@pytest.mark.parametrize("decay", ["one", "own"])
+@pytest.mark.parametrize("rule", ["sgd", "momentum"])
+def test_csr_epoch_with_decays(benchmark, tfidf, rule, decay):
+    spec = optim.make(rule, weight_decay=ALPHA if decay == "one" else 0.0)
+    run, setup = _epoch_runner(tfidf, spec, decay, threads=1)
+    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1t", "2t"])
+@pytest.mark.parametrize("way", ["every", "deferred"])
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
+def test_csr_epoch_own_decay_ways(benchmark, monkeypatch, tfidf, rule, way, threads):
+    X = tfidf[0]
+    spec = optim.make(rule)
+    chosen = _kernels._csr_every_step_cheap(D, BATCH, X.nnz, N, int(spec.rule))
+    benchmark.extra_info["ratio"] = round(D / (BATCH * X.nnz / N), 2)
+    benchmark.extra_info["chosen"] = "every" if chosen else "deferred"
+    monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", np.inf if way == "every" else 0.0)
+    run, setup = _epoch_runner(tfidf, spec, "own", threads)
     benchmark.pedantic(run, setup=setup, rounds=7, iterations=1, warmup_rounds=1)
 
 
