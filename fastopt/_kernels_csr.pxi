@@ -31,7 +31,7 @@ CSR_EVERY_STEP_PAIR = 1.5
 
 
 def _csr_every_step_cheap(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows,
-                          int rule=-1) -> bool:
+                          int rule) -> bool:
     """Whether a CSR epoch's step on every coordinate (O(d k)) costs at most ``CSR_EVERY_STEP_RATIO`` times a
     minibatch's own reads (O(stored values k): the outputs cancel) on ``n_rows`` rows storing ``nnz`` values
     (``CSR_EVERY_STEP_PAIR`` times that for ``rule`` momentum or Nesterov): where ``epoch_csr`` steps each
