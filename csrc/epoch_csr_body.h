@@ -237,18 +237,31 @@ static void FO_FN(csr_quot_avx2)(FO_REAL *restrict M, const FO_REAL *restrict V,
 }
 FO_TARGET_AVX2_END
 #endif
-static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
-                                         FO_REAL *state, const FO_REAL *cg, const int32_t *touched, ptrdiff_t nt,
-                                         ptrdiff_t d, ptrdiff_t nb, ptrdiff_t n_params, int64_t step, int decoupled,
-                                         FO_REAL *restrict M, FO_REAL *restrict V)
+/* csr_sparse_adam_split's step, posted: its constants and arrays; its coordinates q (T's members, then the
+ * intercepts) in [0, nc), each stepped by itself (fo_csr_help_share's chunks). */
+typedef struct {
+    FO_FN(csr_adam_k) K;
+    FO_REAL *params, *state, *M, *V;
+    const FO_REAL *cg;
+    const int32_t *touched;
+    ptrdiff_t nt, nc, d, n_params;
+    int positive;
+} FO_FN(csr_adam_job);
+
+static void FO_FN(csr_adam_range)(const FO_FN(csr_adam_job) *J, ptrdiff_t q0, ptrdiff_t q1)
 {
-    const FO_FN(csr_adam_k) K = FO_FN(csr_adam_consts)(h, c, step, decoupled);
+    const FO_FN(csr_adam_k) K = J->K;
     const FO_REAL wd = K.wd, eps = K.eps, step_size = K.step_size, shrink = K.shrink;
     const int decay = K.decay;
-    FO_REAL *mv = state, *vmax = state + 2 * n_params;
-    const ptrdiff_t nc = nt + nb;
-    for (ptrdiff_t q = 0; q < nc; q++) {
+    FO_REAL *params = J->params, *mv = J->state, *vmax = J->state + 2 * J->n_params;
+    FO_REAL *restrict M = J->M, *restrict V = J->V;
+    const FO_REAL *cg = J->cg;
+    const int32_t *touched = J->touched;
+    const ptrdiff_t nt = J->nt, d = J->d, t1 = q1 < nt ? q1 : nt; /* T's members in the range end at t1 */
+    for (ptrdiff_t q = q0; q < q0 + FO_CSR_ADAM_AHEAD && q < t1; q++) FO_CSR_PREFETCH_W(mv + 2 * touched[q]);
+    for (ptrdiff_t q = q0; q < q1; q++) {
         const ptrdiff_t i = q < nt ? touched[q] : d + (q - nt);
+        if (q + FO_CSR_ADAM_AHEAD < t1) FO_CSR_PREFETCH_W(mv + 2 * touched[q + FO_CSR_ADAM_AHEAD]);
         const FO_REAL gl = cg[q];
         if (gl != 0) {
             const FO_REAL gi = decay == 1 && q < nt ? gl + wd * params[i] : gl; /* the intercepts: no decay */
@@ -259,17 +272,41 @@ static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *
     }
 #if FO_AVX2_DISPATCH
     if (fo_isa_get() == FO_ISA_AVX2)
-        FO_FN(csr_quot_avx2)(M, V, nc, step_size, eps);
+        FO_FN(csr_quot_avx2)(M + q0, V + q0, q1 - q0, step_size, eps);
     else
 #endif
-        for (ptrdiff_t q = 0; q < nc; q++) M[q] = step_size * (M[q] / (FO_SQRT(V[q]) + eps));
-    for (ptrdiff_t q = 0; q < nc; q++) {
+        for (ptrdiff_t q = q0; q < q1; q++) M[q] = step_size * (M[q] / (FO_SQRT(V[q]) + eps));
+    for (ptrdiff_t q = q0; q < q1; q++) {
         const ptrdiff_t i = q < nt ? touched[q] : d + (q - nt);
         FO_REAL w = params[i];
         if (cg[q] != 0) w = (decay == 2 && q < nt ? w * shrink : w) + -M[q];
-        if (c->positive && q < nt && w < 0) w = 0;
+        if (J->positive && q < nt && w < 0) w = 0;
         params[i] = w;
     }
+}
+
+/* Chunk i of a posted step (fo_csr_help_share). */
+static void FO_FN(csr_adam_chunk)(const void *job, ptrdiff_t i)
+{
+    const FO_FN(csr_adam_job) *J = (const FO_FN(csr_adam_job) *)job;
+    const ptrdiff_t q0 = i * FO_CSR_HELP_CHUNK, q1 = q0 + FO_CSR_HELP_CHUNK < J->nc ? q0 + FO_CSR_HELP_CHUNK : J->nc;
+    FO_FN(csr_adam_range)(J, q0, q1);
+}
+
+/* The step, on one thread, or, with pipe, in chunks shared with the producer (help counts its chunks). */
+static void FO_FN(csr_sparse_adam_split)(const fo_hyper *h, const fo_epoch_ctl *c, FO_REAL *params,
+                                         FO_REAL *state, const FO_REAL *cg, const int32_t *touched, ptrdiff_t nt,
+                                         ptrdiff_t d, ptrdiff_t nb, ptrdiff_t n_params, int64_t step, int decoupled,
+                                         FO_REAL *restrict M, FO_REAL *restrict V, fo_csr_pipe *pipe,
+                                         int64_t *helped)
+{
+    const FO_FN(csr_adam_job) J = {FO_FN(csr_adam_consts)(h, c, step, decoupled), params, state, M, V, cg, touched,
+                                   nt, nt + nb, d, n_params, c->positive};
+    const ptrdiff_t chunks = (J.nc + FO_CSR_HELP_CHUNK - 1) / FO_CSR_HELP_CHUNK;
+    if (pipe && chunks > 1)
+        fo_csr_help_share(pipe, &J, FO_FN(csr_adam_chunk), chunks, helped);
+    else
+        FO_FN(csr_adam_range)(&J, 0, J.nc);
 }
 
 /* csr_sparse_adam_body; for one output without averaging, csr_sparse_adam_split with scratch M and V. */
@@ -280,10 +317,11 @@ static void FO_FN(csr_sparse_adam_in_place)(const fo_hyper *h, const fo_epoch_ct
                                             FO_REAL *state, FO_REAL *avg, const FO_REAL *cg, const int32_t *touched,
                                             ptrdiff_t nt, ptrdiff_t d, ptrdiff_t k, ptrdiff_t nb, ptrdiff_t n_params,
                                             int64_t step, int decoupled, int averaging, FO_REAL count, FO_REAL *M,
-                                            FO_REAL *V)
+                                            FO_REAL *V, fo_csr_pipe *pipe, int64_t *helped)
 {
     if (k == 1 && !averaging)
-        FO_FN(csr_sparse_adam_split)(h, c, params, state, cg, touched, nt, d, nb, n_params, step, decoupled, M, V);
+        FO_FN(csr_sparse_adam_split)(h, c, params, state, cg, touched, nt, d, nb, n_params, step, decoupled, M, V,
+                                     pipe, helped);
     else
         FO_FN(csr_sparse_adam_body)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step, decoupled,
                                     averaging, count);
@@ -434,7 +472,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
     fo_status status = FO_OK;
     const fo_csr_block *blk = NULL; /* piped: the block being read, and blocks taken so far */
-    int64_t taken = 0;
+    int64_t taken = 0, helped = 0; /* helped: chunks of shared steps the producer ran (csr_sparse_adam_split) */
     double total = c->loss_sum;
     ptrdiff_t nt = 0;
     /* The rows of the current block: staged (sorder NULL, row numbers local to the block, from base) or, for a
@@ -681,7 +719,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             }
             if (adam_ahead) { /* T's moments' lines, for step 5', a slice a row (in one burst they overflowed the
                                * core's queue of outstanding misses: a tenth of the epoch) */
-                const ptrdiff_t upto = q + 1 < nrows ? nt * (q + 1) / nrows : nt;
+                const ptrdiff_t mom_n = pipe ? nt / 2 : nt; /* piped, the producer steps the top chunks */
+                const ptrdiff_t upto = q + 1 < nrows ? mom_n * (q + 1) / nrows : mom_n;
                 for (; mom_done < upto; mom_done++) FO_CSR_PREFETCH(state + 2 * touched[mom_done]);
             }
         }
@@ -753,7 +792,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         if (how == FO_CATCH_DENSE || (dense_first && rel == 1)) {
             if (sparse_adam) { /* every coordinate whose gradient is nonzero is in T */
                 FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
-                                               decoupled, 0, (FO_REAL)1, cw, cs);
+                                               decoupled, 0, (FO_REAL)1, cw, cs, NULL, NULL);
             } else if (c->decay) { /* the loss gradient (zero off T) plus each weight's decay, as the dense epoch */
                 const FO_REAL *decay = (const FO_REAL *)c->decay;
                 for (ptrdiff_t p = 0; p < kd; p++) g[p] = decay[p] * params[p];
@@ -822,7 +861,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         }
         if (sparse_adam) { /* 5'. SparseAdam's step in place (csr_sparse_adam_in_place) */
             FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
-                                           decoupled, averaging, count, cw, cs);
+                                           decoupled, averaging, count, cw, cs, adam1 ? pipe : NULL, &helped);
             continue;
         }
         /* Gather T's state (its weights were gathered above), step with the unchanged rule, scatter back with the
@@ -967,6 +1006,8 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
                 if (!fo_csr_row_ok(s_ind, s_ptr[r], s_ptr[r + 1], d)) bad = (int32_t)(r / b);
         } else
         for (ptrdiff_t st = start; st < end && bad < 0; st += b, m++) {
+            while (fo_csr_help_one(pipe)) { /* a posted step's chunks first: the consumer waits for them */
+            }
             const ptrdiff_t en = st + b < end ? st + b : end;
             const int32_t g0 = found + off;
             int32_t nt = 0;
@@ -998,7 +1039,8 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         found += off;
         B->bad = bad;
         fo_csr_pipe_publish(pipe, made + 1);
-        if (bad >= 0) return;
+        if (bad >= 0) break;
         start = end;
     }
+    fo_csr_pipe_serve(pipe); /* the consumer's last steps, until it returns */
 }

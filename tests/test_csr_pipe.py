@@ -1,7 +1,8 @@
 """The piped CSR epoch (two threads, ``fo_csr_pipe`` in csrc/fastopt.h) against the one-thread epoch.
 
-The second thread only stages rows and finds each minibatch's touched columns (index work); every arithmetic
-operation stays on the calling thread, in the one-thread order. So the comparisons here are exact
+The second thread stages rows and finds each minibatch's touched columns (index work); every arithmetic
+operation stays on the calling thread, in the one-thread order, except SparseAdam mode's elementwise step (one
+output), whose chunks of coordinates either thread runs with the same operations. So the comparisons here are exact
 (``assert_array_equal``), with no tolerance: any difference is a defect.
 """
 import itertools
@@ -119,6 +120,42 @@ def test_a_long_epoch_of_many_blocks_gives_the_bits_of_one_thread(rule, lazy):
     p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1)
     p2, s2, o2 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 2)
     assert o2 == o1 and o1[0][:2] == (0, 625)
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(s2, s1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), d=st.integers(200, 3_000), nnz=st.integers(4, 40),
+       batch=st.integers(8, 96), dtype=st.sampled_from([np.float64, np.float32]),
+       rule=st.sampled_from(["adam", "adamw"]), wd=st.sampled_from([0.0, 0.05]), amsgrad=st.booleans(),
+       loss=st.sampled_from(LOSSES), weighted=st.booleans(), intercept=st.booleans(), positive=st.booleans(),
+       clip=st.sampled_from([None, 0.5]))
+def test_sparse_adam_steps_shared_by_both_threads_give_the_bits_of_one(seed, d, nnz, batch, dtype, rule, wd,
+                                                                        amsgrad, loss, weighted, intercept,
+                                                                        positive, clip):
+    # SparseAdam mode with one output: on two threads the producer runs chunks of 128 of each step's touched
+    # coordinates (csr_sparse_adam_split, fo_csr_help_share). Minibatches here touch up to 3,840 columns: 1 to 30
+    # chunks, shared between the threads as they come. Each chunk's arithmetic is elementwise, so the bits must be
+    # those of one thread.
+    rng = np.random.default_rng(seed)
+    n = 1_500
+    X = _hashed(rng, n, d, nnz)
+    X.data = X.data.astype(dtype)
+    Y = np.ascontiguousarray((X @ rng.normal(size=(d, 1)) + 0.3 * rng.normal(size=(n, 1))).astype(dtype))
+    sw = None
+    if weighted:
+        sw = rng.uniform(0, 2, size=n).astype(dtype)
+        sw /= sw.mean()
+    spec = optim.make(rule, weight_decay=wd, amsgrad=amsgrad)
+    train = EpochCtl(batch_size=batch, loss=loss, epsilon=0.8, clip_norm=clip, loss_limit=np.inf,
+                     positive=positive)
+    params = (0.1 * rng.normal(size=d + (1 if intercept else 0))).astype(dtype)
+    if positive:
+        params = np.abs(params)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(2)]
+    p1, s1, o1 = _epochs(X, Y, sw, spec, train, orders, params, 0.01, True, 1)
+    p2, s2, o2 = _epochs(X, Y, sw, spec, train, orders, params, 0.01, True, 2)
+    assert o2 == o1
     np.testing.assert_array_equal(p2, p1)
     np.testing.assert_array_equal(s2, s1)
 
