@@ -63,7 +63,8 @@
  * accesses to the moments and weights bounded the calling thread, which waited on one core's outstanding misses
  * while the second thread idled about 40% of the time: the step is posted in chunks that both threads claim
  * (fo_csr_help_share), each chunk's moments requested for writing as it is stepped (epoch on the sparse benchmark,
- * paired against the previous build: 0.54-0.58 on two threads; the requests alone 0.72-0.76 on one and two).
+ * paired against the previous build: 0.54-0.58 on two threads; the requests alone 0.72-0.76 on one and two). The
+ * steps on every coordinate (csr_dense_step: exact Adam, AdaGrad and RMSProp under L2) are shared the same way.
  *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
@@ -97,6 +98,9 @@
  * at a time (at least one). The same epochs measured alike with chunks of 64 and 256 and with shares 1/2 and 1/8. */
 #define FO_CSR_HELP_CHUNK 128
 #define FO_CSR_HELP_SPLIT 4
+/* Coordinates a chunk of a step on every coordinate (csr_dense_step): exact Adam's epoch on the sparse benchmark
+ * (2^18 columns), paired against one thread's step, 0.585 with chunks of 4,096 and 0.55 with 16,384. */
+#define FO_CSR_DENSE_CHUNK 16384
 
 /* Members of T ahead whose moments SparseAdam's step requests for writing, into L1 (csr_adam_range); step 3 has
  * requested them into L2 (piped: those of the first half of T only, the half the consumer is likely to step). */
@@ -361,7 +365,8 @@ static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i) { return fo_csr_pipe_w
 static void fo_csr_pipe_release(fo_csr_pipe *pipe, int64_t i) { FO_CSR_STORE(&pipe->consumed, i); }
 static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1); }
 
-/* Shared steps (SparseAdam mode on two threads). The consumer posts a step's update, elementwise over T, as
+/* Shared steps (SparseAdam mode, and steps on every coordinate, on two threads). The consumer posts a step's
+ * update, elementwise over T (or over all coordinates), as
  * chunks [0, n) in pipe->help (the unclaimed chunks [lo, hi), lo in the low 32 bits) and claims chunks from the
  * bottom; the producer, between its minibatches and while it waits for room, claims one from the top, runs it
  * and counts it in pipe->helped. Either thread claims by compare-and-swap, and reads the posted job only after

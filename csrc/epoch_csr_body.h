@@ -327,6 +327,43 @@ static void FO_FN(csr_sparse_adam_in_place)(const fo_hyper *h, const fo_epoch_ct
                                     averaging, count);
 }
 
+/* A step on every coordinate (the rules without deferred updates), posted: rules.h's step on n coordinates, in
+ * chunks of FO_CSR_DENSE_CHUNK (every rule is elementwise: a chunk's operations on each coordinate are the whole
+ * step's, whichever thread runs it). */
+typedef struct {
+    fo_rule rule;
+    const fo_hyper *h;
+    FO_REAL *w, *state;
+    const FO_REAL *g;
+    ptrdiff_t n, n_decay;
+    int64_t t;
+    double lr;
+} FO_FN(csr_dense_job);
+
+static void FO_FN(csr_dense_chunk)(const void *job, ptrdiff_t i)
+{
+    const FO_FN(csr_dense_job) *J = (const FO_FN(csr_dense_job) *)job;
+    const ptrdiff_t q0 = i * FO_CSR_DENSE_CHUNK, q1 = q0 + FO_CSR_DENSE_CHUNK < J->n ? q0 + FO_CSR_DENSE_CHUNK : J->n;
+    const ptrdiff_t nd = J->n_decay <= q0 ? 0 : J->n_decay >= q1 ? q1 - q0 : J->n_decay - q0;
+    FO_FN(rule_step_ld)(J->rule, J->h, J->w + q0, J->g + q0, J->state ? J->state + q0 : NULL, q1 - q0, J->n, nd,
+                        J->t, J->lr);
+}
+
+/* rules.h's step on all n coordinates; with pipe, in chunks shared with the producer (helped counts its chunks):
+ * the step streams the weights, gradient and state, and two cores draw more of this machine's memory bandwidth
+ * than one. */
+static void FO_FN(csr_dense_step)(fo_rule rule, const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
+                                  ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr, fo_csr_pipe *pipe,
+                                  int64_t *helped)
+{
+    const FO_FN(csr_dense_job) J = {rule, h, w, state, g, n, n_decay, t, lr};
+    const ptrdiff_t chunks = (n + FO_CSR_DENSE_CHUNK - 1) / FO_CSR_DENSE_CHUNK;
+    if (pipe && chunks > 1)
+        fo_csr_help_share(pipe, &J, FO_FN(csr_dense_chunk), chunks, helped);
+    else
+        FO_FN(rule_step)(rule, h, w, g, state, n, n_decay, t, lr);
+}
+
 /* Copy rows order[from:to) into the staging buffers (values, indices, row pointers, targets, weights), as many
  * whole minibatches of b rows as fit in cap stored values; returns the end of the staged range (from if not even
  * one minibatch fits). The copy is a tight loop whose row fetches overlap (each one's address is known a few
@@ -805,7 +842,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 for (ptrdiff_t q = 0; q < nt; q++)
                     for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = cg[q * k + j];
                 for (ptrdiff_t j = 0; j < nb; j++) g[kd + j] = cg[k * nt + j];
-                FO_FN(rule_step)(rule, h, params, g, state, n_params, kd, step, c->lr);
+                FO_FN(csr_dense_step)(rule, h, params, g, state, n_params, kd, step, c->lr, pipe, &helped);
                 for (ptrdiff_t q = 0; q < nt; q++)
                     for (ptrdiff_t j = 0; j < k; j++) g[j * d + touched[q]] = 0;
             }

@@ -298,8 +298,8 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
  * (as fo_epoch_csr does) and finds each minibatch's touched columns T and its values' positions in T (step 1 of
  * fo_epoch_csr; with scattered steps, fo_csr_scatter, only checks the rows' indices); the calling thread, the
  * consumer, takes the steps on them. Arithmetic is the consumer's, in fo_epoch_csr's order, except SparseAdam
- * mode's step with one output, elementwise over T, whose chunks either thread may run (the same operations on each
- * coordinate: the same bits); so are the stamps of deferred updates, which it reads and sets for the members of T
+ * mode's step with one output, elementwise over T, and the steps on every coordinate, whose chunks either thread
+ * may run (the same operations on each coordinate: the same bits); so are the stamps of deferred updates, which it reads and sets for the members of T
  * the producer found, before catching them up. Every setting may run piped, in a build with GNU atomics (fo_csr_pipe_available; else one thread).
  * The caller zeroes the struct, fills the blocks' arrays, cap and slots,
  * runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer returns once the

@@ -125,12 +125,12 @@ static inline void FO_FN(rule_adagrad)(const fo_hyper *h, FO_REAL *w, const FO_R
  * else den = sqrt(r) + eps;  momentum mu > 0: b <- mu b + g / den, w <- w - lr b;  else w <- w - lr g / den.
  * Slots: 0 r, 1 a (centred only), 2 b (momentum only). */
 static inline void FO_FN(rule_rmsprop)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
-                                       ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+                                       ptrdiff_t n, ptrdiff_t ld, ptrdiff_t n_decay, int64_t t, double lr)
 {
     const FO_REAL wd = (FO_REAL)h->weight_decay, a = (FO_REAL)lr, eps = (FO_REAL)h->eps;
     const FO_REAL rho = (FO_REAL)h->rho, one_rho = (FO_REAL)(1.0 - h->rho), mu = (FO_REAL)h->momentum;
     const ptrdiff_t nd = wd != 0 ? n_decay : 0;
-    FO_REAL *r = state, *avg = state + n, *buf = state + 2 * n;
+    FO_REAL *r = state, *avg = state + ld, *buf = state + 2 * ld;
     (void)t;
     for (ptrdiff_t i = 0; i < n; i++) {
         const FO_REAL gi = FO_GRAD_WD(i);
@@ -156,7 +156,8 @@ static inline void FO_FN(rule_rmsprop)(const fo_hyper *h, FO_REAL *w, const FO_R
  * w <- w - (lr / (1 - b1^t)) m / den.  AdamW first applies w <- w (1 - lr wd) and adds no decay to g.
  * Slots: 0 m, 1 v, 2 vmax (AMSGrad only). */
 static inline void FO_FN(rule_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
-                                    ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr, int decoupled)
+                                    ptrdiff_t n, ptrdiff_t ld, ptrdiff_t n_decay, int64_t t, double lr,
+                                    int decoupled)
 {
     const FO_REAL wd = decoupled ? 0 : (FO_REAL)h->weight_decay, eps = (FO_REAL)h->eps;
     const FO_REAL one_b1 = (FO_REAL)(1.0 - h->beta1), b2 = (FO_REAL)h->beta2, one_b2 = (FO_REAL)(1.0 - h->beta2);
@@ -164,7 +165,7 @@ static inline void FO_FN(rule_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL
     const FO_REAL bc2_sqrt = (FO_REAL)sqrt(1.0 - pow(h->beta2, (double)t));
     const FO_REAL shrink = (FO_REAL)(1.0 - lr * h->weight_decay);
     const ptrdiff_t nd = wd != 0 ? n_decay : 0;
-    FO_REAL *m = state, *v = state + n, *vmax = state + 2 * n;
+    FO_REAL *m = state, *v = state + ld, *vmax = state + 2 * ld;
     if (decoupled && h->weight_decay != 0)
         for (ptrdiff_t i = 0; i < n_decay; i++) w[i] *= shrink;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -183,18 +184,27 @@ static inline void FO_FN(rule_adam)(const fo_hyper *h, FO_REAL *w, const FO_REAL
 
 #undef FO_GRAD_WD
 
-/* Dispatch one step; FO_BAD_ARGUMENT for a rule this file does not know. */
-static inline fo_status FO_FN(rule_step)(fo_rule rule, const fo_hyper *h, FO_REAL *w, const FO_REAL *g,
-                                         FO_REAL *state, ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+/* Dispatch one step on n coordinates whose state slots lie ld apart (a slice of a longer vector: every rule is
+ * elementwise); FO_BAD_ARGUMENT for a rule this file does not know. */
+static inline fo_status FO_FN(rule_step_ld)(fo_rule rule, const fo_hyper *h, FO_REAL *w, const FO_REAL *g,
+                                            FO_REAL *state, ptrdiff_t n, ptrdiff_t ld, ptrdiff_t n_decay, int64_t t,
+                                            double lr)
 {
     switch (rule) {
     case FO_RULE_SGD: FO_FN(rule_sgd)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
     case FO_RULE_MOMENTUM: FO_FN(rule_momentum)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
     case FO_RULE_NESTEROV: FO_FN(rule_nesterov)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
     case FO_RULE_ADAGRAD: FO_FN(rule_adagrad)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
-    case FO_RULE_RMSPROP: FO_FN(rule_rmsprop)(h, w, g, state, n, n_decay, t, lr); return FO_OK;
-    case FO_RULE_ADAM: FO_FN(rule_adam)(h, w, g, state, n, n_decay, t, lr, 0); return FO_OK;
-    case FO_RULE_ADAMW: FO_FN(rule_adam)(h, w, g, state, n, n_decay, t, lr, 1); return FO_OK;
+    case FO_RULE_RMSPROP: FO_FN(rule_rmsprop)(h, w, g, state, n, ld, n_decay, t, lr); return FO_OK;
+    case FO_RULE_ADAM: FO_FN(rule_adam)(h, w, g, state, n, ld, n_decay, t, lr, 0); return FO_OK;
+    case FO_RULE_ADAMW: FO_FN(rule_adam)(h, w, g, state, n, ld, n_decay, t, lr, 1); return FO_OK;
     }
     return FO_BAD_ARGUMENT;
+}
+
+/* Dispatch one step on a whole vector of n coordinates. */
+static inline fo_status FO_FN(rule_step)(fo_rule rule, const fo_hyper *h, FO_REAL *w, const FO_REAL *g,
+                                         FO_REAL *state, ptrdiff_t n, ptrdiff_t n_decay, int64_t t, double lr)
+{
+    return FO_FN(rule_step_ld)(rule, h, w, g, state, n, n, n_decay, t, lr);
 }

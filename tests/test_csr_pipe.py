@@ -2,7 +2,8 @@
 
 The second thread stages rows and finds each minibatch's touched columns (index work); every arithmetic
 operation stays on the calling thread, in the one-thread order, except SparseAdam mode's elementwise step (one
-output), whose chunks of coordinates either thread runs with the same operations. So the comparisons here are exact
+output) and the steps on every coordinate, whose chunks of coordinates either thread runs with the same
+operations. So the comparisons here are exact
 (``assert_array_equal``), with no tolerance: any difference is a defect.
 """
 import itertools
@@ -155,6 +156,37 @@ def test_sparse_adam_steps_shared_by_both_threads_give_the_bits_of_one(seed, d, 
     orders = [rng.permutation(n).astype(np.int64) for _ in range(2)]
     p1, s1, o1 = _epochs(X, Y, sw, spec, train, orders, params, 0.01, True, 1)
     p2, s2, o2 = _epochs(X, Y, sw, spec, train, orders, params, 0.01, True, 2)
+    assert o2 == o1
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(s2, s1)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), d=st.integers(16_000, 60_000), dtype=st.sampled_from([np.float64, np.float32]),
+       rule=st.sampled_from(["adam", "adamw", "adagrad", "rmsprop"]), amsgrad=st.booleans(),
+       centered=st.booleans(), intercept=st.booleans(), loss=st.sampled_from(LOSSES))
+def test_steps_on_every_coordinate_shared_by_both_threads_give_the_bits_of_one(seed, d, dtype, rule, amsgrad,
+                                                                               centered, intercept, loss):
+    # Rules without deferred updates (exact Adam and AdamW, AdaGrad and RMSProp under L2) step every coordinate
+    # each step; on two threads the producer runs chunks of 16,384 of them (csr_dense_step). With d + 1 up to
+    # 60,001 coordinates a step has 1 to 4 chunks, the last one holding the intercept (no L2: the chunks' share of
+    # the decayed coordinates). The rules are elementwise, so the bits must be one thread's.
+    rng = np.random.default_rng(seed)
+    n = 240
+    X = _hashed(rng, n, d, 20)
+    X.data = X.data.astype(dtype)
+    Y = np.ascontiguousarray((X @ rng.normal(size=(d, 1)) + 0.3 * rng.normal(size=(n, 1))).astype(dtype))
+    hyper = dict(weight_decay=0.05)
+    if rule in ("adam", "adamw"):
+        hyper["amsgrad"] = amsgrad
+    if rule == "rmsprop":
+        hyper.update(centered=centered, momentum=0.5 if amsgrad else 0.0)
+    spec = optim.make(rule, **hyper)
+    train = EpochCtl(batch_size=16, loss=loss, epsilon=0.8, clip_norm=None, loss_limit=np.inf)
+    params = (0.1 * rng.normal(size=d + (1 if intercept else 0))).astype(dtype)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(2)]
+    p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, params, 0.01, False, 1)
+    p2, s2, o2 = _epochs(X, Y, None, spec, train, orders, params, 0.01, False, 2)
     assert o2 == o1
     np.testing.assert_array_equal(p2, p1)
     np.testing.assert_array_equal(s2, s1)
