@@ -509,7 +509,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         for (ptrdiff_t col = 0; col < d; col++) slot[col].last = 0, slot[col].pos = -1;
     fo_status status = FO_OK;
     const fo_csr_block *blk = NULL; /* piped: the block being read, and blocks taken so far */
-    int64_t taken = 0, helped = 0; /* helped: chunks of shared steps the producer ran (csr_sparse_adam_split) */
+    /* helped: chunks of shared steps the producer ran (csr_sparse_adam_split, csr_dense_step) */
+    int64_t taken = 0, helped = 0;
     double total = c->loss_sum;
     ptrdiff_t nt = 0;
     /* The rows of the current block: staged (sorder NULL, row numbers local to the block, from base) or, for a
@@ -756,7 +757,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             }
             if (adam_ahead) { /* T's moments' lines, for step 5', a slice a row (in one burst they overflowed the
                                * core's queue of outstanding misses: a tenth of the epoch) */
-                const ptrdiff_t mom_n = pipe ? nt / 2 : nt; /* piped, the producer steps the top chunks */
+                /* shared (csr_sparse_adam_split), the producer is likely to step the top half */
+                const ptrdiff_t mom_n = pipe && adam1 && nt + nb > FO_CSR_HELP_CHUNK ? nt / 2 : nt;
                 const ptrdiff_t upto = q + 1 < nrows ? mom_n * (q + 1) / nrows : mom_n;
                 for (; mom_done < upto; mom_done++) FO_CSR_PREFETCH(state + 2 * touched[mom_done]);
             }
