@@ -350,28 +350,13 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
  * descheduled). */
 #define FO_CSR_SPINS 200
 
-/* Wait until *flag >= value; 0 if the consumer returned first. */
-static int fo_csr_pipe_wait(const fo_csr_pipe *pipe, const int64_t *flag, int64_t value)
-{
-    for (long spins = 0; FO_CSR_LOAD(flag) < value;) {
-        if (FO_CSR_LOAD(&pipe->abort)) return 0;
-        if (++spins > FO_CSR_SPINS) FO_CSR_YIELD();
-    }
-    return 1;
-}
-
-/* The consumer: wait for block number i (0-based); mark the first i blocks read; say it has returned. */
-static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i) { return fo_csr_pipe_wait(pipe, &pipe->produced, i + 1); }
-static void fo_csr_pipe_release(fo_csr_pipe *pipe, int64_t i) { FO_CSR_STORE(&pipe->consumed, i); }
-static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1); }
-
 /* Shared steps (SparseAdam mode, and steps on every coordinate, on two threads). The consumer posts a step's
- * update, elementwise over T (or over all coordinates), as
- * chunks [0, n) in pipe->help (the unclaimed chunks [lo, hi), lo in the low 32 bits) and claims chunks from the
- * bottom; the producer, between its minibatches and while it waits for room, claims one from the top, runs it
- * and counts it in pipe->helped. Either thread claims by compare-and-swap, and reads the posted job only after
- * its claim succeeded: the consumer overwrites the job only once every chunk is claimed and done. A chunk's
- * arithmetic is the same whichever thread runs it, so the bits are the one-thread epoch's. */
+ * update, elementwise over T (or over all coordinates), as chunks [0, n) in pipe->help (the unclaimed chunks
+ * [lo, hi), lo in the low 32 bits) and claims chunks from the bottom; the producer, between its minibatches,
+ * while it waits for room and after its last block, claims one from the top, runs it and counts it in
+ * pipe->helped. Either thread claims by compare-and-swap, and reads the posted job only after its claim
+ * succeeded: the consumer overwrites the job only once every chunk is claimed and done. A chunk's arithmetic is
+ * the same whichever thread runs it, so the bits are the one-thread epoch's. */
 #define FO_CSR_HELP(lo, hi) ((int64_t)(((uint64_t)(uint32_t)(hi) << 32) | (uint32_t)(lo)))
 #if FO_CSR_PIPE
 static int fo_csr_help_claim(fo_csr_pipe *pipe, int64_t seen, int64_t want)
@@ -427,27 +412,35 @@ static void fo_csr_help_share(fo_csr_pipe *pipe, const void *job, void (*run)(co
 #endif
 }
 
-/* The producer: wait until the buffer of block number `made` is free (FO_CSR_PIPE_BLOCKS blocks in flight at most:
- * its last block was read once the consumer has taken the one after it), running posted chunks meanwhile; publish. */
-static int fo_csr_pipe_room(fo_csr_pipe *pipe, int64_t made)
+/* Wait until *flag >= value, the producer (serve) running posted chunks meanwhile; 0 if the consumer returned
+ * first. */
+static int fo_csr_pipe_wait(fo_csr_pipe *pipe, const int64_t *flag, int64_t value, int serve)
 {
-    const int64_t value = made - (FO_CSR_PIPE_BLOCKS - 1);
-    for (long spins = 0; FO_CSR_LOAD(&pipe->consumed) < value;) {
+    for (long spins = 0; FO_CSR_LOAD(flag) < value;) {
         if (FO_CSR_LOAD(&pipe->abort)) return 0;
-        if (fo_csr_help_one(pipe)) spins = 0;
+        if (serve && fo_csr_help_one(pipe)) spins = 0;
         else if (++spins > FO_CSR_SPINS) FO_CSR_YIELD();
     }
     return 1;
 }
-static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t made) { FO_CSR_STORE(&pipe->produced, made); }
 
-/* The producer, its blocks all made: run posted chunks until the consumer returns. */
-static void fo_csr_pipe_serve(fo_csr_pipe *pipe)
+/* The consumer: wait for block number i (0-based); mark the first i blocks read; say it has returned. */
+static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i)
 {
-    for (long spins = 0; !FO_CSR_LOAD(&pipe->abort);)
-        if (fo_csr_help_one(pipe)) spins = 0;
-        else if (++spins > FO_CSR_SPINS) FO_CSR_YIELD();
+    return fo_csr_pipe_wait(pipe, &pipe->produced, i + 1, 0);
 }
+static void fo_csr_pipe_release(fo_csr_pipe *pipe, int64_t i) { FO_CSR_STORE(&pipe->consumed, i); }
+static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1); }
+
+/* The producer: wait until the buffer of block number `made` is free (FO_CSR_PIPE_BLOCKS blocks in flight at most:
+ * its last block was read once the consumer has taken the one after it); publish; once its blocks are all made,
+ * run posted chunks until the consumer returns (no block count reaches INT64_MAX). */
+static int fo_csr_pipe_room(fo_csr_pipe *pipe, int64_t made)
+{
+    return fo_csr_pipe_wait(pipe, &pipe->consumed, made - (FO_CSR_PIPE_BLOCKS - 1), 1);
+}
+static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t made) { FO_CSR_STORE(&pipe->produced, made); }
+static void fo_csr_pipe_serve(fo_csr_pipe *pipe) { fo_csr_pipe_wait(pipe, &pipe->consumed, INT64_MAX, 1); }
 
 int fo_csr_pipe_available(void) { return FO_CSR_PIPE; }
 

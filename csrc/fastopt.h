@@ -297,10 +297,11 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
 /* A piped CSR epoch: two threads, the bits of one. A producer thread stages the shuffled rows block by block
  * (as fo_epoch_csr does) and finds each minibatch's touched columns T and its values' positions in T (step 1 of
  * fo_epoch_csr; with scattered steps, fo_csr_scatter, only checks the rows' indices); the calling thread, the
- * consumer, takes the steps on them. Arithmetic is the consumer's, in fo_epoch_csr's order, except SparseAdam
- * mode's step with one output, elementwise over T, and the steps on every coordinate, whose chunks either thread
- * may run (the same operations on each coordinate: the same bits); so are the stamps of deferred updates, which it reads and sets for the members of T
- * the producer found, before catching them up. Every setting may run piped, in a build with GNU atomics (fo_csr_pipe_available; else one thread).
+ * consumer, takes the steps on them. Arithmetic is the consumer's, in fo_epoch_csr's order, except in SparseAdam
+ * mode's step with one output (elementwise over T) and in the steps on every coordinate, whose chunks either
+ * thread may run (the same operations on each coordinate: the same bits). The stamps of deferred updates are the
+ * consumer's too: it reads and sets them for the members of T the producer found, before catching them up. Every
+ * setting may run piped, in a build with GNU atomics (fo_csr_pipe_available; else one thread).
  * The caller zeroes the struct, fills the blocks' arrays, cap and slots,
  * runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer returns once the
  * consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k), s_sw (rows);
@@ -332,8 +333,9 @@ typedef struct {
     void *slots;             /* the producer's marks: d entries of 4 bytes (int32) at least */
     int scatter;             /* fo_csr_scatter of the epoch's settings: the producer only stages and checks */
     int64_t period;          /* fo_epoch_csr's period (scattered steps under L2 fold their scale there) */
-    /* Shared steps (SparseAdam mode): the consumer posts a step's elementwise update in chunks, and the producer,
-     * between its blocks, takes chunks from the top while the consumer takes them from the bottom (epoch_csr.c). */
+    /* Shared steps (SparseAdam mode, steps on every coordinate): the consumer posts a step's elementwise update in
+     * chunks, and the producer, between its minibatches, takes chunks from the top while the consumer takes them
+     * from the bottom (epoch_csr.c). */
     char pad3[64];
     int64_t help;            /* the chunks not yet claimed: [low 32 bits, high 32 bits) */
     char pad4[56];
