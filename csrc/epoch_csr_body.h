@@ -402,6 +402,49 @@ static ptrdiff_t FO_FN(csr_stage)(const int64_t *order, ptrdiff_t from, ptrdiff_
     return fitted;
 }
 
+/* Stage the block of rows order[start:...) into B (csr_stage; a piped epoch's, for either thread), and with
+ * scattered steps check its rows' indices (step 1's checks); the end of its rows. B->bad: the first malformed
+ * minibatch, or -1 (0 where not even one minibatch fits the caps: only a malformed one can, fo_csr_pipe). */
+static ptrdiff_t FO_FN(csr_pipe_stage)(fo_csr_pipe *pipe, fo_csr_block *B, const fo_epoch_ctl *c, ptrdiff_t start,
+                                       ptrdiff_t d, ptrdiff_t k, const FO_REAL *data, const int32_t *indices,
+                                       const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw)
+{
+    const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), n = c->n_rows;
+    const ptrdiff_t want = start + s_rows < n ? start + s_rows : n;
+    ptrdiff_t end = FO_FN(csr_stage)(c->order, start, want, b, pipe->cap, data, indices, indptr, Y, sw, k,
+                                     (FO_REAL *)B->s_data, B->s_ind, B->s_ptr, (FO_REAL *)B->s_y,
+                                     (FO_REAL *)B->s_sw);
+    int32_t bad = -1;
+    if (end <= start) {
+        end = start + b < n ? start + b : n;
+        bad = 0;
+    }
+    if (pipe->scatter) /* the consumer scatters its steps (copy 3): no T, only step 1's checks */
+        for (ptrdiff_t r = 0; r < end - start && bad < 0; r++)
+            if (!fo_csr_row_ok(B->s_ind, B->s_ptr[r], B->s_ptr[r + 1], d)) bad = (int32_t)(r / b);
+    B->start = start, B->end = end, B->bad = bad;
+    return end;
+}
+
+/* Fixed blocks (fo_csr_pipe.fixed), the consumer: while block number i is not yet published, claim and stage
+ * the first block not yet claimed, if its buffer is free (its block i + FO_CSR_PIPE_BLOCKS before is read: the
+ * first i blocks are). The producer is then the slower, and the consumer does some of its work. */
+static void FO_FN(csr_pipe_stage_ahead)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, int64_t i, ptrdiff_t d,
+                                        ptrdiff_t k, const FO_REAL *data, const int32_t *indices,
+                                        const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw)
+{
+    const ptrdiff_t s_rows = fo_csr_stage_rows(c->batch_size);
+    const int64_t blocks = (c->n_rows + s_rows - 1) / s_rows;
+    while (!fo_csr_pipe_ready(pipe, i)) {
+        const int64_t j = FO_CSR_LOAD(&pipe->next);
+        if (j >= blocks || j >= i + FO_CSR_PIPE_BLOCKS) return; /* nothing to claim until block i is read */
+        if (!fo_csr_pipe_claim(pipe, j)) continue;
+        FO_FN(csr_pipe_stage)(pipe, &pipe->block[j % FO_CSR_PIPE_BLOCKS], c, (ptrdiff_t)j * s_rows, d, k, data,
+                              indices, indptr, Y, sw);
+        fo_csr_pipe_publish(pipe, j);
+    }
+}
+
 /* After a step on every coordinate: the projection and the running average, on all of them. */
 static void FO_FN(csr_dense_after)(const fo_epoch_ctl *c, FO_REAL *params, ptrdiff_t n_params, ptrdiff_t kd,
                                    FO_REAL *avg)
@@ -524,11 +567,16 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
         if (pipe && start >= block_end) {
             if (taken) fo_csr_pipe_release(pipe, taken); /* the previous block is read */
+            if (pipe->fixed) FO_FN(csr_pipe_stage_ahead)(pipe, c, taken, d, k, data, indices, indptr, Y, sw);
             if (!fo_csr_pipe_take(pipe, taken)) {
                 status = FO_BAD_ARGUMENT;
                 break;
             }
             blk = &pipe->block[taken++ % FO_CSR_PIPE_BLOCKS];
+            if (blk->start != start) { /* fixed blocks that did not hold their rows (fo_csr_pipe.fixed) */
+                status = FO_BAD_ARGUMENT;
+                break;
+            }
             xd = (const FO_REAL *)blk->s_data, xi = blk->s_ind, xp = blk->s_ptr, xy = (const FO_REAL *)blk->s_y;
             xsw = sw ? (const FO_REAL *)blk->s_sw : NULL, sorder = NULL, base = start, block_end = blk->end;
         } else if (start >= block_end) {
@@ -999,36 +1047,45 @@ fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hy
     return st;
 }
 
-/* The producer of a piped epoch (fo_csr_pipe): stage the rows of c->order into the blocks in turn (csr_stage)
- * and find each staged minibatch's T and its values' positions in it (step 1's search, in the same order, with
- * marks of its own);
- * a malformed row marks its minibatch (the consumer stops there) and ends the production. */
+/* The producer of a piped epoch (fo_csr_pipe): stage the rows of c->order into the blocks in turn
+ * (csr_pipe_stage) and find each staged minibatch's T and its values' positions in it (step 1's search, in the
+ * same order, with marks of its own); fixed blocks, those the consumer has not claimed. A malformed row marks its
+ * minibatch (the consumer stops there) and ends the production. */
 void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d, ptrdiff_t k,
                            const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *Y,
                            const FO_REAL *sw)
 {
     const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), n = c->n_rows;
+    if (pipe->fixed) { /* scattered steps (no T): the blocks claimed in turn, with the consumer */
+        const int64_t blocks = (n + s_rows - 1) / s_rows;
+        for (;;) {
+            const int64_t j = FO_CSR_LOAD(&pipe->next);
+            if (j >= blocks) break;
+            if (!fo_csr_pipe_room(pipe, j)) return;
+            if (!fo_csr_pipe_claim(pipe, j)) continue;
+            fo_csr_block *B = &pipe->block[j % FO_CSR_PIPE_BLOCKS];
+            FO_FN(csr_pipe_stage)(pipe, B, c, (ptrdiff_t)j * s_rows, d, k, data, indices, indptr, Y, sw);
+            const int bad = B->bad >= 0; /* read before it is published: the buffer is the consumer's then */
+            fo_csr_pipe_publish(pipe, j);
+            if (bad) break;
+        }
+        fo_csr_pipe_serve(pipe);
+        return;
+    }
     /* One 4-byte mark a feature (half the footprint of the consumer's 8-byte slots, so that more of them stay in
      * the producer's L2): the count of T's members found before it, since the marks were last reset, when the
      * feature last joined T. A feature is in the current minibatch's T when its mark is at least the count g0
      * at the minibatch's start, and its position is then mark - g0. */
     int32_t *mark = (int32_t *)pipe->slots;
-    for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
+    if (!pipe->scatter)
+        for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
     int32_t found = 0;
     ptrdiff_t start = 0;
     for (int64_t made = 0; start < n; made++) {
         if (!fo_csr_pipe_room(pipe, made)) return;
         fo_csr_block *B = &pipe->block[made % FO_CSR_PIPE_BLOCKS];
-        const ptrdiff_t want = start + s_rows < n ? start + s_rows : n;
-        ptrdiff_t end = FO_FN(csr_stage)(c->order, start, want, b, pipe->cap, data, indices, indptr, Y, sw, k,
-                                         (FO_REAL *)B->s_data, B->s_ind, B->s_ptr, (FO_REAL *)B->s_y,
-                                         (FO_REAL *)B->s_sw);
-        int32_t bad = -1;
-        if (end <= start) { /* no minibatch fits the caps: only a malformed one can (fo_csr_pipe) */
-            end = start + b < n ? start + b : n;
-            bad = 0;
-        }
-        B->start = start, B->end = end;
+        const ptrdiff_t end = FO_FN(csr_pipe_stage)(pipe, B, c, start, d, k, data, indices, indptr, Y, sw);
+        int32_t bad = B->bad;
         const int32_t *s_ind = B->s_ind, *s_ptr = B->s_ptr;
         int32_t *s_pos = B->s_pos, *touched = B->touched, *t_off = B->t_off;
         /* the marks' lines are requested FO_CSR_PIPE_AHEAD stored values ahead (a random 4-byte mark a value) */
@@ -1040,10 +1097,7 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         }
         int32_t off = 0, m = 0;
         t_off[0] = 0;
-        if (pipe->scatter) { /* the consumer scatters its steps (copy 3): no T, only step 1's checks */
-            for (ptrdiff_t r = 0; r < end - start && bad < 0; r++)
-                if (!fo_csr_row_ok(s_ind, s_ptr[r], s_ptr[r + 1], d)) bad = (int32_t)(r / b);
-        } else
+        if (!pipe->scatter)
         for (ptrdiff_t st = start; st < end && bad < 0; st += b, m++) {
             while (fo_csr_help_one(pipe)) { /* a posted step's chunks first: the consumer waits for them */
             }
@@ -1077,7 +1131,7 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         }
         found += off;
         B->bad = bad;
-        fo_csr_pipe_publish(pipe, made + 1);
+        fo_csr_pipe_publish(pipe, made);
         if (bad >= 0) break;
         start = end;
     }

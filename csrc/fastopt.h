@@ -302,15 +302,18 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
  * thread may run (the same operations on each coordinate: the same bits). The stamps of deferred updates are the
  * consumer's too: it reads and sets them for the members of T the producer found, before catching them up. Every
  * setting may run piped, in a build with GNU atomics (fo_csr_pipe_available; else one thread).
- * The caller zeroes the struct, fills the blocks' arrays, cap and slots,
+ * With scattered steps the rows may come in fixed blocks (fixed), which either thread stages: the consumer
+ * stages blocks ahead while it waits for one.
+ * The caller zeroes the struct, fills the blocks' arrays, cap, slots, scatter, fixed and period,
  * runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer returns once the
  * consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k), s_sw (rows);
  * s_ptr, t_off (rows + 2) with rows = fo_csr_stage_rows(batch_size). */
 typedef struct {
     void *s_data, *s_y, *s_sw;
     int32_t *s_ind, *s_ptr, *s_pos, *touched, *t_off;
-    ptrdiff_t start, end;    /* the producer's: the rows order[start:end) staged */
-    int32_t bad;             /* the producer's: the first malformed minibatch (counted in the block), or -1 */
+    ptrdiff_t start, end;    /* the rows order[start:end) staged */
+    int32_t bad;             /* the first malformed minibatch (counted in the block), or -1 */
+    int64_t ready;           /* the number of the block last published in this buffer, plus one */
 } fo_csr_block;
 
 /* Staged blocks in flight between the producer and the consumer of a piped epoch: the producer may run up to three
@@ -322,7 +325,7 @@ typedef struct {
 #endif
 
 typedef struct {
-    int64_t produced;        /* blocks published by the producer */
+    int64_t next;            /* fixed blocks: the first not yet claimed for staging */
     char pad0[56];
     int64_t consumed;        /* blocks the consumer has read */
     char pad1[56];
@@ -332,6 +335,9 @@ typedef struct {
     ptrdiff_t cap;           /* stored values a block holds: at least a minibatch's (b times the longest row) */
     void *slots;             /* the producer's marks: d entries of 4 bytes (int32) at least */
     int scatter;             /* fo_csr_scatter of the epoch's settings: the producer only stages and checks */
+    int fixed;               /* with scatter only: block i is the rows order[i r : (i + 1) r), r =
+                              * fo_csr_stage_rows(batch_size), and cap holds any r rows, so that either thread
+                              * may stage it (the consumer stages blocks ahead while it waits) */
     int64_t period;          /* fo_epoch_csr's period (scattered steps under L2 fold their scale there) */
     /* Shared steps (SparseAdam mode, steps on every coordinate): the consumer posts a step's elementwise update in
      * chunks, and the producer, between its minibatches, takes chunks from the top while the consumer takes them

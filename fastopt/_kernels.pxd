@@ -161,6 +161,7 @@ cdef extern from "fastopt.h" nogil:
         Py_ssize_t cap
         void *slots
         int scatter
+        int fixed
         int64_t period
     int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, Py_ssize_t k) nogil
     int fo_csr_pipe_available() nogil

@@ -183,12 +183,19 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     cdef const floating *yp = &Y[0, 0] if n > 0 and k > 0 else NULL
     cdef floating *pp = &params[0] if n_params > 0 else NULL
     # Two threads: blocks large enough for any one minibatch (its rows at most max_len values each).
-    cdef Py_ssize_t pipe_cap = 0
+    cdef Py_ssize_t pipe_cap = 0, whole
+    cdef bint fixed = False
     if n_threads > 1 and c.batch_size < c.n_rows and n and fo_csr_pipe_available():
         pipe_cap = min(nnz, max(cap, c.batch_size * int(lengths.max())))
+        # Scattered steps: blocks that hold any fo_csr_stage_rows rows, which either thread may then stage
+        # (fo_csr_pipe.fixed), unless the longest row makes them far larger than the blocks staged one after
+        # another.
+        whole = min(nnz, fo_csr_stage_rows(c.batch_size) * int(lengths.max()))
+        if stage_cap is None and fo_csr_scatter(<fo_rule>rule, &h, &c, lazy, k) and whole <= 4 * cap:
+            pipe_cap, fixed = max(pipe_cap, whole), True
     if 0 < pipe_cap <= PIPE_MAX_STAGED // FO_CSR_PIPE_BLOCKS:
         st = _epoch_csr_piped(rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                              state.shape[0], work, iwork, table, pipe_cap, period)
+                              state.shape[0], work, iwork, table, pipe_cap, period, fixed)
     else:
         with nogil:
             if floating is double:
@@ -207,7 +214,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                 const int32_t *ip, const int32_t *pp_, const floating *yp, const floating *swp,
                                 Py_ssize_t d, Py_ssize_t k, floating *pp, Py_ssize_t n_params, floating *s,
                                 Py_ssize_t n_slots, floating[::1] work, int64_t[::1] iwork, double[::1] table,
-                                Py_ssize_t cap, int64_t period) except *:
+                                Py_ssize_t cap, int64_t period, bint fixed) except *:
     """The epoch on two threads (fo_csr_pipe): the epoch helper thread produces the staged blocks, this thread
     consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's)."""
     dtype = np.float32 if floating is float else np.float64
@@ -231,6 +238,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
         pipe.block[i].s_ptr, pipe.block[i].t_off = &ptrs[i, 0], &ptrs[i, rows + 2]
     pipe.cap, pipe.slots = cap, &slots[0]
     pipe.scatter = fo_csr_scatter(<fo_rule>rule, h, c, lazy, k)
+    pipe.fixed = fixed
     pipe.period = period
     cdef _EpochHelper helper
     try:

@@ -408,3 +408,64 @@ def test_an_epochs_ridge_term_calls_no_blas_dot(monkeypatch, solver, learning_ra
     est = LinearRegressor(solver=solver, alpha=1e-3, learning_rate=learning_rate, max_epochs=3, tol=None,
                           random_state=0, n_threads=2).fit(X, y)
     assert est.n_iter_ == 3 and np.all(np.isfinite(est.coef_))
+
+
+@pytest.fixture
+def busy_core():
+    """A process spinning on one core while the test runs: the producer thread then loses its core now and then,
+    and the calling thread stages fixed blocks ahead while it waits (``fo_csr_pipe.fixed``; without it the
+    calling thread of these small epochs rarely waits)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield
+    hog.kill()
+    hog.wait()
+
+
+def _ragged(rng, n, d, dtype):
+    """Rows of 0-24 values (a few empty), so that the fixed blocks hold different numbers of values."""
+    lengths = rng.integers(0, 25, size=n)
+    lengths[rng.random(n) < 0.05] = 0
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    indices = np.concatenate([rng.choice(d, size=m, replace=False) for m in lengths]).astype(np.int32)
+    return sp.csr_array((rng.normal(size=indptr[-1]).astype(dtype), indices, indptr), shape=(n, d))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("wd", "weighted", "intercept"), [(0.0, False, True), (0.02, True, True),
+                                                           (0.02, False, False)])
+def test_fixed_blocks_staged_by_either_thread_give_the_bits_of_one(busy_core, dtype, wd, weighted, intercept):
+    # Scattered SGD steps (an L2 term by the global scale factor): blocks of 512 rows (batch 32), the last one
+    # short, each staged by whichever thread claims it first.
+    rng = np.random.default_rng(13)
+    n, d = 30_100, 3_000
+    X = _ragged(rng, n, d, dtype)
+    Y = rng.normal(size=(n, 1)).astype(dtype)
+    sw = rng.uniform(0, 2, size=n).astype(dtype) if weighted else None
+    spec = optim.make("sgd", weight_decay=wd)
+    train = EpochCtl(batch_size=32, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    params = (0.1 * rng.normal(size=d + (1 if intercept else 0))).astype(dtype)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
+    p1, _, o1 = _epochs(X, Y, sw, spec, train, orders, params, 0.01, False, 1)  # SGD has no state
+    p2, _, o2 = _epochs(X, Y, sw, spec, train, orders, params, 0.01, False, 2)
+    assert o2 == o1 and [o[:2] for o in o1] == [(0, 941), (0, 1882), (0, 2823)]
+    np.testing.assert_array_equal(p2, p1)
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.97])
+def test_a_malformed_row_in_a_fixed_block_stops_the_epoch_before_its_minibatch(busy_core, where):
+    rng = np.random.default_rng(14)
+    n, d = 30_000, 2_000
+    X = _hashed(rng, n, d, 8)
+    order = rng.permutation(n).astype(np.int64)
+    at = int(where * n)
+    indices = X.indices.copy()
+    indices[X.indptr[order[at]] + 1] = d  # a column index out of range
+    Xbad = sp.csr_array((X.data, indices, X.indptr), shape=(n, d))
+    Y = rng.normal(size=(n, 1))
+    spec = optim.make("sgd")
+    train = EpochCtl(batch_size=32, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    p_ok, _, o_ok = _epochs(X, Y, None, spec, train, [order[:at // 32 * 32]], np.zeros(d + 1), 0.01, False, 1)
+    for _ in range(3):
+        p, _, out = _epochs(Xbad, Y, None, spec, train, [order], np.zeros(d + 1), 0.01, False, 2)
+        assert out[0][0] == _kernels.Status.BAD_ARGUMENT and out[0][1] == at // 32 == o_ok[0][1]
+        np.testing.assert_array_equal(p, p_ok)
