@@ -69,8 +69,9 @@
  * outstanding misses; the consumer yielded about a fifth of its time): their blocks are fixed, r =
  * fo_csr_stage_rows rows each (the caller makes room for any r rows: fo_csr_pipe.fixed), so that either thread
  * may stage one, and the consumer, while it waits for a block, claims and stages the next unclaimed one
- * (csr_pipe_stage_ahead; epoch on the sparse benchmark, paired against the previous build in one process: bare
- * kernel 0.86-0.97, estimator 0.89-0.97, two threads; about an eighth of the blocks staged by the consumer).
+ * (csr_pipe_stage_ahead; epoch on the sparse benchmark, paired against the previous build in one process, two
+ * threads: bare kernel 0.77-1.00, most rounds 0.86-0.96, estimator 0.89-0.97; about an eighth of the blocks
+ * staged by the consumer).
  *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
