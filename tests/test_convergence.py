@@ -1884,6 +1884,45 @@ def test_csr_row_squares_are_the_rows_squared_norms(n, d, density, f32, wide, st
             impl.csr_row_squares(X.data[:0], np.r_[indptr[:-1], X.nnz + 1].astype(indptr.dtype), 0, 1, 0)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 60), d=st.integers(1, 400), density=st.floats(0.0, 0.3), f32=st.booleans(),
+       step=st.integers(1, 5), weighted=st.booleans(), seed=st.integers(0, 2**16))
+def test_csr_row_moments_of_few_values_are_those_of_the_stored_columns(n, d, density, f32, step, weighted, seed):
+    """fastopt._iterative._row_moments on CSR rows: with fewer stored values than d / ROW_MOMENTS_SORT, the
+    moments of the stored columns only (renumbered), each bit for bit the full path's entry for its column (the
+    same additions in the same order); both against NumPy on the dense rows."""
+    from fastopt import _iterative
+
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(n, d)) * (rng.random((n, d)) < density)
+    X = sp.csr_array(dense.astype(np.float32 if f32 else np.float64))
+    rows = slice(None, None, step)
+    m = len(range(0, n, step))
+    w = rng.uniform(0.2, 2.0, size=m) if weighted else None
+    if w is not None:
+        w /= w.mean()
+    mu, squares = _iterative._row_moments(X, rows, w)
+    block = X.toarray()[rows].astype(np.float64)
+    ww = np.ones(m) if w is None else w
+    want_mu, want_sq = ww @ block / m, ww @ (block * block) / m
+    stored = np.unique(X[rows].indices)
+    few = X[rows].nnz * _iterative.ROW_MOMENTS_SORT < d
+    assert mu.shape == squares.shape == ((stored.shape[0],) if few else (d,))
+    full_mu, full_sq = (want_mu[stored], want_sq[stored]) if few else (want_mu, want_sq)
+    np.testing.assert_allclose(mu, full_mu, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(squares, full_sq, rtol=1e-12, atol=1e-300)
+    if few:  # the full path's entries, bit for bit
+        old = _iterative.ROW_MOMENTS_SORT
+        try:
+            _iterative.ROW_MOMENTS_SORT = 0
+            mu_all, sq_all = _iterative._row_moments(X, rows, w)
+        finally:
+            _iterative.ROW_MOMENTS_SORT = old
+        np.testing.assert_array_equal(mu, mu_all[stored])
+        np.testing.assert_array_equal(squares, sq_all[stored])
+        assert not np.any(np.delete(sq_all, stored))
+
+
 def table_of_measurements(n: int = 8000, seed: int = 0):
     """A table as users have it: a year, an age, an income and a temperature, far from centred; a linear
     target with unit noise."""
