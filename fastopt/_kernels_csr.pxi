@@ -182,15 +182,21 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     cdef const int32_t *ip = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const floating *yp = &Y[0, 0] if n > 0 and k > 0 else NULL
     cdef floating *pp = &params[0] if n_params > 0 else NULL
-    # Two threads: blocks large enough for any one minibatch (its rows at most max_len values each).
-    cdef Py_ssize_t pipe_cap = 0, whole
+    # Two threads: blocks large enough for any one minibatch (its rows at most max_len values each). An order may
+    # repeat rows, so a minibatch may hold more than nnz values: where b * max_len exceeds nnz (few rows, or one
+    # far longer than the rest), the order's own largest minibatch and block are counted instead (O(m)).
+    cdef Py_ssize_t pipe_cap = 0, whole, rows_at = fo_csr_stage_rows(c.batch_size), max_len
     cdef bint fixed = False
     if n_threads > 1 and c.batch_size < c.n_rows and n and fo_csr_pipe_available():
-        pipe_cap = min(nnz, max(cap, c.batch_size * int(lengths.max())))
+        max_len = int(lengths.max())
+        pipe_cap, whole = max(cap, c.batch_size * max_len), rows_at * max_len
+        if c.batch_size * max_len > nnz:
+            visited = lengths[np.asarray(order)].astype(np.int64)
+            pipe_cap = max(cap, int(np.add.reduceat(visited, np.arange(0, m, c.batch_size)).max()))
+            whole = int(np.add.reduceat(visited, np.arange(0, m, rows_at)).max())
         # Scattered steps: blocks that hold any fo_csr_stage_rows rows, which either thread may then stage
         # (fo_csr_pipe.fixed), unless the longest row makes them far larger than the blocks staged one after
         # another.
-        whole = min(nnz, fo_csr_stage_rows(c.batch_size) * int(lengths.max()))
         if stage_cap is None and fo_csr_scatter(<fo_rule>rule, &h, &c, lazy, k) and whole <= 4 * cap:
             pipe_cap, fixed = max(pipe_cap, whole), True
     if 0 < pipe_cap <= PIPE_MAX_STAGED // FO_CSR_PIPE_BLOCKS:

@@ -469,3 +469,23 @@ def test_a_malformed_row_in_a_fixed_block_stops_the_epoch_before_its_minibatch(b
         p, _, out = _epochs(Xbad, Y, None, spec, train, [order], np.zeros(d + 1), 0.01, False, 2)
         assert out[0][0] == _kernels.Status.BAD_ARGUMENT and out[0][1] == at // 32 == o_ok[0][1]
         np.testing.assert_array_equal(p, p_ok)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("orders", ["the longest row", "drawn with replacement"])
+@pytest.mark.parametrize(("n", "d"), [(3_000, 2_000), (50, 30)])
+def test_an_order_that_repeats_rows_gives_the_bits_of_one_thread(rule, orders, n, d):
+    # An order may visit a row many times (the kernel takes any rows in range): a block of repeats of the longest
+    # row may hold more values than X stores (50 rows), and must still be staged whole (fixed blocks) or in part.
+    rng = np.random.default_rng(15)
+    X = _ragged(rng, n, d, np.float64)
+    Y = rng.normal(size=(n, 1))
+    spec = optim.make(rule)
+    train = EpochCtl(batch_size=32, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    longest = int(np.argmax(np.diff(X.indptr)))
+    order = (np.full(10_000, longest) if orders == "the longest row" else rng.integers(0, n, 10_000)).astype(np.int64)
+    p1, s1, o1 = _epochs(X, Y, None, spec, train, [order], np.zeros(d + 1), 0.001, rule == "adam", 1)
+    p2, s2, o2 = _epochs(X, Y, None, spec, train, [order], np.zeros(d + 1), 0.001, rule == "adam", 2)
+    assert o2 == o1 and o1[0][:2] == (0, 313)
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(s2, s1)
