@@ -1914,7 +1914,7 @@ def test_csr_row_moments_of_few_values_are_those_of_the_stored_columns(n, d, den
     if few:  # the full path's entries, bit for bit
         old = _iterative.ROW_MOMENTS_SORT
         try:
-            _iterative.ROW_MOMENTS_SORT = 0
+            _iterative.ROW_MOMENTS_SORT = 2**62  # never renumbered: O(d) arrays
             mu_all, sq_all = _iterative._row_moments(X, rows, w)
         finally:
             _iterative.ROW_MOMENTS_SORT = old
