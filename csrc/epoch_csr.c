@@ -469,6 +469,13 @@ static int fo_csr_pipe_claim(fo_csr_pipe *pipe, int64_t want)
     return 0;
 #endif
 }
+/* Fixed blocks (fo_csr_pipe.fixed): their number. */
+static int64_t fo_csr_fixed_blocks(const fo_epoch_ctl *c)
+{
+    const ptrdiff_t s_rows = fo_csr_stage_rows(c->batch_size);
+    return (c->n_rows + s_rows - 1) / s_rows;
+}
+
 static void fo_csr_pipe_serve(fo_csr_pipe *pipe) { fo_csr_pipe_wait(pipe, &pipe->consumed, INT64_MAX, 1); }
 
 int fo_csr_pipe_available(void) { return FO_CSR_PIPE; }

@@ -426,22 +426,33 @@ static ptrdiff_t FO_FN(csr_pipe_stage)(fo_csr_pipe *pipe, fo_csr_block *B, const
     return end;
 }
 
-/* Fixed blocks (fo_csr_pipe.fixed), the consumer: while block number i is not yet published, claim and stage
- * the first block not yet claimed, if its buffer is free (its block i + FO_CSR_PIPE_BLOCKS before is read: the
- * first i blocks are). The producer is then the slower, and the consumer does some of its work. */
+/* Fixed blocks (fo_csr_pipe.fixed), either thread: claim block number j (its buffer free), stage it and publish
+ * it; 0 if another thread claimed it first, 1 if staged, 2 if it holds a malformed row. */
+static int FO_FN(csr_pipe_stage_fixed)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, int64_t j, ptrdiff_t d,
+                                       ptrdiff_t k, const FO_REAL *data, const int32_t *indices,
+                                       const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw)
+{
+    if (!fo_csr_pipe_claim(pipe, j)) return 0;
+    fo_csr_block *B = &pipe->block[j % FO_CSR_PIPE_BLOCKS];
+    FO_FN(csr_pipe_stage)(pipe, B, c, (ptrdiff_t)j * fo_csr_stage_rows(c->batch_size), d, k, data, indices, indptr,
+                          Y, sw);
+    const int bad = B->bad >= 0; /* read before it is published: the buffer is the consumer's then */
+    fo_csr_pipe_publish(pipe, j);
+    return bad ? 2 : 1;
+}
+
+/* Fixed blocks, the consumer: while block number i is not yet published, claim and stage the first block not
+ * yet claimed, if its buffer is free (its block i + FO_CSR_PIPE_BLOCKS before is read: the first i blocks are).
+ * The producer is then the slower, and the consumer does some of its work. */
 static void FO_FN(csr_pipe_stage_ahead)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, int64_t i, ptrdiff_t d,
                                         ptrdiff_t k, const FO_REAL *data, const int32_t *indices,
                                         const int32_t *indptr, const FO_REAL *Y, const FO_REAL *sw)
 {
-    const ptrdiff_t s_rows = fo_csr_stage_rows(c->batch_size);
-    const int64_t blocks = (c->n_rows + s_rows - 1) / s_rows;
+    const int64_t blocks = fo_csr_fixed_blocks(c);
     while (!fo_csr_pipe_ready(pipe, i)) {
         const int64_t j = FO_CSR_LOAD(&pipe->next);
         if (j >= blocks || j >= i + FO_CSR_PIPE_BLOCKS) return; /* nothing to claim until block i is read */
-        if (!fo_csr_pipe_claim(pipe, j)) continue;
-        FO_FN(csr_pipe_stage)(pipe, &pipe->block[j % FO_CSR_PIPE_BLOCKS], c, (ptrdiff_t)j * s_rows, d, k, data,
-                              indices, indptr, Y, sw);
-        fo_csr_pipe_publish(pipe, j);
+        FO_FN(csr_pipe_stage_fixed)(pipe, c, j, d, k, data, indices, indptr, Y, sw);
     }
 }
 
@@ -503,7 +514,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     /* Coordinates are stamped with their last step, and caught up when read, for the rules with deferred updates
      * and for the running average (which moves while its coordinate rests). */
     const int catching = how != FO_CATCH_DENSE && (how != FO_CATCH_NONE || avg);
-    if (pipe && pipe->scatter != scatter) return FO_BAD_ARGUMENT; /* fo_csr_pipe */
+    if (pipe && (pipe->scatter != scatter || (pipe->fixed && !scatter))) return FO_BAD_ARGUMENT; /* fo_csr_pipe */
     const int decoupled = rule == FO_RULE_ADAMW;
     const int sparse_adam = adam1 || (!sgd1 && lazy && (rule == FO_RULE_ADAM || rule == FO_RULE_ADAMW));
     const int direct = sgd1 || (!adam1 && rule == FO_RULE_SGD); /* no state: stepped in place (see step 2) */
@@ -1055,19 +1066,14 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
                            const FO_REAL *data, const int32_t *indices, const int32_t *indptr, const FO_REAL *Y,
                            const FO_REAL *sw)
 {
-    const ptrdiff_t b = c->batch_size, s_rows = fo_csr_stage_rows(b), n = c->n_rows;
+    const ptrdiff_t b = c->batch_size, n = c->n_rows;
     if (pipe->fixed) { /* scattered steps (no T): the blocks claimed in turn, with the consumer */
-        const int64_t blocks = (n + s_rows - 1) / s_rows;
+        const int64_t blocks = fo_csr_fixed_blocks(c);
         for (;;) {
             const int64_t j = FO_CSR_LOAD(&pipe->next);
             if (j >= blocks) break;
             if (!fo_csr_pipe_room(pipe, j)) return;
-            if (!fo_csr_pipe_claim(pipe, j)) continue;
-            fo_csr_block *B = &pipe->block[j % FO_CSR_PIPE_BLOCKS];
-            FO_FN(csr_pipe_stage)(pipe, B, c, (ptrdiff_t)j * s_rows, d, k, data, indices, indptr, Y, sw);
-            const int bad = B->bad >= 0; /* read before it is published: the buffer is the consumer's then */
-            fo_csr_pipe_publish(pipe, j);
-            if (bad) break;
+            if (FO_FN(csr_pipe_stage_fixed)(pipe, c, j, d, k, data, indices, indptr, Y, sw) == 2) break;
         }
         fo_csr_pipe_serve(pipe);
         return;
