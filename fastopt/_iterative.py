@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import numbers
 import os
+import threading
 import time
 import warnings
 from typing import NamedTuple
@@ -1136,53 +1137,75 @@ def rate_guard(st: IterState, data, sw, params: dict) -> None:
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: the epoch names it
         c = row_curvatures(data.X, w, params["fit_intercept"], rows)
         L = max(basis["L"], float(c.max()) / c.shape[0])  # a call has rows: validation refuses none
-        mu, squares = _row_moments(data.X, rows, w)
-        L = max(L, float(np.einsum("i,i->", mu, mu)) + (1.0 if params["fit_intercept"] else 0.0))
+        mu2, largest_square = _row_moment_bounds(data.X, rows, w)
+        L = max(L, mu2 + (1.0 if params["fit_intercept"] else 0.0))
         if b >= n:
             inverse = L
         else:  # several steps on these rows alone: their largest diagonal entry too
-            L = max(L, float(squares.max()) if squares.size else 0.0)
+            L = max(L, largest_square)
             inverse = (curvature_spread(c) + basis["ridge"] + (b - 1) * L) / b
     if np.isfinite(inverse) and inverse > 2.0 * basis["inverse"]:
         basis["inverse"] = inverse
 
 
-# _row_moments renumbers a CSR call's stored values' columns when there are fewer values than d / ROW_MOMENTS_SORT
-# (np.unique, about 50 ns a value) instead of summing into O(d) arrays (their page faults and cache misses). Best
-# of 15 calls, renumbered / O(d): 2^18 columns, 3,000 values 0.23 / 0.49 ms, 30,000 values 1.40 / 0.85 ms; 2^20
-# columns, 61,440 values 5.6 / 20.5 ms; 16,384 columns, 3,000 values 0.22 / 0.12 ms.
+# _row_moment_bounds sums a CSR call's rows by column into a zeroed scratch of 2 d entries that each thread keeps
+# (_kernels.csr_moment_bounds leaves it zero), where d <= MOMENT_SCRATCH_COLS; beyond, it renumbers the stored
+# columns when there are fewer values than d / ROW_MOMENTS_SORT (np.unique, about 50 ns a value) and otherwise
+# takes a fresh scratch. Fresh O(d) arrays cost a partial_fit call of 1,000 hashed rows (2^18 columns, 30 values
+# a row) 1.7 of its 6 ms, mostly page faults. Alone, medians of 29 chunks, before / after: 100 rows 0.19 / 0.05-0.07
+# ms, 1,000 rows 8.7 / 0.25 ms, 10,000 rows 10.0 / 0.9 ms.
 ROW_MOMENTS_SORT = 16
+MOMENT_SCRATCH_COLS = 2**21  # 32 MiB of float64 a thread at most, only the pages the columns touch resident
+_moment_scratch = threading.local()
 
 
-def _row_moments(X, rows: slice, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The ``w``-weighted mean and mean square (float64) of each column of ``X``'s ``rows`` (a slice; ``w`` for
-    those rows, of mean 1, or None), dense or CSR; for CSR with few stored values, those of the columns the rows
-    store only (the others' are 0), in increasing column order. CSR rows are read in place (a strided slice of CSR X
-    copies its rows): their stored values gathered, then summed by column in the stored order by
-    :func:`fastopt._kernels.csr_column_moments` (a repeated index counting twice in the mean, as CSR's product does;
-    validation hands the solvers CSR without one), over the stored columns renumbered where they are few: O(d)
-    arrays cost a partial_fit call of 100 hashed rows (2^18 columns) 1.3 of its 7 ms."""
+def _scratch_for(n_cols: int) -> np.ndarray:
+    """This thread's zeroed scratch of ``2 * n_cols`` entries (grown as needed; :func:`_kernels.csr_moment_bounds`
+    leaves it zero)."""
+    have = getattr(_moment_scratch, "array", None)
+    if have is None or have.shape[0] < 2 * n_cols:
+        have = np.zeros(2 * n_cols)
+        _moment_scratch.array = have
+    return have[: 2 * n_cols]
+
+
+def _row_moment_bounds(X, rows: slice, w: np.ndarray | None) -> tuple[float, float]:
+    """``(sum_j mu_j^2, max_j s_j)`` (0 for no column) of the ``w``-weighted column means ``mu`` and mean squares
+    ``s`` of ``X``'s ``rows`` (a slice; ``w`` for those rows, of mean 1, or None), dense or CSR. CSR rows are read
+    in place (a strided slice of CSR X copies its rows) by :func:`fastopt._kernels.csr_moment_bounds`, each
+    column's terms added in the stored order (a repeated index counting twice in the mean, as CSR's product does;
+    validation hands the solvers CSR without one), the ``mu_j^2`` in the order the columns first appear."""
     if not sp.issparse(X):
         block = X[rows]
         if w is None:
             squares = np.einsum("ij,ij->j", block, block, dtype=np.float64) / block.shape[0]
         else:
             squares = np.einsum("i,ij,ij->j", w, block, block, dtype=np.float64) / float(w.sum())
-        return np.average(block, axis=0, weights=w).astype(np.float64), squares
+        mu = np.average(block, axis=0, weights=w).astype(np.float64)
+        return float(np.einsum("i,i->", mu, mu)), float(squares.max()) if squares.size else 0.0
     X = sp.csr_array(X)
-    picked = np.arange(X.shape[0])[rows]
-    starts, lengths = X.indptr[picked].astype(np.int64), np.diff(X.indptr)[picked].astype(np.int64)
-    ends = np.cumsum(lengths)
-    at = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if ends.size else 0)
-    index = np.promote_types(X.indices.dtype, X.indptr.dtype)
-    column, n_cols = X.indices[at], X.shape[1]
-    if column.shape[0] * ROW_MOMENTS_SORT < n_cols:  # renumbered: sorting them costs less than O(d) arrays
-        stored, column = np.unique(column, return_inverse=True)
-        n_cols = stored.shape[0]
-    squares, sums, _ = _kernels.csr_column_moments(
-        np.ascontiguousarray(X.data[at]), column.astype(index), np.r_[0, ends].astype(index), n_cols,
-        np.ones(picked.shape[0]) if w is None else np.ascontiguousarray(w, dtype=np.float64), True)
-    return sums / picked.shape[0], squares / picked.shape[0]
+    start, stop, step = rows.indices(X.shape[0])
+    count = len(range(start, stop, step))
+    weight = np.ones(count) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    data, indices, indptr, n_cols = X.data, X.indices, X.indptr, X.shape[1]
+    if indices.dtype != indptr.dtype:
+        index = np.promote_types(indices.dtype, indptr.dtype)
+        indices, indptr = indices.astype(index), indptr.astype(index)
+    if n_cols <= MOMENT_SCRATCH_COLS:
+        scratch = _scratch_for(n_cols)
+    else:
+        picked = np.arange(start, stop, step)
+        starts, lengths = indptr[picked].astype(np.int64), np.diff(indptr)[picked].astype(np.int64)
+        ends = np.cumsum(lengths)
+        at = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if ends.size else 0)
+        column = indices[at]
+        if column.shape[0] * ROW_MOMENTS_SORT < n_cols:  # renumbered: sorting them costs less than O(d) arrays
+            stored, column = np.unique(column, return_inverse=True)
+            n_cols = stored.shape[0]
+        data, indices, indptr = np.ascontiguousarray(data[at]), column.astype(indptr.dtype), np.r_[0, ends]
+        indptr, start, step = indptr.astype(indices.dtype), 0, 1
+        scratch = np.zeros(2 * n_cols)
+    return _kernels.csr_moment_bounds(data, indices, indptr, start, step, count, weight, scratch)
 
 
 def watch_rows(n: int) -> slice:

@@ -353,6 +353,69 @@ def csr_column_moments(const floating[::1] data, const csr_index[::1] indices, c
         raise ValueError(f"csr_column_moments: a column index outside [0, {n_cols})")
     return squares_np, (sums_np if means else None), (counts_np if means else None)
 
+def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, const csr_index[::1] indptr,
+                      Py_ssize_t start, Py_ssize_t step, Py_ssize_t count, const double[::1] row_weight,
+                      double[::1] scratch):
+    """Two bounds from the column moments of ``count`` CSR rows ``start, start + step, ...`` weighted by
+    ``row_weight`` (``count`` entries): with ``mu_j = sum_i w_i x_ij / count`` and ``s_j = sum_i (w_i x_ij) x_ij /
+    count`` (each column's terms added in the stored values' order, as :func:`csr_column_moments` adds them),
+    returns ``(sum_j mu_j^2, max_j s_j)`` over the stored columns, in the order they first appear (``(0.0, 0.0)``
+    with none stored; a NaN reaches both). ``scratch`` holds ``2 * n_cols`` zeros (``n_cols`` columns), which
+    the call uses and leaves zero, also when it raises: a caller keeps it across calls, so that a call costs
+    O(stored values), not the O(n_cols) arrays and their page faults of :func:`csr_column_moments`.
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, n_cols = scratch.shape[0] // 2, i, r, last = -1
+    cdef int64_t j, col, a, b
+    cdef double w, wv, v, inv, mu, sq, mu2 = 0.0, mx = 0.0
+    if n < 0 or count < 0 or step < 1 or start < 0 or (count and start + (count - 1) * step >= n):
+        raise ValueError("csr_moment_bounds: rows outside the matrix")
+    if row_weight.shape[0] != count or scratch.shape[0] % 2:
+        raise ValueError("csr_moment_bounds: inconsistent shapes")
+    for i in range(count):
+        r = start + i * step
+        if indptr[r] < 0 or indptr[r + 1] < indptr[r] or indptr[r + 1] > min(data.shape[0], indices.shape[0]):
+            raise ValueError("csr_moment_bounds: indptr points outside data or decreases")
+    inv = 1.0 / count if count else 0.0
+    with nogil:
+        for i in range(count):  # the sums; last: the rows summed, all of them unless a column is outside
+            r = start + i * step
+            w = row_weight[i]
+            a, b = indptr[r], indptr[r + 1]
+            for j in range(a, b):
+                col = indices[j]
+                if col < 0 or col >= n_cols:
+                    break
+                v = <double>data[j]
+                wv = w * v
+                scratch[2 * col] += wv
+                scratch[2 * col + 1] += wv * v
+            else:
+                last = i
+                continue
+            break
+        for i in range(count):  # the bounds, each column at its first stored value, and the zeros restored
+            r = start + i * step
+            a, b = indptr[r], indptr[r + 1]
+            for j in range(a, b):
+                col = indices[j]
+                if col < 0 or col >= n_cols:
+                    break
+                if i <= last and (scratch[2 * col] != 0 or scratch[2 * col + 1] != 0):
+                    mu = scratch[2 * col] * inv
+                    sq = scratch[2 * col + 1] * inv
+                    mu2 += mu * mu
+                    if sq > mx or sq != sq:  # a NaN stays
+                        mx = sq
+                scratch[2 * col] = 0.0
+                scratch[2 * col + 1] = 0.0
+            else:
+                continue
+            break
+    if last < count - 1:
+        raise ValueError(f"csr_moment_bounds: a column index outside [0, {n_cols})")
+    return mu2, mx
+
+
 # The d-vector updates of the CGLS and LSQR iterations (fastopt/_krylov.py), fused in C (krylov.c): at d = 2^18
 # each NumPy operation is a 2 MiB sweep, and a CGLS iteration made fourteen. Every sum runs in four lanes (entries
 # j mod 4, added as (l0 + l1) + (l2 + l3)) in a fixed order: deterministic. A pass's result comes as its segment

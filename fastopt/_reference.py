@@ -284,6 +284,40 @@ def csr_column_moments(data, indices, indptr, n_cols, row_weight, means):
     return squares, sums, np.bincount(cols, minlength=n_cols).astype(np.int64)
 
 
+def csr_moment_bounds(data, indices, indptr, start, step, count, row_weight, scratch):
+    """Twin of :func:`fastopt._kernels.csr_moment_bounds`: the columns' sums by ``np.bincount`` (the stored
+    values' order), then ``mu_j^2`` added one by one in the order the columns first appear, and the largest mean
+    square; ``scratch`` is only measured (``2 * n_cols`` entries), never written."""
+    n, n_cols = indptr.shape[0] - 1, scratch.shape[0] // 2
+    if n < 0 or count < 0 or step < 1 or start < 0 or (count and start + (count - 1) * step >= n):
+        raise ValueError("csr_moment_bounds: rows outside the matrix")
+    if row_weight.shape[0] != count or scratch.shape[0] % 2:
+        raise ValueError("csr_moment_bounds: inconsistent shapes")
+    rows = start + step * np.arange(count)
+    a, b = np.asarray(indptr[rows], dtype=np.int64), np.asarray(indptr[rows + 1], dtype=np.int64)
+    if np.any(a < 0) or np.any(b < a) or np.any(b > min(data.shape[0], indices.shape[0])):
+        raise ValueError("csr_moment_bounds: indptr points outside data or decreases")
+    at = np.concatenate([np.arange(lo, hi) for lo, hi in zip(a, b, strict=True)] + [np.zeros(0, np.int64)])
+    cols = np.asarray(indices[at], dtype=np.int64)
+    if np.any((cols < 0) | (cols >= n_cols)):
+        raise ValueError(f"csr_moment_bounds: a column index outside [0, {n_cols})")
+    values = np.asarray(data[at], dtype=np.float64)
+    wv = np.repeat(np.asarray(row_weight, dtype=np.float64), b - a) * values
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = np.bincount(cols, weights=wv, minlength=n_cols)
+        squares = np.bincount(cols, weights=wv * values, minlength=n_cols)
+        inv = 1.0 / count if count else 0.0
+        first = cols[np.sort(np.unique(cols, return_index=True)[1])]
+        mu2, mx = 0.0, 0.0
+        for col in first:
+            if sums[col] != 0 or squares[col] != 0:
+                mu, sq = sums[col] * inv, squares[col] * inv
+                mu2 += mu * mu
+                if sq > mx or sq != sq:
+                    mx = sq
+    return float(mu2), float(mx)
+
+
 def csr_row_squares(data, indptr, start, step, count):
     """Twin of :func:`fastopt._kernels.csr_row_squares`: each row's stored values squared and added in order."""
     n = indptr.shape[0] - 1

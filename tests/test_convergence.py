@@ -1887,10 +1887,10 @@ def test_csr_row_squares_are_the_rows_squared_norms(n, d, density, f32, wide, st
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 60), d=st.integers(1, 400), density=st.floats(0.0, 0.3), f32=st.booleans(),
        step=st.integers(1, 5), weighted=st.booleans(), seed=st.integers(0, 2**16))
-def test_csr_row_moments_of_few_values_are_those_of_the_stored_columns(n, d, density, f32, step, weighted, seed):
-    """fastopt._iterative._row_moments on CSR rows: with fewer stored values than d / ROW_MOMENTS_SORT, the
-    moments of the stored columns only (renumbered), each bit for bit the full path's entry for its column (the
-    same additions in the same order); both against NumPy on the dense rows."""
+def test_csr_row_moment_bounds_agree_on_every_path(n, d, density, f32, step, weighted, seed):
+    """fastopt._iterative._row_moment_bounds on CSR rows: sum_j mu_j^2 and max_j s_j near NumPy's on the dense
+    rows, and bit for bit the same whichever scratch holds the sums: this thread's kept one, the stored columns
+    renumbered (fewer values than d / ROW_MOMENTS_SORT), or a fresh O(d) one; the kept scratch zero after."""
     from fastopt import _iterative
 
     rng = np.random.default_rng(seed)
@@ -1901,26 +1901,20 @@ def test_csr_row_moments_of_few_values_are_those_of_the_stored_columns(n, d, den
     w = rng.uniform(0.2, 2.0, size=m) if weighted else None
     if w is not None:
         w /= w.mean()
-    mu, squares = _iterative._row_moments(X, rows, w)
+    got = _iterative._row_moment_bounds(X, rows, w)
     block = X.toarray()[rows].astype(np.float64)
     ww = np.ones(m) if w is None else w
     want_mu, want_sq = ww @ block / m, ww @ (block * block) / m
-    stored = np.unique(X[rows].indices)
-    few = X[rows].nnz * _iterative.ROW_MOMENTS_SORT < d
-    assert mu.shape == squares.shape == ((stored.shape[0],) if few else (d,))
-    full_mu, full_sq = (want_mu[stored], want_sq[stored]) if few else (want_mu, want_sq)
-    np.testing.assert_allclose(mu, full_mu, rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(squares, full_sq, rtol=1e-12, atol=1e-300)
-    if few:  # the full path's entries, bit for bit
-        old = _iterative.ROW_MOMENTS_SORT
-        try:
-            _iterative.ROW_MOMENTS_SORT = 2**62  # never renumbered: O(d) arrays
-            mu_all, sq_all = _iterative._row_moments(X, rows, w)
-        finally:
-            _iterative.ROW_MOMENTS_SORT = old
-        np.testing.assert_array_equal(mu, mu_all[stored])
-        np.testing.assert_array_equal(squares, sq_all[stored])
-        assert not np.any(np.delete(sq_all, stored))
+    np.testing.assert_allclose(got, [want_mu @ want_mu, want_sq.max()], rtol=1e-12, atol=1e-300)
+    assert not _iterative._scratch_for(d).any()
+    old = _iterative.MOMENT_SCRATCH_COLS, _iterative.ROW_MOMENTS_SORT
+    try:
+        _iterative.MOMENT_SCRATCH_COLS = 0  # no kept scratch: renumbered where the values are few
+        assert _iterative._row_moment_bounds(X, rows, w) == got
+        _iterative.ROW_MOMENTS_SORT = 2**62  # never renumbered: a fresh O(d) scratch
+        assert _iterative._row_moment_bounds(X, rows, w) == got
+    finally:
+        _iterative.MOMENT_SCRATCH_COLS, _iterative.ROW_MOMENTS_SORT = old
 
 
 def table_of_measurements(n: int = 8000, seed: int = 0):

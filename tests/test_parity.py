@@ -176,6 +176,66 @@ def test_compiled_csr_passes_reject_malformed_rows(name):
 
 
 @settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), d=st.integers(1, 12), f32=st.booleans(), wide=st.booleans(), weighted=st.booleans(),
+       step=st.integers(1, 4), seed=st.integers(0, 2**31))
+def test_csr_moment_bounds_matches_its_twin_and_leaves_its_scratch_zero(n, d, f32, wide, weighted, step, seed):
+    """sum_j mu_j^2 and max_j s_j of strided CSR rows: the compiled pass equals its twin bit for bit (the columns'
+    sums in the stored order, the mu_j^2 added in the order the columns first appear), unsorted rows, repeated
+    columns and NaN included; both near NumPy's dense moments; the scratch zero afterwards, also after a column
+    outside the matrix made it raise halfway."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=0.4, format="csr", random_state=rng, dtype=np.float64)
+    X.data = rng.normal(size=X.nnz) * 10.0 ** rng.integers(-3, 4, size=X.nnz)
+    data = X.data.astype(np.float32 if f32 else np.float64)
+    indices = X.indices.copy()
+    if indices.size:  # a repeated column in some rows, a NaN in one run of five
+        indices[rng.random(indices.size) < 0.1] = indices[0]
+        if seed % 5 == 0:
+            data[rng.integers(indices.size)] = np.nan
+    index = np.int64 if wide else np.int32
+    start = int(rng.integers(0, min(n, step)))
+    count = len(range(start, n, step))
+    w = rng.uniform(0, 3, size=count) if weighted else np.ones(count)
+    scratch = np.zeros(2 * d)
+    args = (data, indices.astype(index), X.indptr.astype(index), start, step, count, w, scratch)
+    got, want = _kernels.csr_moment_bounds(*args), _reference.csr_moment_bounds(*args)
+    np.testing.assert_array_equal(got, want)
+    assert not scratch.any()
+    # against NumPy on the rows without repeated columns (a repeat's square counts apart, as stored)
+    canonical = (data, X.indices.astype(index), *args[2:7], scratch)
+    block = sp.csr_array((data.astype(np.float64), X.indices, X.indptr), shape=(n, d)).toarray()[start::step]
+    if np.isnan(block).any():
+        assert np.isnan(_kernels.csr_moment_bounds(*canonical)[1])
+    else:
+        mu, sq, scale = w @ block / count, w @ (block * block) / count, w @ np.abs(block) / count
+        mu2, largest = _kernels.csr_moment_bounds(*canonical)
+        # each mu_j within (n + 2) eps of sum_i |w_i x_ij| / count, so mu2 within 3 (n + 2) eps |scale|^2; the
+        # squares' terms are all >= 0: relative error (n + 2) eps
+        eps = np.finfo(np.float64).eps
+        assert abs(mu2 - mu @ mu) <= 3 * (n + 2) * eps * (scale @ scale) + 1e-300
+        np.testing.assert_allclose(largest, sq.max() if X[start::step].nnz else 0.0, rtol=(n + 2) * eps)
+    bad = indices.astype(index)
+    if bad.size:
+        bad[rng.integers(bad.size)] = d  # one column outside: the sums so far undone
+        for impl in (_kernels, _reference):
+            rows = range(start, n, step)
+            if not any(d in bad[X.indptr[r] : X.indptr[r + 1]] for r in rows):
+                continue
+            with pytest.raises(ValueError, match="outside"):
+                impl.csr_moment_bounds(data, bad, X.indptr.astype(index), start, step, count, w, scratch)
+            assert not scratch.any()
+    for impl in (_kernels, _reference):
+        with pytest.raises(ValueError, match="outside the matrix"):
+            impl.csr_moment_bounds(*args[:3], start, step, count + 1, np.ones(count + 1), scratch)
+        with pytest.raises(ValueError, match="inconsistent"):
+            impl.csr_moment_bounds(*args[:6], np.ones(count + 1), scratch)
+        past = X.indptr.astype(index)
+        past[start + 1 :] = data.size + 1  # the first row read ends past the data
+        with pytest.raises(ValueError, match="indptr"):
+            impl.csr_moment_bounds(data, args[1], past, *args[3:7], scratch)
+
+
+@settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 40), d=st.integers(1, 12), f32=st.booleans(), wide=st.booleans(), weighted=st.booleans(),
        means=st.booleans(), seed=st.integers(0, 2**31))
 def test_csr_column_moments_matches_its_twin(n, d, f32, wide, weighted, means, seed):
