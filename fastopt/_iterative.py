@@ -1583,7 +1583,7 @@ def _under(affine, data):
     preconditioned with other shifts (dense X's) on sparse X is refused."""
     if affine is None:
         return data
-    if sp.issparse(data.X) and not affine.from_sparse and not csr_shiftable(data.X, affine.shift):
+    if sp.issparse(data.X) and not affine.from_sparse and not csr_shiftable(data.X, affine):
         raise ValueError(
             "This model was fitted on dense X with its columns standardised (precondition='auto'); continuing it "
             "on sparse X would densify X. Continue with dense X, or fit with precondition='none'."

@@ -34,6 +34,7 @@ own single-threaded loops, so neither ``random_state`` nor the BLAS thread count
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -127,21 +128,44 @@ SCALE_RARE_VALUES = 64
 SCALE_PRIOR_VALUES = 8
 
 
-class Affine(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Affine:
     """The map ``x -> (x - shift) / scale`` under which an iterative fit runs (``precondition="auto"``).
     ``from_sparse``: chosen from sparse rows, whose shifted columns stored most of them (:func:`csr_shiftable`);
-    later sparse rows take its shift whatever their density (their copy stores those columns in full)."""
+    later sparse rows take its shift whatever their density (their copy stores those columns in full). Its
+    arrays are not changed once made: what each ``partial_fit`` call derived from them again in O(d) (whether
+    the scale is uniform, the shifted columns, the ridge's decay) is kept (``_kept``)."""
 
     shift: np.ndarray
     scale: np.ndarray
     from_sparse: bool = False
+    _kept: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _replace(self, **changes) -> Affine:
+        """A copy with ``changes`` (as a named tuple's ``_replace``), nothing kept."""
+        return dataclasses.replace(self, **changes)
+
+    def __getstate__(self) -> dict:
+        # what is kept is derived: not pickled (a decay is d floats)
+        return {"shift": self.shift, "scale": self.scale, "from_sparse": self.from_sparse}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in {**state, "_kept": {}}.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def shifted(self) -> np.ndarray:
+        """The shifted columns, ``flatnonzero(shift)``."""
+        if "shifted" not in self._kept:
+            self._kept["shifted"] = np.flatnonzero(self.shift)
+        return self._kept["shifted"]
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """A new C-contiguous array of ``X``'s dtype, computed in row blocks (bounded float64 temporaries); for CSR
         ``X`` a CSR matrix with new values and ``X``'s own index arrays, or, when it shifts columns (those
         :func:`csr_shiftable` allows), new ones with their implicit zeros stored as ``-shift / scale``."""
         if sp.issparse(X):
-            if np.any(self.shift):
+            if self.shifted.size:
                 return _shifted_csr(X, self.shift, self.scale)
             values = (X.data.astype(np.float64) / self.scale[X.indices]).astype(X.dtype)
             return type(X)((values, X.indices, X.indptr), shape=X.shape)
@@ -154,7 +178,9 @@ class Affine(NamedTuple):
     @property
     def uniform(self) -> bool:
         """One scale for every column: a ridge penalty stays uniform under the map (see :meth:`penalty`)."""
-        return bool(np.all(self.scale == self.scale[0])) if self.scale.size else True
+        if "uniform" not in self._kept:
+            self._kept["uniform"] = bool(np.all(self.scale == self.scale[0])) if self.scale.size else True
+        return self._kept["uniform"]
 
     def penalty(self, alpha: float) -> float:
         """The ridge ``alpha`` (a scalar: the iterative solvers take no other) in the mapped units:
@@ -168,23 +194,28 @@ class Affine(NamedTuple):
 
     def decay(self, alpha: float) -> np.ndarray:
         """The ridge ``alpha`` in the mapped units, column by column: ``alpha ||w||^2 = sum_j (alpha / s_j^2)
-        w'_j^2`` (float64, one coefficient per column)."""
-        return float(alpha) / (self.scale.astype(np.float64) ** 2)
+        w'_j^2`` (float64, one coefficient per column; kept for the last ``alpha`` asked, read-only)."""
+        kept = self._kept.get("decay")
+        if kept is None or kept[0] != float(alpha):
+            decay = float(alpha) / (self.scale.astype(np.float64) ** 2)
+            decay.flags.writeable = False
+            kept = self._kept["decay"] = (float(alpha), decay)
+        return kept[1]
 
     def to_raw(self, coef: np.ndarray, intercept: np.ndarray):
         """``coef`` (k, d) and ``intercept`` (k,) in the user's units from those of the transformed features."""
         # in float64 without temporaries: O(d) passes are most of a small partial_fit call's time on wide X
         raw = np.divide(coef, self.scale, dtype=np.float64).astype(coef.dtype, copy=False)
-        if not np.any(self.shift):  # no column shifted (as a map of sparse rows mostly is): the same intercept
+        if not self.shifted.size:  # no column shifted (as a map of sparse rows mostly is): the same intercept
             return raw, intercept.copy()
         b = intercept.astype(np.float64) - np.einsum("kd,d->k", raw.astype(np.float64), self.shift)
         return raw, b.astype(intercept.dtype)
 
 
-def csr_shiftable(X, shift: np.ndarray) -> bool:
-    """Whether a map with ``shift`` may run on CSR ``X``: every shifted column stores at least
+def csr_shiftable(X, shift: np.ndarray | Affine) -> bool:
+    """Whether a map with ``shift`` (or ``Affine``'s) may run on CSR ``X``: every shifted column stores at least
     ``SHIFT_MIN_DENSITY`` of its rows (so the shifted copy holds at most twice its stored values there)."""
-    shifted = np.flatnonzero(shift)
+    shifted = shift.shifted if isinstance(shift, Affine) else np.flatnonzero(shift)
     if shifted.size == 0:
         return True
     stored = np.bincount(X.indices, minlength=X.shape[1])[shifted]

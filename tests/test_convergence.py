@@ -354,6 +354,45 @@ def test_a_shifted_csr_map_equals_the_dense_one(n, d, f32, full, seed):
     assert (X != before).nnz == 0
 
 
+def test_an_affine_map_keeps_what_it_derives_and_partial_fit_reuses_it():
+    """Affine keeps its O(d) derived values (uniform, the shifted columns, the decay of the last alpha, read-only)
+    equal to fresh ones; a new alpha gets its own decay; pickling and _replace keep none of them; consecutive
+    sparse partial_fit calls under a ridge continue under the same map object, whose decay is not formed again."""
+    import pickle
+
+    import scipy.sparse
+
+    from fastopt import LinearRegressor
+    from fastopt._iterative_lr import Affine, csr_shiftable
+
+    rng = np.random.default_rng(0)
+    affine = Affine(shift=np.where(rng.random(6) < 0.5, 2.0, 0.0), scale=rng.uniform(0.5, 2.0, size=6))
+    assert affine.uniform is False and affine.uniform is False
+    np.testing.assert_array_equal(affine.shifted, np.flatnonzero(affine.shift))
+    first = affine.decay(1e-2)
+    assert affine.decay(1e-2) is first and not first.flags.writeable
+    np.testing.assert_array_equal(first, 1e-2 / affine.scale**2)
+    np.testing.assert_array_equal(affine.decay(3.0), 3.0 / affine.scale**2)  # another alpha: its own
+    X = scipy.sparse.csr_array(np.where(rng.random((8, 6)) < 0.9, 1.0, 0.0))
+    assert csr_shiftable(X, affine) == csr_shiftable(X, affine.shift)
+    for copy in (pickle.loads(pickle.dumps(affine)), affine._replace(from_sparse=True)):
+        assert copy._kept == {}
+        np.testing.assert_array_equal(copy.scale, affine.scale)
+        np.testing.assert_array_equal(copy.decay(1e-2), first)
+    assert Affine(shift=np.zeros(3), scale=np.full(3, 2.0)).uniform
+
+    hashed = scipy.sparse.random(600, 400, density=0.02, format="csr", random_state=1)
+    y = rng.normal(size=600)
+    est = LinearRegressor(solver="sgd", alpha=1e-3, random_state=0)
+    est.partial_fit(hashed[:200], y[:200])
+    kept = est._solver_state.affine
+    assert not kept.uniform  # a ridge decayed per column
+    decay = kept.decay(1e-3)
+    for lo in (200, 400):
+        est.partial_fit(hashed[lo : lo + 200], y[lo : lo + 200])
+        assert est._solver_state.affine is kept and kept.decay(1e-3) is decay
+
+
 def test_a_csr_fit_with_centred_columns_continues_and_refuses_a_dense_fits_map():
     """A fit on CSR whose map centres its numeric columns: warm starts and partial_fit continue under that map on
     the same CSR; a fit on dense X (every column shifted) refuses to continue on sparse X with sparse columns."""
