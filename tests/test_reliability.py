@@ -276,6 +276,67 @@ def test_concurrent_fits_equal_sequential_ones_and_leave_blas_alone(problem):
         assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
 
 
+def test_concurrent_rate_guard_sums_keep_to_their_threads():
+    # The rate guard's column sums go to a scratch each thread keeps (fastopt._iterative._scratch_for), written
+    # without the GIL: run at once from four threads they equal the sums run one after another, bit for bit (a
+    # scratch shared by the threads mixes their sums and fails this).
+    import scipy.sparse
+
+    from fastopt import _iterative
+
+    chunks = [scipy.sparse.random(400, 20000, density=0.01, format="csr", random_state=s) for s in range(8)]
+    rows = slice(None)
+    expected = [_iterative._row_moment_bounds(X, rows, None) for X in chunks]
+    results = [[] for _ in range(4)]
+    barrier = threading.Barrier(4)
+
+    def work(slot):
+        barrier.wait()
+        for _ in range(60):
+            for i in range(slot, len(chunks), 4):
+                results[slot].append((i, _iterative._row_moment_bounds(chunks[i], rows, None)))
+
+    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(got == expected[i] for slot in results for i, got in slot)
+
+
+def test_concurrent_sparse_partial_fits_equal_sequential_ones():
+    # Sparse partial_fit sequences (the rate guard's sums, the map's kept values, the epochs) run in threads at
+    # once equal the same sequences run one after another, bit for bit, with and without a ridge.
+    import scipy.sparse
+
+    rng = np.random.default_rng(5)
+    X = scipy.sparse.random(1200, 3000, density=0.01, format="csr", random_state=6)
+    y = rng.normal(size=1200)
+
+    def sequence(alpha):
+        est = LinearRegressor(solver="sgd", alpha=alpha, random_state=0)
+        for lo in range(0, 1200, 300):
+            est.partial_fit(X[lo : lo + 300], y[lo : lo + 300])
+        return est.coef_
+
+    alphas = [0.0, 1e-3] * 3
+    expected = [sequence(a) for a in alphas]
+    results = [None] * len(alphas)
+    barrier = threading.Barrier(len(alphas))
+
+    def work(i):
+        barrier.wait()
+        results[i] = sequence(alphas[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(alphas))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_iterative_fit_does_not_change_blas_threads(problem, monkeypatch):
     # The BLAS thread limit is process-wide: an iterative fit must not set it (the old guard did, around every
     # two-thread fit, and concurrent fits restored it out of order). The closed form's small-input path neither.
