@@ -1194,17 +1194,15 @@ def _row_moment_bounds(X, rows: slice, w: np.ndarray | None) -> tuple[float, flo
     if n_cols <= MOMENT_SCRATCH_COLS:
         scratch = _scratch_for(n_cols)
     else:
-        picked = np.arange(start, stop, step)
-        starts, lengths = indptr[picked].astype(np.int64), np.diff(indptr)[picked].astype(np.int64)
-        ends = np.cumsum(lengths)
-        at = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if ends.size else 0)
-        column = indices[at]
-        if column.shape[0] * ROW_MOMENTS_SORT < n_cols:  # renumbered: sorting them costs less than O(d) arrays
-            stored, column = np.unique(column, return_inverse=True)
-            n_cols = stored.shape[0]
-        data, indices, indptr = np.ascontiguousarray(data[at]), column.astype(indptr.dtype), np.r_[0, ends]
-        indptr, start, step = indptr.astype(indices.dtype), 0, 1
-        scratch = np.zeros(2 * n_cols)
+        lengths = np.diff(indptr)[start:stop:step].astype(np.int64)
+        if int(lengths.sum()) * ROW_MOMENTS_SORT < n_cols:  # renumbered: sorting them costs less than O(d) arrays
+            ends = np.cumsum(lengths)
+            at = np.repeat(indptr[start:stop:step].astype(np.int64) - (ends - lengths), lengths) + np.arange(
+                int(ends[-1]) if ends.size else 0)
+            stored, column = np.unique(indices[at], return_inverse=True)
+            data, indices, indptr = np.ascontiguousarray(data[at]), column.astype(indptr.dtype), np.r_[0, ends]
+            indptr, start, step, n_cols = indptr.astype(indices.dtype), 0, 1, stored.shape[0]
+        scratch = np.zeros(2 * n_cols)  # fresh: above MOMENT_SCRATCH_COLS none is kept
     return _kernels.csr_moment_bounds(data, indices, indptr, start, step, count, weight, scratch)
 
 
