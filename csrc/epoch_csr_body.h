@@ -143,6 +143,41 @@ static inline void FO_FN(csr_catch_own_scale)(const FO_FN(csr_lazy) *z, ptrdiff_
     }
 }
 
+/* Catch-ups of csr_catch_own_scale collected (csr_own_add) and taken together (csr_own_flush): their powers in
+ * one vectorised loop (fo_csr_powers), then their weights. */
+typedef struct {
+    ptrdiff_t i[FO_CSR_OWN_BATCH];
+    uint64_t s[FO_CSR_OWN_BATCH], bits;
+    double f[FO_CSR_OWN_BATCH], p[FO_CSR_OWN_BATCH];
+    ptrdiff_t m;
+} FO_FN(csr_own_batch);
+
+static void FO_FN(csr_own_flush)(const FO_FN(csr_lazy) *z, FO_FN(csr_own_batch) *B)
+{
+    fo_csr_powers(B->f, B->s, B->p, B->m, B->bits);
+    for (ptrdiff_t r = 0; r < B->m; r++) z->params[B->i[r]] = (FO_REAL)(B->p[r] * (double)z->params[B->i[r]]);
+    B->m = 0, B->bits = 0;
+}
+
+/* csr_catch_own_scale(z, col, from, to), taken at the next csr_own_flush, or at once where the catch-up spans a
+ * multiple of z->period (its segments, rare). */
+static inline void FO_FN(csr_own_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_own_batch) *B, ptrdiff_t col,
+                                      int64_t from, int64_t to)
+{
+    if (z->period > 0 && (from / z->period + 1) * z->period < to) {
+        FO_FN(csr_catch_own_scale)(z, col, from, to);
+        return;
+    }
+    for (ptrdiff_t j = 0; j < z->k; j++) {
+        const ptrdiff_t i = j * z->d + col;
+        B->i[B->m] = i;
+        B->f[B->m] = 1.0 - z->lr * (double)z->decay[i];
+        B->s[B->m] = (uint64_t)(to - from);
+        B->bits |= (uint64_t)(to - from);
+        if (++B->m == FO_CSR_OWN_BATCH) FO_FN(csr_own_flush)(z, B);
+    }
+}
+
 /* SparseAdam's constants for one step (csr_sparse_adam_body, csr_sparse_adam_split). */
 typedef struct {
     FO_REAL wd, eps, one_b1, one_b2, step_size, shrink;
@@ -689,7 +724,21 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 spos[q] = sl->last;
                 sl->last = rel;
             }
-        if (catching)
+        if (catching && own_scale) {
+            FO_FN(csr_own_batch) ob;
+            ob.m = 0, ob.bits = 0;
+            for (ptrdiff_t q = 0; q < nt; q++) {
+                if (q + FO_CSR_CATCH_AHEAD < nt) {
+                    const ptrdiff_t a = touched[q + FO_CSR_CATCH_AHEAD];
+                    for (ptrdiff_t j = 0; j < k; j++) {
+                        FO_CSR_PREFETCH_W(params + j * d + a);
+                        FO_CSR_PREFETCH(own_decay + j * d + a);
+                    }
+                }
+                if (spos[q] != rel - 1) FO_FN(csr_own_add)(&z, &ob, touched[q], t0 + spos[q], c->t);
+            }
+            FO_FN(csr_own_flush)(&z, &ob);
+        } else if (catching)
             for (ptrdiff_t q = 0; q < nt; q++) {
                 if (q + FO_CSR_CATCH_AHEAD < nt) {
                     const ptrdiff_t a = touched[q + FO_CSR_CATCH_AHEAD];
@@ -701,8 +750,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                     }
                 }
                 if (spos[q] == rel - 1) continue;
-                if (own_scale) FO_FN(csr_catch_own_scale)(&z, touched[q], t0 + spos[q], c->t);
-                else FO_FN(csr_catch_up)(&z, touched[q], t0 + spos[q], c->t);
+                FO_FN(csr_catch_up)(&z, touched[q], t0 + spos[q], c->t);
             }
         /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested.
          * SGD steps the weights in place instead (step 5), and its sweeps read them there: no gather, no
@@ -1005,10 +1053,13 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     /* Every coordinate up to date with the last step taken, on every exit. */
     if (catching) {
         const int32_t now = (int32_t)(c->t - t0);
+        FO_FN(csr_own_batch) ob;
+        ob.m = 0, ob.bits = 0;
         for (ptrdiff_t col = 0; col < d; col++)
             if (slot[col].last == now) continue;
-            else if (own_scale) FO_FN(csr_catch_own_scale)(&z, col, t0 + slot[col].last, c->t);
+            else if (own_scale) FO_FN(csr_own_add)(&z, &ob, col, t0 + slot[col].last, c->t);
             else FO_FN(csr_catch_up)(&z, col, t0 + slot[col].last, c->t);
+        FO_FN(csr_own_flush)(&z, &ob);
     }
     if (status != FO_OK) return status;
     return FO_FN(epoch_finish)(c, params, n_params, total);
