@@ -159,6 +159,49 @@ static void FO_FN(csr_own_flush)(const FO_FN(csr_lazy) *z, FO_FN(csr_own_batch) 
     B->m = 0, B->bits = 0;
 }
 
+/* Momentum's and Nesterov's catch-ups under each weight's own decay (csr_catch_up's FO_CATCH_PAIR without
+ * averaging) collected (csr_pair_add) and taken together (csr_pair_flush, fo_csr_pair_powers). */
+typedef struct {
+    ptrdiff_t i[FO_CSR_OWN_BATCH];
+    uint64_t s[FO_CSR_OWN_BATCH], bits;
+    double a[FO_CSR_OWN_BATCH], b[FO_CSR_OWN_BATCH], c[FO_CSR_OWN_BATCH], e[FO_CSR_OWN_BATCH];
+    double v[FO_CSR_OWN_BATCH], w[FO_CSR_OWN_BATCH];
+    ptrdiff_t m;
+} FO_FN(csr_pair_batch);
+
+static void FO_FN(csr_pair_flush)(const FO_FN(csr_lazy) *z, FO_FN(csr_pair_batch) *B)
+{
+    fo_csr_pair_powers(B->a, B->b, B->c, B->e, B->s, B->v, B->w, B->m, B->bits);
+    for (ptrdiff_t r = 0; r < B->m; r++) {
+        z->state[B->i[r]] = (FO_REAL)B->v[r];
+        z->params[B->i[r]] = (FO_REAL)B->w[r];
+    }
+    B->m = 0, B->bits = 0;
+}
+
+/* csr_catch_up(z, col, from, to) for FO_CATCH_PAIR under own decays without averaging, taken at the next
+ * csr_pair_flush, or at once where the catch-up spans a multiple of z->period. */
+static inline void FO_FN(csr_pair_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_pair_batch) *B, ptrdiff_t col,
+                                       int64_t from, int64_t to)
+{
+    if (z->period > 0 && (from / z->period + 1) * z->period < to) {
+        FO_FN(csr_catch_up)(z, col, from, to);
+        return;
+    }
+    for (ptrdiff_t j = 0; j < z->k; j++) {
+        const ptrdiff_t i = j * z->d + col;
+        double m[5];
+        fo_csr_step_map(z->rule, z->h, z->lr, (double)z->decay[i], m);
+        const ptrdiff_t r = B->m;
+        B->i[r] = i;
+        B->a[r] = m[0], B->b[r] = m[1], B->c[r] = m[2], B->e[r] = m[3];
+        B->v[r] = (double)z->state[i], B->w[r] = (double)z->params[i];
+        B->s[r] = (uint64_t)(to - from);
+        B->bits |= (uint64_t)(to - from);
+        if (++B->m == FO_CSR_OWN_BATCH) FO_FN(csr_pair_flush)(z, B);
+    }
+}
+
 /* csr_catch_own_scale(z, col, from, to), taken at the next csr_own_flush, or at once where the catch-up spans a
  * multiple of z->period (its segments, rare). */
 static inline void FO_FN(csr_own_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_own_batch) *B, ptrdiff_t col,
@@ -582,6 +625,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                                 c->positive, own_decay, rule, c->lr};
     /* SGD under each weight's own decay, nothing else deferred: the catch-ups' own short form */
     const int own_scale = how == FO_CATCH_SCALE && own_decay && !avg && !c->positive;
+    /* momentum and Nesterov under each weight's own decay, without the running average: theirs */
+    const int own_pair = how == FO_CATCH_PAIR && own_decay && !avg;
     /* The first step on every coordinate: the momentum rules' first (their buffers start as the gradient), and
      * with projection a first one that finds negative weights (a warm start), which it projects. */
     int dense_first = how == FO_CATCH_PAIR && t0 == 0;
@@ -738,6 +783,21 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 if (spos[q] != rel - 1) FO_FN(csr_own_add)(&z, &ob, touched[q], t0 + spos[q], c->t);
             }
             FO_FN(csr_own_flush)(&z, &ob);
+        } else if (catching && own_pair) {
+            FO_FN(csr_pair_batch) pb;
+            pb.m = 0, pb.bits = 0;
+            for (ptrdiff_t q = 0; q < nt; q++) {
+                if (q + FO_CSR_CATCH_AHEAD < nt) {
+                    const ptrdiff_t a = touched[q + FO_CSR_CATCH_AHEAD];
+                    for (ptrdiff_t j = 0; j < k; j++) {
+                        FO_CSR_PREFETCH_W(params + j * d + a);
+                        FO_CSR_PREFETCH_W(state + j * d + a);
+                        FO_CSR_PREFETCH(own_decay + j * d + a);
+                    }
+                }
+                if (spos[q] != rel - 1) FO_FN(csr_pair_add)(&z, &pb, touched[q], t0 + spos[q], c->t);
+            }
+            FO_FN(csr_pair_flush)(&z, &pb);
         } else if (catching)
             for (ptrdiff_t q = 0; q < nt; q++) {
                 if (q + FO_CSR_CATCH_AHEAD < nt) {
@@ -1054,12 +1114,15 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     if (catching) {
         const int32_t now = (int32_t)(c->t - t0);
         FO_FN(csr_own_batch) ob;
-        ob.m = 0, ob.bits = 0;
+        FO_FN(csr_pair_batch) pb;
+        ob.m = 0, ob.bits = 0, pb.m = 0, pb.bits = 0;
         for (ptrdiff_t col = 0; col < d; col++)
             if (slot[col].last == now) continue;
             else if (own_scale) FO_FN(csr_own_add)(&z, &ob, col, t0 + slot[col].last, c->t);
+            else if (own_pair) FO_FN(csr_pair_add)(&z, &pb, col, t0 + slot[col].last, c->t);
             else FO_FN(csr_catch_up)(&z, col, t0 + slot[col].last, c->t);
         FO_FN(csr_own_flush)(&z, &ob);
+        FO_FN(csr_pair_flush)(&z, &pb);
     }
     if (status != FO_OK) return status;
     return FO_FN(epoch_finish)(c, params, n_params, total);

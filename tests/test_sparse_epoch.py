@@ -867,26 +867,30 @@ def test_own_decays_are_deferred_exactly_over_long_rests(rule):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [1, 2])
-def test_own_decay_catch_ups_taken_in_batches_match_the_twin(k, dtype):
-    """SGD under each weight's own decay collects its catch-ups and takes their powers together, 64 at a time:
-    minibatches touching hundreds of columns (several batches a step, the last one partial), the call's closing
-    catch-ups over every resting column, and a period splitting some of them (taken one by one) must all equal
-    the twin's every-coordinate steps, with rests long enough for exponents of many bits."""
-    rng = np.random.default_rng(_seed("own batches", k, dtype))
-    n, d, batch, lr = 240, 3000, 12, 0.05
-    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True, density=0.01)
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
+def test_own_decay_catch_ups_taken_in_batches_match_the_twin(rule, k, dtype):
+    """SGD, momentum and Nesterov under each weight's own decay collect their catch-ups and take their powers
+    together, 64 at a time: minibatches touching hundreds of columns (several batches a step, the last one
+    partial), the call's closing catch-ups over every resting column, and a period splitting some of them (taken
+    one by one) must all equal the twin's every-coordinate steps, with rests long enough for exponents of many
+    bits."""
+    rng = np.random.default_rng(_seed("own batches", rule, k, dtype))
+    n, d, batch, lr = 240, 5000, 4, 0.05
+    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True, density=0.005)
     order = rng.permutation(n).astype(np.int64)
     decay = rng.uniform(0.0, 3.0, size=k * d).astype(dtype)
-    spec = _spec("sgd", 0.0)
+    spec = _spec(rule, 0.0)
     train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
                      loss_limit=np.inf)
     touched = max(len(np.unique(X[order[i:i + batch]].indices)) for i in range(0, n, batch))
-    assert touched * k > 2 * 64  # steps whose catch-ups fill several batches
+    assert touched * k > 64  # steps whose catch-ups fill a batch and start another
+    assert not _kernels._csr_every_step_cheap(d, batch, X.nnz, n, int(spec.rule))  # deferred, not every step
     ref = _run_opts(_reference, spec, train, X, Y, sw, order, k * d + k, 2, lr, False, decay=decay)
     for period in (0, 7):
         got = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 2, lr, False, period=period,
                         decay=decay)
         _close(got[0], ref[0], 2 * n // batch, dtype)
+        _close(got[1], ref[1], 2 * n // batch, dtype)  # momentum's buffers
         assert np.isfinite(got[0]).all() and not np.array_equal(got[0], np.zeros_like(got[0]))
 
 
