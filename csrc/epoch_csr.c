@@ -116,8 +116,8 @@
 /* Members of T ahead whose weights (and state) the catch-up loop requests (fo_csr_epoch's step 1). */
 #define FO_CSR_CATCH_AHEAD 16
 
-/* Catch-ups of SGD under each weight's own decay collected before their powers are taken together
- * (fo_csr_powers). */
+/* Catch-ups under each weight's own decay (SGD, momentum, Nesterov) collected before their powers are taken
+ * together (csr_batch_flush). */
 #define FO_CSR_OWN_BATCH 64
 
 /* torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing (as epoch.c). */

@@ -143,81 +143,58 @@ static inline void FO_FN(csr_catch_own_scale)(const FO_FN(csr_lazy) *z, ptrdiff_
     }
 }
 
-/* Catch-ups of csr_catch_own_scale collected (csr_own_add) and taken together (csr_own_flush): their powers in
- * one vectorised loop (fo_csr_powers), then their weights. */
-typedef struct {
-    ptrdiff_t i[FO_CSR_OWN_BATCH];
-    uint64_t s[FO_CSR_OWN_BATCH], bits;
-    double f[FO_CSR_OWN_BATCH], p[FO_CSR_OWN_BATCH];
-    ptrdiff_t m;
-} FO_FN(csr_own_batch);
-
-static void FO_FN(csr_own_flush)(const FO_FN(csr_lazy) *z, FO_FN(csr_own_batch) *B)
-{
-    fo_csr_powers(B->f, B->s, B->p, B->m, B->bits);
-    for (ptrdiff_t r = 0; r < B->m; r++) z->params[B->i[r]] = (FO_REAL)(B->p[r] * (double)z->params[B->i[r]]);
-    B->m = 0, B->bits = 0;
-}
-
-/* Momentum's and Nesterov's catch-ups under each weight's own decay (csr_catch_up's FO_CATCH_PAIR without
- * averaging) collected (csr_pair_add) and taken together (csr_pair_flush, fo_csr_pair_powers). */
+/* The catch-ups under each weight's own decay of SGD (csr_catch_own_scale) or, with `pair`, of momentum and
+ * Nesterov without averaging (csr_catch_up's FO_CATCH_PAIR), collected (csr_batch_add) and taken together
+ * (csr_batch_flush): their powers in one vectorised loop (fo_csr_powers: f in a, f^s into v; fo_csr_pair_powers:
+ * the step map in a, b, c, e applied to (v, w) = (buffer, weight)), then their weights. */
 typedef struct {
     ptrdiff_t i[FO_CSR_OWN_BATCH];
     uint64_t s[FO_CSR_OWN_BATCH], bits;
     double a[FO_CSR_OWN_BATCH], b[FO_CSR_OWN_BATCH], c[FO_CSR_OWN_BATCH], e[FO_CSR_OWN_BATCH];
     double v[FO_CSR_OWN_BATCH], w[FO_CSR_OWN_BATCH];
     ptrdiff_t m;
-} FO_FN(csr_pair_batch);
+    int pair;
+} FO_FN(csr_batch);
 
-static void FO_FN(csr_pair_flush)(const FO_FN(csr_lazy) *z, FO_FN(csr_pair_batch) *B)
+static void FO_FN(csr_batch_flush)(const FO_FN(csr_lazy) *z, FO_FN(csr_batch) *B)
 {
-    fo_csr_pair_powers(B->a, B->b, B->c, B->e, B->s, B->v, B->w, B->m, B->bits);
-    for (ptrdiff_t r = 0; r < B->m; r++) {
-        z->state[B->i[r]] = (FO_REAL)B->v[r];
-        z->params[B->i[r]] = (FO_REAL)B->w[r];
+    if (B->pair) {
+        fo_csr_pair_powers(B->a, B->b, B->c, B->e, B->s, B->v, B->w, B->m, B->bits);
+        for (ptrdiff_t r = 0; r < B->m; r++) {
+            z->state[B->i[r]] = (FO_REAL)B->v[r];
+            z->params[B->i[r]] = (FO_REAL)B->w[r];
+        }
+    } else {
+        fo_csr_powers(B->a, B->s, B->v, B->m, B->bits);
+        for (ptrdiff_t r = 0; r < B->m; r++) z->params[B->i[r]] = (FO_REAL)(B->v[r] * (double)z->params[B->i[r]]);
     }
     B->m = 0, B->bits = 0;
 }
 
-/* csr_catch_up(z, col, from, to) for FO_CATCH_PAIR under own decays without averaging, taken at the next
- * csr_pair_flush, or at once where the catch-up spans a multiple of z->period. */
-static inline void FO_FN(csr_pair_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_pair_batch) *B, ptrdiff_t col,
-                                       int64_t from, int64_t to)
+/* Feature col's catch-up from step `from` to `to`, taken at the next csr_batch_flush, or at once where it spans
+ * a multiple of z->period (its segments, rare). */
+static inline void FO_FN(csr_batch_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_batch) *B, ptrdiff_t col, int64_t from,
+                                        int64_t to)
 {
     if (z->period > 0 && (from / z->period + 1) * z->period < to) {
-        FO_FN(csr_catch_up)(z, col, from, to);
+        if (B->pair) FO_FN(csr_catch_up)(z, col, from, to);
+        else FO_FN(csr_catch_own_scale)(z, col, from, to);
         return;
     }
     for (ptrdiff_t j = 0; j < z->k; j++) {
-        const ptrdiff_t i = j * z->d + col;
-        double m[5];
-        fo_csr_step_map(z->rule, z->h, z->lr, (double)z->decay[i], m);
-        const ptrdiff_t r = B->m;
+        const ptrdiff_t i = j * z->d + col, r = B->m;
         B->i[r] = i;
-        B->a[r] = m[0], B->b[r] = m[1], B->c[r] = m[2], B->e[r] = m[3];
-        B->v[r] = (double)z->state[i], B->w[r] = (double)z->params[i];
         B->s[r] = (uint64_t)(to - from);
         B->bits |= (uint64_t)(to - from);
-        if (++B->m == FO_CSR_OWN_BATCH) FO_FN(csr_pair_flush)(z, B);
-    }
-}
-
-/* csr_catch_own_scale(z, col, from, to), taken at the next csr_own_flush, or at once where the catch-up spans a
- * multiple of z->period (its segments, rare). */
-static inline void FO_FN(csr_own_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_own_batch) *B, ptrdiff_t col,
-                                      int64_t from, int64_t to)
-{
-    if (z->period > 0 && (from / z->period + 1) * z->period < to) {
-        FO_FN(csr_catch_own_scale)(z, col, from, to);
-        return;
-    }
-    for (ptrdiff_t j = 0; j < z->k; j++) {
-        const ptrdiff_t i = j * z->d + col;
-        B->i[B->m] = i;
-        B->f[B->m] = 1.0 - z->lr * (double)z->decay[i];
-        B->s[B->m] = (uint64_t)(to - from);
-        B->bits |= (uint64_t)(to - from);
-        if (++B->m == FO_CSR_OWN_BATCH) FO_FN(csr_own_flush)(z, B);
+        if (B->pair) {
+            double m[5];
+            fo_csr_step_map(z->rule, z->h, z->lr, (double)z->decay[i], m);
+            B->a[r] = m[0], B->b[r] = m[1], B->c[r] = m[2], B->e[r] = m[3];
+            B->v[r] = (double)z->state[i], B->w[r] = (double)z->params[i];
+        } else {
+            B->a[r] = 1.0 - z->lr * (double)z->decay[i];
+        }
+        if (++B->m == FO_CSR_OWN_BATCH) FO_FN(csr_batch_flush)(z, B);
     }
 }
 
@@ -769,35 +746,21 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 spos[q] = sl->last;
                 sl->last = rel;
             }
-        if (catching && own_scale) {
-            FO_FN(csr_own_batch) ob;
-            ob.m = 0, ob.bits = 0;
+        if (catching && (own_scale || own_pair)) {
+            FO_FN(csr_batch) ob;
+            ob.m = 0, ob.bits = 0, ob.pair = own_pair;
             for (ptrdiff_t q = 0; q < nt; q++) {
                 if (q + FO_CSR_CATCH_AHEAD < nt) {
                     const ptrdiff_t a = touched[q + FO_CSR_CATCH_AHEAD];
                     for (ptrdiff_t j = 0; j < k; j++) {
                         FO_CSR_PREFETCH_W(params + j * d + a);
                         FO_CSR_PREFETCH(own_decay + j * d + a);
+                        if (own_pair) FO_CSR_PREFETCH_W(state + j * d + a);
                     }
                 }
-                if (spos[q] != rel - 1) FO_FN(csr_own_add)(&z, &ob, touched[q], t0 + spos[q], c->t);
+                if (spos[q] != rel - 1) FO_FN(csr_batch_add)(&z, &ob, touched[q], t0 + spos[q], c->t);
             }
-            FO_FN(csr_own_flush)(&z, &ob);
-        } else if (catching && own_pair) {
-            FO_FN(csr_pair_batch) pb;
-            pb.m = 0, pb.bits = 0;
-            for (ptrdiff_t q = 0; q < nt; q++) {
-                if (q + FO_CSR_CATCH_AHEAD < nt) {
-                    const ptrdiff_t a = touched[q + FO_CSR_CATCH_AHEAD];
-                    for (ptrdiff_t j = 0; j < k; j++) {
-                        FO_CSR_PREFETCH_W(params + j * d + a);
-                        FO_CSR_PREFETCH_W(state + j * d + a);
-                        FO_CSR_PREFETCH(own_decay + j * d + a);
-                    }
-                }
-                if (spos[q] != rel - 1) FO_FN(csr_pair_add)(&z, &pb, touched[q], t0 + spos[q], c->t);
-            }
-            FO_FN(csr_pair_flush)(&z, &pb);
+            FO_FN(csr_batch_flush)(&z, &ob);
         } else if (catching)
             for (ptrdiff_t q = 0; q < nt; q++) {
                 if (q + FO_CSR_CATCH_AHEAD < nt) {
@@ -1113,16 +1076,13 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     /* Every coordinate up to date with the last step taken, on every exit. */
     if (catching) {
         const int32_t now = (int32_t)(c->t - t0);
-        FO_FN(csr_own_batch) ob;
-        FO_FN(csr_pair_batch) pb;
-        ob.m = 0, ob.bits = 0, pb.m = 0, pb.bits = 0;
+        FO_FN(csr_batch) ob;
+        ob.m = 0, ob.bits = 0, ob.pair = own_pair;
         for (ptrdiff_t col = 0; col < d; col++)
             if (slot[col].last == now) continue;
-            else if (own_scale) FO_FN(csr_own_add)(&z, &ob, col, t0 + slot[col].last, c->t);
-            else if (own_pair) FO_FN(csr_pair_add)(&z, &pb, col, t0 + slot[col].last, c->t);
+            else if (own_scale || own_pair) FO_FN(csr_batch_add)(&z, &ob, col, t0 + slot[col].last, c->t);
             else FO_FN(csr_catch_up)(&z, col, t0 + slot[col].last, c->t);
-        FO_FN(csr_own_flush)(&z, &ob);
-        FO_FN(csr_pair_flush)(&z, &pb);
+        FO_FN(csr_batch_flush)(&z, &ob);
     }
     if (status != FO_OK) return status;
     return FO_FN(epoch_finish)(c, params, n_params, total);
