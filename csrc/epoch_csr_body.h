@@ -604,6 +604,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     const int own_scale = how == FO_CATCH_SCALE && own_decay && !avg && !c->positive;
     /* momentum and Nesterov under each weight's own decay, without the running average: theirs */
     const int own_pair = how == FO_CATCH_PAIR && own_decay && !avg;
+    /* either taken in batches (csr_batch), where the rests can be long */
+    const int batched = (own_scale || own_pair) && steps >= FO_CSR_OWN_BATCH_MIN;
     /* The first step on every coordinate: the momentum rules' first (their buffers start as the gradient), and
      * with projection a first one that finds negative weights (a warm start), which it projects. */
     int dense_first = how == FO_CATCH_PAIR && t0 == 0;
@@ -746,7 +748,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 spos[q] = sl->last;
                 sl->last = rel;
             }
-        if (catching && (own_scale || own_pair)) {
+        if (catching && batched) {
             FO_FN(csr_batch) ob;
             ob.m = 0, ob.bits = 0, ob.pair = own_pair;
             for (ptrdiff_t q = 0; q < nt; q++) {
@@ -773,7 +775,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                     }
                 }
                 if (spos[q] == rel - 1) continue;
-                FO_FN(csr_catch_up)(&z, touched[q], t0 + spos[q], c->t);
+                if (own_scale) FO_FN(csr_catch_own_scale)(&z, touched[q], t0 + spos[q], c->t);
+                else FO_FN(csr_catch_up)(&z, touched[q], t0 + spos[q], c->t);
             }
         /* 2. T's weights gathered (compact, feature-major), its gradient zeroed, its state's lines requested.
          * SGD steps the weights in place instead (step 5), and its sweeps read them there: no gather, no
@@ -1080,7 +1083,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         ob.m = 0, ob.bits = 0, ob.pair = own_pair;
         for (ptrdiff_t col = 0; col < d; col++)
             if (slot[col].last == now) continue;
-            else if (own_scale || own_pair) FO_FN(csr_batch_add)(&z, &ob, col, t0 + slot[col].last, c->t);
+            else if (batched) FO_FN(csr_batch_add)(&z, &ob, col, t0 + slot[col].last, c->t);
+            else if (own_scale) FO_FN(csr_catch_own_scale)(&z, col, t0 + slot[col].last, c->t);
             else FO_FN(csr_catch_up)(&z, col, t0 + slot[col].last, c->t);
         FO_FN(csr_batch_flush)(&z, &ob);
     }
