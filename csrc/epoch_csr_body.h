@@ -143,8 +143,9 @@ static inline void FO_FN(csr_catch_own_scale)(const FO_FN(csr_lazy) *z, ptrdiff_
     }
 }
 
-/* csr_catch_up for momentum and Nesterov on the shared table, without projection or running average: (v, w) <-
- * table row s applied, per segment (the same products and roundings, so the same bits). It runs once per touched
+/* csr_catch_up for momentum, Nesterov and RMSProp on the shared table, without projection or running average:
+ * (v, w) <- table row s applied (RMSProp: its averages scaled first), per segment (the same products and
+ * roundings, so the same bits). It runs once per touched
  * coordinate and step, where the general function's branches around two products cost a fifth of the epoch (the
  * bench's hashed rows, alternating builds: momentum 186 -> 151-152 ms on one thread, 162-185 -> 125-139 on two;
  * Nesterov 188-204 -> 154-155 on one). */
@@ -156,10 +157,17 @@ static inline void FO_FN(csr_catch_pair)(const FO_FN(csr_lazy) *z, ptrdiff_t col
             const int64_t seg_end = z->period > 0 && (a / z->period + 1) * z->period < to
                 ? (a / z->period + 1) * z->period : to;
             const double *A = z->table + FO_CSR_TAB * (seg_end - a);
-            const double v = (double)z->state[i], w = (double)z->params[i];
-            z->state[i] = (FO_REAL)(A[0] * v + A[1] * w);
-            z->params[i] = (FO_REAL)(A[2] * v + A[3] * w);
+            ptrdiff_t ib = i; /* the buffer's index */
             a = seg_end;
+            if (z->how == FO_CATCH_RMS) { /* the averages decay; the buffer, if any, is slot 2's */
+                z->state[i] = (FO_REAL)(A[4] * (double)z->state[i]);
+                if (z->h->centered) z->state[z->n_params + i] = (FO_REAL)(A[4] * (double)z->state[z->n_params + i]);
+                if (!(z->h->momentum > 0)) continue;
+                ib = 2 * z->n_params + i;
+            }
+            const double v = (double)z->state[ib], w = (double)z->params[i];
+            z->state[ib] = (FO_REAL)(A[0] * v + A[1] * w);
+            z->params[i] = (FO_REAL)(A[2] * v + A[3] * w);
         }
     }
 }
@@ -630,8 +638,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     const int own_scale = how == FO_CATCH_SCALE && own_decay && !avg && !c->positive;
     /* momentum and Nesterov under each weight's own decay, without the running average: theirs */
     const int own_pair = how == FO_CATCH_PAIR && own_decay && !avg;
-    /* momentum and Nesterov on the shared table, nothing else deferred: their short form */
-    const int table_pair = how == FO_CATCH_PAIR && !own_decay && !avg && !c->positive;
+    /* momentum, Nesterov and RMSProp on the shared table, nothing else deferred: their short form */
+    const int table_pair = (how == FO_CATCH_PAIR || how == FO_CATCH_RMS) && !own_decay && !avg && !c->positive;
     /* either taken in batches (csr_batch), where the rests can be long */
     const int batched = (own_scale || own_pair) && steps >= FO_CSR_OWN_BATCH_MIN;
     /* The first step on every coordinate: the momentum rules' first (their buffers start as the gradient), and
