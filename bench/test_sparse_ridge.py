@@ -12,8 +12,7 @@ Run on its own with ``cd bench && python -m pytest test_sparse_ridge.py -q -p no
 * ``test_csr_epoch_own_decay_ways[<rule>-<way>-<threads>t]``: the bare kernel, one epoch of SGD, momentum or
   Nesterov under each column's own decay, stepped on every coordinate (``every``) or deferred (``deferred``),
   forced through ``CSR_EVERY_STEP_RATIO``, on one and two threads; ``extra_info`` the rows' ratio
-  ``d / (batch * stored values a row)`` and the way the kernel chooses there (``every`` up to 8, 12 for momentum
-  and Nesterov);
+  ``d / (batch * stored values a row)`` and the way the kernel chooses there (``every`` up to 8);
 * ``test_default_fit[<rule>]``: ``LinearRegressor(solver=rule, alpha=1e-3, random_state=0)`` on the CSR matrix
   (the per-column map and its decays), ``extra_info`` the objective's relative excess over the exact
   ``solver="cg"`` fit and the epochs;
@@ -99,7 +98,7 @@ def test_csr_epoch_with_decays(benchmark, tfidf, rule, decay):
 def test_csr_epoch_own_decay_ways(benchmark, monkeypatch, tfidf, rule, way, threads):
     X = tfidf[0]
     spec = optim.make(rule)
-    chosen = _kernels._csr_every_step_cheap(D, BATCH, X.nnz, N, int(spec.rule))
+    chosen = not _kernels._csr_defer_own_decay(D, BATCH, X.nnz, N)
     benchmark.extra_info["ratio"] = round(D / (BATCH * X.nnz / N), 2)
     benchmark.extra_info["chosen"] = "every" if chosen else "deferred"
     monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", np.inf if way == "every" else 0.0)

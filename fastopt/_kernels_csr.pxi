@@ -25,9 +25,18 @@ _WORKSPACES: dict = {}
 # interleaved, one and two threads; deferred over every-step time): SGD 1.02-1.39 at ratios 3-8, 0.86-0.99 at 10,
 # 0.68-0.70 at 26; momentum and Nesterov 1.03-1.56 at ratios 3-15, 0.80-0.97 at 20. At 200 columns of 10 values
 # (ratio 0.3) every-step was 0.97-1.22 too. The ratio was 4 before. bench/test_sparse_ridge.py times both ways of
-# the bare epoch (test_csr_epoch_own_decay_ways).
+# the bare epoch (test_csr_epoch_own_decay_ways). Since momentum's and Nesterov's catch-ups take their powers in
+# batches, their epochs choose at the same ratio as SGD's (_csr_defer_own_decay; TF-IDF-like rows of 40 terms,
+# bare epochs, deferred over every-step time, one and two threads: 1.26 and 1.48 at ratio 4.3, 1.06-1.17 at 6.8,
+# 0.96 at 9.4, 0.81-0.84 at 11.9); CSR_EVERY_STEP_PAIR stays the bound of what is cheap (csr_steps_cheap).
 CSR_EVERY_STEP_RATIO = 8.0
 CSR_EVERY_STEP_PAIR = 1.5
+
+
+def _csr_defer_own_decay(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows) -> bool:
+    """Whether a CSR epoch defers each weight's own decay (SGD, momentum, Nesterov) rather than step it on every
+    coordinate: where ``d`` exceeds ``CSR_EVERY_STEP_RATIO`` times a minibatch's mean stored values."""
+    return d > CSR_EVERY_STEP_RATIO * max(batch_size, 1) * nnz / max(n_rows, 1)
 
 
 def _csr_every_step_cheap(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows,
@@ -157,7 +166,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     _set_decay(&c, &h, decay, k * d, "epoch_csr", lazy and rule in (int(FO_RULE_ADAM), int(FO_RULE_ADAMW)))
     # each weight's decay on every coordinate where that costs little beside a minibatch's stored values, else
     # deferred (SGD, momentum, Nesterov; see CSR_EVERY_STEP_RATIO)
-    c.decay_every_step = c.decay != NULL and _csr_every_step_cheap(d, c.batch_size, data.shape[0], n, rule)
+    c.decay_every_step = c.decay != NULL and not _csr_defer_own_decay(d, c.batch_size, data.shape[0], n)
     if avg is not None and c.avg_start > 0:
         if avg.shape[0] != n_params:
             raise ValueError(f"avg needs {n_params} entries, got {avg.shape[0]}")

@@ -884,7 +884,7 @@ def test_own_decay_catch_ups_taken_in_batches_match_the_twin(rule, k, dtype):
                      loss_limit=np.inf)
     touched = max(len(np.unique(X[order[i:i + batch]].indices)) for i in range(0, n, batch))
     assert touched * k > 64  # steps whose catch-ups fill a batch and start another
-    assert not _kernels._csr_every_step_cheap(d, batch, X.nnz, n, int(spec.rule))  # deferred, not every step
+    assert _kernels._csr_defer_own_decay(d, batch, X.nnz, n)  # deferred, not every step
     ref = _run_opts(_reference, spec, train, X, Y, sw, order, k * d + k, 2, lr, False, decay=decay)
     for period in (0, 7):
         got = _run_opts(_kernels, spec, train, X, Y, sw, order, k * d + k, 2, lr, False, period=period,
@@ -906,7 +906,7 @@ def test_own_decays_stepped_on_every_coordinate_or_deferred_agree(monkeypatch, r
     decay = rng.uniform(0.01, 1.0, size=k * d)
     spec = _spec(rule, 0.0)
     train = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
-    assert _kernels._csr_every_step_cheap(d, batch, X.nnz, n, int(spec.rule))
+    assert not _kernels._csr_defer_own_decay(d, batch, X.nnz, n)
     fits = []
     for ratio in (_kernels.CSR_EVERY_STEP_RATIO, 0.0):
         monkeypatch.setattr(_kernels, "CSR_EVERY_STEP_RATIO", ratio)
