@@ -607,10 +607,11 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
      * 206-215 -> 190-193 ms, 280-289 -> 249-255 under the map's own decays; Nesterov 200-210 -> 188-195 and
      * 263-280 -> 260-269; two threads within their noise). The same operations, so the same bits. */
     const int pair_direct = !sgd1 && !adam1 && (rule == FO_RULE_MOMENTUM || rule == FO_RULE_NESTEROV);
-    /* AdaGrad: its accumulators and weights in place, the quotients over compact arrays (step 5a), without the
-     * copies of T's weights and accumulators (the bench's hashed rows, alternating builds, an epoch: one thread
-     * 134-142 -> 110-116 ms, two 88-91 -> 67-70; the same operations, so the same bits) */
-    const int ada_direct = !sgd1 && !adam1 && rule == FO_RULE_ADAGRAD;
+    /* AdaGrad and RMSProp: their accumulators and weights in place, the quotients over compact arrays (step 5a),
+     * without the copies of T's weights and state (the bench's hashed rows, alternating builds, an epoch: AdaGrad
+     * 134-142 -> 110-116 ms on one thread, 88-91 -> 67-70 on two; RMSProp 225-229 -> 195-201 and 191 -> 163-165;
+     * the same operations, so the same bits) */
+    const int ada_direct = !sgd1 && !adam1 && (rule == FO_RULE_ADAGRAD || rule == FO_RULE_RMSPROP);
     /* SparseAdam with one output: no compact copy of T's weights (step 2) */
     const int adam_ahead = sparse_adam && k == 1 && n_slots >= 2;
     const FO_REAL epsilon = (FO_REAL)c->epsilon;
@@ -827,7 +828,9 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         else if (pair_direct || ada_direct) { /* the buffers' lines requested for step 5m (5a) */
             memset(cg, 0, (size_t)(nt * k) * sizeof(FO_REAL));
             for (ptrdiff_t q = 0; q < nt; q++)
-                for (ptrdiff_t j = 0; j < k; j++) FO_CSR_PREFETCH(state + j * d + touched[q]);
+                for (ptrdiff_t j = 0; j < k; j++)
+                    for (ptrdiff_t sl = 0; sl < n_slots; sl++)
+                        if (used[sl]) FO_CSR_PREFETCH(state + sl * n_params + j * d + touched[q]);
         } else if (adam_ahead) /* stepped in place too (step 5'); one output reads params directly */
             memset(cg, 0, (size_t)nt * sizeof(FO_REAL)); /* (the moments' lines are requested in step 3) */
         else
@@ -1102,9 +1105,13 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 }
             continue;
         }
-        if (ada_direct) { /* 5a. rule_adagrad's arithmetic (no decay here: with one, every coordinate steps) */
-            const FO_REAL eps = (FO_REAL)h->eps;
-            const FO_REAL clr = (FO_REAL)(c->lr / (1.0 + (double)(step - 1) * h->lr_decay));
+        if (ada_direct) { /* 5a. rule_adagrad's or rule_rmsprop's arithmetic (no decay here: with one, every
+                           * coordinate steps): the accumulators in place, the quotients g / den over compact
+                           * arrays, then the weights (and RMSProp's buffer) in place */
+            const FO_REAL eps = (FO_REAL)h->eps, rho = (FO_REAL)h->rho, one_rho = (FO_REAL)(1.0 - h->rho);
+            const FO_REAL mu = (FO_REAL)h->momentum;
+            const int rms = rule == FO_RULE_RMSPROP, centered = rms && h->centered, mom = rms && h->momentum > 0;
+            const FO_REAL a = rms ? (FO_REAL)c->lr : (FO_REAL)(c->lr / (1.0 + (double)(step - 1) * h->lr_decay));
             FO_REAL *restrict R = cs;
             for (ptrdiff_t q = 0; q < nt + nb; q++)
                 for (ptrdiff_t j = 0; j < (q < nt ? k : 1); j++) {
@@ -1112,7 +1119,18 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                     const ptrdiff_t ci = q < nt ? q * k + j : k * nt + (q - nt);
                     const FO_REAL gi = cg[ci] + (FO_REAL)0; /* FO_GRAD_WD without decay */
                     cg[ci] = gi;
-                    R[ci] = state[i] += gi * gi;
+                    if (!rms) {
+                        R[ci] = state[i] += gi * gi;
+                    } else {
+                        const FO_REAL r = state[i] = rho * state[i] + one_rho * (gi * gi);
+                        if (centered) {
+                            FO_REAL *ai = state + n_params + i;
+                            *ai += one_rho * (gi - *ai);
+                            R[ci] = r - *ai * *ai;
+                        } else {
+                            R[ci] = r;
+                        }
+                    }
                 }
             /* the quotients, element by element in a loop the compiler vectorises (the divider's latency) */
             for (ptrdiff_t ci = 0; ci < nc; ci++) R[ci] = cg[ci] / (FO_SQRT(R[ci]) + eps);
@@ -1120,7 +1138,14 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 for (ptrdiff_t j = 0; j < (q < nt ? k : 1); j++) {
                     const ptrdiff_t i = q < nt ? j * d + touched[q] : kd + (q - nt);
                     const ptrdiff_t ci = q < nt ? q * k + j : k * nt + (q - nt);
-                    FO_REAL w = params[i] - clr * R[ci];
+                    FO_REAL w = params[i];
+                    if (mom) {
+                        FO_REAL *bi = state + 2 * n_params + i;
+                        *bi = mu * *bi + R[ci];
+                        w -= a * *bi;
+                    } else {
+                        w -= a * R[ci];
+                    }
                     if (q < nt && c->positive && w < 0) w = 0;
                     params[i] = w;
                     if (averaging) avg[i] += (w - avg[i]) / count;
