@@ -1158,7 +1158,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             continue;
         }
         /* Gather T's state (its weights were gathered above), step with the unchanged rule, scatter back with the
-         * projection and the running average. */
+         * projection and the running average. (Every rule now steps in place above, or on every coordinate; this
+         * general form stays for a rule without a form of its own.) */
         for (ptrdiff_t s = 0; s < n_slots; s++) {
             if (!used[s]) continue;
             FO_REAL *dst = cs + s * nc;
