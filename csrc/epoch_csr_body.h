@@ -30,6 +30,13 @@ static inline ptrdiff_t FO_FN(csr_first_negative)(const double *table, double v,
     return lo;
 }
 
+/* The end of the catch-up segment starting at step a on the way to `to`: the next multiple of z->period before
+ * `to`, else `to` (period <= 0: one segment). */
+static inline int64_t FO_FN(csr_seg_end)(const FO_FN(csr_lazy) *z, int64_t a, int64_t to)
+{
+    return z->period > 0 && (a / z->period + 1) * z->period < to ? (a / z->period + 1) * z->period : to;
+}
+
 /* Bring feature `col` (its k weights, their state and running average) from absolute step `from` up to `to`,
  * in segments that end at the multiples of z->period (so that an epoch run in slices that end there takes the
  * same segments, bit for bit). Over a segment of s steps the weights follow table row s (epoch_csr.c), projected
@@ -40,8 +47,7 @@ static void FO_FN(csr_catch_up)(const FO_FN(csr_lazy) *z, ptrdiff_t col, int64_t
     const fo_hyper *h = z->h;
     const ptrdiff_t n = z->n_params;
     while (from < to) {
-        const int64_t seg_end = z->period > 0 && (from / z->period + 1) * z->period < to
-            ? (from / z->period + 1) * z->period : to;
+        const int64_t seg_end = FO_FN(csr_seg_end)(z, from, to);
         const ptrdiff_t s = (ptrdiff_t)(seg_end - from);
         const double *A = z->table + FO_CSR_TAB * s, *A0 = z->table;
         /* exponents of the segment that are averaged: (e0, s] */
@@ -135,8 +141,7 @@ static inline void FO_FN(csr_catch_own_scale)(const FO_FN(csr_lazy) *z, ptrdiff_
         const ptrdiff_t i = j * z->d + col;
         const double f = 1.0 - z->lr * (double)z->decay[i];
         for (int64_t a = from; a < to;) {
-            const int64_t seg_end = z->period > 0 && (a / z->period + 1) * z->period < to
-                ? (a / z->period + 1) * z->period : to;
+            const int64_t seg_end = FO_FN(csr_seg_end)(z, a, to);
             z->params[i] = (FO_REAL)(fo_csr_power(f, seg_end - a) * (double)z->params[i]);
             a = seg_end;
         }
@@ -154,8 +159,7 @@ static inline void FO_FN(csr_catch_pair)(const FO_FN(csr_lazy) *z, ptrdiff_t col
     for (ptrdiff_t j = 0; j < z->k; j++) {
         const ptrdiff_t i = j * z->d + col;
         for (int64_t a = from; a < to;) {
-            const int64_t seg_end = z->period > 0 && (a / z->period + 1) * z->period < to
-                ? (a / z->period + 1) * z->period : to;
+            const int64_t seg_end = FO_FN(csr_seg_end)(z, a, to);
             const double *A = z->table + FO_CSR_TAB * (seg_end - a);
             ptrdiff_t ib = i; /* the buffer's index */
             a = seg_end;
@@ -205,7 +209,7 @@ static void FO_FN(csr_batch_flush)(const FO_FN(csr_lazy) *z, FO_FN(csr_batch) *B
 static inline void FO_FN(csr_batch_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_batch) *B, ptrdiff_t col, int64_t from,
                                         int64_t to)
 {
-    if (z->period > 0 && (from / z->period + 1) * z->period < to) {
+    if (FO_FN(csr_seg_end)(z, from, to) < to) {
         if (B->pair) FO_FN(csr_catch_up)(z, col, from, to);
         else FO_FN(csr_catch_own_scale)(z, col, from, to);
         return;

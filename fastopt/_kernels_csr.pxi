@@ -35,8 +35,9 @@ CSR_EVERY_STEP_PAIR = 1.5
 
 def _csr_defer_own_decay(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows) -> bool:
     """Whether a CSR epoch defers each weight's own decay (SGD, momentum, Nesterov) rather than step it on every
-    coordinate: where ``d`` exceeds ``CSR_EVERY_STEP_RATIO`` times a minibatch's mean stored values."""
-    return d > CSR_EVERY_STEP_RATIO * max(batch_size, 1) * nnz / max(n_rows, 1)
+    coordinate: where that step is not cheap at SGD's bound (``CSR_EVERY_STEP_RATIO`` times a minibatch's mean
+    stored values), whatever the rule."""
+    return not _csr_every_step_cheap(d, batch_size, nnz, n_rows, FO_RULE_SGD)
 
 
 def _csr_every_step_cheap(Py_ssize_t d, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows,
