@@ -50,8 +50,17 @@ FO_LOSS_INLINE double FO_FN(loss_value)(fo_loss loss, FO_REAL r, FO_REAL epsilon
 static inline fo_status FO_FN(epoch_finish)(fo_epoch_ctl *c, const FO_REAL *params, ptrdiff_t n_params,
                                             double total)
 {
-    for (ptrdiff_t p = 0; p < n_params; p++) {
-        if (!isfinite(params[p])) {
+    /* x - x is +0 for a finite x and NaN otherwise, and sums of them stay +0 or NaN: eight running sums, a loop the
+     * compiler vectorises, a chunk at a time (one isfinite a weight took a sixth of a sparse partial_fit call's
+     * kernel time on 2^18 columns) */
+    for (ptrdiff_t p0 = 0; p0 < n_params; p0 += 1024) {
+        const ptrdiff_t p1 = n_params - p0 < 1024 ? n_params : p0 + 1024;
+        FO_REAL z[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        ptrdiff_t p = p0;
+        for (; p + 8 <= p1; p += 8)
+            for (int l = 0; l < 8; l++) z[l] += params[p + l] - params[p + l];
+        for (; p < p1; p++) z[0] += params[p] - params[p];
+        if (!(((z[0] + z[1]) + (z[2] + z[3])) + ((z[4] + z[5]) + (z[6] + z[7])) == 0)) {
             c->bad_step = c->t;
             return FO_NONFINITE_LOSS;
         }

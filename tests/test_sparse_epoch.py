@@ -424,6 +424,31 @@ def test_lazy_mode_on_dense_x_equals_it_on_csr():
     assert not np.array_equal(a.coef, exact.coef)  # a different optimizer, not a relabelling
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("position", [0, 700, 2047])
+def test_a_weight_that_overflows_at_the_last_step_fails_the_epoch(dtype, position):
+    """The loss stays finite up to the last step, whose step overflows one weight (at ``position`` among 2,048
+    columns, no intercept: in the end-of-epoch test's chunks of 1,024 and its eight running sums, head and tail) to
+    inf: the epoch fails at that step, dense and CSR, kernels and twins alike, and the other weights stay 0."""
+    big = 1e300 if dtype == np.float64 else 1e37
+    d = 2048
+    X = np.zeros((4, d), dtype)
+    X[:, position] = 1.0
+    Y = np.full((4, 1), 1e10 if dtype == np.float64 else 1e5, dtype)
+    spec = _spec("sgd", 0.0)
+    train = EpochCtl(batch_size=4, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    order = np.arange(4, dtype=np.int64)
+    Xc = sp.csr_array(X)
+    Xc.indices, Xc.indptr = Xc.indices.astype(np.int32), Xc.indptr.astype(np.int32)
+    for impl in (_kernels, _reference):
+        for data, dense in ((X, True), (Xc, False)):
+            with np.errstate(over="ignore", invalid="ignore"):  # the twin's overflow is the point
+                params, _, out = _run(impl, spec, train, data, Y, None, order, d, 1, float(big), False, dense)
+            status, t, _, step = out[0]
+            assert (status, t, step) == (int(_kernels.Status.NONFINITE_LOSS), 1, 1), (impl.__name__, dense)
+            assert np.isinf(params[position]) and not np.delete(params, position).any()
+
+
 def test_csr_epoch_reports_nonfinite_data_and_divergence():
     rng = np.random.default_rng(14)
     X, Y, _ = _problem(rng, 40, 10, 1, np.float64, weighted=False)
