@@ -1639,6 +1639,54 @@ def test_partial_fit_watch_is_transactional_and_deterministic():
     np.testing.assert_array_equal(run(False).coef_, b.coef_)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_partial_fit_watch_reuses_ridge_terms_bit_for_bit(monkeypatch, sparse):
+    """The watch takes the ridge terms of before and ref from the calls that took them as now (PassWatch.penalties):
+    every comparison, and so every rate and coefficient, equals that of a watch that takes them afresh, on a stream
+    of new rows under a per-column ridge map with a cut, and after a new alpha part-way (small enough to leave the
+    rate, and so the watch, as they were); and it computes fewer terms."""
+    rng = np.random.default_rng(5)
+    scale = np.r_[1.0, 30.0, 0.05, np.ones(5)]
+    coef = rng.normal(size=8)
+
+    def chunks():
+        r = np.random.default_rng(6)
+        for _ in range(40):
+            X = r.normal(size=(300, 8)) * scale * (r.random((300, 8)) < 0.6)
+            yield (sp.csr_array(X) if sparse else X), X @ coef + 0.1 * r.normal(size=300)
+
+    def run():
+        seen, terms = [], [0]
+        compare, term = _iterative.pass_comparison, _iterative.penalty_term
+
+        def recorded(*args, **kwargs):
+            seen.append(compare(*args, **kwargs))
+            return seen[-1]
+
+        def counted(*args, **kwargs):
+            terms[0] += 1
+            return term(*args, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(_iterative, "pass_comparison", recorded)
+            m.setattr(_iterative, "penalty_term", counted)
+            est = LinearRegressor(solver="sgd", alpha=1e-4, random_state=0)
+            for i, (X, y) in enumerate(chunks()):
+                if i == 25:
+                    est.set_params(alpha=3e-4)  # a new penalty: no term of the old one is reused
+                est.partial_fit(X, y)
+        return est, np.array(seen), terms[0]
+
+    a, seen_a, terms_a = run()
+    with monkeypatch.context() as m:  # a watch that keeps no terms
+        m.setattr(_iterative.PassWatch, "penalties", property(lambda self: (), lambda self, value: None))
+        b, seen_b, terms_b = run()
+    np.testing.assert_array_equal(seen_a, seen_b)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert a.learning_rates_ == b.learning_rates_ and min(a.learning_rates_) < a.learning_rate_  # a cut
+    assert terms_a < terms_b
+
+
 def test_partial_fit_over_repeated_chunks_is_judged_in_epochs():
     """Calls that go over the same chunks again are judged as the in-memory rule judges epochs: a chunk is
     known again by its rows (not its memory layout), the rate changes only where an epoch begins, and the
