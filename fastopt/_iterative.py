@@ -277,6 +277,9 @@ class IterState:
         What a first ``partial_fit`` call's ``learning_rate="auto"`` was taken from, for SGD and the momentum
         rules (``L``, ``ridge``, the ``first`` inverse SGD rate and the largest so far, ``inverse``: see
         :func:`rate_guard`); None otherwise.
+    ridge_term : tuple
+        ``(vector, key, term)``: the ridge term :func:`penalty_term` last took in a pass (of ``weights``, under
+        the penalty ``key``, see :func:`ridge_key`), for the next call's watch; ``()`` before any.
     """
 
     weights: np.ndarray
@@ -296,6 +299,7 @@ class IterState:
     interleaved: bool = False
     watch: PassWatch | None = None
     basis: dict | None = None
+    ridge_term: tuple = ()
 
     @property
     def rate_factor(self) -> float:
@@ -1230,6 +1234,17 @@ def penalty_term(spec, train: EpochCtl, p: np.ndarray, k_d: int) -> float:
     return 0.0
 
 
+def ridge_key(spec, train: EpochCtl) -> tuple:
+    """What :func:`penalty_term` depends on besides the parameters: the coupled coefficient, whether it is
+    decoupled, and the per-column coefficients' array (compared by identity: a map keeps one per ``alpha``)."""
+    return spec.weight_decay, spec.decoupled_decay, train.decay
+
+
+def same_ridge(a: tuple, b: tuple) -> bool:
+    """Whether two :func:`ridge_key` keys name the same penalty."""
+    return a[:2] == b[:2] and a[2] is b[2]
+
+
 def pass_comparison(X, Y: np.ndarray, sw: np.ndarray | None, now: np.ndarray, before: np.ndarray | None,
                     ref: np.ndarray | None, loss, epsilon: float, penalty) -> np.ndarray:
     """:class:`PassWatch`'s comparison over the rows ``X``, ``Y`` of a call (weights ``sw``, mean 1 over all
@@ -1795,12 +1810,15 @@ class IterativeSolver(Solver):
                 "schedule, or clip_norm."
             )
         st.t = t
-        return float(loss + penalty_term(spec, train, st.weights, data.X.shape[1] * data.Y.shape[1]))
+        term = penalty_term(spec, train, st.weights, data.X.shape[1] * data.Y.shape[1])
+        st.ridge_term = (st.weights, ridge_key(spec, train), term)
+        return float(loss + term)
 
     def _train_controls(self, params, st: IterState) -> EpochCtl:
         decay = params.get("decay")
-        if decay is not None:  # every target's weights take their column's coefficient
-            decay = np.ascontiguousarray(np.tile(decay, st.dims[1]), dtype=st.weights.dtype)
+        if decay is not None:  # every target's weights take their column's coefficient (one: the map's own array)
+            decay = np.ascontiguousarray(decay if st.dims[1] == 1 else np.tile(decay, st.dims[1]),
+                                         dtype=st.weights.dtype)
         return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
@@ -2039,11 +2057,15 @@ class IterativeSolver(Solver):
         new_rows = not fresh and watch.plateau is None and key not in watch.seen
         # The ridge term of each vector compared, O(d) apiece (2^18 columns: 0.2 ms each, most of a 100-row call's
         # time outside the kernel): before's and ref's as the calls that had them as now took them, unless the
-        # penalty changed since (its key: the coupled coefficient and the per-column one's array, which a new alpha
-        # replaces); now's afresh, as its vector is the model's, which the user may have set.
-        pen_key = (spec.weight_decay, spec.decoupled_decay, params.get("decay"))
-        known = {id(v): term for v, k, term in watch.penalties
-                 if k[:2] == pen_key[:2] and k[2] is pen_key[2] and v is not now}
+        # penalty changed since (ridge_key: a new alpha gives the map a new array); now's as the last pass took it
+        # under a map, whose coef_ is a copy (to_raw), else afresh: coef_ is then a view of now, which the user
+        # may have set.
+        pen_key = ridge_key(spec, train)
+        known = {id(v): term for v, k, term in watch.penalties if same_ridge(k, pen_key) and v is not now}
+        if state is not None and state.affine is not None and state.ridge_term:
+            v, k, term = state.ridge_term
+            if v is now and same_ridge(k, pen_key):
+                known[id(now)] = term
         taken = {}
 
         def penalty(p: np.ndarray) -> float:

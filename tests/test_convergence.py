@@ -1641,8 +1641,9 @@ def test_partial_fit_watch_is_transactional_and_deterministic():
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_partial_fit_watch_reuses_ridge_terms_bit_for_bit(monkeypatch, sparse):
-    """The watch takes the ridge terms of before and ref from the calls that took them as now (PassWatch.penalties):
-    every comparison, and so every rate and coefficient, equals that of a watch that takes them afresh, on a stream
+    """The watch takes the ridge terms of before and ref from the calls that took them as now (PassWatch.penalties),
+    and now's under a map from the last pass (IterState.ridge_term): every comparison, and so every rate and
+    coefficient, equals that of a watch that takes them afresh, on a stream
     of new rows under a per-column ridge map with a cut, and after a new alpha part-way (small enough to leave the
     rate, and so the watch, as they were); and it computes fewer terms."""
     rng = np.random.default_rng(5)
@@ -1678,8 +1679,9 @@ def test_partial_fit_watch_reuses_ridge_terms_bit_for_bit(monkeypatch, sparse):
         return est, np.array(seen), terms[0]
 
     a, seen_a, terms_a = run()
-    with monkeypatch.context() as m:  # a watch that keeps no terms
-        m.setattr(_iterative.PassWatch, "penalties", property(lambda self: (), lambda self, value: None))
+    with monkeypatch.context() as m:  # a watch and a state that keep no terms
+        for cls, name in ((_iterative.PassWatch, "penalties"), (_iterative.IterState, "ridge_term")):
+            m.setattr(cls, name, property(lambda self: (), lambda self, value: None))
         b, seen_b, terms_b = run()
     np.testing.assert_array_equal(seen_a, seen_b)
     np.testing.assert_array_equal(a.coef_, b.coef_)
