@@ -279,6 +279,57 @@ static void FO_FN(csr_own_scale_rested)(const FO_FN(csr_lazy) *z, const fo_csr_s
     }
 }
 
+/* The end of a call on the shared table (csr_catch_pair's case: momentum, Nesterov, RMSProp), as
+ * csr_own_scale_rested: the features whose stamp is 0 rested through the whole call and share each segment's table
+ * row, which a loop over the features the compiler vectorises applies (the others keep their values: a select,
+ * after the same operations as csr_catch_pair's, so the same bits); the others, stepped in the call but not at its
+ * end, are caught up one at a time as the chunks pass. */
+static void FO_FN(csr_pair_rested)(const FO_FN(csr_lazy) *z, const fo_csr_slot *slot, int32_t now, int64_t from,
+                                   int64_t to)
+{
+    const int32_t *stamp = (const int32_t *)(const void *)slot; /* slot[c].last at stamp[2 c]: vectorised */
+    const int rms = z->how == FO_CATCH_RMS, centered = rms && z->h->centered, mom = !rms || z->h->momentum > 0;
+    const ptrdiff_t d = z->d, np_ = z->n_params;
+    for (int64_t a = from; a < to;) {
+        const int64_t seg_end = FO_FN(csr_seg_end)(z, a, to);
+        const double *A = z->table + FO_CSR_TAB * (seg_end - a);
+        const double a0 = A[0], a1 = A[1], a2 = A[2], a3 = A[3], f = A[4];
+        for (ptrdiff_t j = 0; j < z->k; j++) {
+            FO_REAL *restrict w = z->params + j * d;
+            FO_REAL *restrict r = z->state + j * d;                       /* RMSProp's average */
+            FO_REAL *restrict ca = z->state + np_ + j * d;                /* its centring average */
+            FO_REAL *restrict v = z->state + (rms ? 2 * np_ : 0) + j * d; /* the buffer */
+            for (ptrdiff_t c0 = 0; c0 < d; c0 += FO_CSR_RESTED) {
+                const ptrdiff_t c1 = d - c0 < FO_CSR_RESTED ? d : c0 + FO_CSR_RESTED;
+                if (rms)
+                    for (ptrdiff_t c = c0; c < c1; c++) {
+                        const FO_REAL rr = (FO_REAL)(f * (double)r[c]);
+                        r[c] = stamp[2 * c] == 0 ? rr : r[c];
+                    }
+                if (centered)
+                    for (ptrdiff_t c = c0; c < c1; c++) {
+                        const FO_REAL cc = (FO_REAL)(f * (double)ca[c]);
+                        ca[c] = stamp[2 * c] == 0 ? cc : ca[c];
+                    }
+                if (mom)
+                    for (ptrdiff_t c = c0; c < c1; c++) {
+                        const double vv = (double)v[c], ww = (double)w[c];
+                        const FO_REAL nv = (FO_REAL)(a0 * vv + a1 * ww), nw = (FO_REAL)(a2 * vv + a3 * ww);
+                        const int rest = stamp[2 * c] == 0;
+                        v[c] = rest ? nv : v[c];
+                        w[c] = rest ? nw : w[c];
+                    }
+                if (a == from && j == 0) /* the others, once: their own rests */
+                    for (ptrdiff_t c = c0; c < c1; c++) {
+                        const int32_t last = stamp[2 * c];
+                        if (last != 0 && last != now) FO_FN(csr_catch_pair)(z, c, from + last, to);
+                    }
+            }
+        }
+        a = seg_end;
+    }
+}
+
 /* SparseAdam's constants for one step (csr_sparse_adam_body, csr_sparse_adam_split). */
 typedef struct {
     FO_REAL wd, eps, one_b1, one_b2, step_size, shrink;
@@ -1257,6 +1308,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         ob.m = 0, ob.bits = 0, ob.pair = own_pair;
         if (own_scale && now > 0) /* SGD under its own decays: the features that rested through the call at once */
             FO_FN(csr_own_scale_rested)(&z, slot, now, t0, c->t, batched ? &ob : NULL);
+        else if (table_pair && now > 0) /* momentum, Nesterov, RMSProp on the table: the same */
+            FO_FN(csr_pair_rested)(&z, slot, now, t0, c->t);
         else
         for (ptrdiff_t col = 0; col < d; col++)
             if (slot[col].last == now) continue;

@@ -919,6 +919,52 @@ def test_own_decay_catch_ups_taken_in_batches_match_the_twin(rule, k, dtype):
         assert np.isfinite(got[0]).all() and not np.array_equal(got[0], np.zeros_like(got[0]))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("rule, extra", [("sgd", "own"), ("momentum", {}), ("nesterov", {}),
+                                         ("rmsprop", {"momentum": 0.5, "centered": True}), ("rmsprop", {}),
+                                         ("momentum", "own")])
+def test_coordinates_resting_through_a_whole_call_match_the_twin(rule, extra, k, dtype):
+    """The partial_fit pattern: a first call trains on rows that store the first half of the columns (and a few of
+    the second), a second call on rows that store the second half (and a few of the first). Most of the first half
+    then rest through the whole second call, with moved weights and state, and the call's end brings them up to date
+    together (csr_own_scale_rested, csr_pair_rested); the few it stepped are caught up by themselves. Every weight
+    and state entry must equal the twin's every-coordinate steps, also split at a period."""
+    rng = np.random.default_rng(_seed("rested", rule, str(extra), k, dtype))
+    n, d, batch, lr = 160, 600, 4, 0.05
+    half = d // 2
+    dense = np.zeros((n, d))
+    for i in range(n):
+        block = rng.choice(half, size=6, replace=False) + (0 if i < n // 2 else half)
+        dense[i, block] = rng.normal(size=6)
+        if i % 10 == 3:  # a few values in the other half
+            dense[i, rng.integers(0, half) + (half if i < n // 2 else 0)] = rng.normal()
+    X = sp.csr_array(dense.astype(dtype))
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    Y = np.ascontiguousarray((dense @ rng.normal(size=(d, k)) + 0.1 * rng.normal(size=(n, k))).astype(dtype))
+    spec = optim.make(rule, **({} if extra == "own" else extra))
+    decay = rng.uniform(0.0, 3.0, size=k * d).astype(dtype) if extra == "own" else None
+    train = EpochCtl(batch_size=batch, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None, loss_limit=np.inf)
+    first, second = (rng.permutation(np.arange(a, a + n // 2)).astype(np.int64) for a in (0, n // 2))
+    n_params = k * d + k
+
+    def calls(impl, period):
+        params, state, t = np.zeros(n_params, dtype), spec.init_state(n_params, dtype), 0
+        for order in (first, second):
+            status, t, _, _ = impl.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state, t,
+                                             lr, False, None, None, None, period, decay=decay)
+            assert status == 0
+        return params, state
+
+    ref = calls(_reference, 0)
+    rested = np.setdiff1d(np.arange(half), X[second].indices)
+    assert rested.size > half // 2 and (ref[0][rested] != 0).mean() > 0.5  # moved, then rested through call two
+    for period in (0, 7):
+        got = calls(_kernels, period)
+        _close(got[0], ref[0], n // batch, dtype)
+        _close(got[1], ref[1], n // batch, dtype)
+
+
 @pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
 def test_own_decays_stepped_on_every_coordinate_or_deferred_agree(monkeypatch, rule):
     """Where d is small beside a minibatch's stored values the CSR epoch steps each weight's own decay on every
