@@ -330,6 +330,72 @@ static void FO_FN(csr_pair_rested)(const FO_FN(csr_lazy) *z, const fo_csr_slot *
     }
 }
 
+/* The end of a call under each weight's own decay for momentum and Nesterov without the running average
+ * (csr_catch_up's own pair, by fo_csr_power_apply), as csr_own_scale_rested: the features whose stamp is 0 rested
+ * through the whole call and share each segment's exponent, so their maps' powers are applied bit by bit of it in
+ * loops over the features the compiler vectorises, each map built as fo_csr_step_map builds it and applied as
+ * fo_csr_power_apply applies it (the same products in the same order, so the same bits); a select keeps the others,
+ * which are caught up one at a time (or in batches, B) as the chunks pass. Not with projection (those steps take
+ * every coordinate). */
+static void FO_FN(csr_own_pair_rested)(const FO_FN(csr_lazy) *z, const fo_csr_slot *slot, int32_t now,
+                                       int64_t from, int64_t to, FO_FN(csr_batch) *B)
+{
+    double B0[FO_CSR_RESTED], B1[FO_CSR_RESTED], B2[FO_CSR_RESTED], B3[FO_CSR_RESTED];
+    double x[FO_CSR_RESTED], y[FO_CSR_RESTED];
+    const int32_t *stamp = (const int32_t *)(const void *)slot; /* slot[c].last at stamp[2 c]: vectorised */
+    const int nesterov = z->rule == FO_RULE_NESTEROV;
+    const double lr = z->lr, mu = z->h->momentum, damp = z->h->dampening;
+    for (int64_t a = from; a < to;) {
+        const int64_t seg_end = FO_FN(csr_seg_end)(z, a, to);
+        const uint64_t s = (uint64_t)(seg_end - a);
+        for (ptrdiff_t j = 0; j < z->k; j++) {
+            FO_REAL *restrict w = z->params + j * z->d, *restrict v = z->state + j * z->d;
+            const FO_REAL *restrict decay = z->decay + j * z->d;
+            for (ptrdiff_t c0 = 0; c0 < z->d; c0 += FO_CSR_RESTED) {
+                const ptrdiff_t n = z->d - c0 < FO_CSR_RESTED ? z->d - c0 : FO_CSR_RESTED;
+                for (ptrdiff_t c = 0; c < n; c++) { /* fo_csr_step_map's (a, b; c, e) */
+                    const double wd = (double)decay[c0 + c];
+                    if (nesterov) {
+                        B0[c] = mu, B1[c] = wd, B2[c] = -lr * mu * mu, B3[c] = 1.0 - lr * wd - lr * mu * wd;
+                    } else {
+                        const double dw = (1.0 - damp) * wd;
+                        B0[c] = mu, B1[c] = dw, B2[c] = -lr * mu, B3[c] = 1.0 - lr * dw;
+                    }
+                    x[c] = (double)v[c0 + c], y[c] = (double)w[c0 + c];
+                }
+                for (uint64_t e = s; e > 0;) { /* fo_csr_power_apply */
+                    if (e & 1)
+                        for (ptrdiff_t c = 0; c < n; c++) {
+                            const double x1 = B0[c] * x[c] + B1[c] * y[c], y1 = B2[c] * x[c] + B3[c] * y[c];
+                            x[c] = x1, y[c] = y1;
+                        }
+                    e >>= 1;
+                    if (e > 0)
+                        for (ptrdiff_t c = 0; c < n; c++) {
+                            const double b0 = B0[c] * B0[c] + B1[c] * B2[c], b1 = B0[c] * B1[c] + B1[c] * B3[c];
+                            const double b2 = B2[c] * B0[c] + B3[c] * B2[c], b3 = B2[c] * B1[c] + B3[c] * B3[c];
+                            B0[c] = b0, B1[c] = b1, B2[c] = b2, B3[c] = b3;
+                        }
+                }
+                for (ptrdiff_t c = 0; c < n; c++) {
+                    const int rest = stamp[2 * (c0 + c)] == 0;
+                    const FO_REAL nv = (FO_REAL)x[c], nw = (FO_REAL)y[c];
+                    v[c0 + c] = rest ? nv : v[c0 + c];
+                    w[c0 + c] = rest ? nw : w[c0 + c];
+                }
+                if (a == from && j == 0) /* the others, once: their own rests */
+                    for (ptrdiff_t c = c0; c < c0 + n; c++) {
+                        const int32_t last = stamp[2 * c];
+                        if (last == 0 || last == now) continue;
+                        if (B) FO_FN(csr_batch_add)(z, B, c, from + last, to);
+                        else FO_FN(csr_catch_up)(z, c, from + last, to);
+                    }
+            }
+        }
+        a = seg_end;
+    }
+}
+
 /* SparseAdam's constants for one step (csr_sparse_adam_body, csr_sparse_adam_split). */
 typedef struct {
     FO_REAL wd, eps, one_b1, one_b2, step_size, shrink;
@@ -1310,6 +1376,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             FO_FN(csr_own_scale_rested)(&z, slot, now, t0, c->t, batched ? &ob : NULL);
         else if (table_pair && now > 0) /* momentum, Nesterov, RMSProp on the table: the same */
             FO_FN(csr_pair_rested)(&z, slot, now, t0, c->t);
+        else if (own_pair && !c->positive && now > 0) /* momentum, Nesterov under their own decays */
+            FO_FN(csr_own_pair_rested)(&z, slot, now, t0, c->t, batched ? &ob : NULL);
         else
         for (ptrdiff_t col = 0; col < d; col++)
             if (slot[col].last == now) continue;

@@ -919,19 +919,21 @@ def test_own_decay_catch_ups_taken_in_batches_match_the_twin(rule, k, dtype):
         assert np.isfinite(got[0]).all() and not np.array_equal(got[0], np.zeros_like(got[0]))
 
 
+@pytest.mark.parametrize("batch", [4, 8])  # 20 steps a call (own decays: catch-ups in batches) or 10 (one by one)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("rule, extra", [("sgd", "own"), ("momentum", {}), ("nesterov", {}),
                                          ("rmsprop", {"momentum": 0.5, "centered": True}), ("rmsprop", {}),
-                                         ("momentum", "own")])
-def test_coordinates_resting_through_a_whole_call_match_the_twin(rule, extra, k, dtype):
+                                         ("momentum", "own"), ("nesterov", "own")])
+def test_coordinates_resting_through_a_whole_call_match_the_twin(rule, extra, k, dtype, batch):
     """The partial_fit pattern: a first call trains on rows that store the first half of the columns (and a few of
     the second), a second call on rows that store the second half (and a few of the first). Most of the first half
     then rest through the whole second call, with moved weights and state, and the call's end brings them up to date
-    together (csr_own_scale_rested, csr_pair_rested); the few it stepped are caught up by themselves. Every weight
-    and state entry must equal the twin's every-coordinate steps, also split at a period."""
+    together (csr_own_scale_rested, csr_pair_rested, csr_own_pair_rested); the few it stepped are caught up by
+    themselves. Every weight and state entry must equal the twin's every-coordinate steps, also split at a
+    period."""
     rng = np.random.default_rng(_seed("rested", rule, str(extra), k, dtype))
-    n, d, batch, lr = 160, 600, 4, 0.05
+    n, d, lr = 160, 600, 0.05
     half = d // 2
     dense = np.zeros((n, d))
     for i in range(n):
