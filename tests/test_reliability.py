@@ -126,15 +126,22 @@ def snapshot(est):
 def assert_same_state(a: dict, b: dict):
     assert a.keys() == b.keys()
     for key, va in a.items():
-        vb = b[key]
-        if hasattr(va, "__dataclass_fields__"):
-            assert_same_state(vars(va), vars(vb))
-        elif isinstance(va, np.random.Generator):
-            assert va.bit_generator.state == vb.bit_generator.state
-        elif isinstance(va, np.ndarray):
-            np.testing.assert_array_equal(va, vb)
-        else:
-            assert va == vb or (np.isnan(va) and np.isnan(vb)), key
+        assert_same_value(va, b[key], key)
+
+
+def assert_same_value(va, vb, key):
+    if hasattr(va, "__dataclass_fields__"):
+        assert_same_state(vars(va), vars(vb))
+    elif isinstance(va, np.random.Generator):
+        assert va.bit_generator.state == vb.bit_generator.state
+    elif isinstance(va, np.ndarray):
+        np.testing.assert_array_equal(va, vb)
+    elif isinstance(va, tuple) and any(isinstance(v, (np.ndarray, tuple)) for v in va):  # kept terms
+        assert isinstance(vb, tuple) and len(va) == len(vb), key
+        for ea, eb in zip(va, vb):
+            assert_same_value(ea, eb, key)
+    else:
+        assert va == vb or (np.isnan(va) and np.isnan(vb)), key
 
 
 class FailingSource:
