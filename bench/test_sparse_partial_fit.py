@@ -1,0 +1,66 @@
+"""``partial_fit`` on a stream of sparse chunks: hashed-text-like rows (d = 2^18 features, 30 stored values a row,
+float64, seeded), 100 or 1,000 rows a chunk, each call on a new chunk after a first call on another one.
+
+Run on its own with ``cd bench && python -m pytest test_sparse_partial_fit.py -q -p no:randomly
+--benchmark-json=OUT && python report.py OUT``. Group ``sparse partial_fit`` holds, per chunk size and ridge
+(``alpha`` 0 or 1e-4):
+
+* ``test_fastopt_partial_fit[<rule>-<rows>-<alpha>]``: ``LinearRegressor(solver=rule).partial_fit`` with its
+  defaults (``learning_rate="auto"``: a ridge becomes each column's own decay under the per-column map, caught up
+  in the kernel at the end of each call; the plateau rule's comparison across calls);
+* ``test_sklearn_partial_fit[<rows>-<alpha>]``: ``SGDRegressor.partial_fit`` (``penalty=None`` without ridge).
+
+Each round is one call; there is no limit row (a call's O(d) work, the catch-ups, the finiteness test and
+``coef_``, is what these rows measure beside the chunk's own).
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.linear_model import SGDRegressor
+
+from fastopt import LinearRegressor
+
+D, NNZ, CHUNKS = 2**18, 30, 41
+CASES = [(rows, alpha) for rows in (100, 1000) for alpha in (0.0, 1e-4)]
+
+
+def _chunks(rows: int):
+    rng = np.random.default_rng(rows)
+    coef = np.where(rng.random(D) < 0.1, rng.standard_normal(D), 0.0)
+    out = []
+    for _ in range(CHUNKS):
+        X = sp.csr_array((rng.standard_normal(rows * NNZ) / np.sqrt(NNZ), rng.integers(0, D, rows * NNZ),
+                          np.arange(0, rows * NNZ + 1, NNZ)), shape=(rows, D))
+        X.sum_duplicates()
+        X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+        out.append((X, X @ coef + 0.1 * rng.standard_normal(rows)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def streams():
+    return {rows: _chunks(rows) for rows in (100, 1000)}
+
+
+@pytest.fixture(autouse=True)
+def _group(benchmark):
+    benchmark.group = "sparse partial_fit"
+
+
+def _calls(benchmark, est, chunks):
+    est.partial_fit(*chunks[0])
+    rest = iter(chunks[1:])
+    benchmark.pedantic(est.partial_fit, setup=lambda: (next(rest), {}), rounds=CHUNKS - 1, iterations=1)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum"])
+@pytest.mark.parametrize("rows, alpha", CASES)
+def test_fastopt_partial_fit(benchmark, streams, rule, rows, alpha):
+    _calls(benchmark, LinearRegressor(solver=rule, alpha=alpha, random_state=0), streams[rows])
+
+
+@pytest.mark.parametrize("rows, alpha", CASES)
+def test_sklearn_partial_fit(benchmark, streams, rows, alpha):
+    est = SGDRegressor(random_state=0, alpha=alpha or 1e-4, penalty="l2" if alpha else None)
+    _calls(benchmark, est, streams[rows])
