@@ -1817,8 +1817,10 @@ class IterativeSolver(Solver):
     def _train_controls(self, params, st: IterState) -> EpochCtl:
         decay = params.get("decay")
         if decay is not None:  # every target's weights take their column's coefficient (one: the map's own array)
-            decay = np.ascontiguousarray(decay if st.dims[1] == 1 else np.tile(decay, st.dims[1]),
-                                         dtype=st.weights.dtype)
+            if st.dims[1] == 1 and st.affine is not None:
+                decay = st.affine.decay_as(np.ascontiguousarray(decay), st.weights.dtype)
+            else:
+                decay = np.ascontiguousarray(np.tile(decay, st.dims[1]), dtype=st.weights.dtype)
         return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),

@@ -202,6 +202,19 @@ class Affine:
             kept = self._kept["decay"] = (float(alpha), decay)
         return kept[1]
 
+    def decay_as(self, decay: np.ndarray, dtype) -> np.ndarray:
+        """``decay`` (:meth:`decay`'s array) in ``dtype``, kept for the last array and dtype asked (read-only): the
+        same array call after call, so that what is keyed by it (``fastopt._iterative.ridge_key``) is found again."""
+        dtype = np.dtype(dtype)
+        if decay.dtype == dtype:
+            return decay
+        kept = self._kept.get("decay_as")
+        if kept is None or kept[0] is not decay or kept[1] != dtype:
+            cast = decay.astype(dtype)
+            cast.flags.writeable = False
+            kept = self._kept["decay_as"] = (decay, dtype, cast)
+        return kept[2]
+
     def to_raw(self, coef: np.ndarray, intercept: np.ndarray):
         """``coef`` (k, d) and ``intercept`` (k,) in the user's units from those of the transformed features."""
         # in float64 without temporaries: O(d) passes are most of a small partial_fit call's time on wide X

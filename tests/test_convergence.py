@@ -1639,13 +1639,15 @@ def test_partial_fit_watch_is_transactional_and_deterministic():
     np.testing.assert_array_equal(run(False).coef_, b.coef_)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_partial_fit_watch_reuses_ridge_terms_bit_for_bit(monkeypatch, sparse):
+def test_partial_fit_watch_reuses_ridge_terms_bit_for_bit(monkeypatch, sparse, dtype):
     """The watch takes the ridge terms of before and ref from the calls that took them as now (PassWatch.penalties),
     and now's under a map from the last pass (IterState.ridge_term): every comparison, and so every rate and
     coefficient, equals that of a watch that takes them afresh, on a stream
     of new rows under a per-column ridge map with a cut, and after a new alpha part-way (small enough to leave the
-    rate, and so the watch, as they were); and it computes fewer terms."""
+    rate, and so the watch, as they were); and it computes fewer terms, float32 weights too (the map keeps its
+    decay cast, Affine.decay_as)."""
     rng = np.random.default_rng(5)
     scale = np.r_[1.0, 30.0, 0.05, np.ones(5)]
     coef = rng.normal(size=8)
@@ -1653,8 +1655,8 @@ def test_partial_fit_watch_reuses_ridge_terms_bit_for_bit(monkeypatch, sparse):
     def chunks():
         r = np.random.default_rng(6)
         for _ in range(40):
-            X = r.normal(size=(300, 8)) * scale * (r.random((300, 8)) < 0.6)
-            yield (sp.csr_array(X) if sparse else X), X @ coef + 0.1 * r.normal(size=300)
+            X = (r.normal(size=(300, 8)) * scale * (r.random((300, 8)) < 0.6)).astype(dtype)
+            yield (sp.csr_array(X) if sparse else X), (X @ coef + 0.1 * r.normal(size=300)).astype(dtype)
 
     def run():
         seen, terms = [], [0]
