@@ -231,6 +231,29 @@ static inline void FO_FN(csr_batch_add)(const FO_FN(csr_lazy) *z, FO_FN(csr_batc
     }
 }
 
+/* Feature col's catch-up at a call's end, from step `from` to `to`: into the batch B where there is one, else by
+ * the short form of the call's case (form 1: csr_catch_own_scale, 2: csr_catch_pair), else csr_catch_up. */
+static inline void FO_FN(csr_catch_closing)(const FO_FN(csr_lazy) *z, FO_FN(csr_batch) *B, int form, ptrdiff_t col,
+                                            int64_t from, int64_t to)
+{
+    if (B) FO_FN(csr_batch_add)(z, B, col, from, to);
+    else if (form == 1) FO_FN(csr_catch_own_scale)(z, col, from, to);
+    else if (form == 2) FO_FN(csr_catch_pair)(z, col, from, to);
+    else FO_FN(csr_catch_up)(z, col, from, to);
+}
+
+/* The closing catch-ups (csr_catch_closing) of the features in [c0, c1) that were stepped in the call but not at its
+ * last step, `now` (their stamps, at stamp[2 c], neither 0 nor now): the passes over the resting features below
+ * take these as their chunks go by. */
+static void FO_FN(csr_catch_others)(const FO_FN(csr_lazy) *z, FO_FN(csr_batch) *B, int form, const int32_t *stamp,
+                                    ptrdiff_t c0, ptrdiff_t c1, int32_t now, int64_t from, int64_t to)
+{
+    for (ptrdiff_t c = c0; c < c1; c++) {
+        const int32_t last = stamp[2 * c];
+        if (last != 0 && last != now) FO_FN(csr_catch_closing)(z, B, form, c, from + last, to);
+    }
+}
+
 /* The end of a call, SGD under each weight's own decay (csr_catch_own_scale's case), every feature not stepped at
  * the call's last step (`now`, counted from its start) brought up to date. Those whose stamp is 0 rested through the
  * whole call, from step `from` to `to`, so all of them share each segment's exponent s: their powers f_p^s come out
@@ -267,12 +290,7 @@ static void FO_FN(csr_own_scale_rested)(const FO_FN(csr_lazy) *z, const fo_csr_s
                 }
                 for (ptrdiff_t c = 0; c < n; c++) w[c0 + c] = (FO_REAL)(f[c] * (double)w[c0 + c]);
                 if (a == from && j == 0) /* the others, once: their own exponents */
-                    for (ptrdiff_t c = c0; c < c0 + n; c++) {
-                        const int32_t last = stamp[2 * c];
-                        if (last == 0 || last == now) continue;
-                        if (B) FO_FN(csr_batch_add)(z, B, c, from + last, to);
-                        else FO_FN(csr_catch_own_scale)(z, c, from + last, to);
-                    }
+                    FO_FN(csr_catch_others)(z, B, 1, stamp, c0, c0 + n, now, from, to);
             }
         }
         a = seg_end;
@@ -320,10 +338,7 @@ static void FO_FN(csr_pair_rested)(const FO_FN(csr_lazy) *z, const fo_csr_slot *
                         w[c] = rest ? nw : w[c];
                     }
                 if (a == from && j == 0) /* the others, once: their own rests */
-                    for (ptrdiff_t c = c0; c < c1; c++) {
-                        const int32_t last = stamp[2 * c];
-                        if (last != 0 && last != now) FO_FN(csr_catch_pair)(z, c, from + last, to);
-                    }
+                    FO_FN(csr_catch_others)(z, NULL, 2, stamp, c0, c1, now, from, to);
             }
         }
         a = seg_end;
@@ -384,12 +399,7 @@ static void FO_FN(csr_own_pair_rested)(const FO_FN(csr_lazy) *z, const fo_csr_sl
                     w[c0 + c] = rest ? nw : w[c0 + c];
                 }
                 if (a == from && j == 0) /* the others, once: their own rests */
-                    for (ptrdiff_t c = c0; c < c0 + n; c++) {
-                        const int32_t last = stamp[2 * c];
-                        if (last == 0 || last == now) continue;
-                        if (B) FO_FN(csr_batch_add)(z, B, c, from + last, to);
-                        else FO_FN(csr_catch_up)(z, c, from + last, to);
-                    }
+                    FO_FN(csr_catch_others)(z, B, 0, stamp, c0, c0 + n, now, from, to);
             }
         }
         a = seg_end;
@@ -1379,12 +1389,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         else if (own_pair && !c->positive && now > 0) /* momentum, Nesterov under their own decays */
             FO_FN(csr_own_pair_rested)(&z, slot, now, t0, c->t, batched ? &ob : NULL);
         else
-        for (ptrdiff_t col = 0; col < d; col++)
-            if (slot[col].last == now) continue;
-            else if (batched) FO_FN(csr_batch_add)(&z, &ob, col, t0 + slot[col].last, c->t);
-            else if (own_scale) FO_FN(csr_catch_own_scale)(&z, col, t0 + slot[col].last, c->t);
-            else if (table_pair) FO_FN(csr_catch_pair)(&z, col, t0 + slot[col].last, c->t);
-            else FO_FN(csr_catch_up)(&z, col, t0 + slot[col].last, c->t);
+            for (ptrdiff_t col = 0; col < d; col++)
+                if (slot[col].last != now)
+                    FO_FN(csr_catch_closing)(&z, batched ? &ob : NULL, own_scale ? 1 : table_pair ? 2 : 0, col,
+                                             t0 + slot[col].last, c->t);
         FO_FN(csr_batch_flush)(&z, &ob);
     }
     if (status != FO_OK) return status;
