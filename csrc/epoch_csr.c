@@ -8,7 +8,7 @@
  * Cost per step. A minibatch touches the features T (the union of its rows' stored columns). Its rows' nonzeros
  * are read once from memory (staged in visiting order; T is found through one stamp per feature, the sweeps
  * after it find the values in cache), and the step is applied to the touched coordinates and the intercepts
- * only, gathered into compact arrays on which the unchanged rules.h step runs. The other coordinates receive a
+ * only, in place, with the rules.h step's operations for each rule. The other coordinates receive a
  * zero loss gradient, and for most rules the effect of s such steps has a closed form, applied when a coordinate
  * is next read (and at the end of the call): the "just-in-time" update of sparse SGD (Bottou 2012, "Stochastic
  * gradient descent tricks"; Langford, Li & Zhang 2009) made exact:

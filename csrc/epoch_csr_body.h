@@ -793,6 +793,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     const int ada_direct = !sgd1 && !adam1 && (rule == FO_RULE_ADAGRAD || rule == FO_RULE_RMSPROP);
     /* SparseAdam with one output: no compact copy of T's weights (step 2) */
     const int adam_ahead = sparse_adam && k == 1 && n_slots >= 2;
+    /* Every step has a form of its own: on every coordinate, row by row, or in place for its rule (steps 5 to
+     * 5'). A rule with none is refused, rather than stepped by a general form that no rule reaches. */
+    if (!(how == FO_CATCH_DENSE || scatter || direct || pair_direct || ada_direct || sparse_adam))
+        return FO_BAD_ARGUMENT;
     const FO_REAL epsilon = (FO_REAL)c->epsilon;
     /* The state slots the rule reads (the others are neither gathered nor scattered). */
     int used[FO_MAX_SLOTS] = {0, 0, 0};
@@ -1331,47 +1335,9 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 }
             continue;
         }
-        if (sparse_adam) { /* 5'. SparseAdam's step in place (csr_sparse_adam_in_place) */
-            FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
-                                           decoupled, averaging, count, cw, cs, adam1 ? pipe : NULL, &helped);
-            continue;
-        }
-        /* Gather T's state (its weights were gathered above), step with the unchanged rule, scatter back with the
-         * projection and the running average. (Every rule now steps in place above, or on every coordinate; this
-         * general form stays for a rule without a form of its own.) */
-        for (ptrdiff_t s = 0; s < n_slots; s++) {
-            if (!used[s]) continue;
-            FO_REAL *dst = cs + s * nc;
-            const FO_REAL *src = state + s * n_params;
-            for (ptrdiff_t q = 0; q < nt; q++)
-                for (ptrdiff_t j = 0; j < k; j++) dst[q * k + j] = src[j * d + touched[q]];
-            for (ptrdiff_t j = 0; j < nb; j++) dst[k * nt + j] = src[kd + j];
-        }
-        if (own_decay) /* each weight's decay, as the dense epoch: decay w + the clipped gradient */
-            for (ptrdiff_t q = 0; q < nt; q++)
-                for (ptrdiff_t j = 0; j < k; j++) cg[q * k + j] = own_decay[j * d + touched[q]] * cw[q * k + j] + cg[q * k + j];
-        FO_FN(rule_step)(rule, h, cw, cg, n_slots ? cs : NULL, nc, k * nt, step, c->lr);
-        if (c->positive)
-            for (ptrdiff_t i = 0; i < k * nt; i++)
-                if (cw[i] < 0) cw[i] = 0;
-        for (ptrdiff_t q = 0; q < nt; q++)
-            for (ptrdiff_t j = 0; j < k; j++) {
-                const ptrdiff_t i = j * d + touched[q];
-                params[i] = cw[q * k + j];
-                if (averaging) avg[i] += (params[i] - avg[i]) / count;
-            }
-        for (ptrdiff_t j = 0; j < nb; j++) {
-            params[kd + j] = cw[k * nt + j];
-            if (averaging) avg[kd + j] += (params[kd + j] - avg[kd + j]) / count;
-        }
-        for (ptrdiff_t s = 0; s < n_slots; s++) {
-            if (!used[s]) continue;
-            const FO_REAL *src = cs + s * nc;
-            FO_REAL *dst = state + s * n_params;
-            for (ptrdiff_t q = 0; q < nt; q++)
-                for (ptrdiff_t j = 0; j < k; j++) dst[j * d + touched[q]] = src[q * k + j];
-            for (ptrdiff_t j = 0; j < nb; j++) dst[kd + j] = src[k * nt + j];
-        }
+        /* 5'. SparseAdam's step in place (csr_sparse_adam_in_place): the one rule left (csr_epoch_impl's entry) */
+        FO_FN(csr_sparse_adam_in_place)(h, c, params, state, avg, cg, touched, nt, d, k, nb, n_params, step,
+                                       decoupled, averaging, count, cw, cs, adam1 ? pipe : NULL, &helped);
     }
 #undef FO_ROW
     if (pipe) fo_csr_pipe_done(pipe); /* the producer, if still waiting, returns */
