@@ -848,7 +848,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
      * the current minibatch's T when its mark is at least the count g0 of T's members found before the
      * minibatch, and its position is then mark - g0. Half the slots' footprint, so more of them stay in L2: the
      * sparse benchmark's one-thread epoch, alternating builds, SparseAdam mode 107-141 against 126-184 ms (new
-     * faster in 14 of 17 pairs), AdaGrad 131-169 against 153-205 (15 of 17); the same bits. */
+     * faster in 14 of 17 pairs), AdaGrad 131-169 against 153-205 (10 of 11); the same bits. */
     const int marked = !pipe && !scatter && !catching;
     int32_t *mark = (int32_t *)iwork, found = 0, g0 = 0;
     if (marked)
