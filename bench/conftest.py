@@ -7,7 +7,19 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from threadpoolctl import threadpool_info
+
+
+def hashed_rows(rng: np.random.Generator, rows: int, d: int, nnz: int):
+    """``rows`` hashed-text-like rows as canonical CSR with int32 indices: ``nnz`` columns a row drawn uniformly
+    from ``d`` (the few collisions summed, as validation hands CSR to the solvers), values N(0, 1 / nnz)."""
+    indices = rng.integers(0, d, size=rows * nnz).astype(np.int32)
+    values = rng.standard_normal(rows * nnz) / np.sqrt(nnz)
+    X = sp.csr_array((values, indices, np.arange(0, rows * nnz + 1, nnz, dtype=np.int32)), shape=(rows, d))
+    X.sum_duplicates()
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    return X
 
 
 @pytest.fixture(scope="session")

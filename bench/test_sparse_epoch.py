@@ -23,8 +23,7 @@ SGDRegressor; the estimator's epoch <= 1.10x the kernel's.
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-from conftest import estimator_over_kernel, sgd_regressor_epoch
+from conftest import estimator_over_kernel, hashed_rows, sgd_regressor_epoch
 
 from fastopt import LinearRegressor, _kernels, optim
 from fastopt._iterative import EpochCtl
@@ -39,11 +38,7 @@ RATES = {"sgd": 0.05, "adam": 1e-3}
 @pytest.fixture(scope="module")
 def hashed():
     rng = np.random.default_rng(0)
-    indices = rng.integers(0, D, size=N * NNZ).astype(np.int32)
-    values = rng.standard_normal(N * NNZ) / np.sqrt(NNZ)
-    X = sp.csr_array((values, indices, np.arange(0, N * NNZ + 1, NNZ, dtype=np.int32)), shape=(N, D))
-    X.sum_duplicates()  # canonical form, as validation hands it to the solvers (a few hash collisions summed)
-    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    X = hashed_rows(rng, N, D, NNZ)
     coef = np.where(rng.random(D) < 0.1, rng.standard_normal(D), 0.0)
     y = X @ coef + 0.1 * rng.standard_normal(N)
     order = rng.permutation(N).astype(np.int64)

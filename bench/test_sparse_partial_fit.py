@@ -5,7 +5,7 @@ Run on its own with ``cd bench && python -m pytest test_sparse_partial_fit.py -q
 --benchmark-json=OUT && python report.py OUT``. Group ``sparse partial_fit`` holds, per chunk size and ridge
 (``alpha`` 0 or 1e-4):
 
-* ``test_fastopt_partial_fit[<rule>-<rows>-<alpha>]``: ``LinearRegressor(solver=rule).partial_fit`` with its
+* ``test_fastopt_partial_fit[<rows>-<alpha>-<rule>]``: ``LinearRegressor(solver=rule).partial_fit`` with its
   defaults (``learning_rate="auto"``: a ridge becomes each column's own decay under the per-column map, caught up
   in the kernel at the end of each call; the plateau rule's comparison across calls);
 * ``test_sklearn_partial_fit[<rows>-<alpha>]``: ``SGDRegressor.partial_fit`` (``penalty=None`` without ridge).
@@ -16,7 +16,7 @@ Each round is one call; there is no limit row (a call's O(d) work, the catch-ups
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from conftest import hashed_rows
 from sklearn.linear_model import SGDRegressor
 
 from fastopt import LinearRegressor
@@ -30,10 +30,7 @@ def _chunks(rows: int):
     coef = np.where(rng.random(D) < 0.1, rng.standard_normal(D), 0.0)
     out = []
     for _ in range(CHUNKS):
-        X = sp.csr_array((rng.standard_normal(rows * NNZ) / np.sqrt(NNZ), rng.integers(0, D, rows * NNZ),
-                          np.arange(0, rows * NNZ + 1, NNZ)), shape=(rows, D))
-        X.sum_duplicates()
-        X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+        X = hashed_rows(rng, rows, D, NNZ)
         out.append((X, X @ coef + 0.1 * rng.standard_normal(rows)))
     return out
 
