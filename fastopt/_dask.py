@@ -322,7 +322,7 @@ class ClusterPasses:
             raise
         return (last if training else state), records
 
-    def plateau_gap(self, p, k: int, alpha: float, fit_intercept: bool):
+    def plateau_gap(self, p, k: int, alpha: float, fit_intercept: bool, scale: float | None = None):
         """:func:`fastopt._sweeps.stream_gap` on the cluster: each pass computes every block where it lives and
         runs its part there (:func:`fastopt._sweeps.gap_pass`), the parts summed in a tree on the cluster; only
         ``d``-vectors travel, as in a Krylov fit's passes (each pass reads the blocks from their source)."""
@@ -339,7 +339,7 @@ class ClusterPasses:
                                                                     shift, squares, mean))
             return tree_merge(leaves, _krylov.add).compute()
 
-        return _sweeps.stream_gap(fused, p, k, alpha, fit_intercept)
+        return _sweeps.stream_gap(fused, p, k, alpha, fit_intercept, scale)
 
     def robust_gap(self, p, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float):
         """:func:`fastopt._sweeps.stream_robust_gap` on the cluster, each pass as :meth:`plateau_gap`'s (every

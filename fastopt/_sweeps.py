@@ -471,7 +471,7 @@ class Epochs:
         if robust:
             result = gap(p, k, alpha, fit_intercept, params["loss"], float(params["epsilon"]))
         else:
-            result = gap(p, k, alpha, fit_intercept)
+            result = gap(p, k, alpha, fit_intercept, scale)
         if result is not None:
             _iterative.warn_if_far(self.name, *result, scale, loss=params["loss"], reweighted=robust)
 
@@ -551,7 +551,7 @@ class LocalPasses:
             records.append(carry.record)
         return state, records
 
-    def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
+    def plateau_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, scale: float | None = None):
         """:func:`stream_gap` over the stream, each pass one read of every chunk; None for a one-shot stream."""
         if self.one_shot:
             return None
@@ -564,7 +564,7 @@ class LocalPasses:
                 total = part if total is None else total + part
             return total
 
-        return stream_gap(fused, p, k, alpha, fit_intercept)
+        return stream_gap(fused, p, k, alpha, fit_intercept, scale)
 
     def robust_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float):
         """:func:`stream_robust_gap` over the stream, each pass one read of every chunk; None for a one-shot
@@ -675,12 +675,12 @@ def gap_pass(checker, X, y, sample_weight, where: str, target: int, v, c: float,
     return _krylov.chunk_pass(data, s, target, v, c, shift, squares=squares, threads=1)
 
 
-def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
+def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, scale: float | None = None):
     """:func:`fastopt._iterative.plateau_gap` of the squared error over chunks: ``fused(target, v, c, shift,
     squares)`` sums :func:`gap_pass` over every chunk (the sweeps' training rows and weights); a first pass
     (``a = s``) gives the weights' total and the columns' weighted means and squares exactly. None when a chunk is
-    one the compiled pass does not take (CSR with int64 indices) or the weights total zero. The robust losses:
-    :func:`stream_robust_gap`."""
+    one the compiled pass does not take (CSR with int64 indices) or the weights total zero; ``scale`` as there.
+    The robust losses: :func:`stream_robust_gap`."""
     d = (p.shape[0] - (k if fit_intercept else 0)) // k
     try:
         first = fused(0, np.zeros(d), 0.0, -1.0, True)  # a = s: sum w (se), sum w x (z) and sum w x^2 (zz)
@@ -690,7 +690,7 @@ def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool):
         # the weights have mean 1 over the training rows, so their total is the row count: small streams take
         # the in-memory check's extra steps (n d bounds the stored values of CSR chunks)
         steps = _iterative.check_steps(int(min(first.se, 2.0**62)) * max(d, 1), d, k)
-        return _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept, centre, steps)
+        return _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept, centre, steps, scale)
     except ValueError:
         return None
 

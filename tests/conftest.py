@@ -147,3 +147,25 @@ def replay():
         return epochs
 
     return run
+
+
+@pytest.fixture
+def alarm_scales(monkeypatch) -> list:
+    """Record the loss scale each plateau check hands plateau_gap (its extension near the alarm needs it) and the
+    one warn_if_far is then given, as ``("gap", scale)`` and ``("warn", scale)`` in call order."""
+    from fastopt import _iterative
+
+    seen = []
+    gap, warn = _iterative.plateau_gap, _iterative.warn_if_far
+
+    def spied_gap(*args, **kwargs):
+        seen.append(("gap", args[9]))  # (fused, diag, W, p, k, alpha, fit_intercept, centre, steps, scale)
+        return gap(*args, **kwargs)
+
+    def spied_warn(method, f, gain, scale, **kwargs):
+        seen.append(("warn", scale))
+        return warn(method, f, gain, scale, **kwargs)
+
+    monkeypatch.setattr(_iterative, "plateau_gap", spied_gap)
+    monkeypatch.setattr(_iterative, "warn_if_far", spied_warn)
+    return seen

@@ -1240,6 +1240,12 @@ def test_plateau_gap_is_a_lower_bound_on_the_excess(n, d, k, sparse, f32, weight
     if f32:  # the stored targets are rounded: the optimum moves by their rounding, O(1e-7) of f
         return
     assert 0.0 <= gain <= (f - f_star) + 1e-12 * f + 2 * rounding
+    # With a loss scale that puts the bound at 3/4 of the alarm, the check takes as many steps again (here past
+    # d + 1, where the residual is round-off): the same f, a gain at least as large, and still a lower bound.
+    scale = gain / (0.75 * _iterative.PLATEAU_CHECK_RTOL)
+    f_more, more = _iterative.memory_gap(data, None if sw is None else w, p, alpha, fit_intercept, scale)
+    assert f_more == f
+    assert gain <= more <= (f - f_star) + 1e-12 * f + 2 * rounding
 
 
 
@@ -1462,6 +1468,48 @@ def test_a_plateau_stop_far_from_the_optimum_warns(loss):
         assert "solver='newton'" in message if loss == "huber" else "solver='normal'" in message
         bound = plateau_bound(message)
         assert 0.1 < bound <= 1.05 * (objective(est) - best) / objective(est)  # (printed to 2 digits)
+
+
+def test_a_plateau_stop_near_the_alarm_takes_more_steps(monkeypatch):
+    """8,000 hashed rows over 8,192 columns, 20 values a row of scale 30, alpha = 0.01 (a case of
+    tools/wide_fit_fuzz.py): default momentum stops at a plateau 1.28% above the optimum. 26 steps of the check
+    (its budget of stored values) bound that by 0.72%, below the 1% alarm, and the stop was silent (as it is
+    with the extension switched off below). A bound within PLATEAU_CHECK_BORDER of the alarm now takes as many
+    steps again: 1.1%, which warns, and is still below the excess."""
+    rng = np.random.default_rng(1316)
+    n, d, per = 8000, 8192, 20
+    X = sp.csr_array((30.0 * rng.normal(size=n * per), rng.integers(0, d, size=n * per).astype(np.int32),
+                      np.arange(0, n * per + 1, per)), shape=(n, d))
+    X.sum_duplicates()
+    y = np.asarray(X @ rng.normal(size=d)) + 0.1 * rng.normal(size=n) + 3.0 * rng.normal()
+    alpha = 0.01
+
+    def objective(est):
+        r = est.predict(X) - y
+        return 0.5 * float(np.mean(r * r)) + 0.5 * alpha * float(np.sum(est.coef_**2))
+
+    best = objective(LinearRegressor(solver="cg", alpha=alpha, tol=1e-12).fit(X, y))
+    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+        est = LinearRegressor(solver="momentum", alpha=alpha, random_state=0).fit(X, y)
+    bound = plateau_bound(next(str(w.message) for w in record if "plateau" in str(w.message)))
+    assert 0.01 < bound <= 1.05 * (objective(est) - best) / objective(est)  # (printed to 2 digits)
+    monkeypatch.setattr(_iterative, "PLATEAU_CHECK_BORDER", np.inf)  # no extension: the same fit is silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        again = LinearRegressor(solver="momentum", alpha=alpha, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(again.coef_, est.coef_)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_plateau_check_knows_its_alarm_in_memory_and_over_a_stream(alarm_scales, stream):
+    """The in-memory and the streamed check of a plateau stop hand plateau_gap the loss scale warn_if_far then
+    judges by, so that a bound near the alarm takes its extra steps on either path."""
+    seen = alarm_scales
+    X, y = make_problem(4000, 12, seed=3)
+    est = LinearRegressor(solver="sgd", random_state=0)
+    est.fit_stream([(X[i : i + 500], y[i : i + 500]) for i in range(0, 4000, 500)]) if stream else est.fit(X, y)
+    assert [kind for kind, _ in seen] == ["gap", "warn"]
+    assert seen[0][1] is not None and seen[0][1] == seen[1][1]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -380,6 +380,16 @@ def test_a_plateau_stop_far_from_the_optimum_warns_on_the_cluster(client):
         LinearRegressor(solver="sgd", random_state=0).fit(blocks(X), blocks(y))
 
 
+def test_the_plateau_check_on_the_cluster_knows_its_alarm(client, alarm_scales):
+    """ClusterPasses.plateau_gap hands plateau_gap the loss scale warn_if_far judges by, as the in-memory and
+    streamed checks do, so a bound near the alarm takes its extra steps there too."""
+    seen = alarm_scales
+    X, y = make_problem(np.random.default_rng(3))
+    LinearRegressor(solver="sgd", random_state=0).fit(blocks(X), blocks(y))
+    assert [kind for kind, _ in seen] == ["gap", "warn"]
+    assert seen[0][1] is not None and seen[0][1] == seen[1][1]
+
+
 def test_a_robust_plateau_stop_far_from_the_optimum_warns_on_the_cluster(client):
     """The robust losses' reweighted check runs on the cluster too (ClusterPasses.robust_gap: every block's part
     where it lives, summed in a tree there): offset columns without an intercept stop most of the objective above
