@@ -1291,6 +1291,41 @@ def test_robust_plateau_gap_is_a_lower_bound_on_the_excess(n, d, sparse, weighte
                                     fit_intercept, loss, eps)
     assert f == pytest.approx(objective(coef, b), rel=1e-12)
     assert 0.0 <= gain <= (f - f_star) + 1e-9 * f
+    # With a loss scale that puts the first round's decrease at 3/4 of the alarm, further rounds of reweighting
+    # run from the points found (while they can reach it): the same f, a gain at least as large (the same first
+    # round), and still a point's decrease, so a lower bound.
+    scale = gain / (0.75 * _iterative.PLATEAU_CHECK_RTOL)
+    f_more, more = _iterative.robust_gap(Data(Xf, y[:, None], sw, True), None if sw is None else w, p, alpha,
+                                         fit_intercept, loss, eps, scale)
+    assert f_more == f
+    assert gain <= more <= (f - f_star) + 1e-9 * f
+
+
+def test_an_absolute_error_stop_found_by_further_reweighting_warns(monkeypatch):
+    """80 rows of 14 Gaussian columns, weights 10^U(-3, 3), Student-t noise, alpha = 1e-3: default SGD's
+    absolute-error fit stops 7.2% above the optimum. One reweighted step from it found less than the alarm (1% of
+    the objective), and the stop was silent (as it is with the rounds switched off below); further rounds, each
+    from the best point of the last, reach it, and the warning's bound is a point's decrease, below the excess."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(80, 14))
+    y = X @ rng.normal(size=14) + rng.standard_t(2, size=80) + 2.0
+    w = 10.0 ** rng.uniform(-3, 3, size=80)
+    alpha = 1e-3
+
+    def objective(est):
+        return float(np.average(np.abs(est.predict(X) - y), weights=w)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
+
+    best = objective(LinearRegressor(solver="newton", loss="absolute_error", alpha=alpha).fit(X, y, sample_weight=w))
+    fit = LinearRegressor(solver="sgd", loss="absolute_error", alpha=alpha, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+        est = fit.fit(X, y, sample_weight=w)
+    bound = plateau_bound(next(str(m.message) for m in record if "plateau" in str(m.message)))
+    assert 0.01 < bound <= 1.05 * (objective(est) - best) / objective(est)  # (printed to 2 digits)
+    monkeypatch.setattr(_iterative, "ROBUST_MAX_ROUNDS", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        again = fit.fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(again.coef_, est.coef_)
 
 
 @pytest.mark.parametrize("loss", ["squared_error", "huber"])
