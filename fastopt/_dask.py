@@ -341,7 +341,8 @@ class ClusterPasses:
 
         return _sweeps.stream_gap(fused, p, k, alpha, fit_intercept, scale)
 
-    def robust_gap(self, p, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float):
+    def robust_gap(self, p, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float,
+                   scale: float | None = None):
         """:func:`fastopt._sweeps.stream_robust_gap` on the cluster, each pass as :meth:`plateau_gap`'s (every
         block's part, :func:`fastopt._sweeps.robust_part`, where it lives; the parts summed in a tree there)."""
         from fastopt import _krylov
@@ -358,7 +359,7 @@ class ClusterPasses:
                     *shared[1:]))
             return tree_merge(leaves, _krylov.add).compute()
 
-        return _sweeps.stream_robust_gap(fused, p, k, alpha, fit_intercept, loss, epsilon)
+        return _sweeps.stream_robust_gap(fused, p, k, alpha, fit_intercept, loss, epsilon, scale)
 
     def _block(self, index: int) -> tuple[list, str]:
         """Block ``index``'s X, y and weights (None) as delayed objects holding only their own tasks."""

@@ -469,7 +469,7 @@ class Epochs:
         alpha = 0.0 if rule.decoupled_decay else float(params["alpha"])
         p, k, fit_intercept = _iterative.raw_weights(reported), state.dims[1], bool(params["fit_intercept"])
         if robust:
-            result = gap(p, k, alpha, fit_intercept, params["loss"], float(params["epsilon"]))
+            result = gap(p, k, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale)
         else:
             result = gap(p, k, alpha, fit_intercept, scale)
         if result is not None:
@@ -566,7 +566,8 @@ class LocalPasses:
 
         return stream_gap(fused, p, k, alpha, fit_intercept, scale)
 
-    def robust_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float):
+    def robust_gap(self, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, loss: str, epsilon: float,
+                   scale: float | None = None):
         """:func:`stream_robust_gap` over the stream, each pass one read of every chunk; None for a one-shot
         stream."""
         if self.one_shot:
@@ -581,7 +582,7 @@ class LocalPasses:
                 total = part if total is None else total + part
             return total
 
-        return stream_robust_gap(fused, p, k, alpha, fit_intercept, loss, epsilon)
+        return stream_robust_gap(fused, p, k, alpha, fit_intercept, loss, epsilon, scale)
 
 
 def robust_part(checker, X, y, sample_weight, where: str, mean: float, loss: str, epsilon: float, target: int,
@@ -619,42 +620,55 @@ def robust_part(checker, X, y, sample_weight, where: str, mean: float, loss: str
     return _krylov.chunk_pass(data, sqrt_row, target, v, 0.0, shift, threads=1)
 
 
-def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, loss: str, epsilon: float):
+def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, loss: str, epsilon: float,
+                      scale: float | None = None):
     """:func:`fastopt._iterative.robust_gap` over chunks: ``fused(mode, target, coef, intercept, mu, *args)`` sums
     :func:`robust_part` over every chunk. Per target: the loss (whose weights' total is ``W``, and whose mean
     ``|r|`` sets the absolute error's ``mu``: a median needs every residual), the gradient, the reweighted
     columns' moments (the exact Jacobi preconditioner), the conjugate-gradient steps of
     :class:`fastopt._iterative.QuadraticModel`, and the objective at the step's fractions: ``4 + steps`` reads
-    of the chunks. None when a chunk is one the compiled pass does not take or the weights total zero."""
+    of the chunks. With ``scale``, further rounds from the best point found, as in memory (``3 + steps`` reads
+    each; the objective at the step's fractions gives the next ``mu``). None when a chunk is one the compiled pass
+    does not take or the weights total zero."""
     d = (p.shape[0] - (k if fit_intercept else 0)) // k
     coef, intercept = _iterative.split_params(p.astype(np.float64), d, k)
-    f = gain = 0.0
     try:
+        totals = [fused("loss", j, coef[j], float(intercept[j]), 0.0) for j in range(k)]
+        if not all(total.se > 0 for total in totals):
+            return None
+        objectives = [t.ss / t.se + 0.5 * float(coef[j] @ (alpha * coef[j])) for j, t in enumerate(totals)]
+        f = sum(objectives)
+        alarm = None if scale is None else _iterative.alarm_level(f, scale)
+        values = int(min(totals[0].se, 2.0**62)) * max(d, 1)  # (the weights have mean 1: their total, the rows)
+        steps = _iterative.check_steps(values, d, k)
+        rounds = 1 if scale is None else max(1, min(_iterative.ROBUST_MAX_ROUNDS, _iterative.PLATEAU_CHECK_SMALL_WORK
+                                                    // max(1, (steps + 3) * values * k)))
+        gain = 0.0
         for j in range(k):
-            b = float(intercept[j])
-            total = fused("loss", j, coef[j], b, 0.0)
-            W = total.se
-            if not W > 0:
-                return None
-            fj = total.ss / W + 0.5 * float(coef[j] @ (alpha * coef[j]))
-            f += fj
-            mu = 0.0 if loss == "huber" else _iterative.LAD_REWEIGHT_MU * total.ss / W
-            if loss != "huber" and not mu > 0:
-                continue
-            first = fused("first", j, coef[j], b, mu)
-            moments = fused("moments", j, coef[j], b, mu)
-            centre, diag = _iterative.jacobi(moments.z, moments.zz, moments.se, fit_intercept)
+            W, c, b, here, loss_sum, falls = totals[j].se, coef[j], float(intercept[j]), objectives[j], totals[j].ss, []
+            while len(falls) < rounds and not _iterative._rounds_done(falls, gain + objectives[j] - here, alarm):
+                mu = 0.0 if loss == "huber" else _iterative.LAD_REWEIGHT_MU * loss_sum / W
+                if loss != "huber" and not mu > 0:
+                    break
+                first = fused("first", j, c, b, mu)
+                moments = fused("moments", j, c, b, mu)
+                centre, diag = _iterative.jacobi(moments.z, moments.zz, moments.se, fit_intercept)
 
-            def hessian(target, v, c, shift, j=j, b=b, mu=mu):
-                return fused("hessian", j, coef[j], b, mu, v, shift)
+                def hessian(target, v, _, shift, j=j, c=c, b=b, mu=mu):
+                    return fused("hessian", j, c, b, mu, v, shift)
 
-            steps = _iterative.check_steps(int(min(W, 2.0**62)) * max(d, 1), d, k)
-            model = _iterative.QuadraticModel(hessian, diag, W, alpha, fit_intercept, centre)
-            _, delta, delta_b = model.descend(first.z, first.se, coef[j], steps)
-            if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
-                continue
-            gain += _iterative.step_decrease(fj, fused("eval", j, coef[j], b, mu, delta, delta_b).z, W, coef[j],
-                                             delta, alpha)
+                model = _iterative.QuadraticModel(hessian, diag, W, alpha, fit_intercept, centre)
+                _, delta, delta_b = model.descend(first.z, first.se, c, steps)
+                if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
+                    break
+                losses = fused("eval", j, c, b, mu, delta, delta_b).z
+                value, tau = _iterative.best_step(here, losses, W, c, delta, alpha)
+                if tau is None:  # no point of the step went below this one
+                    break
+                falls.append(here - value)
+                loss_sum = float(losses[_iterative.ROBUST_STEP_FRACTIONS.index(tau)])
+                c, b, here = c + tau * delta, b + tau * delta_b, value
+            gain += objectives[j] - here
     except ValueError:
         return None
     return f, gain

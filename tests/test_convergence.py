@@ -1301,12 +1301,14 @@ def test_robust_plateau_gap_is_a_lower_bound_on_the_excess(n, d, sparse, weighte
     assert gain <= more <= (f - f_star) + 1e-9 * f
 
 
-def test_an_absolute_error_stop_found_by_further_reweighting_warns(monkeypatch):
+@pytest.mark.parametrize(("stream", "seed"), [(False, 2), (True, 1)])
+def test_an_absolute_error_stop_found_by_further_reweighting_warns(monkeypatch, stream, seed):
     """80 rows of 14 Gaussian columns, weights 10^U(-3, 3), Student-t noise, alpha = 1e-3: default SGD's
-    absolute-error fit stops 7.2% above the optimum. One reweighted step from it found less than the alarm (1% of
-    the objective), and the stop was silent (as it is with the rounds switched off below); further rounds, each
-    from the best point of the last, reach it, and the warning's bound is a point's decrease, below the excess."""
-    rng = np.random.default_rng(2)
+    absolute-error fit stops 7.2% above the optimum (5.3% over a stream of two chunks, another draw). One
+    reweighted step from it found less than the alarm (1% of the objective), and the stop was silent (as it is
+    with the rounds switched off below); further rounds, each from the best point of the last, reach it, and the
+    warning's bound is a point's decrease, below the excess."""
+    rng = np.random.default_rng(seed)
     X = rng.normal(size=(80, 14))
     y = X @ rng.normal(size=14) + rng.standard_t(2, size=80) + 2.0
     w = 10.0 ** rng.uniform(-3, 3, size=80)
@@ -1315,16 +1317,20 @@ def test_an_absolute_error_stop_found_by_further_reweighting_warns(monkeypatch):
     def objective(est):
         return float(np.average(np.abs(est.predict(X) - y), weights=w)) + 0.5 * alpha * float(est.coef_ @ est.coef_)
 
+    def fit():
+        est = LinearRegressor(solver="sgd", loss="absolute_error", alpha=alpha, random_state=0)
+        return est.fit_stream([(X[:40], y[:40], w[:40]), (X[40:], y[40:], w[40:])]) if stream else est.fit(
+            X, y, sample_weight=w)
+
     best = objective(LinearRegressor(solver="newton", loss="absolute_error", alpha=alpha).fit(X, y, sample_weight=w))
-    fit = LinearRegressor(solver="sgd", loss="absolute_error", alpha=alpha, random_state=0)
     with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
-        est = fit.fit(X, y, sample_weight=w)
+        est = fit()
     bound = plateau_bound(next(str(m.message) for m in record if "plateau" in str(m.message)))
     assert 0.01 < bound <= 1.05 * (objective(est) - best) / objective(est)  # (printed to 2 digits)
     monkeypatch.setattr(_iterative, "ROBUST_MAX_ROUNDS", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        again = fit.fit(X, y, sample_weight=w)
+        again = fit()
     np.testing.assert_array_equal(again.coef_, est.coef_)
 
 
@@ -1460,6 +1466,11 @@ def test_streamed_robust_gap_is_a_lower_bound_on_the_excess(n, d, weighted, alph
     f, gain = _sweeps.stream_robust_gap(fused, p, 1, alpha, fit_intercept, loss, 1.35)
     assert f == pytest.approx(f_mem, rel=1e-12)
     assert 0.0 <= gain <= (f - f_star) + 1e-9 * f
+    # further rounds, as in memory (a loss scale that puts the first round at 3/4 of the alarm)
+    f_more, more = _sweeps.stream_robust_gap(fused, p, 1, alpha, fit_intercept, loss, 1.35,
+                                             gain / (0.75 * _iterative.PLATEAU_CHECK_RTOL))
+    assert f_more == f
+    assert gain <= more <= (f - f_star) + 1e-9 * f
 
 
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
