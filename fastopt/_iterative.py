@@ -695,7 +695,7 @@ def robust_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept
     squared error's Hessian (:func:`plateau_gap`'s model, which bounded Huber's loss before) overstates its
     curvature in the linear part and the steps fall short there. Then the objective itself at ``p + tau delta``
     for ``tau`` 1, 1/2 and 1/4 (one more read of ``X``): ``gain = f - min(f, min_tau f(p + tau delta))``
-    (:func:`step_decrease`), the decrease to a point found, so ``gain <= f - f*`` up to rounding whatever the
+    (:func:`best_step`), the decrease to a point found, so ``gain <= f - f*`` up to rounding whatever the
     model (with ``mu`` it does not lie above the absolute error).
 
     With ``scale`` (the loss scale :func:`warn_if_far` will be given), further rounds of reweighting, each from
@@ -744,16 +744,11 @@ def robust_rho(r: np.ndarray, loss: str, epsilon: float) -> np.ndarray:
 ROBUST_STEP_FRACTIONS = (1.0, 0.5, 0.25)
 
 
-def step_decrease(f: float, losses, W: float, coef: np.ndarray, delta: np.ndarray, alpha) -> float:
-    """``f - min(f, f(p + tau delta))`` over ``ROBUST_STEP_FRACTIONS``, the weighted loss sums ``losses`` at those
-    points (divided by the weights' total ``W``) plus the ridge at ``coef + tau delta``: the decrease to the best
-    point of the step (:func:`robust_gap`, and over chunks ``_sweeps.stream_robust_gap``)."""
-    return f - best_step(f, losses, W, coef, delta, alpha)[0]
-
-
 def best_step(f: float, losses, W: float, coef: np.ndarray, delta: np.ndarray, alpha) -> tuple[float, float | None]:
-    """``(min(f, f(p + tau delta)), tau)`` over ``ROBUST_STEP_FRACTIONS`` as :func:`step_decrease`, with the
-    fraction that reached it (None when none went below ``f``)."""
+    """``(min(f, f(p + tau delta)), tau)`` over ``ROBUST_STEP_FRACTIONS``: ``losses`` the weighted loss sums at
+    those points (divided by the weights' total ``W``) plus the ridge at ``coef + tau delta``, the best point of
+    the step from ``p`` (objective ``f``) and the fraction that reached it (None when none went below ``f``), for
+    :func:`robust_gap` and, over chunks, ``_sweeps.stream_robust_gap``."""
     best, taken = f, None
     for tau, loss in zip(ROBUST_STEP_FRACTIONS, losses, strict=True):
         moved = coef + tau * delta
