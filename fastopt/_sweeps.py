@@ -646,8 +646,10 @@ def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, 
         gain = 0.0
         for j in range(k):
             W, c, b, here, loss_sum, falls = totals[j].se, coef[j], float(intercept[j]), objectives[j], totals[j].ss, []
-            while len(falls) < rounds and not _iterative._rounds_done(falls, gain + objectives[j] - here, alarm):
-                mu = 0.0 if loss == "huber" else _iterative.LAD_REWEIGHT_MU * loss_sum / W
+            factor, taken = _iterative.LAD_REWEIGHT_MU, 0
+            while taken < rounds and not _iterative._rounds_done(falls, gain + objectives[j] - here, alarm):
+                taken += 1
+                mu = 0.0 if loss == "huber" else factor * loss_sum / W
                 if loss != "huber" and not mu > 0:
                     break
                 first = fused("first", j, c, b, mu)
@@ -664,6 +666,9 @@ def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, 
                 losses = fused("eval", j, c, b, mu, delta, delta_b).z
                 value, tau = _iterative.best_step(here, losses, W, c, delta, alpha)
                 if tau is None:  # no point of the step went below this one
+                    if _iterative._retry_mu(loss, falls, factor, alarm):
+                        factor = _iterative.LAD_RETRY_MU
+                        continue
                     break
                 falls.append(here - value)
                 loss_sum = float(losses[_iterative.ROBUST_STEP_FRACTIONS.index(tau)])
