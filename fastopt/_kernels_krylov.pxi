@@ -353,6 +353,37 @@ def csr_column_moments(const floating[::1] data, const csr_index[::1] indices, c
         raise ValueError(f"csr_column_moments: a column index outside [0, {n_cols})")
     return squares_np, (sums_np if means else None), (counts_np if means else None)
 
+cdef extern from *:
+    """
+    /* A write-intent prefetch of a scratch line two rows ahead (csr_moment_bounds); nothing where the compiler
+       has no __builtin_prefetch. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FO_SCRATCH_PREFETCH(p) __builtin_prefetch((p), 1, 3)
+    #else
+    #define FO_SCRATCH_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void FO_SCRATCH_PREFETCH(const void *p) nogil
+
+
+# csr_moment_bounds requests the scratch lines of the row two ahead, at most this many columns of it: the scratch is
+# 16 bytes a column of d (4 MiB at 2^18), so its lines are cold in a partial_fit call. Hashed rows (30 values, 2^18
+# columns, the scratch evicted between calls; alternating builds, medians of 55 calls): 1,000 rows 1.4-2.4 ->
+# 0.76-0.99 ms, 100 rows 0.35-0.38 -> 0.17-0.31 ms, 10,000 rows 6.5-7.2 -> 4.4-6.0 ms; the same bounds.
+cdef enum:
+    MOMENT_PREFETCH = 64
+
+
+cdef inline void _prefetch_row(const csr_index[::1] indices, int64_t a, int64_t b, Py_ssize_t n_cols,
+                               double *scratch) noexcept nogil:
+    """Request the scratch lines of the columns ``indices[a:b]`` (at most the first MOMENT_PREFETCH of them)."""
+    cdef int64_t j, col
+    for j in range(a, min(b, a + MOMENT_PREFETCH)):
+        col = indices[j]
+        if 0 <= col < n_cols:
+            FO_SCRATCH_PREFETCH(&scratch[2 * col])
+
+
 def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, const csr_index[::1] indptr,
                       Py_ssize_t start, Py_ssize_t step, Py_ssize_t count, const double[::1] row_weight,
                       double[::1] scratch):
@@ -381,6 +412,8 @@ def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, co
             r = start + i * step
             w = row_weight[i]
             a, b = indptr[r], indptr[r + 1]
+            if i + 2 < count:  # the columns of the row after next, two rows ahead (rows of a few dozen values)
+                _prefetch_row(indices, indptr[r + 2 * step], indptr[r + 2 * step + 1], n_cols, &scratch[0])
             for j in range(a, b):
                 col = indices[j]
                 if col < 0 or col >= n_cols:
@@ -396,6 +429,8 @@ def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, co
         for i in range(count):  # the bounds, each column at its first stored value, and the zeros restored
             r = start + i * step
             a, b = indptr[r], indptr[r + 1]
+            if i + 2 < count:
+                _prefetch_row(indices, indptr[r + 2 * step], indptr[r + 2 * step + 1], n_cols, &scratch[0])
             for j in range(a, b):
                 col = indices[j]
                 if col < 0 or col >= n_cols:
