@@ -775,10 +775,7 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale):
     W = float(n)
     values = X.nnz if sp.issparse(X) else n * d
     steps = check_steps(values, d, k)
-    # each round reads X steps + 2 times (the steps, the gradient, the step's residuals); the rounds after the first
-    # within PLATEAU_CHECK_SMALL_WORK, as the steps on small data
-    rounds = 1 if scale is None else max(1, min(ROBUST_MAX_ROUNDS, PLATEAU_CHECK_SMALL_WORK // max(
-        1, (steps + 2) * values * k)))
+    rounds = robust_rounds(scale, steps + 2, values, k)  # a round: the steps, the gradient, the step's residuals
     residuals, objectives = [], []
     for j in range(k):
         r = _linear(X, coef[j], float(intercept[j])) - data.Y[:, j].astype(np.float64)
@@ -788,26 +785,59 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale):
     alarm = None if scale is None else alarm_level(f, scale)
     gain = 0.0
     for j in range(k):
-        coef_j, r, here, falls = coef[j], residuals[j], objectives[j], []  # (the intercept's moves are in r)
-        factor, taken = LAD_REWEIGHT_MU, 0
-        while taken < rounds and not _rounds_done(falls, gain + objectives[j] - here, alarm):
-            taken += 1
+        point = [coef[j], residuals[j]]  # the coefficients and the residuals (which carry the intercept's moves)
+
+        def take_round(factor: float, here: float, point=point):
+            coef_j, r = point
             terms = _robust_terms(r, loss, epsilon, s, factor)
             if terms is None:
-                break
+                return None
             moved = _reweighted_step(data, s, W, coef_j, r, here, terms, alpha, fit_intercept, loss, epsilon, steps)
             if moved is None:
-                break
+                return None
             value, tau, delta, q = moved
-            if tau is None:  # no point of the step went below this one
-                if _retry_mu(loss, falls, factor, alarm):
-                    factor = LAD_RETRY_MU
-                    continue
-                break
-            falls.append(here - value)
-            coef_j, r, here = coef_j + tau * delta, r + tau * q, value
-        gain += objectives[j] - here
+            if tau is not None:
+                point[:] = coef_j + tau * delta, r + tau * q
+            return value, tau
+
+        gain += objectives[j] - reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
     return f, gain
+
+
+def robust_rounds(scale: float | None, reads: int, values: int, k: int) -> int:
+    """The rounds :func:`robust_gap` (or over chunks ``_sweeps.stream_robust_gap``) may take, each ``reads`` reads
+    of ``values`` stored values for each of ``k`` targets: one without ``scale``; with it, as many as
+    ``PLATEAU_CHECK_SMALL_WORK`` allows, as the steps on small data, at least one and at most
+    ``ROBUST_MAX_ROUNDS``."""
+    if scale is None:
+        return 1
+    return max(1, min(ROBUST_MAX_ROUNDS, PLATEAU_CHECK_SMALL_WORK // max(1, reads * values * k)))
+
+
+def reweighting_rounds(start: float, found: float, rounds: int, alarm: float | None, loss: str, take_round) -> float:
+    """The objective at the last point that :func:`robust_gap`'s rounds reach for one target from its point of
+    objective ``start`` (``found`` the decrease the targets before it found; ``alarm`` the level that warns, None
+    for one round). ``take_round(factor, here)`` takes a reweighted step from the current point, of objective
+    ``here``, with the absolute error's ``mu`` ``factor`` times its scale, and returns None when it cannot (no
+    reweighting, a non-finite step), ``(value, None)`` when no point of the step went below ``here``, or
+    ``(value, tau)`` having moved to the best point, of objective ``value``. The rounds end as
+    ``ROBUST_MAX_ROUNDS`` says (:func:`_rounds_done`); an absolute-error first step that found no decrease is taken
+    again at ``LAD_RETRY_MU`` (:func:`_retry_mu`)."""
+    here, falls, factor, taken = start, [], LAD_REWEIGHT_MU, 0
+    while taken < rounds and not _rounds_done(falls, found + start - here, alarm):
+        taken += 1
+        moved = take_round(factor, here)
+        if moved is None:
+            break
+        value, tau = moved
+        if tau is None:  # no point of the step went below this one
+            if _retry_mu(loss, falls, factor, alarm):
+                factor = LAD_RETRY_MU
+                continue
+            break
+        falls.append(here - value)
+        here = value
+    return here
 
 
 # Further reweighted rounds of the robust check (robust_gap with the loss scale), each from the best point of the

@@ -641,39 +641,35 @@ def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, 
         alarm = None if scale is None else _iterative.alarm_level(f, scale)
         values = int(min(totals[0].se, 2.0**62)) * max(d, 1)  # (the weights have mean 1: their total, the rows)
         steps = _iterative.check_steps(values, d, k)
-        rounds = 1 if scale is None else max(1, min(_iterative.ROBUST_MAX_ROUNDS, _iterative.PLATEAU_CHECK_SMALL_WORK
-                                                    // max(1, (steps + 3) * values * k)))
+        rounds = _iterative.robust_rounds(scale, steps + 3, values, k)  # first, moments, the steps, eval
         gain = 0.0
         for j in range(k):
-            W, c, b, here, loss_sum, falls = totals[j].se, coef[j], float(intercept[j]), objectives[j], totals[j].ss, []
-            factor, taken = _iterative.LAD_REWEIGHT_MU, 0
-            while taken < rounds and not _iterative._rounds_done(falls, gain + objectives[j] - here, alarm):
-                taken += 1
+            point = [coef[j], float(intercept[j]), totals[j].ss]  # coefficients, intercept, weighted loss sum
+
+            def take_round(factor: float, here: float, j=j, W=totals[j].se, point=point):
+                c, b, loss_sum = point
                 mu = 0.0 if loss == "huber" else factor * loss_sum / W
                 if loss != "huber" and not mu > 0:
-                    break
+                    return None
                 first = fused("first", j, c, b, mu)
                 moments = fused("moments", j, c, b, mu)
                 centre, diag = _iterative.jacobi(moments.z, moments.zz, moments.se, fit_intercept)
 
-                def hessian(target, v, _, shift, j=j, c=c, b=b, mu=mu):
+                def hessian(target, v, _, shift):
                     return fused("hessian", j, c, b, mu, v, shift)
 
                 model = _iterative.QuadraticModel(hessian, diag, W, alpha, fit_intercept, centre)
                 _, delta, delta_b = model.descend(first.z, first.se, c, steps)
                 if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
-                    break
+                    return None
                 losses = fused("eval", j, c, b, mu, delta, delta_b).z
                 value, tau = _iterative.best_step(here, losses, W, c, delta, alpha)
-                if tau is None:  # no point of the step went below this one
-                    if _iterative._retry_mu(loss, falls, factor, alarm):
-                        factor = _iterative.LAD_RETRY_MU
-                        continue
-                    break
-                falls.append(here - value)
-                loss_sum = float(losses[_iterative.ROBUST_STEP_FRACTIONS.index(tau)])
-                c, b, here = c + tau * delta, b + tau * delta_b, value
-            gain += objectives[j] - here
+                if tau is not None:  # moved; the next mu from the loss there
+                    at = _iterative.ROBUST_STEP_FRACTIONS.index(tau)
+                    point[:] = c + tau * delta, b + tau * delta_b, float(losses[at])
+                return value, tau
+
+            gain += objectives[j] - _iterative.reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
     except ValueError:
         return None
     return f, gain
