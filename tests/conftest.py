@@ -151,21 +151,30 @@ def replay():
 
 @pytest.fixture
 def alarm_scales(monkeypatch) -> list:
-    """Record the loss scale each plateau check hands plateau_gap (its extension near the alarm needs it) and the
-    one warn_if_far is then given, as ``("gap", scale)`` and ``("warn", scale)`` in call order."""
-    from fastopt import _iterative
+    """Record the loss scale each plateau check hands its bound (plateau_gap; the robust losses' robust_gap in
+    memory, stream_robust_gap over chunks: their extra steps and rounds near the alarm need it) and the one
+    warn_if_far is then given, as ``("gap", scale)`` and ``("warn", scale)`` in call order."""
+    from fastopt import _iterative, _sweeps
 
     seen = []
-    gap, warn = _iterative.plateau_gap, _iterative.warn_if_far
 
-    def spied_gap(*args, **kwargs):
-        seen.append(("gap", args[9]))  # (fused, diag, W, p, k, alpha, fit_intercept, centre, steps, scale)
-        return gap(*args, **kwargs)
+    def spy(module, name, at):  # the scale is the call's positional argument ``at``
+        original = getattr(module, name)
+
+        def spied(*args, **kwargs):
+            seen.append(("gap", args[at]))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spied)
+
+    spy(_iterative, "plateau_gap", 9)  # (fused, diag, W, p, k, alpha, fit_intercept, centre, steps, scale)
+    spy(_iterative, "robust_gap", 7)  # (data, sw, p, alpha, fit_intercept, loss, epsilon, scale)
+    spy(_sweeps, "stream_robust_gap", 7)  # (fused, p, k, alpha, fit_intercept, loss, epsilon, scale)
+    warn = _iterative.warn_if_far
 
     def spied_warn(method, f, gain, scale, **kwargs):
         seen.append(("warn", scale))
         return warn(method, f, gain, scale, **kwargs)
 
-    monkeypatch.setattr(_iterative, "plateau_gap", spied_gap)
     monkeypatch.setattr(_iterative, "warn_if_far", spied_warn)
     return seen

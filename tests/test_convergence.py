@@ -1554,13 +1554,15 @@ def test_a_plateau_stop_near_the_alarm_takes_more_steps(monkeypatch):
     np.testing.assert_array_equal(again.coef_, est.coef_)
 
 
+@pytest.mark.parametrize("loss", ["squared_error", "huber"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_the_plateau_check_knows_its_alarm_in_memory_and_over_a_stream(alarm_scales, stream):
-    """The in-memory and the streamed check of a plateau stop hand plateau_gap the loss scale warn_if_far then
-    judges by, so that a bound near the alarm takes its extra steps on either path."""
+def test_the_plateau_check_knows_its_alarm_in_memory_and_over_a_stream(alarm_scales, stream, loss):
+    """The in-memory and the streamed check of a plateau stop hand their bound (plateau_gap; robust_gap or
+    stream_robust_gap) the loss scale warn_if_far then judges by, so that a bound near the alarm takes its extra
+    steps or rounds on either path."""
     seen = alarm_scales
     X, y = make_problem(4000, 12, seed=3)
-    est = LinearRegressor(solver="sgd", random_state=0)
+    est = LinearRegressor(solver="sgd", loss=loss, random_state=0)
     est.fit_stream([(X[i : i + 500], y[i : i + 500]) for i in range(0, 4000, 500)]) if stream else est.fit(X, y)
     assert [kind for kind, _ in seen] == ["gap", "warn"]
     assert seen[0][1] is not None and seen[0][1] == seen[1][1]

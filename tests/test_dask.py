@@ -390,25 +390,11 @@ def test_the_plateau_check_on_the_cluster_knows_its_alarm(client, alarm_scales):
     assert seen[0][1] is not None and seen[0][1] == seen[1][1]
 
 
-def test_the_robust_check_on_the_cluster_knows_its_alarm(client, monkeypatch):
+def test_the_robust_check_on_the_cluster_knows_its_alarm(client, alarm_scales):
     """ClusterPasses.robust_gap hands stream_robust_gap the loss scale warn_if_far judges by, so that its further
     rounds of reweighting run on the cluster as over a stream (where a weighted absolute-error stop is caught by
     them: tests/test_convergence.py)."""
-    from fastopt import _iterative, _sweeps
-
-    seen = []
-    gap, warn = _sweeps.stream_robust_gap, _iterative.warn_if_far
-
-    def spied_gap(*args):
-        seen.append(("gap", args[7]))  # (fused, p, k, alpha, fit_intercept, loss, epsilon, scale)
-        return gap(*args)
-
-    def spied_warn(method, f, gain, scale, **kwargs):
-        seen.append(("warn", scale))
-        return warn(method, f, gain, scale, **kwargs)
-
-    monkeypatch.setattr(_sweeps, "stream_robust_gap", spied_gap)
-    monkeypatch.setattr(_iterative, "warn_if_far", spied_warn)
+    seen = alarm_scales
     X, y = make_problem(np.random.default_rng(3))
     LinearRegressor(solver="sgd", loss="huber", random_state=0).fit(blocks(X), blocks(y))
     assert [kind for kind, _ in seen] == ["gap", "warn"]
