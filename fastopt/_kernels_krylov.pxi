@@ -355,10 +355,10 @@ def csr_column_moments(const floating[::1] data, const csr_index[::1] indices, c
 
 cdef extern from *:
     """
-    /* A write-intent prefetch of a scratch line two rows ahead (csr_moment_bounds); nothing where the compiler
-       has no __builtin_prefetch. */
+    /* A write-intent prefetch of a scratch line some rows ahead, into L2 (csr_moment_bounds); nothing where the
+       compiler has no __builtin_prefetch. */
     #if defined(__GNUC__) || defined(__clang__)
-    #define FO_SCRATCH_PREFETCH(p) __builtin_prefetch((p), 1, 3)
+    #define FO_SCRATCH_PREFETCH(p) __builtin_prefetch((p), 1, 2)
     #else
     #define FO_SCRATCH_PREFETCH(p) ((void)(p))
     #endif
@@ -366,12 +366,15 @@ cdef extern from *:
     void FO_SCRATCH_PREFETCH(const void *p) nogil
 
 
-# csr_moment_bounds requests the scratch lines of the row two ahead, at most this many columns of it: the scratch is
-# 16 bytes a column of d (4 MiB at 2^18), so its lines are cold in a partial_fit call. Hashed rows (30 values, 2^18
-# columns, the scratch evicted between calls; alternating builds, medians of 55 calls): 1,000 rows 1.4-2.4 ->
-# 0.76-0.99 ms, 100 rows 0.35-0.38 -> 0.17-0.31 ms, 10,000 rows 6.5-7.2 -> 4.4-6.0 ms; the same bounds.
+# csr_moment_bounds requests the scratch lines of the row MOMENT_ROWS_AHEAD ahead, at most MOMENT_PREFETCH columns
+# of it: the scratch is 16 bytes a column of d (4 MiB at 2^18), so its lines are cold in a partial_fit call. Hashed
+# rows (30 values, 2^18 columns, the scratch evicted between calls; alternating builds, medians of 55 calls): none ->
+# two rows ahead into L1, 1,000 rows 1.4-2.4 -> 0.76-0.99 ms, 100 rows 0.35-0.38 -> 0.17-0.31 ms, 10,000 rows
+# 6.5-7.2 -> 4.4-6.0 ms; then -> six rows ahead into L2, 1,000 rows 0.88-0.99 -> 0.46-0.53 ms (four ahead into L1
+# 0.67-0.91, six into L1 0.65-0.91, eight into L2 0.52-0.55; medians of 60 calls). The same bounds.
 cdef enum:
     MOMENT_PREFETCH = 64
+    MOMENT_ROWS_AHEAD = 6
 
 
 cdef inline void _prefetch_row(const csr_index[::1] indices, int64_t a, int64_t b, Py_ssize_t n_cols,
@@ -395,7 +398,7 @@ def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, co
     the call uses and leaves zero, also when it raises: a caller keeps it across calls, so that a call costs
     O(stored values), not the O(n_cols) arrays and their page faults of :func:`csr_column_moments`.
     """
-    cdef Py_ssize_t n = indptr.shape[0] - 1, n_cols = scratch.shape[0] // 2, i, r, last = -1
+    cdef Py_ssize_t n = indptr.shape[0] - 1, n_cols = scratch.shape[0] // 2, i, r, q, last = -1
     cdef int64_t j, col, a, b
     cdef double w, wv, v, inv, mu, sq, mu2 = 0.0, mx = 0.0
     if n < 0 or count < 0 or step < 1 or start < 0 or (count and start + (count - 1) * step >= n):
@@ -412,8 +415,9 @@ def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, co
             r = start + i * step
             w = row_weight[i]
             a, b = indptr[r], indptr[r + 1]
-            if i + 2 < count:  # the columns of the row after next, two rows ahead (rows of a few dozen values)
-                _prefetch_row(indices, indptr[r + 2 * step], indptr[r + 2 * step + 1], n_cols, &scratch[0])
+            if i + MOMENT_ROWS_AHEAD < count:  # the columns of a row ahead (rows of a few dozen values)
+                q = r + MOMENT_ROWS_AHEAD * step
+                _prefetch_row(indices, indptr[q], indptr[q + 1], n_cols, &scratch[0])
             for j in range(a, b):
                 col = indices[j]
                 if col < 0 or col >= n_cols:
@@ -429,8 +433,9 @@ def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, co
         for i in range(count):  # the bounds, each column at its first stored value, and the zeros restored
             r = start + i * step
             a, b = indptr[r], indptr[r + 1]
-            if i + 2 < count:
-                _prefetch_row(indices, indptr[r + 2 * step], indptr[r + 2 * step + 1], n_cols, &scratch[0])
+            if i + MOMENT_ROWS_AHEAD < count:
+                q = r + MOMENT_ROWS_AHEAD * step
+                _prefetch_row(indices, indptr[q], indptr[q + 1], n_cols, &scratch[0])
             for j in range(a, b):
                 col = indices[j]
                 if col < 0 or col >= n_cols:
@@ -450,6 +455,108 @@ def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, co
         raise ValueError(f"csr_moment_bounds: a column index outside [0, {n_cols})")
     return mu2, mx
 
+
+cdef extern from *:
+    """
+    /* A read prefetch of a gathered entry some stored values ahead (csr_scaled_values, csr_times). */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FO_GATHER_PREFETCH(p) __builtin_prefetch((p), 0, 2)
+    #else
+    #define FO_GATHER_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void FO_GATHER_PREFETCH(const void *p) nogil
+
+
+# csr_scaled_values and csr_times request, into L2, the entry of the d-vector that the stored value this many places
+# ahead gathers: a partial_fit call's vectors (2 MiB at 2^18 columns) are cold. Hashed rows (1,000 rows of 30 values,
+# 2^18 columns, the vectors evicted between calls, medians of 40): csr_scaled_values 0.13 ms at 256 ahead, 0.17-0.22
+# at 128, 0.28 at 24 into L1 (NumPy 0.51-0.71); csr_times 0.18-0.26 ms at 256 and 128 (SciPy 0.29-0.34).
+cdef enum:
+    GATHER_AHEAD = 256
+    GATHER_MODELS = 4  # csr_times requests the entries of at most this many of W's rows
+
+
+def csr_scaled_values(const floating[::1] data, const csr_index[::1] indices, const double[::1] scale):
+    """``data[j] / scale[indices[j]]`` for every stored value of a CSR matrix (its ``data`` and column
+    ``indices``, ``scale`` one entry a column): a new array of ``data``'s dtype, each value divided in float64 and
+    cast once (NumPy's ``(data.astype(float64) / scale[indices]).astype(data.dtype)``, the same bits), the values
+    of the map of :class:`fastopt._iterative_lr.Affine` without shift on sparse rows.
+
+    One pass that requests ``scale``'s entries a few values ahead (NumPy's gather waited on each, and its three
+    temporaries cost as much again: 0.7-0.9 ms of a 1,000-row ``partial_fit`` call on hashed rows of 2^18 columns).
+    """
+    cdef Py_ssize_t nnz = data.shape[0], n_cols = scale.shape[0], j
+    cdef int64_t col
+    cdef bint bad = False
+    if indices.shape[0] != nnz:
+        raise ValueError("csr_scaled_values: inconsistent shapes")
+    out = np.empty(nnz, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] o = out
+    with nogil:
+        for j in range(nnz):
+            if j + GATHER_AHEAD < nnz:
+                col = indices[j + GATHER_AHEAD]
+                if 0 <= col < n_cols:
+                    FO_GATHER_PREFETCH(&scale[col])
+            col = indices[j]
+            if col < 0 or col >= n_cols:
+                bad = True
+                break
+            o[j] = <floating>(<double>data[j] / scale[col])
+    if bad:
+        raise ValueError(f"csr_scaled_values: a column index outside [0, {n_cols})")
+    return out
+
+
+def csr_times(const floating[::1] data, const csr_index[::1] indices, const csr_index[::1] indptr,
+              const floating[:, ::1] W):
+    """``X @ W.T`` for a CSR matrix ``X`` (``data``, ``indices``, ``indptr``) of ``W.shape[1]`` columns and ``W``
+    (m, d) of ``X``'s dtype: an (n, m) array of that dtype, each entry summed over the row's stored values in
+    their stored order from 0, in that dtype (SciPy's ``csr_matvec``/``csr_matvecs`` arithmetic: the same bits).
+
+    It requests the entries of ``W`` (of at most its first four rows) that the stored values a few places ahead
+    gather: SciPy's product waited on each cold entry (a ``partial_fit`` call's three products on 1,000 hashed
+    rows of 2^18 columns, 0.25 ms apiece).
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, m = W.shape[0], d = W.shape[1], i, q, mp
+    cdef int64_t j, a, b, col, total
+    cdef floating v
+    cdef bint bad = False
+    if n < 0:
+        raise ValueError("csr_times: inconsistent shapes")
+    total = indptr[n] if n else 0
+    if n and (indptr[0] < 0 or total > indices.shape[0] or total > data.shape[0]):
+        raise ValueError("csr_times: indptr points outside data")
+    for i in range(n):
+        if indptr[i + 1] < indptr[i]:
+            raise ValueError("csr_times: indptr is not non-decreasing")
+    out = np.zeros((n, m), dtype=np.float32 if floating is float else np.float64)
+    if m == 0 or n == 0:
+        return out
+    cdef floating[:, ::1] o = out
+    mp = min(m, <Py_ssize_t>GATHER_MODELS)
+    with nogil:
+        for i in range(n):
+            a, b = indptr[i], indptr[i + 1]
+            for j in range(a, b):
+                if j + GATHER_AHEAD < total:
+                    col = indices[j + GATHER_AHEAD]
+                    if 0 <= col < d:
+                        for q in range(mp):
+                            FO_GATHER_PREFETCH(&W[q, col])
+                col = indices[j]
+                if col < 0 or col >= d:
+                    bad = True
+                    break
+                v = data[j]
+                for q in range(m):
+                    o[i, q] += v * W[q, col]
+            if bad:
+                break
+    if bad:
+        raise ValueError(f"csr_times: a column index outside [0, {d})")
+    return out
 
 # The d-vector updates of the CGLS and LSQR iterations (fastopt/_krylov.py), fused in C (krylov.c): at d = 2^18
 # each NumPy operation is a 2 MiB sweep, and a CGLS iteration made fourteen. Every sum runs in four lanes (entries

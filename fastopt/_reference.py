@@ -269,6 +269,28 @@ def csr_affine_map(data, indices, indptr, n_cols, shift, scale):
             np.array(out_ptr, dtype=np.int32))
 
 
+def csr_scaled_values(data, indices, scale):
+    """Twin of :func:`fastopt._kernels.csr_scaled_values`: ``data / scale[indices]`` in float64, cast once to
+    ``data``'s dtype."""
+    if indices.shape[0] != data.shape[0]:
+        raise ValueError("csr_scaled_values: inconsistent shapes")
+    if np.any((indices < 0) | (indices >= scale.shape[0])):
+        raise ValueError(f"csr_scaled_values: a column index outside [0, {scale.shape[0]})")
+    return (data.astype(np.float64) / scale[indices]).astype(data.dtype)
+
+
+def csr_times(data, indices, indptr, W):
+    """Twin of :func:`fastopt._kernels.csr_times`: ``X @ W.T`` row by row, each row's stored values added in
+    their order from 0, in ``X``'s dtype."""
+    n = indptr.shape[0] - 1
+    _check_csr_rows("csr_times", data, indices, indptr, W.shape[1], n >= 0)
+    out = np.zeros((max(n, 0), W.shape[0]), dtype=data.dtype)
+    for i in range(n):
+        for j in range(indptr[i], indptr[i + 1]):
+            out[i] += data[j] * W[:, indices[j]]
+    return out
+
+
 def csr_column_moments(data, indices, indptr, n_cols, row_weight, means):
     """Twin of :func:`fastopt._kernels.csr_column_moments`: the columns' weighted sums of squares (and with
     ``means`` sums and stored counts) by ``np.bincount``, which adds the terms in the stored values' order."""

@@ -134,23 +134,13 @@ def test_csr_affine_map_matches_its_twin(n, d, f32, wide, dup, seed):
     dtype = np.float32 if f32 else np.float64
     dense = np.where(rng.random((n, d)) < 0.6, rng.normal(size=(n, d)) * 4, 0.0)
     dense[rng.random((n, d)) < 0.15] = 2.0  # equal to the shift below: zero after it
-    X = sp.csr_array(dense.astype(dtype))
-    data, indices, indptr = X.data.copy(), X.indices.copy(), X.indptr.copy()
-    data[rng.random(data.size) < 0.1] = 0  # explicit zeros
-    for i in range(n):  # unsorted rows
-        lo, hi = indptr[i], indptr[i + 1]
-        perm = lo + rng.permutation(hi - lo)
-        indices[lo:hi], data[lo:hi] = indices[perm], data[perm]
+    data, indices, indptr = _unsorted_csr(dense.astype(dtype), rng)
     shift = np.where(rng.random(d) < 0.4, 2.0, 0.0)
     scale = rng.uniform(0.5, 2.0, size=d)
     expected_dense = ((sp.csr_array((data, indices, indptr), shape=(n, d)).toarray().astype(np.float64) - shift)
                       / scale).astype(dtype)
-    if dup and data.size:  # a repeated column: the last stored value counts for a shifted column
-        i = int(np.searchsorted(indptr, rng.integers(0, data.size), side="right")) - 1
-        data = np.insert(data, indptr[i + 1], dtype(7.0))
-        indices = np.insert(indices, indptr[i + 1], indices[indptr[i]] if indptr[i + 1] > indptr[i] else 0)
-        indptr = indptr.copy()
-        indptr[i + 1 :] += 1
+    if dup:  # a repeated column: the last stored value counts for a shifted column
+        data, indices, indptr = _repeat_a_column(data, indices, indptr, dtype(7.0), rng)
     index = np.int64 if wide else np.int32
     args = (data, indices.astype(index), indptr.astype(index), d, shift, scale)
     got, want = _kernels.csr_affine_map(*args), _reference.csr_affine_map(*args)
@@ -173,6 +163,73 @@ def test_compiled_csr_passes_reject_malformed_rows(name):
         with pytest.raises(ValueError, match="inconsistent"):  # n_cols against shift / scale, or weights against rows
             args = (3, *extra) if name == "csr_affine_map" else (2, np.ones(3), True)
             getattr(impl, name)(np.ones(3), np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), *args)
+
+
+def _unsorted_csr(dense, rng):
+    """CSR arrays of ``dense`` with explicit zeros (a tenth of the stored values) and each row's columns shuffled."""
+    X = sp.csr_array(dense)
+    data, indices, indptr = X.data.copy(), X.indices.copy(), X.indptr.copy()
+    data[rng.random(data.size) < 0.1] = 0  # explicit zeros
+    for i in range(X.shape[0]):  # unsorted rows
+        lo, hi = indptr[i], indptr[i + 1]
+        perm = lo + rng.permutation(hi - lo)
+        indices[lo:hi], data[lo:hi] = indices[perm], data[perm]
+    return data, indices, indptr
+
+
+def _repeat_a_column(data, indices, indptr, value, rng):
+    """The CSR arrays with ``value`` stored again, at the end of a random row, in that row's first column."""
+    if not data.size:
+        return data, indices, indptr
+    i = int(np.searchsorted(indptr, rng.integers(0, data.size), side="right")) - 1
+    data = np.insert(data, indptr[i + 1], value)
+    indices = np.insert(indices, indptr[i + 1], indices[indptr[i]] if indptr[i + 1] > indptr[i] else 0)
+    indptr = indptr.copy()
+    indptr[i + 1 :] += 1
+    return data, indices, indptr
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 400), d=st.integers(1, 600), m=st.integers(0, 6), f32=st.booleans(), wide=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_csr_times_and_scaled_values_match_their_twins_and_numpy(n, d, m, f32, wide, seed):
+    """The compiled gathers equal their twins and what they replace bit for bit, prefetching included (rows past
+    the prefetch distance, more models than it requests): ``X @ W.T`` as SciPy's product (each row's values
+    summed in stored order, in X's dtype) and ``data / scale[indices]`` as NumPy's, on int32 and int64 indices,
+    unsorted rows, explicit zeros and a column stored twice."""
+    rng = np.random.default_rng(seed)
+    dtype = np.float32 if f32 else np.float64
+    dense = np.where(rng.random((n, d)) < 0.5, rng.normal(size=(n, d)) * 3, 0.0).astype(dtype)
+    data, indices, indptr = _repeat_a_column(*_unsorted_csr(dense, rng), dtype(rng.normal()), rng)
+    index = np.int64 if wide else np.int32
+    indices, indptr = indices.astype(index), indptr.astype(index)
+    W = rng.normal(size=(m, d)).astype(dtype)
+    got, want = _kernels.csr_times(data, indices, indptr, W), _reference.csr_times(data, indices, indptr, W)
+    assert got.dtype == want.dtype == dtype and got.shape == want.shape == (n, m)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, np.asarray(sp.csr_array((data, indices, indptr), shape=(n, d)) @ W.T))
+    scale = rng.uniform(1e-3, 1e3, size=d)
+    got, want = _kernels.csr_scaled_values(data, indices, scale), _reference.csr_scaled_values(data, indices, scale)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, (data.astype(np.float64) / scale[indices]).astype(dtype))
+
+
+def test_csr_gathers_reject_malformed_rows():
+    W, scale = np.ones((1, 2)), np.ones(2)
+    rows = {"outside": ([0, 5, 1], [0, 2, 3]), "indptr": ([0, 1, 1], [0, 9, 3]), "non-decreasing": ([0, 1, 1],
+                                                                                                       [0, 2, 1])}
+    for impl in (_kernels, _reference):
+        for match, (indices, indptr) in rows.items():
+            with pytest.raises(ValueError, match=match):
+                impl.csr_times(np.ones(3), np.array(indices, np.int32), np.array(indptr, np.int32), W)
+        for bad in (-1, 2):
+            with pytest.raises(ValueError, match="outside"):
+                impl.csr_scaled_values(np.ones(3), np.array([0, bad, 1], np.int64), scale)
+        with pytest.raises(ValueError, match="inconsistent"):
+            impl.csr_scaled_values(np.ones(3), np.array([0, 1], np.int32), scale)
+        with pytest.raises(ValueError, match="inconsistent"):
+            impl.csr_times(np.ones(3), np.array([0, 1, 1], np.int32), np.array([], np.int32), W)
 
 
 @settings(max_examples=40, deadline=None)
