@@ -5,9 +5,11 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -112,6 +114,31 @@ def test_dataframe_sets_feature_names(regression):
     est = LinearRegressor().fit(frame, y)
     assert list(est.feature_names_in_) == ["a", "b", "c", "d"]
     np.testing.assert_allclose(est.predict(frame), est.predict(X))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "normal"])
+def test_unnamed_input_after_named_fit_warns_as_scikit_learn(regression, solver):
+    """A model fitted on a DataFrame warns when later given an ndarray or CSR (partial_fit, predict), with
+    scikit-learn's message; fitted on unnamed input it does not warn, and a refit on unnamed input drops the names."""
+    pd = pytest.importorskip("pandas")
+    X, y = regression
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    est = LinearRegressor(solver=solver).partial_fit(frame, y) if solver == "sgd" else \
+        LinearRegressor(solver=solver).fit(frame, y)
+    for unnamed in (X, sp.csr_array(X)):
+        with pytest.warns(UserWarning, match="X does not have valid feature names"):
+            est.predict(unnamed)
+        if solver == "sgd":
+            with pytest.warns(UserWarning, match="X does not have valid feature names"):
+                est.partial_fit(unnamed, y)
+    est.fit(X, y)
+    assert not hasattr(est, "feature_names_in_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.predict(X)
+        if solver == "sgd":
+            est.partial_fit(X, y)
+            est.partial_fit(sp.csr_array(X), y)
 
 
 def test_float32_is_preserved(regression):
