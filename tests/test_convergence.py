@@ -2241,3 +2241,19 @@ def test_rows_times_is_the_product_within_its_rounding(seed, n, d, k, dtype, spa
     assert got.shape == (n, k) and got.dtype == dtype
     bound = d * np.finfo(dtype).eps * (np.abs(X).astype(np.float64) @ np.abs(W.T).astype(np.float64))
     assert np.all(np.abs(got - want) <= bound)
+    if sparse:  # CSR: SciPy's product bit for bit (the compiled one with int32 or int64 indices, or SciPy's own)
+        A = sp.csr_array(X)
+        wide = sp.csr_array((A.data, A.indices.astype(np.int64), A.indptr.astype(np.int64)), shape=A.shape)
+        for M in (A, wide):
+            np.testing.assert_array_equal(_iterative_lr.rows_times(M, W), np.asarray(A @ W.T))
+        mixed = sp.csr_array((A.data, A.indices.astype(np.int64), A.indptr), shape=A.shape)  # (falls back to SciPy)
+        np.testing.assert_array_equal(_iterative_lr.rows_times(mixed, W), np.asarray(A @ W.T))
+        Xs = sp.csr_array((A.data, A.indices, A.indptr), shape=(n, d + 1))  # a column more than W: SciPy's error
+        with pytest.raises(ValueError):
+            _iterative_lr.rows_times(Xs, W)
+        # the map without shift on CSR rows: NumPy's values bit for bit, the rows left as they were
+        scale = rng.uniform(1e-3, 1e3, size=d)
+        before = A.copy()
+        out = _iterative_lr.Affine(shift=np.zeros(d), scale=scale).transform(A)
+        np.testing.assert_array_equal(out.data, (A.data.astype(np.float64) / scale[A.indices]).astype(dtype))
+        assert out.dtype == dtype and (A != before).nnz == 0
