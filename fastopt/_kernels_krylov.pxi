@@ -355,15 +355,19 @@ def csr_column_moments(const floating[::1] data, const csr_index[::1] indices, c
 
 cdef extern from *:
     """
-    /* A write-intent prefetch of a scratch line some rows ahead, into L2 (csr_moment_bounds); nothing where the
-       compiler has no __builtin_prefetch. */
+    /* Requests into L2 (nothing where the compiler has no __builtin_prefetch): for writing, a scratch line some rows
+       ahead (csr_moment_bounds); for reading, a gathered entry some stored values ahead (csr_scaled_values,
+       csr_times). */
     #if defined(__GNUC__) || defined(__clang__)
     #define FO_SCRATCH_PREFETCH(p) __builtin_prefetch((p), 1, 2)
+    #define FO_GATHER_PREFETCH(p) __builtin_prefetch((p), 0, 2)
     #else
     #define FO_SCRATCH_PREFETCH(p) ((void)(p))
+    #define FO_GATHER_PREFETCH(p) ((void)(p))
     #endif
     """
     void FO_SCRATCH_PREFETCH(const void *p) nogil
+    void FO_GATHER_PREFETCH(const void *p) nogil
 
 
 # csr_moment_bounds requests the scratch lines of the row MOMENT_ROWS_AHEAD ahead, at most MOMENT_PREFETCH columns
@@ -454,18 +458,6 @@ def csr_moment_bounds(const floating[::1] data, const csr_index[::1] indices, co
     if last < count - 1:
         raise ValueError(f"csr_moment_bounds: a column index outside [0, {n_cols})")
     return mu2, mx
-
-
-cdef extern from *:
-    """
-    /* A read prefetch of a gathered entry some stored values ahead (csr_scaled_values, csr_times). */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FO_GATHER_PREFETCH(p) __builtin_prefetch((p), 0, 2)
-    #else
-    #define FO_GATHER_PREFETCH(p) ((void)(p))
-    #endif
-    """
-    void FO_GATHER_PREFETCH(const void *p) nogil
 
 
 # csr_scaled_values and csr_times request, into L2, the entry of the d-vector that the stored value this many places
