@@ -189,6 +189,18 @@ ctypedef fused csr_index:
     int64_t
 
 
+cdef int _check_csr_indptr(str kernel, const csr_index[::1] indptr, Py_ssize_t n_data, Py_ssize_t n_indices) except -1:
+    """The rows' offsets inside ``data`` (``n_data`` values) and ``indices`` (``n_indices``) and non-decreasing
+    (``n = len(indptr) - 1 >= 0``, checked by the caller), with the messages of ``fastopt._reference``'s checks."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i
+    if n and (indptr[0] < 0 or indptr[n] > n_indices or indptr[n] > n_data):
+        raise ValueError(f"{kernel}: indptr points outside data")
+    for i in range(n):
+        if indptr[i + 1] < indptr[i]:
+            raise ValueError(f"{kernel}: indptr is not non-decreasing")
+    return 0
+
+
 def csr_row_squares(const floating[::1] data, const csr_index[::1] indptr, Py_ssize_t start, Py_ssize_t step,
                     Py_ssize_t count):
     """The sums of squares of the stored values of the ``count`` rows ``start, start + step, ...`` of a CSR
@@ -236,11 +248,7 @@ def csr_affine_map(const floating[::1] data, const csr_index[::1] indices, const
     cdef double v
     if n < 0 or shift.shape[0] != n_cols or scale.shape[0] != n_cols:
         raise ValueError("csr_affine_map: inconsistent shapes")
-    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0] or indptr[n] > data.shape[0]):
-        raise ValueError("csr_affine_map: indptr points outside data")
-    for i in range(n):
-        if indptr[i + 1] < indptr[i]:
-            raise ValueError("csr_affine_map: indptr is not non-decreasing")
+    _check_csr_indptr("csr_affine_map", indptr, data.shape[0], indices.shape[0])
     shifted_np = np.flatnonzero(np.asarray(shift)).astype(np.intp)
     slot_np = np.full(max(n_cols, 1), -1, dtype=np.intp)
     slot_np[shifted_np] = np.arange(shifted_np.shape[0])
@@ -322,11 +330,7 @@ def csr_column_moments(const floating[::1] data, const csr_index[::1] indices, c
     cdef double w, wv, v
     if n < 0 or row_weight.shape[0] != n:
         raise ValueError("csr_column_moments: inconsistent shapes")
-    if n and (indptr[0] < 0 or indptr[n] > indices.shape[0] or indptr[n] > data.shape[0]):
-        raise ValueError("csr_column_moments: indptr points outside data")
-    for i in range(n):
-        if indptr[i + 1] < indptr[i]:
-            raise ValueError("csr_column_moments: indptr is not non-decreasing")
+    _check_csr_indptr("csr_column_moments", indptr, data.shape[0], indices.shape[0])
     squares_np = np.zeros(max(n_cols, 0))
     sums_np = np.zeros(max(n_cols, 0)) if means else np.zeros(0)
     counts_np = np.zeros(max(n_cols, 0), dtype=np.int64) if means else np.zeros(0, dtype=np.int64)
@@ -517,12 +521,8 @@ def csr_times(const floating[::1] data, const csr_index[::1] indices, const csr_
     cdef bint bad = False
     if n < 0:
         raise ValueError("csr_times: inconsistent shapes")
+    _check_csr_indptr("csr_times", indptr, data.shape[0], indices.shape[0])
     total = indptr[n] if n else 0
-    if n and (indptr[0] < 0 or total > indices.shape[0] or total > data.shape[0]):
-        raise ValueError("csr_times: indptr points outside data")
-    for i in range(n):
-        if indptr[i + 1] < indptr[i]:
-            raise ValueError("csr_times: indptr is not non-decreasing")
     out = np.zeros((n, m), dtype=np.float32 if floating is float else np.float64)
     if m == 0 or n == 0:
         return out
