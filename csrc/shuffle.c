@@ -53,6 +53,14 @@ static inline ptrdiff_t fo_shuffle_target(uint64_t key, ptrdiff_t i, ptrdiff_t n
 }
 
 #define FO_SHUFFLE_AHEAD 16
+/* Fisher-Yates's step: out[i] and out[j] exchanged. */
+static inline void fo_shuffle_swap(int64_t *out, ptrdiff_t i, ptrdiff_t j)
+{
+    const int64_t tmp = out[i];
+    out[i] = out[j];
+    out[j] = tmp;
+}
+
 #if defined(__GNUC__) || defined(__clang__)
 #define FO_SHUFFLE_PREFETCH(p) __builtin_prefetch((p), 1, 3)
 #else
@@ -122,19 +130,11 @@ static void fo_shuffle_swaps_avx2(int64_t *out, ptrdiff_t n, uint64_t key, int64
                            fo_shuffle_targets4(_mm256_set_epi64x(a + 3, a + 2, a + 1, a), k, nn));
         for (ptrdiff_t l = 0; l < 4; l++) {
             if (a + l < last) FO_SHUFFLE_PREFETCH(out + ring[(a + l) % RING]);
-            const ptrdiff_t j = (ptrdiff_t)ring[(i + l) % RING];
-            const int64_t tmp = out[i + l];
-            out[i + l] = out[j];
-            out[j] = tmp;
+            fo_shuffle_swap(out, i + l, (ptrdiff_t)ring[(i + l) % RING]);
         }
         if (done && (i + 4) % FO_SHUFFLE_PUBLISH == 0) FO_SHUFFLE_STORE(done, (int64_t)(i + 4));
     }
-    for (; i < last; i++) {
-        const ptrdiff_t j = (ptrdiff_t)ring[i % RING];
-        const int64_t tmp = out[i];
-        out[i] = out[j];
-        out[j] = tmp;
-    }
+    for (; i < last; i++) fo_shuffle_swap(out, i, (ptrdiff_t)ring[i % RING]);
     if (done) FO_SHUFFLE_STORE(done, (int64_t)n);
 }
 FO_TARGET_AVX2_END
@@ -169,9 +169,7 @@ void fo_shuffle_tracked(const int64_t *rows, ptrdiff_t n, uint64_t key, int64_t 
             ring[i % FO_SHUFFLE_AHEAD] = ahead;
             FO_SHUFFLE_PREFETCH(out + ahead);
         }
-        const int64_t tmp = out[i];
-        out[i] = out[j];
-        out[j] = tmp;
+        fo_shuffle_swap(out, i, j);
         /* positions 0 .. i are final: later swaps only touch positions after the current one */
         if (done && (i + 1) % FO_SHUFFLE_PUBLISH == 0) FO_SHUFFLE_STORE(done, (int64_t)(i + 1));
     }
