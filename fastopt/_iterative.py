@@ -542,7 +542,8 @@ def _plateau_gap(fused, diag, W, p, k, alpha, fit_intercept, centre, steps, scal
         runs.append(Descent(model, fit.z, fit.se, coef[j]))
         runs[-1].advance(steps)
     gain = sum(run.gain for run in runs)
-    if scale is not None and PLATEAU_CHECK_BORDER * alarm_level(f, scale) <= gain < alarm_level(f, scale):
+    alarm = alarm_level(f, scale) if scale is not None else None
+    if alarm is not None and PLATEAU_CHECK_BORDER * alarm <= gain < alarm:
         for run in runs:  # near the alarm: the steps were still finding more (see PLATEAU_CHECK_BORDER)
             run.advance(steps)
         gain = sum(run.gain for run in runs)
