@@ -277,7 +277,8 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
     rng = seeded_rng(seed, SAMPLE_STREAM)
     solver = _solvers.SOLVERS[name]
     affine = stream_scaling(params, sample.X, w, per_column=ridge_per_column(name, params, sample.X,
-                                                                             _iterative.lazy_rule(name, params)))
+                                                                             _iterative.lazy_rule(name, params)),
+                            fraction=sample.X.shape[0] / sample.n_train)
     X = sample.X if affine is None else affine.transform(sample.X)
     rate = solver.stream_learning_rate(_iterative._penalised(params, affine, name), X, sample.Y, w, sample.n_train,
                                        rng)
