@@ -419,16 +419,12 @@ def _applies(params: dict, X, n_rows: int, per_column: bool = False) -> bool:
         and (type(X) is np.ndarray or sp.issparse(X)) and X.ndim == 2 and n_rows >= 2 and X.shape[1] > 0
 
 
-def _scaling(params: dict, X, rows: np.ndarray, sw, s2: np.ndarray | None = None, per_column: bool = False,
-             first_chunk: bool = False) -> Affine | None:
-    """A map without shift (:func:`_sparse_scaling`; from the columns' mean squares ``s2`` when the caller has
-    them). Under a ridge penalty, with ``per_column`` each column scaled to unit curvature, data and ridge
+def _scaling(params: dict, s2: np.ndarray, per_column: bool = False) -> Affine | None:
+    """A map without shift of sparse columns (:func:`_rms_scaling`, from their weighted mean squares ``s2``).
+    Under a ridge penalty, with ``per_column`` each column scaled to unit curvature, data and ridge
     (``sqrt(m_j + alpha)``, ``m_j`` its mean square: each column then takes its own decay), else one scale for
-    every column (:func:`_common`). ``first_chunk``: a first ``partial_fit``'s rows (:func:`_sparse_scaling`)."""
-    if s2 is None:
-        affine = _sparse_scaling(params, X, rows, sw, per_column, first_chunk)
-    else:
-        affine = _rms_scaling(params, s2, per_column)
+    every column (:func:`_common`)."""
+    affine = _rms_scaling(params, s2, per_column)
     if affine is None or params["alpha"] == 0 or per_column:
         return affine
     return _common(affine.shift, affine.scale, affine.scale != 1.0)
@@ -476,7 +472,7 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False)
         return None
     if params["alpha"] != 0 and per_column:
         return _csr_ridge_affine(params, X, rows, moments, counts)
-    affine = _scaling(params, X, rows, sw, s2=moments[2])
+    affine = _scaling(params, moments[2])
     if not dense:
         return affine
     offset, mean, var = _csr_offset(moments, rows.shape[0], counts, X.shape[0])
@@ -504,7 +500,7 @@ def _sample_csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool, 
     sample = _csr_sample(X, rows, sw, first_chunk, fraction)
     if sample is None:  # weights totalling 0
         return None
-    affine = _scaling(params, X, rows, sw, s2=sample.s2, per_column=per_column)
+    affine = _scaling(params, sample.s2, per_column)
     n = rows.shape[0]
     # the columns' means only where one may be centred (hashed and text columns never store half the rows)
     if not params["fit_intercept"] or not np.any(sample.counts >= SHIFT_MIN_DENSITY * n):
@@ -538,8 +534,8 @@ def _csr_offset(moments, n_rows: int, counts: np.ndarray, n_all: int):
 
 def _csr_moments(X, rows: np.ndarray, sw, means: bool = True):
     """``(s0, mean, mean square, stored)`` of CSR ``X``'s columns over ``rows`` with weights ``sw`` (the mean
-    square as :func:`_sparse_scaling` sums it; ``means=False``: no mean and no counts, None in their places), or
-    None for non-finite values or weights totalling 0. The stored counts come from the same compiled pass
+    square as :func:`_csr_sample` sums it, unshrunk; ``means=False``: no mean and no counts, None in their
+    places), or None for non-finite values or weights totalling 0. The stored counts come from the same compiled pass
     (:func:`fastopt._kernels.csr_column_moments`)."""
     d = X.shape[1]
     w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
@@ -575,16 +571,6 @@ def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.nda
         return None
     shift = np.where(offset, mean, 0.0) if offset.any() else np.zeros(X.shape[1])
     return Affine(shift=shift, scale=np.sqrt(second + float(params["alpha"])), from_sparse=True)
-
-
-def _sparse_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = False, first_chunk: bool = False
-                    ) -> Affine | None:
-    """The columns' weighted root mean squares over a sample of rows of CSR ``X`` (from the stored values,
-    :func:`_csr_sample`), as the scale of a map without shift (a shift would densify ``X``) for every later row,
-    when they span more than ``SCALE_SPREAD`` (with an intercept, 1 counts among them); all-zero columns keep
-    scale 1."""
-    sample = _csr_sample(X, rows, sw, first_chunk)
-    return None if sample is None else _rms_scaling(params, sample.s2, per_column)
 
 
 class _CsrSample(NamedTuple):
@@ -666,8 +652,11 @@ def _shrunk_squares(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray) -
 
 
 def _rms_scaling(params: dict, s2: np.ndarray, per_column: bool = False) -> Affine | None:
-    """:func:`_sparse_scaling` from the columns' weighted mean squares ``s2`` (with a ridge and ``per_column``,
-    each scale ``sqrt(s2 + alpha)``: see :func:`_scaling`)."""
+    """The columns' weighted root mean squares, from their mean squares ``s2`` (over a sample of rows,
+    :func:`_csr_sample`, or all, :func:`_csr_moments`), as the scale of a map without shift of sparse columns (a
+    shift would densify ``X``), when they span more than ``SCALE_SPREAD`` (with an intercept, 1 counts among
+    them); all-zero columns keep scale 1. With a ridge and ``per_column``, each scale ``sqrt(s2 + alpha)``: see
+    :func:`_scaling`."""
     if not np.all(np.isfinite(s2)):
         return None  # non-finite X: the first epoch names it
     stored = s2 > 0
