@@ -42,7 +42,7 @@ from fastopt._chunks import (
     unpack,
     validation_fraction,
 )
-from fastopt._iterative_lr import ridge_per_column, rows_times, stream_scaling
+from fastopt._iterative_lr import held_out_curvatures, ridge_per_column, rows_times, stream_scaling
 from fastopt._result import FitResult, Outcome
 
 # ---------------------------------------------------------------- the estimator's features, checked on a copy
@@ -276,12 +276,14 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
         w = w / _iterative.weight_mean(w)
     rng = seeded_rng(seed, SAMPLE_STREAM)
     solver = _solvers.SOLVERS[name]
-    affine = stream_scaling(params, sample.X, w, per_column=ridge_per_column(name, params, sample.X,
-                                                                             _iterative.lazy_rule(name, params)),
-                            fraction=sample.X.shape[0] / sample.n_train)
+    per_column = ridge_per_column(name, params, sample.X, _iterative.lazy_rule(name, params))
+    fraction = sample.X.shape[0] / sample.n_train
+    affine = stream_scaling(params, sample.X, w, per_column=per_column, fraction=fraction)
     X = sample.X if affine is None else affine.transform(sample.X)
+    # the rate for the rows the map was not made from (most of a large stream's)
+    held_out = held_out_curvatures(params, sample.X, X, w, affine, fraction, per_column)
     rate = solver.stream_learning_rate(_iterative._penalised(params, affine, name), X, sample.Y, w, sample.n_train,
-                                       rng)
+                                       rng, curvatures=held_out)
     return rate, sample.weight, affine
 
 
