@@ -797,9 +797,8 @@ def held_out_curvatures(params: dict, X, Z, w, affine: Affine | None, fraction: 
     """The weighted curvatures (:func:`row_curvatures`, with the intercept's 1 when fitted) of a stream's sample
     rows ``X`` (mapped: ``Z``; weights ``w`` or None) under its map ``affine`` (:func:`stream_scaling` with
     ``per_column``, made from these rows, which are ``fraction`` of the training rows), each rare column's scale
-    taken without the row:
-    what a training row outside the sample meets. None when nothing is held out (``fraction`` 1), there is no map,
-    or its scale is one for every column.
+    taken without the row: what a training row outside the sample meets. None when nothing is held out
+    (``fraction`` 1), there is no map, or its scale is one for every column.
 
     A sample's rows set their own rare columns' scales, so their curvatures under the map are smaller than those
     of the rows the map was not made from (a Jacobi scaling's self-bound), and the critical rate taken from them
