@@ -302,11 +302,13 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     """:func:`choose_affine` of dense ``X``: from the ``sw``-weighted moments of its ``rows``, which are
     ``fraction`` of the rows the map serves: below 1 (a first ``partial_fit``'s, a stream's sample), a column
     with few nonzero values among them (rare, as :func:`_csr_sample` counts) takes its rows' weights as
-    :func:`_rare_weights` does."""
+    :func:`_rare_weights` does, and its share of the rows as at least ``SCALE_PRIOR_VALUES`` values'
+    (:func:`_floored`: its moments raised together)."""
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
-    u1, u2, nonzero = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
-    unweighted = fraction < 1.0 and sw is not None  # the rare columns' unweighted moments are wanted too
+    u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
+    sample = fraction < 1.0
+    unweighted = sample and sw is not None  # the rare columns' unweighted moments are wanted too
     whole = rows.shape[0] == X.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X or overflow: judged below
         for start in range(0, rows.shape[0], CHUNK_ROWS):
@@ -316,20 +318,27 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
             s0 += float(w.sum())
             s1 += np.einsum("i,ij->j", w, block)
             s2 += np.einsum("i,ij,ij->j", w, block, block)
+            if sample:
+                stored = block != 0
+                nonzero += np.count_nonzero(stored, axis=0)
+                held += np.einsum("i,ij->j", w, stored)  # the weight of each column's nonzero values
             if unweighted:
                 u1 += block.sum(axis=0)
                 u2 += np.einsum("ij,ij->j", block, block)
-                nonzero += np.count_nonzero(block, axis=0)
         if not s0 > 0:
             return None
         mean = s1 / s0
         second = s2 / s0
-        if unweighted:
-            n = rows.shape[0]
+        if sample:
+            n, mean_weight = rows.shape[0], s0 / rows.shape[0]
             rare = (nonzero > 0) & (nonzero < SCALE_RARE_VALUES) & (nonzero < SHIFT_MIN_DENSITY * n)
-            # _rare_weights summed: f * (weighted sum) + (1 - f) * (s0 / n) * (plain sum), over s0
-            mean = np.where(rare, fraction * mean + (1.0 - fraction) * u1 / n, mean)
-            second = np.where(rare, fraction * second + (1.0 - fraction) * u2 / n, second)
+            if unweighted:  # _rare_weights summed: f * (weighted sum) + (1 - f) * (s0 / n) * (plain sum), over s0
+                mean = np.where(rare, fraction * mean + (1.0 - fraction) * u1 / n, mean)
+                second = np.where(rare, fraction * second + (1.0 - fraction) * u2 / n, second)
+                held = fraction * held + (1.0 - fraction) * mean_weight * nonzero
+            _, raised = _floored(held, held, rare, floor_values(n) * mean_weight)
+            factor = np.where(held > 0, raised / np.where(held > 0, held, 1.0), 1.0)
+            mean, second = mean * factor, second * factor
         var = np.maximum(second - mean * mean, 0.0)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
         return None  # non-finite X: the first epoch names it
@@ -588,7 +597,7 @@ class _CsrSample(NamedTuple):
 
 def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: float = 0.0) -> _CsrSample | None:
     """The columns' weighted mean squares over ``rows`` of CSR ``X`` (weights ``sw``), None for weights totalling 0.
-    The rows are ``fraction`` of those the map serves (:func:`_rare_weights`).
+    The rows are ``fraction`` of those the map serves (:func:`_rare_weights`; below 1, :func:`_floored`).
 
     A column's mean square is its share of stored values times their mean square, and a column with few stored
     values in the sample has its values' mean square shrunk towards that of the rare columns' values together,
@@ -609,6 +618,8 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
             row_w = _rare_weights(row_w, rare[Xr.indices], s0 / rows.shape[0], fraction)
         squares = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d)
         stored = np.bincount(Xr.indices, weights=row_w, minlength=d)
+        if fraction < 1.0:  # the map serves rows outside the sample
+            squares, stored = _floored(squares, stored, rare, floor_values(rows.shape[0]) * s0 / rows.shape[0])
         s2 = _shrunk_squares(squares, stored, rare) / s0
         unseen = counts == 0
         if first_chunk and rare.any() and unseen.any():
@@ -618,8 +629,38 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
             # seen once, on hashed rows under a ridge (2^16 columns, ten values a row, a 5,000-row first chunk:
             # 30,586 unseen), and partial_fit ended 20% above the optimum. (A stream's sample is drawn from
             # every chunk: a column it misses is nearly empty, and keeps scale 1.)
-            s2[unseen] = float(squares[rare].sum()) / (np.count_nonzero(rare) + np.count_nonzero(unseen)) / s0
+            pooled = float(squares[rare].sum()) / (np.count_nonzero(rare) + np.count_nonzero(unseen))
+            values_square = float(squares[rare].sum() / stored[rare].sum())  # (of the floored shares: their own)
+            s2[unseen] = max(pooled, floor_values(rows.shape[0]) * s0 / rows.shape[0] * values_square) / s0
     return _CsrSample(s0, s2, counts, Xr, values, row_w)
+
+
+def floor_values(n_rows: int) -> float:
+    """The fewest values a sample of ``n_rows`` rows counts a rare column as holding (:func:`_floored`):
+    ``SCALE_PRIOR_VALUES``, or a sixteenth of the rows if fewer. A small sample's counts are their own bound:
+    ``n / m`` is small there, and a floor beyond the rows' count scaled one-hot levels of chunks of 7-20 rows
+    as if each held most rows (``tools/default_fit_fuzz.py``'s ``partial_fit`` mode, seed 1: 30- and 80-row
+    designs, 60 fits more than 20% further off and 41 closer)."""
+    return min(float(SCALE_PRIOR_VALUES), n_rows / 16.0)
+
+
+def _floored(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray, floor: float):
+    """A sample's columns' weighted sums of squares and stored weights, those of the ``rare`` columns whose stored
+    weight is below ``floor`` (:func:`floor_values` values at the mean weight) raised to it, their values' mean
+    square kept: a rare column's share of the rows is taken as at least that of so many values.
+
+    A column stored m times in a sample of n rows is scaled to ``sqrt(m / n)`` times its values' size, so each
+    later row holding it has ``n / m`` in its curvature, and SGD's step on that row, ``lr n / (b m)`` of its
+    residual (b the batch size), overshoots where m is small: the rate is set by the rows' mean curvature, not
+    the largest. A level the sample held once or twice but the stream a dozen times made the stream's losses
+    rise a million-fold: one-hot columns of 1,500 levels beside numeric columns, a 40,000-row stream sampled by
+    half, default SGD raised DivergenceError (chunks of 5,000 and 40,000 rows; of 20,000 it converged). Floored,
+    the stream converges as ``fit`` does, in 2 epochs to the noise."""
+    low = rare & (stored < floor) & (stored > 0)
+    if not low.any():
+        return squares, stored
+    factor = np.where(low, floor / np.where(low, stored, 1.0), 1.0)
+    return squares * factor, stored * factor
 
 
 def _rare_weights(weights: np.ndarray, rare: np.ndarray, mean_weight: float, fraction: float) -> np.ndarray:
@@ -630,8 +671,9 @@ def _rare_weights(weights: np.ndarray, rare: np.ndarray, mean_weight: float, fra
     weights its other rows carry, while their own weights, if they spread widely, set its scale by orders of
     magnitude: one-hot levels held by light rows of a first chunk (weights ``10^U(-3, 3)``) were scaled
     hundreds of times too small, and five passes of default ``partial_fit`` ended at a weighted R^2 of 0.53 (SGD)
-    and -24 (Adam), with no warning; now 0.975 and 0.558 (the README, "Iterative solvers"). Columns of many
-    values keep their rows' weights, which also tell where weights follow a column."""
+    and -24 (Adam), with no warning; now 0.975 and 0.558 (0.998 and 0.920 with :func:`_floored` too; the README,
+    "Iterative solvers"). Columns of many values keep their rows' weights, which also tell where weights follow
+    a column."""
     if fraction >= 1.0:
         return weights
     return np.where(rare, fraction * weights + (1.0 - fraction) * mean_weight, weights)
@@ -825,8 +867,12 @@ def held_out_curvatures(params: dict, X, Z, w, affine: Affine | None, fraction: 
             rare = (sample.counts > 0) & (sample.counts < SCALE_RARE_VALUES) & (sample.counts < SHIFT_MIN_DENSITY * n)
             squares = np.bincount(idx, weights=e_w * vals * vals, minlength=d)
             stored = np.bincount(idx, weights=e_w, minlength=d)
-            q = float(squares[rare].sum() / stored[rare].sum()) if rare.any() and stored[rare].sum() > 0 else 0.0
+            floor = floor_values(n) * sample.s0 / n
+            fs, ft = _floored(squares, stored, rare, floor)  # (the pool's mean square q, as the map took it)
+            q = float(fs[rare].sum() / ft[rare].sum()) if rare.any() and ft[rare].sum() > 0 else 0.0
             st, sq = stored[idx] - e_w, squares[idx] - e_w * vals * vals
+            raise_to = np.where((st > 0) & (st < floor), floor / np.where(st > 0, st, 1.0), 1.0)  # _floored's
+            st, sq = st * raise_to, sq * raise_to
             tau = SCALE_PRIOR_VALUES
             s2 = st * (sq + tau * q) / (st + tau) / sample.s0
             alone = (sample.counts[idx] <= 1) | ~(s2 > 0)
@@ -845,7 +891,12 @@ def held_out_curvatures(params: dict, X, Z, w, affine: Affine | None, fraction: 
             e_w = fraction * v[rows_of] + (1.0 - fraction)  # _rare_weights (the mean weight is 1)
             mean = (fraction * np.einsum("i,ij->j", v, R) + (1.0 - fraction) * R.sum(axis=0)) / n
             second = (fraction * np.einsum("i,ij,ij->j", v, R, R) + (1.0 - fraction) * np.einsum("ij,ij->j", R, R)) / n
-            m_out, s_out = mean[at] - e_w * x / n, second[at] - e_w * x * x / n
+            held = fraction * np.einsum("i,ij->j", v, (R != 0).astype(np.float64)) \
+                + (1.0 - fraction) * np.count_nonzero(R, axis=0)
+            m_out, s_out, h_out = mean[at] - e_w * x / n, second[at] - e_w * x * x / n, held[at] - e_w
+            raise_to = np.where((h_out > 0) & (h_out < floor_values(n)),
+                                floor_values(n) / np.where(h_out > 0, h_out, 1.0), 1.0)  # _floored's
+            m_out, s_out = m_out * raise_to, s_out * raise_to
             # as _dense_affine scales: by the variance (with a per-column ridge and no intercept, the mean
             # square), shifted by the mean with an intercept
             var_out = np.maximum(s_out - m_out * m_out, 0.0)
