@@ -2228,7 +2228,8 @@ def test_first_partial_fit_scales_the_columns_its_chunk_misses_as_rare_ones():
     """Hashed rows under a ridge (2^16 columns, ten values a row, four chunks of 5,000 rows): the first chunk
     stores 35,000 of the columns. Those it missed kept scale 1, the units of X, 30 times less scaled than the
     columns seen once, and 20 passes of SGD's partial_fit ended 19.6% above the optimum (measured); with the rare
-    columns' mean square, 7.0%. A stream's sample, drawn from every chunk, keeps scale 1 for what it misses."""
+    columns' mean square, 7.0%; with rare shares floored too (_iterative_lr._floored), 0.37%. A stream's sample,
+    drawn from every chunk, keeps scale 1 for what it misses."""
     X, y = hashed_features(20_000, 2**16, 10)
     alpha = 1e-3
     objective = ridge_objective(X, y, alpha)
@@ -2242,7 +2243,7 @@ def test_first_partial_fit_scales_the_columns_its_chunk_misses_as_rare_ones():
     for _ in range(20):
         for Xc, yc in chunks:
             est.partial_fit(Xc, yc)
-    assert objective(est) - objective(best) <= 0.1 * objective(best)
+    assert objective(est) - objective(best) <= 0.02 * objective(best)
 
 
 def one_hot_beside_numeric(n: int, levels: int, seed: int = 0):
