@@ -302,7 +302,7 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     """:func:`choose_affine` of dense ``X``: from the ``sw``-weighted moments of its ``rows``, which are
     ``fraction`` of the rows the map serves: below 1 (a first ``partial_fit``'s, a stream's sample), a column
     with few nonzero values among them (rare, as :func:`_csr_sample` counts) takes its rows' weights as
-    :func:`_rare_weights` does, and its share of the rows as at least ``SCALE_PRIOR_VALUES`` values'
+    :func:`_rare_weights` does, and its share of the rows as at least :func:`floor_values` values'
     (:func:`_floored`: its moments raised together)."""
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
