@@ -891,8 +891,8 @@ def held_out_curvatures(params: dict, X, Z, w, affine: Affine | None, fraction: 
             e_w = fraction * v[rows_of] + (1.0 - fraction)  # _rare_weights (the mean weight is 1)
             mean = (fraction * np.einsum("i,ij->j", v, R) + (1.0 - fraction) * R.sum(axis=0)) / n
             second = (fraction * np.einsum("i,ij,ij->j", v, R, R) + (1.0 - fraction) * np.einsum("ij,ij->j", R, R)) / n
-            held = fraction * np.einsum("i,ij->j", v, (R != 0).astype(np.float64)) \
-                + (1.0 - fraction) * np.count_nonzero(R, axis=0)
+            held = fraction * np.bincount(at, weights=v[rows_of], minlength=R.shape[1]) \
+                + (1.0 - fraction) * np.bincount(at, minlength=R.shape[1])  # (from the nonzero values alone)
             m_out, s_out, h_out = mean[at] - e_w * x / n, second[at] - e_w * x * x / n, held[at] - e_w
             raise_to = np.where((h_out > 0) & (h_out < floor_values(n)),
                                 floor_values(n) / np.where(h_out > 0, h_out, 1.0), 1.0)  # _floored's
