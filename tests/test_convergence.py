@@ -791,7 +791,7 @@ def test_sampled_scaling_of_rare_columns_does_not_diverge(entry):
             warnings.simplefilter("ignore", ConvergenceWarning)  # three epochs: the rule has not stopped
             est.fit_stream(lambda: iter(chunks))
     assert est._solver_state.affine is not None  # the columns were scaled
-    assert est.score(X, y) > (0.2 if entry == "partial_fit" else 0.5)  # measured 0.28 and 0.62
+    assert est.score(X, y) > (0.3 if entry == "partial_fit" else 0.9)  # measured 0.424 and 0.990
 
 
 def test_shrunk_squares_leave_columns_of_many_values_alone():
