@@ -331,13 +331,12 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
         second = s2 / s0
         if sample:
             n, mean_weight = rows.shape[0], s0 / rows.shape[0]
-            rare = (nonzero > 0) & (nonzero < SCALE_RARE_VALUES) & (nonzero < SHIFT_MIN_DENSITY * n)
+            rare = _rare_columns(nonzero, n)
             if unweighted:  # _rare_weights summed: f * (weighted sum) + (1 - f) * (s0 / n) * (plain sum), over s0
                 mean = np.where(rare, fraction * mean + (1.0 - fraction) * u1 / n, mean)
                 second = np.where(rare, fraction * second + (1.0 - fraction) * u2 / n, second)
                 held = fraction * held + (1.0 - fraction) * mean_weight * nonzero
-            _, raised = _floored(held, held, rare, floor_values(n) * mean_weight)
-            factor = np.where(held > 0, raised / np.where(held > 0, held, 1.0), 1.0)
+            factor = np.where(rare, _floor_factor(held, floor_values(n) * mean_weight), 1.0)
             mean, second = mean * factor, second * factor
         var = np.maximum(second - mean * mean, 0.0)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
@@ -585,7 +584,8 @@ def _csr_ridge_affine(params: dict, X, rows: np.ndarray, moments, counts: np.nda
 class _CsrSample(NamedTuple):
     """:func:`_csr_sample`: the weights' total, the columns' mean squares and stored counts, and the sample's rows
     (``Xr``), their values (float64) and each value's row weight (a rare column's as :func:`_rare_weights` takes
-    it), for the sums a caller adds."""
+    it), for the sums a caller adds; the rare columns, and the columns' weighted sums of squares and stored
+    weights before :func:`_floored` and the shrinkage (what :func:`held_out_curvatures` leaves a row out of)."""
 
     s0: float
     s2: np.ndarray
@@ -593,6 +593,9 @@ class _CsrSample(NamedTuple):
     Xr: Any
     values: np.ndarray
     row_w: np.ndarray
+    rare: np.ndarray
+    squares: np.ndarray
+    stored: np.ndarray
 
 
 def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: float = 0.0) -> _CsrSample | None:
@@ -613,11 +616,12 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
         values = np.asarray(Xr.data, dtype=np.float64)
         row_w = np.repeat(w, np.diff(Xr.indptr))
         counts = np.bincount(Xr.indices, minlength=d)
-        rare = (counts > 0) & (counts < SCALE_RARE_VALUES) & (counts < SHIFT_MIN_DENSITY * rows.shape[0])
+        rare = _rare_columns(counts, rows.shape[0])
         if sw is not None and rare.any():
             row_w = _rare_weights(row_w, rare[Xr.indices], s0 / rows.shape[0], fraction)
-        squares = np.bincount(Xr.indices, weights=row_w * values * values, minlength=d)
-        stored = np.bincount(Xr.indices, weights=row_w, minlength=d)
+        sums = (np.bincount(Xr.indices, weights=row_w * values * values, minlength=d),
+                np.bincount(Xr.indices, weights=row_w, minlength=d))
+        squares, stored = sums
         if fraction < 1.0:  # the map serves rows outside the sample
             squares, stored = _floored(squares, stored, rare, floor_values(rows.shape[0]) * s0 / rows.shape[0])
         s2 = _shrunk_squares(squares, stored, rare) / s0
@@ -632,7 +636,7 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
             pooled = float(squares[rare].sum()) / (np.count_nonzero(rare) + np.count_nonzero(unseen))
             values_square = float(squares[rare].sum() / stored[rare].sum())  # (of the floored shares: their own)
             s2[unseen] = max(pooled, floor_values(rows.shape[0]) * s0 / rows.shape[0] * values_square) / s0
-    return _CsrSample(s0, s2, counts, Xr, values, row_w)
+    return _CsrSample(s0, s2, counts, Xr, values, row_w, rare, *sums)
 
 
 def floor_values(n_rows: int) -> float:
@@ -642,6 +646,19 @@ def floor_values(n_rows: int) -> float:
     as if each held most rows (``tools/default_fit_fuzz.py``'s ``partial_fit`` mode, seed 1: 30- and 80-row
     designs, 60 fits more than 20% further off and 41 closer)."""
     return min(float(SCALE_PRIOR_VALUES), n_rows / 16.0)
+
+
+def _rare_columns(counts: np.ndarray, n_rows: int) -> np.ndarray:
+    """The rare columns of a sample of ``n_rows`` rows by their stored (or nonzero) ``counts``: stored, fewer than
+    ``SCALE_RARE_VALUES`` times and in fewer than ``SHIFT_MIN_DENSITY`` of the rows."""
+    return (counts > 0) & (counts < SCALE_RARE_VALUES) & (counts < SHIFT_MIN_DENSITY * n_rows)
+
+
+def _floor_factor(stored: np.ndarray, floor: float) -> np.ndarray:
+    """The factor that raises each positive ``stored`` weight below ``floor`` to it, 1 elsewhere
+    (:func:`_floored`)."""
+    low = (stored > 0) & (stored < floor)
+    return np.where(low, floor / np.where(low, stored, 1.0), 1.0)
 
 
 def _floored(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray, floor: float):
@@ -656,10 +673,7 @@ def _floored(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray, floor: f
     rise a million-fold: one-hot columns of 1,500 levels beside numeric columns, a 40,000-row stream sampled by
     half, default SGD raised DivergenceError (chunks of 5,000 and 40,000 rows; of 20,000 it converged). Floored,
     the stream converges as ``fit`` does, in 2 epochs to the noise."""
-    low = rare & (stored < floor) & (stored > 0)
-    if not low.any():
-        return squares, stored
-    factor = np.where(low, floor / np.where(low, stored, 1.0), 1.0)
+    factor = np.where(rare, _floor_factor(stored, floor), 1.0)
     return squares * factor, stored * factor
 
 
@@ -689,8 +703,13 @@ def _shrunk_squares(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray) -
         return squares
     q = float(squares[rare].sum() / stored[rare].sum())
     out = squares.copy()
-    out[rare] = stored[rare] * (squares[rare] + SCALE_PRIOR_VALUES * q) / (stored[rare] + SCALE_PRIOR_VALUES)
+    out[rare] = _shrunk(squares[rare], stored[rare], q)
     return out
+
+
+def _shrunk(squares: np.ndarray, stored: np.ndarray, q: float) -> np.ndarray:
+    """:func:`_shrunk_squares`' formula, ``stored * (squares + tau q) / (stored + tau)``."""
+    return stored * (squares + SCALE_PRIOR_VALUES * q) / (stored + SCALE_PRIOR_VALUES)
 
 
 def _rms_scaling(params: dict, s2: np.ndarray, per_column: bool = False) -> Affine | None:
@@ -862,19 +881,14 @@ def held_out_curvatures(params: dict, X, Z, w, affine: Affine | None, fraction: 
             scaling = None if sample is None else _scaling(params, sample.s2, per_column)
             if scaling is None or scaling.uniform:
                 return c  # the map scales no rare column by its own values (only shifted ones, or none)
-            Xr, vals, d = sample.Xr, sample.values, X.shape[1]
+            Xr, vals, rare = sample.Xr, sample.values, sample.rare
             idx, e_w = Xr.indices, sample.row_w  # each stored value's weight, as the map took it
-            rare = (sample.counts > 0) & (sample.counts < SCALE_RARE_VALUES) & (sample.counts < SHIFT_MIN_DENSITY * n)
-            squares = np.bincount(idx, weights=e_w * vals * vals, minlength=d)
-            stored = np.bincount(idx, weights=e_w, minlength=d)
             floor = floor_values(n) * sample.s0 / n
-            fs, ft = _floored(squares, stored, rare, floor)  # (the pool's mean square q, as the map took it)
+            fs, ft = _floored(sample.squares, sample.stored, rare, floor)  # (the pool's q, as the map took it)
             q = float(fs[rare].sum() / ft[rare].sum()) if rare.any() and ft[rare].sum() > 0 else 0.0
-            st, sq = stored[idx] - e_w, squares[idx] - e_w * vals * vals
-            raise_to = np.where((st > 0) & (st < floor), floor / np.where(st > 0, st, 1.0), 1.0)  # _floored's
-            st, sq = st * raise_to, sq * raise_to
-            tau = SCALE_PRIOR_VALUES
-            s2 = st * (sq + tau * q) / (st + tau) / sample.s0
+            st, sq = sample.stored[idx] - e_w, sample.squares[idx] - e_w * vals * vals
+            raise_to = _floor_factor(st, floor)
+            s2 = _shrunk(sq * raise_to, st * raise_to, q) / sample.s0
             alone = (sample.counts[idx] <= 1) | ~(s2 > 0)
             z_out = np.where(alone, vals * vals, vals * vals / (s2 + alpha))
             z_in = (vals / affine.scale[idx]) ** 2
@@ -883,7 +897,7 @@ def held_out_curvatures(params: dict, X, Z, w, affine: Affine | None, fraction: 
         else:
             Xd = np.asarray(X, dtype=np.float64)
             nonzero = np.count_nonzero(Xd, axis=0)
-            rare = (nonzero > 0) & (nonzero < SCALE_RARE_VALUES) & (nonzero < SHIFT_MIN_DENSITY * n)
+            rare = _rare_columns(nonzero, n)
             R = Xd[:, rare]  # (one copy of the rare columns)
             rows_of, at = np.nonzero(R)
             cols = np.flatnonzero(rare)[at]
@@ -894,8 +908,7 @@ def held_out_curvatures(params: dict, X, Z, w, affine: Affine | None, fraction: 
             held = fraction * np.bincount(at, weights=v[rows_of], minlength=R.shape[1]) \
                 + (1.0 - fraction) * np.bincount(at, minlength=R.shape[1])  # (from the nonzero values alone)
             m_out, s_out, h_out = mean[at] - e_w * x / n, second[at] - e_w * x * x / n, held[at] - e_w
-            raise_to = np.where((h_out > 0) & (h_out < floor_values(n)),
-                                floor_values(n) / np.where(h_out > 0, h_out, 1.0), 1.0)  # _floored's
+            raise_to = _floor_factor(h_out, floor_values(n))
             m_out, s_out = m_out * raise_to, s_out * raise_to
             # as _dense_affine scales: by the variance (with a per-column ridge and no intercept, the mean
             # square), shifted by the mean with an intercept
