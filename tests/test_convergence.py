@@ -2310,6 +2310,18 @@ def test_stream_its_sample_holds_whole_takes_the_fits_map():
     np.testing.assert_allclose(a.shift, b.shift, rtol=1e-12, atol=1e-14)
 
 
+def two_one_hot_beside_numeric(n: int, levels: int, seed: int):
+    """Two categorical columns of ``levels`` levels each (drawn uniformly), one-hot in CSR, beside three numeric
+    columns of scales 1, 50 and 1e3 and means 0, 100 and 5e3, a linear target with unit noise, and the generator
+    for the draws that follow (weights)."""
+    rng = np.random.default_rng(seed)
+    cat = rng.integers(0, levels, size=(n, 2))
+    hot = sp.csr_array((np.ones(2 * n), (np.repeat(np.arange(n), 2), (cat + np.array([0, levels])).ravel())),
+                       shape=(n, 2 * levels))
+    X = sp.hstack([hot, sp.csr_array(rng.normal(size=(n, 3)) * [1, 50, 1e3] + [0, 100, 5e3])]).tocsr()
+    return X, X @ rng.normal(size=X.shape[1]) + rng.normal(size=n), rng
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_held_out_curvatures_are_those_under_the_map_made_without_the_row(sparse, weighted):
@@ -2350,17 +2362,10 @@ def test_stream_sampled_in_part_scales_rare_levels_as_at_least_a_few_rows(sparse
     one 40,000-row chunk, its sample half of it. A level the sample held once or twice was scaled to that share,
     and each of its other rows took ``n / m`` of the sample's rows in its curvature: default SGD raised
     DivergenceError in the second epoch (measured; dense and CSR, chunks of 5,000 rows too). Each rare column's
-    share is now taken as at least SCALE_PRIOR_VALUES values' (_iterative_lr._floored): R^2 0.99997 after three
-    epochs, as ``fit`` reaches."""
-    rng = np.random.default_rng(2)
-    n, levels = 40_000, 1500
-    cat = rng.integers(0, levels, size=(n, 2))
-    X = np.zeros((n, 2 * levels + 3))
-    X[np.arange(n), cat[:, 0]] = 1.0
-    X[np.arange(n), levels + cat[:, 1]] = 1.0
-    X[:, -3:] = rng.normal(size=(n, 3)) * [1, 50, 1e3] + [0, 100, 5e3]
-    y = X @ rng.normal(size=X.shape[1]) + rng.normal(size=n)
-    Xs = sp.csr_array(X) if sparse else X
+    share is now taken as at least SCALE_PRIOR_VALUES values' (_iterative_lr._floored): R^2 0.99994 after three
+    epochs (measured, dense and CSR; ``fit`` reaches 0.99997)."""
+    X, y, _ = two_one_hot_beside_numeric(40_000, 1500, seed=2)
+    Xs = X if sparse else X.toarray()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # three epochs: the rule has not stopped
         est = LinearRegressor(solver="sgd", random_state=0, max_epochs=3).fit_stream([(Xs, y)])
@@ -2375,15 +2380,9 @@ def test_weighted_stream_sampled_in_part_takes_a_rate_for_the_rows_outside_its_s
     weighted R^2 was -3.5, -2.1e4 and -2.2e3 (seeds 0-2, measured). With each row's rare columns scaled without it
     (_iterative_lr.held_out_curvatures): 0.997, 0.999 and 0.984; with rare shares floored too (_floored), 1.0000
     to four places, the epoch losses falling throughout."""
-    n, levels = 60_000, 5000
+    n = 60_000
     for seed in range(3):
-        rng = np.random.default_rng(seed)
-        cat = rng.integers(0, levels, size=(n, 2))
-        hot = sp.csr_array((np.ones(2 * n), (np.repeat(np.arange(n), 2), (cat + np.array([0, levels])).ravel())),
-                           shape=(n, 2 * levels))
-        numeric = rng.normal(size=(n, 3)) * [1, 50, 1e3] + [0, 100, 5e3]
-        X = sp.hstack([hot, sp.csr_array(numeric)]).tocsr()
-        y = X @ rng.normal(size=X.shape[1]) + rng.normal(size=n)
+        X, y, rng = two_one_hot_beside_numeric(n, 5000, seed)
         w = 10 ** rng.uniform(-1, 1, size=n)
         chunks = [(X[lo : lo + 10_000], y[lo : lo + 10_000], w[lo : lo + 10_000]) for lo in range(0, n, 10_000)]
         with warnings.catch_warnings():
@@ -2401,16 +2400,10 @@ def test_partial_fit_on_widely_weighted_one_hot_rows_approaches_the_fit(sparse, 
     with no warning). With a rare column's rows at the mean weight: SGD 0.975 and Adam 0.558 (CSR 0.973 and
     0.630); with its share taken as at least eight rows' too (_iterative_lr._floored), 0.998 and 0.920 (CSR 0.998
     and 0.871; measured, seeds 0-3 at least 0.998 and 0.797)."""
-    rng = np.random.default_rng(0)
-    n, levels = 3000, 300
-    cat = rng.integers(0, levels, size=(n, 2))
-    X = np.zeros((n, 2 * levels))
-    X[np.arange(n), cat[:, 0]] = 1
-    X[np.arange(n), levels + cat[:, 1]] = 1
-    X = np.hstack([X, rng.normal(size=(n, 3)) * [1, 50, 1e3] + [0, 100, 5e3]])
-    y = X @ rng.normal(size=X.shape[1]) + rng.normal(size=n)
+    n = 3000
+    X, y, rng = two_one_hot_beside_numeric(n, 300, seed=0)
     w = 10 ** rng.uniform(-3, 3, size=n)
-    Xs = sp.csr_array(X) if sparse else X
+    Xs = X if sparse else X.toarray()
     est = LinearRegressor(solver=rule, random_state=0)
     for _ in range(5):
         for lo in range(0, n, 500):
