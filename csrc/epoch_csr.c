@@ -267,7 +267,11 @@ static inline double fo_csr_power(double f, int64_t s)
     return p;
 }
 
-/* p[r] = f[r]^s[r] for r < m (m <= FO_CSR_OWN_BATCH), with fo_csr_power's products, so its bits: bit by bit of
+/* Features a chunk of the passes at a call's end (csr_own_scale_rested, csr_own_close and theirs): a chunk's
+ * powers and maps stay in L1. */
+#define FO_CSR_RESTED 512
+
+/* p[r] = f[r]^s[r] for r < m (m <= FO_CSR_RESTED), with fo_csr_power's products, so its bits: bit by bit of
  * the exponents (`bits` their union) across the batch, a loop the compiler vectorises, where one catch-up at a
  * time waited on its chain of squares. Beyond an exponent's own length its factors are 1, exact. (SGD under
  * each weight's own decay on the sparse benchmark's data, alternating builds: one thread 304-321 -> 139-155 ms
@@ -276,7 +280,7 @@ static inline double fo_csr_power(double f, int64_t s)
     static void name(const double *restrict f, const uint64_t *restrict s, double *restrict p, ptrdiff_t m,        \
                      uint64_t bits)                                                                              \
     {                                                                                                            \
-        double b[FO_CSR_OWN_BATCH];                                                                              \
+        double b[FO_CSR_RESTED];                                                                                \
         for (ptrdiff_t r = 0; r < m; r++) p[r] = 1, b[r] = f[r];                                                 \
         for (int sh = 0; bits; bits >>= 1, sh++)                                                                 \
             for (ptrdiff_t r = 0; r < m; r++) {                                                                  \
@@ -325,7 +329,7 @@ static inline void fo_csr_power_apply(const double *m, int64_t s, double *v, dou
     *v = x, *w = y;
 }
 
-/* (v[r], w[r]) <- A_r^s[r] (v[r], w[r]) for r < m (m <= FO_CSR_OWN_BATCH), A_r = (a[r], b[r]; c[r], e[r]), with
+/* (v[r], w[r]) <- A_r^s[r] (v[r], w[r]) for r < m, A_r = (a[r], b[r]; c[r], e[r]), with
  * fo_csr_power_apply's products, so its bits: bit by bit of the exponents (`bits` their union) across the batch
  * in a loop the compiler vectorises, each product kept where the exponent's bit is set (fo_csr_choose). The
  * squares past an exponent's length are never kept, whatever they hold. (Under each weight's own decay on the
