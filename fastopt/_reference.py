@@ -992,3 +992,21 @@ def simd(name=None):
     if name is not None and name not in choices:
         raise ValueError(f"simd must be one of {choices}, got {name!r}")
     return "numpy"
+
+
+def weighted_square_sum(weight, x):
+    """Twin of ``fastopt._kernels.weighted_square_sum``: the terms ``(weight_i x_i) x_i`` in float64, four running
+    sums (``np.cumsum`` adds in order) of the terms ``i`` with ``i mod 4`` equal among the first ``n - n mod 4``,
+    the rest added to the first, then ``(s0 + s1) + (s2 + s3)``."""
+    if weight.shape[0] != x.shape[0]:
+        raise ValueError(f"weighted_square_sum: weight has {weight.shape[0]} entries, x {x.shape[0]}")
+    v = np.asarray(x, dtype=np.float64)
+    terms = np.asarray(weight, dtype=np.float64) * v * v
+    m = terms.shape[0] - terms.shape[0] % 4
+
+    def running(t):
+        return float(np.cumsum(t)[-1]) if t.shape[0] else 0.0
+
+    s0 = running(np.concatenate([terms[0:m:4], terms[m:]]))
+    s1, s2, s3 = (running(terms[r:m:4]) for r in (1, 2, 3))
+    return (s0 + s1) + (s2 + s3)

@@ -292,3 +292,26 @@ def test_per_weight_decay_is_checked():
             with pytest.raises(ValueError, match=match):
                 impl.epoch(int(spec.rule), spec.hyper, train, X, Y, None, order, np.zeros(4),
                            spec.init_state(4, np.float64), np.empty(26), 0, 0.1, decay=decay)
+
+
+@given(n=st.integers(0, 300), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1))
+def test_weighted_square_sum_matches_its_twin_and_the_exact_sum(n, dtype, seed):
+    """``weighted_square_sum`` bit for bit against its twin, and against the exact sum of the same float64 terms
+    (``math.fsum``): its terms are nonnegative (weights >= 0), so four partial sums, each running, are within
+    ``(n + 2) eps`` of it relative (each product rounds twice, ``2 eps``; each addition once, at most ``n / 4 + 2``
+    of them on a term's path)."""
+    import math
+
+    rng = np.random.default_rng(seed)
+    w = (rng.random(n) * 10.0 ** rng.integers(-3, 4)).astype(dtype)
+    x = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dtype)
+    got = _kernels.weighted_square_sum(w, x)
+    assert got == _reference.weighted_square_sum(w, x)  # the twin: the same operations in the same order
+    exact = math.fsum(float(a) * float(b) * float(b) for a, b in zip(w, x, strict=True))
+    assert abs(got - exact) <= (n + 2) * np.finfo(np.float64).eps * exact
+
+
+@pytest.mark.parametrize("module", [_kernels, _reference])
+def test_weighted_square_sum_names_a_length_mismatch(module):
+    with pytest.raises(ValueError, match="weight has 3 entries, x 2"):
+        module.weighted_square_sum(np.ones(3), np.ones(2))
