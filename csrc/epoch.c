@@ -32,14 +32,12 @@
 #include "fastopt.h"
 
 /* FO_PORTABLE builds the plain-C fallback that any C99 compiler takes (no GNU extensions); tests use it. */
+#define FO_PREFETCH(p) FO_PREFETCH_HINT(p, 0, 1)
+#define FO_PREFETCH_L1(p) FO_PREFETCH_HINT(p, 0, 3)
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FO_PORTABLE)
-#define FO_PREFETCH(p) __builtin_prefetch((p), 0, 1)
-#define FO_PREFETCH_L1(p) __builtin_prefetch((p), 0, 3)
 #define FO_INLINE static inline __attribute__((always_inline))
 #define FO_VEC 1
 #else
-#define FO_PREFETCH(p) ((void)(p))
-#define FO_PREFETCH_L1(p) ((void)(p))
 #define FO_INLINE static inline
 #define FO_VEC 0
 #endif

@@ -21,6 +21,16 @@ typedef enum {
     FO_BAD_ARGUMENT = 3      /* a precondition the caller should have guaranteed */
 } fo_status;
 
+/* ---------------------------------------------------------------- prefetch requests */
+/* FO_PREFETCH_HINT(p, rw, locality): __builtin_prefetch's request for the line of p (rw 1: for writing; locality
+ * 3: into L1 .. 1: into L3) where GCC or clang compiles it, outside FO_PORTABLE (plain C99: no GNU extensions),
+ * else nothing. Each kernel names its own requests with it. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FO_PORTABLE)
+#define FO_PREFETCH_HINT(p, rw, locality) __builtin_prefetch((p), (rw), (locality))
+#else
+#define FO_PREFETCH_HINT(p, rw, locality) ((void)(p))
+#endif
+
 /* ---------------------------------------------------------------- AVX2 copies (epoch.c, krylov.c, huber.c,
  * epoch_csr.c) */
 /* FO_AVX2_DISPATCH: 1 where the kernels also compile AVX2 copies and choose at run time (fo_isa_get): GCC or clang

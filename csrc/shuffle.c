@@ -61,11 +61,7 @@ static inline void fo_shuffle_swap(int64_t *out, ptrdiff_t i, ptrdiff_t j)
     out[j] = tmp;
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define FO_SHUFFLE_PREFETCH(p) __builtin_prefetch((p), 1, 3)
-#else
-#define FO_SHUFFLE_PREFETCH(p) ((void)(p))
-#endif
+#define FO_SHUFFLE_PREFETCH(p) FO_PREFETCH_HINT(p, 1, 3)
 
 /* The positions the shuffle has finished, published for a reader on another thread (fo_shuffle_tracked): with
  * release order, so a reader that loads a count with acquire order also sees those positions' values. Without

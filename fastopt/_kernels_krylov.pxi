@@ -359,16 +359,12 @@ def csr_column_moments(const floating[::1] data, const csr_index[::1] indices, c
 
 cdef extern from *:
     """
-    /* Requests into L2 (nothing where the compiler has no __builtin_prefetch): for writing, a scratch line some rows
-       ahead (csr_moment_bounds); for reading, a gathered entry some stored values ahead (csr_scaled_values,
+    /* Requests into L2 (fastopt.h's FO_PREFETCH_HINT): for writing, a scratch line some rows ahead
+       (csr_moment_bounds); for reading, a gathered entry some stored values ahead (csr_scaled_values,
        csr_times). */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FO_SCRATCH_PREFETCH(p) __builtin_prefetch((p), 1, 2)
-    #define FO_GATHER_PREFETCH(p) __builtin_prefetch((p), 0, 2)
-    #else
-    #define FO_SCRATCH_PREFETCH(p) ((void)(p))
-    #define FO_GATHER_PREFETCH(p) ((void)(p))
-    #endif
+    #include "fastopt.h"
+    #define FO_SCRATCH_PREFETCH(p) FO_PREFETCH_HINT(p, 1, 2)
+    #define FO_GATHER_PREFETCH(p) FO_PREFETCH_HINT(p, 0, 2)
     """
     void FO_SCRATCH_PREFETCH(const void *p) nogil
     void FO_GATHER_PREFETCH(const void *p) nogil
