@@ -46,6 +46,7 @@ from sklearn.utils import check_random_state
 from fastopt import _kernels, optim
 from fastopt._iterative_lr import (
     CHUNK_ROWS,
+    FLOORED_RULES,
     Affine,
     _per_sample_loss,
     auto_learning_rate,
@@ -2088,7 +2089,8 @@ class IterativeSolver(Solver):
             init, state = _raw_params(state), None
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw,
-            per_column=ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)))
+            per_column=ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)),
+            floor=self.method in FLOORED_RULES)
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
         if affine is not None and init is not None:

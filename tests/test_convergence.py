@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from fastopt import LinearRegressor, _iterative, _iterative_lr, optim
-from fastopt._convergence import make_problem, optimum, relative_excess, scaled_stream, small_problem
+from fastopt._convergence import half_mse, make_problem, optimum, relative_excess, scaled_stream, small_problem
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning, RankDeficientWarning
 
@@ -2442,3 +2442,83 @@ def test_rows_times_is_the_product_within_its_rounding(seed, n, d, k, dtype, spa
         out = _iterative_lr.Affine(shift=np.zeros(d), scale=scale).transform(A)
         np.testing.assert_array_equal(out.data, (A.data.astype(np.float64) / scale[A.indices]).astype(dtype))
         assert out.dtype == dtype and (A != before).nnz == 0
+
+
+def _singleton_levels(n: int, singles: int, seed: int = 1):
+    """:func:`two_one_hot_beside_numeric` (1,500 levels each) whose first ``singles`` rows each take a level of
+    the first categorical column that no other row holds."""
+    X, _, rng = two_one_hot_beside_numeric(n, 1500, seed)
+    X = X.tolil()
+    for i in range(singles):
+        X[i, X.rows[i][0]] = 0.0
+    hot = sp.csr_array((np.ones(singles), (np.arange(singles), np.arange(singles))), shape=(n, singles))
+    X = sp.hstack([sp.csr_array(X), hot]).tocsr()
+    X.eliminate_zeros()
+    return X, X @ rng.normal(size=X.shape[1]) + rng.normal(size=n)
+
+
+def _excess_over_lsqr(est, X, y) -> float:
+    """:func:`relative_excess` of ``est`` on CSR ``X``, the optimum from ``solver="lsqr"`` to 1e-12."""
+    best = LinearRegressor(solver="lsqr", tol=1e-12, max_iter=100_000).fit(X, y)
+    return relative_excess(est, X, y, L_star=half_mse(X, y, best.coef_, best.intercept_))
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum"])
+def test_levels_held_by_one_row_do_not_make_sgd_overshoot(rule):
+    """A CSR fit's map floors a rare column's share of the rows for SGD and the momentum rules
+    (``_iterative_lr.floored_squares``): a level held by one row of n, scaled to its mean square, put ``n`` into
+    that row's curvature, and default SGD's steps on it overshot, its epoch losses rising 9,000-fold over their
+    lowest (20 such levels, 40,000 rows) before the plateau rule cut the rate. Floored, no epoch's loss exceeds
+    the lowest before it by more than 10% (measured: 0.6% SGD, 1.0% momentum, the minibatch noise), and the fit
+    ends within 0.1% of the optimum (0.019%)."""
+    X, y = _singleton_levels(40_000, 20)
+    est = LinearRegressor(solver=rule, random_state=0).fit(X, y)
+    losses = np.asarray(est.loss_curve_)
+    assert np.max(losses[1:] / np.minimum.accumulate(losses)[:-1]) < 1.1
+    assert _excess_over_lsqr(est, X, y) < 1e-3
+
+
+def test_a_zipf_category_is_fitted_by_default_sgd():
+    """A category whose levels follow Zipf's law (exponent 1.3, capped at 5,000 levels; two such columns and
+    numeric ones): most levels are held by a few rows. Default SGD ended 6.1% above the optimum after 100 epochs;
+    with the floored map 0.019%, in 75."""
+    rng = np.random.default_rng(2)
+    n, levels = 20_000, 5_000
+    cat = np.minimum(rng.zipf(1.3, size=(n, 2)) - 1, levels - 1)
+    hot = sp.csr_array((np.ones(2 * n), (np.repeat(np.arange(n), 2), (cat + np.array([0, levels])).ravel())),
+                       shape=(n, 2 * levels))
+    X = sp.hstack([hot, sp.csr_array(rng.normal(size=(n, 3)) * [1, 50, 1e3] + [0, 100, 5e3])]).tocsr()
+    y = X @ rng.normal(size=X.shape[1]) + rng.normal(size=n)
+    est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
+    assert _excess_over_lsqr(est, X, y) < 1e-2
+
+
+def test_floored_squares_raise_the_rare_columns_held_fewer_than_the_floor():
+    """``floored_squares``: a column stored m < 8 times among n >= 128 rows has its mean square times 8 / m (its
+    share of the rows taken as 8 values'); columns stored 8 or more times, or not rare (64 or more, or in
+    SHIFT_MIN_DENSITY of the rows), and unstored ones keep theirs. Small samples floor at n / 16."""
+    counts = np.array([1, 2, 7, 8, 63, 64, 0, 500])
+    squares = np.arange(1.0, 9.0)
+    got = _iterative_lr.floored_squares(squares, counts, 1000)
+    np.testing.assert_array_equal(got, squares * [8.0, 4.0, 8 / 7, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(_iterative_lr.floored_squares(squares[:2], counts[:2], 32), squares[:2] * [2, 1])
+
+
+def test_a_weight_counts_as_repetitions_in_the_floored_map():
+    """The floored CSR map (``_iterative_lr.floored_squares``) counts a rare column's stored values by their rows'
+    weights over the mean weight: singleton levels whose rows weigh 3 are floored as levels held three times,
+    as their rows repeated three times are (the maps agree within 0.5%: the mean weight over ``n`` rows against
+    ``n + 2 k`` rows, and the cap of the floor, ``n / 16``, is not reached)."""
+    X, _ = _singleton_levels(4_000, 20)
+    params = LinearRegressor(solver="sgd").get_params()
+    w = np.ones(X.shape[0])
+    w[:20] = 3.0
+    weighted = _iterative_lr.choose_affine(params, X, "plateau", np.arange(X.shape[0]), w, floor=True)
+    Xr = sp.vstack([X, X[:20], X[:20]]).tocsr()
+    repeated = _iterative_lr.choose_affine(params, Xr, "plateau", np.arange(Xr.shape[0]), None, floor=True)
+    plain = _iterative_lr.choose_affine(params, X, "plateau", np.arange(X.shape[0]), None, floor=True)
+    singles = slice(X.shape[1] - 20, X.shape[1])
+    np.testing.assert_allclose(weighted.scale, repeated.scale, rtol=5e-3)
+    # each singleton's share raised to 8 values' whether its row weighs 3 or 1 (counted once, a weight-3 row's
+    # level would have had three times the mean square)
+    np.testing.assert_allclose(weighted.scale[singles], plain.scale[singles], rtol=5e-3)
