@@ -2090,7 +2090,7 @@ class IterativeSolver(Solver):
         affine = state.affine if _continues(state, params, data) else choose_affine(
             params, data.X, schedule_name(params), train_idx, sw,
             per_column=ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)),
-            floor=self.method in FLOORED_RULES)
+            floor=self.method in FLOORED_RULES and int(params["batch_size"]) < train_idx.shape[0])
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
         if affine is not None and init is not None:

@@ -288,8 +288,8 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
     ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
     rule on standardised columns is diagonal preconditioning of the original problem (LeCun, Bottou, Orr &
     Mueller, *Efficient BackProp*, 1998, sec. 4.3; Goodfellow et al., *Deep Learning*, 2016, sec. 8.7.1): the
-    Hessian's condition number no longer carries the columns' scales. With ``floor`` (SGD), CSR ``X``'s rare
-    columns are scaled as :func:`floored_squares` says.
+    Hessian's condition number no longer carries the columns' scales. With ``floor`` (SGD), the rare columns' shares
+    of the rows are floored as :func:`floored_squares` says.
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
@@ -297,21 +297,23 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
         return None
     if sp.issparse(X):
         return _csr_affine(params, X, rows, sw, per_column, floor)
-    return _dense_affine(params, X, rows, sw, per_column)
+    return _dense_affine(params, X, rows, sw, per_column, floor=floor)
 
 
-def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column: bool, fraction: float = 1.0
-                  ) -> Affine | None:
+def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column: bool, fraction: float = 1.0,
+                  floor: bool = False) -> Affine | None:
     """:func:`choose_affine` of dense ``X``: from the ``sw``-weighted moments of its ``rows``, which are
     ``fraction`` of the rows the map serves: below 1 (a first ``partial_fit``'s, a stream's sample), a column
     with few nonzero values among them (rare, as :func:`_csr_sample` counts) takes its rows' weights as
     :func:`_rare_weights` does, and its share of the rows as at least :func:`floor_values` values'
-    (:func:`_floored`: its moments raised together)."""
+    (:func:`_floored`: its moments raised together). With ``floor`` (SGD in memory: :func:`floored_squares`) and
+    no per-column ridge, the rows' own rare columns' shares are floored alike."""
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
-    sample = fraction < 1.0
-    unweighted = sample and sw is not None  # the rare columns' unweighted moments are wanted too
+    # (the floor's counts cost one more pass over the rows, once a fit)
+    sample = fraction < 1.0 or (floor and not (params["alpha"] != 0 and per_column))
+    unweighted = fraction < 1.0 and sw is not None  # the rare columns' unweighted moments are wanted too
     whole = rows.shape[0] == X.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X or overflow: judged below
         for start in range(0, rows.shape[0], CHUNK_ROWS):
@@ -405,7 +407,8 @@ def choose_scaling(params: dict, X, rows: np.ndarray, sw, per_column: bool = Fal
     return _sample_csr_affine(params, X, rows, sw, per_column, first_chunk=True)
 
 
-def stream_scaling(params: dict, X, w, per_column: bool = False, fraction: float = 1.0) -> Affine | None:
+def stream_scaling(params: dict, X, w, per_column: bool = False, fraction: float = 1.0, floor: bool = False
+                   ) -> Affine | None:
     """The preconditioning of a streamed or Dask fit (``precondition="auto"``, ``learning_rate="auto"``), from
     the seeded sample of its training rows that also sets the rate (``X`` dense or sparse, weights ``w``), per
     column under a ridge where ``per_column`` (:func:`ridge_per_column`). Dense: the in-memory map
@@ -413,12 +416,14 @@ def stream_scaling(params: dict, X, w, per_column: bool = False, fraction: float
     are the stream's (a shift is an exact change of variables whatever a chunk's own means; without one, five
     columns of means 5-50 and unit spread left a streamed SGD fit 4.4 times the optimal objective above it).
     Sparse: :func:`_sample_csr_affine`, centring the columns that store most of the sample's rows. The sample
-    is ``fraction`` of the training rows (a rare column's weights: :func:`_rare_weights`)."""
+    is ``fraction`` of the training rows (a rare column's weights: :func:`_rare_weights`). Below 1 a rare
+    column's share is floored (:func:`_floored`); at 1 only with ``floor``, as ``fit`` floors it for SGD
+    (:func:`floored_squares`)."""
     if not _applies(params, X, X.shape[0], per_column=per_column):
         return None
     if not sp.issparse(X):
-        return _dense_affine(params, X, np.arange(X.shape[0]), w, per_column, fraction=fraction)
-    return _sample_csr_affine(params, X, np.arange(X.shape[0]), w, per_column, fraction=fraction)
+        return _dense_affine(params, X, np.arange(X.shape[0]), w, per_column, fraction=fraction, floor=floor)
+    return _sample_csr_affine(params, X, np.arange(X.shape[0]), w, per_column, fraction=fraction, floor=floor)
 
 
 def _applies(params: dict, X, n_rows: int, per_column: bool = False) -> bool:
@@ -510,7 +515,7 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False,
 
 
 def _sample_csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool, first_chunk: bool = False,
-                       fraction: float = 0.0) -> Affine | None:
+                       fraction: float = 0.0, floor: bool = False) -> Affine | None:
     """The map of a sample of CSR rows (a first ``partial_fit``'s, or a stream's drawn from every chunk) for all
     later rows: :func:`_scaling`, and, with an intercept, the columns stored in at least ``SHIFT_MIN_DENSITY`` of
     the sample's rows whose means exceed ``MEAN_RATIO`` standard deviations centred, as :func:`_csr_affine`
@@ -520,7 +525,7 @@ def _sample_csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool, 
     ColumnTransformer's output) kept the intercept and its coefficient entangled: five columns of means 11-48 and
     unit spread left 30 passes of ``partial_fit`` at the constant model's objective, where the same rows dense
     reached the optimum."""
-    sample = _csr_sample(X, rows, sw, first_chunk, fraction)
+    sample = _csr_sample(X, rows, sw, first_chunk, fraction, floor=floor and not (params["alpha"] != 0 and per_column))
     if sample is None:  # weights totalling 0
         return None
     affine = _scaling(params, sample.s2, per_column)
@@ -613,9 +618,11 @@ class _CsrSample(NamedTuple):
     stored: np.ndarray
 
 
-def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: float = 0.0) -> _CsrSample | None:
+def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: float = 0.0, floor: bool = False
+                ) -> _CsrSample | None:
     """The columns' weighted mean squares over ``rows`` of CSR ``X`` (weights ``sw``), None for weights totalling 0.
-    The rows are ``fraction`` of those the map serves (:func:`_rare_weights`; below 1, :func:`_floored`).
+    The rows are ``fraction`` of those the map serves (:func:`_rare_weights`; below 1, or with ``floor``,
+    :func:`_floored`).
 
     A column's mean square is its share of stored values times their mean square, and a column with few stored
     values in the sample has its values' mean square shrunk towards that of the rare columns' values together,
@@ -637,7 +644,7 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
         sums = (np.bincount(Xr.indices, weights=row_w * values * values, minlength=d),
                 np.bincount(Xr.indices, weights=row_w, minlength=d))
         squares, stored = sums
-        if fraction < 1.0:  # the map serves rows outside the sample
+        if fraction < 1.0 or floor:  # the map serves rows outside the sample, or SGD's (floored_squares)
             squares, stored = _floored(squares, stored, rare, floor_values(rows.shape[0]) * s0 / rows.shape[0])
         s2 = _shrunk_squares(squares, stored, rare) / s0
         unseen = counts == 0
@@ -663,20 +670,23 @@ def floored_squares(squares: np.ndarray, counts: np.ndarray, n_rows: int, held: 
     values' row weights summed by column, over the rows' mean weight (a weight counts as so many repetitions of
     its row); ``counts`` without weights.
 
-    For SGD (``FLOORED_RULES``): a column stored m times is scaled to ``sqrt(m / n)`` times its values' size, so
-    each row holding it has ``n / m`` in its curvature, and the step on that row, ``lr n / (b m)`` of its residual,
-    overshoots where m is small. Levels held by one row each beside 1,500-level one-hot columns and numeric ones
-    (40,000 rows): default SGD's epoch losses rose 9,000-fold (20 such levels) and 900-fold (200) over their lowest
-    before the plateau rule's cuts; floored, they fall throughout. Two Zipf-distributed categories beside numeric
-    columns, no ridge, default SGD over the optimum (``relative_excess``): 5,000 levels, 20,000 rows, exponent 1.3:
-    10.9% -> 0.067%; 2,000 levels, 5,000 rows: 7.5% -> 0.33%; 1,000 levels, 10,000 rows, exponent 1.1: 1.9% ->
-    0.25%. On 10,000 rows with 20 singleton levels beside 300-level columns the fit ends further off (0.022% ->
-    0.15%): the floored columns' coordinates take 8 times longer, and the plateau rule stops first. The momentum
-    rules are not floored: their higher rates under the floored map then overshot on columns held 8-60 times
-    (Zipf exponent 2, 40,000 rows: 0.5% -> 143% above the optimum), nor the adaptive ones, whose steps are about
-    the rate in the mapped units (Adam on 200 singleton levels: 0.1% -> 20%). Under a per-column ridge map,
-    ``sqrt(m_j + alpha)``, the ridge bounds a rare column's curvature already (the same fits with ``alpha = 1e-3``:
-    no change). ``tools/default_fit_fuzz.py 1 300`` (1,800 fits): no fit changed."""
+    For SGD with minibatches smaller than the training rows (``FLOORED_RULES``; a full batch takes the exact
+    gradient at the rate ``1 / L``, which no row's curvature exceeds): a column stored m times is scaled to
+    ``sqrt(m / n)`` times its values' size, so each row holding it has ``n / m`` in its curvature, and the step on
+    that row, ``lr n / (b m)`` of its residual, overshoots where m is small. Levels held by one row each beside
+    1,500-level one-hot columns and numeric ones (40,000 rows): default SGD's epoch losses rose 9,000-fold (20 such
+    levels) and 900-fold (200) over their lowest before the plateau rule's cuts; floored, they fall throughout.
+    Two Zipf-distributed categories beside numeric columns, no ridge, default SGD over the optimum
+    (``relative_excess``): 5,000 levels, 20,000 rows, exponent 1.3: 10.9% -> 0.067%; 2,000 levels, 5,000 rows:
+    7.5% -> 0.33%; 1,000 levels, 10,000 rows, exponent 1.1: 1.9% -> 0.25%. On 10,000 rows with 20 singleton
+    levels beside 300-level columns the fit ends further off (0.022% -> 0.15%): the floored columns' coordinates
+    take 8 times longer, and the plateau rule stops first. Dense maps floor alike (:func:`_dense_affine`; 1,000
+    levels, 3,000 rows, exponent 1.2: 76% -> 0.43%). The momentum rules are not floored: their higher rates under
+    the floored map then overshot on columns held 8-60 times (Zipf exponent 2, 40,000 rows: 0.5% -> 143% above
+    the optimum), nor the adaptive ones, whose steps are about the rate in the mapped units (Adam on 200 singleton
+    levels: 0.1% -> 20%). Under a per-column ridge map, ``sqrt(m_j + alpha)``, the ridge bounds a rare column's
+    curvature already (the same fits with ``alpha = 1e-3``: no change). ``tools/default_fit_fuzz.py 1 300`` and
+    ``2 300`` (1,800 fits each): no fit changed."""
     held = counts.astype(np.float64) if held is None else held
     return squares * np.where(_rare_columns(counts, n_rows), _floor_factor(held, floor_values(n_rows)), 1.0)
 
