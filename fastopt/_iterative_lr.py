@@ -138,7 +138,7 @@ SHIFT_MIN_DENSITY = 0.5
 # scale; only a rare column's weights are taken as here, _rare_weights.)
 SCALE_RARE_VALUES = 64
 SCALE_PRIOR_VALUES = 8
-# The rules whose in-memory CSR maps floor a rare column's share of the rows (floored_squares).
+# The rules whose in-memory maps (CSR and dense) floor a rare column's share of the rows (floored_squares).
 FLOORED_RULES = frozenset({"sgd"})
 
 
