@@ -46,7 +46,6 @@ from sklearn.utils import check_random_state
 from fastopt import _kernels, optim
 from fastopt._iterative_lr import (
     CHUNK_ROWS,
-    FLOORED_RULES,
     Affine,
     _per_sample_loss,
     auto_learning_rate,
@@ -55,6 +54,7 @@ from fastopt._iterative_lr import (
     csr_shiftable,
     curvature_spread,
     decay_capped,
+    floors_rare_columns,
     mean_loss,
     null_loss,
     own_decay_cheap,
@@ -2087,10 +2087,10 @@ class IterativeSolver(Solver):
             # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
             # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
             init, state = _raw_params(state), None
+        per_column = ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params))
         affine = state.affine if _continues(state, params, data) else choose_affine(
-            params, data.X, schedule_name(params), train_idx, sw,
-            per_column=ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)),
-            floor=self.method in FLOORED_RULES and int(params["batch_size"]) < train_idx.shape[0])
+            params, data.X, schedule_name(params), train_idx, sw, per_column=per_column,
+            floor=floors_rare_columns(self.method, params, train_idx.shape[0], per_column))
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
         if affine is not None and init is not None:

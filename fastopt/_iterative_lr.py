@@ -142,6 +142,16 @@ SCALE_PRIOR_VALUES = 8
 FLOORED_RULES = frozenset({"sgd"})
 
 
+def floors_rare_columns(method: str, params: dict, n_train: int, per_column: bool) -> bool:
+    """Whether the map of an in-memory fit of ``method`` on ``n_train`` rows (or of a stream its sample holds
+    whole, which takes that map) floors its rare columns' shares (:func:`floored_squares`): a rule of
+    ``FLOORED_RULES``, minibatches smaller than the rows (a full batch steps at ``1 / L``), and no per-column
+    ridge map (``per_column``, :func:`ridge_per_column`, with ``alpha``), whose ``sqrt(m_j + alpha)`` bounds a
+    rare column's curvature already."""
+    return method in FLOORED_RULES and int(params["batch_size"]) < n_train \
+        and not (params["alpha"] != 0 and per_column)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Affine:
     """The map ``x -> (x - shift) / scale`` under which an iterative fit runs (``precondition="auto"``).
@@ -288,8 +298,8 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
     ones, counts among them), or, with an intercept, a mean beyond ``MEAN_RATIO`` standard deviations. Running the
     rule on standardised columns is diagonal preconditioning of the original problem (LeCun, Bottou, Orr &
     Mueller, *Efficient BackProp*, 1998, sec. 4.3; Goodfellow et al., *Deep Learning*, 2016, sec. 8.7.1): the
-    Hessian's condition number no longer carries the columns' scales. With ``floor`` (SGD), the rare columns' shares
-    of the rows are floored as :func:`floored_squares` says.
+    Hessian's condition number no longer carries the columns' scales. With ``floor``
+    (:func:`floors_rare_columns`), the rare columns' shares of the rows are floored as :func:`floored_squares` says.
     The statistics are the ``sw``-weighted moments of the training ``rows`` (so a weight equals a repetition),
     summed in NumPy's own loops (no BLAS), hence deterministic.
     """
@@ -306,13 +316,12 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     ``fraction`` of the rows the map serves: below 1 (a first ``partial_fit``'s, a stream's sample), a column
     with few nonzero values among them (rare, as :func:`_csr_sample` counts) takes its rows' weights as
     :func:`_rare_weights` does, and its share of the rows as at least :func:`floor_values` values'
-    (:func:`_floored`: its moments raised together). With ``floor`` (SGD in memory: :func:`floored_squares`) and
-    no per-column ridge, the rows' own rare columns' shares are floored alike."""
+    (:func:`_floored`: its moments raised together). With ``floor`` (:func:`floors_rare_columns`), the rows' own
+    rare columns' shares are floored alike (:func:`floored_squares`)."""
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
-    # (the floor's counts cost one more pass over the rows, once a fit)
-    sample = fraction < 1.0 or (floor and not (params["alpha"] != 0 and per_column))
+    floors = fraction < 1.0 or floor  # (the counts cost one more pass over the rows, once a fit)
     unweighted = fraction < 1.0 and sw is not None  # the rare columns' unweighted moments are wanted too
     whole = rows.shape[0] == X.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X or overflow: judged below
@@ -323,7 +332,7 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
             s0 += float(w.sum())
             s1 += np.einsum("i,ij->j", w, block)
             s2 += np.einsum("i,ij,ij->j", w, block, block)
-            if sample:
+            if floors:
                 stored = block != 0
                 nonzero += np.count_nonzero(stored, axis=0)
                 held += np.einsum("i,ij->j", w, stored)  # the weight of each column's nonzero values
@@ -334,7 +343,7 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
             return None
         mean = s1 / s0
         second = s2 / s0
-        if sample:
+        if floors:
             n, mean_weight = rows.shape[0], s0 / rows.shape[0]
             rare = _rare_columns(nonzero, n)
             if unweighted:  # _rare_weights summed: f * (weighted sum) + (1 - f) * (s0 / n) * (plain sum), over s0
@@ -417,8 +426,8 @@ def stream_scaling(params: dict, X, w, per_column: bool = False, fraction: float
     columns of means 5-50 and unit spread left a streamed SGD fit 4.4 times the optimal objective above it).
     Sparse: :func:`_sample_csr_affine`, centring the columns that store most of the sample's rows. The sample
     is ``fraction`` of the training rows (a rare column's weights: :func:`_rare_weights`). Below 1 a rare
-    column's share is floored (:func:`_floored`); at 1 only with ``floor``, as ``fit`` floors it for SGD
-    (:func:`floored_squares`)."""
+    column's share is floored (:func:`_floored`); at 1 only with ``floor``, as ``fit`` floors it
+    (:func:`floors_rare_columns`)."""
     if not _applies(params, X, X.shape[0], per_column=per_column):
         return None
     if not sp.issparse(X):
@@ -479,22 +488,22 @@ def _csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool = False,
     ones of means near -70: 120 to 29,000 times the optimal loss above it, as the scaling left them unshifted).
     With a ridge and ``per_column`` (:func:`ridge_per_column`): each column scaled to unit curvature, data and
     ridge, as for dense ``X`` (its mean square, or its variance where centred, plus ``alpha``). With ``floor``
-    and no such ridge, a rare column's mean square is scaled as :func:`floored_squares` scales it."""
+    (:func:`floors_rare_columns`: never with that ridge), a rare column's mean square is scaled as
+    :func:`floored_squares` scales it."""
     # columns' stored counts over all rows (with an intercept: without, nothing is centred): the means are summed
     # only when some column may be centred (hashed and text columns never are: on the hashed benchmark the means
     # and counts had doubled the scaling's 60 ms, the counts alone add 25), or when the floor needs the counts
     counts = np.bincount(X.indices, minlength=X.shape[1]) if params["fit_intercept"] else None
     dense = counts is not None and bool(np.any(counts >= SHIFT_MIN_DENSITY * X.shape[0]))
-    ridge = params["alpha"] != 0 and per_column
-    moments = _csr_moments(X, rows, sw, means=dense or (floor and not ridge))
+    moments = _csr_moments(X, rows, sw, means=dense or floor)
     if moments is None:  # weights totalling 0 or non-finite X (the first epoch names it): no map
         return None
-    if ridge:
+    if params["alpha"] != 0 and per_column:
         return _csr_ridge_affine(params, X, rows, moments, counts)
     squares = moments[2]
     if floor:
-        held = moments[3]  # a weight counts as that many repetitions of its row: the stored values' weights
-        if sw is not None and held.any():
+        held = None  # a weight counts as that many repetitions of its row: the stored values' weights
+        if sw is not None:
             Xr = X if rows.shape[0] == X.shape[0] else X[rows]
             w = sw[rows].astype(np.float64)
             held = np.bincount(Xr.indices, weights=np.repeat(w / (w.sum() / rows.shape[0]), np.diff(Xr.indptr)),
@@ -525,7 +534,7 @@ def _sample_csr_affine(params: dict, X, rows: np.ndarray, sw, per_column: bool, 
     ColumnTransformer's output) kept the intercept and its coefficient entangled: five columns of means 11-48 and
     unit spread left 30 passes of ``partial_fit`` at the constant model's objective, where the same rows dense
     reached the optimum."""
-    sample = _csr_sample(X, rows, sw, first_chunk, fraction, floor=floor and not (params["alpha"] != 0 and per_column))
+    sample = _csr_sample(X, rows, sw, first_chunk, fraction, floor=floor)
     if sample is None:  # weights totalling 0
         return None
     affine = _scaling(params, sample.s2, per_column)
@@ -688,7 +697,7 @@ def floored_squares(squares: np.ndarray, counts: np.ndarray, n_rows: int, held: 
     curvature already (the same fits with ``alpha = 1e-3``: no change). ``tools/default_fit_fuzz.py 1 300`` and
     ``2 300`` (1,800 fits each): no fit changed."""
     held = counts.astype(np.float64) if held is None else held
-    return squares * np.where(_rare_columns(counts, n_rows), _floor_factor(held, floor_values(n_rows)), 1.0)
+    return _floored(squares, held, _rare_columns(counts, n_rows), floor_values(n_rows))[0]
 
 
 def floor_values(n_rows: int) -> float:

@@ -42,7 +42,13 @@ from fastopt._chunks import (
     unpack,
     validation_fraction,
 )
-from fastopt._iterative_lr import FLOORED_RULES, held_out_curvatures, ridge_per_column, rows_times, stream_scaling
+from fastopt._iterative_lr import (
+    floors_rare_columns,
+    held_out_curvatures,
+    ridge_per_column,
+    rows_times,
+    stream_scaling,
+)
 from fastopt._result import FitResult, Outcome
 
 # ---------------------------------------------------------------- the estimator's features, checked on a copy
@@ -279,8 +285,8 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
     per_column = ridge_per_column(name, params, sample.X, _iterative.lazy_rule(name, params))
     fraction = sample.X.shape[0] / sample.n_train
     # a stream its sample holds whole takes fit's map (floored for SGD, as in memory)
-    floor = name in FLOORED_RULES and int(params["batch_size"]) < sample.n_train
-    affine = stream_scaling(params, sample.X, w, per_column=per_column, fraction=fraction, floor=floor)
+    affine = stream_scaling(params, sample.X, w, per_column=per_column, fraction=fraction,
+                            floor=floors_rare_columns(name, params, sample.n_train, per_column))
     X = sample.X if affine is None else affine.transform(sample.X)
     # the rate for the rows the map was not made from (most of a large stream's)
     held_out = held_out_curvatures(params, sample.X, X, w, affine, fraction, per_column)
