@@ -2535,3 +2535,51 @@ def test_a_weight_counts_as_repetitions_in_the_floored_map():
     # each singleton's share raised to 8 values' whether its row weighs 3 or 1 (counted once, a weight-3 row's
     # level would have had three times the mean square)
     np.testing.assert_allclose(weighted.scale[singles], plain.scale[singles], rtol=5e-3)
+
+
+@pytest.mark.parametrize("rule", ["momentum", "nesterov"])
+def test_levels_held_by_one_row_do_not_make_the_momentum_rules_overshoot(rule):
+    """The momentum rules' rate is bounded by the rows' private curvatures (``_iterative_lr.momentum_rate_bound``)
+    and their map floors rare columns as SGD's does: with 20 levels held by one row each (40,000 rows), default
+    momentum's epoch losses rose 9,100-fold over their lowest before the plateau rule's cuts (the buffer carried
+    each such row's step on for about ten steps, with no other row holding its level to pull it back). Now no
+    epoch's loss exceeds the lowest before it by more than 10% (measured: never above it), within 0.1% of the
+    optimum (0.043%)."""
+    X, y = _singleton_levels(40_000, 20)
+    est = LinearRegressor(solver=rule, random_state=0).fit(X, y)
+    losses = np.asarray(est.loss_curve_)
+    assert np.max(losses[1:] / np.minimum.accumulate(losses)[:-1]) < 1.1
+    assert _excess_over_lsqr(est, X, y) < 1e-3
+
+
+@pytest.mark.parametrize(("rule", "sparse"), [("momentum", True), ("nesterov", False)])
+def test_zipf_categories_are_fitted_by_the_default_momentum_rules(rule, sparse):
+    """Zipf categories, default momentum rules: 5,000 levels of exponent 1.3 over 20,000 rows (CSR) ended 6.8%
+    above the optimum after 100 epochs, now 0.036% in 45; 1,000 levels of exponent 1.2 over 3,000 rows (dense)
+    38.6%, now 0.15% in 38."""
+    X, y = _zipf_categories(20_000, 5_000, 1.3, 2) if sparse else _zipf_categories(3_000, 1_000, 1.2, 8)
+    est = LinearRegressor(solver=rule, random_state=0).fit(X if sparse else X.toarray(), y)
+    assert _excess_over_lsqr(est, X, y) < 1e-2
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_private_curvatures_count_only_the_columns_few_rows_store(sparse):
+    """``private_curvatures``: ``w_i sum_j x_ij^2`` over the columns stored in fewer than ``n (1 - mu) / b`` of the
+    ``n`` rows (here 100 rows, mu 0.9, b 2: fewer than 5), dense and CSR alike; zero without such a column.
+    ``momentum_rate_bound`` is ``b`` over their largest, infinite when all are zero."""
+    rng = np.random.default_rng(0)
+    n = 100
+    X = np.zeros((n, 4))
+    X[:, 0] = rng.normal(size=n)  # every row: shared
+    X[[3, 7], 1] = [2.0, -3.0]  # two rows: private
+    X[10:15, 2] = 1.5  # five rows: not fewer than 5
+    X[50, 3] = 0.5  # one row: private
+    w = rng.uniform(0.5, 2.0, size=n)
+    got = _iterative_lr.private_curvatures(sp.csr_array(X) if sparse else X, w, 0.9, 2)
+    want = np.zeros(n)
+    want[[3, 7, 50]] = np.array([4.0, 9.0, 0.25]) * w[[3, 7, 50]]
+    np.testing.assert_allclose(got, want, rtol=0, atol=0)
+    assert _iterative_lr.momentum_rate_bound(got, 2) == 2 / (9.0 * w[7])
+    shared = _iterative_lr.private_curvatures(sp.csr_array(X[:, :1]) if sparse else X[:, :1], w, 0.9, 2)
+    np.testing.assert_array_equal(shared, np.zeros(n))
+    assert _iterative_lr.momentum_rate_bound(shared, 2) == np.inf
