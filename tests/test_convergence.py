@@ -2583,3 +2583,19 @@ def test_private_curvatures_count_only_the_columns_few_rows_store(sparse):
     shared = _iterative_lr.private_curvatures(sp.csr_array(X[:, :1]) if sparse else X[:, :1], w, 0.9, 2)
     np.testing.assert_array_equal(shared, np.zeros(n))
     assert _iterative_lr.momentum_rate_bound(shared, 2) == np.inf
+
+
+def test_the_momentum_rate_bound_is_left_out_under_a_per_column_ridge_map(monkeypatch):
+    """Under a per-column ridge map each coordinate's own decay pulls a rare column back, and the map is not
+    floored either: the bound is not consulted there (a tiny bound leaves the rate as it was), and is without
+    one."""
+    X, y = _zipf_categories(3_000, 1_000, 1.2, 8)
+
+    def rate(alpha):
+        return LinearRegressor(solver="momentum", alpha=alpha, max_epochs=1, tol=None, random_state=0).fit(
+            X, y).learning_rate_
+
+    plain = {alpha: rate(alpha) for alpha in (0.0, 1e-3)}
+    monkeypatch.setattr(_iterative_lr, "momentum_rate_bound", lambda c, b: 1e-12)
+    assert rate(1e-3) == plain[1e-3]
+    assert rate(0.0) == pytest.approx(1e-12 * 0.1) and plain[0.0] > 1e-6
