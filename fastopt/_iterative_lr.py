@@ -654,7 +654,7 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
         sums = (np.bincount(Xr.indices, weights=row_w * values * values, minlength=d),
                 np.bincount(Xr.indices, weights=row_w, minlength=d))
         squares, stored = sums
-        if fraction < 1.0 or floor:  # the map serves rows outside the sample, or SGD's (floored_squares)
+        if fraction < 1.0 or floor:  # the map serves rows outside the sample, or FLOORED_RULES' (floored_squares)
             squares, stored = _floored(squares, stored, rare, floor_values(rows.shape[0]) * s0 / rows.shape[0])
         s2 = _shrunk_squares(squares, stored, rare) / s0
         unseen = counts == 0
@@ -680,24 +680,24 @@ def floored_squares(squares: np.ndarray, counts: np.ndarray, n_rows: int, held: 
     values' row weights summed by column, over the rows' mean weight (a weight counts as so many repetitions of
     its row); ``counts`` without weights.
 
-    For SGD with minibatches smaller than the training rows (``FLOORED_RULES``; a full batch takes the exact
-    gradient at the rate ``1 / L``, which no row's curvature exceeds): a column stored m times is scaled to
-    ``sqrt(m / n)`` times its values' size, so each row holding it has ``n / m`` in its curvature, and the step on
-    that row, ``lr n / (b m)`` of its residual, overshoots where m is small. Levels held by one row each beside
-    1,500-level one-hot columns and numeric ones (40,000 rows): default SGD's epoch losses rose 9,000-fold (20 such
-    levels) and 900-fold (200) over their lowest before the plateau rule's cuts; floored, they fall throughout.
-    Two Zipf-distributed categories beside numeric columns, no ridge, default SGD over the optimum
-    (``relative_excess``): 5,000 levels, 20,000 rows, exponent 1.3: 10.9% -> 0.067%; 2,000 levels, 5,000 rows:
-    7.5% -> 0.33%; 1,000 levels, 10,000 rows, exponent 1.1: 1.9% -> 0.25%. On 10,000 rows with 20 singleton
-    levels beside 300-level columns the fit ends further off (0.022% -> 0.15%): the floored columns' coordinates
-    take 8 times longer, and the plateau rule stops first. Dense maps floor alike (:func:`_dense_affine`; 1,000
-    levels, 3,000 rows, exponent 1.2: 76% -> 0.43%). The momentum rules are floored with a rate bound of their
-    own (:func:`momentum_rate_bound`): without it, their higher rates under the floored map overshot on columns
-    held 8-60 times (Zipf exponent 2, 40,000 rows: 0.5% -> 143% above the optimum). The adaptive rules are not,
-    their steps being about the rate in the mapped units (Adam on 200 singleton levels: 0.1% -> 20%). Under a
-    per-column ridge map, ``sqrt(m_j + alpha)``, the ridge bounds a rare column's curvature already (the same fits
-    with ``alpha = 1e-3``: no change). ``tools/default_fit_fuzz.py 1 300`` and ``2 300`` (1,800 fits each): no
-    SGD fit changed."""
+    For SGD and the momentum rules with minibatches smaller than the training rows (``FLOORED_RULES``; a full
+    batch takes the exact gradient at the rate ``1 / L``, which no row's curvature exceeds): a column stored m
+    times is scaled to ``sqrt(m / n)`` times its values' size, so each row holding it has ``n / m`` in its
+    curvature, and the step on that row, ``lr n / (b m)`` of its residual, overshoots where m is small. Levels
+    held by one row each beside 1,500-level one-hot columns and numeric ones (40,000 rows): default SGD's epoch
+    losses rose 9,000-fold (20 such levels) and 900-fold (200) over their lowest before the plateau rule's cuts;
+    floored, they fall throughout. Two Zipf-distributed categories beside numeric columns, no ridge, default SGD
+    over the optimum (``relative_excess``): 5,000 levels, 20,000 rows, exponent 1.3: 10.9% -> 0.067%; 2,000
+    levels, 5,000 rows: 7.5% -> 0.33%; 1,000 levels, 10,000 rows, exponent 1.1: 1.9% -> 0.25%. On 10,000 rows with
+    20 singleton levels beside 300-level columns the fit ends further off (0.022% -> 0.15%): the floored columns'
+    coordinates take 8 times longer, and the plateau rule stops first. Dense maps floor alike
+    (:func:`_dense_affine`; 1,000 levels, 3,000 rows, exponent 1.2: 76% -> 0.43%). The momentum rules are floored
+    with a rate bound of their own (:func:`momentum_rate_bound`): without it, their higher rates under the floored
+    map overshot on columns held 8-60 times (Zipf exponent 2, 40,000 rows: 0.5% -> 143% above the optimum). The
+    adaptive rules are not, their steps being about the rate in the mapped units (Adam on 200 singleton levels:
+    0.1% -> 20%). Under a per-column ridge map, ``sqrt(m_j + alpha)``, the ridge bounds a rare column's curvature
+    already (the same fits with ``alpha = 1e-3``: no change). ``tools/default_fit_fuzz.py 1 300`` and ``2 300``
+    (1,800 fits each): no SGD fit changed."""
     held = counts.astype(np.float64) if held is None else held
     return _floored(squares, held, _rare_columns(counts, n_rows), floor_values(n_rows))[0]
 

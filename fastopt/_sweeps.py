@@ -284,7 +284,7 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
     solver = _solvers.SOLVERS[name]
     per_column = ridge_per_column(name, params, sample.X, _iterative.lazy_rule(name, params))
     fraction = sample.X.shape[0] / sample.n_train
-    # a stream its sample holds whole takes fit's map (floored for SGD, as in memory)
+    # a stream its sample holds whole takes fit's map (floored for FLOORED_RULES, as in memory)
     affine = stream_scaling(params, sample.X, w, per_column=per_column, fraction=fraction,
                             floor=floors_rare_columns(name, params, sample.n_train, per_column))
     X = sample.X if affine is None else affine.transform(sample.X)
