@@ -63,6 +63,7 @@ from fastopt._iterative_lr import (
     rows_times,
     sample_learning_rate,
     target_centre,
+    zero_image,
 )
 from fastopt._result import FitResult, Solver
 from fastopt._validation import _check_sparse_structure, assert_all_finite
@@ -1899,7 +1900,7 @@ class IterativeSolver(Solver):
 
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
     def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None,
-               basis: dict | None = None) -> IterState:
+               basis: dict | None = None, zero: np.ndarray | None = None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
         fresh = _initial_params(params, d, k, data.X.dtype, rng)
@@ -1932,7 +1933,7 @@ class IterativeSolver(Solver):
             # their rate is the distance left, not the offset the start already covers (taken at zero intercepts,
             # it left 30 passes of partial_fit on an offset table 12 (Adam) and 222 (RMSProp) times the optimal
             # objective above it, where they had come within 5%)
-            lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng, basis=basis)
+            lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng, basis=basis, zero=zero)
         # The all-zero model's loss reads every training target once (a compiled pass, no temporaries): it is
         # non-finite when one is, and then names y as validation would have (fit skips that pass).
         start_loss = _kernels.mean_loss_zero(data.Y, None if all_rows else train_idx, sw, loss, params["epsilon"])
@@ -2096,7 +2097,7 @@ class IterativeSolver(Solver):
         if affine is not None and init is not None:
             # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
             init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
-        st = self._start(params, data, state, train_idx, sw, rng, init=init)
+        st = self._start(params, data, state, train_idx, sw, rng, init=init, zero=zero_image(affine, data.X))
         st.affine = affine
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         early = params["early_stopping"]
@@ -2177,7 +2178,8 @@ class IterativeSolver(Solver):
         if state is None:
             basis = {} if sweep is None else None
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
-                             lr0=None if sweep is None else sweep.lr0, init=init, basis=basis)
+                             lr0=None if sweep is None else sweep.lr0, init=init, basis=basis,
+                             zero=zero_image(affine, data.X))
             st.affine, st.basis = affine, basis or None
         else:
             lr0 = decay_capped(make_spec(self.method, params), state.lr0) if params["learning_rate"] == "auto" \

@@ -923,12 +923,14 @@ def _top_eigenvalue(Xa, w, ridge) -> float:
     return lam
 
 
-def auto_learning_rate(spec, data, train_idx, sw, params, p0, rng=None, basis: dict | None = None) -> float:
+def auto_learning_rate(spec, data, train_idx, sw, params, p0, rng=None, basis: dict | None = None,
+                       zero: np.ndarray | None = None) -> float:
     """The base learning rate for ``learning_rate="auto"`` (see the module docstring).
 
     Deterministic: on at most ``AUTO_ROWS`` training rows it uses all of them; on more, a uniform sample drawn
     from a fixed seed (``AUTO_SAMPLE_SEED``), so neither ``random_state`` nor the BLAS thread count changes it
-    (``rng`` is accepted for the solver protocol and not used).
+    (``rng`` is accepted for the solver protocol and not used). ``zero``: where a map sends 0 in each column
+    (:func:`zero_image`), for :func:`private_curvatures`.
     """
     rows = train_idx
     if rows.shape[0] > AUTO_ROWS:
@@ -936,7 +938,7 @@ def auto_learning_rate(spec, data, train_idx, sw, params, p0, rng=None, basis: d
         rows = np.sort(sampler.choice(train_idx, AUTO_ROWS, replace=False))
     w = sw[rows] if sw is not None else None
     return sample_learning_rate(spec, data.X[rows], data.Y[rows], w, params, p0, train_idx.shape[0],
-                                basis=basis)
+                                basis=basis, zero=zero)
 
 
 def row_curvatures(X, w, fit_intercept: bool, rows: slice = slice(None)) -> np.ndarray:
@@ -1035,7 +1037,7 @@ def curvature_spread(c: np.ndarray) -> float:
 
 
 def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: dict | None = None,
-                         curvatures: np.ndarray | None = None) -> float:
+                         curvatures: np.ndarray | None = None, zero: np.ndarray | None = None) -> float:
     """``learning_rate="auto"`` from a sample of the training rows.
 
     Parameters
@@ -1060,6 +1062,9 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     curvatures : ndarray of shape (m,) or None
         The rows' weighted curvatures for SGD's and the momentum rules' ``R^2`` (a stream's sample:
         :func:`held_out_curvatures`); None: those of ``X`` (:func:`row_curvatures`).
+    zero : ndarray of shape (d,) or None
+        Dense ``X`` mapped by a preconditioning map: the value 0 takes in each column (:func:`zero_image`),
+        which :func:`private_curvatures` counts as not stored; None: 0.
     """
     fit_intercept = params["fit_intercept"]
     if sp.issparse(X):  # the same products from the nonzeros: X is never densified
@@ -1103,7 +1108,9 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
         if spec.follows_gradient and getattr(spec, "momentum", 0.0) > 0 and decay is None:
             # (under a per-column ridge map each coordinate's own decay pulls a rare column back: as the floor)
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: the first epoch names it
-                lr = min(lr, momentum_rate_bound(private_curvatures(Xa, w, spec.momentum, b), b))
+                at = None if zero is None or sp.issparse(Xa) else np.r_[zero.astype(np.float64),
+                                                                        np.zeros(Xa.shape[1] - d)]
+                lr = min(lr, momentum_rate_bound(private_curvatures(Xa, w, spec.momentum, b, zero=at), b))
         inverse = 1.0 / lr
     if basis is not None and spec.follows_gradient:
         basis.update(L=L, ridge=penalty, first=inverse, inverse=inverse)
@@ -1121,19 +1128,33 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     return decay_capped(spec, fraction * scale if scale > 0 else 1e-3)
 
 
-def private_curvatures(X, w: np.ndarray, momentum: float, batch_size: int) -> np.ndarray:
+def zero_image(affine: Affine | None, X) -> np.ndarray | None:
+    """The value 0 takes in each column of dense ``X`` under ``affine``, in ``X``'s dtype as
+    :meth:`Affine.transform` computes it (``(0 - shift) / scale``, so that it compares equal), for
+    :func:`private_curvatures`; None for CSR ``X`` (its implicit zeros stay unstored) or no map."""
+    if affine is None or sp.issparse(X):
+        return None
+    return ((0.0 - np.asarray(affine.shift, dtype=np.float64)) / affine.scale).astype(X.dtype)
+
+
+def private_curvatures(X, w: np.ndarray, momentum: float, batch_size: int, zero: np.ndarray | None = None
+                       ) -> np.ndarray:
     """The rows' weighted curvatures ``w_i sum_j x_ij^2`` over their private columns only: those that fewer than
     ``n (1 - momentum) / batch_size`` of the ``n`` rows of ``X`` (dense or CSR) store, so that a momentum rule's
     buffer, which carries a step on for about ``1 / (1 - momentum)`` steps, meets no other row of the column while
     it does (about ``m b / n`` rows of a column stored ``m`` times come in each minibatch of ``b``). Zero for a
-    row without one; float64."""
+    row without one; float64. Dense ``X`` stores the values other than ``zero`` (each column's, 0 when None):
+    mapped by a map that centres columns (:func:`zero_image`), a one-hot level's other rows hold ``-mean /
+    scale``, and counting nonzero values found no private column. The curvature sums the stored values alone,
+    as CSR's does."""
     n = X.shape[0]
     limit = n * (1.0 - momentum) / batch_size
     if sp.issparse(X):
         X = sp.csr_array(X)
         counts = np.bincount(X.indices, minlength=X.shape[1])
     else:
-        counts = np.count_nonzero(X, axis=0)
+        stored = X != 0 if zero is None else X != np.asarray(zero, dtype=X.dtype)
+        counts = np.count_nonzero(stored, axis=0)
     private = (counts > 0) & (counts < limit)
     if not private.any():
         return np.zeros(n)
@@ -1142,7 +1163,7 @@ def private_curvatures(X, w: np.ndarray, momentum: float, batch_size: int) -> np
         kept = sp.csr_array((np.where(private[X.indices], values * values, 0.0), X.indices, X.indptr), shape=X.shape)
         squares = np.asarray(kept.sum(axis=1), dtype=np.float64).ravel()
     else:
-        part = np.asarray(X[:, private], dtype=np.float64)
+        part = np.where(stored[:, private], np.asarray(X[:, private], dtype=np.float64), 0.0)
         squares = np.einsum("ij,ij->i", part, part)
     return squares * w
 
