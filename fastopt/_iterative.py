@@ -642,8 +642,8 @@ def jacobi(sums: np.ndarray, squares: np.ndarray, total: float, fit_intercept: b
 def memory_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept: bool, scale: float | None = None):
     """:func:`plateau_gap` of the squared error over an in-memory ``data`` (dense, or CSR with int32 indices;
     float32 or float64) with weights ``sw`` of mean 1 (or None): ``W = n``, and the diagonal from at most
-    ``PLATEAU_CHECK_ROWS`` evenly spaced rows (no extra read of ``X``); ``scale`` as there. The robust losses:
-    :func:`robust_gap`."""
+    ``PLATEAU_CHECK_ROWS`` evenly spaced rows, or every row of small data (:func:`_sampled_jacobi`); ``scale``
+    as there. The robust losses: :func:`robust_gap`."""
     from fastopt import _krylov  # (its fused pass: f32 or f64 X, f64 vectors, one read)
 
     X = data.X
@@ -661,9 +661,16 @@ def memory_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept
 
 def _sampled_jacobi(X, row_weights: np.ndarray | None, fit_intercept: bool):
     """:func:`jacobi` from at most ``PLATEAU_CHECK_ROWS`` evenly spaced rows of ``X`` with weights
-    ``row_weights`` (None: ones)."""
+    ``row_weights`` (None: ones), or from every row where ``X`` holds at most ``PLATEAU_CHECK_SMALL_WORK``
+    values (a few milliseconds, as the small data's extra steps).
+
+    A sample misses the columns that few rows store (rare one-hot levels) or counts them twice, and the
+    preconditioner then hides the distance left along them: Zipf categories of 2,000 levels over 5,000 rows,
+    default momentum stopped 1.21% above the optimum, and every other row's diagonal bounded that at 0.48% of
+    the loss (silent); every row's at 1.20% (warned)."""
     n, d = X.shape
-    every = -(-n // PLATEAU_CHECK_ROWS)
+    values = X.nnz if sp.issparse(X) else n * d
+    every = 1 if values <= PLATEAU_CHECK_SMALL_WORK else -(-n // PLATEAU_CHECK_ROWS)
     Xs = X[::every]
     ws = np.ones(Xs.shape[0]) if row_weights is None else row_weights[::every]
     if sp.issparse(Xs):
