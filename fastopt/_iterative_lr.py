@@ -691,8 +691,11 @@ def holders(total: np.ndarray, top: np.ndarray, counts: np.ndarray) -> np.ndarra
 def _csr_holders(Xr, value_w: np.ndarray, counts: np.ndarray, rare: np.ndarray) -> np.ndarray:
     """:func:`holders` of CSR rows ``Xr`` whose stored values' row weights are ``value_w``, summed over the
     ``rare`` columns' values alone (the floor changes no other); ``counts`` elsewhere."""
-    mask = rare[Xr.indices]
-    idx, vw = Xr.indices[mask], value_w[mask]
+    idx, vw = Xr.indices, value_w
+    if not rare.all():  # (hashed columns are all rare: no masked copies)
+        mask = rare[idx]
+        idx, vw = idx[mask], vw[mask]
+    idx = idx.astype(np.intp, copy=False)  # (ufunc.at's fast path: a third quicker than int32 indices)
     top = np.zeros(counts.shape[0])
     np.maximum.at(top, idx, vw)
     return holders(np.bincount(idx, weights=vw, minlength=counts.shape[0]), top, counts)
