@@ -318,7 +318,8 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     with few nonzero values among them (rare, as :func:`_csr_sample` counts) takes its rows' weights as
     :func:`_rare_weights` does, and its share of the rows as at least :func:`floor_values` values'
     (:func:`_floored`: its moments raised together). With ``floor`` (:func:`floors_rare_columns`), the rows' own
-    rare columns' shares are floored alike (:func:`floored_squares`)."""
+    rare columns' shares are floored alike (:func:`floored_squares`; with weights, a column's rows counted by
+    :func:`holders`)."""
     d = X.shape[1]
     s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
     u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
