@@ -2014,18 +2014,19 @@ class IterativeSolver(Solver):
         return optim.schedule_lr(schedule, st.lr0, epoch, max_epochs(params),
                                  end_factor=params["end_factor"], power_t=params["power_t"], gamma=params["gamma"])
 
-    def stream_learning_rate(self, params, X, Y, w, n_train, rng, curvatures=None) -> float:
+    def stream_learning_rate(self, params, X, Y, w, n_train, rng, curvatures=None, zero=None) -> float:
         """``learning_rate="auto"`` for a streamed fit, from a sample of its training rows
         (:func:`fastopt._iterative_lr.sample_learning_rate`, ``curvatures`` its rows' weighted curvatures where
-        not those of ``X``), with the first gradient taken at zero weights and the intercepts at the sample's
-        :func:`_auto_centre` (the first chunk's starts the fit: close to it)."""
+        not those of ``X``, ``zero`` where the map sends 0 in dense ``X``), with the first gradient taken at zero
+        weights and the intercepts at the sample's :func:`_auto_centre` (the first chunk's starts the fit: close
+        to it)."""
         spec = make_spec(self.method, params)
         d, k = X.shape[1], Y.shape[1]
         p0 = np.zeros(k * d + (k if params["fit_intercept"] else 0))
         centre = _auto_centre(params, Y, w)
         if centre is not None:
             p0[k * d :] = centre
-        return sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng, curvatures=curvatures)
+        return sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng, curvatures=curvatures, zero=zero)
 
     # ------------------------------------------------------------ the solver protocol
     def fit(self, params: dict, data, state: IterState | None = None, init=None,

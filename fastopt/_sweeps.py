@@ -48,6 +48,7 @@ from fastopt._iterative_lr import (
     ridge_per_column,
     rows_times,
     stream_scaling,
+    zero_image,
 )
 from fastopt._result import FitResult, Outcome
 
@@ -291,7 +292,7 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
     # the rate for the rows the map was not made from (most of a large stream's)
     held_out = held_out_curvatures(params, sample.X, X, w, affine, fraction, per_column)
     rate = solver.stream_learning_rate(_iterative._penalised(params, affine, name), X, sample.Y, w, sample.n_train,
-                                       rng, curvatures=held_out)
+                                       rng, curvatures=held_out, zero=zero_image(affine, X))
     return rate, sample.weight, affine
 
 
