@@ -671,7 +671,7 @@ def _sampled_jacobi(X, row_weights: np.ndarray | None, fit_intercept: bool):
     n, d = X.shape
     values = X.nnz if sp.issparse(X) else n * d
     every = 1 if values <= PLATEAU_CHECK_SMALL_WORK else -(-n // PLATEAU_CHECK_ROWS)
-    Xs = X[::every]
+    Xs = X if every == 1 else X[::every]  # (a CSR slice copies X, even with a step of 1)
     ws = np.ones(Xs.shape[0]) if row_weights is None else row_weights[::every]
     if sp.issparse(Xs):
         values = np.asarray(Xs.data, dtype=np.float64)

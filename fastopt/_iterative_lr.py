@@ -325,6 +325,7 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
     top = np.zeros(d)  # each column's heaviest nonzero row's weight (holders(); weighted and floor alone)
     floors = fraction < 1.0 or floor  # (the counts cost one more pass over the rows, once a fit)
+    weighted = floors and sw is not None  # (unweighted, a column's nonzero values weigh their count)
     unweighted = fraction < 1.0 and sw is not None  # the rare columns' unweighted moments are wanted too
     whole = rows.shape[0] == X.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X or overflow: judged below
@@ -338,9 +339,10 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
             if floors:
                 stored = block != 0
                 nonzero += np.count_nonzero(stored, axis=0)
-                held += np.einsum("i,ij->j", w, stored)  # the weight of each column's nonzero values
-                if sw is not None and fraction >= 1.0:
-                    top = np.maximum(top, np.max(np.where(stored, w[:, None], 0.0), axis=0, initial=0.0))
+                if weighted:
+                    held += np.einsum("i,ij->j", w, stored)  # the weight of each column's nonzero values
+                    if fraction >= 1.0:
+                        top = np.maximum(top, np.max(np.where(stored, w[:, None], 0.0), axis=0, initial=0.0))
             if unweighted:
                 u1 += block.sum(axis=0)
                 u2 += np.einsum("ij,ij->j", block, block)
@@ -351,12 +353,14 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
         if floors:
             n, mean_weight = rows.shape[0], s0 / rows.shape[0]
             rare = _rare_columns(nonzero, n)
+            if not weighted:
+                held = nonzero  # (mean_weight is 1)
             if unweighted:  # _rare_weights summed: f * (weighted sum) + (1 - f) * (s0 / n) * (plain sum), over s0
                 mean = np.where(rare, fraction * mean + (1.0 - fraction) * u1 / n, mean)
                 second = np.where(rare, fraction * second + (1.0 - fraction) * u2 / n, second)
                 held = fraction * held + (1.0 - fraction) * mean_weight * nonzero
-            if fraction >= 1.0:  # the floor alone: floored_squares' holders, at the mean weight
-                held = (nonzero if sw is None else holders(held, top, nonzero)) * mean_weight
+            if weighted and fraction >= 1.0:  # the floor alone: floored_squares' holders, at the mean weight
+                held = holders(held, top, nonzero) * mean_weight
             factor = np.where(rare, _floor_factor(held, floor_values(n) * mean_weight), 1.0)
             mean, second = mean * factor, second * factor
         var = np.maximum(second - mean * mean, 0.0)
@@ -661,9 +665,11 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
         squares, stored = sums
         if fraction < 1.0 or floor:  # the map serves rows outside the sample, or FLOORED_RULES' (floored_squares)
             mean_weight = s0 / rows.shape[0]
-            held = None  # below 1 the stored weights, the rows outside the sample at the mean weight (_rare_weights)
-            if fraction >= 1.0:  # the sample whole: floored_squares' holders, at the mean weight
-                held = (counts if sw is None else _csr_holders(Xr, row_w, counts, rare)) * mean_weight
+            # by the stored weights (unweighted: the counts; below 1 the rows outside the sample at the mean
+            # weight, _rare_weights), or, weighted and the sample whole, floored_squares' holders
+            held = None
+            if sw is not None and fraction >= 1.0:
+                held = _csr_holders(Xr, row_w, counts, rare) * mean_weight
             squares, stored = _floored(squares, stored, rare, floor_values(rows.shape[0]) * mean_weight, held)
         s2 = _shrunk_squares(squares, stored, rare) / s0
         unseen = counts == 0
@@ -778,7 +784,8 @@ def _floored(squares: np.ndarray, stored: np.ndarray, rare: np.ndarray, floor: f
     the largest. A level the sample held once or twice but the stream a dozen times made the stream's losses
     rise a million-fold: one-hot columns of 1,500 levels beside numeric columns, a 40,000-row stream sampled by
     half, default SGD raised DivergenceError (chunks of 5,000 and 40,000 rows; of 20,000 it converged). Floored,
-    the stream converges as ``fit`` does, in 2 epochs to the noise."""
+    the stream converges as ``fit`` does, in 2 epochs to the noise. ``held``, when given, decides the factor in
+    place of ``stored`` (:func:`floored_squares`' count of a weighted column's rows, at the mean weight)."""
     factor = np.where(rare, _floor_factor(stored if held is None else held, floor), 1.0)
     return squares * factor, stored * factor
 
