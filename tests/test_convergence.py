@@ -1507,8 +1507,11 @@ def test_robust_plateau_stops_on_polynomial_features_state_the_excess(loss):
     objective = _robust_objective(loss, 0.0, X, y)
     best = objective(LinearRegressor(solver="newton", loss=loss).fit(X, y))
     for rule in ("adagrad", "sgd"):
+        # (AdaGrad on Huber stops at its plateau within max_epochs='auto''s 800 epochs with the NumPy release
+        # this test was written on, after 920 with NumPy 2.4.6: the stop sits at the rounding of the column
+        # scaling; this test is about the stop's statement, not its epoch)
         with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
-            est = LinearRegressor(solver=rule, loss=loss, random_state=0).fit(X, y)
+            est = LinearRegressor(solver=rule, loss=loss, random_state=0, max_epochs=3000).fit(X, y)
         excess = (objective(est) - best) / objective(est)
         bound = plateau_bound(next(str(m.message) for m in record if "plateau" in str(m.message)))
         assert (0.9 if loss == "huber" else 0.4) * excess <= bound <= 1.05 * excess  # (printed to 2 digits)
