@@ -124,17 +124,51 @@ FO_INLINE void fo_prefetch_lines(const char *p, size_t bytes)
  * checks (the other thread was descheduled) yield the core. No `pause`: under some hypervisors it exits to
  * the host and costs microseconds. */
 #define FO_SPINS 200
-#if FO_VEC
-#if defined(_WIN32)
+/* Taking the helper back after going on alone (epoch_body.h's epoch): a team that lasted fewer than
+ * FO_TEAM_SHORT steps doubles the calling thread's wait before its next try, up to FO_TEAM_BACKOFF_MAX steps. */
+#define FO_TEAM_SHORT 16
+#define FO_TEAM_BACKOFF_MAX 4096
+/* A stopped helper spins for FO_PARK_HOT_NS at a time, and naps for about FO_NAP_NS between (fo_team_park). */
+#define FO_PARK_HOT_NS 50000
+/* A helper that has not begun its half of a step this long after the calling thread's spins has no core: longer
+ * than the hiccups of a busy machine's helper (an interrupt), short beside a step taken alone. */
+#define FO_LATE_NS 5000
+#define FO_NAP_NS 50000
+
+/* (the plain-C fallback, FO_PORTABLE, runs one thread: it needs no clock) */
+#if FO_VEC && defined(_WIN32)
 #include <windows.h>
+int64_t fo_clock_ns(void)
+{
+    LARGE_INTEGER t, f;
+    QueryPerformanceCounter(&t);
+    QueryPerformanceFrequency(&f);
+    return (int64_t)((double)t.QuadPart * (1e9 / (double)f.QuadPart));
+}
 #define FO_YIELD() SwitchToThread()
-#elif defined(__unix__) || defined(__APPLE__)
+static void fo_nap(void) { Sleep(1); } /* (the shortest sleep there) */
+#elif FO_VEC && (defined(__unix__) || defined(__APPLE__))
 #include <sched.h>
+#include <time.h>
+int64_t fo_clock_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 #define FO_YIELD() sched_yield()
+static void fo_nap(void)
+{
+    const struct timespec ts = {0, FO_NAP_NS};
+    nanosleep(&ts, NULL);
+}
 #else
+int64_t fo_clock_ns(void) { return 0; }
 #define FO_YIELD() ((void)0)
+static void fo_nap(void) {}
 #endif
 
+#if FO_VEC
 /* Rows to prefetch while waiting: X rows order[pos:end] of row_bytes each. */
 typedef struct {
     const char *X;
@@ -143,19 +177,89 @@ typedef struct {
     ptrdiff_t pos, end;
 } fo_wait_prefetch;
 
-/* Wait until *flag >= value (the other thread may already be one step further); 0 if the team was aborted
- * first. Meanwhile prefetch pf's rows, one per check: the wait for the other half becomes this thread's memory
- * time for its next rows. */
-static int fo_team_wait(const fo_team *team, const int64_t *flag, int64_t value, fo_wait_prefetch *pf)
+/* Wait until *flag >= value (the other thread may already be one step further): 1; 0 if the team was aborted
+ * first. The calling thread's wait (part 0) returns 2 (the helper lost its core) when the helper has not begun the
+ * step's half FO_LATE_NS after FO_SPINS checks (from step team->late_from on), or once it has waited
+ * FO_STALL_NS; the helper's (part 1) returns 3 once the calling thread has gone on alone (it then stops and waits:
+ * fo_team). Meanwhile prefetch pf's rows, one per check: the wait for the other half becomes this thread's
+ * memory time for its next rows. */
+static int fo_team_wait(const fo_team *team, int part, const int64_t *flag, int64_t value, fo_wait_prefetch *pf)
 {
+    int64_t since = 0;
     for (long spins = 0; __atomic_load_n(flag, __ATOMIC_ACQUIRE) < value;) {
         if (__atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return 0;
+        if (part == 1 && __atomic_load_n(&team->solo, __ATOMIC_ACQUIRE) != __atomic_load_n(&team->resume,
+                                                                                            __ATOMIC_ACQUIRE))
+            return 3;
         if (pf->pos < pf->end) {
             fo_prefetch_lines(pf->X + (size_t)pf->order[pf->pos++] * pf->row_bytes, pf->row_bytes);
         } else if (++spins > FO_SPINS) {
+            if (part == 0) {
+                const int64_t now = fo_clock_ns();
+                if (!since) since = now;
+                /* A helper that has not even begun this step's half FO_LATE_NS on has no core now (unless it has
+                 * only just been started or taken back: late_from). No yield meanwhile: a helper queued on this
+                 * thread's core would take it for its half, and the two would take turns on one core. */
+                if (value >= team->late_from && __atomic_load_n(&team->part[1].started, __ATOMIC_RELAXED) < value) {
+                    if (now - since > FO_LATE_NS) return 2;
+                    continue;
+                }
+                if (now - since > FO_STALL_NS) return 2;
+            }
             FO_YIELD();
         }
     }
+    return 1;
+}
+
+/* The helper, stopped (fo_team_wait returned 3): wait until the calling thread takes it back; 0 if the team was
+ * aborted first. It offers itself (team->parked = the solo count) while it spins, FO_PARK_HOT_NS at a time, and
+ * withdraws while it naps between those spells: a helper that shares the calling thread's core would otherwise
+ * take half of the core from it, and one taken back while napping would begin its half too late (the calling
+ * thread would go on alone again at once). The calling thread takes it by setting parked to 0
+ * (fo_team_rejoin), then copies its parameters and state and sets resume. */
+static int fo_team_park(fo_team *team)
+{
+    const int64_t gen = __atomic_load_n(&team->solo, __ATOMIC_ACQUIRE);
+    for (;;) {
+        __atomic_store_n(&team->parked, gen, __ATOMIC_RELEASE);
+        const int64_t since = fo_clock_ns();
+        for (long spins = 0; __atomic_load_n(&team->parked, __ATOMIC_ACQUIRE) == gen;) {
+            if (__atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return 0;
+            if (++spins > FO_SPINS) {
+                if (fo_clock_ns() - since > FO_PARK_HOT_NS) break;
+                FO_YIELD();
+            }
+        }
+        int64_t seen = gen; /* withdraw, unless taken meanwhile */
+        if (!__atomic_compare_exchange_n(&team->parked, &seen, -gen, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        fo_nap();
+        if (__atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return 0;
+    }
+    for (long spins = 0; __atomic_load_n(&team->resume, __ATOMIC_ACQUIRE) != gen;) { /* taken: the copies */
+        if (__atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return 0;
+        if (++spins > FO_SPINS) FO_YIELD();
+    }
+    return 1;
+}
+
+/* The calling thread, alone: if the helper offers itself (and has published no half of step t + 1 or later), take
+ * it, copy this thread's parameters and state over the helper's and let it go on at row position start, step
+ * t + 1. 1 if it did: the two go on together. */
+static int fo_team_rejoin(fo_team *team, const void *params, ptrdiff_t n_params, const void *state, size_t itemsize,
+                          ptrdiff_t start, int64_t t)
+{
+    int64_t gen = __atomic_load_n(&team->solo, __ATOMIC_RELAXED); /* (this thread's own writes) */
+    if (__atomic_load_n(&team->parked, __ATOMIC_ACQUIRE) != gen ||
+        __atomic_load_n(&team->part[1].ready, __ATOMIC_ACQUIRE) > t)
+        return 0;
+    if (!__atomic_compare_exchange_n(&team->parked, &gen, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return 0; /* it has just withdrawn to nap */
+    memcpy(team->h_params, params, (size_t)n_params * itemsize);
+    if (team->h_state_len) memcpy(team->h_state, state, (size_t)team->h_state_len * itemsize);
+    team->resume_start = start, team->resume_t = t;
+    __atomic_store_n(&team->resume, gen, __ATOMIC_RELEASE);
+    team->rejoined++;
     return 1;
 }
 #endif
@@ -173,7 +277,8 @@ static ptrdiff_t fo_work_stride(ptrdiff_t n, size_t itemsize, int team)
  * per epoch (float64; medians of interleaved runs) and 5% (float32) at d = 100. */
 ptrdiff_t fo_work_size(ptrdiff_t n_params, ptrdiff_t k, size_t itemsize, int team)
 {
-    return 6 * fo_work_stride(n_params, itemsize, team) + 2 * fo_work_stride(k, itemsize, team);
+    return (team ? 8 : 6) * fo_work_stride(n_params, itemsize, team) +
+           (team ? 3 : 2) * fo_work_stride(k, itemsize, team);
 }
 
 /* torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing. */

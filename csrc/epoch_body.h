@@ -302,23 +302,31 @@ static double FO_FN(half_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, ptrdi
  * data-parallel training). Either way the arithmetic is the same, so results are bit-identical whatever the
  * number of threads. Halves are double-buffered by step parity: a thread can be at most one step ahead.
  * work: halves h[p][parity] at (2p + parity) * ws, the sum of part p at (4 + p) * ws, the per-row coefficients
- * of part p at 6 * ws + p * wk (ws, wk: fo_work_stride of n_params and k). Returns the summed loss, or NaN if
- * the team was aborted. */
-static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int part, ptrdiff_t start, ptrdiff_t end,
-                               const FO_REAL *X, const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d, ptrdiff_t k,
-                               const FO_REAL *params, int has_b, FO_REAL *work, ptrdiff_t n_params, int64_t step,
-                               double *sumsq)
+ * of part p at 6 * ws + p * wk (ws, wk: fo_work_stride of n_params and k); in a team, the calling thread's halves
+ * when it goes on alone (*solo) at 6 * ws + 2 * wk and 7 * ws + 2 * wk, the second half's coefficients at
+ * 8 * ws + 2 * wk: buffers the helper, which may still be running a step, neither reads nor writes. The calling
+ * thread goes on alone when its wait for the helper's half stalls (fo_team_wait: the helper has not begun it
+ * FO_LATE_NS after this thread finished its own, or has not published it for FO_STALL_NS), computing that half
+ * itself (*solo set); the helper, whose wait then
+ * returns 3, sets *solo (it is to stop and wait: epoch). Returns the summed loss, or NaN if the team was aborted
+ * or the helper is to stop. */
+static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int *solo, int part, ptrdiff_t start,
+                               ptrdiff_t end, const FO_REAL *X, const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d,
+                               ptrdiff_t k, const FO_REAL *params, int has_b, FO_REAL *work, ptrdiff_t n_params,
+                               int64_t step, double *sumsq)
 {
     const int par = (int)(step & 1);
     const ptrdiff_t ws = fo_work_stride(n_params, sizeof(FO_REAL), team != NULL);
+    const ptrdiff_t wk = fo_work_stride(k, sizeof(FO_REAL), team != NULL);
     FO_REAL *h0 = work + par * ws, *h1 = work + (2 + par) * ws, *sum = work + (4 + part) * ws;
-    FO_REAL *coef0 = work + 6 * ws, *coef1 = coef0 + fo_work_stride(k, sizeof(FO_REAL), team != NULL);
+    FO_REAL *coef0 = work + 6 * ws, *coef1 = coef0 + wk;
     const ptrdiff_t mid = start + (end - start + 1) / 2;
     const ptrdiff_t next_end = end + c->batch_size < c->n_rows ? end + c->batch_size : c->n_rows;
     const ptrdiff_t next_mid = end + (next_end - end + 1) / 2;
     double loss0, loss1;
 #if FO_VEC
-    if (team) {
+    if (team && !*solo) {
+        if (part == 1) __atomic_store_n(&team->part[1].started, step, __ATOMIC_RELAXED);
         const double mine = part == 0
             ? FO_FN(half_gradient)(c, start, mid, end, next_mid, X, Y, sw, d, k, params, has_b, h0, coef0)
             : FO_FN(half_gradient)(c, mid, end, next_mid, next_end, X, Y, sw, d, k, params, has_b, h1, coef1);
@@ -329,13 +337,33 @@ static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int part, p
         const ptrdiff_t next0 = part == 0 ? end : next_mid, next1 = part == 0 ? next_mid : next_end;
         const ptrdiff_t from = next0 + FO_FN(lookahead)(d), upto = from + (ptrdiff_t)(FO_CHUNK_BYTES / row_bytes);
         fo_wait_prefetch pf = {(const char *)X, c->order, row_bytes, from, upto < next1 ? upto : next1};
-        if (!fo_team_wait(team, &team->part[1 - part].ready, step, &pf)) return NAN;
-        const double theirs = team->part[1 - part].loss[par];
-        loss0 = part == 0 ? mine : theirs;
-        loss1 = part == 0 ? theirs : mine;
+        const int64_t every = team->solo_step < 0 ? -team->solo_step : team->solo_step;
+        const int forced = part == 0 && every > 0 && step % every == 0;
+        const int got = forced ? 2 : fo_team_wait(team, part, &team->part[1 - part].ready, step, &pf);
+        if (got == 0 || got == 3) { /* aborted; or (the helper) the calling thread has gone on alone */
+            *solo = got == 3;
+            return NAN;
+        }
+        if (got == 2) { /* the helper lost its core: its half here, from its rows, and on alone (fo_team) */
+            *solo = 1;
+            if (!team->went_solo) team->went_solo = step;
+            __atomic_store_n(&team->solo, team->solo + 1, __ATOMIC_RELEASE);
+            /* (h0 stays as it is: this thread writes it no more) */
+            FO_REAL *own1 = work + 7 * ws + 2 * wk;
+            loss0 = mine;
+            loss1 = FO_FN(half_gradient)(c, mid, end, end, next_mid, X, Y, sw, d, k, params, has_b, own1,
+                                         own1 + ws);
+            h1 = own1;
+        } else {
+            const double theirs = team->part[1 - part].loss[par];
+            loss0 = part == 0 ? mine : theirs;
+            loss1 = part == 0 ? theirs : mine;
+        }
     } else
 #endif
     {
+        if (team) /* gone on alone: buffers the helper does not touch */
+            h0 = work + 6 * ws + 2 * wk, h1 = h0 + ws, coef1 = h1 + ws;
         loss0 = FO_FN(half_gradient)(c, start, mid, mid, end, X, Y, sw, d, k, params, has_b, h0, coef0);
         loss1 = FO_FN(half_gradient)(c, mid, end, end, next_mid, X, Y, sw, d, k, params, has_b, h1, coef1);
     }
@@ -367,13 +395,51 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
     FO_REAL *grad = work + (4 + part) * fo_work_stride(n_params, sizeof(FO_REAL), team != NULL);
     const int has_b = n_params > k * d;
     double total = c->loss_sum;
+    /* in a team, the calling thread has gone on alone, or the helper is to stop and wait (minibatch, fo_team) */
+    int solo = 0;
+    /* The calling thread, alone, tries to take the helper back from step solo_until on; a team that lasted fewer
+     * than FO_TEAM_SHORT steps doubles the wait (up to FO_TEAM_BACKOFF_MAX steps), a longer one resets it. When
+     * the helper shares this thread's core, each try costs the helper a wasted half and two switches of the
+     * core: the wait makes them rare. */
+    int64_t solo_until = 0, backoff = 1, team_since = 0;
+#if FO_VEC
+    /* (the helper, just woken, may begin its first half late) */
+    if (team && part == 0) team->late_from = c->t + 2;
+#endif
     for (ptrdiff_t start = 0; start < c->n_rows; start += c->batch_size) {
+#if FO_VEC
+        if (team && solo && part == 0 && c->t + 1 >= solo_until) {
+            /* (tests, solo_step < 0: wait for the helper to stop, then take it back, each time it can be; not
+             * while it may still publish step t + 1, which it cannot then take) */
+            for (;;) {
+                if (fo_team_rejoin(team, params, n_params, state, sizeof(FO_REAL), start, c->t)) {
+                    solo = 0, team_since = c->t + 1, team->late_from = c->t + 2;
+                    break;
+                }
+                FO_YIELD(); /* a helper woken on this thread's core runs (and stops) only when this thread lets it */
+                if (team->solo_step >= 0 || __atomic_load_n(&team->part[1].ready, __ATOMIC_ACQUIRE) > c->t) break;
+            }
+        }
+        const int was_solo = solo;
+#endif
         const ptrdiff_t end = start + c->batch_size < c->n_rows ? start + c->batch_size : c->n_rows;
         double ss;
-        const double loss = FO_FN(minibatch)(c, team, part, start, end, X, Y, sw, d, k, params, has_b, work,
-                                             n_params, c->t + 1, &ss);
+        const double loss = FO_FN(minibatch)(c, team, &solo, part, start, end, X, Y, sw, d, k, params, has_b,
+                                             work, n_params, c->t + 1, &ss);
 #if FO_VEC
-        if (team && __atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return FO_BAD_ARGUMENT;
+        if (team && part == 0 && solo && !was_solo) {
+            backoff = c->t + 1 - team_since < FO_TEAM_SHORT
+                ? (backoff < FO_TEAM_BACKOFF_MAX ? 2 * backoff : backoff) : 1;
+            solo_until = team->solo_step < 0 ? 0 : c->t + 1 + backoff;
+        }
+        if (team && part == 1 && solo) { /* stopped: go on where the calling thread says, from its copies */
+            if (!fo_team_park(team)) return FO_BAD_ARGUMENT;
+            solo = 0;
+            c->t = team->resume_t;
+            start = team->resume_start - c->batch_size; /* (the loop adds it back) */
+            continue;
+        }
+        if (team && !solo && __atomic_load_n(&team->abort, __ATOMIC_ACQUIRE)) return FO_BAD_ARGUMENT;
 #endif
         total += loss;
         if (!isfinite(loss) || !isfinite(ss)) {

@@ -520,13 +520,23 @@ static void fo_csr_help_share(fo_csr_pipe *pipe, const void *job, void (*run)(co
 }
 
 /* Wait until *flag >= value, the producer (serve) running posted chunks meanwhile; 0 if the consumer returned
- * first. */
+ * first. The consumer's wait (!serve) returns 2 once it has waited FO_STALL_NS after its spins: the producer lost
+ * its core. */
 static int fo_csr_pipe_wait(fo_csr_pipe *pipe, const int64_t *flag, int64_t value, int serve)
 {
+    int64_t since = 0;
     for (long spins = 0; FO_CSR_LOAD(flag) < value;) {
         if (FO_CSR_LOAD(&pipe->abort)) return 0;
-        if (serve && fo_csr_help_one(pipe)) spins = 0;
-        else if (++spins > FO_CSR_SPINS) FO_CSR_YIELD();
+        if (serve && fo_csr_help_one(pipe)) {
+            spins = 0;
+        } else if (++spins > FO_CSR_SPINS) {
+            if (!serve) {
+                const int64_t now = fo_clock_ns();
+                if (!since) since = now;
+                else if (now - since > FO_STALL_NS) return 2;
+            }
+            FO_CSR_YIELD();
+        }
     }
     return 1;
 }
@@ -537,9 +547,11 @@ static int fo_csr_pipe_ready(fo_csr_pipe *pipe, int64_t i)
     return FO_CSR_LOAD(&pipe->block[i % FO_CSR_PIPE_BLOCKS].ready) > i;
 }
 
-/* The consumer: wait for block number i; mark the first i blocks read; say it has returned. */
+/* The consumer: wait for block number i (1; 0 if aborted; 2 if the producer stalled, or the caller's test asks
+ * the consumer to go on alone at this block: solo_block); mark the first i blocks read; say it has returned. */
 static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i)
 {
+    if (pipe->solo_block > 0 && i + 1 >= pipe->solo_block) return 2;
     return fo_csr_pipe_wait(pipe, &pipe->block[i % FO_CSR_PIPE_BLOCKS].ready, i + 1, 0);
 }
 static void fo_csr_pipe_release(fo_csr_pipe *pipe, int64_t i) { FO_CSR_STORE(&pipe->consumed, i); }

@@ -932,7 +932,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
      * minibatch, and its position is then mark - g0. Half the slots' footprint, so more of them stay in L2: the
      * sparse benchmark's one-thread epoch, alternating builds, SparseAdam mode 107-141 against 126-184 ms (new
      * faster in 14 of 17 pairs), AdaGrad 131-169 against 153-205 (10 of 11); the same bits. */
-    const int marked = !pipe && !scatter && !catching;
+    int marked = !pipe && !scatter && !catching;
     int32_t *mark = (int32_t *)iwork, found = 0, g0 = 0;
     if (marked)
         for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
@@ -956,10 +956,25 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
         if (pipe && start >= block_end) {
             if (taken) fo_csr_pipe_release(pipe, taken); /* the previous block is read */
             if (pipe->fixed) FO_FN(csr_pipe_stage_ahead)(pipe, c, taken, d, k, data, indices, indptr, Y, sw);
-            if (!fo_csr_pipe_take(pipe, taken)) {
+            const int got = fo_csr_pipe_take(pipe, taken);
+            if (got == 2) {
+                /* The producer lost its core: stop it, and take the rest of the call's steps as one thread does,
+                 * from the one-thread epoch's own staging and marks (no shared chunk is outstanding here: each
+                 * shared step waits for all of its chunks). The stamps of deferred updates are this thread's
+                 * already. */
+                pipe->went_solo = c->t + 1;
+                fo_csr_pipe_done(pipe);
+                pipe = NULL;
+                if (!scatter && !catching) {
+                    marked = 1, found = 0;
+                    for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
+                }
+            } else if (!got) {
                 status = FO_BAD_ARGUMENT;
                 break;
             }
+        }
+        if (pipe && start >= block_end) {
             blk = &pipe->block[taken++ % FO_CSR_PIPE_BLOCKS];
             if (blk->start != start) { /* fixed blocks that did not hold their rows (fo_csr_pipe.fixed) */
                 status = FO_BAD_ARGUMENT;
@@ -1521,9 +1536,9 @@ fo_status FO_FN(fo_epoch_csr_piped)(fo_csr_pipe *pipe, fo_rule rule, const fo_hy
                                     int64_t *iwork, double *table)
 {
     fo_status st = FO_BAD_ARGUMENT;
-    if (pipe->cap >= 0 && pipe->cap <= INT32_MAX) /* no staging here: stage_cap 0 */
+    if (pipe->cap >= 0 && pipe->cap <= INT32_MAX) /* (its own staging only once it goes on alone) */
         st = FO_FN(csr_epoch_run)(rule, h, c, lazy, data, indices, indptr, Y, sw, d, k, params, n_params, state,
-                                  n_slots, work, iwork, table, 0, pipe->period, pipe);
+                                  n_slots, work, iwork, table, pipe->stage_cap, pipe->period, pipe);
     fo_csr_pipe_done(pipe); /* also on an early return */
     return st;
 }

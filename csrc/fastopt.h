@@ -238,25 +238,58 @@ int fo_isa_set(int isa);
  * fixed halves, so results do not depend on the number of threads. The caller zeroes the struct, sets isa (an
  * fo_isa, the same for both threads), runs fo_epoch_* with it in one thread and, in another, fo_epoch_helper_*
  * with it, a copy of ctl, the same X, Y, sw and work, and its own copies of params and state (it takes the same
- * steps on them); the helper returns when the epoch does. Fields after isa belong to the kernels. A team's work
+ * steps on them); the helper returns when the epoch does. When the helper has not begun its half some
+ * microseconds after the calling thread has computed its own, or has not published it for FO_STALL_NS (it lost
+ * its core: another process, or more busy threads than cores), the calling thread computes that half itself and
+ * goes on alone, with the same arithmetic; the helper, once it runs again, stops and waits, and the calling
+ * thread later copies its parameters and state to the helper's and the two go on together: a contended core
+ * costs the epoch about that wait each time the helper loses it, not a wait per step. Fields after isa belong
+ * to the kernels, except those the caller sets (below). A team's work
  * is 64-byte aligned and has fo_work_size(n_params, k, sizeof(real), 1) entries: each thread's buffers in whole
  * cache lines of their own. */
 typedef struct {
     int64_t ready;           /* the last step whose half this thread has published */
     double loss[2];          /* its half's summed loss, by step parity */
-    char pad[40];
+    int64_t started;         /* the last step whose half this thread has begun */
+    char pad[32];
 } fo_team_part;
 
 typedef struct {
     int isa;
     char pad0[60];
     fo_team_part part[2];
+    /* written by the calling thread */
     int64_t abort;           /* set when the calling thread's epoch has returned */
-    char pad1[56];
+    int64_t solo;            /* the number of times it has gone on alone */
+    int64_t resume;          /* the number of those that it has ended, the helper's copies then set to its own */
+    int64_t resume_start;    /* where the helper goes on: the row position, and the steps taken before */
+    int64_t resume_t;
+    int64_t late_from;       /* the first step at which a helper that has not begun its half counts as stalled */
+    char pad1[16];
+    int64_t parked;          /* written by the helper: the value of solo at which it stopped and waits */
+    char pad2[56];
+    /* set by the caller: the helper's copies of params and state (h_state_len entries), which the calling thread
+     * overwrites with its own when the helper rejoins; solo_step (tests): the calling thread goes on alone at the
+     * steps that are multiples of |solo_step|, as if the helper had stalled (0: only on a stall), and, if
+     * solo_step < 0, waits for the helper to stop and takes it back at once */
+    void *h_params;
+    void *h_state;
+    ptrdiff_t h_state_len;
+    int64_t solo_step;
+    /* reports: the first step at which the calling thread went on alone (0: none), the times the helper rejoined */
+    int64_t went_solo;
+    int64_t rejoined;
 } fo_team;
 
-/* Entries of an epoch's work array: 6 * n_params + 2 * k alone (team = 0); in a team, the same with n_params
- * and k rounded up to whole 64-byte cache lines of entries of `itemsize` bytes. */
+/* How long a two-thread epoch's calling thread waits on its helper before it goes on alone (fo_team,
+ * fo_csr_pipe): a hand-off takes microseconds, a lost core milliseconds (a scheduler's time slice). */
+#define FO_STALL_NS 1000000
+/* A monotonic clock in nanoseconds (0 where the platform has none: then no wait counts as a stall). */
+int64_t fo_clock_ns(void);
+
+/* Entries of an epoch's work array: 6 * n_params + 2 * k alone (team = 0); in a team, 8 * n_params + 3 * k (the
+ * calling thread's buffers for going on alone), each buffer rounded up to whole 64-byte cache lines of entries
+ * of `itemsize` bytes. */
 ptrdiff_t fo_work_size(ptrdiff_t n_params, ptrdiff_t k, size_t itemsize, int team);
 
 /* One fused epoch. X (n, d) and Y (n, k) row-major; sw (n) or NULL for unit weights (the caller normalises them
@@ -359,6 +392,14 @@ typedef struct {
     char pad5[56];
     const void *help_job;    /* the posted step, and the function that runs chunk i of it */
     void (*help_run)(const void *job, ptrdiff_t i);
+    /* Going on alone: when the producer stalls (FO_STALL_NS: it lost its core), the consumer stops it and takes
+     * the rest of the call's steps as the one-thread epoch does, staging with stage_cap stored values (the
+     * caller's, as fo_epoch_csr's; its work and iwork sized for it): the same bits. solo_block (tests; 0: none):
+     * the consumer goes on alone at the block of that number (1-based) instead of taking it. went_solo (out): the
+     * step at which it went on alone, or 0. */
+    ptrdiff_t stage_cap;
+    int64_t solo_block;
+    int64_t went_solo;
 } fo_csr_pipe;
 
 int fo_csr_pipe_available(void);

@@ -131,6 +131,12 @@ cdef extern from "fastopt.h" nogil:
     int fo_isa_set(int isa) nogil
     ctypedef struct fo_team:
         int isa
+        void *h_params
+        void *h_state
+        Py_ssize_t h_state_len
+        int64_t solo_step
+        int64_t went_solo
+        int64_t rejoined
     Py_ssize_t fo_work_size(Py_ssize_t n_params, Py_ssize_t k, size_t itemsize, int team)
     fo_status fo_epoch_d(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, const double *X, const double *Y,
                          const double *sw, Py_ssize_t d, Py_ssize_t k, double *params, Py_ssize_t n_params,
@@ -163,6 +169,9 @@ cdef extern from "fastopt.h" nogil:
         int scatter
         int fixed
         int64_t period
+        Py_ssize_t stage_cap
+        int64_t solo_block
+        int64_t went_solo
     int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, Py_ssize_t k) nogil
     int fo_csr_pipe_available() nogil
     void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const double *data,

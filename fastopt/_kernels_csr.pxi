@@ -63,7 +63,7 @@ def _keep_workspace(key, arrays) -> None:
 def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
               floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None,
               floating[::1] avg=None, double[::1] loss_acc=None, int64_t period=0, int n_threads=1,
-              const floating[::1] decay=None):
+              const floating[::1] decay=None, int64_t _solo_block=0):
     """One fused epoch of minibatch training over the rows ``order`` of a CSR matrix, in place on ``params``
     and ``state``: :func:`epoch` for sparse ``X``.
 
@@ -93,7 +93,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         takes the steps (``fo_csr_pipe`` in ``csrc/fastopt.h``; plain SGD stepped row by row has no touched
         columns to find, and the second thread only stages and checks its rows), when there is more than one
         minibatch, whatever the rule and settings (the stamps of deferred updates stay on this thread); else
-        one thread. Bit-identical to one thread.
+        one thread. Bit-identical to one thread. When the second thread stalls (its core is taken by other
+        work), this thread stops it and takes the rest of the call's steps alone: the same bits.
     decay : ndarray of shape (k * d,) or None
         Each weight's own L2 coefficient, as for :func:`epoch`. SGD, momentum and Nesterov defer it (a resting
         coordinate caught up by its own power of its step map, O(log s) after s steps); the other rules, and
@@ -211,7 +212,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
             pipe_cap, fixed = max(pipe_cap, whole), True
     if 0 < pipe_cap <= PIPE_MAX_STAGED // FO_CSR_PIPE_BLOCKS:
         st = _epoch_csr_piped(rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                              state.shape[0], work, iwork, table, pipe_cap, period, fixed)
+                              state.shape[0], work, iwork, table, pipe_cap, period, fixed, cap, _solo_block)
     else:
         with nogil:
             if floating is double:
@@ -230,9 +231,11 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                 const int32_t *ip, const int32_t *pp_, const floating *yp, const floating *swp,
                                 Py_ssize_t d, Py_ssize_t k, floating *pp, Py_ssize_t n_params, floating *s,
                                 Py_ssize_t n_slots, floating[::1] work, int64_t[::1] iwork, double[::1] table,
-                                Py_ssize_t cap, int64_t period, bint fixed) except *:
+                                Py_ssize_t cap, int64_t period, bint fixed, Py_ssize_t stage_cap,
+                                int64_t solo_block) except *:
     """The epoch on two threads (fo_csr_pipe): the epoch helper thread produces the staged blocks, this thread
-    consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's)."""
+    consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's, which it becomes with
+    ``stage_cap`` if the producer stalls; ``solo_block`` > 0, tests: at that block)."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
     cdef Py_ssize_t nb = FO_CSR_PIPE_BLOCKS
@@ -256,6 +259,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     pipe.scatter = fo_csr_scatter(<fo_rule>rule, h, c, lazy, k)
     pipe.fixed = fixed
     pipe.period = period
+    pipe.stage_cap, pipe.solo_block = stage_cap, solo_block
     cdef _EpochHelper helper
     try:
         helper = _take_helper()  # nothing below raises until the helper is released
@@ -277,6 +281,8 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                       n_slots, &work[0], &iwork[0], &table[0])
         helper.collect()  # the consumer told the producer to stop on every path
     helper.pipe, helper.ctl = NULL, NULL
+    global _last_went_solo, _last_rejoined
+    _last_went_solo, _last_rejoined = pipe.went_solo, 0
     _finish_helper(helper)
     free(pipe)
     _keep_workspace(key, bufs)  # the producer has returned: nothing reads them any more

@@ -400,6 +400,16 @@ cdef class _EpochHelper:
 
 
 cdef _EpochHelper _shared_helper = None
+# The last two-thread epoch's first step on which the calling thread went on alone (0: none) and the times its
+# helper rejoined (the dense team; the CSR pipe's consumer goes on alone for the rest of the call); for tests.
+cdef int64_t _last_went_solo = 0
+cdef int64_t _last_rejoined = 0
+
+
+def _went_solo():
+    """``(first step on which the calling thread went on alone or 0, times the helper rejoined)`` of the last
+    two-thread epoch (tests)."""
+    return _last_went_solo, _last_rejoined
 
 
 def _forget_helper_after_fork():
@@ -461,6 +471,9 @@ cdef _EpochHelper _start_helper(int rule, const fo_hyper *h, const fo_epoch_ctl 
         free(team)
         raise
     team.isa = fo_isa_get()
+    # the helper's copies, which the calling thread overwrites with its own when the helper rejoins (fo_team)
+    team.h_params, team.h_state = <void *>&own_params[0], <void *>_slots(own_state)
+    team.h_state_len = own_state.shape[0] * own_state.shape[1]
     helper.kind = 0
     helper.team, helper.buffers, helper.c, helper.h, helper.rule = team, buffers, c[0], h[0], <fo_rule>rule
     helper.c.avg = NULL
@@ -570,7 +583,7 @@ def shuffle_start(rows, uint64_t key, out=None):
 def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::1] Y, sample_weight,
           const int64_t[::1] order, floating[::1] params, floating[:, ::1] state, floating[::1] work,
           int64_t t, double lr, int n_threads=1, floating[::1] avg=None, double[::1] loss_acc=None,
-          const floating[::1] decay=None):
+          const floating[::1] decay=None, int64_t _solo_step=0):
     """One fused epoch of minibatch training over the rows ``order``, in place on ``params`` and ``state``.
 
     Parameters
@@ -597,7 +610,8 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     n_threads : int, default=1
         1, or 2 to compute the second half of every minibatch's gradient in a helper thread that takes the same
         steps on its own copy of the parameters. The result is bit-identical either way (every minibatch
-        gradient is summed in the same two halves).
+        gradient is summed in the same two halves). When the helper stalls (its core is taken by other work),
+        the calling thread computes its halves and takes the rest of the call's steps alone: the same bits.
     avg : ndarray of shape (n_params,) or None
         The running Polyak-Ruppert average of the parameters, updated in place after every step
         ``t >= train.average`` (``train.average`` > 0). ``train.positive`` clamps the weights at 0 after every
@@ -686,6 +700,7 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     if n_threads > 1:
         helper = _start_helper(rule, &h, &c, X, Y, swp, params, state)
         team, wp = helper.team, <floating *>helper.work
+        team.solo_step = _solo_step  # tests: go on alone from this step
     with nogil:
         if floating is double:
             st = fo_epoch_d(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1],
@@ -695,7 +710,9 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
                             &params[0], params.shape[0], s, wp, team)
         if helper is not None:
             helper.collect()  # the epoch told the helper to stop on every path
+    global _last_went_solo, _last_rejoined
     if helper is not None:
+        _last_went_solo, _last_rejoined = team.went_solo, team.rejoined
         _finish_helper(helper)
     if loss_acc is not None and st == FO_OK:
         loss_acc[0] = c.loss_sum

@@ -752,14 +752,15 @@ def _check_decay(name, hyper, decay, kd, sparse_adam=False):
 
 
 def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t, lr, n_threads=1, avg=None,
-          loss_acc=None, decay=None):
+          loss_acc=None, decay=None, _solo_step=0):
     """Twin of ``fastopt._kernels.epoch``: one epoch of minibatch steps; returns (status, t, loss, bad_step).
 
     After every step the weights are clamped at 0 when ``train.positive``, and ``avg`` (when given and
     ``train.average > 0``) takes the running average of the parameters of steps ``t >= train.average``.
 
     Every minibatch gradient is the sum of its two halves' (rows ``[0, ceil(n/2))`` and the rest), as in the
-    kernel, whatever ``n_threads`` (accepted for the same signature; the twin runs in one thread). ``decay``:
+    kernel, whatever ``n_threads`` (accepted for the same signature, as is the kernel's test switch
+    ``_solo_step``; the twin runs in one thread). ``decay``:
     each weight's L2 coefficient, ``decay * w`` added to the clipped gradient before the rule.
     """
     real = X.dtype.type
@@ -817,7 +818,7 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
 
 
 def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None,
-              avg=None, loss_acc=None, period=0, n_threads=1, decay=None):
+              avg=None, loss_acc=None, period=0, n_threads=1, decay=None, _solo_block=0):
     """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
 
     The definition that the kernel's deferred updates reproduce: every step applies the rule to every
@@ -832,10 +833,10 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     order; the minibatch's checks still use its gradient); under L2 its weights are kept as ``w = s v`` with a
     global factor ``s <- (1 - lr wd) s`` (when ``0.5 <= 1 - lr wd <= 2``), folded back (``v <- s v``) when it
     leaves ``[lo, 1 / lo]`` (``lo`` 1e-150 for float64, 1e-25 for float32), at the
-    steps that are multiples of ``period`` and at the end. ``stage_cap``, ``period`` and ``n_threads`` (how the
-    kernel reads rows, splits its deferred updates and shares its work) do not change the definition and are
-    accepted for the same signature. ``decay``: each weight's L2 coefficient, ``decay * w`` added to the clipped
-    gradient before the rule (not with SparseAdam).
+    steps that are multiples of ``period`` and at the end. ``stage_cap``, ``period``, ``n_threads`` and
+    ``_solo_block`` (how the kernel reads rows, splits its deferred updates and shares its work) do not change the
+    definition and are accepted for the same signature. ``decay``: each weight's L2 coefficient, ``decay * w``
+    added to the clipped gradient before the rule (not with SparseAdam).
     """
     real = Y.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]

@@ -1,6 +1,8 @@
 """Shared test set-up: tests run against the *installed* fastopt, with reproducible hypothesis runs."""
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -178,3 +180,14 @@ def alarm_scales(monkeypatch) -> list:
 
     monkeypatch.setattr(_iterative, "warn_if_far", spied_warn)
     return seen
+
+
+@pytest.fixture
+def busy_core():
+    """A process spinning on one core while the test runs: a two-thread epoch's second thread then loses its core
+    now and then (the dense team's calling thread goes on alone, fo_team; the CSR pipe's calling thread stages
+    fixed blocks ahead while it waits, fo_csr_pipe.fixed)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield
+    hog.kill()
+    hog.wait()

@@ -42,12 +42,15 @@ def _problem(rng, n, d, k, dtype, density, explicit_zeros=False, unsorted=False)
     return X, Y
 
 
-def _epochs(X, Y, sw, spec, train, orders, params, lr, lazy, n_threads, avg=None):
+def _epochs(X, Y, sw, spec, train, orders, params, lr, lazy, n_threads, avg=None, solo_block=0, solos=None,
+            period=0, decay=None):
     params, state = params.copy(), spec.init_state(params.shape[0], params.dtype)
     out, t = [], 0
     for order in orders:
         res = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state, t, lr, lazy,
-                                 None, avg, None, 0, n_threads)
+                                 None, avg, None, period, n_threads, decay, _solo_block=solo_block)
+        if solos is not None:
+            solos.append(_kernels._went_solo()[0])
         out.append(res)
         t = res[1]
         if res[0] != 0:
@@ -62,9 +65,10 @@ def _epochs(X, Y, sw, spec, train, orders, params, lr, lazy, n_threads, avg=None
        wd=st.sampled_from([0.0, 0.05]), lazy=st.booleans(), loss=st.sampled_from(LOSSES),
        weighted=st.booleans(), intercept=st.booleans(), positive=st.booleans(),
        clip=st.sampled_from([None, 0.5]), average=st.sampled_from([0, 3]), zeros=st.booleans(),
-       unsorted=st.booleans())
+       unsorted=st.booleans(), solo=st.sampled_from([0, 0, 1, 2, 3]))
 def test_two_threads_give_the_bits_of_one(seed, n, d, density, dtype, batch, k, rule, wd, lazy, loss, weighted,
-                                          intercept, positive, clip, average, zeros, unsorted):
+                                          intercept, positive, clip, average, zeros, unsorted, solo):
+    # (solo > 0: the calling thread goes on alone at that block, as when the second thread stalls)
     rng = np.random.default_rng(seed)
     X, Y = _problem(rng, n, d, k, dtype, density, zeros, unsorted)
     sw = None
@@ -82,7 +86,8 @@ def test_two_threads_give_the_bits_of_one(seed, n, d, density, dtype, batch, k, 
     runs = {}
     for threads in (1, 2):
         avg = np.zeros(n_params, dtype) if average else None
-        p, s, out = _epochs(X, Y, sw, spec, train, orders, params, 0.05, lazy, threads, avg)
+        p, s, out = _epochs(X, Y, sw, spec, train, orders, params, 0.05, lazy, threads, avg,
+                            solo_block=solo if threads == 2 else 0)
         runs[threads] = (p, s, out, avg)
     p1, s1, o1, a1 = runs[1]
     p2, s2, o2, a2 = runs[2]
@@ -123,6 +128,35 @@ def test_a_long_epoch_of_many_blocks_gives_the_bits_of_one_thread(rule, lazy):
     assert o2 == o1 and o1[0][:2] == (0, 625)
     np.testing.assert_array_equal(p2, p1)
     np.testing.assert_array_equal(s2, s1)
+
+
+@pytest.mark.parametrize("solo_block", [1, 2, 7, 40])
+@pytest.mark.parametrize(("rule", "lazy", "wd", "average", "own"), [
+    ("sgd", False, 0.0, 0, False), ("sgd", False, 0.01, 3, False), ("adagrad", False, 0.0, 0, False),
+    ("adam", True, 0.0, 0, False), ("adam", False, 0.01, 0, False), ("momentum", False, 0.01, 0, False),
+    ("nesterov", False, 0.0, 0, True), ("rmsprop", False, 0.0, 5, False)])
+def test_going_on_alone_mid_epoch_gives_the_bits_of_one_thread(rule, lazy, wd, average, own, solo_block):
+    # The producer stalls at block solo_block (of 40 per epoch, 512 rows each; forced here): the calling thread
+    # stops it and takes the rest of the call's steps from its own staging and marks, with the stamps of its
+    # deferred updates as they are. Scattered SGD steps (fixed blocks either thread stages), SparseAdam's shared
+    # steps, deferred updates with averaging and each weight's own decay, steps on every coordinate.
+    rng, X, Y, spec, train = _hashed_epoch(5, 20_000, 5_000, 12, rule, 32, optim.Loss.HUBER)
+    spec = optim.make(rule, weight_decay=wd)
+    train = train._replace(average=average)
+    decay = np.linspace(0.0, 0.02, 5_000) if own else None
+    orders = [rng.permutation(20_000).astype(np.int64) for _ in range(2)]
+    avgs = [np.zeros(5_001) if average else None for _ in range(2)]
+    p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1, avgs[0], period=7,
+                         decay=decay)
+    solos = []
+    p2, s2, o2 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 2, avgs[1], solo_block,
+                         solos, period=7, decay=decay)
+    assert o2 == o1 and [o[:2] for o in o1] == [(0, 625), (0, 1250)]
+    assert solos == [16 * (solo_block - 1) + 1, 625 + 16 * (solo_block - 1) + 1]  # (16 minibatches a block)
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(s2, s1)
+    if average:
+        np.testing.assert_array_equal(avgs[1], avgs[0])
 
 
 def _assert_two_threads_equal_one(rng, X, Y, sw, spec, train, params, lazy):
@@ -408,17 +442,6 @@ def test_an_epochs_ridge_term_calls_no_blas_dot(monkeypatch, solver, learning_ra
     est = LinearRegressor(solver=solver, alpha=1e-3, learning_rate=learning_rate, max_epochs=3, tol=None,
                           random_state=0, n_threads=2).fit(X, y)
     assert est.n_iter_ == 3 and np.all(np.isfinite(est.coef_))
-
-
-@pytest.fixture
-def busy_core():
-    """A process spinning on one core while the test runs: the producer thread then loses its core now and then,
-    and the calling thread stages fixed blocks ahead while it waits (``fo_csr_pipe.fixed``; without it the
-    calling thread of these small epochs rarely waits)."""
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    yield
-    hog.kill()
-    hog.wait()
 
 
 def _ragged(rng, n, d, dtype):

@@ -30,7 +30,7 @@ SPECS = {
 }
 
 
-def _epochs(spec, train, X, Y, sw, orders, lr, n_threads, fit_intercept=True):
+def _epochs(spec, train, X, Y, sw, orders, lr, n_threads, fit_intercept=True, solo_step=0, solos=None):
     k, d = Y.shape[1], X.shape[1]
     n_params = k * d + (k if fit_intercept else 0)
     params = np.zeros(n_params, X.dtype)
@@ -39,8 +39,10 @@ def _epochs(spec, train, X, Y, sw, orders, lr, n_threads, fit_intercept=True):
     t, results = 0, []
     for order in orders:
         status, t, loss, bad = _kernels.epoch(int(spec.rule), spec.hyper, train, X, Y, sw, order, params, state,
-                                              work, t, lr, n_threads)
+                                              work, t, lr, n_threads, _solo_step=solo_step)
         results.append((status, t, loss, bad))
+        if solos is not None:
+            solos.append(_kernels._went_solo())
     return params, state, results
 
 
@@ -58,6 +60,30 @@ def test_two_threads_equal_one_bit_for_bit(name, dtype, loss, epoch_problem):
     np.testing.assert_array_equal(two[0], one[0])
     np.testing.assert_array_equal(two[1], one[1])
     assert two[2] == one[2] and all(r[0] == 0 for r in one[2])
+
+
+@pytest.mark.parametrize("solo_step", [3, 1, -1, -2, -7])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", SPECS)
+def test_going_on_alone_and_taking_the_helper_back_give_the_bits_of_one(name, dtype, solo_step, epoch_problem):
+    # A helper that loses its core: the calling thread computes the helper's halves itself and goes on alone, the
+    # helper stops; later the calling thread copies its parameters and state over the helper's and the two go on
+    # together. Forced here at every |solo_step|-th step; a negative solo_step takes the helper back as soon as it
+    # has stopped, so that every call also exercises the rejoin (fo_team in fastopt.h).
+    rng = np.random.default_rng(21)
+    n, d, k, batch = 301, 9, 2, 20
+    X, Y, sw = epoch_problem(rng, n, d, k, dtype, weighted=True)
+    train = EpochCtl(batch_size=batch, loss=optim.Loss.HUBER, epsilon=1.0, clip_norm=5.0, loss_limit=1e12)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
+    one = _epochs(SPECS[name], train, X, Y, sw, orders, 0.02, 1)
+    solos = []
+    two = _epochs(SPECS[name], train, X, Y, sw, orders, 0.02, 2, solo_step=solo_step, solos=solos)
+    np.testing.assert_array_equal(two[0], one[0])
+    np.testing.assert_array_equal(two[1], one[1])
+    assert two[2] == one[2] and all(r[0] == 0 for r in one[2])
+    assert all(went > 0 for went, _ in solos), solos
+    if solo_step < 0:
+        assert all(rejoined > 0 for _, rejoined in solos), solos
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 64, 1000])
@@ -105,8 +131,9 @@ def test_two_threads_match_the_reference(epoch_problem):
     assert loss == pytest.approx(ref[2], rel=tol)
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_divergence_and_bad_input_stop_both_threads(n_threads):
+@pytest.mark.parametrize(("n_threads", "solo_step"), [(1, 0), (2, 0), (2, 1), (2, -1), (2, 2), (2, -4)])
+def test_divergence_and_bad_input_stop_both_threads(n_threads, solo_step):
+    # (solo_step: the calling thread goes on alone, or has just taken the helper back, when the fit stops)
     # lr = 10 on a curvature-2 problem multiplies the residual by -19 per step: the loss passes 1e3 at step 3.
     X, Y = np.ones((64, 1)), np.ones((64, 1))
     spec = optim.SGD()
@@ -114,12 +141,13 @@ def test_divergence_and_bad_input_stop_both_threads(n_threads):
     train = EpochCtl(batch_size=8, loss=optim.Loss.SQUARED_ERROR, epsilon=1.0, clip_norm=None, loss_limit=1e3)
     params, state = np.zeros(2), spec.init_state(2)
     status, t, _, bad = _kernels.epoch(0, spec.hyper, train, X, Y, None, np.arange(64), params, state, work, 0,
-                                       10.0, n_threads)
+                                       10.0, n_threads, _solo_step=solo_step)
     assert (status, t, bad) == (2, 2, 3)
     X[37] = np.nan  # minibatch 5, second half: the helper's rows when there are two threads
     params[:] = 0
     status, t, _, bad = _kernels.epoch(0, spec.hyper, train._replace(loss_limit=np.inf), X, Y, None,
-                                       np.arange(64), params, state, work, 0, 1e-3, n_threads)
+                                       np.arange(64), params, state, work, 0, 1e-3, n_threads,
+                                       _solo_step=solo_step)
     assert (status, t, bad) == (1, 4, 5)
 
 
@@ -172,6 +200,21 @@ def test_concurrent_two_thread_fits_are_bit_identical():
     with ThreadPoolExecutor(max_workers=4) as pool:
         for coef in pool.map(fit, [3, 3, 3, 3]):
             np.testing.assert_array_equal(coef, serial)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_two_thread_fits_beside_a_busy_core_have_the_bits_of_one(busy_core, dtype):
+    # Another process takes a core now and then: the helper loses it mid-epoch, the calling thread goes on
+    # alone and takes the helper back later, wherever the scheduler decides; the coefficients stay those of one
+    # thread.
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(20_000, 48)).astype(dtype)
+    y = X @ rng.normal(size=48).astype(dtype) + rng.normal(size=20_000).astype(dtype)
+    fits = [LinearRegressor(solver="adam", max_epochs=4, tol=None, random_state=1, n_threads=n).fit(X, y)
+            for n in (1, 2, 2)]
+    for est in fits[1:]:
+        np.testing.assert_array_equal(est.coef_, fits[0].coef_)
+        assert est.intercept_ == fits[0].intercept_
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
