@@ -146,7 +146,7 @@ int64_t fo_clock_ns(void)
     return (int64_t)((double)t.QuadPart * (1e9 / (double)f.QuadPart));
 }
 #define FO_YIELD() SwitchToThread()
-static void fo_nap(void) { Sleep(1); } /* (the shortest sleep there) */
+void fo_nap(void) { Sleep(1); } /* (the shortest sleep there) */
 #elif FO_VEC && (defined(__unix__) || defined(__APPLE__))
 #include <sched.h>
 #include <time.h>
@@ -157,7 +157,7 @@ int64_t fo_clock_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 #define FO_YIELD() sched_yield()
-static void fo_nap(void)
+void fo_nap(void)
 {
     const struct timespec ts = {0, FO_NAP_NS};
     nanosleep(&ts, NULL);
@@ -165,7 +165,7 @@ static void fo_nap(void)
 #else
 int64_t fo_clock_ns(void) { return 0; }
 #define FO_YIELD() ((void)0)
-static void fo_nap(void) {}
+void fo_nap(void) {}
 #endif
 
 #if FO_VEC

@@ -456,6 +456,14 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
 /* Spins before yielding the core in a wait (as the dense epoch's team: after that the other thread was
  * descheduled). */
 #define FO_CSR_SPINS 200
+/* A stopped producer spins this long before it naps between checks (fo_csr_pipe_park). */
+#define FO_CSR_PARK_HOT_NS 50000
+/* The consumer, alone, takes the producer back after FO_CSR_REJOIN_MIN steps, twice as many each time a team
+ * lasted fewer than FO_CSR_TEAM_SHORT steps (up to FO_CSR_REJOIN_MAX): a stall costs it up to FO_STALL_NS, which
+ * a short team does not win back. */
+#define FO_CSR_REJOIN_MIN 64
+#define FO_CSR_REJOIN_MAX 65536
+#define FO_CSR_TEAM_SHORT 512
 
 /* Shared steps (SparseAdam mode, and steps on every coordinate, on two threads). The consumer posts a step's
  * update, elementwise over T (or over all coordinates), as chunks [0, n) in pipe->help (the unclaimed chunks
@@ -521,12 +529,13 @@ static void fo_csr_help_share(fo_csr_pipe *pipe, const void *job, void (*run)(co
 
 /* Wait until *flag >= value, the producer (serve) running posted chunks meanwhile; 0 if the consumer returned
  * first. The consumer's wait (!serve) returns 2 once it has waited FO_STALL_NS after its spins: the producer lost
- * its core. */
+ * its core. The producer's returns 3 once the consumer has gone on alone (it is to stop: fo_csr_pipe_park). */
 static int fo_csr_pipe_wait(fo_csr_pipe *pipe, const int64_t *flag, int64_t value, int serve)
 {
     int64_t since = 0;
     for (long spins = 0; FO_CSR_LOAD(flag) < value;) {
         if (FO_CSR_LOAD(&pipe->abort)) return 0;
+        if (serve && FO_CSR_LOAD(&pipe->solo) != FO_CSR_LOAD(&pipe->resume)) return 3;
         if (serve && fo_csr_help_one(pipe)) {
             spins = 0;
         } else if (++spins > FO_CSR_SPINS) {
@@ -551,8 +560,46 @@ static int fo_csr_pipe_ready(fo_csr_pipe *pipe, int64_t i)
  * the consumer to go on alone at this block: solo_block); mark the first i blocks read; say it has returned. */
 static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i)
 {
-    if (pipe->solo_block > 0 && i + 1 >= pipe->solo_block) return 2;
+    const int64_t every = pipe->solo_block;
+    if ((every > 0 && i + 1 == every) || (every < 0 && (i + 1) % every == 0)) return 2;
     return fo_csr_pipe_wait(pipe, &pipe->block[i % FO_CSR_PIPE_BLOCKS].ready, i + 1, 0);
+}
+
+/* The producer, told to stop (a wait returned 3), before making block number `made`: wait until the consumer takes
+ * it back (1; it then goes on with block resume_block from row position resume_start) or returns (0). It spins
+ * for FO_CSR_PARK_HOT_NS, then naps between checks: a producer that shares a core with other work would take
+ * part of it from them. */
+static int fo_csr_pipe_park(fo_csr_pipe *pipe, int64_t made)
+{
+    const int64_t gen = FO_CSR_LOAD(&pipe->solo);
+    pipe->made = made;
+    FO_CSR_STORE(&pipe->parked, gen);
+    const int64_t since = fo_clock_ns();
+    for (long spins = 0; FO_CSR_LOAD(&pipe->resume) != gen;) {
+        if (FO_CSR_LOAD(&pipe->abort)) return 0;
+        if (++spins > FO_CSR_SPINS) {
+            if (fo_clock_ns() - since > FO_CSR_PARK_HOT_NS)
+                fo_nap();
+            else
+                FO_CSR_YIELD();
+        }
+    }
+    return 1;
+}
+
+/* The consumer, alone: take the producer back if it has stopped (in tests, solo_block < 0, wait for it to), to go
+ * on with the block numbered as its next from row position start; 1 if it did. */
+static int fo_csr_pipe_rejoin(fo_csr_pipe *pipe, ptrdiff_t start)
+{
+    const int64_t gen = pipe->solo; /* (this thread's own writes) */
+    if (pipe->solo_block < 0)
+        while (FO_CSR_LOAD(&pipe->parked) != gen) FO_CSR_YIELD();
+    if (FO_CSR_LOAD(&pipe->parked) != gen) return 0;
+    pipe->resume_block = pipe->made, pipe->resume_start = start;
+    FO_CSR_STORE(&pipe->consumed, pipe->made); /* the blocks made before are not read: their buffers are free */
+    FO_CSR_STORE(&pipe->resume, gen);
+    pipe->rejoined++;
+    return 1;
 }
 static void fo_csr_pipe_release(fo_csr_pipe *pipe, int64_t i) { FO_CSR_STORE(&pipe->consumed, i); }
 static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1); }
@@ -588,7 +635,7 @@ static int64_t fo_csr_fixed_blocks(const fo_epoch_ctl *c)
     return (c->n_rows + s_rows - 1) / s_rows;
 }
 
-static void fo_csr_pipe_serve(fo_csr_pipe *pipe) { fo_csr_pipe_wait(pipe, &pipe->consumed, INT64_MAX, 1); }
+static int fo_csr_pipe_serve(fo_csr_pipe *pipe) { return fo_csr_pipe_wait(pipe, &pipe->consumed, INT64_MAX, 1); }
 
 int fo_csr_pipe_available(void) { return FO_CSR_PIPE; }
 

@@ -942,6 +942,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     const fo_csr_block *blk = NULL; /* piped: the block being read, and blocks taken so far */
     /* helped: chunks of shared steps the producer ran (csr_sparse_adam_split, csr_dense_step) */
     int64_t taken = 0, helped = 0;
+    /* piped: the pipe also while this thread goes on alone (pipe NULL then); when it next tries to take the
+     * producer back, the backoff, and the step at which the last team began (fo_csr_pipe_rejoin) */
+    fo_csr_pipe *const piped = pipe;
+    int64_t solo_until = 0, backoff = FO_CSR_REJOIN_MIN, team_since = 0;
     double total = c->loss_sum;
     ptrdiff_t nt = 0;
     /* The rows of the current block: staged (sorder NULL, row numbers local to the block, from base) or, for a
@@ -953,18 +957,24 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
 #define FO_ROW(pos) (sorder ? sorder[pos] : (int64_t)((pos) - base))
     for (ptrdiff_t start = 0; start < c->n_rows; start += b) {
         const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
+        if (piped && !pipe && !piped->fixed && start >= block_end && c->t + 1 >= solo_until &&
+            fo_csr_pipe_rejoin(piped, start)) { /* the producer back, from the block it would make next */
+            pipe = piped, taken = piped->resume_block, marked = 0, team_since = c->t + 1;
+        }
         if (pipe && start >= block_end) {
             if (taken) fo_csr_pipe_release(pipe, taken); /* the previous block is read */
             if (pipe->fixed) FO_FN(csr_pipe_stage_ahead)(pipe, c, taken, d, k, data, indices, indptr, Y, sw);
             const int got = fo_csr_pipe_take(pipe, taken);
             if (got == 2) {
-                /* The producer lost its core: stop it, and take the rest of the call's steps as one thread does,
-                 * from the one-thread epoch's own staging and marks (no shared chunk is outstanding here: each
-                 * shared step waits for all of its chunks). The stamps of deferred updates are this thread's
-                 * already. */
-                pipe->went_solo = c->t + 1;
-                fo_csr_pipe_done(pipe);
+                /* The producer lost its core: go on as one thread does, from the one-thread epoch's own staging
+                 * and marks (no shared chunk is outstanding here: each shared step waits for all of its chunks);
+                 * the stamps of deferred updates are this thread's already. The producer stops once it runs. */
+                if (!pipe->went_solo) pipe->went_solo = c->t + 1;
+                FO_CSR_STORE(&pipe->solo, pipe->solo + 1);
                 pipe = NULL;
+                backoff = c->t + 1 - team_since < FO_CSR_TEAM_SHORT
+                    ? (backoff < FO_CSR_REJOIN_MAX ? 2 * backoff : backoff) : FO_CSR_REJOIN_MIN;
+                solo_until = piped->solo_block < 0 ? 0 : c->t + 1 + backoff;
                 if (!scatter && !catching) {
                     marked = 1, found = 0;
                     for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
@@ -1469,7 +1479,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                                        decoupled, averaging, count, cw, cs, adam1 ? pipe : NULL, &helped);
     }
 #undef FO_ROW
-    if (pipe) fo_csr_pipe_done(pipe); /* the producer, if still waiting, returns */
+    if (piped) fo_csr_pipe_done(piped); /* the producer, if still waiting (or stopped), returns */
     if (s_scale != 1.0) /* scattered steps under L2: the weights w = s v, on every exit */
         for (ptrdiff_t p = 0; p < kd; p++) params[p] = (FO_REAL)((double)params[p] * s_scale);
     /* Every coordinate up to date with the last step taken, on every exit. */
@@ -1557,7 +1567,7 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         for (;;) {
             const int64_t j = FO_CSR_LOAD(&pipe->next);
             if (j >= blocks) break;
-            if (!fo_csr_pipe_room(pipe, j)) return;
+            if (fo_csr_pipe_room(pipe, j) != 1) return; /* (aborted; or the consumer goes on alone: no rejoin) */
             if (FO_FN(csr_pipe_stage_fixed)(pipe, c, j, d, k, data, indices, indptr, Y, sw) == 2) break;
         }
         fo_csr_pipe_serve(pipe);
@@ -1572,8 +1582,11 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
     int32_t found = 0;
     ptrdiff_t start = 0;
-    for (int64_t made = 0; start < n; made++) {
-        if (!fo_csr_pipe_room(pipe, made)) return;
+    int64_t made = 0;
+    int got = 1;
+resume:
+    for (; start < n; made++) {
+        if ((got = fo_csr_pipe_room(pipe, made)) != 1) break;
         fo_csr_block *B = &pipe->block[made % FO_CSR_PIPE_BLOCKS];
         const ptrdiff_t end = FO_FN(csr_pipe_stage)(pipe, B, c, start, d, k, data, indices, indptr, Y, sw);
         int32_t bad = B->bad;
@@ -1623,8 +1636,17 @@ void FO_FN(fo_csr_produce)(fo_csr_pipe *pipe, const fo_epoch_ctl *c, ptrdiff_t d
         found += off;
         B->bad = bad;
         fo_csr_pipe_publish(pipe, made);
-        if (bad >= 0) break;
+        if (bad >= 0) {
+            made++;
+            break;
+        }
         start = end;
     }
-    fo_csr_pipe_serve(pipe); /* the consumer's last steps, until it returns */
+    if (got == 1) got = fo_csr_pipe_serve(pipe); /* the consumer's last steps, until it returns */
+    /* The consumer has gone on alone: wait for it to take this thread back (its marks stay valid: the count of
+     * members found only grows) */
+    if (got == 3 && fo_csr_pipe_park(pipe, made)) {
+        made = pipe->resume_block, start = pipe->resume_start, got = 1;
+        goto resume;
+    }
 }

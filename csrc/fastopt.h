@@ -286,6 +286,8 @@ typedef struct {
 #define FO_STALL_NS 1000000
 /* A monotonic clock in nanoseconds (0 where the platform has none: then no wait counts as a stall). */
 int64_t fo_clock_ns(void);
+/* A stopped helper's nap between spells of spinning (about 50 microseconds). */
+void fo_nap(void);
 
 /* Entries of an epoch's work array: 6 * n_params + 2 * k alone (team = 0); in a team, 8 * n_params + 3 * k (the
  * calling thread's buffers for going on alone), each buffer rounded up to whole 64-byte cache lines of entries
@@ -392,14 +394,28 @@ typedef struct {
     char pad5[56];
     const void *help_job;    /* the posted step, and the function that runs chunk i of it */
     void (*help_run)(const void *job, ptrdiff_t i);
-    /* Going on alone: when the producer stalls (FO_STALL_NS: it lost its core), the consumer stops it and takes
-     * the rest of the call's steps as the one-thread epoch does, staging with stage_cap stored values (the
-     * caller's, as fo_epoch_csr's; its work and iwork sized for it): the same bits. solo_block (tests; 0: none):
-     * the consumer goes on alone at the block of that number (1-based) instead of taking it. went_solo (out): the
-     * step at which it went on alone, or 0. */
+    /* Going on alone: when the producer stalls (FO_STALL_NS: it lost its core), the consumer goes on as the
+     * one-thread epoch does, staging with stage_cap stored values (the caller's, as fo_epoch_csr's; its work and
+     * iwork sized for it): the same bits. The producer, once it runs again, stops and waits (parked); the
+     * consumer later takes it back at one of its own blocks' starts (not with fixed blocks), from block number
+     * resume_block at row position resume_start. solo_block (tests; 0: none): the consumer goes on alone at the
+     * block of that number (1-based) instead of taking it, and, if solo_block < 0, at every block whose number
+     * is a multiple of -solo_block, taking the producer back as soon as it has stopped. went_solo, rejoined
+     * (out): the first step at which the consumer went on alone (0: never), the times it took the producer
+     * back. */
     ptrdiff_t stage_cap;
     int64_t solo_block;
     int64_t went_solo;
+    int64_t rejoined;
+    char pad6[32];
+    int64_t solo;            /* the consumer: the times it has gone on alone */
+    int64_t resume;          /* the consumer: the times it has taken the producer back */
+    int64_t resume_block;
+    ptrdiff_t resume_start;
+    char pad7[32];
+    int64_t parked;          /* the producer: the value of solo at which it stopped and waits */
+    int64_t made;            /* the producer: the number of the next block it would have made, when it parked */
+    char pad8[48];
 } fo_csr_pipe;
 
 int fo_csr_pipe_available(void);

@@ -172,6 +172,7 @@ cdef extern from "fastopt.h" nogil:
         Py_ssize_t stage_cap
         int64_t solo_block
         int64_t went_solo
+        int64_t rejoined
     int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, Py_ssize_t k) nogil
     int fo_csr_pipe_available() nogil
     void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const double *data,

@@ -94,7 +94,7 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
         columns to find, and the second thread only stages and checks its rows), when there is more than one
         minibatch, whatever the rule and settings (the stamps of deferred updates stay on this thread); else
         one thread. Bit-identical to one thread. When the second thread stalls (its core is taken by other
-        work), this thread stops it and takes the rest of the call's steps alone: the same bits.
+        work), this thread goes on alone and takes it back later: the same bits.
     decay : ndarray of shape (k * d,) or None
         Each weight's own L2 coefficient, as for :func:`epoch`. SGD, momentum and Nesterov defer it (a resting
         coordinate caught up by its own power of its step map, O(log s) after s steps); the other rules, and
@@ -235,7 +235,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                 int64_t solo_block) except *:
     """The epoch on two threads (fo_csr_pipe): the epoch helper thread produces the staged blocks, this thread
     consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's, which it becomes with
-    ``stage_cap`` if the producer stalls; ``solo_block`` > 0, tests: at that block)."""
+    ``stage_cap`` while the producer stalls; ``solo_block``, tests: fo_csr_pipe)."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
     cdef Py_ssize_t nb = FO_CSR_PIPE_BLOCKS
@@ -282,7 +282,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
         helper.collect()  # the consumer told the producer to stop on every path
     helper.pipe, helper.ctl = NULL, NULL
     global _last_went_solo, _last_rejoined
-    _last_went_solo, _last_rejoined = pipe.went_solo, 0
+    _last_went_solo, _last_rejoined = pipe.went_solo, pipe.rejoined
     _finish_helper(helper)
     free(pipe)
     _keep_workspace(key, bufs)  # the producer has returned: nothing reads them any more
