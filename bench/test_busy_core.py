@@ -4,7 +4,7 @@ Group ``busy core``: ``LinearRegressor(max_epochs=1, n_threads=1 or 2).fit`` on 
 (200,000 x 100 float64, Adam) and on the sparse one's hashed rows (200,000 x 2^18, 30 values a row; SparseAdam
 mode and momentum), each on one thread and two. On a two-core machine the helper thread then shares a core with
 the spinning process: the scheduler takes it away for milliseconds at a time. A two-thread epoch whose calling
-thread waited for it at every step took 1.2-5x one thread's time; it now computes the helper's share itself and
+thread waited for it at every step took 1.5-8x one thread's time; it now computes the helper's share itself and
 goes on alone (``fo_team``, ``fo_csr_pipe`` in ``csrc/fastopt.h``), so the ratio of each ``-2t`` row to its
 ``-1t`` row (the report's ratio columns) should stay near 1. Run alone::
 
