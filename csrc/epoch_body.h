@@ -324,6 +324,7 @@ static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int *solo, 
     const ptrdiff_t next_end = end + c->batch_size < c->n_rows ? end + c->batch_size : c->n_rows;
     const ptrdiff_t next_mid = end + (next_end - end + 1) / 2;
     double loss0, loss1;
+    (void)solo; /* (the plain-C build runs one thread) */
 #if FO_VEC
     if (team && !*solo) {
         if (part == 1) __atomic_store_n(&team->part[1].started, step, __ATOMIC_RELAXED);
@@ -401,8 +402,8 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
      * than FO_TEAM_SHORT steps doubles the wait (up to FO_TEAM_BACKOFF_MAX steps), a longer one resets it. When
      * the helper shares this thread's core, each try costs the helper a wasted half and two switches of the
      * core: the wait makes them rare. */
-    int64_t solo_until = 0, backoff = 1, team_since = 0;
 #if FO_VEC
+    int64_t solo_until = 0, backoff = 1, team_since = 0;
     /* (the helper, just woken, may begin its first half late) */
     if (team && part == 0) team->late_from = c->t + 2;
 #endif
