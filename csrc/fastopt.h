@@ -349,9 +349,10 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
  * setting may run piped, in a build with GNU atomics (fo_csr_pipe_available; else one thread).
  * With scattered steps the rows may come in fixed blocks (fixed), which either thread stages: the consumer
  * stages blocks ahead while it waits for one.
- * The caller zeroes the struct, fills the blocks' arrays, cap, slots, scatter, fixed and period,
- * runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer returns once the
- * consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k), s_sw (rows);
+ * When the producer stalls, the consumer goes on alone and takes it back later (below: stage_cap).
+ * The caller zeroes the struct, fills the blocks' arrays, cap, slots, scatter, fixed, period and stage_cap (and
+ * solo_block in tests), runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer
+ * returns once the consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k), s_sw (rows);
  * s_ptr, t_off (rows + 2) with rows = fo_csr_stage_rows(batch_size). */
 typedef struct {
     void *s_data, *s_y, *s_sw;
