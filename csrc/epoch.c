@@ -128,11 +128,10 @@ FO_INLINE void fo_prefetch_lines(const char *p, size_t bytes)
  * FO_TEAM_SHORT steps doubles the calling thread's wait before its next try, up to FO_TEAM_BACKOFF_MAX steps. */
 #define FO_TEAM_SHORT 16
 #define FO_TEAM_BACKOFF_MAX 4096
-/* A stopped helper spins for FO_PARK_HOT_NS at a time, and naps for about FO_NAP_NS between (fo_team_park). */
-#define FO_PARK_HOT_NS 50000
 /* A helper that has not begun its half of a step this long after the calling thread's spins has no core: longer
  * than the hiccups of a busy machine's helper (an interrupt), short beside a step taken alone. */
 #define FO_LATE_NS 5000
+/* A stopped helper naps about this long between its spells of FO_PARK_HOT_NS (fo_team_park, fo_csr_pipe_park). */
 #define FO_NAP_NS 50000
 
 /* (the plain-C fallback, FO_PORTABLE, runs one thread: it needs no clock) */

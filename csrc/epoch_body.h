@@ -307,9 +307,8 @@ static double FO_FN(half_gradient)(const fo_epoch_ctl *c, ptrdiff_t start, ptrdi
  * 8 * ws + 2 * wk: buffers the helper, which may still be running a step, neither reads nor writes. The calling
  * thread goes on alone when its wait for the helper's half stalls (fo_team_wait: the helper has not begun it
  * FO_LATE_NS after this thread finished its own, or has not published it for FO_STALL_NS), computing that half
- * itself (*solo set); the helper, whose wait then
- * returns 3, sets *solo (it is to stop and wait: epoch). Returns the summed loss, or NaN if the team was aborted
- * or the helper is to stop. */
+ * itself (*solo set); the helper, whose wait then returns 3, sets *solo (it is to stop and wait: epoch). Returns
+ * the summed loss, or NaN if the team was aborted or the helper is to stop. */
 static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int *solo, int part, ptrdiff_t start,
                                ptrdiff_t end, const FO_REAL *X, const FO_REAL *Y, const FO_REAL *sw, ptrdiff_t d,
                                ptrdiff_t k, const FO_REAL *params, int has_b, FO_REAL *work, ptrdiff_t n_params,

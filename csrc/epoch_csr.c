@@ -459,8 +459,6 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
 /* Spins before yielding the core in a wait (as the dense epoch's team: after that the other thread was
  * descheduled). */
 #define FO_CSR_SPINS 200
-/* A stopped producer spins this long before it naps between checks (fo_csr_pipe_park). */
-#define FO_CSR_PARK_HOT_NS 50000
 /* The consumer, alone, takes the producer back after FO_CSR_REJOIN_MIN steps, twice as many each time a team
  * lasted fewer than FO_CSR_TEAM_SHORT steps (up to FO_CSR_REJOIN_MAX): a stall costs it up to FO_STALL_NS, which
  * a short team does not win back. */
@@ -570,7 +568,7 @@ static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i)
 
 /* The producer, told to stop (a wait returned 3), before making block number `made`: wait until the consumer takes
  * it back (1; it then goes on with block resume_block from row position resume_start) or returns (0). It spins
- * for FO_CSR_PARK_HOT_NS, then naps between checks: a producer that shares a core with other work would take
+ * for FO_PARK_HOT_NS, then naps between checks: a producer that shares a core with other work would take
  * part of it from them. */
 static int fo_csr_pipe_park(fo_csr_pipe *pipe, int64_t made)
 {
@@ -581,7 +579,7 @@ static int fo_csr_pipe_park(fo_csr_pipe *pipe, int64_t made)
     for (long spins = 0; FO_CSR_LOAD(&pipe->resume) != gen;) {
         if (FO_CSR_LOAD(&pipe->abort)) return 0;
         if (++spins > FO_CSR_SPINS) {
-            if (fo_clock_ns() - since > FO_CSR_PARK_HOT_NS)
+            if (fo_clock_ns() - since > FO_PARK_HOT_NS)
                 fo_nap();
             else
                 FO_CSR_YIELD();

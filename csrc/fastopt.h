@@ -284,6 +284,8 @@ typedef struct {
 /* How long a two-thread epoch's calling thread waits on its helper before it goes on alone (fo_team,
  * fo_csr_pipe): a hand-off takes microseconds, a lost core milliseconds (a scheduler's time slice). */
 #define FO_STALL_NS 1000000
+/* A stopped helper (fo_team) or producer (fo_csr_pipe) spins this long at a time before it naps (fo_nap). */
+#define FO_PARK_HOT_NS 50000
 /* A monotonic clock in nanoseconds (0 where the platform has none: then no wait counts as a stall). */
 int64_t fo_clock_ns(void);
 /* A stopped helper's nap between spells of spinning (about 50 microseconds). */
@@ -352,8 +354,8 @@ fo_status fo_epoch_csr_s(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *ctl, int
  * When the producer stalls, the consumer goes on alone and takes it back later (below: stage_cap).
  * The caller zeroes the struct, fills the blocks' arrays, cap, slots, scatter, fixed, period and stage_cap (and
  * solo_block in tests), runs fo_csr_produce_* on one thread and fo_epoch_csr_piped_* on another (the producer
- * returns once the consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k), s_sw (rows);
- * s_ptr, t_off (rows + 2) with rows = fo_csr_stage_rows(batch_size). */
+ * returns once the consumer has). Each block: s_data, s_ind, s_pos, touched with cap entries; s_y (rows * k),
+ * s_sw (rows); s_ptr, t_off (rows + 2) with rows = fo_csr_stage_rows(batch_size). */
 typedef struct {
     void *s_data, *s_y, *s_sw;
     int32_t *s_ind, *s_ptr, *s_pos, *touched, *t_off;
