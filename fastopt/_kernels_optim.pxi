@@ -442,14 +442,15 @@ cdef _EpochHelper _take_helper():
 
 cdef _EpochHelper _start_helper(int rule, const fo_hyper *h, const fo_epoch_ctl *c, const floating[:, ::1] X,
                                 const floating[:, ::1] Y, const floating *sw, floating[::1] params,
-                                floating[:, ::1] state):
+                                floating[:, ::1] state, int64_t solo_step):
     """Start the second thread of a two-thread epoch and return its helper.
 
     The helper gets its own copies of ``params`` and ``state`` (it takes the same steps on them), the team's
     work array (64-byte aligned, fo_work_size(..., team=1) entries, shared by both threads) and a copy of the
     control block ``c`` without the average (the calling thread alone keeps it), and its job is posted. The
     caller then runs its own epoch with ``helper.team`` and ``helper.work`` and calls :func:`_finish_helper`,
-    on every path, once that epoch has returned (which tells the helper to stop).
+    on every path, once that epoch has returned (which tells the helper to stop). ``solo_step`` (tests): the
+    team's ``solo_step``, set before the job is posted, as every field both threads read.
     """
     cdef Py_ssize_t n_params = params.shape[0], per_line = 64 // sizeof(floating)
     buffers = (np.array(params), np.array(state),
@@ -474,6 +475,7 @@ cdef _EpochHelper _start_helper(int rule, const fo_hyper *h, const fo_epoch_ctl 
     # the helper's copies, which the calling thread overwrites with its own when the helper rejoins (fo_team)
     team.h_params, team.h_state = <void *>&own_params[0], <void *>_slots(own_state)
     team.h_state_len = own_state.shape[0] * own_state.shape[1]
+    team.solo_step = solo_step
     helper.kind = 0
     helper.team, helper.buffers, helper.c, helper.h, helper.rule = team, buffers, c[0], h[0], <fo_rule>rule
     helper.c.avg = NULL
@@ -698,9 +700,8 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     cdef _EpochHelper helper = None
     cdef floating *wp = &work[0]
     if n_threads > 1:
-        helper = _start_helper(rule, &h, &c, X, Y, swp, params, state)
+        helper = _start_helper(rule, &h, &c, X, Y, swp, params, state, _solo_step)
         team, wp = helper.team, <floating *>helper.work
-        team.solo_step = _solo_step  # tests: go on alone from this step
     with nogil:
         if floating is double:
             st = fo_epoch_d(<fo_rule>rule, &h, &c, &X[0, 0], &Y[0, 0], swp, X.shape[1], Y.shape[1],
