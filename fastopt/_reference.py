@@ -708,7 +708,8 @@ def _checked_minibatch(train, loss, grad, nb):
     """The epoch kernels' checks of one minibatch's mean gradient ``grad`` before its step: the status of a
     non-finite loss or gradient, or of a mean loss above ``train.loss_limit``; else None, after clipping ``grad``
     in place to ``train.clip_norm``."""
-    ss = float(np.sum(grad.astype(np.float64) ** 2))
+    with np.errstate(over="ignore"):  # a sum of squares past float64's range is the check's inf, as in C
+        ss = float(np.sum(grad.astype(np.float64) ** 2))
     if not (np.isfinite(loss) and np.isfinite(ss)):
         return int(Status.NONFINITE_LOSS)
     if loss / nb > train.loss_limit:
