@@ -167,6 +167,11 @@ int64_t fo_clock_ns(void) { return 0; }
 void fo_nap(void) {}
 #endif
 
+int64_t fo_rejoin_backoff(int64_t backoff, int64_t lasted, int64_t short_steps, int64_t least, int64_t most)
+{
+    return lasted < short_steps ? (backoff < most ? 2 * backoff : backoff) : least;
+}
+
 #if FO_VEC
 /* Rows to prefetch while waiting: X rows order[pos:end] of row_bytes each. */
 typedef struct {

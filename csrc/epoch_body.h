@@ -428,8 +428,7 @@ static fo_status FO_FN(epoch)(fo_rule rule, const fo_hyper *h, fo_epoch_ctl *c, 
                                              work, n_params, c->t + 1, &ss);
 #if FO_VEC
         if (team && part == 0 && solo && !was_solo) {
-            backoff = c->t + 1 - team_since < FO_TEAM_SHORT
-                ? (backoff < FO_TEAM_BACKOFF_MAX ? 2 * backoff : backoff) : 1;
+            backoff = fo_rejoin_backoff(backoff, c->t + 1 - team_since, FO_TEAM_SHORT, 1, FO_TEAM_BACKOFF_MAX);
             solo_until = team->solo_step < 0 ? 0 : c->t + 1 + backoff;
         }
         if (team && part == 1 && solo) { /* stopped: go on where the calling thread says, from its copies */

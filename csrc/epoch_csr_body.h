@@ -972,8 +972,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                 if (!pipe->went_solo) pipe->went_solo = c->t + 1;
                 FO_CSR_STORE(&pipe->solo, pipe->solo + 1);
                 pipe = NULL;
-                backoff = c->t + 1 - team_since < FO_CSR_TEAM_SHORT
-                    ? (backoff < FO_CSR_REJOIN_MAX ? 2 * backoff : backoff) : FO_CSR_REJOIN_MIN;
+                backoff = fo_rejoin_backoff(backoff, c->t + 1 - team_since, FO_CSR_TEAM_SHORT, FO_CSR_REJOIN_MIN,
+                                            FO_CSR_REJOIN_MAX);
                 solo_until = piped->solo_block < 0 ? 0 : c->t + 1 + backoff;
                 if (!scatter && !catching) {
                     marked = 1, found = 0;

@@ -290,6 +290,9 @@ typedef struct {
 int64_t fo_clock_ns(void);
 /* A stopped helper's nap between spells of spinning (about 50 microseconds). */
 void fo_nap(void);
+/* The steps a two-thread epoch's calling thread, alone again, waits before it next takes its helper back: twice
+ * `backoff` (at most `most`) after a team that lasted fewer than `short_steps` steps, `least` after a longer one. */
+int64_t fo_rejoin_backoff(int64_t backoff, int64_t lasted, int64_t short_steps, int64_t least, int64_t most);
 
 /* Entries of an epoch's work array: 6 * n_params + 2 * k alone (team = 0); in a team, 8 * n_params + 3 * k (the
  * calling thread's buffers for going on alone), each buffer rounded up to whole 64-byte cache lines of entries
