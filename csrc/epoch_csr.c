@@ -74,7 +74,9 @@
  * staged by the consumer). A producer that lost its core (another process, more busy threads than cores) held
  * the consumer at every block: beside a spinning process the two-thread epoch took 1.7-2.3x one thread's time
  * (SparseAdam mode, momentum). After FO_STALL_NS without a block the consumer goes on as one thread does, and
- * takes the producer back later at one of its own blocks (fo_csr_pipe_park, fo_csr_pipe_rejoin): 1.05-1.15x.
+ * takes the producer back later at one of its own blocks (fo_csr_pipe_park, fo_csr_pipe_rejoin): 1.05-1.15x. A
+producer that keeps up too slowly (slow cross-core spells) is left the same way, on the consumer's pace
+(fo_csr_pace in fastopt.h).
  *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
@@ -466,6 +468,29 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
 #define FO_CSR_REJOIN_MAX 65536
 #define FO_CSR_TEAM_SHORT 512
 
+/* fo_csr_pace (fastopt.h): windows of FO_CSR_PACE_BLOCKS blocks; the consumer goes on alone when it waited for
+ * more than 1/FO_CSR_PACE_WAIT of a piped window's time. */
+#define FO_CSR_PACE_BLOCKS 8
+#define FO_CSR_PACE_WAIT 4
+int fo_csr_pace_block(fo_csr_pace *p, int piped, int64_t values, int64_t waited, int64_t now)
+{
+    if (!p->t0 || piped != p->piped) {
+        p->t0 = now, p->piped = piped, p->values = p->waited = 0, p->blocks = 0;
+        return 0;
+    }
+    p->values += values, p->waited += waited;
+    if (++p->blocks < FO_CSR_PACE_BLOCKS) return 0;
+    const int64_t span = now - p->t0;
+    const double per = (double)span / (double)(p->values > 0 ? p->values : 1);
+    int alone = 0;
+    if (!piped)
+        p->alone = per, p->measured = 1;
+    else
+        alone = FO_CSR_PACE_WAIT * p->waited > span && (p->alone == 0 || per > p->alone);
+    p->t0 = now, p->values = p->waited = 0, p->blocks = 0;
+    return alone;
+}
+
 /* Shared steps (SparseAdam mode, and steps on every coordinate, on two threads). The consumer posts a step's
  * update, elementwise over T (or over all coordinates), as chunks [0, n) in pipe->help (the unclaimed chunks
  * [lo, hi), lo in the low 32 bits) and claims chunks from the bottom; the producer, between its minibatches,
@@ -558,12 +583,16 @@ static int fo_csr_pipe_ready(fo_csr_pipe *pipe, int64_t i)
 }
 
 /* The consumer: wait for block number i (1; 0 if aborted; 2 if the producer stalled, or the caller's test asks
- * the consumer to go on alone at this block: solo_block); mark the first i blocks read; say it has returned. */
-static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i)
+ * the consumer to go on alone at this block: solo_block); add the ns it waited to *waited. */
+static int fo_csr_pipe_take(fo_csr_pipe *pipe, int64_t i, int64_t *waited)
 {
     const int64_t every = pipe->solo_block;
     if ((every > 0 && i + 1 == every) || (every < 0 && (i + 1) % every == 0)) return 2;
-    return fo_csr_pipe_wait(pipe, &pipe->block[i % FO_CSR_PIPE_BLOCKS].ready, i + 1, 0);
+    if (fo_csr_pipe_ready(pipe, i)) return 1;
+    const int64_t since = fo_clock_ns();
+    const int got = fo_csr_pipe_wait(pipe, &pipe->block[i % FO_CSR_PIPE_BLOCKS].ready, i + 1, 0);
+    *waited += fo_clock_ns() - since;
+    return got;
 }
 
 /* The producer, told to stop (a wait returned 3), before making block number `made`: wait until the consumer takes
@@ -610,11 +639,16 @@ static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1);
  * run posted chunks until the consumer returns (no block count reaches INT64_MAX). */
 static int fo_csr_pipe_room(fo_csr_pipe *pipe, int64_t made)
 {
+    /* (a consumer gone on alone reads no more blocks: stop at once, not once the buffers are full) */
+    if (FO_CSR_LOAD(&pipe->solo) != FO_CSR_LOAD(&pipe->resume)) return 3;
     return fo_csr_pipe_wait(pipe, &pipe->consumed, made - (FO_CSR_PIPE_BLOCKS - 1), 1);
 }
 static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t i)
 {
     FO_CSR_STORE(&pipe->block[i % FO_CSR_PIPE_BLOCKS].ready, i + 1);
+    if (pipe->slow_ns > 0) /* (tests: a producer that keeps up slowly) */
+        for (const int64_t since = fo_clock_ns(); fo_clock_ns() - since < pipe->slow_ns;) {
+        }
 }
 
 /* Fixed blocks (fo_csr_pipe.fixed): claim block number `want` for staging, if no thread has. A thread claims a

@@ -946,6 +946,12 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
      * producer back, the backoff, and the step at which the last team began (fo_csr_pipe_rejoin) */
     fo_csr_pipe *const piped = pipe;
     int64_t solo_until = 0, backoff = FO_CSR_REJOIN_MIN, team_since = 0;
+    /* piped: the consumer's pace (fo_csr_pace), the current block's kind, stored values and wait, and whether
+     * this thread went on alone on its pace (it then takes the producer back only once it has timed a window
+     * alone) */
+    fo_csr_pace pace = {0};
+    int blk_piped = 0, paced_alone = 0;
+    int64_t blk_values = 0, blk_waited = 0;
     double total = c->loss_sum;
     ptrdiff_t nt = 0;
     /* The rows of the current block: staged (sorder NULL, row numbers local to the block, from base) or, for a
@@ -957,18 +963,28 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
 #define FO_ROW(pos) (sorder ? sorder[pos] : (int64_t)((pos) - base))
     for (ptrdiff_t start = 0; start < c->n_rows; start += b) {
         const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
+        /* piped with blocks of its own making: the pace of the block before (alone, slow: go on alone) */
+        const int slow = piped && !piped->fixed && start >= block_end && start > 0 &&
+                         fo_csr_pace_block(&pace, blk_piped, blk_values, blk_waited, fo_clock_ns());
         if (piped && !pipe && !piped->fixed && start >= block_end && c->t + 1 >= solo_until &&
-            fo_csr_pipe_rejoin(piped, start)) { /* the producer back, from the block it would make next */
-            pipe = piped, taken = piped->resume_block, marked = 0, team_since = c->t + 1;
+            (!paced_alone || pace.measured) && fo_csr_pipe_rejoin(piped, start)) {
+            /* the producer back, from the block it would make next */
+            pipe = piped, taken = piped->resume_block, marked = 0, team_since = c->t + 1, paced_alone = 0;
         }
+        if (start >= block_end) blk_waited = 0;
         if (pipe && start >= block_end) {
             if (taken) fo_csr_pipe_release(pipe, taken); /* the previous block is read */
             if (pipe->fixed) FO_FN(csr_pipe_stage_ahead)(pipe, c, taken, d, k, data, indices, indptr, Y, sw);
-            const int got = fo_csr_pipe_take(pipe, taken);
+            const int got = slow ? 2 : fo_csr_pipe_take(pipe, taken, &blk_waited);
             if (got == 2) {
-                /* The producer lost its core: go on as one thread does, from the one-thread epoch's own staging
-                 * and marks (no shared chunk is outstanding here: each shared step waits for all of its chunks);
-                 * the stamps of deferred updates are this thread's already. The producer stops once it runs. */
+                /* The producer lost its core (or keeps up too slowly): go on as one thread does, from the
+                 * one-thread epoch's own staging and marks (no shared chunk is outstanding here: each shared step
+                 * waits for all of its chunks); the stamps of deferred updates are this thread's already. The
+                 * producer stops once it runs. */
+                if (slow)
+                    pipe->paced++, paced_alone = 1, pace.measured = 0;
+                else
+                    pipe->stalls++;
                 if (!pipe->went_solo) pipe->went_solo = c->t + 1;
                 FO_CSR_STORE(&pipe->solo, pipe->solo + 1);
                 pipe = NULL;
@@ -992,16 +1008,22 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             }
             xd = (const FO_REAL *)blk->s_data, xi = blk->s_ind, xp = blk->s_ptr, xy = (const FO_REAL *)blk->s_y;
             xsw = sw ? (const FO_REAL *)blk->s_sw : NULL, sorder = NULL, base = start, block_end = blk->end;
+            blk_piped = 1, blk_values = blk->bad < 0 ? xp[block_end - start] : 0;
         } else if (start >= block_end) {
             const ptrdiff_t want = start + s_rows < c->n_rows ? start + s_rows : c->n_rows;
             block_end = FO_FN(csr_stage)(c->order, start, want, b, s_cap, data, indices, indptr, Y, sw, k, s_data,
                                          s_ind, s_ptr, s_y, s_sw);
             if (block_end > start) {
                 xd = s_data, xi = s_ind, xp = s_ptr, xy = s_y, xsw = sw ? s_sw : NULL, sorder = NULL, base = start;
+                blk_values = xp[block_end - start];
             } else {
                 block_end = end;
                 xd = data, xi = indices, xp = indptr, xy = Y, xsw = sw, sorder = c->order, base = 0;
+                blk_values = 0;
+                if (piped)
+                    for (ptrdiff_t r = start; r < end; r++) blk_values += indptr[sorder[r] + 1] - indptr[sorder[r]];
             }
+            blk_piped = 0;
         }
         const int32_t rel = (int32_t)(c->t - t0) + 1; /* this step, counted from the call's start */
         const int64_t step = c->t + 1;

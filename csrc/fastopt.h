@@ -408,12 +408,18 @@ typedef struct {
      * block of that number (1-based) instead of taking it, and, if solo_block < 0, at every block whose number
      * is a multiple of -solo_block, taking the producer back as soon as it has stopped. went_solo, rejoined
      * (out): the first step at which the consumer went on alone (0: never), the times it took the producer
-     * back. */
+     * back. The consumer also goes on alone when the producer keeps up with it too slowly (fo_csr_pace: the
+     * consumer waits for its blocks and one thread was faster). paced, stalls (out): the times it went on alone so,
+     * and because the producer stalled (or solo_block). slow_ns (tests; 0: none): the producer spins this long
+     * after each block it publishes. */
     ptrdiff_t stage_cap;
     int64_t solo_block;
     int64_t went_solo;
     int64_t rejoined;
-    char pad6[32];
+    int64_t paced;
+    int64_t stalls;
+    int64_t slow_ns;
+    char pad6[8];
     int64_t solo;            /* the consumer: the times it has gone on alone */
     int64_t resume;          /* the consumer: the times it has taken the producer back */
     int64_t resume_block;
@@ -423,6 +429,29 @@ typedef struct {
     int64_t made;            /* the producer: the number of the next block it would have made, when it parked */
     char pad8[48];
 } fo_csr_pipe;
+
+/* The pace of a piped epoch's consumer, over windows of a few blocks of one kind (piped or alone; the first
+ * block after a switch, which pays for it, is not counted): its time a stored value, and the share of a piped
+ * window it spent waiting for blocks. A producer may keep up too slowly for two threads to pay: on this machine
+ * the latency between the two cores sometimes rose from 50-60 to 330-350 ns a round trip (a ping-pong of one
+ * line, for whole processes at a time), and SparseAdam mode's two-thread epoch on the sparse benchmark then took
+ * 110-137 ms, its consumer waiting for blocks 40-55% of it, where one thread took 63 (and two, otherwise, 39,
+ * waiting under 1%). So when the consumer of a piped window waited for more than a quarter of it, and a stored
+ * value took longer than in the last window alone (or none has been timed: it finds out), it goes on alone, as
+ * when the producer stalls, until it has timed a window alone, and takes the producer back as then (the backoff
+ * doubling while the teams it takes back stay short): the bits do not change. */
+typedef struct {
+    int64_t t0;     /* the window's start (ns; 0: none yet) */
+    int64_t values; /* stored values of its blocks */
+    int64_t waited; /* ns the consumer waited for them (piped) */
+    int blocks;     /* blocks counted */
+    int piped;      /* the window's kind */
+    int measured;   /* a window alone has ended (the consumer clears it when it goes on alone on its pace) */
+    double alone;   /* ns a stored value in the last window alone (0: none yet) */
+} fo_csr_pace;
+/* At the start of a block, at time now (ns): count the block before it (piped or not, its stored values, the ns
+ * the consumer waited for it); 1 if the consumer, piped, is to go on alone. */
+int fo_csr_pace_block(fo_csr_pace *pace, int piped, int64_t values, int64_t waited, int64_t now);
 
 int fo_csr_pipe_available(void);
 /* Settings whose steps the CSR epoch scatters row by row, without finding T (plain SGD, one output, no clipping,

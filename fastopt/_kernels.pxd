@@ -173,6 +173,13 @@ cdef extern from "fastopt.h" nogil:
         int64_t solo_block
         int64_t went_solo
         int64_t rejoined
+        int64_t paced
+        int64_t stalls
+        int64_t slow_ns
+    ctypedef struct fo_csr_pace:
+        int measured
+        double alone
+    int fo_csr_pace_block(fo_csr_pace *pace, int piped, int64_t values, int64_t waited, int64_t now) nogil
     int fo_csr_scatter(fo_rule rule, const fo_hyper *h, const fo_epoch_ctl *ctl, int lazy, Py_ssize_t k) nogil
     int fo_csr_pipe_available() nogil
     void fo_csr_produce_d(fo_csr_pipe *pipe, const fo_epoch_ctl *ctl, Py_ssize_t d, Py_ssize_t k, const double *data,

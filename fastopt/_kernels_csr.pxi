@@ -63,7 +63,7 @@ def _keep_workspace(key, arrays) -> None:
 def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight, const int64_t[::1] order,
               floating[::1] params, floating[:, ::1] state, int64_t t, double lr, bint lazy=False, stage_cap=None,
               floating[::1] avg=None, double[::1] loss_acc=None, int64_t period=0, int n_threads=1,
-              const floating[::1] decay=None, int64_t _solo_block=0):
+              const floating[::1] decay=None, int64_t _solo_block=0, int64_t _slow_producer_ns=0):
     """One fused epoch of minibatch training over the rows ``order`` of a CSR matrix, in place on ``params``
     and ``state``: :func:`epoch` for sparse ``X``.
 
@@ -212,7 +212,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
             pipe_cap, fixed = max(pipe_cap, whole), True
     if 0 < pipe_cap <= PIPE_MAX_STAGED // FO_CSR_PIPE_BLOCKS:
         st = _epoch_csr_piped(rule, &h, &c, lazy, xp, ip, &indptr[0], yp, swp, d, k, pp, n_params, s,
-                              state.shape[0], work, iwork, table, pipe_cap, period, fixed, cap, _solo_block)
+                              state.shape[0], work, iwork, table, pipe_cap, period, fixed, cap, _solo_block,
+                              _slow_producer_ns)
     else:
         with nogil:
             if floating is double:
@@ -232,10 +233,10 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                 Py_ssize_t d, Py_ssize_t k, floating *pp, Py_ssize_t n_params, floating *s,
                                 Py_ssize_t n_slots, floating[::1] work, int64_t[::1] iwork, double[::1] table,
                                 Py_ssize_t cap, int64_t period, bint fixed, Py_ssize_t stage_cap,
-                                int64_t solo_block) except *:
+                                int64_t solo_block, int64_t slow_ns) except *:
     """The epoch on two threads (fo_csr_pipe): the epoch helper thread produces the staged blocks, this thread
     consumes them with ``work``, ``iwork`` and ``table`` (as the one-thread epoch's, which it becomes with
-    ``stage_cap`` while the producer stalls; ``solo_block``, tests: fo_csr_pipe)."""
+    ``stage_cap`` while the producer stalls; ``solo_block`` and ``slow_ns``, tests: fo_csr_pipe)."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t rows = fo_csr_stage_rows(c.batch_size), i
     cdef Py_ssize_t nb = FO_CSR_PIPE_BLOCKS
@@ -259,7 +260,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     pipe.scatter = fo_csr_scatter(<fo_rule>rule, h, c, lazy, k)
     pipe.fixed = fixed
     pipe.period = period
-    pipe.stage_cap, pipe.solo_block = stage_cap, solo_block
+    pipe.stage_cap, pipe.solo_block, pipe.slow_ns = stage_cap, solo_block, slow_ns
     cdef _EpochHelper helper
     try:
         helper = _take_helper()  # nothing below raises until the helper is released
@@ -281,9 +282,22 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                       n_slots, &work[0], &iwork[0], &table[0])
         helper.collect()  # the consumer told the producer to stop on every path
     helper.pipe, helper.ctl = NULL, NULL
-    global _last_went_solo, _last_rejoined
+    global _last_went_solo, _last_rejoined, _last_paced, _last_stalls
     _last_went_solo, _last_rejoined = pipe.went_solo, pipe.rejoined
+    _last_paced, _last_stalls = pipe.paced, pipe.stalls
     _finish_helper(helper)
     free(pipe)
     _keep_workspace(key, bufs)  # the producer has returned: nothing reads them any more
     return st
+
+
+def _pace_blocks(blocks):
+    """Feed ``fo_csr_pace_block`` the blocks ``(piped, values, waited_ns, now_ns)`` in turn, from a fresh pace;
+    ``[(goes alone, ns a stored value alone, measured), ...]`` after each (tests)."""
+    cdef fo_csr_pace pace
+    memset(&pace, 0, sizeof(pace))
+    out = []
+    for piped, values, waited, now in blocks:
+        go = fo_csr_pace_block(&pace, piped, values, waited, now)
+        out.append((bool(go), pace.alone, bool(pace.measured)))
+    return out

@@ -5,6 +5,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free
+from libc.string cimport memset
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 import numbers
@@ -410,6 +411,18 @@ def _went_solo():
     """``(first step on which the calling thread went on alone or 0, times the helper rejoined)`` of the last
     two-thread epoch (tests)."""
     return _last_went_solo, _last_rejoined
+
+
+# The times the last piped CSR epoch's consumer went on alone on its pace (fo_csr_pace) and because its producer
+# stalled; for tests.
+cdef int64_t _last_paced = 0
+cdef int64_t _last_stalls = 0
+
+
+def _paced():
+    """``(times the calling thread went on alone because its producer kept up too slowly, times because it
+    stalled)`` in the last two-thread CSR epoch (tests)."""
+    return _last_paced, _last_stalls
 
 
 def _forget_helper_after_fork():

@@ -819,7 +819,8 @@ def _sparse_adam(hyper, w, g, state, n_decay, t, lr, decoupled):
 
 
 def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, lr, lazy=False, stage_cap=None,
-              avg=None, loss_acc=None, period=0, n_threads=1, decay=None, _solo_block=0):
+              avg=None, loss_acc=None, period=0, n_threads=1, decay=None, _solo_block=0,
+              _slow_producer_ns=0):
     """Twin of ``fastopt._kernels.epoch_csr``: one epoch over the rows ``order`` of a CSR matrix.
 
     The definition that the kernel's deferred updates reproduce: every step applies the rule to every
@@ -833,11 +834,11 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
     ``w_j -= lr (c_i / |B|) x_ij`` in the rows' order, as the kernel does (the same update, summed in another
     order; the minibatch's checks still use its gradient); under L2 its weights are kept as ``w = s v`` with a
     global factor ``s <- (1 - lr wd) s`` (when ``0.5 <= 1 - lr wd <= 2``), folded back (``v <- s v``) when it
-    leaves ``[lo, 1 / lo]`` (``lo`` 1e-150 for float64, 1e-25 for float32), at the
-    steps that are multiples of ``period`` and at the end. ``stage_cap``, ``period``, ``n_threads`` and
-    ``_solo_block`` (how the kernel reads rows, splits its deferred updates and shares its work) do not change the
-    definition and are accepted for the same signature. ``decay``: each weight's L2 coefficient, ``decay * w``
-    added to the clipped gradient before the rule (not with SparseAdam).
+    leaves ``[lo, 1 / lo]`` (``lo`` 1e-150 for float64, 1e-25 for float32), at the steps that are multiples of
+    ``period`` and at the end. ``stage_cap``, ``period``, ``n_threads``, ``_solo_block`` and ``_slow_producer_ns``
+    (how the kernel reads rows, splits its deferred updates and shares its work) do not change the definition and
+    are accepted for the same signature. ``decay``: each weight's L2 coefficient, ``decay * w`` added to the
+    clipped gradient before the rule (not with SparseAdam).
     """
     real = Y.dtype.type
     d, k, m = X.shape[1], Y.shape[1], order.shape[0]

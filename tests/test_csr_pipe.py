@@ -518,3 +518,75 @@ def test_an_order_that_repeats_rows_gives_the_bits_of_one_thread(rule, orders, n
     assert o2 == o1 and o1[0][:2] == (0, 313)
     np.testing.assert_array_equal(p2, p1)
     np.testing.assert_array_equal(s2, s1)
+
+
+@pytest.mark.parametrize(("rule", "lazy", "wd", "average"), [
+    ("sgd", False, 0.01, 3), ("adagrad", False, 0.0, 0), ("adam", True, 0.0, 0), ("momentum", False, 0.01, 0)])
+def test_a_producer_that_keeps_up_slowly_is_left_and_taken_back_with_the_bits_of_one_thread(rule, lazy, wd, average):
+    # The producer spins 600 us after each block it publishes (under the 1 ms that counts as a stall), so
+    # the consumer waits for most of every piped window while one thread takes far less a block on this problem
+    # (40 blocks an epoch; settings whose steps take at most about 200 us a block of 16 minibatches): it goes on
+    # alone on its pace (fo_csr_pace), times a window alone, takes the producer back, finds it as slow and leaves
+    # it again; every switch at a block's start, with the bits of one thread (as every other). Averaged SGD's
+    # deferred updates,
+    # AdaGrad's marks, SparseAdam's shared steps, momentum's pairs under L2.
+    rng, X, Y, spec, train = _hashed_epoch(6, 20_000, 5_000, 12, rule, 32, optim.Loss.HUBER)
+    spec = optim.make(rule, weight_decay=wd)
+    train = train._replace(average=average)
+    orders = [rng.permutation(20_000).astype(np.int64) for _ in range(2)]
+    avgs = [np.zeros(5_001) if average else None for _ in range(2)]
+    p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1, avgs[0], period=7)
+    params, state, out, paced = np.zeros(5_001), spec.init_state(5_001, np.float64), [], []
+    for order in orders:
+        res = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
+                                 out[-1][1] if out else 0, 0.01, lazy, None, avgs[1], None, 7, 2,
+                                 _slow_producer_ns=600_000)
+        out.append(res)
+        paced.append((_kernels._paced(), _kernels._went_solo()))
+    assert out == o1
+    # (with no stall the consumer leaves on its pace; a loaded machine may stall the producer first, and delay its
+    # parking, and so the taking back, past the epoch's end: fo_csr_pace_block's own tests below)
+    assert all(went > 0 and (stalls > 0 or p > 0) for (p, stalls), (went, _) in paced), paced
+    np.testing.assert_array_equal(params, p1)
+    np.testing.assert_array_equal(state, s1)
+    if average:
+        np.testing.assert_array_equal(avgs[1], avgs[0])
+
+
+def _windows(kinds, per_block, waited, t=1_000):
+    """Blocks of 100 stored values, each of kind piped (1) or alone (0) in ``kinds``, ``per_block`` ns apart, the
+    consumer waiting ``waited`` ns for each: fo_csr_pace_block's inputs, the clock from t."""
+    out = []
+    for piped in kinds:
+        out.append((piped, 100, waited if piped else 0, t))
+        t += per_block
+    return out
+
+
+def test_the_pace_leaves_a_producer_it_waits_for_until_a_window_alone_is_timed():
+    # Nothing timed alone yet: a piped window (its first block, the switch's, not counted; then 8 blocks) in which
+    # the consumer waited for more than a quarter of the time sends it alone, at the start of the 10th block.
+    got = _kernels._pace_blocks(_windows([1] * 10, 1_000, 300))
+    assert [g[0] for g in got] == [False] * 8 + [True, False]
+    # waiting a quarter or less: it stays
+    assert not any(g[0] for g in _kernels._pace_blocks(_windows([1] * 30, 1_000, 250)))
+    # alone, the first block is not counted; the 8 after it time a stored value (800 ns / 800 values)
+    got = _kernels._pace_blocks(_windows([0] * 10, 1_000, 0))
+    assert [g[2] for g in got] == [False] * 8 + [True, True]
+    assert got[-2][1] == 1_000 * 8 / 800 and not any(g[0] for g in got)
+
+
+@pytest.mark.parametrize(("team_ns", "waited", "leaves"), [
+    (1_500, 600, True),   # slower than alone (1,200 ns a block), waiting 40%: leave
+    (1_000, 400, False),  # faster than alone, though waiting 40%: stay
+    (1_500, 300, False),  # slower than alone but waiting 20% (its own steps are slow): stay
+])
+def test_the_pace_compares_a_piped_window_with_the_last_one_alone(team_ns, waited, leaves):
+    blocks = _windows([0] * 9, 1_200, 0)
+    blocks += _windows([1] * 9, team_ns, waited, t=blocks[-1][3] + 1_200)
+    got = _kernels._pace_blocks(blocks)
+    assert got[8][1] == 1_200 * 8 / 800 and got[8][2]
+    assert [g[0] for g in got] == [False] * 17 + [leaves]
+    # each window is judged afresh: a later piped window that keeps up stays
+    more = _kernels._pace_blocks(blocks + _windows([1] * 8, 1_000, 0, t=blocks[-1][3] + team_ns))
+    assert not any(g[0] for g in more[18:])
