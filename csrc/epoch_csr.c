@@ -469,9 +469,13 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
 #define FO_CSR_TEAM_SHORT 512
 
 /* fo_csr_pace (fastopt.h): windows of FO_CSR_PACE_BLOCKS blocks; the consumer goes on alone when it waited for
- * more than 1/FO_CSR_PACE_WAIT of a piped window's time. */
+ * more than 1/FO_CSR_PACE_WAIT of a piped window's time and a stored value took more than FO_CSR_PACE_SLOWER
+ * times as long as alone. (Momentum's consumer, which otherwise never waits, waited 27% of a window in a spell
+ * when this machine slowed both threads; with a quarter and no margin it left producers that were still faster
+ * than it alone: two-thread epochs of 111-124 ms where the previous build took 97-118, in 3 of 14 pairs.) */
 #define FO_CSR_PACE_BLOCKS 8
-#define FO_CSR_PACE_WAIT 4
+#define FO_CSR_PACE_WAIT 3
+#define FO_CSR_PACE_SLOWER 1.25
 int fo_csr_pace_block(fo_csr_pace *p, int piped, int64_t values, int64_t waited, int64_t now)
 {
     if (!p->t0 || piped != p->piped) {
@@ -486,7 +490,7 @@ int fo_csr_pace_block(fo_csr_pace *p, int piped, int64_t values, int64_t waited,
     if (!piped)
         p->alone = per, p->measured = 1;
     else
-        alone = FO_CSR_PACE_WAIT * p->waited > span && (p->alone == 0 || per > p->alone);
+        alone = FO_CSR_PACE_WAIT * p->waited > span && (p->alone == 0 || per > FO_CSR_PACE_SLOWER * p->alone);
     p->t0 = now, p->values = p->waited = 0, p->blocks = 0;
     return alone;
 }

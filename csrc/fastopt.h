@@ -436,10 +436,10 @@ typedef struct {
  * the latency between the two cores sometimes rose from 50-60 to 330-350 ns a round trip (a ping-pong of one
  * line, for whole processes at a time), and SparseAdam mode's two-thread epoch on the sparse benchmark then took
  * 110-137 ms, its consumer waiting for blocks 40-55% of it, where one thread took 63 (and two, otherwise, 39,
- * waiting under 1%). So when the consumer of a piped window waited for more than a quarter of it, and a stored
- * value took longer than in the last window alone (or none has been timed: it finds out), it goes on alone, as
- * when the producer stalls, until it has timed a window alone, and takes the producer back as then (the backoff
- * doubling while the teams it takes back stay short): the bits do not change. */
+ * waiting under 1%). So when the consumer of a piped window waited for more than a third of it, and a stored
+ * value took over 1.25 times as long as in the last window alone (or none has been timed: it finds out), it goes
+ * on alone, as when the producer stalls, until it has timed a window alone, and takes the producer back as then
+ * (the backoff doubling while the teams it takes back stay short): the bits do not change. */
 typedef struct {
     int64_t t0;     /* the window's start (ns; 0: none yet) */
     int64_t values; /* stored values of its blocks */

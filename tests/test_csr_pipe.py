@@ -565,11 +565,11 @@ def _windows(kinds, per_block, waited, t=1_000):
 
 def test_the_pace_leaves_a_producer_it_waits_for_until_a_window_alone_is_timed():
     # Nothing timed alone yet: a piped window (its first block, the switch's, not counted; then 8 blocks) in which
-    # the consumer waited for more than a quarter of the time sends it alone, at the start of the 10th block.
-    got = _kernels._pace_blocks(_windows([1] * 10, 1_000, 300))
+    # the consumer waited for more than a third of the time sends it alone, at the start of the 10th block.
+    got = _kernels._pace_blocks(_windows([1] * 10, 1_000, 400))
     assert [g[0] for g in got] == [False] * 8 + [True, False]
-    # waiting a quarter or less: it stays
-    assert not any(g[0] for g in _kernels._pace_blocks(_windows([1] * 30, 1_000, 250)))
+    # waiting a third or less: it stays
+    assert not any(g[0] for g in _kernels._pace_blocks(_windows([1] * 30, 1_000, 333)))
     # alone, the first block is not counted; the 8 after it time a stored value (800 ns / 800 values)
     got = _kernels._pace_blocks(_windows([0] * 10, 1_000, 0))
     assert [g[2] for g in got] == [False] * 8 + [True, True]
@@ -577,9 +577,10 @@ def test_the_pace_leaves_a_producer_it_waits_for_until_a_window_alone_is_timed()
 
 
 @pytest.mark.parametrize(("team_ns", "waited", "leaves"), [
-    (1_500, 600, True),   # slower than alone (1,200 ns a block), waiting 40%: leave
-    (1_000, 400, False),  # faster than alone, though waiting 40%: stay
-    (1_500, 300, False),  # slower than alone but waiting 20% (its own steps are slow): stay
+    (1_600, 600, True),   # 1.33 times as long a value as alone (1,200 ns a block), waiting 37.5%: leave
+    (1_000, 600, False),  # faster than alone, though waiting 60%: stay
+    (1_450, 600, False),  # 1.21 times as long as alone (within the margin), waiting 41%: stay
+    (1_600, 500, False),  # 1.33 times as long as alone but waiting 31% (its own steps are slow): stay
 ])
 def test_the_pace_compares_a_piped_window_with_the_last_one_alone(team_ns, waited, leaves):
     blocks = _windows([0] * 9, 1_200, 0)
