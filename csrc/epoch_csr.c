@@ -472,7 +472,8 @@ static void fo_csr_tables(fo_rule rule, const fo_hyper *h, double lr, ptrdiff_t 
  * more than 1/FO_CSR_PACE_WAIT of a piped window's time and a stored value took more than FO_CSR_PACE_SLOWER
  * times as long as alone. (Momentum's consumer, which otherwise never waits, waited 27% of a window in a spell
  * when this machine slowed both threads; with a quarter and no margin it left producers that were still faster
- * than it alone: two-thread epochs of 111-124 ms where the previous build took 97-118, in 3 of 14 pairs.) */
+ * than it alone: 9 of 40 two-thread epochs on the sparse benchmark had 1-4 departures and took 106-130 ms,
+ * against 97-101 for most without; with these, none in 60.) */
 #define FO_CSR_PACE_BLOCKS 8
 #define FO_CSR_PACE_WAIT 3
 #define FO_CSR_PACE_SLOWER 1.25
