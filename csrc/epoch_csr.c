@@ -75,8 +75,8 @@
  * the consumer at every block: beside a spinning process the two-thread epoch took 1.7-2.3x one thread's time
  * (SparseAdam mode, momentum). After FO_STALL_NS without a block the consumer goes on as one thread does, and
  * takes the producer back later at one of its own blocks (fo_csr_pipe_park, fo_csr_pipe_rejoin): 1.05-1.15x. A
-producer that keeps up too slowly (slow cross-core spells) is left the same way, on the consumer's pace
-(fo_csr_pace in fastopt.h).
+ * producer that keeps up too slowly (slow cross-core spells) is left the same way, on the consumer's pace
+ * (fo_csr_pace in fastopt.h).
  *
  * Slices. An epoch may run in several calls (so that Python can handle Ctrl-C between them). Catch-ups are
  * split at the steps that are multiples of `period`, and a call brings every coordinate up to date at its end;
@@ -558,15 +558,18 @@ static void fo_csr_help_share(fo_csr_pipe *pipe, const void *job, void (*run)(co
 #endif
 }
 
-/* Wait until *flag >= value, the producer (serve) running posted chunks meanwhile; 0 if the consumer returned
+/* Wait until *flag >= value (1), the producer (serve) running posted chunks meanwhile; 0 if the consumer returned
  * first. The consumer's wait (!serve) returns 2 once it has waited FO_STALL_NS after its spins: the producer lost
- * its core. The producer's returns 3 once the consumer has gone on alone (it is to stop: fo_csr_pipe_park). */
+ * its core. The producer's returns 3 once the consumer has gone on alone, also if it need not wait (a consumer
+ * gone on alone reads no more blocks: the producer stops at once, fo_csr_pipe_park, not once the buffers are
+ * full). */
 static int fo_csr_pipe_wait(fo_csr_pipe *pipe, const int64_t *flag, int64_t value, int serve)
 {
     int64_t since = 0;
-    for (long spins = 0; FO_CSR_LOAD(flag) < value;) {
-        if (FO_CSR_LOAD(&pipe->abort)) return 0;
+    for (long spins = 0;;) {
         if (serve && FO_CSR_LOAD(&pipe->solo) != FO_CSR_LOAD(&pipe->resume)) return 3;
+        if (FO_CSR_LOAD(flag) >= value) return 1;
+        if (FO_CSR_LOAD(&pipe->abort)) return 0;
         if (serve && fo_csr_help_one(pipe)) {
             spins = 0;
         } else if (++spins > FO_CSR_SPINS) {
@@ -578,7 +581,6 @@ static int fo_csr_pipe_wait(fo_csr_pipe *pipe, const int64_t *flag, int64_t valu
             FO_CSR_YIELD();
         }
     }
-    return 1;
 }
 
 /* Block number i (0-based) is published. */
@@ -644,8 +646,6 @@ static void fo_csr_pipe_done(fo_csr_pipe *pipe) { FO_CSR_STORE(&pipe->abort, 1);
  * run posted chunks until the consumer returns (no block count reaches INT64_MAX). */
 static int fo_csr_pipe_room(fo_csr_pipe *pipe, int64_t made)
 {
-    /* (a consumer gone on alone reads no more blocks: stop at once, not once the buffers are full) */
-    if (FO_CSR_LOAD(&pipe->solo) != FO_CSR_LOAD(&pipe->resume)) return 3;
     return fo_csr_pipe_wait(pipe, &pipe->consumed, made - (FO_CSR_PIPE_BLOCKS - 1), 1);
 }
 static void fo_csr_pipe_publish(fo_csr_pipe *pipe, int64_t i)

@@ -528,8 +528,7 @@ def test_a_producer_that_keeps_up_slowly_is_left_and_taken_back_with_the_bits_of
     # (40 blocks an epoch; settings whose steps take at most about 200 us a block of 16 minibatches): it goes on
     # alone on its pace (fo_csr_pace), times a window alone, takes the producer back, finds it as slow and leaves
     # it again; every switch at a block's start, with the bits of one thread (as every other). Averaged SGD's
-    # deferred updates,
-    # AdaGrad's marks, SparseAdam's shared steps, momentum's pairs under L2.
+    # deferred updates, AdaGrad's marks, SparseAdam's shared steps, momentum's pairs under L2.
     rng, X, Y, spec, train = _hashed_epoch(6, 20_000, 5_000, 12, rule, 32, optim.Loss.HUBER)
     spec = optim.make(rule, weight_decay=wd)
     train = train._replace(average=average)
