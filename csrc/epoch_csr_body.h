@@ -963,9 +963,11 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
 #define FO_ROW(pos) (sorder ? sorder[pos] : (int64_t)((pos) - base))
     for (ptrdiff_t start = 0; start < c->n_rows; start += b) {
         const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
-        /* piped with blocks of its own making: the pace of the block before (alone, slow: go on alone) */
-        const int slow = piped && !piped->fixed && start >= block_end && start > 0 &&
-                         fo_csr_pace_block(&pace, blk_piped, blk_values, blk_waited, fo_clock_ns());
+        /* piped with blocks of its own making: the pace of the block before (alone, slow: go on alone); or, at
+         * the first, the last call's backoff (fo_csr_pipe.carry: it ended alone on its pace) */
+        const int carried = piped && !piped->fixed && start == 0 && piped->carry > 0 && end < c->n_rows;
+        const int slow = carried || (piped && !piped->fixed && start >= block_end && start > 0 &&
+                                     fo_csr_pace_block(&pace, blk_piped, blk_values, blk_waited, fo_clock_ns()));
         if (piped && !pipe && !piped->fixed && start >= block_end && c->t + 1 >= solo_until &&
             (!paced_alone || pace.measured) && fo_csr_pipe_rejoin(piped, start)) {
             /* the producer back, from the block it would make next */
@@ -982,15 +984,18 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                  * waits for all of its chunks); the stamps of deferred updates are this thread's already. The
                  * producer stops once it runs. */
                 if (slow)
-                    pipe->paced++, paced_alone = 1, pace.measured = 0;
+                    pipe->paced += !carried, paced_alone = 1, pace.measured = 0;
                 else
                     pipe->stalls++;
                 if (!pipe->went_solo) pipe->went_solo = c->t + 1;
                 FO_CSR_STORE(&pipe->solo, pipe->solo + 1);
                 pipe = NULL;
-                backoff = fo_rejoin_backoff(backoff, c->t + 1 - team_since, FO_CSR_TEAM_SHORT, FO_CSR_REJOIN_MIN,
-                                            FO_CSR_REJOIN_MAX);
-                solo_until = piped->solo_block < 0 ? 0 : c->t + 1 + backoff;
+                /* (carried: the first try soon, in case the spell has passed; the backoff doubles from the last
+                 * call's if the producer is still slow) */
+                backoff = carried ? piped->carry
+                                  : fo_rejoin_backoff(backoff, c->t + 1 - team_since, FO_CSR_TEAM_SHORT,
+                                                      FO_CSR_REJOIN_MIN, FO_CSR_REJOIN_MAX);
+                solo_until = piped->solo_block < 0 ? 0 : c->t + 1 + (carried ? FO_CSR_REJOIN_MIN : backoff);
                 if (!scatter && !catching) {
                     marked = 1, found = 0;
                     for (ptrdiff_t col = 0; col < d; col++) mark[col] = -1;
@@ -1501,7 +1506,10 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                                        decoupled, averaging, count, cw, cs, adam1 ? pipe : NULL, &helped);
     }
 #undef FO_ROW
-    if (piped) fo_csr_pipe_done(piped); /* the producer, if still waiting (or stopped), returns */
+    if (piped) { /* the producer, if still waiting (or stopped), returns; the backoff for the next call */
+        piped->carry = !pipe && paced_alone ? backoff : 0;
+        fo_csr_pipe_done(piped);
+    }
     if (s_scale != 1.0) /* scattered steps under L2: the weights w = s v, on every exit */
         for (ptrdiff_t p = 0; p < kd; p++) params[p] = (FO_REAL)((double)params[p] * s_scale);
     /* Every coordinate up to date with the last step taken, on every exit. */

@@ -411,7 +411,11 @@ typedef struct {
      * back. The consumer also goes on alone when the producer keeps up with it too slowly (fo_csr_pace: the
      * consumer waits for its blocks and one thread was faster). paced, stalls (out): the times it went on alone so,
      * and because the producer stalled (or solo_block). slow_ns (tests; 0: none): the producer spins this long
-     * after each block it publishes. */
+     * after each block it publishes. carry (in and out): the consumer's backoff when the last call ended with it
+     * alone on its pace (0: the last call did not). A call given one starts alone, takes the producer back after
+     * FO_CSR_REJOIN_MIN steps (once it has timed a window alone), and, if it leaves it again, waits twice that
+     * backoff: in a slow spell the calls of a fit do not each learn anew that one thread is faster. Out: the
+     * backoff if the call ends alone on its pace, else 0. */
     ptrdiff_t stage_cap;
     int64_t solo_block;
     int64_t went_solo;
@@ -419,7 +423,7 @@ typedef struct {
     int64_t paced;
     int64_t stalls;
     int64_t slow_ns;
-    char pad6[8];
+    int64_t carry;
     int64_t solo;            /* the consumer: the times it has gone on alone */
     int64_t resume;          /* the consumer: the times it has taken the producer back */
     int64_t resume_block;

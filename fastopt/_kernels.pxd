@@ -176,6 +176,7 @@ cdef extern from "fastopt.h" nogil:
         int64_t paced
         int64_t stalls
         int64_t slow_ns
+        int64_t carry
     ctypedef struct fo_csr_pace:
         int measured
         double alone

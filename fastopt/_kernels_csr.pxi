@@ -261,6 +261,7 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
     pipe.fixed = fixed
     pipe.period = period
     pipe.stage_cap, pipe.solo_block, pipe.slow_ns = stage_cap, solo_block, slow_ns
+    pipe.carry = _pace_carry
     cdef _EpochHelper helper
     try:
         helper = _take_helper()  # nothing below raises until the helper is released
@@ -282,13 +283,30 @@ cdef fo_status _epoch_csr_piped(int rule, const fo_hyper *h, fo_epoch_ctl *c, bi
                                       n_slots, &work[0], &iwork[0], &table[0])
         helper.collect()  # the consumer told the producer to stop on every path
     helper.pipe, helper.ctl = NULL, NULL
-    global _last_went_solo, _last_rejoined, _last_paced, _last_stalls
+    global _last_went_solo, _last_rejoined, _last_paced, _last_stalls, _pace_carry
     _last_went_solo, _last_rejoined = pipe.went_solo, pipe.rejoined
     _last_paced, _last_stalls = pipe.paced, pipe.stalls
+    _pace_carry = pipe.carry
     _finish_helper(helper)
     free(pipe)
     _keep_workspace(key, bufs)  # the producer has returned: nothing reads them any more
     return st
+
+
+# The backoff with which the last piped CSR epoch's consumer ended alone on its pace (fo_csr_pipe.carry; 0: it did
+# not), for the next call: in a slow cross-core spell, which outlasts an epoch, each call of a fit no longer learns
+# anew that one thread is faster (with the pace restarting each call, four or five departures an epoch on the sparse
+# benchmark). Per process, like the spells; the bits are the same either way.
+cdef int64_t _pace_carry = 0
+
+
+def _carried(value=None):
+    """The backoff the next piped CSR epoch starts alone with (``fo_csr_pipe.carry``; 0: it starts piped); sets
+    it first when ``value`` is given (tests)."""
+    global _pace_carry
+    if value is not None:
+        _pace_carry = value
+    return _pace_carry
 
 
 def _pace_blocks(blocks):

@@ -23,6 +23,14 @@ from fastopt import LinearRegressor, _iterative, _kernels, optim
 from fastopt._iterative import EpochCtl
 
 RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+
+
+@pytest.fixture(autouse=True)
+def _no_carried_backoff():
+    # Each test's epochs start piped: none inherits a backoff from an earlier test's last epoch (_kernels._carried).
+    _kernels._carried(0)
+    yield
+    _kernels._carried(0)
 LOSSES = [optim.Loss.SQUARED_ERROR, optim.Loss.ABSOLUTE_ERROR, optim.Loss.HUBER]
 
 
@@ -537,19 +545,57 @@ def test_a_producer_that_keeps_up_slowly_is_left_and_taken_back_with_the_bits_of
     p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1, avgs[0], period=7)
     params, state, out, paced = np.zeros(5_001), spec.init_state(5_001, np.float64), [], []
     for order in orders:
+        carried = _kernels._carried()
         res = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
                                  out[-1][1] if out else 0, 0.01, lazy, None, avgs[1], None, 7, 2,
                                  _slow_producer_ns=600_000)
         out.append(res)
-        paced.append((_kernels._paced(), _kernels._went_solo()))
+        paced.append((_kernels._paced(), _kernels._went_solo(), carried))
     assert out == o1
-    # (with no stall the consumer leaves on its pace; a loaded machine may stall the producer first, and delay its
-    # parking, and so the taking back, past the epoch's end: fo_csr_pace_block's own tests below)
-    assert all(went > 0 and (stalls > 0 or p > 0) for (p, stalls), (went, _) in paced), paced
+    # (with no stall the consumer leaves on its pace, or, in the second epoch, may start alone on the first's
+    # backoff (fo_csr_pipe.carry); a loaded machine may stall the producer first, and delay its parking, and so
+    # the taking back, past the epoch's end: fo_csr_pace_block's own tests below)
+    assert all(went > 0 and (stalls > 0 or p > 0 or carried > 0) for (p, stalls), (went, _), carried in paced), paced
     np.testing.assert_array_equal(params, p1)
     np.testing.assert_array_equal(state, s1)
     if average:
         np.testing.assert_array_equal(avgs[1], avgs[0])
+
+
+@pytest.mark.parametrize("slow_ns", [600_000, 0])
+@pytest.mark.parametrize(("rule", "lazy"), [("adam", True), ("momentum", False), ("adagrad", False)])
+def test_a_backoff_carried_from_the_last_call_starts_alone_and_doubles_if_the_producer_is_still_slow(rule, lazy,
+                                                                                                      slow_ns):
+    # A call that ended alone on its pace hands its backoff to the next (fo_csr_pipe.carry). Given 1,024, the
+    # consumer starts alone, and after the first try's 64 steps and a window timed alone (9 blocks of 16
+    # minibatches) takes the producer back. A producer as slow as before (600 us a block) is left for 2,048
+    # steps, past the epoch's end (625 steps): the call ends alone and hands on 2,048, and the next call starts
+    # alone too. A producer that keeps up is kept: the call ends piped and hands on nothing (on this small problem
+    # one thread may still be the faster, and the pace leave it). A loaded machine may also delay the producer's
+    # stop past the epoch's end (never taken back: the backoff handed on as it came), stall it, or slow the window
+    # timed alone (the slowed producer kept). So each call's outcome is one of these three, with the bits of one
+    # thread throughout.
+    rng, X, Y, spec, train = _hashed_epoch(6, 20_000, 5_000, 12, rule, 32, optim.Loss.HUBER)
+    orders = [rng.permutation(20_000).astype(np.int64) for _ in range(2)]
+    p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1, period=7)
+    _kernels._carried(1_024)
+    params, state, out, seen = np.zeros(5_001), spec.init_state(5_001, np.float64), [], []
+    for order in orders:
+        carried = _kernels._carried()
+        out.append(_kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
+                                      out[-1][1] if out else 0, 0.01, lazy, None, None, None, 7, 2,
+                                      _slow_producer_ns=slow_ns))
+        seen.append((carried, _kernels._went_solo(), _kernels._paced(), _kernels._carried()))
+    assert out == o1
+    np.testing.assert_array_equal(params, p1)
+    np.testing.assert_array_equal(state, s1)
+    for call, (carried, (went, rejoined), (paced, stalls), carry) in enumerate(seen):
+        if not carried:
+            continue
+        assert went == 625 * call + 1, seen  # alone from the call's first step (not counted as a departure)
+        if not stalls:  # never taken back; left again on the pace; kept
+            outcomes = {(0, 0, carried), (1, 1, 2 * carried), (1, 0, 0)}
+            assert (rejoined, paced, carry) in outcomes, seen
 
 
 def _windows(kinds, per_block, waited, t=1_000):
