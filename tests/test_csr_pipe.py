@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -542,13 +543,17 @@ def test_a_producer_that_keeps_up_slowly_is_left_and_taken_back_with_the_bits_of
     train = train._replace(average=average)
     orders = [rng.permutation(20_000).astype(np.int64) for _ in range(2)]
     avgs = [np.zeros(5_001) if average else None for _ in range(2)]
+    began = time.perf_counter_ns()
     p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1, avgs[0], period=7)
+    # (a build many times slower, as under ThreadSanitizer, takes longer a block alone than 600 us: the producer
+    # is then slowed to three times one thread's block, over the 1 ms that counts as a stall)
+    slow_ns = max(600_000, 3 * (time.perf_counter_ns() - began) // 80)
     params, state, out, paced = np.zeros(5_001), spec.init_state(5_001, np.float64), [], []
     for order in orders:
         carried = _kernels._carried()
         res = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
                                  out[-1][1] if out else 0, 0.01, lazy, None, avgs[1], None, 7, 2,
-                                 _slow_producer_ns=600_000)
+                                 _slow_producer_ns=slow_ns)
         out.append(res)
         paced.append((_kernels._paced(), _kernels._went_solo(), carried))
     assert out == o1
