@@ -531,6 +531,20 @@ def test_an_order_that_repeats_rows_gives_the_bits_of_one_thread(rule, orders, n
     np.testing.assert_array_equal(s2, s1)
 
 
+def _slowed_epochs(X, Y, spec, train, orders, lazy, slow_ns, avg=None):
+    """The epochs of ``orders`` on two threads, at rate 0.01 and period 7, the producer spinning ``slow_ns`` after
+    each block: (params, state, results, and each call's (backoff it was handed, _went_solo(), _paced(), backoff
+    it handed on))."""
+    params, state, out, seen = np.zeros(X.shape[1] + 1), spec.init_state(X.shape[1] + 1, np.float64), [], []
+    for order in orders:
+        carried = _kernels._carried()
+        out.append(_kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
+                                      out[-1][1] if out else 0, 0.01, lazy, None, avg, None, 7, 2,
+                                      _slow_producer_ns=slow_ns))
+        seen.append((carried, _kernels._went_solo(), _kernels._paced(), _kernels._carried()))
+    return params, state, out, seen
+
+
 @pytest.mark.parametrize(("rule", "lazy", "wd", "average"), [
     ("sgd", False, 0.01, 3), ("adagrad", False, 0.0, 0), ("adam", True, 0.0, 0), ("momentum", False, 0.01, 0)])
 def test_a_producer_that_keeps_up_slowly_is_left_and_taken_back_with_the_bits_of_one_thread(rule, lazy, wd, average):
@@ -550,19 +564,12 @@ def test_a_producer_that_keeps_up_slowly_is_left_and_taken_back_with_the_bits_of
     # (a build many times slower, as under ThreadSanitizer, takes longer a block alone than 600 us: the producer
     # is then slowed to three times one thread's block, over the 1 ms that counts as a stall)
     slow_ns = max(600_000, 3 * (time.perf_counter_ns() - began) // 80)
-    params, state, out, paced = np.zeros(5_001), spec.init_state(5_001, np.float64), [], []
-    for order in orders:
-        carried = _kernels._carried()
-        res = _kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
-                                 out[-1][1] if out else 0, 0.01, lazy, None, avgs[1], None, 7, 2,
-                                 _slow_producer_ns=slow_ns)
-        out.append(res)
-        paced.append((_kernels._paced(), _kernels._went_solo(), carried))
+    params, state, out, seen = _slowed_epochs(X, Y, spec, train, orders, lazy, slow_ns, avgs[1])
     assert out == o1
     # (with no stall the consumer leaves on its pace, or, in the second epoch, may start alone on the first's
     # backoff (fo_csr_pipe.carry); a loaded machine may stall the producer first, and delay its parking, and so
     # the taking back, past the epoch's end: fo_csr_pace_block's own tests below)
-    assert all(went > 0 and (stalls > 0 or p > 0 or carried > 0) for (p, stalls), (went, _), carried in paced), paced
+    assert all(went > 0 and (stalls > 0 or p > 0 or carried > 0) for carried, (went, _), (p, stalls), _ in seen), seen
     np.testing.assert_array_equal(params, p1)
     np.testing.assert_array_equal(state, s1)
     if average:
@@ -586,13 +593,7 @@ def test_a_backoff_carried_from_the_last_call_starts_alone_and_doubles_if_the_pr
     orders = [rng.permutation(20_000).astype(np.int64) for _ in range(2)]
     p1, s1, o1 = _epochs(X, Y, None, spec, train, orders, np.zeros(5_001), 0.01, lazy, 1, period=7)
     _kernels._carried(1_024)
-    params, state, out, seen = np.zeros(5_001), spec.init_state(5_001, np.float64), [], []
-    for order in orders:
-        carried = _kernels._carried()
-        out.append(_kernels.epoch_csr(int(spec.rule), spec.hyper, train, X, Y, None, order, params, state,
-                                      out[-1][1] if out else 0, 0.01, lazy, None, None, None, 7, 2,
-                                      _slow_producer_ns=slow_ns))
-        seen.append((carried, _kernels._went_solo(), _kernels._paced(), _kernels._carried()))
+    params, state, out, seen = _slowed_epochs(X, Y, spec, train, orders, lazy, slow_ns)
     assert out == o1
     np.testing.assert_array_equal(params, p1)
     np.testing.assert_array_equal(state, s1)
