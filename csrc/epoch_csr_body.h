@@ -945,6 +945,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
     /* piped: the pipe also while this thread goes on alone (pipe NULL then); when it next tries to take the
      * producer back, the backoff, and the step at which the last team began (fo_csr_pipe_rejoin) */
     fo_csr_pipe *const piped = pipe;
+    /* piped with blocks of its own making (not fixed blocks): the pace, the carried backoff and the taking back */
+    const int own_blocks = piped && !piped->fixed;
     int64_t solo_until = 0, backoff = FO_CSR_REJOIN_MIN, team_since = 0;
     /* piped: the consumer's pace (fo_csr_pace), the current block's kind, stored values and wait, and whether
      * this thread went on alone on its pace (it then takes the producer back only once it has timed a window
@@ -963,12 +965,12 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
 #define FO_ROW(pos) (sorder ? sorder[pos] : (int64_t)((pos) - base))
     for (ptrdiff_t start = 0; start < c->n_rows; start += b) {
         const ptrdiff_t end = start + b < c->n_rows ? start + b : c->n_rows, nrows = end - start;
-        /* piped with blocks of its own making: the pace of the block before (alone, slow: go on alone); or, at
-         * the first, the last call's backoff (fo_csr_pipe.carry: it ended alone on its pace) */
-        const int carried = piped && !piped->fixed && start == 0 && piped->carry > 0 && end < c->n_rows;
-        const int slow = carried || (piped && !piped->fixed && start >= block_end && start > 0 &&
+        /* the pace of the block before (alone, slow: go on alone); or, at the first, the last call's backoff
+         * (fo_csr_pipe.carry: it ended alone on its pace) */
+        const int carried = own_blocks && start == 0 && piped->carry > 0 && end < c->n_rows;
+        const int slow = carried || (own_blocks && start >= block_end && start > 0 &&
                                      fo_csr_pace_block(&pace, blk_piped, blk_values, blk_waited, fo_clock_ns()));
-        if (piped && !pipe && !piped->fixed && start >= block_end && c->t + 1 >= solo_until &&
+        if (own_blocks && !pipe && start >= block_end && c->t + 1 >= solo_until &&
             (!paced_alone || pace.measured) && fo_csr_pipe_rejoin(piped, start)) {
             /* the producer back, from the block it would make next */
             pipe = piped, taken = piped->resume_block, marked = 0, team_since = c->t + 1, paced_alone = 0;
