@@ -34,8 +34,9 @@ Paths (reported as the fitted ``solver_``)
     is qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
-    the minimum-norm solution from the eigendecomposition of the scaled normal equations (accuracy limited by the
-    squared condition number; :class:`~fastopt.exceptions.IllConditionedWarning` says so).
+    the minimum-norm solution (in the caller's units, as ``numpy.linalg.lstsq``) from the eigendecomposition of
+    the scaled normal equations (accuracy limited by the squared condition number;
+    :class:`~fastopt.exceptions.IllConditionedWarning` says so).
 
 Leaving Cholesky for QR loses no accuracy and is not warned about (``solver_``, ``rcond_`` and ``rank_`` report
 it); at most one warning is raised per solve, and only when the answer itself is qualified (``"svd"``, ``"eigh"``).
@@ -713,8 +714,14 @@ def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
     # The Gram carries absolute errors of about eps * ||A||: smaller eigenvalues are not resolved.
     keep = lam > EPS * max(state.n_samples, state.n_features) * lam[-1]
     V = Q[:, keep] @ ((Q[:, keep].T @ B) / lam[keep, None])
+    coef_t = V / scale[:, None]
+    if not keep.all():
+        # V has minimum norm in the scaled units; the caller's (those of numpy.linalg.lstsq, and of the "svd"
+        # path) differ wherever the scales do: remove the component in the null space in the caller's units
+        null = np.linalg.qr(Q[:, ~keep] / scale[:, None])[0]
+        coef_t -= null @ (null.T @ coef_t)
     rcond = max(lam[0], 0.0) / lam[-1] if lam[-1] > 0 else 0.0
-    return _result(params, state, V / scale[:, None], "eigh", rcond, int(keep.sum()))
+    return _result(params, state, coef_t, "eigh", rcond, int(keep.sum()))
 
 
 def _warn_eigh(rcond: float, what: str = "a minimum-norm eigensolve") -> None:

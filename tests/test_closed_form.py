@@ -418,6 +418,28 @@ def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, weighted, rng)
     np.testing.assert_allclose(est.singular_[:rank], s[:rank], rtol=tol)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_eigensolve_of_a_one_shot_stream_is_minimum_norm_in_the_callers_units(seed):
+    # A one-shot stream cannot be read again for QR: its rank-deficient Gram takes the eigensolve. Its minimum
+    # norm must be lstsq's, in the caller's units; in the column-scaled units it was another least-squares
+    # solution (4-48% away on one-hot designs of a few hundred rows whose levels' frequencies, hence the columns'
+    # scales, differ).
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, 7) ** 2
+    codes = np.r_[np.arange(6), rng.choice(6, size=294, p=p / p.sum())]  # every level, skewed frequencies
+    X = np.column_stack([np.eye(6)[codes], rng.normal(size=(300, 2))])
+    y = X @ rng.normal(size=8) + 0.1 * rng.normal(size=300)
+    chunks = iter([(X[i : i + 100], y[i : i + 100]) for i in range(0, 300, 100)])
+    with pytest.warns(IllConditionedWarning):
+        est = LinearRegressor().fit_stream(chunks)
+    assert est.solver_ == "eigh"
+    xm, ym = X.mean(0), y.mean()
+    ref, _, rank, s = np.linalg.lstsq(X - xm, y - ym, rcond=None)
+    assert est.rank_ == rank
+    tol = 8 * max(X.shape) * EPS * (s[0] / s[rank - 1]) ** 2  # the eigensolve squares the condition number
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+
+
 def test_probe_sends_an_ill_conditioned_fit_straight_to_qr(rng, monkeypatch):
     X, y = one_hot_design(rng, 70_000)  # enough rows for the probe (32 x 2048)
     expected = LinearRegressor(solver="qr")
