@@ -8,14 +8,14 @@ BLAS pass computing X^T X of the same matrix. Each design is generated from a fi
 * ``wide``: Gaussian, n = 50,000, d = 2,000;
 * ``onehot_sparse``: ``OneHotEncoder()``'s CSR output (its default) of 3 Zipf-distributed categorical features of
   5,000, 300 and 50 levels, n = 20,000, with an intercept (d = 5,350, rank-deficient: the dummy-variable trap and
-  levels that never occur). ``"auto"`` runs LSQR here; the ``closed_form`` row (this design only, one round: it
-  takes minutes) is what it ran before, the closed form, whose SVD fallback densifies ``X``. The limit row is
-  SciPy's sparse ``X.T @ X``;
+  levels that never occur). ``"auto"`` runs LSQR here; the ``closed_form`` row (one round) is the closed form,
+  ``solver="normal"``, which "auto" ran before: its rank-deficient fallback was an SVD that densified ``X`` and
+  took minutes, now its pivoted path reads ``X`` sparse. The limit row is SciPy's sparse ``X.T @ X``;
 * ``onehot_sparse_narrow``: a ``ColumnTransformer``'s CSR output, one-hot columns of 3 uniform categorical
   features of 300, 150 and 40 levels beside 3 Gaussian columns, n = 200,000, with an intercept (d = 493,
   rank-deficient). The closed form's Gram is cheap here, so ``"auto"`` computes it; its Cholesky is rejected, and
-  ``"auto"`` then runs LSQR before the closed form's SVD fallback (which densifies ``X``: the ``closed_form`` row,
-  one round).
+  ``"auto"`` then runs LSQR before the closed form's rank-deficient fallback (the ``closed_form`` row, one round:
+  the pivoted path, which once was an SVD that densified ``X``).
 
 Run on its own: ``cd bench && python -m pytest test_designs.py -q -p no:randomly --benchmark-json=OUT &&
 python report.py OUT``. Each design is made once (a module-scoped fixture, so pytest runs a design's rows

@@ -32,14 +32,26 @@ Paths (reported as the fitted ``solver_``)
     has the singular values and right singular vectors of the centred design), with the cutoff of
     ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped). The answer
     is qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
+``"pivoted_cholesky"``
+    When Cholesky is rejected because columns are exactly dependent once centred (one-hot columns with an
+    intercept, a constant column such as ``PolynomialFeatures``' bias) while the rest is well-conditioned: a
+    pivoted Cholesky factorisation of the same scaled normal equations (LAPACK ``pstrf``) proposes the kept
+    columns and a null space, and one pass over ``X`` costing ``O(n d)`` per null direction confirms that the
+    design's singular values in that null space lie below the cutoff of ``numpy.linalg.lstsq``
+    (:func:`_pivoted`); the basic solution on the kept columns less its null-space component is the minimum-norm
+    solution. The kept columns' normal equations must pass the ``"cholesky"`` test, so the accuracy is that
+    path's. Anything else (a null space the pass refutes, a ridge, constraints) goes on to QR. In-memory fits
+    only (``fit``); it warns :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution (in the caller's units, as ``numpy.linalg.lstsq``) from the eigendecomposition of
     the scaled normal equations (accuracy limited by the squared condition number;
-    :class:`~fastopt.exceptions.IllConditionedWarning` says so).
+    :class:`~fastopt.exceptions.IllConditionedWarning` says so). Among them: ``partial_fit`` after a
+    ``"pivoted_cholesky"`` fit, whose state holds no ``R``.
 
 Leaving Cholesky for QR loses no accuracy and is not warned about (``solver_``, ``rcond_`` and ``rank_`` report
-it); at most one warning is raised per solve, and only when the answer itself is qualified (``"svd"``, ``"eigh"``).
+it); at most one warning is raised per solve, and only when the answer itself is qualified (``"svd"``,
+``"pivoted_cholesky"``, ``"eigh"``).
 
 A fit from memory of at most :data:`REFINE_MAX_ENTRIES` float64 entries then takes one step of iterative
 refinement with its residual computed in twice the working precision (:func:`_refined`): on such sizes the extra
@@ -47,8 +59,9 @@ read of ``X`` costs little, and it brings the coefficients to within a few ulps 
 whenever the problem's conditioning allows it.
 
 A fit from memory first probes the conditioning (:func:`probe_needs_qr`): the Gram of a few thousand rows spread
-evenly through ``X``. If Cholesky already rejects that sample, the fit goes straight to QR instead of paying for a
-Gram pass it would discard; otherwise the full Gram decides as before. The probe reads at most 1/32 of the rows.
+evenly through ``X``. If Cholesky already rejects that sample, and the pivoted path too (its pass then reads the
+sample's rows only), the fit goes straight to QR instead of paying for a Gram pass it would discard; otherwise the
+full Gram decides as before. The probe reads at most 1/32 of the rows.
 
 Chunked and distributed data (the contract other modules code against)
 -----------------------------------------------------------------------
@@ -697,15 +710,102 @@ def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
     U, s, Vt = np.linalg.svd(R11)
     keep = s > cutoff * s[0]
     rank = int(keep.sum())
-    warnings.warn(
-        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot "
-        "columns with an intercept): returning the minimum-norm least-squares solution (solver_='svd'). "
-        "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
-        RankDeficientWarning,
-        stacklevel=4,
-    )
+    _warn_rank(rank, d, "svd")
     coef_t = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
     return _result(params, state, coef_t, "svd", rcond, rank, singular=s)
+
+
+def _warn_rank(rank: int, d: int, path: str) -> None:
+    warnings.warn(
+        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot "
+        f"columns with an intercept): returning the minimum-norm least-squares solution (solver_={path!r}). "
+        "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
+        RankDeficientWarning,
+        stacklevel=5,
+    )
+
+
+# The pivoted path (pivoted_cholesky): pivots of the scaled normal equations at or below this are candidates for
+# the null space, which a pass over X then confirms or rejects (the Gram alone cannot tell a singular value below
+# sqrt(eps) times the largest from rounding).
+PIVOT_TOL = float(np.sqrt(EPS))
+# At most this fraction of the columns in the null space (and at least one): the confirming pass costs
+# 2 n d (d - rank) flops, so that a pass that refutes the null space costs at most half the QR pass (2 n d^2)
+# that follows it.
+PIVOT_MAX_NULL = 1 / 2
+# Rows of the confirming pass at a time (float32 X is converted a block at a time, never as a whole).
+_NULL_BLOCK_VALUES = 2**19
+
+
+def _null_residual(params: dict, state: ClosedFormState, parts: Iterable[Data], Q: np.ndarray) -> float:
+    """``||W^1/2 (X - 1 m^T) Q||_F`` over the rows of ``parts`` (uncentred without intercept), ``W`` the weights
+    the state was built from, ``m`` its means: one pass over ``X`` in row blocks."""
+    d = state.n_features
+    shift = state.mean[:d] @ Q if params["fit_intercept"] else None
+    total = 0.0
+    for part in parts:
+        X, sw = part.X, part.sample_weight
+        step = max(1, _NULL_BLOCK_VALUES // max(1, d))
+        for lo in range(0, X.shape[0], step):
+            Z = np.asarray(X[lo : lo + step] @ Q, dtype=np.float64)
+            if shift is not None:
+                Z -= shift
+            if sw is not None:
+                Z *= np.sqrt(np.ldexp(np.asarray(sw[lo : lo + step], dtype=np.float64), -state.weight_exp))[:, None]
+            total += float(np.vdot(Z, Z))
+    return float(np.sqrt(total))
+
+
+def _pivoted(params: dict, state: ClosedFormState, parts: Callable[[], Iterable[Data]], warn: bool = True
+             ) -> FitResult | None:
+    """The minimum-norm least-squares solution of an exactly rank-deficient design from its Gram, or None.
+
+    For designs whose centred columns are exactly dependent (one-hot columns with an intercept, a constant column
+    such as ``PolynomialFeatures``' bias) while the rest is well-conditioned: the pivoted Cholesky factorisation
+    ``P^T A P = U^T U`` of the scaled normal equations (LAPACK ``pstrf``, stopped at pivots below
+    :data:`PIVOT_TOL`) splits the columns into ``r`` kept ones, whose normal equations must pass the Cholesky
+    path's test (reciprocal condition at least ``RCOND_CHOLESKY``), and a candidate null space spanned by the
+    columns of ``N = S^-1 P [-U11^-1 U12; I]``. One pass over the rows (``parts()``) computes
+    ``||W^1/2 X_c Q||_F`` for an orthonormal basis ``Q`` of ``N``: at most ``eps max(n, d)`` times a lower bound
+    of the design's largest singular value, it bounds the ``d - r`` smallest singular values below the cutoff of
+    ``numpy.linalg.lstsq`` (Courant-Fischer), while interlacing with the kept columns keeps the other ``r`` above
+    it. The basic solution on the kept columns minus its component in ``span(Q)`` is then the minimum-norm
+    solution that ``lstsq`` returns on the centred data, to the accuracy of the normal equations (about
+    ``eps kappa_r^2``, as on the ``"cholesky"`` path). None (the caller goes to QR) for any other outcome:
+    a ridge, constraints, full rank, too many null directions, or a candidate null space that the rows refute.
+    """
+    if (state.gram is None or np.ndim(params["alpha"]) or float(params["alpha"]) != 0.0
+            or params.get("positive")):
+        return None
+    d = state.n_features
+    A, B, scale = _scaled_normal_equations(params, state)
+    anorm = _sym_one_norm(A)  # bounds the kept block's norm: its rcond estimate errs on the safe side
+    sigma_top = float(np.sqrt(np.max(np.diag(A) * scale**2))) if d else 0.0  # <= the largest singular value
+    # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place
+    U, piv, rank, info = lapack.dpstrf(A.T, tol=PIVOT_TOL, lower=0, overwrite_a=1)
+    if info != 1 or not 0 < rank < d or d - rank > max(1, int(PIVOT_MAX_NULL * d)) or not sigma_top > 0:
+        return None
+    perm = piv - 1  # LAPACK's pivots count from 1
+    U11, U12 = np.triu(U[:rank, :rank]), U[:rank, rank:]
+    rcond, _ = lapack.dpocon(U11, anorm)
+    if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
+        rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+    if rcond < RCOND_CHOLESKY:
+        return None
+    N = np.empty((d, d - rank))
+    N[perm[:rank]] = -scipy.linalg.solve_triangular(U11, U12, check_finite=False)
+    N[perm[rank:]] = np.eye(d - rank)
+    Q = np.linalg.qr(N / scale[:, None])[0]  # the null space in the coefficients' units
+    if not _null_residual(params, state, parts(), Q) <= EPS * max(state.n_samples, d) * sigma_top:
+        return None
+    z = scipy.linalg.solve_triangular(U11, B[perm[:rank]], trans="T", check_finite=False)
+    V = np.zeros((d, B.shape[1]))
+    V[perm[:rank]] = scipy.linalg.solve_triangular(U11, z, check_finite=False)
+    coef_t = V / scale[:, None]
+    coef_t -= Q @ (Q.T @ coef_t)  # the basic solution's component in the null space: minimum norm
+    if warn:
+        _warn_rank(rank, d, "pivoted_cholesky")
+    return _result(params, state, coef_t, "pivoted_cholesky", rcond, rank)
 
 
 def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
@@ -852,7 +952,8 @@ def probe_needs_qr(params: dict, data: Data) -> bool:
     sample = merger.result()
     if sample.weight <= 0 or not (np.isfinite(sample.gram).all() and np.isfinite(sample.mean).all()):
         return False  # nothing to judge by (or non-finite X): the full pass decides and reports
-    return _cholesky(params, sample)[0] is None
+    # exactly dependent columns with a well-conditioned rest (one-hot with an intercept) solve from the Gram too
+    return _cholesky(params, sample)[0] is None and _pivoted(params, sample, lambda: parts, warn=False) is None
 
 
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
@@ -1075,6 +1176,10 @@ class _ClosedForm(Solver):
         result, _ = _cholesky(params, stats)
         if result is None and params.get(AUTO_KEY):
             result = krylov_instead(params, data, stats)
+            if result is not None:
+                return result
+        if result is None:  # exactly dependent columns, confirmed by a pass over X (O(n d) per null direction)
+            result = _pivoted(params, stats, lambda: [data])
             if result is not None:
                 return result
         if result is None:  # R with the means it was centred on (the intercept is computed from them)

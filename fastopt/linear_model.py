@@ -106,13 +106,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     The closed form (``solver="normal"``) accumulates centred sufficient statistics blockwise and solves
     them by Cholesky, switching to a compiled tall-skinny QR that does not square the condition number when the
     problem is ill-conditioned (reported by ``solver_``, ``rcond_`` and ``rank_``, not by a warning); a
-    rank-deficient design gets the minimum-norm solution from the SVD of ``R`` and one
-    :class:`~fastopt.exceptions.RankDeficientWarning`. The Krylov solvers (``"cg"``: conjugate gradients on the
-    normal equations, CGLS; ``"lsqr"``: Paige & Saunders, *ACM TOMS* 8(1), 1982) reach the same exact solution
-    matrix-free, with memory O(n + d) and one compiled pass over ``X`` per iteration, for problems too wide for a
-    ``d x d`` Gram (Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 8.6; see :mod:`fastopt._krylov`).
-    The iterative solvers run a fused, compiled minibatch loop with the update rules of :mod:`torch.optim` (see
-    :mod:`fastopt.optim` for each rule's formula).
+    rank-deficient design gets the minimum-norm solution and one :class:`~fastopt.exceptions.RankDeficientWarning`:
+    from a pivoted Cholesky factorisation of the same normal equations when columns are exactly dependent (one-hot
+    columns with an intercept, a constant column) and a pass over ``X`` confirms it, else from the SVD of ``R``.
+    The Krylov solvers (``"cg"``: conjugate gradients on the normal equations, CGLS; ``"lsqr"``: Paige & Saunders,
+    *ACM TOMS* 8(1), 1982) reach the same exact solution matrix-free, with memory O(n + d) and one compiled pass
+    over ``X`` per iteration, for problems too wide for a ``d x d`` Gram (Goodfellow, Bengio & Courville, *Deep
+    Learning*, 2016, sec. 8.6; see :mod:`fastopt._krylov`). The iterative solvers run a fused, compiled minibatch
+    loop with the update rules of :mod:`torch.optim` (see :mod:`fastopt.optim` for each rule's formula).
 
     Sparse ``X`` (any ``scipy.sparse`` format) is fitted by the solvers that accept it, the closed form among
     them: its Gram matrix is accumulated from the nonzeros, never densifying ``X``; ``predict`` and ``score``
@@ -327,12 +328,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
     intercept_ : float or ndarray of shape (n_targets,)
     solver_ : str
-        The path that actually ran (e.g. ``"cholesky"``, ``"qr"``, ``"svd"``, ``"adam"``).
+        The path that actually ran (e.g. ``"cholesky"``, ``"pivoted_cholesky"``, ``"qr"``, ``"svd"``,
+        ``"adam"``).
     rcond_ : float
         Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
-        equations for ``"cholesky"``, ``R`` for ``"qr"``/``"svd"``).
+        equations for ``"cholesky"``, those of the kept columns for ``"pivoted_cholesky"``, ``R`` for
+        ``"qr"``/``"svd"``).
     rank_ : int
-        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"``).
+        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"`` or
+        ``"pivoted_cholesky"``).
     singular_ : ndarray or None
         Closed form, ``"svd"`` path: singular values of the centred, weighted design (from ``R``), else None.
     n_iter_ : int

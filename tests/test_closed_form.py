@@ -392,9 +392,9 @@ def one_hot_design(rng, n, levels=(5, 7, 4), numeric=2):
     return np.ascontiguousarray(X), y
 
 
-@pytest.mark.parametrize("solver", ["normal", "qr"])
+@pytest.mark.parametrize(("solver", "path"), [("normal", "pivoted_cholesky"), ("qr", "svd")])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, weighted, rng):
+def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, path, weighted, rng):
     X, y = one_hot_design(rng, 3000)
     w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
     with warnings.catch_warnings(record=True) as caught:
@@ -402,7 +402,7 @@ def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, weighted, rng)
         est = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
     assert [c.category for c in caught] == [RankDeficientWarning]  # one warning per fit, filterable
     d, deficit = X.shape[1], 3
-    assert (est.solver_, est.rank_) == ("svd", d - deficit)
+    assert (est.solver_, est.rank_) == (path, d - deficit)
     sw = np.ones(len(y)) if w is None else w
     xm, ym = np.average(X, axis=0, weights=sw), np.average(y, weights=sw)
     A, b = np.sqrt(sw)[:, None] * (X - xm), np.sqrt(sw) * (y - ym)
@@ -410,12 +410,17 @@ def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, weighted, rng)
     assert rank == d - deficit
     # Minimum-norm solutions of the same problem: both backward stable with the same cutoff, so they agree to
     # about u kappa_r (Golub & Van Loan, sec. 5.5.6), kappa_r = s_1 / s_rank, u = max(n, d) eps; 8 as above.
+    # The pivoted path solves the normal equations of the kept columns, column-scaled, with reciprocal condition
+    # rcond_: their error grows with its inverse instead (Higham, Accuracy and Stability of Numerical Algorithms,
+    # 2nd ed., sec. 20.4), and so does that of the null space removed from the basic solution.
     kappa_r = s[0] / s[rank - 1]
-    tol = 8 * max(X.shape) * EPS * kappa_r
+    tol = 8 * max(X.shape) * EPS * (kappa_r if path == "svd" else max(kappa_r, 1 / est.rcond_))
     assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
     assert abs(est.intercept_ - (ym - ref @ xm)) <= tol * (abs(ym) + np.abs(xm) @ np.abs(ref))
-    # The singular values are those of the centred design (from the d x d R, not from X).
-    np.testing.assert_allclose(est.singular_[:rank], s[:rank], rtol=tol)
+    if path == "svd":  # the singular values are those of the centred design (from the d x d R, not from X)
+        np.testing.assert_allclose(est.singular_[:rank], s[:rank], rtol=tol)
+    else:
+        assert est.singular_ is None
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -441,10 +446,12 @@ def test_eigensolve_of_a_one_shot_stream_is_minimum_norm_in_the_callers_units(se
 
 
 def test_probe_sends_an_ill_conditioned_fit_straight_to_qr(rng, monkeypatch):
-    X, y = one_hot_design(rng, 70_000)  # enough rows for the probe (32 x 2048)
+    X = rng.normal(size=(70_000, 5))  # enough rows for the probe (32 x 2048)
+    X[:, 4] = X[:, 3] + 1e-3 * rng.normal(size=len(X))  # nearly dependent (not exactly): rcond about 1e-6
+    y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=len(X))
     expected = LinearRegressor(solver="qr")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RankDeficientWarning)
+        warnings.simplefilter("error")
         expected.fit(X, y)
 
         def no_gram_pass(*args):
@@ -452,7 +459,7 @@ def test_probe_sends_an_ill_conditioned_fit_straight_to_qr(rng, monkeypatch):
 
         monkeypatch.setattr(_closed_form, "chunk_state", no_gram_pass)
         est = LinearRegressor().fit(X, y)
-    assert est.solver_ == expected.solver_ == "svd"
+    assert est.solver_ == expected.solver_ == "qr"
     np.testing.assert_array_equal(est.coef_, expected.coef_)  # the very same QR pass
     # A well-conditioned design passes the probe and stays on Cholesky.
     monkeypatch.undo()

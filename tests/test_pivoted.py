@@ -1,0 +1,190 @@
+"""The closed form's pivoted path: exactly dependent columns (one-hot columns with an intercept, a constant column
+such as ``PolynomialFeatures``' bias) solved from the Gram, with the null space confirmed by a pass over ``X``.
+
+The reference is ``numpy.linalg.lstsq`` on the centred, weighted design (its minimum-norm solution with its
+cutoff). The pivoted path solves the normal equations of the kept columns, column-scaled, whose reciprocal
+condition it reports as ``rcond_``: its error is about ``u / rcond_`` (Higham, *Accuracy and Stability of
+Numerical Algorithms*, 2nd ed., sec. 20.4), ``u = max(n, d) eps``, where QR's is ``u kappa_r``; the tolerances
+below take the larger of the two, times 8.
+"""
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastopt import LinearRegressor, _closed_form
+from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
+
+EPS = np.finfo(np.float64).eps
+
+
+def lstsq_reference(X, y, w=None, fit_intercept=True):
+    """Minimum-norm coefficients, intercept and singular values of the weighted (centred) problem."""
+    X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+    sw = np.ones(len(y)) if w is None else w
+    xm = np.average(X, axis=0, weights=sw) if fit_intercept else np.zeros(X.shape[1])
+    ym = np.average(y, weights=sw) if fit_intercept else 0.0
+    coef, _, rank, s = np.linalg.lstsq(np.sqrt(sw)[:, None] * (X - xm), np.sqrt(sw) * (y - ym), rcond=None)
+    return coef, ym - coef @ xm, rank, s
+
+
+def assert_matches(est, X, y, w=None, fit_intercept=True):
+    ref, intercept, rank, s = lstsq_reference(X, y, w, fit_intercept)
+    assert est.rank_ == rank
+    kappa_r = s[0] / s[rank - 1]
+    tol = 8 * max(X.shape) * EPS * max(kappa_r, 1 / est.rcond_)
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+    assert abs(est.intercept_ - intercept) <= tol * (abs(intercept) + np.abs(ref).sum() * np.abs(X).max())
+
+
+def one_hot(rng, n, levels, numeric=2):
+    codes = [rng.integers(0, m, size=n) for m in levels]
+    for c, m in zip(codes, levels):
+        c[:m] = np.arange(m)  # every level present
+    return np.ascontiguousarray(np.hstack([*(np.eye(m)[c] for c, m in zip(codes, levels)),
+                                           rng.normal(size=(n, numeric))]))
+
+
+def fit(X, y, **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor(**kw).fit(X, y)
+    return est, [c.category for c in caught]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_hot_with_intercept_takes_the_pivoted_path_without_a_qr_pass(weighted, rng, monkeypatch):
+    X = one_hot(rng, 70_000, (50, 30, 7))  # enough rows for the probe (32 x 2048): it must let the Gram run
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
+
+    def no_qr_pass(*args):
+        raise AssertionError("the QR pass ran although the pivoted path applies")
+
+    monkeypatch.setattr(_closed_form, "chunk_qr_state", no_qr_pass)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor().fit(X, y, sample_weight=w)
+    assert [c.category for c in caught] == [RankDeficientWarning]  # the answer is qualified: one warning
+    assert "solver_='pivoted_cholesky'" in str(caught[0].message)
+    assert (est.solver_, est.rank_, est.singular_) == ("pivoted_cholesky", X.shape[1] - 3, None)
+    assert_matches(est, X, y, w)
+
+
+def test_polynomial_bias_column_gets_a_zero_coefficient(rng):
+    from sklearn.preprocessing import PolynomialFeatures
+
+    X = PolynomialFeatures(3).fit_transform(rng.normal(size=(5000, 4)))  # the default keeps the bias column
+    y = X @ rng.normal(size=X.shape[1]) + rng.normal(size=len(X))
+    est, caught = fit(X, y)
+    assert caught == [RankDeficientWarning]
+    assert est.solver_ == "pivoted_cholesky" and est.rank_ == X.shape[1] - 1
+    assert est.coef_[0] == 0.0  # the centred bias column is exactly zero: its minimum-norm coefficient is 0
+    assert_matches(est, X, y)
+
+
+def test_a_small_singular_value_above_lstsqs_cutoff_is_not_dropped(rng):
+    # Two columns 1e-6 apart: the Gram's pivot (about 1e-12 after scaling) cannot tell this from rounding, so the
+    # pivoted path proposes it as null; the pass over X measures it (1e-6 of the largest singular value, far
+    # above lstsq's cutoff eps max(n, d)) and refutes it. QR then keeps the column, as lstsq does.
+    X = rng.normal(size=(10_000, 4))
+    X[:, 3] = X[:, 2] + 1e-6 * rng.normal(size=len(X))
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.01 * rng.normal(size=len(X))
+    est, caught = fit(X, y)
+    assert caught == []  # a full-rank answer: nothing to warn about
+    assert (est.solver_, est.rank_) == ("qr", 4)
+    ref, _, rank, s = lstsq_reference(X, y)
+    assert rank == 4
+    tol = 8 * max(X.shape) * EPS * s[0] / s[-1]  # QR: u kappa
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+
+
+def test_candidates_the_rows_refute_are_left_to_qr(rng, monkeypatch):
+    # The decision is the pass's: with the threshold made unreachable, the same one-hot design goes to QR/SVD.
+    X = one_hot(rng, 3000, (5, 7, 4))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    monkeypatch.setattr(_closed_form, "_null_residual", lambda *args: np.inf)
+    est, caught = fit(X, y)
+    assert caught == [RankDeficientWarning] and est.solver_ == "svd"
+    assert_matches(est, X, y)
+
+
+def test_without_intercept_duplicated_columns_take_the_uncentred_pivoted_path(rng):
+    X = rng.normal(size=(4000, 6)) + 3.0
+    X = np.column_stack([X, X[:, 1], X[:, 0] - X[:, 4]])
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    est, caught = fit(X, y, fit_intercept=False)
+    assert caught == [RankDeficientWarning]
+    assert (est.solver_, est.rank_, est.intercept_) == ("pivoted_cholesky", 6, 0.0)
+    assert_matches(est, X, y, fit_intercept=False)
+
+
+def test_sparse_one_hot_named_normal_and_float32(rng):
+    X = one_hot(rng, 20_000, (40, 12, 9))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    est, _ = fit(sp.csr_matrix(X), y, solver="normal")
+    assert est.solver_ == "pivoted_cholesky"
+    assert_matches(est, X, y)
+    est32, _ = fit(X.astype(np.float32), y.astype(np.float32))
+    assert est32.solver_ == "pivoted_cholesky" and est32.coef_.dtype == np.float32
+    # float32 data: the statistics accumulate in float64 from values exact in float32 (0/1 and the rounded
+    # numeric columns); the difference from the float64 fit is the numeric columns' and y's rounding, about
+    # eps32 kappa_r relative to the coefficients, here below 1e-5.
+    ref32, _, _, _ = lstsq_reference(X.astype(np.float32), y.astype(np.float32))
+    assert np.linalg.norm(est32.coef_ - ref32) <= 1e-5 * np.linalg.norm(ref32)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_partial_fit_after_a_pivoted_fit_keeps_the_minimum_norm_answer(seed):
+    # A pivoted fit keeps the Gram alone (no R, which would cost the QR pass). partial_fit's merged statistics
+    # then take the eigensolve, which warns; its minimum norm must be in the caller's units, as lstsq's (it was
+    # in the column-scaled units: another least-squares solution, 4-48% away from lstsq's on such designs).
+    rng = np.random.default_rng(seed)
+    X = one_hot(rng, 300, (5, 7, 4))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    est, _ = fit(X[:150], y[:150])
+    assert est.solver_ == "pivoted_cholesky"
+    with pytest.warns(IllConditionedWarning):
+        est.partial_fit(X[150:], y[150:])
+    assert est.solver_ == "eigh"
+    ref, _, rank, s = lstsq_reference(X, y)
+    assert est.rank_ == rank
+    tol = 8 * max(X.shape) * EPS * (s[0] / s[rank - 1]) ** 2  # the eigensolve squares the condition number
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+
+
+def test_a_ridge_or_constraints_leave_the_pivoted_path(rng):
+    X = one_hot(rng, 3000, (5, 7, 4))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    assert fit(X, y, alpha=1e-3)[0].solver_ == "cholesky"  # the ridge makes the system definite
+    assert fit(X, y, positive=True)[0].solver_ != "pivoted_cholesky"
+
+
+@st.composite
+def dependent_designs(draw):
+    """A full-rank Gaussian base (n x r) beside small-integer combinations of its columns, the columns shuffled,
+    optionally weighted."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    r, extra = draw(st.integers(2, 8)), draw(st.integers(1, 3))
+    n = draw(st.integers(4 * (r + extra), 400))
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, r)) * rng.choice([1.0, 8.0, 0.125], size=r) + rng.normal(size=r)
+    combos = rng.integers(-2, 3, size=(r, extra)).astype(float)
+    combos[rng.integers(0, r, size=extra), np.arange(extra)] = 1.0  # no combination is all zero
+    X = np.column_stack([base, base @ combos])[:, rng.permutation(r + extra)]
+    y = X @ rng.normal(size=r + extra) + 0.1 * rng.normal(size=n)
+    w = rng.uniform(0.2, 3.0, size=n) if draw(st.booleans()) else None
+    return X, y, w
+
+
+@given(problem=dependent_designs(), fit_intercept=st.booleans())
+def test_exact_dependencies_match_lstsq(problem, fit_intercept):
+    X, y, w = problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        est = LinearRegressor(solver="normal", fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+    assert est.solver_ in ("pivoted_cholesky", "svd")
+    assert_matches(est, X, y, w, fit_intercept)
