@@ -38,10 +38,11 @@ Paths (reported as the fitted ``solver_``)
     pivoted Cholesky factorisation of the same scaled normal equations (LAPACK ``pstrf``) proposes the kept
     columns and a null space, and one pass over ``X`` costing ``O(n d)`` per null direction confirms that the
     design's singular values in that null space lie below the cutoff of ``numpy.linalg.lstsq``
-    (:func:`_pivoted`); the basic solution on the kept columns less its null-space component is the minimum-norm
+    (:func:`pivoted`); the basic solution on the kept columns less its null-space component is the minimum-norm
     solution. The kept columns' normal equations must pass the ``"cholesky"`` test, so the accuracy is that
-    path's. Anything else (a null space the pass refutes, a ridge, constraints) goes on to QR. In-memory fits
-    only (``fit``); it warns :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does.
+    path's. Anything else (a null space the pass refutes, a ridge, constraints) goes on to QR. ``fit``,
+    ``fit_stream`` of a stream that can be read again, and Dask fits (the pass on the workers) take it; it warns
+    :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution (in the caller's units, as ``numpy.linalg.lstsq``) from the eigendecomposition of
@@ -68,9 +69,13 @@ Chunked and distributed data (the contract other modules code against)
 ::
 
     state = reduce(merge_states, (chunk_state(params, chunk) for chunk in chunks))
+    result = None
     if needs_qr(params, state):           # Cholesky would lose too many digits: one more pass over the rows
-        state = reduce(merge_states, (chunk_qr_state(params, chunk) for chunk in chunks))
-    result = finish(params, state)
+        m, e = state.mean[:state.n_features], state.weight_exp
+        result = pivoted(params, state, lambda Q: sum(null_squares(params, m, e, chunk, Q) for chunk in chunks))
+        if result is None:                # not exactly dependent columns: the QR pass
+            state = reduce(merge_states, (chunk_qr_state(params, chunk) for chunk in chunks))
+    result = result or finish(params, state)
 
 ``chunk`` is a :class:`fastopt._validation.Data`; ``params`` is ``estimator.get_params()``. A
 :class:`ClosedFormState` holds plain NumPy arrays and numbers, so it pickles between processes. ``merge_states`` is
@@ -109,7 +114,7 @@ from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
     "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr",
-    "partial_state", "probe_needs_qr",
+    "null_squares", "partial_state", "pivoted", "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -737,27 +742,31 @@ PIVOT_MAX_NULL = 1 / 2
 _NULL_BLOCK_VALUES = 2**19
 
 
-def _null_residual(params: dict, state: ClosedFormState, parts: Iterable[Data], Q: np.ndarray) -> float:
-    """``||W^1/2 (X - 1 m^T) Q||_F`` over the rows of ``parts`` (uncentred without intercept), ``W`` the weights
-    the state was built from, ``m`` its means: one pass over ``X`` in row blocks."""
-    d = state.n_features
-    shift = state.mean[:d] @ Q if params["fit_intercept"] else None
+def null_squares(params: dict, mean_x: np.ndarray, weight_exp: int, data: Data, Q: np.ndarray) -> float:
+    """``||W^1/2 (X - 1 m^T) Q||_F^2`` over the rows of ``data`` (uncentred without intercept): ``m = mean_x``,
+    the means of the state being solved, and ``W`` the chunk's weights divided by ``2**weight_exp``, as in that
+    state. One pass over ``X`` in row blocks; sums over chunks add (the pivoted path's confirming pass over
+    chunked or distributed rows, :func:`pivoted`)."""
+    X, sw = data.X, data.sample_weight
+    shift = mean_x @ Q if params["fit_intercept"] else None
     total = 0.0
-    for part in parts:
-        X, sw = part.X, part.sample_weight
-        step = max(1, _NULL_BLOCK_VALUES // max(1, d))
-        for lo in range(0, X.shape[0], step):
-            Z = np.asarray(X[lo : lo + step] @ Q, dtype=np.float64)
-            if shift is not None:
-                Z -= shift
-            if sw is not None:
-                Z *= np.sqrt(np.ldexp(np.asarray(sw[lo : lo + step], dtype=np.float64), -state.weight_exp))[:, None]
-            total += float(np.vdot(Z, Z))
-    return float(np.sqrt(total))
+    step = max(1, _NULL_BLOCK_VALUES // max(1, X.shape[1]))
+    for lo in range(0, X.shape[0], step):
+        Z = np.asarray(X[lo : lo + step] @ Q, dtype=np.float64)
+        if shift is not None:
+            Z -= shift
+        if sw is not None:
+            Z *= np.sqrt(np.ldexp(np.asarray(sw[lo : lo + step], dtype=np.float64), -weight_exp))[:, None]
+        total += float(np.vdot(Z, Z))
+    return total
 
 
-def _pivoted(params: dict, state: ClosedFormState, parts: Callable[[], Iterable[Data]], warn: bool = True
-             ) -> FitResult | None:
+def _null_pass_of(params: dict, state: ClosedFormState, data: Data, Q: np.ndarray) -> float:
+    return null_squares(params, state.mean[: state.n_features], state.weight_exp, data, Q)
+
+
+def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarray], float], warn: bool = True
+            ) -> FitResult | None:
     """The minimum-norm least-squares solution of an exactly rank-deficient design from its Gram, or None.
 
     For designs whose centred columns are exactly dependent (one-hot columns with an intercept, a constant column
@@ -765,8 +774,9 @@ def _pivoted(params: dict, state: ClosedFormState, parts: Callable[[], Iterable[
     ``P^T A P = U^T U`` of the scaled normal equations (LAPACK ``pstrf``, stopped at pivots below
     :data:`PIVOT_TOL`) splits the columns into ``r`` kept ones, whose normal equations must pass the Cholesky
     path's test (reciprocal condition at least ``RCOND_CHOLESKY``), and a candidate null space spanned by the
-    columns of ``N = S^-1 P [-U11^-1 U12; I]``. One pass over the rows (``parts()``) computes
-    ``||W^1/2 X_c Q||_F`` for an orthonormal basis ``Q`` of ``N``: at most ``eps max(n, d)`` times a lower bound
+    columns of ``N = S^-1 P [-U11^-1 U12; I]``. One pass over the rows, ``null_pass(Q)``, returns
+    ``||W^1/2 X_c Q||_F^2`` for an orthonormal basis ``Q`` of ``N`` (:func:`null_squares`, summed over the
+    chunks): its square root at most ``eps max(n, d)`` times a lower bound
     of the design's largest singular value, it bounds the ``d - r`` smallest singular values below the cutoff of
     ``numpy.linalg.lstsq`` (Courant-Fischer), while interlacing with the kept columns keeps the other ``r`` above
     it. The basic solution on the kept columns minus its component in ``span(Q)`` is then the minimum-norm
@@ -796,7 +806,7 @@ def _pivoted(params: dict, state: ClosedFormState, parts: Callable[[], Iterable[
     N[perm[:rank]] = -scipy.linalg.solve_triangular(U11, U12, check_finite=False)
     N[perm[rank:]] = np.eye(d - rank)
     Q = np.linalg.qr(N / scale[:, None])[0]  # the null space in the coefficients' units
-    if not _null_residual(params, state, parts(), Q) <= EPS * max(state.n_samples, d) * sigma_top:
+    if not np.sqrt(null_pass(Q)) <= EPS * max(state.n_samples, d) * sigma_top:
         return None
     z = scipy.linalg.solve_triangular(U11, B[perm[:rank]], trans="T", check_finite=False)
     V = np.zeros((d, B.shape[1]))
@@ -953,7 +963,8 @@ def probe_needs_qr(params: dict, data: Data) -> bool:
     if sample.weight <= 0 or not (np.isfinite(sample.gram).all() and np.isfinite(sample.mean).all()):
         return False  # nothing to judge by (or non-finite X): the full pass decides and reports
     # exactly dependent columns with a well-conditioned rest (one-hot with an intercept) solve from the Gram too
-    return _cholesky(params, sample)[0] is None and _pivoted(params, sample, lambda: parts, warn=False) is None
+    return _cholesky(params, sample)[0] is None and pivoted(
+        params, sample, lambda Q: sum(_null_pass_of(params, sample, part, Q) for part in parts), warn=False) is None
 
 
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
@@ -1179,7 +1190,7 @@ class _ClosedForm(Solver):
             if result is not None:
                 return result
         if result is None:  # exactly dependent columns, confirmed by a pass over X (O(n d) per null direction)
-            result = _pivoted(params, stats, lambda: [data])
+            result = pivoted(params, stats, lambda Q: _null_pass_of(params, stats, data, Q))
             if result is not None:
                 return result
         if result is None:  # R with the means it was centred on (the intercept is computed from them)

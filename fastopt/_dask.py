@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 import sys
 import uuid
 from collections import deque
@@ -143,6 +144,19 @@ class DaskChunks(Sequence):
 
 def _state_of_block(template, params: dict, kind: str, X, y, sample_weight, where: str, index: int):
     return _chunks.checked_statistics(template, params, X, y, sample_weight, where, kind)[0]
+
+
+def _null_squares_of_block(template, params: dict, arg: tuple, X, y, sample_weight, where: str, index: int):
+    mean_x, weight_exp, Q = arg
+    data = _chunks.check_chunk(template, X, y, sample_weight, where)
+    return _closed_form.null_squares(params, mean_x, weight_exp, data, Q)
+
+
+def _cluster_null_squares(estimator, chunks: DaskChunks, state, Q: np.ndarray) -> float:
+    """:func:`fastopt._closed_form.null_squares` of every block on the worker that holds it, summed there: the
+    pivoted path's confirming pass (only ``Q`` and the means travel out, a float comes back)."""
+    arg = delayed((state.mean[: state.n_features], state.weight_exp, Q), pure=True)
+    return float(_reduce_blocks(estimator, chunks, _null_squares_of_block, arg, operator.add).compute())
 
 
 def tree_merge(leaves: list[Delayed], merge=_closed_form.merge_states) -> Delayed:
@@ -440,7 +454,9 @@ def _statistics_fit(params: dict, checker, name: str, chunks: DaskChunks, prior,
         auto = {**params, _krylov.AUTO_KEY: True, _krylov.QR_FALLBACK_KEY: True}
         krylov = lambda: _krylov_dask.fit(auto, checker, _solvers.krylov_for(params["alpha"]),  # noqa: E731
                                           chunks, None)
-    return Outcome(name, _sweeps.solve(checker.get_params(), state, second_pass, krylov), chunks.y_ndim == 1)
+    null_pass = functools.partial(_cluster_null_squares, checker, chunks, state)
+    return Outcome(name, _sweeps.solve(checker.get_params(), state, second_pass, krylov, null_pass),
+                   chunks.y_ndim == 1)
 
 
 def _epochs_fit(params: dict, checker, name: str, chunks: DaskChunks, prior, y) -> Outcome:

@@ -86,6 +86,16 @@ def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str, siz
     return fold(source, leaf, _closed_form.merge_states, lambda state: state.n_targets)
 
 
+def _null_pass(checker, params: dict, source: ChunkSource, state, Q: np.ndarray) -> float:
+    """:func:`fastopt._closed_form.null_squares` over every chunk of another read of the stream (the pivoted
+    path's confirming pass: O(n d) per null direction, where the QR pass costs O(n d^2))."""
+    mean_x, total = state.mean[: state.n_features], 0.0
+    for _, where, X, y, sample_weight in read(source):
+        data = check_chunk(checker, X, y, sample_weight, where)
+        total += _closed_form.null_squares(params, mean_x, state.weight_exp, data, Q)
+    return total
+
+
 def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior) -> Outcome:
     """The closed form: merged statistics solved once (a fit of all rows: no warm start, ``prior`` unused)."""
     params = checker.get_params()
@@ -102,7 +112,8 @@ def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior
         auto = {**params, _krylov.AUTO_KEY: True, _krylov.QR_FALLBACK_KEY: True}
         krylov = lambda: _krylov.fit_stream(auto, _solvers.krylov_for(params["alpha"]), source,  # noqa: E731
                                             functools.partial(check_chunk, checker), None)
-    return Outcome(name, solve(params, state, second_pass, krylov), y_was_1d)
+    null_pass = None if source.one_shot else functools.partial(_null_pass, checker, params, source, state)
+    return Outcome(name, solve(params, state, second_pass, krylov, null_pass), y_was_1d)
 
 
 # ---------------------------------------------------------------- iterative solvers

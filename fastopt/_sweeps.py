@@ -83,7 +83,8 @@ def detach_random_state(params: dict, fresh: bool) -> dict:
 
 
 def solve(params: dict, state, second_pass: Callable[[], Any] | None = None,
-          krylov_instead: Callable[[], Any] | None = None) -> FitResult:
+          krylov_instead: Callable[[], Any] | None = None,
+          null_pass: Callable[[np.ndarray], float] | None = None) -> FitResult:
     """Solve merged closed-form statistics exactly as the in-memory ``fit`` does.
 
     When the Gram is too ill-conditioned for Cholesky, ``second_pass()`` returns the merged ``R`` factors
@@ -91,14 +92,18 @@ def solve(params: dict, state, second_pass: Callable[[], Any] | None = None,
     in-memory fit's warning and ``solver_``. Before it, ``krylov_instead()`` (``solver="auto"`` on sparse
     chunks, as :func:`fastopt._closed_form.krylov_instead` in memory) may return a Krylov solver's
     :class:`fastopt._result.Outcome` within the QR pass's cost, which is the answer, with these statistics
-    kept as its state. Without a second pass (a one-shot stream) the closed form falls back to its warned
-    minimum-norm eigensolve.
+    kept as its state; then ``null_pass(Q)`` (:func:`fastopt._closed_form.null_squares` summed over the same
+    rows) lets exactly dependent columns take the pivoted path (:func:`fastopt._closed_form.pivoted`) instead of
+    the QR pass. Without a second pass (a one-shot stream) the closed form falls back to its warned minimum-norm
+    eigensolve.
     """
     if state.weight == 0:
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
     if second_pass is not None and _closed_form.needs_qr(params, state):
         if krylov_instead is not None and (outcome := krylov_instead()) is not None:
             return FitResult(outcome.result.coef, outcome.result.intercept, state, outcome.result.attrs)
+        if null_pass is not None and (result := _closed_form.pivoted(params, state, null_pass)) is not None:
+            return result
         state = replace(second_pass(), gram=state.gram, raw_diag=state.raw_diag)
     return _closed_form.finish(params, state)
 

@@ -940,7 +940,7 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
     with pytest.warns(IllConditionedWarning):
         assert LinearRegressor().fit_stream(iter(chunks)).solver_ == "eigh"
     # Each iteration reads the stream again: where the QR pass costs fewer than AUTO_MIN_ITERS of them (narrow
-    # rows, few of them) it is read once instead.
+    # rows, few of them) the closed form reads it once more instead (its pivoted path's confirming pass).
     small = scipy.sparse.hstack([_one_hot(rng, 2000, (30, 15)), scipy.sparse.csr_array(rng.normal(size=(2000, 2)))],
                                 format="csr")
     ys = small @ rng.normal(size=small.shape[1]) + 1.0
@@ -948,7 +948,7 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RankDeficientWarning)
         assert LinearRegressor().fit_stream([(small[i : i + 500], ys[i : i + 500])
-                                             for i in range(0, 2000, 500)]).solver_ == "svd"
+                                             for i in range(0, 2000, 500)]).solver_ == "pivoted_cholesky"
 
 
 def test_qr_fallback_iterations_follow_the_cost_model():

@@ -106,7 +106,7 @@ def test_candidates_the_rows_refute_are_left_to_qr(rng, monkeypatch):
     # The decision is the pass's: with the threshold made unreachable, the same one-hot design goes to QR/SVD.
     X = one_hot(rng, 3000, (5, 7, 4))
     y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
-    monkeypatch.setattr(_closed_form, "_null_residual", lambda *args: np.inf)
+    monkeypatch.setattr(_closed_form, "_null_pass_of", lambda *args: np.inf)
     est, caught = fit(X, y)
     assert caught == [RankDeficientWarning] and est.solver_ == "svd"
     assert_matches(est, X, y)
@@ -188,3 +188,48 @@ def test_exact_dependencies_match_lstsq(problem, fit_intercept):
         est = LinearRegressor(solver="normal", fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
     assert est.solver_ in ("pivoted_cholesky", "svd")
     assert_matches(est, X, y, w, fit_intercept)
+
+
+def _no_qr_pass(monkeypatch):
+    def no_qr_pass(*args):
+        raise AssertionError("the QR pass ran although the pivoted path applies")
+
+    monkeypatch.setattr(_closed_form, "chunk_qr_state", no_qr_pass)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_rereadable_stream_takes_the_pivoted_path(weighted, rng, monkeypatch):
+    # The confirming pass reads the stream again (O(n d) per null direction) instead of the QR pass.
+    X = one_hot(rng, 4000, (9, 6, 5))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
+    chunks = [(X[i : i + 1000], y[i : i + 1000], None if w is None else w[i : i + 1000]) for i in range(0, 4000, 1000)]
+    _no_qr_pass(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor().fit_stream(chunks)
+    assert [c.category for c in caught] == [RankDeficientWarning]
+    assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1] - 3)
+    assert_matches(est, X, y, w)
+
+
+def test_dask_blocks_take_the_pivoted_path(rng, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    X = one_hot(rng, 4000, (9, 6, 5))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    _no_qr_pass(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        with dask.config.set(scheduler="synchronous"):
+            est = LinearRegressor().fit(da.from_array(X, chunks=(1000, X.shape[1])), da.from_array(y, chunks=1000))
+    assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1] - 3)
+    assert_matches(est, X, y)
+
+
+def test_a_stream_whose_rows_refute_the_null_space_takes_the_qr_pass(rng):
+    X = rng.normal(size=(4000, 4))
+    X[:, 3] = X[:, 2] + 1e-6 * rng.normal(size=len(X))  # proposed by the Gram, refuted by the rows
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.01 * rng.normal(size=len(X))
+    est = LinearRegressor().fit_stream([(X[i : i + 1000], y[i : i + 1000]) for i in range(0, 4000, 1000)])
+    assert (est.solver_, est.rank_) == ("qr", 4)
