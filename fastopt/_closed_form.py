@@ -762,6 +762,7 @@ def null_squares(params: dict, mean_x: np.ndarray, weight_exp: int, data: Data, 
 
 
 def _null_pass_of(params: dict, state: ClosedFormState, data: Data, Q: np.ndarray) -> float:
+    """:func:`null_squares` of the rows of ``data``, whose statistics ``state`` holds (or a sample of them)."""
     return null_squares(params, state.mean[: state.n_features], state.weight_exp, data, Q)
 
 
@@ -776,13 +777,13 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     path's test (reciprocal condition at least ``RCOND_CHOLESKY``), and a candidate null space spanned by the
     columns of ``N = S^-1 P [-U11^-1 U12; I]``. One pass over the rows, ``null_pass(Q)``, returns
     ``||W^1/2 X_c Q||_F^2`` for an orthonormal basis ``Q`` of ``N`` (:func:`null_squares`, summed over the
-    chunks): its square root at most ``eps max(n, d)`` times a lower bound
-    of the design's largest singular value, it bounds the ``d - r`` smallest singular values below the cutoff of
-    ``numpy.linalg.lstsq`` (Courant-Fischer), while interlacing with the kept columns keeps the other ``r`` above
-    it. The basic solution on the kept columns minus its component in ``span(Q)`` is then the minimum-norm
-    solution that ``lstsq`` returns on the centred data, to the accuracy of the normal equations (about
-    ``eps kappa_r^2``, as on the ``"cholesky"`` path). None (the caller goes to QR) for any other outcome:
-    a ridge, constraints, full rank, too many null directions, or a candidate null space that the rows refute.
+    chunks): its square root at most ``eps max(n, d)`` times a lower bound of the design's largest singular
+    value, it bounds the ``d - r`` smallest singular values below the cutoff of ``numpy.linalg.lstsq``
+    (Courant-Fischer), while interlacing with the kept columns keeps the other ``r`` above it. The basic
+    solution on the kept columns minus its component in ``span(Q)`` is then the minimum-norm solution that
+    ``lstsq`` returns on the centred data, to the accuracy of the normal equations (about ``eps kappa_r^2``, as
+    on the ``"cholesky"`` path). None (the caller goes to QR) for any other outcome: a ridge, constraints, full
+    rank, too many null directions, or a candidate null space that the rows refute.
     """
     if (state.gram is None or np.ndim(params["alpha"]) or float(params["alpha"]) != 0.0
             or params.get("positive")):
