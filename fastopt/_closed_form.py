@@ -47,8 +47,7 @@ Paths (reported as the fitted ``solver_``)
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution (in the caller's units, as ``numpy.linalg.lstsq``) from the eigendecomposition of
     the scaled normal equations (accuracy limited by the squared condition number;
-    :class:`~fastopt.exceptions.IllConditionedWarning` says so). Among them: ``partial_fit`` after a
-    ``"pivoted_cholesky"`` fit, whose state holds no ``R``.
+    :class:`~fastopt.exceptions.IllConditionedWarning` says so).
 
 Leaving Cholesky for QR loses no accuracy and is not warned about (``solver_``, ``rcond_`` and ``rank_`` report
 it); at most one warning is raised per solve, and only when the answer itself is qualified (``"svd"``,
@@ -161,6 +160,11 @@ class ClosedFormState:
         ``weight``, ``gram`` and ``R^T R`` are those of the scaled weights. Weights are relative, so the solve
         ignores this; merging aligns two states on the larger exponent. It keeps the sums finite and normal for
         any finite weights (all 1e306, or all 1e-300).
+    null : tuple or None
+        Set by the pivoted path (:func:`pivoted`) on the state it solved: ``(Q, squares)``, an orthonormal basis
+        ``Q`` (d, d - rank) of the null space it confirmed and the bound ``squares >= ||W^1/2 X_c Q||_F^2`` over
+        the rows seen, in this state's weight units, so that ``partial_fit`` can confirm the next null space
+        without those rows (:func:`_carried_null_squares`). None otherwise; a merge drops it.
     """
 
     n_features: int
@@ -173,6 +177,7 @@ class ClosedFormState:
     r: np.ndarray | None = None
     raw_diag: np.ndarray | None = None
     weight_exp: int = 0
+    null: tuple | None = None
 
 
 # ---------------------------------------------------------------- statistics and merges
@@ -807,7 +812,8 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     N[perm[:rank]] = -scipy.linalg.solve_triangular(U11, U12, check_finite=False)
     N[perm[rank:]] = np.eye(d - rank)
     Q = np.linalg.qr(N / scale[:, None])[0]  # the null space in the coefficients' units
-    if not np.sqrt(null_pass(Q)) <= EPS * max(state.n_samples, d) * sigma_top:
+    squares = null_pass(Q)
+    if not np.sqrt(squares) <= EPS * max(state.n_samples, d) * sigma_top:
         return None
     z = scipy.linalg.solve_triangular(U11, B[perm[:rank]], trans="T", check_finite=False)
     V = np.zeros((d, B.shape[1]))
@@ -816,7 +822,29 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     coef_t -= Q @ (Q.T @ coef_t)  # the basic solution's component in the null space: minimum norm
     if warn:
         _warn_rank(rank, d, "pivoted_cholesky")
-    return _result(params, state, coef_t, "pivoted_cholesky", rcond, rank)
+    return _result(params, replace(state, null=(Q, squares)), coef_t, "pivoted_cholesky", rcond, rank)
+
+
+def _carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedFormState, data: Data,
+                          Q: np.ndarray) -> float:
+    """A bound on ``||W^1/2 X_c Q||_F^2`` over the rows of ``merged``: those of ``data`` by a pass, those of
+    ``old`` (a state the pivoted path solved, rows no longer at hand) from its certificate ``old.null`` =
+    ``(Q_o, t^2)``. With ``X_o`` the old rows centred on ``m_new`` (their own mean ``m_o`` plus a shift),
+    ``||X_o Q|| <= t + sigma_o ||(I - Q_o Q_o^T) Q||_F + sqrt(W_o) ||(m_o - m_new)^T Q||``, where
+    ``sigma_o = sqrt(trace(G_o)) >= ||X_o - 1 m_o^T||_2`` (uncentred without intercept, no shift), scaled into
+    ``merged``'s weight units."""
+    d = merged.n_features
+    Q_old, squares_old = old.null
+    outside = float(np.linalg.norm(Q - Q_old @ (Q_old.T @ Q)))  # span(Q) beyond the confirmed span(Q_old)
+    trace = float(np.trace(old.gram[:d, :d]))
+    shift = 0.0
+    if params["fit_intercept"]:
+        shift = np.sqrt(old.weight) * float(np.linalg.norm((old.mean[:d] - merged.mean[:d]) @ Q))
+    else:
+        trace += old.weight * float(old.mean[:d] @ old.mean[:d])
+    bound = np.sqrt(squares_old) + np.sqrt(max(trace, 0.0)) * outside + shift
+    units = 2.0 ** (old.weight_exp - merged.weight_exp)  # old weights in the merged state's units (at most 1)
+    return _null_pass_of(params, merged, data, Q) + units * bound**2
 
 
 def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
@@ -1213,7 +1241,15 @@ class _ClosedForm(Solver):
                 "so its statistics cannot take more rows: rescale X and y, then call fit or partial_fit again."
             )
         chunk = partial_state(params, data)
-        return finish(params, chunk if state is None else merge_states(state, chunk))
+        if state is None:
+            return finish(params, chunk)
+        merged = merge_states(state, chunk)
+        if getattr(state, "null", None) is not None and needs_qr(params, merged):
+            # after a pivoted solve: no R to fall back on, but its certificate bounds the earlier rows
+            result = pivoted(params, merged, lambda Q: _carried_null_squares(params, state, merged, data, Q))
+            if result is not None:
+                return result
+        return finish(params, merged)
 
 
 # The params key that tells the closed form it runs for solver="auto" on sparse X (fastopt._solvers.fit_params).

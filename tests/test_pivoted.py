@@ -138,22 +138,33 @@ def test_sparse_one_hot_named_normal_and_float32(rng):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_partial_fit_after_a_pivoted_fit_keeps_the_minimum_norm_answer(seed):
-    # A pivoted fit keeps the Gram alone (no R, which would cost the QR pass). partial_fit's merged statistics
-    # then take the eigensolve, which warns; its minimum norm must be in the caller's units, as lstsq's (it was
-    # in the column-scaled units: another least-squares solution, 4-48% away from lstsq's on such designs).
+def test_partial_fit_after_a_pivoted_fit_stays_on_the_pivoted_path(seed):
+    # A pivoted fit keeps the Gram and no R (which would cost the QR pass), but also the null space it confirmed
+    # and a bound on its residual over the rows seen: partial_fit confirms the merged statistics' null space on
+    # the new rows by a pass and on the earlier ones by that certificate.
     rng = np.random.default_rng(seed)
     X = one_hot(rng, 300, (5, 7, 4))
     y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
     est, _ = fit(X[:150], y[:150])
     assert est.solver_ == "pivoted_cholesky"
+    with pytest.warns(RankDeficientWarning):
+        est.partial_fit(X[150:200], y[150:200])
+    with pytest.warns(RankDeficientWarning):
+        est.partial_fit(X[200:], y[200:])  # a chain: the certificate of the merged rows carries on
+    assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1] - 3)
+    assert_matches(est, X, y)
+
+
+def test_partial_fit_rows_that_refute_the_certified_null_space_leave_the_pivoted_path(rng):
+    X = rng.normal(size=(400, 4))
+    X[:, 3] = X[:, 2]  # exactly dependent in the first rows
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.01 * rng.normal(size=len(X))
+    est, _ = fit(X[:200], y[:200])
+    assert est.solver_ == "pivoted_cholesky"
+    X[200:, 3] += 1e-6 * rng.normal(size=200)  # no longer: a small singular value far above lstsq's cutoff
     with pytest.warns(IllConditionedWarning):
-        est.partial_fit(X[150:], y[150:])
-    assert est.solver_ == "eigh"
-    ref, _, rank, s = lstsq_reference(X, y)
-    assert est.rank_ == rank
-    tol = 8 * max(X.shape) * EPS * (s[0] / s[rank - 1]) ** 2  # the eigensolve squares the condition number
-    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+        est.partial_fit(X[200:], y[200:])
+    assert (est.solver_, est.rank_) == ("eigh", 4)  # no R to fall back on: the warned eigensolve
 
 
 def test_a_ridge_or_constraints_leave_the_pivoted_path(rng):
