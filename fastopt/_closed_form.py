@@ -112,8 +112,8 @@ from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
-    "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr",
-    "null_squares", "partial_state", "pivoted", "probe_needs_qr",
+    "SOLVERS", "ClosedFormState", "carried_null_squares", "chunk_qr_state", "chunk_state", "finish", "merge_states",
+    "needs_qr", "null_squares", "partial_state", "pivoted", "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -164,7 +164,7 @@ class ClosedFormState:
         Set by the pivoted path (:func:`pivoted`) on the state it solved: ``(Q, squares)``, an orthonormal basis
         ``Q`` (d, d - rank) of the null space it confirmed and the bound ``squares >= ||W^1/2 X_c Q||_F^2`` over
         the rows seen, in this state's weight units, so that ``partial_fit`` can confirm the next null space
-        without those rows (:func:`_carried_null_squares`). None otherwise; a merge drops it.
+        without those rows (:func:`carried_null_squares`). None otherwise; a merge drops it.
     """
 
     n_features: int
@@ -825,11 +825,11 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     return _result(params, replace(state, null=(Q, squares)), coef_t, "pivoted_cholesky", rcond, rank)
 
 
-def _carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedFormState, data: Data,
-                          Q: np.ndarray) -> float:
-    """A bound on ``||W^1/2 X_c Q||_F^2`` over the rows of ``merged``: those of ``data`` by a pass, those of
-    ``old`` (a state the pivoted path solved, rows no longer at hand) from its certificate ``old.null`` =
-    ``(Q_o, t^2)``. With ``X_o`` the old rows centred on ``m_new`` (their own mean ``m_o`` plus a shift),
+def carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedFormState, Q: np.ndarray) -> float:
+    """A bound on ``||W^1/2 X_c Q||_F^2`` over the rows of ``old`` (a state the pivoted path solved, its rows no
+    longer at hand) within ``merged`` (``old`` merged with new rows, whose own part a pass adds:
+    :func:`null_squares`), from its certificate ``old.null`` = ``(Q_o, t^2)``. With ``X_o`` the old rows centred
+    on ``merged``'s mean ``m_new`` (their own mean ``m_o`` plus a shift),
     ``||X_o Q|| <= t + sigma_o ||(I - Q_o Q_o^T) Q||_F + sqrt(W_o) ||(m_o - m_new)^T Q||``, where
     ``sigma_o = sqrt(trace(G_o)) >= ||X_o - 1 m_o^T||_2`` (uncentred without intercept, no shift), scaled into
     ``merged``'s weight units."""
@@ -844,7 +844,7 @@ def _carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedForm
         trace += old.weight * float(old.mean[:d] @ old.mean[:d])
     bound = np.sqrt(squares_old) + np.sqrt(max(trace, 0.0)) * outside + shift
     units = 2.0 ** (old.weight_exp - merged.weight_exp)  # old weights in the merged state's units (at most 1)
-    return _null_pass_of(params, merged, data, Q) + units * bound**2
+    return units * bound**2
 
 
 def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
@@ -1246,7 +1246,8 @@ class _ClosedForm(Solver):
         merged = merge_states(state, chunk)
         if getattr(state, "null", None) is not None and needs_qr(params, merged):
             # after a pivoted solve: no R to fall back on, but its certificate bounds the earlier rows
-            result = pivoted(params, merged, lambda Q: _carried_null_squares(params, state, merged, data, Q))
+            result = pivoted(params, merged, lambda Q: carried_null_squares(params, state, merged, Q)
+                             + _null_pass_of(params, merged, data, Q))
             if result is not None:
                 return result
         return finish(params, merged)

@@ -533,7 +533,15 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
     state = _cluster_state(checker, chunks, "partial")
     if prior is not None:
         state = _closed_form.merge_states(prior, state)
-    result = _sweeps.solve(checker.get_params(), state)
+    params = checker.get_params()
+    if getattr(prior, "null", None) is not None and _closed_form.needs_qr(params, state):
+        # after a pivoted solve (no R to merge): its certificate bounds the earlier rows, the blocks are read again
+        merged = state
+        result = _closed_form.pivoted(params, merged, lambda Q: _closed_form.carried_null_squares(
+            params, prior, merged, Q) + _cluster_null_squares(checker, chunks, merged, Q))
+        if result is not None:
+            return Outcome(name, result, chunks.y_ndim == 1, checker)
+    result = _sweeps.solve(params, state)
     return Outcome(name, result, chunks.y_ndim == 1, checker)
 
 

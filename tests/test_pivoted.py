@@ -244,3 +244,19 @@ def test_a_stream_whose_rows_refute_the_null_space_takes_the_qr_pass(rng):
     y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.01 * rng.normal(size=len(X))
     est = LinearRegressor().fit_stream([(X[i : i + 1000], y[i : i + 1000]) for i in range(0, 4000, 1000)])
     assert (est.solver_, est.rank_) == ("qr", 4)
+
+
+def test_dask_partial_fit_after_a_pivoted_fit_stays_on_the_pivoted_path(rng):
+    # (partial_fit's statistics carry each chunk's R, as ever; merged with a state that has none they are dropped)
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    X = one_hot(rng, 4000, (9, 6, 5))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        with dask.config.set(scheduler="synchronous"):
+            est = LinearRegressor().fit(da.from_array(X[:2000], chunks=(1000, X.shape[1])),
+                                        da.from_array(y[:2000], chunks=1000))
+            est.partial_fit(da.from_array(X[2000:], chunks=(1000, X.shape[1])), da.from_array(y[2000:], chunks=1000))
+    assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1] - 3)
+    assert_matches(est, X, y)
