@@ -530,7 +530,8 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
     solver.check_incremental()
     if solver.chunked != "statistics":
         return _sweeps.partial_sweep(_passes(chunks, checker), name, estimator.get_params(), prior, checker)
-    state = _cluster_state(checker, chunks, "partial")
+    # (a prior Gram without R would drop the blocks' R factors: their Gram alone, as for a fit)
+    state = _cluster_state(checker, chunks, "fit" if _closed_form.gram_only(prior) else "partial")
     if prior is not None:
         state = _closed_form.merge_states(prior, state)
     params = checker.get_params()

@@ -213,6 +213,27 @@ def test_partial_fit_in_chunks_equals_one_fit(solver, fit_intercept, rng):
     np.testing.assert_allclose(est.intercept_, one.intercept_, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_partial_fit_after_a_gram_fit_computes_no_r(fit_intercept, rng, monkeypatch):
+    # A fit's Gram state has no R, so a chunk's R would be dropped by the merge: partial_fit computes its Gram
+    # alone (the R cost about twice the Gram), with the answer of the merged statistics as before.
+    X = rng.normal(size=(400, 6)) * [1, 10, 100, 0.1, 1, 5] + 1  # Cholesky accepts it, centred or not
+    y = X @ rng.normal(size=6) + rng.normal(size=400)
+    w = rng.uniform(0, 3, size=400)
+    est = LinearRegressor(fit_intercept=fit_intercept).fit(X[:250], y[:250], sample_weight=w[:250])
+    assert est.solver_ == "cholesky" and est._solver_state.r is None
+
+    def no_r(*args):
+        raise AssertionError("partial_fit computed a chunk's R that the merge would drop")
+
+    monkeypatch.setattr(_closed_form, "chunk_qr_state", no_r)
+    est.partial_fit(X[250:], y[250:], sample_weight=w[250:])
+    monkeypatch.undo()
+    one = LinearRegressor(fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+    spread = X.std(axis=0)  # as in test_partial_fit_in_chunks_equals_one_fit
+    assert np.linalg.norm(spread * (est.coef_ - one.coef_)) <= 1e-11 * np.linalg.norm(spread * one.coef_)
+
+
 def test_ill_conditioned_partial_fit_falls_back_like_fit(rng):
     X, y = ill_conditioned("poly8", rng)
     # Leaving Cholesky for QR loses no accuracy: reported by solver_ and rcond_, not warned about.
