@@ -88,7 +88,9 @@ An incremental fit (``partial_fit``, on one machine or on Dask blocks) reads eac
 
 For ``solver="normal"`` that state holds both the Gram statistics and the ``R`` factor of every chunk seen
 (about three times the work of the Gram alone): the rows are gone by the time an ill-conditioned stream is
-noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would.
+noticed, and carrying ``R`` lets it fall back to QR exactly as ``fit`` would. A ``partial_fit`` that continues a
+state without ``R`` (a fit's Gram: :func:`gram_only`) computes a chunk's Gram alone, since its ``R`` could not
+be merged.
 """
 from __future__ import annotations
 
