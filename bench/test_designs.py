@@ -2,6 +2,8 @@
 BLAS pass computing X^T X of the same matrix. Each design is generated from a fixed seed:
 
 * ``poly``: ``PolynomialFeatures(3, include_bias=False)`` of 8 uniform features, n = 200,000 (d = 164);
+* ``poly_bias``: ``PolynomialFeatures(3)`` (its default, with the bias column) of 10 Gaussian features,
+  n = 200,000 (d = 286, rank 285 with the intercept: the constant column);
 * ``onehot``: one-hot columns of 4 categorical features with 50 levels each plus 20 Gaussian columns, n = 200,000,
   fitted with an intercept (d = 220, rank 216: the dummy-variable trap);
 * ``gauss_qr``: Gaussian, n = 1,000,000, d = 100, ``solver="qr"``;
@@ -32,7 +34,7 @@ from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
 from fastopt import LinearRegressor
 from fastopt.exceptions import RankDeficientWarning
 
-DESIGNS = ["poly", "onehot", "gauss_qr", "wide", "onehot_sparse", "onehot_sparse_narrow"]
+DESIGNS = ["poly", "poly_bias", "onehot", "gauss_qr", "wide", "onehot_sparse", "onehot_sparse_narrow"]
 
 
 def make_design(name: str, seed: int = 0):
@@ -40,6 +42,9 @@ def make_design(name: str, seed: int = 0):
     rng = np.random.default_rng(seed)
     if name == "poly":
         X = PolynomialFeatures(3, include_bias=False).fit_transform(rng.uniform(size=(200_000, 8)))
+        params = {}
+    elif name == "poly_bias":
+        X = PolynomialFeatures(3).fit_transform(rng.standard_normal((200_000, 10)))  # the default keeps the bias
         params = {}
     elif name == "onehot":
         levels = rng.integers(0, 50, size=(200_000, 4))
@@ -94,7 +99,7 @@ def test_fastopt(record, grouped, benchmark):
 
     def fit(X, y):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RankDeficientWarning)  # the one-hot design is rank-deficient
+            warnings.simplefilter("ignore", RankDeficientWarning)  # the one-hot and bias designs are rank-deficient
             est = LinearRegressor(**params).fit(X, y)
         benchmark.extra_info["solver_"] = est.solver_
         return est
