@@ -114,8 +114,8 @@ from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 __all__ = [
-    "SOLVERS", "ClosedFormState", "carried_null_squares", "chunk_qr_state", "chunk_state", "finish", "merge_states",
-    "needs_qr", "null_squares", "partial_state", "pivoted", "probe_needs_qr",
+    "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr",
+    "null_squares", "partial_state", "pivoted", "pivoted_after", "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -166,7 +166,7 @@ class ClosedFormState:
         Set by the pivoted path (:func:`pivoted`) on the state it solved: ``(Q, squares)``, an orthonormal basis
         ``Q`` (d, d - rank) of the null space it confirmed and the bound ``squares >= ||W^1/2 X_c Q||_F^2`` over
         the rows seen, in this state's weight units, so that ``partial_fit`` can confirm the next null space
-        without those rows (:func:`carried_null_squares`). None otherwise; a merge drops it.
+        without those rows (:func:`pivoted_after`). None otherwise; a merge drops it.
     """
 
     n_features: int
@@ -832,10 +832,21 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     return _result(params, replace(state, null=(Q, squares)), coef_t, "pivoted_cholesky", rcond, rank)
 
 
-def carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedFormState, Q: np.ndarray) -> float:
+def pivoted_after(params: dict, old, merged: ClosedFormState, new_squares: Callable[[np.ndarray], float]
+                  ) -> FitResult | None:
+    """:func:`pivoted` for ``merged``, ``old`` merged with new rows (``partial_fit``, in memory or on Dask), when
+    ``old`` was solved on the pivoted path and ``merged`` needs more than Cholesky: no ``R`` to fall back on, but
+    ``old``'s certificate bounds its rows (:func:`_carried_null_squares`) and ``new_squares(Q)`` (a pass,
+    :func:`null_squares`) the new rows. None otherwise, or when they refute the null space."""
+    if getattr(old, "null", None) is None or not needs_qr(params, merged):
+        return None
+    return pivoted(params, merged, lambda Q: _carried_null_squares(params, old, merged, Q) + new_squares(Q))
+
+
+def _carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedFormState, Q: np.ndarray) -> float:
     """A bound on ``||W^1/2 X_c Q||_F^2`` over the rows of ``old`` (a state the pivoted path solved, its rows no
-    longer at hand) within ``merged`` (``old`` merged with new rows, whose own part a pass adds:
-    :func:`null_squares`), from its certificate ``old.null`` = ``(Q_o, t^2)``. With ``X_o`` the old rows centred
+    longer at hand) within ``merged`` (``old`` merged with new rows), from its certificate ``old.null`` =
+    ``(Q_o, t^2)``. With ``X_o`` the old rows centred
     on ``merged``'s mean ``m_new`` (their own mean ``m_o`` plus a shift),
     ``||X_o Q|| <= t + sigma_o ||(I - Q_o Q_o^T) Q||_F + sqrt(W_o) ||(m_o - m_new)^T Q||``, where
     ``sigma_o = sqrt(trace(G_o)) >= ||X_o - 1 m_o^T||_2`` (uncentred without intercept, no shift), scaled into
@@ -1225,11 +1236,13 @@ class _ClosedForm(Solver):
             result = krylov_instead(params, data, stats)
             if result is not None:
                 return result
-        if result is None:  # exactly dependent columns, confirmed by a pass over X (O(n d) per null direction)
+        if result is None:
+            # exactly dependent columns, confirmed by a pass over X (O(n d) per null direction); not refined (the
+            # refinement solves with the full Cholesky factor or R11)
             result = pivoted(params, stats, lambda Q: _null_pass_of(params, stats, data, Q))
             if result is not None:
                 return result
-        if result is None:  # R with the means it was centred on (the intercept is computed from them)
+            # R with the means it was centred on (the intercept is computed from them)
             result = _solve_r(params, replace(chunk_qr_state(params, data), gram=stats.gram))
         return _refined(params, data, result)
 
@@ -1253,13 +1266,8 @@ class _ClosedForm(Solver):
         if state is None:
             return finish(params, chunk)
         merged = merge_states(state, chunk)
-        if getattr(state, "null", None) is not None and needs_qr(params, merged):
-            # after a pivoted solve: no R to fall back on, but its certificate bounds the earlier rows
-            result = pivoted(params, merged, lambda Q: carried_null_squares(params, state, merged, Q)
-                             + _null_pass_of(params, merged, data, Q))
-            if result is not None:
-                return result
-        return finish(params, merged)
+        result = pivoted_after(params, state, merged, lambda Q: _null_pass_of(params, merged, data, Q))
+        return finish(params, merged) if result is None else result
 
 
 # The params key that tells the closed form it runs for solver="auto" on sparse X (fastopt._solvers.fit_params).

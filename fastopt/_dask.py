@@ -535,14 +535,11 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
     if prior is not None:
         state = _closed_form.merge_states(prior, state)
     params = checker.get_params()
-    if getattr(prior, "null", None) is not None and _closed_form.needs_qr(params, state):
-        # after a pivoted solve (no R to merge): its certificate bounds the earlier rows, the blocks are read again
-        merged = state
-        result = _closed_form.pivoted(params, merged, lambda Q: _closed_form.carried_null_squares(
-            params, prior, merged, Q) + _cluster_null_squares(checker, chunks, merged, Q))
-        if result is not None:
-            return Outcome(name, result, chunks.y_ndim == 1, checker)
-    result = _sweeps.solve(params, state)
+    # after a pivoted solve the blocks are read again for the null space's check
+    result = _closed_form.pivoted_after(params, prior, state,
+                                        functools.partial(_cluster_null_squares, checker, chunks, state))
+    if result is None:
+        result = _sweeps.solve(params, state)
     return Outcome(name, result, chunks.y_ndim == 1, checker)
 
 
