@@ -400,50 +400,6 @@ def test_empty_and_zero_weight_chunks_merge_as_nothing(rng, solver):
 # ---------------------------------------------------------------- real designs: one-hot, polynomial
 
 
-def one_hot_design(rng, n, levels=(5, 7, 4), numeric=2):
-    """One-hot columns of len(levels) categorical features plus numeric columns: with an intercept, each group
-    of dummies sums to the constant column (the dummy-variable trap), so the centred design has rank
-    d - len(levels)."""
-    codes = [rng.integers(0, m, size=n) for m in levels]
-    for c, m in zip(codes, levels):
-        c[:m] = np.arange(m)  # every level present
-    dummies = [np.eye(m)[c] for c, m in zip(codes, levels)]
-    X = np.hstack([*dummies, rng.normal(size=(n, numeric))])
-    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=n)
-    return np.ascontiguousarray(X), y
-
-
-@pytest.mark.parametrize(("solver", "path"), [("normal", "pivoted_cholesky"), ("qr", "svd")])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, path, weighted, rng):
-    X, y = one_hot_design(rng, 3000)
-    w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        est = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
-    assert [c.category for c in caught] == [RankDeficientWarning]  # one warning per fit, filterable
-    d, deficit = X.shape[1], 3
-    assert (est.solver_, est.rank_) == (path, d - deficit)
-    sw = np.ones(len(y)) if w is None else w
-    xm, ym = np.average(X, axis=0, weights=sw), np.average(y, weights=sw)
-    A, b = np.sqrt(sw)[:, None] * (X - xm), np.sqrt(sw) * (y - ym)
-    ref, _, rank, s = np.linalg.lstsq(A, b, rcond=None)
-    assert rank == d - deficit
-    # Minimum-norm solutions of the same problem: both backward stable with the same cutoff, so they agree to
-    # about u kappa_r (Golub & Van Loan, sec. 5.5.6), kappa_r = s_1 / s_rank, u = max(n, d) eps; 8 as above.
-    # The pivoted path solves the normal equations of the kept columns, column-scaled, with reciprocal condition
-    # rcond_: their error grows with its inverse instead (Higham, Accuracy and Stability of Numerical Algorithms,
-    # 2nd ed., sec. 20.4), and so does that of the null space removed from the basic solution.
-    kappa_r = s[0] / s[rank - 1]
-    tol = 8 * max(X.shape) * EPS * (kappa_r if path == "svd" else max(kappa_r, 1 / est.rcond_))
-    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
-    assert abs(est.intercept_ - (ym - ref @ xm)) <= tol * (abs(ym) + np.abs(xm) @ np.abs(ref))
-    if path == "svd":  # the singular values are those of the centred design (from the d x d R, not from X)
-        np.testing.assert_allclose(est.singular_[:rank], s[:rank], rtol=tol)
-    else:
-        assert est.singular_ is None
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_eigensolve_of_a_one_shot_stream_is_minimum_norm_in_the_callers_units(seed):
     # A one-shot stream cannot be read again for QR: its rank-deficient Gram takes the eigensolve. Its minimum

@@ -55,16 +55,52 @@ def fit(X, y, **kw):
     return est, [c.category for c in caught]
 
 
+def _no_qr_pass(monkeypatch):
+    def no_qr_pass(*args):
+        raise AssertionError("the QR pass ran although the pivoted path applies")
+
+    monkeypatch.setattr(_closed_form, "chunk_qr_state", no_qr_pass)
+
+
+@pytest.mark.parametrize(("solver", "path"), [("normal", "pivoted_cholesky"), ("qr", "svd")])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dummy_variable_trap_equals_lstsq_on_centred_data(solver, path, weighted, rng):
+    X = one_hot(rng, 3000, (5, 7, 4))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
+    assert [c.category for c in caught] == [RankDeficientWarning]  # one warning per fit, filterable
+    d, deficit = X.shape[1], 3
+    assert (est.solver_, est.rank_) == (path, d - deficit)
+    sw = np.ones(len(y)) if w is None else w
+    xm, ym = np.average(X, axis=0, weights=sw), np.average(y, weights=sw)
+    A, b = np.sqrt(sw)[:, None] * (X - xm), np.sqrt(sw) * (y - ym)
+    ref, _, rank, s = np.linalg.lstsq(A, b, rcond=None)
+    assert rank == d - deficit
+    # Minimum-norm solutions of the same problem: both backward stable with the same cutoff, so they agree to
+    # about u kappa_r (Golub & Van Loan, sec. 5.5.6), kappa_r = s_1 / s_rank, u = max(n, d) eps; 8 as in the
+    # module docstring.
+    # The pivoted path solves the normal equations of the kept columns, column-scaled, with reciprocal condition
+    # rcond_: their error grows with its inverse instead (Higham, Accuracy and Stability of Numerical Algorithms,
+    # 2nd ed., sec. 20.4), and so does that of the null space removed from the basic solution.
+    kappa_r = s[0] / s[rank - 1]
+    tol = 8 * max(X.shape) * EPS * (kappa_r if path == "svd" else max(kappa_r, 1 / est.rcond_))
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+    assert abs(est.intercept_ - (ym - ref @ xm)) <= tol * (abs(ym) + np.abs(xm) @ np.abs(ref))
+    if path == "svd":  # the singular values are those of the centred design (from the d x d R, not from X)
+        np.testing.assert_allclose(est.singular_[:rank], s[:rank], rtol=tol)
+    else:
+        assert est.singular_ is None
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_one_hot_with_intercept_takes_the_pivoted_path_without_a_qr_pass(weighted, rng, monkeypatch):
     X = one_hot(rng, 70_000, (50, 30, 7))  # enough rows for the probe (32 x 2048): it must let the Gram run
     y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
     w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
-
-    def no_qr_pass(*args):
-        raise AssertionError("the QR pass ran although the pivoted path applies")
-
-    monkeypatch.setattr(_closed_form, "chunk_qr_state", no_qr_pass)
+    _no_qr_pass(monkeypatch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est = LinearRegressor().fit(X, y, sample_weight=w)
@@ -199,13 +235,6 @@ def test_exact_dependencies_match_lstsq(problem, fit_intercept):
         est = LinearRegressor(solver="normal", fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
     assert est.solver_ in ("pivoted_cholesky", "svd")
     assert_matches(est, X, y, w, fit_intercept)
-
-
-def _no_qr_pass(monkeypatch):
-    def no_qr_pass(*args):
-        raise AssertionError("the QR pass ran although the pivoted path applies")
-
-    monkeypatch.setattr(_closed_form, "chunk_qr_state", no_qr_pass)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
