@@ -24,6 +24,7 @@ from fastopt import LinearRegressor, _iterative, _kernels, optim
 from fastopt._iterative import EpochCtl
 
 RULES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+LOSSES = [optim.Loss.SQUARED_ERROR, optim.Loss.ABSOLUTE_ERROR, optim.Loss.HUBER]
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,6 @@ def _no_carried_backoff():
     _kernels._carried(0)
     yield
     _kernels._carried(0)
-LOSSES = [optim.Loss.SQUARED_ERROR, optim.Loss.ABSOLUTE_ERROR, optim.Loss.HUBER]
 
 
 def _problem(rng, n, d, k, dtype, density, explicit_zeros=False, unsorted=False):
