@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from fastopt import _kernels
+from fastopt import _kernels, _sparse
 from fastopt.optim import OPTIMIZERS, Loss
 
 AUTO_ROWS = 20_000  # rows used to estimate the Hessian: enough for a few-percent estimate of L
@@ -63,19 +63,10 @@ def rows_times(X, W: np.ndarray) -> np.ndarray:
     ``early_stopping``: a 20,000-row validation product before each epoch made the two-thread epochs 3.6 times
     slower, 75 against 21 ms, and the fit slower than on one thread)."""
     if sp.issparse(X):
-        if X.shape[1] == W.shape[1] and _compiled_csr(X, W.dtype):  # the same bits, its gathers requested ahead
+        if X.shape[1] == W.shape[1] and _sparse.compiled_csr(X, W.dtype):  # the same bits, its gathers requested ahead
             return _kernels.csr_times(X.data, X.indices, X.indptr, np.ascontiguousarray(W))
         return np.asarray(X @ W.T)
     return np.einsum("ij,kj->ik", X, W)
-
-
-def _compiled_csr(X, dtype=None) -> bool:
-    """Whether CSR ``X`` suits the compiled CSR reads (:func:`fastopt._kernels.csr_times`,
-    :func:`fastopt._kernels.csr_scaled_values`): float32 or float64 values (of ``dtype`` when given) and int32 or
-    int64 indices of one dtype, each array contiguous."""
-    return X.format == "csr" and X.dtype in (np.float32, np.float64) and (dtype is None or X.dtype == dtype) \
-        and X.indices.dtype == X.indptr.dtype and X.indices.dtype in (np.int32, np.int64) \
-        and X.data.flags.c_contiguous and X.indices.flags.c_contiguous and X.indptr.flags.c_contiguous
 
 
 def _per_sample_loss(R, loss, epsilon):
@@ -192,7 +183,7 @@ class Affine:
         if sp.issparse(X):
             if self.shifted.size:
                 return _shifted_csr(X, self.shift, self.scale)
-            if _compiled_csr(X) and X.data.shape[0] == X.indices.shape[0]:
+            if _sparse.compiled_csr(X) and X.data.shape[0] == X.indices.shape[0]:
                 values = _kernels.csr_scaled_values(X.data, X.indices, np.ascontiguousarray(self.scale, np.float64))
             else:
                 values = (X.data.astype(np.float64) / self.scale[X.indices]).astype(X.dtype)

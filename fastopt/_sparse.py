@@ -49,6 +49,27 @@ CENTRE_FIRST_RATIO = 16.0
 CENTRE_FIRST_MAX = 64
 
 
+def compiled_csr(X, dtype=None) -> bool:
+    """Whether CSR ``X`` suits the compiled CSR reads (:func:`fastopt._kernels.csr_times`,
+    :func:`fastopt._kernels.csr_scaled_values`): float32 or float64 values (of ``dtype`` when given) and int32 or
+    int64 indices of one dtype, each array contiguous."""
+    return X.format == "csr" and X.dtype in (np.float32, np.float64) and (dtype is None or X.dtype == dtype) \
+        and X.indices.dtype == X.indptr.dtype and X.indices.dtype in (np.int32, np.int64) \
+        and X.data.flags.c_contiguous and X.indices.flags.c_contiguous and X.indptr.flags.c_contiguous
+
+
+def rows_times(X, lo: int, hi: int, QT: np.ndarray) -> np.ndarray:
+    """``X[lo:hi] @ QT.T`` in float64 for :func:`compiled_csr` ``X`` and ``QT`` (m, d) float64, C-contiguous,
+    reading the rows in place (SciPy's row slicing copies them, at about 80 us a call; float32 values are
+    converted a block at a time)."""
+    hi = min(hi, X.shape[0])
+    ip = X.indptr[lo : hi + 1]
+    if X.dtype == np.float64:
+        return _kernels.csr_times(X.data, X.indices, ip, QT)
+    a, b = ip[0], ip[-1]
+    return _kernels.csr_times(X.data[a:b].astype(np.float64), X.indices[a:b], ip - a, QT)
+
+
 def available_memory() -> int | None:
     """Bytes of memory that can be allocated without swapping: Linux's MemAvailable (free memory plus reclaimable
     caches), else the physical memory size where the platform reports it; None when unknown (no check)."""

@@ -7,6 +7,7 @@ condition it reports as ``rcond_``: its error is about ``u / rcond_`` (Higham, *
 Numerical Algorithms*, 2nd ed., sec. 20.4), ``u = max(n, d) eps``, where QR's is ``u kappa_r``; the tolerances
 below take the larger of the two, times 8.
 """
+import types
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastopt import LinearRegressor, _closed_form
+from fastopt import LinearRegressor, _closed_form, _sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 EPS = np.finfo(np.float64).eps
@@ -171,6 +172,35 @@ def test_sparse_one_hot_named_normal_and_float32(rng):
     # eps32 kappa_r relative to the coefficients, here below 1e-5.
     ref32, _, _, _ = lstsq_reference(X.astype(np.float32), y.astype(np.float32))
     assert np.linalg.norm(est32.coef_ - ref32) <= 1e-5 * np.linalg.norm(ref32)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+@pytest.mark.parametrize("q", [1, 3, 40])  # the compiled product up to _NULL_COMPILED_MAX directions, SciPy's above
+def test_the_confirming_pass_reads_csr_rows_as_their_dense_copy(dtype, index, q, rng, monkeypatch):
+    # Rows with unsorted and duplicate column indices, weighted, in several blocks; the reference sums the same
+    # products densely. Each entry of X_c Q sums at most 2 * 12 + 1 terms in float64 in another order, and the
+    # squares add positively: a relative difference within a few hundred eps.
+    n, d = 5000, 60
+    rows = np.repeat(np.arange(n), 12)
+    cols = rng.integers(0, d, size=rows.size)  # duplicates within a row, in no order
+    vals = rng.normal(size=rows.size).astype(dtype)
+    X = sp.csr_array((vals, cols.astype(index), np.arange(0, rows.size + 1, 12).astype(index)), shape=(n, d))
+    dense = np.zeros((n, d))
+    np.add.at(dense, (rows, cols), vals.astype(np.float64))
+    Q = np.linalg.qr(rng.normal(size=(d, q)))[0]
+    mean = dense.mean(axis=0)
+    w = rng.uniform(0.5, 2, size=n)
+    data = types.SimpleNamespace(X=X, sample_weight=w)
+    monkeypatch.setattr(_closed_form, "_NULL_BLOCK_VALUES", 4096)  # several blocks
+    compiled = []
+    rows_times = _sparse.rows_times
+    monkeypatch.setattr(_sparse, "rows_times", lambda *args: compiled.append(1) or rows_times(*args))
+    got = _closed_form.null_squares({"fit_intercept": True}, mean, 1, data, Q)
+    Z = np.sqrt(w / 2)[:, None] * ((dense - mean) @ Q)
+    assert got == pytest.approx(np.vdot(Z, Z), rel=256 * EPS)
+    assert len(compiled) == (0 if q > _closed_form._NULL_COMPILED_MAX else -(-n // (4096 // 12)))
+    assert X.indices.dtype == index and X.data.dtype == dtype  # the caller's matrix is read in place, unchanged
 
 
 @pytest.mark.parametrize("seed", range(5))
