@@ -16,8 +16,8 @@ BLAS pass computing X^T X of the same matrix. Each design is generated from a fi
 * ``onehot_sparse_narrow``: a ``ColumnTransformer``'s CSR output, one-hot columns of 3 uniform categorical
   features of 300, 150 and 40 levels beside 3 Gaussian columns, n = 200,000, with an intercept (d = 493,
   rank-deficient). The closed form's Gram is cheap here, so ``"auto"`` computes it; its Cholesky is rejected, and
-  ``"auto"`` then runs LSQR before the closed form's rank-deficient fallback (the ``closed_form`` row, one round:
-  the pivoted path, which once was an SVD that densified ``X``).
+  the pivoted path solves it, as ``solver="normal"`` does (the ``closed_form`` row, one round). ``"auto"`` ran LSQR
+  there before the pivoted path existed, to avoid the SVD fallback that densified ``X``.
 
 Run on its own: ``cd bench && python -m pytest test_designs.py -q -p no:randomly --benchmark-json=OUT &&
 python report.py OUT``. Each design is made once (a module-scoped fixture, so pytest runs a design's rows

@@ -114,7 +114,8 @@ def default_max_iter(d: int) -> int:
 # to 4e-16 relative) within the iterations the closed form costs, else the closed form after all (at most about
 # twice its cost). The closed form's Cholesky is O(d^3) whatever the sparsity, and on a rank-deficient design
 # (one-hot columns with an intercept) its QR/SVD fallback densifies X, O(n d^2): 20,000 one-hot rows of 5,350
-# columns took 3.1 s (Cholesky, alpha = 1e-3) and 183 s (SVD, alpha = 0) where LSQR takes 10 ms.
+# columns took 3.1 s (Cholesky, alpha = 1e-3) and 183 s (SVD, alpha = 0; the pivoted path since, 4.3-4.7 s) where
+# LSQR takes 10 ms.
 AUTO_TOL = 1e-12
 AUTO_MIN_ITERS = 30
 AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs for "auto" (see KrylovSolver.fit)

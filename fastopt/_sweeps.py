@@ -89,21 +89,21 @@ def solve(params: dict, state, second_pass: Callable[[], Any] | None = None,
 
     When the Gram is too ill-conditioned for Cholesky, ``second_pass()`` returns the merged ``R`` factors
     of the same rows (:func:`fastopt._closed_form.chunk_qr_state`); the solve then switches to QR with the
-    in-memory fit's warning and ``solver_``. Before it, ``krylov_instead()`` (``solver="auto"`` on sparse
-    chunks, as :func:`fastopt._closed_form.krylov_instead` in memory) may return a Krylov solver's
-    :class:`fastopt._result.Outcome` within the QR pass's cost, which is the answer, with these statistics
-    kept as its state; then ``null_pass(Q)`` (:func:`fastopt._closed_form.null_squares` summed over the same
-    rows) lets exactly dependent columns take the pivoted path (:func:`fastopt._closed_form.pivoted`) instead of
-    the QR pass. Without a second pass (a one-shot stream) the closed form falls back to its warned minimum-norm
-    eigensolve.
+    in-memory fit's warning and ``solver_``. Before it, ``null_pass(Q)`` (:func:`fastopt._closed_form.null_squares`
+    summed over the same rows) lets exactly dependent columns take the pivoted path
+    (:func:`fastopt._closed_form.pivoted`); then ``krylov_instead()`` (``solver="auto"`` on sparse chunks, as
+    :func:`fastopt._closed_form.krylov_instead` in memory) may return a Krylov solver's
+    :class:`fastopt._result.Outcome` within the QR pass's cost, which is the answer, with these statistics kept
+    as its state. Without a second pass (a one-shot stream) the closed form falls back to its warned
+    minimum-norm eigensolve.
     """
     if state.weight == 0:
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
     if second_pass is not None and _closed_form.needs_qr(params, state):
-        if krylov_instead is not None and (outcome := krylov_instead()) is not None:
-            return FitResult(outcome.result.coef, outcome.result.intercept, state, outcome.result.attrs)
         if null_pass is not None and (result := _closed_form.pivoted(params, state, null_pass)) is not None:
             return result
+        if krylov_instead is not None and (outcome := krylov_instead()) is not None:
+            return FitResult(outcome.result.coef, outcome.result.intercept, state, outcome.result.attrs)
         state = replace(second_pass(), gram=state.gram, raw_diag=state.raw_diag)
     return _closed_form.finish(params, state)
 

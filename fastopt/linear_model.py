@@ -137,7 +137,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
         30+ Krylov iterations           with a ridge), else      the closed form costs (``O(d^3)``, and
-                                        the closed form          ``O(n d^2)`` densified if rank-deficient)
+                                        the closed form          ``O(n d^2)`` densified if ill-posed)
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
                                                                  CGLS's cheaper iteration is as accurate
         Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
@@ -155,7 +155,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``precondition``: independent of the columns' units), with the closed form's predictions but not its
         coefficients, which are of least norm in the columns' own units; ``precondition="none"`` gives those
         (LSQR then needs more iterations: with this machine's cost model, 20-60x on one-hot designs, often
-        more than the closed form's cost, which then runs). ``"cg"`` (CGLS) and
+        more than the closed form's cost, which then runs). Where the closed form runs on sparse ``X`` and its
+        Cholesky is rejected, exactly dependent columns take the pivoted path, as on dense ``X`` (the same
+        coefficients and warning); else LSQR (CGLS with a ridge) runs before the QR/SVD fallback, which densifies
+        ``X``, within the iterations that fallback costs. ``"cg"`` (CGLS) and
         ``"lsqr"`` solve the squared error matrix-free (see ``max_iter``, ``tol`` and ``precondition``).
         ``"newton"`` fits ``"huber"`` by semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact
         minimiser (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen,

@@ -877,24 +877,33 @@ def test_auto_keeps_the_closed_form_where_it_is_cheap_or_needed(rng):
     assert _solvers.resolve("auto", "squared_error", W, 0.0, sparse=True, positive=True) not in KRYLOV
 
 
+def _nearly_dependent(rng, n):
+    """One-hot columns of three categorical columns (300, 150 and 40 levels) beside three numeric ones, the third
+    the sum of the others plus 1e-3 noise, and their response: with an intercept the one-hot columns are exactly
+    dependent and the numeric ones nearly, so Cholesky rejects the Gram and the pivoted path does not apply (the
+    numeric columns' small singular value is far above lstsq's cutoff, too small for the kept columns' test)."""
+    G = rng.normal(size=(n, 3))
+    G[:, 2] = G[:, 0] + G[:, 1] + 1e-3 * rng.normal(size=n)
+    X = scipy.sparse.hstack([_one_hot(rng, n, (300, 150, 40)), scipy.sparse.csr_array(G)], format="csr")
+    return X, X @ rng.normal(size=X.shape[1]) + 0.5 * rng.normal(size=n) + 3.0
+
+
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # the references
 def test_auto_tries_krylov_before_the_closed_forms_densifying_fallback(rng):
-    """Narrow sparse X keeps the closed form, whose Cholesky is cheap; but one-hot columns beside an intercept
-    are rank-deficient, Cholesky is rejected, and the QR/SVD fallback densifies X: O(n d^2), 9.2 s on 200,000
-    rows of 493 columns where LSQR takes 0.03 s. "auto" now runs LSQR there first, within the iterations that
-    fallback would cost (fastopt._krylov.qr_fallback_iterations), to the closed form's accuracy: the same
-    predictions and objective, no warning. It keeps the Gram's statistics, so partial_fit goes on with them;
-    solver="normal" named is the closed form, fallback and all."""
-    X = scipy.sparse.hstack([_one_hot(rng, 20_000, (300, 150, 40)),
-                             scipy.sparse.csr_array(rng.normal(size=(20_000, 3)))], format="csr")
-    y = X @ rng.normal(size=X.shape[1]) + 0.5 * rng.normal(size=X.shape[0]) + 3.0
+    """Narrow sparse X keeps the closed form, whose Cholesky is cheap. Where Cholesky is rejected and the pivoted
+    path does not apply (exactly dependent one-hot columns take it: tests/test_pivoted.py), the QR/SVD fallback
+    densifies X: O(n d^2), 9.2 s on 200,000 rows of 493 columns where LSQR takes 0.03 s. "auto" runs LSQR there
+    first, within the iterations that fallback would cost (fastopt._krylov.qr_fallback_iterations), to the closed
+    form's accuracy: the same predictions and objective, no warning. It keeps the Gram's statistics, so
+    partial_fit goes on with them; solver="normal" named is the closed form, fallback and all."""
+    X, y = _nearly_dependent(rng, 20_000)
     assert not _solvers.krylov_first(X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est = LinearRegressor().fit(X[:15_000], y[:15_000])
     assert est.solver_ == "lsqr" and est.n_iter_ < 100
     named = LinearRegressor(solver="normal").fit(X[:15_000], y[:15_000])
-    assert named.solver_ == "pivoted_cholesky"  # the dependent dummies confirmed without densifying X
+    assert named.solver_ == "svd"  # the pivoted path does not apply: the densifying fallback
     ref = LinearRegressor(solver="qr").fit(X[:15_000].toarray(), y[:15_000])
 
     def objective(e, rows=slice(0, 15_000)):
@@ -913,17 +922,15 @@ def test_auto_tries_krylov_before_the_closed_forms_densifying_fallback(rng):
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # the references
 def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
     """fit_stream of a re-readable stream of sparse chunks and fit on Dask sparse blocks, as in memory: when the
-    merged Gram's Cholesky is rejected, LSQR over the chunks (within what the QR pass would cost) before that
-    pass, which densifies every chunk. 200,000 one-hot rows of 493 columns in four chunks: the stream 9.1 s ->
-    0.19 s, the Dask blocks 12 s -> 0.23-0.33 s. A one-shot stream, which cannot be read again, keeps its warned
-    eigensolve."""
+    merged Gram's Cholesky is rejected and the pivoted path does not apply, LSQR over the chunks (within what the
+    QR pass would cost) before that pass, which densifies every chunk. 200,000 one-hot rows of 493 columns in four
+    chunks: the stream 9.1 s -> 0.19 s, the Dask blocks 12 s -> 0.23-0.33 s. A one-shot stream, which cannot be
+    read again, keeps its warned eigensolve."""
     from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
     da = pytest.importorskip("dask.array")
     dask = pytest.importorskip("dask")
-    X = scipy.sparse.hstack([_one_hot(rng, 8_000, (300, 150, 40)),
-                             scipy.sparse.csr_array(rng.normal(size=(8_000, 3)))], format="csr")
-    y = X @ rng.normal(size=X.shape[1]) + 0.5 * rng.normal(size=X.shape[0]) + 3.0
+    X, y = _nearly_dependent(rng, 8_000)
     assert not _solvers.krylov_first(X)
     chunks = [(X[i : i + 2000], y[i : i + 2000]) for i in range(0, 8000, 2000)]
     ref = LinearRegressor(solver="qr").fit(X.toarray(), y)

@@ -203,6 +203,46 @@ def test_the_confirming_pass_reads_csr_rows_as_their_dense_copy(dtype, index, q,
     assert X.indices.dtype == index and X.data.dtype == dtype  # the caller's matrix is read in place, unchanged
 
 
+def test_auto_on_sparse_one_hot_takes_the_pivoted_path_as_on_dense(rng, monkeypatch):
+    # "auto" on narrow sparse X computes the Gram (cheaper than the Krylov iterations); with an intercept
+    # Cholesky rejects it, and the pivoted path solves it before any Krylov attempt: the coefficients that
+    # OneHotEncoder's dense output gets (lstsq's minimum norm in the columns' own units, not LSQR's least norm in
+    # its column-scaled units), with the same warning, in memory, from a re-readable stream and on Dask blocks.
+    from fastopt import _krylov, _solvers
+
+    X = one_hot(rng, 8000, (300, 150, 40))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    S = sp.csr_array(X)
+    # the closed form costs fewer Krylov iterations than AUTO_MIN_ITERS, its QR fallback more
+    assert not _solvers.krylov_first(S)
+    assert _krylov.qr_fallback_iterations(*S.shape, S.nnz) >= _krylov.AUTO_MIN_ITERS
+    _no_qr_pass(monkeypatch)
+
+    def no_krylov(*args, **kwargs):
+        raise AssertionError("a Krylov solver ran although the pivoted path applies")
+
+    monkeypatch.setattr(_closed_form, "krylov_instead", no_krylov)
+    monkeypatch.setattr(_krylov.SOLVERS["lsqr"], "_solve", no_krylov)
+    dense, caught_dense = fit(X, y)
+    fits = [fit(S, y)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        streamed = LinearRegressor().fit_stream([(S[i : i + 2000], y[i : i + 2000]) for i in range(0, 8000, 2000)])
+    fits.append((streamed, [c.category for c in caught]))
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    with warnings.catch_warnings(record=True) as caught, dask.config.set(scheduler="synchronous"):
+        warnings.simplefilter("always")
+        blocked = LinearRegressor().fit(da.from_array(S, chunks=(2000, X.shape[1]), asarray=False),
+                                        da.from_array(y, chunks=2000))
+    fits.append((blocked, [c.category for c in caught]))
+    assert dense.solver_ == "pivoted_cholesky" and caught_dense == [RankDeficientWarning]
+    for est, categories in fits:
+        assert categories == [RankDeficientWarning]
+        assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1] - 3)
+        assert_matches(est, X, y)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_partial_fit_after_a_pivoted_fit_stays_on_the_pivoted_path(seed):
     # A pivoted fit keeps the Gram and no R (which would cost the QR pass), but also the null space it confirmed
