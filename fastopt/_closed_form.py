@@ -40,9 +40,12 @@ Paths (reported as the fitted ``solver_``)
     design's singular values in that null space lie below the cutoff of ``numpy.linalg.lstsq``
     (:func:`pivoted`); the basic solution on the kept columns less its null-space component is the minimum-norm
     solution. The kept columns' normal equations must pass the ``"cholesky"`` test, so the accuracy is that
-    path's. Anything else (a null space the pass refutes, a ridge, constraints) goes on to QR. ``fit``,
-    ``fit_stream`` of a stream that can be read again, and Dask fits (the pass on the workers) take it; it warns
-    :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does.
+    path's. A small ridge on such columns (whose own normal equations Cholesky rejects: their condition number
+    grows as ``1 / alpha`` along the null space) takes the same path with the null space lifted, since the exact
+    ridge solution has no component in it. Anything else (a null space the pass refutes, one alpha per target,
+    constraints) goes on to QR. ``fit``, ``fit_stream`` of a stream that can be read again, and Dask fits (the pass
+    on the workers) take it; without a ridge it warns :class:`~fastopt.exceptions.RankDeficientWarning` as
+    ``"svd"`` does.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution (in the caller's units, as ``numpy.linalg.lstsq``) from the eigendecomposition of
@@ -682,6 +685,16 @@ def _result(params, state, coef_t, path, rcond, rank, singular=None) -> FitResul
 def _cholesky(params: dict, state: ClosedFormState):
     """The Cholesky solve, or ``(None, rcond)`` when the normal equations are too ill-conditioned."""
     A, B, scale = _scaled_normal_equations(params, state)
+    V, rcond = _definite_solve(params, state, A, B)
+    if V is None:
+        return None, rcond
+    return _result(params, state, V / scale[:, None], "cholesky", rcond, state.n_features), rcond
+
+
+def _definite_solve(params: dict, state: ClosedFormState, A: np.ndarray, B: np.ndarray):
+    """``(V, rcond)`` with ``A V = B`` solved by Cholesky (``A``, scaled normal equations of ``state``, is
+    overwritten), or ``(None, rcond)`` when ``A`` is not definite or its reciprocal condition estimate is below
+    ``RCOND_CHOLESKY``."""
     anorm = _sym_one_norm(A)
     if not (np.isfinite(anorm) and np.all(np.isfinite(B))):
         raise ValueError("the sufficient statistics overflowed float64; rescale X and y.")
@@ -697,7 +710,7 @@ def _cholesky(params: dict, state: ClosedFormState):
     if rcond < RCOND_CHOLESKY:
         return None, rcond
     V, _ = lapack.dpotrs(U, B, lower=0)
-    return _result(params, state, V / scale[:, None], "cholesky", rcond, state.n_features), rcond
+    return V, rcond
 
 
 def _r_system(params: dict, state: ClosedFormState):
@@ -789,7 +802,7 @@ def _null_pass_of(params: dict, state: ClosedFormState, data: Data, Q: np.ndarra
 
 def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarray], float], warn: bool = True
             ) -> FitResult | None:
-    """The minimum-norm least-squares solution of an exactly rank-deficient design from its Gram, or None.
+    """The minimum-norm least-squares (or ridge) solution of an exactly rank-deficient design from its Gram, or None.
 
     For designs whose centred columns are exactly dependent (one-hot columns with an intercept, a constant column
     such as ``PolynomialFeatures``' bias) while the rest is well-conditioned: the pivoted Cholesky factorisation
@@ -803,14 +816,23 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     (Courant-Fischer), while interlacing with the kept columns keeps the other ``r`` above it. The basic
     solution on the kept columns minus its component in ``span(Q)`` is then the minimum-norm solution that
     ``lstsq`` returns on the centred data, to the accuracy of the normal equations (about ``eps kappa_r^2``, as
-    on the ``"cholesky"`` path). None (the caller goes to QR) for any other outcome: a ridge, constraints, full
-    rank, too many null directions, or a candidate null space that the rows refute.
+    on the ``"cholesky"`` path).
+
+    With a ridge (``alpha > 0``) the same null space, found and confirmed on the design's own normal equations,
+    is lifted: the exact ridge solution of an exactly rank-deficient design has no component in it (``G Q = 0``
+    and ``Q^T C = 0`` there), so it solves ``(G + W alpha I + Q D Q^T) w = (I - Q Q^T) C``, whose Cholesky
+    factorisation must pass the same test, instead of the ridge's own normal equations, whose condition number
+    grows as ``1 / alpha`` along ``Q``; ``D`` lifts each direction to about the unit diagonal of the scaled
+    equations. No warning (the ridge problem has one solution), ``rank_`` is ``d``. None (the caller goes to QR)
+    for any other outcome: one alpha per target, constraints, full rank, too many null directions, or a candidate
+    null space that the rows refute.
     """
-    if (state.gram is None or np.ndim(params["alpha"]) or float(params["alpha"]) != 0.0
-            or params.get("positive")):
+    if state.gram is None or np.ndim(params["alpha"]) or params.get("positive"):
         return None
+    ridge = float(params["alpha"]) != 0.0
+    plain = {**params, "alpha": 0.0}
     d = state.n_features
-    A, B, scale = _scaled_normal_equations(params, state)
+    A, B, scale = _scaled_normal_equations(plain, state)
     anorm = _sym_one_norm(A)  # bounds the kept block's norm: its rcond estimate errs on the safe side
     sigma_top = float(np.sqrt(np.max(np.diag(A) * scale**2))) if d else 0.0  # <= the largest singular value
     # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place
@@ -821,8 +843,8 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     U11, U12 = np.triu(U[:rank, :rank]), U[:rank, rank:]
     rcond, _ = lapack.dpocon(U11, anorm)
     if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
-        rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
-    if rcond < RCOND_CHOLESKY:
+        rcond /= _sparse.cancellation(plain, state.weight, state.gram, state.raw_diag)
+    if rcond < RCOND_CHOLESKY and not ridge:  # (with a ridge, the lifted equations are tested instead)
         return None
     N = np.empty((d, d - rank))
     N[perm[:rank]] = -scipy.linalg.solve_triangular(U11, U12, check_finite=False)
@@ -831,6 +853,8 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     squares = null_pass(Q)
     if not np.sqrt(squares) <= EPS * max(state.n_samples, d) * sigma_top:
         return None
+    if ridge:
+        return _lifted_ridge(params, replace(state, null=(Q, squares)), Q)
     z = scipy.linalg.solve_triangular(U11, B[perm[:rank]], trans="T", check_finite=False)
     V = np.zeros((d, B.shape[1]))
     V[perm[:rank]] = scipy.linalg.solve_triangular(U11, z, check_finite=False)
@@ -839,6 +863,21 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     if warn:
         _warn_rank(rank, d, "pivoted_cholesky")
     return _result(params, replace(state, null=(Q, squares)), coef_t, "pivoted_cholesky", rcond, rank)
+
+
+def _lifted_ridge(params: dict, state: ClosedFormState, Q: np.ndarray) -> FitResult | None:
+    """:func:`pivoted`'s ridge solve, with the null space ``Q`` (orthonormal, in the coefficients' units) that
+    ``state.null`` certifies, or None when the lifted equations fail the Cholesky test."""
+    A, B, scale = _scaled_normal_equations(params, state)
+    Qs = Q / scale[:, None]  # S^-1 Q: the lift Q D Q^T in the scaled units is Qs D Qs^T
+    A += (Qs / np.einsum("ij,ij->j", Qs, Qs)) @ Qs.T  # D_j = 1 / ||S^-1 Q_j||^2
+    B -= Qs @ (Q.T @ (B * scale[:, None]))  # S^-1 (I - Q Q^T) C, with C = S B
+    V, rcond = _definite_solve(params, state, A, B)
+    if V is None:
+        return None
+    coef_t = V / scale[:, None]
+    coef_t -= Q @ (Q.T @ coef_t)  # the rounding the lift left in span(Q)
+    return _result(params, state, coef_t, "pivoted_cholesky", rcond, state.n_features)
 
 
 def pivoted_after(params: dict, old, merged: ClosedFormState, new_squares: Callable[[np.ndarray], float]

@@ -109,6 +109,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     rank-deficient design gets the minimum-norm solution and one :class:`~fastopt.exceptions.RankDeficientWarning`:
     from a pivoted Cholesky factorisation of the same normal equations when columns are exactly dependent (one-hot
     columns with an intercept, a constant column) and a pass over ``X`` confirms it, else from the SVD of ``R``.
+    A small ridge on such columns, whose normal equations Cholesky rejects, is solved by the same factorisation,
+    with their null space lifted (the exact ridge solution has no component in it), without a warning.
     The Krylov solvers (``"cg"``: conjugate gradients on the normal equations, CGLS; ``"lsqr"``: Paige & Saunders,
     *ACM TOMS* 8(1), 1982) reach the same exact solution matrix-free, with memory O(n + d) and one compiled pass
     over ``X`` per iteration, for problems too wide for a ``d x d`` Gram (Goodfellow, Bengio & Courville, *Deep
@@ -335,11 +337,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``"adam"``).
     rcond_ : float
         Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
-        equations for ``"cholesky"``, those of the kept columns for ``"pivoted_cholesky"``, ``R`` for
-        ``"qr"``/``"svd"``).
+        equations for ``"cholesky"``, those of the kept columns for ``"pivoted_cholesky"`` (with a ridge, the
+        lifted equations), ``R`` for ``"qr"``/``"svd"``).
     rank_ : int
         Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"`` or
-        ``"pivoted_cholesky"``).
+        ``"pivoted_cholesky"`` without a ridge; with one, the rank of the ridge's system, ``n_features_in_``).
     singular_ : ndarray or None
         Closed form, ``"svd"`` path: singular values of the centred, weighted design (from ``R``), else None.
     n_iter_ : int

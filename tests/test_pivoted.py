@@ -276,8 +276,90 @@ def test_partial_fit_rows_that_refute_the_certified_null_space_leave_the_pivoted
 def test_a_ridge_or_constraints_leave_the_pivoted_path(rng):
     X = one_hot(rng, 3000, (5, 7, 4))
     y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
-    assert fit(X, y, alpha=1e-3)[0].solver_ == "cholesky"  # the ridge makes the system definite
+    assert fit(X, y, alpha=1e-3)[0].solver_ == "cholesky"  # the ridge makes the system definite enough
     assert fit(X, y, positive=True)[0].solver_ != "pivoted_cholesky"
+    assert fit(X, np.column_stack([y, y]), alpha=[1e-8, 1e-7])[0].solver_ != "pivoted_cholesky"
+
+
+def block_null_space(levels, numeric=2):
+    """The exact null space of one_hot's centred columns: the ones over each categorical block, normalised."""
+    Q0 = np.zeros((sum(levels) + numeric, len(levels)))
+    for j, (start, m) in enumerate(zip(np.cumsum((0, *levels)), levels)):
+        Q0[start : start + m, j] = 1 / np.sqrt(m)
+    return Q0
+
+
+def ridge_reference(X, y, alpha, w=None, Q0=None):
+    """Coefficients and intercept minimising ``||W^1/2 (X_c b - y_c)||^2 + (sum w) alpha ||b||^2`` with an
+    intercept, over ``b`` orthogonal to ``Q0`` when given (an exact null space: the exact solution has no component
+    in it), by lstsq on the augmented system; and that system's condition number and residual norm."""
+    X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+    sw = np.ones(len(y)) if w is None else w
+    xm, ym = np.average(X, axis=0, weights=sw), np.average(y, weights=sw)
+    Z = np.eye(X.shape[1]) if Q0 is None else np.linalg.svd(Q0, full_matrices=True)[0][:, Q0.shape[1] :]
+    A = np.vstack([np.sqrt(sw)[:, None] * ((X - xm) @ Z), np.sqrt(sw.sum() * alpha) * np.eye(Z.shape[1])])
+    b = np.concatenate([np.sqrt(sw) * (y - ym), np.zeros(Z.shape[1])])
+    u, _, _, s = np.linalg.lstsq(A, b, rcond=None)
+    coef = Z @ u
+    return coef, ym - coef @ xm, s[0] / s[-1], float(np.linalg.norm(A @ u - b)), s[0]
+
+
+@pytest.mark.parametrize("alpha", [1e-10, 1e-7, 1e-6])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_small_ridge_on_one_hot_columns_lifts_their_null_space(alpha, weighted, rng, monkeypatch):
+    # Cholesky rejects the ridge's normal equations (their condition number grows as 1 / alpha along the dummies'
+    # null space), and QR's answer carries the rounding of X_c Q divided by W alpha there. The exact answer has no
+    # component in the null space: the lifted solve gives it without a QR pass, to the accuracy of the reduced
+    # problem's normal equations (u / rcond_), against lstsq on that problem (u kappa).
+    levels = (5, 7, 4)
+    X = one_hot(rng, 3000, levels)
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    w = rng.uniform(0.5, 2, size=len(y)) if weighted else None
+    _no_qr_pass(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the ridge problem has one solution: nothing to warn about
+        est = LinearRegressor(alpha=alpha).fit(X, y, sample_weight=w)
+    assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1])
+    Q0 = block_null_space(levels)
+    ref, intercept, kappa, _, _ = ridge_reference(X, y, alpha, w, Q0)
+    tol = 8 * max(X.shape) * EPS * max(kappa, 1 / est.rcond_)
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+    assert abs(est.intercept_ - intercept) <= tol * (abs(intercept) + np.abs(ref).sum())
+    assert np.linalg.norm(Q0.T @ est.coef_) <= tol * np.linalg.norm(ref)
+
+
+def test_a_small_ridge_lifts_the_null_space_of_sparse_rows_streams_blocks_and_partial_fits(rng, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    levels, alpha = (9, 6, 5), 1e-8
+    X = one_hot(rng, 4000, levels)
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    S = sp.csr_array(X)
+    _no_qr_pass(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fits = [LinearRegressor(alpha=alpha).fit(S, y), LinearRegressor(alpha=alpha, solver="normal").fit(S, y),
+                LinearRegressor(alpha=alpha).fit_stream([(S[i : i + 1000], y[i : i + 1000])
+                                                         for i in range(0, 4000, 1000)])]
+        with dask.config.set(scheduler="synchronous"):
+            fits.append(LinearRegressor(alpha=alpha).fit(da.from_array(X, chunks=(1000, X.shape[1])),
+                                                         da.from_array(y, chunks=1000)))
+        chained = LinearRegressor(alpha=alpha).fit(X[:2000], y[:2000])
+        chained.partial_fit(X[2000:3000], y[2000:3000])
+        fits.append(chained.partial_fit(X[3000:], y[3000:]))  # the certificate carries the null space on
+    ref, _, kappa, _, _ = ridge_reference(X, y, alpha, None, block_null_space(levels))
+    for est in fits:
+        assert est.solver_ == "pivoted_cholesky"
+        tol = 8 * max(X.shape) * EPS * max(kappa, 1 / est.rcond_)
+        assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+
+
+def test_a_small_ridge_on_nearly_dependent_columns_stays_on_qr(rng):
+    X = rng.normal(size=(3000, 4))
+    X[:, 3] = X[:, 2] + 1e-6 * rng.normal(size=len(X))  # proposed by the Gram, refuted by the rows
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.01 * rng.normal(size=len(X))
+    est, caught = fit(X, y, alpha=1e-12)
+    assert (est.solver_, caught) == ("qr", [])
 
 
 @st.composite
@@ -305,6 +387,26 @@ def test_exact_dependencies_match_lstsq(problem, fit_intercept):
         est = LinearRegressor(solver="normal", fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
     assert est.solver_ in ("pivoted_cholesky", "svd")
     assert_matches(est, X, y, w, fit_intercept)
+
+
+@given(problem=dependent_designs(), log_alpha=st.floats(-10, -4))
+def test_exact_dependencies_under_a_ridge_match_the_ridge_solution(problem, log_alpha):
+    # The reference is lstsq on the augmented system [X_c; sqrt(W alpha) I] of the stored data, whose answer moves
+    # by u kappa (2 + (kappa + 1) ||r|| / (||A|| ||x||)) ||x|| under backward errors of size u (Higham, Accuracy and
+    # Stability of Numerical Algorithms, 2nd ed., thm. 20.1); the normal equations' error is u / rcond_ in place of
+    # the first u kappa. The lifted path drops the component that the columns' rounding leaves in their null
+    # space Q: ||Q^T x|| = ||(X_c Q)^T r|| / (W alpha), with ||X_c Q|| at most u times the largest singular value
+    # (the confirming pass): within the second term, since kappa^2 ||r|| / ||A|| = ||A|| ||r|| / sigma_min^2 and
+    # sigma_min^2 is W alpha on a rank-deficient design.
+    X, y, w = problem
+    alpha = 10.0**log_alpha
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        est = LinearRegressor(alpha=alpha).fit(X, y, sample_weight=w)
+    ref, _, kappa, resid, norm = ridge_reference(X, y, alpha, w)
+    u = 8 * max(X.shape) * EPS
+    tol = u * (2 * max(kappa, 1 / est.rcond_) * np.linalg.norm(ref) + kappa * (kappa + 1) * resid / norm)
+    assert np.linalg.norm(est.coef_ - ref) <= tol
 
 
 @pytest.mark.parametrize("weighted", [False, True])
