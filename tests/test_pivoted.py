@@ -289,13 +289,15 @@ def block_null_space(levels, numeric=2):
     return Q0
 
 
-def ridge_reference(X, y, alpha, w=None, Q0=None):
-    """Coefficients and intercept minimising ``||W^1/2 (X_c b - y_c)||^2 + (sum w) alpha ||b||^2`` with an
-    intercept, over ``b`` orthogonal to ``Q0`` when given (an exact null space: the exact solution has no component
-    in it), by lstsq on the augmented system; and that system's condition number and residual norm."""
+def ridge_reference(X, y, alpha, w=None, Q0=None, fit_intercept=True):
+    """Coefficients and intercept minimising ``||W^1/2 (X_c b - y_c)||^2 + (sum w) alpha ||b||^2`` (uncentred
+    without intercept), over ``b`` orthogonal to ``Q0`` when given (an exact null space: the exact solution has no
+    component in it), by lstsq on the augmented system; and that system's condition number, residual norm and
+    largest singular value."""
     X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     sw = np.ones(len(y)) if w is None else w
-    xm, ym = np.average(X, axis=0, weights=sw), np.average(y, weights=sw)
+    xm = np.average(X, axis=0, weights=sw) if fit_intercept else np.zeros(X.shape[1])
+    ym = np.average(y, weights=sw) if fit_intercept else 0.0
     Z = np.eye(X.shape[1]) if Q0 is None else np.linalg.svd(Q0, full_matrices=True)[0][:, Q0.shape[1] :]
     A = np.vstack([np.sqrt(sw)[:, None] * ((X - xm) @ Z), np.sqrt(sw.sum() * alpha) * np.eye(Z.shape[1])])
     b = np.concatenate([np.sqrt(sw) * (y - ym), np.zeros(Z.shape[1])])
@@ -389,8 +391,8 @@ def test_exact_dependencies_match_lstsq(problem, fit_intercept):
     assert_matches(est, X, y, w, fit_intercept)
 
 
-@given(problem=dependent_designs(), log_alpha=st.floats(-10, -4))
-def test_exact_dependencies_under_a_ridge_match_the_ridge_solution(problem, log_alpha):
+@given(problem=dependent_designs(), log_alpha=st.floats(-10, -4), fit_intercept=st.booleans())
+def test_exact_dependencies_under_a_ridge_match_the_ridge_solution(problem, log_alpha, fit_intercept):
     # The reference is lstsq on the augmented system [X_c; sqrt(W alpha) I] of the stored data, whose answer moves
     # by u kappa (2 + (kappa + 1) ||r|| / (||A|| ||x||)) ||x|| under backward errors of size u (Higham, Accuracy and
     # Stability of Numerical Algorithms, 2nd ed., thm. 20.1); the normal equations' error is u / rcond_ in place of
@@ -402,8 +404,8 @@ def test_exact_dependencies_under_a_ridge_match_the_ridge_solution(problem, log_
     alpha = 10.0**log_alpha
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RankDeficientWarning)
-        est = LinearRegressor(alpha=alpha).fit(X, y, sample_weight=w)
-    ref, _, kappa, resid, norm = ridge_reference(X, y, alpha, w)
+        est = LinearRegressor(alpha=alpha, fit_intercept=fit_intercept).fit(X, y, sample_weight=w)
+    ref, _, kappa, resid, norm = ridge_reference(X, y, alpha, w, fit_intercept=fit_intercept)
     u = 8 * max(X.shape) * EPS
     tol = u * (2 * max(kappa, 1 / est.rcond_) * np.linalg.norm(ref) + kappa * (kappa + 1) * resid / norm)
     assert np.linalg.norm(est.coef_ - ref) <= tol
