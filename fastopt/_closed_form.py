@@ -840,7 +840,9 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     if info != 1 or not 0 < rank < d or d - rank > max(1, int(PIVOT_MAX_NULL * d)) or not sigma_top > 0:
         return None
     perm = piv - 1  # LAPACK's pivots count from 1
-    U11, U12 = np.triu(U[:rank, :rank]), U[:rank, rank:]
+    for j in range(rank - 1):  # clear U11's strict lower triangle in place (np.triu would copy it through a mask)
+        U[j + 1 : rank, j] = 0.0
+    U11, U12 = U[:rank, :rank], U[:rank, rank:]
     rcond, _ = lapack.dpocon(U11, anorm)
     if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
         rcond /= _sparse.cancellation(plain, state.weight, state.gram, state.raw_diag)
