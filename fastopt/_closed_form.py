@@ -40,12 +40,12 @@ Paths (reported as the fitted ``solver_``)
     design's singular values in that null space lie below the cutoff of ``numpy.linalg.lstsq``
     (:func:`pivoted`); the basic solution on the kept columns less its null-space component is the minimum-norm
     solution. The kept columns' normal equations must pass the ``"cholesky"`` test, so the accuracy is that
-    path's. A small ridge on such columns (whose own normal equations Cholesky rejects: their condition number
-    grows as ``1 / alpha`` along the null space) takes the same path with the null space lifted, since the exact
-    ridge solution has no component in it. Anything else (a null space the pass refutes, one alpha per target,
-    constraints) goes on to QR. ``fit``, ``fit_stream`` of a stream that can be read again, and Dask fits (the pass
-    on the workers) take it; without a ridge it warns :class:`~fastopt.exceptions.RankDeficientWarning` as
-    ``"svd"`` does.
+    path's. Columns that are zero in every row are null without a pass. A small ridge on such columns (whose own
+    normal equations Cholesky rejects: their condition number grows as ``1 / alpha`` along the null space) takes
+    the same path with the null space lifted, since the exact ridge solution has no component in it. Anything
+    else (a null space the pass refutes, one alpha per target, constraints) goes on to QR. ``fit``,
+    ``fit_stream`` of a stream that can be read again, and Dask fits (the pass on the workers) take it; without a
+    ridge it warns :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution (in the caller's units, as ``numpy.linalg.lstsq``) from the eigendecomposition of
@@ -816,7 +816,9 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     (Courant-Fischer), while interlacing with the kept columns keeps the other ``r`` above it. The basic
     solution on the kept columns minus its component in ``span(Q)`` is then the minimum-norm solution that
     ``lstsq`` returns on the centred data, to the accuracy of the normal equations (about ``eps kappa_r^2``, as
-    on the ``"cholesky"`` path).
+    on the ``"cholesky"`` path). Columns that are zero in every row (:func:`_zero_columns`: a category's levels
+    absent from these rows, with the encoder fitted on others) are null directions ``e_j`` exactly: they are set
+    aside before the factorisation, need no pass, and do not count against :data:`PIVOT_MAX_NULL`.
 
     With a ridge (``alpha > 0``) the same null space, found and confirmed on the design's own normal equations,
     is lifted: the exact ridge solution of an exactly rank-deficient design has no component in it (``G Q = 0``
@@ -833,28 +835,39 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     plain = {**params, "alpha": 0.0}
     d = state.n_features
     A, B, scale = _scaled_normal_equations(plain, state)
+    zero = np.flatnonzero(_zero_columns(state))  # exactly null already: e_j needs no pass
+    live = np.setdiff1d(np.arange(d), zero)
+    if zero.size:
+        A = np.ascontiguousarray(A[np.ix_(live, live)])
+    m = live.size
     anorm = _sym_one_norm(A)  # bounds the kept block's norm: its rcond estimate errs on the safe side
-    sigma_top = float(np.sqrt(np.max(np.diag(A) * scale**2))) if d else 0.0  # <= the largest singular value
+    sigma_top = float(np.sqrt(np.max(np.diag(A) * scale[live] ** 2))) if m else 0.0  # <= the largest singular value
+    if not sigma_top > 0:
+        return None
     # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place
     U, piv, rank, info = lapack.dpstrf(A.T, tol=PIVOT_TOL, lower=0, overwrite_a=1)
-    if info != 1 or not 0 < rank < d or d - rank > max(1, int(PIVOT_MAX_NULL * d)) or not sigma_top > 0:
+    if info not in (0, 1) or rank == 0 or (rank == m and not zero.size) or m - rank > max(1, int(PIVOT_MAX_NULL * m)):
         return None
-    perm = piv - 1  # LAPACK's pivots count from 1
+    perm = live[piv - 1]  # LAPACK's pivots count from 1
     for j in range(rank - 1):  # clear U11's strict lower triangle in place (np.triu would copy it through a mask)
         U[j + 1 : rank, j] = 0.0
-    U11, U12 = U[:rank, :rank], U[:rank, rank:]
+    U11, U12 = U[:rank, :rank], U[:rank, rank:m]
     rcond, _ = lapack.dpocon(U11, anorm)
     if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
         rcond /= _sparse.cancellation(plain, state.weight, state.gram, state.raw_diag)
     if rcond < RCOND_CHOLESKY and not ridge:  # (with a ridge, the lifted equations are tested instead)
         return None
-    N = np.empty((d, d - rank))
-    N[perm[:rank]] = -scipy.linalg.solve_triangular(U11, U12, check_finite=False)
-    N[perm[rank:]] = np.eye(d - rank)
-    Q = np.linalg.qr(N / scale[:, None])[0]  # the null space in the coefficients' units
-    squares = null_pass(Q)
-    if not np.sqrt(squares) <= EPS * max(state.n_samples, d) * sigma_top:
-        return None
+    Q = np.zeros((d, d - rank))  # the null space in the coefficients' units: the zero columns', then the rest
+    Q[zero, np.arange(zero.size)] = 1.0
+    squares = 0.0
+    if rank < m:
+        N = np.zeros((d, m - rank))
+        N[perm[:rank]] = -scipy.linalg.solve_triangular(U11, U12, check_finite=False)
+        N[perm[rank:]] = np.eye(m - rank)
+        Q[:, zero.size :] = np.linalg.qr(N / scale[:, None])[0]
+        squares = null_pass(Q[:, zero.size :])
+        if not np.sqrt(squares) <= EPS * max(state.n_samples, d) * sigma_top:
+            return None
     if ridge:
         return _lifted_ridge(params, replace(state, null=(Q, squares)), Q)
     z = scipy.linalg.solve_triangular(U11, B[perm[:rank]], trans="T", check_finite=False)
@@ -865,6 +878,16 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     if warn:
         _warn_rank(rank, d, "pivoted_cholesky")
     return _result(params, replace(state, null=(Q, squares)), coef_t, "pivoted_cholesky", rcond, rank)
+
+
+def _zero_columns(state: ClosedFormState) -> np.ndarray:
+    """Columns that are zero in every row of positive weight (to underflow): a mean of 0 and a centred (and, for
+    sparse X, uncentred) sum of squares of 0. ``X_c e_j = 0`` exactly: a null direction no pass need confirm."""
+    d = state.n_features
+    zero = (state.mean[:d] == 0) & (np.diag(state.gram)[:d] == 0)
+    if state.raw_diag is not None:
+        zero &= state.raw_diag[:d] == 0
+    return zero
 
 
 def _lifted_ridge(params: dict, state: ClosedFormState, Q: np.ndarray) -> FitResult | None:

@@ -36,7 +36,8 @@ def assert_matches(est, X, y, w=None, fit_intercept=True):
     ref, intercept, rank, s = lstsq_reference(X, y, w, fit_intercept)
     assert est.rank_ == rank
     kappa_r = s[0] / s[rank - 1]
-    tol = 8 * max(X.shape) * EPS * max(kappa_r, 1 / est.rcond_)
+    # (the SVD of R is as accurate as lstsq's own; its rcond_, R's, is 0 where a column is zero)
+    tol = 8 * max(X.shape) * EPS * (kappa_r if est.solver_ == "svd" else max(kappa_r, 1 / est.rcond_))
     assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
     assert abs(est.intercept_ - intercept) <= tol * (abs(intercept) + np.abs(ref).sum() * np.abs(X).max())
 
@@ -364,10 +365,93 @@ def test_a_small_ridge_on_nearly_dependent_columns_stays_on_qr(rng):
     assert (est.solver_, caught) == ("qr", [])
 
 
+def _count_null_directions(monkeypatch):
+    """The null directions each confirming pass is asked about (a list, one entry per pass)."""
+    asked = []
+    null_squares = _closed_form.null_squares
+
+    def counting(params, mean_x, weight_exp, data, Q):
+        asked.append(Q.shape[1])
+        return null_squares(params, mean_x, weight_exp, data, Q)
+
+    monkeypatch.setattr(_closed_form, "null_squares", counting)
+    return asked
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "weighted"])
+def test_levels_absent_from_the_rows_are_null_without_a_pass(kind, rng, monkeypatch):
+    # One-hot columns of an encoder fitted on more rows than these (a cross-validation fold without the rare
+    # levels, categories given): zero columns, exactly null (e_j), need no pass and do not count against the
+    # limit on null directions; the pass confirms the dummies' dependence on the intercept only.
+    levels = (40, 12, 9)
+    X = one_hot(rng, 2000, levels)
+    absent = np.r_[3:30, 45:50]  # 32 of 63 columns: more than half, all from the categorical blocks
+    X[:, 2] += X[:, 3:30].sum(axis=1)  # those rows take another level of the same feature: still the
+    X[:, 40] += X[:, 45:50].sum(axis=1)  # dummy-variable trap
+    X[:, absent] = 0.0
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    w = rng.uniform(0.5, 2, size=len(y)) if kind == "weighted" else None
+    asked = _count_null_directions(monkeypatch)
+    _no_qr_pass(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor().fit(sp.csr_array(X) if kind == "sparse" else X, y, sample_weight=w)
+    assert [c.category for c in caught] == [RankDeficientWarning]
+    assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1] - absent.size - 3)
+    assert asked and set(asked) == {3}  # the probe's sample, then the rows: the three blocks' directions only
+    assert np.all(est.coef_[absent] == 0)
+    assert_matches(est, X, y, w)
+
+
+def test_zero_columns_beside_full_rank_ones_need_no_pass(rng, monkeypatch):
+    X = np.zeros((500, 40))
+    X[:, :10] = rng.normal(size=(500, 10))
+    y = X[:, :10] @ rng.normal(size=10) + 0.1 * rng.normal(size=500)
+    asked = _count_null_directions(monkeypatch)
+    for fit_intercept in (True, False):
+        est, caught = fit(X, y, fit_intercept=fit_intercept)
+        assert (est.solver_, est.rank_, caught) == ("pivoted_cholesky", 10, [RankDeficientWarning])
+        assert np.all(est.coef_[10:] == 0)
+        assert_matches(est, X, y, fit_intercept=fit_intercept)
+    assert asked == []
+    # rows that fill the zero columns: the merged statistics are full-rank again
+    more = rng.normal(size=(300, 40))
+    y_more = more @ rng.normal(size=40) + 0.1 * rng.normal(size=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        est = LinearRegressor().fit(X, y)
+    est.partial_fit(more, y_more)
+    assert (est.solver_, est.rank_) == ("cholesky", 40)
+    assert_matches(est, np.vstack([X, more]), np.r_[y, y_more])
+
+
+@pytest.mark.parametrize("alpha", [1e-9, 1e-6])
+def test_a_small_ridge_lifts_zero_columns_with_the_dependent_ones(alpha, rng, monkeypatch):
+    levels = (40, 12, 9)
+    X = one_hot(rng, 2000, levels)
+    absent = np.r_[3:30, 45:50]
+    X[:, 2] += X[:, 3:30].sum(axis=1)
+    X[:, 40] += X[:, 45:50].sum(axis=1)
+    X[:, absent] = 0.0
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    _no_qr_pass(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(alpha=alpha).fit(X, y)
+    assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1])
+    Q0 = np.hstack([np.eye(X.shape[1])[:, absent], block_null_space(levels)])
+    Q0[absent, absent.size :] = 0.0  # the blocks' ones over their present levels
+    Q0[:, absent.size :] /= np.linalg.norm(Q0[:, absent.size :], axis=0)
+    ref, _, kappa, _, _ = ridge_reference(X, y, alpha, None, Q0)
+    tol = 8 * max(X.shape) * EPS * max(kappa, 1 / est.rcond_)
+    assert np.linalg.norm(est.coef_ - ref) <= tol * np.linalg.norm(ref)
+    assert np.all(est.coef_[absent] == 0)
+
+
 @st.composite
 def dependent_designs(draw):
-    """A full-rank Gaussian base (n x r) beside small-integer combinations of its columns, the columns shuffled,
-    optionally weighted."""
+    """A full-rank Gaussian base (n x r) beside small-integer combinations of its columns and up to two zero
+    columns, the columns shuffled, optionally weighted."""
     seed = draw(st.integers(0, 2**32 - 1))
     r, extra = draw(st.integers(2, 8)), draw(st.integers(1, 3))
     n = draw(st.integers(4 * (r + extra), 400))
@@ -375,8 +459,9 @@ def dependent_designs(draw):
     base = rng.normal(size=(n, r)) * rng.choice([1.0, 8.0, 0.125], size=r) + rng.normal(size=r)
     combos = rng.integers(-2, 3, size=(r, extra)).astype(float)
     combos[rng.integers(0, r, size=extra), np.arange(extra)] = 1.0  # no combination is all zero
-    X = np.column_stack([base, base @ combos])[:, rng.permutation(r + extra)]
-    y = X @ rng.normal(size=r + extra) + 0.1 * rng.normal(size=n)
+    zeros = draw(st.integers(0, 2))
+    X = np.column_stack([base, base @ combos, np.zeros((n, zeros))])[:, rng.permutation(r + extra + zeros)]
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=n)
     w = rng.uniform(0.2, 3.0, size=n) if draw(st.booleans()) else None
     return X, y, w
 
