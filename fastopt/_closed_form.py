@@ -1308,14 +1308,16 @@ class _ClosedForm(Solver):
         if result is None:
             # exactly dependent columns, confirmed by a pass over X (O(n d) per null direction); not refined (the
             # refinement solves with the full Cholesky factor or R11)
-            result = pivoted(params, stats, lambda Q: _null_pass_of(params, stats, data, Q))
-            if result is not None:
-                return result
-        if result is None and params.get(AUTO_KEY):
-            result = krylov_instead(params, data, stats)
-            if result is not None:
-                return result
-        if result is None:
+            attempts = [lambda: pivoted(params, stats, lambda Q: _null_pass_of(params, stats, data, Q))]
+            if params.get(AUTO_KEY):  # the cheaper of the two first (fastopt._krylov.pivoted_first)
+                from fastopt import _krylov  # (it imports this module)
+
+                n, d = data.X.shape
+                first = _krylov.pivoted_first(n, d, data.X.nnz, data.Y.shape[1])
+                attempts.insert(1 if first else 0, lambda: krylov_instead(params, data, stats))
+            for attempt in attempts:
+                if (result := attempt()) is not None:
+                    return result
             # R with the means it was centred on (the intercept is computed from them)
             result = _solve_r(params, replace(chunk_qr_state(params, data), gram=stats.gram))
         return _refined(params, data, result)
@@ -1349,16 +1351,16 @@ AUTO_KEY = "_closed_form_auto"
 
 
 def krylov_instead(params: dict, data: Data, stats: ClosedFormState) -> FitResult | None:
-    """``solver="auto"`` on sparse ``X`` whose Gram's Cholesky was rejected and which the pivoted path does not
-    solve (it takes exactly dependent columns, such as one-hot columns with an intercept): LSQR (CGLS under a
-    ridge) to the closed form's accuracy (``fastopt._krylov.AUTO_TOL``) within the iterations that the QR fallback
-    would cost (it densifies ``X``: ``O(n d^2)``; :func:`fastopt._krylov.qr_fallback_iterations`), or None (then
-    the fallback runs). The state kept is the Gram's, so that ``partial_fit`` and warm starts go on with the
-    statistics. The answer is the Krylov solvers' (see ``fastopt._krylov``): on a rank-deficient design the
-    least-squares solution of least norm in units where each centred column has norm 1, without
-    ``RankDeficientWarning``. Measured: one-hot CSR of three categorical columns (300, 150 and 40 levels) beside
-    three numeric ones, 200,000 rows, an intercept: 9.2 s (SVD of the densified rows) -> 0.05 s (LSQR), the same
-    predictions; those exactly dependent columns now take the pivoted path."""
+    """``solver="auto"`` on sparse ``X`` whose Gram's Cholesky was rejected, before or after the pivoted path
+    (:func:`fastopt._krylov.pivoted_first`; that path takes exactly dependent columns such as one-hot columns with
+    an intercept): LSQR (CGLS under a ridge) to the closed form's accuracy (``fastopt._krylov.AUTO_TOL``) within
+    the iterations that the QR fallback would cost (it densifies ``X``: ``O(n d^2)``;
+    :func:`fastopt._krylov.qr_fallback_iterations`), or None. The state kept is the Gram's, so that
+    ``partial_fit`` and warm starts go on with the statistics. The answer is the Krylov solvers' (see
+    ``fastopt._krylov``): on a rank-deficient design the least-squares solution of least norm in units where each
+    centred column has norm 1, without ``RankDeficientWarning``. Measured: one-hot CSR of three categorical
+    columns (300, 150 and 40 levels) beside three numeric ones, 200,000 rows, an intercept: 9.2 s (SVD of the
+    densified rows) -> 0.05 s (LSQR), the same predictions; the pivoted path, cheaper there, now runs first."""
     from fastopt import _krylov, _solvers  # (both import this module)
 
     n, d = data.X.shape

@@ -156,6 +156,22 @@ def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     return min(int(qr / _iteration_seconds(n, d, nnz, k, blocks)), default_max_iter(d))
 
 
+# The fewest iterations "auto"'s Krylov attempt took on one-hot, TF-IDF and hashed designs (above): the closed
+# form's pivoted path, where it is cheaper than that, is tried before the attempt (pivoted_first).
+PIVOTED_FIRST_ITERS = 16
+
+
+def pivoted_first(n: int, d: int, nnz: int, k: int = 1) -> bool:
+    """Whether ``solver="auto"`` on sparse ``X`` in memory, once the Gram's Cholesky is rejected, tries the closed
+    form's pivoted path (:func:`fastopt._closed_form.pivoted`) before the Krylov attempt: where its cost, about
+    twice the factorisation (``2 d^3 / 3`` flops: the pivoted factorisation, then the triangular solves and
+    copies) and one read of ``X``, is that of fewer than ``PIVOTED_FIRST_ITERS`` iterations. Measured on one-hot
+    CSR with an intercept: 200,000 rows, 493 columns, the pivoted path 28 ms where LSQR took 40-52 ms; 80,000
+    rows, 1,125 columns, 127 ms where LSQR took 10 ms."""
+    pivoted = CLOSED_FORM_S_PER_FLOP * 2.0 * d**3 / 3.0 + _iteration_seconds(n, d, nnz, 1, 0)
+    return pivoted < PIVOTED_FIRST_ITERS * _iteration_seconds(n, d, nnz, k, 0)
+
+
 def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int | None:
     """The iterations ``solver="auto"``'s Krylov attempt may take on sparse chunks or blocks of these sizes
     (``params[AUTO_KEY]`` set), or None where the closed form runs directly: in place of the closed form

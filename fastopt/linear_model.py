@@ -158,10 +158,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         coefficients, which are of least norm in the columns' own units; ``precondition="none"`` gives those
         (LSQR then needs more iterations: with this machine's cost model, 20-60x on one-hot designs, often
         more than the closed form's cost, which then runs). Where the closed form runs on sparse ``X`` and its
-        Cholesky is rejected, exactly dependent columns take the pivoted path, as on dense ``X`` (the same
-        coefficients and warning); else LSQR (CGLS with a ridge) runs before the QR/SVD fallback, which densifies
-        ``X``, within the iterations that fallback costs. ``"cg"`` (CGLS) and
-        ``"lsqr"`` solve the squared error matrix-free (see ``max_iter``, ``tol`` and ``precondition``).
+        Cholesky is rejected, two exact routes come before the QR/SVD fallback, which densifies ``X``: the pivoted
+        path for exactly dependent columns, as on dense ``X`` (the same coefficients and warning), and LSQR (CGLS
+        with a ridge) within the iterations that fallback costs; the cheaper by the cost model runs first (in
+        ``fit_stream`` and on Dask, where each iteration reads every chunk again, the pivoted path). ``"cg"``
+        (CGLS) and ``"lsqr"`` solve the squared error matrix-free (see ``max_iter``, ``tol`` and
+        ``precondition``).
         ``"newton"`` fits ``"huber"`` by semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact
         minimiser (:mod:`fastopt._newton`; Nocedal & Wright, *Numerical Optimization*, 2006; Madsen & Nielsen,
         SIAM J. Optim. 3, 1993); every iteration reads all rows, so it has no ``partial_fit`` or ``fit_stream``; on Dask

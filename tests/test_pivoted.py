@@ -204,43 +204,79 @@ def test_the_confirming_pass_reads_csr_rows_as_their_dense_copy(dtype, index, q,
     assert X.indices.dtype == index and X.data.dtype == dtype  # the caller's matrix is read in place, unchanged
 
 
-def test_auto_on_sparse_one_hot_takes_the_pivoted_path_as_on_dense(rng, monkeypatch):
-    # "auto" on narrow sparse X computes the Gram (cheaper than the Krylov iterations); with an intercept
-    # Cholesky rejects it, and the pivoted path solves it before any Krylov attempt: the coefficients that
-    # OneHotEncoder's dense output gets (lstsq's minimum norm in the columns' own units, not LSQR's least norm in
-    # its column-scaled units), with the same warning, in memory, from a re-readable stream and on Dask blocks.
-    from fastopt import _krylov, _solvers
+def _auto_fits(X, y, rows):
+    """``solver="auto"`` on CSR ``X`` in memory, from a re-readable stream and on Dask blocks of ``rows`` rows,
+    each with the categories of the warnings it raised."""
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    S, fits = sp.csr_array(X), []
+    for how in ("memory", "stream", "dask"):
+        with warnings.catch_warnings(record=True) as caught, dask.config.set(scheduler="synchronous"):
+            warnings.simplefilter("always")
+            if how == "memory":
+                est = LinearRegressor().fit(S, y)
+            elif how == "stream":
+                est = LinearRegressor().fit_stream([(S[i : i + rows], y[i : i + rows])
+                                                    for i in range(0, len(y), rows)])
+            else:
+                est = LinearRegressor().fit(da.from_array(S, chunks=(rows, X.shape[1]), asarray=False),
+                                            da.from_array(y, chunks=rows))
+        fits.append((est, [c.category for c in caught]))
+    return fits
 
-    X = one_hot(rng, 8000, (300, 150, 40))
-    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
-    S = sp.csr_array(X)
-    # the closed form costs fewer Krylov iterations than AUTO_MIN_ITERS, its QR fallback more
-    assert not _solvers.krylov_first(S)
-    assert _krylov.qr_fallback_iterations(*S.shape, S.nnz) >= _krylov.AUTO_MIN_ITERS
-    _no_qr_pass(monkeypatch)
+
+def _no_krylov(monkeypatch):
+    from fastopt import _krylov
 
     def no_krylov(*args, **kwargs):
         raise AssertionError("a Krylov solver ran although the pivoted path applies")
 
     monkeypatch.setattr(_closed_form, "krylov_instead", no_krylov)
     monkeypatch.setattr(_krylov.SOLVERS["lsqr"], "_solve", no_krylov)
+
+
+def test_auto_on_sparse_one_hot_takes_the_pivoted_path_as_on_dense(rng, monkeypatch):
+    # "auto" on narrow sparse X computes the Gram (cheaper than the Krylov iterations); with an intercept
+    # Cholesky rejects it, and where the pivoted path costs fewer iterations than LSQR's fewest it runs first:
+    # the coefficients that OneHotEncoder's dense output gets (lstsq's minimum norm in the columns' own units,
+    # not LSQR's least norm in its column-scaled units), with the same warning, in memory, from a re-readable
+    # stream and on Dask blocks (where each Krylov iteration would read every chunk again).
+    from fastopt import _krylov, _solvers
+
+    X = one_hot(rng, 8000, (60, 30, 10))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    S = sp.csr_array(X)
+    assert not _solvers.krylov_first(S) and _krylov.pivoted_first(*S.shape, S.nnz)
+    # the QR fallback costs more than AUTO_MIN_ITERS iterations: streams and Dask would try Krylov before it
+    assert _krylov.qr_fallback_iterations(*S.shape, S.nnz) >= _krylov.AUTO_MIN_ITERS
+    _no_qr_pass(monkeypatch)
+    _no_krylov(monkeypatch)
     dense, caught_dense = fit(X, y)
-    fits = [fit(S, y)]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        streamed = LinearRegressor().fit_stream([(S[i : i + 2000], y[i : i + 2000]) for i in range(0, 8000, 2000)])
-    fits.append((streamed, [c.category for c in caught]))
-    da = pytest.importorskip("dask.array")
-    dask = pytest.importorskip("dask")
-    with warnings.catch_warnings(record=True) as caught, dask.config.set(scheduler="synchronous"):
-        warnings.simplefilter("always")
-        blocked = LinearRegressor().fit(da.from_array(S, chunks=(2000, X.shape[1]), asarray=False),
-                                        da.from_array(y, chunks=2000))
-    fits.append((blocked, [c.category for c in caught]))
     assert dense.solver_ == "pivoted_cholesky" and caught_dense == [RankDeficientWarning]
-    for est, categories in fits:
+    for est, categories in _auto_fits(X, y, 2000):
         assert categories == [RankDeficientWarning]
         assert (est.solver_, est.rank_) == ("pivoted_cholesky", X.shape[1] - 3)
+        assert_matches(est, X, y)
+
+
+@pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")
+def test_auto_on_wider_sparse_one_hot_runs_krylov_first_in_memory(rng, monkeypatch):
+    # 8,000 rows of 493 columns: the pivoted path's factorisation costs more than LSQR's fewest iterations in
+    # memory, so LSQR runs first there (its predictions, no warning); a stream or Dask blocks read every chunk
+    # again per iteration, and take the pivoted path (one more read).
+    from fastopt import _krylov, _solvers
+
+    X = one_hot(rng, 8000, (300, 150, 40))
+    y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
+    S = sp.csr_array(X)
+    assert not _solvers.krylov_first(S) and not _krylov.pivoted_first(*S.shape, S.nnz)
+    _no_qr_pass(monkeypatch)
+    (memory, caught), *chunked = _auto_fits(X, y, 2000)
+    assert (memory.solver_, caught) == ("lsqr", [])
+    ref, intercept, _, _ = lstsq_reference(X, y)
+    assert np.max(np.abs(memory.predict(X) - (X @ ref + intercept))) <= 1e-9 * np.std(y)
+    for est, categories in chunked:
+        assert (est.solver_, categories) == ("pivoted_cholesky", [RankDeficientWarning])
         assert_matches(est, X, y)
 
 
