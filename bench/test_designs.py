@@ -6,6 +6,9 @@ BLAS pass computing X^T X of the same matrix. Each design is generated from a fi
   n = 200,000 (d = 286, rank 285 with the intercept: the constant column);
 * ``onehot``: one-hot columns of 4 categorical features with 50 levels each plus 20 Gaussian columns, n = 200,000,
   fitted with an intercept (d = 220, rank 216: the dummy-variable trap);
+* ``onehot_ridge``: the ``onehot`` design under ``alpha=1e-6`` (``Ridge``'s ``alpha=0.2`` at this n; the ``Ridge``
+  row takes that alpha): the ridge's normal equations are too ill-conditioned for Cholesky along the dummies' null
+  space, which the pivoted path lifts (before it, QR);
 * ``gauss_qr``: Gaussian, n = 1,000,000, d = 100, ``solver="qr"``;
 * ``wide``: Gaussian, n = 50,000, d = 2,000;
 * ``onehot_sparse``: ``OneHotEncoder()``'s CSR output (its default) of 3 Zipf-distributed categorical features of
@@ -34,7 +37,7 @@ from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
 from fastopt import LinearRegressor
 from fastopt.exceptions import RankDeficientWarning
 
-DESIGNS = ["poly", "poly_bias", "onehot", "gauss_qr", "wide", "onehot_sparse", "onehot_sparse_narrow"]
+DESIGNS = ["poly", "poly_bias", "onehot", "onehot_ridge", "gauss_qr", "wide", "onehot_sparse", "onehot_sparse_narrow"]
 
 
 def make_design(name: str, seed: int = 0):
@@ -46,11 +49,11 @@ def make_design(name: str, seed: int = 0):
     elif name == "poly_bias":
         X = PolynomialFeatures(3).fit_transform(rng.standard_normal((200_000, 10)))  # the default keeps the bias
         params = {}
-    elif name == "onehot":
+    elif name in ("onehot", "onehot_ridge"):
         levels = rng.integers(0, 50, size=(200_000, 4))
         dummies = OneHotEncoder(sparse_output=False).fit_transform(levels)
         X = np.hstack([dummies, rng.standard_normal((200_000, 20))])
-        params = {}
+        params = {"alpha": 1e-6} if name == "onehot_ridge" else {}
     elif name == "gauss_qr":
         X = rng.standard_normal((1_000_000, 100))
         params = {"solver": "qr"}
@@ -108,15 +111,18 @@ def test_fastopt(record, grouped, benchmark):
 
 
 def test_sklearn_linear_regression(record, grouped):
-    X, y, _ = grouped
+    X, y, params = grouped
+    if "alpha" in params:
+        pytest.skip("a ridge: the Ridge row is the reference")
     record(lambda X, y: LinearRegression().fit(X, y), X, y, rounds=2)
 
 
 def test_sklearn_ridge_cholesky(record, grouped):
-    X, y, _ = grouped
+    X, y, params = grouped
     if sp.issparse(X):
         pytest.skip("Ridge(solver='cholesky') fits no intercept on sparse X")
-    record(lambda X, y: Ridge(alpha=1e-8, solver="cholesky").fit(X, y), X, y)
+    alpha = params.get("alpha", 0.0) * X.shape[0] or 1e-8  # fastopt's ridge is per sample
+    record(lambda X, y: Ridge(alpha=alpha, solver="cholesky").fit(X, y), X, y)
 
 
 def test_fastopt_closed_form(grouped, benchmark, design):
