@@ -661,6 +661,21 @@ def _scaled_normal_equations(params: dict, state: ClosedFormState):
     return A, C / scale[:, None], scale
 
 
+def _block_one_norm(params: dict, state: ClosedFormState, scale: np.ndarray, idx: np.ndarray) -> float:
+    """The 1-norm of the block on columns ``idx`` of :func:`_scaled_normal_equations`' ``A`` (no ridge), from the
+    state's Gram in row slices (no ``d x d`` copy)."""
+    d = state.n_features
+    m = state.mean[:d]
+    colsum = np.zeros(idx.size)
+    for a in range(0, idx.size, _ROW_SLICE):
+        rows = idx[a : a + _ROW_SLICE]
+        block = state.gram[np.ix_(rows, idx)]
+        if not params["fit_intercept"]:  # uncentred moments, as _scaled_normal_equations adds them
+            block += state.weight * np.outer(m[rows], m[idx])
+        colsum += np.abs(block / scale[rows, None] / scale[idx]).sum(axis=0)
+    return float(colsum.max()) if colsum.size else 0.0
+
+
 def _sym_one_norm(A: np.ndarray) -> float:
     """The 1-norm of symmetric ``A`` (its largest column sum of magnitudes), summed in row slices."""
     colsum = np.zeros(A.shape[1])
@@ -840,7 +855,6 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     if zero.size:
         A = np.ascontiguousarray(A[np.ix_(live, live)])
     m = live.size
-    anorm = _sym_one_norm(A)  # bounds the kept block's norm: its rcond estimate errs on the safe side
     sigma_top = float(np.sqrt(np.max(np.diag(A) * scale[live] ** 2))) if m else 0.0  # <= the largest singular value
     if not sigma_top > 0:
         return None
@@ -849,6 +863,9 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     if info not in (0, 1) or rank == 0 or (rank == m and not zero.size) or m - rank > max(1, int(PIVOT_MAX_NULL * m)):
         return None
     perm = live[piv - 1]  # LAPACK's pivots count from 1
+    # the kept block's own norm: the whole matrix's, which the dependent columns swell, made the rcond estimate
+    # too small (7.9e-5 against 1.7e-4 for PolynomialFeatures(2) of one-hot columns, which then took the SVD)
+    anorm = _block_one_norm(plain, state, scale, perm[:rank])
     for j in range(rank - 1):  # clear U11's strict lower triangle in place (np.triu would copy it through a mask)
         U[j + 1 : rank, j] = 0.0
     U11, U12 = U[:rank, :rank], U[:rank, rank:m]
