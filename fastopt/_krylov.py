@@ -156,9 +156,12 @@ def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     return min(int(qr / _iteration_seconds(n, d, nnz, k, blocks)), default_max_iter(d))
 
 
-# The fewest iterations "auto"'s Krylov attempt took on one-hot, TF-IDF and hashed designs (above): the closed
-# form's pivoted path, where it is cheaper than that, is tried before the attempt (pivoted_first).
-PIVOTED_FIRST_ITERS = 16
+# The closed form's pivoted path is tried before "auto"'s Krylov attempt where it costs fewer iterations than
+# this (pivoted_first): half the fewest the attempt took, since the model undercounts the path's copies and
+# Python (up to 2x measured). To AUTO_TOL, LSQR took 11-13 iterations on one-hot CSR with an intercept (80,000
+# and 200,000 rows of 1,125 columns), where the pivoted path applies, and 16-26 on TF-IDF and hashed designs,
+# whose Cholesky is rejected for ill-conditioning: the pivoted path's pass refutes that, so it is wasted first.
+PIVOTED_FIRST_ITERS = 8
 
 
 def pivoted_first(n: int, d: int, nnz: int, k: int = 1) -> bool:
@@ -166,8 +169,8 @@ def pivoted_first(n: int, d: int, nnz: int, k: int = 1) -> bool:
     form's pivoted path (:func:`fastopt._closed_form.pivoted`) before the Krylov attempt: where its cost, about
     twice the factorisation (``2 d^3 / 3`` flops: the pivoted factorisation, then the triangular solves and
     copies) and one read of ``X``, is that of fewer than ``PIVOTED_FIRST_ITERS`` iterations. Measured on one-hot
-    CSR with an intercept: 200,000 rows, 493 columns, the pivoted path 28 ms where LSQR took 40-52 ms; 80,000
-    rows, 1,125 columns, 127 ms where LSQR took 10 ms."""
+    CSR with an intercept: 200,000 rows, 493 columns, the pivoted path 28 ms where LSQR took 40-52 ms; 80,000 and
+    200,000 rows of 1,125 columns, 54-58 ms where LSQR (13 and 11 iterations) took 16 and 39 ms."""
     pivoted = CLOSED_FORM_S_PER_FLOP * 2.0 * d**3 / 3.0 + _iteration_seconds(n, d, nnz, 1, 0)
     return pivoted < PIVOTED_FIRST_ITERS * _iteration_seconds(n, d, nnz, k, 0)
 
