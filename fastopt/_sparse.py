@@ -58,7 +58,7 @@ def compiled_csr(X, dtype=None) -> bool:
         and X.data.flags.c_contiguous and X.indices.flags.c_contiguous and X.indptr.flags.c_contiguous
 
 
-def rows_times(X, lo: int, hi: int, QT: np.ndarray) -> np.ndarray:
+def csr_block_times(X, lo: int, hi: int, QT: np.ndarray) -> np.ndarray:
     """``X[lo:hi] @ QT.T`` in float64 for :func:`compiled_csr` ``X`` and ``QT`` (m, d) float64, C-contiguous,
     reading the rows in place (SciPy's row slicing copies them, at about 80 us a call; float32 values are
     converted a block at a time)."""

@@ -224,8 +224,8 @@ def test_the_confirming_pass_reads_csr_rows_as_their_dense_copy(dtype, index, q,
     data = types.SimpleNamespace(X=X, sample_weight=w)
     monkeypatch.setattr(_closed_form, "_NULL_BLOCK_VALUES", 4096)  # several blocks
     compiled = []
-    rows_times = _sparse.rows_times
-    monkeypatch.setattr(_sparse, "rows_times", lambda *args: compiled.append(1) or rows_times(*args))
+    block_times = _sparse.csr_block_times
+    monkeypatch.setattr(_sparse, "csr_block_times", lambda *args: compiled.append(1) or block_times(*args))
     got = _closed_form.null_squares({"fit_intercept": True}, mean, 1, data, Q)
     Z = np.sqrt(w / 2)[:, None] * ((dense - mean) @ Q)
     assert got == pytest.approx(np.vdot(Z, Z), rel=256 * EPS)
