@@ -1329,7 +1329,7 @@ class _ClosedForm(Solver):
             if needs_qr(params, stats):  # R with the means it was centred on
                 stats = replace(chunk_qr_state(params, data), gram=stats.gram, raw_diag=stats.raw_diag)
             return finish(params, stats, rescaled=not rescale)
-        result, _ = _cholesky(params, stats)
+        result = None if cholesky_futile(params, data) else _cholesky(params, stats)[0]
         if result is None:
             # exactly dependent columns, confirmed by a pass over X (O(n d) per null direction); not refined (the
             # refinement solves with the full Cholesky factor or R11)
@@ -1369,6 +1369,20 @@ class _ClosedForm(Solver):
         merged = merge_states(state, chunk)
         result = pivoted_after(params, state, merged, lambda Q: _null_pass_of(params, merged, data, Q))
         return finish(params, merged) if result is None else result
+
+
+def cholesky_futile(params: dict, data: Data) -> bool:
+    """Whether the Cholesky of sparse ``data``'s centred normal equations is sure to be rejected, so is not tried:
+    an intercept without a ridge, beside indicator columns that sum to a constant in every row
+    (:func:`fastopt._sparse.indicators_sum_to_constant`: one-hot columns of every categorical feature). The
+    centred design then has an exact null vector, so the computed equations' reciprocal condition is of the
+    order of the rounding (1e-16 relative), not ``RCOND_CHOLESKY``. Tested where the test costs less than the
+    factorisation it spares (:func:`fastopt._krylov.trap_test_first`)."""
+    from fastopt import _krylov  # (it imports this module)
+
+    X = data.X
+    return (is_sparse(X) and params["fit_intercept"] and not np.any(params["alpha"])
+            and _krylov.trap_test_first(X.shape[1], X.nnz) and _sparse.indicators_sum_to_constant(X))
 
 
 # The params key that tells the closed form it runs for solver="auto" on sparse X (fastopt._solvers.fit_params).

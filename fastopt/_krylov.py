@@ -175,6 +175,19 @@ def pivoted_first(n: int, d: int, nnz: int, k: int = 1) -> bool:
     return pivoted < PIVOTED_FIRST_ITERS * _iteration_seconds(n, d, nnz, k, 0)
 
 
+# The closed form on sparse X with an intercept tests for the dummy-variable trap before its Cholesky
+# (fastopt._closed_form.cholesky_futile) where the test costs less than the factorisation it spares (d^3 / 3
+# flops): NumPy passes over the stored values and one CSR product, 5 ns a stored value measured (2.8 and 7 ms on
+# 560,000 and 1.4 million of them), where the Cholesky of 1,125 columns took 18-26 ms.
+TRAP_S_PER_STORED = 5e-9
+
+
+def trap_test_first(d: int, nnz: int) -> bool:
+    """Whether the closed form on sparse ``X`` of ``d`` columns and ``nnz`` stored values tests for the
+    dummy-variable trap before its Cholesky: where the test costs less than the factorisation."""
+    return TRAP_S_PER_STORED * nnz < CLOSED_FORM_S_PER_FLOP * d**3 / 3.0
+
+
 def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int | None:
     """The iterations ``solver="auto"``'s Krylov attempt may take on sparse chunks or blocks of these sizes
     (``params[AUTO_KEY]`` set), or None where the closed form runs directly: in place of the closed form

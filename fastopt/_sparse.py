@@ -70,6 +70,19 @@ def csr_block_times(X, lo: int, hi: int, QT: np.ndarray) -> np.ndarray:
     return _kernels.csr_times(X.data[a:b].astype(np.float64), X.indices[a:b], ip - a, QT)
 
 
+def indicators_sum_to_constant(X) -> bool:
+    """Whether the columns of CSR ``X`` whose stored values are all 0 or 1 (indicators, as ``OneHotEncoder``'s
+    columns) sum to one positive constant in every row: then the constant column lies in their span, and with an
+    intercept the centred design has an exact null vector (one-hot columns of every categorical feature: the
+    dummy-variable trap). Exact: the row sums are sums of ones (duplicate indices add, as in ``X @ v``)."""
+    data = X.data
+    other = (data != 0) & (data != 1)
+    indicator = np.ones(X.shape[1], dtype=X.dtype)
+    indicator[X.indices[other]] = 0
+    sums = np.asarray(X @ indicator).ravel()
+    return sums.size > 0 and sums[0] >= 1 and bool(np.all(sums == sums[0]))
+
+
 def available_memory() -> int | None:
     """Bytes of memory that can be allocated without swapping: Linux's MemAvailable (free memory plus reclaimable
     caches), else the physical memory size where the platform reports it; None when unknown (no check)."""
