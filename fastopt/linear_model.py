@@ -146,6 +146,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
         ==============================  =======================  =========================================
 
+        ``partial_fit`` after a ``fit`` that ran ``"qr"`` goes on with it (its statistics merge as the Gram's
+        do); after one that ran a solver whose state cannot take more rows by ``partial_fit``'s (a Krylov
+        solver on sparse ``X``, Newton's method on a robust loss) it raises ``ValueError`` naming both.
+
         Otherwise dense, sparse and Dask ``X`` follow the same table. On sparse ``X`` "auto" estimates the
         closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 30
         (one-hot, text and hashed designs of a few thousand columns) LSQR or CGLS runs first, ignoring ``tol``
@@ -623,7 +627,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("early_stopping should be False with partial_fit")
         first = not hasattr(self, "_solver_state")
         if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
-            name = _solvers.resolve(self.solver, self.loss)
+            name = self._incremental_name(_solvers.resolve(self.solver, self.loss))
             if first:
                 self._validate_params()
             prior = self._continued_state(name)
@@ -636,7 +640,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
         iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
-        name = _solvers.resolve(self.solver, self.loss, incremental=True)
+        name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True))
         prior = self._continued_state(name, data.Y.shape[1])
         _solvers.check_options(name, self.get_params(), data.Y.shape[1])
         extra = {} if sweep is None else {"sweep": sweep}
@@ -684,11 +688,27 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return getattr(self, "_solver_state", None)
         return None
 
+    def _incremental_name(self, name: str) -> str:
+        """The solver a ``partial_fit`` call runs: ``name``, what ``solver`` resolves to for it, except under
+        ``solver="auto"`` after a fit that ran another closed form (``"qr"``, where ``n < d``), whose statistics
+        take more rows as the Gram's do: that one goes on."""
+        prev = getattr(self, "_solver_name", None)
+        if (self.solver == "auto" and hasattr(self, "_solver_state") and prev in _solvers.SOLVERS
+                and _solvers.SOLVERS[prev].chunked == _solvers.SOLVERS[name].chunked == "statistics"):
+            return prev
+        return name
+
     def _continued_state(self, name: str, n_targets: int | None = None):
         """The state a ``partial_fit`` call continues (None on the first call), after checking that it uses the
         same solver ``name`` (and, when known, the same number of targets) as the earlier calls."""
         if not hasattr(self, "_solver_state"):
             return None
+        if name != self._solver_name and self.solver == "auto":
+            raise ValueError(
+                f"the earlier fit ran solver {self._solver_name!r} (solver='auto' chose it for that data), whose "
+                f"state cannot take more rows by {name!r}, the solver that 'auto' runs in partial_fit. Call fit "
+                f"on all the rows to start over, or set solver={name!r} before the first fit to add rows later."
+            )
         if name != self._solver_name:
             raise ValueError(
                 f"partial_fit was started with solver {self._solver_name!r}; solver is now {name!r}. "

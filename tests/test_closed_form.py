@@ -234,6 +234,43 @@ def test_partial_fit_after_a_gram_fit_computes_no_r(fit_intercept, rng, monkeypa
     assert np.linalg.norm(spread * (est.coef_ - one.coef_)) <= 1e-11 * np.linalg.norm(spread * one.coef_)
 
 
+def test_partial_fit_after_an_auto_fit_that_ran_qr_goes_on_with_it(rng):
+    # solver="auto" fits fewer rows than columns by QR; partial_fit's "auto" is the Gram's closed form, but QR's
+    # statistics (R) take more rows as the Gram's do, so partial_fit goes on with them: the fit of all the rows.
+    X = rng.normal(size=(150, 80))
+    y = X @ rng.normal(size=80) + 0.1 * rng.normal(size=150)
+    with pytest.warns(RankDeficientWarning):
+        est = LinearRegressor().fit(X[:50], y[:50])
+    assert est._solver_name == "qr"
+    est.partial_fit(X[50:100], y[50:100])
+    est.partial_fit(X[100:], y[100:])
+    assert (est._solver_name, est.solver_) == ("qr", "qr")
+    # QR of the same rows merged in another order: a perturbation of about n eps, amplified by kappa(X) ~ 6
+    one = LinearRegressor(solver="qr").fit(X, y)
+    assert np.linalg.norm(est.coef_ - one.coef_) <= 1e-11 * np.linalg.norm(one.coef_)
+
+
+def test_partial_fit_after_a_fit_whose_state_cannot_take_rows_names_both_solvers(rng):
+    import scipy.sparse as sp
+
+    X = sp.random(3000, 2000, density=0.01, format="csr", random_state=0)  # "auto": LSQR, no statistics kept
+    y = rng.normal(size=3000)
+    est = LinearRegressor().fit(X, y)
+    assert est.solver_ == "lsqr"
+    coef = est.coef_.copy()
+    with pytest.raises(ValueError, match="earlier fit ran solver 'lsqr' .*auto.* by 'normal'"):
+        est.partial_fit(X[:100], y[:100])
+    assert np.array_equal(est.coef_, coef)
+    Xd = rng.normal(size=(200, 3))
+    est = LinearRegressor(loss="huber").fit(Xd, Xd @ [1.0, 2.0, 3.0])  # Newton's method: "adam" incrementally
+    with pytest.raises(ValueError, match="earlier fit ran solver 'newton'"):
+        est.partial_fit(Xd, Xd @ [1.0, 2.0, 3.0])
+    est = LinearRegressor(solver="normal").partial_fit(Xd, Xd @ [1.0, 2.0, 3.0])
+    est.set_params(solver="sgd")  # a solver the user changed: the message says so
+    with pytest.raises(ValueError, match="started with solver 'normal'; solver is now 'sgd'"):
+        est.partial_fit(Xd, Xd @ [1.0, 2.0, 3.0])
+
+
 def test_ill_conditioned_partial_fit_falls_back_like_fit(rng):
     X, y = ill_conditioned("poly8", rng)
     # Leaving Cholesky for QR loses no accuracy: reported by solver_ and rcond_, not warned about.
