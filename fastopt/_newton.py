@@ -69,9 +69,15 @@ An exact linear program (``scipy.optimize.linprog(method="highs")``, as scikit-l
 was measured and not taken: it builds ``2n`` slack variables and took minutes where this takes seconds (see the
 README, "Robust regression").
 
-Dask arrays: :mod:`fastopt._newton_dask` (Huber and squared error; one distributed pass per evaluation, only
-``d x d`` statistics travel). Not supported: ``partial_fit`` and ``fit_stream`` (Newton reads all rows at every
-iteration; a clear error says so), the absolute error on Dask arrays, and sparse ``X``.
+Sparse (CSR) ``X``: every pass is SciPy's ``X @ w`` and ``X^T v``, and a pass that needs the Hessian rebuilds it
+from the inliers' weighted Gram by the closed form's CSR kernel (:func:`_inlier_hessian`, O(stored values per row
+squared) a row) instead of updating it by the rows that crossed the threshold, as on Dask blocks; the rest (the
+starts, the line search, the continuation, the absolute error's exact limit, which densifies only its ``p`` rows)
+is the dense path's. ``solver="auto"`` takes it where the ``d x d`` matrices fit as the closed form's Gram must.
+
+Dask arrays: :mod:`fastopt._newton_dask` (Huber and squared error, dense or CSR blocks; one distributed pass per
+evaluation, only ``d x d`` statistics travel). Not supported: ``partial_fit`` and ``fit_stream`` (Newton reads all
+rows at every iteration; a clear error says so) and the absolute error on Dask arrays.
 """
 from __future__ import annotations
 
@@ -84,7 +90,7 @@ import scipy.linalg
 from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import max_epochs, max_epochs_label, weight_mean
 from fastopt._result import FitResult, Solver
-from fastopt._validation import Data
+from fastopt._validation import Data, is_sparse
 from fastopt.exceptions import ConvergenceWarning
 
 __all__ = ["SOLVERS", "NewtonSolver", "huber_newton", "lad_smoothing"]
@@ -167,6 +173,8 @@ class _Problem:
         (None: the Hessian of the inliers, rebuilt)."""
         n, d, p = self.n, self.d, self.p
         w = np.ascontiguousarray(w, dtype=np.float64)
+        if is_sparse(self.X):
+            return self._run_csr(w, b, eps, hessian)
         r, mask = np.empty(n), np.empty(n, np.uint8)
         centre = self.centre if hessian else None
 
@@ -218,14 +226,64 @@ class _Problem:
             run_all(threads if not hessian else 1)
         return _Pass(r, mask, g, gb, loss, dH, moved, changed, prev is None)
 
+    def _run_csr(self, w: np.ndarray, b: float, eps: float, hessian: bool) -> _Pass:
+        """:meth:`run` on CSR ``X``: SciPy's products for the residuals and the gradient, and with ``hessian``
+        the inlier Hessian rebuilt from the inliers' weighted Gram (the compiled CSR kernel of the closed form,
+        :func:`_inlier_hessian`) at every pass, as on Dask blocks, instead of updated by the rows that crossed
+        the threshold: the rows' products cost O(stored values per row squared) each, not O(d^2)."""
+        X, y, s = self.X, self.y, self.s
+        r = np.asarray(X @ w, dtype=np.float64).ravel()
+        r += b
+        r -= y
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing residual gives an infinite loss
+            inside = np.abs(r) <= eps
+            psi = np.clip(r, -eps, eps)
+            rho = np.where(inside, 0.5 * r * r, eps * (np.abs(r) - 0.5 * eps) if eps < np.inf else 0.0)
+        sp = s * psi
+        g = np.asarray(X.T @ sp, dtype=np.float64).ravel()
+        loss, gb = _dot(s, rho), float(np.sum(sp))
+        mask = inside.view(np.uint8)
+        if not hessian:
+            return _Pass(r, mask, g, gb, loss, None, None, 0, False)
+        return _Pass(r, mask, g, gb, loss, _inlier_hessian(self, inside), None, int(inside.sum()), True)
+
     def xt(self, v: np.ndarray) -> np.ndarray:
         """``X^T v`` in float64, blockwise."""
+        if is_sparse(self.X):
+            return np.asarray(self.X.T @ v, dtype=np.float64).ravel()
         g = np.zeros(self.d)
         for i0 in range(0, self.n, self.block):
             i1 = min(i0 + self.block, self.n)
             Xb = self.X[i0:i1]
             g += np.einsum("ij,i->j", Xb if Xb.dtype == np.float64 else Xb.astype(np.float64), v[i0:i1])
         return g
+
+
+def _inlier_hessian(prob: _Problem, inside: np.ndarray) -> np.ndarray:
+    """``sum_inliers s_i z_i z_i^T`` (see :class:`_Hessian`) of CSR ``prob.X``, from the inliers' weighted centred
+    Gram ``G`` about their mean ``m`` (total weight ``W``): ``G + W (m - c)(m - c)^T``, with ``W (m - c)`` and
+    ``W`` in the intercept's row and column."""
+    d, p = prob.d, prob.p
+    H = np.zeros((p, p))
+    s = np.where(inside, prob.s, 0.0)  # the outliers by weight 0, not a copy of the inliers' rows
+    if not np.any(s > 0):
+        return H
+    st = _full_state(prob.X, np.zeros((prob.n, 1)), s)
+    dm = st.mean[:d] - prob.centre
+    H[:d, :d] = st.gram[:d, :d] + st.weight * np.outer(dm, dm)
+    if prob.fit_intercept:
+        H[:d, d] = H[d, :d] = st.weight * dm
+        H[d, d] = st.weight
+    return H
+
+
+def _rows(X, rows):
+    """Rows ``rows`` (a slice or indices) of dense or CSR ``X``, dense ones C-contiguous."""
+    return X[rows] if is_sparse(X) else np.ascontiguousarray(X[rows])
+
+
+def _all_finite(X) -> bool:
+    return bool(np.isfinite(X.data if is_sparse(X) else X).all())
 
 
 def _damping(H: np.ndarray, centre: np.ndarray, weight: float) -> np.ndarray:
@@ -564,7 +622,7 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     total = float(np.sum(s_sub))
     if not total > 0.0:
         return None
-    sub = huber_fit(np.ascontiguousarray(X[rows]), np.ascontiguousarray(y[rows]), s_sub / total, alpha,
+    sub = huber_fit(_rows(X, rows), np.ascontiguousarray(y[rows]), s_sub / total, alpha,
                     fit_intercept, epsilon, rtol, max_iter)
     if sub is None:
         return None
@@ -575,7 +633,7 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     hess = _Hessian(prob, None, sub_hess.damp)
     w, b = fit.w, fit.b
     cur = _visit(prob, hess, w, b, epsilon)
-    if not (np.isfinite(cur.loss) and np.all(np.isfinite(cur.g))) and not np.isfinite(X).all():
+    if not (np.isfinite(cur.loss) and np.all(np.isfinite(cur.g))) and not _all_finite(X):
         raise ValueError("Input X contains NaN or infinity.")
     curve: list = []
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
@@ -691,7 +749,8 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
         return None
     out = np.abs(r) > gamma
     sign = np.sign(r) * prob.s * out
-    Xz = prob.X[rows].astype(np.float64)
+    Xz = prob.X[rows].toarray() if is_sparse(prob.X) else prob.X[rows]
+    Xz = Xz.astype(np.float64)
     if prob.fit_intercept:
         Xz = np.hstack([Xz, np.ones((rows.size, 1))])
     # the sign term sum_out s_i sign_i [x_i, 1]: one product with X
@@ -854,6 +913,8 @@ class NewtonSolver(Solver):
     name = "newton"
     losses = frozenset({"huber", "absolute_error", "squared_error"})  # squared error: Huber with epsilon = inf
     chunked = None  # every Newton iteration reads all rows: no partial_fit or fit_stream
+    # CSR X: SciPy's products and the closed form's CSR Gram kernel for the inlier Hessian (_Problem._run_csr)
+    supports_sparse = True
     dask_losses = frozenset({"huber", "squared_error"})  # fit_dask's; "auto" takes Newton on Dask for these
     accepts_init = True
     per_target_alpha = True

@@ -44,8 +44,9 @@ AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"
 # "auto" for incremental fits (partial_fit, fit_stream, Dask arrays), which Newton's method cannot make.
 AUTO_INCREMENTAL = {**AUTO, "absolute_error": "adam", "huber": "adam"}
 
-# "auto" on sparse X for the robust losses, which Newton's method does not fit on sparse X: plain SGD, whose
-# sparse step costs O(nonzeros) (exact Adam costs O(d) a step) and whose default schedule converges.
+# "auto" on sparse X for the robust losses where Newton's d x d Hessian would not fit (as the closed form's Gram,
+# GRAM_MAX_BYTES): plain SGD, whose sparse step costs O(nonzeros) (exact Adam costs O(d) a step) and whose
+# default schedule converges.
 AUTO_SPARSE = {**AUTO, "absolute_error": "sgd", "huber": "sgd"}
 
 # "auto" for squared error, once the data is known (the table in LinearRegressor's docstring): the closed form
@@ -69,6 +70,13 @@ def auto_least_squares(X, alpha: float, positive: bool = False) -> str:
         return krylov_for(alpha)
     # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
     return "qr" if n < d and not ridge.any() else "normal"
+
+
+def _hessian_fits(X) -> bool:
+    """Whether the ``d x d`` matrices of Newton's method on ``X`` fit in ``GRAM_MAX_BYTES``, as the closed form's
+    Gram must (a shape not known yet, as a Dask DataFrame's, is taken to fit)."""
+    d = (getattr(X, "shape", None) or (0, 0))[-1]
+    return not isinstance(d, Number) or math.isnan(d) or 8.0 * d * d <= GRAM_MAX_BYTES
 
 
 def krylov_for(alpha) -> str:
@@ -113,13 +121,16 @@ def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: boo
     "auto" with squared error, by the training data ``X`` when known and ``positive``); raises ValueError on an
     impossible pair."""
     if solver == "auto":
-        name = (AUTO_INCREMENTAL if incremental else AUTO)[loss]
+        # (incremental on sparse blocks: SGD for the robust losses, whose step costs O(nonzeros))
+        name = (AUTO_SPARSE if sparse and incremental else AUTO_INCREMENTAL if incremental else AUTO)[loss]
         if sparse and not SOLVERS[name].supports_sparse:
             name = AUTO_SPARSE[loss]
     else:
         name = solver
     if solver == "auto" and name == "normal" and X is not None:
         name = auto_least_squares(X, alpha, positive)
+    if solver == "auto" and sparse and X is not None and not SOLVERS[name].chunked and not _hessian_fits(X):
+        name = AUTO_SPARSE[loss]  # Newton's d x d Hessian would not fit
     entry = SOLVERS[name]
     if loss not in entry.losses:
         raise ValueError(

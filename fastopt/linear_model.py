@@ -133,8 +133,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ==============================  =======================  =========================================
         robust loss                     ``"newton"``             exact minimiser (below)
         robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1)
-        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   Newton takes dense ``X`` only; an SGD step
-                                                                 costs O(nonzeros), exact Adam O(d)
+        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   Newton's ``d x d`` Hessian would not fit;
+        whose Gram would not fit                                 an SGD step costs O(nonzeros), exact Adam O(d)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what

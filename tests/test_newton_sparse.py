@@ -1,0 +1,174 @@
+"""Newton's method (``solver="newton"``, and ``"auto"`` for the robust losses) on CSR ``X``: the pass
+(:meth:`fastopt._newton._Problem._run_csr`) against its definition, and whole fits against the dense fits of
+``X.toarray()``."""
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastopt import LinearRegressor, _newton
+from fastopt.exceptions import ConvergenceWarning
+
+EPS = np.finfo(np.float64).eps
+
+
+def contaminated_csr(rng, n, d, density, dtype=np.float64, index=np.int32):
+    X = sp.random(n, d, density=density, format="csr", random_state=rng, dtype=np.float64)
+    X.data = rng.normal(size=X.nnz) * 3.0
+    y = X @ rng.normal(size=d) + 0.5 + 0.3 * rng.normal(size=n)
+    bad = rng.random(n) < 0.08
+    y[bad] += rng.normal(scale=50.0, size=bad.sum())
+    X = sp.csr_array((X.data.astype(dtype), X.indices.astype(index), X.indptr.astype(index)), shape=(n, d))
+    return X, y
+
+
+def _reference_pass(X, y, s, w, b, eps, centre, intercept):
+    """The pass by its definition, in float64 on the dense copy."""
+    A = X.toarray().astype(np.float64)
+    r = A @ w + b - y
+    inside = np.abs(r) <= eps
+    psi = np.clip(r, -eps, eps)
+    rho = np.where(inside, 0.5 * r * r, eps * (np.abs(r) - 0.5 * eps) if eps < np.inf else 0.0)
+    Z = A - centre
+    if intercept:
+        Z = np.hstack([Z, np.ones((len(y), 1))])
+    H = (Z * (s * inside)[:, None]).T @ Z
+    return r, inside, A.T @ (s * psi), float(np.sum(s * psi)), float(s @ rho), H
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("intercept", [True, False])
+@pytest.mark.parametrize("eps", [1.35, np.inf])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_csr_pass_is_its_definition(dtype, intercept, eps, weighted, rng):
+    X, y = contaminated_csr(rng, 600, 12, 0.3, dtype)
+    s = rng.uniform(0.0, 2.0, size=600) if weighted else np.ones(600)
+    s /= s.sum()
+    centre = np.asarray(X.mean(axis=0), dtype=np.float64).ravel() if intercept else np.zeros(12)
+    w, b = rng.normal(size=12), 0.3
+    prob = _newton._Problem(X, y, s, 0.0, intercept, centre)
+    res = prob.run(w, b, eps, None)
+    r, inside, g, gb, loss, H = _reference_pass(X, y, s, w, b, eps, centre, intercept)
+    # Sums of a few hundred terms of size |r| (or their squares): within n eps of their magnitudes.
+    tol = 600 * EPS
+    np.testing.assert_allclose(res.r, r, rtol=0, atol=tol * np.abs(r).max())
+    assert np.array_equal(res.mask.view(bool), inside)
+    np.testing.assert_allclose(res.g, g, rtol=0, atol=tol * np.abs(X.toarray()).max() * np.abs(r).max())
+    assert res.gb == pytest.approx(gb, abs=tol * np.abs(r).max())
+    assert res.loss == pytest.approx(loss, rel=tol)
+    assert res.rebuilt
+    scale = np.sqrt(np.outer(np.diag(H), np.diag(H)))
+    # the centring's rounding; for float32 X the Gram kernel takes the weights in X's dtype (as the dense path's
+    # all-rows Gram does), rounded to 2^-24 relative: the Hessian steers the steps, the gradient is float64
+    tol_h = 1e3 * EPS if dtype == np.float64 else 4 * 2.0**-24
+    assert np.max(np.abs(res.dH - H) / np.where(scale > 0, scale, 1.0)) <= tol_h
+    light = prob.run(w, b, eps, None, hessian=False)
+    assert light.dH is None and np.array_equal(light.r, res.r) and light.loss == res.loss
+
+
+def test_no_inliers_gives_a_zero_hessian(rng):
+    X, y = contaminated_csr(rng, 50, 4, 0.5)
+    prob = _newton._Problem(X, y + 1e6, np.full(50, 0.02), 0.0, True, np.zeros(4))
+    res = prob.run(np.zeros(4), 0.0, 1.0, None)
+    assert not res.mask.any() and not res.dH.any()
+
+
+def objective(X, y, coef, intercept, loss, alpha=0.0, sw=None, eps=1.35):
+    r = X @ coef + intercept - y
+    a = np.abs(r)
+    rho = a if loss == "absolute_error" else np.where(a <= eps, 0.5 * r * r, eps * (a - 0.5 * eps))
+    s = np.ones_like(y) if sw is None else sw
+    return float(s @ rho / s.sum()) + 0.5 * alpha * float(coef @ coef)
+
+
+@st.composite
+def sparse_problems(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(30, 300))
+    d = draw(st.integers(1, 15))
+    density = draw(st.sampled_from([0.05, 0.2, 0.6]))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    index = draw(st.sampled_from([np.int32, np.int64]))
+    X, y = contaminated_csr(rng, n, d, density, dtype, index)
+    sw = rng.uniform(0.1, 3.0, size=n) if draw(st.booleans()) else None
+    alpha = draw(st.sampled_from([0.0, 1e-3, 0.1]))
+    return X, y, sw, alpha, draw(st.booleans())
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem=sparse_problems())
+def test_huber_on_csr_matches_the_dense_fit(problem):
+    # Both stop when Newton's decrement is at round-off (lambda^2 <= 8 eps F): the objectives agree to that, and
+    # with a ridge (a unique minimiser, Hessian >= alpha I) the coefficients to sqrt(4 * 16 eps F / alpha).
+    X, y, sw, alpha, intercept = problem
+    params = dict(loss="huber", solver="newton", alpha=alpha, fit_intercept=intercept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        sparse = LinearRegressor(**params).fit(X, y, sample_weight=sw)
+        dense = LinearRegressor(**params).fit(X.toarray(), y, sample_weight=sw)
+    assert sparse.coef_.dtype == X.dtype
+    A = X.toarray().astype(np.float64)
+    f = objective(A, y, sparse.coef_.astype(np.float64), float(sparse.intercept_), "huber", alpha, sw)
+    f_star = objective(A, y, dense.coef_.astype(np.float64), float(dense.intercept_), "huber", alpha, sw)
+    if X.dtype == np.float32:  # float32 coefficients: rounded to 6e-8 relative, which the objective sees
+        assert f == pytest.approx(f_star, rel=1e-6)
+        return
+    assert f == pytest.approx(f_star, rel=64 * EPS, abs=64 * EPS)
+    if alpha > 0:
+        assert np.linalg.norm(sparse.coef_ - dense.coef_) <= np.sqrt(4 * 16 * EPS * max(f, f_star) / alpha) + 1e-12
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_absolute_error_on_csr_reaches_the_dense_minimum(intercept, rng):
+    X, y = contaminated_csr(rng, 800, 10, 0.3)
+    sparse = LinearRegressor(loss="absolute_error", fit_intercept=intercept).fit(X, y)
+    dense = LinearRegressor(loss="absolute_error", fit_intercept=intercept).fit(X.toarray(), y)
+    assert sparse.solver_ == dense.solver_ == "newton"
+    A = X.toarray()
+    f = objective(A, y, sparse.coef_, sparse.intercept_, "absolute_error")
+    f_star = objective(A, y, dense.coef_, dense.intercept_, "absolute_error")
+    assert f == pytest.approx(f_star, rel=1e-12)  # both certified exact minimisers (or within 4 eps F)
+
+
+def test_one_hot_huber_with_an_intercept_and_duplicate_indices(rng):
+    # One-hot columns beside an intercept (a singular Hessian: the damping's case) and a CSR matrix with
+    # duplicate, unsorted indices, which the caller keeps as it was.
+    n = 3000
+    codes = rng.integers(0, 40, size=n)
+    X = sp.hstack([sp.csr_array(np.eye(40)[codes]), sp.csr_array(rng.normal(size=(n, 3)))], format="csr")
+    y = X @ rng.normal(size=43) + rng.standard_t(2, size=n)
+    dup = sp.csr_array((np.concatenate([X.data, [0.25, 0.25]]),
+                        np.concatenate([X.indices, [41, 41]]),
+                        np.concatenate([X.indptr[:-1], [X.nnz + 2]])), shape=X.shape)  # last row: 2 more entries
+    before = (dup.data.copy(), dup.indices.copy(), dup.indptr.copy())
+    sparse = LinearRegressor(loss="huber").fit(dup, y)
+    dense = LinearRegressor(loss="huber").fit(dup.toarray(), y)
+    assert all(np.array_equal(a, b) for a, b in zip(before, (dup.data, dup.indices, dup.indptr)))
+    assert sparse.solver_ == "newton"
+    np.testing.assert_allclose(sparse.predict(dup), dense.predict(dup.toarray()), rtol=0, atol=1e-9 * np.std(y))
+
+
+def test_bad_sparse_input_gets_the_dense_errors(rng):
+    X, y = contaminated_csr(rng, 200, 5, 0.4)
+    X.data[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LinearRegressor(loss="huber").fit(X, y)
+    X.data[3] = 1.0
+    with pytest.raises(ValueError, match="sample_weight"):
+        LinearRegressor(loss="huber").fit(X, y, sample_weight=-np.ones(200))
+
+
+def test_large_csr_starts_from_the_subsample_fit(rng, monkeypatch):
+    # n >= 65,536: the fit of every 16th row first (CSR row slices), then two or three passes over all rows.
+    X, y = contaminated_csr(rng, 70_000, 6, 0.5)
+    assert _newton._sampled(*X.shape)
+    est = LinearRegressor(loss="huber").fit(X, y)
+    monkeypatch.setattr(_newton, "SAMPLE_MIN_ROWS", 10**12)
+    ls = LinearRegressor(loss="huber").fit(X, y)
+    A = X.toarray()
+    assert objective(A, y, est.coef_, est.intercept_, "huber") == pytest.approx(
+        objective(A, y, ls.coef_, ls.intercept_, "huber"), rel=1e-12)
