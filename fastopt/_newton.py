@@ -63,8 +63,11 @@ decreasing tenfold from the median absolute residual of the least-squares fit (e
 the Hessian from the rows inside the new threshold, about ten times fewer), and after each stage the limit
 ``gamma -> 0`` is taken exactly: the rows inside the threshold are fitted exactly, the others keep their sign, an
 equality-constrained quadratic program (``(d + 1 + m) x (d + 1 + m)``, m rows inside) whose multipliers certify
-optimality when they lie in ``[-s_i, s_i]`` (the subgradient condition). The fit ends with a certified exact
-minimiser, or when ``gamma`` is below ``4 eps F`` (objective within that, relative).
+optimality when they lie in ``[-s_i, s_i]`` (the subgradient condition). Without ridge and with fewer than
+``d + 1`` rows inside (a rank-deficient design, or a minimiser that is not unique) the system's two halves
+decouple and are solved by least squares, the fit nearest the current one (:func:`_underdetermined_limit`),
+under the same certificate. The fit ends with a certified exact minimiser, or when ``gamma`` is below
+``4 eps F`` (objective within that, relative).
 An exact linear program (``scipy.optimize.linprog(method="highs")``, as scikit-learn's ``QuantileRegressor``)
 was measured and not taken: it builds ``2n`` slack variables and took minutes where this takes seconds (see the
 README, "Robust regression").
@@ -737,12 +740,15 @@ def _lad_reference(prob: _Problem, r: np.ndarray, w: np.ndarray, F: float, cap: 
     return _dot(prob.s, np.minimum(np.abs(r), cap)) + _penalty(prob.alpha, w)
 
 
-def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
+def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, at=None):
     """The gamma -> 0 limit for the current sign pattern (see the module docstring), or None when it is
-    singular. Returns (w, b, lam, rows): multipliers ``lam`` of the exactly fitted ``rows``."""
+    singular. Returns (w, b, lam, rows): multipliers ``lam`` of the exactly fitted ``rows``. Without ridge and
+    with fewer than ``p`` rows inside, the limit nearest ``at = (w, b)`` (:func:`_underdetermined_limit`)."""
     d = prob.d
     rows = np.flatnonzero(np.abs(r) <= gamma)
     p = d + (1 if prob.fit_intercept else 0)
+    if prob.alpha == 0 and at is not None and 0 < rows.size < p:
+        return _underdetermined_limit(prob, r, gamma, rows, *at)
     # Generically at most p residuals vanish at the minimiser (exactly p without ridge): else gamma is still
     # too large for the limit to be the minimiser.
     if rows.size > p or (prob.alpha == 0 and rows.size != p):
@@ -780,6 +786,60 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float):
     return w, b, -sol[p:], rows
 
 
+def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray, w: np.ndarray,
+                           b: float):
+    """:func:`_exact_limit` without ridge with fewer than ``p`` rows inside: a rank-deficient design (one-hot
+    columns beside an intercept, whose basic solutions fit only ``rank`` rows exactly) or a minimiser that is not
+    unique (the smoothed fits then tend to a point inside the optimal face, fitting fewer rows still). The two
+    halves of the limit's system decouple: ``Xz theta = y_rows`` (``theta = [w, b]``), taken as the solution
+    nearest the current ``(w, b)`` (least squares of the correction), and ``Xz^T mu = -c``; each is kept only
+    when consistent, so that :func:`lad_smoothing`'s certificate (the other rows' signs kept, ``|mu_i| <= s_i``)
+    still proves optimality."""
+    d = prob.d
+    out = np.abs(r) > gamma
+    sign = np.sign(r) * prob.s * out
+    Xz = prob.X[rows].toarray() if is_sparse(prob.X) else prob.X[rows]
+    Xz = Xz.astype(np.float64)
+    if prob.fit_intercept:
+        Xz = np.hstack([Xz, np.ones((rows.size, 1))])
+    c = prob.xt(sign)
+    if prob.fit_intercept:
+        c = np.append(c, sign.sum())
+    yr = prob.y[rows]
+    at = np.append(w, b) if prob.fit_intercept else np.asarray(w, dtype=np.float64)
+    try:
+        theta = at + scipy.linalg.lstsq(Xz, yr - Xz @ at, check_finite=False)[0]
+        mu = scipy.linalg.lstsq(Xz.T, -c, check_finite=False)[0]
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
+        consistent = (np.linalg.norm(Xz @ theta - yr) <= 1e-9 * (np.linalg.norm(yr) + 1e-300)
+                      and np.linalg.norm(Xz.T @ mu + c) <= 1e-9 * (np.linalg.norm(c) + 1e-300))
+    if not (consistent and np.all(np.isfinite(theta)) and np.all(np.isfinite(mu))):
+        return None
+    return theta[:d], (theta[d] if prob.fit_intercept else 0.0), mu, rows
+
+
+def _design_rank(prob: _Problem, full: _closed_form.ClosedFormState) -> int:
+    """The rank of ``[X, 1]`` (``X`` without intercept) from the all-rows statistics: the eigenvalues of the
+    Jacobi-scaled centred (uncentred) Gram above ``1e4 p eps`` of the largest, plus one for the intercept. Exact
+    dependencies (one-hot columns beside an intercept) leave eigenvalues at round-off, about ``eps``; a rank
+    misjudged only costs :func:`lad_smoothing` exact-limit attempts that fail, never a wrong answer (each is
+    certified)."""
+    d = prob.d
+    G = full.gram[:d, :d].copy()
+    if not prob.fit_intercept:
+        G += full.weight * np.outer(full.mean[:d], full.mean[:d])
+    diag = np.diag(G).copy()
+    live = diag > 0
+    if not live.any():
+        return 1 if prob.fit_intercept else 0
+    sc = np.sqrt(diag[live])
+    lam = np.linalg.eigvalsh(G[np.ix_(live, live)] / np.outer(sc, sc))
+    rank = int(np.sum(lam > 1e4 * lam.size * EPS * lam.max()))
+    return rank + (1 if prob.fit_intercept else 0)
+
+
 def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: float, max_iter: int, init=None) -> _Fit:
     """The least-absolute-deviation fit of one target by finite smoothing (see the module docstring); ``full``
     holds its all-rows statistics."""
@@ -797,12 +857,13 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     iters, converged = 0, False
     best = [_lad_objective(prob, r, w), w, b]
     p = prob.d + (1 if prob.fit_intercept else 0)
+    rank = _design_rank(prob, full) if prob.alpha == 0 else p  # a basic solution fits `rank` rows exactly
     last = {}  # the latest exact limit tried: (wl, bl, rl), and whether it was certified
 
     def attempt(w, b, r, gamma) -> bool:
         """Try the exact limit of the current sign pattern (one pass over X); True when certified optimal."""
         nonlocal iters
-        limit = _exact_limit(prob, r, gamma)
+        limit = _exact_limit(prob, r, gamma, (w, b))
         if limit is None:
             last.clear()
             return False
@@ -823,7 +884,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     def probe(w, b, r, mask) -> bool:
         # Inside a stage, as soon as the rows inside could be the minimiser's zero residuals.
         count = int(mask.sum())
-        if count == p or (prob.alpha > 0 and 0 < count < p):
+        if count in (p, rank) or (prob.alpha > 0 and 0 < count < p):
             return attempt(w, b, r, gamma)
         return False
 
