@@ -753,17 +753,7 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, at=None):
     # too large for the limit to be the minimiser.
     if rows.size > p or (prob.alpha == 0 and rows.size != p):
         return None
-    out = np.abs(r) > gamma
-    sign = np.sign(r) * prob.s * out
-    Xz = prob.X[rows].toarray() if is_sparse(prob.X) else prob.X[rows]
-    Xz = Xz.astype(np.float64)
-    if prob.fit_intercept:
-        Xz = np.hstack([Xz, np.ones((rows.size, 1))])
-    # the sign term sum_out s_i sign_i [x_i, 1]: one product with X
-    c = np.empty(p)
-    c[:d] = prob.xt(sign)
-    if prob.fit_intercept:
-        c[d] = sign.sum()
+    Xz, c = _limit_terms(prob, r, gamma, rows)
     m = rows.size
     K = np.zeros((p + m, p + m))
     K[:d, :d][np.diag_indices(d)] = prob.alpha
@@ -786,6 +776,19 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, at=None):
     return w, b, -sol[p:], rows
 
 
+def _limit_terms(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray):
+    """The exact limit's rows ``Xz = [X_rows, 1]`` (``X_rows`` without intercept; float64, dense) and its sign
+    term ``c = sum_out s_i sign(r_i) [x_i, 1]`` (one product with ``X``)."""
+    sign = np.sign(r) * prob.s * (np.abs(r) > gamma)
+    Xz = prob.X[rows].toarray() if is_sparse(prob.X) else prob.X[rows]
+    Xz = Xz.astype(np.float64)
+    c = prob.xt(sign)
+    if prob.fit_intercept:
+        Xz = np.hstack([Xz, np.ones((rows.size, 1))])
+        c = np.append(c, sign.sum())
+    return Xz, c
+
+
 def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray, w: np.ndarray,
                            b: float):
     """:func:`_exact_limit` without ridge with fewer than ``p`` rows inside: a rank-deficient design (one-hot
@@ -796,15 +799,7 @@ def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np
     when consistent, so that :func:`lad_smoothing`'s certificate (the other rows' signs kept, ``|mu_i| <= s_i``)
     still proves optimality."""
     d = prob.d
-    out = np.abs(r) > gamma
-    sign = np.sign(r) * prob.s * out
-    Xz = prob.X[rows].toarray() if is_sparse(prob.X) else prob.X[rows]
-    Xz = Xz.astype(np.float64)
-    if prob.fit_intercept:
-        Xz = np.hstack([Xz, np.ones((rows.size, 1))])
-    c = prob.xt(sign)
-    if prob.fit_intercept:
-        c = np.append(c, sign.sum())
+    Xz, c = _limit_terms(prob, r, gamma, rows)
     yr = prob.y[rows]
     at = np.append(w, b) if prob.fit_intercept else np.asarray(w, dtype=np.float64)
     try:
@@ -817,7 +812,7 @@ def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np
                       and np.linalg.norm(Xz.T @ mu + c) <= 1e-9 * (np.linalg.norm(c) + 1e-300))
     if not (consistent and np.all(np.isfinite(theta)) and np.all(np.isfinite(mu))):
         return None
-    return theta[:d], (theta[d] if prob.fit_intercept else 0.0), mu, rows
+    return theta[:d], (theta[d] if prob.fit_intercept else 0.0), -mu, rows  # (the sign of _exact_limit's)
 
 
 def _design_rank(prob: _Problem, full: _closed_form.ClosedFormState) -> int:
