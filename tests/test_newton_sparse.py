@@ -172,3 +172,23 @@ def test_large_csr_starts_from_the_subsample_fit(rng, monkeypatch):
     A = X.toarray()
     assert objective(A, y, est.coef_, est.intercept_, "huber") == pytest.approx(
         objective(A, y, ls.coef_, ls.intercept_, "huber"), rel=1e-12)
+
+
+def test_targets_per_target_alpha_and_starts_on_csr(rng):
+    # Several targets (one Newton fit each, one alpha each), a warm start and coef_init on CSR X: as on the dense
+    # copy. Both end with the decrement at round-off, so the coefficients agree to sqrt(eps)-level at worst; here
+    # the inlier sets settle and the last full steps land on the same minimiser, to round-off.
+    X, y = contaminated_csr(rng, 2000, 8, 0.3)
+    Y = np.column_stack([y, 0.5 * y + rng.standard_t(2, size=2000)])
+    for kw in (dict(loss="huber", alpha=np.array([0.0, 0.01])), dict(loss="absolute_error")):
+        sparse = LinearRegressor(**kw).fit(X, Y)
+        dense = LinearRegressor(**kw).fit(X.toarray(), Y)
+        assert sparse.coef_.shape == (2, 8)
+        np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=1e-9, atol=1e-9)
+    warm = LinearRegressor(loss="huber", warm_start=True).fit(X, y)
+    coef = warm.coef_.copy()
+    assert warm.fit(X, y).n_iter_ == 0  # started at the minimiser: nothing left to do
+    np.testing.assert_array_equal(warm.coef_, coef)
+    started = LinearRegressor(loss="huber").fit(X, y, coef_init=np.zeros(8), intercept_init=0.0)
+    np.testing.assert_allclose(started.coef_, coef, rtol=1e-9, atol=1e-9)
