@@ -49,6 +49,10 @@ AUTO_INCREMENTAL = {**AUTO, "absolute_error": "adam", "huber": "adam"}
 # default schedule converges.
 AUTO_SPARSE = {**AUTO, "absolute_error": "sgd", "huber": "sgd"}
 
+# "auto" for squared error in partial_fit (and on a stream read only once) when the Gram would not fit: SGD, as
+# scikit-learn's SGDRegressor (a Krylov solver needs every row at every iteration).
+AUTO_WIDE_INCREMENTAL = "sgd"
+
 # "auto" for squared error, once the data is known (the table in LinearRegressor's docstring): the closed form
 # while its d x d Gram fits in GRAM_MAX_BYTES, else a Krylov solver.
 GRAM_MAX_BYTES = 2**28  # 256 MiB of float64: d <= 5792
@@ -116,18 +120,22 @@ def fit_params(solver: str, name: str, X, params: dict) -> dict:
 
 
 def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False,
-            sparse: bool = False, positive: bool = False) -> str:
+            sparse: bool = False, positive: bool = False, rereadable: bool = False) -> str:
     """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit, on ``sparse`` X; for
-    "auto" with squared error, by the training data ``X`` when known and ``positive``); raises ValueError on an
-    impossible pair."""
+    "auto" with squared error, by the training data ``X`` when known and ``positive``; in an incremental fit by a
+    chunk ``X`` when known, from a stream that can be read once per iteration when ``rereadable``); raises
+    ValueError on an impossible pair."""
     if solver == "auto":
-        # (incremental on sparse blocks: SGD for the robust losses, whose step costs O(nonzeros))
+        # (incremental on sparse rows: SGD for the robust losses, whose step costs O(nonzeros))
         name = (AUTO_SPARSE if sparse and incremental else AUTO_INCREMENTAL if incremental else AUTO)[loss]
         if sparse and not SOLVERS[name].supports_sparse:
             name = AUTO_SPARSE[loss]
     else:
         name = solver
-    if solver == "auto" and name == "normal" and X is not None:
+    if solver == "auto" and name == "normal" and X is not None and incremental and not _hessian_fits(X):
+        # the Gram would not fit: a Krylov solver where each iteration can read the stream again, else SGD
+        name = krylov_for(alpha) if rereadable else AUTO_WIDE_INCREMENTAL
+    if solver == "auto" and name == "normal" and X is not None and not incremental:
         name = auto_least_squares(X, alpha, positive)
     if solver == "auto" and sparse and X is not None and not SOLVERS[name].chunked and not _hessian_fits(X):
         name = AUTO_SPARSE[loss]  # Newton's d x d Hessian would not fit

@@ -152,7 +152,11 @@ def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
     validated), continuing ``warm_state(name)`` under ``warm_start``; the
     :class:`fastopt._result.Outcome` for the estimator to take. Nothing here writes to the estimator."""
     source = chunks if isinstance(chunks, ChunkSource) else ChunkSource(chunks)
-    name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True)
+    # "auto" on a re-readable stream is judged by its first chunk, as fit judges X: SGD for a robust loss on sparse
+    # rows, a Krylov solver where the Gram would not fit (a one-shot stream cannot be looked at twice)
+    X = _first_chunk_x(source) if estimator.solver == "auto" and not source.one_shot else None
+    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, incremental=True,
+                            sparse=scipy.sparse.issparse(X), rereadable=True)
     solver = _solvers.SOLVERS[name]
     solver.check_incremental()  # e.g. Newton: every iteration reads all rows
     checker = template(estimator)
@@ -173,8 +177,13 @@ def _krylov_first(estimator, name: str, source: ChunkSource) -> str | None:
     the whole stream after its first read (the moments)."""
     if estimator.solver != "auto" or name != "normal" or source.one_shot:
         return None
-    first = next(iter(source.epoch()), None)
-    X = unpack(first[1], source.where(first[0]))[0] if first is not None else None
+    X = _first_chunk_x(source)
     if not (scipy.sparse.issparse(X) and X.ndim == 2 and _solvers.krylov_first_shape(X.shape, estimator.positive)):
         return None
     return _solvers.krylov_for(estimator.alpha)
+
+
+def _first_chunk_x(source: ChunkSource):
+    """The ``X`` of a re-readable stream's first chunk (None for an empty stream), read once more."""
+    first = next(iter(source.epoch()), None)
+    return unpack(first[1], source.where(first[0]))[0] if first is not None else None

@@ -132,7 +132,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         loss, data                      solver                   why
         ==============================  =======================  =========================================
         robust loss                     ``"newton"``             exact minimiser (below)
-        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1)
+        robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1);
+                                        ``"sgd"`` on sparse rows an SGD step costs O(nonzeros)
         robust loss, sparse ``X``       ``"sgd"`` (stochastic)   Newton's ``d x d`` Hessian would not fit;
         whose Gram would not fit                                 an SGD step costs O(nonzeros), exact Adam O(d)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
@@ -144,11 +145,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                                                  CGLS's cheaper iteration is as accurate
         Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
+        rows not seen yet, Gram too     ``"sgd"``; ``"lsqr"``    a Krylov iteration reads every row: only a
+        large                           (``"cg"``) on a stream   stream read again per iteration has them
         ==============================  =======================  =========================================
 
-        ``partial_fit`` after a ``fit`` that ran ``"qr"`` goes on with it (its statistics merge as the Gram's
-        do); after one that ran a solver whose state cannot take more rows by ``partial_fit``'s (a Krylov
-        solver on sparse ``X``, Newton's method on a robust loss) it raises ``ValueError`` naming both.
+        ``partial_fit`` judges by its first call's rows and ``fit_stream`` by a re-readable stream's first
+        chunk (a one-shot stream cannot be looked at first: the table's choice without data). Under "auto"
+        ``partial_fit`` goes on with the solver that the earlier ``fit`` or call ran where it takes more rows
+        and the loss (the closed form, ``"qr"`` included, or SGD); after one whose state cannot take more rows
+        (a Krylov solver on sparse ``X``, Newton's method on a robust loss) it raises ``ValueError`` naming both.
 
         Otherwise dense, sparse and Dask ``X`` follow the same table. On sparse ``X`` "auto" estimates the
         closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 30
@@ -640,7 +645,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
         iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
-        name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True))
+        name = self._incremental_name(_solvers.resolve(self.solver, self.loss, data.X, self.alpha, incremental=True,
+                                                       sparse=is_sparse(data.X)))
         prior = self._continued_state(name, data.Y.shape[1])
         _solvers.check_options(name, self.get_params(), data.Y.shape[1])
         extra = {} if sweep is None else {"sweep": sweep}
@@ -690,11 +696,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     def _incremental_name(self, name: str) -> str:
         """The solver a ``partial_fit`` call runs: ``name``, what ``solver`` resolves to for it, except under
-        ``solver="auto"`` after a fit that ran another closed form (``"qr"``, where ``n < d``), whose statistics
-        take more rows as the Gram's do: that one goes on."""
+        ``solver="auto"`` after a fit or ``partial_fit`` that ran another solver which takes more rows and this
+        loss: the closed form's ``"qr"`` (where ``n < d``; its statistics merge as the Gram's do), or an
+        iterative one (SGD, which "auto" runs on sparse rows for a robust loss or where the Gram would not fit):
+        that one goes on, so that the first call's rows decide."""
         prev = getattr(self, "_solver_name", None)
         if (self.solver == "auto" and hasattr(self, "_solver_state") and prev in _solvers.SOLVERS
-                and _solvers.SOLVERS[prev].chunked == _solvers.SOLVERS[name].chunked == "statistics"):
+                and _solvers.SOLVERS[prev].chunked in ("statistics", "epochs")
+                and self.loss in _solvers.SOLVERS[prev].losses):
             return prev
         return name
 

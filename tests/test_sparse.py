@@ -151,6 +151,36 @@ def test_partial_fit_and_fit_stream_on_sparse_chunks(rng):
     np.testing.assert_allclose(streamed.intercept_, ref.intercept_, rtol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore::fastopt.exceptions.ConvergenceWarning")
+def test_auto_for_chunks_is_judged_by_the_first_chunk(rng, monkeypatch):
+    # partial_fit and a re-readable stream pick "auto"'s solver from the rows at hand, as fit does: SGD for a
+    # robust loss on sparse rows (an exact Adam step costs O(d)), and where the Gram would not fit SGD in
+    # partial_fit and a Krylov solver on the stream (one read an iteration), not the closed form's MemoryError.
+    # A one-shot stream cannot be looked at first: it keeps the choice made without its rows. The first call's
+    # choice goes on: a later dense chunk continues SGD.
+    from fastopt import _solvers
+
+    X, y = make_problem(rng, n=400)
+    chunks = [(X[:200], y[:200]), (X[200:], y[200:])]
+    est = LinearRegressor(loss="huber", random_state=0).partial_fit(*chunks[0])
+    assert est._solver_name == "sgd"
+    est.partial_fit(X[200:].toarray(), y[200:])
+    assert est._solver_name == "sgd"
+    assert LinearRegressor(loss="huber", random_state=0).partial_fit(X[:200].toarray(), y[:200])._solver_name \
+        == "adam"
+    assert LinearRegressor(loss="huber", max_epochs=2, random_state=0).fit_stream(chunks).solver_ == "sgd"
+    assert LinearRegressor(loss="huber", max_epochs=1, random_state=0).fit_stream(iter(chunks)).solver_ == "adam"
+    # squared error, a Gram that would not fit (GRAM_MAX_BYTES lowered below 15 columns' Gram)
+    assert LinearRegressor().partial_fit(*chunks[0])._solver_name == "normal"
+    monkeypatch.setattr(_solvers, "GRAM_MAX_BYTES", 8 * 14**2)
+    assert LinearRegressor(random_state=0).partial_fit(*chunks[0])._solver_name == "sgd"
+    streamed = LinearRegressor(tol=1e-12).fit_stream(chunks)
+    in_memory = LinearRegressor(tol=1e-12).fit(X, y)
+    assert streamed.solver_ == in_memory.solver_ == "lsqr"
+    np.testing.assert_allclose(streamed.coef_, in_memory.coef_, rtol=1e-9, atol=1e-10)
+    assert LinearRegressor().fit_stream(iter(chunks)).solver_ == "cholesky"  # read once: the closed form
+
+
 def test_dask_arrays_with_sparse_blocks(rng):
     da = pytest.importorskip("dask.array")
     dask = pytest.importorskip("dask")
