@@ -76,7 +76,8 @@ Sparse (CSR) ``X``: every pass is SciPy's ``X @ w`` and ``X^T v``, and a pass th
 from the inliers' weighted Gram by the closed form's CSR kernel (:func:`_inlier_hessian`, O(stored values per row
 squared) a row) instead of updating it by the rows that crossed the threshold, as on Dask blocks; the rest (the
 starts, the line search, the continuation, the absolute error's exact limit, which densifies only its ``p`` rows)
-is the dense path's. ``solver="auto"`` takes it where the ``d x d`` matrices fit as the closed form's Gram must.
+is the dense path's. ``solver="auto"`` takes it for the Huber loss where it costs at most a few SGD fits
+(:func:`fastopt._solvers._newton_pays`).
 
 Dask arrays: :mod:`fastopt._newton_dask` (Huber and squared error, dense or CSR blocks; one distributed pass per
 evaluation, only ``d x d`` statistics travel). Not supported: ``partial_fit`` and ``fit_stream`` (Newton reads all

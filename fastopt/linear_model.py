@@ -134,8 +134,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         robust loss                     ``"newton"``             exact minimiser (below)
         robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1);
                                         ``"sgd"`` on sparse rows an SGD step costs O(nonzeros)
-        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   Newton's ``d x d`` Hessian would not fit;
-        whose Gram would not fit                                 an SGD step costs O(nonzeros), exact Adam O(d)
+        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   the absolute error, and the Huber loss where
+                                                                 Newton costs over 4 SGD fits (its ``O(d^3)``
+                                                                 factorisations) or its Hessian would not
+                                                                 fit; an SGD step costs O(nonzeros)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
