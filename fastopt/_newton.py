@@ -816,26 +816,6 @@ def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np
     return theta[:d], (theta[d] if prob.fit_intercept else 0.0), -mu, rows  # (the sign of _exact_limit's)
 
 
-def _design_rank(prob: _Problem, full: _closed_form.ClosedFormState) -> int:
-    """The rank of ``[X, 1]`` (``X`` without intercept) from the all-rows statistics: the eigenvalues of the
-    Jacobi-scaled centred (uncentred) Gram above ``1e4 p eps`` of the largest, plus one for the intercept. Exact
-    dependencies (one-hot columns beside an intercept) leave eigenvalues at round-off, about ``eps``; a rank
-    misjudged only costs :func:`lad_smoothing` exact-limit attempts that fail, never a wrong answer (each is
-    certified)."""
-    d = prob.d
-    G = full.gram[:d, :d].copy()
-    if not prob.fit_intercept:
-        G += full.weight * np.outer(full.mean[:d], full.mean[:d])
-    diag = np.diag(G).copy()
-    live = diag > 0
-    if not live.any():
-        return 1 if prob.fit_intercept else 0
-    sc = np.sqrt(diag[live])
-    lam = np.linalg.eigvalsh(G[np.ix_(live, live)] / np.outer(sc, sc))
-    rank = int(np.sum(lam > 1e4 * lam.size * EPS * lam.max()))
-    return rank + (1 if prob.fit_intercept else 0)
-
-
 def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: float, max_iter: int, init=None) -> _Fit:
     """The least-absolute-deviation fit of one target by finite smoothing (see the module docstring); ``full``
     holds its all-rows statistics."""
@@ -853,7 +833,6 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     iters, converged = 0, False
     best = [_lad_objective(prob, r, w), w, b]
     p = prob.d + (1 if prob.fit_intercept else 0)
-    rank = _design_rank(prob, full) if prob.alpha == 0 else p  # a basic solution fits `rank` rows exactly
     last = {}  # the latest exact limit tried: (wl, bl, rl), and whether it was certified
 
     def attempt(w, b, r, gamma) -> bool:
@@ -880,7 +859,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     def probe(w, b, r, mask) -> bool:
         # Inside a stage, as soon as the rows inside could be the minimiser's zero residuals.
         count = int(mask.sum())
-        if count in (p, rank) or (prob.alpha > 0 and 0 < count < p):
+        if count == p or (prob.alpha > 0 and 0 < count < p):
             return attempt(w, b, r, gamma)
         return False
 

@@ -156,22 +156,6 @@ def test_absolute_error_on_one_hot_columns_is_certified_early(kind, fit_intercep
     assert ours == pytest.approx(objective(X, y, q.coef_, q.intercept_, "absolute_error"), rel=1e-10)
 
 
-def test_the_design_rank_counts_exact_dependencies():
-    from fastopt import _newton
-
-    rng = np.random.default_rng(1)
-    X = np.hstack([np.eye(5)[rng.integers(0, 5, 300)], np.eye(3)[rng.integers(0, 3, 300)], rng.normal(size=(300, 2))])
-    s = np.full(300, 1 / 300)
-    for intercept, rank in ((True, 9), (False, 9)):  # [X, 1] and X: both lose the two groups' dependencies
-        full = _newton._full_state(X, np.zeros((300, 1)), s)
-        centre = full.mean[:10].copy() if intercept else np.zeros(10)
-        prob = _newton._Problem(X, np.zeros(300), s, 0.0, intercept, centre)
-        assert _newton._design_rank(prob, full) == rank
-    Z = np.ascontiguousarray(X[:, 5:])  # one group: only the intercept depends on it, so [Z, 1] has rank 5
-    prob = _newton._Problem(Z, np.zeros(300), s, 0.0, True, np.zeros(5))
-    assert _newton._design_rank(prob, _newton._full_state(Z, np.zeros((300, 1)), s)) == 5
-
-
 def test_absolute_error_weights_equal_repetitions():
     X, y = contaminated(n=200, d=3, seed=6)
     sw = np.random.default_rng(7).integers(0, 4, size=200)
