@@ -325,6 +325,24 @@ def test_iterative_partial_fit_on_the_cluster(client, rng, replay):
         est.set_params(solver="adam").partial_fit(blocks(X), blocks(y))
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_auto_partial_fit_of_a_robust_loss_on_the_cluster(client, rng, replay, sparse):
+    # "auto" for rows in chunks, as in memory: Adam for a robust loss (SGD on sparse blocks), where it had resolved
+    # to Newton, which cannot fit incrementally (a ValueError naming solver='newton').
+    import scipy.sparse as sp
+
+    X, y = make_problem(rng)
+    y[::50] += 30.0
+    params = {"loss": "huber", "random_state": 2}
+    dX = blocks(X).map_blocks(sp.csr_matrix) if sparse else blocks(X)
+    est = LinearRegressor(**params).partial_fit(dX, blocks(y))
+    expected = LinearRegressor(**params)
+    for chunk_X, chunk_y in row_chunks(X, y):
+        expected.partial_fit(sp.csr_matrix(chunk_X) if sparse else chunk_X, chunk_y)
+    assert est._solver_name == expected._solver_name == ("sgd" if sparse else "adam")
+    np.testing.assert_array_equal(est.coef_, expected.coef_)
+
+
 def test_iterative_warm_start_and_errors_leave_the_estimator(client, rng, replay):
     X, y = make_problem(rng)
     params = {"solver": "sgd", "learning_rate": 0.01, "random_state": 1, "max_epochs": 2, "tol": None}
