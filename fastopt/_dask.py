@@ -486,7 +486,8 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     continues from. Nothing here writes to the estimator."""
     chunks = DaskChunks(X, y, sample_weight)
     sparse_blocks = chunks.sparse
-    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, sparse=sparse_blocks)
+    name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, sparse=sparse_blocks,
+                            positive=bool(estimator.positive))
     # A solver that cannot fit chunks may still fit this loss on Dask blocks by its own distributed passes
     # (Newton: Solver.dask_losses, fit_dask).
     own = estimator.loss in _solvers.SOLVERS[name].dask_losses

@@ -166,6 +166,9 @@ def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: boo
         name = krylov_for(alpha) if rereadable else AUTO_WIDE_INCREMENTAL
     if solver == "auto" and name == "normal" and X is not None and not incremental:
         name = auto_least_squares(X, alpha, positive)
+    if solver == "auto" and positive and not SOLVERS[name].positive:
+        # Newton has no constraints: the iterative solvers' projected steps (as for rows in chunks)
+        name = (AUTO_SPARSE if sparse else AUTO_INCREMENTAL)[loss]
     if solver == "auto" and sparse and X is not None and not SOLVERS[name].chunked and not _newton_pays(X, loss):
         name = AUTO_SPARSE[loss]  # Newton's d x d Hessian would not fit, or its factorisations cost too much
     entry = SOLVERS[name]

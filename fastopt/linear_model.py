@@ -133,7 +133,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ==============================  =======================  =========================================
         robust loss                     ``"newton"``             exact minimiser (below)
         robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1);
-                                        ``"sgd"`` on sparse rows an SGD step costs O(nonzeros)
+        or ``positive=True``            ``"sgd"`` on sparse rows an SGD step costs O(nonzeros); Newton
+                                                                 takes no constraints (projected steps)
         robust loss, sparse ``X``       ``"sgd"`` (stochastic)   the absolute error, and the Huber loss where
                                                                  Newton costs over 4 SGD fits (its ``O(d^3)``
                                                                  factorisations) or its Hessian would not

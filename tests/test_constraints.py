@@ -64,6 +64,28 @@ def test_positive_iterative_projected_steps(solver):
     np.testing.assert_allclose(est.coef_, exact.coef_, atol=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["dense", "csr", "dask"])
+def test_positive_robust_loss_under_auto_takes_projected_steps(kind):
+    # Newton has no constraints: "auto" with positive=True fits a robust loss by the iterative solvers' projected
+    # steps (Adam; SGD on sparse X), where it had resolved to Newton and raised that Newton does not take them.
+    import scipy.sparse as sp
+
+    X, y = problem(n=400, seed=2)
+    y = y + np.random.default_rng(3).standard_t(2, size=400)
+    Xin = sp.csr_matrix(X) if kind == "csr" else X
+    if kind == "dask":
+        da = pytest.importorskip("dask.array")
+        Xin, y_in = da.from_array(X, chunks=(100, X.shape[1])), da.from_array(y, chunks=100)
+    else:
+        y_in = y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a short fit: the convergence warning is not what is tested)
+        est = LinearRegressor(loss="huber", positive=True, random_state=0, max_epochs=5).fit(Xin, y_in)
+    assert est.solver_ == ("sgd" if kind == "csr" else "adam") and np.all(est.coef_ >= 0)
+    with pytest.raises(ValueError, match="positive=True is not supported by solver='newton'"):
+        LinearRegressor(loss="huber", positive=True, solver="newton").fit(X, y)  # named: still an error
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rule", ["sgd", "momentum", "adam"])
 def test_kernel_positive_and_average_agree_with_the_twin(rule, dtype, epoch_problem):

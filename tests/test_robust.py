@@ -219,7 +219,8 @@ def test_unsupported_uses_are_clear_errors():
     with pytest.raises(ValueError, match="cannot fit incrementally"):
         est.fit_stream([(X, y)])
     with pytest.raises(ValueError, match="positive=True is not supported by solver='newton'"):
-        LinearRegressor(loss="huber", positive=True).fit(X, y)
+        LinearRegressor(loss="huber", positive=True, solver="newton").fit(X, y)
+    # ("auto" takes the iterative solvers' projected steps then: tests/test_constraints.py)
     # solver="auto" keeps incremental robust fits on the iterative path
     inc = LinearRegressor(loss="huber", random_state=0).partial_fit(X, y)
     assert inc.solver_ == "adam"
