@@ -487,15 +487,17 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     chunks = DaskChunks(X, y, sample_weight)
     sparse_blocks = chunks.sparse
     name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, sparse=sparse_blocks,
-                            positive=bool(estimator.positive))
+                            positive=bool(estimator.positive), average=estimator.average)
     # A solver that cannot fit chunks may still fit this loss on Dask blocks by its own distributed passes
     # (Newton: Solver.dask_losses, fit_dask).
     own = estimator.loss in _solvers.SOLVERS[name].dask_losses
     if not _solvers.SOLVERS[name].incremental and not own:  # "auto" picks, as fit_stream does, one that streams
-        name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True, sparse=sparse_blocks)
+        name = _solvers.resolve(estimator.solver, estimator.loss, incremental=True, sparse=sparse_blocks,
+                                average=estimator.average)
     solver = _solvers.SOLVERS[name]
     if not own:
         solver.check_incremental()  # e.g. Newton's absolute error: every iteration reads all rows (a clear error)
+    _solvers.check_options(name, estimator.get_params(), None)  # before any pass reads the options
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
     params = estimator.get_params()

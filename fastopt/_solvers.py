@@ -149,11 +149,14 @@ def fit_params(solver: str, name: str, X, params: dict) -> dict:
 
 
 def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False,
-            sparse: bool = False, positive: bool = False, rereadable: bool = False) -> str:
+            sparse: bool = False, positive: bool = False, rereadable: bool = False, average=False) -> str:
     """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit, on ``sparse`` X; for
     "auto" with squared error, by the training data ``X`` when known and ``positive``; in an incremental fit by a
     chunk ``X`` when known, from a stream that can be read once per iteration when ``rereadable``); raises
-    ValueError on an impossible pair."""
+    ValueError on an impossible pair. Under "auto", ``average`` (Polyak-Ruppert averaging, which only the iterative
+    solvers define) picks SGD, as ``SGDRegressor(average=...)``."""
+    if solver == "auto" and average:
+        return resolve("sgd", loss)
     if solver == "auto":
         # (incremental on sparse rows: SGD for the robust losses, whose step costs O(nonzeros))
         name = (AUTO_SPARSE if sparse and incremental else AUTO_INCREMENTAL if incremental else AUTO)[loss]
@@ -171,6 +174,9 @@ def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: boo
         name = (AUTO_SPARSE if sparse else AUTO_INCREMENTAL)[loss]
     if solver == "auto" and sparse and X is not None and not SOLVERS[name].chunked and not _newton_pays(X, loss):
         name = AUTO_SPARSE[loss]  # Newton's d x d Hessian would not fit, or its factorisations cost too much
+    if solver == "auto" and np.ndim(alpha) and not incremental and not SOLVERS[name].per_target_alpha \
+            and not positive:
+        name = AUTO[loss]  # one alpha per target: Newton (or the closed form) takes it, SGD does not
     entry = SOLVERS[name]
     if loss not in entry.losses:
         raise ValueError(
@@ -195,15 +201,16 @@ def needs_finite_y_check(name: str, params: dict) -> bool:
     return not SOLVERS[name].checks_finite_y(params)
 
 
-def check_options(name: str, params: dict, n_targets: int) -> None:
-    """Raise ValueError when solver ``name`` cannot honour ``alpha`` (array), ``positive`` or ``average``."""
+def check_options(name: str, params: dict, n_targets: int | None) -> None:
+    """Raise ValueError when solver ``name`` cannot honour ``alpha`` (array), ``positive`` or ``average``
+    (``n_targets`` None: before the targets are known, as a stream or Dask fit checks before its first pass)."""
     entry = SOLVERS[name]
     alpha = np.asarray(params["alpha"])
     if alpha.ndim:
         if not entry.per_target_alpha:
             raise ValueError(f"solver={name!r} takes a scalar alpha; a per-target alpha array needs the closed "
                              "form (solver='normal' or 'qr') or solver='newton'.")
-        if alpha.shape != (n_targets,):
+        if n_targets is not None and alpha.shape != (n_targets,):
             raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
                              f"shape ({n_targets},).")
         if not np.issubdtype(alpha.dtype, np.number) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):

@@ -156,9 +156,10 @@ def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
     # rows, a Krylov solver where the Gram would not fit (a one-shot stream cannot be looked at twice)
     X = _first_chunk_x(source) if estimator.solver == "auto" and not source.one_shot else None
     name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, incremental=True,
-                            sparse=scipy.sparse.issparse(X), rereadable=True)
+                            sparse=scipy.sparse.issparse(X), rereadable=True, average=estimator.average)
     solver = _solvers.SOLVERS[name]
     solver.check_incremental()  # e.g. Newton: every iteration reads all rows
+    _solvers.check_options(name, estimator.get_params(), None)  # before any pass reads the options
     checker = template(estimator)
     if (krylov := _krylov_first(estimator, name, source)) is not None:
         outcome = _krylov.fit_stream({**checker.get_params(), _krylov.AUTO_KEY: True}, krylov, source,

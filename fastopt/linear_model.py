@@ -150,6 +150,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
         rows not seen yet, Gram too     ``"sgd"``; ``"lsqr"``    a Krylov iteration reads every row: only a
         large                           (``"cg"``) on a stream   stream read again per iteration has them
+        ``average`` set                 ``"sgd"``                averaging is the iterative solvers' (as
+                                                                 ``SGDRegressor(average=...)``)
         ==============================  =======================  =========================================
 
         ``partial_fit`` judges by its first call's rows and ``fit_stream`` by a re-readable stream's first
@@ -572,7 +574,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
-        name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X), positive=self.positive)
+        name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X), positive=self.positive,
+                                average=self.average)
         params = _solvers.fit_params(self.solver, name, X, self.get_params())
         solver = _solvers.SOLVERS[name]
         # e.g. the first epoch's row order, drawn on a two-thread fit's helper while this thread validates
@@ -638,7 +641,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             # (as in memory: "auto" for rows in chunks; sparse blocks are known by their meta)
             sparse_blocks = getattr(getattr(X, "_meta", None), "format", None) is not None
             name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True,
-                                                           sparse=sparse_blocks))
+                                                           sparse=sparse_blocks, average=self.average))
             if first:
                 self._validate_params()
             prior = self._continued_state(name)
@@ -652,7 +655,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
         iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
         name = self._incremental_name(_solvers.resolve(self.solver, self.loss, data.X, self.alpha, incremental=True,
-                                                       sparse=is_sparse(data.X)))
+                                                       sparse=is_sparse(data.X), average=self.average))
         prior = self._continued_state(name, data.Y.shape[1])
         _solvers.check_options(name, self.get_params(), data.Y.shape[1])
         extra = {} if sweep is None else {"sweep": sweep}

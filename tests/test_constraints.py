@@ -139,7 +139,46 @@ def test_average_not_started_reports_the_iterate_and_other_solvers_refuse():
     b = LinearRegressor(solver="sgd", batch_size=4, max_epochs=2, tol=None, random_state=0).fit(X, y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     with pytest.raises(ValueError, match="average=True applies to the iterative solvers"):
-        LinearRegressor(average=True).fit(X, y)
+        LinearRegressor(solver="normal", average=True).fit(X, y)
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "huber"])
+def test_average_under_auto_is_sgds(loss):
+    # Averaging is defined for the iterative solvers only: "auto" with it is SGD (as SGDRegressor(average=...)),
+    # in fit, partial_fit and fit_stream, the same bits as solver="sgd"; it had resolved to the closed form or
+    # Newton and raised.
+    X, y = problem(n=200, d=3, seed=10)
+    params = dict(loss=loss, average=True, random_state=0, max_epochs=3, tol=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auto, sgd = LinearRegressor(**params).fit(X, y), LinearRegressor(solver="sgd", **params).fit(X, y)
+        assert auto.solver_ == "sgd"
+        np.testing.assert_array_equal(auto.coef_, sgd.coef_)
+        inc = LinearRegressor(**params).partial_fit(X, y)
+        assert inc._solver_name == "sgd"
+        np.testing.assert_array_equal(inc.coef_, LinearRegressor(solver="sgd", **params).partial_fit(X, y).coef_)
+        assert LinearRegressor(**params).fit_stream([(X[:100], y[:100]), (X[100:], y[100:])]).solver_ == "sgd"
+
+
+def test_one_alpha_per_target_under_auto():
+    # "auto" with one alpha per target and a robust loss on sparse X: Newton (which takes them) rather than SGD
+    # (which does not); where no solver takes them (rows in chunks), the error says so before any pass, not a
+    # NumPy error from deep inside the learning-rate sample.
+    import scipy.sparse as sp
+
+    X, Y = problem(k=2, seed=11)
+    alpha = np.array([0.01, 0.1])
+    est = LinearRegressor(loss="absolute_error", alpha=alpha).fit(sp.csr_matrix(X), Y)
+    assert est.solver_ == "newton"
+    chunks = [(X[:100], Y[:100]), (X[100:], Y[100:])]
+    for fit in (lambda e: e.fit_stream(chunks), lambda e: e.partial_fit(X, Y)):
+        with pytest.raises(ValueError, match="takes a scalar alpha; a per-target alpha array needs"):
+            fit(LinearRegressor(loss="huber", alpha=alpha))
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="takes a scalar alpha"):
+        LinearRegressor(loss="absolute_error", alpha=alpha).fit(da.from_array(X, chunks=(100, X.shape[1])),
+                                                                da.from_array(Y, chunks=(100, 2)))
 
 
 def test_per_target_alpha_matches_ridge():
