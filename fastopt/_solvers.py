@@ -44,9 +44,9 @@ AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"
 # "auto" for incremental fits (partial_fit, fit_stream, Dask arrays), which Newton's method cannot make.
 AUTO_INCREMENTAL = {**AUTO, "absolute_error": "adam", "huber": "adam"}
 
-# "auto" on sparse X for the robust losses where Newton's d x d Hessian would not fit (as the closed form's Gram,
-# GRAM_MAX_BYTES): plain SGD, whose sparse step costs O(nonzeros) (exact Adam costs O(d) a step) and whose
-# default schedule converges.
+# "auto" on sparse X for the robust losses where Newton does not pay (_newton_pays: the absolute error, costly
+# factorisations, a Hessian that would not fit), and for rows in chunks: plain SGD, whose sparse step costs
+# O(nonzeros) (exact Adam costs O(d) a step) and whose default schedule converges.
 AUTO_SPARSE = {**AUTO, "absolute_error": "sgd", "huber": "sgd"}
 
 # "auto" for squared error in partial_fit (and on a stream read only once) when the Gram would not fit: SGD, as
@@ -149,7 +149,7 @@ def fit_params(solver: str, name: str, X, params: dict) -> dict:
 
 
 def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False,
-            sparse: bool = False, positive: bool = False, rereadable: bool = False, average=False) -> str:
+            sparse: bool = False, positive: bool = False, rereadable: bool = False, average: bool | int = False) -> str:
     """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit, on ``sparse`` X; for
     "auto" with squared error, by the training data ``X`` when known and ``positive``; in an incremental fit by a
     chunk ``X`` when known, from a stream that can be read once per iteration when ``rereadable``); raises
