@@ -375,7 +375,7 @@ class _Hessian:
         for _ in range(30):
             Hm = Hs + np.diag(mu * damp / sc**2) if mu else Hs
             try:
-                c = scipy.linalg.cho_factor(Hm, check_finite=False)
+                c = _cholesky_upper(Hm)
                 u = scipy.linalg.cho_solve(c, rhs / sc, check_finite=False)
                 v = -u / sc
                 if np.all(np.isfinite(v)):
@@ -393,6 +393,17 @@ class _Hessian:
             dw, dc = v[:d], v[d]
             return dw, dc - float(prob.centre @ dw)
         return v, 0.0
+
+
+def _cholesky_upper(H: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``scipy.linalg.cho_factor(H)`` (upper), by the closed form's LAPACK call: the private single-threaded one up
+    to ``TAIL_SERIAL_MAX_D`` columns (:func:`fastopt._closed_form._tail_serial`). The process's two-thread BLAS
+    took 3.6-7 ms a factorisation of 310 columns inside a sparse Huber fit, where the others' spinning threads
+    compete with it (0.5-0.7 ms alone); raises ``LinAlgError`` when ``H`` is not positive definite."""
+    U = np.array(H, dtype=np.float64, order="F")
+    if _kernels.potrf_upper(U, serial=_closed_form._tail_serial(U.shape[0])) != 0:
+        raise np.linalg.LinAlgError("not positive definite")
+    return U, False
 
 
 @dataclass
@@ -604,7 +615,7 @@ def round_off_floor(prob: _Problem, mask: np.ndarray) -> float:
     Rows beyond the threshold (far outliers) are left out: their round-off is what the reference already
     discounts."""
     inliers = mask.view(bool)
-    return EPS * 0.5 * float(prob.s[inliers] @ np.square(prob.y[inliers]))
+    return EPS * 0.5 * _dot(prob.s[inliers], np.square(prob.y[inliers]))  # (not BLAS: see _dot)
 
 
 def _sampled(n: int, d: int) -> bool:
