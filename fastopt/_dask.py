@@ -92,6 +92,11 @@ def _n_rows(a: Any) -> float:
     return shape[0] if isinstance(shape[0], (int, np.integer)) and not isinstance(shape[0], bool) else math.nan
 
 
+def sparse_blocks(X: Any) -> bool:
+    """Whether Dask array ``X``'s blocks are ``scipy.sparse`` matrices (known from its meta, nothing computed)."""
+    return isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None
+
+
 class DaskChunks(Sequence):
     """The row blocks of Dask ``X``, ``y`` (and ``sample_weight``), indexable: ``chunks[i]`` computes block
     ``i`` and returns NumPy/pandas ``(X_i, y_i, w_i)``.
@@ -127,7 +132,7 @@ class DaskChunks(Sequence):
         ]
         self.y_ndim = y.ndim
         self.rows = rows
-        self.sparse = isinstance(X, da.Array) and getattr(X._meta, "format", None) is not None  # scipy.sparse
+        self.sparse = sparse_blocks(X)
         self.dtype = _chunks.check_dtype(X, None, "X") or np.dtype(np.float64)  # what validation casts to
 
     def __len__(self) -> int:

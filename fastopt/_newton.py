@@ -264,20 +264,25 @@ class _Problem:
 
 
 def _inlier_hessian(prob: _Problem, inside: np.ndarray) -> np.ndarray:
-    """``sum_inliers s_i z_i z_i^T`` (see :class:`_Hessian`) of CSR ``prob.X``, from the inliers' weighted centred
-    Gram ``G`` about their mean ``m`` (total weight ``W``): ``G + W (m - c)(m - c)^T``, with ``W (m - c)`` and
-    ``W`` in the intercept's row and column."""
-    d, p = prob.d, prob.p
-    H = np.zeros((p, p))
+    """``sum_inliers s_i z_i z_i^T`` (see :class:`_Hessian`) of CSR ``prob.X``, from the inliers' weighted
+    statistics (:func:`_hessian_of`)."""
     s = np.where(inside, prob.s, 0.0)  # the outliers by weight 0, not a copy of the inliers' rows
     if not np.any(s > 0):
-        return H
-    st = _full_state(prob.X, np.zeros((prob.n, 1)), s)
-    dm = st.mean[:d] - prob.centre
-    H[:d, :d] = st.gram[:d, :d] + st.weight * np.outer(dm, dm)
+        return np.zeros((prob.p, prob.p))
+    return _hessian_of(prob, _full_state(prob.X, np.zeros((prob.n, 1)), s))
+
+
+def _hessian_of(prob: _Problem, state: _closed_form.ClosedFormState) -> np.ndarray:
+    """``sum s_i z_i z_i^T`` (see :class:`_Hessian`) over the rows whose statistics ``state`` holds: their
+    weighted centred Gram ``G`` about their mean ``m`` (total weight ``W``), moved to the problem's centre ``c``,
+    ``G + W (m - c)(m - c)^T``, with ``W (m - c)`` and ``W`` in the intercept's row and column."""
+    d = prob.d
+    dm = state.mean[:d] - prob.centre
+    H = np.zeros((prob.p, prob.p))
+    H[:d, :d] = state.gram[:d, :d] + state.weight * np.outer(dm, dm)
     if prob.fit_intercept:
-        H[:d, d] = H[d, :d] = st.weight * dm
-        H[d, d] = st.weight
+        H[:d, d] = H[d, :d] = state.weight * dm
+        H[d, d] = state.weight
     return H
 
 
@@ -308,22 +313,16 @@ class _Hessian:
         """From the all-rows statistics ``full`` (every row an inlier, as at a least-squares start); or, with
         ``full`` None, empty until the first pass rebuilds it, with the damping reference ``damp``."""
         self.prob = prob
-        d, p = prob.d, prob.p
+        p = prob.p
         self.rebuilds = 0
         self.damped_share = 0.0  # of the last direction
         if full is None:
             self.H, self.damp, self.mask, self.mass = np.zeros((p, p)), damp, None, np.zeros(p)
             self.stale = True  # the next pass must rebuild (prev=None)
             return
-        mean, W = full.mean[:d], full.weight
-        dm = mean - prob.centre
-        self.H = np.zeros((p, p))
-        self.H[:d, :d] = full.gram[:d, :d] + W * np.outer(dm, dm)
-        if prob.fit_intercept:
-            self.H[:d, d] = self.H[d, :d] = W * dm
-            self.H[d, d] = W
+        self.H = _hessian_of(prob, full)
         # Damping reference: the all-rows Hessian's diagonal (1 for a constant column and for the intercept).
-        self.damp = _damping(self.H, prob.centre, W)
+        self.damp = _damping(self.H, prob.centre, full.weight)
         self.mask = np.ones(prob.n, np.uint8)
         self.mass = np.abs(np.diag(self.H)).copy()
         self.stale = False
@@ -752,15 +751,16 @@ def _lad_reference(prob: _Problem, r: np.ndarray, w: np.ndarray, F: float, cap: 
     return _dot(prob.s, np.minimum(np.abs(r), cap)) + _penalty(prob.alpha, w)
 
 
-def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, at=None):
-    """The gamma -> 0 limit for the current sign pattern (see the module docstring), or None when it is
-    singular. Returns (w, b, lam, rows): multipliers ``lam`` of the exactly fitted ``rows``. Without ridge and
-    with fewer than ``p`` rows inside, the limit nearest ``at = (w, b)`` (:func:`_underdetermined_limit`)."""
+def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: float):
+    """The gamma -> 0 limit for the current sign pattern at ``(w, b)`` (residuals ``r``; see the module
+    docstring), or None when it is singular. Returns (w, b, lam, rows): multipliers ``lam`` of the exactly fitted
+    ``rows``. Without ridge and with fewer than ``p`` rows inside, the limit nearest ``(w, b)``
+    (:func:`_underdetermined_limit`)."""
     d = prob.d
     rows = np.flatnonzero(np.abs(r) <= gamma)
     p = d + (1 if prob.fit_intercept else 0)
-    if prob.alpha == 0 and at is not None and 0 < rows.size < p:
-        return _underdetermined_limit(prob, r, gamma, rows, *at)
+    if prob.alpha == 0 and 0 < rows.size < p:
+        return _underdetermined_limit(prob, r, gamma, rows, w, b)
     # Generically at most p residuals vanish at the minimiser (exactly p without ridge): else gamma is still
     # too large for the limit to be the minimiser.
     if rows.size > p or (prob.alpha == 0 and rows.size != p):
@@ -849,7 +849,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     def attempt(w, b, r, gamma) -> bool:
         """Try the exact limit of the current sign pattern (one pass over X); True when certified optimal."""
         nonlocal iters
-        limit = _exact_limit(prob, r, gamma, (w, b))
+        limit = _exact_limit(prob, r, gamma, w, b)
         if limit is None:
             last.clear()
             return False

@@ -638,10 +638,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("early_stopping should be False with partial_fit")
         first = not hasattr(self, "_solver_state")
         if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
-            # (as in memory: "auto" for rows in chunks; sparse blocks are known by their meta)
-            sparse_blocks = getattr(getattr(X, "_meta", None), "format", None) is not None
+            # (as in memory: "auto" for rows in chunks)
             name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True,
-                                                           sparse=sparse_blocks, average=self.average))
+                                                           sparse=dask_backend.sparse_blocks(X),
+                                                           average=self.average))
             if first:
                 self._validate_params()
             prior = self._continued_state(name)
