@@ -108,7 +108,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-import scipy.linalg
 from scipy.linalg import lapack
 
 from fastopt import _kernels, _serial_blas, _sparse
@@ -720,8 +719,7 @@ def _definite_solve(params: dict, state: ClosedFormState, A: np.ndarray, B: np.n
     rcond = _factor_rcond(params, state, U, U.shape[0], anorm)
     if rcond < RCOND_CHOLESKY:
         return None, rcond
-    V, _ = lapack.dpotrs(U, B, lower=0)
-    return V, rcond
+    return _cho_solve(U, B), rcond
 
 
 def _factor_rcond(params: dict, state: ClosedFormState, U: np.ndarray, r: int, anorm: float) -> float:
@@ -758,7 +756,7 @@ def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
     rcond, _ = lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")
     cutoff = EPS * max(state.n_samples, d)
     if rcond >= cutoff:
-        V = scipy.linalg.solve_triangular(Rs, R12, check_finite=False)
+        V = _upper_solve(np.asfortranarray(Rs), d, R12, serial=_tail_serial(d))
         return _result(params, state, V / scale[:, None], "qr", rcond, d)
     # Minimum norm in the caller's units (as numpy.linalg.lstsq), so the SVD is of the unscaled R11.
     U, s, Vt = np.linalg.svd(R11)
@@ -818,7 +816,7 @@ def null_squares(params: dict, mean_x: np.ndarray, weight_exp: int, data: Data, 
             Z -= shift
         if sw is not None:
             Z *= np.sqrt(np.ldexp(np.asarray(sw[lo : lo + step], dtype=np.float64), -weight_exp))[:, None]
-        total += float(np.vdot(Z, Z))
+        total += float(np.einsum("ij,ij->", Z, Z))  # no BLAS: ddot would wake its threads for these few flops
     return total
 
 
@@ -871,14 +869,15 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     if not sigma_top > 0:
         return None
     # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place
-    U, piv, rank, info = lapack.dpstrf(A.T, tol=PIVOT_TOL, lower=0, overwrite_a=1)
+    U, serial = A.T, _tail_serial(m)
+    piv, rank, info = _kernels.pstrf_upper(U, PIVOT_TOL, serial=serial)
     if info not in (0, 1) or rank == 0 or (rank == m and not zero.size) or m - rank > max(1, int(PIVOT_MAX_NULL * m)):
         return None
     perm = live[piv - 1]  # LAPACK's pivots count from 1
     # the kept block's own norm: the whole matrix's, which the dependent columns swell, made the rcond estimate
     # too small (7.9e-5 against 1.7e-4 for PolynomialFeatures(2) of one-hot columns, which then took the SVD)
     rcond = _factor_rcond(plain, state, U, rank, _block_one_norm(plain, state, scale, perm[:rank]))
-    U11, U12 = U[:rank, :rank], U[:rank, rank:m]
+    U12 = U[:rank, rank:m]
     if rcond < RCOND_CHOLESKY and not ridge:  # (with a ridge, the lifted equations are tested instead)
         return None
     Q = np.zeros((d, d - rank))  # the null space in the coefficients' units: the zero columns', then the rest
@@ -886,7 +885,7 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     squares = 0.0
     if rank < m:
         N = np.zeros((d, m - rank))
-        N[perm[:rank]] = -scipy.linalg.solve_triangular(U11, U12, check_finite=False)
+        N[perm[:rank]] = -_upper_solve(U, rank, U12, serial=serial)
         N[perm[rank:]] = np.eye(m - rank)
         Q[:, zero.size :] = np.linalg.qr(N / scale[:, None])[0]
         squares = null_pass(Q[:, zero.size :])
@@ -894,14 +893,31 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
             return None
     if ridge:
         return _lifted_ridge(params, replace(state, null=(Q, squares)))
-    z = scipy.linalg.solve_triangular(U11, B[perm[:rank]], trans="T", check_finite=False)
     V = np.zeros((d, B.shape[1]))
-    V[perm[:rank]] = scipy.linalg.solve_triangular(U11, z, check_finite=False)
+    V[perm[:rank]] = _upper_solve(U, rank, _upper_solve(U, rank, B[perm[:rank]], trans=True, serial=serial),
+                                  serial=serial)
     coef_t = V / scale[:, None]
     coef_t -= Q @ (Q.T @ coef_t)  # the basic solution's component in the null space: minimum norm
     if warn:
         _warn_rank(rank, d, "pivoted_cholesky")
     return _result(params, replace(state, null=(Q, squares)), coef_t, "pivoted_cholesky", rcond, rank)
+
+
+def _upper_solve(U: np.ndarray, r: int, B: np.ndarray, trans: bool = False, serial: bool = False) -> np.ndarray:
+    """``U11^-1 B`` (``U11^-T B`` with ``trans``) for ``U11 = U[:r, :r]``, upper triangular and nonsingular, ``U``
+    Fortran-ordered; ``serial``: through the tail's private LAPACK (:func:`_tail_serial`)."""
+    X = np.array(B, dtype=np.float64, order="F")
+    if _kernels.trtrs_upper(U, r, X, trans=trans, serial=serial) != 0:
+        raise np.linalg.LinAlgError("a triangular factor has an exactly zero diagonal entry")
+    return X
+
+
+def _cho_solve(U: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``(U^T U)^-1 B`` for the upper triangular, nonsingular, Fortran-ordered ``U`` (a Cholesky factor, or
+    ``R11``): LAPACK ``dpotrs``'s two ``dtrsm`` calls, on the tail's LAPACK (:func:`_tail_serial`)."""
+    d = U.shape[0]
+    serial = _tail_serial(d)
+    return _upper_solve(U, d, _upper_solve(U, d, B, trans=True, serial=serial), serial=serial)
 
 
 def _zero_columns(state: ClosedFormState) -> np.ndarray:
@@ -1166,7 +1182,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
                 rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
         if info == 0 and rcond >= RCOND_CHOLESKY:
-            M, c, path = U, scipy.linalg.solve_triangular(U, B, trans="T", check_finite=False), "cholesky"
+            M, c, path = U, _upper_solve(np.asfortranarray(U), d, B, trans=True, serial=_tail_serial(d)), "cholesky"
         elif state.r is None:
             _warn_eigh(rcond, "a non-negative solve on the eigendecomposition")
             lam, Q = np.linalg.eigh(A)
@@ -1240,14 +1256,11 @@ def _correction(params: dict, state: ClosedFormState, G: np.ndarray) -> np.ndarr
     """``(Xc^T W Xc + W alpha I)^-1 G`` (uncentred without intercept) from ``R11``, or else the scaled
     normal equations' Cholesky factor."""
     if state.r is not None:
-        R11, _ = _r_system(params, state)
-        z = scipy.linalg.solve_triangular(R11, G, trans="T", check_finite=False)
-        return scipy.linalg.solve_triangular(R11, z, check_finite=False)
+        return _cho_solve(np.asfortranarray(_r_system(params, state)[0]), G)
     A, _, scale = _scaled_normal_equations(params, state)
     U = A.T
     _kernels.potrf_upper(U, serial=_tail_serial(U.shape[0]))  # accepted by _cholesky, so positive definite
-    V, _ = lapack.dpotrs(U, G / scale[:, None], lower=0)
-    return V / scale[:, None]
+    return _cho_solve(U, G / scale[:, None]) / scale[:, None]
 
 
 def _refined(params: dict, data: Data, result: FitResult) -> FitResult:

@@ -48,15 +48,24 @@ cdef bint _SERIAL_READY = False
 ctypedef void (*_dpotrf_t)(char *, int *, double *, int *, int *) noexcept nogil
 cdef _dpotrf_t _DPOTRF = <_dpotrf_t>clapack.dpotrf
 cdef _dpotrf_t _DPOTRF_SERIAL = NULL
+ctypedef void (*_dpstrf_t)(char *, int *, double *, int *, int *, int *, double *, double *, int *) noexcept nogil
+cdef _dpstrf_t _DPSTRF = <_dpstrf_t>clapack.dpstrf
+cdef _dpstrf_t _DPSTRF_SERIAL = NULL
+ctypedef void (*_dtrtrs_t)(char *, char *, char *, int *, int *, double *, int *, double *, int *,
+                           int *) noexcept nogil
+cdef _dtrtrs_t _DTRTRS = <_dtrtrs_t>clapack.dtrtrs
+cdef _dtrtrs_t _DTRTRS_SERIAL = NULL
 
 
 def _use_serial_blas(dict addresses):
     """Fill the single-threaded tables from raw function addresses (see :mod:`fastopt._serial_blas`)."""
-    global _SERIAL_READY, _DPOTRF_SERIAL
+    global _SERIAL_READY, _DPOTRF_SERIAL, _DPSTRF_SERIAL, _DTRTRS_SERIAL
     _BLAS_SERIAL.dsyrk = <fo_dsyrk_t><uintptr_t>addresses["dsyrk"]
     _LAPACK_SERIAL.dtpqrt = <fo_dtpqrt_t><uintptr_t>addresses["dtpqrt"]
     _LAPACK_SERIAL.dgeqrf = <fo_dgeqrf_t><uintptr_t>addresses["dgeqrf"]
     _DPOTRF_SERIAL = <_dpotrf_t><uintptr_t>addresses["dpotrf"]
+    _DPSTRF_SERIAL = <_dpstrf_t><uintptr_t>addresses["dpstrf"]
+    _DTRTRS_SERIAL = <_dtrtrs_t><uintptr_t>addresses["dtrtrs"]
     _SERIAL_READY = True
 
 

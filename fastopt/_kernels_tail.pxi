@@ -1,5 +1,6 @@
-# Closed form's tail: the small LAPACK factorisations after the segments (R merges, the d x d Cholesky), through
-# the private single-threaded LAPACK when asked; included by _kernels.pyx.
+# Closed form's tail: the small LAPACK factorisations after the segments (R merges, the d x d Cholesky, the pivoted
+# path's factorisation and triangular solves), through the private single-threaded LAPACK when asked; included by
+# _kernels.pyx.
 #
 # Called through SciPy they ran on the process's multi-threaded OpenBLAS, whose worker threads then spin for about
 # 0.1 s beside the next fit's segment threads (back-to-back fits 25% slower, measured). The private instance is
@@ -78,6 +79,94 @@ def potrf_upper(double[::1, :] a, bint serial=False):
         potrf(&uplo, &n, &a[0, 0], &lda, &info)
     return info
 
+
+
+def pstrf_upper(double[::1, :] a, double tol, bint serial=False):
+    """Pivoted Cholesky factorisation (LAPACK ``dpstrf``, ``uplo="U"``) of the Fortran-ordered symmetric
+    positive semi-definite ``a``, in place: ``P^T a P = U^T U`` with ``U``'s trailing ``n - rank`` rows zero.
+
+    Parameters
+    ----------
+    a : ndarray of shape (n, n), float64, Fortran-contiguous
+        Overwritten: the upper triangle of its first ``rank`` rows holds ``U``'s (the rest of the upper triangle
+        is LAPACK's workspace); the strictly lower triangle is left as it was.
+    tol : float
+        The factorisation stops at the first pivot (a diagonal of the remaining Schur complement, the largest)
+        at or below ``tol``; negative: LAPACK's default ``n eps max(diag(a))``.
+    serial : bool, default=False
+        Call the private single-threaded LAPACK (:mod:`fastopt._serial_blas`) instead of SciPy's; same code.
+
+    Returns
+    -------
+    piv : ndarray of shape (n,), int32
+        The permutation, counting from 1 as LAPACK does: column ``j`` of ``a P`` is column ``piv[j] - 1`` of ``a``.
+    rank : int
+        The number of pivots above ``tol``.
+    info : int
+        LAPACK's ``info``: 0 full rank, 1 stopped at ``rank < n``, negative for an illegal argument.
+    """
+    _check_serial(serial, "pstrf_upper")
+    cdef _dpstrf_t pstrf = _DPSTRF_SERIAL if serial else _DPSTRF
+    cdef char uplo = b"U"
+    cdef int n = <int>a.shape[0]
+    cdef int lda = n if n > 1 else 1
+    cdef int rank = 0
+    cdef int info = 0
+    if a.shape[1] != n:
+        raise ValueError("pstrf_upper: a must be square")
+    cdef int[::1] piv = np.zeros(n, dtype=np.intc)
+    if n == 0:
+        return np.asarray(piv), 0, 0
+    cdef double *work = <double *>PyMem_RawMalloc(<size_t>(2 * n) * sizeof(double))
+    if work == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            pstrf(&uplo, &n, &a[0, 0], &lda, &piv[0], &rank, &tol, work, &info)
+    finally:
+        PyMem_RawFree(work)
+    return np.asarray(piv), rank, info
+
+
+def trtrs_upper(const double[::1, :] a, int r, double[::1, :] b, bint trans=False, bint serial=False):
+    """Solve ``U x = b`` (or ``U^T x = b``) in place for the upper triangular ``U = a[:r, :r]`` (LAPACK
+    ``dtrtrs``), each column of ``b`` a right-hand side.
+
+    Parameters
+    ----------
+    a : ndarray of shape (m, m), float64, Fortran-contiguous, m >= r
+        Its leading ``r x r`` upper triangle is ``U``; nothing else of it is read.
+    r : int
+        The order of ``U``.
+    b : ndarray of shape (r, k), float64, Fortran-contiguous
+        Overwritten by the solution.
+    trans : bool, default=False
+        Solve with ``U^T``.
+    serial : bool, default=False
+        Call the private single-threaded LAPACK (:mod:`fastopt._serial_blas`) instead of SciPy's; same code.
+
+    Returns
+    -------
+    info : int
+        LAPACK's ``info``: 0 on success, ``j > 0`` when ``U[j-1, j-1]`` is exactly zero (no solution computed).
+    """
+    _check_serial(serial, "trtrs_upper")
+    cdef _dtrtrs_t trtrs = _DTRTRS_SERIAL if serial else _DTRTRS
+    cdef char uplo = b"U"
+    cdef char tr = b"T" if trans else b"N"
+    cdef char diag = b"N"
+    cdef int n = r
+    cdef int nrhs = <int>b.shape[1]
+    cdef int lda = <int>a.shape[0] if a.shape[0] > 1 else 1
+    cdef int ldb = <int>b.shape[0] if b.shape[0] > 1 else 1
+    cdef int info = 0
+    if r < 0 or a.shape[1] != a.shape[0] or r > a.shape[0] or b.shape[0] != r:
+        raise ValueError("trtrs_upper: a must be square of order at least r, and b must have r rows")
+    if r == 0 or nrhs == 0:
+        return 0
+    with nogil:
+        trtrs(&uplo, &tr, &diag, &n, &nrhs, <double *>&a[0, 0], &lda, &b[0, 0], &ldb, &info)
+    return info
 
 # Compensated dot products for the refinement residual (Ogita, Rump & Oishi, *Accurate sum and dot product*,
 # SIAM J. Sci. Comput. 26, 2005, Dot2): each product split exactly into p + pe (Dekker 1971; a libm fma call

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse
 
 # ---------------------------------------------------------------- closed form
@@ -105,6 +106,54 @@ def potrf_upper(a, serial=False):
     a[upper] = U[upper]
     return 0
 
+
+def pstrf_upper(a, tol, serial=False):
+    """Twin of :func:`fastopt._kernels.pstrf_upper`: the pivoted Cholesky factorisation ``P^T a P = U^T U`` of
+    the symmetric ``a`` (its upper triangle read), by the outer-product algorithm: at step ``j`` the largest
+    diagonal of the remaining Schur complement (the first, on ties) is the pivot, and the factorisation stops
+    when it is at or below ``tol`` (negative: ``n eps max(diag(a))``, LAPACK's default). The upper triangle of
+    ``U``'s first ``rank`` rows is written into ``a``'s; returns ``(piv, rank, info)`` with ``piv`` counting
+    from 1 and ``info`` 1 when ``rank < n``. ``serial`` does not change the arithmetic.
+    """
+    n = a.shape[0]
+    S = np.triu(a) + np.triu(a, 1).T
+    piv = np.arange(n)
+    if n == 0:
+        return piv.astype(np.intc), 0, 0
+    if tol < 0:
+        tol = n * np.finfo(np.float64).eps * np.max(np.diag(S))
+    U = np.zeros((n, n))
+    rank = n
+    for j in range(n):
+        q = j + int(np.argmax(np.diag(S)[j:]))
+        if not S[q, q] > tol:
+            rank = j
+            break
+        S[[j, q]] = S[[q, j]]
+        S[:, [j, q]] = S[:, [q, j]]
+        U[:, [j, q]] = U[:, [q, j]]
+        piv[[j, q]] = piv[[q, j]]
+        U[j, j] = np.sqrt(S[j, j])
+        U[j, j + 1 :] = S[j, j + 1 :] / U[j, j]
+        S[j + 1 :, j + 1 :] -= np.outer(U[j, j + 1 :], U[j, j + 1 :])
+    upper = np.triu_indices(n)
+    keep = upper[0] < rank
+    a[upper[0][keep], upper[1][keep]] = U[upper[0][keep], upper[1][keep]]
+    return (piv + 1).astype(np.intc), rank, int(rank < n)
+
+
+def trtrs_upper(a, r, b, trans=False, serial=False):
+    """Twin of :func:`fastopt._kernels.trtrs_upper`: ``b`` overwritten by ``U^-1 b`` (``U^-T b`` with
+    ``trans``), ``U`` the upper triangle of ``a[:r, :r]``, by SciPy's ``solve_triangular``; returns 0, or
+    ``j > 0`` when ``U[j-1, j-1]`` is zero (``b`` unchanged). ``serial`` does not change the arithmetic.
+    """
+    U = np.triu(a[:r, :r])
+    zero = np.flatnonzero(np.diag(U) == 0)
+    if zero.size:
+        return int(zero[0]) + 1
+    if r:
+        b[...] = scipy.linalg.solve_triangular(U, b, trans="T" if trans else "N")
+    return 0
 
 def _two_sum(a, b):
     s = a + b

@@ -24,10 +24,10 @@ import threading
 
 __all__ = ["tables"]
 
-# Functions of the kernels' BLAS and LAPACK tables (csrc/fastopt.h: fo_blas, fo_lapack), and dpotrf of the
-# closed form's tail (fastopt/_kernels_tail.pxi).
+# Functions of the kernels' BLAS and LAPACK tables (csrc/fastopt.h: fo_blas, fo_lapack), and those of the closed
+# form's tail (fastopt/_kernels_tail.pxi): dpotrf, and the pivoted path's dpstrf and dtrtrs.
 BLAS_NAMES = ("dsyrk",)
-LAPACK_NAMES = ("dtpqrt", "dgeqrf", "dpotrf")
+LAPACK_NAMES = ("dtpqrt", "dgeqrf", "dpotrf", "dpstrf", "dtrtrs")
 _LM_ID_NEWLM = -1
 _RTLD_NOW = 2
 
