@@ -101,7 +101,6 @@ import collections
 import itertools
 import os
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -113,7 +112,7 @@ from scipy.linalg import lapack
 from fastopt import _kernels, _serial_blas, _sparse
 from fastopt._result import FitResult, Solver
 from fastopt._validation import Data, is_sparse
-from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
+from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning, _warn
 
 __all__ = [
     "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr",
@@ -768,12 +767,11 @@ def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
 
 
 def _warn_rank(rank: int, d: int, path: str) -> None:
-    warnings.warn(
+    _warn(
         f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot "
         f"columns with an intercept): returning the minimum-norm least-squares solution (solver_={path!r}). "
         "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
         RankDeficientWarning,
-        stacklevel=5,
     )
 
 
@@ -996,13 +994,12 @@ def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
 
 
 def _warn_eigh(rcond: float, what: str = "a minimum-norm eigensolve") -> None:
-    warnings.warn(
+    _warn(
         f"The normal equations are ill-conditioned (reciprocal condition {rcond:.1e} < {RCOND_CHOLESKY:.0e}, "
         "so Cholesky would lose more than 4 of float64's 16 digits) and the rows cannot be read again for QR: "
         f"returning {what} (solver_='eigh') whose accuracy is limited by the squared condition "
         "number; a chunk_qr_state pass (a re-readable stream) would keep full accuracy.",
         IllConditionedWarning,
-        stacklevel=4,
     )
 
 

@@ -35,7 +35,6 @@ import numbers
 import os
 import threading
 import time
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -67,7 +66,7 @@ from fastopt._iterative_lr import (
 )
 from fastopt._result import FitResult, Solver
 from fastopt._validation import _check_sparse_structure, assert_all_finite
-from fastopt.exceptions import ConvergenceWarning, DivergenceError
+from fastopt.exceptions import ConvergenceWarning, DivergenceError, _warn
 from fastopt.optim import DIVERGENCE_FACTOR
 
 LOSSES = {"squared_error": optim.Loss.SQUARED_ERROR, "absolute_error": optim.Loss.ABSOLUTE_ERROR,
@@ -428,11 +427,10 @@ class Stopping:
 
     def warn_unless_stopped(self, method: str, max_epochs: str) -> None:
         if self.tol is not None and not self.stopped:
-            warnings.warn(
+            _warn(
                 f"solver={method!r} reached max_epochs={max_epochs} without the monitored loss settling within "
                 f"tol={self.tol}; increase max_epochs or adjust the learning rate.",
                 ConvergenceWarning,
-                stacklevel=1,  # the depth below the user's call differs by entry point (fit, fit_stream, Dask)
             )
 
 
@@ -989,12 +987,11 @@ def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "s
         cause = ("RMSProp's normalised steps keep it off the minimum on columns that few rows store (such as rare "
                  "one-hot levels; solver='adam', 'adagrad' or 'sgd' finish there), or " + cause)
     if np.isfinite(gain) and gain > alarm_level(f, scale):
-        warnings.warn(
+        _warn(
             f"solver={method!r} stopped at a loss plateau, but the training objective is still at least "
             f"{gain / scale:.2g} of its value above its minimum ({how}): {cause}. {EXACT_SOLVER[loss]}; or "
             "standardise X.",
             ConvergenceWarning,
-            stacklevel=1,  # the depth below the user's call differs by entry point
         )
 
 
@@ -1080,12 +1077,11 @@ class RatePlateau(Stopping):
 
     def warn_unless_stopped(self, method: str, max_epochs: str) -> None:
         if self.tol is not None and not self.stopped:
-            warnings.warn(
+            _warn(
                 f"solver={method!r} reached max_epochs={max_epochs} before the plateau rule stopped (the rate was "
                 f"cut {self.cuts} times, to {self.lr:.3g}, and the last cut still lowered the loss); increase "
                 "max_epochs.",
                 ConvergenceWarning,
-                stacklevel=1,  # the depth below the user's call differs by entry point (fit, fit_stream, Dask)
             )
 
 

@@ -75,7 +75,6 @@ import itertools
 import math
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -87,7 +86,7 @@ from fastopt import _closed_form, _kernels
 from fastopt._iterative_lr import SCALE_SPREAD
 from fastopt._result import FitResult, Outcome, Solver
 from fastopt._validation import Data, assert_all_finite
-from fastopt.exceptions import ConvergenceWarning
+from fastopt.exceptions import ConvergenceWarning, _warn
 
 __all__ = ["SOLVERS", "KrylovState", "Moments", "Passes", "default_max_iter", "solve"]
 
@@ -887,12 +886,11 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     if failed and quiet:
         return None
     if failed:
-        warnings.warn(
+        _warn(
             f"solver={method!r} did not reach tol={tol} (LSQR's stopping rules: ||A^T r|| <= tol ||A|| ||r||, or "
             f"||r|| <= tol (||b|| + ||A|| ||coef||)) within max_iter={max_iter} iterations for target(s) {failed}; "
             "increase max_iter, or use solver='lsqr' or the closed form for an ill-conditioned problem.",
             ConvergenceWarning,
-            stacklevel=4,
         )
     if not params["fit_intercept"]:
         intercept[:] = 0.0

@@ -95,7 +95,7 @@ from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import max_epochs, max_epochs_label, weight_mean
 from fastopt._result import FitResult, Solver
 from fastopt._validation import Data, is_sparse
-from fastopt.exceptions import ConvergenceWarning
+from fastopt.exceptions import ConvergenceWarning, _warn
 
 __all__ = ["SOLVERS", "NewtonSolver", "huber_newton", "lad_smoothing"]
 
@@ -931,11 +931,10 @@ def _target_state(every: _closed_form.ClosedFormState, j: int) -> _closed_form.C
 def result(params: dict, dtype, fits: list[_Fit], init) -> FitResult:
     """The estimator's result from every target's fit; warns when one did not converge."""
     if not all(f.converged for f in fits):
-        warnings.warn(
+        _warn(
             f"solver='newton' reached max_epochs={max_epochs_label(params, max_epochs(params))} iterations before "
             f"converging (loss={params['loss']!r}); increase max_epochs.",
             ConvergenceWarning,
-            stacklevel=4,
         )
     curves = [f.curve for f in fits]
     length = max(len(c) for c in curves)

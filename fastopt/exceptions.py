@@ -1,4 +1,10 @@
 """Warnings and errors that fastopt raises, importable by users for filtering and catching."""
+import os
+import sys
+import warnings
+
+import joblib
+import sklearn
 from sklearn.exceptions import ConvergenceWarning
 
 
@@ -26,6 +32,22 @@ class RankDeficientWarning(IllConditionedWarning):
 
 class DivergenceError(FloatingPointError, ValueError):
     """An iterative solver's loss became non-finite or exploded; the message names the epoch."""
+
+
+# Frames a warning passes over to reach the line that called fastopt: fastopt's own, scikit-learn's (its fit
+# wrapper, Pipeline, GridSearchCV) and joblib's (GridSearchCV's sequential loop), whose depth below that line
+# differs by entry point.
+_INTERNAL = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
+                  for path in (__file__, sklearn.__file__, joblib.__file__))
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside fastopt and scikit-learn (the user's ``fit``,
+    ``pipeline.fit`` or ``search.fit`` line), so that the message names it and filters by module match it."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 __all__ = ["ConvergenceWarning", "DivergenceError", "IllConditionedWarning", "RankDeficientWarning"]

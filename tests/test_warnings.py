@@ -1,0 +1,61 @@
+"""Warnings name the caller's line: the ``fit`` (or ``pipeline.fit``, ``search.fit``) that the user wrote, not a
+line inside fastopt or scikit-learn, whatever the depth of the path that warned (``fastopt.exceptions._warn``)."""
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fastopt import LinearRegressor
+from fastopt.exceptions import ConvergenceWarning, IllConditionedWarning, RankDeficientWarning
+
+
+def _dependent(rng, n=300):
+    X = rng.normal(size=(n, 5))
+    X[:, 4] = X[:, 3] - X[:, 2]
+    return X, X @ np.arange(1.0, 6.0) + 0.1 * rng.normal(size=n)
+
+
+def _caught(call, category):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    found = [w for w in caught if issubclass(w.category, category)]
+    assert found, f"no {category.__name__}"
+    return found
+
+
+CASES = {
+    # (what the user calls, the warning it raises)
+    "closed form fit": (lambda X, y: LinearRegressor().fit(X, y), RankDeficientWarning),
+    "closed form fit on CSR": (lambda X, y: LinearRegressor().fit(scipy.sparse.csr_matrix(X), y),
+                               RankDeficientWarning),
+    "qr fit": (lambda X, y: LinearRegressor(solver="qr").fit(X, y), RankDeficientWarning),
+    "partial_fit": (lambda X, y: LinearRegressor().partial_fit(X, y), RankDeficientWarning),
+    "fit_stream": (lambda X, y: LinearRegressor().fit_stream([(X[:150], y[:150]), (X[150:], y[150:])]),
+                   RankDeficientWarning),
+    "one-shot stream, ill-conditioned": (lambda X, y: LinearRegressor().fit_stream(
+        iter([(np.column_stack([X[:, :4], X[:, 3] + 1e-6 * np.sin(np.arange(len(y)))]), y)])),
+        IllConditionedWarning),
+    "pipeline": (lambda X, y: make_pipeline(StandardScaler(), LinearRegressor()).fit(X, y), RankDeficientWarning),
+    "grid search": (lambda X, y: GridSearchCV(LinearRegressor(), {"fit_intercept": [True]}, cv=2).fit(X, y),
+                    RankDeficientWarning),
+    "sgd at max_epochs": (lambda X, y: LinearRegressor(solver="sgd", max_epochs=2, random_state=0).fit(X, y),
+                          ConvergenceWarning),
+    "sgd stream at max_epochs": (lambda X, y: LinearRegressor(solver="sgd", max_epochs=2, random_state=0)
+                                 .fit_stream([(X[:150], y[:150]), (X[150:], y[150:])]), ConvergenceWarning),
+    "lsqr at max_iter": (lambda X, y: LinearRegressor(solver="lsqr", max_iter=1).fit(X, y), ConvergenceWarning),
+    "newton at max_epochs": (lambda X, y: LinearRegressor(loss="huber", solver="newton", max_epochs=1)
+                             .fit(X, y + 10 * np.sign(np.sin(np.arange(y.size))) ** 9), ConvergenceWarning),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_warning_names_the_line_that_called_fastopt(case, rng):
+    call, category = CASES[case]
+    X, y = _dependent(rng)
+    for w in _caught(lambda: call(X, y), category):
+        assert w.filename == __file__, (w.filename, w.lineno)
