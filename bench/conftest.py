@@ -22,6 +22,26 @@ def hashed_rows(rng: np.random.Generator, rows: int, d: int, nnz: int):
     return X
 
 
+def zipf_text_rows(rng: np.random.Generator, rows: int, d: int, vocab: int = 20_000, seed: int = 0):
+    """``rows`` documents as ``HashingVectorizer(n_features=d)`` makes them, without the strings: 5 to 59 tokens
+    a document drawn from a Zipf law (exponent 1.05) over ``vocab`` words, each word hashed to a column and a
+    sign (one fixed hash for a ``seed``), counts summed, rows scaled to unit norm; canonical CSR, int32 indices.
+    The commonest words' columns store most rows, as real text's do (unlike :func:`hashed_rows`)."""
+    words = np.random.default_rng(seed)
+    column, sign = words.integers(0, d, size=vocab), words.choice([-1.0, 1.0], size=vocab)
+    p = 1.0 / np.arange(1, vocab + 1) ** 1.05
+    lengths = rng.integers(5, 60, size=rows)
+    tokens = rng.choice(vocab, size=int(lengths.sum()), p=p / p.sum())
+    row = np.repeat(np.arange(rows), lengths)
+    X = sp.csr_array((sign[tokens], (row, column[tokens])), shape=(rows, d))  # duplicates summed
+    X.eliminate_zeros()
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    X = sp.csr_array(sp.diags_array(1.0 / np.where(norms > 0, norms, 1.0)) @ X)
+    X.sort_indices()
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    return X
+
+
 @pytest.fixture(scope="session")
 def closed_form_data():
     """n = 1,000,000 rows, d = 100 features, float64 (800 MB of X), with a noisy linear target."""

@@ -8,7 +8,11 @@ Run on its own with ``cd bench && python -m pytest test_sparse_partial_fit.py -q
 * ``test_fastopt_partial_fit[<rows>-<alpha>-<rule>]``: ``LinearRegressor(solver=rule).partial_fit`` with its
   defaults (``learning_rate="auto"``: a ridge becomes each column's own decay under the per-column map, caught up
   in the kernel at the end of each call; the plateau rule's comparison across calls);
-* ``test_sklearn_partial_fit[<rows>-<alpha>]``: ``SGDRegressor.partial_fit`` (``penalty=None`` without ridge).
+* ``test_sklearn_partial_fit[<rows>-<alpha>]``: ``SGDRegressor.partial_fit`` (``penalty=None`` without ridge);
+* ``test_fastopt_text_partial_fit`` / ``test_sklearn_text_partial_fit``: the same calls (SGD, 1,000 rows, no ridge)
+  on hashed Zipf-distributed text (``conftest.zipf_text_rows``), whose commonest words' columns store most rows:
+  ``"auto"``'s map centres those columns, so each call maps its chunk (the path the uniform hashed rows above do
+  not take).
 
 Each round is one call; there is no limit row (a call's O(d) work, the catch-ups, the finiteness test and
 ``coef_``, is what these rows measure beside the chunk's own).
@@ -16,7 +20,7 @@ Each round is one call; there is no limit row (a call's O(d) work, the catch-ups
 
 import numpy as np
 import pytest
-from conftest import hashed_rows
+from conftest import hashed_rows, zipf_text_rows
 from sklearn.linear_model import SGDRegressor
 
 from fastopt import LinearRegressor
@@ -40,6 +44,17 @@ def streams():
     return {rows: _chunks(rows) for rows in (100, 1000)}
 
 
+@pytest.fixture(scope="module")
+def text_stream():
+    rng = np.random.default_rng(7)
+    coef = rng.standard_normal(D)
+    out = []
+    for _ in range(CHUNKS):
+        X = zipf_text_rows(rng, 1000, D)
+        out.append((X, X @ coef + 0.1 * rng.standard_normal(1000)))
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _group(benchmark):
     benchmark.group = "sparse partial_fit"
@@ -61,3 +76,13 @@ def test_fastopt_partial_fit(benchmark, streams, rule, rows, alpha):
 def test_sklearn_partial_fit(benchmark, streams, rows, alpha):
     est = SGDRegressor(random_state=0, alpha=alpha or 1e-4, penalty="l2" if alpha else None)
     _calls(benchmark, est, streams[rows])
+
+
+def test_fastopt_text_partial_fit(benchmark, text_stream):
+    est = LinearRegressor(solver="sgd", random_state=0)
+    _calls(benchmark, est, text_stream)
+    assert est._solver_state.affine is not None and est._solver_state.affine.shifted.size  # the centring path
+
+
+def test_sklearn_text_partial_fit(benchmark, text_stream):
+    _calls(benchmark, SGDRegressor(random_state=0, penalty=None), text_stream)

@@ -176,13 +176,21 @@ class Affine:
             self._kept["shifted"] = np.flatnonzero(self.shift)
         return self._kept["shifted"]
 
+    def _slot_of(self) -> np.ndarray:
+        """``s`` at column ``shifted[s]``, -1 elsewhere (intp, d entries): :func:`_shifted_csr`'s lookup."""
+        if "slot_of" not in self._kept:
+            slot = np.full(max(self.shift.shape[0], 1), -1, dtype=np.intp)
+            slot[self.shifted] = np.arange(self.shifted.size)
+            self._kept["slot_of"] = slot
+        return self._kept["slot_of"]
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """A new C-contiguous array of ``X``'s dtype, computed in row blocks (bounded float64 temporaries); for CSR
         ``X`` a CSR matrix with new values and ``X``'s own index arrays, or, when it shifts columns (those
         :func:`csr_shiftable` allows), new ones with their implicit zeros stored as ``-shift / scale``."""
         if sp.issparse(X):
             if self.shifted.size:
-                return _shifted_csr(X, self.shift, self.scale)
+                return _shifted_csr(X, self.shift, self.scale, self.shifted, self._slot_of())
             if _sparse.compiled_csr(X) and X.data.shape[0] == X.indices.shape[0]:
                 values = _kernels.csr_scaled_values(X.data, X.indices, np.ascontiguousarray(self.scale, np.float64))
             else:
@@ -254,14 +262,14 @@ def csr_shiftable(X, shift: np.ndarray | Affine) -> bool:
     return bool(np.all(stored >= SHIFT_MIN_DENSITY * X.shape[0]))
 
 
-def _shifted_csr(X, shift: np.ndarray, scale: np.ndarray):
+def _shifted_csr(X, shift: np.ndarray, scale: np.ndarray, shifted: np.ndarray, slot_of: np.ndarray):
     """``(X - shift) / scale`` as CSR with int32 indices (:func:`csr_shiftable` holds; the products in float64, cast
     to ``X``'s dtype): each row's unshifted stored values, scaled, then its shifted columns' values (shifted, their
-    zeros left out), in one compiled pass (:func:`fastopt._kernels.csr_affine_map`)."""
+    zeros left out), in one compiled pass (:func:`fastopt._kernels.csr_affine_map`). ``shifted`` and ``slot_of``
+    are :class:`Affine`'s kept ``flatnonzero(shift)`` and its inverse."""
     X = sp.csr_array(X)
     n, d = X.shape
     shift, scale = np.ascontiguousarray(shift, dtype=np.float64), np.ascontiguousarray(scale, dtype=np.float64)
-    shifted = np.flatnonzero(shift)
     if np.all(np.bincount(X.indices, minlength=d)[shifted] == n) and X.nnz < 2**31:
         # every row stores them (a numeric column of a ColumnTransformer's output): new values only (a value equal
         # to its shift becomes a stored zero, which the kernels take)
@@ -271,7 +279,8 @@ def _shifted_csr(X, shift: np.ndarray, scale: np.ndarray):
     index = np.promote_types(X.indices.dtype, X.indptr.dtype)
     data, indices, indptr = _kernels.csr_affine_map(np.ascontiguousarray(X.data),
                                                     np.ascontiguousarray(X.indices, dtype=index),
-                                                    np.ascontiguousarray(X.indptr, dtype=index), d, shift, scale)
+                                                    np.ascontiguousarray(X.indptr, dtype=index), d, shift, scale,
+                                                    shifted.astype(np.intp, copy=False), slot_of)
     return sp.csr_array((data, indices, indptr), shape=X.shape)
 
 

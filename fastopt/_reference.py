@@ -288,13 +288,21 @@ def _check_csr_rows(name, data, indices, indptr, n_cols, shapes_ok):
     return cols
 
 
-def csr_affine_map(data, indices, indptr, n_cols, shift, scale):
+def csr_affine_map(data, indices, indptr, n_cols, shift, scale, shifted_cols=None, slot_of=None):
     """Twin of :func:`fastopt._kernels.csr_affine_map`: ``(X - shift) / scale`` of CSR ``X`` as ``(data, indices,
-    indptr)``, each row's unshifted stored values (in order) and then its shifted columns' nonzero values."""
+    indptr)``, each row's unshifted stored values (in order) and then its shifted columns' nonzero values; the
+    kept ``shifted_cols`` and ``slot_of``, when given, must be ``shift``'s (checked here in full)."""
     n = indptr.shape[0] - 1
     _check_csr_rows("csr_affine_map", data, indices, indptr, n_cols,
                     n >= 0 and shift.shape[0] == n_cols and scale.shape[0] == n_cols)
     shifted = np.flatnonzero(shift)
+    if (shifted_cols is None) != (slot_of is None):
+        raise ValueError("csr_affine_map: give shifted_cols and slot_of together")
+    if shifted_cols is not None:
+        slot = np.full(n_cols, -1)
+        slot[shifted] = np.arange(shifted.size)
+        if not (np.array_equal(shifted_cols, shifted) and np.array_equal(slot_of[:n_cols], slot)):
+            raise ValueError("csr_affine_map: slot_of is not the inverse of shifted_cols")
     out_data, out_ind, out_ptr = [], [], [0]
     for i in range(n):
         row_cols, row_vals = indices[indptr[i] : indptr[i + 1]], data[indptr[i] : indptr[i + 1]].astype(np.float64)

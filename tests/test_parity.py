@@ -147,6 +147,12 @@ def test_csr_affine_map_matches_its_twin(n, d, f32, wide, dup, seed):
     for a, b in zip(got, want, strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+    shifted = np.flatnonzero(shift)  # a caller's kept lookup (fastopt._iterative_lr.Affine): the same output
+    slot = np.full(d, -1, dtype=np.intp)
+    slot[shifted] = np.arange(shifted.size)
+    for impl in (_kernels, _reference):
+        for a, b in zip(impl.csr_affine_map(*args, shifted.astype(np.intp), slot), got, strict=True):
+            np.testing.assert_array_equal(a, b)
     assert got[0].dtype == dtype and got[1].dtype == np.int32 and got[2].dtype == np.int32
     if not dup:
         np.testing.assert_array_equal(sp.csr_array(got, shape=(n, d)).toarray(), expected_dense)
@@ -163,6 +169,18 @@ def test_compiled_csr_passes_reject_malformed_rows(name):
         with pytest.raises(ValueError, match="inconsistent"):  # n_cols against shift / scale, or weights against rows
             args = (3, *extra) if name == "csr_affine_map" else (2, np.ones(3), True)
             getattr(impl, name)(np.ones(3), np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), *args)
+
+
+def test_csr_affine_map_refuses_a_kept_lookup_that_is_not_shifts():
+    data, indices, indptr = np.ones(3), np.array([0, 1, 2], np.int32), np.array([0, 2, 3], np.int32)
+    shift, scale = np.array([0.0, 1.0, 0.0]), np.ones(3)
+    shifted = np.array([1], np.intp)
+    for impl in (_kernels, _reference):
+        with pytest.raises(ValueError, match="together"):
+            impl.csr_affine_map(data, indices, indptr, 3, shift, scale, shifted, None)
+        for slot in (np.array([-1, 0, 5], np.intp), np.array([-1, 1, -1], np.intp)):  # past the slots; not inverse
+            with pytest.raises(ValueError, match="slot_of"):
+                impl.csr_affine_map(data, indices, indptr, 3, shift, scale, shifted, slot)
 
 
 def _unsorted_csr(dense, rng):
