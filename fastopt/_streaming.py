@@ -100,7 +100,18 @@ def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior
     """The closed form: merged statistics solved once (a fit of all rows: no warm start, ``prior`` unused)."""
     params = checker.get_params()
     sizes = []
-    state, y_was_1d = _closed_form_pass(checker, params, source, "fit", sizes)
+    try:
+        state, y_was_1d = _closed_form_pass(checker, params, source, "fit", sizes)
+    except MemoryError as error:
+        if not source.one_shot:
+            raise
+        # the solvers whose cost follows the nonzeros read the rows again (Krylov) or run epochs (SGD)
+        raise MemoryError(
+            f"{error} chunks is a one-shot iterator, which the Krylov solvers (one read of the stream per "
+            "iteration) cannot take: pass a list or a callable returning a fresh iterator (e.g. lambda: "
+            "read_chunks(path)), where solver='auto' runs LSQR or CG, or fit one pass with solver='sgd' and "
+            "max_epochs=1."
+        ) from error
     second_pass = None if source.one_shot else lambda: _closed_form_pass(checker, params, source, "qr")[0]
     krylov = None
     if (params["solver"] == "auto" and not source.one_shot and not params["positive"]

@@ -493,3 +493,26 @@ def test_stream_bad_chunks_are_named(rng):
             LinearRegressor().fit_stream(chunks)
         with pytest.raises(error, match=message):
             LinearRegressor("sgd", max_epochs=1, shuffle=False).fit_stream(chunks)
+
+
+def test_a_one_shot_stream_too_wide_for_the_gram_says_what_runs_instead(monkeypatch, rng):
+    # The closed form's MemoryError said to use a solver whose cost follows the nonzeros; on a one-shot stream the
+    # Krylov solvers cannot run and SGD's default epochs raised next: the error names both ways out, which work.
+    import scipy.sparse as sp
+
+    from fastopt import _sparse
+
+    d = 2000
+    chunks = []
+    for _ in range(3):
+        X = sp.random_array((400, d), density=0.01, format="csr", rng=rng)
+        chunks.append((X, X @ rng.normal(size=d) + rng.normal(size=400)))
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 8 * d * d)  # the Gram's (d + 1)^2 cannot fit
+    with pytest.raises(MemoryError, match="one-shot iterator.*solver='auto' runs LSQR or CG.*solver='sgd' and "
+                                          "max_epochs=1"):
+        LinearRegressor().fit_stream(iter(chunks))
+    assert LinearRegressor().fit_stream(lambda: iter(chunks)).solver_ in ("lsqr", "cg")
+    assert LinearRegressor(solver="sgd", max_epochs=1, tol=None).fit_stream(iter(chunks)).n_iter_ == 1
+    with pytest.raises(MemoryError) as caught:  # a re-readable stream's error is the closed form's own
+        LinearRegressor(solver="normal").fit_stream(chunks)
+    assert "one-shot" not in str(caught.value)
