@@ -154,7 +154,17 @@ def _reject_complex(name, a):
     # Read the dtype without calling NumPy functions on the object itself: array-likes that only offer
     # __array__ (as scikit-learn's checks pass) refuse __array_function__.
     dtype = getattr(a, "dtype", None)
-    if not isinstance(dtype, np.dtype):
+    columns = getattr(a, "dtypes", None)
+    if not isinstance(dtype, np.dtype) and columns is not None and hasattr(columns, "__iter__"):
+        # a DataFrame: its columns' dtypes (sparse ones by their values' subtype), not np.asarray of the frame,
+        # which interleaves mixed columns (get_dummies' bool beside float) into objects: 1.1 s of a 0.3 s fit
+        # of 50,000 x 306
+        dtypes = [getattr(c, "subtype", c) for c in columns]
+        if any(isinstance(c, np.dtype) and np.issubdtype(c, np.complexfloating) for c in dtypes):
+            dtype = np.dtype(complex)
+        else:
+            return
+    elif not isinstance(dtype, np.dtype):
         try:
             dtype = np.asarray(a).dtype
         except (TypeError, ValueError):

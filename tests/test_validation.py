@@ -224,3 +224,22 @@ def test_newton_names_a_column_too_large_to_square(loss):
         warnings.simplefilter("error", RuntimeWarning)
         with pytest.raises(ValueError, match="X column 1 has values too large to square"):
             LinearRegressor(solver="newton", loss=loss).fit(X, y)
+
+
+def test_dataframe_columns_are_checked_for_complex_values_without_converting_the_frame(rng, monkeypatch):
+    # pd.get_dummies' bool columns beside float ones: np.asarray of the frame interleaved them into Python objects
+    # (1.1 s of a 0.3 s fit at 50,000 x 306) only to read a dtype; the columns' dtypes say it.
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"x": rng.normal(size=40), "b": rng.random(40) < 0.5, "c": rng.normal(size=40)})
+    y = frame["x"].to_numpy() + rng.normal(size=40)
+    mixed = []  # conversions of the frame with its bool and float columns side by side (scikit-learn's
+    to_array = pd.DataFrame.__array__  # validation casts it to float64 first)
+    monkeypatch.setattr(pd.DataFrame, "__array__", lambda self, *a, **k: mixed.append(self.dtypes.nunique() > 1)
+                        or to_array(self, *a, **k))
+    est = LinearRegressor().fit(frame, y)
+    assert mixed and not any(mixed)
+    np.testing.assert_allclose(est.predict(frame), LinearRegressor().fit(frame.to_numpy(float), y).predict(
+        frame.to_numpy(float)), rtol=1e-12, atol=1e-12)
+    for column in (np.ones(40) + 1j, pd.arrays.SparseArray(np.ones(40) + 1j)):
+        with pytest.raises(ValueError, match="X has a complex dtype"):
+            LinearRegressor().fit(frame.assign(z=column), y)
