@@ -1383,8 +1383,9 @@ class _ClosedForm(Solver):
 
 def cholesky_futile(params: dict, data: Data) -> bool:
     """Whether the Cholesky of sparse ``data``'s centred normal equations is sure to be rejected, so is not tried:
-    an intercept without a ridge, beside indicator columns that sum to a constant in every row
-    (:func:`fastopt._sparse.indicators_sum_to_constant`: one-hot columns of every categorical feature). The
+    an intercept without a ridge, beside indicator columns that sum to a constant in every row, all of them or one
+    feature's adjacent levels (:func:`fastopt._sparse.dummy_trap`: one-hot columns of every categorical feature, or
+    of one whose levels were not dropped). The
     centred design then has an exact null vector, so the computed equations' reciprocal condition is of the
     order of the rounding (1e-16 relative), not ``RCOND_CHOLESKY``. Tested where the test costs less than the
     factorisation it spares (:func:`fastopt._krylov.trap_test_first`)."""
@@ -1392,7 +1393,7 @@ def cholesky_futile(params: dict, data: Data) -> bool:
 
     X = data.X
     return (is_sparse(X) and params["fit_intercept"] and not np.any(params["alpha"])
-            and _krylov.trap_test_first(X.shape[1], X.nnz) and _sparse.indicators_sum_to_constant(X))
+            and _krylov.trap_test_first(X.shape[1], X.nnz) and _sparse.dummy_trap(X))
 
 
 # The params key that tells the closed form it runs for solver="auto" on sparse X (fastopt._solvers.fit_params).

@@ -321,8 +321,10 @@ def test_indicators_summing_to_a_constant_are_recognised_exactly(rng):
     assert trap(S)
     assert not trap(sp.csr_array(np.delete(X, [0, 6, 10], axis=1)))  # OneHotEncoder(drop="first"): no trap
     # One feature's first level dropped: the others' levels are still a trap, but all the indicators' sum is not
-    # constant, so the test misses it (conservative: the Cholesky is then tried, and rejected, as before).
+    # constant, so this test misses it; one_hot_block finds the other features' adjacent levels.
     assert not trap(sp.csr_array(X[:, 1:]))
+    assert _sparse.one_hot_block(sp.csr_array(X[:, 1:])) and _sparse.dummy_trap(sp.csr_array(X[:, 1:]))
+    assert not _sparse.dummy_trap(sp.csr_array(np.delete(X, [0, 6, 10], axis=1)))
     assert trap(sp.csr_array(X[:, :6])) and not trap(sp.csr_array(np.vstack([X[:, :6], np.zeros((1, 6))])))
     scaled = X.copy()
     scaled[:, :6] *= 2.0  # values 0 and 2: not indicators; the other features' levels still sum to 1
@@ -371,6 +373,49 @@ def test_the_indicator_test_is_its_definition(problem):
         sums[0] >= 1 and np.all(sums == sums[0]))
 
 
+def _adjacent_levels_summing_to_one(X: np.ndarray) -> bool:
+    """The definition one_hot_block decides: some run of adjacent columns whose values are all 0 or 1 sums to 1
+    in every row (all runs tried)."""
+    indicator = np.all((X == 0) | (X == 1), axis=0)
+    d = X.shape[1]
+    return X.shape[0] > 0 and any(np.all(X[:, a:b].sum(axis=1) == 1) for a in range(d) for b in range(a + 1, d + 1)
+                                  if indicator[a:b].all())
+
+
+@given(problem=indicator_designs())
+def test_the_one_hot_block_test_is_its_definition(problem):
+    # Every candidate verified: exactly the definition. With the verifications capped (the default), never a
+    # block that is not one.
+    X, dtype = problem
+    S = sp.csr_array(X.astype(dtype))
+    expected = _adjacent_levels_summing_to_one(X)
+    assert not _sparse.one_hot_block(S) or expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_sparse, "ONE_HOT_BLOCK_CHECKS", 10**6)
+        assert _sparse.one_hot_block(S) == expected
+
+
+def test_one_hot_blocks_of_encoder_layouts(rng):
+    # OneHotEncoder's layouts beside numeric columns: drop="if_binary", drop="first" on one feature, a level
+    # never seen (a zero column inside the block), unsorted indices and explicit zeros
+    from sklearn.preprocessing import OneHotEncoder
+
+    codes = np.column_stack([rng.integers(0, m, size=300) for m in (7, 2, 4, 2)])
+    numeric = sp.csr_array(rng.normal(size=(300, 2)))
+    for drop, expected in ((None, True), ("if_binary", True), ("first", False)):
+        S = sp.hstack([OneHotEncoder(drop=drop).fit_transform(codes), numeric], format="csr")
+        assert _sparse.one_hot_block(S) == expected and _sparse.dummy_trap(S) == expected
+    unseen = OneHotEncoder(categories=[np.arange(9)]).fit_transform(codes[:, :1])  # levels 7 and 8 never occur
+    S = sp.hstack([numeric, unseen, OneHotEncoder(drop="first").fit_transform(codes[:, 1:])], format="csr")
+    assert _sparse.one_hot_block(S) and not _sparse.indicators_sum_to_constant(S)
+    S.data[S.indices == 0] = 0.0  # a numeric column now of explicit zeros: an indicator column without ones
+    shuffled = S.copy()
+    for i in range(0, 300, 7):  # unsorted rows
+        lo, hi = shuffled.indptr[i], shuffled.indptr[i + 1]
+        shuffled.indices[lo:hi], shuffled.data[lo:hi] = shuffled.indices[lo:hi][::-1], shuffled.data[lo:hi][::-1]
+    assert _sparse.one_hot_block(shuffled)
+
+
 @pytest.mark.parametrize("solver", ["auto", "normal"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_the_dummy_variable_trap_skips_the_cholesky_it_would_fail(solver, weighted, rng, monkeypatch):
@@ -401,8 +446,13 @@ def test_the_dummy_variable_trap_skips_the_cholesky_it_would_fail(solver, weight
     # Cholesky can succeed otherwise: a ridge, no intercept, or one level dropped
     assert fitted(0.0, alpha=1e-3)[1] == 1
     assert fitted(0.0, fit_intercept=False)[1] == 1
-    S = sp.csr_array(X[:, 1:])
+    S = sp.csr_array(np.delete(X, [0, 40, 60], axis=1))  # every feature's first level dropped: no trap
     assert fitted(0.0)[1] == 1
+    # one feature's first level dropped (the others' levels still sum to 1): skipped, with the same bits
+    S = sp.csr_array(X[:, 1:])
+    (tested, tried), (untested, tried_before) = fitted(0.0), fitted(np.inf)
+    assert (tried, tried_before) == (0, 1)
+    assert np.array_equal(tested.coef_, untested.coef_) and tested.intercept_ == untested.intercept_
 
 
 def test_the_trap_test_runs_where_it_costs_less_than_the_factorisation():
