@@ -155,6 +155,7 @@ def trtrs_upper(a, r, b, trans=False, serial=False):
         b[...] = scipy.linalg.solve_triangular(U, b, trans="T" if trans else "N")
     return 0
 
+
 def _two_sum(a, b):
     s = a + b
     t = s - a

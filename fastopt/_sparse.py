@@ -113,10 +113,10 @@ def one_hot_block(X, indicator: np.ndarray | None = None) -> bool:
     stop = np.searchsorted(ones, ones[start] + n)  # the first end whose block holds n ones, if any
     end = np.minimum(stop, d)
     valid = (stop <= d) & (ones[end] == ones[start] + n) & (others[end] == others[start])
+    start, end = start[valid], end[valid]
     # starts that differ only by columns without stored ones give the same sums: one per total
-    _, first = np.unique(ones[start[valid]], return_index=True)
-    for a, b in zip(start[valid][first][:ONE_HOT_BLOCK_CHECKS], end[valid][first][:ONE_HOT_BLOCK_CHECKS],
-                    strict=True):
+    first = np.unique(ones[start], return_index=True)[1][:ONE_HOT_BLOCK_CHECKS]
+    for a, b in zip(start[first], end[first], strict=True):
         v = np.zeros(d, dtype=X.dtype)
         v[a:b] = 1
         if np.all(np.asarray(X @ v).ravel() == 1):

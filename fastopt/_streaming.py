@@ -172,7 +172,7 @@ def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
     solver.check_incremental()  # e.g. Newton: every iteration reads all rows
     _solvers.check_options(name, estimator.get_params(), None)  # before any pass reads the options
     checker = template(estimator)
-    if (krylov := _krylov_first(estimator, name, source)) is not None:
+    if (krylov := _krylov_first(estimator, name, source, X)) is not None:
         outcome = _krylov.fit_stream({**checker.get_params(), _krylov.AUTO_KEY: True}, krylov, source,
                                      functools.partial(check_chunk, checker), warm_state(krylov))
         if outcome is not None:
@@ -182,14 +182,14 @@ def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
     return dataclasses.replace(outcome, checked=checker)
 
 
-def _krylov_first(estimator, name: str, source: ChunkSource) -> str | None:
+def _krylov_first(estimator, name: str, source: ChunkSource, X) -> str | None:
     """The Krylov solver ``solver="auto"`` runs first on a re-readable stream of sparse chunks whose Gram fits
     (as :func:`fastopt._solvers.krylov_first` in memory: ``"cg"`` with a ridge, else ``"lsqr"``), judged by the
-    first chunk; None for the closed form directly. :func:`fastopt._krylov.fit_stream` then judges the cost on
-    the whole stream after its first read (the moments)."""
+    first chunk's ``X`` (:func:`_first_chunk_x`, already read for the choice of solver); None for the closed form
+    directly. :func:`fastopt._krylov.fit_stream` then judges the cost on the whole stream after its first read
+    (the moments)."""
     if estimator.solver != "auto" or name != "normal" or source.one_shot:
         return None
-    X = _first_chunk_x(source)
     if not (scipy.sparse.issparse(X) and X.ndim == 2 and _solvers.krylov_first_shape(X.shape, estimator.positive)):
         return None
     return _solvers.krylov_for(estimator.alpha)

@@ -42,7 +42,7 @@ _INTERNAL = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
 
 
 def _warn(message: str, category: type[Warning]) -> None:
-    """``warnings.warn`` attributed to the first caller outside fastopt and scikit-learn (the user's ``fit``,
+    """``warnings.warn`` attributed to the first caller outside fastopt, scikit-learn and joblib (the user's ``fit``,
     ``pipeline.fit`` or ``search.fit`` line), so that the message names it and filters by module match it."""
     frame, level = sys._getframe(1), 2
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):

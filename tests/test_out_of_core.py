@@ -516,3 +516,23 @@ def test_a_one_shot_stream_too_wide_for_the_gram_says_what_runs_instead(monkeypa
     with pytest.raises(MemoryError) as caught:  # a re-readable stream's error is the closed form's own
         LinearRegressor(solver="normal").fit_stream(chunks)
     assert "one-shot" not in str(caught.value)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_auto_on_a_stream_reads_its_first_chunk_once_to_choose(sparse, monkeypatch, rng):
+    # The choice of solver and of a Krylov solver first share one extra read of the first chunk (a callable
+    # stream may load it from disk): it had been read twice.
+    import scipy.sparse as sp
+
+    from fastopt import _streaming
+
+    X = rng.normal(size=(600, 5))
+    y = X @ np.arange(5.0) + rng.normal(size=600)
+    data = sp.csr_array(X) if sparse else X
+    chunks = [(data[:300], y[:300]), (data[300:], y[300:])]
+    reads = []
+    first_chunk_x = _streaming._first_chunk_x
+    monkeypatch.setattr(_streaming, "_first_chunk_x", lambda source: reads.append(1) or first_chunk_x(source))
+    est = LinearRegressor().fit_stream(lambda: iter(chunks))
+    assert len(reads) == 1
+    np.testing.assert_allclose(est.coef_, LinearRegressor().fit(data, y).coef_, rtol=1e-6, atol=1e-8)
