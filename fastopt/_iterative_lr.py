@@ -248,7 +248,9 @@ class Affine:
         raw = np.divide(coef, self.scale, dtype=np.float64).astype(coef.dtype, copy=False)
         if not self.shifted.size:  # no column shifted (as a map of sparse rows mostly is): the same intercept
             return raw, intercept.copy()
-        b = intercept.astype(np.float64) - np.einsum("kd,d->k", raw.astype(np.float64), self.shift)
+        # over the shifted columns only (the others' shifts are 0): no O(d) float64 copy of raw for a few columns
+        on = self.shifted
+        b = intercept.astype(np.float64) - np.einsum("kd,d->k", raw[:, on].astype(np.float64), self.shift[on])
         return raw, b.astype(intercept.dtype)
 
 
