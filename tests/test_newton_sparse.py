@@ -69,6 +69,92 @@ def test_the_csr_pass_is_its_definition(dtype, intercept, eps, weighted, rng):
     assert light.dH is None and np.array_equal(light.r, res.r) and light.loss == res.loss
 
 
+@pytest.mark.parametrize("intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_csr_pass_after_another_takes_the_crossed_rows_change(intercept, weighted, rng):
+    # Relative to the last pass's mask, a pass returns the Hessian change of the rows that crossed the threshold
+    # (entered minus left), as the dense pass does, not a rebuild: it must equal the difference of the two rebuilt
+    # inlier Hessians. Each entry is a sum of at most n weighted products, so its rounding is within n eps of the
+    # sum of their magnitudes, which Cauchy-Schwarz bounds by the mean of the two diagonal entries' masses.
+    n, d = 1500, 10
+    X, y = contaminated_csr(rng, n, d, 0.3)
+    s = rng.uniform(0.0, 2.0, size=n) if weighted else np.ones(n)
+    s[::7] = 0.0 if weighted else s[::7]  # rows of weight 0 change nothing
+    s /= s.sum()
+    centre = np.asarray(X.mean(axis=0), dtype=np.float64).ravel() if intercept else np.zeros(d)
+    prob = _newton._Problem(X, y, s, 0.0, intercept, centre)
+    w, b = rng.normal(size=d), 0.3
+    first = prob.run(w, b, 1.35, None)
+    moved_w = w + 0.05 * rng.normal(size=d)
+    second = prob.run(moved_w, b, 1.35, first.mask)
+    rebuilt = prob.run(moved_w, b, 1.35, None)
+    crossed = first.mask != second.mask
+    assert not second.rebuilt and second.changed == crossed.sum() > 0
+    assert np.array_equal(second.mask, rebuilt.mask)
+    mass = np.diag(first.dH) + np.diag(rebuilt.dH)
+    bound = n * EPS * 0.5 * (mass[:, None] + mass[None, :])
+    assert np.all(np.abs(first.dH + second.dH - rebuilt.dH) <= bound)
+    # the mass it moved: the crossed rows' diagonal entries, whichever way they crossed
+    Z = X.toarray() - centre
+    Z = np.hstack([Z, np.ones((n, 1))]) if intercept else Z
+    np.testing.assert_allclose(second.moved, (s * crossed) @ Z**2, rtol=n * EPS)
+
+
+def test_a_csr_pass_rebuilds_when_more_rows_crossed_than_half_the_inliers(rng):
+    X, y = contaminated_csr(rng, 400, 6, 0.5)
+    prob = _newton._Problem(X, y, np.full(400, 1 / 400), 0.0, True, np.zeros(6))
+    everyone = np.ones(400, np.uint8)  # the least-squares start's mask: every row an inlier
+    res = prob.run(np.zeros(6), 0.0, 1e-3, everyone)  # nearly every row leaves
+    assert res.rebuilt and res.changed == res.mask.sum()
+    np.testing.assert_array_equal(res.dH, prob.run(np.zeros(6), 0.0, 1e-3, None).dH)
+
+
+def test_a_sparse_huber_fit_updates_its_hessian_instead_of_rebuilding_it(rng, monkeypatch):
+    # Newton's later passes move few rows across the threshold: each takes their change, so the inliers' Gram is
+    # rebuilt only where most rows cross (the first pass from the least-squares start) or the updates drift.
+    X, y = contaminated_csr(rng, 5000, 12, 0.3)
+    rebuilds = []
+    real = _newton._inlier_hessian
+    monkeypatch.setattr(_newton, "_inlier_hessian", lambda *a: rebuilds.append(1) or real(*a))
+    est = LinearRegressor(loss="huber", solver="newton").fit(X, y)
+    assert est.n_iter_ >= 3 and len(rebuilds) <= 1
+    dense = LinearRegressor(loss="huber", solver="newton").fit(X.toarray(), y)
+    A = X.toarray()
+    assert objective(A, y, est.coef_, est.intercept_, "huber") == pytest.approx(
+        objective(A, y, dense.coef_, dense.intercept_, "huber"), rel=64 * EPS)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("alpha", [0.0, 1e-9])  # a ridge too small for Cholesky: the lifted path
+def test_a_one_hot_design_starts_from_the_pivoted_least_squares_fit(sparse, alpha, rng, monkeypatch):
+    # One-hot columns beside an intercept: Cholesky rejects the normal equations, and the least-squares start is
+    # the pivoted path's (one pass over X), not an eigendecomposition, with the same minimum-norm solution to the
+    # accuracy of the normal equations (kappa^2 eps of the kept columns' scaled Gram, here below 1e4 eps).
+    n = 4000
+    codes = rng.integers(0, 30, size=n)
+    A = np.hstack([np.eye(30)[codes], rng.normal(size=(n, 3))])
+    y = A @ rng.normal(size=33) + rng.standard_t(2, size=n)
+    X = sp.csr_array(A) if sparse else A
+    s = np.full(n, 1.0 / n)
+    full = _newton._full_state(X, y[:, None], s)
+    prob = _newton._Problem(X, y, s, alpha, True, full.mean[:33].copy())
+    eighs = []
+    real = _newton._closed_form._solve_eigh
+    monkeypatch.setattr(_newton._closed_form, "_solve_eigh", lambda *a: eighs.append(1) or real(*a))
+    w, b = _newton._least_squares(prob, full)
+    assert not eighs
+    # The minimum-norm (ridge) least-squares fit: the centred levels sum to 0 in every row, so it has no component
+    # along q (1 on the levels); by the SVD of the centred design with the ridge's rows on q's complement B (the
+    # ridge's exact solution has none either, while a direct solve divides q's rounding by alpha).
+    q = np.append(np.ones(30), np.zeros(3)) / np.sqrt(30)
+    B = np.linalg.svd(np.eye(33) - np.outer(q, q))[0][:, :32]
+    Ac = A - A.mean(axis=0)
+    aug = np.vstack([Ac @ B / np.sqrt(n), np.sqrt(alpha) * B])
+    ref = B @ np.linalg.lstsq(aug, np.append((y - y.mean()) / np.sqrt(n), np.zeros(33)), rcond=None)[0]
+    np.testing.assert_allclose(w, ref, rtol=0, atol=1e4 * EPS * np.abs(ref).max())
+    assert b == pytest.approx(y.mean() - A.mean(axis=0) @ ref, abs=1e4 * EPS * np.abs(ref).max())
+
+
 def test_no_inliers_gives_a_zero_hessian(rng):
     X, y = contaminated_csr(rng, 50, 4, 0.5)
     prob = _newton._Problem(X, y + 1e6, np.full(50, 0.02), 0.0, True, np.zeros(4))
