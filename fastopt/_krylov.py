@@ -736,6 +736,8 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
         if qq == 0.0:
             return x, it, True
         step = gamma / qq
+        if step == 0.0:  # gamma^2 / ||A p||^2 underflowed (an exact solution, tol=None or 0): x cannot move
+            return x, it, True
         # x += step p; A^T r_new = A^T r - step A^T A p: no second pass (module docstring). And
         # ||r_new||^2 = ||r||^2 - 2 step r . A p + step^2 ||A p||^2 = ||r||^2 - gamma^2 / ||A p||^2, since
         # r . A p = (A^T r) . p = gamma (Hestenes & Stiefel 1952): the stopping rules' ||r|| without a pass.
@@ -744,7 +746,7 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
         # ||B_k||_F^2: the Lanczos tridiagonal's diagonal, 1 / step_k + beta_(k-1) / step_(k-1) (_Stopping)
         bk2 += 1.0 / step + lanczos
         stop.estimate(bk2)
-        lanczos = gamma_new / (gamma * step)  # beta_k / step_k, for the next diagonal entry
+        lanczos = (gamma_new / gamma) / step  # beta_k / step_k, the next diagonal entry (gamma * step may underflow)
         it += 1
         arnorm, rnorm = math.sqrt(gamma_new), math.sqrt(rr)
         if log is not None:

@@ -414,6 +414,22 @@ def test_convergence_warning_and_tol_none(solver, rng):
 
 
 @pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("tol", [None, 0.0])
+def test_iterating_past_an_exact_solution_stops_there(solver, tol):
+    # A consistent system (y = X w, or a wide ridge problem) solved to round-off: with no tol to stop on, CGLS's
+    # gamma^2 / ||A p||^2 underflowed to 0 and the next diagonal of the Lanczos estimate divided by it
+    # (ZeroDivisionError); the iteration now stops at the solution it cannot move from.
+    rng = np.random.RandomState(6)
+    X = rng.randn(10, 30)
+    y = X @ rng.randn(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # tol=0 may be unreachable: warned, not an error
+        est = LinearRegressor(solver=solver, alpha=1.0, tol=tol, max_iter=500).fit(X, y)
+    ref = LinearRegressor(alpha=1.0).fit(X, y)
+    assert _rel(est.coef_, ref.coef_) < 1e-12  # a ridge of 1 on unit-variance columns: condition number ~ 10
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
 def test_warm_start_continues_from_coef(solver, rng):
     X, y = _problem(rng)
     est = LinearRegressor(solver=solver, tol=1e-10, warm_start=True)
