@@ -211,8 +211,11 @@ class ChunkSource:
 def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
     """The stream fits in the first chunk's precision: a float32 chunk among float64 ones is an error."""
     dtype = getattr(X, "dtype", None)
-    if not isinstance(dtype, np.dtype):  # DataFrames: validation decides per chunk
-        return first
+    if not isinstance(dtype, np.dtype):  # DataFrames: validation casts to their columns' common type
+        dtypes = getattr(X, "dtypes", None)
+        if dtypes is None or not len(dtypes) or not all(isinstance(t, np.dtype) for t in dtypes):
+            return first  # extension types: validation decides
+        dtype = np.result_type(*dtypes)
     dtype = np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
     if first is not None and dtype != first:
         raise TypeError(

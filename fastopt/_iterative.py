@@ -1786,6 +1786,13 @@ def lazy_rule(method: str, params: dict) -> bool:
 LAZY_RULES = frozenset(name for name, rule in optim.OPTIMIZERS.items() if rule.lazy_mode)
 
 
+def _cast_data(data, dtype):
+    """``data`` with ``X``, ``Y`` and the weights in ``dtype`` (copies; a CSR ``X`` keeps its indices)."""
+    sw = data.sample_weight
+    return dataclasses.replace(data, X=data.X.astype(dtype), Y=np.ascontiguousarray(data.Y, dtype=dtype),
+                               sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
+
+
 def _as_lazy_data(method: str, params: dict, data):
     """SparseAdam steps are defined by the gradient's nonzeros, whatever the storage of X: a dense X is
     converted once to CSR (int32 indices when they fit) so that the same kernel takes them."""
@@ -2164,6 +2171,10 @@ class IterativeSolver(Solver):
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
+        if state is not None and data.X.dtype != state.weights.dtype:
+            # later rows in another precision (a float64 chunk after float32 ones): the state's, as the closed
+            # form's statistics take them; the kernels are typed by it
+            data = _cast_data(data, state.weights.dtype)
         n = data.X.shape[0]
         own_rows = sweep is None or sweep.rows is None  # all rows: the shuffle writes them into a kept buffer
         rows = all_rows(n) if own_rows else sweep.rows

@@ -132,6 +132,27 @@ def test_partial_fit_keeps_state_across_chunks():
         est.partial_fit(X, np.c_[y, y])
 
 
+@pytest.mark.parametrize("method", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("first", [np.float32, np.float64])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_partial_fit_takes_later_rows_in_its_first_calls_precision(method, first, sparse):
+    # A chunk in the other floating type (a float64 chunk after float32 ones, or the reverse) is cast to the
+    # state's, as the closed form's statistics take it; the typed kernels raised "Buffer dtype mismatch".
+    import scipy.sparse as sp
+    rng = np.random.default_rng(5)
+    X, y = _data(rng, n=400)
+    later = np.float64 if first == np.float32 else np.float32
+    wrap = sp.csr_array if sparse else np.asarray
+    mixed = LinearRegressor(solver=method, random_state=0).partial_fit(wrap(X[:200].astype(first)), y[:200])
+    same = LinearRegressor(solver=method, random_state=0).partial_fit(wrap(X[:200].astype(first)), y[:200])
+    w = rng.uniform(0.5, 2.0, size=200)
+    mixed.partial_fit(wrap(X[200:].astype(later)), y[200:].astype(later), sample_weight=w.astype(later))
+    same.partial_fit(wrap(X[200:].astype(later).astype(first)), y[200:].astype(later).astype(first),
+                     sample_weight=w.astype(later).astype(first))
+    assert mixed.coef_.dtype == first
+    np.testing.assert_array_equal(mixed.coef_, same.coef_)
+
+
 def test_partial_fit_reads_a_numeric_learning_rate_at_every_call():
     rng = np.random.default_rng(5)
     X, y = _data(rng, n=400)

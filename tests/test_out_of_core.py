@@ -488,11 +488,29 @@ def test_stream_bad_chunks_are_named(rng):
         ([(X[:500], y[:500]), X[500:]], TypeError, r"chunk 1 is a ndarray"),
         ([], ValueError, "empty"),
     ]
+    pd = pytest.importorskip("pandas")
+    frame, frame32 = pd.DataFrame(X[:500]).add_prefix("x"), pd.DataFrame(X[500:].astype(np.float32)).add_prefix("x")
+    # DataFrames by their columns' common type, which validation casts to (it was left to the iterative kernels,
+    # whose typed buffers raised "Buffer dtype mismatch"); float32 beside bool columns stays float32
+    cases += [([(frame, y[:500]), (frame32, y[500:])], TypeError, r"chunk 1 is float32 but the stream started"),
+              ([(frame32.assign(flag=True), y[500:]), (frame.assign(flag=True), y[:500])], TypeError,
+               r"chunk 1 is float64 but the stream started with float32")]
     for chunks, error, message in cases:
         with pytest.raises(error, match=message):
             LinearRegressor().fit_stream(chunks)
         with pytest.raises(error, match=message):
             LinearRegressor("sgd", max_epochs=1, shuffle=False).fit_stream(chunks)
+
+
+@pytest.mark.parametrize("solver", ["auto", "qr", "lsqr", "sgd"])
+def test_stream_of_lists_fits_as_arrays(solver, rng):
+    # Chunks of Python lists are validated as fit's are (the closed form read X.shape of the raw chunk first).
+    X, y = make_problem(rng, n=600)
+    chunks = [(X[:300].tolist(), y[:300].tolist()), (X[300:].tolist(), y[300:].tolist())]
+    kw = dict(solver=solver, random_state=0, max_epochs=3)
+    listed = LinearRegressor(**kw).fit_stream(chunks)
+    arrays = LinearRegressor(**kw).fit_stream([(X[:300], y[:300]), (X[300:], y[300:])])
+    np.testing.assert_array_equal(listed.coef_, arrays.coef_)
 
 
 def test_a_one_shot_stream_too_wide_for_the_gram_says_what_runs_instead(monkeypatch, rng):
