@@ -252,6 +252,12 @@ def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
     being checked against them. A chunk whose weights are all zero is valid (it adds rows, no weight): only an
     all-zero total over the stream is an error.
     """
+    if (X.shape[0] if hasattr(X, "shape") else len(X)) == 0:
+        raise ValueError(
+            f"{where} has no rows. Leave empty chunks out of a stream; of Dask collections, blocks known to be "
+            "empty are skipped, so give the row counts where a filter left them unknown (X.compute_chunk_sizes(), "
+            "or a Dask DataFrame's to_dask_array(lengths=True), for X and y alike)."
+        )
     zero = _all_zero(sample_weight)
     with naming(where):
         data = check_fit_data(template, X, y, np.ones(np.shape(sample_weight)) if zero else sample_weight,

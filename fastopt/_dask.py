@@ -127,9 +127,15 @@ class DaskChunks(Sequence):
                 )
         starts = np.cumsum((0, *rows)) if rows is not None else None
         self.labels = [
-            f"chunk {i}" + (f" (rows {int(starts[i])}:{int(starts[i + 1])})" if rows is not None else "")
-            for i in range(len(self.x))
+            f"chunk {i}" + (f" (rows {int(starts[i])}:{int(starts[i + 1])})" if np.isfinite(starts[i + 1]) else "")
+            if rows is not None else f"chunk {i}" for i in range(len(self.x))
         ]
+        if rows is not None and 0 in rows and any(rows):  # blocks known to be empty hold nothing to fit: skipped
+            keep = [i for i, r in enumerate(rows) if r != 0]
+            self.x, self.y, self.labels = [self.x[i] for i in keep], [self.y[i] for i in keep], \
+                [self.labels[i] for i in keep]
+            self.w = None if self.w is None else [self.w[i] for i in keep]
+            rows = tuple(rows[i] for i in keep)
         self.y_ndim = y.ndim
         self.rows = rows
         self.sparse = sparse_blocks(X)
@@ -536,6 +542,9 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
     _check_features(checker, X, reset=first)
     solver = _solvers.SOLVERS[name]
     solver.check_incremental()
+    if solver.chunked == "passes":  # a Krylov solver refits this call's rows from the previous coefficients
+        return dataclasses.replace(_passes_fit(estimator.get_params(), checker, name, chunks, prior, y),
+                                   checked=checker)
     if solver.chunked != "statistics":
         return _sweeps.partial_sweep(_passes(chunks, checker), name, estimator.get_params(), prior, checker)
     # (a prior Gram without R would drop the blocks' R factors: their Gram alone, as for a fit)

@@ -582,3 +582,58 @@ def test_iterative_fit_on_sparse_blocks_centres_offset_numeric_columns(client, r
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(solver=rule, random_state=0).fit(Xb, blocks(y, 1000))
     assert objective(est) / best - 1.0 < 1e-3
+
+
+@pytest.mark.parametrize("solver", ["auto", "lsqr", "sgd"])
+def test_blocks_of_unknown_size_after_a_mask(solver, rng):
+    # A boolean mask leaves the row counts unknown (nan); the blocks' labels took int(nan).
+    X, y = make_problem(rng, n=800)
+    dX, dy = da.from_array(X, chunks=(200, 6)), da.from_array(y, chunks=200)
+    keep = dX[:, 0] > -10  # every row, but Dask cannot know
+    kw = dict(solver=solver, random_state=0, max_epochs=3)
+    with dask.config.set(scheduler="synchronous"):
+        masked = LinearRegressor(**kw).fit(dX[keep], dy[keep])
+        known = LinearRegressor(**kw).fit(dX, dy)
+    np.testing.assert_array_equal(masked.coef_, known.coef_)
+
+
+@pytest.mark.parametrize("solver", ["auto", "sgd"])
+def test_blocks_known_to_be_empty_are_skipped(solver, rng):
+    X, y = make_problem(rng, n=600)
+    kw = dict(solver=solver, random_state=0, max_epochs=3)
+    with dask.config.set(scheduler="synchronous"):
+        holed = LinearRegressor(**kw).fit(da.from_array(X, chunks=((0, 300, 0, 300), 6)),
+                                          da.from_array(y, chunks=((0, 300, 0, 300),)))
+        plain = LinearRegressor(**kw).fit(da.from_array(X, chunks=(300, 6)), da.from_array(y, chunks=300))
+    np.testing.assert_array_equal(holed.coef_, plain.coef_)
+
+
+def test_an_empty_partition_of_unknown_size_is_named_with_the_way_out(rng):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    X, y = make_problem(rng, n=60, d=3)
+    frame = pd.DataFrame(X, columns=list("abc")).assign(y=y)
+    # the first partition emptied by a filter, sizes unknown to Dask
+    filtered = dd.from_pandas(frame, npartitions=3).map_partitions(lambda p: p[p.index >= 20])
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(ValueError, match=r"chunk 0 has no rows.*to_dask_array\(lengths=True\)"):
+            LinearRegressor().fit(filtered[["a", "b", "c"]], filtered["y"])
+        est = LinearRegressor().fit(filtered[["a", "b", "c"]].to_dask_array(lengths=True),
+                                    filtered["y"].to_dask_array(lengths=True))
+    ref = LinearRegressor().fit(X[20:], y[20:])
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["lsqr", "cg"])
+def test_krylov_partial_fit_on_dask_refits_the_call_as_in_memory(solver, rng):
+    # As in memory: each call refits its own rows from the previous coefficients (the state was handed to the
+    # iterative sweeps, which raised AttributeError).
+    X, y = make_problem(rng, n=800)
+    kw = dict(solver=solver, alpha=1e-3 if solver == "cg" else 0.0, tol=1e-10)
+    with dask.config.set(scheduler="synchronous"):
+        on_dask = LinearRegressor(**kw)
+        for rows in (slice(0, 400), slice(400, 800)):
+            on_dask.partial_fit(da.from_array(X[rows], chunks=(100, 6)), da.from_array(y[rows], chunks=100))
+    in_memory = LinearRegressor(**kw).partial_fit(X[:400], y[:400]).partial_fit(X[400:], y[400:])
+    np.testing.assert_allclose(on_dask.coef_, in_memory.coef_, rtol=1e-9)
+    assert on_dask.solver_ == solver
