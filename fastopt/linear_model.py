@@ -642,12 +642,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True,
                                                            sparse=dask_backend.sparse_blocks(X),
                                                            average=self.average))
-            if first:
-                self._validate_params()
+            self._validate_params()  # every call: a parameter set between calls (cached when unchanged)
             prior = self._continued_state(name)
             return self._take(dask_backend.partial_fit(self, X, y, sample_weight, name, first, prior))
-        if first:
-            self._validate_params()
+        # every call, not only the first (as scikit-learn's partial_fit): parameters set between calls are checked
+        # too (batch_size=0 raised ZeroDivisionError); unchanged ones are recognised at once (_validate_params)
+        self._validate_params()
         _solvers.resolve(self.solver, self.loss, incremental=True)
         return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
 

@@ -243,3 +243,19 @@ def test_dataframe_columns_are_checked_for_complex_values_without_converting_the
     for column in (np.ones(40) + 1j, pd.arrays.SparseArray(np.ones(40) + 1j)):
         with pytest.raises(ValueError, match="X has a complex dtype"):
             LinearRegressor().fit(frame.assign(z=column), y)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "auto"])
+@pytest.mark.parametrize("change", [dict(batch_size=0), dict(batch_size=-5), dict(learning_rate=-1.0),
+                                    dict(alpha=-10.0), dict(solver="bogus")])
+def test_partial_fit_checks_parameters_set_between_calls(solver, change):
+    # Only the first call was validated: batch_size=0 raised ZeroDivisionError, a negative rate ascended, a
+    # negative alpha was taken as 0. A failed call leaves the fit as it was.
+    from sklearn.utils._param_validation import InvalidParameterError
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 3)), rng.normal(size=200)
+    est = LinearRegressor(solver=solver, random_state=0).partial_fit(X[:100], y[:100])
+    coef = est.coef_.copy()
+    with pytest.raises(InvalidParameterError, match=next(iter(change))):
+        est.set_params(**change).partial_fit(X[100:], y[100:])
+    np.testing.assert_array_equal(est.coef_, coef)
