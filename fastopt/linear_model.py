@@ -552,8 +552,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data; float32 input is fitted in float32 (accumulated safely), anything else in float64.
-            Any ``scipy.sparse`` format (converted once to CSR, never modified) for every solver but
-            ``"newton"``, which raises TypeError.
+            Any ``scipy.sparse`` format (converted once to CSR, never modified), for every solver.
             A ``numpy.memmap`` is read in place (closed form and Krylov solvers make no copy of ``X``).
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
