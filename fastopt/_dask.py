@@ -57,7 +57,7 @@ def _check_collection(name: str, a: Any, ndims: tuple[int, ...]) -> None:
         if a.ndim not in ndims:
             raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions; got shape {a.shape}.")
         if np.iscomplexobj(a._meta):
-            raise TypeError(f"{name} has a complex dtype; fastopt fits real-valued least squares only.")
+            raise ValueError(f"{name} has a complex dtype; fastopt fits real-valued least squares only.")
     elif not _is_frame(a):
         raise TypeError(f"{name} is a {type(a).__name__}; expected a dask.array.Array or a Dask DataFrame/Series.")
 

@@ -637,3 +637,11 @@ def test_krylov_partial_fit_on_dask_refits_the_call_as_in_memory(solver, rng):
     in_memory = LinearRegressor(**kw).partial_fit(X[:400], y[:400]).partial_fit(X[400:], y[400:])
     np.testing.assert_allclose(on_dask.coef_, in_memory.coef_, rtol=1e-9)
     assert on_dask.solver_ == solver
+
+
+def test_complex_blocks_get_the_in_memory_error(rng):
+    X, y = make_problem(rng, n=100)
+    with pytest.raises(ValueError, match="[Cc]omplex"):
+        LinearRegressor().fit(X.astype(complex), y)
+    with pytest.raises(ValueError, match="complex dtype"):
+        LinearRegressor().fit(da.from_array(X.astype(complex), chunks=(50, 6)), da.from_array(y, chunks=50))
