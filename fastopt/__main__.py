@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 import subprocess
 import sys
@@ -99,6 +100,9 @@ def _landscape(args: argparse.Namespace) -> int:
         for name, obj in functions.FUNCTIONS.items():
             print(f"{name:16} {obj.formula}\n{'':16} {obj.description}")
         return 0
+    folder = pathlib.Path(args.output).parent
+    if args.output != "none" and not folder.is_dir():  # before the runs, not after them
+        args.parser.error(f"--output: the folder {str(folder)!r} does not exist")
     obj = functions.get(args.function)
     x0 = np.array(args.x0 if args.x0 is not None else obj.x0, dtype=float)
     if x0.shape != (obj.ndim,):
@@ -178,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _number(kind, low: float | None = None, strict: bool = True):
+    """An argparse type: a finite ``kind`` above ``low`` (at least, without ``strict``), else a usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
+            bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text}")
+        return value
+    return parse
+
+
 def _add_landscape(sub) -> None:
     from fastopt.functions import FUNCTIONS
     from fastopt.minimize import METHODS
@@ -191,19 +209,20 @@ def _add_landscape(sub) -> None:
                    help=f"one of {', '.join(FUNCTIONS)} (default: rosenbrock)")
     p.add_argument("--methods", nargs="+", default=["sgd", "momentum", "adam", "newton"], choices=METHODS,
                    metavar="METHOD", help=f"any of {', '.join(METHODS)} (default: sgd momentum adam newton)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=_number(float, 0.0), default=None,
                    help="learning rate of the first-order methods (default: chosen per method and function)")
-    p.add_argument("--maxiter", type=int, default=2000, help="iterations per method (default: 2000)")
-    p.add_argument("--gtol", type=float, default=1e-6, help="stop when the largest |gradient| entry is below")
-    p.add_argument("--x0", type=float, nargs="+", default=None, help="start (default: the function's own)")
-    p.add_argument("--noise", type=float, default=0.0,
+    p.add_argument("--maxiter", type=_number(int, 0), default=2000, help="iterations per method (default: 2000)")
+    p.add_argument("--gtol", type=_number(float, 0.0, False), default=1e-6,
+                   help="stop when the largest |gradient| entry is below")
+    p.add_argument("--x0", type=_number(float), nargs="+", default=None, help="start (default: the function's own)")
+    p.add_argument("--noise", type=_number(float, 0.0, False), default=0.0,
                    help="per-sample gradient noise of the first-order methods (minibatch SGD; default 0)")
-    p.add_argument("--batch-size", type=int, default=1, help="minibatch size with --noise (default: 1)")
+    p.add_argument("--batch-size", type=_number(int, 0), default=1, help="minibatch size with --noise (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seeds the minibatch noise (default: 0)")
     p.add_argument("--output", default="landscape.png",
                    help="PNG of the trajectories (default: landscape.png; 'none' for no figure)")
     p.add_argument("--list", action="store_true", help="list the test functions and exit")
-    p.set_defaults(func=_landscape)
+    p.set_defaults(func=_landscape, parser=p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,6 +90,24 @@ def test_unknown_function_is_rejected(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
+    (["--lr", "abc"], "--lr: 'abc' is not a float"),
+    (["--maxiter", "-1"], "--maxiter: must be a finite number > 0"),
+    (["--gtol", "-1"], "--gtol: must be a finite number >= 0"),
+    (["--x0", "nan", "1"], "--x0: must be a finite number, got nan"),
+    (["--noise", "-1"], "--noise: must be a finite number >= 0"),
+    (["--noise", "1", "--batch-size", "0"], "--batch-size: must be a finite number > 0"),
+    (["--output", "no-such-folder/x.png"], "--output: the folder 'no-such-folder' does not exist"),
+])
+def test_bad_landscape_options_are_usage_errors(options, message, tmp_path, monkeypatch, capsys):
+    # (they raised tracebacks from inside the optimizers, or after all runs, from the figure)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["landscape", "rosenbrock", "--methods", "adam", *options])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_bench_without_a_checkout_says_so(tmp_path, capsys):
     assert cli.main(["bench", "--source", str(tmp_path)]) == 2
     assert "bench/report.py not found" in capsys.readouterr().err
