@@ -520,7 +520,7 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
         tol = 2.0 * rtol
         # (the reference is at most |F|: computed only when the plain test passes; the floor only when they fail)
         if dec <= 0.0 or (dec <= tol * abs(F) and (reference is None or dec <= tol * reference(r, w, F))) \
-                or (floor and dec <= tol * round_off_floor(prob, cur.mask)):
+                or (floor and dec <= tol * round_off_floor(prob, cur.mask, w, b)):
             return w, b, r, F, it, True
         w1, b1 = w + dw, b + db
         trial = prob.run(w1, b1, eps, hess.prev())
@@ -641,16 +641,34 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
     return _Fit(w, b, F, iters + it, ok, curve or [F]), hess
 
 
-def round_off_floor(prob: _Problem, mask: np.ndarray) -> float:
-    """``EPS`` times half the weighted sum of ``y^2`` over the inliers of ``mask``. Their residuals are computed
-    with errors of about ``EPS |y|``, so an objective at round-off of an exact fit is about ``EPS`` times this,
-    and its decrements are as large as itself (no relative digits are left); a decrement within ``2 RTOL``
-    times this floor (``4 EPS^2`` times the inliers' weighted sum of ``y^2``) is below any change the residuals
-    can show.
-    Rows beyond the threshold (far outliers) are left out: their round-off is what the reference already
-    discounts."""
+def round_off_floor(prob: _Problem, mask: np.ndarray, w: np.ndarray | None = None, b: float = 0.0) -> float:
+    """``EPS`` times half the weighted sum of ``m_i^2`` over the inliers of ``mask``, ``m_i = |y_i|`` (or, given
+    the point ``(w, b)``, ``|x_i| . |w| + |b| + |y_i|``, the magnitude of the terms residual ``i`` sums). The
+    residuals are computed with errors of about ``EPS m_i``, so an objective at round-off of an exact fit is about
+    ``EPS`` times this, and its decrements are as large as itself (no relative digits are left); a decrement
+    within ``2 RTOL`` times this floor (``4 EPS^2`` times the inliers' weighted sum of ``m_i^2``) is below any
+    change the residuals can show. With ``|y|`` alone an exact fit whose coefficients are large next to ``y``
+    (a square system of condition 100: terms 100 times ``|y|``) was not recognised, and Newton ran to
+    ``max_iter`` and warned. Rows beyond the threshold (far outliers) are left out: their round-off is what the
+    reference already discounts."""
     inliers = mask.view(bool)
-    return EPS * 0.5 * _dot(prob.s[inliers], np.square(prob.y[inliers]))  # (not BLAS: see _dot)
+    m = np.abs(prob.y[inliers])
+    if w is not None:
+        m = m + _abs_times(prob.X, inliers, np.abs(w)) + abs(b)
+    return EPS * 0.5 * _dot(prob.s[inliers], np.square(m))  # (not BLAS: see _dot)
+
+
+def _abs_times(X, rows: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``|X[rows]| @ v`` for dense or CSR ``X``, dense rows in blocks of about ``PASS_BYTES``."""
+    if is_sparse(X):
+        Xr = X[rows]
+        return np.asarray(abs(Xr) @ v, dtype=np.float64).ravel()
+    index = np.flatnonzero(rows)
+    out = np.empty(index.shape[0])
+    block = max(64, PASS_BYTES // (8 * max(X.shape[1], 1)))
+    for i0 in range(0, index.shape[0], block):
+        out[i0 : i0 + block] = np.abs(X[index[i0 : i0 + block]]).astype(np.float64) @ v
+    return out
 
 
 def _sampled(n: int, d: int) -> bool:
