@@ -646,6 +646,11 @@ def _scaled_normal_equations(params: dict, state: ClosedFormState):
         for i in range(0, d, _ROW_SLICE):
             A[i : i + _ROW_SLICE] += state.weight * np.outer(m[i : i + _ROW_SLICE], m)
         C = C + state.weight * np.outer(m, state.mean[d:])
+    elif (constant := np.flatnonzero(constant_columns(state))).size:
+        # a column constant to round-off is exactly constant: zero rows and columns, a null direction e_j of the
+        # pivoted path (coefficient 0), or, with a ridge, a coefficient of 0
+        C = C.copy()
+        A[constant], A[:, constant], C[constant] = 0.0, 0.0, 0.0
     # (a constant column's centred entry may round below zero: scale 1, as for a zero column). The ridge counts in
     # the scale: scaled by G's diagonal alone, a column of tiny norm got a diagonal entry W alpha / s^2 far above
     # the others', and the condition estimate of a well-conditioned ridge fell below RCOND_CHOLESKY (a larger
@@ -657,6 +662,27 @@ def _scaled_normal_equations(params: dict, state: ClosedFormState):
     A /= scale
     A[np.diag_indices(d)] += ridge / scale**2
     return A, C / scale[:, None], scale
+
+
+# A column whose weighted spread about its mean is below this fraction of the mean is constant to round-off:
+# the mean itself is computed within a few ulps, so a constant column's centred sum of squares is rounding noise,
+# about (eps m)^2 W, where any spread the data can hold is at least an ulp of m. Left in, the Jacobi scaling made
+# that noise a unit column that passed Cholesky's and QR's condition tests: 0.1 in every row beside an intercept
+# got a coefficient of 3e10 (its rounding), and with non-uniform weights on CSR X the fit's error was 4e59.
+CONSTANT_RTOL = 2.0**10 * EPS
+
+
+def constant_columns(state: ClosedFormState) -> np.ndarray:
+    """The columns of ``X`` that are constant to round-off over the rows of positive weight (a centred sum of
+    squares at most ``(CONSTANT_RTOL m)^2 W``, ``m`` the column's mean; not a zero column): with an intercept they
+    are exactly dependent on it, and the solve takes them as exactly constant (coefficient 0, minimum norm)."""
+    d = state.n_features
+    if state.gram is not None:
+        spread = np.diag(state.gram)[:d]
+    else:
+        spread = np.einsum("ij,ij->j", state.r[:, :d], state.r[:, :d])  # R^T R = G: its columns' squares
+    level = state.weight * np.square(state.mean[:d])
+    return (level > 0) & (spread <= CONSTANT_RTOL**2 * level)
 
 
 def _block_one_norm(params: dict, state: ClosedFormState, scale: np.ndarray, idx: np.ndarray) -> float:
@@ -740,6 +766,11 @@ def _r_system(params: dict, state: ClosedFormState):
     R = state.r
     if not params["fit_intercept"]:  # uncentred: R^T R + W m m^T
         R = _triangle([R, np.sqrt(state.weight) * state.mean], p)
+    elif (constant := np.flatnonzero(constant_columns(state))).size:
+        # exactly constant (see constant_columns): zero columns of R give the Gram with zero rows and columns, and
+        # R11 their exact rank deficiency (the SVD path, minimum norm)
+        R = R.copy()
+        R[:, constant] = 0.0
     if params["alpha"] > 0:  # ridge as extra rows sqrt(W alpha) [I, 0]
         ridge = np.zeros((d, p))
         ridge[np.diag_indices(d)] = np.sqrt(state.weight * params["alpha"])

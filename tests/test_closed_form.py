@@ -533,3 +533,33 @@ def test_a_ridge_never_makes_the_condition_estimate_worse(rng):
     for j, a in enumerate((1e-3, 0.1)):  # each target as its own ridge fit, to rounding
         ref = LinearRegressor(solver="qr", alpha=a, fit_intercept=False).fit(X, Y[:, j])
         np.testing.assert_allclose(est.coef_[j], ref.coef_, rtol=1e-9, atol=1e-12 * np.abs(ref.coef_).max())
+
+
+@given(seed=st.integers(0, 2**32 - 1), value=st.sampled_from([0.1, 1 / 3, 3.7, -3.7, 5.0, 7.3, 1e5 + 0.1]),
+       weights=st.sampled_from(["none", "uniform", "skewed", "zeros"]), sparse=st.booleans(),
+       how=st.sampled_from([dict(), dict(solver="qr"), dict(positive=True), dict(alpha=np.array([0.0]))]))
+def test_a_constant_column_beside_the_intercept_gets_coefficient_zero(seed, value, weights, sparse, how):
+    # A column constant over the rows of positive weight (to round-off: its mean is computed within ulps) is exactly
+    # dependent on the intercept. Its centred rounding noise, scaled up by the Jacobi scaling, passed Cholesky's
+    # and QR's tests: coefficients of 1e10-1e44 (an error of 4e59 with CSR X and skewed weights), silently. Now
+    # its coefficient is 0, the minimum-norm solution (scikit-learn's LinearRegression's), and the others are
+    # those of the fit without it, to the accuracy of the normal equations (cond ~ 1 here: 1e-12 is 4,500 eps).
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    n = 300
+    X = rng.standard_normal((n, 4))
+    X[:, 2] = value
+    y = X[:, [0, 1, 3]] @ np.array([1.0, 2.0, 0.5]) + 0.1 * rng.standard_normal(n)
+    w = {"none": None, "uniform": np.full(n, 0.7), "skewed": np.exp(2 * rng.standard_normal(n)),
+         "zeros": np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0.5, 2.0, n))}[weights]
+    if weights == "zeros":
+        X[w == 0, 2] = rng.standard_normal(int((w == 0).sum()))  # constant only where the weight is positive
+    Y = y[:, None] if "alpha" in how else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        est = LinearRegressor(**how).fit(sp.csr_array(X) if sparse else X, Y, sample_weight=w)
+        ref = LinearRegressor(**how).fit(X[:, [0, 1, 3]], Y, sample_weight=w)
+    coef = np.ravel(est.coef_)
+    assert coef[2] == 0.0
+    np.testing.assert_allclose(coef[[0, 1, 3]], np.ravel(ref.coef_), rtol=0, atol=1e-12 * np.abs(ref.coef_).max())
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=0, atol=1e-12 * (1 + abs(value)) * 3)
