@@ -495,6 +495,12 @@ class Passes:
 # ---------------------------------------------------------------- the operator and the two methods
 
 
+# A column whose centred sum of squares, sum w x^2 - W m^2 from the moments, is at most this fraction of
+# sum w x^2 is constant to round-off (the subtraction cancels; naive sums of n terms round by up to ~n eps): a
+# relative spread below about 5e-7 of the column's mean.
+CONSTANT_RTOL = 2.0**10 * np.finfo(np.float64).eps
+
+
 def jacobi_pays(precondition: str, colsq: np.ndarray, diag: np.ndarray) -> bool:
     """Whether ``precondition`` ("auto" or "none") scales the columns (the Jacobi preconditioner).
 
@@ -534,12 +540,26 @@ class _Operator:
         colsq *= W
         np.subtract(mom.sxx, colsq, out=colsq)
         np.maximum(colsq, 0.0, out=colsq)
+        # With an intercept, a column constant to round-off (its centred norm within the cancellation of the
+        # moments) is left out, D = 0 (coefficient 0, the minimum-norm choice): scaled to unit norm its rounding
+        # noise fitted the residual's noise (0.1 in every row got -0.29 from LSQR).
+        constant = None
+        if params["fit_intercept"]:
+            constant = (colsq <= CONSTANT_RTOL * mom.sxx) & (mom.sxx > 0)
+            colsq[constant] = 0.0
+            constant = constant if constant.any() else None
         diag = colsq + self.lam2
-        self.scaled = jacobi_pays(params.get("precondition", "auto"), colsq, diag)
-        if self.scaled:
+        jacobi = jacobi_pays(params.get("precondition", "auto"), colsq, diag)
+        self.scaled = jacobi or constant is not None
+        if jacobi:
             self.D = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
+        elif self.scaled:
+            self.D = np.ones(diag.shape[0])
         else:
             self.D = 1.0  # D = I: a number, so no d-vector of ones is formed or multiplied by
+        if constant is not None:
+            self.D[constant] = 0.0
+            diag[constant] = 0.0
         self.centred = bool(params["fit_intercept"])
         self.L = np.sqrt(self.lam2) * self.D  # the diagonal lower block (a number when D = I)
         # D A^T b and ||b||^2, from the moments.
@@ -547,7 +567,7 @@ class _Operator:
         self.bb = float(mom.cyy[target])
         # ||[A D; lam D]||_F, from the same norms: each scaled column has norm 1 (an empty one, without the
         # ridge, 0). The stopping rules' norm until an iteration has estimated it (_Stopping).
-        self.frobenius = math.sqrt(float(np.count_nonzero(diag > 0)) if self.scaled else float(np.sum(diag)))
+        self.frobenius = math.sqrt(float(np.count_nonzero(diag > 0)) if jacobi else float(np.sum(diag)))
         self.passes_made = 0
 
     def apply(self, g: np.ndarray, c: float):
@@ -860,7 +880,7 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
         ref = math.sqrt(_dot(op.Atb, op.Atb))
         x = np.zeros(d)
         if state is not None and state.coef.shape == (k, d):
-            x = state.coef[j] / op.D
+            x = np.divide(state.coef[j], op.D, out=np.zeros(d), where=op.D != 0)  # (D = 0: a constant column)
         used, converged = 0, ref == 0.0 and not x.any()
         stop = _Stopping(op, tol)
         for _ in range(MAX_RESTARTS + 1):
