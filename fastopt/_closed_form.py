@@ -1202,15 +1202,27 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     d = state.n_features
     M = None
     rcond = 0.0
+    live = np.arange(d)
     if state.gram is not None:
         A, B, scale = _scaled_normal_equations(params, state)
+        # Columns without data (zero, or constant beside the intercept: zero rows and columns but for a ridge's
+        # diagonal, and no right-hand side) are decoupled, coefficient 0; left in, the ridge's unit columns made
+        # SciPy's NNLS stop short (769 empty hashed columns of 1,024, alpha 1e-8: 1.3e-7 of the objective above
+        # the optimum, gradient 2e-7).
+        decoupled = (np.count_nonzero(A, axis=0) <= 1) & ~B.any(axis=1)
+        if decoupled.any():
+            live = np.flatnonzero(~decoupled)
+            if not live.size:  # no column has data (a single row): every coefficient is 0
+                return _result(params, state, np.zeros((d, B.shape[1])), "cholesky", 0.0, 0)
+            A, B = np.ascontiguousarray(A[np.ix_(live, live)]), B[live]
         U, info = lapack.dpotrf(A, lower=0, clean=1)
         if info == 0:
             rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())
             if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
                 rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+        m = live.size
         if info == 0 and rcond >= RCOND_CHOLESKY:
-            M, c, path = U, _upper_solve(np.asfortranarray(U), d, B, trans=True, serial=_tail_serial(d)), "cholesky"
+            M, c, path = U, _upper_solve(np.asfortranarray(U), m, B, trans=True, serial=_tail_serial(m)), "cholesky"
         elif state.r is None:
             _warn_eigh(rcond, "a non-negative solve on the eigendecomposition")
             lam, Q = np.linalg.eigh(A)
@@ -1218,12 +1230,15 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             root = np.sqrt(lam[keep])
             M, c, path = root[:, None] * Q[:, keep].T, (Q[:, keep].T @ B) / root[:, None], "eigh"
     if M is None:
+        live = np.arange(d)
         R11, R12 = _r_system(params, state)
         scale = _pow2(np.linalg.norm(R11, axis=0))
         scale[scale == 0] = 1.0
         M, c, path = R11 / scale, R12, "qr"
         rcond, _ = lapack.dtrcon(M, norm="1", uplo="U", diag="N")
-    V = np.column_stack([scipy.optimize.nnls(M, c[:, j], maxiter=50 * d)[0] for j in range(c.shape[1])])
+    V = np.zeros((d, c.shape[1]))
+    V[live] = np.column_stack([scipy.optimize.nnls(M, c[:, j], maxiter=50 * max(live.size, 1))[0]
+                               for j in range(c.shape[1])])
     return _result(params, state, V / scale[:, None], path, rcond, d)
 
 
