@@ -945,11 +945,20 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             # A stage used up max_epochs: non-convergence, unless gamma is already at round-off of the capped
             # objective (say with tied rows, more than p fitted exactly, so no limit is ever certified): the
             # stage before it is then within about 10 gamma / 2 of the minimum, and kept.
-            converged = capped_round_off(r, w)
+            F_lad = _lad_objective(prob, r, w)
+            converged = capped_round_off(r, w) or _fitted_to_round_off(prob, r, w, b, F_lad)
+            if converged and F_lad < best[0]:
+                best[:] = [F_lad, w, b]
             break
         F_lad = _lad_objective(prob, r, w)
         if F_lad < best[0]:
             best[:] = [F_lad, w, b]
+        if _fitted_to_round_off(prob, r, w, b, F_lad):
+            # an exact fit reached (the start was within the rounding of the least-squares solve, not of the
+            # residuals: y constant, its mean off by hundreds of ulps): thresholds would shrink for ever
+            converged = True
+            curve.append(best[0])
+            break
         if last.get("certified") or attempt(w, b, r, gamma):
             # the certified limit is the minimiser: taken as is, not by comparing objectives that far
             # outliers may round alike

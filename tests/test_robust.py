@@ -480,3 +480,17 @@ def test_huber_on_a_square_system_stops_at_its_exact_fit(seed):
     exact = np.linalg.solve(X, y)
     assert est.n_iter_ < 10
     np.testing.assert_allclose(est.coef_, exact, rtol=0, atol=1e-9 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("value", [3.7, -0.1, 1e5 + 0.3])
+def test_absolute_error_of_a_constant_target_stops_at_its_exact_fit(value):
+    # The least-squares start of a constant y is within its mean's rounding (hundreds of ulps over 1,000 rows),
+    # not the residuals': the smoothing's thresholds shrank towards round-off until max_iter, and warned. An
+    # exact fit reached by a stage now ends the fit.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(1000, 1)), np.full(1000, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver="newton", loss="absolute_error").fit(X, y)
+    assert est.intercept_ == pytest.approx(value, rel=4 * np.finfo(float).eps)
+    assert abs(est.coef_[0]) <= 1e-12 * abs(value)
