@@ -2716,3 +2716,22 @@ def test_the_momentum_rate_bound_is_left_out_under_a_per_column_ridge_map(monkey
     monkeypatch.setattr(_iterative_lr, "momentum_rate_bound", lambda c, b: 1e-12)
     assert rate(1e-3) == plain[1e-3]
     assert rate(0.0) == pytest.approx(1e-12 * 0.1) and plain[0.0] > 1e-6
+
+
+def test_a_small_target_left_far_beside_a_large_one_is_warned():
+    # The plateau rule judges the targets' summed loss, which a target of small scale does not move: beside a
+    # target 1e4 times larger RMSProp's default fit stopped 7.8 times the small one's optimal loss above it, and
+    # the check of the sum was silent. Each target is now checked at its own scale, and the warning names it.
+    rng = np.random.default_rng(0)
+    n, d = 5000, 10
+    X = rng.normal(size=(n, d)) * 10 ** rng.uniform(-1, 1, d)
+    Y = np.column_stack([X @ rng.normal(size=d) + rng.normal(size=n),
+                         1e4 * (X @ rng.normal(size=d) + rng.standard_t(2, size=n))])
+    with pytest.warns(ConvergenceWarning, match="objective of target 0 is still at least"):
+        est = LinearRegressor(solver="rmsprop", random_state=0).fit(X, Y)
+    exact = LinearRegressor().fit(X, Y[:, 0])
+    far = half_mse(X, Y[:, 0], est.coef_[0], est.intercept_[0])
+    assert far > 1.5 * half_mse(X, Y[:, 0], exact.coef_, exact.intercept_)  # far indeed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # both targets finished: nothing to say
+        LinearRegressor(solver="adam", random_state=0).fit(X, Y)
