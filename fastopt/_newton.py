@@ -258,15 +258,19 @@ class _Problem:
                 return _Pass(r, mask, g, gb, loss, dH, moved, int(crossed.size), False)
         return _Pass(r, mask, g, gb, loss, _inlier_hessian(self, inside), None, inliers, True)
 
-    def row_norms(self) -> np.ndarray:
-        """The rows' 1-norms ``||x_i||_1`` in float64 (computed once)."""
-        if getattr(self, "_row_norms", None) is None:
+    def floor_sums(self) -> tuple:
+        """``(sum s y^2, sum s, sum s r^2, sum s |y|, sum s |y| r, sum s r)`` with ``r_i = ||x_i||_1`` (computed
+        once): :func:`_at_round_off`'s bound."""
+        if getattr(self, "_floor_sums", None) is None:
             if is_sparse(self.X):
-                self._row_norms = np.asarray(abs(self.X).sum(axis=1), dtype=np.float64).ravel()
+                r = np.asarray(abs(self.X).sum(axis=1), dtype=np.float64).ravel()
             else:
-                self._row_norms = np.concatenate([np.abs(self.X[i : i + self.block]).sum(axis=1, dtype=np.float64)
-                                                  for i in range(0, self.n, self.block)] or [np.zeros(0)])
-        return self._row_norms
+                r = np.concatenate([np.abs(self.X[i : i + self.block]).sum(axis=1, dtype=np.float64)
+                                    for i in range(0, self.n, self.block)] or [np.zeros(0)])
+            y, s = np.abs(self.y.astype(np.float64)), self.s
+            self._floor_sums = (_dot(s, y * y), float(np.sum(s)), _dot(s, r * r), _dot(s, y), _dot(s * y, r),
+                                _dot(s, r))
+        return self._floor_sums
 
     def xt(self, v: np.ndarray) -> np.ndarray:
         """``X^T v`` in float64, blockwise."""
@@ -669,17 +673,17 @@ def round_off_floor(prob: _Problem, mask: np.ndarray, w: np.ndarray | None = Non
 
 
 def _at_round_off(prob: _Problem, mask: np.ndarray, w: np.ndarray, b: float, level: float) -> bool:
-    """Whether ``level`` is within :func:`round_off_floor` at ``(w, b)``: first against ``|y|`` alone, then
-    against an upper bound of the floor from the rows' 1-norms (``|x_i| . |w| <= ||x_i||_1 max|w|``, O(n)), and
-    only then against the floor itself (a read of ``X``: at every iteration of a sparse Huber fit it cost a
-    quarter of the fit)."""
-    if level <= round_off_floor(prob, mask):
-        return True
-    inliers = mask.view(bool)
-    bound = np.abs(prob.y[inliers]) + abs(b) + float(np.max(np.abs(w), initial=0.0)) * prob.row_norms()[inliers]
-    if level > EPS * 0.5 * _dot(prob.s[inliers], np.square(bound)):
+    """Whether ``level`` is within :func:`round_off_floor` at ``(w, b)``: first against an upper bound of it over
+    every row from the rows' 1-norms (``|x_i| . |w| <= ||x_i||_1 max|w|``, O(1) from sums kept by the problem),
+    then against ``|y|`` alone, and only then against the floor itself (a read of ``X``: at every iteration of a
+    sparse Huber fit it cost a quarter of the fit)."""
+    # over every row, sum_i s_i (|y_i| + B + c ||x_i||_1)^2 from six sums kept by the problem: O(1)
+    yy, ss, rr, sy, yr, sr = prob.floor_sums()
+    B, c = abs(b), float(np.max(np.abs(w), initial=0.0))
+    bound = yy + B * B * ss + c * c * rr + 2.0 * B * sy + 2.0 * c * yr + 2.0 * B * c * sr
+    if level > EPS * 0.5 * bound:
         return False
-    return level <= round_off_floor(prob, mask, w, b)
+    return level <= round_off_floor(prob, mask) or level <= round_off_floor(prob, mask, w, b)
 
 
 def _abs_times(X, rows: np.ndarray, v: np.ndarray) -> np.ndarray:
