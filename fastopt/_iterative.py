@@ -970,6 +970,12 @@ def _worst_target(parts: list, Y: np.ndarray, sw, fit_intercept: bool, f: float,
     w = np.ones(Y.shape[0]) if sw is None else sw.astype(np.float64)
     centre = np.einsum("i,ij->j", w, Y) / w.sum() if fit_intercept else np.zeros(Y.shape[1])
     null = 0.5 * np.einsum("i,ij->j", w, np.square(Y - centre)) / Y.shape[0]
+    return worst_target(parts, null, f, gain, scale)
+
+
+def worst_target(parts: list, null, f: float, gain: float, scale: float):
+    """:func:`_worst_target`'s choice from each target's ``(f_j, gain_j)`` and best constant model's loss
+    ``null[j]`` (in memory, or over a stream's passes)."""
     worst, ratio = (f, gain, scale, None), gain / alarm_level(f, scale)
     for j, (f_j, gain_j) in enumerate(parts):
         scale_j = max(PLATEAU_FLOOR * float(null[j]), np.finfo(np.float64).tiny)

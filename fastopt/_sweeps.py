@@ -499,7 +499,9 @@ class Epochs:
         else:
             result = gap(p, k, alpha, fit_intercept, scale)
         if result is not None:
-            _iterative.warn_if_far(self.name, *result, scale, loss=params["loss"], reweighted=robust)
+            f, gain, *worst = result  # (a multi-target squared error: the target furthest beyond its level)
+            at, target = worst if worst else (scale, None)
+            _iterative.warn_if_far(self.name, f, gain, at, loss=params["loss"], reweighted=robust, target=target)
 
 
 def _follow_rate(stopping, state) -> None:
@@ -731,7 +733,18 @@ def stream_gap(fused, p: np.ndarray, k: int, alpha: float, fit_intercept: bool, 
         # the weights have mean 1 over the training rows, so their total is the row count: small streams take
         # the in-memory check's extra steps (n d bounds the stored values of CSR chunks)
         steps = _iterative.check_steps(int(min(first.se, 2.0**62)) * max(d, 1), d, k)
-        return _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept, centre, steps, scale)
+        parts = [] if k > 1 and scale is not None else None
+        f, gain = _iterative.plateau_gap(fused, diag, first.se, p, k, alpha, fit_intercept, centre, steps, scale,
+                                         parts)
+        if not parts:
+            return f, gain
+        # each target at its own scale, as in memory (fastopt._iterative._worst_target): its best constant
+        # model's loss from one more pass a target (a = -s y: sum w y^2 and -sum w y)
+        W, null = first.se, []
+        for j in range(k):
+            q = fused(j, np.zeros(d), -1.0, 0.0, False)
+            null.append(0.5 * (q.ss / W - ((q.se / W) ** 2 if fit_intercept else 0.0)))
+        return _iterative.worst_target(parts, null, f, gain, scale)
     except ValueError:
         return None
 

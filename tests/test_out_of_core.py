@@ -571,3 +571,22 @@ def test_auto_on_a_stream_reads_its_first_chunk_once_to_choose(sparse, monkeypat
     est = LinearRegressor().fit_stream(lambda: iter(chunks))
     assert len(reads) == 1
     np.testing.assert_allclose(est.coef_, LinearRegressor().fit(data, y).coef_, rtol=1e-6, atol=1e-8)
+
+
+def test_stream_and_dask_check_each_target_at_its_own_scale():
+    # As in memory (test_convergence.py): the plateau check over a stream's (or Dask blocks') passes judges each
+    # target at its own scale, from one more pass a target for its best constant model's loss; it was the sum's.
+    rng = np.random.default_rng(0)
+    n, d = 5000, 10
+    X = rng.normal(size=(n, d)) * 10 ** rng.uniform(-1, 1, d)
+    Y = np.column_stack([X @ rng.normal(size=d) + rng.normal(size=n),
+                         1e4 * (X @ rng.normal(size=d) + rng.standard_t(2, size=n))])
+    chunks = [(X[i : i + 1000], Y[i : i + 1000]) for i in range(0, n, 1000)]
+    with pytest.warns(fastopt.exceptions.ConvergenceWarning, match="objective of target 0 is still at least"):
+        LinearRegressor(solver="rmsprop", random_state=0).fit_stream(chunks)
+    dask = pytest.importorskip("dask")
+    import dask.array as da
+    with dask.config.set(scheduler="synchronous"), pytest.warns(fastopt.exceptions.ConvergenceWarning,
+                                                                  match="of target 0"):
+        LinearRegressor(solver="rmsprop", random_state=0).fit(da.from_array(X, chunks=(1000, d)),
+                                                              da.from_array(Y, chunks=(1000, 2)))
