@@ -71,6 +71,7 @@ merged in a balanced tree); Dask arrays make one distributed pass per iteration 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -919,6 +920,48 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     return FitResult(coef, intercept, KrylovState(coef.copy()), {"solver_": method, "n_iter_": n_iter})
 
 
+# X whose columns' root mean squares lie beyond 2^X_SCALE_LIMIT (or within 2^-X_SCALE_LIMIT of zero), or y beyond
+# 2^Y_SCALE_LIMIT, is rescaled by a power of two (exact) before a Krylov solve: CGLS's recurrences hold up to the
+# fourth power of X's scale, and the moments' sums of squares under- or overflowed further out. y of 1e-200, or X
+# of 1e-200, returned zero coefficients, silently (CGLS already at X of 1e+-100, warned).
+X_SCALE_LIMIT, Y_SCALE_LIMIT = 64, 128
+
+
+def _x_exponent(X, mom) -> int:
+    """The power of two to divide ``X`` by (0: none): the exponent of its columns' largest root mean square from
+    the moments when beyond ``2^X_SCALE_LIMIT`` either way, or, where the moments' sums of squares under- or
+    overflowed (a column with a nonzero sum and a zero or infinite sum of squares), of its largest magnitude."""
+    if np.any((mom.sxx == 0) & (mom.sx != 0)) or not np.all(np.isfinite(mom.sxx)):
+        return _exponent(X, 0)
+    top = float(np.sqrt(np.max(mom.sxx, initial=0.0) / mom.weight)) if mom.weight > 0 else 0.0
+    e = int(np.frexp(top)[1]) if top > 0 and np.isfinite(top) else 0
+    return e if abs(e) > X_SCALE_LIMIT else 0
+
+
+def _exponent(A, limit: int) -> int:
+    """The power of two to divide ``A`` (dense or sparse) by so that its largest magnitude is near 1, when that
+    lies beyond ``2^limit`` or within ``2^-limit`` of zero; else 0."""
+    values = A.data if scipy.sparse.issparse(A) else A
+    top = float(np.max(np.abs(values), initial=0.0))
+    if top == 0.0 or not np.isfinite(top):
+        return 0
+    e = int(np.frexp(top)[1])
+    return e if abs(e) > limit else 0
+
+
+def _rescaled(data: Data, ex: int, ey: int) -> Data:
+    """``data`` with ``X`` divided by ``2^ex`` and ``Y`` by ``2^ey`` (copies; exact but for subnormals)."""
+    X = data.X
+    if ex:
+        X = X.copy()
+        if scipy.sparse.issparse(X):
+            X.data = np.ldexp(X.data, -ex).astype(X.dtype)
+        else:
+            X = np.ldexp(X, -ex).astype(X.dtype)
+    Y = np.ldexp(data.Y, -ey).astype(data.Y.dtype) if ey else data.Y
+    return dataclasses.replace(data, X=X, Y=Y)
+
+
 def cast(result: FitResult, dtype) -> FitResult:
     """The coefficients in the input's dtype (float32 input gives float32 coefficients, as the closed form)."""
     result.coef = result.coef.astype(dtype)
@@ -970,13 +1013,23 @@ class KrylovSolver(Solver):
         # Relative weights, divided by a power of two near their maximum (exact) so that no sum overflows.
         data = _closed_form.normalised_weights(data)
         passes = Passes(data, checked=True)
-        with np.errstate(over="ignore", invalid="ignore"):  # judged just below
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # judged just below
             mom = passes.moments(bool(params["fit_intercept"]))
         if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx)):
             # Name non-finite input before blaming overflow (solve's message).
             assert_all_finite(data.X.data if scipy.sparse.issparse(data.X) else data.X, input_name="X",
-                               estimator_name="LinearRegressor")
+                              estimator_name="LinearRegressor")
+        ex, ey = _x_exponent(data.X, mom), _exponent(data.Y, Y_SCALE_LIMIT)
+        if ex or ey:  # X or y so small (or large) that their squares under- or overflow: solved at scale 1
+            data, params = _rescaled(data, ex, ey), {**params, "alpha": np.ldexp(np.asarray(
+                params["alpha"], dtype=np.float64), -2 * ex)}
+            state = None if state is None else KrylovState(np.ldexp(state.coef, ex - ey))
+            passes = Passes(data, checked=True)
+            mom = passes.moments(bool(params["fit_intercept"]))
         result = solve(self.method, params, passes, state, mom, quiet=quiet)
+        if result is not None and (ex or ey):
+            result.coef, result.intercept = np.ldexp(result.coef, ey - ex), np.ldexp(result.intercept, ey)
+            result.state = KrylovState(np.ldexp(result.state.coef, ey - ex))
         return None if result is None else cast(result, dtype)
 
     def partial_fit(self, params: dict, data: Data, state: KrylovState | None = None, **_) -> FitResult:

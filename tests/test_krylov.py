@@ -1320,3 +1320,24 @@ def test_a_column_constant_to_round_off_is_left_out(solver, sparse, weighted):
     assert est.coef_[1] == est.coef_[2] == 0.0
     assert _rel(est.coef_[:1], ref.coef_) < 1e-10
     assert est.fit(A, y, sample_weight=w).coef_[1] == 0.0
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("x_scale, y_scale", [(1.0, 1e-200), (1.0, 1e200), (1e-200, 1.0), (1e-100, 1.0),
+                                              (1e100, 1.0), (1e-150, 1e150)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_extreme_scales_are_solved_at_scale_one(solver, x_scale, y_scale, sparse):
+    # Squares of 1e-200 underflow: the moments and norms were zero and LSQR and CGLS returned zero coefficients,
+    # silently (CGLS already at X of 1e+-100, warned). X and y are divided by powers of two (exact) first and the
+    # coefficients multiplied back, so the answer is the closed form's (which rescales its own way) to the
+    # Krylov tolerance; a warm start continues in the same units.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 4))
+    y = X @ np.array([1.0, -2.0, 3.0, 0.5]) + 0.1 * rng.standard_normal(500) + 2.0
+    A = X * x_scale
+    A = scipy.sparse.csr_array(A) if sparse else A
+    est = LinearRegressor(solver=solver, tol=1e-12, warm_start=True).fit(A, y * y_scale)
+    ref = LinearRegressor().fit(X * x_scale, y * y_scale)
+    assert _rel(est.coef_, ref.coef_) < 1e-9
+    assert est.intercept_ == pytest.approx(ref.intercept_, rel=1e-9)
+    assert est.fit(A, y * y_scale).n_iter_ <= 1  # already there
