@@ -927,11 +927,17 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
 X_SCALE_LIMIT, Y_SCALE_LIMIT = 64, 128
 
 
+def _squares_lost(mom) -> bool:
+    """Whether the moments' sums of squares of ``X`` under- or overflowed (a column with a nonzero sum and a zero
+    or infinite sum of squares)."""
+    return bool(np.any((mom.sxx == 0) & (mom.sx != 0)) or not np.all(np.isfinite(mom.sxx)))
+
+
 def _x_exponent(X, mom) -> int:
     """The power of two to divide ``X`` by (0: none): the exponent of its columns' largest root mean square from
     the moments when beyond ``2^X_SCALE_LIMIT`` either way, or, where the moments' sums of squares under- or
     overflowed (a column with a nonzero sum and a zero or infinite sum of squares), of its largest magnitude."""
-    if np.any((mom.sxx == 0) & (mom.sx != 0)) or not np.all(np.isfinite(mom.sxx)):
+    if _squares_lost(mom):
         return _exponent(X, 0)
     top = float(np.sqrt(np.max(mom.sxx, initial=0.0) / mom.weight)) if mom.weight > 0 else 0.0
     e = int(np.frexp(top)[1]) if top > 0 and np.isfinite(top) else 0
@@ -1021,11 +1027,16 @@ class KrylovSolver(Solver):
                               estimator_name="LinearRegressor")
         ex, ey = _x_exponent(data.X, mom), _exponent(data.Y, Y_SCALE_LIMIT)
         if ex or ey:  # X or y so small (or large) that their squares under- or overflow: solved at scale 1
-            data, params = _rescaled(data, ex, ey), {**params, "alpha": np.ldexp(np.asarray(
-                params["alpha"], dtype=np.float64), -2 * ex)}
-            state = None if state is None else KrylovState(np.ldexp(state.coef, ex - ey))
-            passes = Passes(data, checked=True)
-            mom = passes.moments(bool(params["fit_intercept"]))
+            scaled = _rescaled(data, ex, ey)
+            scaled_passes = Passes(scaled, checked=True)
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+                scaled_mom = scaled_passes.moments(bool(params["fit_intercept"]))
+            if _squares_lost(scaled_mom):  # columns of scales too far apart for one factor: solve's clear error
+                ex = ey = 0
+            else:
+                data, passes, mom = scaled, scaled_passes, scaled_mom
+                params = {**params, "alpha": np.ldexp(np.asarray(params["alpha"], dtype=np.float64), -2 * ex)}
+                state = None if state is None else KrylovState(np.ldexp(state.coef, ex - ey))
         result = solve(self.method, params, passes, state, mom, quiet=quiet)
         if result is not None and (ex or ey):
             result.coef, result.intercept = np.ldexp(result.coef, ey - ex), np.ldexp(result.intercept, ey)
