@@ -298,14 +298,18 @@ class _Newton(_Method):
 
 def _cubic_min(a, fa, da, b, fb, db) -> float:
     """Minimiser of the cubic interpolating ``f`` and ``f'`` at ``a`` and ``b`` (Nocedal & Wright eq. 3.59),
-    or NaN when it does not exist."""
-    with np.errstate(all="ignore"):
-        d1 = da + db - 3.0 * (fa - fb) / (a - b)
-        disc = d1 * d1 - da * db
-        if not disc >= 0:
-            return math.nan
-        d2 = math.copysign(math.sqrt(disc), b - a)
-        return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
+    or NaN when it does not exist (Python floats: a zero denominator, as along a linear or concave stretch, raised
+    ZeroDivisionError where NumPy's would have given NaN)."""
+    try:
+        with np.errstate(all="ignore"):  # (NumPy scalars: NaN or inf, judged by the caller)
+            d1 = da + db - 3.0 * (fa - fb) / (a - b)
+            disc = d1 * d1 - da * db
+            if not disc >= 0:
+                return math.nan
+            d2 = math.copysign(math.sqrt(disc), b - a)
+            return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
+    except (ZeroDivisionError, OverflowError):
+        return math.nan
 
 
 class _NonlinearCG(_Method):

@@ -247,6 +247,13 @@ class Momentum(Optimizer):
     follows_gradient: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
+    @property
+    def hyper(self) -> Hyper:
+        """As :attr:`Optimizer.hyper`, with no dampening at zero momentum: PyTorch keeps no buffer then, so its
+        steps are plain SGD's, where a dampened buffer ``b <- (1 - tau) g`` shrank every step after the first."""
+        hyper = super().hyper
+        return hyper._replace(dampening=0.0) if self.momentum == 0.0 else hyper
+
 
 @dataclass(frozen=True)
 class Nesterov(Optimizer):
@@ -465,4 +472,9 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
         fn = SCHEDULES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}.") from None
+    # the estimator's ranges (a gamma above 1 overflowed deep into a run; a negative one flipped the rate's sign)
+    for param, value, bounds in (("end_factor", end_factor, (0.0, 1.0, False, True)),
+                                 ("power_t", power_t, (0.0, math.inf, True, False)),
+                                 ("gamma", gamma, (0.0, 1.0, False, True))):
+        _check_in_range("schedule_lr", param, value, bounds)
     return float(fn(float(lr0), int(epoch), max(int(max_epochs) - 1, 1), end_factor, power_t, gamma))

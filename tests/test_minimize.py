@@ -285,3 +285,21 @@ def test_bad_input_gets_a_clear_error(kwargs, error, match):
     call = {"fun": _sq, "x0": [1.0, 2.0], "jac": _sq_grad, **kwargs}
     with pytest.raises(error, match=match):
         minimize(call.pop("fun"), call.pop("x0"), **call)
+
+
+@pytest.mark.parametrize("option, value", [("gamma", 2.0), ("gamma", -1.0), ("gamma", 0.0), ("gamma", float("nan")),
+                                           ("end_factor", -1.0), ("end_factor", 1.5), ("power_t", -1.0)])
+def test_schedule_parameters_are_checked_before_the_first_step(option, value):
+    # They act only after epoch 0, so a bad one failed deep into a run (gamma = 2 overflowed after ~1,000 steps)
+    # or not at all; the estimator's ranges apply, before any step.
+    calls = []
+
+    def jac(x):
+        calls.append(1)
+        return np.ones(1)
+
+    schedule = {"gamma": "exponential", "end_factor": "linear", "power_t": "invscaling"}[option]
+    with pytest.raises(ValueError, match=option):
+        minimize(lambda x: float(x[0]), [1.0], jac=jac, method="sgd",
+                 options={"schedule": schedule, option: value, "maxiter": 50})
+    assert not calls

@@ -84,3 +84,13 @@ def test_cli_landscape_and_plot_accept_cg(tmp_path, capsys):
     row = next(line.split() for line in out.splitlines() if line.strip().startswith("cg "))
     assert row[-1] == "gtol" and row[-2] == "minimum"  # "global minimum"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_line_with_no_cubic_minimiser_extrapolates_instead_of_dividing_by_zero():
+    # Along Huber's linear tail f' is the same at both ends of a trial interval: the cubic's denominator is exactly
+    # 0 (Python floats raised ZeroDivisionError); it has no minimiser, so the search extrapolates, as intended.
+    f = lambda x: float(np.sum(np.where(np.abs(x) <= 1, 0.5 * x**2, np.abs(x) - 0.5)))  # noqa: E731
+    res = minimize(f, [10.0], jac=lambda x: np.clip(x, -1.0, 1.0), method="cg")
+    assert res.success and res.status == Status.GTOL and abs(res.x[0]) < 1e-8
+    concave = minimize(lambda x: -x[0] ** 2, [1.0], jac=lambda x: -2 * x, method="cg")  # unbounded: no crash
+    assert not concave.success

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from fastopt import optim
+from fastopt import LinearRegressor, optim
 
 HEADER = pathlib.Path(__file__).resolve().parent.parent / "csrc" / "fastopt.h"
 
@@ -295,3 +295,23 @@ def test_epoch_matches_a_torch_training_loop(loss):
         opt.step()
     np.testing.assert_allclose(params[: k * d], W.detach().numpy().ravel(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(params[k * d :], b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dampening", [0.0, 0.5, 0.9])
+def test_zero_momentum_ignores_dampening_as_pytorch(dampening):
+    # torch.optim.SGD keeps no buffer when momentum == 0 (its algorithm's "if mu != 0"), so its steps are plain
+    # SGD's whatever the dampening; a dampened buffer b <- (1 - tau) g shrank every step after the first.
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(5, 4))
+    momentum, sgd = optim.make("momentum", momentum=0.0, dampening=dampening), optim.make("sgd")
+    w_m, w_s = np.zeros(4), np.zeros(4)
+    s_m, s_s = momentum.init_state(4), sgd.init_state(4)
+    for t, g in enumerate(grads, start=1):
+        momentum.step(w_m, g.copy(), s_m, t, 0.1)
+        sgd.step(w_s, g.copy(), s_s, t, 0.1)
+        np.testing.assert_array_equal(w_m, w_s)
+    X = rng.normal(size=(300, 3))
+    y = X @ np.array([1.0, 2.0, 3.0])
+    kw = dict(learning_rate=0.01, schedule="constant", max_epochs=3, random_state=0, tol=None)
+    fit_m = LinearRegressor(solver="momentum", momentum=0.0, dampening=dampening, **kw).fit(X, y)
+    np.testing.assert_array_equal(fit_m.coef_, LinearRegressor(solver="sgd", **kw).fit(X, y).coef_)
