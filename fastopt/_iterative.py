@@ -297,6 +297,7 @@ class IterState:
     learning_rates: list = dataclasses.field(default_factory=list)
     affine: Affine | None = None
     avg: np.ndarray | None = None
+    avg_from: int = 0  # the steps taken before ``avg`` began (averaging switched on by a warm start or call)
     interleaved: bool = False
     watch: PassWatch | None = None
     basis: dict | None = None
@@ -976,11 +977,15 @@ def _worst_target(parts: list, Y: np.ndarray, sw, fit_intercept: bool, f: float,
 def worst_target(parts: list, null, f: float, gain: float, scale: float):
     """:func:`_worst_target`'s choice from each target's ``(f_j, gain_j)`` and best constant model's loss
     ``null[j]`` (in memory, or over a stream's passes)."""
-    worst, ratio = (f, gain, scale, None), gain / alarm_level(f, scale)
+    def beyond(f_j, gain_j, scale_j):  # the bound over the alarm level (0: nothing left, an exact fit)
+        level = alarm_level(f_j, scale_j)
+        return gain_j / level if level > 0 else 0.0
+
+    worst, ratio = (f, gain, scale, None), beyond(f, gain, scale)
     for j, (f_j, gain_j) in enumerate(parts):
         scale_j = max(PLATEAU_FLOOR * float(null[j]), np.finfo(np.float64).tiny)
-        if gain_j / alarm_level(f_j, scale_j) > ratio:
-            worst, ratio = (f_j, gain_j, scale_j, j), gain_j / alarm_level(f_j, scale_j)
+        if beyond(f_j, gain_j, scale_j) > ratio:
+            worst, ratio = (f_j, gain_j, scale_j, j), beyond(f_j, gain_j, scale_j)
     return worst
 
 
@@ -1673,7 +1678,7 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     the job still drawing ``order`` (its ``buffer()``), if any. Returns the kernel's (status, t, loss,
     bad_step)."""
     if train.average and st.avg is None:
-        st.avg = np.zeros_like(st.weights)
+        st.avg, st.avg_from = np.zeros_like(st.weights), st.t
     if sp.issparse(data.X):
         if pending is not None:  # a CSR epoch's slices end at fixed steps (run_epoch_csr): wait for the order
             pending.result()
@@ -2035,16 +2040,24 @@ class IterativeSolver(Solver):
                 decay = st.affine.decay_as(np.ascontiguousarray(decay), st.weights.dtype)
             else:
                 decay = np.ascontiguousarray(np.tile(decay, st.dims[1]), dtype=st.weights.dtype)
+        start = average_start(params)
+        if not start:
+            st.avg = None  # averaging off: switched on again later, it starts afresh
+        elif st.avg is None:
+            st.avg_from = st.t  # the average counts the steps from now (epoch_pass makes it)
         return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
-                     positive=bool(params.get("positive", False)), average=average_start(params), decay=decay)
+                     positive=bool(params.get("positive", False)),
+                     average=start + st.avg_from if start else 0, decay=decay)
 
     @staticmethod
     def current_params(params: dict, st: IterState) -> np.ndarray:
-        """The parameters the model reports: the average once ``average`` has started, else the iterate."""
+        """The parameters the model reports: the average once ``average`` has started (counting from the step at
+        which averaging was switched on: a warm start or ``partial_fit`` call that turned it on averaged the earlier
+        steps as zeros, halving the coefficients), else the iterate."""
         start = average_start(params)
-        return st.avg if start and st.avg is not None and st.t >= start else st.weights
+        return st.avg if start and st.avg is not None and st.t >= start + st.avg_from else st.weights
 
     def epoch_lr(self, params, st: IterState, epoch: int) -> float:
         """The learning rate of the 0-based ``epoch``: the named schedule's, or the plateau rule's current rate."""

@@ -756,4 +756,5 @@ def partial_sweep(passes: Passes, name: str, params: dict, prior, checked) -> Ou
     if not records:
         raise ValueError("the stream of chunks is empty; at least one chunk of rows is required.")
     solver = _solvers.SOLVERS[name]
-    return Outcome(name, solver.result(state, n_iter=state.epochs), records[0].y_was_1d, checked)
+    # (with params: the average, as in memory, where averaging is on; Dask's partial_fit reported the iterate)
+    return Outcome(name, solver.result(state, n_iter=state.epochs, params=params), records[0].y_was_1d, checked)

@@ -645,3 +645,15 @@ def test_complex_blocks_get_the_in_memory_error(rng):
         LinearRegressor().fit(X.astype(complex), y)
     with pytest.raises(ValueError, match="complex dtype"):
         LinearRegressor().fit(da.from_array(X.astype(complex), chunks=(50, 6)), da.from_array(y, chunks=50))
+
+
+def test_partial_fit_on_dask_reports_the_average(rng):
+    # The sweep's result was taken without the parameters, so Dask's partial_fit reported the last iterate where
+    # in memory (and Dask's fit, and fit_stream) report the average.
+    X, y = make_problem(rng, n=500, d=3)
+    kw = dict(solver="sgd", learning_rate=0.1, shuffle=False, precondition="none", random_state=0, average=True)
+    with dask.config.set(scheduler="synchronous"):
+        on_dask = LinearRegressor(**kw).partial_fit(da.from_array(X, chunks=(500, 3)), da.from_array(y, chunks=500))
+    in_memory = LinearRegressor(**kw).partial_fit(X, y)
+    np.testing.assert_array_equal(on_dask.coef_, in_memory.coef_)
+    np.testing.assert_array_equal(on_dask.intercept_, in_memory.intercept_)

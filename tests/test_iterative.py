@@ -311,3 +311,55 @@ def test_full_batch_weights_equal_repeated_rows():
     repeated = LinearRegressor(**params).fit(X[rows], y[rows])
     np.testing.assert_allclose(weighted.coef_, repeated.coef_, rtol=1e-10)
     np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, rtol=1e-10)
+
+
+def _sgd_pass_iterates(X, y, w, b, lr=0.1, batch=64):
+    """Plain minibatch SGD over the rows in order (the reference of the tests below), and each step's iterate."""
+    steps = []
+    for s in range(0, len(y), batch):
+        r = X[s : s + batch] @ w + b - y[s : s + batch]
+        w, b = w - lr * X[s : s + batch].T @ r / len(r), b - lr * r.mean()
+        steps.append(np.r_[w, b])
+    return w, b, steps
+
+
+def test_average_switched_on_later_averages_the_steps_from_then_on():
+    # Turned on by a later partial_fit call (or warm start), the average counted the earlier steps as zeros and
+    # divided by every step taken: coefficients about halved. It averages the iterates from then on.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(500, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 5.0
+    kw = dict(solver="sgd", learning_rate=0.1, shuffle=False, precondition="none", random_state=0)
+    est = LinearRegressor(**kw).partial_fit(X, y)
+    est.set_params(average=True).partial_fit(X, y)
+    w, b, _ = _sgd_pass_iterates(X, y, np.zeros(3), 0.0)
+    _, _, steps = _sgd_pass_iterates(X, y, w, b)
+    mean = np.mean(steps, axis=0)
+    np.testing.assert_allclose(np.r_[est.coef_, est.intercept_], mean, rtol=1e-12)
+    # off again, then on: a fresh average of the latest call's steps
+    est.set_params(average=False).partial_fit(X, y)
+    est.set_params(average=True).partial_fit(X, y)
+    w, b = np.zeros(3), 0.0
+    for _ in range(4):  # the four calls' passes
+        w, b, steps = _sgd_pass_iterates(X, y, w, b)
+    np.testing.assert_allclose(np.r_[est.coef_, est.intercept_], np.mean(steps, axis=0), rtol=1e-12)
+    warm = LinearRegressor(**kw, max_epochs=2, tol=None).fit(X, y)
+    warm.set_params(warm_start=True, average=True).fit(X, y)
+    w, b, steps = np.zeros(3), 0.0, []
+    for epoch in range(4):
+        w, b, these = _sgd_pass_iterates(X, y, w, b)
+        steps += these if epoch >= 2 else []
+    np.testing.assert_allclose(np.r_[warm.coef_, warm.intercept_], np.mean(steps, axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_constant_targets_of_a_multi_output_fit_stop_without_dividing_by_zero(solver):
+    # Every target fitted exactly by its constant: the per-target check's alarm level is 0 (ZeroDivisionError).
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    Y = np.c_[np.full(50, 3.0), np.full(50, -1.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LinearRegressor(solver=solver, random_state=0).fit(X, Y)
+        one_row = LinearRegressor(solver=solver).fit(np.array([[1.0, 2.0]]), np.array([[1.0, 2.0]]))
+    np.testing.assert_allclose(est.intercept_, [3.0, -1.0], rtol=1e-12)
+    np.testing.assert_allclose(one_row.intercept_, [1.0, 2.0], rtol=1e-12)
