@@ -317,7 +317,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         does not touch); AdamW, ``sparse_mode="lazy"`` and, on sparse ``X`` wider than 4 times a minibatch's
         stored values, ``positive=True`` momentum and Nesterov take one scale for every column, which keeps the
         penalty uniform. A first ``partial_fit`` maps its chunk's rows, and ``fit_stream`` and Dask fits the
-        sample that sets their rate, as in memory (later sparse rows take the shift whatever their density).
+        sample that sets their rate, as in memory (later sparse rows take the shift whatever their density),
+        under a named schedule too, where ``fit`` runs the schedule unmapped.
         Warm starts and ``partial_fit`` continue under the same map. Krylov solvers (``"cg"``, ``"lsqr"``):
         ``"auto"`` iterates on the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
         ``1 / sqrt(||column||^2 + W alpha)``, the Jacobi preconditioner) so that columns of different scales
