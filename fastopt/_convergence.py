@@ -65,6 +65,17 @@ def small_problem(n: int, d: int, seed: int):
     return X, y
 
 
+def two_scale_targets(n: int = 5000, d: int = 10, seed: int = 0):
+    """``(X, Y)`` with two targets 1e4 apart in scale: ``d`` columns of scales ``10^U(-1, 1)``, a unit-scale
+    linear target with normal noise and one ``1e4`` times larger with Student-t noise (2 degrees of freedom), on
+    which the plateau rule, judging their summed loss, leaves RMSProp's small target far from its optimum."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * 10 ** rng.uniform(-1, 1, d)
+    Y = np.column_stack([X @ rng.normal(size=d) + rng.normal(size=n),
+                         1e4 * (X @ rng.normal(size=d) + rng.standard_t(2, size=n))])
+    return X, Y
+
+
 def scaled_stream(seed: int):
     """A stream of new rows from one distribution, for ``partial_fit`` on chunks never seen twice: a function of
     ``m`` drawing ``(X, y)``, ``m`` rows of six columns of scales ``10^U(-3, 3)`` (drawn once, with the

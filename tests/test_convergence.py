@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from fastopt import LinearRegressor, _iterative, _iterative_lr, optim
-from fastopt._convergence import half_mse, make_problem, optimum, relative_excess, scaled_stream, small_problem
+from fastopt._convergence import (
+    half_mse,
+    make_problem,
+    optimum,
+    relative_excess,
+    scaled_stream,
+    small_problem,
+    two_scale_targets,
+)
 from fastopt._validation import Data
 from fastopt.exceptions import ConvergenceWarning, RankDeficientWarning
 
@@ -2722,11 +2730,7 @@ def test_a_small_target_left_far_beside_a_large_one_is_warned():
     # The plateau rule judges the targets' summed loss, which a target of small scale does not move: beside a
     # target 1e4 times larger RMSProp's default fit stopped 7.8 times the small one's optimal loss above it, and
     # the check of the sum was silent. Each target is now checked at its own scale, and the warning names it.
-    rng = np.random.default_rng(0)
-    n, d = 5000, 10
-    X = rng.normal(size=(n, d)) * 10 ** rng.uniform(-1, 1, d)
-    Y = np.column_stack([X @ rng.normal(size=d) + rng.normal(size=n),
-                         1e4 * (X @ rng.normal(size=d) + rng.standard_t(2, size=n))])
+    X, Y = two_scale_targets()
     with pytest.warns(ConvergenceWarning, match="objective of target 0 is still at least"):
         est = LinearRegressor(solver="rmsprop", random_state=0).fit(X, Y)
     exact = LinearRegressor().fit(X, Y[:, 0])

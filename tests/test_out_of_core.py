@@ -14,6 +14,7 @@ import pytest
 import fastopt
 from fastopt import LinearRegressor, _iterative, _iterative_lr
 from fastopt._chunks import ChunkSource, chunk_orders, chunk_sample, chunk_split, merge_samples, naming, unpack
+from fastopt._convergence import two_scale_targets
 from fastopt._validation import check_fit_data
 from fastopt.exceptions import IllConditionedWarning
 
@@ -576,11 +577,8 @@ def test_auto_on_a_stream_reads_its_first_chunk_once_to_choose(sparse, monkeypat
 def test_stream_and_dask_check_each_target_at_its_own_scale():
     # As in memory (test_convergence.py): the plateau check over a stream's (or Dask blocks') passes judges each
     # target at its own scale, from one more pass a target for its best constant model's loss; it was the sum's.
-    rng = np.random.default_rng(0)
-    n, d = 5000, 10
-    X = rng.normal(size=(n, d)) * 10 ** rng.uniform(-1, 1, d)
-    Y = np.column_stack([X @ rng.normal(size=d) + rng.normal(size=n),
-                         1e4 * (X @ rng.normal(size=d) + rng.standard_t(2, size=n))])
+    X, Y = two_scale_targets()
+    n, d = X.shape
     chunks = [(X[i : i + 1000], Y[i : i + 1000]) for i in range(0, n, 1000)]
     with pytest.warns(fastopt.exceptions.ConvergenceWarning, match="objective of target 0 is still at least"):
         LinearRegressor(solver="rmsprop", random_state=0).fit_stream(chunks)
