@@ -245,6 +245,11 @@ def _all_zero(sample_weight) -> bool:
     return sample_weight is not None and not np.any(np.asarray(sample_weight))
 
 
+def chunk_rows(X) -> int:
+    """The rows of a chunk's ``X`` before validation (an array, a sparse matrix, a DataFrame or a list of rows)."""
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
 def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
     """:func:`fastopt._validation.check_fit_data` on one chunk, its errors prefixed with ``where``.
 
@@ -252,7 +257,7 @@ def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
     being checked against them. A chunk whose weights are all zero is valid (it adds rows, no weight): only an
     all-zero total over the stream is an error.
     """
-    if (X.shape[0] if hasattr(X, "shape") else len(X)) == 0:
+    if chunk_rows(X) == 0:
         raise ValueError(
             f"{where} has no rows. Leave empty chunks out of a stream; of Dask collections, blocks known to be "
             "empty are skipped, so give the row counts where a filter left them unknown (X.compute_chunk_sizes(), "

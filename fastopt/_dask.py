@@ -126,9 +126,10 @@ class DaskChunks(Sequence):
                     "(e.g. both from one DataFrame, or y.rechunk(X.chunks[0]))."
                 )
         starts = np.cumsum((0, *rows)) if rows is not None else None
-        self.labels = [
-            f"chunk {i}" + (f" (rows {int(starts[i])}:{int(starts[i + 1])})" if np.isfinite(starts[i + 1]) else "")
-            if rows is not None else f"chunk {i}" for i in range(len(self.x))
+        self.labels = [  # the row range where it is known (not after a mask)
+            f"chunk {i}" + (f" (rows {int(starts[i])}:{int(starts[i + 1])})"
+                            if starts is not None and np.isfinite(starts[i + 1]) else "")
+            for i in range(len(self.x))
         ]
         if rows is not None and 0 in rows and any(rows):  # blocks known to be empty hold nothing to fit: skipped
             keep = [i for i, r in enumerate(rows) if r != 0]

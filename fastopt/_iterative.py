@@ -954,23 +954,22 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
         parts = [] if data.Y.shape[1] > 1 else None
         f, gain = memory_gap(data, sw, p, alpha, fit_intercept, scale, parts)
         if parts:
-            f, gain, scale, target = _worst_target(parts, data.Y, sw, fit_intercept, f, gain, scale)
+            f, gain, scale, target = _worst_target(parts, data, sw, fit_intercept, f, gain, scale)
     else:
         f, gain = robust_gap(data, sw, p, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale)
     warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
                 target=target)
 
 
-def _worst_target(parts: list, Y: np.ndarray, sw, fit_intercept: bool, f: float, gain: float, scale: float):
+def _worst_target(parts: list, data, sw, fit_intercept: bool, f: float, gain: float, scale: float):
     """``(f, gain, scale, target)`` for :func:`warn_if_far` of a multi-target squared-error fit: the sum's, or
     target ``j``'s own when its bound is further beyond its alarm level, its scale ``PLATEAU_FLOOR`` times its
-    best constant model's loss (the rule's floor). The rule judges the summed loss, which a target of small scale
-    does not move: beside a target 1e4 times larger, RMSProp's default fit left it 7.8 times its optimal loss
-    above it, silently."""
-    Y = Y.astype(np.float64)
-    w = np.ones(Y.shape[0]) if sw is None else sw.astype(np.float64)
-    centre = np.einsum("i,ij->j", w, Y) / w.sum() if fit_intercept else np.zeros(Y.shape[1])
-    null = 0.5 * np.einsum("i,ij->j", w, np.square(Y - centre)) / Y.shape[0]
+    best constant model's loss (:func:`fastopt._iterative_lr.null_loss`, the rule's floor). The rule judges the
+    summed loss, which a target of small scale does not move: beside a target 1e4 times larger, RMSProp's default
+    fit left it 7.8 times its optimal loss above it, silently."""
+    rows = all_rows(data.Y.shape[0])
+    null = [null_loss(dataclasses.replace(data, Y=data.Y[:, j : j + 1]), rows, sw, LOSSES["squared_error"], 0.0,
+                      fit_intercept) for j in range(data.Y.shape[1])]
     return worst_target(parts, null, f, gain, scale)
 
 
@@ -1678,7 +1677,7 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     the job still drawing ``order`` (its ``buffer()``), if any. Returns the kernel's (status, t, loss,
     bad_step)."""
     if train.average and st.avg is None:
-        st.avg, st.avg_from = np.zeros_like(st.weights), st.t
+        st.avg = np.zeros_like(st.weights)  # (its avg_from: _train_controls, which made train.average)
     if sp.issparse(data.X):
         if pending is not None:  # a CSR epoch's slices end at fixed steps (run_epoch_csr): wait for the order
             pending.result()

@@ -499,7 +499,7 @@ class Passes:
 # A column whose centred sum of squares, sum w x^2 - W m^2 from the moments, is at most this fraction of
 # sum w x^2 is constant to round-off (the subtraction cancels; naive sums of n terms round by up to ~n eps): a
 # relative spread below about 5e-7 of the column's mean.
-CONSTANT_RTOL = 2.0**10 * np.finfo(np.float64).eps
+CANCELLED_RTOL = 2.0**10 * np.finfo(np.float64).eps
 
 
 def jacobi_pays(precondition: str, colsq: np.ndarray, diag: np.ndarray) -> bool:
@@ -546,7 +546,7 @@ class _Operator:
         # noise fitted the residual's noise (0.1 in every row got -0.29 from LSQR).
         constant = None
         if params["fit_intercept"]:
-            constant = (colsq <= CONSTANT_RTOL * mom.sxx) & (mom.sxx > 0)
+            constant = (colsq <= CANCELLED_RTOL * mom.sxx) & (mom.sxx > 0)
             colsq[constant] = 0.0
             constant = constant if constant.any() else None
         diag = colsq + self.lam2

@@ -169,6 +169,7 @@ class _Problem:
         self.p = self.d + 1 if fit_intercept else self.d
         self.centre = centre
         self.block = max(64, PASS_BYTES // (8 * max(self.d, 1)))
+        self._floor_sums = None  # floor_sums(), computed when first asked
 
     def run(self, w: np.ndarray, b: float, eps: float, prev: np.ndarray | None = None,
             hessian: bool = True) -> _Pass:
@@ -261,7 +262,7 @@ class _Problem:
     def floor_sums(self) -> tuple:
         """``(sum s y^2, sum s, sum s r^2, sum s |y|, sum s |y| r, sum s r)`` with ``r_i = ||x_i||_1`` (computed
         once): :func:`_at_round_off`'s bound."""
-        if getattr(self, "_floor_sums", None) is None:
+        if self._floor_sums is None:
             if is_sparse(self.X):
                 r = np.asarray(abs(self.X).sum(axis=1), dtype=np.float64).ravel()
             else:
@@ -592,8 +593,7 @@ def _kept_null_squares(prob: _Problem, full: _closed_form.ClosedFormState, keep:
     Qd = np.zeros((prob.d, Q.shape[1]))
     Qd[keep] = Q
     data = Data(X=prob.X, Y=np.zeros((0, 1)), sample_weight=prob.s, y_was_1d=True)
-    return _closed_form.null_squares({"fit_intercept": prob.fit_intercept}, full.mean[: prob.d], full.weight_exp,
-                                     data, Qd)
+    return _closed_form._null_pass_of({"fit_intercept": prob.fit_intercept}, full, data, Qd)
 
 
 def _start(prob: _Problem, full: _closed_form.ClosedFormState, init):

@@ -41,6 +41,7 @@ from fastopt._chunks import (
     ChunkSource,
     check_chunk,
     checked_statistics,
+    chunk_rows,
     chunk_sample,
     merge_samples,
     read,
@@ -79,8 +80,8 @@ def _closed_form_pass(checker, params: dict, source: ChunkSource, kind: str, siz
     each chunk's ``(sparse, rows, stored values)``."""
     def leaf(X, y, sample_weight, where, index, reset):
         if sizes is not None:
-            sparse = scipy.sparse.issparse(X)  # (a chunk may be a list of rows: validation converts it next)
-            sizes.append((sparse, X.shape[0] if hasattr(X, "shape") else len(X), X.nnz if sparse else 0))
+            sparse = scipy.sparse.issparse(X)
+            sizes.append((sparse, chunk_rows(X), X.nnz if sparse else 0))
         return checked_statistics(checker, params, X, y, sample_weight, where, kind, reset=reset)[0]
 
     return fold(source, leaf, _closed_form.merge_states, lambda state: state.n_targets)

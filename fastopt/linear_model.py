@@ -637,17 +637,16 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if self.early_stopping:  # as SGDRegressor: held-out scoring needs whole epochs (fit, fit_stream)
             raise ValueError("early_stopping should be False with partial_fit")
         first = not hasattr(self, "_solver_state")
+        # every call, not only the first (as scikit-learn's partial_fit): parameters set between calls are checked
+        # too (batch_size=0 raised ZeroDivisionError); unchanged ones are recognised at once (_validate_params)
+        self._validate_params()
         if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
             # (as in memory: "auto" for rows in chunks)
             name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True,
                                                            sparse=dask_backend.sparse_blocks(X),
                                                            average=self.average))
-            self._validate_params()  # every call: a parameter set between calls (cached when unchanged)
             prior = self._continued_state(name)
             return self._take(dask_backend.partial_fit(self, X, y, sample_weight, name, first, prior))
-        # every call, not only the first (as scikit-learn's partial_fit): parameters set between calls are checked
-        # too (batch_size=0 raised ZeroDivisionError); unchanged ones are recognised at once (_validate_params)
-        self._validate_params()
         _solvers.resolve(self.solver, self.loss, incremental=True)
         return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
 
