@@ -1609,6 +1609,11 @@ def _split(n: int, params: dict, rng: np.random.Generator):
             f"validation_fraction={params['validation_fraction']} leaves no training rows out of {n}; "
             "lower it or set early_stopping=False."
         )
+    if n_val < 2:  # r2_score is NaN on one row: every epoch would score NaN and warn, and never stop early
+        raise ValueError(
+            f"early_stopping=True scores R^2 on validation_fraction={params['validation_fraction']} of the {n} "
+            f"rows, {n_val} row; R^2 needs at least two. Raise validation_fraction, or set early_stopping=False."
+        )
     perm = rng.permutation(n).astype(np.int64)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 

@@ -433,10 +433,11 @@ class Epochs:
             y_was_1d = records[0].y_was_1d if y_was_1d is None else y_was_1d
             if spec.observe:
                 validation.observe(records)
-                if validation.rows == 0:
+                if validation.rows < 2:  # R^2 needs two rows, as in memory (_iterative._split)
                     raise ValueError(
                         f"early_stopping=True holds out validation_fraction={self.fraction} of each chunk's rows, "
-                        "but no chunk has enough rows to spare one; use larger chunks or early_stopping=False."
+                        f"{validation.rows} row(s) in all, but R^2 needs at least two; use larger chunks, a "
+                        "larger validation_fraction, or early_stopping=False."
                     )
             current = after if training else state
             if stopping is None:  # made once the first pass has set up the state (the base rate, the null loss)

@@ -251,8 +251,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Monitor the R^2 score on a held-out ``validation_fraction`` instead of the training loss, and keep
         the coefficients of the best epoch.
     validation_fraction : float, default=0.1
-        Fraction of rows held out when ``early_stopping``; a streamed or Dask fit holds out this fraction of
-        every chunk's rows.
+        Fraction of rows held out when ``early_stopping`` (``ceil(validation_fraction * n_samples)``, at least
+        two, since R^2 is undefined on one row: fewer is a ``ValueError``); a streamed or Dask fit holds out this
+        fraction of every chunk's rows.
     momentum : float or None, default=None
         Momentum factor of ``"momentum"`` and ``"nesterov"`` and of RMSProp's optional momentum buffer.
         None means 0.9 for the first two and no buffer (0) for RMSProp.

@@ -297,6 +297,17 @@ def test_bad_validation_fraction_is_a_clear_error():
         LinearRegressor(solver="sgd", early_stopping=True, validation_fraction=0.9).fit(X, y)
 
 
+def test_one_validation_row_is_a_clear_error():
+    # 10 rows at the default fraction hold out one: r2_score is NaN there, so every epoch scored NaN, warned,
+    # and the fit ran to max_epochs
+    X = np.random.default_rng(0).standard_normal((10, 3))
+    y = X @ np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="1 row; R\\^2 needs at least two"):
+        LinearRegressor(solver="sgd", early_stopping=True).fit(X, y)
+    est = LinearRegressor(solver="sgd", early_stopping=True, validation_fraction=0.2, random_state=0).fit(X, y)
+    assert np.all(np.isfinite(est.validation_scores_))
+
+
 def test_full_batch_weights_equal_repeated_rows():
     # Weights are normalised to mean 1, so a full-batch gradient with integer weights is the gradient of the data
     # with rows repeated: without minibatch noise the two fits agree (the conformance suite's reason to expect
