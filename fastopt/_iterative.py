@@ -567,11 +567,21 @@ class QuadraticModel:
         self.fused, self.W, self.alpha, self.fit_intercept = fused, W, alpha, fit_intercept
         self.centre = centre if fit_intercept and centre is not None else None
         diag = diag + alpha
+        self.diag = diag
         self.inv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)  # the intercept's entry: 1
         # A direction whose curvature is below round-off of H's trace is numerically null: once the steps have
         # exhausted H's range (a rank-deficient design, e.g. one-hot columns beside the intercept) the residual is
         # round-off with null components, and a step along one divided by nothing (an exact fit reported 6% away).
-        self.null_curvature = PLATEAU_CHECK_NULL * (float(diag.sum()) + (1.0 if fit_intercept else 0.0))
+        # Measured in the preconditioner's units (the trace of D^-1/2 H D^-1/2 is the count of live coordinates),
+        # a test of no unit: against H's own trace, the directions of columns of scale 1e-10 beside the intercept
+        # were all null, and precondition="none" fits that never moved them passed the check (R^2 0, silent).
+        self.null_curvature = PLATEAU_CHECK_NULL * (int(np.count_nonzero(diag > 0)) + (1 if fit_intercept else 0))
+
+    def metric(self, v: np.ndarray, v_b: float) -> float:
+        """``[v; v_b]^T D [v; v_b]``: the direction's curvature by the preconditioner's diagonal ``D`` (the
+        intercept's entry 1; in the basis of :meth:`intercept_step`, the diagonal of that basis is not exact, but
+        the test only needs the direction's scale)."""
+        return float(v @ (self.diag * v)) + (v_b * v_b if self.fit_intercept else 0.0)
 
     def intercept_step(self, v: np.ndarray, v_b: float) -> float:
         """The intercept's change along the basis direction ``[v; v_b]``."""
@@ -618,7 +628,7 @@ class Descent:
                 return
             p_w, p_b, rz = self.p_w, self.p_b, self.rz
             Hp, Hp_b, pHp = model._hessian(p_w, p_b)
-            if not pHp > model.null_curvature * (float(p_w @ p_w) + p_b * p_b):
+            if not pHp > model.null_curvature * model.metric(p_w, p_b):
                 self.ended = True
                 return
             step = rz / pHp

@@ -112,6 +112,9 @@ def mean_loss(data, rows, sw, p, loss, epsilon) -> float:
 # above the optimum with noise 0.3 and is 60 above it after 100 epochs without noise; with it, within 1e-3.
 SCALE_SPREAD = 4.0
 MEAN_RATIO = 1.0
+# A dense column is constant to the preconditioning when its variance is at most this fraction of its mean square
+# (the one-pass variance's round-off is of that order; a column misjudged varying is shifted to round-off anyway).
+CONSTANT_RTOL = 2.0**10 * np.finfo(np.float64).eps
 # A column of sparse X is shifted (centred) only where at least this fraction of its entries is stored: the
 # shift then adds at most as many stored values as the column has (a numeric column of a ColumnTransformer's CSR
 # output stores every row and adds none), where centring a sparse column would densify it.
@@ -368,13 +371,21 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
         var = np.maximum(second - mean * mean, 0.0)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
         return None  # non-finite X: the first epoch names it
-    std = np.sqrt(var)
-    varying = std > 1e-12 * np.maximum(np.abs(mean), 1.0)
-    scale = np.where(varying, std, 1.0)
     fit_intercept = params["fit_intercept"]
+    # each column's curvature where the fit runs: about its mean with an intercept (the shift below), its mean
+    # square without (scaled by its spread alone, a column of mean 100 and spread 1 kept its curvature 1e4)
+    m2 = var if fit_intercept else second
+    std = np.sqrt(m2)
+    # constant: a variance within round-off of the mean square, a test of no unit (an absolute 1e-12 took every
+    # column of X * 1e-14 for constant, and SGD fitted the intercept alone, silently)
+    varying = m2 > CONSTANT_RTOL * second
+    scale = np.where(varying, std, 1.0)
     # the intercept's column of ones is a column of scale 1: features all of scale 1e-3 (or 1e3) left the
-    # Hessian's condition number at 1e6, and SGD fitted the intercept alone (no warning: the loss had settled)
-    spread = _scale_spread(std[varying], fit_intercept)
+    # Hessian's condition number at 1e6, and SGD fitted the intercept alone (no warning: the loss had settled).
+    # A constant column's curvature until the shift removes it is its mean's square: a column of 1234.5 in every
+    # row beside N(0, 1) ones went unmapped, and SGD ended at R^2 0.001.
+    constant = fit_intercept & ~varying & (mean != 0)
+    spread = _scale_spread(np.concatenate([std[varying], np.abs(mean[constant])]), fit_intercept)
     off = np.abs(mean[varying]) / std[varying]
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
     if spread <= SCALE_SPREAD and not centre:
@@ -387,7 +398,6 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
         # (_penalised) lies in (0, 1]: the columns' scales no longer spread the Hessian's diagonal, and no
         # coordinate is stiffer than the data's. One common scale (all sparse X may take) left columns of scales
         # 1e-3 and 1e3 as badly conditioned as without a map: the largest family of far default fits.
-        m2 = var if fit_intercept else second
         scale = np.where(varying, np.sqrt(m2 + float(params["alpha"])), 1.0)
     return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
 
