@@ -798,10 +798,13 @@ def _fitted_to_round_off(prob: _Problem, r: np.ndarray, w: np.ndarray, b: float,
     if not F <= 1e-8 * (_dot(prob.s, np.abs(prob.y)) + abs(b) + float(np.abs(w).sum())):  # not nearly exact
         return False
     # sum_i s_i |x_i| . |w| from the weighted column sums of |X|, blockwise (no n x d temporary)
-    colsum = np.zeros(prob.d)
-    for i0 in range(0, prob.n, prob.block):
-        Xb = prob.X[i0 : i0 + prob.block]
-        colsum += np.einsum("ij,i->j", np.abs(Xb.astype(np.float64, copy=False)), prob.s[i0 : i0 + prob.block])
+    if is_sparse(prob.X):
+        colsum = np.asarray(abs(prob.X).T @ prob.s, dtype=np.float64).ravel()
+    else:
+        colsum = np.zeros(prob.d)
+        for i0 in range(0, prob.n, prob.block):
+            Xb = prob.X[i0 : i0 + prob.block]
+            colsum += np.einsum("ij,i->j", np.abs(Xb.astype(np.float64, copy=False)), prob.s[i0 : i0 + prob.block])
     terms = float(colsum @ np.abs(w)) + abs(b) * float(np.sum(prob.s)) + _dot(prob.s, np.abs(prob.y))
     return F - _penalty(prob.alpha, w) <= 2.0 * (prob.d + 2) * EPS * terms
 

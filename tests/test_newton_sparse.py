@@ -221,6 +221,19 @@ def test_absolute_error_on_csr_reaches_the_dense_minimum(intercept, rng):
     assert f == pytest.approx(f_star, rel=1e-12)  # both certified exact minimisers (or within 4 eps F)
 
 
+@pytest.mark.parametrize("target", ["plane", "constant", "both"])
+def test_absolute_error_of_an_exact_fit_on_csr(target, rng):
+    # The round-off test of a nearly exact fit summed |X| by einsum, which refuses a CSR slice: noise-free data, a
+    # constant target, or one constant target among two raised "too many subscripts" on CSR (dense was fine).
+    X = rng.normal(size=(50, 3)) + 2.0
+    plane = X @ np.array([1.0, -2.0, 0.5]) + 3.0
+    y = {"plane": plane, "constant": np.full(50, 7.0), "both": np.c_[plane, np.full(50, 7.0)]}[target]
+    sparse = LinearRegressor(solver="newton", loss="absolute_error").fit(sp.csr_array(X), y)
+    dense = LinearRegressor(solver="newton", loss="absolute_error").fit(X, y)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, atol=1e-12)
+    np.testing.assert_allclose(sparse.predict(sp.csr_array(X)), y, atol=1e-12)
+
+
 def test_one_hot_huber_with_an_intercept_and_duplicate_indices(rng):
     # One-hot columns beside an intercept (a singular Hessian: the damping's case) and a CSR matrix with
     # duplicate, unsorted indices, which the caller keeps as it was.
