@@ -968,6 +968,22 @@ def _rescaled(data: Data, ex: int, ey: int) -> Data:
     return dataclasses.replace(data, X=X, Y=Y)
 
 
+def _weighted_rows(data: Data) -> Data:
+    """``data`` without its rows of weight zero (a copy of the others, when there are any), which the objective
+    does not see: the scale tests and the moments read every row, and a zero-weight row holding y = 1e200 rescaled
+    the others' targets to zero (zero coefficients, silently), one holding x = 1e200 made its weighted squares
+    0 * inf (a false overflow error). Every pass then reads fewer rows."""
+    w = data.sample_weight
+    if w is None:
+        return data
+    keep = w > 0
+    if keep.all() or not keep.any():  # (no weight at all: the moments' clear error)
+        return data
+    rows = np.flatnonzero(keep)
+    return dataclasses.replace(data, X=data.X[rows], Y=np.ascontiguousarray(data.Y[rows]),
+                               sample_weight=np.ascontiguousarray(w[rows]))
+
+
 def cast(result: FitResult, dtype) -> FitResult:
     """The coefficients in the input's dtype (float32 input gives float32 coefficients, as the closed form)."""
     result.coef = result.coef.astype(dtype)
@@ -1016,6 +1032,7 @@ class KrylovSolver(Solver):
 
     def _solve(self, params: dict, data: Data, state: KrylovState | None, quiet: bool = False) -> FitResult | None:
         dtype = data.X.dtype
+        data = _weighted_rows(data)
         # Relative weights, divided by a power of two near their maximum (exact) so that no sum overflows.
         data = _closed_form.normalised_weights(data)
         passes = Passes(data, checked=True)

@@ -464,6 +464,29 @@ def test_zero_total_weight_is_an_error(rng):
 
 @pytest.mark.parametrize("solver", KRYLOV)
 @pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("where", ["y", "X"])
+def test_a_huge_value_in_a_zero_weight_row_is_not_seen(solver, sparse, where, rng):
+    # A weight of 0 deletes its row from the objective. The rescaling read y over every row: y = 1e200 there
+    # divided the other targets to zero (zero coefficients, n_iter_ 0, silent); x = 1e200 made the moments'
+    # weighted squares 0 * inf, a false overflow error.
+    X, y = _problem(rng, n=200)
+    w = np.ones(200)
+    w[7] = 0.0
+    X2, y2 = X.copy(), y.copy()
+    if where == "y":
+        y2[7] = 1e200
+    else:
+        X2[7, 0] = 1e200
+    as_x = scipy.sparse.csr_array if sparse else np.asarray
+    ref = LinearRegressor(solver=solver, tol=1e-10).fit(as_x(np.delete(X, 7, axis=0)), np.delete(y, 7))
+    est = LinearRegressor(solver=solver, tol=1e-10).fit(as_x(X2), y2, sample_weight=w)
+    # the same rows, weights and iterations: the same arithmetic
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
+    assert est.intercept_ == ref.intercept_ and est.n_iter_ == ref.n_iter_
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_X_is_named_by_the_solver(solver, sparse, bad, rng):
     """Validation leaves X's finiteness to the solver (checks_finite_X), whose moments pass sees every value: a
