@@ -187,7 +187,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Fit an intercept (never penalised).
     alpha : float or array-like of shape (n_targets,), default=0.0
         L2 penalty ``alpha * ||w||^2 / 2`` added to the mean loss (ridge). Decoupled weight decay for AdamW.
-        An array gives each target its own penalty (as ``Ridge(alpha=array)``; closed form and Newton only).
+        An array gives each target its own penalty (as ``Ridge(alpha=array)``; closed form, Krylov and Newton
+        only).
     loss : {"squared_error", "absolute_error", "huber"}, default="squared_error"
         Per-sample loss: ``(y_hat - y)^2 / 2``, ``|y_hat - y|``, or Huber with threshold ``epsilon``.
         Robust losses need ``solver="newton"`` or an iterative solver.
@@ -619,11 +620,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         and ``fit`` on Dask arrays run whole epochs over chunks with them). ``solver="newton"`` cannot fit
         incrementally.
 
-        Each call divides its ``sample_weight`` by their mean over the call's rows (on a Dask array: over each
-        block's rows), as ``fit`` does over all rows: weights are relative within a call only, every call's
-        rows count as much as any other call's (a chunk weighted 10 everywhere trains as one weighted 1), and
-        a call whose weights are all zero is an error. For weights that count across chunks, pass the chunks
-        to ``fit_stream`` (or the Dask arrays to ``fit``), which divides every chunk by one stream-wide mean.
+        The closed form's calls add their weighted statistics, so weights count across calls as in one ``fit``. An
+        iterative solver's call divides its ``sample_weight`` by their mean over the call's rows (on a Dask array: over
+        each block's rows), as ``fit`` does over all rows: weights are relative within a call only, every call's rows
+        count as much as any other call's (a chunk weighted 10 everywhere trains as one weighted 1), and a call whose
+        weights are all zero is an error. For weights that count across chunks, pass the chunks to ``fit_stream`` (or
+        the Dask arrays to ``fit``), which divides every chunk by one stream-wide mean.
 
         Parameters
         ----------
@@ -667,16 +669,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def fit_stream(self, chunks: Iterable | Callable[[], Iterable]) -> LinearRegressor:
         """Fit on a stream of row chunks, holding one chunk (and the next, being read) in memory at a time.
 
-        The closed form merges each chunk's sufficient statistics exactly and solves once, so the result is
-        that of ``fit`` on all rows. An iterative solver runs epochs as ``fit`` does, an epoch being one sweep
-        over the chunks with one pass over each: the schedule advances once per epoch, ``learning_rate="auto"``
-        is estimated from a seeded sample of every chunk's rows, and ``early_stopping`` holds out a seeded
-        ``validation_fraction`` of every chunk (see "Scaling out" in the README). Sample weights are divided
-        by their mean over all the stream's training rows, as ``fit`` divides them over all rows, so every
-        chunk keeps its weight (an all-zero chunk trains nothing); the learning-rate sampling pass totals them,
-        or else, when the first chunk read has weights, one read of the chunks' weights before training. A
-        stream whose first chunk has no weights is taken as unweighted (a later chunk with weights is an
-        error); a one-shot iterator divides by its first chunk's mean weight.
+        The closed form merges each chunk's sufficient statistics exactly and solves once, so the result is that of
+        ``fit`` on all rows. An iterative solver runs epochs as ``fit`` does, an epoch being one sweep over the chunks
+        with one pass over each: the schedule advances once per epoch, ``learning_rate="auto"`` is estimated from a
+        seeded sample of every chunk's rows, and ``early_stopping`` holds out a seeded ``validation_fraction`` of every
+        chunk (see "Scaling out" in the README). Sample weights are divided by their mean over all the stream's training
+        rows, as ``fit`` divides them over all rows, so every chunk keeps its weight (an all-zero chunk trains nothing);
+        the learning-rate sampling pass totals them, or else, when the first chunk read has weights, one read of the
+        chunks' weights before training; a chunk without weights has unit weights. Without the sampling pass (a numeric
+        ``learning_rate``, or a warm start), a stream whose first chunk has no weights is taken as unweighted without
+        that read (a later chunk with weights is then an error); a one-shot iterator divides by its first chunk's mean
+        weight (1 when it has none), so its later chunks' weights count at that scale. The closed form adds the chunks'
+        weighted statistics exactly.
 
         Parameters
         ----------
