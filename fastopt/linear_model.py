@@ -244,8 +244,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``atol = btol = tol`` (as ``scipy.sparse.linalg.lsqr`` and ``Ridge(solver="lsqr")``), on the weighted,
         centred, column-scaled problem ``min ||A z - b||`` with the ridge as extra rows: stop when
         ``||A^T r|| <= tol ||A|| ||r||`` or (without ridge) ``||r|| <= tol (||b|| + ||A|| ||z||)``, ``||A||``
-        LSQR's running estimate of the Frobenius norm, checked by a final exact pass; the objective's relative
-        excess is then at most about ``(tol ||A||_F / sigma_min(A))^2``. ``None`` runs ``max_iter`` iterations.
+        LSQR's running estimate of the Frobenius norm, checked by a final exact pass. Either rule bounds the
+        backward error (``z`` solves a problem whose data differ by about ``tol`` relative); at a stop by the
+        first, the objective's relative excess is at most ``t^2 / (1 - t^2)``, ``t = tol ||A||_F / sigma_min(A)``,
+        when ``t < 1``. On a worse-conditioned problem (weights spanning 1e28, say) neither bounds the excess:
+        lower ``tol``, or use the closed form. ``None`` runs ``max_iter`` iterations.
     n_iter_no_change : int, default=5
         Patience, in rounds (see ``tol``), of the named schedules' rule.
     early_stopping : bool, default=False
