@@ -968,16 +968,20 @@ def _rescaled(data: Data, ex: int, ey: int) -> Data:
     return dataclasses.replace(data, X=X, Y=Y)
 
 
-def _weighted_rows(data: Data) -> Data:
-    """``data`` without its rows of weight zero (a copy of the others, when there are any), which the objective
-    does not see: the scale tests and the moments read every row, and a zero-weight row holding y = 1e200 rescaled
-    the others' targets to zero (zero coefficients, silently), one holding x = 1e200 made its weighted squares
-    0 * inf (a false overflow error). Every pass then reads fewer rows."""
+def _weighted_rows(data: Data, mom) -> Data:
+    """``data`` without its rows of weight zero (a copy of the others), which the objective does not see, where
+    they would change the scale tests or the moments ``mom``: those read every row, and a zero-weight row holding
+    y = 1e200 rescaled the others' targets to zero (zero coefficients, silently), one holding x = 1e200 made its
+    weighted squares 0 * inf (a false overflow error). Otherwise ``data`` itself (no copy of ``X``)."""
     w = data.sample_weight
     if w is None:
         return data
     keep = w > 0
     if keep.all() or not keep.any():  # (no weight at all: the moments' clear error)
+        return data
+    finite = all(np.isfinite(a).all() for a in (mom.sx, mom.sxx))
+    Y = np.abs(data.Y)
+    if finite and not _squares_lost(mom) and np.max(Y[~keep]) <= np.max(Y[keep]):  # (the y scale test's maximum)
         return data
     rows = np.flatnonzero(keep)
     return dataclasses.replace(data, X=data.X[rows], Y=np.ascontiguousarray(data.Y[rows]),
@@ -1032,12 +1036,16 @@ class KrylovSolver(Solver):
 
     def _solve(self, params: dict, data: Data, state: KrylovState | None, quiet: bool = False) -> FitResult | None:
         dtype = data.X.dtype
-        data = _weighted_rows(data)
         # Relative weights, divided by a power of two near their maximum (exact) so that no sum overflows.
         data = _closed_form.normalised_weights(data)
         passes = Passes(data, checked=True)
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # judged just below
             mom = passes.moments(bool(params["fit_intercept"]))
+        weighted = _weighted_rows(data, mom)
+        if weighted is not data:
+            data, passes = weighted, Passes(weighted, checked=True)
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+                mom = passes.moments(bool(params["fit_intercept"]))
         if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx)):
             # Name non-finite input before blaming overflow (solve's message).
             assert_all_finite(data.X.data if scipy.sparse.issparse(data.X) else data.X, input_name="X",
