@@ -900,7 +900,7 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
                 res, rnorm = op.normal_residual(x)
                 converged = stop.met(math.sqrt(_dot(res, res)), rnorm, x)
         if not converged and tol is not None:
-            failed.append(j)
+            failed.append((j, used >= max_iter))
         coef[j] = op.D * x
         intercept[j] = op.my - _dot(op.m, coef[j])
         n_iter = max(n_iter, used)
@@ -909,12 +909,24 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     if failed and quiet:
         return None
     if failed:
-        _warn(
-            f"solver={method!r} did not reach tol={tol} (LSQR's stopping rules: ||A^T r|| <= tol ||A|| ||r||, or "
-            f"||r|| <= tol (||b|| + ||A|| ||coef||)) within max_iter={max_iter} iterations for target(s) {failed}; "
-            "increase max_iter, or use solver='lsqr' or the closed form for an ill-conditioned problem.",
-            ConvergenceWarning,
-        )
+        rules = "LSQR's stopping rules: ||A^T r|| <= tol ||A|| ||r||, or ||r|| <= tol (||b|| + ||A|| ||coef||)"
+        ran_out = [j for j, out in failed if out]
+        unconfirmed = [j for j, out in failed if not out]
+        other = "solver='lsqr' or the closed form" if method == "cg" else "the closed form"
+        if ran_out:
+            _warn(
+                f"solver={method!r} did not reach tol={tol} ({rules}) within max_iter={max_iter} iterations for "
+                f"target(s) {ran_out}; increase max_iter, or use {other} for an ill-conditioned problem.",
+                ConvergenceWarning,
+            )
+        if unconfirmed:  # the recurrences met tol, MAX_RESTARTS true passes did not: round-off, not iterations
+            _warn(
+                f"solver={method!r} met tol={tol} ({rules}) in its recurrences but not in the confirming pass over "
+                f"the data, {MAX_RESTARTS} restarts running, for target(s) {unconfirmed}: the round-off of the data "
+                "(targets far from zero, columns far from centred) exceeds what tol asks. Raise tol, centre y, or "
+                "use the closed form.",
+                ConvergenceWarning,
+            )
     if not params["fit_intercept"]:
         intercept[:] = 0.0
     return FitResult(coef, intercept, KrylovState(coef.copy()), {"solver_": method, "n_iter_": n_iter})

@@ -411,6 +411,24 @@ def test_convergence_warning_and_tol_none(solver, rng):
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(solver=solver, max_iter=3, tol=None).fit(X, y)
     assert est.n_iter_ == 3
+    # only CGLS is pointed to LSQR
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        LinearRegressor(solver=solver, max_iter=2, tol=1e-12).fit(X, y)
+    assert ("use solver='lsqr'" in str(caught[0].message)) == (solver == "cg")
+
+
+def test_a_stop_the_data_cannot_confirm_is_not_blamed_on_max_iter():
+    # y of 1e10 rounds at 1e-6, above what tol asks of the confirming pass: LSQR stopped after 6 iterations (with
+    # the closed form's coefficients to 2e-7) and warned of max_iter=100, suggesting solver='lsqr'
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((50, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.1 * rng.standard_normal(50) + 1e10
+    with pytest.warns(ConvergenceWarning, match="not in the confirming pass") as caught:
+        est = LinearRegressor(solver="lsqr").fit(X, y)
+    assert est.n_iter_ < 100 and not any("max_iter" in str(w.message) for w in caught)
+    exact = LinearRegressor(solver="normal").fit(X, y)
+    np.testing.assert_allclose(est.coef_, exact.coef_, rtol=1e-5)
 
 
 @pytest.mark.parametrize("solver", KRYLOV)
