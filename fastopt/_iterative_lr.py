@@ -316,6 +316,35 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
     return _dense_affine(params, X, rows, sw, per_column, floor=floor)
 
 
+def _dense_moments(X, rows, sw, e: int, floors: bool, weighted: bool, unweighted: bool, fraction: float):
+    """:func:`_dense_affine`'s sums over ``rows`` of ``X / 2^e`` (exact scaling)."""
+    d = X.shape[1]
+    s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
+    u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
+    top = np.zeros(d)  # each column's heaviest nonzero row's weight (holders(); weighted and floor alone)
+    whole = rows.shape[0] == X.shape[0]
+    for start in range(0, rows.shape[0], CHUNK_ROWS):
+        r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
+        block = X[r].astype(np.float64)
+        if e:
+            block = np.ldexp(block, -e)
+        w = np.ones(block.shape[0]) if sw is None else sw[r].astype(np.float64)
+        s0 += float(w.sum())
+        s1 += np.einsum("i,ij->j", w, block)
+        s2 += np.einsum("i,ij,ij->j", w, block, block)
+        if floors:
+            stored = block != 0
+            nonzero += np.count_nonzero(stored, axis=0)
+            if weighted:
+                held += np.einsum("i,ij->j", w, stored)  # the weight of each column's nonzero values
+                if fraction >= 1.0:
+                    top = np.maximum(top, np.max(np.where(stored, w[:, None], 0.0), axis=0, initial=0.0))
+        if unweighted:
+            u1 += block.sum(axis=0)
+            u2 += np.einsum("ij,ij->j", block, block)
+    return s0, s1, s2, u1, u2, nonzero, held, top
+
+
 def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column: bool, fraction: float = 1.0,
                   floor: bool = False) -> Affine | None:
     """:func:`choose_affine` of dense ``X``: from the ``sw``-weighted moments of its ``rows``, which are
@@ -325,32 +354,17 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     (:func:`_floored`: its moments raised together). With ``floor`` (:func:`floors_rare_columns`), the rows' own
     rare columns' shares are floored alike (:func:`floored_squares`; with weights, a column's rows counted by
     :func:`holders`)."""
-    d = X.shape[1]
-    s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
-    u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
-    top = np.zeros(d)  # each column's heaviest nonzero row's weight (holders(); weighted and floor alone)
     floors = fraction < 1.0 or floor  # (the counts cost one more pass over the rows, once a fit)
     weighted = floors and sw is not None  # (unweighted, a column's nonzero values weigh their count)
     unweighted = fraction < 1.0 and sw is not None  # the rare columns' unweighted moments are wanted too
-    whole = rows.shape[0] == X.shape[0]
-    with np.errstate(over="ignore", invalid="ignore"):  # non-finite X or overflow: judged below
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
-            block = X[r].astype(np.float64)
-            w = np.ones(block.shape[0]) if sw is None else sw[r].astype(np.float64)
-            s0 += float(w.sum())
-            s1 += np.einsum("i,ij->j", w, block)
-            s2 += np.einsum("i,ij,ij->j", w, block, block)
-            if floors:
-                stored = block != 0
-                nonzero += np.count_nonzero(stored, axis=0)
-                if weighted:
-                    held += np.einsum("i,ij->j", w, stored)  # the weight of each column's nonzero values
-                    if fraction >= 1.0:
-                        top = np.maximum(top, np.max(np.where(stored, w[:, None], 0.0), axis=0, initial=0.0))
-            if unweighted:
-                u1 += block.sum(axis=0)
-                u2 += np.einsum("ij,ij->j", block, block)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # non-finite X or overflow: judged below
+        e = 0  # the moments of X / 2^e: X's squares under- or overflowed at e = 0 (X of 1e-200 or 1e160)
+        s0, s1, s2, u1, u2, nonzero, held, top = _dense_moments(X, rows, sw, e, floors, weighted, unweighted,
+                                                                fraction)
+        if np.all(np.isfinite(s1)) and (not np.all(np.isfinite(s2)) or np.any((s2 == 0) & (s1 != 0))):
+            e = int(np.frexp(float(np.max(np.abs(X[rows]), initial=0.0)))[1])
+            s0, s1, s2, u1, u2, nonzero, held, top = _dense_moments(X, rows, sw, e, floors, weighted, unweighted,
+                                                                    fraction)
         if not s0 > 0:
             return None
         mean = s1 / s0
@@ -375,10 +389,11 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     # each column's curvature where the fit runs: about its mean with an intercept (the shift below), its mean
     # square without (scaled by its spread alone, a column of mean 100 and spread 1 kept its curvature 1e4)
     m2 = var if fit_intercept else second
-    std = np.sqrt(m2)
     # constant: a variance within round-off of the mean square, a test of no unit (an absolute 1e-12 took every
     # column of X * 1e-14 for constant, and SGD fitted the intercept alone, silently)
     varying = m2 > CONSTANT_RTOL * second
+    off = np.abs(mean[varying]) / np.sqrt(m2[varying])
+    std, mean = np.ldexp(np.sqrt(m2), e), np.ldexp(mean, e)  # X's own units (from X / 2^e)
     scale = np.where(varying, std, 1.0)
     # the intercept's column of ones is a column of scale 1: features all of scale 1e-3 (or 1e3) left the
     # Hessian's condition number at 1e6, and SGD fitted the intercept alone (no warning: the loss had settled).
@@ -386,7 +401,6 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     # row beside N(0, 1) ones went unmapped, and SGD ended at R^2 0.001.
     constant = fit_intercept & ~varying & (mean != 0)
     spread = _scale_spread(np.concatenate([std[varying], np.abs(mean[constant])]), fit_intercept)
-    off = np.abs(mean[varying]) / std[varying]
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
     if spread <= SCALE_SPREAD and not centre:
         return None
@@ -398,8 +412,10 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
         # (_penalised) lies in (0, 1]: the columns' scales no longer spread the Hessian's diagonal, and no
         # coordinate is stiffer than the data's. One common scale (all sparse X may take) left columns of scales
         # 1e-3 and 1e3 as badly conditioned as without a map: the largest family of far default fits.
-        scale = np.where(varying, np.sqrt(m2 + float(params["alpha"])), 1.0)
-    return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
+        alpha = float(params["alpha"])
+        # (hypot: m2 of X of 1e-200 in X's units underflows)
+        scale = np.where(varying, np.sqrt(m2 + alpha) if e == 0 else np.hypot(std, np.sqrt(alpha)), 1.0)
+    return Affine(shift=mean if fit_intercept else np.zeros(X.shape[1]), scale=scale)
 
 
 def _common(shift: np.ndarray, scale: np.ndarray, varying: np.ndarray, centre: bool = False) -> Affine | None:

@@ -657,10 +657,13 @@ def test_default_fit_does_not_depend_on_the_features_common_scale(rule):
     # with a column-scale spread of 1, so no preconditioning ran: SGD fitted the intercept alone and stopped on a
     # settled loss, without a warning (every rule 4.0 off at 1e-6 and 1e-3). The intercept's scale now counts.
     # At 1e-14 and below every column was taken for constant (an absolute test, std <= 1e-12), and every rule fitted
-    # the intercept alone (R^2 0, silent); the test is now relative to each column's mean square.
+    # the intercept alone (R^2 0, silent); the test is now relative to each column's mean square. Beyond 1e+-154
+    # the squares under- or overflow: the moments are taken of X / 2^e (1e-200 fitted the intercept alone, silently;
+    # 1e200 diverged at step 1 with a NaN rate).
     X, y, exact = four_columns(5000)
     fits = {}
-    for c in (1e-100, 1e-14, 1e-6, 1e-3, 1e3, 1e100):
+    scales = (1e-300, 1e-200, 1e-100, 1e-14, 1e-6, 1e-3, 1e3, 1e100, 1e200, 1e300)
+    for c in scales:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est = LinearRegressor(solver=rule, random_state=0).fit(X * c, y)
@@ -668,7 +671,7 @@ def test_default_fit_does_not_depend_on_the_features_common_scale(rule):
         # the rules' default noise floor on this problem is about 2e-3 (as on unit-scale columns)
         np.testing.assert_allclose(fits[c], exact, atol=1e-2)
     # the standardised problems are the same to rounding
-    for c in (1e-100, 1e-14, 1e-3, 1e3, 1e100):
+    for c in scales:
         np.testing.assert_allclose(fits[1e-6], fits[c], rtol=1e-6, atol=1e-8)
 
 
