@@ -2221,7 +2221,7 @@ class IterativeSolver(Solver):
         return self.result(st, stopping, val_scores if early else None, params=params)
 
     def partial_fit(self, params: dict, data, state: IterState | None = None, *,
-                    sweep: Sweep | None = None) -> FitResult:
+                    sweep: Sweep | None = None, init=None) -> FitResult:
         """One pass over the given rows, continuing the optimizer state, step count and row-order RNG.
 
         As ``LinearRegressor.partial_fit`` (``sweep=None``): the schedule advances one epoch per call;
@@ -2229,11 +2229,14 @@ class IterativeSolver(Solver):
         on the first call's rows, while a numeric ``learning_rate`` is read at every call (as a warm start
         does), so a caller may set each pass's rate; the weights are divided by their mean over this call's
         rows, so they are relative within a call only. As one chunk's pass of a streamed epoch: see
-        :class:`Sweep`, whose ``weight_mean`` divides every chunk by one constant instead.
+        :class:`Sweep`, whose ``weight_mean`` divides every chunk by one constant instead. ``init``
+        (``(coef (k, d), intercept (k,))`` in the user's units) starts a first call there, with fresh optimizer
+        state (after another solver's fit).
         """
-        return self._partial_fit(params, data, state, sweep)
+        return self._partial_fit(params, data, state, sweep, init)
 
-    def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None) -> FitResult:
+    def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None,
+                     init=None) -> FitResult:
         data = _as_lazy_data(self.method, params, data)
         if state is not None and data.X.dtype != state.weights.dtype:
             # later rows in another precision (a float64 chunk after float32 ones): the state's, as the closed
@@ -2243,7 +2246,6 @@ class IterativeSolver(Solver):
         own_rows = sweep is None or sweep.rows is None  # all rows: the shuffle writes them into a kept buffer
         rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
-        init = None
         if state is not None and not _penalty_fits(state.affine, params, data.X, self.method):
             # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
             # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
@@ -2254,6 +2256,8 @@ class IterativeSolver(Solver):
             affine = sweep.affine if sweep is not None else choose_scaling(
                 params, data.X, rows, sw, ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)))
         data, params = _under(affine, data), _penalised(params, affine, self.method)
+        if state is None and affine is not None and init is not None:  # the same model in the mapped units (_train)
+            init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
         if state is None:
             basis = {} if sweep is None else None
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),

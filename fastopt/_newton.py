@@ -1035,9 +1035,10 @@ def result(params: dict, dtype, fits: list[_Fit], init) -> FitResult:
     length = max(len(c) for c in curves)
     curve = [float(sum(c[min(i, len(c) - 1)] for c in curves)) for i in range(length)]
     n_iter = max(f.n_iter for f in fits)
-    if params["loss"] == "squared_error" and init is None:
-        # The least-squares start is itself the one Newton step that solves a quadratic from zero; counting
-        # it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
+    if init is None:
+        # The least-squares start is itself a Newton step: the one that solves a quadratic from zero, and Huber's
+        # where every residual is an inlier (where it is the minimiser, no iteration follows: n_iter_ was 0).
+        # Counting it keeps n_iter_ >= 1, as scikit-learn expects of an estimator with max_iter.
         n_iter = max(n_iter, 1)
     objective = float(sum(f.objective for f in fits))
     attrs = {"solver_": "newton", "n_iter_": n_iter, "loss_curve_": curve, "best_loss_": objective,

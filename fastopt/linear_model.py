@@ -157,8 +157,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``partial_fit`` judges by its first call's rows and ``fit_stream`` by a re-readable stream's first
         chunk (a one-shot stream cannot be looked at first: the table's choice without data). Under "auto"
         ``partial_fit`` goes on with the solver that the earlier ``fit`` or call ran where it takes more rows
-        and the loss (the closed form, ``"qr"`` included, or SGD); after one whose state cannot take more rows
-        (a Krylov solver on sparse ``X``, Newton's method on a robust loss) it raises ``ValueError`` naming both.
+        and the loss (the closed form, ``"qr"`` included, or SGD). After Newton's method on a robust loss, in
+        memory, Adam starts from its coefficients (with fresh optimizer state, as from ``coef_init``); after
+        another fit whose state cannot take more rows (a Krylov solver on sparse ``X``; Newton's method before a
+        ``partial_fit`` on Dask arrays) it raises ``ValueError`` naming both.
 
         Otherwise dense, sparse and Dask ``X`` follow the same table. On sparse ``X`` "auto" estimates the
         closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 30
@@ -367,7 +369,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     singular_ : ndarray or None
         Closed form, ``"svd"`` path: singular values of the centred, weighted design (from ``R``), else None.
     n_iter_ : int
-        Epochs run (closed form: 1; Newton: iterations, the most over targets; Krylov solvers: iterations, the
+        Epochs run (closed form: 1; Newton: iterations, the most over targets, its least-squares start counted
+        as one where it is not warm-started; Krylov solvers: iterations, the
         most over the targets, 0 when a warm start was already converged).
     objective_ : float
         ``solver="newton"``: the minimised objective (summed over targets).
@@ -661,9 +664,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
         name = self._incremental_name(_solvers.resolve(self.solver, self.loss, data.X, self.alpha, incremental=True,
                                                        sparse=is_sparse(data.X), average=self.average))
-        prior = self._continued_state(name, data.Y.shape[1])
+        prior = self._continued_state(name, data.Y.shape[1], restart=True)
         _solvers.check_options(name, self.get_params(), data.Y.shape[1])
         extra = {} if sweep is None else {"sweep": sweep}
+        if prior is None and hasattr(self, "_solver_state"):  # after Newton's fit: on from its coefficients
+            k, d = data.Y.shape[1], data.X.shape[1]
+            extra["init"] = (np.reshape(self.coef_, (k, d)).astype(np.float64),
+                             np.reshape(self.intercept_, (-1,)).astype(np.float64) * np.ones(k))
         result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=prior, **extra)
         return self._apply(name, data.y_was_1d, result)
 
@@ -723,10 +730,16 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return prev
         return name
 
-    def _continued_state(self, name: str, n_targets: int | None = None):
+    def _continued_state(self, name: str, n_targets: int | None = None, restart: bool = False):
         """The state a ``partial_fit`` call continues (None on the first call), after checking that it uses the
-        same solver ``name`` (and, when known, the same number of targets) as the earlier calls."""
+        same solver ``name`` (and, when known, the same number of targets) as the earlier calls. With
+        ``restart`` (in memory), None also where ``solver="auto"`` ran a solver whose state cannot take more rows
+        (Newton's method) and ``name`` is iterative: the caller starts it from the fitted coefficients."""
         if not hasattr(self, "_solver_state"):
+            return None
+        if (restart and name != self._solver_name and self.solver == "auto" and n_targets == self._n_targets
+                and _solvers.SOLVERS[self._solver_name].chunked is None
+                and _solvers.SOLVERS[name].chunked == "epochs"):
             return None
         if name != self._solver_name and self.solver == "auto":
             raise ValueError(

@@ -22,9 +22,11 @@ from fastopt._solvers import SOLVERS
 
 
 def configurations():
-    """One estimator per registered solver (iterative solvers are checked as soon as they register)."""
+    """One estimator per registered solver (iterative solvers are checked as soon as they register), and the
+    robust losses under "auto" (Newton's fit, then partial_fit by Adam from its coefficients)."""
     ests = [LinearRegressor(solver=name, random_state=0) for name in sorted(SOLVERS)]
-    return [*ests, LinearRegressor(fit_intercept=False), LinearRegressor(alpha=0.1)]
+    robust = [LinearRegressor(loss=loss, random_state=0) for loss in ("huber", "absolute_error")]
+    return [*ests, LinearRegressor(fit_intercept=False), LinearRegressor(alpha=0.1), *robust]
 
 
 # Minibatch training ends at a random point near the optimum: giving a row weight 2 instead of repeating it, or
