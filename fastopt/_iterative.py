@@ -1560,8 +1560,11 @@ def _build_spec(method: str, params: dict) -> optim.Optimizer:
 
 
 def draw_seed(random_state) -> int:
-    """One draw from ``random_state`` (an int, a ``RandomState`` instance, advanced, or None) in ``[0, 2^31 - 1)``,
-    as scikit-learn's estimators seed their own generators."""
+    """One draw from ``random_state`` (an int, or a ``RandomState`` instance, advanced) in ``[0, 2^31 - 1)``, as
+    scikit-learn's estimators seed their own generators; for None, from fresh OS entropy (``default_rng()``):
+    scikit-learn would draw from NumPy's global ``RandomState`` and advance it, a process-wide side effect."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(0, 2**31 - 1))
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 

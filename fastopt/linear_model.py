@@ -295,7 +295,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     shuffle : bool, default=True
         Reshuffle rows every epoch.
     random_state : int, RandomState instance or None, default=None
-        Seeds the row order, the validation split and random initialisation.
+        Seeds the row order, the validation split and random initialisation. An int gives the same fit every
+        time; a ``RandomState`` instance is advanced by one draw a fit; None draws fresh OS entropy and, unlike
+        scikit-learn's estimators, neither reads nor advances NumPy's global ``RandomState``
+        (``np.random.seed`` does not make such fits repeatable: pass an int).
     warm_start : bool, default=False
         Continue from the previous fit's coefficients and optimizer state.
     verbose : int, default=0

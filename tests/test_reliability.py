@@ -283,6 +283,33 @@ def test_concurrent_fits_equal_sequential_ones_and_leave_blas_alone(problem):
         assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
 
 
+@pytest.mark.parametrize("entry", ["fit", "partial_fit", "fit_stream", "sparse_robust"])
+def test_random_state_none_leaves_the_global_rng_alone(entry, problem):
+    # random_state=None drew its seed from NumPy's global RandomState (scikit-learn's convention), advancing it:
+    # a process-wide side effect. It now draws fresh OS entropy.
+    import scipy.sparse
+
+    X, y = problem
+    np.random.seed(123)  # noqa: NPY002 (the global RNG is what is tested)
+    before = np.random.get_state(legacy=False)  # noqa: NPY002
+    est = LinearRegressor(solver="sgd", max_epochs=2, tol=None)
+    if entry == "fit":
+        est.fit(X, y)
+    elif entry == "partial_fit":
+        est.partial_fit(X, y)
+    elif entry == "fit_stream":
+        est.fit_stream([(X[:100], y[:100]), (X[100:], y[100:])])
+    else:  # "auto" on sparse rows with a robust loss: SGD
+        LinearRegressor(loss="absolute_error", max_epochs=2, tol=None).fit(scipy.sparse.csr_array(X), y)
+    after = np.random.get_state(legacy=False)  # noqa: NPY002
+    np.testing.assert_array_equal(after["state"]["key"], before["state"]["key"])
+    assert after["state"]["pos"] == before["state"]["pos"]
+    # a RandomState instance the caller passes is theirs: advanced, one draw a fit, as in scikit-learn
+    rs = np.random.RandomState(0)
+    LinearRegressor(solver="sgd", max_epochs=1, random_state=rs).fit(X, y)
+    assert rs.randint(0, 2**31 - 1) == np.random.RandomState(0).randint(0, 2**31 - 1, size=2)[1]
+
+
 def test_concurrent_rate_guard_sums_keep_to_their_threads():
     # The rate guard's column sums go to a scratch each thread keeps (fastopt._iterative._scratch_for), written
     # without the GIL: run at once from four threads they equal the sums run one after another, bit for bit (a
