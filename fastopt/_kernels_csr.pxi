@@ -149,7 +149,8 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     _check_aligned(s, sizeof(floating), "state")
     c.order = &order[0] if order.shape[0] > 0 else NULL
     c.n_rows = order.shape[0]
-    c.batch_size = train.batch_size
+    # a minibatch larger than the epoch is the epoch (the scratch is sized by it: batch_size=10**9 asked 30 GiB)
+    c.batch_size = min(train.batch_size, max(order.shape[0], 1))
     c.loss = <fo_loss><int>train.loss
     c.epsilon = train.epsilon
     c.clip_norm = 0.0 if train.clip_norm is None else train.clip_norm

@@ -1031,3 +1031,17 @@ def test_pass_comparison_on_csr_takes_a_product_a_model_with_the_same_sums(seed,
             diff = per_row[:, j] - per_row[:, 0]
             want[slot], want[slot + 1] = diff.mean() + 0.25 - 0.25, diff.var() / m
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("batch", [10**9, 2**62])
+def test_a_minibatch_larger_than_the_rows_is_the_full_batch_on_csr(batch):
+    # The CSR epoch sized its scratch by batch_size: 10**9 asked 30 GiB (MemoryError), 2**62 NumPy's "array is too
+    # big"; dense X was fine. A minibatch larger than the epoch is the epoch, as on dense X.
+    rng = np.random.default_rng(0)
+    X = sp.random(200, 4, density=0.5, format="csr", random_state=0)
+    y = X @ np.array([1.0, -2.0, 3.0, 0.5]) + 0.1 * rng.normal(size=200)
+    params = dict(solver="sgd", max_epochs=3, tol=None, random_state=0)
+    huge = LinearRegressor(batch_size=batch, **params).fit(X, y)
+    full = LinearRegressor(batch_size=200, **params).fit(X, y)
+    np.testing.assert_array_equal(huge.coef_, full.coef_)
+    assert huge.intercept_ == full.intercept_ and np.abs(full.coef_).max() > 0.1
