@@ -765,13 +765,35 @@ def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.Clo
     if bad.any():  # (X and y are finite: validated) their squares overflowed
         column = int(np.argmax(bad))
         raise _overflow_error(*(("X", column) if column < X.shape[1] else ("y", column - X.shape[1])))
+    lost = _underflowed(X, np.diag(state.gram)[: X.shape[1]], float(np.max(s, initial=0.0)))
+    if lost is not None:  # X of 1e-200: the columns read as constant, and the fit returned zeros, silently
+        raise _overflow_error("X", lost, "small")
     return state
 
 
-def _overflow_error(name: str, column: int | None = None) -> ValueError:
+def _underflowed(X, diag: np.ndarray, s_max: float) -> int | None:
+    """The first column of ``X`` whose values vary but whose weighted squares all underflow (its centred sum
+    ``diag`` is 0, and so is its largest square times the largest weight ``s_max``: every Hessian the fit forms
+    is then 0 there), or None. Only columns of zero spread are read (constant ones, usually none)."""
+    for j in np.flatnonzero(diag == 0):
+        if is_sparse(X):
+            col = X[:, [j]]
+            values = np.asarray(col.data)
+            implicit = col.nnz < X.shape[0]  # (stored zeros and implicit ones are both 0)
+            low = min(values.min(initial=np.inf), 0.0) if implicit else values.min(initial=np.inf)
+            high = max(values.max(initial=-np.inf), 0.0) if implicit else values.max(initial=-np.inf)
+        else:
+            low, high = X[:, j].min(initial=np.inf), X[:, j].max(initial=-np.inf)
+        top = max(abs(low), abs(high))
+        if high > low and top * top * s_max == 0.0:
+            return int(j)
+    return None
+
+
+def _overflow_error(name: str, column: int | None = None, size: str = "large") -> ValueError:
     where = f"{name} column {column} has values" if column is not None else f"{name} has values"
     return ValueError(
-        f"{where} too large to square in float64 (solver='newton' forms their weighted squares); multiply "
+        f"{where} too {size} to square in float64 (solver='newton' forms their weighted squares); multiply "
         f"{name} by a power of ten to bring its values nearer 1."
     )
 
@@ -918,6 +940,9 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     holds its all-rows statistics."""
     w, b = _start(prob, full, init)
     r = prob.run(w, b, np.inf, hessian=False).r
+    if not np.isfinite(r).all():  # a start beyond the data's range (float32 X of 1e-36): its thresholds were NaN
+        raise ValueError("solver='newton' gave coefficients beyond the data's range: X's values are too small for "
+                         "y's (the coefficients scale as y / X); multiply X by a power of ten or fit in float64.")
     F0 = _lad_objective(prob, r, w)
     if _fitted_to_round_off(prob, r, w, b, F0):  # F >= 0: the start is a minimiser to working precision
         return _Fit(w, b, F0, 0, True, [F0])

@@ -100,6 +100,13 @@ def _param_getter(cls) -> operator.attrgetter:
     return getter if len(names) > 1 else (lambda obj: (getter(obj),))
 
 
+def _beyond_range(name: str, dtype) -> str:
+    """The error of coefficients beyond ``dtype``'s range."""
+    wider = " or fit in float64" if np.dtype(dtype) == np.float32 else ""
+    return (f"solver={name!r} gave coefficients beyond {np.dtype(dtype).name}'s range: X's values are too small for "
+            f"y's (the coefficients scale as y / X); multiply X by a power of ten{wider}.")
+
+
 class LinearRegressor(RegressorMixin, BaseEstimator):
     """Linear least-squares regression, solved in closed form, by Krylov methods or by minibatch optimizers.
 
@@ -772,6 +779,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def _apply(self, name: str, y_was_1d: bool, result: FitResult):
         """Set the fitted attributes of solver ``name``'s ``result`` (``coef_`` 1-D when ``y_was_1d``)."""
         coef, intercept = result.coef, result.intercept
+        if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+            # every solver's coefficients in the data's dtype (X of 1e-310, or float32 coefficients beyond 3.4e38:
+            # the Krylov and iterative solvers returned inf and NaN, with NumPy's overflow warning alone)
+            raise ValueError(_beyond_range(name, coef.dtype))
         if y_was_1d:
             self.coef_, self.intercept_ = coef[0], (intercept[0] if self.fit_intercept else 0.0)
         else:

@@ -283,6 +283,44 @@ def test_concurrent_fits_equal_sequential_ones_and_leave_blas_alone(problem):
         assert [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()] == before
 
 
+@pytest.mark.parametrize("solver", ["normal", "lsqr", "cg", "sgd", "adam", "newton"])
+@pytest.mark.parametrize("f32", [False, True])
+def test_coefficients_beyond_the_dtypes_range_are_a_clear_error(solver, f32):
+    # X of 1e-310 (or float32 X of 1e-36 with coefficients beyond 3.4e38): the Krylov and iterative solvers
+    # returned inf and NaN coefficients (NumPy's overflow warning alone), float32 normal equations inf, and the
+    # absolute error by Newton an internal error ("huber_pass: epsilon must be non-negative").
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 2))
+    X = (X * 1e-36).astype(np.float32) if f32 else X * 1e-310
+    y = X.astype(np.float64) @ np.array([6e38, -4e38]) if f32 else rng.standard_normal(200)
+    loss = "absolute_error" if solver == "newton" else "squared_error"
+    est = LinearRegressor(solver=solver, loss=loss, max_epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (NumPy's overflow warnings on the way)
+        with pytest.raises(ValueError, match="range|too small to square"):
+            est.fit(X, y)
+    assert not hasattr(est, "coef_")
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_newton_on_columns_whose_squares_underflow_is_a_clear_error(loss, sparse):
+    # X of 1e-165 to 1e-310: every weighted square of a column underflowed, the Hessians were 0 there, and the
+    # robust fits returned zero coefficients (1e-165: 2e-320 where 1.2 was right), silently. At 1e-160 they fit.
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 2))
+    y = X @ np.array([1.0, 2.0]) + rng.standard_t(2, 300)
+    as_x = scipy.sparse.csr_array if sparse else np.asarray
+    ref = LinearRegressor(solver="newton", loss=loss).fit(as_x(X), y)
+    fit = LinearRegressor(solver="newton", loss=loss).fit(as_x(X * 1e-160), y)
+    np.testing.assert_allclose(fit.coef_ * 1e-160, ref.coef_, rtol=1e-7)
+    for c in (1e-165, 1e-200, 1e-310):
+        with pytest.raises(ValueError, match="column 0 has values too small to square"):
+            LinearRegressor(solver="newton", loss=loss).fit(as_x(X * c), y)
+
+
 @pytest.mark.parametrize("entry", ["fit", "partial_fit", "fit_stream", "sparse_robust"])
 def test_random_state_none_leaves_the_global_rng_alone(entry, problem):
     # random_state=None drew its seed from NumPy's global RandomState (scikit-learn's convention), advancing it:
