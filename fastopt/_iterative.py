@@ -2008,9 +2008,16 @@ class IterativeSolver(Solver):
         start_loss = _kernels.mean_loss_zero(data.Y, None if all_rows else train_idx, sw, loss, params["epsilon"])
         # (asked only when the start may be nonzero: reading a fresh zeroed array faults its pages in twice, once
         # to read and again when the epoch writes them, 0.05 ms at 2^18 parameters)
-        if (params["init"] == "random" or init is not None) and fresh.any():
+        if (params["init"] == "random" or init is not None) and fresh.any() and np.isfinite(start_loss):
             with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
-                start_loss = max(start_loss, mean_loss(data, train_idx, sw, fresh, loss, params["epsilon"]))
+                at_start = mean_loss(data, train_idx, sw, fresh, loss, params["epsilon"])
+            if not np.isfinite(at_start) and np.isfinite(fresh).all():  # (non-finite X: named below)
+                if np.all(np.isfinite(data.X.data if sp.issparse(data.X) else data.X)):
+                    raise ValueError(
+                        f"the {params['loss']} loss at the starting coefficients (coef_init/intercept_init, or the "
+                        "earlier fit's) overflows float64; start nearer the data's scale."
+                    )
+            start_loss = max(start_loss, at_start)
         if not np.isfinite(start_loss):  # X is checked by the first epoch; the zero model's loss reads y only
             assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")
             assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",

@@ -302,6 +302,14 @@ def test_coefficients_beyond_the_dtypes_range_are_a_clear_error(solver, f32):
     assert not hasattr(est, "coef_")
 
 
+@pytest.mark.parametrize("init", [{"coef_init": np.full(3, 1e300)}, {"intercept_init": 1e300}])
+def test_an_overflowing_start_is_named_not_y(init):
+    # the start's loss was taken with the zero model's, and its overflow reported as "y has values too large"
+    X = np.random.default_rng(0).standard_normal((200, 3))
+    with pytest.raises(ValueError, match="starting coefficients"):
+        LinearRegressor(solver="sgd", max_epochs=3).fit(X, X.sum(axis=1), **init)
+
+
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_newton_on_columns_whose_squares_underflow_is_a_clear_error(loss, sparse):
