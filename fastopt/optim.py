@@ -23,7 +23,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -87,6 +87,15 @@ BOUNDS = {
     "lr_decay": (0.0, math.inf, True, False),
     "initial_accumulator_value": (0.0, math.inf, True, False),
 }
+
+
+def _check_count(owner: str, name: str, value, low: int) -> int:
+    """``value`` as an int in ``[low, 2^62]`` (an integer, not a bool), else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{owner}: {name} must be an integer, got {value!r}.")
+    if not low <= int(value) <= 2**62:
+        raise ValueError(f"{owner}: {name} must lie in [{low}, 2**62], got {value!r}.")
+    return int(value)
 
 
 def _check_in_range(owner: str, name: str, value, bounds) -> None:
@@ -196,8 +205,7 @@ class Optimizer:
                 f"(from init_state), writeable, got {type(state).__name__} {getattr(state, 'shape', '')} "
                 f"{getattr(state, 'dtype', '')}."
             )
-        if int(t) < 1:
-            raise ValueError(f"t is the 1-based step count, got {t}.")
+        t = _check_count("step", "t (the 1-based step count)", t, 1)  # (1.7 ran as step 1; inf overflowed)
         _check_in_range("step", "lr", lr, (0.0, math.inf, True, False))
         if n_decay is not None and not 0 <= int(n_decay) <= n:
             raise ValueError(f"n_decay must lie in [0, {n}], got {n_decay}.")
@@ -458,15 +466,17 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
                 gamma: float = SCHEDULE_DEFAULTS["gamma"]) -> float:
     """Learning rate of ``epoch`` (0-based) under schedule ``name``.
 
-    ========== =====================================================================================
-    constant   ``lr0``
-    linear     ``(1 - a) lr0 + a end_factor lr0``, ``a = min(epoch / T, 1)`` (the linear decay of Goodfellow, Bengio &
-    Courville, *Deep Learning*, 2016, sec. 8.3.1) invscaling ``lr0 / (epoch + 1) ** power_t``
+    =========== ==========================================================================================
+    constant    ``lr0``
+    linear      ``(1 - a) lr0 + a end_factor lr0``, ``a = min(epoch / T, 1)`` (the linear decay of Goodfellow,
+                Bengio & Courville, *Deep Learning*, 2016, sec. 8.3.1)
+    invscaling  ``lr0 / (epoch + 1) ** power_t``
     exponential ``lr0 * gamma ** epoch``
-    cosine     ``f + (lr0 - f) (1 + cos(pi min(epoch / T, 1))) / 2`` with ``f = end_factor lr0``
-    ========== =====================================================================================
+    cosine      ``f + (lr0 - f) (1 + cos(pi min(epoch / T, 1))) / 2`` with ``f = end_factor lr0``
+    =========== ==========================================================================================
 
     ``T = max(max_epochs - 1, 1)``: linear and cosine reach their floor at the last epoch and stay there.
+    ``lr0`` is a finite non-negative number, ``epoch`` an integer from 0 and ``max_epochs`` one from 1.
     """
     try:
         fn = SCHEDULES[name]
@@ -477,4 +487,8 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
                                  ("power_t", power_t, (0.0, math.inf, True, False)),
                                  ("gamma", gamma, (0.0, 1.0, False, True))):
         _check_in_range("schedule_lr", param, value, bounds)
-    return float(fn(float(lr0), int(epoch), max(int(max_epochs) - 1, 1), end_factor, power_t, gamma))
+    # (a negative epoch divided by zero under invscaling; a NaN lr0 came back NaN)
+    _check_in_range("schedule_lr", "lr0", lr0, (0.0, math.inf, True, False))
+    epoch = _check_count("schedule_lr", "epoch", epoch, 0)
+    max_epochs = _check_count("schedule_lr", "max_epochs", max_epochs, 1)
+    return float(fn(float(lr0), epoch, max(max_epochs - 1, 1), end_factor, power_t, gamma))

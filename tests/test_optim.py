@@ -315,3 +315,27 @@ def test_zero_momentum_ignores_dampening_as_pytorch(dampening):
     kw = dict(learning_rate=0.01, schedule="constant", max_epochs=3, random_state=0, tol=None)
     fit_m = LinearRegressor(solver="momentum", momentum=0.0, dampening=dampening, **kw).fit(X, y)
     np.testing.assert_array_equal(fit_m.coef_, LinearRegressor(solver="sgd", **kw).fit(X, y).coef_)
+
+
+@pytest.mark.parametrize("t, error", [(float("inf"), TypeError), (1.7, TypeError), (True, TypeError),
+                                      (2**70, ValueError), (0, ValueError), (-3, ValueError)])
+def test_step_count_must_be_a_positive_integer(t, error):
+    # 1.7 and True ran as step 1 (bias corrections of another step), inf and 2**70 raised OverflowError
+    opt = optim.make("adam")
+    p, g, s = np.ones(2), np.ones(2), opt.init_state(2)
+    with pytest.raises(error, match="t \\(the 1-based step count\\)"):
+        opt.step(p, g, s, t, 0.1)
+    np.testing.assert_array_equal(p, np.ones(2))  # nothing stepped
+    opt.step(p, g, s, np.int64(1), 0.1)  # NumPy integers are integers
+
+
+@pytest.mark.parametrize("args, error, match", [
+    (("invscaling", 0.1, -1, 10), ValueError, "epoch"),  # ZeroDivisionError
+    (("cosine", float("nan"), 1, 10), ValueError, "lr0"),  # NaN
+    (("linear", -0.1, 1, 10), ValueError, "lr0"),
+    (("linear", 0.1, 2.5, 10), TypeError, "epoch"),
+    (("cosine", 0.1, 1, 0), ValueError, "max_epochs"),
+])
+def test_schedule_lr_rejects_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
+        optim.schedule_lr(*args)
