@@ -39,6 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
 # strongly collinear), so the minibatch rules anneal their automatic rate to 1e-4 of its start over 300 epochs;
 # RMSProp needs PyTorch's long memory rho=0.99 for steady steps; AdaGrad, whose steps already shrink as
 # 1/sqrt(t), runs full batches from a large rate.
+NOISE_SAMPLES = 1024  # the landscape command's noise model: per-sample gradient noise of this many samples
 _ANNEAL = dict(schedule="cosine", end_factor=1e-4, max_epochs=300, tol=None, batch_size=32)
 DEMO_PARAMS: dict[str, dict] = {
     "sgd": _ANNEAL,
@@ -103,11 +104,18 @@ def _landscape(args: argparse.Namespace) -> int:
     folder = pathlib.Path(args.output).parent
     if args.output != "none" and not folder.is_dir():  # before the runs, not after them
         args.parser.error(f"--output: the folder {str(folder)!r} does not exist")
+    if args.output != "none" and pathlib.Path(args.output).is_dir():
+        args.parser.error(f"--output: {args.output!r} is a folder; name the PNG file")
     obj = functions.get(args.function)
     x0 = np.array(args.x0 if args.x0 is not None else obj.x0, dtype=float)
     if x0.shape != (obj.ndim,):
         print(f"error: --x0 needs {obj.ndim} value(s) for {obj.name}, got {x0.size}", file=sys.stderr)
         return 2
+    with np.errstate(all="ignore"):
+        f0 = float(obj.fun(x0))
+    if not math.isfinite(f0):  # (minimize would say so of fun(x0); the default rate came out 1 / inf = 0 first)
+        args.parser.error(f"--x0: {obj.name} is not finite there (f = {f0}); start nearer its domain "
+                          f"{[list(b) for b in obj.bounds]}")
     best = obj.global_minimum
     print(f"{obj.name}: {obj.formula}    start {x0.tolist()}"
           + (f"    global minimum {list(best.x)}, f = {best.value:.6g}" if best else "    (no minimum in the domain)"))
@@ -115,11 +123,16 @@ def _landscape(args: argparse.Namespace) -> int:
     results = {}
     for method in args.methods:
         kind = METHOD_CLASSES[method]
-        options = {"lr": args.lr if args.lr and not kind.lr_free else _default_lr(obj, method, x0),
+        lr = args.lr if args.lr and not kind.lr_free else _default_lr(obj, method, x0)
+        if not (math.isfinite(lr) and lr > 0):  # the start's curvature overflowed
+            args.parser.error(f"--x0: no default learning rate for {method} there (the curvature at the start "
+                              "overflows); pass --lr or start nearer the domain")
+        options = {"lr": lr,
                    "maxiter": args.maxiter, "gtol": args.gtol, "return_path": True, "seed": args.seed}
         jac = obj.grad
         if args.noise > 0 and kind.stochastic:
-            jac = obj.minibatch_gradient(noise=args.noise, batch_size=args.batch_size, seed=args.seed)
+            jac = obj.minibatch_gradient(noise=args.noise, batch_size=args.batch_size, n_samples=NOISE_SAMPLES,
+                                         seed=args.seed)
         with np.errstate(all="ignore"):  # diverging runs overflow on purpose; the status reports it
             res = minimize(obj.fun, x0, jac=jac, hess=obj.hess if kind.uses_hessian else None, method=method,
                            options=options)
@@ -182,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _number(kind, low: float | None = None, strict: bool = True):
-    """An argparse type: a finite ``kind`` above ``low`` (at least, without ``strict``), else a usage error."""
+def _number(kind, low: float | None = None, strict: bool = True, high: float | None = None):
+    """An argparse type: a finite ``kind`` above ``low`` (at least, without ``strict``) and at most ``high``, else
+    a usage error."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -192,6 +206,8 @@ def _number(kind, low: float | None = None, strict: bool = True):
         if not math.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
             bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
             raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
         return value
     return parse
 
@@ -217,8 +233,10 @@ def _add_landscape(sub) -> None:
     p.add_argument("--x0", type=_number(float), nargs="+", default=None, help="start (default: the function's own)")
     p.add_argument("--noise", type=_number(float, 0.0, False), default=0.0,
                    help="per-sample gradient noise of the first-order methods (minibatch SGD; default 0)")
-    p.add_argument("--batch-size", type=_number(int, 0), default=1, help="minibatch size with --noise (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the minibatch noise (default: 0)")
+    # (the noise model's samples: fastopt.functions.TestFunction.minibatch_gradient's n_samples)
+    p.add_argument("--batch-size", type=_number(int, 0, high=NOISE_SAMPLES), default=1,
+                   help=f"minibatch size with --noise, at most {NOISE_SAMPLES} (default: 1)")
+    p.add_argument("--seed", type=_number(int, 0, False), default=0, help="seeds the minibatch noise (default: 0)")
     p.add_argument("--output", default="landscape.png",
                    help="PNG of the trajectories (default: landscape.png; 'none' for no figure)")
     p.add_argument("--list", action="store_true", help="list the test functions and exit")

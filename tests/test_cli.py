@@ -99,6 +99,12 @@ def test_unknown_function_is_rejected(capsys):
     (["--noise", "-1"], "--noise: must be a finite number >= 0"),
     (["--noise", "1", "--batch-size", "0"], "--batch-size: must be a finite number > 0"),
     (["--output", "no-such-folder/x.png"], "--output: the folder 'no-such-folder' does not exist"),
+    # (these raised tracebacks: NumPy's seed error, the noise model's batch check, fun(x0) or an lr of 1 / inf,
+    # and IsADirectoryError after all the runs)
+    (["--seed", "-1"], "--seed: must be a finite number >= 0, got -1"),
+    (["--noise", "1", "--batch-size", "100000000000"], "--batch-size: must be at most 1024"),
+    (["--x0", "1e200", "1e200"], "--x0: rosenbrock is not finite there"),
+    (["--output", "."], "--output: '.' is a folder"),
 ])
 def test_bad_landscape_options_are_usage_errors(options, message, tmp_path, monkeypatch, capsys):
     # (they raised tracebacks from inside the optimizers, or after all runs, from the figure)
