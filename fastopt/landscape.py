@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 
 __all__ = [
     "CriticalPoint",
+    "NonFiniteError",
     "classify_critical_point",
     "condition_number",
     "find_critical_points",
@@ -38,6 +40,7 @@ __all__ = [
 # Default tolerances of classify_critical_point, in units of the dtype's machine epsilon (see its docstring).
 # A central-difference gradient is good to about eps**(2/3) of the scale of f: critical means 1000 times that.
 _GTOL_FACTOR = 1e3
+MAX_STARTS = 2**20  # find_critical_points' starts: each a root finding (2**40 asked 16 TiB of Sobol points)
 # Second differences of f carry an error of about sqrt(eps) of the scale of f and H: eigenvalues within 100
 # times that are zero. An exact Hessian is off only by rounding and by how far x is from the exact critical
 # point (root finding leaves about sqrt(eps)), hence 0.01 sqrt(eps).
@@ -52,6 +55,8 @@ def _point(x: np.ndarray | Sequence[float] | float) -> np.ndarray:
         raise TypeError(f"x must be real-valued, got dtype {x.dtype}")
     if x.ndim != 1:
         raise ValueError(f"x must be 1-D (one point), got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("x must have at least one coordinate, got an empty array")
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
@@ -59,11 +64,38 @@ def _point(x: np.ndarray | Sequence[float] | float) -> np.ndarray:
     return x
 
 
+class NonFiniteError(ValueError):
+    """``fun``, ``jac`` or ``hess`` returned NaN or inf: the diagnostics need finite values (a NaN made the
+    condition number inf and classified points as "degenerate")."""
+
+
 def _value(fun: Callable, x: np.ndarray, args: tuple) -> float:
     f = np.asarray(fun(x, *args))
     if f.size != 1:
         raise ValueError(f"fun must return a scalar, got an array of shape {f.shape}")
-    return float(f.reshape(()))
+    value = float(f.reshape(()))
+    if not np.isfinite(value):
+        raise NonFiniteError(f"fun returned {value} at x = {x.tolist()}; the diagnostics need finite values")
+    return value
+
+
+def _jacobian(jac: Callable, x: np.ndarray, args: tuple) -> np.ndarray:
+    """``jac(x)`` as a finite float64 vector of ``x``'s length, else a clear error."""
+    g = np.asarray(jac(x, *args), dtype=np.float64)
+    if g.shape != x.shape:
+        raise ValueError(f"jac returned shape {g.shape}, expected {x.shape}")
+    if not np.all(np.isfinite(g)):
+        raise NonFiniteError(f"jac returned NaN or inf at x = {x.tolist()}; the diagnostics need finite values")
+    return g
+
+
+def _tolerance(name: str, value: float | None) -> float | None:
+    """``gtol``/``eig_tol``: None, or a finite number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real) or not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}")
+    return float(value)
 
 
 def _steps(x: np.ndarray, power: float) -> np.ndarray:
@@ -174,8 +206,12 @@ def _hessian_at(fun, x, jac, hess, args) -> tuple[np.ndarray, bool]:
         H = np.asarray(hess(x, *args), dtype=np.float64)
         if H.shape != (x.size, x.size):
             raise ValueError(f"hess returned shape {H.shape}, expected {(x.size, x.size)}")
-        return (H + H.T) / 2, True
-    return hessian(fun, x, jac=jac, args=args), False
+        exact = True
+    else:
+        H, exact = hessian(fun, x, jac=jac, args=args), False
+    if not np.all(np.isfinite(H)):
+        raise NonFiniteError(f"the Hessian at x = {x.tolist()} holds NaN or inf; the diagnostics need finite values")
+    return (H + H.T) / 2 if exact else H, exact
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,8 +309,9 @@ def classify_critical_point(
     Otherwise it is reported "degenerate" (``x**4`` at 0 is a minimum, but finitely many probes cannot prove it).
     """
     x = _point(x)
+    gtol, eig_tol = _tolerance("gtol", gtol), _tolerance("eig_tol", eig_tol)
     f0 = _value(fun, x, args)
-    g = np.asarray(jac(x, *args), dtype=np.float64) if jac is not None else gradient(fun, x, args=args)
+    g = _jacobian(jac, x, args) if jac is not None else gradient(fun, x, args=args)
     gnorm = float(np.linalg.norm(g))
     H, exact = _hessian_at(fun, x, jac, hess, args)
     lam, vecs = np.linalg.eigh(H)
@@ -333,7 +370,9 @@ def find_critical_points(
     args : tuple
         Extra arguments for ``fun``, ``jac`` and ``hess``.
     n_starts : int
-        Number of starts, rounded up to a power of two (Sobol points balance only in powers of two).
+        Number of starts, rounded up to a power of two (Sobol points balance only in powers of two); at most
+        ``MAX_STARTS`` (2**20). A start from which the root finder reaches a point where ``fun`` or ``jac`` is
+        not finite is skipped.
     seed : int or None
         Seeds the Sobol scrambling.
     gtol, eig_tol : float, optional
@@ -351,8 +390,9 @@ def find_critical_points(
     box = np.asarray(bounds, dtype=np.float64)
     if box.ndim != 2 or box.shape[1] != 2 or not np.all(np.isfinite(box)) or np.any(box[:, 0] >= box[:, 1]):
         raise ValueError(f"bounds must be finite (low, high) pairs with low < high, got {bounds!r}")
-    if n_starts < 1:
-        raise ValueError(f"n_starts must be >= 1, got {n_starts}")
+    if isinstance(n_starts, bool) or not isinstance(n_starts, Integral) or not 1 <= n_starts <= MAX_STARTS:
+        raise ValueError(f"n_starts must be an integer in [1, {MAX_STARTS}], got {n_starts!r}")
+    gtol, eig_tol = _tolerance("gtol", gtol), _tolerance("eig_tol", eig_tol)
     lo, width = box[:, 0], box[:, 1] - box[:, 0]
     starts = lo + width * qmc.Sobol(len(box), seed=seed).random_base2(int(np.ceil(np.log2(n_starts))))
 
@@ -362,8 +402,11 @@ def find_critical_points(
     root_jac = (lambda x: np.asarray(hess(x, *args), float)) if hess is not None else None
     found: list[CriticalPoint] = []
     for x0 in starts:
-        with np.errstate(all="ignore"):
-            x = root(grad, x0, jac=root_jac, method="hybr").x
+        try:
+            with np.errstate(all="ignore"):
+                x = root(grad, x0, jac=root_jac, method="hybr").x
+        except NonFiniteError:  # the root finder left the function's finite region from this start
+            continue
         if not np.all(np.isfinite(x)) or np.any(np.abs(x - lo - width / 2) > width / 2 * (1 + 1e-9)):
             continue
         point = classify_critical_point(fun, x, jac=jac, hess=hess, args=args, gtol=gtol, eig_tol=eig_tol)

@@ -159,3 +159,38 @@ def test_fun_must_return_a_scalar():
         landscape.gradient(lambda p: p, np.zeros(2))
     with pytest.raises(ValueError, match="shape"):
         landscape.classify_critical_point(lambda p: p @ p, np.zeros(2), hess=lambda p: np.eye(3))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    # NaN values, gradients or Hessians came back as inf condition numbers and stable rates, "degenerate" points
+    (lambda: landscape.condition_number(lambda x: float("nan"), [1.0, 2.0]), landscape.NonFiniteError, "fun"),
+    (lambda: landscape.max_stable_learning_rate(lambda x: x[0] ** 2, [1.0], hess=lambda x: np.array([[np.nan]])),
+     landscape.NonFiniteError, "Hessian"),
+    (lambda: landscape.classify_critical_point(lambda x: float("nan"), [1.0, 2.0]), landscape.NonFiniteError, "fun"),
+    (lambda: landscape.classify_critical_point(lambda x: float(x @ x), [0.0, 0.0], jac=lambda x: np.array([np.nan, 0])),
+     landscape.NonFiniteError, "jac"),
+    (lambda: landscape.classify_critical_point(lambda x: float(x @ x), [0.0, 0.0], jac=lambda x: 0.0),
+     ValueError, "jac returned shape"),
+    # a negative gtol called the minimum "noncritical"; NaN tolerances were taken
+    (lambda: landscape.classify_critical_point(lambda x: float(x @ x), [0.0, 0.0], gtol=-1.0), ValueError, "gtol"),
+    (lambda: landscape.classify_critical_point(lambda x: float(x @ x), [0.0, 0.0], eig_tol=float("nan")),
+     ValueError, "eig_tol"),
+    (lambda: landscape.max_stable_learning_rate(lambda x: 0.0, []), ValueError, "at least one coordinate"),
+    (lambda: landscape.find_critical_points(lambda x: float(x @ x), [(-1, 1)], n_starts=1.5), ValueError, "n_starts"),
+    (lambda: landscape.find_critical_points(lambda x: float(x @ x), [(-1, 1)], n_starts=2**40), ValueError,
+     "n_starts"),
+])
+def test_bad_input_to_the_diagnostics_is_a_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_find_critical_points_skips_starts_that_leave_the_finite_region():
+    # log(x0) is NaN left of 0: a root finding that wanders there is skipped, not an error
+    def fun(x):
+        with np.errstate(invalid="ignore"):
+            return float(np.log(x[0]) ** 2 + x[1] ** 2)
+
+    points = landscape.find_critical_points(fun, [(0.1, 3.0), (-1.0, 1.0)], n_starts=16)
+    assert [p.kind for p in points] == ["minimum"]
+    np.testing.assert_allclose(points[0].x, [1.0, 0.0], atol=1e-6)
