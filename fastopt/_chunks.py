@@ -197,12 +197,13 @@ class ChunkSource:
         labels = getattr(self.chunks, "labels", None)
         return f"chunk {index}" if labels is None else labels[index]
 
-    def check_epochs(self, n_epochs: int, label: str | None = None) -> None:
+    def check_epochs(self, n_epochs: int, label: str | None = None, what: str | None = None) -> None:
         """Refuse several epochs over a stream that can be read only once (``label``: how to name the limit,
-        by default ``n_epochs``)."""
+        by default ``n_epochs``; ``what``: what needs the passes, by default ``max_epochs``)."""
         if self.one_shot and n_epochs > 1:
+            what = what or f"max_epochs={label or n_epochs}"
             raise TypeError(
-                f"max_epochs={label or n_epochs} needs several passes, but chunks is a one-shot iterator. Pass a "
+                f"{what} needs several passes, but chunks is a one-shot iterator. Pass a "
                 "list, a re-iterable object, or a callable returning a fresh iterator (e.g. lambda: "
                 "read_chunks(path))."
             )

@@ -1107,7 +1107,7 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
     """
     from fastopt._chunks import read
 
-    source.check_epochs(2)
+    source.check_epochs(2, what=f"solver={name!r} (one read of the stream per iteration)")
     info = {}
 
     def fold(leaf, sizes=None):

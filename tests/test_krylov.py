@@ -660,7 +660,9 @@ def test_fit_stream_reads_the_stream_once_per_iteration(solver, rng):
 
 def test_fit_stream_refuses_a_one_shot_iterator(rng):
     X, y = _problem(rng, n=50)
-    with pytest.raises(TypeError, match="one-shot"):
+    # (it named a max_epochs=2 the user had not set: the passes are the iterations)
+    with pytest.raises(TypeError, match="solver='cg' \\(one read of the stream per iteration\\) needs several "
+                                        "passes, but chunks is a one-shot"):
         LinearRegressor(solver="cg").fit_stream(iter([(X, y)]))
 
 
