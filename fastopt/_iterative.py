@@ -2088,8 +2088,8 @@ class IterativeSolver(Solver):
         schedule = schedule_name(params)
         if schedule == "plateau":
             return st.lr0 if st.lr is None else st.lr
-        return optim.schedule_lr(schedule, st.lr0, epoch, max_epochs(params),
-                                 end_factor=params["end_factor"], power_t=params["power_t"], gamma=params["gamma"])
+        return optim.scheduled(schedule, st.lr0, epoch, max_epochs(params), params["end_factor"], params["power_t"],
+                               params["gamma"])
 
     def stream_learning_rate(self, params, X, Y, w, n_train, rng, curvatures=None, zero=None) -> float:
         """``learning_rate="auto"`` for a streamed fit, from a sample of its training rows

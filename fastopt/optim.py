@@ -492,3 +492,10 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
     epoch = _check_count("schedule_lr", "epoch", epoch, 0)
     max_epochs = _check_count("schedule_lr", "max_epochs", max_epochs, 1)
     return float(fn(float(lr0), epoch, max(max_epochs - 1, 1), end_factor, power_t, gamma))
+
+
+def scheduled(name: str, lr0: float, epoch: int, max_epochs: int, end_factor: float, power_t: float,
+              gamma: float) -> float:
+    """:func:`schedule_lr` for arguments its caller has validated (the estimator's parameters): a rate made
+    non-finite by non-finite data passes through, for the epoch to name the data."""
+    return float(SCHEDULES[name](float(lr0), int(epoch), max(int(max_epochs) - 1, 1), end_factor, power_t, gamma))
