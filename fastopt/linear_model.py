@@ -788,8 +788,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         else:
             self.coef_ = coef
             self.intercept_ = intercept if self.fit_intercept else np.zeros_like(intercept)
+        for attr in getattr(self, "_fitted_attrs", ()):  # the earlier fit's own (a closed form's rcond_ stayed
+            if attr not in result.attrs:                    # after an SGD fit, SGD's t_ after a closed form's)
+                self.__dict__.pop(attr, None)
         for attr, value in result.attrs.items():
             setattr(self, attr, value)
+        self._fitted_attrs = tuple(result.attrs)
         self._solver_name = name
         self._solver_state = result.state
         self._n_targets = coef.shape[0]

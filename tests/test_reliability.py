@@ -533,3 +533,21 @@ def test_segmented_closed_form_leaves_other_threads_blas_alone(monkeypatch):
     monkeypatch.setattr(_serial_blas, "tables", lambda: None)  # the fallback: process-wide limit, same bits
     for i, solver in enumerate(("normal", "qr")):
         np.testing.assert_array_equal(LinearRegressor(solver=solver).fit(X, y).coef_, fits[5 * i])
+
+
+def test_a_fit_replaces_the_earlier_fits_attributes(problem):
+    # A fresh fit kept the attributes of the solver before it: the closed form's rcond_/rank_ after SGD, SGD's
+    # t_/learning_rate_/best_validation_score_ after the closed form, Newton's objective_ after either.
+    X, y = problem
+    est = LinearRegressor(solver="sgd", early_stopping=True, max_epochs=3, tol=None, random_state=0).fit(X, y)
+    sgd_only = {"t_", "learning_rate_", "learning_rates_", "loss_curve_", "best_loss_", "best_validation_score_"}
+    assert sgd_only <= set(vars(est))
+    est.set_params(solver="normal", early_stopping=False).fit(X, y)
+    assert not sgd_only & set(vars(est)) and {"rcond_", "rank_"} <= set(vars(est))
+    est.set_params(solver="newton", loss="huber").fit(X, y)
+    assert "objective_" in vars(est) and not {"rcond_", "rank_"} & set(vars(est))
+    est.set_params(solver="sgd", loss="squared_error").fit(X, y)
+    assert "objective_" not in vars(est) and "best_validation_score_" not in vars(est)
+    # partial_fit calls of one solver keep their own attributes
+    est.partial_fit(X, y)
+    assert {"t_", "learning_rate_"} <= set(vars(est))
