@@ -298,6 +298,7 @@ class IterState:
     affine: Affine | None = None
     avg: np.ndarray | None = None
     avg_from: int = 0  # the steps taken before ``avg`` began (averaging switched on by a warm start or call)
+    avg_positive: bool = False  # whether every iterate ``avg`` holds was projected (``positive``)
     interleaved: bool = False
     watch: PassWatch | None = None
     basis: dict | None = None
@@ -2065,15 +2066,18 @@ class IterativeSolver(Solver):
             else:
                 decay = np.ascontiguousarray(np.tile(decay, st.dims[1]), dtype=st.weights.dtype)
         start = average_start(params)
-        if not start:
-            st.avg = None  # averaging off: switched on again later, it starts afresh
-        elif st.avg is None:
+        positive = bool(params.get("positive", False))
+        if not start or (positive and not st.avg_positive):
+            # averaging off: switched on again later, it starts afresh; positive switched on: the average held
+            # unconstrained iterates (its coefficients stayed negative), so it starts afresh with projected ones
+            st.avg = None
+        if start and st.avg is None:
             st.avg_from = st.t  # the average counts the steps from now (epoch_pass makes it)
+            st.avg_positive = positive
         return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
-                     positive=bool(params.get("positive", False)),
-                     average=start + st.avg_from if start else 0, decay=decay)
+                     positive=positive, average=start + st.avg_from if start else 0, decay=decay)
 
     @staticmethod
     def current_params(params: dict, st: IterState) -> np.ndarray:

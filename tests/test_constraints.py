@@ -256,3 +256,26 @@ def test_nnls_with_empty_columns_reaches_the_kkt_point(alpha, sparse):
     assert np.abs(g[free]).max() <= 1e-10 * scale
     assert g[~free].min() >= -1e-10 * scale
     assert not est.coef_[np.setdiff1d(np.arange(d), used)].any()
+
+
+@pytest.mark.parametrize("entry", ["warm_start", "partial_fit"])
+def test_switching_positive_on_restarts_the_average(entry):
+    # The running average kept the unconstrained iterates from before positive=True, and coef_ (the average)
+    # stayed negative: -0.99 where the constraint asks >= 0. The average now starts afresh with projected iterates.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = X @ np.array([-2.0, 1.0, 0.5]) + 1.0
+    if entry == "warm_start":
+        est = LinearRegressor(solver="sgd", average=True, max_epochs=5, random_state=0).fit(X, y)
+        assert est.coef_[0] < -1.0
+        est.set_params(positive=True, warm_start=True).fit(X, y)
+    else:
+        est = LinearRegressor(solver="sgd", average=True, random_state=0).partial_fit(X, y)
+        assert est.coef_[0] < -0.5
+        est.set_params(positive=True).partial_fit(X, y)
+    assert np.all(est.coef_ >= 0) and est.coef_[1] > 0.5
+    # switched off again, the projected average is a valid start: kept (it counts from the same step)
+    began = est._solver_state.avg_from
+    est.set_params(positive=False)
+    est.partial_fit(X, y) if entry == "partial_fit" else est.fit(X, y)
+    assert est._solver_state.avg_from == began
