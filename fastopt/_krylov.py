@@ -872,6 +872,10 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.cxy, mom.cyy)):
         raise ValueError("the weighted column sums of squares of X or y overflow float64; rescale X and y.")
     d, k = mom.sx.shape[0], mom.sy.shape[0]
+    # an alpha array of another length (streams and Dask check before the targets are known; _Operator indexes it)
+    from fastopt import _solvers  # (the registry imports this module)
+
+    _solvers.check_options(method, params, k)
     tol = params["tol"]
     max_iter = params.get("max_iter")
     max_iter = default_max_iter(d) if max_iter is None else int(max_iter)

@@ -217,6 +217,9 @@ def fit(params: dict, checker, chunks: _dask.DaskChunks, state=None):
     blocks = _Blocks(checker, chunks)
     every = blocks.gram()
     k = every.n_targets
+    from fastopt import _solvers  # (the registry imports _newton)
+
+    _solvers.check_options("newton", params, k)  # an alpha array of another length (_dask.fit checks before y)
     alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
     eps = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
     fits = [_fit_target(blocks, j, _newton._target_state(every, j), float(alpha[j]), params["fit_intercept"], eps,

@@ -210,6 +210,24 @@ def test_per_target_alpha_errors():
         LinearRegressor(alpha=[1.0, -2.0]).fit(X, Y)
 
 
+@pytest.mark.parametrize("solver, where", [("lsqr", "stream"), ("cg", "stream"), ("lsqr", "dask"), ("cg", "dask"),
+                                           ("newton", "dask")])
+@pytest.mark.parametrize("alpha", [[0.1], [0.1, 0.2, 0.3], [[0.1, 0.2]]])
+def test_per_target_alpha_of_the_wrong_shape_on_streams_and_dask(solver, where, alpha):
+    # Streams and Dask check the options before the targets are known; the Krylov solvers then raised IndexError
+    # or TypeError, or ignored a third value, and Newton on Dask broadcast one value or raised NumPy's errors.
+    X, Y = problem(k=2, seed=10)
+    est = LinearRegressor(solver=solver, alpha=np.array(alpha), loss="huber" if solver == "newton" else
+                          "squared_error")
+    with pytest.raises(ValueError, match=r"an array alpha needs one value per target, shape \(2,\)"):
+        if where == "stream":
+            est.fit_stream([(X, Y)])
+        else:
+            da = pytest.importorskip("dask.array")
+            half = X.shape[0] // 2
+            est.fit(da.from_array(X, chunks=(half, X.shape[1])), da.from_array(Y, chunks=(half, 2)))
+
+
 def test_coef_init_and_intercept_init():
     X, y = problem(seed=11)
     exact = LinearRegressor().fit(X, y)
