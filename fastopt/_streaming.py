@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse
+from sklearn.base import clone
 
-from fastopt import _closed_form, _krylov, _solvers
+from fastopt import _closed_form, _iterative, _krylov, _solvers
 from fastopt._chunks import (
     ChunkSource,
     check_chunk,
@@ -145,8 +146,23 @@ def sampler(checker, name: str, params: dict, source: ChunkSource) -> Callable[[
 
 
 def _epochs_fit(params: dict, checker, name: str, source: ChunkSource, prior) -> Outcome:
-    """An iterative solver: epochs of one pass over each chunk (:class:`fastopt._sweeps.Epochs`)."""
-    passes = LocalPasses(source, checker, reset=prior is None)
+    """An iterative solver: epochs of one pass over each chunk (:class:`fastopt._sweeps.Epochs`).
+
+    A warm start continues ``prior`` where a re-readable stream's first chunk (read once more) has its features,
+    targets and precision, and the stream sets the feature names afresh, as ``fit`` does in memory; otherwise
+    the fit starts cold (the earlier fit's features and targets were binding: another feature count or target
+    count was refused, and a DataFrame stream after an array fit kept no names). A one-shot stream cannot be
+    looked at first: its chunks are checked against the earlier fit's features."""
+    reset = prior is None
+    if prior is not None and not source.one_shot:
+        first = next(iter(source.epoch()), None)
+        if first is not None:
+            where = source.where(first[0])
+            X, y, sample_weight = unpack(first[1], where)
+            data = check_chunk(clone(checker), X, y, sample_weight, where, reset=True)
+            prior = prior if _iterative._continues(prior, params, data) else None
+            reset = True
+    passes = LocalPasses(source, checker, reset=reset)
     return Epochs(params, name, passes).run(prior, sampler(checker, name, params, source))
 
 

@@ -591,3 +591,26 @@ def test_stream_and_dask_check_each_target_at_its_own_scale():
                                                                   match="of target 0"):
         LinearRegressor(solver="rmsprop", random_state=0).fit(da.from_array(X, chunks=(1000, d)),
                                                               da.from_array(Y, chunks=(1000, 2)))
+
+
+def test_a_warm_stream_of_other_features_or_targets_starts_cold_and_sets_the_names(rng):
+    # A warm iterative fit_stream checked its first chunk against the earlier fit: another feature or target count
+    # was refused ("earlier chunks had 1" at chunk 0), and a DataFrame stream after an array fit kept no names. As
+    # in memory, the stream now sets the names, continues where the shapes match and starts cold where they do not.
+    pd = pytest.importorskip("pandas")
+    X = rng.normal(size=(80, 3))
+    Y = X @ rng.normal(size=(3, 2)) + 1.0
+    y = Y[:, 0]
+
+    def warm():
+        return LinearRegressor(solver="sgd", max_epochs=3, tol=None, random_state=0, warm_start=True).fit(X, y)
+
+    est = warm()
+    t = est.t_
+    est.fit_stream([(pd.DataFrame(X, columns=list("abc")), y)])
+    assert list(est.feature_names_in_) == list("abc") and est.t_ > t  # same shapes: continued
+    assert warm().fit_stream([(X, Y)]).coef_.shape == (2, 3)
+    cold = warm().fit_stream([(X[:, :2], y)])
+    fresh = LinearRegressor(solver="sgd", max_epochs=3, tol=None, random_state=0).fit_stream([(X[:, :2], y)])
+    np.testing.assert_array_equal(cold.coef_, fresh.coef_)
+    assert cold.n_features_in_ == 2
