@@ -700,7 +700,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``learning_rate``, or a warm start), a stream whose first chunk has no weights is taken as unweighted without
         that read (a later chunk with weights is then an error); a one-shot iterator divides by its first chunk's mean
         weight (1 when it has none), so its later chunks' weights count at that scale. The closed form adds the chunks'
-        weighted statistics exactly.
+        weighted statistics exactly. Under ``warm_start`` an iterative solver continues the earlier fit where a
+        re-readable stream's first chunk (read once more) has its features, targets and precision, and starts cold
+        otherwise; a one-shot stream's chunks are checked against the earlier fit's features.
 
         Parameters
         ----------
