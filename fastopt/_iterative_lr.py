@@ -112,8 +112,9 @@ def mean_loss(data, rows, sw, p, loss, epsilon) -> float:
 # above the optimum with noise 0.3 and is 60 above it after 100 epochs without noise; with it, within 1e-3.
 SCALE_SPREAD = 4.0
 MEAN_RATIO = 1.0
-# A dense column is constant to the preconditioning when its variance is at most this fraction of its mean square
-# (the one-pass variance's round-off is of that order; a column misjudged varying is shifted to round-off anyway).
+# A dense column is constant to the preconditioning when its spread is at most this fraction of its mean (the
+# closed form's rule, fastopt._closed_form.CONSTANT_RTOL; the variance is summed about a pivot, accurate to its own
+# size).
 CONSTANT_RTOL = 2.0**10 * np.finfo(np.float64).eps
 # A column of sparse X is shifted (centred) only where at least this fraction of its entries is stored: the
 # shift then adds at most as many stored values as the column has (a numeric column of a ColumnTransformer's CSR
@@ -220,14 +221,16 @@ class Affine:
             return alpha
         if not self.uniform:
             raise ValueError("internal error: a uniform ridge penalty under a per-column scaling")
-        return float(alpha) / float(self.scale[0]) ** 2
+        with np.errstate(over="ignore"):  # a scale beyond 1e154 (X of 1e200): the decay is 0
+            return float(float(alpha) / np.float64(self.scale[0]) ** 2)
 
     def decay(self, alpha: float) -> np.ndarray:
         """The ridge ``alpha`` in the mapped units, column by column: ``alpha ||w||^2 = sum_j (alpha / s_j^2)
         w'_j^2`` (float64, one coefficient per column; kept for the last ``alpha`` asked, read-only)."""
         kept = self._kept.get("decay")
         if kept is None or kept[0] != float(alpha):
-            decay = float(alpha) / (self.scale.astype(np.float64) ** 2)
+            with np.errstate(over="ignore"):  # a scale beyond 1e154 (X of 1e200): its decay is 0, as it should be
+                decay = float(alpha) / (self.scale.astype(np.float64) ** 2)
             decay.flags.writeable = False
             kept = self._kept["decay"] = (float(alpha), decay)
         return kept[1]
@@ -316,22 +319,24 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
     return _dense_affine(params, X, rows, sw, per_column, floor=floor)
 
 
-def _dense_moments(X, rows, sw, e: int, floors: bool, weighted: bool, unweighted: bool, fraction: float):
-    """:func:`_dense_affine`'s sums over ``rows`` of ``X / 2^e`` (exact scaling)."""
+def _dense_moments(X, rows, sw, e: np.ndarray, floors: bool, weighted: bool, unweighted: bool, fraction: float):
+    """:func:`_dense_affine`'s sums over ``rows`` of each column ``j`` of ``X / 2^e_j`` (exact scaling), taken
+    about the first row's values (the pivot, also returned): ``(s0, p1, p2, u1, u2, nonzero, held, top, pivot)``."""
     d = X.shape[1]
-    s0, s1, s2 = 0.0, np.zeros(d), np.zeros(d)
+    s0, p1, p2 = 0.0, np.zeros(d), np.zeros(d)
     u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
     top = np.zeros(d)  # each column's heaviest nonzero row's weight (holders(); weighted and floor alone)
     whole = rows.shape[0] == X.shape[0]
+    pivot = None
     for start in range(0, rows.shape[0], CHUNK_ROWS):
         r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
         block = X[r].astype(np.float64)
-        if e:
+        if e.any():
             block = np.ldexp(block, -e)
+        if pivot is None:
+            pivot = block[0].copy()
         w = np.ones(block.shape[0]) if sw is None else sw[r].astype(np.float64)
         s0 += float(w.sum())
-        s1 += np.einsum("i,ij->j", w, block)
-        s2 += np.einsum("i,ij,ij->j", w, block, block)
         if floors:
             stored = block != 0
             nonzero += np.count_nonzero(stored, axis=0)
@@ -342,7 +347,10 @@ def _dense_moments(X, rows, sw, e: int, floors: bool, weighted: bool, unweighted
         if unweighted:
             u1 += block.sum(axis=0)
             u2 += np.einsum("ij,ij->j", block, block)
-    return s0, s1, s2, u1, u2, nonzero, held, top
+        block -= pivot  # (in place: block is a copy)
+        p1 += np.einsum("i,ij->j", w, block)
+        p2 += np.einsum("i,ij,ij->j", w, block, block)
+    return s0, p1, p2, u1, u2, nonzero, held, top, pivot
 
 
 def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column: bool, fraction: float = 1.0,
@@ -357,18 +365,25 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     floors = fraction < 1.0 or floor  # (the counts cost one more pass over the rows, once a fit)
     weighted = floors and sw is not None  # (unweighted, a column's nonzero values weigh their count)
     unweighted = fraction < 1.0 and sw is not None  # the rare columns' unweighted moments are wanted too
+    d = X.shape[1]
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # non-finite X or overflow: judged below
-        e = 0  # the moments of X / 2^e: X's squares under- or overflowed at e = 0 (X of 1e-200 or 1e160)
-        s0, s1, s2, u1, u2, nonzero, held, top = _dense_moments(X, rows, sw, e, floors, weighted, unweighted,
-                                                                fraction)
-        if np.all(np.isfinite(s1)) and (not np.all(np.isfinite(s2)) or np.any((s2 == 0) & (s1 != 0))):
-            e = int(np.frexp(float(np.max(np.abs(X[rows]), initial=0.0)))[1])
-            s0, s1, s2, u1, u2, nonzero, held, top = _dense_moments(X, rows, sw, e, floors, weighted, unweighted,
-                                                                    fraction)
+        # the moments of each column j of X / 2^e_j, e_j where its squares under- or overflowed at 0 (X of 1e-200
+        # or 1e160; one exponent for all columns lost a column of 1e-200 beside unit ones)
+        e = np.zeros(d, dtype=np.int64)
+        sums = _dense_moments(X, rows, sw, e, floors, weighted, unweighted, fraction)
+        p1, p2 = sums[1], sums[2]
+        if np.all(np.isfinite(p1)) and (not np.all(np.isfinite(p2)) or np.any((p2 == 0) & (p1 != 0))):
+            e = np.frexp(np.max(np.abs(X[rows]), axis=0, initial=0.0).astype(np.float64))[1].astype(np.int64)
+            sums = _dense_moments(X, rows, sw, e, floors, weighted, unweighted, fraction)
+        s0, p1, p2, u1, u2, nonzero, held, top, pivot = sums
         if not s0 > 0:
             return None
-        mean = s1 / s0
-        second = s2 / s0
+        # the moments about the pivot (the first row's values): the variance accurate to its own size, where the
+        # mean square less the squared mean keeps only eps * mean^2 (a column of 1 + 1e-7 z read as constant)
+        shift = p1 / s0
+        var = np.maximum(p2 / s0 - shift * shift, 0.0)
+        mean = pivot + shift
+        second = var + mean * mean
         if floors:
             n, mean_weight = rows.shape[0], s0 / rows.shape[0]
             rare = _rare_columns(nonzero, n)
@@ -382,16 +397,17 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
                 held = holders(held, top, nonzero) * mean_weight
             factor = np.where(rare, _floor_factor(held, floor_values(n) * mean_weight), 1.0)
             mean, second = mean * factor, second * factor
-        var = np.maximum(second - mean * mean, 0.0)
+            # a rare column (mostly zeros: its mean is no larger than its spread) takes its floored moments
+            var = np.where(rare, np.maximum(second - mean * mean, 0.0), var)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
         return None  # non-finite X: the first epoch names it
     fit_intercept = params["fit_intercept"]
     # each column's curvature where the fit runs: about its mean with an intercept (the shift below), its mean
     # square without (scaled by its spread alone, a column of mean 100 and spread 1 kept its curvature 1e4)
     m2 = var if fit_intercept else second
-    # constant: a variance within round-off of the mean square, a test of no unit (an absolute 1e-12 took every
-    # column of X * 1e-14 for constant, and SGD fitted the intercept alone, silently)
-    varying = m2 > CONSTANT_RTOL * second
+    # constant: a spread within CONSTANT_RTOL of the mean (the closed form's rule), a test of no unit (an absolute
+    # 1e-12 took every column of X * 1e-14 for constant, and SGD fitted the intercept alone, silently)
+    varying = (m2 > CONSTANT_RTOL**2 * mean * mean) & (m2 > 0)
     off = np.abs(mean[varying]) / np.sqrt(m2[varying])
     std, mean = np.ldexp(np.sqrt(m2), e), np.ldexp(mean, e)  # X's own units (from X / 2^e)
     scale = np.where(varying, std, 1.0)
@@ -402,7 +418,9 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
     constant = fit_intercept & ~varying & (mean != 0)
     spread = _scale_spread(np.concatenate([std[varying], np.abs(mean[constant])]), fit_intercept)
     centre = fit_intercept and off.size > 0 and off.max() > MEAN_RATIO
-    if spread <= SCALE_SPREAD and not centre:
+    # (columns whose squares under- or overflowed are mapped whatever their spread: without an intercept, X of
+    # 1e-200 has a spread of 1, and its rate's curvature underflowed: zero coefficients, silently)
+    if spread <= SCALE_SPREAD and not centre and not e.any():
         return None
     if params["alpha"] != 0 and not per_column:
         return _common(mean, scale, varying, centre)
@@ -414,8 +432,8 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
         # 1e-3 and 1e3 as badly conditioned as without a map: the largest family of far default fits.
         alpha = float(params["alpha"])
         # (hypot: m2 of X of 1e-200 in X's units underflows)
-        scale = np.where(varying, np.sqrt(m2 + alpha) if e == 0 else np.hypot(std, np.sqrt(alpha)), 1.0)
-    return Affine(shift=mean if fit_intercept else np.zeros(X.shape[1]), scale=scale)
+        scale = np.where(varying, np.sqrt(m2 + alpha) if not e.any() else np.hypot(std, np.sqrt(alpha)), 1.0)
+    return Affine(shift=mean if fit_intercept else np.zeros(d), scale=scale)
 
 
 def _common(shift: np.ndarray, scale: np.ndarray, varying: np.ndarray, centre: bool = False) -> Affine | None:
@@ -684,12 +702,15 @@ def _csr_sample(X, rows: np.ndarray, sw, first_chunk: bool = False, fraction: fl
         Xr = X if rows.shape[0] == X.shape[0] else X[rows]
         values = np.asarray(Xr.data, dtype=np.float64)
         row_w = np.repeat(w, np.diff(Xr.indptr))
-        counts = np.bincount(Xr.indices, minlength=d)
+        # the nonzero values count, as dense X's (stored zeros, which validation may keep, changed the map)
+        nonzero = values != 0
+        explicit = not nonzero.all()
+        counts = np.bincount(Xr.indices[nonzero] if explicit else Xr.indices, minlength=d)
         rare = _rare_columns(counts, rows.shape[0])
         if sw is not None and rare.any():
             row_w = _rare_weights(row_w, rare[Xr.indices], s0 / rows.shape[0], fraction)
         sums = (np.bincount(Xr.indices, weights=row_w * values * values, minlength=d),
-                np.bincount(Xr.indices, weights=row_w, minlength=d))
+                np.bincount(Xr.indices, weights=row_w * nonzero if explicit else row_w, minlength=d))
         squares, stored = sums
         if fraction < 1.0 or floor:  # the map serves rows outside the sample, or FLOORED_RULES' (floored_squares)
             mean_weight = s0 / rows.shape[0]
@@ -1190,7 +1211,8 @@ def private_curvatures(X, w: np.ndarray, momentum: float, batch_size: int, zero:
     limit = n * (1.0 - momentum) / batch_size
     if sp.issparse(X):
         X = sp.csr_array(X)
-        counts = np.bincount(X.indices, minlength=X.shape[1])
+        nonzero = X.data != 0  # (stored zeros count as dense X's zeros do: not at all)
+        counts = np.bincount(X.indices if nonzero.all() else X.indices[nonzero], minlength=X.shape[1])
     else:
         stored = X != 0 if zero is None else X != np.asarray(zero, dtype=X.dtype)
         counts = np.count_nonzero(stored, axis=0)

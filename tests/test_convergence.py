@@ -689,6 +689,37 @@ def test_default_fit_centres_a_constant_column_far_from_zero(rule):
     np.testing.assert_allclose(est.intercept_ + 1234.5 * est.coef_[4], exact[4], atol=1e-2)
 
 
+@pytest.mark.parametrize("spread", [1e-3, 1e-7, 1e-8])  # (CONSTANT_RTOL * 1e4 = 2.3e-9)
+def test_a_column_of_small_spread_about_a_large_mean_is_not_constant(spread):
+    # The constant test read the variance as the mean square less the squared mean, which keeps only eps * mean^2:
+    # a column 1 + 1e-7 z (timestamps, coordinates) was taken for constant, left unscaled, and SGD did not fit it
+    # (R^2 0.49). The variance is now summed about a pivot row, accurate to its own size.
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((5000, 2))
+    X = np.c_[Z[:, 0], 1e4 + spread * Z[:, 1]]
+    y = Z[:, 0] + Z[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver="sgd", random_state=0).fit(X, y)
+    assert est.score(X, y) > 0.999
+    assert est._solver_state.affine.scale[1] == pytest.approx(spread, rel=0.05)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_columns_whose_squares_underflow_alone_are_mapped(fit_intercept):
+    # One exponent for every column (that of max |X|) left a column of 1e-200 beside unit ones underflowing: taken
+    # for constant, unfitted, and the plateau check saw no curvature there (R^2 0.80, silent). Without an
+    # intercept, X of 1e-200 had a spread of 1 and took no map: zero coefficients, silent.
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((5000, 2))
+    y = Z @ np.array([1.0, 2.0])
+    for X in (Z * np.array([1e-200, 1.0]), Z * 1e-200):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (no NumPy overflow warning either)
+            est = LinearRegressor(solver="sgd", random_state=0, fit_intercept=fit_intercept).fit(X, y)
+        assert est.score(X, y) > 0.999
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_default_fit_without_intercept_scales_a_column_by_its_mean_square(rule):
     # Without an intercept a column's curvature is its mean square: one of mean 100 and spread 1 was scaled by
@@ -1224,7 +1255,9 @@ def test_first_partial_fit_under_a_ridge_scales_each_column():
     est.partial_fit(X[:1000], y[:1000])
     affine = est._solver_state.affine
     np.testing.assert_allclose(affine.scale, np.sqrt(np.var(X[:1000], axis=0) + alpha), rtol=1e-9)
-    np.testing.assert_allclose(affine.shift, np.mean(X[:1000], axis=0), rtol=1e-12)
+    # (the mean is summed about a pivot row: rounding of the values' size, |mean| + spread, not the mean's)
+    mean, spread = np.mean(X[:1000], axis=0), np.std(X[:1000], axis=0)
+    assert np.all(np.abs(affine.shift - mean) <= 1e-12 * (np.abs(mean) + spread))
     decay = _iterative._penalised(est.get_params(), affine, "sgd")["decay"]
     assert np.all((decay > 0) & (decay <= 1))
     for _ in range(20):
