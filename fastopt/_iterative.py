@@ -2074,6 +2074,8 @@ class IterativeSolver(Solver):
         if start and st.avg is None:
             st.avg_from = st.t  # the average counts the steps from now (epoch_pass makes it)
             st.avg_positive = positive
+        elif start and not positive:
+            st.avg_positive = False  # unconstrained iterates join it (switched on again, positive restarts it)
         return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
                      epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),

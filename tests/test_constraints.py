@@ -297,3 +297,7 @@ def test_switching_positive_on_restarts_the_average(entry):
     est.set_params(positive=False)
     est.partial_fit(X, y) if entry == "partial_fit" else est.fit(X, y)
     assert est._solver_state.avg_from == began
+    # and on once more: unconstrained iterates joined it while off, so it restarts again (it stayed, negative)
+    est.set_params(positive=True)
+    est.partial_fit(X, y) if entry == "partial_fit" else est.fit(X, y)
+    assert np.all(est.coef_ >= 0) and est._solver_state.avg_from > began
