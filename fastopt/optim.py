@@ -476,7 +476,7 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
     =========== ==========================================================================================
 
     ``T = max(max_epochs - 1, 1)``: linear and cosine reach their floor at the last epoch and stay there.
-    ``lr0`` is a finite non-negative number, ``epoch`` an integer from 0 and ``max_epochs`` one from 1.
+    ``lr0`` is a finite non-negative number, ``epoch`` and ``max_epochs`` integers from 0.
     """
     try:
         fn = SCHEDULES[name]
@@ -490,7 +490,7 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
     # (a negative epoch divided by zero under invscaling; a NaN lr0 came back NaN)
     _check_in_range("schedule_lr", "lr0", lr0, (0.0, math.inf, True, False))
     epoch = _check_count("schedule_lr", "epoch", epoch, 0)
-    max_epochs = _check_count("schedule_lr", "max_epochs", max_epochs, 1)
+    max_epochs = _check_count("schedule_lr", "max_epochs", max_epochs, 0)  # (0: minimize's maxiter=0)
     return float(fn(float(lr0), epoch, max(max_epochs - 1, 1), end_factor, power_t, gamma))
 
 

@@ -303,3 +303,10 @@ def test_schedule_parameters_are_checked_before_the_first_step(option, value):
         minimize(lambda x: float(x[0]), [1.0], jac=jac, method="sgd",
                  options={"schedule": schedule, option: value, "maxiter": 50})
     assert not calls
+
+
+def test_maxiter_zero_returns_the_start():
+    # schedule_lr's check of max_epochs (>= 1 at first) refused minimize's maxiter=0
+    res = minimize(lambda x: float(x @ x), np.ones(2), jac=lambda x: 2 * x, method="adam", options={"maxiter": 0})
+    np.testing.assert_array_equal(res.x, np.ones(2))
+    assert res.nit == 0

@@ -334,7 +334,7 @@ def test_step_count_must_be_a_positive_integer(t, error):
     (("cosine", float("nan"), 1, 10), ValueError, "lr0"),  # NaN
     (("linear", -0.1, 1, 10), ValueError, "lr0"),
     (("linear", 0.1, 2.5, 10), TypeError, "epoch"),
-    (("cosine", 0.1, 1, 0), ValueError, "max_epochs"),
+    (("cosine", 0.1, 1, -1), ValueError, "max_epochs"),
 ])
 def test_schedule_lr_rejects_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
