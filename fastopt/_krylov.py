@@ -676,6 +676,10 @@ class _Stopping:
     XNORM_EVERY = 10
 
     def __init__(self, op: _Operator, tol: float | None):
+        # tol None (or below machine precision): the rules at machine precision, SciPy's istop 4 and 5 (run on,
+        # CGLS's recurrences turned rounding noise into steps: coefficients of 1e16 on a 3 x 5 exact system)
+        self.rounding = tol is None or tol < MACHINE_TOL  # S3 too (see _holds)
+        tol = MACHINE_TOL if self.rounding else tol
         self.tol, self.bnorm = tol, math.sqrt(op.bb)
         self.compatible = not op.lam2 > 0  # S1's case: with a ridge, r = [b - A z; -lam z] never reaches 0
         self.anorm, self.estimated = op.frobenius, False
@@ -687,16 +691,18 @@ class _Stopping:
         self.anorm, self.estimated = (max(self.anorm, bk) if self.estimated else bk), True
 
     def _holds(self, arnorm: float, rnorm: float, xnorm: float) -> bool:
-        """S2, or (without a ridge) S1 with ``||z|| = xnorm``."""
+        """S2, or (without a ridge) S1 with ``||z|| = xnorm``; under ``tol=None`` (or below machine precision)
+        also S3: ``||A_bar^T r||`` at the rounding of its own computation, ``ROUNDING ||B_k||_F (||b|| + ||B_k||_F
+        ||z||)``, where the rules at machine precision can no longer be told from noise (run on, CGLS's
+        recurrences turned that noise into steps: a 3 x 5 exact system ended with coefficients of 1e16)."""
         tol = self.tol
         return arnorm <= tol * self.anorm * rnorm or (
-            self.compatible and rnorm <= tol * (self.bnorm + self.anorm * xnorm))
+            self.compatible and rnorm <= tol * (self.bnorm + self.anorm * xnorm)) or (
+            self.rounding and arnorm <= ROUNDING * self.anorm * (self.bnorm + self.anorm * xnorm))
 
     def may_meet(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """S2, or S1 on the last ``||z||`` (``x`` the current or the previous iterate): whether to call
         :meth:`met`."""
-        if self.tol is None:
-            return False
         if self.age >= self.XNORM_EVERY:
             self.xnorm, self.age = math.sqrt(_dot(x, x)), 0
         self.age += 1
@@ -705,13 +711,11 @@ class _Stopping:
     def met(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """Whether S1 or S2 holds at ``x``, whose ``||A_bar^T r||`` is ``arnorm`` and ``||r||`` is ``rnorm``
         (``||z||`` is computed only when S1 depends on it)."""
-        if self.tol is None:
-            return False
         if self._holds(arnorm, rnorm, 0.0):
             return True
-        if not self.compatible:
+        if not (self.compatible or self.rounding):
             return False
-        self.xnorm, self.age = math.sqrt(_dot(x, x)), 1
+        self.xnorm, self.age = math.sqrt(_dot(x, x)), 1  # (S1 and S3 grow with it)
         return self._holds(arnorm, rnorm, self.xnorm)
 
     def ratio(self, arnorm: float, rnorm: float) -> float:
@@ -852,6 +856,8 @@ def _lsqr(op: _Operator, x0: np.ndarray, stop: _Stopping, max_iter: int, log=Non
 
 
 METHODS = {"cg": _cgls, "lsqr": _lsqr}
+MACHINE_TOL = float(np.finfo(np.float64).eps)  # the stopping rules' tolerance under tol=None
+ROUNDING = 16 * MACHINE_TOL  # S3's (_Stopping._holds): the rounding of A^T r's sums, a few ulps of its terms
 MAX_RESTARTS = 3
 
 

@@ -209,7 +209,7 @@ def check_options(name: str, params: dict, n_targets: int | None) -> None:
     if alpha.ndim:
         if not entry.per_target_alpha:
             raise ValueError(f"solver={name!r} takes a scalar alpha; a per-target alpha array needs the closed "
-                             "form (solver='normal' or 'qr') or solver='newton'.")
+                             "form (solver='normal' or 'qr'), a Krylov solver ('lsqr', 'cg') or solver='newton'.")
         if n_targets is not None and alpha.shape != (n_targets,):
             raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
                              f"shape ({n_targets},).")

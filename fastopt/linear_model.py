@@ -165,7 +165,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         chunk (a one-shot stream cannot be looked at first: the table's choice without data). Under "auto"
         ``partial_fit`` goes on with the solver that the earlier ``fit`` or call ran where it takes more rows
         and the loss (the closed form, ``"qr"`` included, or SGD). After Newton's method on a robust loss, in
-        memory, Adam starts from its coefficients (with fresh optimizer state, as from ``coef_init``); after
+        memory, the iterative solver "auto" runs in ``partial_fit`` (Adam; SGD on sparse rows) starts from its
+        coefficients (with fresh optimizer state, as from ``coef_init``); after
         another fit whose state cannot take more rows (a Krylov solver on sparse ``X``; Newton's method before a
         ``partial_fit`` on Dask arrays) it raises ``ValueError`` naming both.
 
@@ -257,7 +258,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         backward error (``z`` solves a problem whose data differ by about ``tol`` relative); at a stop by the
         first, the objective's relative excess is at most ``t^2 / (1 - t^2)``, ``t = tol ||A||_F / sigma_min(A)``,
         when ``t < 1``. On a worse-conditioned problem (weights spanning 1e28, say) neither bounds the excess:
-        lower ``tol``, or use the closed form. ``None`` runs ``max_iter`` iterations.
+        lower ``tol``, or use the closed form. ``None`` (or a ``tol`` below machine precision) runs up to
+        ``max_iter`` iterations, stopping where the rules hold at machine precision or ``||A^T r||`` is at the
+        rounding of its own computation (SciPy's ``istop`` 4 and 5, and beyond them only noise).
     n_iter_no_change : int, default=5
         Patience, in rounds (see ``tol``), of the named schedules' rule.
     early_stopping : bool, default=False

@@ -658,6 +658,22 @@ def test_fit_stream_reads_the_stream_once_per_iteration(solver, rng):
     assert chunks.reads == warm.n_iter_ + 3  # a warm start computes its first residual by a pass
 
 
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("tol", [None, 0.0])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_tol_none_stops_at_machine_precision(solver, tol, sparse, rng):
+    # Run on past convergence, CGLS's recurrences turned rounding noise into steps: on a 3 x 5 exact system the
+    # coefficients reached 1e16 (MSE 0.1, where tol=1e-6 had 2e-33); LSQR drifted off the least-norm solution.
+    X = scipy.sparse.random(3, 5, density=0.6, random_state=1, format="csr")
+    X = X if sparse else X.toarray()
+    y = rng.standard_normal(3)
+    ref = LinearRegressor(solver=solver, tol=1e-6).fit(X, y)
+    est = LinearRegressor(solver=solver, tol=tol).fit(X, y)
+    assert est.n_iter_ < 100
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+    assert np.mean((est.predict(X) - y) ** 2) < 1e-28
+
+
 def test_fit_stream_refuses_a_one_shot_iterator(rng):
     X, y = _problem(rng, n=50)
     # (it named a max_epochs=2 the user had not set: the passes are the iterations)
