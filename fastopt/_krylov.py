@@ -31,7 +31,8 @@ by about ``tol`` relative. The relative excess of the objective is then at most 
 of ``||A_bar||_F`` (at most the norm itself, so the bound holds; before the first iteration the exact norm, from
 the column norms the moments give). When the iteration's own estimates meet a rule, one more pass computes the true
 residual; if recurrence round-off left it unmet, the method restarts from the current coefficients (the restart's
-iterations count in ``n_iter_``). ``tol=None`` runs ``max_iter`` iterations (stopping only on an exact solution).
+iterations count in ``n_iter_``). ``tol=None`` runs up to ``max_iter`` iterations, stopping where the rules hold
+at machine precision (confirmed by a true pass, as every stop is).
 Not meeting a rule within ``max_iter`` warns :class:`~sklearn.exceptions.ConvergenceWarning`. For a condition
 number ``kappa`` of the scaled operator, both methods reduce ``||A_bar^T r||`` by a factor ``eps`` in about
 ``(kappa / 2) log(2 kappa / eps)`` iterations (the conjugate-gradient bound, Nocedal & Wright, *Numerical
@@ -676,10 +677,9 @@ class _Stopping:
     XNORM_EVERY = 10
 
     def __init__(self, op: _Operator, tol: float | None):
-        # tol None (or below machine precision): the rules at machine precision, SciPy's istop 4 and 5 (run on,
-        # CGLS's recurrences turned rounding noise into steps: coefficients of 1e16 on a 3 x 5 exact system)
-        self.rounding = tol is None or tol < MACHINE_TOL  # S3 too (see _holds)
-        tol = MACHINE_TOL if self.rounding else tol
+        # tol None (or below machine precision): the rules at machine precision (MACHINE_TOL)
+        self.machine = tol is None or tol < MACHINE_TOL
+        tol = MACHINE_TOL if self.machine else tol
         self.tol, self.bnorm = tol, math.sqrt(op.bb)
         self.compatible = not op.lam2 > 0  # S1's case: with a ridge, r = [b - A z; -lam z] never reaches 0
         self.anorm, self.estimated = op.frobenius, False
@@ -691,31 +691,38 @@ class _Stopping:
         self.anorm, self.estimated = (max(self.anorm, bk) if self.estimated else bk), True
 
     def _holds(self, arnorm: float, rnorm: float, xnorm: float) -> bool:
-        """S2, or (without a ridge) S1 with ``||z|| = xnorm``; under ``tol=None`` (or below machine precision)
-        also S3: ``||A_bar^T r||`` at the rounding of its own computation, ``ROUNDING ||B_k||_F (||b|| + ||B_k||_F
-        ||z||)``, where the rules at machine precision can no longer be told from noise (run on, CGLS's
-        recurrences turned that noise into steps: a 3 x 5 exact system ended with coefficients of 1e16)."""
+        """S2, or (without a ridge) S1 with ``||z|| = xnorm``."""
         tol = self.tol
         return arnorm <= tol * self.anorm * rnorm or (
-            self.compatible and rnorm <= tol * (self.bnorm + self.anorm * xnorm)) or (
-            self.rounding and arnorm <= ROUNDING * self.anorm * (self.bnorm + self.anorm * xnorm))
+            self.compatible and rnorm <= tol * (self.bnorm + self.anorm * xnorm))
+
+    def _unresolved(self, rnorm: float) -> bool:
+        """At machine precision, whether the recurrence's ``||r||`` is below what it resolves (CGLS's is a
+        difference of squares, good to about ``sqrt(eps) ||b||``): only a true pass can tell the rules then
+        (the caller's confirming pass); run on, the recurrences turned rounding noise into steps."""
+        return self.machine and rnorm <= RESOLVED * self.bnorm
 
     def may_meet(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """S2, or S1 on the last ``||z||`` (``x`` the current or the previous iterate): whether to call
         :meth:`met`."""
+        if self._unresolved(rnorm):
+            return True
         if self.age >= self.XNORM_EVERY:
             self.xnorm, self.age = math.sqrt(_dot(x, x)), 0
         self.age += 1
         return self._holds(arnorm, rnorm, self.xnorm)
 
-    def met(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
+    def met(self, arnorm: float, rnorm: float, x: np.ndarray, exact: bool = False) -> bool:
         """Whether S1 or S2 holds at ``x``, whose ``||A_bar^T r||`` is ``arnorm`` and ``||r||`` is ``rnorm``
-        (``||z||`` is computed only when S1 depends on it)."""
+        (``||z||`` is computed only when S1 depends on it); from a recurrence (not ``exact``), also where its
+        ``||r||`` is unresolved, for the true pass to decide."""
+        if not exact and self._unresolved(rnorm):
+            return True
         if self._holds(arnorm, rnorm, 0.0):
             return True
-        if not (self.compatible or self.rounding):
+        if not self.compatible:
             return False
-        self.xnorm, self.age = math.sqrt(_dot(x, x)), 1  # (S1 and S3 grow with it)
+        self.xnorm, self.age = math.sqrt(_dot(x, x)), 1
         return self._holds(arnorm, rnorm, self.xnorm)
 
     def ratio(self, arnorm: float, rnorm: float) -> float:
@@ -856,8 +863,10 @@ def _lsqr(op: _Operator, x0: np.ndarray, stop: _Stopping, max_iter: int, log=Non
 
 
 METHODS = {"cg": _cgls, "lsqr": _lsqr}
-MACHINE_TOL = float(np.finfo(np.float64).eps)  # the stopping rules' tolerance under tol=None
-ROUNDING = 16 * MACHINE_TOL  # S3's (_Stopping._holds): the rounding of A^T r's sums, a few ulps of its terms
+# The stopping rules' tolerance under tol=None (or below it): SciPy's istop 4 and 5. Run on past them, CGLS's
+# recurrences turned rounding noise into steps (a 3 x 5 exact system ended with coefficients of 1e16).
+MACHINE_TOL = float(np.finfo(np.float64).eps)
+RESOLVED = 16 * math.sqrt(MACHINE_TOL)  # (_Stopping._unresolved)
 MAX_RESTARTS = 3
 
 
@@ -905,10 +914,10 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
                           f"{rnorm / stop.bnorm if stop.bnorm > 0 else 0.0:.3e}")
             x, it, converged = METHODS[method](op, x, stop, max_iter - used, log)
             used += it
-            if converged and tol is not None:
+            if converged:  # (under tol=None too: the recurrence's ||r|| may have cancelled to 0)
                 # Recurrences drift from the true residual: confirm with one true pass, else restart from x.
                 res, rnorm = op.normal_residual(x)
-                converged = stop.met(math.sqrt(_dot(res, res)), rnorm, x)
+                converged = stop.met(math.sqrt(_dot(res, res)), rnorm, x, exact=True)
         if not converged and tol is not None:
             failed.append((j, used >= max_iter))
         coef[j] = op.D * x

@@ -259,8 +259,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         first, the objective's relative excess is at most ``t^2 / (1 - t^2)``, ``t = tol ||A||_F / sigma_min(A)``,
         when ``t < 1``. On a worse-conditioned problem (weights spanning 1e28, say) neither bounds the excess:
         lower ``tol``, or use the closed form. ``None`` (or a ``tol`` below machine precision) runs up to
-        ``max_iter`` iterations, stopping where the rules hold at machine precision or ``||A^T r||`` is at the
-        rounding of its own computation (SciPy's ``istop`` 4 and 5, and beyond them only noise).
+        ``max_iter`` iterations, stopping where the rules hold at machine precision (SciPy's ``istop`` 4 and 5).
     n_iter_no_change : int, default=5
         Patience, in rounds (see ``tol``), of the named schedules' rule.
     early_stopping : bool, default=False

@@ -674,6 +674,20 @@ def test_tol_none_stops_at_machine_precision(solver, tol, sparse, rng):
     assert np.mean((est.predict(X) - y) ** 2) < 1e-28
 
 
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_tol_none_on_an_ill_conditioned_problem_reaches_the_closed_form(solver, rng):
+    # A first machine-precision stop (A^T r at its rounding, scaled by ||A|| ||z||) ended at a relative coefficient
+    # error of 0.74 where tol=1e-15 reached 4e-10 (condition number 1e7, 300 x 30).
+    U, _ = np.linalg.qr(rng.standard_normal((300, 30)))
+    V, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    X = U @ np.diag(np.logspace(0, -7, 30)) @ V.T
+    y = X @ rng.standard_normal(30) + 1e-3 * rng.standard_normal(300)
+    ref = LinearRegressor(solver="qr").fit(X, y)
+    est = LinearRegressor(solver=solver, tol=None, max_iter=5000).fit(X, y)
+    # kappa 1e7 times eps: about 1e-9 of the coefficients is what the data determine (CGLS squares kappa: 1e-7)
+    assert np.linalg.norm(est.coef_ - ref.coef_) <= 1e-6 * np.linalg.norm(ref.coef_)
+
+
 def test_fit_stream_refuses_a_one_shot_iterator(rng):
     X, y = _problem(rng, n=50)
     # (it named a max_epochs=2 the user had not set: the passes are the iterations)
