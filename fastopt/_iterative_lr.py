@@ -321,20 +321,23 @@ def choose_affine(params: dict, X, schedule: str, rows: np.ndarray, sw, per_colu
 
 def _dense_moments(X, rows, sw, e: np.ndarray, floors: bool, weighted: bool, unweighted: bool, fraction: float):
     """:func:`_dense_affine`'s sums over ``rows`` of each column ``j`` of ``X / 2^e_j`` (exact scaling), taken
-    about the first row's values (the pivot, also returned): ``(s0, p1, p2, u1, u2, nonzero, held, top, pivot)``."""
+    about the first positive-weight row's values (the pivot, also returned): ``(s0, p1, p2, u1, u2, nonzero, held,
+    top, pivot)``."""
     d = X.shape[1]
     s0, p1, p2 = 0.0, np.zeros(d), np.zeros(d)
     u1, u2, nonzero, held = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64), np.zeros(d)
     top = np.zeros(d)  # each column's heaviest nonzero row's weight (holders(); weighted and floor alone)
     whole = rows.shape[0] == X.shape[0]
-    pivot = None
+    # the pivot: the first row of positive weight (a zero-weight outlier's deviations were all rounding: a unit
+    # column with 1e12 at weight 0 took a scale of 1.6e4)
+    heavy = np.flatnonzero(sw[rows] > 0) if sw is not None and rows.shape[0] else np.zeros(0, dtype=np.intp)
+    first = rows[heavy[0]] if heavy.size else (rows[0] if rows.shape[0] else None)
+    pivot = np.zeros(d) if first is None else np.ldexp(np.asarray(X[first], dtype=np.float64), -e)
     for start in range(0, rows.shape[0], CHUNK_ROWS):
         r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
         block = X[r].astype(np.float64)
         if e.any():
             block = np.ldexp(block, -e)
-        if pivot is None:
-            pivot = block[0].copy()
         w = np.ones(block.shape[0]) if sw is None else sw[r].astype(np.float64)
         s0 += float(w.sum())
         if floors:
@@ -371,8 +374,12 @@ def _dense_affine(params: dict, X: np.ndarray, rows: np.ndarray, sw, per_column:
         # or 1e160; one exponent for all columns lost a column of 1e-200 beside unit ones)
         e = np.zeros(d, dtype=np.int64)
         sums = _dense_moments(X, rows, sw, e, floors, weighted, unweighted, fraction)
-        p1, p2 = sums[1], sums[2]
-        if np.all(np.isfinite(p1)) and (not np.all(np.isfinite(p2)) or np.any((p2 == 0) & (p1 != 0))):
+        p1, p2, pivot = sums[1], sums[2], sums[8]
+        # squares lost: the deviations' (X of 1e-200, 1e160), or the values' own (a column 1e155 (1 + 1e-3 z),
+        # whose mean square overflowed without an intercept)
+        extreme = (pivot != 0) & ((np.abs(pivot) > 2.0**500) | (np.abs(pivot) < 2.0**-500))
+        if np.all(np.isfinite(p1)) and (not np.all(np.isfinite(p2)) or np.any((p2 == 0) & (p1 != 0))
+                                        or np.any(extreme)):
             e = np.frexp(np.max(np.abs(X[rows]), axis=0, initial=0.0).astype(np.float64))[1].astype(np.int64)
             sums = _dense_moments(X, rows, sw, e, floors, weighted, unweighted, fraction)
         s0, p1, p2, u1, u2, nonzero, held, top, pivot = sums
@@ -748,8 +755,9 @@ def _csr_holders(Xr, value_w: np.ndarray, counts: np.ndarray, rare: np.ndarray) 
     """:func:`holders` of CSR rows ``Xr`` whose stored values' row weights are ``value_w``, summed over the
     ``rare`` columns' values alone (the floor changes no other); ``counts`` elsewhere."""
     idx, vw = Xr.indices, value_w
-    if not rare.all():  # (hashed columns are all rare: no masked copies)
-        mask = rare[idx]
+    nonzero = Xr.data != 0  # (stored zeros hold nothing, as dense X's zeros)
+    if not rare.all() or not nonzero.all():  # (hashed columns are all rare: no masked copies)
+        mask = rare[idx] & nonzero
         idx, vw = idx[mask], vw[mask]
     idx = idx.astype(np.intp, copy=False)  # (ufunc.at's fast path: a third quicker than int32 indices)
     top = np.zeros(counts.shape[0])

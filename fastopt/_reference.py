@@ -351,7 +351,7 @@ def csr_times(data, indices, indptr, W):
 
 def csr_column_moments(data, indices, indptr, n_cols, row_weight, means):
     """Twin of :func:`fastopt._kernels.csr_column_moments`: the columns' weighted sums of squares (and with
-    ``means`` sums and stored counts) by ``np.bincount``, which adds the terms in the stored values' order."""
+    ``means`` sums and nonzero counts) by ``np.bincount``, which adds the terms in the stored values' order."""
     n = indptr.shape[0] - 1
     cols = _check_csr_rows("csr_column_moments", data, indices, indptr, n_cols, n >= 0 and row_weight.shape[0] == n)
     values = np.asarray(data[indptr[0] : indptr[n]] if n else data[:0], dtype=np.float64)
@@ -361,7 +361,7 @@ def csr_column_moments(data, indices, indptr, n_cols, row_weight, means):
         if not means:
             return squares, None, None
         sums = np.bincount(cols, weights=row_w * values, minlength=n_cols).astype(np.float64)
-    return squares, sums, np.bincount(cols, minlength=n_cols).astype(np.int64)
+    return squares, sums, np.bincount(cols[values != 0], minlength=n_cols).astype(np.int64)
 
 
 def csr_moment_bounds(data, indices, indptr, start, step, count, row_weight, scratch):

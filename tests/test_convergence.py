@@ -705,6 +705,34 @@ def test_a_column_of_small_spread_about_a_large_mean_is_not_constant(spread):
     assert est._solver_state.affine.scale[1] == pytest.approx(spread, rel=0.05)
 
 
+def test_the_variance_pivot_is_a_row_with_weight():
+    # The variance was summed about the first row, whatever its weight: an outlier of 1e12 there at weight 0 made
+    # its deviations rounding noise, the unit column took a scale of 1.6e4, and SGD left it unfitted (R^2 0.81).
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((2000, 2))
+    X = Z.copy()
+    X[0, 0] = 1e12
+    y = Z @ np.array([1.0, 2.0]) + 0.1 * rng.standard_normal(2000)
+    w = np.ones(2000)
+    w[0] = 0.0
+    est = LinearRegressor(solver="sgd", random_state=0).fit(X, y, sample_weight=w)
+    assert est._solver_state.affine is None or est._solver_state.affine.scale[0] == pytest.approx(1.0, rel=0.1)
+    assert est.score(X[1:], y[1:]) > 0.99
+
+
+def test_a_column_whose_mean_square_overflows_is_mapped_without_an_intercept():
+    # Its deviations' squares were finite, so no power of two was taken; its mean square overflowed, and its
+    # scale came out inf: coefficient 0, R^2 -3.1.
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((2000, 2))
+    X = np.c_[Z[:, 0], 1e155 * (1.0 + 1e-3 * Z[:, 1])]
+    y = Z[:, 0] + 2e-155 * X[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(solver="sgd", random_state=0, fit_intercept=False).fit(X, y)
+    assert est.score(X, y) > 0.999
+
+
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_columns_whose_squares_underflow_alone_are_mapped(fit_intercept):
     # One exponent for every column (that of max |X|) left a column of 1e-200 beside unit ones underflowing: taken
