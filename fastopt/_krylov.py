@@ -681,6 +681,7 @@ class _Stopping:
         self.machine = tol is None or tol < MACHINE_TOL
         tol = MACHINE_TOL if self.machine else tol
         self.tol, self.bnorm = tol, math.sqrt(op.bb)
+        self.rstart = self.bnorm  # ||r|| where the current run (or restart) began: _unresolved's scale
         self.compatible = not op.lam2 > 0  # S1's case: with a ridge, r = [b - A z; -lam z] never reaches 0
         self.anorm, self.estimated = op.frobenius, False
         self.xnorm, self.age = 0.0, self.XNORM_EVERY
@@ -696,11 +697,16 @@ class _Stopping:
         return arnorm <= tol * self.anorm * rnorm or (
             self.compatible and rnorm <= tol * (self.bnorm + self.anorm * xnorm))
 
+    def begin(self, rnorm: float) -> None:
+        """A run (or restart) begins where ``||r|| = rnorm`` (exactly: computed, not recurred)."""
+        self.rstart = rnorm
+
     def _unresolved(self, rnorm: float) -> bool:
         """At machine precision, whether the recurrence's ``||r||`` is below what it resolves (CGLS's is a
-        difference of squares, good to about ``sqrt(eps) ||b||``): only a true pass can tell the rules then
-        (the caller's confirming pass); run on, the recurrences turned rounding noise into steps."""
-        return self.machine and rnorm <= RESOLVED * self.bnorm
+        difference of squares, good to about ``sqrt(eps)`` of its value at the run's start): only a true pass can
+        tell the rules then (the caller's confirming pass, which restarts from an exact residual); run on, the
+        recurrences turned rounding noise into steps."""
+        return self.machine and rnorm <= RESOLVED * self.rstart
 
     def may_meet(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """S2, or S1 on the last ``||z||`` (``x`` the current or the previous iterate): whether to call
@@ -742,7 +748,8 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
     else:  # from zero the residual is D A^T b, known from the moments: no pass
         s, rr = op.Atb.copy(), op.bb
     gamma = _dot(s, s)
-    if stop.met(math.sqrt(gamma), math.sqrt(rr), x):  # a warm start may already be converged
+    stop.begin(math.sqrt(rr))
+    if stop.met(math.sqrt(gamma), math.sqrt(rr), x, exact=True):  # a warm start may already be converged
         return x, 0, True
     # The ridge block's squared diagonal: without the scaling every entry is the same lam^2 (one number, so the
     # sweeps read one array fewer); none without a ridge.
@@ -803,13 +810,14 @@ def _lsqr(op: _Operator, x0: np.ndarray, stop: _Stopping, max_iter: int, log=Non
     else:  # from zero u = b: ||b||^2 and D A^T b are known from the moments, no pass
         ss, Atu = op.bb, op.Atb
     beta = math.sqrt(ss + _dot(ub, ub))
+    stop.begin(beta)
     x = x0
     if beta == 0.0:
         return x, 0, True
     g, gam, ub, Atu = g / beta, gam / beta, ub / beta, Atu / beta
     v = Atu + op.L * ub
     alpha = math.sqrt(_dot(v, v))
-    if alpha == 0.0 or stop.met(alpha * beta, beta, x):  # ||A^T r_0|| = alpha beta, ||r_0|| = beta
+    if alpha == 0.0 or stop.met(alpha * beta, beta, x, exact=True):  # ||A^T r_0|| = alpha beta, ||r_0|| = beta
         return x, 0, True
     v /= alpha
     w = v.copy()
