@@ -986,23 +986,14 @@ def _x_exponent(X, mom) -> int:
 def _exponent(A, limit: int) -> int:
     """The power of two to divide ``A`` (dense or sparse) by so that its largest magnitude is near 1, when that
     lies beyond ``2^limit`` or within ``2^-limit`` of zero; else 0."""
-    values = A.data if scipy.sparse.issparse(A) else A
-    top = float(np.max(np.abs(values), initial=0.0))
-    if top == 0.0 or not np.isfinite(top):
-        return 0
-    e = int(np.frexp(top)[1])
+    e = int(_closed_form._pow2_exponent(A.data if scipy.sparse.issparse(A) else A))  # (0 for 0, inf or NaN)
     return e if abs(e) > limit else 0
 
 
 def _rescaled(data: Data, ex: int, ey: int) -> Data:
-    """``data`` with ``X`` divided by ``2^ex`` and ``Y`` by ``2^ey`` (copies; exact but for subnormals)."""
-    X = data.X
-    if ex:
-        X = X.copy()
-        if scipy.sparse.issparse(X):
-            X.data = np.ldexp(X.data, -ex).astype(X.dtype)
-        else:
-            X = np.ldexp(X, -ex).astype(X.dtype)
+    """``data`` with ``X`` divided by ``2^ex`` and ``Y`` by ``2^ey`` (copies of the values; exact but for
+    subnormals)."""
+    X = _closed_form._scaled_X(data.X, ex) if ex else data.X
     Y = np.ldexp(data.Y, -ey).astype(data.Y.dtype) if ey else data.Y
     return dataclasses.replace(data, X=X, Y=Y)
 
