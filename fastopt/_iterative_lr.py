@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fastopt import _kernels, _sparse
+from fastopt._closed_form import CONSTANT_RTOL  # a dense column's constant rule, as the closed form's
 from fastopt.optim import OPTIMIZERS, Loss
 
 AUTO_ROWS = 20_000  # rows used to estimate the Hessian: enough for a few-percent estimate of L
@@ -112,10 +113,6 @@ def mean_loss(data, rows, sw, p, loss, epsilon) -> float:
 # above the optimum with noise 0.3 and is 60 above it after 100 epochs without noise; with it, within 1e-3.
 SCALE_SPREAD = 4.0
 MEAN_RATIO = 1.0
-# A dense column is constant to the preconditioning when its spread is at most this fraction of its mean (the
-# closed form's rule, fastopt._closed_form.CONSTANT_RTOL; the variance is summed about a pivot, accurate to its own
-# size).
-CONSTANT_RTOL = 2.0**10 * np.finfo(np.float64).eps
 # A column of sparse X is shifted (centred) only where at least this fraction of its entries is stored: the
 # shift then adds at most as many stored values as the column has (a numeric column of a ColumnTransformer's CSR
 # output stores every row and adds none), where centring a sparse column would densify it.
