@@ -478,10 +478,8 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
     ``T = max(max_epochs - 1, 1)``: linear and cosine reach their floor at the last epoch and stay there.
     ``lr0`` is a finite non-negative number, ``epoch`` and ``max_epochs`` integers from 0.
     """
-    try:
-        fn = SCHEDULES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}.") from None
+    if not (isinstance(name, str) and name in SCHEDULES):
+        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}.")
     # the estimator's ranges (a gamma above 1 overflowed deep into a run; a negative one flipped the rate's sign)
     for param, value, bounds in (("end_factor", end_factor, (0.0, 1.0, False, True)),
                                  ("power_t", power_t, (0.0, math.inf, True, False)),
@@ -491,7 +489,7 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
     _check_in_range("schedule_lr", "lr0", lr0, (0.0, math.inf, True, False))
     epoch = _check_count("schedule_lr", "epoch", epoch, 0)
     max_epochs = _check_count("schedule_lr", "max_epochs", max_epochs, 0)  # (0: minimize's maxiter=0)
-    return float(fn(float(lr0), epoch, max(max_epochs - 1, 1), end_factor, power_t, gamma))
+    return scheduled(name, lr0, epoch, max_epochs, end_factor, power_t, gamma)
 
 
 def scheduled(name: str, lr0: float, epoch: int, max_epochs: int, end_factor: float, power_t: float,
