@@ -1846,6 +1846,14 @@ def lazy_rule(method: str, params: dict) -> bool:
 LAZY_RULES = frozenset(name for name, rule in optim.OPTIMIZERS.items() if rule.lazy_mode)
 
 
+def _mapped_init(affine: Affine | None, init):
+    """A start ``(coef, intercept)`` in the user's units as the same model in ``affine``'s mapped units:
+    ``x.w + b = x'.(w * scale) + b + w.shift`` (unchanged without a map)."""
+    if affine is None:
+        return init
+    return init[0] * affine.scale, init[1] + init[0] @ affine.shift
+
+
 def _cast_data(data, dtype):
     """``data`` with ``X``, ``Y`` and the weights in ``dtype`` (copies; a CSR ``X`` keeps its indices)."""
     sw = data.sample_weight
@@ -2185,9 +2193,8 @@ class IterativeSolver(Solver):
             floor=floors_rare_columns(self.method, params, train_idx.shape[0], per_column))
         data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
         params = _penalised(params, affine, self.method)
-        if affine is not None and init is not None:
-            # the same model in the rescaled units: x.w + b = x'.(w * scale) + b + w.shift
-            init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
+        if init is not None:
+            init = _mapped_init(affine, init)
         st = self._start(params, data, state, train_idx, sw, rng, init=init, zero=zero_image(affine, data.X))
         st.affine = affine
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
@@ -2272,8 +2279,8 @@ class IterativeSolver(Solver):
             affine = sweep.affine if sweep is not None else choose_scaling(
                 params, data.X, rows, sw, ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params)))
         data, params = _under(affine, data), _penalised(params, affine, self.method)
-        if state is None and affine is not None and init is not None:  # the same model in the mapped units (_train)
-            init = (init[0] * affine.scale, init[1] + init[0] @ affine.shift)
+        if state is None and init is not None:
+            init = _mapped_init(affine, init)
         if state is None:
             basis = {} if sweep is None else None
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
