@@ -155,10 +155,9 @@ def _epochs_fit(params: dict, checker, name: str, source: ChunkSource, prior) ->
     looked at first: its chunks are checked against the earlier fit's features."""
     reset = prior is None
     if prior is not None and not source.one_shot:
-        first = next(iter(source.epoch()), None)
+        first = _first_chunk(source)
         if first is not None:
-            where = source.where(first[0])
-            X, y, sample_weight = unpack(first[1], where)
+            where, (X, y, sample_weight) = first
             data = check_chunk(clone(checker), X, y, sample_weight, where, reset=True)
             prior = prior if _iterative._continues(prior, params, data) else None
             reset = True
@@ -212,7 +211,17 @@ def _krylov_first(estimator, name: str, source: ChunkSource, X) -> str | None:
     return _solvers.krylov_for(estimator.alpha)
 
 
+def _first_chunk(source: ChunkSource):
+    """``(where, (X, y, sample_weight))`` of a re-readable stream's first chunk (None for an empty stream), read
+    once more."""
+    first = next(iter(source.epoch()), None)
+    if first is None:
+        return None
+    where = source.where(first[0])
+    return where, unpack(first[1], where)
+
+
 def _first_chunk_x(source: ChunkSource):
     """The ``X`` of a re-readable stream's first chunk (None for an empty stream), read once more."""
-    first = next(iter(source.epoch()), None)
-    return unpack(first[1], source.where(first[0]))[0] if first is not None else None
+    first = _first_chunk(source)
+    return first[1][0] if first is not None else None
