@@ -94,7 +94,7 @@ import scipy.linalg
 from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import max_epochs, max_epochs_label, weight_mean
 from fastopt._result import FitResult, Solver
-from fastopt._validation import Data, is_sparse
+from fastopt._validation import Data, beyond_range, is_sparse
 from fastopt.exceptions import ConvergenceWarning, _warn
 
 __all__ = ["SOLVERS", "NewtonSolver", "huber_newton", "lad_smoothing"]
@@ -941,8 +941,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     w, b = _start(prob, full, init)
     r = prob.run(w, b, np.inf, hessian=False).r
     if not np.isfinite(r).all():  # a start beyond the data's range (float32 X of 1e-36): its thresholds were NaN
-        raise ValueError("solver='newton' gave coefficients beyond the data's range: X's values are too small for "
-                         "y's (the coefficients scale as y / X); multiply X by a power of ten or fit in float64.")
+        raise ValueError(beyond_range("newton", prob.X.dtype))
     F0 = _lad_objective(prob, r, w)
     if _fitted_to_round_off(prob, r, w, b, F0):  # F >= 0: the start is a minimiser to working precision
         return _Fit(w, b, F0, 0, True, [F0])

@@ -58,6 +58,13 @@ class Data:
     indices_checked: bool = True
 
 
+def beyond_range(name: str, dtype) -> str:
+    """The error of solver ``name``'s coefficients beyond ``dtype``'s range (where they scale as y / X)."""
+    wider = " or fit in float64" if np.dtype(dtype) == np.float32 else ""
+    return (f"solver={name!r} gave coefficients beyond {np.dtype(dtype).name}'s range: X's values are too small for "
+            f"y's (the coefficients scale as y / X); multiply X by a power of ten{wider}.")
+
+
 def is_sparse(X) -> bool:
     """Whether ``X`` is a ``scipy.sparse`` matrix or array (validated sparse ``X`` is always CSR)."""
     return scipy.sparse.issparse(X)

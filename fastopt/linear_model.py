@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming, optim
 from fastopt._result import FitResult, Outcome
-from fastopt._validation import check_fit_data, check_predict_data, is_sparse
+from fastopt._validation import beyond_range, check_fit_data, check_predict_data, is_sparse
 
 if TYPE_CHECKING:  # only for annotations: dask is an optional extra
     import dask.array
@@ -98,13 +98,6 @@ def _param_getter(cls) -> operator.attrgetter:
     names = _param_names(cls)
     getter = operator.attrgetter(*names)
     return getter if len(names) > 1 else (lambda obj: (getter(obj),))
-
-
-def _beyond_range(name: str, dtype) -> str:
-    """The error of coefficients beyond ``dtype``'s range."""
-    wider = " or fit in float64" if np.dtype(dtype) == np.float32 else ""
-    return (f"solver={name!r} gave coefficients beyond {np.dtype(dtype).name}'s range: X's values are too small for "
-            f"y's (the coefficients scale as y / X); multiply X by a power of ten{wider}.")
 
 
 class LinearRegressor(RegressorMixin, BaseEstimator):
@@ -786,7 +779,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
             # every solver's coefficients in the data's dtype (X of 1e-310, or float32 coefficients beyond 3.4e38:
             # the Krylov and iterative solvers returned inf and NaN, with NumPy's overflow warning alone)
-            raise ValueError(_beyond_range(name, coef.dtype))
+            raise ValueError(beyond_range(name, coef.dtype))
         if y_was_1d:
             self.coef_, self.intercept_ = coef[0], (intercept[0] if self.fit_intercept else 0.0)
         else:
