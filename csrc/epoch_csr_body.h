@@ -18,6 +18,27 @@ typedef struct {
     double lr;
 } FO_FN(csr_lazy);
 
+/* w[iv[p]] -= u * xv[p] for p in [0, n), in order (a row's indices may repeat), two at a time: both weights
+ * loaded before either is stored. One load and store after another, each load waited on the store before it (the
+ * core cannot tell that they differ). Sparse benchmark's SGD epoch on AMD Zen, alternating builds: 53 -> 43 ms on
+ * two threads, 84 -> 79 ms on one. The same pairing in SparseAdam mode's moments and weights passes, whose lines
+ * are prefetched, measured no change. */
+static inline void FO_FN(csr_scatter_sub)(FO_REAL *w, const int32_t *iv, const FO_REAL *xv, ptrdiff_t n, FO_REAL u)
+{
+    ptrdiff_t p = 0;
+    for (; p + 1 < n; p += 2) {
+        const int32_t a = iv[p], b = iv[p + 1];
+        const FO_REAL wa = w[a], wb = w[b];
+        if (a != b) {
+            w[a] = wa - u * xv[p];
+            w[b] = wb - u * xv[p + 1];
+        } else {
+            w[a] = (wa - u * xv[p]) - u * xv[p + 1];
+        }
+    }
+    if (p < n) w[iv[p]] -= u * xv[p];
+}
+
 /* The first exponent s in [1, n] at which w + C_s v (C_s = table row s's c; e_s = 1: the rules without L2) turns
  * negative, given that it is negative at n and that w >= 0: C_s is monotone, so a binary search finds it. */
 static inline ptrdiff_t FO_FN(csr_first_negative)(const double *table, double v, double w, ptrdiff_t n)
@@ -1398,7 +1419,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                                          : a * (coef[q] * inv);
                 const FO_REAL *xv = xd + p0;
                 const int32_t *iv = xi + p0;
-                for (ptrdiff_t p = 0; p < n0; p++) params[iv[p]] -= u * xv[p];
+                FO_FN(csr_scatter_sub)(params, iv, xv, n0, u);
             }
             for (ptrdiff_t j = 0; j < nb; j++) params[kd + j] -= a * (cg[j] + (FO_REAL)0);
             if (scaled) {

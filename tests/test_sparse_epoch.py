@@ -193,12 +193,18 @@ def _csr_epochs(impl, spec, train, X, Y, sw, order, n_params, epochs, lr, n_thre
 def test_scattered_sgd_steps_agree_with_the_twin_bit_for_bit(loss, dtype, wd):
     """Plain SGD with one output and no clipping, projection or average steps row by row (fo_csr_scatter in
     csrc/epoch_csr.c; under L2 its weights are kept as w = s v); the twin does the same, so the two agree bit for
-    bit, on one thread or two, with or without the intercept, on rows whose columns are not sorted."""
+    bit, on one thread or two, with or without the intercept, on rows whose columns are not sorted or repeat
+    (the kernel steps two entries at a time: a repeat within a pair, or across two, steps in turn)."""
     rng = np.random.default_rng(21)
     X, Y, sw = _problem(rng, 300, 50, 1, dtype, weighted=True)
     for i in range(0, 300, 2):  # every other row's entries reversed
         lo, hi = X.indptr[i], X.indptr[i + 1]
         X.indices[lo:hi], X.data[lo:hi] = X.indices[lo:hi][::-1].copy(), X.data[lo:hi][::-1].copy()
+    for i in range(0, 300, 3):  # and every third row's columns repeated: entries 0, 1 and 4 alike, and 2 and 3
+        lo, hi = X.indptr[i], X.indptr[i + 1]
+        if hi - lo >= 5:
+            X.indices[lo + 1] = X.indices[lo + 4] = X.indices[lo]
+            X.indices[lo + 3] = X.indices[lo + 2]
     order = rng.permutation(300).astype(np.int64)
     spec = _spec("sgd", wd)
     train = EpochCtl(batch_size=16, loss=LOSSES[loss], epsilon=0.8, clip_norm=None, loss_limit=np.inf)
