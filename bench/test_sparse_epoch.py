@@ -15,7 +15,10 @@ Run on its own with ``cd bench && python -m pytest test_sparse_epoch.py -q -p no
   alternation, one pair per round; ``extra_info`` holds the medians over the pairs of estimator / kernel (wall
   time and the calling thread's CPU time), as in ``test_epoch.py``;
 * ``test_sklearn_sgdregressor_sparse_epoch``: ``SGDRegressor(max_iter=1, tol=None)``, one shuffled epoch of
-  per-sample SGD on the same CSR matrix.
+  per-sample SGD on the same CSR matrix;
+* ``test_floor_shuffled_rows_X_at_w``: ``X[order] @ w`` (SciPy), reading X's rows in an epoch's shuffled order:
+  not a target, it shows how much of an epoch's distance from the limit is the shuffled order's memory latency,
+  which depends on the machine far more than the storage-order limit does.
 
 Targets (ratios from one run): the SGD and SparseAdam-mode epochs <= 4x the limit and >= 5x faster than
 SGDRegressor; the estimator's epoch <= 1.10x the kernel's.
@@ -104,3 +107,9 @@ def test_limit_csr_X_at_w(benchmark, hashed):
     X, _, _ = hashed
     w = np.ones(D)
     benchmark.pedantic(lambda: X @ w, rounds=20, iterations=1, warmup_rounds=2)
+
+
+def test_floor_shuffled_rows_X_at_w(benchmark, hashed):
+    X, _, order = hashed
+    w = np.ones(D)
+    benchmark.pedantic(lambda: X[order] @ w, rounds=10, iterations=1, warmup_rounds=1)
