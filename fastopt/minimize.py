@@ -90,12 +90,17 @@ def _check_x0(x0) -> np.ndarray:
 
 
 def _positive(name: str, value, *, allow_zero: bool = False, allow_inf: bool = False) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (allow_inf or math.isfinite(value))
+    v = math.nan
+    if isinstance(value, Real) and not isinstance(value, bool):
+        try:
+            v = float(value)
+        except OverflowError:  # an integer beyond float's range, such as 10**400
+            v = math.inf if value > 0 else -math.inf
+    ok = not math.isnan(v) and (v >= 0 if allow_zero else v > 0) and (allow_inf or math.isfinite(v))
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"options['{name}'] must be a {'' if allow_inf else 'finite '}number {bound}, got {value!r}.")
-    return float(value)
+    return v
 
 
 def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
@@ -114,9 +119,9 @@ def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
     if not isinstance(maxiter, Integral) or isinstance(maxiter, bool) or maxiter < 0:
         raise ValueError(f"options['maxiter'] must be an integer >= 0, got {maxiter!r}.")
     for name in ("gtol", "ftol"):
-        _positive(name, opts[name], allow_zero=True)
-    _positive("norm", opts["norm"], allow_inf=True)
-    _positive("divergence", opts["divergence"], allow_inf=True)
+        opts[name] = _positive(name, opts[name], allow_zero=True)
+    opts["norm"] = _positive("norm", opts["norm"], allow_inf=True)
+    opts["divergence"] = _positive("divergence", opts["divergence"], allow_inf=True)
     opts["lr"] = _positive("lr", opts["lr"]) if opts["lr"] is not None else kind.default_lr
     if not isinstance(opts["return_path"], (bool, np.bool_)):
         raise ValueError(f"options['return_path'] must be True or False, got {opts['return_path']!r}.")
@@ -153,6 +158,7 @@ class _Problem:
                              "deterministic one: pass its gradient as jac (a callable, or jac=True).")
 
     def _call(self, func: Callable, x: np.ndarray):
+        x = x.copy()  # as SciPy's: a function that writes into its argument must not move the iterate
         if self._wants_rng[id(func)]:
             return func(x, *self.args, rng=self.rng)
         return func(x, *self.args)
@@ -161,7 +167,11 @@ class _Problem:
         f = np.asarray(f)
         if f.size != 1 or np.iscomplexobj(f):
             raise ValueError(f"fun must return a real scalar, got an array of shape {f.shape}, dtype {f.dtype}.")
-        return float(f.reshape(()))
+        f = f.reshape(())
+        try:
+            return float(f)
+        except OverflowError:  # an integer beyond float's range (10**400): infinite, as a float's overflow is
+            return math.inf if f.item() > 0 else -math.inf
 
     def _vector(self, g, what: str) -> np.ndarray:
         g = np.asarray(g)
@@ -199,17 +209,26 @@ class _Problem:
             return f, self._grad(x)
         if not math.isfinite(f):
             return f, np.full(self.n, np.nan, dtype=self.dtype)
-        return f, landscape.gradient(self.value, x, scheme=self.scheme, f0=f)
+        try:
+            return f, landscape.gradient(self.value, x, scheme=self.scheme, f0=f)
+        except landscape.NonFiniteError:  # a probe left f's domain: the run stops on a non-finite gradient
+            return f, np.full(self.n, np.nan, dtype=self.dtype)
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """``hess(x)``, or central differences of the analytic gradient, or second differences of ``fun``."""
         if self.hess is not None:
             self.nhev += 1
-            H = np.asarray(self._call(self.hess, x), dtype=np.float64)
+            H = np.asarray(self._call(self.hess, x))
+            if np.iscomplexobj(H) or H.dtype.kind not in "biuf":  # as _vector: complex was cast with a warning
+                raise TypeError(f"hess must return a real array, got dtype {H.dtype}.")
+            H = H.astype(np.float64)
             if H.shape != (self.n, self.n):
                 raise ValueError(f"hess returned an array of shape {H.shape}, expected {(self.n, self.n)}.")
             return (H + H.T) / 2
-        return landscape.hessian(self.value, x, jac=self._grad if self.scheme is None else None)
+        try:
+            return landscape.hessian(self.value, x, jac=self._grad if self.scheme is None else None)
+        except landscape.NonFiniteError:  # as a non-finite hess: the Newton step stops on it
+            return np.full((self.n, self.n), np.nan)
 
 
 class _Method:

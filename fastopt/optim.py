@@ -98,9 +98,20 @@ def _check_count(owner: str, name: str, value, low: int) -> int:
     return int(value)
 
 
+def _finite_real(value) -> bool:
+    """Whether ``value`` is a real number, not a bool, that is finite as a float (an integer beyond float's range,
+    such as ``10**400``, is not: ``math.isfinite`` raises ``OverflowError`` on it)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _check_in_range(owner: str, name: str, value, bounds) -> None:
     low, high, low_closed, high_closed = bounds
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+    if not _finite_real(value):
         raise ValueError(f"{owner}: {name} must be a finite real number, got {value!r}.")
     ok_low = value >= low if low_closed else value > low
     ok_high = value <= high if high_closed else value < high
@@ -173,7 +184,8 @@ class Optimizer:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}.")
-        return np.zeros((self.n_slots, int(n_params)), dtype=dtype)
+        n_params = _check_count("init_state", "n_params", n_params, 0)  # (1.5 ran as 1; inf overflowed)
+        return np.zeros((self.n_slots, n_params), dtype=dtype)
 
     def step(self, params: np.ndarray, grad: np.ndarray, state: np.ndarray, t: int, lr: float,
              n_decay: int | None = None) -> None:
@@ -207,10 +219,11 @@ class Optimizer:
             )
         t = _check_count("step", "t (the 1-based step count)", t, 1)  # (1.7 ran as step 1; inf overflowed)
         _check_in_range("step", "lr", lr, (0.0, math.inf, True, False))
-        if n_decay is not None and not 0 <= int(n_decay) <= n:
-            raise ValueError(f"n_decay must lie in [0, {n}], got {n_decay}.")
-        _kernels.step(int(self.rule), self.hyper, params, grad, state, int(t), float(lr),
-                      None if n_decay is None else int(n_decay))
+        if n_decay is not None:  # ("1" and 1.7 were taken as 1; inf overflowed)
+            n_decay = _check_count("step", "n_decay", n_decay, 0)
+            if n_decay > n:
+                raise ValueError(f"n_decay must lie in [0, {n}], got {n_decay}.")
+        _kernels.step(int(self.rule), self.hyper, params, grad, state, int(t), float(lr), n_decay)
 
 
 def _check_vector(name: str, a) -> int:
@@ -407,12 +420,16 @@ def make(method: str, **hyper) -> Optimizer:
 def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     """Scale ``grad`` in place so its L2 norm is at most ``max_norm``; return the norm before clipping.
 
-    As ``torch.nn.utils.clip_grad_norm_``: ``grad *= min(1, max_norm / (norm + 1e-6))``. The norm is summed
-    in float64 for either dtype.
+    As ``torch.nn.utils.clip_grad_norm_``: ``grad *= min(1, max_norm / (norm + 1e-6))``, so a NaN entry (a NaN
+    norm) makes every entry NaN and an infinite norm makes the finite entries zero. The norm is summed in float64
+    for either dtype.
     """
     _check_vector("grad", grad)
     _check_in_range("clip_grad_norm", "max_norm", max_norm, (0.0, math.inf, False, False))
-    return _kernels.clip_grad_norm(grad, float(max_norm))
+    norm = _kernels.clip_grad_norm(grad, float(max_norm))
+    if math.isnan(norm):  # torch multiplies by the NaN coefficient; the kernel's clip (shared with the epochs,
+        grad *= grad.dtype.type(np.nan)  # which stop on a non-finite gradient first) leaves grad as it was
+    return norm
 
 
 # ---------------------------------------------------------------- learning-rate schedules

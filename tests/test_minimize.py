@@ -310,3 +310,65 @@ def test_maxiter_zero_returns_the_start():
     res = minimize(lambda x: float(x @ x), np.ones(2), jac=lambda x: 2 * x, method="adam", options={"maxiter": 0})
     np.testing.assert_array_equal(res.x, np.ones(2))
     assert res.nit == 0
+
+
+def test_a_finite_difference_probe_outside_the_domain_stops_with_status_diverged():
+    # f is finite on x <= 1, NaN beyond: the forward probe at x = 1 leaves the domain. The run stops as with an
+    # analytic gradient that turns NaN there (it had raised NonFiniteError and lost the run).
+    def fun(x):
+        return -x[0] if x[0] <= 1.0 else np.nan
+
+    def jac(x):
+        return np.array([-1.0 if x[0] <= 1.0 else np.nan])
+
+    analytic = minimize(fun, [0.0], jac=jac, method="sgd", options={"lr": 0.5})
+    fd = minimize(fun, [0.0], method="sgd", options={"lr": 0.5})
+    assert analytic.status == fd.status == Status.DIVERGED and not fd.success
+    # the last iterate whose gradient was finite: 1.0 analytically, 0.5 by differences (1.0's probe is NaN)
+    np.testing.assert_array_equal(analytic.x, [1.0])
+    np.testing.assert_array_equal(fd.x, [0.5])
+    # At the start too: the backward probe of x - log(x) at 1e-9 is at a negative x.
+    with np.errstate(invalid="ignore"):  # the probe's log of a negative number
+        start = minimize(lambda x: x[0] - np.log(x[0]), [1e-9], jac="3-point", method="sgd")
+    assert start.status == Status.DIVERGED and start.nit == 0
+    # And a finite-difference Hessian: Newton stops instead of raising.
+    newton = minimize(fun, [1.0], method="newton")
+    assert newton.status == Status.DIVERGED
+
+
+def test_functions_get_a_copy_of_the_iterate():
+    # As SciPy's: a function that writes into its argument must not move the iterate.
+    def jac(x):
+        g = 2 * x
+        x[:] = 0.0
+        return g
+
+    r = minimize(lambda x: float(x @ x), [1.0, 2.0], jac=jac, method="sgd",
+                 options={"maxiter": 3, "lr": 0.1, "return_path": True})
+    np.testing.assert_allclose(r.x, np.array([1.0, 2.0]) * 0.8**3, rtol=1e-15)
+    assert r.fun == float(r.x @ r.x)
+    np.testing.assert_array_equal(r.xs[0], [1.0, 2.0])
+
+
+def test_integers_beyond_float_range_get_a_clear_error_or_count_as_infinite():
+    with pytest.raises(ValueError, match="lr"):
+        minimize(lambda x: float(x @ x), [1.0], method="sgd", options={"lr": 10**400})
+    with pytest.raises(ValueError, match="gtol"):
+        minimize(lambda x: float(x @ x), [1.0], method="sgd", options={"gtol": 10**400})
+    with pytest.raises(ValueError, match="weight_decay"):
+        minimize(lambda x: float(x @ x), [1.0], method="adam", options={"weight_decay": 10**400})
+    # norm and divergence admit inf: an integer beyond float's range is inf
+    r = minimize(lambda x: float(x @ x), [1.0], method="sgd", options={"divergence": 10**400, "maxiter": 2})
+    assert r.nit == 2
+    # fun returning such an integer at x0 is a non-finite fun(x0); later, a divergence
+    with pytest.raises(ValueError, match="not finite"):
+        minimize(lambda x: 10**400, [1.0], method="sgd")
+    later = minimize(lambda x: float(x @ x) if x[0] == 1.0 else 10**400, [1.0], method="sgd",
+                     jac=lambda x: 2 * x)
+    assert later.status == Status.DIVERGED
+
+
+def test_a_complex_hessian_is_refused_as_a_complex_gradient_is():
+    with pytest.raises(TypeError, match="hess must return a real array"):
+        minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, hess=lambda x: 2 * np.eye(2) + 0j,
+                 method="newton")

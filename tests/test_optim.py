@@ -339,3 +339,35 @@ def test_step_count_must_be_a_positive_integer(t, error):
 def test_schedule_lr_rejects_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
         optim.schedule_lr(*args)
+
+
+def test_counts_and_reals_beyond_float_range_get_a_clear_error():
+    spec = optim.make("adam")
+    with pytest.raises(ValueError, match="weight_decay"):
+        optim.make("adam", weight_decay=10**400)  # (OverflowError before)
+    with pytest.raises(TypeError, match="n_params"):
+        spec.init_state(float("inf"))
+    with pytest.raises(TypeError, match="n_params"):
+        spec.init_state(1.5)  # (taken as 1)
+    p, g = np.zeros(3), np.ones(3)
+    state = spec.init_state(3)
+    for bad, error in ((float("inf"), TypeError), ("1", TypeError), (1.7, TypeError), (4, ValueError),
+                       (-1, ValueError)):
+        with pytest.raises(error, match="n_decay"):
+            spec.step(p, g, state, 1, 0.1, n_decay=bad)
+    with pytest.raises(ValueError, match="lr"):
+        spec.step(p, g, state, 1, 10**400)
+    np.testing.assert_array_equal(p, 0.0)  # no step was taken
+    spec.step(p, g, state, 1, 0.1, n_decay=np.int64(2))
+
+
+def test_clip_grad_norm_follows_torch_on_non_finite_gradients():
+    # torch.nn.utils.clip_grad_norm_: grad *= clamp(max_norm / (norm + 1e-6), max=1); a NaN norm makes every
+    # entry NaN, an infinite one makes the finite entries 0 (and inf * 0 NaN).
+    for dtype in (np.float64, np.float32):
+        g = np.array([np.nan, 1.0], dtype=dtype)
+        assert math.isnan(optim.clip_grad_norm(g, 1.0))
+        assert g.dtype == dtype and np.all(np.isnan(g))
+        g = np.array([np.inf, 1.0], dtype=dtype)
+        assert optim.clip_grad_norm(g, 1.0) == np.inf
+        assert np.isnan(g[0]) and g[1] == 0
