@@ -498,9 +498,47 @@ class Passes:
 
 
 # A column whose centred sum of squares, sum w x^2 - W m^2 from the moments, is at most this fraction of
-# sum w x^2 is constant to round-off (the subtraction cancels; naive sums of n terms round by up to ~n eps): a
-# relative spread below about 5e-7 of the column's mean.
+# sum w x^2 may be constant: the subtraction cancels (naive sums of n terms round by up to ~n eps), so below a
+# relative spread of about 5e-7 of the mean the moments cannot tell. A pass over the data then decides
+# (_centred_norms).
 CANCELLED_RTOL = 2.0**10 * np.finfo(np.float64).eps
+
+
+def _centred_norms(passes, mom: Moments, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the columns ``candidates`` (indices) whose moments cannot tell them from constant: which are constant
+    to round-off, by the closed form's rule (:func:`fastopt._closed_form.constant_columns`: a centred sum of
+    squares at most ``(CONSTANT_RTOL m)^2 W``), and their centred sums of squares ``sum w (x - m)^2``, each from
+    passes over the data, which subtract the mean row by row (``A e_j``'s norm: no cancellation beyond the
+    rounding of ``x - m``). One pass first on a combination of them all (random signs, fixed), which is zero to
+    round-off exactly when every one is constant (the usual case: an intercept-like column); otherwise one pass a
+    column. A column of 1e7 + t, t of spread 1, keeps about 9 digits of its spread: the moments had called it
+    constant, and LSQR fitted it a coefficient of 0 (R^2 0 where the closed form had 0.997)."""
+    W = mom.weight
+    m = mom.sx[candidates] / W
+    level = W * np.square(m)
+    rtol2 = _closed_form.CONSTANT_RTOL**2
+
+    def norm2(cols: np.ndarray, signs: np.ndarray) -> float:
+        v = np.zeros(mom.sx.shape[0])
+        v[cols] = signs
+        return passes.fused(0, v, 0.0, _dot(mom.sx / W, v)).ss
+
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], size=candidates.size)
+    # the combination's rounding is at most that of its columns' sum, |sum s_j m_j| <= sum |m_j|
+    if norm2(candidates, signs) <= rtol2 * W * float(np.sum(np.abs(m))) ** 2:
+        return np.ones(candidates.size, dtype=bool), np.zeros(candidates.size)
+    colsq = np.array([norm2(candidates[i:i + 1], np.ones(1)) for i in range(candidates.size)])
+    return colsq <= rtol2 * level, colsq
+
+
+def centred_candidates(passes, mom: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """With an intercept: the columns whose moments cannot tell them from constant (``CANCELLED_RTOL``), which of
+    them are constant, and their centred sums of squares (:func:`_centred_norms`; no pass when there are none)."""
+    colsq = np.maximum(mom.sxx - mom.weight * np.square(mom.sx / mom.weight), 0.0)
+    candidates = np.flatnonzero((colsq <= CANCELLED_RTOL * mom.sxx) & (mom.sxx > 0))
+    if not candidates.size:
+        return candidates, np.zeros(0, dtype=bool), np.zeros(0)
+    return (candidates, *_centred_norms(passes, mom, candidates))
 
 
 def jacobi_pays(precondition: str, colsq: np.ndarray, diag: np.ndarray) -> bool:
@@ -526,7 +564,9 @@ def jacobi_pays(precondition: str, colsq: np.ndarray, diag: np.ndarray) -> bool:
 class _Operator:
     """The scaled augmented operator ``[A D; lam D]`` of one target, over a :class:`Passes`-like source."""
 
-    def __init__(self, passes, mom: Moments, target: int, params: dict):
+    def __init__(self, passes, mom: Moments, target: int, params: dict, centred: tuple | None = None):
+        """``centred``: :func:`_centred_norms`' verdict ``(candidates, constant, colsq)``, found once for all
+        targets (:func:`solve`), or None to find it here."""
         W = mom.weight
         self.passes, self.target = passes, target
         if params["fit_intercept"]:
@@ -542,14 +582,18 @@ class _Operator:
         colsq *= W
         np.subtract(mom.sxx, colsq, out=colsq)
         np.maximum(colsq, 0.0, out=colsq)
-        # With an intercept, a column constant to round-off (its centred norm within the cancellation of the
-        # moments) is left out, D = 0 (coefficient 0, the minimum-norm choice): scaled to unit norm its rounding
-        # noise fitted the residual's noise (0.1 in every row got -0.29 from LSQR).
+        # With an intercept, a column constant to round-off (centred_candidates: the moments' verdict, confirmed
+        # by passes where they cancel) is left out, D = 0 (coefficient 0, the minimum-norm choice): scaled to unit
+        # norm its rounding noise fitted the residual's noise (0.1 in every row got -0.29 from LSQR). A column the
+        # passes find not constant takes their centred norm, which the moments could not resolve.
         constant = None
         if params["fit_intercept"]:
-            constant = (colsq <= CANCELLED_RTOL * mom.sxx) & (mom.sxx > 0)
-            colsq[constant] = 0.0
-            constant = constant if constant.any() else None
+            candidates, exact, norms = centred if centred is not None else centred_candidates(passes, mom)
+            if candidates.size:
+                colsq[candidates] = np.where(exact, 0.0, norms)
+                constant = np.zeros(colsq.shape[0], dtype=bool)
+                constant[candidates[exact]] = True
+                constant = constant if constant.any() else None
         diag = colsq + self.lam2
         jacobi = jacobi_pays(params.get("precondition", "auto"), colsq, diag)
         self.scaled = jacobi or constant is not None
@@ -676,9 +720,13 @@ class _Stopping:
 
     XNORM_EVERY = 10
 
-    def __init__(self, op: _Operator, tol: float | None):
+    def __init__(self, op: _Operator, tol: float | None, method: str):
         # tol None (or below machine precision): the rules at machine precision (MACHINE_TOL)
         self.machine = tol is None or tol < MACHINE_TOL
+        # _unresolved's guard: at machine precision, and for CGLS at any tol, whose recurred ||r|| (a difference
+        # of squares) stops resolving near RESOLVED of its start. Below that a tol of 1e-10 ran CGLS on rounding
+        # noise: coefficients of 1e13 on a 20 x 1486 sparse system that S1 then accepted, since ||z|| had grown.
+        self.limited = self.machine or method == "cg"
         tol = MACHINE_TOL if self.machine else tol
         self.tol, self.bnorm = tol, math.sqrt(op.bb)
         self.rstart = self.bnorm  # ||r|| where the current run (or restart) began: _unresolved's scale
@@ -702,11 +750,11 @@ class _Stopping:
         self.rstart = rnorm
 
     def _unresolved(self, rnorm: float) -> bool:
-        """At machine precision, whether the recurrence's ``||r||`` is below what it resolves (CGLS's is a
-        difference of squares, good to about ``sqrt(eps)`` of its value at the run's start): only a true pass can
-        tell the rules then (the caller's confirming pass, which restarts from an exact residual); run on, the
-        recurrences turned rounding noise into steps."""
-        return self.machine and rnorm <= RESOLVED * self.rstart
+        """At machine precision, or for CGLS, whether the recurrence's ``||r||`` is below what it resolves
+        (CGLS's is a difference of squares, good to about ``sqrt(eps)`` of its value at the run's start): only a
+        true pass can tell the rules then (the caller's confirming pass, which restarts from an exact residual);
+        run on, the recurrences turned rounding noise into steps."""
+        return self.limited and rnorm <= RESOLVED * self.rstart
 
     def may_meet(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """S2, or S1 on the last ``||z||`` (``x`` the current or the previous iterate): whether to call
@@ -903,14 +951,15 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     max_iter = params.get("max_iter")
     max_iter = default_max_iter(d) if max_iter is None else int(max_iter)
     coef, intercept, n_iter, failed = np.zeros((k, d)), np.zeros(k), 0, []
+    centred = centred_candidates(passes, mom) if params["fit_intercept"] else None
     for j in range(k):
-        op = _Operator(passes, mom, j, params)
+        op = _Operator(passes, mom, j, params, centred)
         ref = math.sqrt(_dot(op.Atb, op.Atb))
         x = np.zeros(d)
         if state is not None and state.coef.shape == (k, d):
             x = np.divide(state.coef[j], op.D, out=np.zeros(d), where=op.D != 0)  # (D = 0: a constant column)
         used, converged = 0, ref == 0.0 and not x.any()
-        stop = _Stopping(op, tol)
+        stop = _Stopping(op, tol, method)
         for _ in range(MAX_RESTARTS + 1):
             if converged or used >= max_iter:
                 break

@@ -335,7 +335,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``"auto"`` iterates on the columns of the centred, weighted ``X`` scaled to unit norm (with the ridge: by
         ``1 / sqrt(||column||^2 + W alpha)``, the Jacobi preconditioner) so that columns of different scales
         converge together, when the norms of its non-empty columns span more than a factor 4 (on evenly scaled
-        columns the scaling costs iterations); the solution is the same either way. ``"none"``: never.
+        columns the scaling costs iterations); the solution is the same either way where it is unique (a ridge,
+        or ``X`` of full column rank); without one the iterates reach the least-norm solution in the scaled
+        units, which differs from the unscaled least-norm solution on a rank-deficient ``X``. ``"none"``: never.
     positive : bool, default=False
         Constrain the coefficients (not the intercepts) to be non-negative, as ``LinearRegression(positive=True)``.
         The closed form solves the non-negative least-squares problem exactly (Lawson & Hanson, *Solving Least

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from fastopt import LinearRegressor, _closed_form, _kernels, _krylov, _reference, _solvers
 from fastopt._validation import Data
-from fastopt.exceptions import ConvergenceWarning
+from fastopt.exceptions import ConvergenceWarning, RankDeficientWarning
 
 KRYLOV = ["cg", "lsqr"]
 # Well-conditioned problems solved to tol = 1e-13 (relative normal-equation residual): the coefficient error is
@@ -333,10 +333,15 @@ def test_the_compatible_system_rule_applies_only_without_ridge(rng):
     for alpha, stops in ((0.0, True), (0.1, False)):
         params = {"alpha": alpha, "fit_intercept": True, "tol": 1e-6, "precondition": "none"}
         op = _krylov._Operator(passes, passes.moments(True), 0, params)
-        stop = _krylov._Stopping(op, 1e-6)
+        stop = _krylov._Stopping(op, 1e-6, "lsqr")
         tiny = 1e-9 * stop.bnorm
         assert stop.may_meet(1.0, tiny, x) is stops and stop.met(1.0, tiny, x) is stops
         assert stop.met(1e-9 * stop.anorm * tiny, tiny, x)  # S2 stops both
+        # CGLS's recurred ||r|| resolves no such value: the true pass decides, by the same rules
+        stop = _krylov._Stopping(op, 1e-6, "cg")
+        stop.begin(stop.bnorm)
+        assert stop.may_meet(1.0, tiny, x) and stop.met(1.0, tiny, x)
+        assert stop.met(1.0, tiny, x, exact=True) is stops
 
 
 def test_cgls_estimates_the_operator_norm_as_lsqr_does(rng):
@@ -349,9 +354,9 @@ def test_cgls_estimates_the_operator_norm_as_lsqr_does(rng):
         params = {"alpha": alpha, "fit_intercept": centred, "tol": None, "precondition": precondition}
         mom = passes.moments(centred)
         norms = []
-        for method in (_krylov._cgls, _krylov._lsqr):
+        for name, method in (("cg", _krylov._cgls), ("lsqr", _krylov._lsqr)):
             op = _krylov._Operator(passes, mom, 0, params)
-            stop = _krylov._Stopping(op, None)
+            stop = _krylov._Stopping(op, None, name)
             method(op, np.zeros(20), stop, 7)
             norms.append(stop.anorm)
         assert norms[0] == pytest.approx(norms[1], rel=1e-12)
@@ -1407,6 +1412,59 @@ def test_a_column_constant_to_round_off_is_left_out(solver, sparse, weighted):
     assert est.coef_[1] == est.coef_[2] == 0.0
     assert _rel(est.coef_[:1], ref.coef_) < 1e-10
     assert est.fit(A, y, sample_weight=w).coef_[1] == 0.0
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("offset", [1e6, 1e7, 1e8])
+def test_a_column_far_from_centred_is_not_taken_for_constant(solver, sparse, offset):
+    # A column of offset + t, t of spread 1: its centred norm from the moments cancels below what they resolve,
+    # and they had called it constant (coefficient 0, R^2 0, no warning). A pass over the data tells it apart;
+    # beside it a truly constant column and a one-hot block are still left out as the closed form has them.
+    rng = np.random.default_rng(5)
+    n = 2000
+    t = rng.standard_normal(n)
+    X = np.column_stack([offset + t, np.full(n, 3.0), rng.standard_normal(n)])
+    y = 2.0 * t - X[:, 2] + 0.1 * rng.standard_normal(n)
+    A = scipy.sparse.csr_array(X) if sparse else X
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tol 1e-6 is above the centring's round-off, eps * offset <= 2.2e-8
+        est = LinearRegressor(solver=solver, tol=1e-6).fit(A, y)
+    with pytest.warns(RankDeficientWarning):  # the constant column, beside the intercept
+        ref = LinearRegressor(solver="qr").fit(X, y)
+    assert est.coef_[1] == 0.0 and ref.coef_[1] == 0.0
+    # S2 at tol 1e-6 on a well-conditioned problem (the scaled columns near orthogonal): the objective's excess is
+    # about tol^2, the coefficients' relative error about tol
+    assert _rel(est.coef_, ref.coef_) < 1e-5
+    assert est.score(A, y) == pytest.approx(ref.score(X, y), rel=1e-9)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("tol", [1e-8, 1e-10, 1e-12])
+def test_cgls_on_exactly_fittable_systems_stops_before_rounding_noise(sparse, tol):
+    # Wide systems that fit y exactly: CGLS's recurred ||r|| (a difference of squares) stops resolving near
+    # sqrt(eps) of its start, and run on below it a tol of 1e-10 turned rounding into coefficients of 1e13 that
+    # the compatible-system rule then accepted (||z|| had grown). It goes to a true pass there, as at tol=None.
+    fails = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        n, d = int(rng.integers(2, 12)), int(rng.integers(12, 40))
+        X = rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-2, 2, size=d)
+        y = X @ rng.standard_normal(d)
+        A = scipy.sparse.csr_array(X) if sparse else X
+        est = LinearRegressor(solver="cg", tol=tol).fit(A, y)
+        lsqr = LinearRegressor(solver="lsqr", tol=tol).fit(A, y)
+        rss = float(np.sum((y - est.predict(A)) ** 2))
+        if not (rss <= 1e-12 * float(np.sum((y - y.mean()) ** 2))
+                and np.linalg.norm(est.coef_) <= 10 * np.linalg.norm(lsqr.coef_)):
+            fails.append((seed, rss, np.linalg.norm(est.coef_)))
+    assert not fails
+    # The fuzz's case: 20 x 1486 sparse, coefficients of 2e13 and RSS 5e-3 at tol 1e-10
+    rng = np.random.default_rng(27)
+    X = scipy.sparse.random(20, 1486, density=0.05, random_state=27, format="csr")
+    y = rng.normal(size=20)
+    est = LinearRegressor(solver="cg", tol=tol).fit(X, y)
+    assert float(np.sum((y - est.predict(X)) ** 2)) < 1e-12 and np.linalg.norm(est.coef_) < 100
 
 
 @pytest.mark.parametrize("solver", KRYLOV)
