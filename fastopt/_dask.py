@@ -112,6 +112,13 @@ class DaskChunks(Sequence):
     def __init__(self, X: Any, y: Any, sample_weight: Any = None):
         _check_collection("X", X, (2,))
         rows = X.chunks[0] if isinstance(X, da.Array) else None
+        if sample_weight is not None and not dask.is_dask_collection(sample_weight) and np.ndim(sample_weight) == 0:
+            # one weight for every row, as in memory (scikit-learn's _check_sample_weight)
+            n = _n_rows(X)
+            if math.isnan(n):
+                raise ValueError("a scalar sample_weight needs X's row count, which this Dask collection does not "
+                                 "know without computing: pass one weight a row, as a Dask collection.")
+            sample_weight = np.full(n, sample_weight, dtype=np.float64)
         for name, a in (("y", y), ("sample_weight", sample_weight)):
             n, m = _n_rows(X), math.nan if a is None else _n_rows(a)
             if n != m and not (math.isnan(n) or math.isnan(m)):
@@ -562,6 +569,11 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
 
 
 def _predict_block(block, estimator) -> np.ndarray:
+    if block.shape[0] == 0:  # an empty block (a mask's, a filtered partition's) predicts nothing, as fit skips it
+        coef = np.asarray(estimator.coef_)
+        x_dtype = getattr(block, "dtype", np.float64)  # (a DataFrame's: validated as float64)
+        dtype = np.result_type(np.float32 if x_dtype == np.float32 else np.float64, coef.dtype)
+        return np.empty((0, *coef.shape[:-1]), dtype=dtype)
     return estimator.predict(block)
 
 

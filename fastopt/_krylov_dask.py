@@ -14,6 +14,7 @@ from dask.delayed import delayed
 
 from fastopt import _chunks, _dask, _krylov, _sweeps
 from fastopt._result import Outcome
+from fastopt._validation import aligned
 
 
 def _validated(template, X, y, sample_weight, where: str):
@@ -23,10 +24,11 @@ def _validated(template, X, y, sample_weight, where: str):
 
 
 def _moments(data, centred: bool):
-    return _krylov.chunk_moments(data, centred)
+    return _krylov.chunk_moments(aligned(data), centred)  # (a persisted block may arrive unpickled unaligned)
 
 
 def _fused(data, target: int, v, c: float, shift: float):
+    data = aligned(data)  # (as _moments)
     return _krylov.chunk_pass(data, _krylov._sqrt_weight(data.sample_weight), target, v, c, shift, checked=True)
 
 

@@ -765,7 +765,9 @@ def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.Clo
     if bad.any():  # (X and y are finite: validated) their squares overflowed
         column = int(np.argmax(bad))
         raise _overflow_error(*(("X", column) if column < X.shape[1] else ("y", column - X.shape[1])))
-    lost = _underflowed(X, np.diag(state.gram)[: X.shape[1]], float(np.max(s, initial=0.0)))
+    s_max = float(np.max(s, initial=0.0))
+    # rows of no weight train nothing, so none can underflow (a Dask block of zero weight had been read as underflow)
+    lost = _underflowed(X, np.diag(state.gram)[: X.shape[1]], s_max) if s_max > 0 else None
     if lost is not None:  # X of 1e-200: the columns read as constant, and the fit returned zeros, silently
         raise _overflow_error("X", lost, "small")
     return state

@@ -28,6 +28,7 @@ from dask.delayed import delayed
 
 from fastopt import _chunks, _closed_form, _dask, _newton
 from fastopt._iterative import max_epochs, weight_mean
+from fastopt._validation import aligned
 
 # The weighted histogram of the residuals' binary exponents (bin 0: exact zeros), from which a stage threshold is
 # read to within a factor of two: the median of fastopt._newton._median_abs_residual, without gathering residuals.
@@ -90,11 +91,13 @@ def _weights(data, mean: float, n: int) -> np.ndarray:
 
 
 def _gram(data, mean: float, n: int) -> _closed_form.ClosedFormState:
+    data = aligned(data)  # (a persisted block that moved between workers may have been unpickled unaligned)
     return _newton._full_state(data.X, data.Y, _weights(data, mean, n))
 
 
 def _evaluate(data, mean: float, n: int, target: int, fit_intercept: bool, centre, w, b: float, eps: float,
               hessian: bool) -> _Stats:
+    data = aligned(data)  # (as _gram)
     y = np.ascontiguousarray(data.Y[:, target], dtype=np.float64)
     prob = _newton._Problem(data.X, y, _weights(data, mean, n), 0.0, fit_intercept, centre)
     if prob.n == 0:

@@ -65,17 +65,19 @@ def template(estimator):
     return copy_
 
 
-def detach_random_state(params: dict, fresh: bool) -> dict:
+def detach_random_state(params: dict, fresh: bool, advance: bool = True) -> dict:
     """``params`` whose ``random_state`` a chunk's pass may use in another process.
 
     A fresh fit's first pass draws its solver seed from ``random_state``; a ``RandomState`` instance must
-    advance once, here, whichever process that pass runs in: the pass gets a copy as it was.
+    advance once, here, whichever process that pass runs in: the pass gets a copy as it was. ``advance=False``
+    where the fit has advanced it already (:func:`fastopt._chunks.stream_seed`): one draw a fit, as in memory.
     """
     random_state = params["random_state"]
     if not (fresh and isinstance(random_state, np.random.RandomState)):
         return params
     detached = copy.deepcopy(random_state)
-    _iterative.draw_seed(random_state)  # the draw the solver's seed makes from it
+    if advance:
+        _iterative.draw_seed(random_state)  # the draw the solver's seed makes from it
     return {**params, "random_state": detached}
 
 
@@ -412,8 +414,9 @@ class Epochs:
         elif weigher is not None:
             weight = weigher(self.seed)
             passes.weight_mean = 1.0 if weight is None else mean_weight(weight)
-        spec = PassSpec(self.name, detach_random_state(params, prior is None), self.seed, self.fraction, lr0=lr0,
-                        affine=affine)
+        # (the RandomState was advanced once by stream_seed, in __init__)
+        spec = PassSpec(self.name, detach_random_state(params, prior is None, advance=False), self.seed,
+                        self.fraction, lr0=lr0, affine=affine)
         validation = Validation() if self.early else None
         stopping, rates = None, []
         state, losses, scores, scored, y_was_1d = prior, [], [], None, None

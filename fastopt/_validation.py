@@ -12,7 +12,7 @@ SciPy's own conversions trust them (an index out of range in a hand-built matrix
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse
@@ -300,13 +300,27 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
                 assert_all_finite(X.data if sparse else X, input_name="X", estimator_name=type(estimator).__name__)
     # The kernels read with typed loads: an array not aligned to its item size (an offset view, some Dask blocks)
     # is copied, as that read would be undefined behaviour in C.
-    if not is_sparse(X):  # sparse X: scipy allocates its arrays itself, aligned
+    return aligned(Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d,
+                        indices_checked=not sparse or indices_checked))
+
+
+def aligned(data: Data) -> Data:
+    """``data`` with every array C-contiguous and aligned to its item size (copies of those that are not; the
+    caller's are left as they were). Validated data can lose its alignment after validation: dask.distributed
+    unpickles a persisted block that moves between workers from a buffer at any offset."""
+    X = data.X
+    if not is_sparse(X):
         X = np.require(X, requirements=["C", "A"])
-    Y = np.require(Y, requirements=["C", "A"])
-    if sample_weight is not None:
-        sample_weight = np.require(sample_weight, requirements=["C", "A"])
-    return Data(X=X, Y=Y, sample_weight=sample_weight, y_was_1d=y_was_1d,
-                indices_checked=not sparse or indices_checked)
+    elif not all(a.flags.aligned and a.flags.c_contiguous for a in (X.data, X.indices, X.indptr)):
+        # scipy allocates its arrays aligned, but a matrix built on views or unpickled may not be: a new matrix
+        X = type(X)(tuple(np.require(a, requirements=["C", "A"]) for a in (X.data, X.indices, X.indptr)),
+                    shape=X.shape)
+        X.has_canonical_format = data.X.has_canonical_format  # (the same arrays' values)
+    Y = np.require(data.Y, requirements=["C", "A"])
+    w = None if data.sample_weight is None else np.require(data.sample_weight, requirements=["C", "A"])
+    if X is data.X and Y is data.Y and w is data.sample_weight:
+        return data
+    return replace(data, X=X, Y=Y, sample_weight=w)
 
 
 def _narrowed(name: str, a: np.ndarray, dtype) -> np.ndarray:

@@ -657,3 +657,88 @@ def test_partial_fit_on_dask_reports_the_average(rng):
     in_memory = LinearRegressor(**kw).partial_fit(X, y)
     np.testing.assert_array_equal(on_dask.coef_, in_memory.coef_)
     np.testing.assert_array_equal(on_dask.intercept_, in_memory.intercept_)
+
+
+# ---------------------------------------------------------------- edges found by fuzzing
+
+
+@pytest.mark.parametrize("solver", ["normal", "auto"])
+def test_sparse_blocks_unpickled_unaligned_fit_on_the_cluster(client, rng, solver):
+    # dask.distributed may unpickle a block's CSR arrays from a buffer at an odd offset; the kernels read with
+    # typed loads, and refused them ("indptr is not aligned to its item size"). They are copied aligned. Here the
+    # blocks are made unaligned where they are built, so every fit sees it, not only the ones whose blocks move.
+    import scipy.sparse as sp
+
+    def unaligned_csr(block):
+        M = sp.csr_matrix(block)
+
+        def odd(a):
+            buf = bytearray(a.nbytes + 1)
+            out = np.frombuffer(buf, dtype=a.dtype, offset=1, count=a.size)
+            out[:] = a
+            return out
+
+        return sp.csr_matrix((odd(M.data), odd(M.indices), odd(M.indptr)), shape=M.shape)
+
+    X, y = make_problem(rng, n=900)
+    X[rng.random(X.shape) < 0.3] = 0.0
+    dX = da.from_array(X, chunks=(300, 6)).map_blocks(unaligned_csr, dtype=X.dtype, meta=unaligned_csr(X[:0]))
+    est = LinearRegressor(solver).fit(dX, da.from_array(y, chunks=300))
+    ref = LinearRegressor(solver).fit(X, y)
+    assert_close(est.coef_, ref.coef_)
+    huber = LinearRegressor(solver="newton", loss="huber").fit(dX, da.from_array(y, chunks=300))
+    assert_close(huber.coef_, LinearRegressor(solver="newton", loss="huber").fit(X, y).coef_, rtol=1e-8)
+
+
+@pytest.mark.parametrize("k", [None, 2])
+def test_predict_on_an_empty_block_returns_no_rows(rng, k):
+    # fit skips a block with no rows; predict had validated it as a matrix of 0 samples and raised at compute time
+    X, y = make_problem(rng, n=300, d=3, k=k)
+    rows = (100, 0, 200)
+    est = LinearRegressor().fit(blocks(X, rows), blocks(y, rows))
+    with dask.config.set(scheduler="synchronous"):
+        for A in (blocks(X, rows), blocks(X, (100, 200))[da.from_array(np.arange(300) >= 100, chunks=(100, 200))]):
+            out = est.predict(A).compute()
+            np.testing.assert_array_equal(out, est.predict(A.compute()))
+            assert out.dtype == np.float64
+
+
+def test_a_block_of_zero_weight_trains_nothing_in_newton(rng):
+    # Newton's per-block statistics read a block whose weights are all zero as underflow, and raised "values
+    # too small to square"
+    X, y = make_problem(rng, n=300, d=3)
+    w = np.ones(300)
+    w[:100] = 0.0
+    ref = LinearRegressor(loss="huber", solver="newton").fit(X, y, sample_weight=w)
+    with dask.config.set(scheduler="synchronous"):
+        est = LinearRegressor(loss="huber", solver="newton").fit(blocks(X, (100, 200)), blocks(y, (100, 200)),
+                                                               sample_weight=blocks(w, (100, 200)))
+    assert_close(est.coef_, ref.coef_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["auto", "sgd", "lsqr"])
+def test_a_scalar_sample_weight_weighs_every_row(rng, solver):
+    # as in memory (scikit-learn's _check_sample_weight); it had raised IndexError
+    X, y = make_problem(rng, n=300, d=3)
+    with dask.config.set(scheduler="synchronous"):
+        est = LinearRegressor(solver=solver, random_state=0).fit(blocks(X, (100, 200)), blocks(y, (100, 200)),
+                                                                 sample_weight=2.0)
+        ref = LinearRegressor(solver=solver, random_state=0).fit(blocks(X, (100, 200)), blocks(y, (100, 200)),
+                                                                 sample_weight=blocks(np.full(300, 2.0), (100, 200)))
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
+    unknown = blocks(X, (100, 200))[da.from_array(np.arange(300) >= 50, chunks=(100, 200))]
+    with pytest.raises(ValueError, match="scalar sample_weight"):
+        LinearRegressor().fit(unknown, unknown[:, 0], sample_weight=2.0)
+
+
+def test_a_random_state_instance_advances_one_draw_a_fit_as_in_memory(rng):
+    X, y = make_problem(rng, n=200, d=3)
+    advanced = []
+    for A, b in ((X, y), (blocks(X, (100, 100)), blocks(y, (100, 100)))):
+        r = np.random.RandomState(0)
+        with dask.config.set(scheduler="synchronous"), pytest.warns(ConvergenceWarning):  # (2 epochs)
+            LinearRegressor("sgd", random_state=r, max_epochs=2).fit(A, b)
+        advanced.append(r.randint(1 << 30))
+    once = np.random.RandomState(0)
+    once.randint(0, 2**31 - 1)
+    assert advanced == [once.randint(1 << 30)] * 2
