@@ -59,7 +59,8 @@ read of ``X``, ``a = A v + c b`` together with ``||a||^2`` and ``A^T a`` for any
 
 A cold start (from zero) takes its first residual ``A^T b`` and ``||b||`` from the moments pass (:class:`Moments`),
 so a fit costs the moments' passes (one read of CSR rows, ``1 + k`` of dense rows), one per iteration and the final
-check.
+check; with an intercept, one more read of the columns whose moments cannot tell them from constant, where there
+are any (:func:`centred_verdict`).
 
 Memory: ``O(n + d)`` (a few ``d``-vectors per thread; no ``n``-vector besides ``sqrt(w)``).
 
@@ -486,6 +487,9 @@ class Passes:
     def fused(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
         return chunk_pass(self.data, self.sqrt_w, target, v, c, shift, **self.options)
 
+    def spread(self, cols: np.ndarray, m: np.ndarray) -> Spread:
+        return chunk_spread(self.data, cols, m)
+
     def fused_parts(self, target: int, v: np.ndarray, c: float, shift: float) -> Pass:
         """:meth:`fused` with ``z`` its segments' parts, ``(S, d)``, unsummed: valid until the next call, which
         reuses the buffer."""
@@ -500,45 +504,60 @@ class Passes:
 # A column whose centred sum of squares, sum w x^2 - W m^2 from the moments, is at most this fraction of
 # sum w x^2 may be constant: the subtraction cancels (naive sums of n terms round by up to ~n eps), so below a
 # relative spread of about 5e-7 of the mean the moments cannot tell. A pass over the data then decides
-# (_centred_norms).
+# (centred_verdict).
 CANCELLED_RTOL = 2.0**10 * np.finfo(np.float64).eps
 
 
-def _centred_norms(passes, mom: Moments, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For the columns ``candidates`` (indices) whose moments cannot tell them from constant: which are constant
-    to round-off, by the closed form's rule (:func:`fastopt._closed_form.constant_columns`: a centred sum of
-    squares at most ``(CONSTANT_RTOL m)^2 W``), and their centred sums of squares ``sum w (x - m)^2``, each from
-    passes over the data, which subtract the mean row by row (``A e_j``'s norm: no cancellation beyond the
-    rounding of ``x - m``). One pass first on a combination of them all (random signs, fixed), which is zero to
-    round-off exactly when every one is constant (the usual case: an intercept-like column); otherwise one pass a
-    column. A column of 1e7 + t, t of spread 1, keeps about 9 digits of its spread: the moments had called it
-    constant, and LSQR fitted it a coefficient of 0 (R^2 0 where the closed form had 0.997)."""
-    W = mom.weight
-    m = mom.sx[candidates] / W
-    level = W * np.square(m)
-    rtol2 = _closed_form.CONSTANT_RTOL**2
-
-    def norm2(cols: np.ndarray, signs: np.ndarray) -> float:
-        v = np.zeros(mom.sx.shape[0])
-        v[cols] = signs
-        return passes.fused(0, v, 0.0, _dot(mom.sx / W, v)).ss
-
-    signs = np.random.default_rng(0).choice([-1.0, 1.0], size=candidates.size)
-    # the combination's rounding is at most that of its columns' sum, |sum s_j m_j| <= sum |m_j|
-    if norm2(candidates, signs) <= rtol2 * W * float(np.sum(np.abs(m))) ** 2:
-        return np.ones(candidates.size, dtype=bool), np.zeros(candidates.size)
-    colsq = np.array([norm2(candidates[i:i + 1], np.ones(1)) for i in range(candidates.size)])
-    return colsq <= rtol2 * level, colsq
+# Rows a slab of chunk_spread (a dense copy of its candidate columns: SPREAD_CELLS // k rows of k columns).
+SPREAD_CELLS = 2**21
 
 
-def centred_candidates(passes, mom: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """With an intercept: the columns whose moments cannot tell them from constant (``CANCELLED_RTOL``), which of
-    them are constant, and their centred sums of squares (:func:`_centred_norms`; no pass when there are none)."""
-    colsq = np.maximum(mom.sxx - mom.weight * np.square(mom.sx / mom.weight), 0.0)
+@dataclass
+class Spread:
+    """Columns' weighted deviations from given means ``m``: ``s1 = sum w (x - m)``, ``s2 = sum w (x - m)^2``."""
+
+    s1: np.ndarray
+    s2: np.ndarray
+
+    def __add__(self, other: Spread) -> Spread:
+        return Spread(self.s1 + other.s1, self.s2 + other.s2)
+
+
+def chunk_spread(data: Data, cols: np.ndarray, m: np.ndarray) -> Spread:
+    """:class:`Spread` of columns ``cols`` of one chunk of validated rows (dense or CSR, implicit zeros
+    included), by slabs of rows copied dense (``SPREAD_CELLS`` entries at a time)."""
+    X, k = data.X, cols.size
+    w = None if data.sample_weight is None else np.asarray(data.sample_weight, dtype=np.float64)
+    s1, s2 = np.zeros(k), np.zeros(k)
+    step = max(1, SPREAD_CELLS // max(k, 1))
+    for r0 in range(0, X.shape[0], step):
+        r1 = min(X.shape[0], r0 + step)
+        slab = X[r0:r1][:, cols].toarray() if scipy.sparse.issparse(X) else X[r0:r1, cols]
+        dev = np.asarray(slab, dtype=np.float64) - m
+        wdev = dev if w is None else dev * w[r0:r1, None]
+        s1 += wdev.sum(axis=0)
+        s2 += np.einsum("ij,ij->j", wdev, dev)
+    return Spread(s1, s2)
+
+
+def centred_verdict(passes, mom: Moments, colsq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """With an intercept: the columns whose centred norms from the moments, ``colsq`` (``sum w x^2 - W m^2``),
+    cancel below what they resolve (``CANCELLED_RTOL``), which of them are constant to round-off by the closed
+    form's rule (:func:`fastopt._closed_form.constant_columns`: a centred sum of squares at most
+    ``(CONSTANT_RTOL m)^2 W``), and their centred sums of squares. Where there are such columns, one read of the
+    data (``passes.spread``: their deviations from the moments' means ``m``, summed as ``x - m`` row by row, no
+    cancellation) gives ``sum w (x - xbar)^2 = s2 - s1^2 / W``, which also corrects ``m``'s own rounding (at
+    millions of rows it exceeds the rule's tolerance). A column of ``1e7 + t``, ``t`` of spread 1, keeps about 9
+    digits of its spread: the moments had called it constant, and LSQR fitted it 0 (R^2 0 where the closed form
+    had 0.997)."""
     candidates = np.flatnonzero((colsq <= CANCELLED_RTOL * mom.sxx) & (mom.sxx > 0))
     if not candidates.size:
         return candidates, np.zeros(0, dtype=bool), np.zeros(0)
-    return (candidates, *_centred_norms(passes, mom, candidates))
+    W = mom.weight
+    m = mom.sx[candidates] / W
+    spread = passes.spread(candidates, m)
+    norms = np.maximum(spread.s2 - np.square(spread.s1) / W, 0.0)
+    return candidates, norms <= _closed_form.CONSTANT_RTOL**2 * W * np.square(m), norms
 
 
 def jacobi_pays(precondition: str, colsq: np.ndarray, diag: np.ndarray) -> bool:
@@ -565,8 +584,8 @@ class _Operator:
     """The scaled augmented operator ``[A D; lam D]`` of one target, over a :class:`Passes`-like source."""
 
     def __init__(self, passes, mom: Moments, target: int, params: dict, centred: tuple | None = None):
-        """``centred``: :func:`_centred_norms`' verdict ``(candidates, constant, colsq)``, found once for all
-        targets (:func:`solve`), or None to find it here."""
+        """``centred``: :func:`centred_verdict` on these moments (the same for every target: :func:`solve` takes
+        it from the first target's operator, ``self.verdict``), or None to find it here."""
         W = mom.weight
         self.passes, self.target = passes, target
         if params["fit_intercept"]:
@@ -582,13 +601,14 @@ class _Operator:
         colsq *= W
         np.subtract(mom.sxx, colsq, out=colsq)
         np.maximum(colsq, 0.0, out=colsq)
-        # With an intercept, a column constant to round-off (centred_candidates: the moments' verdict, confirmed
-        # by passes where they cancel) is left out, D = 0 (coefficient 0, the minimum-norm choice): scaled to unit
-        # norm its rounding noise fitted the residual's noise (0.1 in every row got -0.29 from LSQR). A column the
-        # passes find not constant takes their centred norm, which the moments could not resolve.
-        constant = None
+        # With an intercept, a column constant to round-off (centred_verdict: the moments' verdict, confirmed by
+        # a read of the data where they cancel) is left out, D = 0 (coefficient 0, the minimum-norm choice):
+        # scaled to unit norm its rounding noise fitted the residual's noise (0.1 in every row got -0.29 from
+        # LSQR). A column the read finds not constant takes its centred norm, which the moments could not resolve.
+        constant, self.verdict = None, None
         if params["fit_intercept"]:
-            candidates, exact, norms = centred if centred is not None else centred_candidates(passes, mom)
+            self.verdict = centred if centred is not None else centred_verdict(passes, mom, colsq)
+            candidates, exact, norms = self.verdict
             if candidates.size:
                 colsq[candidates] = np.where(exact, 0.0, norms)
                 constant = np.zeros(colsq.shape[0], dtype=bool)
@@ -951,9 +971,10 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     max_iter = params.get("max_iter")
     max_iter = default_max_iter(d) if max_iter is None else int(max_iter)
     coef, intercept, n_iter, failed = np.zeros((k, d)), np.zeros(k), 0, []
-    centred = centred_candidates(passes, mom) if params["fit_intercept"] else None
+    centred = None
     for j in range(k):
         op = _Operator(passes, mom, j, params, centred)
+        centred = op.verdict
         ref = math.sqrt(_dot(op.Atb, op.Atb))
         x = np.zeros(d)
         if state is not None and state.coef.shape == (k, d):
@@ -1161,8 +1182,8 @@ SOLVERS = {"cg": KrylovSolver("cg"), "lsqr": KrylovSolver("lsqr")}
 
 
 def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovState | None) -> Outcome | None:
-    """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration, from
-    ``state`` under ``warm_start``.
+    """``fit_stream`` with a Krylov solver: one read of the stream for the moments, one per iteration (and one
+    for the columns :func:`centred_verdict` reads, where there are any), from ``state`` under ``warm_start``.
 
     ``check(X, y, sample_weight, where, reset)`` validates a chunk into :class:`Data`. Chunks are visited in
     stream order and their sums merged in a balanced tree (round-off grows with the log of the chunk count), so
@@ -1202,6 +1223,9 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
 
         def fused(self, target, v, c, shift):
             return fold(lambda data: chunk_pass(data, _sqrt_weight(data.sample_weight), target, v, c, shift))
+
+        def spread(self, cols, m):
+            return fold(lambda data: chunk_spread(data, cols, m))
 
     passes = StreamPasses()
     if not params.get(AUTO_KEY):

@@ -27,6 +27,10 @@ def _moments(data, centred: bool):
     return _krylov.chunk_moments(aligned(data), centred)  # (a persisted block may arrive unpickled unaligned)
 
 
+def _spread(data, cols, m):
+    return _krylov.chunk_spread(data, cols, m)
+
+
 def _fused(data, target: int, v, c: float, shift: float):
     data = aligned(data)  # (as _moments)
     return _krylov.chunk_pass(data, _krylov._sqrt_weight(data.sample_weight), target, v, c, shift, checked=True)
@@ -46,6 +50,10 @@ class DaskPasses:
     def fused(self, target: int, v, c: float, shift: float) -> _krylov.Pass:
         v_d = delayed(v)  # one copy of the direction in the graph, shared by every block
         leaves = [delayed(_fused, pure=True)(b, target, v_d, c, shift) for b in self.blocks]
+        return _dask.tree_merge(leaves, _krylov.add).compute()
+
+    def spread(self, cols, m) -> _krylov.Spread:
+        leaves = [delayed(_spread, pure=True)(b, cols, m) for b in self.blocks]
         return _dask.tree_merge(leaves, _krylov.add).compute()
 
 
