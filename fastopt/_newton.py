@@ -609,6 +609,18 @@ def _median_abs_residual(prob: _Problem, r: np.ndarray) -> float:
     return float(np.median(a)) if a.size else 0.0
 
 
+def _median_unfitted(prob: _Problem, r: np.ndarray) -> float:
+    """The median absolute residual of the rows with weight that are not fitted exactly (``|r_i|`` above
+    ``1e-9 (1 + |y_i|)``, as the exact limit's sign test), 0 without any: the absolute error's scales. With ties
+    (one-hot columns whose rows share targets, rows of zeros with target 0) most rows are fitted exactly and the
+    median of all of them was rounding: the first smoothing threshold (5e-15) left the other rows outside it with
+    no curvature, and the stop's reference (:func:`_lad_cap`, 3e-39) no decrement could meet; fits ended at
+    ``max_epochs`` up to 50% above the minimum."""
+    a = np.abs(r)
+    a = a[(prob.s > 0) & (a > 1e-9 * (1.0 + np.abs(prob.y)))]
+    return float(np.median(a)) if a.size else 0.0
+
+
 def _stage_threshold(median: float, epsilon: float, previous: float = np.inf) -> float:
     """The next threshold of the continuation (see :func:`huber_newton`): the median absolute residual at the
     fit for the previous one, at most a tenth of it, at least ``epsilon``."""
@@ -847,8 +859,9 @@ class _StageReference:
 
 
 def _lad_cap(prob: _Problem, r: np.ndarray) -> float:
-    """Ten times the median absolute residual of the rows with weight (see :func:`_lad_reference`)."""
-    return 10.0 * _median_abs_residual(prob, r)
+    """Ten times the median absolute residual of the rows with weight not fitted exactly (see
+    :func:`_lad_reference`, :func:`_median_unfitted`)."""
+    return 10.0 * _median_unfitted(prob, r)
 
 
 def _lad_reference(prob: _Problem, r: np.ndarray, w: np.ndarray, F: float, cap: float) -> float:
@@ -947,7 +960,11 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     F0 = _lad_objective(prob, r, w)
     if _fitted_to_round_off(prob, r, w, b, F0):  # F >= 0: the start is a minimiser to working precision
         return _Fit(w, b, F0, 0, True, [F0])
-    gamma = float(np.median(np.abs(r)))
+    # The first threshold: the median absolute residual of the rows the start does not fit exactly. With ties
+    # (one-hot columns whose rows share targets) the least-squares start fits many rows exactly, the median of
+    # all rows was rounding (5e-15), every other row lay outside it with no curvature to move the coefficients
+    # that only they determine, and the fit stopped at max_epochs 33% above the minimum.
+    gamma = _median_unfitted(prob, r)
     scale_ref = max(_dot(prob.s, np.abs(r)), np.finfo(float).tiny)
     if gamma <= 0:
         gamma = scale_ref
@@ -1004,8 +1021,10 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             # objective (say with tied rows, more than p fitted exactly, so no limit is ever certified): the
             # stage before it is then within about 10 gamma / 2 of the minimum, and kept.
             F_lad = _lad_objective(prob, r, w)
-            converged = capped_round_off(r, w) or _fitted_to_round_off(prob, r, w, b, F_lad)
-            if converged and F_lad < best[0]:
+            # (only after a stage that ended: a first threshold at round-off had "converged" at the start, 33%
+            # above the minimum, with no warning)
+            converged = (_stage > 0 and capped_round_off(r, w)) or _fitted_to_round_off(prob, r, w, b, F_lad)
+            if F_lad < best[0]:  # (converged or not: the best point seen is returned, warned if not converged)
                 best[:] = [F_lad, w, b]
             break
         F_lad = _lad_objective(prob, r, w)
