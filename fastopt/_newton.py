@@ -268,7 +268,10 @@ class _Problem:
             else:
                 r = np.concatenate([np.abs(self.X[i : i + self.block]).sum(axis=1, dtype=np.float64)
                                     for i in range(0, self.n, self.block)] or [np.zeros(0)])
-            y, s = np.abs(self.y.astype(np.float64)), self.s
+            s = self.s
+            # rows of no weight count nothing: their y or X of 1e200 squared had overflowed (0 * inf: NaN sums)
+            y = np.where(s > 0, np.abs(self.y.astype(np.float64)), 0.0)
+            r = np.where(s > 0, r, 0.0)
             self._floor_sums = (_dot(s, y * y), float(np.sum(s)), _dot(s, r * r), _dot(s, y), _dot(s * y, r),
                                 _dot(s, r))
         return self._floor_sums

@@ -570,3 +570,19 @@ def test_absolute_error_of_a_constant_target_stops_at_its_exact_fit(value):
         est = LinearRegressor(solver="newton", loss="absolute_error").fit(X, y)
     assert est.intercept_ == pytest.approx(value, rel=4 * np.finfo(float).eps)
     assert abs(est.coef_[0]) <= 1e-12 * abs(value)
+
+
+def test_a_zero_weight_row_of_huge_target_is_inert_and_silent_in_newton():
+    # Its y^2 in the round-off floor's sums overflowed (a RuntimeWarning, NaN sums); the fit was right
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 2))
+    y = X @ [1.0, -2.0] + rng.standard_normal(50)
+    sw = np.ones(50)
+    sw[0] = 0.0
+    y_big = y.copy()
+    y_big[0] = 1e200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = LinearRegressor(solver="newton", loss="huber").fit(X, y_big, sample_weight=sw)
+    b = LinearRegressor(solver="newton", loss="huber").fit(X[1:], y[1:])
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-12)
