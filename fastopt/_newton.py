@@ -85,6 +85,7 @@ rows at every iteration; a clear error says so) and the absolute error on Dask a
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -769,6 +770,19 @@ def huber_fit(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit_int
     return huber_newton(_Problem(X, y, s, alpha, fit_intercept, centre), full, epsilon, rtol, max_iter, init)
 
 
+# Targets whose largest magnitude (rows with weight) is below 2^-TARGET_RANGE are fitted scaled to unit size
+# (NewtonSolver.fit); the others as they are, bit for bit as before. (Large ones need no scaling until their
+# squares overflow, which the first Gram pass reports as a clear error; their objective would overflow too.)
+TARGET_RANGE = 64
+
+
+def _target_exponents(Y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per target, the power of two ``e`` (negative) to divide it by, 0 at or above the range or for zeros."""
+    top = np.max(np.abs(np.asarray(Y, dtype=np.float64)[s > 0]), axis=0, initial=0.0)
+    exps = np.frexp(top)[1].astype(np.int64)
+    return np.where((top > 0) & (top < 2.0**-TARGET_RANGE), exps, 0)
+
+
 def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.ClosedFormState:
     """The all-rows statistics of ``[X, Y]`` with weights ``s`` (one Gram pass), in the weights' own units."""
     data = Data(X=X, Y=np.ascontiguousarray(Y, dtype=X.dtype), sample_weight=s.astype(X.dtype), y_was_1d=True)
@@ -1140,24 +1154,38 @@ class NewtonSolver(Solver):
         rtol = RTOL
         if init is None and state is not None and state.shape == (k, d + 1):
             init = (state[:, :d], state[:, d])
+        lad = params["loss"] == "absolute_error"
+        epsilon = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
+        # Tiny targets are fitted multiplied by a power of two (exact), epsilon with them, and the fit divided
+        # back: the fits' thresholds are partly absolute (an exact fit's 1e-9 (1 + |y|)), and at y of 1e-200 a
+        # Huber fit stopped after one step at the least-squares fit, silently.
+        exps = _target_exponents(Y, s)
+        if exps.any():
+            Y = np.ldexp(np.asarray(Y, dtype=np.float64), -exps)
         fits, every = [], None
         for j in range(k):
             y = np.ascontiguousarray(Y[:, j], dtype=np.float64)
-            start = None if init is None else (init[0][j], init[1][j])
+            e = int(exps[j])
+            eps_j, alpha_j = math.ldexp(epsilon, -e), float(alpha[j])
+            if lad:  # sum s |y - X w| scales by 2^-e, the ridge by 2^-2e: alpha takes 2^e to keep the minimiser's
+                alpha_j = math.ldexp(alpha_j, e)
+            start = None if init is None else (np.ldexp(init[0][j], -e), math.ldexp(float(init[1][j]), -e))
             if params["loss"] == "huber" and start is None and _sampled(n, d):
-                fit = huber_fit(X, y, s, float(alpha[j]), params["fit_intercept"], float(params["epsilon"]), rtol,
-                                max_epochs(params))[0]
+                fit = huber_fit(X, y, s, alpha_j, params["fit_intercept"], eps_j, rtol, max_epochs(params))[0]
             else:
                 if every is None:  # one Gram pass for every target: the least-squares starts, all-rows Hessians
                     every = _full_state(X, Y, s)
                 full = _target_state(every, j)
                 centre = every.mean[:d].copy() if params["fit_intercept"] else np.zeros(d)
-                prob = _Problem(X, y, s, float(alpha[j]), params["fit_intercept"], centre)
-                if params["loss"] != "absolute_error":
-                    epsilon = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
-                    fit = huber_newton(prob, full, epsilon, rtol, max_epochs(params), start)[0]
+                prob = _Problem(X, y, s, alpha_j, params["fit_intercept"], centre)
+                if not lad:
+                    fit = huber_newton(prob, full, eps_j, rtol, max_epochs(params), start)[0]
                 else:
                     fit = lad_smoothing(prob, full, rtol, max_epochs(params), start)
+            if e:  # back to y's units (e < 0: nothing overflows), the objective by 2^e (absolute error) or 2^2e
+                f = e if lad else 2 * e
+                fit = _Fit(np.ldexp(fit.w, e), math.ldexp(fit.b, e), math.ldexp(fit.objective, f), fit.n_iter,
+                           fit.converged, [math.ldexp(v, f) for v in fit.curve])
             fits.append(fit)
         return result(params, X.dtype, fits, init)
 

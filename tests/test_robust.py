@@ -586,3 +586,24 @@ def test_a_zero_weight_row_of_huge_target_is_inert_and_silent_in_newton():
         a = LinearRegressor(solver="newton", loss="huber").fit(X, y_big, sample_weight=sw)
     b = LinearRegressor(solver="newton", loss="huber").fit(X[1:], y[1:])
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-200, 1e-300])
+def test_tiny_targets_are_fitted_as_at_unit_scale(scale):
+    # Both losses are equivariant under y -> c y (Huber with epsilon -> c epsilon; the absolute error's ridge with
+    # alpha -> alpha / c): a tiny target is fitted multiplied by a power of two and the fit divided back. At
+    # 1e-200 a Huber fit had stopped after one step at the least-squares fit, and the absolute error 1.5% above
+    # its minimum, silently. A second target at unit scale keeps its own fit.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 4))
+    y = X @ [1.0, -2.0, 0.5, 3.0] + rng.standard_t(2, 200) + 0.3
+    Y = np.column_stack([y * scale, y])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huber = LinearRegressor(loss="huber", epsilon=1.35 * scale).fit(X, y * scale)
+        lad = LinearRegressor(loss="absolute_error", alpha=np.array([0.1 / scale, 0.1])).fit(X, Y)
+    ref = LinearRegressor(loss="huber", epsilon=1.35).fit(X, y)
+    np.testing.assert_allclose(huber.coef_ / scale, ref.coef_, rtol=1e-12)
+    ref = LinearRegressor(loss="absolute_error", alpha=0.1).fit(X, y)
+    np.testing.assert_allclose(lad.coef_[0] / scale, ref.coef_, rtol=1e-12)
+    np.testing.assert_array_equal(lad.coef_[1], ref.coef_)
