@@ -527,12 +527,15 @@ def chunk_spread(data: Data, cols: np.ndarray, m: np.ndarray) -> Spread:
     """:class:`Spread` of columns ``cols`` of one chunk of validated rows (dense or CSR, implicit zeros
     included), by slabs of rows copied dense (``SPREAD_CELLS`` entries at a time)."""
     X, k = data.X, cols.size
+    if scipy.sparse.issparse(X):
+        X = X[:, cols]  # (those columns' stored values only; slabs of all columns had copied the whole matrix)
+        cols = slice(None)
     w = None if data.sample_weight is None else np.asarray(data.sample_weight, dtype=np.float64)
     s1, s2 = np.zeros(k), np.zeros(k)
     step = max(1, SPREAD_CELLS // max(k, 1))
     for r0 in range(0, X.shape[0], step):
         r1 = min(X.shape[0], r0 + step)
-        slab = X[r0:r1][:, cols].toarray() if scipy.sparse.issparse(X) else X[r0:r1, cols]
+        slab = X[r0:r1].toarray() if scipy.sparse.issparse(X) else X[r0:r1, cols]
         dev = np.asarray(slab, dtype=np.float64) - m
         wdev = dev if w is None else dev * w[r0:r1, None]
         s1 += wdev.sum(axis=0)

@@ -171,6 +171,20 @@ class _Problem:
         self.centre = centre
         self.block = max(64, PASS_BYTES // (8 * max(self.d, 1)))
         self._floor_sums = None  # floor_sums(), computed when first asked
+        self._exact = None  # exact_tol(), computed when first asked
+
+    def exact_tol(self) -> np.ndarray:
+        """Per row, the residual below which the absolute error counts it fitted exactly: ``1e-9 (c + |y_i|)``,
+        ``c`` the median ``|y|`` of the rows with weight (their mean where that is 0, else 1), so that the test
+        scales with ``y`` (with ``c = 1`` it was absolute below ``|y|`` of 1e-9: every row there counted as
+        fitted, and the stop's scale came from an outlier alone, 0.03 off)."""
+        if self._exact is None:
+            a = np.abs(self.y[self.s > 0])
+            c = float(np.median(a)) if a.size else 0.0
+            if not c > 0:
+                c = float(np.mean(a)) if a.size else 0.0
+            self._exact = 1e-9 * ((c if c > 0 else 1.0) + np.abs(self.y))
+        return self._exact
 
     def run(self, w: np.ndarray, b: float, eps: float, prev: np.ndarray | None = None,
             hessian: bool = True) -> _Pass:
@@ -615,13 +629,13 @@ def _median_abs_residual(prob: _Problem, r: np.ndarray) -> float:
 
 def _median_unfitted(prob: _Problem, r: np.ndarray) -> float:
     """The median absolute residual of the rows with weight that are not fitted exactly (``|r_i|`` above
-    ``1e-9 (1 + |y_i|)``, as the exact limit's sign test), 0 without any: the absolute error's scales. With ties
+    :meth:`_Problem.exact_tol`, as the exact limit's sign test), 0 without any: the absolute error's scales. With ties
     (one-hot columns whose rows share targets, rows of zeros with target 0) most rows are fitted exactly and the
     median of all of them was rounding: the first smoothing threshold (5e-15) left the other rows outside it with
     no curvature, and the stop's reference (:func:`_lad_cap`, 3e-39) no decrement could meet; fits ended at
     ``max_epochs`` up to 50% above the minimum."""
     a = np.abs(r)
-    a = a[(prob.s > 0) & (a > 1e-9 * (1.0 + np.abs(prob.y)))]
+    a = a[(prob.s > 0) & (a > prob.exact_tol())]
     return float(np.median(a)) if a.size else 0.0
 
 
@@ -1005,7 +1019,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         F_l = _lad_objective(prob, rl, wl)
         others = np.ones(prob.n, bool)
         others[rows] = False
-        tiny = 1e-9 * (1.0 + np.abs(prob.y)[others])
+        tiny = prob.exact_tol()[others]
         signs_kept = np.all((np.sign(rl[others]) == np.sign(r[others])) | (np.abs(rl[others]) <= tiny))
         dual_ok = np.all(np.abs(lam) <= prob.s[rows] * (1 + 1e-9))
         if F_l < best[0]:
@@ -1161,15 +1175,18 @@ class NewtonSolver(Solver):
         # Huber fit stopped after one step at the least-squares fit, silently.
         exps = _target_exponents(Y, s)
         if exps.any():
-            Y = np.ldexp(np.asarray(Y, dtype=np.float64), -exps)
+            with np.errstate(over="ignore"):
+                Y = np.ldexp(np.asarray(Y, dtype=np.float64), -exps)
+            Y[s == 0] = 0.0  # rows of no weight count nothing; their y, scaled, may have overflowed
         fits, every = [], None
         for j in range(k):
             y = np.ascontiguousarray(Y[:, j], dtype=np.float64)
             e = int(exps[j])
-            eps_j, alpha_j = math.ldexp(epsilon, -e), float(alpha[j])
-            if lad:  # sum s |y - X w| scales by 2^-e, the ridge by 2^-2e: alpha takes 2^e to keep the minimiser's
-                alpha_j = math.ldexp(alpha_j, e)
-            start = None if init is None else (np.ldexp(init[0][j], -e), math.ldexp(float(init[1][j]), -e))
+            with np.errstate(over="ignore"):  # (e <= 0: an epsilon or a start beyond the range is inf, as it was)
+                eps_j, alpha_j = float(np.ldexp(epsilon, -e)), float(alpha[j])
+                if lad:  # sum s |y - X w| scales by 2^-e, the ridge by 2^-2e: alpha takes 2^e, the same minimiser
+                    alpha_j = math.ldexp(alpha_j, e)
+                start = None if init is None else (np.ldexp(init[0][j], -e), float(np.ldexp(init[1][j], -e)))
             if params["loss"] == "huber" and start is None and _sampled(n, d):
                 fit = huber_fit(X, y, s, alpha_j, params["fit_intercept"], eps_j, rtol, max_epochs(params))[0]
             else:

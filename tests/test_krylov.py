@@ -1465,6 +1465,29 @@ def test_columns_the_moments_cannot_resolve_are_judged_one_by_one(solver, design
     assert np.all(est.coef_[constant] == 0.0)
 
 
+def test_chunk_spread_reads_only_its_columns():
+    # the deviations of the candidate columns from given means, implicit zeros and weights included; on CSR from
+    # those columns' stored values (slabs of whole rows had copied the matrix: 62 MB for a 61 MB X)
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = scipy.sparse.random(200_000, 100, density=0.25, format="csr", random_state=0)
+    w = rng.uniform(0, 2, X.shape[0])
+    cols, m = np.array([3, 50]), np.array([0.1, -0.2])
+    data = Data(X, np.zeros((X.shape[0], 1)), w, True)
+    tracemalloc.start()
+    spread = _krylov.chunk_spread(data, cols, m)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    dense = X[:, cols].toarray() - m
+    np.testing.assert_allclose(spread.s1, w @ dense, rtol=1e-10)
+    np.testing.assert_allclose(spread.s2, w @ dense**2, rtol=1e-10)
+    assert peak < X.data.nbytes / 2  # (a slab of the two columns' rows dense, three times: 11 MB of X's 40)
+    dense_data = Data(X[:1000].toarray(), np.zeros((1000, 1)), None, True)
+    spread = _krylov.chunk_spread(dense_data, cols, m)
+    np.testing.assert_allclose(spread.s2, np.sum((X[:1000][:, cols].toarray() - m) ** 2, axis=0), rtol=1e-12)
+
+
 def test_a_constant_column_of_millions_of_rows_stays_out():
     # At 3e6 rows the moments' mean of a column of 0.1 carries a rounding above the constant rule's tolerance:
     # judged by deviations from that mean alone, the column looked spread and LSQR fitted it 6e6. The spread about

@@ -607,3 +607,39 @@ def test_tiny_targets_are_fitted_as_at_unit_scale(scale):
     ref = LinearRegressor(loss="absolute_error", alpha=0.1).fit(X, y)
     np.testing.assert_allclose(lad.coef_[0] / scale, ref.coef_, rtol=1e-12)
     np.testing.assert_array_equal(lad.coef_[1], ref.coef_)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-12, 1e-19])
+def test_small_targets_with_an_outlier_reach_the_unit_scale_fit(scale):
+    # The absolute error's exact-fit test was 1e-9 (1 + |y|): absolute below |y| of 1e-9, where every ordinary
+    # row counted as fitted and the stop's scale came from the outlier alone (0.03 off, no warning). It scales
+    # with the median |y| now. (The power-of-two scaling does not apply: the outlier keeps max |y| in range.)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 3))
+    y = X @ [1.0, -2.0, 0.5] + 0.1 * rng.standard_normal(300)
+    y[-1] = 1e16
+    ref = LinearRegressor(solver="newton", loss="absolute_error").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(solver="newton", loss="absolute_error").fit(X, y * scale)
+    np.testing.assert_allclose(est.coef_ / scale, ref.coef_, rtol=1e-9)
+
+
+def test_scaled_targets_keep_huge_epsilons_and_ignore_rows_of_no_weight():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 4))
+    y = X @ [1.0, -2.0, 0.5, 3.0] + rng.standard_t(2, 200) + 0.3
+    # epsilon of 1e300 beside y of 1e-30: scaled, it overflows to inf (the squared loss), as it is at unit scale
+    a = LinearRegressor(solver="newton", loss="huber", epsilon=1e300).fit(X, y * 1e-30)
+    b = LinearRegressor(solver="newton", loss="huber", epsilon=1e300).fit(X, y)
+    np.testing.assert_allclose(a.coef_ / 1e-30, b.coef_, rtol=1e-12)
+    # a row of no weight with y of 1e300 beside targets of 1e-100: scaled, its y overflowed ("too large")
+    sw = np.ones(200)
+    sw[0] = 0.0
+    yt = y * 1e-100
+    yt[0] = 1e300
+    for loss, eps in (("huber", 1.35e-100), ("absolute_error", 1.35)):
+        est = LinearRegressor(solver="newton", loss=loss, epsilon=eps).fit(X, yt, sample_weight=sw)
+        ref = LinearRegressor(solver="newton", loss=loss, epsilon=eps * 1e100 if loss == "huber" else eps).fit(
+            X[1:], y[1:])
+        np.testing.assert_allclose(est.coef_ / 1e-100, ref.coef_, rtol=1e-9)
