@@ -206,6 +206,10 @@ def check_options(name: str, params: dict, n_targets: int | None) -> None:
     (``n_targets`` None: before the targets are known, as a stream or Dask fit checks before its first pass)."""
     entry = SOLVERS[name]
     alpha = np.asarray(params["alpha"])
+    # (a 0-d array passes the "array-like" constraint as a number does not: np.array(-0.5) had fitted a negative
+    # ridge, and np.array(nan) failed with "overflow")
+    if not np.issubdtype(alpha.dtype, np.number) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
+        raise ValueError("alpha must be finite and non-negative.")
     if alpha.ndim:
         if not entry.per_target_alpha:
             raise ValueError(f"solver={name!r} takes a scalar alpha; a per-target alpha array needs the closed "
@@ -213,8 +217,6 @@ def check_options(name: str, params: dict, n_targets: int | None) -> None:
         if n_targets is not None and alpha.shape != (n_targets,):
             raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
                              f"shape ({n_targets},).")
-        if not np.issubdtype(alpha.dtype, np.number) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
-            raise ValueError("alpha must be finite and non-negative.")
     if params.get("positive") and not entry.positive:
         raise ValueError(f"positive=True is not supported by solver={name!r}; use the closed form or an iterative "
                          "solver.")

@@ -259,3 +259,13 @@ def test_partial_fit_checks_parameters_set_between_calls(solver, change):
     with pytest.raises(InvalidParameterError, match=next(iter(change))):
         est.set_params(**change).partial_fit(X[100:], y[100:])
     np.testing.assert_array_equal(est.coef_, coef)
+
+
+@pytest.mark.parametrize("alpha", [np.array(-0.5), np.array(np.nan), np.array(np.inf)])
+@pytest.mark.parametrize("solver", ["normal", "lsqr", "sgd", "newton"])
+def test_a_zero_dimensional_alpha_is_checked_as_a_number_is(alpha, solver):
+    # a 0-d array passes the "array-like" constraint: np.array(-0.5) had fitted a negative ridge with the closed
+    # form and Newton, and nan or inf failed with a message about overflow
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    with pytest.raises(ValueError, match="alpha must be finite and non-negative"):
+        LinearRegressor(alpha=alpha, solver=solver).fit(X, X.sum(axis=1))
