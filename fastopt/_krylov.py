@@ -612,11 +612,10 @@ class _Operator:
         if params["fit_intercept"]:
             self.verdict = centred if centred is not None else centred_verdict(passes, mom, colsq)
             candidates, exact, norms = self.verdict
-            if candidates.size:
-                colsq[candidates] = np.where(exact, 0.0, norms)
+            colsq[candidates] = np.where(exact, 0.0, norms)
+            if exact.any():
                 constant = np.zeros(colsq.shape[0], dtype=bool)
                 constant[candidates[exact]] = True
-                constant = constant if constant.any() else None
         diag = colsq + self.lam2
         jacobi = jacobi_pays(params.get("precondition", "auto"), colsq, diag)
         self.scaled = jacobi or constant is not None

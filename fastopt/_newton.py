@@ -791,10 +791,10 @@ TARGET_RANGE = 64
 
 
 def _target_exponents(Y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Per target, the power of two ``e`` (negative) to divide it by, 0 at or above the range or for zeros."""
-    top = np.max(np.abs(np.asarray(Y, dtype=np.float64)[s > 0]), axis=0, initial=0.0)
-    exps = np.frexp(top)[1].astype(np.int64)
-    return np.where((top > 0) & (top < 2.0**-TARGET_RANGE), exps, 0)
+    """Per target, the power of two ``e`` (negative) to divide it by, 0 at or above the range or for zeros
+    (``max |y| < 2^-TARGET_RANGE`` exactly when its exponent is at most ``-TARGET_RANGE``; zeros give 0)."""
+    exps = _closed_form._pow2_exponent(np.asarray(Y, dtype=np.float64)[s > 0], axis=0).astype(np.int64)
+    return np.where(exps <= -TARGET_RANGE, exps, 0)
 
 
 def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.ClosedFormState:
