@@ -172,6 +172,7 @@ class _Problem:
         self.block = max(64, PASS_BYTES // (8 * max(self.d, 1)))
         self._floor_sums = None  # floor_sums(), computed when first asked
         self._exact = None  # exact_tol(), computed when first asked
+        self.constant = None  # with an intercept, the columns constant to round-off (set by lad_smoothing)
 
     def exact_tol(self) -> np.ndarray:
         """Per row, the residual below which the absolute error counts it fitted exactly: ``1e-9 (c + |y_i|)``,
@@ -291,15 +292,19 @@ class _Problem:
                                 _dot(s, r))
         return self._floor_sums
 
-    def xt(self, v: np.ndarray) -> np.ndarray:
-        """``X^T v`` in float64, blockwise."""
+    def xt(self, v: np.ndarray, centred: bool = False) -> np.ndarray:
+        """``X^T v`` in float64, blockwise; with ``centred``, ``(X - centre)^T v``: on dense ``X`` from the centred
+        rows (``X^T v - centre sum v`` cancels in a column like ``5e6 + t``: errors of 1e-9 against values of
+        1e-2), on CSR by that difference (centring would densify ``X``)."""
         if is_sparse(self.X):
-            return np.asarray(self.X.T @ v, dtype=np.float64).ravel()
+            g = np.asarray(self.X.T @ v, dtype=np.float64).ravel()
+            return g - self.centre * float(np.sum(v)) if centred else g
         g = np.zeros(self.d)
         for i0 in range(0, self.n, self.block):
             i1 = min(i0 + self.block, self.n)
             Xb = self.X[i0:i1]
-            g += np.einsum("ij,i->j", Xb if Xb.dtype == np.float64 else Xb.astype(np.float64), v[i0:i1])
+            Xb = Xb if Xb.dtype == np.float64 else Xb.astype(np.float64)
+            g += np.einsum("ij,i->j", Xb - self.centre if centred else Xb, v[i0:i1])
         return g
 
 
@@ -351,12 +356,17 @@ def _all_finite(X) -> bool:
 
 
 def _damping(H: np.ndarray, centre: np.ndarray, weight: float) -> np.ndarray:
-    """The Levenberg-Marquardt damping reference: the all-rows Hessian's diagonal *before centring* (each column's
-    weighted mean square: its scale, which a column constant on the rows keeps while its centred entry is
-    round-off), 1 for a zero column and for the intercept."""
+    """The Levenberg-Marquardt damping reference: the all-rows Hessian's diagonal (Marquardt's scaling), or, for a
+    column constant to round-off (the closed form's rule, as :func:`_least_squares`'s), its weighted mean square
+    (its scale, which it keeps while its centred entry is rounding); 1 for a zero column and for the intercept."""
     d = centre.shape[0]
-    raw = np.diag(H)[:d] + weight * centre**2
-    return np.append(np.where(raw > 0, raw, 1.0), 1.0)[: H.shape[0]]
+    centred = np.diag(H)[:d]
+    raw = centred + weight * centre**2
+    # (The mean square for every column made the smallest damping of a column like ``5e6 + t``, raw / centred
+    # 2.5e13, 2,500 times its curvature: on a one-hot design, singular and so always damped, its coefficient
+    # crawled to max_iter.)
+    ref = np.where((centred > 0) & (centred > _closed_form.CONSTANT_RTOL**2 * weight * centre**2), centred, raw)
+    return np.append(np.where(ref > 0, ref, 1.0), 1.0)[: H.shape[0]]
 
 
 class _Hessian:
@@ -573,15 +583,15 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
 
 
 def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
-    """The (ridge) least-squares fit from the all-rows statistics. With an intercept, a column whose centred sum of
-    squares is below eps of its mean square is constant to round-off: the intercept spans it, so its coefficient
-    is 0 (the minimum-norm choice) and it is left out of the solve, where its round-off Gram entries could pass
-    Cholesky's scaled condition test and give it a huge coefficient that cancels the intercept's."""
+    """The (ridge) least-squares fit from the all-rows statistics. With an intercept, a column constant to round-off
+    (:func:`fastopt._closed_form.constant_columns`) is spanned by the intercept, so its coefficient is 0 (the
+    minimum-norm choice) and it is left out of the solve, where its round-off Gram entries could pass Cholesky's
+    scaled condition test and give it a huge coefficient that cancels the intercept's; so is a zero column. (A
+    rule of eps of the mean square took a column ``1e8 + t`` for constant, which the closed form fits.)"""
     d = full.n_features
     keep = np.ones(d, bool)
     if prob.fit_intercept:
-        centred = np.diag(full.gram)[:d]
-        keep = centred > EPS * (centred + full.weight * full.mean[:d] ** 2)
+        keep = (np.diag(full.gram)[:d] > 0) & ~_closed_form.constant_columns(full)
     w = np.zeros(d)
     if not keep.any():
         b = float(full.mean[d]) if prob.fit_intercept else 0.0
@@ -933,26 +943,42 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     except (np.linalg.LinAlgError, ValueError):
         return None
     # an inconsistent system (more rows inside than parameters, with alpha = 0) has no exact limit here
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
-        consistent = np.linalg.norm(K @ sol - rhs) <= 1e-9 * (np.linalg.norm(rhs) + 1e-300)
-    if not (np.all(np.isfinite(sol)) and consistent):
+    if not (np.all(np.isfinite(sol)) and _consistent(K, sol, rhs)):
         return None
-    w, b = sol[:d], (sol[d] if prob.fit_intercept else 0.0)
+    w, b = _from_centred(prob, sol[:p])
     # stationarity: c + alpha P theta + Xz^T mu = 0 with mu = sol[p:]; the subgradient of s_i|r_i| is mu_i
     return w, b, -sol[p:], rows
 
 
+def _consistent(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``A x = b`` holds to ``1e-9`` of ``||b||``."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
+        return bool(np.linalg.norm(A @ x - b) <= 1e-9 * (np.linalg.norm(b) + 1e-300))
+
+
 def _limit_terms(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray):
-    """The exact limit's rows ``Xz = [X_rows, 1]`` (``X_rows`` without intercept; float64, dense) and its sign
-    term ``c = sum_out s_i sign(r_i) [x_i, 1]`` (one product with ``X``)."""
+    """The exact limit's rows ``Xz`` and its sign term ``c = sum_out s_i sign(r_i) z_i`` (one product with
+    ``X``), in the Hessian's coordinates (see :class:`_Hessian`): ``z_i = [x_i - m0, 1]`` with an intercept, for
+    the parameters ``[w, b + m0 . w]`` (:func:`_from_centred`), else ``z_i = x_i``. Uncentred, a column like
+    ``5e6 + t`` beside the intercept made terms of 1e7 that cancel to residuals of order 1, the limits' rounding
+    (6e-8) read as inconsistent at every stage, and the absolute error ran to max_epochs."""
     sign = np.sign(r) * prob.s * (np.abs(r) > gamma)
     Xz = prob.X[rows].toarray() if is_sparse(prob.X) else prob.X[rows]
     Xz = Xz.astype(np.float64)
-    c = prob.xt(sign)
+    c = prob.xt(sign, centred=prob.fit_intercept)
     if prob.fit_intercept:
-        Xz = np.hstack([Xz, np.ones((rows.size, 1))])
+        Xz = np.hstack([Xz - prob.centre, np.ones((rows.size, 1))])
         c = np.append(c, sign.sum())
+        if prob.constant is not None:  # exactly 0 centred, not their mean's rounding (1e-6 at 7e9), as lstsq's
+            Xz[:, :-1][:, prob.constant] = 0.0  # dependent columns: else it followed that noise (coefficients of
+            c[:-1][prob.constant] = 0.0  # 1e-9 that moved the intercept by 6, and 98 iterations on CSR)
     return Xz, c
+
+
+def _from_centred(prob: _Problem, theta: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(w, b)`` from parameters in :func:`_limit_terms`' coordinates."""
+    w = theta[: prob.d]
+    return w, (float(theta[prob.d]) - float(prob.centre @ w) if prob.fit_intercept else 0.0)
 
 
 def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray, w: np.ndarray,
@@ -964,27 +990,26 @@ def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np
     nearest the current ``(w, b)`` (least squares of the correction), and ``Xz^T mu = -c``; each is kept only
     when consistent, so that :func:`lad_smoothing`'s certificate (the other rows' signs kept, ``|mu_i| <= s_i``)
     still proves optimality."""
-    d = prob.d
     Xz, c = _limit_terms(prob, r, gamma, rows)
     yr = prob.y[rows]
-    at = np.append(w, b) if prob.fit_intercept else np.asarray(w, dtype=np.float64)
+    at = np.append(w, b + float(prob.centre @ w)) if prob.fit_intercept else np.asarray(w, dtype=np.float64)
     try:
         theta = at + scipy.linalg.lstsq(Xz, yr - Xz @ at, check_finite=False)[0]
         mu = scipy.linalg.lstsq(Xz.T, -c, check_finite=False)[0]
     except (np.linalg.LinAlgError, ValueError):
         return None
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
-        consistent = (np.linalg.norm(Xz @ theta - yr) <= 1e-9 * (np.linalg.norm(yr) + 1e-300)
-                      and np.linalg.norm(Xz.T @ mu + c) <= 1e-9 * (np.linalg.norm(c) + 1e-300))
-    if not (consistent and np.all(np.isfinite(theta)) and np.all(np.isfinite(mu))):
+    if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(mu)) and _consistent(Xz, theta, yr)
+            and _consistent(Xz.T, mu, -c)):
         return None
-    return theta[:d], (theta[d] if prob.fit_intercept else 0.0), -mu, rows  # (the sign of _exact_limit's)
+    return *_from_centred(prob, theta), -mu, rows  # (the sign of _exact_limit's)
 
 
 def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: float, max_iter: int, init=None) -> _Fit:
     """The least-absolute-deviation fit of one target by finite smoothing (see the module docstring); ``full``
     holds its all-rows statistics."""
     w, b = _start(prob, full, init)
+    if prob.fit_intercept:
+        prob.constant = _closed_form.constant_columns(full)
     r = prob.run(w, b, np.inf, hessian=False).r
     if not np.isfinite(r).all():  # a start beyond the data's range (float32 X of 1e-36): its thresholds were NaN
         raise ValueError(beyond_range("newton", prob.X.dtype))

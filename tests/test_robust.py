@@ -156,6 +156,70 @@ def test_absolute_error_on_one_hot_columns_is_certified_early(kind, fit_intercep
     assert ours == pytest.approx(objective(X, y, q.coef_, q.intercept_, "absolute_error"), rel=1e-10)
 
 
+@pytest.mark.parametrize("kind,loss", [("dense", "huber"), ("dense", "absolute_error"), ("csr", "huber"),
+                                       ("csr", "absolute_error"), ("dask", "huber")])  # (no absolute error on Dask)
+@pytest.mark.parametrize("far", [5e6, 1e8])
+def test_newton_on_one_hot_columns_beside_a_column_far_from_its_mean(kind, loss, far):
+    # One-hot columns of three features beside `far + t` (coordinates in metres, say) and an intercept, with
+    # weights. The intercept absorbs the shift, so the minimum is the one of the design with `t` itself. Before:
+    # the damping of the (singular, so always damped) Newton system was the column's mean square, 2,500 times its
+    # curvature at 5e6, and its coefficient crawled: Huber and the absolute error ran to max_epochs, 1e-3 to 15%
+    # above the minimum; at 1e8 the least-squares start took the column for constant (spread 1e-16 of its mean
+    # square, where the closed form's rule is (2^10 eps)^2). The absolute error's exact limits, uncentred, had
+    # terms of 1e8 whose rounding read as inconsistent at every stage.
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(1)
+    n, levels = 600, (10, 10, 10)
+    codes = [rng.integers(0, m, n) for m in levels]
+    onehot = np.hstack([np.eye(m)[c] for c, m in zip(codes, levels)])
+    t = rng.standard_normal(n)
+    y = onehot @ rng.normal(size=onehot.shape[1]) + 0.7 * t + rng.standard_t(2, size=n)
+    sw = 10 ** rng.uniform(-1, 1, n)
+    X = np.column_stack([onehot, far + t])
+    Xin, yin, swin = (sp.csr_array(X) if kind == "csr" else X), y, sw
+    if kind == "dask":
+        da = pytest.importorskip("dask.array")
+        Xin, yin, swin = da.from_array(X, chunks=(150, -1)), da.from_array(y, chunks=150), da.from_array(sw, 150)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(loss=loss, solver="newton").fit(Xin, yin, sample_weight=swin)
+    assert est.n_iter_ <= 70
+    near = np.column_stack([onehot, t])
+    ref = LinearRegressor(loss=loss, solver="newton").fit(near, y, sample_weight=sw)
+    # Each residual of the far design is rounded at about eps * far * |coef|: the objectives agree to a few of
+    # those (psi is at most 1.35 for Huber, 1 for the absolute error); the minimum is the reference's.
+    ours = objective(X, y, est.coef_, est.intercept_, loss, sw=sw)
+    level = 8 * np.finfo(float).eps * far * abs(est.coef_[-1]) * 1.35
+    assert ours == pytest.approx(objective(near, y, ref.coef_, ref.intercept_, loss, sw=sw), rel=1e-12, abs=level)
+    if loss == "absolute_error":
+        q = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(near, y, sample_weight=sw)
+        assert ours == pytest.approx(objective(near, y, q.coef_, q.intercept_, loss, sw=sw), rel=1e-9, abs=level)
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+@pytest.mark.parametrize("value", [0.1, 1e6 + 0.1, 7e9 + 0.3])
+def test_absolute_error_beside_a_constant_column(kind, value):
+    # A constant column beside the intercept: the exact limits, in coordinates centred on the column means, take
+    # it as exactly 0 (its mean's rounding, 1e-6 at 7e9, had been a direction that lstsq followed: 98 iterations
+    # on CSR, and an intercept moved by 6 against a coefficient of 1e-9). Weighted, against the linear program.
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(3)
+    n = 500
+    Z = rng.standard_normal((n, 3)) * (rng.random((n, 3)) < 0.3)
+    y = Z @ [1.0, 2.0, 3.0] + rng.standard_t(3, n)
+    sw = 10 ** rng.uniform(-2, 2, n)
+    X = np.column_stack([Z, np.full(n, value)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(loss="absolute_error", solver="newton").fit(sp.csr_array(X) if kind == "csr" else X,
+                                                                          y, sample_weight=sw)
+    assert est.n_iter_ <= 30
+    q = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(Z, y, sample_weight=sw)
+    # one-sided: the fit's residuals are exact to about eps times |y| + |b| (1e-15 of the objective)
+    ours = objective(X, y, est.coef_, est.intercept_, "absolute_error", sw=sw)
+    assert ours <= objective(Z, y, q.coef_, q.intercept_, "absolute_error", sw=sw) * (1 + 1e-12)
+
+
 @pytest.mark.parametrize("kind", ["dense", "csr"])
 def test_absolute_error_with_ties_and_zero_rows_reaches_the_linear_program(kind):
     # Designs where the least-squares start fits most rows exactly (one-hot columns whose rows share targets,
