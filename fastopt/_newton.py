@@ -706,7 +706,7 @@ def round_off_floor(prob: _Problem, mask: np.ndarray, w: np.ndarray | None = Non
     (a square system of condition 100: terms 100 times ``|y|``) was not recognised, and Newton ran to
     ``max_iter`` and warned. Rows beyond the threshold (far outliers) are left out: their round-off is what the
     reference already discounts."""
-    inliers = mask.view(bool)
+    inliers = mask.view(bool) & (prob.s > 0)  # rows of no weight count nothing (a y of 1e250 overflowed)
     m = np.abs(prob.y[inliers])
     if w is not None:
         m = m + _abs_times(prob.X, inliers, np.abs(w)) + abs(b)
