@@ -839,7 +839,7 @@ def _underflowed(X, diag: np.ndarray, s_max: float) -> int | None:
             high = max(values.max(initial=-np.inf), 0.0) if implicit else values.max(initial=-np.inf)
         else:
             low, high = X[:, j].min(initial=np.inf), X[:, j].max(initial=-np.inf)
-        top = max(abs(low), abs(high))
+        top = float(max(abs(low), abs(high)))  # (a Python float: 1e200 in a row of no weight squares to inf, silently)
         if high > low and top * top * s_max == 0.0:
             return int(j)
     return None
