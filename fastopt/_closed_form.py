@@ -778,7 +778,9 @@ def _r_system(params: dict, state: ClosedFormState):
     return R[:d, :d], R[:d, d:]
 
 
-def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
+def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResult:
+    """The least-squares (ridge) solution from the ``R`` factor: triangular solve, or the minimum-norm SVD path
+    (warned with ``warn``) below the rank cutoff."""
     R11, R12 = _r_system(params, state)
     d = state.n_features
     scale = _pow2(np.linalg.norm(R11, axis=0))
@@ -792,7 +794,8 @@ def _solve_r(params: dict, state: ClosedFormState) -> FitResult:
     U, s, Vt = np.linalg.svd(R11)
     keep = s > cutoff * s[0]
     rank = int(keep.sum())
-    _warn_rank(rank, d, "svd")
+    if warn:
+        _warn_rank(rank, d, "svd")
     coef_t = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
     return _result(params, state, coef_t, "svd", rcond, rank, singular=s)
 
