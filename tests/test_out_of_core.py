@@ -510,17 +510,19 @@ def test_stream_bad_chunks_are_named(rng):
 @pytest.mark.parametrize("rows", [1, 4])
 def test_stream_of_chunks_smaller_than_a_minibatch_takes_their_rate(solver, rows):
     # A minibatch never spans chunks: chunks of `rows` rows step on that many, so the rate is the in-memory rate
-    # for batch_size=rows (to rounding: the same sample, summed in another order), not for 64 (which diverged).
+    # for batch_size=rows (to rounding: the same sample, summed in another order), not for 64 (which diverged in
+    # the first epoch, SGD and momentum; Adam's rate differs). Two epochs (a stream of one-row chunks costs about
+    # 2 s an epoch in Python): R^2 0.9986-0.9991 there, 0.9994 after five.
     rng = np.random.RandomState(0)
     X = rng.randn(2000, 20)
     y = X @ rng.randn(20) + 0.1 * rng.randn(2000)
     chunks = [(X[i : i + rows], y[i : i + rows]) for i in range(0, 2000, rows)]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # five epochs: what is tested is the rate and that it does not diverge
-        streamed = LinearRegressor(solver=solver, random_state=0, max_epochs=5).fit_stream(chunks)
-        in_memory = LinearRegressor(solver=solver, random_state=0, max_epochs=5, batch_size=rows).fit(X, y)
+        warnings.simplefilter("ignore")  # two epochs: what is tested is the rate and that it does not diverge
+        streamed = LinearRegressor(solver=solver, random_state=0, max_epochs=2).fit_stream(chunks)
+        in_memory = LinearRegressor(solver=solver, random_state=0, max_epochs=2, batch_size=rows).fit(X, y)
     assert streamed.learning_rate_ == pytest.approx(in_memory.learning_rate_, rel=1e-12)
-    assert streamed.score(X, y) > 0.999
+    assert streamed.score(X, y) > 0.995
 
 
 @pytest.mark.parametrize("solver", ["auto", "qr", "lsqr", "sgd"])
