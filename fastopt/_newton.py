@@ -38,8 +38,9 @@ The start: for large ``X`` (``n >= 65,536`` with at least 50 subsample rows per 
 16th row, found the same way; its inlier set is nearly the final one, so the first pass builds the Hessian from the
 inliers and two or three more passes end the fit. Otherwise, and when ``init`` is given, the (ridge) least-squares
 fit from one compiled Gram pass of ``[X, y]``, which also gives the all-rows Hessian that the first pass
-downdates. When gross outliers have pulled that fit off most rows (no curvature left to answer the gradient), the
-fit follows a continuation in the threshold down to ``epsilon`` (:func:`huber_newton`).
+downdates (where Cholesky is rejected and the design is not exactly singular, the closed form's QR pass gives the
+fit: one more read of ``X``). When gross outliers have pulled that fit off most rows (no curvature left to answer
+the gradient), the fit follows a continuation in the threshold down to ``epsilon`` (:func:`huber_newton`).
 
 The inlier set settles after finitely many steps, after which one full step lands on the exact minimiser.
 The iteration stops when the Newton decrement ``lambda^2 = g^T H^-1 g`` (twice the objective decrease the
@@ -386,7 +387,8 @@ class _Hessian:
             self.stale = True  # the next pass must rebuild (prev=None)
             return
         self.H = _hessian_of(prob, full)
-        # Damping reference: the all-rows Hessian's diagonal (1 for a constant column and for the intercept).
+        # Damping reference (_damping): the all-rows Hessian's diagonal, a constant column's mean square, 1 for a zero
+        # column and for the intercept.
         self.damp = _damping(self.H, prob.centre, full.weight)
         self.mask = np.ones(prob.n, np.uint8)
         self.mass = np.abs(np.diag(self.H)).copy()
@@ -587,7 +589,8 @@ def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
     (:func:`fastopt._closed_form.constant_columns`) is spanned by the intercept, so its coefficient is 0 (the
     minimum-norm choice) and it is left out of the solve, where its round-off Gram entries could pass Cholesky's
     scaled condition test and give it a huge coefficient that cancels the intercept's; so is a zero column. (A
-    rule of eps of the mean square took a column ``1e8 + t`` for constant, which the closed form fits.)"""
+    rule of eps of the mean square took a column ``1e8 + t`` for constant, which the closed form fits.) Without an
+    intercept every column is solved for."""
     d = full.n_features
     keep = np.ones(d, bool)
     if prob.fit_intercept:
@@ -605,6 +608,8 @@ def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
     result, _ = _closed_form._cholesky(params, state)
     if result is None:  # exactly dependent columns (one-hot beside the intercept): the pivoted path, one pass
         result = _closed_form.pivoted(params, state, lambda Q: _kept_null_squares(prob, full, keep, Q), warn=False)
+    if result is None and prob.n == 0:  # statistics alone (Dask's blocks, read elsewhere): minimum norm from them
+        result = _closed_form._solve_eigh(params, state)
     if result is None:
         # Ill-conditioned: the closed form's QR path, one more read of X. (The Gram's eigendecomposition squared the
         # condition: one-hot columns beside 1e10 + t and 7e9 + 0.3 without an intercept started 11% above the
