@@ -356,17 +356,17 @@ def _all_finite(X) -> bool:
     return bool(np.isfinite(X.data if is_sparse(X) else X).all())
 
 
-def _damping(H: np.ndarray, centre: np.ndarray, weight: float) -> np.ndarray:
+def _damping(H: np.ndarray, centre: np.ndarray, weight: float, constant: np.ndarray) -> np.ndarray:
     """The Levenberg-Marquardt damping reference: the all-rows Hessian's diagonal (Marquardt's scaling), or, for a
-    column constant to round-off (the closed form's rule, as :func:`_least_squares`'s), its weighted mean square
-    (its scale, which it keeps while its centred entry is rounding); 1 for a zero column and for the intercept."""
+    column ``constant`` to round-off (:func:`fastopt._closed_form.constant_columns`, as :func:`_least_squares`
+    leaves out), its weighted mean square (its scale, which it keeps while its centred entry is rounding); 1 for a
+    zero column and for the intercept."""
     d = centre.shape[0]
     centred = np.diag(H)[:d]
-    raw = centred + weight * centre**2
     # (The mean square for every column made the smallest damping of a column like ``5e6 + t``, raw / centred
     # 2.5e13, 2,500 times its curvature: on a one-hot design, singular and so always damped, its coefficient
     # crawled to max_iter.)
-    ref = np.where((centred > 0) & (centred > _closed_form.CONSTANT_RTOL**2 * weight * centre**2), centred, raw)
+    ref = np.where(constant, centred + weight * centre**2, centred)
     return np.append(np.where(ref > 0, ref, 1.0), 1.0)[: H.shape[0]]
 
 
@@ -389,7 +389,7 @@ class _Hessian:
         self.H = _hessian_of(prob, full)
         # Damping reference (_damping): the all-rows Hessian's diagonal, a constant column's mean square, 1 for a zero
         # column and for the intercept.
-        self.damp = _damping(self.H, prob.centre, full.weight)
+        self.damp = _damping(self.H, prob.centre, full.weight, _closed_form.constant_columns(full))
         self.mask = np.ones(prob.n, np.uint8)
         self.mass = np.abs(np.diag(self.H)).copy()
         self.stale = False
@@ -617,8 +617,7 @@ def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
         data = Data(X=prob.X, Y=np.ascontiguousarray(prob.y[:, None], dtype=prob.X.dtype),
                     sample_weight=prob.s.astype(prob.X.dtype), y_was_1d=True)
         result = _closed_form._solve_r(params, _closed_form.chunk_qr_state(params, data), warn=False)
-        b = float(result.intercept[0]) if prob.fit_intercept else 0.0
-        return result.coef[0].astype(np.float64), b
+        keep = np.ones(d, bool)  # (of every column)
     w[keep] = result.coef[0].astype(np.float64)
     b = float(result.intercept[0]) if prob.fit_intercept else 0.0
     return w, b
