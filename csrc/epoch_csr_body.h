@@ -1498,7 +1498,8 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
                         if (centered) {
                             FO_REAL *ai = state + n_params + i;
                             *ai += one_rho * (gi - *ai);
-                            R[ci] = r - *ai * *ai;
+                            const FO_REAL var = r - *ai * *ai;
+                            R[ci] = var < 0 ? 0 : var; /* as rule_rmsprop */
                         } else {
                             R[ci] = r;
                         }

@@ -130,7 +130,7 @@ static inline void FO_FN(rule_adagrad)(const fo_hyper *h, FO_REAL *w, const FO_R
     }
 }
 
-/* RMSProp.  r <- rho r + (1 - rho) g^2;  centred: a <- a + (1 - rho)(g - a), den = sqrt(r - a^2) + eps,
+/* RMSProp.  r <- rho r + (1 - rho) g^2;  centred: a <- a + (1 - rho)(g - a), den = sqrt(max(r - a^2, 0)) + eps,
  * else den = sqrt(r) + eps;  momentum mu > 0: b <- mu b + g / den, w <- w - lr b;  else w <- w - lr g / den.
  * Slots: 0 r, 1 a (centred only), 2 b (momentum only). */
 static inline void FO_FN(rule_rmsprop)(const fo_hyper *h, FO_REAL *w, const FO_REAL *g, FO_REAL *state,
@@ -147,7 +147,8 @@ static inline void FO_FN(rule_rmsprop)(const fo_hyper *h, FO_REAL *w, const FO_R
         r[i] = rho * r[i] + one_rho * (gi * gi);
         if (h->centered) {
             avg[i] += one_rho * (gi - avg[i]);
-            den = FO_SQRT(r[i] - avg[i] * avg[i]) + eps;
+            const FO_REAL var = r[i] - avg[i] * avg[i];
+            den = FO_SQRT(var < 0 ? 0 : var) + eps; /* rounding makes it negative under a steady gradient */
         } else {
             den = FO_SQRT(r[i]) + eps;
         }

@@ -649,7 +649,7 @@ def _rmsprop(hyper, w, g, state, n_decay, t, lr):
     r[:] = real(hyper.rho) * r + one_rho * (g * g)
     if hyper.centered:
         avg += one_rho * (g - avg)
-        den = np.sqrt(r - avg * avg) + real(hyper.eps)
+        den = np.sqrt(np.maximum(r - avg * avg, real(0))) + real(hyper.eps)  # (NaN stays NaN)
     else:
         den = np.sqrt(r) + real(hyper.eps)
     if hyper.momentum > 0:

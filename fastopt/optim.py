@@ -331,8 +331,9 @@ class RMSProp(Optimizer):
 
     Algorithm 8.5: ``r <- rho r + (1 - rho) g*g;  theta <- theta - epsilon g / sqrt(delta + r)``.
     PyTorch (``RMSprop(alpha=rho)``): ``r <- rho r + (1 - rho) g*g``; centred: ``a <- a + (1 - rho)(g - a)``,
-    ``den = sqrt(r - a*a) + eps``, else ``den = sqrt(r) + eps``; with momentum ``mu > 0``:
-    ``b <- mu b + g / den``, ``w <- w - lr b``; else ``w <- w - lr g / den``.
+    ``den = sqrt(max(r - a*a, 0)) + eps``, else ``den = sqrt(r) + eps``; with momentum ``mu > 0``:
+    ``b <- mu b + g / den``, ``w <- w - lr b``; else ``w <- w - lr g / den``. (PyTorch takes ``sqrt(r - a*a)``:
+    under a steady gradient, ``a*a -> r`` and rounding makes the difference negative, its root NaN; here 0.)
     Mapping: ``epsilon = lr``; eps outside the square root (the book's ``delta`` is inside). The book's
     "RMSProp with Nesterov momentum" is not PyTorch's momentum variant (which is heavy ball on ``g / den``).
     State slots: 0 ``r``, 1 ``a`` (centred only), 2 ``b`` (momentum only); unused slots stay zero.
