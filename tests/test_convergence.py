@@ -493,6 +493,28 @@ def test_power_iteration_matches_the_largest_eigenvalue():
     assert got == pytest.approx(expected, rel=2 * _iterative_lr.POWER_RTOL)
 
 
+def test_power_iteration_finds_a_top_eigenvector_orthogonal_to_the_column_sums():
+    """Two rows mirrored by centring, each a column and its negation: the top eigenvector (4) is orthogonal to
+    the column sums plus the root of the diagonal, the structured start alone found the intercept's eigenvalue
+    (1) and default SGD diverged at its rate."""
+    row = np.zeros(20)
+    row[[2, 16]], row[[3, 11]] = 1.0, -1.0
+    Xa = np.column_stack([np.vstack([row, -row]), np.ones(2)])
+    got = _iterative_lr._top_eigenvalue(Xa, np.ones(2), np.zeros(21))
+    assert got == pytest.approx(4.0, rel=2 * _iterative_lr.POWER_RTOL)
+
+
+def test_default_sgd_fits_two_rows_that_centring_mirrors():
+    X = np.zeros((2, 20), np.float32)
+    X[0, 3], X[0, 16] = -0.7701788, 0.355313
+    X[1, 2], X[1, 11] = -0.51690435, 0.62562686
+    Y = np.array([[1.819353822909188, -0.40086607331186463], [0.7007097574787275, 0.8228941646554213]])
+    est = LinearRegressor(solver="sgd", random_state=0).fit(X, Y)
+    assert est.learning_rate_ * 4.0 <= 1.0 + 2 * _iterative_lr.POWER_RTOL  # within the critical rate, 1 / L
+    # an exact fit exists (2 rows, 20 columns): reached to float32 X's rounding
+    assert np.max(np.abs(est.predict(X) - Y)) <= 1e-5
+
+
 
 def heavy_rows(kind: str, seed: int = 0):
     """4,000 rows where a few carry most of the curvature: a dense one-hot design (two columns of 40 levels)
@@ -1429,7 +1451,7 @@ def test_robust_plateau_gap_is_a_lower_bound_on_the_excess(n, d, sparse, weighte
 
 @pytest.mark.parametrize(("seed", "stream", "switch_off"), [
     (2, False, ("ROBUST_MAX_ROUNDS", 1)), (1, True, ("ROBUST_MAX_ROUNDS", 1)),
-    (3, False, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)), (3, True, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)),
+    (11, False, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)), (3, True, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)),
 ])
 def test_weighted_absolute_error_stops_found_by_further_reweighting_warn(monkeypatch, seed, stream, switch_off):
     """80 rows of 14 Gaussian columns, weights 10^U(-3, 3), Student-t noise, alpha = 1e-3, default SGD's
@@ -1437,10 +1459,10 @@ def test_weighted_absolute_error_stops_found_by_further_reweighting_warn(monkeyp
     mechanism that now finds it switched off below, and now warns with a bound that is a point's decrease, below
     the excess.
 
-    * Seed 2 (7.2% above the optimum) and seed 1 streamed (5.3%): one reweighted step from the fit finds less
+    * Seed 2 (6.6% above the optimum) and seed 1 streamed (5.6%): one reweighted step from the fit finds less
       than the alarm (1% of the objective); further rounds, each from the best point of the last, reach it.
-    * Seed 3 (4.4%; 2.7% streamed): the step at mu = 0.1 of the median |r| finds no decrease at all; taken again
-      at LAD_RETRY_MU it finds more than the alarm.
+    * Seed 11 (7.9%) and seed 3 streamed (2.6%): the step at mu = 0.1 of the median |r| finds no decrease at
+      all; taken again at LAD_RETRY_MU it finds more than the alarm.
     """
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(80, 14))
@@ -1627,7 +1649,11 @@ def test_robust_plateau_stops_on_polynomial_features_state_the_excess(loss):
             est = LinearRegressor(solver=rule, loss=loss, random_state=0, max_epochs=3000).fit(X, y)
         excess = (objective(est) - best) / objective(est)
         bound = plateau_bound(next(str(m.message) for m in record if "plateau" in str(m.message)))
-        assert (0.9 if loss == "huber" else 0.4) * excess <= bound <= 1.05 * excess  # (printed to 2 digits)
+        # printed to 2 significant digits: the statement is the bound to half a unit of its second digit
+        # (absolute error: 0.40 to 0.72 of the excess over random states 0-9 of both rules)
+        half_unit = 0.5 * 10.0 ** (np.floor(np.log10(bound)) - 1)
+        assert (0.9 if loss == "huber" else 0.4) * excess <= bound + half_unit
+        assert bound - half_unit <= excess
 
 
 @pytest.mark.parametrize("loss", ["squared_error", "huber"])
