@@ -1861,17 +1861,24 @@ def _cast_data(data, dtype):
                                sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
 
 
-def _as_lazy_data(method: str, params: dict, data):
+def as_lazy_X(method: str, params: dict, X):
     """SparseAdam steps are defined by the gradient's nonzeros, whatever the storage of X: a dense X is
-    converted once to CSR (int32 indices when they fit) so that the same kernel takes them."""
-    if not lazy_rule(method, params) or sp.issparse(data.X):
-        return data
-    X = sp.csr_array(data.X)
+    converted once to CSR (int32 indices when they fit) so that the same kernel takes them, and the
+    preconditioning and the rate are chosen from the same CSR rows (in memory and, from its sample, in a stream)."""
+    if not lazy_rule(method, params) or sp.issparse(X):
+        return X
+    X = sp.csr_array(X)
     if X.nnz < 2**31 and X.shape[1] < 2**31:
         X.indices, X.indptr = X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int32, copy=False)
     else:
         raise ValueError(f"sparse_mode='lazy' needs fewer than 2**31 nonzeros in X, got {X.nnz}.")
-    return dataclasses.replace(data, X=X)
+    return X
+
+
+def _as_lazy_data(method: str, params: dict, data):
+    """``data`` with X as :func:`as_lazy_X` takes it."""
+    X = as_lazy_X(method, params, data.X)
+    return data if X is data.X else dataclasses.replace(data, X=X)
 
 
 def _penalty_fits(affine, params: dict, X, method: str) -> bool:

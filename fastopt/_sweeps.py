@@ -290,14 +290,17 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
         w = w / _iterative.weight_mean(w)
     rng = seeded_rng(seed, SAMPLE_STREAM)
     solver = _solvers.SOLVERS[name]
-    per_column = ridge_per_column(name, params, sample.X, _iterative.lazy_rule(name, params))
-    fraction = sample.X.shape[0] / sample.n_train
+    # SparseAdam mode steps dense chunks as CSR: its map is made from CSR rows, as fit makes it (a map from
+    # dense rows centred mostly-zero columns, which the chunks as CSR then refused)
+    X0 = _iterative.as_lazy_X(name, params, sample.X)
+    per_column = ridge_per_column(name, params, X0, _iterative.lazy_rule(name, params))
+    fraction = X0.shape[0] / sample.n_train
     # a stream its sample holds whole takes fit's map (floored for FLOORED_RULES, as in memory)
-    affine = stream_scaling(params, sample.X, w, per_column=per_column, fraction=fraction,
+    affine = stream_scaling(params, X0, w, per_column=per_column, fraction=fraction,
                             floor=floors_rare_columns(name, params, sample.n_train, per_column))
-    X = sample.X if affine is None else affine.transform(sample.X)
+    X = X0 if affine is None else affine.transform(X0)
     # the rate for the rows the map was not made from (most of a large stream's)
-    held_out = held_out_curvatures(params, sample.X, X, w, affine, fraction, per_column)
+    held_out = held_out_curvatures(params, X0, X, w, affine, fraction, per_column)
     rate = solver.stream_learning_rate(_iterative._penalised(_stepped(params, sample), affine, name), X, sample.Y,
                                        w, sample.n_train, rng, curvatures=held_out, zero=zero_image(affine, X))
     return rate, sample.weight, affine

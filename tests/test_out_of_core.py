@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import fastopt
 from fastopt import LinearRegressor, _iterative, _iterative_lr
@@ -616,3 +617,19 @@ def test_a_warm_stream_of_other_features_or_targets_starts_cold_and_sets_the_nam
     fresh = LinearRegressor(solver="sgd", max_epochs=3, tol=None, random_state=0).fit_stream([(X[:, :2], y)])
     np.testing.assert_array_equal(cold.coef_, fresh.coef_)
     assert cold.n_features_in_ == 2
+
+
+@pytest.mark.parametrize("solver", ["adam", "adamw"])
+def test_sparse_mode_lazy_streams_dense_chunks_as_fit_takes_them(solver):
+    """SparseAdam mode steps dense chunks as CSR; its stream map was made from the dense sample (centring
+    mostly-zero columns), which the chunks as CSR then refused ("fitted on dense X ... would densify X")."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 8)) * (rng.random((64, 8)) < 0.1)
+    y = X @ np.arange(1.0, 9.0) + 1.0 + 0.1 * rng.standard_normal(64)
+    params = dict(solver=solver, sparse_mode="lazy", random_state=3, max_epochs=20, tol=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastopt.exceptions.ConvergenceWarning)
+        dense = LinearRegressor(**params).fit_stream([(X[:32], y[:32]), (X[32:], y[32:])])
+        csr = LinearRegressor(**params).fit_stream([(sp.csr_array(X[:32]), y[:32]), (sp.csr_array(X[32:]), y[32:])])
+    np.testing.assert_array_equal(dense.coef_, csr.coef_)
+    assert dense.intercept_ == csr.intercept_
