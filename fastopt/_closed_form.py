@@ -1178,7 +1178,10 @@ def _target_state(state: ClosedFormState, j: int) -> ClosedFormState:
 
 
 def _per_target(params: dict, state: ClosedFormState, alpha: np.ndarray) -> FitResult:
-    """Ridge with one ``alpha`` per target (as ``Ridge(alpha=array)``): one solve per target, stacked."""
+    """Ridge with one ``alpha`` per target (as ``Ridge(alpha=array)``, which broadcasts a length-1 array): one
+    solve per target, stacked."""
+    if alpha.shape == (1,):
+        alpha = np.repeat(alpha, state.n_targets)
     if alpha.shape != (state.n_targets,):
         raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
                          f"shape ({state.n_targets},).")

@@ -596,7 +596,7 @@ class _Operator:
         else:
             self.m, self.my = np.zeros_like(mom.sx), 0.0
         alpha = np.asarray(params["alpha"], dtype=np.float64)  # one alpha, or one per target
-        self.lam2 = W * float(alpha[target] if alpha.ndim else alpha)
+        self.lam2 = W * float(alpha[target if alpha.size > 1 else 0] if alpha.ndim else alpha)  # (length 1: all)
         # Column norms of A (centred, weighted): sum w x^2 - W m^2, clamped at zero against cancellation (the
         # preconditioner only needs them roughly). Formed in one buffer: at d = 2^18 every fresh d-vector costs
         # about 0.8 ms of page faults on first touch, against 0.03 ms for the arithmetic.

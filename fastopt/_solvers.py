@@ -214,9 +214,9 @@ def check_options(name: str, params: dict, n_targets: int | None) -> None:
         if not entry.per_target_alpha:
             raise ValueError(f"solver={name!r} takes a scalar alpha; a per-target alpha array needs the closed "
                              "form (solver='normal' or 'qr'), a Krylov solver ('lsqr', 'cg') or solver='newton'.")
-        if n_targets is not None and alpha.shape != (n_targets,):
+        if n_targets is not None and alpha.shape not in ((n_targets,), (1,)):  # (1,): every target's, as Ridge
             raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
-                             f"shape ({n_targets},).")
+                             f"shape ({n_targets},), or one for all, shape (1,).")
     if params.get("positive") and not entry.positive:
         raise ValueError(f"positive=True is not supported by solver={name!r}; use the closed form or an iterative "
                          "solver.")

@@ -191,7 +191,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     alpha : float or array-like of shape (n_targets,), default=0.0
         L2 penalty ``alpha * ||w||^2 / 2`` added to the mean loss (ridge). Decoupled weight decay for AdamW.
         An array gives each target its own penalty (as ``Ridge(alpha=array)``; closed form, Krylov and Newton
-        only).
+        only); one of length 1 is every target's, as ``Ridge`` broadcasts it.
     loss : {"squared_error", "absolute_error", "huber"}, default="squared_error"
         Per-sample loss: ``(y_hat - y)^2 / 2``, ``|y_hat - y|``, or Huber with threshold ``epsilon``.
         Robust losses need ``solver="newton"`` or an iterative solver.

@@ -212,10 +212,10 @@ def test_per_target_alpha_errors():
 
 @pytest.mark.parametrize("solver, where", [("lsqr", "stream"), ("cg", "stream"), ("lsqr", "dask"), ("cg", "dask"),
                                            ("newton", "dask")])
-@pytest.mark.parametrize("alpha", [[0.1], [0.1, 0.2, 0.3], [[0.1, 0.2]]])
+@pytest.mark.parametrize("alpha", [[0.1, 0.2, 0.3], [[0.1, 0.2]]])
 def test_per_target_alpha_of_the_wrong_shape_on_streams_and_dask(solver, where, alpha):
     # Streams and Dask check the options before the targets are known; the Krylov solvers then raised IndexError
-    # or TypeError, or ignored a third value, and Newton on Dask broadcast one value or raised NumPy's errors.
+    # or TypeError, or ignored a third value, and Newton on Dask raised NumPy's errors.
     X, Y = problem(k=2, seed=10)
     est = LinearRegressor(solver=solver, alpha=np.array(alpha), loss="huber" if solver == "newton" else
                           "squared_error")
@@ -226,6 +226,35 @@ def test_per_target_alpha_of_the_wrong_shape_on_streams_and_dask(solver, where, 
             da = pytest.importorskip("dask.array")
             half = X.shape[0] // 2
             est.fit(da.from_array(X, chunks=(half, X.shape[1])), da.from_array(Y, chunks=(half, 2)))
+
+
+@pytest.mark.parametrize("solver, where", [("normal", "memory"), ("qr", "memory"), ("lsqr", "memory"),
+                                           ("cg", "memory"), ("normal", "sparse"), ("lsqr", "sparse"),
+                                           ("normal", "partial_fit"), ("lsqr", "stream"), ("cg", "stream"),
+                                           ("lsqr", "dask"), ("cg", "dask"), ("newton", "dask")])
+def test_a_length_one_alpha_array_is_every_targets_as_in_ridge(solver, where):
+    """``Ridge(alpha=np.array([a]))`` broadcasts one penalty to every target; it was refused with several."""
+    sp = pytest.importorskip("scipy.sparse")
+    X, Y = problem(k=2, seed=10)
+    loss = "huber" if solver == "newton" else "squared_error"
+
+    def fit(alpha):
+        est = LinearRegressor(solver=solver, alpha=alpha, loss=loss, tol=1e-12)
+        if where == "stream":
+            return est.fit_stream([(X[:100], Y[:100]), (X[100:], Y[100:])])
+        if where == "partial_fit":
+            return est.partial_fit(X[:100], Y[:100]).partial_fit(X[100:], Y[100:])
+        if where == "dask":
+            da = pytest.importorskip("dask.array")
+            half = X.shape[0] // 2
+            return est.fit(da.from_array(X, chunks=(half, X.shape[1])), da.from_array(Y, chunks=(half, 2)))
+        return est.fit(sp.csr_array(X) if where == "sparse" else X, Y)
+
+    one, scalar = fit(np.array([0.3])), fit(0.3)
+    # the closed form solves an array's targets one by one (the scalar's together): the same well-conditioned
+    # system (condition about 10), rounding apart
+    np.testing.assert_allclose(one.coef_, scalar.coef_, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(one.intercept_, scalar.intercept_, rtol=1e-12, atol=1e-13)
 
 
 def test_coef_init_and_intercept_init():
