@@ -189,21 +189,19 @@ class _Problem:
             self._exact = 1e-9 * ((c if c > 0 else 1.0) + np.abs(self.y))
         return self._exact
 
-    def abs_colsum(self, p: int) -> np.ndarray:
-        """The magnitudes of the sums ``sum_i s_i sign_i z_ij`` over the rows (:func:`_limit_terms`' coordinates,
-        ``p`` of them): ``sum_i s_i |x_ij|`` (plus ``|m0_j|``, centred with an intercept, and 1 for it), computed
-        when first asked (one read of ``X``)."""
+    def abs_colsum(self) -> np.ndarray:
+        """``sum_i s_i |x_ij|`` per column (float64), computed when first asked (one read of ``X``, blockwise:
+        no ``n x d`` temporary)."""
         if self._abs_colsum is None:
             if is_sparse(self.X):
-                col = np.asarray(abs(self.X).T @ self.s, dtype=np.float64).ravel()
+                self._abs_colsum = np.asarray(abs(self.X).T @ self.s, dtype=np.float64).ravel()
             else:
                 col = np.zeros(self.d)
                 for i0 in range(0, self.n, self.block):
-                    Xb = np.abs(self.X[i0 : i0 + self.block].astype(np.float64, copy=False))
-                    col += self.s[i0 : i0 + self.block] @ Xb
-            self._abs_colsum = np.append(col + np.abs(self.centre) * float(np.sum(self.s)), float(np.sum(self.s))) \
-                if self.fit_intercept else col
-        return self._abs_colsum[:p]
+                    Xb = self.X[i0 : i0 + self.block]
+                    col += np.einsum("ij,i->j", np.abs(Xb.astype(np.float64, copy=False)), self.s[i0 : i0 + self.block])
+                self._abs_colsum = col
+        return self._abs_colsum
 
     def run(self, w: np.ndarray, b: float, eps: float, prev: np.ndarray | None = None,
             hessian: bool = True) -> _Pass:
@@ -667,7 +665,7 @@ def _median_abs_residual(prob: _Problem, r: np.ndarray) -> float:
 
 def _median_unfitted(prob: _Problem, r: np.ndarray) -> float:
     """The median absolute residual of the rows with weight that are not fitted exactly (``|r_i|`` above
-    :meth:`_Problem.exact_tol`, as the exact limit's sign test), 0 without any: the absolute error's scales. With ties
+    :meth:`_Problem.exact_tol`), 0 without any: the absolute error's scales. With ties
     (one-hot columns whose rows share targets, rows of zeros with target 0) most rows are fitted exactly and the
     median of all of them was rounding: the first smoothing threshold (5e-15) left the other rows outside it with
     no curvature, and the stop's reference (:func:`_lad_cap`, 3e-39) no decrement could meet; fits ended at
@@ -735,9 +733,7 @@ def round_off_floor(prob: _Problem, mask: np.ndarray, w: np.ndarray | None = Non
     ``max_iter`` and warned. Rows beyond the threshold (far outliers) are left out: their round-off is what the
     reference already discounts."""
     inliers = mask.view(bool) & (prob.s > 0)  # rows of no weight count nothing (a y of 1e250 overflowed)
-    m = np.abs(prob.y[inliers])
-    if w is not None:
-        m = m + _abs_times(prob.X, inliers, np.abs(w)) + abs(b)
+    m = np.abs(prob.y[inliers]) if w is None else _residual_terms(prob, inliers, w, b)
     return EPS * 0.5 * _dot(prob.s[inliers], np.square(m))  # (not BLAS: see _dot)
 
 
@@ -902,15 +898,8 @@ def _fitted_to_round_off(prob: _Problem, r: np.ndarray, w: np.ndarray, b: float,
         return True
     if not F <= 1e-8 * (_dot(prob.s, np.abs(prob.y)) + abs(b) + float(np.abs(w).sum())):  # not nearly exact
         return False
-    # sum_i s_i |x_i| . |w| from the weighted column sums of |X|, blockwise (no n x d temporary)
-    if is_sparse(prob.X):
-        colsum = np.asarray(abs(prob.X).T @ prob.s, dtype=np.float64).ravel()
-    else:
-        colsum = np.zeros(prob.d)
-        for i0 in range(0, prob.n, prob.block):
-            Xb = prob.X[i0 : i0 + prob.block]
-            colsum += np.einsum("ij,i->j", np.abs(Xb.astype(np.float64, copy=False)), prob.s[i0 : i0 + prob.block])
-    terms = float(colsum @ np.abs(w)) + abs(b) * float(np.sum(prob.s)) + _dot(prob.s, np.abs(prob.y))
+    # sum_i s_i |x_i| . |w| from the weighted column sums of |X|
+    terms = float(prob.abs_colsum() @ np.abs(w)) + abs(b) * float(np.sum(prob.s)) + _dot(prob.s, np.abs(prob.y))
     return F - _penalty(prob.alpha, w) <= 2.0 * (prob.d + 2) * EPS * terms
 
 
@@ -991,19 +980,23 @@ def _stationary(prob: _Problem, Xz: np.ndarray, mu: np.ndarray, c: np.ndarray, r
                 ) -> bool:
     """Whether the limit's stationarity ``ridge + Xz^T mu = -c`` (``ridge`` the penalty's gradient
     ``alpha P theta``) holds column by column to ``1e-9`` of that column's terms: ``|ridge|``, ``|Xz|^T |mu|`` and
-    the weighted sum of ``|x_ij|`` (centred with an intercept) that ``c_j`` adds up (:meth:`_Problem.abs_colsum`).
+    the weighted sum of ``|z_ij|`` that ``c_j`` adds up (bounded from :meth:`_Problem.abs_colsum`).
     :func:`_consistent`'s one norm let a cubic of an offset column (terms of 1e10) answer for one-hot columns
     whose equations were unmet, and underdetermined limits 1.1 to 5.8 times the minimum were certified; the
     column's own result ``|c_j|`` is no scale either (a level whose rows' signs balance sums to its rounding)."""
-    terms = np.abs(ridge) + np.abs(Xz.T) @ np.abs(mu) + prob.abs_colsum(c.shape[0])
+    added = prob.abs_colsum()  # what c_j adds up: sum_i s_i |z_ij|, at most this plus |m0_j| sum s when centred
+    if prob.fit_intercept:
+        weight = float(np.sum(prob.s))
+        added = np.append(added + np.abs(prob.centre) * weight, weight)
+    terms = np.abs(ridge) + np.abs(Xz.T) @ np.abs(mu) + added[: c.shape[0]]
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
         return bool(np.all(np.abs(ridge + Xz.T @ mu + c) <= 1e-9 * terms))
 
 
 def _residual_terms(prob: _Problem, rows: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
-    """``|x_i| . |w| + |b| + |y_i|`` for the rows of the mask ``rows``: the magnitude of the terms residual ``i``
+    """``|y_i| + |x_i| . |w| + |b|`` for the rows of the mask ``rows``: the magnitude of the terms residual ``i``
     sums, its rounding about ``EPS`` times this."""
-    return _abs_times(prob.X, rows, np.abs(w)) + abs(b) + np.abs(prob.y[rows])
+    return np.abs(prob.y[rows]) + _abs_times(prob.X, rows, np.abs(w)) + abs(b)
 
 
 def _signs_kept(prob: _Problem, r: np.ndarray, rl: np.ndarray, others: np.ndarray, rows: np.ndarray, wl: np.ndarray,

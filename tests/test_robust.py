@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.optimize import minimize
+from scipy.optimize import linprog, minimize
 from sklearn.linear_model import HuberRegressor, QuantileRegressor
 
 from fastopt import LinearRegressor
@@ -834,8 +834,6 @@ def test_absolute_error_under_ridge_on_a_cubic_of_an_offset_column_reaches_the_m
 def lad_linear_program(X, y, s):
     """The least-absolute-deviation minimum ``min sum s_i |x_i . w - y_i|`` (no intercept) by HiGHS, in the
     orthonormal basis of ``X``'s columns (its QR), where the cubic of an offset column is well conditioned."""
-    from scipy.optimize import linprog
-
     Q = np.linalg.qr(X)[0]
     n, k = Q.shape
     res = linprog(np.r_[np.zeros(k), s, s], A_eq=np.hstack([Q, -np.eye(n), np.eye(n)]), b_eq=y,
