@@ -25,7 +25,9 @@ Bengio & Courville, *Deep Learning*, 2016, ch. 8.6; the method is IRLS with Hube
    summed in segment order, so results do not depend on the thread count;
 2. solves the ``(d + 1) x (d + 1)`` Newton system (Cholesky; the intercept in coordinates centred on the data
    mean, so a large column mean does not spoil the conditioning; Levenberg-Marquardt damping when fewer
-   inliers than parameters make it singular); the step is taken if it decreases ``F`` enough (Armijo), else
+   inliers than parameters make it singular; where the system's condition passes ``1 / QR_RCOND``, or steps
+   crawl, from the inlier rows' Householder ``R`` instead, whose condition is the rows', not its square: see
+   :func:`_newton`); the step is taken if it decreases ``F`` enough (Armijo), else
    the objective is minimised along the segment, which needs no pass over ``X`` because the residuals are affine
    in the step and the trial pass gave them at its end (one more pass then evaluates the point found).
 
@@ -92,6 +94,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 
 from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import max_epochs, max_epochs_label, weight_mean
@@ -127,6 +130,16 @@ SAMPLE_ROWS_PER_PARAMETER = 50
 # Smoothing stages of the absolute error, gamma decreasing tenfold from the median residual: enough to reach
 # 4 eps of the objective from any start.
 MAX_STAGES = 40
+# The R factor's steps where Cholesky's cannot be trusted (see _newton); False: Cholesky's alone (A/B measurement).
+QR_FALLBACK = True
+# A stop whose Cholesky factor's reciprocal condition estimate is below this is confirmed by the R factor's steps
+# (see _newton): columns like 2e9 + t without intercept (condition 1e12 and more) stopped 3% above the minimum on
+# decrements that the inaccurate direction had made small.
+QR_RCOND = 1e-8
+# The R-factor step (_Hessian._qr_direction) leaves the directions where R is singular to working precision; where
+# the gradient has more than this part of its norm there, they are not exact dependencies of the columns (whose
+# gradient part is round-off) but a lack of inliers, and the damped step is taken instead.
+NULL_GRADIENT = 1e-6
 
 
 def _penalty(alpha: float, w: np.ndarray) -> float:
@@ -175,6 +188,9 @@ class _Problem:
         self._exact = None  # exact_tol(), computed when first asked
         self._abs_colsum = None  # abs_colsum(), computed when first asked
         self.constant = None  # with an intercept, the columns constant to round-off (set by lad_smoothing)
+        # The columns are exactly dependent (one-hot beside an intercept), as the least-squares start's pivoted
+        # solve confirmed: the Newton systems are singular, their damped steps right (see _newton's qr).
+        self.singular = False
 
     def exact_tol(self) -> np.ndarray:
         """Per row, the residual below which the absolute error counts it fitted exactly: ``1e-9 (c + |y_i|)``,
@@ -397,6 +413,11 @@ class _Hessian:
         p = prob.p
         self.rebuilds = 0
         self.damped_share = 0.0  # of the last direction
+        self.mu = 0.0  # the damping of the last direction (0: none)
+        self.rcond = 1.0  # of the last direction's (scaled) Cholesky factor
+        # Directions from the inliers' R factor (_inlier_r) instead of the Cholesky factor of H: set by _newton
+        # where the Cholesky steps cannot be trusted (see _newton); the factor and the mask it is of.
+        self.qr, self._qr = False, None
         if full is None:
             self.H, self.damp, self.mask, self.mass = np.zeros((p, p)), damp, None, np.zeros(p)
             self.stale = True  # the next pass must rebuild (prev=None)
@@ -435,6 +456,8 @@ class _Hessian:
 
     def direction(self, g: np.ndarray, gb: float, scale: float):
         """The (damped) Newton direction for gradient ``(g, gb)`` (the Hessian times ``scale``, plus ridge)."""
+        if self.qr:
+            return self._qr_direction(g, gb, scale)
         prob, d = self.prob, self.prob.d
         H = self.H * scale
         H[np.arange(d), np.arange(d)] += prob.alpha
@@ -466,14 +489,94 @@ class _Hessian:
             mu = 1e-10 if mu == 0 else mu * 100
         else:  # pragma: no cover - damping of 1e50 always factorises
             raise RuntimeError("internal error: the damped Newton system did not factorise")
+        # The factor's reciprocal condition estimate (O(p^2)): the direction's relative error is about eps over it.
+        self.rcond = float(scipy.linalg.lapack.dpocon(c[0], float(np.abs(Hm).sum(axis=0).max()))[0])
         # How much of the (scaled) gradient the damping answered rather than the curvature: about 1 where the
         # objective is (nearly) linear along the gradient, no row an inlier there (see huber_newton).
         norm = float(np.linalg.norm(rhs / sc))
         self.damped_share = float(np.linalg.norm(mu * damp / sc**2 * u)) / norm if mu and norm > 0 else 0.0
+        self.mu = mu
+        return self._from_centred(v)
+
+    def untrusted(self) -> bool:
+        """Whether the last direction may be far from Newton's: damped, or its factor's condition beyond
+        ``1 / QR_RCOND`` (its relative error ``eps / rcond`` then above about 2e-8)."""
+        return bool(self.mu) or self.rcond < QR_RCOND
+
+    def _from_centred(self, v: np.ndarray):
+        """``(dw, db)`` of a step ``v`` in the Hessian's coordinates (intercept last, centred on ``centre``)."""
+        prob, d = self.prob, self.prob.d
         if prob.fit_intercept:
             dw, dc = v[:d], v[d]
             return dw, dc - float(prob.centre @ dw)
         return v, 0.0
+
+    def _qr_direction(self, g: np.ndarray, gb: float, scale: float):
+        """:meth:`direction` from ``H = R^T R``, ``R`` of Householder QR of the inliers' weighted rows
+        (:func:`_inlier_r`, one read of ``X`` whenever the inliers changed), by two triangular solves; the
+        minimum-norm step where ``R`` is singular to working precision (:func:`fastopt._closed_form._solve_r`'s
+        rank cutoff). ``R`` has the condition of ``X``'s inlier rows where ``H`` has its square: where that
+        exceeds ``1 / eps``, Cholesky of ``H`` fails, its damped steps stop short of the minimiser, and these
+        (each from the exact gradient: iterative refinement with the factor of a nearby matrix) still converge."""
+        prob, d, p = self.prob, self.prob.d, self.prob.p
+        if self._qr is None or not np.array_equal(self._qr[0], self.mask):
+            self._qr = (self.mask.copy(), _inlier_r(prob, self.mask.view(bool)))
+        R = self._qr[1] * math.sqrt(scale)
+        if prob.alpha:
+            R = _closed_form._triangle([R, math.sqrt(prob.alpha) * np.eye(d, p)], p)
+        rhs = np.append(g - prob.centre * gb, gb) if prob.fit_intercept else g
+        if not (np.isfinite(R).all() and np.isfinite(rhs).all()):
+            raise _overflow_error("X or y")
+        col = np.linalg.norm(R, axis=0)
+        col = _closed_form._pow2(np.where(col > 0, col, 1.0))
+        Rs = R / col
+        rcond, _ = scipy.linalg.lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")
+        self.damped_share, self.mu, self.rcond = 0.0, 0.0, 1.0
+        if rcond >= EPS * max(prob.n, p):
+            u = scipy.linalg.solve_triangular(Rs, rhs / col, trans="T", check_finite=False)
+            v = -scipy.linalg.solve_triangular(Rs, u, check_finite=False) / col
+        else:
+            _, sv, Vt = np.linalg.svd(Rs)
+            keep = sv > EPS * max(prob.n, p) * sv[0]
+            u = Vt @ (rhs / col)
+            if np.linalg.norm(u[~keep]) > NULL_GRADIENT * np.linalg.norm(u):
+                # The gradient has a part where the inliers give no curvature (too few of them: a region where
+                # the objective is piecewise linear), which the minimum-norm step would leave: the damped step.
+                self.qr = False
+                try:
+                    return self.direction(g, gb, scale)
+                finally:
+                    self.qr = True
+            v = -(Vt[keep].T @ (u[keep] / sv[keep] ** 2)) / col
+        return self._from_centred(v)
+
+
+def _inlier_r(prob: _Problem, inside: np.ndarray) -> np.ndarray:
+    """Upper-triangular ``R`` (p, p) with ``R^T R = sum_inliers s_i z_i z_i^T`` (:class:`_Hessian`'s matrix, no
+    ridge) by the closed form's tall-skinny Householder QR of the rows ``inside`` (weight 0 for the others;
+    :func:`fastopt._closed_form.chunk_qr_state`: one read of ``X``, CSR rows densified a block at a time, no copy
+    of ``X``), centred on the inliers' mean and moved to the problem's centre by one more row."""
+    d, p = prob.d, prob.p
+    s = np.where(inside, prob.s, 0.0)
+    if not np.any(s > 0):
+        return np.zeros((p, p))
+    X = prob.X
+    data = Data(X=X, Y=np.zeros((prob.n, 1), X.dtype), sample_weight=s.astype(X.dtype), y_was_1d=True)
+    state = _closed_form.chunk_qr_state({"fit_intercept": prob.fit_intercept}, data)
+    # the weights were divided by 2**weight_exp (even): R by its square root, exactly
+    Rc = np.ldexp(state.r[:d, :d], state.weight_exp // 2)
+    root = math.sqrt(math.ldexp(state.weight, state.weight_exp))
+    dm = state.mean[:d] - prob.centre
+    if prob.fit_intercept:
+        top = np.zeros((d, p))
+        top[:, :d] = Rc
+        R = _closed_form._triangle([top, root * np.append(dm, 1.0)], p)
+        # A column constant to round-off on the inliers is the intercept's: its step is 0, as the damped solve
+        # leaves it (its centred R column is rounding, which would give it a huge coefficient that cancels the
+        # intercept's).
+        R[:, np.flatnonzero(_closed_form.constant_columns(state))] = 0.0
+        return R
+    return _closed_form._triangle([Rc, root * dm], p)
 
 
 def _cholesky_upper(H: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -547,7 +650,8 @@ def _take(prob: _Problem, hess: _Hessian, res: _Pass, w, b, eps: float) -> _Pass
 
 
 def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale: float, rtol: float,
-            max_iter: int, curve: list, probe=None, reference=None, floor: bool = False):
+            max_iter: int, curve: list, probe=None, reference=None, floor: bool = False, qr: bool = False,
+            damped: bool = False):
     """Semismooth Newton on ``scale * sum s huber_eps(r) + alpha/2 ||w||^2`` from (w, b), where ``cur`` is the
     pass at (w, b), already taken into ``hess``. Returns (w, b, r, F, iterations, converged).
     ``probe(w, b, r, mask)``, if given, is asked at every iterate whether to stop (it has found the answer).
@@ -563,14 +667,34 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
     before the inlier set had settled (1e-2 off with one outlier at 1e16 or five at 1e12). With ``floor``, a
     decrement within ``2 rtol`` of :func:`round_off_floor` (at the current inliers) stops too: an objective at
     round-off of zero (an exact fit) has no relative digits left, and steps whose decrements were round-off of it
-    went on to ``max_iter``."""
+    went on to ``max_iter``.
+
+    With ``qr``, steps that crawl, and with ``damped`` too a stop whose direction may be far from Newton's (its
+    Cholesky factor's condition beyond ``1 / QR_RCOND``, or damped: Cholesky of ``H`` failed, its condition, the
+    square of the inlier rows', beyond ``1 / eps``, and the damped step leaves the ill-determined directions,
+    along which the minimiser can lie far away), are not taken: the iteration goes on with directions from the
+    inliers' ``R`` factor (:meth:`_Hessian._qr_direction`) and stops by the same tests. (The callers pass
+    ``damped`` unless the least-squares start confirmed exact dependencies, :attr:`_Problem.singular`: one-hot
+    columns beside an intercept are singular, so always damped, and their damped steps right; the QR pass at
+    every stop made such a Huber fit 26% slower.)"""
+    try:
+        return _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe, reference, floor, qr,
+                            damped)
+    finally:
+        hess.qr = False
+
+
+def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe, reference, floor, qr, damped):
+    """:func:`_newton`'s iteration."""
     alpha = prob.alpha
+    crawl, last_dec, landed = 0, np.inf, False
 
     def value(res, w):
         return scale * res.loss + _penalty(alpha, w)
 
     F = value(cur, w)
-    for it in range(max_iter):
+    it = 0
+    while it < max_iter:  # (a switch to the R factor's steps redoes the direction: not an iteration)
         r = cur.r
         if probe is not None and probe(w, b, r, cur.mask.view(bool)):
             return w, b, r, F, it, True
@@ -581,21 +705,37 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
         # (the reference is at most |F|: computed only when the plain test passes; the floor only when they fail)
         if dec <= 0.0 or (dec <= tol * abs(F) and (reference is None or dec <= tol * reference(r, w, F))) \
                 or (floor and _at_round_off(prob, cur.mask, w, b, dec / tol)):
+            if qr and not hess.qr and damped and hess.untrusted():
+                hess.qr = True
+                continue
             return w, b, r, F, it, True
+        if qr and not hess.qr:
+            # A full step on which no row crossed the threshold lands on the minimiser of the (quadratic) piece,
+            # so the next decrement is round-off; twice running not a tenth of the last one, the solve is off.
+            crawl = crawl + 1 if landed and dec > 0.1 * last_dec else 0
+            if crawl >= 2:
+                hess.qr = True
+                continue
+        last_dec, landed = dec, False
         w1, b1 = w + dw, b + db
         trial = prob.run(w1, b1, eps, hess.prev())
         F1 = value(trial, w1)
         if F1 <= F - ARMIJO * dec:
+            landed = np.array_equal(trial.mask, cur.mask)
             w, b, F = w1, b1, F1
             cur = _take(prob, hess, trial, w, b, eps)
         else:
             t = _line_search(prob, r, trial.r - r, w, dw, eps, scale)
             if t == 0.0:  # no decrease at round-off level: the iterate is optimal to working precision
+                if qr and not hess.qr and damped and hess.untrusted():
+                    hess.qr = True
+                    continue
                 return w, b, r, F, it + 1, True
             w, b = w + t * dw, b + t * db
             cur = _visit(prob, hess, w, b, eps)
             F = value(cur, w)
         curve.append(F)
+        it += 1
     return w, b, cur.r, F, max_iter, False
 
 
@@ -623,6 +763,7 @@ def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
     result, _ = _closed_form._cholesky(params, state)
     if result is None:  # exactly dependent columns (one-hot beside the intercept): the pivoted path, one pass
         result = _closed_form.pivoted(params, state, lambda Q: _kept_null_squares(prob, full, keep, Q), warn=False)
+        prob.singular = result is not None  # (a null space the pass confirmed: exact dependencies)
     if result is None and prob.n == 0:  # statistics alone (Dask's blocks, read elsewhere): minimum norm from them
         result = _closed_form._solve_eigh(params, state)
     if result is None:
@@ -711,14 +852,15 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
         threshold = epsilon
     while threshold > epsilon:
         cur = _visit(prob, hess, w, b, threshold)
-        w, b, r, _, it, _ = _newton(prob, w, b, cur, hess, threshold, 1.0, STAGE_RTOL, max_iter, curve)
+        w, b, r, _, it, _ = _newton(prob, w, b, cur, hess, threshold, 1.0, STAGE_RTOL, max_iter, curve,
+                                    qr=QR_FALLBACK, damped=not prob.singular)
         iters += max(it, 1)
         threshold = _stage_threshold(_median_abs_residual(prob, r), epsilon, threshold)
         if threshold == epsilon:
             cur = _visit(prob, hess, w, b, epsilon)
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
                                  reference=_huber_reference(prob, epsilon) if epsilon < np.inf else None,
-                                 floor=True)
+                                 floor=True, qr=QR_FALLBACK, damped=not prob.singular)
     return _Fit(w, b, F, iters + it, ok, curve or [F]), hess
 
 
@@ -791,6 +933,7 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     # The subsample's centre and damping reference stand in for the all rows' (any fixed centre near the data's
     # mean conditions the system; the damping only matters for singular systems).
     prob = _Problem(X, y, s, alpha, fit_intercept, sub_hess.prob.centre)
+    prob.singular = sub_hess.prob.singular
     hess = _Hessian(prob, None, sub_hess.damp)
     w, b = fit.w, fit.b
     cur = _visit(prob, hess, w, b, epsilon)
@@ -798,7 +941,8 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
         raise ValueError("Input X contains NaN or infinity.")
     curve: list = []
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
-                                 reference=_huber_reference(prob, epsilon))
+                                 reference=_huber_reference(prob, epsilon), qr=QR_FALLBACK,
+                                 damped=not prob.singular)
     return _Fit(w, b, F, it, ok, curve or [F]), hess
 
 
@@ -932,13 +1076,15 @@ def _lad_reference(prob: _Problem, r: np.ndarray, w: np.ndarray, F: float, cap: 
     return _dot(prob.s, np.minimum(np.abs(r), cap)) + _penalty(prob.alpha, w)
 
 
-def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: float):
+def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: float,
+                 rows: np.ndarray | None = None):
     """The gamma -> 0 limit for the current sign pattern at ``(w, b)`` (residuals ``r``; see the module
     docstring), or None when it is singular. Returns (w, b, lam, rows): multipliers ``lam`` of the exactly fitted
     ``rows``. Without ridge and with fewer than ``p`` rows inside, the limit nearest ``(w, b)``
-    (:func:`_underdetermined_limit`)."""
+    (:func:`_underdetermined_limit`). Given ``rows`` (sorted indices), the limit that fits those rows exactly
+    and keeps the others' signs, whatever ``gamma``."""
     d = prob.d
-    rows = np.flatnonzero(np.abs(r) <= gamma)
+    rows = np.flatnonzero(np.abs(r) <= gamma) if rows is None else rows
     p = d + (1 if prob.fit_intercept else 0)
     if prob.alpha == 0 and 0 < rows.size < p:
         return _underdetermined_limit(prob, r, gamma, rows, w, b)
@@ -968,7 +1114,7 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     except (np.linalg.LinAlgError, ValueError):
         return None
     # an inconsistent system (more rows inside than parameters, with alpha = 0) has no exact limit here
-    if not (np.all(np.isfinite(sol)) and _consistent(K, sol, rhs)
+    if not (np.all(np.isfinite(sol)) and _consistent(K, sol, rhs, backward=True)
             and _stationary(prob, Xz, sol[p:], c, np.diagonal(K)[:p] * sol[:p])):
         return None
     w, b = _from_centred(prob, sol[:p])
@@ -1018,10 +1164,27 @@ def _signs_kept(prob: _Problem, r: np.ndarray, rl: np.ndarray, others: np.ndarra
     return bool(np.all(np.abs(rl[flipped]) <= accuracy * _residual_terms(prob, flipped, wl, bl)))
 
 
-def _consistent(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> bool:
-    """Whether ``A x = b`` holds to ``1e-9`` of ``||b||``."""
+def _fits_rows(prob: _Problem, rl: np.ndarray, rows: np.ndarray, wl: np.ndarray, bl: float) -> bool:
+    """Whether the limit's residuals ``rl`` vanish on its ``rows`` to their rounding: at most ``2 (d + 2) eps``
+    times their terms (:func:`_residual_terms`; the certified limits of the test suite are within 2 eps). The
+    systems' consistency test, ``1e-9`` of the targets' norm, passed residuals of 1.6e-3 beside targets offset by
+    7e7 (17 rows of a rank-14 one-hot design, 8,000 times their rounding), and a limit 8.6e-4 above the minimum
+    was certified: those rows' subgradients are their signs, not free multipliers."""
+    fitted = np.zeros(prob.n, bool)
+    fitted[rows] = True
+    fitted &= prob.s > 0
+    return bool(np.all(np.abs(rl[fitted]) <= 2.0 * (prob.d + 2) * EPS * _residual_terms(prob, fitted, wl, bl)))
+
+
+def _consistent(A: np.ndarray, x: np.ndarray, b: np.ndarray, backward: bool = False) -> bool:
+    """Whether ``A x = b`` holds to ``1e-9`` of ``||b||``, or with ``backward`` of ``||b|| + ||A||_F ||x||`` (a
+    backward error: the square systems of the exact limit, whose solution's residual is that of a stable solve,
+    ``||A|| ||x||`` times eps, however ill-conditioned; two rows of columns like ``4e7 + t``, condition 2e8, left
+    6.6e-9 of ``||b||`` and their limit, the minimiser, was refused at every stage, the fit 170 times its
+    rounding above it)."""
+    scale = np.linalg.norm(b) + (np.linalg.norm(A) * np.linalg.norm(x) if backward else 0.0)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
-        return bool(np.linalg.norm(A @ x - b) <= 1e-9 * (np.linalg.norm(b) + 1e-300))
+        return bool(np.linalg.norm(A @ x - b) <= 1e-9 * (scale + 1e-300))
 
 
 def _limit_terms(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray):
@@ -1030,7 +1193,9 @@ def _limit_terms(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray):
     the parameters ``[w, b + m0 . w]`` (:func:`_from_centred`), else ``z_i = x_i``. Uncentred, a column like
     ``5e6 + t`` beside the intercept made terms of 1e7 that cancel to residuals of order 1, the limits' rounding
     (6e-8) read as inconsistent at every stage, and the absolute error ran to max_epochs."""
-    sign = np.sign(r) * prob.s * (np.abs(r) > gamma)
+    outside = np.ones(prob.n, bool)
+    outside[rows] = False  # (the rows beyond gamma, or all but the given rows)
+    sign = np.sign(r) * prob.s * outside
     Xz = prob.X[rows].toarray() if is_sparse(prob.X) else prob.X[rows]
     Xz = Xz.astype(np.float64)
     c = prob.xt(sign, centred=prob.fit_intercept)
@@ -1099,10 +1264,10 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     p = prob.d + (1 if prob.fit_intercept else 0)
     last = {}  # the latest exact limit tried: (wl, bl, rl), and whether it was certified
 
-    def attempt(w, b, r, gamma) -> bool:
+    def attempt(w, b, r, gamma, rows=None) -> bool:
         """Try the exact limit of the current sign pattern (one pass over X); True when certified optimal."""
         nonlocal iters
-        limit = _exact_limit(prob, r, gamma, w, b)
+        limit = _exact_limit(prob, r, gamma, w, b, rows)
         if limit is None:
             last.clear()
             return False
@@ -1112,12 +1277,28 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         F_l = _lad_objective(prob, rl, wl)
         others = np.ones(prob.n, bool)
         others[rows] = False
-        signs_kept = _signs_kept(prob, r, rl, others, rows, wl, bl)
+        signs_kept = _signs_kept(prob, r, rl, others, rows, wl, bl) and _fits_rows(prob, rl, rows, wl, bl)
         dual_ok = np.all(np.abs(lam) <= prob.s[rows] * (1 + 1e-9))
         if F_l < best[0]:
             best[:] = [F_l, wl, bl]
-        last.update(limit=(wl, bl, rl), certified=bool(signs_kept and dual_ok))
+        last.update(limit=(wl, bl, rl), certified=bool(signs_kept and dual_ok), objective=F_l)
         return last["certified"]
+
+    def vertex(w, b, r, gamma) -> bool:
+        """Without ridge, when the rows inside ``gamma`` are not ``p``: the limit that fits the ``p`` rows of
+        weight nearest to zero (a basic solution, as the simplex method's), certified as any. On two nearly
+        collinear columns without intercept (``-4e7 + t``, ``5e5 + t``) a stage ended with 4 rows inside and the
+        next ones with none, whose curvature-free steps stayed 2.6e-6 of the objective above the minimum, silently."""
+        weighted = np.flatnonzero(prob.s > 0)
+        if prob.alpha != 0 or weighted.size <= p or int(np.count_nonzero(np.abs(r) <= gamma)) == p:
+            return False
+        rows = np.sort(weighted[np.argsort(np.abs(r[weighted]), kind="stable")[:p]])
+        kept = dict(last)
+        if attempt(w, b, r, gamma, rows):
+            return True
+        last.clear()
+        last.update(kept)  # (the predictor follows the limit of the stage's own sign pattern)
+        return False
 
     def probe(w, b, r, mask) -> bool:
         # Inside a stage, as soon as the rows inside could be the minimiser's zero residuals.
@@ -1137,7 +1318,8 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         cur = prob.run(w, b, gamma, None)
         hess.apply(cur)
         w, b, r, F, it, ok = _newton(prob, w, b, cur, hess, gamma, 1.0 / gamma, rtol, max_iter, curve, probe,
-                                     reference=_StageReference(prob, cur.r))
+                                     reference=_StageReference(prob, cur.r), qr=QR_FALLBACK,
+                                     damped=not prob.singular)
         iters += max(it, 1)
         if not ok:
             # A stage used up max_epochs: non-convergence, unless gamma is already at round-off of the capped
@@ -1159,7 +1341,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             converged = True
             curve.append(best[0])
             break
-        if last.get("certified") or attempt(w, b, r, gamma):
+        if last.get("certified") or attempt(w, b, r, gamma) or vertex(w, b, r, gamma):
             # the certified limit is the minimiser: taken as is, not by comparing objectives that far
             # outliers may round alike
             converged = True
@@ -1173,9 +1355,11 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         if gamma <= max(rtol, EPS) * best[0] and capped_round_off(r, w):
             converged = True
             break
-        if "limit" in last:
+        if "limit" in last and last["objective"] <= F_lad:
             # Predictor for the next stage: on the segment to the limit, the smoothed minimiser of a fixed
-            # sign pattern is affine in gamma, so gamma / 10 is 9/10 of the way there.
+            # sign pattern is affine in gamma, so gamma / 10 is 9/10 of the way there. (Not towards a limit
+            # above the stage's point: the sign pattern is not the minimiser's, and a start 9/10 of the way to
+            # one 0.1% above it left no row inside the next threshold, whose steps then went nowhere.)
             wl, bl, _ = last["limit"]
             w, b = w + 0.9 * (wl - w), b + 0.9 * (bl - b)
         gamma *= 0.1

@@ -184,7 +184,9 @@ def test_newton_on_one_hot_columns_beside_a_column_far_from_its_mean(kind, loss,
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(loss=loss, solver="newton").fit(Xin, yin, sample_weight=swin)
-    assert est.n_iter_ <= 70
+    # (70 before the R factor's steps confirmed the absolute error's damped stops, one more pass per stage here:
+    # `far + t` makes the design ill-conditioned, not exactly dependent, so the stops are checked)
+    assert est.n_iter_ <= 75
     near = np.column_stack([onehot, t])
     ref = LinearRegressor(loss=loss, solver="newton").fit(near, y, sample_weight=sw)
     # Each residual of the far design is rounded at about eps * far * |coef|: the objectives agree to a few of
@@ -864,3 +866,132 @@ def test_absolute_error_without_intercept_on_a_cubic_of_an_offset_column_warns_w
     # the residuals' rounding, eps times their terms (8e-6 here): a fit above it says so
     rounding = np.finfo(float).eps * float(s @ (np.abs(X) @ np.abs(est.coef_) + np.abs(y)))
     assert excess <= 16 * rounding or any(issubclass(r.category, ConvergenceWarning) for r in record)
+
+
+def orthonormal_basis(X, fit_intercept):
+    """An orthonormal basis of the span of ``X``'s columns (and the constant, with an intercept): the left singular
+    vectors of the column-scaled design above ``1e-13`` of the largest singular value. The robust objectives
+    without ridge depend on the fit only through ``X w + b``, so their minimum is the same over this basis, where
+    it is well conditioned."""
+    A = np.column_stack([X, np.ones(X.shape[0])]) if fit_intercept else X
+    scale = np.linalg.norm(A, axis=0)
+    U, sv, _ = np.linalg.svd(A / np.where(scale > 0, scale, 1.0), full_matrices=False)
+    return U[:, sv > 1e-13 * sv[0]]
+
+
+def lad_minimum(X, y, s, fit_intercept):
+    """The least-absolute-deviation minimum ``min sum s_i |r_i|`` by HiGHS over :func:`orthonormal_basis`."""
+    Q = orthonormal_basis(X, fit_intercept)
+    n, k = Q.shape
+    res = linprog(np.r_[np.zeros(k), s, s], A_eq=np.hstack([Q, -np.eye(n), np.eye(n)]), b_eq=y,
+                  bounds=[(None, None)] * k + [(0, None)] * (2 * n), method="highs")
+    return res.fun
+
+
+def huber_minimum(X, y, s, epsilon, fit_intercept):
+    """The Huber minimum ``min sum s_i huber(r_i)`` by L-BFGS over :func:`orthonormal_basis` from the
+    least-squares fit there (condition 1: the iteration reaches the rounding of the objective)."""
+    Q = orthonormal_basis(X, fit_intercept)
+
+    def f(z):
+        r = Q @ z - y
+        a = np.abs(r)
+        v = np.where(a <= epsilon, 0.5 * r * r, epsilon * (a - 0.5 * epsilon))
+        return float(s @ v), Q.T @ (s * np.clip(r, -epsilon, epsilon))
+
+    z0 = Q.T @ y
+    res = minimize(f, z0, jac=True, method="L-BFGS-B",
+                   options={"ftol": 1e-16, "gtol": 1e-14, "maxiter": 50000, "maxcor": 30})
+    return res.fun
+
+
+def offset_columns(seed, n, gross=False):
+    """Four columns ``o_j + t_j`` with offsets ``o_j`` of ``10^3`` to ``10^10`` (either sign) and spreads ``t_j``
+    of ``10^-2`` to ``10``, a centred signal, and Cauchy noise, or (``gross``) normal noise with 1% to 30% of the
+    rows moved by up to 1e9, and weights ``10^U(-3, 3)`` of which a tenth are 0."""
+    rng = np.random.default_rng(seed)
+    offsets = 10 ** rng.uniform(3, 10, 4) * rng.choice([-1.0, 1.0], 4)
+    spread = 10 ** rng.uniform(-2, 1, 4)
+    X = offsets + spread * rng.standard_normal((n, 4))
+    y = (X - X.mean(0)) @ (rng.normal(size=4) / spread)
+    if gross:
+        noise = rng.standard_normal(n)
+        bad = rng.choice(n, max(1, int(n * rng.uniform(0.01, 0.3))), replace=False)
+        noise[bad] += 10 ** rng.uniform(2, 9) * rng.choice([-1.0, 1.0], bad.size)
+    else:
+        noise = rng.standard_cauchy(n)
+    sw = 10 ** rng.uniform(-3, 3, n)
+    sw[rng.random(n) < 0.1] = 0.0
+    return X, y + noise, sw
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+@pytest.mark.parametrize(("seed", "gross"), [(1, False), (5, False), (1, True), (3, True), (4, True)])
+def test_huber_without_intercept_on_columns_far_from_their_means_reaches_the_minimum(seed, gross, kind):
+    """Columns like ``2e9 + t`` without an intercept are nearly collinear: the inlier Hessian's condition (the
+    square of the rows') exceeds ``1 / eps``, its Cholesky factor steered Newton off the minimiser's directions,
+    and the fit stopped on decrements the wrong direction had made small, or crawled with steps of 1% of the
+    last: 3% to 100% above the minimum, silently (these seeds; a few others warned). The steps from the inlier
+    rows' Householder ``R`` (the condition of the rows, not its square) reach it."""
+    X, y, sw = offset_columns(seed, 300, gross)
+    s = sw / sw.sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver="newton", loss="huber", fit_intercept=False, epsilon=0.5).fit(
+            sp.csr_array(X) if kind == "csr" else X, y, sample_weight=sw)
+    F = objective(X, y, est.coef_, 0.0, "huber", 0.5, sw=sw)
+    # each residual rounds at about eps times its terms |x_i| . |coef| + |y_i|, and the loss by psi times that
+    rounding = np.finfo(float).eps * float(s @ (np.abs(X) @ np.abs(est.coef_) + np.abs(y)))
+    assert F <= huber_minimum(X, y, s, 0.5, False) + 16 * rounding
+
+
+def lad_design(family, seed):
+    """Designs where the absolute error's limits are ill-conditioned: ``"mixed"``, one-hot columns (2, 2, 3 and 4
+    levels) beside five columns ``o_j + t_j`` (offsets of ``10^3`` to ``10^10``), an intercept and a target
+    offset by -7.1e7 with Cauchy noise; ``"two"``, two such columns (offsets up to ``10^8``) without intercept;
+    ``"cubic"``, one-hot columns (27 and 16 levels) beside ``[x, x^2, x^3]`` for ``x`` in ``[551.9, 552.9]``, an
+    intercept, a tenth of the rows moved by up to 1e6 and weights ``10^U(-3, 3)``."""
+    rng = np.random.default_rng(seed)
+    if family == "mixed":
+        n = 59
+        onehot = np.hstack([np.eye(k)[rng.integers(0, k, n)] for k in (2, 2, 3, 4)])
+        offsets = 10 ** rng.uniform(3, 10, 5) * rng.choice([-1.0, 1.0], 5)
+        spread = 10 ** rng.uniform(-2, 1, 5)
+        num = offsets + spread * rng.standard_normal((n, 5))
+        y = 3 * onehot @ rng.normal(size=11) + (num - num.mean(0)) @ (rng.normal(size=5) / spread)
+        return np.hstack([onehot, num]), y - 7.1e7 + rng.standard_cauchy(n), None, True
+    if family == "two":
+        n = 826
+        offsets = 10 ** rng.uniform(3, 8, 2) * rng.choice([-1.0, 1.0], 2)
+        spread = 10 ** rng.uniform(-2, 1, 2)
+        X = offsets + spread * rng.standard_normal((n, 2))
+        return X, (X - X.mean(0)) @ (rng.normal(size=2) / spread) + rng.standard_normal(n), None, False
+    n = 867
+    onehot = [np.eye(k)[rng.integers(0, k, n)] for k in (27, 16)]
+    x = 551.9 + rng.random(n)
+    X = np.hstack([*onehot, np.column_stack([x, x**2, x**3])])
+    y = 1.2 * x**3 + onehot[0] @ (3 * rng.standard_normal(27)) + rng.standard_t(2, n)
+    bad = rng.choice(n, n // 10, replace=False)
+    y[bad] += 10 ** rng.uniform(2, 6) * rng.choice([-1.0, 1.0], bad.size)
+    return X, y, 10 ** rng.uniform(-3, 3, n), True
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+@pytest.mark.parametrize(("family", "seed"), [("mixed", 1), ("mixed", 4), ("two", 4), ("two", 5), ("cubic", 0)])
+def test_absolute_error_with_ill_conditioned_limits_reaches_the_minimum(family, seed, kind):
+    """Before, silently 2e-4 to 3e-4 of the objective above the minimum ("mixed": a limit of more rows than the
+    design's rank passed for exact, its rows' residuals 1.6e-3, 8,000 times their rounding, within ``1e-9`` of a
+    target of 7e7), 300 to 9,600 times the rounding above it ("two" 5: the limit's square system, condition 2e8,
+    refused on a residual of 6.6e-9 of its right-hand side; "two" 4 warned), or 10% above it, warned ("cubic":
+    the smoothing stages' Cholesky steps; and a predictor towards a limit above the stage's point left no row
+    inside the next threshold)."""
+    X, y, sw, fit_intercept = lad_design(family, seed)
+    s = np.full(y.shape[0], 1.0 / y.shape[0]) if sw is None else sw / sw.sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver="newton", loss="absolute_error", fit_intercept=fit_intercept).fit(
+            sp.csr_array(X) if kind == "csr" else X, y, sample_weight=sw)
+    F = objective(X, y, est.coef_, est.intercept_, "absolute_error", sw=sw)
+    # each residual rounds at about eps times its terms, and the objective averages them
+    terms = np.abs(X) @ np.abs(est.coef_) + abs(est.intercept_) + np.abs(y)
+    assert F <= lad_minimum(X, y, s, fit_intercept) + 16 * np.finfo(float).eps * float(s @ terms)
