@@ -977,7 +977,8 @@ def lad_design(family, seed):
 
 
 @pytest.mark.parametrize("kind", ["dense", "csr"])
-@pytest.mark.parametrize(("family", "seed"), [("mixed", 1), ("mixed", 4), ("two", 4), ("two", 5), ("cubic", 0)])
+@pytest.mark.parametrize(("family", "seed"), [("mixed", 1), ("mixed", 4), ("two", 4), ("two", 5), ("cubic", 0),
+                                              ("cubic", 4)])
 def test_absolute_error_with_ill_conditioned_limits_reaches_the_minimum(family, seed, kind):
     """Before, silently 2e-4 to 3e-4 of the objective above the minimum ("mixed": a limit of more rows than the
     design's rank passed for exact, its rows' residuals 1.6e-3, 8,000 times their rounding, within ``1e-9`` of a
