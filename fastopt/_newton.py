@@ -528,8 +528,7 @@ class _Hessian:
         rhs = np.append(g - prob.centre * gb, gb) if prob.fit_intercept else g
         if not (np.isfinite(R).all() and np.isfinite(rhs).all()):
             raise _overflow_error("X or y")
-        col = np.linalg.norm(R, axis=0)
-        col = _closed_form._pow2(np.where(col > 0, col, 1.0))
+        col = _closed_form._pow2(np.linalg.norm(R, axis=0))  # (a zero column keeps scale 1)
         Rs = R / col
         rcond, _ = scipy.linalg.lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")
         self.damped_share, self.mu, self.rcond = 0.0, 0.0, 1.0
@@ -722,7 +721,7 @@ def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe
         trial = prob.run(w1, b1, eps, hess.prev())
         F1 = value(trial, w1)
         if F1 <= F - ARMIJO * dec:
-            landed = np.array_equal(trial.mask, cur.mask)
+            landed = qr and np.array_equal(trial.mask, cur.mask)  # (read only by the crawl test)
             w, b, F = w1, b1, F1
             cur = _take(prob, hess, trial, w, b, eps)
         else:
