@@ -181,6 +181,7 @@ class _Problem:
         self.X, self.y, self.s = X, y, s
         self.alpha, self.fit_intercept = alpha, fit_intercept
         self.n, self.d = X.shape
+        self.rows = self.n  # that the fit is over (Dask's problem has no rows of its own: every block's)
         self.p = self.d + 1 if fit_intercept else self.d
         self.centre = centre
         self.block = max(64, PASS_BYTES // (8 * max(self.d, 1)))
@@ -512,6 +513,12 @@ class _Hessian:
             return dw, dc - float(prob.centre @ dw)
         return v, 0.0
 
+    def _inlier_factor(self) -> np.ndarray:
+        """:func:`_inlier_r` of the current inliers, kept until they change."""
+        if self._qr is None or not np.array_equal(self._qr[0], self.mask):
+            self._qr = (self.mask.copy(), _inlier_r(self.prob, self.mask.view(bool)))
+        return self._qr[1]
+
     def _qr_direction(self, g: np.ndarray, gb: float, scale: float):
         """:meth:`direction` from ``H = R^T R``, ``R`` of Householder QR of the inliers' weighted rows
         (:func:`_inlier_r`, one read of ``X`` whenever the inliers changed), by two triangular solves; the
@@ -520,9 +527,7 @@ class _Hessian:
         exceeds ``1 / eps``, Cholesky of ``H`` fails, its damped steps stop short of the minimiser, and these
         (each from the exact gradient: iterative refinement with the factor of a nearby matrix) still converge."""
         prob, d, p = self.prob, self.prob.d, self.prob.p
-        if self._qr is None or not np.array_equal(self._qr[0], self.mask):
-            self._qr = (self.mask.copy(), _inlier_r(prob, self.mask.view(bool)))
-        R = self._qr[1] * math.sqrt(scale)
+        R = self._inlier_factor() * math.sqrt(scale)
         if prob.alpha:
             R = _closed_form._triangle([R, math.sqrt(prob.alpha) * np.eye(d, p)], p)
         rhs = np.append(g - prob.centre * gb, gb) if prob.fit_intercept else g
@@ -532,12 +537,12 @@ class _Hessian:
         Rs = R / col
         rcond, _ = scipy.linalg.lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")
         self.damped_share, self.mu, self.rcond = 0.0, 0.0, 1.0
-        if rcond >= EPS * max(prob.n, p):
+        if rcond >= EPS * max(prob.rows, p):
             u = scipy.linalg.solve_triangular(Rs, rhs / col, trans="T", check_finite=False)
             v = -scipy.linalg.solve_triangular(Rs, u, check_finite=False) / col
         else:
             _, sv, Vt = np.linalg.svd(Rs)
-            keep = sv > EPS * max(prob.n, p) * sv[0]
+            keep = sv > EPS * max(prob.rows, p) * sv[0]
             u = Vt @ (rhs / col)
             if np.linalg.norm(u[~keep]) > NULL_GRADIENT * np.linalg.norm(u):
                 # The gradient has a part where the inliers give no curvature (too few of them: a region where
@@ -556,13 +561,25 @@ def _inlier_r(prob: _Problem, inside: np.ndarray) -> np.ndarray:
     ridge) by the closed form's tall-skinny Householder QR of the rows ``inside`` (weight 0 for the others;
     :func:`fastopt._closed_form.chunk_qr_state`: one read of ``X``, CSR rows densified a block at a time, no copy
     of ``X``), centred on the inliers' mean and moved to the problem's centre by one more row."""
-    d, p = prob.d, prob.p
+    return _r_of_state(prob, _inlier_qr_state(prob, inside))
+
+
+def _inlier_qr_state(prob: _Problem, inside: np.ndarray) -> _closed_form.ClosedFormState | None:
+    """The closed form's ``R`` statistics of ``prob``'s rows ``inside`` (None without any of weight): those of row
+    blocks merge exactly (:func:`fastopt._closed_form.merge_states`, as Dask's blocks do)."""
     s = np.where(inside, prob.s, 0.0)
     if not np.any(s > 0):
-        return np.zeros((p, p))
+        return None
     X = prob.X
     data = Data(X=X, Y=np.zeros((prob.n, 1), X.dtype), sample_weight=s.astype(X.dtype), y_was_1d=True)
-    state = _closed_form.chunk_qr_state({"fit_intercept": prob.fit_intercept}, data)
+    return _closed_form.chunk_qr_state({"fit_intercept": prob.fit_intercept}, data)
+
+
+def _r_of_state(prob: _Problem, state: _closed_form.ClosedFormState | None) -> np.ndarray:
+    """:func:`_inlier_r` from the inliers' ``R`` statistics (:func:`_inlier_qr_state`, or their merge)."""
+    d, p = prob.d, prob.p
+    if state is None:
+        return np.zeros((p, p))
     # the weights were divided by 2**weight_exp (even): R by its square root, exactly
     Rc = np.ldexp(state.r[:d, :d], state.weight_exp // 2)
     root = math.sqrt(math.ldexp(state.weight, state.weight_exp))
@@ -739,13 +756,15 @@ def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe
     return w, b, cur.r, F, max_iter, False
 
 
-def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
+def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState, rows: _Rows | None = None):
     """The (ridge) least-squares fit from the all-rows statistics. With an intercept, a column constant to round-off
     (:func:`fastopt._closed_form.constant_columns`) is spanned by the intercept, so its coefficient is 0 (the
     minimum-norm choice) and it is left out of the solve, where its round-off Gram entries could pass Cholesky's
     scaled condition test and give it a huge coefficient that cancels the intercept's; so is a zero column. (A
     rule of eps of the mean square took a column ``1e8 + t`` for constant, which the closed form fits.) Without an
-    intercept every column is solved for."""
+    intercept every column is solved for. The passes over the rows (the pivoted path's confirmation, the QR
+    fallback) are ``rows``' (default: :class:`_Rows` of ``prob``; Dask: its blocks')."""
+    rows = _Rows(prob) if rows is None else rows
     d = full.n_features
     keep = np.ones(d, bool)
     if prob.fit_intercept:
@@ -762,33 +781,48 @@ def _least_squares(prob: _Problem, full: _closed_form.ClosedFormState):
     params = {"fit_intercept": prob.fit_intercept, "alpha": prob.alpha}
     result, _ = _closed_form._cholesky(params, state)
     if result is None:  # exactly dependent columns (one-hot beside the intercept): the pivoted path, one pass
-        result = _closed_form.pivoted(params, state, lambda Q: _kept_null_squares(prob, full, keep, Q), warn=False)
+        result = _closed_form.pivoted(params, state, lambda Q: rows.null_squares(full, _kept_rows(keep, Q)),
+                                      warn=False)
         prob.singular = result is not None  # (a null space the pass confirmed: exact dependencies)
-    if result is None and prob.n == 0:  # statistics alone (Dask's blocks, read elsewhere): minimum norm from them
-        result = _closed_form._solve_eigh(params, state)
     if result is None:
         # Ill-conditioned: the closed form's QR path, one more read of X. (The Gram's eigendecomposition squared the
         # condition: one-hot columns beside 1e10 + t and 7e9 + 0.3 without an intercept started 11% above the
         # ridge minimum, and the fit stopped there.) Its constant rule is the one above; zero columns get 0.
-        data = Data(X=prob.X, Y=np.ascontiguousarray(prob.y[:, None], dtype=prob.X.dtype),
-                    sample_weight=prob.s.astype(prob.X.dtype), y_was_1d=True)
-        result = _closed_form._solve_r(params, _closed_form.chunk_qr_state(params, data), warn=False)
+        result = _closed_form._solve_r(params, rows.qr_state(params), warn=False)
         keep = np.ones(d, bool)  # (of every column)
     w[keep] = result.coef[0].astype(np.float64)
     b = float(result.intercept[0]) if prob.fit_intercept else 0.0
     return w, b
 
 
-def _kept_null_squares(prob: _Problem, full: _closed_form.ClosedFormState, keep: np.ndarray, Q: np.ndarray) -> float:
-    """:func:`fastopt._closed_form.null_squares` over ``prob``'s rows for the null directions ``Q`` of the kept
-    columns' state (rows of ``Q`` for the kept columns; the others' coefficients are 0): :func:`_least_squares`'s
-    confirming pass of the pivoted path, which costs one read of ``X`` where the eigendecomposition of a one-hot
-    design's normal equations cost O(d^3) on the process's two-thread BLAS (494 columns: 17 ms on a quiet machine,
-    200-300 ms beside other work)."""
-    Qd = np.zeros((prob.d, Q.shape[1]))
+def _kept_rows(keep: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """The null directions ``Q`` of the kept columns' state as directions of every column (the others' 0)."""
+    Qd = np.zeros((keep.size, Q.shape[1]))
     Qd[keep] = Q
-    data = Data(X=prob.X, Y=np.zeros((0, 1)), sample_weight=prob.s, y_was_1d=True)
-    return _closed_form._null_pass_of({"fit_intercept": prob.fit_intercept}, full, data, Qd)
+    return Qd
+
+
+class _Rows:
+    """:func:`_least_squares`' passes over ``prob``'s rows (in memory)."""
+
+    def __init__(self, prob: _Problem):
+        self.prob = prob
+
+    def null_squares(self, full: _closed_form.ClosedFormState, Q: np.ndarray) -> float:
+        """:func:`fastopt._closed_form.null_squares` of the rows for the directions ``Q`` (d, k): the pivoted path's
+        confirming pass, one read of ``X`` where the eigendecomposition of a one-hot design's normal equations cost
+        O(d^3) on the process's two-thread BLAS (494 columns: 17 ms on a quiet machine, 200-300 ms beside other
+        work)."""
+        prob = self.prob
+        data = Data(X=prob.X, Y=np.zeros((0, 1)), sample_weight=prob.s, y_was_1d=True)
+        return _closed_form._null_pass_of({"fit_intercept": prob.fit_intercept}, full, data, Q)
+
+    def qr_state(self, params: dict) -> _closed_form.ClosedFormState:
+        """The closed form's ``R`` statistics of ``[X, y]`` with the weights ``s``: one more read of ``X``."""
+        prob = self.prob
+        data = Data(X=prob.X, Y=np.ascontiguousarray(prob.y[:, None], dtype=prob.X.dtype),
+                    sample_weight=prob.s.astype(prob.X.dtype), y_was_1d=True)
+        return _closed_form.chunk_qr_state(params, data)
 
 
 def _start(prob: _Problem, full: _closed_form.ClosedFormState, init):

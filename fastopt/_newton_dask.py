@@ -7,12 +7,15 @@ pass (:func:`fastopt._kernels.huber_pass`) gives each block's objective and grad
 inlier rows, so only ``d``-vectors and ``(d + 1) x (d + 1)`` matrices travel, never a row. Rows stay on their
 workers between passes, but their inlier masks do not: every evaluation rebuilds the inlier Hessian (a weighted
 Gram pass) instead of updating it, and a step that fails the Armijo test backtracks with objective-only passes.
-The start is the (ridge) least-squares fit from the blocks' merged Gram statistics, followed, when gross
-outliers leave it no curvature, by the same threshold continuation as in memory (the stage thresholds read from
-the blocks' histograms of residual exponents); the iteration stops on the same Newton-decrement test, relative to
-the capped objective, so both end at the same minimiser. A step is taken when it passes Armijo's test or the
-objective's slope at its end is not positive (convexity: it decreased all the way), which far outliers cannot
-round away.
+The start is the (ridge) least-squares fit from the blocks' merged Gram statistics (where Cholesky rejects them,
+the pivoted path with its confirming pass over the blocks, or the blocks' ``R`` factors merged as a tall-skinny
+QR), followed, when gross outliers leave it no curvature, by the same threshold continuation as in memory (the
+stage thresholds read from the blocks' histograms of residual exponents); the iteration stops on the same
+Newton-decrement test, relative to the capped objective or within the round-off floor at the point, so both end
+at the same minimiser. Where the Cholesky direction cannot be trusted (:func:`fastopt._newton._newton`), the
+steps come from the ``R`` factor of the inliers, the blocks' tall-skinny QR merged on the cluster (one more pass
+whenever the inliers change). A step is taken when it passes Armijo's test or the objective's slope at its end is
+not positive (convexity: it decreased all the way), which far outliers cannot round away.
 
 Not supported: ``loss="absolute_error"`` (its exact limit solves a system over the rows inside the threshold,
 gathered from ``X``) and ``partial_fit``. A ``warm_start`` fit starts from least squares too (Newton ends at the
@@ -20,6 +23,8 @@ same minimiser from any start).
 """
 from __future__ import annotations
 
+import hashlib
+import operator
 from dataclasses import dataclass
 
 import dask
@@ -28,7 +33,7 @@ from dask.delayed import delayed
 
 from fastopt import _chunks, _closed_form, _dask, _newton
 from fastopt._iterative import max_epochs, weight_mean
-from fastopt._validation import aligned
+from fastopt._validation import Data, aligned
 
 # The weighted histogram of the residuals' binary exponents (bin 0: exact zeros), from which a stage threshold is
 # read to within a factor of two: the median of fastopt._newton._median_abs_residual, without gathering residuals.
@@ -40,8 +45,9 @@ class _Stats:
     """Sums over rows at one point: ``sum s huber(r)``, ``X^T (s psi)``, ``sum s psi``, and for a point a step may
     land on (``hessian``) the inlier Hessian, the capped objective ``sum s min(|r|, eps)^2 / 2``
     (:func:`fastopt._newton._huber_reference`), the weighted histogram of the residuals' exponents and the
-    round-off floor of the objective (:func:`fastopt._newton.round_off_floor`; the backtracking evaluations only
-    compare objectives and slopes)."""
+    round-off floor of the objective at the point (:func:`fastopt._newton.round_off_floor` with ``(w, b)``: the
+    inlier Hessian's rebuild already costs ``d`` times its read of ``X``; the backtracking evaluations only compare
+    objectives and slopes)."""
 
     loss: float
     g: np.ndarray
@@ -50,13 +56,22 @@ class _Stats:
     capped: float | None
     hist: np.ndarray | None
     floor: float | None = None
+    # With the Hessian, a digest of the inlier set: the sum over blocks of a 128-bit hash of (block, mask), so
+    # that the R factor's steps (_BlockHessian) refactor only when the inliers changed, and _iterate sees a step
+    # on which no row crossed the threshold.
+    digest: int | None = None
 
 
 def _add(a: _Stats, b: _Stats) -> _Stats:
     if a.H is None:
         return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, None, None, None)
     return _Stats(a.loss + b.loss, a.g + b.g, a.gb + b.gb, a.H + b.H, a.capped + b.capped, a.hist + b.hist,
-                  a.floor + b.floor)
+                  a.floor + b.floor, a.digest + b.digest)
+
+
+def _mask_digest(index: int, mask: np.ndarray) -> int:
+    h = hashlib.blake2b(np.asarray(mask, np.uint8).tobytes(), digest_size=16, key=index.to_bytes(8, "little"))
+    return int.from_bytes(h.digest(), "little")
 
 
 def _exponent_histogram(r: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -95,22 +110,57 @@ def _gram(data, mean: float, n: int) -> _closed_form.ClosedFormState:
     return _newton._full_state(data.X, data.Y, _weights(data, mean, n))
 
 
-def _evaluate(data, mean: float, n: int, target: int, fit_intercept: bool, centre, w, b: float, eps: float,
-              hessian: bool) -> _Stats:
-    data = aligned(data)  # (as _gram)
+def _problem(data, mean: float, n: int, target: int, fit_intercept: bool, centre) -> _newton._Problem:
+    """One block's rows as :mod:`fastopt._newton`'s problem (no ridge: the driver adds it)."""
     y = np.ascontiguousarray(data.Y[:, target], dtype=np.float64)
-    prob = _newton._Problem(data.X, y, _weights(data, mean, n), 0.0, fit_intercept, centre)
+    return _newton._Problem(data.X, y, _weights(data, mean, n), 0.0, fit_intercept, centre)
+
+
+def _evaluate(data, index: int, mean: float, n: int, target: int, fit_intercept: bool, centre, w, b: float,
+              eps: float, hessian: bool) -> _Stats:
+    data = aligned(data)  # (as _gram)
+    prob = _problem(data, mean, n, target, fit_intercept, centre)
     if prob.n == 0:
         if not hessian:
             return _Stats(0.0, np.zeros(prob.d), 0.0, None, None, None)
         return _Stats(0.0, np.zeros(prob.d), 0.0, np.zeros((prob.p, prob.p)), 0.0, np.zeros(_EXP_HI - _EXP_LO + 1),
-                      0.0)
+                      0.0, 0)
     res = prob.run(w, b, eps, None, hessian=hessian)
     if not hessian:
         return _Stats(res.loss, res.g, res.gb, None, None, None)
     capped = _newton._huber_reference(prob, eps)(res.r, w, res.loss)  # (prob has no ridge: the sum alone)
     return _Stats(res.loss, res.g, res.gb, res.dH, capped, _exponent_histogram(res.r, prob.s),
-                  _newton.round_off_floor(prob, res.mask))
+                  _newton.round_off_floor(prob, res.mask, w, b), _mask_digest(index, res.mask))
+
+
+def _inlier_qr(data, mean: float, n: int, target: int, fit_intercept: bool, centre, w, b: float, eps: float):
+    """The ``R`` statistics of the block's inliers at ``(w, b)`` (:func:`fastopt._newton._inlier_qr_state`)."""
+    data = aligned(data)
+    prob = _problem(data, mean, n, target, fit_intercept, centre)
+    if prob.n == 0:
+        return None
+    return _newton._inlier_qr_state(prob, prob.run(w, b, eps, None, hessian=False).mask.view(bool))
+
+
+def _merge_optional(a, b):
+    """:func:`fastopt._closed_form.merge_states`, None for a block without inliers."""
+    return b if a is None else a if b is None else _closed_form.merge_states(a, b)
+
+
+def _null_squares(data, mean: float, n: int, fit_intercept: bool, mean_x, weight_exp: int, Q) -> float:
+    """The block's :func:`fastopt._closed_form.null_squares` with the fit's weights."""
+    data = aligned(data)
+    rows = Data(X=data.X, Y=np.zeros((0, 1)), sample_weight=_weights(data, mean, n), y_was_1d=True)
+    return _closed_form.null_squares({"fit_intercept": fit_intercept}, mean_x, weight_exp, rows, Q)
+
+
+def _qr_state(data, mean: float, n: int, target: int, params: dict):
+    """The closed form's ``R`` statistics of the block's ``[X, y]`` with the fit's weights."""
+    data = aligned(data)
+    s = _weights(data, mean, n)
+    rows = Data(X=data.X, Y=np.ascontiguousarray(data.Y[:, target : target + 1], dtype=data.X.dtype),
+                             sample_weight=s.astype(data.X.dtype), y_was_1d=True)
+    return _closed_form.chunk_qr_state(params, rows)
 
 
 class _Blocks:
@@ -135,9 +185,57 @@ class _Blocks:
 
     def evaluate(self, target: int, fit_intercept: bool, centre, w, b: float, eps: float, hessian: bool) -> _Stats:
         w_d = delayed(np.asarray(w, dtype=np.float64))  # one copy in the graph, shared by every block
-        leaves = [delayed(_evaluate, pure=True)(blk, self.mean, self.n, target, fit_intercept, centre, w_d, float(b),
-                                                float(eps), hessian) for blk in self.blocks]
+        leaves = [delayed(_evaluate, pure=True)(blk, i, self.mean, self.n, target, fit_intercept, centre, w_d,
+                                                float(b), float(eps), hessian) for i, blk in enumerate(self.blocks)]
         return _dask.tree_merge(leaves, _add).compute()
+
+    def inlier_r(self, prob: _newton._Problem, target: int, w, b: float, eps: float) -> np.ndarray:
+        """:func:`fastopt._newton._inlier_r` of the inliers at ``(w, b)``: the blocks' TSQR, merged on the cluster
+        (``p x p`` factors travel)."""
+        w_d = delayed(np.asarray(w, dtype=np.float64))
+        leaves = [delayed(_inlier_qr, pure=True)(blk, self.mean, self.n, target, prob.fit_intercept, prob.centre,
+                                                 w_d, float(b), float(eps)) for blk in self.blocks]
+        return _newton._r_of_state(prob, _dask.tree_merge(leaves, _merge_optional).compute())
+
+
+class _BlockRows:
+    """:func:`fastopt._newton._least_squares`' passes over the blocks (:class:`fastopt._newton._Rows`)."""
+
+    def __init__(self, blocks: _Blocks, target: int, fit_intercept: bool):
+        self.blocks, self.target, self.fit_intercept = blocks, target, fit_intercept
+
+    def null_squares(self, full: _closed_form.ClosedFormState, Q: np.ndarray) -> float:
+        blocks = self.blocks
+        mean_x, Q = delayed(full.mean[: full.n_features].copy()), delayed(Q)  # (one copy each in the graph)
+        leaves = [delayed(_null_squares, pure=True)(blk, blocks.mean, blocks.n, self.fit_intercept, mean_x,
+                                                    full.weight_exp, Q) for blk in blocks.blocks]
+        return float(_dask.tree_merge(leaves, operator.add).compute())
+
+    def qr_state(self, params: dict) -> _closed_form.ClosedFormState:
+        blocks = self.blocks
+        leaves = [delayed(_qr_state, pure=True)(blk, blocks.mean, blocks.n, self.target, params)
+                  for blk in blocks.blocks]
+        return _dask.tree_merge(leaves).compute()
+
+
+class _BlockHessian(_newton._Hessian):
+    """:class:`fastopt._newton._Hessian` whose matrix is the blocks' at the current point (:meth:`at`), and whose
+    ``R`` factor is their TSQR (:meth:`_Blocks.inlier_r`, one more distributed pass whenever the inliers
+    changed)."""
+
+    def __init__(self, prob: _newton._Problem, full, blocks: _Blocks, target: int):
+        super().__init__(prob, full)
+        self.blocks, self.target, self.point = blocks, target, None
+
+    def at(self, st: _Stats, w, b: float, eps: float) -> None:
+        """The statistics ``st`` at ``(w, b)`` for threshold ``eps`` are the current point's."""
+        self.H, self.point = st.H, (w, b, eps, st.digest)
+
+    def _inlier_factor(self) -> np.ndarray:
+        w, b, eps, digest = self.point
+        if self._qr is None or self._qr[0] != digest:
+            self._qr = (digest, self.blocks.inlier_r(self.prob, self.target, w, b, eps))
+        return self._qr[1]
 
 
 def _fit_target(blocks: _Blocks, target: int, full, alpha: float, fit_intercept: bool, eps: float, rtol: float,
@@ -148,12 +246,14 @@ def _fit_target(blocks: _Blocks, target: int, full, alpha: float, fit_intercept:
     d = full.n_features
     centre = full.mean[:d].copy() if fit_intercept else np.zeros(d)
     prob = _newton._Problem(np.empty((0, d)), np.empty(0), np.empty(0), alpha, fit_intercept, centre)
-    hess = _newton._Hessian(prob, full)  # the all-rows damping reference; H is replaced at every evaluation
-    w, b = _newton._least_squares(prob, full)
+    prob.rows = blocks.n
+    # (the all-rows damping reference; H is replaced at every evaluation)
+    hess = _BlockHessian(prob, full, blocks, target)
+    w, b = _newton._least_squares(prob, full, _BlockRows(blocks, target, fit_intercept))
     st = blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
     curve, iters = [], 0
     threshold = _newton._stage_threshold(_median_from_histogram(st.hist), eps) if eps < np.inf else eps
-    hess.H = st.H
+    hess.at(st, w, b, eps)
     # (as in memory: only where the curvature cannot answer the gradient)
     if threshold > eps and not _newton._curvature_missing(hess, st.g + alpha * w, st.gb):
         threshold = eps
@@ -175,24 +275,47 @@ def _slope(st: _Stats, alpha: float, w, dw, db: float, t: float) -> float:
     return float((st.g + alpha * (w + t * dw)) @ dw) + st.gb * db
 
 
-def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: float, hess, w, b: float, st: _Stats,
-             eps: float, rtol: float, max_iter: int, curve: list, capped: bool):
+def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: float, hess: _BlockHessian, w,
+             b: float, st: _Stats, eps: float, rtol: float, max_iter: int, curve: list, capped: bool):
     """Newton iterations at threshold ``eps`` from ``(w, b)`` with statistics ``st`` there; the stop as in memory
-    (with ``capped``, relative to the capped objective). Returns (w, b, st, F, iterations, converged)."""
+    (with ``capped``, relative to the capped objective), and as in memory (:func:`fastopt._newton._newton`) a stop
+    whose Cholesky direction cannot be trusted, or steps that crawl, go on with the inliers' ``R`` factor's
+    directions. Returns (w, b, st, F, iterations, converged)."""
+    try:
+        return _iterate_loop(blocks, target, fit_intercept, centre, alpha, hess, w, b, st, eps, rtol, max_iter,
+                             curve, capped)
+    finally:
+        hess.qr = False
+
+
+def _iterate_loop(blocks, target, fit_intercept, centre, alpha, hess, w, b, st, eps, rtol, max_iter, curve, capped):
+    """:func:`_iterate`'s iteration."""
 
     def value(st, w):
         return st.loss + _newton._penalty(alpha, w)
 
+    qr, damped = _newton.QR_FALLBACK, not hess.prob.singular
+    crawl, last_dec, landed = 0, np.inf, False
     F = value(st, w)
-    for it in range(max_iter):
-        hess.H = st.H
+    it = 0
+    while it < max_iter:  # (a switch to the R factor's steps redoes the direction: not an iteration)
+        hess.at(st, w, b, eps)
         g, gb = st.g + alpha * w, st.gb
         dw, db = hess.direction(g, gb, 1.0)
         dec = -(float(g @ dw) + gb * db)
         reference = st.capped + _newton._penalty(alpha, w) if capped else abs(F)
         # (or within the round-off floor, as in memory)
         if dec <= 0.0 or (dec <= 2.0 * rtol * abs(F) and dec <= 2.0 * rtol * reference) or dec <= 2.0 * rtol * st.floor:
+            if qr and not hess.qr and damped and hess.untrusted():
+                hess.qr = True
+                continue
             return w, b, st, F, it, True
+        if qr and not hess.qr:  # (as in memory: a full step with no crossing lands on the piece's minimiser)
+            crawl = crawl + 1 if landed and dec > 0.1 * last_dec else 0
+            if crawl >= 2:
+                hess.qr = True
+                continue
+        last_dec, landed = dec, False
         t = 1.0
         trial = blocks.evaluate(target, fit_intercept, centre, w + dw, b + db, eps, True)
         # Armijo, or a slope not positive at t (the objective is convex: it then decreased all the way to t), which
@@ -200,12 +323,19 @@ def _iterate(blocks: _Blocks, target: int, fit_intercept: bool, centre, alpha: f
         while value(trial, w + t * dw) > F - _newton.ARMIJO * t * dec and _slope(trial, alpha, w, dw, db, t) > 0.0:
             t *= 0.5
             if t < 1e-20:  # no decrease at round-off level: optimal to working precision
-                return w, b, st, F, it + 1, True
+                break
             trial = blocks.evaluate(target, fit_intercept, centre, w + t * dw, b + t * db, eps, False)
+        if t < 1e-20:
+            if qr and not hess.qr and damped and hess.untrusted():
+                hess.qr = True
+                continue
+            return w, b, st, F, it + 1, True
+        landed = t == 1.0 and trial.digest == st.digest
         w, b = w + t * dw, b + t * db
         st = trial if t == 1.0 else blocks.evaluate(target, fit_intercept, centre, w, b, eps, True)
         F = value(st, w)
         curve.append(F)
+        it += 1
     return w, b, st, F, max_iter, False
 
 
