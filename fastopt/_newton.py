@@ -140,6 +140,12 @@ QR_RCOND = 1e-8
 # the gradient has more than this part of its norm there, they are not exact dependencies of the columns (whose
 # gradient part is round-off) but a lack of inliers, and the damped step is taken instead.
 NULL_GRADIENT = 1e-6
+# Newton's steps crawl where only the ridge answers the gradient and its steps cross rows by the hundred: after
+# CRAWL_STEPS steps in a row that the line search cut below CRAWL_T without the decrement falling tenfold, the
+# Huber fit takes the threshold continuation from there (see _newton's crawl_exit). The fits it concerns cut
+# their steps to 1e-2 .. 1e-4 at every iteration, to max_epochs.
+CRAWL_T = 0.1
+CRAWL_STEPS = 3
 
 
 def _penalty(alpha: float, w: np.ndarray) -> float:
@@ -420,6 +426,7 @@ class _Hessian:
         # where the Cholesky steps cannot be trusted (see _newton); the factor and the mask it is of.
         self.qr, self._qr = False, None
         self.switched = False  # whether the last _newton call switched to them
+        self.crawled = False  # whether the last _newton call returned on its crawl_exit
         if full is None:
             self.H, self.damp, self.mask, self.mass = np.zeros((p, p)), damp, None, np.zeros(p)
             self.stale = True  # the next pass must rebuild (prev=None)
@@ -456,13 +463,15 @@ class _Hessian:
             ratio = np.where(self.mass > 0, self.mass / np.abs(diag), 0.0)
         return bool(np.max(ratio, initial=0.0) > DRIFT)
 
-    def direction(self, g: np.ndarray, gb: float, scale: float):
-        """The (damped) Newton direction for gradient ``(g, gb)`` (the Hessian times ``scale``, plus ridge)."""
+    def direction(self, g: np.ndarray, gb: float, scale: float, ridge: bool = True):
+        """The (damped) Newton direction for gradient ``(g, gb)`` (the Hessian times ``scale``, plus the ridge
+        unless ``ridge`` is False)."""
         if self.qr:
             return self._qr_direction(g, gb, scale)
         prob, d = self.prob, self.prob.d
         H = self.H * scale
-        H[np.arange(d), np.arange(d)] += prob.alpha
+        if ridge:
+            H[np.arange(d), np.arange(d)] += prob.alpha
         if prob.fit_intercept:
             rhs = np.append(g - prob.centre * gb, gb)
         else:
@@ -668,7 +677,7 @@ def _take(prob: _Problem, hess: _Hessian, res: _Pass, w, b, eps: float) -> _Pass
 
 def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale: float, rtol: float,
             max_iter: int, curve: list, probe=None, reference=None, floor: bool = False, qr: bool = False,
-            damped: bool = False):
+            damped: bool = False, crawl_exit: bool = False):
     """Semismooth Newton on ``scale * sum s huber_eps(r) + alpha/2 ||w||^2`` from (w, b), where ``cur`` is the
     pass at (w, b), already taken into ``hess``. Returns (w, b, r, F, iterations, converged).
     ``probe(w, b, r, mask)``, if given, is asked at every iterate whether to stop (it has found the answer).
@@ -693,18 +702,27 @@ def _newton(prob: _Problem, w, b, cur: _Pass, hess: _Hessian, eps: float, scale:
     inliers' ``R`` factor (:meth:`_Hessian._qr_direction`) and stops by the same tests. (The callers pass
     ``damped`` unless the least-squares start confirmed exact dependencies, :attr:`_Problem.singular`: one-hot
     columns beside an intercept are singular, so always damped, and their damped steps right; the QR pass at
-    every stop made such a Huber fit 26% slower.)"""
+    every stop made such a Huber fit 26% slower.)
+
+    With ``crawl_exit``, the iteration returns (``hess.crawled`` set) after ``CRAWL_STEPS`` steps in a row that
+    the line search cut below ``CRAWL_T`` and that did not bring the decrement down tenfold, where the inliers'
+    curvature does not answer the gradient (:func:`_crawling`): the ridge does, and its curvature, ``alpha`` in
+    every direction, is no guide when its steps cross rows by the hundred (the caller goes on with the threshold
+    continuation from there). Cut steps whose decrements fall fast are converging (a cubic of ``x`` near 15 beside
+    a target offset by -4e6 ends in 5 iterations that way; its continuation took 200)."""
+    hess.crawled = False
     try:
         return _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe, reference, floor, qr,
-                            damped)
+                            damped, crawl_exit)
     finally:
         hess.switched, hess.qr = hess.qr, False
 
 
-def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe, reference, floor, qr, damped):
+def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe, reference, floor, qr, damped,
+                 crawl_exit):
     """:func:`_newton`'s iteration."""
     alpha = prob.alpha
-    crawl, last_dec, landed = 0, np.inf, False
+    crawl, last_dec, landed, cuts = 0, np.inf, False, []
 
     def value(res, w):
         return scale * res.loss + _penalty(alpha, w)
@@ -726,6 +744,9 @@ def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe
                 hess.qr = True
                 continue
             return w, b, r, F, it, True
+        if crawl_exit and _crawling(hess, cuts, dec, g, gb, scale):
+            hess.crawled = True
+            return w, b, r, F, it, False
         if qr and not hess.qr:
             # A full step on which no row crossed the threshold lands on the minimiser of the (quadratic) piece,
             # so the next decrement is round-off; twice running not a tenth of the last one, the solve is off.
@@ -741,6 +762,7 @@ def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe
             landed = qr and np.array_equal(trial.mask, cur.mask)  # (read only by the crawl test)
             w, b, F = w1, b1, F1
             cur = _take(prob, hess, trial, w, b, eps)
+            cuts.clear()
         else:
             t = _line_search(prob, r, trial.r - r, w, dw, eps, scale)
             if t == 0.0:  # no decrease at round-off level: the iterate is optimal to working precision
@@ -751,6 +773,10 @@ def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe
             w, b = w + t * dw, b + t * db
             cur = _visit(prob, hess, w, b, eps)
             F = value(cur, w)
+            if t < CRAWL_T:
+                cuts.append(dec)
+            else:
+                cuts.clear()
         curve.append(F)
         it += 1
     return w, b, cur.r, F, max_iter, False
@@ -863,6 +889,21 @@ def _curvature_missing(hess: _Hessian, g: np.ndarray, gb: float) -> bool:
     return hess.damped_share >= 0.5
 
 
+def _crawling(hess: _Hessian, cuts: list, dec: float, g: np.ndarray, gb: float, scale: float) -> bool:
+    """Whether Newton's steps crawl (see :func:`_newton`'s ``crawl_exit``): the last ``CRAWL_STEPS`` were cut below
+    ``CRAWL_T`` by the line search (``cuts``: their decrements), the decrement ``dec`` has not fallen
+    tenfold over them, and the inliers' curvature, the ridge left out, answers less than half the gradient
+    ``(g, gb)`` (the Hessian's record of its last direction is kept)."""
+    if len(cuts) < CRAWL_STEPS or dec <= 0.1 * cuts[-CRAWL_STEPS]:
+        return False
+    kept = hess.mu, hess.rcond, hess.damped_share
+    try:
+        hess.direction(g, gb, scale, ridge=False)
+        return hess.damped_share >= 0.5
+    finally:
+        hess.mu, hess.rcond, hess.damped_share = kept
+
+
 def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: float, rtol: float, max_iter: int,
                  init=None) -> tuple[_Fit, _Hessian]:
     """The Huber fit of one target from the least-squares fit (or ``init``); ``full`` holds its all-rows
@@ -881,21 +922,31 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
     cur = _visit(prob, hess, w, b, epsilon)
     curve: list = []
     threshold, iters = _stage_threshold(_median_abs_residual(prob, cur.r), epsilon), 0
-    # Newton's own steps do where the curvature (inliers or ridge) answers the gradient
+    # Newton's own steps do where the curvature (inliers or ridge) answers the gradient; where the ridge answers
+    # it but its steps crawl, the continuation starts where they stopped (crawl_exit)
     if threshold > epsilon and not _curvature_missing(hess, cur.g + prob.alpha * w, cur.gb):
         threshold = epsilon
-    while threshold > epsilon:
-        cur = _visit(prob, hess, w, b, threshold)
-        w, b, r, _, it, _ = _newton(prob, w, b, cur, hess, threshold, 1.0, STAGE_RTOL, max_iter, curve,
-                                    qr=QR_FALLBACK, damped=not prob.singular)
-        iters += max(it, 1)
-        threshold = _stage_threshold(_median_abs_residual(prob, r), epsilon, threshold)
+    crawl_exit = epsilon < np.inf
+    while True:
+        while threshold > epsilon:
+            crawl_exit = False
+            cur = _visit(prob, hess, w, b, threshold)
+            w, b, r, _, it, _ = _newton(prob, w, b, cur, hess, threshold, 1.0, STAGE_RTOL, max_iter, curve,
+                                        qr=QR_FALLBACK, damped=not prob.singular)
+            iters += max(it, 1)
+            threshold = _stage_threshold(_median_abs_residual(prob, r), epsilon, threshold)
+            if threshold == epsilon:
+                cur = _visit(prob, hess, w, b, epsilon)
+        w, b, r, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
+                                     reference=_huber_reference(prob, epsilon) if epsilon < np.inf else None,
+                                     floor=True, qr=QR_FALLBACK, damped=not prob.singular, crawl_exit=crawl_exit)
+        iters += it
+        if not hess.crawled:
+            return _Fit(w, b, F, iters, ok, curve or [F]), hess
+        crawl_exit = False
+        threshold = _stage_threshold(_median_abs_residual(prob, r), epsilon)
         if threshold == epsilon:
             cur = _visit(prob, hess, w, b, epsilon)
-    w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
-                                 reference=_huber_reference(prob, epsilon) if epsilon < np.inf else None,
-                                 floor=True, qr=QR_FALLBACK, damped=not prob.singular)
-    return _Fit(w, b, F, iters + it, ok, curve or [F]), hess
 
 
 def round_off_floor(prob: _Problem, mask: np.ndarray, w: np.ndarray | None = None, b: float = 0.0) -> float:

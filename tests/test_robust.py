@@ -967,6 +967,112 @@ def test_huber_on_dask_without_intercept_on_columns_far_from_their_means_reaches
     assert F <= huber_minimum(X, y, s, 0.5, False) + 16 * rounding
 
 
+def ridge_far_target(seed, n=101):
+    """One-hot columns (16, 12, 16 and 6 levels) beside columns ``3.6e6 + t`` and ``-4e4 + t`` (spreads
+    ``10^U(-1, 1)``), a target offset by -3.75e9 and a tenth of the rows moved by up to 1e9."""
+    rng = np.random.default_rng(seed)
+    onehot = np.hstack([np.eye(k)[rng.integers(0, k, n)] for k in (16, 12, 16, 6)])
+    spread = 10 ** rng.uniform(-1, 1, 2)
+    num = np.array([3.6e6, -4e4]) + spread * rng.standard_normal((n, 2))
+    y = 3 * onehot @ rng.normal(size=50) + (num - num.mean(0)) @ (rng.normal(size=2) / spread) - 3.75e9
+    y += rng.standard_normal(n)
+    bad = rng.choice(n, n // 10, replace=False)
+    y[bad] += 10 ** rng.uniform(2, 9, bad.size) * rng.choice([-1.0, 1.0], bad.size)
+    return np.hstack([onehot, num]), y
+
+
+@pytest.mark.parametrize("kind", ["dense", "dask"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_huber_with_a_ridge_and_every_row_far_outside_reaches_the_minimum(seed, kind):
+    """Without an intercept the least-squares start leaves every row far outside the threshold here, and only the
+    ridge (0.05) gives curvature: its Newton steps, ``-g / alpha`` along a column like ``3.6e6 + t``, crossed the
+    rows by the hundred, and the fit crawled to ``max_epochs`` (seeds 0 and 2: 7e5 and 2.7e6 times the minimum,
+    warned; Dask too). After three steps the line search cut below 0.1 where the inliers do not answer the
+    gradient, the fit takes the threshold continuation from there.
+    Certificate: the objective is ``alpha``-strongly convex, so ``F - F* <= ||g||^2 / (2 alpha)``; the gradient
+    must be one the coefficients' rounding alone explains, ``||X_in^T X_in eps |w|| / n + alpha eps |w|``."""
+    X, y = ridge_far_target(seed)
+    alpha, eps = 0.05, 1.35
+    est = LinearRegressor(solver="newton", loss="huber", alpha=alpha, fit_intercept=False, epsilon=eps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        if kind == "dask":
+            da = pytest.importorskip("dask.array")
+            est.fit(da.from_array(X, chunks=(30, -1)), da.from_array(y, chunks=30))
+        else:
+            est.fit(X, y)
+    w = est.coef_
+    r = np.asarray(X, np.longdouble) @ np.asarray(w, np.longdouble) - np.asarray(y, np.longdouble)
+    g = np.asarray(X, np.longdouble).T @ np.clip(r, -eps, eps) / len(y) + np.longdouble(alpha) * w
+    inl = np.abs(r) <= eps
+    dw = np.finfo(float).eps * np.abs(w)
+    rounding = np.linalg.norm(np.abs(X[inl]).T @ (np.abs(X[inl]) @ dw) / len(y) + alpha * dw)
+    assert float(np.sqrt(g @ g)) <= 2 * rounding
+
+
+def heavy_tailed(seed, n=610, d=10):
+    """Columns of scales ``10^U(-2, 2)``, Student-t (2) noise, 1% to 30% of the rows moved by up to 1e9, and
+    weights ``10^U(-3, 3)``."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * 10 ** rng.uniform(-2, 2, d)
+    y = X @ (rng.normal(size=d) / X.std(0)) + rng.standard_t(2, n)
+    bad = rng.choice(n, int(n * rng.uniform(0.01, 0.3)), replace=False)
+    y[bad] += 10 ** rng.uniform(2, 9, bad.size) * rng.choice([-1.0, 1.0], bad.size)
+    return X, y, 10 ** rng.uniform(-3, 3, n)
+
+
+@pytest.mark.parametrize("kind", ["dense", "dask"])
+@pytest.mark.parametrize("seed", [0, 3, 4, 8])
+def test_huber_with_a_small_ridge_and_heavy_tails_converges(seed, kind):
+    """A ridge of 1e-5 without intercept, the start far from most rows: the ridge alone answered the gradient,
+    so no continuation was taken, and its steps, cut to 1e-2 .. 1e-4 by the line search, crawled (in memory
+    seeds 0, 4 and 8 to ``max_epochs``, 4e-4 to 13% apart from the Dask fits; on Dask, halving the steps, ten
+    of twelve seeds to ``max_epochs``). After three such steps the fit takes the continuation from where they
+    stopped. Certificate: ``F - F* <= ||g||^2 / (2 alpha)`` (strong convexity), which exceeds the true gap by up
+    to the inliers' curvature over ``alpha``; below 1e-9 of ``F`` it rules out any stop short of the minimum."""
+    X, y, sw = heavy_tailed(seed)
+    est = LinearRegressor(solver="newton", loss="huber", alpha=1e-5, fit_intercept=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        if kind == "dask":
+            da = pytest.importorskip("dask.array")
+            est.fit(da.from_array(X, chunks=(200, -1)), da.from_array(y, chunks=200),
+                    sample_weight=da.from_array(sw, chunks=200))
+        else:
+            est.fit(X, y, sample_weight=sw)
+    s = np.asarray(sw / sw.sum(), np.longdouble)
+    r = np.asarray(X, np.longdouble) @ np.asarray(est.coef_, np.longdouble) - np.asarray(y, np.longdouble)
+    g = np.asarray(X, np.longdouble).T @ (s * np.clip(r, -1.35, 1.35)) + np.longdouble(1e-5) * est.coef_
+    F = objective(X, y, est.coef_, 0.0, "huber", 1.35, alpha=1e-5, sw=sw)
+    assert float(g @ g) / 2e-5 <= 1e-9 * F
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_dask_huber_continuation_reads_the_in_memory_threshold(seed, monkeypatch):
+    """The continuation's first threshold is the median absolute residual over the rows with weight at the
+    least-squares start; on Dask the blocks' histogram of the residuals' binary exponents had read a weighted
+    median to a factor of two (weights ``10^U(-3, 3)``: these seeds' thresholds 1% to 51% off memory's). Now
+    one more pass places it in its octave's 1024 linear bins: an upper bound within 1/1024 (611 rows, so one
+    middle residual; the starts agree to round-off)."""
+    da = pytest.importorskip("dask.array")
+    from fastopt import _newton
+
+    X, y, sw = heavy_tailed(seed, n=611)
+    real = _newton._stage_threshold
+    first = []
+    for kind in ("dense", "dask"):
+        seen = []
+        monkeypatch.setattr(_newton, "_stage_threshold", lambda *a, seen=seen: seen.append(real(*a)) or seen[-1])
+        est = LinearRegressor(solver="newton", loss="huber")
+        if kind == "dask":
+            est.fit(da.from_array(X, chunks=(200, -1)), da.from_array(y, chunks=200),
+                    sample_weight=da.from_array(sw, chunks=200))
+        else:
+            est.fit(X, y, sample_weight=sw)
+        first.append(seen[0])
+    assert first[0] * (1 - 1e-12) <= first[1] <= first[0] * (1 + 1 / 1024) * (1 + 1e-12)
+
+
 def lad_design(family, seed):
     """Designs where the absolute error's limits are ill-conditioned: ``"mixed"``, one-hot columns (2, 2, 3 and 4
     levels) beside five columns ``o_j + t_j`` (offsets of ``10^3`` to ``10^10``), an intercept and a target
