@@ -1047,32 +1047,6 @@ def test_huber_with_a_small_ridge_and_heavy_tails_converges(seed, kind):
     assert float(g @ g) / 2e-5 <= 1e-9 * F
 
 
-@pytest.mark.parametrize("seed", [0, 1, 3])
-def test_dask_huber_continuation_reads_the_in_memory_threshold(seed, monkeypatch):
-    """The continuation's first threshold is the median absolute residual over the rows with weight at the
-    least-squares start; on Dask the blocks' histogram of the residuals' binary exponents had read a weighted
-    median to a factor of two (weights ``10^U(-3, 3)``: these seeds' thresholds 1% to 51% off memory's). Now
-    one more pass places it in its octave's 1024 linear bins: an upper bound within 1/1024 (611 rows, so one
-    middle residual; the starts agree to round-off)."""
-    da = pytest.importorskip("dask.array")
-    from fastopt import _newton
-
-    X, y, sw = heavy_tailed(seed, n=611)
-    real = _newton._stage_threshold
-    first = []
-    for kind in ("dense", "dask"):
-        seen = []
-        monkeypatch.setattr(_newton, "_stage_threshold", lambda *a, seen=seen: seen.append(real(*a)) or seen[-1])
-        est = LinearRegressor(solver="newton", loss="huber")
-        if kind == "dask":
-            est.fit(da.from_array(X, chunks=(200, -1)), da.from_array(y, chunks=200),
-                    sample_weight=da.from_array(sw, chunks=200))
-        else:
-            est.fit(X, y, sample_weight=sw)
-        first.append(seen[0])
-    assert first[0] * (1 - 1e-12) <= first[1] <= first[0] * (1 + 1 / 1024) * (1 + 1e-12)
-
-
 def lad_design(family, seed):
     """Designs where the absolute error's limits are ill-conditioned: ``"mixed"``, one-hot columns (2, 2, 3 and 4
     levels) beside five columns ``o_j + t_j`` (offsets of ``10^3`` to ``10^10``), an intercept and a target
