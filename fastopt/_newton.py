@@ -485,8 +485,12 @@ class _Hessian:
         Hs = H / np.outer(sc, sc)
         # A coordinate whose Hessian entry is below eps of its scale (a column constant on the inliers, which
         # the intercept already spans, or no inliers at all) is round-off: damp from the start, so that the step
-        # leaves it (nearly) alone instead of following the noise (Cholesky may well succeed on it).
-        mu = 1e-10 if np.any(np.diag(Hs) < 0.5) else 0.0
+        # leaves it (nearly) alone instead of following the noise (Cholesky may well succeed on it). So are exactly
+        # dependent columns (:attr:`_Problem.singular`): the system is singular at every point, and a Cholesky
+        # factor that passes does so by rounding (reciprocal condition 1e-17), its step running along the null
+        # space (one-hot columns beside an intercept, 60,000 rows: coefficients of 1e5 that the intercept
+        # cancelled, where the minimum-norm ones are of 7).
+        mu = 1e-10 if prob.singular or np.any(np.diag(Hs) < 0.5) else 0.0
         for _ in range(30):
             Hm = Hs + np.diag(mu * damp / sc**2) if mu else Hs
             try:

@@ -1100,6 +1100,30 @@ def test_absolute_error_with_ill_conditioned_limits_reaches_the_minimum(family, 
     assert F <= lad_minimum(X, y, s, fit_intercept) + 16 * np.finfo(float).eps * float(s @ terms)
 
 
+@pytest.mark.parametrize("kind", ["dense", "csr", "dask"])
+def test_huber_on_one_hot_beside_an_intercept_keeps_out_of_the_null_space(kind):
+    """One-hot columns (20 and 30 levels) beside an intercept are exactly dependent: every Newton system is
+    singular, and where its Cholesky factor passed by rounding (reciprocal condition 1e-17) the step ran along the
+    null space: 60,000 rows fitted coefficients of norm 1.5e5 that the intercept cancelled (the same predictions).
+    The damped steps keep the coefficients at the minimum-norm ones' size: their part in the centred design's null
+    space follows the damping's column scales, not the Euclidean norm (1e-2 of them here)."""
+    rng = np.random.default_rng(0)
+    n = 60_000
+    X = np.hstack([np.eye(k)[rng.integers(0, k, n)] for k in (20, 30)])
+    y = X @ rng.normal(size=50) + rng.standard_normal(n)
+    y[rng.random(n) < 0.05] += 100
+    est = LinearRegressor(solver="newton", loss="huber")
+    if kind == "dask":
+        da = pytest.importorskip("dask.array")
+        est.fit(da.from_array(X, chunks=(20_000, -1)), da.from_array(y, chunks=20_000))
+    else:
+        est.fit(sp.csr_array(X) if kind == "csr" else X, y)
+    _, sv, Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
+    null = Vt[sv < 1e-10 * sv[0]]
+    assert null.shape[0] == 2
+    assert np.linalg.norm(null @ est.coef_) <= 0.02 * np.linalg.norm(est.coef_)
+
+
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
 def test_one_hot_beside_an_intercept_takes_no_qr_pass(loss, monkeypatch):
     """One-hot columns beside an intercept are exactly dependent, which the least-squares start confirms: their
