@@ -6,7 +6,8 @@ live and reduced in a balanced binary tree on the cluster (:func:`fastopt._dask.
 pass (:func:`fastopt._kernels.huber_pass`) gives each block's objective and gradient sums and the Hessian of its
 inlier rows, so only ``d``-vectors and ``(d + 1) x (d + 1)`` matrices travel, never a row. Rows stay on their
 workers between passes, but their inlier masks do not: every evaluation rebuilds the inlier Hessian (a weighted
-Gram pass) instead of updating it, and a step that fails the Armijo test backtracks with objective-only passes.
+Gram pass) instead of updating it, and a step that fails the Armijo test is cut to the minimiser along it from
+two passes of the blocks' slopes at a grid of step lengths (:meth:`_Blocks.line_search`).
 The start is the (ridge) least-squares fit from the blocks' merged Gram statistics (where Cholesky rejects them,
 the pivoted path with its confirming pass over the blocks, or the blocks' ``R`` factors merged as a tall-skinny
 QR), followed, when gross outliers leave it no curvature, by the same threshold continuation as in memory (the
@@ -53,8 +54,8 @@ class _Stats:
     land on (``hessian``) the inlier Hessian, the capped objective ``sum s min(|r|, eps)^2 / 2``
     (:func:`fastopt._newton._huber_reference`), the weighted histogram of the residuals' exponents and the
     round-off floor of the objective at the point (:func:`fastopt._newton.round_off_floor` with ``(w, b)``: the
-    inlier Hessian's rebuild already costs ``d`` times its read of ``X``; the backtracking evaluations only compare
-    objectives and slopes)."""
+    inlier Hessian's rebuild already costs ``d`` times its read of ``X``; evaluations without the Hessian, at the
+    end of a step that is then cut, only compare objectives and slopes)."""
 
     loss: float
     g: np.ndarray
@@ -177,12 +178,9 @@ def _null_squares(data, mean: float, n: int, fit_intercept: bool, mean_x, weight
 
 
 def _qr_state(data, mean: float, n: int, target: int, params: dict):
-    """The closed form's ``R`` statistics of the block's ``[X, y]`` with the fit's weights."""
-    data = aligned(data)
-    s = _weights(data, mean, n)
-    rows = Data(X=data.X, Y=np.ascontiguousarray(data.Y[:, target : target + 1], dtype=data.X.dtype),
-                             sample_weight=s.astype(data.X.dtype), y_was_1d=True)
-    return _closed_form.chunk_qr_state(params, rows)
+    """The closed form's ``R`` statistics of the block's ``[X, y]`` with the fit's weights
+    (:meth:`fastopt._newton._Rows.qr_state` of the block)."""
+    return _newton._Rows(_problem(aligned(data), mean, n, target, params["fit_intercept"], None)).qr_state(params)
 
 
 class _Blocks:
