@@ -165,6 +165,16 @@ def _inlier_qr(data, mean: float, n: int, target: int, fit_intercept: bool, cent
     return _newton._inlier_qr_state(prob, prob.run(w, b, eps, None, hessian=False).mask.view(bool))
 
 
+def _secant_qr(data, mean: float, n: int, target: int, fit_intercept: bool, centre, w, b: float, eps: float):
+    """The ``R`` statistics of the block's rows at ``(w, b)`` with the outliers' secant share
+    (:func:`fastopt._newton._secant_qr_state`)."""
+    data = aligned(data)
+    prob = _problem(data, mean, n, target, fit_intercept, centre)
+    if prob.n == 0:
+        return None
+    return _newton._secant_qr_state(prob, prob.run(w, b, eps, None, hessian=False).r, eps)
+
+
 def _merge_optional(a, b):
     """:func:`fastopt._closed_form.merge_states`, None for a block without inliers."""
     return b if a is None else a if b is None else _closed_form.merge_states(a, b)
@@ -241,9 +251,18 @@ class _Blocks:
     def inlier_r(self, prob: _newton._Problem, target: int, w, b: float, eps: float) -> np.ndarray:
         """:func:`fastopt._newton._inlier_r` of the inliers at ``(w, b)``: the blocks' TSQR, merged on the cluster
         (``p x p`` factors travel)."""
+        return self._merged_r(_inlier_qr, prob, target, w, b, eps)
+
+    def secant_r(self, prob: _newton._Problem, target: int, w, b: float, eps: float) -> np.ndarray:
+        """:meth:`fastopt._newton._Hessian._secant_factor` at ``(w, b)``: the blocks' TSQR of every row, the
+        outliers at their secant share, merged on the cluster."""
+        return self._merged_r(_secant_qr, prob, target, w, b, eps)
+
+    def _merged_r(self, leaf, prob: _newton._Problem, target: int, w, b: float, eps: float) -> np.ndarray:
+        """:func:`fastopt._newton._r_of_state` of the merge of the blocks' ``leaf`` statistics at ``(w, b)``."""
         w_d = delayed(np.asarray(w, dtype=np.float64))
-        leaves = [delayed(_inlier_qr, pure=True)(blk, self.mean, self.n, target, prob.fit_intercept, prob.centre,
-                                                 w_d, float(b), float(eps)) for blk in self.blocks]
+        leaves = [delayed(leaf, pure=True)(blk, self.mean, self.n, target, prob.fit_intercept, prob.centre, w_d,
+                                           float(b), float(eps)) for blk in self.blocks]
         return _newton._r_of_state(prob, _dask.tree_merge(leaves, _merge_optional).compute())
 
 
@@ -285,6 +304,10 @@ class _BlockHessian(_newton._Hessian):
         if self._qr is None or self._qr[0] != digest:
             self._qr = (digest, self.blocks.inlier_r(self.prob, self.target, w, b, eps))
         return self._qr[1]
+
+    def _secant_factor(self) -> np.ndarray:
+        w, b, eps, _ = self.point
+        return self.blocks.secant_r(self.prob, self.target, w, b, eps)
 
 
 def _fit_target(blocks: _Blocks, target: int, full, alpha: float, fit_intercept: bool, eps: float, rtol: float,
