@@ -175,6 +175,12 @@ def _secant_qr(data, mean: float, n: int, target: int, fit_intercept: bool, cent
     return _newton._secant_qr_state(prob, prob.run(w, b, eps, None, hessian=False).r, eps)
 
 
+def _null_moved(data, mean: float, n: int, target: int, fit_intercept: bool, centre, v) -> float:
+    """:func:`fastopt._newton._null_moved` of the block's rows."""
+    data = aligned(data)
+    return _newton._null_moved(_problem(data, mean, n, target, fit_intercept, centre), v)
+
+
 def _merge_optional(a, b):
     """:func:`fastopt._closed_form.merge_states`, None for a block without inliers."""
     return b if a is None else a if b is None else _closed_form.merge_states(a, b)
@@ -252,6 +258,13 @@ class _Blocks:
         """:func:`fastopt._newton._inlier_r` of the inliers at ``(w, b)``: the blocks' TSQR, merged on the cluster
         (``p x p`` factors travel)."""
         return self._merged_r(_inlier_qr, prob, target, w, b, eps)
+
+    def null_moved(self, target: int, fit_intercept: bool, centre, v) -> float:
+        """:func:`fastopt._newton._null_moved` over the blocks (the largest of theirs)."""
+        v_d = delayed(np.asarray(v, dtype=np.float64))
+        leaves = [delayed(_null_moved, pure=True)(blk, self.mean, self.n, target, fit_intercept, centre, v_d)
+                  for blk in self.blocks]
+        return float(_dask.tree_merge(leaves, max).compute())
 
     def secant_r(self, prob: _newton._Problem, target: int, w, b: float, eps: float) -> np.ndarray:
         """:meth:`fastopt._newton._Hessian._secant_factor` at ``(w, b)``: the blocks' TSQR of every row, the
@@ -344,7 +357,8 @@ def _fit_target(blocks: _Blocks, target: int, full, alpha: float, fit_intercept:
                                        max_iter, curve, capped=eps < np.inf, crawl_exit=crawl_exit)
         iters += it
         if not hess.crawled:
-            return _newton._Fit(w, b, F, iters, ok, curve or [F])
+            return _newton._minimum_norm(prob, _newton._Fit(w, b, F, iters, ok, curve or [F]),
+                                         lambda v: blocks.null_moved(target, fit_intercept, centre, v))
         crawl_exit = False
         threshold = _newton._stage_threshold(_median_from_histogram(st.hist), eps)
 
