@@ -152,9 +152,10 @@ OUTLIER_CURVATURE = 0.1
 CRAWL_T = 0.1
 CRAWL_STEPS = 3
 # The fit's part in the null space the least-squares start confirmed is dropped at the end (_minimum_norm) when no
-# prediction moves by more than this many times max(n, d + 1) eps of the terms it sums: the confirmation's own
-# bound (the rows' null squares within eps max(n, d) of the largest singular value; a null basis from a CSR Gram
-# moved one-hot predictions by 3e-12 of their terms at n = 60,000, a dense one by 4e-16). That certificate is
+# prediction moves by more than this many times max(n, d + 1) sqrt(n) eps of the terms it sums: the confirmation's
+# own bound (the rows' weighted null squares, summed, within eps max(n, d) of the largest singular value, so one
+# row's term within about sqrt(n) times that; a null basis from a CSR Gram moved one-hot predictions by 3e-12 of
+# their terms at n = 60,000, one from a subsample's by 6e-10 at 2 x 10^5, a dense one by 4e-16). That certificate is
 # relative to the largest column: one-hot columns beside -4.9e6 + t without intercept (413 rows) had a confirmed
 # direction along which the fit's part was 6e8, and dropping it would move predictions by up to 16 (8e-9 of their
 # terms): kept.
@@ -903,7 +904,7 @@ def _minimum_norm(prob: _Problem, fit: _Fit, moved) -> _Fit:
     if prob.null is None or not prob.null.shape[1]:
         return fit
     part = prob.null @ (prob.null.T @ fit.w)
-    if not np.any(part) or not moved(part) <= NULL_MOVE * max(prob.rows, prob.d + 1) * EPS:
+    if not np.any(part) or not moved(part) <= NULL_MOVE * max(prob.rows, prob.d + 1) * math.sqrt(prob.rows) * EPS:
         return fit
     w = fit.w - part
     b = fit.b + (float(prob.centre @ part) if prob.fit_intercept else 0.0)
@@ -1131,7 +1132,8 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     # The subsample's centre and damping reference stand in for the all rows' (any fixed centre near the data's
     # mean conditions the system; the damping only matters for singular systems).
     prob = _Problem(X, y, s, alpha, fit_intercept, sub_hess.prob.centre)
-    prob.singular = sub_hess.prob.singular
+    # (the subsample's null space too: _minimum_norm's pass over every row confirms it is theirs)
+    prob.singular, prob.null = sub_hess.prob.singular, sub_hess.prob.null
     hess = _Hessian(prob, None, sub_hess.damp)
     w, b = fit.w, fit.b
     cur = _visit(prob, hess, w, b, epsilon)
@@ -1141,7 +1143,7 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
                                  reference=_huber_reference(prob, epsilon), qr=QR_FALLBACK,
                                  damped=not prob.singular)
-    return _Fit(w, b, F, it, ok, curve or [F]), hess
+    return _minimum_norm(prob, _Fit(w, b, F, it, ok, curve or [F]), lambda v: _null_moved(prob, v)), hess
 
 
 def huber_fit(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit_intercept: bool, epsilon: float,
