@@ -1187,7 +1187,7 @@ def test_a_null_space_confirmed_beside_a_large_column_stays_in_the_fit(seed, kin
     Xs = sp.csr_array(X) if kind == "csr" else X
     kw = dict(solver="newton", loss="huber", epsilon=0.318, fit_intercept=False)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # (what is compared is the two fits' end)
+        warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(**kw).fit(Xs, y, sample_weight=sw)
         monkeypatch.setattr(_newton, "_minimum_norm", lambda prob, fit, moved: fit)
         plain = LinearRegressor(**kw).fit(Xs, y, sample_weight=sw)
