@@ -444,6 +444,11 @@ class _Hessian:
         self.qr, self._qr = False, None
         self.switched = False  # whether the last _newton call switched to them
         self.residuals = None  # (r, eps) of the current point (_take): the secant step's outlier curvatures
+        # Whether _qr_direction takes the secant step (Huber); the absolute error's smoothing stages keep the damped
+        # step, which its limits were tuned with (with the secant step a cubic of x near 1454 beside an intercept
+        # ended its last stage with no row inside the threshold and ran it to max_epochs, warned; 85 -> 186
+        # iterations for the same objective).
+        self.secant = True
         self.crawled = False  # whether the last _newton call returned on its crawl_exit
         if full is None:
             self.H, self.damp, self.mask, self.mass = np.zeros((p, p)), damp, None, np.zeros(p)
@@ -562,13 +567,13 @@ class _Hessian:
         spanning them: the objective is piecewise linear along some directions), the outliers' rows give it, each
         ``OUTLIER_CURVATURE`` times its secant curvature ``eps / |r_i|`` (that of the quadratic through the origin
         that touches its loss at ``r_i``, as in IRLS): the same solve with ``R`` of every row
-        (:meth:`_secant_factor`, one read of ``X`` a step). The damped step's scale, the columns' all-rows Hessian
-        diagonal, is no guide along directions that columns like ``3e9 + t`` nearly cancel: on such a design (no
-        intercept, four one-hot columns, 61 rows, 36 inliers for 40 independent columns) its line search found no
-        decrease 1.8% above the minimum, which these steps reach, with the minimum's 40 inliers. Where even every
-        row leaves such a part (no row of weight along it), the damped step."""
+        (:meth:`_secant_factor`, one read of ``X`` a step; Huber fits only, see ``secant``). The damped step's
+        scale, the columns' all-rows Hessian diagonal, is no guide along directions that columns like ``3e9 + t``
+        nearly cancel: on such a design (no intercept, four one-hot columns, 61 rows, 36 inliers for 40 independent
+        columns) its line search found no decrease 1.8% above the minimum, which these steps reach, with the
+        minimum's 40 inliers. Where even every row leaves such a part (no row of weight along it), the damped step."""
         v = self._r_solve(self._inlier_factor(), g, gb, scale)
-        if v is None:
+        if v is None and self.secant:
             v = self._r_solve(self._secant_factor(), g, gb, scale)
         if v is None:
             self.qr = False
@@ -1458,6 +1463,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     if gamma <= 0:
         gamma = scale_ref
     hess = _Hessian(prob, full)
+    hess.secant = False  # (see _Hessian.secant)
     curve: list = []
     iters, converged = 0, False
     best = [_lad_objective(prob, r, w), w, b]
