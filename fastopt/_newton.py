@@ -897,10 +897,11 @@ def _null_basis(keep: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return np.hstack([E, _kept_rows(keep, Q)])
 
 
-def _minimum_norm(prob: _Problem, fit: _Fit, moved) -> _Fit:
+def _minimum_norm(prob: _Problem, fit: _Fit, moved=None) -> _Fit:
     """``fit`` without its part ``v`` in the null space the least-squares start confirmed (:attr:`_Problem.null`),
     the intercept taking ``m . v`` (the null space is the centred design's, ``m`` its means), where ``moved(v)``
-    (:func:`_null_moved`, one read of ``X``) finds no prediction moved beyond the confirmation's bound
+    (default :func:`_null_moved` of ``prob``'s rows, one read of ``X``; Dask: the blocks') finds no prediction
+    moved beyond the confirmation's bound
     (``NULL_MOVE``): the minimum-norm coefficients, as the closed form returns, the predictions and the loss the
     same.
     The damped steps leave the coefficients a part along exactly dependent columns that follows the damping's
@@ -909,6 +910,7 @@ def _minimum_norm(prob: _Problem, fit: _Fit, moved) -> _Fit:
     if prob.null is None or not prob.null.shape[1]:
         return fit
     part = prob.null @ (prob.null.T @ fit.w)
+    moved = moved or (lambda v: _null_moved(prob, v))
     if not np.any(part) or not moved(part) <= NULL_MOVE * max(prob.rows, prob.d + 1) * math.sqrt(prob.rows) * EPS:
         return fit
     w = fit.w - part
@@ -1061,7 +1063,7 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
                                      floor=True, qr=QR_FALLBACK, damped=not prob.singular, crawl_exit=crawl_exit)
         iters += it
         if not hess.crawled:
-            return _minimum_norm(prob, _Fit(w, b, F, iters, ok, curve or [F]), lambda v: _null_moved(prob, v)), hess
+            return _minimum_norm(prob, _Fit(w, b, F, iters, ok, curve or [F])), hess
         crawl_exit = False
         threshold = _stage_threshold(_median_abs_residual(prob, r), epsilon)
         if threshold == epsilon:
@@ -1148,7 +1150,7 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
                                  reference=_huber_reference(prob, epsilon), qr=QR_FALLBACK,
                                  damped=not prob.singular)
-    return _minimum_norm(prob, _Fit(w, b, F, it, ok, curve or [F]), lambda v: _null_moved(prob, v)), hess
+    return _minimum_norm(prob, _Fit(w, b, F, it, ok, curve or [F])), hess
 
 
 def huber_fit(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit_intercept: bool, epsilon: float,
@@ -1580,8 +1582,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             w, b = w + 0.9 * (wl - w), b + 0.9 * (bl - b)
         gamma *= 0.1
     F, w, b = best
-    return _minimum_norm(prob, _Fit(np.asarray(w, dtype=np.float64), float(b), F, iters, converged, curve or [F]),
-                         lambda v: _null_moved(prob, v))
+    return _minimum_norm(prob, _Fit(np.asarray(w, dtype=np.float64), float(b), F, iters, converged, curve or [F]))
 
 
 def _target_state(every: _closed_form.ClosedFormState, j: int) -> _closed_form.ClosedFormState:

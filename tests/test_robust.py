@@ -1189,7 +1189,7 @@ def test_a_null_space_confirmed_beside_a_large_column_stays_in_the_fit(seed, kin
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(**kw).fit(Xs, y, sample_weight=sw)
-        monkeypatch.setattr(_newton, "_minimum_norm", lambda prob, fit, moved: fit)
+        monkeypatch.setattr(_newton, "_minimum_norm", lambda prob, fit, moved=None: fit)
         plain = LinearRegressor(**kw).fit(Xs, y, sample_weight=sw)
     s = sw / sw.sum()
     rounding = np.finfo(float).eps * float(s @ (np.abs(X) @ np.abs(plain.coef_) + np.abs(y)))
