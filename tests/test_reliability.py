@@ -329,6 +329,53 @@ def test_newton_on_columns_whose_squares_underflow_is_a_clear_error(loss, sparse
             LinearRegressor(solver="newton", loss=loss).fit(as_x(X * c), y)
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("kind", ["dense", "csr", "csr_f32"])
+def test_the_underflow_check_reads_every_candidate_column_at_once_alike(seed, kind):
+    # The check read a CSR column at a time (X[:, [j]], each a pass over every stored value): on the crossed rows'
+    # Hessians, where most columns are empty, that was 0.5 s of a 0.8 s Huber fit (robust sparse benchmark) and
+    # 36 of 46 s of the absolute error's. Now one pass; against the column-by-column definition here.
+    import scipy.sparse
+
+    from fastopt._newton import _underflowed
+
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(1, 40)), 12
+    X = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.3)
+    X[:, 0] = 0.0  # empty
+    X[:, 1] = 2.5  # constant
+    X[:, 2] *= 1e-200  # varies, every square underflows
+    X[:, 3] = np.where(X[:, 3] != 0, -1e-190, 0.0)  # negative only, beside implicit zeros
+    X[:, 4] *= 1e200  # squares overflow: not an underflow
+    X[:, 5] = 1e-200  # constant and tiny: no spread to lose
+    X = X[:, rng.permutation(d)]
+    dtype = np.float32 if kind == "csr_f32" else np.float64
+    if dtype == np.float32:
+        X[np.abs(X) > 1e30] = 1e30
+        X[(np.abs(X) < 1e-30) & (X != 0)] = 0.0
+    X = X.astype(dtype)
+    diag = np.where(rng.random(d) < 0.7, 0.0, 1.0)  # the candidates: the columns the Gram read as constant
+    s_max = float(rng.choice([1.0, 1e-6, 1e-300]))
+
+    def reference():
+        for j in np.flatnonzero(diag == 0):
+            col = X[:, j].astype(np.float64)
+            low, high = col.min(), col.max()
+            top = max(abs(float(low)), abs(float(high)))
+            if high > low and top * top * s_max == 0.0:
+                return int(j)
+        return None
+
+    given = X if kind == "dense" else scipy.sparse.csr_array(X)
+    if kind != "dense":  # stored zeros, unsorted indices: what the stored values say, not where they sit
+        given.data[rng.random(given.nnz) < 0.1] = 0.0
+        X = given.toarray()
+        given.has_sorted_indices = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _underflowed(given, diag, s_max) == reference()
+
+
 @pytest.mark.parametrize("entry", ["fit", "partial_fit", "fit_stream", "sparse_robust"])
 def test_random_state_none_leaves_the_global_rng_alone(entry, problem):
     # random_state=None drew its seed from NumPy's global RandomState (scikit-learn's convention), advancing it:
