@@ -172,6 +172,10 @@ def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: boo
     if solver == "auto" and positive and not SOLVERS[name].positive:
         # Newton has no constraints: the iterative solvers' projected steps (as for rows in chunks)
         name = (AUTO_SPARSE if sparse else AUTO_INCREMENTAL)[loss]
+        if name == "normal" and X is not None and not _hessian_fits(X):
+            # no Krylov solver takes the constraint, and the closed form's d x d would not fit: projected SGD
+            # (the closed form formed it anyway: 200,000 one-hot rows of 7,303 columns ran for over ten minutes)
+            name = AUTO_WIDE_INCREMENTAL
     if solver == "auto" and sparse and X is not None and not SOLVERS[name].chunked and not _newton_pays(X, loss):
         name = AUTO_SPARSE[loss]  # Newton's d x d Hessian would not fit, or its factorisations cost too much
     if solver == "auto" and np.ndim(alpha) and not incremental and not SOLVERS[name].per_target_alpha \

@@ -147,6 +147,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
                                                                  CGLS's cheaper iteration is as accurate
         Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
+        Gram too large, ``positive``    ``"sgd"`` (stochastic)   no Krylov solver takes the constraint:
+                                                                 projected steps, O(nonzeros) on sparse rows
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
         rows not seen yet, Gram too     ``"sgd"``; ``"lsqr"``    a Krylov iteration reads every row: only a
         large                           (``"cg"``) on a stream   stream read again per iteration has them
