@@ -127,6 +127,10 @@ SEGMENT_ROWS = 65536
 # 65,536-row segments left 200,000 rows as 3 full segments and a 3,392-row one: one of two threads did two full
 # segments, 31% more than half the rows.)
 SEGMENT_MULTIPLE = 4
+# Values of a sparse X's row block densified at a time for its QR (_sparse_qr_state; at least 2 p rows): 32 MiB.
+# Blocks of 2 MiB (787 rows at p = 334) made the R merges, one per block, a third of a 50,000-row fit's 5.8 s,
+# and ran on one thread.
+SPARSE_QR_VALUES = 2**22
 EPS = np.finfo(np.float64).eps
 # The conditioning probe of a fit from memory: at least this many rows, in this many evenly spaced slices.
 PROBE_MIN_ROWS = 2048
@@ -355,15 +359,17 @@ def _qr_segment(data: Data, start: int = 0, stop: int | None = None, serial: boo
     return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start, stop, serial)
 
 
-def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: str) -> ClosedFormState:
-    """``segment`` of every segment (:func:`segment_bounds`), on parallel threads, merged in a fixed balanced tree.
+def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: str,
+                   bounds: list[tuple[int, int]] | None = None) -> ClosedFormState:
+    """``segment`` of every segment (``bounds``, by default :func:`segment_bounds`), on parallel threads, merged
+    in a fixed balanced tree.
 
     The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK: a private instance of it
     (:mod:`fastopt._serial_blas`), so the process's BLAS settings are never touched; where that cannot be
     loaded, the process-wide BLAS limited to one thread for the duration of the section. Segments and merge
     order do not depend on the thread count, so neither do the results.
     """
-    bounds = segment_bounds(data.X.shape[0])
+    bounds = segment_bounds(data.X.shape[0]) if bounds is None else bounds
     threads = min(_n_threads(), len(bounds))
     merger = TreeMerger(_merge_owned)
     if threads > 1 and _serial_blas.tables() is not None:
@@ -499,15 +505,24 @@ def chunk_qr_state(params: dict, data: Data) -> ClosedFormState:
 
 
 def _sparse_qr_state(data: Data) -> ClosedFormState:
-    """:func:`chunk_qr_state` of sparse ``X``: row blocks of about 2 MiB densified, each through the compiled QR."""
+    """:func:`chunk_qr_state` of sparse ``X``: row blocks of at most ``SPARSE_QR_VALUES`` values (at least ``2 p``
+    rows) densified, each through the compiled QR, on parallel threads as :func:`_over_segments`' segments (up to
+    the tail's width, whose R merges call the private one-thread LAPACK; wider, one block at a time, so that the
+    blocks' R factors are merged as they come)."""
     X, Y, sw = data.X, data.Y, data.sample_weight
-    p = X.shape[1] + Y.shape[1]
-    rows = min(SEGMENT_ROWS, max(2 * p, 2**18 // p))  # one _qr_segment each
-    merger = TreeMerger()
-    for start in range(0, X.shape[0], rows):
-        block = Data(X=np.ascontiguousarray(X[start : start + rows].toarray()), Y=Y[start : start + rows],
-                     sample_weight=None if sw is None else sw[start : start + rows], y_was_1d=data.y_was_1d)
-        merger.push(_qr_segment(block, 0))
+    n, p = X.shape[0], X.shape[1] + Y.shape[1]
+    rows = min(SEGMENT_ROWS, max(2 * p, SPARSE_QR_VALUES // p))
+    bounds = [(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+    def segment(data: Data, start: int, stop: int, serial: bool = False) -> ClosedFormState:
+        block = Data(X=np.ascontiguousarray(X[start:stop].toarray()), Y=Y[start:stop],
+                     sample_weight=None if sw is None else sw[start:stop], y_was_1d=data.y_was_1d)
+        return _qr_segment(block, 0, None, serial)
+
+    if _tail_serial(p):
+        return _over_segments(data, segment, "r", bounds)
+    merger = TreeMerger(_merge_owned)
+    merger.extend(segment(data, *bound) for bound in bounds)
     return _merged_or_empty(merger, data, "r")
 
 
@@ -1199,9 +1214,12 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     ``d x d`` triangular system ``M v = c`` equivalent to the least-squares problem, one target at a time.
 
     ``M`` is the Cholesky factor of the column-scaled normal equations (``c = M^-T B``) when Cholesky is
-    accepted, else the column-scaled ``R11`` of the QR path (``c = R12``), else (a Gram-only state that Cholesky
-    rejects) the square root of the eigendecomposition. Column scales are positive, so ``v >= 0`` exactly when
-    the coefficients are.
+    accepted, else the column-scaled ``R11`` of the QR path (``c = R12``), or, where that is rank-deficient to
+    working precision (the cutoff of :func:`_solve_r`), its singular values and vectors above the cutoff,
+    ``M = S_k V_k^T``, ``c = U_k^T R12`` (``solver_="svd"``; the other directions' equations belong to the
+    residual), else (a Gram-only state that Cholesky rejects) the square root of the eigendecomposition. Column
+    scales are positive, so ``v >= 0`` exactly when the coefficients are. On exactly dependent columns the
+    minimiser is not unique; this returns the one NNLS reaches.
     """
     import scipy.optimize
 
@@ -1235,6 +1253,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             keep = lam > EPS * max(state.n_samples, d) * lam[-1]
             root = np.sqrt(lam[keep])
             M, c, path = root[:, None] * Q[:, keep].T, (Q[:, keep].T @ B) / root[:, None], "eigh"
+    rank = d
     if M is None:
         live = np.arange(d)
         R11, R12 = _r_system(params, state)
@@ -1242,10 +1261,21 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
         scale[scale == 0] = 1.0
         M, c, path = R11 / scale, R12, "qr"
         rcond, _ = lapack.dtrcon(M, norm="1", uplo="U", diag="N")
+        cutoff = EPS * max(state.n_samples, d)
+        if rcond < cutoff:
+            # Rank-deficient (one-hot columns beside the intercept): R11's rounding-sized pivots made equations of
+            # R12's entries there, which belong to the residual, and NNLS fitted them with the other columns'
+            # coefficients (one-hot 200/100/30 beside an intercept, 50,000 rows: 2e-4 of the objective above the
+            # minimum, the intercept's gradient 0.016). On the SVD's kept part (the cutoff of _solve_r) the
+            # system is exactly the least-squares problem's, up to a constant.
+            U, sv, Vt = np.linalg.svd(M)
+            keep = sv > cutoff * sv[0]
+            rank = int(keep.sum())
+            M, c, path = sv[keep, None] * Vt[keep], U[:, keep].T @ R12, "svd"
     V = np.zeros((d, c.shape[1]))
     V[live] = np.column_stack([scipy.optimize.nnls(M, c[:, j], maxiter=50 * max(live.size, 1))[0]
                                for j in range(c.shape[1])])
-    return _result(params, state, V / scale[:, None], path, rcond, d)
+    return _result(params, state, V / scale[:, None], path, rcond, rank)
 
 
 def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> FitResult:

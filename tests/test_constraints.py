@@ -10,6 +10,7 @@ from sklearn.linear_model import LinearRegression, Ridge, SGDRegressor
 
 from fastopt import LinearRegressor, _kernels, _reference, optim
 from fastopt._iterative import EpochCtl
+from fastopt.exceptions import ConvergenceWarning
 
 
 def problem(n=200, d=6, k=1, seed=0):
@@ -330,3 +331,60 @@ def test_switching_positive_on_restarts_the_average(entry):
     est.set_params(positive=True)
     est.partial_fit(X, y) if entry == "partial_fit" else est.fit(X, y)
     assert np.all(est.coef_ >= 0) and est._solver_state.avg_from > began
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("kind", ["dense", "csr", "partial_fit"])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_nnls_on_one_hot_columns_reaches_the_kkt_point(seed, kind, fit_intercept):
+    # One-hot columns are exactly dependent beside the intercept (and two groups without it): R11's pivots there
+    # are rounding, their rows' right-hand sides belong to the residual, and NNLS fitted them with the other
+    # coefficients. 10,000 rows of 200/100/30 levels (Zipf counts) and 2 Gaussian columns: of 8 seeds, 0 and 7
+    # stopped short (free coefficients' gradient 1.4e-4 of the scale below, the intercept's 9e-4; 50,000 rows:
+    # 2e-4 of the objective above the minimum). The solve now runs on R11's SVD above the rank cutoff: the KKT
+    # conditions hold to round-off of the problem's scale, as in the test above (measured 1e-15).
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    n, levels = 10_000, (200, 100, 30)
+    X = np.hstack([np.eye(L)[rng.zipf(1.3, n) % L] for L in levels] + [rng.standard_normal((n, 2))])
+    y = X @ rng.standard_normal(X.shape[1]) + rng.standard_t(2, n)
+    est = LinearRegressor(positive=True, fit_intercept=fit_intercept)
+    if kind == "partial_fit":
+        for i in range(0, n, 2500):
+            est.partial_fit(X[i : i + 2500], y[i : i + 2500])
+    else:
+        est.fit(sp.csr_array(X) if kind == "csr" else X, y)
+    r = X @ est.coef_ + est.intercept_ - y
+    g = X.T @ r / n
+    scale = np.abs(X.T @ y).max() / n
+    free = est.coef_ > 0
+    assert np.all(est.coef_ >= 0)
+    assert np.abs(g[free]).max() <= 1e-10 * scale
+    assert g[~free].min() >= -1e-10 * scale
+    if fit_intercept:
+        assert abs(r.mean()) <= 1e-10 * np.abs(y).mean()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_positive_beyond_the_grams_width_under_auto_takes_projected_steps(sparse):
+    # positive=True with squared error fell back to the closed form whatever the width, which then formed the
+    # d x d statistics that "auto" had rejected as too large (7,303 one-hot columns of 200,000 rows: over ten
+    # minutes). No Krylov solver takes the constraint: projected SGD, as for rows in chunks.
+    import scipy.sparse as sp
+
+    from fastopt import _solvers
+
+    d = 6000  # 8 d^2 > 256 MiB
+    wide = sp.csr_array((50, d)) if sparse else np.zeros((5, d))
+    assert _solvers.resolve("auto", "squared_error", wide, sparse=sparse, positive=True) == "sgd"
+    assert _solvers.resolve("auto", "squared_error", wide, sparse=sparse) == "lsqr"
+    narrow = sp.csr_array((500, 300)) if sparse else np.zeros((500, 300))
+    assert _solvers.resolve("auto", "squared_error", narrow, sparse=sparse, positive=True) == "normal"
+    if sparse:  # the fit itself
+        rng = np.random.default_rng(0)
+        X = sp.random_array((2000, d), density=5e-3, format="csr", rng=rng)
+        y = X @ np.abs(rng.standard_normal(d)) + 0.1 * rng.standard_normal(2000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # (five epochs: the choice is what is tested)
+            est = LinearRegressor(positive=True, max_epochs=5).fit(X, y)
+        assert est.solver_ == "sgd" and np.all(est.coef_ >= 0)
