@@ -99,6 +99,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -1209,6 +1210,15 @@ def _per_target(params: dict, state: ClosedFormState, alpha: np.ndarray) -> FitR
                      state, attrs)
 
 
+def _split_bound(split: tuple, j: int, v: np.ndarray, top: float) -> float:
+    """:func:`_solve_positive`'s measure of ``v`` for target ``j`` on the SVD's ``split`` (kept rows, their
+    right-hand sides, dropped rows): the residual with the dropped directions' share, plus the rounding of that
+    product, ``eps d s_max ||v||`` (a huge ``v``, 6e14 where the minimiser's norm is 4e2, computes it wrongly)."""
+    kept, rhs, dropped = split
+    residual = math.hypot(float(np.linalg.norm(kept @ v - rhs[:, j])), float(np.linalg.norm(dropped @ v)))
+    return residual + EPS * v.shape[0] * top * float(np.linalg.norm(v))
+
+
 def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     """Non-negative coefficients (``positive=True``): Lawson-Hanson NNLS (``scipy.optimize.nnls``) on the
     ``d x d`` triangular system ``M v = c`` equivalent to the least-squares problem, one target at a time.
@@ -1217,9 +1227,10 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     accepted, else the column-scaled ``R11`` of the QR path (``c = R12``), or, where that is rank-deficient to
     working precision (the cutoff of :func:`_solve_r`), its singular values and vectors above the cutoff,
     ``M = S_k V_k^T``, ``c = U_k^T R12`` (``solver_="svd"``; the other directions' equations belong to the
-    residual), else (a Gram-only state that Cholesky rejects) the square root of the eigendecomposition. Column
-    scales are positive, so ``v >= 0`` exactly when the coefficients are. On exactly dependent columns the
-    minimiser is not unique; this returns the one NNLS reaches.
+    residual; solved beside the full ``R11``, the lower in that residual plus the dropped directions' share kept),
+    else (a Gram-only state that Cholesky rejects) the square root of the eigendecomposition. Column scales are
+    positive, so ``v >= 0`` exactly when the coefficients are. On exactly dependent columns the minimiser is
+    not unique; this returns the one NNLS reaches.
     """
     import scipy.optimize
 
@@ -1253,7 +1264,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             keep = lam > EPS * max(state.n_samples, d) * lam[-1]
             root = np.sqrt(lam[keep])
             M, c, path = root[:, None] * Q[:, keep].T, (Q[:, keep].T @ B) / root[:, None], "eigh"
-    rank = d
+    rank, split = d, None
     if M is None:
         live = np.arange(d)
         R11, R12 = _r_system(params, state)
@@ -1263,18 +1274,29 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
         rcond, _ = lapack.dtrcon(M, norm="1", uplo="U", diag="N")
         cutoff = EPS * max(state.n_samples, d)
         if rcond < cutoff:
-            # Rank-deficient (one-hot columns beside the intercept): R11's rounding-sized pivots made equations of
-            # R12's entries there, which belong to the residual, and NNLS fitted them with the other columns'
-            # coefficients (one-hot 200/100/30 beside an intercept, 50,000 rows: 2e-4 of the objective above the
-            # minimum, the intercept's gradient 0.016). On the SVD's kept part (the cutoff of _solve_r) the
-            # system is exactly the least-squares problem's, up to a constant.
+            # Rank-deficient: R11's rounding-sized pivots make equations of R12's entries there, which belong to
+            # the residual, and NNLS can fit them with huge coefficients along the null directions (one-hot
+            # 200/100/30 beside an intercept, 10,000 rows: 2 seeds of 8 stopped short, gradients 1e-4 of the
+            # scale). The SVD's kept part (the cutoff of _solve_r) is the least-squares problem up to a constant,
+            # but NNLS there leaves the null directions free and can move far along them (a cubic's bias column
+            # beside the intercept: 3e18, the fit's rounding 60 times the minimum). Both are solved; each target
+            # keeps the one lower in the kept part's residual with the dropped singular values' share of it,
+            # ||S_k V_k^T v - U_k^T c||^2 + ||S_d V_d^T v||^2 (the null directions' cost without the residual's
+            # equations), plus the rounding of that product, eps d ||R11|| ||v||.
             U, sv, Vt = np.linalg.svd(M)
             keep = sv > cutoff * sv[0]
             rank = int(keep.sum())
-            M, c, path = sv[keep, None] * Vt[keep], U[:, keep].T @ R12, "svd"
+            split = (sv[keep, None] * Vt[keep], U[:, keep].T @ R12, sv[~keep, None] * Vt[~keep])
     V = np.zeros((d, c.shape[1]))
-    V[live] = np.column_stack([scipy.optimize.nnls(M, c[:, j], maxiter=50 * max(live.size, 1))[0]
-                               for j in range(c.shape[1])])
+    solved = []
+    for j in range(c.shape[1]):
+        v = scipy.optimize.nnls(M, c[:, j], maxiter=50 * max(live.size, 1))[0]
+        if split is not None:
+            v_svd = scipy.optimize.nnls(split[0], split[1][:, j], maxiter=50 * max(live.size, 1))[0]
+            if _split_bound(split, j, v_svd, sv[0]) < _split_bound(split, j, v, sv[0]):
+                v, path = v_svd, "svd"
+        solved.append(v)
+    V[live] = np.column_stack(solved)
     return _result(params, state, V / scale[:, None], path, rcond, rank)
 
 
