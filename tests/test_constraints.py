@@ -334,7 +334,7 @@ def test_switching_positive_on_restarts_the_average(entry):
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
-@pytest.mark.parametrize("kind", ["dense", "csr", "partial_fit"])
+@pytest.mark.parametrize("kind", ["dense", "csr", "partial_fit", "dask"])
 @pytest.mark.parametrize("seed", [0, 7])
 def test_nnls_on_one_hot_columns_reaches_the_kkt_point(seed, kind, fit_intercept):
     # One-hot columns are exactly dependent beside the intercept (and two groups without it): R11's pivots there
@@ -352,6 +352,9 @@ def test_nnls_on_one_hot_columns_reaches_the_kkt_point(seed, kind, fit_intercept
     if kind == "partial_fit":
         for i in range(0, n, 2500):
             est.partial_fit(X[i : i + 2500], y[i : i + 2500])
+    elif kind == "dask":
+        da = pytest.importorskip("dask.array")
+        est.fit(da.from_array(X, chunks=(2500, -1)), da.from_array(y, chunks=2500))
     else:
         est.fit(sp.csr_array(X) if kind == "csr" else X, y)
     r = X @ est.coef_ + est.intercept_ - y
