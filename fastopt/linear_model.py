@@ -148,7 +148,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                                                  CGLS's cheaper iteration is as accurate
         Gram too large, ``alpha = 0``   ``"lsqr"``               the more stable Krylov method
         Gram too large, ``positive``    ``"sgd"`` (stochastic)   no Krylov solver takes the constraint:
-                                                                 projected steps, O(nonzeros) on sparse rows
+        (sparse: or its densified                                projected steps, O(nonzeros) on sparse rows
+        QR over 50 SGD fits)
         rows not seen yet               ``"normal"``             ``partial_fit``, ``fit_stream``
         rows not seen yet, Gram too     ``"sgd"``; ``"lsqr"``    a Krylov iteration reads every row: only a
         large                           (``"cg"``) on a stream   stream read again per iteration has them

@@ -383,6 +383,16 @@ def test_positive_beyond_the_grams_width_under_auto_takes_projected_steps(sparse
     assert _solvers.resolve("auto", "squared_error", wide, sparse=sparse) == "lsqr"
     narrow = sp.csr_array((500, 300)) if sparse else np.zeros((500, 300))
     assert _solvers.resolve("auto", "squared_error", narrow, sparse=sparse, positive=True) == "normal"
+    if sparse:
+        # the Gram fits, but a densified QR of 100,000 x 3,853 one-hot rows (their Cholesky rejected beside the
+        # intercept) ran over 90 s: projected SGD (0.5 s); 50,000 x 333 stays exact (1-2 s)
+        rows = np.arange(100_000)
+        costly = sp.csr_array((np.ones(4 * rows.size), (np.repeat(rows, 4), np.tile([0, 1, 2, 3], rows.size))),
+                              shape=(rows.size, 3853))
+        assert _solvers.resolve("auto", "squared_error", costly, sparse=True, positive=True) == "sgd"
+        affordable = sp.csr_array((np.ones(4 * 50_000), (np.repeat(rows[:50_000], 4), np.tile([0, 1, 2, 3], 50_000))),
+                                  shape=(50_000, 333))
+        assert _solvers.resolve("auto", "squared_error", affordable, sparse=True, positive=True) == "normal"
     if sparse:  # the fit itself
         rng = np.random.default_rng(0)
         X = sp.random_array((2000, d), density=5e-3, format="csr", rng=rng)
