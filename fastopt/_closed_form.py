@@ -1288,11 +1288,11 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             rank = int(keep.sum())
             split = (sv[keep, None] * Vt[keep], U[:, keep].T @ R12, sv[~keep, None] * Vt[~keep])
     V = np.zeros((d, c.shape[1]))
-    solved = []
+    solved, maxiter = [], 50 * max(live.size, 1)
     for j in range(c.shape[1]):
-        v = scipy.optimize.nnls(M, c[:, j], maxiter=50 * max(live.size, 1))[0]
+        v = scipy.optimize.nnls(M, c[:, j], maxiter=maxiter)[0]
         if split is not None:
-            v_svd = scipy.optimize.nnls(split[0], split[1][:, j], maxiter=50 * max(live.size, 1))[0]
+            v_svd = scipy.optimize.nnls(split[0], split[1][:, j], maxiter=maxiter)[0]
             if _split_bound(split, j, v_svd, sv[0]) < _split_bound(split, j, v, sv[0]):
                 v, path = v_svd, "svd"
         solved.append(v)

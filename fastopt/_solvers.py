@@ -102,14 +102,23 @@ def _newton_pays(X, loss: str) -> bool:
     without the stored values' count, as on Dask arrays, one a row)."""
     if loss == "absolute_error" or not _hessian_fits(X):
         return False
-    n, d = X.shape[0], X.shape[-1]
-    if not (isinstance(n, Number) and isinstance(d, Number)) or math.isnan(n) or math.isnan(d):
+    size = _known_size(X)
+    if size is None:
         return True
-    stored = getattr(X, "nnz", None)
-    stored = n if not isinstance(stored, Number) else max(stored, n)
+    _, d, stored = size
     epoch = SGD_S_PER_STORED * stored
     newton = NEWTON_ITERS * (_krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + epoch)
     return newton <= NEWTON_PREMIUM * SGD_EPOCHS * epoch
+
+
+def _known_size(X) -> tuple[float, float, float] | None:
+    """``(n, d, stored values)`` of ``X`` for the cost models, or None where its shape is not known yet (a Dask
+    DataFrame's); without the stored values' count, as on Dask arrays, one a row."""
+    n, d = X.shape[0], X.shape[-1]
+    if not (isinstance(n, Number) and isinstance(d, Number)) or math.isnan(n) or math.isnan(d):
+        return None
+    stored = getattr(X, "nnz", None)
+    return n, d, n if not isinstance(stored, Number) else max(stored, n)
 
 
 # "auto" with positive=True on sparse X: the closed form's NNLS is exact, but on exactly dependent columns (one-hot
@@ -122,11 +131,10 @@ POSITIVE_PREMIUM = 50.0
 
 def _positive_closed_form_pays(X) -> bool:
     """Whether "auto" fits ``positive=True`` on sparse ``X`` by the closed form (the model above)."""
-    n, d = X.shape[0], X.shape[-1]
-    if not (isinstance(n, Number) and isinstance(d, Number)) or math.isnan(n) or math.isnan(d):
+    size = _known_size(X)
+    if size is None:
         return True
-    stored = getattr(X, "nnz", None)
-    stored = n if not isinstance(stored, Number) else max(stored, n)
+    n, d, stored = size
     qr = _krylov.CLOSED_FORM_S_PER_FLOP * 2.0 * n * (d + 1.0) ** 2
     return qr <= POSITIVE_PREMIUM * SGD_EPOCHS * SGD_S_PER_STORED * stored
 
