@@ -953,24 +953,51 @@ def _rmatvec(A, u):
     return np.einsum("ij,i->j", A, u)
 
 
+# Below this a sum of squares may have lost its smaller terms to underflow (1e-292: squares of 1e-146 and less).
+_SQUARE_SAFE = np.finfo(np.float64).tiny * 2.0**52
+
+
 def _dot(a, b) -> float:
     return float(np.einsum("i,i->", a, b))  # not BLAS ddot, for the same reason
+
+
+def _norm(v) -> float:
+    """The 2-norm of ``v`` in NumPy's own loops (:func:`_dot`); where its square overflows (a Hessian product of
+    1e155) or may have underflowed, taken of ``v`` scaled by its largest magnitude."""
+    square = _dot(v, v)
+    if np.isfinite(square) and square > _SQUARE_SAFE:
+        return float(np.sqrt(square))
+    top = float(np.max(np.abs(v))) if v.size else 0.0
+    if top == 0.0 or not np.isfinite(top):
+        return top
+    u = v / top
+    return top * float(np.sqrt(_dot(u, u)))
+
+
+def _unit(v):
+    return v / _norm(v)
 
 
 def _start_vector(Xa, w):
     """A deterministic start for the power iteration: ``Xa^T w`` (the column sums) plus the root of the
     diagonal, normalised, plus a unit Gaussian vector from a fixed seed (``POWER_START_SEED``; no draw from the
-    caller's generator: the rate does not depend on ``random_state``). The first part leads on uncentred data
+    caller's generator: the rate does not depend on ``random_state``), signed to the first part's side, normalised.
+    The first part leads on uncentred data
     (whose top eigenvector is near the mean); the second gives every direction a component of about
     ``1 / sqrt(d)``. Alone, the first was orthogonal to the top eigenvector of two centred rows (a column and its
     negation in each), its fixed ramp of ``1e-3`` left a component the Rayleigh quotient's stop did not wait
     for, ``L`` came out 1 where it is 4, and default SGD diverged."""
     diag = (np.asarray(Xa.multiply(Xa).T @ w) if sp.issparse(Xa) else np.einsum("ij,ij,i->j", Xa, Xa, w))
     v = _rmatvec(Xa, w) / Xa.shape[0] + np.sqrt(diag / Xa.shape[0])
-    norm = np.sqrt(_dot(v, v))
     g = np.random.default_rng(POWER_START_SEED).standard_normal(Xa.shape[1])
-    v = (v / norm if norm > 0 else v) + g / np.sqrt(_dot(g, g))
-    return v / np.sqrt(_dot(v, v))
+    g = g / _norm(g)
+    norm = _norm(v)
+    if not norm > 0:  # X zero (or non-finite: the first epoch names it)
+        return g
+    v = v / norm
+    # g on v's side: the sum's norm is then at least 1. Opposite, the two cancelled for one column (d = 1: +1 and
+    # the seed's -1), and the rate came out NaN for every one-feature fit without an intercept.
+    return _unit(v + (g if _dot(v, g) >= 0 else -g))
 
 
 def _top_eigenvalue(Xa, w, ridge) -> float:
@@ -981,7 +1008,7 @@ def _top_eigenvalue(Xa, w, ridge) -> float:
     for _ in range(POWER_ITERATIONS):
         Hv = _rmatvec(Xa, w * _matvec(Xa, v)) / m + ridge * v
         lam_new = _dot(v, Hv)
-        norm = np.sqrt(_dot(Hv, Hv))
+        norm = _norm(Hv)  # (the square of a product of 1e155 overflowed: the rate came out NaN)
         if norm == 0.0:
             return 0.0
         if not np.isfinite(norm):  # non-finite X: the first epoch names it (this returned NaN after the loop)
@@ -1103,7 +1130,14 @@ def curvature_spread(c: np.ndarray) -> float:
     """``E[c^2] / E[c]`` over rows' weighted curvatures ``c`` (:func:`row_curvatures`): the ``R^2`` of the
     critical minibatch rate (module docstring); 0.0 when every ``c`` is 0."""
     total = float(np.sum(c))
-    return _dot(c, c) / total if total > 0.0 else 0.0
+    if not total > 0.0:
+        return 0.0
+    square = _dot(c, c)
+    if np.isfinite(square) and square > _SQUARE_SAFE:
+        return square / total
+    top = float(np.max(c))  # (rows of 1e100 unmapped: c^2 overflowed, the rate came out 0)
+    u = c / top
+    return top * (_dot(u, u) / float(np.sum(u)))
 
 
 def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: dict | None = None,
@@ -1154,6 +1188,14 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
                   np.zeros(Xa.shape[1] - d)]
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X (NaN here): the first epoch names it
         L = _top_eigenvalue(Xa, w, ridge)
+    if not np.isfinite(L) and np.isfinite(Xa.data if sp.issparse(Xa) else Xa).all() and np.isfinite(ridge).all():
+        # Finite data whose curvature is beyond float64 (X of 1e160 unmapped): a NaN rate diverged in SGD's first
+        # step with advice to use the rate in use, and the adaptive rules' fallback rate fitted nothing.
+        raise ValueError(
+            "learning_rate='auto' cannot be estimated: the curvature of the data (the largest eigenvalue of "
+            "X^T X / n plus the penalty) overflows float64. Rescale X (or use precondition='auto'), or pass "
+            "learning_rate as a number."
+        )
     if L <= 0.0:  # X is zero and there is no intercept: nothing moves, any rate will do
         return 1.0
     # A row's Hessian with the penalty, w x x^T + Lambda, squared is at most (c + max Lambda) times itself: the

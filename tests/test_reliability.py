@@ -9,7 +9,7 @@ import pytest
 from fastopt import LinearRegressor
 from fastopt._closed_form import chunk_state, merge_states
 from fastopt._validation import Data
-from fastopt.exceptions import DivergenceError
+from fastopt.exceptions import ConvergenceWarning, DivergenceError
 
 ITERATIVE = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 CLOSED = ["normal", "qr"]
@@ -599,3 +599,52 @@ def test_a_fit_replaces_the_earlier_fits_attributes(problem):
     # partial_fit calls of one solver keep their own attributes
     est.partial_fit(X, y)
     assert {"t_", "learning_rate_"} <= set(vars(est))
+
+
+# ---------------------------------------------------------------- found by probing the contract (starts, rates)
+
+
+@pytest.mark.parametrize("solver", ITERATIVE)
+@pytest.mark.parametrize("kind", ["dense", "csr", "partial_fit"])
+def test_one_feature_without_intercept_gets_a_finite_default_rate(solver, kind):
+    # The power iteration's start cancelled to zero for one column (its data part +1, the fixed-seed Gaussian
+    # part -1): the rate was NaN, SGD and the momentum rules diverged, the adaptive ones fitted at rate 1e-3 far
+    # from the answer (AdaGrad 0.11 where it is 2.99), and scikit-learn's check_fit2d_1feature failed.
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 1))
+    y = 3.0 * x[:, 0] + 0.1 * rng.normal(size=200)
+    exact = float(np.linalg.lstsq(x, y, rcond=None)[0][0])
+    est = LinearRegressor(solver=solver, fit_intercept=False, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if kind == "partial_fit":
+            for _ in range(100):
+                est.partial_fit(x, y)
+        else:
+            est.fit(scipy.sparse.csr_array(x) if kind == "csr" else x, y)
+    assert np.isfinite(est.learning_rate_) and est.learning_rate_ > 1e-2
+    # (a default fit stops on its plateau rule within about a percent of the optimum; 100 calls' rates settle)
+    assert abs(est.coef_[0] - exact) <= 0.02 * abs(exact)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "adagrad", "adam"])
+def test_default_rate_beyond_1e154_curvature_is_finite(solver):
+    # ||H v||^2 overflowed above curvatures of 1e154: the rate came out NaN (SGD: DivergenceError advising the rate
+    # in use; Adam: a fallback rate of 1e-3 and coefficients 1e81 times the answer), and unmapped X of 1e100 made
+    # the fourth-moment R^2 overflow to a rate of 0 (ZeroDivisionError).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3))
+    y = X @ [1.0, 2.0, 3.0]
+    for kw, data, ref in [({"alpha": 1e155}, X, LinearRegressor(alpha=1e155).fit(X, y).coef_),
+                          ({"precondition": "none"}, X * 1e100, np.array([1e-100, 2e-100, 3e-100]))]:
+        est = LinearRegressor(solver=solver, random_state=0, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # (unmapped X of 1e100 beside the intercept)
+            est.fit(data, y)
+        assert np.isfinite(est.learning_rate_) and est.learning_rate_ > 0
+        np.testing.assert_allclose(est.coef_, ref, rtol=0.05)
+    with pytest.raises(ValueError, match="learning_rate='auto' cannot be estimated: the curvature"):
+        LinearRegressor(solver=solver, precondition="none", random_state=0).fit(X * 1e160, y)
+
