@@ -2188,6 +2188,14 @@ class IterativeSolver(Solver):
     def _train(self, params, data, state, init, rng, train_idx, val_idx, first) -> FitResult:
         """``fit`` after the seed and the split; ``first`` holds the first epoch's order if drawn already."""
         sw = _normalised_weights(data.sample_weight, train_idx)
+        if val_idx.size and sw is not None and np.count_nonzero(sw[val_idx] > 0) < 2:
+            # (as _split's check: with one weighted row every score was 0, the "best" epoch the first, whose
+            # coefficients came back unwarned)
+            raise ValueError(
+                f"early_stopping=True scores R^2 on validation_fraction={params['validation_fraction']} of the "
+                f"{data.X.shape[0]} rows, {np.count_nonzero(sw[val_idx] > 0)} of them of nonzero sample_weight; "
+                "R^2 needs at least two. Raise validation_fraction, weight those rows, or set early_stopping=False."
+            )
         if init is not None:
             state = None  # coef_init / intercept_init override a warm start
         if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X, self.method):

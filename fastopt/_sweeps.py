@@ -231,7 +231,8 @@ def chunk_pass(state, data, train: np.ndarray, val: np.ndarray, spec: PassSpec, 
         Y_val = data.Y[val].astype(np.float64)
         w_val = np.ones(val.shape[0]) if sw is None else (sw[val] / sw.dtype.type(spec.weight_mean)).astype(np.float64)
         if spec.observe:
-            record.n_val, record.val_weight = val.shape[0], float(w_val.sum())
+            # (rows of weight 0 do not count: with fewer than two others R^2 is undefined)
+            record.n_val, record.val_weight = int(np.count_nonzero(w_val > 0)), float(w_val.sum())
             record.val_sum_y = np.einsum("i,ik->k", w_val, Y_val)
         if spec.scored is not None:
             coef, intercept = _iterative.split_params(spec.scored, *spec.dims)
@@ -442,8 +443,8 @@ class Epochs:
                 if validation.rows < 2:  # R^2 needs two rows, as in memory (_iterative._split)
                     raise ValueError(
                         f"early_stopping=True holds out validation_fraction={self.fraction} of each chunk's rows, "
-                        f"{validation.rows} row(s) in all, but R^2 needs at least two; use larger chunks, a "
-                        "larger validation_fraction, or early_stopping=False."
+                        f"{validation.rows} row(s) of nonzero sample_weight in all, but R^2 needs at least two; "
+                        "use larger chunks, a larger validation_fraction, or early_stopping=False."
                     )
             current = after if training else state
             if stopping is None:  # made once the first pass has set up the state (the base rate, the null loss)

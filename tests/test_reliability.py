@@ -648,3 +648,26 @@ def test_default_rate_beyond_1e154_curvature_is_finite(solver):
     with pytest.raises(ValueError, match="learning_rate='auto' cannot be estimated: the curvature"):
         LinearRegressor(solver=solver, precondition="none", random_state=0).fit(X * 1e160, y)
 
+
+@pytest.mark.parametrize("how", ["fit", "fit_stream", "dask"])
+def test_early_stopping_without_two_weighted_held_out_rows_is_an_error(how):
+    # Held-out rows all of weight 0 (or one weighted): every validation R^2 was 0, the "best" epoch the first,
+    # and fit returned its coefficients without a word.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = X @ [1.0, 2.0, 3.0] + 0.1 * rng.normal(size=200)
+    w = np.zeros(200)
+    w[::40] = 1.0
+    est = LinearRegressor(solver="sgd", early_stopping=True, random_state=0)
+    with pytest.raises(ValueError, match="nonzero sample_weight"):
+        if how == "fit":
+            est.fit(X, y, sample_weight=w)
+        elif how == "fit_stream":
+            est.fit_stream(two_chunks(X, y, w))
+        else:
+            da = pytest.importorskip("dask.array")
+            dask = pytest.importorskip("dask")
+            with dask.config.set(scheduler="synchronous"):
+                est.fit(da.from_array(X, chunks=(100, 3)), da.from_array(y, chunks=100),
+                        sample_weight=da.from_array(w, chunks=100))
+
