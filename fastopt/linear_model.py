@@ -18,6 +18,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming, optim
+from fastopt._chunks import _all_zero, check_chunk
 from fastopt._result import FitResult, Outcome
 from fastopt._validation import beyond_range, check_fit_data, check_predict_data, is_sparse
 
@@ -636,7 +637,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         and ``fit`` on Dask arrays run whole epochs over chunks with them). ``solver="newton"`` cannot fit
         incrementally.
 
-        The closed form's calls add their weighted statistics, so weights count across calls as in one ``fit``. An
+        The closed form's calls add their weighted statistics, so weights count across calls as in one ``fit`` (a
+        later call whose weights are all zero adds nothing; the first one is an error, as in ``fit``). An
         iterative solver's call divides its ``sample_weight`` by their mean over the call's rows (on a Dask array: over
         each block's rows), as ``fit`` does over all rows: weights are relative within a call only, every call's rows
         count as much as any other call's (a chunk weighted 10 everywhere trains as one weighted 1), and a call whose
@@ -667,7 +669,20 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             prior = self._continued_state(name)
             return self._take(dask_backend.partial_fit(self, X, y, sample_weight, name, first, prior))
         _solvers.resolve(self.solver, self.loss, incremental=True)
+        if _all_zero(sample_weight) and not first and self._adds_statistics(X):
+            # The closed form's calls add weighted statistics, so a call of weight 0 adds nothing, as a chunk of
+            # fit_stream or a Dask block does (check_chunk); any other call of weight 0 is refused below.
+            return self._partial_fit(check_chunk(self, X, y, sample_weight, "partial_fit's chunk"))
         return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
+
+    def _adds_statistics(self, X) -> bool:
+        """Whether ``partial_fit`` on ``X`` runs a solver whose calls merge sufficient statistics."""
+        try:
+            name = self._incremental_name(_solvers.resolve(
+                self.solver, self.loss, X, self.alpha, incremental=True, sparse=is_sparse(X), average=self.average))
+        except (TypeError, ValueError):
+            return False  # validation names the problem
+        return _solvers.SOLVERS[name].chunked == "statistics"
 
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an

@@ -671,3 +671,22 @@ def test_early_stopping_without_two_weighted_held_out_rows_is_an_error(how):
                 est.fit(da.from_array(X, chunks=(100, 3)), da.from_array(y, chunks=100),
                         sample_weight=da.from_array(w, chunks=100))
 
+
+@pytest.mark.parametrize("solver", ["auto", "normal", "qr"])
+def test_closed_form_partial_fit_takes_a_later_call_of_weight_zero(solver):
+    # Its calls add weighted statistics (as fit_stream's chunks and Dask blocks, which took such a chunk): in
+    # memory the call was refused by scikit-learn's all-zero weight check.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(size=400)
+    w = np.r_[rng.random(200), np.zeros(200)]
+    est = LinearRegressor(solver=solver).partial_fit(X[:200], y[:200], sample_weight=w[:200])
+    est.partial_fit(X[200:], y[200:], sample_weight=w[200:])
+    ref = LinearRegressor(solver=solver).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-12)
+    with pytest.raises(ValueError, match="non-zero"):  # the first call, as fit: nothing to solve
+        LinearRegressor(solver=solver).partial_fit(X[200:], y[200:], sample_weight=w[200:])
+    with pytest.raises(ValueError, match="non-zero"):  # an iterative call divides by its own weights' mean
+        LinearRegressor(solver="sgd").partial_fit(X[:200], y[:200]).partial_fit(X[200:], y[200:],
+                                                                                sample_weight=w[200:])
+
