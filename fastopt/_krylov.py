@@ -806,6 +806,16 @@ class _Stopping:
         return arnorm / (self.anorm * rnorm) if self.anorm * rnorm > 0 else 0.0
 
 
+def _check_start(rr: float) -> None:
+    """Refuse a start (``coef_init``, a warm start) whose squared residual ``rr`` overflows: the stopping rules
+    compared infinities and returned the start itself, unwarned (the moments have checked X and y)."""
+    if not math.isfinite(rr):
+        raise ValueError(
+            "the squared_error loss at the starting coefficients (coef_init, or the earlier fit's) overflows "
+            "float64; start nearer the data's scale."
+        )
+
+
 def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None):
     """CGLS on the augmented operator from ``x`` (updated in place: the caller owns it, see :func:`solve`);
     returns ``(x, iterations, converged)``."""
@@ -815,6 +825,7 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
         s = Atr - L2 * x
         Lx = op.L * x
         rr += _dot(Lx, Lx)
+        _check_start(rr)
     else:  # from zero the residual is D A^T b, known from the moments: no pass
         s, rr = op.Atb.copy(), op.bb
     gamma = _dot(s, s)
@@ -877,6 +888,7 @@ def _lsqr(op: _Operator, x0: np.ndarray, stop: _Stopping, max_iter: int, log=Non
     g, gam, ub = -x0, 1.0, -op.L * x0
     if x0.any():
         ss, Atu = op.apply(g, gam)
+        _check_start(ss + _dot(ub, ub))
     else:  # from zero u = b: ||b||^2 and D A^T b are known from the moments, no pass
         ss, Atu = op.bb, op.Atb
     beta = math.sqrt(ss + _dot(ub, ub))

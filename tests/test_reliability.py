@@ -690,3 +690,11 @@ def test_closed_form_partial_fit_takes_a_later_call_of_weight_zero(solver):
         LinearRegressor(solver="sgd").partial_fit(X[:200], y[:200]).partial_fit(X[200:], y[200:],
                                                                                 sample_weight=w[200:])
 
+
+@pytest.mark.parametrize("solver", ["lsqr", "cg"])
+def test_krylov_start_whose_residual_overflows_is_an_error(problem, solver):
+    # The stopping rules compared infinities and returned coef_init itself, n_iter_ 0, unwarned.
+    X, y = problem
+    with pytest.raises(ValueError, match="starting coefficients .* overflows float64"):
+        LinearRegressor(solver=solver).fit(X, y, coef_init=[1e160, 0, 0, 0, 0])
+
