@@ -993,11 +993,22 @@ class _Rows:
         return _closed_form.chunk_qr_state(params, data)
 
 
-def _start(prob: _Problem, full: _closed_form.ClosedFormState, init):
-    """The starting point: ``init`` (w, b), else the (ridge) least-squares fit."""
-    if init is not None:
-        return np.asarray(init[0], dtype=np.float64).copy(), float(init[1]) if prob.fit_intercept else 0.0
-    return _least_squares(prob, full)
+def _start(prob: _Problem, full: _closed_form.ClosedFormState, init, epsilon: float | None = None):
+    """The starting point: ``init`` (w, b), else the (ridge) least-squares fit; also that fit where ``init``'s
+    objective (Huber at ``epsilon``, the absolute error where None) is not below the all-zero model's (from ``y``
+    alone): the problem is convex, so a start only saves work, and from ``coef_init`` of 1e200 the absolute
+    error's smoothing stayed there to max_iter (warned) and Huber's steps overflowed on the way."""
+    if init is None:
+        return _least_squares(prob, full)
+    w, b = np.asarray(init[0], dtype=np.float64).copy(), float(init[1]) if prob.fit_intercept else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing start is judged just below
+        if epsilon is None:
+            at, zero = _lad_objective(prob, prob.run(w, b, np.inf, hessian=False).r, w), _dot(prob.s, np.abs(prob.y))
+        else:
+            at = prob.run(w, b, epsilon, hessian=False).loss + _penalty(prob.alpha, w)
+            a = np.abs(prob.y)
+            zero = _dot(prob.s, np.where(a <= epsilon, 0.5 * a * a, epsilon * (a - 0.5 * epsilon)))
+    return (w, b) if at < zero else _least_squares(prob, full)
 
 
 def _median_abs_residual(prob: _Problem, r: np.ndarray) -> float:
@@ -1059,7 +1070,7 @@ def huber_newton(prob: _Problem, full: _closed_form.ClosedFormState, epsilon: fl
     at the fit for ``E_k``, at most ``E_k / 10``. For a threshold at which the clean rows are inliers, the outliers
     pull the fit by about the threshold times their weight, so the rows' residuals shrink with it. Each stage has
     ``max_iter`` iterations, solved to ``STAGE_RTOL`` except the last (the problem asked for)."""
-    w, b = _start(prob, full, init)
+    w, b = _start(prob, full, init, epsilon)
     hess = _Hessian(prob, full)
     cur = _visit(prob, hess, w, b, epsilon)
     curve: list = []

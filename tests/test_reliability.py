@@ -698,3 +698,16 @@ def test_krylov_start_whose_residual_overflows_is_an_error(problem, solver):
     with pytest.raises(ValueError, match="starting coefficients .* overflows float64"):
         LinearRegressor(solver=solver).fit(X, y, coef_init=[1e160, 0, 0, 0, 0])
 
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_robust_newton_from_a_start_worse_than_zero_reaches_the_minimum(problem, loss):
+    # From coef_init of 1e200 the absolute error's smoothing stayed there to max_iter (warned, coefficients
+    # 1e200), and Huber's steps overflowed on the way (344 NumPy RuntimeWarnings); now such a start gives way
+    # to the least-squares fit.
+    X, y = problem
+    ref = LinearRegressor(solver="newton", loss=loss).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(solver="newton", loss=loss).fit(X, y, coef_init=[1e200, 0, 0, 0, 0])
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-9, atol=1e-9)
+
