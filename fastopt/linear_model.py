@@ -769,8 +769,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 and _solvers.SOLVERS[name].chunked == "epochs"):
             return None
         if name != self._solver_name and self.solver == "auto":
+            ran = getattr(self, "solver_", self._solver_name)
+            # (a Krylov attempt that handed over to the closed form keeps its own state, for warm_start)
+            how = "" if ran == self._solver_name else f", which handed over to the closed form (solver_={ran!r})"
             raise ValueError(
-                f"the earlier fit ran solver {self._solver_name!r} (solver='auto' chose it for that data), whose "
+                f"the earlier fit ran solver {self._solver_name!r}{how} (solver='auto' chose it for that data), whose "
                 f"state cannot take more rows by {name!r}, the solver that 'auto' runs in partial_fit. Call fit "
                 f"on all the rows to start over, or set solver={name!r} before the first fit to add rows later."
             )
