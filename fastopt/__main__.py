@@ -90,6 +90,29 @@ def _where(obj, x) -> str:
     return "-"
 
 
+def _is_dir(path: pathlib.Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # (a name too long raises, where a missing one is False)
+        return False
+
+
+def _unwritable(path: pathlib.Path) -> str | None:
+    """Why ``path`` cannot be written (the system's reason), or None: opened for appending, and removed again if
+    this made it, so that a name too long or a folder without write access fails before the runs, not after."""
+    try:
+        if path.is_dir():
+            return "it is a folder; name the PNG file"
+        existed = path.exists()
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
+
+
 def _landscape(args: argparse.Namespace) -> int:
     """Run chosen optimizers on a test function; print a table and write a PNG of the trajectories."""
     import numpy as np
@@ -102,10 +125,10 @@ def _landscape(args: argparse.Namespace) -> int:
             print(f"{name:16} {obj.formula}\n{'':16} {obj.description}")
         return 0
     folder = pathlib.Path(args.output).parent
-    if args.output != "none" and not folder.is_dir():  # before the runs, not after them
+    if args.output != "none" and not _is_dir(folder):  # before the runs, not after them
         args.parser.error(f"--output: the folder {str(folder)!r} does not exist")
-    if args.output != "none" and pathlib.Path(args.output).is_dir():
-        args.parser.error(f"--output: {args.output!r} is a folder; name the PNG file")
+    if args.output != "none" and (problem := _unwritable(pathlib.Path(args.output))):
+        args.parser.error(f"--output: {args.output!r} cannot be written ({problem})")
     obj = functions.get(args.function)
     x0 = np.array(args.x0 if args.x0 is not None else obj.x0, dtype=float)
     if x0.shape != (obj.ndim,):

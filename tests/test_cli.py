@@ -104,7 +104,11 @@ def test_unknown_function_is_rejected(capsys):
     (["--seed", "-1"], "--seed: must be a finite number >= 0, got -1"),
     (["--noise", "1", "--batch-size", "100000000000"], "--batch-size: must be at most 1024"),
     (["--x0", "1e200", "1e200"], "--x0: rosenbrock is not finite there"),
-    (["--output", "."], "--output: '.' is a folder"),
+    (["--output", "."], "--output: '.' cannot be written (it is a folder"),
+    # (OSError tracebacks after all the runs: a name beyond the file system's limit, a folder of no files)
+    (["--output", "a" * 300 + ".png"], "cannot be written (File name too long)"),
+    pytest.param(["--output", "/proc/x.png"], "--output: '/proc/x.png' cannot be written (",
+                 marks=pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")),
 ])
 def test_bad_landscape_options_are_usage_errors(options, message, tmp_path, monkeypatch, capsys):
     # (they raised tracebacks from inside the optimizers, or after all runs, from the figure)
