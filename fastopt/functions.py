@@ -22,6 +22,8 @@ Examples
 """
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -384,6 +386,10 @@ def ill_conditioned_quadratic(condition_number: float = 25.0, angle: float = np.
     The rotation makes the valley oblique to the axes, so per-coordinate adaptive methods (AdaGrad, RMSProp,
     Adam) get no free ride from a diagonal Hessian. ``kwargs`` go to :func:`quadratic`.
     """
+    for name, value in (("condition_number", condition_number), ("angle", angle)):
+        # (a NaN failed quadratic's symmetry check, whose message blamed the 2 x 2 matrix's shape)
+        if not (isinstance(value, numbers.Real) and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite real number, got {value!r}.")
     c, s = np.cos(angle), np.sin(angle)
     R = np.array([[c, -s], [s, c]])
     A = R @ np.diag([1.0, float(condition_number)]) @ R.T

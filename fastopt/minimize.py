@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from enum import IntEnum
@@ -165,6 +166,9 @@ class _Problem:
 
     def _scalar(self, f) -> float:
         f = np.asarray(f)
+        real = f.dtype.kind in "biuf" or (f.size == 1 and isinstance(f.item(), numbers.Real))  # (a Fraction: "O")
+        if not (real or np.iscomplexobj(f)):  # (None raised float()'s own error; "1.0" passed)
+            raise TypeError(f"fun must return a real scalar, got {type(f.item() if f.size == 1 else f).__name__}.")
         if f.size != 1 or np.iscomplexobj(f):
             raise ValueError(f"fun must return a real scalar, got an array of shape {f.shape}, dtype {f.dtype}.")
         f = f.reshape(())
@@ -229,6 +233,9 @@ class _Problem:
             return landscape.hessian(self.value, x, jac=self._grad if self.scheme is None else None)
         except landscape.NonFiniteError:  # as a non-finite hess: the Newton step stops on it
             return np.full((self.n, self.n), np.nan)
+
+
+_X0_GRADIENT = "the gradient at x0 is not finite"
 
 
 class _Method:
@@ -581,7 +588,7 @@ def minimize(
     nit, status, why = 0, None, ""
     pass_result = callback is not None and _wants_result(callback)
     if not np.all(np.isfinite(g)):
-        status, why = Status.DIVERGED, "the gradient at x0 is not finite"
+        status, why = Status.DIVERGED, _X0_GRADIENT
     elif np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
         status = Status.GTOL
     while status is None:
@@ -620,7 +627,9 @@ def minimize(
         elif opts["ftol"] > 0 and abs(f_prev - f) <= opts["ftol"] * max(abs(f_prev), abs(f), 1.0):
             status = Status.FTOL
 
-    if status == Status.DIVERGED:
+    if status == Status.DIVERGED and why == _X0_GRADIENT:  # no step taken: no step size to blame
+        message = f"Stopped before the first step: {why}; check jac, or start inside fun's domain."
+    elif status == Status.DIVERGED:
         message = f"Diverged at iteration {nit + 1}: {why}; {kind.divergence_hint}."
     elif status == Status.SINGULAR:
         message = f"The Newton system is singular at iteration {nit + 1}; set options['alpha'] > 0."

@@ -372,3 +372,32 @@ def test_a_complex_hessian_is_refused_as_a_complex_gradient_is():
     with pytest.raises(TypeError, match="hess must return a real array"):
         minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, hess=lambda x: 2 * np.eye(2) + 0j,
                  method="newton")
+
+
+@pytest.mark.parametrize("value", [None, "1.0", b"1", object()])
+def test_fun_returning_no_real_number_is_a_type_error(value):
+    # (None raised float()'s own TypeError from inside; the string "1.0" was taken as the number)
+    with pytest.raises(TypeError, match="fun must return a real scalar, got"):
+        minimize(lambda x: value, np.ones(2), jac=lambda x: x, method="adam")
+
+
+def test_fun_returning_a_fraction_is_taken():
+    import fractions
+
+    res = minimize(lambda x: fractions.Fraction(1, 4) + float(x @ x), np.ones(2), jac=lambda x: 2 * x,
+                   method="adam", options={"maxiter": 5})
+    assert res.fun > 0.25 and np.isfinite(res.fun)
+
+
+def test_a_non_finite_gradient_at_x0_does_not_blame_the_step_size():
+    res = minimize(lambda x: float(x @ x), np.ones(2), jac=lambda x: np.full(2, np.nan), method="sgd")
+    assert res.nit == 0 and not res.success
+    assert "before the first step: the gradient at x0 is not finite; check jac" in res.message
+    assert "lr" not in res.message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "25"])
+def test_ill_conditioned_quadratic_names_a_bad_argument(bad):
+    # (a NaN failed quadratic's symmetry check, whose message blamed the 2 x 2 matrix's shape)
+    with pytest.raises(ValueError, match="condition_number must be a finite real number"):
+        ill_conditioned_quadratic(bad)
