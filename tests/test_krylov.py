@@ -1550,3 +1550,40 @@ def test_extreme_scales_are_solved_at_scale_one(solver, x_scale, y_scale, sparse
     assert _rel(est.coef_, ref.coef_) < 1e-9
     assert est.intercept_ == pytest.approx(ref.intercept_, rel=1e-9)
     assert est.fit(A, y * y_scale).n_iter_ <= 1  # already there
+
+
+def test_auto_krylov_attempt_that_runs_out_hands_over_to_the_closed_forms_own_attempt(monkeypatch):
+    # "auto" on sparse X runs LSQR first within what the closed form costs; where that ran out, the closed form
+    # ran without its own "auto" key, so where its Cholesky was rejected it skipped its Krylov attempt (a budget of
+    # the densified QR's cost) and densified X: weighted quadratic features of a sparse 6,000 x 60 matrix took
+    # 283 s by the QR where LSQR takes under a second. Here: quadratic features of a sparse 2,500 x 36 matrix.
+    from sklearn.preprocessing import PolynomialFeatures
+
+    rng = np.random.default_rng(4)
+    n = 2500
+    X0 = scipy.sparse.random(n, 36, density=0.08, format="csr", random_state=4, data_rvs=lambda k: rng.normal(size=k))
+    X = scipy.sparse.csr_array(PolynomialFeatures(2, include_bias=False).fit_transform(X0))
+    y = X @ (0.3 * rng.normal(size=X.shape[1])) + 0.5 * rng.normal(size=n)
+    draw = np.random.default_rng(0)
+    sw = np.where(draw.random(n) < 0.2, 0.0, draw.lognormal(0.0, 2.0, n))  # (Cholesky rejects these equations)
+    tight = LinearRegressor(solver="lsqr", tol=1e-12).fit(X, y, sample_weight=sw)
+    d, nnz = X.shape[1], X.nnz
+    assert _solvers.krylov_first(X, False)
+    # the case: more iterations than the first attempt may take, fewer than the closed form's attempt
+    assert max(_krylov.auto_budget(n, d, nnz, 1), _krylov.AUTO_MIN_ITERS) < tight.n_iter_
+    assert tight.n_iter_ < _krylov.qr_fallback_iterations(n, d, nnz, 1)
+
+    def densified(*args, **kwargs):
+        raise AssertionError("the densified QR ran")
+
+    monkeypatch.setattr(_closed_form, "chunk_qr_state", densified)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor().fit(X, y, sample_weight=sw)
+    assert est.solver_ == "lsqr"
+
+    def objective(m):
+        r = X @ m.coef_ + m.intercept_ - y
+        return float(sw @ (r * r))
+
+    assert objective(est) <= objective(tight) * (1 + 1e-12)
