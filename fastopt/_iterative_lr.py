@@ -981,12 +981,12 @@ def _unit(v):
 def _start_vector(Xa, w):
     """A deterministic start for the power iteration: ``Xa^T w`` (the column sums) plus the root of the
     diagonal, normalised, plus a unit Gaussian vector from a fixed seed (``POWER_START_SEED``; no draw from the
-    caller's generator: the rate does not depend on ``random_state``), signed to the first part's side, normalised.
-    The first part leads on uncentred data
-    (whose top eigenvector is near the mean); the second gives every direction a component of about
-    ``1 / sqrt(d)``. Alone, the first was orthogonal to the top eigenvector of two centred rows (a column and its
-    negation in each), its fixed ramp of ``1e-3`` left a component the Rayleigh quotient's stop did not wait
-    for, ``L`` came out 1 where it is 4, and default SGD diverged."""
+    caller's generator: the rate does not depend on ``random_state``) on the first part's side, their sum
+    normalised. The first part leads on uncentred data (whose top eigenvector is near the mean); the second
+    gives every direction a component of about ``1 / sqrt(d)``. Alone, the first was orthogonal to the top
+    eigenvector of two centred rows (a column and its negation in each), its fixed ramp of ``1e-3`` left a
+    component the Rayleigh quotient's stop did not wait for, ``L`` came out 1 where it is 4, and default SGD
+    diverged."""
     diag = (np.asarray(Xa.multiply(Xa).T @ w) if sp.issparse(Xa) else np.einsum("ij,ij,i->j", Xa, Xa, w))
     v = _rmatvec(Xa, w) / Xa.shape[0] + np.sqrt(diag / Xa.shape[0])
     g = np.random.default_rng(POWER_START_SEED).standard_normal(Xa.shape[1])
