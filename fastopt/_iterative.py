@@ -1546,8 +1546,11 @@ def _build_spec(method: str, params: dict) -> optim.Optimizer:
     momentum = params["momentum"]
     if momentum is None:  # the rule's own default (its dataclass field): heavy ball 0.9, RMSProp no buffer (0)
         momentum = next((f.default for f in dataclasses.fields(cls) if f.name == "momentum"), None)
+    alpha = params["alpha"]
     available = {
-        "weight_decay": params["alpha"], "momentum": momentum, "dampening": params["dampening"],
+        # (a 0-d array alpha, a number to the estimator, failed the rule's check of a float weight_decay)
+        "weight_decay": float(alpha) if np.ndim(alpha) == 0 else alpha,
+        "momentum": momentum, "dampening": params["dampening"],
         "rho": params["rho"], "beta1": params["beta1"], "beta2": params["beta2"], "eps": params["eps"],
         "centered": params["centered"], "amsgrad": params["amsgrad"],
     }

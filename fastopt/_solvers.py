@@ -69,7 +69,7 @@ def auto_least_squares(X, alpha: float, positive: bool = False) -> str:
     # Only plain numbers: a Dask DataFrame's row count is a lazy scalar, and converting it would compute it.
     n = float(n) if isinstance(n, Number) else math.nan
     d = float(d) if isinstance(d, Number) else 0.0
-    ridge = np.asarray(alpha, dtype=float) > 0  # one alpha, or one per target
+    ridge = np.real(np.asarray(alpha)).astype(float) > 0  # one alpha, or one per target (complex: refused later)
     if 8.0 * d * d > GRAM_MAX_BYTES or krylov_first(X, positive):  # too wide for the Gram, or Krylov first
         return krylov_for(alpha)
     # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
@@ -143,7 +143,7 @@ def krylov_for(alpha) -> str:
     """The Krylov solver for ``alpha`` (one, or one per target): with a ridge on every target, which bounds the
     condition number, CGLS, whose cheaper iteration is then as accurate; else LSQR, the more stable of the two
     (Paige & Saunders 1982)."""
-    return "cg" if np.all(np.asarray(alpha, dtype=float) > 0) else "lsqr"
+    return "cg" if np.all(np.real(np.asarray(alpha)).astype(float) > 0) else "lsqr"  # (complex: refused later)
 
 
 def krylov_first(X, positive: bool = False) -> bool:
@@ -242,6 +242,8 @@ def check_options(name: str, params: dict, n_targets: int | None) -> None:
     alpha = np.asarray(params["alpha"])
     # (a 0-d array passes the "array-like" constraint as a number does not: np.array(-0.5) had fitted a negative
     # ridge, and np.array(nan) failed with "overflow")
+    if np.iscomplexobj(alpha):  # (its imaginary part was dropped, with NumPy's ComplexWarning alone)
+        raise ValueError("alpha must be real: finite and non-negative.")
     if not np.issubdtype(alpha.dtype, np.number) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
         raise ValueError("alpha must be finite and non-negative.")
     if alpha.ndim:

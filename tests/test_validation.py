@@ -269,3 +269,21 @@ def test_a_zero_dimensional_alpha_is_checked_as_a_number_is(alpha, solver):
     X = np.random.default_rng(0).standard_normal((50, 3))
     with pytest.raises(ValueError, match="alpha must be finite and non-negative"):
         LinearRegressor(alpha=alpha, solver=solver).fit(X, X.sum(axis=1))
+
+
+@pytest.mark.parametrize("solver", ["normal", "lsqr", "sgd", "adam", "newton"])
+def test_a_zero_dimensional_alpha_fits_as_the_number(solver):
+    # (the iterative rules refused np.array(0.1) with a message about their weight_decay, no estimator parameter)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    y = X @ [1.0, 2.0, 3.0]
+    fits = [LinearRegressor(alpha=alpha, solver=solver, random_state=0).fit(X, y) for alpha in (np.array(0.1), 0.1)]
+    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+
+
+@pytest.mark.parametrize("alpha", [np.array([0.1 + 5j, 0.2]), np.array(0.1 + 0j)])
+def test_a_complex_alpha_is_refused(alpha):
+    # (its imaginary part was dropped, with NumPy's ComplexWarning alone)
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    with pytest.raises(ValueError, match="alpha must be real"):
+        LinearRegressor(alpha=alpha).fit(X, np.c_[X.sum(axis=1), X[:, 0]])
