@@ -26,6 +26,7 @@ Imported only when an input is a Dask collection, so ``import fastopt`` never im
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -590,6 +591,10 @@ def predict(estimator, X: Any):
         # Partitions keep their column names, so the fitted feature names are checked block by block.
         return X.map_partitions(_predict_block, estimator, meta=meta)
     X = X.rechunk({1: -1})
+    if hasattr(estimator, "feature_names_in_"):
+        # Checked above, once: the blocks' own checks repeated its "no valid feature names" warning block by block
+        estimator = copy.copy(estimator)
+        del estimator.feature_names_in_
     if coef.ndim == 1:
         return X.map_blocks(_predict_block, estimator, drop_axis=1, meta=meta)
     return X.map_blocks(_predict_block, estimator, chunks=(X.chunks[0], (coef.shape[0],)), meta=meta)

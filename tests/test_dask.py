@@ -742,3 +742,18 @@ def test_a_random_state_instance_advances_one_draw_a_fit_as_in_memory(rng):
     once = np.random.RandomState(0)
     once.randint(0, 2**31 - 1)
     assert advanced == [once.randint(1 << 30)] * 2
+
+
+def test_predict_on_an_array_warns_of_the_missing_feature_names_once():
+    # (fitted on a DataFrame, predict on a Dask array of 4 blocks warned once on the driver and again per block)
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))
+    est = LinearRegressor().fit(df, rng.normal(size=200))
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = est.predict(da.from_array(df.to_numpy(), chunks=(50, 3))).compute()
+    assert [str(w.message) for w in caught] == [
+        "X does not have valid feature names, but LinearRegressor was fitted with feature names"]
+    np.testing.assert_array_equal(pred, est.predict(df))
+    assert est.feature_names_in_.tolist() == ["a", "b", "c"]  # (the blocks' copy lost them, not the estimator)
