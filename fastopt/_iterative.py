@@ -418,6 +418,10 @@ class Stopping:
     def update(self, current: float, params: np.ndarray | None) -> bool:
         """Record one epoch's monitored loss (and its parameters); True when training should stop."""
         if self.tol is None:
+            # never stops, but keeps the best epoch's parameters all the same (the last epoch's were returned,
+            # while best_validation_score_ reported the best)
+            if self.keep_best and current < self.best_epoch:
+                self.best_epoch, self.best_params = current, params.copy()
             return False
         current = self._round(current, params)
         if current is None:

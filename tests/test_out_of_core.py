@@ -463,6 +463,26 @@ def test_stream_early_stopping_without_tol_runs_every_epoch(rng):
         LinearRegressor(**params).fit_stream([(X[:10], y[:10])] + [(X[i : i + 1], y[i : i + 1]) for i in range(5)])
 
 
+@pytest.mark.parametrize("how", ["fit", "fit_stream"])
+def test_early_stopping_without_tol_keeps_the_best_epoch(how):
+    # tol=None ran every epoch but returned the last epoch's coefficients, while best_validation_score_ (and the
+    # docstring) reported the best one's as kept.
+    rng = np.random.RandomState(9)
+    X = rng.randn(400, 30)
+    y = X @ rng.randn(30) * 0.3 + 2.0 * rng.randn(400)
+    params = {"solver": "sgd", "early_stopping": True, "validation_fraction": 0.25, "random_state": 0, "tol": None,
+              "learning_rate": 0.05, "schedule": "constant"}
+
+    def fitted(epochs):
+        est = LinearRegressor(**params, max_epochs=epochs)
+        return est.fit(X, y) if how == "fit" else est.fit_stream([(X[:200], y[:200]), (X[200:], y[200:])])
+
+    est = fitted(30)
+    best = int(np.argmax(est.validation_scores_)) + 1
+    assert est.n_iter_ == 30 and best < 30  # (the case: a best epoch before the last)
+    np.testing.assert_array_equal(est.coef_, fitted(best).coef_)
+
+
 def test_chunk_split_is_seeded_per_chunk():
     train, val = chunk_split(3, 2, 101, 0.1)
     assert len(val) == 11 and len(train) == 90 and np.union1d(train, val).tolist() == list(range(101))
