@@ -1133,10 +1133,12 @@ class RatePlateau(Stopping):
 
     def warn_unless_stopped(self, method: str, max_epochs: str) -> None:
         if self.tol is not None and not self.stopped:
+            # (with no cut yet, "the last cut still lowered the loss" spoke of a cut that never happened)
+            why = (f"the rate was cut {self.cuts} times, to {self.lr:.3g}, and the last cut still lowered the loss"
+                   if self.cuts else f"the loss was still falling at the first rate, {self.lr:.3g}, never cut")
             _warn(
-                f"solver={method!r} reached max_epochs={max_epochs} before the plateau rule stopped (the rate was "
-                f"cut {self.cuts} times, to {self.lr:.3g}, and the last cut still lowered the loss); increase "
-                "max_epochs.",
+                f"solver={method!r} reached max_epochs={max_epochs} before the plateau rule stopped ({why}); "
+                "increase max_epochs.",
                 ConvergenceWarning,
             )
 

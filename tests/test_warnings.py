@@ -59,3 +59,15 @@ def test_a_warning_names_the_line_that_called_fastopt(case, rng):
     X, y = _dependent(rng)
     for w in _caught(lambda: call(X, y), category):
         assert w.filename == __file__, (w.filename, w.lineno)
+
+
+def test_plateau_warning_before_any_cut_names_no_cut():
+    # ("the rate was cut 0 times, to 0.842, and the last cut still lowered the loss": a cut that never happened)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 5))
+    y = X @ rng.normal(size=5) + rng.normal(size=500)
+    with pytest.warns(ConvergenceWarning) as caught:
+        est = LinearRegressor(solver="sgd", max_epochs=1, random_state=0).fit(X, y)
+    message = " ".join(str(w.message) for w in caught)
+    assert f"the loss was still falling at the first rate, {est.learning_rate_:.3g}, never cut" in message
+    assert "last cut" not in message
