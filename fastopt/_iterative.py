@@ -281,6 +281,9 @@ class IterState:
     ridge_term : tuple
         ``(vector, key, term)``: the ridge term :func:`penalty_term` last took in a pass (of ``weights``, under
         the penalty ``key``, see :func:`ridge_key`), for the next call's watch; ``()`` before any.
+    rate_ridge : float
+        The largest ridge coefficient (in the run's units) that ``lr0`` was resolved or last lowered under, for
+        :func:`_ridge_capped`.
     """
 
     weights: np.ndarray
@@ -303,6 +306,7 @@ class IterState:
     watch: PassWatch | None = None
     basis: dict | None = None
     ridge_term: tuple = ()
+    rate_ridge: float = 0.0  # the penalty learning_rate="auto" was resolved under (_rate_penalty, _ridge_capped)
 
     @property
     def rate_factor(self) -> float:
@@ -1938,6 +1942,30 @@ def raw_weights(state: IterState) -> np.ndarray:
     return np.concatenate([coef.ravel(), intercept]).astype(state.weights.dtype)
 
 
+def _rate_penalty(spec, params: dict) -> float:
+    """The largest ridge coefficient of this run's penalty in its units (``params`` after :func:`_penalised`), as
+    :func:`fastopt._iterative_lr.sample_learning_rate` adds it to the curvature: a per-column decay's largest, or
+    the coupled weight decay; 0 for AdamW's decoupled one (:func:`fastopt._iterative_lr.decay_capped`)."""
+    decay = params.get("decay")
+    if decay is not None:
+        return float(np.max(decay)) if np.size(decay) else 0.0
+    return 0.0 if spec.decoupled_decay else float(spec.weight_decay)
+
+
+def _ridge_capped(spec, params: dict, state: IterState, lr0: float) -> float:
+    """The rate ``lr0`` a warm start or a later ``partial_fit`` call of SGD or a momentum rule continues at
+    (``learning_rate="auto"``), lowered where its ridge is stiffer than the one the rate was resolved under
+    (``state.rate_ridge``): the critical rate's inverse, ``(R^2 + ridge + (b - 1) L) / b`` with ``L`` counting
+    the ridge too, grows by at most the added ridge, so the inverse of SGD's rate grows by it. A warm start
+    raising ``alpha`` from 0 to 3 on unit-scale columns continued at the rate of the unpenalised fit (0.79, where
+    a fresh fit takes 0.24) and diverged in its fourth epoch."""
+    added = _rate_penalty(spec, params) - state.rate_ridge
+    if not (spec.follows_gradient and added > 0 and lr0 > 0):
+        return lr0
+    keep = 1.0 - getattr(spec, "momentum", 0.0)  # (the momentum rules' rate is SGD's times 1 - mu)
+    return keep / (keep / lr0 + added)
+
+
 def _continues(state: IterState | None, params: dict, data) -> bool:
     """Whether a warm start continues from ``state`` (same shapes, intercept and dtype)."""
     d, k = data.X.shape[1], data.Y.shape[1]
@@ -2012,9 +2040,11 @@ class IterativeSolver(Solver):
                 null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"])
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
-            lr0 = decay_capped(spec, state.lr0) if params["learning_rate"] == "auto" else float(params["learning_rate"])
+            lr0 = _ridge_capped(spec, params, state, decay_capped(spec, state.lr0)) \
+                if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
-                                   null_loss=null, learning_rates=[], watch=None)
+                                   null_loss=null, learning_rates=[], watch=None,
+                                   rate_ridge=max(state.rate_ridge, _rate_penalty(spec, params)))
         all_rows = train_idx.shape[0] == data.Y.shape[0]
         w = None if sw is None else sw if all_rows else sw[train_idx]
         centre = None if init is not None else _auto_centre(params, data.Y if all_rows else data.Y[train_idx], w)
@@ -2054,7 +2084,7 @@ class IterativeSolver(Solver):
         limit = DIVERGENCE_FACTOR * start_loss if start_loss > 0 else np.inf
         return IterState(weights=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k), null_loss=null,
-                         interleaved=lazy_rule(self.method, params))
+                         interleaved=lazy_rule(self.method, params), rate_ridge=_rate_penalty(spec, params))
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int, pending=None) -> float:
         status, t, loss, bad = epoch_pass(spec, train, data, sw, order, st, lr, pending)
@@ -2312,10 +2342,12 @@ class IterativeSolver(Solver):
                              zero=zero_image(affine, data.X))
             st.affine, st.basis = affine, basis or None
         else:
-            lr0 = decay_capped(make_spec(self.method, params), state.lr0) if params["learning_rate"] == "auto" \
-                else float(params["learning_rate"])
+            spec = make_spec(self.method, params)
+            lr0 = _ridge_capped(spec, params, state, decay_capped(spec, state.lr0)) \
+                if params["learning_rate"] == "auto" else float(params["learning_rate"])
             st = state.continued(lazy_rule(self.method, params), loss_curve=list(state.loss_curve), lr0=lr0,
                                  lr=state.lr if lr0 == state.lr0 else None,
+                                 rate_ridge=max(state.rate_ridge, _rate_penalty(spec, params)),
                                  learning_rates=list(state.learning_rates), watch=None,
                                  basis=None if state.basis is None else dict(state.basis))
             if st.basis is not None and sweep is None and params["learning_rate"] == "auto":

@@ -374,3 +374,29 @@ def test_constant_targets_of_a_multi_output_fit_stop_without_dividing_by_zero(so
         one_row = LinearRegressor(solver=solver).fit(np.array([[1.0, 2.0]]), np.array([[1.0, 2.0]]))
     np.testing.assert_allclose(est.intercept_, [3.0, -1.0], rtol=1e-12)
     np.testing.assert_allclose(one_row.intercept_, [1.0, 2.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "nesterov"])
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_continuing_under_a_larger_alpha_lowers_the_auto_rate(solver, how):
+    # The rate the unpenalised fit left (0.79 for SGD here) ignored the added ridge: a warm start raising alpha to
+    # 3 diverged in its fourth epoch, to 10 in its second, where a fresh fit takes 0.24 and 0.09.
+    rng = np.random.RandomState(1)
+    X = rng.randn(300, 4)
+    y = X @ [1.0, 2.0, 3.0, 4.0] + 5 + rng.randn(300)
+    for alpha in (3.0, 10.0):
+        fresh = LinearRegressor(solver=solver, alpha=alpha, random_state=0).fit(X, y)
+        est = LinearRegressor(solver=solver, warm_start=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # (partial_fit's calls: as many epochs)
+            if how == "warm_start":
+                est.fit(X, y).set_params(alpha=alpha).fit(X, y)
+            else:
+                for _ in range(3):
+                    est.partial_fit(X, y)
+                est.set_params(alpha=alpha)
+                for _ in range(60):
+                    est.partial_fit(X, y)
+        # the inverse of the rate grows by the added ridge: within the rate a fresh fit with it takes, nearly
+        assert est.learning_rate_ <= 1.05 * fresh.learning_rate_
+        np.testing.assert_allclose(est.coef_, fresh.coef_, atol=0.02)
