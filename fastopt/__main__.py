@@ -21,7 +21,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     X, y = load_diabetes(return_X_y=True)
     print(f"diabetes: n={X.shape[0]}, d={X.shape[1]}  (features standardised for every solver)")
-    np.set_printoptions(precision=2, suppress=True, linewidth=140)
     print(f"{'solver':>10} {'ran as':>10} {'R^2':>8} {'epochs':>7} {'time [ms]':>10}  coefficients")
     for name in SOLVERS:
         est = LinearRegressor(solver=name, random_state=0, **DEMO_PARAMS.get(name, {}))
@@ -30,7 +29,10 @@ def _demo(args: argparse.Namespace) -> int:
         model.fit(X, y)
         ms = 1e3 * (time.perf_counter() - t0)
         r2 = model.score(X, y)
-        print(f"{name:>10} {est.solver_:>10} {r2:8.4f} {est.n_iter_:7d} {ms:10.2f}  {est.coef_}")
+        # (a scoped setting: main(["demo"]) in a process left NumPy's print options changed)
+        with np.printoptions(precision=2, suppress=True, linewidth=140):
+            coef = str(est.coef_)
+        print(f"{name:>10} {est.solver_:>10} {r2:8.4f} {est.n_iter_:7d} {ms:10.2f}  {coef}")
     return 0
 
 

@@ -584,7 +584,9 @@ def minimize(
     if not math.isfinite(f):
         raise ValueError(f"fun(x0) is not finite ({f}).")
     f_limit = f + opts["divergence"] * max(1.0, abs(f))
-    xs, fs = [x.copy()], [f]
+    # (the path only with return_path: kept always, it held every iterate, nit * n values, and was then dropped)
+    path = opts["return_path"]
+    xs, fs = ([x.copy()], [f]) if path else ([], [])
     nit, status, why = 0, None, ""
     pass_result = callback is not None and _wants_result(callback)
     if not np.all(np.isfinite(g)):
@@ -614,8 +616,9 @@ def minimize(
             break
         nit += 1
         f_prev, x, f, g = f, x_new, f_new, g_new
-        xs.append(x.copy())
-        fs.append(f)
+        if path:
+            xs.append(x.copy())
+            fs.append(f)
         if callback is not None:
             try:
                 callback(OptimizeResult(x=x.copy(), fun=f) if pass_result else x.copy())
