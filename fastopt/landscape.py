@@ -288,8 +288,10 @@ def classify_critical_point(
         Extra arguments for ``fun``, ``jac`` and ``hess``.
     gtol : float, optional
         ``x`` counts as critical when the gradient norm is at most ``gtol``. Default
-        ``1000 eps**(2/3) max(1, |fun(x)|)`` (3.6e-8 in float64, 2.4e-2 in float32, ``eps`` of ``x``'s dtype):
-        a central-difference gradient is good to about ``eps**(2/3) |f|``.
+        ``1000 eps**(2/3) max(1, |fun(x)|)`` (3.6e-8 in float64, 2.4e-2 in float32, ``eps`` of ``x``'s dtype),
+        times ``max(1, |x|_inf)**2`` for a finite-difference gradient: a central difference with step
+        ``eps**(1/3) max(1, |x|_inf)`` is good to about ``eps**(2/3)`` of ``|f|`` and of ``|x|**2`` times the third
+        derivative (without the factor, Rosenbrock's minimum moved to ``(11, 11)`` was "noncritical").
     eig_tol : float, optional
         Eigenvalues with ``|lambda| <= eig_tol`` count as zero. Default ``rtol * max(1, |lambda|_max, |f(x)|)``
         with ``rtol = 100 sqrt(eps)`` (1.5e-6 in float64) for a finite-difference Hessian, whose error is about
@@ -308,7 +310,7 @@ def classify_critical_point(
     the sense of Zhang et al., *Dive into Deep Learning*, sec. 12.1: this is how ``x**3`` at 0 is named a saddle.
     Otherwise it is reported "degenerate" (``x**4`` at 0 is a minimum, but finitely many probes cannot prove it).
     """
-    x = _point(x)
+    x = _point(x).copy()  # (the result's x was the caller's array, changed with it)
     gtol, eig_tol = _tolerance("gtol", gtol), _tolerance("eig_tol", eig_tol)
     f0 = _value(fun, x, args)
     g = _jacobian(jac, x, args) if jac is not None else gradient(fun, x, args=args)
@@ -318,6 +320,8 @@ def classify_critical_point(
     eps = np.finfo(x.dtype).eps
     if gtol is None:
         gtol = _GTOL_FACTOR * eps ** (2 / 3) * max(1.0, abs(f0))
+        if jac is None:  # the step grows with |x|, its truncation error with its square (module's gradient)
+            gtol *= max(1.0, float(np.max(np.abs(x)))) ** 2
     if eig_tol is None:
         rtol = (_EIG_RTOL_EXACT if exact else _EIG_RTOL_FD) * np.sqrt(eps)
         eig_tol = rtol * max(1.0, float(np.max(np.abs(lam))), abs(f0))
@@ -372,7 +376,7 @@ def find_critical_points(
     n_starts : int
         Number of starts, rounded up to a power of two (Sobol points balance only in powers of two); at most
         ``MAX_STARTS`` (2**20). A start from which the root finder reaches a point where ``fun`` or ``jac`` is
-        not finite is skipped.
+        not finite is skipped, and so is a root whose classification needs values where they are not.
     seed : int or None
         Seeds the Sobol scrambling.
     gtol, eig_tol : float, optional
@@ -409,7 +413,10 @@ def find_critical_points(
             continue
         if not np.all(np.isfinite(x)) or np.any(np.abs(x - lo - width / 2) > width / 2 * (1 + 1e-9)):
             continue
-        point = classify_critical_point(fun, x, jac=jac, hess=hess, args=args, gtol=gtol, eig_tol=eig_tol)
+        try:
+            point = classify_critical_point(fun, x, jac=jac, hess=hess, args=args, gtol=gtol, eig_tol=eig_tol)
+        except NonFiniteError:  # its differences or probes reach outside f's finite region: skipped as a start is
+            continue
         if point.kind == "noncritical":
             continue
         twin = next((i for i, p in enumerate(found) if np.all(np.abs(p.x - x) <= 1e-4 * width)), None)

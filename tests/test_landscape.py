@@ -194,3 +194,35 @@ def test_find_critical_points_skips_starts_that_leave_the_finite_region():
     points = landscape.find_critical_points(fun, [(0.1, 3.0), (-1.0, 1.0)], n_starts=16)
     assert [p.kind for p in points] == ["minimum"]
     np.testing.assert_allclose(points[0].x, [1.0, 0.0], atol=1e-6)
+
+
+def test_find_critical_points_skips_a_root_whose_probe_leaves_the_finite_region():
+    # (x - 0.005)^4 is a degenerate minimum 0.004 from where log turns NaN: the higher-order probe steps past that
+    # edge, and its NonFiniteError ended the whole search, losing the regular root at 0.8 too
+    def fun(x):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float((x[0] - 0.005) ** 4 * (x[0] - 0.8) ** 2 + 0.0 * np.log(x[0]))
+
+    with np.errstate(all="ignore"):
+        points = landscape.find_critical_points(fun, [(0.001, 1.0)], n_starts=16)
+    assert any(p.kind == "minimum" and abs(p.x[0] - 0.8) < 1e-6 for p in points)
+
+
+@pytest.mark.parametrize("shift", [10.0, 100.0])
+def test_finite_difference_gtol_follows_the_points_scale(shift):
+    # Rosenbrock's minimum moved to (1 + shift, 1 + shift): the central difference's step grows with |x| and its
+    # error with the step's square, so the exact minimum was "noncritical" (gradient 1.8e-6 > gtol 3.7e-8 at 10)
+    def fun(x):
+        u, v = x[0] - shift, x[1] - shift
+        return float((1 - u) ** 2 + 100 * (v - u * u) ** 2)
+
+    point = landscape.classify_critical_point(fun, np.array([1.0 + shift, 1.0 + shift]))
+    assert point.kind == "minimum"
+    assert landscape.classify_critical_point(fun, np.array([1.1 + shift, 1.0 + shift])).kind == "noncritical"
+
+
+def test_the_critical_point_keeps_its_own_copy_of_x():
+    x = np.zeros(2)
+    point = landscape.classify_critical_point(lambda z: float(z[0] ** 2 - z[1] ** 2), x)
+    x[:] = 5.0
+    assert point.x.tolist() == [0.0, 0.0]
