@@ -361,11 +361,19 @@ def quadratic(A: np.ndarray, *, name: str = "quadratic", bound: float = 2.0, x0:
     Objective
     """
     A = np.array(A, dtype=np.float64)
-    if A.ndim != 2 or A.shape[0] != A.shape[1] or not np.allclose(A, A.T):
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be a symmetric square matrix, got shape {A.shape}")
+    if not np.isfinite(A).all():  # (NaN failed the symmetry test below, blamed on the shape; inf passed)
+        raise ValueError("A must be finite.")
+    if not np.allclose(A, A.T):
+        raise ValueError("A must be symmetric.")
     if np.linalg.eigvalsh(A)[0] <= 0:
         raise ValueError("A must be positive definite (its smallest eigenvalue is <= 0)")
+    if not (isinstance(bound, numbers.Real) and math.isfinite(bound) and bound > 0):
+        raise ValueError(f"bound must be a finite number > 0, got {bound!r}.")
     n = A.shape[0]
+    if x0 is not None and np.shape(x0) != (n,):
+        raise ValueError(f"x0 must have {n} values, one per dimension of A; got shape {np.shape(x0)}.")
     lam = np.linalg.eigvalsh(A)
     return Objective(
         name,

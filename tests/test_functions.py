@@ -116,3 +116,15 @@ def test_get_names_the_choices():
     assert functions.get("beale") is FUNCTIONS["beale"]
     with pytest.raises(ValueError, match="rosenbrock"):
         functions.get("rosenbrok")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"A": [[np.nan, 0.0], [0.0, 1.0]]}, "A must be finite"),  # (blamed A's shape)
+    ({"A": [[np.inf, 0.0], [0.0, 1.0]]}, "A must be finite"),  # (accepted: NaN eigenvalues)
+    ({"A": [[1.0, 0.5], [0.0, 1.0]]}, "A must be symmetric"),
+    ({"A": np.eye(2), "bound": -1.0}, "bound must be a finite number > 0"),
+    ({"A": np.eye(2), "x0": (5.0, 5.0, 5.0)}, "x0 must have 2 values"),
+])
+def test_quadratic_names_a_bad_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        functions.quadratic(**kwargs)
