@@ -181,6 +181,7 @@ def plot_trajectories(
             raise ValueError(f"result {label!r} has {np.shape(res.xs)[1]} coordinates, the plot {ndim}.")
     # The legend goes below the axes, three entries a row, so that it never hides a path: grow the height to fit.
     legend_rows = -(-(len(results) + 4) // 3)
+    owns = ax is None  # (a figure of the caller's may hold other plots: the legend then stays with these axes)
     fig, ax = _figure_and_axes(ax, (6.4, (5 if ndim == 2 else 3.6) + 0.25 * legend_rows))
     value = obj.fun if obj is not None else (lambda x: np.array([float(fun(p)) for p in np.atleast_2d(x.T)]))
     if ndim == 2:
@@ -219,7 +220,9 @@ def plot_trajectories(
     ax.set_xlim(*bounds[0])
     if ndim == 2:
         ax.set_ylim(*bounds[1])
-    if len(fig.axes) <= 2:  # this plot owns the figure (axes and colorbar): centre the legend under both
+    if owns:  # this plot made the figure (axes and colorbar): centre the legend under both
+        # (judged by the figure's axes count, two 1-D plots in a caller's 1 x 2 figure drew their legends at
+        # one spot, over each other and the tick labels)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small",
                    frameon=False)
     else:

@@ -157,3 +157,19 @@ def test_loss_curve_of_a_fitted_estimator(tmp_path):
 def test_loss_curve_needs_an_iterative_fit():
     with pytest.raises(ValueError, match="iterative"):
         plotting.plot_loss_curve(LinearRegressor())
+
+
+def test_trajectories_in_a_callers_subplots_keep_their_legends_on_their_axes():
+    # (two 1-D plots in a 1 x 2 figure both drew a figure legend at its lower centre, over each other)
+    risk = FUNCTIONS["risk"]
+
+    def run(method):
+        return minimize(risk.fun, risk.x0, jac=risk.grad, method=method,
+                        options={"lr": 1e-2, "return_path": True, "maxiter": 30})
+
+    fig = Figure()
+    axs = fig.subplots(1, 2)
+    plotting.plot_trajectories(risk, {"sgd": run("sgd")}, ax=axs[0])
+    plotting.plot_trajectories(risk, {"adam": run("adam")}, ax=axs[1])
+    assert not fig.legends
+    assert [ax.get_legend().get_texts()[0].get_text() for ax in axs] == ["sgd (30 steps)", "adam (30 steps)"]
