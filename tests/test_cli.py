@@ -51,6 +51,16 @@ def test_landscape_prints_a_table_and_writes_the_figure(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"written to {png}" in out
 
 
+def test_landscape_distance_is_to_the_nearest_global_minimum(capsys):
+    # Himmelblau has four global minima: a run ending at (-2.81, 3.13) showed 3.89, its distance to (3, 2), beside
+    # "ends at global minimum"
+    assert cli.main(["landscape", "himmelblau", "--methods", "sgd", "momentum", "adam", "--noise", "1",
+                     "--batch-size", "1024", "--output", "none"]) == 0
+    for row in _table(capsys.readouterr().out).values():
+        if row[4] == "global minimum":
+            assert float(row[3]) < 1e-4
+
+
 def test_landscape_options(tmp_path, capsys):
     args = ["landscape", "saddle", "--methods", "sgd", "saddle_free_newton", "--x0", "0.5", "0.001",
             "--lr", "0.1", "--maxiter", "50", "--output", "none"]
