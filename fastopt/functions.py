@@ -137,6 +137,8 @@ class Objective:
         callable
             ``grad(x, *, rng) -> ndarray of shape (ndim,)``, usable as ``jac`` in :func:`fastopt.minimize`.
         """
+        if not (isinstance(noise, numbers.Real) and math.isfinite(noise) and noise >= 0):  # (NaN: NaN gradients)
+            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}.")
         if not 1 <= batch_size <= n_samples:
             raise ValueError(f"need 1 <= batch_size <= n_samples, got batch_size={batch_size}, n_samples={n_samples}")
         xi = np.random.default_rng(seed).normal(0.0, noise, size=(n_samples, self.ndim))
@@ -396,7 +398,7 @@ def ill_conditioned_quadratic(condition_number: float = 25.0, angle: float = np.
     """
     for name, value in (("condition_number", condition_number), ("angle", angle)):
         # (a NaN failed quadratic's symmetry check, whose message blamed the 2 x 2 matrix's shape)
-        if not (isinstance(value, numbers.Real) and math.isfinite(value)):
+        if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value)):
             raise ValueError(f"{name} must be a finite real number, got {value!r}.")
     c, s = np.cos(angle), np.sin(angle)
     R = np.array([[c, -s], [s, c]])

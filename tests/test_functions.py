@@ -128,3 +128,15 @@ def test_get_names_the_choices():
 def test_quadratic_names_a_bad_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         functions.quadratic(**kwargs)
+
+
+@pytest.mark.parametrize("noise", [float("nan"), -1.0, float("inf")])
+def test_minibatch_gradient_names_a_bad_noise(noise):
+    # (NaN gave NaN gradients silently; -1 NumPy's "scale < 0")
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+        FUNCTIONS["rosenbrock"].minibatch_gradient(noise=noise)
+
+
+def test_ill_conditioned_quadratic_refuses_a_bool():
+    with pytest.raises(ValueError, match="condition_number must be a finite real number"):
+        functions.ill_conditioned_quadratic(True)
