@@ -184,7 +184,8 @@ def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = 
         for i in range(n):
             e = np.zeros_like(x)
             e[i] = h[i]
-            H[:, i] = (np.asarray(jac(x + e, *args), float) - np.asarray(jac(x - e, *args), float)) / (2 * h[i])
+            # (checked as the gradient is: a NaN gave a NaN Hessian silently, a scalar a zero one by broadcasting)
+            H[:, i] = (_jacobian(jac, x + e, args) - _jacobian(jac, x - e, args)) / (2 * h[i])
         return (H + H.T) / 2
     h = _steps(x, 1 / 4)
     f0 = _value(fun, x, args)
@@ -481,7 +482,7 @@ def gradient_norms(
     path = np.asarray(path, dtype=np.float64)
     if path.ndim != 2:
         raise ValueError(f"path must have shape (n_points, n), got {path.shape}")
-    grad = (lambda p: np.asarray(jac(p, *args), float)) if jac is not None else (
+    grad = (lambda p: _jacobian(jac, p, args)) if jac is not None else (  # (a wrong length or NaN passed)
         lambda p: gradient(fun, p, args=args)
     )
     return np.array([np.linalg.norm(grad(p)) for p in path])

@@ -226,3 +226,15 @@ def test_the_critical_point_keeps_its_own_copy_of_x():
     point = landscape.classify_critical_point(lambda z: float(z[0] ** 2 - z[1] ** 2), x)
     x[:] = 5.0
     assert point.x.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("bad, error", [
+    (lambda x: np.full(2, np.nan), landscape.NonFiniteError),  # (a NaN Hessian, silently)
+    (lambda x: 1.0, ValueError),  # (broadcast into a zero Hessian)
+    (lambda x: np.zeros(5), ValueError),  # (a length-5 gradient for 2 coordinates: norms of it)
+])
+def test_a_supplied_jac_is_checked_by_hessian_and_gradient_norms(bad, error):
+    with pytest.raises(error):
+        landscape.hessian(lambda x: float(x @ x), np.ones(2), jac=bad)
+    with pytest.raises(error):
+        landscape.gradient_norms(lambda x: float(x @ x), np.ones((3, 2)), jac=bad)
