@@ -16,6 +16,7 @@ Examples
 """
 from __future__ import annotations
 
+import numbers
 import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +42,8 @@ _KIND_MARKERS = {"minimum": ("*", 14), "saddle": ("X", 10), "maximum": ("^", 10)
 def _figure_and_axes(ax, figsize: tuple[float, float], **subplot_kw):
     """``ax`` and its figure, or a new standalone Figure with one Axes."""
     if ax is not None:
+        if subplot_kw.get("projection") == "3d" and getattr(ax, "name", None) != "3d":  # (AttributeError)
+            raise ValueError("ax must be a 3-D Axes: fig.add_subplot(projection='3d').")
         return ax.figure, ax
     try:
         from matplotlib.figure import Figure
@@ -171,9 +174,18 @@ def plot_trajectories(
     bounds = bounds if bounds is not None else (obj.bounds if obj is not None else None)
     if bounds is None:
         raise ValueError("bounds are required unless fun is a fastopt.functions.Objective.")
+    # (1-D bounds of a 2-D objective ended in an IndexError, a resolution of 1 in matplotlib's TypeError)
+    if np.ndim(bounds) != 2 or np.shape(bounds)[1] != 2 or not all(np.isfinite(b).all() and b[0] < b[1]
+                                                                   for b in np.asarray(bounds, dtype=float)):
+        raise ValueError(f"bounds must be one finite (low, high) pair with low < high per variable, got {bounds!r}.")
     ndim = len(bounds)
     if ndim not in (1, 2):
         raise ValueError(f"can only draw functions of 1 or 2 variables, got {ndim}.")
+    if obj is not None and ndim != obj.ndim:
+        raise ValueError(f"bounds give {ndim} variable(s); {obj.name} has {obj.ndim}.")
+    for name, value, low in (("resolution", resolution, 2), ("levels", levels, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     for label, res in results.items():
         if "xs" not in res:
             raise ValueError(f"result {label!r} has no path: run minimize with options={{'return_path': True}}.")

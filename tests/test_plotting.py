@@ -173,3 +173,23 @@ def test_trajectories_in_a_callers_subplots_keep_their_legends_on_their_axes():
     plotting.plot_trajectories(risk, {"adam": run("adam")}, ax=axs[1])
     assert not fig.legends
     assert [ax.get_legend().get_texts()[0].get_text() for ax in axs] == ["sgd (30 steps)", "adam (30 steps)"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bounds": [(-2.0, 2.0)]}, "bounds give 1 variable"),  # (an IndexError)
+    ({"bounds": [(2.0, -2.0), (-1.0, 3.0)]}, "bounds must be one finite"),
+    ({"bounds": [(-2.0, 2.0), (-1.0, np.inf)]}, "bounds must be one finite"),
+    ({"resolution": 1}, "resolution must be an integer >= 2"),  # (matplotlib's TypeError)
+    ({"levels": 0}, "levels must be an integer >= 1"),
+])
+def test_trajectories_name_a_bad_argument(kwargs, message):
+    rosenbrock = FUNCTIONS["rosenbrock"]
+    res = minimize(rosenbrock.fun, rosenbrock.x0, jac=rosenbrock.grad, method="adam",
+                   options={"return_path": True, "maxiter": 5})
+    with pytest.raises(ValueError, match=message):
+        plotting.plot_trajectories(rosenbrock, {"adam": res}, **kwargs)
+
+
+def test_the_saddle_surface_needs_3d_axes():
+    with pytest.raises(ValueError, match="ax must be a 3-D Axes"):  # (an AttributeError from plot_wireframe)
+        plotting.plot_saddle_2d(ax=Figure().add_subplot())
