@@ -57,6 +57,7 @@ from fastopt._iterative_lr import (
     mean_loss,
     null_loss,
     own_decay_cheap,
+    rate_penalty,
     ridge_per_column,
     row_curvatures,
     rows_times,
@@ -306,7 +307,7 @@ class IterState:
     watch: PassWatch | None = None
     basis: dict | None = None
     ridge_term: tuple = ()
-    rate_ridge: float = 0.0  # the penalty learning_rate="auto" was resolved under (_rate_penalty, _ridge_capped)
+    rate_ridge: float = 0.0  # the penalty learning_rate="auto" was resolved under (rate_penalty, _ridge_capped)
 
     @property
     def rate_factor(self) -> float:
@@ -406,11 +407,15 @@ class Stopping:
         self.per_round, self.round_sum, self.round_epochs = max(1, int(epochs_per_round)), 0.0, 0
         self.best_epoch = np.inf  # the best epoch's monitored loss (keep_best)
 
+    def _keep(self, current: float, params: np.ndarray | None) -> None:
+        """Keep one epoch's parameters if it is the best epoch (``keep_best``)."""
+        if self.keep_best and current < self.best_epoch:
+            self.best_epoch, self.best_params = current, params.copy()
+
     def _round(self, current: float, params: np.ndarray | None) -> float | None:
         """Take one epoch's loss: keep its parameters if it is the best epoch (``keep_best``), and return the
         mean of its round once that is complete (None within a round)."""
-        if self.keep_best and current < self.best_epoch:
-            self.best_epoch, self.best_params = current, params.copy()
+        self._keep(current, params)
         if self.per_round == 1:
             return current
         self.round_sum, self.round_epochs = self.round_sum + current, self.round_epochs + 1
@@ -424,8 +429,7 @@ class Stopping:
         if self.tol is None:
             # never stops, but keeps the best epoch's parameters all the same (the last epoch's were returned,
             # while best_validation_score_ reported the best)
-            if self.keep_best and current < self.best_epoch:
-                self.best_epoch, self.best_params = current, params.copy()
+            self._keep(current, params)
             return False
         current = self._round(current, params)
         if current is None:
@@ -1942,16 +1946,6 @@ def raw_weights(state: IterState) -> np.ndarray:
     return np.concatenate([coef.ravel(), intercept]).astype(state.weights.dtype)
 
 
-def _rate_penalty(spec, params: dict) -> float:
-    """The largest ridge coefficient of this run's penalty in its units (``params`` after :func:`_penalised`), as
-    :func:`fastopt._iterative_lr.sample_learning_rate` adds it to the curvature: a per-column decay's largest, or
-    the coupled weight decay; 0 for AdamW's decoupled one (:func:`fastopt._iterative_lr.decay_capped`)."""
-    decay = params.get("decay")
-    if decay is not None:
-        return float(np.max(decay)) if np.size(decay) else 0.0
-    return 0.0 if spec.decoupled_decay else float(spec.weight_decay)
-
-
 def _ridge_capped(spec, params: dict, state: IterState, lr0: float) -> float:
     """The rate ``lr0`` a warm start or a later ``partial_fit`` call of SGD or a momentum rule continues at
     (``learning_rate="auto"``), lowered where its ridge is stiffer than the one the rate was resolved under
@@ -1959,7 +1953,7 @@ def _ridge_capped(spec, params: dict, state: IterState, lr0: float) -> float:
     the ridge too, grows by at most the added ridge, so the inverse of SGD's rate grows by it. A warm start
     raising ``alpha`` from 0 to 3 on unit-scale columns continued at the rate of the unpenalised fit (0.79, where
     a fresh fit takes 0.24) and diverged in its fourth epoch."""
-    added = _rate_penalty(spec, params) - state.rate_ridge
+    added = rate_penalty(spec, params) - state.rate_ridge
     if not (spec.follows_gradient and added > 0 and lr0 > 0):
         return lr0
     keep = 1.0 - getattr(spec, "momentum", 0.0)  # (the momentum rules' rate is SGD's times 1 - mu)
@@ -2044,7 +2038,7 @@ class IterativeSolver(Solver):
                 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[], watch=None,
-                                   rate_ridge=max(state.rate_ridge, _rate_penalty(spec, params)))
+                                   rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))
         all_rows = train_idx.shape[0] == data.Y.shape[0]
         w = None if sw is None else sw if all_rows else sw[train_idx]
         centre = None if init is not None else _auto_centre(params, data.Y if all_rows else data.Y[train_idx], w)
@@ -2084,7 +2078,7 @@ class IterativeSolver(Solver):
         limit = DIVERGENCE_FACTOR * start_loss if start_loss > 0 else np.inf
         return IterState(weights=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k), null_loss=null,
-                         interleaved=lazy_rule(self.method, params), rate_ridge=_rate_penalty(spec, params))
+                         interleaved=lazy_rule(self.method, params), rate_ridge=rate_penalty(spec, params))
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int, pending=None) -> float:
         status, t, loss, bad = epoch_pass(spec, train, data, sw, order, st, lr, pending)
@@ -2227,12 +2221,13 @@ class IterativeSolver(Solver):
     def _train(self, params, data, state, init, rng, train_idx, val_idx, first) -> FitResult:
         """``fit`` after the seed and the split; ``first`` holds the first epoch's order if drawn already."""
         sw = _normalised_weights(data.sample_weight, train_idx)
-        if val_idx.size and sw is not None and np.count_nonzero(sw[val_idx] > 0) < 2:
+        weighted = val_idx.size if sw is None else np.count_nonzero(sw[val_idx] > 0)
+        if val_idx.size and weighted < 2:
             # (as _split's check: with one weighted row every score was 0, the "best" epoch the first, whose
             # coefficients came back unwarned)
             raise ValueError(
                 f"early_stopping=True scores R^2 on validation_fraction={params['validation_fraction']} of the "
-                f"{data.X.shape[0]} rows, {np.count_nonzero(sw[val_idx] > 0)} of them of nonzero sample_weight; "
+                f"{data.X.shape[0]} rows, {weighted} of them of nonzero sample_weight; "
                 "R^2 needs at least two. Raise validation_fraction, weight those rows, or set early_stopping=False."
             )
         if init is not None:
@@ -2347,7 +2342,7 @@ class IterativeSolver(Solver):
                 if params["learning_rate"] == "auto" else float(params["learning_rate"])
             st = state.continued(lazy_rule(self.method, params), loss_curve=list(state.loss_curve), lr0=lr0,
                                  lr=state.lr if lr0 == state.lr0 else None,
-                                 rate_ridge=max(state.rate_ridge, _rate_penalty(spec, params)),
+                                 rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)),
                                  learning_rates=list(state.learning_rates), watch=None,
                                  basis=None if state.basis is None else dict(state.basis))
             if st.basis is not None and sweep is None and params["learning_rate"] == "auto":

@@ -1202,7 +1202,7 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     # ridge adds its largest coefficient to R^2, not its trace, which counted each of d columns' decay as noise.
     # On hashed rows under a small ridge (2^16 columns) the trace was 6 times R^2 from the rows, and default Adam
     # stopped at max_epochs 7% above the optimum (1.8e-3 in 56 epochs now).
-    penalty = float(ridge.max())
+    penalty = rate_penalty(spec, params)  # (ridge's largest entry)
     if int(params["batch_size"]) >= n_train:
         lr, inverse = 1.0 / L, L  # full batches: the exact gradient, whatever the number (or weights) of the rows
     else:
@@ -1301,6 +1301,16 @@ def momentum_rate_bound(c: np.ndarray, batch_size: int) -> float:
     keeps its rate (:func:`floored_squares`)."""
     top = float(np.max(c)) if c.size else 0.0
     return batch_size / top if top > 0.0 else np.inf
+
+
+def rate_penalty(spec, params: dict) -> float:
+    """The largest ridge coefficient of a run's penalty in its units (``params`` after the map's penalty, see
+    ``fastopt._iterative._penalised``), as :func:`sample_learning_rate` adds it to the curvature: a per-column
+    decay's largest, or the coupled weight decay; 0 for AdamW's decoupled one (:func:`decay_capped`)."""
+    decay = params.get("decay")
+    if decay is not None:
+        return float(np.max(decay)) if np.size(decay) else 0.0
+    return 0.0 if spec.decoupled_decay else float(spec.weight_decay)
 
 
 def decay_capped(spec, lr: float) -> float:

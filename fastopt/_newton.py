@@ -98,9 +98,11 @@ import scipy.linalg.lapack
 
 from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import max_epochs, max_epochs_label, weight_mean
+from fastopt._iterative_lr import _per_sample_loss
 from fastopt._result import FitResult, Solver
 from fastopt._validation import Data, beyond_range, is_sparse
 from fastopt.exceptions import ConvergenceWarning, _warn
+from fastopt.optim import Loss
 
 __all__ = ["SOLVERS", "NewtonSolver", "huber_newton", "lad_smoothing"]
 
@@ -1006,8 +1008,7 @@ def _start(prob: _Problem, full: _closed_form.ClosedFormState, init, epsilon: fl
             at, zero = _lad_objective(prob, prob.run(w, b, np.inf, hessian=False).r, w), _dot(prob.s, np.abs(prob.y))
         else:
             at = prob.run(w, b, epsilon, hessian=False).loss + _penalty(prob.alpha, w)
-            a = np.abs(prob.y)
-            zero = _dot(prob.s, np.where(a <= epsilon, 0.5 * a * a, epsilon * (a - 0.5 * epsilon)))
+            zero = _dot(prob.s, _per_sample_loss(prob.y, Loss.HUBER, epsilon))
     return (w, b) if at < zero else _least_squares(prob, full)
 
 

@@ -69,7 +69,7 @@ def auto_least_squares(X, alpha: float, positive: bool = False) -> str:
     # Only plain numbers: a Dask DataFrame's row count is a lazy scalar, and converting it would compute it.
     n = float(n) if isinstance(n, Number) else math.nan
     d = float(d) if isinstance(d, Number) else 0.0
-    ridge = np.real(np.asarray(alpha)).astype(float) > 0  # one alpha, or one per target (complex: refused later)
+    ridge = _ridged(alpha)
     if 8.0 * d * d > GRAM_MAX_BYTES or krylov_first(X, positive):  # too wide for the Gram, or Krylov first
         return krylov_for(alpha)
     # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
@@ -139,11 +139,17 @@ def _positive_closed_form_pays(X) -> bool:
     return qr <= POSITIVE_PREMIUM * SGD_EPOCHS * SGD_S_PER_STORED * stored
 
 
+def _ridged(alpha) -> np.ndarray:
+    """Whether ``alpha`` (one, or one per target) puts a ridge on each target, read before :func:`check_options`
+    has checked it: the real part of a complex alpha, which that check then refuses."""
+    return np.real(np.asarray(alpha)).astype(float) > 0
+
+
 def krylov_for(alpha) -> str:
     """The Krylov solver for ``alpha`` (one, or one per target): with a ridge on every target, which bounds the
     condition number, CGLS, whose cheaper iteration is then as accurate; else LSQR, the more stable of the two
     (Paige & Saunders 1982)."""
-    return "cg" if np.all(np.real(np.asarray(alpha)).astype(float) > 0) else "lsqr"  # (complex: refused later)
+    return "cg" if np.all(_ridged(alpha)) else "lsqr"
 
 
 def krylov_first(X, positive: bool = False) -> bool:

@@ -675,11 +675,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return self._partial_fit(check_chunk(self, X, y, sample_weight, "partial_fit's chunk"))
         return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
 
+    def _partial_name(self, X) -> str:
+        """The registry key of the solver a ``partial_fit`` call on ``X`` runs."""
+        return self._incremental_name(_solvers.resolve(self.solver, self.loss, X, self.alpha, incremental=True,
+                                                       sparse=is_sparse(X), average=self.average))
+
     def _adds_statistics(self, X) -> bool:
         """Whether ``partial_fit`` on ``X`` runs a solver whose calls merge sufficient statistics."""
         try:
-            name = self._incremental_name(_solvers.resolve(
-                self.solver, self.loss, X, self.alpha, incremental=True, sparse=is_sparse(X), average=self.average))
+            name = self._partial_name(X)
         except (TypeError, ValueError):
             return False  # validation names the problem
         return _solvers.SOLVERS[name].chunked == "statistics"
@@ -687,8 +691,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def _partial_fit(self, data, sweep=None):
         """``partial_fit`` on validated data; ``sweep`` (:class:`fastopt._iterative.Sweep`) places an
         iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
-        name = self._incremental_name(_solvers.resolve(self.solver, self.loss, data.X, self.alpha, incremental=True,
-                                                       sparse=is_sparse(data.X), average=self.average))
+        name = self._partial_name(data.X)
         prior = self._continued_state(name, data.Y.shape[1], restart=True)
         _solvers.check_options(name, self.get_params(), data.Y.shape[1])
         extra = {} if sweep is None else {"sweep": sweep}
