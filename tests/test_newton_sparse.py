@@ -100,6 +100,32 @@ def test_a_csr_pass_after_another_takes_the_crossed_rows_change(intercept, weigh
     np.testing.assert_allclose(second.moved, (s * crossed) @ Z**2, rtol=n * EPS)
 
 
+@pytest.mark.parametrize("far", [0.0, 5e6, 1e8])
+def test_the_crossed_rows_change_is_centred_exactly_on_columns_far_from_zero(far, rng):
+    # The change sum v_i (x_i - c)(x_i - c)^T (v = s entering, -s leaving) comes from the rows' nonzeros by
+    # expanding the product; a column like `far + t` (and a constant one) is centred value by value instead, since
+    # the expansion's terms of c^2 = 1e16 would leave rounding of eps c^2 = 2 in entries of order 1. Each entry is
+    # then a sum of k products of centred values: within k eps of the sum of their magnitudes, which
+    # Cauchy-Schwarz bounds by the mean of the two diagonal entries' masses (the dense definition rounds alike).
+    n, d = 400, 12
+    X, _ = contaminated_csr(rng, n, d - 2, 0.3)
+    dense = np.column_stack([X.toarray(), far + rng.normal(size=n), np.full(n, 3.0)])
+    X = sp.csr_array(dense)
+    s = rng.uniform(0.5, 2.0, size=n)
+    s /= s.sum()
+    centre = s @ dense / s.sum()
+    prob = _newton._Problem(X, np.zeros(n), s, 0.0, True, centre)
+    crossed = np.sort(rng.choice(n, 60, replace=False))
+    inside = rng.random(n) < 0.5
+    dH, moved = _newton._crossed_hessian(prob, crossed, inside)
+    Z = np.hstack([dense[crossed] - centre, np.ones((60, 1))])
+    v = np.where(inside[crossed], s[crossed], -s[crossed])
+    mass = np.abs(v) @ Z**2
+    bound = 60 * EPS * 0.5 * (mass[:, None] + mass[None, :])
+    assert np.all(np.abs(dH - (Z * v[:, None]).T @ Z) <= bound)
+    np.testing.assert_allclose(moved, mass, rtol=60 * EPS)
+
+
 def test_a_csr_pass_rebuilds_when_more_rows_crossed_than_half_the_inliers(rng):
     X, y = contaminated_csr(rng, 400, 6, 0.5)
     prob = _newton._Problem(X, y, np.full(400, 1 / 400), 0.0, True, np.zeros(6))
