@@ -243,7 +243,10 @@ STATISTICS = {
 
 
 def _all_zero(sample_weight) -> bool:
-    return sample_weight is not None and not np.any(np.asarray(sample_weight))
+    # (sparse weights: validation's TypeError names them; np.asarray of one was NumPy's "setting an array element")
+    if sample_weight is None or scipy.sparse.issparse(sample_weight):
+        return False
+    return not np.any(np.asarray(sample_weight))
 
 
 def chunk_rows(X) -> int:

@@ -514,6 +514,8 @@ def _sparse_qr_state(data: Data) -> ClosedFormState:
     n, p = X.shape[0], X.shape[1] + Y.shape[1]
     rows = min(SEGMENT_ROWS, max(2 * p, SPARSE_QR_VALUES // p))
     bounds = [(start, min(start + rows, n)) for start in range(0, n, rows)]
+    threads = min(_n_threads(), len(bounds)) if _tail_serial(p) else 1
+    _sparse.check_qr_fits(X.shape[1], Y.shape[1], min(rows, n), threads, len(bounds))
 
     def segment(data: Data, start: int, stop: int, serial: bool = False) -> ClosedFormState:
         block = Data(X=np.ascontiguousarray(X[start:stop].toarray()), Y=Y[start:stop],

@@ -166,6 +166,21 @@ def check_gram_fits(d: int, k: int, n_threads: int, n_segments: int = 1) -> None
         )
 
 
+def check_qr_fits(d: int, k: int, rows: int, n_threads: int, n_segments: int = 1) -> None:
+    """:func:`check_gram_fits` for ``solver="qr"`` on sparse ``X``: each block in flight (``n_threads``) is ``rows``
+    densified rows and their ``(d + k) x (d + k)`` ``R``, beside the merge tree's ``R`` factors."""
+    p = d + k
+    need = 8 * p * (n_threads * (rows + p) + (2 + math.ceil(math.log2(max(n_segments, 1)))) * p)
+    available = available_memory()
+    if available is not None and need > available:
+        raise MemoryError(
+            f"sparse X has {d} columns: solver='qr' densifies blocks of {rows} rows and needs dense {p} x {p} "
+            f"R factors, about {need / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB of memory is "
+            "available. Use a solver whose cost follows the nonzeros (an iterative one that accepts sparse X), "
+            "or fewer features."
+        )
+
+
 def segment_rows(indptr: np.ndarray, p: int) -> int:
     """Rows per segment: enough outer-product work (at least ``SEGMENT_WORK`` and 16 p^2) to repay a segment's
     O(p^2) set-up; a function of the data alone, so results do not depend on the number of threads."""

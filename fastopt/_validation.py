@@ -105,6 +105,11 @@ def _check_sparse_structure(name: str, X, column_indices: bool = True) -> None:
         minor_name = "column" if fmt != "csc" else "row"
         indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
         n_data = np.shape(X.data)[0]
+        for what, a in (("indptr", indptr), ("indices", indices)):
+            if a.dtype.kind not in "iu":  # (a float indptr ended in slicing's TypeError)
+                raise _malformed(name, f"{what} has dtype {a.dtype}; index arrays must be integers")
+        if fmt != "bsr" and indices.shape[0] != n_data:
+            raise _malformed(name, f"indices and data have different lengths ({indices.shape[0]} and {n_data})")
         if indptr.ndim != 1 or indptr.shape[0] != major + 1:
             raise _malformed(name, f"indptr has {indptr.shape[0]} entries, expected {major + 1}")
         if indptr.shape[0] and (indptr[0] != 0 or indptr[-1] > min(indices.shape[0], n_data)):
@@ -123,19 +128,31 @@ def _check_sparse_structure(name: str, X, column_indices: bool = True) -> None:
             _check_range(name, idx, X.shape[axis], what)
 
 
+def _without_slack(X):
+    """A compressed matrix whose ``data``/``indices`` run past ``indptr[-1]`` as a new one on their first
+    ``indptr[-1]`` entries (views, no copy): SciPy's nnz ends there and its products ignore the rest, which
+    solvers reading ``X.data`` whole had misaligned with the rows (or refused for a NaN there)."""
+    if X.format in ("csr", "csc") and X.indptr.shape[0] and np.shape(X.data)[0] > int(X.indptr[-1]):
+        nnz = int(X.indptr[-1])
+        return type(X)((X.data[:nnz], X.indices[:nnz], X.indptr), shape=X.shape, copy=False)
+    return X
+
+
 def _canonical_csr(X, original):
     """CSR in canonical format with int32 indices; copies before any change, so ``original`` is never touched."""
+    nnz = int(X.indptr[-1])
+    if X.indices.dtype != np.int32 or X.indptr.dtype != np.int32:
+        if nnz > _INDEX_MAX or X.shape[1] > _INDEX_MAX:
+            raise ValueError(
+                f"X has {nnz} stored entries and {X.shape[1]} columns; sparse X is limited to 2**31 - 1 of "
+                "each (32-bit indices). Split the rows into chunks and use partial_fit or fit_stream."
+            )
+        # (first: SciPy's canonical check refuses uint64 indices)
+        X = type(X)((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape, copy=False)
     if not X.has_canonical_format:
         shared = X is original or np.may_share_memory(X.data, getattr(original, "data", None))
         X = X.copy() if shared else X
         X.sum_duplicates()  # sorts the indices and sums duplicates, in place (on our copy)
-    if X.indices.dtype != np.int32 or X.indptr.dtype != np.int32:
-        if X.nnz > _INDEX_MAX or X.shape[1] > _INDEX_MAX:
-            raise ValueError(
-                f"X has {X.nnz} stored entries and {X.shape[1]} columns; sparse X is limited to 2**31 - 1 of "
-                "each (32-bit indices). Split the rows into chunks and use partial_fit or fit_stream."
-            )
-        X = type(X)((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape, copy=False)
     return X
 
 
@@ -154,6 +171,17 @@ def _check_sparse_solver(estimator) -> None:
         raise TypeError(
             f"Sparse input X is not supported by solver={solver!r}{via}; solvers that accept sparse X: "
             f"{_solvers.sparse_solvers()}. Pick one of them, or pass a dense X (X.toarray())."
+        )
+
+
+def _reject_strings(name, a):
+    """scikit-learn's error for ``dtype="numeric"`` on an array of strings or bytes: the float dtypes fastopt asks
+    validation for would parse them instead."""
+    dtype = getattr(a, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "USV":
+        raise ValueError(
+            f"dtype='numeric' is not compatible with arrays of bytes/strings ({name} has dtype {dtype}). Convert "
+            "your data to numeric values explicitly instead."
         )
 
 
@@ -251,14 +279,17 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     -------
     Data
     """
+    _reject_strings("X", X)
     _reject_complex("X", X)
     _reject_complex("y", y)
     original, sparse = X, is_sparse(X)
+    indices_checked = True  # (a DataFrame's sparse columns: validate_data builds their CSR)
     if sparse:
         _check_sparse_solver(estimator)
         # (and int32 already: a conversion from int64 would wrap an index out of range into range)
         indices_checked = check_indices or X.format != "csr" or np.asarray(X.indices).dtype != np.int32
         _check_sparse_structure("X", X, column_indices=indices_checked)
+        X = _without_slack(X)
         # As for dense X, a solver whose kernel reads every stored value reports non-finite ones itself
         # (fastopt._iterative names X then): the pass cost 20% of a sparse SGD epoch (measured).
     if is_sparse(y):
@@ -280,8 +311,10 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
                 y_numeric=True,
                 ensure_all_finite=finite_X,
             )
-    if sparse:
-        X = _canonical_csr(X, original)
+    if is_sparse(X):  # (also a DataFrame of sparse columns, which validate_data turns into CSR)
+        if X.dtype not in FLOAT_DTYPES:  # (validate_data leaves get_dummies' bool sparse columns bool)
+            X = X.astype(np.float64)
+        X, sparse = _canonical_csr(X, original), True
     # validate_data has checked y (finite, numeric, at least one target column) whatever finite_X says;
     # _check_sample_weight below checks the weights' finiteness and sign.
     y = np.asarray(y)
@@ -346,9 +379,11 @@ def check_predict_data(estimator, X) -> np.ndarray:
 
     Sparse ``X`` comes back as CSR, CSC or COO (products with a dense vector need no canonical format).
     """
+    _reject_strings("X", X)
     _reject_complex("X", X)
     if is_sparse(X):
         _check_sparse_structure("X", X)
+        X = _without_slack(X)
     with np.errstate(invalid="ignore", over="ignore"):  # (see assert_all_finite)
         return validate_data(
             estimator, X, reset=False, accept_sparse=("csr", "csc", "coo"), dtype=list(FLOAT_DTYPES), order="C"

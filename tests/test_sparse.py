@@ -464,3 +464,81 @@ def test_stored_zeros_do_not_change_the_floored_weighted_map():
     clean = _iterative_lr._csr_affine(params, sp.csr_matrix(X), rows, w, floor=True)
     zeros = _iterative_lr._csr_affine(params, Z, rows, w, floor=True)
     np.testing.assert_allclose(zeros.scale, clean.scale, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fault", ["indptr-float", "indices-float", "lengths"])
+def test_index_arrays_of_the_wrong_kind_or_length_are_named(fault):
+    # SciPy's constructors take these as assigned afterwards; a float indptr had ended in slicing's TypeError, a
+    # data array longer than its indices had been fitted by some solvers and refused by others in their words.
+    X = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([0, 1, 2], np.int32), np.array([0, 1, 2, 3], np.int32)),
+                      shape=(3, 3))
+    if fault == "indptr-float":
+        X.indptr = X.indptr.astype(np.float64)
+    elif fault == "indices-float":
+        X.indices = X.indices.astype(np.float64)
+    else:
+        X.data = np.append(X.data, 4.0)
+    for solver in ("normal", "qr", "lsqr", "sgd", "newton"):
+        with pytest.raises(ValueError, match="X is a malformed sparse matrix: (indptr|indices)"):
+            LinearRegressor(solver=solver).fit(X, np.arange(3.0))
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr", "lsqr", "cg", "sgd", "adam", "newton"])
+def test_stored_entries_past_indptr_end_are_ignored_as_scipy_does(solver, rng):
+    # SciPy's nnz is indptr[-1]: values stored beyond it are not part of the matrix (toarray ignores them), and
+    # Ridge fits it; the default rate's column moments read X.data whole and failed to broadcast.
+    X, y = make_problem(rng, n=120, d=6)
+    X = sp.csr_matrix(X)
+    slack = X.copy()  # (assigned after construction: SciPy's constructor prunes them)
+    slack.data, slack.indices = np.append(X.data, [np.nan, 7.0]), np.append(X.indices, [0, 1]).astype(np.int32)
+    before = snapshot(slack)
+    kw = {"random_state": 0} if solver in ("sgd", "adam") else {}
+    want = LinearRegressor(solver=solver, **kw).fit(X, y)
+    got = LinearRegressor(solver=solver, **kw).fit(slack, y)
+    np.testing.assert_array_equal(got.coef_, want.coef_)
+    assert_unchanged(before, snapshot(slack))
+
+
+@pytest.mark.parametrize("index", [np.uint64, np.uint32, np.int16])
+def test_unsigned_and_narrow_index_arrays_are_taken(index, rng):
+    # SciPy's canonical-format check refuses uint64 ("unsupported data types"); Ridge takes them.
+    X, y = make_problem(rng, n=80, d=5)
+    X = sp.csr_matrix(X)
+    X.sum_duplicates()
+    odd = X.copy()  # (assigned after construction: SciPy's constructor casts them to int32)
+    odd.indices, odd.indptr = X.indices.astype(index), X.indptr.astype(index)
+    want = LinearRegressor().fit(X, y).coef_
+    np.testing.assert_array_equal(LinearRegressor().fit(odd, y).coef_, want)
+
+
+def test_dataframe_of_sparse_bool_columns_fits_as_floats(rng):
+    # pd.get_dummies(sparse=True) gives Sparse[bool] columns, which validation turns into a bool CSR: the float
+    # cast of y to X's dtype failed ("data type bool not inexact") in fit, partial_fit and fit_stream.
+    pd = pytest.importorskip("pandas")
+    cats = pd.DataFrame({"a": rng.choice(list("xyz"), 60), "b": rng.choice(list("pq"), 60)})
+    frame = pd.get_dummies(cats, sparse=True)
+    dense = frame.sparse.to_dense().to_numpy(dtype=float)
+    y = dense @ rng.normal(size=dense.shape[1]) + 0.1 * rng.normal(size=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one-hot with an intercept: rank-deficient, warned
+        want = LinearRegressor().fit(dense, y).predict(dense)
+        for fit in (lambda e: e.fit(frame, y), lambda e: e.partial_fit(frame, y), lambda e: e.fit_stream([(frame, y)])):
+            np.testing.assert_allclose(fit(LinearRegressor()).predict(dense), want, rtol=1e-10, atol=1e-10)
+
+
+def test_sparse_sample_weight_gets_the_same_error_everywhere(rng):
+    X, y = make_problem(rng, n=40, d=4)
+    sw = sp.csr_matrix(np.ones((40, 1)))
+    for fit in (lambda e: e.fit(X, y, sample_weight=sw), lambda e: e.partial_fit(X, y, sample_weight=sw),
+                lambda e: e.fit_stream([(X, y, sw)])):
+        with pytest.raises(TypeError, match="Sparse data was passed for sample_weight"):
+            fit(LinearRegressor())
+
+
+def test_qr_on_too_wide_sparse_x_is_a_clear_memory_error(monkeypatch):
+    from fastopt import _sparse
+
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 2**30)
+    X = sp.random(50, 2**14, density=0.001, format="csr", random_state=0)
+    with pytest.raises(MemoryError, match="solver='qr' densifies blocks"):
+        LinearRegressor(solver="qr").fit(X, np.arange(50.0))
