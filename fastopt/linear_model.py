@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
@@ -449,7 +449,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "precondition": [StrOptions({"auto", "none"})],
         "positive": ["boolean"],
-        "average": ["boolean", Interval(Integral, 1, None, closed="left")],
+        "average": ["boolean", Interval(Integral, 1, 2**62, closed="both")],  # (the kernels count in int64)
         "max_iter": [Interval(Integral, 1, None, closed="left"), None],
     }
 
@@ -560,7 +560,23 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                     for v in values)
         if last is None or last[2] != key:
             super()._validate_params()
+            self._check_float_range()
         self._validated_params = (ids, values, key)
+
+    def _check_float_range(self) -> None:
+        """scikit-learn's error for an int beyond float64's range where a float is asked for: its ``Interval(Real,
+        ...)`` takes ``10**400`` (Python compares the int exactly), which then ended in ``float()``'s
+        OverflowError inside the fit."""
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, Integral) and not isinstance(value, bool) and any(
+                    isinstance(c, Interval) and c.type is Real for c in constraints):
+                try:
+                    float(value)
+                except OverflowError:
+                    raise InvalidParameterError(
+                        f"The {name!r} parameter of {type(self).__name__} must be a float; got an int too large "
+                        f"for float64 ({len(str(abs(value)))} digits) instead.") from None
 
     @_transactional
     @_fit_context(prefer_skip_nested_validation=True)

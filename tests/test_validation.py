@@ -39,13 +39,17 @@ def test_nonfinite_x_y_or_weights(Xy, value):
         (lambda X, y: (X[:, :0], y), ValueError, "0 feature"),
         (lambda X, y: (X, y[:-1]), ValueError, "inconsistent numbers of samples"),
         (lambda X, y: (X.astype(str).astype(object) + "a", y), ValueError, "could not convert|numeric"),
+        # numbers as strings: scikit-learn's numeric validation refuses them (its float dtypes would parse them)
+        (lambda X, y: (X.astype(str), y), ValueError, "dtype='numeric' is not compatible"),
+        (lambda X, y: (X.astype("S24"), y), ValueError, "dtype='numeric' is not compatible"),
         (lambda X, y: (X, np.array(["a"] * 20)), ValueError, "numeric|convert"),
         (lambda X, y: (X + 1j, y), ValueError, "X has a complex dtype"),
         (lambda X, y: (X, y + 1j), ValueError, "y has a complex dtype"),
         (lambda X, y: (X, scipy.sparse.csr_matrix(y.reshape(-1, 1))), TypeError, "y is a sparse"),
         (lambda X, y: (X, y.reshape(-1, 1)[:, :0]), ValueError, "0 target|0 feature"),
     ],
-    ids=["1d-X", "empty", "d=0", "n-mismatch", "strings-X", "strings-y", "complex-X", "complex-y", "sparse-y", "k=0"],
+    ids=["1d-X", "empty", "d=0", "n-mismatch", "strings-X", "numeric-strings-X", "bytes-X", "strings-y", "complex-X",
+         "complex-y", "sparse-y", "k=0"],
 )
 def test_bad_arrays(Xy, make, error, match):
     X, y = make(*Xy)
@@ -76,6 +80,23 @@ def test_wrong_feature_count_at_predict_and_partial_fit(Xy):
         est.predict(X[:, :2])
     with pytest.raises(ValueError, match="3 features"):
         LinearRegressor().partial_fit(X, y).partial_fit(X[:, :2], y)
+
+
+def test_predict_refuses_strings_too(Xy):
+    X, y = Xy
+    with pytest.raises(ValueError, match="dtype='numeric' is not compatible"):
+        LinearRegressor().fit(X, y).predict(X.astype(str))
+
+
+@pytest.mark.parametrize("params", [dict(loss="huber", epsilon=10**400), dict(solver="sgd", learning_rate=10**400),
+                                    dict(solver="sgd", clip_norm=10**400), dict(solver="sgd", tol=10**400),
+                                    dict(solver="sgd", average=2**63), dict(solver="sgd", average=10**400)])
+def test_ints_beyond_float_or_counter_range_are_parameter_errors(Xy, params):
+    # scikit-learn's Interval(Real, ...) compares a Python int exactly, so 10**400 passed it and ended in
+    # float()'s OverflowError inside the fit; average=2**63 in the kernel's "too large to convert to C long".
+    name = next(k for k in params if k not in ("loss", "solver"))
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of LinearRegressor must be"):
+        LinearRegressor(**params).fit(*Xy)
 
 
 def test_absurd_hyperparameters(Xy):
