@@ -2036,6 +2036,12 @@ class IterativeSolver(Solver):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = _ridge_capped(spec, params, state, decay_capped(spec, state.lr0)) \
                 if params["learning_rate"] == "auto" else float(params["learning_rate"])
+            if params["learning_rate"] == "auto" and spec.follows_gradient:
+                # SGD's and the momentum rules' rate is critical for the rows it was taken from: these rows,
+                # under the kept map, may be stiffer (a column three times wider, a mean moved by 5 that the map
+                # does not centre), and the warm start diverged where a fresh fit converges. The rate of these
+                # rows, when lower (on the same rows it is the same rate: the bits are kept).
+                lr0 = min(lr0, auto_learning_rate(spec, data, train_idx, sw, params, state.weights, rng, zero=zero))
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[], watch=None,
                                    rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))

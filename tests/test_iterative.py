@@ -400,3 +400,26 @@ def test_continuing_under_a_larger_alpha_lowers_the_auto_rate(solver, how):
         # the inverse of the rate grows by the added ridge: within the rate a fresh fit with it takes, nearly
         assert est.learning_rate_ <= 1.05 * fresh.learning_rate_
         np.testing.assert_allclose(est.coef_, fresh.coef_, atol=0.02)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "nesterov"])
+@pytest.mark.parametrize("change", ["wider", "shifted", "units"])
+def test_a_warm_start_on_stiffer_rows_takes_their_rate(solver, change):
+    # A warm start keeps the first fit's map and, before, its rate: on rows one of whose columns is three times
+    # wider, whose mean moved by 5 (which the map does not centre) or in other units, SGD and Nesterov diverged
+    # where a fresh fit on those rows converges. Now the rate is the lower of the kept one and these rows'.
+    rng = np.random.RandomState(1)
+    n, coef = 400, np.array([1.0, -1, 2, 0.5, 1])
+    X1 = rng.normal(size=(n, 5)) * [1, 3, 0.2, 1, 1] + [0, 4, 0, 0, 1]
+    scale, shift = {"wider": ([1, 1, 3, 1, 1], 0), "shifted": (1, [5, 0, 0, 0, 0]), "units": (2, 0)}[change]
+    X2 = (rng.normal(size=(n, 5)) * [1, 3, 0.2, 1, 1] + [0, 4, 0, 0, 1]) * scale + shift
+    y1, y2 = X1 @ coef + 0.1 * rng.normal(size=n), X2 @ coef + 0.1 * rng.normal(size=n)
+    fresh = LinearRegressor(solver=solver, random_state=0).fit(X2, y2)
+    est = LinearRegressor(solver=solver, random_state=0, warm_start=True).fit(X1, y1)
+    first = est.learning_rate_
+    est.fit(X2, y2)
+    assert est.learning_rate_ <= first
+    assert est.score(X2, y2) == pytest.approx(fresh.score(X2, y2), abs=1e-4)
+    # on the same rows the kept rate is their rate: a warm start on them keeps it, bit for bit
+    again = LinearRegressor(solver=solver, random_state=0, warm_start=True).fit(X1, y1)
+    assert again.fit(X1, y1).learning_rate_ == first
