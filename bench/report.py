@@ -69,9 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="store_true", help="run the benchmarks first (pytest bench)")
     parser.add_argument("--vs", default=VS, help="regex: fastopt rows that get a ratio column (default %(default)s)")
     args = parser.parse_args(argv)
+    args.json = args.json.absolute()  # (run() writes it from bench/: a relative name is the caller's)
+    try:
+        re.compile(args.vs)
+    except re.error as e:
+        parser.error(f"--vs: not a regular expression ({e})")
     if args.run:
         run(args.json)
-    print(report(json.loads(args.json.read_text()), args.vs))
+    try:
+        results = json.loads(args.json.read_text())
+    except OSError as e:
+        parser.error(f"{args.json}: {e.strerror or e}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        parser.error(f"{args.json}: not a pytest-benchmark JSON file ({e})")
+    if not isinstance(results, dict) or not isinstance(results.get("benchmarks"), list):
+        parser.error(f"{args.json}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    print(report(results, args.vs))
     return 0
 
 

@@ -201,7 +201,9 @@ def _bench(args: argparse.Namespace) -> int:
     extra = args.report_args[1:] if args.report_args[:1] == ["--"] else args.report_args
     # With no arguments, run the benchmarks and report on them (report.py alone reads the last saved run).
     extra = extra or ["--run"]
-    return subprocess.run([sys.executable, str(report), *extra], cwd=report.parent.parent).returncode
+    # From the caller's directory, so that a relative results file is the caller's (report.py runs pytest from
+    # bench/ itself)
+    return subprocess.run([sys.executable, str(report), *extra]).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,7 +256,8 @@ def _add_landscape(sub) -> None:
                    metavar="METHOD", help=f"any of {', '.join(METHODS)} (default: sgd momentum adam newton)")
     p.add_argument("--lr", type=_number(float, 0.0), default=None,
                    help="learning rate of the first-order methods (default: chosen per method and function)")
-    p.add_argument("--maxiter", type=_number(int, 0), default=2000, help="iterations per method (default: 2000)")
+    p.add_argument("--maxiter", type=_number(int, 0, high=2**62), default=2000,
+                   help="iterations per method (default: 2000)")
     p.add_argument("--gtol", type=_number(float, 0.0, False), default=1e-6,
                    help="stop when the largest |gradient| entry is below")
     p.add_argument("--x0", type=_number(float), nargs="+", default=None, help="start (default: the function's own)")

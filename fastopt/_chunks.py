@@ -106,8 +106,10 @@ def unpack(item: Any, where: str) -> tuple[Any, Any, Any]:
     """``(X, y)`` or ``(X, y, sample_weight)`` from one streamed item, with a clear error otherwise."""
     if isinstance(item, (tuple, list)) and len(item) in (2, 3):
         return (*item, None) if len(item) == 2 else tuple(item)
+    what = f"a {type(item).__name__} of {len(item)} items" if isinstance(item, (tuple, list)) else \
+        f"a {type(item).__name__}"
     raise TypeError(
-        f"{where} is a {type(item).__name__}; each chunk must be a tuple (X, y) or (X, y, sample_weight). "
+        f"{where} is {what}; each chunk must be a tuple (X, y) or (X, y, sample_weight). "
         "To fit one in-memory array pair, call fit(X, y)."
     )
 

@@ -250,6 +250,8 @@ def check_options(name: str, params: dict, n_targets: int | None) -> None:
     # ridge, and np.array(nan) failed with "overflow")
     if np.iscomplexobj(alpha):  # (its imaginary part was dropped, with NumPy's ComplexWarning alone)
         raise ValueError("alpha must be real: finite and non-negative.")
+    if alpha.dtype == bool:  # (it read "must be finite and non-negative", which True is)
+        raise ValueError(f"alpha must be a number, not a bool (got {params['alpha']!r}).")
     if not np.issubdtype(alpha.dtype, np.number) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
         raise ValueError("alpha must be finite and non-negative.")
     if alpha.ndim:

@@ -139,6 +139,9 @@ class Objective:
         """
         if not (isinstance(noise, numbers.Real) and math.isfinite(noise) and noise >= 0):  # (NaN: NaN gradients)
             raise ValueError(f"noise must be a finite number >= 0, got {noise!r}.")
+        for name, value in (("batch_size", batch_size), ("n_samples", n_samples)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # (1.5 failed at the first step)
+                raise ValueError(f"{name} must be an integer, got {value!r}.")
         if not 1 <= batch_size <= n_samples:
             raise ValueError(f"need 1 <= batch_size <= n_samples, got batch_size={batch_size}, n_samples={n_samples}")
         xi = np.random.default_rng(seed).normal(0.0, noise, size=(n_samples, self.ndim))

@@ -397,6 +397,8 @@ def find_critical_points(
         raise ValueError(f"bounds must be finite (low, high) pairs with low < high, got {bounds!r}")
     if isinstance(n_starts, bool) or not isinstance(n_starts, Integral) or not 1 <= n_starts <= MAX_STARTS:
         raise ValueError(f"n_starts must be an integer in [1, {MAX_STARTS}], got {n_starts!r}")
+    if not (seed is None or (isinstance(seed, Integral) and not isinstance(seed, bool) and seed >= 0)):
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")  # (NumPy's message did not name it)
     gtol, eig_tol = _tolerance("gtol", gtol), _tolerance("eig_tol", eig_tol)
     lo, width = box[:, 0], box[:, 1] - box[:, 0]
     starts = lo + width * qmc.Sobol(len(box), seed=seed).random_base2(int(np.ceil(np.log2(n_starts))))

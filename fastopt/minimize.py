@@ -117,8 +117,14 @@ def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
     if not kind.rule_options and hyper:
         raise ValueError(f"unknown option(s) {sorted(hyper)} for method {method!r}; it accepts {sorted(own)}.")
     maxiter = opts["maxiter"]
-    if not isinstance(maxiter, Integral) or isinstance(maxiter, bool) or maxiter < 0:
-        raise ValueError(f"options['maxiter'] must be an integer >= 0, got {maxiter!r}.")
+    if not isinstance(maxiter, Integral) or isinstance(maxiter, bool) or not 0 <= maxiter <= 2**62:
+        # (beyond 2**62 the schedule's step count, an int64, refused it as "max_epochs")
+        raise ValueError(f"options['maxiter'] must be an integer in [0, 2**62], got {maxiter!r}.")
+    seed = opts["seed"]
+    if not (seed is None or isinstance(seed, np.random.Generator)
+            or (isinstance(seed, Integral) and not isinstance(seed, bool) and seed >= 0)):
+        # (NumPy's own messages, "expected non-negative integer", did not name the option)
+        raise ValueError(f"options['seed'] must be None, an integer >= 0 or a numpy.random.Generator, got {seed!r}.")
     for name in ("gtol", "ftol"):
         opts[name] = _positive(name, opts[name], allow_zero=True)
     opts["norm"] = _positive("norm", opts["norm"], allow_inf=True)

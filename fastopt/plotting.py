@@ -186,6 +186,8 @@ def plot_trajectories(
     for name, value, low in (("resolution", resolution, 2), ("levels", levels, 1)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    if not isinstance(results, Mapping):  # (a list of results ended in AttributeError: no .items)
+        raise TypeError(f"results must be a mapping of labels to minimize() results, got {type(results).__name__}.")
     for label, res in results.items():
         if "xs" not in res:
             raise ValueError(f"result {label!r} has no path: run minimize with options={{'return_path': True}}.")

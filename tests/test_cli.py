@@ -104,6 +104,7 @@ def test_unknown_function_is_rejected(capsys):
     (["--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
     (["--lr", "abc"], "--lr: 'abc' is not a float"),
     (["--maxiter", "-1"], "--maxiter: must be a finite number > 0"),
+    (["--maxiter", str(10**20)], "--maxiter: must be at most"),  # (a traceback from the schedule's int64 check)
     (["--gtol", "-1"], "--gtol: must be a finite number >= 0"),
     (["--x0", "nan", "1"], "--x0: must be a finite number, got nan"),
     (["--noise", "-1"], "--noise: must be a finite number >= 0"),
@@ -133,15 +134,37 @@ def test_bench_without_a_checkout_says_so(tmp_path, capsys):
     assert "bench/report.py not found" in capsys.readouterr().err
 
 
-def test_bench_runs_the_report_with_its_arguments(tmp_path):
+def test_bench_runs_the_report_with_its_arguments(tmp_path, monkeypatch):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "report.py").write_text(
         "import pathlib, sys\npathlib.Path('ran.txt').write_text(' '.join(sys.argv[1:]))\nsys.exit(3)\n"
     )
+    caller = tmp_path / "elsewhere"
+    caller.mkdir()
+    monkeypatch.chdir(caller)  # the report runs in the caller's directory: its relative file names are the caller's
     assert cli.main(["bench", "--source", str(tmp_path), "--", "--quick", "x"]) == 3
-    assert (tmp_path / "ran.txt").read_text() == "--quick x"
+    assert (caller / "ran.txt").read_text() == "--quick x"
     assert cli.main(["bench", "--source", str(tmp_path)]) == 3
-    assert (tmp_path / "ran.txt").read_text() == "--run"  # by default: run the benchmarks, then report
+    assert (caller / "ran.txt").read_text() == "--run"  # by default: run the benchmarks, then report
+
+
+CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(not (CHECKOUT / "bench" / "report.py").is_file(), reason="needs the source checkout's bench/")
+def test_bench_report_names_bad_arguments_and_reads_the_callers_files(tmp_path, monkeypatch, capfd):
+    # A missing or unreadable results file and a bad --vs pattern ended in tracebacks (FileNotFoundError,
+    # JSONDecodeError, re.error), and a relative file name was looked for in the checkout's root.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text("not json")
+    (tmp_path / "ok.json").write_text('{"machine_info": {"cpu": {"brand_raw": "x", "count": 2}, '
+                                      '"python_version": "3"}, "benchmarks": []}')
+    for extra, message in [(["nothere.json"], "nothere.json"), (["bad.json"], "not a pytest-benchmark JSON"),
+                           (["ok.json", "--vs", "("], "--vs: not a regular expression")]:
+        assert cli.main(["bench", "--source", str(CHECKOUT), "--", *extra]) == 2
+        err = capfd.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert cli.main(["bench", "--source", str(CHECKOUT), "--", "ok.json"]) == 0
 
 
 def test_module_runs_as_a_script(tmp_path):

@@ -137,6 +137,13 @@ def test_minibatch_gradient_names_a_bad_noise(noise):
         FUNCTIONS["rosenbrock"].minibatch_gradient(noise=noise)
 
 
+@pytest.mark.parametrize("kwargs", [{"batch_size": 1.5}, {"batch_size": True}, {"n_samples": 2.5}])
+def test_minibatch_gradient_names_a_count_that_is_not_an_integer(kwargs):
+    # (accepted when built, then NumPy's TypeError at the first step, naming neither)
+    with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an integer"):
+        FUNCTIONS["rosenbrock"].minibatch_gradient(**kwargs)
+
+
 def test_ill_conditioned_quadratic_refuses_a_bool():
     with pytest.raises(ValueError, match="condition_number must be a finite real number"):
         functions.ill_conditioned_quadratic(True)

@@ -120,6 +120,9 @@ def test_search_rejects_bad_boxes():
         landscape.find_critical_points(f, [(1.0, -1.0), (0.0, 1.0)])
     with pytest.raises(ValueError, match="n_starts"):
         landscape.find_critical_points(f, [(-1.0, 1.0), (-1.0, 1.0)], n_starts=0)
+    for seed in (-1, 1.5, True):  # (NumPy's own messages did not name it)
+        with pytest.raises(ValueError, match="seed must be None or an integer"):
+            landscape.find_critical_points(f, [(-1.0, 1.0), (-1.0, 1.0)], seed=seed)
 
 
 def test_condition_number_and_largest_stable_learning_rate():

@@ -261,6 +261,9 @@ def _sq_grad(x):
         ({"options": {"maxiterations": 5}}, ValueError, "maxiterations"),
         ({"options": {"maxiter": -1}}, ValueError, "maxiter"),
         ({"options": {"maxiter": 2.5}}, ValueError, "maxiter"),
+        ({"options": {"maxiter": 2**63}}, ValueError, r"options\['maxiter'\]"),  # (was named max_epochs)
+        ({"options": {"seed": -1}}, ValueError, r"options\['seed'\]"),  # (NumPy's messages did not name it)
+        ({"options": {"seed": 1.5}}, ValueError, r"options\['seed'\]"),
         ({"options": {"lr": 0.0}}, ValueError, "lr"),
         ({"options": {"gtol": -1.0}}, ValueError, "gtol"),
         ({"options": {"return_path": "yes"}}, ValueError, "return_path"),

@@ -71,6 +71,8 @@ def test_unpack_and_naming():
     assert unpack([X, y, w], "chunk 0")[2] is w
     with pytest.raises(TypeError, match=r"chunk 4 is a ndarray; each chunk must be a tuple \(X, y\)"):
         unpack(X, "chunk 4")
+    with pytest.raises(TypeError, match=r"chunk 1 is a tuple of 4 items; each chunk must be a tuple"):
+        unpack((X, y, w, 1), "chunk 1")  # (it read "is a tuple; each chunk must be a tuple")
     with pytest.raises(ValueError, match="^chunk 2: boom$"):
         with naming("chunk 2"):
             raise ValueError("boom")

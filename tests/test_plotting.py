@@ -190,6 +190,13 @@ def test_trajectories_name_a_bad_argument(kwargs, message):
         plotting.plot_trajectories(rosenbrock, {"adam": res}, **kwargs)
 
 
+def test_trajectories_need_a_mapping_of_results():
+    rosenbrock = FUNCTIONS["rosenbrock"]
+    res = minimize(rosenbrock.fun, rosenbrock.x0, jac=rosenbrock.grad, options={"return_path": True, "maxiter": 5})
+    with pytest.raises(TypeError, match="results must be a mapping"):  # (AttributeError: no .items)
+        plotting.plot_trajectories(rosenbrock, [res])
+
+
 def test_the_saddle_surface_needs_3d_axes():
     with pytest.raises(ValueError, match="ax must be a 3-D Axes"):  # (an AttributeError from plot_wireframe)
         plotting.plot_saddle_2d(ax=Figure().add_subplot())

@@ -105,6 +105,8 @@ def test_absurd_hyperparameters(Xy):
         LinearRegressor(alpha=-1.0).fit(X, y)
     with pytest.raises(ValueError, match="solver"):
         LinearRegressor(solver="cholesky").fit(X, y)
+    with pytest.raises(ValueError, match="alpha must be a number, not a bool"):  # (read "finite and non-negative")
+        LinearRegressor(alpha=True).fit(X, y)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
