@@ -414,6 +414,14 @@ def _crossed_hessian(prob: _Problem, crossed: np.ndarray, inside: np.ndarray) ->
     data = rows.data if rows.dtype == np.float64 else rows.data.astype(np.float64)
     cols, per_row = rows.indices, np.diff(rows.indptr)
     s = prob.s[crossed]
+    s_max = float(np.max(s))
+    # Where the rows' weighted squares near the subnormal range (X of 1e-160: x^2 s of 1e-323, two bits), the weights
+    # are taken to [0.5, 1) by a power of two and the change scaled back at the end, as the closed form's
+    # statistics keep theirs (the products of 1e-320 keep their 11 bits): Newton's system factorises.
+    top = float(np.max(np.abs(data), initial=0.0))
+    shift = int(np.frexp(s_max)[1]) if top * top * s_max < 2.0**-900 else 0
+    if shift:
+        s = np.ldexp(s, -shift)
     v = np.where(inside[crossed], s, -s)
     vx = data * np.repeat(v, per_row)
     a = np.bincount(cols, weights=vx, minlength=d)
@@ -434,6 +442,9 @@ def _crossed_hessian(prob: _Problem, crossed: np.ndarray, inside: np.ndarray) ->
     # moved: sum s_i (x_ij - c_j)^2 = sum s_i x_ij (x_ij - 2 c_j) over the stored values, + (sum s_i) c_j^2
     sx = data * (data - 2 * c[cols]) * np.repeat(s, per_row)
     moved[:d] = np.bincount(cols, weights=sx, minlength=d) + float(np.sum(s)) * c * c
+    lost = _underflowed(rows, moved[:d], s_max)
+    if lost is not None:  # X of 1e-165: its squares are 0 in every Hessian (the closed form's pass had named it)
+        raise _overflow_error("X", lost, "small")
     side = a - V * c  # the intercept's column: sum v_i (x_i - c)
     J = prob.offset_columns()
     if J.size:
@@ -450,6 +461,9 @@ def _crossed_hessian(prob: _Problem, crossed: np.ndarray, inside: np.ndarray) ->
         dH[:d, d] = dH[d, :d] = side
         dH[d, d] = V
         moved[d] = float(np.sum(s))
+    if shift:
+        np.ldexp(dH, shift, out=dH)
+        np.ldexp(moved, shift, out=moved)
     return dH, moved
 
 

@@ -1456,9 +1456,12 @@ def test_columns_the_moments_cannot_resolve_are_judged_one_by_one(solver, design
     with warnings.catch_warnings():  # the reference's (rank-deficient designs, which QR may or may not detect)
         warnings.simplefilter("ignore", RankDeficientWarning)
         ref = LinearRegressor(solver="qr").fit(X, y)
-    # at least the closed form's fit (on the cancelling pair QR's coefficients of -1.5e4 along the pair's
-    # rounding fit 2e-8 of R^2 less), and that of the design without the offsets: t and z
-    assert est.score(X, y) >= ref.score(X, y) - 1e-9
+    # at least the closed form's fit, and that of the design without the offsets: t and z. On the cancelling pair
+    # QR also fits the pair's rounding (coefficients of -1.5e4 along it): one more direction, a random one, which
+    # moves R^2 by about (1 - R^2) / n either way (its expected gain), 1e-6 here: by 2e-8 less with one LAPACK
+    # build, 1.6e-8 more with another. Four times that bound.
+    r2 = ref.score(X, y)
+    assert est.score(X, y) >= r2 - 4 * (1 - r2) / n
     assert est.score(X, y) == pytest.approx(LinearRegressor().fit(np.column_stack([t, z]), y).score(
         np.column_stack([t, z]), y), rel=1e-7)
     constant = np.ptp(X, axis=0) == 0
