@@ -1416,6 +1416,7 @@ class _ClosedForm(Solver):
     losses = frozenset({"squared_error"})
     chunked = "statistics"  # chunks' sufficient statistics merge exactly
     per_target_alpha = True
+    forms_ridge = True
     positive = True
     # Sparse X: the Gram from the compiled CSR kernel (fastopt._sparse), QR from densified row blocks.
     supports_sparse = True

@@ -1115,6 +1115,7 @@ class KrylovSolver(Solver):
     losses = frozenset({"squared_error"})
     supports_sparse = True
     per_target_alpha = True  # each target is its own Krylov run with its own damping
+    forms_ridge = True
     accepts_init = True  # coef_init starts the iteration, as a warm start does
     chunked = "passes"  # one read of every chunk per iteration
 

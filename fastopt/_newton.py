@@ -1765,6 +1765,7 @@ class NewtonSolver(Solver):
     dask_losses = frozenset({"huber", "squared_error"})  # fit_dask's; "auto" takes Newton on Dask for these
     accepts_init = True
     per_target_alpha = True
+    forms_ridge = True
 
     def check_incremental(self) -> None:
         raise ValueError(

@@ -73,6 +73,10 @@ class Solver:
         solved once (closed form), epochs of one ``partial_fit`` pass per chunk (iterative rules), or one read
         of every chunk per iteration (Krylov). None: it cannot (every iteration needs all rows in memory), and
         ``partial_fit`` is not available either.
+    forms_ridge : bool
+        It forms the ridge ``alpha W`` (``W`` the total sample weight) in float64: the normal equations'
+        ``G + alpha W I``, the Krylov damping, Newton's system; a product beyond float64's range is a
+        ``ValueError`` before the fit (the iterative rules take ``alpha`` per mean and need no such bound).
     dask_losses : frozenset of str
         Losses it fits on (dense) Dask arrays by its own distributed passes (``fit_dask(params, checker, chunks,
         state) -> FitResult``) although it cannot fit chunks incrementally (Newton's Huber loss); ``"auto"`` then
@@ -87,6 +91,7 @@ class Solver:
     accepts_init: ClassVar[bool] = False
     chunked: ClassVar[str | None] = None
     dask_losses: ClassVar[frozenset[str]] = frozenset()
+    forms_ridge: ClassVar[bool] = False
     name: str = ""  # the solver= value(s) it answers to, for messages
 
     @property

@@ -241,6 +241,31 @@ def needs_finite_y_check(name: str, params: dict) -> bool:
     return not SOLVERS[name].checks_finite_y(params)
 
 
+def check_ridge_range(name: str, params: dict, sample_weight: np.ndarray | None, n_rows: int) -> None:
+    """ValueError when solver ``name`` forms the ridge (:attr:`Solver.forms_ridge`) and it overflows float64:
+    ``alpha W`` with the weights in the units the solvers normalise them to (a power of two of the largest, which
+    leaves the fit unchanged), so ``W`` is the rows' count, or the weights' sum over the largest (``alpha`` of 1e308
+    on 50 rows: "the sufficient statistics overflowed", which blamed X and y, or LAPACK's "SVD did not
+    converge")."""
+    if not SOLVERS[name].forms_ridge:
+        return
+    top = float(np.max(np.asarray(params["alpha"], dtype=np.float64), initial=0.0))
+    if top == 0.0:
+        return
+    rows = float(n_rows)
+    if sample_weight is not None:
+        largest = float(np.max(sample_weight))
+        rows = float(np.sum(sample_weight / largest, dtype=np.float64)) if largest > 0 else 0.0
+    with np.errstate(over="ignore"):
+        ridge = top * rows
+    if not np.isfinite(ridge):
+        raise ValueError(
+            f"alpha = {top:.3g} times the rows' weight ({rows:.3g} rows, the weights over the largest) overflows "
+            f"float64: solver={name!r} forms that ridge. Lower alpha (the coefficients are below 1e-300 of "
+            "X^T y / n here) or use an iterative solver, which takes alpha per mean."
+        )
+
+
 def check_options(name: str, params: dict, n_targets: int | None) -> None:
     """Raise ValueError when solver ``name`` cannot honour ``alpha`` (array), ``positive`` or ``average``
     (``n_targets`` None: before the targets are known, as a stream or Dask fit checks before its first pass)."""

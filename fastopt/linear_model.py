@@ -622,6 +622,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                   finite_y=_solvers.needs_finite_y_check(name, params),
                                   check_indices=given_init or _solvers.needs_index_check(name, params))
             _solvers.check_options(name, params, data.Y.shape[1])
+            _solvers.check_ridge_range(name, params, data.sample_weight, data.Y.shape[0])
             extra = {} if prepared is None else {"prepared": prepared}
             if given_init and solver.accepts_init:
                 extra["init"] = _solvers.check_init(coef_init, intercept_init, data)

@@ -310,3 +310,19 @@ def test_a_complex_alpha_is_refused(alpha):
     X = np.random.default_rng(0).standard_normal((50, 3))
     with pytest.raises(ValueError, match="alpha must be real"):
         LinearRegressor(alpha=alpha).fit(X, np.c_[X.sum(axis=1), X[:, 0]])
+
+
+@pytest.mark.parametrize("solver", ["auto", "normal", "qr", "lsqr", "cg", "newton"])
+def test_a_ridge_beyond_float64_is_named(solver, rng):
+    # alpha = 1e308 on 50 rows: the exact solvers form alpha * 50, which overflows ("the sufficient statistics
+    # overflowed; rescale X and y", LAPACK's "SVD did not converge", or cg's NaN warnings and zeros). The weights
+    # enter in the units the solvers normalise them to, so weights of 1e10 with alpha = 1e300 still fit.
+    X = rng.normal(size=(50, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(size=50)
+    with pytest.raises(ValueError, match="alpha = 1e\\+308 times the rows' weight"):
+        LinearRegressor(solver=solver, alpha=1e308).fit(X, y)
+    if solver in ("normal", "qr", "newton"):
+        est = LinearRegressor(solver=solver, alpha=1e300).fit(X, y, sample_weight=np.full(50, 1e10))
+        Xc = X - X.mean(axis=0)  # (w = (Xc^T Xc / n + alpha I)^-1 Xc^T y / n: the second term alone at 1e300)
+        np.testing.assert_allclose(est.coef_ * 1e300, Xc.T @ (y - y.mean()) / 50, rtol=1e-12)
+    assert np.all(np.isfinite(LinearRegressor(solver="sgd", alpha=1e308).fit(X, y).coef_))
