@@ -1104,38 +1104,64 @@ class _Rescaled:
     state: ClosedFormState
 
 
-def _scaled_X(X, ex: int):
-    """``X / 2**ex`` (exact): for sparse ``X`` only its stored values are scaled (a copy of ``X.data``, sharing
-    the index arrays), so it stays sparse."""
+def _scaled_X(X, ex):
+    """``X / 2**ex`` (exact), ``ex`` one exponent or one per column: for sparse ``X`` only its stored values are
+    scaled (a copy of ``X.data``, sharing the index arrays), so it stays sparse."""
+    ex = np.asarray(ex)
     if not is_sparse(X):
         return np.ldexp(X, -ex).astype(X.dtype, copy=False)
-    values = np.ldexp(X.data, -ex).astype(X.data.dtype, copy=False)
+    values = np.ldexp(X.data, -(ex[X.indices] if ex.ndim else ex)).astype(X.data.dtype, copy=False)
     return type(X)((values, X.indices, X.indptr), shape=X.shape, copy=False)
+
+
+# Columns whose largest values are more than 2**COLUMN_SPREAD_BITS apart cannot share one scale factor: with the
+# largest near 1, the smallest's squares leave float64's normal range (2**-1022).
+COLUMN_SPREAD_BITS = 400
+
+
+def _column_exponents(X) -> np.ndarray:
+    """Per column, ``e`` with ``max_i |x_ij| / 2**e`` in [1/2, 1) (0 for an all-zero column)."""
+    if not is_sparse(X):
+        return _pow2_exponent(X, axis=0).astype(int)
+    top = np.zeros(X.shape[1])
+    np.maximum.at(top, X.indices, np.abs(X.data).astype(np.float64, copy=False))
+    return np.frexp(top)[1].astype(int)
 
 
 def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     """The fit of ``data`` through ``X / 2**ex`` and ``Y[:, t] / 2**ey_t`` (exact scalings): with
     ``coef = v 2**ey / 2**ex``, ``intercept = b 2**ey`` and ``alpha' = alpha / 4**ex`` the scaled problem's
     objective is the original one divided by ``4**ey`` per target, so the solution is the same. One factor for
-    all of ``X`` (not one per column) keeps the ridge ``alpha ||coef||^2`` a ridge on the scaled coefficients."""
+    all of ``X`` keeps the ridge ``alpha ||coef||^2`` a ridge on the scaled coefficients; without a ridge, and
+    with columns more than ``2**COLUMN_SPREAD_BITS`` apart, one factor per column (``ex`` a vector)."""
     values = data.X.data if is_sparse(data.X) else data.X
     if not np.isfinite(values).all():
         raise ValueError("Input X contains NaN or infinity.")
     ex = int(_pow2_exponent(values))
+    columns = _column_exponents(data.X)
+    stored = columns[columns != 0]
+    if not np.any(params["alpha"]) and stored.size and int(stored.max() - stored.min()) > COLUMN_SPREAD_BITS:
+        # Columns too far apart for one factor (1e-160 beside 1: the small one's squares underflow whatever the
+        # factor; 1e-150, 1 and 1e150: it was taken for constant, silently). Without a ridge, one factor per
+        # column is as exact (coef_j = v_j 2**ey / 2**ex_j), and the minimum-norm answer of a rank-deficient
+        # design is then taken in those units.
+        ex = columns
     ey = _pow2_exponent(data.Y, axis=0).astype(int)
     scaled = replace(data, X=_scaled_X(data.X, ex),
                      Y=np.ascontiguousarray(np.ldexp(data.Y, -ey).astype(data.Y.dtype, copy=False)))
-    alpha = np.ldexp(np.asarray(params["alpha"], dtype=np.float64), -2 * ex)  # scalar, or one per target
-    if not np.isfinite(alpha).all():
-        raise ValueError(f"alpha={params['alpha']} is too large for X's scale (max |X| about 2**{ex}).")
+    alpha = np.asarray(params["alpha"], dtype=np.float64)  # scalar, or one per target
+    if np.ndim(ex) == 0:
+        alpha = np.ldexp(alpha, -2 * ex)
+        if not np.isfinite(alpha).all():
+            raise ValueError(f"alpha={params['alpha']} is too large for X's scale (max |X| about 2**{ex}).")
     alpha = float(alpha) if alpha.ndim == 0 else alpha
     result = solver.fit({**params, "alpha": alpha}, scaled, rescale=False)
     with np.errstate(over="ignore"):  # reported below
-        coef = np.ldexp(result.coef, (ey[:, None] - ex)).astype(result.coef.dtype, copy=False)
+        coef = np.ldexp(result.coef, (ey[:, None] - np.asarray(ex))).astype(result.coef.dtype, copy=False)
         intercept = np.ldexp(result.intercept, ey).astype(result.intercept.dtype, copy=False)
     if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
         raise ValueError(
-            f"the least-squares coefficients exceed float64's range: X's values (up to about 2**{ex}) are too "
+            f"the least-squares coefficients exceed float64's range: X's values (up to about 2**{np.max(ex)}) are too "
             f"small for y's (up to about 2**{int(ey.max())}); multiply X by a power of ten."
         )
     return replace(result, coef=coef, intercept=intercept, state=_Rescaled(result.state))
