@@ -517,7 +517,7 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     solver = _solvers.SOLVERS[name]
     if not own:
         solver.check_incremental()  # e.g. Newton's absolute error: every iteration reads all rows (a clear error)
-    _solvers.check_options(name, estimator.get_params(), None)  # before any pass reads the options
+    _solvers.check_options(name, estimator.get_params(), None, where="dask")  # before any pass reads the options
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
     params = estimator.get_params()

@@ -266,9 +266,11 @@ def check_ridge_range(name: str, params: dict, sample_weight: np.ndarray | None,
         )
 
 
-def check_options(name: str, params: dict, n_targets: int | None) -> None:
+def check_options(name: str, params: dict, n_targets: int | None, where: str | None = None) -> None:
     """Raise ValueError when solver ``name`` cannot honour ``alpha`` (array), ``positive`` or ``average``
-    (``n_targets`` None: before the targets are known, as a stream or Dask fit checks before its first pass)."""
+    (``n_targets`` None: before the targets are known, as a stream or Dask fit checks before its first pass;
+    ``where`` "stream", "dask" or "partial_fit" for rows in chunks, so that the advice names solvers that fit
+    there)."""
     entry = SOLVERS[name]
     alpha = np.asarray(params["alpha"])
     # (a 0-d array passes the "array-like" constraint as a number does not: np.array(-0.5) had fitted a negative
@@ -281,8 +283,21 @@ def check_options(name: str, params: dict, n_targets: int | None) -> None:
         raise ValueError("alpha must be finite and non-negative.")
     if alpha.ndim:
         if not entry.per_target_alpha:
-            raise ValueError(f"solver={name!r} takes a scalar alpha; a per-target alpha array needs the closed "
-                             "form (solver='normal' or 'qr'), a Krylov solver ('lsqr', 'cg') or solver='newton'.")
+            loss = params.get("loss", "squared_error")
+            # the solvers that take one alpha per target for this loss (on rows in chunks: those that fit chunks,
+            # or Dask arrays by their own passes), so that the advice is one that can be followed
+            takers = sorted(other for other, e in SOLVERS.items() if e.per_target_alpha and loss in e.losses
+                            and (where is None or e.chunked is not None
+                                 or (where == "dask" and loss in e.dask_losses)))
+            place = {None: "", "stream": " on a stream of chunks", "dask": " on Dask arrays",
+                     "partial_fit": " in partial_fit"}[where]
+            if not takers:
+                raise ValueError(
+                    f"alpha has one value per target, which no solver takes with loss={loss!r}{place} "
+                    f"(solver={name!r} takes a scalar alpha). Fit each target with its own alpha, or pass one alpha."
+                )
+            raise ValueError(f"solver={name!r} takes a scalar alpha; with loss={loss!r}{place} a per-target alpha "
+                             f"array needs solver={' or '.join(repr(t) for t in takers)}.")
         if n_targets is not None and alpha.shape not in ((n_targets,), (1,)):  # (1,): every target's, as Ridge
             raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
                              f"shape ({n_targets},), or one for all, shape (1,).")

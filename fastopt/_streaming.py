@@ -186,7 +186,7 @@ def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
                             sparse=scipy.sparse.issparse(X), rereadable=True, average=estimator.average)
     solver = _solvers.SOLVERS[name]
     solver.check_incremental()  # e.g. Newton: every iteration reads all rows
-    _solvers.check_options(name, estimator.get_params(), None)  # before any pass reads the options
+    _solvers.check_options(name, estimator.get_params(), None, where="stream")  # before any pass reads the options
     checker = template(estimator)
     if (krylov := _krylov_first(estimator, name, source, X)) is not None:
         outcome = _krylov.fit_stream({**checker.get_params(), _krylov.AUTO_KEY: True}, krylov, source,

@@ -710,7 +710,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         iterative solver's pass in an epoch of a streamed fit (as :mod:`fastopt._sweeps` does)."""
         name = self._partial_name(data.X)
         prior = self._continued_state(name, data.Y.shape[1], restart=True)
-        _solvers.check_options(name, self.get_params(), data.Y.shape[1])
+        _solvers.check_options(name, self.get_params(), data.Y.shape[1], where="partial_fit")
         extra = {} if sweep is None else {"sweep": sweep}
         if prior is None and hasattr(self, "_solver_state"):  # after Newton's fit: on from its coefficients
             k, d = data.Y.shape[1], data.X.shape[1]

@@ -655,3 +655,17 @@ def test_sparse_mode_lazy_streams_dense_chunks_as_fit_takes_them(solver):
         csr = LinearRegressor(**params).fit_stream([(sp.csr_array(X[:32]), y[:32]), (sp.csr_array(X[32:]), y[32:])])
     np.testing.assert_array_equal(dense.coef_, csr.coef_)
     assert dense.intercept_ == csr.intercept_
+
+
+def test_a_per_target_alpha_no_solver_takes_on_chunks_is_said_so():
+    # With a robust loss on a stream, "auto" took Adam, whose error advised solver='newton', which a stream refuses
+    # in turn ("cannot fit incrementally ... e.g. solver='adam'"): a circle. Now the error says no solver takes it.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    Y = X @ rng.normal(size=(5, 2)) + rng.standard_t(2, size=(400, 2))
+    chunks = [(X[:200], Y[:200]), (X[200:], Y[200:])]
+    with pytest.raises(ValueError, match="which no solver takes with loss='huber' on a stream of chunks"):
+        LinearRegressor(loss="huber", alpha=np.array([0.0, 0.3])).fit_stream(chunks)
+    with pytest.raises(ValueError, match="with loss='squared_error' on a stream of chunks a per-target alpha array "
+                                         "needs solver='cg' or 'lsqr' or 'normal' or 'qr'"):
+        LinearRegressor(solver="sgd", alpha=np.array([0.0, 0.3])).fit_stream(chunks)
