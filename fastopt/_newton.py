@@ -1425,6 +1425,8 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     p = d + (1 if prob.fit_intercept else 0)
     if prob.alpha == 0 and 0 < rows.size < p:
         return _underdetermined_limit(prob, r, gamma, rows, w, b)
+    if prob.alpha != 0 and p < rows.size <= DEGENERATE_MAX_ROWS:
+        return _degenerate_limit(prob, r, gamma, rows)
     # Generically at most p residuals vanish at the minimiser (exactly p without ridge): else gamma is still
     # too large for the limit to be the minimiser.
     if rows.size > p or (prob.alpha == 0 and rows.size != p):
@@ -1449,11 +1451,12 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
                     break
                 sol = sol + scipy.linalg.lu_solve(lu, rhs - K @ sol, check_finite=False)
     except (np.linalg.LinAlgError, ValueError):
-        return None
-    # an inconsistent system (more rows inside than parameters, with alpha = 0) has no exact limit here
+        sol = np.full(p + m, np.nan)
+    # an inconsistent system (more rows inside than parameters, with alpha = 0) has no exact limit here; with
+    # ridge, a singular one (tied rows among the p inside) may still have one (_degenerate_limit)
     if not (np.all(np.isfinite(sol)) and _consistent(K, sol, rhs, backward=True)
             and _stationary(prob, Xz, sol[p:], c, np.diagonal(K)[:p] * sol[:p])):
-        return None
+        return _degenerate_limit(prob, r, gamma, rows) if prob.alpha != 0 and m <= DEGENERATE_MAX_ROWS else None
     w, b = _from_centred(prob, sol[:p])
     # stationarity: c + alpha P theta + Xz^T mu = 0 with mu = sol[p:]; the subgradient of s_i|r_i| is mu_i
     return w, b, -sol[p:], rows
@@ -1554,6 +1557,45 @@ def _from_centred(prob: _Problem, theta: np.ndarray) -> tuple[np.ndarray, float]
     """``(w, b)`` from parameters in :func:`_limit_terms`' coordinates."""
     w = theta[: prob.d]
     return w, (float(theta[prob.d]) - float(prob.centre @ w) if prob.fit_intercept else 0.0)
+
+
+# At most this many rows inside for _degenerate_limit (its multipliers are a bounded least-squares problem in
+# as many variables).
+DEGENERATE_MAX_ROWS = 2048
+
+
+def _degenerate_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray):
+    """:func:`_exact_limit` with ridge and more rows inside than parameters, or as many with a singular system: a
+    degenerate vertex, where tied rows (equal ``x`` and ``y``, or collinear ones) are fitted exactly together, so
+    that the limit's square system is singular although the limit exists. Its primal part, the ridge's minimiser
+    over ``Xz theta = y_rows``, is unique (the ridge is definite on the coefficients, the rows fix the intercept);
+    its multipliers are not, so they are taken as any that certify, ``Xz^T mu = -(c + alpha P theta)`` with
+    ``|mu_i| <= s_i`` (bounded least squares, scipy's BVLS), and kept only when that holds (:func:`_stationary`).
+    Refused as singular, such fits (integer ``x`` and ``y`` with a ridge: 11% of small tied designs) ran every
+    stage to ``max_epochs`` and warned, at the minimiser to 1e-11."""
+    import scipy.optimize
+
+    Xz, c = _limit_terms(prob, r, gamma, rows)
+    p, m, d = Xz.shape[1], rows.size, prob.d
+    K = np.zeros((p + m, p + m))
+    K[:d, :d][np.diag_indices(d)] = prob.alpha
+    K[:p, p:] = Xz.T
+    K[p:, :p] = Xz
+    rhs = np.concatenate([-c, prob.y[rows]])
+    try:
+        sol = scipy.linalg.lstsq(K, rhs, check_finite=False)[0]  # theta unique; mu the least-norm one
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    if not (np.all(np.isfinite(sol)) and _consistent(K, sol, rhs, backward=True)):
+        return None  # the rows inside cannot all be fitted: gamma is still too large
+    theta = sol[:p]
+    ridge = np.diagonal(K)[:p] * theta
+    bound = prob.s[rows].astype(np.float64)
+    fit = scipy.optimize.lsq_linear(Xz.T, -(c + ridge), bounds=(-bound, bound), method="bvls")
+    mu = np.clip(fit.x, -bound, bound)
+    if not (np.all(np.isfinite(mu)) and _stationary(prob, Xz, mu, c, ridge)):
+        return None
+    return *_from_centred(prob, theta), -mu, rows
 
 
 def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray, w: np.ndarray,

@@ -1215,3 +1215,40 @@ def test_one_hot_beside_an_intercept_takes_no_qr_pass(loss, monkeypatch):
         warnings.simplefilter("error", ConvergenceWarning)
         LinearRegressor(solver="newton", loss=loss).fit(X, y)
     assert not calls
+
+
+def _lad_violation(X, y, w, b, alpha, sw, fit_intercept):
+    """The least l1 violation of 0 in the subdifferential of sum s|r| + alpha/2 ||w||^2 at (w, b) (HiGHS on the
+    rows at zero residual, multipliers in [-s_i, s_i]), relative to sum s |z_i|: 0 at an exact minimiser."""
+    from scipy.optimize import linprog
+
+    n, d = X.shape
+    s = (np.ones(n) if sw is None else sw) / (n if sw is None else sw.sum())
+    r = X @ w + b - y
+    Z = np.abs(r) <= 1e-9 * (np.abs(X).max() * np.abs(w).sum() + abs(b) + np.abs(y).max())
+    A = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    p = A.shape[1]
+    g = A[~Z].T @ (s[~Z] * np.sign(r[~Z]))
+    g[:d] += alpha * w
+    res = linprog(np.r_[np.zeros(Z.sum()), np.ones(2 * p)], A_eq=np.hstack([A[Z].T, -np.eye(p), np.eye(p)]),
+                  b_eq=-g, bounds=[(-s[i], s[i]) for i in np.flatnonzero(Z)] + [(0, None)] * (2 * p),
+                  method="highs")
+    return res.fun / (s @ np.abs(A).sum(axis=1))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_absolute_error_with_a_ridge_on_tied_rows_is_certified(seed):
+    # Integer x and y with a ridge: the minimiser fits tied rows exactly together (more rows than parameters, or
+    # p of them with a singular system), where the exact limit's square system is singular; refused as such,
+    # 11% of such fits ran every stage to max_epochs and warned, at the minimiser to 1e-11. The limit's
+    # multipliers are now any that certify it (bounded least squares): certified, unwarned, exact.
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(20, 150)), int(rng.integers(1, 5))
+    X = rng.integers(0, 3, size=(n, d)).astype(float)
+    y = rng.integers(0, 4, size=n).astype(float)
+    sw = 10 ** rng.uniform(-2, 2, size=n) if seed % 2 else None
+    alpha = float(10 ** rng.uniform(-4, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver="newton", loss="absolute_error", alpha=alpha).fit(X, y, sample_weight=sw)
+    assert _lad_violation(X, y, est.coef_, est.intercept_, alpha, sw, True) <= 1e-9
