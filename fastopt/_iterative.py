@@ -980,8 +980,30 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
             f, gain, scale, target = _worst_target(parts, data, sw, fit_intercept, f, gain, scale)
     else:
         f, gain = robust_gap(data, sw, p, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale)
+        if data.Y.shape[1] > 1:
+            f, gain, scale, target = _worst_robust_target(data, sw, p, alpha, fit_intercept, params, f, gain, scale)
     warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
                 target=target)
+
+
+def _worst_robust_target(data, sw, p: np.ndarray, alpha, fit_intercept: bool, params: dict, f: float, gain: float,
+                         scale: float):
+    """:func:`_worst_target` for Huber's loss and the absolute error: each target's :func:`robust_gap` (one more
+    reweighted check a target), at its own scale, ``PLATEAU_FLOOR`` times its best constant model's loss. Judged
+    on the sum alone, a target 1e5 times smaller than the others was left 7 times its optimal Huber loss above it
+    by RMSProp's default fit (absolute error: 1.8 times), silently."""
+    d, k = data.X.shape[1], data.Y.shape[1]
+    coef, intercept = split_params(p, d, k)
+    loss, epsilon = params["loss"], float(params["epsilon"])
+    rows = all_rows(data.Y.shape[0])
+    parts, null = [], []
+    for j in range(k):
+        one = dataclasses.replace(data, Y=np.ascontiguousarray(data.Y[:, j : j + 1]))
+        p_j = np.concatenate([coef[j], intercept[j : j + 1]]) if fit_intercept else np.array(coef[j])
+        null.append(null_loss(one, rows, sw, LOSSES[loss], epsilon, fit_intercept))
+        scale_j = max(PLATEAU_FLOOR * float(null[j]), np.finfo(np.float64).tiny)
+        parts.append(robust_gap(one, sw, p_j, alpha, fit_intercept, loss, epsilon, scale_j))
+    return worst_target(parts, null, f, gain, scale)
 
 
 def _worst_target(parts: list, data, sw, fit_intercept: bool, f: float, gain: float, scale: float):

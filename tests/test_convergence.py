@@ -2873,3 +2873,23 @@ def test_a_small_target_left_far_beside_a_large_one_is_warned():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # both targets finished: nothing to say
         LinearRegressor(solver="adam", random_state=0).fit(X, Y)
+
+
+@pytest.mark.parametrize("loss, rule", [("huber", "rmsprop"), ("absolute_error", "rmsprop"),
+                                        ("absolute_error", "adagrad")])
+def test_a_small_target_left_far_by_a_robust_fit_is_warned(loss, rule):
+    # The squared error's check judged each target at its own scale; Huber's and the absolute error's judged the
+    # sum alone: targets scaled 1, 1e3 and 1e-2, the small one left 7.1 (Huber, RMSProp), 1.8 and 1.2 times its
+    # optimal loss above it, silently. Each target's reweighted check now runs at its own scale.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6))
+    Y = np.column_stack([(X @ rng.normal(size=6) + rng.normal(size=3000)) * s for s in (1.0, 1e3, 1e-2)])
+    with pytest.warns(ConvergenceWarning, match="objective of target 2 is still at least"):
+        est = LinearRegressor(solver=rule, loss=loss, random_state=0).fit(X, Y)
+    exact = LinearRegressor(solver="newton", loss=loss).fit(X, Y[:, 2])
+
+    def objective(coef, intercept):
+        a = np.abs(X @ coef + intercept - Y[:, 2])
+        return float(np.mean(a if loss == "absolute_error" else np.where(a <= 1.35, 0.5 * a * a, 1.35 * (a - 0.675))))
+
+    assert objective(est.coef_[2], est.intercept_[2]) > 1.1 * objective(exact.coef_, exact.intercept_)  # far
