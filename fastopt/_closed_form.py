@@ -1119,13 +1119,15 @@ def _scaled_X(X, ex):
 COLUMN_SPREAD_BITS = 400
 
 
-def _column_exponents(X) -> np.ndarray:
-    """Per column, ``e`` with ``max_i |x_ij| / 2**e`` in [1/2, 1) (0 for an all-zero column)."""
+def _column_exponents(X) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, ``e`` with ``max_i |x_ij| / 2**e`` in [1/2, 1) (0 for an all-zero column), and whether the
+    column has a nonzero value."""
     if not is_sparse(X):
-        return _pow2_exponent(X, axis=0).astype(int)
-    top = np.zeros(X.shape[1])
-    np.maximum.at(top, X.indices, np.abs(X.data).astype(np.float64, copy=False))
-    return np.frexp(top)[1].astype(int)
+        top = np.max(np.abs(X), axis=0, initial=0.0)
+    else:
+        top = np.zeros(X.shape[1])
+        np.maximum.at(top, X.indices, np.abs(X.data).astype(np.float64, copy=False))
+    return np.frexp(top)[1].astype(int), top > 0
 
 
 def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
@@ -1138,8 +1140,8 @@ def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     if not np.isfinite(values).all():
         raise ValueError("Input X contains NaN or infinity.")
     ex = int(_pow2_exponent(values))
-    columns = _column_exponents(data.X)
-    stored = columns[columns != 0]
+    columns, nonzero = _column_exponents(data.X)
+    stored = columns[nonzero]
     if not np.any(params["alpha"]) and stored.size and int(stored.max() - stored.min()) > COLUMN_SPREAD_BITS:
         # Columns too far apart for one factor (1e-160 beside 1: the small one's squares underflow whatever the
         # factor; 1e-150, 1 and 1e150: it was taken for constant, silently). Without a ridge, one factor per
@@ -1161,8 +1163,8 @@ def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
         intercept = np.ldexp(result.intercept, ey).astype(result.intercept.dtype, copy=False)
     if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
         raise ValueError(
-            f"the least-squares coefficients exceed float64's range: X's values (up to about 2**{np.max(ex)}) are too "
-            f"small for y's (up to about 2**{int(ey.max())}); multiply X by a power of ten."
+            f"the least-squares coefficients exceed float64's range: X's values (up to about 2**{np.max(ex)}) are "
+            f"too small for y's (up to about 2**{int(ey.max())}); multiply X by a power of ten."
         )
     return replace(result, coef=coef, intercept=intercept, state=_Rescaled(result.state))
 
