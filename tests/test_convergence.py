@@ -2895,12 +2895,14 @@ def test_a_small_target_left_far_by_a_robust_fit_is_warned(loss, rule):
     assert objective(est.coef_[2], est.intercept_[2]) > 1.1 * objective(exact.coef_, exact.intercept_)  # far
 
 
-@pytest.mark.parametrize("rule", ["adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 def test_a_wide_robust_fit_left_far_along_the_null_space_is_warned(rule):
-    # The absolute error with a ridge on 300 x 1,000 rows: the adaptive rules' per-coordinate steps leave X's row
-    # space, and the excess (73-96% of the optimal objective) sits in the ridge along X's null space, where the
-    # reweighted steps (curvature 1 / mu, mu a tenth of residuals near 0) found none of it: silent. The check now
-    # also evaluates the coefficients with the least ridge for the same predictions (an n x n solve).
+    # The absolute error with a ridge on 300 x 1,000 rows: every rule interpolates the rows and stops 50-96% above
+    # the optimal objective, silently. The adaptive rules' per-coordinate steps leave X's row space, and their
+    # excess sits in the ridge along X's null space: the check now also evaluates the coefficients with the least
+    # ridge for the same predictions (an n x n solve). SGD's and the momentum rules' stays in the row space, a
+    # trade of residual for norm that the reweighted steps (curvature 1 / mu, mu a tenth of residuals near 0) did
+    # not see: an interpolating fit now also gets a step with mu a tenth of the targets' spread.
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 1000))
     y = X[:, :10] @ rng.normal(size=10) + 0.5 * rng.normal(size=300) + 3
@@ -2911,4 +2913,4 @@ def test_a_wide_robust_fit_left_far_along_the_null_space_is_warned(rule):
     def objective(e):
         return np.mean(np.abs(e.predict(X) - y)) + 0.5e-2 * e.coef_ @ e.coef_
 
-    assert objective(est) > 1.5 * objective(exact)  # far indeed
+    assert objective(est) > 1.4 * objective(exact)  # far indeed (SGD: 1.497)
