@@ -1119,14 +1119,19 @@ def _scaled_X(X, ex):
 COLUMN_SPREAD_BITS = 400
 
 
+def column_max_abs(X) -> np.ndarray:
+    """``max_i |x_ij|`` per column of dense or CSR ``X`` (CSR: over the stored values; 0 for an empty column)."""
+    if not is_sparse(X):
+        return np.max(np.abs(X), axis=0, initial=0.0)
+    top = np.zeros(X.shape[1])
+    np.maximum.at(top, X.indices, np.abs(X.data).astype(np.float64, copy=False))
+    return top
+
+
 def _column_exponents(X) -> tuple[np.ndarray, np.ndarray]:
     """Per column, ``e`` with ``max_i |x_ij| / 2**e`` in [1/2, 1) (0 for an all-zero column), and whether the
     column has a nonzero value."""
-    if not is_sparse(X):
-        top = np.max(np.abs(X), axis=0, initial=0.0)
-    else:
-        top = np.zeros(X.shape[1])
-        np.maximum.at(top, X.indices, np.abs(X.data).astype(np.float64, copy=False))
+    top = column_max_abs(X)
     return np.frexp(top)[1].astype(int), top > 0
 
 

@@ -819,8 +819,9 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale):
     for j in range(k):
         r = _linear(X, coef[j], float(intercept[j])) - data.Y[:, j].astype(np.float64)
         residuals.append(r)
-        objectives.append(float(s @ robust_rho(r, loss, epsilon)) / W + 0.5 * float(coef[j] @ (alpha * coef[j])))
+        objectives.append(_robust_objective(s, W, r, coef[j], alpha, loss, epsilon))
     f = sum(objectives)
+    nulls = _row_space_objectives(data, s, W, coef, intercept, alpha, loss, epsilon)
     alarm = None if scale is None else alarm_level(f, scale)
     gain = 0.0
     for j in range(k):
@@ -839,9 +840,7 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale):
                 point[:] = coef_j + tau * delta, r + tau * q
             return value, tau
 
-        reached = reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
-        null = _row_space_objective(data, s, W, coef[j], float(intercept[j]), j, alpha, loss, epsilon)
-        reached = min(reached, null)
+        reached = min(reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round), nulls[j])
         if loss != "huber" and alarm is not None and gain + objectives[j] - reached <= alarm:
             wide = _interpolant_step(data, s, W, coef[j], residuals[j], objectives[j], j, alpha, fit_intercept,
                                      epsilon, steps)
@@ -875,36 +874,47 @@ def _interpolant_step(data, s, W: float, coef: np.ndarray, r: np.ndarray, here: 
     return np.inf if moved is None else float(moved[0])
 
 
-# Wide fits of at most this many rows also try the coefficients' part in X's row space (_row_space_objective): an
-# n x n solve.
+# Wide fits of at most this many rows also try the coefficients' part in X's row space (_row_space_objectives):
+# an n x n solve.
 ROW_SPACE_MAX_ROWS = 4096
 
 
-def _row_space_objective(data, s, W: float, coef: np.ndarray, intercept: float, j: int, alpha, loss: str,
-                         epsilon: float) -> float:
-    """The objective of target ``j`` at the coefficients with the least ridge that give the same predictions,
-    ``D^-1 X^T (X D^-1 X^T)^+ X coef`` (``D`` the ridge's diagonal), or inf where not tried: wide data (``n < d``,
-    at most ``ROW_SPACE_MAX_ROWS`` rows) under a ridge on every column. Along ``X``'s null space a robust fit's
-    steps see only the ridge, which the reweighted steps (curvature ``1 / mu`` along the rows, ``mu`` a tenth of
-    residuals near 0 when the fit interpolates) barely resolve: the absolute error with ``alpha=1e-2`` on 300 x
-    1,000 rows, AdaGrad, RMSProp and Adam (whose per-coordinate steps leave the row space) stopped 73-96% above
-    the optimum, silently. The objective is evaluated at the point (its residuals recomputed), so the decrease is
-    one found, whatever the solve's rounding. (SGD and the momentum rules stay in the row space; their excess
-    there, 50% on the same rows, is a trade of residual for norm that this check does not find.)"""
+def _robust_objective(s: np.ndarray, W: float, r: np.ndarray, coef: np.ndarray, alpha, loss: str,
+                      epsilon: float) -> float:
+    """One target's objective at residuals ``r`` and coefficients ``coef``: the weighted loss over ``W`` plus the
+    ridge ``alpha / 2 ||coef||^2`` (``alpha`` one coefficient, or each column's)."""
+    return float(s @ robust_rho(r, loss, epsilon)) / W + 0.5 * float(coef @ (alpha * coef))
+
+
+def _row_space_objectives(data, s, W: float, coef: np.ndarray, intercept: np.ndarray, alpha, loss: str,
+                          epsilon: float) -> np.ndarray:
+    """Per target, the objective at the coefficients with the least ridge that give the same predictions,
+    ``D^-1 X^T (X D^-1 X^T)^+ X coef`` (``D`` the ridge's diagonal; one ``n x n`` solve for every target), or inf
+    where not tried: wide data (``n < d``, at most ``ROW_SPACE_MAX_ROWS`` rows) under a ridge on every column.
+    Along ``X``'s null space a robust fit's steps see only the ridge, which the reweighted steps (curvature
+    ``1 / mu`` along the rows, ``mu`` a tenth of residuals near 0 when the fit interpolates) barely resolve: the
+    absolute error with ``alpha=1e-2`` on 300 x 1,000 rows, AdaGrad, RMSProp and Adam (whose per-coordinate steps
+    leave the row space) stopped 73-96% above the optimum, silently. The objective is evaluated at the point (its
+    residuals recomputed), so the decrease is one found, whatever the solve's rounding. (SGD and the momentum rules
+    stay in the row space: their excess there is :func:`_interpolant_step`'s.)"""
     X = data.X
     n, d = X.shape
+    k = coef.shape[0]
     D = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (d,))
+    out = np.full(k, np.inf)
     if not (n < d <= n * 64 and n <= ROW_SPACE_MAX_ROWS and np.all(D > 0) and np.all(np.isfinite(D))):
-        return np.inf
+        return out
     scaled = X.multiply(1.0 / D).tocsr() if sp.issparse(X) else X / D
     G = scaled @ X.T
-    z = scipy.linalg.lstsq(G.toarray() if sp.issparse(G) else np.asarray(G), _linear(X, coef, 0.0),
-                           check_finite=False)[0]
-    row = np.asarray(scaled.T @ z, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(row)):
-        return np.inf
-    r = _linear(X, row, intercept) - data.Y[:, j].astype(np.float64)
-    return float(s @ robust_rho(r, loss, epsilon)) / W + 0.5 * float(row @ (D * row))
+    G = G.toarray() if sp.issparse(G) else np.asarray(G)
+    preds = np.column_stack([_linear(X, coef[j], 0.0) for j in range(k)])
+    Z = scipy.linalg.lstsq(G, preds, check_finite=False)[0]
+    for j in range(k):
+        row = np.asarray(scaled.T @ Z[:, j], dtype=np.float64).ravel()
+        if np.all(np.isfinite(row)):
+            r = _linear(X, row, float(intercept[j])) - data.Y[:, j].astype(np.float64)
+            out[j] = _robust_objective(s, W, r, row, D, loss, epsilon)
+    return out
 
 
 def robust_rounds(scale: float | None, reads: int, values: int, k: int) -> int:
@@ -1060,14 +1070,12 @@ def _worst_robust_target(data, sw, p: np.ndarray, alpha, fit_intercept: bool, pa
     d, k = data.X.shape[1], data.Y.shape[1]
     coef, intercept = split_params(p, d, k)
     loss, epsilon = params["loss"], float(params["epsilon"])
-    rows = all_rows(data.Y.shape[0])
-    parts, null = [], []
+    null = _target_null_losses(data, sw, fit_intercept, loss, epsilon)
+    parts = []
     for j in range(k):
         one = dataclasses.replace(data, Y=np.ascontiguousarray(data.Y[:, j : j + 1]))
         p_j = np.concatenate([coef[j], intercept[j : j + 1]]) if fit_intercept else np.array(coef[j])
-        null.append(null_loss(one, rows, sw, LOSSES[loss], epsilon, fit_intercept))
-        scale_j = max(PLATEAU_FLOOR * float(null[j]), np.finfo(np.float64).tiny)
-        parts.append(robust_gap(one, sw, p_j, alpha, fit_intercept, loss, epsilon, scale_j))
+        parts.append(robust_gap(one, sw, p_j, alpha, fit_intercept, loss, epsilon, target_scale(null[j])))
     return worst_target(parts, null, f, gain, scale)
 
 
@@ -1077,10 +1085,19 @@ def _worst_target(parts: list, data, sw, fit_intercept: bool, f: float, gain: fl
     best constant model's loss (:func:`fastopt._iterative_lr.null_loss`, the rule's floor). The rule judges the
     summed loss, which a target of small scale does not move: beside a target 1e4 times larger, RMSProp's default
     fit left it 7.8 times its optimal loss above it, silently."""
+    return worst_target(parts, _target_null_losses(data, sw, fit_intercept, "squared_error", 0.0), f, gain, scale)
+
+
+def _target_null_losses(data, sw, fit_intercept: bool, loss: str, epsilon: float) -> list:
+    """Each target's best constant model's loss (:func:`fastopt._iterative_lr.null_loss`), in memory."""
     rows = all_rows(data.Y.shape[0])
-    null = [null_loss(dataclasses.replace(data, Y=data.Y[:, j : j + 1]), rows, sw, LOSSES["squared_error"], 0.0,
+    return [null_loss(dataclasses.replace(data, Y=data.Y[:, j : j + 1]), rows, sw, LOSSES[loss], epsilon,
                       fit_intercept) for j in range(data.Y.shape[1])]
-    return worst_target(parts, null, f, gain, scale)
+
+
+def target_scale(null: float) -> float:
+    """A target's loss scale for its own plateau check: ``PLATEAU_FLOOR`` times its best constant model's loss."""
+    return max(PLATEAU_FLOOR * float(null), np.finfo(np.float64).tiny)
 
 
 def worst_target(parts: list, null, f: float, gain: float, scale: float):
@@ -1092,7 +1109,7 @@ def worst_target(parts: list, null, f: float, gain: float, scale: float):
 
     worst, ratio = (f, gain, scale, None), beyond(f, gain, scale)
     for j, (f_j, gain_j) in enumerate(parts):
-        scale_j = max(PLATEAU_FLOOR * float(null[j]), np.finfo(np.float64).tiny)
+        scale_j = target_scale(null[j])
         if beyond(f_j, gain_j, scale_j) > ratio:
             worst, ratio = (f_j, gain_j, scale_j, j), beyond(f_j, gain_j, scale_j)
     return worst

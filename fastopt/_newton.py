@@ -413,6 +413,7 @@ def _crossed_hessian(prob: _Problem, crossed: np.ndarray, inside: np.ndarray) ->
     rows = prob.X[crossed]
     data = rows.data if rows.dtype == np.float64 else rows.data.astype(np.float64)
     cols, per_row = rows.indices, np.diff(rows.indptr)
+    rows64 = sp.csr_array((data, cols, rows.indptr), shape=rows.shape)
     s = prob.s[crossed]
     s_max = float(np.max(s))
     # Where the rows' weighted squares near the subnormal range (X of 1e-160: x^2 s of 1e-323, two bits), the weights
@@ -437,18 +438,18 @@ def _crossed_hessian(prob: _Problem, crossed: np.ndarray, inside: np.ndarray) ->
         block -= np.multiply(c[:, None], u)
     # SciPy's CSR product stores each entry once (its rows' columns gathered by a linked list), so a plain scatter
     # (COO's sum_duplicates sorted them: most of the call at 400 rows crossing)
-    gram = sp.csr_array(rows.T.astype(np.float64) @ sp.csr_array((vx, cols, rows.indptr), shape=rows.shape))
+    gram = sp.csr_array(rows64.T @ sp.csr_array((vx, cols, rows.indptr), shape=rows.shape))
     block[np.repeat(np.arange(d), np.diff(gram.indptr)), gram.indices] += gram.data
     # moved: sum s_i (x_ij - c_j)^2 = sum s_i x_ij (x_ij - 2 c_j) over the stored values, + (sum s_i) c_j^2
     sx = data * (data - 2 * c[cols]) * np.repeat(s, per_row)
-    moved[:d] = np.bincount(cols, weights=sx, minlength=d) + float(np.sum(s)) * c * c
+    total = float(np.sum(s))
+    moved[:d] = np.bincount(cols, weights=sx, minlength=d) + total * c * c
     lost = _underflowed(rows, moved[:d], s_max)
     if lost is not None:  # X of 1e-165: its squares are 0 in every Hessian (the closed form's pass had named it)
         raise _overflow_error("X", lost, "small")
     side = a - V * c  # the intercept's column: sum v_i (x_i - c)
     J = prob.offset_columns()
     if J.size:
-        rows64 = sp.csr_array((data, cols, rows.indptr), shape=rows.shape)
         Z = rows64[:, J].toarray() - c[J]  # z_iJ = x_iJ - c_J, each rounded once
         vZ = v[:, None] * Z
         E = np.asarray(rows64.T @ vZ) - np.outer(c, v @ Z)  # sum v (x - c) z_J^T by the expansion: rows not in J
@@ -460,7 +461,7 @@ def _crossed_hessian(prob: _Problem, crossed: np.ndarray, inside: np.ndarray) ->
     if prob.fit_intercept:
         dH[:d, d] = dH[d, :d] = side
         dH[d, d] = V
-        moved[d] = float(np.sum(s))
+        moved[d] = total
     if shift:
         np.ldexp(dH, shift, out=dH)
         np.ldexp(moved, shift, out=moved)
@@ -1323,8 +1324,7 @@ def _underflowed(X, diag: np.ndarray, s_max: float) -> int | None:
         if X.format == "csr":
             # only a column whose largest |x| is nonzero and squares to 0 can be one; the crossed rows' columns
             # of zero spread are mostly empty or constant (a level whose few rows are all 1)
-            top = np.zeros(X.shape[1])
-            np.maximum.at(top, X.indices, np.abs(X.data).astype(np.float64, copy=False))
+            top = _closed_form.column_max_abs(X)
             with np.errstate(over="ignore"):
                 cand = cand[(top[cand] > 0) & (top[cand] * top[cand] * s_max == 0.0)]
         if cand.size == 0:
@@ -1425,19 +1425,21 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     p = d + (1 if prob.fit_intercept else 0)
     if prob.alpha == 0 and 0 < rows.size < p:
         return _underdetermined_limit(prob, r, gamma, rows, w, b)
-    if prob.alpha != 0 and p < rows.size <= DEGENERATE_MAX_ROWS:
-        return _degenerate_limit(prob, r, gamma, rows)
+    m = rows.size
+    # with ridge, a singular system (tied rows fitted together) may still have a limit (_degenerate_limit)
+    degenerate = prob.alpha != 0 and m <= DEGENERATE_MAX_ROWS
     # Generically at most p residuals vanish at the minimiser (exactly p without ridge): else gamma is still
     # too large for the limit to be the minimiser.
-    if rows.size > p or (prob.alpha == 0 and rows.size != p):
+    if (m > p and not degenerate) or (prob.alpha == 0 and m != p):
         return None
     Xz, c = _limit_terms(prob, r, gamma, rows)
-    m = rows.size
     K = np.zeros((p + m, p + m))
     K[:d, :d][np.diag_indices(d)] = prob.alpha
     K[:p, p:] = Xz.T
     K[p:, :p] = Xz
     rhs = np.concatenate([-c, prob.y[rows]])
+    if m > p:
+        return _degenerate_limit(prob, Xz, c, K, rhs, rows)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # judged by the residual check below
@@ -1456,7 +1458,7 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     # ridge, a singular one (tied rows among the p inside) may still have one (_degenerate_limit)
     if not (np.all(np.isfinite(sol)) and _consistent(K, sol, rhs, backward=True)
             and _stationary(prob, Xz, sol[p:], c, np.diagonal(K)[:p] * sol[:p])):
-        return _degenerate_limit(prob, r, gamma, rows) if prob.alpha != 0 and m <= DEGENERATE_MAX_ROWS else None
+        return _degenerate_limit(prob, Xz, c, K, rhs, rows) if degenerate else None
     w, b = _from_centred(prob, sol[:p])
     # stationarity: c + alpha P theta + Xz^T mu = 0 with mu = sol[p:]; the subgradient of s_i|r_i| is mu_i
     return w, b, -sol[p:], rows
@@ -1564,7 +1566,8 @@ def _from_centred(prob: _Problem, theta: np.ndarray) -> tuple[np.ndarray, float]
 DEGENERATE_MAX_ROWS = 2048
 
 
-def _degenerate_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray):
+def _degenerate_limit(prob: _Problem, Xz: np.ndarray, c: np.ndarray, K: np.ndarray, rhs: np.ndarray,
+                      rows: np.ndarray):
     """:func:`_exact_limit` with ridge and more rows inside than parameters, or as many with a singular system: a
     degenerate vertex, where tied rows (equal ``x`` and ``y``, or collinear ones) are fitted exactly together, so
     that the limit's square system is singular although the limit exists. Its primal part, the ridge's minimiser
@@ -1572,16 +1575,11 @@ def _degenerate_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndar
     its multipliers are not, so they are taken as any that certify, ``Xz^T mu = -(c + alpha P theta)`` with
     ``|mu_i| <= s_i`` (bounded least squares, scipy's BVLS), and kept only when that holds (:func:`_stationary`).
     Refused as singular, such fits (integer ``x`` and ``y`` with a ridge: 11% of small tied designs) ran every
-    stage to ``max_epochs`` and warned, at the minimiser to 1e-11."""
+    stage to ``max_epochs`` and warned, at the minimiser to 1e-11. ``Xz, c`` are the limit's terms
+    (:func:`_limit_terms`), ``K, rhs`` its square system, as :func:`_exact_limit` built them."""
     import scipy.optimize
 
-    Xz, c = _limit_terms(prob, r, gamma, rows)
-    p, m, d = Xz.shape[1], rows.size, prob.d
-    K = np.zeros((p + m, p + m))
-    K[:d, :d][np.diag_indices(d)] = prob.alpha
-    K[:p, p:] = Xz.T
-    K[p:, :p] = Xz
-    rhs = np.concatenate([-c, prob.y[rows]])
+    p = Xz.shape[1]
     try:
         sol = scipy.linalg.lstsq(K, rhs, check_finite=False)[0]  # theta unique; mu the least-norm one
     except (np.linalg.LinAlgError, ValueError):
