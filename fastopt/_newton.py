@@ -1422,6 +1422,9 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     and keeps the others' signs, whatever ``gamma``."""
     d = prob.d
     rows = np.flatnonzero(np.abs(r) <= gamma) if rows is None else rows
+    # A row of weight 0 is in no term of the objective: fitting it exactly is no condition of the minimiser (its
+    # multiplier's bound |mu_i| <= 0 made BVLS refuse the degenerate limit's bounds, and counted it among p).
+    rows = rows[prob.s[rows] > 0]
     p = d + (1 if prob.fit_intercept else 0)
     if prob.alpha == 0 and 0 < rows.size < p:
         return _underdetermined_limit(prob, r, gamma, rows, w, b)

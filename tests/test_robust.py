@@ -1252,3 +1252,24 @@ def test_absolute_error_with_a_ridge_on_tied_rows_is_certified(seed):
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor(solver="newton", loss="absolute_error", alpha=alpha).fit(X, y, sample_weight=sw)
     assert _lad_violation(X, y, est.coef_, est.intercept_, alpha, sw, True) <= 1e-9
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.01])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_absolute_error_rows_of_weight_zero_are_dropped_rows(alpha, sparse):
+    # A row of weight 0 inside the exact limit's threshold was fitted exactly as a condition of the minimiser: with
+    # a ridge its multiplier's bound [-0, 0] made SciPy's BVLS refuse the degenerate limit ("Each lower bound must be
+    # strictly less than each upper bound"), so a fit with zero weights raised where dropping the rows fitted.
+    rng = np.random.default_rng(4)
+    n, d = 300, 4
+    X = rng.normal(size=(n, d)) * [1, 3, 0.5, 1] + [0, 1, 0, 2]
+    y = X @ rng.normal(size=d) + 0.5 * rng.normal(size=n) + 1
+    w = rng.integers(0, 4, size=n).astype(float)  # a quarter of the weights 0
+    keep = w > 0
+    conv = sp.csr_array if sparse else np.asarray
+    kw = dict(solver="newton", loss="absolute_error", alpha=alpha)
+    dropped = LinearRegressor(**kw).fit(conv(X[keep]), y[keep], sample_weight=w[keep])
+    zeros = LinearRegressor(**kw).fit(conv(X), y, sample_weight=w)
+    # both exact minimisers of one strictly convex (ridge) or unique (these rows) problem: rounding apart
+    np.testing.assert_allclose(zeros.coef_, dropped.coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(zeros.intercept_, dropped.intercept_, rtol=0, atol=1e-12)
