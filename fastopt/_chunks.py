@@ -22,7 +22,7 @@ import scipy.sparse
 from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 from fastopt import _closed_form, _iterative, _iterative_lr
-from fastopt._validation import check_fit_data
+from fastopt._validation import check_fit_data, expanded_weights
 
 # Spawn keys separating the stream's own draws (chunk orders, validation rows, the learning-rate sample)
 # from each other and from the solver's draws under the same integer seed.
@@ -269,6 +269,7 @@ def check_chunk(template, X, y, sample_weight, where: str, reset: bool = False):
             "empty are skipped, so give the row counts where a filter left them unknown (X.compute_chunk_sizes(), "
             "or a Dask DataFrame's to_dask_array(lengths=True), for X and y alike)."
         )
+    sample_weight = expanded_weights(sample_weight, chunk_rows(X))
     zero = _all_zero(sample_weight)
     with naming(where):
         data = check_fit_data(template, X, y, np.ones(np.shape(sample_weight)) if zero else sample_weight,
@@ -338,6 +339,7 @@ def chunk_weight(seed: int, fraction: float, dtype, sample_weight, n_rows: int |
     """
     if sample_weight is not None:
         n_rows = _num_samples(sample_weight) if n_rows is None else n_rows
+        sample_weight = expanded_weights(sample_weight, n_rows)
         zero = _all_zero(sample_weight)
         with naming(where):
             checked = _check_sample_weight(np.ones(np.shape(sample_weight)) if zero else sample_weight,

@@ -185,6 +185,20 @@ def _reject_strings(name, a):
         )
 
 
+def expanded_weights(sample_weight, n_rows: int):
+    """A numeric scalar ``sample_weight`` as one weight for each of ``n_rows`` rows (float64), so that the array
+    checks name it: scikit-learn's ``_check_sample_weight`` fills a scalar in without checking it, and a NaN, an
+    infinite or (for float32 X) an out-of-range scalar was then blamed on X's columns or the learning rate, and a
+    scalar 0 in a later chunk reached NumPy's dimension errors. Anything else is returned unchanged."""
+    if sample_weight is None or isinstance(sample_weight, (str, bytes)) or np.ndim(sample_weight) != 0:
+        return sample_weight
+    a = np.asarray(sample_weight)
+    if a.dtype.kind not in "biuf":
+        return sample_weight
+    with np.errstate(over="ignore"):  # a float128 beyond float64: inf, refused by the array check
+        return np.full(n_rows, a, dtype=np.float64)
+
+
 def _reject_complex(name, a):
     # Read the dtype without calling NumPy functions on the object itself: array-likes that only offer
     # __array__ (as scikit-learn's checks pass) refuse __array_function__.
@@ -323,6 +337,7 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     Y = _narrowed("y", y.reshape(-1, 1) if y_was_1d else y, X.dtype)
     if sample_weight is not None:
         _reject_complex("sample_weight", sample_weight)
+        sample_weight = expanded_weights(sample_weight, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore"):  # a weight beyond float32's range, +-inf: refused below
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
         sample_weight = np.ascontiguousarray(sample_weight)

@@ -31,6 +31,30 @@ def test_nonfinite_x_y_or_weights(Xy, value):
         LinearRegressor().fit(X, y, sample_weight=with_nonfinite(np.ones(20), value))
 
 
+@pytest.mark.parametrize("solver", ["normal", "lsqr", "newton", "sgd", "adam"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, 6e38])
+def test_a_scalar_weight_out_of_range_is_named(Xy, solver, value):
+    # scikit-learn's _check_sample_weight fills a scalar in without checking it: a NaN or infinite scalar (or one
+    # beyond float32 with float32 X) was blamed on "X column 0", on the learning rate, or on weights summing to zero
+    X, y = Xy
+    X = X.astype(np.float32) if value == 6e38 else X
+    with pytest.raises(ValueError, match="sample_weight.*(NaN|infinity)"):
+        LinearRegressor(solver=solver, loss="huber" if solver == "newton" else "squared_error").fit(
+            X, y, sample_weight=value)
+
+
+@pytest.mark.parametrize("weight", [0, 0.0, np.float32(0)])
+def test_a_scalar_weight_of_zero_in_a_later_chunk_adds_nothing(Xy, weight):
+    # as an all-zero array does (partial_fit's docstring); the scalar reached NumPy's "at least 1 dimension" error
+    X, y = Xy
+    first = LinearRegressor(solver="normal").partial_fit(X[:10], y[:10])
+    est = LinearRegressor(solver="normal").partial_fit(X[:10], y[:10]).partial_fit(X[10:], y[10:],
+                                                                                   sample_weight=weight)
+    np.testing.assert_array_equal(est.coef_, first.coef_)
+    stream = LinearRegressor(solver="normal").fit_stream([(X[:10], y[:10]), (X[10:], y[10:], weight)])
+    np.testing.assert_array_equal(stream.coef_, first.coef_)
+
+
 @pytest.mark.parametrize(
     "make, error, match",
     [
