@@ -12,6 +12,7 @@ SciPy's own conversions trust them (an index out of range in a hand-built matrix
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -190,7 +191,9 @@ def expanded_weights(sample_weight, n_rows: int):
     checks name it: scikit-learn's ``_check_sample_weight`` fills a scalar in without checking it, and a NaN, an
     infinite or (for float32 X) an out-of-range scalar was then blamed on X's columns or the learning rate, and a
     scalar 0 in a later chunk reached NumPy's dimension errors. Anything else is returned unchanged."""
-    if sample_weight is None or isinstance(sample_weight, (str, bytes)) or np.ndim(sample_weight) != 0:
+    # (no NumPy function on other objects: array-likes that only offer __array__ refuse __array_function__)
+    if not (isinstance(sample_weight, (numbers.Number, np.generic))
+            or (isinstance(sample_weight, np.ndarray) and sample_weight.ndim == 0)):
         return sample_weight
     a = np.asarray(sample_weight)
     if a.dtype.kind not in "biuf":

@@ -367,6 +367,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     ----------
     coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
     intercept_ : float or ndarray of shape (n_targets,)
+        A float for 1-D ``y``, else one per target; ``0.0`` without ``fit_intercept``, whatever ``y``'s shape.
     solver_ : str
         The path that actually ran (e.g. ``"cholesky"``, ``"pivoted_cholesky"``, ``"qr"``, ``"svd"``,
         ``"adam"``).
@@ -827,7 +828,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             self.coef_, self.intercept_ = coef[0], (intercept[0] if self.fit_intercept else 0.0)
         else:
             self.coef_ = coef
-            self.intercept_ = intercept if self.fit_intercept else np.zeros_like(intercept)
+            # without an intercept, 0.0 whatever y's shape, as LinearRegression and Ridge set it
+            self.intercept_ = intercept if self.fit_intercept else 0.0
         for attr in getattr(self, "_fitted_attrs", ()):  # the earlier fit's own (a closed form's rcond_ stayed
             if attr not in result.attrs:                    # after an SGD fit, SGD's t_ after a closed form's)
                 self.__dict__.pop(attr, None)

@@ -171,3 +171,21 @@ def test_array_api_check_with_numpy_namespace(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"checked {len(SOLVERS)}"
 
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("shape", [(40,), (40, 1), (40, 3)], ids=["1d", "n1", "n3"])
+def test_coef_and_intercept_have_linear_regressions_shapes(shape, fit_intercept):
+    # Without an intercept LinearRegression and Ridge set intercept_ = 0.0 whatever y's shape; fastopt set
+    # array([0.]) (float32 for float32 X) for 2-D y.
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4))
+    y = rng.normal(size=shape)
+    ref = LinearRegression(fit_intercept=fit_intercept).fit(X, y)
+    for solver in ["normal", "sgd"]:
+        est = LinearRegressor(solver=solver, fit_intercept=fit_intercept, random_state=0).fit(X, y)
+        assert np.shape(est.coef_) == np.shape(ref.coef_)
+        assert np.shape(est.intercept_) == np.shape(ref.intercept_)
+        assert est.predict(X).shape == ref.predict(X).shape
