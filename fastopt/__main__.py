@@ -131,6 +131,15 @@ def _landscape(args: argparse.Namespace) -> int:
         args.parser.error(f"--output: the folder {str(folder)!r} does not exist")
     if args.output != "none" and (problem := _unwritable(pathlib.Path(args.output))):
         args.parser.error(f"--output: {args.output!r} cannot be written ({problem})")
+    if args.output != "none":
+        try:  # the suffix names the format (PNG bytes went into x.pdf): a bad one before the runs
+            from fastopt.plotting import save_format
+
+            save_format(args.output)
+        except ValueError as exc:
+            args.parser.error(f"--output: {exc}")
+        except ImportError:
+            pass  # no matplotlib: said after the runs, which need none
     obj = functions.get(args.function)
     x0 = np.array(args.x0 if args.x0 is not None else obj.x0, dtype=float)
     if x0.shape != (obj.ndim,):
@@ -268,7 +277,8 @@ def _add_landscape(sub) -> None:
                    help=f"minibatch size with --noise, at most {NOISE_SAMPLES} (default: 1)")
     p.add_argument("--seed", type=_number(int, 0, False), default=0, help="seeds the minibatch noise (default: 0)")
     p.add_argument("--output", default="landscape.png",
-                   help="PNG of the trajectories (default: landscape.png; 'none' for no figure)")
+                   help="figure of the trajectories, in the format its suffix names (default: landscape.png; 'none' for "
+                        "no figure)")
     p.add_argument("--list", action="store_true", help="list the test functions and exit")
     p.set_defaults(func=_landscape, parser=p)
 

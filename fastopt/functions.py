@@ -372,6 +372,9 @@ def quadratic(A: np.ndarray, *, name: str = "quadratic", bound: float = 2.0, x0:
         raise ValueError("A must be finite.")
     if not np.allclose(A, A.T):
         raise ValueError("A must be symmetric.")
+    # fun is x^T A x / 2 whatever A's antisymmetric part, its gradient (A + A^T) x / 2: an A symmetric to
+    # allclose's tolerance gave grad and hess off fun's (100% on one component of a 1e4-scaled A)
+    A = (A + A.T) / 2
     if np.linalg.eigvalsh(A)[0] <= 0:
         raise ValueError("A must be positive definite (its smallest eigenvalue is <= 0)")
     if not (isinstance(bound, numbers.Real) and math.isfinite(bound) and bound > 0):

@@ -582,6 +582,8 @@ def minimize(
     if hess is not None and not kind.uses_hessian:
         warnings.warn(f"Method {method} does not use Hessian information (hess).", RuntimeWarning, stacklevel=2)
     x = _check_x0(x0)
+    if callback is not None and not callable(callback):  # (fun ran twice before Python's "not callable")
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}.")
     args = args if isinstance(args, tuple) else (args,)
     problem = _Problem(fun, jac, hess, args, np.random.default_rng(opts["seed"]), x)
     step = kind(method, hyper, opts, x)

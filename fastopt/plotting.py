@@ -17,6 +17,8 @@ Examples
 from __future__ import annotations
 
 import numbers
+import os
+import pathlib
 import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,6 +44,8 @@ _KIND_MARKERS = {"minimum": ("*", 14), "saddle": ("X", 10), "maximum": ("^", 10)
 def _figure_and_axes(ax, figsize: tuple[float, float], **subplot_kw):
     """``ax`` and its figure, or a new standalone Figure with one Axes."""
     if ax is not None:
+        if not hasattr(ax, "figure") or not hasattr(ax, "plot"):  # (AttributeError: no 'figure')
+            raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}.")
         if subplot_kw.get("projection") == "3d" and getattr(ax, "name", None) != "3d":  # (AttributeError)
             raise ValueError("ax must be a 3-D Axes: fig.add_subplot(projection='3d').")
         return ax.figure, ax
@@ -53,9 +57,28 @@ def _figure_and_axes(ax, figsize: tuple[float, float], **subplot_kw):
     return fig, fig.add_subplot(**subplot_kw)
 
 
+def save_format(path) -> str:
+    """The file format for ``path``: its suffix (``.pdf``, ``.svg``, ...), PNG without one (or for a file
+    object). A suffix no matplotlib backend writes is a ``ValueError`` (PNG bytes went silently into ``x.pdf``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return "png"
+    suffix = pathlib.Path(os.fspath(path)).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError('fastopt.plotting needs matplotlib: pip install "fastopt[plot]"') from exc
+    supported = Figure().canvas.get_supported_filetypes()
+    if suffix not in supported:
+        raise ValueError(f"cannot write a figure as {suffix!r} ({os.fspath(path)!r}); the suffix names the format: "
+                         f"one of {', '.join(sorted(supported))}, or none for PNG.")
+    return suffix
+
+
 def _finish(fig, path) -> Any:
     if path is not None:
-        fig.savefig(path, format="png", dpi=120)
+        fig.savefig(path, format=save_format(path), dpi=120)
     return fig
 
 
@@ -82,7 +105,8 @@ def plot_loss_curve(estimator, *, ax=None, path=None):
         Fitted with an iterative solver (it has a ``loss_curve_``).
     ax : matplotlib Axes, optional
     path : str or path-like, optional
-        Save the figure there as PNG.
+        Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+        without one).
 
     Returns
     -------
@@ -160,7 +184,8 @@ def plot_trajectories(
         Plotting box; default the Objective's domain.
     ax : matplotlib Axes, optional
     path : str or path-like, optional
-        Save the figure there as PNG.
+        Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+        without one).
     levels, resolution : int
         Number of contour levels and grid points per axis.
     title : str, optional
@@ -189,6 +214,10 @@ def plot_trajectories(
     if not isinstance(results, Mapping):  # (a list of results ended in AttributeError: no .items)
         raise TypeError(f"results must be a mapping of labels to minimize() results, got {type(results).__name__}.")
     for label, res in results.items():
+        if not isinstance(res, Mapping) or ("xs" in res and not hasattr(res, "xs")):
+            # (an int ended in "argument of type 'int' is not iterable", a plain dict in "no attribute 'xs'")
+            raise TypeError(f"result {label!r} must be a minimize() result (an OptimizeResult), got "
+                            f"{type(res).__name__}.")
         if "xs" not in res:
             raise ValueError(f"result {label!r} has no path: run minimize with options={{'return_path': True}}.")
         if np.shape(res.xs)[1] != ndim:

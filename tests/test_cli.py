@@ -118,6 +118,8 @@ def test_unknown_function_is_rejected(capsys):
     (["--output", "."], "--output: '.' cannot be written (it is a folder"),
     # (OSError tracebacks after all the runs: a name beyond the file system's limit, a folder of no files)
     (["--output", "a" * 300 + ".png"], "cannot be written (File name too long)"),
+    # (PNG bytes went into x.pdf; the suffix names the format, and one no backend writes is refused)
+    (["--output", "paths.xyz"], "--output: cannot write a figure as 'xyz'"),
     pytest.param(["--output", "/proc/x.png"], "--output: '/proc/x.png' cannot be written (",
                  marks=pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")),
 ])
@@ -177,3 +179,9 @@ def test_module_runs_as_a_script(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "ill_conditioned" in done.stdout and "newton" in done.stdout
+
+
+def test_landscape_output_suffix_names_the_format(tmp_path, capsys):
+    svg = tmp_path / "paths.svg"
+    assert cli.main(["landscape", "double_well", "--methods", "sgd", "--output", str(svg)]) == 0
+    assert b"<svg" in svg.read_bytes()[:400]

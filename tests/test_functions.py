@@ -147,3 +147,14 @@ def test_minibatch_gradient_names_a_count_that_is_not_an_integer(kwargs):
 def test_ill_conditioned_quadratic_refuses_a_bool():
     with pytest.raises(ValueError, match="condition_number must be a finite real number"):
         functions.ill_conditioned_quadratic(True)
+
+
+def test_quadratic_derivatives_are_of_its_function_for_a_nearly_symmetric_matrix():
+    # A symmetric to allclose's tolerance: fun is x^T A x / 2, so grad is (A + A^T) x / 2 (grad returned A x, 100%
+    # off on one component of this 1e4-scaled A) and hess is symmetric
+    A = np.array([[1e4, 1e4 + 0.09], [1e4, 2.00001e4]])
+    obj = functions.quadratic(A)
+    x = np.array([1.0, -1.0])
+    np.testing.assert_allclose(obj.grad(x), landscape.gradient(obj.fun, x), rtol=1e-6, atol=1e-6)
+    H = obj.hess(x)
+    np.testing.assert_array_equal(H, H.T)

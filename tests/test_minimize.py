@@ -429,3 +429,15 @@ def test_the_demo_leaves_numpys_print_options_alone(capsys):
     assert cli.main(["demo"]) == 0
     assert np.get_printoptions() == before
     assert "lsqr" in capsys.readouterr().out
+
+
+def test_a_callback_that_is_not_callable_is_refused_before_any_call():
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return float(x @ x)
+
+    with pytest.raises(TypeError, match="callback must be callable"):
+        minimize(f, [1.0, 2.0], callback=3)
+    assert not calls

@@ -200,3 +200,27 @@ def test_trajectories_need_a_mapping_of_results():
 def test_the_saddle_surface_needs_3d_axes():
     with pytest.raises(ValueError, match="ax must be a 3-D Axes"):  # (an AttributeError from plot_wireframe)
         plotting.plot_saddle_2d(ax=Figure().add_subplot())
+
+
+def test_trajectories_name_a_result_that_is_not_one():
+    rosenbrock = FUNCTIONS["rosenbrock"]
+    res = minimize(rosenbrock.fun, rosenbrock.x0, jac=rosenbrock.grad, options={"return_path": True, "maxiter": 5})
+    # (an int ended in "argument of type 'int' is not iterable", a plain dict in "no attribute 'xs'")
+    for bad in (3, {"xs": res.xs, "fs": res.fs}):
+        with pytest.raises(TypeError, match="result 'a' must be a minimize"):
+            plotting.plot_trajectories(rosenbrock, {"a": bad})
+
+
+def test_an_axes_that_is_not_one_is_named():
+    with pytest.raises(TypeError, match="ax must be a matplotlib Axes"):  # (AttributeError: no 'figure')
+        plotting.plot_risk(ax=3)
+
+
+def test_the_path_suffix_names_the_format(tmp_path):
+    # PNG bytes went silently into x.pdf; a suffix no backend writes is refused, none means PNG
+    plotting.plot_risk(path=tmp_path / "risk.pdf")
+    assert (tmp_path / "risk.pdf").read_bytes()[:5] == b"%PDF-"
+    plotting.plot_risk(path=tmp_path / "risk")
+    assert (tmp_path / "risk").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="cannot write a figure as 'xyz'"):
+        plotting.plot_risk(path=tmp_path / "risk.xyz")
