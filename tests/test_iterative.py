@@ -402,6 +402,26 @@ def test_continuing_under_a_larger_alpha_lowers_the_auto_rate(solver, how):
         np.testing.assert_allclose(est.coef_, fresh.coef_, atol=0.02)
 
 
+@pytest.mark.parametrize("solver", ["sgd", "momentum"])
+def test_partial_fit_after_fit_on_new_rows_is_guarded_under_the_fits_map(solver):
+    # The fit's map scales a column stored a few times with small values by their inverse (0.0037: 2.3e-4); new
+    # rows holding such a column at its usual size took steps of that multiple, and one partial_fit after the fit
+    # took R^2 on those rows from 0.97 to -195, silently: partial_fit after fit had no rate guard (a first
+    # partial_fit call keeps what its rate was taken from; a fit now keeps it too).
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2)
+    X = sp.random(8000, 1000, density=2 / 1000, format="csr", random_state=2, data_rvs=rng.standard_normal)
+    y = X @ rng.normal(size=1000) + 0.1 * rng.normal(size=8000)
+    old, new = slice(0, 3000), slice(3000, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LinearRegressor(solver=solver, random_state=0).fit(X[old], y[old])
+    before = est.score(X[new], y[new])
+    est.partial_fit(X[new], y[new])
+    assert est.score(X[new], y[new]) >= before - 0.05  # (a step that does not undo the fit: 0.972 -> 0.976)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "momentum", "nesterov"])
 @pytest.mark.parametrize("change", ["wider", "shifted", "units"])
 def test_a_warm_start_on_stiffer_rows_takes_their_rate(solver, change):
