@@ -208,7 +208,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         have the same) plus the ridge's largest coefficient, times ``1 - momentum`` for the momentum rules, and
         for the adaptive rules a distance, a tenth (AdaGrad: three times) of the largest coordinate of the first
         gradient times that SGD rate with ``R^2 = E[c]`` plus the ridge's largest coefficient (see
-        ``fastopt._iterative_lr``). Deterministic: it depends neither on ``random_state``
+        ``fastopt._iterative_lr``). For a robust loss, SGD's and the momentum rules' rate is multiplied by the
+        start's residual scale ``s`` (the largest over the targets of the weighted mean ``|y - y_hat_0|``) for the
+        absolute error, whose gradient carries no unit of ``y``, and by ``max(1, s / epsilon)`` for Huber's, so that
+        targets of any scale fit alike. Where the start fits every row exactly (a first ``partial_fit`` call of
+        one row, or of constant targets: no gradient, no step moves), the adaptive rules' rate is taken from the
+        next call's rows. Deterministic: it depends neither on ``random_state``
         nor on the BLAS thread count. The value used is stored in ``learning_rate_``.
     schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
         Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with

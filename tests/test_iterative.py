@@ -402,6 +402,28 @@ def test_continuing_under_a_larger_alpha_lowers_the_auto_rate(solver, how):
         np.testing.assert_allclose(est.coef_, fresh.coef_, atol=0.02)
 
 
+@pytest.mark.parametrize("solver", ["adam", "adagrad", "rmsprop"])
+@pytest.mark.parametrize("first", ["one row", "constant targets"])
+def test_an_adaptive_rate_waits_for_a_call_with_a_gradient(solver, first):
+    # A first partial_fit call of one row (or of constant targets) is fitted exactly where it starts (intercepts
+    # at the targets' mean): no gradient, and the adaptive rules' rate, a distance, fell back to 1e-3 whatever the
+    # targets' scale (Adam's is 24 here; R^2 -0.39 to -1.7 after the calls below, unwarned).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 4))
+    y = 100 * (X @ np.array([1.0, -2, 3, 0.5])) + 500 + rng.normal(size=3000)
+    est, ordinary = LinearRegressor(solver=solver, random_state=0), LinearRegressor(solver=solver, random_state=0)
+    est.partial_fit(X[:1], y[:1]) if first == "one row" else est.partial_fit(X[:100], np.zeros(100))
+    ordinary.partial_fit(X[:100], y[:100])
+    for _ in range(3):
+        for i in range(100, 3000, 100):
+            est.partial_fit(X[i : i + 100], y[i : i + 100])
+            ordinary.partial_fit(X[i : i + 100], y[i : i + 100])
+    # the distance left from where the next call starts (after zero targets, the offset of 500 too): within a
+    # factor of two of the ordinary first call's (1e-3 before)
+    assert 0.5 < est.learning_rate_ / ordinary.learning_rate_ < 2
+    assert est.score(X, y) > ordinary.score(X, y) - 0.01  # (0.98-1.0 here; -0.39 to -1.7 before)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "momentum"])
 def test_partial_fit_after_fit_on_new_rows_is_guarded_under_the_fits_map(solver):
     # The fit's map scales a column stored a few times with small values by their inverse (0.0037: 2.3e-4); new
