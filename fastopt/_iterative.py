@@ -1977,10 +1977,23 @@ def _mapped_init(affine: Affine | None, init):
 
 
 def _cast_data(data, dtype):
-    """``data`` with ``X``, ``Y`` and the weights in ``dtype`` (copies; a CSR ``X`` keeps its indices)."""
+    """``data`` with ``X``, ``Y`` and the weights in ``dtype`` (copies; a CSR ``X`` keeps its indices). Values
+    beyond ``dtype``'s range are a ValueError naming them (validated in the chunk's own dtype, a weight of 1e39
+    became inf in float32 and the call ended in a DivergenceError blaming the learning rate)."""
     sw = data.sample_weight
-    return dataclasses.replace(data, X=data.X.astype(dtype), Y=np.ascontiguousarray(data.Y, dtype=dtype),
-                               sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
+    with np.errstate(over="ignore"):  # (NumPy's cast warning: refused below instead)
+        cast = dataclasses.replace(data, X=data.X.astype(dtype), Y=np.ascontiguousarray(data.Y, dtype=dtype),
+                                   sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
+    dense = (lambda X: X.data if sp.issparse(X) else X)
+    for name, a, was in (("X", dense(cast.X), dense(data.X)), ("y", cast.Y, data.Y),
+                         ("sample_weight", cast.sample_weight, sw)):
+        # (only values the cast made infinite: non-finite input is named where it is checked)
+        if a is not None and not np.isfinite(a).all() and (np.isinf(a) & np.isfinite(was)).any():
+            raise ValueError(
+                f"{name} has values beyond the range of {np.dtype(dtype).name}, the dtype of the earlier calls that "
+                "this fit continues (its state's). Rescale them, or call fit to start over in this dtype."
+            )
+    return cast
 
 
 def as_lazy_X(method: str, params: dict, X):

@@ -799,18 +799,27 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             # (a Krylov attempt that handed over to the closed form keeps its own state, for warm_start)
             how = "" if ran == self._solver_name else f", which handed over to the closed form (solver_={ran!r})"
             raise ValueError(
-                f"the earlier fit ran solver {self._solver_name!r}{how} (solver='auto' chose it for that data), whose "
-                f"state cannot take more rows by {name!r}, the solver that 'auto' runs in partial_fit. Call fit "
-                f"on all the rows to start over, or set solver={name!r} before the first fit to add rows later."
+                f"the earlier fit ran solver {self._solver_name!r}{how}, whose state cannot take more rows by "
+                f"{name!r}, the solver that 'auto' runs in partial_fit. Call fit on all the rows to start over, "
+                f"or set solver={name!r} before the first fit to add rows later."
             )
         if name != self._solver_name:
             raise ValueError(
-                f"partial_fit was started with solver {self._solver_name!r}; solver is now {name!r}. "
-                "Call fit to start over."
+                f"the earlier fit or partial_fit was started with solver {self._solver_name!r}; solver is now "
+                f"{name!r}. Call fit to start over."
             )
         if n_targets is not None and n_targets != self._n_targets:
             raise ValueError(f"y has {n_targets} targets; earlier partial_fit calls had {self._n_targets}.")
-        return self._solver_state
+        state = self._solver_state
+        dims, weights = getattr(state, "dims", None), getattr(state, "weights", None)
+        if dims is not None and weights is not None and (weights.shape[0] > dims[0] * dims[1]) != self.fit_intercept:
+            # an iterative state holds intercepts or not: the calls trained without (with) them while intercept_
+            # followed the new setting (R^2 0.9993 -> -0.80). The closed form's statistics take either.
+            raise ValueError(
+                f"the earlier fit or partial_fit ran with fit_intercept={not self.fit_intercept}; fit_intercept is "
+                f"now {self.fit_intercept}, which solver {self._solver_name!r} cannot continue. Call fit to start over."
+            )
+        return state
 
     def _take(self, outcome: Outcome):
         """Take a fit over chunks: the feature count and names of the template the chunks were checked

@@ -465,3 +465,38 @@ def test_a_warm_start_on_stiffer_rows_takes_their_rate(solver, change):
     # on the same rows the kept rate is their rate: a warm start on them keeps it, bit for bit
     again = LinearRegressor(solver=solver, random_state=0, warm_start=True).fit(X1, y1)
     assert again.fit(X1, y1).learning_rate_ == first
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("before", [True, False])
+def test_partial_fit_refuses_a_changed_fit_intercept(solver, before):
+    # The state's parameter vector holds intercepts or not: the calls trained as before while intercept_ followed
+    # the new setting (True -> False: R^2 0.9993 -> -0.80, unwarned). The closed form's statistics take either.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4))
+    y = X @ np.array([1.0, -2, 3, 0.5]) + 5 + 0.1 * rng.normal(size=600)
+    est = LinearRegressor(solver=solver, random_state=0, fit_intercept=before).partial_fit(X[:300], y[:300])
+    coef, intercept = est.coef_.copy(), est.intercept_
+    with pytest.raises(ValueError, match=f"ran with fit_intercept={before}; fit_intercept is now {not before}"):
+        est.set_params(fit_intercept=not before).partial_fit(X[300:], y[300:])
+    assert np.array_equal(est.coef_, coef) and est.intercept_ == intercept
+    closed = LinearRegressor(solver="normal", fit_intercept=before).partial_fit(X[:300], y[:300])
+    closed.set_params(fit_intercept=not before).partial_fit(X[300:], y[300:])
+    np.testing.assert_allclose(closed.coef_, LinearRegressor(fit_intercept=not before).fit(X, y).coef_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("what", ["X", "y", "sample_weight"])
+def test_a_later_float64_call_beyond_float32_is_named(what):
+    # The state of float32 calls takes later float64 rows in float32: values beyond its range became inf after
+    # validation and the call ended in a DivergenceError blaming the learning rate (NumPy's cast warning aside).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = X @ [1.0, 2.0, 3.0]
+    est = LinearRegressor(solver="sgd", random_state=0).partial_fit(X[:100].astype(np.float32),
+                                                                     y[:100].astype(np.float32))
+    X2, y2, w2 = X[100:].copy(), y[100:].copy(), np.ones(100)
+    {"X": X2, "y": y2, "sample_weight": w2}[what][3] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no NumPy overflow warning either)
+        with pytest.raises(ValueError, match=f"{what} has values beyond the range of float32"):
+            est.partial_fit(X2, y2, sample_weight=w2)
