@@ -147,6 +147,11 @@ def available_memory() -> int | None:
         return None
 
 
+class GramMemoryError(MemoryError):
+    """The closed form's dense matrices would not fit in the memory available (:func:`check_gram_fits`,
+    :func:`check_qr_fits`): a MemoryError of fastopt's own, told apart from one a chunk source raises."""
+
+
 def check_gram_fits(d: int, k: int, n_threads: int, n_segments: int = 1) -> None:
     """A clear error, instead of an out-of-memory kill, when the dense Gram of a wide sparse ``X`` cannot fit.
 
@@ -159,7 +164,7 @@ def check_gram_fits(d: int, k: int, n_threads: int, n_segments: int = 1) -> None
     need = (n_threads + 2 + math.ceil(math.log2(max(n_segments, 1)))) * 8 * p * p
     available = available_memory()
     if available is not None and need > available:
-        raise MemoryError(
+        raise GramMemoryError(
             f"sparse X has {d} columns: the closed form needs dense {p} x {p} float64 Gram matrices, about "
             f"{need / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB of memory is available. Use a solver "
             "whose cost follows the nonzeros (an iterative one that accepts sparse X), or fewer features."
@@ -173,7 +178,7 @@ def check_qr_fits(d: int, k: int, rows: int, n_threads: int, n_segments: int = 1
     need = 8 * p * (n_threads * (rows + p) + (2 + math.ceil(math.log2(max(n_segments, 1)))) * p)
     available = available_memory()
     if available is not None and need > available:
-        raise MemoryError(
+        raise GramMemoryError(
             f"sparse X has {d} columns: solver='qr' densifies blocks of {rows} rows and needs dense {p} x {p} "
             f"R factors, about {need / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB of memory is "
             "available. Use a solver whose cost follows the nonzeros (an iterative one that accepts sparse X), "

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.base import clone
 
-from fastopt import _closed_form, _iterative, _krylov, _solvers
+from fastopt import _closed_form, _iterative, _krylov, _solvers, _sparse
 from fastopt._chunks import (
     ChunkSource,
     check_chunk,
@@ -104,7 +104,7 @@ def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior
     sizes = []
     try:
         state, y_was_1d = _closed_form_pass(checker, params, source, "fit", sizes)
-    except MemoryError as error:
+    except _sparse.GramMemoryError as error:  # (a chunk source's own MemoryError is its own: not advised on)
         if not source.one_shot:
             raise
         # the solvers whose cost follows the nonzeros read the rows again (Krylov) or run epochs (SGD)

@@ -581,6 +581,16 @@ def test_a_one_shot_stream_too_wide_for_the_gram_says_what_runs_instead(monkeypa
         LinearRegressor(solver="normal").fit_stream(chunks)
     assert "one-shot" not in str(caught.value)
 
+    monkeypatch.undo()  # (memory enough for the Gram from here)
+
+    def loading():  # a source's own MemoryError (loading a file) is its own: it was advised on solvers
+        yield chunks[0]
+        raise MemoryError("cannot load part 2")
+
+    with pytest.raises(MemoryError) as caught:
+        LinearRegressor(solver="normal").fit_stream(loading())
+    assert str(caught.value) == "cannot load part 2"
+
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_auto_on_a_stream_reads_its_first_chunk_once_to_choose(sparse, monkeypatch, rng):
