@@ -2225,6 +2225,15 @@ class IterativeSolver(Solver):
                 f"(learning rate {lr:.4g}). Try a smaller learning_rate, learning_rate='auto', a decaying "
                 "schedule, or clip_norm."
             )
+        if st.weights.dtype == np.float32 and not spec.follows_gradient and not np.isfinite(st.opt_state).all():
+            # AdaGrad, RMSProp and Adam square the gradients in the data's dtype: beyond 1.8e19 the squares are inf
+            # in float32, every step m / sqrt(v) is 0 and the fit stood still (coefficients 0 for targets of 1e30,
+            # with ConvergenceWarning's advice on conditioning)
+            raise ValueError(
+                f"solver={self.method!r} squares the gradients, and on this float32 data they exceed float32's "
+                f"range (beyond about 1.8e19) in epoch {epoch_no}, so its steps stopped. Pass X as float64, rescale "
+                "y (and X), or use solver='sgd' or 'momentum', which do not square them."
+            )
         st.t = t
         term = penalty_term(spec, train, st.weights, data.X.shape[1] * data.Y.shape[1])
         st.ridge_term = (st.weights, ridge_key(spec, train), term)

@@ -500,3 +500,16 @@ def test_a_later_float64_call_beyond_float32_is_named(what):
         warnings.simplefilter("error")  # (no NumPy overflow warning either)
         with pytest.raises(ValueError, match=f"{what} has values beyond the range of float32"):
             est.partial_fit(X2, y2, sample_weight=w2)
+
+
+@pytest.mark.parametrize("solver", ["adagrad", "rmsprop", "adam", "adamw"])
+def test_squared_gradients_beyond_float32_are_named(solver):
+    # The adaptive rules square the gradients in the data's dtype: on float32 targets of 1e30 the squares were inf,
+    # every step 0, and the fit returned zero coefficients with a ConvergenceWarning about conditioning.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3)).astype(np.float32)
+    y = ((X @ np.array([1.0, -2.0, 3.0]) + 0.5) * 1e30).astype(np.float32)
+    with pytest.raises(ValueError, match="squares the gradients.*exceed float32's range"):
+        LinearRegressor(solver=solver, random_state=0).fit(X, y)
+    est = LinearRegressor(solver=solver, random_state=0).fit(X.astype(np.float64), y.astype(np.float64))
+    np.testing.assert_allclose(est.coef_ / 1e30, [1.0, -2.0, 3.0], rtol=1e-3)
