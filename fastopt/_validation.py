@@ -384,10 +384,12 @@ def _narrowed(name: str, a: np.ndarray, dtype) -> np.ndarray:
     if not np.isfinite(out).all():
         lost = np.isfinite(a) & ~np.isfinite(out)  # (non-finite values are the finiteness checks' to name)
         if lost.any():
+            # (the magnitude in a's own precision: a longdouble beyond float64 printed as inf through float)
+            largest = np.format_float_scientific(np.abs(a[lost]).max(), precision=2, unique=False)
+            wider = " Pass X as float64, or rescale" if np.dtype(dtype) != np.float64 else " Rescale"
             raise ValueError(
-                f"{name} has values beyond the {np.dtype(dtype).name} range of X (largest magnitude "
-                f"{np.abs(a[lost]).max():.3g}): X is {np.dtype(dtype).name} and {name} takes its dtype. Pass X as "
-                f"float64, or rescale {name}."
+                f"{name} has values beyond the {np.dtype(dtype).name} range of X (largest magnitude {largest}): X is "
+                f"{np.dtype(dtype).name} and {name} takes its dtype.{wider} {name}."
             )
     return out
 

@@ -212,6 +212,18 @@ def test_iterative_fit_names_nonfinite_y_from_its_starting_loss(rng, sparse, dty
         LinearRegressor(solver="sgd", max_epochs=1, early_stopping=True).fit(Xf, y)
 
 
+def test_longdouble_y_beyond_float64_is_named_with_its_magnitude():
+    # the message printed the magnitude through float ("inf") and advised passing X as float64, which it was
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    y = np.ones(20, dtype=np.longdouble)
+    if np.finfo(np.longdouble).max <= np.finfo(np.float64).max:
+        pytest.skip("longdouble is float64 here")
+    y[3] = np.longdouble("2e401")
+    with pytest.raises(ValueError, match=r"largest magnitude 2\.00e\+401\): X is float64 and y takes its dtype\. "
+                                         r"Rescale y\.$"):
+        LinearRegressor().fit(X, y)
+
+
 def test_float64_y_beyond_float32_x_range_is_named():
     # y takes X's dtype: a finite float64 y beyond float32's range became inf, with NumPy's overflow warning and
     # a solver's error about X or the statistics
