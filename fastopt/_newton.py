@@ -1847,10 +1847,16 @@ class NewtonSolver(Solver):
         # back: the fits' thresholds are partly absolute (an exact fit's 1e-9 (1 + |y|)), and at y of 1e-200 a
         # Huber fit stopped after one step at the least-squares fit, silently.
         exps = _target_exponents(Y, s)
+        dtype = X.dtype
         if exps.any():
             with np.errstate(over="ignore"):
                 Y = np.ldexp(np.asarray(Y, dtype=np.float64), -exps)
             Y[s == 0] = 0.0  # rows of no weight count nothing; their y, scaled, may have overflowed
+            if dtype == np.float32:
+                # float32 X as tiny as y (1e-40): y scaled up alone, the least-squares start's y / X passed float32's
+                # range, and the fit was refused as overflowing ("too large to square", or coefficients beyond
+                # float32) where float64 fitted; these X in float64 (a copy; the coefficients return in float32)
+                X = X.astype(np.float64)
         fits, every = [], None
         for j in range(k):
             y = np.ascontiguousarray(Y[:, j], dtype=np.float64)
@@ -1877,7 +1883,7 @@ class NewtonSolver(Solver):
                 fit = _Fit(np.ldexp(fit.w, e), math.ldexp(fit.b, e), math.ldexp(fit.objective, f), fit.n_iter,
                            fit.converged, [math.ldexp(v, f) for v in fit.curve])
             fits.append(fit)
-        return result(params, X.dtype, fits, init)
+        return result(params, dtype, fits, init)
 
     def fit_dask(self, params: dict, checker, chunks, state=None) -> FitResult:
         """Huber and squared error on Dask blocks (:mod:`fastopt._newton_dask`): one distributed pass per

@@ -1307,3 +1307,23 @@ def test_robust_sgd_fits_targets_of_large_scale(solver, loss):
     f_star = objective(X, y, exact.coef_, exact.intercept_, loss)
     # measured 0.8e-4 to 1.5e-4 above the optimum (1.3-1.9 times above it before): a bound an order over the largest
     assert f_star <= f <= f_star * (1 + 2e-3)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_newton_on_float32_rows_as_tiny_as_their_targets(loss, sparse):
+    # y of 1e-40 is fitted scaled up by a power of two; float32 X of 1e-40 stayed as it was, the least-squares
+    # start y / X passed float32's range, and the fit was refused ("too large to square", or coefficients beyond
+    # float32), with NumPy's overflow warnings, where the float64 fit is exact.
+    rng = np.random.default_rng(0)
+    X0 = rng.standard_normal((200, 3))
+    y0 = X0 @ np.array([1.0, -2.0, 3.0]) + 0.5 + 0.01 * rng.standard_normal(200)
+    X32, y32 = (X0 * 1e-40).astype(np.float32), (y0 * 1e-40).astype(np.float32)
+    conv = sp.csr_array if sparse else np.asarray
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = LinearRegressor(solver="newton", loss=loss).fit(conv(X32), y32)
+    ref = LinearRegressor(solver="newton", loss=loss).fit(X32.astype(np.float64), y32.astype(np.float64))
+    assert got.coef_.dtype == np.float32
+    # the same float64 solve, rounded to float32 at the end
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-6)
