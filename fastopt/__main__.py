@@ -277,8 +277,8 @@ def _add_landscape(sub) -> None:
                    help=f"minibatch size with --noise, at most {NOISE_SAMPLES} (default: 1)")
     p.add_argument("--seed", type=_number(int, 0, False), default=0, help="seeds the minibatch noise (default: 0)")
     p.add_argument("--output", default="landscape.png",
-                   help="figure of the trajectories, in the format its suffix names (default: landscape.png; 'none' for "
-                        "no figure)")
+                   help="figure of the trajectories, in the format its suffix names (default: landscape.png; "
+                        "'none' for no figure)")
     p.add_argument("--list", action="store_true", help="list the test functions and exit")
     p.set_defaults(func=_landscape, parser=p)
 

@@ -1984,8 +1984,10 @@ def _cast_data(data, dtype):
     with np.errstate(over="ignore"):  # (NumPy's cast warning: refused below instead)
         cast = dataclasses.replace(data, X=data.X.astype(dtype), Y=np.ascontiguousarray(data.Y, dtype=dtype),
                                    sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
-    dense = (lambda X: X.data if sp.issparse(X) else X)
-    for name, a, was in (("X", dense(cast.X), dense(data.X)), ("y", cast.Y, data.Y),
+    def values(X):
+        return X.data if sp.issparse(X) else X
+
+    for name, a, was in (("X", values(cast.X), values(data.X)), ("y", cast.Y, data.Y),
                          ("sample_weight", cast.sample_weight, sw)):
         # (only values the cast made infinite: non-finite input is named where it is checked)
         if a is not None and not np.isfinite(a).all() and (np.isinf(a) & np.isfinite(was)).any():

@@ -59,7 +59,7 @@ def assert_close_to_reference(est, X, Y, w, fit_intercept, alpha):
     u = max(n, d) * EPS
     kappa = np.linalg.cond(As)
     coef = np.atleast_2d(est.coef_).astype(np.float64)
-    icpt = np.atleast_1d(est.intercept_).astype(np.float64)
+    icpt = np.broadcast_to(np.atleast_1d(est.intercept_), coef.shape[:1]).astype(np.float64)  # (0.0: none)
     out_rounding = EPS32 if est.coef_.dtype == np.float32 else EPS
     for j in range(coef_ref.shape[0]):
         v_ref = scale * coef_ref[j]
@@ -258,7 +258,8 @@ def test_partial_fit_after_a_fit_whose_state_cannot_take_rows_names_both_solvers
     est = LinearRegressor().fit(X, y)
     assert est.solver_ == "lsqr"
     coef = est.coef_.copy()
-    with pytest.raises(ValueError, match="earlier fit ran solver 'lsqr', whose state cannot take more rows by 'normal', the solver that 'auto' runs"):
+    with pytest.raises(ValueError, match="earlier fit ran solver 'lsqr', whose state cannot take more rows by "
+                                         "'normal', the solver that 'auto' runs"):
         est.partial_fit(X[:100], y[:100])
     assert np.array_equal(est.coef_, coef)
     Xd = rng.normal(size=(200, 3))
