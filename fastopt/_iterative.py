@@ -2080,6 +2080,12 @@ def _ridge_capped(spec, params: dict, state: IterState, lr0: float) -> float:
     return keep / (keep / lr0 + added)
 
 
+# A warm start whose rows' critical rate under the kept map is below the kept rate by more than this starts afresh
+# from its coefficients under a map of its own rows (IterativeSolver._stale_map): rows of one distribution differ by
+# sampling (tens of percent); a column three times wider, a factor of 9.
+STALE_MAP_RATIO = 16.0
+
+
 def _continues(state: IterState | None, params: dict, data) -> bool:
     """Whether a warm start continues from ``state`` (same shapes, intercept and dtype)."""
     d, k = data.X.shape[1], data.Y.shape[1]
@@ -2241,6 +2247,24 @@ class IterativeSolver(Solver):
         st.ridge_term = (st.weights, ridge_key(spec, train), term)
         return float(loss + term)
 
+    def _stale_map(self, params: dict, data, state: IterState, train_idx, sw, rng) -> bool:
+        """Whether a warm start of SGD or a momentum rule (``learning_rate="auto"``) starts afresh from its
+        coefficients, under a map of these rows: their critical rate under the kept map is below
+        ``1 / STALE_MAP_RATIO`` of the kept rate. The kept map scales a column the earlier rows stored a few times,
+        with small values, by their inverse; rows holding it at its usual size then set a rate so small that the
+        fit stood still (R^2 0.04 on its own rows where a fresh fit reaches 0.998, with advice to raise
+        max_epochs). Rows of the kept map's kind keep it, bit for bit (their rate is the kept one, or near)."""
+        if params["learning_rate"] != "auto" or state.affine is None:
+            return False
+        mapped, mapped_params = _under(state.affine, data), _penalised(params, state.affine, self.method)
+        spec = make_spec(self.method, mapped_params)
+        if not spec.follows_gradient:
+            return False
+        kept = _ridge_capped(spec, mapped_params, state, decay_capped(spec, state.lr0))
+        fresh = auto_learning_rate(spec, mapped, train_idx, sw, mapped_params, state.weights, rng,
+                                   zero=zero_image(state.affine, mapped.X))
+        return fresh * STALE_MAP_RATIO < kept
+
     def _train_controls(self, params, st: IterState) -> EpochCtl:
         decay = params.get("decay")
         if decay is not None:  # every target's weights take their column's coefficient (one: the map's own array)
@@ -2370,6 +2394,8 @@ class IterativeSolver(Solver):
         if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X, self.method):
             # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
             # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
+            init, state = _raw_params(state), None
+        if _continues(state, params, data) and self._stale_map(params, data, state, train_idx, sw, rng):
             init, state = _raw_params(state), None
         per_column = ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params))
         affine = state.affine if _continues(state, params, data) else choose_affine(

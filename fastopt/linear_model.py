@@ -311,7 +311,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         scikit-learn's estimators, neither reads nor advances NumPy's global ``RandomState``
         (``np.random.seed`` does not make such fits repeatable: pass an int).
     warm_start : bool, default=False
-        Continue from the previous fit's coefficients and optimizer state.
+        Continue from the previous fit's coefficients and optimizer state (SGD and the momentum rules on rows
+        the previous fit's preconditioning map serves badly: from its coefficients alone, under a map of these
+        rows; see the README's "Preconditioning").
     verbose : int, default=0
         Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
