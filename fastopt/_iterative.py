@@ -2500,7 +2500,8 @@ class IterativeSolver(Solver):
         if state is None and init is not None:
             init = _mapped_init(affine, init)
         if state is None:
-            basis = {} if sweep is None else None
+            # (a one-shot stream's sweep has no rate of its own: its first chunk's, as a first partial_fit call's)
+            basis = {} if sweep is None or sweep.lr0 is None else None
             st = self._start(params, data, None, rows, sw, _seed(params["random_state"]),
                              lr0=None if sweep is None else sweep.lr0, init=init, basis=basis,
                              zero=zero_image(affine, data.X))
@@ -2508,7 +2509,8 @@ class IterativeSolver(Solver):
         else:
             spec = make_spec(self.method, params)
             basis = None if state.basis is None else dict(state.basis)
-            if basis is not None and basis.get("pending") and sweep is None and params["learning_rate"] == "auto":
+            if basis is not None and basis.get("pending") and (sweep is None or sweep.lr0 is None) \
+                    and params["learning_rate"] == "auto":
                 # The rate's first call left no gradient (one row, constant targets: every residual zero, so its
                 # steps moved nothing) and the adaptive rules' rate, a distance, fell back to 1e-3 whatever the
                 # targets' scale (R^2 -0.39 to -1.7 after 245 calls of 100 rows): taken from this call's rows.

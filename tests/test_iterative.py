@@ -424,6 +424,24 @@ def test_an_adaptive_rate_waits_for_a_call_with_a_gradient(solver, first):
     assert est.score(X, y) > ordinary.score(X, y) - 0.01  # (0.98-1.0 here; -0.39 to -1.7 before)
 
 
+def test_a_one_shot_streams_adaptive_rate_waits_for_a_chunk_with_a_gradient():
+    # A one-shot iterator takes its rate from its first chunk, as partial_fit: a chunk of constant targets left
+    # Adam at the 1e-3 fallback (R^2 -1.74 after one pass)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 4))
+    y = 100 * (X @ np.array([1.0, -2, 3, 0.5])) + 500 + rng.normal(size=5000)
+
+    def chunks():
+        yield X[:100], np.zeros(100)
+        for i in range(100, 5000, 100):
+            yield X[i : i + 100], y[i : i + 100]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # (one pass: max_epochs=1)
+        est = LinearRegressor(solver="adam", random_state=0, max_epochs=1).fit_stream(chunks())
+    assert est.learning_rate_ > 1 and est.score(X, y) > 0.99
+
+
 @pytest.mark.parametrize("solver", ["sgd", "momentum"])
 def test_partial_fit_after_fit_on_new_rows_is_guarded_under_the_fits_map(solver):
     # The fit's map scales a column stored a few times with small values by their inverse (0.0037: 2.3e-4); new
