@@ -390,7 +390,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     n_iter_ : int
         Epochs run (closed form: 1; Newton: iterations, the most over targets, its least-squares start counted
         as one where it is not warm-started; Krylov solvers: iterations, the
-        most over the targets, 0 when a warm start was already converged).
+        most over the targets, 0 when a warm start was already converged). A ``fit``, warm-started or not,
+        counts its own epochs; after ``partial_fit``, the iterative solvers count every epoch of the optimizer
+        state the call continues (the earlier calls', and those of the fits it continues), the position its
+        named schedules run at.
     objective_ : float
         ``solver="newton"``: the minimised objective (summed over targets).
     loss_curve_ : list of float
