@@ -1256,7 +1256,7 @@ def robust_rate_factor(params: dict, Xa, Y: np.ndarray, w: np.ndarray, P0: np.nd
     ``sign(r) x`` carries no unit of ``y``, so its steps need one: with it a fit of ``c y`` is ``c`` times the fit
     of ``y`` (to rounding; without a ridge). Huber's loss is the squared error within ``epsilon`` and
     ``epsilon |r|`` beyond, where residuals of scale ``s`` lie. Without the factor, targets of scale 1e4 left
-    SGD, momentum and Nesterov at ``max_epochs`` 1.3-1.9 times the optimal objective above it (warned), while
+    SGD, momentum and Nesterov at ``max_epochs`` 0.9-1.9 times the optimal objective above it (warned), while
     the adaptive rules, whose rate is already a distance, fitted them. The plateau schedule cuts a rate that is
     too large; one that is too small it cannot raise."""
     loss = params["loss"]
