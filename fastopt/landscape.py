@@ -288,15 +288,20 @@ def classify_critical_point(
     args : tuple
         Extra arguments for ``fun``, ``jac`` and ``hess``.
     gtol : float, optional
-        ``x`` counts as critical when the gradient norm is at most ``gtol``. Default
-        ``1000 eps**(2/3) max(1, |fun(x)|)`` (3.6e-8 in float64, 2.4e-2 in float32, ``eps`` of ``x``'s dtype),
-        times ``max(1, |x|_inf)**2`` for a finite-difference gradient: a central difference with step
-        ``eps**(1/3) max(1, |x|_inf)`` is good to about ``eps**(2/3)`` of ``|f|`` and of ``|x|**2`` times the third
-        derivative (without the factor, Rosenbrock's minimum moved to ``(11, 11)`` was "noncritical").
+        ``x`` counts as critical when the gradient norm is at most ``gtol``. Default, for a finite-difference
+        gradient, ``1000 eps**(2/3) max(1, |fun(x)|) max(1, |x|_inf)**2`` (3.6e-8 in float64, 2.4e-2 in float32
+        at unit scale, ``eps`` of ``x``'s dtype): a central difference with step ``eps**(1/3) max(1, |x|_inf)`` is
+        good to about ``eps**(2/3)`` of ``|f|`` and of ``|x|**2`` times the third derivative (without the factor,
+        Rosenbrock's minimum moved to ``(11, 11)`` was "noncritical"). With ``jac``, whose values carry no error
+        from ``|f|``, ``1000 eps**(2/3) max(1, |lambda|_max) max(1, |x|_inf)``: the gradient a point within the
+        root's precision of a critical point has (``lambda`` the Hessian's eigenvalues).
     eig_tol : float, optional
-        Eigenvalues with ``|lambda| <= eig_tol`` count as zero. Default ``rtol * max(1, |lambda|_max, |f(x)|)``
-        with ``rtol = 100 sqrt(eps)`` (1.5e-6 in float64) for a finite-difference Hessian, whose error is about
-        ``sqrt(eps)`` of that scale, and ``0.01 sqrt(eps)`` for an exact ``hess``.
+        Eigenvalues with ``|lambda| <= eig_tol`` count as zero. Default ``0.01 sqrt(eps) max(1, |lambda|_max)``
+        for an exact ``hess``; ``100 eps**(2/3) max(1, |lambda|_max)`` for differences of ``jac`` (their error
+        is about ``eps**(2/3)`` of the gradient's scale); ``100 sqrt(eps) max(1, |lambda|_max, |f(x)|)``
+        (1.5e-6 in float64 at unit scale) for second differences of ``fun``, whose error is about ``sqrt(eps)``
+        of that scale. Only the last depends on ``f``'s size: adding a constant to ``f`` changes no other
+        classification.
 
     Returns
     -------
@@ -319,13 +324,25 @@ def classify_critical_point(
     H, exact = _hessian_at(fun, x, jac, hess, args)
     lam, vecs = np.linalg.eigh(H)
     eps = np.finfo(x.dtype).eps
+    size = max(1.0, float(np.max(np.abs(x))))
+    curvature = max(1.0, float(np.max(np.abs(lam))))
     if gtol is None:
-        gtol = _GTOL_FACTOR * eps ** (2 / 3) * max(1.0, abs(f0))
         if jac is None:  # the step grows with |x|, its truncation error with its square (module's gradient)
-            gtol *= max(1.0, float(np.max(np.abs(x)))) ** 2
+            gtol = _GTOL_FACTOR * eps ** (2 / 3) * max(1.0, abs(f0)) * size**2
+        else:
+            # An exact gradient carries no error from f's size: a constant added to f made a point of gradient
+            # norm 2.2 "critical" (gtol 3.7 at f = 1e8). Near a critical point |g| ~ |H| |dx|, dx the roots' own
+            # precision relative to |x|.
+            gtol = _GTOL_FACTOR * eps ** (2 / 3) * curvature * size
     if eig_tol is None:
-        rtol = (_EIG_RTOL_EXACT if exact else _EIG_RTOL_FD) * np.sqrt(eps)
-        eig_tol = rtol * max(1.0, float(np.max(np.abs(lam))), abs(f0))
+        if exact:
+            eig_tol = _EIG_RTOL_EXACT * np.sqrt(eps) * curvature
+        elif jac is not None:
+            # differences of an exact gradient err by about eps**(2/3) of its scale (:func:`hessian`), not by f's:
+            # a constant added to f, or a condition number of 1e6, made eigenvalues of 1 and 2 "zero"
+            eig_tol = _EIG_RTOL_FD * eps ** (2 / 3) * curvature
+        else:
+            eig_tol = _EIG_RTOL_FD * np.sqrt(eps) * max(curvature, abs(f0))
     pos, neg = lam > eig_tol, lam < -eig_tol
 
     def result(kind: str, reason: str) -> CriticalPoint:

@@ -241,3 +241,28 @@ def test_a_supplied_jac_is_checked_by_hessian_and_gradient_norms(bad, error):
         landscape.hessian(lambda x: float(x @ x), np.ones(2), jac=bad)
     with pytest.raises(error):
         landscape.gradient_norms(lambda x: float(x @ x), np.ones((3, 2)), jac=bad)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6, 1e8])
+def test_a_constant_added_to_f_changes_no_classification_with_exact_derivatives(offset):
+    # The default tolerances scaled with |f(x)| even for an exact gradient: at f = 1e8 + x^2 + y^2 a point of
+    # gradient norm 2.2 was a "minimum" (gtol 3.7), and the minimum of 1e9 + log1p((x - 0.3)^2) "degenerate".
+    def f(x):
+        return offset + x[0] ** 2 + x[1] ** 2
+
+    def g(x):
+        return 2 * np.asarray(x, dtype=float)
+
+    assert landscape.classify_critical_point(f, [1.0, 0.5], jac=g).kind == "noncritical"
+    assert landscape.classify_critical_point(f, [0.0, 0.0], jac=g).kind == "minimum"
+    assert landscape.classify_critical_point(f, [0.0, 0.0], jac=g, hess=lambda x: 2 * np.eye(2)).kind == "minimum"
+    found = landscape.find_critical_points(lambda x: 10 * offset + np.log1p((x[0] - 0.3) ** 2), [(-1.0, 1.0)],
+                                           jac=lambda x: np.array([2 * (x[0] - 0.3) / (1 + (x[0] - 0.3) ** 2)]))
+    assert [(p.kind, round(float(p.x[0]), 6)) for p in found] == [("minimum", 0.3)]
+
+
+def test_differences_of_an_exact_gradient_resolve_a_condition_number_of_1e6():
+    # (the second differences of f cannot: their error is sqrt(eps) of the largest eigenvalue)
+    A = np.diag([1.0, 1e6])
+    point = landscape.classify_critical_point(lambda x: 0.5 * x @ A @ x, [0.0, 0.0], jac=lambda x: A @ x)
+    assert point.kind == "minimum"
