@@ -112,7 +112,7 @@ from scipy.linalg import lapack
 
 from fastopt import _kernels, _serial_blas, _sparse
 from fastopt._result import FitResult, Solver
-from fastopt._validation import Data, is_sparse
+from fastopt._validation import Data, is_sparse, refuse_nonfinite
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning, _warn
 
 __all__ = [
@@ -1071,7 +1071,9 @@ def scale_trouble(state: ClosedFormState, constant_ok: bool = False) -> int | No
     with np.errstate(all="ignore"):
         if state.gram is not None:
             scale = np.sqrt(np.abs(np.diag(state.gram)))
-            finite = np.isfinite(state.gram).all(axis=0)
+            # a column's own squares: its cross terms overflow only with another column's (Cauchy-Schwarz), and
+            # y's overflowing squares had named X column 0 through X^T y
+            finite = np.isfinite(np.diag(state.gram))
         else:
             scale = np.max(np.abs(state.r), axis=0)
             finite = np.isfinite(state.r).all(axis=0)
@@ -1079,6 +1081,13 @@ def scale_trouble(state: ClosedFormState, constant_ok: bool = False) -> int | No
         bad = ~finite | ~np.isfinite(mean) | (scale > SCALE_LIMIT) | ((scale > 0) & (scale < 1 / SCALE_LIMIT)) \
             | ((scale == 0) & (mean > 0) & (mean < 1 / SCALE_LIMIT) & (not constant_ok))
     return int(np.argmax(bad)) if bad.any() else None
+
+
+def _name_nonfinite(data: Data) -> None:
+    """Validation's error for NaN or infinite values in ``data`` (which scikit-learn's ``assume_finite=True``
+    skips), before statistics that under- or overflow are blamed on a column's scale, with advice to rescale it."""
+    refuse_nonfinite("y", data.Y)
+    refuse_nonfinite("X", data.X)
 
 
 def _scale_error(state: ClosedFormState, column: int) -> ValueError:
@@ -1500,6 +1509,7 @@ class _ClosedForm(Solver):
     def _rescale(self, params: dict, data: Data, stats: ClosedFormState, rescale: bool) -> FitResult:
         """The fit of exactly rescaled data when ``stats`` under- or overflow (first attempt; sparse X scales its
         stored values only), else the error naming the column at fault."""
+        _name_nonfinite(data)
         if rescale:
             return _rescaled_fit(self, params, data)
         raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))

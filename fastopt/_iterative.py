@@ -67,7 +67,7 @@ from fastopt._iterative_lr import (
     zero_image,
 )
 from fastopt._result import FitResult, Solver
-from fastopt._validation import _check_sparse_structure, assert_all_finite
+from fastopt._validation import _check_sparse_structure, refuse_nonfinite
 from fastopt.exceptions import ConvergenceWarning, DivergenceError, _warn
 from fastopt.optim import DIVERGENCE_FACTOR
 
@@ -2200,9 +2200,8 @@ class IterativeSolver(Solver):
                     )
             start_loss = max(start_loss, at_start)
         if not np.isfinite(start_loss):  # X is checked by the first epoch; the zero model's loss reads y only
-            assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")
-            assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
-                               estimator_name="LinearRegressor")
+            refuse_nonfinite("y", data.Y)
+            refuse_nonfinite("X", data.X)
             raise ValueError(
                 f"y has values too large for float64 arithmetic: the {params['loss']} loss of the all-zero model "
                 f"overflows (max |y| = {float(np.max(np.abs(data.Y))):.3g}); rescale y."
@@ -2222,9 +2221,8 @@ class IterativeSolver(Solver):
             # fit leaves X's finiteness to this pass (every training row is read in the first epoch, and a NaN
             # or inf there makes the loss non-finite even at zero weight): name bad input before blaming the
             # learning rate.
-            assert_all_finite(data.Y, input_name="y", estimator_name="LinearRegressor")  # a warm start reads y here
-            assert_all_finite(data.X.data if sp.issparse(data.X) else data.X, input_name="X",
-                               estimator_name="LinearRegressor")
+            refuse_nonfinite("y", data.Y)  # a warm start reads y here
+            refuse_nonfinite("X", data.X)
         if status != _kernels.Status.OK:
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
                     else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")

@@ -88,7 +88,7 @@ import scipy.sparse
 from fastopt import _closed_form, _kernels
 from fastopt._iterative_lr import SCALE_SPREAD
 from fastopt._result import FitResult, Outcome, Solver
-from fastopt._validation import Data, assert_all_finite
+from fastopt._validation import Data, refuse_nonfinite
 from fastopt.exceptions import ConvergenceWarning, _warn
 
 __all__ = ["SOLVERS", "KrylovState", "Moments", "Passes", "default_max_iter", "solve"]
@@ -1165,10 +1165,10 @@ class KrylovSolver(Solver):
             data, passes = weighted, Passes(weighted, checked=True)
             with np.errstate(over="ignore", invalid="ignore", under="ignore"):
                 mom = passes.moments(bool(params["fit_intercept"]))
-        if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx)):
-            # Name non-finite input before blaming overflow (solve's message).
-            assert_all_finite(data.X.data if scipy.sparse.issparse(data.X) else data.X, input_name="X",
-                              estimator_name="LinearRegressor")
+        if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.cyy)):
+            # Name non-finite input before blaming overflow (solve's message), whatever assume_finite says
+            refuse_nonfinite("y", data.Y)
+            refuse_nonfinite("X", data.X)
         ex, ey = _x_exponent(data.X, mom), _exponent(data.Y, Y_SCALE_LIMIT)
         if ex or ey:  # X or y so small (or large) that their squares under- or overflow: solved at scale 1
             scaled = _rescaled(data, ex, ey)

@@ -101,7 +101,7 @@ from fastopt import _closed_form, _kernels, _krylov, _serial_blas
 from fastopt._iterative import max_epochs, max_epochs_label, weight_mean
 from fastopt._iterative_lr import _per_sample_loss
 from fastopt._result import FitResult, Solver
-from fastopt._validation import Data, beyond_range, is_sparse
+from fastopt._validation import Data, beyond_range, is_sparse, refuse_nonfinite
 from fastopt.exceptions import ConvergenceWarning, _warn
 from fastopt.optim import Loss
 
@@ -1300,8 +1300,10 @@ def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.Clo
     # overflows).
     with np.errstate(over="ignore", invalid="ignore"):  # judged below
         state = _closed_form.rescale_weights(_closed_form.chunk_state({"solver": "normal"}, data), 0)
-    bad = ~(np.isfinite(state.gram).all(axis=0) & np.isfinite(state.mean))
-    if bad.any():  # (X and y are finite: validated) their squares overflowed
+    bad = ~(np.isfinite(np.diag(state.gram)) & np.isfinite(state.mean))  # (a column's own squares: scale_trouble)
+    if bad.any():  # their squares overflowed, unless validation was skipped (assume_finite=True): then named
+        refuse_nonfinite("y", Y)
+        refuse_nonfinite("X", X)
         column = int(np.argmax(bad))
         raise _overflow_error(*(("X", column) if column < X.shape[1] else ("y", column - X.shape[1])))
     s_max = float(np.max(s, initial=0.0))

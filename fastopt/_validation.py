@@ -202,6 +202,17 @@ def expanded_weights(sample_weight, n_rows: int):
         return np.full(n_rows, a, dtype=np.float64)
 
 
+def refuse_nonfinite(name: str, a) -> None:
+    """:func:`assert_all_finite` (validation's error and words) whatever scikit-learn's ``assume_finite``, for ``a``
+    an array or a sparse matrix (its stored values): the solvers call it where statistics or losses came out
+    non-finite, before blaming a column's scale or the learning rate (with ``assume_finite=True`` an infinite y
+    was reported as X column 0 being too large to square). scikit-learn's configuration is thread-local."""
+    from sklearn import config_context
+
+    with config_context(assume_finite=False):
+        assert_all_finite(a.data if scipy.sparse.issparse(a) else a, input_name=name)
+
+
 def _reject_complex(name, a):
     # Read the dtype without calling NumPy functions on the object itself: array-likes that only offer
     # __array__ (as scikit-learn's checks pass) refuse __array_function__.

@@ -362,3 +362,26 @@ def test_a_ridge_beyond_float64_is_named(solver, rng):
         Xc = X - X.mean(axis=0)  # (w = (Xc^T Xc / n + alpha I)^-1 Xc^T y / n: the second term alone at 1e300)
         np.testing.assert_allclose(est.coef_ * 1e300, Xc.T @ (y - y.mean()) / 50, rtol=1e-12)
     assert np.all(np.isfinite(LinearRegressor(solver="sgd", alpha=1e308).fit(X, y).coef_))
+
+
+@pytest.mark.parametrize("solver, loss", [("normal", "squared_error"), ("qr", "squared_error"),
+                                          ("lsqr", "squared_error"), ("cg", "squared_error"),
+                                          ("newton", "huber"), ("sgd", "squared_error")])
+def test_nonfinite_y_under_assume_finite_is_named_as_y(Xy, solver, loss):
+    # scikit-learn's assume_finite=True skips validation's check; the solvers name non-finite input before blaming
+    # a scale: an infinite y was "X column 0 has values too large or too small to square" (the Gram's X^T y)
+    import sklearn
+
+    X, y = Xy
+    y = with_nonfinite(y, np.inf)
+    with sklearn.config_context(assume_finite=True):
+        with pytest.raises(ValueError, match="Input y contains infinity"):
+            LinearRegressor(solver=solver, loss=loss).fit(X, y)
+
+
+def test_a_target_whose_squares_overflow_is_named_in_partial_fit(Xy):
+    # partial_fit cannot rescale merged statistics: its error names the column; y's overflowing squares poisoned
+    # X^T y and were reported as X column 0
+    X, y = Xy
+    with pytest.raises(ValueError, match="y column 0 has values too large or too small to square"):
+        LinearRegressor(solver="normal").partial_fit(X, y * 1e200)
