@@ -810,12 +810,33 @@ def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResu
         return _result(params, state, V / scale[:, None], "qr", rcond, d)
     # Minimum norm in the caller's units (as numpy.linalg.lstsq), so the SVD is of the unscaled R11.
     U, s, Vt = np.linalg.svd(R11)
-    keep = s > cutoff * s[0]
+    keep = s > max(cutoff * s[0], _centring_floor(params, state))
+    # n rows centred on their mean span at most n - 1 directions: on 30 rows of 60 columns offset by 5 or 100, the
+    # centring's rounding was kept as a 30th singular value, and the coefficients were 8-36% off the minimum norm
+    keep[max(state.n_samples - (1 if params["fit_intercept"] else 0), 0):] = False
     rank = int(keep.sum())
     if warn:
         _warn_rank(rank, d, "svd")
     coef_t = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
     return _result(params, state, coef_t, "svd", rcond, rank, singular=s)
+
+
+# _centring_floor: the rounding that centring columns on means far from zero leaves in R, as a singular value, is
+# about eps |mean| (sqrt(W) + sqrt(d W / n)) (each value off by eps |mean|, weighted); singular values within
+# this factor of it are taken for rounding.
+CENTRING_FLOOR_FACTOR = 8.0
+
+
+def _centring_floor(params: dict, state: ClosedFormState) -> float:
+    """Singular values of ``R11`` at or below this are the rounding of centring (0 without an intercept): the
+    relative cutoff alone kept them where column means dwarf the spread (offsets of 100 on unit columns: 4e-13
+    against a cutoff of 1e-14), and the Dask merge's mean-difference rows add the same."""
+    if not params["fit_intercept"] or state.n_samples == 0:
+        return 0.0
+    d = state.n_features
+    W = float(state.weight)
+    top = float(np.max(np.abs(state.mean[:d]), initial=0.0))
+    return CENTRING_FLOOR_FACTOR * EPS * top * (math.sqrt(W) + math.sqrt(d * W / state.n_samples))
 
 
 def _warn_rank(rank: int, d: int, path: str) -> None:

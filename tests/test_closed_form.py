@@ -562,3 +562,25 @@ def test_a_constant_column_beside_the_intercept_gets_coefficient_zero(seed, valu
     assert coef[2] == 0.0
     np.testing.assert_allclose(coef[[0, 1, 3]], np.ravel(ref.coef_), rtol=0, atol=1e-12 * np.abs(ref.coef_).max())
     np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=0, atol=1e-12 * (1 + abs(value)) * 3)
+
+
+@pytest.mark.parametrize("offset", [1.0, 5.0, 100.0])
+def test_wide_rows_with_offset_columns_give_the_minimum_norm_fit(offset):
+    # 30 rows centred on their mean span 29 directions: the centring's rounding (about eps |mean| sqrt(n)) was kept
+    # as a 30th singular value, rank_ 30, and the coefficients 8% (offset 5) to 36% (offset 100) off the minimum
+    # norm. Reference: centred in extended precision, the rank-29 pseudo-inverse.
+    rng = np.random.default_rng(1)
+    n, d = 30, 60
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    V, _ = np.linalg.qr(rng.normal(size=(d, n)))
+    y = rng.normal(size=n)
+    X = (U * np.logspace(0, -1, n)) @ V.T + offset  # singular values 1 .. 0.1 before centring
+    XL = X.astype(np.longdouble)
+    Uc, s, Vt = np.linalg.svd((XL - XL.mean(axis=0)).astype(np.float64), full_matrices=False)
+    ref = Vt[: n - 1].T @ ((Uc[:, : n - 1].T @ (y - y.mean())) / s[: n - 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        est = LinearRegressor().fit(X, y)
+    assert est.rank_ == n - 1
+    # condition 10 on the retained directions: a few hundred ulps of the largest coefficient
+    np.testing.assert_allclose(est.coef_, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
