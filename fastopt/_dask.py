@@ -113,6 +113,10 @@ class DaskChunks(Sequence):
     def __init__(self, X: Any, y: Any, sample_weight: Any = None):
         _check_collection("X", X, (2,))
         rows = X.chunks[0] if isinstance(X, da.Array) else None
+        # y (or weights) as a list or another array-like, as in memory (y.ndim below ended in an AttributeError)
+        y = y if dask.is_dask_collection(y) or hasattr(y, "ndim") else np.asarray(y)
+        if sample_weight is not None and not (dask.is_dask_collection(sample_weight) or hasattr(sample_weight, "ndim")):
+            sample_weight = np.asarray(sample_weight)
         if sample_weight is not None and not dask.is_dask_collection(sample_weight) and np.ndim(sample_weight) == 0:
             # one weight for every row, as in memory (scikit-learn's _check_sample_weight)
             n = _n_rows(X)
@@ -517,7 +521,9 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
     solver = _solvers.SOLVERS[name]
     if not own:
         solver.check_incremental()  # e.g. Newton's absolute error: every iteration reads all rows (a clear error)
-    _solvers.check_options(name, estimator.get_params(), None, where="dask")  # before any pass reads the options
+    # before any pass reads the options, with the target count where y's metadata knows it (a per-target alpha of
+    # the wrong length was refused only after every block had been computed)
+    _solvers.check_options(name, estimator.get_params(), _known_targets(y), where="dask")
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
     params = estimator.get_params()
@@ -578,15 +584,32 @@ def _predict_block(block, estimator) -> np.ndarray:
     return estimator.predict(block)
 
 
+def _known_targets(y: Any) -> int | None:
+    """The number of target columns of ``y`` where its metadata says (1 for 1-D), else None."""
+    if _is_frame(y):
+        return len(y.columns) if hasattr(y, "columns") else 1  # (a Dask Series: one target)
+    shape = getattr(y, "shape", None)
+    if shape is None:
+        return None
+    if len(shape) == 1:
+        return 1
+    return int(shape[1]) if len(shape) == 2 and not math.isnan(shape[1]) else None
+
+
 def predict(estimator, X: Any):
     """Lazy ``predict``: a Dask array of predictions, one block per row block of ``X``; nothing is computed."""
     check_is_fitted(estimator)
     _check_collection("X", X, (2,))
     _check_features(estimator, X, reset=False)
     coef = np.asarray(estimator.coef_)
-    x_dtype = getattr(X, "dtype", np.float64)  # a DataFrame has only per-column dtypes: validated as float64
+    if _is_frame(X):  # per-column dtypes: float32 columns validate as float32 (as in memory), others as float64
+        x_dtype = np.float32 if all(np.dtype(t) == np.float32 for t in X.dtypes if isinstance(t, np.dtype)) \
+            and all(isinstance(t, np.dtype) for t in X.dtypes) else np.float64
+    else:
+        x_dtype = X.dtype
     dtype = np.result_type(np.float32 if x_dtype == np.float32 else np.float64, coef.dtype)
-    meta = np.empty((0,) * coef.ndim, dtype=dtype)
+    # (a frame's lazy result takes its shape from meta: (0, 0) declared 0 targets for a multi-target model)
+    meta = np.empty((0,) if coef.ndim == 1 else (0, coef.shape[0]), dtype=dtype)
     if _is_frame(X):
         # Partitions keep their column names, so the fitted feature names are checked block by block.
         return X.map_partitions(_predict_block, estimator, meta=meta)

@@ -239,6 +239,43 @@ def test_predict_is_lazy(client, rng):
     assert_close(est.predict(blocks(X)).compute(), est.predict(X))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_predict_on_a_dataframe_declares_its_targets_and_dtype(client, rng, dtype):
+    # A frame's lazy result takes its shape and dtype from meta: a multi-target model declared (nan, 0) (p[:, 1]
+    # raised IndexError), and float32 columns were declared float64 while the blocks computed float32.
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    X, y = make_problem(rng, k=2, dtype=dtype)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    est = LinearRegressor().fit(frame, y)
+    pred = est.predict(dd.from_pandas(frame, npartitions=3))
+    assert pred.shape[1] == 2 and pred.dtype == dtype
+    computed = pred.compute()
+    assert computed.dtype == dtype
+    np.testing.assert_array_equal(pred[:, 1].compute(), est.predict(frame)[:, 1])
+
+
+def test_a_list_y_beside_dask_x_is_an_array_like(client, rng):
+    # (y.ndim ended in an AttributeError; in memory a list y fits)
+    X, y = make_problem(rng)
+    assert_close(LinearRegressor().fit(blocks(X), list(y)).coef_, LinearRegressor().fit(X, y).coef_)
+
+
+def test_a_per_target_alpha_of_the_wrong_length_is_refused_before_any_block(client, rng):
+    # the target count is y's metadata: the error came after every block had been computed
+    X, y = make_problem(rng, k=2)
+    computed = []
+
+    def counted(block):
+        computed.append(block.shape[0])  # (Dask calls it once on an empty block for its metadata)
+        return block
+
+    dX = blocks(X).map_blocks(counted, dtype=X.dtype)
+    with pytest.raises(ValueError, match=r"one value per target, shape \(2,\)"):
+        LinearRegressor(alpha=[1.0, 2.0, 3.0]).fit(dX, blocks(y))
+    assert not any(computed)
+
+
 def test_predict_checks_features_eagerly(client, rng):
     X, y = make_problem(rng)
     est = LinearRegressor().fit(X, y)
