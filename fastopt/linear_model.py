@@ -313,7 +313,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue from the previous fit's coefficients and optimizer state (SGD and the momentum rules on rows
         the previous fit's preconditioning map serves badly: from its coefficients alone, under a map of these
-        rows; see the README's "Preconditioning").
+        rows; see the README's "Preconditioning"). A fit by another solver starts from the previous
+        coefficients with fresh optimizer state, where it takes a start (the closed form needs none).
     verbose : int, default=0
         Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
@@ -637,6 +638,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             extra = {} if prepared is None else {"prepared": prepared}
             if given_init and solver.accepts_init:
                 extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
+            elif solver.accepts_init and (switched := self._switched_start(name, data)) is not None:
+                extra["init"] = switched
             result = solver.fit(params, data, state=self._warm_state(name), **extra)
         finally:
             if prepared is not None:
@@ -774,6 +777,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if self.warm_start and getattr(self, "_solver_name", None) == name:
             return getattr(self, "_solver_state", None)
         return None
+
+    def _switched_start(self, name: str, data):
+        """Under ``warm_start``, the previous fit's ``(coef, intercept)`` as the start of a fit by another solver
+        ``name`` (one that takes a start) on as many features and targets, else None. Its optimizer state is the
+        other solver's and is not kept: the fit had started from scratch, silently (the exact fit's coefficients
+        thrown away for SGD's from zero)."""
+        if not self.warm_start or not hasattr(self, "coef_") or getattr(self, "_solver_name", name) == name:
+            return None
+        coef = np.asarray(self.coef_, dtype=np.float64).reshape(-1, np.shape(self.coef_)[-1])
+        if coef.shape != (data.Y.shape[1], data.X.shape[1]):
+            return None  # other shapes: a fresh fit, as a warm start of the same solver on them
+        return _solvers.check_init(coef, self.intercept_ if self.fit_intercept else None, data)
 
     def _incremental_name(self, name: str) -> str:
         """The solver a ``partial_fit`` call runs: ``name``, what ``solver`` resolves to for it, except under

@@ -552,3 +552,21 @@ def test_squared_gradients_beyond_float32_are_named(solver):
         LinearRegressor(solver=solver, random_state=0).fit(X, y)
     est = LinearRegressor(solver=solver, random_state=0).fit(X.astype(np.float64), y.astype(np.float64))
     np.testing.assert_allclose(est.coef_ / 1e30, [1.0, -2.0, 3.0], rtol=1e-3)
+
+
+@pytest.mark.parametrize("first, second", [("adam", "adamw"), ("momentum", "nesterov"), ("normal", "sgd")])
+def test_a_warm_start_with_another_solver_starts_from_the_previous_coefficients(first, second):
+    # It started from scratch, silently (the closed form's exact coefficients were thrown away for SGD's from
+    # zero); the other solver's optimizer state is not kept: as coef_init and intercept_init, bit for bit.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.1 * rng.normal(size=300)
+    kw = dict(random_state=0, max_epochs=3, tol=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LinearRegressor(solver=first, warm_start=True, **kw).fit(X, y)
+        coef, intercept = est.coef_.copy(), est.intercept_
+        est.set_params(solver=second).fit(X, y)
+        ref = LinearRegressor(solver=second, **kw).fit(X, y, coef_init=coef, intercept_init=intercept)
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
+    assert est.intercept_ == ref.intercept_
