@@ -1661,6 +1661,10 @@ def _cached_spec(key: tuple) -> optim.Optimizer:
 
 def _build_spec(method: str, params: dict) -> optim.Optimizer:
     cls = optim.OPTIMIZERS[method]
+    if method == "nesterov" and params["dampening"] != 0:
+        # (it was dropped silently; torch.optim.SGD refuses the pair too)
+        raise ValueError(f"solver='nesterov' takes no dampening (got dampening={params['dampening']!r}): Nesterov "
+                         "momentum requires zero dampening, as in torch.optim.SGD. Use solver='momentum' to dampen.")
     momentum = params["momentum"]
     if momentum is None:  # the rule's own default (its dataclass field): heavy ball 0.9, RMSProp no buffer (0)
         momentum = next((f.default for f in dataclasses.fields(cls) if f.name == "momentum"), None)

@@ -275,7 +275,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Momentum factor of ``"momentum"`` and ``"nesterov"`` and of RMSProp's optional momentum buffer.
         None means 0.9 for the first two and no buffer (0) for RMSProp.
     dampening : float, default=0.0
-        Dampening of ``"momentum"`` (PyTorch's SGD ``dampening``).
+        Dampening of ``"momentum"`` (PyTorch's SGD ``dampening``); ``"nesterov"`` refuses a nonzero one, as
+        ``torch.optim.SGD`` does.
     beta1, beta2 : float, default=0.9, 0.999
         Adam's decay rates for the first and second moment estimates.
     rho : float, default=0.9
@@ -416,6 +417,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string column names (e.g. a pandas DataFrame).
+
+    Notes
+    -----
+    The rules' options (``momentum`` to ``amsgrad``, ``clip_norm``, ``learning_rate`` and the schedule's) are read
+    by the solvers they name and ignored by the others, as scikit-learn's estimators ignore the parameters of
+    solvers not in use (so that a grid search may set them across solvers): ``momentum`` with ``solver="sgd"``
+    is plain SGD (use ``solver="momentum"``), and the exact solvers ignore all of them.
 
     Examples
     --------

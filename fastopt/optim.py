@@ -426,6 +426,8 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     for either dtype.
     """
     _check_vector("grad", grad)
+    if not grad.flags.writeable:  # (Cython's "buffer source array is read-only" named nothing)
+        raise ValueError("grad must be writeable; clip_grad_norm scales it in place.")
     _check_in_range("clip_grad_norm", "max_norm", max_norm, (0.0, math.inf, False, False))
     norm = _kernels.clip_grad_norm(grad, float(max_norm))
     if math.isnan(norm):  # torch multiplies by the NaN coefficient; the kernel's clip (shared with the epochs,

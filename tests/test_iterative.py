@@ -570,3 +570,11 @@ def test_a_warm_start_with_another_solver_starts_from_the_previous_coefficients(
         ref = LinearRegressor(solver=second, **kw).fit(X, y, coef_init=coef, intercept_init=intercept)
     np.testing.assert_array_equal(est.coef_, ref.coef_)
     assert est.intercept_ == ref.intercept_
+
+
+def test_nesterov_refuses_dampening_as_torch_does():
+    # (dropped silently: solver='nesterov', dampening=0.5 was bit-identical to dampening=0)
+    X, y = np.random.default_rng(0).normal(size=(50, 2)), np.arange(50.0)
+    with pytest.raises(ValueError, match="solver='nesterov' takes no dampening"):
+        LinearRegressor(solver="nesterov", dampening=0.5).fit(X, y)
+    LinearRegressor(solver="momentum", dampening=0.5, max_epochs=2, tol=None).fit(X, y)

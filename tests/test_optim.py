@@ -371,3 +371,11 @@ def test_clip_grad_norm_follows_torch_on_non_finite_gradients():
         g = np.array([np.inf, 1.0], dtype=dtype)
         assert optim.clip_grad_norm(g, 1.0) == np.inf
         assert np.isnan(g[0]) and g[1] == 0
+
+
+def test_clip_grad_norm_names_a_read_only_grad():
+    # (Cython's "buffer source array is read-only", even where nothing needed clipping)
+    grad = np.array([3.0, 4.0])
+    grad.flags.writeable = False
+    with pytest.raises(ValueError, match="grad must be writeable"):
+        optim.clip_grad_norm(grad, 100.0)
