@@ -329,7 +329,8 @@ class ClusterPasses:
                 # Blocks are submitted a run at a time while fewer than ``lookahead`` are outstanding.
                 while window and ahead >= self.lookahead:
                     ahead -= len(window[0][2])
-                    last = self._collect(window.popleft(), spec, records)
+                    last = self._collect(window[0], spec, records)
+                    window.popleft()
                 # A run of consecutive blocks of the order (each block's X, y and weights in one task) and one
                 # task passing over them in turn go to one worker, the workers taken in turn: while one passes
                 # over its run, the others compute theirs, and the state changes workers once per run. One task
@@ -354,9 +355,14 @@ class ClusterPasses:
                 window.append((wheres, future, blocks))
                 ahead += len(blocks)
             while window:
-                last = self._collect(window.popleft(), spec, records)
-        except BaseException:  # an error, or an interrupt: stop the work still queued
+                last = self._collect(window[0], spec, records)
+                window.popleft()
+        except BaseException:  # an error, or an interrupt: stop the work still queued, and release it
+            # (the run being collected stays in the window until it succeeds: popped first, a failing run's blocks
+            # were never cancelled, and the error's traceback kept its futures, so its X and y blocks stayed in
+            # the workers' memory after the fit, 6.5 MB for 4.8 MB of X, one key more each failed fit)
             client.cancel([f for _, future, blocks in window for f in (future, *blocks)])
+            window.clear()
             raise
         return (last if training else state), records
 
@@ -582,6 +588,20 @@ def _predict_block(block, estimator) -> np.ndarray:
         dtype = np.result_type(np.float32 if x_dtype == np.float32 else np.float64, coef.dtype)
         return np.empty((0, *coef.shape[:-1]), dtype=dtype)
     return estimator.predict(block)
+
+
+def release(collections: list) -> None:
+    """Cancel the futures behind persisted Dask collections on a ``distributed`` cluster (without one, dropping the
+    references frees them). A failed fit calls it: the error's traceback holds the frames that hold the blocks,
+    and ``distributed`` keeps the errored task's exception, so the validated X and y blocks had stayed in the
+    workers' memory after the fit (4.9 MB for 4.8 MB of X) until the same keys were computed again."""
+    try:
+        from distributed import futures_of
+    except ImportError:
+        return
+    futures = [f for c in collections for f in futures_of(c)]
+    if futures:
+        futures[0].client.cancel(futures)
 
 
 def _known_targets(y: Any) -> int | None:

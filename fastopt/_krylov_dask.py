@@ -70,14 +70,19 @@ def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Ou
     of all blocks, once they are validated; with ``QR_FALLBACK_KEY`` its QR fallback, see
     :func:`fastopt._krylov.auto_iterations`), else None: the caller fits the closed form instead."""
     passes = DaskPasses(checker, chunks)
-    if not params.get(_krylov.AUTO_KEY):
-        return Outcome(name, _krylov.cast(_krylov.solve(name, params, passes, state), chunks.dtype),
-                       chunks.y_ndim == 1)
-    sizes = dask.compute(*[delayed(_size)(b) for b in passes.blocks])
-    rows, stored, k = sum(size[0] for size in sizes), sum(size[1] for size in sizes), sizes[0][2]
-    d = checker.n_features_in_
-    budget = _krylov.auto_iterations(params, rows, d, stored, k, blocks=len(passes.blocks))
-    if budget is None:
-        return None
-    result = _krylov.solve(name, _krylov.auto_params(params, budget), passes, state, quiet=True)
-    return None if result is None else Outcome(name, _krylov.cast(result, chunks.dtype), chunks.y_ndim == 1)
+    try:
+        if not params.get(_krylov.AUTO_KEY):
+            return Outcome(name, _krylov.cast(_krylov.solve(name, params, passes, state), chunks.dtype),
+                           chunks.y_ndim == 1)
+        sizes = dask.compute(*[delayed(_size)(b) for b in passes.blocks])
+        rows, stored, k = sum(size[0] for size in sizes), sum(size[1] for size in sizes), sizes[0][2]
+        d = checker.n_features_in_
+        budget = _krylov.auto_iterations(params, rows, d, stored, k, blocks=len(passes.blocks))
+        if budget is None:
+            return None
+        result = _krylov.solve(name, _krylov.auto_params(params, budget), passes, state, quiet=True)
+        return None if result is None else Outcome(name, _krylov.cast(result, chunks.dtype), chunks.y_ndim == 1)
+    except BaseException:  # (an error, or an interrupt: the persisted blocks are released, see _dask.release)
+        _dask.release(passes.blocks)
+        passes.blocks = []
+        raise

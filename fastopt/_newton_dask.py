@@ -206,7 +206,11 @@ class _Blocks:
         template = delayed(checker, pure=True)
         leaves = [delayed(_validated, pure=True)(template, *chunks.block(i)) for i in range(len(chunks))]
         self.blocks = list(dask.persist(*leaves))
-        counts = dask.compute(*[delayed(_rows_and_mean)(b) for b in self.blocks])
+        try:
+            counts = dask.compute(*[delayed(_rows_and_mean)(b) for b in self.blocks])
+        except BaseException:  # (the persisted blocks are released: _dask.release)
+            self.release()
+            raise
         self.n = int(sum(c for c, _ in counts))
         if self.n == 0:
             raise ValueError("solver='newton' needs at least one row.")
@@ -214,6 +218,10 @@ class _Blocks:
         self.mean = float(sum((c / self.n) * m for c, m in counts))
         if not self.mean > 0:
             raise ValueError("sample_weight is zero on every row.")
+
+    def release(self) -> None:
+        _dask.release(self.blocks)
+        self.blocks = []
 
     def gram(self) -> _closed_form.ClosedFormState:
         leaves = [delayed(_gram, pure=True)(b, self.mean, self.n) for b in self.blocks]
@@ -449,15 +457,19 @@ def fit(params: dict, checker, chunks: _dask.DaskChunks, state=None):
             "iterative solver (e.g. solver='adam')."
         )
     blocks = _Blocks(checker, chunks)
-    every = blocks.gram()
-    k = every.n_targets
-    from fastopt import _solvers  # (the registry imports _newton)
+    try:
+        every = blocks.gram()
+        k = every.n_targets
+        from fastopt import _solvers  # (the registry imports _newton)
 
-    _solvers.check_options("newton", params, k)  # an alpha array of another length (_dask.fit checks before y)
-    alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
-    eps = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
-    fits = [_fit_target(blocks, j, _newton._target_state(every, j), float(alpha[j]), params["fit_intercept"], eps,
-                        _newton.RTOL, max_epochs(params)) for j in range(k)]
+        _solvers.check_options("newton", params, k)  # an alpha array of another length (_dask.fit checks before y)
+        alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
+        eps = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
+        fits = [_fit_target(blocks, j, _newton._target_state(every, j), float(alpha[j]), params["fit_intercept"],
+                            eps, _newton.RTOL, max_epochs(params)) for j in range(k)]
+    except BaseException:  # (an error, or an interrupt: the persisted blocks are released)
+        blocks.release()
+        raise
     return _newton.result(params, np.dtype(every.dtype), fits, init=None)
 
 

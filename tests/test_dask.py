@@ -286,6 +286,30 @@ def test_predict_checks_features_eagerly(client, rng):
 # ---------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("params", [{"solver": "sgd", "learning_rate": 0.01, "max_epochs": 2},
+                                    {"solver": "lsqr"}, {"loss": "huber"}], ids=["sgd", "lsqr", "newton"])
+def test_a_failed_fit_leaves_nothing_in_the_workers_memory(client, rng, params):
+    # The failing run's blocks were never cancelled (the pass's run, or the persisted validated blocks of the
+    # Krylov and Newton fits), and the error's traceback kept their futures: X and y blocks stayed on the workers
+    # after the fit, one key more each failed fit.
+    import gc
+    import time
+
+    X, y = make_problem(rng)
+    X[1650, 2] = np.nan
+    held = lambda: len(client.nbytes(summary=False))  # noqa: E731
+    gc.collect()
+    before = held()
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            LinearRegressor(**params).fit(blocks(X), blocks(y))
+    gc.collect()
+    deadline = time.monotonic() + 10  # (cancellation reaches the scheduler asynchronously)
+    while held() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held() == before
+
+
 def test_nan_in_a_block_names_the_block(client, rng):
     X, y = make_problem(rng)
     X[1650, 2] = np.nan  # in the fourth block (rows 1601:2251)
