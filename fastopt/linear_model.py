@@ -213,7 +213,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         absolute error, whose gradient carries no unit of ``y``, and by ``max(1, s / epsilon)`` for Huber's, so that
         targets of any scale fit alike. Where the start fits every row exactly (a first ``partial_fit`` call of
         one row, or of constant targets: no gradient, no step moves), the adaptive rules' rate is taken from the
-        next call's rows. Deterministic: it depends neither on ``random_state``
+        next call's rows (or a one-shot stream's next chunk, or a warm-started in-memory fit's rows); a
+        re-readable stream's or a Dask fit's sampled rate of such targets stays the fallback, 1e-3.
+        Deterministic: it depends neither on ``random_state``
         nor on the BLAS thread count. The value used is stored in ``learning_rate_``.
     schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
         Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
@@ -315,7 +317,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Continue from the previous fit's coefficients and optimizer state (SGD and the momentum rules on rows
         the previous fit's preconditioning map serves badly: from its coefficients alone, under a map of these
         rows; see the README's "Preconditioning"). A fit by another solver starts from the previous
-        coefficients with fresh optimizer state, where it takes a start (the closed form needs none).
+        coefficients with fresh optimizer state, where it takes a start (the closed form needs none), in memory;
+        on Dask and in ``fit_stream``, which take no ``coef_init``, it starts afresh.
     verbose : int, default=0
         Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None

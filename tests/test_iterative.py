@@ -578,3 +578,34 @@ def test_nesterov_refuses_dampening_as_torch_does():
     with pytest.raises(ValueError, match="solver='nesterov' takes no dampening"):
         LinearRegressor(solver="nesterov", dampening=0.5).fit(X, y)
     LinearRegressor(solver="momentum", dampening=0.5, max_epochs=2, tol=None).fit(X, y)
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+@pytest.mark.parametrize("solver", ["sgd", "momentum"])
+def test_a_robust_warm_start_on_its_own_rows_continues_its_state(solver, loss):
+    # The stale-map test compared rates that carry the robust loss's residual scale, which the first fit had
+    # shrunk: a warm start on the same rows was taken for stale and restarted (t_ 700 -> 630, not 1,400)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(700, 4)) * [1, 10, 0.1, 1]
+    y = X @ np.array([1.0, 0.2, 5.0, -1.0]) + 100 + 0.5 * rng.standard_t(3, size=700)  # residuals 100 -> 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LinearRegressor(solver=solver, loss=loss, random_state=0, warm_start=True, max_epochs=10).fit(X, y)
+        t = est.t_
+        est.fit(X, y)
+    assert est.t_ == 2 * t
+
+
+@pytest.mark.parametrize("solver", ["adam", "adagrad", "rmsprop"])
+def test_a_positive_fit_from_an_unconstrained_start_takes_its_rate_at_the_projected_start(solver):
+    # At the unconstrained optimum the first gradient is 0: the adaptive rate was 1e-17 and the fit stayed at the
+    # clipped start (R^2 -0.38, NNLS's 0.79), unwarned. The rate is now taken where the projected steps start.
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(400, 3))
+    X = np.c_[Z[:, 0], 0.8 * Z[:, 0] + 0.6 * Z[:, 1], Z[:, 2]]
+    y = X @ np.array([3.0, -2.0, 1.0]) + 0.1 * rng.normal(size=400)
+    unconstrained = LinearRegressor().fit(X, y)
+    est = LinearRegressor(solver=solver, positive=True, random_state=0).fit(
+        X, y, coef_init=unconstrained.coef_, intercept_init=unconstrained.intercept_)
+    nnls = LinearRegressor(positive=True).fit(X, y)
+    assert est.score(X, y) > nnls.score(X, y) - 1e-3
