@@ -1232,7 +1232,12 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     P0 = np.vstack([p0[: k * d].reshape(k, d).T.astype(np.float64),
                     p0[k * d :][None, :] if fit_intercept else np.zeros((0, k))])
     if spec.follows_gradient:
-        lr = lr * robust_rate_factor(params, Xa, Y, w, P0)
+        factor = robust_rate_factor(params, Xa, Y, w, P0)
+        if factor != 1.0:
+            # The ridge's curvature does not scale with y: a step lr * penalty beyond 1 along it overshoots, and
+            # the scaled rate diverged under alpha = 1e-3 on targets of 1e4 (and on one-hot rows, whose rare
+            # levels' per-column decay is near 1, at unit scale). At most the ridge's own critical step.
+            lr = min(lr * factor, max(lr, 1.0 / penalty)) if penalty > 0 else lr * factor
         return lr * (1.0 - spec.momentum) if hasattr(spec, "momentum") else lr
     G0 = np.stack([_rmatvec(Xa, w * (_matvec(Xa, P0[:, j]) - Y[:, j])) for j in range(k)], axis=1) / Xa.shape[0]
     # The first gradient-descent step g0 / L, shrunk by the same minibatch-noise factor as SGD's rate
