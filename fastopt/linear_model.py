@@ -816,7 +816,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     def _continued_state(self, name: str, n_targets: int | None = None, restart: bool = False):
         """The state a ``partial_fit`` call continues (None on the first call), after checking that it uses the
-        same solver ``name`` (and, when known, the same number of targets) as the earlier calls. With
+        same solver ``name`` (and, when known, the same number of targets, and for an iterative state the same
+        ``fit_intercept``) as the earlier calls. With
         ``restart`` (in memory), None also where ``solver="auto"`` ran a solver whose state cannot take more rows
         (Newton's method) and ``name`` is iterative: the caller starts it from the fitted coefficients."""
         if not hasattr(self, "_solver_state"):
