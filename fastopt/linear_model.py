@@ -908,6 +908,28 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             pred = np.asarray(pred).reshape(X.shape[:1] + self.coef_.T.shape[1:])
         return pred + self.intercept_
 
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """The coefficient of determination R^2 of the prediction, as ``RegressorMixin.score``.
+
+        ``1 - sum w (y - y_hat)^2 / sum w (y - mean_w(y))^2``, averaged uniformly over the targets (scikit-learn's
+        ``r2_score``); a constant target scores 1 when predicted exactly, else 0.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features), or a Dask collection
+        y : array-like of shape (n_samples,) or (n_samples, n_targets), or a Dask collection
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+            On Dask collections computed block by block where the blocks live, also where their row counts are
+            unknown (a Dask DataFrame's).
+        """
+        if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
+            return dask_backend.score(self, X, y, sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True

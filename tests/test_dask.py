@@ -255,6 +255,25 @@ def test_predict_on_a_dataframe_declares_its_targets_and_dtype(client, rng, dtyp
     np.testing.assert_array_equal(pred[:, 1].compute(), est.predict(frame)[:, 1])
 
 
+@pytest.mark.parametrize("k", [None, 2])
+def test_score_on_dask_collections_equals_the_score_in_memory(client, rng, k):
+    # scikit-learn's score asks len() of a Dask DataFrame (unknown row counts): "Cannot call len() on object with
+    # unknown chunk size", where fit and predict work. Now computed block by block (R^2 as r2_score).
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    X, y = make_problem(rng, k=k)
+    w = rng.uniform(0.1, 2.0, size=len(X))
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    est = LinearRegressor().fit(frame, y)
+    Y = pd.DataFrame(y) if k else pd.Series(y)
+    dX, dY = dd.from_pandas(frame, npartitions=4), dd.from_pandas(Y, npartitions=4)
+    assert est.score(dX, dY) == pytest.approx(est.score(frame, y), rel=1e-12)
+    dW = dd.from_pandas(pd.Series(w), npartitions=4)
+    assert est.score(dX, dY, sample_weight=dW) == pytest.approx(est.score(frame, y, sample_weight=w), rel=1e-12)
+    plain = LinearRegressor().fit(X, y)
+    assert plain.score(blocks(X), blocks(y)) == pytest.approx(plain.score(X, y), rel=1e-12)
+
+
 def test_a_list_y_beside_dask_x_is_an_array_like(client, rng):
     # (y.ndim ended in an AttributeError; in memory a list y fits)
     X, y = make_problem(rng)
