@@ -2016,6 +2016,14 @@ def as_lazy_X(method: str, params: dict, X):
     return X
 
 
+def _map_runs_on(affine: Affine | None, X) -> bool:
+    """Whether ``affine`` may map ``X`` (:func:`_under`'s test). Dense rows that SparseAdam mode steps as CSR
+    (``sparse_mode="lazy"`` after an exact fit or call) may not take the exact rule's map of dense rows, which
+    centres columns: such a warm start or call goes on from its coefficients under a map of these rows, as a first
+    call does. It was refused with "continuing it on sparse X would densify X" to a caller who passed dense X."""
+    return affine is None or not sp.issparse(X) or affine.from_sparse or csr_shiftable(X, affine)
+
+
 def _as_lazy_data(method: str, params: dict, data):
     """``data`` with X as :func:`as_lazy_X` takes it."""
     X = as_lazy_X(method, params, data.X)
@@ -2377,7 +2385,10 @@ class IterativeSolver(Solver):
 
     def _fit(self, params: dict, data, state: IterState | None, init=None,
              prepared: FirstOrder | None = None) -> FitResult:
+        was_dense = not sp.issparse(data.X)
         data = _as_lazy_data(self.method, params, data)
+        if was_dense and init is None and _continues(state, params, data) and not _map_runs_on(state.affine, data.X):
+            init, state = _raw_params(state), None  # (see _map_runs_on)
         (n, d), k = data.X.shape, data.Y.shape[1]
         if prepared is None or prepared.n != n:  # (validation keeps the rows: a prepared order always fits)
             if prepared is not None:
@@ -2493,7 +2504,10 @@ class IterativeSolver(Solver):
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None,
                      init=None) -> FitResult:
+        was_dense = not sp.issparse(data.X)
         data = _as_lazy_data(self.method, params, data)
+        if was_dense and state is not None and not _map_runs_on(state.affine, data.X):
+            init, state = _raw_params(state), None  # (see _map_runs_on)
         if state is not None and data.X.dtype != state.weights.dtype:
             # later rows in another precision (a float64 chunk after float32 ones): the state's, as the closed
             # form's statistics take them; the kernels are typed by it

@@ -1245,10 +1245,18 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     # noisier directions, and their noise ball grows with the per-coordinate step.
     scale = float(np.max(np.abs(G0))) * lr
     fraction = ADAGRAD_FRACTION if spec.accumulates else ADAPTIVE_FRACTION
-    if not scale > 0 and basis is not None:
-        # no gradient where the fit starts: every residual is zero (one row, constant targets), so no step moves
-        # and any rate will do here; partial_fit takes the rate from its next call's rows (basis["pending"])
-        basis["pending"] = True
+    # No gradient where the fit starts but its rounding (one row, constant targets, rows that store nothing: every
+    # residual zero, or the rounding of the targets' mean, so no step moves): any rate will do here, and
+    # partial_fit takes the rate from its next call's rows (basis["pending"]). G0 is a mean of m terms: its
+    # rounding is at most about m eps times their mean magnitude, i.e. eps times the sum of their magnitudes
+    # (``magnitudes``); a first chunk of empty hashed rows, its targets' mean inexact, left Adam at 3.6e-17.
+    Aabs = abs(Xa)
+    magnitudes = max(float(np.max(_rmatvec(Aabs, w * (np.abs(_matvec(Xa, P0[:, j])) + np.abs(Y[:, j])))))
+                     for j in range(k))
+    if not float(np.max(np.abs(G0))) > np.finfo(np.float64).eps * magnitudes:
+        if basis is not None:
+            basis["pending"] = True
+        scale = 0.0
     return decay_capped(spec, fraction * scale if scale > 0 else 1e-3)
 
 

@@ -609,3 +609,36 @@ def test_a_positive_fit_from_an_unconstrained_start_takes_its_rate_at_the_projec
         X, y, coef_init=unconstrained.coef_, intercept_init=unconstrained.intercept_)
     nnls = LinearRegressor(positive=True).fit(X, y)
     assert est.score(X, y) > nnls.score(X, y) - 1e-3
+
+
+@pytest.mark.parametrize("solver", ["adam", "adagrad"])
+def test_an_empty_first_chunk_leaves_the_adaptive_rate_to_the_next(solver):
+    # Rows that store nothing, targets whose mean is inexact: the first gradient is that mean's rounding (1e-17),
+    # and Adam took it as the rate's scale (3.6e-17): R^2 -0.02 after 10 passes, unwarned. It is no gradient.
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = sp.random(2000, 300, density=0.03, format="csr", random_state=0, data_rvs=rng.standard_normal)
+    y = X @ rng.normal(size=300) + 1.0
+    est = LinearRegressor(solver=solver, random_state=0)
+    est.partial_fit(sp.csr_matrix((5, 300)), np.array([9.0, 10.0, 11.0, 12.0, 13.5]))
+    for _ in range(10):
+        for i in range(0, 2000, 250):
+            est.partial_fit(X[i : i + 250], y[i : i + 250])
+    assert est.learning_rate_ > 1e-3 and est.score(X, y) > 0.99
+
+
+@pytest.mark.parametrize("how", ["warm", "partial_fit"])
+def test_switching_to_sparse_mode_lazy_on_dense_rows_goes_on_from_the_coefficients(how):
+    # SparseAdam mode steps dense rows as CSR, which the exact rule's map of dense rows (it centres columns) cannot
+    # map: the switch was refused with "continuing it on sparse X would densify X" to a caller passing dense X.
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 20, size=600)
+    X = np.c_[np.eye(20)[levels], rng.normal(size=600) * (rng.random(600) < 0.1), rng.normal(size=600) + 3]
+    y = X @ rng.normal(size=22) + 0.1 * rng.normal(size=600)
+    est = LinearRegressor(solver="adam", random_state=0, warm_start=how == "warm", max_epochs=5, tol=None)
+    fit = est.fit if how == "warm" else est.partial_fit
+    fit(X, y)
+    est.set_params(sparse_mode="lazy")
+    fit(X, y)  # (raised ValueError)
+    assert np.isfinite(est.coef_).all()
