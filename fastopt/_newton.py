@@ -89,7 +89,6 @@ rows at every iteration; a clear error says so) and the absolute error on Dask a
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -1445,20 +1444,26 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     rhs = np.concatenate([-c, prob.y[rows]])
     if m > p:
         return _degenerate_limit(prob, Xz, c, K, rhs, rows)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # judged by the residual check below
-            lu = scipy.linalg.lu_factor(K, check_finite=False)
-            sol = scipy.linalg.lu_solve(lu, rhs, check_finite=False)
+    # LAPACK's getrf/getrs, which lu_factor and lu_solve call, directly: lu_factor's LinAlgWarning on a singular
+    # factor had been silenced with warnings.catch_warnings, which saves and restores the process's one filter
+    # list, so that concurrent fits in threads lost or gained filters (a user's "error" filter undone, an "ignore"
+    # left behind). A singular K is judged by the residual check below, as before.
+    lu, piv, info = scipy.linalg.lapack.dgetrf(K)
+    if info < 0:
+        sol = np.full(p + m, np.nan)
+    else:
+        def solve(b):
+            return scipy.linalg.lapack.dgetrs(lu, piv, b)[0]
+
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # (a singular factor: judged below)
+            sol = solve(rhs)
             # Two steps of iterative refinement: on polynomial features of an offset column (condition 1e8 and
             # more) the rows the limit fits came out up to 1e3 times their rounding off zero, the objective up
             # to 3 times its rounding above the minimum.
             for _ in range(2):
                 if not np.all(np.isfinite(sol)):
                     break
-                sol = sol + scipy.linalg.lu_solve(lu, rhs - K @ sol, check_finite=False)
-    except (np.linalg.LinAlgError, ValueError):
-        sol = np.full(p + m, np.nan)
+                sol = sol + solve(rhs - K @ sol)
     # an inconsistent system (more rows inside than parameters, with alpha = 0) has no exact limit here; with
     # ridge, a singular one (tied rows among the p inside) may still have one (_degenerate_limit)
     if not (np.all(np.isfinite(sol)) and _consistent(K, sol, rhs, backward=True)
