@@ -2154,7 +2154,8 @@ class IterativeSolver(Solver):
 
     # ------------------------------------------------------------ set-up shared by fit and partial_fit
     def _start(self, params, data, state, train_idx, sw, rng, lr0: float | None = None, init=None,
-               basis: dict | None = None, zero: np.ndarray | None = None) -> IterState:
+               basis: dict | None = None, zero: np.ndarray | None = None,
+               rows_lr: float | None = None) -> IterState:
         d, k = data.X.shape[1], data.Y.shape[1]
         spec = make_spec(self.method, params)
         fresh = _initial_params(params, d, k, data.X.dtype, rng)
@@ -2189,7 +2190,8 @@ class IterativeSolver(Solver):
                 # under the kept map, may be stiffer (a column three times wider, a mean moved by 5 that the map
                 # does not centre), and the warm start diverged where a fresh fit converges. The rate of these
                 # rows, when lower (on the same rows it is the same rate: the bits are kept).
-                lr0 = min(lr0, auto_learning_rate(spec, data, train_idx, sw, params, state.weights, rng, zero=zero))
+                lr0 = min(lr0, rows_lr if rows_lr is not None else
+                          auto_learning_rate(spec, data, train_idx, sw, params, state.weights, rng, zero=zero))
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[], watch=None,
                                    rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))
@@ -2267,26 +2269,34 @@ class IterativeSolver(Solver):
         st.ridge_term = (st.weights, ridge_key(spec, train), term)
         return float(loss + term)
 
-    def _stale_map(self, params: dict, data, state: IterState, train_idx, sw, rng) -> bool:
-        """Whether a warm start of SGD or a momentum rule (``learning_rate="auto"``) starts afresh from its
-        coefficients, under a map of these rows: their critical rate under the kept map is below
-        ``1 / STALE_MAP_RATIO`` of the kept rate. The kept map scales a column the earlier rows stored a few times,
-        with small values, by their inverse; rows holding it at its usual size then set a rate so small that the
-        fit stood still (R^2 0.04 on its own rows where a fresh fit reaches 0.998, with advice to raise
-        max_epochs). Rows of the kept map's kind keep it, bit for bit (their rate is the kept one, or near)."""
-        if params["learning_rate"] != "auto" or state.affine is None or not state.basis or "first" not in state.basis:
-            return False
-        mapped, mapped_params = _under(state.affine, data), _penalised(params, state.affine, self.method)
-        spec = make_spec(self.method, mapped_params)
+    def _rows_rate(self, params: dict, data, state: IterState, train_idx, sw, rng) -> tuple[float, dict] | None:
+        """A warm start's rows' own rate for SGD or a momentum rule (``learning_rate="auto"``) under the kept map
+        (``data`` and ``params`` already under it) and what it was taken from (``basis``), else None. The warm
+        start continues at the lower of it and the kept rate (:meth:`_start`), or starts afresh from its
+        coefficients when the kept map is stale for these rows (:meth:`_stale`)."""
+        if params["learning_rate"] != "auto":
+            return None
+        spec = make_spec(self.method, params)
         if not spec.follows_gradient:
+            return None
+        basis: dict = {}
+        lr = auto_learning_rate(spec, data, train_idx, sw, params, state.weights, rng, basis=basis,
+                                zero=zero_image(state.affine, data.X))
+        return lr, basis
+
+    @staticmethod
+    def _stale(state: IterState, rows_rate: tuple[float, dict] | None) -> bool:
+        """Whether a warm start of SGD or a momentum rule starts afresh from its coefficients, under a map of
+        these rows: their critical rate under the kept map is below ``1 / STALE_MAP_RATIO`` of the kept rate. The
+        kept map scales a column the earlier rows stored a few times, with small values, by their inverse; rows
+        holding it at its usual size then set a rate so small that the fit stood still (R^2 0.04 on its own rows
+        where a fresh fit reaches 0.998, with advice to raise max_epochs). Rows of the kept map's kind keep it, bit
+        for bit (their rate is the kept one, or near). The critical rates' inverses from the curvatures alone
+        (``basis["first"]``): the rates themselves carry a robust loss's residual scale, which a fit has shrunk,
+        and a warm start of Huber's loss on its own rows was taken for stale (its state dropped, t_ 700 -> 630)."""
+        if rows_rate is None or state.affine is None or not state.basis or "first" not in state.basis:
             return False
-        # The critical rates' inverses from the curvatures alone (basis["first"]): the rates themselves carry a
-        # robust loss's residual scale, which a fit has shrunk, and a warm start of Huber's loss on its own rows
-        # was taken for stale (its optimizer state dropped, t_ 700 -> 630)
-        fresh: dict = {}
-        auto_learning_rate(spec, mapped, train_idx, sw, mapped_params, state.weights, rng, basis=fresh,
-                           zero=zero_image(state.affine, mapped.X))
-        return fresh["first"] > STALE_MAP_RATIO * state.basis["first"]
+        return rows_rate[1]["first"] > STALE_MAP_RATIO * state.basis["first"]
 
     def _train_controls(self, params, st: IterState) -> EpochCtl:
         decay = params.get("decay")
@@ -2421,14 +2431,21 @@ class IterativeSolver(Solver):
             # a warm start that adds a ridge penalty to a fit run under a per-column scaling (where the penalty
             # would not be uniform): from its coefficients in the user's units, with fresh optimizer state
             init, state = _raw_params(state), None
-        if _continues(state, params, data) and self._stale_map(params, data, state, train_idx, sw, rng):
-            init, state = _raw_params(state), None
-        per_column = ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params))
-        affine = state.affine if _continues(state, params, data) else choose_affine(
-            params, data.X, schedule_name(params), train_idx, sw, per_column=per_column,
-            floor=floors_rare_columns(self.method, params, train_idx.shape[0], per_column))
-        data = _under(affine, data)  # the whole fit, the rate and the monitored losses live in the rescaled space
-        params = _penalised(params, affine, self.method)
+        # The whole fit, the rate and the monitored losses live in the rescaled space: a warm start's the kept
+        # map's, unless it is stale for these rows (their rate under it, taken once, is also the one it runs at)
+        rows_rate, kept = None, False
+        if _continues(state, params, data):
+            mapped, mapped_params = _under(state.affine, data), _penalised(params, state.affine, self.method)
+            rows_rate = self._rows_rate(mapped_params, mapped, state, train_idx, sw, rng)
+            if self._stale(state, rows_rate):
+                init, state, rows_rate = _raw_params(state), None, None
+            else:
+                affine, data, params, kept = state.affine, mapped, mapped_params, True
+        if not kept:
+            per_column = ridge_per_column(self.method, params, data.X, lazy_rule(self.method, params))
+            affine = choose_affine(params, data.X, schedule_name(params), train_idx, sw, per_column=per_column,
+                                   floor=floors_rare_columns(self.method, params, train_idx.shape[0], per_column))
+            data, params = _under(affine, data), _penalised(params, affine, self.method)
         if init is not None:
             init = _mapped_init(affine, init)
         # A fresh fit keeps what SGD's and the momentum rules' rate was taken from, as a first partial_fit call
@@ -2437,7 +2454,7 @@ class IterativeSolver(Solver):
         # of that multiple: R^2 0.972 -> -195 on the new rows in one silent call, or a DivergenceError).
         basis = {} if not _continues(state, params, data) else None
         st = self._start(params, data, state, train_idx, sw, rng, init=init, zero=zero_image(affine, data.X),
-                         basis=basis)
+                         basis=basis, rows_lr=None if rows_rate is None else rows_rate[0])
         st.affine = affine
         if basis is not None:
             st.basis = basis or None

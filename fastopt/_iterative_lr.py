@@ -1239,7 +1239,8 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
             # levels' per-column decay is near 1, at unit scale). At most the ridge's own critical step.
             lr = min(lr * factor, max(lr, 1.0 / penalty)) if penalty > 0 else lr * factor
         return lr * (1.0 - spec.momentum) if hasattr(spec, "momentum") else lr
-    G0 = np.stack([_rmatvec(Xa, w * (_matvec(Xa, P0[:, j]) - Y[:, j])) for j in range(k)], axis=1) / Xa.shape[0]
+    pred = [_matvec(Xa, P0[:, j]) for j in range(k)]  # (for the gradient and the size of its terms)
+    G0 = np.stack([_rmatvec(Xa, w * (pred[j] - Y[:, j])) for j in range(k)], axis=1) / Xa.shape[0]
     # The first gradient-descent step g0 / L, shrunk by the same minibatch-noise factor as SGD's rate
     # (lr L = b L / (tr H + (b - 1) L), 1 for full batches): a smaller batch moves the adaptive rules in
     # noisier directions, and their noise ball grows with the per-coordinate step.
@@ -1251,8 +1252,7 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     # rounding is at most about m eps times their mean magnitude, i.e. eps times the sum of their magnitudes
     # (``magnitudes``); a first chunk of empty hashed rows, its targets' mean inexact, left Adam at 3.6e-17.
     Aabs = abs(Xa)
-    magnitudes = max(float(np.max(_rmatvec(Aabs, w * (np.abs(_matvec(Xa, P0[:, j])) + np.abs(Y[:, j])))))
-                     for j in range(k))
+    magnitudes = max(float(np.max(_rmatvec(Aabs, w * (np.abs(pred[j]) + np.abs(Y[:, j]))))) for j in range(k))
     if not float(np.max(np.abs(G0))) > np.finfo(np.float64).eps * magnitudes:
         if basis is not None:
             basis["pending"] = True
