@@ -112,7 +112,7 @@ from scipy.linalg import lapack
 
 from fastopt import _kernels, _serial_blas, _sparse
 from fastopt._result import FitResult, Solver
-from fastopt._validation import Data, is_sparse, refuse_nonfinite
+from fastopt._validation import Data, is_sparse, refuse_nonfinite_data
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning, _warn
 
 __all__ = [
@@ -1104,13 +1104,6 @@ def scale_trouble(state: ClosedFormState, constant_ok: bool = False) -> int | No
     return int(np.argmax(bad)) if bad.any() else None
 
 
-def _name_nonfinite(data: Data) -> None:
-    """Validation's error for NaN or infinite values in ``data`` (which scikit-learn's ``assume_finite=True``
-    skips), before statistics that under- or overflow are blamed on a column's scale, with advice to rescale it."""
-    refuse_nonfinite("y", data.Y)
-    refuse_nonfinite("X", data.X)
-
-
 def _scale_error(state: ClosedFormState, column: int) -> ValueError:
     d = state.n_features
     name, index = ("X", column) if column < d else ("y", column - d)
@@ -1530,7 +1523,8 @@ class _ClosedForm(Solver):
     def _rescale(self, params: dict, data: Data, stats: ClosedFormState, rescale: bool) -> FitResult:
         """The fit of exactly rescaled data when ``stats`` under- or overflow (first attempt; sparse X scales its
         stored values only), else the error naming the column at fault."""
-        _name_nonfinite(data)
+        # validation's error for NaN or infinity (which assume_finite=True skips) before blaming a column's scale
+        refuse_nonfinite_data(data)
         if rescale:
             return _rescaled_fit(self, params, data)
         raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))

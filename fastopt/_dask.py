@@ -581,12 +581,20 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
     return Outcome(name, result, chunks.y_ndim == 1, checker)
 
 
+def _prediction_dtype(X: Any, coef: np.ndarray) -> np.dtype:
+    """The dtype ``predict`` gives for ``X`` (a Dask or pandas frame: float32 when every column is float32, as
+    validation casts it, else float64; an array: its own) and the coefficients."""
+    if hasattr(X, "dtypes"):  # per-column dtypes (a Dask DataFrame's declared metadata, a partition's own)
+        x_dtype = np.float32 if all(isinstance(t, np.dtype) and t == np.float32 for t in X.dtypes) else np.float64
+    else:
+        x_dtype = getattr(X, "dtype", np.float64)
+    return np.result_type(np.float32 if x_dtype == np.float32 else np.float64, coef.dtype)
+
+
 def _predict_block(block, estimator) -> np.ndarray:
     if block.shape[0] == 0:  # an empty block (a mask's, a filtered partition's) predicts nothing, as fit skips it
         coef = np.asarray(estimator.coef_)
-        x_dtype = getattr(block, "dtype", np.float64)  # (a DataFrame's: validated as float64)
-        dtype = np.result_type(np.float32 if x_dtype == np.float32 else np.float64, coef.dtype)
-        return np.empty((0, *coef.shape[:-1]), dtype=dtype)
+        return np.empty((0, *coef.shape[:-1]), dtype=_prediction_dtype(block, coef))
     return estimator.predict(block)
 
 
@@ -662,14 +670,8 @@ def predict(estimator, X: Any):
     _check_collection("X", X, (2,))
     _check_features(estimator, X, reset=False)
     coef = np.asarray(estimator.coef_)
-    if _is_frame(X):  # per-column dtypes: float32 columns validate as float32 (as in memory), others as float64
-        x_dtype = np.float32 if all(np.dtype(t) == np.float32 for t in X.dtypes if isinstance(t, np.dtype)) \
-            and all(isinstance(t, np.dtype) for t in X.dtypes) else np.float64
-    else:
-        x_dtype = X.dtype
-    dtype = np.result_type(np.float32 if x_dtype == np.float32 else np.float64, coef.dtype)
     # (a frame's lazy result takes its shape from meta: (0, 0) declared 0 targets for a multi-target model)
-    meta = np.empty((0,) if coef.ndim == 1 else (0, coef.shape[0]), dtype=dtype)
+    meta = np.empty((0,) if coef.ndim == 1 else (0, coef.shape[0]), dtype=_prediction_dtype(X, coef))
     if _is_frame(X):
         # Partitions keep their column names, so the fitted feature names are checked block by block.
         return X.map_partitions(_predict_block, estimator, meta=meta)

@@ -67,7 +67,7 @@ from fastopt._iterative_lr import (
     zero_image,
 )
 from fastopt._result import FitResult, Solver
-from fastopt._validation import _check_sparse_structure, refuse_nonfinite
+from fastopt._validation import _check_sparse_structure, refuse_nonfinite_data
 from fastopt.exceptions import ConvergenceWarning, DivergenceError, _warn
 from fastopt.optim import DIVERGENCE_FACTOR
 
@@ -2224,8 +2224,7 @@ class IterativeSolver(Solver):
                     )
             start_loss = max(start_loss, at_start)
         if not np.isfinite(start_loss):  # X is checked by the first epoch; the zero model's loss reads y only
-            refuse_nonfinite("y", data.Y)
-            refuse_nonfinite("X", data.X)
+            refuse_nonfinite_data(data)
             raise ValueError(
                 f"y has values too large for float64 arithmetic: the {params['loss']} loss of the all-zero model "
                 f"overflows (max |y| = {float(np.max(np.abs(data.Y))):.3g}); rescale y."
@@ -2245,8 +2244,7 @@ class IterativeSolver(Solver):
             # fit leaves X's finiteness to this pass (every training row is read in the first epoch, and a NaN
             # or inf there makes the loss non-finite even at zero weight): name bad input before blaming the
             # learning rate.
-            refuse_nonfinite("y", data.Y)  # a warm start reads y here
-            refuse_nonfinite("X", data.X)
+            refuse_nonfinite_data(data)  # (a warm start reads y here)
         if status != _kernels.Status.OK:
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
                     else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")

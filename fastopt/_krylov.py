@@ -88,7 +88,7 @@ import scipy.sparse
 from fastopt import _closed_form, _kernels
 from fastopt._iterative_lr import SCALE_SPREAD
 from fastopt._result import FitResult, Outcome, Solver
-from fastopt._validation import Data, refuse_nonfinite
+from fastopt._validation import Data, refuse_nonfinite_data
 from fastopt.exceptions import ConvergenceWarning, _warn
 
 __all__ = ["SOLVERS", "KrylovState", "Moments", "Passes", "default_max_iter", "solve"]
@@ -1167,8 +1167,7 @@ class KrylovSolver(Solver):
                 mom = passes.moments(bool(params["fit_intercept"]))
         if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.cyy)):
             # Name non-finite input before blaming overflow (solve's message), whatever assume_finite says
-            refuse_nonfinite("y", data.Y)
-            refuse_nonfinite("X", data.X)
+            refuse_nonfinite_data(data)
         ex, ey = _x_exponent(data.X, mom), _exponent(data.Y, Y_SCALE_LIMIT)
         if ex or ey:  # X or y so small (or large) that their squares under- or overflow: solved at scale 1
             scaled = _rescaled(data, ex, ey)

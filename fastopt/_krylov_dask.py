@@ -44,6 +44,11 @@ class DaskPasses:
         leaves = [delayed(_validated, pure=True)(template, *chunks.block(i)) for i in range(len(chunks))]
         self.blocks = list(dask.persist(*leaves))
 
+    def release(self) -> None:
+        """Cancel the persisted blocks on the cluster (a failed fit's, see :func:`fastopt._dask.release`)."""
+        _dask.release(self.blocks)
+        self.blocks = []
+
     def moments(self, centred: bool) -> _krylov.Moments:
         return _dask.tree_merge([delayed(_moments)(b, centred) for b in self.blocks], _krylov.add).compute()
 
@@ -82,7 +87,6 @@ def fit(params: dict, checker, name: str, chunks: _dask.DaskChunks, state) -> Ou
             return None
         result = _krylov.solve(name, _krylov.auto_params(params, budget), passes, state, quiet=True)
         return None if result is None else Outcome(name, _krylov.cast(result, chunks.dtype), chunks.y_ndim == 1)
-    except BaseException:  # (an error, or an interrupt: the persisted blocks are released, see _dask.release)
-        _dask.release(passes.blocks)
-        passes.blocks = []
+    except BaseException:  # (an error, or an interrupt: the persisted blocks are released)
+        passes.release()
         raise

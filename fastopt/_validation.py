@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse
+from sklearn import config_context
 from sklearn.utils.validation import (
     _assert_all_finite,
     _check_feature_names,
@@ -207,10 +208,14 @@ def refuse_nonfinite(name: str, a) -> None:
     an array or a sparse matrix (its stored values): the solvers call it where statistics or losses came out
     non-finite, before blaming a column's scale or the learning rate (with ``assume_finite=True`` an infinite y
     was reported as X column 0 being too large to square). scikit-learn's configuration is thread-local."""
-    from sklearn import config_context
-
     with config_context(assume_finite=False):
         assert_all_finite(a.data if scipy.sparse.issparse(a) else a, input_name=name)
+
+
+def refuse_nonfinite_data(data: Data) -> None:
+    """:func:`refuse_nonfinite` for ``data``'s targets, then its rows."""
+    refuse_nonfinite("y", data.Y)
+    refuse_nonfinite("X", data.X)
 
 
 def _reject_complex(name, a):

@@ -442,17 +442,22 @@ def test_a_one_shot_streams_adaptive_rate_waits_for_a_chunk_with_a_gradient():
     assert est.learning_rate_ > 1 and est.score(X, y) > 0.99
 
 
+def _hashed_rows(seed: int, n: int, d: int, per_row: int):
+    """CSR rows of about ``per_row`` standard-normal values at random columns, and targets of a random model."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=per_row / d, format="csr", random_state=seed, data_rvs=rng.standard_normal)
+    return X, X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "momentum"])
 def test_partial_fit_after_fit_on_new_rows_is_guarded_under_the_fits_map(solver):
     # The fit's map scales a column stored a few times with small values by their inverse (0.0037: 2.3e-4); new
     # rows holding such a column at its usual size took steps of that multiple, and one partial_fit after the fit
     # took R^2 on those rows from 0.97 to -195, silently: partial_fit after fit had no rate guard (a first
     # partial_fit call keeps what its rate was taken from; a fit now keeps it too).
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(2)
-    X = sp.random(8000, 1000, density=2 / 1000, format="csr", random_state=2, data_rvs=rng.standard_normal)
-    y = X @ rng.normal(size=1000) + 0.1 * rng.normal(size=8000)
+    X, y = _hashed_rows(seed=2, n=8000, d=1000, per_row=2)
     old, new = slice(0, 3000), slice(3000, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -492,11 +497,7 @@ def test_a_warm_start_on_rows_that_make_the_kept_map_stale_starts_afresh_from_it
     # The kept map scales a column the first rows stored once, with a small value, by its inverse: on new rows
     # holding it at its usual size the rate under that map was 23 times smaller and the warm fit ended at R^2
     # 0.934 on its own rows (0.038 on a larger probe) where a fresh fit reaches 0.9985.
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(0)
-    X = sp.random(3000, 2000, density=10 / 2000, format="csr", random_state=0, data_rvs=rng.standard_normal)
-    y = X @ rng.normal(size=2000) + 0.1 * rng.normal(size=3000)
+    X, y = _hashed_rows(seed=0, n=3000, d=2000, per_row=10)
     old, new = slice(0, 1000), slice(1000, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
