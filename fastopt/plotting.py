@@ -66,10 +66,10 @@ def save_format(path) -> str:
     if not suffix:
         return "png"
     try:
-        from matplotlib.figure import Figure
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError('fastopt.plotting needs matplotlib: pip install "fastopt[plot]"') from exc
-    supported = Figure().canvas.get_supported_filetypes()
+    supported = FigureCanvasBase.get_supported_filetypes()  # (the canvas a new Figure has, which savefig uses)
     if suffix not in supported:
         raise ValueError(f"cannot write a figure as {suffix!r} ({os.fspath(path)!r}); the suffix names the format: "
                          f"one of {', '.join(sorted(supported))}, or none for PNG.")
