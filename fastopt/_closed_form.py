@@ -1454,6 +1454,10 @@ def _refined(params: dict, data: Data, result: FitResult) -> FitResult:
     m = state.mean[:d]
     if params["fit_intercept"]:
         G -= np.outer(m, rsum)  # centred: sum_i w_i r_i (x_i - m)
+        # the factor took a column constant to round-off as exactly constant (zero row and column; with a ridge
+        # only W alpha on its diagonal): its gradient here is the spread the solve set aside, and the correction
+        # G_j / (W alpha) turned it into a coefficient of 1 / alpha (1e12 + 0.01 z: 9e5 at alpha 1e-8)
+        G[constant_columns(state)] = 0.0
     delta = _correction(params, state, G)
     if not np.all(np.isfinite(delta)):
         return result

@@ -142,3 +142,23 @@ def test_float32_and_constrained_fits_are_left_alone(monkeypatch):
     LinearRegressor().fit(X.astype(np.float32), y.astype(np.float32))
     LinearRegressor(positive=True).fit(X, y)
     LinearRegressor(alpha=np.array([0.1, 0.2])).fit(X, np.column_stack([y, y]))
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+@pytest.mark.parametrize("alpha", [1e-14, 1e-8, 1e-4])
+@pytest.mark.parametrize("column", ["round-off", "exact"])
+def test_a_column_taken_as_constant_stays_at_zero_through_the_refinement(solver, alpha, column):
+    # The solve takes a column constant to round-off (spread below CONSTANT_RTOL of its mean) as exactly constant:
+    # coefficient 0, with a ridge too. The refinement's gradient there is the spread the solve set aside, which the
+    # factor's diagonal W alpha turned into a coefficient of 1 / alpha (9e5 at 1e-8; MSE 7.9e7 for the
+    # 0.0103 of the other column's fit), and an exactly constant column into 1e-10 at 1e-14.
+    rng = np.random.default_rng(5)
+    z, x = rng.normal(size=200), rng.normal(size=200)
+    first = 1e12 + 0.01 * z if column == "round-off" else np.full(200, 1e6 / 3)
+    y = z + x + 0.1 * rng.normal(size=200)
+    fit = LinearRegressor(solver=solver, alpha=alpha).fit(np.column_stack([first, x]), y)
+    alone = LinearRegressor(solver=solver, alpha=alpha).fit(x[:, None], y)
+    assert fit.coef_[0] == 0.0
+    # the same well-conditioned one-column ridge (both refined): agreement to a few ulps
+    np.testing.assert_allclose(fit.coef_[1:], alone.coef_, rtol=8 * EPS)
+    np.testing.assert_allclose(fit.intercept_, alone.intercept_, rtol=8 * EPS)
