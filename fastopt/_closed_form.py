@@ -798,16 +798,27 @@ def _r_system(params: dict, state: ClosedFormState):
 
 def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResult:
     """The least-squares (ridge) solution from the ``R`` factor: triangular solve, or the minimum-norm SVD path
-    (warned with ``warn``) below the rank cutoff."""
+    (warned with ``warn``) below the rank cutoff. Zero columns of ``R11`` (zero columns of ``X``, or columns
+    taken as constant: :func:`_r_system`) are exact null directions ``e_j``: coefficient 0 (minimum norm), the
+    rest solved without them, and one warning."""
     R11, R12 = _r_system(params, state)
     d = state.n_features
+    live, R11, R12 = _live_triangle(R11, R12)
+    r = live.size
     scale = _pow2(np.linalg.norm(R11, axis=0))
     Rs = R11 / scale
-    rcond, _ = lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")
+    rcond = lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")[0] if r else 0.0
     cutoff = EPS * max(state.n_samples, d)
-    if rcond >= cutoff:
-        V = _upper_solve(np.asfortranarray(Rs), d, R12, serial=_tail_serial(d))
-        return _result(params, state, V / scale[:, None], "qr", rcond, d)
+    coef_t = np.zeros((d, R12.shape[1]))
+    if r and rcond >= cutoff:
+        coef_t[live] = _upper_solve(np.asfortranarray(Rs), r, R12, serial=_tail_serial(r)) / scale[:, None]
+        if r < d and warn:
+            _warn_rank(r, d, "qr")
+        return _result(params, state, coef_t, "qr", rcond, r)
+    if not r:  # every column zero or constant
+        if warn:
+            _warn_rank(0, d, "svd")
+        return _result(params, state, coef_t, "svd", 0.0, 0, singular=np.zeros(d))
     # Minimum norm in the caller's units (as numpy.linalg.lstsq), so the SVD is of the unscaled R11.
     U, s, Vt = np.linalg.svd(R11)
     keep = s > max(cutoff * s[0], _centring_floor(params, state))
@@ -817,8 +828,22 @@ def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResu
     rank = int(keep.sum())
     if warn:
         _warn_rank(rank, d, "svd")
-    coef_t = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
-    return _result(params, state, coef_t, "svd", rcond, rank, singular=s)
+    coef_t[live] = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
+    return _result(params, state, coef_t, "svd", rcond, rank, singular=np.concatenate([s, np.zeros(d - r)]))
+
+
+def _live_triangle(R11: np.ndarray, R12: np.ndarray):
+    """``(live, R, Q^T R12)``: the columns ``live`` of ``R11`` that are not zero, and the triangular factor ``R``
+    of ``R11[:, live] = Q R`` (``R11`` itself when no column is zero). A zero column left in made ``R11``
+    singular, and the SVD path's cutoff, relative to unscaled singular values, then also dropped directions the
+    column scaling resolves: PolynomialFeatures' constant column beside an intercept took a cubic design of
+    columns scaled 1e-3 to 1e3 from rank 19 of 19 to 15 of 20, its predictions 1.6 away."""
+    null = ~R11.any(axis=0)
+    if not null.any():
+        return np.arange(R11.shape[1]), R11, R12
+    live = np.flatnonzero(~null)
+    Q, R = np.linalg.qr(R11[:, live])  # (d, r), (r, r): the zero rows' contributions folded in exactly once
+    return live, R, Q.T @ R12
 
 
 # _centring_floor: the rounding that centring columns on means far from zero leaves in R, as a singular value, is
@@ -1414,8 +1439,12 @@ REFINE_MIN_RCOND = float(np.sqrt(EPS))
 def _correction(params: dict, state: ClosedFormState, G: np.ndarray) -> np.ndarray:
     """``(Xc^T W Xc + W alpha I)^-1 G`` (uncentred without intercept) from ``R11``, or else the scaled
     normal equations' Cholesky factor."""
-    if state.r is not None:
-        return _cho_solve(np.asfortranarray(_r_system(params, state)[0]), G)
+    if state.r is not None:  # a zero column of R11 (see _live_triangle) has no correction
+        R11 = _r_system(params, state)[0]
+        live, R, _ = _live_triangle(R11, np.zeros((R11.shape[0], 0)))
+        delta = np.zeros_like(G, dtype=np.float64)
+        delta[live] = _cho_solve(np.asfortranarray(R), G[live])
+        return delta
     A, _, scale = _scaled_normal_equations(params, state)
     U = A.T
     _kernels.potrf_upper(U, serial=_tail_serial(U.shape[0]))  # accepted by _cholesky, so positive definite

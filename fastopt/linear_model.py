@@ -109,7 +109,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     problem is ill-conditioned (reported by ``solver_``, ``rcond_`` and ``rank_``, not by a warning); a
     rank-deficient design gets the minimum-norm solution and one :class:`~fastopt.exceptions.RankDeficientWarning`:
     from a pivoted Cholesky factorisation of the same normal equations when columns are exactly dependent (one-hot
-    columns with an intercept, a constant column) and a pass over ``X`` confirms it, else from the SVD of ``R``.
+    columns with an intercept, a constant column) and a pass over ``X`` confirms it, else from ``R`` with its zero
+    columns (zero and constant columns of ``X``: coefficient 0) set aside, by a triangular solve or, below the
+    rank cutoff, its SVD.
     A small ridge on such columns, whose normal equations Cholesky rejects, is solved by the same factorisation,
     with their null space lifted (the exact ridge solution has no component in it), without a warning.
     The Krylov solvers (``"cg"``: conjugate gradients on the normal equations, CGLS; ``"lsqr"``: Paige & Saunders,
@@ -386,10 +388,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     rcond_ : float
         Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
         equations for ``"cholesky"``, those of the kept columns for ``"pivoted_cholesky"`` (with a ridge, the
-        lifted equations), ``R`` for ``"qr"``/``"svd"``).
+        lifted equations), ``R`` for ``"qr"``/``"svd"`` (without its zero columns: zero columns of ``X`` and,
+        with an intercept, constant ones, whose coefficient is 0)).
     rank_ : int
-        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"`` or
-        ``"pivoted_cholesky"`` without a ridge; with one, the rank of the ridge's system, ``n_features_in_``).
+        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"``,
+        ``"pivoted_cholesky"`` without a ridge or ``"qr"`` with such zero columns; with a ridge, the rank of the
+        ridge's system, ``n_features_in_``).
     singular_ : ndarray or None
         Closed form, ``"svd"`` path: singular values of the centred, weighted design (from ``R``), else None.
     n_iter_ : int

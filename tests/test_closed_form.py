@@ -564,6 +564,41 @@ def test_a_constant_column_beside_the_intercept_gets_coefficient_zero(seed, valu
     np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=0, atol=1e-12 * (1 + abs(value)) * 3)
 
 
+@pytest.mark.parametrize("column", ["ones", "constant", "zeros", "duplicate"])
+@pytest.mark.parametrize("solver", ["auto", "qr"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_column_without_information_leaves_the_rest_of_a_badly_scaled_fit_alone(column, solver, sparse):
+    # PolynomialFeatures(3) of columns scaled 1e-3, 1 and 1e3 (offsets 0, 5, 100): full rank once its columns
+    # are scaled (QR, rank 19). Its default bias column (or any constant or zero one) beside the intercept made
+    # R11 singular, and the SVD of the unscaled R11 then also dropped 4 directions the scaling resolves: rank 15,
+    # predictions 1.6 away, every other coefficient changed. A zero or constant column is an exact null direction
+    # e_j: coefficient 0, the others those of the fit without it. A duplicated column is a real rank deficiency,
+    # resolved by the SVD of the unscaled R11, as numpy.linalg.lstsq does (not compared).
+    import scipy.sparse as sp
+    from sklearn.preprocessing import PolynomialFeatures
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(200, 3)) * np.array([1e-3, 1.0, 1e3]) + np.array([0, 5, 100])
+    X0 = PolynomialFeatures(3, include_bias=False).fit_transform(Z)
+    y = X0[:, :5] @ rng.normal(size=5) + rng.normal(size=200)
+    extra = {"ones": np.ones(200), "constant": np.full(200, 7.3), "zeros": np.zeros(200), "duplicate": X0[:, 4]}
+    X1 = np.column_stack([extra[column], X0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LinearRegressor(solver=solver).fit(sp.csr_array(X1) if sparse else X1, y)
+    ref = LinearRegressor(solver=solver).fit(X0, y)
+    assert (ref.solver_, ref.rank_) == ("qr", 19)
+    assert [type(w.message) for w in caught] == [RankDeficientWarning]
+    if column == "duplicate":
+        return
+    assert (est.solver_, est.rank_, est.coef_[0]) == ("qr", 19, 0.0)
+    # the same triangular system: R of [0, X0] without its zero column is R of X0 up to the signs of its rows, and
+    # the solves agree to the rounding of the one re-triangularisation (rcond_ ~ 1e-3 here: 1e-11 relative)
+    scale = np.linalg.norm(X0 - X0.mean(axis=0), axis=0)
+    np.testing.assert_allclose(scale * est.coef_[1:], scale * ref.coef_, rtol=0,
+                               atol=1e-11 * np.abs(scale * ref.coef_).max())
+    np.testing.assert_allclose(est.predict(X1), ref.predict(X0), rtol=0, atol=1e-11 * np.abs(y).max())
+
+
 @pytest.mark.parametrize("offset", [1.0, 5.0, 100.0])
 def test_wide_rows_with_offset_columns_give_the_minimum_norm_fit(offset):
     # 30 rows centred on their mean span 29 directions: the centring's rounding (about eps |mean| sqrt(n)) was kept
