@@ -58,6 +58,15 @@ ADAPTIVE_FRACTION = 0.1
 ADAGRAD_FRACTION = 3.0
 AUTO_SAMPLE_SEED = 0x5EED  # fixed: the sampled rows (beyond AUTO_ROWS) never depend on random_state
 CHUNK_ROWS = 65_536  # bounds the temporaries of mean_loss
+# ... and, for wide rows, this many values: blocks of 65,536 rows of d = 200 columns made 105 MB temporaries,
+# several at a time, more than a mapped X of 70,000 such rows (which an epoch reads in place).
+CHUNK_VALUES = 2**20
+
+
+def block_rows(d: int) -> int:
+    """Rows per block of the passes over dense ``X`` with ``d`` columns: temporaries of at most
+    ``CHUNK_VALUES`` values (8 MiB in float64)."""
+    return max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(d, 1)))
 
 
 def rows_times(X, W: np.ndarray) -> np.ndarray:
@@ -92,8 +101,9 @@ def mean_loss(data, rows, sw, p, loss, epsilon) -> float:
     total = 0.0
     # rows is sorted and unique; all of them (no validation split) are read by slices, not gathered.
     every = rows.shape[0] == data.Y.shape[0]
-    for start in range(0, rows.shape[0], CHUNK_ROWS):
-        r = slice(start, start + CHUNK_ROWS) if every else rows[start : start + CHUNK_ROWS]
+    step = block_rows(d) if p is not None else CHUNK_ROWS
+    for start in range(0, rows.shape[0], step):
+        r = slice(start, start + step) if every else rows[start : start + step]
         if p is None:  # every loss is even, so the residuals -y may be taken as y
             R = data.Y[r].astype(np.float64, copy=False)
         else:
@@ -201,9 +211,10 @@ class Affine:
                 values = (X.data.astype(np.float64) / self.scale[X.indices]).astype(X.dtype)
             return type(X)((values, X.indices, X.indptr), shape=X.shape)
         out = np.empty(X.shape, dtype=X.dtype)
-        for start in range(0, X.shape[0], CHUNK_ROWS):
-            block = X[start : start + CHUNK_ROWS].astype(np.float64)
-            out[start : start + CHUNK_ROWS] = (block - self.shift) / self.scale
+        step = block_rows(X.shape[1])
+        for start in range(0, X.shape[0], step):
+            block = X[start : start + step].astype(np.float64)
+            out[start : start + step] = (block - self.shift) / self.scale
         return out
 
     @property
@@ -333,8 +344,9 @@ def _dense_moments(X, rows, sw, e: np.ndarray, floors: bool, weighted: bool, unw
     heavy = np.flatnonzero(sw[rows] > 0) if sw is not None and rows.shape[0] else np.zeros(0, dtype=np.intp)
     first = rows[heavy[0]] if heavy.size else (rows[0] if rows.shape[0] else None)
     pivot = np.zeros(d) if first is None else np.ldexp(np.asarray(X[first], dtype=np.float64), -e)
-    for start in range(0, rows.shape[0], CHUNK_ROWS):
-        r = slice(start, start + CHUNK_ROWS) if whole else rows[start : start + CHUNK_ROWS]
+    step = block_rows(d)
+    for start in range(0, rows.shape[0], step):
+        r = slice(start, start + step) if whole else rows[start : start + step]
         block = X[r].astype(np.float64)
         if e.any():
             block = np.ldexp(block, -e)
@@ -955,6 +967,18 @@ def _rmatvec(A, u):
     return np.einsum("ij,i->j", A, u)
 
 
+def _abs_rmatvec(A, u):
+    """``|A|^T u``; dense ``A`` by row blocks (:func:`block_rows`), not through a whole copy ``|A|``: a third
+    copy of a stream's or a mapped X's rate sample, beside the sample and its float64 form."""
+    if sp.issparse(A):
+        return np.asarray(abs(A).T @ u)
+    out = np.zeros(A.shape[1])
+    step = block_rows(A.shape[1])
+    for start in range(0, A.shape[0], step):
+        out += np.einsum("ij,i->j", np.abs(A[start : start + step]), u[start : start + step])
+    return out
+
+
 # Below this a sum of squares may have lost its smaller terms to underflow (1e-292: squares of 1e-146 and less).
 _SQUARE_SAFE = np.finfo(np.float64).tiny * 2.0**52
 
@@ -1177,10 +1201,11 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
         Xa = sp.csr_array(X, dtype=np.float64)
         if fit_intercept:
             Xa = sp.hstack([Xa, sp.csr_array(np.ones((Xa.shape[0], 1)))], format="csr")
+    elif fit_intercept:  # one copy of the sample (astype, then hstack, made two beside the caller's)
+        Xa = np.empty((X.shape[0], X.shape[1] + 1))
+        Xa[:, :-1], Xa[:, -1] = X, 1.0
     else:
-        Xa = X.astype(np.float64)
-        if fit_intercept:
-            Xa = np.hstack([Xa, np.ones((Xa.shape[0], 1))])
+        Xa = X.astype(np.float64, copy=False)  # (read only here)
     w = w.astype(np.float64) if w is not None else np.ones(Xa.shape[0])
     w = w / w.mean()
     d = X.shape[1]
@@ -1251,8 +1276,7 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     # partial_fit takes the rate from its next call's rows (basis["pending"]). G0 is a mean of m terms: its
     # rounding is at most about m eps times their mean magnitude, i.e. eps times the sum of their magnitudes
     # (``magnitudes``); a first chunk of empty hashed rows, its targets' mean inexact, left Adam at 3.6e-17.
-    Aabs = abs(Xa)
-    magnitudes = max(float(np.max(_rmatvec(Aabs, w * (np.abs(pred[j]) + np.abs(Y[:, j]))))) for j in range(k))
+    magnitudes = max(float(np.max(_abs_rmatvec(Xa, w * (np.abs(pred[j]) + np.abs(Y[:, j]))))) for j in range(k))
     if not float(np.max(np.abs(G0))) > np.finfo(np.float64).eps * magnitudes:
         if basis is not None:
             basis["pending"] = True

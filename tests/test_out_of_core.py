@@ -679,3 +679,27 @@ def test_a_per_target_alpha_no_solver_takes_on_chunks_is_said_so():
     with pytest.raises(ValueError, match="with loss='squared_error' on a stream of chunks a per-target alpha array "
                                          "needs solver='cg' or 'lsqr' or 'normal' or 'qr'"):
         LinearRegressor(solver="sgd", alpha=np.array([0.0, 0.3])).fit_stream(chunks)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_the_auto_rate_and_map_passes_over_dense_rows_hold_blocks_not_the_rows(solver):
+    # README, out of core: beyond X, an epoch holds a few vectors of length n, plus the auto rate's sample of
+    # AUTO_ROWS rows (twice: as given and in float64 with the intercept's column) and passes over blocks of at
+    # most CHUNK_VALUES values. The map's moments, the mean loss and the adaptive rate's size of terms took blocks
+    # of 65,536 rows whatever d, several temporaries at a time (|X| whole; 65,536 x 200 rows: 105 MB each, more
+    # than a mapped X of 70,000 such rows): 39-44 MB here, for X of 38 MB.
+    rng = np.random.default_rng(0)
+    n, d = 120_000, 40
+    X = rng.normal(size=(n, d))
+    y = X @ rng.normal(size=d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        LinearRegressor(solver=solver, max_epochs=1).fit(X[:500], y[:500])  # imports and first-call caches
+        tracemalloc.start()
+        try:
+            LinearRegressor(solver=solver, max_epochs=1, random_state=0).fit(X, y)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    sample = _iterative_lr.AUTO_ROWS * (d + 1) * 8
+    assert peak <= 2 * sample + 2**20 * 8 + 4 * n * 8  # (CHUNK_VALUES float64 values)
