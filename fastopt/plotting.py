@@ -4,7 +4,8 @@ into Deep Learning*, sec. 12.1.
 matplotlib is an optional extra (``pip install "fastopt[plot]"``) and is imported only when a function here is
 called. Every function draws into ``ax`` when given one (so it composes with ``pyplot`` and subplots), else into
 a new standalone :class:`matplotlib.figure.Figure` (no global pyplot state, nothing left open); it returns the
-Figure and, with ``path``, also saves it as PNG.
+Figure and, with ``path``, also saves it, in the format the path's suffix names (``.png``, ``.pdf``, ``.svg``, ...;
+an unknown suffix is a ``ValueError``).
 
 Examples
 --------
