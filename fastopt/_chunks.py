@@ -183,6 +183,34 @@ class ChunkSource:
         self.chunks = chunks
         self.indexable = hasattr(chunks, "__len__") and hasattr(chunks, "__getitem__") and not callable(chunks)
         self.one_shot = not callable(chunks) and iter(chunks) is chunks
+        self.layouts: dict[int, tuple] = {}  # each chunk's (rows, columns, targets' shape) when first read
+        self.count: int | None = None  # chunks in a whole pass, once one ended
+
+    def check_layout(self, index: int, where: str, X, y) -> None:
+        """A chunk read again must have the rows, columns and targets it had when first read: a stream whose
+        later reads differ (a callable over files being rewritten) gave the Krylov solvers the moments of one
+        read and the iterations of another, a least-squares fit of neither, silently."""
+        here = (chunk_rows(X), X.shape[1] if len(getattr(X, "shape", ())) > 1 else None,
+                None if y is None else np.shape(y)[1:])
+        first = self.layouts.setdefault(index, here)
+        if here != first:
+            raise ValueError(
+                f"{where} has {_layout_text(here)} on this read of the stream but had {_layout_text(first)} on an "
+                "earlier one: a stream read more than once (a callable, or a re-iterable object) must yield the "
+                "same chunks on every read."
+            )
+
+    def check_count(self, count: int) -> None:
+        """A whole pass over a callable or a re-iterable has as many chunks as the first whole pass."""
+        if self.indexable:
+            return  # (passes in a given order; the sequence's length is fixed)
+        if self.count is None:
+            self.count = count
+        elif count != self.count:
+            raise ValueError(
+                f"a read of the stream yielded {count} chunks where an earlier one yielded {self.count}: a stream "
+                "read more than once (a callable, or a re-iterable object) must yield the same chunks on every read."
+            )
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -229,12 +257,21 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
 
 def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple[int, str, Any, Any, Any]]:
     """``(index, where, X, y, sample_weight)`` of every chunk of one pass, the next one read meanwhile."""
-    dtype = None
+    dtype, count = None, 0
     for index, item in prefetched(source.epoch(order)):
         where = source.where(index)
         X, y, sample_weight = unpack(item, where)
         dtype = check_dtype(X, dtype, where)
+        source.check_layout(index, where, X, y)
+        count += 1
         yield index, where, X, y, sample_weight
+    source.check_count(count)
+
+
+def _layout_text(layout: tuple) -> str:
+    rows, columns, targets = layout
+    text = f"{rows} rows" + ("" if columns is None else f" of {columns} columns")
+    return text + ("" if targets is None else f" and targets of shape {(rows, *targets)}")
 
 
 # Which statistics a pass over the chunks computes: "fit", the first pass of a fit (the Gram, or R factors for

@@ -218,7 +218,9 @@ def _first_chunk(source: ChunkSource):
     if first is None:
         return None
     where = source.where(first[0])
-    return where, unpack(first[1], where)
+    X, y, sample_weight = unpack(first[1], where)
+    source.check_layout(first[0], where, X, y)
+    return where, (X, y, sample_weight)
 
 
 def _first_chunk_x(source: ChunkSource):

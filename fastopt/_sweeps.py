@@ -539,13 +539,16 @@ class LocalPasses:
 
     def stream_weight(self, seed: int, fraction: float) -> Weight:
         """The training weight of every chunk, from one read of the chunks' weights."""
-        total = None
+        total, count = None, 0
         for index, item in self.source.epoch():
             where = self.source.where(index)
-            X, _, sample_weight = unpack(item, where)
+            X, y, sample_weight = unpack(item, where)
+            self.source.check_layout(index, where, X, y)
+            count += 1
             dtype = check_dtype(X, None, where) or np.dtype(np.float64)
             part = chunk_weight(seed, fraction, dtype, sample_weight, _num_samples(X), where, index)
             total = part if total is None else merge_weights(total, part)
+        self.source.check_count(count)
         return total
 
     def _weights(self, data, train: np.ndarray, spec: PassSpec, where: str):

@@ -775,7 +775,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             A sequence (``len`` and indexing, e.g. a list) is visited in a fresh permutation of its chunks
             every epoch (``random_state``, ``shuffle``); a callable is called once per epoch for a fresh
             iterator; a one-shot iterator or generator allows a single pass (the closed form, or
-            ``max_epochs=1`` without early stopping). A chunk without weights has unit weights.
+            ``max_epochs=1`` without early stopping). A chunk without weights has unit weights. Every read
+            must yield the same chunks: one whose rows, columns or targets' shape differ from an earlier
+            read's, or a read with another number of chunks, raises ``ValueError`` (values are not compared).
 
         Returns
         -------

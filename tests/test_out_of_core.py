@@ -703,3 +703,37 @@ def test_the_auto_rate_and_map_passes_over_dense_rows_hold_blocks_not_the_rows(s
             tracemalloc.stop()
     sample = _iterative_lr.AUTO_ROWS * (d + 1) * 8
     assert peak <= 2 * sample + 2**20 * 8 + 4 * n * 8  # (CHUNK_VALUES float64 values)
+
+
+@pytest.mark.parametrize("change", ["chunks", "rows", "targets", "columns"])
+@pytest.mark.parametrize("solver", ["lsqr", "cg", "sgd", "adam", "qr"])
+def test_a_stream_whose_later_reads_differ_is_refused(change, solver):
+    # A callable read once per pass (files another process rewrites): the Krylov solvers took the moments from the
+    # first read and iterated on the later ones, a least-squares fit of neither, silently (0.04 from the fit of all
+    # rows); 2-D targets on later reads gave a 1-D coef_; SGD and Adam fitted 3 columns at a rate taken on 4.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = X @ rng.normal(size=4) + 3 + rng.normal(size=200)
+    reads = []
+
+    def source():
+        reads.append(None)
+        if len(reads) == 1:
+            return iter([(X[:100], y[:100]), (X[100:], y[100:])])
+        Z, Y = (X[:, :3] if change == "columns" else X), (np.c_[y, -y] if change == "targets" else y)
+        if change == "chunks":
+            return iter([(Z[:100], Y[:100])])
+        return iter([(Z[:100], Y[:100]), (Z[100:150] if change == "rows" else Z[100:],
+                                          Y[100:150] if change == "rows" else Y[100:])])
+
+    # solver="qr" reads once (the closed form): nothing to compare, so it fits
+    est = LinearRegressor(solver=solver, max_epochs=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # three epochs: not converged
+        if solver == "qr":
+            est.fit_stream(source)
+            assert len(reads) == 1
+            return
+        with pytest.raises(ValueError, match="must yield the same chunks on every read"):
+            est.fit_stream(source)
+    assert len(reads) >= 2 and not hasattr(est, "coef_")
