@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from numbers import Integral
@@ -105,6 +105,10 @@ def chunk_split(random_state, index: int, n_rows: int, validation_fraction: floa
 def unpack(item: Any, where: str) -> tuple[Any, Any, Any]:
     """``(X, y)`` or ``(X, y, sample_weight)`` from one streamed item, with a clear error otherwise."""
     if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        for name, value in zip(("X", "y"), item):
+            if value is None:
+                raise TypeError(f"{where} has {name} = None; each chunk must be a tuple (X, y) or (X, y, "
+                                "sample_weight) of arrays.")
         return (*item, None) if len(item) == 2 else tuple(item)
     what = f"a {type(item).__name__} of {len(item)} items" if isinstance(item, (tuple, list)) else \
         f"a {type(item).__name__}"
@@ -180,8 +184,15 @@ class ChunkSource:
             raise TypeError(
                 f"chunks must be a sequence, an iterable or a callable returning one; got {type(chunks).__name__}."
             )
+        if isinstance(chunks, Mapping):  # (indexed by position it raised a bare KeyError: 0)
+            raise TypeError(
+                f"chunks is a {type(chunks).__name__}, a mapping; pass its chunks as a sequence, e.g. "
+                "list(chunks.values())."
+            )
         self.chunks = chunks
         self.indexable = hasattr(chunks, "__len__") and hasattr(chunks, "__getitem__") and not callable(chunks)
+        # a pandas Series of chunks is indexed by position (its [] reads labels: a sliced one raised KeyError: 0)
+        self._at = chunks.iloc if self.indexable and hasattr(chunks, "iloc") else chunks
         self.one_shot = not callable(chunks) and iter(chunks) is chunks
         self.layouts: dict[int, tuple] = {}  # each chunk's (rows, columns, targets' shape) when first read
         self.count: int | None = None  # chunks in a whole pass, once one ended
@@ -219,7 +230,7 @@ class ChunkSource:
         """Yield ``(chunk_index, item)`` for one pass, in ``order`` when the chunks are indexable."""
         if self.indexable:
             order = range(len(self.chunks)) if order is None else order
-            return ((int(i), self.chunks[int(i)]) for i in order)
+            return ((int(i), self._at[int(i)]) for i in order)
         return enumerate(self.chunks() if callable(self.chunks) else self.chunks)
 
     def where(self, index: int) -> str:
@@ -243,9 +254,13 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
     """The stream fits in the first chunk's precision: a float32 chunk among float64 ones is an error."""
     dtype = getattr(X, "dtype", None)
     if not isinstance(dtype, np.dtype):  # DataFrames: validation casts to their columns' common type
+        # pandas' nullable types by the NumPy type they hold ("Float64" chunks after float32 ones were fitted in
+        # float32, silently)
         dtypes = getattr(X, "dtypes", None)
-        if dtypes is None or not len(dtypes) or not all(isinstance(t, np.dtype) for t in dtypes):
-            return first  # extension types: validation decides
+        dtypes = [t if isinstance(t, np.dtype) else getattr(t, "numpy_dtype", None)
+                  for t in (() if dtypes is None else dtypes)]
+        if not dtypes or not all(isinstance(t, np.dtype) for t in dtypes):
+            return first  # other extension types: validation decides
         dtype = np.result_type(*dtypes)
     dtype = np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
     if first is not None and dtype != first:

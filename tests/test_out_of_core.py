@@ -737,3 +737,39 @@ def test_a_stream_whose_later_reads_differ_is_refused(change, solver):
         with pytest.raises(ValueError, match="must yield the same chunks on every read"):
             est.fit_stream(source)
     assert len(reads) >= 2 and not hasattr(est, "coef_")
+
+
+def test_mappings_series_and_missing_arrays_as_chunks():
+    # A dict was indexed by position (a bare KeyError: 0), so was a sliced pandas Series of chunks (its [] reads
+    # labels); a chunk (None, y) ended in len(None)'s TypeError, naming no chunk.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = X @ rng.normal(size=4) + 3
+    chunks = [(X[:100], y[:100]), (X[100:200], y[100:200]), (X[200:], y[200:])]
+    with pytest.raises(TypeError, match="chunks is a dict, a mapping; pass its chunks as a sequence"):
+        LinearRegressor().fit_stream({"part-0": chunks[0], "part-1": chunks[1]})
+    sliced = LinearRegressor().fit_stream(pd.Series([*chunks, None])[1:3])
+    np.testing.assert_allclose(sliced.coef_, LinearRegressor().fit(X[100:], y[100:]).coef_, rtol=1e-12)
+    for bad, name in [((None, y[:10]), "X"), ((X[:10], None), "y")]:
+        with pytest.raises(TypeError, match=f"chunk 1 has {name} = None"):
+            LinearRegressor().fit_stream([chunks[0], bad])
+
+
+@pytest.mark.parametrize("solver", ["lsqr", "sgd"])
+def test_nullable_float_chunks_count_in_the_streams_precision(solver):
+    # pandas' "Float64" columns skipped the precision check: after float32 chunks they were fitted in float32,
+    # silently, and before them the stream was fitted in float64.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = X @ rng.normal(size=4) + 3
+    f32 = (pd.DataFrame(X[:100].astype(np.float32), columns=list("abcd")), y[:100])
+    ext = (pd.DataFrame(X[100:], columns=list("abcd")).astype("Float64"), y[100:])
+    for chunks, (first, later) in [([f32, ext], ("float32", "float64")), ([ext, f32], ("float64", "float32"))]:
+        with pytest.raises(TypeError, match=f"chunk 1 is {later} but the stream started with {first}"):
+            LinearRegressor(solver=solver, max_epochs=2, random_state=0).fit_stream(chunks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two epochs: not converged
+        fitted = LinearRegressor(solver=solver, max_epochs=2, random_state=0).fit_stream([ext, ext])
+    assert fitted.coef_.dtype == np.float64
