@@ -24,8 +24,9 @@ error's, and the absolute error's gradient carries no unit of the targets.
 The adaptive rules (AdaGrad, RMSProp, Adam, AdamW) move each coordinate by about ``lr`` per step whatever the
 gradient's scale, so ``lr`` must be a distance: ``ADAPTIVE_FRACTION * ||g0||_inf * lr_sgd``, a fraction of the
 largest coordinate of the first gradient step from the initial parameters (``g0`` the squared-error gradient
-there, which measures the distance left to the targets; the intercepts of a squared-error fit start at the
-targets' mean, :func:`target_centre`) taken at the critical minibatch rate
+there, which measures the distance left to the targets, with a robust loss its residuals clipped at
+``ROBUST_CLIP`` times their robust scale, :func:`residual_scale`; the intercepts of a squared-error fit start at
+the targets' mean, :func:`target_centre`) taken at the critical minibatch rate
 ``lr_sgd`` above with ``R^2`` the mean weighted squared row norm plus the ridge's largest coefficient (their
 steps are distances, not multiples of a row's gradient), so that the minibatch noise shrinks it as it shrinks
 SGD's step (``ADAGRAD_FRACTION`` for AdaGrad, whose steps decay by themselves).
@@ -56,6 +57,9 @@ ADAPTIVE_FRACTION = 0.1
 # convergence suite (n = 20,000, d = 50, condition number 1e3, no intercept): the excess reached by default is
 # 2.3e-3 with a fraction of 1, 3.2e-4 with 3, 8.5e-5 with 10; 10 doubles the epochs at n = 100,000, d = 100.
 ADAGRAD_FRACTION = 3.0
+# The adaptive rules' first gradient for a robust loss: residuals clipped at this many times their weighted median
+# magnitude (about 2.7 standard deviations of Gaussian residuals).
+ROBUST_CLIP = 4.0
 AUTO_SAMPLE_SEED = 0x5EED  # fixed: the sampled rows (beyond AUTO_ROWS) never depend on random_state
 CHUNK_ROWS = 65_536  # bounds the temporaries of mean_loss
 # ... and, for wide rows, this many values: blocks of 65,536 rows of d = 200 columns made 105 MB temporaries,
@@ -1265,7 +1269,18 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
             lr = min(lr * factor, max(lr, 1.0 / penalty)) if penalty > 0 else lr * factor
         return lr * (1.0 - spec.momentum) if hasattr(spec, "momentum") else lr
     pred = [_matvec(Xa, P0[:, j]) for j in range(k)]  # (for the gradient and the size of its terms)
-    G0 = np.stack([_rmatvec(Xa, w * (pred[j] - Y[:, j])) for j in range(k)], axis=1) / Xa.shape[0]
+    resid = [pred[j] - Y[:, j] for j in range(k)]
+    sizes = [np.abs(pred[j]) + np.abs(Y[:, j]) for j in range(k)]  # bound each residual's rounding (below)
+    if params["loss"] != "squared_error":
+        # The squared error's gradient carries the unit of y, as the steps must (the robust losses' is bounded);
+        # its residuals are clipped at ROBUST_CLIP times their robust scale (:func:`residual_scale`), so that a
+        # far outlier does not set the rate (one of 1e8 among 200 unit rows: Adam's coefficients 17-27 off).
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite y: the first epoch names it
+            tau = ROBUST_CLIP * residual_scale(np.abs(np.stack(resid, axis=1)), w)
+        if np.isfinite(tau) and tau > 0:
+            sizes = [np.where(np.abs(r) >= tau, tau, c) for r, c in zip(resid, sizes)]  # (a clipped one: exact)
+            resid = [np.clip(r, -tau, tau) for r in resid]
+    G0 = np.stack([_rmatvec(Xa, w * resid[j]) for j in range(k)], axis=1) / Xa.shape[0]
     # The first gradient-descent step g0 / L, shrunk by the same minibatch-noise factor as SGD's rate
     # (lr L = b L / (tr H + (b - 1) L), 1 for full batches): a smaller batch moves the adaptive rules in
     # noisier directions, and their noise ball grows with the per-coordinate step.
@@ -1276,7 +1291,7 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
     # partial_fit takes the rate from its next call's rows (basis["pending"]). G0 is a mean of m terms: its
     # rounding is at most about m eps times their mean magnitude, i.e. eps times the sum of their magnitudes
     # (``magnitudes``); a first chunk of empty hashed rows, its targets' mean inexact, left Adam at 3.6e-17.
-    magnitudes = max(float(np.max(_abs_rmatvec(Xa, w * (np.abs(pred[j]) + np.abs(Y[:, j]))))) for j in range(k))
+    magnitudes = max(float(np.max(_abs_rmatvec(Xa, w * sizes[j]))) for j in range(k))
     if not float(np.max(np.abs(G0))) > np.finfo(np.float64).eps * magnitudes:
         if basis is not None:
             basis["pending"] = True
@@ -1286,8 +1301,9 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
 
 def robust_rate_factor(params: dict, Xa, Y: np.ndarray, w: np.ndarray, P0: np.ndarray) -> float:
     """The factor of SGD's and the momentum rules' critical rate for a robust loss: the start's residual scale
-    ``s``, the largest over the targets of the weighted mean ``|y - x^T theta_0|`` (``theta_0`` the initial
-    parameters), for the absolute error, and ``max(1, s / epsilon)`` for Huber's loss; 1 for the squared error.
+    ``s`` (:func:`residual_scale`: the largest over the targets of the weighted median ``|y - x^T theta_0|``,
+    ``theta_0`` the initial parameters), for the absolute error, and ``max(1, s / epsilon)`` for Huber's loss;
+    1 for the squared error.
 
     The critical rate is the squared error's, in units of one over ``x^2``; the absolute error's gradient
     ``sign(r) x`` carries no unit of ``y``, so its steps need one: with it a fit of ``c y`` is ``c`` times the fit
@@ -1301,10 +1317,24 @@ def robust_rate_factor(params: dict, Xa, Y: np.ndarray, w: np.ndarray, P0: np.nd
         return 1.0
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite X or y: the first epoch names it
         R = np.abs(Y.astype(np.float64) - np.stack([_matvec(Xa, P0[:, j]) for j in range(Y.shape[1])], axis=1))
-        s = float(np.max(np.einsum("i,ij->j", w, R))) / R.shape[0]
+        s = residual_scale(R, w)
     if not (np.isfinite(s) and s > 0.0):
         return 1.0  # nothing to fit from the start (or the epoch names the non-finite values)
     return s if loss == "absolute_error" else max(1.0, s / float(params["epsilon"]))
+
+
+def residual_scale(R: np.ndarray, w: np.ndarray) -> float:
+    """The start's residual scale for a robust loss: the largest over the targets (columns of ``R``, the
+    residuals' magnitudes) of their ``w``-weighted median, or, where that is 0 (half the weight on residuals of
+    0: targets mostly 0 at a start of 0), their weighted mean. A robust loss fits past a far outlier, and so must
+    its rate: the mean took one row of 1e8 among 200 unit ones for a scale of 5e5, and every iterative rule then
+    ended its default fit with coefficients 2-35 off the minimiser (1e13 for an outlier of 1e20), silently (the
+    outlier's own term, epsilon |r| / n, dominated the objective its plateau rule watched)."""
+    order = np.argsort(R, axis=0, kind="stable")
+    cum = np.cumsum(w[order], axis=0)
+    half = [np.searchsorted(cum[:, j], 0.5 * cum[-1, j]) for j in range(R.shape[1])]
+    median = max(float(R[order[min(i, R.shape[0] - 1), j], j]) for j, i in enumerate(half))
+    return median if median > 0 else float(np.max(np.einsum("i,ij->j", w, R))) / R.shape[0]
 
 
 def zero_image(affine: Affine | None, X) -> np.ndarray | None:

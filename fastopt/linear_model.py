@@ -211,14 +211,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         for the adaptive rules a distance, a tenth (AdaGrad: three times) of the largest coordinate of the first
         gradient times that SGD rate with ``R^2 = E[c]`` plus the ridge's largest coefficient (see
         ``fastopt._iterative_lr``). For a robust loss, SGD's and the momentum rules' rate is multiplied by the
-        start's residual scale ``s`` (the largest over the targets of the weighted mean ``|y - y_hat_0|``) for the
-        absolute error, whose gradient carries no unit of ``y``, and by ``max(1, s / epsilon)`` for Huber's, so that
-        targets of any scale fit alike. Where the start fits every row exactly (a first ``partial_fit`` call of
-        one row, or of constant targets: no gradient, no step moves), the adaptive rules' rate is taken from the
-        next call's rows (or a one-shot stream's next chunk, or a warm-started in-memory fit's rows); a
-        re-readable stream's or a Dask fit's sampled rate of such targets stays the fallback, 1e-3.
-        Deterministic: it depends neither on ``random_state``
-        nor on the BLAS thread count. The value used is stored in ``learning_rate_``.
+        start's residual scale ``s`` (the largest over the targets of the weighted median ``|y - y_hat_0|``, or,
+        where that is 0, the weighted mean) for the absolute error, whose gradient carries no unit of ``y``, and by
+        ``max(1, s / epsilon)`` for Huber's, so that targets of any scale fit alike, and the adaptive rules' first
+        gradient is the squared error's with residuals clipped at ``4 s``: a far outlier sets no rate. Where the
+        start fits every row exactly (a first ``partial_fit`` call of one row, or of constant targets: no
+        gradient, no step moves), the adaptive rules' rate is taken from the next call's rows (or a one-shot
+        stream's next chunk, or a warm-started in-memory fit's rows); a re-readable stream's or a Dask fit's
+        sampled rate of such targets stays the fallback, 1e-3. Deterministic: it depends neither on
+        ``random_state`` nor on the BLAS thread count. The value used is stored in ``learning_rate_``.
     schedule : {"auto", "plateau", "constant", "linear", "invscaling", "exponential", "cosine"}, default="auto"
         Learning-rate schedule over epochs, the rate constant within an epoch. ``"auto"`` is ``"plateau"`` with
         ``learning_rate="auto"`` and ``"constant"`` with a numeric rate. ``"plateau"`` cuts the rate tenfold
