@@ -904,7 +904,7 @@ def _newton_loop(prob, w, b, cur, hess, eps, scale, rtol, max_iter, curve, probe
         tol = 2.0 * rtol
         # (the reference is at most |F|: computed only when the plain test passes; the floor only when they fail)
         if dec <= 0.0 or (dec <= tol * abs(F) and (reference is None or dec <= tol * reference(r, w, F))) \
-                or (floor and _at_round_off(prob, cur.mask, w, b, dec / tol)):
+                or (floor and _at_round_off(prob, cur.mask, w, b, float(dec) / float(tol))):  # (inf: no warning)
             if qr and not hess.qr and damped and hess.untrusted():
                 hess.qr = True
                 continue

@@ -1369,3 +1369,19 @@ def test_one_far_outlier_sets_no_iterative_rate(loss, solver, outlier):
         return np.mean(r if loss == "absolute_error" else np.where(r <= 1.35, r * r / 2, 1.35 * (r - 0.675)))
 
     assert inliers(fit) <= (1 + 5e-3) * inliers(exact)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_newton_on_targets_near_the_top_of_float64_warns_nothing(sparse):
+    # Targets of 1e150 (squares 1e300): the stop test's decrement over its tolerance overflowed in NumPy's scalar
+    # division, "overflow encountered in scalar divide", beside a right fit (and an error under -W error).
+    rng = np.random.RandomState(5)
+    X = rng.randn(200, 4)
+    y = X @ rng.randn(4) + 0.5 + rng.standard_t(2, 200)
+    small = LinearRegressor(solver="newton", loss="huber").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = LinearRegressor(solver="newton", loss="huber", epsilon=1.35e150).fit(
+            sp.csr_array(X) if sparse else X, y * 1e150)
+    # the same problem scaled by 1e150 (not a power of two: to the minimiser's conditioning, a few digits)
+    np.testing.assert_allclose(big.coef_ / 1e150, small.coef_, rtol=1e-9)
