@@ -240,9 +240,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Minibatch size; the last batch of an epoch may be smaller.
     max_epochs : int or "auto", default="auto"
         Maximum number of passes over the data (``solver="newton"``: of Newton iterations; for the absolute
-        error, of each smoothing stage's). ``"auto"`` is 100 rounds of the stopping rules (see ``tol``): 100
-        epochs from 2,048 rows at ``batch_size=64``, 3,200 epochs of a 20-row problem (100 for Newton). The
-        named schedules span the resolved number (``partial_fit``, whose calls are the epochs: 100).
+        error, of each smoothing stage's, and for Huber's loss where gross outliers start a continuation in the
+        threshold, of each stage's; ``n_iter_`` counts them all). ``"auto"`` is 100 rounds of the stopping rules
+        (see ``tol``): 100 epochs from 2,048 rows at ``batch_size=64``, 3,200 epochs of a 20-row problem (100 for
+        Newton). The named schedules span the resolved number (``partial_fit``, whose calls are the epochs: 100).
     tol : float or None, default=1e-6
         Named schedules: stop when the monitored loss has not improved by ``tol`` for ``n_iter_no_change``
         epochs, which guarantees only that it stopped improving at that rate (with a constant rate, on its
