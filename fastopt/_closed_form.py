@@ -1129,13 +1129,32 @@ def scale_trouble(state: ClosedFormState, constant_ok: bool = False) -> int | No
     return int(np.argmax(bad)) if bad.any() else None
 
 
-def _scale_error(state: ClosedFormState, column: int) -> ValueError:
+# Positive weights further apart than this: the lighter rows' weighted squares leave float64's range beside the
+# heaviest's (after the weights' common power of two), whatever the scale of X and y.
+WEIGHT_SPREAD = 2.0**900
+
+
+def _scale_error(state: ClosedFormState, column: int, sample_weight=None, rescaled: bool = False) -> ValueError:
+    """The error for a column whose squares leave float64 (:func:`scale_trouble`); ``sample_weight``, where the
+    caller has the rows' weights, names them when they span more than ``WEIGHT_SPREAD`` (one weight of 1e306
+    among ones had the message blame X column 0 and advise rescaling X); ``rescaled``: the in-memory fit's retry
+    on exactly rescaled data failed too."""
+    if sample_weight is not None:
+        positive = np.asarray(sample_weight, dtype=np.float64)
+        positive = positive[positive > 0]
+        if positive.size and positive.max() > WEIGHT_SPREAD * positive.min():
+            return ValueError(
+                f"sample_weight spans too wide a range for the closed form's float64 statistics (from "
+                f"{positive.min():.3g} to {positive.max():.3g}): the lighter rows' weighted squares underflow beside "
+                "the heaviest's. Drop rows whose weight is negligible, or bring the weights nearer each other."
+            )
     d = state.n_features
     name, index = ("X", column) if column < d else ("y", column - d)
     return ValueError(
         f"{name} column {index} has values too large or too small to square in float64 (the closed form's "
-        f"statistics would over- or underflow); multiply {name} by a power of ten to bring its values nearer 1 "
-        "(the fit with all of X and y in memory does this itself)."
+        f"statistics would over- or underflow), or sample_weight spans too wide a range; multiply {name} by a power "
+        "of ten to bring its values nearer 1"
+        + ("." if rescaled else " (the fit with all of X and y in memory does this itself).")
     )
 
 
@@ -1560,7 +1579,7 @@ class _ClosedForm(Solver):
         refuse_nonfinite_data(data)
         if rescale:
             return _rescaled_fit(self, params, data)
-        raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale))
+        raise _scale_error(stats, scale_trouble(stats, constant_ok=not rescale), data.sample_weight, rescaled=True)
 
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""

@@ -619,3 +619,18 @@ def test_wide_rows_with_offset_columns_give_the_minimum_norm_fit(offset):
     assert est.rank_ == n - 1
     # condition 10 on the retained directions: a few hundred ulps of the largest coefficient
     np.testing.assert_allclose(est.coef_, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr"])
+def test_weights_too_far_apart_for_the_statistics_are_named(solver):
+    # One weight of 1e306 among ones: the lighter rows' weighted squares underflow beside it. The error blamed
+    # "X column 0" of unit normal values and advised rescaling X, which the in-memory fit had just done itself.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = X @ rng.normal(size=4) + 3
+    with pytest.raises(ValueError, match=r"sample_weight spans too wide a range .* \(from 1 to 1e\+306\)"):
+        LinearRegressor(solver=solver).fit(X, y, sample_weight=np.r_[np.ones(299), 1e306])
+    # weights spread widely but within float64's reach of each other fit as scaled ones do
+    w = 1e300 * rng.uniform(1, 1e6, 300)
+    np.testing.assert_allclose(LinearRegressor(solver=solver).fit(X, y, sample_weight=w).coef_,
+                               LinearRegressor(solver=solver).fit(X, y, sample_weight=w / w.max()).coef_, rtol=1e-12)
