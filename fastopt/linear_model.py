@@ -837,11 +837,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if name != self._solver_name and self.solver == "auto":
             ran = getattr(self, "solver_", self._solver_name)
             # (a Krylov attempt that handed over to the closed form keeps its own state, for warm_start)
-            how = "" if ran == self._solver_name else f", which handed over to the closed form (solver_={ran!r})"
+            how = f", which handed over to the closed form (solver_={ran!r})" \
+                if self._solver_name in ("cg", "lsqr") and ran != self._solver_name else ""
+            prev = _solvers.SOLVERS[self._solver_name]
+            why = "" if self.loss in prev.losses else f" (loss is now {self.loss!r}, which {self._solver_name!r} " \
+                "does not fit)"
             raise ValueError(
-                f"the earlier fit ran solver {self._solver_name!r}{how}, whose state cannot take more rows by "
-                f"{name!r}, the solver that 'auto' runs in partial_fit. Call fit on all the rows to start over, "
-                f"or set solver={name!r} before the first fit to add rows later."
+                f"the earlier fit or partial_fit ran solver {self._solver_name!r}{how}, whose state cannot take more "
+                f"rows by {name!r}, the solver that 'auto' runs in partial_fit{why}. Call fit on all the rows to "
+                f"start over, or set solver={name!r} before the first fit to add rows later."
             )
         if name != self._solver_name:
             raise ValueError(

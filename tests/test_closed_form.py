@@ -258,8 +258,8 @@ def test_partial_fit_after_a_fit_whose_state_cannot_take_rows_names_both_solvers
     est = LinearRegressor().fit(X, y)
     assert est.solver_ == "lsqr"
     coef = est.coef_.copy()
-    with pytest.raises(ValueError, match="earlier fit ran solver 'lsqr', whose state cannot take more rows by "
-                                         "'normal', the solver that 'auto' runs"):
+    with pytest.raises(ValueError, match="earlier fit or partial_fit ran solver 'lsqr', whose state cannot take "
+                                         "more rows by 'normal', the solver that 'auto' runs"):
         est.partial_fit(X[:100], y[:100])
     assert np.array_equal(est.coef_, coef)
     Xd = rng.normal(size=(200, 3))

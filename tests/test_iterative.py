@@ -643,3 +643,20 @@ def test_switching_to_sparse_mode_lazy_on_dense_rows_goes_on_from_the_coefficien
     est.set_params(sparse_mode="lazy")
     fit(X, y)  # (raised ValueError)
     assert np.isfinite(est.coef_).all()
+
+
+def test_partial_fit_names_a_changed_loss_not_a_hand_over():
+    # Under "auto" a squared-error partial_fit keeps the closed form's statistics; after set_params(loss="huber")
+    # the next call's refusal said the closed form had "handed over to the closed form (solver_='cholesky')" and
+    # never named the loss that changed.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(size=200)
+    est = LinearRegressor().partial_fit(X[:100], y[:100])
+    est.set_params(loss="huber")
+    with pytest.raises(ValueError) as info:
+        est.partial_fit(X[100:], y[100:])
+    message = str(info.value)
+    assert "handed over" not in message
+    assert "earlier fit or partial_fit ran solver 'normal'" in message
+    assert "loss is now 'huber', which 'normal' does not fit" in message

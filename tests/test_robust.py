@@ -406,7 +406,7 @@ def test_partial_fit_after_an_auto_newton_fit_goes_on_from_its_coefficients(targ
     assert est._solver_name == "adam" and est._solver_state.t > 2
     # the number of targets must match, as between partial_fit calls
     other = LinearRegressor(loss="huber").fit(X, Y)
-    with pytest.raises(ValueError, match="earlier fit ran solver 'newton'"):
+    with pytest.raises(ValueError, match="earlier fit or partial_fit ran solver 'newton'"):
         other.partial_fit(X[:100], np.c_[Y, Y][:100] if targets == 1 else Y[:100, 0])
 
 
