@@ -1980,6 +1980,24 @@ def _mapped_init(affine: Affine | None, init):
     return init[0] * affine.scale, init[1] + init[0] @ affine.shift
 
 
+def refuse_underflowing_targets(params: dict, Y: np.ndarray, dtype=None) -> None:
+    """Targets whose squares underflow the working precision (largest magnitude below ``2**-500`` in float64,
+    ``2**-60`` in float32) are a ValueError for the squared error and Huber's loss: their losses round to 0, and
+    the stopping rule, which watches them, stopped where the fit started (Adam on targets of 1e-170 returned zero
+    coefficients, silently). The closed form and Newton's method rescale such targets by themselves."""
+    if params["loss"] == "absolute_error" or not Y.size:
+        return
+    dtype = np.dtype(Y.dtype if dtype is None else dtype)  # (the working precision: a state's continues)
+    top = float(np.max(np.abs(Y)))
+    tiny = 2.0**-60 if dtype == np.float32 else 2.0**-500
+    if 0.0 < top < tiny:
+        raise ValueError(
+            f"y's largest magnitude is {top:.3g}: squared, it underflows {dtype.name}, so the training loss of "
+            f"loss={params['loss']!r} rounds to 0 and the iterative solvers cannot follow it. Multiply y by a "
+            "power of ten (the closed form and solver='newton' rescale such targets by themselves)."
+        )
+
+
 def _cast_data(data, dtype):
     """``data`` with ``X``, ``Y`` and the weights in ``dtype`` (copies; a CSR ``X`` keeps its indices). Values
     beyond ``dtype``'s range are a ValueError naming them (validated in the chunk's own dtype, a weight of 1e39
@@ -2393,6 +2411,12 @@ class IterativeSolver(Solver):
 
     def _fit(self, params: dict, data, state: IterState | None, init=None,
              prepared: FirstOrder | None = None) -> FitResult:
+        try:
+            refuse_underflowing_targets(params, data.Y)
+        except ValueError:
+            if prepared is not None:
+                prepared.release()
+            raise
         was_dense = not sp.issparse(data.X)
         data = _as_lazy_data(self.method, params, data)
         if was_dense and init is None and _continues(state, params, data) and not _map_runs_on(state.affine, data.X):
@@ -2519,6 +2543,7 @@ class IterativeSolver(Solver):
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None,
                      init=None) -> FitResult:
+        refuse_underflowing_targets(params, data.Y, None if state is None else state.weights.dtype)
         was_dense = not sp.issparse(data.X)
         data = _as_lazy_data(self.method, params, data)
         if was_dense and state is not None and not _map_runs_on(state.affine, data.X):

@@ -660,3 +660,25 @@ def test_partial_fit_names_a_changed_loss_not_a_hand_over():
     assert "handed over" not in message
     assert "earlier fit or partial_fit ran solver 'normal'" in message
     assert "loss is now 'huber', which 'normal' does not fit" in message
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "huber"])
+@pytest.mark.parametrize("call", ["fit", "partial_fit", "fit_stream"])
+def test_targets_whose_squares_underflow_are_refused_by_the_iterative_solvers(loss, call):
+    # Targets of 1e-170: their losses round to 0, and the plateau rule stopped where the fit started: Adam
+    # returned zero coefficients for the squared error, Huber (epsilon scaled alike) ended 148% above its minimum,
+    # both silently. The exact solvers rescale such targets; the iterative ones name them.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = (X @ rng.normal(size=4) + 0.1 * rng.normal(size=200)) * 1e-170
+    est = LinearRegressor(solver="adam", loss=loss, epsilon=1.35e-170 if loss == "huber" else 1.35)
+    with pytest.raises(ValueError, match=r"y's largest magnitude is .*e-1[67]\d: squared, it underflows float64"):
+        if call == "fit_stream":
+            est.fit_stream([(X[:100], y[:100]), (X[100:], y[100:])])
+        else:
+            getattr(est, call)(X, y)
+    assert not hasattr(est, "coef_")
+    # within float64's reach of its squares the same fit runs (1e-100: squares of 1e-200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LinearRegressor(solver="adam", loss=loss, max_epochs=2).fit(X, y * 1e70)
