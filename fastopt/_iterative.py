@@ -2595,6 +2595,14 @@ class IterativeSolver(Solver):
                                  learning_rates=list(state.learning_rates), watch=None, basis=basis or None)
             if st.basis is not None and "L" in st.basis and sweep is None and params["learning_rate"] == "auto":
                 rate_guard(st, data, sw, params)
+            # The divergence limit, from the first call's or chunk's all-zero loss, is raised to this call's: a
+            # stream's later chunk holding a row of weight 1e12 (its chunks divided by the stream's mean weight,
+            # the first chunk's rows weigh 1e-9) exceeded 1e10 times the first chunk's loss at any rate, and the
+            # DivergenceError advised a smaller rate (fit on the same rows succeeds).
+            here = _kernels.mean_loss_zero(data.Y, None if own_rows else rows, sw, LOSSES[params["loss"]],
+                                           params["epsilon"])
+            if np.isfinite(here) and here > 0:
+                st.loss_limit = max(st.loss_limit, DIVERGENCE_FACTOR * here)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         if sweep is None and schedule_name(params) == "plateau":
             st.watch = self._watched(params, spec, train, data, sw, st, state)

@@ -773,3 +773,23 @@ def test_nullable_float_chunks_count_in_the_streams_precision(solver):
         warnings.simplefilter("ignore")  # two epochs: not converged
         fitted = LinearRegressor(solver=solver, max_epochs=2, random_state=0).fit_stream([ext, ext])
     assert fitted.coef_.dtype == np.float64
+
+
+@pytest.mark.parametrize("lr", ["auto", 1e-3, 1e-6])
+def test_a_heavy_row_in_a_later_chunk_is_no_divergence(lr):
+    # The divergence limit came from the first chunk's all-zero loss, whose rows, divided by the stream's mean
+    # weight, weigh 1e-9 beside a later row of weight 1e12: that chunk's minibatch loss passed 1e10 times it at
+    # any rate, and the DivergenceError advised a smaller rate; fit on the same rows succeeds. A real divergence
+    # in a later chunk is still one.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((384, 3))
+    y = X @ np.array([1.0, -2.0, 3.0]) + 0.5 + rng.standard_normal(384)
+    y[137] += 10
+    w = np.ones(384)
+    w[137] = 1e12
+    chunks = [(X[i : i + 128], y[i : i + 128], w[i : i + 128]) for i in range(0, 384, 128)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # five epochs: not converged
+        LinearRegressor(solver="sgd", random_state=0, learning_rate=lr, max_epochs=5).fit_stream(chunks)
+        with pytest.raises(fastopt.exceptions.DivergenceError):
+            LinearRegressor(solver="sgd", random_state=0, learning_rate=1e3, max_epochs=5).fit_stream(chunks)
