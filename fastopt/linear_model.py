@@ -211,8 +211,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         for the adaptive rules a distance, a tenth (AdaGrad: three times) of the largest coordinate of the first
         gradient times that SGD rate with ``R^2 = E[c]`` plus the ridge's largest coefficient (see
         ``fastopt._iterative_lr``). For a robust loss, SGD's and the momentum rules' rate is multiplied by the
-        start's residual scale ``s`` (the largest over the targets of the weighted median ``|y - y_hat_0|``, or,
-        where that is 0, the weighted mean) for the absolute error, whose gradient carries no unit of ``y``, and by
+        start's residual scale ``s`` (the largest over the targets of the weighted mean of ``|y - y_hat_0|``
+        clipped at 100 times itself, so that rows holding less than 1% of the weight cannot set it) for the
+        absolute error, whose gradient carries no unit of ``y``, and by
         ``max(1, s / epsilon)`` for Huber's, so that targets of any scale fit alike, and the adaptive rules' first
         gradient is the squared error's with residuals clipped at ``4 s``: a far outlier sets no rate. Where the
         start fits every row exactly (a first ``partial_fit`` call of one row, or of constant targets: no

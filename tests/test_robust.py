@@ -1385,3 +1385,40 @@ def test_newton_on_targets_near_the_top_of_float64_warns_nothing(sparse):
             sp.csr_array(X) if sparse else X, y * 1e150)
     # the same problem scaled by 1e150 (not a power of two: to the minimiser's conditioning, a few digits)
     np.testing.assert_allclose(big.coef_ / 1e150, small.coef_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_the_robust_rate_follows_a_signal_on_part_of_the_rows(loss, solver):
+    # A median as the residual scale collapsed to the targets near 0 where a column active on 45% of the rows
+    # holds the signal: rates of 3e-4 (SGD) and 1.6e-4 (Adam) for 2.7 and 0.9, coefficients 1.25 and 0.51 for 10
+    # after max_epochs (warned). The clipped mean counts those rows as the mean does.
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.where(rng.random(1000) < 0.45, rng.normal(size=1000), 0.0), rng.normal(size=1000)])
+    y = 10 * X[:, 0] + 1e-3 * rng.normal(size=1000)
+    exact = LinearRegressor(solver="newton", loss=loss).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit = LinearRegressor(solver=solver, loss=loss, random_state=0).fit(X, y)
+    np.testing.assert_allclose(fit.coef_, exact.coef_, atol=1e-2)  # (8e-4 noise: the fits end within 1e-4)
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "adam", "rmsprop"])
+def test_a_few_large_targets_among_zeros_set_no_robust_rate(loss, solver):
+    # 70% of the targets exactly 0, 27 of 1e6 among 4,000: a median of 0 fell back to the mean, and the large
+    # targets set the rate (SGD 4167 for 0.83; Adam's inliers' loss +94%, silently). The clipped mean leaves rows
+    # holding under 1% of the weight out: the rate is the one without them up to the clip's own share, the fixed
+    # point s = m / (1 - p C) for rows of weight p = 0.675% clipped at C s = 100 s (3.1 times m here).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 8))
+    y = np.where(rng.random(4000) < 0.7, 0.0, X @ rng.normal(size=8) + 0.1 * rng.normal(size=4000))
+    large = rng.choice(np.flatnonzero(y == 0), 27, replace=False)
+    rates = []
+    for value in (0.0, 1e6):
+        y[large] = value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            rates.append(LinearRegressor(solver=solver, loss=loss, random_state=0, max_epochs=1).fit(X, y)
+                         .learning_rate_)
+    assert rates[0] <= rates[1] <= rates[0] / (1 - 27 / 4000 * 100) * 1.01
