@@ -201,10 +201,10 @@ class ChunkSource:
         """A chunk read again must have the rows, columns and targets it had when first read: a stream whose
         later reads differ (a callable over files being rewritten) gave the Krylov solvers the moments of one
         read and the iterations of another, a least-squares fit of neither, silently."""
-        here = (chunk_rows(X), X.shape[1] if len(getattr(X, "shape", ())) > 1 else None,
-                None if y is None else np.shape(y)[1:])
+        here = (_known(chunk_rows(X)), _known(X.shape[1]) if len(getattr(X, "shape", ())) > 1 else None,
+                None if y is None else tuple(_known(n) for n in np.shape(y)[1:]))
         first = self.layouts.setdefault(index, here)
-        if here != first:
+        if any(a is not None and b is not None and a != b for a, b in zip(here, first)):
             raise ValueError(
                 f"{where} has {_layout_text(here)} on this read of the stream but had {_layout_text(first)} on an "
                 "earlier one: a stream read more than once (a callable, or a re-iterable object) must yield the "
@@ -254,10 +254,11 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
     """The stream fits in the first chunk's precision: a float32 chunk among float64 ones is an error."""
     dtype = getattr(X, "dtype", None)
     if not isinstance(dtype, np.dtype):  # DataFrames: validation casts to their columns' common type
-        # pandas' nullable types by the NumPy type they hold ("Float64" chunks after float32 ones were fitted in
-        # float32, silently)
+        # pandas' nullable types ("Float32", "Float64", "Int64") are fitted in float64, as validation (and
+        # scikit-learn's check_array) converts them: "Float64" chunks after float32 ones were fitted in float32,
+        # silently
         dtypes = getattr(X, "dtypes", None)
-        dtypes = [t if isinstance(t, np.dtype) else getattr(t, "numpy_dtype", None)
+        dtypes = [t if isinstance(t, np.dtype) else np.dtype(np.float64) if hasattr(t, "numpy_dtype") else None
                   for t in (() if dtypes is None else dtypes)]
         if not dtypes or not all(isinstance(t, np.dtype) for t in dtypes):
             return first  # other extension types: validation decides
@@ -283,9 +284,15 @@ def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple
     source.check_count(count)
 
 
+def _known(n):
+    """A size, or None where it is unknown (a Dask chunk's NaN rows: NaN != NaN refused a filtered chunk for
+    differing from itself)."""
+    return None if isinstance(n, float) and math.isnan(n) else n
+
+
 def _layout_text(layout: tuple) -> str:
     rows, columns, targets = layout
-    text = f"{rows} rows" + ("" if columns is None else f" of {columns} columns")
+    text = f"{'?' if rows is None else rows} rows" + ("" if columns is None else f" of {columns} columns")
     return text + ("" if targets is None else f" and targets of shape {(rows, *targets)}")
 
 

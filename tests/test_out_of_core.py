@@ -772,7 +772,10 @@ def test_nullable_float_chunks_count_in_the_streams_precision(solver):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # two epochs: not converged
         fitted = LinearRegressor(solver=solver, max_epochs=2, random_state=0).fit_stream([ext, ext])
-    assert fitted.coef_.dtype == np.float64
+        # "Float32" columns too are fitted in float64, as validation converts them: beside float64 chunks
+        ext32 = (ext[0].astype("Float32"), ext[1])
+        mixed = LinearRegressor(solver=solver, max_epochs=2, random_state=0).fit_stream([ext32, (X[:100], y[:100])])
+    assert fitted.coef_.dtype == np.float64 and mixed.coef_.dtype == np.float64
 
 
 @pytest.mark.parametrize("lr", ["auto", 1e-3, 1e-6])
@@ -793,3 +796,22 @@ def test_a_heavy_row_in_a_later_chunk_is_no_divergence(lr):
         LinearRegressor(solver="sgd", random_state=0, learning_rate=lr, max_epochs=5).fit_stream(chunks)
         with pytest.raises(fastopt.exceptions.DivergenceError):
             LinearRegressor(solver="sgd", random_state=0, learning_rate=1e3, max_epochs=5).fit_stream(chunks)
+
+
+def test_a_dask_chunk_of_unknown_rows_is_the_same_chunk_on_every_read():
+    # A callable yielding Dask chunks filtered by a mask: (nan, 3) rows, a new NaN each read, and NaN != NaN
+    # refused the chunk for differing from itself on the second read.
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(0)
+    A = da.from_array(rng.normal(size=(200, 3)), chunks=100)
+    b = A @ np.array([1.0, -2.0, 3.0])
+    keep = A[:, 0] > -5  # every row, of unknown count to Dask
+
+    def source():
+        return iter([(A[keep], b[keep])])
+
+    import dask
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = LinearRegressor(solver="lsqr").fit_stream(source)
+    np.testing.assert_allclose(fitted.coef_, [1.0, -2.0, 3.0], atol=1e-6)
