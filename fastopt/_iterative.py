@@ -1980,21 +1980,30 @@ def _mapped_init(affine: Affine | None, init):
     return init[0] * affine.scale, init[1] + init[0] @ affine.shift
 
 
-def refuse_underflowing_targets(params: dict, Y: np.ndarray, dtype=None) -> None:
-    """Targets whose squares underflow the working precision (largest magnitude below ``2**-500`` in float64,
-    ``2**-60`` in float32) are a ValueError for the squared error and Huber's loss: their losses round to 0, and
-    the stopping rule, which watches them, stopped where the fit started (Adam on targets of 1e-170 returned zero
-    coefficients, silently). The closed form and Newton's method rescale such targets by themselves."""
-    if params["loss"] == "absolute_error" or not Y.size:
+def refuse_underflowing_targets(method: str, params: dict, data) -> None:
+    """Targets whose squares underflow the working precision (a target whose largest magnitude over the rows of
+    positive weight is below ``2**-500`` in float64, ``2**-60`` in float32) are a ValueError for the adaptive rules
+    under the squared error and Huber's loss: their losses round to 0, their first gradient's scale sets their
+    rate, and Adam on targets of 1e-170 returned zero coefficients, silently. SGD and the momentum rules, whose
+    rate carries no unit of y, fit them; the closed form and Newton's method rescale such targets."""
+    if method not in ("adagrad", "rmsprop", "adam", "adamw") or params["loss"] == "absolute_error":
         return
-    dtype = np.dtype(Y.dtype if dtype is None else dtype)  # (the working precision: a state's continues)
-    top = float(np.max(np.abs(Y)))
-    tiny = 2.0**-60 if dtype == np.float32 else 2.0**-500
-    if 0.0 < top < tiny:
+    Y, sw = data.Y, data.sample_weight
+    if sw is not None:
+        Y = Y[np.asarray(sw) > 0]
+    if not Y.size:
+        return
+    top = np.max(np.abs(Y), axis=0)
+    tiny = 2.0**-60 if Y.dtype == np.float32 else 2.0**-500
+    low = (top > 0) & (top < tiny)
+    if low.any():
+        j = int(np.argmax(low))
+        which = "y's" if Y.shape[1] == 1 else f"target {j}'s"
         raise ValueError(
-            f"y's largest magnitude is {top:.3g}: squared, it underflows {dtype.name}, so the training loss of "
-            f"loss={params['loss']!r} rounds to 0 and the iterative solvers cannot follow it. Multiply y by a "
-            "power of ten (the closed form and solver='newton' rescale such targets by themselves)."
+            f"{which} largest magnitude is {float(top[j]):.3g}: squared, it underflows {Y.dtype.name}, so the "
+            f"training loss of loss={params['loss']!r} rounds to 0 and solver={method!r} cannot follow it. "
+            "Multiply y by a power of ten, or use solver='sgd' (the closed form and solver='newton' rescale such "
+            "targets by themselves)."
         )
 
 
@@ -2412,7 +2421,7 @@ class IterativeSolver(Solver):
     def _fit(self, params: dict, data, state: IterState | None, init=None,
              prepared: FirstOrder | None = None) -> FitResult:
         try:
-            refuse_underflowing_targets(params, data.Y)
+            refuse_underflowing_targets(self.method, params, data)
         except ValueError:
             if prepared is not None:
                 prepared.release()
@@ -2543,7 +2552,8 @@ class IterativeSolver(Solver):
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None,
                      init=None) -> FitResult:
-        refuse_underflowing_targets(params, data.Y, None if state is None else state.weights.dtype)
+        if state is None and sweep is None:  # (a first call's rows set the scale; a stream's chunks are parts)
+            refuse_underflowing_targets(self.method, params, data)
         was_dense = not sp.issparse(data.X)
         data = _as_lazy_data(self.method, params, data)
         if was_dense and state is not None and not _map_runs_on(state.affine, data.X):

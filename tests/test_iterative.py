@@ -663,22 +663,35 @@ def test_partial_fit_names_a_changed_loss_not_a_hand_over():
 
 
 @pytest.mark.parametrize("loss", ["squared_error", "huber"])
-@pytest.mark.parametrize("call", ["fit", "partial_fit", "fit_stream"])
-def test_targets_whose_squares_underflow_are_refused_by_the_iterative_solvers(loss, call):
-    # Targets of 1e-170: their losses round to 0, and the plateau rule stopped where the fit started: Adam
-    # returned zero coefficients for the squared error, Huber (epsilon scaled alike) ended 148% above its minimum,
-    # both silently. The exact solvers rescale such targets; the iterative ones name them.
+@pytest.mark.parametrize("call", ["fit", "partial_fit"])
+@pytest.mark.parametrize("case", ["plain", "a zero-weight row", "one of two targets"])
+def test_targets_whose_squares_underflow_are_refused_by_the_adaptive_rules(loss, call, case):
+    # Targets of 1e-170: their losses round to 0, and Adam returned zero coefficients for the squared error, and
+    # Huber (epsilon scaled alike) ended 148% above its minimum, both silently. Judged on the rows of positive
+    # weight (a row of weight 0 and y = 1 let it through) and per target.
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 4))
     y = (X @ rng.normal(size=4) + 0.1 * rng.normal(size=200)) * 1e-170
-    est = LinearRegressor(solver="adam", loss=loss, epsilon=1.35e-170 if loss == "huber" else 1.35)
-    with pytest.raises(ValueError, match=r"y's largest magnitude is .*e-1[67]\d: squared, it underflows float64"):
-        if call == "fit_stream":
-            est.fit_stream([(X[:100], y[:100]), (X[100:], y[100:])])
-        else:
-            getattr(est, call)(X, y)
+    w = None
+    if case == "a zero-weight row":
+        X, y, w = np.vstack([X, np.ones(4)]), np.r_[y, 1.0], np.r_[np.ones(200), 0.0]
+    elif case == "one of two targets":
+        y = np.column_stack([y * 1e170, y])
+    est = LinearRegressor(solver="adam", loss=loss, epsilon=1.35e-170 if loss == "huber" and y.ndim == 1 else 1.35)
+    with pytest.raises(ValueError, match=r"largest magnitude is .*e-1[67]\d: squared, it underflows float64"):
+        getattr(est, call)(X, y, sample_weight=w)
     assert not hasattr(est, "coef_")
-    # within float64's reach of its squares the same fit runs (1e-100: squares of 1e-200)
+
+
+def test_tiny_targets_are_fitted_by_sgd_and_judged_once_by_partial_fit():
+    # SGD's rate carries no unit of y: it fits targets of 1e-170. A partial_fit call of tiny targets after calls
+    # of unit ones continues (the first call set the scale; each call was judged alone, and refused).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = X @ np.array([1.0, -2.0, 3.0]) + 0.01 * rng.normal(size=400)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        LinearRegressor(solver="adam", loss=loss, max_epochs=2).fit(X, y * 1e70)
+        sgd = LinearRegressor(solver="sgd", random_state=0).fit(X, y * 1e-170)
+        np.testing.assert_allclose(sgd.coef_ / 1e-170, [1.0, -2.0, 3.0], atol=0.05)
+        est = LinearRegressor(solver="adam", random_state=0).partial_fit(X[:300], y[:300])
+        est.partial_fit(X[300:], y[300:] * 1e-170)
