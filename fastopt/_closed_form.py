@@ -842,8 +842,11 @@ def _live_triangle(R11: np.ndarray, R12: np.ndarray):
     if not null.any():
         return np.arange(R11.shape[1]), R11, R12
     live = np.flatnonzero(~null)
-    Q, R = np.linalg.qr(R11[:, live])  # (d, r), (r, r): the zero rows' contributions folded in exactly once
-    return live, R, Q.T @ R12
+    # R and Q^T R12 at once, the triangle of [R11[:, live], R12] (the tail's LAPACK, as every R merge: the same
+    # bits whatever the BLAS thread count, which NumPy's qr on the threaded OpenBLAS did not give)
+    r = live.size
+    T = _triangle(np.hstack([R11[:, live], R12]), r + R12.shape[1])
+    return live, np.ascontiguousarray(T[:r, :r]), T[:r, r:]
 
 
 # _centring_floor: the rounding that centring columns on means far from zero leaves in R, as a singular value, is
