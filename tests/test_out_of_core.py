@@ -815,3 +815,22 @@ def test_a_dask_chunk_of_unknown_rows_is_the_same_chunk_on_every_read():
         warnings.simplefilter("ignore")
         fitted = LinearRegressor(solver="lsqr").fit_stream(source)
     np.testing.assert_allclose(fitted.coef_, [1.0, -2.0, 3.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_a_far_outlier_in_a_later_chunk_is_no_divergence(loss):
+    # A robust loss fits past a far outlier, wherever it lies; in a stream's last chunk (or a later partial_fit
+    # call) its minibatch loss passed 1e10 times the first chunk's all-zero loss, a DivergenceError blaming the
+    # rate, where the same outlier in the first chunk fitted.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 5))
+    y = X @ rng.normal(size=5) + rng.normal(size=2000)
+    y[1995] = 1e14
+    chunks = [(X[i : i + 500], y[i : i + 500]) for i in range(0, 2000, 500)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LinearRegressor(loss=loss, random_state=0).fit_stream(chunks)
+        est = LinearRegressor(loss=loss, random_state=0)
+        for _ in range(5):
+            for Xc, yc in chunks:
+                est.partial_fit(Xc, yc)
