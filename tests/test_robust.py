@@ -1422,3 +1422,27 @@ def test_a_few_large_targets_among_zeros_set_no_robust_rate(loss, solver):
             rates.append(LinearRegressor(solver=solver, loss=loss, random_state=0, max_epochs=1).fit(X, y)
                          .learning_rate_)
     assert rates[0] <= rates[1] <= rates[0] / (1 - 27 / 4000 * 100) * 1.01
+
+
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "rmsprop", "adam"])
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_a_fit_stopped_far_from_the_minimum_beside_a_far_outlier_warns(solver, loss):
+    # Targets offset by 1e4 beside one outlier of 1e12: the plateau rule stopped default fits after 6 epochs with
+    # the other rows' loss 30-1,000 times its value at the minimiser, and the far-from-optimum alarm, relative to
+    # an objective the outlier's term dominates, stayed silent. It now judges the objective with rows beyond 100
+    # times the residuals' clipped mean capped there: a fit either ends near the minimum or warns.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 8))
+    y = 1e4 + X @ rng.normal(size=8) + rng.normal(size=4000)
+    y[0] = 1e12
+    exact = LinearRegressor(solver="newton", loss=loss).fit(X, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = LinearRegressor(solver=solver, loss=loss, random_state=0).fit(X, y)
+    warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+    def inliers(est):
+        r = np.abs(X[1:] @ est.coef_ + est.intercept_ - y[1:])
+        return np.mean(r if loss == "absolute_error" else np.where(r <= 1.35, r * r / 2, 1.35 * (r - 0.675)))
+
+    assert warned or inliers(fit) <= 1.01 * inliers(exact)
