@@ -2010,15 +2010,16 @@ def _mapped_init(affine: Affine | None, init):
     return init[0] * affine.scale, init[1] + init[0] @ affine.shift
 
 
-def refuse_underflowing_targets(method: str, params: dict, data) -> None:
+def refuse_underflowing_targets(method: str, params: dict, Y: np.ndarray, sw) -> None:
     """Targets whose squares underflow the working precision (a target whose largest magnitude over the rows of
     positive weight is below ``2**-500`` in float64, ``2**-60`` in float32) are a ValueError for the adaptive rules
     under the squared error and Huber's loss: their losses round to 0, their first gradient's scale sets their
     rate, and Adam on targets of 1e-170 returned zero coefficients, silently. SGD and the momentum rules, whose
-    rate carries no unit of y, fit them; the closed form and Newton's method rescale such targets."""
+    rate carries no unit of y, fit them; the closed form and Newton's method rescale such targets. ``Y`` and
+    ``sw``: the rows of a fit or a first ``partial_fit`` call, or a stream's rate sample (a chunk alone is a
+    part: judged by itself, a tiny one among unit ones was refused)."""
     if method not in ("adagrad", "rmsprop", "adam", "adamw") or params["loss"] == "absolute_error":
         return
-    Y, sw = data.Y, data.sample_weight
     if sw is not None:
         Y = Y[np.asarray(sw) > 0]
     if not Y.size:
@@ -2451,7 +2452,7 @@ class IterativeSolver(Solver):
     def _fit(self, params: dict, data, state: IterState | None, init=None,
              prepared: FirstOrder | None = None) -> FitResult:
         try:
-            refuse_underflowing_targets(self.method, params, data)
+            refuse_underflowing_targets(self.method, params, data.Y, data.sample_weight)
         except ValueError:
             if prepared is not None:
                 prepared.release()
@@ -2583,7 +2584,7 @@ class IterativeSolver(Solver):
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None,
                      init=None) -> FitResult:
         if state is None and sweep is None:  # (a first call's rows set the scale; a stream's chunks are parts)
-            refuse_underflowing_targets(self.method, params, data)
+            refuse_underflowing_targets(self.method, params, data.Y, data.sample_weight)
         was_dense = not sp.issparse(data.X)
         data = _as_lazy_data(self.method, params, data)
         if was_dense and state is not None and not _map_runs_on(state.affine, data.X):

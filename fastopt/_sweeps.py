@@ -285,6 +285,7 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
     Dask it runs where the sample was merged."""
     if sample.n_train == 0:
         return None, sample.weight, None
+    _iterative.refuse_underflowing_targets(name, params, sample.Y, sample.w)
     # Sampled rows that all weigh zero (the stream's weight lies elsewhere) still measure the curvature.
     w = sample.w if sample.w is not None and np.any(sample.w) else None
     if w is not None:  # relative weights, brought near 1 so that no sum over them overflows

@@ -695,3 +695,18 @@ def test_tiny_targets_are_fitted_by_sgd_and_judged_once_by_partial_fit():
         np.testing.assert_allclose(sgd.coef_ / 1e-170, [1.0, -2.0, 3.0], atol=0.05)
         est = LinearRegressor(solver="adam", random_state=0).partial_fit(X[:300], y[:300])
         est.partial_fit(X[300:], y[300:] * 1e-170)
+
+
+def test_a_stream_of_targets_whose_squares_underflow_is_refused_by_its_rate_sample():
+    # A stream is judged by the rate's sample of every chunk: Adam on a stream of targets of 1e-170 stopped at zero
+    # coefficients, silently, and one tiny chunk among unit ones fits.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = X @ np.array([1.0, -2.0, 3.0]) + 0.01 * rng.normal(size=400)
+    tiny = [(X[i : i + 100], y[i : i + 100] * 1e-170) for i in range(0, 400, 100)]
+    with pytest.raises(ValueError, match=r"y's largest magnitude is .*e-1[67]\d: squared, it underflows float64"):
+        LinearRegressor(solver="adam", random_state=0).fit_stream(tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LinearRegressor(solver="adam", random_state=0, max_epochs=2).fit_stream(
+            [tiny[0]] + [(X[i : i + 100], y[i : i + 100]) for i in range(100, 400, 100)])
