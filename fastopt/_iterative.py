@@ -1058,7 +1058,7 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
         f, gain = robust_gap(data, sw, p, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale)
         if data.Y.shape[1] > 1:
             f, gain, scale, target = _worst_robust_target(data, sw, p, alpha, fit_intercept, params, f, gain, scale)
-        else:
+        elif params["loss"] == "huber":
             f, scale = _far_rows_capped(data, sw, p, alpha, params, f, scale)
     warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
                 target=target)
@@ -1070,7 +1070,9 @@ def _far_rows_capped(data, sw, p: np.ndarray, alpha, params: dict, f: float, sca
     rule's loss scale shrunk by the same ratio (unchanged where no row is that far). A far outlier's term,
     ``epsilon |r| / n``, dominates the objective and the rule's scale, and the alarm, relative to them, let
     default fits stop with the other rows' loss 10-1,000 times its value at the minimiser, silently (targets
-    offset by 1e4 beside an outlier of 1e12); Newton's stop test caps far residuals alike."""
+    offset by 1e4 beside an outlier of 1e12); Newton's stop test caps far residuals alike. Huber's loss only: the
+    absolute error's fits whose other rows fit exactly (residuals of 1e-6 beside a row off by 20) were measured
+    against a capped objective of their own rounding's size, and warned at the optimum."""
     X = data.X
     d = X.shape[1]
     coef, intercept = split_params(p.astype(np.float64), d, 1)
@@ -2597,6 +2599,7 @@ class IterativeSolver(Solver):
         own_rows = sweep is None or sweep.rows is None  # all rows: the shuffle writes them into a kept buffer
         rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
+        kept_limit = None  # the state's divergence limit, where this call raises it for itself (below)
         if state is not None and not _penalty_fits(state.affine, params, data.X, self.method):
             # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
             # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
@@ -2640,10 +2643,11 @@ class IterativeSolver(Solver):
             # stream's later chunk holding a row of weight 1e12 (its chunks divided by the stream's mean weight,
             # the first chunk's rows weigh 1e-9) exceeded 1e10 times the first chunk's loss at any rate, and the
             # DivergenceError advised a smaller rate (fit on the same rows succeeds).
+            # (for this call only: kept, one call's large target left later calls' divergence unseen)
             here = _kernels.mean_loss_zero(data.Y, None if own_rows else rows, sw, LOSSES[params["loss"]],
                                            params["epsilon"])
             if np.isfinite(here) and here > 0:
-                st.loss_limit = max(st.loss_limit, DIVERGENCE_FACTOR * here)
+                kept_limit, st.loss_limit = st.loss_limit, max(st.loss_limit, DIVERGENCE_FACTOR * here)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         if sweep is None and schedule_name(params) == "plateau":
             st.watch = self._watched(params, spec, train, data, sw, st, state)
@@ -2655,6 +2659,8 @@ class IterativeSolver(Solver):
         if sweep is None and params["learning_rate"] == "auto":  # a numeric rate is taken as given
             lr *= st.rate_factor
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
+        if kept_limit is not None:
+            st.loss_limit = kept_limit
         if order is not rows:
             keep_order_buffer(order)
         st.learning_rates.append(lr)

@@ -834,3 +834,17 @@ def test_a_far_outlier_in_a_later_chunk_is_no_divergence(loss):
         for _ in range(5):
             for Xc, yc in chunks:
                 est.partial_fit(Xc, yc)
+
+
+def test_one_calls_large_target_leaves_later_calls_divergence_seen():
+    # A call's own all-zero loss raises the divergence limit for that call only: kept, one target of 1e6 in the
+    # first call left later clean calls at an unstable rate diverging to coefficients of 7e9 without an error.
+    rng = np.random.default_rng(0)
+    est = LinearRegressor(solver="sgd", learning_rate=2.2, schedule="constant", random_state=0)
+    with pytest.raises(fastopt.exceptions.DivergenceError):
+        for call in range(60):
+            X = rng.normal(size=(64, 3))
+            y = X @ np.array([1.0, 2.0, 3.0]) + 0.1 * rng.normal(size=64)
+            if call == 1:
+                y[0] = 1e6
+            est.partial_fit(X, y)
