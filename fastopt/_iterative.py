@@ -2647,7 +2647,12 @@ class IterativeSolver(Solver):
             here = _kernels.mean_loss_zero(data.Y, None if own_rows else rows, sw, LOSSES[params["loss"]],
                                            params["epsilon"])
             if np.isfinite(here) and here > 0:
-                kept_limit, st.loss_limit = st.loss_limit, max(st.loss_limit, DIVERGENCE_FACTOR * here)
+                if not np.isfinite(st.loss_limit):
+                    # a first call of all-zero targets set no limit (its loss is 0): the first call with a loss
+                    # sets it, for later calls too (else no divergence after it was ever caught: 1e91)
+                    st.loss_limit = DIVERGENCE_FACTOR * here
+                else:
+                    kept_limit, st.loss_limit = st.loss_limit, max(st.loss_limit, DIVERGENCE_FACTOR * here)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         if sweep is None and schedule_name(params) == "plateau":
             st.watch = self._watched(params, spec, train, data, sw, st, state)

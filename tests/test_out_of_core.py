@@ -848,3 +848,20 @@ def test_one_calls_large_target_leaves_later_calls_divergence_seen():
             if call == 1:
                 y[0] = 1e6
             est.partial_fit(X, y)
+
+
+def test_a_first_call_of_zero_targets_leaves_divergence_seen():
+    # A first call (or chunk) of all-zero targets has a loss of 0 and set no divergence limit: later calls at an
+    # unstable rate returned coefficients of 1e48 (a stream: 1e91) without an error.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    clean = [(X, X @ np.array([1.0, 2.0, 3.0]) + 0.1 * rng.normal(size=200)) for _ in range(6)]
+    est = LinearRegressor(solver="sgd", learning_rate=1e-3, schedule="constant", random_state=0)
+    est.partial_fit(X, np.zeros(200))
+    est.set_params(learning_rate=100.0)
+    with pytest.raises(fastopt.exceptions.DivergenceError):
+        for Xc, yc in clean:
+            est.partial_fit(Xc, yc)
+    with pytest.raises(fastopt.exceptions.DivergenceError):
+        LinearRegressor(solver="sgd", learning_rate=100.0, schedule="constant", shuffle=False, max_epochs=3,
+                        random_state=0).fit_stream([(X, np.zeros(200)), *clean])
