@@ -2599,7 +2599,7 @@ class IterativeSolver(Solver):
         own_rows = sweep is None or sweep.rows is None  # all rows: the shuffle writes them into a kept buffer
         rows = all_rows(n) if own_rows else sweep.rows
         sw = _normalised_weights(data.sample_weight, rows, None if sweep is None else sweep.weight_mean)
-        kept_limit = None  # the state's divergence limit, where this call raises it for itself (below)
+        call_limit = None  # this call's own divergence limit, where it raises the state's (below)
         if state is not None and not _penalty_fits(state.affine, params, data.X, self.method):
             # a ridge penalty added after a fit run under a per-column scaling (where it would not be uniform):
             # on from its coefficients in the user's units, as a first call (rate and optimizer state afresh)
@@ -2652,8 +2652,10 @@ class IterativeSolver(Solver):
                     # sets it, for later calls too (else no divergence after it was ever caught: 1e91)
                     st.loss_limit = DIVERGENCE_FACTOR * here
                 else:
-                    kept_limit, st.loss_limit = st.loss_limit, max(st.loss_limit, DIVERGENCE_FACTOR * here)
+                    call_limit = max(st.loss_limit, DIVERGENCE_FACTOR * here)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
+        if call_limit is not None:
+            train = train._replace(loss_limit=call_limit)
         if sweep is None and schedule_name(params) == "plateau":
             st.watch = self._watched(params, spec, train, data, sw, st, state)
         order = rows
@@ -2664,8 +2666,6 @@ class IterativeSolver(Solver):
         if sweep is None and params["learning_rate"] == "auto":  # a numeric rate is taken as given
             lr *= st.rate_factor
         st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
-        if kept_limit is not None:
-            st.loss_limit = kept_limit
         if order is not rows:
             keep_order_buffer(order)
         st.learning_rates.append(lr)

@@ -1329,15 +1329,15 @@ def robust_rate_factor(params: dict, Xa, Y: np.ndarray, w: np.ndarray, P0: np.nd
 
 
 def residual_scale(R: np.ndarray, w: np.ndarray) -> float:
-    """The start's residual scale for a robust loss: the largest over the targets (columns of ``R``, the
-    residuals' magnitudes) of their clipped mean, the largest fixed point of ``s = mean_w(min(|r|, C s))``
-    (``C = RESIDUAL_CLIP``), reached from the weighted mean. A group of rows holding a fraction ``p`` of the
-    weight keeps its residuals in ``s`` when ``p C >= 1``: the rows a fit must follow, however few of them are
-    far from 0 (a column active on 45% of the rows beside targets near 0), count as in the mean, and a far
-    outlier (or a few large targets) on less than ``1 / C`` of them does not. The mean took one row of 1e8 among
-    1,000 unit ones for a scale of 1e5, and every iterative rule ended its default fit far from the minimiser
-    (the outlier's term, epsilon |r| / n, dominated the objective its plateau rule watched); the median collapsed
-    to the targets near 0 (a rate of 3e-4 where 2.7 fits)."""
+    """The residual scale of a robust loss (the start's, for the rate; a fit's, for its far rows): the largest
+    over the targets (columns of ``R``, the residuals' magnitudes) of their clipped mean, the largest fixed point
+    of ``s = mean_w(min(|r|, C s))`` (``C = RESIDUAL_CLIP``), reached from the weighted mean. A group of rows
+    holding a fraction ``p`` of the weight keeps its residuals in ``s`` when ``p C >= 1``: the rows a fit must
+    follow, however few of them are far from 0 (a column active on 45% of the rows beside targets near 0), count
+    as in the mean, and a far outlier (or a few large targets) on less than ``1 / C`` of them does not. The mean
+    took one row of 1e8 among 1,000 unit ones for a scale of 1e5, and every iterative rule ended its default fit
+    far from the minimiser (the outlier's term, epsilon |r| / n, dominated the objective its plateau rule
+    watched); the median collapsed to the targets near 0 (a rate of 3e-4 where 2.7 fits)."""
     W = float(np.sum(w))
     best = 0.0
     for j in range(R.shape[1]):
@@ -1345,10 +1345,9 @@ def residual_scale(R: np.ndarray, w: np.ndarray) -> float:
         s = float(w @ r) / W
         for _ in range(RESIDUAL_CLIP_ROUNDS):  # (decreasing: each round clips at C times the last)
             new = float(w @ np.minimum(r, RESIDUAL_CLIP * s)) / W
-            if not new < s * (1.0 - 1e-3):
-                s = new
+            settled, s = not new < s * (1.0 - 1e-3), new
+            if settled:
                 break
-            s = new
         best = max(best, s)
     return best
 

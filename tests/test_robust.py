@@ -10,6 +10,7 @@ from scipy.optimize import linprog, minimize
 from sklearn.linear_model import HuberRegressor, QuantileRegressor
 
 from fastopt import LinearRegressor
+from fastopt._iterative import robust_rho
 from fastopt.exceptions import ConvergenceWarning
 
 
@@ -1347,6 +1348,11 @@ def test_robust_sgd_rate_scaled_by_the_targets_stays_within_the_ridges_critical_
     assert f_star * (1 - 1e-12) <= f <= f_star * (1 + 1e-3)  # (measured 1e-5 to 6e-5 above)
 
 
+def _inliers_loss(est, X, y, loss):
+    """The mean loss (epsilon 1.35) of the rows after the first, which the tests below make the outlier."""
+    return float(np.mean(robust_rho(X[1:] @ est.coef_ + est.intercept_ - y[1:], loss, 1.35)))
+
+
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
 @pytest.mark.parametrize("solver", ["sgd", "momentum", "adagrad", "adam"])
 @pytest.mark.parametrize("outlier", [1e8, 1e20])
@@ -1355,8 +1361,8 @@ def test_one_far_outlier_sets_no_iterative_rate(loss, solver, outlier):
     # start's mean |r| (SGD, momentum), which one row of 1e8 among 1,000 raised to 1e5, and the adaptive rules
     # took the squared error's first gradient, which that row dominates. Default fits ended with the other rows'
     # loss 0.1-7 times above its value at the minimiser (1e12 times for 1e20), silently: the outlier's own term
-    # dominated the objective the plateau rule watched. Now the weighted median |r| and residuals clipped at
-    # ROBUST_CLIP times it: 6e-5..1.3e-3 above, as without the outlier (8e-6..1e-4).
+    # dominated the objective the plateau rule watched. Now the residuals' clipped mean (residual_scale) and
+    # residuals clipped at ROBUST_CLIP times it: 6e-5..2.3e-3 above (8e-6..1e-4 without the outlier).
     rng = np.random.default_rng(2)
     X = rng.normal(size=(1000, 4))
     y = X @ rng.normal(size=4) + 0.5 + rng.standard_t(2, 1000)
@@ -1364,11 +1370,7 @@ def test_one_far_outlier_sets_no_iterative_rate(loss, solver, outlier):
     exact = LinearRegressor(solver="newton", loss=loss).fit(X, y)
     fit = LinearRegressor(solver=solver, loss=loss, random_state=0).fit(X, y)
 
-    def inliers(est):
-        r = np.abs(X[1:] @ est.coef_ + est.intercept_ - y[1:])
-        return np.mean(r if loss == "absolute_error" else np.where(r <= 1.35, r * r / 2, 1.35 * (r - 0.675)))
-
-    assert inliers(fit) <= (1 + 5e-3) * inliers(exact)
+    assert _inliers_loss(fit, X, y, loss) <= (1 + 5e-3) * _inliers_loss(exact, X, y, loss)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -1441,11 +1443,7 @@ def test_a_fit_stopped_far_from_the_minimum_beside_a_far_outlier_warns(solver, l
         fit = LinearRegressor(solver=solver, loss=loss, random_state=0).fit(X, y)
     warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
-    def inliers(est):
-        r = np.abs(X[1:] @ est.coef_ + est.intercept_ - y[1:])
-        return np.mean(r if loss == "absolute_error" else np.where(r <= 1.35, r * r / 2, 1.35 * (r - 0.675)))
-
-    assert warned or inliers(fit) <= 1.01 * inliers(exact)
+    assert warned or _inliers_loss(fit, X, y, loss) <= 1.01 * _inliers_loss(exact, X, y, loss)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "momentum", "adagrad", "adam"])
