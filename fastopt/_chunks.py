@@ -223,6 +223,18 @@ class ChunkSource:
                 "read more than once (a callable, or a re-iterable object) must yield the same chunks on every read."
             )
 
+    def unpacked(self, items: Iterator) -> Iterator[tuple[int, str, Any, Any, Any]]:
+        """``(index, where, X, y, sample_weight)`` of one pass's ``(index, item)`` pairs, each chunk's layout
+        checked against its first read's (:meth:`check_layout`), and, once the pass ends, its chunk count."""
+        count = 0
+        for index, item in items:
+            where = self.where(index)
+            X, y, sample_weight = unpack(item, where)
+            self.check_layout(index, where, X, y)
+            count += 1
+            yield index, where, X, y, sample_weight
+        self.check_count(count)
+
     def __len__(self) -> int:
         return len(self.chunks)
 
@@ -273,15 +285,10 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
 
 def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple[int, str, Any, Any, Any]]:
     """``(index, where, X, y, sample_weight)`` of every chunk of one pass, the next one read meanwhile."""
-    dtype, count = None, 0
-    for index, item in prefetched(source.epoch(order)):
-        where = source.where(index)
-        X, y, sample_weight = unpack(item, where)
+    dtype = None
+    for index, where, X, y, sample_weight in source.unpacked(prefetched(source.epoch(order))):
         dtype = check_dtype(X, dtype, where)
-        source.check_layout(index, where, X, y)
-        count += 1
         yield index, where, X, y, sample_weight
-    source.check_count(count)
 
 
 def _known(n):

@@ -46,7 +46,6 @@ from fastopt._chunks import (
     chunk_sample,
     merge_samples,
     read,
-    unpack,
 )
 from fastopt._result import Outcome
 from fastopt._sweeps import Epochs, LocalPasses, sample_rate, solve, template
@@ -214,12 +213,10 @@ def _krylov_first(estimator, name: str, source: ChunkSource, X) -> str | None:
 def _first_chunk(source: ChunkSource):
     """``(where, (X, y, sample_weight))`` of a re-readable stream's first chunk (None for an empty stream), read
     once more."""
-    first = next(iter(source.epoch()), None)
+    first = next(source.unpacked(source.epoch()), None)
     if first is None:
         return None
-    where = source.where(first[0])
-    X, y, sample_weight = unpack(first[1], where)
-    source.check_layout(first[0], where, X, y)
+    _, where, X, y, sample_weight = first
     return where, (X, y, sample_weight)
 
 

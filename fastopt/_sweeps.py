@@ -39,7 +39,6 @@ from fastopt._chunks import (
     rows_weight,
     seeded_rng,
     stream_seed,
-    unpack,
     validation_fraction,
 )
 from fastopt._iterative_lr import (
@@ -540,16 +539,11 @@ class LocalPasses:
 
     def stream_weight(self, seed: int, fraction: float) -> Weight:
         """The training weight of every chunk, from one read of the chunks' weights."""
-        total, count = None, 0
-        for index, item in self.source.epoch():
-            where = self.source.where(index)
-            X, y, sample_weight = unpack(item, where)
-            self.source.check_layout(index, where, X, y)
-            count += 1
+        total = None
+        for index, where, X, _, sample_weight in self.source.unpacked(self.source.epoch()):
             dtype = check_dtype(X, None, where) or np.dtype(np.float64)
             part = chunk_weight(seed, fraction, dtype, sample_weight, _num_samples(X), where, index)
             total = part if total is None else merge_weights(total, part)
-        self.source.check_count(count)
         return total
 
     def _weights(self, data, train: np.ndarray, spec: PassSpec, where: str):
