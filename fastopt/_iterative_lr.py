@@ -1171,6 +1171,8 @@ def curvature_spread(c: np.ndarray) -> float:
     if np.isfinite(square) and square > _SQUARE_SAFE:
         return square / total
     top = float(np.max(c))  # (rows of 1e100 unmapped: c^2 overflowed, the rate came out 0)
+    if not np.isfinite(top):  # non-finite X: the first epoch names it (inf / inf warned "invalid value" first)
+        return top
     u = c / top
     return top * (_dot(u, u) / float(np.sum(u)))
 

@@ -31,6 +31,22 @@ def test_nonfinite_x_y_or_weights(Xy, value):
         LinearRegressor().fit(X, y, sample_weight=with_nonfinite(np.ones(20), value))
 
 
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("call", ["fit", "partial_fit"])
+def test_nonfinite_x_is_named_before_any_numpy_warning(rng, solver, value, sparse, call):
+    # The automatic rate's curvature spread divided inf by inf before the epoch named X: "invalid value
+    # encountered in divide" came first, and under a filter of "error" (pytest -W error) it was all users saw
+    X = rng.normal(size=(200, 4))
+    y = X @ np.arange(1.0, 5.0)
+    X = with_nonfinite(X, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="X contains (NaN|infinity)"):
+            getattr(LinearRegressor(solver=solver), call)(scipy.sparse.csr_array(X) if sparse else X, y)
+
+
 @pytest.mark.parametrize("solver", ["normal", "lsqr", "newton", "sgd", "adam"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, 6e38])
 def test_a_scalar_weight_out_of_range_is_named(Xy, solver, value):
