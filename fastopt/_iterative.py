@@ -729,7 +729,7 @@ LAD_RETRY_MU = 0.01
 
 
 def robust_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept: bool, loss: str,
-               epsilon: float = 1.35, scale: float | None = None):
+               epsilon: float = 1.35, scale: float | None = None, points: list | None = None):
     """``(f, gain)`` for Huber's loss (threshold ``epsilon``) or the absolute error over an in-memory ``data`` (as
     :func:`memory_gap`): the objective at ``p`` and a lower bound on ``f - f*``, exhibited.
 
@@ -748,9 +748,12 @@ def robust_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept
     With ``scale`` (the loss scale :func:`warn_if_far` will be given), further rounds of reweighting, each from
     the best point of the last, as iteratively reweighted least squares goes on (see ``ROBUST_MAX_ROUNDS``):
     ``gain`` is then the decrease to the last point, still one found.
+
+    ``points``, a list, receives per target the residuals and coefficients at ``p`` and those of the last point the
+    rounds reached (for :func:`_far_rows_capped`).
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow: a non-finite gain, unused
-        return _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale)
+        return _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points)
 
 
 def _robust_terms(r: np.ndarray, loss: str, epsilon: float, s: np.ndarray, factor: float = LAD_REWEIGHT_MU):
@@ -806,7 +809,7 @@ def best_step(f: float, losses, W: float, coef: np.ndarray, delta: np.ndarray, a
     return best, taken
 
 
-def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale):
+def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points):
     X = data.X
     n, d = X.shape
     k = data.Y.shape[1]
@@ -847,6 +850,8 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale):
                                      epsilon, steps)
             reached = min(reached, wide)
         gain += objectives[j] - reached
+        if points is not None:
+            points.append((residuals[j], coef[j], *point))
     return f, gain
 
 
@@ -1048,49 +1053,76 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     alpha = params["decay"] if params.get("decay") is not None else (
         0.0 if spec.decoupled_decay else float(spec.weight_decay))
     fit_intercept = bool(params["fit_intercept"])
-    target = None
+    target = far = None
     if params["loss"] == "squared_error":
         parts = [] if data.Y.shape[1] > 1 else None
         f, gain = memory_gap(data, sw, p, alpha, fit_intercept, scale, parts)
         if parts:
             f, gain, scale, target = _worst_target(parts, data, sw, fit_intercept, f, gain, scale)
     else:
-        f, gain = robust_gap(data, sw, p, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale)
+        points = []
+        f, gain = robust_gap(data, sw, p, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale,
+                             points)
         if data.Y.shape[1] > 1:
             f, gain, scale, target = _worst_robust_target(data, sw, p, alpha, fit_intercept, params, f, gain, scale)
-        elif params["loss"] == "huber":
-            f, scale = _far_rows_capped(data, sw, p, alpha, params, f, scale)
+        elif params["loss"] == "huber" and not (np.isfinite(gain) and gain > alarm_level(f, scale)):
+            f, gain, scale, far = _far_rows_capped(data.Y[:, 0], sw, alpha, float(params["epsilon"]), points[0], f,
+                                                   gain, scale)
     warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
-                target=target)
+                target=target, far=far)
 
 
-def _far_rows_capped(data, sw, p: np.ndarray, alpha, params: dict, f: float, scale: float) -> tuple[float, float]:
-    """``(f, scale)`` for :func:`warn_if_far` of a one-target robust fit, with rows far out capped: each row's loss
-    taken at ``min(|r|, FAR_ROW_CAP s)``, ``s`` the residuals' clipped mean (:func:`residual_scale`), and the
-    rule's loss scale shrunk by the same ratio (unchanged where no row is that far). A far outlier's term,
-    ``epsilon |r| / n``, dominates the objective and the rule's scale, and the alarm, relative to them, let
-    default fits stop with the other rows' loss 10-1,000 times its value at the minimiser, silently (targets
-    offset by 1e4 beside an outlier of 1e12); Newton's stop test caps far residuals alike. Huber's loss only: the
-    absolute error's fits whose other rows fit exactly (residuals of 1e-6 beside a row off by 20) were measured
-    against a capped objective of their own rounding's size, and warned at the optimum."""
-    X = data.X
-    d = X.shape[1]
-    coef, intercept = split_params(p.astype(np.float64), d, 1)
-    r = np.abs(_linear(X, coef[0], float(intercept[0])) - data.Y[:, 0].astype(np.float64))
+def _far_rows_capped(y: np.ndarray, sw, alpha, epsilon: float, point: tuple, f: float, gain: float,
+                     scale: float) -> tuple[float, float, float, int | None]:
+    """``(f, gain, scale, far)`` for :func:`warn_if_far` of a one-target Huber fit (targets ``y``) judged without
+    its ``far`` rows far out, those whose residual at the fit is beyond ``FAR_ROW_CAP`` times the smaller of the
+    residuals' clipped mean (:func:`residual_scale`) and their ``FAR_ROW_QUANTILE`` quantile: the objective of
+    the other rows at the fit, its decrease to the last point :func:`robust_gap`'s rounds reached (``point``: the
+    residuals and coefficients at the fit and at that point), and the rule's loss scale shrunk by the ratio of
+    that objective to the whole, at least ``PLATEAU_FLOOR`` times the other rows' loss about their median.
+    Unchanged (``far`` None) where no row is that far.
+
+    A far row's term, ``epsilon |r| / n``, dominates the objective and the rule's scale, and the alarm, relative
+    to them, let default fits stop with the other rows' loss 10-1e6 times its value at the minimiser, silently
+    (targets offset by 1e4 beside an outlier of 1e12; five rows of 1e8 among 300, too many for the clipped mean
+    to leave out). Its decrease, that term moving, is left out too: measured on the whole objective it warned at
+    fits whose other rows' loss was below its value at the minimiser. Judged only where the whole objective's
+    check does not warn: rows far out at a fit may be rows it has not yet followed (a column on 3% of the rows
+    with an effect of 1e3), which that check sees. Newton's stop test caps far residuals alike. Huber's loss
+    only: the absolute error's fits whose other rows fit exactly (residuals of 1e-6 beside a row off by 20) were
+    measured against an objective of their own rounding's size, and warned at the optimum."""
+    r, coef, coef_moved, r_moved = point
+    a = np.abs(r)
     w = np.ones(r.shape[0]) if sw is None else sw.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        cap = FAR_ROW_CAP * residual_scale(r[:, None], w)
-        if not (np.isfinite(cap) and cap > 0) or not np.any(r > cap):
-            return f, scale
-        capped = _robust_objective(w, float(r.shape[0]), np.minimum(r, cap), coef[0], alpha, params["loss"],
-                                   float(params["epsilon"]))
-    if not (np.isfinite(capped) and 0 < capped < f):
-        return f, scale
-    return capped, scale * capped / f
+        cap = FAR_ROW_CAP * min(residual_scale(a[:, None], w), _weighted_quantile(a, w, FAR_ROW_QUANTILE))
+        if not (np.isfinite(cap) and cap > 0) or not np.any(a > cap):
+            return f, gain, scale, None
+        n = float(r.shape[0])
+        kept = np.where(a <= cap, w, 0.0)
+        near = _robust_objective(kept, n, r, coef, alpha, "huber", epsilon)
+        reached = _robust_objective(kept, n, r_moved, coef_moved, alpha, "huber", epsilon)
+        null = float(kept @ robust_rho(y - _weighted_quantile(y, kept, 0.5), "huber", epsilon)) / n
+    if not (np.isfinite(near) and 0 < near < f):
+        return f, gain, scale, None
+    found = max(near - reached, 0.0) if np.isfinite(reached) else 0.0
+    return near, found, max(scale * near / f, PLATEAU_FLOOR * null), int(np.count_nonzero((a > cap) & (w > 0)))
 
 
-# _far_rows_capped: residuals beyond this many times their clipped mean count as far out.
+# _far_rows_capped: residuals beyond this many times the smaller of their clipped mean and this quantile count
+# as far out (the clipped mean keeps rows that hold more than 1 / FAR_ROW_CAP of the weight, the quantile leaves
+# out no more than 1 - FAR_ROW_QUANTILE of it; a heavy-tailed noise's rows are rarely that far: 1.0e-3 of a
+# Cauchy sample's are beyond 100 times its 90th percentile).
 FAR_ROW_CAP = 100.0
+FAR_ROW_QUANTILE = 0.9
+
+
+def _weighted_quantile(r: np.ndarray, w: np.ndarray, q: float) -> float:
+    """The lower weighted ``q`` quantile of ``r`` (the smallest value whose rows up to it hold ``q`` of the
+    weight); weights ``w`` nonnegative with a positive total."""
+    order = np.argsort(r, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(r[order[min(int(np.searchsorted(cum, q * cum[-1])), r.shape[0] - 1)]])
 
 
 def _worst_robust_target(data, sw, p: np.ndarray, alpha, fit_intercept: bool, params: dict, f: float, gain: float,
@@ -1168,11 +1200,12 @@ def alarm_level(f: float, scale: float) -> float:
 
 
 def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "squared_error",
-                reweighted: bool = False, target: int | None = None) -> None:
+                reweighted: bool = False, target: int | None = None, far: int | None = None) -> None:
     """The warning of a plateau stop whose lower bound ``gain`` on the distance from the optimum is above
     ``PLATEAU_CHECK_RTOL`` times the loss scale (the rule's ``max(best loss, PLATEAU_FLOOR * null loss)``, or
     the objective ``f`` itself): only an unfinished fit can be that far. It names the exact solver of ``loss``
-    and how the bound was found (``reweighted``: :func:`robust_gap`'s step, else :func:`plateau_gap`'s)."""
+    and how the bound was found (``reweighted``: :func:`robust_gap`'s step, else :func:`plateau_gap`'s), and the
+    ``far`` rows left out of the objective judged (:func:`_far_rows_capped`)."""
     scale = max(scale, f)
     how = ("a point that a reweighted least-squares step from the fit reaches" if reweighted
            else "a lower bound from a few conjugate-gradient steps on it")
@@ -1187,8 +1220,9 @@ def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "s
     if np.isfinite(gain) and gain > alarm_level(f, scale):
         _warn(
             f"solver={method!r} stopped at a loss plateau, but the training objective"
-            f"{'' if target is None else f' of target {target}'} is still at least {gain / scale:.2g} of its value "
-            f"above its minimum ({how}): {cause}"
+            f"{'' if target is None else f' of target {target}'}"
+            f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} of its "
+            f"value above its minimum ({how}): {cause}"
             f"{'' if target is None else '; the rule judges the targets summed, so scale them alike'}. "
             f"{EXACT_SOLVER[loss]}; or standardise X.",
             ConvergenceWarning,

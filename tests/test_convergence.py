@@ -2914,3 +2914,23 @@ def test_a_wide_robust_fit_left_far_along_the_null_space_is_warned(rule):
         return np.mean(np.abs(e.predict(X) - y)) + 0.5e-2 * e.coef_ @ e.coef_
 
     assert objective(est) > 1.4 * objective(exact)  # far indeed (SGD: 1.497)
+
+
+def test_rows_a_huber_fit_has_not_followed_are_not_left_out_as_far():
+    # The plateau check leaves rows far out at a fit (beyond 100 times the residuals' 90th percentile) out of the
+    # objective it judges, so that an outlier's term does not hide the other rows' distance from their minimum.
+    # Rows a fit has not yet followed are far out too: a column on 3% of the rows with an effect of 1e3, its
+    # coefficient still 0. Judged without them the fit looked finished; the whole objective's check warns first.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 6))
+    X[:, -1] = rng.random(3000) < 0.03
+    y = X @ np.r_[rng.normal(size=5), 1e3] + rng.normal(size=3000)
+    exact = LinearRegressor(solver="newton", loss="huber").fit(X, y)
+    coef = exact.coef_.copy()
+    coef[-1] = 0.0
+    r = X @ coef + exact.intercept_ - y
+    loss = float(np.mean(_iterative.robust_rho(r, "huber", 1.35)))
+    params = {"loss": "huber", "epsilon": 1.35, "fit_intercept": True, "decay": None, "positive": False}
+    with pytest.warns(ConvergenceWarning, match="at least 0.9"):
+        _iterative._check_plateau_stop("sgd", params, optim.make("sgd"), Data(X, y[:, None], None, True), None,
+                                       np.r_[coef, exact.intercept_], loss)
