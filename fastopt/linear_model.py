@@ -694,6 +694,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         weights are all zero is an error. For weights that count across chunks, pass the chunks to ``fit_stream`` (or
         the Dask arrays to ``fit``), which divides every chunk by one stream-wide mean.
 
+        Precision: the closed form accumulates every call's statistics in float64, and its coefficients are
+        float64 once a call's ``X`` is. An iterative solver's weights and state keep the first call's dtype (float32
+        ``X`` trains float32 weights), and it casts a later call's rows to that dtype; ``fit_stream`` refuses a
+        chunk of another floating type than the first.
+
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
