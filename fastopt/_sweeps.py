@@ -12,6 +12,7 @@ the estimator takes once the fit has succeeded; and nothing here imports Dask.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import pickle
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from fastopt._chunks import (
     validation_fraction,
 )
 from fastopt._iterative_lr import (
+    RESIDUAL_CLIP,
+    RESIDUAL_CLIP_ROUNDS,
     floors_rare_columns,
     held_out_curvatures,
     ridge_per_column,
@@ -507,9 +510,12 @@ class Epochs:
         else:
             result = gap(p, k, alpha, fit_intercept, scale)
         if result is not None:
-            f, gain, *worst = result  # (a multi-target squared error: the target furthest beyond its level)
-            at, target = worst if worst else (scale, None)
-            _iterative.warn_if_far(self.name, f, gain, at, loss=params["loss"], reweighted=robust, target=target)
+            # (a multi-target squared error: the target furthest beyond its level; Huber: the rows far out)
+            f, gain, *worst = result
+            at, target, far = (scale, None, None) if not worst else (worst[0], None, worst[1]) if robust else (
+                *worst, None)
+            _iterative.warn_if_far(self.name, f, gain, at, loss=params["loss"], reweighted=robust, target=target,
+                                   far=far)
 
 
 def _follow_rate(stopping, state) -> None:
@@ -627,7 +633,10 @@ def robust_part(checker, X, y, sample_weight, where: str, mean: float, loss: str
     ``(sum w psi(r) x, sum w rho(r), sum w psi(r))``; ``"moments"`` the reweighted columns' sums
     ``(sum w omega x, ., sum w omega, sum w omega x^2)``; ``"hessian"`` (``args``: ``v``, ``shift``) the fused
     pass with row weights ``w omega``; ``"eval"`` (``args``: ``delta``, ``delta_b``) the losses
-    ``sum w rho(r + tau (X delta + delta_b))`` for the step fractions ``tau``, as ``z``."""
+    ``sum w rho(r + tau (X delta + delta_b))`` for the step fractions ``tau``, as ``z``; ``"spread"`` the
+    weighted histogram of ``|r|`` (:func:`_spread`, ``., sum w |r|``); ``"near"`` (``args``: ``cap``, ``coef2``,
+    ``intercept2``) over the rows with ``|r| <= cap``, the losses at the point and at ``(coef2, intercept2)`` and
+    the number of the other rows of positive weight, as ``z`` (``., sum of their weights``)."""
     from fastopt import _krylov
 
     data = check_chunk(checker, X, y, sample_weight, where)
@@ -636,6 +645,17 @@ def robust_part(checker, X, y, sample_weight, where: str, mean: float, loss: str
     r = _iterative._linear(Xc, coef, intercept) - data.Y[:, target].astype(np.float64)
     if mode == "loss":
         return _krylov.Pass(np.zeros(1), float(w @ _iterative.robust_rho(r, loss, epsilon)), float(w.sum()))
+    if mode == "spread":
+        a = np.abs(r)
+        return _krylov.Pass(_spread(a, w), 0.0, float(w @ a))
+    if mode == "near":  # args: the limit, the other point's coefficients and intercept
+        cap, moved, b_moved = args
+        kept = np.where(np.abs(r) <= cap, w, 0.0)
+        there = _iterative._linear(Xc, moved, b_moved) - data.Y[:, target].astype(np.float64)
+        far = float(np.count_nonzero((kept == 0) & (w > 0)))
+        return _krylov.Pass(np.array([float(kept @ _iterative.robust_rho(r, loss, epsilon)),
+                                      float(kept @ _iterative.robust_rho(there, loss, epsilon)), far]),
+                            0.0, float(kept.sum()))
     if mode == "eval":
         delta, delta_b = args
         q = _iterative._linear(Xc, delta, delta_b)
@@ -704,9 +724,98 @@ def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, 
                 return value, tau
 
             gain += objectives[j] - _iterative.reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
+        if k == 1 and loss == "huber" and alarm is not None and not (np.isfinite(gain) and gain > alarm):
+            return _far_rows_judged(fused, coef[0], float(intercept[0]), point, alpha, totals[0].se, f, gain, scale)
     except ValueError:
         return None
     return f, gain
+
+
+def _far_rows_judged(fused, coef: np.ndarray, intercept: float, point: list, alpha, W: float, f: float, gain: float,
+                     scale: float):
+    """:func:`fastopt._iterative._far_rows_capped` over chunks, for :func:`stream_robust_gap` of one Huber target
+    at ``(coef, intercept)`` (objective ``f``, decrease ``gain``, loss scale ``scale``; ``point`` the reweighted
+    rounds' last coefficients and intercept; ``W`` the weights' total): ``(f, gain, scale, far)`` judged without
+    the rows far out, or ``(f, gain)`` where none is. Two more reads of the chunks: the residuals' weighted
+    histogram (``SPREAD_STEPS`` bins an octave, each with its weights' total and its weighted ``|r|`` sum), from
+    which the clipped mean (exact but for the one bin the clip falls in) and the 90th percentile (its bin's upper
+    edge) give the limit; then the loss of the other rows at the fit and at the point. The quantile's floor
+    (the other rows' loss about their median) is not taken: it needs another read."""
+    cap = _iterative.FAR_ROW_CAP * min(spread_scales(fused("spread", 0, coef, intercept, 0.0)))
+    if not (np.isfinite(cap) and cap > 0):
+        return f, gain
+    moved, b_moved = point[0], point[1]
+    near = fused("near", 0, coef, intercept, 0.0, cap, moved, b_moved)
+    far = round(float(near.z[2]))
+    if far == 0:
+        return f, gain
+    here = float(near.z[0]) / W + 0.5 * float(coef @ (alpha * coef))
+    reached = float(near.z[1]) / W + 0.5 * float(moved @ (alpha * moved))
+    if not (np.isfinite(here) and 0 < here < f):
+        return f, gain
+    return here, max(here - reached, 0.0) if np.isfinite(reached) else 0.0, scale * here / f, far
+
+
+def spread_scales(spread) -> tuple[float, float]:
+    """The residuals' clipped mean (the largest fixed point of ``s = spread_mean(C s)``, ``C = RESIDUAL_CLIP``,
+    in :func:`fastopt._iterative_lr.residual_scale`'s rounds) and their ``FAR_ROW_QUANTILE`` quantile (its bin's
+    upper edge: from it to ``1 + 1 / SPREAD_STEPS`` times it) from robust_part's ``"spread"`` summed over the
+    chunks."""
+    weights, sums = np.split(spread.z, 2)
+    W = float(np.sum(weights))
+    s = float(spread.se) / W  # (se: the weighted |r| sum)
+    for _ in range(RESIDUAL_CLIP_ROUNDS):
+        new = spread_mean(weights, sums, RESIDUAL_CLIP * s) / W
+        settled, s = not new < s * (1.0 - 1e-3), new
+        if settled:
+            break
+    at = min(int(np.searchsorted(np.cumsum(weights), _iterative.FAR_ROW_QUANTILE * W)), weights.shape[0] - 1)
+    return s, float(_spread_edges()[1][at])
+
+
+def spread_mean(weights: np.ndarray, sums: np.ndarray, t: float) -> float:
+    """``sum_i w_i min(|r_i|, t)`` from the histogram (:func:`_spread`): each bin's sum below ``t``, its weight
+    times ``t`` above, and ``min(sum, weight t)`` for the bin holding ``t``, at least the exact value and at most
+    the exact value at ``(1 + 1 / SPREAD_STEPS) t`` (every row of that bin lies below its upper edge), so at most
+    ``1 + 1 / SPREAD_STEPS`` times the exact value."""
+    lower, upper = _spread_edges()
+    return float(np.sum(np.where(upper <= t, sums, np.where(lower >= t, weights * t, np.minimum(sums, weights * t)))))
+
+
+# robust_part's "spread": bins an octave of the residuals' histogram (_far_rows_judged)
+SPREAD_STEPS = 8
+# the binary exponents of |r| the bins cover (np.frexp's, of the smallest subnormal to the largest double)
+_SPREAD_EXPONENTS = (-1073, 1024)
+
+
+def _spread_bins() -> int:
+    return 1 + (_SPREAD_EXPONENTS[1] - _SPREAD_EXPONENTS[0] + 1) * SPREAD_STEPS
+
+
+@functools.cache
+def _spread_edges() -> tuple[np.ndarray, np.ndarray]:
+    """The lower and upper edges of the histogram's bins: bin 0 holds the zeros, bin ``1 + SPREAD_STEPS e' + j``
+    the mantissas ``[0.5 + j / (2 SPREAD_STEPS), 0.5 + (j + 1) / (2 SPREAD_STEPS))`` of exponent
+    ``e' + _SPREAD_EXPONENTS[0]`` (the top bin's upper edge is inf). Read-only."""
+    i = np.arange(_spread_bins() - 1)
+    e = i // SPREAD_STEPS + _SPREAD_EXPONENTS[0]
+    j = i % SPREAD_STEPS
+    with np.errstate(over="ignore"):
+        lower = np.r_[0.0, np.ldexp(0.5 + j / (2.0 * SPREAD_STEPS), e)]
+        upper = np.r_[0.0, np.ldexp(0.5 + (j + 1) / (2.0 * SPREAD_STEPS), e)]
+    lower.flags.writeable = upper.flags.writeable = False
+    return lower, upper
+
+
+def _spread(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The weighted histogram of ``a = |r|`` (finite, nonnegative) in :func:`_spread_edges`' bins: the weights'
+    totals, then the weighted sums of ``a``."""
+    m, e = np.frexp(a)
+    index = np.where(a > 0, 1 + (e - _SPREAD_EXPONENTS[0]) * SPREAD_STEPS
+                     + np.floor((m - 0.5) * (2 * SPREAD_STEPS)).astype(np.int64), 0)
+    bins = _spread_bins()
+    index = np.clip(index, 0, bins - 1)
+    return np.r_[np.bincount(index, weights=w, minlength=bins), np.bincount(index, weights=w * a, minlength=bins)]
 
 
 def gap_pass(checker, X, y, sample_weight, where: str, target: int, v, c: float, shift: float, squares: bool,

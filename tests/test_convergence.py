@@ -2934,3 +2934,33 @@ def test_rows_a_huber_fit_has_not_followed_are_not_left_out_as_far():
     with pytest.warns(ConvergenceWarning, match="at least 0.9"):
         _iterative._check_plateau_stop("sgd", params, optim.make("sgd"), Data(X, y[:, None], None, True), None,
                                        np.r_[coef, exact.intercept_], loss)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), far=st.integers(0, 30),
+       size=st.sampled_from([1e3, 1e8, 1e100]), weighted=st.booleans())
+def test_the_streams_far_row_scales_follow_the_in_memory_ones(seed, n, far, size, weighted):
+    # fit_stream's and Dask's far-row limit comes from a histogram of the residuals summed over the chunks
+    # (_sweeps.spread_scales), where in memory residual_scale and _weighted_quantile see every residual: the
+    # histogram's clipped sums lie between the exact ones at t and at (1 + 1 / SPREAD_STEPS) t, and its quantile
+    # (a bin's upper edge) between the exact one and 1 + 1 / SPREAD_STEPS times it
+    from fastopt import _krylov, _sweeps
+
+    rng = np.random.default_rng(seed)
+    a = np.abs(rng.standard_cauchy(n)) * rng.choice([1e-3, 1.0, 1e3])
+    a[: min(far, n)] = size * rng.random(min(far, n))
+    a[rng.random(n) < 0.05] = 0.0
+    w = rng.random(n) * 3 if weighted else np.ones(n)
+    parts = [_krylov.Pass(_sweeps._spread(a[i:i + 37], w[i:i + 37]), 0.0, float(w[i:i + 37] @ a[i:i + 37]))
+             for i in range(0, n, 37)]
+    spread = sum(parts[1:], parts[0])
+    weights, sums = np.split(spread.z, 2)
+    step = 1 + 1 / _sweeps.SPREAD_STEPS
+    for t in [*rng.choice(a, 5), *(a.max() * rng.random(3)), 0.0]:
+        value = _sweeps.spread_mean(weights, sums, t)
+        low, high = float(w @ np.minimum(a, t)), float(w @ np.minimum(a, t * step))
+        assert low * (1 - 1e-12) <= value <= high * (1 + 1e-12) + 1e-300
+    if w.sum() > 0:
+        q = _sweeps.spread_scales(spread)[1]
+        exact = _iterative._weighted_quantile(a, w, _iterative.FAR_ROW_QUANTILE)
+        assert exact <= q <= exact * step

@@ -1449,6 +1449,34 @@ def test_a_fit_stopped_far_from_the_minimum_beside_far_outliers_warns(solver, n,
     assert warned or _inliers_loss(fit, X, y, "huber", far) <= 1.01 * _inliers_loss(exact, X, y, "huber", far)
 
 
+@pytest.mark.parametrize("how", ["stream", "dask"])
+@pytest.mark.parametrize("solver", ["sgd", "rmsprop"])
+@pytest.mark.parametrize(("n", "d", "offset", "noise", "far", "size"), [
+    (4000, 8, 1e4, 1.0, 1, 1e12), (300, 3, 0.0, 0.1, 5, 1e8), (1000, 5, 1e4, 0.1, 15, 1e6)])
+def test_a_streamed_fit_stopped_far_from_the_minimum_beside_far_outliers_warns(how, solver, n, d, offset, noise,
+                                                                               far, size):
+    # fit_stream's and Dask's check of a plateau stop judged the whole objective only: these fits ended with the
+    # other rows' loss 1.2-2.5e4 times its value at the minimiser, silently. They judge it without the rows far
+    # out too (the limit from the residuals' histogram over the chunks).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d))
+    y = offset + X @ rng.normal(size=d) + noise * rng.normal(size=n)
+    y[:far] += size * rng.choice([-1.0, 1.0], far)
+    exact = LinearRegressor(solver="newton", loss="huber").fit(X, y)
+    order = rng.permutation(n)  # (the far rows spread over the chunks)
+    est = LinearRegressor(solver=solver, loss="huber", random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if how == "stream":
+            est.fit_stream([(X[order[i:i + n // 4]], y[order[i:i + n // 4]]) for i in range(0, n, n // 4)])
+        else:
+            da = pytest.importorskip("dask.array")
+            est.fit(da.from_array(X[order], chunks=(n // 4, d)), da.from_array(y[order], chunks=n // 4))
+    warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+    assert warned or _inliers_loss(est, X, y, "huber", far) <= 1.01 * _inliers_loss(exact, X, y, "huber", far)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "adagrad", "rmsprop"])
 @pytest.mark.parametrize("seed", range(6))
 def test_a_fit_beside_far_rows_warns_only_with_the_other_rows_above_their_minimum(solver, seed):
