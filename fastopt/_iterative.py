@@ -749,8 +749,8 @@ def robust_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept
     the best point of the last, as iteratively reweighted least squares goes on (see ``ROBUST_MAX_ROUNDS``):
     ``gain`` is then the decrease to the last point, still one found.
 
-    ``points``, a list, receives per target the residuals and coefficients at ``p`` and those of the last point the
-    rounds reached (for :func:`_far_rows_capped`).
+    ``points``, a list, receives per target the residuals and coefficients at ``p`` and the coefficients,
+    residuals and intercept of the last point the rounds reached (for :func:`_far_rows_capped`).
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow: a non-finite gain, unused
         return _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points)
@@ -829,19 +829,19 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points)
     alarm = None if scale is None else alarm_level(f, scale)
     gain = 0.0
     for j in range(k):
-        point = [coef[j], residuals[j]]  # the coefficients and the residuals (which carry the intercept's moves)
+        point = [coef[j], residuals[j], float(intercept[j])]  # the coefficients, the residuals and the intercept
 
         def take_round(factor: float, here: float, point=point):
-            coef_j, r = point
+            coef_j, r, b = point
             terms = _robust_terms(r, loss, epsilon, s, factor)
             if terms is None:
                 return None
             moved = _reweighted_step(data, s, W, coef_j, r, here, terms, alpha, fit_intercept, loss, epsilon, steps)
             if moved is None:
                 return None
-            value, tau, delta, q = moved
+            value, tau, delta, q, delta_b = moved
             if tau is not None:
-                point[:] = coef_j + tau * delta, r + tau * q
+                point[:] = coef_j + tau * delta, r + tau * q, b + tau * delta_b
             return value, tau
 
         reached = min(reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round), nulls[j])
@@ -995,9 +995,9 @@ def _rounds_done(falls: list, found: float, alarm: float | None) -> bool:
 
 def _reweighted_step(data, s, W, coef, r, here, terms, alpha, fit_intercept, loss, epsilon, steps):
     """One round of :func:`robust_gap` from the coefficients ``coef`` (residuals ``r``, objective ``here``;
-    ``terms`` the residuals' :func:`_robust_terms`): ``(value, tau, delta, q)``, the best objective along the step
-    and its fraction (:func:`best_step`), the columns' step and the residuals' change ``q = X delta + delta_b``;
-    None for a non-finite step."""
+    ``terms`` the residuals' :func:`_robust_terms`): ``(value, tau, delta, q, delta_b)``, the best objective along
+    the step and its fraction (:func:`best_step`), the columns' step, the residuals' change ``q = X delta +
+    delta_b`` and the intercept's step; None for a non-finite step."""
     from fastopt import _krylov
 
     X = data.X
@@ -1023,7 +1023,7 @@ def _reweighted_step(data, s, W, coef, r, here, terms, alpha, fit_intercept, los
     q = _linear(X, delta, delta_b)  # the residuals' change along the step
     losses = [float(s @ robust_rho(r + tau * q, loss, epsilon)) for tau in ROBUST_STEP_FRACTIONS]
     value, tau = best_step(here, losses, W, coef, delta, alpha)
-    return value, tau, delta, q
+    return value, tau, delta, q, float(delta_b)
 
 
 def _linear(X, coef: np.ndarray, intercept: float) -> np.ndarray:
@@ -1053,7 +1053,7 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     alpha = params["decay"] if params.get("decay") is not None else (
         0.0 if spec.decoupled_decay else float(spec.weight_decay))
     fit_intercept = bool(params["fit_intercept"])
-    target = far = None
+    target = far = kept = None
     if params["loss"] == "squared_error":
         parts = [] if data.Y.shape[1] > 1 else None
         f, gain = memory_gap(data, sw, p, alpha, fit_intercept, scale, parts)
@@ -1066,21 +1066,42 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
         if data.Y.shape[1] > 1:
             f, gain, scale, target = _worst_robust_target(data, sw, p, alpha, fit_intercept, params, f, gain, scale)
         elif params["loss"] == "huber" and not (np.isfinite(gain) and gain > alarm_level(f, scale)):
-            f, gain, scale, far = _far_rows_capped(data.Y[:, 0], sw, alpha, float(params["epsilon"]), points[0], f,
-                                                   gain, scale)
+            f, gain, scale, far, kept = _far_rows_capped(data.X, data.Y[:, 0], sw, alpha, float(params["epsilon"]),
+                                                         points[0], f, gain, scale)
+    unit = None
+    if data.Y.dtype != np.float64:
+        rounding = rounding_loss(data.Y, sw, params["loss"], float(params["epsilon"]), kept)
+        if gain <= (rounding.sum() if target is None else rounding[target]):
+            unit = float(np.max(np.spacing(np.abs(data.Y if kept is None else data.Y[kept])))) / 2.0
     warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
-                target=target, far=far)
+                target=target, far=far, unit=unit)
 
 
-def _far_rows_capped(y: np.ndarray, sw, alpha, epsilon: float, point: tuple, f: float, gain: float,
-                     scale: float) -> tuple[float, float, float, int | None]:
-    """``(f, gain, scale, far)`` for :func:`warn_if_far` of a one-target Huber fit (targets ``y``) judged without
-    its ``far`` rows far out, those whose residual at the fit is beyond ``FAR_ROW_CAP`` times the smaller of the
-    residuals' clipped mean (:func:`residual_scale`) and their ``FAR_ROW_QUANTILE`` quantile: the objective of
-    the other rows at the fit, its decrease to the last point :func:`robust_gap`'s rounds reached (``point``: the
-    residuals and coefficients at the fit and at that point), and the rule's loss scale shrunk by the ratio of
-    that objective to the whole, at least ``PLATEAU_FLOOR`` times the other rows' loss about their median.
-    Unchanged (``far`` None) where no row is that far.
+def rounding_loss(Y: np.ndarray, w, loss: str, epsilon: float, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per target, the loss of residuals of half a unit in the last place of the targets in their dtype (float32:
+    the fit's precision), averaged with the weights ``w`` (None: ones) over the rows, on ``rows`` only (a mask)
+    when given: the most a fit's loss can be above its minimum for the targets' rounding alone. A float32 fit's
+    targets and predictions are held to that unit: beside targets of 1e7 (units of 1) the plateau check, in
+    float64, found decreases of half its objective that fitted the rounding, and warned at fits whose loss on
+    the float64 targets was below its value at their minimiser."""
+    u = np.spacing(np.abs(Y)).astype(np.float64) / 2.0
+    per = u * u / 2.0 if loss == "squared_error" else robust_rho(u, loss, epsilon)
+    weights = np.ones(Y.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+    if rows is not None:
+        weights = np.where(rows, weights, 0.0)
+    return weights @ per / Y.shape[0]
+
+
+def _far_rows_capped(X, y: np.ndarray, sw, alpha, epsilon: float, point: tuple, f: float, gain: float,
+                     scale: float) -> tuple[float, float, float, int | None, np.ndarray | None]:
+    """``(f, gain, scale, far, kept)`` for :func:`warn_if_far` of a one-target Huber fit (targets ``y``) judged
+    without its ``far`` rows far out (``kept`` the others, a mask), those whose residual at the fit is beyond
+    ``FAR_ROW_CAP`` times the smaller of the residuals' clipped mean (:func:`residual_scale`) and their
+    ``FAR_ROW_QUANTILE`` quantile: the objective of the other rows at the fit, its decrease to the last point
+    :func:`robust_gap`'s rounds reached (``point``: the residuals and coefficients at the fit and at that point),
+    and the rule's loss scale shrunk by the ratio of that objective to the whole, at least ``PLATEAU_FLOOR`` times
+    the other rows' loss about their median.
+    Unchanged (``far`` and ``kept`` None) where no row is that far.
 
     A far row's term, ``epsilon |r| / n``, dominates the objective and the rule's scale, and the alarm, relative
     to them, let default fits stop with the other rows' loss 10-1e6 times its value at the minimiser, silently
@@ -1088,25 +1109,32 @@ def _far_rows_capped(y: np.ndarray, sw, alpha, epsilon: float, point: tuple, f: 
     to leave out). Its decrease, that term moving, is left out too: measured on the whole objective it warned at
     fits whose other rows' loss was below its value at the minimiser. Judged only where the whole objective's
     check does not warn: rows far out at a fit may be rows it has not yet followed (a column on 3% of the rows
-    with an effect of 1e3), which that check sees. Newton's stop test caps far residuals alike. Huber's loss
-    only: the absolute error's fits whose other rows fit exactly (residuals of 1e-6 beside a row off by 20) were
-    measured against an objective of their own rounding's size, and warned at the optimum."""
-    r, coef, coef_moved, r_moved = point
+    with an effect of 1e3), which that check sees. The point is taken in the fit's precision (``X``'s dtype):
+    float32 weights beside targets of 1e7 hold the intercept to the nearest unit, and the check, in float64,
+    found decreases no float32 fit can reach and warned at fits whose other rows were below their minimiser's
+    loss. Newton's stop test caps far residuals alike. Huber's loss only: the absolute error's fits whose other
+    rows fit exactly (residuals of 1e-6 beside a row off by 20) were measured against an objective of their own
+    rounding's size, and warned at the optimum."""
+    r, coef, coef_moved, r_moved, b_moved = point
+    if X.dtype != np.float64:
+        coef_moved = coef_moved.astype(X.dtype).astype(np.float64)
+        r_moved = _linear(X, coef_moved, float(np.asarray(b_moved, dtype=X.dtype))) - y.astype(np.float64)
     a = np.abs(r)
     w = np.ones(r.shape[0]) if sw is None else sw.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         cap = FAR_ROW_CAP * min(residual_scale(a[:, None], w), _weighted_quantile(a, w, FAR_ROW_QUANTILE))
         if not (np.isfinite(cap) and cap > 0) or not np.any(a > cap):
-            return f, gain, scale, None
+            return f, gain, scale, None, None
         n = float(r.shape[0])
         kept = np.where(a <= cap, w, 0.0)
         near = _robust_objective(kept, n, r, coef, alpha, "huber", epsilon)
         reached = _robust_objective(kept, n, r_moved, coef_moved, alpha, "huber", epsilon)
         null = float(kept @ robust_rho(y - _weighted_quantile(y, kept, 0.5), "huber", epsilon)) / n
     if not (np.isfinite(near) and 0 < near < f):
-        return f, gain, scale, None
+        return f, gain, scale, None, None
     found = max(near - reached, 0.0) if np.isfinite(reached) else 0.0
-    return near, found, max(scale * near / f, PLATEAU_FLOOR * null), int(np.count_nonzero((a > cap) & (w > 0)))
+    return (near, found, max(scale * near / f, PLATEAU_FLOOR * null), int(np.count_nonzero((a > cap) & (w > 0))),
+            a <= cap)
 
 
 # _far_rows_capped: residuals beyond this many times the smaller of their clipped mean and this quantile count
@@ -1200,12 +1228,15 @@ def alarm_level(f: float, scale: float) -> float:
 
 
 def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "squared_error",
-                reweighted: bool = False, target: int | None = None, far: int | None = None) -> None:
+                reweighted: bool = False, target: int | None = None, far: int | None = None,
+                unit: float | None = None) -> None:
     """The warning of a plateau stop whose lower bound ``gain`` on the distance from the optimum is above
     ``PLATEAU_CHECK_RTOL`` times the loss scale (the rule's ``max(best loss, PLATEAU_FLOOR * null loss)``, or
     the objective ``f`` itself): only an unfinished fit can be that far. It names the exact solver of ``loss``
     and how the bound was found (``reweighted``: :func:`robust_gap`'s step, else :func:`plateau_gap`'s), and the
-    ``far`` rows left out of the objective judged (:func:`_far_rows_capped`)."""
+    ``far`` rows left out of the objective judged (:func:`_far_rows_capped`). ``unit``: the bound is within the
+    loss of the targets' rounding to float32 (:func:`rounding_loss`), half a unit in the last place of the
+    largest being ``unit``, and the warning names the precision, not the conditioning."""
     scale = max(scale, f)
     how = ("a point that a reweighted least-squares step from the fit reaches" if reweighted
            else "a lower bound from a few conjugate-gradient steps on it")
@@ -1217,14 +1248,18 @@ def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "s
         # where the other rules finished within 0.2% (README, "Defaults that converge")
         cause = ("RMSProp's normalised steps keep it off the minimum on columns that few rows store (such as rare "
                  "one-hot levels; solver='adam', 'adagrad' or 'sgd' finish there), or " + cause)
+    advice = f"{EXACT_SOLVER[loss]}; or standardise X."
+    if unit is not None:
+        cause = (f"the targets, rounded to float32 as X is, are held to about {unit:.2g} (half a unit in the last "
+                 "place of the largest), and so is the fit: a decrease this small may be that rounding's")
+        advice = "Pass X as float64 to fit these targets to their own precision."
     if np.isfinite(gain) and gain > alarm_level(f, scale):
         _warn(
             f"solver={method!r} stopped at a loss plateau, but the training objective"
             f"{'' if target is None else f' of target {target}'}"
             f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} of its "
             f"value above its minimum ({how}): {cause}"
-            f"{'' if target is None else '; the rule judges the targets summed, so scale them alike'}. "
-            f"{EXACT_SOLVER[loss]}; or standardise X.",
+            f"{'' if target is None else '; the rule judges the targets summed, so scale them alike'}. {advice}",
             ConvergenceWarning,
         )
 

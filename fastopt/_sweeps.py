@@ -725,7 +725,9 @@ def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, 
 
             gain += objectives[j] - _iterative.reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
         if k == 1 and loss == "huber" and alarm is not None and not (np.isfinite(gain) and gain > alarm):
-            return _far_rows_judged(fused, coef[0], float(intercept[0]), point, alpha, totals[0].se, f, gain, scale)
+            # (the point in the fit's precision: p's dtype)
+            moved = [point[0].astype(p.dtype).astype(np.float64), float(np.asarray(point[1], dtype=p.dtype))]
+            return _far_rows_judged(fused, coef[0], float(intercept[0]), moved, alpha, totals[0].se, f, gain, scale)
     except ValueError:
         return None
     return f, gain

@@ -2964,3 +2964,17 @@ def test_the_streams_far_row_scales_follow_the_in_memory_ones(seed, n, far, size
         q = _sweeps.spread_scales(spread)[1]
         exact = _iterative._weighted_quantile(a, w, _iterative.FAR_ROW_QUANTILE)
         assert exact <= q <= exact * step
+
+
+def test_a_float32_least_squares_fit_held_by_its_targets_rounding_names_the_precision():
+    # Targets of 1e7 (units of 1 in float32, X's dtype): the plateau check found a decrease within the rounding's
+    # loss and blamed the conditioning ("columns far from centred ..."); the fit cannot resolve the targets finer
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3)).astype(np.float32)
+    y = 1e7 + X.astype(np.float64) @ rng.normal(size=3) + 0.01 * rng.normal(size=100)
+    with pytest.warns(ConvergenceWarning, match="rounded to float32.*Pass X as float64"):
+        LinearRegressor(solver="sgd", random_state=0).fit(X, y)
+    # the same targets in float64 fit without it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        LinearRegressor(solver="sgd", random_state=0).fit(X.astype(np.float64), y)

@@ -1449,6 +1449,28 @@ def test_a_fit_stopped_far_from_the_minimum_beside_far_outliers_warns(solver, n,
     assert warned or _inliers_loss(fit, X, y, "huber", far) <= 1.01 * _inliers_loss(exact, X, y, "huber", far)
 
 
+@pytest.mark.parametrize(("seed", "solver"), [(18, "adagrad"), (19, "sgd"), (26, "sgd"), (14, "momentum")])
+def test_a_float32_fit_held_by_its_targets_rounding_names_the_precision(seed, solver):
+    # float32 X beside targets of 1e6-1e8: the targets take X's dtype, held to units of 0.06-8, and so is the fit.
+    # The check (in float64) found decreases of up to half its objective that fitted that rounding, and warned
+    # "too ill-conditioned" at fits whose other rows' loss on the float64 targets was below its value at their
+    # minimiser. A decrease within the rounding's loss now names the precision and float64.
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.choice([100, 1000])), int(rng.choice([1, 3]))
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = float(rng.choice([1e6, 1e7, 1e8])) + X.astype(np.float64) @ rng.normal(size=d) + float(
+        rng.choice([0.0, 0.01, 1.0])) * rng.normal(size=n)
+    far = int(rng.choice([1, 3]))
+    y[:far] += 1e5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = LinearRegressor(solver=solver, loss="huber", random_state=seed).fit(X, y)
+    plateau = [str(w.message) for w in caught if "stopped at a loss plateau" in str(w.message)]
+    exact = LinearRegressor(solver="newton", loss="huber").fit(X.astype(np.float64), y)
+    if _inliers_loss(fit, X.astype(np.float64), y, "huber", far) <= _inliers_loss(exact, X, y, "huber", far):
+        assert all("rounded to float32" in m and "float64" in m for m in plateau)
+
+
 @pytest.mark.parametrize("how", ["stream", "dask"])
 @pytest.mark.parametrize("solver", ["sgd", "rmsprop"])
 @pytest.mark.parametrize(("n", "d", "offset", "noise", "far", "size"), [
