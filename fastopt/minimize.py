@@ -152,7 +152,10 @@ class _Problem:
             raise TypeError(f"fun must be callable, got {type(fun).__name__}.")
         if hess is not None and not callable(hess):
             raise TypeError(f"hess must be callable or None, got {type(hess).__name__}.")
-        if not (callable(jac) or jac is True or jac in (None, False, "2-point", "3-point")):
+        # Identity and type tests: `jac in (None, False, ...)` compared an array elementwise ("truth value of an
+        # array is ambiguous" for jac=np.array([1., 2.])) and took jac=0 for False.
+        if not (callable(jac) or jac is None or jac is True or jac is False
+                or (isinstance(jac, str) and jac in ("2-point", "3-point"))):
             raise ValueError(f"jac must be a callable, True, '2-point', '3-point' or None, got {jac!r}.")
         self.fun, self.jac, self.hess, self.args, self.rng = fun, jac, hess, args, rng
         self.n, self.dtype = x0.size, x0.dtype

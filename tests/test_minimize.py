@@ -441,3 +441,11 @@ def test_a_callback_that_is_not_callable_is_refused_before_any_call():
     with pytest.raises(TypeError, match="callback must be callable"):
         minimize(f, [1.0, 2.0], callback=3)
     assert not calls
+
+
+@pytest.mark.parametrize("jac", [np.array([1.0, 2.0]), np.array(0.0), 0, 0.0, [1.0, 2.0]])
+def test_a_jac_of_no_accepted_kind_names_the_choices(jac):
+    # (an array, a gradient value passed by mistake, raised NumPy's "truth value of an array ... is ambiguous";
+    # 0, 0.0 and a 0-d zero array compared equal to False and silently chose finite differences)
+    with pytest.raises(ValueError, match="jac must be a callable, True, '2-point', '3-point' or None, got"):
+        minimize(lambda x: float(x @ x), [1.0, 2.0], jac=jac, method="sgd")
