@@ -22,7 +22,7 @@ import inspect
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -207,10 +207,15 @@ class _Problem:
         return self._vector(self._call(self.jac, x), "jac")
 
     def _pair(self, x: np.ndarray):
+        """``fun(x)`` with ``jac=True``: any sequence of two, ``out[0]`` the value and ``out[1]`` the gradient, as
+        SciPy takes it (a list ``[value, grad]``, or ``np.array([f, g])`` in 1-D, was refused as no pair)."""
         out = self._call(self.fun, x)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise ValueError("with jac=True, fun must return a pair (value, gradient).")
-        return out
+        is_sequence = isinstance(out, Sequence) and not isinstance(out, (str, bytes))
+        if (is_sequence or (isinstance(out, np.ndarray) and out.ndim >= 1)) and len(out) == 2:
+            return out[0], out[1]
+        got = (f"{type(out).__name__} of length {len(out)}" if is_sequence else
+               f"an array of shape {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__)
+        raise ValueError(f"with jac=True, fun must return a pair (value, gradient), got {got}.")
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         if self.jac is True:
@@ -502,7 +507,8 @@ def minimize(
     ----------
     fun : callable
         ``fun(x, *args) -> float`` with ``x`` of shape ``(n,)``; with ``jac=True``, ``fun`` returns
-        ``(value, gradient)``.
+        ``(value, gradient)``: a tuple, a list or any sequence of two, read as SciPy reads it (``out[0]``,
+        ``out[1]``).
     x0 : array_like of shape (n,)
         Start. float32 is kept (the steps then run in float32); other real dtypes become float64.
     args : tuple

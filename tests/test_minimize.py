@@ -449,3 +449,26 @@ def test_a_jac_of_no_accepted_kind_names_the_choices(jac):
     # 0, 0.0 and a 0-d zero array compared equal to False and silently chose finite differences)
     with pytest.raises(ValueError, match="jac must be a callable, True, '2-point', '3-point' or None, got"):
         minimize(lambda x: float(x @ x), [1.0, 2.0], jac=jac, method="sgd")
+
+
+@pytest.mark.parametrize("pair", [tuple, list, lambda fg: np.array(fg, dtype=object)])
+def test_jac_true_takes_any_sequence_of_two_as_scipy_does(pair):
+    # (a list [value, grad] was refused as "not a pair"; SciPy reads fg[0] and fg[1] of whatever fun returns)
+    def fun(x):
+        return pair((float(x @ x), 2 * x))
+
+    res = minimize(fun, [1.0, 2.0], jac=True, method="cg")
+    ref = scipy.optimize.minimize(fun, [1.0, 2.0], jac=True, method="CG")
+    assert res.success and ref.success
+    np.testing.assert_array_equal(res.x, [0.0, 0.0])  # CG's first line search is exact on x @ x
+    # 1-D: a float array [f, f'] is such a pair too
+    res = minimize(lambda x: np.array([x[0] ** 2, 2 * x[0]]), [1.0], jac=True, method="cg")
+    assert res.success and res.x[0] == 0.0
+
+
+@pytest.mark.parametrize("out, got", [((1.0, np.zeros(2), 0), "tuple of length 3"), (1.0, "float"),
+                                      ("ab", "str"), (np.zeros(3), r"an array of shape \(3,\)"),
+                                      (np.zeros((3, 2)), r"an array of shape \(3, 2\)")])
+def test_jac_true_names_what_fun_returned_instead_of_a_pair(out, got):
+    with pytest.raises(ValueError, match=rf"with jac=True, fun must return a pair \(value, gradient\), got {got}\."):
+        minimize(lambda x: out, [1.0, 2.0], jac=True, method="sgd")
