@@ -110,6 +110,9 @@ def _parse_options(method: str, options: dict | None) -> tuple[dict, dict]:
         options = {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}.")
+    bad = [k for k in options if not isinstance(k, str)]
+    if bad:  # (options={1: 2} reached the step rule as **kwargs: Python's bare "keywords must be strings")
+        raise TypeError(f"options keys must be option names (strings), got {bad[0]!r}.")
     kind = METHOD_CLASSES[method]
     own = {**_COMMON, **kind.options}
     opts = {**own, **{k: v for k, v in options.items() if k in own}}

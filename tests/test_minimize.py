@@ -472,3 +472,12 @@ def test_jac_true_takes_any_sequence_of_two_as_scipy_does(pair):
 def test_jac_true_names_what_fun_returned_instead_of_a_pair(out, got):
     with pytest.raises(ValueError, match=rf"with jac=True, fun must return a pair \(value, gradient\), got {got}\."):
         minimize(lambda x: out, [1.0, 2.0], jac=True, method="sgd")
+
+
+@pytest.mark.parametrize("method", ["sgd", "newton", "cg"])
+def test_an_option_name_that_is_no_string_names_options(method):
+    # (a first-order method passed it on as **kwargs: Python's bare "keywords must be strings"; Newton and CG
+    # sorted the unknown names, and {1: 2, 'a': 3} raised "'<' not supported between 'str' and 'int'")
+    for options in ({1: 2}, {1: 2, "a": 3}):
+        with pytest.raises(TypeError, match=r"options keys must be option names \(strings\), got 1\."):
+            minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, method=method, options=options)
