@@ -472,9 +472,10 @@ class _NonlinearCG(_Method):
 
 
 def _wants_result(callback: Callable) -> bool:
-    """SciPy's rule: a callback whose only parameter is ``intermediate_result`` gets an ``OptimizeResult``."""
+    """SciPy's rule (``scipy.optimize._optimize._wrap_callback``): a callback whose only parameter is
+    ``intermediate_result`` is called as ``callback(intermediate_result=res)``, by keyword."""
     try:
-        return list(inspect.signature(callback).parameters) == ["intermediate_result"]
+        return set(inspect.signature(callback).parameters) == {"intermediate_result"}
     except (TypeError, ValueError):
         return False
 
@@ -531,9 +532,9 @@ def minimize(
         ``hess(x, *args) -> ndarray (n, n)`` for the Newton methods; by default central differences of the
         analytic gradient, or second differences of ``fun`` when the gradient is itself differenced.
     callback : callable, optional
-        Called after each iteration as ``callback(intermediate_result)`` (an ``OptimizeResult`` with ``x`` and
-        ``fun``) if that is its only parameter's name, else as ``callback(xk)``. Raise ``StopIteration`` to
-        stop (status 99).
+        Called after each iteration as ``callback(intermediate_result=res)`` (an ``OptimizeResult`` with ``x``
+        and ``fun``, passed by keyword, so the parameter may be keyword-only) if that is its only parameter's
+        name, else as ``callback(xk)``, as SciPy calls it. Raise ``StopIteration`` to stop (status 99).
     options : dict, optional
         maxiter : int, default 1000
         gtol : float, default 1e-5
@@ -641,7 +642,11 @@ def minimize(
             fs.append(f)
         if callback is not None:
             try:
-                callback(OptimizeResult(x=x.copy(), fun=f) if pass_result else x.copy())
+                # By keyword, as SciPy: a keyword-only `def cb(*, intermediate_result)` raised TypeError here
+                if pass_result:
+                    callback(intermediate_result=OptimizeResult(x=x.copy(), fun=f))
+                else:
+                    callback(x.copy())
             except StopIteration:
                 status = Status.CALLBACK
                 break

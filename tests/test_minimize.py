@@ -481,3 +481,19 @@ def test_an_option_name_that_is_no_string_names_options(method):
     for options in ({1: 2}, {1: 2, "a": 3}):
         with pytest.raises(TypeError, match=r"options keys must be option names \(strings\), got 1\."):
             minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, method=method, options=options)
+
+
+def test_a_keyword_only_intermediate_result_callback_is_called_by_keyword_as_scipy_does():
+    # (minimize passed the result positionally: `def cb(*, intermediate_result)` raised TypeError; SciPy calls
+    # callback(intermediate_result=res) whenever that is the only parameter)
+    ours, scipys = [], []
+
+    def cb(*, intermediate_result):
+        ours.append(intermediate_result.fun)
+
+    def cb_scipy(*, intermediate_result):
+        scipys.append(intermediate_result.fun)
+
+    res = minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, method="cg", callback=cb)
+    scipy.optimize.minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, method="CG", callback=cb_scipy)
+    assert ours == scipys == [res.fun] == [0.0]  # one exact line search on x @ x, by both
