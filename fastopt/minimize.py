@@ -203,10 +203,10 @@ class _Problem:
 
     def _grad(self, x: np.ndarray) -> np.ndarray:
         """The analytic gradient (``jac`` callable or ``jac=True``)."""
+        self.njev += 1
         if self.jac is True:
             self.nfev += 1
             return self._vector(self._pair(x)[1], "fun (with jac=True)")
-        self.njev += 1
         return self._vector(self._call(self.jac, x), "jac")
 
     def _pair(self, x: np.ndarray):
@@ -221,8 +221,11 @@ class _Problem:
         raise ValueError(f"with jac=True, fun must return a pair (value, gradient), got {got}.")
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        # njev counts gradients however they are made, as SciPy's: with jac=True or differences it stayed 0
+        # (SciPy's CG on x @ x: njev 3), and fun's calls for them count in nfev as well.
         if self.jac is True:
             self.nfev += 1
+            self.njev += 1
             f, g = self._pair(x)
             return self._scalar(f), self._vector(g, "fun (with jac=True)")
         f = self.value(x)
@@ -230,6 +233,7 @@ class _Problem:
             return f, self._grad(x)
         if not math.isfinite(f):
             return f, np.full(self.n, np.nan, dtype=self.dtype)
+        self.njev += 1
         try:
             return f, landscape.gradient(self.value, x, scheme=self.scheme, f0=f)
         except landscape.NonFiniteError:  # a probe left f's domain: the run stops on a non-finite gradient
@@ -571,7 +575,10 @@ def minimize(
     OptimizeResult
         ``x``, ``fun``, ``jac`` (gradient at ``x``), ``nit``, ``nfev``, ``njev``, ``nhev`` (Newton),
         ``status`` (:class:`Status`), ``success``, ``message``, and ``xs``, ``fs`` with ``return_path``. On
-        divergence, ``x``, ``fun`` and ``jac`` are those of the last iterate before it.
+        divergence, ``x``, ``fun`` and ``jac`` are those of the last iterate before it. As in SciPy, ``nfev``
+        counts every call of ``fun`` (those made for a gradient with ``jac=True`` or by finite differences
+        included) and ``njev`` every gradient, however it is obtained: a differenced gradient counts once in
+        ``njev`` and its ``n`` (2-point, ``fun(x)`` known) or ``2n`` (3-point) calls in ``nfev``.
 
     Raises
     ------

@@ -116,7 +116,7 @@ def test_finite_difference_newton_and_gradients_count_their_evaluations():
     assert res.success and np.allclose(res.x, [1.0, 1.0], atol=1e-5)
     for scheme, per_point in [("2-point", 1 + 2), ("3-point", 1 + 4)]:
         res = minimize(rb.fun, rb.x0, jac=scheme, method="momentum", options={"lr": 1e-4, "maxiter": 7})
-        assert res.nit == 7 and res.nfev == 8 * per_point and res.njev == 0
+        assert res.nit == 7 and res.nfev == 8 * per_point and res.njev == 8  # SciPy's counts: see below
     res = minimize(rb.fun, rb.x0, jac=rb.grad, method="sgd", options={"lr": 1e-4, "maxiter": 7})
     assert res.nfev == res.njev == 8
 
@@ -195,7 +195,7 @@ def test_jac_true_and_args():
         return a * x @ x, 2 * a * x
 
     res = minimize(fun, [1.0, -1.0], args=(3.0,), jac=True, method="sgd", options={"lr": 0.1})
-    assert res.success and np.allclose(res.x, 0.0, atol=1e-5) and res.njev == 0
+    assert res.success and np.allclose(res.x, 0.0, atol=1e-5) and res.njev == res.nfev  # each call: f and g
 
 
 def test_float32_stays_float32():
@@ -497,3 +497,27 @@ def test_a_keyword_only_intermediate_result_callback_is_called_by_keyword_as_sci
     res = minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, method="cg", callback=cb)
     scipy.optimize.minimize(lambda x: float(x @ x), [1.0, 2.0], jac=lambda x: 2 * x, method="CG", callback=cb_scipy)
     assert ours == scipys == [res.fun] == [0.0]  # one exact line search on x @ x, by both
+
+
+@pytest.mark.parametrize("jac", [True, "2-point", "3-point"])
+def test_gradient_evaluations_count_in_njev_as_scipy_counts_them(jac):
+    # (njev stayed 0 with jac=True or finite differences; SciPy counts every gradient in njev, and the calls of
+    # fun made for it in nfev as well). CG on x @ x takes the same steps as SciPy's CG: compare the counts.
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return float(x @ x)
+
+    def fg(x):
+        calls.append(1)
+        return float(x @ x), 2 * x
+
+    fun = fg if jac is True else f
+    ours = minimize(fun, [1.0, 2.0], jac=jac, method="cg")
+    n_ours = len(calls)
+    calls.clear()
+    ref = scipy.optimize.minimize(fun, [1.0, 2.0], jac=jac, method="CG")
+    assert (ours.nit, ours.nfev, ours.njev) == (ref.nit, ref.nfev, ref.njev)
+    assert ours.nfev == n_ours and ref.nfev == len(calls)
+    assert ours.njev == 3  # x0 and two trial points

@@ -72,7 +72,8 @@ def test_bad_options(options, match):
 
 def test_finite_difference_gradient():
     res = minimize(ROSENBROCK.fun, ROSENBROCK.x0, method="cg", options={"gtol": 1e-4})
-    assert res.success and res.njev == 0
+    # every trial point: one differenced gradient (njev, as SciPy) from f(x) and 2 forward probes (nfev)
+    assert res.success and res.nfev == 3 * res.njev
     np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-3)
 
 
