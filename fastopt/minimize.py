@@ -42,7 +42,9 @@ class Status(IntEnum):
     MAXITER = 1  #: ``maxiter`` iterations done without meeting a tolerance
     FTOL = 2  #: the relative change of ``f`` fell to ``ftol``
     DIVERGED = 3  #: ``f``, the gradient or ``x`` became non-finite, or ``f`` grew past ``divergence``
-    SINGULAR = 4  #: Newton: ``H + alpha I`` (or ``|H| + alpha I``) is singular
+    #: Newton: ``H + alpha I`` (or ``|H| + alpha I``) is singular to rounding: one of its eigenvalues is at most
+    #: ``n eps max(|lambda|_max, alpha)`` in size (a relative test: scaling ``f`` changes nothing)
+    SINGULAR = 4
     LINE_SEARCH = 5  #: CG: no step along the steepest-descent direction satisfies the strong Wolfe conditions
     CALLBACK = 99  #: ``callback`` raised ``StopIteration`` (SciPy's code)
 
@@ -336,8 +338,12 @@ class _Newton(_Method):
         lam, V = np.linalg.eigh(H)
         # (H + alpha I)^-1 g, or with |H| = V |Lambda| V^T in place of H: negative curvature then repels.
         d = (np.abs(lam) if self.saddle_free else lam) + self.alpha
-        # A divisor at the rounding level of the largest eigenvalue gives a step of pure rounding noise.
-        if np.any(np.abs(d) <= x.size * np.finfo(float).eps * max(1.0, float(np.abs(lam).max()))):
+        # A divisor at the rounding level of the largest eigenvalue (eigh's error is about n eps |H|, and
+        # adding alpha rounds at eps alpha) gives a step of pure rounding noise. Relative to that scale alone:
+        # an absolute floor, max(1, |lambda|_max), called 2e-16 I singular (f scaled by 1e-16). H = 0 with
+        # alpha = 0 has scale 0 and d = 0, which the <= still catches.
+        scale = max(float(np.abs(lam).max()), self.alpha)
+        if np.any(np.abs(d) <= x.size * np.finfo(float).eps * scale):
             return Status.SINGULAR
         x -= (self.lr * (V @ ((V.T @ g.astype(np.float64)) / d))).astype(x.dtype)
         return None

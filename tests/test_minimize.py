@@ -521,3 +521,22 @@ def test_gradient_evaluations_count_in_njev_as_scipy_counts_them(jac):
     assert (ours.nit, ours.nfev, ours.njev) == (ref.nit, ref.nfev, ref.njev)
     assert ours.nfev == n_ours and ref.nfev == len(calls)
     assert ours.njev == 3  # x0 and two trial points
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-16, 1e-200, 1e16])
+def test_newtons_singularity_test_is_relative_to_the_hessians_scale(scale):
+    # f = s |x - 1|^2: the Hessian 2 s I is as regular at s = 1e-16 as at 1 (an absolute floor of 1 in the test
+    # called 2e-16 I singular, status 4 before the first step). One exact step lands on (1, 1): the quotient
+    # -2s / 2s is exactly -1.
+    def run(hess, **options):
+        return minimize(lambda x: scale * float((x - 1) @ (x - 1)), [0.0, 0.0], jac=lambda x: 2 * scale * (x - 1),
+                        hess=hess, method="newton", options={"gtol": 0.0, "maxiter": 3, **options})
+
+    res = run(lambda x: 2 * scale * np.eye(2))
+    assert res.status == Status.GTOL and res.nit == 1
+    np.testing.assert_array_equal(res.x, [1.0, 1.0])
+    # A singular Hessian, or one whose small eigenvalue is below rounding (1e-17 of the largest, under
+    # n eps = 4.4e-16), stays singular at every scale; alpha of the Hessian's size makes it regular.
+    for small in (0.0, 1e-17):
+        assert run(lambda x, small=small: scale * np.diag([2.0, small])).status == Status.SINGULAR
+    assert run(lambda x: scale * np.diag([2.0, 0.0]), alpha=scale).status != Status.SINGULAR
