@@ -368,6 +368,8 @@ def quadratic(A: np.ndarray, *, name: str = "quadratic", bound: float = 2.0, x0:
     A = np.array(A, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be a symmetric square matrix, got shape {A.shape}")
+    if A.shape[0] == 0:  # (its eigenvalues' [0] raised IndexError)
+        raise ValueError("A must be at least 1 x 1, got shape (0, 0)")
     if not np.isfinite(A).all():  # (NaN failed the symmetry test below, blamed on the shape; inf passed)
         raise ValueError("A must be finite.")
     if not np.allclose(A, A.T):
@@ -396,16 +398,44 @@ def quadratic(A: np.ndarray, *, name: str = "quadratic", bound: float = 2.0, x0:
     )
 
 
+# The largest condition_number of ill_conditioned_quadratic: rounding the rotated A, whose entries are about
+# condition_number in size, moves its eigenvalue 1 by up to about eps * condition_number (Weyl's inequality;
+# measured over 2001 angles: at most 0.7 eps condition_number). 0.01 / eps (4.5e13) keeps that within 1%; near
+# 1 / eps (4.5e15) the eigenvalue 1 is lost to rounding, and from about 1e16 A is indefinite at some angles.
+MAX_CONDITION_NUMBER = 0.01 / np.finfo(np.float64).eps
+
+
 def ill_conditioned_quadratic(condition_number: float = 25.0, angle: float = np.pi / 6, **kwargs) -> Objective:
     """A 2-D quadratic whose Hessian has eigenvalues ``1`` and ``condition_number``, rotated by ``angle``.
 
     The rotation makes the valley oblique to the axes, so per-coordinate adaptive methods (AdaGrad, RMSProp,
     Adam) get no free ride from a diagonal Hessian. ``kwargs`` go to :func:`quadratic`.
+
+    Parameters
+    ----------
+    condition_number : float
+        In ``[1, MAX_CONDITION_NUMBER]``, ``MAX_CONDITION_NUMBER = 0.01 / eps`` (4.5e13): rounding the rotated
+        matrix, whose entries are about ``condition_number`` in size, moves its eigenvalue 1 by up to about
+        ``eps * condition_number``, so the Hessian's spectrum stays within 1% of the one asked for and
+        positive definite (near ``1 / eps`` the eigenvalue 1 is lost to rounding and the matrix can be
+        indefinite).
+    angle : float
+        Rotation of the eigenvectors, in radians.
+
+    Returns
+    -------
+    Objective
     """
     for name, value in (("condition_number", condition_number), ("angle", angle)):
         # (a NaN failed quadratic's symmetry check, whose message blamed the 2 x 2 matrix's shape)
         if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value)):
             raise ValueError(f"{name} must be a finite real number, got {value!r}.")
+    if not 1 <= condition_number <= MAX_CONDITION_NUMBER:
+        # (0, -5 and 1e20 were blamed on "A must be positive definite", an A the caller never passed; a number
+        # in (0, 1) gave a condition number of 1 / condition_number)
+        raise ValueError(f"condition_number must be a finite real number in [1, {MAX_CONDITION_NUMBER:.3g}] "
+                         f"(0.01 / eps: beyond it rounding moves the Hessian's eigenvalue 1 by over 1%, and near "
+                         f"1 / eps its matrix stops being positive definite), got {condition_number!r}.")
     c, s = np.cos(angle), np.sin(angle)
     R = np.array([[c, -s], [s, c]])
     A = R @ np.diag([1.0, float(condition_number)]) @ R.T
@@ -440,10 +470,13 @@ FUNCTIONS: dict[str, Objective] = {
 
 def get(name: str) -> Objective:
     """The registered test function called ``name`` (see :data:`FUNCTIONS`)."""
+    if not isinstance(name, str):  # (a list raised "unhashable type: 'list'" from the dict look-up)
+        raise TypeError(f"name must be a str, one of {', '.join(FUNCTIONS)}; got {type(name).__name__}.")
     try:
         return FUNCTIONS[name]
     except KeyError:
         raise ValueError(f"unknown test function {name!r}; choose from {', '.join(FUNCTIONS)}") from None
 
 
-__all__ = ["FUNCTIONS", "KnownPoint", "Objective", "get", "ill_conditioned_quadratic", "quadratic"]
+__all__ = ["FUNCTIONS", "MAX_CONDITION_NUMBER", "KnownPoint", "Objective", "get", "ill_conditioned_quadratic",
+           "quadratic"]

@@ -158,3 +158,35 @@ def test_quadratic_derivatives_are_of_its_function_for_a_nearly_symmetric_matrix
     np.testing.assert_allclose(obj.grad(x), landscape.gradient(obj.fun, x), rtol=1e-6, atol=1e-6)
     H = obj.hess(x)
     np.testing.assert_array_equal(H, H.T)
+
+
+def test_quadratic_names_an_empty_matrix():
+    # (the smallest eigenvalue of a 0 x 0 matrix, [0] of none, raised IndexError)
+    with pytest.raises(ValueError, match=r"A must be at least 1 x 1, got shape \(0, 0\)"):
+        functions.quadratic(np.zeros((0, 0)))
+
+
+@pytest.mark.parametrize("kappa", [0, -5, 0.5, 1e20, 1.01 * 0.01 / np.finfo(float).eps])
+def test_ill_conditioned_quadratic_names_a_condition_number_out_of_range(kappa):
+    # (0, -5 and 1e20 were blamed on "A must be positive definite", an A the caller never passed; 0.5 gave a
+    # quadratic of condition number 2)
+    with pytest.raises(ValueError, match=r"condition_number must be a finite real number in \[1, 4.5e\+13\]"):
+        functions.ill_conditioned_quadratic(condition_number=kappa)
+
+
+@pytest.mark.parametrize("angle", np.linspace(0.0, np.pi, 61))
+def test_ill_conditioned_quadratic_keeps_its_spectrum_up_to_the_largest_condition_number(angle):
+    # At the limit 0.01 / eps rounding A's entries (about kappa in size) moves the eigenvalue 1 by at most
+    # about eps kappa = 0.01: within 1%, so A is positive definite with the spectrum asked for
+    kappa = functions.MAX_CONDITION_NUMBER
+    assert kappa == 0.01 / np.finfo(float).eps
+    lam = np.linalg.eigvalsh(functions.ill_conditioned_quadratic(kappa, angle).hess(np.zeros(2)))
+    np.testing.assert_allclose(lam, [1.0, kappa], rtol=0.01)
+    assert functions.ill_conditioned_quadratic(1.0, angle).description.endswith("(condition number 1).")
+
+
+@pytest.mark.parametrize("name", [["rosenbrock"], None, 3])
+def test_get_names_a_name_that_is_no_string(name):
+    # (a list raised "unhashable type: 'list'" from the registry's look-up)
+    with pytest.raises(TypeError, match="name must be a str, one of risk, .*rosenbrock"):
+        functions.get(name)
