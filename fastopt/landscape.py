@@ -19,6 +19,7 @@ Examples
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -69,11 +70,46 @@ class NonFiniteError(ValueError):
     condition number inf and classified points as "degenerate")."""
 
 
-def _value(fun: Callable, x: np.ndarray, args: tuple) -> float:
-    f = np.asarray(fun(x, *args))
+def real_scalar(value, what: str = "fun") -> float:
+    """``value``, which ``what`` returned, as a float if it is one real number, else a clear error.
+
+    The one check of a function value, shared by this module and :func:`fastopt.minimize`: a Python or NumPy
+    real, a ``Fraction``, or a real array of one element is taken; no number at all (None, a string such as
+    ``"1.0"``) is a TypeError, an array of several values or a complex number a ValueError, each naming
+    ``what``. An integer beyond float's range (``10**400``) is infinite, as a float's overflow is.
+    """
+    f = np.asarray(value)
+    real = f.dtype.kind in "biuf" or (f.size == 1 and isinstance(f.item(), Real))  # (a Fraction: "O")
+    if not (real or np.iscomplexobj(f)):  # (None raised float()'s own error, naming no function; "1.0" passed)
+        raise TypeError(f"{what} must return a real scalar, got {type(f.item() if f.size == 1 else f).__name__}.")
     if f.size != 1:
-        raise ValueError(f"fun must return a scalar, got an array of shape {f.shape}")
-    value = float(f.reshape(()))
+        raise ValueError(f"{what} must return a real scalar, got an array of shape {f.shape}, dtype {f.dtype}.")
+    if np.iscomplexobj(f):
+        raise ValueError(f"{what} must return a real scalar, got a complex value ({f.dtype}).")
+    f = f.reshape(())
+    try:
+        return float(f)
+    except OverflowError:
+        return math.inf if f.item() > 0 else -math.inf
+
+
+def real_array(value, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``value``, which ``what`` returned, as a real array of ``shape`` (a 0-d value passes for ``(1,)``).
+
+    The one check of a gradient or Hessian, shared by this module and :func:`fastopt.minimize`: a complex or
+    non-numeric dtype is a TypeError (a cast to float dropped the imaginary part with only a ComplexWarning),
+    a wrong shape a ValueError, each naming ``what``. The dtype is the caller's to choose.
+    """
+    a = np.asarray(value)
+    if np.iscomplexobj(a) or a.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must return a real array, got dtype {a.dtype}.")
+    if a.shape != shape and not (a.ndim == 0 and shape == (1,)):
+        raise ValueError(f"{what} returned shape {a.shape}, expected {shape}.")
+    return a.reshape(shape)
+
+
+def _value(fun: Callable, x: np.ndarray, args: tuple) -> float:
+    value = real_scalar(fun(x, *args), "fun")
     if not np.isfinite(value):
         raise NonFiniteError(f"fun returned {value} at x = {x.tolist()}; the diagnostics need finite values")
     return value
@@ -81,9 +117,7 @@ def _value(fun: Callable, x: np.ndarray, args: tuple) -> float:
 
 def _jacobian(jac: Callable, x: np.ndarray, args: tuple) -> np.ndarray:
     """``jac(x)`` as a finite float64 vector of ``x``'s length, else a clear error."""
-    g = np.asarray(jac(x, *args), dtype=np.float64)
-    if g.shape != x.shape:
-        raise ValueError(f"jac returned shape {g.shape}, expected {x.shape}")
+    g = real_array(jac(x, *args), x.shape, "jac").astype(np.float64)
     if not np.all(np.isfinite(g)):
         raise NonFiniteError(f"jac returned NaN or inf at x = {x.tolist()}; the diagnostics need finite values")
     return g
@@ -204,10 +238,7 @@ def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = 
 def _hessian_at(fun, x, jac, hess, args) -> tuple[np.ndarray, bool]:
     """The symmetric Hessian at ``x`` and whether it is exact (from ``hess``) rather than differenced."""
     if hess is not None:
-        H = np.asarray(hess(x, *args), dtype=np.float64)
-        if H.shape != (x.size, x.size):
-            raise ValueError(f"hess returned shape {H.shape}, expected {(x.size, x.size)}")
-        exact = True
+        H, exact = real_array(hess(x, *args), (x.size, x.size), "hess").astype(np.float64), True
     else:
         H, exact = hessian(fun, x, jac=jac, args=args), False
     if not np.all(np.isfinite(H)):
@@ -420,15 +451,17 @@ def find_critical_points(
     lo, width = box[:, 0], box[:, 1] - box[:, 0]
     starts = lo + width * qmc.Sobol(len(box), seed=seed).random_base2(int(np.ceil(np.log2(n_starts))))
 
-    def grad(x):
-        return np.asarray(jac(x, *args), float) if jac is not None else gradient(fun, x, args=args)
+    def grad(x):  # (checked as everywhere else: a complex jac was cast with only a ComplexWarning)
+        return _jacobian(jac, x, args) if jac is not None else gradient(fun, x, args=args)
 
-    root_jac = (lambda x: np.asarray(hess(x, *args), float)) if hess is not None else None
+    def root_jac(x):
+        return real_array(hess(x, *args), (x.size, x.size), "hess").astype(np.float64)
+
     found: list[CriticalPoint] = []
     for x0 in starts:
         try:
             with np.errstate(all="ignore"):
-                x = root(grad, x0, jac=root_jac, method="hybr").x
+                x = root(grad, x0, jac=root_jac if hess is not None else None, method="hybr").x
         except NonFiniteError:  # the root finder left the function's finite region from this start
             continue
         if not np.all(np.isfinite(x)) or np.any(np.abs(x - lo - width / 2) > width / 2 * (1 + 1e-9)):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -178,26 +177,13 @@ class _Problem:
             return func(x, *self.args, rng=self.rng)
         return func(x, *self.args)
 
+    # The checks of what fun, jac and hess return are landscape's, so that both modules take and refuse the same
+    # values (landscape took the string "1.0" as 1.0 and cast a complex jac with only a ComplexWarning).
     def _scalar(self, f) -> float:
-        f = np.asarray(f)
-        real = f.dtype.kind in "biuf" or (f.size == 1 and isinstance(f.item(), numbers.Real))  # (a Fraction: "O")
-        if not (real or np.iscomplexobj(f)):  # (None raised float()'s own error; "1.0" passed)
-            raise TypeError(f"fun must return a real scalar, got {type(f.item() if f.size == 1 else f).__name__}.")
-        if f.size != 1 or np.iscomplexobj(f):
-            raise ValueError(f"fun must return a real scalar, got an array of shape {f.shape}, dtype {f.dtype}.")
-        f = f.reshape(())
-        try:
-            return float(f)
-        except OverflowError:  # an integer beyond float's range (10**400): infinite, as a float's overflow is
-            return math.inf if f.item() > 0 else -math.inf
+        return landscape.real_scalar(f, "fun")
 
     def _vector(self, g, what: str) -> np.ndarray:
-        g = np.asarray(g)
-        if np.iscomplexobj(g) or g.dtype.kind not in "biuf":
-            raise TypeError(f"{what} must return a real array, got dtype {g.dtype}.")
-        if g.shape != (self.n,) and not (g.ndim == 0 and self.n == 1):
-            raise ValueError(f"{what} returned an array of shape {g.shape}, but x0 has shape ({self.n},).")
-        return np.array(g.reshape(self.n), dtype=self.dtype)
+        return np.array(landscape.real_array(g, (self.n,), what), dtype=self.dtype)
 
     def value(self, x: np.ndarray) -> float:
         self.nfev += 1
@@ -245,12 +231,7 @@ class _Problem:
         """``hess(x)``, or central differences of the analytic gradient, or second differences of ``fun``."""
         if self.hess is not None:
             self.nhev += 1
-            H = np.asarray(self._call(self.hess, x))
-            if np.iscomplexobj(H) or H.dtype.kind not in "biuf":  # as _vector: complex was cast with a warning
-                raise TypeError(f"hess must return a real array, got dtype {H.dtype}.")
-            H = H.astype(np.float64)
-            if H.shape != (self.n, self.n):
-                raise ValueError(f"hess returned an array of shape {H.shape}, expected {(self.n, self.n)}.")
+            H = landscape.real_array(self._call(self.hess, x), (self.n, self.n), "hess").astype(np.float64)
             return (H + H.T) / 2
         try:
             return landscape.hessian(self.value, x, jac=self._grad if self.scheme is None else None)

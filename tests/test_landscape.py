@@ -266,3 +266,54 @@ def test_differences_of_an_exact_gradient_resolve_a_condition_number_of_1e6():
     A = np.diag([1.0, 1e6])
     point = landscape.classify_critical_point(lambda x: 0.5 * x @ A @ x, [0.0, 0.0], jac=lambda x: A @ x)
     assert point.kind == "minimum"
+
+
+@pytest.mark.parametrize("value, error, match", [
+    ("1.0", TypeError, "fun must return a real scalar, got str"),  # (taken as the number 1.0)
+    (None, TypeError, "fun must return a real scalar, got NoneType"),  # (float()'s message, naming no function)
+    (1 + 2j, ValueError, r"fun must return a real scalar, got a complex value \(complex128\)"),
+    (np.zeros(2), ValueError, r"fun must return a real scalar, got an array of shape \(2,\)"),
+    (10**400, landscape.NonFiniteError, "fun returned inf"),  # (float()'s OverflowError)
+])
+def test_function_values_are_checked_as_minimize_checks_them(value, error, match):
+    from fastopt import minimize
+
+    for call in (lambda: landscape.gradient(lambda x: value, np.zeros(2)),
+                 lambda: landscape.hessian(lambda x: value, np.zeros(2)),
+                 lambda: landscape.classify_critical_point(lambda x: value, np.zeros(2))):
+        with pytest.raises(error, match=match):
+            call()
+    # the same check in minimize, whose non-finite fun(x0) is its own ValueError
+    with pytest.raises(ValueError if error is landscape.NonFiniteError else error,
+                       match="not finite" if error is landscape.NonFiniteError else match):
+        minimize(lambda x: value, np.zeros(2), jac=lambda x: x, method="sgd")
+
+
+def test_a_complex_gradient_or_hessian_is_refused_not_truncated():
+    # (cast to float64 with only a ComplexWarning: the imaginary part silently dropped)
+    sq = lambda x: float(x @ x)  # noqa: E731
+    cjac = lambda x: (1 + 1j) * x  # noqa: E731
+    chess = lambda x: (2 + 5j) * np.eye(2)  # noqa: E731
+    jac_error = pytest.raises(TypeError, match="jac must return a real array, got dtype complex128")
+    hess_error = pytest.raises(TypeError, match="hess must return a real array, got dtype complex128")
+    with jac_error:
+        landscape.hessian(sq, np.zeros(2), jac=cjac)
+    with jac_error:
+        landscape.classify_critical_point(sq, np.zeros(2), jac=cjac)
+    with jac_error:
+        landscape.gradient_norms(sq, np.zeros((2, 2)), jac=cjac)
+    with jac_error:
+        landscape.find_critical_points(sq, [(-1, 1), (-1, 1)], jac=cjac, n_starts=1)
+    with hess_error:
+        landscape.classify_critical_point(sq, np.zeros(2), hess=chess)
+    with hess_error:
+        landscape.condition_number(sq, np.zeros(2), hess=chess)
+    with hess_error:
+        landscape.find_critical_points(sq, [(-1, 1), (-1, 1)], jac=lambda x: 2 * x, hess=chess, n_starts=1)
+
+
+def test_a_scalar_gradient_of_a_one_variable_function_is_taken_as_minimize_takes_it():
+    # (minimize took jac's 0-d value for one variable, the landscape refused it as "shape ()")
+    f = lambda x: float(x[0] ** 2)  # noqa: E731
+    point = landscape.classify_critical_point(f, [0.0], jac=lambda x: 2 * x[0], hess=lambda x: np.array([[2.0]]))
+    assert point.kind == "minimum"
