@@ -42,10 +42,13 @@ __all__ = [
 # A central-difference gradient is good to about eps**(2/3) of the scale of f: critical means 1000 times that.
 _GTOL_FACTOR = 1e3
 MAX_STARTS = 2**20  # find_critical_points' starts: each a root finding (2**40 asked 16 TiB of Sobol points)
-# Second differences of f carry an error of about sqrt(eps) of the scale of f and H: eigenvalues within 100
-# times that are zero. An exact Hessian is off only by rounding and by how far x is from the exact critical
-# point (root finding leaves about sqrt(eps)), hence 0.01 sqrt(eps).
-_EIG_RTOL_FD = 1e2
+# Eigenvalues within these of zero count as zero (classify_critical_point's eig_tol). Differences of an exact
+# gradient err by about eps**(2/3) of the Hessian's scale: 100 times that. Second differences of f: 4 times
+# their error, estimated at the point (_second_difference_error), and never less than the former. An exact
+# Hessian is off only by rounding and by how far x is from the exact critical point (root finding leaves
+# about sqrt(eps)), hence 0.01 sqrt(eps).
+_EIG_RTOL_JAC = 1e2
+_EIG_SAFETY = 4.0
 _EIG_RTOL_EXACT = 1e-2
 
 
@@ -221,29 +224,67 @@ def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = 
             # (checked as the gradient is: a NaN gave a NaN Hessian silently, a scalar a zero one by broadcasting)
             H[:, i] = (_jacobian(jac, x + e, args) - _jacobian(jac, x - e, args)) / (2 * h[i])
         return (H + H.T) / 2
-    h = _steps(x, 1 / 4)
-    f0 = _value(fun, x, args)
+    return _second_differences(fun, x, args, _steps(x, 1 / 4))[0]
+
+
+def _second_differences(fun, x: np.ndarray, args: tuple, h: np.ndarray) -> tuple[np.ndarray, float]:
+    """The second-difference Hessian of ``fun`` at ``x`` with steps ``h``, and the largest ``|f|`` it read (the
+    scale of its rounding error)."""
+    n = x.size
+    H = np.empty((n, n))
+    f_max = 0.0
+
+    def value(p):
+        nonlocal f_max
+        v = _value(fun, p, args)
+        f_max = max(f_max, abs(v))
+        return v
+
+    f0 = value(x)
     eye = np.diag(h).astype(x.dtype)
     for i in range(n):
-        H[i, i] = (_value(fun, x + eye[i], args) - 2 * f0 + _value(fun, x - eye[i], args)) / h[i] ** 2
+        H[i, i] = (value(x + eye[i]) - 2 * f0 + value(x - eye[i])) / h[i] ** 2
         for j in range(i):
-            pp = _value(fun, x + eye[i] + eye[j], args)
-            pm = _value(fun, x + eye[i] - eye[j], args)
-            mp = _value(fun, x - eye[i] + eye[j], args)
-            mm = _value(fun, x - eye[i] - eye[j], args)
+            pp = value(x + eye[i] + eye[j])
+            pm = value(x + eye[i] - eye[j])
+            mp = value(x - eye[i] + eye[j])
+            mm = value(x - eye[i] - eye[j])
             H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * h[i] * h[j])
+    return H, f_max
+
+
+def _finite(H: np.ndarray, x: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(H)):
+        raise NonFiniteError(f"the Hessian at x = {x.tolist()} holds NaN or inf; the diagnostics need finite values")
     return H
 
 
 def _hessian_at(fun, x, jac, hess, args) -> tuple[np.ndarray, bool]:
     """The symmetric Hessian at ``x`` and whether it is exact (from ``hess``) rather than differenced."""
     if hess is not None:
-        H, exact = real_array(hess(x, *args), (x.size, x.size), "hess").astype(np.float64), True
-    else:
-        H, exact = hessian(fun, x, jac=jac, args=args), False
-    if not np.all(np.isfinite(H)):
-        raise NonFiniteError(f"the Hessian at x = {x.tolist()} holds NaN or inf; the diagnostics need finite values")
-    return (H + H.T) / 2 if exact else H, exact
+        H = _finite(real_array(hess(x, *args), (x.size, x.size), "hess").astype(np.float64), x)
+        return (H + H.T) / 2, True
+    return _finite(hessian(fun, x, jac=jac, args=args), x), False
+
+
+def _second_difference_error(fun, x: np.ndarray, args: tuple, H: np.ndarray, h: np.ndarray, f_max: float) -> float:
+    """An estimate of how far the eigenvalues of ``H``, second differences of ``fun`` with steps ``h`` that read
+    values up to ``f_max`` in size, may be from the exact Hessian's.
+
+    By Weyl's inequality no eigenvalue moves by more than the spectral norm of the error, which has two parts.
+    Truncation, ``c h**2`` per entry (``h**2 f'''' / 12`` on the diagonal) with ``c`` unknown, is measured: the
+    differences with steps ``h / 2`` err by ``c h**2 / 4``, so ``4/3 (H(h) - H(h/2))`` is ``H(h)``'s truncation
+    (``x[1]**4`` at 0 has ``H(h)[1, 1] = 2 h**2``, all truncation, and this gives exactly that). Rounding: each
+    value carries about ``eps |f|``, so an entry errs by up to ``4 eps f_max / h**2`` and the matrix by ``n``
+    times that; beside a curvature ``lambda`` the values read are about ``lambda h**2``, so this is
+    ``eps lambda``, not ``sqrt(eps) lambda``.
+    """
+    half = ((x + h / 2) - x).astype(x.dtype)
+    H_half, f_max_half = _second_differences(fun, x, args, half)
+    truncation = 4 / 3 * float(np.linalg.norm(_finite(H_half, x) - H, 2))
+    eps = np.finfo(x.dtype).eps
+    rounding = 4 * x.size * eps * max(f_max, f_max_half) / float(np.min(h)) ** 2
+    return truncation + rounding
 
 
 @dataclass(frozen=True, eq=False)
@@ -329,10 +370,14 @@ def classify_critical_point(
     eig_tol : float, optional
         Eigenvalues with ``|lambda| <= eig_tol`` count as zero. Default ``0.01 sqrt(eps) max(1, |lambda|_max)``
         for an exact ``hess``; ``100 eps**(2/3) max(1, |lambda|_max)`` for differences of ``jac`` (their error
-        is about ``eps**(2/3)`` of the gradient's scale); ``100 sqrt(eps) max(1, |lambda|_max, |f(x)|)``
-        (1.5e-6 in float64 at unit scale) for second differences of ``fun``, whose error is about ``sqrt(eps)``
-        of that scale. Only the last depends on ``f``'s size: adding a constant to ``f`` changes no other
-        classification.
+        is about ``eps**(2/3)`` of the gradient's scale). For second differences of ``fun`` (steps ``h``), the
+        larger of that and 4 times their own error, estimated at ``x`` (``2n**2 + 1`` more calls of ``fun``): the
+        truncation measured by repeating them with steps ``h / 2``, ``4/3 ||H(h) - H(h/2)||_2``, plus the
+        rounding, ``4 n eps max|f| / min(h)**2`` over the values read. Beside a curvature ``lambda`` those values
+        are about ``lambda h**2``, so rounding costs about ``eps lambda``: ``1e6 x**2 + y**2`` at 0 is a minimum,
+        as with ``jac``, while the ``y`` curvature of ``x**2 + y**4``, ``2 h**2`` and all truncation, stays zero.
+        Only this last default depends on ``f``'s size (through ``max|f|``, about ``sqrt(eps) |f|`` at unit
+        scale): adding a constant to ``f`` changes no other classification.
 
     Returns
     -------
@@ -352,7 +397,12 @@ def classify_critical_point(
     f0 = _value(fun, x, args)
     g = _jacobian(jac, x, args) if jac is not None else gradient(fun, x, args=args)
     gnorm = float(np.linalg.norm(g))
-    H, exact = _hessian_at(fun, x, jac, hess, args)
+    if jac is None and hess is None:  # second differences: their steps and the values read set eig_tol
+        h = _steps(x, 1 / 4)
+        H, f_max = _second_differences(fun, x, args, h)
+        H, exact = _finite(H, x), False
+    else:
+        H, exact = _hessian_at(fun, x, jac, hess, args)
     lam, vecs = np.linalg.eigh(H)
     eps = np.finfo(x.dtype).eps
     size = max(1.0, float(np.max(np.abs(x))))
@@ -371,9 +421,15 @@ def classify_critical_point(
         elif jac is not None:
             # differences of an exact gradient err by about eps**(2/3) of its scale (:func:`hessian`), not by f's:
             # a constant added to f, or a condition number of 1e6, made eigenvalues of 1 and 2 "zero"
-            eig_tol = _EIG_RTOL_FD * eps ** (2 / 3) * curvature
+            eig_tol = _EIG_RTOL_JAC * eps ** (2 / 3) * curvature
         else:
-            eig_tol = _EIG_RTOL_FD * np.sqrt(eps) * max(curvature, abs(f0))
+            # 4 times the differences' own error, estimated at x (exact for a pure h^2 truncation, as y^4's; the
+            # margin is for higher-order terms), but never finer than differences of an exact gradient resolve.
+            # 100 sqrt(eps) max(1, |lambda|_max, |f|) took their error beside a large curvature for sqrt(eps)
+            # |lambda|_max: 1e6 x^2 + y^2 at 0 was "degenerate" (eig_tol 3 beside the eigenvalue 2, which the
+            # differences get to 1e-9), though condition_number gave 1e6.
+            eig_tol = max(_EIG_RTOL_JAC * eps ** (2 / 3) * curvature,
+                          _EIG_SAFETY * _second_difference_error(fun, x, args, H, h, f_max))
     pos, neg = lam > eig_tol, lam < -eig_tol
 
     def result(kind: str, reason: str) -> CriticalPoint:

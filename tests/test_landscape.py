@@ -262,7 +262,7 @@ def test_a_constant_added_to_f_changes_no_classification_with_exact_derivatives(
 
 
 def test_differences_of_an_exact_gradient_resolve_a_condition_number_of_1e6():
-    # (the second differences of f cannot: their error is sqrt(eps) of the largest eigenvalue)
+    # (second differences of f do too, their error estimated: test_second_differences_resolve_a_condition_number_of_1e6)
     A = np.diag([1.0, 1e6])
     point = landscape.classify_critical_point(lambda x: 0.5 * x @ A @ x, [0.0, 0.0], jac=lambda x: A @ x)
     assert point.kind == "minimum"
@@ -317,3 +317,34 @@ def test_a_scalar_gradient_of_a_one_variable_function_is_taken_as_minimize_takes
     f = lambda x: float(x[0] ** 2)  # noqa: E731
     point = landscape.classify_critical_point(f, [0.0], jac=lambda x: 2 * x[0], hess=lambda x: np.array([[2.0]]))
     assert point.kind == "minimum"
+
+
+@pytest.mark.parametrize("x0", [[0.0, 0.0], [0.3, -0.7]])
+def test_second_differences_resolve_a_condition_number_of_1e6(x0):
+    # The default eig_tol for second differences of f was 100 sqrt(eps) max(1, |lambda|_max, |f|), 3 here: the
+    # eigenvalue 2 beside 2e6 was "zero" and the minimum "degenerate", though condition_number gave 1e6 and jac=
+    # or hess= said "minimum". The values the differences read are about 2e6 h^2, so their rounding costs about
+    # eps 2e6 = 4e-10 of curvature (a quadratic has no truncation): 2 is far above it.
+    x0 = np.array(x0)
+
+    def f(x):
+        return 1e6 * (x[0] - x0[0]) ** 2 + (x[1] - x0[1]) ** 2
+
+    point = landscape.classify_critical_point(f, x0)
+    assert point.kind == "minimum", point.reason
+    # within the rounding bound 4 n eps max|f| / h^2, max|f| = 1e6 (2h)^2 at the mixed probes: 7e-9, both
+    np.testing.assert_allclose(point.eigenvalues, [2.0, 2e6], rtol=0, atol=1e-8)
+    assert landscape.condition_number(f, x0) == pytest.approx(1e6, rel=1e-6)
+    found = landscape.find_critical_points(f, [(x0[0] - 1, x0[0] + 1), (x0[1] - 1, x0[1] + 1)], n_starts=4)
+    assert [p.kind for p in found] == ["minimum"]
+
+
+@pytest.mark.parametrize("f", [lambda x: x[0] ** 2 + x[1] ** 4, lambda x: x[0] ** 2 + 1e4 * x[1] ** 4,
+                               lambda x: 1e6 * x[0] ** 2 + x[1] ** 4, lambda x: x[0] ** 2 + 0.0 * x[1]],
+                         ids=["x^2+y^4", "x^2+1e4y^4", "1e6x^2+y^4", "x^2 in 2-D"])
+def test_a_singular_direction_stays_degenerate_under_second_differences(f):
+    # y^4's second difference is 2 h^2 (3e-8 at h = eps**(1/4)), all truncation: the halved steps' 2 h^2 / 4
+    # measure exactly that, so it counts as zero however large the quartic (1e4 y^4: 3e-4, which the old
+    # 100 sqrt(eps) = 3e-6 called a positive eigenvalue, "minimum")
+    point = landscape.classify_critical_point(f, np.zeros(2))
+    assert point.kind == "degenerate" and "inconclusive" in point.reason
