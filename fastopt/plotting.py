@@ -148,13 +148,26 @@ def _grid_values(fun: Callable, bounds, resolution: int):
     return X, Y, Z
 
 
-def _contour(ax, X, Y, Z, levels: int) -> tuple[Any, str]:
+def _finite_values(values, bounds) -> tuple[np.ma.MaskedArray, float, float]:
+    """``values`` with their NaN and inf masked, and the smallest and largest finite one.
+
+    Only finite values set the plot's range: one inf (a pole on the grid) made the range infinite and the log
+    of every value inf, a blank plot; one NaN made the range NaN, which turned the log scale off silently.
+    """
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ValueError(f"fun is not finite anywhere on the plotting grid over bounds {bounds!r}.")
+    return np.ma.masked_array(values, mask=~finite), float(np.min(values[finite])), float(np.max(values[finite]))
+
+
+def _contour(ax, X, Y, Z, levels: int, bounds) -> tuple[Any, str]:
     """Filled contours of ``Z``, or of ``log10 Z`` when ``Z >= 0`` spans more than three decades (Rosenbrock,
-    Beale: linear levels would spend them all on the walls). Returns the contour set and its colorbar label."""
-    zmin, zmax = float(np.min(Z)), float(np.max(Z))
+    Beale: linear levels would spend them all on the walls); cells where ``Z`` is NaN or inf are left blank
+    and the levels span the finite values. Returns the contour set and its colorbar label."""
+    Z, zmin, zmax = _finite_values(Z, bounds)
     label = "f(x, y)"
     if zmin >= 0 and zmax > 1e3 * max(zmin, 1e-12):
-        Z = np.log10(np.maximum(Z, zmax * 1e-6))
+        Z = np.ma.log10(np.ma.maximum(Z, zmax * 1e-6))
         label = "log10 f(x, y)"
     cs = ax.contourf(X, Y, Z, levels=levels, cmap="viridis", alpha=0.85)
     ax.contour(X, Y, Z, levels=cs.levels, colors="white", linewidths=0.3, alpha=0.6)
@@ -188,7 +201,8 @@ def plot_trajectories(
         Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
         without one).
     levels, resolution : int
-        Number of contour levels and grid points per axis.
+        Number of contour levels and grid points per axis. Where ``fun`` is NaN or inf (outside its domain, at a
+        pole) the contour (or curve) is left blank, and only its finite values set the levels (or y-range).
     title : str, optional
         Default: the Objective's formula.
 
@@ -230,17 +244,18 @@ def plot_trajectories(
     value = obj.fun if obj is not None else (lambda x: np.array([float(fun(p)) for p in np.atleast_2d(x.T)]))
     if ndim == 2:
         X, Y, Z = _grid_values(fun, bounds, resolution)
-        cs, label = _contour(ax, X, Y, Z, levels)
+        cs, label = _contour(ax, X, Y, Z, levels, bounds)
         fig.colorbar(cs, ax=ax, label=label)
         ax.set_xlabel("x")
         ax.set_ylabel("y")
     else:
         x = np.linspace(*bounds[0], 400)
-        fx = value(x[None])
+        # (a NaN made the y-range NaN: matplotlib's "Axis limits cannot be NaN or Inf"; gaps instead, as 2-D)
+        fx, fmin, fmax = _finite_values(np.asarray(value(x[None]), dtype=np.float64), bounds)
         ax.plot(x, fx, color="0.3", lw=1.5, zorder=1)
         # Fix the y-range to the curve's, so that a path which leaves the domain does not squash it.
-        pad = 0.08 * (np.max(fx) - np.min(fx))
-        ax.set_ylim(np.min(fx) - pad, np.max(fx) + pad)
+        pad = 0.08 * (fmax - fmin)
+        ax.set_ylim(fmin - pad, fmax + pad)
         ax.set_xlabel("x")
         ax.set_ylabel("f(x)")
     for i, (label, res) in enumerate(results.items()):

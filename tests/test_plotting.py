@@ -224,3 +224,57 @@ def test_the_path_suffix_names_the_format(tmp_path):
     assert (tmp_path / "risk").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="cannot write a figure as 'xyz'"):
         plotting.plot_risk(path=tmp_path / "risk.xyz")
+
+
+def _filled(ax):
+    """The filled contour set of a trajectory plot (drawn first; the outlines come second)."""
+    return next(c for c in ax.collections if isinstance(c, ContourSet))
+
+
+def _bowl_run(ndim=2):
+    return {"sgd": minimize(lambda p: float(p @ p), [0.8] + [0.5] * (ndim - 1), jac=lambda p: 2 * p, method="sgd",
+                            options={"lr": 0.1, "maxiter": 5, "return_path": True})}
+
+
+def test_an_infinite_value_on_the_grid_blanks_its_cell_not_the_plot():
+    # A pole at the origin, which the 21-point grid hits: the range was inf, so the log scale was chosen and every
+    # value became log10(inf): levels of -1e-13 .. 1e-13 and no filled region at all. The finite values,
+    # 1 + |p|^2, span [1, 3]: linear levels over them.
+    def f(p):
+        return np.inf if not p.any() else float(p @ p) + 1.0
+
+    fig = plotting.plot_trajectories(f, _bowl_run(), bounds=[(-1, 1), (-1, 1)], resolution=21)
+    cs = _filled(fig.axes[0])
+    assert fig.axes[1].get_ylabel() == "f(x, y)"
+    assert np.all(np.isfinite(cs.levels)) and cs.levels[0] <= 1.0 and 3.0 <= cs.levels[-1] <= 3.5
+    assert sum(len(p.vertices) for p in cs.get_paths()) > 0
+
+
+def test_a_nan_on_the_grid_keeps_the_log_scale_of_the_finite_values():
+    # (a NaN made the value range NaN, and the comparison that picks the log scale was silently False)
+    rb = FUNCTIONS["rosenbrock"]
+
+    def f(p):
+        return float(rb.fun(p)) if p[0] > -1.9 else np.nan  # undefined on a strip at the left edge
+
+    fig = plotting.plot_trajectories(f, _paths(rb, ["sgd"], lr=1e-3, maxiter=20), bounds=rb.bounds, resolution=60)
+    cs = _filled(fig.axes[0])
+    assert fig.axes[1].get_ylabel() == "log10 f(x, y)"
+    # the finite values reach 2501 (f at (2, -1)): their logs, up to 3.398, are covered
+    assert np.all(np.isfinite(cs.levels)) and np.log10(2501) <= cs.levels[-1] <= 3.6
+
+
+def test_a_one_dimensional_curve_takes_its_range_from_its_finite_values():
+    # (a NaN made the y-limits NaN: matplotlib's "Axis limits cannot be NaN or Inf")
+    def f(p):
+        return float(p[0] ** 2) if p[0] > -0.5 else np.nan
+
+    ax = plotting.plot_trajectories(f, _bowl_run(1), bounds=[(-1, 1)]).axes[0]
+    low, high = ax.get_ylim()  # x^2 on (-0.5, 1]: [0, 1] padded by 8%
+    assert low == pytest.approx(-0.08, abs=1e-3) and high == pytest.approx(1.08, abs=1e-3)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_a_function_finite_nowhere_on_the_grid_is_named(ndim):
+    with pytest.raises(ValueError, match="fun is not finite anywhere on the plotting grid"):
+        plotting.plot_trajectories(lambda p: np.nan, _bowl_run(ndim), bounds=[(-1, 1)] * ndim, resolution=5)
