@@ -740,7 +740,7 @@ def _far_rows_judged(fused, coef: np.ndarray, intercept: float, point: list, alp
     rounds' last coefficients and intercept; ``W`` the weights' total): ``(f, gain, scale, far)`` judged without
     the rows far out, or ``(f, gain)`` where none is. Two more reads of the chunks: the residuals' weighted
     histogram (``SPREAD_STEPS`` bins an octave, each with its weights' total and its weighted ``|r|`` sum), from
-    which the clipped mean (exact but for the one bin the clip falls in) and the 90th percentile (its bin's upper
+    which the clipped mean (exact but for the one bin the clip falls in) and the 75th percentile (its bin's upper
     edge) give the limit; then the loss of the other rows at the fit and at the point. The quantile's floor
     (the other rows' loss about their median) is not taken: it needs another read."""
     cap = _iterative.FAR_ROW_CAP * min(spread_scales(fused("spread", 0, coef, intercept, 0.0)))

@@ -2917,7 +2917,7 @@ def test_a_wide_robust_fit_left_far_along_the_null_space_is_warned(rule):
 
 
 def test_rows_a_huber_fit_has_not_followed_are_not_left_out_as_far():
-    # The plateau check leaves rows far out at a fit (beyond 100 times the residuals' 90th percentile) out of the
+    # The plateau check leaves rows far out at a fit (beyond 100 times the residuals' 75th percentile) out of the
     # objective it judges, so that an outlier's term does not hide the other rows' distance from their minimum.
     # Rows a fit has not yet followed are far out too: a column on 3% of the rows with an effect of 1e3, its
     # coefficient still 0. Judged without them the fit looked finished; the whole objective's check warns first.
