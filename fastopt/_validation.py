@@ -413,13 +413,20 @@ def _narrowed(name: str, a: np.ndarray, dtype) -> np.ndarray:
 def check_predict_data(estimator, X) -> np.ndarray:
     """Validate ``X`` for ``predict``: same feature count (and names) as at fit time.
 
-    Sparse ``X`` comes back as CSR, CSC or COO (products with a dense vector need no canonical format).
+    Sparse ``X`` comes back as CSR, CSC or COO (products with a dense vector need no canonical format), its
+    duplicate entries summed (on a copy) where it may hold any, so that the values checked are ``X``'s.
     """
     _reject_strings("X", X)
     _reject_complex("X", X)
     if is_sparse(X):
         _check_sparse_structure("X", X)
         X = _without_slack(X)
+        if X.format in ("csr", "csc", "coo") and not X.has_canonical_format:
+            # two stored 1.5e308 at one place are an inf of X (fit refused it) that the stored values' check
+            # passed: predict returned 5e307, score 0.0
+            X = X.copy()
+            with np.errstate(over="ignore", invalid="ignore"):
+                X.sum_duplicates()
     with np.errstate(invalid="ignore", over="ignore"):  # (see assert_all_finite)
         return validate_data(
             estimator, X, reset=False, accept_sparse=("csr", "csc", "coo"), dtype=list(FLOAT_DTYPES), order="C"

@@ -542,3 +542,21 @@ def test_qr_on_too_wide_sparse_x_is_a_clear_memory_error(monkeypatch):
     X = sp.random(50, 2**14, density=0.001, format="csr", random_state=0)
     with pytest.raises(MemoryError, match="solver='qr' densifies blocks"):
         LinearRegressor(solver="qr").fit(X, np.arange(50.0))
+
+
+@pytest.mark.parametrize("fmt", ["coo", "csr", "csc"])
+@pytest.mark.parametrize("call", ["predict", "score"])
+def test_duplicate_entries_that_sum_to_inf_are_refused_at_predict_as_at_fit(rng, fmt, call):
+    # Two stored 1.5e308 at one place are an inf of X (X.toarray() holds it, and fit refuses it); predict checked
+    # the stored values one by one and returned 5e307, score 0.0 with NumPy's overflow warning
+    est = LinearRegressor().fit(rng.normal(size=(50, 2)), rng.normal(size=50))
+    parts = ([1.5e308, 1.5e308, 1.0], [0, 0, 1], [0, 2, 3])  # row (or column) 0 stores index 0 twice
+    X = {"coo": lambda: sp.coo_array((parts[0], (parts[1], parts[1])), shape=(2, 2)),
+         "csr": lambda: sp.csr_array(parts, shape=(2, 2)), "csc": lambda: sp.csc_array(parts, shape=(2, 2))}[fmt]()
+    X_before = X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="X contains infinity"):
+            est.predict(X) if call == "predict" else est.score(X, np.zeros(2))
+    np.testing.assert_array_equal(X.data, X_before.data)  # (summed on a copy)
+    assert X.nnz == 3
