@@ -76,7 +76,7 @@ def test_dtype_match_cholesky():
     assert_almost_equal(ridge_32.coef_, ridge_64.coef_, decimal=5)
 
 
-@pytest.mark.parametrize("array_namespace, device_name, dtype_name", yield_namespace_device_dtype_combinations())
+@pytest.mark.parametrize("array_namespace, device_name, dtype_name", list(yield_namespace_device_dtype_combinations()))
 def test_ridge_per_target_alpha_array_api(array_namespace, device_name, dtype_name):
     if array_namespace != "numpy":
         pytest.skip(f"not applicable: {array_namespace} is not installed and fastopt has no array-API dispatch")
