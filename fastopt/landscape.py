@@ -49,6 +49,7 @@ MAX_STARTS = 2**20  # find_critical_points' starts: each a root finding (2**40 a
 # about sqrt(eps)), hence 0.01 sqrt(eps).
 _EIG_RTOL_JAC = 1e2
 _EIG_SAFETY = 4.0
+_EIG_RTOL_POSITION = 1e2
 _EIG_RTOL_EXACT = 1e-2
 
 
@@ -371,7 +372,9 @@ def classify_critical_point(
         Eigenvalues with ``|lambda| <= eig_tol`` count as zero. Default ``0.01 sqrt(eps) max(1, |lambda|_max)``
         for an exact ``hess``; ``100 eps**(2/3) max(1, |lambda|_max)`` for differences of ``jac`` (their error
         is about ``eps**(2/3)`` of the gradient's scale). For second differences of ``fun`` (steps ``h``), the
-        larger of that and 4 times their own error, estimated at ``x`` (``2n**2 + 1`` more calls of ``fun``): the
+        largest of that, ``100 sqrt(eps) max(1, |f(x)|)`` (1.5e-6 in float64 at unit scale: ``x`` is a root
+        finder's, and along a degenerate direction the curvature moves with its distance from the critical
+        point), and 4 times the differences' own error, estimated at ``x`` (``2n**2 + 1`` more calls of ``fun``): the
         truncation measured by repeating them with steps ``h / 2``, ``4/3 ||H(h) - H(h/2)||_2``, plus the
         rounding, ``4 n eps max|f| / min(h)**2`` over the values read. Beside a curvature ``lambda`` those values
         are about ``lambda h**2``, so rounding costs about ``eps lambda``: ``1e6 x**2 + y**2`` at 0 is a minimum,
@@ -427,8 +430,13 @@ def classify_critical_point(
             # margin is for higher-order terms), but never finer than differences of an exact gradient resolve.
             # 100 sqrt(eps) max(1, |lambda|_max, |f|) took their error beside a large curvature for sqrt(eps)
             # |lambda|_max: 1e6 x^2 + y^2 at 0 was "degenerate" (eig_tol 3 beside the eigenvalue 2, which the
-            # differences get to 1e-9), though condition_number gave 1e6.
+            # differences get to 1e-9), though condition_number gave 1e6. And never below sqrt(eps) at f's own
+            # scale (the former tolerance without |lambda|_max): x comes from a root finder, and along a degenerate
+            # direction a third derivative moves the curvature with x's distance from the critical point, which no
+            # difference at x measures (the cubic's inflection, found at x = -6.7e-10, had the eigenvalue -4e-9
+            # and was called a maximum on 6 of 40 seeds of find_critical_points).
             eig_tol = max(_EIG_RTOL_JAC * eps ** (2 / 3) * curvature,
+                          _EIG_RTOL_POSITION * np.sqrt(eps) * max(1.0, abs(f0)),
                           _EIG_SAFETY * _second_difference_error(fun, x, args, H, h, f_max))
     pos, neg = lam > eig_tol, lam < -eig_tol
 
