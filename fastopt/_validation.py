@@ -410,18 +410,32 @@ def _narrowed(name: str, a: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
+def _sums_may_overflow(X) -> bool:
+    """Whether duplicate entries of sparse ``X`` (float32 or else float64 once validated) may add up beyond that
+    dtype's range: ``nnz max|data|`` reaches it. A COO matrix built from triplets is never flagged canonical,
+    duplicates or not: summing them on a copy every call (a sort) made predict on 1e7 stored values 57 times
+    slower."""
+    if X.nnz == 0 or X.data.dtype.kind not in "fiu":
+        return False
+    top = np.finfo(np.float32 if X.data.dtype == np.float32 else np.float64).max
+    with np.errstate(over="ignore", invalid="ignore"):
+        largest = max(float(np.max(X.data)), -float(np.min(X.data)))  # (no |data| copy)
+    return not (largest * X.nnz < top)
+
+
 def check_predict_data(estimator, X) -> np.ndarray:
     """Validate ``X`` for ``predict``: same feature count (and names) as at fit time.
 
     Sparse ``X`` comes back as CSR, CSC or COO (products with a dense vector need no canonical format), its
-    duplicate entries summed (on a copy) where it may hold any, so that the values checked are ``X``'s.
+    duplicate entries summed (on a copy) where they may add up beyond the float range, so that the values
+    checked are ``X``'s.
     """
     _reject_strings("X", X)
     _reject_complex("X", X)
     if is_sparse(X):
         _check_sparse_structure("X", X)
         X = _without_slack(X)
-        if X.format in ("csr", "csc", "coo") and not X.has_canonical_format:
+        if X.format in ("csr", "csc", "coo") and not X.has_canonical_format and _sums_may_overflow(X):
             # two stored 1.5e308 at one place are an inf of X (fit refused it) that the stored values' check
             # passed: predict returned 5e307, score 0.0
             X = X.copy()

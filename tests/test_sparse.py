@@ -560,3 +560,18 @@ def test_duplicate_entries_that_sum_to_inf_are_refused_at_predict_as_at_fit(rng,
             est.predict(X) if call == "predict" else est.score(X, np.zeros(2))
     np.testing.assert_array_equal(X.data, X_before.data)  # (summed on a copy)
     assert X.nnz == 3
+
+
+@pytest.mark.parametrize("fmt", ["coo", "csr"])
+def test_predict_copies_no_duplicate_free_sparse_X_whose_sums_cannot_overflow(rng, fmt):
+    # A COO matrix built from triplets is never flagged canonical: summing its duplicates on a copy at every
+    # call (a sort) made predict on 1e7 stored values 57 times slower. Only values that could add up beyond the
+    # float range are summed first.
+    from fastopt._validation import check_predict_data
+
+    est = LinearRegressor().fit(rng.normal(size=(50, 3)), rng.normal(size=50))
+    parts = (rng.normal(size=4), np.array([2, 0, 1, 2]), np.array([0, 2, 4]))  # unsorted indices
+    X = (sp.coo_array((parts[0], (np.array([0, 0, 1, 1]), parts[1])), shape=(2, 3)) if fmt == "coo"
+         else sp.csr_array(parts, shape=(2, 3)))
+    assert not X.has_canonical_format
+    assert np.shares_memory(check_predict_data(est, X).data, X.data)
