@@ -795,18 +795,32 @@ def robust_rho(r: np.ndarray, loss: str, epsilon: float) -> np.ndarray:
 ROBUST_STEP_FRACTIONS = (1.0, 0.5, 0.25)
 
 
-def best_step(f: float, losses, W: float, coef: np.ndarray, delta: np.ndarray, alpha) -> tuple[float, float | None]:
-    """``(min(f, f(p + tau delta)), tau)`` over ``ROBUST_STEP_FRACTIONS``: ``losses`` the weighted loss sums at
-    those points (divided by the weights' total ``W``) plus the ridge at ``coef + tau delta``, the best point of
-    the step from ``p`` (objective ``f``) and the fraction that reached it (None when none went below ``f``), for
-    :func:`robust_gap` and, over chunks, ``_sweeps.stream_robust_gap``."""
-    best, taken = f, None
-    for tau, loss in zip(ROBUST_STEP_FRACTIONS, losses, strict=True):
+def best_step(f: float, changes, W: float, coef: np.ndarray, delta: np.ndarray, alpha) -> tuple[float, float | None]:
+    """``(min(f, f(p + tau delta)), tau)`` over ``ROBUST_STEP_FRACTIONS``: ``changes`` the weighted sums of the
+    loss's change at those points (:func:`rho_change`; divided by the weights' total ``W``) plus the ridge's
+    change at ``coef + tau delta``, the best point of the step from ``p`` (objective ``f``) and the fraction that
+    reached it (None when none went below ``f``), for :func:`robust_gap` and, over chunks,
+    ``_sweeps.stream_robust_gap``. Judged by the changes, not by the objectives: beside rows of 1e25 the
+    objective (1e23) rounds away the other rows' whole decrease, and the step was never taken."""
+    here = 0.5 * float(coef @ (alpha * coef))
+    best, taken = 0.0, None
+    for tau, change in zip(ROBUST_STEP_FRACTIONS, changes, strict=True):
         moved = coef + tau * delta
-        value = loss / W + 0.5 * float(moved @ (alpha * moved))
+        value = change / W + (0.5 * float(moved @ (alpha * moved)) - here)
         if value < best:
             best, taken = value, tau
-    return best, taken
+    return f + best, taken
+
+
+def rho_change(r: np.ndarray, dr: np.ndarray, loss: str, epsilon: float) -> np.ndarray:
+    """``robust_rho(r + dr) - robust_rho(r)``, exact where both lie on one linear branch (``epsilon sign(r) dr``
+    for Huber beyond ``epsilon``, ``sign(r) dr`` for the absolute error), where the difference of two values of
+    ``|r|`` rounds the change away (``r`` of 1e25 moved by 1)."""
+    new = r + dr
+    knee = 0.0 if loss != "huber" else epsilon
+    linear = (np.abs(r) > knee) & (np.abs(new) > knee) & (np.sign(r) == np.sign(new))
+    slope = 1.0 if loss != "huber" else epsilon
+    return np.where(linear, slope * np.sign(r) * dr, robust_rho(new, loss, epsilon) - robust_rho(r, loss, epsilon))
 
 
 def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points):
@@ -1021,8 +1035,8 @@ def _reweighted_step(data, s, W, coef, r, here, terms, alpha, fit_intercept, los
     if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
         return None
     q = _linear(X, delta, delta_b)  # the residuals' change along the step
-    losses = [float(s @ robust_rho(r + tau * q, loss, epsilon)) for tau in ROBUST_STEP_FRACTIONS]
-    value, tau = best_step(here, losses, W, coef, delta, alpha)
+    changes = [float(s @ rho_change(r, tau * q, loss, epsilon)) for tau in ROBUST_STEP_FRACTIONS]
+    value, tau = best_step(here, changes, W, coef, delta, alpha)
     return value, tau, delta, q, float(delta_b)
 
 
@@ -1067,24 +1081,25 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
             f, gain, scale, target = _worst_robust_target(data, sw, p, alpha, fit_intercept, params, f, gain, scale)
         elif params["loss"] == "huber" and not (np.isfinite(gain) and gain > alarm_level(f, scale)):
             f, gain, scale, far, kept = _far_rows_capped(data.X, data.Y[:, 0], sw, alpha, float(params["epsilon"]),
-                                                         points[0], f, gain, scale)
+                                                         points[0], f, gain, scale, fit_intercept)
     unit = None
     if data.Y.dtype != np.float64:
         rounding = rounding_loss(data.Y, sw, params["loss"], float(params["epsilon"]), kept)
         if gain <= (rounding.sum() if target is None else rounding[target]):
-            unit = float(np.max(np.spacing(np.abs(data.Y if kept is None else data.Y[kept])))) / 2.0
+            unit = float(np.max(np.spacing(np.abs(data.Y if kept is None else data.Y[kept]))))
     warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
                 target=target, far=far, unit=unit)
 
 
 def rounding_loss(Y: np.ndarray, w, loss: str, epsilon: float, rows: np.ndarray | None = None) -> np.ndarray:
-    """Per target, the loss of residuals of half a unit in the last place of the targets in their dtype (float32:
+    """Per target, the loss of residuals of 1.5 units in the last place of the targets in their dtype (float32:
     the fit's precision), averaged with the weights ``w`` (None: ones) over the rows, on ``rows`` only (a mask)
-    when given: the most a fit's loss can be above its minimum for the targets' rounding alone. A float32 fit's
-    targets and predictions are held to that unit: beside targets of 1e7 (units of 1) the plateau check, in
-    float64, found decreases of half its objective that fitted the rounding, and warned at fits whose loss on
-    the float64 targets was below its value at their minimiser."""
-    u = np.spacing(np.abs(Y)).astype(np.float64) / 2.0
+    when given: how far a fit's loss can be above its minimum for rounding alone, half a unit the targets' own
+    and a unit the intercept's (of the targets' size, it loses steps under half its unit). Beside targets of 1e7
+    (units of 1) the plateau check, in float64, found decreases of half its objective that fitted the rounding,
+    and warned at fits whose loss on the float64 targets was below its value at their minimiser; beside targets
+    of 1e9 a fit stopped a whole unit (64) off, its intercept stuck."""
+    u = 1.5 * np.spacing(np.abs(Y)).astype(np.float64)
     per = u * u / 2.0 if loss == "squared_error" else robust_rho(u, loss, epsilon)
     weights = np.ones(Y.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
     if rows is not None:
@@ -1093,15 +1108,17 @@ def rounding_loss(Y: np.ndarray, w, loss: str, epsilon: float, rows: np.ndarray 
 
 
 def _far_rows_capped(X, y: np.ndarray, sw, alpha, epsilon: float, point: tuple, f: float, gain: float,
-                     scale: float) -> tuple[float, float, float, int | None, np.ndarray | None]:
+                     scale: float, fit_intercept: bool = True) -> tuple[float, float, float, int | None,
+                                                                        np.ndarray | None]:
     """``(f, gain, scale, far, kept)`` for :func:`warn_if_far` of a one-target Huber fit (targets ``y``) judged
     without its ``far`` rows far out (``kept`` the others, a mask), those whose residual at the fit is beyond
     ``FAR_ROW_CAP`` times the smaller of the residuals' clipped mean (:func:`residual_scale`) and their
     ``FAR_ROW_QUANTILE`` quantile: the objective of the other rows at the fit, its decrease to the last point
-    :func:`robust_gap`'s rounds reached (``point``: the residuals and coefficients at the fit and at that point),
-    and the rule's loss scale shrunk by the ratio of that objective to the whole, at least ``PLATEAU_FLOOR`` times
-    the other rows' loss about their median.
-    Unchanged (``far`` and ``kept`` None) where no row is that far.
+    :func:`robust_gap`'s rounds reached (``point``: the residuals and coefficients at the fit and at that point)
+    or to the best constant model (their median; 0 without an intercept) where that lowers the whole objective,
+    whichever is larger, and the rule's loss scale shrunk by the ratio of that objective to the whole, at least
+    ``PLATEAU_FLOOR`` times the other rows' loss about their median. Unchanged (``far`` and ``kept`` None) where
+    no row is that far.
 
     A far row's term, ``epsilon |r| / n``, dominates the objective and the rule's scale, and the alarm, relative
     to them, let default fits stop with the other rows' loss 10-1e6 times its value at the minimiser, silently
@@ -1130,9 +1147,16 @@ def _far_rows_capped(X, y: np.ndarray, sw, alpha, epsilon: float, point: tuple, 
         near = _robust_objective(kept, n, r, coef, alpha, "huber", epsilon)
         reached = _robust_objective(kept, n, r_moved, coef_moved, alpha, "huber", epsilon)
         null = float(kept @ robust_rho(y - _weighted_quantile(y, kept, 0.5), "huber", epsilon)) / n
+        constant = _weighted_quantile(y, kept, 0.5) if fit_intercept else 0.0
+        origin = float(kept @ robust_rho(y - constant, "huber", epsilon)) / n
+        whole = float(w @ robust_rho(y - constant, "huber", epsilon)) / n
     if not (np.isfinite(near) and 0 < near < f):
         return f, gain, scale, None, None
-    found = max(near - reached, 0.0) if np.isfinite(reached) else 0.0
+    # Beside rows of 1e25 the reweighted step came back 0, and fits whose other rows' loss was 1e16 times its
+    # minimum (coefficients of 4e13) found no decrease: the constant model's is one where it lowers the whole
+    # objective too, as the reweighted point does (the minimiser itself may fit the other rows worse than a
+    # constant: 3 far rows among 20 beside one-hot columns, no intercept, 8.6 times).
+    found = max(near - reached if np.isfinite(reached) else 0.0, near - origin if whole < f else 0.0, 0.0)
     return (near, found, max(scale * near / f, PLATEAU_FLOOR * null), int(np.count_nonzero((a > cap) & (w > 0))),
             a <= cap)
 
@@ -1237,8 +1261,8 @@ def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "s
     the objective ``f`` itself): only an unfinished fit can be that far. It names the exact solver of ``loss``
     and how the bound was found (``reweighted``: :func:`robust_gap`'s step, else :func:`plateau_gap`'s), and the
     ``far`` rows left out of the objective judged (:func:`_far_rows_capped`). ``unit``: the bound is within the
-    loss of the targets' rounding to float32 (:func:`rounding_loss`), half a unit in the last place of the
-    largest being ``unit``, and the warning names the precision, not the conditioning."""
+    loss of the targets' rounding to float32 (:func:`rounding_loss`), a unit in the last place of the largest
+    being ``unit``, and the warning names the precision, not the conditioning."""
     scale = max(scale, f)
     how = ("a point that a reweighted least-squares step from the fit reaches" if reweighted
            else "a lower bound from a few conjugate-gradient steps on it")
@@ -1252,7 +1276,7 @@ def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "s
                  "one-hot levels; solver='adam', 'adagrad' or 'sgd' finish there), or " + cause)
     advice = f"{EXACT_SOLVER[loss]}; or standardise X."
     if unit is not None:
-        cause = (f"the targets, rounded to float32 as X is, are held to about {unit:.2g} (half a unit in the last "
+        cause = (f"the targets, rounded to float32 as X is, are held to units of about {unit:.2g} (in the last "
                  "place of the largest), and so is the fit: a decrease this small may be that rounding's")
         advice = "Pass X as float64 to fit these targets to their own precision."
     if np.isfinite(gain) and gain > alarm_level(f, scale):

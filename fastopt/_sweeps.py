@@ -45,6 +45,7 @@ from fastopt._chunks import (
 from fastopt._iterative_lr import (
     RESIDUAL_CLIP,
     RESIDUAL_CLIP_ROUNDS,
+    clipped_mean_step,
     floors_rare_columns,
     held_out_curvatures,
     ridge_per_column,
@@ -632,11 +633,14 @@ def robust_part(checker, X, y, sample_weight, where: str, mean: float, loss: str
     :class:`fastopt._krylov.Pass`. ``mode``: ``"loss"`` ``(0, sum w rho(r), sum w)``; ``"first"``
     ``(sum w psi(r) x, sum w rho(r), sum w psi(r))``; ``"moments"`` the reweighted columns' sums
     ``(sum w omega x, ., sum w omega, sum w omega x^2)``; ``"hessian"`` (``args``: ``v``, ``shift``) the fused
-    pass with row weights ``w omega``; ``"eval"`` (``args``: ``delta``, ``delta_b``) the losses
-    ``sum w rho(r + tau (X delta + delta_b))`` for the step fractions ``tau``, as ``z``; ``"spread"`` the
+    pass with row weights ``w omega``; ``"eval"`` (``args``: ``delta``, ``delta_b``) the losses' changes
+    ``sum w (rho(r + tau q) - rho(r))``, ``q = X delta + delta_b`` (:func:`fastopt._iterative.rho_change`), for
+    the step fractions ``tau``, as ``z``; ``"spread"`` the
     weighted histogram of ``|r|`` (:func:`_spread`, ``., sum w |r|``); ``"near"`` (``args``: ``cap``, ``coef2``,
-    ``intercept2``) over the rows with ``|r| <= cap``, the losses at the point and at ``(coef2, intercept2)`` and
-    the number of the other rows of positive weight, as ``z`` (``., sum of their weights``)."""
+    ``intercept2``) over the rows with ``|r| <= cap``, the losses at the point and at ``(coef2, intercept2)``,
+    the number of the other rows of positive weight and the weighted sum of their targets, as ``z`` (``., sum of
+    their weights``); ``"origin"`` (``args``: ``cap``, ``c``) the loss of the constant prediction ``c`` over the
+    same rows and over all, as ``z``."""
     from fastopt import _krylov
 
     data = check_chunk(checker, X, y, sample_weight, where)
@@ -648,18 +652,22 @@ def robust_part(checker, X, y, sample_weight, where: str, mean: float, loss: str
     if mode == "spread":
         a = np.abs(r)
         return _krylov.Pass(_spread(a, w), 0.0, float(w @ a))
-    if mode == "near":  # args: the limit, the other point's coefficients and intercept
-        cap, moved, b_moved = args
+    if mode in ("near", "origin"):  # args: the limit, then the other point's coefficients and intercept, or a
+        cap, *point = args  # constant prediction
         kept = np.where(np.abs(r) <= cap, w, 0.0)
-        there = _iterative._linear(Xc, moved, b_moved) - data.Y[:, target].astype(np.float64)
+        y_t = data.Y[:, target].astype(np.float64)
+        if mode == "origin":
+            losses = _iterative.robust_rho(y_t - point[0], loss, epsilon)
+            return _krylov.Pass(np.array([float(kept @ losses), float(w @ losses)]), 0.0, 0.0)
+        there = _iterative._linear(Xc, *point) - y_t
         far = float(np.count_nonzero((kept == 0) & (w > 0)))
         return _krylov.Pass(np.array([float(kept @ _iterative.robust_rho(r, loss, epsilon)),
-                                      float(kept @ _iterative.robust_rho(there, loss, epsilon)), far]),
-                            0.0, float(kept.sum()))
+                                      float(kept @ _iterative.robust_rho(there, loss, epsilon)), far,
+                                      float(kept @ y_t)]), 0.0, float(kept.sum()))
     if mode == "eval":
         delta, delta_b = args
         q = _iterative._linear(Xc, delta, delta_b)
-        return _krylov.Pass(np.array([float(w @ _iterative.robust_rho(r + tau * q, loss, epsilon))
+        return _krylov.Pass(np.array([float(w @ _iterative.rho_change(r, tau * q, loss, epsilon))
                                       for tau in _iterative.ROBUST_STEP_FRACTIONS]), 0.0, 0.0)
     psi, omega = _iterative.reweight(r, loss, epsilon, mu)
     if mode == "first":
@@ -716,33 +724,36 @@ def stream_robust_gap(fused, p: np.ndarray, k: int, alpha, fit_intercept: bool, 
                 _, delta, delta_b = model.descend(first.z, first.se, c, steps)
                 if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
                     return None
-                losses = fused("eval", j, c, b, mu, delta, delta_b).z
-                value, tau = _iterative.best_step(here, losses, W, c, delta, alpha)
+                changes = fused("eval", j, c, b, mu, delta, delta_b).z
+                value, tau = _iterative.best_step(here, changes, W, c, delta, alpha)
                 if tau is not None:  # moved; the next mu from the loss there
                     at = _iterative.ROBUST_STEP_FRACTIONS.index(tau)
-                    point[:] = c + tau * delta, b + tau * delta_b, float(losses[at])
+                    point[:] = c + tau * delta, b + tau * delta_b, loss_sum + float(changes[at])
                 return value, tau
 
             gain += objectives[j] - _iterative.reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
         if k == 1 and loss == "huber" and alarm is not None and not (np.isfinite(gain) and gain > alarm):
             # (the point in the fit's precision: p's dtype)
             moved = [point[0].astype(p.dtype).astype(np.float64), float(np.asarray(point[1], dtype=p.dtype))]
-            return _far_rows_judged(fused, coef[0], float(intercept[0]), moved, alpha, totals[0].se, f, gain, scale)
+            return _far_rows_judged(fused, coef[0], float(intercept[0]), moved, alpha, totals[0].se, f, gain, scale,
+                                    fit_intercept)
     except ValueError:
         return None
     return f, gain
 
 
 def _far_rows_judged(fused, coef: np.ndarray, intercept: float, point: list, alpha, W: float, f: float, gain: float,
-                     scale: float):
+                     scale: float, fit_intercept: bool = True):
     """:func:`fastopt._iterative._far_rows_capped` over chunks, for :func:`stream_robust_gap` of one Huber target
     at ``(coef, intercept)`` (objective ``f``, decrease ``gain``, loss scale ``scale``; ``point`` the reweighted
     rounds' last coefficients and intercept; ``W`` the weights' total): ``(f, gain, scale, far)`` judged without
     the rows far out, or ``(f, gain)`` where none is. Two more reads of the chunks: the residuals' weighted
     histogram (``SPREAD_STEPS`` bins an octave, each with its weights' total and its weighted ``|r|`` sum), from
     which the clipped mean (exact but for the one bin the clip falls in) and the 75th percentile (its bin's upper
-    edge) give the limit; then the loss of the other rows at the fit and at the point. The quantile's floor
-    (the other rows' loss about their median) is not taken: it needs another read."""
+    edge) give the limit; then the loss of the other rows at the fit and at the point, and at their weighted mean
+    (0 without an intercept), a third read, the constant model that in memory is their median (counted where
+    it lowers the whole objective). The scale's floor
+    (the other rows' loss about their median) is not taken."""
     cap = _iterative.FAR_ROW_CAP * min(spread_scales(fused("spread", 0, coef, intercept, 0.0)))
     if not (np.isfinite(cap) and cap > 0):
         return f, gain
@@ -755,7 +766,11 @@ def _far_rows_judged(fused, coef: np.ndarray, intercept: float, point: list, alp
     reached = float(near.z[1]) / W + 0.5 * float(moved @ (alpha * moved))
     if not (np.isfinite(here) and 0 < here < f):
         return f, gain
-    return here, max(here - reached, 0.0) if np.isfinite(reached) else 0.0, scale * here / f, far
+    constant = float(near.z[3]) / float(near.se) if fit_intercept and near.se > 0 else 0.0
+    origin, whole = (float(v) / W for v in fused("origin", 0, coef, intercept, 0.0, cap, constant).z)
+    # (where it lowers the whole objective too, as in memory)
+    found = max(here - reached if np.isfinite(reached) else 0.0, here - origin if whole < f else 0.0, 0.0)
+    return here, found, scale * here / f, far
 
 
 def spread_scales(spread) -> tuple[float, float]:
@@ -766,8 +781,13 @@ def spread_scales(spread) -> tuple[float, float]:
     weights, sums = np.split(spread.z, 2)
     W = float(np.sum(weights))
     s = float(spread.se) / W  # (se: the weighted |r| sum)
+    lower = _spread_edges()[0]
     for _ in range(RESIDUAL_CLIP_ROUNDS):
-        new = spread_mean(weights, sums, RESIDUAL_CLIP * s) / W
+        t = RESIDUAL_CLIP * s
+        above = lower >= t  # (bins wholly above the clip; the rest's sums lie above their clipped part, so the
+        # line through them lies above the map, as residual_scale's)
+        new = min(spread_mean(weights, sums, t) / W,
+                  clipped_mean_step(float(np.sum(sums[~above])), float(np.sum(weights[above])), W, t))
         settled, s = not new < s * (1.0 - 1e-3), new
         if settled:
             break

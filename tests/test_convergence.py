@@ -2978,3 +2978,34 @@ def test_a_float32_least_squares_fit_held_by_its_targets_rounding_names_the_prec
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         LinearRegressor(solver="sgd", random_state=0).fit(X.astype(np.float64), y)
+
+
+@pytest.mark.parametrize("size", [1e8, 1e25, 1e300])
+def test_the_clipped_mean_reaches_its_fixed_point_beside_rows_far_out(size):
+    # Plain rounds fall by p C a round while rows of weight p stay clipped (0.75 here): 64 of them left three rows
+    # of 1e25 among 400 at a scale of 7.6e14 where the others' mean fits, the start's rate diverged in fit_stream
+    # and in-memory fits ended with coefficients of 4e13. Each round now steps to the fixed point of the line.
+    from fastopt._iterative_lr import RESIDUAL_CLIP, residual_scale
+
+    rng = np.random.default_rng(0)
+    r = np.abs(rng.normal(size=400))
+    r[:3] = size
+    s = residual_scale(r[:, None], np.ones(400))
+    expected = float(np.mean(r[3:])) * 397 / 400 / (1 - 3 * RESIDUAL_CLIP / 400)  # s = (sum r_in + 3 C s) / 400
+    assert s == pytest.approx(expected, rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(r=st.floats(-1e30, 1e30), dr=st.floats(-1e3, 1e3), loss=st.sampled_from(["huber", "absolute_error"]))
+def test_rho_change_is_the_difference_of_the_losses_and_exact_on_a_linear_branch(r, dr, loss):
+    # The reweighted step's points are judged by the loss's change (best_step): beside rows of 1e25 the objective
+    # (1e23) rounded the other rows' whole decrease away, and the step was never taken
+    a, b = np.array([r]), np.array([dr])
+    got = float(_iterative.rho_change(a, b, loss, 1.35)[0])
+    slope = 1.35 if loss == "huber" else 1.0
+    knee = 1.35 if loss == "huber" else 0.0
+    if abs(r) > knee and abs(r + dr) > knee and np.sign(r) == np.sign(r + dr):
+        assert got == slope * np.sign(r) * dr
+    else:
+        direct = float(_iterative.robust_rho(a + b, loss, 1.35)[0] - _iterative.robust_rho(a, loss, 1.35)[0])
+        assert got == direct

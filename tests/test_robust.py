@@ -1429,7 +1429,7 @@ def test_a_few_large_targets_among_zeros_set_no_robust_rate(loss, solver):
 @pytest.mark.parametrize("solver", ["sgd", "momentum", "rmsprop", "adam"])
 @pytest.mark.parametrize(("n", "d", "offset", "noise", "far", "size"), [
     (4000, 8, 1e4, 1.0, 1, 1e12), (300, 3, 0.0, 0.1, 5, 1e8), (1000, 5, 1e4, 0.1, 15, 1e6),
-    (1000, 3, 0.0, 0.1, 120, 1e8)])
+    (1000, 3, 0.0, 0.1, 120, 1e8), (400, 3, 1e4, 0.1, 3, 1e25)])
 def test_a_fit_stopped_far_from_the_minimum_beside_far_outliers_warns(solver, n, d, offset, noise, far, size):
     # Targets offset by 1e4 beside one outlier of 1e12: the plateau rule stopped default fits after 6 epochs with
     # the other rows' loss 30-1,000 times its value at the minimiser, and the far-from-optimum alarm, relative to
@@ -1437,7 +1437,8 @@ def test_a_fit_stopped_far_from_the_minimum_beside_far_outliers_warns(solver, n,
     # times the residuals' clipped mean capped there: a fit either ends near the minimum or warns. Five rows of
     # 1e8 among 300 (1.7% of them, so in the clipped mean) left SGD's other rows at 6e5 times that loss, silently:
     # far rows are also those beyond 100 times the residuals' 75th percentile, and so are 12% of the rows at 1e8
-    # (silent beside the 90th percentile: 2e4-9e4 times).
+    # (silent beside the 90th percentile: 2e4-9e4 times). Beside rows of 1e25 the reweighted step came back 0
+    # (the other rows at 1e16 times, silently): the constant model is a point too.
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, d))
     y = offset + X @ rng.normal(size=d) + noise * rng.normal(size=n)
@@ -1476,7 +1477,8 @@ def test_a_float32_fit_held_by_its_targets_rounding_names_the_precision(seed, so
 @pytest.mark.parametrize("how", ["stream", "dask"])
 @pytest.mark.parametrize("solver", ["sgd", "rmsprop"])
 @pytest.mark.parametrize(("n", "d", "offset", "noise", "far", "size"), [
-    (4000, 8, 1e4, 1.0, 1, 1e12), (300, 3, 0.0, 0.1, 5, 1e8), (1000, 5, 1e4, 0.1, 15, 1e6)])
+    (4000, 8, 1e4, 1.0, 1, 1e12), (300, 3, 0.0, 0.1, 5, 1e8), (1000, 5, 1e4, 0.1, 15, 1e6),
+    (400, 3, 1e4, 0.1, 3, 1e25)])
 def test_a_streamed_fit_stopped_far_from_the_minimum_beside_far_outliers_warns(how, solver, n, d, offset, noise,
                                                                                far, size):
     # fit_stream's and Dask's check of a plateau stop judged the whole objective only: these fits ended with the
@@ -1535,3 +1537,16 @@ def test_an_absolute_error_fit_at_its_minimum_beside_an_off_row_warns_nothing(so
         warnings.simplefilter("error", ConvergenceWarning)
         fit = LinearRegressor(solver=solver, loss="absolute_error", random_state=0).fit(X, y)
     np.testing.assert_allclose(fit.coef_, [1.0, -2.0, 0.5], atol=1e-4)
+
+
+def test_a_float32_fit_a_unit_off_beside_targets_of_1e9_names_the_precision():
+    # Targets of 1e9 are all 1e9 in float32 (units of 64): an AdaGrad fit stopped with its intercept a whole unit
+    # off (steps under half its unit are lost), beyond half a unit's loss, and the warning blamed the conditioning
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 4))
+    y = 1e9 + X @ rng.normal(size=4) * 3 + rng.normal(size=500)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LinearRegressor(solver="adagrad", loss="huber", random_state=0).fit(X.astype(np.float32), y)
+    plateau = [str(w.message) for w in caught if "stopped at a loss plateau" in str(w.message)]
+    assert plateau and all("rounded to float32" in m for m in plateau)
