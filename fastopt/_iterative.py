@@ -178,11 +178,34 @@ def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, t
     return status, t, loss, bad
 
 
-def csr_period(X, k: int, batch_size: int) -> int:
+def csr_period(X, k: int, batch_size: int, every_coordinate: bool = False) -> int:
     """The steps of one slice of a CSR epoch (:func:`run_epoch_csr`): about ``SLICE_WORK`` stored values, at least
-    ``d``, at most ``SLICE_STEPS`` steps."""
-    per_step = max(1, batch_size * k * (-(-X.nnz // max(1, X.shape[0])) + 1))
-    return max(1, min(max(SLICE_WORK, X.shape[1] * k) // per_step, SLICE_STEPS))
+    ``d``, at most ``SLICE_STEPS`` steps; a step on every coordinate (:func:`csr_steps_every_coordinate`) counts
+    its ``d k`` values too. Sized by the stored values alone, exact Adam's slice on 2^20 hashed columns held 8,400
+    steps, more than an epoch, and Ctrl-C waited 4-14 s for it."""
+    d = X.shape[1]
+    per_step = max(1, batch_size * k * (-(-X.nnz // max(1, X.shape[0])) + 1) + (d * k if every_coordinate else 0))
+    return max(1, min(max(SLICE_WORK, d * k) // per_step, SLICE_STEPS))
+
+
+def csr_steps_every_coordinate(rule: int, hyper, train, lr: float, decay) -> bool:
+    """Whether the CSR kernel steps every coordinate at every step (O(d) a step): the mirror of ``fo_csr_catch``
+    returning ``FO_CATCH_DENSE`` (csrc/epoch_csr.c), which has no closed form for the untouched coordinates.
+    Each weight's own decay (``decay``) stepped every step when ``d`` is small (the kernel's choice) counts as
+    deferred here: a small ``d`` costs little."""
+    positive = bool(train.positive)
+    if decay is not None:
+        if rule == _kernels.Rule.SGD:
+            return False
+        return positive or rule not in (_kernels.Rule.MOMENTUM, _kernels.Rule.NESTEROV)
+    wd = hyper.weight_decay != 0
+    if rule == _kernels.Rule.SGD:
+        return positive and wd and not (1.0 - lr * hyper.weight_decay > 0)
+    if rule in (_kernels.Rule.MOMENTUM, _kernels.Rule.NESTEROV):
+        return positive and wd
+    if rule in (_kernels.Rule.ADAGRAD, _kernels.Rule.RMSPROP):
+        return wd
+    return not train.lazy  # Adam and AdamW
 
 
 def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None, threads=1, decay=None):
@@ -193,7 +216,7 @@ def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, laz
     costs) and at most ``SLICE_STEPS`` steps. ``threads`` (1 or 2, :func:`csr_epoch_threads`) is passed on as the
     kernel's ``n_threads``: the same bits either way; ``decay``, each weight's L2 coefficient (or None), too."""
     m, batch = order.shape[0], train.batch_size
-    period = csr_period(X, Y.shape[1], batch)
+    period = csr_period(X, Y.shape[1], batch, csr_steps_every_coordinate(rule, hyper, train, lr, decay))
     acc = np.zeros(2)
     args = (rule, hyper, train, X, Y, sw)
     first = (period - t % period) * batch  # rows up to the next multiple of period

@@ -73,10 +73,12 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _csr_child(rule, batch, threads, repeats):
+def _csr_child(rule, batch, threads, repeats, d=5000):
     """The same on sparse X: ``repeats`` CSR epochs of 4M rows through run_epoch_csr, on one thread or two (the
     piped epoch, for a rule without deferred updates); seconds either way (the piped SGD epoch takes 0.45 s here,
-    too close to the signal's 0.3 s for one)."""
+    too close to the signal's 0.3 s for one). With ``d`` of 2^20 columns exact Adam steps every one of them at
+    every step (2 ms a step): its slices were sized by the stored values alone, thousands of steps each, and
+    Ctrl-C waited seconds."""
     return textwrap.dedent(f"""
         import sys, time
         import numpy as np
@@ -84,11 +86,13 @@ def _csr_child(rule, batch, threads, repeats):
         from fastopt import optim, _iterative
         from fastopt._iterative import LOSSES, EpochCtl
         spec = optim.make("{rule}", weight_decay={1e-4 if rule == "momentum" else 0.0})
-        X = sp.random(1000, 5000, density=0.01, format="csr", random_state=0)
+        rng = np.random.default_rng(0)  # (sp.random draws among all 1000 d places: a minute at d = 2^20)
+        X = sp.csr_matrix((rng.random(10_000), (np.repeat(np.arange(1000), 10), rng.integers(0, {d}, 10_000))),
+                          shape=(1000, {d}))
         X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
         Y = np.ones((1000, 1))
         order = np.tile(np.arange(1000, dtype=np.int64), 4000)
-        params, state = np.zeros(5001), spec.init_state(5001)
+        params, state = np.zeros({d + 1}), spec.init_state({d + 1})
         train = EpochCtl(batch_size={batch}, loss=LOSSES["squared_error"], epsilon=1.0, clip_norm=None,
                          loss_limit=np.inf)
         print("ready", flush=True)
@@ -102,8 +106,9 @@ def _csr_child(rule, batch, threads, repeats):
     """)
 
 
-@pytest.mark.parametrize("script", [CHILD, _csr_child("momentum", 1, 1, 1), _csr_child("sgd", 2, 2, 10)],
-                         ids=["dense", "csr", "csr-two-threads"])
+@pytest.mark.parametrize("script", [CHILD, _csr_child("momentum", 1, 1, 1), _csr_child("sgd", 2, 2, 10),
+                                    _csr_child("adam", 1, 1, 1, d=2**20)],
+                         ids=["dense", "csr", "csr-two-threads", "csr-every-coordinate"])
 def test_ctrl_c_interrupts_a_long_epoch_within_half_a_second(tmp_path, script):
     # Run outside the checkout: `python -c` puts the working directory first on sys.path, and the checkout's
     # fastopt/ is the unbuilt source, which would shadow the installed package.
