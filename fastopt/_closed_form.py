@@ -388,7 +388,9 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
                 merger.push(states.pop())
         return _merged_or_empty(merger, data, field)
     # Fallback: the BLAS thread limit is process-wide state, so only one call at a time may change and restore
-    # it. A call that finds another one in its parallel section runs its segments serially instead (same result).
+    # it. A call that finds another one in its parallel section runs its segments serially instead, on the
+    # process's BLAS at whatever thread count it has then: the same bits only when that is one (README,
+    # "Bits and the process's BLAS threads").
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
             with _blas_controller().limit(limits=1, user_api="blas"):
