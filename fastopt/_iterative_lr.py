@@ -1348,7 +1348,11 @@ def residual_scale(R: np.ndarray, w: np.ndarray) -> float:
     W = float(np.sum(w))
     best = 0.0
     for j in range(R.shape[1]):
-        r = R[:, j]
+        top = float(np.max(R[:, j])) if R.shape[0] else 0.0
+        # in units of a power of two near the largest (exact): residuals of 1e306-1e308 overflowed the sums,
+        # inf times no clipped weight is NaN, and the scale came back 0
+        unit = float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1)) if np.isfinite(top) and top > 0 else 1.0
+        r = R[:, j] / unit
         s = float(w @ r) / W
         for _ in range(RESIDUAL_CLIP_ROUNDS):  # (decreasing)
             t = RESIDUAL_CLIP * s
@@ -1358,7 +1362,8 @@ def residual_scale(R: np.ndarray, w: np.ndarray) -> float:
             settled, s = not new < s * (1.0 - 1e-3), new
             if settled:
                 break
-        best = max(best, s)
+        with np.errstate(over="ignore"):
+            best = max(best, s * unit)
     return best
 
 

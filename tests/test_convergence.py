@@ -3009,3 +3009,13 @@ def test_rho_change_is_the_difference_of_the_losses_and_exact_on_a_linear_branch
     else:
         direct = float(_iterative.robust_rho(a + b, loss, 1.35)[0] - _iterative.robust_rho(a, loss, 1.35)[0])
         assert got == direct
+
+
+def test_the_clipped_mean_of_residuals_near_the_top_of_float64_is_theirs():
+    # Their weighted sum overflowed: inf times no clipped weight gave NaN, and the scale came back 0 (a second
+    # target's 1 then stood for both); the rounds now run in units of a power of two near the largest
+    from fastopt._iterative_lr import residual_scale
+
+    assert residual_scale(np.array([[1e308], [1e308]]), np.ones(2)) == 1e308
+    assert residual_scale(np.full((1000, 1), 1e306), np.ones(1000)) == pytest.approx(1e306, rel=1e-15)
+    assert residual_scale(np.stack([np.ones(4), np.full(4, 1e308)], axis=1), np.ones(4)) == 1e308
