@@ -747,13 +747,13 @@ def _far_rows_judged(fused, coef: np.ndarray, intercept: float, point: list, alp
     """:func:`fastopt._iterative._far_rows_capped` over chunks, for :func:`stream_robust_gap` of one Huber target
     at ``(coef, intercept)`` (objective ``f``, decrease ``gain``, loss scale ``scale``; ``point`` the reweighted
     rounds' last coefficients and intercept; ``W`` the weights' total): ``(f, gain, scale, far)`` judged without
-    the rows far out, or ``(f, gain)`` where none is. Two more reads of the chunks: the residuals' weighted
-    histogram (``SPREAD_STEPS`` bins an octave, each with its weights' total and its weighted ``|r|`` sum), from
-    which the clipped mean (exact but for the one bin the clip falls in) and the 75th percentile (its bin's upper
-    edge) give the limit; then the loss of the other rows at the fit and at the point, and at their weighted mean
-    (0 without an intercept), a third read, the constant model that in memory is their median (counted where
-    it lowers the whole objective). The scale's floor
-    (the other rows' loss about their median) is not taken."""
+    the rows far out, or ``(f, gain)`` where none is. Up to three more reads of the chunks: the residuals'
+    weighted histogram (``SPREAD_STEPS`` bins an octave, each with its weights' total and its weighted ``|r|``
+    sum), from which the clipped mean (exact but for the one bin the clip falls in) and the 75th percentile (its
+    bin's upper edge) give the limit; the loss of the other rows at the fit and at the point; and their loss at
+    their weighted mean (0 without an intercept), the constant model that in memory is their median (counted
+    where it lowers the whole objective). The scale's floor (the other rows' loss about their median) is not
+    taken."""
     cap = _iterative.FAR_ROW_CAP * min(spread_scales(fused("spread", 0, coef, intercept, 0.0)))
     if not (np.isfinite(cap) and cap > 0):
         return f, gain
