@@ -1106,7 +1106,7 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
             f, gain, scale, far, kept = _far_rows_capped(data.X, data.Y[:, 0], sw, alpha, float(params["epsilon"]),
                                                          points[0], f, gain, scale, fit_intercept)
     unit = None
-    if data.Y.dtype != np.float64:
+    if data.Y.dtype != np.float64 and np.isfinite(gain) and gain > alarm_level(f, scale):  # (the warning's wording)
         rounding = rounding_loss(data.Y, sw, params["loss"], float(params["epsilon"]), kept)
         if gain <= (rounding.sum() if target is None else rounding[target]):
             unit = float(np.max(np.spacing(np.abs(data.Y if kept is None else data.Y[kept]))))
@@ -1169,8 +1169,9 @@ def _far_rows_capped(X, y: np.ndarray, sw, alpha, epsilon: float, point: tuple, 
         kept = np.where(a <= cap, w, 0.0)
         near = _robust_objective(kept, n, r, coef, alpha, "huber", epsilon)
         reached = _robust_objective(kept, n, r_moved, coef_moved, alpha, "huber", epsilon)
-        null = float(kept @ robust_rho(y - _weighted_quantile(y, kept, 0.5), "huber", epsilon)) / n
-        constant = _weighted_quantile(y, kept, 0.5) if fit_intercept else 0.0
+        median = _weighted_quantile(y, kept, 0.5)
+        null = float(kept @ robust_rho(y - median, "huber", epsilon)) / n
+        constant = median if fit_intercept else 0.0
         origin = float(kept @ robust_rho(y - constant, "huber", epsilon)) / n
         whole = float(w @ robust_rho(y - constant, "huber", epsilon)) / n
     if not (np.isfinite(near) and 0 < near < f):

@@ -1353,18 +1353,28 @@ def residual_scale(R: np.ndarray, w: np.ndarray) -> float:
         # inf times no clipped weight is NaN, and the scale came back 0
         unit = float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1)) if np.isfinite(top) and top > 0 else 1.0
         r = R[:, j] / unit
-        s = float(w @ r) / W
-        for _ in range(RESIDUAL_CLIP_ROUNDS):  # (decreasing)
+
+        def step(s: float, r=r) -> float:
             t = RESIDUAL_CLIP * s
             above = r > t
-            clipped = float(w @ above)
-            new = clipped_mean_step(float(w @ np.where(above, 0.0, r)), clipped, W, t)
-            settled, s = not new < s * (1.0 - 1e-3), new
-            if settled:
-                break
+            return clipped_mean_step(float(w @ np.where(above, 0.0, r)), float(w @ above), W, t)
+
+        s = clipped_mean_rounds(float(w @ r) / W, step)
         with np.errstate(over="ignore"):
             best = max(best, s * unit)
     return best
+
+
+def clipped_mean_rounds(s: float, step) -> float:
+    """The clipped mean's rounds from the weighted mean ``s``: ``s = step(s)`` (decreasing) until a round lowers
+    it by less than 1e-3 of itself, at most ``RESIDUAL_CLIP_ROUNDS`` of them (:func:`residual_scale` over the
+    residuals, ``_sweeps.spread_scales`` over their histogram)."""
+    for _ in range(RESIDUAL_CLIP_ROUNDS):
+        new = step(s)
+        settled, s = not new < s * (1.0 - 1e-3), new
+        if settled:
+            break
+    return s
 
 
 def clipped_mean_step(below: float, clipped: float, W: float, t: float) -> float:

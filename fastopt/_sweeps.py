@@ -44,7 +44,7 @@ from fastopt._chunks import (
 )
 from fastopt._iterative_lr import (
     RESIDUAL_CLIP,
-    RESIDUAL_CLIP_ROUNDS,
+    clipped_mean_rounds,
     clipped_mean_step,
     floors_rare_columns,
     held_out_curvatures,
@@ -780,17 +780,16 @@ def spread_scales(spread) -> tuple[float, float]:
     chunks."""
     weights, sums = np.split(spread.z, 2)
     W = float(np.sum(weights))
-    s = float(spread.se) / W  # (se: the weighted |r| sum)
     lower = _spread_edges()[0]
-    for _ in range(RESIDUAL_CLIP_ROUNDS):
+
+    def step(s: float) -> float:
         t = RESIDUAL_CLIP * s
         above = lower >= t  # (bins wholly above the clip; the rest's sums lie above their clipped part, so the
         # line through them lies above the map, as residual_scale's)
-        new = min(spread_mean(weights, sums, t) / W,
-                  clipped_mean_step(float(np.sum(sums[~above])), float(np.sum(weights[above])), W, t))
-        settled, s = not new < s * (1.0 - 1e-3), new
-        if settled:
-            break
+        return min(spread_mean(weights, sums, t) / W,
+                   clipped_mean_step(float(np.sum(sums[~above])), float(np.sum(weights[above])), W, t))
+
+    s = clipped_mean_rounds(float(spread.se) / W, step)  # (se: the weighted |r| sum)
     at = min(int(np.searchsorted(np.cumsum(weights), _iterative.FAR_ROW_QUANTILE * W)), weights.shape[0] - 1)
     return s, float(_spread_edges()[1][at])
 
