@@ -20,6 +20,7 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
 
     /* Pass 1: weight and weighted sums of X (from the nonzeros) and Y; checks the index arrays. */
     for (ptrdiff_t i = 0; i < dims.n; i++) {
+        if (fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
         const int32_t lo = indptr[i], len = indptr[i + 1] - indptr[i];
         if (len < 0 || !fo_csr_row_ok(indices + lo, len, d)) return FO_BAD_ARGUMENT;
         const double wi = w ? (double)w[i] : 1.0;
@@ -39,6 +40,7 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
      * and X^T (Y - my), (Y - my)^T (Y - my) with the target centred exactly first. */
     double *G = out->gram;
     for (ptrdiff_t i = 0; i < dims.n; i++) {
+        if (fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
         const double wi = w ? (double)w[i] : 1.0;
         if (wi == 0.0) continue; /* zero-weight rows contribute nothing */
         const int32_t lo = indptr[i], len = indptr[i + 1] - indptr[i];

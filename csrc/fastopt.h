@@ -18,8 +18,22 @@ typedef enum {
     FO_OK = 0,
     FO_NONFINITE_LOSS = 1,   /* a loss or gradient became NaN/inf */
     FO_DIVERGED = 2,         /* loss exceeded the divergence threshold */
-    FO_BAD_ARGUMENT = 3      /* a precondition the caller should have guaranteed */
+    FO_BAD_ARGUMENT = 3,     /* a precondition the caller should have guaranteed */
+    FO_INTERRUPTED = 4       /* the caller's stop flag was set (the outputs are partial) */
 } fo_status;
+
+/* Whether a caller's stop flag (NULL: none) is set. Another thread sets it (Python, on Ctrl-C) while a kernel
+ * runs without the GIL; the kernels that take one read it between blocks of bounded work and return
+ * FO_INTERRUPTED, so that the caller can raise at once instead of waiting for the whole call. A relaxed atomic
+ * load: a plain load on x86 and ARM, and no data race in C11's terms. */
+static inline int fo_stop_requested(const int32_t *stop)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return stop != NULL && __atomic_load_n(stop, __ATOMIC_RELAXED) != 0;
+#else
+    return stop != NULL && *(const volatile int32_t *)stop != 0;
+#endif
+}
 
 /* ---------------------------------------------------------------- prefetch requests */
 /* FO_PREFETCH_HINT(p, rw, locality): __builtin_prefetch's request for the line of p (rw 1: for writing; locality
@@ -72,6 +86,7 @@ typedef struct {
     int d;            /* columns of X */
     int k;            /* columns of Y */
     int block;        /* rows per block (> 0) */
+    const int32_t *stop; /* read before each block: nonzero returns FO_INTERRUPTED (NULL: never) */
 } fo_gram_dims;
 
 typedef struct {
@@ -131,6 +146,7 @@ typedef struct {
     ptrdiff_t n;      /* rows */
     int d;            /* columns of X */
     int k;            /* columns of Y */
+    const int32_t *stop; /* read before each row: nonzero returns FO_INTERRUPTED (NULL: never) */
 } fo_csr_dims;
 
 fo_status fo_csr_gram_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *Y,

@@ -18,6 +18,7 @@ fo_status FO_GRAM(const fo_blas *blas, const FO_REAL *X, const FO_REAL *Y, const
     memset(out->gram, 0, (size_t)p * p * sizeof(double));
 
     for (ptrdiff_t i0 = 0; i0 < dims.n; i0 += dims.block) {
+        if (fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
         int nb = (int)(dims.n - i0 < dims.block ? dims.n - i0 : dims.block);
         /* Pass 1 (reads the block from memory): weight and weighted mean of the block. */
         const double wb = FO_BLOCK_MEAN(X, Y, w, i0, nb, d, k, mb);

@@ -20,6 +20,7 @@ fo_status FO_TSQR(const fo_lapack *lapack, const FO_REAL *X, const FO_REAL *Y, c
 
     const int first = dims.block < FO_TSQR_FIRST_ROWS ? dims.block : FO_TSQR_FIRST_ROWS;
     for (ptrdiff_t i0 = 0, step = first; i0 < dims.n; i0 += step, step = dims.block) {
+        if (fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
         int nb = (int)(dims.n - i0 < step ? dims.n - i0 : step);
         /* Pass 1 (reads the block from memory): weight and weighted mean of the block. */
         const double wb = FO_BLOCK_MEAN(X, Y, w, i0, nb, d, k, mb);

@@ -98,6 +98,7 @@ be merged.
 from __future__ import annotations
 
 import collections
+import contextvars
 import itertools
 import math
 import os
@@ -105,7 +106,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 from scipy.linalg import lapack
@@ -256,13 +257,68 @@ class TreeMerger:
         return value
 
 
-def _ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
+# Work (rows times columns squared, or its sparse counterpart) from which a closed-form pass called on the main
+# thread runs on a worker thread (_stoppable): there Ctrl-C, which Python delivers to the main thread only, is
+# seen while the compiled kernels run. Below it a pass takes milliseconds, and a thread's start and join (about
+# 0.1 ms) would be a visible share of it.
+STOPPABLE_WORK = 2**26
+
+
+def _stoppable(run: Callable[[], object], halt: np.ndarray, work: float):
+    """``run()``, whose compiled kernels read the stop flag ``halt``, made interruptible by Ctrl-C.
+
+    A kernel runs without the GIL, and Python only handles a signal on the main thread between bytecodes: a
+    segment of a wide QR on the main thread held Ctrl-C for a minute (60,000 x 1,500). So on the main thread,
+    for ``work`` of at least :data:`STOPPABLE_WORK`, ``run`` goes to a worker thread while the main thread waits
+    for it; ``KeyboardInterrupt`` there sets ``halt``, which every kernel of the pass reads between blocks of
+    bounded work (a block of rows), waits for the worker to stop and is raised again. The same calls in the same
+    order: the same results either way. The worker runs in a copy of the caller's context (NumPy's error state).
+    """
+    if work < STOPPABLE_WORK or threading.current_thread() is not threading.main_thread():
+        return run()
+    outcome: list = []
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def target():
+        try:
+            outcome.append((context.run(run), None))
+        except BaseException as exc:  # (re-raised on the calling thread)
+            outcome.append((None, exc))
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name="fastopt-closed-form", daemon=True)
+    worker.start()
+    # Waited for on an Event, not by join(): Python 3.11's join() interrupted by Ctrl-C marks a running thread
+    # as stopped (bpo-45274's handling), and it could then no longer be waited for.
+    try:
+        done.wait()
+    except BaseException:
+        halt[0] = 1
+        while True:  # the kernels stop at their next block; no thread is left behind
+            try:
+                done.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+        worker.join()
+        raise
+    worker.join()
+    value, exc = outcome[0]
+    if exc is not None:
+        raise exc
+    return value
+
+
+def _ordered_map(fn: Callable, items: Iterable, threads: int, halt: np.ndarray | None = None) -> Iterator:
     """``fn(item)`` for each item, yielded in order, computed on up to ``threads`` threads.
 
     At most ``threads`` calls are submitted and not yet yielded, so the results that wait for the caller stay
     few: with segment Grams merged as they arrive (:class:`TreeMerger`), a fit holds O(threads + log m) Grams for
     m segments instead of all m. The next call is submitted before a result is yielded, so the threads stay busy
-    while the caller merges it.
+    while the caller merges it. With ``halt`` (the compiled kernels' stop flag, which ``fn`` passes them), a caller
+    that stops early also stops the calls already running, at their next block, instead of waiting for them.
     """
     items = list(items)
     if threads <= 1 or len(items) <= 1:
@@ -279,9 +335,11 @@ def _ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
                     pending.append(pool.submit(fn, item))
                 yield result
                 result = None  # not held while the next one is computed
-        finally:  # the caller stopped early (an error, Ctrl-C): start nothing more
+        finally:  # the caller stopped early (an error, Ctrl-C): start nothing more, stop the calls running
             for future in pending:
                 future.cancel()
+            if pending and halt is not None:
+                halt[0] = 1
 
 
 def _merged_or_empty(merger: TreeMerger, data: Data, field: str) -> ClosedFormState:
@@ -333,9 +391,10 @@ def segment_bounds(n: int) -> list[tuple[int, int]]:
 
 
 def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, start: int,
-             stop: int | None = None, serial: bool = False) -> ClosedFormState:
+             stop: int | None = None, serial: bool = False, halt: np.ndarray | None = None) -> ClosedFormState:
     """The statistics ``field`` ("gram" or "r") of rows ``[start, stop)`` (default: to the end) by a compiled
-    kernel; ``serial``: through the private single-threaded BLAS (:mod:`fastopt._serial_blas`)."""
+    kernel; ``serial``: through the private single-threaded BLAS (:mod:`fastopt._serial_blas`); ``halt``: the
+    kernel's stop flag (:func:`_stoppable`)."""
     X, Y, sw = data.X, data.Y, data.sample_weight
     stop = X.shape[0] if stop is None else stop
     d, k = X.shape[1], Y.shape[1]
@@ -343,7 +402,7 @@ def _segment(kernel, field: str, block_rows: Callable[[int], int], data: Data, s
     # (a block of at most the segment's rows: the same single block, in a workspace no larger than it needs)
     rows = max(1, min(block_rows(d + k), stop - start))
     weight = kernel(X[start:stop], Y[start:stop], None if sw is None else sw[start:stop], mean, out, rows,
-                    serial=serial)
+                    serial=serial, stop=halt)
     return ClosedFormState(d, k, X.dtype.name, stop - start, weight, mean, **{field: out})
 
 
@@ -352,12 +411,14 @@ def normalised_weights(data: Data) -> Data:
     return _normalised(data)[0]
 
 
-def _gram_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False) -> ClosedFormState:
-    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start, stop, serial)
+def _gram_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False,
+                  halt: np.ndarray | None = None) -> ClosedFormState:
+    return _segment(_kernels.gram_stats, "gram", _block_rows, data, start, stop, serial, halt)
 
 
-def _qr_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False) -> ClosedFormState:
-    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start, stop, serial)
+def _qr_segment(data: Data, start: int = 0, stop: int | None = None, serial: bool = False,
+                halt: np.ndarray | None = None) -> ClosedFormState:
+    return _segment(_kernels.tsqr_stats, "r", _qr_block_rows, data, start, stop, serial, halt)
 
 
 def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: str,
@@ -368,9 +429,19 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
     The kernels release the GIL; each thread calls single-threaded BLAS/LAPACK: a private instance of it
     (:mod:`fastopt._serial_blas`), so the process's BLAS settings are never touched; where that cannot be
     loaded, the process-wide BLAS limited to one thread for the duration of the section. Segments and merge
-    order do not depend on the thread count, so neither do the results.
+    order do not depend on the thread count, so neither do the results. Ctrl-C stops the kernels at their next
+    block (:func:`_stoppable`).
     """
     bounds = segment_bounds(data.X.shape[0]) if bounds is None else bounds
+    halt = np.zeros(1, dtype=np.int32)
+    work = float(data.X.shape[0]) * (data.X.shape[1] + data.Y.shape[1]) ** 2
+    return _stoppable(lambda: _merged_segments(data, partial(segment, halt=halt), field, bounds, halt),
+                      halt, work)
+
+
+def _merged_segments(data: Data, segment: Callable[..., ClosedFormState], field: str,
+                     bounds: list[tuple[int, int]], halt: np.ndarray) -> ClosedFormState:
+    """:func:`_over_segments`' work, ``segment`` passing the kernels ``halt``."""
     threads = min(_n_threads(), len(bounds))
     merger = TreeMerger(_merge_owned)
     if threads > 1 and _serial_blas.tables() is not None:
@@ -379,7 +450,7 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
         # segment threads, made the 10^6 x 100 QR pass 2-6x slower: those wait for the segments. A Gram merge is
         # NumPy's, and a narrower R merge calls the private one-thread LAPACK, as the segments do.
         if field == "gram" or _tail_serial(data.X.shape[1] + data.Y.shape[1]):
-            merger.extend(_ordered_map(lambda bound: segment(data, *bound, serial=True), bounds, threads))
+            merger.extend(_ordered_map(lambda bound: segment(data, *bound, serial=True), bounds, threads, halt))
         else:
             with ThreadPoolExecutor(threads) as pool:
                 states = list(pool.map(lambda bound: segment(data, *bound, serial=True), bounds))
@@ -394,7 +465,7 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
     if threads > 1 and _PARALLEL.acquire(blocking=False):
         try:
             with _blas_controller().limit(limits=1, user_api="blas"):
-                merger.extend(_ordered_map(lambda bound: segment(data, *bound), bounds, threads))
+                merger.extend(_ordered_map(lambda bound: segment(data, *bound), bounds, threads, halt))
         finally:
             _PARALLEL.release()
     else:
@@ -431,13 +502,20 @@ def _sparse_chunk_state(data: Data) -> ClosedFormState:
     threads, bounds = _n_threads(), _sparse.segments(data)
     _sparse.check_gram_fits(d, k, min(threads, len(bounds)), len(bounds))
 
+    halt = np.zeros(1, dtype=np.int32)
+
     def segment(start, stop):
-        weight, mean, gram, raw_diag = _sparse.segment_stats(data, start, stop)
+        weight, mean, gram, raw_diag = _sparse.segment_stats(data, start, stop, halt)
         return ClosedFormState(d, k, data.X.dtype.name, stop - start, weight, mean, gram, raw_diag=raw_diag)
 
-    merger = TreeMerger(_merge_owned)
-    merger.extend(_ordered_map(lambda bound: segment(*bound), bounds, threads))
-    return _checked_finite(_merged_or_empty(merger, data, "gram"), data)
+    def merged():
+        merger = TreeMerger(_merge_owned)
+        merger.extend(_ordered_map(lambda bound: segment(*bound), bounds, threads, halt))
+        return _merged_or_empty(merger, data, "gram")
+
+    n, nnz = data.X.shape[0], data.X.nnz
+    work = float(nnz) * max(1.0, nnz / max(n, 1)) + float(d + k) ** 2 * len(bounds)  # row products, merges
+    return _checked_finite(_stoppable(merged, halt, work), data)
 
 
 def _checked_finite(state: ClosedFormState, data: Data) -> ClosedFormState:
@@ -519,16 +597,22 @@ def _sparse_qr_state(data: Data) -> ClosedFormState:
     threads = min(_n_threads(), len(bounds)) if _tail_serial(p) else 1
     _sparse.check_qr_fits(X.shape[1], Y.shape[1], min(rows, n), threads, len(bounds))
 
-    def segment(data: Data, start: int, stop: int, serial: bool = False) -> ClosedFormState:
+    def segment(data: Data, start: int, stop: int, serial: bool = False,
+                halt: np.ndarray | None = None) -> ClosedFormState:
         block = Data(X=np.ascontiguousarray(X[start:stop].toarray()), Y=Y[start:stop],
                      sample_weight=None if sw is None else sw[start:stop], y_was_1d=data.y_was_1d)
-        return _qr_segment(block, 0, None, serial)
+        return _qr_segment(block, 0, None, serial, halt)
 
     if _tail_serial(p):
         return _over_segments(data, segment, "r", bounds)
-    merger = TreeMerger(_merge_owned)
-    merger.extend(segment(data, *bound) for bound in bounds)
-    return _merged_or_empty(merger, data, "r")
+    halt = np.zeros(1, dtype=np.int32)
+
+    def merged():
+        merger = TreeMerger(_merge_owned)
+        merger.extend(segment(data, *bound, halt=halt) for bound in bounds)
+        return _merged_or_empty(merger, data, "r")
+
+    return _stoppable(merged, halt, float(n) * p * p)
 
 
 def partial_state(params: dict, data: Data) -> ClosedFormState:

@@ -7,6 +7,7 @@ cdef extern from "fastopt.h" nogil:
         FO_NONFINITE_LOSS
         FO_DIVERGED
         FO_BAD_ARGUMENT
+        FO_INTERRUPTED
 
     ctypedef void (*fo_dsyrk_t)(char *, char *, int *, int *, double *, double *, int *, double *, double *,
                                 int *) noexcept nogil
@@ -20,6 +21,7 @@ cdef extern from "fastopt.h" nogil:
         int d
         int k
         int block
+        const int32_t *stop
 
     ctypedef struct fo_moments:
         double weight
@@ -59,6 +61,7 @@ cdef extern from "fastopt.h" nogil:
         Py_ssize_t n
         int d
         int k
+        const int32_t *stop
 
     fo_status fo_csr_gram_d(const double *data, const int32_t *indices, const int32_t *indptr, const double *Y,
                             const double *w, fo_csr_dims dims, fo_moments *out)

@@ -3,7 +3,7 @@
 
 def csr_gram_stats(const floating[::1] data, const int32_t[::1] indices, const int32_t[::1] indptr,
                    int n_features, const floating[:, ::1] Y, const floating[::1] sample_weight,
-                   double[::1] mean, double[:, ::1] gram):
+                   double[::1] mean, double[:, ::1] gram, const int32_t[::1] stop=None):
     """Weighted, centred sufficient statistics of ``Z = [X, Y]`` for CSR ``X``, from its nonzeros, in double.
 
     Parameters
@@ -23,6 +23,9 @@ def csr_gram_stats(const floating[::1] data, const int32_t[::1] indices, const i
     gram : ndarray of shape (d + k, d + k), float64
         Output: ``sum_i w_i (z_i - mean)(z_i - mean)^T`` (symmetric), the ``X`` block computed as
         ``sum_i w_i x_i x_i^T - W m m^T`` (see ``fastopt._sparse`` for the digits this centring may cancel).
+    stop : ndarray of shape (1,), int32, or None
+        A flag another thread may set (nonzero) while the call runs: the kernel reads it between blocks of
+        bounded work and, once set, stops and raises ``KeyboardInterrupt`` (the outputs are then partial).
 
     Returns
     -------
@@ -36,6 +39,11 @@ def csr_gram_stats(const floating[::1] data, const int32_t[::1] indices, const i
     dims.n = indptr.shape[0] - 1
     dims.d = n_features
     dims.k = <int>Y.shape[1]
+    dims.stop = NULL
+    if stop is not None:
+        if stop.shape[0] < 1:
+            raise ValueError("csr_gram_stats: stop must hold one flag")
+        dims.stop = &stop[0]
     if dims.n < 0 or Y.shape[0] != dims.n or n_features < 0 or mean.shape[0] != dims.d + dims.k \
             or gram.shape[0] != mean.shape[0] or gram.shape[1] != mean.shape[0] \
             or (sample_weight is not None and sample_weight.shape[0] != dims.n):
@@ -72,6 +80,8 @@ def csr_gram_stats(const floating[::1] data, const int32_t[::1] indices, const i
                 status = fo_csr_gram_s(x, idx, &indptr[0], y, w, dims, &out)
     finally:
         PyMem_RawFree(out.work)
+    if status == FO_INTERRUPTED:
+        raise KeyboardInterrupt("csr_gram_stats: stopped by its stop flag")
     if status != FO_OK:
         raise ValueError("csr_gram_stats: a row's column indices are unsorted, repeated or out of range "
                          f"(status {Status(status).name}); pass a canonical CSR matrix")

@@ -4,7 +4,8 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 
 
 def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sample_weight,
-               double[::1] mean, double[:, ::1] gram, int block_rows, bint serial=False):
+               double[::1] mean, double[:, ::1] gram, int block_rows, bint serial=False,
+               const int32_t[::1] stop=None):
     """Weighted, centred sufficient statistics of ``Z = [X, Y]``, accumulated in double, blockwise.
 
     Parameters
@@ -20,6 +21,9 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
         Rows per block; each block is centred in a workspace of ``block_rows * (d + k)`` doubles.
     serial : bool, default=False
         Call the private single-threaded BLAS (:mod:`fastopt._serial_blas`) instead of SciPy's; same results.
+    stop : ndarray of shape (1,), int32, or None
+        A flag another thread may set (nonzero) while the call runs: the kernel reads it between blocks of
+        bounded work and, once set, stops and raises ``KeyboardInterrupt`` (the outputs are then partial).
 
     Returns
     -------
@@ -34,6 +38,11 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
     dims.d = <int>X.shape[1]
     dims.k = <int>Y.shape[1]
     dims.block = block_rows
+    dims.stop = NULL
+    if stop is not None:
+        if stop.shape[0] < 1:
+            raise ValueError("gram_stats: stop must hold one flag")
+        dims.stop = &stop[0]
     if X.shape[1] + Y.shape[1] > 2**20 or X.shape[1] + Y.shape[1] == 0:
         raise ValueError("gram_stats: d + k must lie in [1, 2**20]")
     if sample_weight is not None:
@@ -67,6 +76,8 @@ def gram_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
                 status = fo_gram_s(blas, x, y, w, dims, &out)
     finally:
         PyMem_RawFree(out.work)
+    if status == FO_INTERRUPTED:
+        raise KeyboardInterrupt("gram_stats: stopped by its stop flag")
     if status != FO_OK:
         raise ValueError(f"gram_stats: the kernel rejected its arguments (status {Status(status).name})")
     return out.weight

@@ -2,7 +2,8 @@
 
 
 def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sample_weight,
-               double[::1] mean, double[:, ::1] r, int block_rows, bint serial=False):
+               double[::1] mean, double[:, ::1] r, int block_rows, bint serial=False,
+               const int32_t[::1] stop=None):
     """Weighted means and the ``R`` factor of the centred, weighted ``Z = [X, Y]``, in double, blockwise.
 
     Parameters
@@ -19,6 +20,9 @@ def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
         Rows per block; each block is centred in a workspace of ``(block_rows + 1) * (d + k)`` doubles.
     serial : bool, default=False
         Call the private single-threaded LAPACK (:mod:`fastopt._serial_blas`) instead of SciPy's; same results.
+    stop : ndarray of shape (1,), int32, or None
+        A flag another thread may set (nonzero) while the call runs: the kernel reads it between blocks of
+        bounded work and, once set, stops and raises ``KeyboardInterrupt`` (the outputs are then partial).
 
     Returns
     -------
@@ -33,6 +37,11 @@ def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
     dims.d = <int>X.shape[1]
     dims.k = <int>Y.shape[1]
     dims.block = block_rows
+    dims.stop = NULL
+    if stop is not None:
+        if stop.shape[0] < 1:
+            raise ValueError("tsqr_stats: stop must hold one flag")
+        dims.stop = &stop[0]
     if sample_weight is not None:
         w = &sample_weight[0] if sample_weight.shape[0] else NULL
     if Y.shape[0] != dims.n or mean.shape[0] != dims.d + dims.k or r.shape[0] != mean.shape[0] \
@@ -57,6 +66,8 @@ def tsqr_stats(const floating[:, ::1] X, const floating[:, ::1] Y, const floatin
                 status = fo_tsqr_s(lapack, x, y, w, dims, &out)
     finally:
         PyMem_RawFree(out.work)
+    if status == FO_INTERRUPTED:
+        raise KeyboardInterrupt("tsqr_stats: stopped by its stop flag")
     if status != FO_OK:
         raise ValueError(f"tsqr_stats: the kernel rejected its arguments (status {Status(status).name})")
     return out.weight

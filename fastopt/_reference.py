@@ -28,17 +28,25 @@ def _block_mean(X, Y, sample_weight, i0, block_rows):
     return Z, w, wb, ((w @ Z) / wb if wb != 0.0 else None)
 
 
-def gram_stats(X, Y, sample_weight, mean, gram, block_rows, serial=False):
+def _stopped(stop, name):
+    """The kernels' check of their stop flag (``fo_stop_requested``): raises as their wrappers do."""
+    if stop is not None and stop[0]:
+        raise KeyboardInterrupt(f"{name}: stopped by its stop flag")
+
+
+def gram_stats(X, Y, sample_weight, mean, gram, block_rows, serial=False, stop=None):
     """Twin of :func:`fastopt._kernels.gram_stats` (csrc/gram.c): same blocks, same merges, in NumPy.
 
     Weighted, centred sufficient statistics of ``Z = [X, Y]``, accumulated in float64: ``mean`` receives the
     weighted column means, ``gram`` the centred weighted cross-products ``sum_i w_i (z_i - mean)(z_i - mean)^T``;
-    returns ``sum_i w_i``. ``serial`` (which BLAS instance the kernel calls) does not change the arithmetic.
+    returns ``sum_i w_i``. ``serial`` (which BLAS instance the kernel calls) does not change the arithmetic;
+    ``stop``, read before each block, raises ``KeyboardInterrupt`` once set.
     """
     weight = 0.0
     mean[:] = 0.0
     gram[:] = 0.0
     for i0 in range(0, X.shape[0], block_rows):
+        _stopped(stop, "gram_stats")
         Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, block_rows)
         if wb == 0.0:
             continue
@@ -51,14 +59,15 @@ def gram_stats(X, Y, sample_weight, mean, gram, block_rows, serial=False):
     return weight
 
 
-def tsqr_stats(X, Y, sample_weight, mean, r, block_rows, serial=False):
+def tsqr_stats(X, Y, sample_weight, mean, r, block_rows, serial=False, stop=None):
     """Twin of :func:`fastopt._kernels.tsqr_stats` (csrc/tsqr.c): same blocks, same correction rows, in NumPy.
 
     Weighted means of ``Z = [X, Y]`` into ``mean`` and, into ``r``, the upper-triangular ``R`` with a
     non-negative diagonal and ``R^T R = sum_i w_i (z_i - mean)(z_i - mean)^T``, by Householder QR of each block
     (centred on its own mean, scaled by ``sqrt(w)``) stacked under the running ``R`` and the mean-correction row
     ``sqrt(W_a W_b / (W_a + W_b)) (mean_b - mean_a)``; returns ``sum_i w_i``. ``serial`` (which LAPACK instance
-    the kernel calls) does not change the arithmetic.
+    the kernel calls) does not change the arithmetic; ``stop``, read before each block, raises
+    ``KeyboardInterrupt`` once set.
     """
     p = mean.shape[0]
     weight = 0.0
@@ -66,6 +75,7 @@ def tsqr_stats(X, Y, sample_weight, mean, r, block_rows, serial=False):
     r[:] = 0.0
     first = min(block_rows, TSQR_FIRST_ROWS)  # the kernel's first block is at most this long (see csrc/tsqr.c)
     for i0 in [0, *range(first, X.shape[0], block_rows)] if X.shape[0] else []:
+        _stopped(stop, "tsqr_stats")
         Z, w, wb, mb = _block_mean(X, Y, sample_weight, i0, first if i0 == 0 else block_rows)
         if wb == 0.0:
             continue
@@ -196,19 +206,21 @@ def refine_residual(X, Y, sample_weight, coef, intercept, grad, rsum):
     rsum[...] = ss + serr
 
 
-def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gram):
+def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gram, stop=None):
     """Twin of :func:`fastopt._kernels.csr_gram_stats` (csrc/csr_gram.c): the same two passes, in NumPy/SciPy.
 
     Rows ``i = 0 .. len(indptr) - 2`` of a canonical CSR matrix whose row ``i`` is
     ``data[indptr[i]:indptr[i + 1]]`` at columns ``indices[...]`` (``indptr`` holds absolute offsets, so a slice
     of a larger matrix's ``indptr`` selects its rows); ``Y`` and ``sample_weight`` hold those rows only. Outputs as
-    :func:`gram_stats`; returns ``sum_i w_i``.
+    :func:`gram_stats`; returns ``sum_i w_i``. ``stop``, read before each pass (the kernel reads it before each
+    row), raises ``KeyboardInterrupt`` once set.
     """
+    _stopped(stop, "csr_gram_stats")
     n, d = Y.shape[0], n_features
     w = np.ones(n) if sample_weight is None else sample_weight.astype(np.float64)
-    start, stop = int(indptr[0]), int(indptr[-1])
+    first, last = int(indptr[0]), int(indptr[-1])
     X = scipy.sparse.csr_array(
-        (data[start:stop].astype(np.float64), indices[start:stop], np.asarray(indptr, dtype=np.int64) - start),
+        (data[first:last].astype(np.float64), indices[first:last], np.asarray(indptr, dtype=np.int64) - first),
         shape=(n, d),
     )
     Y = Y.astype(np.float64)
@@ -222,6 +234,7 @@ def csr_gram_stats(data, indices, indptr, n_features, Y, sample_weight, mean, gr
     my = (w @ Y) / weight
     # Pass 2: uncentred cross-products of X from its nonzeros; Y centred on its mean (so the X-Y and Y-Y blocks
     # need no correction beyond the residual sum r of the centred Y, zero up to round-off).
+    _stopped(stop, "csr_gram_stats")
     Yc = Y - my
     r = w @ Yc
     Sxx = (X.T @ (X.multiply(w[:, None]))).toarray()

@@ -197,14 +197,15 @@ def segment_rows(indptr: np.ndarray, p: int) -> int:
     return int(np.clip(max(SEGMENT_WORK, 16 * p * p) / per_row, 1024, MAX_SEGMENT_ROWS))
 
 
-def segment_stats(data, start: int, stop: int):
-    """``(weight, mean, gram, raw_diag)`` of rows ``start:stop`` of validated sparse ``data``."""
+def segment_stats(data, start: int, stop: int, halt: np.ndarray | None = None):
+    """``(weight, mean, gram, raw_diag)`` of rows ``start:stop`` of validated sparse ``data``; ``halt``: the
+    kernel's stop flag (see ``fastopt._closed_form._stoppable``)."""
     X, Y, sw = data.X, data.Y, data.sample_weight
     d, k = X.shape[1], Y.shape[1]
     mean, gram = np.empty(d + k), np.empty((d + k, d + k))
     weight = _kernels.csr_gram_stats(
         X.data, X.indices, X.indptr[start : stop + 1], d, Y[start:stop], None if sw is None else sw[start:stop],
-        mean, gram,
+        mean, gram, stop=halt,
     )
     # S_aa = G_aa + W m_a^2 to within eps * S_aa: all the centring-loss estimate needs. (Values too large to
     # square overflow here silently: the fit then rescales X, see _closed_form.scale_trouble.)

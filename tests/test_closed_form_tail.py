@@ -110,7 +110,8 @@ def test_the_probe_before_the_pass_calls_the_private_blas(monkeypatch, rng):
     y = X @ np.ones(4) + rng.normal(size=X.shape[0])
     flags = []
     gram_stats = _kernels.gram_stats
-    monkeypatch.setattr(_kernels, "gram_stats", lambda *a, serial=False: flags.append(serial) or gram_stats(*a, serial))
+    monkeypatch.setattr(_kernels, "gram_stats",
+                        lambda *a, serial=False, **kw: flags.append(serial) or gram_stats(*a, serial, **kw))
     monkeypatch.setattr(_closed_form, "_n_threads", lambda: 1)  # no parallel pass: only the probe's calls
     assert LinearRegressor().fit(X, y).solver_ == "qr"
     assert flags and all(flags)
@@ -134,7 +135,7 @@ def test_a_one_segment_fit_factorises_its_blocks_on_the_private_blas(solver, mon
     assert len(_closed_form.segment_bounds(X.shape[0])) == 1
     name = "tsqr_stats" if solver == "qr" else "gram_stats"
     kernel, flags = getattr(_kernels, name), []
-    monkeypatch.setattr(_kernels, name, lambda *a, serial=False: flags.append(serial) or kernel(*a, serial))
+    monkeypatch.setattr(_kernels, name, lambda *a, serial=False, **kw: flags.append(serial) or kernel(*a, serial, **kw))
     private = LinearRegressor(solver=solver).fit(X, y)
     assert flags and all(flags)
     monkeypatch.setattr(_closed_form, "_tail_serial", lambda p: False)

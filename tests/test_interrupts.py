@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from fastopt import LinearRegressor, _iterative, _kernels, _reference, optim
 from fastopt._iterative import LOSSES, EpochCtl
@@ -110,20 +111,109 @@ def _csr_child(rule, batch, threads, repeats, d=5000):
                                     _csr_child("adam", 1, 1, 1, d=2**20)],
                          ids=["dense", "csr", "csr-two-threads", "csr-every-coordinate"])
 def test_ctrl_c_interrupts_a_long_epoch_within_half_a_second(tmp_path, script):
-    # Run outside the checkout: `python -c` puts the working directory first on sys.path, and the checkout's
-    # fastopt/ is the unbuilt source, which would shadow the installed package.
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    line, sent = _interrupted_child(tmp_path, [script], 0.3)
+    assert line[0] == "interrupted"
+    assert float(line[1]) - sent < 0.5
+
+
+def _interrupted_child(tmp_path, args, delay):
+    """The line a child (``python -c *args``) prints after SIGINT, sent ``delay`` seconds after it printed
+    "ready", and the time it was sent. Run outside the checkout: `python -c` puts the working directory first on
+    sys.path, and the checkout's fastopt/ is the unbuilt source, which would shadow the installed package."""
+    child = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.3)
+        time.sleep(delay)
         sent = time.time()
         child.send_signal(signal.SIGINT)
         line = child.stdout.readline().split()
-        child.wait(timeout=30)
+        child.wait(timeout=60)
     finally:
         child.kill()
+    return line, sent
+
+
+CLOSED_FORM_CHILD = textwrap.dedent("""
+    import sys, threading, time
+    import numpy as np
+    import scipy.sparse as sp
+    from fastopt import LinearRegressor, _closed_form, _sparse
+    case = sys.argv[1]
+    rng = np.random.default_rng(0)
+    if case == "dense-qr":  # one segment, 2.8 s here
+        X = rng.random((40_000, 1200), dtype=np.float32)
+    elif case == "dense-qr-segments":  # four segments on the pool's two threads, about 3 s each
+        X = rng.random((40_000, 2000), dtype=np.float32)
+        _closed_form.SEGMENT_ROWS = 10_000
+    else:  # sparse-normal: one segment of the rows' products (3 s); sparse-qr: blocks of 5,002 rows densified
+        n, d, per = (20_000, 2000, 1000) if case == "sparse-normal" else (20_000, 2500, 15)
+        X = sp.csr_matrix((rng.standard_normal(n * per), rng.integers(0, d, n * per),
+                           np.arange(0, n * per + 1, per)), shape=(n, d))
+        X.sum_duplicates()
+        _sparse.SEGMENT_WORK = 2**40
+    y = rng.random(X.shape[0])
+    model = LinearRegressor(solver="normal" if case == "sparse-normal" else "qr")
+    print("ready", flush=True)
+    try:
+        model.fit(X, y)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.time(), len(threading.enumerate()), flush=True)
+""")
+
+
+@pytest.mark.parametrize("case", ["dense-qr", "dense-qr-segments", "sparse-normal", "sparse-qr"])
+def test_ctrl_c_interrupts_a_long_closed_form_fit_within_half_a_second(tmp_path, case):
+    # Each case waited for a compiled call of seconds (a minute for QR at 60,000 x 1,500): a segment or block on
+    # the main thread, or the pool's running segments. Nothing but the main thread is left once it is raised.
+    line, sent = _interrupted_child(tmp_path, [CLOSED_FORM_CHILD, case], 0.5)
     assert line[0] == "interrupted"
     assert float(line[1]) - sent < 0.5
+    assert line[2] == "1"
+
+
+@pytest.mark.parametrize("impl", [_kernels, _reference])
+@pytest.mark.parametrize("name", ["gram_stats", "tsqr_stats", "csr_gram_stats"])
+def test_the_closed_form_kernels_stop_at_their_flag_and_are_unchanged_without_it(rng, impl, name):
+    X, Y, w = rng.normal(size=(300, 6)), rng.normal(size=(300, 2)), rng.random(300)
+    if name == "csr_gram_stats":
+        C = sp.csr_matrix(np.where(rng.random(X.shape) < 0.5, X, 0.0))
+
+        def call(stop):
+            mean, out = np.empty(8), np.empty((8, 8))
+            return impl.csr_gram_stats(C.data, C.indices, C.indptr, 6, Y, w, mean, out, stop=stop), mean, out
+    else:
+        def call(stop):
+            mean, out = np.empty(8), np.empty((8, 8))
+            return getattr(impl, name)(X, Y, w, mean, out, 64, stop=stop), mean, out
+
+    plain = call(None)
+    for got, want in zip(call(np.zeros(1, dtype=np.int32)), plain):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(KeyboardInterrupt, match=f"{name}: stopped by its stop flag"):
+        call(np.ones(1, dtype=np.int32))
+
+
+def test_a_closed_form_kernel_stops_mid_call_when_another_thread_sets_its_flag(rng):
+    # tsqr_stats of 40,000 x 1,200 takes seconds; the flag set 0.2 s in ends it at its next block (256 rows).
+    X, Y = rng.random((40_000, 1200), dtype=np.float32), rng.random((40_000, 1), dtype=np.float32)
+    stop, outcome = np.zeros(1, dtype=np.int32), []
+
+    def run():
+        try:
+            _kernels.tsqr_stats(X, Y, None, np.empty(1201), np.empty((1201, 1201)), 256, stop=stop)
+            outcome.append("finished")
+        except KeyboardInterrupt:
+            outcome.append("stopped")
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(0.2)
+    stop[0] = 1
+    set_at = time.perf_counter()
+    worker.join()
+    assert outcome == ["stopped"]
+    assert time.perf_counter() - set_at < 0.5
 
 
 def _blocking_source(X, y, release, bad_first=True):
