@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastopt import LinearRegressor, _iterative, _kernels, _reference, optim
+from fastopt import LinearRegressor, _iterative, _kernels, _reference, _serial_blas, optim
 from fastopt._iterative import LOSSES, EpochCtl
 
 
@@ -195,13 +195,15 @@ def test_the_closed_form_kernels_stop_at_their_flag_and_are_unchanged_without_it
 
 
 def test_a_closed_form_kernel_stops_mid_call_when_another_thread_sets_its_flag(rng):
-    # tsqr_stats of 40,000 x 1,200 takes seconds; the flag set 0.2 s in ends it at its next block (256 rows).
+    # tsqr_stats of 40,000 x 1,200 takes seconds; the flag set 0.2 s in ends it at its next block (256 rows), on
+    # the private one-thread LAPACK as the fits call it (the process's OpenBLAS threads, beside other busy
+    # processes, made a block take over a second)
     X, Y = rng.random((40_000, 1200), dtype=np.float32), rng.random((40_000, 1), dtype=np.float32)
-    stop, outcome = np.zeros(1, dtype=np.int32), []
+    stop, outcome, serial = np.zeros(1, dtype=np.int32), [], _serial_blas.tables() is not None
 
     def run():
         try:
-            _kernels.tsqr_stats(X, Y, None, np.empty(1201), np.empty((1201, 1201)), 256, stop=stop)
+            _kernels.tsqr_stats(X, Y, None, np.empty(1201), np.empty((1201, 1201)), 256, serial=serial, stop=stop)
             outcome.append("finished")
         except KeyboardInterrupt:
             outcome.append("stopped")

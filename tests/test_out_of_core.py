@@ -155,6 +155,67 @@ def test_stream_closed_form_is_one_fit(rng, k, weighted):
         assert est.n_features_in_ == X.shape[1]
 
 
+def _refilled(X, y, rows, fresh_first=0):
+    """A source that refills one buffer pair for each chunk of ``rows`` rows (after ``fresh_first`` chunks in
+    arrays of their own), as readers into a preallocated buffer do."""
+    def chunks():
+        bx, by = np.empty((rows, X.shape[1])), np.empty(rows)
+        for i, start in enumerate(range(0, len(X), rows)):
+            if i < fresh_first:
+                yield X[start : start + rows].copy(), y[start : start + rows].copy()
+                continue
+            bx[:], by[:] = X[start : start + rows], y[start : start + rows]
+            yield bx, by
+    return chunks
+
+
+@pytest.mark.parametrize("solver", ["normal", "qr", "lsqr", "sgd", "adam"])
+def test_a_source_that_refills_one_buffer_fits_as_one_of_fresh_arrays(rng, solver):
+    # The next chunk is read while the current one is fitted: the refill overwrote the chunk the kernels were
+    # reading, and every solver returned wrong coefficients, different on each run (closed form 0.01-0.08 off).
+    X = rng.normal(size=(60_000, 30))
+    y = X @ rng.normal(size=30) + 0.1 * rng.normal(size=60_000)
+    fresh = lambda: ((X[s : s + 6000].copy(), y[s : s + 6000].copy()) for s in range(0, 60_000, 6000))  # noqa: E731
+    params = {"solver": solver, "random_state": 0}
+    if solver in ("sgd", "adam"):
+        params.update(max_epochs=2, tol=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastopt.exceptions.ConvergenceWarning)
+        expected = LinearRegressor(**params).fit_stream(fresh)
+        for _ in range(3):
+            est = LinearRegressor(**params).fit_stream(_refilled(X, y, 6000))
+            np.testing.assert_array_equal(est.coef_, expected.coef_)
+            assert est.intercept_ == expected.intercept_
+
+
+def test_a_source_that_starts_refilling_a_chunk_being_fitted_is_refused(rng):
+    X, y = rng.normal(size=(6000, 5)), rng.normal(size=6000)
+    for fresh_first in (1, 2):
+        est = LinearRegressor()
+        with pytest.raises(ValueError, match=f"chunk {fresh_first + 1} reuses the memory of chunk {fresh_first}, "
+                                             "which was still being fitted"):
+            est.fit_stream(_refilled(X, y, 1000, fresh_first))
+        assert not hasattr(est, "coef_")
+    # one buffer from the first chunk on, or views of one array: fitted as the fresh arrays are
+    expected = LinearRegressor().fit(X, y)
+    for chunks in (_refilled(X, y, 1000), lambda: ((X[s : s + 1000], y[s : s + 1000]) for s in range(0, 6000, 1000))):
+        assert_close(LinearRegressor().fit_stream(chunks).coef_, expected.coef_)
+
+
+def test_stream_chunks_in_dataframes_refilled_in_place_are_copied(rng):
+    pd = pytest.importorskip("pandas")
+    X, y = rng.normal(size=(6000, 4)), rng.normal(size=6000)
+    frame, target = pd.DataFrame(np.empty((1000, 4)), columns=list("abcd")), pd.Series(np.empty(1000))
+
+    def chunks():
+        for start in range(0, 6000, 1000):
+            frame.iloc[:, :], target.iloc[:] = X[start : start + 1000], y[start : start + 1000]
+            yield frame, target
+
+    est = LinearRegressor().fit_stream(chunks)
+    assert_close(est.coef_, LinearRegressor().fit(X, y).coef_)
+
+
 def test_stream_closed_form_keeps_zero_weight_chunks(rng):
     X, y = make_problem(rng)
     w = np.ones(len(X))
