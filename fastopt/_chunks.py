@@ -254,6 +254,17 @@ class ChunkSource:
         here = (_known(chunk_rows(X)), _known(X.shape[1]) if len(getattr(X, "shape", ())) > 1 else None,
                 None if y is None else tuple(_known(n) for n in np.shape(y)[1:]))
         first = self.layouts.setdefault(index, here)
+        # Every chunk's targets 1-D, or every chunk's 2-D: a stream mixing them gave coef_ the shape of the first
+        # chunk visited, which the shuffled order (random_state) chose
+        # (one target as (n,) and as (n, 1); other counts are refused as a wrong number of targets)
+        single = {i: layout[2] for i, layout in self.layouts.items() if layout[2] in ((), (1,))}
+        if here[2] in ((), (1,)) and len(set(single.values())) > 1:
+            other = next(i for i, targets in single.items() if targets != here[2])
+            raise ValueError(
+                f"{where} has targets of shape {(here[0], *here[2])} but {self.where(other)} had targets of shape "
+                f"{(self.layouts[other][0], *self.layouts[other][2])}: every chunk's y must be 1-D, or every "
+                "chunk's 2-D."
+            )
         if any(a is not None and b is not None and a != b for a, b in zip(here, first)):
             raise ValueError(
                 f"{where} has {_layout_text(here)} on this read of the stream but had {_layout_text(first)} on an "

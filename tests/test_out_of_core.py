@@ -216,6 +216,16 @@ def test_stream_chunks_in_dataframes_refilled_in_place_are_copied(rng):
     assert_close(est.coef_, LinearRegressor().fit(X, y).coef_)
 
 
+@pytest.mark.parametrize("solver", ["normal", "sgd"])
+def test_a_stream_mixing_1d_and_2d_targets_is_refused(rng, solver):
+    # coef_ had the shape of the first chunk visited: (5,) or (1, 5) by random_state for the iterative solvers
+    X, y = rng.normal(size=(100, 5)), rng.normal(size=100)
+    for seed in range(4):
+        with pytest.raises(ValueError, match=r"targets of shape \(50, 1\) but chunk 0 had targets of shape \(50,\)"
+                                             r"|targets of shape \(50,\) but chunk 1 had targets of shape \(50, 1\)"):
+            LinearRegressor(solver=solver, random_state=seed).fit_stream([(X[:50], y[:50]), (X[50:], y[50:, None])])
+
+
 def test_stream_closed_form_keeps_zero_weight_chunks(rng):
     X, y = make_problem(rng)
     w = np.ones(len(X))
