@@ -134,6 +134,12 @@ def _copied(part: Any) -> Any:
     return part.copy() if callable(getattr(part, "copy", None)) else part
 
 
+def _sampled(arrays: list) -> list[bytes]:
+    """The bits of up to 256 elements of each array, evenly spread (any strides): a chunk's fingerprint."""
+    return [a.flat[np.linspace(0, a.size - 1, min(a.size, 256)).astype(np.intp)].tobytes() if a.size else b""
+            for a in arrays]
+
+
 def owned_items(items: Iterable) -> Iterator:
     """``items`` (one pass of a generator, a callable's iterable or a re-iterable), each chunk safe from the
     source's reuse of its memory.
@@ -141,27 +147,31 @@ def owned_items(items: Iterable) -> Iterator:
     The next chunk is read while the current one is fitted (:func:`prefetched`), so a generator that refills one
     buffer for every chunk (``buf[:] = ...; yield buf, y``) overwrote the chunk the kernels were reading: every
     solver returned wrong coefficients, different on each run, silently (the closed form 0.01-0.08 off). So the
-    first chunk of a pass is copied, and each later one whose arrays overlap the previous chunk's (the source
-    reuses its buffers) is copied too, by the reader thread as it reads it; chunks in fresh arrays (or disjoint
-    views of one array) are not (a copy of each made a streamed closed-form fit over views up to 1.5 times
-    slower). A source that starts reusing memory later, once an uncopied chunk was handed to the fit, is
-    refused. Parts whose memory cannot be seen (pandas objects, lists) are always copied.
+    first chunk of a pass is copied, and each later one whose arrays overlap the previous chunk's (NumPy's bounds
+    test: the source may reuse its buffers) is copied too, by the reader thread as it reads it; chunks in fresh
+    arrays (or disjoint views of one array) are not (a copy of each made a streamed closed-form fit over views up
+    to 1.5 times slower). Where a chunk overlaps an uncopied previous one, that one may have been overwritten
+    while it was fitted: sampled elements of it, read when it was read, are read again, and a change is refused
+    (a source that starts refilling a buffer after chunks of their own); chunks that share memory they do not
+    write (one weight array, overlapping windows, a chunk repeated) are fitted as before. Parts whose memory
+    cannot be seen (pandas objects, lists) are always copied.
     """
-    previous, copying = None, True
+    previous, copying, sample = None, True, None
     for index, item in enumerate(items):
         parts = item if isinstance(item, (tuple, list)) else ()
         seen = [_buffers(part) for part in parts]
         arrays = [a for b in seen if b is not None for a in b]
         if previous is not None:
             reused = any(np.may_share_memory(a, b) for a in arrays for b in previous)
-            if reused and not copying:
+            if reused and not copying and _sampled(previous) != sample:
                 raise ValueError(
-                    f"chunk {index} reuses the memory of chunk {index - 1}, which was still being fitted when "
-                    f"chunk {index} was read (the next chunk is read while the current one is fitted); yield a "
-                    "fresh array for each chunk (e.g. buf.copy()), or refill one buffer from the first chunk on."
+                    f"chunk {index} was read into the memory of chunk {index - 1}, which was still being fitted "
+                    f"(the next chunk is read while the current one is fitted); yield a fresh array for each "
+                    "chunk (e.g. buf.copy()), or refill one buffer from the first chunk on."
                 )
             copying = reused
         previous = arrays
+        sample = None if copying else _sampled(arrays)
         if parts:
             parts = [_copied(part) if copying or b is None else part for part, b in zip(parts, seen)]
             item = tuple(parts) if isinstance(item, tuple) else parts

@@ -192,14 +192,39 @@ def test_a_source_that_starts_refilling_a_chunk_being_fitted_is_refused(rng):
     X, y = rng.normal(size=(6000, 5)), rng.normal(size=6000)
     for fresh_first in (1, 2):
         est = LinearRegressor()
-        with pytest.raises(ValueError, match=f"chunk {fresh_first + 1} reuses the memory of chunk {fresh_first}, "
-                                             "which was still being fitted"):
+        with pytest.raises(ValueError, match=f"chunk {fresh_first + 1} was read into the memory of chunk "
+                                             f"{fresh_first}, which was still being fitted"):
             est.fit_stream(_refilled(X, y, 1000, fresh_first))
         assert not hasattr(est, "coef_")
     # one buffer from the first chunk on, or views of one array: fitted as the fresh arrays are
     expected = LinearRegressor().fit(X, y)
     for chunks in (_refilled(X, y, 1000), lambda: ((X[s : s + 1000], y[s : s + 1000]) for s in range(0, 6000, 1000))):
         assert_close(LinearRegressor().fit_stream(chunks).coef_, expected.coef_)
+
+
+def test_chunks_that_share_memory_they_do_not_write_are_fitted_as_before(rng):
+    # Overlap alone was refused at first: one weight array shared by the later chunks, a chunk repeated, views of
+    # several Fortran-ordered arrays (their bounds overlap), overlapping windows over two arrays
+    X, y = rng.normal(size=(6000, 5)), rng.normal(size=6000)
+    ones, F = np.ones(1000), [np.asfortranarray(X[:3000]), np.asfortranarray(X[3000:])]
+    sources = {
+        "shared weights": lambda: ((X[s : s + 1000], y[s : s + 1000], ones if s else np.ones(1000))
+                                   for s in range(0, 6000, 1000)),
+        "repeated": lambda: ((X[s : s + 1000].copy(), y[s : s + 1000].copy()) for s in (0, 1000, 1000, 0)),
+        "fortran views": lambda: ((F[s // 3000][s % 3000 : s % 3000 + 1000], y[s : s + 1000])
+                                  for s in range(0, 6000, 1000)),
+        "windows": lambda: ((F[s // 3000][s % 3000 : s % 3000 + 1000], y[s : s + 1000])
+                            for s in (0, 500, 1000, 3000, 3500, 4000)),
+    }
+    for name, source in sources.items():
+        fresh = lambda source=source: ((X_.copy(), *(a.copy() for a in rest)) for X_, *rest in source())  # noqa: E731
+        for solver in ("normal", "sgd"):
+            params = {"solver": solver, "random_state": 0, "max_epochs": 2, "tol": None}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fastopt.exceptions.ConvergenceWarning)
+                got = LinearRegressor(**params).fit_stream(source)
+                want = LinearRegressor(**params).fit_stream(fresh)
+            np.testing.assert_array_equal(got.coef_, want.coef_, err_msg=name)
 
 
 def test_stream_chunks_in_dataframes_refilled_in_place_are_copied(rng):
