@@ -102,7 +102,9 @@ import contextvars
 import itertools
 import math
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -259,9 +261,9 @@ class TreeMerger:
 
 # Work (rows times columns squared, or its sparse counterpart) from which a closed-form pass called on the main
 # thread runs on a worker thread (_stoppable): there Ctrl-C, which Python delivers to the main thread only, is
-# seen while the compiled kernels run. Below it a pass takes milliseconds, and a thread's start and join (about
-# 0.1 ms) would be a visible share of it.
-STOPPABLE_WORK = 2**26
+# seen while the compiled kernels run. Below it a pass takes tens of milliseconds at most, and a thread's start
+# and join (about 0.3 ms with the waits) would be a visible share of it (5-8% of a 20,000 x 60 fit at 2^26).
+STOPPABLE_WORK = 2**28
 
 
 def _stoppable(run: Callable[[], object], halt: np.ndarray, work: float):
@@ -276,39 +278,62 @@ def _stoppable(run: Callable[[], object], halt: np.ndarray, work: float):
     """
     if work < STOPPABLE_WORK or threading.current_thread() is not threading.main_thread():
         return run()
-    outcome: list = []
-    done = threading.Event()
+    outcome: queue.SimpleQueue = queue.SimpleQueue()
     context = contextvars.copy_context()
 
     def target():
         try:
-            outcome.append((context.run(run), None))
+            result = (context.run(run), None)
         except BaseException as exc:  # (re-raised on the calling thread)
-            outcome.append((None, exc))
-        finally:
-            done.set()
+            result = (None, exc)
+        outcome.put(result)
 
     worker = threading.Thread(target=target, name="fastopt-closed-form", daemon=True)
-    worker.start()
-    # Waited for on an Event, not by join(): Python 3.11's join() interrupted by Ctrl-C marks a running thread
-    # as stopped (bpo-45274's handling), and it could then no longer be waited for.
+    # Started inside the try: a Ctrl-C in start() (which waits for the thread to run) must set halt too, or the
+    # pass ran on to its end beside the caller. Waited for on a SimpleQueue (C code), in bounded waits: Python
+    # 3.11's join() interrupted by Ctrl-C marks a running thread stopped (bpo-45274's handling), and an Event's
+    # wait interrupted at some points left its lock released ("release unlocked lock", here and in the worker's
+    # set()); found by raising KeyboardInterrupt at random instants of hundreds of fits.
     try:
-        done.wait()
+        worker.start()
+        value, exc = _outcome(outcome)
     except BaseException:
         halt[0] = 1
-        while True:  # the kernels stop at their next block; no thread is left behind
-            try:
-                done.wait()
-                break
-            except KeyboardInterrupt:
-                continue
-        worker.join()
+        _stopped_worker(worker, outcome)
         raise
     worker.join()
-    value, exc = outcome[0]
     if exc is not None:
         raise exc
     return value
+
+
+# Seconds a wait for the closed form's worker thread blocks before it is repeated: a SIGINT that lands just before a
+# blocking wait begins is handled only when the wait returns (CPython checks for signals between bytecodes).
+WAIT_POLL = 0.05
+
+
+def _outcome(outcome: queue.SimpleQueue):
+    while True:
+        try:
+            return outcome.get(timeout=WAIT_POLL)
+        except queue.Empty:
+            continue
+
+
+def _stopped_worker(worker: threading.Thread, outcome: queue.SimpleQueue) -> None:
+    """Wait, after Ctrl-C, for :func:`_stoppable`'s worker, whose kernels stop at their next block (further
+    Ctrl-C ignored: no thread is left behind). A Ctrl-C inside ``start()`` may have come before the thread was
+    launched: then nothing comes, and it is not alive a second later."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            outcome.get(timeout=WAIT_POLL)
+            return
+        except queue.Empty:
+            if not worker.is_alive() and time.monotonic() > deadline:
+                return
+        except KeyboardInterrupt:
+            continue
 
 
 def _ordered_map(fn: Callable, items: Iterable, threads: int, halt: np.ndarray | None = None) -> Iterator:

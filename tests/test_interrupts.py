@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastopt import LinearRegressor, _iterative, _kernels, _reference, _serial_blas, optim
+from fastopt import LinearRegressor, _closed_form, _iterative, _kernels, _reference, _serial_blas, optim
 from fastopt._iterative import LOSSES, EpochCtl
 
 
@@ -170,6 +170,31 @@ def test_ctrl_c_interrupts_a_long_closed_form_fit_within_half_a_second(tmp_path,
     assert line[0] == "interrupted"
     assert float(line[1]) - sent < 0.5
     assert line[2] == "1"
+
+
+def test_a_ctrl_c_inside_the_workers_start_stops_its_pass(monkeypatch):
+    # start() waits for the new thread to run: a KeyboardInterrupt there, before the wait for the pass began, left
+    # the pass running to its end beside the caller, its stop flag never set (found by interrupts at random
+    # instants of hundreds of fits)
+    real_start = threading.Thread.start
+
+    def start(self):
+        real_start(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    halt, seen = np.zeros(1, dtype=np.int32), []
+
+    def run():  # a pass that ends at its stop flag, as the kernels read it between blocks
+        t0 = time.monotonic()
+        while not halt[0] and time.monotonic() - t0 < 10:
+            time.sleep(0.001)
+        seen.append(bool(halt[0]))
+
+    with pytest.raises(KeyboardInterrupt):
+        _closed_form._stoppable(run, halt, work=_closed_form.STOPPABLE_WORK)
+    assert seen == [True]
+    assert not [t for t in threading.enumerate() if t.name == "fastopt-closed-form" and t.is_alive()]
 
 
 @pytest.mark.parametrize("impl", [_kernels, _reference])
