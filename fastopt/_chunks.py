@@ -144,26 +144,27 @@ def owned_items(items: Iterable) -> Iterator:
     """``items`` (one pass of a generator, a callable's iterable or a re-iterable), each chunk safe from the
     source's reuse of its memory.
 
-    The next chunk is read while the current one is fitted (:func:`prefetched`), so a generator that refills one
-    buffer for every chunk (``buf[:] = ...; yield buf, y``) overwrote the chunk the kernels were reading: every
-    solver returned wrong coefficients, different on each run, silently (the closed form 0.01-0.08 off). So the
-    first chunk of a pass is copied, and each later one whose arrays overlap the previous chunk's (NumPy's bounds
-    test: the source may reuse its buffers) is copied too, by the reader thread as it reads it; chunks in fresh
-    arrays (or disjoint views of one array) are not (a copy of each made a streamed closed-form fit over views up
-    to 1.5 times slower). Where a chunk overlaps an uncopied previous one, that one may have been overwritten
-    while it was fitted: sampled elements of it, read when it was read, are read again, and a change is refused
-    (a source that starts refilling a buffer after chunks of their own); chunks that share memory they do not
-    write (one weight array, overlapping windows, a chunk repeated) are fitted as before. Parts whose memory
-    cannot be seen (pandas objects, lists) are always copied.
+    From the second chunk on, the next chunk is read while the current one is fitted (:func:`prefetched`), so a
+    generator that refilled one buffer for every chunk (``buf[:] = ...; yield buf, y``) overwrote the chunk the
+    kernels were reading: every solver returned wrong coefficients, different on each run, silently (the closed
+    form 0.01-0.08 off). So each chunk from the second on whose arrays overlap the previous chunk's (NumPy's
+    bounds test: the source may reuse its buffers) is copied, by the reader thread as it reads it; chunks in
+    fresh arrays (or disjoint views of one array) are not (a copy of each made a streamed closed-form fit over
+    views up to 1.5 times slower). Where a chunk from the third on overlaps an uncopied previous one, that one
+    may have been overwritten while it was fitted: sampled elements of it, read when it was read, are read
+    again, and a change is refused (a source that starts refilling a buffer after chunks of their own); chunks
+    that share memory they do not write (one weight array, overlapping windows, a chunk repeated) are fitted as
+    before. Parts whose memory cannot be seen (pandas objects, lists) are copied from the second chunk on.
     """
-    previous, copying, sample = None, True, None
+    previous, copying, sample = None, False, None
     for index, item in enumerate(items):
         parts = item if isinstance(item, (tuple, list)) else ()
         seen = [_buffers(part) for part in parts]
         arrays = [a for b in seen if b is not None for a in b]
         if previous is not None:
             reused = any(np.may_share_memory(a, b) for a in arrays for b in previous)
-            if reused and not copying and _sampled(previous) != sample:
+            # (the first chunk was done with before the second was read: only later ones are read beside a fit)
+            if reused and index >= 2 and not copying and _sampled(previous) != sample:
                 raise ValueError(
                     f"chunk {index} was read into the memory of chunk {index - 1}, which was still being fitted "
                     f"(the next chunk is read while the current one is fitted); yield a fresh array for each "
@@ -172,7 +173,7 @@ def owned_items(items: Iterable) -> Iterator:
             copying = reused
         previous = arrays
         sample = None if copying else _sampled(arrays)
-        if parts:
+        if parts and index >= 1:
             parts = [_copied(part) if copying or b is None else part for part, b in zip(parts, seen)]
             item = tuple(parts) if isinstance(item, tuple) else parts
         yield index, item
@@ -186,7 +187,7 @@ def prefetched(items: Iterator) -> Iterator:
     """Yield from ``items`` while the next item is read in a background thread.
 
     Reading a chunk (from disk, or computing it on a Dask cluster) overlaps with fitting the previous
-    one, whose compiled kernels release the GIL. At most two chunks are alive at once.
+    one, whose compiled kernels release the GIL, from the second chunk on. At most two chunks are alive at once.
 
     The consumer never waits for the reader except for the item it asks for: when it stops (an error in
     fitting, ``KeyboardInterrupt``, the fit ending), the reader is told to stop and is not joined, so an error or
@@ -208,6 +209,7 @@ def prefetched(items: Iterator) -> Iterator:
         # the reader to stop, or it waits for a request for ever (seen once in CI, on a loaded machine).
         thread.start()
         requests.put(True)
+        first = True
         while True:
             try:
                 # A bounded wait, repeated: a SIGINT that lands just before a blocking wait begins is handled only
@@ -220,6 +222,15 @@ def prefetched(items: Iterator) -> Iterator:
                 raise exc
             if item is _END:
                 return
+            if first:
+                # The second item is read only once the first is done with: a fit may read the stream again while
+                # it takes its first chunk (the stream's weights, LocalPasses._weights), and that read, beside
+                # the reader's, refilled the buffers of a callable whose generators share them (sgd 3e-3 off in
+                # 10 of 10 fits, silently); and the first chunk needs no copy (owned_items).
+                first = False
+                yield item
+                requests.put(True)
+                continue
             requests.put(True)
             yield item
     finally:
