@@ -118,63 +118,28 @@ def unpack(item: Any, where: str) -> tuple[Any, Any, Any]:
     )
 
 
-def _buffers(part: Any) -> list | None:
-    """The NumPy arrays holding ``part`` (an ndarray, or a SciPy sparse matrix's index and value arrays); None
-    for a part whose memory cannot be seen (pandas objects, lists); [] for None."""
-    if part is None:
-        return []
-    if isinstance(part, np.ndarray):
-        return [part]
-    if scipy.sparse.issparse(part) and part.format in ("csr", "csc", "bsr", "coo"):
-        return [part.data, *((part.row, part.col) if part.format == "coo" else (part.indices, part.indptr))]
-    return None
-
-
 def _copied(part: Any) -> Any:
     return part.copy() if callable(getattr(part, "copy", None)) else part
 
 
-def _sampled(arrays: list) -> list[bytes]:
-    """The bits of up to 256 elements of each array, evenly spread (any strides): a chunk's fingerprint."""
-    return [a.flat[np.linspace(0, a.size - 1, min(a.size, 256)).astype(np.intp)].tobytes() if a.size else b""
-            for a in arrays]
-
-
 def owned_items(items: Iterable) -> Iterator:
-    """``items`` (one pass of a generator, a callable's iterable or a re-iterable), each chunk safe from the
-    source's reuse of its memory.
+    """``items`` (one pass of a generator, a callable's iterable or a re-iterable), each chunk from the second on
+    a copy (each part that has a ``copy`` method: NumPy, SciPy sparse, pandas, lists), made by the reader thread
+    as it reads it.
 
-    From the second chunk on, the next chunk is read while the current one is fitted (:func:`prefetched`), so a
-    generator that refilled one buffer for every chunk (``buf[:] = ...; yield buf, y``) overwrote the chunk the
-    kernels were reading: every solver returned wrong coefficients, different on each run, silently (the closed
-    form 0.01-0.08 off). So each chunk from the second on whose arrays overlap the previous chunk's (NumPy's
-    bounds test: the source may reuse its buffers) is copied, by the reader thread as it reads it; chunks in
-    fresh arrays (or disjoint views of one array) are not (a copy of each made a streamed closed-form fit over
-    views up to 1.5 times slower). Where a chunk from the third on overlaps an uncopied previous one, that one
-    may have been overwritten while it was fitted: sampled elements of it, read when it was read, are read
-    again, and a change is refused (a source that starts refilling a buffer after chunks of their own); chunks
-    that share memory they do not write (one weight array, overlapping windows, a chunk repeated) are fitted as
-    before. Parts whose memory cannot be seen (pandas objects, lists) are copied from the second chunk on.
+    From the second chunk on, the next chunk is read while the current one is fitted (:func:`prefetched`), so
+    the source resumes, and may change what it yielded, while the kernels read it. A generator that refilled one
+    buffer for every chunk (``buf[:] = ...; yield buf, y``), or restored a view it had standardised in place
+    (``v -= mu; yield v, y; v += mu``), gave every solver wrong coefficients, different on each run, silently
+    (the closed form 0.003-0.08 off). The copy keeps an iterator's contract: what it yielded is the consumer's
+    until it is asked for the next item. Tests of what a source changes (overlapping memory, sampled elements)
+    missed changes that kept to other memory or other rows. A streamed closed-form fit over 20 views of one
+    in-memory array takes 1.10-1.14 times as long (a list of those chunks is not copied); beside reading a
+    chunk from disk or computing it the copy is small.
     """
-    previous, copying, sample = None, False, None
     for index, item in enumerate(items):
-        parts = item if isinstance(item, (tuple, list)) else ()
-        seen = [_buffers(part) for part in parts]
-        arrays = [a for b in seen if b is not None for a in b]
-        if previous is not None:
-            reused = any(np.may_share_memory(a, b) for a in arrays for b in previous)
-            # (the first chunk was done with before the second was read: only later ones are read beside a fit)
-            if reused and index >= 2 and not copying and _sampled(previous) != sample:
-                raise ValueError(
-                    f"chunk {index} was read into the memory of chunk {index - 1}, which was still being fitted "
-                    f"(the next chunk is read while the current one is fitted); yield a fresh array for each "
-                    "chunk (e.g. buf.copy()), or refill one buffer from the first chunk on."
-                )
-            copying = reused
-        previous = arrays
-        sample = None if copying else _sampled(arrays)
-        if parts and index >= 1:
-            parts = [_copied(part) if copying or b is None else part for part, b in zip(parts, seen)]
+        if index >= 1 and isinstance(item, (tuple, list)):
+            parts = [_copied(part) for part in item]
             item = tuple(parts) if isinstance(item, tuple) else parts
         yield index, item
 
@@ -320,12 +285,14 @@ class ChunkSource:
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def epoch(self, order: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
-        """Yield ``(chunk_index, item)`` for one pass, in ``order`` when the chunks are indexable."""
+    def epoch(self, order: np.ndarray | None = None, ahead: bool = False) -> Iterator[tuple[int, Any]]:
+        """Yield ``(chunk_index, item)`` for one pass, in ``order`` when the chunks are indexable; ``ahead``: for a
+        pass read ahead (:func:`prefetched`), a generator's chunks from the second on copied (:func:`owned_items`)."""
         if self.indexable:
             order = range(len(self.chunks)) if order is None else order
             return ((int(i), self._at[int(i)]) for i in order)
-        return owned_items(self.chunks() if callable(self.chunks) else self.chunks)
+        chunks = self.chunks() if callable(self.chunks) else self.chunks
+        return owned_items(chunks) if ahead else enumerate(chunks)
 
     def where(self, index: int) -> str:
         """How errors name chunk ``index``: the chunks' own ``labels`` when they have them (Dask blocks)."""
@@ -368,7 +335,7 @@ def check_dtype(X: Any, first: np.dtype | None, where: str) -> np.dtype | None:
 def read(source: ChunkSource, order: np.ndarray | None = None) -> Iterator[tuple[int, str, Any, Any, Any]]:
     """``(index, where, X, y, sample_weight)`` of every chunk of one pass, the next one read meanwhile."""
     dtype = None
-    for index, where, X, y, sample_weight in source.unpacked(prefetched(source.epoch(order))):
+    for index, where, X, y, sample_weight in source.unpacked(prefetched(source.epoch(order, ahead=True))):
         dtype = check_dtype(X, dtype, where)
         yield index, where, X, y, sample_weight
 

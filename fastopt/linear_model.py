@@ -787,9 +787,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             ``max_epochs=1`` without early stopping). A chunk without weights has unit weights. Every read
             must yield the same chunks: one whose rows, columns or targets' shape differ from an earlier
             read's, or a read with another number of chunks, raises ``ValueError`` (values are not compared).
-            The next chunk is read, in a background thread, while the current one is fitted: a generator may
-            refill one buffer for every chunk (such chunks are copied as they are read), but a sequence's
-            items must not share memory that its indexing overwrites.
+            From the second chunk on, the next chunk is read, in a background thread, while the current one
+            is fitted: a generator's chunks are copied as they are read (it may refill or change what it
+            yielded once resumed), a sequence's are not (its items must not change when it is indexed).
 
         Returns
         -------
