@@ -298,8 +298,15 @@ def _stoppable(run: Callable[[], object], halt: np.ndarray, work: float):
         worker.start()
         value, exc = _outcome(outcome)
     except BaseException:
-        halt[0] = 1
-        _stopped_worker(worker, outcome)
+        # (a second Ctrl-C while the pass is being stopped is ignored until it has stopped: it escaped here before
+        # the flag was set, and the pass ran on beside the caller)
+        while True:
+            try:
+                halt[0] = 1
+                _stopped_worker(worker, outcome)
+                break
+            except KeyboardInterrupt:
+                continue
         raise
     worker.join()
     if exc is not None:
@@ -327,11 +334,12 @@ def _stopped_worker(worker: threading.Thread, outcome: queue.SimpleQueue) -> Non
     deadline = time.monotonic() + 1.0
     while True:
         try:
-            outcome.get(timeout=WAIT_POLL)
-            return
-        except queue.Empty:
-            if not worker.is_alive() and time.monotonic() > deadline:
+            try:
+                outcome.get(timeout=WAIT_POLL)
                 return
+            except queue.Empty:
+                if not worker.is_alive() and time.monotonic() > deadline:
+                    return
         except KeyboardInterrupt:
             continue
 

@@ -67,12 +67,20 @@ def _transactional(method):
         try:
             return method(self, *args, **kwargs)
         except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            if "_solver_state" in saved:
-                self._solver_state = rewind()
-            if rs_state is not None:
-                random_state.set_state(rs_state)
+            # The attributes put back in one assignment, and the restore retried if a second Ctrl-C interrupts it:
+            # one between clearing the attributes and putting them back left an estimator without its
+            # parameters (every later call an AttributeError). The rewind and set_state can be repeated.
+            while True:
+                try:
+                    restored = dict(saved)
+                    if "_solver_state" in saved:
+                        restored["_solver_state"] = rewind()
+                    self.__dict__ = restored
+                    if rs_state is not None:
+                        random_state.set_state(rs_state)
+                    break
+                except KeyboardInterrupt:
+                    continue
             raise
 
     return wrapper

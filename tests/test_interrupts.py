@@ -1,4 +1,5 @@
 """Interrupts: Ctrl-C within 0.5 s whatever the epoch length; streamed fits never wait for their reader."""
+import linecache
 import queue
 import signal
 import subprocess
@@ -172,10 +173,9 @@ def test_ctrl_c_interrupts_a_long_closed_form_fit_within_half_a_second(tmp_path,
     assert line[2] == "1"
 
 
-def test_a_ctrl_c_inside_the_workers_start_stops_its_pass(monkeypatch):
-    # start() waits for the new thread to run: a KeyboardInterrupt there, before the wait for the pass began, left
-    # the pass running to its end beside the caller, its stop flag never set (found by interrupts at random
-    # instants of hundreds of fits)
+def _interrupted_start_and_halted_pass(monkeypatch):
+    """A Ctrl-C inside the worker's start() (patched in), and ``(run, halt, seen)``: a pass that ends at its stop
+    flag ``halt``, as the kernels read it between blocks, and records whether it was set."""
     real_start = threading.Thread.start
 
     def start(self):
@@ -185,16 +185,74 @@ def test_a_ctrl_c_inside_the_workers_start_stops_its_pass(monkeypatch):
     monkeypatch.setattr(threading.Thread, "start", start)
     halt, seen = np.zeros(1, dtype=np.int32), []
 
-    def run():  # a pass that ends at its stop flag, as the kernels read it between blocks
+    def run():
         t0 = time.monotonic()
         while not halt[0] and time.monotonic() - t0 < 10:
             time.sleep(0.001)
         seen.append(bool(halt[0]))
 
+    return run, halt, seen
+
+
+def test_a_ctrl_c_inside_the_workers_start_stops_its_pass(monkeypatch):
+    # start() waits for the new thread to run: a KeyboardInterrupt there, before the wait for the pass began, left
+    # the pass running to its end beside the caller, its stop flag never set (found by interrupts at random
+    # instants of hundreds of fits)
+    run, halt, seen = _interrupted_start_and_halted_pass(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _closed_form._stoppable(run, halt, work=_closed_form.STOPPABLE_WORK)
     assert seen == [True]
     assert not [t for t in threading.enumerate() if t.name == "fastopt-closed-form" and t.is_alive()]
+
+
+def _second_ctrl_c_at(function: str, line: str):
+    """A trace function raising KeyboardInterrupt once, when ``function`` (of fastopt) reaches source ``line``: a
+    second Ctrl-C at that instant."""
+    fired = []
+
+    def local(frame, event, arg):
+        if event == "line" and not fired and linecache.getline(frame.f_code.co_filename,
+                                                               frame.f_lineno).strip() == line:
+            fired.append(True)
+            raise KeyboardInterrupt("second Ctrl-C")
+        return local
+
+    def trace(frame, event, arg):
+        return local if frame.f_code.co_name == function and "fastopt" in frame.f_code.co_filename else None
+
+    return trace, fired
+
+
+def test_a_second_ctrl_c_while_the_pass_is_stopped_still_stops_it(monkeypatch):
+    # It escaped before the stop flag was set, and the pass ran on beside the caller
+    run, halt, seen = _interrupted_start_and_halted_pass(monkeypatch)
+    trace, fired = _second_ctrl_c_at("_stoppable", "halt[0] = 1")
+    sys.settrace(trace)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _closed_form._stoppable(run, halt, work=_closed_form.STOPPABLE_WORK)
+    finally:
+        sys.settrace(None)
+    assert fired and seen == [True]
+
+
+def test_a_second_ctrl_c_during_the_restore_leaves_the_estimator_as_it_was(rng):
+    # One between clearing the attributes and putting them back left an estimator without its parameters
+    X, y = rng.normal(size=(200, 3)), rng.normal(size=200)
+    model = LinearRegressor(alpha=0.5).fit(X, y)
+    before = dict(model.__dict__)
+    bad = X.copy()
+    bad[7, 1] = np.nan
+    trace, fired = _second_ctrl_c_at("wrapper", "self.__dict__ = restored")
+    sys.settrace(trace)
+    try:
+        with pytest.raises(ValueError, match="NaN"):
+            model.fit(bad, y)
+    finally:
+        sys.settrace(None)
+    assert fired and model.__dict__.keys() == before.keys()
+    assert all(model.__dict__[key] is value for key, value in before.items() if key != "_solver_state")  # (a copy)
+    np.testing.assert_array_equal(model.predict(X), LinearRegressor(alpha=0.5).fit(X, y).predict(X))
 
 
 @pytest.mark.parametrize("impl", [_kernels, _reference])
