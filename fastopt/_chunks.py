@@ -199,7 +199,12 @@ def prefetched(items: Iterator) -> Iterator:
             requests.put(True)
             yield item
     finally:
-        requests.put(False)
+        while True:  # (retried: a second Ctrl-C here left the reader waiting for a request for ever)
+            try:
+                requests.put(False)
+                break
+            except KeyboardInterrupt:
+                continue
 
 
 class ChunkSource:
