@@ -119,13 +119,17 @@ def unpack(item: Any, where: str) -> tuple[Any, Any, Any]:
 
 
 def _copied(part: Any) -> Any:
-    return part.copy() if callable(getattr(part, "copy", None)) else part
+    if callable(getattr(part, "copy", None)):
+        return part.copy()
+    # (array-likes without copy(), a torch tensor: validation's np.asarray would share their memory)
+    # (np.asarray(...).copy(): np.array(part) trusts an __array__ that ignores its copy argument)
+    return np.asarray(part).copy() if hasattr(part, "__array__") else part
 
 
 def owned_items(items: Iterable) -> Iterator:
     """``items`` (one pass of a generator, a callable's iterable or a re-iterable), each chunk from the second on
-    a copy (each part that has a ``copy`` method: NumPy, SciPy sparse, pandas, lists), made by the reader thread
-    as it reads it.
+    a copy (each part that has a ``copy`` method: NumPy, SciPy sparse, pandas, lists; other array-likes, such as
+    torch tensors, as NumPy arrays), made by the reader thread as it reads it.
 
     From the second chunk on, the next chunk is read while the current one is fitted (:func:`prefetched`), so
     the source resumes, and may change what it yielded, while the kernels read it. A generator that refilled one

@@ -253,6 +253,36 @@ def test_a_callable_whose_generators_share_their_buffers_fits_as_fresh_arrays(rn
         np.testing.assert_array_equal(LinearRegressor(**params).fit_stream(shared).coef_, expected.coef_)
 
 
+def test_stream_chunks_of_array_likes_without_copy_refilled_in_place_are_copied(rng):
+    # An array-like with __array__ but no copy() (a torch tensor) was handed over as it was, and validation's
+    # np.asarray shares its memory
+    class Buffer:
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a if dtype is None else self.a.astype(dtype, copy=False)
+
+        def __len__(self):
+            return len(self.a)
+
+        @property
+        def shape(self):
+            return self.a.shape
+
+    X, y = rng.normal(size=(60_000, 30)), rng.normal(size=60_000)
+    bx, by = np.empty((6000, 30)), np.empty(6000)
+
+    def chunks():
+        for s in range(0, 60_000, 6000):
+            bx[:], by[:] = X[s : s + 6000], y[s : s + 6000]
+            yield Buffer(bx), Buffer(by)
+
+    expected = LinearRegressor().fit(X, y)
+    for _ in range(3):
+        assert_close(LinearRegressor().fit_stream(chunks).coef_, expected.coef_)
+
+
 def test_stream_chunks_in_dataframes_refilled_in_place_are_copied(rng):
     pd = pytest.importorskip("pandas")
     X, y = rng.normal(size=(6000, 4)), rng.normal(size=6000)
