@@ -22,6 +22,7 @@ import scipy.sparse
 from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 from fastopt import _closed_form, _iterative, _iterative_lr
+from fastopt._interrupts import uninterrupted, wait_get
 from fastopt._validation import check_fit_data, expanded_weights
 
 # Spawn keys separating the stream's own draws (chunk orders, validation rows, the learning-rate sample)
@@ -148,10 +149,6 @@ def owned_items(items: Iterable) -> Iterator:
         yield index, item
 
 
-# Seconds between checks for a pending Ctrl-C while waiting for the reader (prefetched).
-WAIT_POLL = 0.05
-
-
 def prefetched(items: Iterator) -> Iterator:
     """Yield from ``items`` while the next item is read in a background thread.
 
@@ -180,13 +177,9 @@ def prefetched(items: Iterator) -> Iterator:
         requests.put(True)
         first = True
         while True:
-            try:
-                # A bounded wait, repeated: a SIGINT that lands just before a blocking wait begins is handled only
-                # when the wait returns (CPython checks for signals between bytecodes), and the reader may never
-                # return (a blocked source); seen as a hung test on a heavily loaded machine.
-                item, exc = results.get(timeout=WAIT_POLL)
-            except queue.Empty:
-                continue
+            # (bounded waits: the reader may never return, a blocked source; an unbounded wait was seen as a hung
+            # test on a heavily loaded machine)
+            item, exc = wait_get(results)
             if exc is not None:
                 raise exc
             if item is _END:
@@ -203,12 +196,7 @@ def prefetched(items: Iterator) -> Iterator:
             requests.put(True)
             yield item
     finally:
-        while True:  # (retried: a second Ctrl-C here left the reader waiting for a request for ever)
-            try:
-                requests.put(False)
-                break
-            except KeyboardInterrupt:
-                continue
+        uninterrupted(lambda: requests.put(False))  # (a second Ctrl-C here left the reader waiting for ever)
 
 
 class ChunkSource:

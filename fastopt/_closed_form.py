@@ -114,6 +114,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from fastopt import _kernels, _serial_blas, _sparse
+from fastopt._interrupts import WAIT_POLL, uninterrupted, wait_get
 from fastopt._result import FitResult, Solver
 from fastopt._validation import Data, is_sparse, refuse_nonfinite_data
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning, _warn
@@ -266,8 +267,8 @@ class TreeMerger:
 STOPPABLE_WORK = 2**28
 
 
-def _stoppable(run: Callable[[], object], halt: np.ndarray, work: float):
-    """``run()``, whose compiled kernels read the stop flag ``halt``, made interruptible by Ctrl-C.
+def _stoppable(run: Callable[[np.ndarray], object], work: float):
+    """``run(halt)``, whose compiled kernels read the stop flag ``halt`` (made here), made interruptible by Ctrl-C.
 
     A kernel runs without the GIL, and Python only handles a signal on the main thread between bytecodes: a
     segment of a wide QR on the main thread held Ctrl-C for a minute (60,000 x 1,500). So on the main thread,
@@ -276,37 +277,28 @@ def _stoppable(run: Callable[[], object], halt: np.ndarray, work: float):
     bounded work (a block of rows), waits for the worker to stop and is raised again. The same calls in the same
     order: the same results either way. The worker runs in a copy of the caller's context (NumPy's error state).
     """
+    halt = np.zeros(1, dtype=np.int32)
     if work < STOPPABLE_WORK or threading.current_thread() is not threading.main_thread():
-        return run()
+        return run(halt)
     outcome: queue.SimpleQueue = queue.SimpleQueue()
     context = contextvars.copy_context()
 
     def target():
         try:
-            result = (context.run(run), None)
+            result = (context.run(run, halt), None)
         except BaseException as exc:  # (re-raised on the calling thread)
             result = (None, exc)
         outcome.put(result)
 
     worker = threading.Thread(target=target, name="fastopt-closed-form", daemon=True)
     # Started inside the try: a Ctrl-C in start() (which waits for the thread to run) must set halt too, or the
-    # pass ran on to its end beside the caller. Waited for on a SimpleQueue (C code), in bounded waits: Python
-    # 3.11's join() interrupted by Ctrl-C marks a running thread stopped (bpo-45274's handling), and an Event's
-    # wait interrupted at some points left its lock released ("release unlocked lock", here and in the worker's
-    # set()); found by raising KeyboardInterrupt at random instants of hundreds of fits.
+    # pass ran on to its end beside the caller. Its outcome waited for as _interrupts says (join() and Event
+    # waits interrupted by Ctrl-C broke; found by raising KeyboardInterrupt at random instants of hundreds of fits).
     try:
         worker.start()
-        value, exc = _outcome(outcome)
+        value, exc = wait_get(outcome)
     except BaseException:
-        # (a second Ctrl-C while the pass is being stopped is ignored until it has stopped: it escaped here before
-        # the flag was set, and the pass ran on beside the caller)
-        while True:
-            try:
-                halt[0] = 1
-                _stopped_worker(worker, outcome)
-                break
-            except KeyboardInterrupt:
-                continue
+        uninterrupted(lambda: _stop_worker(halt, worker, outcome))
         raise
     worker.join()
     if exc is not None:
@@ -314,34 +306,19 @@ def _stoppable(run: Callable[[], object], halt: np.ndarray, work: float):
     return value
 
 
-# Seconds a wait for the closed form's worker thread blocks before it is repeated: a SIGINT that lands just before a
-# blocking wait begins is handled only when the wait returns (CPython checks for signals between bytecodes).
-WAIT_POLL = 0.05
-
-
-def _outcome(outcome: queue.SimpleQueue):
-    while True:
-        try:
-            return outcome.get(timeout=WAIT_POLL)
-        except queue.Empty:
-            continue
-
-
-def _stopped_worker(worker: threading.Thread, outcome: queue.SimpleQueue) -> None:
-    """Wait, after Ctrl-C, for :func:`_stoppable`'s worker, whose kernels stop at their next block (further
-    Ctrl-C ignored: no thread is left behind). A Ctrl-C inside ``start()`` may have come before the thread was
-    launched: then nothing comes, and it is not alive a second later."""
+def _stop_worker(halt: np.ndarray, worker: threading.Thread, outcome: queue.SimpleQueue) -> None:
+    """Set ``halt`` and wait for :func:`_stoppable`'s worker, whose kernels stop at their next block. A Ctrl-C
+    inside ``start()`` may have come before the thread was launched: then nothing comes, and it is not alive a
+    second later."""
+    halt[0] = 1
     deadline = time.monotonic() + 1.0
     while True:
         try:
-            try:
-                outcome.get(timeout=WAIT_POLL)
+            outcome.get(timeout=WAIT_POLL)
+            return
+        except queue.Empty:
+            if not worker.is_alive() and time.monotonic() > deadline:
                 return
-            except queue.Empty:
-                if not worker.is_alive() and time.monotonic() > deadline:
-                    return
-        except KeyboardInterrupt:
-            continue
 
 
 def _ordered_map(fn: Callable, items: Iterable, threads: int, halt: np.ndarray | None = None) -> Iterator:
@@ -466,10 +443,8 @@ def _over_segments(data: Data, segment: Callable[..., ClosedFormState], field: s
     block (:func:`_stoppable`).
     """
     bounds = segment_bounds(data.X.shape[0]) if bounds is None else bounds
-    halt = np.zeros(1, dtype=np.int32)
     work = float(data.X.shape[0]) * (data.X.shape[1] + data.Y.shape[1]) ** 2
-    return _stoppable(lambda: _merged_segments(data, partial(segment, halt=halt), field, bounds, halt),
-                      halt, work)
+    return _stoppable(lambda halt: _merged_segments(data, partial(segment, halt=halt), field, bounds, halt), work)
 
 
 def _merged_segments(data: Data, segment: Callable[..., ClosedFormState], field: str,
@@ -535,20 +510,18 @@ def _sparse_chunk_state(data: Data) -> ClosedFormState:
     threads, bounds = _n_threads(), _sparse.segments(data)
     _sparse.check_gram_fits(d, k, min(threads, len(bounds)), len(bounds))
 
-    halt = np.zeros(1, dtype=np.int32)
-
-    def segment(start, stop):
+    def segment(start, stop, halt):
         weight, mean, gram, raw_diag = _sparse.segment_stats(data, start, stop, halt)
         return ClosedFormState(d, k, data.X.dtype.name, stop - start, weight, mean, gram, raw_diag=raw_diag)
 
-    def merged():
+    def merged(halt):
         merger = TreeMerger(_merge_owned)
-        merger.extend(_ordered_map(lambda bound: segment(*bound), bounds, threads, halt))
+        merger.extend(_ordered_map(lambda bound: segment(*bound, halt), bounds, threads, halt))
         return _merged_or_empty(merger, data, "gram")
 
     n, nnz = data.X.shape[0], data.X.nnz
     work = float(nnz) * max(1.0, nnz / max(n, 1)) + float(d + k) ** 2 * len(bounds)  # row products, merges
-    return _checked_finite(_stoppable(merged, halt, work), data)
+    return _checked_finite(_stoppable(merged, work), data)
 
 
 def _checked_finite(state: ClosedFormState, data: Data) -> ClosedFormState:
@@ -638,14 +611,12 @@ def _sparse_qr_state(data: Data) -> ClosedFormState:
 
     if _tail_serial(p):
         return _over_segments(data, segment, "r", bounds)
-    halt = np.zeros(1, dtype=np.int32)
-
-    def merged():
+    def merged(halt):
         merger = TreeMerger(_merge_owned)
         merger.extend(segment(data, *bound, halt=halt) for bound in bounds)
         return _merged_or_empty(merger, data, "r")
 
-    return _stoppable(merged, halt, float(n) * p * p)
+    return _stoppable(merged, float(n) * p * p)
 
 
 def partial_state(params: dict, data: Data) -> ClosedFormState:

@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _solvers, _streaming, optim
 from fastopt._chunks import _all_zero, check_chunk
+from fastopt._interrupts import uninterrupted
 from fastopt._result import FitResult, Outcome
 from fastopt._validation import beyond_range, check_fit_data, check_predict_data, is_sparse
 
@@ -67,20 +68,18 @@ def _transactional(method):
         try:
             return method(self, *args, **kwargs)
         except BaseException:
-            # The attributes put back in one assignment, and the restore retried if a second Ctrl-C interrupts it:
-            # one between clearing the attributes and putting them back left an estimator without its
-            # parameters (every later call an AttributeError). The rewind and set_state can be repeated.
-            while True:
-                try:
-                    restored = dict(saved)
-                    if "_solver_state" in saved:
-                        restored["_solver_state"] = rewind()
-                    self.__dict__ = restored
-                    if rs_state is not None:
-                        random_state.set_state(rs_state)
-                    break
-                except KeyboardInterrupt:
-                    continue
+            # The attributes put back in one assignment, and the restore repeated if a second Ctrl-C interrupts it
+            # (the rewind and set_state can be): one between clearing the attributes and putting them back left
+            # an estimator without its parameters (every later call an AttributeError).
+            def restore():
+                restored = dict(saved)
+                if "_solver_state" in saved:
+                    restored["_solver_state"] = rewind()
+                self.__dict__ = restored
+                if rs_state is not None:
+                    random_state.set_state(rs_state)
+
+            uninterrupted(restore)
             raise
 
     return wrapper

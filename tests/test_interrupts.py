@@ -174,8 +174,8 @@ def test_ctrl_c_interrupts_a_long_closed_form_fit_within_half_a_second(tmp_path,
 
 
 def _interrupted_start_and_halted_pass(monkeypatch):
-    """A Ctrl-C inside the worker's start() (patched in), and ``(run, halt, seen)``: a pass that ends at its stop
-    flag ``halt``, as the kernels read it between blocks, and records whether it was set."""
+    """A Ctrl-C inside the worker's start() (patched in), and ``(run, seen)``: a pass that ends at its stop flag,
+    as the kernels read it between blocks, and records whether it was set."""
     real_start = threading.Thread.start
 
     def start(self):
@@ -183,24 +183,24 @@ def _interrupted_start_and_halted_pass(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    halt, seen = np.zeros(1, dtype=np.int32), []
+    seen = []
 
-    def run():
+    def run(halt):
         t0 = time.monotonic()
         while not halt[0] and time.monotonic() - t0 < 10:
             time.sleep(0.001)
         seen.append(bool(halt[0]))
 
-    return run, halt, seen
+    return run, seen
 
 
 def test_a_ctrl_c_inside_the_workers_start_stops_its_pass(monkeypatch):
     # start() waits for the new thread to run: a KeyboardInterrupt there, before the wait for the pass began, left
     # the pass running to its end beside the caller, its stop flag never set (found by interrupts at random
     # instants of hundreds of fits)
-    run, halt, seen = _interrupted_start_and_halted_pass(monkeypatch)
+    run, seen = _interrupted_start_and_halted_pass(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        _closed_form._stoppable(run, halt, work=_closed_form.STOPPABLE_WORK)
+        _closed_form._stoppable(run, work=_closed_form.STOPPABLE_WORK)
     assert seen == [True]
     assert not [t for t in threading.enumerate() if t.name == "fastopt-closed-form" and t.is_alive()]
 
@@ -225,12 +225,12 @@ def _second_ctrl_c_at(function: str, line: str):
 
 def test_a_second_ctrl_c_while_the_pass_is_stopped_still_stops_it(monkeypatch):
     # It escaped before the stop flag was set, and the pass ran on beside the caller
-    run, halt, seen = _interrupted_start_and_halted_pass(monkeypatch)
-    trace, fired = _second_ctrl_c_at("_stoppable", "halt[0] = 1")
+    run, seen = _interrupted_start_and_halted_pass(monkeypatch)
+    trace, fired = _second_ctrl_c_at("_stop_worker", "halt[0] = 1")
     sys.settrace(trace)
     try:
         with pytest.raises(KeyboardInterrupt):
-            _closed_form._stoppable(run, halt, work=_closed_form.STOPPABLE_WORK)
+            _closed_form._stoppable(run, work=_closed_form.STOPPABLE_WORK)
     finally:
         sys.settrace(None)
     assert fired and seen == [True]
@@ -243,7 +243,7 @@ def test_a_second_ctrl_c_during_the_restore_leaves_the_estimator_as_it_was(rng):
     before = dict(model.__dict__)
     bad = X.copy()
     bad[7, 1] = np.nan
-    trace, fired = _second_ctrl_c_at("wrapper", "self.__dict__ = restored")
+    trace, fired = _second_ctrl_c_at("restore", "self.__dict__ = restored")
     sys.settrace(trace)
     try:
         with pytest.raises(ValueError, match="NaN"):
@@ -384,7 +384,7 @@ def test_fit_stream_waiting_for_a_blocked_source_is_interruptible(rng):
 def test_waiting_for_the_reader_returns_to_python_between_bounded_waits(monkeypatch):
     """The consumer waits for a chunk in bounded waits: a SIGINT that lands just before a blocking wait begins
     would otherwise be handled only when the (maybe blocked) reader answers."""
-    from fastopt import _chunks
+    from fastopt import _chunks, _interrupts
 
     timeouts = []
 
@@ -401,7 +401,7 @@ def test_waiting_for_the_reader_returns_to_python_between_bounded_waits(monkeypa
 
     assert list(_chunks.prefetched(slow())) == [1]
     consumer_waits = [t for t in timeouts if t is not None]
-    assert len(consumer_waits) >= 0.4 / _chunks.WAIT_POLL - 2 and max(consumer_waits) <= _chunks.WAIT_POLL
+    assert len(consumer_waits) >= 0.4 / _interrupts.WAIT_POLL - 2 and max(consumer_waits) <= _interrupts.WAIT_POLL
 
 
 def test_no_signal_handler_is_installed():
