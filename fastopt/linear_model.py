@@ -310,8 +310,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``sqrt(v) + eps`` with step size ``lr sqrt(1 - beta2^t) / (1 - beta1^t)`` as in SparseAdam; ``alpha``
         (coupled for Adam, decoupled for AdamW) and ``amsgrad`` act on the same coordinates. A different
         optimizer, not an approximation of ``"exact"``: the gradient's nonzeros define it whatever the storage
-        of ``X`` (a dense ``X`` is converted once to CSR). The other solvers ignore it: their exact steps
-        already cost O(nonzeros) on sparse ``X`` (see the README's table).
+        of ``X`` (a dense ``X`` is converted once to CSR). With ``alpha > 0`` it does not minimise the
+        objective: a coordinate is penalised only on the steps whose minibatch stores its column, so its ridge
+        is in effect ``alpha`` times that chance, and rare columns (one-hot levels, hashed features) are barely
+        penalised; use ``"exact"`` or ``"sgd"`` for the ridge's minimiser. The other solvers ignore it: their
+        exact steps already cost O(nonzeros) on sparse ``X`` (see the README's table).
     init : {"zeros", "random"}, default="zeros"
         Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``. Intercepts
         start at the targets' weighted mean with ``learning_rate="auto"`` and squared error (the best constant
