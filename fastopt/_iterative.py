@@ -1266,8 +1266,8 @@ def plateau_checked(params: dict, spec) -> bool:
 # The exact solver a plateau stop's warning names, by loss (warn_if_far).
 EXACT_SOLVER = {
     "squared_error": "For the exact least-squares fit use solver='normal' (or 'cg' for large sparse X)",
-    "huber": "For the exact Huber fit use solver='newton' (dense X)",
-    "absolute_error": "For the exact absolute-error fit use solver='newton' (dense X)",
+    "huber": "For the exact Huber fit use solver='newton' in fit (dense or sparse X, or Dask arrays)",
+    "absolute_error": "For the exact absolute-error fit use solver='newton' in fit (dense or sparse X in memory)",
 }
 
 

@@ -1528,6 +1528,24 @@ def _robust_objective(loss: str, alpha: float, X, y, eps: float = 1.35):
     return objective
 
 
+def test_the_plateau_warning_on_sparse_x_advises_newton_which_fits_sparse_x():
+    """The warning's advice named Newton for dense ``X`` only, though it fits CSR rows too (and the Huber loss on
+    Dask arrays): on the CSR copy of the design below, the advice is followed as given."""
+    rng = np.random.default_rng(0)
+    n = 80
+    X = rng.normal(size=(n, 3)) @ rng.normal(size=(3, 8)) + 1e-3 * rng.normal(size=(n, 8))
+    y = X @ rng.normal(size=8) + 0.1 * rng.normal(size=n) + 2.0 + rng.standard_t(2, size=n)
+    Xs = sp.csr_array(X)
+    with pytest.warns(ConvergenceWarning, match="stopped at a loss plateau") as record:
+        LinearRegressor(solver="sgd", loss="absolute_error", random_state=0).fit(Xs, y)
+    message = next(str(m.message) for m in record if "plateau" in str(m.message))
+    assert "solver='newton' in fit (dense or sparse X in memory)" in message and "(dense X)" not in message
+    exact = LinearRegressor(solver="newton", loss="absolute_error").fit(Xs, y)
+    dense = LinearRegressor(solver="newton", loss="absolute_error").fit(X, y)
+    objective = _robust_objective("absolute_error", 0.0, X, y)
+    assert objective(exact) <= objective(dense) * (1 + 1e-9)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_default_absolute_error_fit_far_from_the_optimum_warns(seed):
     """Eight nearly collinear columns (rank 3 plus 1e-3 noise), 80 rows, Student-t noise: the default
