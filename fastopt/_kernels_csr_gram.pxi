@@ -84,5 +84,7 @@ def csr_gram_stats(const floating[::1] data, const int32_t[::1] indices, const i
         raise KeyboardInterrupt("csr_gram_stats: stopped by its stop flag")
     if status != FO_OK:
         raise ValueError("csr_gram_stats: a row's column indices are unsorted, repeated or out of range "
-                         f"(status {Status(status).name}); pass a canonical CSR matrix")
+                         f"(status {Status(status).name}); pass a canonical CSR matrix (SciPy caches "
+                         "has_canonical_format: after changing X.indices in place, set X.has_canonical_format = "
+                         "False)")
     return out.weight

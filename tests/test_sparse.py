@@ -113,6 +113,23 @@ def test_canonical_float64_csr_is_passed_through_without_copy(rng):
     assert check_fit_data(LinearRegressor(), X, y).X is X
 
 
+def test_indices_changed_in_place_under_a_stale_canonical_flag_are_named_and_the_reset_flag_fits(rng):
+    """SciPy caches ``has_canonical_format`` and trusts it (its own ``sum_duplicates`` does nothing while it is
+    set), and so does validation. Columns relabelled in place leave unsorted rows under the stale flag: the
+    closed form's kernel refuses them, and its message now names the flag; reset, the fit is the dense one."""
+    Xd = rng.standard_normal((200, 12)) * (rng.random((200, 12)) < 0.4)
+    y = Xd @ rng.standard_normal(12) + 1.0
+    X = sp.csr_matrix(Xd)
+    assert X.has_canonical_format
+    perm = rng.permutation(12)
+    X.indices = perm[X.indices].astype(X.indices.dtype)
+    with pytest.raises(ValueError, match="set X.has_canonical_format = False"):
+        LinearRegressor(solver="normal").fit(X, y)
+    X.has_canonical_format = False
+    est = LinearRegressor(solver="normal").fit(X, y)
+    np.testing.assert_allclose(est.coef_, LinearRegressor(solver="normal").fit(X.toarray(), y).coef_, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
 def test_dtypes(rng, dtype):
     X, y = make_problem(rng, density=0.3)
