@@ -44,10 +44,9 @@ AUTO = {"squared_error": "normal", "absolute_error": "newton", "huber": "newton"
 # "auto" for incremental fits (partial_fit, fit_stream, Dask arrays), which Newton's method cannot make.
 AUTO_INCREMENTAL = {**AUTO, "absolute_error": "adam", "huber": "adam"}
 
-# "auto" on sparse X for the robust losses where Newton does not pay (_newton_pays: the absolute error's many
-# iterations beyond small designs, costly factorisations, a Hessian that would not fit), and for rows in chunks:
-# plain SGD, whose sparse step costs O(nonzeros) (exact Adam costs O(d) a step) and whose default schedule
-# converges.
+# "auto" on sparse X for the robust losses where Newton does not pay (_newton_pays: the absolute error, costly
+# factorisations, a Hessian that would not fit), and for rows in chunks: plain SGD, whose sparse step costs
+# O(nonzeros) (exact Adam costs O(d) a step) and whose default schedule converges.
 AUTO_SPARSE = {**AUTO, "absolute_error": "sgd", "huber": "sgd"}
 
 # "auto" for squared error in partial_fit (and on a stream read only once) when the Gram would not fit: SGD, as
@@ -91,35 +90,25 @@ def _hessian_fits(X) -> bool:
 # (84,598 stored values) Newton 8.6 s against SGD's 43 ms; 20,000 x 800 (336,417) 257-300 ms against 67 ms;
 # 50,000 x 300 (824,847) 74-132 ms against 148 ms; the design onehot_sparse_narrow (200,000 x 493, 1.2 million)
 # 452 ms against 278 ms. The absolute error's smoothing stages took 160-700 iterations there (2.1 s, 7.1 s and
-# 5.3 s): more than the premium allows anywhere (NEWTON_ABS_ITERS in the model).
-# Where the model's Newton costs at most NEWTON_AFFORDABLE_S, "auto" takes it whatever the premium, for either
-# loss: exactness then costs little in absolute terms (dense X takes Newton at any cost), and the sparse fit is
-# the dense copy's. Measured by a probe (Gaussian, Student-t and 3% gross outliers, four seeds each): the Huber
-# loss on hashed rows 3,000 x 1,024 and TF-IDF rows 5,000 x 1,000 (model 0.19 and 0.18 s), Newton 0.07-1.08 s
-# against SGD's 0.02-0.07 s, which ended up to 3.4% above the minimum (a third of its fits warned); the absolute
-# error on one-hot rows 2,000 x 217 and random ones 1,000 x 100 with 20% stored (model 0.08 and 0.07 s), Newton
-# 0.12-0.45 s against 0.01-0.08 s, SGD up to 7.8% above; hashed and TF-IDF rows (model 5.6 and 5.3 s, measured
-# 11-19 s) keep SGD.
-NEWTON_ITERS, NEWTON_PREMIUM, NEWTON_ABS_ITERS = 10, 4.0, 300
-NEWTON_AFFORDABLE_S = 0.25
+# 5.3 s): more than the premium allows anywhere, so "auto" fits it on sparse X by SGD (solver="newton" gives the
+# exact minimiser).
+NEWTON_ITERS, NEWTON_PREMIUM = 10, 4.0
 SGD_EPOCHS, SGD_S_PER_STORED = 25, 1e-8
 
 
 def _newton_pays(X, loss: str) -> bool:
-    """Whether "auto" fits ``loss`` on sparse ``X`` by Newton's method: where its ``d x d`` matrices fit
-    (:func:`_hessian_fits`) and its cost by the model above is at most ``NEWTON_PREMIUM`` SGD fits or
-    ``NEWTON_AFFORDABLE_S`` (without the stored values' count, as on Dask arrays, one a row; a shape not known
-    yet: the Huber loss only)."""
-    if not _hessian_fits(X):
+    """Whether "auto" fits ``loss`` on sparse ``X`` by Newton's method: the Huber loss, where its ``d x d``
+    matrices fit (:func:`_hessian_fits`) and its cost is at most ``NEWTON_PREMIUM`` SGD fits (the model above;
+    without the stored values' count, as on Dask arrays, one a row)."""
+    if loss == "absolute_error" or not _hessian_fits(X):
         return False
     size = _known_size(X)
     if size is None:
-        return loss != "absolute_error"
+        return True
     _, d, stored = size
     epoch = SGD_S_PER_STORED * stored
-    iterations = NEWTON_ABS_ITERS if loss == "absolute_error" else NEWTON_ITERS
-    newton = iterations * (_krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + epoch)
-    return newton <= max(NEWTON_PREMIUM * SGD_EPOCHS * epoch, NEWTON_AFFORDABLE_S)
+    newton = NEWTON_ITERS * (_krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + epoch)
+    return newton <= NEWTON_PREMIUM * SGD_EPOCHS * epoch
 
 
 def _known_size(X) -> tuple[float, float, float] | None:

@@ -145,11 +145,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1);
         or ``positive=True``            ``"sgd"`` on sparse rows an SGD step costs O(nonzeros); Newton
                                                                  takes no constraints (projected steps)
-        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   where Newton would cost over 4 SGD fits and
-                                                                 over 0.25 s by a cost model (its ``O(d^3)``
-                                                                 factorisations; the absolute error's many
-                                                                 iterations) or its Hessian would not fit;
-                                                                 an SGD step costs O(nonzeros)
+        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   the absolute error, and the Huber loss where
+                                                                 Newton costs over 4 SGD fits (its ``O(d^3)``
+                                                                 factorisations) or its Hessian would not
+                                                                 fit; an SGD step costs O(nonzeros)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
