@@ -312,8 +312,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         optimizer, not an approximation of ``"exact"``: the gradient's nonzeros define it whatever the storage
         of ``X`` (a dense ``X`` is converted once to CSR). With ``alpha > 0`` it does not minimise the
         objective: a coordinate is penalised only on the steps whose minibatch stores its column, so its ridge
-        is in effect ``alpha`` times that chance, and rare columns (one-hot levels, hashed features) are barely
-        penalised; use ``"exact"`` or ``"sgd"`` for the ridge's minimiser. The other solvers ignore it: their
+        is in effect roughly ``alpha`` times that chance, and rare columns (one-hot levels, hashed features) are
+        barely penalised; use ``"exact"`` or ``"sgd"`` for the ridge's minimiser. The other solvers ignore it: their
         exact steps already cost O(nonzeros) on sparse ``X`` (see the README's table).
     init : {"zeros", "random"}, default="zeros"
         Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``. Intercepts
