@@ -116,7 +116,7 @@ from scipy.linalg import lapack
 from fastopt import _kernels, _serial_blas, _sparse
 from fastopt._interrupts import WAIT_POLL, uninterrupted, wait_get
 from fastopt._result import FitResult, Solver
-from fastopt._validation import Data, is_sparse, refuse_nonfinite_data
+from fastopt._validation import Data, is_sparse, refuse_nonfinite, refuse_nonfinite_data
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning, _warn
 
 __all__ = [
@@ -528,9 +528,8 @@ def _checked_finite(state: ClosedFormState, data: Data) -> ClosedFormState:
     # The estimator leaves the finiteness of X to this kernel (one pass over X fewer): a NaN or inf anywhere in
     # a weighted row makes the means or the Gram non-finite. (Finite values too large to square are left to
     # scale_trouble: fit rescales them, the incremental paths name the argument.)
-    if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()) \
-            and not np.isfinite(data.X.data if is_sparse(data.X) else data.X).all():
-        raise ValueError("Input X contains NaN or infinity.")
+    if not (np.isfinite(state.gram).all() and np.isfinite(state.mean).all()):
+        refuse_nonfinite("X", data.X)  # validation's words: which of NaN or infinity
     return state
 
 
@@ -1303,7 +1302,7 @@ def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     with columns more than ``2**COLUMN_SPREAD_BITS`` apart, one factor per column (``ex`` a vector)."""
     values = data.X.data if is_sparse(data.X) else data.X
     if not np.isfinite(values).all():
-        raise ValueError("Input X contains NaN or infinity.")
+        refuse_nonfinite("X", values)
     ex = int(_pow2_exponent(values))
     columns, nonzero = _column_exponents(data.X)
     stored = columns[nonzero]

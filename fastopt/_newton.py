@@ -486,10 +486,6 @@ def _rows(X, rows):
     return X[rows] if is_sparse(X) else np.ascontiguousarray(X[rows])
 
 
-def _all_finite(X) -> bool:
-    return bool(np.isfinite(X.data if is_sparse(X) else X).all())
-
-
 def _damping(H: np.ndarray, centre: np.ndarray, weight: float, constant: np.ndarray) -> np.ndarray:
     """The Levenberg-Marquardt damping reference: the all-rows Hessian's diagonal (Marquardt's scaling), or, for a
     column ``constant`` to round-off (:func:`fastopt._closed_form.constant_columns`, as :func:`_least_squares`
@@ -1254,8 +1250,8 @@ def huber_sampled(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit
     hess = _Hessian(prob, None, sub_hess.damp)
     w, b = fit.w, fit.b
     cur = _visit(prob, hess, w, b, epsilon)
-    if not (np.isfinite(cur.loss) and np.all(np.isfinite(cur.g))) and not _all_finite(X):
-        raise ValueError("Input X contains NaN or infinity.")
+    if not (np.isfinite(cur.loss) and np.all(np.isfinite(cur.g))):
+        refuse_nonfinite("X", X)  # validation's words: which of NaN or infinity
     curve: list = []
     w, b, _, F, it, ok = _newton(prob, w, b, cur, hess, epsilon, 1.0, rtol, max_iter, curve,
                                  reference=_huber_reference(prob, epsilon), qr=QR_FALLBACK,

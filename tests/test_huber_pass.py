@@ -218,7 +218,7 @@ def test_subsample_start_multi_output_float32_and_thread_count():
 def test_subsample_start_reports_nonfinite_x_outside_the_subsample():
     X, y = contaminated(70_000, 3, seed=6)
     X[1, 2] = np.nan  # not among every 16th row
-    with pytest.raises(ValueError, match="NaN or infinity"):
+    with pytest.raises(ValueError, match=r"^Input X contains NaN\."):
         LinearRegressor(loss="huber").fit(X, y)
 
 

@@ -167,15 +167,25 @@ def test_callers_arrays_are_not_modified(rng, dtype, solver):
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 @pytest.mark.parametrize("row", [0, 3000, 4999])
-def test_normal_solver_reports_nonfinite_x_from_its_statistics(rng, value, row):
-    # solver="normal" skips the separate finiteness pass over X: its kernel must catch NaN/inf anywhere
-    # (first, middle, last block). (A finite value whose square overflows is fitted on rescaled data: see
-    # tests/test_reliability.py.)
+@pytest.mark.parametrize(("solver", "loss"), [("normal", "squared_error"), ("qr", "squared_error"),
+                                              ("newton", "huber")])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_solvers_that_check_x_themselves_report_nonfinite_x_in_validations_words(rng, value, row, solver, loss,
+                                                                              sparse):
+    # These solvers skip the separate finiteness pass over X: their statistics must catch NaN/inf anywhere
+    # (first, middle, last block), and say which, as scikit-learn's validation does (they said "NaN or
+    # infinity"). (A finite value whose square overflows is fitted on rescaled data: tests/test_reliability.py.)
+    from sklearn.linear_model import LinearRegression
+
     X = rng.normal(size=(5000, 4))
     y = X.sum(axis=1)
     X[row, 1] = value
-    with pytest.raises(ValueError, match="X contains NaN or infinity"):
-        LinearRegressor(solver="normal").fit(X, y)
+    with pytest.raises(ValueError) as theirs:
+        LinearRegression().fit(X, y)
+    X = scipy.sparse.csr_array(X) if sparse else X
+    with pytest.raises(ValueError) as ours:
+        LinearRegressor(solver=solver, loss=loss).fit(X, y)
+    assert str(ours.value).splitlines()[0] == str(theirs.value).splitlines()[0]
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam", "rmsprop"])
