@@ -1301,8 +1301,7 @@ def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     all of ``X`` keeps the ridge ``alpha ||coef||^2`` a ridge on the scaled coefficients; without a ridge, and
     with columns more than ``2**COLUMN_SPREAD_BITS`` apart, one factor per column (``ex`` a vector)."""
     values = data.X.data if is_sparse(data.X) else data.X
-    if not np.isfinite(values).all():
-        refuse_nonfinite("X", values)
+    refuse_nonfinite("X", values)
     ex = int(_pow2_exponent(values))
     columns, nonzero = _column_exponents(data.X)
     stored = columns[nonzero]
