@@ -80,7 +80,8 @@ crossed the threshold, :func:`_crossed_hessian`) or rebuild (:func:`_inlier_hess
 weighted Gram by the closed form's CSR kernel (O(stored values per row squared) a row); the rest (the updates and
 their drift, the starts, the line search, the continuation, the absolute error's exact limit, which densifies only
 its ``p`` rows) is the dense path's. ``solver="auto"`` takes it for the Huber loss where it costs at most a few SGD fits
-(:func:`fastopt._solvers._newton_pays`).
+(:func:`fastopt._solvers._newton_pays`), and elsewhere to finish an SGD fit that has not converged, within a budget
+of passes (:func:`fastopt._solvers.newton_rescue`, ``TRIAL_KEY``).
 
 Dask arrays: :mod:`fastopt._newton_dask` (Huber and squared error, dense or CSR blocks; one distributed pass per
 evaluation, only ``d x d`` statistics travel). Not supported: ``partial_fit`` and ``fit_stream`` (Newton reads all
@@ -88,6 +89,7 @@ rows at every iteration; a clear error says so) and the absolute error on Dask a
 """
 from __future__ import annotations
 
+import contextvars
 import math
 from dataclasses import dataclass
 
@@ -104,7 +106,7 @@ from fastopt._validation import Data, beyond_range, is_sparse, refuse_nonfinite
 from fastopt.exceptions import ConvergenceWarning, _warn
 from fastopt.optim import Loss
 
-__all__ = ["SOLVERS", "NewtonSolver", "huber_newton", "lad_smoothing"]
+__all__ = ["SOLVERS", "TRIAL_KEY", "NewtonSolver", "huber_newton", "lad_smoothing"]
 
 EPS = np.finfo(np.float64).eps
 # Rows per call of the fused pass (csrc/huber.c): fixed, not per thread, and the segments' sums are added in
@@ -162,6 +164,16 @@ CRAWL_STEPS = 3
 # direction along which the fit's part was 6e8, and dropping it would move predictions by up to 16 (8e-9 of their
 # terms): kept.
 NULL_MOVE = 4.0
+# solver="auto"'s trial of Newton (fastopt._solvers.newton_trial): params[TRIAL_KEY] is the number of passes over
+# the rows (_Problem.run; every iteration makes at least one) it may make; a fit that has not converged within
+# them returns None (NewtonSolver.fit) and "auto" fits by SGD instead. The count left is this context's (one per
+# thread), so concurrent fits keep their own.
+TRIAL_KEY = "_newton_trial_passes"
+_TRIAL = contextvars.ContextVar("fastopt_newton_trial", default=None)
+
+
+class _TrialSpent(Exception):
+    """A trial's passes (TRIAL_KEY) are used up."""
 
 
 def _penalty(alpha: float, w: np.ndarray) -> float:
@@ -265,6 +277,10 @@ class _Problem:
         """The fused pass (:func:`fastopt._kernels.huber_pass`) at ``(w, b)``: fixed segments of rows on parallel
         threads, summed in segment order. With ``hessian``, the Hessian change relative to the mask ``prev``
         (None: the Hessian of the inliers, rebuilt)."""
+        if (left := _TRIAL.get()) is not None:
+            if left[0] <= 0:
+                raise _TrialSpent
+            left[0] -= 1
         n, d, p = self.n, self.d, self.p
         w = np.ascontiguousarray(w, dtype=np.float64)
         if is_sparse(self.X):
@@ -1825,9 +1841,22 @@ class NewtonSolver(Solver):
         """The first Gram pass reports non-finite X (see :func:`fastopt._closed_form.chunk_state`)."""
         return True
 
-    def fit(self, params: dict, data: Data, state=None, init=None) -> FitResult:
+    def fit(self, params: dict, data: Data, state=None, init=None) -> FitResult | None:
         """Fit every target; ``init`` is ``(coef (k, d), intercept (k,))`` to start from, else ``state``'s
-        coefficients under ``warm_start``, else the least-squares fit."""
+        coefficients under ``warm_start``, else the least-squares fit. With ``params[TRIAL_KEY]`` (``"auto"``'s
+        trial): None, without a warning, when the fit has not converged within that many passes over the rows."""
+        trial = params.get(TRIAL_KEY)
+        if trial is None:
+            return self._fit(params, data, state, init)
+        token = _TRIAL.set([int(trial)])
+        try:
+            return self._fit(params, data, state, init, trial=True)
+        except _TrialSpent:
+            return None
+        finally:
+            _TRIAL.reset(token)
+
+    def _fit(self, params: dict, data: Data, state, init, trial: bool = False) -> FitResult | None:
         X, Y, sw = data.X, data.Y, data.sample_weight
         n, d = X.shape
         k = Y.shape[1]
@@ -1886,6 +1915,8 @@ class NewtonSolver(Solver):
                 fit = _Fit(np.ldexp(fit.w, e), math.ldexp(fit.b, e), math.ldexp(fit.objective, f), fit.n_iter,
                            fit.converged, [math.ldexp(v, f) for v in fit.curve])
             fits.append(fit)
+        if trial and not all(f.converged for f in fits):
+            return None
         return result(params, dtype, fits, init)
 
     def fit_dask(self, params: dict, checker, chunks, state=None) -> FitResult:

@@ -1,4 +1,6 @@
 """Warnings and errors that fastopt raises, importable by users for filtering and catching."""
+import contextlib
+import contextvars
 import os
 import sys
 import warnings
@@ -41,9 +43,29 @@ _INTERNAL = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
                   for path in (__file__, sklearn.__file__, joblib.__file__))
 
 
+# The list that _warn appends to instead of warning, in this context (_held), or None.
+_HELD = contextvars.ContextVar("fastopt_held_warnings", default=None)
+
+
+@contextlib.contextmanager
+def _held(into: list):
+    """Within the block, this context's :func:`_warn` calls append ``(message, category)`` to ``into`` instead of
+    warning, for the caller to warn later or drop (``warnings.catch_warnings`` would change the process's filters,
+    which other threads share)."""
+    token = _HELD.set(into)
+    try:
+        yield into
+    finally:
+        _HELD.reset(token)
+
+
 def _warn(message: str, category: type[Warning]) -> None:
     """``warnings.warn`` attributed to the first caller outside fastopt, scikit-learn and joblib (the user's ``fit``,
-    ``pipeline.fit`` or ``search.fit`` line), so that the message names it and filters by module match it."""
+    ``pipeline.fit`` or ``search.fit`` line), so that the message names it and filters by module match it; held
+    instead within :func:`_held`."""
+    if (held := _HELD.get()) is not None:
+        held.append((message, category))
+        return
     frame, level = sys._getframe(1), 2
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1

@@ -528,6 +528,95 @@ def test_auto_on_sparse_x_takes_sgd_where_newton_costs_too_much(monkeypatch):
     assert LinearRegressor(loss="huber", random_state=0, max_epochs=3, tol=None).fit(wide, y).solver_ == "sgd"
 
 
+def sparse_huber_design(seed=1, n=2000, d=1000):
+    """Random sparse rows (1% stored, N(0, 1) values) where Newton does not pay by "auto"'s model and SGD's default
+    fit of the Huber loss stops 1.4% above the minimum, warned: a signal of unit spread, intercept 3, noise 0.5."""
+    X = sp.random(n, d, density=0.01, format="csr", random_state=np.random.RandomState(seed),
+                  data_rvs=np.random.default_rng(seed).standard_normal)
+    rng = np.random.default_rng(seed + 1)
+    signal = X @ rng.standard_normal(d)
+    return X, signal / signal.std() + 3.0 + 0.5 * rng.standard_normal(n)
+
+
+def test_auto_on_sparse_x_finishes_by_newton_where_sgd_warns_it_has_not_converged():
+    # "auto" fits the Huber loss on these rows by SGD (Newton's factorisations cost more than a few SGD fits by the
+    # model); where SGD's plateau check warns that it stopped far from the minimum, Newton from SGD's coefficients
+    # finishes within _solvers.RESCUE_PASSES passes (3-7 measured) and its exact fit is kept, without the warning.
+    from fastopt import _solvers
+
+    X, y = sparse_huber_design()
+    assert not _solvers._newton_pays(X, "huber") and _solvers.newton_rescue("auto", "sgd", X, LinearRegressor(
+        loss="huber").get_params()) == _solvers.RESCUE_PASSES
+    with pytest.warns(ConvergenceWarning, match="plateau"):
+        sgd = LinearRegressor(loss="huber", solver="sgd", random_state=0).fit(X, y)
+    exact = LinearRegressor(loss="huber", solver="newton").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        auto = LinearRegressor(loss="huber", random_state=0).fit(X, y)
+        again = LinearRegressor(loss="huber", random_state=0).fit(X, y)
+    assert auto.solver_ == "newton" and sgd.solver_ == "sgd"
+    f_star = objective(X.toarray(), y, exact.coef_, exact.intercept_, "huber")
+    f_auto = objective(X.toarray(), y, auto.coef_, auto.intercept_, "huber")
+    f_sgd = objective(X.toarray(), y, sgd.coef_, sgd.intercept_, "huber")
+    # Both Newton fits stop at the minimiser to round-off (RTOL = 4 eps of the objective, and the n-term sums'
+    # rounding, n eps): 1e-12 is far above both and far below SGD's 1.4%.
+    assert abs(f_auto - f_star) <= 1e-12 * f_star and f_sgd > 1.01 * f_star
+    np.testing.assert_array_equal(auto.coef_, again.coef_)
+    assert auto.intercept_ == again.intercept_
+
+
+def test_auto_keeps_sgds_fit_and_warning_where_newton_does_not_finish_within_its_passes(monkeypatch):
+    # With one pass allowed, Newton cannot finish: "auto" returns SGD's own fit, bit for bit, and SGD's warning,
+    # once, attributed to this file (it is held during the trial, not caught by a filter)
+    from fastopt import _solvers
+
+    X, y = sparse_huber_design()
+    monkeypatch.setattr(_solvers, "RESCUE_PASSES", 1)
+    with pytest.warns(ConvergenceWarning, match="plateau") as caught:
+        sgd = LinearRegressor(loss="huber", solver="sgd", random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="plateau") as held:
+        auto = LinearRegressor(loss="huber", random_state=0).fit(X, y)
+    assert auto.solver_ == "sgd"
+    np.testing.assert_array_equal(auto.coef_, sgd.coef_)
+    assert auto.intercept_ == sgd.intercept_ and auto.n_iter_ == sgd.n_iter_
+    assert [str(w.message) for w in held] == [str(w.message) for w in caught]
+    assert [w.filename for w in held] == [__file__]
+
+
+@pytest.mark.parametrize("options", [{"alpha": 1e-2}, {"early_stopping": True}, {"average": True}])
+def test_auto_on_sparse_x_keeps_sgd_where_it_converged_or_sgd_was_asked_for(options):
+    # A ridge makes SGD's fit finish here (no warning: nothing to rescue); early_stopping and average are asked of
+    # the iterative solvers, and "auto" keeps SGD's fit, warned or not.
+    X, y = sparse_huber_design()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        auto = LinearRegressor(loss="huber", random_state=0, **options).fit(X, y)
+        sgd = LinearRegressor(loss="huber", solver="sgd", random_state=0, **options).fit(X, y)
+    assert auto.solver_ == "sgd"
+    np.testing.assert_array_equal(auto.coef_, sgd.coef_)
+
+
+def test_auto_sparse_huber_rescue_is_the_same_in_concurrent_fits():
+    # The trial's pass count and the held warnings are each fit's own (context variables): fits on two threads give
+    # the sequential fits' coefficients bit for bit
+    from concurrent.futures import ThreadPoolExecutor
+
+    designs = [sparse_huber_design(seed) for seed in (1, 2, 3, 4)]
+
+    def fit(data):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = LinearRegressor(loss="huber", random_state=0).fit(*data)
+        return est.solver_, est.coef_
+
+    alone = [fit(data) for data in designs]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(fit, designs))
+    for (name_a, coef_a), (name_b, coef_b) in zip(alone, together):
+        assert name_a == name_b
+        np.testing.assert_array_equal(coef_a, coef_b)
+
+
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
 @pytest.mark.parametrize(("n_bad", "size"), [(1, 1e4), (1, 1e9), (1, 1e18), (5, 1e4), (5, 1e9), (5, 1e18)])
 def test_robust_fit_does_not_depend_on_how_far_the_outliers_are(loss, n_bad, size):
