@@ -22,6 +22,19 @@ def hashed_rows(rng: np.random.Generator, rows: int, d: int, nnz: int):
     return X
 
 
+def tfidf_rows(rng: np.random.Generator, rows: int, d: int, terms: int):
+    """``TfidfTransformer``'s rows (CSR array, float64) of ``rows`` documents of ``terms`` terms each drawn from a
+    Zipf law (exponent 1.1) over ``d``, repeats counted."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    p = 1.0 / np.arange(1, d + 1) ** 1.1
+    drawn = rng.choice(d, size=(rows, terms), p=p / p.sum())
+    counts = sp.csr_array((np.ones(rows * terms), (np.repeat(np.arange(rows), terms), drawn.ravel())),
+                          shape=(rows, d))
+    counts.sum_duplicates()
+    return sp.csr_array(TfidfTransformer().fit_transform(counts))
+
+
 def zipf_text_rows(rng: np.random.Generator, rows: int, d: int, vocab: int = 20_000, seed: int = 0):
     """``rows`` documents as ``HashingVectorizer(n_features=d)`` makes them, without the strings: 5 to 59 tokens
     a document drawn from a Zipf law (exponent 1.05) over ``vocab`` words, each word hashed to a column and a

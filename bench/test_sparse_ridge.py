@@ -23,9 +23,8 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from conftest import tfidf_rows
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
-from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.linear_model import SGDRegressor
 
 from fastopt import LinearRegressor, _kernels, optim
@@ -38,11 +37,7 @@ N, D, TERMS, ALPHA, BATCH = 100_000, 20_000, 40, 1e-3, 64
 @pytest.fixture(scope="module")
 def tfidf():
     rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, D + 1) ** 1.1
-    terms = rng.choice(D, size=(N, TERMS), p=p / p.sum())
-    counts = sp.csr_array((np.ones(N * TERMS), (np.repeat(np.arange(N), TERMS), terms.ravel())), shape=(N, D))
-    counts.sum_duplicates()
-    X = sp.csr_array(TfidfTransformer().fit_transform(counts))
+    X = tfidf_rows(rng, N, D, TERMS)
     X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
     y = X @ (5 * rng.standard_normal(D) * (rng.random(D) < 0.1)) + 3 + 0.1 * rng.standard_normal(N)
     order = rng.permutation(N).astype(np.int64)
