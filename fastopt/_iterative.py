@@ -2247,6 +2247,20 @@ def _raw_params(state: IterState):
     return (coef, intercept) if state.affine is None else state.affine.to_raw(coef, intercept)
 
 
+def with_coefficients(state: IterState, coef: np.ndarray, intercept: np.ndarray) -> IterState:
+    """``state`` with its parameters set to ``coef`` (k, d) and ``intercept`` (k,) in the user's units (mapped by
+    its preconditioning), its optimizer state, rates and schedule kept: a later ``partial_fit`` or warm start goes
+    on from that fit at the rate this one had reached (``solver="auto"`` finishing SGD's fit by Newton's method,
+    ``LinearRegressor._fit_rescued``)."""
+    coef, intercept = _mapped_init(state.affine, (np.asarray(coef, dtype=np.float64),
+                                                  np.asarray(intercept, dtype=np.float64)))
+    weights = state.weights.copy()
+    weights[: coef.size] = coef.ravel()
+    if weights.shape[0] > coef.size:
+        weights[coef.size :] = intercept
+    return dataclasses.replace(state, weights=weights)
+
+
 def raw_weights(state: IterState) -> np.ndarray:
     """``state``'s parameter vector in the user's units (its preconditioning undone)."""
     if state.affine is None:

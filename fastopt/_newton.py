@@ -164,16 +164,30 @@ CRAWL_STEPS = 3
 # direction along which the fit's part was 6e8, and dropping it would move predictions by up to 16 (8e-9 of their
 # terms): kept.
 NULL_MOVE = 4.0
-# solver="auto"'s trial of Newton (fastopt._solvers.newton_trial): params[TRIAL_KEY] is the number of passes over
-# the rows (_Problem.run; every iteration makes at least one) it may make; a fit that has not converged within
-# them returns None (NewtonSolver.fit) and "auto" fits by SGD instead. The count left is this context's (one per
-# thread), so concurrent fits keep their own.
-TRIAL_KEY = "_newton_trial_passes"
+# solver="auto"'s trial of Newton (fastopt._solvers.newton_rescue): params[TRIAL_KEY] is ``(budget, pass)``, the
+# modelled seconds it may spend and a pass's (a factorisation and a read of the rows; every iteration makes at
+# least one pass). Each pass is charged that, and the R factor's path its own modelled flops before it runs (the
+# weighted rows' QR, TRIAL_QR_FLOPS n p^2, and the SVD, TRIAL_SVD_FLOPS p^3: measured 0.22 and 0.44 s at n = 3,000,
+# p = 1,025, where a pass costs 6 ms, a factorisation 11-38 ms); a fit that has not converged within the budget
+# returns None (NewtonSolver.fit). What is left is this context's (one per thread): concurrent fits keep their own.
+TRIAL_KEY = "_newton_trial"
+TRIAL_QR_FLOPS, TRIAL_SVD_FLOPS = 2.0, 8.0
 _TRIAL = contextvars.ContextVar("fastopt_newton_trial", default=None)
 
 
 class _TrialSpent(Exception):
-    """A trial's passes (TRIAL_KEY) are used up."""
+    """A trial's budget (TRIAL_KEY) is used up."""
+
+
+def _charge(flops: float | None = None) -> None:
+    """Spend a trial's modelled seconds on ``flops`` (fastopt._krylov.CLOSED_FORM_S_PER_FLOP each) or, without,
+    on a pass; raise _TrialSpent, before the work, where they are not left. Nothing outside a trial."""
+    if (trial := _TRIAL.get()) is None:
+        return
+    cost = trial[1] if flops is None else flops * _krylov.CLOSED_FORM_S_PER_FLOP
+    if trial[0] < cost:
+        raise _TrialSpent
+    trial[0] -= cost
 
 
 def _penalty(alpha: float, w: np.ndarray) -> float:
@@ -277,10 +291,7 @@ class _Problem:
         """The fused pass (:func:`fastopt._kernels.huber_pass`) at ``(w, b)``: fixed segments of rows on parallel
         threads, summed in segment order. With ``hessian``, the Hessian change relative to the mask ``prev``
         (None: the Hessian of the inliers, rebuilt)."""
-        if (left := _TRIAL.get()) is not None:
-            if left[0] <= 0:
-                raise _TrialSpent
-            left[0] -= 1
+        _charge()
         n, d, p = self.n, self.d, self.p
         w = np.ascontiguousarray(w, dtype=np.float64)
         if is_sparse(self.X):
@@ -699,6 +710,7 @@ class _Hessian:
         if rcond >= EPS * max(prob.rows, p):
             u = scipy.linalg.solve_triangular(Rs, rhs / col, trans="T", check_finite=False)
             return -scipy.linalg.solve_triangular(Rs, u, check_finite=False) / col
+        _charge(TRIAL_SVD_FLOPS * float(p) ** 3)
         _, sv, Vt = np.linalg.svd(Rs)
         keep = sv > EPS * max(prob.rows, p) * sv[0]
         u = Vt @ (rhs / col)
@@ -734,6 +746,7 @@ def _weighted_qr_state(prob: _Problem, s: np.ndarray) -> _closed_form.ClosedForm
     """The closed form's ``R`` statistics of ``prob``'s rows with the weights ``s`` (None without any)."""
     if not np.any(s > 0):
         return None
+    _charge(TRIAL_QR_FLOPS * float(prob.n) * float(prob.p) ** 2)
     X = prob.X
     data = Data(X=X, Y=np.zeros((prob.n, 1), X.dtype), sample_weight=s.astype(X.dtype), y_was_1d=True)
     return _closed_form.chunk_qr_state({"fit_intercept": prob.fit_intercept}, data)
@@ -1844,11 +1857,11 @@ class NewtonSolver(Solver):
     def fit(self, params: dict, data: Data, state=None, init=None) -> FitResult | None:
         """Fit every target; ``init`` is ``(coef (k, d), intercept (k,))`` to start from, else ``state``'s
         coefficients under ``warm_start``, else the least-squares fit. With ``params[TRIAL_KEY]`` (``"auto"``'s
-        trial): None, without a warning, when the fit has not converged within that many passes over the rows."""
+        trial): None, without a warning, when the fit has not converged within that budget."""
         trial = params.get(TRIAL_KEY)
         if trial is None:
             return self._fit(params, data, state, init)
-        token = _TRIAL.set([int(trial)])
+        token = _TRIAL.set([float(trial[0]), float(trial[1])])
         try:
             return self._fit(params, data, state, init, trial=True)
         except _TrialSpent:

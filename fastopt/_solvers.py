@@ -113,19 +113,20 @@ def _newton_pays(X, loss: str) -> bool:
 
 # "auto" on sparse X in memory where Newton does not pay by the model above (the Huber loss): SGD, and where SGD's
 # fit warns that it has not converged (the plateau check's bound, or max_epochs), Newton from SGD's coefficients
-# for at most RESCUE_PASSES passes over the rows (fastopt._newton.TRIAL_KEY), taken if it converges within them;
-# else SGD's fit and its warning stand. Only where those passes cost at most RESCUE_SECONDS by the model (each a
-# factorisation and a pass, as NEWTON_ITERS' iterations above). Measured from the least-squares start (hashed rows
-# 3,000 x 1,024 and TF-IDF 5,000 x 1,000, Gaussian, Student-t and 3% Cauchy noise; SGD 1.1-3.4% above the minimum,
-# warned): 2-41 passes, 0.1-2.3 s; 30% of targets at +1e6 (2,000 x 1,000, 1% stored): 793-839 passes, 18-21 s, which
-# the trial stops at RESCUE_PASSES (about 1.2 s there) to keep SGD's fit, 4-7% above, warned.
-RESCUE_PASSES, RESCUE_SECONDS = 50, 2.0
+# within RESCUE_SECONDS by the model (each pass a factorisation and a read of the rows; the R factor's path its own
+# flops: fastopt._newton.TRIAL_KEY), taken if it converges within them; else SGD's fit and its warning stand. Only
+# where at least RESCUE_MIN_PASSES passes fit in that. Measured from SGD's fit (TF-IDF 5,000 x 1,000 and sp.random
+# 2,000 x 1,000, Gaussian, Student-t and 3% Cauchy noise; SGD 0.08-9.1% above the minimum, warned): 3-5 passes,
+# 0.09-0.23 s; hashed 3,000 x 1,024 (a column no row stores: the R factor's path), 6 passes, its QR and SVD, 1.0 s;
+# 30% of targets at +1e6 (2,000 x 1,000, 1% stored): 793-839 passes from least squares, 18-21 s, which the trial
+# stops after 60 (1.4 s) to keep SGD's fit, 4-7% above, warned.
+RESCUE_SECONDS, RESCUE_MIN_PASSES = 1.0, 10
 
 
-def newton_rescue(solver: str, name: str, X, params: dict) -> int | None:
-    """The passes over the rows (``fastopt._newton.TRIAL_KEY``) that ``solver="auto"``, having resolved to SGD
-    (``name``) for the Huber loss on sparse ``X`` in memory, gives Newton's method after an unconverged SGD fit
-    (the model above); None where it does not try it."""
+def newton_rescue(solver: str, name: str, X, params: dict) -> tuple[float, float] | None:
+    """``(budget, pass)`` in modelled seconds (``fastopt._newton.TRIAL_KEY``) that ``solver="auto"``, having
+    resolved to SGD (``name``) for the Huber loss on sparse ``X`` in memory, gives Newton's method after an
+    unconverged SGD fit (the model above); None where it does not try it."""
     if not (solver == "auto" and name == AUTO_SPARSE["huber"] and params["loss"] == "huber"
             and scipy.sparse.issparse(X) and _hessian_fits(X)):
         return None
@@ -136,7 +137,7 @@ def newton_rescue(solver: str, name: str, X, params: dict) -> int | None:
         return None
     _, d, stored = size
     per_pass = _krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + SGD_S_PER_STORED * stored
-    return RESCUE_PASSES if RESCUE_PASSES * per_pass <= RESCUE_SECONDS else None
+    return (RESCUE_SECONDS, per_pass) if RESCUE_MIN_PASSES * per_pass <= RESCUE_SECONDS else None
 
 
 def _known_size(X) -> tuple[float, float, float] | None:

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from fastopt import _newton, _solvers, _streaming, optim
+from fastopt import _iterative, _newton, _solvers, _streaming, optim
 from fastopt._chunks import _all_zero, check_chunk
 from fastopt._interrupts import uninterrupted
 from fastopt._result import FitResult, Outcome
@@ -152,8 +152,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                                                  fit; an SGD step costs O(nonzeros). Where
                                                                  SGD's Huber fit warns that it has not
                                                                  converged, ``"newton"`` from its fit, kept
-                                                                 if it converges within 50 passes (where
-                                                                 they cost at most 2 s by the model)
+                                                                 if it converges within 1 s by a cost model
+                                                                 (where at least 10 passes fit in that)
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
@@ -684,30 +684,40 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 prepared.release()
         return self._apply(name, data.y_was_1d, result)
 
-    def _fit_rescued(self, name: str, params: dict, data, extra: dict, passes: int):
+    def _fit_rescued(self, name: str, params: dict, data, extra: dict, budget: tuple[float, float]):
         """``solver="auto"``'s SGD fit of the Huber loss on sparse X, and where it warns that it has not converged,
-        Newton's method from its coefficients within ``passes`` passes over the rows
-        (:func:`fastopt._solvers.newton_rescue`): ``(name, result)`` of the fit kept. SGD's warnings are held
-        until then, and dropped with its fit."""
+        Newton's method from its coefficients within ``budget`` (:func:`fastopt._solvers.newton_rescue`):
+        ``(name, result)`` of the fit kept. Newton's fit keeps SGD's state with Newton's coefficients, so that
+        ``partial_fit`` and warm starts go on by SGD from them at the rate SGD had reached (from Newton's own
+        state, a fresh rate took a ``partial_fit`` call on the same rows 72% above the minimum). SGD's warnings
+        are held until then: dropped with its fit, or raised once the fit is done; not if it fails or is
+        interrupted (a warning filtered to an error would replace the KeyboardInterrupt)."""
         held: list = []
+        with _held(held):
+            result = _solvers.SOLVERS[name].fit(params, data, state=self._warm_state(name), **extra)
+        if any(issubclass(category, ConvergenceWarning) for _, category in held):
+            exact = self._newton_trial(params, data, result, budget)
+            if exact is not None:
+                held = [(message, category) for message, category in held
+                        if not issubclass(category, ConvergenceWarning)]
+                result = exact
+        for message, category in held:
+            _warn(message, category)
+        return name, result
+
+    def _newton_trial(self, params: dict, data, result: FitResult, budget: tuple[float, float]) -> FitResult | None:
+        """Newton's fit from SGD's ``result`` within ``budget``, with SGD's state for what follows
+        (:meth:`_fit_rescued`); None where it does not converge within it."""
         try:
-            with _held(held):
-                result = _solvers.SOLVERS[name].fit(params, data, state=self._warm_state(name), **extra)
-            if not any(issubclass(category, ConvergenceWarning) for _, category in held):
-                return name, result
-            try:
-                _solvers.check_ridge_range("newton", params, data.sample_weight, data.Y.shape[0])
-            except ValueError:
-                return name, result  # a ridge beyond float64's range in Newton's units: SGD's fit, warned
-            init = _solvers.check_init(result.coef, result.intercept if self.fit_intercept else None, data)
-            exact = _solvers.SOLVERS["newton"].fit({**params, _newton.TRIAL_KEY: passes}, data, init=init)
-            if exact is None:
-                return name, result
-            held = [(message, category) for message, category in held if not issubclass(category, ConvergenceWarning)]
-            return "newton", exact
-        finally:
-            for message, category in held:
-                _warn(message, category)
+            _solvers.check_ridge_range("newton", params, data.sample_weight, data.Y.shape[0])
+        except ValueError:
+            return None  # a ridge beyond float64's range in Newton's units: SGD's fit, warned
+        init = _solvers.check_init(result.coef, result.intercept if self.fit_intercept else None, data)
+        exact = _solvers.SOLVERS["newton"].fit({**params, _newton.TRIAL_KEY: budget}, data, init=init)
+        if exact is None:
+            return None
+        return FitResult(exact.coef, exact.intercept,
+                         _iterative.with_coefficients(result.state, exact.coef, exact.intercept), exact.attrs)
 
     # e.g. not with solver="newton": each Newton iteration reads every row
     @available_if(lambda self: getattr(_solvers.SOLVERS.get(self.solver), "incremental", True))
