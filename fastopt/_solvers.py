@@ -117,7 +117,7 @@ def _newton_pays(X, loss: str) -> bool:
 # flops: fastopt._newton.TRIAL_KEY), taken if it converges within them; else SGD's fit and its warning stand. Only
 # where at least RESCUE_MIN_PASSES passes fit in that. Measured from SGD's fit (TF-IDF 5,000 x 1,000 and sp.random
 # 2,000 x 1,000, Gaussian, Student-t and 3% Cauchy noise; SGD 0.08-9.1% above the minimum, warned): 3-5 passes,
-# 0.09-0.23 s; hashed 3,000 x 1,024 (a column no row stores: the R factor's path), 6 passes, its QR and SVD, 1.0 s;
+# 0.09-0.23 s; hashed 3,000 x 1,024 (a singular inlier Hessian: the R factor's path), 6 passes, its QR and SVD, 1.0 s;
 # 30% of targets at +1e6 (2,000 x 1,000, 1% stored): 793-839 passes from least squares, 18-21 s, which the trial
 # stops after 60 (1.4 s) to keep SGD's fit, 4-7% above, warned.
 RESCUE_SECONDS, RESCUE_MIN_PASSES = 1.0, 10
