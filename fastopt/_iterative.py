@@ -333,6 +333,9 @@ class IterState:
     basis: dict | None = None
     ridge_term: tuple = ()
     rate_ridge: float = 0.0  # the penalty learning_rate="auto" was resolved under (rate_penalty, _ridge_capped)
+    # the estimator's parameters (all but warm_start) whose minimiser Newton's method put in ``weights``
+    # (with_coefficients), else None: a warm start with the same ones goes on from it by Newton first
+    exact_params: dict | None = None
 
     @property
     def rate_factor(self) -> float:
@@ -341,11 +344,12 @@ class IterState:
 
     def continued(self, interleaved: bool, **changes) -> IterState:
         """A copy to continue from (weights, optimizer state and average copied, ``changes`` applied), its
-        optimizer state in the layout ``interleaved`` asks for (a warm start may switch ``sparse_mode``)."""
+        optimizer state in the layout ``interleaved`` asks for (a warm start may switch ``sparse_mode``); its
+        weights are SGD's from then on (no ``exact_params``)."""
         return dataclasses.replace(
             self, weights=self.weights.copy(),
             opt_state=moments_layout(self.opt_state, self.interleaved, interleaved), interleaved=interleaved,
-            avg=None if self.avg is None else self.avg.copy(), **changes)
+            avg=None if self.avg is None else self.avg.copy(), **{"exact_params": None, **changes})
 
     def rewinder(self):
         """A function that undoes what a fitting call may change in this state in place, and returns it: only
@@ -2247,18 +2251,26 @@ def _raw_params(state: IterState):
     return (coef, intercept) if state.affine is None else state.affine.to_raw(coef, intercept)
 
 
-def with_coefficients(state: IterState, coef: np.ndarray, intercept: np.ndarray) -> IterState:
+def with_coefficients(state: IterState, coef: np.ndarray, intercept: np.ndarray, params: dict) -> IterState:
     """``state`` with its parameters set to ``coef`` (k, d) and ``intercept`` (k,) in the user's units (mapped by
-    its preconditioning), its optimizer state, rates and schedule kept: a later ``partial_fit`` or warm start goes
-    on from that fit at the rate this one had reached (``solver="auto"`` finishing SGD's fit by Newton's method,
-    ``LinearRegressor._fit_rescued``)."""
+    its preconditioning), its optimizer state, rates and schedule kept: a later ``partial_fit`` goes on from that
+    fit at the rate this one had reached (``solver="auto"`` finishing SGD's fit by Newton's method,
+    ``LinearRegressor._fit_rescued``), and records ``params`` (the fit's ``get_params()``) as ``exact_params``.
+    Its epochs' losses and rates are not the reported fit's and go: a ``partial_fit`` call's are the first after
+    it, as after any Newton fit."""
     coef, intercept = _mapped_init(state.affine, (np.asarray(coef, dtype=np.float64),
                                                   np.asarray(intercept, dtype=np.float64)))
     weights = state.weights.copy()
     weights[: coef.size] = coef.ravel()
     if weights.shape[0] > coef.size:
         weights[coef.size :] = intercept
-    return dataclasses.replace(state, weights=weights)
+    return dataclasses.replace(state, weights=weights, loss_curve=[], learning_rates=[],
+                               exact_params=exact_key(params))
+
+
+def exact_key(params: dict) -> dict:
+    """``params`` as :attr:`IterState.exact_params` records them: all but ``warm_start``."""
+    return {key: value for key, value in params.items() if key != "warm_start"}
 
 
 def raw_weights(state: IterState) -> np.ndarray:

@@ -388,8 +388,9 @@ class _Problem:
             # rows of no weight count nothing: their y or X of 1e200 squared had overflowed (0 * inf: NaN sums)
             y = np.where(s > 0, np.abs(self.y.astype(np.float64)), 0.0)
             r = np.where(s > 0, r, 0.0)
-            self._floor_sums = (_dot(s, y * y), float(np.sum(s)), _dot(s, r * r), _dot(s, y), _dot(s * y, r),
-                                _dot(s, r))
+            with np.errstate(over="ignore"):  # rows' 1-norms of 1e155 square to inf: a bound of inf, no stop by it
+                self._floor_sums = (_dot(s, y * y), float(np.sum(s)), _dot(s, r * r), _dot(s, y), _dot(s * y, r),
+                                    _dot(s, r))
         return self._floor_sums
 
     def xt(self, v: np.ndarray, centred: bool = False) -> np.ndarray:

@@ -691,10 +691,22 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``partial_fit`` and warm starts go on by SGD from them at the rate SGD had reached (from Newton's own
         state, a fresh rate took a ``partial_fit`` call on the same rows 72% above the minimum). SGD's warnings
         are held until then: dropped with its fit, or raised once the fit is done; not if it fails or is
-        interrupted (a warning filtered to an error would replace the KeyboardInterrupt)."""
+        interrupted (a warning filtered to an error would replace the KeyboardInterrupt). A warm start after a fit
+        that Newton finished, with the same parameters, tries Newton from it first."""
+        state = self._warm_state(name)
+        if state is not None and state.exact_params is not None and "init" not in extra \
+                and state.exact_params == _iterative.exact_key(params) and _iterative._continues(state, params, data):
+            # a warm start after such a fit, with the same parameters: Newton from its minimiser first (SGD's
+            # schedule starts again at a fresh rate, which took a refit on the same rows 0.72% above the minimum,
+            # below the warning's level). Not with others: the state's rate and map are those parameters' (a
+            # partial_fit after a changed alpha took that state from its minimiser to 5.5 times above it).
+            coef, intercept = _iterative._raw_params(state)
+            exact = self._newton_trial(params, data, FitResult(coef, intercept, state, {}), budget)
+            if exact is not None:
+                return name, exact
         held: list = []
         with _held(held):
-            result = _solvers.SOLVERS[name].fit(params, data, state=self._warm_state(name), **extra)
+            result = _solvers.SOLVERS[name].fit(params, data, state=state, **extra)
         if any(issubclass(category, ConvergenceWarning) for _, category in held):
             exact = self._newton_trial(params, data, result, budget)
             if exact is not None:
@@ -713,11 +725,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         except ValueError:
             return None  # a ridge beyond float64's range in Newton's units: SGD's fit, warned
         init = _solvers.check_init(result.coef, result.intercept if self.fit_intercept else None, data)
-        exact = _solvers.SOLVERS["newton"].fit({**params, _newton.TRIAL_KEY: budget}, data, init=init)
+        try:
+            exact = _solvers.SOLVERS["newton"].fit({**params, _newton.TRIAL_KEY: budget}, data, init=init)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError, MemoryError):
+            # data Newton refuses (columns too small to square in float64, sums that overflow) that SGD fitted
+            return None
         if exact is None:
             return None
         return FitResult(exact.coef, exact.intercept,
-                         _iterative.with_coefficients(result.state, exact.coef, exact.intercept), exact.attrs)
+                         _iterative.with_coefficients(result.state, exact.coef, exact.intercept, params), exact.attrs)
 
     # e.g. not with solver="newton": each Newton iteration reads every row
     @available_if(lambda self: getattr(_solvers.SOLVERS.get(self.solver), "incremental", True))

@@ -1,6 +1,7 @@
 """solver="newton": exact Huber and absolute-error fits (fastopt._newton), checked against an independent
 high-precision reference, scipy.optimize.minimize(method="L-BFGS-B") at tight tolerance on the same objective,
 scikit-learn's QuantileRegressor (an exact linear program) and HuberRegressor (at its fitted scale)."""
+import copy
 import warnings
 
 import numpy as np
@@ -646,6 +647,60 @@ def test_partial_fit_after_autos_newton_finish_goes_on_from_the_minimiser():
         est.partial_fit(X, y)
         assert est.solver_ == "sgd"
         assert objective(D, y, est.coef_, est.intercept_, "huber") - f_star <= 1e-3 * (f_sgd - f_star)
+
+
+def test_auto_keeps_sgds_fit_where_newton_refuses_the_rows_sgd_fitted():
+    # A column of values too small to square in float64 (1e-170): Newton refuses it (its weighted squares), SGD
+    # fits it. The trial counts as failed: SGD's fit and warning stand, where the refusal had failed the fit.
+    X, y = sparse_huber_design()
+    tiny = np.where(np.random.default_rng(0).random((X.shape[0], 1)) < 0.3, 1e-170, 0.0)
+    X = sp.hstack([X, sp.csr_matrix(tiny)], format="csr")
+    with pytest.raises(ValueError, match="too small to square"):
+        LinearRegressor(loss="huber", solver="newton").fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="plateau"):
+        sgd = LinearRegressor(loss="huber", solver="sgd", random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="plateau"):
+        auto = LinearRegressor(loss="huber", random_state=0).fit(X, y)
+    assert auto.solver_ == "sgd"
+    np.testing.assert_array_equal(auto.coef_, sgd.coef_)
+
+
+def test_warm_start_after_autos_newton_finish_stays_at_the_minimiser_and_its_curve_restarts():
+    # With the same parameters a warm start goes on from the minimiser by Newton first (SGD's schedule would start
+    # again at a fresh rate: 0.72% above the minimum, below the warning's level); with another alpha, by SGD, whose
+    # state is that alpha's. A partial_fit call's loss is the first of its curve, as after any Newton fit.
+    X, y = sparse_huber_design()
+    D = X.toarray()
+    est = LinearRegressor(loss="huber", random_state=0, warm_start=True).fit(X, y)
+    f_star = objective(D, y, est.coef_, est.intercept_, "huber")
+    assert est.solver_ == "newton"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est.fit(X, y)
+    assert est.solver_ == "newton"
+    assert abs(objective(D, y, est.coef_, est.intercept_, "huber") - f_star) <= 1e-12 * f_star
+    after = copy.deepcopy(est).partial_fit(X, y)
+    assert after.solver_ == "sgd" and len(after.loss_curve_) == 1
+    # Another alpha: the state kept was made under alpha = 0, and Newton first from it had left a state whose
+    # partial_fit took the fit from the new minimiser to 5.5 times above it; SGD's warm fit makes its own.
+    f_ridge = objective(D, y, *(lambda e: (e.coef_, e.intercept_))(
+        LinearRegressor(loss="huber", solver="newton", alpha=1e-4).fit(X, y)), "huber", alpha=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(alpha=1e-4).fit(X, y).partial_fit(X, y)
+    assert objective(D, y, est.coef_, est.intercept_, "huber", alpha=1e-4) <= 1.02 * f_ridge
+
+
+def test_newton_on_rows_whose_norms_square_past_float64_warns_nothing():
+    # The round-off bound's sums square the rows' 1-norms: X of 1e153 (norms of 1e155) overflowed there with
+    # NumPy's RuntimeWarning, though the bound is only unusable (inf) and the fit the same
+    X, y = sparse_huber_design()
+    ref = LinearRegressor(loss="huber", solver="newton").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = LinearRegressor(loss="huber", solver="newton").fit(X * 1e153, y)
+    # (scaling rounds each stored value, relatively 1e-16: predictions move by about that times the conditioning)
+    np.testing.assert_allclose(big.predict(X * 1e153), ref.predict(X), rtol=0, atol=1e-12 * np.abs(y).max())
 
 
 def test_newton_trial_charges_the_r_factors_path_before_it_runs(monkeypatch):
