@@ -688,8 +688,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """``solver="auto"``'s SGD fit of the Huber loss on sparse X, and where it warns that it has not converged,
         Newton's method from its coefficients within ``budget`` (:func:`fastopt._solvers.newton_rescue`):
         ``(name, result)`` of the fit kept. Newton's fit keeps SGD's state with Newton's coefficients, so that
-        ``partial_fit`` and warm starts go on by SGD from them at the rate SGD had reached (from Newton's own
-        state, a fresh rate took a ``partial_fit`` call on the same rows 72% above the minimum). SGD's warnings
+        ``partial_fit`` goes on by SGD from them at the rate SGD had reached (from Newton's own state, a fresh
+        rate took a call on the same rows 72% above the minimum). SGD's warnings
         are held until then: dropped with its fit, or raised once the fit is done; not if it fails or is
         interrupted (a warning filtered to an error would replace the KeyboardInterrupt). A warm start after a fit
         that Newton finished, with the same parameters, tries Newton from it first."""
