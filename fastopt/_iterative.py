@@ -333,7 +333,7 @@ class IterState:
     basis: dict | None = None
     ridge_term: tuple = ()
     rate_ridge: float = 0.0  # the penalty learning_rate="auto" was resolved under (rate_penalty, _ridge_capped)
-    # the estimator's parameters (all but warm_start) whose minimiser Newton's method put in ``weights``
+    # the estimator's parameters (exact_key's) whose minimiser Newton's method put in ``weights``
     # (with_coefficients), else None: a warm start with the same ones goes on from it by Newton first
     exact_params: dict | None = None
 
@@ -2268,9 +2268,15 @@ def with_coefficients(state: IterState, coef: np.ndarray, intercept: np.ndarray,
                                exact_params=exact_key(params))
 
 
+# Parameters that change neither the objective nor SGD's state: not part of exact_key (results are the same
+# whatever n_threads; a change of n_threads or verbose had sent a warm start back to SGD's fresh rate).
+_NOT_EXACT_KEY = frozenset({"warm_start", "verbose", "n_threads"})
+
+
 def exact_key(params: dict) -> dict:
-    """``params`` as :attr:`IterState.exact_params` records them: all but ``warm_start``."""
-    return {key: value for key, value in params.items() if key != "warm_start"}
+    """``params`` as :attr:`IterState.exact_params` records them: all but ``warm_start``, ``verbose`` and
+    ``n_threads``."""
+    return {key: value for key, value in params.items() if key not in _NOT_EXACT_KEY}
 
 
 def raw_weights(state: IterState) -> np.ndarray:

@@ -271,7 +271,8 @@ class Affine:
     def to_raw(self, coef: np.ndarray, intercept: np.ndarray):
         """``coef`` (k, d) and ``intercept`` (k,) in the user's units from those of the transformed features."""
         # in float64 without temporaries: O(d) passes are most of a small partial_fit call's time on wide X
-        raw = np.divide(coef, self.scale, dtype=np.float64).astype(coef.dtype, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, which the estimator names (beyond_range)
+            raw = np.divide(coef, self.scale, dtype=np.float64).astype(coef.dtype, copy=False)
         if not self.shifted.size:  # no column shifted (as a map of sparse rows mostly is): the same intercept
             return raw, intercept.copy()
         # over the shifted columns only (the others' shifts are 0): no O(d) float64 copy of raw for a few columns

@@ -121,6 +121,9 @@ def _newton_pays(X, loss: str) -> bool:
 # 30% of targets at +1e6 (2,000 x 1,000, 1% stored): 793-839 passes from least squares, 18-21 s, which the trial
 # stops after 60 (1.4 s) to keep SGD's fit, 4-7% above, warned.
 RESCUE_SECONDS, RESCUE_MIN_PASSES = 1.0, 10
+# A warm start after such a fit, with the same parameters, tries Newton from its minimiser first within this many
+# passes' worth of the budget (LinearRegressor._fit_rescued).
+WARM_PASSES = 5
 
 
 def newton_rescue(solver: str, name: str, X, params: dict) -> tuple[float, float] | None:

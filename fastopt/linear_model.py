@@ -700,8 +700,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             # schedule starts again at a fresh rate, which took a refit on the same rows 0.72% above the minimum,
             # below the warning's level). Not with others: the state's rate and map are those parameters' (a
             # partial_fit after a changed alpha took that state from its minimiser to 5.5 times above it).
+            # Within a few passes (WARM_PASSES): from the minimiser of these rows it takes one or two; rows that
+            # changed so much that it would need the whole budget (a third of them moved by 1e6) had made the
+            # refit 30 times a cold fit's time, where SGD alone finished.
             coef, intercept = _iterative._raw_params(state)
-            exact = self._newton_trial(params, data, FitResult(coef, intercept, state, {}), budget)
+            warm = (min(budget[0], _solvers.WARM_PASSES * budget[1]), budget[1])
+            exact = self._newton_trial(params, data, FitResult(coef, intercept, state, {}), warm)
             if exact is not None:
                 return name, exact
         held: list = []
@@ -724,8 +728,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             _solvers.check_ridge_range("newton", params, data.sample_weight, data.Y.shape[0])
         except ValueError:
             return None  # a ridge beyond float64's range in Newton's units: SGD's fit, warned
-        init = _solvers.check_init(result.coef, result.intercept if self.fit_intercept else None, data)
         try:
+            # (SGD's coefficients beyond the data's dtype: _apply names that, not the start's finiteness)
+            init = _solvers.check_init(result.coef, result.intercept if self.fit_intercept else None, data)
             exact = _solvers.SOLVERS["newton"].fit({**params, _newton.TRIAL_KEY: budget}, data, init=init)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError, MemoryError):
             # data Newton refuses (columns too small to square in float64, sums that overflow) that SGD fitted

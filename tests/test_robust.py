@@ -665,6 +665,22 @@ def test_auto_keeps_sgds_fit_where_newton_refuses_the_rows_sgd_fitted():
     np.testing.assert_array_equal(auto.coef_, sgd.coef_)
 
 
+def test_auto_reports_sgds_float32_overflow_not_the_trials_start():
+    # float32 subnormals in a column: SGD's coefficients pass float32's range and the fit names that; the trial,
+    # which starts from them, had raised "coef_init and intercept_init must be finite" (never passed) instead
+    X, y = sparse_huber_design()
+    tiny = np.where(np.random.default_rng(0).random((X.shape[0], 1)) < 0.3, 1e-44, 0.0)
+    X = sp.hstack([X, sp.csr_matrix(tiny)], format="csr").astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("error", RuntimeWarning)  # (the float32 cast's overflow had leaked NumPy's warning)
+        with pytest.raises(ValueError, match="beyond float32's range") as sgd:
+            LinearRegressor(loss="huber", solver="sgd", random_state=0).fit(X, y)
+        with pytest.raises(ValueError, match="beyond float32's range") as auto:
+            LinearRegressor(loss="huber", random_state=0).fit(X, y)
+    assert str(auto.value) == str(sgd.value)
+
+
 def test_warm_start_after_autos_newton_finish_stays_at_the_minimiser_and_its_curve_restarts():
     # With the same parameters a warm start goes on from the minimiser by Newton first (SGD's schedule would start
     # again at a fresh rate: 0.72% above the minimum, below the warning's level); with another alpha, by SGD, whose
@@ -677,7 +693,11 @@ def test_warm_start_after_autos_newton_finish_stays_at_the_minimiser_and_its_cur
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est.fit(X, y)
+        assert est.solver_ == "newton"
+        first = est.coef_.copy()
+        est.set_params(n_threads=2).fit(X, y)  # (results do not depend on n_threads: the same parameters)
     assert est.solver_ == "newton"
+    np.testing.assert_array_equal(est.coef_, first)
     assert abs(objective(D, y, est.coef_, est.intercept_, "huber") - f_star) <= 1e-12 * f_star
     after = copy.deepcopy(est).partial_fit(X, y)
     assert after.solver_ == "sgd" and len(after.loss_curve_) == 1
