@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import assume, event, given, settings
+from hypothesis import strategies as st
 from scipy.optimize import linprog, minimize
 from sklearn.linear_model import HuberRegressor, QuantileRegressor
 
@@ -745,6 +747,39 @@ def test_newton_trial_charges_the_r_factors_path_before_it_runs(monkeypatch):
     full = solver.fit({**params, _newton.TRIAL_KEY: (1e3, per_pass)}, data)
     assert full is not None and svds
     np.testing.assert_array_equal(full.coef, solver.fit(params, data).coef)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(100, 500), d=st.integers(300, 500), density=st.floats(0.005, 0.02), noise=st.floats(0.01, 2.0),
+       outliers=st.floats(0.0, 0.1), intercept=st.booleans(), seed=st.integers(0, 2**16))
+def test_autos_sparse_huber_fit_is_sgds_or_the_minimiser(n, d, density, noise, outliers, intercept, seed):
+    # Whatever the rows: "auto" returns SGD's own fit bit for bit (no trial, or one that did not finish), or a fit
+    # at the minimiser (Newton's convergence to round-off: within 1e-12 of the objective's scale, the zero model's
+    # loss, far above RTOL = 4 eps and the sums' n eps); never a fit worse than SGD's.
+    from fastopt import _solvers
+
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=density, format="csr", random_state=np.random.RandomState(seed),
+                  data_rvs=rng.standard_normal)
+    y = X @ rng.standard_normal(d) + 2.0 * intercept + noise * rng.standard_normal(n)
+    y[rng.random(n) < outliers] += 50.0
+    params = {"loss": "huber", "fit_intercept": intercept}
+    assume(_solvers.resolve("auto", "huber", X, 0.0, sparse=True) == "sgd")  # (Newton outright where it pays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        auto = LinearRegressor(random_state=0, **params).fit(X, y)
+        sgd = LinearRegressor(solver="sgd", random_state=0, **params).fit(X, y)
+        exact = LinearRegressor(solver="newton", max_epochs=1000, **params).fit(X, y)
+    D = X.toarray()
+    event(f"auto ran {auto.solver_}")
+    if auto.solver_ == "sgd":
+        np.testing.assert_array_equal(auto.coef_, sgd.coef_)
+        return
+    assert auto.solver_ == "newton"
+    scale = objective(D, y, np.zeros(d), 0.0, "huber")
+    f_auto, f_star = (objective(D, y, e.coef_, e.intercept_, "huber") for e in (auto, exact))
+    assert abs(f_auto - f_star) <= 1e-12 * scale
+    assert f_auto <= objective(D, y, sgd.coef_, sgd.intercept_, "huber") + 1e-12 * scale
 
 
 @pytest.mark.parametrize("options", [{"alpha": 1e-2}, {"early_stopping": True}, {"average": True}])
