@@ -2403,8 +2403,15 @@ class IterativeSolver(Solver):
                 # rows, when lower (on the same rows it is the same rate: the bits are kept).
                 lr0 = min(lr0, rows_lr if rows_lr is not None else
                           auto_learning_rate(spec, data, train_idx, sw, params, state.weights, rng, zero=zero))
+            # The divergence limit of these targets, not only the first fit's: targets of a larger scale (y x 1e10)
+            # had raised DivergenceError at the first minibatch where a fresh fit converges. (Never lower: a
+            # non-finite y is named by the first epoch, which reads every target.)
+            rows = None if train_idx.shape[0] == data.Y.shape[0] else train_idx
+            zero_loss = _kernels.mean_loss_zero(data.Y, rows, sw, loss, params["epsilon"])
+            limit = max(state.loss_limit, DIVERGENCE_FACTOR * zero_loss) if np.isfinite(zero_loss) \
+                else state.loss_limit
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
-                                   null_loss=null, learning_rates=[], watch=None,
+                                   null_loss=null, learning_rates=[], watch=None, loss_limit=limit,
                                    rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))
         all_rows = train_idx.shape[0] == data.Y.shape[0]
         w = None if sw is None else sw if all_rows else sw[train_idx]

@@ -72,6 +72,19 @@ def is_sparse(X) -> bool:
     return scipy.sparse.issparse(X)
 
 
+def solver_view(X):
+    """``X`` as ``solver="auto"`` reads it before validation: a pandas DataFrame whose columns are all sparse as the
+    CSR matrix validation makes of it, so that its stored values choose the solver as that CSR's do (read as dense
+    rows, a CountVectorizer frame of 4,000 x 2,500 took Newton 18-22 s where its CSR takes SGD 0.05 s, and the
+    closed form's QR 2.9 s where LSQR takes 0.03 s); anything else as it is."""
+    if is_sparse(X) or not hasattr(X, "columns"):
+        return X
+    try:
+        return scipy.sparse.csr_matrix(X.sparse.to_coo())  # (the accessor exists only when every column is sparse)
+    except (AttributeError, TypeError, ValueError):
+        return X
+
+
 _INDEX_MAX = np.iinfo(np.int32).max
 
 

@@ -21,7 +21,7 @@ from fastopt import _iterative, _newton, _solvers, _streaming, optim
 from fastopt._chunks import _all_zero, check_chunk
 from fastopt._interrupts import uninterrupted
 from fastopt._result import FitResult, Outcome
-from fastopt._validation import beyond_range, check_fit_data, check_predict_data, is_sparse
+from fastopt._validation import beyond_range, check_fit_data, check_predict_data, is_sparse, solver_view
 from fastopt.exceptions import ConvergenceWarning, _held, _warn
 
 if TYPE_CHECKING:  # only for annotations: dask is an optional extra
@@ -655,9 +655,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
-        name = _solvers.resolve(self.solver, self.loss, X, self.alpha, sparse=is_sparse(X), positive=self.positive,
-                                average=self.average)
-        params = _solvers.fit_params(self.solver, name, X, self.get_params())
+        view = solver_view(X)
+        name = _solvers.resolve(self.solver, self.loss, view, self.alpha, sparse=is_sparse(view),
+                                positive=self.positive, average=self.average)
+        params = _solvers.fit_params(self.solver, name, view, self.get_params())
         solver = _solvers.SOLVERS[name]
         # e.g. the first epoch's row order, drawn on a two-thread fit's helper while this thread validates
         prepared = solver.prepare(params, X, y)
@@ -674,7 +675,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 extra["init"] = _solvers.check_init(coef_init, intercept_init, data)
             elif solver.accepts_init and (switched := self._switched_start(name, data)) is not None:
                 extra["init"] = switched
-            rescue = _solvers.newton_rescue(self.solver, name, X, params)
+            rescue = _solvers.newton_rescue(self.solver, name, view, params)
             if rescue is None:
                 result = solver.fit(params, data, state=self._warm_state(name), **extra)
             else:
@@ -807,8 +808,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     def _partial_name(self, X) -> str:
         """The registry key of the solver a ``partial_fit`` call on ``X`` runs."""
-        return self._incremental_name(_solvers.resolve(self.solver, self.loss, X, self.alpha, incremental=True,
-                                                       sparse=is_sparse(X), average=self.average))
+        view = solver_view(X)
+        return self._incremental_name(_solvers.resolve(self.solver, self.loss, view, self.alpha, incremental=True,
+                                                       sparse=is_sparse(view), average=self.average))
 
     def _adds_statistics(self, X) -> bool:
         """Whether ``partial_fit`` on ``X`` runs a solver whose calls merge sufficient statistics."""

@@ -710,3 +710,31 @@ def test_a_stream_of_targets_whose_squares_underflow_is_refused_by_its_rate_samp
         warnings.simplefilter("ignore")
         LinearRegressor(solver="adam", random_state=0, max_epochs=2).fit_stream(
             [tiny[0]] + [(X[i : i + 100], y[i : i + 100]) for i in range(100, 400, 100)])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_warm_start_on_targets_of_a_larger_scale_is_not_a_divergence(sparse):
+    # The divergence limit was the first fit's (1e10 times its zero model's loss): a warm refit on y x 1e10 (or a
+    # dense squared-error one on y x 1e6) raised DivergenceError at its first minibatch, where a fresh fit converges
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 20))
+    if sparse:
+        X = sp.random(500, 200, density=0.05, format="csr", random_state=np.random.RandomState(0),
+                      data_rvs=rng.standard_normal)
+    y = X @ rng.standard_normal(X.shape[1]) + 0.1 * rng.standard_normal(500)
+    loss, scale = ("huber", 1e10) if sparse else ("squared_error", 1e6)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ConvergenceWarning)
+        est = LinearRegressor(solver="sgd", loss=loss, random_state=0, warm_start=True).fit(X, y)
+        est.fit(X, y * scale)
+        fresh = LinearRegressor(solver="sgd", loss=loss, random_state=0).fit(X, y * scale)
+    assert np.isfinite(est.coef_).all()
+    if loss == "squared_error":
+        assert est.score(X, y * scale) >= fresh.score(X, y * scale) - 0.05
+    else:
+        # Huber's threshold of 1.35 on targets of 1e10: every residual is an outlier and the warm start's steps,
+        # at the earlier fit's rate, hardly move; the plateau check says so (a fresh fit starts at the targets'
+        # centre with a rate taken on them)
+        assert any("loss plateau" in str(w.message) for w in seen)
