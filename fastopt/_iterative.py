@@ -336,6 +336,8 @@ class IterState:
     # the estimator's parameters (exact_key's) whose minimiser Newton's method put in ``weights``
     # (with_coefficients), else None: a warm start with the same ones goes on from it by Newton first
     exact_params: dict | None = None
+    # a warm fit's own divergence limit where its targets raise loss_limit (for that fit only), else None
+    fit_limit: float | None = None
 
     @property
     def rate_factor(self) -> float:
@@ -349,7 +351,7 @@ class IterState:
         return dataclasses.replace(
             self, weights=self.weights.copy(),
             opt_state=moments_layout(self.opt_state, self.interleaved, interleaved), interleaved=interleaved,
-            avg=None if self.avg is None else self.avg.copy(), **{"exact_params": None, **changes})
+            avg=None if self.avg is None else self.avg.copy(), **{"exact_params": None, "fit_limit": None, **changes})
 
     def rewinder(self):
         """A function that undoes what a fitting call may change in this state in place, and returns it: only
@@ -2403,16 +2405,25 @@ class IterativeSolver(Solver):
                 # rows, when lower (on the same rows it is the same rate: the bits are kept).
                 lr0 = min(lr0, rows_lr if rows_lr is not None else
                           auto_learning_rate(spec, data, train_idx, sw, params, state.weights, rng, zero=zero))
-            # The divergence limit of these targets, not only the first fit's: targets of a larger scale (y x 1e10)
-            # had raised DivergenceError at the first minibatch where a fresh fit converges. (Never lower: a
-            # non-finite y is named by the first epoch, which reads every target.)
+            # The divergence limit is raised, for this fit only, to these targets' and to the loss where the fit
+            # starts, as a fresh fit from coef_init takes both: targets of another scale (y x 1e10, or back from it)
+            # had raised DivergenceError at the first minibatch where a fresh fit converges, and a raise kept would
+            # leave a later fit's divergence unseen. A first fit of all-zero targets set none (inf): these targets'
+            # then sets it, as partial_fit's first call with a loss does. (A non-finite y is named by the first
+            # epoch, which reads every target.)
             rows = None if train_idx.shape[0] == data.Y.shape[0] else train_idx
-            zero_loss = _kernels.mean_loss_zero(data.Y, rows, sw, loss, params["epsilon"])
-            limit = max(state.loss_limit, DIVERGENCE_FACTOR * zero_loss) if np.isfinite(zero_loss) \
-                else state.loss_limit
+            here = _kernels.mean_loss_zero(data.Y, rows, sw, loss, params["epsilon"])
+            with np.errstate(over="ignore", invalid="ignore"):
+                at = mean_loss(data, train_idx, sw, state.weights, loss, params["epsilon"])
+            kept, fit_limit = state.loss_limit, None
+            if np.isfinite(here) and here > 0 and not np.isfinite(kept):
+                kept = DIVERGENCE_FACTOR * here
+            start = max(here if np.isfinite(here) else 0.0, at if np.isfinite(at) else 0.0)
+            if np.isfinite(kept) and DIVERGENCE_FACTOR * start > kept:
+                fit_limit = DIVERGENCE_FACTOR * start
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
-                                   null_loss=null, learning_rates=[], watch=None, loss_limit=limit,
-                                   rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))
+                                   null_loss=null, learning_rates=[], watch=None, loss_limit=kept,
+                                   fit_limit=fit_limit, rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))
         all_rows = train_idx.shape[0] == data.Y.shape[0]
         w = None if sw is None else sw if all_rows else sw[train_idx]
         centre = None if init is not None else _auto_centre(params, data.Y if all_rows else data.Y[train_idx], w)
@@ -2533,7 +2544,8 @@ class IterativeSolver(Solver):
         elif start and not positive:
             st.avg_positive = False  # unconstrained iterates join it (switched on again, positive restarts it)
         return EpochCtl(batch_size=int(params["batch_size"]), loss=LOSSES[params["loss"]],
-                     epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"], loss_limit=st.loss_limit,
+                     epsilon=float(params["epsilon"]), clip_norm=params["clip_norm"],
+                     loss_limit=st.loss_limit if st.fit_limit is None else st.fit_limit,
                      n_threads=params.get("n_threads"), lazy=lazy_rule(self.method, params),
                      positive=positive, average=start + st.avg_from if start else 0, decay=decay)
 

@@ -49,6 +49,7 @@ from fastopt._chunks import (
 )
 from fastopt._result import Outcome
 from fastopt._sweeps import Epochs, LocalPasses, sample_rate, solve, template
+from fastopt._validation import solver_view
 
 
 def fold(source: ChunkSource, leaf: Callable, merge: Callable, n_targets: Callable):
@@ -181,6 +182,7 @@ def fit(estimator, chunks, warm_state: Callable[[str], Any]) -> Outcome:
     # "auto" on a re-readable stream is judged by its first chunk, as fit judges X: SGD for a robust loss on sparse
     # rows, a Krylov solver where the Gram would not fit (a one-shot stream cannot be looked at twice)
     X = _first_chunk_x(source) if estimator.solver == "auto" and not source.one_shot else None
+    X = solver_view(X)  # (a chunk that is a DataFrame of sparse columns: as the CSR its validation makes)
     name = _solvers.resolve(estimator.solver, estimator.loss, X, estimator.alpha, incremental=True,
                             sparse=scipy.sparse.issparse(X), rereadable=True, average=estimator.average)
     solver = _solvers.SOLVERS[name]

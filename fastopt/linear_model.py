@@ -655,7 +655,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
-        view = solver_view(X)
+        view = solver_view(X) if self.solver == "auto" else X  # (a named solver: validation's conversion alone)
         name = _solvers.resolve(self.solver, self.loss, view, self.alpha, sparse=is_sparse(view),
                                 positive=self.positive, average=self.average)
         params = _solvers.fit_params(self.solver, name, view, self.get_params())
@@ -808,7 +808,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
     def _partial_name(self, X) -> str:
         """The registry key of the solver a ``partial_fit`` call on ``X`` runs."""
-        view = solver_view(X)
+        view = solver_view(X) if self.solver == "auto" else X
         return self._incremental_name(_solvers.resolve(self.solver, self.loss, view, self.alpha, incremental=True,
                                                        sparse=is_sparse(view), average=self.average))
 

@@ -738,3 +738,25 @@ def test_warm_start_on_targets_of_a_larger_scale_is_not_a_divergence(sparse):
         # at the earlier fit's rate, hardly move; the plateau check says so (a fresh fit starts at the targets'
         # centre with a rate taken on them)
         assert any("loss plateau" in str(w.message) for w in seen)
+
+
+@pytest.mark.parametrize("history", ["large", "zero"])
+def test_a_warm_fits_raised_divergence_limit_is_its_own(history):
+    # A warm fit's limit is raised to its targets' and its start's loss for that fit only: kept, a fit on y x 1e12
+    # had left a later diverging fit (a constant rate of 10) returning coefficients of 1e11 with no error; after a
+    # fit of all-zero targets (no limit) such a fit returned 1e46. Back from y x 1e12 the start's loss counts: the
+    # warm fit on y starts at coefficients 1e12 times too large, which a fresh fit from them survives.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 8))
+    y = X @ rng.standard_normal(8) + 0.1 * rng.standard_normal(300)
+    est = LinearRegressor(solver="sgd", random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for targets in ([y, 1e12 * y, y] if history == "large" else [0 * y, y]):
+            est.fit(X, targets)
+    assert est.score(X, y) > 0.99
+    est.set_params(learning_rate=10.0, schedule="constant", batch_size=300, max_epochs=14)
+    before = est.coef_.copy()
+    with pytest.raises(DivergenceError):
+        est.fit(X, y)
+    np.testing.assert_array_equal(est.coef_, before)
