@@ -2388,6 +2388,7 @@ class IterativeSolver(Solver):
         if schedule_name(params) == "plateau":
             with np.errstate(over="ignore", invalid="ignore"):
                 null = null_loss(data, train_idx, sw, loss, params["epsilon"], params["fit_intercept"])
+        all_rows = train_idx.shape[0] == data.Y.shape[0]
         if _continues(state, params, data):
             # Continue from the previous coefficients and moments, under this fit's learning rate.
             lr0 = _ridge_capped(spec, params, state, decay_capped(spec, state.lr0)) \
@@ -2411,8 +2412,7 @@ class IterativeSolver(Solver):
             # leave a later fit's divergence unseen. A first fit of all-zero targets set none (inf): these targets'
             # then sets it, as partial_fit's first call with a loss does. (A non-finite y is named by the first
             # epoch, which reads every target.)
-            rows = None if train_idx.shape[0] == data.Y.shape[0] else train_idx
-            here = _kernels.mean_loss_zero(data.Y, rows, sw, loss, params["epsilon"])
+            here = _kernels.mean_loss_zero(data.Y, None if all_rows else train_idx, sw, loss, params["epsilon"])
             with np.errstate(over="ignore", invalid="ignore"):
                 at = mean_loss(data, train_idx, sw, state.weights, loss, params["epsilon"])
             kept, fit_limit = state.loss_limit, None
@@ -2424,7 +2424,6 @@ class IterativeSolver(Solver):
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[], watch=None, loss_limit=kept,
                                    fit_limit=fit_limit, rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))
-        all_rows = train_idx.shape[0] == data.Y.shape[0]
         w = None if sw is None else sw if all_rows else sw[train_idx]
         centre = None if init is not None else _auto_centre(params, data.Y if all_rows else data.Y[train_idx], w)
         if centre is not None:

@@ -81,7 +81,7 @@ weighted Gram by the closed form's CSR kernel (O(stored values per row squared) 
 their drift, the starts, the line search, the continuation, the absolute error's exact limit, which densifies only
 its ``p`` rows) is the dense path's. ``solver="auto"`` takes it for the Huber loss where it costs at most a few SGD fits
 (:func:`fastopt._solvers._newton_pays`), and elsewhere to finish an SGD fit that has not converged, within a budget
-of passes (:func:`fastopt._solvers.newton_rescue`, ``TRIAL_KEY``).
+of modelled time (:func:`fastopt._solvers.newton_rescue`, ``TRIAL_KEY``).
 
 Dask arrays: :mod:`fastopt._newton_dask` (Huber and squared error, dense or CSR blocks; one distributed pass per
 evaluation, only ``d x d`` statistics travel). Not supported: ``partial_fit`` and ``fit_stream`` (Newton reads all
@@ -1859,18 +1859,23 @@ class NewtonSolver(Solver):
         """Fit every target; ``init`` is ``(coef (k, d), intercept (k,))`` to start from, else ``state``'s
         coefficients under ``warm_start``, else the least-squares fit. With ``params[TRIAL_KEY]`` (``"auto"``'s
         trial): None, without a warning, when the fit has not converged within that budget."""
+        d, k = data.X.shape[1], data.Y.shape[1]
+        if init is None and state is not None and state.shape == (k, d + 1):
+            init = (state[:, :d], state[:, d])
         trial = params.get(TRIAL_KEY)
         if trial is None:
-            return self._fit(params, data, state, init)
+            return result(params, data.X.dtype, self._fits(params, data, init), init)
         token = _TRIAL.set([float(trial[0]), float(trial[1])])
         try:
-            return self._fit(params, data, state, init, trial=True)
+            fits = self._fits(params, data, init)
         except _TrialSpent:
             return None
         finally:
             _TRIAL.reset(token)
+        return result(params, data.X.dtype, fits, init) if all(f.converged for f in fits) else None
 
-    def _fit(self, params: dict, data: Data, state, init, trial: bool = False) -> FitResult | None:
+    def _fits(self, params: dict, data: Data, init) -> list:
+        """Every target's :class:`_Fit` (:meth:`fit`), from ``init`` if given."""
         X, Y, sw = data.X, data.Y, data.sample_weight
         n, d = X.shape
         k = Y.shape[1]
@@ -1885,8 +1890,6 @@ class NewtonSolver(Solver):
             s = (sw.astype(np.float64) / mean) / n
         alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
         rtol = RTOL
-        if init is None and state is not None and state.shape == (k, d + 1):
-            init = (state[:, :d], state[:, d])
         lad = params["loss"] == "absolute_error"
         epsilon = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
         # Tiny targets are fitted multiplied by a power of two (exact), epsilon with them, and the fit divided
@@ -1929,9 +1932,7 @@ class NewtonSolver(Solver):
                 fit = _Fit(np.ldexp(fit.w, e), math.ldexp(fit.b, e), math.ldexp(fit.objective, f), fit.n_iter,
                            fit.converged, [math.ldexp(v, f) for v in fit.curve])
             fits.append(fit)
-        if trial and not all(f.converged for f in fits):
-            return None
-        return result(params, dtype, fits, init)
+        return fits
 
     def fit_dask(self, params: dict, checker, chunks, state=None) -> FitResult:
         """Huber and squared error on Dask blocks (:mod:`fastopt._newton_dask`): one distributed pass per

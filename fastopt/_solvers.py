@@ -106,9 +106,13 @@ def _newton_pays(X, loss: str) -> bool:
     if size is None:
         return True
     _, d, stored = size
-    epoch = SGD_S_PER_STORED * stored
-    newton = NEWTON_ITERS * (_krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + epoch)
-    return newton <= NEWTON_PREMIUM * SGD_EPOCHS * epoch
+    return NEWTON_ITERS * _newton_pass_seconds(d, stored) <= NEWTON_PREMIUM * SGD_EPOCHS * SGD_S_PER_STORED * stored
+
+
+def _newton_pass_seconds(d: float, stored: float) -> float:
+    """One Newton iteration's modelled seconds on ``d`` columns and ``stored`` values: a factorisation (``d^3 / 3``
+    flops, fastopt._krylov.CLOSED_FORM_S_PER_FLOP each) and a pass over the rows (as an SGD epoch)."""
+    return _krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + SGD_S_PER_STORED * stored
 
 
 # "auto" on sparse X in memory where Newton does not pay by the model above (the Huber loss): SGD, and where SGD's
@@ -138,8 +142,7 @@ def newton_rescue(solver: str, name: str, X, params: dict) -> tuple[float, float
     size = _known_size(X)
     if size is None:
         return None
-    _, d, stored = size
-    per_pass = _krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + SGD_S_PER_STORED * stored
+    per_pass = _newton_pass_seconds(*size[1:])
     return (RESCUE_SECONDS, per_pass) if RESCUE_MIN_PASSES * per_pass <= RESCUE_SECONDS else None
 
 

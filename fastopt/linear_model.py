@@ -690,10 +690,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Newton's method from its coefficients within ``budget`` (:func:`fastopt._solvers.newton_rescue`):
         ``(name, result)`` of the fit kept. Newton's fit keeps SGD's state with Newton's coefficients, so that
         ``partial_fit`` goes on by SGD from them at the rate SGD had reached (from Newton's own state, a fresh
-        rate took a call on the same rows 72% above the minimum). SGD's warnings
-        are held until then: dropped with its fit, or raised once the fit is done; not if it fails or is
-        interrupted (a warning filtered to an error would replace the KeyboardInterrupt). A warm start after a fit
-        that Newton finished, with the same parameters, tries Newton from it first."""
+        rate took a call on the same rows 72% above the minimum). SGD's warnings are held until then: dropped
+        with its fit, or raised once the fit is done; not if it fails or is interrupted (a warning filtered to an
+        error would replace the KeyboardInterrupt). A warm start after a fit that Newton finished, with the same
+        parameters, tries Newton from it first."""
         state = self._warm_state(name)
         if state is not None and state.exact_params is not None and "init" not in extra \
                 and state.exact_params == _iterative.exact_key(params) and _iterative._continues(state, params, data):
@@ -704,16 +704,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             # Within a few passes (WARM_PASSES): from the minimiser of these rows it takes one or two; rows that
             # changed so much that it would need the whole budget (a third of them moved by 1e6) had made the
             # refit 30 times a cold fit's time, where SGD alone finished.
-            coef, intercept = _iterative._raw_params(state)
             warm = (min(budget[0], _solvers.WARM_PASSES * budget[1]), budget[1])
-            exact = self._newton_trial(params, data, FitResult(coef, intercept, state, {}), warm)
+            exact = self._newton_trial(params, data, *_iterative._raw_params(state), state, warm)
             if exact is not None:
                 return name, exact
         held: list = []
         with _held(held):
             result = _solvers.SOLVERS[name].fit(params, data, state=state, **extra)
         if any(issubclass(category, ConvergenceWarning) for _, category in held):
-            exact = self._newton_trial(params, data, result, budget)
+            exact = self._newton_trial(params, data, result.coef, result.intercept, result.state, budget)
             if exact is not None:
                 held = [(message, category) for message, category in held
                         if not issubclass(category, ConvergenceWarning)]
@@ -722,16 +721,17 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             _warn(message, category)
         return name, result
 
-    def _newton_trial(self, params: dict, data, result: FitResult, budget: tuple[float, float]) -> FitResult | None:
-        """Newton's fit from SGD's ``result`` within ``budget``, with SGD's state for what follows
-        (:meth:`_fit_rescued`); None where it does not converge within it."""
+    def _newton_trial(self, params: dict, data, coef, intercept, state,
+                      budget: tuple[float, float]) -> FitResult | None:
+        """Newton's fit from SGD's ``coef`` and ``intercept`` within ``budget``, with SGD's ``state`` (those
+        coefficients') for what follows (:meth:`_fit_rescued`); None where it does not converge within it."""
         try:
             _solvers.check_ridge_range("newton", params, data.sample_weight, data.Y.shape[0])
         except ValueError:
             return None  # a ridge beyond float64's range in Newton's units: SGD's fit, warned
         try:
             # (SGD's coefficients beyond the data's dtype: _apply names that, not the start's finiteness)
-            init = _solvers.check_init(result.coef, result.intercept if self.fit_intercept else None, data)
+            init = _solvers.check_init(coef, intercept if self.fit_intercept else None, data)
             exact = _solvers.SOLVERS["newton"].fit({**params, _newton.TRIAL_KEY: budget}, data, init=init)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError, MemoryError):
             # data Newton refuses (columns too small to square in float64, sums that overflow) that SGD fitted
@@ -739,7 +739,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if exact is None:
             return None
         return FitResult(exact.coef, exact.intercept,
-                         _iterative.with_coefficients(result.state, exact.coef, exact.intercept, params), exact.attrs)
+                         _iterative.with_coefficients(state, exact.coef, exact.intercept, params), exact.attrs)
 
     # e.g. not with solver="newton": each Newton iteration reads every row
     @available_if(lambda self: getattr(_solvers.SOLVERS.get(self.solver), "incremental", True))
