@@ -338,6 +338,9 @@ class IterState:
     exact_params: dict | None = None
     # a warm fit's own divergence limit where its targets raise loss_limit (for that fit only), else None
     fit_limit: float | None = None
+    # the all-zero model's mean loss on the targets of the fit or partial_fit call that left this state (0 if
+    # not finite), which a later call's divergence limit may rise with (see IterativeSolver.partial_fit)
+    targets_loss: float = 0.0
 
     @property
     def rate_factor(self) -> float:
@@ -1999,6 +2002,11 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
                      st.opt_state, work, st.t, lr, threads, pending, **extra)
 
 
+class _LimitStands(Exception):
+    """A ``partial_fit`` call's loss where it starts does not raise its divergence limit (see
+    :meth:`IterativeSolver.partial_fit`): its DivergenceError stands."""
+
+
 class _Drawn(NamedTuple):
     """A first epoch's order drawn at once (:func:`_early_first_order` when the helper thread was busy), with
     the interface of a job of :func:`fastopt._kernels.shuffle_start`."""
@@ -2423,7 +2431,8 @@ class IterativeSolver(Solver):
                 fit_limit = DIVERGENCE_FACTOR * start
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[], watch=None, loss_limit=kept,
-                                   fit_limit=fit_limit, rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)))
+                                   fit_limit=fit_limit, rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)),
+                                   targets_loss=here if np.isfinite(here) else 0.0)
         w = None if sw is None else sw if all_rows else sw[train_idx]
         centre = None if init is not None else _auto_centre(params, data.Y if all_rows else data.Y[train_idx], w)
         if centre is not None:
@@ -2438,7 +2447,8 @@ class IterativeSolver(Solver):
             lr0 = auto_learning_rate(spec, data, train_idx, sw, params, fresh, rng, basis=basis, zero=zero)
         # The all-zero model's loss reads every training target once (a compiled pass, no temporaries): it is
         # non-finite when one is, and then names y as validation would have (fit skips that pass).
-        start_loss = _kernels.mean_loss_zero(data.Y, None if all_rows else train_idx, sw, loss, params["epsilon"])
+        start_loss = zero_loss = _kernels.mean_loss_zero(data.Y, None if all_rows else train_idx, sw, loss,
+                                                         params["epsilon"])
         # (asked only when the start may be nonzero: reading a fresh zeroed array faults its pages in twice, once
         # to read and again when the epoch writes them, 0.05 ms at 2^18 parameters)
         if (params["init"] == "random" or init is not None) and fresh.any() and np.isfinite(start_loss):
@@ -2460,7 +2470,8 @@ class IterativeSolver(Solver):
         limit = DIVERGENCE_FACTOR * start_loss if start_loss > 0 else np.inf
         return IterState(weights=fresh, opt_state=spec.init_state(fresh.shape[0], fresh.dtype), t=0, epochs=0,
                          rng=rng, lr0=float(lr0), loss_limit=limit, loss_curve=[], dims=(d, k), null_loss=null,
-                         interleaved=lazy_rule(self.method, params), rate_ridge=rate_penalty(spec, params))
+                         interleaved=lazy_rule(self.method, params), rate_ridge=rate_penalty(spec, params),
+                         targets_loss=zero_loss if np.isfinite(zero_loss) else 0.0)
 
     def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int, pending=None) -> float:
         status, t, loss, bad = epoch_pass(spec, train, data, sw, order, st, lr, pending)
@@ -2750,10 +2761,27 @@ class IterativeSolver(Solver):
         (``(coef (k, d), intercept (k,))`` in the user's units) starts a first call there, with fresh optimizer
         state (after another solver's fit).
         """
-        return self._partial_fit(params, data, state, sweep, init)
+        if state is None or sweep is not None:
+            return self._partial_fit(params, data, state, sweep, init)
+        rewind = state.rewinder()
+        try:
+            return self._partial_fit(params, data, state, sweep, init)
+        except DivergenceError as diverged:
+            # The call's limit takes the loss where it starts only now, as a fresh fit from coef_init does: a call
+            # back from targets of a larger scale (y x 1e6, then y) starts far above the kept limit and raised
+            # DivergenceError where a first call converges. Only where the call starts coming down (below the
+            # earlier targets' scale or the earlier call's mean loss), so that a fit diverging slowly over calls is
+            # still caught; not for a stream's chunks, parts of one fit. Asked only here, as it costs a pass over
+            # X (a third of a call). The call runs again from the same state (the row order's RNG rewound), or the
+            # error stands.
+            rewind()
+            try:
+                return self._partial_fit(params, data, state, sweep, init, from_start=True)
+            except _LimitStands:
+                raise diverged from None
 
     def _partial_fit(self, params: dict, data, state: IterState | None, sweep: Sweep | None,
-                     init=None) -> FitResult:
+                     init=None, from_start: bool = False) -> FitResult:
         if state is None and sweep is None:  # (a first call's rows set the scale; a stream's chunks are parts)
             refuse_underflowing_targets(self.method, params, data.Y, data.sample_weight)
         was_dense = not sp.issparse(data.X)
@@ -2815,6 +2843,7 @@ class IterativeSolver(Solver):
             # (for this call only: kept, one call's large target left later calls' divergence unseen)
             here = _kernels.mean_loss_zero(data.Y, None if own_rows else rows, sw, LOSSES[params["loss"]],
                                            params["epsilon"])
+            st.targets_loss = here if np.isfinite(here) else 0.0
             if np.isfinite(here) and here > 0:
                 if not np.isfinite(st.loss_limit):
                     # a first call of all-zero targets set no limit (its loss is 0): the first call with a loss
@@ -2822,6 +2851,16 @@ class IterativeSolver(Solver):
                     st.loss_limit = DIVERGENCE_FACTOR * here
                 else:
                     call_limit = max(st.loss_limit, DIVERGENCE_FACTOR * here)
+            if from_start:  # (see partial_fit)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    at = mean_loss(data, rows, sw, st.weights, LOSSES[params["loss"]], params["epsilon"])
+                # coming down only: from the earlier targets' scale (at most 4 times their zero model's loss, as
+                # |a - b|^2 <= 2 |a|^2 + 2 |b|^2 bounds a model of them) or from the earlier epoch's mean loss
+                down = max(4.0 * state.targets_loss, state.loss_curve[-1] if state.loss_curve else 0.0)
+                used = st.loss_limit if call_limit is None else call_limit
+                if not (np.isfinite(at) and at <= down and DIVERGENCE_FACTOR * at > used):
+                    raise _LimitStands
+                call_limit = DIVERGENCE_FACTOR * at
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         if call_limit is not None:
             train = train._replace(loss_limit=call_limit)

@@ -740,6 +740,40 @@ def test_warm_start_on_targets_of_a_larger_scale_is_not_a_divergence(sparse):
         assert any("loss plateau" in str(w.message) for w in seen)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "nesterov"])
+def test_a_partial_fit_call_back_from_larger_targets_is_not_a_divergence(solver, sparse):
+    # A call's divergence limit takes the loss where it starts, as a warm fit's does: calls on y, then y x 1e6,
+    # then y again started 1e12 times above the kept limit (1e10 times y's zero-model loss) and raised
+    # DivergenceError at the first call back, where a first call from those coefficients converges.
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 10))
+    y = X @ rng.standard_normal(10) + 0.1 * rng.standard_normal(500)
+    X = sp.csr_matrix(X) if sparse else X
+
+    def history():
+        est = LinearRegressor(solver=solver, random_state=0)
+        for targets in [y] + [1e6 * y] * 20:
+            est.partial_fit(X, targets)
+        return est
+
+    est, twin = history(), history()
+    start = 0.5 * np.mean((est.predict(X) - y) ** 2)
+    for _ in range(3):
+        est.partial_fit(X, y)
+        twin.partial_fit(X, y)
+    assert np.isfinite(est.coef_).all() and est.loss_curve_[-1] < start / 2
+    np.testing.assert_array_equal(est.coef_, twin.coef_)  # the retried call's row order is the call's own
+    # a genuine divergence after it is still caught, and leaves the estimator as it was
+    est.set_params(learning_rate=100.0, schedule="constant")
+    before = est.coef_.copy()
+    with pytest.raises(DivergenceError, match="diverged"):
+        est.partial_fit(X, y)
+    np.testing.assert_array_equal(est.coef_, before)
+
+
 @pytest.mark.parametrize("history", ["large", "zero"])
 def test_a_warm_fits_raised_divergence_limit_is_its_own(history):
     # A warm fit's limit is raised to its targets' and its start's loss for that fit only: kept, a fit on y x 1e12
