@@ -341,6 +341,9 @@ class IterState:
     # the all-zero model's mean loss on the targets of the fit or partial_fit call that left this state (0 if
     # not finite), which a later call's divergence limit may rise with (see IterativeSolver.partial_fit)
     targets_loss: float = 0.0
+    # the loss where the last partial_fit call let in above its limit started, while the calls after it come down
+    # from there (0: none; see IterativeSolver.partial_fit)
+    descent_from: float = 0.0
 
     @property
     def rate_factor(self) -> float:
@@ -2432,7 +2435,7 @@ class IterativeSolver(Solver):
             return state.continued(lazy_rule(self.method, params), rng=rng, loss_curve=[], lr0=lr0, lr=None,
                                    null_loss=null, learning_rates=[], watch=None, loss_limit=kept,
                                    fit_limit=fit_limit, rate_ridge=max(state.rate_ridge, rate_penalty(spec, params)),
-                                   targets_loss=here if np.isfinite(here) else 0.0)
+                                   targets_loss=here if np.isfinite(here) else 0.0, descent_from=0.0)
         w = None if sw is None else sw if all_rows else sw[train_idx]
         centre = None if init is not None else _auto_centre(params, data.Y if all_rows else data.Y[train_idx], w)
         if centre is not None:
@@ -2473,7 +2476,8 @@ class IterativeSolver(Solver):
                          interleaved=lazy_rule(self.method, params), rate_ridge=rate_penalty(spec, params),
                          targets_loss=zero_loss if np.isfinite(zero_loss) else 0.0)
 
-    def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int, pending=None) -> float:
+    def _epoch(self, spec, train, data, sw, order, st: IterState, lr: float, epoch_no: int, pending=None,
+               first_pass: bool = False) -> float:
         status, t, loss, bad = epoch_pass(spec, train, data, sw, order, st, lr, pending)
         if status != _kernels.Status.OK and not data.indices_checked:
             _check_sparse_structure("X", data.X)  # validation left them to this pass (checks_indices): name a fault
@@ -2485,6 +2489,17 @@ class IterativeSolver(Solver):
             # learning rate.
             refuse_nonfinite_data(data)  # (a warm start reads y here)
         if status != _kernels.Status.OK:
+            if status != _kernels.Status.NONFINITE_LOSS and first_pass and bad == st.t + 1:
+                # the first minibatch, before any step of this fit or call: the rate is not the cause (a
+                # partial_fit chunk of rows 1e6 times the earlier calls' was told to try a smaller one, at any rate)
+                raise DivergenceError(
+                    f"solver={self.method!r} stopped in epoch {epoch_no} before its first step: the loss of the "
+                    f"first minibatch at the coefficients it starts from exceeds {DIVERGENCE_FACTOR:.0e} times the "
+                    "starting loss (the fit's, or the first partial_fit call's or chunk's). These rows or targets "
+                    "(or their sample weights) are on a far larger scale than the others, or than the earlier "
+                    "calls' (rescale them, or start a new fit), or the earlier calls were diverging (use a smaller "
+                    "learning_rate)."
+                )
             what = ("the loss or gradient became NaN or infinite" if status == _kernels.Status.NONFINITE_LOSS
                     else f"a minibatch loss exceeded {DIVERGENCE_FACTOR:.0e} times the starting loss")
             raise DivergenceError(
@@ -2723,7 +2738,8 @@ class IterativeSolver(Solver):
                     # without a split the shuffle writes the rows 0 .. n-1 itself
                     order = draw_order(rng, train_idx if early else train_idx.shape[0], out=spare)
             lr = self.epoch_lr(params, st, epoch)
-            st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1, pending))
+            st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1, pending,
+                                             first_pass=epoch == 0))
             st.learning_rates.append(lr)
             st.epochs += 1
             if early:
@@ -2855,12 +2871,15 @@ class IterativeSolver(Solver):
                 with np.errstate(over="ignore", invalid="ignore"):
                     at = mean_loss(data, rows, sw, st.weights, LOSSES[params["loss"]], params["epsilon"])
                 # coming down only: from the earlier targets' scale (at most 4 times their zero model's loss, as
-                # |a - b|^2 <= 2 |a|^2 + 2 |b|^2 bounds a model of them) or from the earlier epoch's mean loss
-                down = max(4.0 * state.targets_loss, state.loss_curve[-1] if state.loss_curve else 0.0)
+                # |a - b|^2 <= 2 |a|^2 + 2 |b|^2 bounds a model of them), from the earlier call's mean loss, or
+                # from where the descent that an earlier call was let in for started (momentum overshoots on the
+                # way down: a later call started above the earlier one's mean, and raised)
+                down = max(4.0 * state.targets_loss, state.loss_curve[-1] if state.loss_curve else 0.0,
+                           state.descent_from)
                 used = st.loss_limit if call_limit is None else call_limit
                 if not (np.isfinite(at) and at <= down and DIVERGENCE_FACTOR * at > used):
                     raise _LimitStands
-                call_limit = DIVERGENCE_FACTOR * at
+                call_limit, st.descent_from = DIVERGENCE_FACTOR * at, max(state.descent_from, at)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         if call_limit is not None:
             train = train._replace(loss_limit=call_limit)
@@ -2873,11 +2892,13 @@ class IterativeSolver(Solver):
         lr = self.epoch_lr(params, st, epoch)
         if sweep is None and params["learning_rate"] == "auto":  # a numeric rate is taken as given
             lr *= st.rate_factor
-        st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1))
+        st.loss_curve.append(self._epoch(spec, train, data, sw, order, st, lr, epoch + 1, first_pass=sweep is None))
         if order is not rows:
             keep_order_buffer(order)
         st.learning_rates.append(lr)
         st.epochs = epoch + 1
+        if st.descent_from and st.loss_curve[-1] <= 4.0 * st.targets_loss:
+            st.descent_from = 0.0  # down at these targets' scale: the descent is over
         if params["verbose"] and sweep is None:
             print(f"{self.method} partial_fit pass {st.epochs}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}")
         return self.result(st, n_iter=st.epochs, params=params)
