@@ -1080,6 +1080,125 @@ def _linear(X, coef: np.ndarray, intercept: float) -> np.ndarray:
     return np.asarray(X @ coef.astype(X.dtype), dtype=np.float64) + intercept
 
 
+def positive_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_intercept: bool, loss: str,
+                 epsilon: float = 1.35, scale: float | None = None, parts: list | None = None):
+    """``(f, gain)`` of a fit under ``positive=True`` over an in-memory ``data`` (as :func:`memory_gap` and
+    :func:`robust_gap`, every loss): the objective at ``p`` and a lower bound on ``f - f*``, ``f*`` the minimum
+    over coefficients ``w >= 0`` (the intercept free), exhibited by a feasible point.
+
+    The constrained minimum's gradient is not zero, so :func:`plateau_gap`'s unconstrained steps would find
+    decreases that no feasible point has. Instead, each round takes the steps of conjugate gradients (the squared
+    error's model, or :func:`robust_gap`'s reweighted one) on the coordinates that may move, those with ``w_c > 0``
+    or whose gradient ``g_c < 0`` points into the feasible set (the others held at their bound 0), then evaluates
+    the objective at the projections ``max(w + tau delta, 0)`` for ``tau`` in ``ROBUST_STEP_FRACTIONS`` (one read
+    of ``X`` each): feasible points, so ``gain = f - min(f, f(point))`` is at most ``f - f*`` up to rounding
+    (Bertsekas, "Projected Newton methods for optimization problems with simple constraints", *SIAM J. Control
+    Optim.* 20, 1982, for the split of the coordinates). With ``scale``, further rounds from the best point, as
+    :func:`robust_gap`'s. ``parts``, a list, receives each target's ``(f_j, gain_j)``.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow: a non-finite gain, unused
+        return _positive_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, parts)
+
+
+def _positive_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, parts):
+    X = data.X
+    n, d = X.shape
+    k = data.Y.shape[1]
+    coef, intercept = split_params(p.astype(np.float64), d, k)
+    s = np.ones(n) if sw is None else sw.astype(np.float64)
+    W = float(n)
+    values = X.nnz if sp.issparse(X) else n * d
+    steps = check_steps(values, d, k)
+    # a round: the steps, the gradient, and a read for each fraction of the step
+    rounds = robust_rounds(scale, steps + 1 + len(ROBUST_STEP_FRACTIONS), values, k)
+    objectives, points = [], []
+    for j in range(k):
+        r = _linear(X, coef[j], float(intercept[j])) - data.Y[:, j].astype(np.float64)
+        objectives.append(_any_objective(s, W, r, coef[j], alpha, loss, epsilon))
+        points.append([coef[j], r, float(intercept[j])])
+    f = sum(objectives)
+    alarm = None if scale is None else alarm_level(f, scale)
+    gain = 0.0
+    for j in range(k):
+        point = points[j]
+
+        def take_round(factor: float, here: float, point=point):
+            moved = _projected_step(data, s, W, *point, here, alpha, fit_intercept, loss, epsilon, steps, factor)
+            if moved is None:
+                return None
+            value, taken = moved
+            if taken is None:
+                return value, None
+            point[:] = taken
+            return value, 1.0
+
+        reached = reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
+        gain += objectives[j] - reached
+        if parts is not None:
+            parts.append((objectives[j], objectives[j] - reached))
+    return f, gain
+
+
+def _any_objective(s: np.ndarray, W: float, r: np.ndarray, coef: np.ndarray, alpha, loss: str,
+                   epsilon: float) -> float:
+    """:func:`_robust_objective`, or the squared error's ``sum_i s_i r_i^2 / (2 W)`` plus the ridge."""
+    if loss != "squared_error":
+        return _robust_objective(s, W, r, coef, alpha, loss, epsilon)
+    return 0.5 * float(s @ (r * r)) / W + 0.5 * float(coef @ (alpha * coef))
+
+
+def _projected_step(data, s, W, coef, r, b, here, alpha, fit_intercept, loss, epsilon, steps, factor):
+    """One round of :func:`positive_gap` from the coefficients ``coef`` (``>= 0``; residuals ``r``, intercept
+    ``b``, objective ``here``): ``(value, point)``, the best objective at the projected points and that point
+    ``[coef, r, b]`` (None where none went below ``here``); None when no step can be taken (an absolute error
+    fit exact on every weighted row, a non-finite step). ``factor``: the absolute error's ``mu`` as
+    :func:`_robust_terms` takes it."""
+    from fastopt import _krylov
+
+    X = data.X
+    n, d = X.shape
+    if loss == "squared_error":
+        psi, omega = r, np.ones(n)
+    else:
+        terms = _robust_terms(r, loss, epsilon, s, factor)
+        if terms is None:
+            return None
+        psi, omega = terms
+    spsi = s * psi
+    grad = np.zeros(d)
+    for start in range(0, n, CHUNK_ROWS):  # X^T (s psi) in X's dtype, by row blocks (as _reweighted_step)
+        block = X[start : start + CHUNK_ROWS]
+        grad += np.asarray(block.T @ spsi[start : start + CHUNK_ROWS].astype(X.dtype), dtype=np.float64)
+    free = (coef > 0) | (grad / W + alpha * coef < 0)
+    row_w = s * omega
+    sqrt_row = np.sqrt(row_w)
+    centre, diag = _sampled_jacobi(X, row_w, fit_intercept)
+
+    def fused(target, v, c, shift):
+        return _krylov.chunk_pass(data, sqrt_row, target, v, c, shift)
+
+    model = QuadraticModel(fused, diag, W, alpha, fit_intercept, centre)
+    # conjugate gradients on the free coordinates only: a zero preconditioner elsewhere keeps every direction,
+    # and so the step, zero there (CG on the free block of the system)
+    model.inv = np.where(free, model.inv, 0.0)
+    _, delta, delta_b = model.descend(grad, float(spsi.sum()), coef, steps)
+    if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
+        return None
+    here_ridge = 0.5 * float(coef @ (alpha * coef))
+    best, taken = 0.0, None
+    for tau in ROBUST_STEP_FRACTIONS:
+        moved = np.maximum(coef + tau * delta, 0.0).astype(X.dtype).astype(np.float64)  # (the products' step)
+        q = _linear(X, moved - coef, tau * float(delta_b))  # the residuals' change to the projected point
+        if loss == "squared_error":
+            change = float(s @ (q * (r + 0.5 * q)))  # (r + q)^2 / 2 - r^2 / 2, without the cancellation
+        else:
+            change = float(s @ rho_change(r, q, loss, epsilon))
+        value = change / W + (0.5 * float(moved @ (alpha * moved)) - here_ridge)
+        if value < best:
+            best, taken = value, [moved, r + q, b + tau * float(delta_b)]
+    return here + best, taken
+
+
 def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray, scale: float) -> None:
     """Warn when an in-memory fit the plateau rule stopped is demonstrably far from the optimum.
 
@@ -1090,20 +1209,28 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     tenfold cut of the rate changes it by less than the rule's tolerance, and it stops far from the optimum: up to
     1e5 times the optimal loss, found by comparing default fits with an independent optimum. For the squared
     error :func:`memory_gap` bounds that distance from below, for Huber's loss and the absolute error
-    :func:`robust_gap`, and :func:`warn_if_far` warns. Not with ``positive=True`` (the constrained optimum's
-    gradient is not zero), AdamW with ``alpha > 0`` (its decoupled decay has another fixed point) or CSR with
-    int64 indices. Checked in the space the fit ran in (``precondition``), where the objective is the same.
+    :func:`robust_gap`, with ``positive=True`` (where the constrained optimum's gradient is not zero)
+    :func:`positive_gap`, and :func:`warn_if_far` warns. Not for AdamW with ``alpha > 0`` (its decoupled decay
+    has another fixed point) or CSR with int64 indices. Checked in the space the fit ran in (``precondition``),
+    where the objective is the same.
     """
     X = data.X
-    if not plateau_checked(params, spec) or (sp.issparse(X) and (X.indices.dtype != np.int32
-                                                                  or X.indptr.dtype != np.int32)):
+    if not plateau_checked(params, spec, in_memory=True) or (sp.issparse(X) and (X.indices.dtype != np.int32
+                                                                                  or X.indptr.dtype != np.int32)):
         return
     # the ridge in the fit's units: one coefficient, or each column's (a per-column scaling, _penalised)
     alpha = params["decay"] if params.get("decay") is not None else (
         0.0 if spec.decoupled_decay else float(spec.weight_decay))
     fit_intercept = bool(params["fit_intercept"])
     target = far = kept = None
-    if params["loss"] == "squared_error":
+    if params.get("positive"):
+        parts = [] if data.Y.shape[1] > 1 else None
+        f, gain = positive_gap(data, sw, p, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale,
+                               parts)
+        if parts:
+            f, gain, scale, target = worst_target(parts, _target_null_losses(
+                data, sw, fit_intercept, params["loss"], float(params["epsilon"])), f, gain, scale)
+    elif params["loss"] == "squared_error":
         parts = [] if data.Y.shape[1] > 1 else None
         f, gain = memory_gap(data, sw, p, alpha, fit_intercept, scale, parts)
         if parts:
@@ -1269,10 +1396,11 @@ def worst_target(parts: list, null, f: float, gain: float, scale: float):
     return worst
 
 
-def plateau_checked(params: dict, spec) -> bool:
+def plateau_checked(params: dict, spec, in_memory: bool = False) -> bool:
     """Whether a plateau stop of this fit is checked, in memory (:func:`_check_plateau_stop`) or over a stream's
-    or Dask fit's passes: not with ``positive=True`` nor AdamW with ``alpha > 0``."""
-    return not params.get("positive") and not (spec.decoupled_decay and spec.weight_decay)
+    or Dask fit's passes: not AdamW with ``alpha > 0``, nor ``positive=True`` over passes (in memory:
+    :func:`positive_gap`)."""
+    return (in_memory or not params.get("positive")) and not (spec.decoupled_decay and spec.weight_decay)
 
 
 # The exact solver a plateau stop's warning names, by loss (warn_if_far).

@@ -266,7 +266,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         from below (the squared error: four compiled reads of ``X``, the gradient and three preconditioned
         conjugate-gradient steps, on small data up to ``d + 2``; Huber's loss and the absolute error: the same
         steps reweighted as iteratively reweighted least squares, and one more read for the objective at the
-        point they reach, in memory, on streams and on Dask) and warn
+        point they reach, in memory, on streams and on Dask; with ``positive=True``, in memory only, the steps on
+        the coefficients that may move and the objective at their projections onto ``w >= 0``) and warn
         :class:`~sklearn.exceptions.ConvergenceWarning` when it exceeds 1% of the loss; ``tol`` only switches this
         on. Both rules judge rounds: an epoch, or on small data as many whole epochs as make 32 minibatch steps,
         by their mean monitored loss (the rate changes only between rounds). ``None``

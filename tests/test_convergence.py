@@ -1449,6 +1449,98 @@ def test_robust_plateau_gap_is_a_lower_bound_on_the_excess(n, d, sparse, weighte
     assert gain <= more <= (f - f_star) + 1e-9 * f
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(20, 150), d=st.integers(1, 8), sparse=st.booleans(), weighted=st.booleans(),
+       alpha=st.sampled_from([0.0, 0.3]), fit_intercept=st.booleans(), near=st.floats(0.0, 3.0),
+       loss=st.sampled_from(["squared_error", "huber", "absolute_error"]), seed=st.integers(0, 2**31))
+def test_positive_plateau_gap_is_a_lower_bound_on_the_excess(n, d, sparse, weighted, alpha, fit_intercept, near,
+                                                             loss, seed):
+    """positive_gap's f is the objective, and 0 <= gain <= f - f*, f* the minimum over coefficients >= 0: the gain
+    is the decrease to a feasible point it found. Half the true coefficients are negative, so the constraint is
+    active at the optimum. f*: the squared error's from bounded least squares (scipy's BVLS, exact active set), the
+    absolute error's from its linear program (HiGHS; alpha 0 only, as the ridge makes it a QP), Huber's from
+    L-BFGS-B with bounds run to a projected gradient of 1e-12, whose objective is within about 1e-10 f of the
+    minimum here: hence 1e-9 f for Huber, 1e-12 f (rounding of sums of n terms) for the others."""
+    import scipy.optimize
+    import scipy.sparse
+
+    from fastopt._validation import Data
+
+    if loss == "absolute_error":
+        alpha = 0.0
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d) + rng.normal(size=d)
+    if sparse:
+        X = X * (rng.random((n, d)) < 0.5)
+    y = X @ rng.normal(size=d) + rng.normal(size=n) + (rng.random(n) < 0.1) * 30.0
+    sw = rng.random(n) + 0.2 if weighted else None
+    w = np.ones(n) if sw is None else sw / sw.mean()
+    eps = 1.35
+    A = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    lower = np.r_[np.zeros(d), [-np.inf] if fit_intercept else []]
+
+    def objective(coef, b):
+        r = X @ coef + b - y
+        a = np.abs(r)
+        rho = {"squared_error": 0.5 * r * r, "absolute_error": a,
+               "huber": np.where(a <= eps, 0.5 * r * r, eps * a - 0.5 * eps * eps)}[loss]
+        return float(np.mean(w * rho) + 0.5 * alpha * coef @ coef)
+
+    s = np.sqrt(w / n)
+    ridge = np.hstack([np.sqrt(alpha) * np.eye(d), np.zeros((d, A.shape[1] - d))])
+    z = scipy.optimize.lsq_linear(np.vstack([A * s[:, None], ridge]), np.r_[y * s, np.zeros(d)],
+                                  bounds=(lower, np.inf), method="bvls", tol=1e-14).x
+    if loss == "absolute_error":  # min sum (w/n)(u + v), A z - y = u - v
+        m = A.shape[1]
+        res = scipy.optimize.linprog(np.r_[np.zeros(m), w / n, w / n], A_eq=np.hstack([A, -np.eye(n), np.eye(n)]),
+                                     b_eq=y, bounds=[(lo, None) for lo in lower] + [(0, None)] * (2 * n),
+                                     method="highs")
+        z = res.x[:m]
+    elif loss == "huber":
+        def fun(v):
+            r = A @ v - y
+            g_r = w * np.clip(r, -eps, eps) / n
+            return objective(v[:d], v[d] if fit_intercept else 0.0), A.T @ g_r + np.r_[alpha * v[:d], [0.0] * (
+                A.shape[1] - d)]
+        z = scipy.optimize.minimize(fun, z, jac=True, method="L-BFGS-B", bounds=[(lo, None) for lo in lower],
+                                    options={"maxiter": 20000, "ftol": 1e-16, "gtol": 1e-12}).x
+    coef_star, b_star = z[:d], (z[d] if fit_intercept else 0.0)
+    f_star = objective(coef_star, b_star)
+    coef = np.maximum(coef_star + near * rng.normal(size=d), 0.0)  # a feasible point, as a fit under positive
+    b = b_star + (near * rng.normal() if fit_intercept else 0.0)
+    p = np.r_[coef, [b] if fit_intercept else []]
+    Xf = scipy.sparse.csr_array(X) if sparse else X
+    if sparse:
+        Xf.indices, Xf.indptr = Xf.indices.astype(np.int32), Xf.indptr.astype(np.int32)
+    slack = (1e-9 if loss == "huber" else 1e-12) * objective(coef, b)
+    for scale in (None, 1e-3 * objective(coef, b)):  # one round; then rounds from the points found
+        f, gain = _iterative.positive_gap(Data(Xf, y[:, None], sw, True), None if sw is None else w, p, alpha,
+                                          fit_intercept, loss, eps, scale)
+        assert f == pytest.approx(objective(coef, b), rel=1e-12)
+        assert 0.0 <= gain <= (f - f_star) + slack
+
+
+def test_positive_fits_far_from_the_constrained_optimum_warn():
+    # positive=True had switched the plateau check off: SGD and Adam (also "auto"'s choice for a positive Huber
+    # fit) stopped 17-26% above the optimum of off-centre columns without an intercept, silently
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((500, 4)) + np.array([100.0, -50.0, 20.0, 0.0])
+    y = X @ [1, 0.5, 2, 1] + rng.standard_t(2, 500)
+    for loss, solver in [("huber", "auto"), ("huber", "sgd"), ("squared_error", "adam")]:
+        with pytest.warns(ConvergenceWarning, match="loss plateau"):
+            est = LinearRegressor(loss=loss, solver=solver, positive=True, fit_intercept=False, alpha=0.01,
+                                  random_state=0).fit(X, y)
+        assert np.all(est.coef_ >= 0)
+    # a positive fit that finishes is not warned: centred columns, an active constraint
+    X = rng.standard_normal((2000, 5))
+    y = X @ [1.0, -2.0, 0.5, 0.0, 3.0] + 0.1 * rng.standard_normal(2000)
+    for loss in ["squared_error", "huber", "absolute_error"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            est = LinearRegressor(loss=loss, solver="adam", positive=True, random_state=0).fit(X, y)
+        assert est.coef_[1] == 0.0 or est.coef_[1] < 1e-3
+
+
 @pytest.mark.parametrize(("seed", "stream", "switch_off"), [
     (2, False, ("ROBUST_MAX_ROUNDS", 1)), (1, True, ("ROBUST_MAX_ROUNDS", 1)),
     (11, False, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)), (3, True, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)),
