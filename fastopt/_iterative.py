@@ -858,15 +858,22 @@ def rho_change(r: np.ndarray, dr: np.ndarray, loss: str, epsilon: float) -> np.n
     return np.where(linear, slope * np.sign(r) * dr, robust_rho(new, loss, epsilon) - robust_rho(r, loss, epsilon))
 
 
-def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points):
+def _gap_setup(data, sw, p):
+    """``(coef, intercept, s, W, values, steps)`` of :func:`robust_gap` and :func:`positive_gap`: the parameters
+    ``p`` split in float64, the row weights (ones without ``sw``) and their total ``W = n``, ``X``'s stored values
+    and the steps of conjugate gradients a round takes (:func:`check_steps`)."""
     X = data.X
     n, d = X.shape
-    k = data.Y.shape[1]
-    coef, intercept = split_params(p.astype(np.float64), d, k)
+    coef, intercept = split_params(p.astype(np.float64), d, data.Y.shape[1])
     s = np.ones(n) if sw is None else sw.astype(np.float64)
-    W = float(n)
     values = X.nnz if sp.issparse(X) else n * d
-    steps = check_steps(values, d, k)
+    return coef, intercept, s, float(n), values, check_steps(values, d, data.Y.shape[1])
+
+
+def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points):
+    X = data.X
+    k = data.Y.shape[1]
+    coef, intercept, s, W, values, steps = _gap_setup(data, sw, p)
     rounds = robust_rounds(scale, steps + 2, values, k)  # a round: the steps, the gradient, the step's residuals
     residuals, objectives = [], []
     for j in range(k):
@@ -1047,24 +1054,10 @@ def _reweighted_step(data, s, W, coef, r, here, terms, alpha, fit_intercept, los
     ``terms`` the residuals' :func:`_robust_terms`): ``(value, tau, delta, q, delta_b)``, the best objective along
     the step and its fraction (:func:`best_step`), the columns' step, the residuals' change ``q = X delta +
     delta_b`` and the intercept's step; None for a non-finite step."""
-    from fastopt import _krylov
-
     X = data.X
-    n, d = X.shape
     psi, omega = terms
     spsi = s * psi
-    grad = np.zeros(d)
-    for start in range(0, n, CHUNK_ROWS):  # X^T (s psi) in X's dtype, by row blocks (no float64 copy of X)
-        block = X[start : start + CHUNK_ROWS]
-        grad += np.asarray(block.T @ spsi[start : start + CHUNK_ROWS].astype(X.dtype), dtype=np.float64)
-    row_w = s * omega
-    sqrt_row = np.sqrt(row_w)
-    centre, diag = _sampled_jacobi(X, row_w, fit_intercept)
-
-    def fused(target, v, c, shift):
-        return _krylov.chunk_pass(data, sqrt_row, target, v, c, shift)
-
-    model = QuadraticModel(fused, diag, W, alpha, fit_intercept, centre)
+    grad, model = _reweighted_model(data, spsi, s * omega, W, alpha, fit_intercept)
     _, delta, delta_b = model.descend(grad, float(spsi.sum()), coef, steps)
     delta = delta.astype(X.dtype).astype(np.float64)  # the step X's products take
     if not (np.all(np.isfinite(delta)) and np.isfinite(delta_b)):
@@ -1073,6 +1066,27 @@ def _reweighted_step(data, s, W, coef, r, here, terms, alpha, fit_intercept, los
     changes = [float(s @ rho_change(r, tau * q, loss, epsilon)) for tau in ROBUST_STEP_FRACTIONS]
     value, tau = best_step(here, changes, W, coef, delta, alpha)
     return value, tau, delta, q, float(delta_b)
+
+
+def _reweighted_model(data, spsi: np.ndarray, row_w: np.ndarray, W: float, alpha, fit_intercept: bool):
+    """``(grad, model)``: ``X^T spsi`` (the loss's gradient, the rows' weights times their ``psi``) and the
+    :class:`QuadraticModel` of the rows weighted ``row_w``, for a step of :func:`robust_gap` or
+    :func:`positive_gap`."""
+    from fastopt import _krylov
+
+    X = data.X
+    n, d = X.shape
+    grad = np.zeros(d)
+    for start in range(0, n, CHUNK_ROWS):  # X^T (s psi) in X's dtype, by row blocks (no float64 copy of X)
+        block = X[start : start + CHUNK_ROWS]
+        grad += np.asarray(block.T @ spsi[start : start + CHUNK_ROWS].astype(X.dtype), dtype=np.float64)
+    sqrt_row = np.sqrt(row_w)
+    centre, diag = _sampled_jacobi(X, row_w, fit_intercept)
+
+    def fused(target, v, c, shift):
+        return _krylov.chunk_pass(data, sqrt_row, target, v, c, shift)
+
+    return grad, QuadraticModel(fused, diag, W, alpha, fit_intercept, centre)
 
 
 def _linear(X, coef: np.ndarray, intercept: float) -> np.ndarray:
@@ -1102,13 +1116,8 @@ def positive_gap(data, sw, p: np.ndarray, alpha: float | np.ndarray, fit_interce
 
 def _positive_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, parts):
     X = data.X
-    n, d = X.shape
     k = data.Y.shape[1]
-    coef, intercept = split_params(p.astype(np.float64), d, k)
-    s = np.ones(n) if sw is None else sw.astype(np.float64)
-    W = float(n)
-    values = X.nnz if sp.issparse(X) else n * d
-    steps = check_steps(values, d, k)
+    coef, intercept, s, W, values, steps = _gap_setup(data, sw, p)
     # a round: the steps, the gradient, and a read for each fraction of the step
     rounds = robust_rounds(scale, steps + 1 + len(ROBUST_STEP_FRACTIONS), values, k)
     objectives, points = [], []
@@ -1153,31 +1162,17 @@ def _projected_step(data, s, W, coef, r, b, here, alpha, fit_intercept, loss, ep
     ``[coef, r, b]`` (None where none went below ``here``); None when no step can be taken (an absolute error
     fit exact on every weighted row, a non-finite step). ``factor``: the absolute error's ``mu`` as
     :func:`_robust_terms` takes it."""
-    from fastopt import _krylov
-
     X = data.X
-    n, d = X.shape
     if loss == "squared_error":
-        psi, omega = r, np.ones(n)
+        psi, omega = r, np.ones(X.shape[0])
     else:
         terms = _robust_terms(r, loss, epsilon, s, factor)
         if terms is None:
             return None
         psi, omega = terms
     spsi = s * psi
-    grad = np.zeros(d)
-    for start in range(0, n, CHUNK_ROWS):  # X^T (s psi) in X's dtype, by row blocks (as _reweighted_step)
-        block = X[start : start + CHUNK_ROWS]
-        grad += np.asarray(block.T @ spsi[start : start + CHUNK_ROWS].astype(X.dtype), dtype=np.float64)
+    grad, model = _reweighted_model(data, spsi, s * omega, W, alpha, fit_intercept)
     free = (coef > 0) | (grad / W + alpha * coef < 0)
-    row_w = s * omega
-    sqrt_row = np.sqrt(row_w)
-    centre, diag = _sampled_jacobi(X, row_w, fit_intercept)
-
-    def fused(target, v, c, shift):
-        return _krylov.chunk_pass(data, sqrt_row, target, v, c, shift)
-
-    model = QuadraticModel(fused, diag, W, alpha, fit_intercept, centre)
     # conjugate gradients on the free coordinates only: a zero preconditioner elsewhere keeps every direction,
     # and so the step, zero there (CG on the free block of the system)
     model.inv = np.where(free, model.inv, 0.0)
