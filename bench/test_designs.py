@@ -20,7 +20,13 @@ BLAS pass computing X^T X of the same matrix. Each design is generated from a fi
   features of 300, 150 and 40 levels beside 3 Gaussian columns, n = 200,000, with an intercept (d = 493,
   rank-deficient). The closed form's Gram is cheap here, so ``"auto"`` computes it; its Cholesky is rejected, and
   the pivoted path solves it, as ``solver="normal"`` does (the ``closed_form`` row, one round). ``"auto"`` ran LSQR
-  there before the pivoted path existed, to avoid the SVD fallback that densified ``X``.
+  there before the pivoted path existed, to avoid the SVD fallback that densified ``X``;
+* ``onehot_uniform`` (dense) and ``onehot_sparse_uniform`` (CSR): ``OneHotEncoder``'s columns of 3 uniform
+  categorical features of 1,000, 100 and 10 levels, n = 20,000, with an intercept (d = 1,110, rank 1,107). The
+  kept columns ``pstrf`` chooses are nearly dependent once centred (no level is frequent), and their normal
+  equations failed the Cholesky test: the fit went to QR and the SVD (the CSR's QR densifying row blocks) until the
+  lifted equations took their place. ``"auto"`` runs the closed form on the dense design and LSQR on the CSR,
+  whose ``closed_form`` row is ``solver="normal"``.
 
 Run on its own: ``cd bench && python -m pytest test_designs.py -q -p no:randomly --benchmark-json=OUT &&
 python report.py OUT``. Each design is made once (a module-scoped fixture, so pytest runs a design's rows
@@ -37,7 +43,8 @@ from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
 from fastopt import LinearRegressor
 from fastopt.exceptions import RankDeficientWarning
 
-DESIGNS = ["poly", "poly_bias", "onehot", "onehot_ridge", "gauss_qr", "wide", "onehot_sparse", "onehot_sparse_narrow"]
+DESIGNS = ["poly", "poly_bias", "onehot", "onehot_ridge", "gauss_qr", "wide", "onehot_sparse", "onehot_sparse_narrow",
+           "onehot_uniform", "onehot_sparse_uniform"]
 
 
 def make_design(name: str, seed: int = 0):
@@ -63,6 +70,11 @@ def make_design(name: str, seed: int = 0):
     elif name == "onehot_sparse":
         levels = np.column_stack([rng.choice(c, size=20_000, p=_zipf(c)) for c in (5_000, 300, 50)])
         X = OneHotEncoder(categories=[np.arange(c) for c in (5_000, 300, 50)]).fit_transform(levels).tocsr()
+        params = {}
+    elif name in ("onehot_uniform", "onehot_sparse_uniform"):
+        levels = np.column_stack([rng.integers(0, c, size=20_000) for c in (1_000, 100, 10)])
+        X = OneHotEncoder(categories=[np.arange(c) for c in (1_000, 100, 10)]).fit_transform(levels).tocsr()
+        X = X.toarray() if name == "onehot_uniform" else X
         params = {}
     elif name == "onehot_sparse_narrow":
         levels = np.column_stack([rng.integers(0, c, size=200_000) for c in (300, 150, 40)])

@@ -216,6 +216,21 @@ def fit_params(solver: str, name: str, X, params: dict) -> dict:
     return params
 
 
+def uniform_alpha(alpha, y):
+    """``alpha`` as one number where it is an array giving every target of ``y`` the same value (one entry, or
+    one per target), as ``Ridge(alpha=array)`` means it; else ``alpha`` as given (a wrong shape is named by the
+    solver). The scalar's paths then apply: an array with any zero entry never reached the closed form's pivoted
+    path nor ``"auto"``'s Krylov-first route (one-hot CSR of 50,000 x 710 with ``alpha=[0, 0]``: the SVD, 2.2 s,
+    where ``alpha=0`` takes 0.015-0.044 s)."""
+    if not np.ndim(alpha):
+        return alpha
+    a = np.asarray(alpha)
+    if a.ndim != 1 or a.size == 0 or a.dtype.kind not in "iuf" or not np.all(a == a[0]):
+        return alpha
+    targets = 1 if np.ndim(y) < 2 else np.shape(y)[1]
+    return float(a[0]) if a.shape[0] in (1, targets) else alpha
+
+
 def resolve(solver: str, loss: str, X=None, alpha: float = 0.0, incremental: bool = False,
             sparse: bool = False, positive: bool = False, rereadable: bool = False, average: bool | int = False) -> str:
     """The registry key that ``solver=`` names for ``loss`` (in an ``incremental`` fit, on ``sparse`` X; for
