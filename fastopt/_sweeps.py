@@ -445,10 +445,14 @@ class Epochs:
             if spec.observe:
                 validation.observe(records)
                 if validation.rows < 2:  # R^2 needs two rows, as in memory (_iterative._split)
+                    # (a chunk holds out nothing where the fraction would leave it no training row: with blocks
+                    # of 3 rows a fraction of 0.9 held out none, and the advice was a larger one)
                     raise ValueError(
                         f"early_stopping=True holds out validation_fraction={self.fraction} of each chunk's rows, "
-                        f"{validation.rows} row(s) of nonzero sample_weight in all, but R^2 needs at least two; "
-                        "use larger chunks, a larger validation_fraction, or early_stopping=False."
+                        f"{validation.rows} held-out row(s) of nonzero weight in all, but R^2 needs at least two. A "
+                        "chunk of n rows holds out ceil(validation_fraction * n) of them, and none where that would "
+                        "leave it no training row: use larger chunks, a validation_fraction that these chunks can "
+                        "spare, or early_stopping=False."
                     )
             current = after if training else state
             if stopping is None:  # made once the first pass has set up the state (the base rate, the null loss)

@@ -677,6 +677,23 @@ def test_blocks_of_unknown_size_after_a_mask(solver, rng):
     np.testing.assert_array_equal(masked.coef_, known.coef_)
 
 
+@pytest.mark.parametrize("options", [{"learning_rate": 0.01}, {"warm_start": True}])
+def test_weighted_blocks_of_unknown_size_after_a_mask(options, rng):
+    # The blocks' training weights were reduced with their row counts, nan after a mask: a numeric rate or a warm
+    # start raised "'float' object cannot be interpreted as an integer"
+    X, y = make_problem(rng, n=800)
+    w = rng.uniform(0.5, 1.5, size=800)
+    dX, dy, dw = da.from_array(X, chunks=(200, 6)), da.from_array(y, chunks=200), da.from_array(w, chunks=200)
+    keep = dX[:, 0] > -10  # every row, but Dask cannot know
+    kw = dict(solver="sgd", random_state=0, max_epochs=3, **options)
+    with dask.config.set(scheduler="synchronous"):
+        masked, known = LinearRegressor(**kw), LinearRegressor(**kw)
+        for _ in range(2 if options.get("warm_start") else 1):
+            masked.fit(dX[keep], dy[keep], dw[keep])
+            known.fit(dX, dy, dw)
+    np.testing.assert_array_equal(masked.coef_, known.coef_)
+
+
 @pytest.mark.parametrize("solver", ["auto", "sgd"])
 def test_blocks_known_to_be_empty_are_skipped(solver, rng):
     X, y = make_problem(rng, n=600)

@@ -1017,3 +1017,16 @@ def test_a_first_call_of_zero_targets_leaves_divergence_seen():
     with pytest.raises(fastopt.exceptions.DivergenceError):
         LinearRegressor(solver="sgd", learning_rate=100.0, schedule="constant", shuffle=False, max_epochs=3,
                         random_state=0).fit_stream([(X, np.zeros(200)), *clean])
+
+
+def test_early_stopping_on_chunks_too_small_to_split_says_so():
+    # Chunks of 3 rows at validation_fraction=0.9 hold out nothing (a chunk keeps a training row); the error spoke
+    # of sample weights the stream does not have and advised a larger fraction, which can never help
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, 3.0])
+    chunks = [(X[i : i + 3], y[i : i + 3]) for i in range(0, 60, 3)]
+    with pytest.raises(ValueError, match="0 held-out row.*none where that would leave it no training row"):
+        LinearRegressor(solver="sgd", early_stopping=True, validation_fraction=0.9, random_state=0).fit_stream(chunks)
+    LinearRegressor(solver="sgd", early_stopping=True, validation_fraction=0.5, random_state=0,
+                    max_epochs=2, tol=None).fit_stream(chunks)
