@@ -610,10 +610,10 @@ def test_stream_early_stopping_without_tol_runs_every_epoch(rng):
     again = LinearRegressor(**params).fit_stream(chunks)  # deterministic for a given random_state
     np.testing.assert_array_equal(again.coef_, est.coef_)
     assert again.validation_scores_ == est.validation_scores_
-    with pytest.raises(ValueError, match="0 row"):
+    with pytest.raises(ValueError, match="0 held-out row"):
         LinearRegressor(**params).fit_stream([(X[i : i + 1], y[i : i + 1]) for i in range(5)])
     # one held-out row in all: its R^2 is undefined (NaN in memory), so this is refused as in memory
-    with pytest.raises(ValueError, match="1 row.*at least two"):
+    with pytest.raises(ValueError, match="1 held-out row.*at least two"):
         LinearRegressor(**params).fit_stream([(X[:10], y[:10])] + [(X[i : i + 1], y[i : i + 1]) for i in range(5)])
 
 
