@@ -1083,14 +1083,20 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
         N[perm[:rank]] = -_upper_solve(U, rank, U12, serial=serial)
         N[perm[rank:]] = np.eye(m - rank)
         Q[:, zero.size :] = np.linalg.qr(N / scale[:, None])[0]
+    lifted = None
+    if lift:  # solved before the pass, which it spares where the lifted equations fail the test too
+        lifted = _lifted_ridge(params, replace(state, null=(Q, 0.0)), None if ridge else rank)
+        if lifted is None:
+            return None
+    if rank < m:
         squares = null_pass(Q[:, zero.size :])
         if not np.sqrt(squares) <= EPS * max(state.n_samples, d) * sigma_top:
             return None
-    if lift:
-        result = _lifted_ridge(params, replace(state, null=(Q, squares)), None if ridge else rank)
-        if result is not None and not ridge and warn:
+    if lifted is not None:
+        lifted.state = replace(lifted.state, null=(Q, squares))  # (the certificate partial_fit carries)
+        if not ridge and warn:
             _warn_rank(rank, d, "pivoted_cholesky")
-        return result
+        return lifted
     V = np.zeros((d, B.shape[1]))
     V[perm[:rank]] = _upper_solve(U, rank, _upper_solve(U, rank, B[perm[:rank]], trans=True, serial=serial),
                                   serial=serial)
@@ -1154,7 +1160,10 @@ def pivoted_after(params: dict, old, merged: ClosedFormState, new_squares: Calla
     :func:`null_squares`) the new rows. None otherwise, or when they refute the null space."""
     if getattr(old, "null", None) is None or not needs_qr(params, merged):
         return None
-    return pivoted(params, merged, lambda Q: _carried_null_squares(params, old, merged, Q) + new_squares(Q))
+    null_pass = lambda Q: _carried_null_squares(params, old, merged, Q) + new_squares(Q)  # noqa: E731
+    if np.ndim(params["alpha"]):  # one alpha per target
+        return _pivoted_per_target(params, merged, null_pass)
+    return pivoted(params, merged, null_pass)
 
 
 def _carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedFormState, Q: np.ndarray) -> float:
@@ -1420,22 +1429,24 @@ def _stacked(parts: list, state: ClosedFormState) -> FitResult:
                      state, attrs)
 
 
-def _pivoted_per_target(params: dict, state: ClosedFormState, data: Data) -> FitResult | None:
+def _pivoted_per_target(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarray], float]
+                        ) -> FitResult | None:
     """One ``alpha`` per target (no constraints) where the least one's normal equations need more than Cholesky:
-    each target by Cholesky or the pivoted path, the null space confirmed once per candidate (its passes over
-    ``data.X`` shared), else None (the caller goes to QR). A target of ``alpha=0`` beside ridge ones had sent every
-    target to QR and the SVD (one-hot CSR of 50,000 x 710, ``alpha=[0, 1e-3]``: 2.2 s, where each alone takes
-    0.01-0.05 s)."""
+    each target by Cholesky or the pivoted path, the null space confirmed once per candidate by ``null_pass`` (as
+    :func:`pivoted` takes it; its passes shared), else None (the caller goes to QR). The fit's state keeps the
+    null space, so that ``partial_fit`` goes on by :func:`pivoted_after`. A target of ``alpha=0`` beside ridge
+    ones had sent every target to QR and the SVD (one-hot CSR of 50,000 x 710, ``alpha=[0, 1e-3]``: 2.2 s, where
+    each alone takes 0.01-0.05 s)."""
     alpha = np.asarray(params["alpha"], dtype=np.float64)
     k = state.n_targets
     if params.get("positive") or alpha.shape not in ((1,), (k,)):
         return None  # (the per-target solve names a wrong shape)
     passes = {}
 
-    def null_pass(Q):
+    def shared(Q):
         key = (Q.shape, Q.tobytes())
         if key not in passes:
-            passes[key] = _null_pass_of(params, state, data, Q)
+            passes[key] = null_pass(Q)
         return passes[key]
 
     parts = []
@@ -1443,11 +1454,12 @@ def _pivoted_per_target(params: dict, state: ClosedFormState, data: Data) -> Fit
         sub, one = {**params, "alpha": float(a)}, _target_state(state, j)
         part = _cholesky(sub, one)[0]
         if part is None:
-            part = pivoted(sub, one, null_pass, warn=False)
+            part = pivoted(sub, one, shared, warn=False)
         if part is None:
             return None
         parts.append(part)
-    result = _stacked(parts, state)
+    nulls = [part.state.null for part in parts if getattr(part.state, "null", None) is not None]
+    result = _stacked(parts, replace(state, null=nulls[0]) if nulls else state)  # (one null space: X's)
     if result.attrs["rank_"] < state.n_features:
         _warn_rank(result.attrs["rank_"], state.n_features, result.attrs["solver_"])
     return result
@@ -1692,7 +1704,8 @@ class _ClosedForm(Solver):
         if scale_trouble(stats, constant_ok=not rescale) is not None:
             return self._rescale(params, data, stats, rescale)
         if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
-            if needs_qr(params, stats) and (result := _pivoted_per_target(params, stats, data)) is not None:
+            if needs_qr(params, stats) and (result := _pivoted_per_target(
+                    params, stats, lambda Q: _null_pass_of(params, stats, data, Q))) is not None:
                 return result
             if needs_qr(params, stats):  # R with the means it was centred on
                 stats = replace(chunk_qr_state(params, data), gram=stats.gram, raw_diag=stats.raw_diag)

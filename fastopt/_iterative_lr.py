@@ -1262,6 +1262,9 @@ def sample_learning_rate(spec, X, Y, w, params, p0, n_train, rng=None, basis: di
                 at = None if zero is None or sp.issparse(Xa) else np.r_[zero.astype(np.float64),
                                                                         np.zeros(Xa.shape[1] - d)]
                 lr = min(lr, momentum_rate_bound(private_curvatures(Xa, w, spec.momentum, b, zero=at), b))
+        if lr == 0.0:  # (the ridge's curvature beyond float64: alpha of 1e308 raised ZeroDivisionError here)
+            raise ValueError(f"alpha = {penalty:.3g} makes the problem's curvature overflow float64, so no learning "
+                             "rate is small enough; lower alpha.")
         inverse = 1.0 / lr
     if basis is not None and spec.follows_gradient:
         basis.update(L=L, ridge=penalty, first=inverse, inverse=inverse)

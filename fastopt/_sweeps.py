@@ -449,10 +449,10 @@ class Epochs:
                     # of 3 rows a fraction of 0.9 held out none, and the advice was a larger one)
                     raise ValueError(
                         f"early_stopping=True holds out validation_fraction={self.fraction} of each chunk's rows, "
-                        f"{validation.rows} held-out row(s) of nonzero weight in all, but R^2 needs at least two. A "
-                        "chunk of n rows holds out ceil(validation_fraction * n) of them, and none where that would "
-                        "leave it no training row: use larger chunks, a validation_fraction that these chunks can "
-                        "spare, or early_stopping=False."
+                        f"{validation.rows} held-out row(s) of nonzero weight in all (sample_weight; 1 without), but "
+                        "R^2 needs at least two. A chunk of n rows holds out ceil(validation_fraction * n) of them, "
+                        "and none where that would leave it no training row: use larger chunks, a "
+                        "validation_fraction that these chunks can spare, or early_stopping=False."
                     )
             current = after if training else state
             if stopping is None:  # made once the first pass has set up the state (the base rate, the null loss)

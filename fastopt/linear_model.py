@@ -657,9 +657,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
         view = solver_view(X) if self.solver == "auto" else X  # (a named solver: validation's conversion alone)
-        alpha = _solvers.uniform_alpha(self.alpha, y)
-        name = _solvers.resolve(self.solver, self.loss, view, alpha, sparse=is_sparse(view),
+        name = _solvers.resolve(self.solver, self.loss, view, self.alpha, sparse=is_sparse(view),
                                 positive=self.positive, average=self.average)
+        alpha = self.alpha
+        if _solvers.SOLVERS[name].per_target_alpha and (alpha := _solvers.uniform_alpha(self.alpha, y)) \
+                is not self.alpha:  # (a scalar-only solver keeps refusing an array, as partial_fit does)
+            name = _solvers.resolve(self.solver, self.loss, view, alpha, sparse=is_sparse(view),
+                                    positive=self.positive, average=self.average)
         params = _solvers.fit_params(self.solver, name, view, {**self.get_params(), "alpha": alpha})
         solver = _solvers.SOLVERS[name]
         # e.g. the first epoch's row order, drawn on a two-thread fit's helper while this thread validates

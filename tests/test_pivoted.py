@@ -171,6 +171,35 @@ def test_one_alpha_per_target_with_a_zero_takes_the_pivoted_path(monkeypatch):
         np.testing.assert_array_equal(same.coef_, scalar.coef_)
 
 
+@pytest.mark.parametrize("alpha", [[0.0, 0.0], [0.0, 1e-3]])
+def test_partial_fit_after_one_alpha_per_target_stays_on_the_pivoted_path(alpha):
+    # The per-target solve kept no null space: a partial_fit after it took the warned eigensolve (IllConditioned
+    # Warning), where after a scalar alpha it stays on the pivoted path
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(3)
+    cats = np.column_stack([rng.integers(0, m, size=3000) for m in (10, 30)])
+    X = OneHotEncoder(sparse_output=False).fit_transform(cats)
+    Y = np.column_stack([rng.normal(size=3000) + cats[:, 0], rng.normal(size=3000)])
+    est = LinearRegressor(solver="normal", alpha=alpha)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X[:2000], Y[:2000])
+        est.partial_fit(X[2000:], Y[2000:])
+    assert [c.category for c in caught] == [RankDeficientWarning] * 2  # one a call, none IllConditioned
+    assert est.solver_.startswith("pivoted_cholesky")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        whole = LinearRegressor(solver="normal", alpha=alpha).fit(X, Y)
+    np.testing.assert_allclose(est.coef_, whole.coef_, rtol=0, atol=1e-12 * np.abs(whole.coef_).max())
+
+
+def test_an_array_alpha_stays_refused_by_the_scalar_only_solvers():
+    X, y = np.random.default_rng(0).normal(size=(50, 3)), np.zeros((50, 2))
+    with pytest.raises(ValueError, match="takes a scalar alpha"):
+        LinearRegressor(solver="sgd", alpha=[1e-3, 1e-3]).fit(X, y)
+
+
 def test_polynomial_bias_column_gets_a_zero_coefficient(rng):
     from sklearn.preprocessing import PolynomialFeatures
 

@@ -680,7 +680,8 @@ def test_early_stopping_without_two_weighted_held_out_rows_is_an_error(how):
     w = np.zeros(200)
     w[::40] = 1.0
     est = LinearRegressor(solver="sgd", early_stopping=True, random_state=0)
-    with pytest.raises(ValueError, match="nonzero sample_weight"):
+    expected = "nonzero sample_weight" if how == "fit" else "nonzero weight in all \\(sample_weight"
+    with pytest.raises(ValueError, match=expected):
         if how == "fit":
             est.fit(X, y, sample_weight=w)
         elif how == "fit_stream":

@@ -411,3 +411,14 @@ def test_a_target_whose_squares_overflow_is_named_in_partial_fit(Xy):
     X, y = Xy
     with pytest.raises(ValueError, match="y column 0 has values too large or too small to square"):
         LinearRegressor(solver="normal").partial_fit(X, y * 1e200)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "momentum", "adam"])
+def test_a_ridge_whose_curvature_overflows_is_a_value_error(solver):
+    # alpha of 1e308 raised a bare ZeroDivisionError from the learning rate's sample (1 / rate)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(500, 4)), rng.normal(size=500)
+    try:
+        LinearRegressor(solver=solver, alpha=1e308, max_epochs=2).fit(X, y)
+    except ValueError as error:
+        assert "alpha" in str(error)
