@@ -45,8 +45,9 @@ Paths (reported as the fitted ``solver_``)
     space lifted (below) take their place, whose condition is the design's nonzero spectrum's, under the same
     test. Columns that are zero in every row are null without a pass. A small ridge on such columns (whose own
     normal equations Cholesky rejects: their condition number grows as ``1 / alpha`` along the null space) takes
-    the same path with the null space lifted, since the exact ridge solution has no component in it. Anything
-    else (a null space the pass refutes, one alpha per target, constraints) goes on to QR. ``fit``,
+    the same path with the null space lifted, since the exact ridge solution has no component in it. One alpha
+    per target takes it target by target (:func:`_pivoted_per_target`; ``fit`` and ``partial_fit`` in memory).
+    Anything else (a null space the pass refutes, constraints) goes on to QR. ``fit``,
     ``fit_stream`` of a stream that can be read again, and Dask fits (the pass on the workers) take it; without a
     ridge it warns :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does.
 ``"eigh"``
