@@ -125,7 +125,7 @@ from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning, _war
 
 __all__ = [
     "SOLVERS", "ClosedFormState", "chunk_qr_state", "chunk_state", "finish", "merge_states", "needs_qr",
-    "null_squares", "partial_state", "pivoted", "pivoted_after", "probe_needs_qr",
+    "null_squares", "partial_state", "pivoted", "pivoted_after", "pivoted_any", "probe_needs_qr",
 ]
 
 RCOND_CHOLESKY = 1e-4
@@ -1161,10 +1161,16 @@ def pivoted_after(params: dict, old, merged: ClosedFormState, new_squares: Calla
     :func:`null_squares`) the new rows. None otherwise, or when they refute the null space."""
     if getattr(old, "null", None) is None or not needs_qr(params, merged):
         return None
-    null_pass = lambda Q: _carried_null_squares(params, old, merged, Q) + new_squares(Q)  # noqa: E731
-    if np.ndim(params["alpha"]):  # one alpha per target
-        return _pivoted_per_target(params, merged, null_pass)
-    return pivoted(params, merged, null_pass)
+    return pivoted_any(params, merged, lambda Q: _carried_null_squares(params, old, merged, Q) + new_squares(Q))
+
+
+def pivoted_any(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarray], float]
+                ) -> FitResult | None:
+    """:func:`pivoted`, or with one alpha per target :func:`_pivoted_per_target` (``fit_stream`` and Dask fits
+    too: with ``alpha=[0, 0]`` they took QR and the SVD, with a warning per target)."""
+    if np.ndim(params["alpha"]):
+        return _pivoted_per_target(params, state, null_pass)
+    return pivoted(params, state, null_pass)
 
 
 def _carried_null_squares(params: dict, old: ClosedFormState, merged: ClosedFormState, Q: np.ndarray) -> float:
@@ -1705,7 +1711,7 @@ class _ClosedForm(Solver):
         if scale_trouble(stats, constant_ok=not rescale) is not None:
             return self._rescale(params, data, stats, rescale)
         if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
-            if needs_qr(params, stats) and (result := _pivoted_per_target(
+            if needs_qr(params, stats) and (result := pivoted_any(
                     params, stats, lambda Q: _null_pass_of(params, stats, data, Q))) is not None:
                 return result
             if needs_qr(params, stats):  # R with the means it was centred on

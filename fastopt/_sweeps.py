@@ -105,7 +105,7 @@ def solve(params: dict, state, second_pass: Callable[[], Any] | None = None,
     if state.weight == 0:
         raise ValueError("sample_weight sums to zero over all chunks; at least one sample must have positive weight.")
     if second_pass is not None and _closed_form.needs_qr(params, state):
-        if null_pass is not None and (result := _closed_form.pivoted(params, state, null_pass)) is not None:
+        if null_pass is not None and (result := _closed_form.pivoted_any(params, state, null_pass)) is not None:
             return result
         if krylov_instead is not None and (outcome := krylov_instead()) is not None:
             return FitResult(outcome.result.coef, outcome.result.intercept, state, outcome.result.attrs)
