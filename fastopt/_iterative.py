@@ -2948,10 +2948,10 @@ class IterativeSolver(Solver):
             # The call's limit takes the loss where it starts only now, as a fresh fit from coef_init does: a call
             # back from targets of a larger scale (y x 1e6, then y) starts far above the kept limit and raised
             # DivergenceError where a first call converges. Only where the call starts coming down (below the
-            # earlier targets' scale or the earlier call's mean loss), so that a fit diverging slowly over calls is
-            # still caught; not for a stream's chunks, parts of one fit. Asked only here, as it costs a pass over
-            # X (a third of a call). The call runs again from the same state (the row order's RNG rewound), or the
-            # error stands.
+            # earlier targets' scale, the earlier call's mean loss, or where such a descent began), so that a fit
+            # diverging slowly over calls is still caught; not for a stream's chunks, parts of one fit. Asked only
+            # here, as it costs a pass over X (a third of a call). The call runs again from the same state (the row
+            # order's RNG rewound), or the error stands.
             rewind()
             try:
                 return self._partial_fit(params, data, state, sweep, init, from_start=True)
