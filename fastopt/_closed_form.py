@@ -1711,10 +1711,11 @@ class _ClosedForm(Solver):
         if scale_trouble(stats, constant_ok=not rescale) is not None:
             return self._rescale(params, data, stats, rescale)
         if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
-            if needs_qr(params, stats) and (result := pivoted_any(
-                    params, stats, lambda Q: _null_pass_of(params, stats, data, Q))) is not None:
-                return result
-            if needs_qr(params, stats):  # R with the means it was centred on
+            if needs_qr(params, stats):  # (a Cholesky of the least ridge's equations: asked once)
+                result = pivoted_any(params, stats, lambda Q: _null_pass_of(params, stats, data, Q))
+                if result is not None:
+                    return result
+                # R with the means it was centred on
                 stats = replace(chunk_qr_state(params, data), gram=stats.gram, raw_diag=stats.raw_diag)
             return finish(params, stats, rescaled=not rescale)
         result = None if cholesky_futile(params, data) else _cholesky(params, stats)[0]

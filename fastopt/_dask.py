@@ -230,8 +230,7 @@ def _cluster_weight(estimator, chunks: DaskChunks, seed: int):
     fraction = _chunks.validation_fraction(estimator.get_params())
     # (a block of unknown size, after a boolean mask, has NaN rows: its weights' block gives the count, where
     # passing NaN raised "'float' object cannot be interpreted as an integer")
-    rows = [None if n is None or math.isnan(n) else n for n in chunks.rows] if chunks.rows is not None \
-        else (None,) * len(chunks)
+    rows = (None,) * len(chunks) if chunks.rows is None else [None if math.isnan(n) else n for n in chunks.rows]
     leaves = [delayed(_chunks.chunk_weight, pure=True)(seed, fraction, chunks.dtype, w, n, where, i)
               for i, (w, n, where) in enumerate(zip(chunks.w, rows, chunks.labels))]
     return tree_merge(leaves, _chunks.merge_weights).compute()

@@ -1251,8 +1251,8 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
         f, gain = positive_gap(data, sw, p, alpha, fit_intercept, params["loss"], float(params["epsilon"]), scale,
                                parts)
         if parts:
-            f, gain, scale, target = worst_target(parts, _target_null_losses(
-                data, sw, fit_intercept, params["loss"], float(params["epsilon"])), f, gain, scale)
+            f, gain, scale, target = _worst_target(parts, data, sw, fit_intercept, f, gain, scale, params["loss"],
+                                                   float(params["epsilon"]))
     elif params["loss"] == "squared_error":
         parts = [] if data.Y.shape[1] > 1 else None
         f, gain = memory_gap(data, sw, p, alpha, fit_intercept, scale, parts)
@@ -1383,13 +1383,15 @@ def _worst_robust_target(data, sw, p: np.ndarray, alpha, fit_intercept: bool, pa
     return worst_target(parts, null, f, gain, scale)
 
 
-def _worst_target(parts: list, data, sw, fit_intercept: bool, f: float, gain: float, scale: float):
-    """``(f, gain, scale, target)`` for :func:`warn_if_far` of a multi-target squared-error fit: the sum's, or
+def _worst_target(parts: list, data, sw, fit_intercept: bool, f: float, gain: float, scale: float,
+                  loss: str = "squared_error", epsilon: float = 0.0):
+    """``(f, gain, scale, target)`` for :func:`warn_if_far` of a multi-target fit whose ``parts`` are each
+    target's ``(f_j, gain_j)`` (the squared error's, or :func:`positive_gap`'s for ``loss``): the sum's, or
     target ``j``'s own when its bound is further beyond its alarm level, its scale ``PLATEAU_FLOOR`` times its
     best constant model's loss (:func:`fastopt._iterative_lr.null_loss`, the rule's floor). The rule judges the
     summed loss, which a target of small scale does not move: beside a target 1e4 times larger, RMSProp's default
     fit left it 7.8 times its optimal loss above it, silently."""
-    return worst_target(parts, _target_null_losses(data, sw, fit_intercept, "squared_error", 0.0), f, gain, scale)
+    return worst_target(parts, _target_null_losses(data, sw, fit_intercept, loss, epsilon), f, gain, scale)
 
 
 def _target_null_losses(data, sw, fit_intercept: bool, loss: str, epsilon: float) -> list:
@@ -2165,6 +2167,12 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
         extra["decay"] = train.decay
     return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
                      st.opt_state, work, st.t, lr, threads, pending, **extra)
+
+
+# A partial_fit call above its limit is let in while it starts coming down, at most this many times the earlier
+# targets' zero-model loss (|a - b|^2 <= 2 |a|^2 + 2 |b|^2 bounds a model of them); a descent is over once a call's
+# mean loss is within it of its own targets' (IterativeSolver.partial_fit).
+COMING_DOWN = 4.0
 
 
 class _LimitStands(Exception):
@@ -3032,11 +3040,10 @@ class IterativeSolver(Solver):
             if from_start:  # (see partial_fit)
                 with np.errstate(over="ignore", invalid="ignore"):
                     at = mean_loss(data, rows, sw, st.weights, LOSSES[params["loss"]], params["epsilon"])
-                # coming down only: from the earlier targets' scale (at most 4 times their zero model's loss, as
-                # |a - b|^2 <= 2 |a|^2 + 2 |b|^2 bounds a model of them), from the earlier call's mean loss, or
-                # from where the descent that an earlier call was let in for started (momentum overshoots on the
-                # way down: a later call started above the earlier one's mean, and raised)
-                down = max(4.0 * state.targets_loss, state.loss_curve[-1] if state.loss_curve else 0.0,
+                # coming down only: from the earlier targets' scale (COMING_DOWN), from the earlier call's mean
+                # loss, or from where the descent that an earlier call was let in for started (momentum overshoots
+                # on the way down: a later call started above the earlier one's mean, and raised)
+                down = max(COMING_DOWN * state.targets_loss, state.loss_curve[-1] if state.loss_curve else 0.0,
                            state.descent_from)
                 used = st.loss_limit if call_limit is None else call_limit
                 if not (np.isfinite(at) and at <= down and DIVERGENCE_FACTOR * at > used):
@@ -3059,7 +3066,7 @@ class IterativeSolver(Solver):
             keep_order_buffer(order)
         st.learning_rates.append(lr)
         st.epochs = epoch + 1
-        if st.descent_from and st.loss_curve[-1] <= 4.0 * st.targets_loss:
+        if st.descent_from and st.loss_curve[-1] <= COMING_DOWN * st.targets_loss:
             st.descent_from = 0.0  # down at these targets' scale: the descent is over
         if params["verbose"] and sweep is None:
             print(f"{self.method} partial_fit pass {st.epochs}: loss {st.loss_curve[-1]:.6g}, lr {lr:.4g}")

@@ -659,9 +659,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         view = solver_view(X) if self.solver == "auto" else X  # (a named solver: validation's conversion alone)
         name = _solvers.resolve(self.solver, self.loss, view, self.alpha, sparse=is_sparse(view),
                                 positive=self.positive, average=self.average)
-        alpha = self.alpha
-        if _solvers.SOLVERS[name].per_target_alpha and (alpha := _solvers.uniform_alpha(self.alpha, y)) \
-                is not self.alpha:  # (a scalar-only solver keeps refusing an array, as partial_fit does)
+        # (a scalar-only solver keeps refusing an array, as partial_fit does)
+        alpha = _solvers.uniform_alpha(self.alpha, y) if _solvers.SOLVERS[name].per_target_alpha else self.alpha
+        if alpha is not self.alpha:
             name = _solvers.resolve(self.solver, self.loss, view, alpha, sparse=is_sparse(view),
                                     positive=self.positive, average=self.average)
         params = _solvers.fit_params(self.solver, name, view, {**self.get_params(), "alpha": alpha})
