@@ -369,7 +369,8 @@ static double FO_FN(minibatch)(const fo_epoch_ctl *c, fo_team *team, int *solo, 
     }
     /* The minibatch mean (gradients equal torch's for (sw * loss).sum(1).mean() with normalised weights), and
      * its sum of squares in four chains (only its finiteness is used, so the order is free). */
-    const FO_REAL inv = (FO_REAL)(1.0 / (double)(end - start));
+    const ptrdiff_t rows = end - start;
+    const FO_REAL inv = (FO_REAL)(1.0 / (double)(rows < c->pad_rows ? c->pad_rows : rows)); /* (pad_rows) */
     double ss[4] = {0, 0, 0, 0};
     ptrdiff_t p = 0;
     for (; p + 4 <= n_params; p += 4) {

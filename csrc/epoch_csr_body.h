@@ -1323,7 +1323,7 @@ FO_LOSS_INLINE fo_status FO_FN(csr_epoch_impl)(fo_rule rule, const fo_hyper *h, 
             cw[k * nt + j] = params[kd + j];
             cg[k * nt + j] = gb[j];
         }
-        const FO_REAL inv = (FO_REAL)(1.0 / (double)nrows);
+        const FO_REAL inv = (FO_REAL)(1.0 / (double)(nrows < c->pad_rows ? c->pad_rows : nrows)); /* (pad_rows) */
         double ss4[4] = {0, 0, 0, 0};
         ptrdiff_t i4 = 0;
         for (; i4 + 4 <= nc; i4 += 4)

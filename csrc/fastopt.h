@@ -219,6 +219,10 @@ typedef struct {
      * deferring (the caller's, where d is small beside a minibatch's stored values: there every-coordinate
      * steps cost little and may run piped on two threads). The dense epoch ignores it. */
     int decay_every_step;
+    /* A minibatch of fewer rows than this divides its summed gradient by pad_rows instead of its row count: as if
+     * padded with rows of zero gradient (a streamed fit's chunk ends on such a minibatch; each row then weighs
+     * 1 / pad_rows in its step, whatever the chunk's size). 0: every minibatch is its rows' mean. */
+    ptrdiff_t pad_rows;
 } fo_epoch_ctl;
 
 /* One optimizer step on params[0:n]: the first n_decay entries receive weight decay. */

@@ -104,6 +104,10 @@ class EpochCtl(NamedTuple):
     decay : ndarray of shape (k * d,) or None
         Each weight's own L2 coefficient (the ridge under a per-column scaling, :func:`_penalised`), in the
         weights' dtype; read by the dense and CSR kernels (the hyperparameters' weight decay is then 0).
+    pad_rows : int
+        A minibatch of fewer rows divides its summed gradient by ``pad_rows`` instead of its row count, as if
+        padded with rows of zero gradient; 0 (``fit``, ``partial_fit``) takes every minibatch's mean. A streamed
+        or Dask fit pads each chunk's last minibatch to ``batch_size`` (see :class:`Sweep`).
     """
 
     batch_size: int
@@ -116,6 +120,7 @@ class EpochCtl(NamedTuple):
     positive: bool = False
     average: int = 0
     decay: np.ndarray | None = None
+    pad_rows: int = 0
 
 
 # A second thread pays off when each half-minibatch holds at least this much of X (the exchange per step costs
@@ -416,6 +421,9 @@ class Sweep(NamedTuple):
     affine : Affine or None
         The stream's preconditioning (:func:`fastopt._iterative_lr.stream_scaling`), under which the fit runs
         when it starts on this chunk (later passes continue under the state's).
+
+    The pass pads the chunk's last minibatch to ``batch_size`` (:attr:`EpochCtl.pad_rows`): a minibatch never
+    spans chunks, and the padding keeps every row's weight in its step at ``1 / batch_size`` in chunks of any size.
     """
 
     epoch: int
@@ -3050,6 +3058,11 @@ class IterativeSolver(Solver):
                     raise _LimitStands
                 call_limit, st.descent_from = DIVERGENCE_FACTOR * at, max(state.descent_from, at)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
+        if sweep is not None:
+            # A minibatch never spans chunks, so a chunk ends on a short one. Its mean took a full step: rows of
+            # small chunks weighed up to batch_size times more than the others, a biased fixed point (chunks of 2-7
+            # rows between 150-row ones: 0.8-1% above the optimum, silently). Padded, every row weighs 1 / batch_size.
+            train = train._replace(pad_rows=train.batch_size)
         if call_limit is not None:
             train = train._replace(loss_limit=call_limit)
         if sweep is None and schedule_name(params) == "plateau":

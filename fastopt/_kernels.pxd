@@ -116,6 +116,7 @@ cdef extern from "fastopt.h" nogil:
         void *avg
         const void *decay
         int decay_every_step
+        Py_ssize_t pad_rows
 
     fo_status fo_step_d(fo_rule rule, const fo_hyper *h, double *params, const double *grad, double *state,
                         Py_ssize_t n, Py_ssize_t n_decay, int64_t t, double lr)

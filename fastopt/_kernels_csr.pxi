@@ -151,6 +151,10 @@ def epoch_csr(int rule, hyper, train, X, const floating[:, ::1] Y, sample_weight
     c.n_rows = order.shape[0]
     # a minibatch larger than the epoch is the epoch (the scratch is sized by it: batch_size=10**9 asked 30 GiB)
     c.batch_size = min(train.batch_size, max(order.shape[0], 1))
+    pad_rows = getattr(train, "pad_rows", 0)
+    if not 0 <= pad_rows <= FO_MAX_BATCH:
+        raise ValueError(f"epoch_csr: pad_rows must lie in [0, 2**62], got {pad_rows}")
+    c.pad_rows = pad_rows
     c.loss = <fo_loss><int>train.loss
     c.epsilon = train.epsilon
     c.clip_norm = 0.0 if train.clip_norm is None else train.clip_norm

@@ -684,6 +684,10 @@ def epoch(int rule, hyper, train, const floating[:, ::1] X, const floating[:, ::
     c.order = &order[0] if order.shape[0] > 0 else NULL
     c.n_rows = order.shape[0]
     c.batch_size = train.batch_size
+    pad_rows = getattr(train, "pad_rows", 0)
+    if not 0 <= pad_rows <= FO_MAX_BATCH:
+        raise ValueError(f"epoch: pad_rows must lie in [0, 2**62], got {pad_rows}")
+    c.pad_rows = pad_rows
     c.loss = <fo_loss><int>train.loss
     c.epsilon = train.epsilon
     c.clip_norm = 0.0 if train.clip_norm is None else train.clip_norm

@@ -775,6 +775,14 @@ def _half_gradient(train, X, Y, sample_weight, rows, W, b, grad):
     return float(np.sum(wts.astype(np.float64)[:, None] * value))
 
 
+def _pad_rows(train):
+    """The divisor of a shorter minibatch's summed gradient (fo_epoch_ctl.pad_rows; 0: its row count)."""
+    pad = getattr(train, "pad_rows", 0)
+    if not 0 <= pad <= 2**62:
+        raise ValueError(f"pad_rows must lie in [0, 2**62], got {pad}")
+    return pad
+
+
 def _checked_minibatch(train, loss, grad, nb):
     """The epoch kernels' checks of one minibatch's mean gradient ``grad`` before its step: the status of a
     non-finite loss or gradient, or of a mean loss above ``train.loss_limit``; else None, after clipping ``grad``
@@ -841,6 +849,7 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
     n_params = params.shape[0]
     has_b = n_params > k * d
     grad, half = work[:n_params], work[n_params : 2 * n_params]
+    pad = _pad_rows(train)
     total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
@@ -851,7 +860,7 @@ def epoch(rule, hyper, train, X, Y, sample_weight, order, params, state, work, t
         loss = _half_gradient(train, X, Y, sample_weight, rows[:mid], W, b, grad)
         loss += _half_gradient(train, X, Y, sample_weight, rows[mid:], W, b, half)
         grad += half
-        grad *= real(1.0 / nb)
+        grad *= real(1.0 / max(nb, pad))
         total += loss
         if (status := _checked_minibatch(train, loss, grad, nb)) is not None:
             return status, t, 0.0, t + 1
@@ -935,6 +944,7 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
             params[:kd] = (params[:kd].astype(np.float64) * s_scale).astype(Y.dtype)
         s_scale = 1.0
 
+    pad = _pad_rows(train)
     total, before = (0.0, 0) if loss_acc is None else (float(loss_acc[0]), int(loss_acc[1]))
     for start in range(0, m, train.batch_size):
         rows = order[start : start + train.batch_size]
@@ -955,7 +965,7 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
             grad[kd:] = 0
             for c_row in C:
                 grad[kd:] += c_row
-        grad *= real(1.0 / nb)
+        grad *= real(1.0 / max(nb, pad))
         loss = float(np.sum(wts.astype(np.float64)[:, None] * value))
         total += loss
         if (status := _checked_minibatch(train, loss, grad, nb)) is not None:
@@ -965,7 +975,7 @@ def epoch_csr(rule, hyper, train, X, Y, sample_weight, order, params, state, t, 
             grad[:kd] += decay * params[:kd]
         t += 1
         if scatter:  # w_j -= lr (c_i / |B|) x_ij, row after row (csrc/epoch_csr.c fo_csr_scatter)
-            scale, s_next = real(1.0 / nb), s_scale * f_step
+            scale, s_next = real(1.0 / max(nb, pad)), s_scale * f_step
             for i, row in enumerate(rows):
                 lo, hi = X.indptr[row], X.indptr[row + 1]
                 ci = C[i, 0] * scale

@@ -306,18 +306,22 @@ def sample_rate(name: str, params: dict, seed: int, sample: Sample) -> tuple[flo
     X = X0 if affine is None else affine.transform(X0)
     # the rate for the rows the map was not made from (most of a large stream's)
     held_out = held_out_curvatures(params, X0, X, w, affine, fraction, per_column)
-    rate = solver.stream_learning_rate(_iterative._penalised(_stepped(params, sample), affine, name), X, sample.Y,
+    rate = solver.stream_learning_rate(_iterative._penalised(_stepped(name, params, sample), affine, name), X, sample.Y,
                                        w, sample.n_train, rng, curvatures=held_out, zero=zero_image(affine, X))
     return rate, sample.weight, affine
 
 
-def _stepped(params: dict, sample: Sample) -> dict:
-    """``params`` with the minibatch the stream's steps take: a minibatch never spans chunks, so chunks of fewer
-    training rows than ``batch_size`` on average step on that many (chunks of 1 to 4 rows: the rate for 64-row
-    steps diverged, where each step took one to four)."""
+def _stepped(name: str, params: dict, sample: Sample) -> dict:
+    """``params`` with the minibatch the rate is taken for. A minibatch never spans chunks, and a chunk's last one
+    is padded to ``batch_size`` (:class:`fastopt._iterative.Sweep`), so SGD's and the momentum rules' steps are at
+    most those of ``batch_size`` rows, whose rate they take. The adaptive rules' steps do not shrink with the
+    gradient's scale: where chunks hold fewer training rows than ``batch_size`` on average, their rate is that of
+    minibatches of that many rows."""
     rows = sample.n_train / max(sample.weight.sums.shape[0], 1)
     b = int(params["batch_size"])
-    return params if rows >= b else {**params, "batch_size": max(1, int(rows))}
+    if rows >= b or _iterative.make_spec(name, params).follows_gradient:
+        return params
+    return {**params, "batch_size": max(1, int(rows))}
 
 
 def mean_weight(weight: Weight, rows: str = "all chunks") -> float:

@@ -849,9 +849,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ``fit`` on all rows. An iterative solver runs epochs as ``fit`` does, an epoch being one sweep over the chunks
         with one pass over each: the schedule advances once per epoch, ``learning_rate="auto"`` is estimated from a
         seeded sample of every chunk's rows, and ``early_stopping`` holds out a seeded ``validation_fraction`` of every
-        chunk (see "Scaling out" in the README). Sample weights are divided by their mean over all the stream's training
-        rows, as ``fit`` divides them over all rows, so every chunk keeps its weight (an all-zero chunk adds no loss
-        gradient, but, as rows of zero weight in ``fit``, it counts in that mean and its minibatches are steps);
+        chunk (see "Scaling out" in the README). A minibatch never spans chunks; a chunk's last minibatch, when it has
+        ``b < batch_size`` rows, steps on its summed gradient divided by ``batch_size`` (as if padded with rows of zero
+        gradient), so every row weighs ``1 / batch_size`` in its step however the rows are chunked (``fit`` and
+        ``partial_fit`` take the mean over the ``b`` rows). Sample weights are divided by their mean over all the
+        stream's training rows, as ``fit`` divides them over all rows, so every chunk keeps its weight (an all-zero
+        chunk adds no loss gradient, but, as rows of zero weight in ``fit``, it counts in that mean and its minibatches
+        are steps);
         the learning-rate sampling pass totals them, or else, when the first chunk read has weights, one read of the
         chunks' weights before training; a chunk without weights has unit weights. Without the sampling pass (a numeric
         ``learning_rate``, or a warm start), a stream whose first chunk has no weights is taken as unweighted without

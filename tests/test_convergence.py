@@ -1598,8 +1598,8 @@ def test_a_robust_bound_near_the_alarm_takes_rounds_beyond_the_budget():
 
 
 @pytest.mark.parametrize(("seed", "stream", "switch_off"), [
-    (2, False, ("ROBUST_MAX_ROUNDS", 1)), (1, True, ("ROBUST_MAX_ROUNDS", 1)),
-    (11, False, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)), (3, True, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)),
+    (2, False, ("ROBUST_MAX_ROUNDS", 1)), (9, True, ("ROBUST_MAX_ROUNDS", 1)),
+    (11, False, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)), (18, True, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)),
 ])
 def test_weighted_absolute_error_stops_found_by_further_reweighting_warn(monkeypatch, seed, stream, switch_off):
     """80 rows of 14 Gaussian columns, weights 10^U(-3, 3), Student-t noise, alpha = 1e-3, default SGD's
@@ -1607,10 +1607,10 @@ def test_weighted_absolute_error_stops_found_by_further_reweighting_warn(monkeyp
     mechanism that now finds it switched off below, and now warns with a bound that is a point's decrease, below
     the excess.
 
-    * Seed 2 (6.6% above the optimum) and seed 1 streamed (5.6%): one reweighted step from the fit finds less
+    * Seed 2 (6.6% above the optimum) and seed 9 streamed (6.9%): one reweighted step from the fit finds less
       than the alarm (1% of the objective); further rounds, each from the best point of the last, reach it.
-    * Seed 11 (7.9%) and seed 3 streamed (2.6%): the step at mu = 0.1 of the median |r| finds no decrease at
-      all; taken again at LAD_RETRY_MU it finds more than the alarm.
+    * Seed 11 (7.9%): the step at mu = 0.1 of the median |r| finds no decrease at all; taken again at
+      LAD_RETRY_MU it finds more than the alarm. Seed 18 streamed (6.7%): silent without the retry.
     """
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(80, 14))

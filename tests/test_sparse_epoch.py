@@ -1051,3 +1051,57 @@ def test_a_minibatch_larger_than_the_rows_is_the_full_batch_on_csr(batch):
     full = LinearRegressor(batch_size=200, **params).fit(X, y)
     np.testing.assert_array_equal(huge.coef_, full.coef_)
     assert huge.intercept_ == full.intercept_ and np.abs(full.coef_).max() > 0.1
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rule", RULES)
+def test_a_padded_minibatch_divides_by_pad_rows_as_zero_weight_rows_would(rule, dtype):
+    """``pad_rows`` (a streamed fit's chunk ends on a short minibatch): a minibatch of fewer rows divides its summed
+    gradient by ``pad_rows``, as if padded with rows of zero gradient. Dense and CSR kernels and their twins alike;
+    the epoch equals one whose order appends rows of zero weight to fill the last minibatch (the same products
+    summed in another order: ``_close``), and a ``pad_rows`` no minibatch is short of changes no bit."""
+    rng = np.random.default_rng(_seed("pad", rule, dtype().itemsize))
+    n, d, k, batch, extra = 45, 20, 1, 16, 3  # minibatches of 16, 16 and 13 rows
+    X, Y, sw = _problem(rng, n, d, k, dtype, weighted=True)
+    order = rng.permutation(n).astype(np.int64)
+    spec = _spec(rule, 0.0)
+    base = EpochCtl(batch_size=batch, loss=LOSSES["huber"], epsilon=0.8, clip_norm=None, loss_limit=np.inf)
+    padded = base._replace(pad_rows=batch)
+    X2 = sp.vstack([X, X[:extra]]).tocsr()  # the same rows again, of zero weight
+    Y2, sw2 = np.vstack([Y, Y[:extra]]), np.concatenate([sw, np.zeros(extra, dtype)])
+    order2 = np.concatenate([order, np.arange(n, n + extra)])
+    lazy_modes = [False, True] if rule in ("adam", "adamw") else [False]
+    for lazy in lazy_modes:
+        p_csr, s_csr, _ = _run(_kernels, spec, padded, X, Y, sw, order, d + 1, 3, 0.05, lazy)
+        p_twin, s_twin, _ = _run(_reference, spec, padded, X, Y, sw, order, d + 1, 3, 0.05, lazy)
+        _close(p_csr, p_twin, 9, dtype)
+        _close(s_csr, s_twin, 9, dtype)
+        p_fill, _, _ = _run(_kernels, spec, base, X2, Y2, sw2, order2, d + 1, 3, 0.05, lazy)
+        _close(p_csr, p_fill, 9, dtype)
+        unpadded, _, _ = _run(_kernels, spec, base, X, Y, sw, order, d + 1, 3, 0.05, lazy)
+        assert not np.allclose(unpadded, p_csr, rtol=1e-3, atol=0)  # the last minibatch's step is 13/16 of it
+        never, _, _ = _run(_kernels, spec, base._replace(pad_rows=13), X, Y, sw, order, d + 1, 3, 0.05, lazy)
+        np.testing.assert_array_equal(never, unpadded)
+        two = padded._replace(n_threads=2)
+        params, state = np.zeros(d + 1, dtype), spec.init_state(d + 1, dtype)
+        for e in range(3):
+            _kernels.epoch_csr(int(spec.rule), spec.hyper, two, X, Y, sw, order, params, state, 3 * e, 0.05,
+                               lazy, n_threads=2)
+        np.testing.assert_array_equal(params, p_csr)  # the piped epoch: the same bits
+        if not lazy:
+            p_dense, _, _ = _run(_kernels, spec, padded, X.toarray(), Y, sw, order, d + 1, 3, 0.05, lazy,
+                                       dense=True)
+            p_dtwin, _, _ = _run(_reference, spec, padded, X.toarray(), Y, sw, order, d + 1, 3, 0.05, lazy,
+                                 dense=True)
+            _close(p_dense, p_csr, 9, dtype)
+            _close(p_dense, p_dtwin, 9, dtype)
+            p_dfill, _, _ = _run(_kernels, spec, base, X2.toarray(), Y2, sw2, order2, d + 1, 3, 0.05, lazy,
+                                 dense=True)
+            _close(p_dense, p_dfill, 9, dtype)
+    for impl in (_kernels, _reference):
+        for bad in (-1, 2**63):
+            with pytest.raises((ValueError, OverflowError), match="pad_rows"):
+                _run(impl, spec, base._replace(pad_rows=bad), X, Y, sw, order, d + 1, 1, 0.05, False)
+            with pytest.raises((ValueError, OverflowError), match="pad_rows"):
+                _run(impl, spec, base._replace(pad_rows=bad), X.toarray(), Y, sw, order, d + 1, 1, 0.05, False,
+                     dense=True)
