@@ -167,6 +167,8 @@ class _Problem:
         # Signatures are read once here: inspect is slow next to a step of a small problem.
         self._wants_rng = {id(f): _takes(f, "rng") for f in (fun, jac, hess) if callable(f)}
         self.scheme = None if (callable(jac) or jac is True) else (jac or "2-point")
+        #: whether the analytic gradient (jac, or fun with jac=True) draws from rng
+        self.stochastic_gradient = self.scheme is None and self._wants_rng[id(fun if jac is True else jac)]
         if self.scheme and self._wants_rng[id(fun)]:
             raise ValueError("fun takes an rng (a stochastic objective), but finite differences need a "
                              "deterministic one: pass its gradient as jac (a callable, or jac=True).")
@@ -579,7 +581,8 @@ def minimize(
     ``func(x, *args, rng=rng)`` with one ``numpy.random.Generator`` seeded by ``options["seed"]``, shared by
     all calls, so a gradient can draw a minibatch (see
     :meth:`fastopt.functions.Objective.minibatch_gradient`) and a run is reproducible. Finite differences of
-    a stochastic ``fun`` are refused.
+    a stochastic ``fun`` are refused, and so is a Newton method without ``hess`` whose gradient (``jac``, or
+    ``fun`` with ``jac=True``) is stochastic: its Hessian would be differences of that gradient.
     """
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -593,6 +596,11 @@ def minimize(
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}.")
     args = args if isinstance(args, tuple) else (args,)
     problem = _Problem(fun, jac, hess, args, np.random.default_rng(opts["seed"]), x)
+    if kind.uses_hessian and hess is None and problem.scheme is None and problem.stochastic_gradient:
+        # Differences of a minibatch gradient divide its noise by the step (~1e-5): a Hessian of pure noise.
+        raise ValueError(f"{'fun (with jac=True)' if jac is True else 'jac'} takes an rng (a stochastic gradient), "
+                         f"but method {method!r} without hess differences the gradient for the Hessian, which "
+                         "needs a deterministic one: pass hess, or a deterministic jac.")
     step = kind(method, hyper, opts, x)
 
     f, g = problem.value_and_grad(x)

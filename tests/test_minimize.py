@@ -282,6 +282,12 @@ def _sq_grad(x):
         ({"fun": "x @ x"}, TypeError, "callable"),
         ({"hess": lambda x: np.eye(3), "method": "newton"}, ValueError, "hess returned"),
         ({"fun": lambda x, rng: x @ x, "jac": None}, ValueError, "deterministic"),
+        # (Newton without hess silently differenced a minibatch gradient for its Hessian)
+        ({"jac": lambda x, rng: 2 * x + rng.normal(size=2), "method": "newton"}, ValueError,
+         "jac takes an rng.*pass hess"),
+        ({"jac": lambda x, *, rng: 2 * x, "method": "saddle_free_newton"}, ValueError, "stochastic gradient"),
+        ({"fun": lambda x, rng: (x @ x, 2 * x), "jac": True, "method": "newton"}, ValueError,
+         r"fun \(with jac=True\) takes an rng"),
     ],
 )
 def test_bad_input_gets_a_clear_error(kwargs, error, match):
@@ -540,3 +546,13 @@ def test_newtons_singularity_test_is_relative_to_the_hessians_scale(scale):
     for small in (0.0, 1e-17):
         assert run(lambda x, small=small: scale * np.diag([2.0, small])).status == Status.SINGULAR
     assert run(lambda x: scale * np.diag([2.0, 0.0]), alpha=scale).status != Status.SINGULAR
+
+
+def test_newton_refuses_to_difference_a_minibatch_gradient_but_takes_a_stochastic_one_with_hess():
+    from fastopt.functions import ILL_CONDITIONED as obj
+
+    jac = obj.minibatch_gradient(noise=1.0, batch_size=4)
+    with pytest.raises(ValueError, match="stochastic gradient"):
+        minimize(obj.fun, obj.x0, jac=jac, method="newton")
+    res = minimize(obj.fun, obj.x0, jac=jac, hess=obj.hess, method="newton", options={"maxiter": 3, "seed": 0})
+    assert res.nit == 3 and res.nhev == 3
