@@ -142,9 +142,8 @@ def _landscape(args: argparse.Namespace) -> int:
             pass  # no matplotlib: said after the runs, which need none
     obj = functions.get(args.function)
     x0 = np.array(args.x0 if args.x0 is not None else obj.x0, dtype=float)
-    if x0.shape != (obj.ndim,):
-        print(f"error: --x0 needs {obj.ndim} value(s) for {obj.name}, got {x0.size}", file=sys.stderr)
-        return 2
+    if x0.shape != (obj.ndim,):  # a usage error like any other bad argument: usage line, prog prefix, exit 2
+        args.parser.error(f"--x0: {obj.name} takes {obj.ndim} value(s), got {x0.size}")
     with np.errstate(all="ignore"):
         f0 = float(obj.fun(x0))
     if not math.isfinite(f0):  # (minimize would say so of fun(x0); the default rate came out 1 / inf = 0 first)

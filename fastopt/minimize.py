@@ -45,6 +45,10 @@ class Status(IntEnum):
     #: ``n eps max(|lambda|_max, alpha)`` in size (a relative test: scaling ``f`` changes nothing)
     SINGULAR = 4
     LINE_SEARCH = 5  #: CG: no step along the steepest-descent direction satisfies the strong Wolfe conditions
+    #: CG: ``f`` kept falling along the search direction at every trial step of one line search (each step
+    #: longer than the last, up to ``MAX_TRIES`` of them): ``f`` appears unbounded below. The lowest trial point
+    #: is taken as the last iterate.
+    UNBOUNDED = 6
     CALLBACK = 99  #: ``callback`` raised ``StopIteration`` (SciPy's code)
 
 
@@ -67,6 +71,23 @@ _COMMON = {
     "seed": None,
     "divergence": optim.DIVERGENCE_FACTOR,
 }
+
+
+def _norm(v: np.ndarray, ord: float = 2.0) -> float:
+    """``||v||_ord`` (``ord > 0``) with the largest ``|v_i|`` factored out, as LAPACK's ``dnrm2`` scales: no overflow
+    or underflow in between (``np.linalg.norm([1e200, 1e200])`` overflowed to inf with a RuntimeWarning), inf only
+    if the norm itself exceeds the float range, NaN for a NaN entry."""
+    a = np.abs(np.asarray(v, dtype=np.float64))
+    m = float(a.max())
+    if ord == math.inf or not 0.0 < m < math.inf:
+        return m
+    return m * float(np.linalg.norm(a / m, ord=ord))  # (a Python float product: inf on overflow, silently)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a @ b``, inf (not a RuntimeWarning) where it overflows; the caller judges it."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(a @ b)
 
 
 def _takes(func: Callable, name: str) -> bool:
@@ -167,6 +188,8 @@ class _Problem:
         # Signatures are read once here: inspect is slow next to a step of a small problem.
         self._wants_rng = {id(f): _takes(f, "rng") for f in (fun, jac, hess) if callable(f)}
         self.scheme = None if (callable(jac) or jac is True) else (jac or "2-point")
+        #: whether the analytic gradient (jac, or fun with jac=True) draws from rng
+        self.stochastic_gradient = self.scheme is None and self._wants_rng[id(fun if jac is True else jac)]
         if self.scheme and self._wants_rng[id(fun)]:
             raise ValueError("fun takes an rng (a stochastic objective), but finite differences need a "
                              "deterministic one: pass its gradient as jac (a callable, or jac=True).")
@@ -240,6 +263,8 @@ class _Problem:
 
 
 _X0_GRADIENT = "the gradient at x0 is not finite"
+# Stops that a step reports together with the step it took: the iterate moves, then the run stops.
+_STEP_TAKEN = (Status.UNBOUNDED,)
 
 
 class _Method:
@@ -356,7 +381,10 @@ class _NonlinearCG(_Method):
     3.5 (bracketing, extrapolating the trial step by cubic interpolation within ten times the last) and 3.6 (zoom by
     safeguarded cubic interpolation), with SciPy's ``CG`` constants ``c1 = 1e-4``, ``c2 = 0.4`` and its first trial
     step, ``min(1, 2.02 (f - f_prev) / phi'(0))``. If no step along ``p`` satisfies the conditions, CG restarts
-    along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss").
+    along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss"). If instead
+    the bracketing phase spends all its trials with ``f`` still falling (sufficient decrease and a negative slope at
+    every, ever longer, step), ``f`` appears unbounded below along ``p``: CG moves to the lowest trial point and
+    stops with ``Status.UNBOUNDED``.
     """
 
     MAX_TRIES = 30  # trial steps per line search (bracketing and zoom together)
@@ -379,16 +407,25 @@ class _NonlinearCG(_Method):
         self.f = self.f_prev = math.nan  # set by minimize: f(x) before each step
         self.since_restart = 0
         self.evaluated: tuple[float, np.ndarray] | None = None
+        self.unbounded_step = math.nan  # the step length of the last search that found f falling throughout
 
     def _search(self, x, f, g, p, problem):
-        """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new)``, or None."""
-        d0 = float(g @ p)
+        """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new, False)``; ``(x_new, f_new, g_new, True)``, the
+        lowest trial point, when ``f`` fell throughout the bracketing phase (unbounded below along ``p``); or
+        None when no step satisfies the conditions."""
+        d0 = _dot(g, p)
+        if not math.isfinite(d0):
+            # g . p overflowed (|g| ~ 1e200: the slope was -inf, every sufficient-decrease bound -inf, and the
+            # search failed as "precision loss"). Search along the same direction scaled to unit max-norm: the step
+            # lengths change, the points tried do not depend on p's length otherwise.
+            p = p / float(np.abs(p).max())
+            d0 = _dot(g, p)
         def f_limit_of(a):
             return f + self.c1 * a * d0
 
         # SciPy's first trial: the minimiser of the quadratic with slope phi'(0) whose decrease equals the last
         # step's (before the first step, as if it had decreased f by ||g|| / 2), at most 1.
-        f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * float(np.linalg.norm(g))
+        f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * _norm(g)
         a1 = min(1.0, 1.01 * 2.0 * (f - f_prev) / d0) if d0 < 0 else 1.0
         a1 = a1 if a1 > 0 else 1.0
 
@@ -396,7 +433,7 @@ class _NonlinearCG(_Method):
             xa = x + (a * p).astype(x.dtype)
             fa, ga = problem.value_and_grad(xa)
             ok = math.isfinite(fa) and bool(np.all(np.isfinite(ga)))
-            return xa, (fa if ok else math.inf), ga, (float(ga @ p) if ok else math.nan)
+            return xa, (fa if ok else math.inf), ga, (_dot(ga, p) if ok else math.nan)
 
         tries = 0
 
@@ -416,7 +453,7 @@ class _NonlinearCG(_Method):
                     hi, fhi, dhi = a, fa, da
                 else:
                     if abs(da) <= -self.c2 * d0:
-                        return xa, fa, ga
+                        return xa, fa, ga, False
                     if da * (hi - lo) >= 0:
                         hi, fhi, dhi = lo, flo, dlo
                     lo, flo, dlo = a, fa, da
@@ -430,7 +467,7 @@ class _NonlinearCG(_Method):
             if fa > f_limit_of(a) or (a_prev > 0 and fa >= f_prev_a):
                 return zoom(a_prev, f_prev_a, d_prev, a, fa, da)
             if abs(da) <= -self.c2 * d0:
-                return xa, fa, ga
+                return xa, fa, ga, False
             if da >= 0:
                 return zoom(a, fa, da, a_prev, f_prev_a, d_prev)
             # Still descending: extrapolate by the cubic through the last two trials (exact on a quadratic),
@@ -438,12 +475,17 @@ class _NonlinearCG(_Method):
             nxt = _cubic_min(a_prev, f_prev_a, d_prev, a, fa, da)
             a_prev, f_prev_a, d_prev = a, fa, da
             a = min(max(nxt, 1.1 * a), 10.0 * a) if math.isfinite(nxt) else 2.0 * a
-        return None
+        # Every trial decreased f sufficiently and f still fell at the last, longest one: no bracket, because f
+        # appears unbounded below along p (this is no precision loss). The last trial is the lowest point seen.
+        self.unbounded_step = a_prev
+        return xa, fa, ga, True
 
     def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
         g64 = g.astype(np.float64)
         p = self.p
-        if p is None or self.since_restart >= self.restart or not float(g64 @ p) < 0:
+        # (a p that overflowed, beta p beyond the float range, is no direction either: restart)
+        if (p is None or self.since_restart >= self.restart or not np.all(np.isfinite(p))
+                or not _dot(g64, p) < 0):
             p, self.since_restart = -g64, 0
         found = self._search(x, self.f, g64, p, problem)
         if found is None and self.since_restart > 0:  # restart along steepest descent
@@ -451,9 +493,17 @@ class _NonlinearCG(_Method):
             found = self._search(x, self.f, g64, p, problem)
         if found is None:
             return Status.LINE_SEARCH
-        x_new, f_new, g_new = found
+        x_new, f_new, g_new, unbounded = found
+        if unbounded:  # take the lowest point and stop: minimize counts the step, then reports the status
+            x[:] = x_new
+            self.evaluated = (f_new, g_new)
+            return Status.UNBOUNDED
         g_new64 = g_new.astype(np.float64)
-        beta = max(0.0, float(g_new64 @ (g_new64 - g64)) / float(g64 @ g64))
+        # PR+ with both gradients divided by max|g| (> 0: g = 0 met gtol), so that g . g cannot overflow (inf / inf
+        # was NaN) for gradients near 1e200; a beta that is still not finite restarts along -g_new.
+        s = float(np.abs(g64).max())
+        beta = _dot(g_new64 / s, (g_new64 - g64) / s) / _dot(g64 / s, g64 / s)
+        beta = max(0.0, beta) if math.isfinite(beta) else 0.0
         self.p = -g_new64 + beta * p
         self.since_restart += 1
         self.f_prev = self.f
@@ -579,7 +629,8 @@ def minimize(
     ``func(x, *args, rng=rng)`` with one ``numpy.random.Generator`` seeded by ``options["seed"]``, shared by
     all calls, so a gradient can draw a minibatch (see
     :meth:`fastopt.functions.Objective.minibatch_gradient`) and a run is reproducible. Finite differences of
-    a stochastic ``fun`` are refused.
+    a stochastic ``fun`` are refused, and so is a Newton method without ``hess`` whose gradient (``jac``, or
+    ``fun`` with ``jac=True``) is stochastic: its Hessian would be differences of that gradient.
     """
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -593,6 +644,11 @@ def minimize(
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}.")
     args = args if isinstance(args, tuple) else (args,)
     problem = _Problem(fun, jac, hess, args, np.random.default_rng(opts["seed"]), x)
+    if kind.uses_hessian and hess is None and problem.scheme is None and problem.stochastic_gradient:
+        # Differences of a minibatch gradient divide its noise by the step (~1e-5): a Hessian of pure noise.
+        raise ValueError(f"{'fun (with jac=True)' if jac is True else 'jac'} takes an rng (a stochastic gradient), "
+                         f"but method {method!r} without hess differences the gradient for the Hessian, which "
+                         "needs a deterministic one: pass hess, or a deterministic jac.")
     step = kind(method, hyper, opts, x)
 
     f, g = problem.value_and_grad(x)
@@ -606,7 +662,7 @@ def minimize(
     pass_result = callback is not None and _wants_result(callback)
     if not np.all(np.isfinite(g)):
         status, why = Status.DIVERGED, _X0_GRADIENT
-    elif np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
+    elif _norm(g, opts["norm"]) <= opts["gtol"]:
         status = Status.GTOL
     while status is None:
         if nit >= opts["maxiter"]:
@@ -615,7 +671,7 @@ def minimize(
         x_new = x.copy()
         step.f = f  # read by the line search of CG; harmless for the other steps
         status = step(x_new, g, nit + 1, problem)
-        if status is not None:
+        if status is not None and status not in _STEP_TAKEN:
             why = "the Hessian is not finite" if status == Status.DIVERGED else ""
             break
         if not np.all(np.isfinite(x_new)):
@@ -644,7 +700,9 @@ def minimize(
             except StopIteration:
                 status = Status.CALLBACK
                 break
-        if np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
+        if status is not None:  # a stop that came with its step (CG: f unbounded below), counted above
+            break
+        if _norm(g, opts["norm"]) <= opts["gtol"]:
             status = Status.GTOL
         elif opts["ftol"] > 0 and abs(f_prev - f) <= opts["ftol"] * max(abs(f_prev), abs(f), 1.0):
             status = Status.FTOL
@@ -655,6 +713,10 @@ def minimize(
         message = f"Diverged at iteration {nit + 1}: {why}; {kind.divergence_hint}."
     elif status == Status.SINGULAR:
         message = f"The Newton system is singular at iteration {nit + 1}; set options['alpha'] > 0."
+    elif status == Status.UNBOUNDED:
+        message = (f"f appears unbounded below: it kept decreasing along the search direction at every trial step "
+                   f"of the line search of iteration {nit}, up to a step length of {step.unbounded_step:.3g} "
+                   f"(f = {f:.6g}); the lowest point is returned.")
     elif status == Status.LINE_SEARCH:
         message = ("Desired error not necessarily achieved: no step along the steepest-descent direction satisfies "
                    f"the strong Wolfe conditions at iteration {nit + 1} (precision loss).")

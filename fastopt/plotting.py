@@ -255,6 +255,8 @@ def plot_trajectories(
         ax.plot(x, fx, color="0.3", lw=1.5, zorder=1)
         # Fix the y-range to the curve's, so that a path which leaves the domain does not squash it.
         pad = 0.08 * (fmax - fmin)
+        if not fmin - pad < fmax + pad:  # a flat curve: a zero pad made matplotlib warn of identical ylims
+            pad = 0.08 * max(abs(fmin), abs(fmax), 1.0)
         ax.set_ylim(fmin - pad, fmax + pad)
         ax.set_xlabel("x")
         ax.set_ylabel("f(x)")

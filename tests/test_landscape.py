@@ -359,3 +359,93 @@ def test_the_cubics_inflection_is_a_saddle_wherever_the_root_finder_stops(bounds
     for seed in range(40):
         kinds = {p.kind for p in landscape.find_critical_points(cubic.fun, bounds, seed=seed)}
         assert kinds == {"saddle"}, (seed, kinds)
+
+
+@pytest.mark.parametrize("f0, error, match", [
+    (np.nan, landscape.NonFiniteError, "f0 = nan is not finite"),  # (a NaN gradient, silently)
+    (np.inf, landscape.NonFiniteError, "f0 = inf is not finite"),
+    pytest.param(10**400, landscape.NonFiniteError, "f0 = inf is not finite", id="10**400"),
+    ("a", TypeError, "f0 must be a real number"),  # (a raw TypeError from the subtraction)
+    (True, TypeError, "f0 must be a real number"),
+    ([1.0], TypeError, "f0 must be a real number"),
+    (1j, TypeError, "f0 must be a real number"),
+])
+def test_a_given_f0_must_be_a_finite_real_number(f0, error, match):
+    for scheme in ("2-point", "3-point"):
+        with pytest.raises(error, match=match):
+            landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme=scheme, f0=f0)
+    # a good one is used as fun(x): the same gradient as without it
+    g = landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point", f0=np.float32(2.0))
+    np.testing.assert_array_equal(g, landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point"))
+
+
+def test_condition_number_of_a_singular_hessian_is_inf():
+    # (eigh gives the exact zero eigenvalues of this rank-1 Hessian as about 1e-16 of the largest: 7.4e16, not inf)
+    A = 2 * np.outer([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+
+    def f(x):
+        return float((x[0] + 2 * x[1] + 3 * x[2]) ** 2)
+
+    x = np.ones(3)
+    assert landscape.condition_number(f, x, hess=lambda _: A) == np.inf
+    assert landscape.condition_number(f, x, jac=lambda p: A @ p) == np.inf
+    assert landscape.condition_number(f, x) == np.inf
+    # y^4's second difference 2 h^2 is all truncation (classify_critical_point calls the point degenerate): 6.7e7
+    assert landscape.condition_number(lambda p: p[0] ** 2 + p[1] ** 4, np.zeros(2)) == np.inf
+    # the tolerance is relative: a Hessian at 1e-12 scale is as well conditioned as at unit scale
+    assert landscape.condition_number(f, x, hess=lambda _: 1e-12 * np.diag([2.0, 6.0, 1.0])) == pytest.approx(6.0)
+
+
+def test_condition_number_of_an_exact_hessian_resolves_ill_conditioned_quadratics():
+    # fastopt.functions promises their spectrum to 1% up to a condition number of 4.5e13
+    from fastopt.functions import MAX_CONDITION_NUMBER, ill_conditioned_quadratic
+
+    for kappa in (1e12, MAX_CONDITION_NUMBER):
+        q = ill_conditioned_quadratic(kappa, angle=0.3)
+        assert landscape.condition_number(q.fun, np.array([0.3, -0.2]), hess=q.hess) == pytest.approx(kappa, rel=1e-2)
+
+
+def test_a_large_constant_in_f_leaves_the_differenced_diagnostics_right():
+    # Without jac: the default gtol was 1000 eps**(2/3) |f| (37 here) and the second differences' rounding
+    # 4 eps |f| / h**2 (59) swamped the curvature 2: x = 0, gradient -6, was a "saddle"; the search found 10
+    # spurious saddles and no minimum; the stable rate and the condition number were inf (H = 0).
+    def f(x):
+        return float(1e9 + (x[0] - 3) ** 2)
+
+    def f2(x):
+        return float(1e9 + (x[0] - 3) ** 2 + (x[1] + 1) ** 2)
+
+    point = landscape.classify_critical_point(f, np.zeros(1))
+    assert point.kind == "noncritical" and point.gradient_norm == pytest.approx(6.0, abs=0.1)
+    assert landscape.classify_critical_point(f, np.array([3.0])).kind == "minimum"
+    found = landscape.find_critical_points(f2, [(-5, 5), (-5, 5)], n_starts=16)
+    assert [p.kind for p in found] == ["minimum"]
+    np.testing.assert_allclose(found[0].x, [3.0, -1.0], atol=0.05)  # the gradient is known to about 0.05
+    np.testing.assert_allclose(found[0].eigenvalues, [2.0, 2.0], rtol=0.01)
+    assert landscape.max_stable_learning_rate(f2, np.zeros(2)) == pytest.approx(1.0, rel=0.01)
+    assert landscape.condition_number(f2, np.zeros(2)) == pytest.approx(1.0, rel=0.01)
+    np.testing.assert_allclose(landscape.hessian(f2, np.zeros(2)), 2 * np.eye(2), atol=0.02)
+
+
+def test_second_differences_swamped_by_rounding_are_refused_not_read_as_no_curvature():
+    # At 1e16 even the largest step (0.12) leaves each entry uncertain by ~100: H came out 0, the rate inf
+    def f(x):
+        return float(1e16 + x @ x)
+
+    for diagnostic in (landscape.max_stable_learning_rate, landscape.condition_number):
+        with pytest.raises(ValueError, match="dominated by rounding.*Pass jac or hess"):
+            diagnostic(f, np.zeros(2))
+    point = landscape.classify_critical_point(f, np.zeros(2))
+    assert point.kind == "degenerate" and "cannot resolve" in point.reason
+    # with the exact gradient the constant does not matter
+    assert landscape.max_stable_learning_rate(f, np.zeros(2), jac=lambda x: 2 * x) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+def test_a_large_constant_in_a_saddle_is_still_a_saddle_without_derivatives(offset):
+    def f(x):
+        return float(offset + (x[0] - 0.3) ** 2 - 0.5 * (x[1] + 0.2) ** 2 + 0.1 * x[0] ** 3)
+
+    found = landscape.find_critical_points(f, [(-5.0, 5.0), (-2.0, 2.0)], n_starts=32)
+    assert [p.kind for p in found] == ["saddle"]
+    np.testing.assert_allclose(found[0].x, [0.28757, -0.2], atol=0.02)

@@ -1,4 +1,6 @@
 """fastopt.minimize: SciPy's contract, the compiled step rules, Newton and saddle-free Newton."""
+import warnings
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -282,6 +284,12 @@ def _sq_grad(x):
         ({"fun": "x @ x"}, TypeError, "callable"),
         ({"hess": lambda x: np.eye(3), "method": "newton"}, ValueError, "hess returned"),
         ({"fun": lambda x, rng: x @ x, "jac": None}, ValueError, "deterministic"),
+        # (Newton without hess silently differenced a minibatch gradient for its Hessian)
+        ({"jac": lambda x, rng: 2 * x + rng.normal(size=2), "method": "newton"}, ValueError,
+         "jac takes an rng.*pass hess"),
+        ({"jac": lambda x, *, rng: 2 * x, "method": "saddle_free_newton"}, ValueError, "stochastic gradient"),
+        ({"fun": lambda x, rng: (x @ x, 2 * x), "jac": True, "method": "newton"}, ValueError,
+         r"fun \(with jac=True\) takes an rng"),
     ],
 )
 def test_bad_input_gets_a_clear_error(kwargs, error, match):
@@ -540,3 +548,28 @@ def test_newtons_singularity_test_is_relative_to_the_hessians_scale(scale):
     for small in (0.0, 1e-17):
         assert run(lambda x, small=small: scale * np.diag([2.0, small])).status == Status.SINGULAR
     assert run(lambda x: scale * np.diag([2.0, 0.0]), alpha=scale).status != Status.SINGULAR
+
+
+def test_newton_refuses_to_difference_a_minibatch_gradient_but_takes_a_stochastic_one_with_hess():
+    from fastopt.functions import ILL_CONDITIONED as obj
+
+    jac = obj.minibatch_gradient(noise=1.0, batch_size=4)
+    with pytest.raises(ValueError, match="stochastic gradient"):
+        minimize(obj.fun, obj.x0, jac=jac, method="newton")
+    res = minimize(obj.fun, obj.x0, jac=jac, hess=obj.hess, method="newton", options={"maxiter": 3, "seed": 0})
+    assert res.nit == 3 and res.nhev == 3
+
+
+@pytest.mark.parametrize("norm", [2, 1, 0.5])
+def test_the_gradient_norm_of_a_huge_gradient_does_not_overflow(norm):
+    # (np.linalg.norm([1e200, 1e200]) overflowed to inf with a RuntimeWarning: gtol was never met)
+    g0 = np.array([1e200, 1e200])
+    true_norm = 1e200 * 2 ** (1 / norm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = minimize(lambda x: float(x @ g0), [1.0, 1.0], jac=lambda x: g0, method="sgd",
+                       options={"norm": norm, "gtol": 1.01 * true_norm})
+        assert res.status == Status.GTOL and res.nit == 0
+        res = minimize(lambda x: float(x @ g0), [1.0, 1.0], jac=lambda x: g0, method="sgd",
+                       options={"norm": norm, "gtol": 0.99 * true_norm, "maxiter": 2, "lr": 1e-201})
+        assert res.status == Status.MAXITER and res.nit == 2

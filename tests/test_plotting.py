@@ -278,3 +278,13 @@ def test_a_one_dimensional_curve_takes_its_range_from_its_finite_values():
 def test_a_function_finite_nowhere_on_the_grid_is_named(ndim):
     with pytest.raises(ValueError, match="fun is not finite anywhere on the plotting grid"):
         plotting.plot_trajectories(lambda p: np.nan, _bowl_run(ndim), bounds=[(-1, 1)] * ndim, resolution=5)
+
+
+@pytest.mark.parametrize("value", [0.0, 3.0, -1e9])
+def test_a_constant_one_dimensional_curve_gets_a_nonzero_y_range(value):
+    # (the pad, 8% of fmax - fmin, was 0: matplotlib's "Attempting to set identical low and high ylims" warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = plotting.plot_trajectories(lambda p: value, _bowl_run(1), bounds=[(-1, 1)]).axes[0]
+    low, high = ax.get_ylim()
+    assert low < value < high and high - low == pytest.approx(0.16 * max(abs(value), 1.0))
