@@ -1216,7 +1216,8 @@ def _warn_eigh(rcond: float, what: str = "a minimum-norm eigensolve") -> None:
         f"The normal equations are ill-conditioned (reciprocal condition {rcond:.1e} < {RCOND_CHOLESKY:.0e}, "
         "so Cholesky would lose more than 4 of float64's 16 digits) and the rows cannot be read again for QR: "
         f"returning {what} (solver_='eigh') whose accuracy is limited by the squared condition "
-        "number; a chunk_qr_state pass (a re-readable stream) would keep full accuracy.",
+        "number; fit on all the rows (or fit_stream on a re-readable stream, which reads them again for QR) "
+        "keeps full accuracy.",
         IllConditionedWarning,
     )
 
@@ -1322,6 +1323,19 @@ def _column_exponents(X) -> tuple[np.ndarray, np.ndarray]:
     return np.frexp(top)[1].astype(int), top > 0
 
 
+def scaled_alpha(given, alpha: np.ndarray, ex: int) -> np.ndarray:
+    """``alpha`` for ``X`` divided by ``2**ex`` (the ridge in the scaled units: ``alpha 2**(-2 ex)``), or a
+    ``ValueError`` naming ``given`` where that overflows (X of about 1e-160 beside alpha = 0.1), rather than
+    NumPy's overflow warning and a later "alpha must be finite"."""
+    with np.errstate(over="ignore"):
+        scaled = np.ldexp(alpha, -2 * ex)
+    if not np.isfinite(scaled).all():
+        raise ValueError(f"alpha={given} is too large for X's scale (max |X| about 2**{ex}): the ridge term "
+                         f"outweighs the data term by more than float64's range (alpha * 2**{-2 * ex}); rescale X "
+                         "(e.g. StandardScaler) or give a smaller alpha.")
+    return scaled
+
+
 def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
     """The fit of ``data`` through ``X / 2**ex`` and ``Y[:, t] / 2**ey_t`` (exact scalings): with
     ``coef = v 2**ey / 2**ex``, ``intercept = b 2**ey`` and ``alpha' = alpha / 4**ex`` the scaled problem's
@@ -1344,9 +1358,7 @@ def _rescaled_fit(solver: _ClosedForm, params: dict, data: Data) -> FitResult:
                      Y=np.ascontiguousarray(np.ldexp(data.Y, -ey).astype(data.Y.dtype, copy=False)))
     alpha = np.asarray(params["alpha"], dtype=np.float64)  # scalar, or one per target
     if np.ndim(ex) == 0:
-        alpha = np.ldexp(alpha, -2 * ex)
-        if not np.isfinite(alpha).all():
-            raise ValueError(f"alpha={params['alpha']} is too large for X's scale (max |X| about 2**{ex}).")
+        alpha = scaled_alpha(params["alpha"], alpha, ex)
     alpha = float(alpha) if alpha.ndim == 0 else alpha
     result = solver.fit({**params, "alpha": alpha}, scaled, rescale=False)
     with np.errstate(over="ignore"):  # reported below
@@ -1756,6 +1768,13 @@ class _ClosedForm(Solver):
         # dropped, so only its Gram is computed (partial_state's R costs about twice the Gram)
         chunk = chunk_state(params, data) if gram_only(state) else partial_state(params, data)
         if state is None:
+            # The pivoted path as fit takes it, its null space confirmed on this call's rows (all the rows so far),
+            # so later calls go on from its certificate (pivoted_after). One-hot CSR rows with an intercept took
+            # the eigensolve, an IllConditionedWarning of a reciprocal condition of 1e-18, where fit names the rank.
+            if needs_qr(params, chunk):
+                result = pivoted_any(params, chunk, lambda Q: _null_pass_of(params, chunk, data, Q))
+                if result is not None:
+                    return result
             return finish(params, chunk)
         merged = merge_states(state, chunk)
         result = pivoted_after(params, state, merged, lambda Q: _null_pass_of(params, merged, data, Q))

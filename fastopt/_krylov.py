@@ -1178,7 +1178,8 @@ class KrylovSolver(Solver):
                 ex = ey = 0
             else:
                 data, passes, mom = scaled, scaled_passes, scaled_mom
-                params = {**params, "alpha": np.ldexp(np.asarray(params["alpha"], dtype=np.float64), -2 * ex)}
+                params = {**params, "alpha": _closed_form.scaled_alpha(
+                    params["alpha"], np.asarray(params["alpha"], dtype=np.float64), ex)}
                 state = None if state is None else KrylovState(np.ldexp(state.coef, ex - ey))
         result = solve(self.method, params, passes, state, mom, quiet=quiet)
         if result is not None and (ex or ey):

@@ -30,6 +30,17 @@ if TYPE_CHECKING:  # only for annotations: dask is an optional extra
 __all__ = ["LinearRegressor"]
 
 
+def _warn_if_refit_alone(name: str, prior) -> None:
+    """Warn that a later ``partial_fit`` call of a Krylov solver fits its own rows alone (from ``prior``'s
+    coefficients): the earlier calls' rows no longer count, which a user of ``partial_fit`` (dask-ml's
+    ``Incremental`` calls it once per block) would not expect."""
+    if prior is not None and _solvers.SOLVERS[name].chunked == "passes":
+        _warn(f"solver={name!r} cannot add this partial_fit call's rows to the earlier calls': it refits them "
+              "alone, from the current coefficients, and the earlier rows no longer count (a Krylov solver reads "
+              "its rows many times). For the least-squares fit of every chunk use solver='normal' (its "
+              "partial_fit merges the chunks exactly) or fit_stream.", UserWarning)
+
+
 def _dask_backend(*objs):
     """:mod:`fastopt._dask` when any of ``objs`` is a Dask collection, else None.
 
@@ -193,10 +204,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         coefficients, which are of least norm in the columns' own units; ``precondition="none"`` gives those
         (LSQR then needs more iterations: with this machine's cost model, 20-60x on one-hot designs, often
         more than the closed form's cost, which then runs). Where the closed form runs on sparse ``X`` and its
-        Cholesky is rejected, two exact routes come before the QR/SVD fallback, which densifies ``X``: the pivoted
-        path for exactly dependent columns, as on dense ``X`` (the same coefficients and warning), and LSQR (CGLS
-        with a ridge) within the iterations that fallback costs; the cheaper by the cost model runs first (in
-        ``fit_stream`` and on Dask, where each iteration reads every chunk again, the pivoted path). ``"cg"``
+        Cholesky is rejected, the pivoted path for exactly dependent columns comes before the QR/SVD fallback,
+        which densifies ``X`` by row blocks (``O(n d^2)``), as on dense ``X`` (the same coefficients and warning);
+        under "auto" so does LSQR (CGLS with a ridge) to round-off within the iterations that fallback costs, the
+        cheaper by the cost model first (in ``fit_stream`` and on Dask, where each iteration reads every chunk
+        again, the pivoted path). An explicit ``"normal"`` keeps the closed form's answer (on a rank-deficient
+        design the least-norm coefficients in the columns' own units) and so goes to QR/SVD: where that is slow,
+        "auto" or ``"lsqr"`` give the same predictions. ``"cg"``
         (CGLS) and ``"lsqr"`` solve the squared error matrix-free (see ``max_iter``, ``tol`` and
         ``precondition``).
         ``"newton"`` fits ``"huber"`` by semismooth Newton and ``"absolute_error"`` by finite smoothing to the exact
@@ -767,7 +781,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         partial_fit calls"). The other schedules advance one epoch per call.
         ``tol`` does not apply, and ``early_stopping=True`` is an error, as in ``SGDRegressor`` (``fit_stream``
         and ``fit`` on Dask arrays run whole epochs over chunks with them). ``solver="newton"`` cannot fit
-        incrementally.
+        incrementally. ``solver="lsqr"`` and ``"cg"`` cannot add rows either: a later call refits its own rows
+        alone, from the current coefficients (the earlier rows no longer count), and warns so.
 
         The closed form's calls add their weighted statistics, so weights count across calls as in one ``fit`` (a
         later call whose weights are all zero adds nothing; the first one is an error, as in ``fit``). An
@@ -804,6 +819,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                                            sparse=dask_backend.sparse_blocks(X),
                                                            average=self.average))
             prior = self._continued_state(name)
+            _warn_if_refit_alone(name, prior)
             return self._take(dask_backend.partial_fit(self, X, y, sample_weight, name, first, prior))
         _solvers.resolve(self.solver, self.loss, incremental=True)
         if _all_zero(sample_weight) and not first and self._adds_statistics(X):
@@ -837,6 +853,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             k, d = data.Y.shape[1], data.X.shape[1]
             extra["init"] = (np.reshape(self.coef_, (k, d)).astype(np.float64),
                              np.reshape(self.intercept_, (-1,)).astype(np.float64) * np.ones(k))
+        if sweep is None:
+            _warn_if_refit_alone(name, prior)
         result = _solvers.SOLVERS[name].partial_fit(self.get_params(), data, state=prior, **extra)
         return self._apply(name, data.y_was_1d, result)
 

@@ -635,3 +635,25 @@ def test_weights_too_far_apart_for_the_statistics_are_named(solver):
     w = 1e300 * rng.uniform(1, 1e6, 300)
     np.testing.assert_allclose(LinearRegressor(solver=solver).fit(X, y, sample_weight=w).coef_,
                                LinearRegressor(solver=solver).fit(X, y, sample_weight=w / w.max()).coef_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("calls", [1, 2])
+def test_partial_fit_on_one_hot_csr_takes_the_pivoted_path_as_fit_does(calls):
+    # The first call went to the eigensolve (no pivoted attempt before it): an IllConditionedWarning of a
+    # reciprocal condition of 1e-18 and solver_="eigh", where fit on the same rows names the rank
+    # (RankDeficientWarning, "pivoted_cholesky"); later calls then continued on the eigensolve too
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    X = OneHotEncoder().fit_transform(rng.integers(0, 30, (2000, 2))).tocsr()
+    y = rng.standard_normal(2000)
+    est = LinearRegressor(solver="normal")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for rows in np.array_split(np.arange(2000), calls):
+            est.partial_fit(X[rows], y[rows])
+    assert {w.category for w in record} == {RankDeficientWarning}
+    assert est.solver_ == "pivoted_cholesky" and est.rank_ == 58
+    whole = LinearRegressor(solver="normal").fit(X, y)
+    np.testing.assert_allclose(est.coef_, whole.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(est.intercept_, whole.intercept_, rtol=1e-12)

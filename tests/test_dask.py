@@ -730,9 +730,11 @@ def test_krylov_partial_fit_on_dask_refits_the_call_as_in_memory(solver, rng):
     kw = dict(solver=solver, alpha=1e-3 if solver == "cg" else 0.0, tol=1e-10)
     with dask.config.set(scheduler="synchronous"):
         on_dask = LinearRegressor(**kw)
-        for rows in (slice(0, 400), slice(400, 800)):
-            on_dask.partial_fit(da.from_array(X[rows], chunks=(100, 6)), da.from_array(y[rows], chunks=100))
-    in_memory = LinearRegressor(**kw).partial_fit(X[:400], y[:400]).partial_fit(X[400:], y[400:])
+        on_dask.partial_fit(da.from_array(X[:400], chunks=(100, 6)), da.from_array(y[:400], chunks=100))
+        with pytest.warns(UserWarning, match="refits them alone"):  # (as in memory)
+            on_dask.partial_fit(da.from_array(X[400:], chunks=(100, 6)), da.from_array(y[400:], chunks=100))
+    with pytest.warns(UserWarning, match="refits them alone"):
+        in_memory = LinearRegressor(**kw).partial_fit(X[:400], y[:400]).partial_fit(X[400:], y[400:])
     np.testing.assert_allclose(on_dask.coef_, in_memory.coef_, rtol=1e-9)
     assert on_dask.solver_ == solver
 

@@ -1590,3 +1590,33 @@ def test_auto_krylov_attempt_that_runs_out_hands_over_to_the_closed_forms_own_at
         return float(sw @ (r * r))
 
     assert objective(est) <= objective(tight) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("solver", ["cg", "lsqr", "normal"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("alpha", [0.1, [0.1, 0.2]])
+def test_a_ridge_beyond_range_beside_a_tiny_x_is_said_so(solver, sparse, alpha):
+    # X of about 1e-160 is solved at unit scale, the ridge becoming alpha * 2**1066: it overflowed, NumPy warned of
+    # an overflow in ldexp and the Krylov solvers then refused "alpha must be finite and non-negative"
+    rng = np.random.default_rng(0)
+    X = scipy.sparse.random(400, 20, density=0.3, format="csr", random_state=0) * 1e-160
+    Y = rng.standard_normal((400, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"alpha=.* is too large for X's scale .*rescale X"):
+            LinearRegressor(solver=solver, alpha=alpha).fit(X if sparse else X.toarray(), Y)
+
+
+@pytest.mark.parametrize("solver", ["lsqr", "cg"])
+def test_a_later_krylov_partial_fit_call_says_it_refits_its_rows_alone(solver):
+    # Each call refits its own rows from the current coefficients: after two calls on halves of the rows the model
+    # was the second half's (0.20 from fit on all rows, 2e-6 from fit on the second half), silently
+    rng = np.random.default_rng(0)
+    X = scipy.sparse.random(4000, 50, density=0.1, format="csr", random_state=0)
+    y = X @ rng.standard_normal(50) + rng.standard_normal(4000)
+    est = LinearRegressor(solver=solver)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.partial_fit(X[:2000], y[:2000])  # the first call: nothing lost
+    with pytest.warns(UserWarning, match="refits them alone.*earlier rows no longer count.*solver='normal'"):
+        est.partial_fit(X[2000:], y[2000:])
