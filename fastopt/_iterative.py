@@ -350,6 +350,9 @@ class IterState:
     # the loss where the last partial_fit call let in above its limit started, while the calls after it come down
     # from there (0: none; see IterativeSolver.partial_fit)
     descent_from: float = 0.0
+    # a warm-started streamed or Dask fit's prior: its first chunk's pass moves the intercepts as a warm start in
+    # memory does (_recentre_intercepts, on that chunk's rows), then clears it
+    recentre: bool = False
 
     @property
     def rate_factor(self) -> float:
@@ -3102,6 +3105,10 @@ class IterativeSolver(Solver):
                 if not (np.isfinite(at) and at <= down and DIVERGENCE_FACTOR * at > used):
                     raise _LimitStands
                 call_limit, st.descent_from = DIVERGENCE_FACTOR * at, max(state.descent_from, at)
+        if st.recentre:  # (the first chunk of a warm-started stream: Epochs.run)
+            st.recentre = False
+            if _centred(params):
+                _recentre_intercepts(data, rows, sw, st)
         spec, train = make_spec(self.method, params), self._train_controls(params, st)
         if sweep is not None:
             # A minibatch never spans chunks, so a chunk ends on a short one. Its mean took a full step: rows of

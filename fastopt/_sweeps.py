@@ -426,6 +426,8 @@ class Epochs:
         elif weigher is not None:
             weight = weigher(self.seed)
             passes.weight_mean = 1.0 if weight is None else mean_weight(weight)
+        if prior is not None:  # the first chunk moves its intercepts where the targets' offset moved (as _start)
+            prior = replace(prior, recentre=True)
         # (the RandomState was advanced once by stream_seed, in __init__)
         spec = PassSpec(self.name, detach_random_state(params, prior is None, advance=False), self.seed,
                         self.fraction, lr0=lr0, affine=affine)
