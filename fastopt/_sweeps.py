@@ -834,7 +834,9 @@ def _spread_edges() -> tuple[np.ndarray, np.ndarray]:
     i = np.arange(_spread_bins() - 1)
     e = i // SPREAD_STEPS + _SPREAD_EXPONENTS[0]
     j = i % SPREAD_STEPS
-    with np.errstate(over="ignore"):
+    # (the edges reach the subnormals and float64's top by design: a caller's np.seterr(under="raise") made the
+    # first robust stream fit of a process raise FloatingPointError here)
+    with np.errstate(over="ignore", under="ignore"):
         lower = np.r_[0.0, np.ldexp(0.5 + j / (2.0 * SPREAD_STEPS), e)]
         upper = np.r_[0.0, np.ldexp(0.5 + (j + 1) / (2.0 * SPREAD_STEPS), e)]
     lower.flags.writeable = upper.flags.writeable = False

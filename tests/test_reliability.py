@@ -784,3 +784,34 @@ def test_concurrent_absolute_error_fits_leave_the_filters_alone():
     for t in threads:
         t.join()
     assert list(warnings.filters) == before
+
+
+def test_fits_run_under_a_callers_raising_floating_point_settings():
+    # np.seterr(all="raise") is a common debugging setting: the first robust fit_stream of a process raised
+    # FloatingPointError (underflow in ldexp) building its cached histogram edges, which reach the subnormals by
+    # design. A fresh process, so that no cache was filled before the setting.
+    import subprocess
+    import sys
+
+    code = """
+import warnings
+import numpy as np, scipy.sparse as sp
+from fastopt import LinearRegressor
+np.seterr(all="raise")
+warnings.simplefilter("ignore")
+rng = np.random.RandomState(0)
+X = rng.randn(3000, 10); y = X @ rng.randn(10) + rng.randn(3000) * .5
+chunks = [(X[:1500], y[:1500]), (X[1500:], y[1500:])]
+for loss in ("huber", "absolute_error"):
+    for solver in ("sgd", "adam", "auto"):
+        LinearRegressor(solver=solver, loss=loss, random_state=0).fit_stream(chunks)
+        LinearRegressor(solver=solver, loss=loss, random_state=0).fit(X, y)
+        LinearRegressor(solver=solver, loss=loss, random_state=0).fit(sp.csr_matrix(X), y)
+for solver in ("normal", "lsqr", "sgd", "adam"):
+    LinearRegressor(solver=solver, random_state=0).fit_stream(chunks)
+    LinearRegressor(solver=solver, random_state=0).fit(X, y).partial_fit(X, y)
+assert np.geterr()["under"] == "raise"
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
