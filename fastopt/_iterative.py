@@ -2164,7 +2164,7 @@ def _recentre_intercepts(data, rows, sw, st: IterState) -> None:
     step = block_rows(d)
     s1, s2, total = np.zeros(k), np.zeros(k), 0.0
     coef = st.weights[: k * d].reshape(k, d).astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):  # (an overflow moves nothing: the checks below)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # (an overflow moves nothing: below)
         for start in range(0, rows.shape[0], step):
             r = slice(start, start + step) if every else rows[start : start + step]
             R = data.Y[r].astype(np.float64)
