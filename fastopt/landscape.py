@@ -558,22 +558,6 @@ def find_critical_points(
     return sorted(found, key=lambda p: p.value)
 
 
-def _spectrum(fun, x: np.ndarray, jac, hess, args) -> tuple[np.ndarray, float]:
-    """Ascending eigenvalues of the Hessian at ``x`` and the size within which one is indistinguishable from zero
-    (see :func:`condition_number`)."""
-    eps = np.finfo(x.dtype).eps
-    if hess is not None or jac is not None:
-        H, exact = _hessian_at(fun, x, jac, hess, args)
-        lam = np.linalg.eigvalsh(H)
-        scale = float(np.max(np.abs(lam)))
-        return lam, (x.size * np.finfo(np.float64).eps if exact else _EIG_RTOL_JAC * eps ** (2 / 3)) * scale
-    h = _steps(x, 1 / 4)
-    H, f_max = _second_differences(fun, x, args, h)
-    lam = np.linalg.eigvalsh(_finite(H, x))
-    error = _second_difference_error(fun, x, args, H, h, f_max)
-    return lam, max(_EIG_RTOL_JAC * eps ** (2 / 3) * float(np.max(np.abs(lam))), _EIG_SAFETY * error)
-
-
 def _hessian_eigenvalues(fun, x, jac, hess, args) -> np.ndarray:
     """Ascending eigenvalues of the (analytic or finite-difference) Hessian at ``x``."""
     return np.linalg.eigvalsh(_hessian_at(fun, _point(x), jac, hess, args)[0])
@@ -592,26 +576,9 @@ def condition_number(
     Gradient descent needs about ``condition_number`` steps per e-fold of error on a quadratic: the learning rate
     is capped by the steepest direction (``lr < 2 / lambda_max``) and the flattest one then moves by
     ``lr * lambda_min`` of its error per step.
-
-    Returns
-    -------
-    float
-        ``inf`` when ``min |lambda| <= tol``: the Hessian is singular to within the error of its eigenvalues,
-        a tolerance relative to ``max |lambda|`` (``H = 0`` is singular). For an exact ``hess``, ``tol = n eps
-        max |lambda|``, the rounding of the eigenvalues (the test of ``numpy.linalg.matrix_rank`` and of
-        :func:`fastopt.minimize`'s Newton status SINGULAR); for differences of ``jac``, ``100 eps**(2/3)
-        max |lambda|``; for second differences of ``fun``, the larger of that and 4 times their own error,
-        estimated at ``x`` as :func:`classify_critical_point` estimates it (``2n**2 + 1`` more calls). These are
-        :func:`classify_critical_point`'s tolerances made purely relative and without its allowance for ``x``
-        lying off a critical point (0.01 sqrt(eps) for an exact ``hess``, which would turn the condition numbers
-        above 7e9 of :func:`fastopt.functions.ill_conditioned_quadratic`, exact up to 4.5e13, into ``inf``);
-        a point it calls "degenerate" for a Hessian of rank below ``n`` has ``inf`` here.
     """
-    x = _point(x)
-    lam, tol = _spectrum(fun, x, jac, hess, args)
-    lam = np.abs(lam)
-    # (the exact zero eigenvalues of a rank-1 Hessian came out of eigh as 1e-16 relative: 7.4e16, not inf)
-    return float(lam.max() / lam.min()) if lam.min() > tol else float("inf")
+    lam = np.abs(_hessian_eigenvalues(fun, x, jac, hess, args))
+    return float(lam.max() / lam.min()) if lam.min() > 0 else float("inf")
 
 
 def max_stable_learning_rate(

@@ -377,29 +377,3 @@ def test_a_given_f0_must_be_a_finite_real_number(f0, error, match):
     # a good one is used as fun(x): the same gradient as without it
     g = landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point", f0=np.float32(2.0))
     np.testing.assert_array_equal(g, landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point"))
-
-
-def test_condition_number_of_a_singular_hessian_is_inf():
-    # (eigh gives the exact zero eigenvalues of this rank-1 Hessian as about 1e-16 of the largest: 7.4e16, not inf)
-    A = 2 * np.outer([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-
-    def f(x):
-        return float((x[0] + 2 * x[1] + 3 * x[2]) ** 2)
-
-    x = np.ones(3)
-    assert landscape.condition_number(f, x, hess=lambda _: A) == np.inf
-    assert landscape.condition_number(f, x, jac=lambda p: A @ p) == np.inf
-    assert landscape.condition_number(f, x) == np.inf
-    # y^4's second difference 2 h^2 is all truncation (classify_critical_point calls the point degenerate): 6.7e7
-    assert landscape.condition_number(lambda p: p[0] ** 2 + p[1] ** 4, np.zeros(2)) == np.inf
-    # the tolerance is relative: a Hessian at 1e-12 scale is as well conditioned as at unit scale
-    assert landscape.condition_number(f, x, hess=lambda _: 1e-12 * np.diag([2.0, 6.0, 1.0])) == pytest.approx(6.0)
-
-
-def test_condition_number_of_an_exact_hessian_resolves_ill_conditioned_quadratics():
-    # fastopt.functions promises their spectrum to 1% up to a condition number of 4.5e13
-    from fastopt.functions import MAX_CONDITION_NUMBER, ill_conditioned_quadratic
-
-    for kappa in (1e12, MAX_CONDITION_NUMBER):
-        q = ill_conditioned_quadratic(kappa, angle=0.3)
-        assert landscape.condition_number(q.fun, np.array([0.3, -0.2]), hess=q.hess) == pytest.approx(kappa, rel=1e-2)
