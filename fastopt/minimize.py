@@ -73,23 +73,6 @@ _COMMON = {
 }
 
 
-def _norm(v: np.ndarray, ord: float = 2.0) -> float:
-    """``||v||_ord`` (``ord > 0``) with the largest ``|v_i|`` factored out, as LAPACK's ``dnrm2`` scales: no overflow
-    or underflow in between (``np.linalg.norm([1e200, 1e200])`` overflowed to inf with a RuntimeWarning), inf only
-    if the norm itself exceeds the float range, NaN for a NaN entry."""
-    a = np.abs(np.asarray(v, dtype=np.float64))
-    m = float(a.max())
-    if ord == math.inf or not 0.0 < m < math.inf:
-        return m
-    return m * float(np.linalg.norm(a / m, ord=ord))  # (a Python float product: inf on overflow, silently)
-
-
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """``a @ b``, inf (not a RuntimeWarning) where it overflows; the caller judges it."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(a @ b)
-
-
 def _takes(func: Callable, name: str) -> bool:
     """Whether ``func`` has a parameter called ``name`` (False for callables without a signature)."""
     try:
@@ -413,19 +396,13 @@ class _NonlinearCG(_Method):
         """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new, False)``; ``(x_new, f_new, g_new, True)``, the
         lowest trial point, when ``f`` fell throughout the bracketing phase (unbounded below along ``p``); or
         None when no step satisfies the conditions."""
-        d0 = _dot(g, p)
-        if not math.isfinite(d0):
-            # g . p overflowed (|g| ~ 1e200: the slope was -inf, every sufficient-decrease bound -inf, and the
-            # search failed as "precision loss"). Search along the same direction scaled to unit max-norm: the step
-            # lengths change, the points tried do not depend on p's length otherwise.
-            p = p / float(np.abs(p).max())
-            d0 = _dot(g, p)
+        d0 = float(g @ p)
         def f_limit_of(a):
             return f + self.c1 * a * d0
 
         # SciPy's first trial: the minimiser of the quadratic with slope phi'(0) whose decrease equals the last
         # step's (before the first step, as if it had decreased f by ||g|| / 2), at most 1.
-        f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * _norm(g)
+        f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * float(np.linalg.norm(g))
         a1 = min(1.0, 1.01 * 2.0 * (f - f_prev) / d0) if d0 < 0 else 1.0
         a1 = a1 if a1 > 0 else 1.0
 
@@ -433,7 +410,7 @@ class _NonlinearCG(_Method):
             xa = x + (a * p).astype(x.dtype)
             fa, ga = problem.value_and_grad(xa)
             ok = math.isfinite(fa) and bool(np.all(np.isfinite(ga)))
-            return xa, (fa if ok else math.inf), ga, (_dot(ga, p) if ok else math.nan)
+            return xa, (fa if ok else math.inf), ga, (float(ga @ p) if ok else math.nan)
 
         tries = 0
 
@@ -483,9 +460,7 @@ class _NonlinearCG(_Method):
     def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
         g64 = g.astype(np.float64)
         p = self.p
-        # (a p that overflowed, beta p beyond the float range, is no direction either: restart)
-        if (p is None or self.since_restart >= self.restart or not np.all(np.isfinite(p))
-                or not _dot(g64, p) < 0):
+        if p is None or self.since_restart >= self.restart or not float(g64 @ p) < 0:
             p, self.since_restart = -g64, 0
         found = self._search(x, self.f, g64, p, problem)
         if found is None and self.since_restart > 0:  # restart along steepest descent
@@ -499,11 +474,7 @@ class _NonlinearCG(_Method):
             self.evaluated = (f_new, g_new)
             return Status.UNBOUNDED
         g_new64 = g_new.astype(np.float64)
-        # PR+ with both gradients divided by max|g| (> 0: g = 0 met gtol), so that g . g cannot overflow (inf / inf
-        # was NaN) for gradients near 1e200; a beta that is still not finite restarts along -g_new.
-        s = float(np.abs(g64).max())
-        beta = _dot(g_new64 / s, (g_new64 - g64) / s) / _dot(g64 / s, g64 / s)
-        beta = max(0.0, beta) if math.isfinite(beta) else 0.0
+        beta = max(0.0, float(g_new64 @ (g_new64 - g64)) / float(g64 @ g64))
         self.p = -g_new64 + beta * p
         self.since_restart += 1
         self.f_prev = self.f
@@ -662,7 +633,7 @@ def minimize(
     pass_result = callback is not None and _wants_result(callback)
     if not np.all(np.isfinite(g)):
         status, why = Status.DIVERGED, _X0_GRADIENT
-    elif _norm(g, opts["norm"]) <= opts["gtol"]:
+    elif np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
         status = Status.GTOL
     while status is None:
         if nit >= opts["maxiter"]:
@@ -702,7 +673,7 @@ def minimize(
                 break
         if status is not None:  # a stop that came with its step (CG: f unbounded below), counted above
             break
-        if _norm(g, opts["norm"]) <= opts["gtol"]:
+        if np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
             status = Status.GTOL
         elif opts["ftol"] > 0 and abs(f_prev - f) <= opts["ftol"] * max(abs(f_prev), abs(f), 1.0):
             status = Status.FTOL
