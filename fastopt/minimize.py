@@ -45,10 +45,6 @@ class Status(IntEnum):
     #: ``n eps max(|lambda|_max, alpha)`` in size (a relative test: scaling ``f`` changes nothing)
     SINGULAR = 4
     LINE_SEARCH = 5  #: CG: no step along the steepest-descent direction satisfies the strong Wolfe conditions
-    #: CG: ``f`` kept falling along the search direction at every trial step of one line search (each step
-    #: longer than the last, up to ``MAX_TRIES`` of them): ``f`` appears unbounded below. The lowest trial point
-    #: is taken as the last iterate.
-    UNBOUNDED = 6
     CALLBACK = 99  #: ``callback`` raised ``StopIteration`` (SciPy's code)
 
 
@@ -246,8 +242,6 @@ class _Problem:
 
 
 _X0_GRADIENT = "the gradient at x0 is not finite"
-# Stops that a step reports together with the step it took: the iterate moves, then the run stops.
-_STEP_TAKEN = (Status.UNBOUNDED,)
 
 
 class _Method:
@@ -364,10 +358,7 @@ class _NonlinearCG(_Method):
     3.5 (bracketing, extrapolating the trial step by cubic interpolation within ten times the last) and 3.6 (zoom by
     safeguarded cubic interpolation), with SciPy's ``CG`` constants ``c1 = 1e-4``, ``c2 = 0.4`` and its first trial
     step, ``min(1, 2.02 (f - f_prev) / phi'(0))``. If no step along ``p`` satisfies the conditions, CG restarts
-    along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss"). If instead
-    the bracketing phase spends all its trials with ``f`` still falling (sufficient decrease and a negative slope at
-    every, ever longer, step), ``f`` appears unbounded below along ``p``: CG moves to the lowest trial point and
-    stops with ``Status.UNBOUNDED``.
+    along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss").
     """
 
     MAX_TRIES = 30  # trial steps per line search (bracketing and zoom together)
@@ -390,12 +381,9 @@ class _NonlinearCG(_Method):
         self.f = self.f_prev = math.nan  # set by minimize: f(x) before each step
         self.since_restart = 0
         self.evaluated: tuple[float, np.ndarray] | None = None
-        self.unbounded_step = math.nan  # the step length of the last search that found f falling throughout
 
     def _search(self, x, f, g, p, problem):
-        """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new, False)``; ``(x_new, f_new, g_new, True)``, the
-        lowest trial point, when ``f`` fell throughout the bracketing phase (unbounded below along ``p``); or
-        None when no step satisfies the conditions."""
+        """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new)``, or None."""
         d0 = float(g @ p)
         def f_limit_of(a):
             return f + self.c1 * a * d0
@@ -430,7 +418,7 @@ class _NonlinearCG(_Method):
                     hi, fhi, dhi = a, fa, da
                 else:
                     if abs(da) <= -self.c2 * d0:
-                        return xa, fa, ga, False
+                        return xa, fa, ga
                     if da * (hi - lo) >= 0:
                         hi, fhi, dhi = lo, flo, dlo
                     lo, flo, dlo = a, fa, da
@@ -444,7 +432,7 @@ class _NonlinearCG(_Method):
             if fa > f_limit_of(a) or (a_prev > 0 and fa >= f_prev_a):
                 return zoom(a_prev, f_prev_a, d_prev, a, fa, da)
             if abs(da) <= -self.c2 * d0:
-                return xa, fa, ga, False
+                return xa, fa, ga
             if da >= 0:
                 return zoom(a, fa, da, a_prev, f_prev_a, d_prev)
             # Still descending: extrapolate by the cubic through the last two trials (exact on a quadratic),
@@ -452,10 +440,7 @@ class _NonlinearCG(_Method):
             nxt = _cubic_min(a_prev, f_prev_a, d_prev, a, fa, da)
             a_prev, f_prev_a, d_prev = a, fa, da
             a = min(max(nxt, 1.1 * a), 10.0 * a) if math.isfinite(nxt) else 2.0 * a
-        # Every trial decreased f sufficiently and f still fell at the last, longest one: no bracket, because f
-        # appears unbounded below along p (this is no precision loss). The last trial is the lowest point seen.
-        self.unbounded_step = a_prev
-        return xa, fa, ga, True
+        return None
 
     def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
         g64 = g.astype(np.float64)
@@ -468,11 +453,7 @@ class _NonlinearCG(_Method):
             found = self._search(x, self.f, g64, p, problem)
         if found is None:
             return Status.LINE_SEARCH
-        x_new, f_new, g_new, unbounded = found
-        if unbounded:  # take the lowest point and stop: minimize counts the step, then reports the status
-            x[:] = x_new
-            self.evaluated = (f_new, g_new)
-            return Status.UNBOUNDED
+        x_new, f_new, g_new = found
         g_new64 = g_new.astype(np.float64)
         beta = max(0.0, float(g_new64 @ (g_new64 - g64)) / float(g64 @ g64))
         self.p = -g_new64 + beta * p
@@ -642,7 +623,7 @@ def minimize(
         x_new = x.copy()
         step.f = f  # read by the line search of CG; harmless for the other steps
         status = step(x_new, g, nit + 1, problem)
-        if status is not None and status not in _STEP_TAKEN:
+        if status is not None:
             why = "the Hessian is not finite" if status == Status.DIVERGED else ""
             break
         if not np.all(np.isfinite(x_new)):
@@ -671,8 +652,6 @@ def minimize(
             except StopIteration:
                 status = Status.CALLBACK
                 break
-        if status is not None:  # a stop that came with its step (CG: f unbounded below), counted above
-            break
         if np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
             status = Status.GTOL
         elif opts["ftol"] > 0 and abs(f_prev - f) <= opts["ftol"] * max(abs(f_prev), abs(f), 1.0):
@@ -684,10 +663,6 @@ def minimize(
         message = f"Diverged at iteration {nit + 1}: {why}; {kind.divergence_hint}."
     elif status == Status.SINGULAR:
         message = f"The Newton system is singular at iteration {nit + 1}; set options['alpha'] > 0."
-    elif status == Status.UNBOUNDED:
-        message = (f"f appears unbounded below: it kept decreasing along the search direction at every trial step "
-                   f"of the line search of iteration {nit}, up to a step length of {step.unbounded_step:.3g} "
-                   f"(f = {f:.6g}); the lowest point is returned.")
     elif status == Status.LINE_SEARCH:
         message = ("Desired error not necessarily achieved: no step along the steepest-descent direction satisfies "
                    f"the strong Wolfe conditions at iteration {nit + 1} (precision loss).")
