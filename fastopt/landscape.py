@@ -119,6 +119,17 @@ def _value(fun: Callable, x: np.ndarray, args: tuple) -> float:
     return value
 
 
+def _given_value(f0) -> float:
+    """A caller's ``f0 = fun(x)`` as a finite float, else a clear error naming it."""
+    zero_d = isinstance(f0, np.ndarray) and f0.ndim == 0 and f0.dtype.kind in "iuf"
+    if isinstance(f0, (bool, np.bool_)) or not (isinstance(f0, Real) or zero_d):
+        raise TypeError(f"f0 must be a real number (the value fun(x)), got {type(f0).__name__}: {f0!r:.40}")
+    value = real_scalar(f0, "f0")  # (an integer beyond float's range is inf, as real_scalar takes it)
+    if not np.isfinite(value):
+        raise NonFiniteError(f"f0 = {value} is not finite; the differences need a finite fun(x)")
+    return value
+
+
 def _jacobian(jac: Callable, x: np.ndarray, args: tuple) -> np.ndarray:
     """``jac(x)`` as a finite float64 vector of ``x``'s length, else a clear error."""
     g = real_array(jac(x, *args), x.shape, "jac").astype(np.float64)
@@ -158,7 +169,8 @@ def gradient(
     scheme : {"3-point", "2-point"}
         Central differences (``2n`` evaluations, error O(h**2)) or forward differences (``n``, error O(h)).
     f0 : float, optional
-        ``fun(x)``, if already known (saves one evaluation of the 2-point scheme).
+        ``fun(x)``, if already known (saves one evaluation of the 2-point scheme): a finite real number (a
+        ``TypeError`` otherwise, or a :class:`NonFiniteError` for NaN or inf, as ``fun`` returning it would be).
 
     Returns
     -------
@@ -176,7 +188,9 @@ def gradient(
         raise ValueError(f"scheme must be '2-point' or '3-point', got {scheme!r}")
     central = scheme == "3-point"
     h = _steps(x, 1 / 3 if central else 1 / 2)
-    if not central and f0 is None:
+    if f0 is not None:  # (NaN gave a NaN gradient silently, a string a raw TypeError from the subtraction)
+        f0 = _given_value(f0)
+    elif not central:
         f0 = _value(fun, x, args)
     g = np.empty(x.shape, dtype=np.float64)
     for i in range(x.size):

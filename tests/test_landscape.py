@@ -359,3 +359,21 @@ def test_the_cubics_inflection_is_a_saddle_wherever_the_root_finder_stops(bounds
     for seed in range(40):
         kinds = {p.kind for p in landscape.find_critical_points(cubic.fun, bounds, seed=seed)}
         assert kinds == {"saddle"}, (seed, kinds)
+
+
+@pytest.mark.parametrize("f0, error, match", [
+    (np.nan, landscape.NonFiniteError, "f0 = nan is not finite"),  # (a NaN gradient, silently)
+    (np.inf, landscape.NonFiniteError, "f0 = inf is not finite"),
+    pytest.param(10**400, landscape.NonFiniteError, "f0 = inf is not finite", id="10**400"),
+    ("a", TypeError, "f0 must be a real number"),  # (a raw TypeError from the subtraction)
+    (True, TypeError, "f0 must be a real number"),
+    ([1.0], TypeError, "f0 must be a real number"),
+    (1j, TypeError, "f0 must be a real number"),
+])
+def test_a_given_f0_must_be_a_finite_real_number(f0, error, match):
+    for scheme in ("2-point", "3-point"):
+        with pytest.raises(error, match=match):
+            landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme=scheme, f0=f0)
+    # a good one is used as fun(x): the same gradient as without it
+    g = landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point", f0=np.float32(2.0))
+    np.testing.assert_array_equal(g, landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point"))
