@@ -1,6 +1,7 @@
 """Shared test set-up: tests run against the *installed* fastopt, with reproducible hypothesis runs."""
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -14,6 +15,12 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=60)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# A run started as a background job (`pytest &` in a non-interactive shell, as a CI step may start it) inherits
+# SIGINT ignored, so Python installs no KeyboardInterrupt handler, and the Ctrl-C tests (in this process, and in
+# children, which keep an ignored signal across exec) would send it to no one: restore the interactive default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DATA = pathlib.Path(__file__).resolve().parent / "data"
