@@ -786,7 +786,7 @@ def test_concurrent_absolute_error_fits_leave_the_filters_alone():
     assert list(warnings.filters) == before
 
 
-def test_fits_run_under_a_callers_raising_floating_point_settings():
+def test_fits_run_under_a_callers_raising_floating_point_settings(tmp_path):
     # np.seterr(all="raise") is a common debugging setting: the first robust fit_stream of a process raised
     # FloatingPointError (underflow in ldexp) building its cached histogram edges, which reach the subnormals by
     # design. A fresh process, so that no cache was filled before the setting.
@@ -813,5 +813,7 @@ for solver in ("normal", "lsqr", "sgd", "adam"):
 assert np.geterr()["under"] == "raise"
 print("ok")
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # (outside the checkout: `python -c` puts the working directory first on sys.path, and the checkout's fastopt/
+    # is the unbuilt source, which would shadow the installed package)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
