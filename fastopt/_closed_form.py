@@ -1574,7 +1574,8 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     return _result(params, state, V / scale[:, None], path, rcond, rank)
 
 
-def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> FitResult:
+def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False,
+           null_pass: Callable[[np.ndarray], float] | None = None) -> FitResult:
     """Solve from merged statistics: Cholesky when well-conditioned, else the ``R`` factor (QR or SVD path).
 
     Parameters
@@ -1585,6 +1586,9 @@ def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> F
     rescaled : bool, default=False
         The statistics are of data the caller rescaled (the in-memory fit's retry): a column with no spread and a
         tiny mean is then taken as constant rather than as underflow.
+    null_pass : callable, optional
+        A pass over the rows (:func:`pivoted`'s): where Cholesky is rejected and there is no ``R``, the pivoted path
+        is tried with it before the eigensolve.
 
     Returns
     -------
@@ -1610,6 +1614,8 @@ def finish(params: dict, state: ClosedFormState, *, rescaled: bool = False) -> F
         if result is not None:
             return result
         if state.r is None:
+            if null_pass is not None and (result := pivoted(params, state, null_pass)) is not None:
+                return result
             _warn_eigh(rcond)
             return _solve_eigh(params, state)
     return _solve_r(params, state)
@@ -1771,11 +1777,14 @@ class _ClosedForm(Solver):
             # The pivoted path as fit takes it, its null space confirmed on this call's rows (all the rows so far),
             # so later calls go on from its certificate (pivoted_after). One-hot CSR rows with an intercept took
             # the eigensolve, an IllConditionedWarning of a reciprocal condition of 1e-18, where fit names the rank.
-            if needs_qr(params, chunk):
-                result = pivoted_any(params, chunk, lambda Q: _null_pass_of(params, chunk, data, Q))
+            def null_pass(Q):
+                return _null_pass_of(params, chunk, data, Q)
+
+            if np.ndim(params["alpha"]) and needs_qr(params, chunk):  # (one alpha per target: passes shared)
+                result = pivoted_any(params, chunk, null_pass)
                 if result is not None:
                     return result
-            return finish(params, chunk)
+            return finish(params, chunk, null_pass=null_pass)  # (its one Cholesky decides)
         merged = merge_states(state, chunk)
         result = pivoted_after(params, state, merged, lambda Q: _null_pass_of(params, merged, data, Q))
         return finish(params, merged) if result is None else result
