@@ -100,26 +100,41 @@ def _per_sample_loss(R, loss, epsilon):
     return 0.5 * R * R
 
 
+def _row_blocks(rows: np.ndarray, n: int, step: int):
+    """Blocks of ``step`` of the sorted, unique ``rows`` of ``n``: slices where they are all rows (read in place,
+    not gathered), else index arrays."""
+    every = rows.shape[0] == n
+    for start in range(0, rows.shape[0], step):
+        yield slice(start, start + step) if every else rows[start : start + step]
+
+
+def residual_blocks(data, rows, p):
+    """``(r, R)`` for each block ``r`` of ``rows`` (:func:`_row_blocks`): ``R`` the residuals ``X_r W^T + b - Y_r``
+    in float64 of the parameter vector ``p`` (weights, then intercepts), a block's temporaries within
+    :func:`block_rows`."""
+    d, k = data.X.shape[1], data.Y.shape[1]
+    W = p[: k * d].reshape(k, d).astype(np.float64)
+    for r in _row_blocks(rows, data.Y.shape[0], block_rows(d)):
+        R = -data.Y[r].astype(np.float64)
+        R += rows_times(data.X[r], W)
+        if p.shape[0] > k * d:
+            R += p[k * d :]
+        yield r, R
+
+
 def mean_loss(data, rows, sw, p, loss, epsilon) -> float:
     """Weighted mean over ``rows`` of the per-sample loss (summed over targets) at parameters ``p``.
 
     ``p`` is the parameter vector (weights, then intercepts), or None for the all-zero model, which needs no
     pass over ``X``. ``sw`` are the normalised weights or None.
     """
-    d, k = data.X.shape[1], data.Y.shape[1]
     total = 0.0
-    # rows is sorted and unique; all of them (no validation split) are read by slices, not gathered.
-    every = rows.shape[0] == data.Y.shape[0]
-    step = block_rows(d) if p is not None else CHUNK_ROWS
-    for start in range(0, rows.shape[0], step):
-        r = slice(start, start + step) if every else rows[start : start + step]
-        if p is None:  # every loss is even, so the residuals -y may be taken as y
-            R = data.Y[r].astype(np.float64, copy=False)
-        else:
-            R = -data.Y[r].astype(np.float64)
-            R += rows_times(data.X[r], p[: k * d].reshape(k, d).astype(np.float64))
-            if p.shape[0] > k * d:
-                R += p[k * d :]
+    if p is None:  # every loss is even, so the residuals -y may be taken as y
+        blocks = ((r, data.Y[r].astype(np.float64, copy=False))
+                  for r in _row_blocks(rows, data.Y.shape[0], CHUNK_ROWS))
+    else:
+        blocks = residual_blocks(data, rows, p)
+    for r, R in blocks:
         # NumPy's sums, not a BLAS dot: a threaded BLAS call costs milliseconds here when the cores are busy.
         if loss == Loss.SQUARED_ERROR:  # one pass, no temporaries
             total += 0.5 * float(np.einsum("ij,ij->", R, R) if sw is None else np.einsum("ij,ij,i->", R, R, sw[r]))
