@@ -39,18 +39,27 @@ __all__ = [
 ]
 
 # Default tolerances of classify_critical_point, in units of the dtype's machine epsilon (see its docstring).
-# A central-difference gradient is good to about eps**(2/3) of the scale of f: critical means 1000 times that.
+# A central-difference gradient's truncation is about eps**(2/3) at unit scale: critical means 1000 times that,
+# plus _ROUNDING_MARGIN times the differences' own error measured at the point (f's own evaluation may err by a
+# few ulps beyond the rounding bound eps max|f| / h).
 _GTOL_FACTOR = 1e3
+_ROUNDING_MARGIN = 10.0
+# A difference whose values move by at most _NOISE_MARGIN times their rounding is retaken with _STEP_GROWTH
+# times its step (_differences, _second_differences): its rounding then errs by at most 1 / _NOISE_MARGIN of it.
+_NOISE_MARGIN = 1e2
+_STEP_GROWTH = 4.0
 MAX_STARTS = 2**20  # find_critical_points' starts: each a root finding (2**40 asked 16 TiB of Sobol points)
 # Eigenvalues within these of zero count as zero (classify_critical_point's eig_tol). Differences of an exact
 # gradient err by about eps**(2/3) of the Hessian's scale: 100 times that. Second differences of f: 4 times
-# their error, estimated at the point (_second_difference_error), and never less than the former. An exact
+# their truncation plus their rounding, estimated at the point (_second_difference_error), twice the curvature
+# a point's distance from a critical point may make (_EIG_POSITION_MARGIN), and never less than the former. An exact
 # Hessian is off only by rounding and by how far x is from the exact critical point (root finding leaves
 # about sqrt(eps)), hence 0.01 sqrt(eps).
 _EIG_RTOL_JAC = 1e2
 _EIG_SAFETY = 4.0
 _EIG_RTOL_POSITION = 1e2
 _EIG_RTOL_EXACT = 1e-2
+_EIG_POSITION_MARGIN = 2.0
 
 
 def _point(x: np.ndarray | Sequence[float] | float) -> np.ndarray:
@@ -153,6 +162,54 @@ def _steps(x: np.ndarray, power: float) -> np.ndarray:
     return ((x + h) - x).astype(x.dtype)
 
 
+def _grown(x: np.ndarray, i: int, h: float) -> float:
+    """``h`` times ``_STEP_GROWTH``, rounded as :func:`_steps` rounds (``x[i] + h`` exact)."""
+    return float(((x[i] + _STEP_GROWTH * h) - x[i]).astype(x.dtype))
+
+
+def _noise_bound(x: np.ndarray, i: int) -> float:
+    """The largest step a difference along ``x[i]`` grows to while its values' rounding swamps it:
+    ``eps**(1/8) max(1, |x_i|)`` (1.1e-2 in float64), the radius :func:`_probe_null_directions` keeps local."""
+    return float(np.finfo(x.dtype).eps ** (1 / 8) * max(1.0, abs(float(x[i]))))
+
+
+def _differences(fun, x: np.ndarray, args: tuple, central: bool, f0: float | None, h: np.ndarray | None = None):
+    """First differences of ``fun`` at ``x``: the gradient, the steps taken and the largest ``|f|`` read.
+
+    The steps start at :func:`_steps`'. A central difference whose values hardly move, ``max |f(x +- h e_i) -
+    f(x)|`` at most ``_NOISE_MARGIN`` times their rounding (``eps max |f|``), is retaken with ``_STEP_GROWTH``
+    times the step, up to :func:`_noise_bound`: a constant added to ``f`` adds rounding, not variation (see
+    :func:`gradient`). A forward difference keeps its step: balanced at ``sqrt(eps)``, its values move by about their
+    rounding at a critical point by design. Given steps ``h`` are kept as they are.
+    """
+    eps = float(np.finfo(x.dtype).eps)
+    adapt = central and h is None
+    h = _steps(x, 1 / 3 if central else 1 / 2) if h is None else np.array(h, dtype=x.dtype)
+    if f0 is None:  # (the central scheme's too: it measures how far its values move)
+        f0 = _value(fun, x, args)
+    f_max = abs(f0)
+    g = np.empty(x.shape, dtype=np.float64)
+    for i in range(x.size):
+        while True:
+            e = np.zeros_like(x)
+            e[i] = h[i]
+            fp = _value(fun, x + e, args)
+            if not central:
+                f_max = max(f_max, abs(fp))
+                g[i] = (fp - f0) / h[i]
+                break
+            fm = _value(fun, x - e, args)
+            f_max = max(f_max, abs(fp), abs(fm))
+            g[i] = (fp - fm) / (2 * h[i])
+            noise = eps * max(abs(f0), abs(fp), abs(fm))
+            wider = _grown(x, i, h[i])
+            swamped = noise > 0 and max(abs(fp - f0), abs(fm - f0)) <= _NOISE_MARGIN * noise
+            if not (adapt and swamped) or wider > _noise_bound(x, i):
+                break
+            h[i] = wider
+    return g, h, f_max
+
+
 def gradient(
     fun: Callable[..., float], x: np.ndarray, *, args: tuple = (), scheme: str = "3-point", f0: float | None = None
 ) -> np.ndarray:
@@ -167,10 +224,11 @@ def gradient(
     args : tuple
         Extra arguments for ``fun``.
     scheme : {"3-point", "2-point"}
-        Central differences (``2n`` evaluations, error O(h**2)) or forward differences (``n``, error O(h)).
+        Central differences (``2n + 1`` evaluations, or more where steps grow: see Notes; error O(h**2)) or
+        forward differences (``n + 1``, error O(h)).
     f0 : float, optional
-        ``fun(x)``, if already known (saves one evaluation of the 2-point scheme): a finite real number (a
-        ``TypeError`` otherwise, or a :class:`NonFiniteError` for NaN or inf, as ``fun`` returning it would be).
+        ``fun(x)``, if already known (saves one evaluation): a finite real number (a ``TypeError`` otherwise, or
+        a :class:`NonFiniteError` for NaN or inf, as ``fun`` returning it would be).
 
     Returns
     -------
@@ -181,26 +239,20 @@ def gradient(
     The steps balance truncation against rounding. A forward difference errs by ``h |f''| / 2`` plus
     ``2 eps |f| / h``, smallest at ``h ~ sqrt(eps)``; a central one by ``h**2 |f'''| / 6`` plus ``eps |f| / h``,
     smallest at ``h ~ eps**(1/3)``. Both are scaled by ``max(1, |x_i|)`` so that the step is relative for large
-    coordinates and absolute near zero.
+    coordinates and absolute near zero. Those balances take ``|f|`` to be about the size of its derivatives; a
+    large constant in ``f`` adds rounding but no variation. So a central difference whose values
+    ``f(x +- h e_i)`` differ from ``f(x)`` by at most 100 times their rounding (``eps max |f|``) is retaken with
+    4 times the step, up to ``eps**(1/8) max(1, |x_i|)`` (1.1e-2 in float64): at ``1e9 + (x - 3)**2`` the slope
+    0.002 at 3.001 came out 0.0033 with the step ``eps**(1/3) max(1, |x|)``, 0.001999 with the grown one. A
+    forward difference keeps its step (balanced at ``sqrt(eps)``, its values move by about their rounding at a
+    critical point by design).
     """
     x = _point(x)
     if scheme not in ("2-point", "3-point"):
         raise ValueError(f"scheme must be '2-point' or '3-point', got {scheme!r}")
-    central = scheme == "3-point"
-    h = _steps(x, 1 / 3 if central else 1 / 2)
     if f0 is not None:  # (NaN gave a NaN gradient silently, a string a raw TypeError from the subtraction)
         f0 = _given_value(f0)
-    elif not central:
-        f0 = _value(fun, x, args)
-    g = np.empty(x.shape, dtype=np.float64)
-    for i in range(x.size):
-        e = np.zeros_like(x)
-        e[i] = h[i]
-        if central:
-            g[i] = (_value(fun, x + e, args) - _value(fun, x - e, args)) / (2 * h[i])
-        else:
-            g[i] = (_value(fun, x + e, args) - f0) / h[i]
-    return g.astype(x.dtype)
+    return _differences(fun, x, args, scheme == "3-point", f0)[0].astype(x.dtype)
 
 
 def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = None, args: tuple = ()) -> np.ndarray:
@@ -226,7 +278,10 @@ def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = 
     -----
     A second difference errs by ``h**2 |f''''| / 12`` plus ``4 eps |f| / h**2``, smallest at ``h ~ eps**(1/4)``
     (about 1.2e-4 in float64), which leaves an error near ``sqrt(eps)`` relative to the scale of ``f``. Mixed
-    partials use the four-point formula ``(f(++) - f(+-) - f(-+) + f(--)) / (4 h_i h_j)``.
+    partials use the four-point formula ``(f(++) - f(+-) - f(-+) + f(--)) / (4 h_i h_j)``. As in
+    :func:`gradient`, a diagonal difference that moves by at most 100 times its values' rounding
+    (``4 eps max |f|``, a large constant in ``f``) is retaken with 4 times the step, up to
+    ``eps**(1/8) max(1, |x_i|)``: the curvature 2 of ``1e9 + (x - 3)**2`` came out 1.78, now 2.
     """
     x = _point(x)
     n = x.size
@@ -242,12 +297,20 @@ def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = 
     return _second_differences(fun, x, args, _steps(x, 1 / 4))[0]
 
 
-def _second_differences(fun, x: np.ndarray, args: tuple, h: np.ndarray) -> tuple[np.ndarray, float]:
-    """The second-difference Hessian of ``fun`` at ``x`` with steps ``h``, and the largest ``|f|`` it read (the
-    scale of its rounding error)."""
+def _second_differences(fun, x: np.ndarray, args: tuple, h: np.ndarray,
+                        adapt: bool = True) -> tuple[np.ndarray, float, np.ndarray]:
+    """The second-difference Hessian of ``fun`` at ``x`` from steps ``h``, the largest ``|f|`` it read (the
+    scale of its rounding error) and the steps it took.
+
+    With ``adapt``, a diagonal difference ``f(x + h e_i) - 2 f(x) + f(x - h e_i)`` of at most ``_NOISE_MARGIN``
+    times its values' rounding (``4 eps max |f|``) is retaken with ``_STEP_GROWTH`` times the step, up to
+    :func:`_noise_bound`, as :func:`_differences` does (``1e9 + (x - 3)**2``: 1.78 for the curvature 2 at the
+    step ``eps**(1/4)``); the mixed partials use the steps so found.
+    """
     n = x.size
     H = np.empty((n, n))
     f_max = 0.0
+    eps = float(np.finfo(x.dtype).eps)
 
     def value(p):
         nonlocal f_max
@@ -256,16 +319,28 @@ def _second_differences(fun, x: np.ndarray, args: tuple, h: np.ndarray) -> tuple
         return v
 
     f0 = value(x)
-    eye = np.diag(h).astype(x.dtype)
+    h = np.array(h, dtype=x.dtype)
     for i in range(n):
-        H[i, i] = (value(x + eye[i]) - 2 * f0 + value(x - eye[i])) / h[i] ** 2
+        while True:
+            e = np.zeros_like(x)
+            e[i] = h[i]
+            fp, fm = value(x + e), value(x - e)
+            d = fp - 2 * f0 + fm
+            noise = 4 * eps * max(abs(f0), abs(fp), abs(fm))
+            wider = _grown(x, i, h[i]) if adapt else np.inf
+            if not (noise > 0 and abs(d) <= _NOISE_MARGIN * noise) or wider > _noise_bound(x, i):
+                break
+            h[i] = wider
+        H[i, i] = d / h[i] ** 2
         for j in range(i):
-            pp = value(x + eye[i] + eye[j])
-            pm = value(x + eye[i] - eye[j])
-            mp = value(x - eye[i] + eye[j])
-            mm = value(x - eye[i] - eye[j])
+            ei, ej = np.zeros_like(x), np.zeros_like(x)
+            ei[i], ej[j] = h[i], h[j]
+            pp = value(x + ei + ej)
+            pm = value(x + ei - ej)
+            mp = value(x - ei + ej)
+            mm = value(x - ei - ej)
             H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * h[i] * h[j])
-    return H, f_max
+    return H, f_max, h
 
 
 def _finite(H: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -282,24 +357,27 @@ def _hessian_at(fun, x, jac, hess, args) -> tuple[np.ndarray, bool]:
     return _finite(hessian(fun, x, jac=jac, args=args), x), False
 
 
-def _second_difference_error(fun, x: np.ndarray, args: tuple, H: np.ndarray, h: np.ndarray, f_max: float) -> float:
-    """An estimate of how far the eigenvalues of ``H``, second differences of ``fun`` with steps ``h`` that read
-    values up to ``f_max`` in size, may be from the exact Hessian's.
+def _second_difference_error(fun, x: np.ndarray, args: tuple, H: np.ndarray, h: np.ndarray,
+                             f_max: float) -> tuple[float, float]:
+    """Estimates of how far the eigenvalues of ``H``, second differences of ``fun`` with steps ``h`` that read
+    values up to ``f_max`` in size, may be from the exact Hessian's: its truncation and its rounding.
 
     By Weyl's inequality no eigenvalue moves by more than the spectral norm of the error, which has two parts.
     Truncation, ``c h**2`` per entry (``h**2 f'''' / 12`` on the diagonal) with ``c`` unknown, is measured: the
-    differences with steps ``h / 2`` err by ``c h**2 / 4``, so ``4/3 (H(h) - H(h/2))`` is ``H(h)``'s truncation
-    (``x[1]**4`` at 0 has ``H(h)[1, 1] = 2 h**2``, all truncation, and this gives exactly that). Rounding: each
-    value carries about ``eps |f|``, so an entry errs by up to ``4 eps f_max / h**2`` and the matrix by ``n``
-    times that; beside a curvature ``lambda`` the values read are about ``lambda h**2``, so this is
-    ``eps lambda``, not ``sqrt(eps) lambda``.
+    differences with steps ``2 h`` err by ``4 c h**2``, so ``(H(2h) - H(h)) / 3`` is ``H(h)``'s truncation
+    (``x[1]**4`` at 0 has ``H(h)[1, 1] = 2 h**2``, all truncation, and this gives exactly that). Steps ``h / 2``
+    measured it as well, but their rounding, four times ``H(h)``'s, swamped it beside a large constant in ``f``
+    (Rosenbrock's minimum plus 1e6 was "degenerate": 0.12 for its eigenvalue 0.4, which ``H(h)`` gets to 6e-7).
+    Rounding, a bound: each value carries about ``eps |f|``, so an entry errs by up to ``4 eps f_max / h**2``
+    and the matrix by ``n`` times that; beside a curvature ``lambda`` the values read are about
+    ``lambda h**2``, so this is ``eps lambda``, not ``sqrt(eps) lambda``.
     """
-    half = ((x + h / 2) - x).astype(x.dtype)
-    H_half, f_max_half = _second_differences(fun, x, args, half)
-    truncation = 4 / 3 * float(np.linalg.norm(_finite(H_half, x) - H, 2))
+    double = ((x + 2 * h) - x).astype(x.dtype)
+    H_double, f_max_double, _ = _second_differences(fun, x, args, double, adapt=False)
+    truncation = float(np.linalg.norm(_finite(H_double, x) - H, 2)) / 3
     eps = np.finfo(x.dtype).eps
-    rounding = 4 * x.size * eps * max(f_max, f_max_half) / float(np.min(h)) ** 2
-    return truncation + rounding
+    rounding = 4 * x.size * float(eps) * max(f_max, f_max_double) / float(np.min(h)) ** 2
+    return truncation, rounding
 
 
 @dataclass(frozen=True, eq=False)
@@ -376,25 +454,30 @@ def classify_critical_point(
         Extra arguments for ``fun``, ``jac`` and ``hess``.
     gtol : float, optional
         ``x`` counts as critical when the gradient norm is at most ``gtol``. Default, for a finite-difference
-        gradient, ``1000 eps**(2/3) max(1, |fun(x)|) max(1, |x|_inf)**2`` (3.6e-8 in float64, 2.4e-2 in float32
-        at unit scale, ``eps`` of ``x``'s dtype): a central difference with step ``eps**(1/3) max(1, |x|_inf)`` is
-        good to about ``eps**(2/3)`` of ``|f|`` and of ``|x|**2`` times the third derivative (without the factor,
-        Rosenbrock's minimum moved to ``(11, 11)`` was "noncritical"). With ``jac``, whose values carry no error
-        from ``|f|``, ``1000 eps**(2/3) max(1, |lambda|_max) max(1, |x|_inf)``: the gradient a point within the
-        root's precision of a critical point has (``lambda`` the Hessian's eigenvalues).
+        gradient, ``1000 eps**(2/3) max(1, |x|_inf)**2`` (3.7e-8 in float64, 2.4e-2 in float32 at unit scale,
+        ``eps`` of ``x``'s dtype; a central difference with step ``eps**(1/3) max(1, |x|_inf)`` errs by about
+        ``|x|**2`` times the third derivative times ``eps**(2/3)``: without the factor, Rosenbrock's minimum moved
+        to ``(11, 11)`` was "noncritical"), plus 10 times the differences' own error at ``x``: their truncation,
+        measured by repeating them with half the steps (``2n`` more calls of ``fun``), and their rounding,
+        ``eps max|f| / min(h)`` for the steps ``h`` taken (:func:`gradient` grows them where a constant in ``f``
+        swamps the differences). With ``jac``, whose values carry no error from ``|f|``,
+        ``1000 eps**(2/3) max(1, |lambda|_max) max(1, |x|_inf)``: the gradient a point within the root's precision
+        of a critical point has (``lambda`` the Hessian's eigenvalues).
     eig_tol : float, optional
         Eigenvalues with ``|lambda| <= eig_tol`` count as zero. Default ``0.01 sqrt(eps) max(1, |lambda|_max)``
         for an exact ``hess``; ``100 eps**(2/3) max(1, |lambda|_max)`` for differences of ``jac`` (their error
-        is about ``eps**(2/3)`` of the gradient's scale). For second differences of ``fun`` (steps ``h``), the
-        largest of that, ``100 sqrt(eps) max(1, |f(x)|)`` (1.5e-6 in float64 at unit scale: ``x`` is a root
-        finder's, and along a degenerate direction the curvature moves with its distance from the critical
-        point), and 4 times the differences' own error, estimated at ``x`` (``2n**2 + 1`` more calls of ``fun``): the
-        truncation measured by repeating them with steps ``h / 2``, ``4/3 ||H(h) - H(h/2)||_2``, plus the
-        rounding, ``4 n eps max|f| / min(h)**2`` over the values read. Beside a curvature ``lambda`` those values
+        is about ``eps**(2/3)`` of the gradient's scale). For second differences of ``fun`` (steps ``h``, grown
+        as the gradient's are), the largest of that; ``100 sqrt(eps)`` (1.5e-6 in float64); ``2 sqrt(2 c g)``,
+        ``c`` the third derivatives' size measured from the gradient's truncation and ``g`` a bound on the
+        gradient (extrapolated from the two steps): a point of gradient ``g`` lies near a critical point of the
+        same curvature sign only if ``lambda**2 > 2 c g``, else perhaps near an inflection; and 4 times the
+        differences' truncation plus their rounding, estimated at ``x`` (``2n**2 + 1`` more calls of ``fun``): the
+        truncation measured by repeating them with steps ``2 h``, ``||H(2h) - H(h)||_2 / 3``, the rounding
+        bounded by ``4 n eps max|f| / min(h)**2`` over the values read. Beside a curvature ``lambda`` those values
         are about ``lambda h**2``, so rounding costs about ``eps lambda``: ``1e6 x**2 + y**2`` at 0 is a minimum,
         as with ``jac``, while the ``y`` curvature of ``x**2 + y**4``, ``2 h**2`` and all truncation, stays zero.
-        Only this last default depends on ``f``'s size (through ``max|f|``, about ``sqrt(eps) |f|`` at unit
-        scale): adding a constant to ``f`` changes no other classification.
+        A constant added to ``f`` enters only through the rounding terms, which the grown steps keep small:
+        ``1e9 + (x - 3)**2`` has its minimum at 3, as without the constant.
 
     Returns
     -------
@@ -412,21 +495,40 @@ def classify_critical_point(
     x = _point(x).copy()  # (the result's x was the caller's array, changed with it)
     gtol, eig_tol = _tolerance("gtol", gtol), _tolerance("eig_tol", eig_tol)
     f0 = _value(fun, x, args)
-    g = _jacobian(jac, x, args) if jac is not None else gradient(fun, x, args=args)
+    eps = float(np.finfo(x.dtype).eps)
+    if jac is not None:
+        g = _jacobian(jac, x, args)
+    else:  # (its steps and the values read set the rounding gtol allows)
+        g, h_g, f_max_g = _differences(fun, x, args, True, f0)
+        g = g.astype(x.dtype)
+        # the gradient's rounding error, eps max|f| / h; eps**(2/3) at unit scale
+        g_rounding = eps * max(1.0, f_max_g) / float(np.min(h_g))
+        # its truncation, c h**2 (the differences with steps h / 2 err by a quarter of it), and so the third
+        # derivatives' size, c ~ f''' / 6
+        g_half = _differences(fun, x, args, True, f0, ((x + h_g / 2) - x).astype(x.dtype))[0]
+        t = 4 / 3 * (g.astype(np.float64) - g_half)
+        g_truncation = float(np.linalg.norm(t))
+        third = 6 * float(np.linalg.norm(t / h_g.astype(np.float64) ** 2))
+        # the gradient's bound after Richardson's extrapolation (g - t, whose rounding is 3 times g's)
+        g_bound = float(np.linalg.norm(g.astype(np.float64) - t)) + 3 * g_rounding
     gnorm = float(np.linalg.norm(g))
     if jac is None and hess is None:  # second differences: their steps and the values read set eig_tol
         h = _steps(x, 1 / 4)
-        H, f_max = _second_differences(fun, x, args, h)
+        H, f_max, h = _second_differences(fun, x, args, h)
         H, exact = _finite(H, x), False
     else:
         H, exact = _hessian_at(fun, x, jac, hess, args)
     lam, vecs = np.linalg.eigh(H)
-    eps = np.finfo(x.dtype).eps
     size = max(1.0, float(np.max(np.abs(x))))
     curvature = max(1.0, float(np.max(np.abs(lam))))
     if gtol is None:
-        if jac is None:  # the step grows with |x|, its truncation error with its square (module's gradient)
-            gtol = _GTOL_FACTOR * eps ** (2 / 3) * max(1.0, abs(f0)) * size**2
+        if jac is None:
+            # The differences' own error at x, measured: truncation, h**2 |f'''| / 6, estimated from steps h / 2,
+            # and rounding, eps max|f| / h (a bound: a margin of a few ulps of f's own evaluation), for the steps h
+            # taken (grown where a constant in f swamps the differences: :func:`gradient`); never below the
+            # unit-scale truncation, 1000 eps**(2/3) max(1, |x|)**2. The former 1000 eps**(2/3) max(1, |f|) |x|**2
+            # took f's size for its derivatives': 3.7e4 at 1e9 + (x - 3)**2, where every point was "critical".
+            gtol = _GTOL_FACTOR * eps ** (2 / 3) * size**2 + _ROUNDING_MARGIN * (g_truncation + g_rounding)
         else:
             # An exact gradient carries no error from f's size: a constant added to f made a point of gradient
             # norm 2.2 "critical" (gtol 3.7 at f = 1e8). Near a critical point |g| ~ |H| |dx|, dx the roots' own
@@ -444,14 +546,23 @@ def classify_critical_point(
             # margin is for higher-order terms), but never finer than differences of an exact gradient resolve.
             # 100 sqrt(eps) max(1, |lambda|_max, |f|) took their error beside a large curvature for sqrt(eps)
             # |lambda|_max: 1e6 x^2 + y^2 at 0 was "degenerate" (eig_tol 3 beside the eigenvalue 2, which the
-            # differences get to 1e-9), though condition_number gave 1e6. And never below sqrt(eps) at f's own
-            # scale (the former tolerance without |lambda|_max): x comes from a root finder, and along a degenerate
+            # differences get to 1e-9), though condition_number gave 1e6. And never below 100 sqrt(eps) (the
+            # former tolerance at unit scale, it grew with |f|): x comes from a root finder, and along a degenerate
             # direction a third derivative moves the curvature with x's distance from the critical point, which no
             # difference at x measures (the cubic's inflection, found at x = -6.7e-10, had the eigenvalue -4e-9
-            # and was called a maximum on 6 of 40 seeds of find_critical_points).
+            # and was called a maximum on 6 of 40 seeds of find_critical_points). Nor below what that distance
+            # makes of it: along a direction of curvature lambda and third derivative c, a point of gradient g has
+            # a critical point of the same curvature's sign nearby only if lambda**2 > 2 c g (the model
+            # g + lambda t + c t**2 / 2 has a root there); else its nearest may be an inflection. So eigenvalues
+            # up to 2 sqrt(2 c g) count as zero, with c measured (the gradient's truncation) and g bounded by
+            # the extrapolated gradient. Beside a large constant in f the differences' steps grow, and with them
+            # what counts as critical: at 1e6 + x**3 points up to 0.01 from the inflection pass gtol, and their
+            # curvatures of +-0.01 made "minima" and "maxima" of them.
+            truncation, rounding = _second_difference_error(fun, x, args, H, h, f_max)
             eig_tol = max(_EIG_RTOL_JAC * eps ** (2 / 3) * curvature,
-                          _EIG_RTOL_POSITION * np.sqrt(eps) * max(1.0, abs(f0)),
-                          _EIG_SAFETY * _second_difference_error(fun, x, args, H, h, f_max))
+                          _EIG_RTOL_POSITION * np.sqrt(eps),
+                          _EIG_POSITION_MARGIN * math.sqrt(2 * third * g_bound),
+                          _EIG_SAFETY * truncation + rounding)
     pos, neg = lam > eig_tol, lam < -eig_tol
 
     def result(kind: str, reason: str) -> CriticalPoint:
@@ -576,9 +687,14 @@ def condition_number(
     Gradient descent needs about ``condition_number`` steps per e-fold of error on a quadratic: the learning rate
     is capped by the steepest direction (``lr < 2 / lambda_max``) and the flattest one then moves by
     ``lr * lambda_min`` of its error per step.
+
+    Singular means singular in float64: ``min |lambda| <= n eps max |lambda|``, the tolerance of
+    ``numpy.linalg.matrix_rank``. (The eigenvalues of an exactly singular Hessian come out as rounding, about
+    ``eps max |lambda|``, not 0: ``[[0.1, 0.3], [0.3, 0.9]]`` gave 7.2e16.)
     """
     lam = np.abs(_hessian_eigenvalues(fun, x, jac, hess, args))
-    return float(lam.max() / lam.min()) if lam.min() > 0 else float("inf")
+    singular = lam.min() <= lam.size * np.finfo(np.float64).eps * lam.max()
+    return float("inf") if singular else float(lam.max() / lam.min())
 
 
 def max_stable_learning_rate(

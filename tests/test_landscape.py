@@ -377,3 +377,45 @@ def test_a_given_f0_must_be_a_finite_real_number(f0, error, match):
     # a good one is used as fun(x): the same gradient as without it
     g = landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point", f0=np.float32(2.0))
     np.testing.assert_array_equal(g, landscape.gradient(lambda x: float(x @ x), np.ones(2), scheme="2-point"))
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+def test_a_large_constant_in_f_leaves_the_diagnostics_as_they_were(offset):
+    # The differences' steps assumed |f| about its derivatives' size: a constant added to f added rounding but no
+    # variation. 1e9 + (x - 3)**2 had the curvature 1.78, condition_number inf on two coordinates, its minimum
+    # "degenerate" and every point of [-5, 5] "critical" (gtol 3.7e4, from |f|); at 1e6 the minima were
+    # "degenerate" (eig_tol 1.5, from |f|).
+    quad = lambda x: float(0.5 * (x[0] ** 2 + 2 * x[1] ** 2)) + offset  # noqa: E731
+    assert landscape.condition_number(quad, np.zeros(2)) == pytest.approx(2.0, rel=1e-2)
+    assert landscape.max_stable_learning_rate(quad, np.zeros(2)) == pytest.approx(1.0, rel=1e-2)
+    assert landscape.classify_critical_point(quad, np.zeros(2)).kind == "minimum"
+    shifted = lambda x: offset + float((x[0] - 3) ** 2)  # noqa: E731
+    assert landscape.hessian(shifted, [3.0])[0, 0] == pytest.approx(2.0, rel=1e-2)
+    assert landscape.gradient(shifted, [3.001])[0] == pytest.approx(0.002, rel=1e-2)
+    points = landscape.find_critical_points(shifted, [(-5.0, 5.0)], n_starts=16)
+    assert [p.kind for p in points] == ["minimum"] and abs(points[0].x[0] - 3) < 1e-3
+    assert landscape.classify_critical_point(shifted, [2.5]).kind == "noncritical"
+    rosen = lambda x: offset + float((1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)  # noqa: E731
+    if offset == 1e6:  # (at 1e9 its smaller eigenvalue, 0.4, is below what the rounding resolves: "degenerate")
+        assert landscape.classify_critical_point(rosen, np.ones(2)).kind == "minimum"
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+def test_an_inflection_beside_a_large_constant_is_no_extremum(offset):
+    # 1e9 + x**3 had 60 "saddles" over [-2, 2] (gtol from |f|). The grown steps let points up to 0.01 from 0 pass
+    # as critical, and their curvatures (+-0.01) must not make "minima" and "maxima" of them: a curvature that
+    # close to an inflection counts as zero. At 1e9 the probes cannot see x**3 beside the rounding: "degenerate".
+    cubic = lambda x: offset + float(x[0] ** 3)  # noqa: E731
+    points = landscape.find_critical_points(cubic, [(-2.0, 2.0)], n_starts=64)
+    kinds = {"saddle"} if offset == 1e6 else {"saddle", "degenerate"}
+    assert points and all(p.kind in kinds for p in points) and all(abs(p.x[0]) < 0.02 for p in points)
+    assert landscape.classify_critical_point(cubic, [0.0]).kind in kinds
+
+
+def test_a_hessian_singular_to_rounding_has_an_infinite_condition_number():
+    # the eigenvalues of an exactly singular Hessian come out as rounding: 7.2e16 where it is singular
+    H = np.array([[0.1, 0.3], [0.3, 0.9]])
+    assert landscape.condition_number(lambda x: 0.5 * x @ H @ x, np.zeros(2), hess=lambda x: H) == np.inf
+    assert landscape.condition_number(lambda x: 0.5 * x @ H @ x, np.zeros(2)) == np.inf
+    near = np.diag([1.0, 1e-12])  # (singular only well beyond rounding: finite)
+    assert landscape.condition_number(lambda x: 0.5 * x @ near @ x, np.zeros(2), hess=lambda x: near) == 1e12
