@@ -332,6 +332,44 @@ class _Newton(_Method):
         return None
 
 
+# Beyond these the squares of a vector's entries leave float64's normal range (1e-308 to 1e308).
+_SQUARE_SAFE = (1e-150, 1e150)
+
+
+def _scale(*vectors: np.ndarray) -> float:
+    """The largest ``|entry|`` of ``vectors`` if squares of it would overflow or underflow, else 1.0 (no scaling,
+    the same bits), and 0.0 when every entry is 0."""
+    a = max(float(np.max(np.abs(v))) if v.size else 0.0 for v in vectors)
+    if a == 0.0:
+        return 0.0
+    return a if math.isfinite(a) and not _SQUARE_SAFE[0] < a < _SQUARE_SAFE[1] else 1.0
+
+
+def _norm(v: np.ndarray, ord=None) -> float:
+    """``np.linalg.norm(v, ord)`` without overflow: gradients near 1e200 had the 2-norm inf, with NumPy's warning
+    (the stopping test read it as not converged, which was right by luck)."""
+    a = _scale(v)
+    return float(np.linalg.norm(v, ord=ord)) if a in (0.0, 1.0) else a * float(np.linalg.norm(v / a, ord=ord))
+
+
+def _unit_scaled(p: np.ndarray) -> np.ndarray:
+    """``p``, divided by its largest ``|entry|`` where squares of that leave float64's range: a line search
+    along ``p`` for a gradient near 1e200 had ``phi'(0) = g . p`` overflow to -inf, and no step met its
+    sufficient decrease (CG stopped at ``x0``). Unchanged otherwise (the same bits)."""
+    a = _scale(p)
+    return p if a in (0.0, 1.0) else p / a
+
+
+def _dot(u: np.ndarray, v: np.ndarray) -> float:
+    """``u @ v`` without overflow in its terms: inf only where the value itself is beyond float64."""
+    a, b = _scale(u), _scale(v)
+    if a == 0.0 or b == 0.0:
+        return 0.0
+    if a == 1.0 and b == 1.0:
+        return float(u @ v)
+    return a * b * float((u / a) @ (v / b))  # (Python floats: a product beyond range is inf, without a warning)
+
+
 def _cubic_min(a, fa, da, b, fb, db) -> float:
     """Minimiser of the cubic interpolating ``f`` and ``f'`` at ``a`` and ``b`` (Nocedal & Wright eq. 3.59),
     or NaN when it does not exist (Python floats: a zero denominator, as along a linear or concave stretch, raised
@@ -357,8 +395,10 @@ class _NonlinearCG(_Method):
     N&W Thm. 5.7, but not quite for PR+). The step length comes from the strong-Wolfe line search of N&W Algorithms
     3.5 (bracketing, extrapolating the trial step by cubic interpolation within ten times the last) and 3.6 (zoom by
     safeguarded cubic interpolation), with SciPy's ``CG`` constants ``c1 = 1e-4``, ``c2 = 0.4`` and its first trial
-    step, ``min(1, 2.02 (f - f_prev) / phi'(0))``. If no step along ``p`` satisfies the conditions, CG restarts
-    along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss").
+    step, ``min(1, 2.02 (f - f_prev) / phi'(0))``. A search whose ``MAX_TRIES`` trials meet the sufficient decrease
+    but never the curvature condition (``f`` still falling at its longest step, as where it is unbounded below)
+    takes the lowest of them, as SciPy's ``CG`` goes on down. If no step along ``p`` decreases ``f`` enough, CG
+    restarts along ``-g``; if that fails too, it stops with ``Status.LINE_SEARCH`` (SciPy's "precision loss").
     """
 
     MAX_TRIES = 30  # trial steps per line search (bracketing and zoom together)
@@ -384,21 +424,27 @@ class _NonlinearCG(_Method):
 
     def _search(self, x, f, g, p, problem):
         """A strong-Wolfe step along ``p``: ``(x_new, f_new, g_new)``, or None."""
-        d0 = float(g @ p)
+        d0 = _dot(g, p)
         def f_limit_of(a):
             return f + self.c1 * a * d0
 
         # SciPy's first trial: the minimiser of the quadratic with slope phi'(0) whose decrease equals the last
         # step's (before the first step, as if it had decreased f by ||g|| / 2), at most 1.
-        f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * float(np.linalg.norm(g))
+        f_prev = self.f_prev if math.isfinite(self.f_prev) else f + 0.5 * _norm(g)
         a1 = min(1.0, 1.01 * 2.0 * (f - f_prev) / d0) if d0 < 0 else 1.0
         a1 = a1 if a1 > 0 else 1.0
+
+        # The lowest trial with sufficient decrease, taken when no trial meets the curvature condition within
+        # MAX_TRIES: f still falling at the longest step (unbounded below, -x - y; x**3 from 1) left x where it was.
+        best: list = [None, f]
 
         def phi(a):
             xa = x + (a * p).astype(x.dtype)
             fa, ga = problem.value_and_grad(xa)
             ok = math.isfinite(fa) and bool(np.all(np.isfinite(ga)))
-            return xa, (fa if ok else math.inf), ga, (float(ga @ p) if ok else math.nan)
+            if ok and fa <= f_limit_of(a) and fa < best[1]:
+                best[:] = [(xa, fa, ga), fa]
+            return xa, (fa if ok else math.inf), ga, (_dot(ga.astype(np.float64), p) if ok else math.nan)
 
         tries = 0
 
@@ -411,7 +457,7 @@ class _NonlinearCG(_Method):
                 if not (math.isfinite(a) and min(lo, hi) + 0.1 * width <= a <= max(lo, hi) - 0.1 * width):
                     a = lo + 0.5 * (hi - lo)
                 if a == lo or a == hi:
-                    return None  # the bracket has shrunk to rounding
+                    return best[0]  # the bracket has shrunk to rounding
                 tries += 1
                 xa, fa, ga, da = phi(a)
                 if fa > f_limit_of(a) or fa >= flo:
@@ -422,7 +468,7 @@ class _NonlinearCG(_Method):
                     if da * (hi - lo) >= 0:
                         hi, fhi, dhi = lo, flo, dlo
                     lo, flo, dlo = a, fa, da
-            return None
+            return best[0]
 
         a_prev, f_prev_a, d_prev = 0.0, f, d0
         a = a1
@@ -440,22 +486,24 @@ class _NonlinearCG(_Method):
             nxt = _cubic_min(a_prev, f_prev_a, d_prev, a, fa, da)
             a_prev, f_prev_a, d_prev = a, fa, da
             a = min(max(nxt, 1.1 * a), 10.0 * a) if math.isfinite(nxt) else 2.0 * a
-        return None
+        return best[0]
 
     def __call__(self, x: np.ndarray, g: np.ndarray, t: int, problem: _Problem) -> Status | None:
         g64 = g.astype(np.float64)
         p = self.p
-        if p is None or self.since_restart >= self.restart or not float(g64 @ p) < 0:
+        if p is None or self.since_restart >= self.restart or not _dot(g64, p) < 0:
             p, self.since_restart = -g64, 0
-        found = self._search(x, self.f, g64, p, problem)
+        found = self._search(x, self.f, g64, _unit_scaled(p), problem)
         if found is None and self.since_restart > 0:  # restart along steepest descent
             p, self.since_restart = -g64, 0
-            found = self._search(x, self.f, g64, p, problem)
+            found = self._search(x, self.f, g64, _unit_scaled(p), problem)
         if found is None:
             return Status.LINE_SEARCH
         x_new, f_new, g_new = found
         g_new64 = g_new.astype(np.float64)
-        beta = max(0.0, float(g_new64 @ (g_new64 - g64)) / float(g64 @ g64))
+        a = _scale(g64, g_new64)  # (scaled alike: g_new - g overflowed where both neared 1e308)
+        u, v = (g64, g_new64) if a in (0.0, 1.0) else (g64 / a, g_new64 / a)
+        beta = max(0.0, float(v @ (v - u)) / float(u @ u))
         self.p = -g_new64 + beta * p
         self.since_restart += 1
         self.f_prev = self.f
@@ -614,7 +662,7 @@ def minimize(
     pass_result = callback is not None and _wants_result(callback)
     if not np.all(np.isfinite(g)):
         status, why = Status.DIVERGED, _X0_GRADIENT
-    elif np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
+    elif _norm(g, ord=opts["norm"]) <= opts["gtol"]:
         status = Status.GTOL
     while status is None:
         if nit >= opts["maxiter"]:
@@ -652,7 +700,7 @@ def minimize(
             except StopIteration:
                 status = Status.CALLBACK
                 break
-        if np.linalg.norm(g, ord=opts["norm"]) <= opts["gtol"]:
+        if _norm(g, ord=opts["norm"]) <= opts["gtol"]:
             status = Status.GTOL
         elif opts["ftol"] > 0 and abs(f_prev - f) <= opts["ftol"] * max(abs(f_prev), abs(f), 1.0):
             status = Status.FTOL

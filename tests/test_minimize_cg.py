@@ -1,4 +1,6 @@
 """fastopt.minimize(method="cg"): Polak-Ribiere+ nonlinear CG against scipy.optimize.minimize(method="CG")."""
+import warnings
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -93,5 +95,32 @@ def test_a_line_with_no_cubic_minimiser_extrapolates_instead_of_dividing_by_zero
     f = lambda x: float(np.sum(np.where(np.abs(x) <= 1, 0.5 * x**2, np.abs(x) - 0.5)))  # noqa: E731
     res = minimize(f, [10.0], jac=lambda x: np.clip(x, -1.0, 1.0), method="cg")
     assert res.success and res.status == Status.GTOL and abs(res.x[0]) < 1e-8
-    concave = minimize(lambda x: -x[0] ** 2, [1.0], jac=lambda x: -2 * x, method="cg")  # unbounded: no crash
-    assert not concave.success
+    with np.errstate(over="ignore"):  # (-x**2 overflows as the search follows it down)
+        concave = minimize(lambda x: -x[0] ** 2, [1.0], jac=lambda x: -2 * x, method="cg")  # unbounded: no crash
+    assert not concave.success and abs(concave.x[0]) > 1e100
+
+
+@pytest.mark.parametrize("case", ["linear", "cubic"])
+def test_a_function_unbounded_below_is_followed_down_not_left_at_x0(case):
+    # No step meets the curvature condition where f falls ever faster (or at a constant rate): the search ran out
+    # of trials and CG stopped at x0 with "precision loss" (SciPy's CG goes on down). It now takes the lowest
+    # trial of sufficient decrease it found.
+    if case == "linear":
+        res = minimize(lambda x: -x[0] - x[1], [0.0, 0.0], jac=lambda x: -np.ones(2), method="cg")
+        assert res.status == Status.MAXITER and res.fun < -1e6 and np.all(res.x > 1e5)
+    else:
+        with np.errstate(over="ignore"):  # (x**3 overflows as the search follows it down)
+            res = minimize(lambda x: x[0] ** 3, [1.0], jac=lambda x: 3 * x**2, method="cg")
+        assert not res.success and res.x[0] < -1e50 and res.nit > 1
+
+
+def test_a_gradient_near_1e200_takes_cg_steps_without_overflow():
+    # g . p overflowed to -inf: no step met the sufficient decrease and CG stopped at x0, after NumPy's overflow
+    # warning from the gradient's norm
+    c = 1e200
+    f = lambda x: c * float(np.sum(np.tanh(x) ** 2))  # noqa: E731
+    jac = lambda x: c * 2 * np.tanh(x) * (1 - np.tanh(x) ** 2)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = minimize(f, [0.5, -0.3], jac=jac, method="cg")
+    assert res.nit > 10 and np.all(np.abs(res.x) < 1e-50)
