@@ -228,6 +228,9 @@ class ChunkSource:
         self._at = chunks.iloc if self.indexable and hasattr(chunks, "iloc") else chunks
         self.one_shot = not callable(chunks) and iter(chunks) is chunks
         self.layouts: dict[int, tuple] = {}  # each chunk's (rows, columns, targets' shape) when first read
+        # the first chunk read with one target as (n,), and as (n, 1): kept as they come (rebuilt from layouts at
+        # every chunk, a read of 20,000 one-row chunks spent most of its 106 s there)
+        self.single: dict[tuple, int] = {}
         self.count: int | None = None  # chunks in a whole pass, once one ended
 
     def check_layout(self, index: int, where: str, X, y) -> None:
@@ -237,12 +240,13 @@ class ChunkSource:
         here = (_known(chunk_rows(X)), _known(X.shape[1]) if len(getattr(X, "shape", ())) > 1 else None,
                 None if y is None else tuple(_known(n) for n in np.shape(y)[1:]))
         first = self.layouts.setdefault(index, here)
+        if first is here and here[2] in ((), (1,)):
+            self.single.setdefault(here[2], index)
         # Every chunk's targets 1-D, or every chunk's 2-D: a stream mixing them gave coef_ the shape of the first
         # chunk visited, which the shuffled order (random_state) chose
         # (one target as (n,) and as (n, 1); other counts are refused as a wrong number of targets)
-        single = {i: layout[2] for i, layout in self.layouts.items() if layout[2] in ((), (1,))}
-        if here[2] in ((), (1,)) and len(set(single.values())) > 1:
-            other = next(i for i, targets in single.items() if targets != here[2])
+        if here[2] in ((), (1,)) and len(self.single) > 1:
+            other = next(i for targets, i in self.single.items() if targets != here[2])
             raise ValueError(
                 f"{where} has targets of shape {(here[0], *here[2])} but {self.where(other)} had targets of shape "
                 f"{(self.layouts[other][0], *self.layouts[other][2])}: every chunk's y must be 1-D, or every "
@@ -289,7 +293,17 @@ class ChunkSource:
             order = range(len(self.chunks)) if order is None else order
             return ((int(i), self._at[int(i)]) for i in order)
         chunks = self.chunks() if callable(self.chunks) else self.chunks
+        if isinstance(chunks, (str, bytes, Mapping)) or not isinstance(chunks, Iterable):
+            # (a bare "'int' object is not iterable" from enumerate named neither chunks nor the callable)
+            raise TypeError(
+                f"chunks is a callable, which must return an iterable of chunks; it returned "
+                f"{type(chunks).__name__}."
+            )
         return owned_items(chunks) if ahead else enumerate(chunks)
+
+    def item(self, index: int) -> Any:
+        """Chunk ``index`` of an indexable stream, as stored."""
+        return self._at[index]
 
     def where(self, index: int) -> str:
         """How errors name chunk ``index``: the chunks' own ``labels`` when they have them (Dask blocks)."""

@@ -40,6 +40,7 @@ from fastopt._chunks import (
     rows_weight,
     seeded_rng,
     stream_seed,
+    unpack,
     validation_fraction,
 )
 from fastopt._iterative_lr import (
@@ -254,8 +255,8 @@ def block_pass(carry: Carry | None, block: tuple, checker, spec: PassSpec, where
     train, val = chunk_split(spec.seed, index, data.X.shape[0], spec.fraction)
     if spec.unweighted is not None and data.sample_weight is not None:
         raise ValueError(
-            f"{where} has sample_weight but {spec.unweighted}, the first chunk read, has none, so the stream "
-            "was taken as unweighted; give every chunk weights (ones for unit weight) or none."
+            f"{where} has sample_weight but {spec.unweighted}, the stream's first chunk, has none, so the "
+            "stream was taken as unweighted; give every chunk weights (ones for unit weight) or none."
         )
     if data.sample_weight is None and spec.weight_mean is not None and spec.weight_mean != 1.0:
         data = replace(data, sample_weight=np.ones(data.X.shape[0], dtype=data.X.dtype))
@@ -563,28 +564,34 @@ class LocalPasses:
             total = part if total is None else merge_weights(total, part)
         return total
 
-    def _weights(self, data, train: np.ndarray, spec: PassSpec, where: str):
-        """``data`` ready for the stream's constant, which the first chunk read decides when no earlier pass
+    def _weights(self, data, train: np.ndarray, spec: PassSpec, where: str, index: int):
+        """``data`` ready for the stream's constant, which the stream's first chunk decides when no earlier pass
         totalled the weights: without weights, the stream is taken as unweighted (no extra read: a later chunk
         with weights is an error); with weights, one read of every chunk's weights totals them, except in a
         one-shot stream, which cannot be read twice and takes this chunk's mean. A chunk without weights in a
-        weighted stream gets explicit ones."""
+        weighted stream gets explicit ones. A sequence's first chunk is its chunk 0, read for its weights when
+        the pass starts elsewhere (the shuffled order's first chunk decided: the same chunks were refused or
+        taken depending on random_state)."""
         sw = data.sample_weight
         if self.weight_mean is None:
+            first_sw = sw
+            if self.indexable and index != 0:
+                first_sw = unpack(self.source.item(0), self.source.where(0))[2]
             if self.source.one_shot:
                 rows = f"{where} (a one-shot stream is normalised by its first chunk's mean weight)"
                 self.weight_mean = mean_weight(rows_weight(sw, train), rows)
-            elif sw is None:
-                self.weight_mean, self.unweighted = 1.0, where
+            elif first_sw is None:
+                self.weight_mean = 1.0
+                self.unweighted = self.source.where(0) if self.indexable else where
             else:
                 if not self.indexable:  # the read below may refill the buffers of this chunk (a callable's
                     # generators sharing them): sgd ended 3e-3 off in 10 of 10 such fits, silently
                     data = replace(data, X=data.X.copy(), Y=data.Y.copy(), sample_weight=sw.copy())
                 self.weight_mean = mean_weight(self.stream_weight(spec.seed, spec.fraction))
-        elif self.unweighted is not None and sw is not None:
+        if self.unweighted is not None and sw is not None:
             raise ValueError(
-                f"{where} has sample_weight but {self.unweighted}, the first chunk read, has none, so the stream "
-                "was taken as unweighted; give every chunk weights (ones for unit weight) or none."
+                f"{where} has sample_weight but {self.unweighted}, the stream's first chunk, has none, so the "
+                "stream was taken as unweighted; give every chunk weights (ones for unit weight) or none."
             )
         if sw is None and self.weight_mean != 1.0:
             data = replace(data, sample_weight=np.ones(data.X.shape[0], dtype=data.X.dtype))
@@ -597,7 +604,7 @@ class LocalPasses:
             self.reset = False
             train, val = chunk_split(spec.seed, index, data.X.shape[0], spec.fraction)
             if spec.stream:
-                data = self._weights(data, train, spec, where)
+                data = self._weights(data, train, spec, where, index)
                 spec = replace(spec, weight_mean=self.weight_mean)
             carry = chunk_pass(state, data, train, val, spec, where, index)
             if spec.epoch is not None:

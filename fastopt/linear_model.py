@@ -874,11 +874,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         stream's training rows, as ``fit`` divides them over all rows, so every chunk keeps its weight (an all-zero
         chunk adds no loss gradient, but, as rows of zero weight in ``fit``, it counts in that mean and its minibatches
         are steps);
-        the learning-rate sampling pass totals them, or else, when the first chunk read has weights, one read of the
-        chunks' weights before training; a chunk without weights has unit weights. Without the sampling pass (a numeric
-        ``learning_rate``, or a warm start), a stream whose first chunk has no weights is taken as unweighted without
-        that read (a later chunk with weights is then an error); a one-shot iterator divides by its first chunk's mean
-        weight (1 when it has none), so its later chunks' weights count at that scale. The closed form adds the chunks'
+        the learning-rate sampling pass totals them, or else, when the stream's first chunk has weights, one read of
+        the chunks' weights before training; a chunk without weights has unit weights. Without the sampling pass (a
+        numeric ``learning_rate``, or a warm start), a stream whose first chunk (a sequence's chunk 0, whatever the
+        shuffled order) has no weights is taken as unweighted without that read (a chunk with weights is then an
+        error); a one-shot iterator divides by its first chunk's mean weight (1 when it has none), so its later
+        chunks' weights count at that scale. The closed form adds the chunks'
         weighted statistics exactly. Under ``warm_start`` an iterative solver continues the earlier fit where a
         re-readable stream's first chunk (read once more) has its features, targets and precision, and starts cold
         otherwise; a one-shot stream's chunks are checked against the earlier fit's features.

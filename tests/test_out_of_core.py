@@ -543,7 +543,7 @@ def test_stream_weights_cost_no_read_without_weights(rng):
     assert count(unweighted, learning_rate=0.01) == 2  # the first chunk has no weights: nothing more is read
     assert count(weighted, learning_rate=0.01) == 3  # one read of the weights
     assert count(weighted) == 3  # learning_rate="auto": its sampling pass totals them
-    with pytest.raises(ValueError, match="chunk 1 has sample_weight but chunk 0, the first chunk read, has none"):
+    with pytest.raises(ValueError, match="chunk 1 has sample_weight but chunk 0, the stream's first chunk, has none"):
         count([unweighted[0], *weighted[1:]], learning_rate=0.01)
 
 
@@ -1104,3 +1104,61 @@ def test_a_warm_stream_on_shifted_targets_recentres_its_intercepts(monkeypatch, 
     kept = LinearRegressor(solver=solver, random_state=0, warm_start=True).fit_stream(chunks(y))
     kept.fit_stream(chunks(near))
     np.testing.assert_array_equal(moved.coef_, kept.coef_)
+
+
+def test_checking_a_chunk_reads_no_earlier_chunks_layouts():
+    # check_layout rebuilt a dict over every chunk seen so far for each chunk it checked: a pass over m chunks
+    # cost O(m**2) (20,000 one-row chunks: 106 s for one SGD epoch, 8.7 s now)
+    class Counting(dict):
+        scans = 0
+
+        def items(self):
+            Counting.scans += 1
+            return super().items()
+
+        def values(self):
+            Counting.scans += 1
+            return super().values()
+
+        def __iter__(self):
+            Counting.scans += 1
+            return super().__iter__()
+
+    X, y = np.zeros((1, 3)), np.zeros(1)
+    source = ChunkSource([(X, y)] * 50)
+    source.layouts = Counting()
+    for i in range(50):
+        source.check_layout(i, f"chunk {i}", X, y)
+    assert Counting.scans == 0
+    with pytest.raises(ValueError, match="chunk 50 has targets of shape .* but chunk 0 had targets of shape"):
+        source.check_layout(50, "chunk 50", X, y.reshape(-1, 1))
+
+
+@pytest.mark.parametrize("first_weighted", [False, True])
+def test_a_sequence_with_some_weighted_chunks_is_judged_by_its_first_chunk_whatever_the_order(first_weighted):
+    # The shuffled order's first chunk decided whether the stream was weighted: with chunk 0 unweighted, seeds
+    # 0-4 and 7 fitted (unit weights for it) and seeds 5, 6, 8-11 refused the same chunks
+    rng = np.random.default_rng(0)
+    X, y, w = rng.standard_normal((900, 3)), rng.standard_normal(900), rng.uniform(0.5, 2.0, 900)
+    chunks = [(X[i:i + 300], y[i:i + 300], w[i:i + 300]) for i in (0, 300, 600)]
+    if not first_weighted:
+        chunks[0] = chunks[0][:2]
+    else:
+        chunks[2] = chunks[2][:2]
+    outcomes = set()
+    for seed in range(12):
+        est = LinearRegressor("sgd", learning_rate=0.01, random_state=seed, max_epochs=2, tol=None)
+        try:
+            est.fit_stream(chunks)
+            outcomes.add("fitted")
+        except ValueError as exc:
+            assert "chunk 0, the stream's first chunk, has none" in str(exc)
+            outcomes.add("refused")
+    assert outcomes == ({"fitted"} if first_weighted else {"refused"})
+
+
+@pytest.mark.parametrize("returned", [5, {"a": 1}, "ab"])
+def test_a_callable_returning_no_iterable_of_chunks_is_named(returned):
+    # enumerate's bare "'int' object is not iterable" named neither chunks nor the callable
+    with pytest.raises(TypeError, match=f"must return an iterable of chunks; it returned {type(returned).__name__}"):
+        LinearRegressor().fit_stream(lambda: returned)
