@@ -46,6 +46,7 @@ from sklearn.utils.validation import _check_feature_names, _check_n_features, ch
 
 from fastopt import _chunks, _closed_form, _iterative_lr, _solvers, _sweeps
 from fastopt._result import Outcome
+from fastopt._validation import reject_foreign_sparse
 
 
 def _is_frame(a: Any) -> bool:
@@ -57,7 +58,9 @@ def _check_collection(name: str, a: Any, ndims: tuple[int, ...]) -> None:
     if isinstance(a, da.Array):
         if a.ndim not in ndims:
             raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions; got shape {a.shape}.")
-        if np.iscomplexobj(a._meta):
+        # (the blocks' type: pydata sparse blocks reached NumPy's __array_function__ error from iscomplexobj)
+        reject_foreign_sparse(name, a._meta)
+        if np.issubdtype(a.dtype, np.complexfloating):
             raise ValueError(f"{name} has a complex dtype; fastopt fits real-valued least squares only.")
     elif not _is_frame(a):
         raise TypeError(f"{name} is a {type(a).__name__}; expected a dask.array.Array or a Dask DataFrame/Series.")

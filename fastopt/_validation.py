@@ -231,6 +231,16 @@ def refuse_nonfinite_data(data: Data) -> None:
     refuse_nonfinite("X", data.X)
 
 
+def reject_foreign_sparse(name: str, a) -> None:
+    """A TypeError naming the conversion for pydata ``sparse`` arrays, which refuse ``np.asarray`` (their own
+    RuntimeError, "Cannot convert a sparse array to dense", named neither fastopt's input nor scipy.sparse)."""
+    if type(a).__module__.split(".")[0] == "sparse" and hasattr(a, "to_scipy_sparse"):
+        raise TypeError(
+            f"{name} is a pydata sparse {type(a).__name__}; fastopt takes scipy.sparse matrices and arrays: pass "
+            f"{name}.to_scipy_sparse() (or a Dask array's blocks converted so, with map_blocks)."
+        )
+
+
 def _reject_complex(name, a):
     # Read the dtype without calling NumPy functions on the object itself: array-likes that only offer
     # __array__ (as scikit-learn's checks pass) refuse __array_function__.
@@ -326,6 +336,8 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     Data
     """
     _reject_strings("X", X)
+    reject_foreign_sparse("X", X)
+    reject_foreign_sparse("y", y)
     _reject_complex("X", X)
     _reject_complex("y", y)
     original, sparse = X, is_sparse(X)
@@ -444,6 +456,7 @@ def check_predict_data(estimator, X) -> np.ndarray:
     checked are ``X``'s.
     """
     _reject_strings("X", X)
+    reject_foreign_sparse("X", X)
     _reject_complex("X", X)
     if is_sparse(X):
         _check_sparse_structure("X", X)

@@ -857,3 +857,22 @@ def test_predict_on_an_array_warns_of_the_missing_feature_names_once():
         "X does not have valid feature names, but LinearRegressor was fitted with feature names"]
     np.testing.assert_array_equal(pred, est.predict(df))
     assert est.feature_names_in_.tolist() == ["a", "b", "c"]  # (the blocks' copy lost them, not the estimator)
+
+
+def test_pydata_sparse_blocks_and_arrays_are_refused_naming_the_conversion():
+    # NumPy's "no implementation found for 'numpy.iscomplexobj' on types that implement __array_function__: [COO]"
+    # from the Dask check, and pydata's own RuntimeError in memory, named neither the input nor scipy.sparse
+    sparse = pytest.importorskip("sparse")
+    X = np.random.default_rng(0).random((200, 4))
+    y = X @ np.arange(4.0)
+    coo = sparse.COO.from_numpy(X)
+    with pytest.raises(TypeError, match=r"X is a pydata sparse COO; .* pass X.to_scipy_sparse\(\)"):
+        LinearRegressor().fit(da.from_array(coo, chunks=(50, 4)), y)
+    with pytest.raises(TypeError, match=r"X is a pydata sparse COO"):
+        LinearRegressor().fit(coo, y)
+    with pytest.raises(TypeError, match=r"chunk 0: X is a pydata sparse COO"):
+        LinearRegressor().fit_stream([(coo, y)])
+    with pytest.raises(TypeError, match=r"X is a pydata sparse COO"):
+        LinearRegressor().fit(X, y).predict(coo)
+    blocks = da.from_array(X, chunks=(50, 4)).map_blocks(lambda b: sparse.COO.from_numpy(b).to_scipy_sparse().tocsr())
+    np.testing.assert_allclose(LinearRegressor().fit(blocks, y).coef_, np.arange(4.0), atol=1e-10)
