@@ -134,6 +134,10 @@ SAMPLE_ROWS_PER_PARAMETER = 50
 # Smoothing stages of the absolute error, gamma decreasing tenfold from the median residual: enough to reach
 # 4 eps of the objective from any start.
 MAX_STAGES = 40
+# Huber thresholds below this (after tiny targets' scaling: _target_exponents) are refused (see _fits): the stop's
+# reference, sum s min(|r|, epsilon)^2 / 2, and the curvature test underflow as epsilon^2 nears 1e-308 (at 1e-170
+# the fit stopped at its least-squares start, silently; 1e-160 ended 2e-8 off; y of 1e100 beside 1e-140 fits).
+HUBER_MIN_EPSILON = 1e-150
 # The R factor's steps where Cholesky's cannot be trusted (see _newton); False: Cholesky's alone (A/B measurement).
 QR_FALLBACK = True
 # A stop whose Cholesky factor's reciprocal condition estimate is below this is confirmed by the R factor's steps
@@ -1915,6 +1919,13 @@ class NewtonSolver(Solver):
                 if lad:  # sum s |y - X w| scales by 2^-e, the ridge by 2^-2e: alpha takes 2^e, the same minimiser
                     alpha_j = math.ldexp(alpha_j, e)
                 start = None if init is None else (np.ldexp(init[0][j], -e), float(np.ldexp(init[1][j], -e)))
+            if params["loss"] == "huber" and eps_j < HUBER_MIN_EPSILON:
+                raise ValueError(
+                    f"epsilon={epsilon!r} is too small for solver='newton': below {HUBER_MIN_EPSILON:g} (in y's "
+                    "units; relative to y's size where y is tinier), where its square underflows. At such a threshold "
+                    "the Huber loss is epsilon times the absolute error (less a constant), whose minimiser "
+                    "loss='absolute_error' fits directly; use that, or a larger epsilon."
+                )
             if params["loss"] == "huber" and start is None and _sampled(n, d):
                 fit = huber_fit(X, y, s, alpha_j, params["fit_intercept"], eps_j, rtol, max_epochs(params))[0]
             else:

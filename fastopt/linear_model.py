@@ -228,7 +228,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Per-sample loss: ``(y_hat - y)^2 / 2``, ``|y_hat - y|``, or Huber with threshold ``epsilon``.
         Robust losses need ``solver="newton"`` or an iterative solver.
     epsilon : float, default=1.35
-        Huber threshold.
+        Huber threshold, in ``y``'s units. ``solver="newton"`` refuses one below 1e-150 (relative to ``y``'s size
+        where ``y`` is tinier), whose square underflows: there Huber is ``epsilon`` times the absolute error, less a
+        constant, and ``loss="absolute_error"`` fits its minimiser.
     learning_rate : float or "auto", default="auto"
         Base step size. ``"auto"`` derives it from ``L``, the largest eigenvalue of the loss Hessian found by
         power iteration on the data: ``b / (R^2 + (b - 1) L)`` for SGD (``1 / L`` for full batches), with

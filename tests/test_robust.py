@@ -1838,3 +1838,18 @@ def test_a_float32_fit_a_unit_off_beside_targets_of_1e9_names_the_precision():
         LinearRegressor(solver="adagrad", loss="huber", random_state=0).fit(X.astype(np.float32), y)
     plateau = [str(w.message) for w in caught if "stopped at a loss plateau" in str(w.message)]
     assert plateau and all("rounded to float32" in m for m in plateau)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-100])
+def test_a_huber_threshold_whose_square_underflows_is_refused(scale):
+    # epsilon = 1e-170: the stop's reference, sum s min(|r|, epsilon)^2 / 2, underflowed to 0 and the fit returned
+    # its least-squares start after one step, 2.8 times the minimum, silently (from 1e-170 to 1e-320)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = (X @ np.arange(1.0, 6.0) + 0.1 * rng.normal(size=300)) * scale
+    y[:5] += 1e5 * scale
+    with pytest.raises(ValueError, match="epsilon=.* is too small for solver='newton'.*loss='absolute_error'"):
+        LinearRegressor(loss="huber", epsilon=1e-170 * scale).fit(X, y)
+    lad = LinearRegressor(loss="absolute_error").fit(X, y)
+    near = LinearRegressor(loss="huber", epsilon=1e-140 * scale).fit(X, y)  # (its minimiser is the absolute error's)
+    np.testing.assert_allclose(near.coef_, lad.coef_, rtol=1e-9)
