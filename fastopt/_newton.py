@@ -70,10 +70,11 @@ optimality when they lie in ``[-s_i, s_i]`` (the subgradient condition). Without
 ``d + 1`` rows inside (a rank-deficient design, or a minimiser that is not unique) the system's two halves
 decouple and are solved by least squares, the fit nearest the current one (:func:`_underdetermined_limit`),
 under the same certificate. The fit ends with a certified exact minimiser, or when ``gamma`` is below
-``4 eps F`` (objective within that, relative).
+``4 eps F`` (objective within that, relative), or below the rounding of the residuals it separates.
 An exact linear program (``scipy.optimize.linprog(method="highs")``, as scikit-learn's ``QuantileRegressor``)
-was measured and not taken: it builds ``2n`` slack variables and took minutes where this takes seconds (see the
-README, "Robust regression").
+was measured as the method and not taken: it builds ``2n`` slack variables and took minutes where this takes
+seconds (see the README, "Robust regression"). It is the rescue of small problems without ridge whose smoothing
+ends without converging (:func:`_lad_linprog`, ``n (d + 1) <= LAD_LP_MAX_SIZE``), certified by its dual.
 
 Sparse (CSR) ``X``: every pass is SciPy's ``X @ w`` and ``X^T v``, and the Hessian's change (the rows that
 crossed the threshold, :func:`_crossed_hessian`) or rebuild (:func:`_inlier_hessian`) comes from those rows'
@@ -134,6 +135,13 @@ SAMPLE_ROWS_PER_PARAMETER = 50
 # Smoothing stages of the absolute error, gamma decreasing tenfold from the median residual: enough to reach
 # 4 eps of the objective from any start.
 MAX_STAGES = 40
+# Absolute error fits whose smoothing ends without converging are solved as a linear program (HiGHS, through
+# scipy.optimize.linprog: the formulation of scikit-learn's QuantileRegressor) when n * (d + 1) is at most this:
+# 200 x 150 takes 0.05 s, 2,000 x 50 0.7 s, 20,000 x 50 50 s (one thread, measured), so larger problems keep the
+# smoothing's best point and its warning. Rank-deficient designs nearly interpolated by their rows of weight
+# (hashed counts, 147 weighted rows for 151 parameters, gross outliers) left stages crawling up to 0.5% above.
+LAD_LP_MAX_SIZE = 300_000
+LAD_LP_RTOL = 1e-6  # (the fit counts as converged within this of the dual's bound: 8e-7 at most over 24 such fits)
 # Huber thresholds below this (after tiny targets' scaling: _target_exponents) are refused (see _fits): the stop's
 # reference, sum s min(|r|, epsilon)^2 / 2, and the curvature test underflow as epsilon^2 nears 1e-308 (at 1e-170
 # the fit stopped at its least-squares start, silently; 1e-160 ended 2e-8 off; y of 1e100 beside 1e-140 fits).
@@ -275,6 +283,19 @@ class _Problem:
                 q = np.asarray(self.X.multiply(self.X).T @ self.s, dtype=np.float64).ravel() / float(np.sum(self.s))
                 self._offset = np.flatnonzero(c * c > 16.0 * (q - c * c))
         return self._offset
+
+    def rounding_bound(self, w: np.ndarray, b: float) -> np.ndarray:
+        """Per row, the rounding a computed residual may carry, ``gamma_{d+2} (|x_i| . |w| + |b| + |y_i|)``
+        (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002, sec. 3.1), in one read of ``X``."""
+        aw = np.abs(np.asarray(w, dtype=np.float64))
+        if is_sparse(self.X):
+            xw = np.asarray(abs(self.X) @ aw, dtype=np.float64).ravel()
+        else:
+            xw = np.empty(self.n)
+            for i0 in range(0, self.n, self.block):
+                xw[i0 : i0 + self.block] = np.abs(self.X[i0 : i0 + self.block].astype(np.float64, copy=False)) @ aw
+        u = (self.d + 2) * EPS
+        return u / (1 - u) * (xw + abs(b) + np.abs(self.y))
 
     def abs_colsum(self) -> np.ndarray:
         """``sum_i s_i |x_ij|`` per column (float64), computed when first asked (one read of ``X``, blockwise:
@@ -1125,15 +1146,17 @@ def _median_abs_residual(prob: _Problem, r: np.ndarray) -> float:
     return float(np.median(a)) if a.size else 0.0
 
 
-def _median_unfitted(prob: _Problem, r: np.ndarray) -> float:
+def _median_unfitted(prob: _Problem, r: np.ndarray, rounding: np.ndarray | None = None) -> float:
     """The median absolute residual of the rows with weight that are not fitted exactly (``|r_i|`` above
     :meth:`_Problem.exact_tol`), 0 without any: the absolute error's scales. With ties
     (one-hot columns whose rows share targets, rows of zeros with target 0) most rows are fitted exactly and the
     median of all of them was rounding: the first smoothing threshold (5e-15) left the other rows outside it with
     no curvature, and the stop's reference (:func:`_lad_cap`, 3e-39) no decrement could meet; fits ended at
-    ``max_epochs`` up to 50% above the minimum."""
+    ``max_epochs`` up to 50% above the minimum. ``rounding``: per row, a larger bound to count within (the
+    residuals' own rounding, :meth:`_Problem.rounding_bound`)."""
     a = np.abs(r)
-    a = a[(prob.s > 0) & (a > prob.exact_tol())]
+    tol = prob.exact_tol() if rounding is None else np.maximum(prob.exact_tol(), rounding)
+    a = a[(prob.s > 0) & (a > tol)]
     return float(np.median(a)) if a.size else 0.0
 
 
@@ -1659,9 +1682,11 @@ def _underdetermined_limit(prob: _Problem, r: np.ndarray, gamma: float, rows: np
     return *_from_centred(prob, theta), -mu, rows  # (the sign of _exact_limit's)
 
 
-def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: float, max_iter: int, init=None) -> _Fit:
+def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: float, max_iter: int, init=None,
+                  rescue: bool = False) -> _Fit:
     """The least-absolute-deviation fit of one target by finite smoothing (see the module docstring); ``full``
-    holds its all-rows statistics."""
+    holds its all-rows statistics. ``rescue``: where the smoothing ends without converging, a small problem without
+    ridge is solved as a linear program (:func:`_lad_linprog`)."""
     w, b = _start(prob, full, init)
     if prob.fit_intercept:
         prob.constant = _closed_form.constant_columns(full)
@@ -1675,7 +1700,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
     # (one-hot columns whose rows share targets) the least-squares start fits many rows exactly, the median of
     # all rows was rounding (5e-15), every other row lay outside it with no curvature to move the coefficients
     # that only they determine, and the fit stopped at max_epochs 33% above the minimum.
-    gamma = _median_unfitted(prob, r)
+    gamma = _median_unfitted(prob, r, 2 * prob.rounding_bound(w, b))
     scale_ref = max(_dot(prob.s, np.abs(r)), np.finfo(float).tiny)
     if gamma <= 0:
         gamma = scale_ref
@@ -1744,6 +1769,18 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         """gamma at round-off of the objective with far residuals capped (_lad_reference)."""
         return gamma <= max(rtol, EPS) * _lad_reference(prob, r, w, best[0], _lad_cap(prob, r))
 
+    def below_residual_rounding(r, w, b) -> bool:
+        """The threshold is below the rounding of the residuals it separates: the median over the rows inside
+        it (the rows that fix the minimiser) of their residuals' own rounding, gamma_{d+2} (|x_i| . |w| + |b| +
+        |y_i|) (:meth:`_Problem.rounding_bound`, a read of X: asked only once gamma is below 1e-6 of the
+        objective), is at least gamma / 2, so no further stage can resolve them. Gross outliers beside
+        coefficients of 1e6 leave residuals rounded by 1e-7: stages below that went nowhere, and at the minimum
+        the fit warned. (Not the objective's own rounding: an outlier's |y| of 1e16 would stop every fit at 0.07.)"""
+        if not gamma <= 1e-6 * best[0]:
+            return False
+        inside = (prob.s > 0) & (np.abs(r) <= gamma)
+        return bool(inside.any()) and gamma <= 2 * float(np.median(prob.rounding_bound(w, b)[inside]))
+
     for _stage in range(MAX_STAGES):
         # A new threshold: most inliers leave, so the stage's first pass rebuilds the Hessian from the (about
         # ten times fewer) rows inside, which costs less than taking the others out.
@@ -1761,7 +1798,8 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             F_lad = _lad_objective(prob, r, w)
             # (only after a stage that ended: a first threshold at round-off had "converged" at the start, 33%
             # above the minimum, with no warning)
-            converged = (_stage > 0 and capped_round_off(r, w)) or _fitted_to_round_off(prob, r, w, b, F_lad)
+            converged = ((_stage > 0 and (capped_round_off(r, w) or below_residual_rounding(r, w, b)))
+                         or _fitted_to_round_off(prob, r, w, b, F_lad))
             if F_lad < best[0]:  # (converged or not: the best point seen is returned, warned if not converged)
                 best[:] = [F_lad, w, b]
             break
@@ -1785,7 +1823,7 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
         curve.append(best[0])
         # The objective is within gamma / 2 of the minimum: done when that is at round-off of the objective with
         # far residuals capped (_lad_reference, at most F: far outliers do not inflate it).
-        if gamma <= max(rtol, EPS) * best[0] and capped_round_off(r, w):
+        if (gamma <= max(rtol, EPS) * best[0] and capped_round_off(r, w)) or below_residual_rounding(r, w, b):
             converged = True
             break
         if "limit" in last and last["objective"] <= F_lad:
@@ -1796,8 +1834,64 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             wl, bl, _ = last["limit"]
             w, b = w + 0.9 * (wl - w), b + 0.9 * (bl - b)
         gamma *= 0.1
+    if rescue and not converged and prob.alpha == 0 and prob.n * (prob.d + 1) <= LAD_LP_MAX_SIZE:
+        exact = _lad_linprog(prob)
+        if exact is not None:
+            w_lp, b_lp, bound = exact
+            F_lp = _lad_objective(prob, prob.run(w_lp, b_lp, np.inf, hessian=False).r, w_lp)
+            if F_lp < best[0]:
+                best[:] = [F_lp, w_lp, b_lp]
+            # the dual's bound certifies the best point within LAD_LP_RTOL of the minimum
+            converged = best[0] <= bound + LAD_LP_RTOL * bound
+            curve.append(best[0])
     F, w, b = best
     return _minimum_norm(prob, _Fit(np.asarray(w, dtype=np.float64), float(b), F, iters, converged, curve or [F]))
+
+
+def _lad_linprog(prob: _Problem):
+    """The absolute error's minimiser ``(w, b)`` by linear programming (HiGHS, through ``scipy.optimize.linprog``),
+    with a lower bound on the minimum from the program's dual; None where HiGHS reports no optimum.
+
+    The program is posed on fitted values ``U z``, ``U`` an orthonormal basis of the span of ``[X, 1]`` (of ``X``
+    without intercept), the left singular vectors of the column-scaled design above ``1e-13`` of its largest
+    singular value: ``min sum s_i (u_i + v_i)`` subject to ``U z + u - v = y``, ``u, v >= 0`` (Koenker & Bassett,
+    1978). (On ``X`` itself HiGHS's tolerances, relative to columns like ``x**3`` of 1e10, let its optimum stand
+    0.16 above the minimum.) HiGHS meets the equations only to its tolerance, relative to ``y``'s scale (2e-5 of
+    fitted values beside outliers of 1e7, 1.3e-4 of the objective), so the coefficients ``U z`` maps to are moved,
+    least change, to fit exactly the rows its solution fits (``u_i = v_i = 0``), twice (2.5e-10 of the objective
+    above the dual's bound on hashed counts). Its duals ``lambda``, made orthogonal to ``U`` and scaled into
+    ``|lambda_i| <= s_i``, are feasible for the dual program, ``max y . lambda``, whose value bounds the minimum
+    from below. The coefficients solve ``[X, 1] (w, b) = U z`` through the same singular vectors (minimum norm
+    along exactly dependent columns). Dense: the caller keeps ``n (d + 1)`` small (``LAD_LP_MAX_SIZE``)."""
+    from scipy.optimize import linprog
+
+    rows = np.flatnonzero(prob.s > 0)  # (rows of no weight cost nothing: left out, they left z free along them)
+    n = rows.size
+    X = prob.X[rows].toarray() if is_sparse(prob.X) else np.asarray(prob.X)[rows]
+    A = np.column_stack([X.astype(np.float64), np.ones(n)]) if prob.fit_intercept else X.astype(np.float64)
+    y, s = prob.y[rows], prob.s[rows]
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1.0
+    U, sv, Vt = np.linalg.svd(A / scale, full_matrices=False)
+    k = int(np.count_nonzero(sv > 1e-13 * sv[0])) if sv.size else 0
+    U = U[:, :k]
+    eye = np.eye(n)
+    res = linprog(np.concatenate([np.zeros(k), s, s]), A_eq=np.hstack([U, eye, -eye]), b_eq=y,
+                  bounds=[(None, None)] * k + [(0, None)] * (2 * n), method="highs")
+    if res.status != 0 or res.x is None:
+        return None
+    z, u, v = res.x[:k], res.x[k:k + n], res.x[k + n:]
+    coef = (Vt[:k].T @ (z / sv[:k])) / scale  # (the kept directions' pseudo-inverse: A coef = U z)
+    fitted = (u <= 1e-12 * (1 + np.abs(y))) & (v <= 1e-12 * (1 + np.abs(y)))
+    for _ in range(2 if fitted.any() else 0):  # (least change, on A's own rows: through U it kept 1.4e-5)
+        coef = coef + np.linalg.lstsq(A[fitted], y[fitted] - A[fitted] @ coef, rcond=None)[0]
+    # dual feasible: U^T lambda = 0 (lambda less its projection on U's span), |lambda_i| <= s_i (scaled into the box)
+    lam = np.asarray(res.eqlin.marginals, dtype=np.float64)
+    lam = lam - U @ (U.T @ lam)
+    ratio = float(np.max(np.abs(lam) / s)) if lam.size else 0.0
+    bound = abs(float(y @ lam)) / max(1.0, ratio)
+    w, b = (coef[:-1], float(coef[-1])) if prob.fit_intercept else (coef, 0.0)
+    return w, b, bound
 
 
 def _target_state(every: _closed_form.ClosedFormState, j: int) -> _closed_form.ClosedFormState:
@@ -1937,7 +2031,9 @@ class NewtonSolver(Solver):
                 if not lad:
                     fit = huber_newton(prob, full, eps_j, rtol, max_epochs(params), start)[0]
                 else:
-                    fit = lad_smoothing(prob, full, rtol, max_epochs(params), start)
+                    # (the linear program's rescue within the solver's own budget, not under a smaller max_epochs)
+                    rescue = params["max_epochs"] == "auto" or max_epochs(params) >= max_epochs({"max_epochs": "auto"})
+                    fit = lad_smoothing(prob, full, rtol, max_epochs(params), start, rescue)
             if e:  # back to y's units (e < 0: nothing overflows), the objective by 2^e (absolute error) or 2^2e
                 f = e if lad else 2 * e
                 fit = _Fit(np.ldexp(fit.w, e), math.ldexp(fit.b, e), math.ldexp(fit.objective, f), fit.n_iter,
