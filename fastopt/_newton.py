@@ -74,7 +74,8 @@ under the same certificate. The fit ends with a certified exact minimiser, or wh
 An exact linear program (``scipy.optimize.linprog(method="highs")``, as scikit-learn's ``QuantileRegressor``)
 was measured as the method and not taken: it builds ``2n`` slack variables and took minutes where this takes
 seconds (see the README, "Robust regression"). It is the rescue of small problems without ridge whose smoothing
-ends without converging (:func:`_lad_linprog`, ``n (d + 1) <= LAD_LP_MAX_SIZE``), certified by its dual.
+ends without converging (:func:`_lad_linprog`, ``n (d + 1) <= LAD_LP_MAX_SIZE``, ``n <= LAD_LP_MAX_ROWS``),
+certified by its dual.
 
 Sparse (CSR) ``X``: every pass is SciPy's ``X @ w`` and ``X^T v``, and the Hessian's change (the rows that
 crossed the threshold, :func:`_crossed_hessian`) or rebuild (:func:`_inlier_hessian`) comes from those rows'
@@ -136,11 +137,13 @@ SAMPLE_ROWS_PER_PARAMETER = 50
 # 4 eps of the objective from any start.
 MAX_STAGES = 40
 # Absolute error fits whose smoothing ends without converging are solved as a linear program (HiGHS, through
-# scipy.optimize.linprog: the formulation of scikit-learn's QuantileRegressor) when n * (d + 1) is at most this:
-# 200 x 150 takes 0.05 s, 2,000 x 50 0.7 s, 20,000 x 50 50 s (one thread, measured), so larger problems keep the
-# smoothing's best point and its warning. Rank-deficient designs nearly interpolated by their rows of weight
-# (hashed counts, 147 weighted rows for 151 parameters, gross outliers) left stages crawling up to 0.5% above.
-LAD_LP_MAX_SIZE = 300_000
+# scipy.optimize.linprog: the formulation of scikit-learn's QuantileRegressor) when n * (d + 1) and n are at most
+# these. HiGHS's time grows faster than n (d + 1): at the caps 1-4 s (5,000 x 9, 1,000 x 49, 200 x 249; 2 cores
+# under load), but 44 s at 30,000 x 9 and 318 s at 100,000 x 2, so larger problems keep the smoothing's best point
+# and its warning. Rank-deficient designs nearly interpolated by their rows of weight (hashed counts, 125 weighted
+# rows for 151 parameters, gross outliers) left stages crawling up to 172% above the minimum.
+LAD_LP_MAX_SIZE = 50_000
+LAD_LP_MAX_ROWS = 5_000
 LAD_LP_RTOL = 1e-6  # (the fit counts as converged within this of the dual's bound: 8e-7 at most over 24 such fits)
 # Huber thresholds below this (after tiny targets' scaling: _target_exponents) are refused (see _fits): the stop's
 # reference, sum s min(|r|, epsilon)^2 / 2, and the curvature test underflow as epsilon^2 nears 1e-308 (at 1e-170
@@ -1834,7 +1837,8 @@ def lad_smoothing(prob: _Problem, full: _closed_form.ClosedFormState, rtol: floa
             wl, bl, _ = last["limit"]
             w, b = w + 0.9 * (wl - w), b + 0.9 * (bl - b)
         gamma *= 0.1
-    if rescue and not converged and prob.alpha == 0 and prob.n * (prob.d + 1) <= LAD_LP_MAX_SIZE:
+    if (rescue and not converged and prob.alpha == 0 and prob.n * (prob.d + 1) <= LAD_LP_MAX_SIZE
+            and prob.n <= LAD_LP_MAX_ROWS):
         exact = _lad_linprog(prob)
         if exact is not None:
             w_lp, b_lp, bound = exact
@@ -1852,9 +1856,10 @@ def _lad_linprog(prob: _Problem):
     """The absolute error's minimiser ``(w, b)`` by linear programming (HiGHS, through ``scipy.optimize.linprog``),
     with a lower bound on the minimum from the program's dual; None where HiGHS reports no optimum.
 
-    The program is posed on fitted values ``U z``, ``U`` an orthonormal basis of the span of ``[X, 1]`` (of ``X``
-    without intercept), the left singular vectors of the column-scaled design above ``1e-13`` of its largest
-    singular value: ``min sum s_i (u_i + v_i)`` subject to ``U z + u - v = y``, ``u, v >= 0`` (Koenker & Bassett,
+    The program is posed on the rows of weight (the others cost nothing, and left ``z`` free along them) and their
+    fitted values ``U z``, ``U`` an orthonormal basis of the span of ``[X, 1]`` (of ``X`` without intercept), the
+    left singular vectors of the column-scaled design above ``1e-13`` of its largest singular value: ``min sum s_i
+    (u_i + v_i)`` subject to ``U z + u - v = y``, ``u, v >= 0`` (Koenker & Bassett,
     1978). (On ``X`` itself HiGHS's tolerances, relative to columns like ``x**3`` of 1e10, let its optimum stand
     0.16 above the minimum.) HiGHS meets the equations only to its tolerance, relative to ``y``'s scale (2e-5 of
     fitted values beside outliers of 1e7, 1.3e-4 of the objective), so the coefficients ``U z`` maps to are moved,
@@ -1862,7 +1867,7 @@ def _lad_linprog(prob: _Problem):
     above the dual's bound on hashed counts). Its duals ``lambda``, made orthogonal to ``U`` and scaled into
     ``|lambda_i| <= s_i``, are feasible for the dual program, ``max y . lambda``, whose value bounds the minimum
     from below. The coefficients solve ``[X, 1] (w, b) = U z`` through the same singular vectors (minimum norm
-    along exactly dependent columns). Dense: the caller keeps ``n (d + 1)`` small (``LAD_LP_MAX_SIZE``)."""
+    along exactly dependent columns). ``U`` is dense: the caller keeps ``n (d + 1)`` small (``LAD_LP_MAX_SIZE``)."""
     from scipy.optimize import linprog
 
     rows = np.flatnonzero(prob.s > 0)  # (rows of no weight cost nothing: left out, they left z free along them)
@@ -1875,8 +1880,8 @@ def _lad_linprog(prob: _Problem):
     U, sv, Vt = np.linalg.svd(A / scale, full_matrices=False)
     k = int(np.count_nonzero(sv > 1e-13 * sv[0])) if sv.size else 0
     U = U[:, :k]
-    eye = np.eye(n)
-    res = linprog(np.concatenate([np.zeros(k), s, s]), A_eq=np.hstack([U, eye, -eye]), b_eq=y,
+    eye = sp.eye_array(n, format="csc")  # (dense, n x n: 180 GB at the size cap's 150,000 rows)
+    res = linprog(np.concatenate([np.zeros(k), s, s]), A_eq=sp.hstack([U, eye, -eye], format="csc"), b_eq=y,
                   bounds=[(None, None)] * k + [(0, None)] * (2 * n), method="highs")
     if res.status != 0 or res.x is None:
         return None
