@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
+
+from fastopt import __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -141,9 +145,12 @@ def _landscape(args: argparse.Namespace) -> int:
         except ImportError:
             pass  # no matplotlib: said after the runs, which need none
     obj = functions.get(args.function)
-    x0 = np.array(args.x0 if args.x0 is not None else obj.x0, dtype=float)
+    # (each --x0 argument is a list: "-1,2" after "=" holds several values)
+    x0 = np.array([v for part in args.x0 for v in part] if args.x0 is not None else obj.x0, dtype=float)
     if x0.shape != (obj.ndim,):  # a usage error like any other bad argument: usage line, prog prefix, exit 2
-        args.parser.error(f"--x0: {obj.name} takes {obj.ndim} value(s), got {x0.size}")
+        example = [f"{v:g}" for v in obj.x0]
+        args.parser.error(f"--x0: {obj.name} takes {obj.ndim} value(s), got {x0.size} (e.g. --x0 {' '.join(example)}"
+                          f" or --x0={','.join(example)})")
     with np.errstate(all="ignore"):
         f0 = float(obj.fun(x0))
     if not math.isfinite(f0):  # (minimize would say so of fun(x0); the default rate came out 1 / inf = 0 first)
@@ -214,8 +221,32 @@ def _bench(args: argparse.Namespace) -> int:
     return subprocess.run([sys.executable, str(report), *extra]).returncode
 
 
+class _Parser(argparse.ArgumentParser):
+    r"""An ArgumentParser that takes ``-1e5``, ``-.5``, ``-1_000`` and ``-inf`` as values, not as unknown options.
+
+    Notes
+    -----
+    Python before 3.14 takes only ``-1`` and ``-1.5`` for negative numbers (the pattern ``^-\d+$|^-\d*\.\d+$``), so
+    ``--x0 -1e5 2`` failed with "expected at least one argument". This is 3.14's pattern (``-\.?\d``) and the
+    non-finite values, which the number types then name. It is safe only while no option looks like a negative
+    number; subparsers are of this class too (``add_subparsers`` makes ``type(parent)``).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-(\.?\d|inf|nan)", re.IGNORECASE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastopt", description=__doc__)
+    """The parser of ``fastopt {demo,landscape,bench}`` and ``fastopt --version``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Each subcommand's namespace holds its handler as ``func``.
+    """
+    parser = _Parser(prog="fastopt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit every solver on the diabetes data and print a table")
     demo.set_defaults(func=_demo)
@@ -232,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the number types call their kind in "'1.5' is not an integer" (not the type's name: "a int")
+_KIND_NAMES = {int: "an integer", float: "a number"}
+
+
 def _number(kind, low: float | None = None, strict: bool = True, high: float | None = None):
     """An argparse type: a finite ``kind`` above ``low`` (at least, without ``strict``) and at most ``high``, else
     a usage error."""
@@ -239,13 +274,26 @@ def _number(kind, low: float | None = None, strict: bool = True, high: float | N
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {_KIND_NAMES[kind]}") from None
         if not math.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
             bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
             raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text}")
         if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
         return value
+    return parse
+
+
+def _numbers(kind):
+    """An argparse type: comma-separated ``_number(kind)`` values, as a list.
+
+    An option's value after "=" is a single argument, so ``--x0=-1e5,2`` is the way to give several values in that
+    form (``--x0 -1e5 2`` is the other).
+    """
+    one = _number(kind)
+
+    def parse(text: str) -> list:
+        return [one(part) for part in text.split(",")]
     return parse
 
 
@@ -268,7 +316,8 @@ def _add_landscape(sub) -> None:
                    help="iterations per method (default: 2000)")
     p.add_argument("--gtol", type=_number(float, 0.0, False), default=1e-6,
                    help="stop when the largest |gradient| entry is below")
-    p.add_argument("--x0", type=_number(float), nargs="+", default=None, help="start (default: the function's own)")
+    p.add_argument("--x0", type=_numbers(float), nargs="+", default=None,
+                   help="start, e.g. --x0 -1e5 2 or --x0=-1e5,2 (default: the function's own)")
     p.add_argument("--noise", type=_number(float, 0.0, False), default=0.0,
                    help="per-sample gradient noise of the first-order methods (minibatch SGD; default 0)")
     # (the noise model's samples: fastopt.functions.TestFunction.minibatch_gradient's n_samples)
@@ -282,9 +331,46 @@ def _add_landscape(sub) -> None:
     p.set_defaults(func=_landscape, parser=p)
 
 
+def _discard_stdout() -> None:
+    """Point the stdout file descriptor at the null device, so that the interpreter's last flush of what is still
+    buffered does not fail again ("Exception ignored ... BrokenPipeError") once the reader has gone."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without one (pytest's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Run ``fastopt`` with ``argv`` (default: the process's arguments).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program's name.
+
+    Returns
+    -------
+    int
+        The exit status: the subcommand's, or 1 when the reader of the output went away (``fastopt demo | head``).
+        Usage errors, ``--help`` and ``--version`` raise SystemExit as argparse does.
+    """
+    # A closed pipe is no error of the user's: no traceback, as the Python docs' "Note on SIGPIPE" advises. Stdout
+    # is flushed here, inside the try, as what stays buffered would fail at exit, out of reach.
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+            status = args.func(args)
+        except SystemExit:  # --help and --version print, then exit
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return 1  # Python's own status on EPIPE, as the docs' recipe has it
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m fastopt``: the landscape and bench subcommands, and --help for each."""
+"""``python -m fastopt``: the landscape and bench subcommands, --help for each, --version and a closed pipe."""
 import os
 import pathlib
 import subprocess
@@ -19,6 +19,14 @@ def test_help(command, capsys):
     assert out.startswith("usage: fastopt")
     if command == ["landscape"]:
         assert "--methods" in out and "rosenbrock" in out
+        assert "--x0=-1e5,2" in out  # the form that gives several values after "="
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"fastopt {fastopt.__version__}\n"
 
 
 def _table(out):
@@ -100,7 +108,13 @@ def test_unknown_function_is_rejected(capsys):
 
 @pytest.mark.parametrize("options, message", [
     (["--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
-    (["--lr", "abc"], "--lr: 'abc' is not a float"),
+    (["--lr", "abc"], "--lr: 'abc' is not a number"),
+    (["--maxiter", "1.5"], "--maxiter: '1.5' is not an integer"),  # (it read "is not a int")
+    (["--x0", "1,abc"], "--x0: 'abc' is not a number"),
+    # (negative values in scientific notation or non-finite ones were taken for unknown options: "expected one
+    # argument", not what is wrong with them)
+    (["--lr", "-1e-3"], "--lr: must be a finite number > 0, got -1e-3"),
+    (["--x0", "-inf", "1"], "--x0: must be a finite number, got -inf"),
     (["--maxiter", "-1"], "--maxiter: must be a finite number > 0"),
     (["--maxiter", str(10**20)], "--maxiter: must be at most"),  # (a traceback from the schedule's int64 check)
     (["--gtol", "-1"], "--gtol: must be a finite number >= 0"),
@@ -116,6 +130,7 @@ def test_unknown_function_is_rejected(capsys):
     # (a bare "error: --x0 needs ..." without argparse's usage line and "fastopt landscape: error:" prefix)
     (["--x0", "1.0"], "usage: fastopt landscape"),
     (["--x0", "1.0"], "fastopt landscape: error: --x0: rosenbrock takes 2 value(s), got 1"),
+    (["--x0=1.0"], "(e.g. --x0 -1.2 1 or --x0=-1.2,1)"),  # (after "=", one argument: the comma form)
     (["--output", "."], "--output: '.' cannot be written (it is a folder"),
     # (OSError tracebacks after all the runs: a name beyond the file system's limit, a folder of no files)
     (["--output", "a" * 300 + ".png"], "cannot be written (File name too long)"),
@@ -130,6 +145,63 @@ def test_bad_landscape_options_are_usage_errors(options, message, tmp_path, monk
     with pytest.raises(SystemExit) as exit_:
         cli.main(["landscape", "rosenbrock", "--methods", "adam", *options])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("function, options, start", [
+    ("rosenbrock", ["--x0", "-1e5", "2"], [-1e5, 2.0]),
+    ("rosenbrock", ["--x0", "2", "-1E+5"], [2.0, -1e5]),
+    ("rosenbrock", ["--x0", "-.5", "-2_0"], [-0.5, -20.0]),
+    ("rosenbrock", ["--x0=-1e5,2"], [-1e5, 2.0]),
+    ("rosenbrock", ["--x0", "-1e5,2"], [-1e5, 2.0]),
+    ("cubic", ["--x0=-1e5"], [-1e5]),
+])
+def test_landscape_takes_negative_starts(function, options, start, capsys):
+    # Python < 3.14 took "-1e5" for an unknown option: "--x0: expected at least one argument"
+    assert cli.main(["landscape", function, *options, "--methods", "newton", "--maxiter", "1", "--output",
+                     "none"]) == 0
+    assert f"start {start}" in capsys.readouterr().out
+
+
+def _module_env(**extra):
+    """The environment of a child ``python -m fastopt``: it must import the fastopt under test (installed, or
+    built in place in a checkout)."""
+    package_root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
+    env = {**os.environ, "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTHONUNBUFFERED", None)
+    return env | extra
+
+
+@pytest.mark.parametrize("command, unbuffered", [
+    (["landscape", "--list"], False),  # the output stays buffered: it fails in the flush at exit
+    (["landscape", "--list"], True),   # every print writes: the first one fails
+    (["--help"], False),               # argparse prints, then exits
+])
+def test_a_closed_pipe_ends_quietly(command, unbuffered, tmp_path):
+    # `fastopt demo | head -3` ended in a BrokenPipeError traceback, or "Exception ignored ... BrokenPipeError" and
+    # status 120. The reader's end is closed before the child starts, so that every write fails whatever the timing
+    # (one closed after reading a line may still take the next few). --list is the cheapest subcommand that prints.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "fastopt", *command], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, cwd=tmp_path, env=_module_env(**({"PYTHONUNBUFFERED": "1"} if unbuffered
+                                                                           else {})), timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_a_closed_pipe_in_process(monkeypatch):
+    class Closed:  # a stdout whose reader went away, and that has no file descriptor (like pytest's capture)
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert cli.main(["landscape", "--list"]) == 1
 
 
 def test_bench_without_a_checkout_says_so(tmp_path, capsys):
@@ -171,13 +243,9 @@ def test_bench_report_names_bad_arguments_and_reads_the_callers_files(tmp_path, 
 
 
 def test_module_runs_as_a_script(tmp_path):
-    # The fastopt under test (installed, or built in place in a checkout) must be the one the child imports.
-    package_root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
-    env = {**os.environ, "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-m", "fastopt", "landscape", "ill_conditioned", "--methods", "sgd",
-                           "newton", "--output", "none"], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120)
+                           "newton", "--output", "none"], capture_output=True, text=True, cwd=tmp_path,
+                          env=_module_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "ill_conditioned" in done.stdout and "newton" in done.stdout
 
