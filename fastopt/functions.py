@@ -26,8 +26,10 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 KINDS = ("minimum", "maximum", "saddle")
 
@@ -36,13 +38,24 @@ KINDS = ("minimum", "maximum", "saddle")
 class KnownPoint:
     """A known critical point of an :class:`Objective`.
 
-    Attributes
+    A frozen record; its fields are stored as given (no check), each as the read-only attribute of the same name.
+
+    Parameters
     ----------
     x : tuple of float
         Location, accurate to double precision.
     kind : {"minimum", "maximum", "saddle"}
         What the point is. ``x**3`` at 0 is a "saddle" in the sense of Zhang et al. (*Dive into Deep Learning*, sec.
         12.1) (the gradient vanishes and it is neither a minimum nor a maximum) although its Hessian is singular.
+    value : float
+        The function value at ``x``.
+
+    Attributes
+    ----------
+    x : tuple of float
+        Location, accurate to double precision.
+    kind : str
+        One of "minimum", "maximum", "saddle".
     value : float
         The function value at ``x``.
     """
@@ -56,7 +69,10 @@ class KnownPoint:
 class Objective:
     """A test function with derivatives, a domain and its known critical points.
 
-    Attributes
+    A frozen record; its fields are stored as given (no check), each as the read-only attribute of the same name.
+    Calling the objective, ``obj(x)``, is ``obj.fun(np.asarray(x))``.
+
+    Parameters
     ----------
     name : str
         Registry key, e.g. ``"rosenbrock"``.
@@ -70,8 +86,19 @@ class Objective:
         A default start, chosen so that the optimizers have something to show.
     critical_points : tuple of KnownPoint
         Every critical point inside ``bounds``, sorted by value.
-    description : str
+    description : str, default ""
         One sentence on why the function is interesting.
+
+    Attributes
+    ----------
+    name, formula, fun, grad, hess, bounds, x0, critical_points, description
+        The parameters, as given.
+    ndim : int
+        Number of coordinates, ``len(bounds)``.
+    minima : tuple of KnownPoint
+        The known local (and global) minima, sorted by value.
+    global_minimum : KnownPoint or None
+        The lowest known minimum inside the domain, or None when there is none.
     """
 
     name: str
@@ -102,8 +129,25 @@ class Objective:
         """The lowest known minimum inside the domain, or None when there is none (``tanh``, ``x**2 - y**2``)."""
         return min(self.minima, key=lambda p: p.value, default=None)
 
-    def distance_to_minimum(self, x: np.ndarray) -> float:
-        """Euclidean distance from ``x`` to the nearest known minimum (``nan`` when none is known)."""
+    def distance_to_minimum(self, x: npt.ArrayLike) -> float:
+        """Euclidean distance from ``x`` to the nearest known minimum (``nan`` when none is known).
+
+        Parameters
+        ----------
+        x : array_like of size ndim
+            The point, converted to float64 and reshaped to ``(ndim,)``.
+
+        Returns
+        -------
+        float
+            ``min ||x - m||_2`` over the known minima ``m``; NaN when the objective has no known minimum
+            (``x`` is then not read).
+
+        Raises
+        ------
+        ValueError
+            If ``x`` cannot be converted to float64 or does not hold ``ndim`` values (when a minimum is known).
+        """
         if not self.minima:
             return float("nan")
         x = np.asarray(x, dtype=np.float64).reshape(self.ndim)
@@ -122,13 +166,13 @@ class Objective:
 
         Parameters
         ----------
-        noise : float
+        noise : float, default 1.0
             Standard deviation of a single sample's gradient perturbation.
-        batch_size : int
+        batch_size : int, default 8
             Minibatch size ``b`` (``b = n_samples`` is full-batch: no noise at all).
-        n_samples : int
+        n_samples : int, default 1024
             Size of the (virtual) training set.
-        seed : int
+        seed : int, default 0
             Seeds the draw of the per-sample perturbations (the training set), not the minibatches: those come
             from the ``rng`` that :func:`fastopt.minimize` passes in.
 
@@ -136,6 +180,12 @@ class Objective:
         -------
         callable
             ``grad(x, *, rng) -> ndarray of shape (ndim,)``, usable as ``jac`` in :func:`fastopt.minimize`.
+
+        Raises
+        ------
+        ValueError
+            If ``noise`` is not a finite number >= 0, ``batch_size`` or ``n_samples`` is not an integer (a bool
+            is not), or ``1 <= batch_size <= n_samples`` fails.
         """
         if not (isinstance(noise, numbers.Real) and math.isfinite(noise) and noise >= 0):  # (NaN: NaN gradients)
             raise ValueError(f"noise must be a finite number >= 0, got {noise!r}.")
@@ -343,7 +393,8 @@ HIMMELBLAU = Objective(
 )
 
 
-def quadratic(A: np.ndarray, *, name: str = "quadratic", bound: float = 2.0, x0: tuple[float, ...] | None = None):
+def quadratic(A: npt.ArrayLike, *, name: str = "quadratic", bound: float = 2.0,
+              x0: tuple[float, ...] | None = None) -> Objective:
     """The quadratic ``f(x) = 1/2 x^T A x`` for a symmetric positive definite ``A``.
 
     Its Hessian is ``A`` everywhere, so gradient descent with learning rate ``lr`` converges exactly when
@@ -353,17 +404,26 @@ def quadratic(A: np.ndarray, *, name: str = "quadratic", bound: float = 2.0, x0:
     Parameters
     ----------
     A : array_like of shape (n, n)
-        Symmetric positive definite matrix.
-    name : str
+        Symmetric positive definite matrix, finite; symmetric to ``numpy.allclose``'s tolerance, and
+        symmetrised as ``(A + A.T) / 2``.
+    name : str, default "quadratic"
         Name of the returned objective.
-    bound : float
-        The domain is ``[-bound, bound]`` in every coordinate.
+    bound : float, default 2.0
+        The domain is ``[-bound, bound]`` in every coordinate; a finite number > 0.
     x0 : tuple of float, optional
-        Default start; ``(-0.9 bound, 0.6 bound, 0.6 bound, ...)`` when omitted.
+        Default start, ``n`` values; ``(-0.9 bound, 0.6 bound, 0.6 bound, ...)`` when omitted.
 
     Returns
     -------
     Objective
+        ``f(x) = 1/2 x^T A x`` with its gradient ``A x`` and Hessian ``A``, its one critical point the minimum
+        at the origin.
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not a finite, non-empty, square, symmetric, positive definite matrix, ``bound`` is not a
+        finite number > 0, or ``x0`` does not hold ``n`` values.
     """
     A = np.array(A, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
@@ -405,7 +465,8 @@ def quadratic(A: np.ndarray, *, name: str = "quadratic", bound: float = 2.0, x0:
 MAX_CONDITION_NUMBER = 0.01 / np.finfo(np.float64).eps
 
 
-def ill_conditioned_quadratic(condition_number: float = 25.0, angle: float = np.pi / 6, **kwargs) -> Objective:
+def ill_conditioned_quadratic(condition_number: float = 25.0, angle: float = np.pi / 6,
+                              **kwargs: Any) -> Objective:
     """A 2-D quadratic whose Hessian has eigenvalues ``1`` and ``condition_number``, rotated by ``angle``.
 
     The rotation makes the valley oblique to the axes, so per-coordinate adaptive methods (AdaGrad, RMSProp,
@@ -413,18 +474,30 @@ def ill_conditioned_quadratic(condition_number: float = 25.0, angle: float = np.
 
     Parameters
     ----------
-    condition_number : float
+    condition_number : float, default 25.0
         In ``[1, MAX_CONDITION_NUMBER]``, ``MAX_CONDITION_NUMBER = 0.01 / eps`` (4.5e13): rounding the rotated
         matrix, whose entries are about ``condition_number`` in size, moves its eigenvalue 1 by up to about
         ``eps * condition_number``, so the Hessian's spectrum stays within 1% of the one asked for and
         positive definite (near ``1 / eps`` the eigenvalue 1 is lost to rounding and the matrix can be
         indefinite).
-    angle : float
-        Rotation of the eigenvectors, in radians.
+    angle : float, default pi / 6
+        Rotation of the eigenvectors, in radians; a finite number.
+    **kwargs
+        ``name`` (default ``"ill_conditioned"``), ``bound`` and ``x0``, passed to :func:`quadratic`.
 
     Returns
     -------
     Objective
+        The quadratic of :func:`quadratic` with ``A = R diag(1, condition_number) R^T``, ``R`` the rotation by
+        ``angle``.
+
+    Raises
+    ------
+    ValueError
+        If ``condition_number`` or ``angle`` is not a finite real number, ``condition_number`` is outside
+        ``[1, MAX_CONDITION_NUMBER]``, or :func:`quadratic` refuses ``bound`` or ``x0``.
+    TypeError
+        If ``kwargs`` holds a name other than ``name``, ``bound`` and ``x0``.
     """
     for name, value in (("condition_number", condition_number), ("angle", angle)):
         # (a NaN failed quadratic's symmetry check, whose message blamed the 2 x 2 matrix's shape)
@@ -469,7 +542,26 @@ FUNCTIONS: dict[str, Objective] = {
 
 
 def get(name: str) -> Objective:
-    """The registered test function called ``name`` (see :data:`FUNCTIONS`)."""
+    """The registered test function called ``name`` (see :data:`FUNCTIONS`).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`FUNCTIONS`: "risk", "empirical_risk", "cubic", "saddle", "tanh", "rosenbrock", "beale",
+        "himmelblau", "ill_conditioned" or "double_well".
+
+    Returns
+    -------
+    Objective
+        The registered objective itself (not a copy; it is frozen).
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a str.
+    ValueError
+        If no test function is registered under ``name``.
+    """
     if not isinstance(name, str):  # (a list raised "unhashable type: 'list'" from the dict look-up)
         raise TypeError(f"name must be a str, one of {', '.join(FUNCTIONS)}; got {type(name).__name__}.")
     try:

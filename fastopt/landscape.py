@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "CriticalPoint",
@@ -79,17 +80,39 @@ def _point(x: np.ndarray | Sequence[float] | float) -> np.ndarray:
 
 
 class NonFiniteError(ValueError):
-    """``fun``, ``jac`` or ``hess`` returned NaN or inf: the diagnostics need finite values (a NaN made the
-    condition number inf and classified points as "degenerate")."""
+    """Raised when ``fun``, ``jac`` or ``hess`` returns NaN or inf (or a given ``f0`` is not finite).
+
+    The diagnostics need finite values: a NaN made the condition number inf and classified points as
+    "degenerate". A subclass of ``ValueError``, so ``except ValueError`` catches it too.
+    """
 
 
-def real_scalar(value, what: str = "fun") -> float:
+def real_scalar(value: object, what: str = "fun") -> float:
     """``value``, which ``what`` returned, as a float if it is one real number, else a clear error.
 
     The one check of a function value, shared by this module and :func:`fastopt.minimize`: a Python or NumPy
     real, a ``Fraction``, or a real array of one element is taken; no number at all (None, a string such as
     ``"1.0"``) is a TypeError, an array of several values or a complex number a ValueError, each naming
     ``what``. An integer beyond float's range (``10**400``) is infinite, as a float's overflow is.
+
+    Parameters
+    ----------
+    value : object
+        The value to check, as returned by a user's function.
+    what : str, default "fun"
+        The name of the function that returned ``value``, used in the error messages.
+
+    Returns
+    -------
+    float
+        ``value`` as a Python float; NaN and inf pass (the caller decides whether they are allowed).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a number (None, a string, an object array of non-numbers).
+    ValueError
+        If ``value`` is a numeric array of other than one element, or complex.
     """
     f = np.asarray(value)
     real = f.dtype.kind in "biuf" or (f.size == 1 and isinstance(f.item(), Real))  # (a Fraction: "O")
@@ -106,12 +129,33 @@ def real_scalar(value, what: str = "fun") -> float:
         return math.inf if f.item() > 0 else -math.inf
 
 
-def real_array(value, shape: tuple[int, ...], what: str) -> np.ndarray:
+def real_array(value: npt.ArrayLike, shape: tuple[int, ...], what: str) -> np.ndarray:
     """``value``, which ``what`` returned, as a real array of ``shape`` (a 0-d value passes for ``(1,)``).
 
     The one check of a gradient or Hessian, shared by this module and :func:`fastopt.minimize`: a complex or
     non-numeric dtype is a TypeError (a cast to float dropped the imaginary part with only a ComplexWarning),
     a wrong shape a ValueError, each naming ``what``. The dtype is the caller's to choose.
+
+    Parameters
+    ----------
+    value : array_like
+        The value to check, as returned by a user's ``jac`` or ``hess``.
+    shape : tuple of int
+        The expected shape, e.g. ``(n,)`` for a gradient or ``(n, n)`` for a Hessian.
+    what : str
+        The name of the function that returned ``value``, used in the error messages.
+
+    Returns
+    -------
+    ndarray of shape ``shape``
+        ``value`` as an array, reshaped to ``shape``, in its own (real) dtype; NaN and inf pass.
+
+    Raises
+    ------
+    TypeError
+        If ``value``'s dtype is complex or not numeric (booleans and integers are taken).
+    ValueError
+        If ``value``'s shape is not ``shape`` (nor 0-d for ``shape == (1,)``).
     """
     a = np.asarray(value)
     if np.iscomplexobj(a) or a.dtype.kind not in "biuf":
@@ -211,7 +255,7 @@ def _differences(fun, x: np.ndarray, args: tuple, central: bool, f0: float | Non
 
 
 def gradient(
-    fun: Callable[..., float], x: np.ndarray, *, args: tuple = (), scheme: str = "3-point", f0: float | None = None
+    fun: Callable[..., float], x: npt.ArrayLike, *, args: tuple = (), scheme: str = "3-point", f0: float | None = None
 ) -> np.ndarray:
     """Finite-difference gradient of ``fun`` at ``x``.
 
@@ -220,10 +264,10 @@ def gradient(
     fun : callable
         ``fun(x, *args) -> float``.
     x : array_like of shape (n,)
-        The point; float32 input is differenced with float32's machine epsilon.
-    args : tuple
+        The point; float32 input is differenced with float32's machine epsilon (other real dtypes as float64).
+    args : tuple, default ()
         Extra arguments for ``fun``.
-    scheme : {"3-point", "2-point"}
+    scheme : {"3-point", "2-point"}, default "3-point"
         Central differences (``2n + 1`` evaluations, or more where steps grow: see Notes; error O(h**2)) or
         forward differences (``n + 1``, error O(h)).
     f0 : float, optional
@@ -233,6 +277,17 @@ def gradient(
     Returns
     -------
     ndarray of shape (n,), the dtype of ``x``
+        The estimated gradient.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not real-valued, ``f0`` is not a real number, or ``fun`` returns no number.
+    ValueError
+        If ``x`` is not a non-empty, finite 1-D array, ``scheme`` is not one of the two names, or ``fun`` returns
+        an array of several values or a complex number.
+    NonFiniteError
+        If ``fun`` returns NaN or inf at a point it is evaluated at, or ``f0`` is not finite.
 
     Notes
     -----
@@ -255,7 +310,8 @@ def gradient(
     return _differences(fun, x, args, scheme == "3-point", f0)[0].astype(x.dtype)
 
 
-def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = None, args: tuple = ()) -> np.ndarray:
+def hessian(fun: Callable[..., float], x: npt.ArrayLike, *, jac: Callable | None = None,
+            args: tuple = ()) -> np.ndarray:
     """Finite-difference Hessian of ``fun`` at ``x``, symmetric.
 
     Parameters
@@ -263,16 +319,28 @@ def hessian(fun: Callable[..., float], x: np.ndarray, *, jac: Callable | None = 
     fun : callable
         ``fun(x, *args) -> float``.
     x : array_like of shape (n,)
+        The point, checked as :func:`gradient` checks it.
     jac : callable, optional
         ``jac(x, *args) -> ndarray (n,)``. When given, the Hessian is the central difference of the gradient
         (``2n`` gradient calls, step ``eps**(1/3)``, error about ``eps**(2/3)``), symmetrised. Otherwise it is
         the second difference of ``fun`` (``2n**2 + 1`` calls).
-    args : tuple
+    args : tuple, default ()
         Extra arguments for ``fun`` and ``jac``.
 
     Returns
     -------
     ndarray of shape (n, n), float64
+        The estimated Hessian.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not real-valued, ``fun`` returns no number, or ``jac`` returns a complex or non-numeric array.
+    ValueError
+        If ``x`` is not a non-empty, finite 1-D array, ``fun`` returns an array of several values or a complex
+        number, or ``jac`` returns an array of the wrong shape.
+    NonFiniteError
+        If ``fun`` or ``jac`` returns NaN or inf at a point it is evaluated at.
 
     Notes
     -----
@@ -384,12 +452,33 @@ def _second_difference_error(fun, x: np.ndarray, args: tuple, H: np.ndarray, h: 
 class CriticalPoint:
     """What :func:`classify_critical_point` found at a point.
 
-    Attributes
+    A frozen record, made by :func:`classify_critical_point` and :func:`find_critical_points`; its fields are
+    stored as given (no check), each as the read-only attribute of the same name.
+
+    Parameters
     ----------
     x : ndarray of shape (n,)
+        The point classified.
     kind : {"minimum", "maximum", "saddle", "degenerate", "noncritical"}
         "noncritical" when the gradient norm exceeds ``gtol``; "degenerate" when the Hessian is singular and the
         higher-order probe (see :func:`classify_critical_point`) does not settle the question.
+    value : float
+        ``fun(x)``.
+    gradient_norm : float
+        Euclidean norm of the gradient at ``x``.
+    eigenvalues : ndarray of shape (n,)
+        Hessian eigenvalues, ascending.
+    eigenvectors : ndarray of shape (n, n)
+        Matching unit eigenvectors, as columns.
+    reason : str
+        One sentence on how the kind was decided.
+
+    Attributes
+    ----------
+    x : ndarray of shape (n,)
+        The point classified.
+    kind : str
+        One of "minimum", "maximum", "saddle", "degenerate", "noncritical".
     value : float
         ``fun(x)``.
     gradient_norm : float
@@ -432,7 +521,7 @@ def _probe_null_directions(fun, x, f0, directions, args) -> tuple[bool, bool]:
 
 def classify_critical_point(
     fun: Callable[..., float],
-    x: np.ndarray,
+    x: npt.ArrayLike,
     *,
     jac: Callable | None = None,
     hess: Callable | None = None,
@@ -440,17 +529,20 @@ def classify_critical_point(
     gtol: float | None = None,
     eig_tol: float | None = None,
 ) -> CriticalPoint:
-    """Name the critical point at ``x`` from the Hessian's eigenvalues (the second-derivative test; Goodfellow, Bengio &
-    Courville, *Deep Learning*, 2016, sec. 4.3).
+    """Name the critical point at ``x`` from the Hessian's eigenvalues (the second-derivative test).
+
+    The test of Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 4.3, with a higher-order probe where
+    the Hessian is singular (see Notes).
 
     Parameters
     ----------
     fun : callable
         ``fun(x, *args) -> float``.
     x : array_like of shape (n,)
+        The point, checked as :func:`gradient` checks it (a copy is kept in the result).
     jac, hess : callable, optional
         Analytic gradient and Hessian; finite differences (:func:`gradient`, :func:`hessian`) otherwise.
-    args : tuple
+    args : tuple, default ()
         Extra arguments for ``fun``, ``jac`` and ``hess``.
     gtol : float, optional
         ``x`` counts as critical when the gradient norm is at most ``gtol``. Default, for a finite-difference
@@ -482,6 +574,17 @@ def classify_critical_point(
     Returns
     -------
     CriticalPoint
+        The point's kind, value, gradient norm, Hessian eigenvalues and eigenvectors, and the reason.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not real-valued, or ``fun``, ``jac`` or ``hess`` returns a value of no real number type.
+    ValueError
+        If ``x`` is not a non-empty, finite 1-D array, ``gtol`` or ``eig_tol`` is not None nor a finite number
+        >= 0, or ``fun``, ``jac`` or ``hess`` returns a value of the wrong shape or a complex one.
+    NonFiniteError
+        If ``fun``, ``jac`` or ``hess`` returns NaN or inf at a point it is evaluated at.
 
     Notes
     -----
@@ -606,17 +709,17 @@ def find_critical_points(
     fun : callable
         ``fun(x, *args) -> float``.
     bounds : sequence of (low, high)
-        One pair per coordinate.
+        One pair per coordinate; finite, with ``low < high``.
     jac, hess : callable, optional
         Analytic gradient and Hessian; finite differences otherwise.
-    args : tuple
+    args : tuple, default ()
         Extra arguments for ``fun``, ``jac`` and ``hess``.
-    n_starts : int
+    n_starts : int, default 64
         Number of starts, rounded up to a power of two (Sobol points balance only in powers of two); at most
         ``MAX_STARTS`` (2**20). A start from which the root finder reaches a point where ``fun`` or ``jac`` is
         not finite is skipped, and so is a root whose classification needs values where they are not.
-    seed : int or None
-        Seeds the Sobol scrambling.
+    seed : int >= 0 or None, default 0
+        Seeds the Sobol scrambling (None: fresh entropy, a different set of starts on each call).
     gtol, eig_tol : float, optional
         Passed to :func:`classify_critical_point`.
 
@@ -625,6 +728,17 @@ def find_critical_points(
     list of CriticalPoint
         Sorted by function value. Critical points whose basin of attraction (for the root finder) misses
         every start are not found: raise ``n_starts`` for intricate functions.
+
+    Raises
+    ------
+    ValueError
+        If ``bounds`` is not a sequence of finite ``(low, high)`` pairs with ``low < high``, ``n_starts`` is not
+        an integer in ``[1, MAX_STARTS]``, ``seed`` is neither None nor an integer >= 0, ``gtol`` or ``eig_tol``
+        is not None nor a finite number >= 0, or ``fun``, ``jac`` or ``hess`` returns a value of the wrong shape
+        or a complex one. (A :class:`NonFiniteError` met from a start or at a root is not raised: that start or
+        root is skipped.)
+    TypeError
+        If ``fun``, ``jac`` or ``hess`` returns a value of no real number type.
     """
     from scipy.optimize import root
     from scipy.stats import qmc
@@ -676,7 +790,7 @@ def _hessian_eigenvalues(fun, x, jac, hess, args) -> np.ndarray:
 
 def condition_number(
     fun: Callable[..., float],
-    x: np.ndarray,
+    x: npt.ArrayLike,
     *,
     jac: Callable | None = None,
     hess: Callable | None = None,
@@ -691,6 +805,36 @@ def condition_number(
     Singular means singular in float64: ``min |lambda| <= n eps max |lambda|``, the tolerance of
     ``numpy.linalg.matrix_rank``. (The eigenvalues of an exactly singular Hessian come out as rounding, about
     ``eps max |lambda|``, not 0: ``[[0.1, 0.3], [0.3, 0.9]]`` gave 7.2e16.)
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``.
+    x : array_like of shape (n,)
+        The point, checked as :func:`gradient` checks it.
+    jac : callable, optional
+        ``jac(x, *args) -> ndarray (n,)``, the analytic gradient. Without ``hess``, the Hessian is then the
+        central difference of ``jac`` (:func:`hessian`); without either, the second difference of ``fun``.
+    hess : callable, optional
+        ``hess(x, *args) -> ndarray (n, n)``, the analytic Hessian (symmetrised); takes precedence over ``jac``.
+    args : tuple, default ()
+        Extra arguments for ``fun``, ``jac`` and ``hess``.
+
+    Returns
+    -------
+    float
+        ``max |lambda| / min |lambda|`` over the Hessian's eigenvalues ``lambda``, at least 1; ``inf`` when the
+        Hessian is singular in float64 (a zero Hessian included).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not real-valued, or ``fun``, ``jac`` or ``hess`` returns a value of no real number type.
+    ValueError
+        If ``x`` is not a non-empty, finite 1-D array, or ``fun``, ``jac`` or ``hess`` returns a value of the
+        wrong shape or a complex one.
+    NonFiniteError
+        If ``fun``, ``jac`` or ``hess`` returns NaN or inf, or the Hessian holds NaN or inf.
     """
     lam = np.abs(_hessian_eigenvalues(fun, x, jac, hess, args))
     singular = lam.min() <= lam.size * np.finfo(np.float64).eps * lam.max()
@@ -699,7 +843,7 @@ def condition_number(
 
 def max_stable_learning_rate(
     fun: Callable[..., float],
-    x: np.ndarray,
+    x: npt.ArrayLike,
     *,
     jac: Callable | None = None,
     hess: Callable | None = None,
@@ -711,19 +855,76 @@ def max_stable_learning_rate(
     multiplied by ``1 - lr lambda_i``: all shrink exactly when ``0 < lr < 2 / lambda_max``, and the steepest
     one grows geometrically for any larger ``lr``. For other functions this is the local answer for the
     quadratic model at ``x``. Returns ``inf`` when no eigenvalue is positive (no curvature limits the step).
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``.
+    x : array_like of shape (n,)
+        The point, checked as :func:`gradient` checks it.
+    jac : callable, optional
+        ``jac(x, *args) -> ndarray (n,)``, the analytic gradient. Without ``hess``, the Hessian is then the
+        central difference of ``jac`` (:func:`hessian`); without either, the second difference of ``fun``.
+    hess : callable, optional
+        ``hess(x, *args) -> ndarray (n, n)``, the analytic Hessian (symmetrised); takes precedence over ``jac``.
+    args : tuple, default ()
+        Extra arguments for ``fun``, ``jac`` and ``hess``.
+
+    Returns
+    -------
+    float
+        ``2 / lambda_max`` for the Hessian's largest eigenvalue ``lambda_max``, or ``inf`` when
+        ``lambda_max <= 0``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not real-valued, or ``fun``, ``jac`` or ``hess`` returns a value of no real number type.
+    ValueError
+        If ``x`` is not a non-empty, finite 1-D array, or ``fun``, ``jac`` or ``hess`` returns a value of the
+        wrong shape or a complex one.
+    NonFiniteError
+        If ``fun``, ``jac`` or ``hess`` returns NaN or inf, or the Hessian holds NaN or inf.
     """
     lam_max = float(_hessian_eigenvalues(fun, x, jac, hess, args)[-1])
     return 2.0 / lam_max if lam_max > 0 else float("inf")
 
 
 def gradient_norms(
-    fun: Callable[..., float], path: np.ndarray, *, jac: Callable | None = None, args: tuple = ()
+    fun: Callable[..., float], path: npt.ArrayLike, *, jac: Callable | None = None, args: tuple = ()
 ) -> np.ndarray:
     """Gradient norm at each point of ``path`` (shape ``(n_points, n)``): the vanishing-gradient diagnostic.
 
     Along an optimizer's trajectory (``minimize(..., options={"return_path": True}).xs``) a norm that is tiny
     while the loss is still high shows a plateau or saturation (``tanh`` at 4: ``1 - tanh(4)**2 = 0.0013``)
     rather than a minimum.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``; differenced by :func:`gradient` (central differences) when ``jac`` is None.
+    path : array_like of shape (n_points, n)
+        The points, one a row; converted to float64.
+    jac : callable, optional
+        ``jac(x, *args) -> ndarray (n,)``, the analytic gradient, used instead of differences of ``fun``.
+    args : tuple, default ()
+        Extra arguments for ``fun`` and ``jac``.
+
+    Returns
+    -------
+    ndarray of shape (n_points,), float64
+        The Euclidean norm of the gradient at each point (empty for an empty path).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not 2-D; without ``jac``, if a point is not finite or has no coordinate (as in
+        :func:`gradient`), or ``fun`` returns an array of several values or a complex number; with ``jac``, if
+        it returns an array of the wrong shape.
+    TypeError
+        If ``fun`` returns no number, or ``jac`` a complex or non-numeric array.
+    NonFiniteError
+        If ``fun`` or ``jac`` returns NaN or inf.
     """
     path = np.asarray(path, dtype=np.float64)
     if path.ndim != 2:

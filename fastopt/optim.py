@@ -27,6 +27,7 @@ from numbers import Integral, Real
 from typing import ClassVar, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from fastopt import _kernels
 from fastopt._kernels import Loss, Rule
@@ -54,7 +55,29 @@ __all__ = [
 class Hyper(NamedTuple):
     """Every rule's hyperparameters in one record: the Python mirror of C's ``fo_hyper``.
 
-    A rule reads only its own fields; the others keep these neutral defaults.
+    A rule reads only its own fields; the others keep these neutral defaults. Built by :attr:`Optimizer.hyper`,
+    which has checked the values; this record checks nothing. Each parameter is the tuple field of that name.
+
+    Parameters
+    ----------
+    momentum : float, default 0.0
+        Momentum factor (:class:`Momentum`, :class:`Nesterov`, :class:`RMSProp`).
+    dampening : float, default 0.0
+        Dampening of the momentum buffer (:class:`Momentum`).
+    rho : float, default 0.0
+        Decay of the squared-gradient average (:class:`RMSProp`; PyTorch's ``alpha``).
+    beta1, beta2 : float, default 0.0
+        Decays of the first and second moment averages (:class:`Adam`, :class:`AdamW`).
+    eps : float, default 0.0
+        Term added to the denominator of the adaptive rules.
+    weight_decay : float, default 0.0
+        L2 penalty coefficient (decoupled for :class:`AdamW`).
+    lr_decay : float, default 0.0
+        Learning-rate decay of :class:`AdaGrad`.
+    centered : bool, default False
+        Centred variant of :class:`RMSProp`.
+    amsgrad : bool, default False
+        AMSGrad variant of :class:`Adam` and :class:`AdamW`.
     """
 
     momentum: float = 0.0
@@ -125,19 +148,33 @@ class Optimizer:
     """Base of the optimizer specs: validation, state layout and the compiled step.
 
     Subclasses set ``rule`` (the C rule) and ``n_slots`` (rows of the state array), declare their
-    hyperparameters as dataclass fields, and state the facts other modules ask of a rule:
+    hyperparameters as dataclass fields, and state the facts other modules ask of a rule (the class attributes
+    below). On construction every field is checked: a bool field must be True or False, a number must be finite
+    and lie in its range of ``BOUNDS`` (or the subclass's override).
 
-    ``follows_gradient``
+    Attributes
+    ----------
+    rule : Rule
+        The compiled update rule the spec runs.
+    n_slots : int
+        Rows of the state array (:meth:`init_state`).
+    follows_gradient : bool
         The step is along the (momentum-averaged) gradient itself, unscaled per coordinate: SGD, momentum,
         Nesterov. The adaptive rules divide by a running gradient scale instead.
-    ``decoupled_decay``
+    decoupled_decay : bool
         ``weight_decay`` shrinks the weights directly (AdamW) instead of adding ``weight_decay * w`` to the
         gradient, so it is not part of the minimised loss.
-    ``accumulates``
+    accumulates : bool
         The squared-gradient scale is a sum that never decays (AdaGrad), so steps shrink over time.
-    ``lazy_mode``
+    lazy_mode : bool
         Its exact steps move every coordinate (O(d) a step on sparse ``X``), and it has a lazy, SparseAdam-like
         mode that moves only the minibatch's nonzero coordinates (Adam, AdamW).
+
+    Raises
+    ------
+    ValueError
+        On construction, if a hyperparameter is out of its range, not a finite real number, or (a bool field)
+        not True or False.
     """
 
     rule: ClassVar[Rule]
@@ -167,19 +204,28 @@ class Optimizer:
         """The hyperparameters as the kernels read them."""
         return Hyper(**{f: getattr(self, f) for f in Hyper._fields if hasattr(self, f)})
 
-    def init_state(self, n_params: int, dtype=np.float64) -> np.ndarray:
+    def init_state(self, n_params: int, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
         """Fresh optimizer state.
 
         Parameters
         ----------
         n_params : int
-        dtype : float32 or float64
-            The dtype of the parameters the state will be used with.
+            Number of parameters the state is for, an integer in ``[0, 2**62]``.
+        dtype : float32 or float64, default float64
+            The dtype of the parameters the state will be used with (anything ``numpy.dtype`` reads as one of
+            the two).
 
         Returns
         -------
         state : ndarray of shape (n_slots, n_params)
             Zeros (AdaGrad: ``initial_accumulator_value``); the class docstring lists the slots.
+
+        Raises
+        ------
+        ValueError
+            If ``dtype`` is not float32 or float64, or ``n_params`` is out of ``[0, 2**62]``.
+        TypeError
+            If ``n_params`` is not an integer (a bool is not), or ``dtype`` is not a data type at all.
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
@@ -199,11 +245,21 @@ class Optimizer:
         state : ndarray of shape (n_slots, n), same dtype
             From :meth:`init_state`, carried from step to step.
         t : int
-            1-based step count (bias corrections, first-step momentum, AdaGrad's lr decay).
+            1-based step count (bias corrections, first-step momentum, AdaGrad's lr decay), in ``[1, 2**62]``.
         lr : float
-            Learning rate of this step (after any schedule).
+            Learning rate of this step (after any schedule), finite and >= 0.
         n_decay : int, optional
             Only ``params[:n_decay]`` receive weight decay (default: all). Put intercepts last to exempt them.
+
+        Raises
+        ------
+        ValueError
+            If ``params`` is not a non-empty, C-contiguous, writeable 1-D float32 or float64 ndarray; ``grad``
+            not one of the same shape and dtype; ``state`` not a writeable C-contiguous array of shape
+            ``(n_slots, n)`` and that dtype; ``t`` below 1 (or above 2**62); ``lr`` negative or not finite; or
+            ``n_decay`` outside ``[0, n]``.
+        TypeError
+            If ``t`` or ``n_decay`` is not an integer (a bool is not).
         """
         n = _check_vector("params", params)
         if not params.flags.writeable:
@@ -241,6 +297,16 @@ class SGD(Optimizer):
 
     Algorithm 8.1: ``theta <- theta - epsilon g``.  PyTorch (``SGD(momentum=0)``): ``w <- w - lr g``.  Identical, with
     ``epsilon = lr``.  State: none.
+
+    Parameters
+    ----------
+    weight_decay : float, default 0.0
+        L2 penalty coefficient, in ``[0, inf)``: ``weight_decay * w`` is added to ``g``.
+
+    Raises
+    ------
+    ValueError
+        If a hyperparameter is out of its range or not a finite real number.
     """
 
     weight_decay: float = 0.0
@@ -259,6 +325,20 @@ class Momentum(Optimizer):
     Mapping: ``alpha = mu`` and, for constant ``lr`` and ``tau = 0``, ``v = -lr b``; the two differ only when
     the learning rate changes (PyTorch rescales the whole buffer by the new lr) and in the first step, where
     PyTorch skips dampening.  State slot 0: ``b``.
+
+    Parameters
+    ----------
+    momentum : float, default 0.9
+        Momentum factor ``mu``, in ``[0, 1)``; 0 makes the steps plain SGD's (see :attr:`hyper`).
+    dampening : float, default 0.0
+        Dampening ``tau`` of the gradient added to the buffer, in ``[0, 1]``.
+    weight_decay : float, default 0.0
+        L2 penalty coefficient, in ``[0, inf)``: ``weight_decay * w`` is added to ``g``.
+
+    Raises
+    ------
+    ValueError
+        If a hyperparameter is out of its range or not a finite real number.
     """
 
     momentum: float = 0.9
@@ -270,8 +350,11 @@ class Momentum(Optimizer):
 
     @property
     def hyper(self) -> Hyper:
-        """As :attr:`Optimizer.hyper`, with no dampening at zero momentum: PyTorch keeps no buffer then, so its
-        steps are plain SGD's, where a dampened buffer ``b <- (1 - tau) g`` shrank every step after the first."""
+        """As :attr:`Optimizer.hyper`, with no dampening at zero momentum.
+
+        PyTorch keeps no buffer then, so its steps are plain SGD's, where a dampened buffer ``b <- (1 - tau) g``
+        shrank every step after the first.
+        """
         hyper = super().hyper
         return hyper._replace(dampening=0.0) if self.momentum == 0.0 else hyper
 
@@ -286,6 +369,18 @@ class Nesterov(Optimizer):
     Mapping: substitute ``phi = theta + alpha v``, the parameters PyTorch stores; then the book's update of
     ``phi`` is PyTorch's with ``alpha = mu``, ``v = -lr b``, and the gradient needs no look-ahead evaluation.
     State slot 0: ``b``.
+
+    Parameters
+    ----------
+    momentum : float, default 0.9
+        Momentum factor ``mu``, in ``(0, 1)`` (zero momentum is not Nesterov's method).
+    weight_decay : float, default 0.0
+        L2 penalty coefficient, in ``[0, inf)``: ``weight_decay * w`` is added to ``g``.
+
+    Raises
+    ------
+    ValueError
+        If a hyperparameter is out of its range or not a finite real number.
     """
 
     momentum: float = 0.9
@@ -309,6 +404,22 @@ class AdaGrad(Optimizer):
     Mapping: ``epsilon = lr`` with ``lr_decay = 0``. Eps placement differs: the book adds ``delta`` inside the
     square root, PyTorch (and fastopt) adds ``eps`` outside, so ``eps`` plays the role of ``sqrt(delta)``.
     State slot 0: ``r``.
+
+    Parameters
+    ----------
+    lr_decay : float, default 0.0
+        Learning-rate decay, in ``[0, inf)``: step ``t`` uses ``lr / (1 + (t - 1) lr_decay)``.
+    weight_decay : float, default 0.0
+        L2 penalty coefficient, in ``[0, inf)``: ``weight_decay * w`` is added to ``g``.
+    initial_accumulator_value : float, default 0.0
+        Starting value of the squared-gradient sum ``r``, in ``[0, inf)``.
+    eps : float, default 1e-10
+        Added to ``sqrt(r)`` in the denominator, in ``(0, inf)``.
+
+    Raises
+    ------
+    ValueError
+        If a hyperparameter is out of its range or not a finite real number.
     """
 
     lr_decay: float = 0.0
@@ -319,7 +430,28 @@ class AdaGrad(Optimizer):
     accumulates: ClassVar[bool] = True
     n_slots: ClassVar[int] = 1
 
-    def init_state(self, n_params: int, dtype=np.float64) -> np.ndarray:
+    def init_state(self, n_params: int, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
+        """Fresh optimizer state: the squared-gradient sum ``r`` filled with ``initial_accumulator_value``.
+
+        Parameters
+        ----------
+        n_params : int
+            Number of parameters the state is for, an integer in ``[0, 2**62]``.
+        dtype : float32 or float64, default float64
+            The dtype of the parameters the state will be used with.
+
+        Returns
+        -------
+        state : ndarray of shape (1, n_params)
+            Slot 0, ``r``, equal to ``initial_accumulator_value`` everywhere.
+
+        Raises
+        ------
+        ValueError
+            If ``dtype`` is not float32 or float64, or ``n_params`` is out of ``[0, 2**62]``.
+        TypeError
+            If ``n_params`` is not an integer (a bool is not), or ``dtype`` is not a data type at all.
+        """
         state = super().init_state(n_params, dtype)
         state[0] = self.initial_accumulator_value
         return state
@@ -337,6 +469,25 @@ class RMSProp(Optimizer):
     Mapping: ``epsilon = lr``; eps outside the square root (the book's ``delta`` is inside). The book's
     "RMSProp with Nesterov momentum" is not PyTorch's momentum variant (which is heavy ball on ``g / den``).
     State slots: 0 ``r``, 1 ``a`` (centred only), 2 ``b`` (momentum only); unused slots stay zero.
+
+    Parameters
+    ----------
+    rho : float, default 0.99
+        Decay of the squared-gradient average ``r``, in ``[0, 1)`` (PyTorch's ``alpha``).
+    eps : float, default 1e-8
+        Added to the denominator outside the square root, in ``(0, inf)``.
+    weight_decay : float, default 0.0
+        L2 penalty coefficient, in ``[0, inf)``: ``weight_decay * w`` is added to ``g``.
+    momentum : float, default 0.0
+        Momentum factor ``mu``, in ``[0, 1)``; 0 for no momentum buffer.
+    centered : bool, default False
+        Divide by the centred estimate ``sqrt(max(r - a*a, 0))`` instead of ``sqrt(r)``.
+
+    Raises
+    ------
+    ValueError
+        If a hyperparameter is out of its range or not a finite real number, or ``centered`` is not True or
+        False.
     """
 
     rho: float = 0.99
@@ -360,6 +511,25 @@ class Adam(Optimizer):
     Mapping: ``s = m``, ``r = v``, ``rho1, rho2 = beta1, beta2``, ``epsilon = lr``, ``delta = eps``: the same
     update, eps outside the square root and added after the bias correction of ``v``.
     State slots: 0 ``m``, 1 ``v``, 2 ``vmax`` (AMSGrad only).
+
+    Parameters
+    ----------
+    beta1 : float, default 0.9
+        Decay of the first-moment average ``m``, in ``[0, 1)``.
+    beta2 : float, default 0.999
+        Decay of the second-moment average ``v``, in ``[0, 1)``.
+    eps : float, default 1e-8
+        Added to the denominator outside the square root, in ``(0, inf)``.
+    weight_decay : float, default 0.0
+        L2 penalty coefficient, in ``[0, inf)``: ``weight_decay * w`` is added to ``g``.
+    amsgrad : bool, default False
+        Use the running maximum ``vmax`` of ``v`` in the denominator (AMSGrad).
+
+    Raises
+    ------
+    ValueError
+        If a hyperparameter is out of its range or not a finite real number, or ``amsgrad`` is not True or
+        False.
     """
 
     beta1: float = 0.9
@@ -380,6 +550,26 @@ class AdamW(Adam):
     the loss gradient alone. Unlike L2 added to ``g``, the decay is not rescaled by the adaptive denominator.
     The book has no AdamW (Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019). State slots as
     :class:`Adam`.
+
+    Parameters
+    ----------
+    beta1 : float, default 0.9
+        Decay of the first-moment average ``m``, in ``[0, 1)``.
+    beta2 : float, default 0.999
+        Decay of the second-moment average ``v``, in ``[0, 1)``.
+    eps : float, default 1e-8
+        Added to the denominator outside the square root, in ``(0, inf)``.
+    weight_decay : float, default 0.01
+        Decoupled decay coefficient, in ``[0, inf)``: each step first multiplies the decayed weights by
+        ``1 - lr weight_decay``.
+    amsgrad : bool, default False
+        Use the running maximum ``vmax`` of ``v`` in the denominator (AMSGrad).
+
+    Raises
+    ------
+    ValueError
+        If a hyperparameter is out of its range or not a finite real number, or ``amsgrad`` is not True or
+        False.
     """
 
     weight_decay: float = 0.01
@@ -398,8 +588,21 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def make(method: str, **hyper) -> Optimizer:
+def make(method: str, **hyper: float | bool) -> Optimizer:
     """The optimizer spec named ``method``, with ``hyper`` overriding its defaults.
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`OPTIMIZERS`: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam" or "adamw".
+    **hyper : float or bool
+        Hyperparameters of that spec's class, by their field names (for instance ``beta2=0.99`` for Adam);
+        the others keep the class's defaults.
+
+    Returns
+    -------
+    Optimizer
+        An instance of ``OPTIMIZERS[method]``.
 
     Raises
     ------
@@ -424,6 +627,24 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     As ``torch.nn.utils.clip_grad_norm_``: ``grad *= min(1, max_norm / (norm + 1e-6))``, so a NaN entry (a NaN
     norm) makes every entry NaN and an infinite norm makes the finite entries zero. The norm is summed in float64
     for either dtype.
+
+    Parameters
+    ----------
+    grad : ndarray of shape (n,), float32 or float64
+        The gradient, non-empty, C-contiguous and writeable; scaled in place.
+    max_norm : float
+        The largest L2 norm to leave, finite and > 0.
+
+    Returns
+    -------
+    float
+        The L2 norm of ``grad`` before clipping (NaN or inf when ``grad`` holds such entries).
+
+    Raises
+    ------
+    ValueError
+        If ``grad`` is not a non-empty, C-contiguous, writeable 1-D float32 or float64 ndarray, or ``max_norm``
+        is not a finite number > 0.
     """
     _check_vector("grad", grad)
     if not grad.flags.writeable:  # (Cython's "buffer source array is read-only" named nothing)
@@ -497,6 +718,36 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
 
     ``T = max(max_epochs - 1, 1)``: linear and cosine reach their floor at the last epoch and stay there.
     ``lr0`` is a finite non-negative number, ``epoch`` and ``max_epochs`` integers from 0.
+
+    Parameters
+    ----------
+    name : {"constant", "linear", "invscaling", "exponential", "cosine"}
+        The schedule, a key of :data:`SCHEDULES`.
+    lr0 : float
+        The initial learning rate, finite and >= 0.
+    epoch : int
+        The 0-based epoch, in ``[0, 2**62]``.
+    max_epochs : int
+        The number of epochs of the run, in ``[0, 2**62]``; sets ``T`` above.
+    end_factor : float, default 0.01
+        Floor of linear and cosine as a fraction of ``lr0``, in ``(0, 1]``.
+    power_t : float, default 0.5
+        Exponent of invscaling, in ``[0, inf)``.
+    gamma : float, default 0.95
+        Per-epoch factor of exponential, in ``(0, 1]``.
+
+    Returns
+    -------
+    float
+        The learning rate of ``epoch``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a schedule's name, or ``lr0``, ``end_factor``, ``power_t``, ``gamma``, ``epoch`` or
+        ``max_epochs`` is out of its range (or a number not finite).
+    TypeError
+        If ``epoch`` or ``max_epochs`` is not an integer (a bool is not).
     """
     if not (isinstance(name, str) and name in SCHEDULES):
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}.")
@@ -514,6 +765,26 @@ def schedule_lr(name: str, lr0: float, epoch: int, max_epochs: int, *,
 
 def scheduled(name: str, lr0: float, epoch: int, max_epochs: int, end_factor: float, power_t: float,
               gamma: float) -> float:
-    """:func:`schedule_lr` for arguments its caller has validated (the estimator's parameters): a rate made
-    non-finite by non-finite data passes through, for the epoch to name the data."""
+    """:func:`schedule_lr` for arguments its caller has validated (the estimator's parameters).
+
+    Nothing is checked: a rate made non-finite by non-finite data passes through, for the epoch to name the data.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`SCHEDULES`.
+    lr0 : float
+        The initial learning rate.
+    epoch : int
+        The 0-based epoch.
+    max_epochs : int
+        The number of epochs of the run (``T = max(max_epochs - 1, 1)``).
+    end_factor, power_t, gamma : float
+        As in :func:`schedule_lr` (no defaults here).
+
+    Returns
+    -------
+    float
+        The learning rate of ``epoch``, as :func:`schedule_lr` computes it.
+    """
     return float(SCHEDULES[name](float(lr0), int(epoch), max(int(max_epochs) - 1, 1), end_factor, power_t, gamma))

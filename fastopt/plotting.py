@@ -21,12 +21,23 @@ import numbers
 import os
 import pathlib
 import textwrap
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastopt.functions import CUBIC, EMPIRICAL_RISK, RISK, SADDLE, TANH, Objective
+
+if TYPE_CHECKING:  # (type hints only: matplotlib is an optional extra, imported when a function here is called)
+    from typing import IO, TypeAlias
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
+
+    from fastopt.linear_model import LinearRegressor
+
+    # Where a figure may be saved: a file name or path (its suffix names the format), or a binary file object.
+    PathLike: TypeAlias = str | os.PathLike[str] | IO[bytes]
 
 __all__ = [
     "plot_local_minima",
@@ -58,9 +69,28 @@ def _figure_and_axes(ax, figsize: tuple[float, float], **subplot_kw):
     return fig, fig.add_subplot(**subplot_kw)
 
 
-def save_format(path) -> str:
-    """The file format for ``path``: its suffix (``.pdf``, ``.svg``, ...), PNG without one (or for a file
-    object). A suffix no matplotlib backend writes is a ``ValueError`` (PNG bytes went silently into ``x.pdf``)."""
+def save_format(path: PathLike) -> str:
+    """The file format for ``path``: its suffix (``.pdf``, ``.svg``, ...), PNG without one (or for a file object).
+
+    A suffix no matplotlib backend writes is a ``ValueError`` (PNG bytes went silently into ``x.pdf``).
+
+    Parameters
+    ----------
+    path : str, path-like or binary file object
+        Where the figure is to be saved.
+
+    Returns
+    -------
+    str
+        The format's name, the suffix lower-cased without its dot (``"pdf"``), or ``"png"``.
+
+    Raises
+    ------
+    ValueError
+        If the suffix names a format matplotlib cannot write.
+    ImportError
+        If matplotlib is not installed (and ``path`` has a suffix).
+    """
     if not isinstance(path, (str, os.PathLike)):
         return "png"
     suffix = pathlib.Path(os.fspath(path)).suffix.lower().lstrip(".")
@@ -94,7 +124,8 @@ def _curve(ax, obj: Objective, lo: float, hi: float, **kw) -> np.ndarray:
     return x
 
 
-def plot_loss_curve(estimator, *, ax=None, path=None):
+def plot_loss_curve(estimator: LinearRegressor, *, ax: Axes | None = None,
+                    path: PathLike | None = None) -> Figure | SubFigure:
     """Training loss per epoch of a fitted iterative ``LinearRegressor``, and its validation R^2 if recorded.
 
     The loss goes on a logarithmic axis (when positive), the validation score (``validation_scores_``, present
@@ -103,15 +134,28 @@ def plot_loss_curve(estimator, *, ax=None, path=None):
     Parameters
     ----------
     estimator : LinearRegressor
-        Fitted with an iterative solver (it has a ``loss_curve_``).
+        Fitted with an iterative solver (it has a non-empty ``loss_curve_``).
     ax : matplotlib Axes, optional
-    path : str or path-like, optional
+        Draw into it (and its figure); default a new standalone Figure with one Axes.
+    path : str, path-like or binary file object, optional
         Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
-        without one).
+        without one, or for a file object).
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib.figure.Figure or matplotlib.figure.SubFigure
+        The figure drawn into: the new Figure, or ``ax.figure`` when ``ax`` is given (a SubFigure for an Axes
+        of one).
+
+    Raises
+    ------
+    ValueError
+        If ``estimator`` has no ``loss_curve_`` or an empty one (not fitted, or fitted by a solver recording none),
+        or ``path``'s suffix names a format matplotlib cannot write.
+    TypeError
+        If ``ax`` is not a matplotlib Axes.
+    ImportError
+        If matplotlib is not installed.
     """
     loss = getattr(estimator, "loss_curve_", None)
     if loss is None or len(loss) == 0:
@@ -175,16 +219,16 @@ def _contour(ax, X, Y, Z, levels: int, bounds) -> tuple[Any, str]:
 
 
 def plot_trajectories(
-    fun: Objective | Callable,
+    fun: Objective | Callable[[np.ndarray], float],
     results: Mapping[str, Any],
     *,
-    bounds=None,
-    ax=None,
-    path=None,
+    bounds: Sequence[tuple[float, float]] | None = None,
+    ax: Axes | None = None,
+    path: PathLike | None = None,
     levels: int = 30,
     resolution: int = 200,
     title: str | None = None,
-):
+) -> Figure | SubFigure:
     """Several optimizers' trajectories over one contour plot (or curve, for 1-D functions), with a legend.
 
     Parameters
@@ -195,20 +239,39 @@ def plot_trajectories(
     results : mapping of str to OptimizeResult
         Label -> result of :func:`fastopt.minimize` run with ``options={"return_path": True}``.
     bounds : sequence of (low, high), optional
-        Plotting box; default the Objective's domain.
+        Plotting box, one finite pair with ``low < high`` per variable; default the Objective's domain (required
+        for a plain callable).
     ax : matplotlib Axes, optional
-    path : str or path-like, optional
+        Draw into it (and its figure); default a new standalone Figure with one Axes.
+    path : str, path-like or binary file object, optional
         Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
-        without one).
-    levels, resolution : int
-        Number of contour levels and grid points per axis. Where ``fun`` is NaN or inf (outside its domain, at a
-        pole) the contour (or curve) is left blank, and only its finite values set the levels (or y-range).
+        without one, or for a file object).
+    levels, resolution : int, default 30 and 200
+        Number of contour levels (at least 1) and grid points per axis (at least 2). Where ``fun`` is NaN or inf
+        (outside its domain, at a pole) the contour (or curve) is left blank, and only its finite values set the
+        levels (or y-range).
     title : str, optional
-        Default: the Objective's formula.
+        Default: the Objective's formula (none for a plain callable).
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib.figure.Figure or matplotlib.figure.SubFigure
+        The figure drawn into: the new Figure, or ``ax.figure`` when ``ax`` is given (a SubFigure for an Axes
+        of one).
+
+    Raises
+    ------
+    ValueError
+        If ``bounds`` is missing for a plain callable, not one finite ``(low, high)`` pair with ``low < high`` per
+        variable, for other than 1 or 2 variables, or for other than the Objective's number; if ``levels`` or
+        ``resolution`` is not an integer of at least 1 or 2; if a result has no path (``xs``) or its points have
+        another number of coordinates; if ``fun`` is not finite anywhere on the plotted grid (or curve); or if
+        ``path``'s suffix names a format matplotlib cannot write.
+    TypeError
+        If ``results`` is not a mapping, one of its values is not a :func:`fastopt.minimize` result, or ``ax`` is
+        not a matplotlib Axes.
+    ImportError
+        If matplotlib is not installed.
     """
     obj = fun if isinstance(fun, Objective) else None
     bounds = bounds if bounds is not None else (obj.bounds if obj is not None else None)
@@ -293,9 +356,35 @@ def plot_trajectories(
     return _finish(fig, path)
 
 
-def plot_risk(*, ax=None, path=None):
-    """*Dive into Deep Learning*, sec. 12.1: risk ``f`` and empirical risk ``g`` on [0.5, 1.5], both minima
-    annotated."""
+def plot_risk(*, ax: Axes | None = None, path: PathLike | None = None) -> Figure | SubFigure:
+    """Risk ``f`` and empirical risk ``g`` on [0.5, 1.5], both minima annotated.
+
+    The figure of Zhang et al., *Dive into Deep Learning*, sec. 12.1 (:data:`fastopt.functions.RISK` and
+    :data:`fastopt.functions.EMPIRICAL_RISK`).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes, optional
+        Draw into it (and its figure); default a new standalone Figure with one Axes.
+    path : str, path-like or binary file object, optional
+        Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+        without one, or for a file object).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or matplotlib.figure.SubFigure
+        The figure drawn into: the new Figure, or ``ax.figure`` when ``ax`` is given (a SubFigure for an Axes
+        of one).
+
+    Raises
+    ------
+    TypeError
+        If ``ax`` is not a matplotlib Axes.
+    ValueError
+        If ``path``'s suffix names a format matplotlib cannot write.
+    ImportError
+        If matplotlib is not installed.
+    """
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     _curve(ax, RISK, 0.5, 1.5, label="risk f")
     _curve(ax, EMPIRICAL_RISK, 0.5, 1.5, ls="--", label="empirical risk g")
@@ -308,9 +397,34 @@ def plot_risk(*, ax=None, path=None):
     return _finish(fig, path)
 
 
-def plot_local_minima(*, ax=None, path=None):
-    """*Dive into Deep Learning*, sec. 12.1: ``f(x) = x cos(pi x)`` on [-1, 2] with its local and global minimum
-    annotated."""
+def plot_local_minima(*, ax: Axes | None = None, path: PathLike | None = None) -> Figure | SubFigure:
+    """``f(x) = x cos(pi x)`` on [-1, 2] with its local and global minimum annotated.
+
+    The figure of Zhang et al., *Dive into Deep Learning*, sec. 12.1 (:data:`fastopt.functions.RISK`).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes, optional
+        Draw into it (and its figure); default a new standalone Figure with one Axes.
+    path : str, path-like or binary file object, optional
+        Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+        without one, or for a file object).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or matplotlib.figure.SubFigure
+        The figure drawn into: the new Figure, or ``ax.figure`` when ``ax`` is given (a SubFigure for an Axes
+        of one).
+
+    Raises
+    ------
+    TypeError
+        If ``ax`` is not a matplotlib Axes.
+    ValueError
+        If ``path``'s suffix names a format matplotlib cannot write.
+    ImportError
+        If matplotlib is not installed.
+    """
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     _curve(ax, RISK, -1.0, 2.0)
     glob, local = RISK.minima
@@ -321,9 +435,34 @@ def plot_local_minima(*, ax=None, path=None):
     return _finish(fig, path)
 
 
-def plot_saddle_1d(*, ax=None, path=None):
-    """*Dive into Deep Learning*, sec. 12.1: ``x**3``, whose first and second derivatives vanish at the saddle point
-    0."""
+def plot_saddle_1d(*, ax: Axes | None = None, path: PathLike | None = None) -> Figure | SubFigure:
+    """``x**3`` on [-2, 2], whose first and second derivatives vanish at the saddle point 0.
+
+    The figure of Zhang et al., *Dive into Deep Learning*, sec. 12.1 (:data:`fastopt.functions.CUBIC`).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes, optional
+        Draw into it (and its figure); default a new standalone Figure with one Axes.
+    path : str, path-like or binary file object, optional
+        Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+        without one, or for a file object).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or matplotlib.figure.SubFigure
+        The figure drawn into: the new Figure, or ``ax.figure`` when ``ax`` is given (a SubFigure for an Axes
+        of one).
+
+    Raises
+    ------
+    TypeError
+        If ``ax`` is not a matplotlib Axes.
+    ValueError
+        If ``path``'s suffix names a format matplotlib cannot write.
+    ImportError
+        If matplotlib is not installed.
+    """
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     _curve(ax, CUBIC, -2.0, 2.0)
     _annotate(ax, "saddle point", (0.0, -0.2), (-0.52, -5.0))
@@ -332,9 +471,36 @@ def plot_saddle_1d(*, ax=None, path=None):
     return _finish(fig, path)
 
 
-def plot_saddle_2d(*, ax=None, path=None):
-    """*Dive into Deep Learning*, sec. 12.1: the surface of ``x**2 - y**2`` (wireframe) with the saddle point at the
-    origin marked."""
+def plot_saddle_2d(*, ax: Axes | None = None, path: PathLike | None = None) -> Figure | SubFigure:
+    """The surface of ``x**2 - y**2`` (wireframe) with the saddle point at the origin marked.
+
+    The figure of Zhang et al., *Dive into Deep Learning*, sec. 12.1 (:data:`fastopt.functions.SADDLE`), on
+    ``[-1, 1]**2``.
+
+    Parameters
+    ----------
+    ax : matplotlib 3-D Axes, optional
+        Draw into it (made with ``fig.add_subplot(projection='3d')``); default a new standalone Figure with one
+        3-D Axes.
+    path : str, path-like or binary file object, optional
+        Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+        without one, or for a file object).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or matplotlib.figure.SubFigure
+        The figure drawn into: the new Figure, or ``ax.figure`` when ``ax`` is given (a SubFigure for an Axes
+        of one).
+
+    Raises
+    ------
+    TypeError
+        If ``ax`` is not a matplotlib Axes.
+    ValueError
+        If ``ax`` is given but is not a 3-D Axes, or ``path``'s suffix names a format matplotlib cannot write.
+    ImportError
+        If matplotlib is not installed.
+    """
     fig, ax = _figure_and_axes(ax, (5, 4.5), projection="3d")
     g = np.linspace(-1.0, 1.0, 101)
     X, Y = np.meshgrid(g, g)
@@ -350,8 +516,35 @@ def plot_saddle_2d(*, ax=None, path=None):
     return _finish(fig, path)
 
 
-def plot_vanishing_gradient(*, ax=None, path=None):
-    """*Dive into Deep Learning*, sec. 12.1: ``tanh`` on [-2, 5] and its derivative, which is 0.0013 at x = 4."""
+def plot_vanishing_gradient(*, ax: Axes | None = None, path: PathLike | None = None) -> Figure | SubFigure:
+    """``tanh`` on [-2, 5] and its derivative, which is 0.0013 at x = 4.
+
+    The figure of Zhang et al., *Dive into Deep Learning*, sec. 12.1 (:data:`fastopt.functions.TANH`): the
+    vanishing gradient.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes, optional
+        Draw into it (and its figure); default a new standalone Figure with one Axes.
+    path : str, path-like or binary file object, optional
+        Save the figure there, in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+        without one, or for a file object).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or matplotlib.figure.SubFigure
+        The figure drawn into: the new Figure, or ``ax.figure`` when ``ax`` is given (a SubFigure for an Axes
+        of one).
+
+    Raises
+    ------
+    TypeError
+        If ``ax`` is not a matplotlib Axes.
+    ValueError
+        If ``path``'s suffix names a format matplotlib cannot write.
+    ImportError
+        If matplotlib is not installed.
+    """
     fig, ax = _figure_and_axes(ax, (4.5, 2.5))
     x = _curve(ax, TANH, -2.0, 5.0, label="f(x) = tanh(x)")
     ax.plot(x, TANH.grad(x[None])[0], ls="--", label="f'(x) = 1 - tanh(x)^2")
