@@ -1,7 +1,11 @@
 """Benchmark fixtures: one shared data set per shape, and a peak-memory probe recorded in extra_info.
 
-Run everything and print the report with ``python bench/report.py --run``.
+Run everything and print the report with ``python bench/report.py --run``. Under ``pytest --benchmark-disable``
+every benchmark runs its code once, untimed, as a plain test: the helpers here then skip the bookkeeping that
+needs timings (see :func:`timing`).
 """
+import pathlib
+import sys
 import threading
 import tracemalloc
 
@@ -9,6 +13,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from threadpoolctl import threadpool_info
+
+# The bench modules import this file's helpers as ``from conftest import ...``. That needs bench/ on sys.path, which
+# only `python -m pytest` run from bench/ gives: pytest imports this file under --import-mode=importlib (the
+# project's setting) without adding its folder, so `pytest bench` from the checkout's root failed to collect them.
+_BENCH = str(pathlib.Path(__file__).resolve().parent)
+if _BENCH not in sys.path:
+    sys.path.insert(0, _BENCH)
 
 
 def hashed_rows(rng: np.random.Generator, rows: int, d: int, nnz: int):
@@ -62,6 +73,21 @@ def closed_form_data():
     X = rng.standard_normal((1_000_000, 100))
     y = X @ rng.standard_normal(100) + rng.standard_normal(1_000_000)
     return X, y
+
+
+def timing(benchmark) -> bool:
+    """Whether pytest-benchmark times ``benchmark``'s rounds.
+
+    Under ``--benchmark-disable`` ``benchmark.pedantic`` calls its function once (no warm-up, no rounds) and
+    ``benchmark.stats`` stays None, so figures derived from timings must be skipped; the code itself still runs.
+    """
+    return not benchmark.disabled
+
+
+def median_seconds(benchmark) -> float | None:
+    """The median of ``benchmark``'s timed rounds in seconds, or None when nothing was timed (under
+    ``--benchmark-disable``, or before ``benchmark.pedantic`` ran)."""
+    return None if benchmark.stats is None else benchmark.stats.stats.median
 
 
 def peak_memory(fn, *args):
@@ -150,6 +176,8 @@ def estimator_over_kernel(benchmark, kernel, kernel_args, fit, rounds=11):
         cpu.append(ce / ck)
 
     benchmark.pedantic(pair, rounds=rounds, iterations=1, warmup_rounds=1)
+    if not timing(benchmark):  # one untimed pair, no warm-up to drop: no ratio to record
+        return
     benchmark.extra_info["estimator_over_kernel"] = round(float(np.median(wall[1:])), 3)
     benchmark.extra_info["cpu_estimator_over_kernel"] = round(float(np.median(cpu[1:])), 3)
 
@@ -157,13 +185,14 @@ def estimator_over_kernel(benchmark, kernel, kernel_args, fit, rounds=11):
 @pytest.fixture
 def record(benchmark):
     """Record peak memory beyond X and y (X dense or CSR; two untimed runs, which also warm up), BLAS threads,
-    then time ``fn(X, y)`` over ``rounds`` rounds."""
+    then time ``fn(X, y)`` over ``rounds`` rounds (under ``--benchmark-disable``: only run it once)."""
 
     def run(fn, X, y, rounds=3):
-        traced, rss = peak_memory(fn, X, y), peak_rss(fn, X, y)
-        benchmark.extra_info["traced_peak_vs_X"] = round(traced / x_nbytes(X), 4)
-        benchmark.extra_info["rss_peak_vs_X"] = round(rss / x_nbytes(X), 4)
-        benchmark.extra_info["blas_threads"] = max(lib["num_threads"] for lib in threadpool_info())
+        if timing(benchmark):  # (the probes are measurements: a run that only checks the code skips them)
+            traced, rss = peak_memory(fn, X, y), peak_rss(fn, X, y)
+            benchmark.extra_info["traced_peak_vs_X"] = round(traced / x_nbytes(X), 4)
+            benchmark.extra_info["rss_peak_vs_X"] = round(rss / x_nbytes(X), 4)
+            benchmark.extra_info["blas_threads"] = max(lib["num_threads"] for lib in threadpool_info())
         benchmark.pedantic(fn, args=(X, y), rounds=rounds, iterations=1)
 
     return run

@@ -17,7 +17,7 @@ Run on its own::
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import peak_memory, peak_rss, x_nbytes
+from conftest import peak_memory, peak_rss, timing, x_nbytes
 from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_info
 
@@ -41,16 +41,18 @@ def sparse_closed_form_data():
 
 @pytest.fixture
 def record_sparse(benchmark):
-    """Peak memory beyond X and y (two untimed runs, which also warm up), then ``rounds`` timed rounds."""
+    """Peak memory beyond X and y (two untimed runs, which also warm up), then ``rounds`` timed rounds (under
+    ``--benchmark-disable``: one untimed run, no probes)."""
 
     def run(fn, X, y, rounds=3):
-        x_bytes = x_nbytes(X)
-        traced, rss = peak_memory(fn, X, y), peak_rss(fn, X, y)
-        d2 = 8 * X.shape[1] ** 2
-        benchmark.extra_info["traced_peak_MB"] = round(traced / 2**20, 1)
-        benchmark.extra_info["traced_peak_vs_dxd"] = round(traced / d2, 2)
-        benchmark.extra_info["rss_peak_vs_X"] = round(rss / x_bytes, 3)
-        benchmark.extra_info["blas_threads"] = max(lib["num_threads"] for lib in threadpool_info())
+        if timing(benchmark):  # (the probes are measurements: a run that only checks the code skips them)
+            x_bytes = x_nbytes(X)
+            traced, rss = peak_memory(fn, X, y), peak_rss(fn, X, y)
+            d2 = 8 * X.shape[1] ** 2
+            benchmark.extra_info["traced_peak_MB"] = round(traced / 2**20, 1)
+            benchmark.extra_info["traced_peak_vs_dxd"] = round(traced / d2, 2)
+            benchmark.extra_info["rss_peak_vs_X"] = round(rss / x_bytes, 3)
+            benchmark.extra_info["blas_threads"] = max(lib["num_threads"] for lib in threadpool_info())
         benchmark.pedantic(fn, args=(X, y), rounds=rounds, iterations=1)
 
     return run

@@ -233,7 +233,8 @@ def test_bench_report_names_bad_arguments_and_reads_the_callers_files(tmp_path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.json").write_text("not json")
     (tmp_path / "ok.json").write_text('{"machine_info": {"cpu": {"brand_raw": "x", "count": 2}, '
-                                      '"python_version": "3"}, "benchmarks": []}')
+                                      '"python_version": "3"}, "benchmarks": [{"name": "test_x", "group": "g", '
+                                      '"stats": {"median": 1.0}}]}')
     for extra, message in [(["nothere.json"], "nothere.json"), (["bad.json"], "not a pytest-benchmark JSON"),
                            (["ok.json", "--vs", "("], "--vs: not a regular expression")]:
         assert cli.main(["bench", "--source", str(CHECKOUT), "--", *extra]) == 2
