@@ -177,3 +177,19 @@ def test_bench_helpers_run_once_under_benchmark_disable(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_closed_pipe_ends_quietly(tmp_path, unbuffered):
+    # report.py | head: the write to a pipe whose reader has gone raised BrokenPipeError, a traceback (unbuffered)
+    # or "Exception ignored" at exit (buffered). The read end is closed before the report starts, so every write fails.
+    _write(tmp_path / "ok.json", {"machine_info": MACHINE, "benchmarks": ROWS})
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, str(REPORT), "ok.json"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
