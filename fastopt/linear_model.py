@@ -899,6 +899,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             From the second chunk on, the next chunk is read, in a background thread, while the current one
             is fitted: a generator's chunks are copied as they are read (it may refill or change what it
             yielded once resumed), a sequence's are not (its items must not change when it is indexed).
+            An epoch is one whole pass, so every read must end: an endless generator never returns (for
+            an open-ended stream, call ``partial_fit`` on its chunks as they come).
 
         Returns
         -------
