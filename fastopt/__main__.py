@@ -218,7 +218,14 @@ def _bench(args: argparse.Namespace) -> int:
     extra = extra or ["--run"]
     # From the caller's directory, so that a relative results file is the caller's (report.py runs pytest from
     # bench/ itself)
-    return subprocess.run([sys.executable, str(report), *extra]).returncode
+    child = subprocess.Popen([sys.executable, str(report), *extra])
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too (one process group): it stops pytest and reports what ran. Waiting for
+            # it, not killing it (subprocess.run's way), keeps that report and ends without a traceback here.
+            continue
 
 
 class _Parser(argparse.ArgumentParser):

@@ -255,3 +255,33 @@ def test_landscape_output_suffix_names_the_format(tmp_path, capsys):
     svg = tmp_path / "paths.svg"
     assert cli.main(["landscape", "double_well", "--methods", "sgd", "--output", str(svg)]) == 0
     assert b"<svg" in svg.read_bytes()[:400]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and SIGINT")
+def test_bench_ctrl_c_lets_the_report_finish(tmp_path):
+    # Ctrl-C reaches the whole process group. subprocess.run killed report.py at once (no report of what ran) and
+    # the fastopt process ended with a KeyboardInterrupt traceback; it now waits for report.py, which stops pytest
+    # and reports, and returns its status.
+    import signal
+    import time
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "report.py").write_text(
+        "import pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: (print('reported what ran', flush=True), sys.exit(130)))\n"
+        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('')\n"
+        "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-m", "fastopt", "bench", "--source", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_module_env(),
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(child.pid, signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 130
+    assert "reported what ran" in out and "Traceback" not in err
