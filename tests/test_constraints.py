@@ -425,3 +425,36 @@ def test_nnls_on_a_cubic_with_its_bias_column_matches_sklearn(seed, sparse):
 
     assert np.all(est.coef_ >= 0)
     assert objective(est.coef_, est.intercept_) <= objective(ref.coef_, ref.intercept_) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("fill, seed", [(0.0, 119), (None, 22)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_nnls_on_the_qr_path_beside_columns_without_data_reaches_the_minimum(fill, seed, sparse):
+    # positive=True on the QR path with a ridge, four all-zero (or constant) columns: the ridge rows give them unit
+    # columns without right-hand side, and SciPy's NNLS (1.17) returned a point with a gradient of 0.69 on its free
+    # set (scipy/scipy#25389): a coefficient of 2.9 (10.3 on constant columns) where there is no data, the
+    # objective 1.1% (7.3%) above the constrained minimum, silently. Its result is now checked by the optimality
+    # conditions and replaced by BVLS where they fail. The reference is BVLS on the centred problem with the ridge
+    # rows (exact active set: the two agree to rounding, measured 2e-16).
+    import scipy.sparse as sp
+    from scipy.optimize import lsq_linear
+    rng = np.random.default_rng(seed)
+    n, d, alpha = 60, 12, 1e-3
+    X = rng.poisson(0.5, size=(n, d)).astype(float)
+    cols = rng.choice(d, 4, replace=False)
+    X[:, cols] = fill if fill is not None else rng.choice([1.0, 3.0, 7.0])
+    y = X @ rng.normal(size=d) + rng.normal(size=n) * 0.3
+    A = np.vstack([(X - X.mean(0)) / np.sqrt(n), np.sqrt(alpha) * np.eye(d)])
+    ref = lsq_linear(A, np.r_[(y - y.mean()) / np.sqrt(n), np.zeros(d)], bounds=(0, np.inf), method="bvls",
+                     tol=1e-15).x
+
+    def objective(c, b):
+        return 0.5 * np.mean((y - X @ c - b) ** 2) + 0.5 * alpha * c @ c
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(solver="qr", alpha=alpha, positive=True).fit(sp.csr_array(X) if sparse else X, y)
+    assert est.solver_ == "qr"
+    f_ref = objective(ref, y.mean() - X.mean(0) @ ref)
+    assert objective(est.coef_, est.intercept_) <= f_ref * (1 + 1e-12)
+    assert np.abs(est.coef_[cols]).max() <= 1e-12 * np.abs(est.coef_).max()
