@@ -1168,10 +1168,60 @@ def _positive_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, parts
             return value, 1.0
 
         reached = reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
+        if loss == "squared_error" and X.shape[1] <= steps and X.shape[0] * X.shape[1] <= PLATEAU_CHECK_SMALL_WORK:
+            reached = min(reached, _positive_exact(data, s, W, j, alpha, fit_intercept))
         gain += objectives[j] - reached
         if parts is not None:
             parts.append((objectives[j], objectives[j] - reached))
     return f, gain
+
+
+def _positive_exact(data, s: np.ndarray, W: float, j: int, alpha, fit_intercept: bool) -> float:
+    """The squared error's objective for target ``j`` at the constrained least-squares point: NNLS (the closed
+    form's checked one) on the Cholesky factor of the weighted, centred, column-scaled design with the ridge's rows
+    where its rcond allows, else on its QR factor; the objective is evaluated exactly from the point's residuals,
+    so it is a feasible point's (a bound on ``f - f*`` whatever NNLS's accuracy on an ill-conditioned design). For
+    :func:`positive_gap` on small data, where the conjugate gradients already take one step per dimension and the
+    factorisation costs about as much (``n d^2``). The projected steps
+    hold a coefficient at 0 while its gradient points out of the feasible set, but on nearly low-rank columns the
+    optimum leaves it there (rank 3 of 7 columns plus 1e-3 noise: coefficients of 154 where the fit had 0.06 and
+    the gradient was positive): default SGD and Adam fits stopped 1-11% above the optimum with rounds that found
+    1e-4 of the alarm, silently."""
+    import scipy.linalg
+
+    from fastopt._closed_form import RCOND_CHOLESKY, _nnls
+
+    X = data.X
+    d = X.shape[1]
+    Xd = X.toarray() if sp.issparse(X) else X
+    Xd = np.asarray(Xd, dtype=np.float64)
+    y = data.Y[:, j].astype(np.float64)
+    total = float(s.sum())
+    xm = (s @ Xd) / total if fit_intercept and total > 0 else np.zeros(d)
+    ym = float(s @ y) / total if fit_intercept and total > 0 else 0.0
+    root = np.sqrt(s / W)
+    A, b = root[:, None] * (Xd - xm), root * (y - ym)
+    ridge = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (d,))
+    if np.any(ridge > 0):  # (alpha / 2 ||c||^2 as rows sqrt(alpha) I)
+        A, b = np.vstack([A, np.diag(np.sqrt(ridge))]), np.concatenate([b, np.zeros(d)])
+    scale = np.linalg.norm(A, axis=0)
+    scale[~(scale > 0)] = 1.0
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
+        return np.inf
+    A /= scale
+    # The Cholesky factor of the Gram where it keeps the closed form's accuracy (RCOND_CHOLESKY), else the QR
+    # factor: NumPy's QR of 2,000 x 30 took 5 ms, the Gram 0.1 ms (the check's whole cost for a 7 ms fit).
+    U, info = scipy.linalg.lapack.dpotrf(A.T @ A, lower=0, clean=1)
+    if info == 0 and scipy.linalg.lapack.dpocon(U, float(np.abs(A.T @ A).sum(axis=0).max()))[0] >= RCOND_CHOLESKY:
+        M, c = U, scipy.linalg.solve_triangular(U, A.T @ b, trans="T", check_finite=False)
+    else:
+        Q, M = np.linalg.qr(A)
+        c = Q.T @ b
+    coef = (_nnls(M, c, 50 * max(d, 1)) / scale).astype(X.dtype).astype(np.float64)
+    intercept = ym - float(xm @ coef) if fit_intercept else 0.0
+    r = _linear(X, coef, intercept) - y
+    value = _any_objective(s, W, r, coef, alpha, "squared_error", 0.0)
+    return value if np.isfinite(value) else np.inf
 
 
 def _any_objective(s: np.ndarray, W: float, r: np.ndarray, coef: np.ndarray, alpha, loss: str,
