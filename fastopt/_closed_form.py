@@ -1411,7 +1411,12 @@ def probe_needs_qr(params: dict, data: Data) -> bool:
 def needs_qr(params: dict, state: ClosedFormState) -> bool:
     """Whether ``state`` needs a second pass (:func:`chunk_qr_state`) for an accurate solve."""
     params = {**params, "alpha": float(np.min(params["alpha"]))}  # per-target alpha: the least ridge decides
-    return state.r is None and _cholesky(params, state)[0] is None
+    if state.r is not None:
+        return False
+    if params.get("positive") and state.gram is not None:  # (the constrained solve's own test: _positive_cholesky)
+        _, _, _, live, _, info, rcond = _positive_cholesky(params, state)
+        return bool(live.size) and not (info == 0 and rcond >= RCOND_CHOLESKY)
+    return _cholesky(params, state)[0] is None
 
 
 # ---------------------------------------------------------------- constrained and per-target solves
@@ -1529,6 +1534,35 @@ def _nnls(M: np.ndarray, c: np.ndarray, maxiter: int) -> np.ndarray:
     return v
 
 
+def _positive_cholesky(params: dict, state: ClosedFormState):
+    """:func:`_solve_positive`'s Cholesky attempt on a Gram state: ``(A, B, scale, live, U, info, rcond)``, the
+    column-scaled normal equations of the columns with data (``live``), their factor and LAPACK's ``info``, and
+    the reciprocal condition estimate (0 where the factorisation failed or no column has data).
+
+    Columns without data (zero, or constant beside the intercept: zero rows and columns but for a ridge's
+    diagonal, and no right-hand side) are decoupled, coefficient 0; left in, the ridge's unit columns made SciPy's
+    NNLS stop short (769 empty hashed columns of 1,024, alpha 1e-8: 1.3e-7 of the objective above the optimum,
+    gradient 2e-7). :func:`needs_qr` asks the same question for ``positive=True``: with those columns in, the
+    estimate of all columns' factor read 0.41 where the live columns' is 3e-8, so an in-memory fit took no second
+    pass, and the solve, rejecting Cholesky, fell back to the eigendecomposition, warned that "the rows cannot be
+    read again"."""
+    A, B, scale = _scaled_normal_equations(params, state)
+    live = np.arange(A.shape[0])
+    decoupled = (np.count_nonzero(A, axis=0) <= 1) & ~B.any(axis=1)
+    if decoupled.any():
+        live = np.flatnonzero(~decoupled)
+        if not live.size:
+            return A, B, scale, live, None, 1, 0.0
+        A, B = np.ascontiguousarray(A[np.ix_(live, live)]), B[live]
+    U, info = lapack.dpotrf(A, lower=0, clean=1)
+    rcond = 0.0
+    if info == 0:
+        rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())
+        if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
+            rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+    return A, B, scale, live, U, info, rcond
+
+
 def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     """Non-negative coefficients (``positive=True``): Lawson-Hanson NNLS (``scipy.optimize.nnls``) on the
     ``d x d`` triangular system ``M v = c`` equivalent to the least-squares problem, one target at a time (its
@@ -1549,22 +1583,9 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     rcond = 0.0
     live = np.arange(d)
     if state.gram is not None:
-        A, B, scale = _scaled_normal_equations(params, state)
-        # Columns without data (zero, or constant beside the intercept: zero rows and columns but for a ridge's
-        # diagonal, and no right-hand side) are decoupled, coefficient 0; left in, the ridge's unit columns made
-        # SciPy's NNLS stop short (769 empty hashed columns of 1,024, alpha 1e-8: 1.3e-7 of the objective above
-        # the optimum, gradient 2e-7).
-        decoupled = (np.count_nonzero(A, axis=0) <= 1) & ~B.any(axis=1)
-        if decoupled.any():
-            live = np.flatnonzero(~decoupled)
-            if not live.size:  # no column has data (a single row): every coefficient is 0
-                return _result(params, state, np.zeros((d, B.shape[1])), "cholesky", 0.0, 0)
-            A, B = np.ascontiguousarray(A[np.ix_(live, live)]), B[live]
-        U, info = lapack.dpotrf(A, lower=0, clean=1)
-        if info == 0:
-            rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())
-            if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
-                rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+        A, B, scale, live, U, info, rcond = _positive_cholesky(params, state)
+        if not live.size:  # no column has data (a single row): every coefficient is 0
+            return _result(params, state, np.zeros((d, B.shape[1])), "cholesky", 0.0, 0)
         m = live.size
         if info == 0 and rcond >= RCOND_CHOLESKY:
             M, c, path = U, _upper_solve(np.asfortranarray(U), m, B, trans=True, serial=_tail_serial(m)), "cholesky"

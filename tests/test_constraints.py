@@ -484,3 +484,32 @@ def test_positive_iterative_fit_on_nearly_low_rank_columns_warns_where_it_stops_
     excess = 0.5 * np.mean((y - X @ est.coef_ - est.intercept_) ** 2) / optimum - 1
     assert excess > 0.01  # (the case: stopped short; the check must say so)
     assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def test_positive_in_memory_fit_beside_empty_one_hot_levels_takes_the_second_pass():
+    # Two one-hot blocks with two levels never seen (all-zero columns), a small ridge, no intercept: the decision
+    # to read the rows again for QR estimated the condition of all columns' factor (0.41, the ridge-only columns
+    # in), while the non-negative solve, on the columns with data, found 3e-8 and rejected Cholesky: with no R
+    # factor it fell back to the eigendecomposition and warned that "the rows cannot be read again for QR" in a
+    # plain fit. Both now ask the same question.
+    from sklearn.preprocessing import OneHotEncoder
+    rng = np.random.default_rng(20)
+    n = int(rng.integers(60, 600))
+    levels = [int(v) for v in rng.integers(4, 20, size=2)]
+    cats = np.column_stack([rng.integers(0, k - 2, n) for k in levels])
+    X = OneHotEncoder(categories=[np.arange(k) for k in levels], sparse_output=False).fit_transform(cats)
+    X = np.hstack([X, rng.normal(size=(n, 2))])
+    y = X @ rng.normal(size=X.shape[1]) + rng.normal(size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LinearRegressor(alpha=1e-8, fit_intercept=False, positive=True).fit(X, y)
+    assert est.solver_ == "qr"
+    from scipy.optimize import lsq_linear
+    reference = lsq_linear(np.vstack([X / np.sqrt(n), np.sqrt(1e-8) * np.eye(X.shape[1])]),
+                           np.r_[y / np.sqrt(n), np.zeros(X.shape[1])], bounds=(0, np.inf), method="bvls",
+                           tol=1e-15).x
+
+    def objective(c):
+        return 0.5 * np.mean((X @ c - y) ** 2) + 0.5e-8 * c @ c
+
+    assert objective(est.coef_) <= objective(reference) * (1 + 1e-10)
