@@ -1620,3 +1620,46 @@ def test_a_later_krylov_partial_fit_call_says_it_refits_its_rows_alone(solver):
         est.partial_fit(X[:2000], y[:2000])  # the first call: nothing lost
     with pytest.warns(UserWarning, match="refits them alone.*earlier rows no longer count.*solver='normal'"):
         est.partial_fit(X[2000:], y[2000:])
+
+
+@pytest.mark.parametrize("tol", [None, 0.0])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cgls_past_its_accuracy_on_dependent_columns_keeps_the_optimum(tol, sparse):
+    # One-hot columns beside an intercept (an exactly dependent direction): at machine precision S2's ratio rests
+    # at 3 eps, so CGLS ran on, its steps along the numerically null direction growing the coefficients to 1e16,
+    # and S1 accepted them: objectives 80 to 3,500 times the optimum, silently. Steps along directions the operator
+    # maps to its rounding now stop the run. The fitted values (the objective) are unique; the coefficients are not.
+    from sklearn.preprocessing import OneHotEncoder
+    rng = np.random.default_rng(2)
+    n = 2000
+    X = np.hstack([OneHotEncoder(sparse_output=False).fit_transform(rng.integers(0, 4, size=(n, 1))),
+                   rng.normal(size=(n, 3))])
+    y = X @ rng.normal(size=X.shape[1]) + 3.0 + 0.1 * rng.normal(size=n)
+    Xc, yc = X - X.mean(0), y - y.mean()
+    optimum = 0.5 * np.mean((yc - Xc @ np.linalg.lstsq(Xc, yc, rcond=None)[0]) ** 2)
+    est = LinearRegressor(solver="cg", tol=tol).fit(scipy.sparse.csr_array(X) if sparse else X, y)
+    # the optimum's rounding: a few eps of the objective (measured 1e-13 of it on CSR)
+    assert 0.5 * np.mean((y - X @ est.coef_ - est.intercept_) ** 2) <= optimum * (1 + 1e-10)
+
+
+def test_cgls_at_tol_1e_12_under_spread_weights_keeps_the_optimum():
+    # The same run on noise at tol=1e-12 where weights spread 1e8 keep S2's ratio above it: coefficients of 3e13,
+    # the objective 2.5e6 times the optimum, silently. Now the optimum to rounding (and a warning that tol was not
+    # confirmed: the data's round-off exceeds it).
+    rng = np.random.default_rng(6)
+    n = 40
+    X = np.hstack([np.eye(6)[rng.integers(0, 6, n)], rng.normal(size=(n, 3))])
+    y = X @ rng.normal(size=9) + 0.1 * rng.normal(size=n)
+    w = np.where(rng.random(n) < 0.1, 1e8, 1.0)
+    W = w.sum()
+    xm, ym = w @ X / W, w @ y / W
+    root = np.sqrt(w)
+    c = np.linalg.lstsq(root[:, None] * (X - xm), root * (y - ym), rcond=None)[0]
+
+    def objective(coef, b):
+        return 0.5 * np.sum(w * (y - X @ coef - b) ** 2) / W
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LinearRegressor(solver="cg", tol=1e-12).fit(X, y, sample_weight=w)
+    assert objective(est.coef_, est.intercept_) <= objective(c, ym - xm @ c) * (1 + 1e-10)
