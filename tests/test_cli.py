@@ -273,10 +273,10 @@ def test_bench_ctrl_c_lets_the_report_finish(tmp_path):
         "time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-m", "fastopt", "bench", "--source", str(tmp_path)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_module_env(),
-                             start_new_session=True)
+                             start_new_session=True, cwd=tmp_path)  # (not a checkout's root: its unbuilt fastopt/)
     try:
         deadline = time.monotonic() + 60
-        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.05)
         os.killpg(child.pid, signal.SIGINT)
         out, err = child.communicate(timeout=60)
