@@ -1859,15 +1859,15 @@ def _lad_linprog(prob: _Problem):
     The program is posed on the rows of weight (the others cost nothing, and left ``z`` free along them) and their
     fitted values ``U z``, ``U`` an orthonormal basis of the span of ``[X, 1]`` (of ``X`` without intercept), the
     left singular vectors of the column-scaled design above ``1e-13`` of its largest singular value: ``min sum s_i
-    (u_i + v_i)`` subject to ``U z + u - v = y``, ``u, v >= 0`` (Koenker & Bassett,
-    1978). (On ``X`` itself HiGHS's tolerances, relative to columns like ``x**3`` of 1e10, let its optimum stand
-    0.16 above the minimum.) HiGHS meets the equations only to its tolerance, relative to ``y``'s scale (2e-5 of
-    fitted values beside outliers of 1e7, 1.3e-4 of the objective), so the coefficients ``U z`` maps to are moved,
-    least change, to fit exactly the rows its solution fits (``u_i = v_i = 0``), twice (2.5e-10 of the objective
-    above the dual's bound on hashed counts). Its duals ``lambda``, made orthogonal to ``U`` and scaled into
-    ``|lambda_i| <= s_i``, are feasible for the dual program, ``max y . lambda``, whose value bounds the minimum
-    from below. The coefficients solve ``[X, 1] (w, b) = U z`` through the same singular vectors (minimum norm
-    along exactly dependent columns). ``U`` is dense: the caller keeps ``n (d + 1)`` small (``LAD_LP_MAX_SIZE``)."""
+    (u_i + v_i)`` subject to ``U z + u - v = y``, ``u, v >= 0`` (Koenker & Bassett, 1978). (On ``X`` itself HiGHS's
+    tolerances, relative to columns like ``x**3`` of 1e10, let its optimum stand 0.16 above the minimum.) HiGHS
+    meets the equations only to its tolerance, relative to ``y``'s scale (2e-5 of fitted values beside outliers of
+    1e7, 1.3e-4 of the objective), so the coefficients ``U z`` maps to are moved, least change, to fit exactly the
+    rows its solution fits (``u_i = v_i = 0``), twice (2.5e-10 of the objective above the dual's bound on hashed
+    counts). Its duals ``lambda``, made orthogonal to ``U`` and scaled into ``|lambda_i| <= s_i``, are feasible for
+    the dual program, ``max y . lambda``, whose value bounds the minimum from below. The coefficients solve ``[X, 1]
+    (w, b) = U z`` through the same singular vectors (minimum norm along exactly dependent columns). ``U`` is dense:
+    the caller keeps ``n (d + 1)`` small (``LAD_LP_MAX_SIZE``)."""
     from scipy.optimize import linprog
 
     rows = np.flatnonzero(prob.s > 0)  # (rows of no weight cost nothing: left out, they left z free along them)
@@ -2037,7 +2037,7 @@ class NewtonSolver(Solver):
                     fit = huber_newton(prob, full, eps_j, rtol, max_epochs(params), start)[0]
                 else:
                     # (the linear program's rescue within the solver's own budget, not under a smaller max_epochs)
-                    rescue = params["max_epochs"] == "auto" or max_epochs(params) >= max_epochs({"max_epochs": "auto"})
+                    rescue = max_epochs(params) >= max_epochs({"max_epochs": "auto"})
                     fit = lad_smoothing(prob, full, rtol, max_epochs(params), start, rescue)
             if e:  # back to y's units (e < 0: nothing overflows), the objective by 2^e (absolute error) or 2^2e
                 f = e if lad else 2 * e
