@@ -84,9 +84,13 @@ def run(path: pathlib.Path, pytest_args: list[str] | None = None) -> tuple[int, 
                 except KeyboardInterrupt:  # pytest got the same Ctrl-C: let it stop and write what ran, then report
                     continue
         finally:
-            wrote = path.exists()
-            if not wrote and earlier.exists():
-                shutil.move(earlier, path)
+            # pytest-benchmark before 5.3 opens (and so creates) the file when it parses its options and writes
+            # it at the end: an empty file is a run that wrote no results.
+            wrote = path.exists() and path.stat().st_size > 0
+            if not wrote:
+                path.unlink(missing_ok=True)
+                if earlier.exists():
+                    shutil.move(earlier, path)
         failed = set(failed_file.read_text().splitlines()) if failed_file.exists() else set()
     return status, failed, wrote
 

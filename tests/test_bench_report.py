@@ -25,9 +25,9 @@ ROWS = [
 ]
 
 
-def _report(cwd, *args) -> subprocess.CompletedProcess:
+def _report(cwd, *args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPORT), *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+                          timeout=120, env=env)
 
 
 def _write(path: pathlib.Path, doc) -> pathlib.Path:
@@ -129,18 +129,57 @@ def test_run_reports_the_passed_benchmarks_then_the_failures(tmp_path):
     assert len(json.loads((tmp_path / "out.json").read_text())["benchmarks"]) == 3
 
 
-def test_run_without_results_says_so(tmp_path):
+# pytest-benchmark before 5.3 opens --benchmark-json's file when it parses its options (argparse.FileType) and
+# writes it at the end: a run that stops early leaves it empty. This plugin does the same on any version.
+OPENS_EARLY = """
+import pathlib
+
+
+def pytest_configure(config):
+    path = config.getoption("benchmark_json")
+    if isinstance(path, pathlib.Path):  # (before 5.3 it is already an open file)
+        path.write_bytes(b"")
+"""
+
+
+def _opens_early(tmp_path) -> list[str]:
+    """pytest arguments loading OPENS_EARLY (from tmp_path, which report.py's child finds on its PYTHONPATH)."""
+    (tmp_path / "fastopt_opens_early.py").write_text(OPENS_EARLY)
+    return ["-p", "fastopt_opens_early"]
+
+
+def _env_with(path) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.parametrize("opens_early", [False, True], ids=["installed", "file-opened-at-start"])
+def test_run_without_results_says_so(tmp_path, opens_early):
     pytest.importorskip("pytest_benchmark")
     (tmp_path / "test_broken_import.py").write_text("import fastopt_no_such_module\n")
+    plugin = _opens_early(tmp_path) if opens_early else []
     stale = _write(tmp_path / "out.json", {"machine_info": MACHINE, "benchmarks": ROWS})  # an earlier run's
     done = _report(tmp_path, str(stale), "--run", "--", str(tmp_path / "test_broken_import.py"), "-p",
-                   "no:cacheprovider")
+                   "no:cacheprovider", *plugin, env=_env_with(tmp_path))
     assert done.returncode == 2  # pytest's: a collection error interrupts it
     assert "Traceback" not in done.stderr and "machine:" not in done.stdout  # (the stale rows are not reported)
     assert done.stderr.splitlines()[-1] == ("report.py: error: pytest exited with status 2 and wrote no benchmark "
                                             f"results (see its output above); {stale} still holds an earlier run's "
                                             "results")
     assert json.loads(stale.read_text())["benchmarks"] == ROWS  # (kept, not reported as this run's)
+
+
+@pytest.mark.parametrize("opens_early", [False, True], ids=["installed", "file-opened-at-start"])
+def test_run_without_results_and_no_earlier_file_leaves_none(tmp_path, opens_early):
+    pytest.importorskip("pytest_benchmark")
+    (tmp_path / "test_broken_import.py").write_text("import fastopt_no_such_module\n")
+    plugin = _opens_early(tmp_path) if opens_early else []
+    out = tmp_path / "out.json"
+    done = _report(tmp_path, str(out), "--run", "--", str(tmp_path / "test_broken_import.py"), "-p",
+                   "no:cacheprovider", *plugin, env=_env_with(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == ("report.py: error: pytest exited with status 2 and wrote no benchmark "
+                                            f"results (see its output above); {out} was not written")
+    assert not out.exists()  # (no empty file left behind to fail the next report)
 
 
 def test_pytest_arguments_need_run(tmp_path):
@@ -171,10 +210,9 @@ def test_record_runs_once_without_probes(record, benchmark):
 def test_bench_helpers_run_once_under_benchmark_disable(tmp_path):
     pytest.importorskip("pytest_benchmark")
     (tmp_path / "test_disabled.py").write_text(DISABLED)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-m", "pytest", "test_disabled.py", "-q", "-p", "no:randomly", "-p",
                            "no:cacheprovider", "--benchmark-disable", "-W", "error::RuntimeWarning"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, env=_env_with(BENCH), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
 
