@@ -750,6 +750,9 @@ class _Stopping:
         # noise: coefficients of 1e13 on a 20 x 1486 sparse system that S1 then accepted, since ||z|| had grown.
         self.limited = self.machine or method == "cg"
         tol = MACHINE_TOL if self.machine else tol
+        # _unresolved's S2 floor: LSQR at machine precision (CGLS stops at a null direction instead, _cgls; there
+        # the floor cost digits: a condition of 1e7 ended 2e-6 from the closed form, against 1e-8 without it)
+        self.s2_floor = S2_RESOLVED if self.machine and method == "lsqr" else 0.0
         self.tol, self.bnorm = tol, math.sqrt(op.bb)
         self.rstart = self.bnorm  # ||r|| where the current run (or restart) began: _unresolved's scale
         self.compatible = not op.lam2 > 0  # S1's case: with a ridge, r = [b - A z; -lam z] never reaches 0
@@ -771,17 +774,18 @@ class _Stopping:
         """A run (or restart) begins where ``||r|| = rnorm`` (exactly: computed, not recurred)."""
         self.rstart = rnorm
 
-    def _unresolved(self, rnorm: float) -> bool:
+    def _unresolved(self, rnorm: float, arnorm: float) -> bool:
         """At machine precision, or for CGLS, whether the recurrence's ``||r||`` is below what it resolves
-        (CGLS's is a difference of squares, good to about ``sqrt(eps)`` of its value at the run's start): only a
-        true pass can tell the rules then (the caller's confirming pass, which restarts from an exact residual);
-        run on, the recurrences turned rounding noise into steps."""
-        return self.limited and rnorm <= RESOLVED * self.rstart
+        (CGLS's is a difference of squares, good to about ``sqrt(eps)`` of its value at the run's start), or, for
+        LSQR at machine precision, S2's ratio within ``S2_RESOLVED`` (the rounding of ``A^T r``): only a true pass
+        can tell the rules then (the caller's confirming pass, which restarts from an exact residual); run on, the
+        recurrences turned rounding noise into steps."""
+        return (self.limited and rnorm <= RESOLVED * self.rstart) or arnorm <= self.s2_floor * self.anorm * rnorm
 
     def may_meet(self, arnorm: float, rnorm: float, x: np.ndarray) -> bool:
         """S2, or S1 on the last ``||z||`` (``x`` the current or the previous iterate): whether to call
         :meth:`met`."""
-        if self._unresolved(rnorm):
+        if self._unresolved(rnorm, arnorm):
             return True
         if self.age >= self.XNORM_EVERY:
             self.xnorm, self.age = math.sqrt(_dot(x, x)), 0
@@ -792,7 +796,7 @@ class _Stopping:
         """Whether S1 or S2 holds at ``x``, whose ``||A_bar^T r||`` is ``arnorm`` and ``||r||`` is ``rnorm``
         (``||z||`` is computed only when S1 depends on it); from a recurrence (not ``exact``), also where its
         ``||r||`` is unresolved, for the true pass to decide."""
-        if not exact and self._unresolved(rnorm):
+        if not exact and self._unresolved(rnorm, arnorm):
             return True
         if self._holds(arnorm, rnorm, 0.0):
             return True
@@ -964,6 +968,11 @@ METHODS = {"cg": _cgls, "lsqr": _lsqr}
 # recurrences turned rounding noise into steps (a 3 x 5 exact system ended with coefficients of 1e16).
 MACHINE_TOL = float(np.finfo(np.float64).eps)
 RESOLVED = 16 * math.sqrt(MACHINE_TOL)  # (_Stopping._unresolved)
+# (_Stopping._unresolved) S2's ratio at tol=None rests at one to a few eps on a design with an exactly dependent
+# column (its A^T r is rounding); LSQR run on from there lost its v vectors' orthogonality and stepped along the
+# null direction, to coefficients of 1e9-1e13 (objective up to 3e-3 above the optimum, silently; 10 of 1,600 CSR
+# fits of dependent designs). Below this ratio the recurrence hands over to the confirming pass.
+S2_RESOLVED = 4 * MACHINE_TOL
 # (_cgls) A CGLS direction p with ||A_bar p|| below this times ||A_bar||_F ||p|| is numerically null: full-rank
 # columns give at least 1 / (cond sqrt(d)), so only conditions beyond about 1e10 / sqrt(d) are taken for
 # dependence, where CGLS, which works with cond^2, has no digit left. At 64 eps instead, steps on rounding noise
