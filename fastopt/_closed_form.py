@@ -1582,6 +1582,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     M = None
     rcond = 0.0
     live = np.arange(d)
+    rank = d
     if state.gram is not None:
         A, B, scale, live, U, info, rcond = _positive_cholesky(params, state)
         if not live.size:  # no column has data (a single row): every coefficient is 0
@@ -1590,12 +1591,18 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
         if info == 0 and rcond >= RCOND_CHOLESKY:
             M, c, path = U, _upper_solve(np.asfortranarray(U), m, B, trans=True, serial=_tail_serial(m)), "cholesky"
         elif state.r is None:
-            _warn_eigh(rcond, "a non-negative solve on the eigendecomposition")
             lam, Q = np.linalg.eigh(A)
             keep = lam > EPS * max(state.n_samples, d) * lam[-1]
+            # Only the kept spectrum limits the accuracy. Exactly dependent columns (one-hot beside an intercept)
+            # leave eigenvalues at their rounding, which are dropped, as the QR path's SVD drops its singular values
+            # without a warning: partial_fit there warned of a reciprocal condition of 0 and reported full rank,
+            # where fit gave rank 16 of 18, no warning, and the same predictions to 2e-14.
+            if not lam[keep][0] >= RCOND_CHOLESKY * lam[-1]:
+                _warn_eigh(rcond, "a non-negative solve on the eigendecomposition")
+            rank = int(keep.sum())
             root = np.sqrt(lam[keep])
             M, c, path = root[:, None] * Q[:, keep].T, (Q[:, keep].T @ B) / root[:, None], "eigh"
-    rank, split = d, None
+    split = None
     if M is None:
         live = np.arange(d)
         R11, R12 = _r_system(params, state)

@@ -576,3 +576,43 @@ def test_positive_robust_fit_at_its_minimum_on_well_conditioned_rows_stays_quiet
         est = LinearRegressor(loss=loss, positive=True, random_state=0).fit(X, y)
     assert np.any(est.coef_ <= 1e-2 * est.coef_.max())  # (the check's feasible point was taken)
     assert _robust_objective(loss, X, y, est.coef_, est.intercept_) <= 1.01 * _robust_positive_minimum(loss, X, y)
+
+
+def test_positive_partial_fit_on_one_hot_rows_reports_their_rank_without_an_ill_conditioned_warning():
+    # partial_fit keeps the Gram only (the rows cannot be read again for QR), so a design Cholesky rejects takes
+    # the eigendecomposition. One-hot columns beside an intercept are exactly dependent: their eigenvalues at the
+    # rounding are dropped, and the kept spectrum is well-conditioned. It warned of a reciprocal condition of 0 and
+    # reported rank_ 18, where fit gives rank 16, no warning, and the same predictions.
+    import scipy.sparse as sp
+    from sklearn.preprocessing import OneHotEncoder
+
+    from fastopt.exceptions import IllConditionedWarning
+    rng = np.random.default_rng(0)
+    n = 2000
+    X = sp.hstack([OneHotEncoder().fit_transform(rng.integers(0, 8, size=(n, 2))),
+                   sp.csr_matrix(rng.normal(size=(n, 2)))]).tocsr()
+    y = X @ np.abs(rng.normal(size=X.shape[1])) + 0.1 * rng.normal(size=n)
+    whole = LinearRegressor(solver="normal", positive=True).fit(X, y)
+    est = LinearRegressor(solver="normal", positive=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllConditionedWarning)
+        est.partial_fit(X[:1000], y[:1000]).partial_fit(X[1000:], y[1000:])
+    assert whole.rank_ == 16 and (est.solver_, est.rank_) == ("eigh", 16)
+    # the fitted values are unique: the eigendecomposition's rounding, eps times the kept condition (about 1e3)
+    np.testing.assert_allclose(est.predict(X), whole.predict(X), rtol=0, atol=1e-10 * np.abs(y).max())
+    assert est.coef_.min() >= 0
+
+
+def test_positive_partial_fit_on_ill_conditioned_columns_still_warns():
+    # Full rank, but nearly collinear columns (one direction plus 1e-3 noise): the scaled Gram's reciprocal
+    # condition is about 1e-7, and the eigendecomposition's accuracy is limited by it; the warning says so. (CSR
+    # rows: their partial_fit keeps the Gram only, as for the one-hot rows above.)
+    import scipy.sparse as sp
+
+    from fastopt.exceptions import IllConditionedWarning
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(500, 1)) + 1e-3 * rng.normal(size=(500, 6))
+    y = X @ np.ones(6) + 0.01 * rng.normal(size=500)
+    with pytest.warns(IllConditionedWarning, match="non-negative solve on the eigendecomposition"):
+        est = LinearRegressor(solver="normal", positive=True).partial_fit(sp.csr_array(X), y)
+    assert est.solver_ == "eigh" and est.rank_ == 6
