@@ -1584,8 +1584,8 @@ def _fits_rows(prob: _Problem, rl: np.ndarray, rows: np.ndarray, wl: np.ndarray,
     return bool(np.all(np.abs(rl[fitted]) <= 2.0 * (prob.d + 2) * EPS * _residual_terms(prob, fitted, wl, bl)))
 
 
-def _consistent(A: np.ndarray, x: np.ndarray, b: np.ndarray, backward: bool = False) -> bool:
-    """Whether ``A x = b`` holds to ``1e-9`` of ``||b||``, or with ``backward`` of ``||b|| + ||A||_F ||x||`` (a
+def _consistent(A: np.ndarray, x: np.ndarray, b: np.ndarray, backward: bool = False, tol: float = 1e-9) -> bool:
+    """Whether ``A x = b`` holds to ``tol`` of ``||b||``, or with ``backward`` of ``||b|| + ||A||_F ||x||`` (a
     backward error: the square systems of the exact limit, whose solution's residual is that of a stable solve,
     ``||A|| ||x||`` times eps, however ill-conditioned; two rows of columns like ``4e7 + t``, condition 2e8, left
     6.6e-9 of ``||b||`` and their limit, the minimiser, was refused at every stage, the fit 170 times its
@@ -1597,7 +1597,7 @@ def _consistent(A: np.ndarray, x: np.ndarray, b: np.ndarray, backward: bool = Fa
 
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check fails it
         scale = norm(b) + (norm(A) * norm(x) if backward else 0.0)
-        return bool(math.isfinite(scale) and norm(A @ x - b) <= 1e-9 * (scale + 1e-300))
+        return bool(math.isfinite(scale) and norm(A @ x - b) <= tol * (scale + 1e-300))
 
 
 def _limit_terms(prob: _Problem, r: np.ndarray, gamma: float, rows: np.ndarray):
@@ -1630,6 +1630,9 @@ def _from_centred(prob: _Problem, theta: np.ndarray) -> tuple[np.ndarray, float]
 # At most this many rows inside for _degenerate_limit (its multipliers are a bounded least-squares problem in
 # as many variables).
 DEGENERATE_MAX_ROWS = 2048
+# _degenerate_limit's test that its rows can be fitted exactly at all, by least squares over them alone: refused
+# above this relative (backward) residual, a thousand times the square system's own check.
+DEGENERATE_PRECHECK = 1e-6
 
 
 def _degenerate_limit(prob: _Problem, Xz: np.ndarray, c: np.ndarray, K: np.ndarray, rhs: np.ndarray,
@@ -1646,6 +1649,18 @@ def _degenerate_limit(prob: _Problem, Xz: np.ndarray, c: np.ndarray, K: np.ndarr
     import scipy.optimize
 
     p = Xz.shape[1]
+    # The rows must be fitted exactly: least squares over them alone (m x p, O(m p^2)) tells whether they can be,
+    # before the (p + m)-square solve (O(m^3)). At early stages many more rows than parameters lie inside and cannot
+    # be (a relative residual of 1e-3 to 1e-1, where tied rows leave 1e-15): the square solve, refused there, had
+    # taken 0.2-0.3 s of a 0.01-0.03 s fit (1,000-2,100 rows of 5 Gaussian columns, alpha=1e-4), and 6-13 s beside
+    # another busy process (a threaded LAPACK on a shared core). Refused here only far above the square system's
+    # own check (1e-9 of its backward scale): DEGENERATE_PRECHECK.
+    try:
+        fitted = scipy.linalg.lstsq(Xz, rhs[p:], check_finite=False)[0]
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    if not _consistent(Xz, fitted, rhs[p:], backward=True, tol=DEGENERATE_PRECHECK):
+        return None
     try:
         sol = scipy.linalg.lstsq(K, rhs, check_finite=False)[0]  # theta unique; mu the least-norm one
     except (np.linalg.LinAlgError, ValueError):
