@@ -917,6 +917,9 @@ def _robust_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, points)
             wide = _interpolant_step(data, s, W, coef[j], residuals[j], objectives[j], j, alpha, fit_intercept,
                                      epsilon, steps)
             reached = min(reached, wide)
+        if (alarm is not None and ROBUST_POINT_FROM * alarm <= gain + objectives[j] - reached <= alarm
+                and X.shape[1] <= steps and X.shape[0] * X.shape[1] <= PLATEAU_CHECK_SMALL_WORK):
+            reached = min(reached, _robust_point(data, s, W, j, point, alpha, fit_intercept, loss, epsilon))
         gain += objectives[j] - reached
         if points is not None:
             points.append((residuals[j], coef[j], *point))
@@ -1171,9 +1174,9 @@ def _positive_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, parts
         if X.shape[1] <= steps and X.shape[0] * X.shape[1] <= PLATEAU_CHECK_SMALL_WORK:
             if loss == "squared_error":
                 reached = min(reached, _positive_exact(data, s, W, j, alpha, fit_intercept))
-            elif np.any(point[0] <= POSITIVE_NEAR_BOUND * np.abs(point[0]).max()):  # see _positive_robust_point
-                reached = min(reached, _positive_robust_point(data, s, W, j, point, alpha, fit_intercept, loss,
-                                                              epsilon))
+            elif np.any(point[0] <= POSITIVE_NEAR_BOUND * np.abs(point[0]).max()):  # see _robust_point
+                reached = min(reached, _robust_point(data, s, W, j, point, alpha, fit_intercept, loss, epsilon,
+                                                     positive=True))
         gain += objectives[j] - reached
         if parts is not None:
             parts.append((objectives[j], objectives[j] - reached))
@@ -1229,29 +1232,37 @@ def _positive_exact(data, s: np.ndarray, W: float, j: int, alpha, fit_intercept:
     return value if np.isfinite(value) else np.inf
 
 
-# _positive_robust_point: the absolute error's smoothing threshold, relative to the mean absolute residual (its
-# minimiser within half of it of the minimum: 5e-4 of the objective at most).
-POSITIVE_LAD_MU = 1e-3
-# positive_gap takes _positive_robust_point only where a coefficient is at or near its bound (within this of the
+# _robust_point: the absolute error's smoothing threshold, relative to the mean absolute residual (its minimiser
+# within half of it of the minimum: 5e-4 of the objective at most).
+ROBUST_POINT_LAD_MU = 1e-3
+# positive_gap takes _robust_point only where a coefficient is at or near its bound (within this of the
 # largest): what the projected steps miss is coefficients they hold there (SGD leaves them at 1e-6), and on other
 # fits the point cost up to 2.8x the fit (absolute error, 2,000 x 30 well-conditioned rows: 6.5 -> 18 ms).
 POSITIVE_NEAR_BOUND = 1e-2
-# _positive_robust_point: L-BFGS-B's runs at most, each from where the last stopped.
-POSITIVE_LBFGSB_RUNS = 5
+# _robust_point: L-BFGS-B's runs at most, each from where the last stopped.
+ROBUST_POINT_RUNS = 5
+# robust_gap takes _robust_point on small data where the rounds' bound ends between this fraction of the alarm
+# level and it: a bound of a fifth of the alarm was a 4.3% excess (weights spread 1e6, a ridge, polynomial
+# columns), while on fits at their minimum the bound is far below (the point cost 3.6 -> 48 ms on a default SGD
+# Huber fit of 300 x 10, 4 -> 550 ms for the absolute error's smoothing, taken on every fit).
+ROBUST_POINT_FROM = 0.05
 
 
-def _positive_robust_point(data, s: np.ndarray, W: float, j: int, point: list, alpha, fit_intercept: bool,
-                           loss: str, epsilon: float) -> float:
-    """A robust loss's objective for target ``j`` at a feasible point nearer the constrained minimum, for
-    :func:`positive_gap` on small data (as :func:`_positive_exact` for the squared error): Huber's loss from
-    L-BFGS-B with the bounds ``w >= 0`` (Byrd, Lu, Nocedal & Zhu 1995, SciPy's), started at the best point the
-    rounds reached (``point``: ``[coef, r, intercept]``); the absolute error's through Huber's with a threshold
-    ``POSITIVE_LAD_MU`` times the mean absolute residual (whose minimiser is within half the threshold of the
-    absolute error's minimum; HiGHS's linear program took 0.4 s at 2,000 x 30). The objective is evaluated exactly
-    from the point's residuals, so it is a feasible point's, a bound on ``f - f*`` whatever the solver's accuracy
-    (inf when not finite). The projected steps hold a coefficient at 0 while its gradient points out of the
-    feasible set; on nearly low-rank columns (rank 2-4 plus 1e-3 noise) the optimum leaves it there, and default
-    SGD, momentum and Adam fits of both losses stopped 1-10% above the optimum, silently (122 of 480)."""
+def _robust_point(data, s: np.ndarray, W: float, j: int, point: list, alpha, fit_intercept: bool, loss: str,
+                  epsilon: float, positive: bool = False) -> float:
+    """A robust loss's objective for target ``j`` at a point nearer its minimum (under ``positive``, a feasible one),
+    for :func:`robust_gap` and :func:`positive_gap` on small data (as :func:`_positive_exact` for the squared error):
+    Huber's loss from L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995, SciPy's; with the bounds ``w >= 0`` under
+    ``positive``), started at the best point the rounds reached (``point``: ``[coef, r, intercept]``); the absolute
+    error's through Huber's with a threshold ``ROBUST_POINT_LAD_MU`` times the mean absolute residual (whose minimiser
+    is within half the threshold of the absolute error's minimum; HiGHS's linear program took 0.4 s at 2,000 x 30).
+    The objective is evaluated exactly from the point's residuals, so the decrease to it is one found, a bound on
+    ``f - f*`` whatever the solver's accuracy (inf when not finite). The reweighted rounds' steps fall short where
+    the model is poor: under ``positive`` they hold at 0 coefficients that the optimum takes far from it (nearly
+    low-rank columns, rank 2-4 plus 1e-3 noise: default SGD, momentum and Adam fits of both losses stopped 1-10%
+    above the optimum, silently, 122 of 480); without it, under weights spread 1e6 (polynomial features, a ridge,
+    Cauchy noise) momentum, Nesterov, AdaGrad, RMSProp and Adam stopped 3.7-4.8% above Huber's minimum with a bound
+    of a fifth of the alarm, silently."""
     import scipy.optimize
 
     X = data.X
@@ -1260,7 +1271,7 @@ def _positive_robust_point(data, s: np.ndarray, W: float, j: int, point: list, a
     ridge = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (d,))
     # The absolute error's minimum is approached through Huber's with a threshold mu far below the residuals:
     # |r| - mu / 2 <= huber_mu(r) / mu <= |r|, so its minimiser is within mu / 2 of the absolute error's minimum.
-    eps = epsilon if loss == "huber" else POSITIVE_LAD_MU * float(s @ np.abs(point[1])) / W
+    eps = epsilon if loss == "huber" else ROBUST_POINT_LAD_MU * float(s @ np.abs(point[1])) / W
     if not (eps > 0 and np.isfinite(eps)):  # (the absolute error fitted exactly: nothing to find)
         return np.inf
     scale = 1.0 if loss == "huber" else 1.0 / eps  # (huber_mu / mu: the absolute error's scale, for ftol)
@@ -1273,20 +1284,20 @@ def _positive_robust_point(data, s: np.ndarray, W: float, j: int, point: list, a
         return (_robust_objective(s, W, r, c, 0.0, "huber", eps) * scale + 0.5 * float(c @ (ridge * c)),
                 np.append(g, psi.sum() if fit_intercept else 0.0))
 
-    z = np.append(np.maximum(point[0], 0.0), point[2] if fit_intercept else 0.0)
-    bounds = [(0.0, None)] * d + [(None, None) if fit_intercept else (0.0, 0.0)]
+    z = np.append(np.maximum(point[0], 0.0) if positive else point[0], point[2] if fit_intercept else 0.0)
+    bounds = [(0.0, None) if positive else (None, None)] * d + [(None, None) if fit_intercept else (0.0, 0.0)]
     # L-BFGS-B's line search stalls on these ill-conditioned kinked objectives (a run from the fit's point ended
     # after 10 iterations 2.5% above the minimum, "relative reduction <= factr * eps"); a restart from where it
     # stopped, with its memory cleared, goes on. Its own convergence is not the question, the point's value is
     # (L-BFGS-B reports, it does not warn).
     value = f(z)[0]
-    for _ in range(POSITIVE_LBFGSB_RUNS):
+    for _ in range(ROBUST_POINT_RUNS):
         found = scipy.optimize.minimize(f, z, jac=True, method="L-BFGS-B", bounds=bounds,
                                         options={"maxiter": 20 * (d + 1), "ftol": 1e-15, "gtol": 1e-12})
         if not found.fun < value - 1e-12 * abs(value):
             break
         z, value = found.x, float(found.fun)
-    coef, intercept = np.maximum(z[:d], 0.0), (float(z[d]) if fit_intercept else 0.0)
+    coef, intercept = (np.maximum(z[:d], 0.0) if positive else z[:d]), (float(z[d]) if fit_intercept else 0.0)
     coef = coef.astype(X.dtype).astype(np.float64)
     if not (np.all(np.isfinite(coef)) and np.isfinite(intercept)):
         return np.inf
