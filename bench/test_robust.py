@@ -14,6 +14,9 @@ Rows (the report treats a name containing "limit" as the limit row, "fastopt" as
   QuantileRegressor time by n / SUB, a lower bound of its time on all rows (it grows faster than linearly),
   to set against ``fastopt_absolute_error``.
 
+Group "robust_ridge": the absolute error on 2,000 x 5 Gaussian rows with Cauchy noise, ``alpha=1e-4``
+(``fastopt_absolute_error_ridge_small``) against the same fit without the ridge (the limit row).
+
 Run alone: ``cd bench && python -m pytest test_robust.py -q -p no:randomly --benchmark-json=OUT && python report.py
 OUT``.
 """
@@ -101,3 +104,25 @@ def test_sklearn_quantile_regressor_subsample(benchmark, robust_data):
     benchmark.extra_info["objective"] = float(np.mean(np.abs(X @ est.coef_ + est.intercept_ - y)))
     if (seconds := median_seconds(benchmark)) is not None:  # (None under --benchmark-disable: untimed)
         benchmark.extra_info["linear_scaled_to_n_s"] = round(seconds * N / SUB, 1)
+
+
+@pytest.fixture(scope="module")
+def cauchy_small():
+    """2,000 rows of 5 Gaussian columns, Cauchy noise (seeded): the absolute error's stages under a small ridge."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 5))
+    return X, X @ np.arange(1.0, 6.0) + rng.standard_cauchy(2000)
+
+
+@pytest.mark.benchmark(group="robust_ridge")
+def test_limit_absolute_error_without_ridge_small(benchmark, cauchy_small):
+    """The same fit without the ridge: the stages' limits are square (no degenerate-limit solves)."""
+    benchmark(lambda: LinearRegressor(loss="absolute_error").fit(*cauchy_small))
+
+
+@pytest.mark.benchmark(group="robust_ridge")
+def test_fastopt_absolute_error_ridge_small(benchmark, cauchy_small):
+    """``alpha=1e-4``: each stage with more rows inside than parameters first asks least squares over those rows
+    whether they can be fitted at all (the (p + m)-square solve it had taken to find out cost 10-30x the fit)."""
+    est = benchmark(lambda: LinearRegressor(loss="absolute_error", alpha=1e-4).fit(*cauchy_small))
+    benchmark.extra_info["n_iter"] = int(est.n_iter_)
