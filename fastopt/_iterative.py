@@ -149,12 +149,15 @@ SLICE_STEPS = 2**15
 PENDING_WORK = 2**18
 
 
-def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads, pending=None, **extra):
+def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads, pending=None, acc=None,
+              **extra):
     """``_kernels.epoch`` over ``order``, in slices (see ``SLICE_WORK``, per thread); same arguments and result
     (``extra``, e.g. the running average ``avg``, is passed to every slice). ``pending``: the job drawing
-    ``order`` (see ``PENDING_WORK``); its ``result()`` is awaited before the epoch goes on to two threads."""
+    ``order`` (see ``PENDING_WORK``); its ``result()`` is awaited before the epoch goes on to two threads.
+    ``acc``: the kernel's loss accumulator, shared with an earlier call of the same pass (None: a new one)."""
     m, batch = order.shape[0], train.batch_size
-    acc, start, status = np.zeros(2), 0, _kernels.Status.OK
+    shared = acc is not None
+    acc, start, status = (acc if shared else np.zeros(2)), 0, _kernels.Status.OK
     if pending is not None:
         alone = max(1, PENDING_WORK // (max(1, X.shape[1] * Y.shape[1]) * batch)) * batch
         while start < m and status == _kernels.Status.OK:
@@ -174,7 +177,7 @@ def run_epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, t
     budget = SLICE_WORK * max(1, threads)
     steps = max(1, min(budget // (max(1, X.shape[1] * Y.shape[1]) * batch), SLICE_STEPS))
     per = steps * batch
-    if start == 0 and m <= per:
+    if start == 0 and m <= per and not shared:
         return _kernels.epoch(rule, hyper, train, X, Y, sw, order, params, state, work, t, lr, threads, **extra)
     for lo in range(start, m, per):
         status, t, loss, bad = _kernels.epoch(rule, hyper, train, X, Y, sw, order[lo : lo + per], params,
@@ -214,16 +217,18 @@ def csr_steps_every_coordinate(rule: int, hyper, train, lr: float, decay) -> boo
     return not train.lazy  # Adam and AdamW
 
 
-def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None, threads=1, decay=None):
+def run_epoch_csr(rule, hyper, train, X, Y, sw, order, params, state, t, lr, lazy, avg=None, threads=1, decay=None,
+                  acc=None):
     """``_kernels.epoch_csr`` over ``order``, in slices of whole minibatches (as :func:`run_epoch`) that end at
     the steps that are multiples of one ``period``, which every slice passes to the kernel: it splits its
     deferred updates there, so the slices together give bit for bit one call with that period. A slice does
     about ``SLICE_WORK`` stored values (at least ``d``, to repay the O(d) stamps and catch-up that each call
     costs) and at most ``SLICE_STEPS`` steps. ``threads`` (1 or 2, :func:`csr_epoch_threads`) is passed on as the
-    kernel's ``n_threads``: the same bits either way; ``decay``, each weight's L2 coefficient (or None), too."""
+    kernel's ``n_threads``: the same bits either way; ``decay``, each weight's L2 coefficient (or None), too;
+    ``acc``, the loss accumulator, as :func:`run_epoch`'s."""
     m, batch = order.shape[0], train.batch_size
     period = csr_period(X, Y.shape[1], batch, csr_steps_every_coordinate(rule, hyper, train, lr, decay))
-    acc = np.zeros(2)
+    acc = np.zeros(2) if acc is None else acc
     args = (rule, hyper, train, X, Y, sw)
     first = (period - t % period) * batch  # rows up to the next multiple of period
     if m <= first:
@@ -2324,15 +2329,45 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     or two threads) or CSR (:func:`run_epoch_csr`: :func:`fastopt._kernels.epoch_csr` in slices, one or two;
     ``train.lazy`` selects SparseAdam semantics); in place on ``st.weights`` and ``st.opt_state``. ``pending``:
     the job still drawing ``order`` (its ``buffer()``), if any. Returns the kernel's (status, t, loss,
-    bad_step)."""
+    bad_step).
+
+    A padded short minibatch (``train.pad_rows``: a stream's or a Dask block's last) weighs its rows ``1 /
+    pad_rows`` each, so its ridge (``weight_decay``, each weight's ``decay``) is scaled by its rows over
+    ``pad_rows`` too: it is taken in a call of its own. With the full ridge on every padded step, chunks that are
+    not multiples of ``batch_size`` minimised the ridge of ``alpha`` times the steps per chunk times
+    ``batch_size`` over the rows per chunk (16-row chunks: 4 alpha, 23% above the optimum; silent under a named
+    schedule)."""
     if train.average and st.avg is None:
         st.avg = np.zeros_like(st.weights)  # (its avg_from: _train_controls, which made train.average)
+    m = order.shape[0]
+    tail = m % train.batch_size if train.pad_rows else 0
+    if tail and (spec.hyper.weight_decay != 0 or train.decay is not None):
+        if pending is not None:  # (the order is split below)
+            pending.result()
+            pending = None
+        acc = np.zeros(2)
+        t = st.t
+        if m > tail:
+            status, t, loss, bad = _epoch_call(spec, spec.hyper, train, data, sw, order[: m - tail], st, t, lr, acc)
+            if status != _kernels.Status.OK:
+                return status, t, loss, bad
+        share = tail / train.pad_rows
+        hyper = spec.hyper._replace(weight_decay=spec.hyper.weight_decay * share)
+        short = train._replace(decay=None if train.decay is None else train.decay * share)
+        return _epoch_call(spec, hyper, short, data, sw, order[m - tail :], st, t, lr, acc)
+    return _epoch_call(spec, spec.hyper, train, data, sw, order, st, st.t, lr, None, pending)
+
+
+def _epoch_call(spec, hyper, train: EpochCtl, data, sw, order, st: IterState, t: int, lr: float, acc,
+                pending=None):
+    """:func:`epoch_pass`'s call of :func:`run_epoch` or :func:`run_epoch_csr` under ``hyper`` from step ``t``;
+    ``acc`` (or None), the loss accumulator that the calls of one pass share."""
     if sp.issparse(data.X):
         if pending is not None:  # a CSR epoch's slices end at fixed steps (run_epoch_csr): wait for the order
             pending.result()
-        return run_epoch_csr(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
-                             st.opt_state, st.t, lr, train.lazy, st.avg if train.average else None,
-                             csr_epoch_threads(train.n_threads, order.shape[0], train.batch_size), train.decay)
+        return run_epoch_csr(int(spec.rule), hyper, train, data.X, data.Y, sw, order, st.weights, st.opt_state, t,
+                             lr, train.lazy, st.avg if train.average else None,
+                             csr_epoch_threads(train.n_threads, order.shape[0], train.batch_size), train.decay, acc)
     d, k = data.X.shape[1], data.Y.shape[1]
     work = np.empty(6 * st.weights.shape[0] + 2 * k, dtype=st.weights.dtype)
     threads = epoch_threads(train.n_threads, order.shape[0], train.batch_size, d, k, data.X.dtype.itemsize)
@@ -2342,8 +2377,8 @@ def epoch_pass(spec, train: EpochCtl, data, sw, order, st: IterState, lr: float,
     extra = {"avg": st.avg} if train.average else {}
     if train.decay is not None:
         extra["decay"] = train.decay
-    return run_epoch(int(spec.rule), spec.hyper, train, data.X, data.Y, sw, order, st.weights,
-                     st.opt_state, work, st.t, lr, threads, pending, **extra)
+    return run_epoch(int(spec.rule), hyper, train, data.X, data.Y, sw, order, st.weights, st.opt_state, work, t,
+                     lr, threads, pending, acc, **extra)
 
 
 # A partial_fit call above its limit is let in while it starts coming down, at most this many times the earlier
