@@ -1599,7 +1599,7 @@ def test_a_robust_bound_near_the_alarm_takes_rounds_beyond_the_budget():
 
 @pytest.mark.parametrize(("seed", "stream", "switch_off"), [
     (2, False, ("ROBUST_MAX_ROUNDS", 1)), (9, True, ("ROBUST_MAX_ROUNDS", 1)),
-    (11, False, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)), (18, True, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)),
+    (11, False, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)), (22, True, ("LAD_RETRY_MU", _iterative.LAD_REWEIGHT_MU)),
 ])
 def test_weighted_absolute_error_stops_found_by_further_reweighting_warn(monkeypatch, seed, stream, switch_off):
     """80 rows of 14 Gaussian columns, weights 10^U(-3, 3), Student-t noise, alpha = 1e-3, default SGD's
@@ -1610,7 +1610,9 @@ def test_weighted_absolute_error_stops_found_by_further_reweighting_warn(monkeyp
     * Seed 2 (6.6% above the optimum) and seed 9 streamed (6.9%): one reweighted step from the fit finds less
       than the alarm (1% of the objective); further rounds, each from the best point of the last, reach it.
     * Seed 11 (7.9%): the step at mu = 0.1 of the median |r| finds no decrease at all; taken again at
-      LAD_RETRY_MU it finds more than the alarm. Seed 18 streamed (6.7%): silent without the retry.
+      LAD_RETRY_MU it finds more than the alarm. Seed 22 streamed (3.1%): silent without the retry. (Seed 18
+      streamed, 6.7% above, was this case until a padded step's ridge was weighed by its rows: the stream's fit
+      then moved, 7.9% above, and one more round finds it.)
     """
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(80, 14))
