@@ -48,6 +48,7 @@ from fastopt._iterative_lr import (
     CHUNK_ROWS,
     Affine,
     _per_sample_loss,
+    _weighted_quantile,
     auto_learning_rate,
     choose_affine,
     choose_scaling,
@@ -1503,14 +1504,6 @@ def _far_rows_capped(X, y: np.ndarray, sw, alpha, epsilon: float, point: tuple, 
 # above the whole minimum (a column on 1.2% of the rows, its rows left out as far, an effect of 16).
 FAR_ROW_CAP = 100.0
 FAR_ROW_QUANTILE = 0.75
-
-
-def _weighted_quantile(r: np.ndarray, w: np.ndarray, q: float) -> float:
-    """The lower weighted ``q`` quantile of ``r`` (the smallest value whose rows up to it hold ``q`` of the
-    weight); weights ``w`` nonnegative with a positive total."""
-    order = np.argsort(r, kind="stable")
-    cum = np.cumsum(w[order])
-    return float(r[order[min(int(np.searchsorted(cum, q * cum[-1])), r.shape[0] - 1)]])
 
 
 def _worst_robust_target(data, sw, p: np.ndarray, alpha, fit_intercept: bool, params: dict, f: float, gain: float,

@@ -970,7 +970,7 @@ def null_loss(data, rows, sw, loss, epsilon, fit_intercept: bool) -> float:
         w = np.ones(rows.shape[0]) if sw is None else sw[rows].astype(np.float64)
         total = 0.0
         for j in range(Y.shape[1]):
-            r = Y[:, j] - _weighted_median(Y[:, j], w)
+            r = Y[:, j] - _weighted_quantile(Y[:, j], w, 0.5)
             total += float(w @ _per_sample_loss(r[:, None], loss, epsilon).sum(axis=1))
         return total / rows.shape[0]
     if loss != Loss.SQUARED_ERROR or not fit_intercept:
@@ -989,13 +989,12 @@ def null_loss(data, rows, sw, loss, epsilon, fit_intercept: bool) -> float:
     return 0.5 * float(np.einsum("i,ij,ij->", w, centred, centred)) / rows.shape[0]
 
 
-def _weighted_median(y: np.ndarray, w: np.ndarray) -> float:
-    """The lower weighted median of ``y`` (weights ``w >= 0``, some positive): the least value whose weights, with
-    those of the smaller values, reach half the total."""
-    order = np.argsort(y, kind="stable")
+def _weighted_quantile(r: np.ndarray, w: np.ndarray, q: float) -> float:
+    """The lower weighted ``q`` quantile of ``r`` (the smallest value whose rows up to it hold ``q`` of the
+    weight); weights ``w`` nonnegative with a positive total."""
+    order = np.argsort(r, kind="stable")
     cum = np.cumsum(w[order])
-    i = int(np.searchsorted(cum, 0.5 * cum[-1]))
-    return float(y[order[min(i, y.shape[0] - 1)]])
+    return float(r[order[min(int(np.searchsorted(cum, q * cum[-1])), r.shape[0] - 1)]])
 
 
 def _matvec(A, v):
