@@ -89,7 +89,9 @@ def _where(obj, x) -> str:
 
     radius = 0.01 * float(np.mean([hi - lo for lo, hi in obj.bounds]))
     for p in obj.critical_points:
-        if np.linalg.norm(np.asarray(x, float) - np.asarray(p.x)) < radius:
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's x (inf: no point is near it)
+            near = np.linalg.norm(np.asarray(x, float) - np.asarray(p.x)) < radius
+        if near:
             if p.kind == "minimum":
                 return "global minimum" if p.value == obj.global_minimum.value else "local minimum"
             return p.kind

@@ -165,6 +165,15 @@ def real_array(value: npt.ArrayLike, shape: tuple[int, ...], what: str) -> np.nd
     return a.reshape(shape)
 
 
+def _callables(fun, jac=None, hess=None, args=()) -> tuple:
+    """Check that ``fun`` (and ``jac``, ``hess`` where given) can be called; ``args`` as a tuple (a lone value is
+    wrapped, as :func:`fastopt.minimize` and SciPy's ``minimize`` take it)."""
+    for name, f in (("fun", fun), ("jac", jac), ("hess", hess)):
+        if (f is not None or name == "fun") and not callable(f):
+            raise TypeError(f"{name} must be callable{'' if name == 'fun' else ' or None'}, got {type(f).__name__}.")
+    return args if isinstance(args, tuple) else (args,)
+
+
 def _value(fun: Callable, x: np.ndarray, args: tuple) -> float:
     value = real_scalar(fun(x, *args), "fun")
     if not np.isfinite(value):
@@ -302,6 +311,7 @@ def gradient(
     forward difference keeps its step (balanced at ``sqrt(eps)``, its values move by about their rounding at a
     critical point by design).
     """
+    args = _callables(fun, args=args)
     x = _point(x)
     if scheme not in ("2-point", "3-point"):
         raise ValueError(f"scheme must be '2-point' or '3-point', got {scheme!r}")
@@ -351,6 +361,7 @@ def hessian(fun: Callable[..., float], x: npt.ArrayLike, *, jac: Callable | None
     (``4 eps max |f|``, a large constant in ``f``) is retaken with 4 times the step, up to
     ``eps**(1/8) max(1, |x_i|)``: the curvature 2 of ``1e9 + (x - 3)**2`` came out 1.78, now 2.
     """
+    args = _callables(fun, jac, args=args)
     x = _point(x)
     n = x.size
     H = np.empty((n, n))
@@ -399,7 +410,7 @@ def _second_differences(fun, x: np.ndarray, args: tuple, h: np.ndarray,
             if not (noise > 0 and abs(d) <= _NOISE_MARGIN * noise) or wider > _noise_bound(x, i):
                 break
             h[i] = wider
-        H[i, i] = d / h[i] ** 2
+        H[i, i] = d / h[i] / h[i]  # (not d / h**2: h**2 overflowed beyond |x| of 1e154, H was 0)
         for j in range(i):
             ei, ej = np.zeros_like(x), np.zeros_like(x)
             ei[i], ej[j] = h[i], h[j]
@@ -407,7 +418,7 @@ def _second_differences(fun, x: np.ndarray, args: tuple, h: np.ndarray,
             pm = value(x + ei - ej)
             mp = value(x - ei + ej)
             mm = value(x - ei - ej)
-            H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * h[i] * h[j])
+            H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * h[i]) / h[j]
     return H, f_max, h
 
 
@@ -444,7 +455,7 @@ def _second_difference_error(fun, x: np.ndarray, args: tuple, H: np.ndarray, h: 
     H_double, f_max_double, _ = _second_differences(fun, x, args, double, adapt=False)
     truncation = float(np.linalg.norm(_finite(H_double, x) - H, 2)) / 3
     eps = np.finfo(x.dtype).eps
-    rounding = 4 * x.size * float(eps) * max(f_max, f_max_double) / float(np.min(h)) ** 2
+    rounding = 4 * x.size * float(eps) * max(f_max, f_max_double) / float(np.min(h)) / float(np.min(h))
     return truncation, rounding
 
 
@@ -501,14 +512,20 @@ class CriticalPoint:
 
 
 def _probe_null_directions(fun, x, f0, directions, args) -> tuple[bool, bool]:
-    """Whether ``fun`` rises and whether it falls along ``directions``, a step of ``eps**(1/6)`` and ``eps**(1/8)``.
+    """Whether ``fun`` rises and whether it falls along ``directions``, a step of ``eps**(1/6)`` and ``eps**(1/8)``
+    times ``sqrt(max(1, |x|))``.
 
-    The radii (2.5e-3 and 1.1e-2 times ``max(1, |x|)`` in float64) are small enough to stay local and large
-    enough that a cubic or quartic change (``r**3``, ``r**4``) stands clear of rounding (``100 eps |f|``).
+    The radii (2.5e-3 and 1.1e-2 at unit scale in float64) are small enough to stay local and large enough that a
+    cubic or quartic change (``r**3``, ``r**4``) stands clear of rounding (``100 eps |f|``). They grow with
+    ``sqrt(|x|)``: a critical point is known to its gradient's tolerance, which grows with ``|x|``
+    (:func:`classify_critical_point`'s ``gtol``), and along a null direction whose leading term is cubic its
+    position so to the root of that; the radii must exceed it, or a minimum found a little off looked a saddle.
+    They grew with ``|x|`` itself: ``t**4 - t**5`` (``t = x - 1000``) was probed at ``|t| = 2.5`` and 11, outside the
+    minimum's neighbourhood (``|t| < 1``), and called a saddle; 0.08 and 0.35 keep within it.
     """
     eps = np.finfo(x.dtype).eps
     noise = 100 * eps * max(1.0, abs(f0))
-    scale = max(1.0, float(np.max(np.abs(x))))
+    scale = np.sqrt(max(1.0, float(np.max(np.abs(x)))))
     rises = falls = False
     for v in directions.T:
         for r in (eps ** (1 / 6) * scale, eps ** (1 / 8) * scale):
@@ -595,6 +612,7 @@ def classify_critical_point(
     the sense of Zhang et al., *Dive into Deep Learning*, sec. 12.1: this is how ``x**3`` at 0 is named a saddle.
     Otherwise it is reported "degenerate" (``x**4`` at 0 is a minimum, but finitely many probes cannot prove it).
     """
+    args = _callables(fun, jac, hess, args)
     x = _point(x).copy()  # (the result's x was the caller's array, changed with it)
     gtol, eig_tol = _tolerance("gtol", gtol), _tolerance("eig_tol", eig_tol)
     f0 = _value(fun, x, args)
@@ -611,7 +629,7 @@ def classify_critical_point(
         g_half = _differences(fun, x, args, True, f0, ((x + h_g / 2) - x).astype(x.dtype))[0]
         t = 4 / 3 * (g.astype(np.float64) - g_half)
         g_truncation = float(np.linalg.norm(t))
-        third = 6 * float(np.linalg.norm(t / h_g.astype(np.float64) ** 2))
+        third = 6 * float(np.linalg.norm(t / h_g.astype(np.float64) / h_g.astype(np.float64)))
         # the gradient's bound after Richardson's extrapolation (g - t, whose rounding is 3 times g's)
         g_bound = float(np.linalg.norm(g.astype(np.float64) - t)) + 3 * g_rounding
     gnorm = float(np.linalg.norm(g))
@@ -740,12 +758,16 @@ def find_critical_points(
     TypeError
         If ``fun``, ``jac`` or ``hess`` returns a value of no real number type.
     """
+    args = _callables(fun, jac, hess, args)
     from scipy.optimize import root
     from scipy.stats import qmc
 
     box = np.asarray(bounds, dtype=np.float64)
     if box.ndim != 2 or box.shape[1] != 2 or not np.all(np.isfinite(box)) or np.any(box[:, 0] >= box[:, 1]):
         raise ValueError(f"bounds must be finite (low, high) pairs with low < high, got {bounds!r}")
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(box[:, 1] - box[:, 0])):
+            raise ValueError(f"bounds must have widths high - low within float64's range, got {bounds!r}")
     if isinstance(n_starts, bool) or not isinstance(n_starts, Integral) or not 1 <= n_starts <= MAX_STARTS:
         raise ValueError(f"n_starts must be an integer in [1, {MAX_STARTS}], got {n_starts!r}")
     if not (seed is None or (isinstance(seed, Integral) and not isinstance(seed, bool) and seed >= 0)):
@@ -836,6 +858,7 @@ def condition_number(
     NonFiniteError
         If ``fun``, ``jac`` or ``hess`` returns NaN or inf, or the Hessian holds NaN or inf.
     """
+    args = _callables(fun, jac, hess, args)
     lam = np.abs(_hessian_eigenvalues(fun, x, jac, hess, args))
     singular = lam.min() <= lam.size * np.finfo(np.float64).eps * lam.max()
     return float("inf") if singular else float(lam.max() / lam.min())
@@ -886,6 +909,7 @@ def max_stable_learning_rate(
     NonFiniteError
         If ``fun``, ``jac`` or ``hess`` returns NaN or inf, or the Hessian holds NaN or inf.
     """
+    args = _callables(fun, jac, hess, args)
     lam_max = float(_hessian_eigenvalues(fun, x, jac, hess, args)[-1])
     return 2.0 / lam_max if lam_max > 0 else float("inf")
 
@@ -926,6 +950,7 @@ def gradient_norms(
     NonFiniteError
         If ``fun`` or ``jac`` returns NaN or inf.
     """
+    args = _callables(fun, jac, args=args)
     path = np.asarray(path, dtype=np.float64)
     if path.ndim != 2:
         raise ValueError(f"path must have shape (n_points, n), got {path.shape}")

@@ -3,7 +3,9 @@ import os
 import pathlib
 import subprocess
 import sys
+import warnings
 
+import numpy as np
 import pytest
 
 import fastopt
@@ -285,3 +287,15 @@ def test_bench_ctrl_c_lets_the_report_finish(tmp_path):
             os.killpg(child.pid, signal.SIGKILL)
     assert child.returncode == 130
     assert "reported what ran" in out and "Traceback" not in err
+
+
+def test_a_run_that_ends_far_out_prints_no_numpy_warning():
+    # A run that ends beyond 1e154 (CG on the unbounded saddle did, before its line search's fallback): the
+    # distance to the known points overflowed outside the run's np.errstate, and NumPy's "overflow encountered
+    # in dot" reached stderr beside the table
+    from fastopt.functions import get
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cli._where(get("saddle"), [1e155, 1e155]) == "-"
+        assert cli._where(get("saddle"), [np.inf, 0.0]) == "-"

@@ -1,4 +1,6 @@
 """Numerical derivatives, the critical-point classifier and search, conditioning."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -419,3 +421,73 @@ def test_a_hessian_singular_to_rounding_has_an_infinite_condition_number():
     assert landscape.condition_number(lambda x: 0.5 * x @ H @ x, np.zeros(2)) == np.inf
     near = np.diag([1.0, 1e-12])  # (singular only well beyond rounding: finite)
     assert landscape.condition_number(lambda x: 0.5 * x @ near @ x, np.zeros(2), hess=lambda x: near) == 1e12
+
+
+@pytest.mark.parametrize("centre", [0.0, 1e3])
+def test_a_shifted_degenerate_minimum_is_no_saddle(centre):
+    # t**4 - t**5, t = x - centre: a strict minimum at t = 0 (f > 0 for 0 < |t| < 1), its Hessian zero. The
+    # higher-order probe's radii grew with |x|: at 1000 they were 2.5 and 11, where -t**5 wins, and the minimum was
+    # a "saddle". Finitely many probes cannot prove a minimum: "degenerate", as at 0.
+    def f(p):
+        return (p[0] - centre) ** 4 - (p[0] - centre) ** 5
+
+    def g(p):
+        return np.array([4 * (p[0] - centre) ** 3 - 5 * (p[0] - centre) ** 4])
+
+    def h(p):
+        return np.array([[12 * (p[0] - centre) ** 2 - 20 * (p[0] - centre) ** 3]])
+
+    assert landscape.classify_critical_point(f, [centre], jac=g, hess=h).kind == "degenerate"
+    # while a shifted inflection stays a saddle
+    point = landscape.classify_critical_point(lambda p: (p[0] - centre) ** 3, [centre],
+                                              jac=lambda p: np.array([3 * (p[0] - centre) ** 2]),
+                                              hess=lambda p: np.array([[6 * (p[0] - centre)]]))
+    assert point.kind == "saddle"
+
+
+def test_second_differences_far_from_the_origin_do_not_overflow():
+    # (1e-150 x)**2 at x = 1e200: curvature 2e-300. The steps' squares (1e100**2) overflowed, and the Hessian was 0
+    # with NumPy's overflow warnings (the stable rate inf); the differences divided by h twice resolve it.
+    def f(p):
+        return (1e-150 * p[0]) ** 2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        H = landscape.hessian(f, [1e200])
+        rate = landscape.max_stable_learning_rate(f, [1e200])
+    # the second difference's own error at this step: about sqrt(eps), as at unit scale
+    np.testing.assert_allclose(H, [[2e-300]], rtol=1e-6)
+    np.testing.assert_allclose(rate, 1e300, rtol=1e-6)
+
+
+def test_bounds_whose_width_overflows_are_named():
+    # (-1e308, 1e308) passed the check; its width overflowed into "x contains NaN or inf", naming neither
+    with pytest.raises(ValueError, match="bounds must have widths"):
+        landscape.find_critical_points(lambda p: float(p @ p), [(-1e308, 1e308)])
+
+
+@pytest.mark.parametrize("call", [
+    lambda bad: landscape.gradient(bad, [1.0]),
+    lambda bad: landscape.hessian(bad, [1.0]),
+    lambda bad: landscape.classify_critical_point(bad, [1.0]),
+    lambda bad: landscape.find_critical_points(bad, [(-1.0, 1.0)]),
+    lambda bad: landscape.condition_number(bad, [1.0]),
+    lambda bad: landscape.max_stable_learning_rate(bad, [1.0]),
+    lambda bad: landscape.gradient_norms(bad, [[1.0]]),
+])
+def test_a_fun_that_cannot_be_called_is_named(call):
+    # (Python's "'int' object is not callable" named no parameter)
+    with pytest.raises(TypeError, match="fun must be callable, got int"):
+        call(5)
+
+
+def test_a_jac_or_hess_that_cannot_be_called_is_named():
+    with pytest.raises(TypeError, match="jac must be callable or None, got ndarray"):
+        landscape.classify_critical_point(lambda p: float(p @ p), [0.0], jac=np.ones(1))
+    with pytest.raises(TypeError, match="hess must be callable or None, got str"):
+        landscape.condition_number(lambda p: float(p @ p), [0.0], hess="exact")
+
+
+def test_a_lone_extra_argument_is_wrapped_as_minimize_wraps_it():
+    # args=2.0 failed with "Value after * must be an iterable"; minimize (and SciPy's) take it as (2.0,)
+    np.testing.assert_allclose(landscape.gradient(lambda p, a: a * p[0] ** 2, [1.0], args=2.0), [4.0], rtol=1e-8)
