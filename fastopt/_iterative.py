@@ -631,12 +631,14 @@ class QuadraticModel:
     the columns' ``centre`` when there is one."""
 
     def __init__(self, fused, diag: np.ndarray, W: float, alpha: float | np.ndarray, fit_intercept: bool,
-                 centre: np.ndarray | None):
+                 centre: np.ndarray | None, intercept_curvature: float = 1.0):
         self.fused, self.W, self.alpha, self.fit_intercept = fused, W, alpha, fit_intercept
         self.centre = centre if fit_intercept and centre is not None else None
         diag = diag + alpha
         self.diag = diag
-        self.inv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)  # the intercept's entry: 1
+        self.inv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+        # the intercept's diagonal entry, S's total over W: 1 for the squared error's weights of mean 1
+        self.intercept_curvature = intercept_curvature if intercept_curvature > 0 else 1.0
         # A direction whose curvature is below round-off of H's trace is numerically null: once the steps have
         # exhausted H's range (a rank-deficient design, e.g. one-hot columns beside the intercept) the residual is
         # round-off with null components, and a step along one divided by nothing (an exact fit reported 6% away).
@@ -649,7 +651,7 @@ class QuadraticModel:
         """``[v; v_b]^T D [v; v_b]``: the direction's curvature by the preconditioner's diagonal ``D`` (the
         intercept's entry 1; in the basis of :meth:`intercept_step`, the diagonal of that basis is not exact, but
         the test only needs the direction's scale)."""
-        return float(v @ (self.diag * v)) + (v_b * v_b if self.fit_intercept else 0.0)
+        return float(v @ (self.diag * v)) + (self.intercept_curvature * v_b * v_b if self.fit_intercept else 0.0)
 
     def intercept_step(self, v: np.ndarray, v_b: float) -> float:
         """The intercept's change along the basis direction ``[v; v_b]``."""
@@ -681,7 +683,7 @@ class Descent:
         if model.centre is not None:
             r = r - r_b * model.centre  # (in the basis above)
         self.r, self.r_b = r, r_b
-        z, z_b = model.inv * r, r_b
+        z, z_b = model.inv * r, r_b / model.intercept_curvature
         self.rz = float(r @ z) + r_b * z_b
         self.p_w, self.p_b = z.copy(), z_b
         self.x, self.x_b, self.gain = np.zeros_like(z), 0.0, 0.0
@@ -705,7 +707,7 @@ class Descent:
             self.x_b += step * p_b
             self.r -= step * Hp
             self.r_b -= step * Hp_b
-            z, z_b = model.inv * self.r, self.r_b
+            z, z_b = model.inv * self.r, self.r_b / model.intercept_curvature
             rz_new = float(self.r @ z) + self.r_b * z_b
             self.p_w, self.p_b = z + (rz_new / rz) * p_w, z_b + (rz_new / rz) * p_b
             self.rz = rz_new
@@ -1117,11 +1119,17 @@ def _reweighted_model(data, spsi: np.ndarray, row_w: np.ndarray, W: float, alpha
         grad += np.asarray(block.T @ spsi[start : start + CHUNK_ROWS].astype(X.dtype), dtype=np.float64)
     sqrt_row = np.sqrt(row_w)
     centre, diag = _sampled_jacobi(X, row_w, fit_intercept)
+    # The Jacobi diagonal is of the rows' weighted means; the Hessian's is of their sums over W. The squared
+    # error's weights total W; the reweighted rows' do not (the absolute error's 1 / max(|r|, mu) carries the
+    # inverse unit of y), and positive_gap's hold test, coef <= g / diag, then depended on y's unit: a fit 56%
+    # above the optimum warned with y as given and was silent with y / 100 (every coefficient held).
+    total = float(row_w.sum()) / W
+    diag = diag * total
 
     def fused(target, v, c, shift):
         return _krylov.chunk_pass(data, sqrt_row, target, v, c, shift)
 
-    return grad, QuadraticModel(fused, diag, W, alpha, fit_intercept, centre)
+    return grad, QuadraticModel(fused, diag, W, alpha, fit_intercept, centre, total)
 
 
 def _linear(X, coef: np.ndarray, intercept: float) -> np.ndarray:

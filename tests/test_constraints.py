@@ -565,6 +565,35 @@ def test_positive_robust_fit_on_nearly_low_rank_columns_warns_where_it_stops_sho
     assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("y_scale", [1.0, 1e-2, 1e-3])
+def test_positive_absolute_error_check_warns_whatever_the_unit_of_y(seed, y_scale):
+    # Non-negative CSR columns of scales 1e-2..1e2, an intercept, weights 10^U(-3, 3): default SGD stops about
+    # 50% above the constrained minimum at every scale of y (the same fit). The check's projected step holds at 0
+    # the coefficients whose diagonal step would cross it, and took the reweighted rows' diagonal from their
+    # weighted means: the absolute error's weights 1 / max(|r|, mu) carry y's inverse unit, so at y / 100 every
+    # coefficient was held, no step was found, and the fit was silent (it warned with y as given).
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+    rng = np.random.default_rng(seed)
+    n, d = 1000, 40
+    X = sp.random(n, d, density=0.5, random_state=seed, format="csr", data_rvs=rng.standard_normal)
+    X = sp.csr_matrix(X @ sp.diags(10 ** rng.uniform(-2, 2, d)))
+    X.data = np.abs(X.data)
+    y = y_scale * (X @ np.abs(rng.standard_normal(d)) + rng.standard_t(1.5, n))
+    sw = 10 ** rng.uniform(-3, 3, n)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        est = LinearRegressor(solver="sgd", loss="absolute_error", positive=True, random_state=0).fit(
+            X, y, sample_weight=sw)
+    s = sw / sw.sum()  # min s . |X c + b - y| over c >= 0 (HiGHS), the weights' mean objective's minimum
+    A = sp.hstack([X, np.ones((n, 1)), -sp.eye(n), sp.eye(n)]).tocsc()
+    best = linprog(np.r_[np.zeros(d + 1), s, s], A_eq=A, b_eq=y, method="highs",
+                   bounds=[(0, None)] * d + [(None, None)] + [(0, None)] * (2 * n)).fun
+    assert s @ np.abs(X @ est.coef_ + est.intercept_ - y) > 1.2 * best  # (the case: far above the minimum)
+    assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
 @pytest.mark.parametrize("loss", ["huber", "absolute_error"])
 def test_positive_robust_fit_at_its_minimum_on_well_conditioned_rows_stays_quiet(loss):
     # Coefficients at the bound (a third of the true ones are 0), the fit within 1% of the minimum: no warning.
