@@ -355,7 +355,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         the previous fit's preconditioning map serves badly: from its coefficients alone, under a map of these
         rows; see the README's "Preconditioning"). A fit by another solver starts from the previous
         coefficients with fresh optimizer state, where it takes a start (the closed form needs none), in memory;
-        on Dask and in ``fit_stream``, which take no ``coef_init``, it starts afresh.
+        on Dask and in ``fit_stream``, which take no ``coef_init``, it starts afresh. ``fit`` then needs ``X``
+        with the previous fit's features (and ``y`` with its number of targets), else ``ValueError``, as in
+        ``SGDRegressor``; ``coef_init`` overrides it.
     verbose : int, default=0
         Print one line per epoch (Krylov solvers: per iteration, with its residual) when positive.
     n_threads : int or None, default=None
@@ -668,9 +670,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
             The fitted estimator.
         """
+        # A warm start continues the previous fit, so X must have its features (as SGDRegressor's: "X has 12
+        # features, but ... is expecting 10"); it had started afresh, silently. coef_init overrides it.
+        warm = self.warm_start and hasattr(self, "coef_") and coef_init is None and intercept_init is None
         if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
             if coef_init is not None or intercept_init is not None:
                 raise ValueError("coef_init and intercept_init are not supported with Dask arrays.")
+            if warm:
+                dask_backend._check_features(self, X, reset=False)
             return self._take(dask_backend.fit(self, X, y, sample_weight, self._warm_state))
         view = solver_view(X) if self.solver == "auto" else X  # (a named solver: validation's conversion alone)
         name = _solvers.resolve(self.solver, self.loss, view, self.alpha, sparse=is_sparse(view),
@@ -686,10 +693,13 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         prepared = solver.prepare(params, X, y)
         try:
             given_init = coef_init is not None or intercept_init is not None  # the starting loss reads X through it
-            data = check_fit_data(self, X, y, sample_weight, reset=True,
+            data = check_fit_data(self, X, y, sample_weight, reset=not warm,
                                   finite_X=_solvers.needs_finite_check(name, params),
                                   finite_y=_solvers.needs_finite_y_check(name, params),
                                   check_indices=given_init or _solvers.needs_index_check(name, params))
+            if warm and data.Y.shape[1] != self._n_targets:
+                raise ValueError(f"y has {data.Y.shape[1]} target(s), but warm_start=True continues a fit of "
+                                 f"{self._n_targets}; set warm_start=False to fit afresh.")
             _solvers.check_options(name, params, data.Y.shape[1])
             _solvers.check_ridge_range(name, params, data.sample_weight, data.Y.shape[0])
             extra = {} if prepared is None else {"prepared": prepared}

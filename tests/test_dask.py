@@ -451,6 +451,15 @@ def test_iterative_warm_start_and_errors_leave_the_estimator(client, rng, replay
         np.testing.assert_array_equal(after[k], v)
 
 
+def test_a_warm_start_on_blocks_of_other_features_is_an_error(client, rng):
+    # (it started afresh, silently, as in memory; SGDRegressor refuses it)
+    X, y = make_problem(rng)
+    est = LinearRegressor(solver="sgd", random_state=0, max_epochs=2, tol=None, warm_start=True)
+    est.fit(blocks(X[:, :-1]), blocks(y))
+    with pytest.raises(ValueError, match=f"X has {X.shape[1]} features, but LinearRegressor is expecting"):
+        est.fit(blocks(X), blocks(y))
+
+
 def test_a_plateau_stop_far_from_the_optimum_warns_on_the_cluster(client):
     """The plateau check runs on the cluster as the sweeps do (ClusterPasses.plateau_gap: each pass computes the
     blocks where they live, sums their parts in a tree there): columns far from centred, without an intercept,

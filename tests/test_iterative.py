@@ -4,6 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from fastopt import LinearRegressor
 from fastopt._iterative import SOLVERS
@@ -571,6 +572,32 @@ def test_a_warm_start_with_another_solver_starts_from_the_previous_coefficients(
         ref = LinearRegressor(solver=second, **kw).fit(X, y, coef_init=coef, intercept_init=intercept)
     np.testing.assert_array_equal(est.coef_, ref.coef_)
     assert est.intercept_ == ref.intercept_
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lsqr", "newton", "normal", "auto"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_warm_start_on_other_features_or_targets_is_an_error(solver, sparse):
+    # A warm start continues the previous fit; on 12 features after 10 it started afresh, silently, where
+    # SGDRegressor(warm_start=True) says "X has 12 features, but SGDRegressor is expecting 10".
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 12))
+    y = X @ rng.normal(size=12) + 0.1 * rng.normal(size=200)
+    X = sp.csr_matrix(X) if sparse else X
+    kw = dict(solver=solver, random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LinearRegressor(**kw).fit(X[:, :10], y)
+        coef = est.coef_.copy()
+        with pytest.raises(ValueError, match="X has 12 features, but LinearRegressor is expecting 10"):
+            est.fit(X, y)
+        with pytest.raises(ValueError, match="y has 2 target.*warm_start=True continues a fit of 1"):
+            est.fit(X[:, :10], np.c_[y, -y])
+        np.testing.assert_array_equal(est.coef_, coef)  # (a failed fit changes nothing)
+        if solver not in ("normal", "auto"):  # coef_init overrides the warm start (as SGDRegressor's)
+            est.fit(X, y, coef_init=np.zeros(12))
+            assert est.n_features_in_ == 12
+        est.set_params(warm_start=False).fit(X, np.c_[y, -y])
+        assert est.coef_.shape == (2, 12)
 
 
 def test_nesterov_refuses_dampening_as_torch_does():
