@@ -115,7 +115,8 @@ def _newton_pass_seconds(d: float, stored: float) -> float:
     return _krylov.CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + SGD_S_PER_STORED * stored
 
 
-# "auto" on sparse X in memory where Newton does not pay by the model above (the Huber loss): SGD, and where SGD's
+# "auto" on sparse X in memory where Newton does not pay by the model above (the Huber loss, and the absolute error,
+# whose smoothing stages are too many to start with on text-like designs): SGD, and where SGD's
 # fit warns that it has not converged (the plateau check's bound, or max_epochs), Newton from SGD's coefficients
 # within RESCUE_SECONDS by the model (each pass a factorisation and a read of the rows; the R factor's path its own
 # flops: fastopt._newton.TRIAL_KEY), taken if it converges within them; else SGD's fit and its warning stand. Only
@@ -125,6 +126,12 @@ def _newton_pass_seconds(d: float, stored: float) -> float:
 # 30% of targets at +1e6 (2,000 x 1,000, 1% stored): 793-839 passes from least squares, 18-21 s, which the trial
 # stops after 60 (1.4 s) to keep SGD's fit, 4-7% above, warned.
 RESCUE_SECONDS, RESCUE_MIN_PASSES = 1.0, 10
+# The absolute error's smoothing stages take more passes: 32-54 from SGD's fit on 1,000 x 40 CSR rows (SGD 1.5-5%
+# above the minimum, and 11.6 times it with targets offset 1,000 under weights 10^U(-3, 3), warned: now exact in
+# 0.06-0.14 s; TF-IDF 5,000 x 100 and x 300, SGD 2-5% above, warned: exact in 0.2-0.9 s), 160-825 on TF-IDF,
+# hashed and sp.random rows of about 1,000 columns, where some 55 passes fit in the budget: every trial there gave
+# up after it (+1.1-1.3 s on a 0.02-0.07 s fit, the same warned result). So only where this many passes fit.
+RESCUE_MIN_PASSES_LAD = 100
 # A warm start after such a fit, with the same parameters, tries Newton from its minimiser first within this many
 # passes' worth of the budget (LinearRegressor._fit_rescued).
 WARM_PASSES = 5
@@ -132,9 +139,10 @@ WARM_PASSES = 5
 
 def newton_rescue(solver: str, name: str, X, params: dict) -> tuple[float, float] | None:
     """``(budget, pass)`` in modelled seconds (``fastopt._newton.TRIAL_KEY``) that ``solver="auto"``, having
-    resolved to SGD (``name``) for the Huber loss on sparse ``X`` in memory, gives Newton's method after an
+    resolved to SGD (``name``) for a robust loss on sparse ``X`` in memory, gives Newton's method after an
     unconverged SGD fit (the model above); None where it does not try it."""
-    if not (solver == "auto" and name == AUTO_SPARSE["huber"] and params["loss"] == "huber"
+    loss = params["loss"]
+    if not (solver == "auto" and loss in ("huber", "absolute_error") and name == AUTO_SPARSE[loss]
             and scipy.sparse.issparse(X) and _hessian_fits(X)):
         return None
     if params.get("early_stopping") or params.get("average") or params.get("positive") or np.ndim(params["alpha"]):
@@ -143,7 +151,8 @@ def newton_rescue(solver: str, name: str, X, params: dict) -> tuple[float, float
     if size is None:
         return None
     per_pass = _newton_pass_seconds(*size[1:])
-    return (RESCUE_SECONDS, per_pass) if RESCUE_MIN_PASSES * per_pass <= RESCUE_SECONDS else None
+    passes = RESCUE_MIN_PASSES_LAD if loss == "absolute_error" else RESCUE_MIN_PASSES
+    return (RESCUE_SECONDS, per_pass) if passes * per_pass <= RESCUE_SECONDS else None
 
 
 def _known_size(X) -> tuple[float, float, float] | None:

@@ -161,7 +161,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                                                  Newton costs over 4 SGD fits (its ``O(d^3)``
                                                                  factorisations) or its Hessian would not
                                                                  fit; an SGD step costs O(nonzeros). Where
-                                                                 SGD's Huber fit warns that it has not
+                                                                 that SGD fit warns that it has not
                                                                  converged, ``"newton"`` from its fit, kept
                                                                  if it converges within 1 s by a cost model
                                                                  (where at least 10 passes fit in that)
