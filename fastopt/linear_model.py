@@ -157,7 +157,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         robust loss, incremental fit    ``"adam"`` (stochastic)  ``partial_fit``, ``fit_stream``, Dask (L1);
         or ``positive=True``            ``"sgd"`` on sparse rows an SGD step costs O(nonzeros); Newton
                                                                  takes no constraints (projected steps)
-        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   the absolute error, and the Huber loss where
+        robust loss, sparse ``X``       ``"sgd"`` (stochastic)   the absolute error (but on tiny data:
+                                                                 Newton where 100 passes cost 5 ms by a cost
+                                                                 model), and the Huber loss where
                                                                  Newton costs over 4 SGD fits (its ``O(d^3)``
                                                                  factorisations) or its Hessian would not
                                                                  fit; an SGD step costs O(nonzeros). Where

@@ -853,6 +853,26 @@ def test_auto_absolute_error_on_sparse_x_finishes_by_newton_where_sgd_warns_and_
     assert _solvers.newton_rescue("auto", "sgd", wide, {**params, "loss": "huber"}) is not None
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_auto_absolute_error_on_tiny_sparse_x_is_exact(seed, fit_intercept):
+    # 50 x 40 CSR rows, 10% stored, targets offset 1,000: the minimum interpolates most rows, and SGD ("auto" on
+    # sparse X) stopped 1-18% above it with no warning (the plateau check's steps miss such vertices), where
+    # "auto" on X.toarray() ran Newton. On data this small Newton's whole fit costs tens of milliseconds.
+    rng = np.random.default_rng(seed)
+    n, d = 50, 40
+    X = sp.random(n, d, density=0.1, random_state=seed, format="csr", data_rvs=rng.standard_normal)
+    y = X @ rng.standard_normal(d) + 1000 + rng.standard_normal(n)
+    k = int(fit_intercept)  # min mean |X c + b - y|: HiGHS's LP
+    A = sp.hstack([X, np.ones((n, k)), -sp.eye(n), sp.eye(n)]).tocsc()
+    best = linprog(np.r_[np.zeros(d + k), np.full(2 * n, 1.0 / n)], A_eq=A, b_eq=y, method="highs",
+                   bounds=[(None, None)] * (d + k) + [(0, None)] * (2 * n)).fun
+    est = LinearRegressor(loss="absolute_error", fit_intercept=fit_intercept, random_state=0).fit(X, y)
+    assert est.solver_ == "newton"
+    # Newton ends at the minimiser to its stopping rule; the LP's optimum to HiGHS's tolerances (1e-7 relative)
+    assert np.mean(np.abs(X @ est.coef_ + est.intercept_ - y)) <= best * (1 + 1e-6)
+
+
 @pytest.mark.parametrize("options", [{"alpha": 1e-2}, {"early_stopping": True}, {"average": True}])
 def test_auto_on_sparse_x_keeps_sgd_where_it_converged_or_sgd_was_asked_for(options):
     # A ridge makes SGD's fit finish here (no warning: nothing to rescue); early_stopping and average are asked of
