@@ -334,6 +334,29 @@ def test_stream_ill_conditioned_takes_a_second_qr_pass(rng):
         assert LinearRegressor().fit_stream(iter(items)).solver_ == "eigh"
 
 
+@pytest.mark.parametrize("learning_rate", ["auto", 0.01])
+def test_a_stream_of_frames_and_an_array_takes_its_names_from_chunk_0_whatever_the_order(learning_rate):
+    # The first epoch's shuffled order set the names from its first chunk: where that was the array, the fit
+    # kept no names (random_state=3 here), warned "fitted without feature names" for every frame after it, and
+    # predict then took reordered columns with a warning instead of an error.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(400, 3)), columns=list("abc"))
+    y = X.a + 2 * X.b + 1
+    chunks = [(X.iloc[i : i + 100], y.iloc[i : i + 100]) for i in range(0, 400, 100)]
+    chunks[2] = (chunks[2][0].to_numpy(), chunks[2][1])
+    for seed in range(6):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est = LinearRegressor(solver="sgd", learning_rate=learning_rate, random_state=seed, max_epochs=3,
+                                  tol=None).fit_stream(chunks)
+        assert list(est.feature_names_in_) == list("abc")
+        # only the array's chunk warns (sklearn's message for a call without names after a fit with them)
+        assert {str(w.message)[:40] for w in caught} == {"X does not have valid feature names, but"}
+        with pytest.raises(ValueError, match="feature names"):
+            est.predict(X[["c", "b", "a"]])
+
+
 def test_stream_pandas_chunks_keep_feature_names(rng):
     pd = pytest.importorskip("pandas")
     X, y = make_problem(rng)
