@@ -85,6 +85,22 @@ def solver_view(X):
         return X
 
 
+def float_dtypes(X) -> list:
+    """The ``dtype`` validation converts ``X`` to: float64 or float32, keeping float32 (scikit-learn's rule), and
+    float32 for a pandas DataFrame of sparse columns whose values' common type is float32, as for the dense frame
+    (scikit-learn converts such a frame with no original dtype, so to float64: ``coef_`` and ``predict`` were float64
+    where the same values as a float32 CSR matrix or a dense frame fitted float32)."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and not is_sparse(X) and hasattr(X, "sparse"):
+        try:
+            subtypes = [t.subtype for t in dtypes]
+        except AttributeError:  # (a column that is not sparse: the accessor refuses such a frame anyway)
+            subtypes = None
+        if subtypes and np.result_type(*subtypes) == np.float32:
+            return [np.float32]
+    return list(FLOAT_DTYPES)
+
+
 _INDEX_MAX = np.iinfo(np.int32).max
 
 
@@ -363,7 +379,7 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
                 y,
                 reset=reset,
                 accept_sparse="csr",
-                dtype=list(FLOAT_DTYPES),
+                dtype=float_dtypes(X),
                 order="C",
                 multi_output=True,
                 y_numeric=True,
@@ -469,5 +485,5 @@ def check_predict_data(estimator, X) -> np.ndarray:
                 X.sum_duplicates()
     with np.errstate(invalid="ignore", over="ignore"):  # (see assert_all_finite)
         return validate_data(
-            estimator, X, reset=False, accept_sparse=("csr", "csc", "coo"), dtype=list(FLOAT_DTYPES), order="C"
+            estimator, X, reset=False, accept_sparse=("csr", "csc", "coo"), dtype=float_dtypes(X), order="C"
         )

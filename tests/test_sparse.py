@@ -528,6 +528,26 @@ def test_unsigned_and_narrow_index_arrays_are_taken(index, rng):
     np.testing.assert_array_equal(LinearRegressor().fit(odd, y).coef_, want)
 
 
+@pytest.mark.parametrize("solver", ["auto", "sgd", "lsqr"])
+def test_a_dataframe_of_float32_sparse_columns_fits_in_float32_as_its_csr(solver):
+    # scikit-learn converts a frame of sparse columns with no original dtype, so to float64: coef_ and predict
+    # were float64 where the same values as a float32 CSR matrix (or a dense float32 frame) fit in float32.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = np.where(rng.random((200, 4)) < 0.5, 0, rng.normal(size=(200, 4))).astype(np.float32)
+    y = (X @ np.arange(1.0, 5.0) + 0.1 * rng.normal(size=200)).astype(np.float32)
+    frame = pd.DataFrame(X, columns=list("abcd")).astype(pd.SparseDtype(np.float32, 0))
+    kw = dict(solver=solver, random_state=0)
+    ref = LinearRegressor(**kw).fit(sp.csr_matrix(X), y)
+    for fit in (lambda e: e.fit(frame, y), lambda e: e.partial_fit(frame, y) if solver == "sgd" else e.fit(frame, y),
+                lambda e: e.fit_stream([(frame, y)])):
+        est = fit(LinearRegressor(**kw))
+        assert est.coef_.dtype == np.float32 and est.predict(frame).dtype == np.float32
+    np.testing.assert_array_equal(LinearRegressor(**kw).fit(frame, y).coef_, ref.coef_)
+    # float64 sparse columns stay float64
+    assert LinearRegressor(**kw).fit(frame.astype(pd.SparseDtype(np.float64, 0)), y).coef_.dtype == np.float64
+
+
 def test_dataframe_of_sparse_bool_columns_fits_as_floats(rng):
     # pd.get_dummies(sparse=True) gives Sparse[bool] columns, which validation turns into a bool CSR: the float
     # cast of y to X's dtype failed ("data type bool not inexact") in fit, partial_fit and fit_stream.
