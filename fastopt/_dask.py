@@ -587,10 +587,14 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
 
 
 def _prediction_dtype(X: Any, coef: np.ndarray) -> np.dtype:
-    """The dtype ``predict`` gives for ``X`` (a Dask or pandas frame: float32 when every column is float32, as
-    validation casts it, else float64; an array: its own) and the coefficients."""
+    """The dtype ``predict`` gives for ``X`` (a Dask or pandas frame: float32 where its NumPy columns' common type is,
+    as validation casts it (float32 beside bool, int8 or float16 columns), else float64, as for pandas' own
+    nullable dtypes; an array: its own) and the coefficients."""
     if hasattr(X, "dtypes"):  # per-column dtypes (a Dask DataFrame's declared metadata, a partition's own)
-        x_dtype = np.float32 if all(isinstance(t, np.dtype) and t == np.float32 for t in X.dtypes) else np.float64
+        dtypes = list(X.dtypes)
+        # (all float32 only: beside a bool column the blocks were float32 while the lazy result declared float64)
+        numpy = bool(dtypes) and all(isinstance(t, np.dtype) for t in dtypes)
+        x_dtype = np.float32 if numpy and np.result_type(*dtypes) == np.float32 else np.float64
     else:
         x_dtype = getattr(X, "dtype", np.float64)
     return np.result_type(np.float32 if x_dtype == np.float32 else np.float64, coef.dtype)
@@ -600,7 +604,22 @@ def _predict_block(block, estimator) -> np.ndarray:
     if block.shape[0] == 0:  # an empty block (a mask's, a filtered partition's) predicts nothing, as fit skips it
         coef = np.asarray(estimator.coef_)
         return np.empty((0, *coef.shape[:-1]), dtype=_prediction_dtype(block, coef))
+    if hasattr(block, "columns") and not hasattr(estimator, "feature_names_in_"):
+        # a partition of a frame, for a model fitted without names: checked once on the frame's metadata (below)
+        block = block.set_axis(range(block.shape[1]), axis=1)  # (integer names are no feature names to sklearn)
     return estimator.predict(block)
+
+
+def _for_blocks(estimator, X: Any):
+    """``estimator`` as the blocks of ``X`` are predicted with, once its features are checked on ``X``'s metadata:
+    without its feature names for an array's blocks, and a frame's partitions lose their names for a model fitted
+    without any (:func:`_predict_block`), so that the check's "feature names" warning comes once, not once a block
+    (9 times on 8 blocks for score, and for predict on a frame)."""
+    if _is_frame(X) or not hasattr(estimator, "feature_names_in_"):
+        return estimator
+    estimator = copy.copy(estimator)
+    del estimator.feature_names_in_
+    return estimator
 
 
 def _score_block(block, y, w, estimator) -> tuple:
@@ -633,7 +652,8 @@ def score(estimator, X: Any, y: Any, sample_weight: Any = None) -> float:
     check_is_fitted(estimator)
     _check_features(estimator, X, reset=False)
     chunks = DaskChunks(X, y, sample_weight)
-    leaves = [delayed(_score_block, pure=True)(*chunks.block(i)[:3], estimator) for i in range(len(chunks))]
+    blocks_estimator = _for_blocks(estimator, X)
+    leaves = [delayed(_score_block, pure=True)(*chunks.block(i)[:3], blocks_estimator) for i in range(len(chunks))]
     W, _, total, residual = tree_merge(leaves, _merge_scores).compute()
     if not W > 0:
         raise ValueError("score needs rows of positive weight; the Dask collections have none.")
@@ -677,14 +697,11 @@ def predict(estimator, X: Any):
     coef = np.asarray(estimator.coef_)
     # (a frame's lazy result takes its shape from meta: (0, 0) declared 0 targets for a multi-target model)
     meta = np.empty((0,) if coef.ndim == 1 else (0, coef.shape[0]), dtype=_prediction_dtype(X, coef))
+    estimator = _for_blocks(estimator, X)
     if _is_frame(X):
         # Partitions keep their column names, so the fitted feature names are checked block by block.
         return X.map_partitions(_predict_block, estimator, meta=meta)
     X = X.rechunk({1: -1})
-    if hasattr(estimator, "feature_names_in_"):
-        # Checked above, once: the blocks' own checks repeated its "no valid feature names" warning block by block
-        estimator = copy.copy(estimator)
-        del estimator.feature_names_in_
     if coef.ndim == 1:
         return X.map_blocks(_predict_block, estimator, drop_axis=1, meta=meta)
     return X.map_blocks(_predict_block, estimator, chunks=(X.chunks[0], (coef.shape[0],)), meta=meta)

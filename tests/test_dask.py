@@ -240,6 +240,47 @@ def test_predict_is_lazy(client, rng):
     assert_close(est.predict(blocks(X)).compute(), est.predict(X))
 
 
+def test_a_feature_names_warning_comes_once_a_call_not_once_a_block():
+    # Checked once on the collection's metadata; the blocks' own checks repeated it: score on an array after a
+    # frame's fit, and predict or score on a frame after an array's fit, warned 9 times over 8 blocks. (In this
+    # thread, so that the blocks' warnings are seen: a cluster's workers warn in their own.)
+    import dask
+
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(400, 3)), columns=list("abc"))
+    y = frame.a + 1
+    arrays = (da.from_array(frame.to_numpy(), chunks=(50, 3)), da.from_array(y.to_numpy(), chunks=50))
+    frames = (dd.from_pandas(frame, npartitions=8), dd.from_pandas(y, npartitions=8))
+    for fitted, (X, Y) in [(LinearRegressor().fit(frame, y), arrays),
+                           (LinearRegressor().fit(frame.to_numpy(), y.to_numpy()), frames)]:
+        for call in (lambda e, X, Y: e.predict(X).compute(), lambda e, X, Y: e.score(X, Y)):
+            with warnings.catch_warnings(record=True) as caught, dask.config.set(scheduler="synchronous"):
+                warnings.simplefilter("always")
+                call(fitted, X, Y)
+            assert len([w for w in caught if "feature names" in str(w.message)]) == 1
+        np.testing.assert_allclose(fitted.predict(X).compute(), fitted.predict(frame.to_numpy()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("companion", ["bool", "int8", "float16", "int32", "Int8", "Float32"])
+def test_predict_on_a_frame_of_float32_and_other_columns_declares_the_dtype_its_blocks_have(client, companion):
+    # Validation casts float32 columns beside bool, int8 or float16 ones to float32 (their common type, as
+    # scikit-learn does); the lazy result declared float64 unless every column was float32. pandas' nullable
+    # dtypes and wider integers go to float64.
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(100, 2)).astype(np.float32), columns=["a", "b"])
+    frame["c"] = (frame.a > 0).astype(companion)
+    y = (frame.a + frame.b).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)  # (c is a function of a; any design will do)
+        est = LinearRegressor().fit(frame, y)
+    pred = est.predict(dd.from_pandas(frame, npartitions=2))
+    assert pred.dtype == pred.compute().dtype == est.predict(frame).dtype
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_predict_on_a_dataframe_declares_its_targets_and_dtype(client, rng, dtype):
     # A frame's lazy result takes its shape and dtype from meta: a multi-target model declared (nan, 0) (p[:, 1]
