@@ -28,10 +28,13 @@ Paths (reported as the fitted ``solver_``)
     number is not squared.
 ``"svd"``
     When the column-scaled ``R11`` is rank-deficient to working precision (reciprocal condition below
-    ``eps * max(n, d)``): the minimum-norm solution from the SVD of the ``d x d`` ``R11`` (never of ``X``: ``R``
-    has the singular values and right singular vectors of the centred design), with the cutoff of
-    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped). The answer
-    is qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
+    ``eps * max(n, d)``): the SVD of the ``d x d`` column-scaled ``R11`` (never of ``X``: ``R`` has the singular
+    values and right singular vectors of the centred design) gives the numerical range, with the cutoff of
+    ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped) applied to
+    the scaled singular values, so that the columns' units do not decide the rank; on that range, the
+    minimum-norm solution in the caller's units (as ``numpy.linalg.lstsq``'s, which equals it wherever the
+    unscaled cutoff finds the same range). The answer is qualified, so this path warns
+    :class:`~fastopt.exceptions.RankDeficientWarning`.
 ``"pivoted_cholesky"``
     When Cholesky is rejected because columns are exactly dependent once centred (one-hot columns with an
     intercept, a constant column such as ``PolynomialFeatures``' bias) while the rest is well-conditioned: a
@@ -912,17 +915,27 @@ def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResu
         if warn:
             _warn_rank(0, d, "svd")
         return _result(params, state, coef_t, "svd", 0.0, 0, singular=np.zeros(d))
-    # Minimum norm in the caller's units (as numpy.linalg.lstsq), so the SVD is of the unscaled R11.
-    U, s, Vt = np.linalg.svd(R11)
-    keep = s > max(cutoff * s[0], _centring_floor(params, state))
+    # The numerical range from the SVD of the column-scaled R11, as the rcond test above judges it: the cutoff
+    # relative to the unscaled singular values (numpy.linalg.lstsq's) dropped every direction that columns of
+    # small scale carry beside large ones (one-hot levels beside an intercept and a cubic in a year of 8e9: rank 55
+    # of 58, the objective 51% above the minimum; a degree-6 polynomial of a year, full rank at a scaled
+    # condition of 8e13: rank 8 of 27, twice the minimum). Then minimum norm in the caller's units (as
+    # numpy.linalg.lstsq) on that range: the component along its null space in those units removed.
+    U, s, Vt = np.linalg.svd(Rs)
+    keep = s > max(cutoff * s[0], _centring_floor(params, state, scale[: r] if r == d else None))
     # n rows centred on their mean span at most n - 1 directions: on 30 rows of 60 columns offset by 5 or 100, the
     # centring's rounding was kept as a 30th singular value, and the coefficients were 8-36% off the minimum norm
     keep[max(state.n_samples - (1 if params["fit_intercept"] else 0), 0):] = False
     rank = int(keep.sum())
     if warn:
         _warn_rank(rank, d, "svd")
-    coef_t[live] = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None])
-    return _result(params, state, coef_t, "svd", rcond, rank, singular=np.concatenate([s, np.zeros(d - r)]))
+    V = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None]) / scale[:, None]
+    if not keep.all():
+        null = np.linalg.qr(Vt[~keep].T / scale[:, None])[0]
+        V -= null @ (null.T @ V)
+    coef_t[live] = V
+    singular = np.linalg.svd(R11, compute_uv=False)  # the design's own, in the caller's units (singular_)
+    return _result(params, state, coef_t, "svd", rcond, rank, singular=np.concatenate([singular, np.zeros(d - r)]))
 
 
 def _live_triangle(R11: np.ndarray, R12: np.ndarray):
@@ -948,15 +961,17 @@ def _live_triangle(R11: np.ndarray, R12: np.ndarray):
 CENTRING_FLOOR_FACTOR = 8.0
 
 
-def _centring_floor(params: dict, state: ClosedFormState) -> float:
+def _centring_floor(params: dict, state: ClosedFormState, scale: np.ndarray | None = None) -> float:
     """Singular values of ``R11`` at or below this are the rounding of centring (0 without an intercept): the
     relative cutoff alone kept them where column means dwarf the spread (offsets of 100 on unit columns: 4e-13
-    against a cutoff of 1e-14), and the Dask merge's mean-difference rows add the same."""
+    against a cutoff of 1e-14), and the Dask merge's mean-difference rows add the same. With ``scale``, of
+    ``R11``'s columns divided by it (each column's rounding, ``eps |mean_j|`` a value, in its own scale)."""
     if not params["fit_intercept"] or state.n_samples == 0:
         return 0.0
     d = state.n_features
     W = float(state.weight)
-    top = float(np.max(np.abs(state.mean[:d]), initial=0.0))
+    means = np.abs(state.mean[:d])
+    top = float(np.max(means if scale is None else means / scale, initial=0.0))
     return CENTRING_FLOOR_FACTOR * EPS * top * (math.sqrt(W) + math.sqrt(d * W / state.n_samples))
 
 
