@@ -583,9 +583,10 @@ def minimize(
     method : str
         A step rule, ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``,
         ``"adamw"`` (the compiled rules of :mod:`fastopt.optim`), ``"newton"`` / ``"saddle_free_newton"``, or
-        ``"cg"``: nonlinear conjugate gradients, Polak-Ribiere+ with a strong-Wolfe line search and restarts
-        (Nocedal & Wright, *Numerical Optimization*, 2006, sec. 5.2 and Alg. 3.5-3.6; Goodfellow, Bengio &
-        Courville, *Deep Learning*, 2016, sec. 8.6.2), as ``scipy.optimize.minimize(method="CG")``.
+        ``"cg"``: nonlinear conjugate gradients, Polak-Ribiere+ with a strong-Wolfe line search (Nocedal &
+        Wright, *Numerical Optimization*, 2006, sec. 5.2 and Alg. 3.5-3.6; Goodfellow, Bengio & Courville, *Deep
+        Learning*, 2016, sec. 8.6.2), as ``scipy.optimize.minimize(method="CG")``; where ``f``'s decrease is below
+        its rounding, a step meeting the approximate Wolfe conditions (Hager & Zhang, *SIAM J. Optim.* 16, 2005).
     jac : callable, True, {"2-point", "3-point"} or None
         The gradient: ``jac(x, *args) -> ndarray (n,)``; ``True`` if ``fun`` returns it; or finite differences
         (``None`` means ``"2-point"``, as in SciPy). Finite-difference steps follow
