@@ -261,6 +261,15 @@ def test_a_feature_names_warning_comes_once_a_call_not_once_a_block():
                 call(fitted, X, Y)
             assert len([w for w in caught if "feature names" in str(w.message)]) == 1
         np.testing.assert_allclose(fitted.predict(X).compute(), fitted.predict(frame.to_numpy()), rtol=1e-12)
+    # partial_fit's blocks likewise, for each kind of solver (statistics, epochs, Krylov passes)
+    for solver in ("normal", "sgd", "lsqr"):
+        for first, (X, Y) in [(frame, arrays), (frame.to_numpy(), frames)]:
+            est = LinearRegressor(solver=solver, random_state=0).partial_fit(first, y.to_numpy())
+            with warnings.catch_warnings(record=True) as caught, dask.config.set(scheduler="synchronous"):
+                warnings.simplefilter("always")
+                est.partial_fit(X, Y)
+            assert len([w for w in caught if "feature names" in str(w.message)]) == 1
+            assert hasattr(est, "feature_names_in_") == (first is frame)  # (the first call's, as scikit-learn's)
 
 
 @pytest.mark.parametrize("companion", ["bool", "int8", "float16", "int32", "Int8", "Float32"])
