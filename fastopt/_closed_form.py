@@ -922,7 +922,7 @@ def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResu
     # condition of 8e13: rank 8 of 27, twice the minimum). Then minimum norm in the caller's units (as
     # numpy.linalg.lstsq) on that range: the component along its null space in those units removed.
     U, s, Vt = np.linalg.svd(Rs)
-    keep = s > max(cutoff * s[0], _centring_floor(params, state, scale[: r] if r == d else None))
+    keep = s > max(cutoff * s[0], _centring_floor(params, state, live, scale))
     # n rows centred on their mean span at most n - 1 directions: on 30 rows of 60 columns offset by 5 or 100, the
     # centring's rounding was kept as a 30th singular value, and the coefficients were 8-36% off the minimum norm
     keep[max(state.n_samples - (1 if params["fit_intercept"] else 0), 0):] = False
@@ -961,17 +961,16 @@ def _live_triangle(R11: np.ndarray, R12: np.ndarray):
 CENTRING_FLOOR_FACTOR = 8.0
 
 
-def _centring_floor(params: dict, state: ClosedFormState, scale: np.ndarray | None = None) -> float:
-    """Singular values of ``R11`` at or below this are the rounding of centring (0 without an intercept): the
-    relative cutoff alone kept them where column means dwarf the spread (offsets of 100 on unit columns: 4e-13
-    against a cutoff of 1e-14), and the Dask merge's mean-difference rows add the same. With ``scale``, of
-    ``R11``'s columns divided by it (each column's rounding, ``eps |mean_j|`` a value, in its own scale)."""
+def _centring_floor(params: dict, state: ClosedFormState, live: np.ndarray, scale: np.ndarray) -> float:
+    """Singular values of the column-scaled ``R11`` (its columns ``live``, divided by ``scale``) at or below this are
+    the rounding of centring (0 without an intercept): the relative cutoff alone kept them where column means
+    dwarf the spread (offsets of 100 on unit columns: 4e-13 against a cutoff of 1e-14), and the Dask merge's
+    mean-difference rows add the same. Each column's rounding, ``eps |mean_j|`` a value, in its own scale."""
     if not params["fit_intercept"] or state.n_samples == 0:
         return 0.0
     d = state.n_features
     W = float(state.weight)
-    means = np.abs(state.mean[:d])
-    top = float(np.max(means if scale is None else means / scale, initial=0.0))
+    top = float(np.max(np.abs(state.mean[:d])[live] / scale, initial=0.0))
     return CENTRING_FLOOR_FACTOR * EPS * top * (math.sqrt(W) + math.sqrt(d * W / state.n_samples))
 
 
