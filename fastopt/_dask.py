@@ -42,11 +42,11 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed, delayed
 from dask.optimization import cull
-from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from fastopt import _chunks, _closed_form, _iterative_lr, _solvers, _sweeps
 from fastopt._result import Outcome
-from fastopt._validation import reject_foreign_sparse
+from fastopt._validation import check_features, reject_foreign_sparse
 
 
 def _is_frame(a: Any) -> bool:
@@ -242,9 +242,7 @@ def _cluster_weight(estimator, chunks: DaskChunks, seed: int):
 def _check_features(estimator, X: Any, reset: bool) -> None:
     """Set (``reset``) or check ``n_features_in_``/``feature_names_in_`` from ``X``'s metadata alone."""
     # scikit-learn reads feature names from pandas frames only: a Dask frame's empty pandas _meta has its columns.
-    like = X._meta if _is_frame(X) else X
-    _check_n_features(estimator, like, reset=reset)
-    _check_feature_names(estimator, like, reset=reset)
+    check_features(estimator, X._meta if _is_frame(X) else X, reset)
 
 
 def active_client():

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils.validation import _check_feature_names, _check_n_features, _num_samples
+from sklearn.utils.validation import _num_samples
 
 from fastopt import _closed_form, _iterative, _solvers
 from fastopt._chunks import (
@@ -55,6 +55,7 @@ from fastopt._iterative_lr import (
     zero_image,
 )
 from fastopt._result import FitResult, Outcome
+from fastopt._validation import check_features
 
 # ---------------------------------------------------------------- the estimator's features, checked on a copy
 
@@ -603,9 +604,7 @@ class LocalPasses:
             # The stream's chunk 0 sets the features, whichever chunk the epoch's order reads first (the shuffled
             # order's first did: a stream mixing frames and arrays kept its feature names or lost them depending
             # on random_state), from its metadata; every chunk is then checked against them.
-            X0 = unpack(self.source.item(0), self.source.where(0))[0]
-            _check_n_features(self.checker, X0, reset=True)
-            _check_feature_names(self.checker, X0, reset=True)
+            check_features(self.checker, unpack(self.source.item(0), self.source.where(0))[0], reset=True)
             self.reset = False
         for index, where, X, y, sample_weight in read(self.source, order):
             data = check_chunk(self.checker, X, y, sample_weight, where, reset=self.reset)

@@ -299,6 +299,13 @@ def _ready(X, y) -> bool:
     return ok and X.shape[0] > 0 and X.shape[1] > 0 and y.shape[:1] == X.shape[:1]
 
 
+def check_features(estimator, X, reset: bool) -> None:
+    """Set (``reset``) or check ``n_features_in_`` and ``feature_names_in_`` from ``X``'s shape and columns alone
+    (no conversion of ``X``), as ``validate_data`` does."""
+    _check_n_features(estimator, X, reset=reset)
+    _check_feature_names(estimator, X, reset=reset)
+
+
 def _validate_ready(estimator, X, y, *, reset: bool, finite_X: bool, finite_y: bool = True) -> None:
     """What validate_data does with arrays that it passes through unchanged (:func:`_ready`): the feature count
     and names, and the finiteness of y and X when asked, with its messages. Its checks for other kinds of
