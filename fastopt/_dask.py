@@ -564,7 +564,7 @@ def partial_fit(estimator, X: Any, y: Any, sample_weight: Any, name: str, first:
     chunks = DaskChunks(X, y, sample_weight)
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=first)
-    blocks = _block_checker(checker, X)
+    blocks = _for_blocks(checker, X)
     solver = _solvers.SOLVERS[name]
     solver.check_incremental()
     if solver.chunked == "passes":  # a Krylov solver refits this call's rows from the previous coefficients
@@ -603,29 +603,15 @@ def _predict_block(block, estimator) -> np.ndarray:
     if block.shape[0] == 0:  # an empty block (a mask's, a filtered partition's) predicts nothing, as fit skips it
         coef = np.asarray(estimator.coef_)
         return np.empty((0, *coef.shape[:-1]), dtype=_prediction_dtype(block, coef))
-    if hasattr(block, "columns") and not hasattr(estimator, "feature_names_in_"):
-        # a partition of a frame, for a model fitted without names: checked once on the frame's metadata (below)
-        block = block.set_axis(range(block.shape[1]), axis=1)  # (integer names are no feature names to sklearn)
     return estimator.predict(block)
 
 
 def _for_blocks(estimator, X: Any):
-    """``estimator`` as the blocks of ``X`` are predicted with, once its features are checked on ``X``'s metadata:
-    without its feature names for an array's blocks, and a frame's partitions lose their names for a model fitted
-    without any (:func:`_predict_block`), so that the check's "feature names" warning comes once, not once a block
-    (9 times on 8 blocks for score, and for predict on a frame)."""
-    if _is_frame(X) or not hasattr(estimator, "feature_names_in_"):
-        return estimator
-    estimator = copy.copy(estimator)
-    del estimator.feature_names_in_
-    return estimator
-
-
-def _block_checker(checker, X: Any):
-    """A copy of ``checker`` to check ``X``'s blocks with, once its features are checked on ``X``'s metadata: with
-    the frame's own column names, or without names for an array's blocks, so that a names mismatch warns once
-    a call (the metadata check's), not once a block (9 times on 8 blocks)."""
-    blocks = copy.copy(checker)
+    """A copy of ``estimator`` (or a fit's checker) to predict or check ``X``'s blocks with, once its features are
+    checked on ``X``'s metadata: with the frame's own column names, or without names for an array's blocks, so
+    that a names mismatch warns once a call (the metadata check's), not once a block (9 times on 8 blocks, in
+    predict, score and partial_fit)."""
+    blocks = copy.copy(estimator)
     if _is_frame(X):
         blocks.feature_names_in_ = np.asarray(X.columns, dtype=object)
     elif hasattr(blocks, "feature_names_in_"):
@@ -710,7 +696,7 @@ def predict(estimator, X: Any):
     meta = np.empty((0,) if coef.ndim == 1 else (0, coef.shape[0]), dtype=_prediction_dtype(X, coef))
     estimator = _for_blocks(estimator, X)
     if _is_frame(X):
-        # Partitions keep their column names, so the fitted feature names are checked block by block.
+        # (each partition keeps the frame's column names, which its check then finds as the copy's)
         return X.map_partitions(_predict_block, estimator, meta=meta)
     X = X.rechunk({1: -1})
     if coef.ndim == 1:
