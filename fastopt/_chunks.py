@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse
-from sklearn.utils.validation import _check_sample_weight, _num_samples
+from sklearn.utils.validation import _num_samples
 
 from fastopt import _closed_form, _iterative, _iterative_lr
 from fastopt._interrupts import uninterrupted, wait_get
-from fastopt._validation import check_fit_data, expanded_weights
+from fastopt._validation import check_fit_data, check_weights, expanded_weights
 
 # Spawn keys separating the stream's own draws (chunk orders, validation rows, the learning-rate sample)
 # from each other and from the solver's draws under the same integer seed.
@@ -468,8 +468,8 @@ def chunk_weight(seed: int, fraction: float, dtype, sample_weight, n_rows: int |
         sample_weight = expanded_weights(sample_weight, n_rows)
         zero = _all_zero(sample_weight)
         with naming(where):
-            checked = _check_sample_weight(np.ones(np.shape(sample_weight)) if zero else sample_weight,
-                                           np.empty((n_rows, 0)), dtype=dtype, ensure_non_negative=True)
+            checked = check_weights(np.ones(np.shape(sample_weight)) if zero else sample_weight,
+                                    np.empty((n_rows, 0)), dtype)
         sample_weight = np.zeros_like(checked) if zero else checked
     rows = chunk_split(seed, index, n_rows, fraction)[0]
     return rows_weight(sample_weight, rows)

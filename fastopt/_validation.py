@@ -232,6 +232,30 @@ def expanded_weights(sample_weight, n_rows: int):
         return np.full(n_rows, a, dtype=np.float64)
 
 
+def check_weights(sample_weight, X, dtype) -> np.ndarray:
+    """scikit-learn's ``_check_sample_weight`` (one finite, non-negative weight a row of ``X``), cast to ``dtype``.
+
+    A positive weight that the cast to a narrower ``dtype`` (float32 ``X``) flushes to zero or to a subnormal
+    number is refused, as one that overflows it is, unless it is below ``dtype``'s rounding of the largest weight
+    (then it is lost in that rounding anyway): the fit would silently drop or coarsen those rows (weights of 1e-46
+    fitted another problem, 21% above the minimum of the one asked). The objective depends only on the weights'
+    ratios, so the error suggests rescaling them all.
+    """
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # beyond float32's range, +-inf: refused
+        checked = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True)
+    tiny = np.finfo(dtype).tiny
+    if np.dtype(dtype) != np.float64 and (checked < tiny).any():
+        wide = np.asarray(sample_weight, dtype=np.float64)
+        lost = (wide > 0) & (checked < tiny) & (wide >= np.finfo(dtype).eps * wide.max())
+        if lost.any():
+            raise ValueError(
+                f"sample_weight has {int(lost.sum())} positive value(s) below {tiny:.3g}, the smallest normal "
+                f"number of X's dtype {np.dtype(dtype)}, where they would be flushed or rounded coarsely (the "
+                f"smallest is {wide[lost].min():.3g}). Multiply all weights by one factor: the fit depends only on "
+                f"their ratios.")
+    return checked
+
+
 def refuse_nonfinite(name: str, a) -> None:
     """:func:`assert_all_finite` (validation's error and words) whatever scikit-learn's ``assume_finite``, for ``a``
     an array or a sparse matrix (its stored values): the solvers call it where statistics or losses came out
@@ -397,7 +421,7 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
             X = X.astype(np.float64)
         X, sparse = _canonical_csr(X, original), True
     # validate_data has checked y (finite, numeric, at least one target column) whatever finite_X says;
-    # _check_sample_weight below checks the weights' finiteness and sign.
+    # check_weights below checks the weights' finiteness and sign.
     y = np.asarray(y)
     y_was_1d = y.ndim == 1
     # The target takes X's dtype so the kernels see one floating type; astype copies when it converts.
@@ -405,8 +429,7 @@ def check_fit_data(estimator, X, y, sample_weight=None, *, reset=True, finite_X=
     if sample_weight is not None:
         _reject_complex("sample_weight", sample_weight)
         sample_weight = expanded_weights(sample_weight, X.shape[0])
-        with np.errstate(over="ignore", invalid="ignore"):  # a weight beyond float32's range, +-inf: refused below
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
+        sample_weight = check_weights(sample_weight, X, X.dtype)
         sample_weight = np.ascontiguousarray(sample_weight)
         if not sample_weight.all():
             if not finite_y:
