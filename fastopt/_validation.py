@@ -241,11 +241,17 @@ def check_weights(sample_weight, X, dtype) -> np.ndarray:
     fitted another problem, 21% above the minimum of the one asked). The objective depends only on the weights'
     ratios, so the error suggests rescaling them all.
     """
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # beyond float32's range, +-inf: refused
-        checked = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True)
+    narrow = np.dtype(dtype) != np.float64
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float64's range, +-inf: refused by the check
+        # (in float64 first for a narrower dtype: its check that some weight is positive came after the cast)
+        wide = _check_sample_weight(sample_weight, X, dtype=np.float64 if narrow else dtype, ensure_non_negative=True)
+    if not narrow:
+        return wide
+    with np.errstate(over="ignore", under="ignore"):
+        checked = wide.astype(dtype)
+    assert_all_finite(checked, input_name="sample_weight")  # scikit-learn's "too large for dtype('float32')"
     tiny = np.finfo(dtype).tiny
-    if np.dtype(dtype) != np.float64 and (checked < tiny).any():
-        wide = np.asarray(sample_weight, dtype=np.float64)
+    if (checked < tiny).any():
         lost = (wide > 0) & (checked < tiny) & (wide >= np.finfo(dtype).eps * wide.max())
         if lost.any():
             raise ValueError(

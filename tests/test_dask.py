@@ -890,6 +890,18 @@ def test_a_scalar_sample_weight_weighs_every_row(rng, solver):
         LinearRegressor().fit(unknown, unknown[:, 0], sample_weight=2.0)
 
 
+@pytest.mark.parametrize("solver", ["normal", "lsqr", "sgd"])
+def test_weights_that_float32_would_flush_are_refused_by_name(rng, solver):
+    # as in memory: weights of 1e-46 beside float32 blocks were cast to 0 first and blamed on weights "summing to
+    # zero"
+    X, y = make_problem(rng, n=300, d=3)
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    flushed = "sample_weight has (100|200) positive"
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match=flushed):
+        LinearRegressor(solver=solver).fit(blocks(X, (100, 200)), blocks(y, (100, 200)),
+                                           sample_weight=blocks(np.full(300, 1e-46), (100, 200)))
+
+
 def test_a_random_state_instance_advances_one_draw_a_fit_as_in_memory(rng):
     X, y = make_problem(rng, n=200, d=3)
     advanced = []
