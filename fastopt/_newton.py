@@ -145,7 +145,7 @@ MAX_STAGES = 40
 LAD_LP_MAX_SIZE = 50_000
 LAD_LP_MAX_ROWS = 5_000
 LAD_LP_RTOL = 1e-6  # (the fit counts as converged within this of the dual's bound: 8e-7 at most over 24 such fits)
-# Huber thresholds below this (after tiny targets' scaling: _target_exponents) are refused (see _fits): the stop's
+# Huber thresholds below this (after tiny targets' scaling: target_exponents) are refused (see _fits): the stop's
 # reference, sum s min(|r|, epsilon)^2 / 2, and the curvature test underflow as epsilon^2 nears 1e-308 (at 1e-170
 # the fit stopped at its least-squares start, silently; 1e-160 ended 2e-8 off; y of 1e100 beside 1e-140 fits).
 HUBER_MIN_EPSILON = 1e-150
@@ -1341,11 +1341,49 @@ def huber_fit(X: np.ndarray, y: np.ndarray, s: np.ndarray, alpha: float, fit_int
 TARGET_RANGE = 64
 
 
-def _target_exponents(Y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Per target, the power of two ``e`` (negative) to divide it by, 0 at or above the range or for zeros
-    (``max |y| < 2^-TARGET_RANGE`` exactly when its exponent is at most ``-TARGET_RANGE``; zeros give 0)."""
-    exps = _closed_form._pow2_exponent(np.asarray(Y, dtype=np.float64)[s > 0], axis=0).astype(np.int64)
+def target_top(Y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per target, the largest ``|y|`` over the rows of positive weight ``s`` (0 if none)."""
+    return np.max(np.abs(np.asarray(Y, dtype=np.float64)[s > 0]), axis=0, initial=0.0)
+
+
+def target_exponents(top: np.ndarray) -> np.ndarray:
+    """Per target of largest ``|y|`` ``top``, the power of two ``e`` (negative) to divide it by, 0 at or above the
+    range or for zeros (``max |y| < 2^-TARGET_RANGE`` exactly when its exponent is at most ``-TARGET_RANGE``)."""
+    exps = np.frexp(top)[1].astype(np.int64)
     return np.where(exps <= -TARGET_RANGE, exps, 0)
+
+
+def scaled_targets(X, Y: np.ndarray, s: np.ndarray, exps: np.ndarray):
+    """``X`` and the targets ``Y`` divided by ``2^exps`` (exact; float64), rows of no weight zeroed (their ``y``,
+    scaled, may overflow); float32 ``X`` as a float64 copy: ``X`` as tiny as ``y`` (1e-40) scaled up alone took the
+    least-squares start's ``y / X`` beyond float32's range, and the fit was refused as overflowing where float64
+    fitted (the coefficients return in float32)."""
+    with np.errstate(over="ignore"):
+        Y = np.ldexp(np.asarray(Y, dtype=np.float64), -exps)
+    Y[s == 0] = 0.0
+    return (X.astype(np.float64) if X.dtype == np.float32 else X), Y
+
+
+def check_scaled_epsilon(epsilon: float, scaled: float) -> None:
+    """Refuse a Huber threshold ``epsilon`` whose value for the scaled target (``scaled``) is so small that its
+    square underflows."""
+    if scaled < HUBER_MIN_EPSILON:
+        raise ValueError(
+            f"epsilon={epsilon!r} is too small for solver='newton': below {HUBER_MIN_EPSILON:g} (in y's "
+            "units; relative to y's size where y is tinier), where its square underflows. At such a threshold "
+            "the Huber loss is epsilon times the absolute error (less a constant), whose minimiser "
+            "loss='absolute_error' fits directly; use that, or a larger epsilon."
+        )
+
+
+def scaled_fit(fit: _Fit, e: int, lad: bool) -> _Fit:
+    """A fit of the targets divided by ``2^e`` back in their units (``e < 0``: nothing overflows): the coefficients
+    by ``2^e``, the objective by ``2^e`` (absolute error) or ``2^2e``."""
+    if not e:
+        return fit
+    f = e if lad else 2 * e
+    return _Fit(np.ldexp(fit.w, e), math.ldexp(fit.b, e), math.ldexp(fit.objective, f), fit.n_iter, fit.converged,
+                [math.ldexp(v, f) for v in fit.curve])
 
 
 def _full_state(X: np.ndarray, Y: np.ndarray, s: np.ndarray) -> _closed_form.ClosedFormState:
@@ -2025,17 +2063,9 @@ class NewtonSolver(Solver):
         # Tiny targets are fitted multiplied by a power of two (exact), epsilon with them, and the fit divided
         # back: the fits' thresholds are partly absolute (an exact fit's 1e-9 (1 + |y|)), and at y of 1e-200 a
         # Huber fit stopped after one step at the least-squares fit, silently.
-        exps = _target_exponents(Y, s)
-        dtype = X.dtype
+        exps = target_exponents(target_top(Y, s))
         if exps.any():
-            with np.errstate(over="ignore"):
-                Y = np.ldexp(np.asarray(Y, dtype=np.float64), -exps)
-            Y[s == 0] = 0.0  # rows of no weight count nothing; their y, scaled, may have overflowed
-            if dtype == np.float32:
-                # float32 X as tiny as y (1e-40): y scaled up alone, the least-squares start's y / X passed float32's
-                # range, and the fit was refused as overflowing ("too large to square", or coefficients beyond
-                # float32) where float64 fitted; these X in float64 (a copy; the coefficients return in float32)
-                X = X.astype(np.float64)
+            X, Y = scaled_targets(X, Y, s, exps)
         fits, every = [], None
         for j in range(k):
             y = np.ascontiguousarray(Y[:, j], dtype=np.float64)
@@ -2045,13 +2075,8 @@ class NewtonSolver(Solver):
                 if lad:  # sum s |y - X w| scales by 2^-e, the ridge by 2^-2e: alpha takes 2^e, the same minimiser
                     alpha_j = math.ldexp(alpha_j, e)
                 start = None if init is None else (np.ldexp(init[0][j], -e), float(np.ldexp(init[1][j], -e)))
-            if params["loss"] == "huber" and eps_j < HUBER_MIN_EPSILON:
-                raise ValueError(
-                    f"epsilon={epsilon!r} is too small for solver='newton': below {HUBER_MIN_EPSILON:g} (in y's "
-                    "units; relative to y's size where y is tinier), where its square underflows. At such a threshold "
-                    "the Huber loss is epsilon times the absolute error (less a constant), whose minimiser "
-                    "loss='absolute_error' fits directly; use that, or a larger epsilon."
-                )
+            if params["loss"] == "huber":
+                check_scaled_epsilon(epsilon, eps_j)
             if params["loss"] == "huber" and start is None and _sampled(n, d):
                 fit = huber_fit(X, y, s, alpha_j, params["fit_intercept"], eps_j, rtol, max_epochs(params))[0]
             else:
@@ -2066,11 +2091,7 @@ class NewtonSolver(Solver):
                     # (the linear program's rescue within the solver's own budget, not under a smaller max_epochs)
                     rescue = max_epochs(params) >= max_epochs({"max_epochs": "auto"})
                     fit = lad_smoothing(prob, full, rtol, max_epochs(params), start, rescue)
-            if e:  # back to y's units (e < 0: nothing overflows), the objective by 2^e (absolute error) or 2^2e
-                f = e if lad else 2 * e
-                fit = _Fit(np.ldexp(fit.w, e), math.ldexp(fit.b, e), math.ldexp(fit.objective, f), fit.n_iter,
-                           fit.converged, [math.ldexp(v, f) for v in fit.curve])
-            fits.append(fit)
+            fits.append(scaled_fit(fit, e, lad))
         return fits
 
     def fit_dask(self, params: dict, checker, chunks, state=None) -> FitResult:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dask
 import numpy as np
@@ -101,9 +101,18 @@ def _validated(template, X, y, sample_weight, where: str):
     return _chunks.check_chunk(template, X, y, sample_weight, where)
 
 
-def _rows_and_mean(data) -> tuple[int, float]:
+def _block_facts(data) -> tuple[int, float, np.ndarray, np.dtype]:
+    """A block's rows, mean weight, largest ``|y|`` per target over its rows of positive weight, and dtype."""
     sw = data.sample_weight
-    return data.X.shape[0], 1.0 if sw is None else weight_mean(sw)
+    top = _newton.target_top(data.Y, np.ones(data.Y.shape[0]) if sw is None else sw)
+    return data.X.shape[0], 1.0 if sw is None else weight_mean(sw), top, data.X.dtype
+
+
+def _scaled_block(data, exps: np.ndarray):
+    """A block with its targets divided by ``2^exps`` (:func:`fastopt._newton.scaled_targets`)."""
+    sw = data.sample_weight
+    X, Y = _newton.scaled_targets(data.X, data.Y, np.ones(data.Y.shape[0]) if sw is None else sw, exps)
+    return replace(data, X=X, Y=Y)
 
 
 def _weights(data, mean: float, n: int) -> np.ndarray:
@@ -207,17 +216,26 @@ class _Blocks:
         leaves = [delayed(_validated, pure=True)(template, *chunks.block(i)) for i in range(len(chunks))]
         self.blocks = list(dask.persist(*leaves))
         try:
-            counts = dask.compute(*[delayed(_rows_and_mean)(b) for b in self.blocks])
+            facts = dask.compute(*[delayed(_block_facts)(b) for b in self.blocks])
         except BaseException:  # (the persisted blocks are released: _dask.release)
             self.release()
             raise
-        self.n = int(sum(c for c, _ in counts))
+        self.n = int(sum(c for c, _, _, _ in facts))
         if self.n == 0:
             raise ValueError("solver='newton' needs at least one row.")
         # The mean weight over all rows from the blocks' own means (no sum of raw weights, which could overflow).
-        self.mean = float(sum((c / self.n) * m for c, m in counts))
+        self.mean = float(sum((c / self.n) * m for c, m, _, _ in facts))
         if not self.mean > 0:
             raise ValueError("sample_weight is zero on every row.")
+        # Tiny targets are fitted scaled, as in memory (NewtonSolver._fits): unscaled, a Huber fit of y of 1e-170
+        # stopped at the least-squares start, silently (59% above the minimum)
+        self.dtype = np.dtype(facts[0][3])  # (the coefficients' dtype: a scaled float32 block is read in float64)
+        self.exps = _newton.target_exponents(np.max([top for _, _, top, _ in facts], axis=0))
+        if self.exps.any():
+            exps = delayed(self.exps)
+            scaled = list(dask.persist(*[delayed(_scaled_block, pure=True)(b, exps) for b in self.blocks]))
+            self.release()
+            self.blocks = scaled
 
     def release(self) -> None:
         _dask.release(self.blocks)
@@ -465,12 +483,19 @@ def fit(params: dict, checker, chunks: _dask.DaskChunks, state=None):
         _solvers.check_options("newton", params, k)  # an alpha array of another length (_dask.fit checks before y)
         alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (k,))
         eps = float(params["epsilon"]) if params["loss"] == "huber" else np.inf
-        fits = [_fit_target(blocks, j, _newton._target_state(every, j), float(alpha[j]), params["fit_intercept"],
-                            eps, _newton.RTOL, max_epochs(params)) for j in range(k)]
+        fits = []
+        for j in range(k):
+            e = int(blocks.exps[j])
+            eps_j = float(np.ldexp(eps, -e))
+            if params["loss"] == "huber":
+                _newton.check_scaled_epsilon(eps, eps_j)
+            fit = _fit_target(blocks, j, _newton._target_state(every, j), float(alpha[j]), params["fit_intercept"],
+                              eps_j, _newton.RTOL, max_epochs(params))
+            fits.append(_newton.scaled_fit(fit, e, lad=False))
     except BaseException:  # (an error, or an interrupt: the persisted blocks are released)
         blocks.release()
         raise
-    return _newton.result(params, np.dtype(every.dtype), fits, init=None)
+    return _newton.result(params, blocks.dtype, fits, init=None)
 
 
 __all__ = ["fit"]

@@ -875,6 +875,30 @@ def test_a_block_of_zero_weight_trains_nothing_in_newton(rng):
     assert_close(est.coef_, ref.coef_, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_huber_newton_on_tiny_targets_reaches_the_in_memory_minimum(rng, dtype):
+    # In memory tiny targets are fitted scaled by a power of two; on Dask they were not, and at y of 1e-170 the
+    # fit stopped at the least-squares start after one iteration (59% above the minimum), silently
+    X, y = make_problem(rng, n=600, d=5)
+    y[rng.random(600) < 0.1] += 50.0  # outliers: least squares is far from the Huber minimum
+    w = 10.0 ** rng.uniform(-1, 1, 600)
+    w[:20] = 0.0
+    X, y = X.astype(dtype), (y * 1e-170 if dtype == np.float64 else y * 1e-30).astype(dtype)
+    s = 1e-170 if dtype == np.float64 else 1e-30
+    est = LinearRegressor(loss="huber", solver="newton", epsilon=1.35 * s)
+    ref = est.fit(X, y, sample_weight=w)
+    coef, intercept, n_iter = ref.coef_.copy(), ref.intercept_, ref.n_iter_
+    with dask.config.set(scheduler="synchronous"):
+        est.fit(blocks(X, (200, 200, 200)), blocks(y, (200, 200, 200)), sample_weight=blocks(w, (200, 200, 200)))
+    assert n_iter > 1 and est.n_iter_ == n_iter and est.coef_.dtype == dtype
+    # the same arithmetic on the same scaled rows, summed by blocks: rounding apart
+    assert_close(est.coef_, coef, rtol=1e-10 if dtype == np.float64 else 1e-5)
+    assert_close(est.intercept_, intercept, rtol=1e-10 if dtype == np.float64 else 1e-5)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="epsilon=.* is too small"):
+        LinearRegressor(loss="huber", solver="newton", epsilon=1e-200).fit(blocks(X, (300, 300)),
+                                                                         blocks(y / s, (300, 300)))
+
+
 @pytest.mark.parametrize("solver", ["auto", "sgd", "lsqr"])
 def test_a_scalar_sample_weight_weighs_every_row(rng, solver):
     # as in memory (scikit-learn's _check_sample_weight); it had raised IndexError
