@@ -381,7 +381,8 @@ def check_init(coef_init, intercept_init, data) -> tuple[np.ndarray, np.ndarray]
     if coef.shape == (d,) and k == 1:
         coef = coef.reshape(1, d)
     if coef.shape != (k, d):
-        raise ValueError(f"coef_init has shape {coef.shape}; expected ({d},) or ({k}, {d}).")
+        expected = f"({d},) or ({k}, {d})" if k == 1 else f"({k}, {d}): one row for each of y's {k} targets"
+        raise ValueError(f"coef_init has shape {coef.shape}; expected {expected}.")
     b = np.zeros(k) if intercept_init is None else np.asarray(intercept_init, dtype=np.float64).reshape(-1)
     if b.shape == (1,) and k > 1:
         b = np.repeat(b, k)

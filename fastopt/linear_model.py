@@ -827,6 +827,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         # every call, not only the first (as scikit-learn's partial_fit): parameters set between calls are checked
         # too (batch_size=0 raised ZeroDivisionError); unchanged ones are recognised at once (_validate_params)
         self._validate_params()
+        if not first:
+            self._check_target_layout(y)
         if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:
             # (as in memory: "auto" for rows in chunks)
             name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True,
@@ -841,6 +843,22 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             # fit_stream or a Dask block does (check_chunk); any other call of weight 0 is refused below.
             return self._partial_fit(check_chunk(self, X, y, sample_weight, "partial_fit's chunk"))
         return self._partial_fit(check_fit_data(self, X, y, sample_weight, reset=first))
+
+    def _check_target_layout(self, y) -> None:
+        """One target as ``(n,)`` after calls that gave it as ``(n, 1)``, or the reverse, is refused, as
+        ``fit_stream`` refuses a stream mixing them: ``coef_`` and ``predict`` had silently switched shapes with
+        each call."""
+        coef = getattr(self, "coef_", None)
+        if coef is None or (np.ndim(coef) == 2 and np.shape(coef)[0] != 1):
+            return  # (several targets: a call of another count is refused as such)
+        ndim = np.ndim(y)
+        was_1d = np.ndim(coef) == 1
+        if (was_1d and ndim == 2 and np.shape(y)[1] == 1) or (not was_1d and ndim == 1):
+            raise ValueError(
+                f"partial_fit's y is {'2-D' if was_1d else '1-D'} but the earlier calls' y was "
+                f"{'1-D' if was_1d else '2-D (one column)'}: every call's y must be 1-D, or every call's 2-D (coef_ "
+                "and predict take their shape from it)."
+            )
 
     def _partial_name(self, X) -> str:
         """The registry key of the solver a ``partial_fit`` call on ``X`` runs."""

@@ -273,6 +273,9 @@ def test_coef_init_and_intercept_init():
         LinearRegressor(solver="sgd").fit(X, y, coef_init=np.ones(5))
     with pytest.raises(ValueError, match="intercept_init has shape"):
         LinearRegressor(solver="sgd").fit(X, y, intercept_init=np.ones(3))
+    # with two targets one row is no start: the message offered it ("shape (6,); expected (6,) or (2, 6)")
+    with pytest.raises(ValueError, match=r"coef_init has shape \(6,\); expected \(2, 6\): one row for each"):
+        LinearRegressor(solver="sgd").fit(X, np.c_[y, y], coef_init=np.ones(6))
 
 
 def test_partial_fit_with_early_stopping_raises_as_sgdregressor():

@@ -1327,7 +1327,7 @@ def test_csr_chunks_under_a_ridge_above_one_keep_the_optimizer_state(solver, alp
     same. Now each call continues the state, as on the dense chunks."""
     rng = np.random.default_rng(0)
     n = 4000
-    X = rng.normal(size=(n, 4)) + [0.0, 0.0, 3.0, 0.0]
+    X = rng.normal(size=(n, 4)) + np.array([0.0, 0.0, 3.0, 0.0])
     y = X @ [1.0, -2.0, 3.0, 4.0] + 5 + rng.normal(size=n)
     objective = ridge_objective(X, y, alpha)
     best = objective(LinearRegressor(solver="qr", alpha=alpha).fit(X, y))

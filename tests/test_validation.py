@@ -85,6 +85,26 @@ def test_weights_that_float32_would_flush_are_refused(rng, solver, call):
     assert np.isfinite(run(negligible).coef_).all()
 
 
+@pytest.mark.parametrize("solver", ["normal", "sgd", "adam"])
+@pytest.mark.parametrize("first_1d", [True, False])
+def test_partial_fit_refuses_one_target_switching_between_1d_and_a_column(rng, solver, first_1d):
+    # coef_ and predict had switched shapes with each call, silently; fit_stream refuses the same chunks
+    X = rng.normal(size=(200, 3))
+    y = X @ np.array([1.0, 2.0, 3.0])
+    shaped = (lambda v: v) if first_1d else (lambda v: v[:, None])
+    other = (lambda v: v[:, None]) if first_1d else (lambda v: v)
+    est = LinearRegressor(solver=solver, random_state=0).partial_fit(X[:100], shaped(y[:100]))
+    before = est.coef_.copy()
+    with pytest.raises(ValueError, match="every call's y must be 1-D, or every call's 2-D"):
+        est.partial_fit(X[100:], other(y[100:]))
+    np.testing.assert_array_equal(est.coef_, before)
+    est.partial_fit(X[100:], shaped(y[100:]))  # the same layout goes on
+    assert est.coef_.shape == before.shape
+    two = LinearRegressor(solver=solver, random_state=0).partial_fit(X[:100], np.c_[y[:100], y[:100]])
+    with pytest.raises(ValueError):  # (another number of targets: refused as such, as before)
+        two.partial_fit(X[100:], other(y[100:]))
+
+
 @pytest.mark.parametrize("weight", [0, 0.0, np.float32(0)])
 def test_a_scalar_weight_of_zero_in_a_later_chunk_adds_nothing(Xy, weight):
     # as an all-zero array does (partial_fit's docstring); the scalar reached NumPy's "at least 1 dimension" error
