@@ -204,6 +204,21 @@ def _finite_values(values, bounds) -> tuple[np.ma.MaskedArray, float, float]:
     return np.ma.masked_array(values, mask=~finite), float(np.min(values[finite])), float(np.max(values[finite]))
 
 
+# Finite values beyond this size are drawn divided by a power of ten (_unit): matplotlib's limits and levels over
+# a range near float64's largest number overflowed ("Axis limits cannot be NaN or Inf").
+HUGE_VALUES = 1e300
+
+
+def _unit(fmin: float, fmax: float) -> tuple[float, str]:
+    """The factor ``10^-k`` that brings finite values in ``[fmin, fmax]`` beyond :data:`HUGE_VALUES` to about 1
+    (1 for others), and the label's suffix for it."""
+    top = max(abs(fmin), abs(fmax))
+    if top <= HUGE_VALUES:
+        return 1.0, ""
+    k = int(np.floor(np.log10(top)))
+    return 10.0 ** -k, f" / 1e{k}"
+
+
 def _contour(ax, X, Y, Z, levels: int, bounds) -> tuple[Any, str]:
     """Filled contours of ``Z``, or of ``log10 Z`` when ``Z >= 0`` spans more than three decades (Rosenbrock,
     Beale: linear levels would spend them all on the walls); cells where ``Z`` is NaN or inf are left blank
@@ -213,6 +228,9 @@ def _contour(ax, X, Y, Z, levels: int, bounds) -> tuple[Any, str]:
     if zmin >= 0 and zmax > 1e3 * max(zmin, 1e-12):
         Z = np.ma.log10(np.ma.maximum(Z, zmax * 1e-6))
         label = "log10 f(x, y)"
+    else:
+        factor, suffix = _unit(zmin, zmax)
+        Z, label = Z * factor, label + suffix
     cs = ax.contourf(X, Y, Z, levels=levels, cmap="viridis", alpha=0.85)
     ax.contour(X, Y, Z, levels=cs.levels, colors="white", linewidths=0.3, alpha=0.6)
     return cs, label
@@ -249,7 +267,8 @@ def plot_trajectories(
     levels, resolution : int, default 30 and 200
         Number of contour levels (at least 1) and grid points per axis (at least 2). Where ``fun`` is NaN or inf
         (outside its domain, at a pole) the contour (or curve) is left blank, and only its finite values set the
-        levels (or y-range).
+        levels (or y-range). Finite values beyond 1e300 in size are drawn divided by a power of ten, which the
+        colorbar's (or y-axis') label states.
     title : str, optional
         Default: the Objective's formula (none for a plain callable).
 
@@ -264,8 +283,9 @@ def plot_trajectories(
     ValueError
         If ``bounds`` is missing for a plain callable, not one finite ``(low, high)`` pair with ``low < high`` per
         variable, for other than 1 or 2 variables, or for other than the Objective's number; if ``levels`` or
-        ``resolution`` is not an integer of at least 1 or 2; if a result has no path (``xs``) or its points have
-        another number of coordinates; if ``fun`` is not finite anywhere on the plotted grid (or curve); or if
+        ``resolution`` is not an integer of at least 1 or 2; if a result has no path (``xs`` of shape
+        ``(points, n)``, at least one point), its points have another number of coordinates, or, in 1-D, its
+        ``fs`` has not one value per point; if ``fun`` is not finite anywhere on the plotted grid (or curve); or if
         ``path``'s suffix names a format matplotlib cannot write.
     TypeError
         If ``results`` is not a mapping, one of its values is not a :func:`fastopt.minimize` result, or ``ax`` is
@@ -298,8 +318,15 @@ def plot_trajectories(
                             f"{type(res).__name__}.")
         if "xs" not in res:
             raise ValueError(f"result {label!r} has no path: run minimize with options={{'return_path': True}}.")
-        if np.shape(res.xs)[1] != ndim:
-            raise ValueError(f"result {label!r} has {np.shape(res.xs)[1]} coordinates, the plot {ndim}.")
+        shape = np.shape(res.xs)
+        if len(shape) != 2 or shape[0] == 0:  # (a bare IndexError)
+            raise ValueError(f"result {label!r} has a path of shape {shape}: expected one row of coordinates per "
+                             "point, at least one point.")
+        if shape[1] != ndim:
+            raise ValueError(f"result {label!r} has {shape[1]} coordinates, the plot {ndim}.")
+        if ndim == 1 and np.shape(getattr(res, "fs", None)) != shape[:1]:
+            raise ValueError(f"result {label!r} needs one value in fs for each of its {shape[0]} points (a 1-D plot "
+                             "draws the path at its values).")
     # The legend goes below the axes, three entries a row, so that it never hides a path: grow the height to fit.
     legend_rows = -(-(len(results) + 4) // 3)
     owns = ax is None  # (a figure of the caller's may hold other plots: the legend then stays with these axes)
@@ -315,6 +342,8 @@ def plot_trajectories(
         x = np.linspace(*bounds[0], 400)
         # (a NaN made the y-range NaN: matplotlib's "Axis limits cannot be NaN or Inf"; gaps instead, as 2-D)
         fx, fmin, fmax = _finite_values(np.asarray(value(x[None]), dtype=np.float64), bounds)
+        factor, suffix = _unit(fmin, fmax)  # (the path's and the known points' values take it too)
+        fx, fmin, fmax = fx * factor, fmin * factor, fmax * factor
         ax.plot(x, fx, color="0.3", lw=1.5, zorder=1)
         # Fix the y-range to the curve's, so that a path which leaves the domain does not squash it.
         pad = 0.08 * (fmax - fmin)
@@ -322,24 +351,24 @@ def plot_trajectories(
             pad = 0.08 * max(abs(fmin), abs(fmax), 1.0)
         ax.set_ylim(fmin - pad, fmax + pad)
         ax.set_xlabel("x")
-        ax.set_ylabel("f(x)")
+        ax.set_ylabel("f(x)" + suffix)
     for i, (label, res) in enumerate(results.items()):
         xs = np.asarray(res.xs, dtype=np.float64)
-        pts = (xs[:, 0], xs[:, 1]) if ndim == 2 else (xs[:, 0], np.asarray(res.fs))
+        pts = (xs[:, 0], xs[:, 1]) if ndim == 2 else (xs[:, 0], np.asarray(res.fs, dtype=np.float64) * factor)
         # Dots show the step lengths; about 40 of them per path keep long runs readable.
         ax.plot(*pts, "-", color=f"C{i}", lw=1.4, marker="o", ms=2.5, markevery=max(1, len(xs) // 40),
                 label=f"{label} ({res.nit} steps)")
         ax.plot(pts[0][-1], pts[1][-1], "o", color=f"C{i}", ms=7, mec="black")
     if results:
         first = np.asarray(next(iter(results.values())).xs[0], dtype=np.float64)
-        start = (first[0], first[1]) if ndim == 2 else (first[0], next(iter(results.values())).fs[0])
+        start = (first[0], first[1]) if ndim == 2 else (first[0], next(iter(results.values())).fs[0] * factor)
         ax.plot(*start, "s", color="white", mec="black", ms=8, label="start", zorder=5)
     if obj is not None:
         for kind, (marker, size) in _KIND_MARKERS.items():
             pts = [p for p in obj.critical_points if p.kind == kind]
             if pts:
                 px = [p.x[0] for p in pts]
-                py = [p.x[1] for p in pts] if ndim == 2 else [p.value for p in pts]
+                py = [p.x[1] for p in pts] if ndim == 2 else [p.value * factor for p in pts]
                 ax.plot(px, py, marker, color="red", mec="black", ms=size, ls="none", label=f"known {kind}", zorder=6)
     ax.set_xlim(*bounds[0])
     if ndim == 2:

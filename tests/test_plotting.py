@@ -288,3 +288,35 @@ def test_a_constant_one_dimensional_curve_gets_a_nonzero_y_range(value):
         ax = plotting.plot_trajectories(lambda p: value, _bowl_run(1), bounds=[(-1, 1)]).axes[0]
     low, high = ax.get_ylim()
     assert low < value < high and high - low == pytest.approx(0.16 * max(abs(value), 1.0))
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_finite_values_near_the_largest_double_are_drawn_in_a_stated_unit(ndim):
+    # matplotlib's limits and levels over values near 1.8e308 overflowed: "Axis limits cannot be NaN or Inf"
+    def f(p):
+        return 1.7e308 * (float(p[0]) - 0.5)
+
+    fig = plotting.plot_trajectories(f, {}, bounds=[(0.0, 1.0)] * ndim, resolution=20)
+    if ndim == 1:
+        ax = fig.axes[0]
+        assert ax.get_ylabel() == "f(x) / 1e307"
+        low, high = ax.get_ylim()  # +-8.5 (1e307 units), padded by 8% of the range
+        assert low == pytest.approx(-8.5 - 1.36) and high == pytest.approx(8.5 + 1.36)
+    else:
+        assert fig.axes[1].get_ylabel() == "f(x, y) / 1e307"
+        levels = next(c for c in fig.axes[0].get_children() if isinstance(c, ContourSet)).levels
+        assert np.isfinite(levels).all() and levels.min() <= -8.4 and levels.max() >= 8.4
+
+
+@pytest.mark.parametrize("xs, fs, message", [
+    (np.zeros(3), np.zeros(3), r"path of shape \(3,\)"),
+    (np.zeros((0, 1)), np.zeros(0), r"path of shape \(0, 1\)"),
+    (np.zeros((3, 1)), np.zeros(2), "one value in fs for each of its 3 points"),
+])
+def test_a_malformed_path_is_named(xs, fs, message):
+    # (a bare IndexError)
+    from scipy.optimize import OptimizeResult
+
+    with pytest.raises(ValueError, match=message):
+        plotting.plot_trajectories(lambda p: float(p[0] ** 2), {"a": OptimizeResult(xs=xs, fs=fs, nit=2)},
+                                   bounds=[(-1.0, 1.0)])
