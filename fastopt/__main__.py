@@ -111,11 +111,14 @@ def _unwritable(path: pathlib.Path) -> str | None:
     try:
         if path.is_dir():
             return "it is a folder; name the PNG file"
+        # a symbolic link is written through, to its target (a dangling link's too): the target is what this
+        # check opens and, if it made it, removes (the link itself had been removed, and an empty target left)
+        path = path.resolve()
         existed = path.exists()
         with open(path, "ab"):
             pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
+    except (OSError, RuntimeError) as exc:  # (RuntimeError: a loop of links)
+        return getattr(exc, "strerror", None) or str(exc)
     if not existed:
         path.unlink(missing_ok=True)
     return None
@@ -132,6 +135,9 @@ def _landscape(args: argparse.Namespace) -> int:
         for name, obj in functions.FUNCTIONS.items():
             print(f"{name:16} {obj.formula}\n{'':16} {obj.description}")
         return 0
+    repeated = sorted({m for m in args.methods if args.methods.count(m) > 1})
+    if repeated:  # (the table showed a row for each, the figure one path: results are keyed by name)
+        args.parser.error(f"--methods: {', '.join(repeated)} given more than once")
     folder = pathlib.Path(args.output).parent
     if args.output != "none" and not _is_dir(folder):  # before the runs, not after them
         args.parser.error(f"--output: the folder {str(folder)!r} does not exist")
@@ -194,6 +200,9 @@ def _landscape(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"no figure written: {exc}", file=sys.stderr)
         return 0
+    except (OSError, RuntimeError) as exc:  # a full disk; a format whose writer needs a missing program (pgf: TeX)
+        print(f"fastopt landscape: the figure could not be written to {args.output!r}: {exc}", file=sys.stderr)
+        return 1
     print(f"trajectories written to {args.output}")
     return 0
 

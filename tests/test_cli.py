@@ -138,6 +138,8 @@ def test_unknown_function_is_rejected(capsys):
     (["--output", "a" * 300 + ".png"], "cannot be written (File name too long)"),
     # (PNG bytes went into x.pdf; the suffix names the format, and one no backend writes is refused)
     (["--output", "paths.xyz"], "--output: cannot write a figure as 'xyz'"),
+    # (a row for each in the table, one path in the figure: results are keyed by name)
+    (["--methods", "sgd", "adam", "sgd"], "--methods: sgd given more than once"),
     pytest.param(["--output", "/proc/x.png"], "--output: '/proc/x.png' cannot be written (",
                  marks=pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")),
 ])
@@ -251,6 +253,31 @@ def test_module_runs_as_a_script(tmp_path):
                           env=_module_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "ill_conditioned" in done.stdout and "newton" in done.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges")
+def test_landscape_writes_through_a_dangling_link(tmp_path, capsys):
+    # the check of --output before the runs replaced the link by the figure and left an empty file at its target
+    link, target = tmp_path / "link.png", tmp_path / "target.png"
+    link.symlink_to(target)
+    assert cli.main(["landscape", "double_well", "--methods", "sgd", "--maxiter", "5", "--output", str(link)]) == 0
+    assert link.is_symlink() and target.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_landscape_says_why_the_figure_could_not_be_written(tmp_path, monkeypatch, capsys):
+    # a full disk, or a format whose writer needs a program that is missing (pgf: TeX), failed after the runs
+    # with chained tracebacks
+    from fastopt import plotting
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plotting, "plot_trajectories", full)
+    code = cli.main(["landscape", "double_well", "--methods", "sgd", "--maxiter", "5",
+                     "--output", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 1 and "the figure could not be written to" in err and "No space left on device" in err
+    assert "Traceback" not in err
 
 
 def test_landscape_output_suffix_names_the_format(tmp_path, capsys):
