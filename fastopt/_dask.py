@@ -71,7 +71,8 @@ def _row_blocks(a: Any, rows: tuple[float, ...] | None) -> list[Delayed]:
 
     A matrix is rechunked so every block holds all its columns (the kernels need whole rows). A NumPy
     ``y`` or ``sample_weight`` next to a Dask ``X`` is split the same way, so its pieces travel with the
-    blocks of ``X``.
+    blocks of ``X``, and so is a Dask frame of another number of partitions (after a pass that finds their
+    lengths).
     """
     known = rows is not None and not any(math.isnan(r) for r in rows)
     if not dask.is_dask_collection(a):
@@ -82,7 +83,12 @@ def _row_blocks(a: Any, rows: tuple[float, ...] | None) -> list[Delayed]:
     # Unoptimised graphs keep the original task keys, so blocks that X, y and sample_weight share (y computed
     # from X, or all three from one source) are computed once per block, not once per collection.
     if _is_frame(a):
-        return list(a.to_delayed(optimize_graph=False))
+        if not known:
+            return list(a.to_delayed(optimize_graph=False))
+        # a frame beside an array of known row blocks: its partitions' lengths (one pass over it, which even the
+        # same number of partitions needs), then split as X (a Series of partitions of 130 rows beside blocks of
+        # 100 was refused with a count of blocks, or of samples)
+        a = a.to_dask_array(lengths=True)
     if known and a.chunks[0] != rows and not any(math.isnan(r) for r in a.chunks[0]):
         a = a.rechunk({0: rows})
     if a.ndim == 2:

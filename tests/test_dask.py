@@ -306,6 +306,25 @@ def test_predict_on_a_dataframe_declares_its_targets_and_dtype(client, rng, dtyp
     np.testing.assert_array_equal(pred[:, 1].compute(), est.predict(frame)[:, 1])
 
 
+@pytest.mark.parametrize("chunksize", [130, 150])
+@pytest.mark.parametrize("solver", ["normal", "sgd"])
+def test_frames_of_other_partitions_beside_an_array_follow_its_row_blocks(rng, chunksize, solver):
+    # y and sample_weight as Dask Series whose partitions (130 or 150 rows) were not X's blocks (100): refused
+    # with a count of blocks, or, at the same count, a block's "inconsistent numbers of samples: [100, 10]"
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    X, y = make_problem(rng, n=400, d=4)
+    w = 10.0 ** rng.uniform(-1, 1, 400)
+    with dask.config.set(scheduler="synchronous"):
+        est = LinearRegressor(solver=solver, random_state=0, max_epochs=3, tol=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # (three epochs)
+            series = est.fit(blocks(X, 100), dd.from_pandas(pd.Series(y), chunksize=chunksize, sort=False),
+                             sample_weight=dd.from_pandas(pd.Series(w), chunksize=chunksize, sort=False)).coef_
+            arrays = est.fit(blocks(X, 100), blocks(y, 100), sample_weight=blocks(w, 100)).coef_
+    np.testing.assert_array_equal(series, arrays)
+
+
 @pytest.mark.parametrize("k", [None, 2])
 def test_score_on_dask_collections_equals_the_score_in_memory(client, rng, k):
     # scikit-learn's score asks len() of a Dask DataFrame (unknown row counts): "Cannot call len() on object with
