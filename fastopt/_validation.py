@@ -111,7 +111,9 @@ def _malformed(name: str, what: str) -> ValueError:
 def _check_range(name: str, idx: np.ndarray, bound: int, what: str) -> None:
     # One pass: viewed as unsigned, a negative index is at least 2**(bits - 1) > bound (half the time of min and
     # max, 1.4 ms on 6M int32 indices).
-    as_unsigned = idx.view(np.dtype(f"u{idx.dtype.itemsize}")) if idx.dtype.kind == "i" else idx
+    # (in idx's own byte order: a big-endian array viewed as native read 1 as 2**24, a false alarm, and an index
+    # out of range as one in range, which the kernels then read out of bounds)
+    as_unsigned = idx.view(idx.dtype.str.replace("i", "u")) if idx.dtype.kind == "i" else idx
     if idx.size and as_unsigned.max() >= bound:
         bad = idx[(idx < 0) | (idx >= bound)][0]
         raise _malformed(name, f"{what} index {int(bad)} is out of range for {bound} {what}s")
@@ -516,7 +518,8 @@ def check_predict_data(estimator, X) -> np.ndarray:
         if X.format in ("csr", "csc", "coo") and not X.has_canonical_format and _sums_may_overflow(X):
             # two stored 1.5e308 at one place are an inf of X (fit refused it) that the stored values' check
             # passed: predict returned 5e307, score 0.0
-            X = X.copy()
+            # (astype: SciPy's copy keeps a big-endian dtype, which its constructor then refuses)
+            X = X.astype(X.dtype.newbyteorder("="), copy=True)
             with np.errstate(over="ignore", invalid="ignore"):
                 X.sum_duplicates()
     with np.errstate(invalid="ignore", over="ignore"):  # (see assert_all_finite)

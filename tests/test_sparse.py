@@ -316,6 +316,41 @@ def test_hand_built_malformed_matrix_is_refused_before_use(fmt, fault):
     assert_unchanged(before, snapshot(X))
 
 
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("solver, kw", [("normal", {}), ("lsqr", {}), ("newton", {"loss": "huber"}),
+                                        ("sgd", {}), ("adam", {"sparse_mode": "lazy"})])
+def test_big_endian_index_arrays_are_read_in_their_byte_order(rng, fmt, solver, kw):
+    # SciPy keeps a big-endian index array assigned to a matrix (its constructors convert): the range check viewed
+    # it as native, read index 1 as 2**24 and failed with a bare IndexError on a valid matrix; and passed an index
+    # out of range whose bytes swapped were in range, which the kernels read out of bounds (a segfault)
+    X, y = make_problem(rng, n=200, d=6, density=0.5)
+    X = X.asformat(fmt)
+    swapped = X.copy()
+    swapped.indices, swapped.indptr = X.indices.astype(">i4"), X.indptr.astype(">i4")
+    swapped.data = X.data.astype(">f8")
+    est = LinearRegressor(solver=solver, random_state=0, **kw)
+    np.testing.assert_array_equal(est.fit(swapped, y).coef_, LinearRegressor(**est.get_params()).fit(X, y).coef_)
+    np.testing.assert_array_equal(est.predict(swapped), est.predict(X))
+    bad = X.copy()
+    bad.indices, bad.indptr, bad.data = swapped.indices.copy(), swapped.indptr, swapped.data
+    bad.indices[3] = 2**24  # as native bytes: 1
+    with pytest.raises(ValueError, match="X is a malformed sparse matrix: .* index 16777216 is out of range"):
+        LinearRegressor(solver=solver, **kw).fit(bad, y)
+    with pytest.raises(ValueError, match="X is a malformed sparse matrix"):
+        est.predict(bad)
+
+
+def test_predict_sums_big_endian_duplicates_beyond_the_float_range(rng):
+    # the duplicates' sum is taken on a copy: SciPy's copy of '>f8' data was refused ("does not support dtype >f8")
+    X = sp.csr_matrix((np.array([1.5e308, 1.5e308, 1.0, 2.0]), np.array([0, 0, 1, 1], dtype=np.int32),
+                       np.array([0, 2, 3, 4], dtype=np.int32)), shape=(3, 2))
+    X.data = X.data.astype(">f8")
+    assert not X.has_canonical_format
+    est = LinearRegressor(fit_intercept=False).fit(np.eye(2), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="X contains infinity|too large"):
+        est.predict(X)  # (two 1.5e308 at one place: an inf of X, as fit refuses it)
+
+
 def _hand_built_csr(rng, n, d, bad_row, bad_value, index_dtype=np.int32):
     """A CSR matrix with 3 stored values a row and column ``bad_value`` in row ``bad_row`` (built unchecked)."""
     indices = np.sort(rng.choice(d - 2, size=(n, 3), replace=True), axis=1) + np.arange(3)  # increasing in a row
