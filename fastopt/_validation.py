@@ -176,9 +176,13 @@ def _canonical_csr(X, original):
     nnz = int(X.indptr[-1])
     if X.indices.dtype != np.int32 or X.indptr.dtype != np.int32:
         if nnz > _INDEX_MAX or X.shape[1] > _INDEX_MAX:
+            too_wide = X.shape[1] > _INDEX_MAX
             raise ValueError(
                 f"X has {nnz} stored entries and {X.shape[1]} columns; sparse X is limited to 2**31 - 1 of "
-                "each (32-bit indices). Split the rows into chunks and use partial_fit or fit_stream."
+                "each (32-bit indices). "
+                + ("Hash or select the columns into fewer (e.g. sklearn's FeatureHasher or HashingVectorizer with "
+                   "n_features below 2**31)." if too_wide else
+                   "Split the rows into chunks and use partial_fit or fit_stream.")
             )
         # (first: SciPy's canonical check refuses uint64 indices)
         X = type(X)((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape, copy=False)

@@ -340,6 +340,14 @@ def test_big_endian_index_arrays_are_read_in_their_byte_order(rng, fmt, solver, 
         est.predict(bad)
 
 
+def test_more_columns_than_32_bit_indices_hold_is_named_with_its_way_out():
+    # the message asked to split the rows into chunks, which leaves the columns as many
+    X = sp.csr_matrix((np.ones(3), np.array([0, 1, 2**31 + 5], dtype=np.int64), np.array([0, 1, 2, 3], dtype=np.int64)),
+                      shape=(3, 2**32))
+    with pytest.raises(ValueError, match=r"4294967296 columns; .*limited to 2\*\*31 - 1 .*Hash or select the columns"):
+        LinearRegressor().fit(X, np.arange(3.0))
+
+
 def test_predict_sums_big_endian_duplicates_beyond_the_float_range(rng):
     # the duplicates' sum is taken on a copy: SciPy's copy of '>f8' data was refused ("does not support dtype >f8")
     X = sp.csr_matrix((np.array([1.5e308, 1.5e308, 1.0, 2.0]), np.array([0, 0, 1, 1], dtype=np.int32),
