@@ -124,10 +124,10 @@ AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs f
 # With AUTO_KEY on streams and Dask: the attempt replaces the closed form's QR fallback (auto_iterations).
 QR_FALLBACK_KEY = "_krylov_instead_of_qr"
 # The cost model, seconds (this repository's 2-core machine; only the ratio matters): the closed form's flops
-# (d^3 / 3 for the factorisation, plus the Gram's products of each row's stored values, estimated as nnz^2 / n)
-# at 0.05-0.1 ns each, measured on one-hot, TF-IDF and hashed designs; an iteration 2.5 ns a stored value plus
-# the d- and n-vectors' work and Python's per-iteration overhead (0.3, 1.0 and 3.1 ms measured at 60,000,
-# 400,000 and 1.2 million stored values).
+# (d^3 / 3 for the factorisation) at 0.05-0.1 ns each, measured on one-hot, TF-IDF and hashed designs, plus the
+# Gram's products of each row's stored values (nnz^2 / n of them, gram_update_seconds each); an iteration 2.5 ns
+# a stored value plus the d- and n-vectors' work and Python's per-iteration overhead (0.3, 1.0 and 3.1 ms
+# measured at 60,000, 400,000 and 1.2 million stored values).
 CLOSED_FORM_S_PER_FLOP = 5e-11
 ITER_S_PER_STORED, ITER_S_PER_COLUMN, ITER_S_PER_ROW, ITER_S_FIXED = 2.5e-9, 2e-8, 5e-9, 5e-5
 # On Dask arrays each iteration is a graph of one task per block and a tree reduction: about 1-1.5 ms a block on
@@ -135,10 +135,24 @@ ITER_S_PER_STORED, ITER_S_PER_COLUMN, ITER_S_PER_ROW, ITER_S_FIXED = 2.5e-9, 2e-
 DASK_S_PER_BLOCK = 1.5e-3
 
 
+# The sparse Gram's cost an update (the nnz^2 / n products of each row's stored values, added into the p x p
+# triangle), measured on 500,000 CSR rows of 20 and 60 stored values at random columns, two threads: 4-7e-10 s up
+# to 1,000 columns, where the triangle stays in cache, then 1.0-1.8e-9 at 1,500, 2.1-3.0e-9 at 2,000 and 2.9-4.9e-9
+# from 3,000, the scattered updates missing it. At the flop rate (5e-11) the Gram of 2,000-3,000 columns was
+# rated 0.01 s where it took 0.6-0.7, and "auto" ran the closed form in 1.1-4.1 s where LSQR took 0.23-0.26 s.
+GRAM_S_PER_UPDATE = 6e-10
+
+
+def gram_update_seconds(p: int) -> float:
+    """Seconds an update of the sparse Gram of ``p`` columns costs (``GRAM_S_PER_UPDATE`` while its triangle stays
+    in cache, growing as ``p^2.3`` beyond 1,000 columns, to 7 times that from about 2,300)."""
+    return GRAM_S_PER_UPDATE * min(max((p / 1000.0) ** 2.3, 1.0), 7.0)
+
+
 def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
     """How many Krylov iterations of each of ``k`` targets cost as much as the closed form on sparse ``X`` of
     shape ``(n, d)`` with ``nnz`` stored values (the cost model above; ``blocks``: Dask row blocks)."""
-    closed = CLOSED_FORM_S_PER_FLOP * (d**3 / 3.0 + nnz * nnz / max(n, 1))
+    closed = CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + gram_update_seconds(d + k) * nnz * (nnz / max(n, 1))
     return int(closed / _iteration_seconds(n, d, nnz, k, blocks))
 
 
