@@ -12,11 +12,18 @@
 
 #include "fastopt.h"
 
-/* Copy the computed triangle (row-major lower) onto the other so callers get a plain symmetric matrix. */
-static void fo_csr_symmetrize(double *gram, int p)
+/* Rows between reads of the stop flag in the O(p^2) loops outside the row passes (a power of two, less one: a mask). */
+#define FO_CSR_GRAM_STOP_ROWS 63
+
+/* Copy the computed triangle (row-major lower) onto the other so callers get a plain symmetric matrix; 1 if
+ * stopped (the stop flag is read between blocks of rows). */
+static int fo_csr_symmetrize(double *gram, int p, const int32_t *stop)
 {
-    for (int j = 0; j < p; j++)
+    for (int j = 0; j < p; j++) {
+        if ((j & FO_CSR_GRAM_STOP_ROWS) == 0 && fo_stop_requested(stop)) return 1;
         for (int i = 0; i < j; i++) gram[(size_t)i * p + j] = gram[(size_t)j * p + i];
+    }
+    return 0;
 }
 
 /* Row indices must be strictly increasing (canonical CSR: sorted, no duplicates) and inside [0, d): the

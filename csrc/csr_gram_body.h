@@ -15,7 +15,13 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
 
     out->weight = 0.0;
     memset(out->mean, 0, (size_t)p * sizeof(double));
-    memset(out->gram, 0, (size_t)p * p * sizeof(double));
+    /* The lower triangle (all the passes write; symmetrised at the end), a row at a time with the stop flag read
+     * between blocks of rows: at 20,000 columns one memset of the fresh p x p array took 2-17 s (page faults in two
+     * threads at once), during which Ctrl-C went unanswered. */
+    for (int a = 0; a < p; a++) {
+        if ((a & FO_CSR_GRAM_STOP_ROWS) == 0 && fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
+        memset(out->gram + (size_t)a * p, 0, (size_t)(a + 1) * sizeof(double));
+    }
     memset(r, 0, (size_t)k * sizeof(double));
 
     /* Pass 1: weight and weighted sums of X (from the nonzeros) and Y; checks the index arrays. */
@@ -30,8 +36,12 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
         for (int32_t t = 0; t < len; t++) mx[idx[t]] += wi * (double)v[t];
         for (int j = 0; j < k; j++) my[j] += wi * (double)y[j];
     }
-    if (weight == 0.0) {
+    if (weight == 0.0) { /* nothing to add: a zero Gram (its upper triangle too: it is returned unsymmetrised) */
         memset(out->mean, 0, (size_t)p * sizeof(double));
+        for (int a = 0; a < p; a++) {
+            if ((a & FO_CSR_GRAM_STOP_ROWS) == 0 && fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
+            memset(out->gram + (size_t)a * p + a + 1, 0, (size_t)(p - a - 1) * sizeof(double));
+        }
         return FO_OK;
     }
     for (int j = 0; j < p; j++) out->mean[j] /= weight;
@@ -65,6 +75,7 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
 
     /* Centring applied to the p x p result: G_xx - W mx mx^T, G_yx - r mx^T, G_yy - r r^T / W. */
     for (int a = 0; a < d; a++) {
+        if ((a & FO_CSR_GRAM_STOP_ROWS) == 0 && fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
         const double wa = weight * mx[a];
         double *row = G + (size_t)a * p;
         for (int b = 0; b <= a; b++) row[b] -= wa * mx[b];
@@ -74,7 +85,7 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
         for (int a = 0; a < d; a++) row[a] -= r[j] * mx[a];
         for (int l = 0; l <= j; l++) row[d + l] -= r[j] * r[l] / weight;
     }
-    fo_csr_symmetrize(G, p);
+    if (fo_csr_symmetrize(G, p, dims.stop)) return FO_INTERRUPTED;
     out->weight = weight;
     return FO_OK;
 }
