@@ -47,30 +47,46 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
     for (int j = 0; j < p; j++) out->mean[j] /= weight;
 
     /* Pass 2: uncentred products of X's nonzeros into the lower triangle (row-major: row ca, columns <= ca),
-     * and X^T (Y - my), (Y - my)^T (Y - my) with the target centred exactly first. */
+     * and X^T (Y - my), (Y - my)^T (Y - my) with the target centred exactly first. The triangle's rows are
+     * taken in panels [c0, c1) of about FO_CSR_GRAM_PANEL_BYTES, one sweep of the rows each, so that the scattered
+     * updates stay in cache (fo_csr_gram_panel_end); each entry still adds its rows' products in row order, so the
+     * bits are the same as one sweep's. The targets' rows are filled in the first sweep. */
     double *G = out->gram;
-    for (ptrdiff_t i = 0; i < dims.n; i++) {
-        if (fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
-        const double wi = w ? (double)w[i] : 1.0;
-        if (wi == 0.0) continue; /* zero-weight rows contribute nothing */
-        const int32_t lo = indptr[i], len = indptr[i + 1] - indptr[i];
-        const FO_REAL *v = data + lo, *y = Y + i * k;
-        const int32_t *idx = indices + lo;
-        for (int j = 0; j < k; j++) {
-            yc[j] = (double)y[j] - my[j];
-            r[j] += wi * yc[j];
+    int c0 = 0, first = 1;
+    while (first || c0 < d) {
+        const int c1 = fo_csr_gram_panel_end(c0, d);
+        for (ptrdiff_t i = 0; i < dims.n; i++) {
+            if (fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
+            const double wi = w ? (double)w[i] : 1.0;
+            if (wi == 0.0) continue; /* zero-weight rows contribute nothing */
+            const int32_t lo = indptr[i], len = indptr[i + 1] - indptr[i];
+            const FO_REAL *v = data + lo, *y = Y + i * k;
+            const int32_t *idx = indices + lo;
+            if (first) {
+                for (int j = 0; j < k; j++) {
+                    yc[j] = (double)y[j] - my[j];
+                    r[j] += wi * yc[j];
+                }
+                for (int32_t a = 0; a < len; a++) {
+                    const double va = wi * (double)v[a];
+                    for (int j = 0; j < k; j++) G[(size_t)(d + j) * p + idx[a]] += va * yc[j];
+                }
+                for (int j = 0; j < k; j++) {
+                    const double wy = wi * yc[j];
+                    double *row = G + (size_t)(d + j) * p + d;
+                    for (int l = 0; l <= j; l++) row[l] += wy * yc[l];
+                }
+            }
+            int32_t a = 0;
+            while (a < len && idx[a] < c0) a++; /* (sorted: the panel's members are consecutive) */
+            for (; a < len && idx[a] < c1; a++) {
+                const double va = wi * (double)v[a];
+                double *row = G + (size_t)idx[a] * p;
+                for (int32_t b = 0; b <= a; b++) row[idx[b]] += va * (double)v[b];
+            }
         }
-        for (int32_t a = 0; a < len; a++) {
-            const double va = wi * (double)v[a];
-            double *row = G + (size_t)idx[a] * p;
-            for (int32_t b = 0; b <= a; b++) row[idx[b]] += va * (double)v[b];
-            for (int j = 0; j < k; j++) G[(size_t)(d + j) * p + idx[a]] += va * yc[j];
-        }
-        for (int j = 0; j < k; j++) {
-            const double wy = wi * yc[j];
-            double *row = G + (size_t)(d + j) * p + d;
-            for (int l = 0; l <= j; l++) row[l] += wy * yc[l];
-        }
+        first = 0;
+        c0 = c1;
     }
 
     /* Centring applied to the p x p result: G_xx - W mx mx^T, G_yx - r mx^T, G_yy - r r^T / W. */
