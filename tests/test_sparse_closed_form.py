@@ -46,6 +46,7 @@ def gram_bound(n, weight, mean, gram):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("n, d, k, density, offset", [
     (1, 1, 1, 1.0, 0.0), (40, 6, 1, 0.3, 0.0), (200, 25, 3, 0.1, 10.0), (150, 9, 2, 0.0, 0.0), (120, 8, 1, 0.9, 1e3),
+    (60, 1500, 2, 0.01, 0.0),  # a triangle beyond one 4 MB panel: three sweeps of the rows (csr_gram.c)
 ])
 def test_csr_gram_stats_matches_its_twin(dtype, weighted, n, d, k, density, offset, rng):
     X = random_csr(rng, n, d, density, dtype, offset)
