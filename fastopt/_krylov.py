@@ -140,6 +140,10 @@ DASK_S_PER_BLOCK = 1.5e-3
 # to 1,000 columns, where the triangle stays in cache, then 1.0-1.8e-9 at 1,500, 2.1-3.0e-9 at 2,000 and 2.9-4.9e-9
 # from 3,000, the scattered updates missing it. At the flop rate (5e-11) the Gram of 2,000-3,000 columns was
 # rated 0.01 s where it took 0.6-0.7, and "auto" ran the closed form in 1.1-4.1 s where LSQR took 0.23-0.26 s.
+# (Measured before the Gram's panels (csrc/csr_gram.c) cut it 1.5-2.4x at 1,500-3,000 columns on a quiet machine;
+# not refitted since: the iterations are priced about 2x high too, and on those rows, quiet, 3,000 columns still
+# go to LSQR, 0.21 s against the closed form's 0.50 s, while 1,500-2,000 keep the closed form, 0.29-0.38 s against
+# LSQR's 0.16 s, below AUTO_MIN_ITERS.)
 GRAM_S_PER_UPDATE = 6e-10
 
 
