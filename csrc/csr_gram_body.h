@@ -36,13 +36,9 @@ fo_status FO_CSR_GRAM(const FO_REAL *data, const int32_t *indices, const int32_t
         for (int32_t t = 0; t < len; t++) mx[idx[t]] += wi * (double)v[t];
         for (int j = 0; j < k; j++) my[j] += wi * (double)y[j];
     }
-    if (weight == 0.0) { /* nothing to add: a zero Gram (its upper triangle too: it is returned unsymmetrised) */
+    if (weight == 0.0) { /* nothing to add: a zero Gram (the zeroed lower triangle copied onto the upper one) */
         memset(out->mean, 0, (size_t)p * sizeof(double));
-        for (int a = 0; a < p; a++) {
-            if ((a & FO_CSR_GRAM_STOP_ROWS) == 0 && fo_stop_requested(dims.stop)) return FO_INTERRUPTED;
-            memset(out->gram + (size_t)a * p + a + 1, 0, (size_t)(p - a - 1) * sizeof(double));
-        }
-        return FO_OK;
+        return fo_csr_symmetrize(out->gram, p, dims.stop) ? FO_INTERRUPTED : FO_OK;
     }
     for (int j = 0; j < p; j++) out->mean[j] /= weight;
 

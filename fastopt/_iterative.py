@@ -547,7 +547,6 @@ PLATEAU_CHECK_ROWS = 4096  # rows (evenly spaced) that estimate the Hessian's di
 # optimum: three steps found a fraction of that, the full count finds it.
 PLATEAU_CHECK_SMALL_WORK = 2**22
 PLATEAU_CHECK_MAX_STEPS = 32
-DECAY_ROUNDING = 8 * np.finfo(np.float64).eps  # _penalty_fits' allowance for a map's rounded scales
 PLATEAU_CHECK_NULL = 1e3 * np.finfo(np.float64).eps  # curvature (relative to H's trace) below round-off: stop
 # A bound that ends at this fraction of the alarm level or above, but below it, takes as many steps again: those
 # fits are the ones more steps can still turn into a warning, and the rest pay nothing. A wide fuzz's default SGD
@@ -2610,6 +2609,11 @@ def _as_lazy_data(method: str, params: dict, data):
     return data if X is data.X else dataclasses.replace(data, X=X)
 
 
+# _penalty_fits' allowance for a map's rounded scales: s_j = sqrt(m_j + alpha) is rounded, so alpha / s_j^2 may
+# exceed 1 by a few ulps where m_j is 0 (at alpha = 1.5 it read 1 + 2e-16, and every later call started afresh).
+DECAY_ROUNDING = 8 * np.finfo(np.float64).eps
+
+
 def _penalty_fits(affine, params: dict, X, method: str) -> bool:
     """Whether ``params``' ridge penalty can run under ``affine`` on ``X``: none, one scale, no penalty, or a
     per-column scaling, whose epochs take a per-weight decay (:func:`_penalised`): on CSR ``X`` not with SparseAdam
@@ -2626,7 +2630,6 @@ def _penalty_fits(affine, params: dict, X, method: str) -> bool:
     if sp.issparse(X) and (lazy_rule(method, params) or not own_decay_cheap(method, params, X)):
         return False
     rule = optim.OPTIMIZERS[method]
-    # (a map's s_j = sqrt(m_j + alpha) is rounded: alpha / s_j^2 may exceed 1 by a few ulps where m_j is 0)
     return not rule.follows_gradient or float(np.max(affine.decay(params["alpha"]))) <= 1.0 + DECAY_ROUNDING
 
 

@@ -101,17 +101,22 @@ def _validated(template, X, y, sample_weight, where: str):
     return _chunks.check_chunk(template, X, y, sample_weight, where)
 
 
+def _row_weights(data) -> np.ndarray:
+    """A block's row weights as given (ones without), for the tests of which rows count (``> 0``, ``== 0``)."""
+    sw = data.sample_weight
+    return np.ones(data.Y.shape[0]) if sw is None else sw
+
+
 def _block_facts(data) -> tuple[int, float, np.ndarray, np.dtype]:
     """A block's rows, mean weight, largest ``|y|`` per target over its rows of positive weight, and dtype."""
     sw = data.sample_weight
-    top = _newton.target_top(data.Y, np.ones(data.Y.shape[0]) if sw is None else sw)
+    top = _newton.target_top(data.Y, _row_weights(data))
     return data.X.shape[0], 1.0 if sw is None else weight_mean(sw), top, data.X.dtype
 
 
 def _scaled_block(data, exps: np.ndarray):
     """A block with its targets divided by ``2^exps`` (:func:`fastopt._newton.scaled_targets`)."""
-    sw = data.sample_weight
-    X, Y = _newton.scaled_targets(data.X, data.Y, np.ones(data.Y.shape[0]) if sw is None else sw, exps)
+    X, Y = _newton.scaled_targets(data.X, data.Y, _row_weights(data), exps)
     return replace(data, X=X, Y=Y)
 
 

@@ -332,6 +332,7 @@ def plot_trajectories(
     owns = ax is None  # (a figure of the caller's may hold other plots: the legend then stays with these axes)
     fig, ax = _figure_and_axes(ax, (6.4, (5 if ndim == 2 else 3.6) + 0.25 * legend_rows))
     value = obj.fun if obj is not None else (lambda x: np.array([float(fun(p)) for p in np.atleast_2d(x.T)]))
+    factor = 1.0  # (a 1-D plot's unit for f, _unit: the curve's, the paths' and the known points' values)
     if ndim == 2:
         X, Y, Z = _grid_values(fun, bounds, resolution)
         cs, label = _contour(ax, X, Y, Z, levels, bounds)
@@ -342,7 +343,7 @@ def plot_trajectories(
         x = np.linspace(*bounds[0], 400)
         # (a NaN made the y-range NaN: matplotlib's "Axis limits cannot be NaN or Inf"; gaps instead, as 2-D)
         fx, fmin, fmax = _finite_values(np.asarray(value(x[None]), dtype=np.float64), bounds)
-        factor, suffix = _unit(fmin, fmax)  # (the path's and the known points' values take it too)
+        factor, suffix = _unit(fmin, fmax)
         fx, fmin, fmax = fx * factor, fmin * factor, fmax * factor
         ax.plot(x, fx, color="0.3", lw=1.5, zorder=1)
         # Fix the y-range to the curve's, so that a path which leaves the domain does not squash it.
