@@ -375,6 +375,42 @@ def csr_column_moments(const floating[::1] data, const csr_index[::1] indices, c
         raise ValueError(f"csr_column_moments: a column index outside [0, {n_cols})")
     return squares_np, (sums_np if means else None), (counts_np if means else None)
 
+
+def csr_indicator_columns(const floating[::1] data, const csr_index[::1] indices, const csr_index[::1] indptr,
+                          Py_ssize_t n_cols):
+    """For each column of a CSR matrix: whether its stored values are all 0 or 1 (a column storing nothing is),
+    and the count of its stored ones: ``(indicator, ones)``, bool and float64 (exact below ``2**53``). One pass
+    over the stored values, where NumPy's masks, gather and ``np.bincount`` took 0.13 s of a 10M-value fit
+    (the dummy-variable trap test, :func:`fastopt._sparse.dummy_trap`).
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1
+    cdef int64_t j, col, lo, hi
+    cdef double v
+    if n < 0:
+        raise ValueError("csr_indicator_columns: inconsistent shapes")
+    _check_csr_indptr("csr_indicator_columns", indptr, data.shape[0], indices.shape[0])
+    indicator_np = np.ones(max(n_cols, 0), dtype=np.uint8)
+    ones_np = np.zeros(max(n_cols, 0))
+    cdef uint8_t[::1] ind = indicator_np
+    cdef double[::1] ones = ones_np
+    cdef bint bad = False
+    lo = indptr[0] if n else 0
+    hi = indptr[n] if n else 0
+    with nogil:
+        for j in range(lo, hi):
+            col = indices[j]
+            if col < 0 or col >= n_cols:
+                bad = True
+                break
+            v = <double>data[j]
+            if v == 1.0:
+                ones[col] += 1.0
+            elif v != 0.0:  # (NaN too)
+                ind[col] = 0
+    if bad:
+        raise ValueError(f"csr_indicator_columns: a column index outside [0, {n_cols})")
+    return indicator_np.view(bool), ones_np
+
 cdef extern from *:
     """
     /* Requests into L2 (fastopt.h's FO_PREFETCH_HINT): for writing, a scratch line some rows ahead

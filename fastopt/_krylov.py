@@ -197,9 +197,11 @@ def pivoted_first(n: int, d: int, nnz: int, k: int = 1) -> bool:
 
 # The closed form on sparse X with an intercept tests for the dummy-variable trap before its Cholesky
 # (fastopt._closed_form.cholesky_futile) where the test costs less than the factorisation it spares (d^3 / 3
-# flops): NumPy passes over the stored values and one CSR product, 5 ns a stored value measured (2.8 and 7 ms on
-# 560,000 and 1.4 million of them), where the Cholesky of 1,125 columns took 18-26 ms.
-TRAP_S_PER_STORED = 5e-9
+# flops): a compiled pass over the stored values, then, where indicator columns exist, one to three CSR products.
+# Measured on 10 million stored values (500,000 rows, 2,000 columns): 1.0 ns a stored value on numeric columns,
+# 2.0 on one-hot columns of every level and 3.1 with one level dropped (NumPy's masks and bincount had taken
+# 9.1, 2.4 and 6.3), where the Cholesky of 1,125 columns took 18-26 ms.
+TRAP_S_PER_STORED = 3e-9
 
 
 def trap_test_first(d: int, nnz: int) -> bool:

@@ -377,6 +377,17 @@ def csr_column_moments(data, indices, indptr, n_cols, row_weight, means):
     return squares, sums, np.bincount(cols[values != 0], minlength=n_cols).astype(np.int64)
 
 
+def csr_indicator_columns(data, indices, indptr, n_cols):
+    """Twin of :func:`fastopt._kernels.csr_indicator_columns`: whether each column's stored values are all 0 or 1,
+    and its count of stored ones, by NumPy masks and ``np.bincount``."""
+    n = indptr.shape[0] - 1
+    cols = _check_csr_rows("csr_indicator_columns", data, indices, indptr, n_cols, n >= 0)
+    values = data[indptr[0] : indptr[n]] if n else data[:0]
+    indicator = np.ones(n_cols, dtype=bool)
+    indicator[cols[(values != 0) & (values != 1)]] = False
+    return indicator, np.bincount(cols[values == 1], minlength=n_cols).astype(np.float64)
+
+
 def csr_moment_bounds(data, indices, indptr, start, step, count, row_weight, scratch):
     """Twin of :func:`fastopt._kernels.csr_moment_bounds`: the columns' sums by ``np.bincount`` (the stored
     values' order), then ``mu_j^2`` added one by one in the order the columns first appear, and the largest mean

@@ -70,12 +70,14 @@ def csr_block_times(X, lo: int, hi: int, QT: np.ndarray) -> np.ndarray:
     return _kernels.csr_times(X.data[a:b].astype(np.float64), X.indices[a:b], ip - a, QT)
 
 
-def _indicator_columns(X) -> np.ndarray:
-    """Whether each column of CSR ``X`` stores only the values 0 and 1 (a column storing nothing does)."""
-    indicator = np.ones(X.shape[1], dtype=bool)
-    data = X.data
-    indicator[X.indices[(data != 0) & (data != 1)]] = False
-    return indicator
+def indicator_columns(X) -> tuple[np.ndarray, np.ndarray]:
+    """For each column of CSR ``X``: whether it stores only the values 0 and 1 (a column storing nothing does),
+    and its count of stored ones (float64)."""
+    if compiled_csr(X):
+        return _kernels.csr_indicator_columns(X.data, X.indices, X.indptr, X.shape[1])
+    data = np.ascontiguousarray(X.data, dtype=np.float64)
+    indices, indptr = (np.ascontiguousarray(a, dtype=np.int64) for a in (X.indices, X.indptr))
+    return _kernels.csr_indicator_columns(data, indices, indptr, X.shape[1])
 
 
 def indicators_sum_to_constant(X, indicator: np.ndarray | None = None) -> bool:
@@ -83,9 +85,11 @@ def indicators_sum_to_constant(X, indicator: np.ndarray | None = None) -> bool:
     columns) sum to one positive constant in every row: then the constant column lies in their span, and with an
     intercept the centred design has an exact null vector (one-hot columns of every categorical feature: the
     dummy-variable trap). Exact: the row sums are sums of ones (duplicate indices add, as in ``X @ v``)."""
-    indicator = (_indicator_columns(X) if indicator is None else indicator).astype(X.dtype)
-    sums = np.asarray(X @ indicator).ravel()
-    return sums.size > 0 and sums[0] >= 1 and bool(np.all(sums == sums[0]))
+    indicator = indicator_columns(X)[0] if indicator is None else indicator
+    if X.shape[0] == 0 or not indicator.any():  # (then every row sums to 0)
+        return False
+    sums = np.asarray(X @ indicator.astype(X.dtype)).ravel()
+    return sums[0] >= 1 and bool(np.all(sums == sums[0]))
 
 
 # Blocks :func:`one_hot_block` verifies at most (a pass over the stored values each): candidates whose stored ones
@@ -93,20 +97,20 @@ def indicators_sum_to_constant(X, indicator: np.ndarray | None = None) -> bool:
 ONE_HOT_BLOCK_CHECKS = 2
 
 
-def one_hot_block(X, indicator: np.ndarray | None = None) -> bool:
+def one_hot_block(X, columns: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
     """Whether some run of adjacent columns of CSR ``X``, each of whose stored values are all 0 or 1, sums to 1 in
     every row: one categorical feature's every level side by side (``OneHotEncoder``'s layout), beside features
     whose first or binary level was dropped (``drop="first"`` on some, ``drop="if_binary"``) or numeric columns,
     which :func:`indicators_sum_to_constant` misses. With an intercept the centred design then has an exact null
     vector. The candidates are the runs whose stored ones total ``n`` (prefix sums of the columns' counts); at
     most :data:`ONE_HOT_BLOCK_CHECKS` of them are verified, each by one product ``X @ v`` (exact: sums of ones),
-    so a False may miss a block, never a True a non-block."""
+    so a False may miss a block, never a True a non-block. ``columns``: :func:`indicator_columns`' answer."""
     n, d = X.shape
-    if n == 0 or d == 0:
+    indicator, ones_count = indicator_columns(X) if columns is None else columns
+    if n == 0 or d == 0 or not indicator.any():
         return False
-    indicator = _indicator_columns(X) if indicator is None else indicator
     # an indicator column's sum is its count of stored ones (exact); the others' sums are set aside
-    counts = np.where(indicator, np.bincount(X.indices, weights=X.data, minlength=d), 0.0)
+    counts = np.where(indicator, ones_count, 0.0)
     ones = np.concatenate([[0.0], np.cumsum(counts)])
     others = np.concatenate([[0], np.cumsum(~indicator)])  # non-indicator columns before each position
     start = np.flatnonzero(indicator)
@@ -127,8 +131,8 @@ def one_hot_block(X, indicator: np.ndarray | None = None) -> bool:
 def dummy_trap(X) -> bool:
     """Whether CSR ``X``'s indicator columns certify an exact null vector of the centred design (with an
     intercept): :func:`indicators_sum_to_constant` or :func:`one_hot_block`."""
-    indicator = _indicator_columns(X)
-    return indicators_sum_to_constant(X, indicator) or one_hot_block(X, indicator)
+    columns = indicator_columns(X)
+    return indicators_sum_to_constant(X, columns[0]) or one_hot_block(X, columns)
 
 
 def available_memory() -> int | None:

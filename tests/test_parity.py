@@ -158,15 +158,19 @@ def test_csr_affine_map_matches_its_twin(n, d, f32, wide, dup, seed):
         np.testing.assert_array_equal(sp.csr_array(got, shape=(n, d)).toarray(), expected_dense)
 
 
-@pytest.mark.parametrize("name", ["csr_affine_map", "csr_column_moments"])
+@pytest.mark.parametrize("name", ["csr_affine_map", "csr_column_moments", "csr_indicator_columns"])
 def test_compiled_csr_passes_reject_malformed_rows(name):
-    extra = {"csr_affine_map": (np.array([1.0, 0.0]), np.ones(2)), "csr_column_moments": (np.ones(2), True)}[name]
+    extra = {"csr_affine_map": (np.array([1.0, 0.0]), np.ones(2)), "csr_column_moments": (np.ones(2), True),
+             "csr_indicator_columns": ()}[name]
     rows = {"outside": ([0, 5, 1], [0, 2, 3]), "indptr": ([0, 1, 1], [0, 9, 3])}
     for impl in (_kernels, _reference):
         for match, (indices, indptr) in rows.items():
             with pytest.raises(ValueError, match=match):
                 getattr(impl, name)(np.ones(3), np.array(indices, np.int32), np.array(indptr, np.int32), 2, *extra)
         with pytest.raises(ValueError, match="inconsistent"):  # n_cols against shift / scale, or weights against rows
+            if name == "csr_indicator_columns":  # (no rows: an empty indptr)
+                impl.csr_indicator_columns(np.ones(3), np.array([0, 1, 1], np.int32), np.array([], np.int32), 2)
+                continue
             args = (3, *extra) if name == "csr_affine_map" else (2, np.ones(3), True)
             getattr(impl, name)(np.ones(3), np.array([0, 1, 1], np.int32), np.array([0, 2, 3], np.int32), *args)
 
@@ -309,6 +313,36 @@ def test_csr_moment_bounds_matches_its_twin_and_leaves_its_scratch_zero(n, d, f3
         past[start + 1 :] = data.size + 1  # the first row read ends past the data
         with pytest.raises(ValueError, match="indptr"):
             impl.csr_moment_bounds(data, args[1], past, *args[3:7], scratch)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 40), d=st.integers(1, 12), f32=st.booleans(), wide=st.booleans(), seed=st.integers(0, 2**31))
+def test_csr_indicator_columns_matches_its_twin_and_the_dense_definition(n, d, f32, wide, seed):
+    """Which columns store only 0 and 1, and their counts of stored ones: the compiled pass equals the NumPy twin
+    and the definition on the dense array (stored zeros, -0.0, NaN, repeated columns, empty columns included)."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=0.5, format="csr", random_state=rng, dtype=np.float64)
+    X.data = rng.choice([0.0, -0.0, 1.0, 1.0, 1.0, 2.0, 0.5, -1.0, np.nan], size=X.nnz)
+    indicator_cols = rng.random(d) < 0.6  # most columns 0/1 only, so both answers occur
+    X.data[indicator_cols[X.indices] & ~np.isin(X.data, [0.0, 1.0])] = 1.0
+    indices = X.indices.copy()
+    if indices.size and rng.random() < 0.5:  # a repeated column in some rows
+        indices[rng.random(indices.size) < 0.1] = indices[0]
+    index = np.int64 if wide else np.int32
+    args = (X.data.astype(np.float32 if f32 else np.float64), indices.astype(index), X.indptr.astype(index), d)
+    got, want = _kernels.csr_indicator_columns(*args), _reference.csr_indicator_columns(*args)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    stored = np.zeros((n, d))  # the definition: every stored value of the column is 0 or 1; ones counted
+    bad = np.zeros(d, dtype=bool)
+    for i in range(n):
+        for j in range(X.indptr[i], X.indptr[i + 1]):
+            v, c = X.data[j], indices[j]
+            bad[c] |= not (v == 0 or v == 1)
+            stored[i, c] += v == 1
+    np.testing.assert_array_equal(got[0], ~bad)
+    np.testing.assert_array_equal(got[1], stored.sum(axis=0))
 
 
 @settings(max_examples=40, deadline=None)
