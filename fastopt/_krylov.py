@@ -123,57 +123,77 @@ AUTO_MIN_ITERS = 30
 AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs for "auto" (see KrylovSolver.fit)
 # With AUTO_KEY on streams and Dask: the attempt replaces the closed form's QR fallback (auto_iterations).
 QR_FALLBACK_KEY = "_krylov_instead_of_qr"
-# The cost model, seconds (this repository's 2-core machine; only the ratio matters): the closed form's flops
-# (d^3 / 3 for the factorisation) at 0.05-0.1 ns each, measured on one-hot, TF-IDF and hashed designs, plus the
-# Gram's products of each row's stored values (nnz^2 / n of them, gram_update_seconds each); an iteration 2.5 ns
-# a stored value plus the d- and n-vectors' work and Python's per-iteration overhead (0.3, 1.0 and 3.1 ms
-# measured at 60,000, 400,000 and 1.2 million stored values).
+# The cost model, seconds (this repository's 2-core machine; only the ratio matters). The closed form on sparse X:
+# the Gram's products (gram_seconds) and its Cholesky (cholesky_seconds). An iteration: 0.8 ns a stored value plus
+# the d- and n-vectors' work and Python's per-iteration overhead, measured on random, one-hot and hashed CSR of
+# 60,000 to 10 million stored values (0.12-0.16 ms at 60,000, 0.6-1.3 ms at 0.8-1.2 million, 5.8-7.5 ms at 10
+# million; 12-13 ms on 6 million stored values of 2^18 columns). The solvers' set-up before their first iteration
+# (the columns' scales, a scaled copy of the stored values: 2-7 ns a stored value, 3-6 iterations) is not priced;
+# AUTO_MIN_ITERS leaves room for it. Where the QR of densified rows is priced (qr_fallback_iterations), at
+# CLOSED_FORM_S_PER_FLOP a flop.
 CLOSED_FORM_S_PER_FLOP = 5e-11
-ITER_S_PER_STORED, ITER_S_PER_COLUMN, ITER_S_PER_ROW, ITER_S_FIXED = 2.5e-9, 2e-8, 5e-9, 5e-5
+ITER_S_PER_STORED, ITER_S_PER_COLUMN, ITER_S_PER_ROW, ITER_S_FIXED = 8e-10, 2e-8, 1e-9, 5e-5
 # On Dask arrays each iteration is a graph of one task per block and a tree reduction: about 1-1.5 ms a block on
-# the local threaded scheduler (4 blocks: 4.3 ms an iteration, 16 blocks: 25 ms).
-DASK_S_PER_BLOCK = 1.5e-3
+# the local threaded scheduler (4 blocks: 4.3 ms an iteration, 16 blocks: 25 ms). A stream's iteration reads and
+# checks each chunk again: 0.14-0.32 ms a chunk measured on lists of 4-64 CSR chunks held in memory (a source that
+# reads files costs more).
+DASK_S_PER_BLOCK, STREAM_S_PER_CHUNK = 1.5e-3, 2.5e-4
 
 
-# The sparse Gram's cost an update (the nnz^2 / n products of each row's stored values, added into the p x p
-# triangle), measured on 500,000 CSR rows of 20 and 60 stored values at random columns, two threads: 4-7e-10 s up
-# to 1,000 columns, where the triangle stays in cache, then 1.0-1.8e-9 at 1,500, 2.1-3.0e-9 at 2,000 and 2.9-4.9e-9
-# from 3,000, the scattered updates missing it. At the flop rate (5e-11) the Gram of 2,000-3,000 columns was
-# rated 0.01 s where it took 0.6-0.7, and "auto" ran the closed form in 1.1-4.1 s where LSQR took 0.23-0.26 s.
-# (Measured before the Gram's panels (csrc/csr_gram.c) cut it 1.5-2.4x at 1,500-3,000 columns on a quiet machine;
-# not refitted since: the iterations are priced about 2x high too, and on those rows, quiet, 3,000 columns still
-# go to LSQR, 0.21 s against the closed form's 0.50 s, while 1,500-2,000 keep the closed form, 0.29-0.38 s against
-# LSQR's 0.16 s, below AUTO_MIN_ITERS.)
-GRAM_S_PER_UPDATE = 6e-10
+# The sparse Gram (csrc/csr_gram.c): the products of each row's stored values (nnz^2 / n of them, counting both
+# triangles), GRAM_S_PER_UPDATE each while the triangle's panels stay in cache, growing as p^1.7 beyond
+# GRAM_CACHED_COLUMNS, where the scattered updates miss it; plus GRAM_S_PER_ENTRY for each entry of the p x p
+# result (zeroing, centring, symmetrising and merging it, and the panels' sweeps of the rows). Measured on 100,000
+# to 500,000 CSR rows of 5-100 stored values at random columns, two threads: 3.4-6.6e-10 an update up to 2,000
+# columns, 9e-10 at 3,000 and 1.4e-9 at 4,000 (20 a row; 5-6.5e-10 at 60-100), 3e-9 at 6,000; 84 and 199 ms at
+# 3,000 and 6,000 columns on rows of 5 values, the entries' part. The model is within 1.5x of each.
+GRAM_S_PER_UPDATE, GRAM_CACHED_COLUMNS, GRAM_S_PER_ENTRY = 4e-10, 2500, 8e-9
+# The closed form's factorisation after the Gram: the Cholesky (d^3 / 3 flops) at BLAS's rate, which grows with d,
+# and passes over the d x d equations (copies, scaling, the reciprocal condition estimate). Measured (the closed
+# form's time less its Gram's) at 1,000-6,000 columns: 18-26, 79-98, 205-244, 386-493 and 1,243 ms at 1,000,
+# 1,500-2,000, 3,000, 4,000 and 6,000 columns; the model is within 1.3x of each but 1,500 (0.6x).
+CHOLESKY_S_PER_FLOP, CHOLESKY_S_PER_ENTRY = 1.2e-11, 1.5e-8
 
 
 def gram_update_seconds(p: int) -> float:
-    """Seconds an update of the sparse Gram of ``p`` columns costs (``GRAM_S_PER_UPDATE`` while its triangle stays
-    in cache, growing as ``p^2.3`` beyond 1,000 columns, to 7 times that from about 2,300)."""
-    return GRAM_S_PER_UPDATE * min(max((p / 1000.0) ** 2.3, 1.0), 7.0)
+    """Seconds an update of the sparse Gram of ``p`` columns costs (``GRAM_S_PER_UPDATE`` while its panels stay in
+    cache, growing as ``p^1.7`` beyond ``GRAM_CACHED_COLUMNS`` columns, to at most 7 times that)."""
+    return GRAM_S_PER_UPDATE * min(max((p / GRAM_CACHED_COLUMNS) ** 1.7, 1.0), 7.0)
 
 
-def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
+def gram_seconds(n: int, p: int, nnz: int) -> float:
+    """Seconds the sparse Gram of ``p`` columns (``d + k``) costs on ``n`` rows of ``nnz`` stored values."""
+    return gram_update_seconds(p) * nnz * (nnz / max(n, 1)) + GRAM_S_PER_ENTRY * p * p
+
+
+def cholesky_seconds(d: int) -> float:
+    """Seconds the closed form's factorisation of its ``d x d`` normal equations costs, with its passes over them."""
+    return CHOLESKY_S_PER_FLOP * d**3 / 3.0 + CHOLESKY_S_PER_ENTRY * d * d
+
+
+def closed_form_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0, chunks: int = 0) -> int:
     """How many Krylov iterations of each of ``k`` targets cost as much as the closed form on sparse ``X`` of
-    shape ``(n, d)`` with ``nnz`` stored values (the cost model above; ``blocks``: Dask row blocks)."""
-    closed = CLOSED_FORM_S_PER_FLOP * d**3 / 3.0 + gram_update_seconds(d + k) * nnz * (nnz / max(n, 1))
-    return int(closed / _iteration_seconds(n, d, nnz, k, blocks))
+    shape ``(n, d)`` with ``nnz`` stored values (the cost model above; ``blocks``: Dask row blocks; ``chunks``: a
+    stream's chunks)."""
+    closed = cholesky_seconds(d) + gram_seconds(n, d + k, nnz)
+    return int(closed / _iteration_seconds(n, d, nnz, k, blocks, chunks))
 
 
-def _iteration_seconds(n: int, d: int, nnz: int, k: int, blocks: int) -> float:
+def _iteration_seconds(n: int, d: int, nnz: int, k: int, blocks: int, chunks: int = 0) -> float:
     """One Krylov iteration of ``k`` targets on sparse ``X`` of these sizes, by the cost model above."""
     return k * (ITER_S_PER_STORED * nnz + ITER_S_PER_COLUMN * d + ITER_S_PER_ROW * n + ITER_S_FIXED
-                + DASK_S_PER_BLOCK * blocks)
+                + DASK_S_PER_BLOCK * blocks + STREAM_S_PER_CHUNK * chunks)
 
 
-def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
+def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0, chunks: int = 0) -> int:
     """How many Krylov iterations of each of ``k`` targets cost as much as the closed form's QR fallback on sparse
-    ``X`` (Householder QR of the densified ``n x (d + k)`` rows, ``2 n p^2`` flops; ``blocks``: Dask row blocks),
+    ``X`` (Householder QR of the densified ``n x (d + k)`` rows, ``2 n p^2`` flops; ``blocks``: Dask row blocks;
+    ``chunks``: a stream's chunks),
     capped at ``default_max_iter(d)``: the budget of ``solver="auto"``'s Krylov attempt once the Gram's Cholesky
     is rejected (:func:`fastopt._closed_form.krylov_instead`, and with ``QR_FALLBACK_KEY`` on streams and Dask)."""
     p = d + k
     qr = CLOSED_FORM_S_PER_FLOP * 2.0 * n * p * p
-    return min(int(qr / _iteration_seconds(n, d, nnz, k, blocks)), default_max_iter(d))
+    return min(int(qr / _iteration_seconds(n, d, nnz, k, blocks, chunks)), default_max_iter(d))
 
 
 # The closed form's pivoted path is tried before "auto"'s Krylov attempt where it costs fewer iterations than
@@ -210,23 +230,24 @@ def trap_test_first(d: int, nnz: int) -> bool:
     return TRAP_S_PER_STORED * nnz < CLOSED_FORM_S_PER_FLOP * d**3 / 3.0
 
 
-def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int | None:
+def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: int = 0,
+                    chunks: int = 0) -> int | None:
     """The iterations ``solver="auto"``'s Krylov attempt may take on sparse chunks or blocks of these sizes
     (``params[AUTO_KEY]`` set), or None where the closed form runs directly: in place of the closed form
     (:func:`auto_budget`), or, with ``params[QR_FALLBACK_KEY]``, in place of its QR fallback once the Gram's
     Cholesky is rejected (:func:`qr_fallback_iterations`); at least ``AUTO_MIN_ITERS`` either way, since each
     iteration reads every chunk or block again where the QR pass reads them once."""
     if params.get(QR_FALLBACK_KEY):
-        budget = qr_fallback_iterations(n, d, nnz, k, blocks)
+        budget = qr_fallback_iterations(n, d, nnz, k, blocks, chunks)
     else:
-        budget = auto_budget(n, d, nnz, k, blocks)
+        budget = auto_budget(n, d, nnz, k, blocks, chunks)
     return budget if budget >= AUTO_MIN_ITERS else None
 
 
-def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0) -> int:
+def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0, chunks: int = 0) -> int:
     """The iterations of each target that ``solver="auto"``'s Krylov attempt may take: what the closed form would
     cost (:func:`closed_form_iterations`), at most ``default_max_iter(d)``."""
-    return min(closed_form_iterations(n, d, nnz, k, blocks), default_max_iter(d))
+    return min(closed_form_iterations(n, d, nnz, k, blocks, chunks), default_max_iter(d))
 
 
 def auto_params(params: dict, budget: int) -> dict:
@@ -1294,7 +1315,7 @@ def fit_stream(params: dict, name: str, source, check: Callable, state: KrylovSt
     sizes = []
     mom = passes.moments(bool(params["fit_intercept"]), sizes)
     budget = auto_iterations(params, sum(size[0] for size in sizes), mom.sx.shape[0],
-                             sum(size[1] for size in sizes), mom.sy.shape[0])
+                             sum(size[1] for size in sizes), mom.sy.shape[0], chunks=len(sizes))
     if not all(size[2] for size in sizes) or budget is None:
         return None
     result = solve(name, auto_params(params, budget), passes, state, mom, quiet=True)

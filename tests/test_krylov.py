@@ -985,27 +985,30 @@ def test_auto_keeps_the_closed_form_where_it_is_cheap_or_needed(rng):
     assert _solvers.resolve("auto", "squared_error", W, 0.0, sparse=True, positive=True) not in KRYLOV
 
 
-def _nearly_dependent(rng, n):
-    """One-hot columns of three categorical columns (300, 150 and 40 levels) beside three numeric ones, the third
+def _nearly_dependent(rng, n, levels=(300, 150, 40)):
+    """One-hot columns of three categorical columns (``levels``) beside three numeric ones, the third
     the sum of the others plus 1e-3 noise, and their response: with an intercept the one-hot columns are exactly
     dependent and the numeric ones nearly, so Cholesky rejects the Gram and the pivoted path does not apply (the
     numeric columns' small singular value is far above lstsq's cutoff, too small for the kept columns' test)."""
     G = rng.normal(size=(n, 3))
     G[:, 2] = G[:, 0] + G[:, 1] + 1e-3 * rng.normal(size=n)
-    X = scipy.sparse.hstack([_one_hot(rng, n, (300, 150, 40)), scipy.sparse.csr_array(G)], format="csr")
+    X = scipy.sparse.hstack([_one_hot(rng, n, levels), scipy.sparse.csr_array(G)], format="csr")
     return X, X @ rng.normal(size=X.shape[1]) + 0.5 * rng.normal(size=n) + 3.0
 
 
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # the references
-def test_auto_tries_krylov_before_the_closed_forms_densifying_fallback(rng):
+def test_auto_tries_krylov_before_the_closed_forms_densifying_fallback(rng, monkeypatch):
     """Narrow sparse X keeps the closed form, whose Cholesky is cheap. Where Cholesky is rejected and the pivoted
     path does not apply (exactly dependent one-hot columns take it: tests/test_pivoted.py), the QR/SVD fallback
     densifies X: O(n d^2), 9.2 s on 200,000 rows of 493 columns where LSQR takes 0.03 s. "auto" runs LSQR there
     first, within the iterations that fallback would cost (fastopt._krylov.qr_fallback_iterations), to the closed
     form's accuracy: the same predictions and objective, no warning. It keeps the Gram's statistics, so
-    partial_fit goes on with them; solver="normal" named is the closed form, fallback and all."""
+    partial_fit goes on with them; solver="normal" named is the closed form, fallback and all. (On these 15,000
+    rows the model prices the closed form above AUTO_MIN_ITERS iterations, so LSQR would run first anyway; the
+    closed form runs first as on longer X, where an iteration costs more.)"""
     X, y = _nearly_dependent(rng, 20_000)
-    assert not _solvers.krylov_first(X)
+    assert _solvers.krylov_first(X[:15_000])
+    monkeypatch.setattr(_solvers, "krylov_first", lambda X, positive=False: False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est = LinearRegressor().fit(X[:15_000], y[:15_000])
@@ -1028,7 +1031,7 @@ def test_auto_tries_krylov_before_the_closed_forms_densifying_fallback(rng):
 
 
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")  # the references
-def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
+def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng, monkeypatch):
     """fit_stream of a re-readable stream of sparse chunks and fit on Dask sparse blocks, as in memory: when the
     merged Gram's Cholesky is rejected and the pivoted path does not apply, LSQR over the chunks (within what the
     QR pass would cost) before that pass, which densifies every chunk. 200,000 one-hot rows of 493 columns in four
@@ -1039,7 +1042,9 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
     da = pytest.importorskip("dask.array")
     dask = pytest.importorskip("dask")
     X, y = _nearly_dependent(rng, 8_000)
-    assert not _solvers.krylov_first(X)
+    # On these 8,000 rows the model prices the closed form above AUTO_MIN_ITERS iterations, so the stream would run
+    # LSQR first anyway; the closed form runs first here, as on longer chunks, where an iteration costs more.
+    monkeypatch.setattr(_krylov, "auto_budget", lambda *args, **kwargs: 0)
     chunks = [(X[i : i + 2000], y[i : i + 2000]) for i in range(0, 8000, 2000)]
     ref = LinearRegressor(solver="qr").fit(X.toarray(), y)
     dX, dy = da.from_array(X, chunks=(2000, X.shape[1]), asarray=False), da.from_array(y, chunks=2000)
@@ -1069,17 +1074,17 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng):
 def test_qr_fallback_iterations_follow_the_cost_model():
     """The QR fallback's 2 n p^2 against an iteration's cost: more rows or columns afford more iterations, at most
     the Krylov solvers' default cap."""
-    base = _krylov.qr_fallback_iterations(20_000, 200, 60_000)
-    assert _krylov.qr_fallback_iterations(20_000, 400, 60_000) > 3 * base
+    base = _krylov.qr_fallback_iterations(2000, 200, 6000)
+    assert _krylov.qr_fallback_iterations(2000, 400, 6000) > 3 * base
     assert _krylov.qr_fallback_iterations(10**6, 1000, 10**7) == _krylov.default_max_iter(1000)
     assert _krylov.qr_fallback_iterations(2000, 50, 4000) < 20
 
 
 def test_closed_form_iterations_follow_the_cost_model():
-    """The closed form's d^3 / 3 against an iteration's stored values: wider X affords more iterations, more
-    stored values (or targets) fewer."""
+    """The closed form's d^3 / 3 and d^2 terms against an iteration's stored values: wider X affords more
+    iterations (twice the columns, between 4 and 8 times the closed form), more stored values (or targets) fewer."""
     base = _krylov.closed_form_iterations(20_000, 3000, 60_000)
-    assert _krylov.closed_form_iterations(20_000, 6000, 60_000) > 6 * base
+    assert 4 * base < _krylov.closed_form_iterations(20_000, 6000, 60_000) < 8 * base
     assert _krylov.closed_form_iterations(20_000, 3000, 600_000) < base / 3
     assert _krylov.closed_form_iterations(20_000, 3000, 60_000, k=2) == pytest.approx(base / 2, abs=1)
     assert _krylov.closed_form_iterations(1000, 50, 5000) < _krylov.AUTO_MIN_ITERS
@@ -1089,10 +1094,27 @@ def test_the_sparse_grams_row_products_are_priced_at_their_cache_misses():
     """500,000 CSR rows of 20 stored values over 3,000 columns: the Gram's 2e8 row products took 0.7 s (scattered
     updates of a triangle beyond the cache), which the flop rate priced at 0.01 s, so "auto" ran the closed form
     (4.1 s with its factorisation) where LSQR took 0.26 s (12 iterations). Now the Krylov attempt is made there,
-    and not where the triangle stays in cache (1,000 columns: the closed form 0.18-0.2 s, LSQR 0.2-0.25 s)."""
+    and not where the triangle stays in cache (1,000 columns: the closed form 0.10-0.14 s, LSQR 0.13 s)."""
     assert _krylov.closed_form_iterations(500_000, 3000, 10_000_000) >= _krylov.AUTO_MIN_ITERS
     assert _krylov.closed_form_iterations(500_000, 1000, 10_000_000) < _krylov.AUTO_MIN_ITERS
-    assert _krylov.gram_update_seconds(4000) == _krylov.gram_update_seconds(3000) > _krylov.gram_update_seconds(1500)
+    assert _krylov.gram_update_seconds(4000) > _krylov.gram_update_seconds(3000) > _krylov.gram_update_seconds(1500)
+    assert _krylov.gram_update_seconds(1500) == _krylov.gram_update_seconds(500) == _krylov.GRAM_S_PER_UPDATE
+
+
+def test_dense_rows_and_wide_grams_are_priced_at_their_measured_cost():
+    """Measured after the Gram's panels, two threads: 100,000 CSR rows of 100 stored values over 1,000 columns,
+    the closed form 0.31 s (its Gram 0.27-0.32 s) where LSQR took 0.14 s (13 iterations) and LinearRegression
+    0.135 s; the model had priced an iteration at 24 ms (measured 6-10 ms), so "auto" ran the closed form. 500,000
+    rows of 60 stored values over 1,000 columns: 0.61 s against LSQR's 0.29 s. Now the Krylov attempt is made on
+    both, and on rows of 20 values over 1,500-2,000 columns the closed form still runs (0.21-0.24 s, 16-23 of
+    LSQR's 8.5-10 ms iterations by the model, below AUTO_MIN_ITERS)."""
+    assert _krylov.closed_form_iterations(100_000, 1000, 10_000_000) >= _krylov.AUTO_MIN_ITERS
+    assert _krylov.closed_form_iterations(500_000, 1000, 30_000_000) >= _krylov.AUTO_MIN_ITERS
+    for d in (1500, 2000):
+        assert _krylov.closed_form_iterations(500_000, d, 10_000_000) < _krylov.AUTO_MIN_ITERS
+    # the entries' part: rows of 5 values over 3,000 and 6,000 columns, Gram 84 and 199 ms measured
+    assert 0.05 < _krylov.gram_seconds(200_000, 3001, 1_000_000) < 0.15
+    assert 0.15 < _krylov.gram_seconds(200_000, 6001, 1_000_000) < 0.35
 
 
 @pytest.mark.parametrize("solver", KRYLOV)

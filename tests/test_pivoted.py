@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastopt import LinearRegressor, _closed_form, _sparse
+from fastopt import LinearRegressor, _closed_form, _solvers, _sparse
 from fastopt.exceptions import IllConditionedWarning, RankDeficientWarning
 
 EPS = np.finfo(np.float64).eps
@@ -144,8 +144,9 @@ def test_one_alpha_per_target_with_a_zero_takes_the_pivoted_path(monkeypatch):
     from sklearn.preprocessing import OneHotEncoder
 
     rng = np.random.default_rng(7)
-    cats = np.column_stack([rng.integers(0, m, size=3000) for m in (10, 100, 300)])
+    cats = np.column_stack([rng.integers(0, m, size=3000) for m in (10, 30, 60)])
     X = OneHotEncoder(sparse_output=True).fit_transform(cats).tocsr()
+    assert not _solvers.krylov_first(X)  # (at 300 levels "auto" runs LSQR first: the closed form costs more)
     Y = np.column_stack([rng.normal(size=3000) + cats[:, 0], rng.normal(size=3000)])
     alone = [LinearRegressor(solver="normal", alpha=a) for a in (0.0, 1e-3)]
     with warnings.catch_warnings():
@@ -408,20 +409,29 @@ def test_auto_on_sparse_one_hot_takes_the_pivoted_path_as_on_dense(rng, monkeypa
 
 @pytest.mark.filterwarnings("ignore::fastopt.exceptions.RankDeficientWarning")
 def test_auto_on_wider_sparse_one_hot_runs_krylov_first_in_memory(rng, monkeypatch):
-    # 8,000 rows of 493 columns: the pivoted path's factorisation costs more than LSQR's fewest iterations in
-    # memory, so LSQR runs first there (its predictions, no warning); a stream or Dask blocks read every chunk
+    # 8,000 rows of 493 columns: the closed form costs more than AUTO_MIN_ITERS of LSQR's iterations in memory
+    # (measured: its pivoted path 7.6 ms, LSQR 3.6 ms), so LSQR runs first there (its predictions, no warning).
+    # Where the closed form runs first (as on longer X), the pivoted path's factorisation still costs more than
+    # LSQR's fewest iterations, so LSQR runs once the trap is found. A stream or Dask blocks read every chunk
     # again per iteration, and take the pivoted path (one more read).
     from fastopt import _krylov, _solvers
 
     X = one_hot(rng, 8000, (300, 150, 40))
     y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
     S = sp.csr_array(X)
-    assert not _solvers.krylov_first(S) and not _krylov.pivoted_first(*S.shape, S.nnz)
+    assert _solvers.krylov_first(S) and not _krylov.pivoted_first(*S.shape, S.nnz)
     _no_qr_pass(monkeypatch)
     (memory, caught), *chunked = _auto_fits(X, y, 2000)
-    assert (memory.solver_, caught) == ("lsqr", [])
+    monkeypatch.setattr(_solvers, "krylov_first", lambda X, positive=False: False)
+    with warnings.catch_warnings(record=True) as after_trap:
+        warnings.simplefilter("always")
+        trapped = LinearRegressor().fit(S, y)
     ref, intercept, _, _ = lstsq_reference(X, y)
-    assert np.max(np.abs(memory.predict(X) - (X @ ref + intercept))) <= 1e-9 * np.std(y)
+    for est, categories in [(memory, caught), (trapped, after_trap)]:
+        assert (est.solver_, categories) == ("lsqr", [])
+        assert np.max(np.abs(est.predict(X) - (X @ ref + intercept))) <= 1e-9 * np.std(y)
+    assert isinstance(memory._solver_state, _krylov.KrylovState)
+    assert isinstance(trapped._solver_state, _closed_form.ClosedFormState)  # the Gram's, as the closed form's
     for est, categories in chunked:
         assert (est.solver_, categories) == ("pivoted_cholesky", [RankDeficientWarning])
         assert_matches(est, X, y)
