@@ -2213,6 +2213,20 @@ def n_held_out(n_rows: int, validation_fraction: float) -> int:
     return int(np.ceil(validation_fraction * n_rows))
 
 
+def check_validation_targets(low: np.ndarray, high: np.ndarray, rows: str, advice: str) -> None:
+    """Refuse ``early_stopping`` whose held-out rows of nonzero weight (``rows``, described) have every target
+    constant (``low``, ``high``: each target's least and greatest value there): R^2 is then 0 at every epoch
+    (:func:`sklearn.metrics.r2_score` of a constant target not predicted exactly), so the first epoch would be the
+    best and its coefficients would come back, unwarned."""
+    if low.size and np.all(low == high):
+        value = f" ({low[0]:.6g})" if low.size == 1 else ""
+        raise ValueError(
+            f"early_stopping=True scores R^2 on the held-out rows ({rows}), whose targets are all equal{value}: "
+            "R^2 is then 0 at every epoch, and the first epoch's coefficients would be kept. "
+            f"{advice[0].upper() + advice[1:]}, or set early_stopping=False."
+        )
+
+
 def _split(n: int, params: dict, rng: np.random.Generator):
     """Training and validation row indices (int64); the validation set is empty without early stopping, and the
     training rows are then :func:`all_rows` (read-only)."""
@@ -3075,6 +3089,12 @@ class IterativeSolver(Solver):
                 f"{data.X.shape[0]} rows, {weighted} of them of nonzero sample_weight; "
                 "R^2 needs at least two. Raise validation_fraction, weight those rows, or set early_stopping=False."
             )
+        if val_idx.size:
+            kept = val_idx if sw is None else val_idx[sw[val_idx] > 0]
+            held = data.Y[kept]
+            check_validation_targets(held.min(axis=0), held.max(axis=0),
+                                     f"validation_fraction={params['validation_fraction']} of the {data.X.shape[0]} "
+                                     "rows", "raise validation_fraction, draw another split (random_state)")
         if init is not None:
             state = None  # coef_init / intercept_init override a warm start
         if _continues(state, params, data) and not _penalty_fits(state.affine, params, data.X, self.method):

@@ -187,6 +187,8 @@ class ChunkRecord:
     n_val: int = 0
     val_weight: float = 0.0
     val_sum_y: Any = 0.0
+    val_low: Any = None  # each target's least and greatest held-out value of nonzero weight (None: no such row)
+    val_high: Any = None
     res: Any = None
     tot: Any = None
 
@@ -239,6 +241,9 @@ def chunk_pass(state, data, train: np.ndarray, val: np.ndarray, spec: PassSpec, 
             # (rows of weight 0 do not count: with fewer than two others R^2 is undefined)
             record.n_val, record.val_weight = int(np.count_nonzero(w_val > 0)), float(w_val.sum())
             record.val_sum_y = np.einsum("i,ik->k", w_val, Y_val)
+            if record.n_val:
+                held = Y_val[w_val > 0]
+                record.val_low, record.val_high = held.min(axis=0), held.max(axis=0)
         if spec.scored is not None:
             coef, intercept = _iterative.split_params(spec.scored, *spec.dims)
             record.res = np.einsum("i,ik->k", w_val, (Y_val - (rows_times(data.X[val], coef) + intercept)) ** 2)
@@ -349,6 +354,7 @@ class Validation:
 
     def __init__(self):
         self.rows, self.weight, self.sum_y = 0, 0.0, 0.0
+        self.low = self.high = None
         self.ss_tot = None
 
     def observe(self, records: list[ChunkRecord]) -> None:
@@ -357,6 +363,8 @@ class Validation:
                 self.rows += r.n_val
                 self.weight += r.val_weight
                 self.sum_y = self.sum_y + r.val_sum_y
+                self.low = r.val_low if self.low is None else np.minimum(self.low, r.val_low)
+                self.high = r.val_high if self.high is None else np.maximum(self.high, r.val_high)
 
     def y_mean(self):
         """The weighted mean of the held-out targets while ``SS_tot`` is still to be summed, else None."""
@@ -462,6 +470,9 @@ class Epochs:
                         "and none where that would leave it no training row: use larger chunks, a "
                         "validation_fraction that these chunks can spare, or early_stopping=False."
                     )
+                _iterative.check_validation_targets(
+                    validation.low, validation.high, f"validation_fraction={self.fraction} of each chunk's rows",
+                    "raise validation_fraction, or order the rows so that each chunk holds varied targets")
             current = after if training else state
             if stopping is None:  # made once the first pass has set up the state (the base rate, the null loss)
                 steps = current.t - (prior.t if prior is not None else 0)  # the first epoch's steps

@@ -309,6 +309,36 @@ def test_one_validation_row_is_a_clear_error():
     assert np.all(np.isfinite(est.validation_scores_))
 
 
+def test_held_out_rows_of_equal_targets_are_a_clear_error():
+    # Every held-out target equal: R^2 is 0 at every epoch (r2_score of a constant target), so the first epoch
+    # was the "best" and its coefficients came back unwarned (0.945, 2.013, 2.828 where the training rows' least
+    # squares are 0.999, 2.000, 2.995).
+    from fastopt import _iterative
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 0.1 * rng.normal(size=200)
+    val = np.sort(_iterative._seed(0).permutation(200)[:20])  # the rows held out for random_state=0
+    y[val] = 7.0
+    params = dict(solver="sgd", early_stopping=True, random_state=0)
+    with pytest.raises(ValueError, match=r"held-out rows \(validation_fraction=0.1 of the 200 rows\), whose "
+                                         r"targets are all equal \(7\)"):
+        LinearRegressor(**params).fit(X, y)
+    varied = y.copy()
+    varied[val[0]] = 8.0  # one other held-out value: R^2 is defined (and low: the held-out targets barely vary)
+    assert np.isfinite(LinearRegressor(**params).fit(X, varied).best_validation_score_)
+    w = np.ones(200)
+    w[val[0]] = 0.0  # ... unless its row carries no weight
+    with pytest.raises(ValueError, match="targets are all equal"):
+        LinearRegressor(**params).fit(X, varied, sample_weight=w)
+    Y = np.column_stack([y, varied])  # one target constant there, the other not: the mean R^2 still moves
+    assert np.isfinite(LinearRegressor(**params).fit(X, Y).best_validation_score_)
+    with pytest.raises(ValueError, match="targets are all equal:"):
+        LinearRegressor(**params).fit(X, np.column_stack([y, y]))
+    with pytest.raises(ValueError, match="each chunk's rows.*targets are all equal"):  # streams: the same refusal
+        LinearRegressor(**params).fit_stream([(X[i : i + 50], np.full(50, 3.0)) for i in range(0, 200, 50)])
+
+
 def test_full_batch_weights_equal_repeated_rows():
     # Weights are normalised to mean 1, so a full-batch gradient with integer weights is the gradient of the data
     # with rows repeated: without minibatch noise the two fits agree (the conformance suite's reason to expect
