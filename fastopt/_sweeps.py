@@ -509,7 +509,7 @@ class Epochs:
                 break
             else:
                 _follow_rate(stopping, state)
-        stopping.warn_unless_stopped(self.name, label)
+        stopping.warn_unless_stopped(self.name, label, lambda: _iterative.eps_note(self.name, params, state))
         if isinstance(stopping, _iterative.RatePlateau) and stopping.stopped and not self.early:
             self._check_plateau_stop(state, max(stopping.best, stopping.floor))
         final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)

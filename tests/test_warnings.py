@@ -71,3 +71,29 @@ def test_plateau_warning_before_any_cut_names_no_cut():
     message = " ".join(str(w.message) for w in caught)
     assert f"the loss was still falling at the first rate, {est.learning_rate_:.3g}, never cut" in message
     assert "last cut" not in message
+
+
+@pytest.mark.parametrize("solver", ["adam", "adamw", "rmsprop", "adagrad"])
+def test_a_stalled_adaptive_fit_names_eps_above_the_gradients_scale(solver):
+    # Targets of scale 1e-12 give gradients of that scale, below eps=1e-8 in the rule's denominator: the steps
+    # shrank by about 1e4, default Adam ended 4,100 times above the optimum (281 times after 1,000 epochs), and
+    # the warning advised more epochs only. It now names eps; with eps below the gradients' scale the fit
+    # reaches the optimum as on targets of unit scale.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 5))
+    y = (X @ rng.normal(size=5) + 0.1 * rng.normal(size=2000)) * 1e-12
+    with pytest.warns(ConvergenceWarning, match=r"eps=1e-08 exceeds the root of most coordinates' second-moment "
+                                                r"estimate \(median [0-9.e-]+\).*lower eps \(below"):
+        LinearRegressor(solver=solver, random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="eps=1e-08 exceeds"):  # streams: the same sentence
+        LinearRegressor(solver=solver, random_state=0).fit_stream([(X[i : i + 500], y[i : i + 500])
+                                                                   for i in range(0, 2000, 500)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        lowered = LinearRegressor(solver=solver, eps=1e-22, random_state=0).fit(X, y)
+    best = LinearRegressor(solver="normal").fit(X, y)
+    excess = np.mean((lowered.predict(X) - y) ** 2) / np.mean((best.predict(X) - y) ** 2) - 1
+    assert excess < 1e-3  # as at unit scale (3.5e-5 to 8.5e-5 measured)
+    with pytest.warns(ConvergenceWarning) as caught:  # a fit cut short at unit scale: no word of eps
+        LinearRegressor(solver=solver, max_epochs=2, random_state=0).fit(X, y * 1e12)
+    assert not any("eps=" in str(w.message) for w in caught)
