@@ -7,6 +7,7 @@ C-contiguous float32/float64 of matching shapes, so nothing is re-checked here.
 """
 from enum import IntEnum
 
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uintptr_t
 
 cimport scipy.linalg.cython_blas as cblas
@@ -27,10 +28,45 @@ class Status(IntEnum):
 
 cdef fo_blas _BLAS
 
+# SciPy's bundled OpenBLAS (0.3.30, two threads) crashed the process (SIGSEGV) in its threaded dsyrk on an output
+# of about 15,500 columns or more (15,000 worked at 1,024 inner; 20,000 crashed at 256): the dense Gram and the
+# Huber Hessian of that many columns reached it. Above _SYRK_PANEL_MIN columns the table's dsyrk (uplo "U",
+# trans "N", as they call it) updates _SYRK_PANEL columns of the result at a time, the diagonal block by dsyrk and
+# the block above it by dgemm (which ran at 16,384-30,000 rows); the same sums to rounding.
+cdef int _SYRK_PANEL_MIN = 8192
+cdef int _SYRK_PANEL = 2048
+
+
+cdef void _dsyrk_panels(char *uplo, char *trans, int *n, int *k, double *alpha, double *a, int *lda, double *beta,
+                        double *c, int *ldc) noexcept nogil:
+    cdef int N = n[0], c0 = 0, w
+    cdef char notrans = b"N"
+    cdef char transposed = b"T"
+    if N <= _SYRK_PANEL_MIN or uplo[0] not in (b"U", b"u") or trans[0] not in (b"N", b"n"):
+        cblas.dsyrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
+        return
+    while c0 < N:  # C[:c0 + w, c0:c0 + w] = alpha A[:c0 + w] A[c0:c0 + w]^T + beta C (A: N x k, column-major)
+        w = _SYRK_PANEL if _SYRK_PANEL < N - c0 else N - c0
+        cblas.dsyrk(uplo, trans, &w, k, alpha, a + c0, lda, beta, c + c0 + <size_t>c0 * ldc[0], ldc)
+        if c0 > 0:
+            cblas.dgemm(&notrans, &transposed, &c0, &w, k, alpha, a, lda, a + c0, lda, beta,
+                        c + <size_t>c0 * ldc[0], ldc)
+        c0 += w
+
+
+def _syrk_panels(int panel_min, int panel):
+    """Set the table's dsyrk panels (tests); returns the previous ``(panel_min, panel)``."""
+    global _SYRK_PANEL_MIN, _SYRK_PANEL
+    if panel < 1:
+        raise ValueError("_syrk_panels: panel must be positive")
+    old = (_SYRK_PANEL_MIN, _SYRK_PANEL)
+    _SYRK_PANEL_MIN, _SYRK_PANEL = panel_min, panel
+    return old
+
 
 cdef void _fill_blas_table() noexcept:
     # SciPy exports its BLAS as C function pointers; taking them here means csrc/ never links BLAS itself.
-    _BLAS.dsyrk = <fo_dsyrk_t>cblas.dsyrk
+    _BLAS.dsyrk = <fo_dsyrk_t>_dsyrk_panels
 
 
 _fill_blas_table()

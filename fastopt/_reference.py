@@ -102,11 +102,11 @@ def geqrf_inplace(a, serial=False):
     return 0
 
 
-def potrf_upper(a, serial=False):
+def potrf_upper(a, serial=False, block=-1):
     """Twin of :func:`fastopt._kernels.potrf_upper`: the upper Cholesky factor ``U`` (``U^T U = a``) into the
     upper triangle of ``a`` by NumPy's ``cholesky``; the strictly lower triangle is left as it was. Returns 0, or
     1 when ``a`` is not positive definite (LAPACK reports the order of the failing minor; a positive ``info``
-    is all the caller reads). ``serial`` does not change the arithmetic.
+    is all the caller reads). ``serial`` does not change the arithmetic; ``block`` changes only its order.
     """
     try:
         U = np.linalg.cholesky(a).T

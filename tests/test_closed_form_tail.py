@@ -32,13 +32,15 @@ def test_geqrf_inplace_matches_scipy_and_its_twin(serial, m, n, rng):
 
 
 @pytest.mark.parametrize("serial", SERIAL)
-@pytest.mark.parametrize("d", [1, 3, 100])
-def test_potrf_upper_matches_scipy_and_its_twin(serial, d, rng):
+@pytest.mark.parametrize("d, block", [(1, -1), (3, -1), (100, -1), (100, 16), (100, 37), (3, 1)])
+def test_potrf_upper_matches_scipy_and_its_twin(serial, d, block, rng):
+    # block > 0: the blocked algorithm (diagonal blocks, dtrsm, dsyrk), the path above POTRF_BLOCKED_MIN columns:
+    # the same factor to rounding (Cholesky is backward stable in any order; G is well conditioned)
     G = rng.normal(size=(2 * d + 3, d))
     S = G.T @ G
     a, twin = np.asfortranarray(S.copy()), S.copy()
-    assert _kernels.potrf_upper(a, serial=serial) == 0
-    assert _reference.potrf_upper(twin, serial=serial) == 0
+    assert _kernels.potrf_upper(a, serial=serial, block=block) == 0
+    assert _reference.potrf_upper(twin, serial=serial, block=block) == 0
     expected = scipy.linalg.lapack.dpotrf(S, lower=0, clean=1)[0]
     np.testing.assert_allclose(np.triu(a), expected, rtol=0, atol=1e-13 * np.abs(expected).max())
     np.testing.assert_allclose(np.triu(twin), expected, rtol=0, atol=1e-13 * np.abs(expected).max())
@@ -48,10 +50,32 @@ def test_potrf_upper_matches_scipy_and_its_twin(serial, d, rng):
 
 
 @pytest.mark.parametrize("serial", SERIAL)
-def test_potrf_upper_reports_a_matrix_that_is_not_positive_definite(serial):
+def test_potrf_upper_reports_a_matrix_that_is_not_positive_definite(serial, rng):
     S = np.array([[1.0, 2.0], [2.0, 1.0]])
     assert _kernels.potrf_upper(np.asfortranarray(S), serial=serial) > 0
     assert _reference.potrf_upper(S.copy(), serial=serial) > 0
+    # the blocked algorithm reports LAPACK's order of the failing minor, in a later block too
+    G = rng.normal(size=(60, 50))
+    S = G.T @ G
+    S[29, 29] = -1.0
+    expected = scipy.linalg.lapack.dpotrf(S, lower=0)[1]
+    assert expected == 30
+    for block in (0, 7, 16, 29, 30):
+        assert _kernels.potrf_upper(np.asfortranarray(S), serial=serial, block=block) == expected
+
+
+def test_the_cholesky_of_many_columns_runs_in_blocks(monkeypatch):
+    # SciPy's bundled OpenBLAS dpotrf crashed the process (SIGSEGV) on 16,384 columns with two threads, where a
+    # hashed design's solver="normal" took it; above POTRF_BLOCKED_MIN the default is the blocked algorithm,
+    # whose dpotrf calls see POTRF_BLOCK columns at most.
+    assert _kernels.POTRF_BLOCKED_MIN <= 8192 and _kernels.POTRF_BLOCK <= 2048
+    d = _kernels.POTRF_BLOCKED_MIN + 5
+    S = np.asfortranarray(np.eye(d) * 4.0 + 1.0)  # positive definite: 4 I + 1 1^T
+    assert _kernels.potrf_upper(S) == 0
+    U = np.triu(S[:300, :300])  # the leading block of the factor is the factor of the leading block
+    expected = scipy.linalg.cholesky(np.eye(300) * 4.0 + 1.0)
+    np.testing.assert_allclose(U, expected, rtol=0, atol=1e-14 * 2.0)
+    assert np.isclose(S[-1, -1], np.sqrt(4.0 + 1.0 - (d - 1) / (4.0 + d - 1) * 1.0), rtol=1e-12)
 
 
 @pytest.mark.parametrize("solver, fit_intercept, alpha", [("qr", True, 0.0), ("qr", False, 0.5),
@@ -241,3 +265,34 @@ def test_the_pivoted_path_factorises_and_solves_on_the_private_blas(sparse, monk
     # the same LAPACK code on one thread or two: the same bits
     np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
     np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)
+
+
+def test_the_blas_tables_dsyrk_in_panels_gives_the_same_gram(rng):
+    # The C kernels' dsyrk (the dense Gram, the Huber Hessian) goes through the process's BLAS in panels of
+    # columns above _SYRK_PANEL_MIN: SciPy's bundled OpenBLAS crashed (SIGSEGV) in its threaded dsyrk on outputs
+    # of about 15,500 columns. Small panels here (a diagonal block by dsyrk, the block above it by dgemm): the
+    # same Gram to rounding, both triangles, any panel width, the last panel narrower.
+    X, Y = rng.normal(size=(300, 40)), rng.normal(size=(300, 2))
+    w = rng.uniform(0.5, 2.0, size=300)
+
+    def stats():
+        mean, gram = np.empty(42), np.empty((42, 42))
+        weight = _kernels.gram_stats(X, Y, w, mean, gram, 64, serial=False)
+        return weight, mean, gram
+
+    whole = stats()
+    old = _kernels._syrk_panels(8, 7)
+    try:
+        panels = stats()
+        _kernels._syrk_panels(8, 1000)  # one panel: the plain call's arithmetic
+        one = stats()
+    finally:
+        _kernels._syrk_panels(*old)
+    assert old == (8192, 2048)
+    assert panels[0] == whole[0]
+    np.testing.assert_array_equal(panels[1], whole[1])
+    np.testing.assert_allclose(panels[2], whole[2], rtol=0, atol=1e-12 * np.abs(whole[2]).max())
+    np.testing.assert_array_equal(panels[2], panels[2].T)
+    np.testing.assert_array_equal(one[2], whole[2])
+    with pytest.raises(ValueError, match="positive"):
+        _kernels._syrk_panels(8, 0)
