@@ -92,6 +92,7 @@ rows at every iteration; a clear error says so) and the absolute error on Dask a
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -732,18 +733,46 @@ class _Hessian:
         rhs = np.append(g - prob.centre * gb, gb) if prob.fit_intercept else g
         if not (np.isfinite(R).all() and np.isfinite(rhs).all()):
             raise _overflow_error("X or y")
-        col = _closed_form._pow2(np.linalg.norm(R, axis=0))  # (a zero column keeps scale 1)
+        self.damped_share, self.mu, self.rcond = 0.0, 0.0, 1.0
+        dead = ~R.any(axis=0)
+        if not dead.any():
+            return self._triangle_step(R, rhs, 0.0)
+        # Zero columns of R (columns no row with curvature stores: hashed columns no term falls in, levels seen
+        # only among outliers) are exact null directions e_j of the Hessian: the step there is 0 (minimum norm),
+        # the rest is solved on the triangle of R's live columns, which is often well conditioned. Left in, they
+        # sent every step to the SVD of all of R: 20 of 27.7 s of a Huber fit on 4,000 rows of 4,096 hashed columns.
+        live = np.flatnonzero(~dead)
+        step = np.zeros(p)
+        null_sq = float(np.dot(rhs[dead], rhs[dead]))  # (their scale is 1, as the SVD path's zero columns had)
+        if live.size:
+            part = self._triangle_step(_closed_form._triangle(R[:, live], live.size), rhs[live], null_sq)
+            if part is None:
+                return None
+            step[live] = part
+        elif null_sq > 0.0:
+            return None
+        return step
+
+    def _triangle_step(self, R: np.ndarray, rhs: np.ndarray, null_sq: float) -> np.ndarray | None:
+        """``-(R^T R)^{-1} rhs`` by two triangular solves where ``R`` (upper triangular, columns scaled by powers of
+        two) is well conditioned, else the minimum-norm step over its part that is not singular to working
+        precision; None where the scaled gradient has more than ``NULL_GRADIENT`` of its norm in the singular part
+        (``null_sq``: the squared part already set aside, in zero columns)."""
+        prob, p = self.prob, R.shape[0]
+        col = _closed_form._pow2(np.linalg.norm(R, axis=0))
         Rs = R / col
         rcond, _ = scipy.linalg.lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")
-        self.damped_share, self.mu, self.rcond = 0.0, 0.0, 1.0
-        if rcond >= EPS * max(prob.rows, p):
+        total_sq = float(np.dot(rhs / col, rhs / col)) + null_sq
+        if rcond >= EPS * max(prob.rows, self.prob.p):
+            if null_sq > NULL_GRADIENT**2 * total_sq:
+                return None
             u = scipy.linalg.solve_triangular(Rs, rhs / col, trans="T", check_finite=False)
             return -scipy.linalg.solve_triangular(Rs, u, check_finite=False) / col
         _charge(TRIAL_SVD_FLOPS * float(p) ** 3)
         _, sv, Vt = np.linalg.svd(Rs)
-        keep = sv > EPS * max(prob.rows, p) * sv[0]
+        keep = sv > EPS * max(prob.rows, self.prob.p) * sv[0]
         u = Vt @ (rhs / col)
-        if np.linalg.norm(u[~keep]) > NULL_GRADIENT * np.linalg.norm(u):
+        if float(np.dot(u[~keep], u[~keep])) + null_sq > NULL_GRADIENT**2 * total_sq:
             return None
         return -(Vt[keep].T @ (u[keep] / sv[keep] ** 2)) / col
 
@@ -2032,15 +2061,36 @@ class NewtonSolver(Solver):
             init = (state[:, :d], state[:, d])
         trial = params.get(TRIAL_KEY)
         if trial is None:
-            return result(params, data.X.dtype, self._fits(params, data, init), init)
+            return result(params, data.X.dtype, self._live_fits(params, data, init), init)
         token = _TRIAL.set([float(trial[0]), float(trial[1])])
         try:
-            fits = self._fits(params, data, init)
+            fits = self._live_fits(params, data, init)
         except _TrialSpent:
             return None
         finally:
             _TRIAL.reset(token)
         return result(params, data.X.dtype, fits, init) if all(f.converged for f in fits) else None
+
+    def _live_fits(self, params: dict, data: Data, init) -> list:
+        """:meth:`_fits` on the columns of sparse ``X`` that store a nonzero value, the others' coefficients 0:
+        each such column is an exact null direction of every Hessian and gradient (the minimum-norm coefficient,
+        as the closed form's), which the d x d factorisations carried along. Hashed text leaves many: 2,499 of
+        4,096 FeatureHasher columns on 4,000 short documents, whose Huber fit took 33 s."""
+        X, d = data.X, data.X.shape[1]
+        if not is_sparse(X) or X.shape[0] == 0:
+            return self._fits(params, data, init)
+        used = np.zeros(d, dtype=bool)
+        used[X.indices[X.data != 0]] = True
+        if used.all() or not used.any():
+            return self._fits(params, data, init)
+        live = np.flatnonzero(used)
+        narrow = dataclasses.replace(data, X=X[:, live])
+        fits = self._fits(params, narrow, None if init is None else (np.asarray(init[0])[:, live], init[1]))
+        for fit in fits:
+            w = np.zeros(d)
+            w[live] = fit.w
+            fit.w = w
+        return fits
 
     def _fits(self, params: dict, data: Data, init) -> list:
         """Every target's :class:`_Fit` (:meth:`fit`), from ``init`` if given."""

@@ -759,18 +759,24 @@ def test_newton_on_rows_whose_norms_square_past_float64_warns_nothing():
 
 
 def test_newton_trial_charges_the_r_factors_path_before_it_runs(monkeypatch):
-    # A column no row stores makes the inlier Hessian singular: Newton's steps take the R factor's path, a QR of
-    # the weighted rows and an SVD, each charged to a trial's budget before it runs. A budget for passes but not
-    # for those returns None without running them; a larger one finishes, through them.
+    # A column stored only in rows of weight 0 makes the inlier Hessian singular: Newton's steps take the R
+    # factor's path, a QR of the weighted rows, charged to a trial's budget before it runs. A budget for passes
+    # but not for it returns None without running it; a larger one finishes, through it. (The column is an exact
+    # null direction, solved around on R's live columns, well conditioned here: no SVD, whose charge had come
+    # too. A column no row stores is left out of the fit.)
     from fastopt import _newton
     from fastopt._validation import Data
 
     X, y = sparse_huber_design(n=1000, d=300)
-    X = sp.hstack([X, sp.csr_matrix((X.shape[0], 1))], format="csr")
+    extra = np.zeros((X.shape[0], 1))
+    extra[:3] = 1.0
+    X = sp.hstack([X, sp.csr_matrix(extra)], format="csr")
+    w = np.ones(X.shape[0])
+    w[:3] = 0.0
     d = X.shape[1]
     svds, svd = [], np.linalg.svd
     monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: svds.append(1) or svd(*a, **k))
-    data = Data(X=X, Y=y[:, None], sample_weight=None, y_was_1d=True)
+    data = Data(X=X, Y=y[:, None], sample_weight=w, y_was_1d=True)
     params = LinearRegressor(loss="huber", solver="newton").get_params()
     solver = _newton.SOLVERS["newton"]
     flop = 5e-11
@@ -778,7 +784,7 @@ def test_newton_trial_charges_the_r_factors_path_before_it_runs(monkeypatch):
     assert solver.fit({**params, _newton.TRIAL_KEY: (20 * per_pass, per_pass)}, data) is None
     assert svds == []
     full = solver.fit({**params, _newton.TRIAL_KEY: (1e3, per_pass)}, data)
-    assert full is not None and svds
+    assert full is not None and svds == [] and full.coef[0, -1] == 0.0
     np.testing.assert_array_equal(full.coef, solver.fit(params, data).coef)
 
 
