@@ -556,6 +556,18 @@ def _tail_serial(p: int) -> bool:
     return p <= TAIL_SERIAL_MAX_D and _serial_blas.tables() is not None
 
 
+# Widest pivoted factorisation (LAPACK dpstrf) left to the process's threaded LAPACK: SciPy's bundled OpenBLAS
+# (0.3.30, two threads) crashed the process (SIGSEGV) in dpstrf on 16,384 columns, its threaded dsyrk failing from
+# about 15,500 output columns (see fastopt/_kernels_tail.pxi). Wider, the private one-thread LAPACK, whose dsyrk
+# is not the threaded one (where it cannot load, the threaded call remains).
+PSTRF_THREADED_MAX_D = 8192
+
+
+def _pstrf_serial(m: int) -> bool:
+    """Whether the pivoted path's ``dpstrf`` on ``m`` columns calls the private single-threaded LAPACK."""
+    return _tail_serial(m) or (m > PSTRF_THREADED_MAX_D and _serial_blas.tables() is not None)
+
+
 def _triangle(rows: np.ndarray | list, p: int) -> np.ndarray:
     """The (p, p) upper-triangular R of Householder QR (LAPACK geqrf) of ``rows``, zero-padded when short.
 
@@ -1076,7 +1088,7 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
     if not sigma_top > 0:
         return None
     # A is symmetric and C-contiguous: A.T is the same matrix in Fortran order, factorised in place
-    U, serial = A.T, _tail_serial(m)
+    U, serial = A.T, _pstrf_serial(m)
     piv, rank, info = _kernels.pstrf_upper(U, PIVOT_TOL, serial=serial)
     if info not in (0, 1) or rank == 0 or (rank == m and not zero.size) or m - rank > max(1, int(PIVOT_MAX_NULL * m)):
         return None
@@ -1568,7 +1580,12 @@ def _positive_cholesky(params: dict, state: ClosedFormState):
         if not live.size:
             return A, B, scale, live, None, 1, 0.0
         A, B = np.ascontiguousarray(A[np.ix_(live, live)]), B[live]
-    U, info = lapack.dpotrf(A, lower=0, clean=1)
+    # (by the closed form's call, blocked above POTRF_BLOCKED_MIN columns: SciPy's threaded dpotrf crashed the
+    # process on 16,384 columns, fastopt/_kernels_tail.pxi; A stays as it is, the caller reads it)
+    U = np.array(A, order="F")
+    info = _kernels.potrf_upper(U, serial=_tail_serial(U.shape[0]))
+    for j in range(U.shape[0] - 1):  # LAPACK's clean=1: the strict lower triangle zeroed
+        U[j + 1 :, j] = 0.0
     rcond = 0.0
     if info == 0:
         rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())

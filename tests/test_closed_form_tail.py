@@ -296,3 +296,25 @@ def test_the_blas_tables_dsyrk_in_panels_gives_the_same_gram(rng):
     np.testing.assert_array_equal(one[2], whole[2])
     with pytest.raises(ValueError, match="positive"):
         _kernels._syrk_panels(8, 0)
+
+
+def test_nonnegative_cholesky_and_wide_pivoted_factorisations_avoid_the_threaded_lapack(monkeypatch, rng):
+    # SciPy's threaded OpenBLAS crashed the process (SIGSEGV) in dpotrf and in dpstrf on 16,384 columns: the
+    # nonnegative fit's Cholesky called SciPy's dpotrf directly, and the pivoted path's dpstrf ran threaded above
+    # TAIL_SERIAL_MAX_D. Now the first goes through potrf_upper (blocked when wide), the second, wider than
+    # PSTRF_THREADED_MAX_D, through the private one-thread LAPACK.
+    from fastopt import LinearRegressor, _closed_form, _serial_blas
+
+    if _serial_blas.tables() is not None:
+        assert _closed_form._pstrf_serial(_closed_form.PSTRF_THREADED_MAX_D + 1)
+        assert _closed_form._pstrf_serial(500) and not _closed_form._pstrf_serial(2000)
+    calls, potrf = [], _kernels.potrf_upper
+    monkeypatch.setattr(_kernels, "potrf_upper", lambda a, *args, **kw: calls.append(a.shape) or potrf(a, *args, **kw))
+    monkeypatch.setattr(scipy.linalg.lapack, "dpotrf", None)  # not called any more
+    X = rng.normal(size=(200, 8))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0, 3.0, -1.0, 0.2, 1.5]) + 0.1 * rng.normal(size=200)
+    est = LinearRegressor(solver="normal", positive=True).fit(X, y)
+    assert calls and np.all(est.coef_ >= 0)
+    monkeypatch.undo()
+    ref = scipy.optimize.nnls(np.column_stack([X - X.mean(axis=0)]), y - y.mean())[0]
+    np.testing.assert_allclose(est.coef_, ref, rtol=1e-8, atol=1e-10)
