@@ -556,10 +556,11 @@ def _tail_serial(p: int) -> bool:
     return p <= TAIL_SERIAL_MAX_D and _serial_blas.tables() is not None
 
 
-# Widest pivoted factorisation (LAPACK dpstrf) left to the process's threaded LAPACK: SciPy's bundled OpenBLAS
-# (0.3.30, two threads) crashed the process (SIGSEGV) in dpstrf on 16,384 columns, its threaded dsyrk failing from
-# about 15,500 output columns (see fastopt/_kernels_tail.pxi). Wider, the private one-thread LAPACK, whose dsyrk
-# is not the threaded one (where it cannot load, the threaded call remains).
+# Widest pivoted factorisation (LAPACK dpstrf) left to the process's threaded LAPACK: its blocked update calls the
+# threaded dsyrk on the trailing columns, which in SciPy's bundled OpenBLAS (0.3.30, two threads) crashed the
+# process (SIGSEGV) from about 15,500 output columns at inner dimensions of 256-2,048 (fastopt/_kernels_tail.pxi;
+# dpstrf itself, inner 64, ran at 16,384 columns: 79 s). Wider, the private one-thread LAPACK, whose dsyrk is not
+# the threaded one (where it cannot load, the threaded call remains).
 PSTRF_THREADED_MAX_D = 8192
 
 

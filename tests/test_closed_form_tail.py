@@ -299,10 +299,10 @@ def test_the_blas_tables_dsyrk_in_panels_gives_the_same_gram(rng):
 
 
 def test_nonnegative_cholesky_and_wide_pivoted_factorisations_avoid_the_threaded_lapack(monkeypatch, rng):
-    # SciPy's threaded OpenBLAS crashed the process (SIGSEGV) in dpotrf and in dpstrf on 16,384 columns: the
-    # nonnegative fit's Cholesky called SciPy's dpotrf directly, and the pivoted path's dpstrf ran threaded above
-    # TAIL_SERIAL_MAX_D. Now the first goes through potrf_upper (blocked when wide), the second, wider than
-    # PSTRF_THREADED_MAX_D, through the private one-thread LAPACK.
+    # SciPy's threaded OpenBLAS crashed the process (SIGSEGV) in dpotrf on 16,384 columns, where the nonnegative
+    # fit's Cholesky called it directly; the pivoted path's dpstrf, threaded above TAIL_SERIAL_MAX_D, calls the
+    # threaded dsyrk that crashes from about 15,500 columns. Now the first goes through potrf_upper (blocked when
+    # wide), the second, wider than PSTRF_THREADED_MAX_D, through the private one-thread LAPACK.
     from fastopt import LinearRegressor, _closed_form, _serial_blas
 
     if _serial_blas.tables() is not None:
