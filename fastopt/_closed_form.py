@@ -1585,13 +1585,8 @@ def _positive_cholesky(params: dict, state: ClosedFormState):
     # process on 16,384 columns, fastopt/_kernels_tail.pxi; A stays as it is, the caller reads it)
     U = np.array(A, order="F")
     info = _kernels.potrf_upper(U, serial=_tail_serial(U.shape[0]))
-    for j in range(U.shape[0] - 1):  # LAPACK's clean=1: the strict lower triangle zeroed
-        U[j + 1 :, j] = 0.0
-    rcond = 0.0
-    if info == 0:
-        rcond, _ = lapack.dpocon(U, np.abs(A).sum(axis=0).max())
-        if state.raw_diag is not None:  # as in _cholesky: a Gram centred after accumulation (sparse X)
-            rcond /= _sparse.cancellation(params, state.weight, state.gram, state.raw_diag)
+    # (U is read only where info is 0: _factor_rcond then clears its strict lower triangle, as _cholesky's)
+    rcond = _factor_rcond(params, state, U, U.shape[0], np.abs(A).sum(axis=0).max()) if info == 0 else 0.0
     return A, B, scale, live, U, info, rcond
 
 

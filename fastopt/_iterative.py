@@ -3109,7 +3109,8 @@ class IterativeSolver(Solver):
     def _train(self, params, data, state, init, rng, train_idx, val_idx, first) -> FitResult:
         """``fit`` after the seed and the split; ``first`` holds the first epoch's order if drawn already."""
         sw = _normalised_weights(data.sample_weight, train_idx)
-        weighted = val_idx.size if sw is None else np.count_nonzero(sw[val_idx] > 0)
+        kept = val_idx if sw is None else val_idx[sw[val_idx] > 0]  # the held-out rows that count
+        weighted = kept.size
         if val_idx.size and weighted < 2:
             # (as _split's check: with one weighted row every score was 0, the "best" epoch the first, whose
             # coefficients came back unwarned)
@@ -3119,7 +3120,6 @@ class IterativeSolver(Solver):
                 "R^2 needs at least two. Raise validation_fraction, weight those rows, or set early_stopping=False."
             )
         if val_idx.size:
-            kept = val_idx if sw is None else val_idx[sw[val_idx] > 0]
             held = data.Y[kept]
             check_validation_targets(held.min(axis=0), held.max(axis=0),
                                      f"validation_fraction={params['validation_fraction']} of the {data.X.shape[0]} "

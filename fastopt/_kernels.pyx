@@ -37,21 +37,33 @@ cdef int _SYRK_PANEL_MIN = 8192
 cdef int _SYRK_PANEL = 2048
 
 
-cdef void _dsyrk_panels(char *uplo, char *trans, int *n, int *k, double *alpha, double *a, int *lda, double *beta,
-                        double *c, int *ldc) noexcept nogil:
-    cdef int N = n[0], c0 = 0, w
+cdef void _syrk_upper_panels(char *trans, int n, int k, double *alpha, double *a, int lda, double *beta, double *c,
+                             int ldc, int panel) noexcept nogil:
+    """``C = alpha op(A) op(A)^T + beta C`` on ``C``'s upper triangle (``dsyrk``, ``uplo="U"``; ``op(A)`` is n x k,
+    ``A`` itself k x n for ``trans="T"``), ``panel`` columns of ``C`` at a time: the diagonal block by ``dsyrk``,
+    the block above it by ``dgemm``."""
+    cdef int c0 = 0, w
+    cdef char uplo = b"U"
     cdef char notrans = b"N"
     cdef char transposed = b"T"
-    if N <= _SYRK_PANEL_MIN or uplo[0] not in (b"U", b"u") or trans[0] not in (b"N", b"n"):
-        cblas.dsyrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
-        return
-    while c0 < N:  # C[:c0 + w, c0:c0 + w] = alpha A[:c0 + w] A[c0:c0 + w]^T + beta C (A: N x k, column-major)
-        w = _SYRK_PANEL if _SYRK_PANEL < N - c0 else N - c0
-        cblas.dsyrk(uplo, trans, &w, k, alpha, a + c0, lda, beta, c + c0 + <size_t>c0 * ldc[0], ldc)
+    cdef bint t = trans[0] in (b"T", b"t")
+    cdef double *panel_a
+    while c0 < n:
+        w = panel if panel < n - c0 else n - c0
+        panel_a = a + (<size_t>c0 * lda if t else c0)  # op(A)'s rows c0 .. c0 + w - 1
+        cblas.dsyrk(&uplo, trans, &w, &k, alpha, panel_a, &lda, beta, c + c0 + <size_t>c0 * ldc, &ldc)
         if c0 > 0:
-            cblas.dgemm(&notrans, &transposed, &c0, &w, k, alpha, a, lda, a + c0, lda, beta,
-                        c + <size_t>c0 * ldc[0], ldc)
+            cblas.dgemm(&transposed if t else &notrans, &notrans if t else &transposed, &c0, &w, &k, alpha, a, &lda,
+                        panel_a, &lda, beta, c + <size_t>c0 * ldc, &ldc)
         c0 += w
+
+
+cdef void _dsyrk_panels(char *uplo, char *trans, int *n, int *k, double *alpha, double *a, int *lda, double *beta,
+                        double *c, int *ldc) noexcept nogil:
+    if n[0] <= _SYRK_PANEL_MIN or uplo[0] not in (b"U", b"u") or trans[0] not in (b"N", b"n"):
+        cblas.dsyrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
+    else:
+        _syrk_upper_panels(trans, n[0], k[0], alpha, a, lda[0], beta, c, ldc[0], _SYRK_PANEL)
 
 
 def _syrk_panels(int panel_min, int panel):

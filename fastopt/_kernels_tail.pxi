@@ -91,8 +91,7 @@ def potrf_upper(double[::1, :] a, bint serial=False, Py_ssize_t block=-1):
     cdef int n = <int>a.shape[0]
     cdef int lda = n if n > 1 else 1
     cdef int info = 0
-    cdef int j, jb, rest, c, w, t, above, bs
-    cdef char notrans = b"N"
+    cdef int j, jb, rest, t, bs
     cdef double one = 1.0
     cdef double minus_one = -1.0
     if a.shape[1] != n:
@@ -116,15 +115,7 @@ def potrf_upper(double[::1, :] a, bint serial=False, Py_ssize_t block=-1):
             if info == 0 and rest > 0:
                 cblas.dtrsm(&left, &uplo, &trans, &nonunit, &jb, &rest, &one, &a[j, j], &lda, &a[j, j + jb], &lda)
                 t = j + jb  # the trailing matrix a[t:, t:] -= P^T P, P = a[j:t, t:], a panel of columns at a time
-                c = t
-                while c < n:
-                    w = bs if bs < n - c else n - c
-                    cblas.dsyrk(&uplo, &trans, &w, &jb, &minus_one, &a[j, c], &lda, &one, &a[c, c], &lda)
-                    above = c - t  # the panel's rows t .. c - 1
-                    if above > 0:
-                        cblas.dgemm(&trans, &notrans, &above, &w, &jb, &minus_one, &a[j, t], &lda, &a[j, c], &lda,
-                                    &one, &a[t, c], &lda)
-                    c += w
+                _syrk_upper_panels(&trans, rest, jb, &minus_one, &a[j, t], lda, &one, &a[t, t], lda, bs)
         if info != 0:
             return j + info
         PyErr_CheckSignals()

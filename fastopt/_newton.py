@@ -763,14 +763,14 @@ class _Hessian:
         Rs = R / col
         rcond, _ = scipy.linalg.lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")
         total_sq = float(np.dot(rhs / col, rhs / col)) + null_sq
-        if rcond >= EPS * max(prob.rows, self.prob.p):
+        if rcond >= EPS * max(prob.rows, prob.p):
             if null_sq > NULL_GRADIENT**2 * total_sq:
                 return None
             u = scipy.linalg.solve_triangular(Rs, rhs / col, trans="T", check_finite=False)
             return -scipy.linalg.solve_triangular(Rs, u, check_finite=False) / col
         _charge(TRIAL_SVD_FLOPS * float(p) ** 3)
         _, sv, Vt = np.linalg.svd(Rs)
-        keep = sv > EPS * max(prob.rows, self.prob.p) * sv[0]
+        keep = sv > EPS * max(prob.rows, prob.p) * sv[0]
         u = Vt @ (rhs / col)
         if float(np.dot(u[~keep], u[~keep])) + null_sq > NULL_GRADIENT**2 * total_sq:
             return None

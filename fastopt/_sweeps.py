@@ -239,10 +239,11 @@ def chunk_pass(state, data, train: np.ndarray, val: np.ndarray, spec: PassSpec, 
         w_val = np.ones(val.shape[0]) if sw is None else (sw[val] / sw.dtype.type(spec.weight_mean)).astype(np.float64)
         if spec.observe:
             # (rows of weight 0 do not count: with fewer than two others R^2 is undefined)
-            record.n_val, record.val_weight = int(np.count_nonzero(w_val > 0)), float(w_val.sum())
+            counted = w_val > 0
+            record.n_val, record.val_weight = int(np.count_nonzero(counted)), float(w_val.sum())
             record.val_sum_y = np.einsum("i,ik->k", w_val, Y_val)
             if record.n_val:
-                held = Y_val[w_val > 0]
+                held = Y_val[counted]
                 record.val_low, record.val_high = held.min(axis=0), held.max(axis=0)
         if spec.scored is not None:
             coef, intercept = _iterative.split_params(spec.scored, *spec.dims)
