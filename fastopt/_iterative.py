@@ -1380,8 +1380,11 @@ def _projected_step(data, s, W, coef, r, b, here, alpha, fit_intercept, loss, ep
     return here + best, taken
 
 
-def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray, scale: float) -> None:
-    """Warn when an in-memory fit the plateau rule stopped is demonstrably far from the optimum.
+def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray, scale: float,
+                        reached: bool = False) -> str:
+    """Warn when an in-memory fit the plateau rule stopped is demonstrably far from the optimum; with ``reached``
+    (the fit reached ``max_epochs`` first, and warns of that), return the bound's sentence for that warning
+    instead (:func:`warn_if_far`), ``""`` where it is not far or not checked.
 
     The rule sees epoch losses only. On a badly conditioned problem (columns far from centred without an
     intercept, or whose scales spread widely under ``alpha > 0`` where one common scale is all the preconditioner
@@ -1398,7 +1401,7 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
     X = data.X
     if not plateau_checked(params, spec, in_memory=True) or (sp.issparse(X) and (X.indices.dtype != np.int32
                                                                                   or X.indptr.dtype != np.int32)):
-        return
+        return ""
     # the ridge in the fit's units: one coefficient, or each column's (a per-column scaling, _penalised)
     alpha = params["decay"] if params.get("decay") is not None else (
         0.0 if spec.decoupled_decay else float(spec.weight_decay))
@@ -1430,8 +1433,8 @@ def _check_plateau_stop(method: str, params: dict, spec, data, sw, p: np.ndarray
         rounding = rounding_loss(data.Y, sw, params["loss"], float(params["epsilon"]), kept)
         if gain <= (rounding.sum() if target is None else rounding[target]):
             unit = float(np.max(np.spacing(np.abs(data.Y if kept is None else data.Y[kept]))))
-    warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
-                target=target, far=far, unit=unit, positive=bool(params.get("positive")))
+    return warn_if_far(method, f, gain, scale, loss=params["loss"], reweighted=params["loss"] != "squared_error",
+                       target=target, far=far, unit=unit, positive=bool(params.get("positive")), reached=reached)
 
 
 def rounding_loss(Y: np.ndarray, w, loss: str, epsilon: float, rows: np.ndarray | None = None) -> np.ndarray:
@@ -1603,14 +1606,20 @@ def alarm_level(f: float, scale: float) -> float:
 
 def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "squared_error",
                 reweighted: bool = False, target: int | None = None, far: int | None = None,
-                unit: float | None = None, positive: bool = False) -> None:
+                unit: float | None = None, positive: bool = False, reached: bool = False) -> str:
     """The warning of a plateau stop whose lower bound ``gain`` on the distance from the optimum is above
     ``PLATEAU_CHECK_RTOL`` times the loss scale (the rule's ``max(best loss, PLATEAU_FLOOR * null loss)``, or
     the objective ``f`` itself): only an unfinished fit can be that far. It names the exact solver of ``loss``
     and how the bound was found (``reweighted``: :func:`robust_gap`'s step, else :func:`plateau_gap`'s), and the
     ``far`` rows left out of the objective judged (:func:`_far_rows_capped`). ``unit``: the bound is within the
     loss of the targets' rounding to float32 (:func:`rounding_loss`), a unit in the last place of the largest
-    being ``unit``, and the warning names the precision, not the conditioning."""
+    being ``unit``, and the warning names the precision, not the conditioning.
+
+    ``reached``: the fit did not stop but reached ``max_epochs``, which its own warning says; the bound's
+    sentence for that warning is returned instead of warned (``""`` where the fit is not that far), so that the
+    user sees how far the fit is, not only that it did not settle. Its ``scale`` is then the rule's floor only:
+    the best epoch's loss, averaged over the steps of an epoch that may have begun far off, can be far above the
+    fit's objective (41 against 0.6 after one epoch of SGD), and the bound is judged against the objective."""
     scale = max(scale, f)
     how = ("a point that a reweighted least-squares step from the fit reaches" if reweighted
            else "a lower bound from a few conjugate-gradient steps on it")
@@ -1629,15 +1638,22 @@ def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "s
         cause = (f"the targets, rounded to float32 as X is, are held to units of about {unit:.2g} (in the last "
                  "place of the largest), and so is the fit: a decrease this small may be that rounding's")
         advice = "Pass X as float64 to fit these targets to their own precision."
-    if np.isfinite(gain) and gain > alarm_level(f, scale):
-        _warn(
-            f"solver={method!r} stopped at a loss plateau, but the training objective"
-            f"{'' if target is None else f' of target {target}'}"
-            f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} of its "
-            f"value above its minimum ({how}): {cause}"
-            f"{'' if target is None else '; the rule judges the targets summed, so scale them alike'}. {advice}",
-            ConvergenceWarning,
-        )
+    if not (np.isfinite(gain) and gain > alarm_level(f, scale)):
+        return ""
+    if reached:
+        # (how the fit ended, and that more epochs may help, is the max_epochs warning's; the cause is not known)
+        return (f" The training objective{'' if target is None else f' of target {target}'}"
+                f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} "
+                f"of its value above its minimum ({how}){'' if unit is None else f'; {cause}'}. {advice}")
+    _warn(
+        f"solver={method!r} stopped at a loss plateau, but the training objective"
+        f"{'' if target is None else f' of target {target}'}"
+        f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} of its "
+        f"value above its minimum ({how}): {cause}"
+        f"{'' if target is None else '; the rule judges the targets summed, so scale them alike'}. {advice}",
+        ConvergenceWarning,
+    )
+    return ""
 
 
 class RatePlateau(Stopping):
@@ -3198,8 +3214,11 @@ class IterativeSolver(Solver):
                 break
         if first is None and spare is not None:
             keep_order_buffer(spare)
-        stopping.warn_unless_stopped(self.method, label, lambda: eps_note(self.method, params, st))
-        if isinstance(stopping, RatePlateau) and stopping.stopped and not early:
+        checked = isinstance(stopping, RatePlateau) and not early
+        stopping.warn_unless_stopped(self.method, label, lambda: eps_note(self.method, params, st) + (
+            _check_plateau_stop(self.method, params, spec, data, sw, self.current_params(params, st),
+                                stopping.floor, reached=True) if checked else ""))
+        if checked and stopping.stopped:
             _check_plateau_stop(self.method, params, spec, data, sw, self.current_params(params, st),
                                 max(stopping.best, stopping.floor))
         return self.result(st, stopping, val_scores if early else None, params=params)

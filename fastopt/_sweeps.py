@@ -510,23 +510,25 @@ class Epochs:
                 break
             else:
                 _follow_rate(stopping, state)
-        stopping.warn_unless_stopped(self.name, label, lambda: _iterative.eps_note(self.name, params, state))
-        if isinstance(stopping, _iterative.RatePlateau) and stopping.stopped and not self.early:
+        checked = isinstance(stopping, _iterative.RatePlateau) and not self.early
+        stopping.warn_unless_stopped(self.name, label, lambda: _iterative.eps_note(self.name, params, state) + (
+            self._check_plateau_stop(state, stopping.floor, reached=True) if checked else ""))
+        if checked and stopping.stopped:
             self._check_plateau_stop(state, max(stopping.best, stopping.floor))
         final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)
         result = self.solver.result(final, stopping, scores if self.early else None, params=params)
         return Outcome(self.name, result, y_was_1d)
 
-    def _check_plateau_stop(self, state, scale: float) -> None:
-        """The in-memory fit's check of a plateau stop (:func:`fastopt._iterative._check_plateau_stop`), over the
-        stream when its passes can read it again (``plateau_gap``; not a one-shot stream, not Dask blocks), in
-        the user's units, where the objective is the same."""
+    def _check_plateau_stop(self, state, scale: float, reached: bool = False) -> str:
+        """The in-memory fit's check of a plateau stop (:func:`fastopt._iterative._check_plateau_stop`, as is
+        ``reached``), over the stream when its passes can read it again (``plateau_gap``; not a one-shot stream,
+        not Dask blocks), in the user's units, where the objective is the same."""
         params = self.params
         rule = _iterative.make_spec(self.name, params)
         robust = params["loss"] != "squared_error"
         gap = getattr(self.passes, "robust_gap" if robust else "plateau_gap", None)
         if gap is None or not _iterative.plateau_checked(params, rule):
-            return
+            return ""
         reported = replace(state, weights=self.solver.current_params(params, state))
         alpha = 0.0 if rule.decoupled_decay else float(params["alpha"])
         p, k, fit_intercept = _iterative.raw_weights(reported), state.dims[1], bool(params["fit_intercept"])
@@ -539,8 +541,9 @@ class Epochs:
             f, gain, *worst = result
             at, target, far = (scale, None, None) if not worst else (worst[0], None, worst[1]) if robust else (
                 *worst, None)
-            _iterative.warn_if_far(self.name, f, gain, at, loss=params["loss"], reweighted=robust, target=target,
-                                   far=far)
+            return _iterative.warn_if_far(self.name, f, gain, at, loss=params["loss"], reweighted=robust,
+                                          target=target, far=far, reached=reached)
+        return ""
 
 
 def _follow_rate(stopping, state) -> None:
