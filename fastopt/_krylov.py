@@ -276,6 +276,7 @@ class Moments:
     cxy: np.ndarray          # (d, k) (centred) sum_i w_i x_i y_i
     cyy: np.ndarray          # (k,) (centred) sum_i w_i y_i^2
     centred: bool
+    ytop: np.ndarray | None = None  # (k,) max_i |y_i| over the rows of positive weight (the scale test of y)
 
     def __add__(self, other: Moments) -> Moments:
         cxy, cyy = self.cxy + other.cxy, self.cyy + other.cyy
@@ -286,8 +287,9 @@ class Moments:
             dy = self.sy / self.weight - other.sy / other.weight
             cxy += f * np.outer(dx, dy)
             cyy += f * dy * dy
+        ytop = None if self.ytop is None or other.ytop is None else np.maximum(self.ytop, other.ytop)
         return Moments(self.weight + other.weight, self.n_samples + other.n_samples, self.sx + other.sx,
-                       self.sxx + other.sxx, self.sy + other.sy, cxy, cyy, self.centred)
+                       self.sxx + other.sxx, self.sy + other.sy, cxy, cyy, self.centred, ytop)
 
 
 @dataclass
@@ -377,6 +379,7 @@ def chunk_moments(data: Data, centred: bool, checked: bool = False, threads: int
     W = float(np.einsum("i->", w))
     sy = np.einsum("i,ik->k", w, np.asarray(Y, dtype=np.float64))
     shift = sy / W if centred and W > 0 else np.zeros(k)
+    ytop = np.max(np.abs(Y if sw is None else Y[w > 0]), axis=0, initial=0.0).astype(np.float64)
     options = {"checked": checked, "threads": threads}
     if scipy.sparse.issparse(X):
         _check_csr(X)
@@ -407,14 +410,14 @@ def chunk_moments(data: Data, centred: bool, checked: bool = False, threads: int
                 # sum_i w_i (y_i - my) is zero up to round-off; removing m times it makes cxy exactly the co-moment.
                 np.multiply(sx, se[j] / W, out=scratch)
                 cxy[:, j] -= scratch
-        return Moments(W, X.shape[0], sx, sxx, sy, cxy, ss, centred)
+        return Moments(W, X.shape[0], sx, sxx, sy, cxy, ss, centred, ytop)
     zero, cxy, cyy = np.zeros(d), np.empty((d, k)), np.empty(k)
     first = chunk_pass(data, sqrt_w, 0, zero, 0.0, -1.0, squares=True, **options)
     for j in range(k):
         p = chunk_pass(data, sqrt_w, j, zero, 1.0, shift[j], **options)
         cxy[:, j] = p.z - (p.se / W) * first.z if centred and W > 0 else p.z
         cyy[j] = p.ss
-    return Moments(W, X.shape[0], first.z, first.zz, sy, cxy, cyy, centred)
+    return Moments(W, X.shape[0], first.z, first.zz, sy, cxy, cyy, centred, ytop)
 
 
 def _segments_of(data: Data) -> list[tuple[int, int]]:
@@ -1039,6 +1042,7 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
         raise ValueError("sample_weight sums to zero; at least one sample must have positive weight.")
     if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.cxy, mom.cyy)):
         raise ValueError("the weighted column sums of squares of X or y overflow float64; rescale X and y.")
+    _check_target_scales(mom)
     d, k = mom.sx.shape[0], mom.sy.shape[0]
     # an alpha array of another length (streams and Dask check before the targets are known; _Operator indexes it)
     from fastopt import _solvers  # (the registry imports this module)
@@ -1130,6 +1134,31 @@ def _x_exponent(X, mom) -> int:
     return e if abs(e) > X_SCALE_LIMIT else 0
 
 
+def _target_exponents(Y: np.ndarray) -> np.ndarray:
+    """Per target, the power of two to divide ``Y[:, j]`` by so that its largest magnitude is near 1, when that
+    lies beyond ``2^Y_SCALE_LIMIT`` or within ``2^-Y_SCALE_LIMIT`` of zero; else 0. Each target is its own
+    Krylov run, so each takes its own factor: one factor for all, from the largest, left a target of 1e-200
+    beside one of 1 unscaled, and its run returned zero coefficients, silently."""
+    e = _closed_form._pow2_exponent(Y, axis=0).astype(int)  # (0 for an all-zero column)
+    return np.where(np.abs(e) > Y_SCALE_LIMIT, e, 0)
+
+
+def _check_target_scales(mom: Moments) -> None:
+    """Refuse a target whose values lie beyond ``2^Y_SCALE_LIMIT`` (or within ``2^-Y_SCALE_LIMIT`` of zero),
+    where the runs' sums of squares over- or underflow: the fit in memory has rescaled them by then
+    (:meth:`KrylovSolver._solve`), a stream's or Dask array's chunks are not (their runs returned zero
+    coefficients for targets of 1e-200, silently)."""
+    if mom.ytop is None:
+        return
+    e = _closed_form._pow2_exponent(mom.ytop[None, :], axis=0).astype(int)
+    for j in np.flatnonzero((mom.ytop > 0) & (np.abs(e) > Y_SCALE_LIMIT)):
+        raise ValueError(
+            f"y column {j} has values too large or too small to square in float64 (largest magnitude "
+            f"{mom.ytop[j]:.3g}): the Krylov solvers' sums of squares would over- or underflow; multiply y by a "
+            "power of ten to bring its values nearer 1 (the fit with all of X and y in memory does this itself)."
+        )
+
+
 def _exponent(A, limit: int) -> int:
     """The power of two to divide ``A`` (dense or sparse) by so that its largest magnitude is near 1, when that
     lies beyond ``2^limit`` or within ``2^-limit`` of zero; else 0."""
@@ -1137,11 +1166,11 @@ def _exponent(A, limit: int) -> int:
     return e if abs(e) > limit else 0
 
 
-def _rescaled(data: Data, ex: int, ey: int) -> Data:
-    """``data`` with ``X`` divided by ``2^ex`` and ``Y`` by ``2^ey`` (copies of the values; exact but for
-    subnormals)."""
+def _rescaled(data: Data, ex: int, ey: np.ndarray) -> Data:
+    """``data`` with ``X`` divided by ``2^ex`` and each target ``Y[:, j]`` by ``2^ey[j]`` (copies of the values;
+    exact but for subnormals)."""
     X = _closed_form._scaled_X(data.X, ex) if ex else data.X
-    Y = np.ldexp(data.Y, -ey).astype(data.Y.dtype) if ey else data.Y
+    Y = np.ldexp(data.Y, -ey).astype(data.Y.dtype) if np.any(ey) else data.Y
     return dataclasses.replace(data, X=X, Y=Y)
 
 
@@ -1231,23 +1260,28 @@ class KrylovSolver(Solver):
         if not all(np.isfinite(a).all() for a in (mom.sx, mom.sxx, mom.sy, mom.cyy)):
             # Name non-finite input before blaming overflow (solve's message), whatever assume_finite says
             refuse_nonfinite_data(data)
-        ex, ey = _x_exponent(data.X, mom), _exponent(data.Y, Y_SCALE_LIMIT)
-        if ex or ey:  # X or y so small (or large) that their squares under- or overflow: solved at scale 1
-            scaled = _rescaled(data, ex, ey)
+        ex, ey = _x_exponent(data.X, mom), _target_exponents(data.Y)
+        # X or y so small (or large) that their squares under- or overflow: solved at scale 1 (y per target); where
+        # X's columns are too far apart for one factor (solve's clear error), y's factors alone
+        attempts = ((ex, 0) if ey.any() else (ex,)) if ex else (0,) if ey.any() else ()
+        for attempt in attempts:
+            scaled = _rescaled(data, attempt, ey)
             scaled_passes = Passes(scaled, checked=True)
             with np.errstate(over="ignore", invalid="ignore", under="ignore"):
                 scaled_mom = scaled_passes.moments(bool(params["fit_intercept"]))
-            if _squares_lost(scaled_mom):  # columns of scales too far apart for one factor: solve's clear error
-                ex = ey = 0
-            else:
-                data, passes, mom = scaled, scaled_passes, scaled_mom
+            if not _squares_lost(scaled_mom):
+                ex, data, passes, mom = attempt, scaled, scaled_passes, scaled_mom
                 params = {**params, "alpha": _closed_form.scaled_alpha(
                     params["alpha"], np.asarray(params["alpha"], dtype=np.float64), ex)}
-                state = None if state is None else KrylovState(np.ldexp(state.coef, ex - ey))
+                state = None if state is None else KrylovState(np.ldexp(state.coef, ex - ey[:, None]))
+                break
+        else:
+            ex, ey = 0, np.zeros_like(ey)
         result = solve(self.method, params, passes, state, mom, quiet=quiet)
-        if result is not None and (ex or ey):
-            result.coef, result.intercept = np.ldexp(result.coef, ey - ex), np.ldexp(result.intercept, ey)
-            result.state = KrylovState(np.ldexp(result.state.coef, ey - ex))
+        if result is not None and (ex or ey.any()):
+            result.coef = np.ldexp(result.coef, ey[:, None] - ex)
+            result.intercept = np.ldexp(result.intercept, ey)
+            result.state = KrylovState(np.ldexp(result.state.coef, ey[:, None] - ex))
         return None if result is None else cast(result, dtype)
 
     def partial_fit(self, params: dict, data: Data, state: KrylovState | None = None, **_) -> FitResult:

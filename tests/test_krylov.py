@@ -1587,6 +1587,44 @@ def test_extreme_scales_are_solved_at_scale_one(solver, x_scale, y_scale, sparse
     assert est.fit(A, y * y_scale).n_iter_ <= 1  # already there
 
 
+@pytest.mark.parametrize("solver", KRYLOV)
+@pytest.mark.parametrize("scales", [(1e-200, 1.0), (1e-100, 1e100), (1.0, 1e-300)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_each_target_is_solved_at_its_own_scale(solver, scales, sparse):
+    # helper-139: one factor for all targets (from the largest) left a target of 1e-200 beside one of 1 unscaled;
+    # its run's sums of squares underflowed and it returned zero coefficients, silently. Each target is now
+    # divided by its own power of two: the coefficients are each target's fitted alone and the closed form's, to
+    # the Krylov tolerance (the multi-target moments sum in another order); a warm start continues in those units.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((400, 4))
+    t = X @ np.array([1.0, -2.0, 3.0, 0.5]) + 0.1 * rng.standard_normal(400) + 2.0
+    Y = np.c_[t * scales[0], (X @ rng.normal(size=4) + 1.0) * scales[1]]
+    A = scipy.sparse.csr_array(X) if sparse else X
+    est = LinearRegressor(solver=solver, tol=1e-12, warm_start=True).fit(A, Y)
+    for j in range(2):
+        alone = LinearRegressor(solver=solver, tol=1e-12).fit(A, Y[:, j])
+        ref = LinearRegressor(solver="qr").fit(X, Y[:, j])
+        for fit in (alone, ref):
+            assert _rel(est.coef_[j], fit.coef_) < 1e-9
+            assert est.intercept_[j] == pytest.approx(fit.intercept_, rel=1e-9)
+    assert est.fit(A, Y).n_iter_ <= 1  # already there
+
+
+@pytest.mark.parametrize("solver", KRYLOV)
+def test_a_target_out_of_range_over_chunks_is_a_clear_error(solver):
+    # helper-139: over a stream's chunks (and Dask's blocks) y is not rescaled, and a target of 1e-200 gave zero
+    # coefficients, silently; now, as the closed form over chunks, a ValueError naming the target and the remedy.
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((400, 4))
+    Y = np.c_[X @ np.array([1.0, 2.0, 3.0, 4.0]) + 1.0, (X @ np.array([1.0, 2.0, 3.0, 4.0])) * 1e-200]
+    chunks = [(X[i : i + 100], Y[i : i + 100]) for i in range(0, 400, 100)]
+    with pytest.raises(ValueError, match=r"y column 1 has values too large or too small .* multiply y by a power"):
+        LinearRegressor(solver=solver).fit_stream(chunks)
+    # in range: the stream's fit is the in-memory one's to the tolerance
+    est = LinearRegressor(solver=solver, tol=1e-12).fit_stream([(A, B[:, 0]) for A, B in chunks])
+    assert _rel(est.coef_, LinearRegressor(solver=solver, tol=1e-12).fit(X, Y[:, 0]).coef_) < 1e-9
+
+
 def test_auto_krylov_attempt_that_runs_out_hands_over_to_the_closed_forms_own_attempt(monkeypatch):
     # "auto" on sparse X runs LSQR first within what the closed form costs; where that ran out, the closed form
     # ran without its own "auto" key, so where its Cholesky was rejected it skipped its Krylov attempt (a budget of
