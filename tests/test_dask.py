@@ -365,6 +365,30 @@ def test_a_per_target_alpha_of_the_wrong_length_is_refused_before_any_block(clie
     assert not any(computed)
 
 
+@pytest.mark.parametrize("solver", ["lsqr", "cg", "normal", "sgd"])
+def test_partial_fit_refuses_another_target_count_before_any_block(client, rng, solver):
+    # helper-139: after calls on two targets, a Krylov partial_fit on one refitted on it alone, silently (coef_
+    # became (1, d)), where in memory and for the other solvers it is an error; the count is y's metadata, so it
+    # is checked before any block is computed.
+    X, Y = make_problem(rng, k=2)
+    est = LinearRegressor(solver=solver, random_state=0, max_epochs=2, tol=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a Krylov call refits on its own rows: warned, as documented)
+        est.partial_fit(blocks(X), blocks(Y))
+    coef = est.coef_.copy()
+    computed = []
+
+    def counted(block):
+        computed.append(block.shape[0])  # (Dask calls it once on an empty block for its metadata)
+        return block
+
+    for y in (Y[:, 0], Y[:, :1]):
+        with pytest.raises(ValueError, match=r"y has 1 target; the earlier fit or partial_fit calls had 2"):
+            est.partial_fit(blocks(X).map_blocks(counted, dtype=X.dtype), blocks(y))
+    assert not any(computed)
+    np.testing.assert_array_equal(est.coef_, coef)
+
+
 def test_predict_checks_features_eagerly(client, rng):
     X, y = make_problem(rng)
     est = LinearRegressor().fit(X, y)
