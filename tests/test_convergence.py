@@ -1992,6 +1992,22 @@ def test_a_streamed_plateau_stop_far_from_the_optimum_warns():
                                                                   for i in range(0, 4000, 500)])
 
 
+@pytest.mark.parametrize("solver", ["sgd", "momentum"])
+def test_a_robust_fit_of_a_constant_target_within_its_rounding_is_not_warned(solver):
+    """helper-139: Huber's fit of y = 5 ended within 2 units of the targets' last place (objective 4e-31), and the
+    plateau check warned "at least 1 of its value above its minimum": a constant target's own scale is 0, so any
+    decrease passed the alarm. A bound within the loss of the float64 targets' rounding (rounding_loss) is no
+    evidence of an unfinished fit."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = np.full(300, 5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LinearRegressor(solver=solver, loss="huber", random_state=0).fit(X, y)
+    u = 1.5 * np.spacing(5.0)  # (rounding_loss's residual: the fit is judged within this)
+    assert np.max(np.abs(est.predict(X) - y)) <= 4 * u
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_fit_that_reaches_max_epochs_far_from_the_optimum_says_how_far(stream):
     """A fit that reaches max_epochs before the plateau rule stops warns of that; where the plateau check's lower
