@@ -351,11 +351,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         barely penalised; use ``"exact"`` or ``"sgd"`` for the ridge's minimiser. The other solvers ignore it: their
         exact steps already cost O(nonzeros) on sparse ``X`` (see the README's table).
     init : {"zeros", "random"}, default="zeros"
-        Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state``. Intercepts
+        Initial weights: zeros, or normal with standard deviation 0.01 drawn from ``random_state`` (one
+        ``(n_targets, n_features)`` draw, so a target's start differs from its single-target fit's). Intercepts
         start at the targets' weighted mean with ``learning_rate="auto"`` and squared error (the best constant
         model), else at zero, either way.
     clip_norm : float or None, default=None
-        Clip each minibatch gradient to this global L2 norm.
+        Clip each minibatch gradient to this global L2 norm, taken over every coefficient and intercept of every
+        target together (as ``torch.nn.utils.clip_grad_norm_`` over all parameters), so it couples the targets
+        of a multi-output fit.
     shuffle : bool, default=True
         Reshuffle rows every epoch.
     random_state : int, RandomState instance or None, default=None
