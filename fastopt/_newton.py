@@ -188,6 +188,7 @@ NULL_MOVE = 4.0
 # returns None (NewtonSolver.fit). What is left is this context's (one per thread): concurrent fits keep their own.
 TRIAL_KEY = "_newton_trial"
 TRIAL_QR_FLOPS, TRIAL_SVD_FLOPS = 2.0, 8.0
+TRIAL_LU_FLOPS = 2.0 / 3.0  # the absolute error's exact limits (_exact_limit): LU of (p + m) x (p + m), a flop each
 _TRIAL = contextvars.ContextVar("fastopt_newton_trial", default=None)
 
 
@@ -1571,6 +1572,9 @@ def _exact_limit(prob: _Problem, r: np.ndarray, gamma: float, w: np.ndarray, b: 
     # too large for the limit to be the minimiser.
     if (m > p and not degenerate) or (prob.alpha == 0 and m != p):
         return None
+    # (a trial of "auto" is charged the LU factorisation's flops first: 37 limits of up to 514 x 514 had been
+    # free, and a three-target trial modelled at well under its second ran 5.8-9.5 s: helper-139)
+    _charge(TRIAL_LU_FLOPS * (p + m) ** 3)
     Xz, c = _limit_terms(prob, r, gamma, rows)
     K = np.zeros((p + m, p + m))
     K[:d, :d][np.diag_indices(d)] = prob.alpha
