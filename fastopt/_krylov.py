@@ -119,7 +119,23 @@ def default_max_iter(d: int) -> int:
 # columns took 3.1 s (Cholesky, alpha = 1e-3) and 183 s (SVD, alpha = 0; the pivoted path since, 4.3-4.7 s) where
 # LSQR takes 10 ms.
 AUTO_TOL = 1e-12
-AUTO_MIN_ITERS = 30
+# In memory, the attempt is made where the model gives the closed form at least AUTO_MIN_ITERS iterations. At 30
+# (until this measurement) the closed form ran where LSQR needed 10-16 iterations to AUTO_TOL; quiet, medians of
+# 3, "auto" at 30 -> at 15 (LSQR's iterations, the model's budget):
+#   TF-IDF 100,000 x 800 (12 of 19):        0.111-0.133 s (Cholesky) -> 0.086 s
+#   random rows of 20 values, 500,000 x 1,500 (11 of 16):  0.21-0.29 s (Cholesky) -> 0.147 s
+#   random rows of 60 values, 500,000 x 1,000 (10 of 29):  0.57-0.63 s (Cholesky) -> 0.30 s
+#   hashed 100,000 and 200,000 x 1,024 (16 of 29, 13 of 17): 0.070 and 0.117 s (Cholesky rejected, then LSQR)
+#                                           -> 0.041 and 0.082 s
+#   hashed 20,000 x 512 (18 of 27):         0.018 s -> 0.014 s; TF-IDF 20,000 x 400 (14 of 18): 0.019 s both
+# A design LSQR needs more iterations on costs the budget's iterations first, as above 30 already: 300,000 random
+# rows of 20 values and 50 near-duplicate columns (72 iterations of a budget of 15), 0.65 -> 0.83 s (the closed
+# form's own Krylov attempt then, the QR of densified rows taking 21-28 s). Below 15 the solvers' unpriced
+# set-up (3-6 iterations' worth) leaves no margin: TF-IDF 300,000 x 800 (11 of 14) ties, 0.24-0.28 s either way.
+AUTO_MIN_ITERS = 15
+# Over a stream's chunks or Dask's blocks each iteration reads every chunk again where the closed form's QR pass
+# reads them once, and a source that reads files costs more than the model's chunks held in memory: 30 there.
+AUTO_MIN_ITERS_PASSES = 30
 AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs for "auto" (see KrylovSolver.fit)
 # With AUTO_KEY on streams and Dask: the attempt replaces the closed form's QR fallback (auto_iterations).
 QR_FALLBACK_KEY = "_krylov_instead_of_qr"
@@ -235,13 +251,13 @@ def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: 
     """The iterations ``solver="auto"``'s Krylov attempt may take on sparse chunks or blocks of these sizes
     (``params[AUTO_KEY]`` set), or None where the closed form runs directly: in place of the closed form
     (:func:`auto_budget`), or, with ``params[QR_FALLBACK_KEY]``, in place of its QR fallback once the Gram's
-    Cholesky is rejected (:func:`qr_fallback_iterations`); at least ``AUTO_MIN_ITERS`` either way, since each
-    iteration reads every chunk or block again where the QR pass reads them once."""
+    Cholesky is rejected (:func:`qr_fallback_iterations`); at least ``AUTO_MIN_ITERS_PASSES`` either way, since
+    each iteration reads every chunk or block again where the QR pass reads them once."""
     if params.get(QR_FALLBACK_KEY):
         budget = qr_fallback_iterations(n, d, nnz, k, blocks, chunks)
     else:
         budget = auto_budget(n, d, nnz, k, blocks, chunks)
-    return budget if budget >= AUTO_MIN_ITERS else None
+    return budget if budget >= AUTO_MIN_ITERS_PASSES else None
 
 
 def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0, chunks: int = 0) -> int:

@@ -922,7 +922,7 @@ def test_auto_on_dask_arrays_of_sparse_blocks_runs_krylov_first(rng, alpha):
     C = scipy.sparse.hstack([S, T], format="csr")
     yc = C @ rng.normal(size=2000) + rng.normal(size=3000)
     dC, dyc = da.from_array(C, chunks=(1500, 2000), asarray=False), da.from_array(yc, chunks=1500)
-    assert _krylov.closed_form_iterations(3000, 2000, C.nnz, blocks=2) >= _krylov.AUTO_MIN_ITERS  # LSQR tried
+    assert _krylov.closed_form_iterations(3000, 2000, C.nnz, blocks=2) >= _krylov.AUTO_MIN_ITERS_PASSES  # LSQR tried
     with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor().fit(dC, dyc)
@@ -1059,12 +1059,12 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng, m
         assert isinstance(est._solver_state, _closed_form.ClosedFormState)
     with pytest.warns(IllConditionedWarning):
         assert LinearRegressor().fit_stream(iter(chunks)).solver_ == "eigh"
-    # Each iteration reads the stream again: where the QR pass costs fewer than AUTO_MIN_ITERS of them (narrow
+    # Each iteration reads the stream again: where the QR pass costs fewer than AUTO_MIN_ITERS_PASSES (narrow
     # rows, few of them) the closed form reads it once more instead (its pivoted path's confirming pass).
     small = scipy.sparse.hstack([_one_hot(rng, 2000, (30, 15)), scipy.sparse.csr_array(rng.normal(size=(2000, 2)))],
                                 format="csr")
     ys = small @ rng.normal(size=small.shape[1]) + 1.0
-    assert _krylov.qr_fallback_iterations(2000, small.shape[1], small.nnz) < _krylov.AUTO_MIN_ITERS
+    assert _krylov.qr_fallback_iterations(2000, small.shape[1], small.nnz) < _krylov.AUTO_MIN_ITERS_PASSES
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RankDeficientWarning)
         assert LinearRegressor().fit_stream([(small[i : i + 500], ys[i : i + 500])
@@ -1106,12 +1106,15 @@ def test_dense_rows_and_wide_grams_are_priced_at_their_measured_cost():
     the closed form 0.31 s (its Gram 0.27-0.32 s) where LSQR took 0.14 s (13 iterations) and LinearRegression
     0.135 s; the model had priced an iteration at 24 ms (measured 6-10 ms), so "auto" ran the closed form. 500,000
     rows of 60 stored values over 1,000 columns: 0.61 s against LSQR's 0.29 s. Now the Krylov attempt is made on
-    both, and on rows of 20 values over 1,500-2,000 columns the closed form still runs (0.21-0.24 s, 16-23 of
-    LSQR's 8.5-10 ms iterations by the model, below AUTO_MIN_ITERS)."""
+    both; and, since AUTO_MIN_ITERS is 15 (it was 30), on rows of 20 values over 1,500 columns (the closed form
+    0.21-0.29 s, 16 of LSQR's iterations by the model, where LSQR takes 0.15 s, 11 iterations) and over 2,000
+    (23 by the model); over 1,000 columns (12 by the model) the closed form runs, as on every design where
+    LSQR's set-up and iterations would tie it."""
     assert _krylov.closed_form_iterations(100_000, 1000, 10_000_000) >= _krylov.AUTO_MIN_ITERS
     assert _krylov.closed_form_iterations(500_000, 1000, 30_000_000) >= _krylov.AUTO_MIN_ITERS
     for d in (1500, 2000):
-        assert _krylov.closed_form_iterations(500_000, d, 10_000_000) < _krylov.AUTO_MIN_ITERS
+        assert _krylov.closed_form_iterations(500_000, d, 10_000_000) >= _krylov.AUTO_MIN_ITERS
+    assert _krylov.closed_form_iterations(500_000, 1000, 10_000_000) < _krylov.AUTO_MIN_ITERS
     # the entries' part: rows of 5 values over 3,000 and 6,000 columns, Gram 84 and 199 ms measured
     assert 0.05 < _krylov.gram_seconds(200_000, 3001, 1_000_000) < 0.15
     assert 0.15 < _krylov.gram_seconds(200_000, 6001, 1_000_000) < 0.35

@@ -395,8 +395,8 @@ def test_auto_on_sparse_one_hot_takes_the_pivoted_path_as_on_dense(rng, monkeypa
     y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
     S = sp.csr_array(X)
     assert not _solvers.krylov_first(S) and _krylov.pivoted_first(*S.shape, S.nnz)
-    # the QR fallback costs more than AUTO_MIN_ITERS iterations: streams and Dask would try Krylov before it
-    assert _krylov.qr_fallback_iterations(*S.shape, S.nnz) >= _krylov.AUTO_MIN_ITERS
+    # the QR fallback costs more than AUTO_MIN_ITERS_PASSES iterations: streams and Dask would try Krylov before it
+    assert _krylov.qr_fallback_iterations(*S.shape, S.nnz) >= _krylov.AUTO_MIN_ITERS_PASSES
     _no_qr_pass(monkeypatch)
     _no_krylov(monkeypatch)
     dense, caught_dense = fit(X, y)
