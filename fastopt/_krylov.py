@@ -119,23 +119,34 @@ def default_max_iter(d: int) -> int:
 # columns took 3.1 s (Cholesky, alpha = 1e-3) and 183 s (SVD, alpha = 0; the pivoted path since, 4.3-4.7 s) where
 # LSQR takes 10 ms.
 AUTO_TOL = 1e-12
-# In memory, the attempt is made where the model gives the closed form at least AUTO_MIN_ITERS iterations. At 30
-# (until this measurement) the closed form ran where LSQR needed 10-16 iterations to AUTO_TOL; quiet, medians of
-# 3, "auto" at 30 -> at 15 (LSQR's iterations, the model's budget):
-#   TF-IDF 100,000 x 800 (12 of 19):        0.111-0.133 s (Cholesky) -> 0.086 s
-#   random rows of 20 values, 500,000 x 1,500 (11 of 16):  0.21-0.29 s (Cholesky) -> 0.147 s
-#   random rows of 60 values, 500,000 x 1,000 (10 of 29):  0.57-0.63 s (Cholesky) -> 0.30 s
-#   hashed 100,000 and 200,000 x 1,024 (16 of 29, 13 of 17): 0.070 and 0.117 s (Cholesky rejected, then LSQR)
-#                                           -> 0.041 and 0.082 s
-#   hashed 20,000 x 512 (18 of 27):         0.018 s -> 0.014 s; TF-IDF 20,000 x 400 (14 of 18): 0.019 s both
-# A design LSQR needs more iterations on costs the budget's iterations first, as above 30 already: 300,000 random
-# rows of 20 values and 50 near-duplicate columns (72 iterations of a budget of 15), 0.65 -> 0.83 s (the closed
-# form's own Krylov attempt then, the QR of densified rows taking 21-28 s). Below 15 the solvers' unpriced
-# set-up (3-6 iterations' worth) leaves no margin: TF-IDF 300,000 x 800 (11 of 14) ties, 0.24-0.28 s either way.
-AUTO_MIN_ITERS = 15
-# Over a stream's chunks or Dask's blocks each iteration reads every chunk again where the closed form's QR pass
-# reads them once, and a source that reads files costs more than the model's chunks held in memory: 30 there.
-AUTO_MIN_ITERS_PASSES = 30
+AUTO_MIN_ITERS = 30
+# ... and 15 where the design is large and the attempt is LSQR's on unweighted rows (attempt_floor). Measured
+# quiet, medians of 5 interleaved, "auto" at a floor of 30 and 15 against the faster of the closed form and the
+# Krylov solver (LSQR's iterations of the model's budget):
+#   random rows of 60 values, 500,000 x 1,000 (10 of 29):   2.14x -> 0.97x (0.62 -> 0.28 s)
+#   random rows of 20 values, 500,000 x 1,500 (11 of 16):   1.13x -> 0.84x;  100,000 x 1,000 (14 of 24, 2.0
+#                                                           million values): 1.33x -> 0.97x
+#   random rows of 60 values, 50,000 x 400 (13 of 28):      1.33x -> 1.18x
+#   TF-IDF 100,000 x 800, 2.5 million values (12 of 19):    0.11-0.13 s -> 0.086 s; hashed 200,000 x 1,024 (13 of 17),
+#                                                           0.117 -> 0.082 s
+# and where it lost, the floor stays 30: designs of up to about a million stored values, where the model prices
+# the closed form 1.2-2.5x above its cost (TF-IDF 100,000 x 800 with 1.0 million values, 13 of 21: 1.04x ->
+# 1.35x; random 20,000 x 400, 17 of 20: 1.08x -> 1.78x; between 1.0 and 1.5 million, hashed 100,000 x 1,024
+# neither gained nor lost and one-hot 100,000 x 800 gained, 1.48x -> 0.98x, left out with the margin), and a
+# ridge or weights, under which CGLS and LSQR need 23-28 iterations (one-hot 100,000 x 800 with alpha 1e-3,
+# 24 of 20: 1.00x -> 2.59x; hashed 20,000 x 512 under weights 10^U(-3, 3): 1.00x -> 2.03x) (helper-140).
+AUTO_MIN_ITERS_LARGE, AUTO_LARGE_NNZ = 15, 1_500_000
+
+
+def attempt_floor(nnz: int, alpha, weighted: bool) -> int:
+    """The fewest iterations the model must give the closed form (:func:`closed_form_iterations`) for
+    ``solver="auto"`` on sparse ``X`` in memory to try the Krylov solver first: ``AUTO_MIN_ITERS_LARGE`` on
+    at least ``AUTO_LARGE_NNZ`` stored values without a ridge (``alpha``, one or one per target) or weights, else
+    ``AUTO_MIN_ITERS`` (see the measurements above)."""
+    ridged = bool(np.any(np.real(np.asarray(alpha)).astype(float) > 0))
+    return AUTO_MIN_ITERS_LARGE if nnz >= AUTO_LARGE_NNZ and not ridged and not weighted else AUTO_MIN_ITERS
+
+
 AUTO_KEY = "_krylov_first"  # the params key that tells a Krylov entry it runs for "auto" (see KrylovSolver.fit)
 # With AUTO_KEY on streams and Dask: the attempt replaces the closed form's QR fallback (auto_iterations).
 QR_FALLBACK_KEY = "_krylov_instead_of_qr"
@@ -251,13 +262,13 @@ def auto_iterations(params: dict, n: int, d: int, nnz: int, k: int = 1, blocks: 
     """The iterations ``solver="auto"``'s Krylov attempt may take on sparse chunks or blocks of these sizes
     (``params[AUTO_KEY]`` set), or None where the closed form runs directly: in place of the closed form
     (:func:`auto_budget`), or, with ``params[QR_FALLBACK_KEY]``, in place of its QR fallback once the Gram's
-    Cholesky is rejected (:func:`qr_fallback_iterations`); at least ``AUTO_MIN_ITERS_PASSES`` either way, since
-    each iteration reads every chunk or block again where the QR pass reads them once."""
+    Cholesky is rejected (:func:`qr_fallback_iterations`); at least ``AUTO_MIN_ITERS`` either way, since each
+    iteration reads every chunk or block again where the QR pass reads them once."""
     if params.get(QR_FALLBACK_KEY):
         budget = qr_fallback_iterations(n, d, nnz, k, blocks, chunks)
     else:
         budget = auto_budget(n, d, nnz, k, blocks, chunks)
-    return budget if budget >= AUTO_MIN_ITERS_PASSES else None
+    return budget if budget >= AUTO_MIN_ITERS else None
 
 
 def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0, chunks: int = 0) -> int:
@@ -1250,8 +1261,13 @@ class KrylovSolver(Solver):
         # solver="auto" in the closed form's band (see AUTO_TOL): to round-off within what the closed form costs,
         # else the closed form, whose coefficients a warm start then continues from
         n, d = data.X.shape
-        result = self._solve(auto_params(params, auto_budget(n, d, data.X.nnz, data.Y.shape[1])), data, state,
-                             quiet=True)
+        # (the route was chosen before the targets and weights were known, by one target's budget and no weights:
+        # k targets share it, and where each one's share is below the floor for these rows the attempt is not made:
+        # three targets of 20,000 x 400 had spent 5-10 iterations each, which LSQR could not finish in, then the
+        # closed form, 35 ms where it takes 14.5; helper-140)
+        budget = auto_budget(n, d, data.X.nnz, data.Y.shape[1])
+        floor = attempt_floor(data.X.nnz, params["alpha"], data.sample_weight is not None)
+        result = None if budget < floor else self._solve(auto_params(params, budget), data, state, quiet=True)
         if result is not None:
             return result
         # The closed form as "auto" runs it on sparse X: where its Cholesky is rejected, the pivoted path and a

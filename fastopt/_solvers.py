@@ -70,7 +70,7 @@ def auto_least_squares(X, alpha: float, positive: bool = False) -> str:
     n = float(n) if isinstance(n, Number) else math.nan
     d = float(d) if isinstance(d, Number) else 0.0
     ridge = _ridged(alpha)
-    if 8.0 * d * d > GRAM_MAX_BYTES or krylov_first(X, positive):  # too wide for the Gram, or Krylov first
+    if 8.0 * d * d > GRAM_MAX_BYTES or krylov_first(X, positive, alpha):  # too wide for the Gram, or Krylov first
         return krylov_for(alpha)
     # Fewer rows than features: rank-deficient, so Cholesky would be rejected anyway; QR/SVD directly.
     return "qr" if n < d and not ridge.any() else "normal"
@@ -202,14 +202,15 @@ def krylov_for(alpha) -> str:
     return "cg" if np.all(_ridged(alpha)) else "lsqr"
 
 
-def krylov_first(X, positive: bool = False) -> bool:
+def krylov_first(X, positive: bool = False, alpha=0.0) -> bool:
     """Whether ``solver="auto"`` on ``X`` whose Gram fits runs a Krylov solver first (falling back on the
     closed form if it does not reach round-off within the closed form's cost): sparse ``X`` on which the closed
-    form costs at least ``AUTO_MIN_ITERS`` Krylov iterations (:func:`fastopt._krylov.closed_form_iterations`)."""
+    form costs at least :func:`fastopt._krylov.attempt_floor` Krylov iterations
+    (:func:`fastopt._krylov.closed_form_iterations`; the weights, not known here, are judged by the attempt)."""
     if not (scipy.sparse.issparse(X) and X.ndim == 2 and krylov_first_shape(X.shape, positive)):
         return False
     n, d = X.shape
-    return _krylov.closed_form_iterations(n, d, X.nnz) >= _krylov.AUTO_MIN_ITERS
+    return _krylov.closed_form_iterations(n, d, X.nnz) >= _krylov.attempt_floor(X.nnz, alpha, weighted=False)
 
 
 def krylov_first_shape(shape: tuple, positive: bool = False) -> bool:
@@ -224,7 +225,8 @@ def fit_params(solver: str, name: str, X, params: dict) -> dict:
     Krylov solver run first in the closed form's band (:func:`krylov_first`) is told so, to fall back on it, and
     the closed form on sparse ``X``, to try a Krylov solver before its QR fallback
     (:func:`fastopt._closed_form.krylov_instead`)."""
-    if solver == "auto" and name in _krylov.SOLVERS and krylov_first(X, bool(params.get("positive"))):
+    if solver == "auto" and name in _krylov.SOLVERS and krylov_first(X, bool(params.get("positive")),
+                                                                       params["alpha"]):
         return {**params, _krylov.AUTO_KEY: True}
     if solver == "auto" and name == "normal" and scipy.sparse.issparse(X):  # Krylov if Cholesky is rejected
         return {**params, _closed_form.AUTO_KEY: True}

@@ -119,9 +119,9 @@ def _statistics_fit(params: dict, checker, name: str, source: ChunkSource, prior
     if (params["solver"] == "auto" and not source.one_shot and not params["positive"]
             and all(size[0] for size in sizes) and _krylov.qr_fallback_iterations(
                 sum(size[1] for size in sizes), state.n_features, sum(size[2] for size in sizes),
-                state.n_targets, chunks=len(sizes)) >= _krylov.AUTO_MIN_ITERS_PASSES):
+                state.n_targets, chunks=len(sizes)) >= _krylov.AUTO_MIN_ITERS):
         # LSQR/CGLS over the stream before the QR pass, which densifies the sparse chunks (each iteration a read
-        # of the stream: only where the QR pass costs at least AUTO_MIN_ITERS_PASSES of them)
+        # of the stream: only where the QR pass costs at least AUTO_MIN_ITERS of them)
         auto = {**params, _krylov.AUTO_KEY: True, _krylov.QR_FALLBACK_KEY: True}
         krylov = lambda: _krylov.fit_stream(auto, _solvers.krylov_for(params["alpha"]), source,  # noqa: E731
                                             functools.partial(check_chunk, checker), None)

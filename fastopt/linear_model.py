@@ -181,7 +181,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
         Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
-        30+ Krylov iterations           with a ridge), else      the closed form costs (``O(d^3)``, and
+        30+ Krylov iterations (15+)     with a ridge), else      the closed form costs (``O(d^3)``, and
                                         the closed form          ``O(n d^2)`` densified if ill-posed)
         Gram too large, ``alpha > 0``   ``"cg"``                 the ridge bounds the condition number, so
                                                                  CGLS's cheaper iteration is as accurate
@@ -207,7 +207,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
         Otherwise dense, sparse and Dask ``X`` follow the same table. On sparse ``X`` "auto" estimates the
         closed form's cost in Krylov iterations from ``n``, ``d`` and the stored values; where it is at least 30
-        (one-hot, text and hashed designs of a few thousand columns) LSQR or CGLS runs first, ignoring ``tol``
+        (one-hot, text and hashed designs of a few thousand columns; 15 on 1.5 million stored values or more
+        without a ridge or weights, where that estimate is closer and LSQR's 10-16 iterations gain) LSQR or
+        CGLS runs first, ignoring ``tol``
         and ``max_iter``, and if it has not reached round-off within that many iterations the closed form fits
         after all (``solver_`` names what ran; no warning either way); so do ``fit_stream`` on a re-readable
         stream whose first chunk is sparse and ``fit`` on Dask arrays of sparse blocks. Without a ridge on a

@@ -922,7 +922,7 @@ def test_auto_on_dask_arrays_of_sparse_blocks_runs_krylov_first(rng, alpha):
     C = scipy.sparse.hstack([S, T], format="csr")
     yc = C @ rng.normal(size=2000) + rng.normal(size=3000)
     dC, dyc = da.from_array(C, chunks=(1500, 2000), asarray=False), da.from_array(yc, chunks=1500)
-    assert _krylov.closed_form_iterations(3000, 2000, C.nnz, blocks=2) >= _krylov.AUTO_MIN_ITERS_PASSES  # LSQR tried
+    assert _krylov.closed_form_iterations(3000, 2000, C.nnz, blocks=2) >= _krylov.AUTO_MIN_ITERS  # LSQR tried
     with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = LinearRegressor().fit(dC, dyc)
@@ -1008,7 +1008,7 @@ def test_auto_tries_krylov_before_the_closed_forms_densifying_fallback(rng, monk
     closed form runs first as on longer X, where an iteration costs more.)"""
     X, y = _nearly_dependent(rng, 20_000)
     assert _solvers.krylov_first(X[:15_000])
-    monkeypatch.setattr(_solvers, "krylov_first", lambda X, positive=False: False)
+    monkeypatch.setattr(_solvers, "krylov_first", lambda X, positive=False, alpha=0.0: False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est = LinearRegressor().fit(X[:15_000], y[:15_000])
@@ -1059,12 +1059,12 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng, m
         assert isinstance(est._solver_state, _closed_form.ClosedFormState)
     with pytest.warns(IllConditionedWarning):
         assert LinearRegressor().fit_stream(iter(chunks)).solver_ == "eigh"
-    # Each iteration reads the stream again: where the QR pass costs fewer than AUTO_MIN_ITERS_PASSES (narrow
+    # Each iteration reads the stream again: where the QR pass costs fewer than AUTO_MIN_ITERS (narrow
     # rows, few of them) the closed form reads it once more instead (its pivoted path's confirming pass).
     small = scipy.sparse.hstack([_one_hot(rng, 2000, (30, 15)), scipy.sparse.csr_array(rng.normal(size=(2000, 2)))],
                                 format="csr")
     ys = small @ rng.normal(size=small.shape[1]) + 1.0
-    assert _krylov.qr_fallback_iterations(2000, small.shape[1], small.nnz) < _krylov.AUTO_MIN_ITERS_PASSES
+    assert _krylov.qr_fallback_iterations(2000, small.shape[1], small.nnz) < _krylov.AUTO_MIN_ITERS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RankDeficientWarning)
         assert LinearRegressor().fit_stream([(small[i : i + 500], ys[i : i + 500])
@@ -1106,15 +1106,48 @@ def test_dense_rows_and_wide_grams_are_priced_at_their_measured_cost():
     the closed form 0.31 s (its Gram 0.27-0.32 s) where LSQR took 0.14 s (13 iterations) and LinearRegression
     0.135 s; the model had priced an iteration at 24 ms (measured 6-10 ms), so "auto" ran the closed form. 500,000
     rows of 60 stored values over 1,000 columns: 0.61 s against LSQR's 0.29 s. Now the Krylov attempt is made on
-    both; and, since AUTO_MIN_ITERS is 15 (it was 30), on rows of 20 values over 1,500 columns (the closed form
-    0.21-0.29 s, 16 of LSQR's iterations by the model, where LSQR takes 0.15 s, 11 iterations) and over 2,000
-    (23 by the model); over 1,000 columns (12 by the model) the closed form runs, as on every design where
-    LSQR's set-up and iterations would tie it."""
+    both; and, on these many stored values without a ridge or weights (attempt_floor: 15 iterations, not 30), on
+    rows of 20 values over 1,500 columns (the closed form 0.21-0.29 s, 16 of LSQR's iterations by the model,
+    where LSQR takes 0.15 s, 11 iterations) and over 2,000 (23 by the model); over 1,000 columns (12 by the
+    model) the closed form runs, as on every design where LSQR's set-up and iterations would tie it."""
+    floor = _krylov.attempt_floor(10_000_000, 0.0, weighted=False)
+    assert floor == _krylov.AUTO_MIN_ITERS_LARGE < _krylov.AUTO_MIN_ITERS
     assert _krylov.closed_form_iterations(100_000, 1000, 10_000_000) >= _krylov.AUTO_MIN_ITERS
     assert _krylov.closed_form_iterations(500_000, 1000, 30_000_000) >= _krylov.AUTO_MIN_ITERS
     for d in (1500, 2000):
-        assert _krylov.closed_form_iterations(500_000, d, 10_000_000) >= _krylov.AUTO_MIN_ITERS
-    assert _krylov.closed_form_iterations(500_000, 1000, 10_000_000) < _krylov.AUTO_MIN_ITERS
+        assert floor <= _krylov.closed_form_iterations(500_000, d, 10_000_000) < _krylov.AUTO_MIN_ITERS
+    assert _krylov.closed_form_iterations(500_000, 1000, 10_000_000) < floor
+    # with a ridge, weights or fewer stored values, the floor is AUTO_MIN_ITERS (measured: CGLS and weighted LSQR
+    # needed 23-28 iterations where the model gave 20-24, and the model prices small designs' closed form high)
+    assert _krylov.attempt_floor(10_000_000, 1e-3, weighted=False) == _krylov.AUTO_MIN_ITERS
+    assert _krylov.attempt_floor(10_000_000, [0.0, 1.0], weighted=False) == _krylov.AUTO_MIN_ITERS
+    assert _krylov.attempt_floor(10_000_000, 0.0, weighted=True) == _krylov.AUTO_MIN_ITERS
+    assert _krylov.attempt_floor(1_000_000, 0.0, weighted=False) == _krylov.AUTO_MIN_ITERS
+
+
+@pytest.mark.parametrize("case", ["targets", "weights"])
+def test_auto_makes_no_krylov_attempt_that_its_share_of_the_budget_cannot_finish(monkeypatch, case):
+    """The route is chosen before the targets and weights are known, by one unweighted target's budget. k targets
+    share it: where each one's share fell below the floor, LSQR could not finish in it (three targets of 20,000 x
+    400: 5-10 iterations each, LSQR needing 14-16), and "auto" spent the attempt, then ran the closed form, 35 ms
+    where the closed form alone takes 14.5 (helper-140). Now the attempt is not made there, nor on weighted rows
+    below their floor; the closed form's answer is the same."""
+    rng = np.random.default_rng(5)
+    X = scipy.sparse.random(20_000, 800, density=0.01, format="csr", random_state=5)
+    model = _krylov.closed_form_iterations(*X.shape, X.nnz)
+    k, w = (3, None) if case == "targets" else (1, np.exp(rng.normal(size=X.shape[0])))
+    Y = X @ rng.normal(size=(800, k)) + rng.normal(size=(X.shape[0], k))
+    assert _krylov.AUTO_MIN_ITERS <= model and _solvers.krylov_first(X)
+    if case == "targets":
+        assert _krylov.closed_form_iterations(*X.shape, X.nnz, k=k) < _krylov.AUTO_MIN_ITERS
+    attempts, solve = [], _krylov.KrylovSolver._solve
+    monkeypatch.setattr(_krylov.KrylovSolver, "_solve", lambda *a, **kw: attempts.append(1) or solve(*a, **kw))
+    if case == "weights":  # (one target's budget: the unweighted rows' floor is met, the weighted rows' is not)
+        monkeypatch.setattr(_krylov, "attempt_floor", lambda nnz, alpha, weighted: model + 1 if weighted else 1)
+    est = LinearRegressor().fit(X, Y if k > 1 else Y[:, 0], sample_weight=w)
+    assert attempts == [] and est.solver_ not in KRYLOV
+    ref = LinearRegressor(solver="normal").fit(X, Y if k > 1 else Y[:, 0], sample_weight=w)
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
     # the entries' part: rows of 5 values over 3,000 and 6,000 columns, Gram 84 and 199 ms measured
     assert 0.05 < _krylov.gram_seconds(200_000, 3001, 1_000_000) < 0.15
     assert 0.15 < _krylov.gram_seconds(200_000, 6001, 1_000_000) < 0.35

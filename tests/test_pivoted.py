@@ -395,8 +395,8 @@ def test_auto_on_sparse_one_hot_takes_the_pivoted_path_as_on_dense(rng, monkeypa
     y = X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X))
     S = sp.csr_array(X)
     assert not _solvers.krylov_first(S) and _krylov.pivoted_first(*S.shape, S.nnz)
-    # the QR fallback costs more than AUTO_MIN_ITERS_PASSES iterations: streams and Dask would try Krylov before it
-    assert _krylov.qr_fallback_iterations(*S.shape, S.nnz) >= _krylov.AUTO_MIN_ITERS_PASSES
+    # the QR fallback costs more than AUTO_MIN_ITERS iterations: streams and Dask would try Krylov before it
+    assert _krylov.qr_fallback_iterations(*S.shape, S.nnz) >= _krylov.AUTO_MIN_ITERS
     _no_qr_pass(monkeypatch)
     _no_krylov(monkeypatch)
     dense, caught_dense = fit(X, y)
@@ -422,7 +422,7 @@ def test_auto_on_wider_sparse_one_hot_runs_krylov_first_in_memory(rng, monkeypat
     assert _solvers.krylov_first(S) and not _krylov.pivoted_first(*S.shape, S.nnz)
     _no_qr_pass(monkeypatch)
     (memory, caught), *chunked = _auto_fits(X, y, 2000)
-    monkeypatch.setattr(_solvers, "krylov_first", lambda X, positive=False: False)
+    monkeypatch.setattr(_solvers, "krylov_first", lambda X, positive=False, alpha=0.0: False)
     with warnings.catch_warnings(record=True) as after_trap:
         warnings.simplefilter("always")
         trapped = LinearRegressor().fit(S, y)
