@@ -511,8 +511,9 @@ class Epochs:
             else:
                 _follow_rate(stopping, state)
         checked = isinstance(stopping, _iterative.RatePlateau) and not self.early
+        reached = checked and len(losses) >= _iterative.REACHED_CHECK_MIN_EPOCHS
         stopping.warn_unless_stopped(self.name, label, lambda: _iterative.eps_note(self.name, params, state) + (
-            self._check_plateau_stop(state, stopping.floor, reached=True) if checked else ""))
+            self._check_plateau_stop(state, stopping.floor, reached=True) if reached else ""))
         if checked and stopping.stopped:
             self._check_plateau_stop(state, max(stopping.best, stopping.floor))
         final = replace(scored if self.early else state, loss_curve=losses, learning_rates=rates)
