@@ -1305,7 +1305,8 @@ class KrylovSolver(Solver):
                 ex, data, passes, mom = attempt, scaled, scaled_passes, scaled_mom
                 params = {**params, "alpha": _closed_form.scaled_alpha(
                     params["alpha"], np.asarray(params["alpha"], dtype=np.float64), ex)}
-                state = None if state is None else KrylovState(np.ldexp(state.coef, ex - ey[:, None]))
+                if state is not None and state.coef.shape[0] == ey.shape[0]:  # (another shape: solve ignores it)
+                    state = KrylovState(np.ldexp(state.coef, ex - ey[:, None]))
                 break
         else:
             ex, ey = 0, np.zeros_like(ey)
