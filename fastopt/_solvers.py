@@ -367,7 +367,8 @@ def check_options(name: str, params: dict, n_targets: int | None, where: str | N
                              f"array needs solver={' or '.join(repr(t) for t in takers)}.")
         if n_targets is not None and alpha.shape not in ((n_targets,), (1,)):  # (1,): every target's, as Ridge
             raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "
-                             f"shape ({n_targets},), or one for all, shape (1,).")
+                             f"shape ({n_targets},)" + (", or one for all, shape (1,)." if n_targets != 1 else
+                                                        ": y has one target."))
     if params.get("positive") and not entry.positive:
         raise ValueError(f"positive=True is not supported by solver={name!r}; use the closed form or an iterative "
                          "solver.")

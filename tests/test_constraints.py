@@ -204,8 +204,13 @@ def test_per_target_alpha_matches_ridge():
 
 def test_per_target_alpha_errors():
     X, Y = problem(k=2, seed=10)
-    with pytest.raises(ValueError, match=r"shape \(3,\); an array alpha needs one value per target, shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"shape \(3,\); an array alpha needs one value per target, shape \(2,\), "
+                                         r"or one for all, shape \(1,\)\.$"):
         LinearRegressor(alpha=[1.0, 2.0, 3.0]).fit(X, Y)
+    # one target: the two shapes are one (helper-139: "shape (1,), or one for all, shape (1,)")
+    with pytest.raises(ValueError, match=r"shape \(2,\); an array alpha needs one value per target, shape \(1,\): "
+                                         r"y has one target\.$"):
+        LinearRegressor(alpha=[1.0, 2.0]).fit(X, Y[:, 0])
     with pytest.raises(ValueError, match="takes a scalar alpha"):
         LinearRegressor(solver="adam", alpha=[1.0, 2.0]).fit(X, Y)
     with pytest.raises(ValueError, match="finite and non-negative"):
