@@ -538,7 +538,7 @@ def fit(estimator, X: Any, y: Any, sample_weight: Any, warm_state: Callable[[str
         solver.check_incremental()  # e.g. Newton's absolute error: every iteration reads all rows (a clear error)
     # before any pass reads the options, with the target count where y's metadata knows it (a per-target alpha of
     # the wrong length was refused only after every block had been computed)
-    _solvers.check_options(name, estimator.get_params(), _known_targets(y), where="dask")
+    _solvers.check_options(name, estimator.get_params(), known_targets(y), where="dask")
     checker = _sweeps.template(estimator)
     _check_features(checker, X, reset=True)
     params = estimator.get_params()
@@ -680,7 +680,7 @@ def release(collections: list) -> None:
         futures[0].client.cancel(futures)
 
 
-def _known_targets(y: Any) -> int | None:
+def known_targets(y: Any) -> int | None:
     """The number of target columns of ``y`` where its metadata says (1 for 1-D), else None."""
     if _is_frame(y):
         return len(y.columns) if hasattr(y, "columns") else 1  # (a Dask Series: one target)

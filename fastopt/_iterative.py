@@ -1650,16 +1650,14 @@ def warn_if_far(method: str, f: float, gain: float, scale: float, loss: str = "s
         advice = "Pass X as float64 to fit these targets to their own precision."
     if not (np.isfinite(gain) and gain > alarm_level(f, scale)):
         return ""
+    bound = (f"training objective{'' if target is None else f' of target {target}'}"
+             f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} of its "
+             f"value above its minimum ({how})")
     if reached:
         # (how the fit ended, and that more epochs may help, is the max_epochs warning's; the cause is not known)
-        return (f" The training objective{'' if target is None else f' of target {target}'}"
-                f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} "
-                f"of its value above its minimum ({how}){'' if unit is None else f'; {cause}'}. {advice}")
+        return f" The {bound}{'' if unit is None else f'; {cause}'}. {advice}"
     _warn(
-        f"solver={method!r} stopped at a loss plateau, but the training objective"
-        f"{'' if target is None else f' of target {target}'}"
-        f"{'' if far is None else f' without the {far} rows far out'} is still at least {gain / scale:.2g} of its "
-        f"value above its minimum ({how}): {cause}"
+        f"solver={method!r} stopped at a loss plateau, but the {bound}: {cause}"
         f"{'' if target is None else '; the rule judges the targets summed, so scale them alike'}. {advice}",
         ConvergenceWarning,
     )
@@ -3224,11 +3222,12 @@ class IterativeSolver(Solver):
                 break
         if first is None and spare is not None:
             keep_order_buffer(spare)
-        checked = isinstance(stopping, RatePlateau) and not early and st.epochs >= REACHED_CHECK_MIN_EPOCHS
+        checked = isinstance(stopping, RatePlateau) and not early
+        reached = checked and st.epochs >= REACHED_CHECK_MIN_EPOCHS
         stopping.warn_unless_stopped(self.method, label, lambda: eps_note(self.method, params, st) + (
             _check_plateau_stop(self.method, params, spec, data, sw, self.current_params(params, st),
-                                stopping.floor, reached=True) if checked else ""))
-        if isinstance(stopping, RatePlateau) and not early and stopping.stopped:
+                                stopping.floor, reached=True) if reached else ""))
+        if checked and stopping.stopped:
             _check_plateau_stop(self.method, params, spec, data, sw, self.current_params(params, st),
                                 max(stopping.best, stopping.floor))
         return self.result(st, stopping, val_scores if early else None, params=params)

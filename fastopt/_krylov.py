@@ -143,7 +143,9 @@ def attempt_floor(nnz: int, alpha, weighted: bool) -> int:
     ``solver="auto"`` on sparse ``X`` in memory to try the Krylov solver first: ``AUTO_MIN_ITERS_LARGE`` on
     at least ``AUTO_LARGE_NNZ`` stored values without a ridge (``alpha``, one or one per target) or weights, else
     ``AUTO_MIN_ITERS`` (see the measurements above)."""
-    ridged = bool(np.any(np.real(np.asarray(alpha)).astype(float) > 0))
+    from fastopt import _solvers  # (the registry imports this module)
+
+    ridged = bool(_solvers._ridged(alpha).any())
     return AUTO_MIN_ITERS_LARGE if nnz >= AUTO_LARGE_NNZ and not ridged and not weighted else AUTO_MIN_ITERS
 
 
@@ -1177,8 +1179,7 @@ def _check_target_scales(mom: Moments) -> None:
     coefficients for targets of 1e-200, silently)."""
     if mom.ytop is None:
         return
-    e = _closed_form._pow2_exponent(mom.ytop[None, :], axis=0).astype(int)
-    for j in np.flatnonzero((mom.ytop > 0) & (np.abs(e) > Y_SCALE_LIMIT)):
+    for j in np.flatnonzero(_target_exponents(mom.ytop[None, :])):
         raise ValueError(
             f"y column {j} has values too large or too small to square in float64 (largest magnitude "
             f"{mom.ytop[j]:.3g}): the Krylov solvers' sums of squares would over- or underflow; multiply y by a "
@@ -1295,7 +1296,7 @@ class KrylovSolver(Solver):
         ex, ey = _x_exponent(data.X, mom), _target_exponents(data.Y)
         # X or y so small (or large) that their squares under- or overflow: solved at scale 1 (y per target); where
         # X's columns are too far apart for one factor (solve's clear error), y's factors alone
-        attempts = ((ex, 0) if ey.any() else (ex,)) if ex else (0,) if ey.any() else ()
+        attempts = ([ex] if ex else []) + ([0] if ey.any() else [])
         for attempt in attempts:
             scaled = _rescaled(data, attempt, ey)
             scaled_passes = Passes(scaled, checked=True)

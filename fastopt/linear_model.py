@@ -30,17 +30,6 @@ if TYPE_CHECKING:  # only for annotations: dask is an optional extra
 __all__ = ["LinearRegressor"]
 
 
-def _known_targets(y) -> int | None:
-    """The number of targets of ``y`` (a Dask array or collection) where its shape tells it, else None: a Dask
-    partial_fit checks it against the earlier calls' before any block is computed (a Krylov call had refitted
-    on one target after calls on two, silently)."""
-    shape = getattr(y, "shape", None)
-    if shape is None or len(shape) not in (1, 2):
-        return None
-    k = 1 if len(shape) == 1 else shape[1]
-    return int(k) if isinstance(k, Integral) or (isinstance(k, Real) and math.isfinite(k)) else None
-
-
 def _warn_if_refit_alone(name: str, prior) -> None:
     """Warn that a later ``partial_fit`` call of a Krylov solver fits its own rows alone (from ``prior``'s
     coefficients): the earlier calls' rows no longer count, which a user of ``partial_fit`` (dask-ml's
@@ -850,7 +839,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             name = self._incremental_name(_solvers.resolve(self.solver, self.loss, incremental=True,
                                                            sparse=dask_backend.sparse_blocks(X),
                                                            average=self.average))
-            prior = self._continued_state(name, _known_targets(y))
+            # (y's target count from its metadata, before any block: a Krylov call had refitted on one target
+            # after calls on two, silently)
+            prior = self._continued_state(name, dask_backend.known_targets(y))
             _warn_if_refit_alone(name, prior)
             return self._take(dask_backend.partial_fit(self, X, y, sample_weight, name, first, prior))
         _solvers.resolve(self.solver, self.loss, incremental=True)
