@@ -1903,7 +1903,7 @@ AUTO_KEY = "_closed_form_auto"
 def krylov_instead(params: dict, data: Data, stats: ClosedFormState) -> FitResult | None:
     """``solver="auto"`` on sparse ``X`` whose Gram's Cholesky was rejected, before or after the pivoted path
     (:func:`fastopt._krylov.pivoted_first`; that path takes exactly dependent columns such as one-hot columns with
-    an intercept): LSQR (CGLS under a ridge) to the closed form's accuracy (``fastopt._krylov.AUTO_TOL``) within
+    an intercept): LSQR (CGLS under a ridge) to round-off (``fastopt._krylov.auto_params``) within
     the iterations that the QR fallback would cost (it densifies ``X``: ``O(n d^2)``;
     :func:`fastopt._krylov.qr_fallback_iterations`), or None. The state kept is the Gram's, so that
     ``partial_fit`` and warm starts go on with the statistics. The answer is the Krylov solvers' (see

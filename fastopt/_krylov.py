@@ -83,6 +83,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse
 
 from fastopt import _closed_form, _kernels
@@ -113,12 +114,17 @@ def default_max_iter(d: int) -> int:
 # solver="auto" on sparse X whose Gram would fit (fastopt._solvers.auto_least_squares) runs LSQR or CGLS first
 # where the closed form costs at least AUTO_MIN_ITERS of their iterations: to AUTO_TOL (round-off level: on
 # one-hot, TF-IDF and hashed designs 16-26 iterations, the closed form's predictions to 1e-10 and its objective
-# to 4e-16 relative) within the iterations the closed form costs, else the closed form after all (at most about
-# twice its cost). The closed form's Cholesky is O(d^3) whatever the sparsity, and on a rank-deficient design
-# (one-hot columns with an intercept) its QR/SVD fallback densifies X, O(n d^2): 20,000 one-hot rows of 5,350
-# columns took 3.1 s (Cholesky, alpha = 1e-3) and 183 s (SVD, alpha = 0; the pivoted path since, 4.3-4.7 s) where
-# LSQR takes 10 ms.
+# to 4e-16 relative; further on nearly collinear columns, AUTO_PREDICTION_TOL below) within the iterations the
+# closed form costs, else the closed form after all (at most about twice its cost). The closed form's Cholesky
+# is O(d^3) whatever the sparsity, and on a rank-deficient design (one-hot columns with an intercept) its QR/SVD
+# fallback densifies X, O(n d^2): 20,000 one-hot rows of 5,350 columns took 3.1 s (Cholesky, alpha = 1e-3) and
+# 183 s (SVD, alpha = 0; the pivoted path since, 4.3-4.7 s) where LSQR takes 10 ms.
 AUTO_TOL = 1e-12
+# ... and on to machine precision (within the same iterations) where its error bound does not put its predictions
+# within AUTO_PREDICTION_TOL of y's spread (the root mean square over the rows relative to y's weighted standard
+# deviation, or root mean square without an intercept; _inaccurate). The params key that asks solve for that check.
+AUTO_PREDICTION_TOL = 1e-10
+ACCURACY_KEY = "_krylov_accuracy"
 AUTO_MIN_ITERS = 30
 # ... and 15 where the design is large and the attempt is LSQR's on unweighted rows (attempt_floor). Measured
 # quiet, medians of 5 interleaved, "auto" at a floor of 30 and 15 against the faster of the closed form and the
@@ -280,9 +286,25 @@ def auto_budget(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0, chunks: i
 
 
 def auto_params(params: dict, budget: int) -> dict:
-    """``params`` for ``solver="auto"``'s Krylov attempt: to ``AUTO_TOL`` within ``budget`` iterations (the
-    estimator's ``tol`` and ``max_iter`` are for the Krylov solvers named)."""
-    return {**params, "tol": AUTO_TOL, "max_iter": budget}
+    """``params`` for ``solver="auto"``'s Krylov attempt: to ``AUTO_TOL`` within ``budget`` iterations, on to
+    machine precision where that may leave the predictions further than ``AUTO_PREDICTION_TOL`` from the exact
+    fit's (:func:`_inaccurate`; the estimator's ``tol`` and ``max_iter`` are for the Krylov solvers named)."""
+    return {**params, "tol": AUTO_TOL, "max_iter": budget, ACCURACY_KEY: AUTO_PREDICTION_TOL}
+
+
+def _inaccurate(stop: _Stopping, arnorm: float, accuracy: float) -> bool:
+    """Whether a run converged at ``stop.tol`` may leave the predictions further than ``accuracy ||b||`` from
+    the exact least-squares fit's; :func:`solve` then runs on to machine precision (``tol=None``'s rules).
+
+    With ``e`` the error of ``z``, ``A_bar^T r = -A_bar^T A_bar e``, so the predictions' error is
+    ``||A_bar e|| <= ||A_bar^T r|| / sigma_min(A_bar)``, with ``arnorm`` the true pass's ``||A_bar^T r||`` and
+    the runs' least Ritz value for ``sigma_min`` (:meth:`_Stopping.sigma_min`: an estimate from above, as
+    SciPy's ``acond``). A stop at ``tol`` leaves ``||A_bar^T r|| <= tol ||A_bar||_F ||r||``, so the error grows
+    with the condition of the scaled columns. 50 pairs of near-duplicate columns (1e-6 apart, 20,000 x 400)
+    ended at tol 1e-12 with predictions 3e-8 of ``y``'s spread (rms) off ``lstsq``'s, the bound reading 2.4e-7;
+    at machine precision 1.5e-10 (QR: 2e-12). On one-hot, TF-IDF, hashed and random designs the bound read 2e-14
+    to 8e-12 (the true error 2e-14 to 6e-13), so they stop at tol."""
+    return stop.bnorm > 0 and not arnorm <= accuracy * stop.bnorm * stop.sigma_min()
 
 
 @dataclass
@@ -828,6 +850,7 @@ class _Stopping:
         self.s2_floor = S2_RESOLVED if self.machine and method == "lsqr" else 0.0
         self.tol, self.bnorm = tol, math.sqrt(op.bb)
         self.rstart = self.bnorm  # ||r|| where the current run (or restart) began: _unresolved's scale
+        self.tri, self.smin = ([], []), math.inf
         self.compatible = not op.lam2 > 0  # S1's case: with a ridge, r = [b - A z; -lam z] never reaches 0
         self.anorm, self.estimated = op.frobenius, False
         self.xnorm, self.age = 0.0, self.XNORM_EVERY
@@ -846,6 +869,25 @@ class _Stopping:
     def begin(self, rnorm: float) -> None:
         """A run (or restart) begins where ``||r|| = rnorm`` (exactly: computed, not recurred)."""
         self.rstart = rnorm
+        self.smin = self.sigma_min()  # (the least of the earlier runs')
+        self.tri = ([], [])  # this run's Lanczos tridiagonal (lanczos)
+
+    def lanczos(self, diag: float, off: float) -> None:
+        """Take the run's next diagonal entry of ``T_k = B_k^T B_k`` and the off-diagonal entry after it."""
+        self.tri[0].append(diag)
+        self.tri[1].append(off)
+
+    def sigma_min(self) -> float:
+        """The run's estimate of ``sigma_min(A_bar)`` on the Krylov space it searched: the square root of the least
+        Ritz value of ``A_bar^T A_bar`` (the least eigenvalue of ``T_k``, which converges to it from above; Paige
+        & Saunders 1982, sec. 5.3). ``T_k`` holds squares, so values below about ``sqrt(eps) ||A_bar||`` read as
+        rounding; 0 before any iteration."""
+        diag, off = self.tri
+        if not diag:
+            return self.smin
+        lam = scipy.linalg.eigvalsh_tridiagonal(np.array(diag), np.array(off[:-1]), select="i",
+                                                select_range=(0, 0), check_finite=False)[0]
+        return min(math.sqrt(max(lam, 0.0)), self.smin)
 
     def _unresolved(self, rnorm: float, arnorm: float) -> bool:
         """At machine precision, or for CGLS, whether the recurrence's ``||r||`` is below what it resolves
@@ -950,6 +992,7 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
         # ||B_k||_F^2: the Lanczos tridiagonal's diagonal, 1 / step_k + beta_(k-1) / step_(k-1) (_Stopping)
         bk2 += 1.0 / step + lanczos
         stop.estimate(bk2)
+        stop.lanczos(1.0 / step + lanczos, math.sqrt(gamma_new / gamma) / step)
         lanczos = (gamma_new / gamma) / step  # beta_k / step_k, the next diagonal entry (gamma * step may underflow)
         it += 1
         arnorm, rnorm = math.sqrt(gamma_new), math.sqrt(rr)
@@ -1010,7 +1053,9 @@ def _lsqr(op: _Operator, x0: np.ndarray, stop: _Stopping, max_iter: int, log=Non
         if beta > 0.0:  # ||B_k||_F^2, as SciPy's anorm (_Stopping)
             bk2 += alpha * alpha + beta * beta
             stop.estimate(bk2)
+        alpha_k = alpha
         alpha = math.sqrt(_kernels.lsqr_after(beta, bdiv, se, m, Z, g, ub, L, v, lam))
+        stop.lanczos(alpha_k * alpha_k + beta * beta, alpha * beta)  # T_k = B_k^T B_k, B_k lower bidiagonal
         # Plane rotation eliminating the subdiagonal beta (as scipy.sparse.linalg.lsqr with damp = 0).
         rho = math.hypot(rhobar, beta)
         cs, sn = rhobar / rho, beta / rho
@@ -1077,7 +1122,7 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
     from fastopt import _solvers  # (the registry imports this module)
 
     _solvers.check_options(method, params, k)
-    tol = params["tol"]
+    tol, accuracy = params["tol"], params.get(ACCURACY_KEY)
     max_iter = params.get("max_iter")
     max_iter = default_max_iter(d) if max_iter is None else int(max_iter)
     coef, intercept, n_iter, failed = np.zeros((k, d)), np.zeros(k), 0, []
@@ -1090,8 +1135,10 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
         if state is not None and state.coef.shape == (k, d):
             x = np.divide(state.coef[j], op.D, out=np.zeros(d), where=op.D != 0)  # (D = 0: a constant column)
         used, converged = 0, ref == 0.0 and not x.any()
+        target_tol, check, runs = tol, accuracy, MAX_RESTARTS + 1
         stop = _Stopping(op, tol, method)
-        for _ in range(MAX_RESTARTS + 1):
+        while runs > 0:
+            runs -= 1
             if converged or used >= max_iter:
                 break
             log = None
@@ -1106,7 +1153,14 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
                 # Recurrences drift from the true residual: confirm with one true pass, else restart from x.
                 res, rnorm = op.normal_residual(x)
                 converged = stop.met(math.sqrt(_dot(res, res)), rnorm, x, exact=True)
-        if not converged and tol is not None:
+                if converged and check is not None and _inaccurate(stop, math.sqrt(_dot(res, res)), check):
+                    # On to machine precision from here, as tol=None runs, within the iterations left. Whether or
+                    # not its true passes confirm the rules there (the rounding of A^T r may not let them) or its
+                    # iterations run out, x is kept: each run minimises ||r|| over x plus its Krylov space, and
+                    # the predictions' error is sqrt(||r||^2 - ||r*||^2), so it only moves closer.
+                    target_tol, check, runs, converged = None, None, MAX_RESTARTS + 1, False
+                    stop = _Stopping(op, None, method)
+        if not converged and target_tol is not None:
             failed.append((j, used >= max_iter))
         coef[j] = op.D * x
         intercept[j] = op.my - _dot(op.m, coef[j])

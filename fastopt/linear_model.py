@@ -200,7 +200,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         without a ridge or weights, where that estimate is closer and LSQR's 10-16 iterations gain) LSQR or
         CGLS runs first, ignoring ``tol``
         and ``max_iter``, and if it has not reached round-off within that many iterations the closed form fits
-        after all (``solver_`` names what ran; no warning either way); so do ``fit_stream`` on a re-readable
+        after all (``solver_`` names what ran; no warning either way). Round-off is ``tol=1e-12``, and machine
+        precision (within the same iterations) where the run's bound on its predictions' error exceeds 1e-10 of
+        ``y``'s spread (nearly collinear columns); so do ``fit_stream`` on a re-readable
         stream whose first chunk is sparse and ``fit`` on Dask arrays of sparse blocks. Without a ridge on a
         rank-deficient design (one-hot columns with an intercept) LSQR's answer is the least-squares solution of
         least norm in units where each centred column has norm 1 (its Jacobi preconditioning, see
