@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
+from sklearn import get_config
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.metaestimators import available_if
@@ -832,8 +833,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("early_stopping should be False with partial_fit")
         first = not hasattr(self, "_solver_state")
         # every call, not only the first (as scikit-learn's partial_fit): parameters set between calls are checked
-        # too (batch_size=0 raised ZeroDivisionError); unchanged ones are recognised at once (_validate_params)
-        self._validate_params()
+        # too (batch_size=0 raised ZeroDivisionError); unchanged ones are recognised at once (_validate_params).
+        # Not under scikit-learn's skip_parameter_validation, as fit (its _fit_context) and SGDRegressor.partial_fit.
+        if not get_config()["skip_parameter_validation"]:
+            self._validate_params()
         if not first:
             self._check_target_layout(y)
         if (dask_backend := _dask_backend(X, y, sample_weight)) is not None:

@@ -392,6 +392,25 @@ def test_partial_fit_checks_parameters_set_between_calls(solver, change):
     np.testing.assert_array_equal(est.coef_, coef)
 
 
+def test_partial_fit_honours_skip_parameter_validation():
+    # helper-143: fit skipped the parameter check under sklearn's skip_parameter_validation (its _fit_context) and
+    # partial_fit raised InvalidParameterError there, where SGDRegressor.partial_fit goes on. An int where the
+    # constraint asks for a bool is harmless.
+    import sklearn
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)), rng.normal(size=50)
+    with sklearn.config_context(skip_parameter_validation=True):
+        for method in ("fit", "partial_fit"):
+            est = LinearRegressor(solver="sgd", random_state=0).set_params(shuffle=1)
+            getattr(est, method)(X, y)
+            assert np.isfinite(est.coef_).all()
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="shuffle"):  # checked as before otherwise
+        LinearRegressor(solver="sgd").set_params(shuffle=1).partial_fit(X, y)
+
+
 @pytest.mark.parametrize("alpha", [np.array(-0.5), np.array(np.nan), np.array(np.inf)])
 @pytest.mark.parametrize("solver", ["normal", "lsqr", "sgd", "newton"])
 def test_a_zero_dimensional_alpha_is_checked_as_a_number_is(alpha, solver):
