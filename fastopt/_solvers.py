@@ -353,17 +353,20 @@ def check_options(name: str, params: dict, n_targets: int | None, where: str | N
             loss = params.get("loss", "squared_error")
             # the solvers that take one alpha per target for this loss (on rows in chunks: those that fit chunks,
             # or Dask arrays by their own passes), so that the advice is one that can be followed
+            # (and, under positive=True, those that take the constraint: cg, lsqr and newton refuse it)
             takers = sorted(other for other, e in SOLVERS.items() if e.per_target_alpha and loss in e.losses
                             and (where is None or e.chunked is not None
-                                 or (where == "dask" and loss in e.dask_losses)))
+                                 or (where == "dask" and loss in e.dask_losses))
+                            and (e.positive or not params.get("positive")))
             place = {None: "", "stream": " on a stream of chunks", "dask": " on Dask arrays",
                      "partial_fit": " in partial_fit"}[where]
+            given = f"loss={loss!r}" + (" and positive=True" if params.get("positive") else "")
             if not takers:
                 raise ValueError(
-                    f"alpha has one value per target, which no solver takes with loss={loss!r}{place} "
+                    f"alpha has one value per target, which no solver takes with {given}{place} "
                     f"(solver={name!r} takes a scalar alpha). Fit each target with its own alpha, or pass one alpha."
                 )
-            raise ValueError(f"solver={name!r} takes a scalar alpha; with loss={loss!r}{place} a per-target alpha "
+            raise ValueError(f"solver={name!r} takes a scalar alpha; with {given}{place} a per-target alpha "
                              f"array needs solver={' or '.join(repr(t) for t in takers)}.")
         if n_targets is not None and alpha.shape not in ((n_targets,), (1,)):  # (1,): every target's, as Ridge
             raise ValueError(f"alpha has shape {alpha.shape}; an array alpha needs one value per target, "

@@ -161,6 +161,19 @@ def test_average_under_auto_is_sgds(loss):
         assert LinearRegressor(**params).fit_stream([(X[:100], y[:100]), (X[100:], y[100:])]).solver_ == "sgd"
 
 
+def test_the_advice_for_one_alpha_per_target_names_solvers_that_take_positive():
+    # helper-142: under positive=True the advice listed cg, lsqr and newton, which then refuse the constraint
+    X, Y = problem(k=2, seed=11)
+    alpha = np.array([0.0, 1.0])
+    with pytest.raises(ValueError, match=r"with loss='squared_error' and positive=True a per-target alpha array "
+                                         r"needs solver='normal' or 'qr'\.$"):
+        LinearRegressor(solver="sgd", positive=True, alpha=alpha).fit(X, Y)
+    for solver in ("normal", "qr"):  # the advice can be followed
+        assert LinearRegressor(solver=solver, positive=True, alpha=alpha).fit(X, Y).coef_.min() >= 0
+    with pytest.raises(ValueError, match="which no solver takes with loss='huber' and positive=True "):
+        LinearRegressor(solver="sgd", loss="huber", positive=True, alpha=alpha).fit(X, Y)
+
+
 def test_one_alpha_per_target_under_auto():
     # "auto" with one alpha per target and a robust loss on sparse X: Newton (which takes them) rather than SGD
     # (which does not); where no solver takes them (rows in chunks), the error says so before any pass, not a
