@@ -1441,7 +1441,7 @@ def needs_qr(params: dict, state: ClosedFormState) -> bool:
     if state.r is not None:
         return False
     if params.get("positive") and state.gram is not None:  # (the constrained solve's own test: _positive_cholesky)
-        _, _, _, live, _, info, rcond = _positive_cholesky(params, state)
+        _, _, _, live, _, info, rcond = _positive_cholesky(params, state, keep=True)
         return bool(live.size) and not (info == 0 and rcond >= RCOND_CHOLESKY)
     return _cholesky(params, state)[0] is None
 
@@ -1561,7 +1561,54 @@ def _nnls(M: np.ndarray, c: np.ndarray, maxiter: int) -> np.ndarray:
     return v
 
 
-def _positive_cholesky(params: dict, state: ClosedFormState):
+# _nnls_pivoting's exchanges at most (each a Cholesky of the free block): Kim & Park's tests converged in under 10
+# on problems of up to 4,000 columns; past this, Lawson-Hanson from scratch.
+NNLS_PIVOTING_MAX_ITER = 40
+
+
+def _nnls_pivoting(A: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+    """``argmin v^T A v / 2 - b^T v`` over ``v >= 0`` for symmetric positive definite ``A`` (the scaled normal
+    equations of a Cholesky-accepted fit, ``min ||M v - c||`` with ``A = M^T M``, ``b = M^T c``) by block
+    principal pivoting (Kim & Park, "Fast nonnegative matrix factorization: an active-set-like method and
+    comparisons", *SIAM J. Sci. Comput.* 33, 2011, Algorithm 1, with Judice & Pires' backup rule), from the free
+    set ``start > 0`` (the unconstrained solution's positive entries); None where it does not settle within
+    ``NNLS_PIVOTING_MAX_ITER`` exchanges or a free block's Cholesky fails.
+
+    Each exchange solves the free block exactly and moves every infeasible variable at once (a free one below 0,
+    a held one whose gradient is below minus its rounding), where Lawson-Hanson frees one variable per step: on
+    10,000 x 2,000 Gaussian rows with ``alpha=1`` (965 coefficients free) SciPy's NNLS took 3.5 s of the fit's 4.4,
+    these exchanges 0.3 s. The caller checks the result's optimality conditions (:func:`_nnls_kkt`)."""
+    import scipy.linalg
+
+    d = A.shape[0]
+    free = start > 0
+    absA, absb = np.abs(A), np.abs(b)
+    fewest, tries = d + 1, 3
+    for _ in range(NNLS_PIVOTING_MAX_ITER):
+        v = np.zeros(d)
+        idx = np.flatnonzero(free)
+        if idx.size:
+            U = np.array(A[np.ix_(idx, idx)], order="F")
+            if _kernels.potrf_upper(U, serial=_tail_serial(idx.size)) != 0:
+                return None
+            v[idx] = scipy.linalg.cho_solve((U, False), b[idx], check_finite=False)
+        g = A @ v - b
+        infeasible = np.where(free, v < 0, g < -d * EPS * (absA @ np.abs(v) + absb))
+        count = int(np.count_nonzero(infeasible))
+        if count == 0:
+            return v
+        if count < fewest:  # progress: exchange them all (and allow three more full exchanges without it)
+            fewest, tries = count, 3
+        elif tries > 0:
+            tries -= 1
+        else:  # the backup rule: only the last infeasible variable, which ends any cycle (Judice & Pires 1994)
+            infeasible = np.zeros(d, dtype=bool)
+            infeasible[np.flatnonzero(np.where(free, v < 0, g < -d * EPS * (absA @ np.abs(v) + absb)))[-1]] = True
+        free ^= infeasible
+    return None
+
+
+def _positive_cholesky(params: dict, state: ClosedFormState, keep: bool = False):
     """:func:`_solve_positive`'s Cholesky attempt on a Gram state: ``(A, B, scale, live, U, info, rcond)``, the
     column-scaled normal equations of the columns with data (``live``), their factor and LAPACK's ``info``, and
     the reciprocal condition estimate (0 where the factorisation failed or no column has data).
@@ -1573,6 +1620,27 @@ def _positive_cholesky(params: dict, state: ClosedFormState):
     estimate of all columns' factor read 0.41 where the live columns' is 3e-8, so an in-memory fit took no second
     pass, and the solve, rejecting Cholesky, fell back to the eigendecomposition, warned that "the rows cannot be
     read again"."""
+    memo = _POSITIVE_ATTEMPTS.get()
+    key = (bool(params["fit_intercept"]), float(np.min(params["alpha"])))
+    if memo:  # (one entry, taken once; the Gram it holds cannot be freed, so its identity is its own)
+        gram, was, result = memo.pop()
+        if gram is state.gram and was == key:
+            return result
+    result = _positive_factor(params, state)
+    if keep and memo is not None:
+        memo.append((state.gram, key, result))
+    return result
+
+
+# The in-memory fit's Cholesky attempt under positive=True (a list set for the fit's length, ClosedForm.fit):
+# needs_qr's attempt (keep) is the solve's that follows it (_solve_positive), where each had factored the Gram (a
+# second 1.3 s of a 13 s fit at 4,096 columns).
+_POSITIVE_ATTEMPTS: contextvars.ContextVar[list | None] = contextvars.ContextVar("fastopt_positive_attempts",
+                                                                                 default=None)
+
+
+def _positive_factor(params: dict, state: ClosedFormState):
+    """:func:`_positive_cholesky`'s work, not memoised."""
     A, B, scale = _scaled_normal_equations(params, state)
     live = np.arange(A.shape[0])
     decoupled = (np.count_nonzero(A, axis=0) <= 1) & ~B.any(axis=1)
@@ -1654,8 +1722,23 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             split = (sv[keep, None] * Vt[keep], U[:, keep].T @ R12, sv[~keep, None] * Vt[~keep])
     V = np.zeros((d, c.shape[1]))
     solved, maxiter = [], 50 * max(live.size, 1)
+    # Where M is triangular and nonsingular (the Cholesky and QR paths), block principal pivoting from the
+    # unconstrained solution first, kept where it meets the optimality conditions (:func:`_nnls_kkt`). On the QR
+    # path its normal equations M^T M square R11's condition; a block whose Cholesky fails, or a point the
+    # conditions refuse, goes to Lawson-Hanson on M itself.
+    start = None
+    if path in ("cholesky", "qr") and split is None:
+        start = _upper_solve(np.asfortranarray(M), M.shape[0], c, serial=_tail_serial(M.shape[0]))
+        if path == "qr":
+            A, B = M.T @ M, M.T @ c
     for j in range(c.shape[1]):
-        v = _nnls(M, c[:, j], maxiter)
+        v = None
+        if start is not None and np.all(np.isfinite(start[:, j])):
+            v = _nnls_pivoting(A, B[:, j], start[:, j])
+            if v is not None and not _nnls_kkt(M, c[:, j], v):
+                v = None
+        if v is None:
+            v = _nnls(M, c[:, j], maxiter)
         if split is not None:
             v_svd = _nnls(split[0], split[1][:, j], maxiter)
             if _split_bound(split, j, v_svd, sv[0]) < _split_bound(split, j, v, sv[0]):
@@ -1820,13 +1903,17 @@ class _ClosedForm(Solver):
         if scale_trouble(stats, constant_ok=not rescale) is not None:
             return self._rescale(params, data, stats, rescale)
         if params.get("positive") or np.ndim(params["alpha"]):  # constrained or per-target solves
-            if needs_qr(params, stats):  # (a Cholesky of the least ridge's equations: asked once)
-                result = pivoted_any(params, stats, lambda Q: _null_pass_of(params, stats, data, Q))
-                if result is not None:
-                    return result
-                # R with the means it was centred on
-                stats = replace(chunk_qr_state(params, data), gram=stats.gram, raw_diag=stats.raw_diag)
-            return finish(params, stats, rescaled=not rescale)
+            token = _POSITIVE_ATTEMPTS.set([])  # (needs_qr's Cholesky attempt is the solve's)
+            try:
+                if needs_qr(params, stats):  # (a Cholesky of the least ridge's equations: asked once)
+                    result = pivoted_any(params, stats, lambda Q: _null_pass_of(params, stats, data, Q))
+                    if result is not None:
+                        return result
+                    # R with the means it was centred on
+                    stats = replace(chunk_qr_state(params, data), gram=stats.gram, raw_diag=stats.raw_diag)
+                return finish(params, stats, rescaled=not rescale)
+            finally:
+                _POSITIVE_ATTEMPTS.reset(token)
         result = None if cholesky_futile(params, data) else _cholesky(params, stats)[0]
         if result is None:
             # exactly dependent columns, confirmed by a pass over X (O(n d) per null direction); not refined (the
