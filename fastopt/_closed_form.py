@@ -1566,34 +1566,54 @@ def _nnls(M: np.ndarray, c: np.ndarray, maxiter: int) -> np.ndarray:
 NNLS_PIVOTING_MAX_ITER = 40
 
 
-def _nnls_pivoting(A: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+def _nnls_pivoting(A: np.ndarray, b: np.ndarray, start: np.ndarray, M: np.ndarray | None = None,
+                   c: np.ndarray | None = None) -> np.ndarray | None:
     """``argmin v^T A v / 2 - b^T v`` over ``v >= 0`` for symmetric positive definite ``A`` (the scaled normal
-    equations of a Cholesky-accepted fit, ``min ||M v - c||`` with ``A = M^T M``, ``b = M^T c``) by block
-    principal pivoting (Kim & Park, "Fast nonnegative matrix factorization: an active-set-like method and
-    comparisons", *SIAM J. Sci. Comput.* 33, 2011, Algorithm 1, with Judice & Pires' backup rule), from the free
-    set ``start > 0`` (the unconstrained solution's positive entries); None where it does not settle within
-    ``NNLS_PIVOTING_MAX_ITER`` exchanges or a free block's Cholesky fails.
+    equations, ``min ||M v - c||`` with ``A = M^T M``, ``b = M^T c``) by block principal pivoting (Kim & Park,
+    "Fast nonnegative matrix factorization: an active-set-like method and comparisons", *SIAM J. Sci. Comput.* 33,
+    2011, Algorithm 1, with Judice & Pires' backup rule), from the free set ``start > 0`` (the unconstrained
+    solution's positive entries); None where it does not settle within ``NNLS_PIVOTING_MAX_ITER`` exchanges or a
+    free block's factorisation fails.
 
     Each exchange solves the free block exactly and moves every infeasible variable at once (a free one below 0,
     a held one whose gradient is below minus its rounding), where Lawson-Hanson frees one variable per step: on
     10,000 x 2,000 Gaussian rows with ``alpha=1`` (965 coefficients free) SciPy's NNLS took 3.5 s of the fit's 4.4,
-    these exchanges 0.3 s. The caller checks the result's optimality conditions (:func:`_nnls_kkt`)."""
+    these exchanges 0.3 s. The free block is solved by the Cholesky factor of ``A``'s block, or, given ``M`` and
+    ``c`` (the QR path, whose ``R11`` the normal equations would square: near-interpolating fits on columns 1e-7
+    apart ended 1e4-1e13 times Lawson-Hanson's objective, helper-144), by least squares on ``M``'s free columns,
+    the gradient then ``M^T (M v - c)``. The caller checks the result's optimality conditions
+    (:func:`_nnls_kkt`)."""
     import scipy.linalg
 
     d = A.shape[0]
     free = start > 0
-    absA, absb = np.abs(A), np.abs(b)
+    if M is None:
+        absA, absb = np.abs(A), np.abs(b)
+
+        def gradient(v):
+            return A @ v - b, d * EPS * (absA @ np.abs(v) + absb)
+    else:
+        absM, absc = np.abs(M), np.abs(c)
+
+        def gradient(v):
+            return M.T @ (M @ v - c), d * EPS * (absM.T @ (absM @ np.abs(v) + absc))
+
     fewest, tries = d + 1, 3
     for _ in range(NNLS_PIVOTING_MAX_ITER):
         v = np.zeros(d)
         idx = np.flatnonzero(free)
-        if idx.size:
+        if idx.size and M is None:
             U = np.array(A[np.ix_(idx, idx)], order="F")
             if _kernels.potrf_upper(U, serial=_tail_serial(idx.size)) != 0:
                 return None
             v[idx] = scipy.linalg.cho_solve((U, False), b[idx], check_finite=False)
-        g = A @ v - b
-        infeasible = np.where(free, v < 0, g < -d * EPS * (absA @ np.abs(v) + absb))
+        elif idx.size:
+            qc, R = scipy.linalg.qr_multiply(M[:, idx], c[None, :], mode="right")  # (c^T Q and R)
+            if not np.all(np.diagonal(R)):
+                return None
+            v[idx] = scipy.linalg.solve_triangular(R[: idx.size, : idx.size], qc[0, : idx.size], check_finite=False)
+        g, tol = gradient(v)
+        infeasible = np.where(free, v < 0, g < -tol)
         count = int(np.count_nonzero(infeasible))
         if count == 0:
             return v
@@ -1602,8 +1622,9 @@ def _nnls_pivoting(A: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarra
         elif tries > 0:
             tries -= 1
         else:  # the backup rule: only the last infeasible variable, which ends any cycle (Judice & Pires 1994)
-            infeasible = np.zeros(d, dtype=bool)
-            infeasible[np.flatnonzero(np.where(free, v < 0, g < -d * EPS * (absA @ np.abs(v) + absb)))[-1]] = True
+            last = np.flatnonzero(infeasible)[-1]
+            infeasible[:] = False
+            infeasible[last] = True
         free ^= infeasible
     return None
 
@@ -1722,10 +1743,11 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             split = (sv[keep, None] * Vt[keep], U[:, keep].T @ R12, sv[~keep, None] * Vt[~keep])
     V = np.zeros((d, c.shape[1]))
     solved, maxiter = [], 50 * max(live.size, 1)
-    # Where M is triangular and nonsingular (the Cholesky and QR paths), block principal pivoting from the
-    # unconstrained solution first, kept where it meets the optimality conditions (:func:`_nnls_kkt`). On the QR
-    # path its normal equations M^T M square R11's condition; a block whose Cholesky fails, or a point the
-    # conditions refuse, goes to Lawson-Hanson on M itself.
+    # Where M is triangular and nonsingular (the Cholesky and QR paths): the unconstrained solution where it is
+    # feasible, else block principal pivoting from it, kept where it meets the optimality conditions
+    # (:func:`_nnls_kkt`). On the QR path the free set it finds on M^T M is the start of exchanges whose free blocks
+    # are least-squares solves on M's columns (the normal equations square R11's condition; from that set one or
+    # two such solves). A block that fails, or a point the conditions refuse, goes to Lawson-Hanson on M itself.
     start = None
     if path in ("cholesky", "qr") and split is None:
         start = _upper_solve(np.asfortranarray(M), M.shape[0], c, serial=_tail_serial(M.shape[0]))
@@ -1734,9 +1756,14 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
     for j in range(c.shape[1]):
         v = None
         if start is not None and np.all(np.isfinite(start[:, j])):
-            v = _nnls_pivoting(A, B[:, j], start[:, j])
-            if v is not None and not _nnls_kkt(M, c[:, j], v):
-                v = None
+            if np.all(start[:, j] >= 0):  # the unconstrained minimum is feasible: it is the constrained one
+                v = start[:, j]
+            else:
+                v = _nnls_pivoting(A, B[:, j], start[:, j])
+                if path == "qr":  # the free set found on M^T M, then exchanges on M itself (_nnls_pivoting)
+                    v = _nnls_pivoting(A, B[:, j], start[:, j] if v is None else v, M, c[:, j])
+                if v is not None and not _nnls_kkt(M, c[:, j], v):
+                    v = None
         if v is None:
             v = _nnls(M, c[:, j], maxiter)
         if split is not None:

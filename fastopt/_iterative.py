@@ -1198,8 +1198,10 @@ def _positive_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, parts
                 reached = min(reached, _robust_point(data, s, W, j, point, alpha, fit_intercept, loss, epsilon,
                                                      positive=True))
         elif (loss != "squared_error" and alarm is not None and gain + objectives[j] - reached <= alarm
+              and np.any(point[0] <= POSITIVE_NEAR_BOUND * np.abs(point[0]).max())
               and (evals := positive_point_evals(values, X.shape[0], k)) >= POSITIVE_POINT_MIN_EVALS):
-            # wider rows: the point within a budget of evaluations (see POSITIVE_POINT_WORK)
+            # wider rows, a coefficient at or near its bound (as above): the point within a budget of evaluations
+            # (see POSITIVE_POINT_WORK)
             reached = min(reached, _robust_point(data, s, W, j, point, alpha, fit_intercept, loss, epsilon,
                                                  positive=True, evals=evals))
         gain += objectives[j] - reached

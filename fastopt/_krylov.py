@@ -885,8 +885,10 @@ class _Stopping:
         diag, off = self.tri
         if not diag:
             return self.smin
-        lam = scipy.linalg.eigvalsh_tridiagonal(np.array(diag), np.array(off[:-1]), select="i",
-                                                select_range=(0, 0), check_finite=False)[0]
+        diag, off = np.array(diag), np.array(off[:-1])
+        if not (np.isfinite(diag).all() and np.isfinite(off).all()):  # (no estimate: the check then runs on)
+            return 0.0
+        lam = scipy.linalg.eigvalsh_tridiagonal(diag, off, select="i", select_range=(0, 0), check_finite=False)[0]
         return min(math.sqrt(max(lam, 0.0)), self.smin)
 
     def _unresolved(self, rnorm: float, arnorm: float) -> bool:
