@@ -164,9 +164,14 @@ QR_FALLBACK_KEY = "_krylov_instead_of_qr"
 # 60,000 to 10 million stored values (0.12-0.16 ms at 60,000, 0.6-1.3 ms at 0.8-1.2 million, 5.8-7.5 ms at 10
 # million; 12-13 ms on 6 million stored values of 2^18 columns). The solvers' set-up before their first iteration
 # (the columns' scales, a scaled copy of the stored values: 2-7 ns a stored value, 3-6 iterations) is not priced;
-# AUTO_MIN_ITERS leaves room for it. Where the QR of densified rows is priced (qr_fallback_iterations), at
-# CLOSED_FORM_S_PER_FLOP a flop.
+# AUTO_MIN_ITERS leaves room for it.
 CLOSED_FORM_S_PER_FLOP = 5e-11
+# The QR of densified rows (qr_fallback_iterations): solver="qr" on random CSR of 20,000-100,000 rows took
+# 1.9-2.1e-11 s a flop (2 n p^2) at 300-800 columns and 3.1-3.3e-11 at 1,500-2,000 (6e-11 at 100 columns, 25 ms in
+# all). At CLOSED_FORM_S_PER_FLOP the fallback's budget was 1.6-2.5x its cost: with LSQR's run on to machine
+# precision (AUTO_PREDICTION_TOL) on 20,000 x 400 near-duplicate weighted columns, "auto" took 0.40 s where the QR
+# takes 0.13 (helper-144).
+QR_S_PER_FLOP = 3e-11
 ITER_S_PER_STORED, ITER_S_PER_COLUMN, ITER_S_PER_ROW, ITER_S_FIXED = 8e-10, 2e-8, 1e-9, 5e-5
 # On Dask arrays each iteration is a graph of one task per block and a tree reduction: about 1-1.5 ms a block on
 # the local threaded scheduler (4 blocks: 4.3 ms an iteration, 16 blocks: 25 ms). A stream's iteration reads and
@@ -227,7 +232,7 @@ def qr_fallback_iterations(n: int, d: int, nnz: int, k: int = 1, blocks: int = 0
     capped at ``default_max_iter(d)``: the budget of ``solver="auto"``'s Krylov attempt once the Gram's Cholesky
     is rejected (:func:`fastopt._closed_form.krylov_instead`, and with ``QR_FALLBACK_KEY`` on streams and Dask)."""
     p = d + k
-    qr = CLOSED_FORM_S_PER_FLOP * 2.0 * n * p * p
+    qr = QR_S_PER_FLOP * 2.0 * n * p * p
     return min(int(qr / _iteration_seconds(n, d, nnz, k, blocks, chunks)), default_max_iter(d))
 
 

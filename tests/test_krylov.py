@@ -1041,13 +1041,15 @@ def test_auto_on_sparse_chunks_tries_krylov_before_the_densifying_qr_pass(rng, m
 
     da = pytest.importorskip("dask.array")
     dask = pytest.importorskip("dask")
-    X, y = _nearly_dependent(rng, 8_000)
-    # On these 8,000 rows the model prices the closed form above AUTO_MIN_ITERS iterations, so the stream would run
-    # LSQR first anyway; the closed form runs first here, as on longer chunks, where an iteration costs more.
+    X, y = _nearly_dependent(rng, 16_000)
+    # On these 16,000 rows the model prices the closed form above AUTO_MIN_ITERS iterations, so the stream would run
+    # LSQR first anyway; the closed form runs first here, as on longer chunks, where an iteration costs more. (The
+    # QR pass over four Dask blocks is priced at 38 iterations of 1.5 ms a block: on 8,000 rows 19, below
+    # AUTO_MIN_ITERS, where the QR pass runs directly.)
     monkeypatch.setattr(_krylov, "auto_budget", lambda *args, **kwargs: 0)
-    chunks = [(X[i : i + 2000], y[i : i + 2000]) for i in range(0, 8000, 2000)]
+    chunks = [(X[i : i + 4000], y[i : i + 4000]) for i in range(0, 16_000, 4000)]
     ref = LinearRegressor(solver="qr").fit(X.toarray(), y)
-    dX, dy = da.from_array(X, chunks=(2000, X.shape[1]), asarray=False), da.from_array(y, chunks=2000)
+    dX, dy = da.from_array(X, chunks=(4000, X.shape[1]), asarray=False), da.from_array(y, chunks=4000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         streamed = LinearRegressor().fit_stream(chunks)
@@ -1813,12 +1815,12 @@ def _near_duplicates(seed, n=8000, d=240, pairs=30, gap=1e-6):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("shape", [(20_000, 400, 50), (8000, 240, 30)])
+@pytest.mark.parametrize("shape", [(20_000, 400, 50), (10_000, 300, 40)])
 def test_auto_runs_on_to_machine_precision_where_the_columns_are_nearly_collinear(seed, shape):
     # helper-140: with near-duplicate columns (pairs 1e-6 apart), "auto" ran LSQR to tol 1e-12, whose S2 stop
     # bounds the predictions' error by about tol * cond * ||r||: 3e-8 to 2e-7 of std(y) off lstsq's (rms), where
     # QR is 2e-12 off. Its bound ||A^T r|| / sigma_min (the Lanczos process's least Ritz value) now sends such a run
-    # on to machine precision within the same iterations: 2e-11 to 5e-11 on 20,000 x 400. On 8,000 x 240 those run
+    # on to machine precision within the same iterations: 2e-11 to 5e-11 on 20,000 x 400. On 10,000 x 300 those run
     # out first (the QR they stand for costs less there) and the run keeps its last iterate, closer than tol's.
     X, y = _near_duplicates(seed, *shape)
     A = np.hstack([X.toarray(), np.ones((X.shape[0], 1))])
