@@ -1279,7 +1279,7 @@ POSITIVE_POINT_WORK = 2**22
 POSITIVE_POINT_MIN_EVALS = 50
 # An evaluation's cost in stored values read: two reads of X, about four of the rows' length in NumPy's passes
 # over the residuals, and the call's own overhead (about 40 us, the reads of 20,000 values). At 2**22 the budget
-# reaches 50 evaluations up to about 30,000 stored values (a sparse 600 x 150 at 5%: 135 evaluations, 15-40 ms);
+# reaches 50 evaluations up to about 30,000 stored values (a sparse 600 x 150 at 5%: 133 evaluations, 15-40 ms);
 # it cost 0.7 s on a 0.1 s fit of 20,000 x 500 sparse rows at 2**24.
 POSITIVE_POINT_OVERHEAD = 20_000
 
@@ -1288,6 +1288,8 @@ def positive_point_evals(values: int, n: int, k: int) -> int:
     """The evaluations :func:`positive_gap`'s point may take for each of ``k`` targets on ``n`` rows of ``values``
     stored values: ``POSITIVE_POINT_WORK`` over an evaluation's cost, at most ``POSITIVE_POINT_EVALS``."""
     return min(POSITIVE_POINT_EVALS, POSITIVE_POINT_WORK // (k * (2 * values + 4 * n + POSITIVE_POINT_OVERHEAD)))
+
+
 # robust_gap takes _robust_point on small data where the rounds' bound ends between this fraction of the alarm
 # level and it: a bound of a fifth of the alarm was a 4.3% excess (weights spread 1e6, a ridge, polynomial
 # columns), while on fits at their minimum the bound is far below (the point cost 3.6 -> 48 ms on a default SGD
