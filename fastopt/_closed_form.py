@@ -989,8 +989,10 @@ def _centring_floor(params: dict, state: ClosedFormState, live: np.ndarray, scal
 
 def _warn_rank(rank: int, d: int, path: str) -> None:
     _warn(
-        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot "
-        f"columns with an intercept): returning the minimum-norm least-squares solution (solver_={path!r}). "
+        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot or "
+        "spline columns, which sum to a constant, or a constant column, beside the intercept): returning the "
+        f"minimum-norm least-squares solution (solver_={path!r}); its predictions are those of any "
+        "least-squares solution. "
         "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
         RankDeficientWarning,
     )

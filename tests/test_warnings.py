@@ -97,3 +97,16 @@ def test_a_stalled_adaptive_fit_names_eps_above_the_gradients_scale(solver):
     with pytest.warns(ConvergenceWarning) as caught:  # a fit cut short at unit scale: no word of eps
         LinearRegressor(solver=solver, max_epochs=2, random_state=0).fit(X, y * 1e12)
     assert not any("eps=" in str(w.message) for w in caught)
+
+
+def test_the_rank_warning_names_the_everyday_dependencies():
+    # helper-143, helper-145: PolynomialFeatures' bias column and SplineTransformer's bases (which sum to 1) beside
+    # the intercept warn on every fit, where the message named one-hot columns only
+    from sklearn.preprocessing import SplineTransformer
+
+    rng = np.random.default_rng(0)
+    X = SplineTransformer(n_knots=5).fit_transform(rng.uniform(0, 10, size=(500, 2)))
+    y = X @ rng.normal(size=X.shape[1]) + rng.normal(size=500)
+    with pytest.warns(RankDeficientWarning, match=r"one-hot or spline columns, which sum to a constant, or a "
+                                                  r"constant column, beside the intercept"):
+        LinearRegressor().fit(X, y)
