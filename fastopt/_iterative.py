@@ -1191,17 +1191,17 @@ def _positive_gap(data, sw, p, alpha, fit_intercept, loss, epsilon, scale, parts
             return value, 1.0
 
         reached = reweighting_rounds(objectives[j], gain, rounds, alarm, loss, take_round)
-        if X.shape[1] <= steps and X.shape[0] * X.shape[1] <= PLATEAU_CHECK_SMALL_WORK:
-            if loss == "squared_error":
-                reached = min(reached, _positive_exact(data, s, W, j, alpha, fit_intercept))
-            elif np.any(point[0] <= POSITIVE_NEAR_BOUND * np.abs(point[0]).max()):  # see _robust_point
-                reached = min(reached, _robust_point(data, s, W, j, point, alpha, fit_intercept, loss, epsilon,
-                                                     positive=True))
-        elif (loss != "squared_error" and alarm is not None and gain + objectives[j] - reached <= alarm
-              and np.any(point[0] <= POSITIVE_NEAR_BOUND * np.abs(point[0]).max())
+        small = X.shape[1] <= steps and X.shape[0] * X.shape[1] <= PLATEAU_CHECK_SMALL_WORK
+        # a robust loss's point only where a coefficient is at or near its bound (see _robust_point)
+        near = loss != "squared_error" and np.any(point[0] <= POSITIVE_NEAR_BOUND * np.abs(point[0]).max())
+        if small and loss == "squared_error":
+            reached = min(reached, _positive_exact(data, s, W, j, alpha, fit_intercept))
+        elif small and near:
+            reached = min(reached, _robust_point(data, s, W, j, point, alpha, fit_intercept, loss, epsilon,
+                                                 positive=True))
+        elif (not small and near and alarm is not None and gain + objectives[j] - reached <= alarm
               and (evals := positive_point_evals(values, X.shape[0], k)) >= POSITIVE_POINT_MIN_EVALS):
-            # wider rows, a coefficient at or near its bound (as above): the point within a budget of evaluations
-            # (see POSITIVE_POINT_WORK)
+            # wider rows: the point within a budget of evaluations (see POSITIVE_POINT_WORK)
             reached = min(reached, _robust_point(data, s, W, j, point, alpha, fit_intercept, loss, epsilon,
                                                  positive=True, evals=evals))
         gain += objectives[j] - reached

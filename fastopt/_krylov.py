@@ -885,8 +885,9 @@ class _Stopping:
     def sigma_min(self) -> float:
         """The run's estimate of ``sigma_min(A_bar)`` on the Krylov space it searched: the square root of the least
         Ritz value of ``A_bar^T A_bar`` (the least eigenvalue of ``T_k``, which converges to it from above; Paige
-        & Saunders 1982, sec. 5.3). ``T_k`` holds squares, so values below about ``sqrt(eps) ||A_bar||`` read as
-        rounding; 0 before any iteration."""
+        & Saunders 1982, sec. 5.3), or an earlier run's if less. ``T_k`` holds squares, so values below about
+        ``sqrt(eps) ||A_bar||`` read as rounding; inf before any iteration (no estimate: nothing bounded), 0 where
+        an entry is not finite."""
         diag, off = self.tri
         if not diag:
             return self.smin
@@ -997,9 +998,10 @@ def _cgls(op: _Operator, x: np.ndarray, stop: _Stopping, max_iter: int, log=None
         gamma_new = _kernels.cgls_step(step, Z, se, m, L2, p, x, s, lam2)
         rr = max(rr - gamma * step, 0.0)
         # ||B_k||_F^2: the Lanczos tridiagonal's diagonal, 1 / step_k + beta_(k-1) / step_(k-1) (_Stopping)
-        bk2 += 1.0 / step + lanczos
+        diag = 1.0 / step + lanczos
+        bk2 += diag
         stop.estimate(bk2)
-        stop.lanczos(1.0 / step + lanczos, math.sqrt(gamma_new / gamma) / step)
+        stop.lanczos(diag, math.sqrt(gamma_new / gamma) / step)
         lanczos = (gamma_new / gamma) / step  # beta_k / step_k, the next diagonal entry (gamma * step may underflow)
         it += 1
         arnorm, rnorm = math.sqrt(gamma_new), math.sqrt(rr)
@@ -1159,8 +1161,9 @@ def solve(method: str, params: dict, passes, state: KrylovState | None = None,
             if converged:  # (under tol=None too: the recurrence's ||r|| may have cancelled to 0)
                 # Recurrences drift from the true residual: confirm with one true pass, else restart from x.
                 res, rnorm = op.normal_residual(x)
-                converged = stop.met(math.sqrt(_dot(res, res)), rnorm, x, exact=True)
-                if converged and check is not None and _inaccurate(stop, math.sqrt(_dot(res, res)), check):
+                arnorm = math.sqrt(_dot(res, res))
+                converged = stop.met(arnorm, rnorm, x, exact=True)
+                if converged and check is not None and _inaccurate(stop, arnorm, check):
                     # On to machine precision from here, as tol=None runs, within the iterations left. Whether or
                     # not its true passes confirm the rules there (the rounding of A^T r may not let them) or its
                     # iterations run out, x is kept: each run minimises ||r|| over x plus its Krylov space, and
