@@ -104,17 +104,22 @@ ctypedef void (*_dtrtrs_t)(char *, char *, char *, int *, int *, double *, int *
                            int *) noexcept nogil
 cdef _dtrtrs_t _DTRTRS = <_dtrtrs_t>clapack.dtrtrs
 cdef _dtrtrs_t _DTRTRS_SERIAL = NULL
+ctypedef void (*_dtrmm_t)(char *, char *, char *, char *, int *, int *, double *, double *, int *, double *,
+                          int *) noexcept nogil
+cdef _dtrmm_t _DTRMM = <_dtrmm_t>cblas.dtrmm
+cdef _dtrmm_t _DTRMM_SERIAL = NULL
 
 
 def _use_serial_blas(dict addresses):
     """Fill the single-threaded tables from raw function addresses (see :mod:`fastopt._serial_blas`)."""
-    global _SERIAL_READY, _DPOTRF_SERIAL, _DPSTRF_SERIAL, _DTRTRS_SERIAL
+    global _SERIAL_READY, _DPOTRF_SERIAL, _DPSTRF_SERIAL, _DTRTRS_SERIAL, _DTRMM_SERIAL
     _BLAS_SERIAL.dsyrk = <fo_dsyrk_t><uintptr_t>addresses["dsyrk"]
     _LAPACK_SERIAL.dtpqrt = <fo_dtpqrt_t><uintptr_t>addresses["dtpqrt"]
     _LAPACK_SERIAL.dgeqrf = <fo_dgeqrf_t><uintptr_t>addresses["dgeqrf"]
     _DPOTRF_SERIAL = <_dpotrf_t><uintptr_t>addresses["dpotrf"]
     _DPSTRF_SERIAL = <_dpstrf_t><uintptr_t>addresses["dpstrf"]
     _DTRTRS_SERIAL = <_dtrtrs_t><uintptr_t>addresses["dtrtrs"]
+    _DTRMM_SERIAL = <_dtrmm_t><uintptr_t>addresses["dtrmm"]
     _SERIAL_READY = True
 
 

@@ -209,6 +209,40 @@ def trtrs_upper(const double[::1, :] a, int r, double[::1, :] b, bint trans=Fals
         trtrs(&uplo, &tr, &diag, &n, &nrhs, <double *>&a[0, 0], &lda, &b[0, 0], &ldb, &info)
     return info
 
+def trmm_upper(const double[::1, :] a, int r, double[::1, :] b, bint trans=False, bint serial=False):
+    """Multiply in place ``b <- U b`` (or ``U^T b``) by the upper triangular ``U = a[:r, :r]`` (BLAS ``dtrmm``).
+
+    Parameters
+    ----------
+    a : ndarray of shape (m, m), float64, Fortran-contiguous, m >= r
+        Its leading ``r x r`` upper triangle is ``U``; nothing else of it is read.
+    r : int
+        The order of ``U``.
+    b : ndarray of shape (r, k), float64, Fortran-contiguous
+        Overwritten by the product.
+    trans : bool, default=False
+        Multiply by ``U^T``.
+    serial : bool, default=False
+        Call the private single-threaded BLAS (:mod:`fastopt._serial_blas`) instead of SciPy's; same code.
+    """
+    _check_serial(serial, "trmm_upper")
+    cdef _dtrmm_t trmm = _DTRMM_SERIAL if serial else _DTRMM
+    cdef char side = b"L"
+    cdef char uplo = b"U"
+    cdef char tr = b"T" if trans else b"N"
+    cdef char diag = b"N"
+    cdef int m = r
+    cdef int n = <int>b.shape[1]
+    cdef double one = 1.0
+    cdef int lda = <int>a.shape[0] if a.shape[0] > 1 else 1
+    cdef int ldb = <int>b.shape[0] if b.shape[0] > 1 else 1
+    if r < 0 or a.shape[1] != a.shape[0] or r > a.shape[0] or b.shape[0] != r:
+        raise ValueError("trmm_upper: a must be square of order at least r, and b must have r rows")
+    if r == 0 or n == 0:
+        return
+    with nogil:
+        trmm(&side, &uplo, &tr, &diag, &m, &n, &one, <double *>&a[0, 0], &lda, &b[0, 0], &ldb)
+
 # Compensated dot products for the refinement residual (Ogita, Rump & Oishi, *Accurate sum and dot product*,
 # SIAM J. Sci. Comput. 26, 2005, Dot2): each product split exactly into p + pe (Dekker 1971; a libm fma call
 # without -mfma cost twice as much), each sum's rounding error collected, as if computed in twice the precision

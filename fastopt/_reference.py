@@ -166,6 +166,13 @@ def trtrs_upper(a, r, b, trans=False, serial=False):
     return 0
 
 
+def trmm_upper(a, r, b, trans=False, serial=False):
+    """Twin of :func:`fastopt._kernels.trmm_upper`: ``b`` overwritten by ``U b`` (``U^T b`` with ``trans``), ``U``
+    the upper triangle of ``a[:r, :r]``. ``serial`` does not change the arithmetic."""
+    U = np.triu(a[:r, :r])
+    b[...] = (U.T if trans else U) @ b
+
+
 def _two_sum(a, b):
     s = a + b
     t = s - a

@@ -25,8 +25,9 @@ import threading
 __all__ = ["tables"]
 
 # Functions of the kernels' BLAS and LAPACK tables (csrc/fastopt.h: fo_blas, fo_lapack), and those of the closed
-# form's tail (fastopt/_kernels_tail.pxi): dpotrf, the pivoted path's dpstrf, and dtrtrs for its triangular solves.
-BLAS_NAMES = ("dsyrk",)
+# form's tail (fastopt/_kernels_tail.pxi): dpotrf, the pivoted path's dpstrf, dtrtrs for its triangular solves and
+# dtrmm for the products of its condition estimate.
+BLAS_NAMES = ("dsyrk", "dtrmm")
 LAPACK_NAMES = ("dtpqrt", "dgeqrf", "dpotrf", "dpstrf", "dtrtrs")
 _LM_ID_NEWLM = -1
 _RTLD_NOW = 2

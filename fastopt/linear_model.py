@@ -437,7 +437,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
         equations for ``"cholesky"``, those of the kept columns for ``"pivoted_cholesky"`` (with a ridge, the
         lifted equations), ``R`` for ``"qr"``/``"svd"`` (without its zero columns: zero columns of ``X`` and,
-        with an intercept, constant ones, whose coefficient is 0)).
+        with an intercept, constant ones, whose coefficient is 0)). For the normal equations it is the 1-norm
+        estimate, or, where that falls below ``1e-4`` but within a factor ``n_features_in_`` of it, half a
+        2-norm estimate (the 2-norm condition number bounds their error; the 1-norm one can exceed it by that
+        factor).
     rank_ : int
         Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"``,
         ``"pivoted_cholesky"`` without a ridge or ``"qr"`` with such zero columns; with a ridge, the rank of the

@@ -592,6 +592,72 @@ def test_a_ridge_never_makes_the_condition_estimate_worse(rng):
         np.testing.assert_allclose(est.coef_[j], ref.coef_, rtol=1e-9, atol=1e-12 * np.abs(ref.coef_).max())
 
 
+@pytest.mark.parametrize("d", [40, 300, 900])
+@pytest.mark.parametrize("spectrum", ["uniform", "log-uniform", "squares", "one small", "two clusters", "four levels"])
+def test_the_two_norm_estimate_lies_within_its_margin_above_the_true_reciprocal_condition(d, spectrum):
+    """Ritz values lie inside the spectrum, so the estimate is at least lambda_min / lambda_max (to rounding); the
+    acceptance divides it by TWO_NORM_MARGIN, which is right only where the estimate stays below that many times
+    the true value. Spectra without a gap (uniform, log-uniform) are the block Krylov space's hardest."""
+    rng = np.random.default_rng(d)
+    lam = {"uniform": np.linspace(1.0, 1e3, d), "log-uniform": np.logspace(0, 3, d),
+           "squares": np.linspace(1.0, 31.6, d) ** 2, "one small": np.r_[1.0, np.full(d - 1, 1e3)],
+           "two clusters": np.r_[np.linspace(1.0, 1.01, d // 2), np.linspace(999.0, 1e3, d - d // 2)],
+           "four levels": np.repeat([1.0, 10.0, 100.0, 1e3], d // 4 + 1)[:d]}[spectrum]
+    Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    U = np.asfortranarray(scipy.linalg.cholesky((Q * lam) @ Q.T))
+    true = lam.min() / lam.max()
+    estimate = _closed_form._two_norm_rcond(U, d, serial=False)
+    assert true * (1 - 1e-8) <= estimate <= _closed_form.TWO_NORM_MARGIN * true
+
+
+def _standardised_quadratic(n, k, seed=7):
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+    rng = np.random.default_rng(seed)
+    Z = StandardScaler().fit_transform(rng.uniform(0, 100, size=(n, k)))
+    y = np.sin(Z[:, 0]) + Z[:, 1] ** 2 + 0.3 * rng.normal(size=n)
+    return PolynomialFeatures(2, include_bias=False).fit_transform(Z), y
+
+
+def test_a_well_conditioned_ridge_on_barely_tall_quadratic_features_stays_on_cholesky():
+    """400 rows of 350 standardised quadratic features, alpha 1e-3: LAPACK's 1-norm estimate reads 8.5e-5 (below
+    RCOND_CHOLESKY), the 2-norm reciprocal condition of the scaled system is 1.2e-3. The normal equations'
+    error follows the latter, so Cholesky keeps its accuracy; the fit took QR (3.9x Ridge's time on 1,500 x 1,325)."""
+    X, y = _standardised_quadratic(400, 25)
+    n, d = X.shape
+    alpha = 1e-3
+    est = LinearRegressor(alpha=alpha).fit(X, y)
+    assert est.solver_ == "cholesky"
+    Xc = X - X.mean(axis=0)
+    G = Xc.T @ Xc / n + alpha * np.eye(d)
+    s = np.sqrt(np.diag(G))
+    lam = np.linalg.eigvalsh(G / s[:, None] / s)
+    assert est.rcond_ <= lam[0] / lam[-1]  # the estimate over its margin: never above the truth
+    # the reference: least squares on the augmented rows [Xc; sqrt(n alpha) I], by QR (no squared condition)
+    ref = np.linalg.lstsq(np.vstack([Xc, np.sqrt(n * alpha) * np.eye(d)]), np.r_[y - y.mean(), np.zeros(d)],
+                          rcond=None)[0]
+    # Cholesky of the scaled system: a relative error of about cond * d * eps in the scaled coefficients
+    bound = lam[-1] / lam[0] * d * np.finfo(float).eps
+    assert np.linalg.norm((est.coef_ - ref) * s) <= bound * np.linalg.norm(ref * s)
+
+
+def test_a_system_whose_two_norm_condition_fails_the_test_still_takes_qr(rng, monkeypatch):
+    """Inside the window where the 2-norm estimate is made (1-norm estimate between RCOND_CHOLESKY / d and
+    RCOND_CHOLESKY), a scaled system whose 2-norm reciprocal condition is below RCOND_CHOLESKY is still refused."""
+    n, d = 2000, 30
+    Z = rng.standard_normal((n, d))
+    Z[:, 1] = Z[:, 0] + 1e-2 * rng.standard_normal(n)  # one nearly dependent pair
+    Zc = Z - Z.mean(axis=0)
+    s = np.sqrt(np.einsum("ij,ij->j", Zc, Zc))
+    lam = np.linalg.eigvalsh((Zc.T @ Zc) / s[:, None] / s)
+    assert lam[0] / lam[-1] < _closed_form.RCOND_CHOLESKY / _closed_form.TWO_NORM_MARGIN
+    estimates = []
+    real = _closed_form._two_norm_rcond
+    monkeypatch.setattr(_closed_form, "_two_norm_rcond", lambda *a: estimates.append(real(*a)) or estimates[-1])
+    est = LinearRegressor().fit(Z, Z @ rng.standard_normal(d))
+    assert estimates and estimates[0] / _closed_form.TWO_NORM_MARGIN < _closed_form.RCOND_CHOLESKY  # in the window
+    assert est.solver_ == "qr"
+
+
 @given(seed=st.integers(0, 2**32 - 1), value=st.sampled_from([0.1, 1 / 3, 3.7, -3.7, 5.0, 7.3, 1e5 + 0.1]),
        weights=st.sampled_from(["none", "uniform", "skewed", "zeros"]), sparse=st.booleans(),
        how=st.sampled_from([dict(), dict(solver="qr"), dict(positive=True), dict(alpha=np.array([0.0]))]))

@@ -216,6 +216,26 @@ def test_trtrs_upper_matches_scipy_and_its_twin(serial, trans, m, r, k, rng):
 
 
 @pytest.mark.parametrize("serial", SERIAL)
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("m, r, k", [(1, 1, 1), (6, 6, 2), (61, 58, 3), (30, 12, 1), (5, 0, 2)])
+def test_trmm_upper_matches_its_twin_and_reads_only_the_triangle(serial, trans, m, r, k, rng):
+    a = np.asfortranarray(rng.normal(size=(m, m)))
+    B = rng.normal(size=(r, k))
+    x, twin = np.asfortranarray(B.copy()), B.copy()
+    _kernels.trmm_upper(a, r, x, trans, serial)
+    _reference.trmm_upper(a, r, twin, trans, serial)
+    # each entry a dot product of at most r terms: within r eps of the sum of magnitudes
+    magnitude = np.abs(np.triu(a[:r, :r]).T if trans else np.triu(a[:r, :r])) @ np.abs(B)
+    np.testing.assert_allclose(x, twin, rtol=0, atol=max(r, 1) * 2.2e-16 * max(magnitude.max(initial=0), 1e-300))
+    a[np.tril_indices(m, -1)] = np.nan  # never read
+    y = np.asfortranarray(B.copy())
+    _kernels.trmm_upper(a, r, y, trans, serial)
+    np.testing.assert_array_equal(y, x)
+    with pytest.raises(ValueError, match="b must have r rows"):
+        _kernels.trmm_upper(a, r, np.asfortranarray(np.ones((r + 1, 1))), trans, serial)
+
+
+@pytest.mark.parametrize("serial", SERIAL)
 def test_trtrs_upper_reports_a_zero_pivot_and_refuses_bad_shapes(serial):
     a = np.asfortranarray(np.triu(np.ones((3, 3))))
     a[1, 1] = 0.0
