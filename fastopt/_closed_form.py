@@ -56,6 +56,12 @@ Paths (reported as the fitted ``solver_``)
     Anything else (a null space the pass refutes, constraints) goes on to QR. ``fit``,
     ``fit_stream`` of a stream that can be read again, and Dask fits (the pass on the workers) take it; without a
     ridge it warns :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does.
+``"kernel_cholesky"``
+    Dense ``X`` in memory (``fit``) with fewer rows of positive weight than columns, without constraints: the
+    ``m x m`` system of the centred, weighted rows (the kernel or dual form, as scikit-learn's ``Ridge`` solves it
+    there; :func:`kernel_fit`), under the ``"cholesky"`` test. Without a ridge it gives the minimum-norm solution and
+    warns :class:`~fastopt.exceptions.RankDeficientWarning` as ``"svd"`` does; where its Cholesky is rejected, the
+    paths above run.
 ``"eigh"``
     Only for a caller that holds a Gram-only state whose Cholesky was rejected and that cannot make a second pass:
     the minimum-norm solution (in the caller's units, as ``numpy.linalg.lstsq``) from the eigendecomposition of
@@ -121,7 +127,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from fastopt import _kernels, _serial_blas, _sparse
 from fastopt._interrupts import WAIT_POLL, uninterrupted, wait_get
@@ -187,6 +193,10 @@ class ClosedFormState:
         ``Q`` (d, d - rank) of the null space it confirmed and the bound ``squares >= ||W^1/2 X_c Q||_F^2`` over
         the rows seen, in this state's weight units, so that ``partial_fit`` can confirm the next null space
         without those rows (:func:`pivoted_after`). None otherwise; a merge drops it.
+    rows : ndarray of shape (m, p) or None
+        Set by the kernel form (:func:`kernel_fit`, which forms neither ``gram`` nor ``r``): the centred rows of
+        ``[X, Y]`` of positive weight, each scaled by the square root of its weight, so ``rows^T rows = gram``.
+        ``partial_fit`` and merges first triangularise them into ``r`` (:func:`with_r`).
     """
 
     n_features: int
@@ -200,6 +210,15 @@ class ClosedFormState:
     raw_diag: np.ndarray | None = None
     weight_exp: int = 0
     null: tuple | None = None
+    rows: np.ndarray | None = None
+
+
+def with_r(state):
+    """``state`` with the rows a kernel-form fit kept (:attr:`ClosedFormState.rows`) triangularised into ``r``
+    (Householder QR, :func:`_triangle`), so that it merges like any ``R`` state; other states as they are."""
+    if not isinstance(state, ClosedFormState) or state.rows is None:
+        return state
+    return replace(state, r=_triangle(state.rows, state.mean.shape[0]), rows=None)
 
 
 # ---------------------------------------------------------------- statistics and merges
@@ -681,6 +700,7 @@ def _merge_owned(a: ClosedFormState, b: ClosedFormState) -> ClosedFormState:
 
 
 def _merge(a: ClosedFormState, b: ClosedFormState, owned: bool) -> ClosedFormState:
+    a, b = with_r(a), with_r(b)
     if (a.n_features, a.n_targets) != (b.n_features, b.n_targets):
         raise ValueError(
             f"cannot merge statistics of {a.n_features} features x {a.n_targets} targets with "
@@ -1047,10 +1067,11 @@ def _centring_floor(params: dict, state: ClosedFormState, live: np.ndarray, scal
     return CENTRING_FLOOR_FACTOR * EPS * top * (math.sqrt(W) + math.sqrt(d * W / state.n_samples))
 
 
-def _warn_rank(rank: int, d: int, path: str) -> None:
+def _warn_rank(rank: int, d: int, path: str, why: str | None = None) -> None:
+    why = why or ("e.g. one-hot or spline columns, which sum to a constant, or a constant column, beside the "
+                  "intercept")
     _warn(
-        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; e.g. one-hot or "
-        "spline columns, which sum to a constant, or a constant column, beside the intercept): returning the "
+        f"The centred design is rank-deficient to working precision (rank {rank} of {d} columns; {why}): returning the "
         f"minimum-norm least-squares solution (solver_={path!r}); its predictions are those of any "
         "least-squares solution. "
         "Filter with warnings.simplefilter('ignore', fastopt.exceptions.RankDeficientWarning).",
@@ -1957,6 +1978,100 @@ def _refined(params: dict, data: Data, result: FitResult) -> FitResult:
     return replace(result, coef=coef, intercept=intercept)
 
 
+# ---------------------------------------------------------------- fewer rows than columns: the kernel form
+
+
+def kernel_fit(params: dict, data: Data) -> FitResult | None:
+    """The fit of dense ``X`` in memory with fewer rows (of positive weight) than columns by the ``m x m`` system
+    of its rows (the kernel, or dual, form of ridge regression; ``solver_="kernel_cholesky"``), or None where it
+    does not apply or its Cholesky is rejected.
+
+    With ``Xw`` the centred rows scaled by ``sqrt(w_i)`` and ``Yw`` the targets alike, the ridge solution is
+    ``coef^T = Xw^T a``, ``(Xw Xw^T + W alpha I) a = Yw``: ``m^2 d + m^3 / 3`` flops where the ``d x d`` normal
+    equations cost ``m d^2 + d^3 / 3`` (scikit-learn's ``Ridge`` solves the same system there). With an intercept,
+    centring leaves ``u = sqrt(w)`` in the null space of ``Xw^T`` (``sum_i w_i (x_i - mean) = 0``), an eigenvalue
+    of only ``W alpha``; the solve lifts it (adds ``tau u u^T / ||u||^2``), which changes neither ``Xw^T a`` nor,
+    since ``u^T Yw = 0``, ``a`` off ``u``: the system's condition is then the design's own spectrum's. Without a
+    ridge the same equations give the minimum-norm least-squares solution (``numpy.linalg.lstsq``'s), where the
+    centred rows are independent. The Cholesky test is the normal equations' (``RCOND_CHOLESKY``); where it fails,
+    or with ``positive=True``, the caller goes on to the ``d x d`` paths. The state keeps the centred, weighted
+    rows (:attr:`ClosedFormState.rows`, no larger than ``X``): ``partial_fit`` triangularises them to add rows.
+    """
+    X = data.X
+    if is_sparse(X) or not isinstance(X, np.ndarray) or params.get("positive"):
+        return None
+    n, d = X.shape
+    data, weight_exp = _normalised(data)
+    sw = data.sample_weight
+    rows = slice(None) if sw is None else np.flatnonzero(sw > 0)
+    m = n if sw is None else rows.size
+    if not 1 < m < d:
+        return None
+    alpha = np.broadcast_to(np.asarray(params["alpha"], dtype=np.float64), (data.Y.shape[1],))
+    k = data.Y.shape[1]
+    with np.errstate(all="ignore"):
+        # the state's rows: centred, scaled by sqrt(w) (the caller's arrays only read); Fortran order, so that the
+        # X block is contiguous for dsyrk (a copy of it cost a fifth of the fit)
+        centred = np.empty((m, d + k), order="F")
+        centred[:, :d], centred[:, d:] = X[rows], data.Y[rows]
+        w = np.ones(m) if sw is None else np.asarray(sw[rows], dtype=np.float64)
+        weight = float(w.sum())
+        mean = (w @ centred) / weight
+        centred -= mean
+        root = np.sqrt(w)
+        if sw is not None:
+            centred *= root[:, None]
+        top = np.max(np.abs(centred), initial=0.0)
+    # squares that under- or overflow: the d x d paths rescale (scale_trouble); a non-finite value, their error
+    if not (np.isfinite(top) and np.all(np.isfinite(mean)) and 1 / SCALE_LIMIT < top < SCALE_LIMIT):
+        return None
+    state = ClosedFormState(d, k, X.dtype.name, n, weight, mean, weight_exp=weight_exp, rows=centred)
+    Xw, Yw = centred[:, :d], centred[:, d:]
+    if params["fit_intercept"]:
+        # a column constant to round-off is exactly constant (constant_columns' rule): coefficient 0 (its rounding
+        # noise zeroed in the state's rows too, where the solve would take the column as constant anyway)
+        spread = np.einsum("ij,ij->j", Xw, Xw)
+        level = weight * np.square(mean[:d])
+        Xw[:, (level > 0) & (spread <= CONSTANT_RTOL**2 * level)] = 0.0
+    else:  # uncentred rows, scaled by sqrt(w)
+        Xw = Xw + root[:, None] * mean[:d]
+        Yw = Yw + root[:, None] * mean[d:]
+    K = blas.dsyrk(1.0, Xw)  # Xw Xw^T, upper triangle (half a product's flops); the lower one is zero
+    if not np.all(np.isfinite(np.diag(K))):  # (off the diagonal, bounded by it: Cauchy-Schwarz)
+        return None  # a row's squares overflow: the d x d paths rescale
+    K = K + K.T  # symmetric (each entry plus zero, exactly), the diagonal doubled
+    K.flat[:: m + 1] *= 0.5
+    if params["fit_intercept"]:
+        u = root / np.sqrt(weight)
+        K += (np.trace(K) / m) * np.outer(u, u)
+    diagonal = np.diag(K).copy()
+    coef_t = np.empty((d, Yw.shape[1]))
+    rcond = 1.0
+    for a in np.unique(alpha):
+        targets = np.flatnonzero(alpha == a)
+        scale = _pow2(np.sqrt(diagonal + weight * a))
+        if not np.all(scale > 0):
+            return None
+        A = K * np.outer(1 / scale, 1 / scale)  # powers of two: exact, and symmetric
+        A.flat[:: m + 1] = (diagonal + weight * a) / scale**2
+        V, rc = _definite_solve(params, state, A, Yw[:, targets] / scale[:, None])
+        if V is None:
+            return None
+        coef_t[:, targets] = Xw.T @ (V / scale[:, None])
+        rcond = min(rcond, rc)
+    # (rank_: with a ridge on every target, the ridge system's, as the other paths report it)
+    rank = d if np.all(alpha > 0) else m - bool(params["fit_intercept"])
+    if rank < d:  # the answer is qualified, as the SVD path's (which warned on these designs)
+        _warn_rank(rank, d, "kernel_cholesky", f"{m} rows of positive weight"
+                   + (", centred on their mean" if params["fit_intercept"] else ""))
+    return _result(params, state, coef_t, "kernel_cholesky", rcond, rank)
+
+
+# The params key that lets the closed form try kernel_fit where solver="auto" chose QR (fewer rows than columns and
+# no ridge: fastopt._solvers.fit_params); an explicit solver="qr" never takes it.
+KERNEL_KEY = "_closed_form_kernel"
+
+
 # ---------------------------------------------------------------- registry entries
 
 
@@ -1983,7 +2098,9 @@ class _ClosedForm(Solver):
         """One pass for the statistics: QR directly when ``solver="qr"`` or the probe rejects Cholesky, else the
         Gram; a second (QR) pass over ``data.X`` only if the full Gram's Cholesky is rejected; a refit of exactly
         rescaled data if the statistics under- or overflow (:func:`scale_trouble`). Small fits are refined
-        (:func:`_refined`)."""
+        (:func:`_refined`). Fewer rows than columns: the kernel form first (:func:`kernel_fit`)."""
+        if (not self.stable or params.get(KERNEL_KEY)) and (result := kernel_fit(params, data)) is not None:
+            return result
         if self.stable or probe_needs_qr(params, data):
             stats = chunk_qr_state(params, data)
             if scale_trouble(stats, constant_ok=not rescale) is not None:
@@ -2033,6 +2150,7 @@ class _ClosedForm(Solver):
 
     def partial_fit(self, params: dict, data: Data, state=None) -> FitResult:
         """Merge this chunk's statistics (with ``R`` factors, see the module docstring) and solve."""
+        state = with_r(state)  # (after the kernel form: its rows, triangularised)
         if isinstance(state, _Rescaled):
             raise ValueError(
                 "the previous fit had to rescale X and y (values too large or too small to square in float64), "

@@ -230,6 +230,8 @@ def fit_params(solver: str, name: str, X, params: dict) -> dict:
         return {**params, _krylov.AUTO_KEY: True}
     if solver == "auto" and name == "normal" and scipy.sparse.issparse(X):  # Krylov if Cholesky is rejected
         return {**params, _closed_form.AUTO_KEY: True}
+    if solver == "auto" and name == "qr":  # fewer rows than columns: the rows' own system first, where it is exact
+        return {**params, _closed_form.KERNEL_KEY: True}
     return params
 
 

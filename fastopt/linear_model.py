@@ -168,8 +168,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                                                                  converged, ``"newton"`` from its fit, kept
                                                                  if it converges within 1 s by a cost model
                                                                  (where at least 10 passes fit in that)
-        Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed)
-        Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm QR/SVD
+        Gram fits, ``n >= d`` or ridge  ``"normal"``             one pass, exact (QR fallback when needed);
+                                                                 dense ``n < d``: the ``n x n`` system of
+                                                                 the rows first (``"kernel_cholesky"``)
+        Gram fits, ``n < d``, no ridge  ``"qr"``                 rank-deficient: minimum-norm; dense: the
+                                                                 rows' system first, else QR/SVD
         sparse, Gram fits but costs     ``"lsqr"`` (``"cg"``     to round-off (``tol=1e-12``) within what
         30+ Krylov iterations (15+)     with a ridge), else      the closed form costs (``O(d^3)``, and
                                         the closed form          ``O(n d^2)`` densified if ill-posed)
@@ -430,13 +433,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     intercept_ : float or ndarray of shape (n_targets,)
         A float for 1-D ``y``, else one per target; ``0.0`` without ``fit_intercept``, whatever ``y``'s shape.
     solver_ : str
-        The path that actually ran (e.g. ``"cholesky"``, ``"pivoted_cholesky"``, ``"qr"``, ``"svd"``,
+        The path that actually ran (e.g. ``"cholesky"``, ``"pivoted_cholesky"``, ``"kernel_cholesky"`` (the
+        ``n x n`` system of the rows, for dense ``X`` with fewer rows than columns), ``"qr"``, ``"svd"``,
         ``"adam"``). ``"newton"`` where ``solver="auto"`` finished an unconverged SGD fit of the Huber loss on
         sparse ``X`` by Newton's method (the table above); ``n_iter_`` and ``loss_curve_`` are then Newton's.
     rcond_ : float
         Closed form: LAPACK's reciprocal condition estimate of the column-scaled matrix factorised (the normal
         equations for ``"cholesky"``, those of the kept columns for ``"pivoted_cholesky"`` (with a ridge, the
-        lifted equations), ``R`` for ``"qr"``/``"svd"`` (without its zero columns: zero columns of ``X`` and,
+        lifted equations), the rows' system for ``"kernel_cholesky"`` (the least over one alpha per target),
+        ``R`` for ``"qr"``/``"svd"`` (without its zero columns: zero columns of ``X`` and,
         with an intercept, constant ones, whose coefficient is 0)). For the normal equations it is the 1-norm
         estimate, or, where that falls below ``1e-4`` but within a factor ``n_features_in_`` of it, half a
         2-norm estimate (the 2-norm condition number bounds their error; the 1-norm one can exceed it by that
