@@ -36,8 +36,9 @@ Paths (reported as the fitted ``solver_``)
     ``numpy.linalg.lstsq`` (singular values below ``eps * max(n, d)`` times the largest are dropped) applied to
     the scaled singular values, so that the columns' units do not decide the rank; on that range, the
     minimum-norm solution in the caller's units (as ``numpy.linalg.lstsq``'s, which equals it wherever the
-    unscaled cutoff finds the same range). The answer is qualified, so this path warns
-    :class:`~fastopt.exceptions.RankDeficientWarning`.
+    unscaled cutoff finds the same range). For float32 input the cutoff is at least that input's own rounding,
+    ``eps32 sqrt(d)`` (:func:`_rank_cutoff`; the pivoted and eigen paths judge by the same). The answer is
+    qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
 ``"pivoted_cholesky"``
     When Cholesky is rejected because columns are exactly dependent once centred (one-hot columns with an
     intercept, a constant column such as ``PolynomialFeatures``' bias) while the rest is well-conditioned: a
@@ -997,7 +998,7 @@ def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResu
     scale = _pow2(np.linalg.norm(R11, axis=0))
     Rs = R11 / scale
     rcond = lapack.dtrcon(Rs, norm="1", uplo="U", diag="N")[0] if r else 0.0
-    cutoff = EPS * max(state.n_samples, d)
+    cutoff = _rank_cutoff(state)
     coef_t = np.zeros((d, R12.shape[1]))
     if r and rcond >= cutoff:
         coef_t[live] = _upper_solve(np.asfortranarray(Rs), r, R12, serial=_tail_serial(r)) / scale[:, None]
@@ -1065,6 +1066,21 @@ def _centring_floor(params: dict, state: ClosedFormState, live: np.ndarray, scal
     W = float(state.weight)
     top = float(np.max(np.abs(state.mean[:d])[live] / scale, initial=0.0))
     return CENTRING_FLOOR_FACTOR * EPS * top * (math.sqrt(W) + math.sqrt(d * W / state.n_samples))
+
+
+def _rank_cutoff(state: ClosedFormState) -> float:
+    """Singular values of the column-scaled design at or below this times the largest are not resolved: the cutoff
+    of ``numpy.linalg.lstsq`` in float64 arithmetic (``eps max(n, d)``), or, for float32 input, that input's own
+    rounding if larger. Rounding each entry moves the column-scaled design (columns of norm at most 2, so a largest
+    singular value of at least about 1) by at most ``eps32 / 2`` of each entry, a 2-norm of at most
+    ``eps32 sqrt(d)`` of that value (Weyl: no singular value below it is the data's). float32 spline bases beside
+    an intercept, whose sum to one float32 rounding breaks at 1.8e-8, were resolved at float64's cutoff: the fit
+    took those directions as data (coefficients of 2e5, their cancellation lost when returned in float32,
+    predictions 4e-2 of std(y) off the fit that drops them)."""
+    d = state.n_features
+    cutoff = EPS * max(state.n_samples, d)
+    eps_in = float(np.finfo(np.dtype(state.dtype)).eps) if np.dtype(state.dtype).kind == "f" else EPS
+    return max(cutoff, eps_in * math.sqrt(d)) if eps_in > EPS else cutoff
 
 
 def _warn_rank(rank: int, d: int, path: str, why: str | None = None) -> None:
@@ -1201,7 +1217,7 @@ def pivoted(params: dict, state: ClosedFormState, null_pass: Callable[[np.ndarra
             return None
     if rank < m:
         squares = null_pass(Q[:, zero.size :])
-        if not np.sqrt(squares) <= EPS * max(state.n_samples, d) * sigma_top:
+        if not np.sqrt(squares) <= _rank_cutoff(state) * sigma_top:
             return None
     if lifted is not None:
         lifted.state = replace(lifted.state, null=(Q, squares))  # (the certificate partial_fit carries)
@@ -1309,7 +1325,7 @@ def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
     A, B, scale = _scaled_normal_equations(params, state)
     lam, Q = np.linalg.eigh(A)
     # The Gram carries absolute errors of about eps * ||A||: smaller eigenvalues are not resolved.
-    keep = lam > EPS * max(state.n_samples, state.n_features) * lam[-1]
+    keep = lam > max(EPS * max(state.n_samples, state.n_features), _rank_cutoff(state) ** 2) * lam[-1]
     V = Q[:, keep] @ ((Q[:, keep].T @ B) / lam[keep, None])
     coef_t = V / scale[:, None]
     if not keep.all():
@@ -1792,7 +1808,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             M, c, path = U, _upper_solve(np.asfortranarray(U), m, B, trans=True, serial=_tail_serial(m)), "cholesky"
         elif state.r is None:
             lam, Q = np.linalg.eigh(A)
-            keep = lam > EPS * max(state.n_samples, d) * lam[-1]
+            keep = lam > max(EPS * max(state.n_samples, d), _rank_cutoff(state) ** 2) * lam[-1]
             # Only the kept spectrum limits the accuracy. Exactly dependent columns (one-hot beside an intercept)
             # leave eigenvalues at their rounding, which are dropped, as the QR path's SVD drops its singular values
             # without a warning: partial_fit there warned of a reciprocal condition of 0 and reported full rank,
@@ -1810,7 +1826,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
         scale[scale == 0] = 1.0
         M, c, path = R11 / scale, R12, "qr"
         rcond, _ = lapack.dtrcon(M, norm="1", uplo="U", diag="N")
-        cutoff = EPS * max(state.n_samples, d)
+        cutoff = _rank_cutoff(state)
         if rcond < cutoff:
             # Rank-deficient: R11's rounding-sized pivots make equations of R12's entries there, which belong to
             # the residual, and NNLS can fit them with huge coefficients along the null directions (one-hot

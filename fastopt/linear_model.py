@@ -447,7 +447,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         2-norm estimate (the 2-norm condition number bounds their error; the 1-norm one can exceed it by that
         factor).
     rank_ : int
-        Closed form: the numerical rank of the centred, weighted design (``n_features_in_`` unless ``"svd"``,
+        Closed form: the numerical rank of the centred, weighted design, judged at float64's precision, or at
+        the input's where that is float32 (``n_features_in_`` unless ``"svd"``,
         ``"pivoted_cholesky"`` without a ridge or ``"qr"`` with such zero columns; with a ridge, the rank of the
         ridge's system, ``n_features_in_``).
     singular_ : ndarray or None

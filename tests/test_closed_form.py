@@ -904,3 +904,28 @@ def test_wide_fit_is_bit_identical_whatever_the_blas_threads(rng):
     assert est.solver_ == one.solver_ == "kernel_cholesky"
     np.testing.assert_array_equal(est.coef_, one.coef_)
     np.testing.assert_array_equal(est.intercept_, one.intercept_)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("solver", ["auto", "qr"])
+def test_float32_spline_bases_beside_an_intercept_are_rank_deficient_at_float32s_precision(sparse, solver):
+    """SplineTransformer's bases sum to one in every row; rounded to float32 the sum is broken at 1.8e-8 of the
+    largest scaled singular value, far below what float32 data resolves (eps32 sqrt(d) = 6.5e-7 here). Judged at
+    float64's cutoff, the fit took those directions as data: coefficients of 2e5 whose cancellation float32 coef_
+    then lost, predictions 4e-2 of std(y) off the fit of the float64 design. At the input's precision the rank is
+    the float64 design's, and the predictions are that fit's to within float32 rounding of the data (an entry's
+    6e-8 relative error times coefficients of a few units over 30 columns: well below 1e-5 of std(y))."""
+    import scipy.sparse as sp
+    from sklearn.preprocessing import SplineTransformer
+    rng = np.random.default_rng(3)
+    Z = rng.uniform(0, 100, size=(2000, 3))
+    y = np.sin(Z[:, 0] / 15) + (Z[:, 1] / 30) ** 2 + 0.3 * rng.normal(size=2000)
+    X64 = SplineTransformer(n_knots=8).fit_transform(Z)
+    X32 = X64.astype(np.float32)
+    with pytest.warns(RankDeficientWarning):
+        ref = LinearRegressor(solver=solver).fit(X64, y)
+    with pytest.warns(RankDeficientWarning):
+        est = LinearRegressor(solver=solver).fit(sp.csr_array(X32) if sparse else X32, y)
+    assert est.rank_ == ref.rank_ < X64.shape[1]
+    assert np.abs(est.coef_).max() < 10 * np.abs(ref.coef_).max()
+    np.testing.assert_allclose(est.predict(X32), ref.predict(X64), rtol=0, atol=1e-5 * y.std())
