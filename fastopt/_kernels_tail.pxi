@@ -209,6 +209,44 @@ def trtrs_upper(const double[::1, :] a, int r, double[::1, :] b, bint trans=Fals
         trtrs(&uplo, &tr, &diag, &n, &nrhs, <double *>&a[0, 0], &lda, &b[0, 0], &ldb, &info)
     return info
 
+def syrk_rows(const double[::1, :] a, double[::1, :] c, double beta, bint serial=False):
+    """``c <- a a^T + beta c`` on the upper triangle of ``c`` (BLAS ``dsyrk``, through the panelled table entry
+    for wide outputs), without the GIL: the product of the rows of ``a`` that the kernel form solves with, which a
+    caller splits into blocks of columns to stop between them.
+
+    Parameters
+    ----------
+    a : ndarray of shape (m, k), float64, Fortran-contiguous
+    c : ndarray of shape (m, m), float64, Fortran-contiguous
+        Its upper triangle is updated; the strict lower triangle is not touched.
+    beta : float
+        Weight of ``c``'s previous upper triangle (0: not read).
+    serial : bool, default=False
+        Call the private single-threaded BLAS (:mod:`fastopt._serial_blas`) instead of SciPy's.
+    """
+    _check_serial(serial, "syrk_rows")
+    cdef fo_dsyrk_t syrk = _BLAS_SERIAL.dsyrk if serial else _BLAS.dsyrk
+    cdef char uplo = b"U"
+    cdef char tr = b"N"
+    cdef int n = <int>a.shape[0]
+    cdef int k = <int>a.shape[1]
+    cdef double one = 1.0
+    cdef int lda = n if n > 1 else 1
+    cdef int ldc = n if n > 1 else 1
+    cdef Py_ssize_t i, j
+    if c.shape[0] != n or c.shape[1] != n:
+        raise ValueError("syrk_rows: c must be square with a's number of rows")
+    if n == 0:
+        return
+    if k == 0:  # beta c alone (as BLAS: beta 0 sets it to zero without reading it)
+        for j in range(n):
+            for i in range(j + 1):
+                c[i, j] = beta * c[i, j] if beta != 0.0 else 0.0
+        return
+    with nogil:
+        syrk(&uplo, &tr, &n, &k, &one, <double *>&a[0, 0], &lda, &beta, &c[0, 0], &ldc)
+
+
 def trmm_upper(const double[::1, :] a, int r, double[::1, :] b, bint trans=False, bint serial=False):
     """Multiply in place ``b <- U b`` (or ``U^T b``) by the upper triangular ``U = a[:r, :r]`` (BLAS ``dtrmm``).
 

@@ -166,6 +166,13 @@ def trtrs_upper(a, r, b, trans=False, serial=False):
     return 0
 
 
+def syrk_rows(a, c, beta, serial=False):
+    """Twin of :func:`fastopt._kernels.syrk_rows`: the upper triangle of ``c`` overwritten by that of ``a a^T +
+    beta c``; the strict lower triangle left as it was. ``serial`` does not change the arithmetic."""
+    upper = np.triu_indices(c.shape[0])
+    c[upper] = (a @ a.T + (beta * c if beta else 0.0))[upper]
+
+
 def trmm_upper(a, r, b, trans=False, serial=False):
     """Twin of :func:`fastopt._kernels.trmm_upper`: ``b`` overwritten by ``U b`` (``U^T b`` with ``trans``), ``U``
     the upper triangle of ``a[:r, :r]``. ``serial`` does not change the arithmetic."""

@@ -216,6 +216,26 @@ def test_trtrs_upper_matches_scipy_and_its_twin(serial, trans, m, r, k, rng):
 
 
 @pytest.mark.parametrize("serial", SERIAL)
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("m, k", [(1, 1), (7, 3), (90, 40), (300, 5), (4, 0)])
+def test_syrk_rows_matches_its_twin_on_the_upper_triangle(serial, beta, m, k, rng):
+    a = np.asfortranarray(rng.normal(size=(m, k)))
+    c0 = rng.normal(size=(m, m))
+    c, twin = np.asfortranarray(c0.copy()), c0.copy()
+    if beta == 0.0:
+        c[np.triu_indices(m)] = np.nan  # beta 0: the previous upper triangle is not read
+    _kernels.syrk_rows(a, c, beta, serial)
+    _reference.syrk_rows(a, twin, beta, serial)
+    upper, lower = np.triu_indices(m), np.tril_indices(m, -1)
+    # each entry a dot product of k terms plus beta c: within (k + 1) eps of the sum of magnitudes
+    magnitude = (np.abs(a) @ np.abs(a).T + abs(beta) * np.abs(c0))[upper]
+    np.testing.assert_allclose(c[upper], twin[upper], rtol=0, atol=(k + 2) * 2.2e-16 * max(magnitude.max(), 1e-300))
+    np.testing.assert_array_equal(c[lower], c0[lower])  # the strict lower triangle untouched
+    with pytest.raises(ValueError, match="square"):
+        _kernels.syrk_rows(a, np.asfortranarray(np.zeros((m + 1, m + 1))), beta, serial)
+
+
+@pytest.mark.parametrize("serial", SERIAL)
 @pytest.mark.parametrize("trans", [False, True])
 @pytest.mark.parametrize("m, r, k", [(1, 1, 1), (6, 6, 2), (61, 58, 3), (30, 12, 1), (5, 0, 2)])
 def test_trmm_upper_matches_its_twin_and_reads_only_the_triangle(serial, trans, m, r, k, rng):

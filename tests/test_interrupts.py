@@ -143,6 +143,8 @@ CLOSED_FORM_CHILD = textwrap.dedent("""
     rng = np.random.default_rng(0)
     if case == "dense-qr":  # one segment, 2.8 s here
         X = rng.random((40_000, 1200), dtype=np.float32)
+    elif case == "dense-kernel":  # fewer rows than columns: the rows' product, 2-3 s here
+        X = rng.random((4_000, 5_000))
     elif case == "dense-qr-segments":  # four segments on the pool's two threads, about 3 s each
         X = rng.random((40_000, 2000), dtype=np.float32)
         _closed_form.SEGMENT_ROWS = 10_000
@@ -153,7 +155,8 @@ CLOSED_FORM_CHILD = textwrap.dedent("""
         X.sum_duplicates()
         _sparse.SEGMENT_WORK = 2**40
     y = rng.random(X.shape[0])
-    model = LinearRegressor(solver="normal" if case == "sparse-normal" else "qr")
+    model = LinearRegressor(solver="normal" if case in ("sparse-normal", "dense-kernel") else "qr",
+                            alpha=1e-3 if case == "dense-kernel" else 0.0)
     print("ready", flush=True)
     try:
         model.fit(X, y)
@@ -163,7 +166,7 @@ CLOSED_FORM_CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("case", ["dense-qr", "dense-qr-segments", "sparse-normal", "sparse-qr"])
+@pytest.mark.parametrize("case", ["dense-qr", "dense-qr-segments", "sparse-normal", "sparse-qr", "dense-kernel"])
 def test_ctrl_c_interrupts_a_long_closed_form_fit_within_half_a_second(tmp_path, case):
     # Each case waited for a compiled call of seconds (a minute for QR at 60,000 x 1,500): a segment or block on
     # the main thread, or the pool's running segments. Nothing but the main thread is left once it is raised.
