@@ -962,8 +962,16 @@ def _two_norm_rcond(U: np.ndarray, r: int, serial: bool) -> float:
                 # orthogonalised again after the QR: where the space is exhausted (r small, or an invariant
                 # subspace), the QR of rounding noise is not orthogonal to the earlier blocks by itself
                 blocks.append(orthogonal(orthogonal(images[-1], blocks), blocks))
+        # Rayleigh-Ritz on the numerical span of the blocks, from the products already made: where the space is
+        # exhausted (r below 32, or an invariant subspace), later blocks are normalised rounding noise, not
+        # orthogonal to the earlier ones, and basis^T A basis read the extremes up to 4 times too wide (an
+        # estimate 16 times below the truth at r = 4). With G = basis^T basis = W diag(lam) W^T, the columns of
+        # basis W lam^-1/2 (lam resolved) are orthonormal, and their Rayleigh quotient matrix is C^T H C.
         basis = np.hstack(blocks)
-        T = basis.T @ np.hstack(images)  # basis^T A basis, from the products already made
+        G, H = basis.T @ basis, basis.T @ np.hstack(images)
+        lam, W = np.linalg.eigh(0.5 * (G + G.T))
+        C = W[:, lam > 1e-12 * lam[-1]] / np.sqrt(lam[lam > 1e-12 * lam[-1]])
+        T = C.T @ (0.5 * (H + H.T)) @ C
         top.append(float(np.linalg.eigvalsh(0.5 * (T + T.T))[-1]))
     return 1.0 / (top[0] * top[1])
 
@@ -1021,7 +1029,7 @@ def _solve_r(params: dict, state: ClosedFormState, warn: bool = True) -> FitResu
     # centring's rounding was kept as a 30th singular value, and the coefficients were 8-36% off the minimum norm
     keep[max(state.n_samples - (1 if params["fit_intercept"] else 0), 0):] = False
     rank = int(keep.sum())
-    if warn:
+    if warn and rank < d:  # (the 1-norm rcond, up to r times below the 2-norm one, can send a full rank here)
         _warn_rank(rank, d, "svd")
     V = Vt[keep].T @ ((U[:, keep].T @ R12) / s[keep, None]) / scale[:, None]
     if not keep.all():
@@ -1071,16 +1079,19 @@ def _centring_floor(params: dict, state: ClosedFormState, live: np.ndarray, scal
 def _rank_cutoff(state: ClosedFormState) -> float:
     """Singular values of the column-scaled design at or below this times the largest are not resolved: the cutoff
     of ``numpy.linalg.lstsq`` in float64 arithmetic (``eps max(n, d)``), or, for float32 input, that input's own
-    rounding if larger. Rounding each entry moves the column-scaled design (columns of norm at most 2, so a largest
-    singular value of at least about 1) by at most ``eps32 / 2`` of each entry, a 2-norm of at most
-    ``eps32 sqrt(d)`` of that value (Weyl: no singular value below it is the data's). float32 spline bases beside
-    an intercept, whose sum to one float32 rounding breaks at 1.8e-8, were resolved at float64's cutoff: the fit
-    took those directions as data (coefficients of 2e5, their cancellation lost when returned in float32,
-    predictions 4e-2 of std(y) off the fit that drops them)."""
-    d = state.n_features
+    rounding if larger, ``eps32 (1 + sqrt(d / n))``. Rounding each entry of the column-scaled ``n x d`` design
+    (columns of norm about 1, entries about ``n^-1/2``) adds independent errors of standard deviation about
+    ``eps32 / sqrt(12 n)``, a matrix of 2-norm about ``eps32 / sqrt(12) (1 + sqrt(d / n))`` (Bai & Yin, 1993):
+    the cutoff is that with a factor 3.5 to spare. float32 spline bases beside an intercept, whose sum to one
+    float32 rounding breaks at 1.8e-8, were resolved at float64's cutoff: the fit took those directions as data
+    (coefficients of 2e5, their cancellation lost when returned in float32, predictions 4e-2 of std(y) off the fit
+    that drops them). The worst case, ``eps32 sqrt(d)`` (every error aligned), dropped real signal: columns
+    sharing one component, apart by 3e-5 (stored to 1e-3 in float32), at 1.6e-6 of the largest, a training RMSE
+    17 times the noise."""
+    d, n = state.n_features, max(state.n_samples, 1)
     cutoff = EPS * max(state.n_samples, d)
     eps_in = float(np.finfo(np.dtype(state.dtype)).eps) if np.dtype(state.dtype).kind == "f" else EPS
-    return max(cutoff, eps_in * math.sqrt(d)) if eps_in > EPS else cutoff
+    return max(cutoff, eps_in * (1.0 + math.sqrt(d / n))) if eps_in > EPS else cutoff
 
 
 def _warn_rank(rank: int, d: int, path: str, why: str | None = None) -> None:
