@@ -1087,7 +1087,7 @@ def _rank_cutoff(state: ClosedFormState) -> float:
     (coefficients of 2e5, their cancellation lost when returned in float32, predictions 4e-2 of std(y) off the fit
     that drops them). The worst case, ``eps32 sqrt(d)`` (every error aligned), dropped real signal: columns
     sharing one component, apart by 3e-5 (stored to 1e-3 in float32), at 1.6e-6 of the largest, a training RMSE
-    17 times the noise."""
+    17 times the float64 fit's."""
     d, n = state.n_features, max(state.n_samples, 1)
     cutoff = EPS * max(state.n_samples, d)
     eps_in = float(np.finfo(np.dtype(state.dtype)).eps) if np.dtype(state.dtype).kind == "f" else EPS

@@ -936,7 +936,7 @@ def test_float32_spline_bases_beside_an_intercept_are_rank_deficient_at_float32s
 def test_float32_columns_apart_by_more_than_their_rounding_keep_their_signal():
     """Columns sharing one component, apart by 1e-5 (stored to about 1e-2 in float32), leave a smallest scaled
     singular value of 1.1e-6: real data, above float32's rounding of the design, eps32 (1 + sqrt(d / n)) = 1.5e-7
-    here. The worst-case bound eps32 sqrt(d) = 1.3e-6 dropped it (training RMSE 17 times the noise on a larger
+    here. The worst-case bound eps32 sqrt(d) = 1.3e-6 dropped it (training RMSE 17 times the float64 fit's on a larger
     design). The float32 fit keeps full rank and fits as the float64 fit of the same values does."""
     rng = np.random.default_rng(0)
     n, d, m = 2000, 120, 60
