@@ -966,3 +966,18 @@ def test_a_full_rank_float32_design_sent_to_the_svd_by_its_1_norm_estimate_does_
         warnings.simplefilter("error")
         est = LinearRegressor(solver="qr").fit(X, y)
     assert est.rank_ == d
+
+
+@pytest.mark.parametrize("sx, sy", [(1e-155, 1.0), (1e-157, 1e-10), (1e-100, 1e110)])
+def test_a_wide_fit_of_tiny_x_beside_large_y_takes_the_rescaling_paths(sx, sy):
+    """Rows whose squares leave float64's range, or a dual vector a ~ y / |x|^2 that overflows where the coefficients
+    ~ y / |x| do not: the kernel form raised ValueError (or returned NaN) where the d x d paths rescale and answer.
+    Now it hands over to them; lstsq's minimum-norm answer to rounding (the design's condition is modest)."""
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((40, 120)) + 1) * sx
+    y = ((rng.standard_normal((40, 120)) + 1)[:, :3].sum(axis=1) + 0.1 * rng.standard_normal(40)) * sy
+    ref = np.linalg.lstsq(X - X.mean(axis=0), y - y.mean(), rcond=None)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        est = LinearRegressor().fit(X, y)
+    np.testing.assert_allclose(est.coef_, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
