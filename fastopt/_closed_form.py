@@ -37,8 +37,8 @@ Paths (reported as the fitted ``solver_``)
     the scaled singular values, so that the columns' units do not decide the rank; on that range, the
     minimum-norm solution in the caller's units (as ``numpy.linalg.lstsq``'s, which equals it wherever the
     unscaled cutoff finds the same range). For float32 input the cutoff is at least that input's own rounding,
-    ``eps32 sqrt(d)`` (:func:`_rank_cutoff`; the pivoted and eigen paths judge by the same). The answer is
-    qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
+    ``eps32 (1 + sqrt(d / n))`` (:func:`_rank_cutoff`; the pivoted and eigen paths judge by the same). The answer
+    is qualified, so this path warns :class:`~fastopt.exceptions.RankDeficientWarning`.
 ``"pivoted_cholesky"``
     When Cholesky is rejected because columns are exactly dependent once centred (one-hot columns with an
     intercept, a constant column such as ``PolynomialFeatures``' bias) while the rest is well-conditioned: a
@@ -959,9 +959,7 @@ def _two_norm_rcond(U: np.ndarray, r: int, serial: bool) -> float:
         for step in range(TWO_NORM_STEPS):
             images.append(product(blocks[-1], inverse))
             if step < TWO_NORM_STEPS - 1:
-                # orthogonalised again after the QR: where the space is exhausted (r small, or an invariant
-                # subspace), the QR of rounding noise is not orthogonal to the earlier blocks by itself
-                blocks.append(orthogonal(orthogonal(images[-1], blocks), blocks))
+                blocks.append(orthogonal(images[-1], blocks))
         # Rayleigh-Ritz on the numerical span of the blocks, from the products already made: where the space is
         # exhausted (r below 32, or an invariant subspace), later blocks are normalised rounding noise, not
         # orthogonal to the earlier ones, and basis^T A basis read the extremes up to 4 times too wide (an
@@ -970,7 +968,8 @@ def _two_norm_rcond(U: np.ndarray, r: int, serial: bool) -> float:
         basis = np.hstack(blocks)
         G, H = basis.T @ basis, basis.T @ np.hstack(images)
         lam, W = np.linalg.eigh(0.5 * (G + G.T))
-        C = W[:, lam > 1e-12 * lam[-1]] / np.sqrt(lam[lam > 1e-12 * lam[-1]])
+        resolved = lam > 1e-12 * lam[-1]
+        C = W[:, resolved] / np.sqrt(lam[resolved])
         T = C.T @ (0.5 * (H + H.T)) @ C
         top.append(float(np.linalg.eigvalsh(0.5 * (T + T.T))[-1]))
     return 1.0 / (top[0] * top[1])
@@ -1092,6 +1091,13 @@ def _rank_cutoff(state: ClosedFormState) -> float:
     cutoff = EPS * max(state.n_samples, d)
     eps_in = float(np.finfo(np.dtype(state.dtype)).eps) if np.dtype(state.dtype).kind == "f" else EPS
     return max(cutoff, eps_in * (1.0 + math.sqrt(d / n))) if eps_in > EPS else cutoff
+
+
+def _eigen_cutoff(state: ClosedFormState) -> float:
+    """Eigenvalues of the scaled normal equations at or below this times the largest are not resolved: the Gram's
+    own rounding (``eps max(n, d)`` relative, not squared), or the square of :func:`_rank_cutoff` where the input's
+    precision (float32) leaves more unresolved."""
+    return max(EPS * max(state.n_samples, state.n_features), _rank_cutoff(state) ** 2)
 
 
 def _warn_rank(rank: int, d: int, path: str, why: str | None = None) -> None:
@@ -1336,7 +1342,7 @@ def _solve_eigh(params: dict, state: ClosedFormState) -> FitResult:
     A, B, scale = _scaled_normal_equations(params, state)
     lam, Q = np.linalg.eigh(A)
     # The Gram carries absolute errors of about eps * ||A||: smaller eigenvalues are not resolved.
-    keep = lam > max(EPS * max(state.n_samples, state.n_features), _rank_cutoff(state) ** 2) * lam[-1]
+    keep = lam > _eigen_cutoff(state) * lam[-1]
     V = Q[:, keep] @ ((Q[:, keep].T @ B) / lam[keep, None])
     coef_t = V / scale[:, None]
     if not keep.all():
@@ -1819,7 +1825,7 @@ def _solve_positive(params: dict, state: ClosedFormState) -> FitResult:
             M, c, path = U, _upper_solve(np.asfortranarray(U), m, B, trans=True, serial=_tail_serial(m)), "cholesky"
         elif state.r is None:
             lam, Q = np.linalg.eigh(A)
-            keep = lam > max(EPS * max(state.n_samples, d), _rank_cutoff(state) ** 2) * lam[-1]
+            keep = lam > _eigen_cutoff(state) * lam[-1]
             # Only the kept spectrum limits the accuracy. Exactly dependent columns (one-hot beside an intercept)
             # leave eigenvalues at their rounding, which are dropped, as the QR path's SVD drops its singular values
             # without a warning: partial_fit there warned of a reciprocal condition of 0 and reported full rank,
