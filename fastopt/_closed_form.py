@@ -1384,9 +1384,10 @@ def scale_trouble(state: ClosedFormState, constant_ok: bool = False) -> int | No
             # a column's own squares: its cross terms overflow only with another column's (Cauchy-Schwarz), and
             # y's overflowing squares had named X column 0 through X^T y
             finite = np.isfinite(np.diag(state.gram))
-        else:
-            scale = np.max(np.abs(state.r), axis=0)
-            finite = np.isfinite(state.r).all(axis=0)
+        else:  # R's columns, or the kernel form's centred weighted rows (kernel_fit): the same per-column test
+            R = state.r if state.r is not None else state.rows
+            scale = np.max(np.abs(R), axis=0)
+            finite = np.isfinite(R).all(axis=0)
         mean = np.abs(state.mean)
         bad = ~finite | ~np.isfinite(mean) | (scale > SCALE_LIMIT) | ((scale > 0) & (scale < 1 / SCALE_LIMIT)) \
             | ((scale == 0) & (mean > 0) & (mean < 1 / SCALE_LIMIT) & (not constant_ok))
@@ -2014,7 +2015,7 @@ def _refined(params: dict, data: Data, result: FitResult) -> FitResult:
 # ---------------------------------------------------------------- fewer rows than columns: the kernel form
 
 
-def kernel_fit(params: dict, data: Data) -> FitResult | None:
+def kernel_fit(params: dict, data: Data, constant_ok: bool = False) -> FitResult | None:
     """The fit of dense ``X`` in memory with fewer rows (of positive weight) than columns by the ``m x m`` system
     of its rows (the kernel, or dual, form of ridge regression; ``solver_="kernel_cholesky"``), or None where it
     does not apply or its Cholesky is rejected.
@@ -2029,6 +2030,7 @@ def kernel_fit(params: dict, data: Data) -> FitResult | None:
     centred rows are independent. The Cholesky test is the normal equations' (``RCOND_CHOLESKY``); where it fails,
     or with ``positive=True``, the caller goes on to the ``d x d`` paths. The state keeps the centred, weighted
     rows (:attr:`ClosedFormState.rows`, no larger than ``X``): ``partial_fit`` triangularises them to add rows.
+    ``constant_ok``: as :func:`scale_trouble`'s (a refit of rescaled data).
     """
     X = data.X
     if is_sparse(X) or not isinstance(X, np.ndarray) or params.get("positive"):
@@ -2054,11 +2056,11 @@ def kernel_fit(params: dict, data: Data) -> FitResult | None:
         root = np.sqrt(w)
         if sw is not None:
             centred *= root[:, None]
-        top = np.max(np.abs(centred), initial=0.0)
-    # squares that under- or overflow: the d x d paths rescale (scale_trouble); a non-finite value, their error
-    if not (np.isfinite(top) and np.all(np.isfinite(mean)) and 1 / SCALE_LIMIT < top < SCALE_LIMIT):
-        return None
     state = ClosedFormState(d, k, X.dtype.name, n, weight, mean, weight_exp=weight_exp, rows=centred)
+    # a column (of X or y) whose squares under- or overflow: the d x d paths rescale; a non-finite value, their
+    # error. (One range for X and y together let y * 1e-318 through: its denormal digits, 9e-5 off lstsq.)
+    if scale_trouble(state, constant_ok=constant_ok) is not None:
+        return None
     Xw, Yw = centred[:, :d], centred[:, d:]
     if params["fit_intercept"]:
         # a column constant to round-off is exactly constant (constant_columns' rule): coefficient 0 (its rounding
@@ -2170,7 +2172,8 @@ class _ClosedForm(Solver):
         Gram; a second (QR) pass over ``data.X`` only if the full Gram's Cholesky is rejected; a refit of exactly
         rescaled data if the statistics under- or overflow (:func:`scale_trouble`). Small fits are refined
         (:func:`_refined`). Fewer rows than columns: the kernel form first (:func:`kernel_fit`)."""
-        if (not self.stable or params.get(KERNEL_KEY)) and (result := kernel_fit(params, data)) is not None:
+        if (not self.stable or params.get(KERNEL_KEY)) \
+                and (result := kernel_fit(params, data, constant_ok=not rescale)) is not None:
             return result
         if self.stable or probe_needs_qr(params, data):
             stats = chunk_qr_state(params, data)

@@ -981,3 +981,15 @@ def test_a_wide_fit_of_tiny_x_beside_large_y_takes_the_rescaling_paths(sx, sy):
         warnings.simplefilter("ignore", RankDeficientWarning)
         est = LinearRegressor().fit(X, y)
     np.testing.assert_allclose(est.coef_, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_a_wide_fit_of_denormal_y_takes_the_rescaling_paths():
+    """y * 1e-318 beside ordinary X: one range check over X and y together let the kernel form solve with y's
+    denormal digits, 6.6e-5 off the rescaled QR answer, silently. Each column of X and y is now judged as
+    scale_trouble judges the d x d paths' statistics, and the fit is the rescaled one (QR's to rounding)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 120)) + 1
+    y = (X[:, :3].sum(axis=1) + 0.1 * rng.standard_normal(40)) * 1e-318
+    est = LinearRegressor(alpha=1e-3).fit(X, y)
+    ref = LinearRegressor(alpha=1e-3, solver="qr").fit(X, y)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0, atol=1e-12 * np.abs(ref.coef_).max())
